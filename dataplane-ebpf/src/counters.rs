@@ -1,0 +1,19 @@
+//! Per-path packet and byte counters, one slot per `Path`, per CPU so that counting
+//! never contends. The daemon sums the CPUs when asked.
+
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::TcContext};
+use dataplane_common::{Counter, Path};
+
+#[map]
+static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(Path::COUNT, 0);
+
+#[inline(always)]
+pub fn count(ctx: &TcContext, path: Path) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(path as u32) {
+        // SAFETY: the slot belongs to this CPU and programs do not preempt each other on it.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += u64::from(ctx.len());
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The endpoint tables the daemon fills: which network each host-side interface serves,
+//! and where each address of a network lives.
+
+use aya_ebpf::{macros::map, maps::HashMap};
+use dataplane_common::{Endpoint, EndpointKey, InterfaceConfig, IpAddress};
+
+/// Container addresses per network.
+#[map]
+static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::pinned(65536, 0);
+
+/// Host-side interfaces the programs are attached to, keyed by ifindex.
+#[map]
+static INTERFACES: HashMap<u32, InterfaceConfig> = HashMap::pinned(65536, 0);
+
+#[inline(always)]
+pub fn interface(ifindex: u32) -> Option<InterfaceConfig> {
+    // SAFETY: values are plain data copied out at once; the daemon replaces them whole.
+    unsafe { INTERFACES.get(&ifindex).copied() }
+}
+
+#[inline(always)]
+pub fn lookup_v4(network: u32, dst: [u8; 4]) -> Option<Endpoint> {
+    let key = EndpointKey {
+        network,
+        ip: IpAddress::v4(dst),
+    };
+    // SAFETY: as above.
+    unsafe { ENDPOINTS.get(&key).copied() }
+}

@@ -1,0 +1,57 @@
+//! Same-network forwarding: a unicast IPv4 frame for a known endpoint of the sender's
+//! network is rewritten for the destination and redirected into its namespace; anything
+//! else goes on to the kernel (the network's bridge), which handles ARP, broadcast and
+//! traffic for the host.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::bpf_redirect_peer,
+    programs::TcContext,
+};
+use dataplane_common::{InterfaceConfig, Path};
+
+use crate::{
+    counters::count,
+    endpoint,
+    parse::{self, Frame},
+    policy::{self, Verdict},
+};
+
+#[inline(always)]
+pub fn from_container(ctx: &TcContext) -> i32 {
+    let (path, action) = decide(ctx);
+    count(ctx, path);
+    action
+}
+
+#[inline(always)]
+fn decide(ctx: &TcContext) -> (Path, i32) {
+    // SAFETY: reading a field of the context the kernel handed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some(iface) = endpoint::interface(ifindex) else {
+        return (Path::SlowPathUnmanaged, TC_ACT_OK);
+    };
+    let frame = match parse::parse(ctx) {
+        Frame::Ipv4(frame) => frame,
+        Frame::Other => return (Path::SlowPathOther, TC_ACT_OK),
+        Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
+    };
+    if let Verdict::OtherNetwork = policy::check_v4(iface.network, frame.dst) {
+        return (Path::DroppedIsolation, TC_ACT_SHOT);
+    }
+    let Some(dst) = endpoint::lookup_v4(iface.network, frame.dst) else {
+        return (Path::SlowPathIp, TC_ACT_OK);
+    };
+    if iface.flags & InterfaceConfig::ICC_DISABLED != 0 {
+        return (Path::DroppedIcc, TC_ACT_SHOT);
+    }
+    // The sender resolved the peer through ARP over the bridge, so the destination MAC is
+    // normally right already; setting it keeps a stale neighbour entry from black-holing.
+    // SAFETY: parse() bounds-checked the Ethernet header, and nothing resized the packet since.
+    unsafe { (*frame.eth).dst_addr = dst.mac };
+    // SAFETY: a plain helper call; it only records the target and flags.
+    let action = unsafe { bpf_redirect_peer(dst.host_ifindex, 0) } as i32;
+    (Path::Forwarded, action)
+}
+
+const _: () = assert!(TC_ACT_OK as i32 == 0 && TC_ACT_SHOT as i32 == 2);

@@ -1,0 +1,28 @@
+//! Kernel entry points. Each one only composes the modules beside it, which own the
+//! maps and the logic of one datapath concern each.
+#![no_std]
+#![no_main]
+
+mod counters;
+mod endpoint;
+mod forward;
+mod parse;
+mod policy;
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+
+/// tcx ingress of a container's host-side veth: every frame the container sends.
+#[classifier]
+pub fn from_container(ctx: TcContext) -> i32 {
+    forward::from_container(&ctx)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,68 @@
+//! Bounds-checked access to packet headers. Owns no map; never writes to the packet.
+
+use aya_ebpf::programs::TcContext;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+/// Ethernet types, in network byte order as they sit in the frame.
+pub const ETH_P_IP: u16 = 0x0800u16.to_be();
+
+/// A pointer to a `T` at `offset` into the linear data, if the whole `T` lies inside it.
+#[inline(always)]
+pub fn header_ptr<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let len = core::mem::size_of::<T>();
+    if start + offset + len > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+/// Frames from packet sockets (and GSO frames) may carry only the Ethernet header in
+/// the linear area: pull the IPv4 header in before looking at it.
+#[inline(always)]
+pub fn pull_ipv4(ctx: &TcContext) {
+    let want = (EthHdr::LEN + Ipv4Hdr::LEN) as u32;
+    if ctx.data_end() - ctx.data() < want as usize && ctx.len() >= want {
+        let _ = ctx.pull_data(want);
+    }
+}
+
+/// The parts of an IPv4 frame the forwarding decision needs.
+pub struct Ipv4Frame {
+    pub eth: *mut EthHdr,
+    pub dst: [u8; 4],
+}
+
+pub enum Frame {
+    Ipv4(Ipv4Frame),
+    /// Anything that is not IPv4 (ARP, IPv6, LLDP, ...).
+    Other,
+    /// Claims to be IPv4 but is too short or not a valid header.
+    Malformed,
+}
+
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Frame {
+    let Some(eth) = header_ptr::<EthHdr>(ctx, 0) else {
+        return Frame::Malformed;
+    };
+    // SAFETY: header_ptr checked that the Ethernet header lies inside the packet.
+    if unsafe { (*eth).ether_type } != ETH_P_IP {
+        return Frame::Other;
+    }
+    pull_ipv4(ctx);
+    // Pulling may move the data: take every pointer again.
+    let (Some(eth), Some(ip)) = (
+        header_ptr::<EthHdr>(ctx, 0),
+        header_ptr::<Ipv4Hdr>(ctx, EthHdr::LEN),
+    ) else {
+        return Frame::Malformed;
+    };
+    // SAFETY: both headers were bounds-checked above.
+    let (vihl, dst) = unsafe { ((*ip).vihl, (*ip).dst_addr) };
+    if vihl >> 4 != 4 || (vihl & 0x0f) < 5 {
+        return Frame::Malformed;
+    }
+    Frame::Ipv4(Ipv4Frame { eth, dst })
+}

@@ -1,0 +1,38 @@
+//! Isolation between networks: which network owns a destination address.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LpmTrie, lpm_trie::Key},
+};
+use dataplane_common::{AF_INET, SubnetInfo, SubnetKey};
+
+/// Every network's subnets, so that traffic towards another network can be refused.
+#[map]
+static SUBNETS: LpmTrie<SubnetKey, SubnetInfo> = LpmTrie::pinned(4096, 0);
+
+pub enum Verdict {
+    Allow,
+    /// The destination sits inside another network's subnet.
+    OtherNetwork,
+}
+
+/// Docker's isolation: a container may not reach addresses of another network, except
+/// that network's gateway, which is a host address delivered locally.
+#[inline(always)]
+pub fn check_v4(network: u32, dst: [u8; 4]) -> Verdict {
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&dst);
+    let key = Key::new(
+        SubnetKey::FAMILY_BITS + 32,
+        SubnetKey {
+            family: u32::from(AF_INET),
+            addr,
+        },
+    );
+    match SUBNETS.get(&key) {
+        Some(info) if info.network != network && info.gateway.addr[..4] != dst => {
+            Verdict::OtherNetwork
+        }
+        _ => Verdict::Allow,
+    }
+}

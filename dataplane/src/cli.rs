@@ -1,0 +1,452 @@
+//! The command line, following Docker's verbs and flags. Everything but `daemon` is a
+//! thin client: it parses and checks the input, asks the daemon, and prints the answer.
+//! Foreground commands (`run` without -d, `exec`) run here, inside the container's
+//! namespace, so that their terminal, output and exit code are the caller's own.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+use serde_json::Value;
+
+use crate::{
+    api::{self, NetworkSpec, Request, RunSpec},
+    daemon::{self, DEFAULT_NETWORK},
+    netns, process,
+    state::{Container, MacAddr, Network},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "dataplane",
+    version,
+    about = "Container networking with an eBPF fast path"
+)]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "DATAPLANE_SOCKET",
+        default_value = "/run/dataplane/dataplane.sock"
+    )]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the current network namespace (its "host").
+    Daemon(DaemonArgs),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Create a container on a network and run a command in it.
+    Run(RunArgs),
+    /// List containers.
+    Ps {
+        /// Show all containers, not only running ones.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Show containers as JSON, in Docker's shape.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Run a command inside a running container.
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stop running containers (SIGTERM, then SIGKILL after the grace time).
+    Stop {
+        /// Seconds to wait before killing.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove containers: their address, veth, namespace and map entries.
+    Rm {
+        /// Remove running containers too (they are killed).
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show the eBPF datapath's per-path packet and byte counters.
+    Stats,
+}
+
+#[derive(Args)]
+struct DaemonArgs {
+    /// Where networks, containers and addresses are persisted.
+    #[arg(
+        long,
+        env = "DATAPLANE_STATE_DIR",
+        default_value = "/var/lib/dataplane"
+    )]
+    state_dir: PathBuf,
+    /// bpffs directory for pinned programs and maps (mounted if it is not a bpffs yet).
+    #[arg(long, env = "DATAPLANE_BPFFS", default_value = "/run/dataplane/bpffs")]
+    bpffs: PathBuf,
+    /// Where container network namespaces are pinned.
+    #[arg(long, env = "DATAPLANE_NETNS_DIR", default_value = "/run/netns")]
+    netns_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum NetworkCommand {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls,
+    /// Show networks as JSON, in Docker's shape.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (refused while containers are attached).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every network without containers (except `bridge`).
+    Prune,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn cidr(s: &str) -> Result<Ipv4Net, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 CIDR like 10.10.0.0/24"))
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Network driver.
+    #[arg(short, long, default_value = "bridge")]
+    driver: String,
+    /// Subnet in CIDR form; picked from the default pools when absent.
+    #[arg(long, value_parser = cidr)]
+    subnet: Option<Ipv4Net>,
+    /// Gateway address (default: the first address of the subnet).
+    #[arg(long)]
+    gateway: Option<Ipv4Addr>,
+    /// Allocate container addresses from this sub-range only.
+    #[arg(long, value_parser = cidr)]
+    ip_range: Option<Ipv4Net>,
+    /// Keep the network off the outside world.
+    #[arg(long)]
+    internal: bool,
+    /// Driver options: icc=false, mtu=N.
+    #[arg(short, long = "opt", value_parser = key_value)]
+    opt: Vec<(String, String)>,
+    /// Metadata labels.
+    #[arg(long, value_parser = key_value)]
+    label: Vec<(String, String)>,
+    name: String,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, default_value = DEFAULT_NETWORK)]
+    network: String,
+    /// Fixed IPv4 address on the network.
+    #[arg(long)]
+    ip: Option<Ipv4Addr>,
+    #[arg(long)]
+    hostname: Option<String>,
+    #[arg(long)]
+    mac_address: Option<MacAddr>,
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when its command exits.
+    #[arg(long)]
+    rm: bool,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let socket = cli.socket;
+    let call = |request: Request| -> Result<Value> { api::call(&socket, &request) };
+    match cli.command {
+        Command::Daemon(args) => {
+            let config = daemon::Config {
+                state_dir: args.state_dir,
+                bpffs: args.bpffs,
+                socket: socket.clone(),
+                netns_dir: args.netns_dir,
+            };
+            tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
+        }
+        Command::Network(NetworkCommand::Create(args)) => {
+            let spec = NetworkSpec {
+                name: args.name,
+                driver: args.driver,
+                subnet: args.subnet,
+                gateway: args.gateway,
+                ip_range: args.ip_range,
+                internal: args.internal,
+                options: args.opt.into_iter().collect::<BTreeMap<_, _>>(),
+                labels: args.label.into_iter().collect(),
+            };
+            let network: Network = serde_json::from_value(call(Request::NetworkCreate(spec))?)?;
+            println!("{}", network.id);
+        }
+        Command::Network(NetworkCommand::Ls) => {
+            let networks: Vec<Network> = serde_json::from_value(call(Request::NetworkList)?)?;
+            let rows = networks.iter().map(|n| {
+                vec![
+                    n.id[..12].to_string(),
+                    n.name.clone(),
+                    n.driver.clone(),
+                    n.subnet.to_string(),
+                    n.gateway.to_string(),
+                ]
+            });
+            print_table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY"], rows);
+        }
+        Command::Network(NetworkCommand::Inspect { names }) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&call(Request::NetworkInspect { names })?)?
+            );
+        }
+        Command::Network(NetworkCommand::Rm { names }) => {
+            let removed: Vec<String> =
+                serde_json::from_value(call(Request::NetworkRemove { names })?)?;
+            removed.iter().for_each(|n| println!("{n}"));
+        }
+        Command::Network(NetworkCommand::Prune) => {
+            let removed: Vec<String> = serde_json::from_value(call(Request::NetworkPrune)?)?;
+            if !removed.is_empty() {
+                println!("Deleted Networks:");
+                removed.iter().for_each(|n| println!("{n}"));
+            }
+        }
+        Command::Run(args) => return run_container(&socket, args),
+        Command::Ps { all } => {
+            let list = call(Request::List { all })?;
+            let rows = list.as_array().into_iter().flatten().map(|c| {
+                let networks = c["NetworkSettings"]["Networks"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(name, n)| {
+                                format!("{name}:{}", n["IPAddress"].as_str().unwrap_or(""))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                let status = match c["State"]["Status"].as_str() {
+                    Some("exited") => format!("Exited ({})", c["State"]["ExitCode"]),
+                    Some("running") => "Up".to_string(),
+                    other => other.unwrap_or("").to_string(),
+                };
+                let command: Vec<&str> = c["Config"]["Cmd"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+                    .unwrap_or_default();
+                vec![
+                    c["Id"].as_str().unwrap_or("").chars().take(12).collect(),
+                    c["Name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .trim_start_matches('/')
+                        .to_string(),
+                    format!("{:?}", command.join(" ")),
+                    status,
+                    networks,
+                ]
+            });
+            print_table(
+                &["CONTAINER ID", "NAME", "COMMAND", "STATUS", "NETWORKS"],
+                rows,
+            );
+        }
+        Command::Inspect { names } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&call(Request::Inspect { names })?)?
+            );
+        }
+        Command::Exec { name, command } => {
+            let found = call(Request::Inspect {
+                names: vec![name.clone()],
+            })?;
+            let container = &found[0];
+            if container["State"]["Running"] != Value::Bool(true) {
+                bail!("container {name} is not running; start a new one with `dataplane run`");
+            }
+            let netns_path = PathBuf::from(
+                container["NetworkSettings"]["SandboxKey"]
+                    .as_str()
+                    .unwrap_or(""),
+            );
+            let etc_dir = PathBuf::from(container["EtcDir"].as_str().unwrap_or(""));
+            let ns = netns::open(&netns_path)?;
+            let ctx = process::ContainerContext {
+                netns: &ns,
+                hostname: None,
+                etc_dir: &etc_dir,
+            };
+            let status = process::container_command(&command, &ctx)
+                .status()
+                .with_context(|| format!("running {:?} in container {name}", command[0]))?;
+            return Ok(exit_code(status));
+        }
+        Command::Stop { time, names } => {
+            for name in names {
+                call(Request::Stop {
+                    name: name.clone(),
+                    timeout_secs: time,
+                })?;
+                println!("{name}");
+            }
+        }
+        Command::Rm { force, names } => {
+            for name in names {
+                call(Request::Remove {
+                    name: name.clone(),
+                    force,
+                })?;
+                println!("{name}");
+            }
+        }
+        Command::Stats => {
+            let stats = call(Request::Stats)?;
+            let rows = stats.as_object().into_iter().flatten().map(|(path, c)| {
+                vec![
+                    path.clone(),
+                    c["packets"].to_string(),
+                    c["bytes"].to_string(),
+                ]
+            });
+            print_table(&["PATH", "PACKETS", "BYTES"], rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
+    let spec = RunSpec {
+        name: args.name,
+        network: args.network,
+        ip: args.ip,
+        hostname: args.hostname,
+        mac: args.mac_address,
+        command: args.command,
+        detach: args.detach,
+        auto_remove: args.rm,
+    };
+    let container: Container = serde_json::from_value(api::call(socket, &Request::Run(spec))?)?;
+    if container.detached {
+        println!("{}", container.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ns = netns::open(&container.netns)?;
+    let ctx = process::ContainerContext {
+        netns: &ns,
+        hostname: Some(&container.hostname),
+        etc_dir: &container.etc_dir,
+    };
+    let mut command = process::container_command(&container.command, &ctx);
+    let code = match command.spawn() {
+        Ok(mut child) => {
+            let _: Result<Value> = api::call(
+                socket,
+                &Request::Started {
+                    id: container.id.clone(),
+                    pid: child.id() as i32,
+                },
+            );
+            let status = child.wait()?;
+            status.code().unwrap_or_else(|| {
+                128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+            })
+        }
+        Err(e) => {
+            eprintln!("dataplane: cannot run {:?}: {e}", container.command[0]);
+            if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            }
+        }
+    };
+    // When the daemon saw the exit first and removed an --rm container, these fail: fine.
+    let _: Result<Value> = api::call(
+        socket,
+        &Request::Exited {
+            id: container.id.clone(),
+            code,
+        },
+    );
+    if container.auto_remove {
+        let _: Result<Value> = api::call(
+            socket,
+            &Request::Remove {
+                name: container.id,
+                force: true,
+            },
+        );
+    }
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    let code = status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    });
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("   ").trim_end());
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,731 @@
+//! The daemon: owns the state, the BPF maps and the system changes, and serves the CLI.
+//! Every request runs under one lock, so that a change to the system and the state that
+//! records it happen as one step; a failed step undoes its system changes before the
+//! error goes back, so bad input never leaves anything behind.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ipnet::Ipv4Net;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::Mutex,
+};
+
+use crate::{
+    api::{self, NetworkSpec, Request, RunSpec},
+    drivers::bridge,
+    inspect,
+    ipam::{self, AddressPlan},
+    maps::{Datapath, v4_key},
+    netlink::Netlink,
+    netns, process,
+    state::{
+        Attachment, BridgeOptions, Container, MacAddr, Network, State, StateStore, Status, new_id,
+        now,
+    },
+};
+
+/// Where the daemon keeps things; every path has a flag and an environment variable so
+/// that several daemons (one per host namespace) can run side by side.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub socket: PathBuf,
+    pub netns_dir: PathBuf,
+}
+
+pub const DEFAULT_NETWORK: &str = "bridge";
+/// Names that `--network` gives a meaning of its own (Docker's network modes).
+const RESERVED_NETWORK_NAMES: [&str; 3] = ["bridge", "host", "none"];
+
+struct Core {
+    config: Config,
+    state: State,
+    store: StateStore,
+    datapath: Datapath,
+    netlink: Netlink,
+}
+
+type Shared = Arc<Mutex<Core>>;
+
+pub async fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    std::fs::create_dir_all(config.state_dir.join("logs"))?;
+    if UnixStream::connect(&config.socket).await.is_ok() {
+        bail!(
+            "another daemon already serves {}; stop it or give this one another --socket",
+            config.socket.display()
+        );
+    }
+    let datapath = Datapath::load(&config.bpffs)?;
+    let netlink = Netlink::connect()?;
+    let store = StateStore::new(&config.state_dir);
+    let state = store.load()?.unwrap_or_default();
+    let core = Arc::new(Mutex::new(Core {
+        config: config.clone(),
+        state,
+        store,
+        datapath,
+        netlink,
+    }));
+    restore(&core).await?;
+
+    let _ = std::fs::remove_file(&config.socket);
+    if let Some(dir) = config.socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(&config.socket)
+        .with_context(|| format!("binding {}", config.socket.display()))?;
+    std::fs::set_permissions(
+        &config.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    log::info!("serving on {}", config.socket.display());
+    println!("dataplane daemon ready on {}", config.socket.display());
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                let core = core.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve(core, stream).await {
+                        log::warn!("client connection: {e:#}");
+                    }
+                });
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    log::info!("stopped; containers keep running and state is kept for the next start");
+    Ok(())
+}
+
+async fn serve(core: Shared, stream: UnixStream) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    let result = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => dispatch(&core, request).await,
+        Err(e) => Err(anyhow!("malformed request: {e}")),
+    };
+    write.write_all(&api::encode_answer(result)).await?;
+    Ok(())
+}
+
+async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
+    if let Request::Stop { name, timeout_secs } = request {
+        return stop(core, &name, Duration::from_secs(timeout_secs)).await;
+    }
+    let mut guard = core.lock().await;
+    let c = &mut *guard;
+    match request {
+        Request::NetworkCreate(spec) => c.create_network(spec).await,
+        Request::NetworkList => Ok(serde_json::to_value(&c.state.networks)?),
+        Request::NetworkInspect { names } => {
+            let found = names
+                .iter()
+                .map(|n| c.network(n).map(|net| inspect::network(&c.state, net)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Value::Array(found))
+        }
+        Request::NetworkRemove { names } => {
+            for name in &names {
+                c.remove_network(name).await?;
+            }
+            Ok(json!(names))
+        }
+        Request::NetworkPrune => c.prune_networks().await,
+        Request::Run(spec) => {
+            let container = c.create_container(spec).await?;
+            if let Status::Running { pid, .. } = container.status {
+                watch(core.clone(), container.id.clone(), pid);
+            }
+            Ok(serde_json::to_value(&container)?)
+        }
+        Request::Started { id, pid } => {
+            let start_time =
+                process::start_time(pid).ok_or_else(|| anyhow!("process {pid} is not running"))?;
+            let container = c.container_by_id(&id)?;
+            container.status = Status::Running { pid, start_time };
+            c.save()?;
+            watch(core.clone(), id, pid);
+            Ok(Value::Null)
+        }
+        Request::Exited { id, code } => {
+            let container = c.container_by_id(&id)?;
+            container.status = Status::Exited { code: Some(code) };
+            c.save()?;
+            Ok(Value::Null)
+        }
+        Request::List { all } => {
+            let list: Vec<_> = c
+                .state
+                .containers
+                .iter()
+                .filter(|k| all || matches!(k.status, Status::Running { .. }))
+                .map(|k| inspect::container(&c.state, k))
+                .collect();
+            Ok(Value::Array(list))
+        }
+        Request::Inspect { names } => {
+            let found = names
+                .iter()
+                .map(|n| {
+                    c.state
+                        .container(n)
+                        .map(|k| inspect::container(&c.state, k))
+                        .ok_or_else(|| no_such_container(n))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Value::Array(found))
+        }
+        Request::Remove { name, force } => c.remove_container(&name, force).await,
+        Request::Stats => {
+            let counters = c.datapath.counters()?;
+            let map: BTreeMap<_, _> = counters
+                .into_iter()
+                .map(|(path, counter)| {
+                    (
+                        path.name(),
+                        json!({"packets": counter.packets, "bytes": counter.bytes}),
+                    )
+                })
+                .collect();
+            Ok(serde_json::to_value(map)?)
+        }
+        Request::Stop { .. } => unreachable!("handled above without the lock"),
+    }
+}
+
+fn no_such_container(name: &str) -> anyhow::Error {
+    anyhow!("no such container: {name}; `dataplane ps -a` lists them")
+}
+
+fn no_such_network(name: &str) -> anyhow::Error {
+    anyhow!("no such network: {name}; `dataplane network ls` lists them")
+}
+
+/// Docker's rule for names: a letter or digit, then letters, digits, `_`, `.` or `-`.
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        bail!(
+            "invalid {kind} name {name:?}: use letters, digits, '_', '.' or '-', starting with a letter or digit"
+        );
+    }
+    Ok(())
+}
+
+/// Waits for the container's process to end in the background: records it, and removes the container if it asked.
+fn watch(core: Shared, id: String, pid: i32) {
+    tokio::spawn(async move {
+        let code = process::wait_exit(pid).await;
+        let mut c = core.lock().await;
+        if let Err(e) = c.process_exited(&id, pid, code).await {
+            log::warn!("container {id}: {e:#}");
+        }
+    });
+}
+
+async fn stop(core: &Shared, name: &str, grace: Duration) -> Result<Value> {
+    let (id, pid) = {
+        let c = core.lock().await;
+        let container = c
+            .state
+            .container(name)
+            .ok_or_else(|| no_such_container(name))?;
+        match container.status {
+            Status::Running { pid, .. } => (container.id.clone(), pid),
+            _ => return Ok(json!(container.name)),
+        }
+    };
+    process::signal(pid, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let running = {
+            let c = core.lock().await;
+            c.state
+                .containers
+                .iter()
+                .any(|k| k.id == id && matches!(k.status, Status::Running { .. }))
+        };
+        if !running {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            process::signal(pid, Signal::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(json!(name))
+}
+
+/// Brings the system and the maps back in line with the state: bridges, veths, program
+/// attachments and map entries; processes that ended while we were away are recorded.
+async fn restore(core: &Shared) -> Result<()> {
+    let mut guard = core.lock().await;
+    let c = &mut *guard;
+    if c.state.network(DEFAULT_NETWORK).is_none() {
+        let spec = NetworkSpec {
+            name: DEFAULT_NETWORK.into(),
+            driver: "bridge".into(),
+            subnet: Some(ipam::default_bridge_subnet()),
+            gateway: None,
+            ip_range: None,
+            internal: false,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        };
+        c.create_network(spec)
+            .await
+            .context("creating the default network")?;
+    }
+    for net in c.state.networks.clone() {
+        bridge::setup_network(&c.netlink, &mut c.datapath, &net)
+            .await
+            .with_context(|| format!("restoring network {}", net.name))?;
+    }
+    let mut watchers = vec![];
+    for container in c.state.containers.clone() {
+        if !container.netns.exists() {
+            log::warn!(
+                "container {}: its namespace is gone; marking it exited",
+                container.name
+            );
+            c.container_by_id(&container.id)?.status = Status::Exited { code: None };
+            continue;
+        }
+        for att in &container.attachments {
+            let net = c.network_by_id(&att.network_id)?.clone();
+            bridge::connect(&c.netlink, &mut c.datapath, &net, &container.netns, att)
+                .await
+                .with_context(|| format!("restoring container {}", container.name))?;
+        }
+        if let Status::Running { pid, start_time } = container.status {
+            if process::is_alive(pid, start_time) {
+                watchers.push((container.id.clone(), pid));
+            } else {
+                c.container_by_id(&container.id)?.status = Status::Exited { code: None };
+            }
+        }
+    }
+    let interfaces: HashSet<u32> = {
+        let mut set = HashSet::new();
+        for container in &c.state.containers {
+            for att in &container.attachments {
+                if let Some(index) = c.netlink.link_index(&att.host_veth).await? {
+                    set.insert(index);
+                }
+            }
+        }
+        set
+    };
+    let endpoints: HashSet<_> = c
+        .state
+        .containers
+        .iter()
+        .flat_map(|k| k.attachments.iter())
+        .filter_map(|a| {
+            c.state
+                .network_by_id(&a.network_id)
+                .map(|n| v4_key(n.index, a.ip))
+        })
+        .collect();
+    let networks: HashSet<u32> = c.state.networks.iter().map(|n| n.index).collect();
+    c.datapath.retain(&interfaces, &endpoints, &networks)?;
+    c.save()?;
+    drop(guard);
+    for (id, pid) in watchers {
+        watch(core.clone(), id, pid);
+    }
+    // Auto-remove containers whose command ended while we were away.
+    let mut c = core.lock().await;
+    let ended: Vec<_> = c
+        .state
+        .containers
+        .iter()
+        .filter(|k| k.auto_remove && matches!(k.status, Status::Exited { .. }))
+        .map(|k| k.id.clone())
+        .collect();
+    for id in ended {
+        c.remove_container(&id, true).await?;
+    }
+    Ok(())
+}
+
+impl Core {
+    fn save(&self) -> Result<()> {
+        self.store.save(&self.state)
+    }
+
+    fn network(&self, name: &str) -> Result<&Network> {
+        self.state
+            .network(name)
+            .ok_or_else(|| no_such_network(name))
+    }
+
+    fn network_by_id(&self, id: &str) -> Result<&Network> {
+        self.state
+            .network_by_id(id)
+            .ok_or_else(|| anyhow!("state names network {id}, which does not exist"))
+    }
+
+    fn container_by_id(&mut self, id: &str) -> Result<&mut Container> {
+        self.state
+            .container_mut(id)
+            .ok_or_else(|| no_such_container(id))
+    }
+
+    /// Subnets the host reaches through something other than our own bridges.
+    async fn host_routes(&self) -> Result<Vec<Ipv4Net>> {
+        let mut ours = HashSet::new();
+        for net in &self.state.networks {
+            if let Some(index) = self.netlink.link_index(&net.bridge).await? {
+                ours.insert(index);
+            }
+        }
+        Ok(self
+            .netlink
+            .routes_v4()
+            .await?
+            .into_iter()
+            .filter(|(net, oif)| net.prefix_len() > 0 && !oif.is_some_and(|i| ours.contains(&i)))
+            .map(|(net, _)| net)
+            .collect())
+    }
+
+    async fn create_network(&mut self, spec: NetworkSpec) -> Result<Value> {
+        check_name("network", &spec.name)?;
+        let is_default = spec.name == DEFAULT_NETWORK && self.state.networks.is_empty();
+        if RESERVED_NETWORK_NAMES.contains(&spec.name.as_str()) && !is_default {
+            bail!(
+                "network name {:?} is reserved (bridge, host, none); choose another name",
+                spec.name
+            );
+        }
+        if let Some(existing) = self
+            .state
+            .network(&spec.name)
+            .filter(|n| n.name == spec.name)
+        {
+            bail!(
+                "network with name {} already exists ({}); choose another name",
+                spec.name,
+                &existing.id[..12]
+            );
+        }
+        if spec.driver != "bridge" {
+            bail!(
+                "unsupported network driver {:?}; supported: bridge",
+                spec.driver
+            );
+        }
+        let bridge_options = BridgeOptions::parse(&spec.options)
+            .map_err(|e| anyhow!("network {}: {e}", spec.name))?;
+        let host_routes = self.host_routes().await?;
+        let subnet = match spec.subnet {
+            Some(subnet) => {
+                if let Some(other) = self
+                    .state
+                    .networks
+                    .iter()
+                    .find(|n| ipam::overlaps(&n.subnet, &subnet))
+                {
+                    bail!(
+                        "network {}: subnet {subnet} overlaps network {:?} ({}); choose another --subnet",
+                        spec.name,
+                        other.name,
+                        other.subnet
+                    );
+                }
+                if let Some(route) = host_routes.iter().find(|r| ipam::overlaps(r, &subnet)) {
+                    bail!(
+                        "network {}: subnet {subnet} overlaps the host route to {route}; choose another --subnet",
+                        spec.name
+                    );
+                }
+                subnet
+            }
+            None => {
+                let taken: Vec<_> = self
+                    .state
+                    .networks
+                    .iter()
+                    .map(|n| n.subnet)
+                    .chain(host_routes)
+                    .collect();
+                ipam::pick_subnet(&taken)?
+            }
+        };
+        let plan = AddressPlan::new(subnet, spec.gateway, spec.ip_range)
+            .map_err(|e| anyhow!("network {}: {e}", spec.name))?;
+        let id = new_id();
+        let bridge_name = if is_default {
+            "dp0".to_string()
+        } else {
+            format!("br-{}", &id[..12])
+        };
+        let network = Network {
+            index: self.state.next_network_index(),
+            name: spec.name,
+            driver: spec.driver,
+            subnet: plan.subnet,
+            gateway: plan.gateway,
+            ip_range: spec.ip_range.map(|_| plan.range),
+            internal: spec.internal,
+            options: spec.options,
+            bridge_options,
+            labels: spec.labels,
+            bridge: bridge_name,
+            created: now(),
+            id,
+        };
+        if let Err(e) = bridge::setup_network(&self.netlink, &mut self.datapath, &network).await {
+            let _ = bridge::teardown_network(&self.netlink, &mut self.datapath, &network).await;
+            return Err(e.context(format!("creating network {}", network.name)));
+        }
+        self.state.networks.push(network.clone());
+        self.save()?;
+        Ok(serde_json::to_value(&network)?)
+    }
+
+    async fn remove_network(&mut self, name: &str) -> Result<()> {
+        let net = self.network(name)?.clone();
+        if net.name == DEFAULT_NETWORK {
+            bail!("network bridge is the default network and cannot be removed");
+        }
+        let users: Vec<_> = self
+            .state
+            .attachments_of(&net.id)
+            .map(|(c, _)| c.name.clone())
+            .collect();
+        if !users.is_empty() {
+            bail!(
+                "network {} has active endpoints ({}); remove those containers first (`dataplane rm -f NAME`)",
+                net.name,
+                users.join(", ")
+            );
+        }
+        bridge::teardown_network(&self.netlink, &mut self.datapath, &net).await?;
+        self.state.networks.retain(|n| n.id != net.id);
+        self.save()
+    }
+
+    async fn prune_networks(&mut self) -> Result<Value> {
+        let unused: Vec<String> = self
+            .state
+            .networks
+            .iter()
+            .filter(|n| {
+                n.name != DEFAULT_NETWORK && self.state.attachments_of(&n.id).next().is_none()
+            })
+            .map(|n| n.name.clone())
+            .collect();
+        for name in &unused {
+            self.remove_network(name).await?;
+        }
+        Ok(json!(unused))
+    }
+
+    async fn unused_veth_name(&self) -> Result<String> {
+        loop {
+            let suffix: u32 = rand::random::<u32>() & 0x0fff_ffff;
+            let name = format!("veth{suffix:07x}");
+            let taken = self
+                .state
+                .containers
+                .iter()
+                .flat_map(|c| &c.attachments)
+                .any(|a| a.host_veth == name);
+            if !taken && self.netlink.link_index(&name).await?.is_none() {
+                return Ok(name);
+            }
+        }
+    }
+
+    async fn create_container(&mut self, spec: RunSpec) -> Result<Container> {
+        if spec.command.is_empty() {
+            bail!("no command given; usage: dataplane run [OPTIONS] -- CMD [ARGS...]");
+        }
+        let id = new_id();
+        let name = match spec.name {
+            Some(name) => {
+                check_name("container", &name)?;
+                if let Some(other) = self.state.containers.iter().find(|c| c.name == name) {
+                    bail!(
+                        "container name {name} is already in use by container {}; choose another --name or remove it",
+                        &other.id[..12]
+                    );
+                }
+                name
+            }
+            None => id[..12].to_string(),
+        };
+        let net = self.network(&spec.network)?.clone();
+        let used = self.state.used_addresses(&net.id);
+        let plan = net.plan();
+        let ip = match spec.ip {
+            Some(ip) => plan.claim(ip, &used),
+            None => plan.allocate(&used),
+        }
+        .map_err(|e| anyhow!("network {}: {e}", net.name))?;
+        let mac = spec.mac.unwrap_or(MacAddr(ipam::mac_for(ip)));
+        let attachment = Attachment {
+            network_id: net.id.clone(),
+            ip,
+            mac,
+            host_veth: self.unused_veth_name().await?,
+            ifname: "eth0".into(),
+        };
+        let mut container = Container {
+            netns: self.config.netns_dir.join(format!("dp-{}", &id[..12])),
+            etc_dir: self.config.state_dir.join("containers").join(&id),
+            hostname: spec.hostname.unwrap_or_else(|| id[..12].to_string()),
+            id,
+            name,
+            attachments: vec![attachment.clone()],
+            command: spec.command,
+            detached: spec.detach,
+            auto_remove: spec.auto_remove,
+            status: Status::Created,
+            created: now(),
+        };
+        if let Err(e) = self
+            .build_container(&mut container, &net, &attachment)
+            .await
+        {
+            if let Err(undo) = self.teardown_container(&container).await {
+                log::warn!("undoing container {}: {undo:#}", container.name);
+            }
+            return Err(e.context(format!("creating container {}", container.name)));
+        }
+        self.state.containers.push(container.clone());
+        self.save()?;
+        Ok(container)
+    }
+
+    async fn build_container(
+        &mut self,
+        container: &mut Container,
+        net: &Network,
+        att: &Attachment,
+    ) -> Result<()> {
+        process::write_etc_files(
+            &container.etc_dir,
+            &container.hostname,
+            &container.name,
+            att.ip,
+            net.gateway,
+        )?;
+        netns::create(&container.netns)?;
+        bridge::connect(
+            &self.netlink,
+            &mut self.datapath,
+            net,
+            &container.netns,
+            att,
+        )
+        .await?;
+        if container.detached {
+            let log = log_path(&self.config.state_dir, &container.id);
+            let pid = process::spawn_detached(
+                &container.command,
+                &container.netns,
+                &container.hostname,
+                &container.etc_dir,
+                &log,
+            )?;
+            let start_time = process::start_time(pid).unwrap_or(0);
+            container.status = Status::Running { pid, start_time };
+        }
+        Ok(())
+    }
+
+    /// Removes everything a container owns; safe to call on a half-made container.
+    async fn teardown_container(&mut self, container: &Container) -> Result<()> {
+        let mut errors = vec![];
+        for att in &container.attachments {
+            let Some(net) = self.state.network_by_id(&att.network_id).cloned() else {
+                continue;
+            };
+            if let Err(e) = bridge::disconnect(&self.netlink, &mut self.datapath, &net, att).await {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if let Err(e) = netns::remove(&container.netns) {
+            errors.push(format!("{e:#}"));
+        }
+        if let Err(e) = std::fs::remove_dir_all(&container.etc_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            errors.push(format!("removing {}: {e}", container.etc_dir.display()));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            bail!(errors.join("; "))
+        }
+    }
+
+    async fn remove_container(&mut self, name: &str, force: bool) -> Result<Value> {
+        let container = self
+            .state
+            .container(name)
+            .ok_or_else(|| no_such_container(name))?
+            .clone();
+        if let Status::Running { pid, start_time } = container.status {
+            if !force && process::is_alive(pid, start_time) {
+                bail!(
+                    "container {} is running; stop it first (`dataplane stop {}`) or use `dataplane rm -f`",
+                    container.name,
+                    container.name
+                );
+            }
+            if process::is_alive(pid, start_time) {
+                process::signal(pid, Signal::SIGKILL);
+            }
+        }
+        self.teardown_container(&container).await?;
+        self.state.containers.retain(|c| c.id != container.id);
+        let _ = std::fs::remove_file(log_path(&self.config.state_dir, &container.id));
+        self.save()?;
+        Ok(json!(container.name))
+    }
+
+    async fn process_exited(&mut self, id: &str, pid: i32, code: Option<i32>) -> Result<()> {
+        let Some(container) = self.state.container_mut(id) else {
+            return Ok(());
+        };
+        if !matches!(container.status, Status::Running { pid: p, .. } if p == pid) {
+            return Ok(());
+        }
+        container.status = Status::Exited { code };
+        let remove = container.auto_remove;
+        self.save()?;
+        if remove {
+            self.remove_container(id, true).await?;
+        }
+        Ok(())
+    }
+}
+
+fn log_path(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join("logs").join(format!("{id}.log"))
+}

@@ -1,0 +1,128 @@
+//! The bridge driver. Each network has a kernel bridge holding the gateway address: it is
+//! the slow path (ARP, broadcast, traffic to and from the host). Each container has a veth
+//! pair enslaved to it, with `from_container` on the host side's tcx ingress: unicast IPv4
+//! between containers of the network is redirected by eBPF straight into the peer's
+//! namespace and never crosses the bridge.
+//!
+//! Every function here is idempotent, so the daemon uses the same calls to build, to
+//! restore after a restart, and to undo a half-made attachment.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use dataplane_common::{Endpoint, InterfaceConfig};
+
+use crate::{
+    maps::{Datapath, v4_key},
+    netlink::Netlink,
+    netns,
+    state::{Attachment, Network},
+};
+
+pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
+    let index = match nl.link_index(&net.bridge).await? {
+        Some(index) => index,
+        None => {
+            nl.create_bridge(&net.bridge, net.bridge_options.mtu)
+                .await?
+        }
+    };
+    nl.add_address(index, net.gateway, net.subnet.prefix_len())
+        .await?;
+    nl.set_up(index).await?;
+    dp.set_subnet(net.subnet, net.index, net.gateway)
+}
+
+pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
+    dp.remove_subnet(net.subnet)?;
+    nl.delete_link(&net.bridge).await
+}
+
+fn interface_config(net: &Network) -> InterfaceConfig {
+    InterfaceConfig {
+        network: net.index,
+        flags: if net.bridge_options.icc {
+            0
+        } else {
+            InterfaceConfig::ICC_DISABLED
+        },
+    }
+}
+
+/// Builds (or, after a restart, finds and re-arms) a container's attachment.
+pub async fn connect(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    net: &Network,
+    container_netns: &Path,
+    att: &Attachment,
+) -> Result<()> {
+    let host_index = match nl.link_index(&att.host_veth).await? {
+        Some(index) => index,
+        None => create_veth(nl, net, container_netns, att).await?,
+    };
+    let bridge = nl.require_index(&net.bridge).await?;
+    nl.set_controller(host_index, bridge).await?;
+    nl.set_up(host_index).await?;
+    dp.set_interface(host_index, interface_config(net))?;
+    dp.set_endpoint(
+        v4_key(net.index, att.ip),
+        Endpoint {
+            host_ifindex: host_index,
+            mac: att.mac.0,
+            _pad: [0; 2],
+        },
+    )?;
+    dp.attach(&att.host_veth)
+}
+
+async fn create_veth(
+    nl: &Netlink,
+    net: &Network,
+    container_netns: &Path,
+    att: &Attachment,
+) -> Result<u32> {
+    // The peer needs a name in the host namespace until it moves; derive it from the host
+    // side's unique suffix so that parallel creations never clash.
+    let peer = format!("dpt{}", att.host_veth.trim_start_matches("veth"));
+    let (host, inner) = nl.create_veth(&att.host_veth, &peer).await?;
+    let mtu = net.bridge_options.mtu;
+    nl.configure_link(host, None, mtu).await?;
+    nl.configure_link(inner, Some(att.mac.0), mtu).await?;
+    let ns = netns::open(container_netns)?;
+    nl.move_to_netns(inner, &ns, &att.ifname).await?;
+
+    let inside = Netlink::connect_in(container_netns)?;
+    let lo = inside.require_index("lo").await?;
+    inside.set_up(lo).await?;
+    let eth = inside.require_index(&att.ifname).await?;
+    inside
+        .add_address(eth, att.ip, net.subnet.prefix_len())
+        .await?;
+    inside.set_up(eth).await?;
+    inside
+        .add_default_route(net.gateway)
+        .await
+        .context("inside the container")?;
+    Ok(host)
+}
+
+/// Removes an attachment from the maps and the system; parts already gone are skipped.
+pub async fn disconnect(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    net: &Network,
+    att: &Attachment,
+) -> Result<()> {
+    dp.detach(&att.host_veth)?;
+    if let Some(index) = nl.link_index(&att.host_veth).await? {
+        dp.remove_interface(index)?;
+    }
+    // Only drop the endpoint if it still points at this attachment's veth.
+    let key = v4_key(net.index, att.ip);
+    if dp.endpoint(key)?.is_some() {
+        dp.remove_endpoint(key)?;
+    }
+    // Deleting one end of a veth pair deletes the other, inside the container.
+    nl.delete_link(&att.host_veth).await
+}

@@ -1,0 +1,107 @@
+//! `inspect` and `ps` views in Docker's JSON shape, so that scripts written for
+//! `docker inspect` read ours unchanged.
+
+use serde_json::{Map, Value, json};
+
+use crate::state::{Container, Network, State, Status};
+
+fn rfc3339(secs: u64) -> String {
+    // Civil date from days since the epoch (Howard Hinnant's algorithm), to avoid a
+    // calendar dependency for one timestamp format.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn network(state: &State, net: &Network) -> Value {
+    let mut containers = Map::new();
+    for (container, att) in state.attachments_of(&net.id) {
+        containers.insert(
+            container.id.clone(),
+            json!({
+                "Name": container.name,
+                "MacAddress": att.mac.to_string(),
+                "IPv4Address": format!("{}/{}", att.ip, net.subnet.prefix_len()),
+                "IPv6Address": "",
+            }),
+        );
+    }
+    let mut config = json!({"Subnet": net.subnet.to_string(), "Gateway": net.gateway.to_string()});
+    if let Some(range) = net.ip_range {
+        config["IPRange"] = json!(range.to_string());
+    }
+    json!({
+        "Name": net.name,
+        "Id": net.id,
+        "Created": rfc3339(net.created),
+        "Scope": "local",
+        "Driver": net.driver,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": [config]},
+        "Internal": net.internal,
+        "Attachable": false,
+        "Containers": containers,
+        "Options": net.options,
+        "Labels": net.labels,
+    })
+}
+
+pub fn container(state: &State, container: &Container) -> Value {
+    let mut networks = Map::new();
+    for att in &container.attachments {
+        let Some(net) = state.network_by_id(&att.network_id) else {
+            continue;
+        };
+        networks.insert(
+            net.name.clone(),
+            json!({
+                "NetworkID": net.id,
+                "Gateway": net.gateway.to_string(),
+                "IPAddress": att.ip.to_string(),
+                "IPPrefixLen": net.subnet.prefix_len(),
+                "MacAddress": att.mac.to_string(),
+                "HostInterface": att.host_veth,
+            }),
+        );
+    }
+    let (status, running, pid, exit_code) = match container.status {
+        Status::Created => ("created", false, 0, 0),
+        Status::Running { pid, .. } => ("running", true, pid, 0),
+        Status::Exited { code } => ("exited", false, 0, code.unwrap_or(-1)),
+    };
+    json!({
+        "Id": container.id,
+        "Name": format!("/{}", container.name),
+        "Created": rfc3339(container.created),
+        "State": {"Status": status, "Running": running, "Pid": pid, "ExitCode": exit_code},
+        "Config": {"Hostname": container.hostname, "Cmd": container.command},
+        "HostConfig": {"AutoRemove": container.auto_remove},
+        "NetworkSettings": {"SandboxKey": container.netns, "Networks": networks},
+        "HostsPath": container.etc_dir.join("hosts"),
+        "ResolvConfPath": container.etc_dir.join("resolv.conf"),
+        "EtcDir": container.etc_dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+    }
+}

@@ -1,0 +1,13 @@
+//! The user-space side of dataplane: the daemon, its CLI, and the modules they compose.
+
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod drivers;
+pub mod inspect;
+pub mod ipam;
+pub mod maps;
+pub mod netlink;
+pub mod netns;
+pub mod process;
+pub mod state;

@@ -1,0 +1,278 @@
+//! The kernel side as the daemon sees it: loads the object once, pins its programs and
+//! maps under the bpffs directory (maps survive a daemon restart and are reused), attaches
+//! `from_container` to host-side veths, and writes the tables the programs decide from.
+
+use std::{
+    collections::{HashMap as StdHashMap, HashSet},
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
+};
+use dataplane_common::{
+    AF_INET, Counter, Endpoint, EndpointKey, InterfaceConfig, IpAddress, Path as DpPath,
+    SubnetInfo, SubnetKey, map_names, program_names,
+};
+use ipnet::Ipv4Net;
+
+/// The kernel object built by build.rs from dataplane-ebpf.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dataplane"));
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Mounts a bpffs on `dir` unless one is there already, as Cilium does with its own.
+pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stat =
+        nix::sys::statfs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
+    if stat.filesystem_type().0 as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpffs"),
+        dir,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0700"),
+    )
+    .with_context(|| format!("mounting bpffs on {}", dir.display()))
+}
+
+pub fn v4_key(network: u32, ip: Ipv4Addr) -> EndpointKey {
+    EndpointKey {
+        network,
+        ip: IpAddress::v4(ip.octets()),
+    }
+}
+
+fn subnet_key(subnet: Ipv4Net) -> Key<SubnetKey> {
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&subnet.network().octets());
+    Key::new(
+        SubnetKey::FAMILY_BITS + u32::from(subnet.prefix_len()),
+        SubnetKey {
+            family: u32::from(AF_INET),
+            addr,
+        },
+    )
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    links: StdHashMap<String, SchedClassifierLinkId>,
+    pin_dir: PathBuf,
+}
+
+impl Datapath {
+    /// Loads the programs, reusing the maps pinned under `bpffs` by an earlier run.
+    pub fn load(bpffs: &Path) -> Result<Self> {
+        ensure_bpffs(bpffs)?;
+        let maps_dir = bpffs.join("maps");
+        let programs_dir = bpffs.join("programs");
+        for dir in [&maps_dir, &programs_dir] {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object (is this kernel BPF-enabled, and are we root?)")?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(program_names::FROM_CONTAINER)
+            .ok_or_else(|| {
+                anyhow!(
+                    "program {} missing from the object",
+                    program_names::FROM_CONTAINER
+                )
+            })?
+            .try_into()?;
+        program.load().context("verifier refused from_container")?;
+        let pin = programs_dir.join(program_names::FROM_CONTAINER);
+        // The pin of a previous run names the old program; replace it.
+        let _ = fs::remove_file(&pin);
+        program
+            .pin(&pin)
+            .with_context(|| format!("pinning program at {}", pin.display()))?;
+        Ok(Self {
+            ebpf,
+            links: StdHashMap::new(),
+            pin_dir: bpffs.to_owned(),
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn program(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program_mut(program_names::FROM_CONTAINER)
+            .ok_or_else(|| anyhow!("program missing"))?
+            .try_into()?)
+    }
+
+    /// Attaches `from_container` to the tcx ingress of a host-side veth (idempotent).
+    pub fn attach(&mut self, ifname: &str) -> Result<()> {
+        if self.links.contains_key(ifname) {
+            return Ok(());
+        }
+        let link = self
+            .program()?
+            .attach(ifname, TcAttachType::Ingress)
+            .with_context(|| format!("attaching from_container to {ifname}"))?;
+        self.links.insert(ifname.to_string(), link);
+        Ok(())
+    }
+
+    pub fn detach(&mut self, ifname: &str) -> Result<()> {
+        if let Some(link) = self.links.remove(ifname) {
+            self.program()?
+                .detach(link)
+                .with_context(|| format!("detaching from_container from {ifname}"))?;
+        }
+        Ok(())
+    }
+
+    fn hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+    ) -> Result<HashMap<&mut MapData, K, V>> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("map {name} missing"))?;
+        HashMap::try_from(map).with_context(|| format!("opening map {name}"))
+    }
+
+    fn subnets(&mut self) -> Result<LpmTrie<&mut MapData, SubnetKey, SubnetInfo>> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::SUBNETS)
+            .ok_or_else(|| anyhow!("map SUBNETS missing"))?;
+        LpmTrie::try_from(map).context("opening map SUBNETS")
+    }
+
+    pub fn set_interface(&mut self, ifindex: u32, config: InterfaceConfig) -> Result<()> {
+        self.hash_map(map_names::INTERFACES)?
+            .insert(ifindex, config, 0)
+            .with_context(|| format!("writing INTERFACES[{ifindex}]"))
+    }
+
+    pub fn remove_interface(&mut self, ifindex: u32) -> Result<()> {
+        remove_missing_ok(
+            self.hash_map::<u32, InterfaceConfig>(map_names::INTERFACES)?
+                .remove(&ifindex),
+        )
+    }
+
+    pub fn set_endpoint(&mut self, key: EndpointKey, endpoint: Endpoint) -> Result<()> {
+        self.hash_map(map_names::ENDPOINTS)?
+            .insert(key, endpoint, 0)
+            .context("writing ENDPOINTS")
+    }
+
+    pub fn remove_endpoint(&mut self, key: EndpointKey) -> Result<()> {
+        remove_missing_ok(
+            self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
+                .remove(&key),
+        )
+    }
+
+    pub fn endpoint(&mut self, key: EndpointKey) -> Result<Option<Endpoint>> {
+        Ok(self
+            .hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
+            .get(&key, 0)
+            .ok())
+    }
+
+    pub fn set_subnet(&mut self, subnet: Ipv4Net, network: u32, gateway: Ipv4Addr) -> Result<()> {
+        let info = SubnetInfo {
+            network,
+            gateway: IpAddress::v4(gateway.octets()),
+        };
+        self.subnets()?
+            .insert(&subnet_key(subnet), info, 0)
+            .with_context(|| format!("writing SUBNETS[{subnet}]"))
+    }
+
+    pub fn remove_subnet(&mut self, subnet: Ipv4Net) -> Result<()> {
+        remove_missing_ok(self.subnets()?.remove(&subnet_key(subnet)))
+    }
+
+    /// Drops entries that no live network or container accounts for (left by a crash
+    /// between a system change and the state write).
+    pub fn retain(
+        &mut self,
+        interfaces: &HashSet<u32>,
+        endpoints: &HashSet<EndpointKey>,
+        networks: &HashSet<u32>,
+    ) -> Result<()> {
+        let mut map = self.hash_map::<u32, InterfaceConfig>(map_names::INTERFACES)?;
+        let stale: Vec<u32> = map
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !interfaces.contains(k))
+            .collect();
+        for key in stale {
+            remove_missing_ok(map.remove(&key))?;
+        }
+        let mut map = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
+        let stale: Vec<EndpointKey> = map
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !endpoints.contains(k))
+            .collect();
+        for key in stale {
+            remove_missing_ok(map.remove(&key))?;
+        }
+        let mut trie = self.subnets()?;
+        let stale: Vec<Key<SubnetKey>> = trie
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(_, info)| !networks.contains(&info.network))
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            remove_missing_ok(trie.remove(&key))?;
+        }
+        Ok(())
+    }
+
+    /// Every path's counter summed over the CPUs.
+    pub fn counters(&mut self) -> Result<Vec<(DpPath, Counter)>> {
+        let map = self
+            .ebpf
+            .map(map_names::COUNTERS)
+            .ok_or_else(|| anyhow!("map COUNTERS missing"))?;
+        let counters: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)?;
+        DpPath::ALL
+            .iter()
+            .map(|path| {
+                let per_cpu = counters.get(&(*path as u32), 0)?;
+                let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                    packets: acc.packets + c.packets,
+                    bytes: acc.bytes + c.bytes,
+                });
+                Ok((*path, sum))
+            })
+            .collect()
+    }
+}
+
+fn remove_missing_ok(result: Result<(), aya::maps::MapError>) -> Result<()> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other.context("removing a map entry"),
+    }
+}

@@ -1,0 +1,263 @@
+//! Every change to links, addresses and routes goes through here, over rtnetlink, in the
+//! namespace the connection was opened in. Nothing here decides policy.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd},
+    path::Path,
+};
+
+use anyhow::{Context, Result, anyhow};
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::{
+    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::{
+        link::LinkAttribute,
+        route::{RouteAddress, RouteAttribute},
+    },
+    sys::TokioSocket,
+};
+
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == errno)
+}
+
+impl Netlink {
+    /// A connection in the caller's current namespace (the daemon's host namespace).
+    pub fn connect() -> Result<Self> {
+        let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// A connection whose socket lives in the namespace at `netns`: the socket is made on
+    /// a thread inside it (sockets stay in the namespace they were made in), then handed
+    /// to the runtime.
+    pub fn connect_in(netns: &Path) -> Result<Self> {
+        let fd = crate::netns::run_in(netns, || {
+            // SAFETY: a plain socket(2) call; the result is checked before use.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_ROUTE,
+                )
+            };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error())
+                    .context("opening rtnetlink in the container namespace");
+            }
+            // SAFETY: the descriptor was just created and belongs to nobody else.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        })?;
+        // SAFETY: ownership of the descriptor moves into the socket.
+        let socket = unsafe { TokioSocket::from_raw_fd(fd.into_raw_fd()) };
+        let (connection, handle, _) = rtnetlink::from_socket(socket);
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
+        let mut links = self
+            .handle
+            .clone()
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(link)) => Ok(Some(link.header.index)),
+            Ok(None) => Ok(None),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up link {name}")),
+        }
+    }
+
+    pub async fn require_index(&self, name: &str) -> Result<u32> {
+        self.link_index(name)
+            .await?
+            .ok_or_else(|| anyhow!("link {name} does not exist"))
+    }
+
+    pub async fn link_names(&self) -> Result<Vec<String>> {
+        let links: Vec<_> = self
+            .handle
+            .clone()
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .context("listing links")?;
+        Ok(links
+            .into_iter()
+            .filter_map(|l| {
+                l.attributes.into_iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    pub async fn create_bridge(&self, name: &str, mtu: Option<u32>) -> Result<u32> {
+        let mut msg = LinkBridge::new(name);
+        if let Some(mtu) = mtu {
+            msg = msg.mtu(mtu);
+        }
+        self.handle
+            .link()
+            .add(msg.build())
+            .execute()
+            .await
+            .with_context(|| format!("creating bridge {name}"))?;
+        self.require_index(name).await
+    }
+
+    /// Adds `ip/prefix` to a link; an address already there is fine (restores repeat it).
+    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+        match self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(ip), prefix)
+            .execute()
+            .await
+        {
+            Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
+            other => other.with_context(|| format!("adding {ip}/{prefix} to link {index}")),
+        }
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .with_context(|| format!("setting link {index} up"))
+    }
+
+    /// Creates a veth pair in this namespace and returns both ifindexes.
+    pub async fn create_veth(&self, name: &str, peer: &str) -> Result<(u32, u32)> {
+        self.handle
+            .link()
+            .add(LinkVeth::new(name, peer).build())
+            .execute()
+            .await
+            .with_context(|| format!("creating veth pair {name}/{peer}"))?;
+        Ok((
+            self.require_index(name).await?,
+            self.require_index(peer).await?,
+        ))
+    }
+
+    pub async fn configure_link(
+        &self,
+        index: u32,
+        mac: Option<[u8; 6]>,
+        mtu: Option<u32>,
+    ) -> Result<()> {
+        let mut msg = LinkUnspec::new_with_index(index);
+        if let Some(mac) = mac {
+            msg = msg.address(mac.to_vec());
+        }
+        if let Some(mtu) = mtu {
+            msg = msg.mtu(mtu);
+        }
+        self.handle
+            .link()
+            .set(msg.build())
+            .execute()
+            .await
+            .with_context(|| format!("setting address/MTU of link {index}"))
+    }
+
+    pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).controller(bridge).build())
+            .execute()
+            .await
+            .with_context(|| format!("adding link {index} to bridge {bridge}"))
+    }
+
+    /// Moves a link into the namespace `ns` under a new name.
+    pub async fn move_to_netns(
+        &self,
+        index: u32,
+        ns: &std::fs::File,
+        new_name: &str,
+    ) -> Result<()> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .setns_by_fd(ns.as_raw_fd())
+                    .name(new_name.to_string())
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("moving link {index} into the container as {new_name}"))
+    }
+
+    pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .with_context(|| format!("adding default route via {gateway}"))
+    }
+
+    /// Deletes a link; one already gone is fine.
+    pub async fn delete_link(&self, name: &str) -> Result<()> {
+        let Some(index) = self.link_index(name).await? else {
+            return Ok(());
+        };
+        match self.handle.clone().link().del(index).execute().await {
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
+            other => other.with_context(|| format!("deleting link {name}")),
+        }
+    }
+
+    /// IPv4 routes of the main table with their output interface, to refuse subnets that
+    /// would shadow what the host already reaches.
+    pub async fn routes_v4(&self) -> Result<Vec<(Ipv4Net, Option<u32>)>> {
+        let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let routes: Vec<_> = self
+            .handle
+            .route()
+            .get(query)
+            .execute()
+            .try_collect()
+            .await
+            .context("listing routes")?;
+        Ok(routes
+            .into_iter()
+            .filter(|r| r.header.table == 254)
+            .filter_map(|r| {
+                let mut dst = Ipv4Addr::UNSPECIFIED;
+                let mut oif = None;
+                for attr in &r.attributes {
+                    match attr {
+                        RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                Ipv4Net::new(dst, r.header.destination_prefix_length)
+                    .ok()
+                    .map(|n| (n, oif))
+            })
+            .collect())
+    }
+}

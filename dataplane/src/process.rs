@@ -1,0 +1,218 @@
+//! Container processes: starting a command inside a container's namespaces, and learning
+//! when a process ends, whether or not it is our child (after a daemon restart it is not).
+
+use std::{
+    ffi::CString,
+    fs::File,
+    net::Ipv4Addr,
+    os::{
+        fd::{FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+        unix::process::CommandExt,
+    },
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result};
+use nix::{
+    sys::{
+        signal::{Signal, kill},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::Pid,
+};
+use tokio::io::unix::AsyncFd;
+
+use crate::netns;
+
+/// What a command needs to run as part of a container.
+pub struct ContainerContext<'a> {
+    pub netns: &'a File,
+    /// Set for the container's own command: a UTS namespace with this hostname.
+    pub hostname: Option<&'a str>,
+    /// The container's `hosts`, `hostname` and `resolv.conf`, bind-mounted over /etc in a
+    /// mount namespace of the command's own, as Docker does (and `ip netns exec`).
+    pub etc_dir: &'a Path,
+}
+
+/// A command set up to run inside the container's namespaces. Everything the child
+/// needs is prepared before fork: between fork and exec only raw syscalls run, since the
+/// daemon is multi-threaded and another thread may hold the allocator's lock.
+pub fn container_command(args: &[String], ctx: &ContainerContext<'_>) -> Command {
+    let mut command = Command::new(&args[0]);
+    command.args(&args[1..]);
+    netns::spawn_inside(&mut command, ctx.netns);
+    if let Some(hostname) = ctx.hostname {
+        let hostname = hostname.as_bytes().to_vec();
+        // SAFETY: unshare and sethostname are plain syscalls on data prepared before fork.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::unshare(libc::CLONE_NEWUTS) != 0
+                    || libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mounts: Vec<(CString, CString)> = ETC_FILES
+        .iter()
+        .filter(|name| Path::new("/etc").join(name).exists())
+        .filter_map(|name| {
+            let source = ctx.etc_dir.join(name);
+            source.exists().then(|| {
+                (
+                    CString::new(source.as_os_str().as_bytes()).expect("paths have no NUL"),
+                    CString::new(format!("/etc/{name}")).expect("no NUL"),
+                )
+            })
+        })
+        .collect();
+    if !mounts.is_empty() {
+        // SAFETY: unshare and mount are plain syscalls on strings prepared before fork.
+        unsafe {
+            command.pre_exec(move || {
+                let root = c"/";
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_SLAVE,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (source, target) in &mounts {
+                    if libc::mount(
+                        source.as_ptr(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    command
+}
+
+/// Files of /etc that each container gets a copy of its own.
+const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+
+/// Writes a container's /etc files: its names in `hosts` (so that looking itself up
+/// needs no DNS), and a resolver on its gateway, where the embedded DNS answers; until it
+/// does, queries there fail at once (port unreachable) instead of timing out.
+pub fn write_etc_files(
+    etc_dir: &Path,
+    hostname: &str,
+    name: &str,
+    ip: Ipv4Addr,
+    resolver: Ipv4Addr,
+) -> Result<()> {
+    std::fs::create_dir_all(etc_dir).with_context(|| format!("creating {}", etc_dir.display()))?;
+    let aliases = if hostname == name {
+        hostname.to_string()
+    } else {
+        format!("{hostname} {name}")
+    };
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{aliases}\n"
+    );
+    let files = [
+        ("hosts", hosts),
+        ("hostname", format!("{hostname}\n")),
+        (
+            "resolv.conf",
+            format!("nameserver {resolver}\noptions ndots:0\n"),
+        ),
+    ];
+    for (file, content) in files {
+        let path = etc_dir.join(file);
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Starts a detached container command: its own session (so that signals meant for the
+/// daemon or the CLI do not reach it), output appended to `log`.
+pub fn spawn_detached(
+    args: &[String],
+    netns_path: &Path,
+    hostname: &str,
+    etc_dir: &Path,
+    log: &Path,
+) -> Result<i32> {
+    let ns = netns::open(netns_path)?;
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let mut command = container_command(
+        args,
+        &ContainerContext {
+            netns: &ns,
+            hostname: Some(hostname),
+            etc_dir,
+        },
+    );
+    command
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .with_context(|| format!("starting {:?} in the container", args[0]))?;
+    Ok(child.id() as i32)
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+pub fn is_alive(pid: i32, started: u64) -> bool {
+    start_time(pid) == Some(started)
+}
+
+/// Waits until `pid` ends; returns its exit code when it was our child.
+pub async fn wait_exit(pid: i32) -> Option<i32> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd >= 0 {
+        // SAFETY: the descriptor was just returned to us and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: we own the descriptor and it stays open as long as the AsyncFd lives.
+        if let Ok(fd) = unsafe { AsyncFd::register(fd) } {
+            let _ = fd.readable().await;
+        }
+    }
+    match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(code),
+        Ok(WaitStatus::Signaled(_, signal, _)) => Some(128 + signal as i32),
+        _ => None,
+    }
+}
+
+pub fn signal(pid: i32, signal: Signal) {
+    let _ = kill(Pid::from_raw(pid), signal);
+}

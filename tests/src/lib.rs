@@ -1,0 +1,360 @@
+//! Test harness: a fresh "host" network namespace per test, with its own daemon, state
+//! dir, bpffs and container-namespace dir, all removed on drop (also when the test fails).
+//! Nothing here touches the root network namespace: the daemon and the CLI run under
+//! `nsenter --net` into the host namespace, and every address used lives in namespaces
+//! the test made.
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// The `dataplane` binary under test: $DATAPLANE_BIN, else the workspace's debug build.
+pub fn binary() -> PathBuf {
+    let path = std::env::var_os("DATAPLANE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/dataplane"));
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p dataplane` (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
+}
+
+/// A host namespace with a daemon serving it.
+pub struct Host {
+    pub name: String,
+    pub dir: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Host {
+    /// A new host namespace with its daemon started.
+    pub fn start() -> Self {
+        let mut host = Self::empty().expect("creating the host namespace");
+        host.start_daemon();
+        host
+    }
+
+    /// A new host namespace without a daemon.
+    pub fn empty() -> Result<Self> {
+        let name = unique("dpt-");
+        let dir = std::env::temp_dir().join(format!("dataplane-{name}"));
+        fs::create_dir_all(&dir)?;
+        run_ok(Command::new("ip").args(["netns", "add", &name]))?;
+        let host = Self {
+            name,
+            dir,
+            daemon: None,
+        };
+        host.sh_ok("ip link set lo up");
+        Ok(host)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("dataplane.sock")
+    }
+
+    pub fn bpffs(&self) -> PathBuf {
+        self.dir.join("bpffs")
+    }
+
+    pub fn netns_dir(&self) -> PathBuf {
+        self.dir.join("netns")
+    }
+
+    /// A command that runs inside the host namespace (mount namespace shared with us).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program)
+            .env("DATAPLANE_SOCKET", self.socket())
+            .env("DATAPLANE_STATE_DIR", self.dir.join("state"))
+            .env("DATAPLANE_BPFFS", self.bpffs())
+            .env("DATAPLANE_NETNS_DIR", self.netns_dir());
+        command
+    }
+
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = self
+            .command(binary())
+            .arg("daemon")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting the daemon");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.socket().exists() {
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {status}: {}", self.daemon_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start: {}",
+                self.daemon_log()
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Stops the daemon (SIGTERM to the PID we started) and waits for it.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Runs the CLI in the host namespace.
+    pub fn dp(&self, args: &[&str]) -> Output {
+        self.command(binary())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and expects success; returns its standard output.
+    pub fn dp_ok(&self, args: &[&str]) -> String {
+        let out = self.dp(args);
+        assert!(
+            out.status.success(),
+            "dataplane {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon_log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the CLI and expects failure; returns its error output.
+    pub fn dp_err(&self, args: &[&str]) -> String {
+        let out = self.dp(args);
+        assert!(
+            !out.status.success(),
+            "dataplane {args:?} should have failed"
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn dp_json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.dp_ok(args)).unwrap()
+    }
+
+    /// Starts a detached container running `sleep` (long enough for any test).
+    pub fn run_sleeper(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sleep", "600"]);
+        self.dp_ok(&args).trim().to_string()
+    }
+
+    pub fn ip_of(&self, container: &str) -> String {
+        let info = self.dp_json(&["inspect", container]);
+        let networks = info[0]["NetworkSettings"]["Networks"].as_object().unwrap();
+        networks.values().next().unwrap()["IPAddress"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Runs a shell command inside a container.
+    pub fn exec(&self, container: &str, script: &str) -> Output {
+        self.command(binary())
+            .args(["exec", container, "--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn ping(&self, container: &str, ip: &str) -> bool {
+        self.exec(container, &format!("ping -c 1 -W 1 {ip}"))
+            .status
+            .success()
+    }
+
+    /// Runs a shell command in the host namespace.
+    pub fn sh(&self, script: &str) -> Output {
+        self.command("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn sh_ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Names of the links in the host namespace.
+    pub fn links(&self) -> Vec<String> {
+        self.sh_ok("ip -o link show")
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .collect()
+    }
+
+    /// Container namespaces pinned in this host's namespace dir.
+    pub fn container_namespaces(&self) -> Vec<String> {
+        fs::read_dir(self.netns_dir())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Entries of a pinned map, read with bpftool.
+    pub fn map_entries(&self, map: &str) -> usize {
+        let path = self.bpffs().join("maps").join(map);
+        let out = run_ok(
+            Command::new("bpftool")
+                .args(["-j", "map", "dump", "pinned"])
+                .arg(&path),
+        )
+        .unwrap();
+        let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
+        entries.as_array().map_or(0, Vec::len)
+    }
+
+    /// The datapath counter of one path, summed over CPUs.
+    pub fn counter(&self, path: &str) -> u64 {
+        let stats = self.dp_ok(&["stats"]);
+        stats
+            .lines()
+            .find_map(|l| {
+                let mut cols = l.split_whitespace();
+                (cols.next() == Some(path)).then(|| cols.next().unwrap().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no counter {path} in:\n{stats}"))
+    }
+}
+
+/// Kills processes living in a namespace we created (found by the namespace's inode).
+fn kill_processes_in(netns_file: &Path) {
+    let Ok(ino) = fs::metadata(netns_file).map(|m| m.ino()) else {
+        return;
+    };
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.filter_map(|e| e.ok()) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino) {
+            // SAFETY: kill(2); the process lives in a namespace this test created.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if self.daemon.is_some() {
+            let _ = self
+                .command(binary())
+                .args(["rm", "-f"])
+                .args(self.container_names())
+                .output();
+        }
+        self.stop_daemon();
+        for ns in self.container_namespaces() {
+            let path = self.netns_dir().join(ns);
+            kill_processes_in(&path);
+            let _ = Command::new("umount").arg("-l").arg(&path).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("umount").arg("-l").arg(self.bpffs()).status();
+        if std::env::var_os("DATAPLANE_KEEP_TEST_DIR").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Host {
+    fn container_names(&self) -> Vec<String> {
+        let out = self.command(binary()).args(["ps", "-a"]).output();
+        out.ok()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+pub fn run_ok(command: &mut Command) -> Result<Output> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// Polls `f` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,141 @@
+//! Container lifecycle: foreground runs, restarts of the daemon, removal leaving nothing.
+
+use std::time::Duration;
+
+use dataplane_tests::{Host, eventually};
+
+#[test]
+fn foreground_run_passes_output_and_exit_code_through() {
+    let host = Host::start();
+    let out = host.dp(&[
+        "run",
+        "--name",
+        "fg",
+        "--hostname",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "hostname; ip -o -4 addr show eth0; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("box\n"), "{stdout}");
+    assert!(stdout.contains("172.17.0.2/16"), "{stdout}");
+    let info = host.dp_json(&["inspect", "fg"]);
+    assert_eq!(info[0]["State"]["Status"], "exited");
+    assert_eq!(info[0]["State"]["ExitCode"], 7);
+    assert!(
+        host.dp_ok(&["ps"]).lines().count() == 1,
+        "ps hides exited containers"
+    );
+    assert!(host.dp_ok(&["ps", "-a"]).contains("Exited (7)"));
+    let out = host.dp(&["run", "--rm", "--", "true"]);
+    assert!(out.status.success());
+    assert_eq!(
+        host.dp_ok(&["ps", "-a"]).lines().count(),
+        2,
+        "--rm removed its container"
+    );
+    assert_eq!(host.container_namespaces().len(), 1);
+}
+
+#[test]
+fn detached_container_with_rm_goes_away_when_its_command_ends() {
+    let host = Host::start();
+    host.dp_ok(&["run", "-d", "--rm", "--name", "brief", "--", "sleep", "0.3"]);
+    assert!(eventually(Duration::from_secs(10), || host
+        .dp_ok(&["ps", "-a"])
+        .lines()
+        .count()
+        == 1));
+    assert!(host.container_namespaces().is_empty());
+    host.dp_ok(&["run", "-d", "--name", "kept", "--", "sleep", "0.2"]);
+    assert!(eventually(Duration::from_secs(10), || host
+        .dp_ok(&["ps", "-a"])
+        .contains("Exited (0)")));
+}
+
+#[test]
+fn stop_ends_the_command_and_rm_needs_force_while_running() {
+    let host = Host::start();
+    host.run_sleeper("s", &[]);
+    let err = host.dp_err(&["rm", "s"]);
+    assert!(err.contains("is running") && err.contains("rm -f"), "{err}");
+    host.dp_ok(&["stop", "s"]);
+    assert_eq!(
+        host.dp_json(&["inspect", "s"])[0]["State"]["Status"],
+        "exited"
+    );
+    host.dp_ok(&["rm", "s"]);
+}
+
+#[test]
+fn rm_leaves_no_veth_namespace_or_map_entry_behind() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.90.0.0/24", "net"]);
+    host.run_sleeper("a", &["--network", "net"]);
+    host.run_sleeper("b", &[]);
+    assert_eq!(host.map_entries("ENDPOINTS"), 2);
+    assert_eq!(host.map_entries("INTERFACES"), 2);
+    assert_eq!(
+        host.links()
+            .iter()
+            .filter(|l| l.starts_with("veth"))
+            .count(),
+        2
+    );
+    assert_eq!(host.container_namespaces().len(), 2);
+    host.dp_ok(&["rm", "-f", "a", "b"]);
+    assert_eq!(host.map_entries("ENDPOINTS"), 0);
+    assert_eq!(host.map_entries("INTERFACES"), 0);
+    assert!(
+        !host
+            .links()
+            .iter()
+            .any(|l| l.starts_with("veth") || l.starts_with("dpt"))
+    );
+    assert!(host.container_namespaces().is_empty());
+    assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 1);
+}
+
+#[test]
+fn restart_restores_state_and_traffic_keeps_flowing() {
+    let mut host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.91.0.0/24", "net"]);
+    host.run_sleeper("a", &["--network", "net"]);
+    host.run_sleeper("b", &["--network", "net"]);
+    let b = host.ip_of("b");
+    assert!(host.ping("a", &b));
+    let netns_a = host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    host.stop_daemon();
+    // With the daemon gone, the bridge still carries the traffic (slow path).
+    let ping = std::process::Command::new("nsenter")
+        .arg(format!("--net={netns_a}"))
+        .args(["ping", "-c1", "-W1", &b])
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "no traffic while the daemon was down"
+    );
+    host.start_daemon();
+    let ps = host.dp_ok(&["ps"]);
+    assert!(
+        ps.contains("a") && ps.contains("b") && ps.contains("Up"),
+        "{ps}"
+    );
+    let forwarded = host.counter("forwarded");
+    assert!(host.ping("a", &b));
+    assert!(
+        host.counter("forwarded") >= forwarded + 2,
+        "the fast path is back after restart"
+    );
+    // The restored allocations are respected: the next address is new.
+    host.run_sleeper("c", &["--network", "net"]);
+    assert_eq!(host.ip_of("c"), "10.91.0.4");
+    assert_eq!(host.map_entries("ENDPOINTS"), 3);
+}

@@ -1,0 +1,240 @@
+//! `dataplane network ...` and address allocation, as a user sees them.
+
+use dataplane_tests::Host;
+
+#[test]
+fn default_bridge_network_is_created_like_dockers() {
+    let host = Host::start();
+    let info = host.dp_json(&["network", "inspect", "bridge"]);
+    let net = &info[0];
+    assert_eq!(net["Name"], "bridge");
+    assert_eq!(net["Driver"], "bridge");
+    assert_eq!(net["IPAM"]["Config"][0]["Subnet"], "172.17.0.0/16");
+    assert_eq!(net["IPAM"]["Config"][0]["Gateway"], "172.17.0.1");
+    assert_eq!(net["Id"].as_str().unwrap().len(), 64);
+    let err = host.dp_err(&["network", "rm", "bridge"]);
+    assert!(err.contains("default network"), "{err}");
+}
+
+#[test]
+fn addresses_are_allocated_in_order_and_reused() {
+    let host = Host::start();
+    host.run_sleeper("a", &[]);
+    host.run_sleeper("b", &[]);
+    host.run_sleeper("c", &[]);
+    assert_eq!(host.ip_of("a"), "172.17.0.2");
+    assert_eq!(host.ip_of("b"), "172.17.0.3");
+    assert_eq!(host.ip_of("c"), "172.17.0.4");
+    let info = host.dp_json(&["inspect", "a"]);
+    let eth = &info[0]["NetworkSettings"]["Networks"]["bridge"];
+    assert_eq!(eth["MacAddress"], "02:42:ac:11:00:02");
+    assert_eq!(eth["IPPrefixLen"], 16);
+    assert_eq!(eth["Gateway"], "172.17.0.1");
+    host.dp_ok(&["rm", "-f", "b"]);
+    host.run_sleeper("d", &[]);
+    assert_eq!(
+        host.ip_of("d"),
+        "172.17.0.3",
+        "the released address is handed out again"
+    );
+}
+
+#[test]
+fn user_network_with_subnet_gateway_and_range() {
+    let host = Host::start();
+    host.dp_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.60.0.0/16",
+        "--gateway",
+        "10.60.0.254",
+        "--ip-range",
+        "10.60.5.0/24",
+        "--label",
+        "team=net",
+        "--opt",
+        "mtu=1400",
+        "blue",
+    ]);
+    let net = &host.dp_json(&["network", "inspect", "blue"])[0];
+    assert_eq!(net["IPAM"]["Config"][0]["Gateway"], "10.60.0.254");
+    assert_eq!(net["IPAM"]["Config"][0]["IPRange"], "10.60.5.0/24");
+    assert_eq!(net["Labels"]["team"], "net");
+    assert_eq!(net["Options"]["mtu"], "1400");
+    host.run_sleeper("web", &["--network", "blue"]);
+    assert_eq!(host.ip_of("web"), "10.60.5.0");
+    host.run_sleeper(
+        "fixed",
+        &[
+            "--network",
+            "blue",
+            "--ip",
+            "10.60.9.9",
+            "--mac-address",
+            "02:00:00:00:00:09",
+        ],
+    );
+    assert_eq!(host.ip_of("fixed"), "10.60.9.9");
+    let out = host.exec("fixed", "ip -o link show eth0");
+    let link = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        link.contains("02:00:00:00:00:09") && link.contains("mtu 1400"),
+        "{link}"
+    );
+    let net = &host.dp_json(&["network", "inspect", "blue"])[0];
+    assert_eq!(net["Containers"].as_object().unwrap().len(), 2);
+}
+
+#[test]
+fn subnets_come_from_dockers_default_pools() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "one"]);
+    host.dp_ok(&["network", "create", "two"]);
+    let subnet = |n: &str| {
+        host.dp_json(&["network", "inspect", n])[0]["IPAM"]["Config"][0]["Subnet"].clone()
+    };
+    assert_eq!(subnet("one"), "172.18.0.0/16");
+    assert_eq!(subnet("two"), "172.19.0.0/16");
+    let gateway =
+        host.dp_json(&["network", "inspect", "one"])[0]["IPAM"]["Config"][0]["Gateway"].clone();
+    assert_eq!(gateway, "172.18.0.1");
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.61.0.0/24", "red"]);
+    host.sh_ok("ip link add dpup0 type veth peer name dpup1 && ip addr add 10.62.0.1/24 dev dpup0 && ip link set dpup0 up");
+    let networks_before = host.dp_ok(&["network", "ls"]);
+    let links_before = host.links();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["network", "create", "--subnet", "10.61.0.300/24", "x"],
+            "not an IPv4 CIDR",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "10.63.0.0/24",
+                "--gateway",
+                "10.64.0.1",
+                "x",
+            ],
+            "outside subnet",
+        ),
+        (
+            &["network", "create", "--subnet", "10.61.0.0/25", "x"],
+            "overlaps network \"red\"",
+        ),
+        (
+            &["network", "create", "--subnet", "10.62.0.0/16", "x"],
+            "overlaps the host route",
+        ),
+        (
+            &["network", "create", "--subnet", "10.65.0.0/24", "red"],
+            "already exists",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "10.66.0.0/24",
+                "--ip-range",
+                "10.67.0.0/28",
+                "x",
+            ],
+            "--ip-range",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "10.68.0.0/24",
+                "--opt",
+                "color=red",
+                "x",
+            ],
+            "unknown option",
+        ),
+        (
+            &["network", "create", "-d", "overlay", "x"],
+            "unsupported network driver",
+        ),
+        (&["network", "create", "host"], "reserved"),
+        (&["network", "create", "bad/name"], "invalid network name"),
+        (&["network", "rm", "nope"], "no such network"),
+        (&["network", "inspect", "nope"], "no such network"),
+        (
+            &["run", "--network", "nope", "--", "true"],
+            "no such network",
+        ),
+        (
+            &["run", "--network", "red", "--ip", "10.99.0.5", "--", "true"],
+            "outside subnet",
+        ),
+        (
+            &["run", "--network", "red", "--ip", "10.61.0.1", "--", "true"],
+            "reserved",
+        ),
+        (&["run", "--mac-address", "zz", "--", "true"], "invalid MAC"),
+        (&["rm", "nope"], "no such container"),
+    ];
+    for (args, expected) in cases {
+        let err = host.dp_err(args);
+        assert!(
+            err.contains(expected),
+            "dataplane {args:?}: expected {expected:?} in {err:?}"
+        );
+    }
+    assert_eq!(host.dp_ok(&["network", "ls"]), networks_before);
+    assert_eq!(host.links(), links_before);
+    assert!(host.container_namespaces().is_empty());
+    assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 1);
+}
+
+#[test]
+fn duplicate_container_name_and_taken_ip_are_refused() {
+    let host = Host::start();
+    host.run_sleeper("a", &[]);
+    let err = host.dp_err(&["run", "-d", "--name", "a", "--", "sleep", "1"]);
+    assert!(err.contains("already in use"), "{err}");
+    let err = host.dp_err(&["run", "-d", "--ip", "172.17.0.2", "--", "sleep", "1"]);
+    assert!(err.contains("already in use"), "{err}");
+    assert_eq!(host.container_namespaces().len(), 1);
+}
+
+#[test]
+fn network_rm_is_refused_while_attached_and_prune_keeps_used_ones() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.70.0.0/24", "used"]);
+    host.dp_ok(&["network", "create", "--subnet", "10.71.0.0/24", "idle"]);
+    host.run_sleeper("c1", &["--network", "used"]);
+    let err = host.dp_err(&["network", "rm", "used"]);
+    assert!(
+        err.contains("c1") && err.contains("active endpoints"),
+        "{err}"
+    );
+    let pruned = host.dp_ok(&["network", "prune"]);
+    assert!(
+        pruned.contains("idle") && !pruned.contains("used"),
+        "{pruned}"
+    );
+    host.dp_ok(&["rm", "-f", "c1"]);
+    let bridge = host.dp_json(&["network", "inspect", "used"])[0]["Id"]
+        .as_str()
+        .unwrap()[..12]
+        .to_string();
+    assert!(host.links().contains(&format!("br-{bridge}")));
+    host.dp_ok(&["network", "rm", "used"]);
+    assert!(!host.links().iter().any(|l| l.starts_with("br-")));
+    assert_eq!(
+        host.map_entries("SUBNETS"),
+        1,
+        "only the default network's subnet is left"
+    );
+}

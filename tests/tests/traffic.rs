@@ -1,0 +1,97 @@
+//! Traffic between containers, the host and networks, through the eBPF fast path.
+
+use std::time::Duration;
+
+use dataplane_tests::{Host, eventually};
+
+/// Starts an HTTP server in a container and waits until it answers locally.
+fn serve_http(host: &Host, name: &str, extra: &[&str]) {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "python3", "-m", "http.server", "80"]);
+    host.dp_ok(&args);
+    assert!(
+        eventually(Duration::from_secs(10), || host
+            .exec(name, "curl -sf -o /dev/null http://127.0.0.1/")
+            .status
+            .success()),
+        "http server in {name} did not come up"
+    );
+}
+
+fn fetch(host: &Host, from: &str, ip: &str) -> bool {
+    host.exec(from, &format!("curl -sf -m 3 -o /dev/null http://{ip}/"))
+        .status
+        .success()
+}
+
+#[test]
+fn containers_reach_each_other_over_icmp_and_tcp_through_ebpf() {
+    let host = Host::start();
+    serve_http(&host, "a", &[]);
+    serve_http(&host, "b", &[]);
+    let (a, b) = (host.ip_of("a"), host.ip_of("b"));
+    let forwarded = host.counter("forwarded");
+    assert!(host.ping("a", &b), "a cannot ping b");
+    assert!(host.ping("b", &a), "b cannot ping a");
+    assert!(fetch(&host, "a", &b), "a cannot fetch from b");
+    assert!(fetch(&host, "b", &a), "b cannot fetch from a");
+    // Both directions of every exchange went through the redirect, not the bridge.
+    assert!(host.counter("forwarded") >= forwarded + 4 + 10);
+    // Containers reach the gateway, and the host reaches the containers.
+    assert!(host.ping("a", "172.17.0.1"));
+    assert!(host.sh(&format!("ping -c1 -W1 {a}")).status.success());
+    assert!(
+        host.sh(&format!("curl -sf -m 3 -o /dev/null http://{b}/"))
+            .status
+            .success()
+    );
+    // And no firewall rule was needed for any of it.
+    assert_eq!(
+        host.sh_ok("iptables-save | grep -v '^#' || true").trim(),
+        ""
+    );
+    assert_eq!(host.sh_ok("nft list ruleset").trim(), "");
+}
+
+#[test]
+fn networks_are_isolated_from_each_other() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.80.0.0/24", "red"]);
+    host.dp_ok(&["network", "create", "--subnet", "10.81.0.0/24", "blue"]);
+    host.run_sleeper("r1", &["--network", "red"]);
+    host.run_sleeper("r2", &["--network", "red"]);
+    host.run_sleeper("b1", &["--network", "blue"]);
+    let dropped = host.counter("dropped_isolation");
+    assert!(host.ping("r1", &host.ip_of("r2")), "same network must work");
+    assert!(!host.ping("r1", &host.ip_of("b1")), "red reached blue");
+    assert!(!host.ping("b1", &host.ip_of("r1")), "blue reached red");
+    assert!(host.counter("dropped_isolation") >= dropped + 2);
+    // The other network's gateway is a host address, reachable as on Docker.
+    assert!(host.ping("b1", "10.80.0.1"));
+}
+
+#[test]
+fn icc_false_keeps_containers_of_a_network_apart() {
+    let host = Host::start();
+    host.dp_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.82.0.0/24",
+        "--opt",
+        "icc=false",
+        "quiet",
+    ]);
+    host.run_sleeper("q1", &["--network", "quiet"]);
+    host.run_sleeper("q2", &["--network", "quiet"]);
+    let dropped = host.counter("dropped_icc");
+    assert!(!host.ping("q1", &host.ip_of("q2")));
+    assert!(host.counter("dropped_icc") > dropped);
+    assert!(host.ping("q1", "10.82.0.1"), "the gateway stays reachable");
+    assert!(
+        host.sh(&format!("ping -c1 -W1 {}", host.ip_of("q2")))
+            .status
+            .success()
+    );
+}
