@@ -41,7 +41,8 @@ pub struct ContainerContext<'a> {
 /// daemon is multi-threaded and another thread may hold the allocator's lock.
 pub fn container_command(args: &[String], ctx: &ContainerContext<'_>) -> Command {
     let mut command = Command::new(&args[0]);
-    command.args(&args[1..]);
+    // Docker's default working directory; never the caller's, which may be anywhere.
+    command.args(&args[1..]).current_dir("/");
     netns::spawn_inside(&mut command, ctx.netns);
     if let Some(hostname) = ctx.hostname {
         let hostname = hostname.as_bytes().to_vec();

@@ -1,1 +1,101 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup|build|test|demo`. Each installs what is missing
+//! first (idempotently), so that each works alone on a fresh machine.
+
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the system packages, the nightly rust-src and bpf-linker (idempotent).
+    Setup,
+    /// Build the kernel programs and the user-space crates.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every test: unit, BPF packet tests and namespace integration tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Show the main job end to end in a throw-away host namespace.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::install_missing(),
+        Task::Build { release } => {
+            setup::install_missing()?;
+            build(release)
+        }
+        Task::Test { args } => {
+            setup::install_missing()?;
+            require_root("the tests create network namespaces and load BPF programs")?;
+            build(false)?;
+            let mut test = cargo();
+            test.arg("test").args(&args);
+            test.env("DATAPLANE_BIN", workspace_root().join("target/debug/dataplane"));
+            run_command(&mut test)
+        }
+        Task::Demo => {
+            setup::install_missing()?;
+            require_root("the demo creates network namespaces and loads BPF programs")?;
+            build(false)?;
+            demo::run(&workspace_root().join("target/debug/dataplane"))
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut command = cargo();
+    command.args(["build", "-p", "dataplane"]);
+    if release {
+        command.arg("--release");
+    }
+    run_command(&mut command)
+}
+
+fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("run as root: {why}");
+    }
+    Ok(())
+}
+
+fn run_command(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
