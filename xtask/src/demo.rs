@@ -36,7 +36,11 @@ impl DemoHost {
     /// Shows a CLI command as a user would type it, runs it, and prints its output.
     fn dataplane(&self, args: &[&str]) -> Result<String> {
         println!("\n$ dataplane {}", args.join(" "));
-        let out = self.command(&self.binary).args(args).stdin(Stdio::null()).output()?;
+        let out = self
+            .command(&self.binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
         print!("{}", String::from_utf8_lossy(&out.stdout));
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
         if !out.status.success() {
@@ -49,8 +53,14 @@ impl DemoHost {
 impl Drop for DemoHost {
     fn drop(&mut self) {
         println!("\n== Cleaning up: containers, networks, daemon, namespace");
-        let _ = self.command(&self.binary).args(["rm", "-f", "web", "client"]).output();
-        let _ = self.command(&self.binary).args(["network", "rm", "demo"]).output();
+        let _ = self
+            .command(&self.binary)
+            .args(["rm", "-f", "web", "client"])
+            .output();
+        let _ = self
+            .command(&self.binary)
+            .args(["network", "rm", "demo"])
+            .output();
         if let Some(mut daemon) = self.daemon.take() {
             // SAFETY: kill(2) on the daemon we started and have not reaped.
             unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
@@ -61,8 +71,13 @@ impl Drop for DemoHost {
                 let _ = Command::new("umount").arg("-l").arg(entry.path()).status();
             }
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = Command::new("umount").arg("-l").arg(self.dir.join("bpffs")).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.join("bpffs"))
+            .status();
         let _ = fs::remove_dir_all(&self.dir);
         println!("done: nothing is left behind.");
     }
@@ -92,15 +107,40 @@ pub fn run(binary: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !host.dir.join("dataplane.sock").exists() {
         if Instant::now() > deadline {
-            bail!("the daemon did not start: {}", fs::read_to_string(host.dir.join("daemon.log"))?);
+            bail!(
+                "the daemon did not start: {}",
+                fs::read_to_string(host.dir.join("daemon.log"))?
+            );
         }
         sleep(Duration::from_millis(20));
     }
 
     println!("\n== Create a network, then two containers on it (one serves HTTP)");
     host.dataplane(&["network", "create", "--subnet", "10.123.0.0/24", "demo"])?;
-    host.dataplane(&["run", "-d", "--name", "web", "--network", "demo", "--", "python3", "-m", "http.server", "80"])?;
-    host.dataplane(&["run", "-d", "--name", "client", "--network", "demo", "--", "sleep", "600"])?;
+    host.dataplane(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "demo",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "80",
+    ])?;
+    host.dataplane(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "demo",
+        "--",
+        "sleep",
+        "600",
+    ])?;
     host.dataplane(&["ps"])?;
     host.dataplane(&["network", "inspect", "demo"])?;
 
@@ -109,7 +149,16 @@ pub fn run(binary: &Path) -> Result<()> {
     loop {
         let probe = host
             .command(binary)
-            .args(["exec", "web", "--", "curl", "-sf", "-o", "/dev/null", "http://127.0.0.1/"])
+            .args([
+                "exec",
+                "web",
+                "--",
+                "curl",
+                "-sf",
+                "-o",
+                "/dev/null",
+                "http://127.0.0.1/",
+            ])
             .output()?;
         if probe.status.success() {
             break;
@@ -119,15 +168,37 @@ pub fn run(binary: &Path) -> Result<()> {
         }
         sleep(Duration::from_millis(100));
     }
-    let page = host.dataplane(&["exec", "client", "--", "curl", "-s", "-m", "5", "http://10.123.0.2/"])?;
+    let page = host.dataplane(&[
+        "exec",
+        "client",
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        "http://10.123.0.2/",
+    ])?;
     if !page.contains("Directory listing") {
         bail!("client did not get web's page");
     }
-    host.dataplane(&["exec", "client", "--", "ping", "-c", "3", "-i", "0.2", "10.123.0.2"])?;
+    host.dataplane(&[
+        "exec",
+        "client",
+        "--",
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "10.123.0.2",
+    ])?;
     let stats = host.dataplane(&["stats"])?;
     let forwarded = stats
         .lines()
-        .find_map(|l| l.strip_prefix("forwarded").and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok()))
+        .find_map(|l| {
+            l.strip_prefix("forwarded")
+                .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        })
         .unwrap_or(0);
     println!("\n{forwarded} packets were redirected container to container by the eBPF fast path.");
     if forwarded == 0 {

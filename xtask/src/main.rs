@@ -51,7 +51,10 @@ fn main() -> Result<()> {
             build(false)?;
             let mut test = cargo();
             test.arg("test").args(&args);
-            test.env("DATAPLANE_BIN", workspace_root().join("target/debug/dataplane"));
+            test.env(
+                "DATAPLANE_BIN",
+                workspace_root().join("target/debug/dataplane"),
+            );
             run_command(&mut test)
         }
         Task::Demo => {
@@ -64,7 +67,10 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn cargo() -> Command {

@@ -37,8 +37,14 @@ pub fn install_missing() -> Result<()> {
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(program)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn install_packages() -> Result<()> {
@@ -46,7 +52,8 @@ fn install_packages() -> Result<()> {
         .iter()
         .copied()
         .filter(|p| {
-            output("dpkg-query", &["-W", "-f=${Status}", p]).is_none_or(|s| !s.contains("install ok installed"))
+            output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_none_or(|s| !s.contains("install ok installed"))
         })
         .collect();
     if missing.is_empty() {
@@ -54,36 +61,68 @@ fn install_packages() -> Result<()> {
     }
     eprintln!("setup: installing {}", missing.join(" "));
     run_command(Command::new("apt-get").args(["update", "-qq"]))?;
-    run_command(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    run_command(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn install_rust_src() -> Result<()> {
     let Some(toolchains) = output("rustup", &["toolchain", "list"]) else {
-        bail!("rustup is missing: it is needed for the nightly toolchain that builds the kernel programs");
+        bail!(
+            "rustup is missing: it is needed for the nightly toolchain that builds the kernel programs"
+        );
     };
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         eprintln!("setup: installing the nightly toolchain");
-        run_command(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run_command(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    let installed = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"]).unwrap_or_default();
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .unwrap_or_default();
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("setup: adding rust-src to nightly");
-        run_command(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run_command(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
 
 fn install_bpf_linker() -> Result<()> {
-    if output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(&format!("bpf-linker {BPF_LINKER_VERSION}"))) {
+    if output("bpf-linker", &["--version"])
+        .is_some_and(|v| v.contains(&format!("bpf-linker {BPF_LINKER_VERSION}")))
+    {
         return Ok(());
     }
     eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
-    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
-    run_command(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", &format!("~{BPF_LINKER_VERSION}")])
-        .args(["--no-default-features", "--features", "llvm-22"])
-        .env("PATH", path))
+    let path = format!(
+        "/usr/lib/llvm-22/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run_command(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                &format!("~{BPF_LINKER_VERSION}"),
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("PATH", path),
+    )
 }
