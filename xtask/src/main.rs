@@ -5,8 +5,9 @@ mod demo;
 mod setup;
 
 use std::{
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context, Result, bail};
@@ -55,7 +56,7 @@ fn main() -> Result<()> {
                 "DATAPLANE_BIN",
                 workspace_root().join("target/debug/dataplane"),
             );
-            run_command(&mut test)
+            run_tests(&mut test)
         }
         Task::Demo => {
             setup::install_missing()?;
@@ -86,6 +87,40 @@ fn build(release: bool) -> Result<()> {
         command.arg("--release");
     }
     run_command(&mut command)
+}
+
+/// Runs `cargo test`, passing its output through, and closes with the totals over all
+/// test binaries (cargo's own last line is that of whichever binary ran last).
+fn run_tests(command: &mut Command) -> Result<()> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {command:?}"))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(summary) = line.strip_prefix("test result: ") {
+            for part in summary.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed with {status}");
+    }
+    Ok(())
 }
 
 fn require_root(why: &str) -> Result<()> {
