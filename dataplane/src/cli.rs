@@ -450,3 +450,92 @@ fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
         line(row.iter().map(String::as_str).collect());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn flags_are_parsed_like_dockers() {
+        let cli = Cli::try_parse_from([
+            "dataplane",
+            "network",
+            "create",
+            "--subnet",
+            "10.1.0.0/24",
+            "-o",
+            "icc=false",
+            "--opt",
+            "mtu=1400",
+            "--label",
+            "a=b=c",
+            "net",
+        ])
+        .unwrap();
+        let Command::Network(NetworkCommand::Create(args)) = cli.command else {
+            panic!("not network create")
+        };
+        assert_eq!(args.subnet, Some("10.1.0.0/24".parse().unwrap()));
+        assert_eq!(
+            args.opt,
+            [
+                ("icc".into(), "false".into()),
+                ("mtu".into(), "1400".into())
+            ]
+        );
+        assert_eq!(args.label, [("a".into(), "b=c".into())]);
+        let cli = Cli::try_parse_from([
+            "dataplane",
+            "run",
+            "-d",
+            "--rm",
+            "--network",
+            "n",
+            "--",
+            "sleep",
+            "-x",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert!(args.detach && args.rm);
+        assert_eq!(args.command, ["sleep", "-x"]);
+    }
+
+    #[test]
+    fn malformed_flags_are_refused_with_the_reason() {
+        let err = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .err()
+                .expect("should fail")
+                .to_string()
+        };
+        assert!(
+            err(&[
+                "dataplane",
+                "network",
+                "create",
+                "--subnet",
+                "10.1.0/24",
+                "n"
+            ])
+            .contains("not an IPv4 CIDR")
+        );
+        assert!(err(&["dataplane", "network", "create", "-o", "icc", "n"]).contains("KEY=VALUE"));
+        assert!(
+            err(&["dataplane", "network", "create", "--gateway", "10.1", "n"])
+                .contains("--gateway")
+        );
+        assert!(
+            err(&["dataplane", "run", "--mac-address", "02:42", "--", "true"])
+                .contains("invalid MAC")
+        );
+        assert!(
+            err(&["dataplane", "run"]).contains("CMD")
+                || err(&["dataplane", "run"]).contains("required")
+        );
+    }
+}

@@ -13,7 +13,7 @@ use ipnet::Ipv4Net;
 use rtnetlink::{
     Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
-        link::LinkAttribute,
+        link::{InfoBridgePort, InfoPortData, InfoPortKind, LinkAttribute},
         route::{RouteAddress, RouteAttribute},
     },
     sys::TokioSocket,
@@ -184,6 +184,24 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("adding link {index} to bridge {bridge}"))
+    }
+
+    /// Makes a bridge port isolated: it can talk to the bridge (the host) and to
+    /// non-isolated ports, not to other isolated ports. Used for `icc=false`, so that
+    /// what the programs leave to the bridge (IPv6, broadcast) cannot cross either.
+    pub async fn set_port_isolated(&self, index: u32, isolated: bool) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .set_port_kind(InfoPortKind::Bridge)
+            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                isolated,
+            )]))
+            .build();
+        self.handle
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .with_context(|| format!("setting bridge port isolation of link {index}"))
     }
 
     /// Moves a link into the namespace `ns` under a new name.

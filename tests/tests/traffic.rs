@@ -85,9 +85,37 @@ fn icc_false_keeps_containers_of_a_network_apart() {
     ]);
     host.run_sleeper("q1", &["--network", "quiet"]);
     host.run_sleeper("q2", &["--network", "quiet"]);
+    let q2 = host.ip_of("q2");
+    // ARP between isolated bridge ports fails, so nothing even tries...
+    assert!(!host.ping("q1", &q2));
+    // ...and with the neighbour known anyway, the programs drop the packets.
+    let mac =
+        host.dp_json(&["inspect", "q2"])[0]["NetworkSettings"]["Networks"]["quiet"]["MacAddress"]
+            .clone();
+    host.exec(
+        "q1",
+        &format!(
+            "ip neigh replace {q2} lladdr {} dev eth0",
+            mac.as_str().unwrap()
+        ),
+    );
     let dropped = host.counter("dropped_icc");
-    assert!(!host.ping("q1", &host.ip_of("q2")));
+    assert!(!host.ping("q1", &q2));
     assert!(host.counter("dropped_icc") > dropped);
+    // What the programs leave to the bridge (here IPv6 link-local) cannot cross either.
+    let q2_v6 = host.exec(
+        "q2",
+        "ip -6 -o addr show dev eth0 scope link | awk '{print $4}' | cut -d/ -f1",
+    );
+    let q2_v6 = String::from_utf8_lossy(&q2_v6.stdout).trim().to_string();
+    assert!(!q2_v6.is_empty());
+    assert!(
+        !host
+            .exec("q1", &format!("ping -6 -c1 -W1 {q2_v6}%eth0"))
+            .status
+            .success(),
+        "IPv6 crossed an icc=false network"
+    );
     assert!(host.ping("q1", "10.82.0.1"), "the gateway stays reachable");
     assert!(
         host.sh(&format!("ping -c1 -W1 {}", host.ip_of("q2")))

@@ -63,6 +63,8 @@ pub async fn connect(
     };
     let bridge = nl.require_index(&net.bridge).await?;
     nl.set_controller(host_index, bridge).await?;
+    nl.set_port_isolated(host_index, !net.bridge_options.icc)
+        .await?;
     nl.set_up(host_index).await?;
     dp.set_interface(host_index, interface_config(net))?;
     dp.set_endpoint(
