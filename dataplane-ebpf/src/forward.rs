@@ -36,11 +36,14 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         Frame::Other => return (Path::SlowPathOther, TC_ACT_OK),
         Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
     };
-    if let Verdict::OtherNetwork = policy::check_v4(iface.network, frame.dst) {
-        return (Path::DroppedIsolation, TC_ACT_SHOT);
-    }
+    // An endpoint of the sender's own network cannot lie in another network's subnet
+    // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
+    // lookup here, is left to the traffic that misses.
     let Some(dst) = endpoint::lookup_v4(iface.network, frame.dst) else {
-        return (Path::SlowPathIp, TC_ACT_OK);
+        return match policy::check_v4(iface.network, frame.dst) {
+            Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
+            Verdict::Allow => (Path::SlowPathIp, TC_ACT_OK),
+        };
     };
     if iface.flags & InterfaceConfig::ICC_DISABLED != 0 {
         return (Path::DroppedIcc, TC_ACT_SHOT);

@@ -4,6 +4,8 @@
 //! `nsenter --net` into the host namespace, and every address used lives in namespaces
 //! the test made.
 
+pub mod datapath;
+
 use std::{
     fs,
     os::unix::fs::MetadataExt,

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup|build|test|demo`. Each installs what is missing
 //! first (idempotently), so that each works alone on a fresh machine.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -37,6 +38,15 @@ enum Task {
     },
     /// Show the main job end to end in a throw-away host namespace.
     Demo,
+    /// Compare with Docker's bridge + iptables side by side; writes target/bench/.
+    Bench {
+        /// Short runs, to check that the harness works (what CI runs).
+        #[arg(long)]
+        quick: bool,
+        /// Rounds of A/B runs per metric.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -57,6 +67,33 @@ fn main() -> Result<()> {
                 workspace_root().join("target/debug/dataplane"),
             );
             run_tests(&mut test)
+        }
+        Task::Bench { quick, rounds } => {
+            setup::install_missing()?;
+            require_root("the bench creates network namespaces and loads BPF programs")?;
+            let mut release = cargo();
+            release.args([
+                "build",
+                "--release",
+                "-p",
+                "dataplane",
+                "-p",
+                "dataplane-tests",
+                "--bin",
+                "dataplane",
+                "--bin",
+                "dp-loadgen",
+            ]);
+            run_command(&mut release)?;
+            let target = workspace_root().join("target/release");
+            bench::run(
+                bench::Options {
+                    quick,
+                    rounds: rounds.max(1),
+                },
+                &target.join("dataplane"),
+                &target.join("dp-loadgen"),
+            )
         }
         Task::Demo => {
             setup::install_missing()?;

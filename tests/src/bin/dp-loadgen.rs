@@ -1,0 +1,344 @@
+//! Load generators for `cargo xtask bench`, run inside the namespaces the bench builds.
+//! Each mode is bounded in time or count and prints one JSON line of results, so that
+//! the bench measures the path between two namespaces, not the tool.
+
+use std::{
+    io::{Read, Write},
+    mem::size_of,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Counts UDP packets; stops when the sender has been quiet for half a second.
+    UdpSink {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        secs: f64,
+    },
+    /// Sends UDP packets with sendmmsg from several threads.
+    UdpSend {
+        #[arg(long)]
+        dst: SocketAddr,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Echoes UDP packets back.
+    EchoServer {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        secs: f64,
+    },
+    /// Request/response latency over UDP, one request in flight.
+    Ping {
+        #[arg(long)]
+        dst: SocketAddr,
+        #[arg(long)]
+        count: usize,
+    },
+    /// Accepts TCP connections and drops them.
+    TcpServer {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        secs: f64,
+    },
+    /// Opens and closes TCP connections as fast as it can.
+    TcpConnect {
+        #[arg(long)]
+        dst: SocketAddr,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Nanoseconds per packet of each eBPF path, with BPF_PROG_TEST_RUN's repeat.
+    ProgCost {
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
+}
+
+fn main() -> Result<()> {
+    let result = match Cli::parse().mode {
+        Mode::UdpSink { bind, secs } => udp_sink(bind, secs)?,
+        Mode::UdpSend {
+            dst,
+            secs,
+            threads,
+            batch,
+            size,
+        } => udp_send(dst, secs, threads, batch, size)?,
+        Mode::EchoServer { bind, secs } => echo_server(bind, secs)?,
+        Mode::Ping { dst, count } => ping(dst, count)?,
+        Mode::TcpServer { bind, secs } => tcp_server(bind, secs)?,
+        Mode::TcpConnect { dst, secs, threads } => tcp_connect(dst, secs, threads)?,
+        Mode::ProgCost { repeat } => prog_cost(repeat),
+    };
+    println!("{result}");
+    Ok(())
+}
+
+fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) {
+    // SAFETY: setsockopt with a pointer to a live i32 and its size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            size_of::<i32>() as u32,
+        )
+    };
+}
+
+fn udp_sink(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
+    let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+    set_int_opt(
+        socket.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        8 << 20,
+    );
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    const BATCH: usize = 256;
+    let mut buffers = vec![[0u8; 2048]; BATCH];
+    let mut iovecs: Vec<libc::iovec> = buffers
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    // SAFETY: mmsghdr is plain data; zero is a valid empty header.
+    let mut headers: Vec<libc::mmsghdr> = iovecs
+        .iter_mut()
+        .map(|iov| {
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let hard_deadline = Instant::now() + Duration::from_secs_f64(secs + 10.0);
+    let (mut packets, mut first, mut last) = (0u64, None::<Instant>, Instant::now());
+    while Instant::now() < hard_deadline {
+        // SAFETY: the headers point at live buffers owned by this function.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        let now = Instant::now();
+        if n > 0 {
+            packets += n as u64;
+            first.get_or_insert(now);
+            last = now;
+        } else if first.is_some() && now - last > Duration::from_millis(500) {
+            break;
+        }
+    }
+    let seconds = first.map_or(0.0, |f| (last - f).as_secs_f64());
+    Ok(json!({"packets": packets, "seconds": seconds, "pps": packets as f64 / seconds.max(1e-9)}))
+}
+
+fn udp_send(
+    dst: SocketAddr,
+    secs: f64,
+    threads: usize,
+    batch: usize,
+    size: usize,
+) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let sent = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let sent = sent.clone();
+            thread::spawn(move || -> Result<()> {
+                let socket = UdpSocket::bind("0.0.0.0:0")?;
+                socket.connect(dst)?;
+                set_int_opt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    4 << 20,
+                );
+                let payload = vec![0x5au8; size];
+                let mut iov = libc::iovec {
+                    iov_base: payload.as_ptr() as *mut _,
+                    iov_len: size,
+                };
+                // SAFETY: plain data, zero is a valid empty header.
+                let mut headers: Vec<libc::mmsghdr> = (0..batch)
+                    .map(|_| {
+                        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                        h.msg_hdr.msg_iov = &mut iov;
+                        h.msg_hdr.msg_iovlen = 1;
+                        h
+                    })
+                    .collect();
+                while Instant::now() < deadline {
+                    // SAFETY: every header points at the one live payload buffer.
+                    let n = unsafe {
+                        libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), batch as u32, 0)
+                    };
+                    if n > 0 {
+                        sent.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+    }
+    Ok(json!({"sent": sent.load(Ordering::Relaxed)}))
+}
+
+fn echo_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
+    let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut buf = [0u8; 2048];
+    let mut echoed = 0u64;
+    while Instant::now() < deadline {
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            socket.send_to(&buf[..n], from)?;
+            echoed += 1;
+        }
+    }
+    Ok(json!({"echoed": echoed}))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ping(dst: SocketAddr, count: usize) -> Result<serde_json::Value> {
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.connect(dst)?;
+    socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut buf = [0u8; 64];
+    let mut rtts = Vec::with_capacity(count);
+    let mut lost = 0u64;
+    for i in 0..count + count / 10 {
+        let start = Instant::now();
+        socket.send(&(i as u64).to_be_bytes())?;
+        match socket.recv(&mut buf) {
+            Ok(_) if i >= count / 10 => rtts.push(start.elapsed().as_secs_f64() * 1e6),
+            Ok(_) => {}
+            Err(_) => lost += 1,
+        }
+    }
+    anyhow::ensure!(!rtts.is_empty(), "no echo came back from {dst}");
+    rtts.sort_by(f64::total_cmp);
+    Ok(json!({"p50_us": percentile(&rtts, 0.5), "p99_us": percentile(&rtts, 0.99), "lost": lost}))
+}
+
+fn tcp_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
+    let listener = TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut accepted = 0u64;
+    while Instant::now() < deadline {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                accepted += 1;
+                let _ = stream.write_all(b"x");
+            }
+            Err(_) => thread::sleep(Duration::from_micros(50)),
+        }
+    }
+    Ok(json!({"accepted": accepted}))
+}
+
+fn tcp_connect(dst: SocketAddr, secs: f64, threads: usize) -> Result<serde_json::Value> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (done, failed) = (done.clone(), failed.clone());
+            thread::spawn(move || {
+                let mut byte = [0u8; 1];
+                while Instant::now() < deadline {
+                    match TcpStream::connect_timeout(&dst, Duration::from_secs(1)) {
+                        Ok(mut stream) => {
+                            // One byte from the server proves the connection was accepted.
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                            if stream.read_exact(&mut byte).is_ok() {
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // Close with RST: no TIME_WAIT, so ports never run out.
+                            let linger = libc::linger {
+                                l_onoff: 1,
+                                l_linger: 0,
+                            };
+                            // SAFETY: setsockopt with a pointer to a live linger struct.
+                            unsafe {
+                                libc::setsockopt(
+                                    stream.as_raw_fd(),
+                                    libc::SOL_SOCKET,
+                                    libc::SO_LINGER,
+                                    (&raw const linger).cast(),
+                                    size_of::<libc::linger>() as u32,
+                                )
+                            };
+                        }
+                        Err(_) => failed.store(true, Ordering::Relaxed),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.join();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    Ok(
+        json!({"connections": n, "seconds": seconds, "per_second": n as f64 / seconds, "errors": failed.load(Ordering::Relaxed)}),
+    )
+}
+
+fn prog_cost(repeat: u32) -> serde_json::Value {
+    use dataplane_tests::datapath::{B_MAC, Fixture, udp_frame};
+    let mut fixture = Fixture::new(0);
+    let forward = fixture.cost_ns(&udp_frame(B_MAC, [10, 1, 0, 2], [10, 1, 0, 3]), repeat);
+    let isolation_drop = fixture.cost_ns(&udp_frame(B_MAC, [10, 1, 0, 2], [10, 2, 0, 2]), repeat);
+    let slow_path = fixture.cost_ns(&udp_frame(B_MAC, [10, 1, 0, 2], [192, 0, 2, 1]), repeat);
+    json!({"forward_ns": forward, "isolation_drop_ns": isolation_drop, "slow_path_ns": slow_path, "repeat": repeat})
+}

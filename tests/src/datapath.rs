@@ -1,0 +1,137 @@
+//! A loaded datapath in a namespace of its own, fed crafted frames through
+//! BPF_PROG_TEST_RUN: shared by the packet tests and the bench's per-packet cost.
+//!
+//! The maps hold two networks: red 10.1.0.0/24 with endpoint B (10.1.0.3, MAC `B_MAC`,
+//! behind ifindex 42) and blue 10.2.0.0/24 with endpoint 10.2.0.2; the sender sits on red,
+//! behind `lo` (ifindex 1, the device BPF_PROG_TEST_RUN uses).
+
+use std::{net::Ipv4Addr, path::PathBuf, process::Command};
+
+use aya::programs::{TestRun, TestRunOptions};
+use dataplane::maps::{Datapath, v4_key};
+use dataplane_common::{Endpoint, InterfaceConfig, Path};
+use etherparse::PacketBuilder;
+
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+pub const LO: u32 = 1;
+pub const RED: u32 = 1;
+pub const BLUE: u32 = 2;
+pub const A_MAC: [u8; 6] = [2, 0x42, 10, 1, 0, 2];
+pub const B_MAC: [u8; 6] = [2, 0x42, 10, 1, 0, 3];
+pub const STALE_MAC: [u8; 6] = [2, 0x42, 0xde, 0xad, 0xbe, 0xef];
+
+pub struct Fixture {
+    pub datapath: Datapath,
+    bpffs: PathBuf,
+}
+
+impl Fixture {
+    /// Moves the calling thread into a new network namespace and loads the programs there,
+    /// with a bpffs of their own.
+    pub fn new(red_flags: u32) -> Self {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
+        let bpffs = std::env::temp_dir().join(format!(
+            "dataplane-packets-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let mut datapath = Datapath::load(&bpffs).expect("loading the programs");
+        datapath
+            .set_subnet(
+                "10.1.0.0/24".parse().unwrap(),
+                RED,
+                Ipv4Addr::new(10, 1, 0, 1),
+            )
+            .unwrap();
+        datapath
+            .set_subnet(
+                "10.2.0.0/24".parse().unwrap(),
+                BLUE,
+                Ipv4Addr::new(10, 2, 0, 1),
+            )
+            .unwrap();
+        datapath
+            .set_interface(
+                LO,
+                InterfaceConfig {
+                    network: RED,
+                    flags: red_flags,
+                },
+            )
+            .unwrap();
+        let endpoint = |ifindex, mac| Endpoint {
+            host_ifindex: ifindex,
+            mac,
+            _pad: [0; 2],
+        };
+        datapath
+            .set_endpoint(v4_key(RED, Ipv4Addr::new(10, 1, 0, 3)), endpoint(42, B_MAC))
+            .unwrap();
+        datapath
+            .set_endpoint(
+                v4_key(BLUE, Ipv4Addr::new(10, 2, 0, 2)),
+                endpoint(43, [2, 0x42, 10, 2, 0, 2]),
+            )
+            .unwrap();
+        Self { datapath, bpffs }
+    }
+
+    /// Runs `from_container` on a frame: the verdict and the frame as it leaves.
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let program = self.datapath.program().unwrap();
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    /// Mean nanoseconds per run of `from_container` over `repeat` runs of one frame.
+    pub fn cost_ns(&mut self, frame: &[u8], repeat: u32) -> f64 {
+        let program = self.datapath.program().unwrap();
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        result.duration.as_nanos() as f64
+    }
+
+    pub fn count(&mut self, path: Path) -> u64 {
+        self.datapath
+            .counters()
+            .unwrap()
+            .into_iter()
+            .find(|(p, _)| *p == path)
+            .unwrap()
+            .1
+            .packets
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.bpffs).status();
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+    }
+}
+
+/// An Ethernet + IPv4 + UDP frame from A's MAC.
+pub fn udp_frame(dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(A_MAC, dst_mac)
+        .ipv4(src, dst, 64)
+        .udp(4000, 53);
+    let payload = b"hello";
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, payload).unwrap();
+    frame
+}

@@ -1,0 +1,746 @@
+//! `cargo xtask bench`: our dataplane side by side with Docker's kernel bridge + iptables,
+//! and a raw veth pair as the ceiling, in namespaces made for the run and removed after it
+//! (also on failure or Ctrl-C). Every metric runs A, B, ceiling in turn, round after
+//! round, so that the ratios hold on a noisy machine. Writes target/bench/report.md and
+//! results.json.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::run_command;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: i32) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn check_interrupt() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+pub struct Options {
+    pub quick: bool,
+    pub rounds: usize,
+}
+
+/// A command inside the network namespace pinned at `ns`.
+fn in_ns(ns: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net={}", ns.display()))
+        .arg("--")
+        .arg(program);
+    command.stdin(Stdio::null());
+    command
+}
+
+fn netns_path(name: &str) -> PathBuf {
+    PathBuf::from("/run/netns").join(name)
+}
+
+/// Two endpoints to measure between: where the client and the server run, and the
+/// server's address.
+struct Pair {
+    client: PathBuf,
+    server: PathBuf,
+    server_ip: &'static str,
+}
+
+/// Everything a run made, removed on drop in reverse order.
+#[derive(Default)]
+struct Cleanup {
+    namespaces: Vec<String>,
+    daemon: Option<Child>,
+    daemon_env: Vec<(String, PathBuf)>,
+    dataplane: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.daemon.is_some() {
+            let mut rm = in_ns(&netns_path(&self.namespaces[0]), &self.dataplane);
+            rm.args(["rm", "-f", "c1", "c2"])
+                .envs(self.daemon_env.iter().map(|(k, v)| (k, v)));
+            let _ = rm.output();
+        }
+        if let Some(mut daemon) = self.daemon.take() {
+            // SAFETY: kill(2) on the daemon this run started and has not reaped.
+            unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+            let _ = daemon.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.join("bpffs"))
+            .status();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+const SUBNET_GATEWAY: &str = "10.200.0.1/24";
+const C1: &str = "10.200.0.2";
+const C2: &str = "10.200.0.3";
+
+/// Side A: our daemon in a host namespace, two containers on one network.
+fn build_ours(cleanup: &mut Cleanup, tag: &str, dataplane: &Path) -> Result<Pair> {
+    let host = format!("dpb-{tag}-a");
+    run_command(Command::new("ip").args(["netns", "add", &host]))?;
+    cleanup.namespaces.push(host.clone());
+    cleanup.dataplane = dataplane.to_owned();
+    cleanup.dir = std::env::temp_dir().join(format!("dpb-{tag}"));
+    fs::create_dir_all(&cleanup.dir)?;
+    cleanup.daemon_env = vec![
+        ("DATAPLANE_SOCKET".into(), cleanup.dir.join("sock")),
+        ("DATAPLANE_STATE_DIR".into(), cleanup.dir.join("state")),
+        ("DATAPLANE_BPFFS".into(), cleanup.dir.join("bpffs")),
+        ("DATAPLANE_NETNS_DIR".into(), cleanup.dir.join("netns")),
+    ];
+    let env = cleanup.daemon_env.clone();
+    let dp = |args: &[&str]| -> Result<String> {
+        let out = in_ns(&netns_path(&host), dataplane)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "dataplane {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let log = fs::File::create(cleanup.dir.join("daemon.log"))?;
+    cleanup.daemon = Some(
+        in_ns(&netns_path(&host), dataplane)
+            .arg("daemon")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cleanup.dir.join("sock").exists() {
+        if Instant::now() > deadline {
+            bail!("our daemon did not start");
+        }
+        sleep(Duration::from_millis(20));
+    }
+    dp(&["network", "create", "--subnet", "10.200.0.0/24", "bench"])?;
+    for (name, ip) in [("c1", C1), ("c2", C2)] {
+        dp(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "bench",
+            "--ip",
+            ip,
+            "--",
+            "sleep",
+            "infinity",
+        ])?;
+    }
+    let sandbox = |name: &str| -> Result<PathBuf> {
+        let info: Value = serde_json::from_str(&dp(&["inspect", name])?)?;
+        Ok(PathBuf::from(
+            info[0]["NetworkSettings"]["SandboxKey"]
+                .as_str()
+                .context("no SandboxKey")?,
+        ))
+    };
+    Ok(Pair {
+        client: sandbox("c1")?,
+        server: sandbox("c2")?,
+        server_ip: C2,
+    })
+}
+
+/// Docker's iptables set-up for one bridge network (filter and nat), as `dockerd` writes it.
+fn docker_ruleset(bridge: &str, subnet: &str) -> String {
+    format!(
+        "*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s {subnet} ! -o {bridge} -j MASQUERADE
+-A DOCKER -i {bridge} -j RETURN
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o {bridge} -j DOCKER
+-A FORWARD -i {bridge} ! -o {bridge} -j ACCEPT
+-A FORWARD -i {bridge} -o {bridge} -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i {bridge} ! -o {bridge} -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o {bridge} -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+COMMIT
+"
+    )
+}
+
+fn sh_in(ns: &str, script: &str) -> Result<()> {
+    run_command(in_ns(&netns_path(ns), "sh").args(["-c", script]))
+}
+
+/// Side B: what Docker builds: a Linux bridge holding the gateway, veth pairs, ip_forward
+/// and its iptables rules.
+fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
+    let host = format!("dpb-{tag}-b");
+    let c1 = format!("dpb-{tag}-b1");
+    let c2 = format!("dpb-{tag}-b2");
+    for ns in [&host, &c1, &c2] {
+        run_command(Command::new("ip").args(["netns", "add", ns]))?;
+        cleanup.namespaces.push(ns.clone());
+    }
+    sh_in(
+        &host,
+        &format!(
+            "ip link set lo up && ip link add br0 type bridge && ip addr add {SUBNET_GATEWAY} dev br0 && ip link set br0 up \
+         && sysctl -qw net.ipv4.ip_forward=1"
+        ),
+    )?;
+    for (ns, ip, mac) in [
+        (&c1, C1, "02:42:0a:c8:00:02"),
+        (&c2, C2, "02:42:0a:c8:00:03"),
+    ] {
+        let veth = format!("v{}", &ns[ns.len() - 2..]);
+        sh_in(
+            &host,
+            &format!(
+                "ip link add {veth} type veth peer name eth0 netns {ns} && ip link set {veth} master br0 up"
+            ),
+        )?;
+        sh_in(
+            ns,
+            &format!(
+                "ip link set lo up && ip link set eth0 address {mac} && ip addr add {ip}/24 dev eth0 && ip link set eth0 up \
+             && ip route add default via 10.200.0.1"
+            ),
+        )?;
+    }
+    let rules = cleanup_dir_file(
+        cleanup,
+        "docker.rules",
+        &docker_ruleset("br0", "10.200.0.0/24"),
+    )?;
+    run_command(in_ns(&netns_path(&host), "iptables-restore").arg(rules))?;
+    Ok(Pair {
+        client: netns_path(&c1),
+        server: netns_path(&c2),
+        server_ip: C2,
+    })
+}
+
+fn cleanup_dir_file(cleanup: &Cleanup, name: &str, content: &str) -> Result<PathBuf> {
+    let path = cleanup.dir.join(name);
+    fs::write(&path, content)?;
+    Ok(path)
+}
+
+/// The ceiling: a raw veth pair between two namespaces, nothing in between.
+fn build_ceiling(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
+    let (a, b) = (format!("dpb-{tag}-c1"), format!("dpb-{tag}-c2"));
+    for ns in [&a, &b] {
+        run_command(Command::new("ip").args(["netns", "add", ns]))?;
+        cleanup.namespaces.push(ns.clone());
+    }
+    sh_in(
+        &a,
+        &format!(
+            "ip link set lo up && ip link add eth0 type veth peer name eth0 netns {b} && ip addr add {C1}/24 dev eth0 && ip link set eth0 up"
+        ),
+    )?;
+    sh_in(
+        &b,
+        &format!("ip link set lo up && ip addr add {C2}/24 dev eth0 && ip link set eth0 up"),
+    )?;
+    Ok(Pair {
+        client: netns_path(&a),
+        server: netns_path(&b),
+        server_ip: C2,
+    })
+}
+
+struct Tools {
+    loadgen: PathBuf,
+    secs: f64,
+}
+
+fn output_json(mut command: Command) -> Result<Value> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("output of {command:?}"))
+}
+
+/// A server for the length of one measurement; killed (by PID) when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Tools {
+    fn server(&self, pair: &Pair, program: &Path, args: &[String]) -> Result<Server> {
+        let child = in_ns(&pair.server, program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        sleep(Duration::from_millis(300));
+        Ok(Server(child))
+    }
+
+    fn udp_pps(&self, pair: &Pair) -> Result<f64> {
+        let addr = format!("{}:9000", pair.server_ip);
+        let sink = in_ns(&pair.server, &self.loadgen)
+            .args([
+                "udp-sink",
+                "--bind",
+                &addr,
+                "--secs",
+                &self.secs.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        sleep(Duration::from_millis(300));
+        let mut send = in_ns(&pair.client, &self.loadgen);
+        send.args(["udp-send", "--dst", &addr, "--secs", &self.secs.to_string()]);
+        output_json(send)?;
+        let out = sink.wait_with_output()?;
+        let result: Value = serde_json::from_slice(&out.stdout).context("udp-sink output")?;
+        Ok(result["pps"].as_f64().unwrap_or(0.0))
+    }
+
+    fn tcp_stream(&self, pair: &Pair, streams: u32) -> Result<f64> {
+        let _server = self.server(
+            pair,
+            Path::new("iperf3"),
+            &["-s".into(), "-1".into(), "-B".into(), pair.server_ip.into()],
+        )?;
+        let mut client = in_ns(&pair.client, "iperf3");
+        client.args([
+            "-c",
+            pair.server_ip,
+            "-J",
+            "-t",
+            &self.secs.to_string(),
+            "-P",
+            &streams.to_string(),
+        ]);
+        let result = output_json(client)?;
+        Ok(result["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9)
+    }
+
+    fn latency(&self, pair: &Pair) -> Result<(f64, f64)> {
+        let addr = format!("{}:9001", pair.server_ip);
+        let _server = self.server(
+            pair,
+            &self.loadgen,
+            &[
+                "echo-server".into(),
+                "--bind".into(),
+                addr.clone(),
+                "--secs".into(),
+                "60".into(),
+            ],
+        )?;
+        let count = if self.secs < 2.0 { 2000 } else { 10000 };
+        let mut ping = in_ns(&pair.client, &self.loadgen);
+        ping.args(["ping", "--dst", &addr, "--count", &count.to_string()]);
+        let result = output_json(ping)?;
+        Ok((
+            result["p50_us"].as_f64().unwrap_or(0.0),
+            result["p99_us"].as_f64().unwrap_or(0.0),
+        ))
+    }
+
+    fn connections(&self, pair: &Pair) -> Result<f64> {
+        let addr = format!("{}:9002", pair.server_ip);
+        let secs = (self.secs + 5.0).to_string();
+        let _server = self.server(
+            pair,
+            &self.loadgen,
+            &[
+                "tcp-server".into(),
+                "--bind".into(),
+                addr.clone(),
+                "--secs".into(),
+                secs,
+            ],
+        )?;
+        let mut client = in_ns(&pair.client, &self.loadgen);
+        client.args([
+            "tcp-connect",
+            "--dst",
+            &addr,
+            "--secs",
+            &self.secs.to_string(),
+        ]);
+        Ok(output_json(client)?["per_second"].as_f64().unwrap_or(0.0))
+    }
+}
+
+/// One metric's figures, one per round for each side.
+struct Record {
+    scenario: &'static str,
+    metric: &'static str,
+    unit: &'static str,
+    higher_is_better: bool,
+    ours: Vec<f64>,
+    reference: Vec<f64>,
+    ceiling: Vec<f64>,
+    /// The issue's target for ours/reference, and for ours/ceiling.
+    target_vs_reference: Option<f64>,
+    target_vs_ceiling: Option<f64>,
+    /// An absolute bound on ours (lower is better), e.g. nanoseconds per packet.
+    target_at_most: Option<f64>,
+}
+
+impl Record {
+    fn new(
+        scenario: &'static str,
+        metric: &'static str,
+        unit: &'static str,
+        higher_is_better: bool,
+    ) -> Self {
+        Self {
+            scenario,
+            metric,
+            unit,
+            higher_is_better,
+            ours: vec![],
+            reference: vec![],
+            ceiling: vec![],
+            target_vs_reference: None,
+            target_vs_ceiling: None,
+            target_at_most: None,
+        }
+    }
+
+    fn vs_reference(mut self, target: f64) -> Self {
+        self.target_vs_reference = Some(target);
+        self
+    }
+
+    fn vs_ceiling(mut self, target: f64) -> Self {
+        self.target_vs_ceiling = Some(target);
+        self
+    }
+
+    fn at_most(mut self, target: f64) -> Self {
+        self.target_at_most = Some(target);
+        self
+    }
+
+    fn push(&mut self, side: Side, value: f64) {
+        match side {
+            Side::Ours => self.ours.push(value),
+            Side::Reference => self.reference.push(value),
+            Side::Ceiling => self.ceiling.push(value),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    Ours,
+    Reference,
+    Ceiling,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[sorted.len() / 2]
+}
+
+fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        })
+}
+
+impl Record {
+    fn ratios(&self) -> Vec<f64> {
+        self.ours
+            .iter()
+            .zip(&self.reference)
+            .map(|(a, b)| a / b)
+            .collect()
+    }
+
+    /// Whether the median ratio meets the target, given the direction that is better.
+    fn verdict(&self) -> String {
+        let mut parts = vec![];
+        let meets = |ratio: f64, target: f64| {
+            if self.higher_is_better {
+                ratio >= target
+            } else {
+                ratio <= target
+            }
+        };
+        let sign = if self.higher_is_better { "≥" } else { "≤" };
+        if let Some(target) = self.target_vs_reference {
+            let ratio = median(&self.ratios());
+            parts.push(format!(
+                "{} (ratio {sign} {target})",
+                if meets(ratio, target) {
+                    "met"
+                } else {
+                    "**missed**"
+                }
+            ));
+        }
+        if let Some(target) = self.target_at_most {
+            let value = median(&self.ours);
+            parts.push(format!(
+                "{} (≤ {target} {})",
+                if value <= target { "met" } else { "**missed**" },
+                self.unit
+            ));
+        }
+        if let Some(target) = self.target_vs_ceiling {
+            let ratio = median(&self.ours) / median(&self.ceiling);
+            parts.push(format!(
+                "{} ({:.0}% of ceiling, target {sign} {:.0}%)",
+                if meets(ratio, target) {
+                    "met"
+                } else {
+                    "**missed**"
+                },
+                ratio * 100.0,
+                target * 100.0
+            ));
+        }
+        parts.join("; ")
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "scenario": self.scenario, "metric": self.metric, "unit": self.unit,
+            "ours": self.ours, "reference": self.reference, "ceiling": self.ceiling,
+            "ratio": self.ratios(), "rounds": self.ours.len(),
+            "higher_is_better": self.higher_is_better,
+        })
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn cell(values: &[f64]) -> String {
+    if values.is_empty() {
+        return "–".into();
+    }
+    let (lo, hi) = min_max(values);
+    format!("{} [{}–{}]", fmt(median(values)), fmt(lo), fmt(hi))
+}
+
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, kernel {}; veth with default offloads (GSO/GRO on)",
+        kernel.trim()
+    )
+}
+
+pub fn run(options: Options, dataplane: &Path, loadgen: &Path) -> Result<()> {
+    // SAFETY: installs a handler that only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_interrupt as *const () as usize) };
+    let tag = format!("{}", std::process::id());
+    let mut cleanup = Cleanup::default();
+    eprintln!(
+        "bench: building the three topologies (ours, Docker-style reference, raw veth ceiling)"
+    );
+    let ours = build_ours(&mut cleanup, &tag, dataplane)?;
+    let reference = build_reference(&mut cleanup, &tag)?;
+    let ceiling = build_ceiling(&mut cleanup, &tag)?;
+    let tools = Tools {
+        loadgen: loadgen.to_owned(),
+        secs: if options.quick { 1.0 } else { 4.0 },
+    };
+
+    let c2c = "1. container to container";
+    let mut records = vec![
+        Record::new(c2c, "UDP 64-byte packets/s", "Mpps", true)
+            .vs_reference(1.5)
+            .vs_ceiling(0.9),
+        Record::new(c2c, "TCP stream, 1 stream", "Gbit/s", true)
+            .vs_reference(1.0)
+            .vs_ceiling(0.95),
+        Record::new(c2c, "TCP stream, 2 streams", "Gbit/s", true)
+            .vs_reference(1.0)
+            .vs_ceiling(0.95),
+        Record::new(c2c, "UDP request/response latency p50", "µs", false).vs_reference(0.8),
+        Record::new(c2c, "UDP request/response latency p99", "µs", false),
+        Record::new(c2c, "TCP connections/s", "conn/s", true),
+    ];
+    let sides = [
+        (Side::Ours, &ours),
+        (Side::Reference, &reference),
+        (Side::Ceiling, &ceiling),
+    ];
+    for round in 1..=options.rounds {
+        for (side, pair) in sides {
+            check_interrupt()?;
+            eprintln!("bench: round {round}/{}: {side:?}", options.rounds);
+            let udp = tools.udp_pps(pair)? / 1e6;
+            let tcp1 = tools.tcp_stream(pair, 1)?;
+            let tcp2 = tools.tcp_stream(pair, 2)?;
+            let (p50, p99) = tools.latency(pair)?;
+            let conns = tools.connections(pair)?;
+            for (record, value) in records.iter_mut().zip([udp, tcp1, tcp2, p50, p99, conns]) {
+                record.push(side, value);
+            }
+        }
+    }
+    let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
+    let mut costs = [
+        Record::new(
+            cost,
+            "forward (lookup, MAC rewrite, redirect_peer)",
+            "ns",
+            false,
+        )
+        .at_most(100.0),
+        Record::new(cost, "isolation drop", "ns", false),
+        Record::new(cost, "slow path (pass to the bridge)", "ns", false),
+    ];
+    let repeat = if options.quick { "100000" } else { "2000000" };
+    for round in 1..=options.rounds {
+        check_interrupt()?;
+        eprintln!(
+            "bench: round {round}/{}: eBPF per-packet cost",
+            options.rounds
+        );
+        let mut command = Command::new(loadgen);
+        command.args(["prog-cost", "--repeat", repeat]);
+        let result = output_json(command)?;
+        for (record, key) in
+            costs
+                .iter_mut()
+                .zip(["forward_ns", "isolation_drop_ns", "slow_path_ns"])
+        {
+            record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
+        }
+    }
+    records.extend(costs);
+    write_report(&records, &options)?;
+    Ok(())
+}
+
+fn write_report(records: &[Record], options: &Options) -> Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    fs::create_dir_all(&dir)?;
+    let mut md = String::from("# dataplane benchmark\n\n");
+    md += &format!("Machine: {}.\n\n", machine());
+    md += &format!(
+        "{} rounds, {}; each round runs ours (A), the Docker-style reference (B: Linux bridge, veth, ip_forward, \
+         Docker's iptables filter and nat rules; br_netfilter not loaded, which spares B the iptables walk of bridged \
+         frames that Docker usually adds) and the ceiling (a raw veth pair) one after the other. Cells: median [min–max] \
+         over rounds; ratio: median of the per-round ratios ours/reference.\n\n",
+        options.rounds,
+        if options.quick {
+            "1 s per run (--quick: a smoke run, not a measurement)"
+        } else {
+            "4 s per run"
+        }
+    );
+    md += "| scenario | metric | unit | ours | reference | ratio | ceiling | target |\n|---|---|---|---|---|---|---|---|\n";
+    for r in records {
+        let ratios = r.ratios();
+        let ratio = if ratios.is_empty() {
+            "–".to_string()
+        } else {
+            let (lo, hi) = min_max(&ratios);
+            format!("{:.2} [{lo:.2}–{hi:.2}]", median(&ratios))
+        };
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {ratio} | {} | {} |\n",
+            r.scenario,
+            r.metric,
+            r.unit,
+            cell(&r.ours),
+            cell(&r.reference),
+            cell(&r.ceiling),
+            r.verdict()
+        );
+    }
+    md += "\nNot measured yet: published ports and masquerade (scenarios 2, 3: need the NAT issue), scale (4), \
+           NAT paths of the per-packet cost (5), XDP live frames, control plane (6), publishing at scale (7), plots.\n";
+    fs::write(dir.join("report.md"), &md)?;
+    let results = json!({"machine": machine(), "quick": options.quick, "records": records.iter().map(Record::json).collect::<Vec<_>>()});
+    fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    println!("{md}");
+    eprintln!("bench: wrote {}", dir.join("report.md").display());
+    Ok(())
+}
