@@ -283,10 +283,18 @@ async fn restore(core: &Shared) -> Result<()> {
     let mut guard = core.lock().await;
     let c = &mut *guard;
     if c.state.network(DEFAULT_NETWORK).is_none() {
+        // Docker's 172.17.0.0/16, unless the host already routes it (a docker0 next to
+        // us, say): then the next free default pool, as Docker does.
+        let preferred = ipam::default_bridge_subnet();
+        let taken = c
+            .host_routes()
+            .await?
+            .iter()
+            .any(|r| ipam::overlaps(r, &preferred));
         let spec = NetworkSpec {
             name: DEFAULT_NETWORK.into(),
             driver: "bridge".into(),
-            subnet: Some(ipam::default_bridge_subnet()),
+            subnet: (!taken).then_some(preferred),
             gateway: None,
             ip_range: None,
             internal: false,

@@ -238,3 +238,12 @@ fn network_rm_is_refused_while_attached_and_prune_keeps_used_ones() {
         "only the default network's subnet is left"
     );
 }
+
+#[test]
+fn default_network_moves_aside_when_the_host_already_routes_172_17() {
+    let mut host = Host::empty().unwrap();
+    host.sh_ok("ip link add docker0 type veth peer name docker0p && ip addr add 172.17.0.1/16 dev docker0 && ip link set docker0 up");
+    host.start_daemon();
+    let net = &host.dp_json(&["network", "inspect", "bridge"])[0];
+    assert_eq!(net["IPAM"]["Config"][0]["Subnet"], "172.18.0.0/16");
+}
