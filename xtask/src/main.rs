@@ -1,8 +1,6 @@
 //! Developer tasks: `cargo xtask setup|build|test|demo`. Each installs what is missing
 //! first (idempotently), so that each works alone on a fresh machine.
 
-mod bench;
-mod demo;
 mod setup;
 
 use std::{
@@ -71,35 +69,16 @@ fn main() -> Result<()> {
         Task::Bench { quick, rounds } => {
             setup::install_missing()?;
             require_root("the bench creates network namespaces and loads BPF programs")?;
-            let mut release = cargo();
-            release.args([
-                "build",
-                "--release",
-                "-p",
-                "dataplane",
-                "-p",
-                "dataplane-tests",
-                "--bin",
-                "dataplane",
-                "--bin",
-                "dp-loadgen",
-            ]);
-            run_command(&mut release)?;
-            let target = workspace_root().join("target/release");
-            bench::run(
-                bench::Options {
-                    quick,
-                    rounds: rounds.max(1),
-                },
-                &target.join("dataplane"),
-                &target.join("dp-loadgen"),
-            )
+            let mut args = vec!["--rounds".to_string(), rounds.to_string()];
+            if quick {
+                args.push("--quick".into());
+            }
+            run_tool(true, &["dp-loadgen", "dp-bench"], &args)
         }
         Task::Demo => {
             setup::install_missing()?;
             require_root("the demo creates network namespaces and loads BPF programs")?;
-            build(false)?;
-            demo::run(&workspace_root().join("target/debug/dataplane"))
+            run_tool(false, &["dp-demo"], &[])
         }
     }
 }
@@ -115,6 +94,39 @@ fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(workspace_root());
     command
+}
+
+/// Builds `dataplane` and the tools of the tests crate, then runs the last tool with the
+/// freshly built `dataplane` as the one under test.
+fn run_tool(release: bool, tools: &[&str], args: &[String]) -> Result<()> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "-p",
+        "dataplane",
+        "-p",
+        "dataplane-tests",
+        "--bin",
+        "dataplane",
+    ]);
+    for tool in tools {
+        build.args(["--bin", tool]);
+    }
+    if release {
+        build.arg("--release");
+    }
+    run_command(&mut build)?;
+    let dir = workspace_root().join(if release {
+        "target/release"
+    } else {
+        "target/debug"
+    });
+    let tool = dir.join(tools.last().expect("a tool"));
+    run_command(
+        Command::new(tool)
+            .args(args)
+            .env("DATAPLANE_BIN", dir.join("dataplane")),
+    )
 }
 
 fn build(release: bool) -> Result<()> {

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: our dataplane side by side with Docker's kernel bridge + iptables,
+//! The benchmark behind `cargo xtask bench`: our dataplane side by side with Docker's kernel bridge + iptables,
 //! and a raw veth pair as the ceiling, in namespaces made for the run and removed after it
 //! (also on failure or Ctrl-C). Every metric runs A, B, ceiling in turn, round after
 //! round, so that the ratios hold on a noisy machine. Writes target/bench/report.md and
@@ -10,13 +10,17 @@ use std::{
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     thread::sleep,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
+use clap::Parser;
+use dataplane_tests::{Host, run_ok};
 use serde_json::{Value, json};
 
-use crate::run_command;
+fn run_command(command: &mut Command) -> Result<()> {
+    run_ok(command).map(|_| ())
+}
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -31,9 +35,14 @@ fn check_interrupt() -> Result<()> {
     Ok(())
 }
 
-pub struct Options {
-    pub quick: bool,
-    pub rounds: usize,
+#[derive(Parser)]
+struct Options {
+    /// Short runs, to check that the harness works (what CI runs).
+    #[arg(long)]
+    quick: bool,
+    /// Rounds of A/B runs per metric.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// A command inside the network namespace pinned at `ns`.
@@ -59,36 +68,18 @@ struct Pair {
     server_ip: &'static str,
 }
 
-/// Everything a run made, removed on drop in reverse order.
-#[derive(Default)]
+/// The reference and ceiling namespaces a run made, removed on drop (side A's host
+/// cleans up after itself).
 struct Cleanup {
     namespaces: Vec<String>,
-    daemon: Option<Child>,
-    daemon_env: Vec<(String, PathBuf)>,
-    dataplane: PathBuf,
     dir: PathBuf,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if self.daemon.is_some() {
-            let mut rm = in_ns(&netns_path(&self.namespaces[0]), &self.dataplane);
-            rm.args(["rm", "-f", "c1", "c2"])
-                .envs(self.daemon_env.iter().map(|(k, v)| (k, v)));
-            let _ = rm.output();
-        }
-        if let Some(mut daemon) = self.daemon.take() {
-            // SAFETY: kill(2) on the daemon this run started and has not reaped.
-            unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-            let _ = daemon.wait();
-        }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.join("bpffs"))
-            .status();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -98,52 +89,10 @@ const C1: &str = "10.200.0.2";
 const C2: &str = "10.200.0.3";
 
 /// Side A: our daemon in a host namespace, two containers on one network.
-fn build_ours(cleanup: &mut Cleanup, tag: &str, dataplane: &Path) -> Result<Pair> {
-    let host = format!("dpb-{tag}-a");
-    run_command(Command::new("ip").args(["netns", "add", &host]))?;
-    cleanup.namespaces.push(host.clone());
-    cleanup.dataplane = dataplane.to_owned();
-    cleanup.dir = std::env::temp_dir().join(format!("dpb-{tag}"));
-    fs::create_dir_all(&cleanup.dir)?;
-    cleanup.daemon_env = vec![
-        ("DATAPLANE_SOCKET".into(), cleanup.dir.join("sock")),
-        ("DATAPLANE_STATE_DIR".into(), cleanup.dir.join("state")),
-        ("DATAPLANE_BPFFS".into(), cleanup.dir.join("bpffs")),
-        ("DATAPLANE_NETNS_DIR".into(), cleanup.dir.join("netns")),
-    ];
-    let env = cleanup.daemon_env.clone();
-    let dp = |args: &[&str]| -> Result<String> {
-        let out = in_ns(&netns_path(&host), dataplane)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "dataplane {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let log = fs::File::create(cleanup.dir.join("daemon.log"))?;
-    cleanup.daemon = Some(
-        in_ns(&netns_path(&host), dataplane)
-            .arg("daemon")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cleanup.dir.join("sock").exists() {
-        if Instant::now() > deadline {
-            bail!("our daemon did not start");
-        }
-        sleep(Duration::from_millis(20));
-    }
-    dp(&["network", "create", "--subnet", "10.200.0.0/24", "bench"])?;
+fn build_ours(host: &Host) -> Result<Pair> {
+    host.dp_ok(&["network", "create", "--subnet", "10.200.0.0/24", "bench"]);
     for (name, ip) in [("c1", C1), ("c2", C2)] {
-        dp(&[
+        host.dp_ok(&[
             "run",
             "-d",
             "--name",
@@ -155,10 +104,10 @@ fn build_ours(cleanup: &mut Cleanup, tag: &str, dataplane: &Path) -> Result<Pair
             "--",
             "sleep",
             "infinity",
-        ])?;
+        ]);
     }
     let sandbox = |name: &str| -> Result<PathBuf> {
-        let info: Value = serde_json::from_str(&dp(&["inspect", name])?)?;
+        let info = host.dp_json(&["inspect", name]);
         Ok(PathBuf::from(
             info[0]["NetworkSettings"]["SandboxKey"]
                 .as_str()
@@ -610,19 +559,27 @@ fn machine() -> String {
     )
 }
 
-pub fn run(options: Options, dataplane: &Path, loadgen: &Path) -> Result<()> {
+fn main() -> Result<()> {
+    let options = Options::parse();
+    // The load generator is built next to this binary.
+    let loadgen = std::env::current_exe()?.with_file_name("dp-loadgen");
     // SAFETY: installs a handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_interrupt as *const () as usize) };
     let tag = format!("{}", std::process::id());
-    let mut cleanup = Cleanup::default();
+    let mut cleanup = Cleanup {
+        namespaces: vec![],
+        dir: std::env::temp_dir().join(format!("dpb-{tag}")),
+    };
+    fs::create_dir_all(&cleanup.dir)?;
     eprintln!(
         "bench: building the three topologies (ours, Docker-style reference, raw veth ceiling)"
     );
-    let ours = build_ours(&mut cleanup, &tag, dataplane)?;
+    let host = Host::start();
+    let ours = build_ours(&host)?;
     let reference = build_reference(&mut cleanup, &tag)?;
     let ceiling = build_ceiling(&mut cleanup, &tag)?;
     let tools = Tools {
-        loadgen: loadgen.to_owned(),
+        loadgen: loadgen.clone(),
         secs: if options.quick { 1.0 } else { 4.0 },
     };
 
@@ -679,7 +636,7 @@ pub fn run(options: Options, dataplane: &Path, loadgen: &Path) -> Result<()> {
             "bench: round {round}/{}: eBPF per-packet cost",
             options.rounds
         );
-        let mut command = Command::new(loadgen);
+        let mut command = Command::new(&loadgen);
         command.args(["prog-cost", "--repeat", repeat]);
         let result = output_json(command)?;
         for (record, key) in
