@@ -27,11 +27,7 @@ impl IpAddress {
         addr[1] = octets[1];
         addr[2] = octets[2];
         addr[3] = octets[3];
-        Self {
-            family: AF_INET,
-            _pad: [0; 3],
-            addr,
-        }
+        Self { family: AF_INET, _pad: [0; 3], addr }
     }
 }
 

@@ -53,10 +53,8 @@ pub fn parse(ctx: &TcContext) -> Frame {
     }
     pull_ipv4(ctx);
     // Pulling may move the data: take every pointer again.
-    let (Some(eth), Some(ip)) = (
-        header_ptr::<EthHdr>(ctx, 0),
-        header_ptr::<Ipv4Hdr>(ctx, EthHdr::LEN),
-    ) else {
+    let (Some(eth), Some(ip)) = (header_ptr::<EthHdr>(ctx, 0), header_ptr::<Ipv4Hdr>(ctx, EthHdr::LEN))
+    else {
         return Frame::Malformed;
     };
     // SAFETY: both headers were bounds-checked above.

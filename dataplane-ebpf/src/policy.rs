@@ -22,17 +22,9 @@ pub enum Verdict {
 pub fn check_v4(network: u32, dst: [u8; 4]) -> Verdict {
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&dst);
-    let key = Key::new(
-        SubnetKey::FAMILY_BITS + 32,
-        SubnetKey {
-            family: u32::from(AF_INET),
-            addr,
-        },
-    );
+    let key = Key::new(SubnetKey::FAMILY_BITS + 32, SubnetKey { family: u32::from(AF_INET), addr });
     match SUBNETS.get(&key) {
-        Some(info) if info.network != network && info.gateway.addr[..4] != dst => {
-            Verdict::OtherNetwork
-        }
+        Some(info) if info.network != network && info.gateway.addr[..4] != dst => Verdict::OtherNetwork,
         _ => Verdict::Allow,
     }
 }

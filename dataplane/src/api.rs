@@ -99,16 +99,12 @@ pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> 
     line.push(b'\n');
     stream.write_all(&line)?;
     let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .context("reading the daemon's answer")?;
+    BufReader::new(stream).read_line(&mut answer).context("reading the daemon's answer")?;
     if answer.is_empty() {
         bail!("the daemon closed the connection without answering (see its log)");
     }
     match serde_json::from_str(&answer).context("malformed answer from the daemon")? {
-        Answer::Ok(value) => {
-            serde_json::from_value(value).context("unexpected answer from the daemon")
-        }
+        Answer::Ok(value) => serde_json::from_value(value).context("unexpected answer from the daemon"),
         Answer::Error(message) => bail!(message),
     }
 }

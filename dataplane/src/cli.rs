@@ -18,19 +18,10 @@ use crate::{
 };
 
 #[derive(Parser)]
-#[command(
-    name = "dataplane",
-    version,
-    about = "Container networking with an eBPF fast path"
-)]
+#[command(name = "dataplane", version, about = "Container networking with an eBPF fast path")]
 pub struct Cli {
     /// The daemon's control socket.
-    #[arg(
-        long,
-        global = true,
-        env = "DATAPLANE_SOCKET",
-        default_value = "/run/dataplane/dataplane.sock"
-    )]
+    #[arg(long, global = true, env = "DATAPLANE_SOCKET", default_value = "/run/dataplane/dataplane.sock")]
     socket: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -85,11 +76,7 @@ enum Command {
 #[derive(Args)]
 struct DaemonArgs {
     /// Where networks, containers and addresses are persisted.
-    #[arg(
-        long,
-        env = "DATAPLANE_STATE_DIR",
-        default_value = "/var/lib/dataplane"
-    )]
+    #[arg(long, env = "DATAPLANE_STATE_DIR", default_value = "/var/lib/dataplane")]
     state_dir: PathBuf,
     /// bpffs directory for pinned programs and maps (mounted if it is not a bpffs yet).
     #[arg(long, env = "DATAPLANE_BPFFS", default_value = "/run/dataplane/bpffs")]
@@ -129,8 +116,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 }
 
 fn cidr(s: &str) -> Result<Ipv4Net, String> {
-    s.parse()
-        .map_err(|_| format!("{s:?} is not an IPv4 CIDR like 10.10.0.0/24"))
+    s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR like 10.10.0.0/24"))
 }
 
 #[derive(Args)]
@@ -234,14 +220,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print_table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY"], rows);
         }
         Command::Network(NetworkCommand::Inspect { names }) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&call(Request::NetworkInspect { names })?)?
-            );
+            println!("{}", serde_json::to_string_pretty(&call(Request::NetworkInspect { names })?)?);
         }
         Command::Network(NetworkCommand::Rm { names }) => {
-            let removed: Vec<String> =
-                serde_json::from_value(call(Request::NetworkRemove { names })?)?;
+            let removed: Vec<String> = serde_json::from_value(call(Request::NetworkRemove { names })?)?;
             removed.iter().for_each(|n| println!("{n}"));
         }
         Command::Network(NetworkCommand::Prune) => {
@@ -259,9 +241,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .as_object()
                     .map(|m| {
                         m.iter()
-                            .map(|(name, n)| {
-                                format!("{name}:{}", n["IPAddress"].as_str().unwrap_or(""))
-                            })
+                            .map(|(name, n)| format!("{name}:{}", n["IPAddress"].as_str().unwrap_or("")))
                             .collect::<Vec<_>>()
                             .join(",")
                     })
@@ -277,47 +257,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .unwrap_or_default();
                 vec![
                     c["Id"].as_str().unwrap_or("").chars().take(12).collect(),
-                    c["Name"]
-                        .as_str()
-                        .unwrap_or("")
-                        .trim_start_matches('/')
-                        .to_string(),
+                    c["Name"].as_str().unwrap_or("").trim_start_matches('/').to_string(),
                     format!("{:?}", command.join(" ")),
                     status,
                     networks,
                 ]
             });
-            print_table(
-                &["CONTAINER ID", "NAME", "COMMAND", "STATUS", "NETWORKS"],
-                rows,
-            );
+            print_table(&["CONTAINER ID", "NAME", "COMMAND", "STATUS", "NETWORKS"], rows);
         }
         Command::Inspect { names } => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&call(Request::Inspect { names })?)?
-            );
+            println!("{}", serde_json::to_string_pretty(&call(Request::Inspect { names })?)?);
         }
         Command::Exec { name, command } => {
-            let found = call(Request::Inspect {
-                names: vec![name.clone()],
-            })?;
+            let found = call(Request::Inspect { names: vec![name.clone()] })?;
             let container = &found[0];
             if container["State"]["Running"] != Value::Bool(true) {
                 bail!("container {name} is not running; start a new one with `dataplane run`");
             }
-            let netns_path = PathBuf::from(
-                container["NetworkSettings"]["SandboxKey"]
-                    .as_str()
-                    .unwrap_or(""),
-            );
+            let netns_path = PathBuf::from(container["NetworkSettings"]["SandboxKey"].as_str().unwrap_or(""));
             let etc_dir = PathBuf::from(container["EtcDir"].as_str().unwrap_or(""));
             let ns = netns::open(&netns_path)?;
-            let ctx = process::ContainerContext {
-                netns: &ns,
-                hostname: None,
-                etc_dir: &etc_dir,
-            };
+            let ctx = process::ContainerContext { netns: &ns, hostname: None, etc_dir: &etc_dir };
             let status = process::container_command(&command, &ctx)
                 .status()
                 .with_context(|| format!("running {:?} in container {name}", command[0]))?;
@@ -325,31 +285,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Stop { time, names } => {
             for name in names {
-                call(Request::Stop {
-                    name: name.clone(),
-                    timeout_secs: time,
-                })?;
+                call(Request::Stop { name: name.clone(), timeout_secs: time })?;
                 println!("{name}");
             }
         }
         Command::Rm { force, names } => {
             for name in names {
-                call(Request::Remove {
-                    name: name.clone(),
-                    force,
-                })?;
+                call(Request::Remove { name: name.clone(), force })?;
                 println!("{name}");
             }
         }
         Command::Stats => {
             let stats = call(Request::Stats)?;
-            let rows = stats.as_object().into_iter().flatten().map(|(path, c)| {
-                vec![
-                    path.clone(),
-                    c["packets"].to_string(),
-                    c["bytes"].to_string(),
-                ]
-            });
+            let rows = stats
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(path, c)| vec![path.clone(), c["packets"].to_string(), c["bytes"].to_string()]);
             print_table(&["PATH", "PACKETS", "BYTES"], rows);
         }
     }
@@ -381,51 +333,30 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
     let mut command = process::container_command(&container.command, &ctx);
     let code = match command.spawn() {
         Ok(mut child) => {
-            let _: Result<Value> = api::call(
-                socket,
-                &Request::Started {
-                    id: container.id.clone(),
-                    pid: child.id() as i32,
-                },
-            );
+            let _: Result<Value> =
+                api::call(socket, &Request::Started { id: container.id.clone(), pid: child.id() as i32 });
             let status = child.wait()?;
-            status.code().unwrap_or_else(|| {
-                128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-            })
+            status
+                .code()
+                .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0))
         }
         Err(e) => {
             eprintln!("dataplane: cannot run {:?}: {e}", container.command[0]);
-            if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            }
+            if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
         }
     };
     // When the daemon saw the exit first and removed an --rm container, these fail: fine.
-    let _: Result<Value> = api::call(
-        socket,
-        &Request::Exited {
-            id: container.id.clone(),
-            code,
-        },
-    );
+    let _: Result<Value> = api::call(socket, &Request::Exited { id: container.id.clone(), code });
     if container.auto_remove {
-        let _: Result<Value> = api::call(
-            socket,
-            &Request::Remove {
-                name: container.id,
-                force: true,
-            },
-        );
+        let _: Result<Value> = api::call(socket, &Request::Remove { name: container.id, force: true });
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
-    let code = status.code().unwrap_or_else(|| {
-        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-    });
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
@@ -438,11 +369,7 @@ fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", padded.join("   ").trim_end());
     };
     line(header.to_vec());
@@ -478,64 +405,28 @@ mod tests {
             panic!("not network create")
         };
         assert_eq!(args.subnet, Some("10.1.0.0/24".parse().unwrap()));
-        assert_eq!(
-            args.opt,
-            [
-                ("icc".into(), "false".into()),
-                ("mtu".into(), "1400".into())
-            ]
-        );
+        assert_eq!(args.opt, [("icc".into(), "false".into()), ("mtu".into(), "1400".into())]);
         assert_eq!(args.label, [("a".into(), "b=c".into())]);
-        let cli = Cli::try_parse_from([
-            "dataplane",
-            "run",
-            "-d",
-            "--rm",
-            "--network",
-            "n",
-            "--",
-            "sleep",
-            "-x",
-        ])
-        .unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!("not run")
-        };
+        let cli =
+            Cli::try_parse_from(["dataplane", "run", "-d", "--rm", "--network", "n", "--", "sleep", "-x"])
+                .unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
         assert!(args.detach && args.rm);
         assert_eq!(args.command, ["sleep", "-x"]);
     }
 
     #[test]
     fn malformed_flags_are_refused_with_the_reason() {
-        let err = |args: &[&str]| {
-            Cli::try_parse_from(args)
-                .err()
-                .expect("should fail")
-                .to_string()
-        };
+        let err = |args: &[&str]| Cli::try_parse_from(args).err().expect("should fail").to_string();
         assert!(
-            err(&[
-                "dataplane",
-                "network",
-                "create",
-                "--subnet",
-                "10.1.0/24",
-                "n"
-            ])
-            .contains("not an IPv4 CIDR")
+            err(&["dataplane", "network", "create", "--subnet", "10.1.0/24", "n"])
+                .contains("not an IPv4 CIDR")
         );
         assert!(err(&["dataplane", "network", "create", "-o", "icc", "n"]).contains("KEY=VALUE"));
+        assert!(err(&["dataplane", "network", "create", "--gateway", "10.1", "n"]).contains("--gateway"));
+        assert!(err(&["dataplane", "run", "--mac-address", "02:42", "--", "true"]).contains("invalid MAC"));
         assert!(
-            err(&["dataplane", "network", "create", "--gateway", "10.1", "n"])
-                .contains("--gateway")
-        );
-        assert!(
-            err(&["dataplane", "run", "--mac-address", "02:42", "--", "true"])
-                .contains("invalid MAC")
-        );
-        assert!(
-            err(&["dataplane", "run"]).contains("CMD")
-                || err(&["dataplane", "run"]).contains("required")
+            err(&["dataplane", "run"]).contains("CMD") || err(&["dataplane", "run"]).contains("required")
         );
     }
 }

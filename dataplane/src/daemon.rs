@@ -28,10 +28,7 @@ use crate::{
     maps::{Datapath, v4_key},
     netlink::Netlink,
     netns, process,
-    state::{
-        Attachment, BridgeOptions, Container, MacAddr, Network, State, StateStore, Status, new_id,
-        now,
-    },
+    state::{Attachment, BridgeOptions, Container, MacAddr, Network, State, StateStore, Status, new_id, now},
 };
 
 /// Where the daemon keeps things; every path has a flag and an environment variable so
@@ -72,25 +69,16 @@ pub async fn run(config: Config) -> Result<()> {
     let netlink = Netlink::connect()?;
     let store = StateStore::new(&config.state_dir);
     let state = store.load()?.unwrap_or_default();
-    let core = Arc::new(Mutex::new(Core {
-        config: config.clone(),
-        state,
-        store,
-        datapath,
-        netlink,
-    }));
+    let core = Arc::new(Mutex::new(Core { config: config.clone(), state, store, datapath, netlink }));
     restore(&core).await?;
 
     let _ = std::fs::remove_file(&config.socket);
     if let Some(dir) = config.socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let listener = UnixListener::bind(&config.socket)
-        .with_context(|| format!("binding {}", config.socket.display()))?;
-    std::fs::set_permissions(
-        &config.socket,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )?;
+    let listener =
+        UnixListener::bind(&config.socket).with_context(|| format!("binding {}", config.socket.display()))?;
+    std::fs::set_permissions(&config.socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     log::info!("serving on {}", config.socket.display());
     println!("dataplane daemon ready on {}", config.socket.display());
 
@@ -200,10 +188,7 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             let map: BTreeMap<_, _> = counters
                 .into_iter()
                 .map(|(path, counter)| {
-                    (
-                        path.name(),
-                        json!({"packets": counter.packets, "bytes": counter.bytes}),
-                    )
+                    (path.name(), json!({"packets": counter.packets, "bytes": counter.bytes}))
                 })
                 .collect();
             Ok(serde_json::to_value(map)?)
@@ -247,10 +232,7 @@ fn watch(core: Shared, id: String, pid: i32) {
 async fn stop(core: &Shared, name: &str, grace: Duration) -> Result<Value> {
     let (id, pid) = {
         let c = core.lock().await;
-        let container = c
-            .state
-            .container(name)
-            .ok_or_else(|| no_such_container(name))?;
+        let container = c.state.container(name).ok_or_else(|| no_such_container(name))?;
         match container.status {
             Status::Running { pid, .. } => (container.id.clone(), pid),
             _ => return Ok(json!(container.name)),
@@ -261,10 +243,7 @@ async fn stop(core: &Shared, name: &str, grace: Duration) -> Result<Value> {
     loop {
         let running = {
             let c = core.lock().await;
-            c.state
-                .containers
-                .iter()
-                .any(|k| k.id == id && matches!(k.status, Status::Running { .. }))
+            c.state.containers.iter().any(|k| k.id == id && matches!(k.status, Status::Running { .. }))
         };
         if !running {
             break;
@@ -286,11 +265,7 @@ async fn restore(core: &Shared) -> Result<()> {
         // Docker's 172.17.0.0/16, unless the host already routes it (a docker0 next to
         // us, say): then the next free default pool, as Docker does.
         let preferred = ipam::default_bridge_subnet();
-        let taken = c
-            .host_routes()
-            .await?
-            .iter()
-            .any(|r| ipam::overlaps(r, &preferred));
+        let taken = c.host_routes().await?.iter().any(|r| ipam::overlaps(r, &preferred));
         let spec = NetworkSpec {
             name: DEFAULT_NETWORK.into(),
             driver: "bridge".into(),
@@ -301,9 +276,7 @@ async fn restore(core: &Shared) -> Result<()> {
             options: BTreeMap::new(),
             labels: BTreeMap::new(),
         };
-        c.create_network(spec)
-            .await
-            .context("creating the default network")?;
+        c.create_network(spec).await.context("creating the default network")?;
     }
     for net in c.state.networks.clone() {
         bridge::setup_network(&c.netlink, &mut c.datapath, &net)
@@ -313,10 +286,7 @@ async fn restore(core: &Shared) -> Result<()> {
     let mut watchers = vec![];
     for container in c.state.containers.clone() {
         if !container.netns.exists() {
-            log::warn!(
-                "container {}: its namespace is gone; marking it exited",
-                container.name
-            );
+            log::warn!("container {}: its namespace is gone; marking it exited", container.name);
             c.container_by_id(&container.id)?.status = Status::Exited { code: None };
             continue;
         }
@@ -350,11 +320,7 @@ async fn restore(core: &Shared) -> Result<()> {
         .containers
         .iter()
         .flat_map(|k| k.attachments.iter())
-        .filter_map(|a| {
-            c.state
-                .network_by_id(&a.network_id)
-                .map(|n| v4_key(n.index, a.ip))
-        })
+        .filter_map(|a| c.state.network_by_id(&a.network_id).map(|n| v4_key(n.index, a.ip)))
         .collect();
     let networks: HashSet<u32> = c.state.networks.iter().map(|n| n.index).collect();
     c.datapath.retain(&interfaces, &endpoints, &networks)?;
@@ -384,21 +350,15 @@ impl Core {
     }
 
     fn network(&self, name: &str) -> Result<&Network> {
-        self.state
-            .network(name)
-            .ok_or_else(|| no_such_network(name))
+        self.state.network(name).ok_or_else(|| no_such_network(name))
     }
 
     fn network_by_id(&self, id: &str) -> Result<&Network> {
-        self.state
-            .network_by_id(id)
-            .ok_or_else(|| anyhow!("state names network {id}, which does not exist"))
+        self.state.network_by_id(id).ok_or_else(|| anyhow!("state names network {id}, which does not exist"))
     }
 
     fn container_by_id(&mut self, id: &str) -> Result<&mut Container> {
-        self.state
-            .container_mut(id)
-            .ok_or_else(|| no_such_container(id))
+        self.state.container_mut(id).ok_or_else(|| no_such_container(id))
     }
 
     /// Subnets the host reaches through something other than our own bridges.
@@ -423,16 +383,9 @@ impl Core {
         check_name("network", &spec.name)?;
         let is_default = spec.name == DEFAULT_NETWORK && self.state.networks.is_empty();
         if RESERVED_NETWORK_NAMES.contains(&spec.name.as_str()) && !is_default {
-            bail!(
-                "network name {:?} is reserved (bridge, host, none); choose another name",
-                spec.name
-            );
+            bail!("network name {:?} is reserved (bridge, host, none); choose another name", spec.name);
         }
-        if let Some(existing) = self
-            .state
-            .network(&spec.name)
-            .filter(|n| n.name == spec.name)
-        {
+        if let Some(existing) = self.state.network(&spec.name).filter(|n| n.name == spec.name) {
             bail!(
                 "network with name {} already exists ({}); choose another name",
                 spec.name,
@@ -440,22 +393,14 @@ impl Core {
             );
         }
         if spec.driver != "bridge" {
-            bail!(
-                "unsupported network driver {:?}; supported: bridge",
-                spec.driver
-            );
+            bail!("unsupported network driver {:?}; supported: bridge", spec.driver);
         }
-        let bridge_options = BridgeOptions::parse(&spec.options)
-            .map_err(|e| anyhow!("network {}: {e}", spec.name))?;
+        let bridge_options =
+            BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?;
         let host_routes = self.host_routes().await?;
         let subnet = match spec.subnet {
             Some(subnet) => {
-                if let Some(other) = self
-                    .state
-                    .networks
-                    .iter()
-                    .find(|n| ipam::overlaps(&n.subnet, &subnet))
-                {
+                if let Some(other) = self.state.networks.iter().find(|n| ipam::overlaps(&n.subnet, &subnet)) {
                     bail!(
                         "network {}: subnet {subnet} overlaps network {:?} ({}); choose another --subnet",
                         spec.name,
@@ -472,24 +417,14 @@ impl Core {
                 subnet
             }
             None => {
-                let taken: Vec<_> = self
-                    .state
-                    .networks
-                    .iter()
-                    .map(|n| n.subnet)
-                    .chain(host_routes)
-                    .collect();
+                let taken: Vec<_> = self.state.networks.iter().map(|n| n.subnet).chain(host_routes).collect();
                 ipam::pick_subnet(&taken)?
             }
         };
         let plan = AddressPlan::new(subnet, spec.gateway, spec.ip_range)
             .map_err(|e| anyhow!("network {}: {e}", spec.name))?;
         let id = new_id();
-        let bridge_name = if is_default {
-            "dp0".to_string()
-        } else {
-            format!("br-{}", &id[..12])
-        };
+        let bridge_name = if is_default { "dp0".to_string() } else { format!("br-{}", &id[..12]) };
         let network = Network {
             index: self.state.next_network_index(),
             name: spec.name,
@@ -519,11 +454,7 @@ impl Core {
         if net.name == DEFAULT_NETWORK {
             bail!("network bridge is the default network and cannot be removed");
         }
-        let users: Vec<_> = self
-            .state
-            .attachments_of(&net.id)
-            .map(|(c, _)| c.name.clone())
-            .collect();
+        let users: Vec<_> = self.state.attachments_of(&net.id).map(|(c, _)| c.name.clone()).collect();
         if !users.is_empty() {
             bail!(
                 "network {} has active endpoints ({}); remove those containers first (`dataplane rm -f NAME`)",
@@ -541,9 +472,7 @@ impl Core {
             .state
             .networks
             .iter()
-            .filter(|n| {
-                n.name != DEFAULT_NETWORK && self.state.attachments_of(&n.id).next().is_none()
-            })
+            .filter(|n| n.name != DEFAULT_NETWORK && self.state.attachments_of(&n.id).next().is_none())
             .map(|n| n.name.clone())
             .collect();
         for name in &unused {
@@ -556,12 +485,8 @@ impl Core {
         loop {
             let suffix: u32 = rand::random::<u32>() & 0x0fff_ffff;
             let name = format!("veth{suffix:07x}");
-            let taken = self
-                .state
-                .containers
-                .iter()
-                .flat_map(|c| &c.attachments)
-                .any(|a| a.host_veth == name);
+            let taken =
+                self.state.containers.iter().flat_map(|c| &c.attachments).any(|a| a.host_veth == name);
             if !taken && self.netlink.link_index(&name).await?.is_none() {
                 return Ok(name);
             }
@@ -615,10 +540,7 @@ impl Core {
             status: Status::Created,
             created: now(),
         };
-        if let Err(e) = self
-            .build_container(&mut container, &net, &attachment)
-            .await
-        {
+        if let Err(e) = self.build_container(&mut container, &net, &attachment).await {
             if let Err(undo) = self.teardown_container(&container).await {
                 log::warn!("undoing container {}: {undo:#}", container.name);
             }
@@ -643,14 +565,7 @@ impl Core {
             net.gateway,
         )?;
         netns::create(&container.netns)?;
-        bridge::connect(
-            &self.netlink,
-            &mut self.datapath,
-            net,
-            &container.netns,
-            att,
-        )
-        .await?;
+        bridge::connect(&self.netlink, &mut self.datapath, net, &container.netns, att).await?;
         if container.detached {
             let log = log_path(&self.config.state_dir, &container.id);
             let pid = process::spawn_detached(
@@ -685,19 +600,11 @@ impl Core {
         {
             errors.push(format!("removing {}: {e}", container.etc_dir.display()));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            bail!(errors.join("; "))
-        }
+        if errors.is_empty() { Ok(()) } else { bail!(errors.join("; ")) }
     }
 
     async fn remove_container(&mut self, name: &str, force: bool) -> Result<Value> {
-        let container = self
-            .state
-            .container(name)
-            .ok_or_else(|| no_such_container(name))?
-            .clone();
+        let container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
         if let Status::Running { pid, start_time } = container.status {
             if !force && process::is_alive(pid, start_time) {
                 bail!(

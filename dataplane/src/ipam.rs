@@ -9,9 +9,7 @@ use ipnet::Ipv4Net;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IpamError {
-    #[error(
-        "no free address left in {range}; remove a container or use a larger --subnet/--ip-range"
-    )]
+    #[error("no free address left in {range}; remove a container or use a larger --subnet/--ip-range")]
     Exhausted { range: Ipv4Net },
     #[error("address {ip} is outside subnet {subnet}; pick an --ip inside it")]
     OutsideSubnet { ip: Ipv4Addr, subnet: Ipv4Net },
@@ -23,15 +21,11 @@ pub enum IpamError {
     InUse { ip: Ipv4Addr },
     #[error("gateway {gateway} is outside subnet {subnet}; give a --gateway inside the subnet")]
     GatewayOutsideSubnet { gateway: Ipv4Addr, subnet: Ipv4Net },
-    #[error(
-        "gateway {gateway} is the network or broadcast address of {subnet}; pick a host address"
-    )]
+    #[error("gateway {gateway} is the network or broadcast address of {subnet}; pick a host address")]
     GatewayReserved { gateway: Ipv4Addr, subnet: Ipv4Net },
     #[error("--ip-range {range} is not inside subnet {subnet}")]
     RangeOutsideSubnet { range: Ipv4Net, subnet: Ipv4Net },
-    #[error(
-        "subnet {subnet} has no room for a gateway and a container; use a prefix of /30 or shorter"
-    )]
+    #[error("subnet {subnet} has no room for a gateway and a container; use a prefix of /30 or shorter")]
     SubnetTooSmall { subnet: Ipv4Net },
     #[error("subnet {subnet} is not a network address (host bits set); did you mean {}?", subnet.trunc())]
     HostBitsSet { subnet: Ipv4Net },
@@ -49,9 +43,7 @@ pub fn default_bridge_subnet() -> Ipv4Net {
 pub fn default_pools() -> impl Iterator<Item = Ipv4Net> {
     let sixteens = (17..=31).map(|b| Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16));
     let twenties = (0..16).map(|i| Ipv4Net::new(Ipv4Addr::new(192, 168, i * 16, 0), 20));
-    sixteens
-        .chain(twenties)
-        .map(|net| net.expect("valid prefix"))
+    sixteens.chain(twenties).map(|net| net.expect("valid prefix"))
 }
 
 pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
@@ -60,9 +52,7 @@ pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 
 /// The first default pool that overlaps none of `taken`.
 pub fn pick_subnet(taken: &[Ipv4Net]) -> Result<Ipv4Net, IpamError> {
-    default_pools()
-        .find(|pool| !taken.iter().any(|t| overlaps(pool, t)))
-        .ok_or(IpamError::PoolsExhausted)
+    default_pools().find(|pool| !taken.iter().any(|t| overlaps(pool, t))).ok_or(IpamError::PoolsExhausted)
 }
 
 /// A network's address plan, validated once at creation.
@@ -99,11 +89,7 @@ impl AddressPlan {
         if !subnet.contains(&range) {
             return Err(IpamError::RangeOutsideSubnet { range, subnet });
         }
-        Ok(Self {
-            subnet,
-            gateway,
-            range,
-        })
+        Ok(Self { subnet, gateway, range })
     }
 
     fn is_reserved(&self, ip: Ipv4Addr) -> bool {
@@ -124,16 +110,10 @@ impl AddressPlan {
     /// Checks an address the user asked for with --ip.
     pub fn claim(&self, ip: Ipv4Addr, used: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr, IpamError> {
         if !self.subnet.contains(&ip) {
-            return Err(IpamError::OutsideSubnet {
-                ip,
-                subnet: self.subnet,
-            });
+            return Err(IpamError::OutsideSubnet { ip, subnet: self.subnet });
         }
         if self.is_reserved(ip) {
-            return Err(IpamError::Reserved {
-                ip,
-                subnet: self.subnet,
-            });
+            return Err(IpamError::Reserved { ip, subnet: self.subnet });
         }
         if used.contains(&ip) {
             return Err(IpamError::InUse { ip });
@@ -200,15 +180,7 @@ mod tests {
             got.push(a);
         }
         // the range is 10.2.5.0-3; none of them is reserved in the /16.
-        assert_eq!(
-            got,
-            [
-                ip("10.2.5.0"),
-                ip("10.2.5.1"),
-                ip("10.2.5.2"),
-                ip("10.2.5.3")
-            ]
-        );
+        assert_eq!(got, [ip("10.2.5.0"), ip("10.2.5.1"), ip("10.2.5.2"), ip("10.2.5.3")]);
     }
 
     #[test]
@@ -216,12 +188,7 @@ mod tests {
         let plan = AddressPlan::new(net("10.3.0.0/30"), None, None).unwrap();
         let used: BTreeSet<_> = [ip("10.3.0.2")].into();
         let err = plan.allocate(&used).unwrap_err();
-        assert_eq!(
-            err,
-            IpamError::Exhausted {
-                range: net("10.3.0.0/30")
-            }
-        );
+        assert_eq!(err, IpamError::Exhausted { range: net("10.3.0.0/30") });
         assert!(err.to_string().contains("10.3.0.0/30"));
     }
 
@@ -254,22 +221,10 @@ mod tests {
         let plan = AddressPlan::new(net("10.6.0.0/24"), None, None).unwrap();
         let used: BTreeSet<_> = [ip("10.6.0.7")].into();
         assert_eq!(plan.claim(ip("10.6.0.9"), &used), Ok(ip("10.6.0.9")));
-        assert_eq!(
-            plan.claim(ip("10.6.0.7"), &used),
-            Err(IpamError::InUse { ip: ip("10.6.0.7") })
-        );
-        assert!(matches!(
-            plan.claim(ip("10.6.0.1"), &used),
-            Err(IpamError::Reserved { .. })
-        ));
-        assert!(matches!(
-            plan.claim(ip("10.6.0.0"), &used),
-            Err(IpamError::Reserved { .. })
-        ));
-        assert!(matches!(
-            plan.claim(ip("10.7.0.5"), &used),
-            Err(IpamError::OutsideSubnet { .. })
-        ));
+        assert_eq!(plan.claim(ip("10.6.0.7"), &used), Err(IpamError::InUse { ip: ip("10.6.0.7") }));
+        assert!(matches!(plan.claim(ip("10.6.0.1"), &used), Err(IpamError::Reserved { .. })));
+        assert!(matches!(plan.claim(ip("10.6.0.0"), &used), Err(IpamError::Reserved { .. })));
+        assert!(matches!(plan.claim(ip("10.7.0.5"), &used), Err(IpamError::OutsideSubnet { .. })));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use aya::{
     programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
 };
 use dataplane_common::{
-    AF_INET, Counter, Endpoint, EndpointKey, InterfaceConfig, IpAddress, Path as DpPath,
-    SubnetInfo, SubnetKey, map_names, program_names,
+    AF_INET, Counter, Endpoint, EndpointKey, InterfaceConfig, IpAddress, Path as DpPath, SubnetInfo,
+    SubnetKey, map_names, program_names,
 };
 use ipnet::Ipv4Net;
 
@@ -29,26 +29,16 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// Mounts a bpffs on `dir` unless one is there already, as Cilium does with its own.
 pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let stat =
-        nix::sys::statfs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
+    let stat = nix::sys::statfs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
     if stat.filesystem_type().0 as i64 == BPF_FS_MAGIC {
         return Ok(());
     }
-    nix::mount::mount(
-        Some("bpffs"),
-        dir,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        Some("mode=0700"),
-    )
-    .with_context(|| format!("mounting bpffs on {}", dir.display()))
+    nix::mount::mount(Some("bpffs"), dir, Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
+        .with_context(|| format!("mounting bpffs on {}", dir.display()))
 }
 
 pub fn v4_key(network: u32, ip: Ipv4Addr) -> EndpointKey {
-    EndpointKey {
-        network,
-        ip: IpAddress::v4(ip.octets()),
-    }
+    EndpointKey { network, ip: IpAddress::v4(ip.octets()) }
 }
 
 fn subnet_key(subnet: Ipv4Net) -> Key<SubnetKey> {
@@ -56,10 +46,7 @@ fn subnet_key(subnet: Ipv4Net) -> Key<SubnetKey> {
     addr[..4].copy_from_slice(&subnet.network().octets());
     Key::new(
         SubnetKey::FAMILY_BITS + u32::from(subnet.prefix_len()),
-        SubnetKey {
-            family: u32::from(AF_INET),
-            addr,
-        },
+        SubnetKey { family: u32::from(AF_INET), addr },
     )
 }
 
@@ -84,25 +71,14 @@ impl Datapath {
             .context("loading the eBPF object (is this kernel BPF-enabled, and are we root?)")?;
         let program: &mut SchedClassifier = ebpf
             .program_mut(program_names::FROM_CONTAINER)
-            .ok_or_else(|| {
-                anyhow!(
-                    "program {} missing from the object",
-                    program_names::FROM_CONTAINER
-                )
-            })?
+            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::FROM_CONTAINER))?
             .try_into()?;
         program.load().context("verifier refused from_container")?;
         let pin = programs_dir.join(program_names::FROM_CONTAINER);
         // The pin of a previous run names the old program; replace it.
         let _ = fs::remove_file(&pin);
-        program
-            .pin(&pin)
-            .with_context(|| format!("pinning program at {}", pin.display()))?;
-        Ok(Self {
-            ebpf,
-            links: StdHashMap::new(),
-            pin_dir: bpffs.to_owned(),
-        })
+        program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))?;
+        Ok(Self { ebpf, links: StdHashMap::new(), pin_dir: bpffs.to_owned() })
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -139,22 +115,13 @@ impl Datapath {
         Ok(())
     }
 
-    fn hash_map<K: aya::Pod, V: aya::Pod>(
-        &mut self,
-        name: &str,
-    ) -> Result<HashMap<&mut MapData, K, V>> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or_else(|| anyhow!("map {name} missing"))?;
+    fn hash_map<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> Result<HashMap<&mut MapData, K, V>> {
+        let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
         HashMap::try_from(map).with_context(|| format!("opening map {name}"))
     }
 
     fn subnets(&mut self) -> Result<LpmTrie<&mut MapData, SubnetKey, SubnetInfo>> {
-        let map = self
-            .ebpf
-            .map_mut(map_names::SUBNETS)
-            .ok_or_else(|| anyhow!("map SUBNETS missing"))?;
+        let map = self.ebpf.map_mut(map_names::SUBNETS).ok_or_else(|| anyhow!("map SUBNETS missing"))?;
         LpmTrie::try_from(map).context("opening map SUBNETS")
     }
 
@@ -165,37 +132,23 @@ impl Datapath {
     }
 
     pub fn remove_interface(&mut self, ifindex: u32) -> Result<()> {
-        remove_missing_ok(
-            self.hash_map::<u32, InterfaceConfig>(map_names::INTERFACES)?
-                .remove(&ifindex),
-        )
+        remove_missing_ok(self.hash_map::<u32, InterfaceConfig>(map_names::INTERFACES)?.remove(&ifindex))
     }
 
     pub fn set_endpoint(&mut self, key: EndpointKey, endpoint: Endpoint) -> Result<()> {
-        self.hash_map(map_names::ENDPOINTS)?
-            .insert(key, endpoint, 0)
-            .context("writing ENDPOINTS")
+        self.hash_map(map_names::ENDPOINTS)?.insert(key, endpoint, 0).context("writing ENDPOINTS")
     }
 
     pub fn remove_endpoint(&mut self, key: EndpointKey) -> Result<()> {
-        remove_missing_ok(
-            self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
-                .remove(&key),
-        )
+        remove_missing_ok(self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?.remove(&key))
     }
 
     pub fn endpoint(&mut self, key: EndpointKey) -> Result<Option<Endpoint>> {
-        Ok(self
-            .hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
-            .get(&key, 0)
-            .ok())
+        Ok(self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?.get(&key, 0).ok())
     }
 
     pub fn set_subnet(&mut self, subnet: Ipv4Net, network: u32, gateway: Ipv4Addr) -> Result<()> {
-        let info = SubnetInfo {
-            network,
-            gateway: IpAddress::v4(gateway.octets()),
-        };
+        let info = SubnetInfo { network, gateway: IpAddress::v4(gateway.octets()) };
         self.subnets()?
             .insert(&subnet_key(subnet), info, 0)
             .with_context(|| format!("writing SUBNETS[{subnet}]"))
@@ -214,20 +167,13 @@ impl Datapath {
         networks: &HashSet<u32>,
     ) -> Result<()> {
         let mut map = self.hash_map::<u32, InterfaceConfig>(map_names::INTERFACES)?;
-        let stale: Vec<u32> = map
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !interfaces.contains(k))
-            .collect();
+        let stale: Vec<u32> = map.keys().filter_map(|k| k.ok()).filter(|k| !interfaces.contains(k)).collect();
         for key in stale {
             remove_missing_ok(map.remove(&key))?;
         }
         let mut map = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
-        let stale: Vec<EndpointKey> = map
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !endpoints.contains(k))
-            .collect();
+        let stale: Vec<EndpointKey> =
+            map.keys().filter_map(|k| k.ok()).filter(|k| !endpoints.contains(k)).collect();
         for key in stale {
             remove_missing_ok(map.remove(&key))?;
         }
@@ -246,10 +192,7 @@ impl Datapath {
 
     /// Every path's counter summed over the CPUs.
     pub fn counters(&mut self) -> Result<Vec<(DpPath, Counter)>> {
-        let map = self
-            .ebpf
-            .map(map_names::COUNTERS)
-            .ok_or_else(|| anyhow!("map COUNTERS missing"))?;
+        let map = self.ebpf.map(map_names::COUNTERS).ok_or_else(|| anyhow!("map COUNTERS missing"))?;
         let counters: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)?;
         DpPath::ALL
             .iter()
@@ -268,9 +211,7 @@ impl Datapath {
 fn remove_missing_ok(result: Result<(), aya::maps::MapError>) -> Result<()> {
     match result {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-        {
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
             Ok(())
         }
         other => other.context("removing a map entry"),

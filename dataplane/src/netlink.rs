@@ -42,11 +42,7 @@ impl Netlink {
         let fd = crate::netns::run_in(netns, || {
             // SAFETY: a plain socket(2) call; the result is checked before use.
             let fd = unsafe {
-                libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                    libc::NETLINK_ROUTE,
-                )
+                libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
             };
             if fd < 0 {
                 return Err(std::io::Error::last_os_error())
@@ -63,13 +59,7 @@ impl Netlink {
     }
 
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
-        let mut links = self
-            .handle
-            .clone()
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
+        let mut links = self.handle.clone().link().get().match_name(name.to_string()).execute();
         match links.try_next().await {
             Ok(Some(link)) => Ok(Some(link.header.index)),
             Ok(None) => Ok(None),
@@ -79,21 +69,12 @@ impl Netlink {
     }
 
     pub async fn require_index(&self, name: &str) -> Result<u32> {
-        self.link_index(name)
-            .await?
-            .ok_or_else(|| anyhow!("link {name} does not exist"))
+        self.link_index(name).await?.ok_or_else(|| anyhow!("link {name} does not exist"))
     }
 
     pub async fn link_names(&self) -> Result<Vec<String>> {
-        let links: Vec<_> = self
-            .handle
-            .clone()
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .context("listing links")?;
+        let links: Vec<_> =
+            self.handle.clone().link().get().execute().try_collect().await.context("listing links")?;
         Ok(links
             .into_iter()
             .filter_map(|l| {
@@ -121,13 +102,7 @@ impl Netlink {
 
     /// Adds `ip/prefix` to a link; an address already there is fine (restores repeat it).
     pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
-        match self
-            .handle
-            .address()
-            .add(index, IpAddr::V4(ip), prefix)
-            .execute()
-            .await
-        {
+        match self.handle.address().add(index, IpAddr::V4(ip), prefix).execute().await {
             Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
             other => other.with_context(|| format!("adding {ip}/{prefix} to link {index}")),
         }
@@ -150,18 +125,10 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("creating veth pair {name}/{peer}"))?;
-        Ok((
-            self.require_index(name).await?,
-            self.require_index(peer).await?,
-        ))
+        Ok((self.require_index(name).await?, self.require_index(peer).await?))
     }
 
-    pub async fn configure_link(
-        &self,
-        index: u32,
-        mac: Option<[u8; 6]>,
-        mtu: Option<u32>,
-    ) -> Result<()> {
+    pub async fn configure_link(&self, index: u32, mac: Option<[u8; 6]>, mtu: Option<u32>) -> Result<()> {
         let mut msg = LinkUnspec::new_with_index(index);
         if let Some(mac) = mac {
             msg = msg.address(mac.to_vec());
@@ -192,9 +159,7 @@ impl Netlink {
     pub async fn set_port_isolated(&self, index: u32, isolated: bool) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index)
             .set_port_kind(InfoPortKind::Bridge)
-            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
-                isolated,
-            )]))
+            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(isolated)]))
             .build();
         self.handle
             .link()
@@ -205,12 +170,7 @@ impl Netlink {
     }
 
     /// Moves a link into the namespace `ns` under a new name.
-    pub async fn move_to_netns(
-        &self,
-        index: u32,
-        ns: &std::fs::File,
-        new_name: &str,
-    ) -> Result<()> {
+    pub async fn move_to_netns(&self, index: u32, ns: &std::fs::File, new_name: &str) -> Result<()> {
         self.handle
             .link()
             .set(
@@ -225,9 +185,7 @@ impl Netlink {
     }
 
     pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .build();
+        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
         self.handle
             .route()
             .add(route)
@@ -251,14 +209,8 @@ impl Netlink {
     /// would shadow what the host already reaches.
     pub async fn routes_v4(&self) -> Result<Vec<(Ipv4Net, Option<u32>)>> {
         let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        let routes: Vec<_> = self
-            .handle
-            .route()
-            .get(query)
-            .execute()
-            .try_collect()
-            .await
-            .context("listing routes")?;
+        let routes: Vec<_> =
+            self.handle.route().get(query).execute().try_collect().await.context("listing routes")?;
         Ok(routes
             .into_iter()
             .filter(|r| r.header.table == 254)
@@ -272,9 +224,7 @@ impl Netlink {
                         _ => {}
                     }
                 }
-                Ipv4Net::new(dst, r.header.destination_prefix_length)
-                    .ok()
-                    .map(|n| (n, oif))
+                Ipv4Net::new(dst, r.header.destination_prefix_length).ok().map(|n| (n, oif))
             })
             .collect())
     }

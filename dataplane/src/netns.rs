@@ -30,14 +30,8 @@ pub fn create(path: &Path) -> Result<()> {
     // ends right after, leaving the namespace held by the bind mount alone.
     let pinned = std::thread::spawn(move || -> Result<()> {
         unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
-        mount(
-            Some("/proc/thread-self/ns/net"),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .with_context(|| format!("bind-mounting the new namespace on {}", target.display()))
+        mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .with_context(|| format!("bind-mounting the new namespace on {}", target.display()))
     })
     .join()
     .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?;
@@ -67,10 +61,7 @@ pub fn open(path: &Path) -> Result<File> {
 
 /// Runs `f` on a short-lived thread inside the namespace at `path`; what `f` creates
 /// there (sockets above all) stays bound to that namespace.
-pub fn run_in<T: Send + 'static>(
-    path: &Path,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+pub fn run_in<T: Send + 'static>(path: &Path, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     let ns = open(path)?;
     std::thread::spawn(move || {
         setns(&ns, CloneFlags::CLONE_NEWNET).context("setns into the container namespace")?;

@@ -120,21 +120,12 @@ pub fn write_etc_files(
     resolver: Ipv4Addr,
 ) -> Result<()> {
     std::fs::create_dir_all(etc_dir).with_context(|| format!("creating {}", etc_dir.display()))?;
-    let aliases = if hostname == name {
-        hostname.to_string()
-    } else {
-        format!("{hostname} {name}")
-    };
-    let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{aliases}\n"
-    );
+    let aliases = if hostname == name { hostname.to_string() } else { format!("{hostname} {name}") };
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{aliases}\n");
     let files = [
         ("hosts", hosts),
         ("hostname", format!("{hostname}\n")),
-        (
-            "resolv.conf",
-            format!("nameserver {resolver}\noptions ndots:0\n"),
-        ),
+        ("resolv.conf", format!("nameserver {resolver}\noptions ndots:0\n")),
     ];
     for (file, content) in files {
         let path = etc_dir.join(file);
@@ -158,18 +149,9 @@ pub fn spawn_detached(
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    let mut command = container_command(
-        args,
-        &ContainerContext {
-            netns: &ns,
-            hostname: Some(hostname),
-            etc_dir,
-        },
-    );
-    command
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
+    let mut command =
+        container_command(args, &ContainerContext { netns: &ns, hostname: Some(hostname), etc_dir });
+    command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
@@ -177,9 +159,7 @@ pub fn spawn_detached(
             Ok(())
         });
     }
-    let child = command
-        .spawn()
-        .with_context(|| format!("starting {:?} in the container", args[0]))?;
+    let child = command.spawn().with_context(|| format!("starting {:?} in the container", args[0]))?;
     Ok(child.id() as i32)
 }
 

@@ -31,8 +31,7 @@ impl fmt::Display for MacAddr {
 impl FromStr for MacAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad =
-            || format!("invalid MAC address {s:?}: expected six hex bytes like 02:42:ac:11:00:02");
+        let bad = || format!("invalid MAC address {s:?}: expected six hex bytes like 02:42:ac:11:00:02");
         let parts: Vec<_> = s.split(':').collect();
         if parts.len() != 6 {
             return Err(bad());
@@ -45,9 +44,7 @@ impl FromStr for MacAddr {
             *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
         }
         if mac[0] & 1 == 1 {
-            return Err(format!(
-                "MAC address {s} is a multicast address; the first byte must be even"
-            ));
+            return Err(format!("MAC address {s} is a multicast address; the first byte must be even"));
         }
         Ok(Self(mac))
     }
@@ -82,23 +79,16 @@ pub struct BridgeOptions {
 
 impl BridgeOptions {
     pub fn parse(raw: &BTreeMap<String, String>) -> Result<Self, String> {
-        let mut options = Self {
-            icc: true,
-            mtu: None,
-        };
+        let mut options = Self { icc: true, mtu: None };
         for (key, value) in raw {
             match key.as_str() {
                 "icc" | "com.docker.network.bridge.enable_icc" => {
-                    options.icc = value
-                        .parse()
-                        .map_err(|_| format!("--opt {key}={value}: expected true or false"))?;
+                    options.icc =
+                        value.parse().map_err(|_| format!("--opt {key}={value}: expected true or false"))?;
                 }
                 "mtu" | "com.docker.network.driver.mtu" => {
-                    let mtu: u32 = value
-                        .parse()
-                        .ok()
-                        .filter(|m| (68..=65535).contains(m))
-                        .ok_or_else(|| {
+                    let mtu: u32 =
+                        value.parse().ok().filter(|m| (68..=65535).contains(m)).ok_or_else(|| {
                             format!("--opt {key}={value}: expected an MTU between 68 and 65535")
                         })?;
                     options.mtu = Some(mtu);
@@ -220,27 +210,16 @@ impl State {
         network_id: &'a str,
     ) -> impl Iterator<Item = (&'a Container, &'a Attachment)> + 'a {
         self.containers.iter().flat_map(move |c| {
-            c.attachments
-                .iter()
-                .filter(move |a| a.network_id == network_id)
-                .map(move |a| (c, a))
+            c.attachments.iter().filter(move |a| a.network_id == network_id).map(move |a| (c, a))
         })
     }
 
     pub fn next_network_index(&self) -> u32 {
-        self.networks
-            .iter()
-            .map(|n| n.index)
-            .max()
-            .map_or(1, |i| i + 1)
+        self.networks.iter().map(|n| n.index).max().map_or(1, |i| i + 1)
     }
 }
 
-fn find<'a, T>(
-    items: &'a [T],
-    key: &str,
-    names: impl Fn(&T) -> (&String, &String),
-) -> Option<&'a T> {
+fn find<'a, T>(items: &'a [T], key: &str, names: impl Fn(&T) -> (&String, &String)) -> Option<&'a T> {
     if let Some(exact) = items.iter().find(|i| {
         let (name, id) = names(i);
         name == key || id == key
@@ -265,9 +244,7 @@ pub struct StateStore {
 
 impl StateStore {
     pub fn new(dir: &Path) -> Self {
-        Self {
-            path: dir.join("state.json"),
-        }
+        Self { path: dir.join("state.json") }
     }
 
     pub fn load(&self) -> anyhow::Result<Option<State>> {
@@ -293,9 +270,7 @@ impl StateStore {
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -313,10 +288,7 @@ mod tests {
             ip_range: Some("10.9.0.128/25".parse().unwrap()),
             internal: true,
             options: [("icc".to_string(), "false".to_string())].into(),
-            bridge_options: BridgeOptions {
-                icc: false,
-                mtu: Some(1400),
-            },
+            bridge_options: BridgeOptions { icc: false, mtu: Some(1400) },
             labels: [("team".to_string(), "net".to_string())].into(),
             bridge: "br-0123456789ab".into(),
             created: 1,
@@ -337,16 +309,10 @@ mod tests {
             command: vec!["sleep".into(), "1".into()],
             detached: true,
             auto_remove: false,
-            status: Status::Running {
-                pid: 42,
-                start_time: 7,
-            },
+            status: Status::Running { pid: 42, start_time: 7 },
             created: 2,
         };
-        State {
-            networks: vec![network],
-            containers: vec![container],
-        }
+        State { networks: vec![network], containers: vec![container] }
     }
 
     #[test]
@@ -371,10 +337,7 @@ mod tests {
     fn used_addresses_come_from_the_containers() {
         let state = sample();
         let id = state.networks[0].id.clone();
-        assert_eq!(
-            state.used_addresses(&id),
-            ["10.9.0.130".parse().unwrap()].into()
-        );
+        assert_eq!(state.used_addresses(&id), ["10.9.0.130".parse().unwrap()].into());
         assert!(state.used_addresses("other").is_empty());
     }
 
@@ -402,16 +365,9 @@ mod tests {
         let raw = |k: &str, v: &str| [(k.to_string(), v.to_string())].into();
         assert!(!BridgeOptions::parse(&raw("icc", "false")).unwrap().icc);
         assert!(BridgeOptions::parse(&BTreeMap::new()).unwrap().icc);
-        assert_eq!(
-            BridgeOptions::parse(&raw("mtu", "1400")).unwrap().mtu,
-            Some(1400)
-        );
+        assert_eq!(BridgeOptions::parse(&raw("mtu", "1400")).unwrap().mtu, Some(1400));
         assert!(BridgeOptions::parse(&raw("mtu", "12")).is_err());
         assert!(BridgeOptions::parse(&raw("icc", "maybe")).is_err());
-        assert!(
-            BridgeOptions::parse(&raw("color", "red"))
-                .unwrap_err()
-                .contains("supported")
-        );
+        assert!(BridgeOptions::parse(&raw("color", "red")).unwrap_err().contains("supported"));
     }
 }

@@ -38,42 +38,13 @@ impl Fixture {
             rand::random::<u64>()
         ));
         let mut datapath = Datapath::load(&bpffs).expect("loading the programs");
+        datapath.set_subnet("10.1.0.0/24".parse().unwrap(), RED, Ipv4Addr::new(10, 1, 0, 1)).unwrap();
+        datapath.set_subnet("10.2.0.0/24".parse().unwrap(), BLUE, Ipv4Addr::new(10, 2, 0, 1)).unwrap();
+        datapath.set_interface(LO, InterfaceConfig { network: RED, flags: red_flags }).unwrap();
+        let endpoint = |ifindex, mac| Endpoint { host_ifindex: ifindex, mac, _pad: [0; 2] };
+        datapath.set_endpoint(v4_key(RED, Ipv4Addr::new(10, 1, 0, 3)), endpoint(42, B_MAC)).unwrap();
         datapath
-            .set_subnet(
-                "10.1.0.0/24".parse().unwrap(),
-                RED,
-                Ipv4Addr::new(10, 1, 0, 1),
-            )
-            .unwrap();
-        datapath
-            .set_subnet(
-                "10.2.0.0/24".parse().unwrap(),
-                BLUE,
-                Ipv4Addr::new(10, 2, 0, 1),
-            )
-            .unwrap();
-        datapath
-            .set_interface(
-                LO,
-                InterfaceConfig {
-                    network: RED,
-                    flags: red_flags,
-                },
-            )
-            .unwrap();
-        let endpoint = |ifindex, mac| Endpoint {
-            host_ifindex: ifindex,
-            mac,
-            _pad: [0; 2],
-        };
-        datapath
-            .set_endpoint(v4_key(RED, Ipv4Addr::new(10, 1, 0, 3)), endpoint(42, B_MAC))
-            .unwrap();
-        datapath
-            .set_endpoint(
-                v4_key(BLUE, Ipv4Addr::new(10, 2, 0, 2)),
-                endpoint(43, [2, 0x42, 10, 2, 0, 2]),
-            )
+            .set_endpoint(v4_key(BLUE, Ipv4Addr::new(10, 2, 0, 2)), endpoint(43, [2, 0x42, 10, 2, 0, 2]))
             .unwrap();
         Self { datapath, bpffs }
     }
@@ -97,24 +68,13 @@ impl Fixture {
     pub fn cost_ns(&mut self, frame: &[u8], repeat: u32) -> f64 {
         let program = self.datapath.program().unwrap();
         let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..TestRunOptions::default()
-            })
+            .test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() })
             .expect("BPF_PROG_TEST_RUN");
         result.duration.as_nanos() as f64
     }
 
     pub fn count(&mut self, path: Path) -> u64 {
-        self.datapath
-            .counters()
-            .unwrap()
-            .into_iter()
-            .find(|(p, _)| *p == path)
-            .unwrap()
-            .1
-            .packets
+        self.datapath.counters().unwrap().into_iter().find(|(p, _)| *p == path).unwrap().1.packets
     }
 }
 
@@ -127,9 +87,7 @@ impl Drop for Fixture {
 
 /// An Ethernet + IPv4 + UDP frame from A's MAC.
 pub fn udp_frame(dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(A_MAC, dst_mac)
-        .ipv4(src, dst, 64)
-        .udp(4000, 53);
+    let builder = PacketBuilder::ethernet2(A_MAC, dst_mac).ipv4(src, dst, 64).udp(4000, 53);
     let payload = b"hello";
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, payload).unwrap();

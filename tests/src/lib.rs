@@ -32,11 +32,7 @@ pub fn binary() -> PathBuf {
 }
 
 fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}-{:06x}",
-        std::process::id(),
-        rand::random::<u32>() & 0xff_ffff
-    )
+    format!("{prefix}{}-{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
 }
 
 /// A host namespace with a daemon serving it.
@@ -60,11 +56,7 @@ impl Host {
         let dir = std::env::temp_dir().join(format!("dataplane-{name}"));
         fs::create_dir_all(&dir)?;
         run_ok(Command::new("ip").args(["netns", "add", &name]))?;
-        let host = Self {
-            name,
-            dir,
-            daemon: None,
-        };
+        let host = Self { name, dir, daemon: None };
         host.sh_ok("ip link set lo up");
         Ok(host)
     }
@@ -97,11 +89,7 @@ impl Host {
 
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
-        let log = fs::File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("daemon.log"))
-            .unwrap();
+        let log = fs::File::options().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
         let child = self
             .command(binary())
             .arg("daemon")
@@ -115,11 +103,7 @@ impl Host {
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}: {}", self.daemon_log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not start: {}",
-                self.daemon_log()
-            );
+            assert!(Instant::now() < deadline, "daemon did not start: {}", self.daemon_log());
             sleep(Duration::from_millis(20));
         }
     }
@@ -145,11 +129,7 @@ impl Host {
 
     /// Runs the CLI in the host namespace.
     pub fn dp(&self, args: &[&str]) -> Output {
-        self.command(binary())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.command(binary()).args(args).stdin(Stdio::null()).output().unwrap()
     }
 
     /// Runs the CLI and expects success; returns its standard output.
@@ -167,10 +147,7 @@ impl Host {
     /// Runs the CLI and expects failure; returns its error output.
     pub fn dp_err(&self, args: &[&str]) -> String {
         let out = self.dp(args);
-        assert!(
-            !out.status.success(),
-            "dataplane {args:?} should have failed"
-        );
+        assert!(!out.status.success(), "dataplane {args:?} should have failed");
         String::from_utf8(out.stderr).unwrap()
     }
 
@@ -189,10 +166,7 @@ impl Host {
     pub fn ip_of(&self, container: &str) -> String {
         let info = self.dp_json(&["inspect", container]);
         let networks = info[0]["NetworkSettings"]["Networks"].as_object().unwrap();
-        networks.values().next().unwrap()["IPAddress"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        networks.values().next().unwrap()["IPAddress"].as_str().unwrap().to_string()
     }
 
     /// Runs a shell command inside a container.
@@ -205,27 +179,17 @@ impl Host {
     }
 
     pub fn ping(&self, container: &str, ip: &str) -> bool {
-        self.exec(container, &format!("ping -c 1 -W 1 {ip}"))
-            .status
-            .success()
+        self.exec(container, &format!("ping -c 1 -W 1 {ip}")).status.success()
     }
 
     /// Runs a shell command in the host namespace.
     pub fn sh(&self, script: &str) -> Output {
-        self.command("sh")
-            .args(["-c", script])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.command("sh").args(["-c", script]).stdin(Stdio::null()).output().unwrap()
     }
 
     pub fn sh_ok(&self, script: &str) -> String {
         let out = self.sh(script);
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -241,23 +205,14 @@ impl Host {
     /// Container namespaces pinned in this host's namespace dir.
     pub fn container_namespaces(&self) -> Vec<String> {
         fs::read_dir(self.netns_dir())
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     }
 
     /// Entries of a pinned map, read with bpftool.
     pub fn map_entries(&self, map: &str) -> usize {
         let path = self.bpffs().join("maps").join(map);
-        let out = run_ok(
-            Command::new("bpftool")
-                .args(["-j", "map", "dump", "pinned"])
-                .arg(&path),
-        )
-        .unwrap();
+        let out = run_ok(Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(&path)).unwrap();
         let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
         entries.as_array().map_or(0, Vec::len)
     }
@@ -297,11 +252,7 @@ fn kill_processes_in(netns_file: &Path) {
 impl Drop for Host {
     fn drop(&mut self) {
         if self.daemon.is_some() {
-            let _ = self
-                .command(binary())
-                .args(["rm", "-f"])
-                .args(self.container_names())
-                .output();
+            let _ = self.command(binary()).args(["rm", "-f"]).args(self.container_names()).output();
         }
         self.stop_daemon();
         for ns in self.container_namespaces() {
@@ -309,9 +260,7 @@ impl Drop for Host {
             kill_processes_in(&path);
             let _ = Command::new("umount").arg("-l").arg(&path).status();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         let _ = Command::new("umount").arg("-l").arg(self.bpffs()).status();
         if std::env::var_os("DATAPLANE_KEEP_TEST_DIR").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
@@ -335,14 +284,9 @@ impl Host {
 }
 
 pub fn run_ok(command: &mut Command) -> Result<Output> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
+    let out = command.output().with_context(|| format!("running {command:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{command:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(out)
 }

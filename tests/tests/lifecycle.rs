@@ -25,18 +25,11 @@ fn foreground_run_passes_output_and_exit_code_through() {
     let info = host.dp_json(&["inspect", "fg"]);
     assert_eq!(info[0]["State"]["Status"], "exited");
     assert_eq!(info[0]["State"]["ExitCode"], 7);
-    assert!(
-        host.dp_ok(&["ps"]).lines().count() == 1,
-        "ps hides exited containers"
-    );
+    assert!(host.dp_ok(&["ps"]).lines().count() == 1, "ps hides exited containers");
     assert!(host.dp_ok(&["ps", "-a"]).contains("Exited (7)"));
     let out = host.dp(&["run", "--rm", "--", "true"]);
     assert!(out.status.success());
-    assert_eq!(
-        host.dp_ok(&["ps", "-a"]).lines().count(),
-        2,
-        "--rm removed its container"
-    );
+    assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 2, "--rm removed its container");
     assert_eq!(host.container_namespaces().len(), 1);
 }
 
@@ -44,16 +37,10 @@ fn foreground_run_passes_output_and_exit_code_through() {
 fn detached_container_with_rm_goes_away_when_its_command_ends() {
     let host = Host::start();
     host.dp_ok(&["run", "-d", "--rm", "--name", "brief", "--", "sleep", "0.3"]);
-    assert!(eventually(Duration::from_secs(10), || host
-        .dp_ok(&["ps", "-a"])
-        .lines()
-        .count()
-        == 1));
+    assert!(eventually(Duration::from_secs(10), || host.dp_ok(&["ps", "-a"]).lines().count() == 1));
     assert!(host.container_namespaces().is_empty());
     host.dp_ok(&["run", "-d", "--name", "kept", "--", "sleep", "0.2"]);
-    assert!(eventually(Duration::from_secs(10), || host
-        .dp_ok(&["ps", "-a"])
-        .contains("Exited (0)")));
+    assert!(eventually(Duration::from_secs(10), || host.dp_ok(&["ps", "-a"]).contains("Exited (0)")));
 }
 
 #[test]
@@ -63,10 +50,7 @@ fn stop_ends_the_command_and_rm_needs_force_while_running() {
     let err = host.dp_err(&["rm", "s"]);
     assert!(err.contains("is running") && err.contains("rm -f"), "{err}");
     host.dp_ok(&["stop", "s"]);
-    assert_eq!(
-        host.dp_json(&["inspect", "s"])[0]["State"]["Status"],
-        "exited"
-    );
+    assert_eq!(host.dp_json(&["inspect", "s"])[0]["State"]["Status"], "exited");
     host.dp_ok(&["rm", "s"]);
 }
 
@@ -78,23 +62,12 @@ fn rm_leaves_no_veth_namespace_or_map_entry_behind() {
     host.run_sleeper("b", &[]);
     assert_eq!(host.map_entries("ENDPOINTS"), 2);
     assert_eq!(host.map_entries("INTERFACES"), 2);
-    assert_eq!(
-        host.links()
-            .iter()
-            .filter(|l| l.starts_with("veth"))
-            .count(),
-        2
-    );
+    assert_eq!(host.links().iter().filter(|l| l.starts_with("veth")).count(), 2);
     assert_eq!(host.container_namespaces().len(), 2);
     host.dp_ok(&["rm", "-f", "a", "b"]);
     assert_eq!(host.map_entries("ENDPOINTS"), 0);
     assert_eq!(host.map_entries("INTERFACES"), 0);
-    assert!(
-        !host
-            .links()
-            .iter()
-            .any(|l| l.starts_with("veth") || l.starts_with("dpt"))
-    );
+    assert!(!host.links().iter().any(|l| l.starts_with("veth") || l.starts_with("dpt")));
     assert!(host.container_namespaces().is_empty());
     assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 1);
 }
@@ -107,10 +80,8 @@ fn restart_restores_state_and_traffic_keeps_flowing() {
     host.run_sleeper("b", &["--network", "net"]);
     let b = host.ip_of("b");
     assert!(host.ping("a", &b));
-    let netns_a = host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["SandboxKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let netns_a =
+        host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
     host.stop_daemon();
     // With the daemon gone, the bridge still carries the traffic (slow path).
     let ping = std::process::Command::new("nsenter")
@@ -118,22 +89,13 @@ fn restart_restores_state_and_traffic_keeps_flowing() {
         .args(["ping", "-c1", "-W1", &b])
         .output()
         .unwrap();
-    assert!(
-        ping.status.success(),
-        "no traffic while the daemon was down"
-    );
+    assert!(ping.status.success(), "no traffic while the daemon was down");
     host.start_daemon();
     let ps = host.dp_ok(&["ps"]);
-    assert!(
-        ps.contains("a") && ps.contains("b") && ps.contains("Up"),
-        "{ps}"
-    );
+    assert!(ps.contains("a") && ps.contains("b") && ps.contains("Up"), "{ps}");
     let forwarded = host.counter("forwarded");
     assert!(host.ping("a", &b));
-    assert!(
-        host.counter("forwarded") >= forwarded + 2,
-        "the fast path is back after restart"
-    );
+    assert!(host.counter("forwarded") >= forwarded + 2, "the fast path is back after restart");
     // The restored allocations are respected: the next address is new.
     host.run_sleeper("c", &["--network", "net"]);
     assert_eq!(host.ip_of("c"), "10.91.0.4");

@@ -32,11 +32,7 @@ fn addresses_are_allocated_in_order_and_reused() {
     assert_eq!(eth["Gateway"], "172.17.0.1");
     host.dp_ok(&["rm", "-f", "b"]);
     host.run_sleeper("d", &[]);
-    assert_eq!(
-        host.ip_of("d"),
-        "172.17.0.3",
-        "the released address is handed out again"
-    );
+    assert_eq!(host.ip_of("d"), "172.17.0.3", "the released address is handed out again");
 }
 
 #[test]
@@ -66,22 +62,12 @@ fn user_network_with_subnet_gateway_and_range() {
     assert_eq!(host.ip_of("web"), "10.60.5.0");
     host.run_sleeper(
         "fixed",
-        &[
-            "--network",
-            "blue",
-            "--ip",
-            "10.60.9.9",
-            "--mac-address",
-            "02:00:00:00:00:09",
-        ],
+        &["--network", "blue", "--ip", "10.60.9.9", "--mac-address", "02:00:00:00:00:09"],
     );
     assert_eq!(host.ip_of("fixed"), "10.60.9.9");
     let out = host.exec("fixed", "ip -o link show eth0");
     let link = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        link.contains("02:00:00:00:00:09") && link.contains("mtu 1400"),
-        "{link}"
-    );
+    assert!(link.contains("02:00:00:00:00:09") && link.contains("mtu 1400"), "{link}");
     let net = &host.dp_json(&["network", "inspect", "blue"])[0];
     assert_eq!(net["Containers"].as_object().unwrap().len(), 2);
 }
@@ -91,13 +77,10 @@ fn subnets_come_from_dockers_default_pools() {
     let host = Host::start();
     host.dp_ok(&["network", "create", "one"]);
     host.dp_ok(&["network", "create", "two"]);
-    let subnet = |n: &str| {
-        host.dp_json(&["network", "inspect", n])[0]["IPAM"]["Config"][0]["Subnet"].clone()
-    };
+    let subnet = |n: &str| host.dp_json(&["network", "inspect", n])[0]["IPAM"]["Config"][0]["Subnet"].clone();
     assert_eq!(subnet("one"), "172.18.0.0/16");
     assert_eq!(subnet("two"), "172.19.0.0/16");
-    let gateway =
-        host.dp_json(&["network", "inspect", "one"])[0]["IPAM"]["Config"][0]["Gateway"].clone();
+    let gateway = host.dp_json(&["network", "inspect", "one"])[0]["IPAM"]["Config"][0]["Gateway"].clone();
     assert_eq!(gateway, "172.18.0.1");
 }
 
@@ -109,87 +92,27 @@ fn bad_input_is_refused_and_changes_nothing() {
     let networks_before = host.dp_ok(&["network", "ls"]);
     let links_before = host.links();
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["network", "create", "--subnet", "10.61.0.300/24", "x"],
-            "not an IPv4 CIDR",
-        ),
-        (
-            &[
-                "network",
-                "create",
-                "--subnet",
-                "10.63.0.0/24",
-                "--gateway",
-                "10.64.0.1",
-                "x",
-            ],
-            "outside subnet",
-        ),
-        (
-            &["network", "create", "--subnet", "10.61.0.0/25", "x"],
-            "overlaps network \"red\"",
-        ),
-        (
-            &["network", "create", "--subnet", "10.62.0.0/16", "x"],
-            "overlaps the host route",
-        ),
-        (
-            &["network", "create", "--subnet", "10.65.0.0/24", "red"],
-            "already exists",
-        ),
-        (
-            &[
-                "network",
-                "create",
-                "--subnet",
-                "10.66.0.0/24",
-                "--ip-range",
-                "10.67.0.0/28",
-                "x",
-            ],
-            "--ip-range",
-        ),
-        (
-            &[
-                "network",
-                "create",
-                "--subnet",
-                "10.68.0.0/24",
-                "--opt",
-                "color=red",
-                "x",
-            ],
-            "unknown option",
-        ),
-        (
-            &["network", "create", "-d", "overlay", "x"],
-            "unsupported network driver",
-        ),
+        (&["network", "create", "--subnet", "10.61.0.300/24", "x"], "not an IPv4 CIDR"),
+        (&["network", "create", "--subnet", "10.63.0.0/24", "--gateway", "10.64.0.1", "x"], "outside subnet"),
+        (&["network", "create", "--subnet", "10.61.0.0/25", "x"], "overlaps network \"red\""),
+        (&["network", "create", "--subnet", "10.62.0.0/16", "x"], "overlaps the host route"),
+        (&["network", "create", "--subnet", "10.65.0.0/24", "red"], "already exists"),
+        (&["network", "create", "--subnet", "10.66.0.0/24", "--ip-range", "10.67.0.0/28", "x"], "--ip-range"),
+        (&["network", "create", "--subnet", "10.68.0.0/24", "--opt", "color=red", "x"], "unknown option"),
+        (&["network", "create", "-d", "overlay", "x"], "unsupported network driver"),
         (&["network", "create", "host"], "reserved"),
         (&["network", "create", "bad/name"], "invalid network name"),
         (&["network", "rm", "nope"], "no such network"),
         (&["network", "inspect", "nope"], "no such network"),
-        (
-            &["run", "--network", "nope", "--", "true"],
-            "no such network",
-        ),
-        (
-            &["run", "--network", "red", "--ip", "10.99.0.5", "--", "true"],
-            "outside subnet",
-        ),
-        (
-            &["run", "--network", "red", "--ip", "10.61.0.1", "--", "true"],
-            "reserved",
-        ),
+        (&["run", "--network", "nope", "--", "true"], "no such network"),
+        (&["run", "--network", "red", "--ip", "10.99.0.5", "--", "true"], "outside subnet"),
+        (&["run", "--network", "red", "--ip", "10.61.0.1", "--", "true"], "reserved"),
         (&["run", "--mac-address", "zz", "--", "true"], "invalid MAC"),
         (&["rm", "nope"], "no such container"),
     ];
     for (args, expected) in cases {
         let err = host.dp_err(args);
-        assert!(
-            err.contains(expected),
-            "dataplane {args:?}: expected {expected:?} in {err:?}"
-        );
+        assert!(err.contains(expected), "dataplane {args:?}: expected {expected:?} in {err:?}");
     }
     assert_eq!(host.dp_ok(&["network", "ls"]), networks_before);
     assert_eq!(host.links(), links_before);
@@ -215,28 +138,15 @@ fn network_rm_is_refused_while_attached_and_prune_keeps_used_ones() {
     host.dp_ok(&["network", "create", "--subnet", "10.71.0.0/24", "idle"]);
     host.run_sleeper("c1", &["--network", "used"]);
     let err = host.dp_err(&["network", "rm", "used"]);
-    assert!(
-        err.contains("c1") && err.contains("active endpoints"),
-        "{err}"
-    );
+    assert!(err.contains("c1") && err.contains("active endpoints"), "{err}");
     let pruned = host.dp_ok(&["network", "prune"]);
-    assert!(
-        pruned.contains("idle") && !pruned.contains("used"),
-        "{pruned}"
-    );
+    assert!(pruned.contains("idle") && !pruned.contains("used"), "{pruned}");
     host.dp_ok(&["rm", "-f", "c1"]);
-    let bridge = host.dp_json(&["network", "inspect", "used"])[0]["Id"]
-        .as_str()
-        .unwrap()[..12]
-        .to_string();
+    let bridge = host.dp_json(&["network", "inspect", "used"])[0]["Id"].as_str().unwrap()[..12].to_string();
     assert!(host.links().contains(&format!("br-{bridge}")));
     host.dp_ok(&["network", "rm", "used"]);
     assert!(!host.links().iter().any(|l| l.starts_with("br-")));
-    assert_eq!(
-        host.map_entries("SUBNETS"),
-        1,
-        "only the default network's subnet is left"
-    );
+    assert_eq!(host.map_entries("SUBNETS"), 1, "only the default network's subnet is left");
 }
 
 #[test]

@@ -14,22 +14,10 @@ fn same_network_frame_is_redirected_with_the_destination_mac() {
     let mut fx = Fixture::new(0);
     let frame = udp_frame(STALE_MAC, [10, 1, 0, 2], [10, 1, 0, 3]);
     let (verdict, out) = fx.run(&frame);
-    assert_eq!(
-        verdict, TC_ACT_REDIRECT,
-        "frame for a known endpoint was not redirected"
-    );
+    assert_eq!(verdict, TC_ACT_REDIRECT, "frame for a known endpoint was not redirected");
     let parsed = SlicedPacket::from_ethernet(&out).unwrap();
-    let eth = parsed
-        .link
-        .unwrap()
-        .to_header()
-        .unwrap()
-        .ethernet2()
-        .unwrap();
-    assert_eq!(
-        eth.destination, B_MAC,
-        "destination MAC was not rewritten to the endpoint's"
-    );
+    let eth = parsed.link.unwrap().to_header().unwrap().ethernet2().unwrap();
+    assert_eq!(eth.destination, B_MAC, "destination MAC was not rewritten to the endpoint's");
     assert_eq!(eth.source, A_MAC, "source MAC must stay the sender's");
     assert_eq!(&out[14..], &frame[14..], "the IP packet must be untouched");
     assert_eq!(fx.count(Path::Forwarded), 1);
@@ -112,11 +100,7 @@ fn truncated_and_malformed_frames_are_handled() {
     for len in [34, 40] {
         let (verdict, out) = fx.run(&good[..len]);
         assert_eq!(verdict, TC_ACT_REDIRECT, "{len}-byte frame");
-        assert_eq!(
-            out,
-            good[..len].to_vec(),
-            "only the MAC may change, and it was right"
-        );
+        assert_eq!(out, good[..len].to_vec(), "only the MAC may change, and it was right");
     }
     // A header claiming version 6 inside the IPv4 ethertype, and one with IHL below 5.
     let mut wrong_version = good.clone();

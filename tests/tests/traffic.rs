@@ -20,9 +20,7 @@ fn serve_http(host: &Host, name: &str, extra: &[&str]) {
 }
 
 fn fetch(host: &Host, from: &str, ip: &str) -> bool {
-    host.exec(from, &format!("curl -sf -m 3 -o /dev/null http://{ip}/"))
-        .status
-        .success()
+    host.exec(from, &format!("curl -sf -m 3 -o /dev/null http://{ip}/")).status.success()
 }
 
 #[test]
@@ -41,16 +39,9 @@ fn containers_reach_each_other_over_icmp_and_tcp_through_ebpf() {
     // Containers reach the gateway, and the host reaches the containers.
     assert!(host.ping("a", "172.17.0.1"));
     assert!(host.sh(&format!("ping -c1 -W1 {a}")).status.success());
-    assert!(
-        host.sh(&format!("curl -sf -m 3 -o /dev/null http://{b}/"))
-            .status
-            .success()
-    );
+    assert!(host.sh(&format!("curl -sf -m 3 -o /dev/null http://{b}/")).status.success());
     // And no firewall rule was needed for any of it.
-    assert_eq!(
-        host.sh_ok("iptables-save | grep -v '^#' || true").trim(),
-        ""
-    );
+    assert_eq!(host.sh_ok("iptables-save | grep -v '^#' || true").trim(), "");
     assert_eq!(host.sh_ok("nft list ruleset").trim(), "");
 }
 
@@ -74,15 +65,7 @@ fn networks_are_isolated_from_each_other() {
 #[test]
 fn icc_false_keeps_containers_of_a_network_apart() {
     let host = Host::start();
-    host.dp_ok(&[
-        "network",
-        "create",
-        "--subnet",
-        "10.82.0.0/24",
-        "--opt",
-        "icc=false",
-        "quiet",
-    ]);
+    host.dp_ok(&["network", "create", "--subnet", "10.82.0.0/24", "--opt", "icc=false", "quiet"]);
     host.run_sleeper("q1", &["--network", "quiet"]);
     host.run_sleeper("q2", &["--network", "quiet"]);
     let q2 = host.ip_of("q2");
@@ -90,36 +73,19 @@ fn icc_false_keeps_containers_of_a_network_apart() {
     assert!(!host.ping("q1", &q2));
     // ...and with the neighbour known anyway, the programs drop the packets.
     let mac =
-        host.dp_json(&["inspect", "q2"])[0]["NetworkSettings"]["Networks"]["quiet"]["MacAddress"]
-            .clone();
-    host.exec(
-        "q1",
-        &format!(
-            "ip neigh replace {q2} lladdr {} dev eth0",
-            mac.as_str().unwrap()
-        ),
-    );
+        host.dp_json(&["inspect", "q2"])[0]["NetworkSettings"]["Networks"]["quiet"]["MacAddress"].clone();
+    host.exec("q1", &format!("ip neigh replace {q2} lladdr {} dev eth0", mac.as_str().unwrap()));
     let dropped = host.counter("dropped_icc");
     assert!(!host.ping("q1", &q2));
     assert!(host.counter("dropped_icc") > dropped);
     // What the programs leave to the bridge (here IPv6 link-local) cannot cross either.
-    let q2_v6 = host.exec(
-        "q2",
-        "ip -6 -o addr show dev eth0 scope link | awk '{print $4}' | cut -d/ -f1",
-    );
+    let q2_v6 = host.exec("q2", "ip -6 -o addr show dev eth0 scope link | awk '{print $4}' | cut -d/ -f1");
     let q2_v6 = String::from_utf8_lossy(&q2_v6.stdout).trim().to_string();
     assert!(!q2_v6.is_empty());
     assert!(
-        !host
-            .exec("q1", &format!("ping -6 -c1 -W1 {q2_v6}%eth0"))
-            .status
-            .success(),
+        !host.exec("q1", &format!("ping -6 -c1 -W1 {q2_v6}%eth0")).status.success(),
         "IPv6 crossed an icc=false network"
     );
     assert!(host.ping("q1", "10.82.0.1"), "the gateway stays reachable");
-    assert!(
-        host.sh(&format!("ping -c1 -W1 {}", host.ip_of("q2")))
-            .status
-            .success()
-    );
+    assert!(host.sh(&format!("ping -c1 -W1 {}", host.ip_of("q2"))).status.success());
 }

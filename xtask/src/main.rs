@@ -60,10 +60,7 @@ fn main() -> Result<()> {
             build(false)?;
             let mut test = cargo();
             test.arg("test").args(&args);
-            test.env(
-                "DATAPLANE_BIN",
-                workspace_root().join("target/debug/dataplane"),
-            );
+            test.env("DATAPLANE_BIN", workspace_root().join("target/debug/dataplane"));
             run_tests(&mut test)
         }
         Task::Bench { quick, rounds } => {
@@ -84,10 +81,7 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -100,15 +94,7 @@ fn cargo() -> Command {
 /// freshly built `dataplane` as the one under test.
 fn run_tool(release: bool, tools: &[&str], args: &[String]) -> Result<()> {
     let mut build = cargo();
-    build.args([
-        "build",
-        "-p",
-        "dataplane",
-        "-p",
-        "dataplane-tests",
-        "--bin",
-        "dataplane",
-    ]);
+    build.args(["build", "-p", "dataplane", "-p", "dataplane-tests", "--bin", "dataplane"]);
     for tool in tools {
         build.args(["--bin", tool]);
     }
@@ -116,17 +102,9 @@ fn run_tool(release: bool, tools: &[&str], args: &[String]) -> Result<()> {
         build.arg("--release");
     }
     run_command(&mut build)?;
-    let dir = workspace_root().join(if release {
-        "target/release"
-    } else {
-        "target/debug"
-    });
+    let dir = workspace_root().join(if release { "target/release" } else { "target/debug" });
     let tool = dir.join(tools.last().expect("a tool"));
-    run_command(
-        Command::new(tool)
-            .args(args)
-            .env("DATAPLANE_BIN", dir.join("dataplane")),
-    )
+    run_command(Command::new(tool).args(args).env("DATAPLANE_BIN", dir.join("dataplane")))
 }
 
 fn build(release: bool) -> Result<()> {
@@ -141,10 +119,7 @@ fn build(release: bool) -> Result<()> {
 /// Runs `cargo test`, passing its output through, and closes with the totals over all
 /// test binaries (cargo's own last line is that of whichever binary ran last).
 fn run_tests(command: &mut Command) -> Result<()> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {command:?}"))?;
+    let mut child = command.stdout(Stdio::piped()).spawn().with_context(|| format!("running {command:?}"))?;
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
@@ -181,9 +156,7 @@ fn require_root(why: &str) -> Result<()> {
 }
 
 fn run_command(command: &mut Command) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("running {command:?}"))?;
+    let status = command.status().with_context(|| format!("running {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }

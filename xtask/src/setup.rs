@@ -37,14 +37,8 @@ pub fn install_missing() -> Result<()> {
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn install_packages() -> Result<()> {
@@ -71,9 +65,7 @@ fn install_packages() -> Result<()> {
 
 fn install_rust_src() -> Result<()> {
     let Some(toolchains) = output("rustup", &["toolchain", "list"]) else {
-        bail!(
-            "rustup is missing: it is needed for the nightly toolchain that builds the kernel programs"
-        );
+        bail!("rustup is missing: it is needed for the nightly toolchain that builds the kernel programs");
     };
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         eprintln!("setup: installing the nightly toolchain");
@@ -85,20 +77,11 @@ fn install_rust_src() -> Result<()> {
             "minimal",
         ]))?;
     }
-    let installed = output(
-        "rustup",
-        &["component", "list", "--toolchain", "nightly", "--installed"],
-    )
-    .unwrap_or_default();
+    let installed =
+        output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"]).unwrap_or_default();
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("setup: adding rust-src to nightly");
-        run_command(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+        run_command(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     Ok(())
 }
@@ -110,18 +93,10 @@ fn install_bpf_linker() -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
-    let path = format!(
-        "/usr/lib/llvm-22/bin:{}",
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
     run_command(
         Command::new("cargo")
-            .args([
-                "install",
-                "bpf-linker",
-                "--version",
-                &format!("~{BPF_LINKER_VERSION}"),
-            ])
+            .args(["install", "bpf-linker", "--version", &format!("~{BPF_LINKER_VERSION}")])
             .args(["--no-default-features", "--features", "llvm-22"])
             .env("PATH", path),
     )

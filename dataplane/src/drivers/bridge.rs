@@ -22,13 +22,9 @@ use crate::{
 pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
     let index = match nl.link_index(&net.bridge).await? {
         Some(index) => index,
-        None => {
-            nl.create_bridge(&net.bridge, net.bridge_options.mtu)
-                .await?
-        }
+        None => nl.create_bridge(&net.bridge, net.bridge_options.mtu).await?,
     };
-    nl.add_address(index, net.gateway, net.subnet.prefix_len())
-        .await?;
+    nl.add_address(index, net.gateway, net.subnet.prefix_len()).await?;
     nl.set_up(index).await?;
     dp.set_subnet(net.subnet, net.index, net.gateway)
 }
@@ -41,11 +37,7 @@ pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) ->
 fn interface_config(net: &Network) -> InterfaceConfig {
     InterfaceConfig {
         network: net.index,
-        flags: if net.bridge_options.icc {
-            0
-        } else {
-            InterfaceConfig::ICC_DISABLED
-        },
+        flags: if net.bridge_options.icc { 0 } else { InterfaceConfig::ICC_DISABLED },
     }
 }
 
@@ -63,27 +55,17 @@ pub async fn connect(
     };
     let bridge = nl.require_index(&net.bridge).await?;
     nl.set_controller(host_index, bridge).await?;
-    nl.set_port_isolated(host_index, !net.bridge_options.icc)
-        .await?;
+    nl.set_port_isolated(host_index, !net.bridge_options.icc).await?;
     nl.set_up(host_index).await?;
     dp.set_interface(host_index, interface_config(net))?;
     dp.set_endpoint(
         v4_key(net.index, att.ip),
-        Endpoint {
-            host_ifindex: host_index,
-            mac: att.mac.0,
-            _pad: [0; 2],
-        },
+        Endpoint { host_ifindex: host_index, mac: att.mac.0, _pad: [0; 2] },
     )?;
     dp.attach(&att.host_veth)
 }
 
-async fn create_veth(
-    nl: &Netlink,
-    net: &Network,
-    container_netns: &Path,
-    att: &Attachment,
-) -> Result<u32> {
+async fn create_veth(nl: &Netlink, net: &Network, container_netns: &Path, att: &Attachment) -> Result<u32> {
     // The peer needs a name in the host namespace until it moves; derive it from the host
     // side's unique suffix so that parallel creations never clash.
     let peer = format!("dpt{}", att.host_veth.trim_start_matches("veth"));
@@ -98,24 +80,14 @@ async fn create_veth(
     let lo = inside.require_index("lo").await?;
     inside.set_up(lo).await?;
     let eth = inside.require_index(&att.ifname).await?;
-    inside
-        .add_address(eth, att.ip, net.subnet.prefix_len())
-        .await?;
+    inside.add_address(eth, att.ip, net.subnet.prefix_len()).await?;
     inside.set_up(eth).await?;
-    inside
-        .add_default_route(net.gateway)
-        .await
-        .context("inside the container")?;
+    inside.add_default_route(net.gateway).await.context("inside the container")?;
     Ok(host)
 }
 
 /// Removes an attachment from the maps and the system; parts already gone are skipped.
-pub async fn disconnect(
-    nl: &Netlink,
-    dp: &mut Datapath,
-    net: &Network,
-    att: &Attachment,
-) -> Result<()> {
+pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, att: &Attachment) -> Result<()> {
     dp.detach(&att.host_veth)?;
     if let Some(index) = nl.link_index(&att.host_veth).await? {
         dp.remove_interface(index)?;

@@ -48,10 +48,7 @@ struct Options {
 /// A command inside the network namespace pinned at `ns`.
 fn in_ns(ns: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net={}", ns.display()))
-        .arg("--")
-        .arg(program);
+    command.arg(format!("--net={}", ns.display())).arg("--").arg(program);
     command.stdin(Stdio::null());
     command
 }
@@ -108,17 +105,9 @@ fn build_ours(host: &Host) -> Result<Pair> {
     }
     let sandbox = |name: &str| -> Result<PathBuf> {
         let info = host.dp_json(&["inspect", name]);
-        Ok(PathBuf::from(
-            info[0]["NetworkSettings"]["SandboxKey"]
-                .as_str()
-                .context("no SandboxKey")?,
-        ))
+        Ok(PathBuf::from(info[0]["NetworkSettings"]["SandboxKey"].as_str().context("no SandboxKey")?))
     };
-    Ok(Pair {
-        client: sandbox("c1")?,
-        server: sandbox("c2")?,
-        server_ip: C2,
-    })
+    Ok(Pair { client: sandbox("c1")?, server: sandbox("c2")?, server_ip: C2 })
 }
 
 /// Docker's iptables set-up for one bridge network (filter and nat), as `dockerd` writes it.
@@ -180,10 +169,7 @@ fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
          && sysctl -qw net.ipv4.ip_forward=1"
         ),
     )?;
-    for (ns, ip, mac) in [
-        (&c1, C1, "02:42:0a:c8:00:02"),
-        (&c2, C2, "02:42:0a:c8:00:03"),
-    ] {
+    for (ns, ip, mac) in [(&c1, C1, "02:42:0a:c8:00:02"), (&c2, C2, "02:42:0a:c8:00:03")] {
         let veth = format!("v{}", &ns[ns.len() - 2..]);
         sh_in(
             &host,
@@ -199,17 +185,9 @@ fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
             ),
         )?;
     }
-    let rules = cleanup_dir_file(
-        cleanup,
-        "docker.rules",
-        &docker_ruleset("br0", "10.200.0.0/24"),
-    )?;
+    let rules = cleanup_dir_file(cleanup, "docker.rules", &docker_ruleset("br0", "10.200.0.0/24"))?;
     run_command(in_ns(&netns_path(&host), "iptables-restore").arg(rules))?;
-    Ok(Pair {
-        client: netns_path(&c1),
-        server: netns_path(&c2),
-        server_ip: C2,
-    })
+    Ok(Pair { client: netns_path(&c1), server: netns_path(&c2), server_ip: C2 })
 }
 
 fn cleanup_dir_file(cleanup: &Cleanup, name: &str, content: &str) -> Result<PathBuf> {
@@ -231,15 +209,8 @@ fn build_ceiling(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
             "ip link set lo up && ip link add eth0 type veth peer name eth0 netns {b} && ip addr add {C1}/24 dev eth0 && ip link set eth0 up"
         ),
     )?;
-    sh_in(
-        &b,
-        &format!("ip link set lo up && ip addr add {C2}/24 dev eth0 && ip link set eth0 up"),
-    )?;
-    Ok(Pair {
-        client: netns_path(&a),
-        server: netns_path(&b),
-        server_ip: C2,
-    })
+    sh_in(&b, &format!("ip link set lo up && ip addr add {C2}/24 dev eth0 && ip link set eth0 up"))?;
+    Ok(Pair { client: netns_path(&a), server: netns_path(&b), server_ip: C2 })
 }
 
 struct Tools {
@@ -248,15 +219,7 @@ struct Tools {
 }
 
 fn output_json(mut command: Command) -> Result<Value> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let out = run_ok(&mut command)?;
     serde_json::from_slice(&out.stdout).with_context(|| format!("output of {command:?}"))
 }
 
@@ -272,11 +235,8 @@ impl Drop for Server {
 
 impl Tools {
     fn server(&self, pair: &Pair, program: &Path, args: &[String]) -> Result<Server> {
-        let child = in_ns(&pair.server, program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let child =
+            in_ns(&pair.server, program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
         sleep(Duration::from_millis(300));
         Ok(Server(child))
     }
@@ -284,13 +244,7 @@ impl Tools {
     fn udp_pps(&self, pair: &Pair) -> Result<f64> {
         let addr = format!("{}:9000", pair.server_ip);
         let sink = in_ns(&pair.server, &self.loadgen)
-            .args([
-                "udp-sink",
-                "--bind",
-                &addr,
-                "--secs",
-                &self.secs.to_string(),
-            ])
+            .args(["udp-sink", "--bind", &addr, "--secs", &self.secs.to_string()])
             .stdout(Stdio::piped())
             .spawn()?;
         sleep(Duration::from_millis(300));
@@ -309,20 +263,9 @@ impl Tools {
             &["-s".into(), "-1".into(), "-B".into(), pair.server_ip.into()],
         )?;
         let mut client = in_ns(&pair.client, "iperf3");
-        client.args([
-            "-c",
-            pair.server_ip,
-            "-J",
-            "-t",
-            &self.secs.to_string(),
-            "-P",
-            &streams.to_string(),
-        ]);
+        client.args(["-c", pair.server_ip, "-J", "-t", &self.secs.to_string(), "-P", &streams.to_string()]);
         let result = output_json(client)?;
-        Ok(result["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap_or(0.0)
-            / 1e9)
+        Ok(result["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9)
     }
 
     fn latency(&self, pair: &Pair) -> Result<(f64, f64)> {
@@ -330,22 +273,13 @@ impl Tools {
         let _server = self.server(
             pair,
             &self.loadgen,
-            &[
-                "echo-server".into(),
-                "--bind".into(),
-                addr.clone(),
-                "--secs".into(),
-                "60".into(),
-            ],
+            &["echo-server".into(), "--bind".into(), addr.clone(), "--secs".into(), "60".into()],
         )?;
         let count = if self.secs < 2.0 { 2000 } else { 10000 };
         let mut ping = in_ns(&pair.client, &self.loadgen);
         ping.args(["ping", "--dst", &addr, "--count", &count.to_string()]);
         let result = output_json(ping)?;
-        Ok((
-            result["p50_us"].as_f64().unwrap_or(0.0),
-            result["p99_us"].as_f64().unwrap_or(0.0),
-        ))
+        Ok((result["p50_us"].as_f64().unwrap_or(0.0), result["p99_us"].as_f64().unwrap_or(0.0)))
     }
 
     fn connections(&self, pair: &Pair) -> Result<f64> {
@@ -354,22 +288,10 @@ impl Tools {
         let _server = self.server(
             pair,
             &self.loadgen,
-            &[
-                "tcp-server".into(),
-                "--bind".into(),
-                addr.clone(),
-                "--secs".into(),
-                secs,
-            ],
+            &["tcp-server".into(), "--bind".into(), addr.clone(), "--secs".into(), secs],
         )?;
         let mut client = in_ns(&pair.client, &self.loadgen);
-        client.args([
-            "tcp-connect",
-            "--dst",
-            &addr,
-            "--secs",
-            &self.secs.to_string(),
-        ]);
+        client.args(["tcp-connect", "--dst", &addr, "--secs", &self.secs.to_string()]);
         Ok(output_json(client)?["per_second"].as_f64().unwrap_or(0.0))
     }
 }
@@ -391,12 +313,7 @@ struct Record {
 }
 
 impl Record {
-    fn new(
-        scenario: &'static str,
-        metric: &'static str,
-        unit: &'static str,
-        higher_is_better: bool,
-    ) -> Self {
+    fn new(scenario: &'static str, metric: &'static str, unit: &'static str, higher_is_better: bool) -> Self {
         Self {
             scenario,
             metric,
@@ -452,42 +369,26 @@ fn median(values: &[f64]) -> f64 {
 }
 
 fn min_max(values: &[f64]) -> (f64, f64) {
-    values
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(*v), hi.max(*v))
-        })
+    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)))
 }
 
 impl Record {
     fn ratios(&self) -> Vec<f64> {
-        self.ours
-            .iter()
-            .zip(&self.reference)
-            .map(|(a, b)| a / b)
-            .collect()
+        self.ours.iter().zip(&self.reference).map(|(a, b)| a / b).collect()
     }
 
     /// Whether the median ratio meets the target, given the direction that is better.
     fn verdict(&self) -> String {
         let mut parts = vec![];
         let meets = |ratio: f64, target: f64| {
-            if self.higher_is_better {
-                ratio >= target
-            } else {
-                ratio <= target
-            }
+            if self.higher_is_better { ratio >= target } else { ratio <= target }
         };
         let sign = if self.higher_is_better { "≥" } else { "≤" };
         if let Some(target) = self.target_vs_reference {
             let ratio = median(&self.ratios());
             parts.push(format!(
                 "{} (ratio {sign} {target})",
-                if meets(ratio, target) {
-                    "met"
-                } else {
-                    "**missed**"
-                }
+                if meets(ratio, target) { "met" } else { "**missed**" }
             ));
         }
         if let Some(target) = self.target_at_most {
@@ -502,11 +403,7 @@ impl Record {
             let ratio = median(&self.ours) / median(&self.ceiling);
             parts.push(format!(
                 "{} ({:.0}% of ceiling, target {sign} {:.0}%)",
-                if meets(ratio, target) {
-                    "met"
-                } else {
-                    "**missed**"
-                },
+                if meets(ratio, target) { "met" } else { "**missed**" },
                 ratio * 100.0,
                 target * 100.0
             ));
@@ -553,10 +450,7 @@ fn machine() -> String {
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "{cpu}, {cores} cores, kernel {}; veth with default offloads (GSO/GRO on)",
-        kernel.trim()
-    )
+    format!("{cpu}, {cores} cores, kernel {}; veth with default offloads (GSO/GRO on)", kernel.trim())
 }
 
 fn main() -> Result<()> {
@@ -566,43 +460,25 @@ fn main() -> Result<()> {
     // SAFETY: installs a handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_interrupt as *const () as usize) };
     let tag = format!("{}", std::process::id());
-    let mut cleanup = Cleanup {
-        namespaces: vec![],
-        dir: std::env::temp_dir().join(format!("dpb-{tag}")),
-    };
+    let mut cleanup = Cleanup { namespaces: vec![], dir: std::env::temp_dir().join(format!("dpb-{tag}")) };
     fs::create_dir_all(&cleanup.dir)?;
-    eprintln!(
-        "bench: building the three topologies (ours, Docker-style reference, raw veth ceiling)"
-    );
+    eprintln!("bench: building the three topologies (ours, Docker-style reference, raw veth ceiling)");
     let host = Host::start();
     let ours = build_ours(&host)?;
     let reference = build_reference(&mut cleanup, &tag)?;
     let ceiling = build_ceiling(&mut cleanup, &tag)?;
-    let tools = Tools {
-        loadgen: loadgen.clone(),
-        secs: if options.quick { 1.0 } else { 4.0 },
-    };
+    let tools = Tools { loadgen: loadgen.clone(), secs: if options.quick { 1.0 } else { 4.0 } };
 
     let c2c = "1. container to container";
     let mut records = vec![
-        Record::new(c2c, "UDP 64-byte packets/s", "Mpps", true)
-            .vs_reference(1.5)
-            .vs_ceiling(0.9),
-        Record::new(c2c, "TCP stream, 1 stream", "Gbit/s", true)
-            .vs_reference(1.0)
-            .vs_ceiling(0.95),
-        Record::new(c2c, "TCP stream, 2 streams", "Gbit/s", true)
-            .vs_reference(1.0)
-            .vs_ceiling(0.95),
+        Record::new(c2c, "UDP 64-byte packets/s", "Mpps", true).vs_reference(1.5).vs_ceiling(0.9),
+        Record::new(c2c, "TCP stream, 1 stream", "Gbit/s", true).vs_reference(1.0).vs_ceiling(0.95),
+        Record::new(c2c, "TCP stream, 2 streams", "Gbit/s", true).vs_reference(1.0).vs_ceiling(0.95),
         Record::new(c2c, "UDP request/response latency p50", "µs", false).vs_reference(0.8),
         Record::new(c2c, "UDP request/response latency p99", "µs", false),
         Record::new(c2c, "TCP connections/s", "conn/s", true),
     ];
-    let sides = [
-        (Side::Ours, &ours),
-        (Side::Reference, &reference),
-        (Side::Ceiling, &ceiling),
-    ];
+    let sides = [(Side::Ours, &ours), (Side::Reference, &reference), (Side::Ceiling, &ceiling)];
     for round in 1..=options.rounds {
         for (side, pair) in sides {
             check_interrupt()?;
@@ -619,31 +495,18 @@ fn main() -> Result<()> {
     }
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
-        Record::new(
-            cost,
-            "forward (lookup, MAC rewrite, redirect_peer)",
-            "ns",
-            false,
-        )
-        .at_most(100.0),
+        Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
         Record::new(cost, "isolation drop", "ns", false),
         Record::new(cost, "slow path (pass to the bridge)", "ns", false),
     ];
     let repeat = if options.quick { "100000" } else { "2000000" };
     for round in 1..=options.rounds {
         check_interrupt()?;
-        eprintln!(
-            "bench: round {round}/{}: eBPF per-packet cost",
-            options.rounds
-        );
+        eprintln!("bench: round {round}/{}: eBPF per-packet cost", options.rounds);
         let mut command = Command::new(&loadgen);
         command.args(["prog-cost", "--repeat", repeat]);
         let result = output_json(command)?;
-        for (record, key) in
-            costs
-                .iter_mut()
-                .zip(["forward_ns", "isolation_drop_ns", "slow_path_ns"])
-        {
+        for (record, key) in costs.iter_mut().zip(["forward_ns", "isolation_drop_ns", "slow_path_ns"]) {
             record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
         }
     }
@@ -663,11 +526,7 @@ fn write_report(records: &[Record], options: &Options) -> Result<()> {
          frames that Docker usually adds) and the ceiling (a raw veth pair) one after the other. Cells: median [min–max] \
          over rounds; ratio: median of the per-round ratios ours/reference.\n\n",
         options.rounds,
-        if options.quick {
-            "1 s per run (--quick: a smoke run, not a measurement)"
-        } else {
-            "4 s per run"
-        }
+        if options.quick { "1 s per run (--quick: a smoke run, not a measurement)" } else { "4 s per run" }
     );
     md += "| scenario | metric | unit | ours | reference | ratio | ceiling | target |\n|---|---|---|---|---|---|---|---|\n";
     for r in records {
@@ -693,10 +552,7 @@ fn write_report(records: &[Record], options: &Options) -> Result<()> {
            NAT paths of the per-packet cost (5), XDP live frames, control plane (6), publishing at scale (7), plots.\n";
     fs::write(dir.join("report.md"), &md)?;
     let results = json!({"machine": machine(), "quick": options.quick, "records": records.iter().map(Record::json).collect::<Vec<_>>()});
-    fs::write(
-        dir.join("results.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
+    fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     println!("{md}");
     eprintln!("bench: wrote {}", dir.join("report.md").display());
     Ok(())

@@ -22,88 +22,30 @@ fn show(host: &Host, args: &[&str]) -> Result<String> {
 
 fn main() -> Result<()> {
     let host = Host::start();
-    println!(
-        "== A fresh \"host\" network namespace ({}) with its own dataplane daemon",
-        host.name
-    );
+    println!("== A fresh \"host\" network namespace ({}) with its own dataplane daemon", host.name);
 
     println!("\n== Create a network, then two containers on it (one serves HTTP)");
+    show(&host, &["network", "create", "--subnet", "10.123.0.0/24", "demo"])?;
     show(
         &host,
-        &["network", "create", "--subnet", "10.123.0.0/24", "demo"],
+        &["run", "-d", "--name", "web", "--network", "demo", "--", "python3", "-m", "http.server", "80"],
     )?;
-    show(
-        &host,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "web",
-            "--network",
-            "demo",
-            "--",
-            "python3",
-            "-m",
-            "http.server",
-            "80",
-        ],
-    )?;
-    show(
-        &host,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "client",
-            "--network",
-            "demo",
-            "--",
-            "sleep",
-            "600",
-        ],
-    )?;
+    show(&host, &["run", "-d", "--name", "client", "--network", "demo", "--", "sleep", "600"])?;
     show(&host, &["ps"])?;
     show(&host, &["network", "inspect", "demo"])?;
 
     println!("\n== Traffic between them goes through the eBPF programs, not the bridge");
     let serving = eventually(Duration::from_secs(10), || {
-        host.exec("web", "curl -sf -o /dev/null http://127.0.0.1/")
-            .status
-            .success()
+        host.exec("web", "curl -sf -o /dev/null http://127.0.0.1/").status.success()
     });
     if !serving {
         bail!("the HTTP server in web did not come up");
     }
-    let page = show(
-        &host,
-        &[
-            "exec",
-            "client",
-            "--",
-            "curl",
-            "-s",
-            "-m",
-            "5",
-            "http://10.123.0.2/",
-        ],
-    )?;
+    let page = show(&host, &["exec", "client", "--", "curl", "-s", "-m", "5", "http://10.123.0.2/"])?;
     if !page.contains("Directory listing") {
         bail!("client did not get web's page");
     }
-    show(
-        &host,
-        &[
-            "exec",
-            "client",
-            "--",
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "10.123.0.2",
-        ],
-    )?;
+    show(&host, &["exec", "client", "--", "ping", "-c", "3", "-i", "0.2", "10.123.0.2"])?;
     show(&host, &["stats"])?;
     let forwarded = host.counter("forwarded");
     println!("\n{forwarded} packets were redirected container to container by the eBPF fast path.");

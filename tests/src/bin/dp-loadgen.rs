@@ -87,13 +87,7 @@ enum Mode {
 fn main() -> Result<()> {
     let result = match Cli::parse().mode {
         Mode::UdpSink { bind, secs } => udp_sink(bind, secs)?,
-        Mode::UdpSend {
-            dst,
-            secs,
-            threads,
-            batch,
-            size,
-        } => udp_send(dst, secs, threads, batch, size)?,
+        Mode::UdpSend { dst, secs, threads, batch, size } => udp_send(dst, secs, threads, batch, size)?,
         Mode::EchoServer { bind, secs } => echo_server(bind, secs)?,
         Mode::Ping { dst, count } => ping(dst, count)?,
         Mode::TcpServer { bind, secs } => tcp_server(bind, secs)?,
@@ -106,34 +100,18 @@ fn main() -> Result<()> {
 
 fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) {
     // SAFETY: setsockopt with a pointer to a live i32 and its size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&raw const value).cast(),
-            size_of::<i32>() as u32,
-        )
-    };
+    unsafe { libc::setsockopt(fd, level, name, (&raw const value).cast(), size_of::<i32>() as u32) };
 }
 
 fn udp_sink(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
     let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
-    set_int_opt(
-        socket.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUF,
-        8 << 20,
-    );
+    set_int_opt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 20);
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     const BATCH: usize = 256;
     let mut buffers = vec![[0u8; 2048]; BATCH];
     let mut iovecs: Vec<libc::iovec> = buffers
         .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
+        .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
         .collect();
     // SAFETY: mmsghdr is plain data; zero is a valid empty header.
     let mut headers: Vec<libc::mmsghdr> = iovecs
@@ -150,13 +128,7 @@ fn udp_sink(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
     while Instant::now() < hard_deadline {
         // SAFETY: the headers point at live buffers owned by this function.
         let n = unsafe {
-            libc::recvmmsg(
-                socket.as_raw_fd(),
-                headers.as_mut_ptr(),
-                BATCH as u32,
-                0,
-                std::ptr::null_mut(),
-            )
+            libc::recvmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), BATCH as u32, 0, std::ptr::null_mut())
         };
         let now = Instant::now();
         if n > 0 {
@@ -186,17 +158,9 @@ fn udp_send(
             thread::spawn(move || -> Result<()> {
                 let socket = UdpSocket::bind("0.0.0.0:0")?;
                 socket.connect(dst)?;
-                set_int_opt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDBUF,
-                    4 << 20,
-                );
+                set_int_opt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
                 let payload = vec![0x5au8; size];
-                let mut iov = libc::iovec {
-                    iov_base: payload.as_ptr() as *mut _,
-                    iov_len: size,
-                };
+                let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: size };
                 // SAFETY: plain data, zero is a valid empty header.
                 let mut headers: Vec<libc::mmsghdr> = (0..batch)
                     .map(|_| {
@@ -208,9 +172,8 @@ fn udp_send(
                     .collect();
                 while Instant::now() < deadline {
                     // SAFETY: every header points at the one live payload buffer.
-                    let n = unsafe {
-                        libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), batch as u32, 0)
-                    };
+                    let n =
+                        unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), batch as u32, 0) };
                     if n > 0 {
                         sent.fetch_add(n as u64, Ordering::Relaxed);
                     }
@@ -220,9 +183,7 @@ fn udp_send(
         })
         .collect();
     for worker in workers {
-        worker
-            .join()
-            .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+        worker.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
     }
     Ok(json!({"sent": sent.load(Ordering::Relaxed)}))
 }
@@ -303,10 +264,7 @@ fn tcp_connect(dst: SocketAddr, secs: f64, threads: usize) -> Result<serde_json:
                                 done.fetch_add(1, Ordering::Relaxed);
                             }
                             // Close with RST: no TIME_WAIT, so ports never run out.
-                            let linger = libc::linger {
-                                l_onoff: 1,
-                                l_linger: 0,
-                            };
+                            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
                             // SAFETY: setsockopt with a pointer to a live linger struct.
                             unsafe {
                                 libc::setsockopt(
