@@ -149,6 +149,7 @@ struct CreateArgs {
 struct RunArgs {
     #[arg(long)]
     name: Option<String>,
+    /// A network, or a mode: host, none, container:NAME.
     #[arg(long, default_value = DEFAULT_NETWORK)]
     network: String,
     /// Fixed IPv4 address on the network.
@@ -246,6 +247,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             .join(",")
                     })
                     .unwrap_or_default();
+                let networks = match c["HostConfig"]["NetworkMode"].as_str() {
+                    Some(mode) if mode.starts_with("container:") => mode.chars().take(22).collect(),
+                    Some(mode @ ("host" | "none")) => mode.to_string(),
+                    _ => networks,
+                };
                 let status = match c["State"]["Status"].as_str() {
                     Some("exited") => format!("Exited ({})", c["State"]["ExitCode"]),
                     Some("running") => "Up".to_string(),

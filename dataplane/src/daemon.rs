@@ -28,7 +28,10 @@ use crate::{
     maps::{Datapath, v4_key},
     netlink::Netlink,
     netns, process,
-    state::{Attachment, BridgeOptions, Container, MacAddr, Network, State, StateStore, Status, new_id, now},
+    state::{
+        Attachment, BridgeOptions, Container, MacAddr, Network, NetworkMode, State, StateStore, Status,
+        new_id, now,
+    },
 };
 
 /// Where the daemon keeps things; every path has a flag and an environment variable so
@@ -70,6 +73,10 @@ pub async fn run(config: Config) -> Result<()> {
     let store = StateStore::new(&config.state_dir);
     let state = store.load()?.unwrap_or_default();
     let core = Arc::new(Mutex::new(Core { config: config.clone(), state, store, datapath, netlink }));
+    {
+        let c = core.lock().await;
+        netns::pin_current(&c.host_netns())?;
+    }
     restore(&core).await?;
 
     let _ = std::fs::remove_file(&config.socket);
@@ -285,7 +292,7 @@ async fn restore(core: &Shared) -> Result<()> {
     }
     let mut watchers = vec![];
     for container in c.state.containers.clone() {
-        if !container.netns.exists() {
+        if container.network_mode.owns_sandbox() && !container.netns.exists() {
             log::warn!("container {}: its namespace is gone; marking it exited", container.name);
             c.container_by_id(&container.id)?.status = Status::Exited { code: None };
             continue;
@@ -498,7 +505,7 @@ impl Core {
             bail!("no command given; usage: dataplane run [OPTIONS] -- CMD [ARGS...]");
         }
         let id = new_id();
-        let name = match spec.name {
+        let name = match spec.name.clone() {
             Some(name) => {
                 check_name("container", &name)?;
                 if let Some(other) = self.state.containers.iter().find(|c| c.name == name) {
@@ -511,36 +518,34 @@ impl Core {
             }
             None => id[..12].to_string(),
         };
-        let net = self.network(&spec.network)?.clone();
-        let used = self.state.used_addresses(&net.id);
-        let plan = net.plan();
-        let ip = match spec.ip {
-            Some(ip) => plan.claim(ip, &used),
-            None => plan.allocate(&used),
-        }
-        .map_err(|e| anyhow!("network {}: {e}", net.name))?;
-        let mac = spec.mac.unwrap_or(MacAddr(ipam::mac_for(ip)));
-        let attachment = Attachment {
-            network_id: net.id.clone(),
-            ip,
-            mac,
-            host_veth: self.unused_veth_name().await?,
-            ifname: "eth0".into(),
+        let mode = self.network_mode(&spec)?;
+        let (netns, etc_dir) = match &mode {
+            NetworkMode::Bridge | NetworkMode::None => (
+                self.config.netns_dir.join(format!("dp-{}", &id[..12])),
+                self.config.state_dir.join("containers").join(&id),
+            ),
+            // Host files are the host's own: an empty directory mounts nothing over them.
+            NetworkMode::Host => (self.host_netns(), self.config.state_dir.join("containers").join(&id)),
+            NetworkMode::Container { id: target } => {
+                let target = self.state.container(target).ok_or_else(|| no_such_container(target))?;
+                (target.netns.clone(), target.etc_dir.clone())
+            }
         };
         let mut container = Container {
-            netns: self.config.netns_dir.join(format!("dp-{}", &id[..12])),
-            etc_dir: self.config.state_dir.join("containers").join(&id),
-            hostname: spec.hostname.unwrap_or_else(|| id[..12].to_string()),
+            network_mode: mode,
+            netns,
+            etc_dir,
+            hostname: spec.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
             id,
             name,
-            attachments: vec![attachment.clone()],
-            command: spec.command,
+            attachments: vec![],
+            command: spec.command.clone(),
             detached: spec.detach,
             auto_remove: spec.auto_remove,
             status: Status::Created,
             created: now(),
         };
-        if let Err(e) = self.build_container(&mut container, &net, &attachment).await {
+        if let Err(e) = self.build_container(&mut container, &spec).await {
             if let Err(undo) = self.teardown_container(&container).await {
                 log::warn!("undoing container {}: {undo:#}", container.name);
             }
@@ -551,21 +556,76 @@ impl Core {
         Ok(container)
     }
 
-    async fn build_container(
-        &mut self,
-        container: &mut Container,
-        net: &Network,
-        att: &Attachment,
-    ) -> Result<()> {
-        process::write_etc_files(
-            &container.etc_dir,
-            &container.hostname,
-            &container.name,
-            att.ip,
-            net.gateway,
-        )?;
-        netns::create(&container.netns)?;
-        bridge::connect(&self.netlink, &mut self.datapath, net, &container.netns, att).await?;
+    /// The daemon's own namespace, pinned where host-mode containers find it (as Docker's
+    /// `netns/default`).
+    fn host_netns(&self) -> PathBuf {
+        self.config.netns_dir.join("dp-host")
+    }
+
+    /// Parses `--network`: a network name, or one of Docker's modes.
+    fn network_mode(&self, spec: &RunSpec) -> Result<NetworkMode> {
+        let mode = match spec.network.as_str() {
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            other => match other.strip_prefix("container:") {
+                Some(target) => {
+                    let target = self.state.container(target).ok_or_else(|| no_such_container(target))?;
+                    if !target.network_mode.owns_sandbox() && target.network_mode != NetworkMode::Host {
+                        bail!(
+                            "container {} shares another container's network; join that one instead",
+                            target.name
+                        );
+                    }
+                    NetworkMode::Container { id: target.id.clone() }
+                }
+                None => {
+                    self.network(other)?;
+                    NetworkMode::Bridge
+                }
+            },
+        };
+        if mode != NetworkMode::Bridge && (spec.ip.is_some() || spec.mac.is_some()) {
+            bail!(
+                "conflicting options: --ip and --mac-address need a network, not --network {}",
+                spec.network
+            );
+        }
+        Ok(mode)
+    }
+
+    async fn build_container(&mut self, container: &mut Container, spec: &RunSpec) -> Result<()> {
+        match container.network_mode {
+            NetworkMode::Bridge => {
+                let net = self.network(&spec.network)?.clone();
+                let used = self.state.used_addresses(&net.id);
+                let plan = net.plan();
+                let ip = match spec.ip {
+                    Some(ip) => plan.claim(ip, &used),
+                    None => plan.allocate(&used),
+                }
+                .map_err(|e| anyhow!("network {}: {e}", net.name))?;
+                let att = Attachment {
+                    network_id: net.id.clone(),
+                    ip,
+                    mac: spec.mac.unwrap_or(MacAddr(ipam::mac_for(ip))),
+                    host_veth: self.unused_veth_name().await?,
+                    ifname: "eth0".into(),
+                };
+                container.attachments.push(att.clone());
+                let (hostname, name) = (&container.hostname, &container.name);
+                process::write_etc_files(&container.etc_dir, hostname, name, Some((ip, net.gateway)))?;
+                netns::create(&container.netns)?;
+                bridge::connect(&self.netlink, &mut self.datapath, &net, &container.netns, &att).await?;
+            }
+            NetworkMode::None => {
+                process::write_etc_files(&container.etc_dir, &container.hostname, &container.name, None)?;
+                netns::create(&container.netns)?;
+                let inside = Netlink::connect_in(&container.netns)?;
+                inside.set_up(inside.require_index("lo").await?).await?;
+            }
+            NetworkMode::Host => std::fs::create_dir_all(&container.etc_dir)?,
+            NetworkMode::Container { .. } => {}
+        }
         if container.detached {
             let log = log_path(&self.config.state_dir, &container.id);
             let pid = process::spawn_detached(
@@ -592,10 +652,13 @@ impl Core {
                 errors.push(format!("{e:#}"));
             }
         }
-        if let Err(e) = netns::remove(&container.netns) {
+        let owns_sandbox = container.network_mode.owns_sandbox();
+        if owns_sandbox && let Err(e) = netns::remove(&container.netns) {
             errors.push(format!("{e:#}"));
         }
-        if let Err(e) = std::fs::remove_dir_all(&container.etc_dir)
+        let owns_etc = owns_sandbox || container.network_mode == NetworkMode::Host;
+        if owns_etc
+            && let Err(e) = std::fs::remove_dir_all(&container.etc_dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             errors.push(format!("removing {}: {e}", container.etc_dir.display()));
@@ -605,6 +668,20 @@ impl Core {
 
     async fn remove_container(&mut self, name: &str, force: bool) -> Result<Value> {
         let container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
+        let joined: Vec<_> = self
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.network_mode == NetworkMode::Container { id: container.id.clone() })
+            .map(|c| c.name.clone())
+            .collect();
+        if !joined.is_empty() {
+            bail!(
+                "container {} shares its network namespace with {}; remove those first",
+                container.name,
+                joined.join(", ")
+            );
+        }
         if let Status::Running { pid, start_time } = container.status {
             if !force && process::is_alive(pid, start_time) {
                 bail!(

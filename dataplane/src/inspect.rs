@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::state::{Container, Network, State, Status};
+use crate::state::{Container, Network, NetworkMode, State, Status};
 
 fn rfc3339(secs: u64) -> String {
     // Civil date from days since the epoch (Howard Hinnant's algorithm), to avoid a
@@ -73,6 +73,19 @@ pub fn container(state: &State, container: &Container) -> Value {
             }),
         );
     }
+    let network_mode = match &container.network_mode {
+        NetworkMode::Bridge => container
+            .attachments
+            .first()
+            .and_then(|a| state.network_by_id(&a.network_id))
+            .map_or("bridge".to_string(), |n| n.name.clone()),
+        NetworkMode::Host => "host".to_string(),
+        NetworkMode::None => "none".to_string(),
+        NetworkMode::Container { id } => format!("container:{id}"),
+    };
+    if matches!(container.network_mode, NetworkMode::Host | NetworkMode::None) {
+        networks.insert(network_mode.clone(), json!({"NetworkID": "", "IPAddress": "", "IPPrefixLen": 0}));
+    }
     let (status, running, pid, exit_code) = match container.status {
         Status::Created => ("created", false, 0, 0),
         Status::Running { pid, .. } => ("running", true, pid, 0),
@@ -84,7 +97,7 @@ pub fn container(state: &State, container: &Container) -> Value {
         "Created": rfc3339(container.created),
         "State": {"Status": status, "Running": running, "Pid": pid, "ExitCode": exit_code},
         "Config": {"Hostname": container.hostname, "Cmd": container.command},
-        "HostConfig": {"AutoRemove": container.auto_remove},
+        "HostConfig": {"AutoRemove": container.auto_remove, "NetworkMode": network_mode},
         "NetworkSettings": {"SandboxKey": container.netns, "Networks": networks},
         "HostsPath": container.etc_dir.join("hosts"),
         "ResolvConfPath": container.etc_dir.join("resolv.conf"),

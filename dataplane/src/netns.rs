@@ -41,6 +41,18 @@ pub fn create(path: &Path) -> Result<()> {
     pinned
 }
 
+/// Pins the caller's own network namespace at `path` (replacing an older pin), so that
+/// it can be entered by path like a container's.
+pub fn pin_current(path: &Path) -> Result<()> {
+    remove(path)?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    mount(Some("/proc/self/ns/net"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .with_context(|| format!("bind-mounting the host namespace on {}", path.display()))
+}
+
 /// Releases the namespace pinned at `path`; the kernel frees it (and the veth end inside)
 /// once no process uses it. Missing namespaces are not an error.
 pub fn remove(path: &Path) -> Result<()> {

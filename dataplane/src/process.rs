@@ -112,21 +112,23 @@ const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 /// Writes a container's /etc files: its names in `hosts` (so that looking itself up
 /// needs no DNS), and a resolver on its gateway, where the embedded DNS answers; until it
 /// does, queries there fail at once (port unreachable) instead of timing out.
+/// Without a network (`--network none`), the names point at the loopback and there is no
+/// resolver at all.
 pub fn write_etc_files(
     etc_dir: &Path,
     hostname: &str,
     name: &str,
-    ip: Ipv4Addr,
-    resolver: Ipv4Addr,
+    address: Option<(Ipv4Addr, Ipv4Addr)>,
 ) -> Result<()> {
     std::fs::create_dir_all(etc_dir).with_context(|| format!("creating {}", etc_dir.display()))?;
     let aliases = if hostname == name { hostname.to_string() } else { format!("{hostname} {name}") };
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{aliases}\n");
-    let files = [
-        ("hosts", hosts),
-        ("hostname", format!("{hostname}\n")),
-        ("resolv.conf", format!("nameserver {resolver}\noptions ndots:0\n")),
-    ];
+    let (own, resolv) = match address {
+        Some((ip, resolver)) => (ip.to_string(), format!("nameserver {resolver}\noptions ndots:0\n")),
+        None => ("127.0.1.1".to_string(), String::new()),
+    };
+    let hosts =
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}\t{aliases}\n");
+    let files = [("hosts", hosts), ("hostname", format!("{hostname}\n")), ("resolv.conf", resolv)];
     for (file, content) in files {
         let path = etc_dir.join(file);
         std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;

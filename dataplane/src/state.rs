@@ -160,11 +160,35 @@ pub enum Status {
     },
 }
 
+/// How a container is networked (Docker's `--network` modes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Its own namespace, attached to networks (`attachments`).
+    #[default]
+    Bridge,
+    /// The daemon's host namespace itself: no veth, no address.
+    Host,
+    /// Its own namespace with only `lo`.
+    None,
+    /// The namespace (and /etc files) of another container.
+    Container { id: String },
+}
+
+impl NetworkMode {
+    /// Whether the container's namespace and /etc files are its own, to remove with it.
+    pub fn owns_sandbox(&self) -> bool {
+        matches!(self, NetworkMode::Bridge | NetworkMode::None)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
     pub name: String,
     pub hostname: String,
+    #[serde(default)]
+    pub network_mode: NetworkMode,
     pub netns: PathBuf,
     /// The container's own /etc/hosts, /etc/hostname and /etc/resolv.conf.
     pub etc_dir: PathBuf,
@@ -297,6 +321,7 @@ mod tests {
             id: new_id(),
             name: "web".into(),
             hostname: "web".into(),
+            network_mode: NetworkMode::Bridge,
             netns: "/run/netns/dp-x".into(),
             etc_dir: "/var/lib/dataplane/containers/x".into(),
             attachments: vec![Attachment {

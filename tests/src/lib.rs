@@ -202,11 +202,16 @@ impl Host {
             .collect()
     }
 
-    /// Container namespaces pinned in this host's namespace dir.
-    pub fn container_namespaces(&self) -> Vec<String> {
+    /// Namespaces pinned in this host's namespace dir: the containers', and `dp-host`.
+    fn pinned_namespaces(&self) -> Vec<String> {
         fs::read_dir(self.netns_dir())
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
+    }
+
+    /// Container namespaces pinned in this host's namespace dir.
+    pub fn container_namespaces(&self) -> Vec<String> {
+        self.pinned_namespaces().into_iter().filter(|n| n != "dp-host").collect()
     }
 
     /// Entries of a pinned map, read with bpftool.
@@ -255,7 +260,7 @@ impl Drop for Host {
             let _ = self.command(binary()).args(["rm", "-f"]).args(self.container_names()).output();
         }
         self.stop_daemon();
-        for ns in self.container_namespaces() {
+        for ns in self.pinned_namespaces() {
             let path = self.netns_dir().join(ns);
             kill_processes_in(&path);
             let _ = Command::new("umount").arg("-l").arg(&path).status();

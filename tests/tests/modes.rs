@@ -1,0 +1,65 @@
+//! Docker's network modes: `--network host`, `none` and `container:NAME`.
+
+use dataplane_tests::Host;
+
+fn stdout(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn none_has_only_loopback() {
+    let host = Host::start();
+    let links = stdout(host.dp(&["run", "--rm", "--network", "none", "--", "ip", "-o", "link"]));
+    let names: Vec<_> = links.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+    assert_eq!(names, ["lo"], "{links}");
+    assert!(links.contains("UP"), "lo is up: {links}");
+    assert!(host.container_namespaces().is_empty(), "--rm removed its namespace");
+    host.run_sleeper("alone", &["--network", "none"]);
+    assert_eq!(host.dp_json(&["inspect", "alone"])[0]["HostConfig"]["NetworkMode"], "none");
+    host.dp_ok(&["rm", "-f", "alone"]);
+    assert!(host.container_namespaces().is_empty());
+}
+
+#[test]
+fn host_mode_runs_in_the_host_namespace() {
+    let host = Host::start();
+    let links = stdout(host.dp(&["run", "--rm", "--network", "host", "--", "ip", "-o", "link"]));
+    assert!(links.contains("dp0"), "the host's bridge is visible: {links}");
+    assert!(!host.links().iter().any(|l| l.starts_with("veth")), "no veth for host mode");
+    host.run_sleeper("h", &["--network", "host"]);
+    host.dp_ok(&["rm", "-f", "h"]);
+    // The host namespace survives its containers.
+    assert!(host.sh("ip link show dp0").status.success());
+    let err = host.dp_err(&["run", "--network", "host", "--ip", "10.0.0.9", "--", "true"]);
+    assert!(err.contains("conflicting options"), "{err}");
+}
+
+#[test]
+fn container_mode_shares_the_other_containers_namespace() {
+    let host = Host::start();
+    host.run_sleeper("base", &[]);
+    let addr = stdout(host.dp(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:base",
+        "--",
+        "ip",
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "eth0",
+    ]));
+    assert!(addr.contains("172.17.0.2/16"), "{addr}");
+    host.run_sleeper("side", &["--network", "container:base"]);
+    assert_eq!(host.links().iter().filter(|l| l.starts_with("veth")).count(), 1, "no new veth");
+    let err = host.dp_err(&["rm", "-f", "base"]);
+    assert!(err.contains("shares its network namespace with side"), "{err}");
+    host.dp_ok(&["rm", "-f", "side"]);
+    host.dp_ok(&["rm", "-f", "base"]);
+    assert!(host.container_namespaces().is_empty());
+    let err = host.dp_err(&["run", "--network", "container:nope", "--", "true"]);
+    assert!(err.contains("no such container"), "{err}");
+}
