@@ -59,6 +59,80 @@ pub struct InterfaceConfig {
 impl InterfaceConfig {
     /// Inter-container communication is disabled on this network (`--opt icc=false`).
     pub const ICC_DISABLED: u32 = 1;
+    /// The network is `--internal`: nothing leaves the host.
+    pub const INTERNAL: u32 = 2;
+}
+
+/// IP protocol numbers the NAT understands.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// A connection as seen in one direction. Ports are in network byte order, as on the
+/// wire; for ICMP echo the identifier stands in the port of the side that chose it
+/// (`src_port` of a request, `dst_port` of a reply) and the other port is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: IpAddress,
+    pub dst: IpAddress,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Connection-tracking states of a masqueraded flow.
+pub mod ct_state {
+    /// Seen from the container only, no reply yet.
+    pub const NEW: u8 = 0;
+    /// A reply came back.
+    pub const ESTABLISHED: u8 = 1;
+    /// A FIN was seen in either direction.
+    pub const CLOSING: u8 = 2;
+    /// A RST was seen in either direction.
+    pub const CLOSED: u8 = 3;
+}
+
+/// Value of the conntrack table, keyed by the flow as the container sent it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnatEntry {
+    /// The source the flow has outside: the uplink address and the port chosen for it.
+    pub nat_addr: IpAddress,
+    pub nat_port: u16,
+    pub state: u8,
+    pub _pad: u8,
+    pub host_ifindex: u32,
+    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+}
+
+/// Value of the reverse table, keyed by the flow as replies arrive on the uplink: where
+/// to send them back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevSnatEntry {
+    pub addr: IpAddress,
+    pub port: u16,
+    pub _pad: [u8; 2],
+    pub host_ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad2: [u8; 2],
+}
+
+/// Outbound NAT settings; `uplink_ifindex` 0 means no uplink, hence no NAT.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatConfig {
+    pub uplink_ifindex: u32,
+    /// Source ports for masquerading, host byte order, inclusive; chosen outside the
+    /// host's ip_local_port_range so that they never collide with its own sockets.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// The uplink's IPv4 address, network byte order.
+    pub addr: [u8; 4],
 }
 
 /// Data of the subnet trie key. The prefix length counts the 32 bits of `family` first,
@@ -110,10 +184,20 @@ pub enum Path {
     SlowPathMalformed = 5,
     /// Arrived on an interface the daemon has not configured.
     SlowPathUnmanaged = 6,
+    /// Left through the uplink with the uplink's address as source (masquerade).
+    Masqueraded = 7,
+    /// A reply to a masqueraded flow, sent back into its container.
+    ReverseNat = 8,
+    /// Dropped: an `--internal` network tried to leave the host.
+    DroppedInternal = 9,
+    /// Dropped: no masquerade port was free for this destination.
+    DroppedNatExhausted = 10,
+    /// Arrived on the uplink for the host itself: kernel path.
+    UplinkToHost = 11,
 }
 
 impl Path {
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 12;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -122,6 +206,11 @@ impl Path {
         Path::SlowPathOther,
         Path::SlowPathMalformed,
         Path::SlowPathUnmanaged,
+        Path::Masqueraded,
+        Path::ReverseNat,
+        Path::DroppedInternal,
+        Path::DroppedNatExhausted,
+        Path::UplinkToHost,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -133,6 +222,11 @@ impl Path {
             Path::SlowPathOther => "slow_path_other",
             Path::SlowPathMalformed => "slow_path_malformed",
             Path::SlowPathUnmanaged => "slow_path_unmanaged",
+            Path::Masqueraded => "masqueraded",
+            Path::ReverseNat => "reverse_nat",
+            Path::DroppedInternal => "dropped_internal",
+            Path::DroppedNatExhausted => "dropped_nat_exhausted",
+            Path::UplinkToHost => "uplink_to_host",
         }
     }
 }
@@ -143,12 +237,17 @@ pub mod map_names {
     pub const INTERFACES: &str = "INTERFACES";
     pub const SUBNETS: &str = "SUBNETS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const NAT_CONFIG: &str = "NAT_CONFIG";
+    pub const SNAT_CT: &str = "SNAT_CT";
+    pub const SNAT_REV: &str = "SNAT_REV";
 }
 
 /// Names of the programs in the kernel object.
 pub mod program_names {
     /// tcx ingress of a container's host-side veth: traffic leaving the container.
     pub const FROM_CONTAINER: &str = "from_container";
+    /// tcx ingress of the uplink: replies to masqueraded flows.
+    pub const FROM_UPLINK: &str = "from_uplink";
 }
 
 #[cfg(feature = "user")]
@@ -163,4 +262,8 @@ mod pod {
     unsafe impl aya::Pod for SubnetKey {}
     unsafe impl aya::Pod for SubnetInfo {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for SnatEntry {}
+    unsafe impl aya::Pod for RevSnatEntry {}
+    unsafe impl aya::Pod for NatConfig {}
 }

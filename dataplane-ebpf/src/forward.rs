@@ -1,7 +1,7 @@
 //! Same-network forwarding: a unicast IPv4 frame for a known endpoint of the sender's
-//! network is rewritten for the destination and redirected into its namespace; anything
-//! else goes on to the kernel (the network's bridge), which handles ARP, broadcast and
-//! traffic for the host.
+//! network is rewritten for the destination and redirected into its namespace; traffic for
+//! outside the host goes to the NAT; anything else goes on to the kernel (the network's
+//! bridge), which handles ARP, broadcast and traffic for the host.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -12,7 +12,7 @@ use dataplane_common::{InterfaceConfig, Path};
 
 use crate::{
     counters::count,
-    endpoint,
+    endpoint, nat,
     parse::{self, Frame},
     policy::{self, Verdict},
 };
@@ -42,7 +42,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     let Some(dst) = endpoint::lookup_v4(iface.network, frame.dst) else {
         return match policy::check_v4(iface.network, frame.dst) {
             Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
-            Verdict::Allow => (Path::SlowPathIp, TC_ACT_OK),
+            Verdict::Allow => nat::leave_host(ctx, &frame, &iface, ifindex),
         };
     };
     if iface.flags & InterfaceConfig::ICC_DISABLED != 0 {

@@ -6,6 +6,7 @@
 mod counters;
 mod endpoint;
 mod forward;
+mod nat;
 mod parse;
 mod policy;
 
@@ -15,6 +16,14 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
     forward::from_container(&ctx)
+}
+
+/// tcx ingress of the uplink: replies to masqueraded flows.
+#[classifier]
+pub fn from_uplink(ctx: TcContext) -> i32 {
+    let (path, action) = nat::from_uplink(&ctx);
+    counters::count(&ctx, path);
+    action
 }
 
 #[cfg(not(test))]

@@ -28,10 +28,24 @@ pub fn pull_ipv4(ctx: &TcContext) {
     }
 }
 
-/// The parts of an IPv4 frame the forwarding decision needs.
+/// The parts of an IPv4 frame the forwarding and NAT decisions need.
 pub struct Ipv4Frame {
     pub eth: *mut EthHdr,
+    pub src: [u8; 4],
     pub dst: [u8; 4],
+    pub proto: u8,
+    /// Where the L4 header starts; NAT only handles headers without options (20 bytes).
+    pub l4_offset: usize,
+    /// A fragment (first or not): its L4 ports cannot be trusted or are absent.
+    pub fragment: bool,
+}
+
+impl Ipv4Frame {
+    /// Whether NAT may rewrite this packet: no IP options and no fragment.
+    #[inline(always)]
+    pub fn translatable(&self) -> bool {
+        !self.fragment && self.l4_offset == EthHdr::LEN + Ipv4Hdr::LEN
+    }
 }
 
 pub enum Frame {
@@ -58,9 +72,19 @@ pub fn parse(ctx: &TcContext) -> Frame {
         return Frame::Malformed;
     };
     // SAFETY: both headers were bounds-checked above.
-    let (vihl, dst) = unsafe { ((*ip).vihl, (*ip).dst_addr) };
+    let (vihl, src, dst, proto, frags) =
+        unsafe { ((*ip).vihl, (*ip).src_addr, (*ip).dst_addr, (*ip).proto, (*ip).frags) };
     if vihl >> 4 != 4 || (vihl & 0x0f) < 5 {
         return Frame::Malformed;
     }
-    Frame::Ipv4(Ipv4Frame { eth, dst })
+    // More-fragments flag or a non-zero offset.
+    let fragment = u16::from_be_bytes(frags) & 0x3fff != 0;
+    Frame::Ipv4(Ipv4Frame {
+        eth,
+        src,
+        dst,
+        proto,
+        l4_offset: EthHdr::LEN + usize::from(vihl & 0x0f) * 4,
+        fragment,
+    })
 }

@@ -6,18 +6,18 @@ use std::{
     collections::{HashMap as StdHashMap, HashSet},
     fs,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
 };
 use dataplane_common::{
-    AF_INET, Counter, Endpoint, EndpointKey, InterfaceConfig, IpAddress, Path as DpPath, SubnetInfo,
-    SubnetKey, map_names, program_names,
+    AF_INET, Counter, Endpoint, EndpointKey, FlowKey, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig,
+    Path as DpPath, RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, map_names, program_names,
 };
 use ipnet::Ipv4Net;
 
@@ -52,8 +52,8 @@ fn subnet_key(subnet: Ipv4Net) -> Key<SubnetKey> {
 
 pub struct Datapath {
     ebpf: Ebpf,
-    links: StdHashMap<String, SchedClassifierLinkId>,
-    pin_dir: PathBuf,
+    /// Attached links by interface, with the program each runs.
+    links: StdHashMap<String, (&'static str, SchedClassifierLinkId)>,
 }
 
 impl Datapath {
@@ -69,52 +69,85 @@ impl Datapath {
             .default_map_pin_directory(&maps_dir)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (is this kernel BPF-enabled, and are we root?)")?;
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(program_names::FROM_CONTAINER)
-            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::FROM_CONTAINER))?
-            .try_into()?;
-        program.load().context("verifier refused from_container")?;
-        let pin = programs_dir.join(program_names::FROM_CONTAINER);
-        // The pin of a previous run names the old program; replace it.
-        let _ = fs::remove_file(&pin);
-        program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))?;
-        Ok(Self { ebpf, links: StdHashMap::new(), pin_dir: bpffs.to_owned() })
-    }
-
-    pub fn pin_dir(&self) -> &Path {
-        &self.pin_dir
+        for name in [program_names::FROM_CONTAINER, program_names::FROM_UPLINK] {
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            program.load().with_context(|| format!("the verifier refused {name}"))?;
+            let pin = programs_dir.join(name);
+            // The pin of a previous run names the old program; replace it.
+            let _ = fs::remove_file(&pin);
+            program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))?;
+        }
+        Ok(Self { ebpf, links: StdHashMap::new() })
     }
 
     pub fn program(&mut self) -> Result<&mut SchedClassifier> {
-        Ok(self
-            .ebpf
-            .program_mut(program_names::FROM_CONTAINER)
-            .ok_or_else(|| anyhow!("program missing"))?
-            .try_into()?)
+        self.program_named(program_names::FROM_CONTAINER)
+    }
+
+    pub fn program_named(&mut self, name: &str) -> Result<&mut SchedClassifier> {
+        Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
     /// Attaches `from_container` to the tcx ingress of a host-side veth (idempotent).
     pub fn attach(&mut self, ifname: &str) -> Result<()> {
+        self.attach_program(program_names::FROM_CONTAINER, ifname)
+    }
+
+    /// Attaches `from_uplink` to the uplink's tcx ingress (idempotent).
+    pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
+        self.attach_program(program_names::FROM_UPLINK, ifname)
+    }
+
+    fn attach_program(&mut self, program: &'static str, ifname: &str) -> Result<()> {
         if self.links.contains_key(ifname) {
             return Ok(());
         }
         let link = self
-            .program()?
+            .program_named(program)?
             .attach(ifname, TcAttachType::Ingress)
-            .with_context(|| format!("attaching from_container to {ifname}"))?;
-        self.links.insert(ifname.to_string(), link);
+            .with_context(|| format!("attaching {program} to {ifname}"))?;
+        self.links.insert(ifname.to_string(), (program, link));
         Ok(())
     }
 
     pub fn detach(&mut self, ifname: &str) -> Result<()> {
-        if let Some(link) = self.links.remove(ifname) {
-            self.program()?
+        if let Some((program, link)) = self.links.remove(ifname) {
+            self.program_named(program)?
                 .detach(link)
-                .with_context(|| format!("detaching from_container from {ifname}"))?;
+                .with_context(|| format!("detaching {program} from {ifname}"))?;
         }
         Ok(())
     }
 
+    pub fn set_nat_config(&mut self, config: NatConfig) -> Result<()> {
+        let map =
+            self.ebpf.map_mut(map_names::NAT_CONFIG).ok_or_else(|| anyhow!("map NAT_CONFIG missing"))?;
+        let mut array: Array<&mut MapData, NatConfig> = Array::try_from(map)?;
+        array.set(0, config, 0).context("writing NAT_CONFIG")
+    }
+
+    /// Every tracked masqueraded flow.
+    pub fn conntrack(&mut self) -> Result<Vec<(FlowKey, SnatEntry)>> {
+        let map = self.hash_map::<FlowKey, SnatEntry>(map_names::SNAT_CT)?;
+        Ok(map.iter().filter_map(|e| e.ok()).collect())
+    }
+
+    /// Forgets a flow in both directions.
+    pub fn forget_flow(&mut self, key: &FlowKey, entry: &SnatEntry) -> Result<()> {
+        let reply = FlowKey {
+            src: key.dst,
+            dst: entry.nat_addr,
+            src_port: if key.proto == IPPROTO_ICMP { 0 } else { key.dst_port },
+            dst_port: entry.nat_port,
+            proto: key.proto,
+            _pad: [0; 3],
+        };
+        remove_missing_ok(self.hash_map::<FlowKey, RevSnatEntry>(map_names::SNAT_REV)?.remove(&reply))?;
+        remove_missing_ok(self.hash_map::<FlowKey, SnatEntry>(map_names::SNAT_CT)?.remove(key))
+    }
     fn hash_map<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> Result<HashMap<&mut MapData, K, V>> {
         let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
         HashMap::try_from(map).with_context(|| format!("opening map {name}"))

@@ -9,7 +9,7 @@ use std::{net::Ipv4Addr, path::PathBuf, process::Command};
 
 use aya::programs::{TestRun, TestRunOptions};
 use dataplane::maps::{Datapath, v4_key};
-use dataplane_common::{Endpoint, InterfaceConfig, Path};
+use dataplane_common::{Endpoint, InterfaceConfig, NatConfig, Path};
 use etherparse::PacketBuilder;
 
 pub const TC_ACT_OK: u32 = 0;
@@ -21,6 +21,8 @@ pub const BLUE: u32 = 2;
 pub const A_MAC: [u8; 6] = [2, 0x42, 10, 1, 0, 2];
 pub const B_MAC: [u8; 6] = [2, 0x42, 10, 1, 0, 3];
 pub const STALE_MAC: [u8; 6] = [2, 0x42, 0xde, 0xad, 0xbe, 0xef];
+pub const GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+pub const UPLINK_ADDR: [u8; 4] = [203, 0, 113, 1];
 
 pub struct Fixture {
     pub datapath: Datapath,
@@ -49,10 +51,37 @@ impl Fixture {
         Self { datapath, bpffs }
     }
 
+    /// Gives this namespace an uplink `up0` (203.0.113.1/24, default route via
+    /// 203.0.113.2, whose MAC is `GATEWAY_MAC`) and turns on masquerading through it with
+    /// the given source ports. The sender's device (`lo` here, a host-side veth in
+    /// production) gets forwarding enabled, as the daemon does.
+    pub fn enable_nat(&mut self, port_min: u16, port_max: u16) -> u32 {
+        let script = "ip link add up0 type veth peer name up1 && ip addr add 203.0.113.1/24 dev up0 \
+             && ip link set up0 up && ip link set up1 up \
+             && ip neigh replace 203.0.113.2 lladdr 02:00:00:00:00:02 dev up0 \
+             && ip route add default via 203.0.113.2 && sysctl -qw net.ipv4.conf.lo.forwarding=1";
+        let status = Command::new("sh").args(["-c", script]).status().unwrap();
+        assert!(status.success(), "setting up the uplink");
+        let uplink = nix::net::if_::if_nametoindex("up0").unwrap();
+        self.datapath
+            .set_nat_config(NatConfig { uplink_ifindex: uplink, port_min, port_max, addr: UPLINK_ADDR })
+            .unwrap();
+        uplink
+    }
+
     /// Runs `from_container` on a frame: the verdict and the frame as it leaves.
     pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run_program(dataplane_common::program_names::FROM_CONTAINER, frame)
+    }
+
+    /// Runs `from_uplink` on a frame arriving from outside.
+    pub fn run_uplink(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run_program(dataplane_common::program_names::FROM_UPLINK, frame)
+    }
+
+    fn run_program(&mut self, name: &str, frame: &[u8]) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; frame.len() + 256];
-        let program = self.datapath.program().unwrap();
+        let program = self.datapath.program_named(name).unwrap();
         let result = program
             .test_run(TestRunOptions {
                 data_in: Some(frame),

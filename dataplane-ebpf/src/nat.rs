@@ -1,0 +1,315 @@
+//! Outbound NAT (masquerade) with connection tracking: flows leaving through the uplink
+//! get the uplink's address and a port of the NAT range; replies arriving on the uplink
+//! are translated back and redirected into their container. Owns the NAT maps; the daemon
+//! sets NAT_CONFIG and expires entries.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
+    },
+    helpers::{
+        bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect,
+        bpf_redirect_neigh, bpf_redirect_peer,
+    },
+    macros::map,
+    maps::{Array, LruHashMap},
+    programs::TcContext,
+};
+use dataplane_common::{
+    AF_INET, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, Path,
+    RevSnatEntry, SnatEntry, ct_state,
+};
+
+use crate::parse::{self, Frame, Ipv4Frame};
+
+#[map]
+static NAT_CONFIG: Array<NatConfig> = Array::pinned(1, 0);
+
+/// Masqueraded flows, keyed as the container sent them.
+#[map]
+static SNAT_CT: LruHashMap<FlowKey, SnatEntry> = LruHashMap::pinned(131072, 0);
+
+/// The same flows keyed as their replies arrive on the uplink.
+#[map]
+static SNAT_REV: LruHashMap<FlowKey, RevSnatEntry> = LruHashMap::pinned(131072, 0);
+
+/// Tries to find a free port this many times before declaring the range exhausted for
+/// one destination.
+const PORT_ATTEMPTS: u32 = 16;
+
+const IP_CSUM_OFFSET: usize = 14 + 10;
+const IP_SRC_OFFSET: usize = 14 + 12;
+const IP_DST_OFFSET: usize = 14 + 16;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
+#[inline(always)]
+fn config() -> Option<NatConfig> {
+    NAT_CONFIG.get(0).copied().filter(|c| c.uplink_ifindex != 0)
+}
+
+/// Where the port (or ICMP identifier) and checksum of one direction sit.
+struct L4 {
+    src_port: u16,
+    dst_port: u16,
+    /// Offset of the port this direction rewrites: the source going out, the destination
+    /// coming back.
+    port_offset: usize,
+    csum_offset: usize,
+    /// Extra checksum flags: TCP/UDP cover the pseudo header, UDP may carry no checksum.
+    csum_flags: u64,
+    pseudo_header: bool,
+    tcp_flags: u8,
+}
+
+/// The L4 view of a frame for NAT. Going out, ICMP echo requests carry their identifier as
+/// the source port; coming back, echo replies carry it as the destination port.
+#[inline(always)]
+fn l4(ctx: &TcContext, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
+    let off = frame.l4_offset;
+    match frame.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let src_port: u16 = ctx.load(off).ok()?;
+            let dst_port: u16 = ctx.load(off + 2).ok()?;
+            let tcp = frame.proto == IPPROTO_TCP;
+            Some(L4 {
+                src_port,
+                dst_port,
+                port_offset: if outbound { off } else { off + 2 },
+                csum_offset: if tcp { off + 16 } else { off + 6 },
+                csum_flags: if tcp { 0 } else { u64::from(BPF_F_MARK_MANGLED_0) },
+                pseudo_header: true,
+                tcp_flags: if tcp { ctx.load(off + 13).ok()? } else { 0 },
+            })
+        }
+        IPPROTO_ICMP => {
+            let kind: u8 = ctx.load(off).ok()?;
+            let id: u16 = ctx.load(off + 4).ok()?;
+            let expected = if outbound { ICMP_ECHO_REQUEST } else { ICMP_ECHO_REPLY };
+            if kind != expected {
+                return None;
+            }
+            let (src_port, dst_port) = if outbound { (id, 0) } else { (0, id) };
+            Some(L4 {
+                src_port,
+                dst_port,
+                port_offset: off + 4,
+                csum_offset: off + 2,
+                csum_flags: 0,
+                pseudo_header: false,
+                tcp_flags: 0,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Replaces one address and one port of the packet, keeping the IPv4 and L4 checksums
+/// valid (incrementally, so CHECKSUM_PARTIAL packets stay correct too).
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    l4: &L4,
+    addr_offset: usize,
+    old_addr: [u8; 4],
+    new_addr: [u8; 4],
+    old_port: u16,
+    new_port: u16,
+) -> Result<(), i64> {
+    let (old_a, new_a) = (u64::from(u32::from_ne_bytes(old_addr)), u64::from(u32::from_ne_bytes(new_addr)));
+    ctx.l3_csum_replace(IP_CSUM_OFFSET, old_a, new_a, 4)?;
+    if l4.pseudo_header {
+        ctx.l4_csum_replace(l4.csum_offset, old_a, new_a, u64::from(BPF_F_PSEUDO_HDR) | l4.csum_flags | 4)?;
+    }
+    ctx.store(addr_offset, &new_addr, 0)?;
+    ctx.l4_csum_replace(l4.csum_offset, u64::from(old_port), u64::from(new_port), l4.csum_flags | 2)?;
+    ctx.store(l4.port_offset, &new_port, 0)?;
+    Ok(())
+}
+
+#[inline(always)]
+fn next_state(state: u8, tcp_flags: u8, reply: bool) -> u8 {
+    if tcp_flags & TCP_RST != 0 {
+        ct_state::CLOSED
+    } else if tcp_flags & TCP_FIN != 0 && state != ct_state::CLOSED {
+        ct_state::CLOSING
+    } else if reply && state == ct_state::NEW {
+        ct_state::ESTABLISHED
+    } else {
+        state
+    }
+}
+
+/// Unicast IPv4 that no endpoint of the sender's network owns: delivered to the host,
+/// masqueraded out of the uplink, dropped for `--internal` networks, or left to the kernel.
+#[inline(always)]
+pub fn leave_host(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceConfig, sender: u32) -> (Path, i32) {
+    // SAFETY: bpf_fib_lookup is plain data; zero is its documented "unset" value.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = frame.proto;
+    fib.__bindgen_anon_1.tot_len = 0;
+    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(frame.src);
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(frame.dst);
+    // Route as the kernel would for this packet arriving on the sender's veth (the daemon
+    // enables forwarding on host-side veths, which as bridge ports route nothing themselves).
+    fib.ifindex = sender;
+    // SAFETY: the helper reads and writes only the struct we pass with its size.
+    let rc =
+        unsafe { fib_lookup(ctx.skb.skb.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) }
+            as u32;
+    if rc == BPF_FIB_LKUP_RET_NOT_FWDED {
+        return (Path::SlowPathIp, TC_ACT_OK as i32);
+    }
+    if iface.flags & InterfaceConfig::INTERNAL != 0 {
+        return (Path::DroppedInternal, TC_ACT_SHOT as i32);
+    }
+    let Some(cfg) = config() else {
+        return (Path::SlowPathIp, TC_ACT_OK as i32);
+    };
+    let routed = rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
+    if !routed || fib.ifindex != cfg.uplink_ifindex || !frame.translatable() {
+        return (Path::SlowPathIp, TC_ACT_OK as i32);
+    }
+    let Some(l4) = l4(ctx, frame, true) else {
+        return (Path::SlowPathIp, TC_ACT_OK as i32);
+    };
+    let mac: [u8; 6] = ctx.load(6).unwrap_or_default();
+    let Some(nat_port) = snat_port(frame, &l4, &cfg, sender, mac) else {
+        return (Path::DroppedNatExhausted, TC_ACT_SHOT as i32);
+    };
+    if rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port).is_err() {
+        return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
+    }
+    let action = if rc == BPF_FIB_LKUP_RET_SUCCESS {
+        let _ = ctx.store(0, &fib.dmac, 0);
+        let _ = ctx.store(6, &fib.smac, 0);
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(cfg.uplink_ifindex, 0) }
+    } else {
+        // The next hop's MAC is not known yet: let the kernel resolve it.
+        // SAFETY: a null parameter block asks the helper to look the neighbour up itself.
+        unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) }
+    };
+    (Path::Masqueraded, action as i32)
+}
+
+/// The flow's masquerade port: the tracked one, or a free one chosen at random in the
+/// range, recorded in both tables. `None` when no port is free for this destination.
+#[inline(always)]
+fn snat_port(frame: &Ipv4Frame, l4: &L4, cfg: &NatConfig, sender: u32, mac: [u8; 6]) -> Option<u16> {
+    let key = FlowKey {
+        src: IpAddress::v4(frame.src),
+        dst: IpAddress::v4(frame.dst),
+        src_port: l4.src_port,
+        dst_port: l4.dst_port,
+        proto: frame.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(entry) = SNAT_CT.get_ptr_mut(&key) {
+        // SAFETY: the pointer comes from the map and stays valid for this program run.
+        unsafe {
+            (*entry).last_seen_ns = now;
+            (*entry).state = next_state((*entry).state, l4.tcp_flags, false);
+            return Some((*entry).nat_port);
+        }
+    }
+    let reverse = RevSnatEntry {
+        addr: key.src,
+        port: l4.src_port,
+        _pad: [0; 2],
+        host_ifindex: sender,
+        mac,
+        _pad2: [0; 2],
+    };
+    let span = u32::from(cfg.port_max.saturating_sub(cfg.port_min)) + 1;
+    let mut attempt = 0;
+    while attempt < PORT_ATTEMPTS {
+        attempt += 1;
+        // SAFETY: bpf_get_prandom_u32 has no preconditions.
+        let port = (cfg.port_min as u32 + unsafe { bpf_get_prandom_u32() } % span) as u16;
+        let nat_port = port.to_be();
+        let reply = FlowKey {
+            src: key.dst,
+            dst: IpAddress::v4(cfg.addr),
+            src_port: l4.dst_port,
+            dst_port: nat_port,
+            proto: frame.proto,
+            _pad: [0; 3],
+        };
+        if SNAT_REV.insert(&reply, &reverse, u64::from(BPF_NOEXIST)).is_ok() {
+            let entry = SnatEntry {
+                nat_addr: reply.dst,
+                nat_port,
+                state: next_state(ct_state::NEW, l4.tcp_flags, false),
+                _pad: 0,
+                host_ifindex: sender,
+                created_ns: now,
+                last_seen_ns: now,
+            };
+            let _ = SNAT_CT.insert(&key, &entry, 0);
+            return Some(nat_port);
+        }
+    }
+    None
+}
+
+/// tcx ingress of the uplink: replies to masqueraded flows go back into their container;
+/// everything else is the host's.
+#[inline(always)]
+pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
+    let to_host = (Path::UplinkToHost, TC_ACT_OK as i32);
+    let Some(cfg) = config() else {
+        return to_host;
+    };
+    let Frame::Ipv4(frame) = parse::parse(ctx) else {
+        return to_host;
+    };
+    if frame.dst != cfg.addr || !frame.translatable() {
+        return to_host;
+    }
+    let Some(l4) = l4(ctx, &frame, false) else {
+        return to_host;
+    };
+    let reply = FlowKey {
+        src: IpAddress::v4(frame.src),
+        dst: IpAddress::v4(frame.dst),
+        src_port: l4.src_port,
+        dst_port: l4.dst_port,
+        proto: frame.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: values are plain data copied out at once.
+    let Some(back) = (unsafe { SNAT_REV.get(&reply).copied() }) else {
+        return to_host;
+    };
+    let original = FlowKey {
+        src: back.addr,
+        dst: reply.src,
+        src_port: back.port,
+        dst_port: if frame.proto == IPPROTO_ICMP { 0 } else { l4.src_port },
+        proto: frame.proto,
+        _pad: [0; 3],
+    };
+    if let Some(entry) = SNAT_CT.get_ptr_mut(&original) {
+        // SAFETY: map pointer, valid for this program run.
+        unsafe {
+            (*entry).last_seen_ns = bpf_ktime_get_ns();
+            (*entry).state = next_state((*entry).state, l4.tcp_flags, true);
+        }
+    }
+    let mut container_addr = [0u8; 4];
+    container_addr.copy_from_slice(&back.addr.addr[..4]);
+    if rewrite(ctx, &l4, IP_DST_OFFSET, frame.dst, container_addr, l4.dst_port, back.port).is_err() {
+        return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
+    }
+    let _ = ctx.store(0, &back.mac, 0);
+    // SAFETY: plain helper call; it only records the target.
+    let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
+    (Path::ReverseNat, action as i32)
+}

@@ -1,0 +1,209 @@
+//! Masquerade through BPF_PROG_TEST_RUN: SNAT out of `from_container`, reverse SNAT in
+//! `from_uplink`, with every rewritten field and both checksums checked, conntrack state,
+//! and the refusals (internal networks, exhausted ports, fragments).
+
+use dataplane_common::{InterfaceConfig, Path, ct_state};
+use dataplane_tests::datapath::{
+    A_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
+};
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+const CONTAINER: [u8; 4] = [10, 1, 0, 2];
+const REMOTE: [u8; 4] = [198, 51, 100, 7];
+const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+fn tcp(
+    src_mac: [u8; 6],
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    syn: bool,
+    ack: bool,
+) -> Vec<u8> {
+    let mut b =
+        PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv4(src, dst, 64).tcp(sport, dport, 1000, 64000);
+    if syn {
+        b = b.syn();
+    }
+    if ack {
+        b = b.ack(1);
+    }
+    let mut frame = vec![];
+    b.write(&mut frame, b"payload!").unwrap();
+    frame
+}
+
+fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(A_MAC, UPLINK_MAC).ipv4(src, dst, 64).udp(sport, dport);
+    let mut frame = vec![];
+    b.write(&mut frame, b"query").unwrap();
+    frame
+}
+
+fn icmp_echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], id: u16, reply: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv4(src, dst, 64);
+    let b = if reply { b.icmpv4_echo_reply(id, 1) } else { b.icmpv4_echo_request(id, 1) };
+    let mut frame = vec![];
+    b.write(&mut frame, b"ping").unwrap();
+    frame
+}
+
+/// The parsed frame with both checksums verified.
+struct Seen {
+    eth_dst: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+}
+
+fn inspect(frame: &[u8]) -> Seen {
+    let packet = SlicedPacket::from_ethernet(frame).expect("a parsable frame");
+    let eth = packet.link.unwrap().to_header().unwrap().ethernet2().unwrap();
+    let etherparse::NetSlice::Ipv4(ip) = packet.net.unwrap() else { panic!("not IPv4") };
+    let header = ip.header().to_header();
+    assert_eq!(header.header_checksum, header.calc_header_checksum(), "IPv4 header checksum is wrong");
+    let (sport, dport) = match packet.transport.unwrap() {
+        TransportSlice::Tcp(tcp) => {
+            let expected = tcp.to_header().calc_checksum_ipv4(&header, tcp.payload()).unwrap();
+            assert_eq!(tcp.checksum(), expected, "TCP checksum is wrong");
+            (tcp.source_port(), tcp.destination_port())
+        }
+        TransportSlice::Udp(udp) => {
+            let expected = udp.to_header().calc_checksum_ipv4(&header, udp.payload()).unwrap();
+            assert_eq!(udp.checksum(), expected, "UDP checksum is wrong");
+            (udp.source_port(), udp.destination_port())
+        }
+        TransportSlice::Icmpv4(icmp) => {
+            let header4 = icmp.header();
+            assert_eq!(
+                icmp.checksum(),
+                header4.icmp_type.calc_checksum(icmp.payload()),
+                "ICMP checksum is wrong"
+            );
+            match header4.icmp_type {
+                etherparse::Icmpv4Type::EchoRequest(e) | etherparse::Icmpv4Type::EchoReply(e) => (e.id, e.id),
+                other => panic!("unexpected ICMP {other:?}"),
+            }
+        }
+        other => panic!("unexpected transport {other:?}"),
+    };
+    Seen { eth_dst: eth.destination, src: header.source, dst: header.destination, sport, dport }
+}
+
+#[test]
+fn snat_out_and_reverse_snat_in_rewrite_tcp_with_valid_checksums() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let (verdict, out) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "SYN to the outside was not sent to the uplink");
+    let seen = inspect(&out);
+    assert_eq!(seen.src, UPLINK_ADDR, "src IP was not SNAT'ed to the uplink address");
+    assert!((61000..=61999).contains(&seen.sport), "src port {} outside the NAT range", seen.sport);
+    assert_eq!((seen.dst, seen.dport), (REMOTE, 80), "destination must not change");
+    assert_eq!(seen.eth_dst, GATEWAY_MAC, "next hop MAC from the FIB");
+    assert_eq!(fx.count(Path::Masqueraded), 1);
+    let flows = fx.datapath.conntrack().unwrap();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0].1.state, ct_state::NEW);
+
+    // The reply comes back to the uplink address and the chosen port.
+    let (verdict, back) = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 80, UPLINK_ADDR, seen.sport, true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "reply was not sent back into the container");
+    let seen_back = inspect(&back);
+    assert_eq!(seen_back.dst, CONTAINER, "dst IP was not reverse-SNAT'ed");
+    assert_eq!(seen_back.dport, 40000, "dst port was not restored");
+    assert_eq!((seen_back.src, seen_back.sport), (REMOTE, 80));
+    assert_eq!(seen_back.eth_dst, A_MAC, "reply must go to the container's MAC");
+    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::ESTABLISHED);
+
+    // Later packets of the flow keep their port; a RST closes it.
+    let (_, again) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true));
+    assert_eq!(inspect(&again).sport, seen.sport);
+    let mut rst = tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true);
+    rst[14 + 20 + 13] |= 0x04;
+    let _ = fx.run(&rst);
+    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::CLOSED);
+}
+
+#[test]
+fn udp_and_icmp_echo_are_masqueraded_both_ways() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(62000, 62099);
+    let (verdict, out) = fx.run(&udp(CONTAINER, 5353, REMOTE, 53));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!(seen.src, UPLINK_ADDR);
+    let mut reply = udp(REMOTE, 53, UPLINK_ADDR, seen.sport);
+    reply[6..12].copy_from_slice(&GATEWAY_MAC);
+    let (verdict, back) = fx.run_uplink(&reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let back = inspect(&back);
+    assert_eq!((back.dst, back.dport), (CONTAINER, 5353));
+
+    let (verdict, out) = fx.run(&icmp_echo(A_MAC, CONTAINER, REMOTE, 777, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!(seen.src, UPLINK_ADDR, "ping source was not SNAT'ed");
+    assert!((62000..=62099).contains(&seen.sport), "echo id {} not from the range", seen.sport);
+    let (verdict, back) = fx.run_uplink(&icmp_echo(GATEWAY_MAC, REMOTE, UPLINK_ADDR, seen.sport, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let back = inspect(&back);
+    assert_eq!((back.dst, back.sport), (CONTAINER, 777), "echo reply id was not restored");
+    assert_eq!(fx.count(Path::ReverseNat), 2);
+}
+
+#[test]
+fn unknown_traffic_on_the_uplink_is_left_to_the_host() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61010);
+    let frame = tcp(GATEWAY_MAC, REMOTE, 80, UPLINK_ADDR, 61005, true, true);
+    let (verdict, out) = fx.run_uplink(&frame);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, frame, "host traffic must not be touched");
+    assert_eq!(fx.count(Path::UplinkToHost), 1);
+}
+
+#[test]
+fn internal_networks_never_leave_the_host() {
+    let mut fx = Fixture::new(InterfaceConfig::INTERNAL);
+    fx.enable_nat(61000, 61010);
+    let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false));
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(fx.count(Path::DroppedInternal), 1);
+    // The host's own addresses stay reachable.
+    let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40000, UPLINK_ADDR, 80, true, false));
+    assert_eq!(verdict, TC_ACT_OK);
+    assert!(fx.datapath.conntrack().unwrap().is_empty());
+}
+
+#[test]
+fn exhausted_port_range_is_counted_and_dropped() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61500, 61500);
+    let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    // Same destination, another source port: the one NAT port is taken.
+    let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40001, REMOTE, 80, true, false));
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(fx.count(Path::DroppedNatExhausted), 1);
+    // Another destination can reuse the port.
+    let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40001, REMOTE, 443, true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+}
+
+#[test]
+fn fragments_and_unresolved_next_hops() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61010);
+    let mut fragment = udp(CONTAINER, 5000, REMOTE, 53);
+    fragment[14 + 6] |= 0x20; // more fragments
+    let (verdict, out) = fx.run(&fragment);
+    assert_eq!(verdict, TC_ACT_OK, "fragments go to the slow path, never mis-translated");
+    assert_eq!(out, fragment);
+    // A neighbour on the uplink's subnet with no ARP entry yet: the kernel resolves it.
+    let (verdict, out) = fx.run(&udp(CONTAINER, 5000, [203, 0, 113, 50], 53));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(inspect(&out).src, UPLINK_ADDR);
+}
