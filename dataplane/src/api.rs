@@ -78,6 +78,8 @@ pub enum Request {
         force: bool,
     },
     Stats,
+    ConntrackList,
+    ConntrackFlush,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -71,6 +71,18 @@ enum Command {
     },
     /// Show the eBPF datapath's per-path packet and byte counters.
     Stats,
+    /// Masqueraded connections tracked by the datapath.
+    #[command(subcommand)]
+    Conntrack(ConntrackCommand),
+}
+
+#[derive(Subcommand)]
+enum ConntrackCommand {
+    /// List tracked flows.
+    #[command(alias = "list")]
+    Ls,
+    /// Forget every tracked flow (established connections through NAT break).
+    Flush,
 }
 
 #[derive(Args)]
@@ -84,6 +96,12 @@ struct DaemonArgs {
     /// Where container network namespaces are pinned.
     #[arg(long, env = "DATAPLANE_NETNS_DIR", default_value = "/run/netns")]
     netns_dir: PathBuf,
+    /// Interface masqueraded traffic leaves by (default: the one holding the default route).
+    #[arg(long, env = "DATAPLANE_UPLINK")]
+    uplink: Option<String>,
+    /// Source ports for masquerading, FIRST-LAST (default: above the host's ip_local_port_range).
+    #[arg(long, env = "DATAPLANE_NAT_PORT_RANGE", value_parser = crate::nat::parse_port_range)]
+    nat_port_range: Option<(u16, u16)>,
 }
 
 #[derive(Subcommand)]
@@ -190,6 +208,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bpffs: args.bpffs,
                 socket: socket.clone(),
                 netns_dir: args.netns_dir,
+                uplink: args.uplink,
+                nat_port_range: args.nat_port_range,
             };
             tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
         }
@@ -309,6 +329,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .flatten()
                 .map(|(path, c)| vec![path.clone(), c["packets"].to_string(), c["bytes"].to_string()]);
             print_table(&["PATH", "PACKETS", "BYTES"], rows);
+        }
+        Command::Conntrack(ConntrackCommand::Ls) => {
+            let flows: Vec<crate::nat::FlowView> = serde_json::from_value(call(Request::ConntrackList)?)?;
+            let rows = flows.into_iter().map(|f| {
+                vec![
+                    f.proto,
+                    f.source,
+                    f.destination,
+                    f.translated,
+                    f.state,
+                    f.age_secs.to_string(),
+                    f.expires_in_secs.to_string(),
+                ]
+            });
+            print_table(&["PROTO", "SOURCE", "DESTINATION", "TRANSLATED", "STATE", "AGE", "EXPIRES"], rows);
+        }
+        Command::Conntrack(ConntrackCommand::Flush) => {
+            let n: u64 = serde_json::from_value(call(Request::ConntrackFlush)?)?;
+            println!("{n} flows forgotten");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow, bail};
+use dataplane_common::{IpAddress, NatConfig};
 use ipnet::Ipv4Net;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -26,6 +27,7 @@ use crate::{
     inspect,
     ipam::{self, AddressPlan},
     maps::{Datapath, v4_key},
+    nat,
     netlink::Netlink,
     netns, process,
     state::{
@@ -42,7 +44,13 @@ pub struct Config {
     pub bpffs: PathBuf,
     pub socket: PathBuf,
     pub netns_dir: PathBuf,
+    /// The interface masqueraded traffic leaves by; the default route's when `None`.
+    pub uplink: Option<String>,
+    pub nat_port_range: Option<(u16, u16)>,
 }
+
+/// How often expired flows are swept from the conntrack tables.
+const CONNTRACK_GC_INTERVAL: Duration = Duration::from_secs(10);
 
 pub const DEFAULT_NETWORK: &str = "bridge";
 /// Names that `--network` gives a meaning of its own (Docker's network modes).
@@ -68,8 +76,9 @@ pub async fn run(config: Config) -> Result<()> {
             config.socket.display()
         );
     }
-    let datapath = Datapath::load(&config.bpffs)?;
+    let mut datapath = Datapath::load(&config.bpffs)?;
     let netlink = Netlink::connect()?;
+    setup_nat(&netlink, &mut datapath, &config).await?;
     let store = StateStore::new(&config.state_dir);
     let state = store.load()?.unwrap_or_default();
     let core = Arc::new(Mutex::new(Core { config: config.clone(), state, store, datapath, netlink }));
@@ -89,6 +98,21 @@ pub async fn run(config: Config) -> Result<()> {
     log::info!("serving on {}", config.socket.display());
     println!("dataplane daemon ready on {}", config.socket.display());
 
+    let gc = core.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CONNTRACK_GC_INTERVAL);
+        loop {
+            tick.tick().await;
+            let mut c = gc.lock().await;
+            let now = nat::monotonic_ns();
+            match nat::forget_where(&mut c.datapath, |k, e| nat::is_expired(e, k, now)) {
+                Ok(0) => {}
+                Ok(n) => log::debug!("conntrack: {n} expired flows removed"),
+                Err(e) => log::warn!("conntrack gc: {e:#}"),
+            }
+        }
+    });
+
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -107,6 +131,25 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let _ = std::fs::remove_file(&config.socket);
     log::info!("stopped; containers keep running and state is kept for the next start");
+    Ok(())
+}
+
+/// Masquerading through the uplink, if the host has one.
+async fn setup_nat(netlink: &Netlink, datapath: &mut Datapath, config: &Config) -> Result<()> {
+    let Some(uplink) = nat::find_uplink(netlink, config.uplink.as_deref()).await? else {
+        log::info!("no default route and no --uplink: outbound NAT is off");
+        return datapath.set_nat_config(NatConfig::default());
+    };
+    let ports = nat::choose_port_range(config.nat_port_range, nat::local_port_range()?)?;
+    datapath.set_nat_config(nat::config(&uplink, ports))?;
+    datapath.attach_uplink(&uplink.name)?;
+    log::info!(
+        "masquerading through {} as {}, source ports {}-{}",
+        uplink.name,
+        uplink.addr,
+        ports.0,
+        ports.1
+    );
     Ok(())
 }
 
@@ -200,6 +243,12 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
                 .collect();
             Ok(serde_json::to_value(map)?)
         }
+        Request::ConntrackList => {
+            let now = nat::monotonic_ns();
+            let flows: Vec<_> = c.datapath.conntrack()?.iter().map(|(k, e)| nat::view(k, e, now)).collect();
+            Ok(serde_json::to_value(flows)?)
+        }
+        Request::ConntrackFlush => Ok(json!(nat::forget_where(&mut c.datapath, |_, _| true)?)),
         Request::Stop { .. } => unreachable!("handled above without the lock"),
     }
 }
@@ -695,6 +744,8 @@ impl Core {
             }
         }
         self.teardown_container(&container).await?;
+        let addresses: Vec<_> = container.attachments.iter().map(|a| IpAddress::v4(a.ip.octets())).collect();
+        nat::forget_where(&mut self.datapath, |k, _| addresses.contains(&k.src))?;
         self.state.containers.retain(|c| c.id != container.id);
         let _ = std::fs::remove_file(log_path(&self.config.state_dir, &container.id));
         self.save()?;

@@ -7,6 +7,7 @@ pub mod drivers;
 pub mod inspect;
 pub mod ipam;
 pub mod maps;
+pub mod nat;
 pub mod netlink;
 pub mod netns;
 pub mod process;

@@ -1,5 +1,6 @@
 //! Every change to links, addresses and routes goes through here, over rtnetlink, in the
-//! namespace the connection was opened in. Nothing here decides policy.
+//! namespace the connection was opened in (and the one per-interface sysctl we need).
+//! Nothing here decides policy.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -13,6 +14,7 @@ use ipnet::Ipv4Net;
 use rtnetlink::{
     Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
+        address::AddressAttribute,
         link::{InfoBridgePort, InfoPortData, InfoPortKind, LinkAttribute},
         route::{RouteAddress, RouteAttribute},
     },
@@ -205,6 +207,45 @@ impl Netlink {
         }
     }
 
+    /// IPv4 addresses of a link.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .with_context(|| format!("listing addresses of link {index}"))?;
+        Ok(messages
+            .into_iter()
+            .flat_map(|m| m.attributes)
+            .filter_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
+                    Some(ip)
+                }
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect())
+    }
+
+    /// The name of the link with this index.
+    pub async fn link_name(&self, index: u32) -> Result<Option<String>> {
+        let mut links = self.handle.clone().link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(link)) => Ok(link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n),
+                _ => None,
+            })),
+            Ok(None) => Ok(None),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up link {index}")),
+        }
+    }
+
     /// IPv4 routes of the main table with their output interface, to refuse subnets that
     /// would shadow what the host already reaches.
     pub async fn routes_v4(&self) -> Result<Vec<(Ipv4Net, Option<u32>)>> {
@@ -228,4 +269,11 @@ impl Netlink {
             })
             .collect())
     }
+}
+
+/// Sets `net.ipv4.conf.<ifname>.<key>` in the caller's network namespace (procfs resolves
+/// /proc/sys/net against the opener's namespace).
+pub fn set_ipv4_conf(ifname: &str, key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/{key}");
+    std::fs::write(&path, value).with_context(|| format!("writing {path}"))
 }

@@ -40,7 +40,13 @@ pub struct Host {
     pub name: String,
     pub dir: PathBuf,
     daemon: Option<Child>,
+    /// The "outside world" behind the host's uplink, when the test asked for one.
+    external: Option<String>,
 }
+
+/// Addresses of the uplink link between the host namespace and the external one.
+pub const UPLINK_ADDR: &str = "203.0.113.1";
+pub const EXTERNAL_ADDR: &str = "203.0.113.2";
 
 impl Host {
     /// A new host namespace with its daemon started.
@@ -56,9 +62,42 @@ impl Host {
         let dir = std::env::temp_dir().join(format!("dataplane-{name}"));
         fs::create_dir_all(&dir)?;
         run_ok(Command::new("ip").args(["netns", "add", &name]))?;
-        let host = Self { name, dir, daemon: None };
+        let host = Self { name, dir, daemon: None, external: None };
         host.sh_ok("ip link set lo up");
         Ok(host)
+    }
+
+    /// A new host namespace with an uplink `up0` to an external namespace (the host's
+    /// default route), and its daemon started.
+    pub fn start_with_external() -> Self {
+        let mut host = Self::empty().expect("creating the host namespace");
+        let external = format!("{}-ext", host.name);
+        run_ok(Command::new("ip").args(["netns", "add", &external]))
+            .expect("creating the external namespace");
+        host.external = Some(external.clone());
+        host.sh_ok(&format!(
+            "ip link add up0 type veth peer name eth0 netns {external} && ip addr add {UPLINK_ADDR}/24 dev up0 \
+             && ip link set up0 up && ip route add default via {EXTERNAL_ADDR}"
+        ));
+        host.external_sh_ok(&format!(
+            "ip link set lo up && ip addr add {EXTERNAL_ADDR}/24 dev eth0 && ip link set eth0 up"
+        ));
+        host.start_daemon();
+        host
+    }
+
+    /// A command in the external namespace.
+    pub fn external_command(&self, program: &str) -> Command {
+        let external = self.external.as_ref().expect("this host has no external namespace");
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/run/netns/{external}")).arg("--").arg(program);
+        command
+    }
+
+    pub fn external_sh_ok(&self, script: &str) -> String {
+        let out = self.external_command("sh").args(["-c", script]).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -266,6 +305,9 @@ impl Drop for Host {
             let _ = Command::new("umount").arg("-l").arg(&path).status();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        if let Some(external) = &self.external {
+            let _ = Command::new("ip").args(["netns", "del", external]).status();
+        }
         let _ = Command::new("umount").arg("-l").arg(self.bpffs()).status();
         if std::env::var_os("DATAPLANE_KEEP_TEST_DIR").is_none() {
             let _ = fs::remove_dir_all(&self.dir);

@@ -14,7 +14,7 @@ use dataplane_common::{Endpoint, InterfaceConfig};
 
 use crate::{
     maps::{Datapath, v4_key},
-    netlink::Netlink,
+    netlink::{self, Netlink},
     netns,
     state::{Attachment, Network},
 };
@@ -35,10 +35,14 @@ pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) ->
 }
 
 fn interface_config(net: &Network) -> InterfaceConfig {
-    InterfaceConfig {
-        network: net.index,
-        flags: if net.bridge_options.icc { 0 } else { InterfaceConfig::ICC_DISABLED },
+    let mut flags = 0;
+    if !net.bridge_options.icc {
+        flags |= InterfaceConfig::ICC_DISABLED;
     }
+    if net.internal {
+        flags |= InterfaceConfig::INTERNAL;
+    }
+    InterfaceConfig { network: net.index, flags }
 }
 
 /// Builds (or, after a restart, finds and re-arms) a container's attachment.
@@ -57,6 +61,10 @@ pub async fn connect(
     nl.set_controller(host_index, bridge).await?;
     nl.set_port_isolated(host_index, !net.bridge_options.icc).await?;
     nl.set_up(host_index).await?;
+    // Lets the programs ask the FIB how the host would route what the container sends
+    // (bpf_fib_lookup requires forwarding on the input device). A bridge port routes
+    // nothing itself, so this opens no path of its own.
+    netlink::set_ipv4_conf(&att.host_veth, "forwarding", "1")?;
     dp.set_interface(host_index, interface_config(net))?;
     dp.set_endpoint(
         v4_key(net.index, att.ip),

@@ -1,0 +1,236 @@
+//! Outbound NAT, user side: finds the uplink and its address, picks the masquerade port
+//! range away from the host's own ephemeral ports, programs NAT_CONFIG, and expires
+//! tracked flows by protocol and state. The translation itself is the kernel programs'.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use dataplane_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NatConfig, SnatEntry, ct_state};
+use serde::{Deserialize, Serialize};
+
+use crate::{maps::Datapath, netlink::Netlink};
+
+/// The interface masqueraded traffic leaves by, and the address it takes there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uplink {
+    pub name: String,
+    pub index: u32,
+    pub addr: Ipv4Addr,
+}
+
+/// The uplink asked for, or the one holding the default route; `None` when the host has
+/// no default route and none was asked for (NAT is then off).
+pub async fn find_uplink(nl: &Netlink, requested: Option<&str>) -> Result<Option<Uplink>> {
+    let (name, index) = match requested {
+        Some(name) => (
+            name.to_string(),
+            nl.link_index(name).await?.with_context(|| {
+                format!("--uplink {name}: no such interface in the daemon's namespace; check `ip link`")
+            })?,
+        ),
+        None => {
+            let default =
+                nl.routes_v4().await?.into_iter().find(|(net, oif)| net.prefix_len() == 0 && oif.is_some());
+            let Some((_, Some(index))) = default else {
+                return Ok(None);
+            };
+            let name = nl.link_name(index).await?.unwrap_or_default();
+            (name, index)
+        }
+    };
+    let Some(addr) = nl.ipv4_addresses(index).await?.into_iter().next() else {
+        bail!("uplink {name} has no IPv4 address to masquerade with; add one or pick another --uplink");
+    };
+    Ok(Some(Uplink { name, index, addr }))
+}
+
+/// Parses `--nat-port-range 61000-65535`.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) =
+        s.split_once('-').ok_or_else(|| format!("{s:?}: expected FIRST-LAST, like 61000-65535"))?;
+    let lo: u16 = lo.parse().map_err(|_| format!("{s:?}: {lo:?} is not a port"))?;
+    let hi: u16 = hi.parse().map_err(|_| format!("{s:?}: {hi:?} is not a port"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("{s:?}: expected 1 <= FIRST <= LAST"));
+    }
+    Ok((lo, hi))
+}
+
+/// The host's ephemeral port range (net.ipv4.ip_local_port_range of our namespace).
+pub fn local_port_range() -> Result<(u16, u16)> {
+    let raw = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .context("reading /proc/sys/net/ipv4/ip_local_port_range")?;
+    let mut parts = raw.split_whitespace().map(str::parse::<u16>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) => Ok((lo, hi)),
+        _ => bail!("cannot parse ip_local_port_range {raw:?}"),
+    }
+}
+
+const MIN_RANGE: u32 = 1024;
+
+/// The masquerade ports: those asked for, which must not overlap the host's ephemeral
+/// range, or the ports above it (else below it) when there are enough of them.
+pub fn choose_port_range(requested: Option<(u16, u16)>, local: (u16, u16)) -> Result<(u16, u16)> {
+    let overlaps = |(lo, hi): (u16, u16)| lo <= local.1 && local.0 <= hi;
+    if let Some(range) = requested {
+        if overlaps(range) {
+            bail!(
+                "--nat-port-range {}-{} overlaps the host's ip_local_port_range {}-{}: masqueraded flows would \
+                 collide with the host's own connections; pick ports outside it",
+                range.0,
+                range.1,
+                local.0,
+                local.1
+            );
+        }
+        return Ok(range);
+    }
+    if u32::from(u16::MAX - local.1) >= MIN_RANGE {
+        return Ok((local.1 + 1, u16::MAX));
+    }
+    if u32::from(local.0) >= 1024 + MIN_RANGE {
+        return Ok((1024, local.0 - 1));
+    }
+    bail!(
+        "ip_local_port_range {}-{} leaves fewer than {MIN_RANGE} ports for masquerading; give --nat-port-range",
+        local.0,
+        local.1
+    )
+}
+
+pub fn config(uplink: &Uplink, ports: (u16, u16)) -> NatConfig {
+    NatConfig {
+        uplink_ifindex: uplink.index,
+        port_min: ports.0,
+        port_max: ports.1,
+        addr: uplink.addr.octets(),
+    }
+}
+
+/// How long a flow lives without traffic, by protocol and state (as Linux conntrack, but
+/// shorter for established TCP: a container host churns).
+pub fn idle_timeout(proto: u8, state: u8) -> Duration {
+    let secs = match (proto, state) {
+        (IPPROTO_TCP, ct_state::ESTABLISHED) => 6 * 3600,
+        (IPPROTO_TCP, ct_state::NEW) => 60,
+        (IPPROTO_TCP, ct_state::CLOSING) => 30,
+        (IPPROTO_TCP, _) => 10,
+        (IPPROTO_UDP, ct_state::ESTABLISHED) => 120,
+        (IPPROTO_UDP, _) => 30,
+        (IPPROTO_ICMP, _) => 30,
+        _ => 30,
+    };
+    Duration::from_secs(secs)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns.
+pub fn monotonic_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC exists");
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
+}
+
+pub fn is_expired(entry: &SnatEntry, key: &FlowKey, now_ns: u64) -> bool {
+    now_ns.saturating_sub(entry.last_seen_ns) > idle_timeout(key.proto, entry.state).as_nanos() as u64
+}
+
+/// Forgets the flows matching `pred`; returns how many.
+pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, &SnatEntry) -> bool) -> Result<usize> {
+    let doomed: Vec<_> = dp.conntrack()?.into_iter().filter(|(k, e)| pred(k, e)).collect();
+    for (key, entry) in &doomed {
+        dp.forget_flow(key, entry)?;
+    }
+    Ok(doomed.len())
+}
+
+/// One tracked flow as `conntrack ls` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FlowView {
+    pub proto: String,
+    pub source: String,
+    pub destination: String,
+    pub translated: String,
+    pub state: String,
+    pub age_secs: u64,
+    pub expires_in_secs: u64,
+}
+
+fn addr(ip: &dataplane_common::IpAddress) -> Ipv4Addr {
+    Ipv4Addr::new(ip.addr[0], ip.addr[1], ip.addr[2], ip.addr[3])
+}
+
+pub fn view(key: &FlowKey, entry: &SnatEntry, now_ns: u64) -> FlowView {
+    let proto = match key.proto {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_ICMP => "icmp",
+        _ => "other",
+    };
+    let state = match entry.state {
+        ct_state::NEW => "new",
+        ct_state::ESTABLISHED => "established",
+        ct_state::CLOSING => "closing",
+        _ => "closed",
+    };
+    let port = |p: u16| u16::from_be(p);
+    let idle = now_ns.saturating_sub(entry.last_seen_ns);
+    let timeout = idle_timeout(key.proto, entry.state).as_nanos() as u64;
+    FlowView {
+        proto: proto.into(),
+        source: format!("{}:{}", addr(&key.src), port(key.src_port)),
+        destination: format!("{}:{}", addr(&key.dst), port(key.dst_port)),
+        translated: format!("{}:{}", addr(&entry.nat_addr), port(entry.nat_port)),
+        state: state.into(),
+        age_secs: now_ns.saturating_sub(entry.created_ns) / 1_000_000_000,
+        expires_in_secs: timeout.saturating_sub(idle) / 1_000_000_000,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_range_avoids_the_hosts_ephemeral_ports() {
+        assert_eq!(choose_port_range(None, (32768, 60999)).unwrap(), (61000, 65535));
+        assert_eq!(choose_port_range(None, (32768, 65000)).unwrap(), (1024, 32767));
+        assert!(choose_port_range(None, (1500, 65000)).is_err());
+        assert_eq!(choose_port_range(Some((20000, 21000)), (32768, 60999)).unwrap(), (20000, 21000));
+        let err = choose_port_range(Some((60000, 62000)), (32768, 60999)).unwrap_err();
+        assert!(err.to_string().contains("overlaps"), "{err}");
+    }
+
+    #[test]
+    fn port_range_flag_is_parsed() {
+        assert_eq!(parse_port_range("61000-65535"), Ok((61000, 65535)));
+        assert!(parse_port_range("65535-61000").is_err());
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("61000").is_err());
+        assert!(parse_port_range("a-b").is_err());
+    }
+
+    #[test]
+    fn timeouts_follow_state() {
+        assert!(idle_timeout(IPPROTO_TCP, ct_state::ESTABLISHED) > idle_timeout(IPPROTO_TCP, ct_state::NEW));
+        assert!(idle_timeout(IPPROTO_TCP, ct_state::CLOSED) < idle_timeout(IPPROTO_TCP, ct_state::CLOSING));
+        let key = FlowKey {
+            src: dataplane_common::IpAddress::v4([10, 0, 0, 2]),
+            dst: dataplane_common::IpAddress::v4([1, 2, 3, 4]),
+            src_port: 1,
+            dst_port: 2,
+            proto: IPPROTO_UDP,
+            _pad: [0; 3],
+        };
+        let entry = SnatEntry {
+            nat_addr: key.dst,
+            nat_port: 0,
+            state: ct_state::NEW,
+            _pad: 0,
+            host_ifindex: 0,
+            created_ns: 0,
+            last_seen_ns: 1_000_000_000,
+        };
+        assert!(!is_expired(&entry, &key, 20_000_000_000));
+        assert!(is_expired(&entry, &key, 40_000_000_000));
+    }
+}

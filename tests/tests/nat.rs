@@ -1,0 +1,119 @@
+//! Outbound NAT with real tools: containers reach an external namespace behind the host's
+//! uplink, which sees only the uplink's address; no kernel forwarding, no firewall rule.
+
+use std::{
+    process::{Child, Stdio},
+    thread::sleep,
+    time::Duration,
+};
+
+use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR};
+
+/// A server in the external namespace, killed (by PID) when dropped.
+struct ExternalServer(Child);
+
+impl Drop for ExternalServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn external_server(host: &Host, program: &str, args: &[&str], log: &std::path::Path) -> ExternalServer {
+    let log = std::fs::File::create(log).unwrap();
+    let child = host
+        .external_command(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_millis(500));
+    ExternalServer(child)
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn containers_reach_the_outside_as_the_uplink_address() {
+    let host = Host::start_with_external();
+    host.dp_ok(&["network", "create", "--subnet", "10.40.0.0/24", "out"]);
+    host.run_sleeper("c", &["--network", "out"]);
+
+    // TCP: an HTTP fetch, and the server's log names the client.
+    let http_log = host.dir.join("http.log");
+    let _http =
+        external_server(&host, "python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], &http_log);
+    ok(host.exec("c", &format!("curl -sf -m 5 -o /dev/null http://{EXTERNAL_ADDR}:8080/")));
+    let log = std::fs::read_to_string(&http_log).unwrap();
+    assert!(log.contains(UPLINK_ADDR), "the outside saw another source than the uplink: {log}");
+    assert!(!log.contains("10.40.0."), "a container address leaked: {log}");
+
+    // ICMP echo.
+    assert!(host.ping("c", EXTERNAL_ADDR), "ping to the outside failed");
+
+    // UDP: the external echo answers with the source address it saw.
+    let udp_log = host.dir.join("udp.log");
+    let script = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{EXTERNAL_ADDR}', 5353)); \
+         d, a = s.recvfrom(100); s.sendto(a[0].encode(), a)"
+    );
+    let _udp = external_server(&host, "python3", &["-c", &script], &udp_log);
+    let client = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); \
+         s.sendto(b'who', ('{EXTERNAL_ADDR}', 5353)); print(s.recv(100).decode())"
+    );
+    let seen = ok(host.exec("c", &format!("python3 -c \"{client}\"")));
+    assert_eq!(seen.trim(), UPLINK_ADDR);
+
+    // A TCP stream with offloads (GSO, partial checksums) through the translation.
+    let iperf_log = host.dir.join("iperf.log");
+    let _iperf = external_server(&host, "iperf3", &["-s", "-1", "-B", EXTERNAL_ADDR], &iperf_log);
+    ok(host.exec("c", &format!("iperf3 -c {EXTERNAL_ADDR} -t 1")));
+
+    let flows = host.dp_ok(&["conntrack", "ls"]);
+    for proto in ["tcp", "udp", "icmp"] {
+        assert!(
+            flows.lines().any(|l| l.starts_with(proto) && l.contains(UPLINK_ADDR)),
+            "no {proto} flow in:\n{flows}"
+        );
+    }
+    assert!(host.counter("masqueraded") > 10 && host.counter("reverse_nat") > 10);
+    // The kernel forwarded nothing (forwarding stays off) and no rule was written.
+    assert_eq!(host.sh_ok("cat /proc/sys/net/ipv4/ip_forward").trim(), "0");
+    assert_eq!(host.sh_ok("iptables-save | grep -v '^#' || true").trim(), "");
+    assert_eq!(host.sh_ok("nft list ruleset").trim(), "");
+
+    // Removing the container forgets its flows.
+    host.dp_ok(&["rm", "-f", "c"]);
+    assert_eq!(host.dp_ok(&["conntrack", "ls"]).lines().count(), 1, "flows of a removed container remain");
+}
+
+#[test]
+fn internal_networks_stay_inside() {
+    let host = Host::start_with_external();
+    host.dp_ok(&["network", "create", "--internal", "--subnet", "10.41.0.0/24", "secret"]);
+    host.run_sleeper("s1", &["--network", "secret"]);
+    host.run_sleeper("s2", &["--network", "secret"]);
+    assert!(!host.ping("s1", EXTERNAL_ADDR), "an internal network reached the outside");
+    assert!(host.counter("dropped_internal") > 0);
+    assert!(host.ping("s1", &host.ip_of("s2")), "containers of an internal network talk to each other");
+    assert!(host.ping("s1", "10.41.0.1"), "and to their gateway");
+}
+
+#[test]
+fn conntrack_flush_forgets_every_flow() {
+    let host = Host::start_with_external();
+    host.run_sleeper("c", &[]);
+    assert!(host.ping("c", EXTERNAL_ADDR));
+    assert!(host.dp_ok(&["conntrack", "ls"]).lines().count() > 1);
+    let out = host.dp_ok(&["conntrack", "flush"]);
+    assert!(out.starts_with('1'), "{out}");
+    assert_eq!(host.dp_ok(&["conntrack", "ls"]).lines().count(), 1);
+    // New traffic is tracked afresh.
+    assert!(host.ping("c", EXTERNAL_ADDR));
+}
