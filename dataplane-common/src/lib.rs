@@ -61,6 +61,8 @@ impl InterfaceConfig {
     pub const ICC_DISABLED: u32 = 1;
     /// The network is `--internal`: nothing leaves the host.
     pub const INTERNAL: u32 = 2;
+    /// The container publishes ports: its replies may need reverse DNAT.
+    pub const PUBLISHES: u32 = 4;
 }
 
 /// IP protocol numbers the NAT understands.
@@ -120,6 +122,45 @@ pub struct RevSnatEntry {
     pub host_ifindex: u32,
     pub mac: [u8; 6],
     pub _pad2: [u8; 2],
+}
+
+/// A published host port: the address it is published on (0.0.0.0 for every address of
+/// the uplink), the port in network byte order, and the protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PublishKey {
+    pub addr: IpAddress,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// The container behind a published port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: IpAddress,
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: [u8; 2],
+    pub host_ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad2: [u8; 2],
+}
+
+/// Value of the DNAT conntrack table, keyed by the flow as the container answers it
+/// (container address and port to the client's): what the client originally addressed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnatEntry {
+    pub host_addr: IpAddress,
+    /// Network byte order.
+    pub host_port: u16,
+    pub state: u8,
+    pub _pad: u8,
+    pub _pad2: u32,
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
 }
 
 /// Outbound NAT settings; `uplink_ifindex` 0 means no uplink, hence no NAT.
@@ -194,10 +235,16 @@ pub enum Path {
     DroppedNatExhausted = 10,
     /// Arrived on the uplink for the host itself: kernel path.
     UplinkToHost = 11,
+    /// Arrived on the uplink for a published port: sent to its container.
+    Published = 12,
+    /// A container's reply on a published port, sent back out with the host's address.
+    PublishedReply = 13,
+    /// Dropped: arrived on the uplink for a container address that publishes nothing there.
+    DroppedUnpublished = 14,
 }
 
 impl Path {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 15;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -211,6 +258,9 @@ impl Path {
         Path::DroppedInternal,
         Path::DroppedNatExhausted,
         Path::UplinkToHost,
+        Path::Published,
+        Path::PublishedReply,
+        Path::DroppedUnpublished,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -227,6 +277,9 @@ impl Path {
             Path::DroppedInternal => "dropped_internal",
             Path::DroppedNatExhausted => "dropped_nat_exhausted",
             Path::UplinkToHost => "uplink_to_host",
+            Path::Published => "published",
+            Path::PublishedReply => "published_reply",
+            Path::DroppedUnpublished => "dropped_unpublished",
         }
     }
 }
@@ -240,6 +293,8 @@ pub mod map_names {
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
     pub const SNAT_CT: &str = "SNAT_CT";
     pub const SNAT_REV: &str = "SNAT_REV";
+    pub const PUBLISHED: &str = "PUBLISHED";
+    pub const DNAT_CT: &str = "DNAT_CT";
 }
 
 /// Names of the programs in the kernel object.
@@ -266,4 +321,7 @@ mod pod {
     unsafe impl aya::Pod for SnatEntry {}
     unsafe impl aya::Pod for RevSnatEntry {}
     unsafe impl aya::Pod for NatConfig {}
+    unsafe impl aya::Pod for PublishKey {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for DnatEntry {}
 }

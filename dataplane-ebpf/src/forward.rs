@@ -9,10 +9,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dataplane_common::{InterfaceConfig, Path};
+use network_types::eth::EthHdr;
 
 use crate::{
     counters::count,
     endpoint, nat,
+    publish,
     parse::{self, Frame},
     policy::{self, Verdict},
 };
@@ -36,6 +38,11 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         Frame::Other => return (Path::SlowPathOther, TC_ACT_OK),
         Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
     };
+    if iface.flags & InterfaceConfig::PUBLISHES != 0
+        && let Some(host_addr) = publish::reply_from_published(ctx, &frame)
+    {
+        return nat::reply_out(ctx, &frame, host_addr, ifindex);
+    }
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
     // lookup here, is left to the traffic that misses.
@@ -50,8 +57,11 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     }
     // The sender resolved the peer through ARP over the bridge, so the destination MAC is
     // normally right already; setting it keeps a stale neighbour entry from black-holing.
-    // SAFETY: parse() bounds-checked the Ethernet header, and nothing resized the packet since.
-    unsafe { (*frame.eth).dst_addr = dst.mac };
+    // (Pointers from before a helper that may move the data are stale: take it anew.)
+    if let Some(eth) = parse::header_ptr::<EthHdr>(ctx, 0) {
+        // SAFETY: header_ptr bounds-checked the Ethernet header.
+        unsafe { (*eth).dst_addr = dst.mac };
+    }
     // SAFETY: a plain helper call; it only records the target and flags.
     let action = unsafe { bpf_redirect_peer(dst.host_ifindex, 0) } as i32;
     (Path::Forwarded, action)

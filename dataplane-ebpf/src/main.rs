@@ -9,6 +9,7 @@ mod forward;
 mod nat;
 mod parse;
 mod policy;
+mod publish;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 

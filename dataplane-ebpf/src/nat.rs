@@ -21,7 +21,10 @@ use dataplane_common::{
     RevSnatEntry, SnatEntry, ct_state,
 };
 
-use crate::parse::{self, Frame, Ipv4Frame};
+use crate::{
+    parse::{self, Frame, Ipv4Frame},
+    policy, publish,
+};
 
 #[map]
 static NAT_CONFIG: Array<NatConfig> = Array::pinned(1, 0);
@@ -39,22 +42,22 @@ static SNAT_REV: LruHashMap<FlowKey, RevSnatEntry> = LruHashMap::pinned(131072, 
 const PORT_ATTEMPTS: u32 = 16;
 
 const IP_CSUM_OFFSET: usize = 14 + 10;
-const IP_SRC_OFFSET: usize = 14 + 12;
-const IP_DST_OFFSET: usize = 14 + 16;
+pub const IP_SRC_OFFSET: usize = 14 + 12;
+pub const IP_DST_OFFSET: usize = 14 + 16;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
 
 #[inline(always)]
-fn config() -> Option<NatConfig> {
+pub fn config() -> Option<NatConfig> {
     NAT_CONFIG.get(0).copied().filter(|c| c.uplink_ifindex != 0)
 }
 
 /// Where the port (or ICMP identifier) and checksum of one direction sit.
-struct L4 {
-    src_port: u16,
-    dst_port: u16,
+pub struct L4 {
+    pub src_port: u16,
+    pub dst_port: u16,
     /// Offset of the port this direction rewrites: the source going out, the destination
     /// coming back.
     port_offset: usize,
@@ -62,13 +65,13 @@ struct L4 {
     /// Extra checksum flags: TCP/UDP cover the pseudo header, UDP may carry no checksum.
     csum_flags: u64,
     pseudo_header: bool,
-    tcp_flags: u8,
+    pub tcp_flags: u8,
 }
 
 /// The L4 view of a frame for NAT. Going out, ICMP echo requests carry their identifier as
 /// the source port; coming back, echo replies carry it as the destination port.
 #[inline(always)]
-fn l4(ctx: &TcContext, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
+pub fn l4(ctx: &TcContext, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
     let off = frame.l4_offset;
     match frame.proto {
         IPPROTO_TCP | IPPROTO_UDP => {
@@ -110,7 +113,7 @@ fn l4(ctx: &TcContext, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
 /// Replaces one address and one port of the packet, keeping the IPv4 and L4 checksums
 /// valid (incrementally, so CHECKSUM_PARTIAL packets stay correct too).
 #[inline(always)]
-fn rewrite(
+pub fn rewrite(
     ctx: &TcContext,
     l4: &L4,
     addr_offset: usize,
@@ -131,7 +134,7 @@ fn rewrite(
 }
 
 #[inline(always)]
-fn next_state(state: u8, tcp_flags: u8, reply: bool) -> u8 {
+pub fn next_state(state: u8, tcp_flags: u8, reply: bool) -> u8 {
     if tcp_flags & TCP_RST != 0 {
         ct_state::CLOSED
     } else if tcp_flags & TCP_FIN != 0 && state != ct_state::CLOSED {
@@ -143,17 +146,16 @@ fn next_state(state: u8, tcp_flags: u8, reply: bool) -> u8 {
     }
 }
 
-/// Unicast IPv4 that no endpoint of the sender's network owns: delivered to the host,
-/// masqueraded out of the uplink, dropped for `--internal` networks, or left to the kernel.
+/// How the host would route a packet from `src` to `dst` arriving on `sender`: the FIB's
+/// verdict and, when routed, the egress interface and MACs.
 #[inline(always)]
-pub fn leave_host(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceConfig, sender: u32) -> (Path, i32) {
+pub fn fib_route(ctx: &TcContext, proto: u8, src: [u8; 4], dst: [u8; 4], sender: u32) -> (u32, bpf_fib_lookup) {
     // SAFETY: bpf_fib_lookup is plain data; zero is its documented "unset" value.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
-    fib.l4_protocol = frame.proto;
-    fib.__bindgen_anon_1.tot_len = 0;
-    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(frame.src);
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(frame.dst);
+    fib.l4_protocol = proto;
+    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
     // Route as the kernel would for this packet arriving on the sender's veth (the daemon
     // enables forwarding on host-side veths, which as bridge ports route nothing themselves).
     fib.ifindex = sender;
@@ -161,6 +163,36 @@ pub fn leave_host(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceConfig, s
     let rc =
         unsafe { fib_lookup(ctx.skb.skb.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) }
             as u32;
+    (rc, fib)
+}
+
+/// Whether the FIB sends this packet out of the uplink.
+#[inline(always)]
+pub fn via_uplink(rc: u32, fib: &bpf_fib_lookup, cfg: &NatConfig) -> bool {
+    (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) && fib.ifindex == cfg.uplink_ifindex
+}
+
+/// Redirects a translated packet out of the uplink, to the next hop's MAC when the FIB
+/// knows it, else through the kernel's neighbour resolution.
+#[inline(always)]
+pub fn send_to_uplink(ctx: &TcContext, rc: u32, fib: &bpf_fib_lookup, cfg: &NatConfig) -> i32 {
+    let action = if rc == BPF_FIB_LKUP_RET_SUCCESS {
+        let _ = ctx.store(0, &fib.dmac, 0);
+        let _ = ctx.store(6, &fib.smac, 0);
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(cfg.uplink_ifindex, 0) }
+    } else {
+        // SAFETY: a null parameter block asks the helper to look the neighbour up itself.
+        unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) }
+    };
+    action as i32
+}
+
+/// Unicast IPv4 that no endpoint of the sender's network owns: delivered to the host,
+/// masqueraded out of the uplink, dropped for `--internal` networks, or left to the kernel.
+#[inline(always)]
+pub fn leave_host(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceConfig, sender: u32) -> (Path, i32) {
+    let (rc, fib) = fib_route(ctx, frame.proto, frame.src, frame.dst, sender);
     if rc == BPF_FIB_LKUP_RET_NOT_FWDED {
         return (Path::SlowPathIp, TC_ACT_OK as i32);
     }
@@ -170,8 +202,7 @@ pub fn leave_host(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceConfig, s
     let Some(cfg) = config() else {
         return (Path::SlowPathIp, TC_ACT_OK as i32);
     };
-    let routed = rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
-    if !routed || fib.ifindex != cfg.uplink_ifindex || !frame.translatable() {
+    if !via_uplink(rc, &fib, &cfg) || !frame.translatable() {
         return (Path::SlowPathIp, TC_ACT_OK as i32);
     }
     let Some(l4) = l4(ctx, frame, true) else {
@@ -184,17 +215,21 @@ pub fn leave_host(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceConfig, s
     if rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port).is_err() {
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
-    let action = if rc == BPF_FIB_LKUP_RET_SUCCESS {
-        let _ = ctx.store(0, &fib.dmac, 0);
-        let _ = ctx.store(6, &fib.smac, 0);
-        // SAFETY: plain helper call.
-        unsafe { bpf_redirect(cfg.uplink_ifindex, 0) }
-    } else {
-        // The next hop's MAC is not known yet: let the kernel resolve it.
-        // SAFETY: a null parameter block asks the helper to look the neighbour up itself.
-        unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) }
+    (Path::Masqueraded, send_to_uplink(ctx, rc, &fib, &cfg))
+}
+
+/// A reply on a published port, already given the host's address as source: out of the
+/// uplink when that is the way to the client, else to the kernel.
+#[inline(always)]
+pub fn reply_out(ctx: &TcContext, frame: &Ipv4Frame, host_addr: [u8; 4], sender: u32) -> (Path, i32) {
+    let Some(cfg) = config() else {
+        return (Path::SlowPathIp, TC_ACT_OK as i32);
     };
-    (Path::Masqueraded, action as i32)
+    let (rc, fib) = fib_route(ctx, frame.proto, host_addr, frame.dst, sender);
+    if !via_uplink(rc, &fib, &cfg) {
+        return (Path::SlowPathIp, TC_ACT_OK as i32);
+    }
+    (Path::PublishedReply, send_to_uplink(ctx, rc, &fib, &cfg))
 }
 
 /// The flow's masquerade port: the tracked one, or a free one chosen at random in the
@@ -270,7 +305,22 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let Frame::Ipv4(frame) = parse::parse(ctx) else {
         return to_host;
     };
-    if frame.dst != cfg.addr || !frame.translatable() {
+    if !frame.translatable() {
+        return to_host;
+    }
+    // Replies to masqueraded flows come back to a port of the NAT range, which publishing
+    // never uses: one range check keeps each kind of traffic to its own lookups.
+    let nat_reply = frame.dst == cfg.addr
+        && l4(ctx, &frame, false)
+            .is_some_and(|l4| (cfg.port_min..=cfg.port_max).contains(&u16::from_be(l4.dst_port)));
+    if !nat_reply {
+        if let Some(verdict) = publish::to_published(ctx, &frame, &cfg) {
+            return verdict;
+        }
+        // Container addresses are not reachable from outside, even with forwarding on.
+        if frame.dst != cfg.addr && policy::in_container_subnet(frame.dst) {
+            return (Path::DroppedUnpublished, TC_ACT_SHOT as i32);
+        }
         return to_host;
     }
     let Some(l4) = l4(ctx, &frame, false) else {

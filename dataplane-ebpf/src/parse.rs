@@ -30,7 +30,6 @@ pub fn pull_ipv4(ctx: &TcContext) {
 
 /// The parts of an IPv4 frame the forwarding and NAT decisions need.
 pub struct Ipv4Frame {
-    pub eth: *mut EthHdr,
     pub src: [u8; 4],
     pub dst: [u8; 4],
     pub proto: u8,
@@ -66,12 +65,11 @@ pub fn parse(ctx: &TcContext) -> Frame {
         return Frame::Other;
     }
     pull_ipv4(ctx);
-    // Pulling may move the data: take every pointer again.
-    let (Some(eth), Some(ip)) = (header_ptr::<EthHdr>(ctx, 0), header_ptr::<Ipv4Hdr>(ctx, EthHdr::LEN))
-    else {
+    // Pulling may move the data: take the pointer after it.
+    let Some(ip) = header_ptr::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         return Frame::Malformed;
     };
-    // SAFETY: both headers were bounds-checked above.
+    // SAFETY: the header was bounds-checked above.
     let (vihl, src, dst, proto, frags) =
         unsafe { ((*ip).vihl, (*ip).src_addr, (*ip).dst_addr, (*ip).proto, (*ip).frags) };
     if vihl >> 4 != 4 || (vihl & 0x0f) < 5 {
@@ -80,7 +78,6 @@ pub fn parse(ctx: &TcContext) -> Frame {
     // More-fragments flag or a non-zero offset.
     let fragment = u16::from_be_bytes(frags) & 0x3fff != 0;
     Frame::Ipv4(Ipv4Frame {
-        eth,
         src,
         dst,
         proto,

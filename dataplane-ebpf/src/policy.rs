@@ -16,6 +16,12 @@ pub enum Verdict {
     OtherNetwork,
 }
 
+/// Whether `dst` is a container address of some network (not a gateway).
+#[inline(always)]
+pub fn in_container_subnet(dst: [u8; 4]) -> bool {
+    matches!(check_v4(0, dst), Verdict::OtherNetwork)
+}
+
 /// Docker's isolation: a container may not reach addresses of another network, except
 /// that network's gateway, which is a host address delivered locally.
 #[inline(always)]

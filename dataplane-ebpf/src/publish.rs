@@ -1,0 +1,121 @@
+//! Published ports (DNAT): connections from outside to a host port are sent to the
+//! container behind it, keeping the client's address, and the container's replies leave
+//! with the host's address and port again. Owns PUBLISHED (filled by the daemon) and the
+//! DNAT conntrack table.
+
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT,
+    helpers::{bpf_ktime_get_ns, bpf_redirect_peer},
+    macros::map,
+    maps::{HashMap, LruHashMap},
+    programs::TcContext,
+};
+use dataplane_common::{
+    Backend, DnatEntry, FlowKey, IPPROTO_ICMP, IpAddress, NatConfig, Path, PublishKey, ct_state,
+};
+
+use crate::{
+    nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET},
+    parse::Ipv4Frame,
+};
+
+/// Published ports; a key with address 0.0.0.0 publishes on the uplink's address.
+#[map]
+static PUBLISHED: HashMap<PublishKey, Backend> = HashMap::pinned(65536, 0);
+
+/// Connections to published ports, keyed as the container answers them.
+#[map]
+static DNAT_CT: LruHashMap<FlowKey, DnatEntry> = LruHashMap::pinned(131072, 0);
+
+#[inline(always)]
+fn backend(frame: &Ipv4Frame, port: u16, cfg: &NatConfig) -> Option<Backend> {
+    let mut key = PublishKey { addr: IpAddress::v4(frame.dst), port, proto: frame.proto, _pad: 0 };
+    // SAFETY: values are plain data copied out at once.
+    if let Some(found) = unsafe { PUBLISHED.get(&key) } {
+        return Some(*found);
+    }
+    if frame.dst != cfg.addr {
+        return None;
+    }
+    key.addr = IpAddress::v4([0; 4]);
+    // SAFETY: as above.
+    unsafe { PUBLISHED.get(&key).copied() }
+}
+
+/// On the uplink: a packet for a published port goes to its container, its destination
+/// rewritten and the connection tracked. `None` when the port is not published.
+#[inline(always)]
+pub fn to_published(ctx: &TcContext, frame: &Ipv4Frame, cfg: &NatConfig) -> Option<(Path, i32)> {
+    if frame.proto == IPPROTO_ICMP {
+        return None;
+    }
+    let l4 = nat::l4(ctx, frame, false)?;
+    let backend = backend(frame, l4.dst_port, cfg)?;
+    let reply = FlowKey {
+        src: backend.addr,
+        dst: IpAddress::v4(frame.src),
+        src_port: backend.port,
+        dst_port: l4.src_port,
+        proto: frame.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match DNAT_CT.get_ptr_mut(&reply) {
+        // SAFETY: map pointer, valid for this program run.
+        Some(entry) => unsafe {
+            (*entry).last_seen_ns = now;
+            (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, false);
+        },
+        None => {
+            let entry = DnatEntry {
+                host_addr: IpAddress::v4(frame.dst),
+                host_port: l4.dst_port,
+                state: nat::next_state(ct_state::NEW, l4.tcp_flags, false),
+                _pad: 0,
+                _pad2: 0,
+                created_ns: now,
+                last_seen_ns: now,
+            };
+            let _ = DNAT_CT.insert(&reply, &entry, 0);
+        }
+    }
+    let mut to = [0u8; 4];
+    to.copy_from_slice(&backend.addr.addr[..4]);
+    if nat::rewrite(ctx, &l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port).is_err() {
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    }
+    let _ = ctx.store(0, &backend.mac, 0);
+    // SAFETY: plain helper call; it only records the target.
+    let action = unsafe { bpf_redirect_peer(backend.host_ifindex, 0) };
+    Some((Path::Published, action as i32))
+}
+
+/// From a publishing container: a reply on a published connection gets the host's
+/// address and port back as its source. Returns the new source when it did.
+#[inline(always)]
+pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<[u8; 4]> {
+    if frame.proto == IPPROTO_ICMP || !frame.translatable() {
+        return None;
+    }
+    let l4 = nat::l4(ctx, frame, true)?;
+    let key = FlowKey {
+        src: IpAddress::v4(frame.src),
+        dst: IpAddress::v4(frame.dst),
+        src_port: l4.src_port,
+        dst_port: l4.dst_port,
+        proto: frame.proto,
+        _pad: [0; 3],
+    };
+    let entry = DNAT_CT.get_ptr_mut(&key)?;
+    // SAFETY: map pointer, valid for this program run.
+    let (host_addr, host_port) = unsafe {
+        (*entry).last_seen_ns = bpf_ktime_get_ns();
+        (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, true);
+        ((*entry).host_addr, (*entry).host_port)
+    };
+    let mut from = [0u8; 4];
+    from.copy_from_slice(&host_addr.addr[..4]);
+    nat::rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, from, l4.src_port, host_port).ok()?;
+    Some(from)
+}
