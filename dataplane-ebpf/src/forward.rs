@@ -14,9 +14,9 @@ use network_types::eth::EthHdr;
 use crate::{
     counters::count,
     endpoint, nat,
-    publish,
     parse::{self, Frame},
     policy::{self, Verdict},
+    publish,
 };
 
 #[inline(always)]

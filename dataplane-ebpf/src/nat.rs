@@ -149,7 +149,13 @@ pub fn next_state(state: u8, tcp_flags: u8, reply: bool) -> u8 {
 /// How the host would route a packet from `src` to `dst` arriving on `sender`: the FIB's
 /// verdict and, when routed, the egress interface and MACs.
 #[inline(always)]
-pub fn fib_route(ctx: &TcContext, proto: u8, src: [u8; 4], dst: [u8; 4], sender: u32) -> (u32, bpf_fib_lookup) {
+pub fn fib_route(
+    ctx: &TcContext,
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sender: u32,
+) -> (u32, bpf_fib_lookup) {
     // SAFETY: bpf_fib_lookup is plain data; zero is its documented "unset" value.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;

@@ -36,6 +36,8 @@ pub struct RunSpec {
     pub hostname: Option<String>,
     pub mac: Option<MacAddr>,
     pub command: Vec<String>,
+    /// Ports to publish; a host port of 0 takes any free one.
+    pub publish: Vec<crate::ports::PortMapping>,
     pub detach: bool,
     pub auto_remove: bool,
 }

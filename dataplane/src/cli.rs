@@ -13,7 +13,9 @@ use serde_json::Value;
 use crate::{
     api::{self, NetworkSpec, Request, RunSpec},
     daemon::{self, DEFAULT_NETWORK},
-    netns, process,
+    netns,
+    ports::PublishSpec,
+    process,
     state::{Container, MacAddr, Network},
 };
 
@@ -71,6 +73,8 @@ enum Command {
     },
     /// Show the eBPF datapath's per-path packet and byte counters.
     Stats,
+    /// List a container's published ports.
+    Port { name: String },
     /// Masqueraded connections tracked by the datapath.
     #[command(subcommand)]
     Conntrack(ConntrackCommand),
@@ -177,6 +181,15 @@ struct RunArgs {
     hostname: Option<String>,
     #[arg(long)]
     mac_address: Option<MacAddr>,
+    /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]CPORT[-END][/tcp|/udp].
+    #[arg(short, long = "publish", value_parser = clap::value_parser!(PublishSpec))]
+    publish: Vec<PublishSpec>,
+    /// Publish every --expose'd port on a free host port.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// A port the container serves, for -P: PORT[/tcp|/udp].
+    #[arg(long)]
+    expose: Vec<String>,
     /// Run in the background and print the container id.
     #[arg(short, long)]
     detach: bool,
@@ -330,10 +343,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .map(|(path, c)| vec![path.clone(), c["packets"].to_string(), c["bytes"].to_string()]);
             print_table(&["PATH", "PACKETS", "BYTES"], rows);
         }
+        Command::Port { name } => {
+            let found = call(Request::Inspect { names: vec![name] })?;
+            let container: &Value = &found[0];
+            if let Some(ports) = container["NetworkSettings"]["Ports"].as_object() {
+                for (port, bindings) in ports {
+                    for b in bindings.as_array().into_iter().flatten() {
+                        println!(
+                            "{port} -> {}:{}",
+                            b["HostIp"].as_str().unwrap_or(""),
+                            b["HostPort"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+        }
         Command::Conntrack(ConntrackCommand::Ls) => {
             let flows: Vec<crate::nat::FlowView> = serde_json::from_value(call(Request::ConntrackList)?)?;
             let rows = flows.into_iter().map(|f| {
                 vec![
+                    f.kind,
                     f.proto,
                     f.source,
                     f.destination,
@@ -343,7 +372,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     f.expires_in_secs.to_string(),
                 ]
             });
-            print_table(&["PROTO", "SOURCE", "DESTINATION", "TRANSLATED", "STATE", "AGE", "EXPIRES"], rows);
+            print_table(
+                &["KIND", "PROTO", "SOURCE", "DESTINATION", "TRANSLATED", "STATE", "AGE", "EXPIRES"],
+                rows,
+            );
         }
         Command::Conntrack(ConntrackCommand::Flush) => {
             let n: u64 = serde_json::from_value(call(Request::ConntrackFlush)?)?;
@@ -354,7 +386,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
+    let mut publish: Vec<_> = args.publish.into_iter().flat_map(|p| p.0).collect();
+    if args.publish_all {
+        for port in &args.expose {
+            let spec: PublishSpec =
+                port.parse().map_err(|e: String| anyhow::anyhow!(e.replace("-p", "--expose")))?;
+            publish.extend(spec.0.into_iter().filter(|m| m.host_port == 0));
+        }
+    }
     let spec = RunSpec {
+        publish,
         name: args.name,
         network: args.network,
         ip: args.ip,

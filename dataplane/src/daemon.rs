@@ -4,14 +4,14 @@
 //! error goes back, so bad input never leaves anything behind.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow, bail};
-use dataplane_common::{IpAddress, NatConfig};
+use dataplane_common::{Backend, IpAddress, NatConfig, PublishKey};
 use ipnet::Ipv4Net;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -29,7 +29,9 @@ use crate::{
     maps::{Datapath, v4_key},
     nat,
     netlink::Netlink,
-    netns, process,
+    netns,
+    ports::{self, PortMapping, Reservation},
+    process,
     state::{
         Attachment, BridgeOptions, Container, MacAddr, Network, NetworkMode, State, StateStore, Status,
         new_id, now,
@@ -62,6 +64,10 @@ struct Core {
     store: StateStore,
     datapath: Datapath,
     netlink: Netlink,
+    /// The masquerade source ports, which publishing must leave alone; `None`: NAT is off.
+    nat_ports: Option<(u16, u16)>,
+    /// Host ports held for each container's published ports, by container id.
+    reservations: HashMap<String, Vec<Reservation>>,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -78,10 +84,19 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let mut datapath = Datapath::load(&config.bpffs)?;
     let netlink = Netlink::connect()?;
-    setup_nat(&netlink, &mut datapath, &config).await?;
+    let nat_ports = setup_nat(&netlink, &mut datapath, &config).await?;
+    ports::raise_fd_limit();
     let store = StateStore::new(&config.state_dir);
     let state = store.load()?.unwrap_or_default();
-    let core = Arc::new(Mutex::new(Core { config: config.clone(), state, store, datapath, netlink }));
+    let core = Arc::new(Mutex::new(Core {
+        config: config.clone(),
+        state,
+        store,
+        datapath,
+        netlink,
+        nat_ports,
+        reservations: HashMap::new(),
+    }));
     {
         let c = core.lock().await;
         netns::pin_current(&c.host_netns())?;
@@ -104,8 +119,7 @@ pub async fn run(config: Config) -> Result<()> {
         loop {
             tick.tick().await;
             let mut c = gc.lock().await;
-            let now = nat::monotonic_ns();
-            match nat::forget_where(&mut c.datapath, |k, e| nat::is_expired(e, k, now)) {
+            match nat::sweep(&mut c.datapath) {
                 Ok(0) => {}
                 Ok(n) => log::debug!("conntrack: {n} expired flows removed"),
                 Err(e) => log::warn!("conntrack gc: {e:#}"),
@@ -135,10 +149,15 @@ pub async fn run(config: Config) -> Result<()> {
 }
 
 /// Masquerading through the uplink, if the host has one.
-async fn setup_nat(netlink: &Netlink, datapath: &mut Datapath, config: &Config) -> Result<()> {
+async fn setup_nat(
+    netlink: &Netlink,
+    datapath: &mut Datapath,
+    config: &Config,
+) -> Result<Option<(u16, u16)>> {
     let Some(uplink) = nat::find_uplink(netlink, config.uplink.as_deref()).await? else {
-        log::info!("no default route and no --uplink: outbound NAT is off");
-        return datapath.set_nat_config(NatConfig::default());
+        log::info!("no default route and no --uplink: outbound NAT and published ports from outside are off");
+        datapath.set_nat_config(NatConfig::default())?;
+        return Ok(None);
     };
     let ports = nat::choose_port_range(config.nat_port_range, nat::local_port_range()?)?;
     datapath.set_nat_config(nat::config(&uplink, ports))?;
@@ -150,7 +169,7 @@ async fn setup_nat(netlink: &Netlink, datapath: &mut Datapath, config: &Config) 
         ports.0,
         ports.1
     );
-    Ok(())
+    Ok(Some(ports))
 }
 
 async fn serve(core: Shared, stream: UnixStream) -> Result<()> {
@@ -243,12 +262,8 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
                 .collect();
             Ok(serde_json::to_value(map)?)
         }
-        Request::ConntrackList => {
-            let now = nat::monotonic_ns();
-            let flows: Vec<_> = c.datapath.conntrack()?.iter().map(|(k, e)| nat::view(k, e, now)).collect();
-            Ok(serde_json::to_value(flows)?)
-        }
-        Request::ConntrackFlush => Ok(json!(nat::forget_where(&mut c.datapath, |_, _| true)?)),
+        Request::ConntrackList => Ok(serde_json::to_value(nat::list(&mut c.datapath)?)?),
+        Request::ConntrackFlush => Ok(json!(nat::forget_where(&mut c.datapath, |_, _, _| true)?)),
         Request::Stop { .. } => unreachable!("handled above without the lock"),
     }
 }
@@ -348,9 +363,26 @@ async fn restore(core: &Shared) -> Result<()> {
         }
         for att in &container.attachments {
             let net = c.network_by_id(&att.network_id)?.clone();
-            bridge::connect(&c.netlink, &mut c.datapath, &net, &container.netns, att)
-                .await
-                .with_context(|| format!("restoring container {}", container.name))?;
+            let publishes = !container.ports.is_empty();
+            let host_index =
+                bridge::connect(&c.netlink, &mut c.datapath, &net, &container.netns, att, publishes)
+                    .await
+                    .with_context(|| format!("restoring container {}", container.name))?;
+            if publishes {
+                // A host process may have taken a port while we were away: keep the rest.
+                let mut held = vec![];
+                for mapping in &container.ports {
+                    match ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto) {
+                        Ok((reservation, _)) => {
+                            held.push(reservation);
+                            c.datapath
+                                .set_published(publish_key(mapping), backend(att, mapping, host_index))?;
+                        }
+                        Err(e) => log::warn!("container {}: {mapping} not restored: {e:#}", container.name),
+                    }
+                }
+                c.reservations.insert(container.id.clone(), held);
+            }
         }
         if let Status::Running { pid, start_time } = container.status {
             if process::is_alive(pid, start_time) {
@@ -379,7 +411,9 @@ async fn restore(core: &Shared) -> Result<()> {
         .filter_map(|a| c.state.network_by_id(&a.network_id).map(|n| v4_key(n.index, a.ip)))
         .collect();
     let networks: HashSet<u32> = c.state.networks.iter().map(|n| n.index).collect();
-    c.datapath.retain(&interfaces, &endpoints, &networks)?;
+    let published: HashSet<PublishKey> =
+        c.state.containers.iter().flat_map(|k| k.ports.iter().map(publish_key)).collect();
+    c.datapath.retain(&interfaces, &endpoints, &networks, &published)?;
     c.save()?;
     drop(guard);
     for (id, pid) in watchers {
@@ -588,6 +622,7 @@ impl Core {
             id,
             name,
             attachments: vec![],
+            ports: vec![],
             command: spec.command.clone(),
             detached: spec.detach,
             auto_remove: spec.auto_remove,
@@ -603,6 +638,48 @@ impl Core {
         self.state.containers.push(container.clone());
         self.save()?;
         Ok(container)
+    }
+
+    /// Reserves the host ports and fills PUBLISHED, all or nothing; records the mappings
+    /// (with the ports chosen for `host_port` 0) in the container.
+    fn publish(
+        &mut self,
+        container: &mut Container,
+        att: &Attachment,
+        host_index: u32,
+        wanted: &[PortMapping],
+    ) -> Result<()> {
+        let mut held = vec![];
+        let mut resolved = vec![];
+        for mapping in wanted {
+            if let Some((lo, hi)) = self.nat_ports
+                && (lo..=hi).contains(&mapping.host_port)
+            {
+                bail!(
+                    "host port {} is in the masquerade port range {lo}-{hi}; publish on another port",
+                    mapping.host_port
+                );
+            }
+            // Reservations made so far are released when `held` drops on an error.
+            let (reservation, port) = ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto)?;
+            held.push(reservation);
+            resolved.push(PortMapping { host_port: port, ..*mapping });
+        }
+        container.ports = resolved;
+        self.reservations.insert(container.id.clone(), held);
+        for mapping in &container.ports {
+            self.datapath.set_published(publish_key(mapping), backend(att, mapping, host_index))?;
+        }
+        Ok(())
+    }
+
+    /// Releases a container's host ports and their map entries.
+    fn unpublish(&mut self, container: &Container) -> Result<()> {
+        for mapping in &container.ports {
+            self.datapath.remove_published(&publish_key(mapping))?;
+        }
+        self.reservations.remove(&container.id);
+        Ok(())
     }
 
     /// The daemon's own namespace, pinned where host-mode containers find it (as Docker's
@@ -633,6 +710,12 @@ impl Core {
                 }
             },
         };
+        if mode != NetworkMode::Bridge && !spec.publish.is_empty() {
+            bail!(
+                "conflicting options: published ports need a network, not --network {}; drop -p/-P",
+                spec.network
+            );
+        }
         if mode != NetworkMode::Bridge && (spec.ip.is_some() || spec.mac.is_some()) {
             bail!(
                 "conflicting options: --ip and --mac-address need a network, not --network {}",
@@ -664,7 +747,17 @@ impl Core {
                 let (hostname, name) = (&container.hostname, &container.name);
                 process::write_etc_files(&container.etc_dir, hostname, name, Some((ip, net.gateway)))?;
                 netns::create(&container.netns)?;
-                bridge::connect(&self.netlink, &mut self.datapath, &net, &container.netns, &att).await?;
+                let publishes = !spec.publish.is_empty();
+                let host_index = bridge::connect(
+                    &self.netlink,
+                    &mut self.datapath,
+                    &net,
+                    &container.netns,
+                    &att,
+                    publishes,
+                )
+                .await?;
+                self.publish(container, &att, host_index, &spec.publish)?;
             }
             NetworkMode::None => {
                 process::write_etc_files(&container.etc_dir, &container.hostname, &container.name, None)?;
@@ -693,6 +786,9 @@ impl Core {
     /// Removes everything a container owns; safe to call on a half-made container.
     async fn teardown_container(&mut self, container: &Container) -> Result<()> {
         let mut errors = vec![];
+        if let Err(e) = self.unpublish(container) {
+            errors.push(format!("{e:#}"));
+        }
         for att in &container.attachments {
             let Some(net) = self.state.network_by_id(&att.network_id).cloned() else {
                 continue;
@@ -745,7 +841,7 @@ impl Core {
         }
         self.teardown_container(&container).await?;
         let addresses: Vec<_> = container.attachments.iter().map(|a| IpAddress::v4(a.ip.octets())).collect();
-        nat::forget_where(&mut self.datapath, |k, _| addresses.contains(&k.src))?;
+        nat::forget_where(&mut self.datapath, |k, _, _| addresses.contains(&k.src))?;
         self.state.containers.retain(|c| c.id != container.id);
         let _ = std::fs::remove_file(log_path(&self.config.state_dir, &container.id));
         self.save()?;
@@ -766,6 +862,26 @@ impl Core {
             self.remove_container(id, true).await?;
         }
         Ok(())
+    }
+}
+
+fn publish_key(mapping: &PortMapping) -> PublishKey {
+    PublishKey {
+        addr: IpAddress::v4(mapping.host_ip.octets()),
+        port: mapping.host_port.to_be(),
+        proto: mapping.proto.number(),
+        _pad: 0,
+    }
+}
+
+fn backend(att: &Attachment, mapping: &PortMapping, host_index: u32) -> Backend {
+    Backend {
+        addr: IpAddress::v4(att.ip.octets()),
+        port: mapping.container_port.to_be(),
+        _pad: [0; 2],
+        host_ifindex: host_index,
+        mac: att.mac.0,
+        _pad2: [0; 2],
     }
 }
 

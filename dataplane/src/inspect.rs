@@ -98,7 +98,11 @@ pub fn container(state: &State, container: &Container) -> Value {
         "State": {"Status": status, "Running": running, "Pid": pid, "ExitCode": exit_code},
         "Config": {"Hostname": container.hostname, "Cmd": container.command},
         "HostConfig": {"AutoRemove": container.auto_remove, "NetworkMode": network_mode},
-        "NetworkSettings": {"SandboxKey": container.netns, "Networks": networks},
+        "NetworkSettings": {
+            "SandboxKey": container.netns,
+            "Networks": networks,
+            "Ports": crate::ports::docker_ports(&container.ports),
+        },
         "HostsPath": container.etc_dir.join("hosts"),
         "ResolvConfPath": container.etc_dir.join("resolv.conf"),
         "EtcDir": container.etc_dir,

@@ -10,5 +10,6 @@ pub mod maps;
 pub mod nat;
 pub mod netlink;
 pub mod netns;
+pub mod ports;
 pub mod process;
 pub mod state;

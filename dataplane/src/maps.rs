@@ -16,8 +16,9 @@ use aya::{
     programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
 };
 use dataplane_common::{
-    AF_INET, Counter, Endpoint, EndpointKey, FlowKey, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig,
-    Path as DpPath, RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, map_names, program_names,
+    AF_INET, Backend, Counter, DnatEntry, Endpoint, EndpointKey, FlowKey, IPPROTO_ICMP, InterfaceConfig,
+    IpAddress, NatConfig, Path as DpPath, PublishKey, RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey,
+    map_names, program_names,
 };
 use ipnet::Ipv4Net;
 
@@ -129,6 +130,32 @@ impl Datapath {
         array.set(0, config, 0).context("writing NAT_CONFIG")
     }
 
+    pub fn set_published(&mut self, key: PublishKey, backend: Backend) -> Result<()> {
+        self.hash_map(map_names::PUBLISHED)?.insert(key, backend, 0).context("writing PUBLISHED")
+    }
+
+    pub fn remove_published(&mut self, key: &PublishKey) -> Result<()> {
+        remove_missing_ok(self.hash_map::<PublishKey, Backend>(map_names::PUBLISHED)?.remove(key))
+    }
+
+    pub fn published(&mut self) -> Result<Vec<PublishKey>> {
+        Ok(self
+            .hash_map::<PublishKey, Backend>(map_names::PUBLISHED)?
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect())
+    }
+
+    /// Every tracked connection to a published port, keyed as the container answers.
+    pub fn dnat_conntrack(&mut self) -> Result<Vec<(FlowKey, DnatEntry)>> {
+        let map = self.hash_map::<FlowKey, DnatEntry>(map_names::DNAT_CT)?;
+        Ok(map.iter().filter_map(|e| e.ok()).collect())
+    }
+
+    pub fn forget_dnat_flow(&mut self, key: &FlowKey) -> Result<()> {
+        remove_missing_ok(self.hash_map::<FlowKey, DnatEntry>(map_names::DNAT_CT)?.remove(key))
+    }
+
     /// Every tracked masqueraded flow.
     pub fn conntrack(&mut self) -> Result<Vec<(FlowKey, SnatEntry)>> {
         let map = self.hash_map::<FlowKey, SnatEntry>(map_names::SNAT_CT)?;
@@ -198,7 +225,13 @@ impl Datapath {
         interfaces: &HashSet<u32>,
         endpoints: &HashSet<EndpointKey>,
         networks: &HashSet<u32>,
+        published: &HashSet<PublishKey>,
     ) -> Result<()> {
+        for key in self.published()? {
+            if !published.contains(&key) {
+                self.remove_published(&key)?;
+            }
+        }
         let mut map = self.hash_map::<u32, InterfaceConfig>(map_names::INTERFACES)?;
         let stale: Vec<u32> = map.keys().filter_map(|k| k.ok()).filter(|k| !interfaces.contains(k)).collect();
         for key in stale {

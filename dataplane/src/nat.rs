@@ -130,25 +130,45 @@ pub fn monotonic_ns() -> u64 {
     now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
 
-pub fn is_expired(entry: &SnatEntry, key: &FlowKey, now_ns: u64) -> bool {
-    now_ns.saturating_sub(entry.last_seen_ns) > idle_timeout(key.proto, entry.state).as_nanos() as u64
+fn expired(proto: u8, state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
+    now_ns.saturating_sub(last_seen_ns) > idle_timeout(proto, state).as_nanos() as u64
 }
 
-/// Forgets the flows matching `pred`; returns how many.
-pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, &SnatEntry) -> bool) -> Result<usize> {
-    let doomed: Vec<_> = dp.conntrack()?.into_iter().filter(|(k, e)| pred(k, e)).collect();
-    for (key, entry) in &doomed {
+pub fn is_expired(entry: &SnatEntry, key: &FlowKey, now_ns: u64) -> bool {
+    expired(key.proto, entry.state, entry.last_seen_ns, now_ns)
+}
+
+/// Forgets the tracked flows, masqueraded and published, that `pred` picks by their
+/// container-side key (container address and port first); returns how many.
+pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, u8, u64) -> bool) -> Result<usize> {
+    let snat: Vec<_> =
+        dp.conntrack()?.into_iter().filter(|(k, e)| pred(k, e.state, e.last_seen_ns)).collect();
+    for (key, entry) in &snat {
         dp.forget_flow(key, entry)?;
     }
-    Ok(doomed.len())
+    let dnat: Vec<_> =
+        dp.dnat_conntrack()?.into_iter().filter(|(k, e)| pred(k, e.state, e.last_seen_ns)).collect();
+    for (key, _) in &dnat {
+        dp.forget_dnat_flow(key)?;
+    }
+    Ok(snat.len() + dnat.len())
+}
+
+/// Forgets the flows that have been idle longer than their timeout.
+pub fn sweep(dp: &mut Datapath) -> Result<usize> {
+    let now = monotonic_ns();
+    forget_where(dp, |k, state, last_seen| expired(k.proto, state, last_seen, now))
 }
 
 /// One tracked flow as `conntrack ls` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FlowView {
+    /// `masquerade` (a container's connection out) or `published` (in to a published port).
+    pub kind: String,
     pub proto: String,
     pub source: String,
     pub destination: String,
+    /// What the other side of the translation sees or reaches.
     pub translated: String,
     pub state: String,
     pub age_secs: u64,
@@ -159,31 +179,58 @@ fn addr(ip: &dataplane_common::IpAddress) -> Ipv4Addr {
     Ipv4Addr::new(ip.addr[0], ip.addr[1], ip.addr[2], ip.addr[3])
 }
 
-pub fn view(key: &FlowKey, entry: &SnatEntry, now_ns: u64) -> FlowView {
-    let proto = match key.proto {
+fn endpoint(ip: &dataplane_common::IpAddress, port: u16) -> String {
+    format!("{}:{}", addr(ip), u16::from_be(port))
+}
+
+fn describe(kind: &str, proto: u8, state: u8, created: u64, last_seen: u64, now_ns: u64) -> FlowView {
+    let proto_name = match proto {
         IPPROTO_TCP => "tcp",
         IPPROTO_UDP => "udp",
         IPPROTO_ICMP => "icmp",
         _ => "other",
     };
-    let state = match entry.state {
+    let state_name = match state {
         ct_state::NEW => "new",
         ct_state::ESTABLISHED => "established",
         ct_state::CLOSING => "closing",
         _ => "closed",
     };
-    let port = |p: u16| u16::from_be(p);
-    let idle = now_ns.saturating_sub(entry.last_seen_ns);
-    let timeout = idle_timeout(key.proto, entry.state).as_nanos() as u64;
+    let idle = now_ns.saturating_sub(last_seen);
+    let timeout = idle_timeout(proto, state).as_nanos() as u64;
     FlowView {
-        proto: proto.into(),
-        source: format!("{}:{}", addr(&key.src), port(key.src_port)),
-        destination: format!("{}:{}", addr(&key.dst), port(key.dst_port)),
-        translated: format!("{}:{}", addr(&entry.nat_addr), port(entry.nat_port)),
-        state: state.into(),
-        age_secs: now_ns.saturating_sub(entry.created_ns) / 1_000_000_000,
+        kind: kind.into(),
+        proto: proto_name.into(),
+        source: String::new(),
+        destination: String::new(),
+        translated: String::new(),
+        state: state_name.into(),
+        age_secs: now_ns.saturating_sub(created) / 1_000_000_000,
         expires_in_secs: timeout.saturating_sub(idle) / 1_000_000_000,
     }
+}
+
+/// Every tracked flow: masqueraded ones as the container sent them (translated: the
+/// source the outside sees), published ones as the client sent them (translated: the
+/// container reached).
+pub fn list(dp: &mut Datapath) -> Result<Vec<FlowView>> {
+    let now = monotonic_ns();
+    let mut flows = vec![];
+    for (k, e) in dp.conntrack()? {
+        let mut view = describe("masquerade", k.proto, e.state, e.created_ns, e.last_seen_ns, now);
+        view.source = endpoint(&k.src, k.src_port);
+        view.destination = endpoint(&k.dst, k.dst_port);
+        view.translated = endpoint(&e.nat_addr, e.nat_port);
+        flows.push(view);
+    }
+    for (k, e) in dp.dnat_conntrack()? {
+        let mut view = describe("published", k.proto, e.state, e.created_ns, e.last_seen_ns, now);
+        view.source = endpoint(&k.dst, k.dst_port);
+        view.destination = endpoint(&e.host_addr, e.host_port);
+        view.translated = endpoint(&k.src, k.src_port);
+        flows.push(view);
+    }
+    Ok(flows)
 }
 
 #[cfg(test)]

@@ -193,6 +193,9 @@ pub struct Container {
     /// The container's own /etc/hosts, /etc/hostname and /etc/resolv.conf.
     pub etc_dir: PathBuf,
     pub attachments: Vec<Attachment>,
+    /// Published ports, with the host ports actually reserved.
+    #[serde(default)]
+    pub ports: Vec<crate::ports::PortMapping>,
     pub command: Vec<String>,
     pub detached: bool,
     pub auto_remove: bool,
@@ -330,6 +333,12 @@ mod tests {
                 mac: MacAddr([2, 0x42, 10, 9, 0, 130]),
                 host_veth: "veth1234567".into(),
                 ifname: "eth0".into(),
+            }],
+            ports: vec![crate::ports::PortMapping {
+                host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+                host_port: 8080,
+                container_port: 80,
+                proto: crate::ports::Proto::Tcp,
             }],
             command: vec!["sleep".into(), "1".into()],
             detached: true,

@@ -78,7 +78,7 @@ fn containers_reach_the_outside_as_the_uplink_address() {
     let flows = host.dp_ok(&["conntrack", "ls"]);
     for proto in ["tcp", "udp", "icmp"] {
         assert!(
-            flows.lines().any(|l| l.starts_with(proto) && l.contains(UPLINK_ADDR)),
+            flows.lines().any(|l| l.split_whitespace().nth(1) == Some(proto) && l.contains(UPLINK_ADDR)),
             "no {proto} flow in:\n{flows}"
         );
     }

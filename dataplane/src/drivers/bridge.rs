@@ -34,8 +34,11 @@ pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) ->
     nl.delete_link(&net.bridge).await
 }
 
-fn interface_config(net: &Network) -> InterfaceConfig {
+fn interface_config(net: &Network, publishes: bool) -> InterfaceConfig {
     let mut flags = 0;
+    if publishes {
+        flags |= InterfaceConfig::PUBLISHES;
+    }
     if !net.bridge_options.icc {
         flags |= InterfaceConfig::ICC_DISABLED;
     }
@@ -45,14 +48,16 @@ fn interface_config(net: &Network) -> InterfaceConfig {
     InterfaceConfig { network: net.index, flags }
 }
 
-/// Builds (or, after a restart, finds and re-arms) a container's attachment.
+/// Builds (or, after a restart, finds and re-arms) a container's attachment; returns the
+/// host-side veth's ifindex.
 pub async fn connect(
     nl: &Netlink,
     dp: &mut Datapath,
     net: &Network,
     container_netns: &Path,
     att: &Attachment,
-) -> Result<()> {
+    publishes: bool,
+) -> Result<u32> {
     let host_index = match nl.link_index(&att.host_veth).await? {
         Some(index) => index,
         None => create_veth(nl, net, container_netns, att).await?,
@@ -65,12 +70,13 @@ pub async fn connect(
     // (bpf_fib_lookup requires forwarding on the input device). A bridge port routes
     // nothing itself, so this opens no path of its own.
     netlink::set_ipv4_conf(&att.host_veth, "forwarding", "1")?;
-    dp.set_interface(host_index, interface_config(net))?;
+    dp.set_interface(host_index, interface_config(net, publishes))?;
     dp.set_endpoint(
         v4_key(net.index, att.ip),
         Endpoint { host_ifindex: host_index, mac: att.mac.0, _pad: [0; 2] },
     )?;
-    dp.attach(&att.host_veth)
+    dp.attach(&att.host_veth)?;
+    Ok(host_index)
 }
 
 async fn create_veth(nl: &Netlink, net: &Network, container_netns: &Path, att: &Attachment) -> Result<u32> {

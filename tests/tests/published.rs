@@ -1,0 +1,159 @@
+//! Published ports (`run -p`), reached from an external namespace through the uplink, with
+//! the container seeing the real client address; reservations, conflicts, ranges and -P.
+
+use std::{process::Stdio, time::Duration};
+
+use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually};
+
+/// A detached HTTP server in a container, answering on `port`.
+fn web(host: &Host, name: &str, extra: &[&str], port: &str) {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "python3", "-m", "http.server", port]);
+    host.dp_ok(&args);
+    let probe = format!("curl -sf -o /dev/null http://127.0.0.1:{port}/");
+    assert!(eventually(Duration::from_secs(10), || host.exec(name, &probe).status.success()));
+}
+
+fn fetch_from_outside(host: &Host, addr: &str, port: u16) -> bool {
+    host.external_command("curl")
+        .args(["-sf", "-m", "3", "-o", "/dev/null", &format!("http://{addr}:{port}/")])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn container_log(host: &Host, name: &str) -> String {
+    let id = host.dp_json(&["inspect", name])[0]["Id"].as_str().unwrap().to_string();
+    std::fs::read_to_string(host.dir.join("state/logs").join(format!("{id}.log"))).unwrap_or_default()
+}
+
+#[test]
+fn published_port_is_reached_from_outside_with_the_real_client_address() {
+    let host = Host::start_with_external();
+    web(&host, "web", &["-p", "8080:80"], "80");
+    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080), "published port unreachable from outside");
+    assert!(
+        eventually(Duration::from_secs(3), || container_log(&host, "web").contains(EXTERNAL_ADDR)),
+        "the container did not see the client's address: {}",
+        container_log(&host, "web")
+    );
+    assert_eq!(host.dp_ok(&["port", "web"]).trim(), "80/tcp -> 0.0.0.0:8080");
+    let ports = &host.dp_json(&["inspect", "web"])[0]["NetworkSettings"]["Ports"]["80/tcp"][0];
+    assert_eq!(ports["HostPort"], "8080");
+    let flows = host.dp_ok(&["conntrack", "ls"]);
+    assert!(flows.lines().any(|l| l.starts_with("published") && l.contains(EXTERNAL_ADDR)), "{flows}");
+    assert!(host.counter("published") > 0 && host.counter("published_reply") > 0);
+    // Unpublished ports and the container's own address stay closed from outside.
+    assert!(!fetch_from_outside(&host, UPLINK_ADDR, 8081));
+    host.external_sh_ok(&format!(
+        "ip route add 10.0.0.0/8 via {UPLINK_ADDR} && ip route add 172.16.0.0/12 via {UPLINK_ADDR}"
+    ));
+    assert!(!fetch_from_outside(&host, &host.ip_of("web"), 80), "container address reachable from outside");
+    assert!(host.counter("dropped_unpublished") > 0);
+    assert_eq!(host.sh_ok("iptables-save | grep -v '^#' || true").trim(), "");
+    // Removing the container removes the mapping and frees the port.
+    host.dp_ok(&["rm", "-f", "web"]);
+    assert!(!fetch_from_outside(&host, UPLINK_ADDR, 8080));
+    assert_eq!(host.map_entries("PUBLISHED"), 0);
+    assert_eq!(host.dp_ok(&["conntrack", "ls"]).lines().count(), 1);
+    assert!(
+        host.sh("python3 -c \"import socket; socket.socket().bind(('0.0.0.0', 8080))\"").status.success()
+    );
+}
+
+#[test]
+fn two_containers_publish_the_same_container_port_on_different_host_ports() {
+    let host = Host::start_with_external();
+    web(&host, "a", &["-p", "8001:80"], "80");
+    web(&host, "b", &["-p", "8002:80/tcp"], "80");
+    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8001));
+    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8002));
+    assert!(container_log(&host, "a").contains("GET /"));
+    assert!(container_log(&host, "b").contains("GET /"));
+}
+
+#[test]
+fn host_ports_are_really_reserved_and_conflicts_refused() {
+    let host = Host::start_with_external();
+    host.run_sleeper("one", &["-p", "9000:80"]);
+    // Another container, the same host port: refused, and nothing is left of it.
+    let err = host.dp_err(&["run", "-d", "--name", "two", "-p", "9000:81", "--", "sleep", "60"]);
+    assert!(err.contains("already in use"), "{err}");
+    assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 2);
+    // A host process cannot take the published port afterwards...
+    let bind = host.sh("python3 -c \"import socket; socket.socket().bind(('0.0.0.0', 9000))\"");
+    assert!(!bind.status.success(), "a host process took a published port");
+    // ...and a port a host process already holds cannot be published.
+    let holder = host
+        .command("python3")
+        .args([
+            "-c",
+            "import socket, time; s = socket.socket(); s.bind(('0.0.0.0', 9100)); s.listen(); time.sleep(30)",
+        ])
+        .spawn()
+        .unwrap();
+    let mut holder = Guard(holder);
+    std::thread::sleep(Duration::from_millis(500));
+    let err = host.dp_err(&["run", "-d", "-p", "9100:80", "--", "sleep", "60"]);
+    assert!(err.contains("already in use"), "{err}");
+    let _ = holder.0.kill();
+    // The masquerade range is not for publishing.
+    let err = host.dp_err(&["run", "-d", "-p", "62000:80", "--", "sleep", "60"]);
+    assert!(err.contains("masquerade port range"), "{err}");
+    let err = host.dp_err(&["run", "-d", "--network", "host", "-p", "9200:80", "--", "sleep", "60"]);
+    assert!(err.contains("conflicting options"), "{err}");
+}
+
+/// A host process of the test's, killed (by PID) when dropped.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ranges_random_ports_and_loopback_only_publishing() {
+    let host = Host::start_with_external();
+    let started = std::time::Instant::now();
+    host.run_sleeper("range", &["-p", "7000-7999:7000-7999"]);
+    assert!(started.elapsed() < Duration::from_secs(2), "1,000 ports took {:?}", started.elapsed());
+    assert_eq!(host.map_entries("PUBLISHED"), 1000);
+    assert_eq!(host.dp_ok(&["port", "range"]).lines().count(), 1000);
+    host.dp_ok(&["rm", "-f", "range"]);
+    assert_eq!(host.map_entries("PUBLISHED"), 0);
+
+    web(&host, "anyport", &["-P", "--expose", "80"], "80");
+    let line = host.dp_ok(&["port", "anyport"]);
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(port >= 1024, "{line}");
+    assert!(fetch_from_outside(&host, UPLINK_ADDR, port), "-P port unreachable: {line}");
+
+    // Published on 127.0.0.1 only: never reachable from another machine on the uplink.
+    web(&host, "local", &["-p", "127.0.0.1:8090:80"], "80");
+    assert!(!fetch_from_outside(&host, UPLINK_ADDR, 8090), "a loopback-only port was reachable from outside");
+}
+
+#[test]
+fn udp_published_port() {
+    let host = Host::start_with_external();
+    let echo = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 53)); \
+                d, a = s.recvfrom(100); s.sendto(a[0].encode(), a)";
+    host.dp_ok(&["run", "-d", "--name", "dns", "-p", "5353:53/udp", "--", "python3", "-c", echo]);
+    std::thread::sleep(Duration::from_millis(500));
+    let client = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); \
+         s.sendto(b'q', ('{UPLINK_ADDR}', 5353)); print(s.recv(100).decode())"
+    );
+    let out = host.external_command("python3").args(["-c", &client]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        EXTERNAL_ADDR,
+        "the container saw another client"
+    );
+}
