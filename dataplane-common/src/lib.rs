@@ -149,7 +149,8 @@ pub struct Backend {
 }
 
 /// Value of the DNAT conntrack table, keyed by the flow as the container answers it
-/// (container address and port to the client's): what the client originally addressed.
+/// (container address and port to the client's): what the client originally addressed,
+/// and, for a client that is itself a container (hairpin), where it lives.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DnatEntry {
@@ -158,7 +159,10 @@ pub struct DnatEntry {
     pub host_port: u16,
     pub state: u8,
     pub _pad: u8,
-    pub _pad2: u32,
+    /// The client container's host-side veth, 0 when the client is outside.
+    pub peer_ifindex: u32,
+    pub peer_mac: [u8; 6],
+    pub _pad2: [u8; 2],
     pub created_ns: u64,
     pub last_seen_ns: u64,
 }

@@ -39,9 +39,16 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
     };
     if iface.flags & InterfaceConfig::PUBLISHES != 0
-        && let Some(host_addr) = publish::reply_from_published(ctx, &frame)
+        && let Some(reply) = publish::reply_from_published(ctx, &frame)
     {
-        return nat::reply_out(ctx, &frame, host_addr, ifindex);
+        if reply.peer_ifindex == 0 {
+            return nat::reply_out(ctx, &frame, reply.host_addr, ifindex);
+        }
+        // Hairpin: straight back into the client container.
+        let _ = ctx.store(0, &reply.peer_mac, 0);
+        // SAFETY: a plain helper call; it only records the target and flags.
+        let action = unsafe { bpf_redirect_peer(reply.peer_ifindex, 0) } as i32;
+        return (Path::PublishedReply, action);
     }
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest

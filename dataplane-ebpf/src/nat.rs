@@ -200,7 +200,8 @@ pub fn send_to_uplink(ctx: &TcContext, rc: u32, fib: &bpf_fib_lookup, cfg: &NatC
 pub fn leave_host(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceConfig, sender: u32) -> (Path, i32) {
     let (rc, fib) = fib_route(ctx, frame.proto, frame.src, frame.dst, sender);
     if rc == BPF_FIB_LKUP_RET_NOT_FWDED {
-        return (Path::SlowPathIp, TC_ACT_OK as i32);
+        // One of the host's own addresses: a published port there, or the host itself.
+        return publish::hairpin(ctx, frame, sender).unwrap_or((Path::SlowPathIp, TC_ACT_OK as i32));
     }
     if iface.flags & InterfaceConfig::INTERNAL != 0 {
         return (Path::DroppedInternal, TC_ACT_SHOT as i32);
@@ -320,7 +321,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
         && l4(ctx, &frame, false)
             .is_some_and(|l4| (cfg.port_min..=cfg.port_max).contains(&u16::from_be(l4.dst_port)));
     if !nat_reply {
-        if let Some(verdict) = publish::to_published(ctx, &frame, &cfg) {
+        if let Some(verdict) = publish::from_outside(ctx, &frame, &cfg) {
             return verdict;
         }
         // Container addresses are not reachable from outside, even with forwarding on.

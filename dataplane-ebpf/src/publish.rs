@@ -27,14 +27,16 @@ static PUBLISHED: HashMap<PublishKey, Backend> = HashMap::pinned(65536, 0);
 #[map]
 static DNAT_CT: LruHashMap<FlowKey, DnatEntry> = LruHashMap::pinned(131072, 0);
 
+/// The backend of a port published on the exact address, or on every address (0.0.0.0)
+/// when `any_address` says the destination is one the wildcard covers.
 #[inline(always)]
-fn backend(frame: &Ipv4Frame, port: u16, cfg: &NatConfig) -> Option<Backend> {
+fn backend(frame: &Ipv4Frame, port: u16, any_address: bool) -> Option<Backend> {
     let mut key = PublishKey { addr: IpAddress::v4(frame.dst), port, proto: frame.proto, _pad: 0 };
     // SAFETY: values are plain data copied out at once.
     if let Some(found) = unsafe { PUBLISHED.get(&key) } {
         return Some(*found);
     }
-    if frame.dst != cfg.addr {
+    if !any_address {
         return None;
     }
     key.addr = IpAddress::v4([0; 4]);
@@ -45,12 +47,37 @@ fn backend(frame: &Ipv4Frame, port: u16, cfg: &NatConfig) -> Option<Backend> {
 /// On the uplink: a packet for a published port goes to its container, its destination
 /// rewritten and the connection tracked. `None` when the port is not published.
 #[inline(always)]
-pub fn to_published(ctx: &TcContext, frame: &Ipv4Frame, cfg: &NatConfig) -> Option<(Path, i32)> {
-    if frame.proto == IPPROTO_ICMP {
+pub fn from_outside(ctx: &TcContext, frame: &Ipv4Frame, cfg: &NatConfig) -> Option<(Path, i32)> {
+    to_published(ctx, frame, frame.dst == cfg.addr, 0, [0; 6])
+}
+
+/// From a container to one of the host's own addresses (`local`, as the FIB says): a
+/// published port there sends it to the port's container, keeping the client's address,
+/// and its replies come back the same way (hairpin).
+#[inline(always)]
+pub fn hairpin(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
+    let mac: [u8; 6] = ctx.load(6).ok()?;
+    to_published(ctx, frame, true, sender, mac)
+}
+
+#[inline(always)]
+fn to_published(
+    ctx: &TcContext,
+    frame: &Ipv4Frame,
+    any_address: bool,
+    peer_ifindex: u32,
+    peer_mac: [u8; 6],
+) -> Option<(Path, i32)> {
+    if frame.proto == IPPROTO_ICMP || !frame.translatable() {
         return None;
     }
     let l4 = nat::l4(ctx, frame, false)?;
-    let backend = backend(frame, l4.dst_port, cfg)?;
+    let backend = backend(frame, l4.dst_port, any_address)?;
+    if backend.host_ifindex == peer_ifindex {
+        // A container reaching itself through the host would see its own address as the
+        // source, which its kernel drops as martian; Docker masquerades that case.
+        return None;
+    }
     let reply = FlowKey {
         src: backend.addr,
         dst: IpAddress::v4(frame.src),
@@ -73,7 +100,9 @@ pub fn to_published(ctx: &TcContext, frame: &Ipv4Frame, cfg: &NatConfig) -> Opti
                 host_port: l4.dst_port,
                 state: nat::next_state(ct_state::NEW, l4.tcp_flags, false),
                 _pad: 0,
-                _pad2: 0,
+                peer_ifindex,
+                peer_mac,
+                _pad2: [0; 2],
                 created_ns: now,
                 last_seen_ns: now,
             };
@@ -91,10 +120,18 @@ pub fn to_published(ctx: &TcContext, frame: &Ipv4Frame, cfg: &NatConfig) -> Opti
     Some((Path::Published, action as i32))
 }
 
+/// A container's reply on a published connection, its source given back as the host's
+/// address and port: where it goes next.
+pub struct Reply {
+    pub host_addr: [u8; 4],
+    pub peer_ifindex: u32,
+    pub peer_mac: [u8; 6],
+}
+
 /// From a publishing container: a reply on a published connection gets the host's
-/// address and port back as its source. Returns the new source when it did.
+/// address and port back as its source.
 #[inline(always)]
-pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<[u8; 4]> {
+pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply> {
     if frame.proto == IPPROTO_ICMP || !frame.translatable() {
         return None;
     }
@@ -109,13 +146,13 @@ pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<[u8; 4
     };
     let entry = DNAT_CT.get_ptr_mut(&key)?;
     // SAFETY: map pointer, valid for this program run.
-    let (host_addr, host_port) = unsafe {
+    let (host_addr, host_port, peer_ifindex, peer_mac) = unsafe {
         (*entry).last_seen_ns = bpf_ktime_get_ns();
         (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, true);
-        ((*entry).host_addr, (*entry).host_port)
+        ((*entry).host_addr, (*entry).host_port, (*entry).peer_ifindex, (*entry).peer_mac)
     };
     let mut from = [0u8; 4];
     from.copy_from_slice(&host_addr.addr[..4]);
     nat::rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, from, l4.src_port, host_port).ok()?;
-    Some(from)
+    Some(Reply { host_addr: from, peer_ifindex, peer_mac })
 }

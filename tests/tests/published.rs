@@ -157,3 +157,21 @@ fn udp_published_port() {
         "the container saw another client"
     );
 }
+
+#[test]
+fn containers_reach_published_ports_through_the_host_address() {
+    let host = Host::start_with_external();
+    host.dp_ok(&["network", "create", "--subnet", "10.50.0.0/24", "front"]);
+    web(&host, "web", &["-p", "8080:80"], "80");
+    host.run_sleeper("same", &[]);
+    host.run_sleeper("other", &["--network", "front"]);
+    for (client, target) in [("same", UPLINK_ADDR), ("same", "172.17.0.1"), ("other", UPLINK_ADDR)] {
+        let fetch = host.exec(client, &format!("curl -sf -m 3 -o /dev/null http://{target}:8080/"));
+        assert!(fetch.status.success(), "{client} cannot reach {target}:8080 (hairpin)");
+    }
+    let log = container_log(&host, "web");
+    for client in ["same", "other"] {
+        let ip = host.ip_of(client);
+        assert!(log.contains(&ip), "web did not see {client}'s address {ip}: {log}");
+    }
+}

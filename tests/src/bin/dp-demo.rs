@@ -34,7 +34,21 @@ fn main() -> Result<()> {
     show(&host, &["network", "create", "--subnet", "10.123.0.0/24", "demo"])?;
     show(
         &host,
-        &["run", "-d", "--name", "web", "--network", "demo", "-p", "8080:80", "--", "python3", "-m", "http.server", "80"],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "demo",
+            "-p",
+            "8080:80",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "80",
+        ],
     )?;
     show(&host, &["run", "-d", "--name", "client", "--network", "demo", "--", "sleep", "600"])?;
     show(&host, &["ps"])?;
@@ -57,7 +71,16 @@ fn main() -> Result<()> {
     println!("\n(external)$ curl -s -o /dev/null -w '%{{http_code}}' http://{UPLINK_ADDR}:8080/");
     let out = host
         .external_command("curl")
-        .args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}\n", &format!("http://{UPLINK_ADDR}:8080/")])
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\n",
+            &format!("http://{UPLINK_ADDR}:8080/"),
+        ])
         .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
     if String::from_utf8_lossy(&out.stdout).trim() != "200" {
