@@ -167,6 +167,37 @@ pub struct DnatEntry {
     pub last_seen_ns: u64,
 }
 
+/// Settings of the socket hooks that let host processes reach published ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The daemon's network namespace (SO_NETNS_COOKIE): sockets of any other namespace
+    /// in the hooked cgroup are left alone. 0: hooks off.
+    pub netns_cookie: u64,
+}
+
+/// A UDP socket's view of a published port it sent to: socket cookie and the container
+/// address it was sent to instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockRevKey {
+    pub cookie: u64,
+    pub addr: [u8; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+
+/// What that socket addressed: replies are shown as coming from there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockRevValue {
+    pub addr: [u8; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+
 /// Outbound NAT settings; `uplink_ifindex` 0 means no uplink, hence no NAT.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -299,6 +330,7 @@ pub mod map_names {
     pub const SNAT_REV: &str = "SNAT_REV";
     pub const PUBLISHED: &str = "PUBLISHED";
     pub const DNAT_CT: &str = "DNAT_CT";
+    pub const HOST_CONFIG: &str = "HOST_CONFIG";
 }
 
 /// Names of the programs in the kernel object.
@@ -307,6 +339,10 @@ pub mod program_names {
     pub const FROM_CONTAINER: &str = "from_container";
     /// tcx ingress of the uplink: replies to masqueraded flows.
     pub const FROM_UPLINK: &str = "from_uplink";
+    /// cgroup socket hooks: host processes reaching published ports (what docker-proxy did).
+    pub const HOST_CONNECT4: &str = "host_connect4";
+    pub const HOST_SENDMSG4: &str = "host_sendmsg4";
+    pub const HOST_RECVMSG4: &str = "host_recvmsg4";
 }
 
 #[cfg(feature = "user")]
@@ -328,4 +364,7 @@ mod pod {
     unsafe impl aya::Pod for PublishKey {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for DnatEntry {}
+    unsafe impl aya::Pod for HostConfig {}
+    unsafe impl aya::Pod for SockRevKey {}
+    unsafe impl aya::Pod for SockRevValue {}
 }

@@ -10,8 +10,12 @@ mod nat;
 mod parse;
 mod policy;
 mod publish;
+mod sockaddr;
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    macros::{cgroup_sock_addr, classifier},
+    programs::{SockAddrContext, TcContext},
+};
 
 /// tcx ingress of a container's host-side veth: every frame the container sends.
 #[classifier]
@@ -25,6 +29,27 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     let (path, action) = nat::from_uplink(&ctx);
     counters::count(&ctx, path);
     action
+}
+
+/// connect() of host processes: published host ports lead to their container.
+#[cgroup_sock_addr(connect4)]
+pub fn host_connect4(ctx: SockAddrContext) -> i32 {
+    sockaddr::connect4(&ctx);
+    1
+}
+
+/// sendmsg() of host UDP sockets: as connect().
+#[cgroup_sock_addr(sendmsg4)]
+pub fn host_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sockaddr::sendmsg4(&ctx);
+    1
+}
+
+/// recvmsg() of host UDP sockets: replies show the published address they were sent to.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn host_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sockaddr::recvmsg4(&ctx);
+    1
 }
 
 #[cfg(not(test))]

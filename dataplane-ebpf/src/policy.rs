@@ -16,6 +16,15 @@ pub enum Verdict {
     OtherNetwork,
 }
 
+/// Whether `addr` is the gateway of one of the networks.
+#[inline(always)]
+pub fn is_gateway(addr: [u8; 4]) -> bool {
+    let mut key_addr = [0u8; 16];
+    key_addr[..4].copy_from_slice(&addr);
+    let key = Key::new(SubnetKey::FAMILY_BITS + 32, SubnetKey { family: u32::from(AF_INET), addr: key_addr });
+    SUBNETS.get(&key).is_some_and(|info| info.gateway.addr[..4] == addr)
+}
+
 /// Whether `dst` is a container address of some network (not a gateway).
 #[inline(always)]
 pub fn in_container_subnet(dst: [u8; 4]) -> bool {

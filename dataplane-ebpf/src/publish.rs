@@ -27,11 +27,16 @@ static PUBLISHED: HashMap<PublishKey, Backend> = HashMap::pinned(65536, 0);
 #[map]
 static DNAT_CT: LruHashMap<FlowKey, DnatEntry> = LruHashMap::pinned(131072, 0);
 
+#[inline(always)]
+fn backend(frame: &Ipv4Frame, port: u16, any_address: bool) -> Option<Backend> {
+    lookup(frame.dst, port, frame.proto, any_address)
+}
+
 /// The backend of a port published on the exact address, or on every address (0.0.0.0)
 /// when `any_address` says the destination is one the wildcard covers.
 #[inline(always)]
-fn backend(frame: &Ipv4Frame, port: u16, any_address: bool) -> Option<Backend> {
-    let mut key = PublishKey { addr: IpAddress::v4(frame.dst), port, proto: frame.proto, _pad: 0 };
+pub fn lookup(addr: [u8; 4], port: u16, proto: u8, any_address: bool) -> Option<Backend> {
+    let mut key = PublishKey { addr: IpAddress::v4(addr), port, proto, _pad: 0 };
     // SAFETY: values are plain data copied out at once.
     if let Some(found) = unsafe { PUBLISHED.get(&key) } {
         return Some(*found);

@@ -106,6 +106,10 @@ struct DaemonArgs {
     /// Source ports for masquerading, FIRST-LAST (default: above the host's ip_local_port_range).
     #[arg(long, env = "DATAPLANE_NAT_PORT_RANGE", value_parser = crate::nat::parse_port_range)]
     nat_port_range: Option<(u16, u16)>,
+    /// cgroup (v2) whose processes reach published ports on the host's addresses and
+    /// 127.0.0.1 (default: the cgroup2 root; only this namespace's sockets are affected).
+    #[arg(long, env = "DATAPLANE_CGROUP")]
+    cgroup: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -223,6 +227,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 netns_dir: args.netns_dir,
                 uplink: args.uplink,
                 nat_port_range: args.nat_port_range,
+                cgroup: args.cgroup,
             };
             tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
         }

@@ -49,6 +49,9 @@ pub struct Config {
     /// The interface masqueraded traffic leaves by; the default route's when `None`.
     pub uplink: Option<String>,
     pub nat_port_range: Option<(u16, u16)>,
+    /// The cgroup whose processes reach published ports through the socket hooks; the
+    /// cgroup2 root when `None`.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// How often expired flows are swept from the conntrack tables.
@@ -85,6 +88,10 @@ pub async fn run(config: Config) -> Result<()> {
     let mut datapath = Datapath::load(&config.bpffs)?;
     let netlink = Netlink::connect()?;
     let nat_ports = setup_nat(&netlink, &mut datapath, &config).await?;
+    match config.cgroup.clone().or_else(crate::maps::cgroup2_root) {
+        Some(cgroup) => datapath.attach_host_hooks(&cgroup, crate::maps::current_netns_cookie()?)?,
+        None => log::warn!("no cgroup2 mount: host processes cannot reach published ports"),
+    }
     ports::raise_fd_limit();
     let store = StateStore::new(&config.state_dir);
     let state = store.load()?.unwrap_or_default();

@@ -13,12 +13,15 @@ use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
-    programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
+        cgroup_sock_addr::CgroupSockAddrLinkId, tc::SchedClassifierLinkId,
+    },
 };
 use dataplane_common::{
-    AF_INET, Backend, Counter, DnatEntry, Endpoint, EndpointKey, FlowKey, IPPROTO_ICMP, InterfaceConfig,
-    IpAddress, NatConfig, Path as DpPath, PublishKey, RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey,
-    map_names, program_names,
+    AF_INET, Backend, Counter, DnatEntry, Endpoint, EndpointKey, FlowKey, HostConfig, IPPROTO_ICMP,
+    InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey, RevSnatEntry, SnatEntry, SubnetInfo,
+    SubnetKey, map_names, program_names,
 };
 use ipnet::Ipv4Net;
 
@@ -38,6 +41,41 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
         .with_context(|| format!("mounting bpffs on {}", dir.display()))
 }
 
+/// The network namespace cookie of the caller (SO_NETNS_COOKIE), as bpf_get_netns_cookie
+/// reports it for sockets of that namespace.
+pub fn current_netns_cookie() -> Result<u64> {
+    const SO_NETNS_COOKIE: i32 = 71;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))
+        .context("opening a socket to read the namespace cookie")?;
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as u32;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("getsockopt(SO_NETNS_COOKIE)");
+    }
+    Ok(cookie)
+}
+
+/// The cgroup2 mount, from /proc/mounts.
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut fields = l.split_whitespace();
+        let (_, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
+        (kind == "cgroup2").then(|| std::path::PathBuf::from(dir))
+    })
+}
+
 pub fn v4_key(network: u32, ip: Ipv4Addr) -> EndpointKey {
     EndpointKey { network, ip: IpAddress::v4(ip.octets()) }
 }
@@ -55,6 +93,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     /// Attached links by interface, with the program each runs.
     links: StdHashMap<String, (&'static str, SchedClassifierLinkId)>,
+    /// The socket hooks' attachments; they detach when the daemon exits.
+    cgroup_links: Vec<(&'static str, CgroupSockAddrLinkId)>,
 }
 
 impl Datapath {
@@ -81,7 +121,42 @@ impl Datapath {
             let _ = fs::remove_file(&pin);
             program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))?;
         }
-        Ok(Self { ebpf, links: StdHashMap::new() })
+        for name in [program_names::HOST_CONNECT4, program_names::HOST_SENDMSG4, program_names::HOST_RECVMSG4]
+        {
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            program.load().with_context(|| format!("the verifier refused {name}"))?;
+        }
+        Ok(Self { ebpf, links: StdHashMap::new(), cgroup_links: vec![] })
+    }
+
+    /// Attaches the socket hooks to `cgroup` (other programs may sit there too), scoped to
+    /// sockets of the namespace with `netns_cookie`.
+    pub fn attach_host_hooks(&mut self, cgroup: &Path, netns_cookie: u64) -> Result<()> {
+        self.set_host_config(HostConfig { netns_cookie })?;
+        for name in [program_names::HOST_CONNECT4, program_names::HOST_SENDMSG4, program_names::HOST_RECVMSG4]
+        {
+            let file =
+                fs::File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+            let program: &mut CgroupSockAddr =
+                self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
+            // On this kernel the attachment is a bpf_link, which always coexists with other
+            // programs on the cgroup; link_create takes no attach flags (Single = none).
+            let link = program
+                .attach(file, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} to cgroup {}", cgroup.display()))?;
+            self.cgroup_links.push((name, link));
+        }
+        Ok(())
+    }
+
+    pub fn set_host_config(&mut self, config: HostConfig) -> Result<()> {
+        let map =
+            self.ebpf.map_mut(map_names::HOST_CONFIG).ok_or_else(|| anyhow!("map HOST_CONFIG missing"))?;
+        let mut array: Array<&mut MapData, HostConfig> = Array::try_from(map)?;
+        array.set(0, config, 0).context("writing HOST_CONFIG")
     }
 
     pub fn program(&mut self) -> Result<&mut SchedClassifier> {

@@ -42,6 +42,9 @@ pub struct Host {
     daemon: Option<Child>,
     /// The "outside world" behind the host's uplink, when the test asked for one.
     external: Option<String>,
+    /// A child cgroup of the test's own for the daemon's socket hooks (never the root,
+    /// which holds every process of the machine).
+    pub cgroup: PathBuf,
 }
 
 /// Addresses of the uplink link between the host namespace and the external one.
@@ -62,7 +65,11 @@ impl Host {
         let dir = std::env::temp_dir().join(format!("dataplane-{name}"));
         fs::create_dir_all(&dir)?;
         run_ok(Command::new("ip").args(["netns", "add", &name]))?;
-        let host = Self { name, dir, daemon: None, external: None };
+        let cgroup = dataplane::maps::cgroup2_root()
+            .context("no cgroup2 mount in /proc/mounts")?
+            .join(format!("dataplane-test-{name}"));
+        fs::create_dir_all(&cgroup).with_context(|| format!("creating cgroup {}", cgroup.display()))?;
+        let host = Self { name, dir, daemon: None, external: None, cgroup };
         host.sh_ok("ip link set lo up");
         Ok(host)
     }
@@ -122,8 +129,18 @@ impl Host {
             .env("DATAPLANE_SOCKET", self.socket())
             .env("DATAPLANE_STATE_DIR", self.dir.join("state"))
             .env("DATAPLANE_BPFFS", self.bpffs())
-            .env("DATAPLANE_NETNS_DIR", self.netns_dir());
+            .env("DATAPLANE_NETNS_DIR", self.netns_dir())
+            .env("DATAPLANE_CGROUP", &self.cgroup);
         command
+    }
+
+    /// Runs a shell command in the host namespace, as a process of the test's cgroup (where
+    /// the daemon's socket hooks are).
+    pub fn sh_in_cgroup(&self, script: &str) -> Output {
+        let procs = self.cgroup.join("cgroup.procs");
+        let wrapped =
+            format!("echo $$ > {} && exec sh -c '{}'", procs.display(), script.replace('\'', "'\\''"));
+        self.sh(&wrapped)
     }
 
     pub fn start_daemon(&mut self) {
@@ -309,6 +326,13 @@ impl Drop for Host {
             let _ = Command::new("ip").args(["netns", "del", external]).status();
         }
         let _ = Command::new("umount").arg("-l").arg(self.bpffs()).status();
+        // Empty once our processes are gone; give their exit a moment.
+        for _ in 0..50 {
+            if fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            sleep(Duration::from_millis(20));
+        }
         if std::env::var_os("DATAPLANE_KEEP_TEST_DIR").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }

@@ -175,3 +175,36 @@ fn containers_reach_published_ports_through_the_host_address() {
         assert!(log.contains(&ip), "web did not see {client}'s address {ip}: {log}");
     }
 }
+
+#[test]
+fn the_host_reaches_published_ports_on_its_addresses_and_loopback() {
+    let host = Host::start_with_external();
+    web(&host, "web", &["-p", "8080:80"], "80");
+    web(&host, "local", &["-p", "127.0.0.1:8090:80"], "80");
+    for url in [
+        "http://127.0.0.1:8080/",
+        &format!("http://{UPLINK_ADDR}:8080/"),
+        "http://172.17.0.1:8080/",
+        "http://127.0.0.1:8090/",
+    ] {
+        let out = host.sh_in_cgroup(&format!("curl -sf -m 3 -o /dev/null {url}"));
+        assert!(
+            out.status.success(),
+            "the host cannot fetch {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Outside the hooked cgroup nothing is redirected (the daemon only holds the port).
+    assert!(!host.sh("curl -sf -m 3 -o /dev/null http://127.0.0.1:8080/").status.success());
+
+    // UDP: the reply shows the published address the host sent to.
+    let echo = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 53)); \
+                d, a = s.recvfrom(100); s.sendto(b'pong', a)";
+    host.dp_ok(&["run", "-d", "--name", "udp", "-p", "5353:53/udp", "--", "python3", "-c", echo]);
+    std::thread::sleep(Duration::from_millis(500));
+    let client = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); \
+                  s.sendto(b\"ping\", (\"127.0.0.1\", 5353)); d, a = s.recvfrom(100); print(d.decode(), a[0], a[1])";
+    let out = host.sh_in_cgroup(&format!("python3 -c '{client}'"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pong 127.0.0.1 5353");
+}
