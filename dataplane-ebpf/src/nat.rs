@@ -225,6 +225,85 @@ pub fn leave_host(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceConfig, s
     (Path::Masqueraded, send_to_uplink(ctx, rc, &fib, &cfg))
 }
 
+const ICMP_DEST_UNREACHABLE: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+
+/// An ICMP error about a masqueraded flow (port unreachable, fragmentation needed, time
+/// exceeded) carries the start of the packet as it left, with the uplink address and NAT
+/// port inside: it goes back to the container with both the outer destination and the
+/// quoted packet translated, every checksum kept valid (the quoted IPv4 header's, the
+/// quoted UDP one's, and the ICMP one that covers them).
+#[inline(always)]
+fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
+    let icmp = frame.l4_offset;
+    let kind: u8 = ctx.load(icmp).ok()?;
+    if kind != ICMP_DEST_UNREACHABLE && kind != ICMP_TIME_EXCEEDED {
+        return None;
+    }
+    let inner = icmp + 8;
+    let vihl: u8 = ctx.load(inner).ok()?;
+    if vihl != 0x45 {
+        return None;
+    }
+    let proto: u8 = ctx.load(inner + 9).ok()?;
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return None;
+    }
+    let inner_src: [u8; 4] = ctx.load(inner + 12).ok()?;
+    let inner_dst: [u8; 4] = ctx.load(inner + 16).ok()?;
+    let inner_l4 = inner + 20;
+    let nat_port: u16 = ctx.load(inner_l4).ok()?;
+    let remote_port: u16 = ctx.load(inner_l4 + 2).ok()?;
+    let reply = FlowKey {
+        src: IpAddress::v4(inner_dst),
+        dst: IpAddress::v4(inner_src),
+        src_port: remote_port,
+        dst_port: nat_port,
+        proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: values are plain data copied out at once.
+    let back = unsafe { SNAT_REV.get(&reply).copied() }?;
+    let mut container = [0u8; 4];
+    container.copy_from_slice(&back.addr.addr[..4]);
+    let icmp_csum = icmp + 2;
+    let word = |v: [u8; 4]| u64::from(u32::from_ne_bytes(v));
+    let fix = || -> Result<(), i64> {
+        // The quoted IPv4 header: source address and its own checksum, both under the
+        // ICMP checksum.
+        let old_ip_csum: u16 = ctx.load(inner + 10)?;
+        ctx.l3_csum_replace(inner + 10, word(inner_src), word(container), 4)?;
+        let new_ip_csum: u16 = ctx.load(inner + 10)?;
+        ctx.l4_csum_replace(icmp_csum, u64::from(old_ip_csum), u64::from(new_ip_csum), 2)?;
+        ctx.l4_csum_replace(icmp_csum, word(inner_src), word(container), 4)?;
+        ctx.store(inner + 12, &container, 0)?;
+        // The quoted source port.
+        ctx.l4_csum_replace(icmp_csum, u64::from(nat_port), u64::from(back.port), 2)?;
+        ctx.store(inner_l4, &back.port, 0)?;
+        // The quoted UDP checksum, when there is one, covers the address and the port.
+        if proto == IPPROTO_UDP {
+            let old_udp_csum: u16 = ctx.load(inner_l4 + 6)?;
+            if old_udp_csum != 0 {
+                ctx.l3_csum_replace(inner_l4 + 6, word(inner_src), word(container), 4)?;
+                ctx.l3_csum_replace(inner_l4 + 6, u64::from(nat_port), u64::from(back.port), 2)?;
+                let new_udp_csum: u16 = ctx.load(inner_l4 + 6)?;
+                ctx.l4_csum_replace(icmp_csum, u64::from(old_udp_csum), u64::from(new_udp_csum), 2)?;
+            }
+        }
+        // The outer destination: the ICMP checksum does not cover it.
+        ctx.l3_csum_replace(IP_CSUM_OFFSET, word(frame.dst), word(container), 4)?;
+        ctx.store(IP_DST_OFFSET, &container, 0)?;
+        ctx.store(0, &back.mac, 0)?;
+        Ok(())
+    };
+    if fix().is_err() {
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    }
+    // SAFETY: plain helper call; it only records the target.
+    let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
+    Some((Path::ReverseNat, action as i32))
+}
+
 /// A reply on a published port, already given the host's address as source: out of the
 /// uplink when that is the way to the client, else to the kernel.
 #[inline(always)]
@@ -314,6 +393,12 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     };
     if !frame.translatable() {
         return to_host;
+    }
+    if frame.proto == IPPROTO_ICMP
+        && frame.dst == cfg.addr
+        && let Some(verdict) = icmp_error_back(ctx, &frame)
+    {
+        return verdict;
     }
     // Replies to masqueraded flows come back to a port of the NAT range, which publishing
     // never uses: one range check keeps each kind of traffic to its own lookups.

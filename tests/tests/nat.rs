@@ -117,3 +117,17 @@ fn conntrack_flush_forgets_every_flow() {
     // New traffic is tracked afresh.
     assert!(host.ping("c", EXTERNAL_ADDR));
 }
+
+#[test]
+fn icmp_port_unreachable_reaches_the_container() {
+    let host = Host::start_with_external();
+    host.run_sleeper("c", &[]);
+    // Nothing listens on the external side: its "port unreachable" must come back.
+    let client = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); \
+         s.connect(('{EXTERNAL_ADDR}', 9999)); s.send(b'x')\ntry:\n    s.recv(10); print('answer')\n\
+         except ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')"
+    );
+    let out = ok(host.exec("c", &format!("python3 -c \"{client}\"")));
+    assert_eq!(out.trim(), "refused", "the ICMP error did not reach the container");
+}

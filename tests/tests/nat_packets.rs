@@ -207,3 +207,40 @@ fn fragments_and_unresolved_next_hops() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(inspect(&out).src, UPLINK_ADDR);
 }
+
+#[test]
+fn icmp_errors_about_masqueraded_flows_go_back_translated() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let (_, out) = fx.run(&udp(CONTAINER, 5000, REMOTE, 53));
+    let nat_port = inspect(&out).sport;
+    // The remote answers "port unreachable", quoting the packet as it arrived there.
+    let quoted = &out[14..14 + 28];
+    let b = PacketBuilder::ethernet2(GATEWAY_MAC, UPLINK_MAC).ipv4(REMOTE, UPLINK_ADDR, 64).icmpv4(
+        etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port),
+    );
+    let mut error = vec![];
+    b.write(&mut error, quoted).unwrap();
+    let (verdict, back) = fx.run_uplink(&error);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the ICMP error was not sent back into the container");
+    let seen = SlicedPacket::from_ethernet(&back).unwrap();
+    let etherparse::NetSlice::Ipv4(ip) = seen.net.unwrap() else { panic!("not IPv4") };
+    let outer = ip.header().to_header();
+    assert_eq!(outer.destination, CONTAINER, "outer destination was not translated");
+    assert_eq!(outer.header_checksum, outer.calc_header_checksum(), "outer IPv4 checksum is wrong");
+    let Some(TransportSlice::Icmpv4(icmp)) = seen.transport else { panic!("not ICMP") };
+    assert_eq!(
+        icmp.checksum(),
+        icmp.header().icmp_type.calc_checksum(icmp.payload()),
+        "ICMP checksum is wrong"
+    );
+    let (inner, rest) = etherparse::Ipv4Header::from_slice(icmp.payload()).unwrap();
+    assert_eq!(inner.source, CONTAINER, "quoted source was not translated");
+    assert_eq!(inner.header_checksum, inner.calc_header_checksum(), "quoted IPv4 checksum is wrong");
+    assert_eq!(u16::from_be_bytes([rest[0], rest[1]]), 5000, "quoted source port was not restored");
+    assert_ne!(nat_port, 5000);
+    let udp_csum = u16::from_be_bytes([rest[6], rest[7]]);
+    let expected =
+        etherparse::UdpHeader::from_slice(rest).unwrap().0.calc_checksum_ipv4(&inner, b"query").unwrap();
+    assert_eq!(udp_csum, expected, "quoted UDP checksum is wrong");
+}
