@@ -56,7 +56,11 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     let Some(dst) = endpoint::lookup_v4(iface.network, frame.dst) else {
         return match policy::check_v4(iface.network, frame.dst) {
             Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
-            Verdict::Allow => nat::leave_host(ctx, &frame, &iface, ifindex),
+            Verdict::Allow => match nat::leave_host(ctx, &frame, &iface, ifindex) {
+                Some(verdict) => verdict,
+                // For the host itself: a published port there (hairpin), or the host's own.
+                None => publish::hairpin(ctx, &frame, ifindex).unwrap_or((Path::SlowPathIp, TC_ACT_OK)),
+            },
         };
     };
     if iface.flags & InterfaceConfig::ICC_DISABLED != 0 {

@@ -13,7 +13,7 @@ use aya_ebpf::{
         bpf_redirect_neigh, bpf_redirect_peer,
     },
     macros::map,
-    maps::{Array, LruHashMap},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::TcContext,
 };
 use dataplane_common::{
@@ -194,35 +194,43 @@ pub fn send_to_uplink(ctx: &TcContext, rc: u32, fib: &bpf_fib_lookup, cfg: &NatC
     action as i32
 }
 
-/// Unicast IPv4 that no endpoint of the sender's network owns: delivered to the host,
-/// masqueraded out of the uplink, dropped for `--internal` networks, or left to the kernel.
-#[inline(always)]
-pub fn leave_host(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceConfig, sender: u32) -> (Path, i32) {
+/// Unicast IPv4 that no endpoint of the sender's network owns: masqueraded out of the
+/// uplink, dropped for `--internal` networks, or left to the kernel; `None` when it is for
+/// one of the host's own addresses.
+/// (Functions marked `inline(never)` are BPF subprograms: each has its own stack frame,
+/// which keeps the paths of `from_container` from adding up past the 512-byte stack.)
+#[inline(never)]
+pub fn leave_host(
+    ctx: &TcContext,
+    frame: &Ipv4Frame,
+    iface: &InterfaceConfig,
+    sender: u32,
+) -> Option<(Path, i32)> {
     let (rc, fib) = fib_route(ctx, frame.proto, frame.src, frame.dst, sender);
     if rc == BPF_FIB_LKUP_RET_NOT_FWDED {
-        // One of the host's own addresses: a published port there, or the host itself.
-        return publish::hairpin(ctx, frame, sender).unwrap_or((Path::SlowPathIp, TC_ACT_OK as i32));
+        // One of the host's own addresses: the caller tries the published ports there.
+        return None;
     }
     if iface.flags & InterfaceConfig::INTERNAL != 0 {
-        return (Path::DroppedInternal, TC_ACT_SHOT as i32);
+        return Some((Path::DroppedInternal, TC_ACT_SHOT as i32));
     }
     let Some(cfg) = config() else {
-        return (Path::SlowPathIp, TC_ACT_OK as i32);
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
     if !via_uplink(rc, &fib, &cfg) || !frame.translatable() {
-        return (Path::SlowPathIp, TC_ACT_OK as i32);
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     }
     let Some(l4) = l4(ctx, frame, true) else {
-        return (Path::SlowPathIp, TC_ACT_OK as i32);
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
     let mac: [u8; 6] = ctx.load(6).unwrap_or_default();
-    let Some(nat_port) = snat_port(frame, &l4, &cfg, sender, mac) else {
-        return (Path::DroppedNatExhausted, TC_ACT_SHOT as i32);
+    let Some(nat_port) = snat_port(&SnatRequest { frame, l4: &l4, cfg: &cfg, sender, mac }) else {
+        return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
     };
     if rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port).is_err() {
-        return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
-    (Path::Masqueraded, send_to_uplink(ctx, rc, &fib, &cfg))
+    Some((Path::Masqueraded, send_to_uplink(ctx, rc, &fib, &cfg)))
 }
 
 const ICMP_DEST_UNREACHABLE: u8 = 3;
@@ -306,7 +314,7 @@ fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
 
 /// A reply on a published port, already given the host's address as source: out of the
 /// uplink when that is the way to the client, else to the kernel.
-#[inline(always)]
+#[inline(never)]
 pub fn reply_out(ctx: &TcContext, frame: &Ipv4Frame, host_addr: [u8; 4], sender: u32) -> (Path, i32) {
     let Some(cfg) = config() else {
         return (Path::SlowPathIp, TC_ACT_OK as i32);
@@ -318,11 +326,38 @@ pub fn reply_out(ctx: &TcContext, frame: &Ipv4Frame, host_addr: [u8; 4], sender:
     (Path::PublishedReply, send_to_uplink(ctx, rc, &fib, &cfg))
 }
 
+/// What choosing a masquerade port needs.
+struct SnatRequest<'a> {
+    frame: &'a Ipv4Frame,
+    l4: &'a L4,
+    cfg: &'a NatConfig,
+    sender: u32,
+    mac: [u8; 6],
+}
+
+/// The SNAT path's keys and entries, kept in a per-CPU slot instead of the program's
+/// 512-byte stack, which every path of `from_container` shares.
+#[repr(C)]
+pub struct SnatScratch {
+    key: FlowKey,
+    reply: FlowKey,
+    previous: FlowKey,
+    reverse: RevSnatEntry,
+    entry: SnatEntry,
+}
+
+#[map]
+static SNAT_SCRATCH: PerCpuArray<SnatScratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// The flow's masquerade port: the tracked one, or a free one chosen at random in the
 /// range, recorded in both tables. `None` when no port is free for this destination.
 #[inline(always)]
-fn snat_port(frame: &Ipv4Frame, l4: &L4, cfg: &NatConfig, sender: u32, mac: [u8; 6]) -> Option<u16> {
-    let key = FlowKey {
+fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
+    let SnatRequest { frame, l4, cfg, sender, mac } = *request;
+    let scratch = SNAT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
+    let s = unsafe { &mut *scratch };
+    s.key = FlowKey {
         src: IpAddress::v4(frame.src),
         dst: IpAddress::v4(frame.dst),
         src_port: l4.src_port,
@@ -332,7 +367,7 @@ fn snat_port(frame: &Ipv4Frame, l4: &L4, cfg: &NatConfig, sender: u32, mac: [u8;
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(entry) = SNAT_CT.get_ptr_mut(&key) {
+    if let Some(entry) = SNAT_CT.get_ptr_mut(&s.key) {
         // SAFETY: the pointer comes from the map and stays valid for this program run.
         unsafe {
             (*entry).last_seen_ns = now;
@@ -340,13 +375,30 @@ fn snat_port(frame: &Ipv4Frame, l4: &L4, cfg: &NatConfig, sender: u32, mac: [u8;
             return Some((*entry).nat_port);
         }
     }
-    let reverse = RevSnatEntry {
-        addr: key.src,
+    s.reverse = RevSnatEntry {
+        addr: s.key.src,
         port: l4.src_port,
         _pad: [0; 2],
         host_ifindex: sender,
         mac,
         _pad2: [0; 2],
+    };
+    s.entry = SnatEntry {
+        nat_addr: IpAddress::v4(cfg.addr),
+        nat_port: 0,
+        state: next_state(ct_state::NEW, l4.tcp_flags, false),
+        _pad: 0,
+        host_ifindex: sender,
+        created_ns: now,
+        last_seen_ns: now,
+    };
+    s.reply = FlowKey {
+        src: s.key.dst,
+        dst: IpAddress::v4(cfg.addr),
+        src_port: l4.dst_port,
+        dst_port: 0,
+        proto: frame.proto,
+        _pad: [0; 3],
     };
     let span = u32::from(cfg.port_max.saturating_sub(cfg.port_min)) + 1;
     let mut attempt = 0;
@@ -354,30 +406,44 @@ fn snat_port(frame: &Ipv4Frame, l4: &L4, cfg: &NatConfig, sender: u32, mac: [u8;
         attempt += 1;
         // SAFETY: bpf_get_prandom_u32 has no preconditions.
         let port = (cfg.port_min as u32 + unsafe { bpf_get_prandom_u32() } % span) as u16;
-        let nat_port = port.to_be();
-        let reply = FlowKey {
-            src: key.dst,
-            dst: IpAddress::v4(cfg.addr),
-            src_port: l4.dst_port,
-            dst_port: nat_port,
-            proto: frame.proto,
-            _pad: [0; 3],
-        };
-        if SNAT_REV.insert(&reply, &reverse, u64::from(BPF_NOEXIST)).is_ok() {
-            let entry = SnatEntry {
-                nat_addr: reply.dst,
-                nat_port,
-                state: next_state(ct_state::NEW, l4.tcp_flags, false),
-                _pad: 0,
-                host_ifindex: sender,
-                created_ns: now,
-                last_seen_ns: now,
-            };
-            let _ = SNAT_CT.insert(&key, &entry, 0);
-            return Some(nat_port);
+        s.reply.dst_port = port.to_be();
+        if SNAT_REV.insert(&s.reply, &s.reverse, u64::from(BPF_NOEXIST)).is_ok() || reclaim(s) {
+            s.entry.nat_port = s.reply.dst_port;
+            let _ = SNAT_CT.insert(&s.key, &s.entry, 0);
+            return Some(s.reply.dst_port);
         }
     }
     None
+}
+
+/// Takes over the port of `s.reply` when its flow is over: reset (RST), or already
+/// forgotten by the LRU table. Without this, a burst of short connections to one
+/// destination would hold every port of the range until the daemon sweeps them; Linux
+/// conntrack recycles closed entries the same way.
+#[inline(always)]
+fn reclaim(s: &mut SnatScratch) -> bool {
+    // SAFETY: values are plain data copied out at once.
+    let Some(old) = (unsafe { SNAT_REV.get(&s.reply) }) else {
+        return false;
+    };
+    s.previous = FlowKey {
+        src: old.addr,
+        dst: s.reply.src,
+        src_port: old.port,
+        dst_port: if s.reply.proto == IPPROTO_ICMP { 0 } else { s.reply.src_port },
+        proto: s.reply.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: as above.
+    let over = match unsafe { SNAT_CT.get(&s.previous) } {
+        None => true,
+        Some(entry) => entry.state == ct_state::CLOSED || entry.nat_port != s.reply.dst_port,
+    };
+    if !over {
+        return false;
+    }
+    let _ = SNAT_CT.remove(&s.previous);
+    SNAT_REV.insert(&s.reply, &s.reverse, 0).is_ok()
 }
 
 /// tcx ingress of the uplink: replies to masqueraded flows go back into their container;

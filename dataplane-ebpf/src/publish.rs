@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::TC_ACT_SHOT,
     helpers::{bpf_ktime_get_ns, bpf_redirect_peer},
     macros::map,
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
 };
 use dataplane_common::{
@@ -26,6 +26,17 @@ static PUBLISHED: HashMap<PublishKey, Backend> = HashMap::pinned(65536, 0);
 /// Connections to published ports, keyed as the container answers them.
 #[map]
 static DNAT_CT: LruHashMap<FlowKey, DnatEntry> = LruHashMap::pinned(131072, 0);
+
+/// The DNAT paths' key and entry, kept in a per-CPU slot instead of the 512-byte stack
+/// that every path of `from_container` shares.
+#[repr(C)]
+pub struct DnatScratch {
+    key: FlowKey,
+    entry: DnatEntry,
+}
+
+#[map]
+static DNAT_SCRATCH: PerCpuArray<DnatScratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn backend(frame: &Ipv4Frame, port: u16, any_address: bool) -> Option<Backend> {
@@ -59,7 +70,7 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv4Frame, cfg: &NatConfig) -> Opti
 /// From a container to one of the host's own addresses (`local`, as the FIB says): a
 /// published port there sends it to the port's container, keeping the client's address,
 /// and its replies come back the same way (hairpin).
-#[inline(always)]
+#[inline(never)]
 pub fn hairpin(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
     let mac: [u8; 6] = ctx.load(6).ok()?;
     to_published(ctx, frame, true, sender, mac)
@@ -83,7 +94,10 @@ fn to_published(
         // source, which its kernel drops as martian; Docker masquerades that case.
         return None;
     }
-    let reply = FlowKey {
+    let scratch = DNAT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
+    let s = unsafe { &mut *scratch };
+    s.key = FlowKey {
         src: backend.addr,
         dst: IpAddress::v4(frame.src),
         src_port: backend.port,
@@ -93,14 +107,14 @@ fn to_published(
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    match DNAT_CT.get_ptr_mut(&reply) {
+    match DNAT_CT.get_ptr_mut(&s.key) {
         // SAFETY: map pointer, valid for this program run.
         Some(entry) => unsafe {
             (*entry).last_seen_ns = now;
             (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, false);
         },
         None => {
-            let entry = DnatEntry {
+            s.entry = DnatEntry {
                 host_addr: IpAddress::v4(frame.dst),
                 host_port: l4.dst_port,
                 state: nat::next_state(ct_state::NEW, l4.tcp_flags, false),
@@ -111,7 +125,7 @@ fn to_published(
                 created_ns: now,
                 last_seen_ns: now,
             };
-            let _ = DNAT_CT.insert(&reply, &entry, 0);
+            let _ = DNAT_CT.insert(&s.key, &s.entry, 0);
         }
     }
     let mut to = [0u8; 4];
@@ -135,13 +149,16 @@ pub struct Reply {
 
 /// From a publishing container: a reply on a published connection gets the host's
 /// address and port back as its source.
-#[inline(always)]
+#[inline(never)]
 pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply> {
     if frame.proto == IPPROTO_ICMP || !frame.translatable() {
         return None;
     }
     let l4 = nat::l4(ctx, frame, true)?;
-    let key = FlowKey {
+    let scratch = DNAT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
+    let s = unsafe { &mut *scratch };
+    s.key = FlowKey {
         src: IpAddress::v4(frame.src),
         dst: IpAddress::v4(frame.dst),
         src_port: l4.src_port,
@@ -149,7 +166,7 @@ pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply>
         proto: frame.proto,
         _pad: [0; 3],
     };
-    let entry = DNAT_CT.get_ptr_mut(&key)?;
+    let entry = DNAT_CT.get_ptr_mut(&s.key)?;
     // SAFETY: map pointer, valid for this program run.
     let (host_addr, host_port, peer_ifindex, peer_mac) = unsafe {
         (*entry).last_seen_ns = bpf_ktime_get_ns();

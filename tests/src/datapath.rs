@@ -102,6 +102,21 @@ impl Fixture {
         result.duration.as_nanos() as f64
     }
 
+    /// Median nanoseconds of `runs` single runs of `program`, each on a fresh copy of the
+    /// frame: for paths that rewrite the packet, which a `repeat` would feed back its own
+    /// output.
+    pub fn cost_single_ns(&mut self, program: &str, frame: &[u8], runs: usize) -> f64 {
+        let program = self.datapath.program_named(program).unwrap();
+        let mut durations: Vec<u128> = (0..runs)
+            .map(|_| {
+                let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
+                program.test_run(options).expect("BPF_PROG_TEST_RUN").duration.as_nanos()
+            })
+            .collect();
+        durations.sort_unstable();
+        durations[durations.len() / 2] as f64
+    }
+
     pub fn count(&mut self, path: Path) -> u64 {
         self.datapath.counters().unwrap().into_iter().find(|(p, _)| *p == path).unwrap().1.packets
     }
@@ -116,7 +131,12 @@ impl Drop for Fixture {
 
 /// An Ethernet + IPv4 + UDP frame from A's MAC.
 pub fn udp_frame(dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(A_MAC, dst_mac).ipv4(src, dst, 64).udp(4000, 53);
+    udp_between(dst_mac, (src, 4000), (dst, 53))
+}
+
+/// An Ethernet + IPv4 + UDP frame from A's MAC between two address/port pairs.
+pub fn udp_between(dst_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(A_MAC, dst_mac).ipv4(src.0, dst.0, 64).udp(src.1, dst.1);
     let payload = b"hello";
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, payload).unwrap();

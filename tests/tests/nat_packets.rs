@@ -244,3 +244,25 @@ fn icmp_errors_about_masqueraded_flows_go_back_translated() {
         etherparse::UdpHeader::from_slice(rest).unwrap().0.calc_checksum_ipv4(&inner, b"query").unwrap();
     assert_eq!(udp_csum, expected, "quoted UDP checksum is wrong");
 }
+
+#[test]
+fn ports_of_reset_flows_are_reused_at_once() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61500, 61500);
+    let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let mut rst = tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true);
+    rst[14 + 20 + 13] |= 0x04;
+    let _ = fx.run(&rst);
+    // The only port belongs to a reset flow: a new connection takes it over.
+    let (verdict, out) = fx.run(&tcp(A_MAC, CONTAINER, 40001, REMOTE, 80, true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the port of a reset flow was not reused");
+    assert_eq!(inspect(&out).sport, 61500);
+    let flows = fx.datapath.conntrack().unwrap();
+    assert_eq!(flows.len(), 1, "the reset flow must be forgotten");
+    assert_eq!(u16::from_be(flows[0].0.src_port), 40001);
+    // Replies reach the new flow.
+    let (verdict, back) = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 80, UPLINK_ADDR, 61500, true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(inspect(&back).dport, 40001);
+}

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use dataplane_tests::{Host, run_ok};
+use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, run_ok};
 use serde_json::{Value, json};
 
 fn run_command(command: &mut Command) -> Result<()> {
@@ -62,8 +62,28 @@ fn netns_path(name: &str) -> PathBuf {
 struct Pair {
     client: PathBuf,
     server: PathBuf,
+    /// Where the server listens.
     server_ip: &'static str,
+    /// Where the client sends: the server's address, or a published address for it.
+    target_ip: &'static str,
 }
+
+impl Pair {
+    fn direct(client: PathBuf, server: PathBuf, server_ip: &'static str) -> Self {
+        Self { client, server, server_ip, target_ip: server_ip }
+    }
+}
+
+/// Each side's three paths: container to container, outside to a published port, and
+/// container to outside through masquerade.
+struct Side3 {
+    c2c: Pair,
+    published: Pair,
+    masquerade: Pair,
+}
+
+/// Ports the bench's servers use; each side publishes them on the uplink for c2.
+const BENCH_PORTS: [(u16, &str); 4] = [(9000, "udp"), (9001, "udp"), (9002, "tcp"), (5201, "tcp")];
 
 /// The reference and ceiling namespaces a run made, removed on drop (side A's host
 /// cleans up after itself).
@@ -85,33 +105,49 @@ const SUBNET_GATEWAY: &str = "10.200.0.1/24";
 const C1: &str = "10.200.0.2";
 const C2: &str = "10.200.0.3";
 
-/// Side A: our daemon in a host namespace, two containers on one network.
-fn build_ours(host: &Host) -> Result<Pair> {
+/// Side A: our daemon in a host namespace with an uplink to an external namespace, two
+/// containers on one network, c2 publishing the bench's ports.
+fn build_ours(host: &Host) -> Result<Side3> {
     host.dp_ok(&["network", "create", "--subnet", "10.200.0.0/24", "bench"]);
-    for (name, ip) in [("c1", C1), ("c2", C2)] {
-        host.dp_ok(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "bench",
-            "--ip",
-            ip,
-            "--",
-            "sleep",
-            "infinity",
-        ]);
+    host.dp_ok(&["run", "-d", "--name", "c1", "--network", "bench", "--ip", C1, "--", "sleep", "infinity"]);
+    let mut args: Vec<String> = ["run", "-d", "--name", "c2", "--network", "bench", "--ip", C2]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (port, proto) in BENCH_PORTS {
+        args.extend(["-p".into(), format!("{port}:{port}/{proto}")]);
     }
+    args.extend(["--", "sleep", "infinity"].iter().map(|s| s.to_string()));
+    host.dp_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let sandbox = |name: &str| -> Result<PathBuf> {
         let info = host.dp_json(&["inspect", name]);
         Ok(PathBuf::from(info[0]["NetworkSettings"]["SandboxKey"].as_str().context("no SandboxKey")?))
     };
-    Ok(Pair { client: sandbox("c1")?, server: sandbox("c2")?, server_ip: C2 })
+    let external = PathBuf::from(format!("/run/netns/{}-ext", host.name));
+    Ok(Side3 {
+        c2c: Pair::direct(sandbox("c1")?, sandbox("c2")?, C2),
+        published: Pair {
+            client: external.clone(),
+            server: sandbox("c2")?,
+            server_ip: C2,
+            target_ip: UPLINK_ADDR,
+        },
+        masquerade: Pair::direct(sandbox("c1")?, external, EXTERNAL_ADDR),
+    })
 }
 
 /// Docker's iptables set-up for one bridge network (filter and nat), as `dockerd` writes it.
 fn docker_ruleset(bridge: &str, subnet: &str) -> String {
+    let mut dnat = String::new();
+    let mut accept = String::new();
+    for (port, proto) in BENCH_PORTS {
+        dnat += &format!(
+            "-A DOCKER ! -i {bridge} -p {proto} -m {proto} --dport {port} -j DNAT --to-destination {C2}:{port}\n"
+        );
+        accept += &format!(
+            "-A DOCKER -d {C2}/32 ! -i {bridge} -o {bridge} -p {proto} -m {proto} --dport {port} -j ACCEPT\n"
+        );
+    }
     format!(
         "*nat
 :PREROUTING ACCEPT [0:0]
@@ -123,7 +159,7 @@ fn docker_ruleset(bridge: &str, subnet: &str) -> String {
 -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s {subnet} ! -o {bridge} -j MASQUERADE
 -A DOCKER -i {bridge} -j RETURN
-COMMIT
+{dnat}COMMIT
 *filter
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [0:0]
@@ -143,7 +179,7 @@ COMMIT
 -A DOCKER-ISOLATION-STAGE-2 -o {bridge} -j DROP
 -A DOCKER-ISOLATION-STAGE-2 -j RETURN
 -A DOCKER-USER -j RETURN
-COMMIT
+{accept}COMMIT
 "
     )
 }
@@ -154,11 +190,12 @@ fn sh_in(ns: &str, script: &str) -> Result<()> {
 
 /// Side B: what Docker builds: a Linux bridge holding the gateway, veth pairs, ip_forward
 /// and its iptables rules.
-fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
+fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Side3> {
     let host = format!("dpb-{tag}-b");
     let c1 = format!("dpb-{tag}-b1");
     let c2 = format!("dpb-{tag}-b2");
-    for ns in [&host, &c1, &c2] {
+    let external = format!("dpb-{tag}-bx");
+    for ns in [&host, &c1, &c2, &external] {
         run_command(Command::new("ip").args(["netns", "add", ns]))?;
         cleanup.namespaces.push(ns.clone());
     }
@@ -166,8 +203,14 @@ fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
         &host,
         &format!(
             "ip link set lo up && ip link add br0 type bridge && ip addr add {SUBNET_GATEWAY} dev br0 && ip link set br0 up \
-         && sysctl -qw net.ipv4.ip_forward=1"
+         && sysctl -qw net.ipv4.ip_forward=1 \
+         && ip link add up0 type veth peer name eth0 netns {external} && ip addr add {UPLINK_ADDR}/24 dev up0 \
+         && ip link set up0 up && ip route add default via {EXTERNAL_ADDR}"
         ),
+    )?;
+    sh_in(
+        &external,
+        &format!("ip link set lo up && ip addr add {EXTERNAL_ADDR}/24 dev eth0 && ip link set eth0 up"),
     )?;
     for (ns, ip, mac) in [(&c1, C1, "02:42:0a:c8:00:02"), (&c2, C2, "02:42:0a:c8:00:03")] {
         let veth = format!("v{}", &ns[ns.len() - 2..]);
@@ -187,7 +230,16 @@ fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
     }
     let rules = cleanup_dir_file(cleanup, "docker.rules", &docker_ruleset("br0", "10.200.0.0/24"))?;
     run_command(in_ns(&netns_path(&host), "iptables-restore").arg(rules))?;
-    Ok(Pair { client: netns_path(&c1), server: netns_path(&c2), server_ip: C2 })
+    Ok(Side3 {
+        c2c: Pair::direct(netns_path(&c1), netns_path(&c2), C2),
+        published: Pair {
+            client: netns_path(&external),
+            server: netns_path(&c2),
+            server_ip: C2,
+            target_ip: UPLINK_ADDR,
+        },
+        masquerade: Pair::direct(netns_path(&c1), netns_path(&external), EXTERNAL_ADDR),
+    })
 }
 
 fn cleanup_dir_file(cleanup: &Cleanup, name: &str, content: &str) -> Result<PathBuf> {
@@ -210,7 +262,7 @@ fn build_ceiling(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
         ),
     )?;
     sh_in(&b, &format!("ip link set lo up && ip addr add {C2}/24 dev eth0 && ip link set eth0 up"))?;
-    Ok(Pair { client: netns_path(&a), server: netns_path(&b), server_ip: C2 })
+    Ok(Pair::direct(netns_path(&a), netns_path(&b), C2))
 }
 
 struct Tools {
@@ -243,13 +295,14 @@ impl Tools {
 
     fn udp_pps(&self, pair: &Pair) -> Result<f64> {
         let addr = format!("{}:9000", pair.server_ip);
+        let target = format!("{}:9000", pair.target_ip);
         let sink = in_ns(&pair.server, &self.loadgen)
             .args(["udp-sink", "--bind", &addr, "--secs", &self.secs.to_string()])
             .stdout(Stdio::piped())
             .spawn()?;
         sleep(Duration::from_millis(300));
         let mut send = in_ns(&pair.client, &self.loadgen);
-        send.args(["udp-send", "--dst", &addr, "--secs", &self.secs.to_string()]);
+        send.args(["udp-send", "--dst", &target, "--secs", &self.secs.to_string()]);
         output_json(send)?;
         let out = sink.wait_with_output()?;
         let result: Value = serde_json::from_slice(&out.stdout).context("udp-sink output")?;
@@ -263,7 +316,7 @@ impl Tools {
             &["-s".into(), "-1".into(), "-B".into(), pair.server_ip.into()],
         )?;
         let mut client = in_ns(&pair.client, "iperf3");
-        client.args(["-c", pair.server_ip, "-J", "-t", &self.secs.to_string(), "-P", &streams.to_string()]);
+        client.args(["-c", pair.target_ip, "-J", "-t", &self.secs.to_string(), "-P", &streams.to_string()]);
         let result = output_json(client)?;
         Ok(result["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9)
     }
@@ -277,7 +330,7 @@ impl Tools {
         )?;
         let count = if self.secs < 2.0 { 2000 } else { 10000 };
         let mut ping = in_ns(&pair.client, &self.loadgen);
-        ping.args(["ping", "--dst", &addr, "--count", &count.to_string()]);
+        ping.args(["ping", "--dst", &format!("{}:9001", pair.target_ip), "--count", &count.to_string()]);
         let result = output_json(ping)?;
         Ok((result["p50_us"].as_f64().unwrap_or(0.0), result["p99_us"].as_f64().unwrap_or(0.0)))
     }
@@ -291,7 +344,13 @@ impl Tools {
             &["tcp-server".into(), "--bind".into(), addr.clone(), "--secs".into(), secs],
         )?;
         let mut client = in_ns(&pair.client, &self.loadgen);
-        client.args(["tcp-connect", "--dst", &addr, "--secs", &self.secs.to_string()]);
+        client.args([
+            "tcp-connect",
+            "--dst",
+            &format!("{}:9002", pair.target_ip),
+            "--secs",
+            &self.secs.to_string(),
+        ]);
         Ok(output_json(client)?["per_second"].as_f64().unwrap_or(0.0))
     }
 }
@@ -463,7 +522,7 @@ fn main() -> Result<()> {
     let mut cleanup = Cleanup { namespaces: vec![], dir: std::env::temp_dir().join(format!("dpb-{tag}")) };
     fs::create_dir_all(&cleanup.dir)?;
     eprintln!("bench: building the three topologies (ours, Docker-style reference, raw veth ceiling)");
-    let host = Host::start();
+    let host = Host::start_with_external();
     let ours = build_ours(&host)?;
     let reference = build_reference(&mut cleanup, &tag)?;
     let ceiling = build_ceiling(&mut cleanup, &tag)?;
@@ -478,26 +537,50 @@ fn main() -> Result<()> {
         Record::new(c2c, "UDP request/response latency p99", "µs", false),
         Record::new(c2c, "TCP connections/s", "conn/s", true),
     ];
-    let sides = [(Side::Ours, &ours), (Side::Reference, &reference), (Side::Ceiling, &ceiling)];
+    let published = "2. outside to a published port";
+    let masquerade = "3. container to outside (masquerade)";
+    let mut nat_records = vec![
+        Record::new(published, "UDP 64-byte packets/s", "Mpps", true).vs_reference(2.0),
+        Record::new(published, "TCP stream, 1 stream", "Gbit/s", true).vs_reference(1.0),
+        Record::new(published, "TCP connections/s", "conn/s", true).vs_reference(1.5),
+        Record::new(masquerade, "UDP 64-byte packets/s", "Mpps", true).vs_reference(1.5),
+        Record::new(masquerade, "TCP stream, 1 stream", "Gbit/s", true).vs_reference(1.0),
+        Record::new(masquerade, "TCP connections/s", "conn/s", true).vs_reference(1.5),
+    ];
     for round in 1..=options.rounds {
-        for (side, pair) in sides {
+        for (side, set) in [(Side::Ours, &ours), (Side::Reference, &reference)] {
             check_interrupt()?;
             eprintln!("bench: round {round}/{}: {side:?}", options.rounds);
-            let udp = tools.udp_pps(pair)? / 1e6;
-            let tcp1 = tools.tcp_stream(pair, 1)?;
-            let tcp2 = tools.tcp_stream(pair, 2)?;
-            let (p50, p99) = tools.latency(pair)?;
-            let conns = tools.connections(pair)?;
-            for (record, value) in records.iter_mut().zip([udp, tcp1, tcp2, p50, p99, conns]) {
+            measure_c2c(&tools, &set.c2c, side, &mut records)?;
+            let mut values = vec![];
+            for pair in [&set.published, &set.masquerade] {
+                values.push(tools.udp_pps(pair)? / 1e6);
+                values.push(tools.tcp_stream(pair, 1)?);
+                values.push(tools.connections(pair)?);
+            }
+            for (record, value) in nat_records.iter_mut().zip(values) {
                 record.push(side, value);
             }
         }
+        check_interrupt()?;
+        eprintln!("bench: round {round}/{}: ceiling", options.rounds);
+        measure_c2c(&tools, &ceiling, Side::Ceiling, &mut records)?;
     }
+    // The raw veth pair is the ceiling of the NAT paths too.
+    for record in &mut nat_records {
+        let source = records.iter().find(|r| r.metric == record.metric).map(|r| r.ceiling.clone());
+        record.ceiling = source.unwrap_or_default();
+    }
+    records.extend(nat_records);
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
         Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
         Record::new(cost, "isolation drop", "ns", false),
         Record::new(cost, "slow path (pass to the bridge)", "ns", false),
+        Record::new(cost, "SNAT out (masquerade)", "ns", false).at_most(150.0),
+        Record::new(cost, "reverse SNAT in", "ns", false).at_most(150.0),
+        Record::new(cost, "DNAT in (published port)", "ns", false).at_most(150.0),
+        Record::new(cost, "reverse DNAT out (reply)", "ns", false).at_most(150.0),
     ];
     let repeat = if options.quick { "100000" } else { "2000000" };
     for round in 1..=options.rounds {
@@ -506,12 +589,33 @@ fn main() -> Result<()> {
         let mut command = Command::new(&loadgen);
         command.args(["prog-cost", "--repeat", repeat]);
         let result = output_json(command)?;
-        for (record, key) in costs.iter_mut().zip(["forward_ns", "isolation_drop_ns", "slow_path_ns"]) {
+        let keys = [
+            "forward_ns",
+            "isolation_drop_ns",
+            "slow_path_ns",
+            "snat_ns",
+            "reverse_snat_ns",
+            "dnat_ns",
+            "reverse_dnat_ns",
+        ];
+        for (record, key) in costs.iter_mut().zip(keys) {
             record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
         }
     }
     records.extend(costs);
     write_report(&records, &options)?;
+    Ok(())
+}
+
+fn measure_c2c(tools: &Tools, pair: &Pair, side: Side, records: &mut [Record]) -> Result<()> {
+    let udp = tools.udp_pps(pair)? / 1e6;
+    let tcp1 = tools.tcp_stream(pair, 1)?;
+    let tcp2 = tools.tcp_stream(pair, 2)?;
+    let (p50, p99) = tools.latency(pair)?;
+    let conns = tools.connections(pair)?;
+    for (record, value) in records.iter_mut().zip([udp, tcp1, tcp2, p50, p99, conns]) {
+        record.push(side, value);
+    }
     Ok(())
 }
 
@@ -522,7 +626,7 @@ fn write_report(records: &[Record], options: &Options) -> Result<()> {
     md += &format!("Machine: {}.\n\n", machine());
     md += &format!(
         "{} rounds, {}; each round runs ours (A), the Docker-style reference (B: Linux bridge, veth, ip_forward, \
-         Docker's iptables filter and nat rules; br_netfilter not loaded, which spares B the iptables walk of bridged \
+         Docker's iptables filter and nat rules, one DNAT rule per published port; br_netfilter not loaded, which spares B the iptables walk of bridged \
          frames that Docker usually adds) and the ceiling (a raw veth pair) one after the other. Cells: median [min–max] \
          over rounds; ratio: median of the per-round ratios ours/reference.\n\n",
         options.rounds,
@@ -548,8 +652,7 @@ fn write_report(records: &[Record], options: &Options) -> Result<()> {
             r.verdict()
         );
     }
-    md += "\nNot measured yet: published ports and masquerade (scenarios 2, 3: need the NAT issue), scale (4), \
-           NAT paths of the per-packet cost (5), XDP live frames, control plane (6), publishing at scale (7), plots.\n";
+    md += "\nNot measured yet: scale (4), XDP live frames (5), control plane (6), publishing at scale (7), plots.\n";
     fs::write(dir.join("report.md"), &md)?;
     let results = json!({"machine": machine(), "quick": options.quick, "records": records.iter().map(Record::json).collect::<Vec<_>>()});
     fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
