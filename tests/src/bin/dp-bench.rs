@@ -357,7 +357,7 @@ impl Tools {
 
 /// One metric's figures, one per round for each side.
 struct Record {
-    scenario: &'static str,
+    scenario: String,
     metric: &'static str,
     unit: &'static str,
     higher_is_better: bool,
@@ -372,9 +372,9 @@ struct Record {
 }
 
 impl Record {
-    fn new(scenario: &'static str, metric: &'static str, unit: &'static str, higher_is_better: bool) -> Self {
+    fn new(scenario: &str, metric: &'static str, unit: &'static str, higher_is_better: bool) -> Self {
         Self {
-            scenario,
+            scenario: scenario.to_string(),
             metric,
             unit,
             higher_is_better,
@@ -572,6 +572,8 @@ fn main() -> Result<()> {
         record.ceiling = source.unwrap_or_default();
     }
     records.extend(nat_records);
+    let sizes: &[usize] = if options.quick { &[0, 1000] } else { &[0, 100, 1000, 10000] };
+    records.extend(measure_scale(&tools, &host, &tag, &ours, &reference, sizes, options.rounds)?);
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
         Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
@@ -605,6 +607,72 @@ fn main() -> Result<()> {
     records.extend(costs);
     write_report(&records, &options)?;
     Ok(())
+}
+
+/// Scenario 4: the published-port path with N other ports published (B: N more DNAT
+/// rules ahead of the measured one, as Docker appends each container's rules).
+fn measure_scale(
+    tools: &Tools,
+    host: &Host,
+    tag: &str,
+    ours: &Side3,
+    reference: &Side3,
+    sizes: &[usize],
+    rounds: usize,
+) -> Result<Vec<Record>> {
+    let mut records = vec![];
+    let reference_host = netns_path(&format!("dpb-{tag}-b"));
+    for &size in sizes {
+        let scenario = format!("4. scale: {size} other published ports");
+        let mut conns = Record::new(&scenario, "new TCP connections/s", "conn/s", true);
+        let mut pps = Record::new(&scenario, "UDP 64-byte packets/s", "Mpps", true);
+        if size >= 10000 {
+            conns = conns.vs_reference(5.0);
+        }
+        if size > 0 {
+            let last = 20000 + size - 1;
+            host.dp_ok(&[
+                "run",
+                "-d",
+                "--name",
+                "scale",
+                "--network",
+                "bench",
+                "-p",
+                &format!("20000-{last}:20000-{last}"),
+                "--",
+                "sleep",
+                "infinity",
+            ]);
+            let mut rules = String::from("*nat\n");
+            for port in 20000..20000 + size {
+                rules += &format!(
+                    "-I DOCKER 1 ! -i br0 -p tcp -m tcp --dport {port} -j DNAT --to-destination 10.200.0.9:{port}\n"
+                );
+            }
+            rules += "COMMIT\n";
+            let file = std::env::temp_dir().join(format!("dpb-{tag}-scale.rules"));
+            fs::write(&file, rules)?;
+            run_command(in_ns(&reference_host, "iptables-restore").arg("--noflush").arg(&file))?;
+            let _ = fs::remove_file(&file);
+        }
+        for round in 1..=rounds {
+            for (side, set) in [(Side::Ours, ours), (Side::Reference, reference)] {
+                check_interrupt()?;
+                eprintln!("bench: round {round}/{rounds}: {side:?}, {size} other published ports");
+                conns.push(side, tools.connections(&set.published)?);
+                pps.push(side, tools.udp_pps(&set.published)? / 1e6);
+            }
+        }
+        if size > 0 {
+            host.dp_ok(&["rm", "-f", "scale"]);
+            let base = std::env::temp_dir().join(format!("dpb-{tag}")).join("docker.rules");
+            run_command(in_ns(&reference_host, "iptables-restore").arg(base))?;
+        }
+        records.push(conns);
+        records.push(pps);
+    }
+    Ok(records)
 }
 
 fn measure_c2c(tools: &Tools, pair: &Pair, side: Side, records: &mut [Record]) -> Result<()> {
@@ -652,7 +720,8 @@ fn write_report(records: &[Record], options: &Options) -> Result<()> {
             r.verdict()
         );
     }
-    md += "\nNot measured yet: scale (4), XDP live frames (5), control plane (6), publishing at scale (7), plots.\n";
+    md += "\nNot measured yet: conntrack at 100,000 live entries (4), XDP live frames (5), control plane (6), \
+           publishing at scale (7), plots.\n";
     fs::write(dir.join("report.md"), &md)?;
     let results = json!({"machine": machine(), "quick": options.quick, "records": records.iter().map(Record::json).collect::<Vec<_>>()});
     fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
