@@ -261,12 +261,17 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
         Request::Remove { name, force } => c.remove_container(&name, force).await,
         Request::Stats => {
             let counters = c.datapath.counters()?;
-            let map: BTreeMap<_, _> = counters
+            let mut map: BTreeMap<_, _> = counters
                 .into_iter()
                 .map(|(path, counter)| {
-                    (path.name(), json!({"packets": counter.packets, "bytes": counter.bytes}))
+                    (path.name().to_string(), json!({"packets": counter.packets, "bytes": counter.bytes}))
                 })
                 .collect();
+            // Table use, so that a full conntrack table shows before flows start to be evicted.
+            let masquerade = c.datapath.conntrack()?.len();
+            let published = c.datapath.dnat_conntrack()?.len();
+            map.insert("conntrack_masquerade_entries".into(), json!({"packets": masquerade, "bytes": 0}));
+            map.insert("conntrack_published_entries".into(), json!({"packets": published, "bytes": 0}));
             Ok(serde_json::to_value(map)?)
         }
         Request::ConntrackList => Ok(serde_json::to_value(nat::list(&mut c.datapath)?)?),

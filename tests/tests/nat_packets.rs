@@ -266,3 +266,82 @@ fn ports_of_reset_flows_are_reused_at_once() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(inspect(&back).dport, 40001);
 }
+
+/// Publishes 0.0.0.0:8080/tcp to container B (10.1.0.3:80, behind ifindex 42).
+fn publish_8080(fx: &mut Fixture) {
+    use dataplane_common::{Backend, IpAddress, PublishKey};
+    let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 6, _pad: 0 };
+    let backend = Backend {
+        addr: IpAddress::v4(B_ADDR),
+        port: 80u16.to_be(),
+        _pad: [0; 2],
+        host_ifindex: 42,
+        mac: dataplane_tests::datapath::B_MAC,
+        _pad2: [0; 2],
+    };
+    fx.datapath.set_published(key, backend).unwrap();
+}
+
+const B_ADDR: [u8; 4] = [10, 1, 0, 3];
+
+#[test]
+fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    publish_8080(&mut fx);
+    let (verdict, inside) = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a connection to the published port was not sent to its container");
+    let seen = inspect(&inside);
+    assert_eq!((seen.dst, seen.dport), (B_ADDR, 80), "destination was not DNAT'ed to the container");
+    assert_eq!((seen.src, seen.sport), (REMOTE, 33000), "the client's address must reach the container");
+    assert_eq!(seen.eth_dst, dataplane_tests::datapath::B_MAC);
+    assert_eq!(fx.count(Path::Published), 1);
+
+    // The container's answer leaves with the published address and port.
+    fx.datapath
+        .set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES })
+        .unwrap();
+    let (verdict, out) = fx.run(&tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport), (UPLINK_ADDR, 8080), "reply source was not reverse-DNAT'ed");
+    assert_eq!((seen.dst, seen.dport), (REMOTE, 33000));
+    assert_eq!(seen.eth_dst, GATEWAY_MAC);
+    assert_eq!(fx.count(Path::PublishedReply), 1);
+}
+
+#[test]
+fn unpublished_ports_and_container_addresses_are_closed_from_the_uplink() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    publish_8080(&mut fx);
+    let frame = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8081, true, false);
+    let (verdict, out) = fx.run_uplink(&frame);
+    assert_eq!((verdict, out), (TC_ACT_OK, frame), "an unpublished port is the host's business");
+    let (verdict, _) = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, B_ADDR, 80, true, false));
+    assert_eq!(verdict, TC_ACT_SHOT, "a container address was reachable from the uplink");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 1);
+}
+
+#[test]
+fn hairpin_keeps_the_client_container_and_returns_to_it() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    publish_8080(&mut fx);
+    // Container A (10.1.0.2, behind lo) connects to the host's address on the published port.
+    let (verdict, inside) = fx.run(&tcp(A_MAC, CONTAINER, 44000, UPLINK_ADDR, 8080, true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "hairpin connection was not sent to the published container");
+    let seen = inspect(&inside);
+    assert_eq!((seen.dst, seen.dport), (B_ADDR, 80));
+    assert_eq!((seen.src, seen.sport), (CONTAINER, 44000), "the client container's address must be kept");
+    // B answers A directly: the reply gets the published address back and goes to A.
+    fx.datapath
+        .set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES })
+        .unwrap();
+    let (verdict, back) = fx.run(&tcp(dataplane_tests::datapath::B_MAC, B_ADDR, 80, CONTAINER, 44000, true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&back);
+    assert_eq!((seen.src, seen.sport), (UPLINK_ADDR, 8080), "hairpin reply source was not restored");
+    assert_eq!((seen.dst, seen.dport), (CONTAINER, 44000));
+    assert_eq!(seen.eth_dst, A_MAC, "hairpin reply must go back to the client container");
+}
