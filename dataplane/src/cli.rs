@@ -341,12 +341,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Stats => {
             let stats = call(Request::Stats)?;
-            let rows = stats
-                .as_object()
+            let entries = stats.as_object().into_iter().flatten();
+            let (tables, paths): (Vec<_>, Vec<_>) =
+                entries.partition(|(name, _)| name.starts_with("conntrack_"));
+            let rows = paths
                 .into_iter()
-                .flatten()
                 .map(|(path, c)| vec![path.clone(), c["packets"].to_string(), c["bytes"].to_string()]);
             print_table(&["PATH", "PACKETS", "BYTES"], rows);
+            println!();
+            let rows = tables.into_iter().map(|(table, c)| vec![table.clone(), c["packets"].to_string()]);
+            print_table(&["TABLE", "ENTRIES"], rows);
         }
         Command::Port { name } => {
             let found = call(Request::Inspect { names: vec![name] })?;

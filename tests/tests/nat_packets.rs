@@ -298,9 +298,7 @@ fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
     assert_eq!(fx.count(Path::Published), 1);
 
     // The container's answer leaves with the published address and port.
-    fx.datapath
-        .set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES })
-        .unwrap();
+    fx.datapath.set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES }).unwrap();
     let (verdict, out) = fx.run(&tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, true, true));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = inspect(&out);
@@ -335,10 +333,9 @@ fn hairpin_keeps_the_client_container_and_returns_to_it() {
     assert_eq!((seen.dst, seen.dport), (B_ADDR, 80));
     assert_eq!((seen.src, seen.sport), (CONTAINER, 44000), "the client container's address must be kept");
     // B answers A directly: the reply gets the published address back and goes to A.
-    fx.datapath
-        .set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES })
-        .unwrap();
-    let (verdict, back) = fx.run(&tcp(dataplane_tests::datapath::B_MAC, B_ADDR, 80, CONTAINER, 44000, true, true));
+    fx.datapath.set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES }).unwrap();
+    let (verdict, back) =
+        fx.run(&tcp(dataplane_tests::datapath::B_MAC, B_ADDR, 80, CONTAINER, 44000, true, true));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = inspect(&back);
     assert_eq!((seen.src, seen.sport), (UPLINK_ADDR, 8080), "hairpin reply source was not restored");

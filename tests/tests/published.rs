@@ -212,10 +212,27 @@ fn the_host_reaches_published_ports_on_its_addresses_and_loopback() {
 #[test]
 fn iperf3_tcp_and_udp_through_a_published_port() {
     let host = Host::start_with_external();
-    host.dp_ok(&["run", "-d", "--name", "perf", "-p", "5201:5201", "-p", "5201:5201/udp", "--", "iperf3", "-s"]);
+    host.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "perf",
+        "-p",
+        "5201:5201",
+        "-p",
+        "5201:5201/udp",
+        "--",
+        "iperf3",
+        "-s",
+    ]);
     let target = format!("iperf3 -c {UPLINK_ADDR} -t 1");
     let ready = eventually(Duration::from_secs(10), || {
-        let run = host.external_command("sh").args(["-c", &target]).stdin(Stdio::null()).stdout(Stdio::null()).status();
+        let run = host
+            .external_command("sh")
+            .args(["-c", &target])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
         run.unwrap().success()
     });
     assert!(ready, "iperf3 TCP through the published port failed");
@@ -229,7 +246,10 @@ fn iperf3_tcp_and_udp_through_a_published_port() {
     let report: serde_json::Value = serde_json::from_slice(&udp.stdout).unwrap();
     let packets = report["end"]["sum"]["packets"].as_u64().unwrap_or(0);
     let lost = report["end"]["sum"]["lost_packets"].as_u64().unwrap_or(u64::MAX);
-    assert!(packets > 1000 && lost * 10 < packets, "UDP through the published port: {packets} sent, {lost} lost");
+    assert!(
+        packets > 1000 && lost * 10 < packets,
+        "UDP through the published port: {packets} sent, {lost} lost"
+    );
 }
 
 #[test]
@@ -238,5 +258,8 @@ fn a_port_published_on_one_host_address_is_closed_on_the_others() {
     host.sh_ok("ip addr add 203.0.113.3/24 dev up0");
     web(&host, "one", &["-p", &format!("{UPLINK_ADDR}:8085:80")], "80");
     assert!(fetch_from_outside(&host, UPLINK_ADDR, 8085));
-    assert!(!fetch_from_outside(&host, "203.0.113.3", 8085), "published on one address, reachable on another");
+    assert!(
+        !fetch_from_outside(&host, "203.0.113.3", 8085),
+        "published on one address, reachable on another"
+    );
 }
