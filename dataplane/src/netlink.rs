@@ -12,10 +12,10 @@ use anyhow::{Context, Result, anyhow};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::{
-    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
         address::AddressAttribute,
-        link::{InfoBridgePort, InfoPortData, InfoPortKind, LinkAttribute},
+        link::{InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute},
         route::{RouteAddress, RouteAttribute},
     },
     sys::TokioSocket,
@@ -119,31 +119,35 @@ impl Netlink {
             .with_context(|| format!("setting link {index} up"))
     }
 
-    /// Creates a veth pair in this namespace and returns both ifindexes.
-    pub async fn create_veth(&self, name: &str, peer: &str) -> Result<(u32, u32)> {
-        self.handle
-            .link()
-            .add(LinkVeth::new(name, peer).build())
-            .execute()
-            .await
-            .with_context(|| format!("creating veth pair {name}/{peer}"))?;
-        Ok((self.require_index(name).await?, self.require_index(peer).await?))
-    }
-
-    pub async fn configure_link(&self, index: u32, mac: Option<[u8; 6]>, mtu: Option<u32>) -> Result<()> {
-        let mut msg = LinkUnspec::new_with_index(index);
-        if let Some(mac) = mac {
-            msg = msg.address(mac.to_vec());
-        }
+    /// Creates a veth pair whose peer is born inside the namespace `ns` as `peer` with the
+    /// given MAC: no rename or move afterwards (a move costs an RCU grace period, ~20 ms).
+    /// Returns the host side's ifindex.
+    pub async fn create_veth_into(
+        &self,
+        name: &str,
+        ns: &std::fs::File,
+        peer: &str,
+        mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<u32> {
+        let mut inner = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_string())
+            .setns_by_fd(ns.as_raw_fd())
+            .address(mac.to_vec());
+        let mut outer =
+            LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(name.to_string());
         if let Some(mtu) = mtu {
-            msg = msg.mtu(mtu);
+            inner = inner.mtu(mtu);
+            outer = outer.mtu(mtu);
         }
+        let message = outer.set_info_data(InfoData::Veth(InfoVeth::Peer(inner.build()))).build();
         self.handle
             .link()
-            .set(msg.build())
+            .add(message)
             .execute()
             .await
-            .with_context(|| format!("setting address/MTU of link {index}"))
+            .with_context(|| format!("creating veth pair {name} (host) / {peer} (container)"))?;
+        self.require_index(name).await
     }
 
     pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {
@@ -169,21 +173,6 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("setting bridge port isolation of link {index}"))
-    }
-
-    /// Moves a link into the namespace `ns` under a new name.
-    pub async fn move_to_netns(&self, index: u32, ns: &std::fs::File, new_name: &str) -> Result<()> {
-        self.handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .setns_by_fd(ns.as_raw_fd())
-                    .name(new_name.to_string())
-                    .build(),
-            )
-            .execute()
-            .await
-            .with_context(|| format!("moving link {index} into the container as {new_name}"))
     }
 
     pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {

@@ -80,15 +80,9 @@ pub async fn connect(
 }
 
 async fn create_veth(nl: &Netlink, net: &Network, container_netns: &Path, att: &Attachment) -> Result<u32> {
-    // The peer needs a name in the host namespace until it moves; derive it from the host
-    // side's unique suffix so that parallel creations never clash.
-    let peer = format!("dpt{}", att.host_veth.trim_start_matches("veth"));
-    let (host, inner) = nl.create_veth(&att.host_veth, &peer).await?;
-    let mtu = net.bridge_options.mtu;
-    nl.configure_link(host, None, mtu).await?;
-    nl.configure_link(inner, Some(att.mac.0), mtu).await?;
     let ns = netns::open(container_netns)?;
-    nl.move_to_netns(inner, &ns, &att.ifname).await?;
+    let host =
+        nl.create_veth_into(&att.host_veth, &ns, &att.ifname, att.mac.0, net.bridge_options.mtu).await?;
 
     let inside = Netlink::connect_in(container_netns)?;
     let lo = inside.require_index("lo").await?;

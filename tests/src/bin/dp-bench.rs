@@ -574,6 +574,7 @@ fn main() -> Result<()> {
     records.extend(nat_records);
     let sizes: &[usize] = if options.quick { &[0, 1000] } else { &[0, 100, 1000, 10000] };
     records.extend(measure_scale(&tools, &host, &tag, &ours, &reference, sizes, options.rounds)?);
+    records.extend(measure_control_plane(&host, &tag, if options.quick { 10 } else { 100 })?);
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
         Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
@@ -675,6 +676,73 @@ fn measure_scale(
     Ok(records)
 }
 
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Scenario 6: set-up and removal time per container, `count` containers on one network:
+/// ours through the CLI (a process per command, as a user runs it), the reference through
+/// the iproute2 steps Docker's network setup takes (namespace, veth, bridge port, address,
+/// route) in one shell per container.
+fn measure_control_plane(host: &Host, tag: &str, count: usize) -> Result<Vec<Record>> {
+    let scenario = format!("6. control plane: {count} containers");
+    let ms = |start: std::time::Instant| start.elapsed().as_secs_f64() * 1000.0;
+    let (mut ours_create, mut ours_remove, mut ref_create, mut ref_remove) = (vec![], vec![], vec![], vec![]);
+    let reference_host = format!("dpb-{tag}-b");
+    let veths = || host.links().iter().filter(|l| l.starts_with("veth")).count();
+    let before = veths();
+    for i in 0..count {
+        check_interrupt()?;
+        let name = format!("cp{i}");
+        let start = std::time::Instant::now();
+        host.dp_ok(&["run", "-d", "--name", &name, "--network", "bench", "--", "sleep", "infinity"]);
+        ours_create.push(ms(start));
+        let ns = format!("dpb-{tag}-cp{i}");
+        let ip = format!("10.200.0.{}", 100 + i % 150);
+        let script = format!(
+            "ip netns add {ns} && ip link add vcp{i} type veth peer name eth0 netns {ns} \
+             && ip link set vcp{i} master br0 up && ip -n {ns} link set lo up \
+             && ip -n {ns} addr add {ip}/24 dev eth0 && ip -n {ns} link set eth0 up \
+             && ip -n {ns} route add default via 10.200.0.1"
+        );
+        let start = std::time::Instant::now();
+        sh_in(&reference_host, &script)?;
+        ref_create.push(ms(start));
+    }
+    eprintln!("bench: control plane: {count} containers created on each side");
+    for i in 0..count {
+        check_interrupt()?;
+        let start = std::time::Instant::now();
+        host.dp_ok(&["rm", "-f", &format!("cp{i}")]);
+        ours_remove.push(ms(start));
+        let start = std::time::Instant::now();
+        sh_in(&reference_host, &format!("ip link del vcp{i} && ip netns del dpb-{tag}-cp{i}"))?;
+        ref_remove.push(ms(start));
+    }
+    if veths() != before {
+        bail!("removing the control-plane containers left {} host-side veths behind", veths() - before);
+    }
+    let mut records = vec![];
+    for (metric, ours, reference, target) in [
+        ("set-up per container, p50", &ours_create, &ref_create, Some(20.0)),
+        ("set-up per container, p99", &ours_create, &ref_create, None),
+        ("removal per container, p50", &ours_remove, &ref_remove, None),
+        ("removal per container, p99", &ours_remove, &ref_remove, None),
+    ] {
+        let p = if metric.ends_with("p50") { 0.5 } else { 0.99 };
+        let mut record = Record::new(&scenario, metric, "ms", false);
+        record.ours.push(percentile(ours, p));
+        record.reference.push(percentile(reference, p));
+        if let Some(target) = target {
+            record = record.at_most(target);
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
 fn measure_c2c(tools: &Tools, pair: &Pair, side: Side, records: &mut [Record]) -> Result<()> {
     let udp = tools.udp_pps(pair)? / 1e6;
     let tcp1 = tools.tcp_stream(pair, 1)?;
@@ -720,8 +788,8 @@ fn write_report(records: &[Record], options: &Options) -> Result<()> {
             r.verdict()
         );
     }
-    md += "\nNot measured yet: conntrack at 100,000 live entries (4), XDP live frames (5), control plane (6), \
-           publishing at scale (7), plots.\n";
+    md += "\nNot measured yet: conntrack at 100,000 live entries (4), XDP live frames (5), daemon memory at 1,000 \
+           containers (6), publishing at scale (7), plots.\n";
     fs::write(dir.join("report.md"), &md)?;
     let results = json!({"machine": machine(), "quick": options.quick, "records": records.iter().map(Record::json).collect::<Vec<_>>()});
     fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
