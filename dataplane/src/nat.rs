@@ -5,7 +5,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context, Result, bail};
-use dataplane_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NatConfig, SnatEntry, ct_state};
+use dataplane_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NatConfig, ct_state};
 use serde::{Deserialize, Serialize};
 
 use crate::{maps::Datapath, netlink::Netlink};
@@ -134,10 +134,6 @@ fn expired(proto: u8, state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
     now_ns.saturating_sub(last_seen_ns) > idle_timeout(proto, state).as_nanos() as u64
 }
 
-pub fn is_expired(entry: &SnatEntry, key: &FlowKey, now_ns: u64) -> bool {
-    expired(key.proto, entry.state, entry.last_seen_ns, now_ns)
-}
-
 /// Forgets the tracked flows, masqueraded and published, that `pred` picks by their
 /// container-side key (container address and port first); returns how many.
 pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, u8, u64) -> bool) -> Result<usize> {
@@ -235,6 +231,8 @@ pub fn list(dp: &mut Datapath) -> Result<Vec<FlowView>> {
 
 #[cfg(test)]
 mod tests {
+    use dataplane_common::SnatEntry;
+
     use super::*;
 
     #[test]
@@ -277,7 +275,8 @@ mod tests {
             created_ns: 0,
             last_seen_ns: 1_000_000_000,
         };
-        assert!(!is_expired(&entry, &key, 20_000_000_000));
-        assert!(is_expired(&entry, &key, 40_000_000_000));
+        let expired_at = |now| expired(key.proto, entry.state, entry.last_seen_ns, now);
+        assert!(!expired_at(20_000_000_000));
+        assert!(expired_at(40_000_000_000));
     }
 }

@@ -74,20 +74,6 @@ impl Netlink {
         self.link_index(name).await?.ok_or_else(|| anyhow!("link {name} does not exist"))
     }
 
-    pub async fn link_names(&self) -> Result<Vec<String>> {
-        let links: Vec<_> =
-            self.handle.clone().link().get().execute().try_collect().await.context("listing links")?;
-        Ok(links
-            .into_iter()
-            .filter_map(|l| {
-                l.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n),
-                    _ => None,
-                })
-            })
-            .collect())
-    }
-
     pub async fn create_bridge(&self, name: &str, mtu: Option<u32>) -> Result<u32> {
         let mut msg = LinkBridge::new(name);
         if let Some(mtu) = mtu {
