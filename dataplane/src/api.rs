@@ -54,6 +54,16 @@ pub enum Request {
         names: Vec<String>,
     },
     NetworkPrune,
+    /// Attaches a running container to one more network.
+    NetworkConnect {
+        network: String,
+        container: String,
+        ip: Option<Ipv4Addr>,
+    },
+    NetworkDisconnect {
+        network: String,
+        container: String,
+    },
     /// Creates a container and its network; starts its command too when detached.
     Run(RunSpec),
     /// A foreground command the CLI started inside the container.

@@ -132,6 +132,16 @@ enum NetworkCommand {
     },
     /// Remove every network without containers (except `bridge`).
     Prune,
+    /// Attach a container to one more network (a new interface: eth1, eth2, ...).
+    Connect {
+        /// Fixed IPv4 address on the network.
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        network: String,
+        container: String,
+    },
+    /// Detach a container from a network.
+    Disconnect { network: String, container: String },
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -264,6 +274,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Network(NetworkCommand::Rm { names }) => {
             let removed: Vec<String> = serde_json::from_value(call(Request::NetworkRemove { names })?)?;
             removed.iter().for_each(|n| println!("{n}"));
+        }
+        Command::Network(NetworkCommand::Connect { ip, network, container }) => {
+            call(Request::NetworkConnect { network, container, ip })?;
+        }
+        Command::Network(NetworkCommand::Disconnect { network, container }) => {
+            call(Request::NetworkDisconnect { network, container })?;
         }
         Command::Network(NetworkCommand::Prune) => {
             let removed: Vec<String> = serde_json::from_value(call(Request::NetworkPrune)?)?;

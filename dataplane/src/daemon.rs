@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -214,6 +215,10 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             Ok(json!(names))
         }
         Request::NetworkPrune => c.prune_networks().await,
+        Request::NetworkConnect { network, container, ip } => {
+            c.connect_network(&network, &container, ip).await
+        }
+        Request::NetworkDisconnect { network, container } => c.disconnect_network(&network, &container).await,
         Request::Run(spec) => {
             let container = c.create_container(spec).await?;
             if let Status::Running { pid, .. } = container.status {
@@ -650,6 +655,71 @@ impl Core {
         self.state.containers.push(container.clone());
         self.save()?;
         Ok(container)
+    }
+
+    /// `network connect`: one more interface (eth1, eth2, ...) in a container, with an
+    /// address of the network, without touching its other interfaces.
+    async fn connect_network(&mut self, network: &str, name: &str, ip: Option<Ipv4Addr>) -> Result<Value> {
+        let net = self.network(network)?.clone();
+        let container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
+        if container.network_mode != NetworkMode::Bridge {
+            bail!(
+                "container {} shares the host's or another container's network; it cannot join networks",
+                container.name
+            );
+        }
+        if container.attachments.iter().any(|a| a.network_id == net.id) {
+            bail!("container {} is already connected to network {}", container.name, net.name);
+        }
+        let used = self.state.used_addresses(&net.id);
+        let ip = match ip {
+            Some(ip) => net.plan().claim(ip, &used),
+            None => net.plan().allocate(&used),
+        }
+        .map_err(|e| anyhow!("network {}: {e}", net.name))?;
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !container.attachments.iter().any(|a| &a.ifname == n))
+            .expect("some ethN is free");
+        let att = Attachment {
+            network_id: net.id.clone(),
+            ip,
+            mac: MacAddr(ipam::mac_for(ip)),
+            host_veth: self.unused_veth_name().await?,
+            ifname,
+        };
+        if let Err(e) =
+            bridge::connect(&self.netlink, &mut self.datapath, &net, &container.netns, &att, false).await
+        {
+            let _ = bridge::disconnect(&self.netlink, &mut self.datapath, &net, &att).await;
+            return Err(e.context(format!("connecting {} to {}", container.name, net.name)));
+        }
+        self.container_by_id(&container.id)?.attachments.push(att.clone());
+        self.save()?;
+        Ok(json!({"interface": att.ifname, "ip": att.ip.to_string()}))
+    }
+
+    /// `network disconnect`: removes the container's interface on that network.
+    async fn disconnect_network(&mut self, network: &str, name: &str) -> Result<Value> {
+        let net = self.network(network)?.clone();
+        let container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
+        let Some(position) = container.attachments.iter().position(|a| a.network_id == net.id) else {
+            bail!("container {} is not connected to network {}", container.name, net.name);
+        };
+        if position == 0 && !container.ports.is_empty() {
+            bail!(
+                "container {} publishes ports on its {} address; remove the container to unpublish them",
+                container.name,
+                net.name
+            );
+        }
+        let att = container.attachments[position].clone();
+        bridge::disconnect(&self.netlink, &mut self.datapath, &net, &att).await?;
+        let gone = IpAddress::v4(att.ip.octets());
+        nat::forget_where(&mut self.datapath, |k, _, _| k.src == gone)?;
+        self.container_by_id(&container.id)?.attachments.remove(position);
+        self.save()?;
+        Ok(json!(att.ifname))
     }
 
     /// Reserves the host ports and fills PUBLISHED, all or nothing; records the mappings

@@ -63,3 +63,41 @@ fn container_mode_shares_the_other_containers_namespace() {
     let err = host.dp_err(&["run", "--network", "container:nope", "--", "true"]);
     assert!(err.contains("no such container"), "{err}");
 }
+
+#[test]
+fn connect_and_disconnect_a_running_container_without_disturbing_its_other_traffic() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.95.0.0/24", "back"]);
+    host.run_sleeper("a", &[]);
+    host.run_sleeper("peer", &[]);
+    host.run_sleeper("b", &["--network", "back"]);
+    let (b, peer) = (host.ip_of("b"), host.ip_of("peer"));
+    assert!(!host.ping("a", &b), "a reached another network before being connected to it");
+    // A steady ping on eth0 while eth1 comes and goes.
+    let pinger = host
+        .command(dataplane_tests::binary())
+        .args(["exec", "a", "--", "ping", "-c", "40", "-i", "0.05", &peer])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    host.dp_ok(&["network", "connect", "back", "a"]);
+    let networks = &host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["Networks"];
+    assert_eq!(networks["back"]["IPAddress"], "10.95.0.3");
+    assert!(host.ping("a", &b), "a cannot reach b after network connect");
+    let eth1 = stdout(host.exec("a", "ip -o -4 addr show eth1"));
+    assert!(eth1.contains("10.95.0.3/24"), "{eth1}");
+    let err = host.dp_err(&["network", "connect", "back", "a"]);
+    assert!(err.contains("already connected"), "{err}");
+    host.dp_ok(&["network", "disconnect", "back", "a"]);
+    assert!(!host.ping("a", &b), "a still reaches b after network disconnect");
+    assert!(!host.exec("a", "ip link show eth1").status.success(), "eth1 is still there");
+    let out = pinger.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains(" 0% packet loss"), "traffic on eth0 was disturbed:\n{summary}");
+    assert_eq!(host.map_entries("ENDPOINTS"), 3);
+    let err = host.dp_err(&["network", "disconnect", "back", "a"]);
+    assert!(err.contains("not connected"), "{err}");
+    host.run_sleeper("h", &["--network", "host"]);
+    let err = host.dp_err(&["network", "connect", "back", "h"]);
+    assert!(err.contains("cannot join networks"), "{err}");
+}

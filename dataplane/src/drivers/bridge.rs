@@ -90,7 +90,11 @@ async fn create_veth(nl: &Netlink, net: &Network, container_netns: &Path, att: &
     let eth = inside.require_index(&att.ifname).await?;
     inside.add_address(eth, att.ip, net.subnet.prefix_len()).await?;
     inside.set_up(eth).await?;
-    inside.add_default_route(net.gateway).await.context("inside the container")?;
+    // The first network gives the container its default route, as on Docker; networks
+    // connected later only add their subnet.
+    if att.ifname == "eth0" {
+        inside.add_default_route(net.gateway).await.context("inside the container")?;
+    }
     Ok(host)
 }
 
