@@ -24,8 +24,7 @@ use tokio::{
 
 use crate::{
     api::{self, NetworkSpec, Request, RunSpec},
-    drivers::bridge,
-    inspect,
+    drivers, inspect,
     ipam::{self, AddressPlan},
     maps::{Datapath, v4_key},
     nat,
@@ -367,9 +366,12 @@ async fn restore(core: &Shared) -> Result<()> {
         c.create_network(spec).await.context("creating the default network")?;
     }
     for net in c.state.networks.clone() {
-        bridge::setup_network(&c.netlink, &mut c.datapath, &net)
-            .await
-            .with_context(|| format!("restoring network {}", net.name))?;
+        let restored = drivers::setup_network(&c.netlink, &mut c.datapath, &net).await;
+        match restored {
+            // A macvlan parent that went away breaks that network, not the daemon.
+            Err(e) if net.driver == "macvlan" => log::warn!("network {}: {e:#}", net.name),
+            other => other.with_context(|| format!("restoring network {}", net.name))?,
+        }
     }
     let mut watchers = vec![];
     for container in c.state.containers.clone() {
@@ -382,7 +384,7 @@ async fn restore(core: &Shared) -> Result<()> {
             let net = c.network_by_id(&att.network_id)?.clone();
             let publishes = !container.ports.is_empty();
             let host_index =
-                bridge::connect(&c.netlink, &mut c.datapath, &net, &container.netns, att, publishes)
+                drivers::connect(&c.netlink, &mut c.datapath, &net, &container.netns, att, publishes)
                     .await
                     .with_context(|| format!("restoring container {}", container.name))?;
             if publishes {
@@ -471,7 +473,7 @@ impl Core {
     /// Subnets the host reaches through something other than our own bridges.
     async fn host_routes(&self) -> Result<Vec<Ipv4Net>> {
         let mut ours = HashSet::new();
-        for net in &self.state.networks {
+        for net in self.state.networks.iter().filter(|n| !n.bridge.is_empty()) {
             if let Some(index) = self.netlink.link_index(&net.bridge).await? {
                 ours.insert(index);
             }
@@ -499,12 +501,29 @@ impl Core {
                 &existing.id[..12]
             );
         }
-        if spec.driver != "bridge" {
-            bail!("unsupported network driver {:?}; supported: bridge", spec.driver);
+        if !drivers::DRIVERS.contains(&spec.driver.as_str()) {
+            bail!("unsupported network driver {:?}; supported: {}", spec.driver, drivers::DRIVERS.join(", "));
         }
-        let bridge_options =
-            BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?;
-        let host_routes = self.host_routes().await?;
+        let macvlan = spec.driver == "macvlan";
+        let bridge_options = if macvlan {
+            if spec.subnet.is_none() || !spec.options.contains_key("parent") {
+                bail!(
+                    "network {}: macvlan needs --subnet (the parent's segment) and -o parent=IFACE",
+                    spec.name
+                );
+            }
+            if let Some(key) = spec.options.keys().find(|k| *k != "parent") {
+                bail!(
+                    "network {}: unknown option {key} for the macvlan driver; supported: parent",
+                    spec.name
+                );
+            }
+            BridgeOptions { icc: true, mtu: None }
+        } else {
+            BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?
+        };
+        // A macvlan network lives on the parent's segment, which the host may well route.
+        let host_routes = if macvlan { vec![] } else { self.host_routes().await? };
         let subnet = match spec.subnet {
             Some(subnet) => {
                 if let Some(other) = self.state.networks.iter().find(|n| ipam::overlaps(&n.subnet, &subnet)) {
@@ -531,7 +550,11 @@ impl Core {
         let plan = AddressPlan::new(subnet, spec.gateway, spec.ip_range)
             .map_err(|e| anyhow!("network {}: {e}", spec.name))?;
         let id = new_id();
-        let bridge_name = if is_default { "dp0".to_string() } else { format!("br-{}", &id[..12]) };
+        let bridge_name = match (is_default, macvlan) {
+            (true, _) => "dp0".to_string(),
+            (false, false) => format!("br-{}", &id[..12]),
+            (false, true) => String::new(),
+        };
         let network = Network {
             index: self.state.next_network_index(),
             name: spec.name,
@@ -547,8 +570,8 @@ impl Core {
             created: now(),
             id,
         };
-        if let Err(e) = bridge::setup_network(&self.netlink, &mut self.datapath, &network).await {
-            let _ = bridge::teardown_network(&self.netlink, &mut self.datapath, &network).await;
+        if let Err(e) = drivers::setup_network(&self.netlink, &mut self.datapath, &network).await {
+            let _ = drivers::teardown_network(&self.netlink, &mut self.datapath, &network).await;
             return Err(e.context(format!("creating network {}", network.name)));
         }
         self.state.networks.push(network.clone());
@@ -569,7 +592,7 @@ impl Core {
                 users.join(", ")
             );
         }
-        bridge::teardown_network(&self.netlink, &mut self.datapath, &net).await?;
+        drivers::teardown_network(&self.netlink, &mut self.datapath, &net).await?;
         self.state.networks.retain(|n| n.id != net.id);
         self.save()
     }
@@ -689,9 +712,10 @@ impl Core {
             ifname,
         };
         if let Err(e) =
-            bridge::connect(&self.netlink, &mut self.datapath, &net, &container.netns, &att, false).await
+            drivers::connect(&self.netlink, &mut self.datapath, &net, &container.netns, &att, false).await
         {
-            let _ = bridge::disconnect(&self.netlink, &mut self.datapath, &net, &att).await;
+            let _ =
+                drivers::disconnect(&self.netlink, &mut self.datapath, &net, &container.netns, &att).await;
             return Err(e.context(format!("connecting {} to {}", container.name, net.name)));
         }
         self.container_by_id(&container.id)?.attachments.push(att.clone());
@@ -714,7 +738,7 @@ impl Core {
             );
         }
         let att = container.attachments[position].clone();
-        bridge::disconnect(&self.netlink, &mut self.datapath, &net, &att).await?;
+        drivers::disconnect(&self.netlink, &mut self.datapath, &net, &container.netns, &att).await?;
         let gone = IpAddress::v4(att.ip.octets());
         nat::forget_where(&mut self.datapath, |k, _, _| k.src == gone)?;
         self.container_by_id(&container.id)?.attachments.remove(position);
@@ -731,6 +755,9 @@ impl Core {
         host_index: u32,
         wanted: &[PortMapping],
     ) -> Result<()> {
+        if host_index == 0 && !wanted.is_empty() {
+            bail!("published ports need a bridge network; this driver has no host side to publish through");
+        }
         let mut held = vec![];
         let mut resolved = vec![];
         for mapping in wanted {
@@ -830,7 +857,7 @@ impl Core {
                 process::write_etc_files(&container.etc_dir, hostname, name, Some((ip, net.gateway)))?;
                 netns::create(&container.netns)?;
                 let publishes = !spec.publish.is_empty();
-                let host_index = bridge::connect(
+                let host_index = drivers::connect(
                     &self.netlink,
                     &mut self.datapath,
                     &net,
@@ -875,7 +902,9 @@ impl Core {
             let Some(net) = self.state.network_by_id(&att.network_id).cloned() else {
                 continue;
             };
-            if let Err(e) = bridge::disconnect(&self.netlink, &mut self.datapath, &net, att).await {
+            if let Err(e) =
+                drivers::disconnect(&self.netlink, &mut self.datapath, &net, &container.netns, att).await
+            {
                 errors.push(format!("{e:#}"));
             }
         }

@@ -12,10 +12,13 @@ use anyhow::{Context, Result, anyhow};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
         address::AddressAttribute,
-        link::{InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute},
+        link::{
+            InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+            MacVlanMode,
+        },
         route::{RouteAddress, RouteAttribute},
     },
     sys::TokioSocket,
@@ -134,6 +137,29 @@ impl Netlink {
             .await
             .with_context(|| format!("creating veth pair {name} (host) / {peer} (container)"))?;
         self.require_index(name).await
+    }
+
+    /// Creates a macvlan on `parent` born inside the namespace `ns` as `name`.
+    pub async fn create_macvlan_into(
+        &self,
+        name: &str,
+        parent: u32,
+        mode: MacVlanMode,
+        ns: &std::fs::File,
+        mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<()> {
+        let mut message =
+            LinkMacVlan::new(name, parent, mode).setns_by_fd(ns.as_raw_fd()).address(mac.to_vec());
+        if let Some(mtu) = mtu {
+            message = message.mtu(mtu);
+        }
+        self.handle
+            .link()
+            .add(message.build())
+            .execute()
+            .await
+            .with_context(|| format!("creating macvlan {name} on link {parent}"))
     }
 
     pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {

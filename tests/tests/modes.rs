@@ -101,3 +101,56 @@ fn connect_and_disconnect_a_running_container_without_disturbing_its_other_traff
     let err = host.dp_err(&["network", "connect", "back", "h"]);
     assert!(err.contains("cannot join networks"), "{err}");
 }
+
+#[test]
+fn macvlan_containers_talk_to_the_parents_segment_directly() {
+    use dataplane_tests::EXTERNAL_ADDR;
+    let host = Host::start_with_external();
+    // up0's segment (203.0.113.0/24) is the "LAN"; the external namespace is a host on it.
+    host.dp_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "203.0.113.0/24",
+        "--gateway",
+        EXTERNAL_ADDR,
+        "--ip-range",
+        "203.0.113.128/25",
+        "-o",
+        "parent=up0",
+        "lan",
+    ]);
+    host.run_sleeper("m1", &["--network", "lan"]);
+    host.run_sleeper("m2", &["--network", "lan"]);
+    let m1 = host.ip_of("m1");
+    assert_eq!(m1, "203.0.113.128");
+    let link = stdout(host.exec("m1", "ip -d -o link show eth0"));
+    assert!(link.contains("macvlan"), "{link}");
+    assert!(host.ping("m1", EXTERNAL_ADDR), "a macvlan container cannot reach a host of its segment");
+    assert!(host.ping("m1", &host.ip_of("m2")), "macvlan containers cannot reach each other");
+    let back = host.external_command("ping").args(["-c1", "-W1", &m1]).output().unwrap();
+    assert!(back.status.success(), "the segment cannot reach the container's own address");
+    assert!(!host.links().iter().any(|l| l.starts_with("veth")), "macvlan needs no veth");
+    // Bad input, and removal leaves nothing.
+    let err = host.dp_err(&["network", "create", "-d", "macvlan", "--subnet", "10.98.0.0/24", "nolink"]);
+    assert!(err.contains("parent"), "{err}");
+    let err = host.dp_err(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "10.98.0.0/24",
+        "-o",
+        "parent=nope",
+        "x",
+    ]);
+    assert!(err.contains("does not exist"), "{err}");
+    let err = host.dp_err(&["run", "--network", "lan", "-p", "8080:80", "--", "true"]);
+    assert!(err.contains("bridge network"), "{err}");
+    host.dp_ok(&["rm", "-f", "m1", "m2"]);
+    host.dp_ok(&["network", "rm", "lan"]);
+    assert!(host.container_namespaces().is_empty());
+}

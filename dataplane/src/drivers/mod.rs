@@ -1,5 +1,69 @@
-//! Network drivers: how a network and a container's attachment to it are built in the
-//! system and in the maps. `bridge` is the only driver so far; macvlan joins it with the
-//! network-modes issue, at which point the shared interface becomes a trait.
+//! Network drivers: how a network, and a container's attachment to it, are built in the
+//! system and in the maps. Chosen by the network's `driver`:
+//! - `bridge`: a kernel bridge as slow path, veths with the eBPF fast path on them;
+//! - `macvlan`: interfaces on a parent link, on the parent's segment, no host-side device.
+//!
+//! Every function is idempotent, so the daemon uses the same calls to build, to restore
+//! after a restart, and to undo a half-made step.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::{
+    maps::Datapath,
+    netlink::Netlink,
+    state::{Attachment, Network},
+};
 
 pub mod bridge;
+pub mod macvlan;
+
+pub const DRIVERS: [&str; 2] = ["bridge", "macvlan"];
+
+fn is_macvlan(net: &Network) -> bool {
+    net.driver == "macvlan"
+}
+
+pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
+    if is_macvlan(net) {
+        macvlan::setup_network(nl, net).await
+    } else {
+        bridge::setup_network(nl, dp, net).await
+    }
+}
+
+pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
+    if is_macvlan(net) { Ok(()) } else { bridge::teardown_network(nl, dp, net).await }
+}
+
+/// Builds or re-arms an attachment; returns the host-side ifindex the programs run on,
+/// 0 when the driver has none (macvlan).
+pub async fn connect(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    net: &Network,
+    container_netns: &Path,
+    att: &Attachment,
+    publishes: bool,
+) -> Result<u32> {
+    if is_macvlan(net) {
+        macvlan::connect(nl, net, container_netns, att).await.map(|()| 0)
+    } else {
+        bridge::connect(nl, dp, net, container_netns, att, publishes).await
+    }
+}
+
+pub async fn disconnect(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    net: &Network,
+    container_netns: &Path,
+    att: &Attachment,
+) -> Result<()> {
+    if is_macvlan(net) {
+        macvlan::disconnect(container_netns, att).await
+    } else {
+        bridge::disconnect(nl, dp, net, att).await
+    }
+}
