@@ -110,6 +110,19 @@ pub fn l4(ctx: &TcContext, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
     }
 }
 
+/// The flow of a frame as its L4 view in this direction sees it.
+#[inline(always)]
+pub fn flow_key(frame: &Ipv4Frame, l4: &L4) -> FlowKey {
+    FlowKey {
+        src: IpAddress::v4(frame.src),
+        dst: IpAddress::v4(frame.dst),
+        src_port: l4.src_port,
+        dst_port: l4.dst_port,
+        proto: frame.proto,
+        _pad: [0; 3],
+    }
+}
+
 /// Replaces one address and one port of the packet, keeping the IPv4 and L4 checksums
 /// valid (incrementally, so CHECKSUM_PARTIAL packets stay correct too).
 #[inline(always)]
@@ -357,14 +370,7 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
     let scratch = SNAT_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
     let s = unsafe { &mut *scratch };
-    s.key = FlowKey {
-        src: IpAddress::v4(frame.src),
-        dst: IpAddress::v4(frame.dst),
-        src_port: l4.src_port,
-        dst_port: l4.dst_port,
-        proto: frame.proto,
-        _pad: [0; 3],
-    };
+    s.key = flow_key(frame, l4);
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(entry) = SNAT_CT.get_ptr_mut(&s.key) {
@@ -484,14 +490,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let Some(l4) = l4(ctx, &frame, false) else {
         return to_host;
     };
-    let reply = FlowKey {
-        src: IpAddress::v4(frame.src),
-        dst: IpAddress::v4(frame.dst),
-        src_port: l4.src_port,
-        dst_port: l4.dst_port,
-        proto: frame.proto,
-        _pad: [0; 3],
-    };
+    let reply = flow_key(&frame, &l4);
     // SAFETY: values are plain data copied out at once.
     let Some(back) = (unsafe { SNAT_REV.get(&reply).copied() }) else {
         return to_host;

@@ -158,14 +158,7 @@ pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply>
     let scratch = DNAT_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
     let s = unsafe { &mut *scratch };
-    s.key = FlowKey {
-        src: IpAddress::v4(frame.src),
-        dst: IpAddress::v4(frame.dst),
-        src_port: l4.src_port,
-        dst_port: l4.dst_port,
-        proto: frame.proto,
-        _pad: [0; 3],
-    };
+    s.key = nat::flow_key(frame, &l4);
     let entry = DNAT_CT.get_ptr_mut(&s.key)?;
     // SAFETY: map pointer, valid for this program run.
     let (host_addr, host_port, peer_ifindex, peer_mac) = unsafe {
