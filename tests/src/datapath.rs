@@ -39,7 +39,15 @@ impl Fixture {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut datapath = Datapath::load(&bpffs).expect("loading the programs");
+        let mut datapath = match Datapath::load(&bpffs) {
+            Ok(datapath) => datapath,
+            Err(e) => {
+                // The bpffs may be mounted already: leave nothing behind before failing.
+                let _ = Command::new("umount").arg("-l").arg(&bpffs).status();
+                let _ = std::fs::remove_dir_all(&bpffs);
+                panic!("loading the programs: {e:?}");
+            }
+        };
         datapath.set_subnet("10.1.0.0/24".parse().unwrap(), RED, Ipv4Addr::new(10, 1, 0, 1)).unwrap();
         datapath.set_subnet("10.2.0.0/24".parse().unwrap(), BLUE, Ipv4Addr::new(10, 2, 0, 1)).unwrap();
         datapath.set_interface(LO, InterfaceConfig { network: RED, flags: red_flags }).unwrap();
