@@ -474,9 +474,9 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     }
     // Replies to masqueraded flows come back to a port of the NAT range, which publishing
     // never uses: one range check keeps each kind of traffic to its own lookups.
-    let nat_reply = frame.dst == cfg.addr
-        && l4(ctx, &frame, false)
-            .is_some_and(|l4| (cfg.port_min..=cfg.port_max).contains(&u16::from_be(l4.dst_port)));
+    let inbound = if frame.dst == cfg.addr { l4(ctx, &frame, false) } else { None };
+    let nat_reply =
+        inbound.as_ref().is_some_and(|l4| (cfg.port_min..=cfg.port_max).contains(&u16::from_be(l4.dst_port)));
     if !nat_reply {
         if let Some(verdict) = publish::from_outside(ctx, &frame, &cfg) {
             return verdict;
@@ -487,7 +487,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
         }
         return to_host;
     }
-    let Some(l4) = l4(ctx, &frame, false) else {
+    let Some(l4) = inbound else {
         return to_host;
     };
     let reply = flow_key(&frame, &l4);
