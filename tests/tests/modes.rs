@@ -1,11 +1,6 @@
 //! Docker's network modes: `--network host`, `none` and `container:NAME`.
 
-use dataplane_tests::Host;
-
-fn stdout(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use dataplane_tests::{Host, stdout_of as stdout};
 
 #[test]
 fn none_has_only_loopback() {

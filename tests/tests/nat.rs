@@ -1,25 +1,12 @@
 //! Outbound NAT with real tools: containers reach an external namespace behind the host's
 //! uplink, which sees only the uplink's address; no kernel forwarding, no firewall rule.
 
-use std::{
-    process::{Child, Stdio},
-    thread::sleep,
-    time::Duration,
-};
+use std::{process::Stdio, thread::sleep, time::Duration};
 
-use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR};
+use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR, stdout_of as ok};
 
-/// A server in the external namespace, killed (by PID) when dropped.
-struct ExternalServer(Child);
-
-impl Drop for ExternalServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn external_server(host: &Host, program: &str, args: &[&str], log: &std::path::Path) -> ExternalServer {
+/// A server in the external namespace, for the length of a test.
+fn external_server(host: &Host, program: &str, args: &[&str], log: &std::path::Path) -> KillOnDrop {
     let log = std::fs::File::create(log).unwrap();
     let child = host
         .external_command(program)
@@ -30,12 +17,7 @@ fn external_server(host: &Host, program: &str, args: &[&str], log: &std::path::P
         .spawn()
         .unwrap();
     sleep(Duration::from_millis(500));
-    ExternalServer(child)
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    KillOnDrop(child)
 }
 
 #[test]

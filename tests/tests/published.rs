@@ -3,7 +3,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually};
+use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR, eventually};
 
 /// A detached HTTP server in a container, answering on `port`.
 fn web(host: &Host, name: &str, extra: &[&str], port: &str) {
@@ -94,7 +94,7 @@ fn host_ports_are_really_reserved_and_conflicts_refused() {
         ])
         .spawn()
         .unwrap();
-    let mut holder = Guard(holder);
+    let mut holder = KillOnDrop(holder);
     std::thread::sleep(Duration::from_millis(500));
     let err = host.dp_err(&["run", "-d", "-p", "9100:80", "--", "sleep", "60"]);
     assert!(err.contains("already in use"), "{err}");
@@ -104,16 +104,6 @@ fn host_ports_are_really_reserved_and_conflicts_refused() {
     assert!(err.contains("masquerade port range"), "{err}");
     let err = host.dp_err(&["run", "-d", "--network", "host", "-p", "9200:80", "--", "sleep", "60"]);
     assert!(err.contains("conflicting options"), "{err}");
-}
-
-/// A host process of the test's, killed (by PID) when dropped.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     thread::sleep,
     time::Duration,
@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, run_ok};
+use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR, run_ok};
 use serde_json::{Value, json};
 
 fn run_command(command: &mut Command) -> Result<()> {
@@ -275,22 +275,12 @@ fn output_json(mut command: Command) -> Result<Value> {
     serde_json::from_slice(&out.stdout).with_context(|| format!("output of {command:?}"))
 }
 
-/// A server for the length of one measurement; killed (by PID) when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 impl Tools {
-    fn server(&self, pair: &Pair, program: &Path, args: &[String]) -> Result<Server> {
+    fn server(&self, pair: &Pair, program: &Path, args: &[String]) -> Result<KillOnDrop> {
         let child =
             in_ns(&pair.server, program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
         sleep(Duration::from_millis(300));
-        Ok(Server(child))
+        Ok(KillOnDrop(child))
     }
 
     fn udp_pps(&self, pair: &Pair) -> Result<f64> {
