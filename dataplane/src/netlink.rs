@@ -77,8 +77,11 @@ impl Netlink {
         self.link_index(name).await?.ok_or_else(|| anyhow!("link {name} does not exist"))
     }
 
-    pub async fn create_bridge(&self, name: &str, mtu: Option<u32>) -> Result<u32> {
-        let mut msg = LinkBridge::new(name);
+    /// A bridge with a fixed MAC: left to itself, a bridge takes the lowest MAC of its
+    /// ports and changes it when that port goes, which strands every container's ARP entry
+    /// for the gateway until it expires.
+    pub async fn create_bridge(&self, name: &str, mac: [u8; 6], mtu: Option<u32>) -> Result<u32> {
+        let mut msg = LinkBridge::new(name).address(mac.to_vec());
         if let Some(mtu) = mtu {
             msg = msg.mtu(mtu);
         }

@@ -86,6 +86,8 @@ fn connect_and_disconnect_a_running_container_without_disturbing_its_other_traff
     host.dp_ok(&["network", "disconnect", "back", "a"]);
     assert!(!host.ping("a", &b), "a still reaches b after network disconnect");
     assert!(!host.exec("a", "ip link show eth1").status.success(), "eth1 is still there");
+    // The bridge keeps its MAC when a port goes, so b's ARP entry for the gateway holds.
+    assert!(host.ping("b", "10.95.0.1"), "b lost its gateway when a left the network");
     let out = pinger.wait_with_output().unwrap();
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains(" 0% packet loss"), "traffic on eth0 was disturbed:\n{summary}");

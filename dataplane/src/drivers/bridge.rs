@@ -22,7 +22,9 @@ use crate::{
 pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
     let index = match nl.link_index(&net.bridge).await? {
         Some(index) => index,
-        None => nl.create_bridge(&net.bridge, net.bridge_options.mtu).await?,
+        None => {
+            nl.create_bridge(&net.bridge, crate::ipam::mac_for(net.gateway), net.bridge_options.mtu).await?
+        }
     };
     nl.add_address(index, net.gateway, net.subnet.prefix_len()).await?;
     nl.set_up(index).await?;
