@@ -35,6 +35,8 @@ pub struct RunSpec {
     pub ip: Option<Ipv4Addr>,
     pub hostname: Option<String>,
     pub mac: Option<MacAddr>,
+    /// Names on the network besides the container's own (`--network-alias`).
+    pub aliases: Vec<String>,
     pub command: Vec<String>,
     /// Ports to publish; a host port of 0 takes any free one.
     pub publish: Vec<crate::ports::PortMapping>,
@@ -59,6 +61,7 @@ pub enum Request {
         network: String,
         container: String,
         ip: Option<Ipv4Addr>,
+        aliases: Vec<String>,
     },
     NetworkDisconnect {
         network: String,

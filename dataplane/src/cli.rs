@@ -110,6 +110,10 @@ struct DaemonArgs {
     /// 127.0.0.1 (default: the cgroup2 root; only this namespace's sockets are affected).
     #[arg(long, env = "DATAPLANE_CGROUP")]
     cgroup: Option<PathBuf>,
+    /// Upstream DNS server for names the embedded resolver does not know; repeat for
+    /// more (default: the nameservers of the host's /etc/resolv.conf).
+    #[arg(long, env = "DATAPLANE_DNS", value_delimiter = ',')]
+    dns: Vec<std::net::IpAddr>,
 }
 
 #[derive(Subcommand)]
@@ -137,6 +141,9 @@ enum NetworkCommand {
         /// Fixed IPv4 address on the network.
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        /// Another name for the container on this network.
+        #[arg(long)]
+        alias: Vec<String>,
         network: String,
         container: String,
     },
@@ -195,6 +202,9 @@ struct RunArgs {
     hostname: Option<String>,
     #[arg(long)]
     mac_address: Option<MacAddr>,
+    /// Another name for the container on its network (user-defined networks only).
+    #[arg(long = "network-alias", visible_alias = "net-alias")]
+    network_alias: Vec<String>,
     /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]CPORT[-END][/tcp|/udp].
     #[arg(short, long = "publish", value_parser = clap::value_parser!(PublishSpec))]
     publish: Vec<PublishSpec>,
@@ -238,6 +248,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 uplink: args.uplink,
                 nat_port_range: args.nat_port_range,
                 cgroup: args.cgroup,
+                dns: args.dns,
             };
             tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
         }
@@ -275,8 +286,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let removed: Vec<String> = serde_json::from_value(call(Request::NetworkRemove { names })?)?;
             removed.iter().for_each(|n| println!("{n}"));
         }
-        Command::Network(NetworkCommand::Connect { ip, network, container }) => {
-            call(Request::NetworkConnect { network, container, ip })?;
+        Command::Network(NetworkCommand::Connect { ip, alias, network, container }) => {
+            call(Request::NetworkConnect { network, container, ip, aliases: alias })?;
         }
         Command::Network(NetworkCommand::Disconnect { network, container }) => {
             call(Request::NetworkDisconnect { network, container })?;
@@ -426,6 +437,7 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
         ip: args.ip,
         hostname: args.hostname,
         mac: args.mac_address,
+        aliases: args.network_alias,
         command: args.command,
         detach: args.detach,
         auto_remove: args.rm,

@@ -24,7 +24,7 @@ use tokio::{
 
 use crate::{
     api::{self, NetworkSpec, Request, RunSpec},
-    drivers, inspect,
+    dns, drivers, inspect,
     ipam::{self, AddressPlan},
     maps::{Datapath, v4_key},
     nat,
@@ -52,6 +52,8 @@ pub struct Config {
     /// The cgroup whose processes reach published ports through the socket hooks; the
     /// cgroup2 root when `None`.
     pub cgroup: Option<PathBuf>,
+    /// Upstream resolvers; the host's resolv.conf ones when empty.
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 /// How often expired flows are swept from the conntrack tables.
@@ -71,6 +73,8 @@ struct Core {
     nat_ports: Option<(u16, u16)>,
     /// Host ports held for each container's published ports, by container id.
     reservations: HashMap<String, Vec<Reservation>>,
+    /// The embedded DNS of each bridge network, kept in line with the state on each save.
+    resolvers: dns::Resolvers,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -95,6 +99,7 @@ pub async fn run(config: Config) -> Result<()> {
     ports::raise_fd_limit();
     let store = StateStore::new(&config.state_dir);
     let state = store.load()?.unwrap_or_default();
+    let resolvers = dns::Resolvers::new(&upstreams(&config));
     let core = Arc::new(Mutex::new(Core {
         config: config.clone(),
         state,
@@ -103,6 +108,7 @@ pub async fn run(config: Config) -> Result<()> {
         netlink,
         nat_ports,
         reservations: HashMap::new(),
+        resolvers,
     }));
     {
         let c = core.lock().await;
@@ -153,6 +159,18 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = std::fs::remove_file(&config.socket);
     log::info!("stopped; containers keep running and state is kept for the next start");
     Ok(())
+}
+
+/// The resolvers names are forwarded to: the daemon's `--dns`, else the host's.
+fn upstreams(config: &Config) -> Vec<std::net::IpAddr> {
+    if !config.dns.is_empty() {
+        return config.dns.clone();
+    }
+    let found = dns::host_upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    if found.is_empty() {
+        log::warn!("no nameserver in /etc/resolv.conf and no --dns: containers resolve container names only");
+    }
+    found
 }
 
 /// Masquerading through the uplink, if the host has one.
@@ -214,8 +232,8 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             Ok(json!(names))
         }
         Request::NetworkPrune => c.prune_networks().await,
-        Request::NetworkConnect { network, container, ip } => {
-            c.connect_network(&network, &container, ip).await
+        Request::NetworkConnect { network, container, ip, aliases } => {
+            c.connect_network(&network, &container, ip, aliases).await
         }
         Request::NetworkDisconnect { network, container } => c.disconnect_network(&network, &container).await,
         Request::Run(spec) => {
@@ -303,6 +321,17 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Network aliases: valid names, on user-defined networks only (as Docker has it: the
+/// default network resolves no names at all).
+fn check_aliases(net: &Network, aliases: &[String]) -> Result<()> {
+    if !aliases.is_empty() && net.name == DEFAULT_NETWORK {
+        bail!(
+            "network-scoped aliases need a user-defined network; create one with `dataplane network create NAME`"
+        );
+    }
+    aliases.iter().try_for_each(|alias| check_name("alias", alias))
 }
 
 /// Waits for the container's process to end in the background: records it, and removes the container if it asked.
@@ -454,7 +483,8 @@ async fn restore(core: &Shared) -> Result<()> {
 }
 
 impl Core {
-    fn save(&self) -> Result<()> {
+    fn save(&mut self) -> Result<()> {
+        self.resolvers.update(&self.state);
         self.store.save(&self.state)
     }
 
@@ -682,8 +712,15 @@ impl Core {
 
     /// `network connect`: one more interface (eth1, eth2, ...) in a container, with an
     /// address of the network, without touching its other interfaces.
-    async fn connect_network(&mut self, network: &str, name: &str, ip: Option<Ipv4Addr>) -> Result<Value> {
+    async fn connect_network(
+        &mut self,
+        network: &str,
+        name: &str,
+        ip: Option<Ipv4Addr>,
+        aliases: Vec<String>,
+    ) -> Result<Value> {
         let net = self.network(network)?.clone();
+        check_aliases(&net, &aliases)?;
         let container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
         if container.network_mode != NetworkMode::Bridge {
             bail!(
@@ -710,6 +747,7 @@ impl Core {
             mac: MacAddr(ipam::mac_for(ip)),
             host_veth: self.unused_veth_name().await?,
             ifname,
+            aliases,
         };
         if let Err(e) =
             drivers::connect(&self.netlink, &mut self.datapath, &net, &container.netns, &att, false).await
@@ -838,6 +876,7 @@ impl Core {
         match container.network_mode {
             NetworkMode::Bridge => {
                 let net = self.network(&spec.network)?.clone();
+                check_aliases(&net, &spec.aliases)?;
                 let used = self.state.used_addresses(&net.id);
                 let plan = net.plan();
                 let ip = match spec.ip {
@@ -851,10 +890,15 @@ impl Core {
                     mac: spec.mac.unwrap_or(MacAddr(ipam::mac_for(ip))),
                     host_veth: self.unused_veth_name().await?,
                     ifname: "eth0".into(),
+                    aliases: spec.aliases.clone(),
                 };
                 container.attachments.push(att.clone());
                 let (hostname, name) = (&container.hostname, &container.name);
-                process::write_etc_files(&container.etc_dir, hostname, name, Some((ip, net.gateway)))?;
+                let resolvers = match dns::has_resolver(&net.driver) {
+                    true => vec![net.gateway.into()],
+                    false => self.resolvers.upstreams(),
+                };
+                process::write_etc_files(&container.etc_dir, hostname, name, Some((ip, &resolvers)))?;
                 netns::create(&container.netns)?;
                 let publishes = !spec.publish.is_empty();
                 let host_index = drivers::connect(

@@ -61,10 +61,23 @@ pub fn container(state: &State, container: &Container) -> Value {
         let Some(net) = state.network_by_id(&att.network_id) else {
             continue;
         };
+        // What the embedded DNS answers for this container there (none on the default).
+        let mut dns_names = vec![];
+        if net.name != crate::daemon::DEFAULT_NETWORK && crate::dns::has_resolver(&net.driver) {
+            dns_names.extend([
+                container.name.clone(),
+                container.id[..12].to_string(),
+                container.hostname.clone(),
+            ]);
+            dns_names.extend(att.aliases.iter().cloned());
+            dns_names.dedup();
+        }
         networks.insert(
             net.name.clone(),
             json!({
                 "NetworkID": net.id,
+                "Aliases": att.aliases,
+                "DNSNames": dns_names,
                 "Gateway": net.gateway.to_string(),
                 "IPAddress": att.ip.to_string(),
                 "IPPrefixLen": net.subnet.prefix_len(),

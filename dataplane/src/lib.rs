@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod dns;
 pub mod drivers;
 pub mod inspect;
 pub mod ipam;

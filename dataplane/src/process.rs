@@ -4,7 +4,7 @@
 use std::{
     ffi::CString,
     fs::File,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     os::{
         fd::{FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
@@ -110,20 +110,24 @@ pub fn container_command(args: &[String], ctx: &ContainerContext<'_>) -> Command
 const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
 /// Writes a container's /etc files: its names in `hosts` (so that looking itself up
-/// needs no DNS), and a resolver on its gateway, where the embedded DNS answers; until it
-/// does, queries there fail at once (port unreachable) instead of timing out.
+/// needs no DNS), and its resolvers in `resolv.conf`: the embedded DNS on its network's
+/// gateway, or the upstream resolvers where the network has no embedded DNS.
 /// Without a network (`--network none`), the names point at the loopback and there is no
 /// resolver at all.
 pub fn write_etc_files(
     etc_dir: &Path,
     hostname: &str,
     name: &str,
-    address: Option<(Ipv4Addr, Ipv4Addr)>,
+    address: Option<(Ipv4Addr, &[IpAddr])>,
 ) -> Result<()> {
     std::fs::create_dir_all(etc_dir).with_context(|| format!("creating {}", etc_dir.display()))?;
     let aliases = if hostname == name { hostname.to_string() } else { format!("{hostname} {name}") };
     let (own, resolv) = match address {
-        Some((ip, resolver)) => (ip.to_string(), format!("nameserver {resolver}\noptions ndots:0\n")),
+        Some((ip, resolvers)) => {
+            let mut resolv: String = resolvers.iter().map(|r| format!("nameserver {r}\n")).collect();
+            resolv.push_str("options ndots:0\n");
+            (ip.to_string(), resolv)
+        }
         None => ("127.0.1.1".to_string(), String::new()),
     };
     let hosts =

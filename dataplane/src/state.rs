@@ -143,6 +143,9 @@ pub struct Attachment {
     pub host_veth: String,
     /// Name of the interface inside the container (`eth0`).
     pub ifname: String,
+    /// More names the container answers to on this network (`--network-alias`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +336,7 @@ mod tests {
                 mac: MacAddr([2, 0x42, 10, 9, 0, 130]),
                 host_veth: "veth1234567".into(),
                 ifname: "eth0".into(),
+                aliases: vec!["api".into()],
             }],
             ports: vec![crate::ports::PortMapping {
                 host_ip: std::net::Ipv4Addr::UNSPECIFIED,

@@ -94,11 +94,34 @@ impl Host {
     }
 
     /// A command in the external namespace.
-    pub fn external_command(&self, program: &str) -> Command {
+    pub fn external_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let external = self.external.as_ref().expect("this host has no external namespace");
         let mut command = Command::new("nsenter");
         command.arg(format!("--net=/run/netns/{external}")).arg("--").arg(program);
         command
+    }
+
+    /// A server in the external namespace for the length of a test, its output in
+    /// `log_name` under the test's dir; returns once it has printed something (ready) or
+    /// after half a second, for servers that print nothing when they start.
+    pub fn external_server(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        log_name: &str,
+    ) -> KillOnDrop {
+        let log_path = self.dir.join(log_name);
+        let log = fs::File::create(&log_path).unwrap();
+        let child = self
+            .external_command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        eventually(Duration::from_millis(500), || fs::metadata(&log_path).is_ok_and(|m| m.len() > 0));
+        KillOnDrop(child)
     }
 
     pub fn external_sh_ok(&self, script: &str) -> String {
@@ -146,8 +169,12 @@ impl Host {
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = fs::File::options().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
-        let child = self
-            .command(binary())
+        let mut command = self.command(binary());
+        if self.external.is_some() {
+            // Names nobody on the host knows go to the external namespace's resolver.
+            command.env("DATAPLANE_DNS", EXTERNAL_ADDR);
+        }
+        let child = command
             .arg("daemon")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -96,6 +96,8 @@ fn restart_restores_state_and_traffic_keeps_flowing() {
     let forwarded = host.counter("forwarded");
     assert!(host.ping("a", &b));
     assert!(host.counter("forwarded") >= forwarded + 2, "the fast path is back after restart");
+    let named = host.exec("a", "dig +short +time=2 +tries=1 b");
+    assert_eq!(String::from_utf8_lossy(&named.stdout).trim(), b, "the resolver is back after restart");
     // The restored allocations are respected: the next address is new.
     host.run_sleeper("c", &["--network", "net"]);
     assert_eq!(host.ip_of("c"), "10.91.0.4");

@@ -1,24 +1,7 @@
 //! Outbound NAT with real tools: containers reach an external namespace behind the host's
 //! uplink, which sees only the uplink's address; no kernel forwarding, no firewall rule.
 
-use std::{process::Stdio, thread::sleep, time::Duration};
-
-use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR, stdout_of as ok};
-
-/// A server in the external namespace, for the length of a test.
-fn external_server(host: &Host, program: &str, args: &[&str], log: &std::path::Path) -> KillOnDrop {
-    let log = std::fs::File::create(log).unwrap();
-    let child = host
-        .external_command(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    sleep(Duration::from_millis(500));
-    KillOnDrop(child)
-}
+use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, stdout_of as ok};
 
 #[test]
 fn containers_reach_the_outside_as_the_uplink_address() {
@@ -29,7 +12,7 @@ fn containers_reach_the_outside_as_the_uplink_address() {
     // TCP: an HTTP fetch, and the server's log names the client.
     let http_log = host.dir.join("http.log");
     let _http =
-        external_server(&host, "python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], &http_log);
+        host.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
     ok(host.exec("c", &format!("curl -sf -m 5 -o /dev/null http://{EXTERNAL_ADDR}:8080/")));
     let log = std::fs::read_to_string(&http_log).unwrap();
     assert!(log.contains(UPLINK_ADDR), "the outside saw another source than the uplink: {log}");
@@ -39,12 +22,11 @@ fn containers_reach_the_outside_as_the_uplink_address() {
     assert!(host.ping("c", EXTERNAL_ADDR), "ping to the outside failed");
 
     // UDP: the external echo answers with the source address it saw.
-    let udp_log = host.dir.join("udp.log");
     let script = format!(
         "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{EXTERNAL_ADDR}', 5353)); \
          d, a = s.recvfrom(100); s.sendto(a[0].encode(), a)"
     );
-    let _udp = external_server(&host, "python3", &["-c", &script], &udp_log);
+    let _udp = host.external_server("python3", &["-c", &script], "udp.log");
     let client = format!(
         "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); \
          s.sendto(b'who', ('{EXTERNAL_ADDR}', 5353)); print(s.recv(100).decode())"
@@ -53,8 +35,7 @@ fn containers_reach_the_outside_as_the_uplink_address() {
     assert_eq!(seen.trim(), UPLINK_ADDR);
 
     // A TCP stream with offloads (GSO, partial checksums) through the translation.
-    let iperf_log = host.dir.join("iperf.log");
-    let _iperf = external_server(&host, "iperf3", &["-s", "-1", "-B", EXTERNAL_ADDR], &iperf_log);
+    let _iperf = host.external_server("iperf3", &["-s", "-1", "-B", EXTERNAL_ADDR], "iperf.log");
     ok(host.exec("c", &format!("iperf3 -c {EXTERNAL_ADDR} -t 1")));
 
     let flows = host.dp_ok(&["conntrack", "ls"]);

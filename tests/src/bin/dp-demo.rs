@@ -1,7 +1,8 @@
 //! The demo behind `cargo xtask demo`: the main job end to end, in a host namespace made
 //! for the occasion (with an uplink to an "external" namespace playing the outside world)
 //! and removed afterwards, also when a step fails: a user network, two containers, one
-//! serving HTTP on a published port, traffic between them over the eBPF fast path, the
+//! serving HTTP on a published port, found by name through the embedded DNS, traffic
+//! between them over the eBPF fast path, the
 //! outside reaching the published port and a container reaching the outside through
 //! masquerade, and the counters proving it.
 
@@ -61,7 +62,9 @@ fn main() -> Result<()> {
     if !serving {
         bail!("the HTTP server in web did not come up");
     }
-    let page = show(&host, &["exec", "client", "--", "curl", "-s", "-m", "5", "http://10.123.0.2/"])?;
+    println!("\n(client finds web by name: the network's embedded DNS answers on its gateway)");
+    show(&host, &["exec", "client", "--", "dig", "+short", "web"])?;
+    let page = show(&host, &["exec", "client", "--", "curl", "-s", "-m", "5", "http://web/"])?;
     if !page.contains("Directory listing") {
         bail!("client did not get web's page");
     }

@@ -1,0 +1,612 @@
+//! The embedded DNS resolver: one per bridge network, on the network's gateway address,
+//! where each container's resolv.conf points. It answers the names of running containers
+//! (name, hostname, short id, network aliases, `name.network`) and PTR for their
+//! addresses, as the querying container sees them: the names of every network it is
+//! attached to, and only those. Everything else goes to the upstream resolvers unchanged
+//! (NXDOMAIN, SERVFAIL and truncation come back as the upstream said them), except from
+//! internal networks, which never reach outside. The default `bridge` network keeps
+//! Docker's behaviour: forwarding only, no container names.
+//! Wire format is hickory's; this module never parses DNS by hand.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, ResponseCode},
+    rr::{Name, RData, Record, RecordType, rdata::A, rdata::PTR},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::Semaphore,
+    task::JoinHandle,
+    time::timeout,
+};
+
+use crate::{
+    daemon::DEFAULT_NETWORK,
+    state::{NetworkMode, State, Status},
+};
+
+/// Docker's TTL for container names.
+const TTL: u32 = 600;
+/// The UDP answer size a client without EDNS accepts (RFC 1035).
+const CLASSIC_UDP_LIMIT: u16 = 512;
+/// The largest UDP message we receive or send.
+const MAX_UDP: usize = 4096;
+/// How long one upstream gets to answer before the next one is tried.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a TCP client may stay silent between queries.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Queries handled at once; more wait, so that a flood cannot exhaust the daemon.
+const MAX_IN_FLIGHT: usize = 512;
+pub const PORT: u16 = 53;
+
+/// The names one network's containers are known by there.
+#[derive(Debug, Default, PartialEq)]
+struct Zone {
+    /// Lower-case names without the final dot → addresses, in the order containers joined.
+    names: HashMap<String, Vec<Ipv4Addr>>,
+    /// Container address → `name.network.`
+    pointers: HashMap<Ipv4Addr, Name>,
+    /// Whether other names go upstream (not from internal networks).
+    forwards: bool,
+}
+
+/// Everything the resolvers answer from, rebuilt from the state after each change.
+#[derive(Debug, Default, PartialEq)]
+struct Directory {
+    /// By network id; only networks that have a resolver.
+    zones: HashMap<String, Zone>,
+    /// (network id, container address) → ids of every network that container is on, so
+    /// that a container connected to two networks resolves the names of both.
+    views: HashMap<(String, Ipv4Addr), Vec<String>>,
+}
+
+impl Directory {
+    fn from_state(state: &State) -> Self {
+        let mut directory = Directory::default();
+        for net in state.networks.iter().filter(|n| has_resolver(&n.driver)) {
+            directory.zones.insert(net.id.clone(), Zone { forwards: !net.internal, ..Zone::default() });
+        }
+        let running = state
+            .containers
+            .iter()
+            .filter(|c| matches!(c.status, Status::Running { .. }) && c.network_mode == NetworkMode::Bridge);
+        for container in running {
+            let networks: Vec<String> = container.attachments.iter().map(|a| a.network_id.clone()).collect();
+            for att in &container.attachments {
+                let Some(net) = state.network_by_id(&att.network_id) else { continue };
+                let Some(zone) = directory.zones.get_mut(&net.id) else { continue };
+                directory.views.insert((net.id.clone(), att.ip), networks.clone());
+                if net.name == DEFAULT_NETWORK {
+                    continue;
+                }
+                let qualified = format!("{}.{}", container.name, net.name);
+                let mut names =
+                    vec![container.name.as_str(), &container.hostname, &container.id[..12], &qualified];
+                names.extend(att.aliases.iter().map(String::as_str));
+                names.sort_unstable();
+                names.dedup();
+                for name in names {
+                    zone.names.entry(name.to_ascii_lowercase()).or_default().push(att.ip);
+                }
+                if let Ok(pointer) = Name::from_ascii(format!("{qualified}.")) {
+                    zone.pointers.insert(att.ip, pointer);
+                }
+            }
+        }
+        directory
+    }
+
+    /// The zones a client sees: those of every network it is on, starting with the one
+    /// it asked through; a client we do not know (the host, say) sees that one only.
+    fn zones_for<'a>(&'a self, network: &'a str, client: Ipv4Addr) -> impl Iterator<Item = &'a Zone> + 'a {
+        let others = self.views.get(&(network.to_string(), client)).into_iter().flatten();
+        std::iter::once(network)
+            .chain(others.map(String::as_str).filter(move |n| *n != network))
+            .filter_map(|n| self.zones.get(n))
+    }
+}
+
+/// Which drivers get a resolver: a macvlan network's gateway is a router on the parent's
+/// segment, not us, so its containers use the upstream resolvers directly.
+pub fn has_resolver(driver: &str) -> bool {
+    driver == "bridge"
+}
+
+/// The answer from the container names, or `None` when the name is not one of theirs.
+/// `turn` rotates the order of several addresses, so that clients spread over them.
+fn resolve<'a>(zones: impl Iterator<Item = &'a Zone>, request: &Message, turn: usize) -> Option<Message> {
+    let question = request.queries.first()?;
+    let name = question.name();
+    let mut response = response_to(request, ResponseCode::NoError);
+    response.metadata.authoritative = true;
+    if question.query_type() == RecordType::PTR {
+        let IpAddr::V4(address) = name.parse_arpa_name().ok().filter(|n| n.prefix_len() == 32)?.addr() else {
+            return None;
+        };
+        let pointer = zones.filter_map(|z| z.pointers.get(&address)).next()?;
+        response.add_answer(Record::from_rdata(name.clone(), TTL, RData::PTR(PTR(pointer.clone()))));
+        return Some(response);
+    }
+    let key = name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    let mut addresses: Vec<Ipv4Addr> = zones.filter_map(|z| z.names.get(&key)).flatten().copied().collect();
+    if addresses.is_empty() {
+        return None;
+    }
+    // Other record types of a known name: it exists, with no such data (NODATA).
+    if matches!(question.query_type(), RecordType::A | RecordType::ANY) {
+        addresses.dedup();
+        let len = addresses.len();
+        addresses.rotate_left(turn % len);
+        for address in addresses {
+            response.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(address))));
+        }
+    }
+    Some(response)
+}
+
+/// A response carrying the request's id, question and flags.
+fn response_to(request: &Message, code: ResponseCode) -> Message {
+    let mut response = Message::error_msg(request.metadata.id, request.metadata.op_code, code);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.add_queries(request.queries.iter().cloned());
+    if request.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(MAX_UDP as u16);
+        response.set_edns(edns);
+    }
+    response
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The encoded response; over UDP, one too large for the client is sent truncated (TC),
+/// and the client asks again over TCP.
+fn encode(response: &Message, request: &Message, transport: Transport) -> Option<Vec<u8>> {
+    let bytes = response.to_vec().ok()?;
+    let limit = request.edns.as_ref().map_or(CLASSIC_UDP_LIMIT, |e| e.max_payload().max(CLASSIC_UDP_LIMIT));
+    if transport == Transport::Udp && bytes.len() > usize::from(limit).min(MAX_UDP) {
+        return response.truncate().to_vec().ok();
+    }
+    Some(bytes)
+}
+
+struct Shared {
+    directory: RwLock<Directory>,
+    upstreams: Vec<SocketAddr>,
+    turn: AtomicUsize,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// Answers one query from `client`, asked through `network`'s resolver.
+    async fn answer(
+        &self,
+        network: &str,
+        client: IpAddr,
+        packet: &[u8],
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let request = match Message::from_vec(packet) {
+            Ok(request) => request,
+            // Unreadable: answer FORMERR when there is at least a header to answer to.
+            Err(_) if packet.len() >= 12 => {
+                let id = u16::from_be_bytes([packet[0], packet[1]]);
+                return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr).to_vec().ok();
+            }
+            Err(_) => return None,
+        };
+        if request.metadata.message_type != MessageType::Query {
+            return None;
+        }
+        if request.metadata.op_code != OpCode::Query || request.queries.len() != 1 {
+            return encode(&response_to(&request, ResponseCode::NotImp), &request, transport);
+        }
+        let (local, forwards) = {
+            let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
+            let zone = directory.zones.get(network)?;
+            let client = match client {
+                IpAddr::V4(ip) => ip,
+                IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            };
+            let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+            (resolve(directory.zones_for(network, client), &request, turn), zone.forwards)
+        };
+        if let Some(response) = local {
+            return encode(&response, &request, transport);
+        }
+        if forwards {
+            for upstream in &self.upstreams {
+                match forward(*upstream, packet, transport).await {
+                    Ok(answer) => return Some(answer),
+                    Err(e) => log::debug!("dns: upstream {upstream}: {e:#}"),
+                }
+            }
+        }
+        // Internal networks never reach outside; no upstream answered for the others.
+        encode(&response_to(&request, ResponseCode::ServFail), &request, transport)
+    }
+}
+
+/// Relays a query to an upstream resolver and returns its answer, byte for byte.
+async fn forward(upstream: SocketAddr, packet: &[u8], transport: Transport) -> Result<Vec<u8>> {
+    let exchange = async {
+        match transport {
+            Transport::Udp => {
+                let local: SocketAddr =
+                    if upstream.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { "[::]:0".parse()? };
+                let socket = UdpSocket::bind(local).await?;
+                socket.connect(upstream).await?;
+                socket.send(packet).await?;
+                let mut buf = vec![0; MAX_UDP];
+                loop {
+                    let len = socket.recv(&mut buf).await?;
+                    // Same id, or it is a stray answer to someone else's query.
+                    if len >= 2 && buf[..2] == packet[..2] {
+                        buf.truncate(len);
+                        return Ok(buf);
+                    }
+                }
+            }
+            Transport::Tcp => {
+                let mut stream = TcpStream::connect(upstream).await?;
+                write_framed(&mut stream, packet).await?;
+                Ok(read_framed(&mut stream).await?)
+            }
+        }
+    };
+    timeout(UPSTREAM_TIMEOUT, exchange).await.context("no answer in time")?
+}
+
+async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let len = stream.read_u16().await?;
+    let mut buf = vec![0; usize::from(len)];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_framed(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(message.len()).map_err(|_| std::io::ErrorKind::InvalidData)?;
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(message);
+    stream.write_all(&framed).await
+}
+
+/// The resolvers of every bridge network, and what they answer from.
+pub struct Resolvers {
+    shared: Arc<Shared>,
+    listeners: HashMap<String, Listener>,
+}
+
+/// A network's resolver: its UDP and TCP servers on the gateway address, ended on drop.
+struct Listener {
+    address: Ipv4Addr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+impl Resolvers {
+    pub fn new(upstreams: &[IpAddr]) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                directory: RwLock::default(),
+                upstreams: upstreams.iter().map(|ip| SocketAddr::new(*ip, PORT)).collect(),
+                turn: AtomicUsize::new(0),
+                in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            }),
+            listeners: HashMap::new(),
+        }
+    }
+
+    /// Where names go that no container has.
+    pub fn upstreams(&self) -> Vec<IpAddr> {
+        self.shared.upstreams.iter().map(SocketAddr::ip).collect()
+    }
+
+    /// Brings the resolvers in line with the state: a resolver for each bridge network
+    /// (on its gateway, which must be assigned already), names as the state has them.
+    pub fn update(&mut self, state: &State) {
+        let directory = Directory::from_state(state);
+        self.listeners.retain(|id, listener| {
+            directory.zones.contains_key(id)
+                && state.network_by_id(id).is_some_and(|n| n.gateway == listener.address)
+        });
+        for net in state.networks.iter().filter(|n| directory.zones.contains_key(&n.id)) {
+            if self.listeners.contains_key(&net.id) {
+                continue;
+            }
+            match Listener::bind(self.shared.clone(), &net.id, net.gateway) {
+                Ok(listener) => {
+                    self.listeners.insert(net.id.clone(), listener);
+                }
+                Err(e) => log::warn!("network {}: no name resolution: {e:#}", net.name),
+            }
+        }
+        *self.shared.directory.write().unwrap_or_else(|e| e.into_inner()) = directory;
+    }
+}
+
+impl Listener {
+    fn bind(shared: Arc<Shared>, network: &str, address: Ipv4Addr) -> Result<Self> {
+        let udp = std::net::UdpSocket::bind((address, PORT))
+            .with_context(|| format!("binding udp {address}:{PORT}"))?;
+        udp.set_nonblocking(true)?;
+        let udp = Arc::new(UdpSocket::from_std(udp)?);
+        let tcp = std::net::TcpListener::bind((address, PORT))
+            .with_context(|| format!("binding tcp {address}:{PORT}"))?;
+        tcp.set_nonblocking(true)?;
+        let tcp = TcpListener::from_std(tcp)?;
+        let tasks = vec![
+            tokio::spawn(serve_udp(shared.clone(), network.to_string(), udp)),
+            tokio::spawn(serve_tcp(shared, network.to_string(), tcp)),
+        ];
+        Ok(Self { address, tasks })
+    }
+}
+
+async fn serve_udp(shared: Arc<Shared>, network: String, socket: Arc<UdpSocket>) {
+    let mut buf = vec![0; MAX_UDP];
+    loop {
+        let (len, client) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                log::warn!("dns: receiving on {:?}: {e}", socket.local_addr());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.in_flight.clone().acquire_owned().await else { return };
+        let (shared, network, socket, packet) =
+            (shared.clone(), network.clone(), socket.clone(), buf[..len].to_vec());
+        tokio::spawn(async move {
+            if let Some(answer) = shared.answer(&network, client.ip(), &packet, Transport::Udp).await {
+                let _ = socket.send_to(&answer, client).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_tcp(shared: Arc<Shared>, network: String, listener: TcpListener) {
+    loop {
+        let (mut stream, client) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                log::warn!("dns: accepting on {:?}: {e}", listener.local_addr());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (shared, network) = (shared.clone(), network.clone());
+        tokio::spawn(async move {
+            while let Ok(Ok(query)) = timeout(TCP_IDLE, read_framed(&mut stream)).await {
+                let Ok(_permit) = shared.in_flight.acquire().await else { return };
+                let Some(answer) = shared.answer(&network, client.ip(), &query, Transport::Tcp).await else {
+                    return;
+                };
+                if write_framed(&mut stream, &answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The host's resolvers, from its resolv.conf, for when the daemon is given none.
+pub fn host_upstreams(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::Query;
+
+    use super::*;
+    use crate::state::{Attachment, BridgeOptions, Container, MacAddr, Network, new_id};
+
+    fn network(name: &str, third: u8, internal: bool) -> Network {
+        Network {
+            id: new_id(),
+            name: name.into(),
+            driver: "bridge".into(),
+            index: u32::from(third),
+            subnet: format!("10.{third}.0.0/24").parse().unwrap(),
+            gateway: Ipv4Addr::new(10, third, 0, 1),
+            ip_range: None,
+            internal,
+            options: Default::default(),
+            bridge_options: BridgeOptions { icc: true, mtu: None },
+            labels: Default::default(),
+            bridge: format!("br-{name}"),
+            created: 0,
+        }
+    }
+
+    fn container(name: &str, on: &[(&Network, u8, &[&str])]) -> Container {
+        let attachments = on
+            .iter()
+            .enumerate()
+            .map(|(i, (net, host, aliases))| Attachment {
+                network_id: net.id.clone(),
+                ip: Ipv4Addr::new(10, net.subnet.addr().octets()[1], 0, *host),
+                mac: MacAddr([2, 0x42, 0, 0, 0, *host]),
+                host_veth: format!("veth{name}{i}"),
+                ifname: format!("eth{i}"),
+                aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            })
+            .collect();
+        Container {
+            id: new_id(),
+            name: name.into(),
+            hostname: format!("{name}-host"),
+            network_mode: NetworkMode::Bridge,
+            netns: "/nonexistent".into(),
+            etc_dir: "/nonexistent".into(),
+            attachments,
+            ports: vec![],
+            command: vec!["true".into()],
+            detached: true,
+            auto_remove: false,
+            status: Status::Running { pid: 1, start_time: 0 },
+            created: 0,
+        }
+    }
+
+    /// red: web (alias api), web2 (alias api), both-red; blue: db, both-blue (same
+    /// container, also on red); the default network: plain; an internal network: secret.
+    fn sample() -> (State, [Network; 4]) {
+        let red = network("red", 1, false);
+        let blue = network("blue", 2, false);
+        let default = network(DEFAULT_NETWORK, 3, false);
+        let internal = network("vault", 4, true);
+        let mut stopped = container("stopped", &[(&red, 9, &[])]);
+        stopped.status = Status::Exited { code: Some(0) };
+        let state = State {
+            networks: vec![red.clone(), blue.clone(), default.clone(), internal.clone()],
+            containers: vec![
+                container("web", &[(&red, 2, &["api"])]),
+                container("web2", &[(&red, 3, &["API"])]),
+                container("db", &[(&blue, 2, &[])]),
+                container("both", &[(&red, 4, &[]), (&blue, 4, &["store"])]),
+                container("plain", &[(&default, 2, &[])]),
+                container("secret", &[(&internal, 2, &[])]),
+                stopped,
+            ],
+        };
+        (state, [red, blue, default, internal])
+    }
+
+    fn query(name: &str, kind: RecordType) -> Message {
+        let mut message = Message::query();
+        message.metadata.recursion_desired = true;
+        message.add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
+        message
+    }
+
+    fn lookup(
+        directory: &Directory,
+        net: &Network,
+        client: [u8; 4],
+        name: &str,
+        turn: usize,
+    ) -> Option<Vec<String>> {
+        let zones = directory.zones_for(&net.id, client.into());
+        let response = resolve(zones, &query(name, RecordType::A), turn)?;
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        Some(response.answers.iter().map(|r| r.data.to_string()).collect())
+    }
+
+    #[test]
+    fn names_hostnames_short_ids_and_aliases_resolve_on_their_network() {
+        let (state, [red, ..]) = sample();
+        let directory = Directory::from_state(&state);
+        let web = &state.containers[0];
+        for name in ["web", "WEB.", "web-host", &web.id[..12], "web.red"] {
+            assert_eq!(
+                lookup(&directory, &red, [10, 1, 0, 3], name, 0),
+                Some(vec!["10.1.0.2".into()]),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            lookup(&directory, &red, [10, 1, 0, 3], "stopped", 0),
+            None,
+            "stopped containers are gone"
+        );
+        assert_eq!(lookup(&directory, &red, [10, 1, 0, 3], "example.com", 0), None);
+    }
+
+    #[test]
+    fn shared_aliases_answer_every_container_in_rotating_order() {
+        let (state, [red, ..]) = sample();
+        let directory = Directory::from_state(&state);
+        let first = lookup(&directory, &red, [10, 1, 0, 2], "api", 0).unwrap();
+        let second = lookup(&directory, &red, [10, 1, 0, 2], "api", 1).unwrap();
+        assert_eq!(first, ["10.1.0.2", "10.1.0.3"]);
+        assert_eq!(second, ["10.1.0.3", "10.1.0.2"]);
+    }
+
+    #[test]
+    fn names_are_scoped_to_the_networks_of_the_client() {
+        let (state, [red, blue, default, internal]) = sample();
+        let directory = Directory::from_state(&state);
+        // web is on red only: blue's names are not its to see.
+        assert_eq!(lookup(&directory, &red, [10, 1, 0, 2], "db", 0), None);
+        assert_eq!(lookup(&directory, &red, [10, 1, 0, 2], "store", 0), None);
+        // both is on red and blue: it sees both, whichever gateway it asks.
+        assert_eq!(lookup(&directory, &red, [10, 1, 0, 4], "db", 0), Some(vec!["10.2.0.2".into()]));
+        assert_eq!(lookup(&directory, &blue, [10, 2, 0, 4], "web", 0), Some(vec!["10.1.0.2".into()]));
+        // The alias belongs to blue: from blue only.
+        assert_eq!(lookup(&directory, &blue, [10, 2, 0, 2], "store", 0), Some(vec!["10.2.0.4".into()]));
+        // The default network resolves no container names, as in Docker.
+        assert_eq!(lookup(&directory, &default, [10, 3, 0, 2], "plain", 0), None);
+        assert!(directory.zones[&default.id].forwards);
+        assert!(!directory.zones[&internal.id].forwards);
+        assert_eq!(lookup(&directory, &internal, [10, 4, 0, 9], "secret", 0), Some(vec!["10.4.0.2".into()]));
+    }
+
+    #[test]
+    fn ptr_names_container_and_network_and_other_types_get_no_data() {
+        let (state, [red, ..]) = sample();
+        let directory = Directory::from_state(&state);
+        let zones = || directory.zones_for(&red.id, [10, 1, 0, 2].into());
+        let ptr = resolve(zones(), &query("3.0.1.10.in-addr.arpa.", RecordType::PTR), 0).unwrap();
+        assert_eq!(ptr.answers[0].data.to_string(), "web2.red.");
+        assert!(resolve(zones(), &query("9.9.1.10.in-addr.arpa.", RecordType::PTR), 0).is_none());
+        let aaaa = resolve(zones(), &query("web.", RecordType::AAAA), 0).unwrap();
+        assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
+        assert!(aaaa.answers.is_empty());
+        assert!(aaaa.metadata.authoritative && aaaa.metadata.recursion_desired);
+    }
+
+    #[test]
+    fn udp_answers_too_large_for_the_client_are_truncated() {
+        let red = network("red", 1, false);
+        let many: Vec<Container> =
+            (2..60).map(|i| container(&format!("w{i}"), &[(&red, i, &["pool"])])).collect();
+        let state = State { networks: vec![red.clone()], containers: many };
+        let directory = Directory::from_state(&state);
+        let request = query("pool.", RecordType::A);
+        let response = resolve(directory.zones_for(&red.id, [10, 1, 0, 2].into()), &request, 0).unwrap();
+        assert_eq!(response.answers.len(), 58);
+        let udp = Message::from_vec(&encode(&response, &request, Transport::Udp).unwrap()).unwrap();
+        assert!(udp.metadata.truncation && udp.answers.is_empty());
+        let tcp = Message::from_vec(&encode(&response, &request, Transport::Tcp).unwrap()).unwrap();
+        assert!(!tcp.metadata.truncation);
+        assert_eq!(tcp.answers.len(), 58);
+    }
+
+    #[test]
+    fn upstreams_come_from_resolv_conf() {
+        let conf = "# generated\nsearch example.com\nnameserver 192.0.2.53\nnameserver  2001:db8::53 \noptions ndots:1\n";
+        assert_eq!(
+            host_upstreams(conf),
+            ["192.0.2.53".parse::<IpAddr>().unwrap(), "2001:db8::53".parse().unwrap()]
+        );
+    }
+}
