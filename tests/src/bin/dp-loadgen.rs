@@ -77,6 +77,21 @@ enum Mode {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Opens `count` distinct UDP flows, one packet each, so that conntrack holds that many
+    /// live entries: source ports from `first_src_port` up, each sending to `dst_ports`
+    /// destination ports from `first_dst_port` up.
+    UdpFlows {
+        #[arg(long)]
+        dst: std::net::IpAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 100)]
+        dst_ports: u16,
+        #[arg(long, default_value_t = 9100)]
+        first_dst_port: u16,
+        #[arg(long, default_value_t = 20000)]
+        first_src_port: u16,
+    },
     /// Nanoseconds per packet of each eBPF path, with BPF_PROG_TEST_RUN's repeat.
     ProgCost {
         #[arg(long, default_value_t = 1_000_000)]
@@ -92,6 +107,9 @@ fn main() -> Result<()> {
         Mode::Ping { dst, count } => ping(dst, count)?,
         Mode::TcpServer { bind, secs } => tcp_server(bind, secs)?,
         Mode::TcpConnect { dst, secs, threads } => tcp_connect(dst, secs, threads)?,
+        Mode::UdpFlows { dst, count, dst_ports, first_dst_port, first_src_port } => {
+            udp_flows(dst, count, dst_ports, first_dst_port, first_src_port)?
+        }
         Mode::ProgCost { repeat } => prog_cost(repeat),
     };
     println!("{result}");
@@ -186,6 +204,32 @@ fn udp_send(
         worker.join().map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
     }
     Ok(json!({"sent": sent.load(Ordering::Relaxed)}))
+}
+
+fn udp_flows(
+    dst: std::net::IpAddr,
+    count: usize,
+    dst_ports: u16,
+    first_dst_port: u16,
+    first_src_port: u16,
+) -> Result<serde_json::Value> {
+    let started = Instant::now();
+    let mut sent = 0;
+    for src_port in first_src_port.. {
+        if sent == count {
+            break;
+        }
+        let socket =
+            UdpSocket::bind(("0.0.0.0", src_port)).with_context(|| format!("binding port {src_port}"))?;
+        for dst_port in first_dst_port..first_dst_port + dst_ports {
+            if sent == count {
+                break;
+            }
+            socket.send_to(b"flow", (dst, dst_port))?;
+            sent += 1;
+        }
+    }
+    Ok(json!({"flows": sent, "secs": started.elapsed().as_secs_f64()}))
 }
 
 fn echo_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
