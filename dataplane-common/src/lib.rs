@@ -331,6 +331,24 @@ pub mod map_names {
     pub const PUBLISHED: &str = "PUBLISHED";
     pub const DNAT_CT: &str = "DNAT_CT";
     pub const HOST_CONFIG: &str = "HOST_CONFIG";
+    pub const CT_EVENTS: &str = "CT_EVENTS";
+}
+
+/// Entries of each conntrack table (SNAT_CT, SNAT_REV, DNAT_CT) unless the daemon is
+/// given `--conntrack-max`.
+pub const CONNTRACK_DEFAULT_SIZE: u32 = 131_072;
+
+/// What the programs count about the conntrack tables (slots of `CT_EVENTS`, per CPU).
+/// LRU tables evict silently when full; with these and its own removals the daemon knows
+/// how many flows were evicted.
+pub mod ct_event {
+    /// A masqueraded flow entered SNAT_CT.
+    pub const SNAT_CREATED: u32 = 0;
+    /// The program removed a finished masqueraded flow to reuse its port.
+    pub const SNAT_RECLAIMED: u32 = 1;
+    /// A flow to a published port entered DNAT_CT.
+    pub const DNAT_CREATED: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Names of the programs in the kernel object.

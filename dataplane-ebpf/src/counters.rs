@@ -2,10 +2,22 @@
 //! never contends. The daemon sums the CPUs when asked.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray, programs::TcContext};
-use dataplane_common::{Counter, Path};
+use dataplane_common::{Counter, Path, ct_event};
 
 #[map]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(Path::COUNT, 0);
+
+#[map]
+static CT_EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(ct_event::COUNT, 0);
+
+/// Counts one `ct_event`.
+#[inline(always)]
+pub fn ct_event(event: u32) {
+    if let Some(count) = CT_EVENTS.get_ptr_mut(event) {
+        // SAFETY: the slot belongs to this CPU and programs do not preempt each other on it.
+        unsafe { *count += 1 };
+    }
+}
 
 #[inline(always)]
 pub fn count(ctx: &TcContext, path: Path) {

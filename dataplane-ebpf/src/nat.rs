@@ -17,11 +17,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dataplane_common::{
-    AF_INET, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, Path,
-    RevSnatEntry, SnatEntry, ct_state,
+    AF_INET, CONNTRACK_DEFAULT_SIZE, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig,
+    IpAddress, NatConfig, Path, RevSnatEntry, SnatEntry, ct_event, ct_state,
 };
 
 use crate::{
+    counters,
     parse::{self, Frame, Ipv4Frame},
     policy, publish,
 };
@@ -31,11 +32,11 @@ static NAT_CONFIG: Array<NatConfig> = Array::pinned(1, 0);
 
 /// Masqueraded flows, keyed as the container sent them.
 #[map]
-static SNAT_CT: LruHashMap<FlowKey, SnatEntry> = LruHashMap::pinned(131072, 0);
+static SNAT_CT: LruHashMap<FlowKey, SnatEntry> = LruHashMap::pinned(CONNTRACK_DEFAULT_SIZE, 0);
 
 /// The same flows keyed as their replies arrive on the uplink.
 #[map]
-static SNAT_REV: LruHashMap<FlowKey, RevSnatEntry> = LruHashMap::pinned(131072, 0);
+static SNAT_REV: LruHashMap<FlowKey, RevSnatEntry> = LruHashMap::pinned(CONNTRACK_DEFAULT_SIZE, 0);
 
 /// Tries to find a free port this many times before declaring the range exhausted for
 /// one destination.
@@ -415,7 +416,9 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
         s.reply.dst_port = port.to_be();
         if SNAT_REV.insert(&s.reply, &s.reverse, u64::from(BPF_NOEXIST)).is_ok() || reclaim(s) {
             s.entry.nat_port = s.reply.dst_port;
-            let _ = SNAT_CT.insert(&s.key, &s.entry, 0);
+            if SNAT_CT.insert(&s.key, &s.entry, 0).is_ok() {
+                counters::ct_event(ct_event::SNAT_CREATED);
+            }
             return Some(s.reply.dst_port);
         }
     }
@@ -448,7 +451,9 @@ fn reclaim(s: &mut SnatScratch) -> bool {
     if !over {
         return false;
     }
-    let _ = SNAT_CT.remove(&s.previous);
+    if SNAT_CT.remove(&s.previous).is_ok() {
+        counters::ct_event(ct_event::SNAT_RECLAIMED);
+    }
     SNAT_REV.insert(&s.reply, &s.reverse, 0).is_ok()
 }
 

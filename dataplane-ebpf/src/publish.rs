@@ -11,10 +11,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dataplane_common::{
-    Backend, DnatEntry, FlowKey, IPPROTO_ICMP, IpAddress, NatConfig, Path, PublishKey, ct_state,
+    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, FlowKey, IPPROTO_ICMP, IpAddress, NatConfig, Path,
+    PublishKey, ct_event, ct_state,
 };
 
 use crate::{
+    counters,
     nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET},
     parse::Ipv4Frame,
 };
@@ -25,7 +27,7 @@ static PUBLISHED: HashMap<PublishKey, Backend> = HashMap::pinned(65536, 0);
 
 /// Connections to published ports, keyed as the container answers them.
 #[map]
-static DNAT_CT: LruHashMap<FlowKey, DnatEntry> = LruHashMap::pinned(131072, 0);
+static DNAT_CT: LruHashMap<FlowKey, DnatEntry> = LruHashMap::pinned(CONNTRACK_DEFAULT_SIZE, 0);
 
 /// The DNAT paths' key and entry, kept in a per-CPU slot instead of the 512-byte stack
 /// that every path of `from_container` shares.
@@ -125,7 +127,9 @@ fn to_published(
                 created_ns: now,
                 last_seen_ns: now,
             };
-            let _ = DNAT_CT.insert(&s.key, &s.entry, 0);
+            if DNAT_CT.insert(&s.key, &s.entry, 0).is_ok() {
+                counters::ct_event(ct_event::DNAT_CREATED);
+            }
         }
     }
     let mut to = [0u8; 4];

@@ -114,6 +114,10 @@ struct DaemonArgs {
     /// more (default: the nameservers of the host's /etc/resolv.conf).
     #[arg(long, env = "DATAPLANE_DNS", value_delimiter = ',')]
     dns: Vec<std::net::IpAddr>,
+    /// Entries of each conntrack table (masquerade, published); the least recently used
+    /// flows are evicted when one is full (`dataplane stats` counts them).
+    #[arg(long, env = "DATAPLANE_CONNTRACK_MAX", value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    conntrack_max: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -249,6 +253,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 nat_port_range: args.nat_port_range,
                 cgroup: args.cgroup,
                 dns: args.dns,
+                conntrack_max: args.conntrack_max,
             };
             tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
         }

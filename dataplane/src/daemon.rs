@@ -54,6 +54,8 @@ pub struct Config {
     pub cgroup: Option<PathBuf>,
     /// Upstream resolvers; the host's resolv.conf ones when empty.
     pub dns: Vec<std::net::IpAddr>,
+    /// Entries of each conntrack table; `CONNTRACK_DEFAULT_SIZE` when `None`.
+    pub conntrack_max: Option<u32>,
 }
 
 /// How often expired flows are swept from the conntrack tables.
@@ -75,6 +77,8 @@ struct Core {
     reservations: HashMap<String, Vec<Reservation>>,
     /// The embedded DNS of each bridge network, kept in line with the state on each save.
     resolvers: dns::Resolvers,
+    /// What the daemon removed from the conntrack tables, to tell evictions apart.
+    conntrack: nat::ConntrackAccount,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -89,7 +93,9 @@ pub async fn run(config: Config) -> Result<()> {
             config.socket.display()
         );
     }
-    let mut datapath = Datapath::load(&config.bpffs)?;
+    let conntrack_size = config.conntrack_max.unwrap_or(dataplane_common::CONNTRACK_DEFAULT_SIZE);
+    let mut datapath = Datapath::load(&config.bpffs, conntrack_size)?;
+    let conntrack = nat::ConntrackAccount::new(nat::TableSnapshot::take(&mut datapath)?);
     let netlink = Netlink::connect()?;
     let nat_ports = setup_nat(&netlink, &mut datapath, &config).await?;
     match config.cgroup.clone().or_else(crate::maps::cgroup2_root) {
@@ -109,6 +115,7 @@ pub async fn run(config: Config) -> Result<()> {
         nat_ports,
         reservations: HashMap::new(),
         resolvers,
+        conntrack,
     }));
     {
         let c = core.lock().await;
@@ -133,8 +140,7 @@ pub async fn run(config: Config) -> Result<()> {
             tick.tick().await;
             let mut c = gc.lock().await;
             match nat::sweep(&mut c.datapath) {
-                Ok(0) => {}
-                Ok(n) => log::debug!("conntrack: {n} expired flows removed"),
+                Ok(removed) => c.conntrack.forgot(removed),
                 Err(e) => log::warn!("conntrack gc: {e:#}"),
             }
         }
@@ -289,15 +295,25 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
                     (path.name().to_string(), json!({"packets": counter.packets, "bytes": counter.bytes}))
                 })
                 .collect();
-            // Table use, so that a full conntrack table shows before flows start to be evicted.
-            let masquerade = c.datapath.conntrack()?.len();
-            let published = c.datapath.dnat_conntrack()?.len();
-            map.insert("conntrack_masquerade_entries".into(), json!({"packets": masquerade, "bytes": 0}));
-            map.insert("conntrack_published_entries".into(), json!({"packets": published, "bytes": 0}));
+            // Table use, so that a full conntrack table shows before flows start to be
+            // evicted, and the evictions since the daemon started.
+            let now = nat::TableSnapshot::take(&mut c.datapath)?;
+            let evicted = c.conntrack.evictions(&now);
+            for (name, value) in [
+                ("conntrack_masquerade_entries", now.live.masquerade),
+                ("conntrack_published_entries", now.live.published),
+                ("conntrack_masquerade_evictions", evicted.masquerade),
+                ("conntrack_published_evictions", evicted.published),
+            ] {
+                map.insert(name.into(), json!({"packets": value, "bytes": 0}));
+            }
             Ok(serde_json::to_value(map)?)
         }
         Request::ConntrackList => Ok(serde_json::to_value(nat::list(&mut c.datapath)?)?),
-        Request::ConntrackFlush => Ok(json!(nat::forget_where(&mut c.datapath, |_, _, _| true)?)),
+        Request::ConntrackFlush => {
+            let removed = c.forget_flows(|_| true)?;
+            Ok(json!(removed.masquerade + removed.published))
+        }
         Request::Stop { .. } => unreachable!("handled above without the lock"),
     }
 }
@@ -486,6 +502,13 @@ impl Core {
     fn save(&mut self) -> Result<()> {
         self.resolvers.update(&self.state);
         self.store.save(&self.state)
+    }
+
+    /// Removes the tracked flows `pred` picks by their container-side key.
+    fn forget_flows(&mut self, pred: impl Fn(&dataplane_common::FlowKey) -> bool) -> Result<nat::PerTable> {
+        let removed = nat::forget_where(&mut self.datapath, |k, _, _| pred(k))?;
+        self.conntrack.forgot(removed);
+        Ok(removed)
     }
 
     fn network(&self, name: &str) -> Result<&Network> {
@@ -778,7 +801,7 @@ impl Core {
         let att = container.attachments[position].clone();
         drivers::disconnect(&self.netlink, &mut self.datapath, &net, &container.netns, &att).await?;
         let gone = IpAddress::v4(att.ip.octets());
-        nat::forget_where(&mut self.datapath, |k, _, _| k.src == gone)?;
+        self.forget_flows(|k| k.src == gone)?;
         self.container_by_id(&container.id)?.attachments.remove(position);
         self.save()?;
         Ok(json!(att.ifname))
@@ -996,7 +1019,7 @@ impl Core {
         }
         self.teardown_container(&container).await?;
         let addresses: Vec<_> = container.attachments.iter().map(|a| IpAddress::v4(a.ip.octets())).collect();
-        nat::forget_where(&mut self.datapath, |k, _, _| addresses.contains(&k.src))?;
+        self.forget_flows(|k| addresses.contains(&k.src))?;
         self.state.containers.retain(|c| c.id != container.id);
         let _ = std::fs::remove_file(log_path(&self.config.state_dir, &container.id));
         self.save()?;

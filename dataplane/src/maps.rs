@@ -21,7 +21,7 @@ use aya::{
 use dataplane_common::{
     AF_INET, Backend, Counter, DnatEntry, Endpoint, EndpointKey, FlowKey, HostConfig, IPPROTO_ICMP,
     InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey, RevSnatEntry, SnatEntry, SubnetInfo,
-    SubnetKey, map_names, program_names,
+    SubnetKey, ct_event, map_names, program_names,
 };
 use ipnet::Ipv4Net;
 
@@ -99,17 +99,34 @@ pub struct Datapath {
 
 impl Datapath {
     /// Loads the programs, reusing the maps pinned under `bpffs` by an earlier run.
-    pub fn load(bpffs: &Path) -> Result<Self> {
+    /// Loads the programs and maps, with `conntrack_size` entries in each conntrack table
+    /// (tables pinned by an earlier run keep their size; resizing means removing them).
+    pub fn load(bpffs: &Path, conntrack_size: u32) -> Result<Self> {
         ensure_bpffs(bpffs)?;
         let maps_dir = bpffs.join("maps");
         let programs_dir = bpffs.join("programs");
         for dir in [&maps_dir, &programs_dir] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&maps_dir)
+        let conntrack_tables = [map_names::SNAT_CT, map_names::SNAT_REV, map_names::DNAT_CT];
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(&maps_dir);
+        for table in conntrack_tables {
+            loader.map_max_entries(table, conntrack_size);
+        }
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (is this kernel BPF-enabled, and are we root?)")?;
+        for table in conntrack_tables {
+            let pinned = aya::maps::MapInfo::from_pin(maps_dir.join(table)).ok().map(|i| i.max_entries());
+            if let Some(size) = pinned.filter(|size| *size != conntrack_size) {
+                log::warn!(
+                    "conntrack table {table} keeps its {size} entries from an earlier run; to resize it, stop \
+                     the daemon and remove {}",
+                    maps_dir.join(table).display()
+                );
+            }
+        }
         for name in [program_names::FROM_CONTAINER, program_names::FROM_UPLINK] {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -332,6 +349,17 @@ impl Datapath {
     }
 
     /// Every path's counter summed over the CPUs.
+    /// The `ct_event` counts, summed over CPUs.
+    pub fn ct_events(&self) -> Result<[u64; ct_event::COUNT as usize]> {
+        let map = self.ebpf.map(map_names::CT_EVENTS).ok_or_else(|| anyhow!("map CT_EVENTS missing"))?;
+        let events: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let mut sums = [0; ct_event::COUNT as usize];
+        for (event, sum) in sums.iter_mut().enumerate() {
+            *sum = events.get(&(event as u32), 0)?.iter().sum();
+        }
+        Ok(sums)
+    }
+
     pub fn counters(&mut self) -> Result<Vec<(DpPath, Counter)>> {
         let map = self.ebpf.map(map_names::COUNTERS).ok_or_else(|| anyhow!("map COUNTERS missing"))?;
         let counters: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)?;

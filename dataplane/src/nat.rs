@@ -5,7 +5,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context, Result, bail};
-use dataplane_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NatConfig, ct_state};
+use dataplane_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NatConfig, ct_event, ct_state};
 use serde::{Deserialize, Serialize};
 
 use crate::{maps::Datapath, netlink::Netlink};
@@ -134,9 +134,81 @@ fn expired(proto: u8, state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
     now_ns.saturating_sub(last_seen_ns) > idle_timeout(proto, state).as_nanos() as u64
 }
 
+/// Flows of each conntrack table: masqueraded (SNAT_CT) and to published ports (DNAT_CT).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerTable {
+    pub masquerade: u64,
+    pub published: u64,
+}
+
+/// The tables at one moment: the programs' event counts and the live entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSnapshot {
+    pub events: [u64; ct_event::COUNT as usize],
+    pub live: PerTable,
+}
+
+impl TableSnapshot {
+    pub fn take(dp: &mut Datapath) -> Result<Self> {
+        Ok(Self {
+            events: dp.ct_events()?,
+            live: PerTable {
+                masquerade: dp.conntrack()?.len() as u64,
+                published: dp.dnat_conntrack()?.len() as u64,
+            },
+        })
+    }
+}
+
+/// Counts what the LRU tables evicted since the daemon started, which the kernel does not
+/// report: a flow that entered a table and is neither there any more, nor removed by the
+/// daemon, nor reclaimed by the programs, was evicted to make room.
+#[derive(Debug)]
+pub struct ConntrackAccount {
+    start: TableSnapshot,
+    forgotten: PerTable,
+}
+
+impl ConntrackAccount {
+    pub fn new(start: TableSnapshot) -> Self {
+        Self { start, forgotten: PerTable::default() }
+    }
+
+    /// Records flows the daemon removed.
+    pub fn forgot(&mut self, removed: PerTable) {
+        self.forgotten.masquerade += removed.masquerade;
+        self.forgotten.published += removed.published;
+    }
+
+    pub fn evictions(&self, now: &TableSnapshot) -> PerTable {
+        let delta = |event: u32| {
+            i128::from(now.events[event as usize]) - i128::from(self.start.events[event as usize])
+        };
+        let evicted = |created: i128, gone_otherwise: i128, live_now: u64, live_then: u64| {
+            let grown = i128::from(live_now) - i128::from(live_then);
+            // Two CPUs creating the same flow at once count it twice: never below zero.
+            (created - gone_otherwise - grown).max(0) as u64
+        };
+        PerTable {
+            masquerade: evicted(
+                delta(ct_event::SNAT_CREATED),
+                delta(ct_event::SNAT_RECLAIMED) + i128::from(self.forgotten.masquerade),
+                now.live.masquerade,
+                self.start.live.masquerade,
+            ),
+            published: evicted(
+                delta(ct_event::DNAT_CREATED),
+                i128::from(self.forgotten.published),
+                now.live.published,
+                self.start.live.published,
+            ),
+        }
+    }
+}
+
 /// Forgets the tracked flows, masqueraded and published, that `pred` picks by their
-/// container-side key (container address and port first); returns how many.
-pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, u8, u64) -> bool) -> Result<usize> {
+/// container-side key (container address and port first); returns how many of each.
+pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, u8, u64) -> bool) -> Result<PerTable> {
     let snat: Vec<_> =
         dp.conntrack()?.into_iter().filter(|(k, e)| pred(k, e.state, e.last_seen_ns)).collect();
     for (key, entry) in &snat {
@@ -147,11 +219,11 @@ pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, u8, u64) -> bool)
     for (key, _) in &dnat {
         dp.forget_dnat_flow(key)?;
     }
-    Ok(snat.len() + dnat.len())
+    Ok(PerTable { masquerade: snat.len() as u64, published: dnat.len() as u64 })
 }
 
 /// Forgets the flows that have been idle longer than their timeout.
-pub fn sweep(dp: &mut Datapath) -> Result<usize> {
+pub fn sweep(dp: &mut Datapath) -> Result<PerTable> {
     let now = monotonic_ns();
     forget_where(dp, |k, state, last_seen| expired(k.proto, state, last_seen, now))
 }
@@ -278,5 +350,25 @@ mod tests {
         let expired_at = |now| expired(key.proto, entry.state, entry.last_seen_ns, now);
         assert!(!expired_at(20_000_000_000));
         assert!(expired_at(40_000_000_000));
+    }
+
+    #[test]
+    fn evictions_are_what_entered_and_left_no_other_way() {
+        let snapshot =
+            |created: u64, reclaimed: u64, dnat: u64, live: u64, live_dnat: u64| super::TableSnapshot {
+                events: [created, reclaimed, dnat],
+                live: super::PerTable { masquerade: live, published: live_dnat },
+            };
+        // The daemon starts with 10 live flows (3 published) and counters from an earlier run.
+        let mut account = super::ConntrackAccount::new(snapshot(500, 40, 90, 10, 3));
+        // 1,000 more flows; the programs reclaimed 20 ports; the daemon swept 30 and 5.
+        account.forgot(super::PerTable { masquerade: 30, published: 5 });
+        let now = snapshot(1500, 60, 190, 256, 50);
+        // Masquerade: 1,000 in, 20 reclaimed, 30 swept, 246 more live: 704 evicted.
+        // Published: 100 in, 5 swept, 47 more live: 48 evicted.
+        assert_eq!(account.evictions(&now), super::PerTable { masquerade: 704, published: 48 });
+        // Nothing new: nothing evicted, whatever the counters say from before.
+        let idle = super::ConntrackAccount::new(now);
+        assert_eq!(idle.evictions(&now), super::PerTable::default());
     }
 }

@@ -39,7 +39,7 @@ impl Fixture {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut datapath = match Datapath::load(&bpffs) {
+        let mut datapath = match Datapath::load(&bpffs, dataplane_common::CONNTRACK_DEFAULT_SIZE) {
             Ok(datapath) => datapath,
             Err(e) => {
                 // The bpffs may be mounted already: leave nothing behind before failing.

@@ -45,6 +45,8 @@ pub struct Host {
     /// A child cgroup of the test's own for the daemon's socket hooks (never the root,
     /// which holds every process of the machine).
     pub cgroup: PathBuf,
+    /// Environment of the daemon beyond the harness's own (its flags' variables).
+    daemon_env: Vec<(String, String)>,
 }
 
 /// Addresses of the uplink link between the host namespace and the external one.
@@ -69,7 +71,7 @@ impl Host {
             .context("no cgroup2 mount in /proc/mounts")?
             .join(format!("dataplane-test-{name}"));
         fs::create_dir_all(&cgroup).with_context(|| format!("creating cgroup {}", cgroup.display()))?;
-        let host = Self { name, dir, daemon: None, external: None, cgroup };
+        let host = Self { name, dir, daemon: None, external: None, cgroup, daemon_env: vec![] };
         host.sh_ok("ip link set lo up");
         Ok(host)
     }
@@ -77,7 +79,14 @@ impl Host {
     /// A new host namespace with an uplink `up0` to an external namespace (the host's
     /// default route), and its daemon started.
     pub fn start_with_external() -> Self {
+        Self::start_with_external_and(&[])
+    }
+
+    /// As `start_with_external`, with more environment for the daemon (the variables of
+    /// its flags, e.g. `DATAPLANE_CONNTRACK_MAX`).
+    pub fn start_with_external_and(daemon_env: &[(&str, &str)]) -> Self {
         let mut host = Self::empty().expect("creating the host namespace");
+        host.daemon_env = daemon_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let external = format!("{}-ext", host.name);
         run_ok(Command::new("ip").args(["netns", "add", &external]))
             .expect("creating the external namespace");
@@ -174,6 +183,7 @@ impl Host {
             // Names nobody on the host knows go to the external namespace's resolver.
             command.env("DATAPLANE_DNS", EXTERNAL_ADDR);
         }
+        command.envs(self.daemon_env.iter().map(|(k, v)| (k, v)));
         let child = command
             .arg("daemon")
             .stdout(log.try_clone().unwrap())

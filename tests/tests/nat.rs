@@ -1,7 +1,9 @@
 //! Outbound NAT with real tools: containers reach an external namespace behind the host's
 //! uplink, which sees only the uplink's address; no kernel forwarding, no firewall rule.
 
-use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, stdout_of as ok};
+use std::time::Duration;
+
+use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually, stdout_of as ok};
 
 #[test]
 fn containers_reach_the_outside_as_the_uplink_address() {
@@ -93,4 +95,30 @@ fn icmp_port_unreachable_reaches_the_container() {
     );
     let out = ok(host.exec("c", &format!("python3 -c \"{client}\"")));
     assert_eq!(out.trim(), "refused", "the ICMP error did not reach the container");
+}
+
+#[test]
+fn a_full_conntrack_table_evicts_the_oldest_flows_and_counts_them() {
+    let host = Host::start_with_external_and(&[("DATAPLANE_CONNTRACK_MAX", "256")]);
+    host.run_sleeper("c", &[]);
+    let loadgen = env!("CARGO_BIN_EXE_dp-loadgen");
+    ok(host.exec("c", &format!("{loadgen} udp-flows --dst {EXTERNAL_ADDR} --count 1000 --dst-ports 50")));
+    // The last packets may still be on their way through the veth's backlog.
+    let (mut live, mut evicted) = (0, 0);
+    let added_up = eventually(Duration::from_secs(5), || {
+        live = host.counter("conntrack_masquerade_entries");
+        evicted = host.counter("conntrack_masquerade_evictions");
+        live + evicted == 1000
+    });
+    assert!(added_up, "{live} live and {evicted} evicted do not add up to the 1000 flows");
+    assert!(live <= 256, "the table holds {live} flows, more than its 256 entries");
+    // New flows still get through and are tracked; the kernel's LRU evicts in batches, so
+    // one more flow may push out many.
+    assert!(host.ping("c", EXTERNAL_ADDR), "no new flow after the table filled");
+    let evicted = host.counter("conntrack_masquerade_evictions");
+    assert_eq!(host.counter("conntrack_masquerade_entries") + evicted, 1001);
+    // What the daemon removes itself is not an eviction.
+    host.dp_ok(&["conntrack", "flush"]);
+    assert_eq!(host.counter("conntrack_masquerade_entries"), 0);
+    assert_eq!(host.counter("conntrack_masquerade_evictions"), evicted);
 }
