@@ -9,7 +9,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
     },
     helpers::{
-        bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect,
+        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect,
         bpf_redirect_neigh, bpf_redirect_peer,
     },
     macros::map,
@@ -48,6 +48,7 @@ pub const IP_DST_OFFSET: usize = 14 + 16;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 
 #[inline(always)]
@@ -108,6 +109,70 @@ pub fn l4(ctx: &TcContext, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
             })
         }
         _ => None,
+    }
+}
+
+const TCP_OPTION_END: u8 = 0;
+const TCP_OPTION_NOP: u8 = 1;
+const TCP_OPTION_MSS: u8 = 2;
+/// IPv4 and TCP headers without options: what the MTU leaves for the segment.
+const TCP_IPV4_HEADERS: u32 = 40;
+/// TCP options take at most 40 bytes, one byte each at the least.
+const MAX_TCP_OPTIONS: usize = 40;
+
+/// Lowers the MSS a SYN arriving on the uplink offers to what the uplink carries. The
+/// container answers with segments as large as that MSS and its own link allow: when its
+/// network's MTU is larger than the uplink's, they would be too large to leave, and a
+/// redirect drops them without the ICMP error a router would send (what
+/// `iptables --clamp-mss-to-pmtu` is for).
+#[inline(always)]
+pub fn clamp_mss(ctx: &TcContext, frame: &Ipv4Frame, l4: &L4, uplink_ifindex: u32) {
+    if frame.proto != IPPROTO_TCP || l4.tcp_flags & TCP_SYN == 0 {
+        return;
+    }
+    let mut mtu: u32 = 0;
+    // SAFETY: the context is this program's skb; the helper writes the device's MTU into
+    // `mtu` (a SYN is far below it, so the check itself passes).
+    unsafe { bpf_check_mtu(ctx.skb.skb.cast(), uplink_ifindex, &mut mtu, 0, 0) };
+    let Ok(limit) = u16::try_from(mtu.saturating_sub(TCP_IPV4_HEADERS)) else {
+        return;
+    };
+    if limit == 0 {
+        return;
+    }
+    let Ok(data_offset) = ctx.load::<u8>(frame.l4_offset + 12) else {
+        return;
+    };
+    let end = frame.l4_offset + usize::from(data_offset >> 4) * 4;
+    let mut off = frame.l4_offset + 20;
+    for _ in 0..MAX_TCP_OPTIONS {
+        if off >= end {
+            return;
+        }
+        let Ok(kind) = ctx.load::<u8>(off) else { return };
+        match kind {
+            TCP_OPTION_END => return,
+            TCP_OPTION_NOP => {
+                off += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Ok(len) = ctx.load::<u8>(off + 1) else { return };
+        if kind == TCP_OPTION_MSS && len == 4 {
+            let Ok(offered) = ctx.load::<u16>(off + 2) else { return };
+            if u16::from_be(offered) > limit {
+                let clamped = limit.to_be();
+                if ctx.store(off + 2, &clamped, 0).is_ok() {
+                    let _ = ctx.l4_csum_replace(l4.csum_offset, u64::from(offered), u64::from(clamped), 2);
+                }
+            }
+            return;
+        }
+        if len < 2 {
+            return;
+        }
+        off += usize::from(len);
     }
 }
 
@@ -515,6 +580,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
             (*entry).state = next_state((*entry).state, l4.tcp_flags, true);
         }
     }
+    clamp_mss(ctx, &frame, &l4, cfg.uplink_ifindex);
     let mut container_addr = [0u8; 4];
     container_addr.copy_from_slice(&back.addr.addr[..4]);
     if rewrite(ctx, &l4, IP_DST_OFFSET, frame.dst, container_addr, l4.dst_port, back.port).is_err() {

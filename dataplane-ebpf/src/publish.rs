@@ -132,6 +132,12 @@ fn to_published(
             }
         }
     }
+    // From outside (no peer container): the SYN's MSS must fit the uplink.
+    if peer_ifindex == 0
+        && let Some(cfg) = nat::config()
+    {
+        nat::clamp_mss(ctx, frame, &l4, cfg.uplink_ifindex);
+    }
     let mut to = [0u8; 4];
     to.copy_from_slice(&backend.addr.addr[..4]);
     if nat::rewrite(ctx, &l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port).is_err() {

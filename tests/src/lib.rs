@@ -47,6 +47,8 @@ pub struct Host {
     pub cgroup: PathBuf,
     /// Environment of the daemon beyond the harness's own (its flags' variables).
     daemon_env: Vec<(String, String)>,
+    /// Namespaces a test added (`add_namespace`), removed with the host.
+    extra_namespaces: Vec<String>,
 }
 
 /// Addresses of the uplink link between the host namespace and the external one.
@@ -71,7 +73,15 @@ impl Host {
             .context("no cgroup2 mount in /proc/mounts")?
             .join(format!("dataplane-test-{name}"));
         fs::create_dir_all(&cgroup).with_context(|| format!("creating cgroup {}", cgroup.display()))?;
-        let host = Self { name, dir, daemon: None, external: None, cgroup, daemon_env: vec![] };
+        let host = Self {
+            name,
+            dir,
+            daemon: None,
+            external: None,
+            cgroup,
+            daemon_env: vec![],
+            extra_namespaces: vec![],
+        };
         host.sh_ok("ip link set lo up");
         Ok(host)
     }
@@ -131,6 +141,26 @@ impl Host {
             .unwrap();
         eventually(Duration::from_millis(500), || fs::metadata(&log_path).is_ok_and(|m| m.len() > 0));
         KillOnDrop(child)
+    }
+
+    /// One more namespace for the test (`<host>-<suffix>`), removed with the host.
+    pub fn add_namespace(&mut self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.name);
+        run_ok(Command::new("ip").args(["netns", "add", &name])).expect("creating a namespace");
+        self.extra_namespaces.push(name.clone());
+        name
+    }
+
+    /// Runs a shell script in one of the test's namespaces; returns its output.
+    pub fn ns_sh_ok(&self, ns: &str, script: &str) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(["--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn external_sh_ok(&self, script: &str) -> String {
@@ -364,8 +394,8 @@ impl Drop for Host {
             let _ = Command::new("umount").arg("-l").arg(&path).status();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-        if let Some(external) = &self.external {
-            let _ = Command::new("ip").args(["netns", "del", external]).status();
+        for ns in self.external.iter().chain(&self.extra_namespaces) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         let _ = Command::new("umount").arg("-l").arg(self.bpffs()).status();
         // Empty once our processes are gone; give their exit a moment.

@@ -342,3 +342,61 @@ fn hairpin_keeps_the_client_container_and_returns_to_it() {
     assert_eq!((seen.dst, seen.dport), (CONTAINER, 44000));
     assert_eq!(seen.eth_dst, A_MAC, "hairpin reply must go back to the client container");
 }
+
+/// A SYN (or SYN-ACK) offering `mss`, behind a NOP and a window scale as real stacks send.
+fn syn_with_mss(src_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16), ack: bool, mss: u16) -> Vec<u8> {
+    use etherparse::TcpOptionElement::{MaximumSegmentSize, Noop, WindowScale};
+    let mut b = PacketBuilder::ethernet2(src_mac, UPLINK_MAC)
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1000, 64000)
+        .syn()
+        .options(&[Noop, WindowScale(7), MaximumSegmentSize(mss)])
+        .unwrap();
+    if ack {
+        b = b.ack(1);
+    }
+    let mut frame = vec![];
+    b.write(&mut frame, &[]).unwrap();
+    frame
+}
+
+/// The MSS a TCP frame offers (after checking its checksums).
+fn mss_of(frame: &[u8]) -> Option<u16> {
+    inspect(frame);
+    let packet = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(TransportSlice::Tcp(tcp)) = packet.transport else { panic!("not TCP") };
+    tcp.options_iterator().find_map(|o| match o {
+        Ok(etherparse::TcpOptionElement::MaximumSegmentSize(mss)) => Some(mss),
+        _ => None,
+    })
+}
+
+#[test]
+fn syns_from_outside_offer_an_mss_the_uplink_can_carry() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let status =
+        std::process::Command::new("ip").args(["link", "set", "up0", "mtu", "1400"]).status().unwrap();
+    assert!(status.success());
+    publish_8080(&mut fx);
+
+    // A client with a 1500-byte path connects to a published port: the container must not
+    // answer with 1460-byte segments that the 1400-byte uplink cannot carry.
+    let syn = syn_with_mss(GATEWAY_MAC, (REMOTE, 33000), (UPLINK_ADDR, 8080), false, 1460);
+    let (verdict, inside) = fx.run_uplink(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(mss_of(&inside), Some(1360), "the SYN's MSS was not clamped to the uplink MTU - 40");
+    // An MSS that fits is left alone.
+    let syn = syn_with_mss(GATEWAY_MAC, (REMOTE, 33001), (UPLINK_ADDR, 8080), false, 1200);
+    assert_eq!(mss_of(&fx.run_uplink(&syn).1), Some(1200));
+
+    // Masquerade: the remote's SYN-ACK is clamped the same way on its way back in.
+    let (_, out) = fx.run(&syn_with_mss(A_MAC, (CONTAINER, 40000), (REMOTE, 443), false, 1460));
+    let nat_port = inspect(&out).sport;
+    assert_eq!(mss_of(&out), Some(1460), "what the container offers is its own business");
+    let syn_ack = syn_with_mss(GATEWAY_MAC, (REMOTE, 443), (UPLINK_ADDR, nat_port), true, 1460);
+    let (verdict, back) = fx.run_uplink(&syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(mss_of(&back), Some(1360), "the SYN-ACK's MSS was not clamped");
+    assert_eq!(inspect(&back).dst, CONTAINER);
+}

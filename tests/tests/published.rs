@@ -253,3 +253,62 @@ fn a_port_published_on_one_host_address_is_closed_on_the_others() {
         "published on one address, reachable on another"
     );
 }
+
+#[test]
+fn large_transfers_fit_through_an_uplink_with_a_smaller_mtu() {
+    let mut host = Host::start_with_external();
+    // The uplink link carries 1,400-byte packets; the external namespace routes to a far
+    // network (198.51.100.0/24) whose hosts, like the containers, have a 1,500-byte MTU and
+    // offer a 1,460-byte MSS. Without clamping, full-size segments die on the uplink link.
+    let far = host.add_namespace("far");
+    host.sh_ok("ip link set up0 mtu 1400");
+    host.external_sh_ok(&format!(
+        "ip link set eth0 mtu 1400 && sysctl -qw net.ipv4.ip_forward=1 \
+         && ip link add far0 type veth peer name eth0 netns {far} && ip addr add 198.51.100.1/24 dev far0 \
+         && ip link set far0 up"
+    ));
+    host.ns_sh_ok(
+        &far,
+        "ip link set lo up && ip addr add 198.51.100.2/24 dev eth0 && ip link set eth0 up \
+         && ip route add default via 198.51.100.1",
+    );
+    let files = host.dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("big"), vec![7u8; 2 << 20]).unwrap();
+    let serve = format!("cd {} && exec python3 -m http.server 8080", files.display());
+    host.dp_ok(&["run", "-d", "--name", "web", "-p", "8080:8080", "--", "sh", "-c", &serve]);
+    let probe = "curl -sf -o /dev/null http://127.0.0.1:8080/big";
+    assert!(eventually(Duration::from_secs(10), || host.exec("web", probe).status.success()));
+    // A veth enforces its MTU only on packets that are not GSO; make the containers send
+    // wire-size packets, as a NIC that segments before the wire would.
+    let no_gso = "ip link set dev eth0 gso_max_segs 1";
+    assert!(host.exec("web", no_gso).status.success());
+
+    // From the far network to a published port: the container answers with full-size
+    // segments, which must fit the uplink.
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{far}"))
+        .args(["--", "curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{size_download}"])
+        .arg(format!("http://{UPLINK_ADDR}:8080/big"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), (2 << 20).to_string(), "the download stalled");
+
+    // Through masquerade: a container uploads to the far network.
+    let log = std::fs::File::create(host.dir.join("iperf.log")).unwrap();
+    let _iperf = KillOnDrop(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{far}"))
+            .args(["--", "iperf3", "-s", "-1", "-B", "198.51.100.2"])
+            .stdout(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    host.run_sleeper("client", &[]);
+    assert!(host.exec("client", no_gso).status.success());
+    let upload = host.exec("client", "timeout 20 iperf3 -c 198.51.100.2 -n 4M");
+    assert!(upload.status.success(), "the upload stalled: {}", String::from_utf8_lossy(&upload.stdout));
+}
