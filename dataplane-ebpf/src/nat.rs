@@ -201,15 +201,27 @@ pub fn rewrite(
     old_port: u16,
     new_port: u16,
 ) -> Result<(), i64> {
+    rewrite_addr(ctx, l4, addr_offset, old_addr, new_addr)?;
+    ctx.l4_csum_replace(l4.csum_offset, u64::from(old_port), u64::from(new_port), l4.csum_flags | 2)?;
+    ctx.store(l4.port_offset, &new_port, 0)?;
+    Ok(())
+}
+
+/// Replaces one address of the packet, keeping the IPv4 and L4 checksums valid.
+#[inline(always)]
+pub fn rewrite_addr(
+    ctx: &TcContext,
+    l4: &L4,
+    addr_offset: usize,
+    old_addr: [u8; 4],
+    new_addr: [u8; 4],
+) -> Result<(), i64> {
     let (old_a, new_a) = (u64::from(u32::from_ne_bytes(old_addr)), u64::from(u32::from_ne_bytes(new_addr)));
     ctx.l3_csum_replace(IP_CSUM_OFFSET, old_a, new_a, 4)?;
     if l4.pseudo_header {
         ctx.l4_csum_replace(l4.csum_offset, old_a, new_a, u64::from(BPF_F_PSEUDO_HDR) | l4.csum_flags | 4)?;
     }
-    ctx.store(addr_offset, &new_addr, 0)?;
-    ctx.l4_csum_replace(l4.csum_offset, u64::from(old_port), u64::from(new_port), l4.csum_flags | 2)?;
-    ctx.store(l4.port_offset, &new_port, 0)?;
-    Ok(())
+    ctx.store(addr_offset, &new_addr, 0)
 }
 
 #[inline(always)]

@@ -16,13 +16,26 @@ pub enum Verdict {
     OtherNetwork,
 }
 
-/// Whether `addr` is the gateway of one of the networks.
 #[inline(always)]
-pub fn is_gateway(addr: [u8; 4]) -> bool {
+fn subnet_of(addr: [u8; 4]) -> Option<&'static SubnetInfo> {
     let mut key_addr = [0u8; 16];
     key_addr[..4].copy_from_slice(&addr);
     let key = Key::new(SubnetKey::FAMILY_BITS + 32, SubnetKey { family: u32::from(AF_INET), addr: key_addr });
-    SUBNETS.get(&key).is_some_and(|info| info.gateway.addr[..4] == addr)
+    SUBNETS.get(&key)
+}
+
+/// Whether `addr` is the gateway of one of the networks.
+#[inline(always)]
+pub fn is_gateway(addr: [u8; 4]) -> bool {
+    subnet_of(addr).is_some_and(|info| info.gateway.addr[..4] == addr)
+}
+
+/// The gateway of the network whose subnet holds `addr`.
+#[inline(always)]
+pub fn gateway_of(addr: [u8; 4]) -> Option<[u8; 4]> {
+    let mut gateway = [0u8; 4];
+    gateway.copy_from_slice(&subnet_of(addr)?.gateway.addr[..4]);
+    Some(gateway)
 }
 
 /// Whether `dst` is a container address of some network (not a gateway).

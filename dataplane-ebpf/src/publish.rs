@@ -19,6 +19,7 @@ use crate::{
     counters,
     nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET},
     parse::Ipv4Frame,
+    policy,
 };
 
 /// Published ports; a key with address 0.0.0.0 publishes on the uplink's address.
@@ -91,17 +92,16 @@ fn to_published(
     }
     let l4 = nat::l4(ctx, frame, false)?;
     let backend = backend(frame, l4.dst_port, any_address)?;
-    if backend.host_ifindex == peer_ifindex {
-        // A container reaching itself through the host would see its own address as the
-        // source, which its kernel drops as martian; Docker masquerades that case.
-        return None;
-    }
+    // A container reaching itself through the host would see its own address as the
+    // source, which its kernel drops as martian: as Docker does, it sees its gateway's.
+    let client =
+        if backend.host_ifindex == peer_ifindex { policy::gateway_of(frame.src)? } else { frame.src };
     let scratch = DNAT_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
     let s = unsafe { &mut *scratch };
     s.key = FlowKey {
         src: backend.addr,
-        dst: IpAddress::v4(frame.src),
+        dst: IpAddress::v4(client),
         src_port: backend.port,
         dst_port: l4.src_port,
         proto: frame.proto,
@@ -140,7 +140,9 @@ fn to_published(
     }
     let mut to = [0u8; 4];
     to.copy_from_slice(&backend.addr.addr[..4]);
-    if nat::rewrite(ctx, &l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port).is_err() {
+    if nat::rewrite(ctx, &l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port).is_err()
+        || (client != frame.src && nat::rewrite_addr(ctx, &l4, IP_SRC_OFFSET, frame.src, client).is_err())
+    {
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     let _ = ctx.store(0, &backend.mac, 0);
@@ -157,10 +159,11 @@ pub struct Reply {
     pub peer_mac: [u8; 6],
 }
 
-/// From a publishing container: a reply on a published connection gets the host's
-/// address and port back as its source.
+/// From a publishing container (`sender`): a reply on a published connection gets the
+/// host's address and port back as its source; a reply to itself (reached through the
+/// host, so addressed to its gateway) gets its own address back as destination.
 #[inline(never)]
-pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply> {
+pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<Reply> {
     if frame.proto == IPPROTO_ICMP || !frame.translatable() {
         return None;
     }
@@ -179,5 +182,8 @@ pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply>
     let mut from = [0u8; 4];
     from.copy_from_slice(&host_addr.addr[..4]);
     nat::rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, from, l4.src_port, host_port).ok()?;
+    if peer_ifindex == sender {
+        nat::rewrite_addr(ctx, &l4, IP_DST_OFFSET, frame.dst, frame.src).ok()?;
+    }
     Some(Reply { host_addr: from, peer_ifindex, peer_mac })
 }

@@ -343,6 +343,39 @@ fn hairpin_keeps_the_client_container_and_returns_to_it() {
     assert_eq!(seen.eth_dst, A_MAC, "hairpin reply must go back to the client container");
 }
 
+#[test]
+fn a_container_reaches_its_own_published_port_from_its_gateway() {
+    use dataplane_common::{Backend, IpAddress, PublishKey};
+    let mut fx = Fixture::new(InterfaceConfig::PUBLISHES);
+    fx.enable_nat(61000, 61999);
+    // Container A (10.1.0.2, behind lo) publishes 8080 -> 80 and connects to it itself.
+    let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 6, _pad: 0 };
+    let backend = Backend {
+        addr: IpAddress::v4(CONTAINER),
+        port: 80u16.to_be(),
+        _pad: [0; 2],
+        host_ifindex: dataplane_tests::datapath::LO,
+        mac: A_MAC,
+        _pad2: [0; 2],
+    };
+    fx.datapath.set_published(key, backend).unwrap();
+    let (verdict, inside) = fx.run(&tcp(A_MAC, CONTAINER, 44000, UPLINK_ADDR, 8080, true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the connection to its own published port went nowhere");
+    let seen = inspect(&inside);
+    assert_eq!((seen.dst, seen.dport), (CONTAINER, 80), "destination was not DNAT'ed to the container");
+    assert_eq!((seen.src, seen.sport), (GATEWAY, 44000), "the source must be the gateway, not itself (martian)");
+    assert_eq!(seen.eth_dst, A_MAC);
+    // Its answer to the gateway goes back to itself, from the published address.
+    let (verdict, back) = fx.run(&tcp(A_MAC, CONTAINER, 80, GATEWAY, 44000, true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&back);
+    assert_eq!((seen.src, seen.sport), (UPLINK_ADDR, 8080), "reply source was not the published address");
+    assert_eq!((seen.dst, seen.dport), (CONTAINER, 44000), "reply destination was not the container again");
+    assert_eq!(fx.count(Path::PublishedReply), 1);
+}
+
+const GATEWAY: [u8; 4] = [10, 1, 0, 1];
+
 /// A SYN (or SYN-ACK) offering `mss`, behind a NOP and a window scale as real stacks send.
 fn syn_with_mss(src_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16), ack: bool, mss: u16) -> Vec<u8> {
     use etherparse::TcpOptionElement::{MaximumSegmentSize, Noop, WindowScale};

@@ -312,3 +312,17 @@ fn large_transfers_fit_through_an_uplink_with_a_smaller_mtu() {
     let upload = host.exec("client", "timeout 20 iperf3 -c 198.51.100.2 -n 4M");
     assert!(upload.status.success(), "the upload stalled: {}", String::from_utf8_lossy(&upload.stdout));
 }
+
+#[test]
+fn a_container_reaches_its_own_published_port_through_the_host() {
+    let host = Host::start_with_external();
+    web(&host, "web", &["-p", "8080:80"], "80");
+    let fetch = host.exec("web", &format!("curl -sf -m 3 -o /dev/null http://{UPLINK_ADDR}:8080/"));
+    assert!(fetch.status.success(), "the container could not reach its own published port");
+    // It sees its gateway as the client (its own address would be a martian), as on Docker.
+    assert!(
+        eventually(Duration::from_secs(3), || container_log(&host, "web").contains("172.17.0.1")),
+        "{}",
+        container_log(&host, "web")
+    );
+}
