@@ -158,13 +158,20 @@ pub struct DnatEntry {
     /// Network byte order.
     pub host_port: u16,
     pub state: u8,
-    pub _pad: u8,
+    /// `DnatEntry::SELF`, or 0.
+    pub flags: u8,
     /// The client container's host-side veth, 0 when the client is outside.
     pub peer_ifindex: u32,
     pub peer_mac: [u8; 6],
     pub _pad2: [u8; 2],
     pub created_ns: u64,
     pub last_seen_ns: u64,
+}
+
+impl DnatEntry {
+    /// The client is the published container itself, reaching its port through the host:
+    /// it sees its gateway as the client, and its replies go back to its own address.
+    pub const SELF: u8 = 1;
 }
 
 /// Settings of the socket hooks that let host processes reach published ports.

@@ -39,7 +39,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
     };
     if iface.flags & InterfaceConfig::PUBLISHES != 0
-        && let Some(reply) = publish::reply_from_published(ctx, &frame, ifindex)
+        && let Some(reply) = publish::reply_from_published(ctx, &frame)
     {
         if reply.peer_ifindex == 0 {
             return nat::reply_out(ctx, &frame, reply.host_addr, ifindex);

@@ -120,7 +120,7 @@ fn to_published(
                 host_addr: IpAddress::v4(frame.dst),
                 host_port: l4.dst_port,
                 state: nat::next_state(ct_state::NEW, l4.tcp_flags, false),
-                _pad: 0,
+                flags: if client == frame.src { 0 } else { DnatEntry::SELF },
                 peer_ifindex,
                 peer_mac,
                 _pad2: [0; 2],
@@ -159,11 +159,11 @@ pub struct Reply {
     pub peer_mac: [u8; 6],
 }
 
-/// From a publishing container (`sender`): a reply on a published connection gets the
-/// host's address and port back as its source; a reply to itself (reached through the
-/// host, so addressed to its gateway) gets its own address back as destination.
+/// From a publishing container: a reply on a published connection gets the host's
+/// address and port back as its source; a reply to itself (reached through the host, so
+/// addressed to its gateway) gets its own address back as destination.
 #[inline(never)]
-pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<Reply> {
+pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply> {
     if frame.proto == IPPROTO_ICMP || !frame.translatable() {
         return None;
     }
@@ -174,15 +174,15 @@ pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> 
     s.key = nat::flow_key(frame, &l4);
     let entry = DNAT_CT.get_ptr_mut(&s.key)?;
     // SAFETY: map pointer, valid for this program run.
-    let (host_addr, host_port, peer_ifindex, peer_mac) = unsafe {
+    let (host_addr, host_port, peer_ifindex, peer_mac, flags) = unsafe {
         (*entry).last_seen_ns = bpf_ktime_get_ns();
         (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, true);
-        ((*entry).host_addr, (*entry).host_port, (*entry).peer_ifindex, (*entry).peer_mac)
+        ((*entry).host_addr, (*entry).host_port, (*entry).peer_ifindex, (*entry).peer_mac, (*entry).flags)
     };
     let mut from = [0u8; 4];
     from.copy_from_slice(&host_addr.addr[..4]);
     nat::rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, from, l4.src_port, host_port).ok()?;
-    if peer_ifindex == sender {
+    if flags & DnatEntry::SELF != 0 {
         nat::rewrite_addr(ctx, &l4, IP_DST_OFFSET, frame.dst, frame.src).ok()?;
     }
     Some(Reply { host_addr: from, peer_ifindex, peer_mac })

@@ -224,8 +224,12 @@ pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, u8, u64) -> bool)
 
 /// Forgets the flows that have been idle longer than their timeout.
 pub fn sweep(dp: &mut Datapath) -> Result<PerTable> {
-    let now = monotonic_ns();
-    forget_where(dp, |k, state, last_seen| expired(k.proto, state, last_seen, now))
+    sweep_at(dp, monotonic_ns())
+}
+
+/// `sweep` as if the monotonic clock read `now_ns` (the programs' `bpf_ktime_get_ns`).
+pub fn sweep_at(dp: &mut Datapath, now_ns: u64) -> Result<PerTable> {
+    forget_where(dp, |k, state, last_seen| expired(k.proto, state, last_seen, now_ns))
 }
 
 /// One tracked flow as `conntrack ls` shows it.

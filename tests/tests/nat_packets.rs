@@ -363,7 +363,11 @@ fn a_container_reaches_its_own_published_port_from_its_gateway() {
     assert_eq!(verdict, TC_ACT_REDIRECT, "the connection to its own published port went nowhere");
     let seen = inspect(&inside);
     assert_eq!((seen.dst, seen.dport), (CONTAINER, 80), "destination was not DNAT'ed to the container");
-    assert_eq!((seen.src, seen.sport), (GATEWAY, 44000), "the source must be the gateway, not itself (martian)");
+    assert_eq!(
+        (seen.src, seen.sport),
+        (GATEWAY, 44000),
+        "the source must be the gateway, not itself (martian)"
+    );
     assert_eq!(seen.eth_dst, A_MAC);
     // Its answer to the gateway goes back to itself, from the published address.
     let (verdict, back) = fx.run(&tcp(A_MAC, CONTAINER, 80, GATEWAY, 44000, true, true));
@@ -375,6 +379,40 @@ fn a_container_reaches_its_own_published_port_from_its_gateway() {
 }
 
 const GATEWAY: [u8; 4] = [10, 1, 0, 1];
+
+#[test]
+fn conntrack_entries_expire_by_protocol_and_state() {
+    let mut fx = Fixture::new(InterfaceConfig::PUBLISHES);
+    fx.enable_nat(61000, 61999);
+    publish_8080(&mut fx);
+    // An unanswered UDP flow out, an answered TCP flow out, and a connection in.
+    let (_, out) = fx.run(&udp(CONTAINER, 5000, REMOTE, 53));
+    let udp_port = inspect(&out).sport;
+    let (_, out) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false));
+    let tcp_port = inspect(&out).sport;
+    let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 80, UPLINK_ADDR, tcp_port, true, true));
+    let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
+    let now = dataplane::nat::monotonic_ns();
+    let secs = |s: u64| now + s * 1_000_000_000;
+    assert_eq!(fx.datapath.conntrack().unwrap().len(), 2, "both flows out are tracked");
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the flow in is tracked");
+
+    let swept = dataplane::nat::sweep_at(&mut fx.datapath, secs(29)).unwrap();
+    assert_eq!((swept.masquerade, swept.published), (0, 0), "nothing is idle long enough yet");
+    // Unanswered UDP lives 30 s; a new TCP connection in, 60 s; an established one, hours.
+    let swept = dataplane::nat::sweep_at(&mut fx.datapath, secs(31)).unwrap();
+    assert_eq!((swept.masquerade, swept.published), (1, 0));
+    let flows = fx.datapath.conntrack().unwrap();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0].0.proto, 6, "the established TCP flow must stay");
+    // The expired UDP flow's reply is not translated any more: it is the host's.
+    let late = udp(REMOTE, 53, UPLINK_ADDR, udp_port);
+    assert_eq!(fx.run_uplink(&late), (TC_ACT_OK, late.clone()));
+    let swept = dataplane::nat::sweep_at(&mut fx.datapath, secs(61)).unwrap();
+    assert_eq!((swept.masquerade, swept.published), (0, 1));
+    let swept = dataplane::nat::sweep_at(&mut fx.datapath, secs(6 * 3600 + 1)).unwrap();
+    assert_eq!((swept.masquerade, swept.published), (1, 0));
+}
 
 /// A SYN (or SYN-ACK) offering `mss`, behind a NOP and a window scale as real stacks send.
 fn syn_with_mss(src_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16), ack: bool, mss: u16) -> Vec<u8> {
