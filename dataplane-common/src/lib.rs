@@ -359,6 +359,23 @@ pub mod ct_event {
 }
 
 /// Names of the programs in the kernel object.
+/// One's complement checksum arithmetic (RFC 1624), shared so that user space can test
+/// what the programs compute in place.
+pub mod csum {
+    /// The Internet checksum `csum` (as stored, network byte order) once the 4 bytes `old`
+    /// it covers became `new`: HC' = ~(~HC + ~m + m') over 16-bit words.
+    #[inline(always)]
+    pub fn replace4(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
+        let word = |b: [u8; 4], i: usize| u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
+        let mut sum = u32::from(!u16::from_be(csum));
+        sum += (!word(old, 0) & 0xffff) + (!word(old, 2) & 0xffff) + word(new, 0) + word(new, 2);
+        // Five 16-bit terms fold into 16 bits in two rounds.
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        (!(sum as u16)).to_be()
+    }
+}
+
 pub mod program_names {
     /// tcx ingress of a container's host-side veth: traffic leaving the container.
     pub const FROM_CONTAINER: &str = "from_container";
@@ -392,4 +409,41 @@ mod pod {
     unsafe impl aya::Pod for HostConfig {}
     unsafe impl aya::Pod for SockRevKey {}
     unsafe impl aya::Pod for SockRevValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    /// The checksum of an IPv4 header computed from scratch.
+    fn full(header: &[u8; 20]) -> u16 {
+        let mut sum: u32 = header.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        (!(sum as u16)).to_be()
+    }
+
+    #[test]
+    fn replacing_an_address_updates_the_checksum_like_recomputing_it() {
+        let mut header = [0x45, 0, 0, 60, 0x1c, 0x46, 0x40, 0, 0x40, 6, 0, 0, 10, 1, 0, 2, 198, 51, 100, 7];
+        for (old, new) in [
+            ([10, 1, 0, 2], [203, 0, 113, 1]),
+            ([203, 0, 113, 1], [10, 1, 0, 2]),
+            ([10, 1, 0, 2], [255, 255, 255, 255]),
+            ([10, 1, 0, 2], [0, 0, 0, 0]),
+            ([10, 1, 0, 2], [10, 1, 0, 2]),
+        ] {
+            header[12..16].copy_from_slice(&old);
+            header[10..12].copy_from_slice(&[0, 0]);
+            let before = full(&header);
+            header[12..16].copy_from_slice(&new);
+            header[10..12].copy_from_slice(&[0, 0]);
+            let expected = full(&header);
+            let updated = super::csum::replace4(before, old, new);
+            // 0x0000 and 0xffff are the same one's complement number; both are valid.
+            let same = updated == expected
+                || (updated == 0 && expected == 0xffff)
+                || (updated == 0xffff && expected == 0);
+            assert!(same, "{old:?} -> {new:?}: {updated:#06x} instead of {expected:#06x}");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     counters::count,
-    endpoint, nat,
+    endpoint, nat, packet,
     parse::{self, Frame},
     policy::{self, Verdict},
     publish,
@@ -45,7 +45,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
             return nat::reply_out(ctx, &frame, reply.host_addr, ifindex);
         }
         // Hairpin: straight back into the client container.
-        let _ = ctx.store(0, &reply.peer_mac, 0);
+        let _ = packet::write(ctx, 0, reply.peer_mac);
         // SAFETY: a plain helper call; it only records the target and flags.
         let action = unsafe { bpf_redirect_peer(reply.peer_ifindex, 0) } as i32;
         return (Path::PublishedReply, action);

@@ -7,6 +7,7 @@ mod counters;
 mod endpoint;
 mod forward;
 mod nat;
+mod packet;
 mod parse;
 mod policy;
 mod publish;

@@ -22,7 +22,7 @@ use dataplane_common::{
 };
 
 use crate::{
-    counters,
+    counters, packet,
     parse::{self, Frame, Ipv4Frame},
     policy, publish,
 };
@@ -43,6 +43,7 @@ static SNAT_REV: LruHashMap<FlowKey, RevSnatEntry> = LruHashMap::pinned(CONNTRAC
 const PORT_ATTEMPTS: u32 = 16;
 
 const IP_CSUM_OFFSET: usize = 14 + 10;
+const TRANSLATABLE_L4_OFFSET: usize = 14 + 20;
 pub const IP_SRC_OFFSET: usize = 14 + 12;
 pub const IP_DST_OFFSET: usize = 14 + 16;
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -74,11 +75,16 @@ pub struct L4 {
 /// the source port; coming back, echo replies carry it as the destination port.
 #[inline(always)]
 pub fn l4(ctx: &TcContext, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
-    let off = frame.l4_offset;
+    // Only translatable frames have their L4 header right after a 20-byte IPv4 header: a
+    // constant offset, which direct packet access needs to verify.
+    if !frame.translatable() {
+        return None;
+    }
+    let off = TRANSLATABLE_L4_OFFSET;
     match frame.proto {
         IPPROTO_TCP | IPPROTO_UDP => {
-            let src_port: u16 = ctx.load(off).ok()?;
-            let dst_port: u16 = ctx.load(off + 2).ok()?;
+            let src_port: u16 = packet::read(ctx, off)?;
+            let dst_port: u16 = packet::read(ctx, off + 2)?;
             let tcp = frame.proto == IPPROTO_TCP;
             Some(L4 {
                 src_port,
@@ -87,12 +93,12 @@ pub fn l4(ctx: &TcContext, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
                 csum_offset: if tcp { off + 16 } else { off + 6 },
                 csum_flags: if tcp { 0 } else { u64::from(BPF_F_MARK_MANGLED_0) },
                 pseudo_header: true,
-                tcp_flags: if tcp { ctx.load(off + 13).ok()? } else { 0 },
+                tcp_flags: if tcp { packet::read(ctx, off + 13)? } else { 0 },
             })
         }
         IPPROTO_ICMP => {
-            let kind: u8 = ctx.load(off).ok()?;
-            let id: u16 = ctx.load(off + 4).ok()?;
+            let kind: u8 = packet::read(ctx, off)?;
+            let id: u16 = packet::read(ctx, off + 4)?;
             let expected = if outbound { ICMP_ECHO_REQUEST } else { ICMP_ECHO_REPLY };
             if kind != expected {
                 return None;
@@ -140,6 +146,8 @@ pub fn clamp_mss(ctx: &TcContext, frame: &Ipv4Frame, l4: &L4, uplink_ifindex: u3
     if limit == 0 {
         return;
     }
+    // Options sit at variable offsets, where direct access does not verify: helpers (for
+    // SYNs only).
     let Ok(data_offset) = ctx.load::<u8>(frame.l4_offset + 12) else {
         return;
     };
@@ -203,8 +211,7 @@ pub fn rewrite(
 ) -> Result<(), i64> {
     rewrite_addr(ctx, l4, addr_offset, old_addr, new_addr)?;
     ctx.l4_csum_replace(l4.csum_offset, u64::from(old_port), u64::from(new_port), l4.csum_flags | 2)?;
-    ctx.store(l4.port_offset, &new_port, 0)?;
-    Ok(())
+    packet::write(ctx, l4.port_offset, new_port)
 }
 
 /// Replaces one address of the packet, keeping the IPv4 and L4 checksums valid.
@@ -216,12 +223,12 @@ pub fn rewrite_addr(
     old_addr: [u8; 4],
     new_addr: [u8; 4],
 ) -> Result<(), i64> {
-    let (old_a, new_a) = (u64::from(u32::from_ne_bytes(old_addr)), u64::from(u32::from_ne_bytes(new_addr)));
-    ctx.l3_csum_replace(IP_CSUM_OFFSET, old_a, new_a, 4)?;
     if l4.pseudo_header {
+        let (old_a, new_a) =
+            (u64::from(u32::from_ne_bytes(old_addr)), u64::from(u32::from_ne_bytes(new_addr)));
         ctx.l4_csum_replace(l4.csum_offset, old_a, new_a, u64::from(BPF_F_PSEUDO_HDR) | l4.csum_flags | 4)?;
     }
-    ctx.store(addr_offset, &new_addr, 0)
+    packet::set_ipv4_addr(ctx, addr_offset, old_addr, new_addr)
 }
 
 #[inline(always)]
@@ -274,8 +281,8 @@ pub fn via_uplink(rc: u32, fib: &bpf_fib_lookup, cfg: &NatConfig) -> bool {
 #[inline(always)]
 pub fn send_to_uplink(ctx: &TcContext, rc: u32, fib: &bpf_fib_lookup, cfg: &NatConfig) -> i32 {
     let action = if rc == BPF_FIB_LKUP_RET_SUCCESS {
-        let _ = ctx.store(0, &fib.dmac, 0);
-        let _ = ctx.store(6, &fib.smac, 0);
+        let _ = packet::write(ctx, 0, fib.dmac);
+        let _ = packet::write(ctx, 6, fib.smac);
         // SAFETY: plain helper call.
         unsafe { bpf_redirect(cfg.uplink_ifindex, 0) }
     } else {
@@ -314,7 +321,7 @@ pub fn leave_host(
     let Some(l4) = l4(ctx, frame, true) else {
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
-    let mac: [u8; 6] = ctx.load(6).unwrap_or_default();
+    let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
     let Some(nat_port) = snat_port(&SnatRequest { frame, l4: &l4, cfg: &cfg, sender, mac }) else {
         return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
     };
@@ -598,7 +605,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     if rewrite(ctx, &l4, IP_DST_OFFSET, frame.dst, container_addr, l4.dst_port, back.port).is_err() {
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
-    let _ = ctx.store(0, &back.mac, 0);
+    let _ = packet::write(ctx, 0, back.mac);
     // SAFETY: plain helper call; it only records the target.
     let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
     (Path::ReverseNat, action as i32)

@@ -18,6 +18,7 @@ use dataplane_common::{
 use crate::{
     counters,
     nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET},
+    packet,
     parse::Ipv4Frame,
     policy,
 };
@@ -75,7 +76,7 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv4Frame, cfg: &NatConfig) -> Opti
 /// and its replies come back the same way (hairpin).
 #[inline(never)]
 pub fn hairpin(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
-    let mac: [u8; 6] = ctx.load(6).ok()?;
+    let mac: [u8; 6] = packet::read(ctx, 6)?;
     to_published(ctx, frame, true, sender, mac)
 }
 
@@ -145,7 +146,7 @@ fn to_published(
     {
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
-    let _ = ctx.store(0, &backend.mac, 0);
+    let _ = packet::write(ctx, 0, backend.mac);
     // SAFETY: plain helper call; it only records the target.
     let action = unsafe { bpf_redirect_peer(backend.host_ifindex, 0) };
     Some((Path::Published, action as i32))

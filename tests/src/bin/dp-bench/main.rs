@@ -302,6 +302,11 @@ impl Tools {
     }
 
     fn tcp_stream(&self, pair: &Pair, streams: u32) -> Result<f64> {
+        self.iperf3(pair, streams, false)
+    }
+
+    /// An iperf3 TCP stream; `reverse`: the server sends (iperf3 -R).
+    fn iperf3(&self, pair: &Pair, streams: u32, reverse: bool) -> Result<f64> {
         let _server = self.server(
             pair,
             Path::new("iperf3"),
@@ -309,6 +314,9 @@ impl Tools {
         )?;
         let mut client = in_ns(&pair.client, "iperf3");
         client.args(["-c", pair.target_ip, "-J", "-t", &self.secs.to_string(), "-P", &streams.to_string()]);
+        if reverse {
+            client.arg("-R");
+        }
         let result = output_json(client)?;
         Ok(result["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9)
     }
@@ -604,6 +612,7 @@ fn main() -> Result<()> {
         }
     }
     records.extend(costs);
+    records.extend(measure_cost_under_load(&tools, &host, &ours, options.rounds)?);
     write_report(&records, &options)?;
     Ok(())
 }
@@ -712,6 +721,76 @@ fn measure_conntrack(
         }
     }
     Ok(vec![entries, conns, pps])
+}
+
+/// Run time and runs of a pinned program, as the kernel counts them while stats are on.
+fn program_runs(pin: &Path) -> Result<(u64, u64)> {
+    let info =
+        aya::programs::ProgramInfo::from_pin(pin).with_context(|| format!("reading {}", pin.display()))?;
+    Ok((info.run_time().as_nanos() as u64, info.run_count()))
+}
+
+/// Scenario 5 in real traffic: the kernel's own account of our programs' run time
+/// (BPF_ENABLE_STATS, on only for these runs, since it adds two clock reads to every run)
+/// while one kind of traffic flows, so each path is measured with warm caches and real
+/// packets instead of BPF_PROG_TEST_RUN's.
+fn measure_cost_under_load(tools: &Tools, host: &Host, ours: &Side3, rounds: usize) -> Result<Vec<Record>> {
+    let scenario = "5. eBPF cost per packet in real traffic (BPF_ENABLE_STATS)";
+    let programs = host.bpffs().join("programs");
+    let from_container = programs.join(dataplane_common::program_names::FROM_CONTAINER);
+    let from_uplink = programs.join(dataplane_common::program_names::FROM_UPLINK);
+    type Load<'a> = Box<dyn Fn() -> Result<f64> + 'a>;
+    let cases: [(&str, &Path, Option<f64>, Load); 5] = [
+        (
+            "forward (container to container, UDP)",
+            &from_container,
+            Some(100.0),
+            Box::new(|| tools.udp_pps(&ours.c2c)),
+        ),
+        (
+            "SNAT out (masquerade, UDP)",
+            &from_container,
+            Some(150.0),
+            Box::new(|| tools.udp_pps(&ours.masquerade)),
+        ),
+        (
+            "reverse SNAT in (masquerade, TCP ACKs)",
+            &from_uplink,
+            Some(150.0),
+            Box::new(|| tools.tcp_stream(&ours.masquerade, 1)),
+        ),
+        (
+            "DNAT in (published port, UDP)",
+            &from_uplink,
+            Some(150.0),
+            Box::new(|| tools.udp_pps(&ours.published)),
+        ),
+        (
+            "reverse DNAT out (published port, TCP from the container)",
+            &from_container,
+            Some(150.0),
+            Box::new(|| tools.iperf3(&ours.published, 1, true)),
+        ),
+    ];
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let mut records = vec![];
+    for (metric, program, target, load) in &cases {
+        let mut record = Record::new(scenario, *metric, "ns", false);
+        if let Some(target) = target {
+            record = record.at_most(*target);
+        }
+        for round in 1..=rounds {
+            check_interrupt()?;
+            eprintln!("bench: round {round}/{rounds}: cost in real traffic: {metric}");
+            let (time0, runs0) = program_runs(program)?;
+            load()?;
+            let (time1, runs1) = program_runs(program)?;
+            let runs = runs1.saturating_sub(runs0).max(1);
+            record.push(Side::Ours, time1.saturating_sub(time0) as f64 / runs as f64);
+        }
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// Resident memory of a process, in MiB.
