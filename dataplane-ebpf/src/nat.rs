@@ -247,13 +247,7 @@ pub fn next_state(state: u8, tcp_flags: u8, reply: bool) -> u8 {
 /// How the host would route a packet from `src` to `dst` arriving on `sender`: the FIB's
 /// verdict and, when routed, the egress interface and MACs.
 #[inline(always)]
-pub fn fib_route(
-    ctx: &TcContext,
-    proto: u8,
-    src: [u8; 4],
-    dst: [u8; 4],
-    sender: u32,
-) -> (u32, bpf_fib_lookup) {
+fn fib_route(ctx: &TcContext, proto: u8, src: [u8; 4], dst: [u8; 4], sender: u32) -> (u32, bpf_fib_lookup) {
     // SAFETY: bpf_fib_lookup is plain data; zero is its documented "unset" value.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
@@ -270,24 +264,103 @@ pub fn fib_route(
     (rc, fib)
 }
 
-/// Whether the FIB sends this packet out of the uplink.
-#[inline(always)]
-pub fn via_uplink(rc: u32, fib: &bpf_fib_lookup, cfg: &NatConfig) -> bool {
-    (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) && fib.ifindex == cfg.uplink_ifindex
+/// How the host routes a packet, as far as the NAT paths care.
+#[derive(Clone, Copy)]
+pub enum Route {
+    /// To one of the host's own addresses.
+    Local,
+    /// Out of the uplink, to the next hop's MAC from ours when the neighbour is resolved.
+    Uplink { macs: Option<([u8; 6], [u8; 6])> },
+    /// Anywhere else (another interface, unreachable, ...): the kernel's business.
+    Other,
 }
 
-/// Redirects a translated packet out of the uplink, to the next hop's MAC when the FIB
-/// knows it, else through the kernel's neighbour resolution.
+#[repr(C)]
+struct RouteKey {
+    dst: [u8; 4],
+    sender: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CachedRoute {
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    /// 1: one of the host's own addresses (the MACs mean nothing then).
+    local: u8,
+    _pad: [u8; 3],
+    checked_ns: u64,
+}
+
+/// How long a route is trusted before the FIB is asked again: route and neighbour
+/// changes show within this time.
+const ROUTE_CACHE_NS: u64 = 1_000_000_000;
+
+/// Routes the FIB gave (to the host itself, or to a resolved next hop out of the uplink)
+/// by destination and sender, so that the packets of a flow do not each pay a FIB lookup,
+/// the costliest step of the NAT paths.
+#[map]
+static ROUTE_CACHE: LruHashMap<RouteKey, CachedRoute> = LruHashMap::with_max_entries(65536, 0);
+
+/// The route of a packet from `src` on `sender` to `dst`: a fresh cached one, else the
+/// FIB's answer (cached when it is the host or a resolved next hop out of the uplink).
+/// Without NAT (`cfg` is `None`) only `Local` and `Other` come back.
 #[inline(always)]
-pub fn send_to_uplink(ctx: &TcContext, rc: u32, fib: &bpf_fib_lookup, cfg: &NatConfig) -> i32 {
-    let action = if rc == BPF_FIB_LKUP_RET_SUCCESS {
-        let _ = packet::write(ctx, 0, fib.dmac);
-        let _ = packet::write(ctx, 6, fib.smac);
-        // SAFETY: plain helper call.
-        unsafe { bpf_redirect(cfg.uplink_ifindex, 0) }
-    } else {
+pub fn route(
+    ctx: &TcContext,
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sender: u32,
+    cfg: Option<&NatConfig>,
+) -> Route {
+    let key = RouteKey { dst, sender };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the value is plain data, copied out at once.
+    if let Some(hit) = unsafe { ROUTE_CACHE.get(&key) }.copied()
+        && now.wrapping_sub(hit.checked_ns) < ROUTE_CACHE_NS
+    {
+        if hit.local != 0 {
+            return Route::Local;
+        }
+        if cfg.is_some() {
+            return Route::Uplink { macs: Some((hit.dmac, hit.smac)) };
+        }
+    }
+    let (rc, fib) = fib_route(ctx, proto, src, dst, sender);
+    let uplink = cfg.is_some_and(|c| fib.ifindex == c.uplink_ifindex);
+    let cache = |local: u8| {
+        let entry = CachedRoute { dmac: fib.dmac, smac: fib.smac, local, _pad: [0; 3], checked_ns: now };
+        let _ = ROUTE_CACHE.insert(&key, &entry, 0);
+    };
+    match rc {
+        BPF_FIB_LKUP_RET_NOT_FWDED => {
+            cache(1);
+            Route::Local
+        }
+        BPF_FIB_LKUP_RET_SUCCESS if uplink => {
+            cache(0);
+            Route::Uplink { macs: Some((fib.dmac, fib.smac)) }
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH if uplink => Route::Uplink { macs: None },
+        _ => Route::Other,
+    }
+}
+
+/// Redirects a translated packet out of the uplink, to the next hop's MAC when it is
+/// known, else through the kernel's neighbour resolution.
+#[inline(always)]
+pub fn send_to_uplink(ctx: &TcContext, macs: Option<([u8; 6], [u8; 6])>, cfg: &NatConfig) -> i32 {
+    let action = match macs {
+        Some((dmac, smac)) => {
+            let _ = packet::write(ctx, 0, dmac);
+            let _ = packet::write(ctx, 6, smac);
+            // SAFETY: plain helper call.
+            unsafe { bpf_redirect(cfg.uplink_ifindex, 0) }
+        }
         // SAFETY: a null parameter block asks the helper to look the neighbour up itself.
-        unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) }
+        None => unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) },
     };
     action as i32
 }
@@ -304,18 +377,19 @@ pub fn leave_host(
     iface: &InterfaceConfig,
     sender: u32,
 ) -> Option<(Path, i32)> {
-    let (rc, fib) = fib_route(ctx, frame.proto, frame.src, frame.dst, sender);
-    if rc == BPF_FIB_LKUP_RET_NOT_FWDED {
+    let cfg = config();
+    let route = route(ctx, frame.proto, frame.src, frame.dst, sender, cfg.as_ref());
+    if let Route::Local = route {
         // One of the host's own addresses: the caller tries the published ports there.
         return None;
     }
     if iface.flags & InterfaceConfig::INTERNAL != 0 {
         return Some((Path::DroppedInternal, TC_ACT_SHOT as i32));
     }
-    let Some(cfg) = config() else {
+    let (Some(cfg), Route::Uplink { macs }) = (cfg, route) else {
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
-    if !via_uplink(rc, &fib, &cfg) || !frame.translatable() {
+    if !frame.translatable() {
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     }
     let Some(l4) = l4(ctx, frame, true) else {
@@ -328,7 +402,7 @@ pub fn leave_host(
     if rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port).is_err() {
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
-    Some((Path::Masqueraded, send_to_uplink(ctx, rc, &fib, &cfg)))
+    Some((Path::Masqueraded, send_to_uplink(ctx, macs, &cfg)))
 }
 
 const ICMP_DEST_UNREACHABLE: u8 = 3;
@@ -417,11 +491,10 @@ pub fn reply_out(ctx: &TcContext, frame: &Ipv4Frame, host_addr: [u8; 4], sender:
     let Some(cfg) = config() else {
         return (Path::SlowPathIp, TC_ACT_OK as i32);
     };
-    let (rc, fib) = fib_route(ctx, frame.proto, host_addr, frame.dst, sender);
-    if !via_uplink(rc, &fib, &cfg) {
+    let Route::Uplink { macs } = route(ctx, frame.proto, host_addr, frame.dst, sender, Some(&cfg)) else {
         return (Path::SlowPathIp, TC_ACT_OK as i32);
-    }
-    (Path::PublishedReply, send_to_uplink(ctx, rc, &fib, &cfg))
+    };
+    (Path::PublishedReply, send_to_uplink(ctx, macs, &cfg))
 }
 
 /// What choosing a masquerade port needs.
