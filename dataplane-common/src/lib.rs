@@ -63,6 +63,11 @@ impl InterfaceConfig {
     pub const INTERNAL: u32 = 2;
     /// The container publishes ports: its replies may need reverse DNAT.
     pub const PUBLISHES: u32 = 4;
+    /// Interfaces with an ifindex below this live in `INTERFACES_BY_INDEX`, an array read
+    /// at the cost of an index on every packet; the others in the `INTERFACES` hash.
+    pub const INDEX_LIMIT: u32 = 65_536;
+    /// An array slot without an interface (networks are numbered from 1).
+    pub const NONE: InterfaceConfig = InterfaceConfig { network: 0, flags: 0 };
 }
 
 /// IP protocol numbers the NAT understands.
@@ -330,6 +335,7 @@ impl Path {
 pub mod map_names {
     pub const ENDPOINTS: &str = "ENDPOINTS";
     pub const INTERFACES: &str = "INTERFACES";
+    pub const INTERFACES_BY_INDEX: &str = "INTERFACES_BY_INDEX";
     pub const SUBNETS: &str = "SUBNETS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const NAT_CONFIG: &str = "NAT_CONFIG";

@@ -1,19 +1,29 @@
 //! The endpoint tables the daemon fills: which network each host-side interface serves,
 //! and where each address of a network lives.
 
-use aya_ebpf::{macros::map, maps::HashMap};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap},
+};
 use dataplane_common::{Endpoint, EndpointKey, InterfaceConfig, IpAddress};
 
 /// Container addresses per network.
 #[map]
 static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::pinned(65536, 0);
 
-/// Host-side interfaces the programs are attached to, keyed by ifindex.
+/// Host-side interfaces the programs are attached to, by ifindex: most in an array (an
+/// index instead of a hash on every packet), those with large ifindexes in a hash.
+#[map]
+static INTERFACES_BY_INDEX: Array<InterfaceConfig> = Array::pinned(InterfaceConfig::INDEX_LIMIT, 0);
+
 #[map]
 static INTERFACES: HashMap<u32, InterfaceConfig> = HashMap::pinned(65536, 0);
 
 #[inline(always)]
 pub fn interface(ifindex: u32) -> Option<InterfaceConfig> {
+    if ifindex < InterfaceConfig::INDEX_LIMIT {
+        return INTERFACES_BY_INDEX.get(ifindex).copied().filter(|c| c.network != 0);
+    }
     // SAFETY: values are plain data copied out at once; the daemon replaces them whole.
     unsafe { INTERFACES.get(&ifindex).copied() }
 }

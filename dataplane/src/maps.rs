@@ -278,13 +278,28 @@ impl Datapath {
     }
 
     pub fn set_interface(&mut self, ifindex: u32, config: InterfaceConfig) -> Result<()> {
+        if ifindex < InterfaceConfig::INDEX_LIMIT {
+            return self
+                .interface_array()?
+                .set(ifindex, config, 0)
+                .with_context(|| format!("writing {}[{ifindex}]", map_names::INTERFACES_BY_INDEX));
+        }
         self.hash_map(map_names::INTERFACES)?
             .insert(ifindex, config, 0)
             .with_context(|| format!("writing INTERFACES[{ifindex}]"))
     }
 
     pub fn remove_interface(&mut self, ifindex: u32) -> Result<()> {
+        if ifindex < InterfaceConfig::INDEX_LIMIT {
+            return self.set_interface(ifindex, InterfaceConfig::NONE);
+        }
         remove_missing_ok(self.hash_map::<u32, InterfaceConfig>(map_names::INTERFACES)?.remove(&ifindex))
+    }
+
+    fn interface_array(&mut self) -> Result<Array<&mut MapData, InterfaceConfig>> {
+        let name = map_names::INTERFACES_BY_INDEX;
+        let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
+        Array::try_from(map).with_context(|| format!("opening map {name}"))
     }
 
     pub fn set_endpoint(&mut self, key: EndpointKey, endpoint: Endpoint) -> Result<()> {
@@ -328,6 +343,13 @@ impl Datapath {
         let stale: Vec<u32> = map.keys().filter_map(|k| k.ok()).filter(|k| !interfaces.contains(k)).collect();
         for key in stale {
             remove_missing_ok(map.remove(&key))?;
+        }
+        let mut array = self.interface_array()?;
+        let stale: Vec<u32> = (0..InterfaceConfig::INDEX_LIMIT)
+            .filter(|i| !interfaces.contains(i) && array.get(i, 0).is_ok_and(|c| c != InterfaceConfig::NONE))
+            .collect();
+        for index in stale {
+            array.set(index, InterfaceConfig::NONE, 0)?;
         }
         let mut map = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
         let stale: Vec<EndpointKey> =

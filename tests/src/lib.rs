@@ -350,6 +350,33 @@ impl Host {
         entries.as_array().map_or(0, Vec::len)
     }
 
+    /// Interfaces the programs know, in both of their tables (the array's empty slots
+    /// have network 0).
+    pub fn configured_interfaces(&self) -> usize {
+        let path = self.bpffs().join("maps").join("INTERFACES_BY_INDEX");
+        let out = run_ok(Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(&path)).unwrap();
+        let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let network = |value: &Value| -> u64 {
+            match value {
+                // With BTF: the fields by name; without: the bytes, little-endian.
+                Value::Object(fields) => fields["network"].as_u64().unwrap(),
+                Value::Array(bytes) => bytes[..4]
+                    .iter()
+                    .rev()
+                    .map(|b| u64::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+                    .fold(0, |acc, b| acc << 8 | b),
+                other => panic!("unexpected value {other}"),
+            }
+        };
+        let in_array = entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| network(e.get("formatted").map_or(&e["value"], |f| &f["value"])) != 0)
+            .count();
+        in_array + self.map_entries("INTERFACES")
+    }
+
     /// The datapath counter of one path, summed over CPUs.
     pub fn counter(&self, path: &str) -> u64 {
         let stats = self.dp_ok(&["stats"]);

@@ -61,12 +61,12 @@ fn rm_leaves_no_veth_namespace_or_map_entry_behind() {
     host.run_sleeper("a", &["--network", "net"]);
     host.run_sleeper("b", &[]);
     assert_eq!(host.map_entries("ENDPOINTS"), 2);
-    assert_eq!(host.map_entries("INTERFACES"), 2);
+    assert_eq!(host.configured_interfaces(), 2);
     assert_eq!(host.links().iter().filter(|l| l.starts_with("veth")).count(), 2);
     assert_eq!(host.container_namespaces().len(), 2);
     host.dp_ok(&["rm", "-f", "a", "b"]);
     assert_eq!(host.map_entries("ENDPOINTS"), 0);
-    assert_eq!(host.map_entries("INTERFACES"), 0);
+    assert_eq!(host.configured_interfaces(), 0);
     assert!(!host.links().iter().any(|l| l.starts_with("veth") || l.starts_with("dpt")));
     assert!(host.container_namespaces().is_empty());
     assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 1);
