@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::{SockAddrContext, TcContext},
 };
 
-/// tcx ingress of a container's host-side veth: every frame the container sends.
+/// tc ingress (clsact, direct action) of a container's host-side veth: every frame the container sends.
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
     forward::from_container(&ctx)

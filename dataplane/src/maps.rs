@@ -15,7 +15,8 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
-        cgroup_sock_addr::CgroupSockAddrLinkId, tc::SchedClassifierLinkId,
+        cgroup_sock_addr::CgroupSockAddrLinkId,
+        tc::{NlOptions, SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions, TcHandle},
     },
 };
 use dataplane_common::{
@@ -24,6 +25,10 @@ use dataplane_common::{
     SubnetKey, ct_event, map_names, program_names,
 };
 use ipnet::Ipv4Net;
+
+/// Where `from_container` sits among a container veth's ingress filters.
+const FILTER_PRIORITY: u16 = 1;
+const FILTER_HANDLE: TcHandle = TcHandle::new(0, 1);
 
 /// The kernel object built by build.rs from dataplane-ebpf.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dataplane"));
@@ -184,25 +189,58 @@ impl Datapath {
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
-    /// Attaches `from_container` to the tcx ingress of a host-side veth (idempotent).
+    /// Attaches `from_container` to the ingress of a host-side veth (idempotent).
+    ///
+    /// Unlike the uplink's, this is a cls_bpf filter on a clsact qdisc (direct action), not
+    /// a tcx link: attaching tcx waits for an RCU grace period (about 10 ms here, half of a
+    /// container's set-up), this does not; and the filter outlives the daemon, so the fast
+    /// path keeps working while it restarts. Priority and handle are fixed so that a
+    /// restarted daemon finds the filter and swaps its own program in.
     pub fn attach(&mut self, ifname: &str) -> Result<()> {
-        self.attach_program(program_names::FROM_CONTAINER, ifname)
+        if self.links.contains_key(ifname) {
+            return Ok(());
+        }
+        // Already there after a restart: the attach below says so if it is missing.
+        let _ = aya::programs::tc::qdisc_add_clsact(ifname);
+        let name = program_names::FROM_CONTAINER;
+        let program = self.program_named(name)?;
+        let options = NlOptions { priority: FILTER_PRIORITY, handle: FILTER_HANDLE, classid: None };
+        let link = match program.attach_with_options(
+            ifname,
+            TcAttachType::Ingress,
+            TcAttachOptions::Netlink(options),
+        ) {
+            Ok(link) => link,
+            Err(first) => {
+                let existing = SchedClassifierLink::attached(
+                    ifname,
+                    TcAttachType::Ingress,
+                    FILTER_PRIORITY,
+                    FILTER_HANDLE,
+                    None,
+                )
+                .map_err(|_| first)
+                .with_context(|| format!("attaching {name} to {ifname}"))?;
+                program
+                    .attach_to_link(existing)
+                    .with_context(|| format!("replacing the program on {ifname}'s filter"))?
+            }
+        };
+        self.links.insert(ifname.to_string(), (name, link));
+        Ok(())
     }
 
     /// Attaches `from_uplink` to the uplink's tcx ingress (idempotent).
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
-        self.attach_program(program_names::FROM_UPLINK, ifname)
-    }
-
-    fn attach_program(&mut self, program: &'static str, ifname: &str) -> Result<()> {
         if self.links.contains_key(ifname) {
             return Ok(());
         }
+        let name = program_names::FROM_UPLINK;
         let link = self
-            .program_named(program)?
+            .program_named(name)?
             .attach(ifname, TcAttachType::Ingress)
-            .with_context(|| format!("attaching {program} to {ifname}"))?;
-        self.links.insert(ifname.to_string(), (program, link));
+            .with_context(|| format!("attaching {name} to {ifname}"))?;
+        self.links.insert(ifname.to_string(), (name, link));
         Ok(())
     }
 

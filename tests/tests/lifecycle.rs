@@ -83,7 +83,7 @@ fn restart_restores_state_and_traffic_keeps_flowing() {
     let netns_a =
         host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
     host.stop_daemon();
-    // With the daemon gone, the bridge still carries the traffic (slow path).
+    // With the daemon gone, the traffic still flows (the programs stay attached).
     let ping = std::process::Command::new("nsenter")
         .arg(format!("--net={netns_a}"))
         .args(["ping", "-c1", "-W1", &b])
@@ -91,6 +91,13 @@ fn restart_restores_state_and_traffic_keeps_flowing() {
         .unwrap();
     assert!(ping.status.success(), "no traffic while the daemon was down");
     host.start_daemon();
+    // The restarted daemon swapped its program into the existing filter, adding none.
+    let veth = host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["Networks"]["net"]["HostInterface"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let filters = host.sh_ok(&format!("tc filter show dev {veth} ingress"));
+    assert_eq!(filters.lines().filter(|l| l.contains("name from_container")).count(), 1, "{filters}");
     let ps = host.dp_ok(&["ps"]);
     assert!(ps.contains("a") && ps.contains("b") && ps.contains("Up"), "{ps}");
     let forwarded = host.counter("forwarded");

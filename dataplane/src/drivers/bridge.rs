@@ -1,6 +1,6 @@
 //! The bridge driver. Each network has a kernel bridge holding the gateway address: it is
 //! the slow path (ARP, broadcast, traffic to and from the host). Each container has a veth
-//! pair enslaved to it, with `from_container` on the host side's tcx ingress: unicast IPv4
+//! pair enslaved to it, with `from_container` on the host side's tc ingress: unicast IPv4
 //! between containers of the network is redirected by eBPF straight into the peer's
 //! namespace and never crosses the bridge.
 //!
