@@ -79,6 +79,10 @@ struct Core {
     resolvers: dns::Resolvers,
     /// What the daemon removed from the conntrack tables, to tell evictions apart.
     conntrack: nat::ConntrackAccount,
+    /// Addresses of removed containers and interfaces whose flows are still to go.
+    departed: nat::Departures,
+    /// Wakes the task that forgets the departed flows.
+    departures_waiting: Arc<tokio::sync::Notify>,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -116,6 +120,8 @@ pub async fn run(config: Config) -> Result<()> {
         reservations: HashMap::new(),
         resolvers,
         conntrack,
+        departed: nat::Departures::default(),
+        departures_waiting: Arc::new(tokio::sync::Notify::new()),
     }));
     {
         let c = core.lock().await;
@@ -142,6 +148,16 @@ pub async fn run(config: Config) -> Result<()> {
             match nat::sweep(&mut c.datapath) {
                 Ok(removed) => c.conntrack.forgot(removed),
                 Err(e) => log::warn!("conntrack gc: {e:#}"),
+            }
+        }
+    });
+    let forgetter = core.clone();
+    let waiting = core.lock().await.departures_waiting.clone();
+    tokio::spawn(async move {
+        loop {
+            waiting.notified().await;
+            if let Err(e) = forgetter.lock().await.forget_departed() {
+                log::warn!("forgetting the flows of removed containers: {e:#}");
             }
         }
     });
@@ -288,6 +304,7 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
         }
         Request::Remove { name, force } => c.remove_container(&name, force).await,
         Request::Stats => {
+            c.forget_departed()?;
             let counters = c.datapath.counters()?;
             let mut map: BTreeMap<_, _> = counters
                 .into_iter()
@@ -309,9 +326,12 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             }
             Ok(serde_json::to_value(map)?)
         }
-        Request::ConntrackList => Ok(serde_json::to_value(nat::list(&mut c.datapath)?)?),
+        Request::ConntrackList => {
+            c.forget_departed()?;
+            Ok(serde_json::to_value(nat::list(&mut c.datapath)?)?)
+        }
         Request::ConntrackFlush => {
-            let removed = c.forget_flows(|_| true)?;
+            let removed = c.forget_flows(|_, _| true)?;
             Ok(json!(removed.masquerade + removed.published))
         }
         Request::Stop { .. } => unreachable!("handled above without the lock"),
@@ -504,11 +524,32 @@ impl Core {
         self.store.save(&self.state)
     }
 
-    /// Removes the tracked flows `pred` picks by their container-side key.
-    fn forget_flows(&mut self, pred: impl Fn(&dataplane_common::FlowKey) -> bool) -> Result<nat::PerTable> {
-        let removed = nat::forget_where(&mut self.datapath, |k, _, _| pred(k))?;
+    /// Removes the tracked flows `pred` picks by their container-side key and times.
+    fn forget_flows(
+        &mut self,
+        pred: impl Fn(&dataplane_common::FlowKey, nat::FlowTimes) -> bool,
+    ) -> Result<nat::PerTable> {
+        let removed = nat::forget_where(&mut self.datapath, pred)?;
         self.conntrack.forgot(removed);
         Ok(removed)
+    }
+
+    /// Marks the flows of addresses that left (a removed container, a disconnected
+    /// interface) to be forgotten soon, by the forgetting task, without making the request
+    /// wait for a scan of the tables.
+    fn forget_later(&mut self, addresses: Vec<IpAddress>) {
+        self.departed.add(addresses);
+        self.departures_waiting.notify_one();
+    }
+
+    /// Forgets the flows of every address that left, in one pass over the tables.
+    fn forget_departed(&mut self) -> Result<()> {
+        if self.departed.is_empty() {
+            return Ok(());
+        }
+        let departed = std::mem::take(&mut self.departed);
+        self.forget_flows(|k, times| departed.covers(k, times.created_ns))?;
+        Ok(())
     }
 
     fn network(&self, name: &str) -> Result<&Network> {
@@ -800,8 +841,7 @@ impl Core {
         }
         let att = container.attachments[position].clone();
         drivers::disconnect(&self.netlink, &mut self.datapath, &net, &container.netns, &att).await?;
-        let gone = IpAddress::v4(att.ip.octets());
-        self.forget_flows(|k| k.src == gone)?;
+        self.forget_later(vec![IpAddress::v4(att.ip.octets())]);
         self.container_by_id(&container.id)?.attachments.remove(position);
         self.save()?;
         Ok(json!(att.ifname))
@@ -1018,8 +1058,7 @@ impl Core {
             }
         }
         self.teardown_container(&container).await?;
-        let addresses: Vec<_> = container.attachments.iter().map(|a| IpAddress::v4(a.ip.octets())).collect();
-        self.forget_flows(|k| addresses.contains(&k.src))?;
+        self.forget_later(container.attachments.iter().map(|a| IpAddress::v4(a.ip.octets())).collect());
         self.state.containers.retain(|c| c.id != container.id);
         let _ = std::fs::remove_file(log_path(&self.config.state_dir, &container.id));
         self.save()?;

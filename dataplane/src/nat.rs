@@ -5,7 +5,9 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context, Result, bail};
-use dataplane_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NatConfig, ct_event, ct_state};
+use dataplane_common::{
+    FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, ct_event, ct_state,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{maps::Datapath, netlink::Netlink};
@@ -206,16 +208,31 @@ impl ConntrackAccount {
     }
 }
 
+/// What deciding to forget a flow looks at besides its key.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowTimes {
+    pub state: u8,
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+}
+
 /// Forgets the tracked flows, masqueraded and published, that `pred` picks by their
 /// container-side key (container address and port first); returns how many of each.
-pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, u8, u64) -> bool) -> Result<PerTable> {
-    let snat: Vec<_> =
-        dp.conntrack()?.into_iter().filter(|(k, e)| pred(k, e.state, e.last_seen_ns)).collect();
+pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, FlowTimes) -> bool) -> Result<PerTable> {
+    let times = |state, created_ns, last_seen_ns| FlowTimes { state, created_ns, last_seen_ns };
+    let snat: Vec<_> = dp
+        .conntrack()?
+        .into_iter()
+        .filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns)))
+        .collect();
     for (key, entry) in &snat {
         dp.forget_flow(key, entry)?;
     }
-    let dnat: Vec<_> =
-        dp.dnat_conntrack()?.into_iter().filter(|(k, e)| pred(k, e.state, e.last_seen_ns)).collect();
+    let dnat: Vec<_> = dp
+        .dnat_conntrack()?
+        .into_iter()
+        .filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns)))
+        .collect();
     for (key, _) in &dnat {
         dp.forget_dnat_flow(key)?;
     }
@@ -229,7 +246,28 @@ pub fn sweep(dp: &mut Datapath) -> Result<PerTable> {
 
 /// `sweep` as if the monotonic clock read `now_ns` (the programs' `bpf_ktime_get_ns`).
 pub fn sweep_at(dp: &mut Datapath, now_ns: u64) -> Result<PerTable> {
-    forget_where(dp, |k, state, last_seen| expired(k.proto, state, last_seen, now_ns))
+    forget_where(dp, |k, t| expired(k.proto, t.state, t.last_seen_ns, now_ns))
+}
+
+/// Addresses whose flows are to be forgotten: those of removed containers and
+/// interfaces. Forgetting scans whole tables, so the daemon answers first and forgets
+/// later, all departures in one pass. Only flows created before the departure go: the
+/// address may already belong to a new container.
+#[derive(Debug, Default)]
+pub struct Departures(Vec<(Vec<IpAddress>, u64)>);
+
+impl Departures {
+    pub fn add(&mut self, addresses: Vec<IpAddress>) {
+        self.0.push((addresses, monotonic_ns()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn covers(&self, key: &FlowKey, created_ns: u64) -> bool {
+        self.0.iter().any(|(addresses, until)| created_ns < *until && addresses.contains(&key.src))
+    }
 }
 
 /// One tracked flow as `conntrack ls` shows it.
@@ -354,6 +392,26 @@ mod tests {
         let expired_at = |now| expired(key.proto, entry.state, entry.last_seen_ns, now);
         assert!(!expired_at(20_000_000_000));
         assert!(expired_at(40_000_000_000));
+    }
+
+    #[test]
+    fn departures_cover_flows_from_before_only() {
+        let key = |last: u8| FlowKey {
+            src: IpAddress::v4([10, 0, 0, last]),
+            dst: IpAddress::v4([198, 51, 100, 7]),
+            src_port: 1,
+            dst_port: 2,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let before = super::monotonic_ns();
+        let mut departures = super::Departures::default();
+        assert!(departures.is_empty());
+        departures.add(vec![IpAddress::v4([10, 0, 0, 2])]);
+        let after = super::monotonic_ns() + 1;
+        assert!(departures.covers(&key(2), before), "a flow of the departed address");
+        assert!(!departures.covers(&key(2), after), "a flow of the address's next owner");
+        assert!(!departures.covers(&key(3), before), "another address");
     }
 
     #[test]
