@@ -267,16 +267,21 @@ fn ports_of_reset_flows_are_reused_at_once() {
     assert_eq!(inspect(&back).dport, 40001);
 }
 
-/// Publishes 0.0.0.0:8080/tcp to container B (10.1.0.3:80, behind ifindex 42).
+/// Publishes TCP 8080 on every host address to port 80 of container B (10.1.0.3,
+/// behind ifindex 42).
 fn publish_8080(fx: &mut Fixture) {
+    publish_8080_to(fx, B_ADDR, 42, dataplane_tests::datapath::B_MAC);
+}
+
+fn publish_8080_to(fx: &mut Fixture, addr: [u8; 4], host_ifindex: u32, mac: [u8; 6]) {
     use dataplane_common::{Backend, IpAddress, PublishKey};
     let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 6, _pad: 0 };
     let backend = Backend {
-        addr: IpAddress::v4(B_ADDR),
+        addr: IpAddress::v4(addr),
         port: 80u16.to_be(),
         _pad: [0; 2],
-        host_ifindex: 42,
-        mac: dataplane_tests::datapath::B_MAC,
+        host_ifindex,
+        mac,
         _pad2: [0; 2],
     };
     fx.datapath.set_published(key, backend).unwrap();
@@ -345,20 +350,10 @@ fn hairpin_keeps_the_client_container_and_returns_to_it() {
 
 #[test]
 fn a_container_reaches_its_own_published_port_from_its_gateway() {
-    use dataplane_common::{Backend, IpAddress, PublishKey};
     let mut fx = Fixture::new(InterfaceConfig::PUBLISHES);
     fx.enable_nat(61000, 61999);
     // Container A (10.1.0.2, behind lo) publishes 8080 -> 80 and connects to it itself.
-    let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 6, _pad: 0 };
-    let backend = Backend {
-        addr: IpAddress::v4(CONTAINER),
-        port: 80u16.to_be(),
-        _pad: [0; 2],
-        host_ifindex: dataplane_tests::datapath::LO,
-        mac: A_MAC,
-        _pad2: [0; 2],
-    };
-    fx.datapath.set_published(key, backend).unwrap();
+    publish_8080_to(&mut fx, CONTAINER, dataplane_tests::datapath::LO, A_MAC);
     let (verdict, inside) = fx.run(&tcp(A_MAC, CONTAINER, 44000, UPLINK_ADDR, 8080, true, false));
     assert_eq!(verdict, TC_ACT_REDIRECT, "the connection to its own published port went nowhere");
     let seen = inspect(&inside);
