@@ -24,7 +24,7 @@ pub fn from_container(ctx: TcContext) -> i32 {
     forward::from_container(&ctx)
 }
 
-/// tcx ingress of the uplink: replies to masqueraded flows.
+/// tc ingress of the uplink: replies to masqueraded flows.
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
     let (path, action) = nat::from_uplink(&ctx);

@@ -614,7 +614,7 @@ fn reclaim(s: &mut SnatScratch) -> bool {
     SNAT_REV.insert(&s.reply, &s.reverse, 0).is_ok()
 }
 
-/// tcx ingress of the uplink: replies to masqueraded flows go back into their container;
+/// tc ingress of the uplink: replies to masqueraded flows go back into their container;
 /// everything else is the host's.
 #[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {

@@ -2,12 +2,7 @@
 //! maps under the bpffs directory (maps survive a daemon restart and are reused), attaches
 //! `from_container` to host-side veths, and writes the tables the programs decide from.
 
-use std::{
-    collections::{HashMap as StdHashMap, HashSet},
-    fs,
-    net::Ipv4Addr,
-    path::Path,
-};
+use std::{collections::HashSet, fs, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
@@ -16,7 +11,8 @@ use aya::{
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
         cgroup_sock_addr::CgroupSockAddrLinkId,
-        tc::{NlOptions, SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions, TcHandle},
+        links::Link as _,
+        tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
     },
 };
 use dataplane_common::{
@@ -26,7 +22,7 @@ use dataplane_common::{
 };
 use ipnet::Ipv4Net;
 
-/// Where `from_container` sits among a container veth's ingress filters.
+/// Where our programs sit among an interface's ingress filters.
 const FILTER_PRIORITY: u16 = 1;
 const FILTER_HANDLE: TcHandle = TcHandle::new(0, 1);
 
@@ -96,8 +92,8 @@ fn subnet_key(subnet: Ipv4Net) -> Key<SubnetKey> {
 
 pub struct Datapath {
     ebpf: Ebpf,
-    /// Attached links by interface, with the program each runs.
-    links: StdHashMap<String, (&'static str, SchedClassifierLinkId)>,
+    /// Interfaces our filters are on (attached or found by this daemon).
+    filters: HashSet<String>,
     /// The socket hooks' attachments; they detach when the daemon exits.
     cgroup_links: Vec<(&'static str, CgroupSockAddrLinkId)>,
 }
@@ -151,7 +147,7 @@ impl Datapath {
                 .try_into()?;
             program.load().with_context(|| format!("the verifier refused {name}"))?;
         }
-        Ok(Self { ebpf, links: StdHashMap::new(), cgroup_links: vec![] })
+        Ok(Self { ebpf, filters: HashSet::new(), cgroup_links: vec![] })
     }
 
     /// Attaches the socket hooks to `cgroup` (other programs may sit there too), scoped to
@@ -190,19 +186,26 @@ impl Datapath {
     }
 
     /// Attaches `from_container` to the ingress of a host-side veth (idempotent).
-    ///
-    /// Unlike the uplink's, this is a cls_bpf filter on a clsact qdisc (direct action), not
-    /// a tcx link: attaching tcx waits for an RCU grace period (about 10 ms here, half of a
-    /// container's set-up), this does not; and the filter outlives the daemon, so the fast
-    /// path keeps working while it restarts. Priority and handle are fixed so that a
-    /// restarted daemon finds the filter and swaps its own program in.
     pub fn attach(&mut self, ifname: &str) -> Result<()> {
-        if self.links.contains_key(ifname) {
+        self.attach_filter(program_names::FROM_CONTAINER, ifname)
+    }
+
+    /// Attaches `from_uplink` to the uplink's ingress (idempotent).
+    pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
+        self.attach_filter(program_names::FROM_UPLINK, ifname)
+    }
+
+    /// A cls_bpf filter on a clsact qdisc (direct action) rather than a tcx link:
+    /// attaching tcx waits for an RCU grace period (about 10 ms here, half of a
+    /// container's set-up), this does not; and the filter outlives the daemon, so the
+    /// fast path and the NAT keep working while it restarts. Priority and handle are fixed
+    /// so that a restarted daemon finds the filter and swaps its own program in.
+    fn attach_filter(&mut self, name: &'static str, ifname: &str) -> Result<()> {
+        if self.filters.contains(ifname) {
             return Ok(());
         }
         // Already there after a restart: the attach below says so if it is missing.
         let _ = aya::programs::tc::qdisc_add_clsact(ifname);
-        let name = program_names::FROM_CONTAINER;
         let program = self.program_named(name)?;
         let options = NlOptions { priority: FILTER_PRIORITY, handle: FILTER_HANDLE, classid: None };
         let link = match program.attach_with_options(
@@ -212,43 +215,31 @@ impl Datapath {
         ) {
             Ok(link) => link,
             Err(first) => {
-                let existing = SchedClassifierLink::attached(
-                    ifname,
-                    TcAttachType::Ingress,
-                    FILTER_PRIORITY,
-                    FILTER_HANDLE,
-                    None,
-                )
-                .map_err(|_| first)
-                .with_context(|| format!("attaching {name} to {ifname}"))?;
+                let existing = Self::filter_link(ifname)
+                    .map_err(|_| first)
+                    .with_context(|| format!("attaching {name} to {ifname}"))?;
                 program
                     .attach_to_link(existing)
                     .with_context(|| format!("replacing the program on {ifname}'s filter"))?
             }
         };
-        self.links.insert(ifname.to_string(), (name, link));
+        // The filter must outlive the daemon: aya would remove it when the link handle
+        // drops, so the handle is let go of; `detach` finds the filter again by its
+        // priority and handle.
+        std::mem::forget(program.take_link(link)?);
+        self.filters.insert(ifname.to_string());
         Ok(())
     }
 
-    /// Attaches `from_uplink` to the uplink's tcx ingress (idempotent).
-    pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
-        if self.links.contains_key(ifname) {
-            return Ok(());
-        }
-        let name = program_names::FROM_UPLINK;
-        let link = self
-            .program_named(name)?
-            .attach(ifname, TcAttachType::Ingress)
-            .with_context(|| format!("attaching {name} to {ifname}"))?;
-        self.links.insert(ifname.to_string(), (name, link));
-        Ok(())
+    fn filter_link(ifname: &str) -> std::io::Result<SchedClassifierLink> {
+        SchedClassifierLink::attached(ifname, TcAttachType::Ingress, FILTER_PRIORITY, FILTER_HANDLE, None)
     }
 
     pub fn detach(&mut self, ifname: &str) -> Result<()> {
-        if let Some((program, link)) = self.links.remove(ifname) {
-            self.program_named(program)?
-                .detach(link)
-                .with_context(|| format!("detaching {program} from {ifname}"))?;
+        if self.filters.remove(ifname) {
+            let link =
+                Self::filter_link(ifname).with_context(|| format!("finding our filter on {ifname}"))?;
+            link.detach().with_context(|| format!("removing our filter from {ifname}"))?;
         }
         Ok(())
     }

@@ -122,3 +122,24 @@ fn a_full_conntrack_table_evicts_the_oldest_flows_and_counts_them() {
     assert_eq!(host.counter("conntrack_masquerade_entries"), 0);
     assert_eq!(host.counter("conntrack_masquerade_evictions"), evicted);
 }
+
+#[test]
+fn masquerade_keeps_working_while_the_daemon_restarts() {
+    let mut host = Host::start_with_external();
+    host.run_sleeper("c", &[]);
+    assert!(host.ping("c", EXTERNAL_ADDR));
+    let netns =
+        host.dp_json(&["inspect", "c"])[0]["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
+    host.stop_daemon();
+    // Both programs stay on their interfaces: the flow's replies still come back.
+    let ping = std::process::Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["ping", "-c1", "-W1", EXTERNAL_ADDR])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "masquerade stopped with the daemon");
+    host.start_daemon();
+    let filters = host.sh_ok("tc filter show dev up0 ingress");
+    assert_eq!(filters.lines().filter(|l| l.contains("name from_uplink")).count(), 1, "{filters}");
+    assert!(host.ping("c", EXTERNAL_ADDR), "masquerade after the restart");
+}
