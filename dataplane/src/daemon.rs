@@ -932,6 +932,12 @@ impl Core {
                 spec.network
             );
         }
+        if mode != NetworkMode::Bridge && !spec.aliases.is_empty() {
+            bail!(
+                "conflicting options: --network-alias needs a user-defined network, not --network {}",
+                spec.network
+            );
+        }
         Ok(mode)
     }
 

@@ -292,6 +292,9 @@ async fn write_framed(stream: &mut TcpStream, message: &[u8]) -> std::io::Result
 pub struct Resolvers {
     shared: Arc<Shared>,
     listeners: HashMap<String, Listener>,
+    /// Networks whose resolver could not bind, already warned about (binding is retried
+    /// on every update, quietly).
+    unbound: std::collections::HashSet<String>,
 }
 
 /// A network's resolver: its UDP and TCP servers on the gateway address, ended on drop.
@@ -316,6 +319,7 @@ impl Resolvers {
                 in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             }),
             listeners: HashMap::new(),
+            unbound: Default::default(),
         }
     }
 
@@ -338,9 +342,14 @@ impl Resolvers {
             }
             match Listener::bind(self.shared.clone(), &net.id, net.gateway) {
                 Ok(listener) => {
+                    self.unbound.remove(&net.id);
                     self.listeners.insert(net.id.clone(), listener);
                 }
-                Err(e) => log::warn!("network {}: no name resolution: {e:#}", net.name),
+                Err(e) => {
+                    if self.unbound.insert(net.id.clone()) {
+                        log::warn!("network {}: no name resolution: {e:#}", net.name);
+                    }
+                }
             }
         }
         *self.shared.directory.write().unwrap_or_else(|e| e.into_inner()) = directory;

@@ -94,6 +94,11 @@ fn other_names_are_forwarded_upstream_with_their_outcome() {
     assert_eq!(status(&host, "plain1", "plain2"), "NXDOMAIN");
     let err = host.dp_err(&["run", "-d", "--net-alias", "x", "--", "sleep", "1"]);
     assert!(err.contains("user-defined network"), "{err}");
+    let err = host.dp_err(&["run", "-d", "--network", "host", "--net-alias", "x", "--", "sleep", "1"]);
+    assert!(err.contains("user-defined network"), "{err}");
+    let err = host.dp_err(&["network", "connect", "--alias", "bad alias", "bridge", "plain1"]);
+    assert!(err.contains("network-scoped aliases"), "{err}");
+    assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 4, "a refused run left a container behind");
 
     // Internal networks resolve their own names and never ask outside.
     host.dp_ok(&["network", "create", "--internal", "--subnet", "10.62.0.0/24", "vault"]);

@@ -82,8 +82,14 @@ fn restart_restores_state_and_traffic_keeps_flowing() {
     assert!(host.ping("a", &b));
     let netns_a =
         host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
+    let veth = host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["Networks"]["net"]["HostInterface"]
+        .as_str()
+        .unwrap()
+        .to_string();
     host.stop_daemon();
-    // With the daemon gone, the traffic still flows (the programs stay attached).
+    // With the daemon gone, the programs stay attached and the traffic still flows.
+    let filters = host.sh_ok(&format!("tc filter show dev {veth} ingress"));
+    assert!(filters.contains("name from_container"), "the program left with the daemon: {filters}");
     let ping = std::process::Command::new("nsenter")
         .arg(format!("--net={netns_a}"))
         .args(["ping", "-c1", "-W1", &b])
@@ -92,10 +98,6 @@ fn restart_restores_state_and_traffic_keeps_flowing() {
     assert!(ping.status.success(), "no traffic while the daemon was down");
     host.start_daemon();
     // The restarted daemon swapped its program into the existing filter, adding none.
-    let veth = host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["Networks"]["net"]["HostInterface"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let filters = host.sh_ok(&format!("tc filter show dev {veth} ingress"));
     assert_eq!(filters.lines().filter(|l| l.contains("name from_container")).count(), 1, "{filters}");
     let ps = host.dp_ok(&["ps"]);
