@@ -313,10 +313,9 @@ pub fn route(
     dst: [u8; 4],
     sender: u32,
     cfg: Option<&NatConfig>,
+    now: u64,
 ) -> Route {
     let key = RouteKey { dst, sender };
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the value is plain data, copied out at once.
     if let Some(hit) = unsafe { ROUTE_CACHE.get(&key) }.copied()
         && now.wrapping_sub(hit.checked_ns) < ROUTE_CACHE_NS
@@ -378,7 +377,10 @@ pub fn leave_host(
     sender: u32,
 ) -> Option<(Path, i32)> {
     let cfg = config();
-    let route = route(ctx, frame.proto, frame.src, frame.dst, sender, cfg.as_ref());
+    // One clock read per packet, for the route cache and the conntrack entry.
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let route = route(ctx, frame.proto, frame.src, frame.dst, sender, cfg.as_ref(), now);
     if let Route::Local = route {
         // One of the host's own addresses: the caller tries the published ports there.
         return None;
@@ -396,7 +398,7 @@ pub fn leave_host(
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
     let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
-    let Some(nat_port) = snat_port(&SnatRequest { frame, l4: &l4, cfg: &cfg, sender, mac }) else {
+    let Some(nat_port) = snat_port(&SnatRequest { frame, l4: &l4, cfg: &cfg, sender, mac, now }) else {
         return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
     };
     if rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port).is_err() {
@@ -491,7 +493,10 @@ pub fn reply_out(ctx: &TcContext, frame: &Ipv4Frame, host_addr: [u8; 4], sender:
     let Some(cfg) = config() else {
         return (Path::SlowPathIp, TC_ACT_OK as i32);
     };
-    let Route::Uplink { macs } = route(ctx, frame.proto, host_addr, frame.dst, sender, Some(&cfg)) else {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Route::Uplink { macs } = route(ctx, frame.proto, host_addr, frame.dst, sender, Some(&cfg), now)
+    else {
         return (Path::SlowPathIp, TC_ACT_OK as i32);
     };
     (Path::PublishedReply, send_to_uplink(ctx, macs, &cfg))
@@ -504,6 +509,7 @@ struct SnatRequest<'a> {
     cfg: &'a NatConfig,
     sender: u32,
     mac: [u8; 6],
+    now: u64,
 }
 
 /// The SNAT path's keys and entries, kept in a per-CPU slot instead of the program's
@@ -524,13 +530,11 @@ static SNAT_SCRATCH: PerCpuArray<SnatScratch> = PerCpuArray::with_max_entries(1,
 /// range, recorded in both tables. `None` when no port is free for this destination.
 #[inline(always)]
 fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
-    let SnatRequest { frame, l4, cfg, sender, mac } = *request;
+    let SnatRequest { frame, l4, cfg, sender, mac, now } = *request;
     let scratch = SNAT_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
     let s = unsafe { &mut *scratch };
     s.key = flow_key(frame, l4);
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     if let Some(entry) = SNAT_CT.get_ptr_mut(&s.key) {
         // SAFETY: the pointer comes from the map and stays valid for this program run.
         unsafe {
