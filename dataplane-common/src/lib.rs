@@ -63,6 +63,9 @@ impl InterfaceConfig {
     pub const INTERNAL: u32 = 2;
     /// The container publishes ports: its replies may need reverse DNAT.
     pub const PUBLISHES: u32 = 4;
+    /// The container's end of the veth takes XDP frames (its NAPI runs): the uplink's XDP
+    /// program may redirect into it.
+    pub const XDP_TARGET: u32 = 8;
     /// Interfaces with an ifindex below this live in `INTERFACES_BY_INDEX`, an array read
     /// at the cost of an index on every packet; the others in the `INTERFACES` hash.
     pub const INDEX_LIMIT: u32 = 65_536;
@@ -288,10 +291,13 @@ pub enum Path {
     PublishedReply = 13,
     /// Dropped: arrived on the uplink for a container address that publishes nothing there.
     DroppedUnpublished = 14,
+    /// Arrived on the uplink for a published port and sent to its container by XDP, before
+    /// the host built an skb for it.
+    PublishedXdp = 15,
 }
 
 impl Path {
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -308,6 +314,7 @@ impl Path {
         Path::Published,
         Path::PublishedReply,
         Path::DroppedUnpublished,
+        Path::PublishedXdp,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -327,6 +334,7 @@ impl Path {
             Path::Published => "published",
             Path::PublishedReply => "published_reply",
             Path::DroppedUnpublished => "dropped_unpublished",
+            Path::PublishedXdp => "published_xdp",
         }
     }
 }
@@ -368,25 +376,60 @@ pub mod ct_event {
 /// One's complement checksum arithmetic (RFC 1624), shared so that user space can test
 /// what the programs compute in place.
 pub mod csum {
+    /// Folds a sum of at most a few hundred 16-bit terms into 16 bits, end-around carry.
+    #[inline(always)]
+    fn fold(mut sum: u32) -> u16 {
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum as u16
+    }
+
+    #[inline(always)]
+    fn word(bytes: &[u8], i: usize) -> u32 {
+        u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]))
+    }
+
     /// The Internet checksum `csum` (as stored, network byte order) once the 4 bytes `old`
     /// it covers became `new`: HC' = ~(~HC + ~m + m') over 16-bit words.
     #[inline(always)]
     pub fn replace4(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
-        let word = |b: [u8; 4], i: usize| u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
-        let mut sum = u32::from(!u16::from_be(csum));
-        sum += (!word(old, 0) & 0xffff) + (!word(old, 2) & 0xffff) + word(new, 0) + word(new, 2);
-        // Five 16-bit terms fold into 16 bits in two rounds.
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        (!(sum as u16)).to_be()
+        let sum = u32::from(!u16::from_be(csum))
+            + (!word(&old, 0) & 0xffff)
+            + (!word(&old, 2) & 0xffff)
+            + word(&new, 0)
+            + word(&new, 2);
+        (!fold(sum)).to_be()
+    }
+
+    /// As `replace4`, for 2 bytes (a port).
+    #[inline(always)]
+    pub fn replace2(csum: u16, old: [u8; 2], new: [u8; 2]) -> u16 {
+        let sum = u32::from(!u16::from_be(csum)) + (!word(&old, 0) & 0xffff) + word(&new, 0);
+        (!fold(sum)).to_be()
+    }
+
+    /// The IPv4 pseudo header's sum, folded and not complemented, as stored (network byte
+    /// order): what a sender that leaves the L4 checksum to the device (CHECKSUM_PARTIAL)
+    /// puts in the checksum field.
+    #[inline(always)]
+    pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: u16) -> u16 {
+        let sum = word(&src, 0)
+            + word(&src, 2)
+            + word(&dst, 0)
+            + word(&dst, 2)
+            + u32::from(proto)
+            + u32::from(l4_len);
+        fold(sum).to_be()
     }
 }
 
 pub mod program_names {
     /// tcx ingress of a container's host-side veth: traffic leaving the container.
     pub const FROM_CONTAINER: &str = "from_container";
-    /// tcx ingress of the uplink: replies to masqueraded flows.
+    /// tc ingress of the uplink: replies to masqueraded flows, published ports.
     pub const FROM_UPLINK: &str = "from_uplink";
+    /// XDP on the uplink: published ports, before the host builds an skb.
+    pub const UPLINK_XDP: &str = "uplink_xdp";
     /// cgroup socket hooks: host processes reaching published ports (what docker-proxy did).
     pub const HOST_CONNECT4: &str = "host_connect4";
     pub const HOST_SENDMSG4: &str = "host_sendmsg4";
@@ -451,5 +494,42 @@ mod tests {
                 || (updated == 0xffff && expected == 0);
             assert!(same, "{old:?} -> {new:?}: {updated:#06x} instead of {expected:#06x}");
         }
+    }
+
+    /// The one's complement sum of `bytes`, folded, not complemented.
+    fn sum(bytes: &[u8]) -> u16 {
+        let mut sum: u32 = bytes.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn replacing_a_port_updates_the_checksum_like_recomputing_it() {
+        // A UDP header and payload; the checksum field (bytes 6..8) is left out of the sum.
+        let mut segment = [0x9c, 0x40, 0x1f, 0x90, 0, 12, 0, 0, b'h', b'i', b'!', b'?'];
+        for (old, new) in [([0x1f, 0x90], [0x00, 0x50]), ([0xff, 0xff], [0, 0]), ([0, 1], [0, 1])] {
+            segment[2..4].copy_from_slice(&old);
+            let before = (!sum(&segment)).to_be();
+            segment[2..4].copy_from_slice(&new);
+            let expected = (!sum(&segment)).to_be();
+            let updated = super::csum::replace2(before, old, new);
+            let same = updated == expected
+                || (updated == 0 && expected == 0xffff)
+                || (updated == 0xffff && expected == 0);
+            assert!(same, "{old:?} -> {new:?}: {updated:#06x} instead of {expected:#06x}");
+        }
+    }
+
+    #[test]
+    fn the_pseudo_header_sum_is_what_partial_checksums_hold() {
+        let (src, dst) = ([203, 0, 113, 2], [203, 0, 113, 1]);
+        let mut pseudo = [0u8; 12];
+        pseudo[..4].copy_from_slice(&src);
+        pseudo[4..8].copy_from_slice(&dst);
+        pseudo[9] = 17;
+        pseudo[10..].copy_from_slice(&1234u16.to_be_bytes());
+        assert_eq!(super::csum::pseudo_header_v4(src, dst, 17, 1234), sum(&pseudo).to_be());
     }
 }

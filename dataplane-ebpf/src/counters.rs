@@ -1,8 +1,10 @@
 //! Per-path packet and byte counters, one slot per `Path`, per CPU so that counting
 //! never contends. The daemon sums the CPUs when asked.
 
-use aya_ebpf::{macros::map, maps::PerCpuArray, programs::TcContext};
+use aya_ebpf::{macros::map, maps::PerCpuArray};
 use dataplane_common::{Counter, Path, ct_event};
+
+use crate::packet::Packet;
 
 #[map]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(Path::COUNT, 0);
@@ -20,7 +22,7 @@ pub fn ct_event(event: u32) {
 }
 
 #[inline(always)]
-pub fn count(ctx: &TcContext, path: Path) {
+pub fn count(ctx: &impl Packet, path: Path) {
     if let Some(counter) = COUNTERS.get_ptr_mut(path as u32) {
         // SAFETY: the slot belongs to this CPU and programs do not preempt each other on it.
         unsafe {

@@ -14,9 +14,11 @@ mod publish;
 mod sockaddr;
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, classifier},
-    programs::{SockAddrContext, TcContext},
+    bindings::xdp_action,
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
+use dataplane_common::Path;
 
 /// tc ingress (clsact, direct action) of a container's host-side veth: every frame the container sends.
 #[classifier]
@@ -24,12 +26,25 @@ pub fn from_container(ctx: TcContext) -> i32 {
     forward::from_container(&ctx)
 }
 
-/// tc ingress of the uplink: replies to masqueraded flows.
+/// tc ingress of the uplink: replies to masqueraded flows, published ports (what the XDP
+/// program passed on), traffic for the host.
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
     let (path, action) = nat::from_uplink(&ctx);
     counters::count(&ctx, path);
     action
+}
+
+/// XDP on the uplink: published ports; everything else goes on to `from_uplink`.
+#[xdp]
+pub fn uplink_xdp(ctx: XdpContext) -> u32 {
+    match publish::from_outside_early(&ctx) {
+        Some(action) => {
+            counters::count(&ctx, Path::PublishedXdp);
+            action as u32
+        }
+        None => xdp_action::XDP_PASS,
+    }
 }
 
 /// connect() of host processes: published host ports lead to their container.

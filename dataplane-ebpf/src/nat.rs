@@ -18,11 +18,12 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     AF_INET, CONNTRACK_DEFAULT_SIZE, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig,
-    IpAddress, NatConfig, Path, RevSnatEntry, SnatEntry, ct_event, ct_state,
+    IpAddress, NatConfig, Path, RevSnatEntry, SnatEntry, csum, ct_event, ct_state,
 };
 
 use crate::{
-    counters, packet,
+    counters,
+    packet::{self, Packet},
     parse::{self, Frame, Ipv4Frame},
     policy, publish,
 };
@@ -74,7 +75,7 @@ pub struct L4 {
 /// The L4 view of a frame for NAT. Going out, ICMP echo requests carry their identifier as
 /// the source port; coming back, echo replies carry it as the destination port.
 #[inline(always)]
-pub fn l4(ctx: &TcContext, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
+pub fn l4(ctx: &impl Packet, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
     // Only translatable frames have their L4 header right after a 20-byte IPv4 header: a
     // constant offset, which direct packet access needs to verify.
     if !frame.translatable() {
@@ -118,6 +119,30 @@ pub fn l4(ctx: &TcContext, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
     }
 }
 
+/// Whether `port` (network byte order) lies in the masquerade port range: on the uplink's
+/// address, such a destination is a reply to a masqueraded flow.
+#[inline(always)]
+pub fn in_port_range(cfg: &NatConfig, port: u16) -> bool {
+    (cfg.port_min..=cfg.port_max).contains(&u16::from_be(port))
+}
+
+const IP_TOTAL_LEN_OFFSET: usize = 14 + 2;
+
+/// Whether the frame's L4 checksum may be a partial one: a local sender that leaves the
+/// checksum to the device (CHECKSUM_PARTIAL, as veth peers in the same host do) stores
+/// only the pseudo header's sum there. Only the skb knows for sure; a complete checksum
+/// equal to that sum is rare (1 in 65,536) and merely takes the tc path.
+#[inline(always)]
+pub fn checksum_may_be_partial(ctx: &impl Packet, frame: &Ipv4Frame, l4: &L4) -> bool {
+    let (Some(stored), Some(total_len)) =
+        (packet::read::<u16>(ctx, l4.csum_offset), packet::read::<u16>(ctx, IP_TOTAL_LEN_OFFSET))
+    else {
+        return true;
+    };
+    let l4_len = u16::from_be(total_len).wrapping_sub((TRANSLATABLE_L4_OFFSET - 14) as u16);
+    stored != 0 && stored == csum::pseudo_header_v4(frame.src, frame.dst, frame.proto, l4_len)
+}
+
 const TCP_OPTION_END: u8 = 0;
 const TCP_OPTION_NOP: u8 = 1;
 const TCP_OPTION_MSS: u8 = 2;
@@ -132,14 +157,14 @@ const MAX_TCP_OPTIONS: usize = 40;
 /// redirect drops them without the ICMP error a router would send (what
 /// `iptables --clamp-mss-to-pmtu` is for).
 #[inline(always)]
-pub fn clamp_mss(ctx: &TcContext, frame: &Ipv4Frame, l4: &L4, uplink_ifindex: u32) {
+pub fn clamp_mss(ctx: &impl Packet, frame: &Ipv4Frame, l4: &L4, uplink_ifindex: u32) {
     if frame.proto != IPPROTO_TCP || l4.tcp_flags & TCP_SYN == 0 {
         return;
     }
     let mut mtu: u32 = 0;
-    // SAFETY: the context is this program's skb; the helper writes the device's MTU into
+    // SAFETY: the context is this program's; the helper writes the device's MTU into
     // `mtu` (a SYN is far below it, so the check itself passes).
-    unsafe { bpf_check_mtu(ctx.skb.skb.cast(), uplink_ifindex, &mut mtu, 0, 0) };
+    unsafe { bpf_check_mtu(ctx.raw(), uplink_ifindex, &mut mtu, 0, 0) };
     let Ok(limit) = u16::try_from(mtu.saturating_sub(TCP_IPV4_HEADERS)) else {
         return;
     };
@@ -148,7 +173,7 @@ pub fn clamp_mss(ctx: &TcContext, frame: &Ipv4Frame, l4: &L4, uplink_ifindex: u3
     }
     // Options sit at variable offsets, where direct access does not verify: helpers (for
     // SYNs only).
-    let Ok(data_offset) = ctx.load::<u8>(frame.l4_offset + 12) else {
+    let Some(data_offset) = ctx.load_bytes::<u8>(frame.l4_offset + 12) else {
         return;
     };
     let end = frame.l4_offset + usize::from(data_offset >> 4) * 4;
@@ -157,7 +182,7 @@ pub fn clamp_mss(ctx: &TcContext, frame: &Ipv4Frame, l4: &L4, uplink_ifindex: u3
         if off >= end {
             return;
         }
-        let Ok(kind) = ctx.load::<u8>(off) else { return };
+        let Some(kind) = ctx.load_bytes::<u8>(off) else { return };
         match kind {
             TCP_OPTION_END => return,
             TCP_OPTION_NOP => {
@@ -166,12 +191,12 @@ pub fn clamp_mss(ctx: &TcContext, frame: &Ipv4Frame, l4: &L4, uplink_ifindex: u3
             }
             _ => {}
         }
-        let Ok(len) = ctx.load::<u8>(off + 1) else { return };
+        let Some(len) = ctx.load_bytes::<u8>(off + 1) else { return };
         if kind == TCP_OPTION_MSS && len == 4 {
-            let Ok(offered) = ctx.load::<u16>(off + 2) else { return };
+            let Some(offered) = ctx.load_bytes::<u16>(off + 2) else { return };
             if u16::from_be(offered) > limit {
                 let clamped = limit.to_be();
-                if ctx.store(off + 2, &clamped, 0).is_ok() {
+                if ctx.store_bytes(off + 2, &clamped).is_ok() {
                     let _ = ctx.l4_csum_replace(l4.csum_offset, u64::from(offered), u64::from(clamped), 2);
                 }
             }
@@ -201,7 +226,7 @@ pub fn flow_key(frame: &Ipv4Frame, l4: &L4) -> FlowKey {
 /// valid (incrementally, so CHECKSUM_PARTIAL packets stay correct too).
 #[inline(always)]
 pub fn rewrite(
-    ctx: &TcContext,
+    ctx: &impl Packet,
     l4: &L4,
     addr_offset: usize,
     old_addr: [u8; 4],
@@ -217,7 +242,7 @@ pub fn rewrite(
 /// Replaces one address of the packet, keeping the IPv4 and L4 checksums valid.
 #[inline(always)]
 pub fn rewrite_addr(
-    ctx: &TcContext,
+    ctx: &impl Packet,
     l4: &L4,
     addr_offset: usize,
     old_addr: [u8; 4],
@@ -641,8 +666,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     // Replies to masqueraded flows come back to a port of the NAT range, which publishing
     // never uses: one range check keeps each kind of traffic to its own lookups.
     let inbound = if frame.dst == cfg.addr { l4(ctx, &frame, false) } else { None };
-    let nat_reply =
-        inbound.as_ref().is_some_and(|l4| (cfg.port_min..=cfg.port_max).contains(&u16::from_be(l4.dst_port)));
+    let nat_reply = inbound.as_ref().is_some_and(|l4| in_port_range(&cfg, l4.dst_port));
     if !nat_reply {
         if let Some(verdict) = publish::from_outside(ctx, &frame, &cfg) {
             return verdict;

@@ -1,14 +1,15 @@
 //! Bounds-checked access to packet headers. Owns no map; never writes to the packet.
 
-use aya_ebpf::programs::TcContext;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+use crate::packet::Packet;
 
 /// Ethernet types, in network byte order as they sit in the frame.
 pub const ETH_P_IP: u16 = 0x0800u16.to_be();
 
 /// A pointer to a `T` at `offset` into the linear data, if the whole `T` lies inside it.
 #[inline(always)]
-pub fn header_ptr<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
+pub fn header_ptr<T>(ctx: &impl Packet, offset: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     let len = core::mem::size_of::<T>();
@@ -16,16 +17,6 @@ pub fn header_ptr<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
         return None;
     }
     Some((start + offset) as *mut T)
-}
-
-/// Frames from packet sockets (and GSO frames) may carry only the Ethernet header in
-/// the linear area: pull the IPv4 header in before looking at it.
-#[inline(always)]
-pub fn pull_ipv4(ctx: &TcContext) {
-    let want = (EthHdr::LEN + Ipv4Hdr::LEN) as u32;
-    if ctx.data_end() - ctx.data() < want as usize && ctx.len() >= want {
-        let _ = ctx.pull_data(want);
-    }
 }
 
 /// The parts of an IPv4 frame the forwarding and NAT decisions need.
@@ -56,7 +47,7 @@ pub enum Frame {
 }
 
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Frame {
+pub fn parse(ctx: &impl Packet) -> Frame {
     let Some(eth) = header_ptr::<EthHdr>(ctx, 0) else {
         return Frame::Malformed;
     };
@@ -64,7 +55,7 @@ pub fn parse(ctx: &TcContext) -> Frame {
     if unsafe { (*eth).ether_type } != ETH_P_IP {
         return Frame::Other;
     }
-    pull_ipv4(ctx);
+    ctx.make_linear((EthHdr::LEN + Ipv4Hdr::LEN) as u32);
     // Pulling may move the data: take the pointer after it.
     let Some(ip) = header_ptr::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         return Frame::Malformed;

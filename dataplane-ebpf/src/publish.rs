@@ -4,24 +4,68 @@
 //! DNAT conntrack table.
 
 use aya_ebpf::{
-    bindings::TC_ACT_SHOT,
-    helpers::{bpf_ktime_get_ns, bpf_redirect_peer},
+    bindings::{TC_ACT_SHOT, xdp_action},
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_redirect_peer},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray},
-    programs::TcContext,
+    programs::{TcContext, XdpContext},
 };
 use dataplane_common::{
-    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, FlowKey, IPPROTO_ICMP, IpAddress, NatConfig, Path,
-    PublishKey, ct_event, ct_state,
+    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, FlowKey, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig,
+    Path, PublishKey, ct_event, ct_state,
 };
 
 use crate::{
-    counters,
-    nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET},
-    packet,
-    parse::Ipv4Frame,
+    counters, endpoint,
+    nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET, L4},
+    packet::{self, Packet},
+    parse::{self, Frame, Ipv4Frame},
     policy,
 };
+
+/// How a hook hands a translated frame to a container.
+pub trait Delivery: Packet {
+    /// The verdict that drops the frame.
+    const DROP: i32;
+    /// Whether frames from this hook can be handed to the container behind `host_ifindex`.
+    fn reaches(host_ifindex: u32) -> bool;
+    /// Hands the frame to the container behind `host_ifindex`.
+    fn deliver(&self, host_ifindex: u32) -> i32;
+}
+
+/// tc: straight into the container's namespace, skipping its veth's transmit path.
+impl Delivery for TcContext {
+    const DROP: i32 = TC_ACT_SHOT as i32;
+
+    #[inline(always)]
+    fn reaches(_host_ifindex: u32) -> bool {
+        true
+    }
+
+    #[inline(always)]
+    fn deliver(&self, host_ifindex: u32) -> i32 {
+        // SAFETY: plain helper call; it only records the target.
+        unsafe { bpf_redirect_peer(host_ifindex, 0) as i32 }
+    }
+}
+
+/// XDP: into the container's veth as a frame, which its end receives without the host
+/// ever building an skb for it. A veth end takes XDP frames only while its NAPI runs, which
+/// the daemon turns on (GRO) and records with `InterfaceConfig::XDP_TARGET`.
+impl Delivery for XdpContext {
+    const DROP: i32 = xdp_action::XDP_DROP as i32;
+
+    #[inline(always)]
+    fn reaches(host_ifindex: u32) -> bool {
+        endpoint::interface(host_ifindex).is_some_and(|c| c.flags & InterfaceConfig::XDP_TARGET != 0)
+    }
+
+    #[inline(always)]
+    fn deliver(&self, host_ifindex: u32) -> i32 {
+        // SAFETY: plain helper call; it only records the target.
+        unsafe { bpf_redirect(host_ifindex, 0) as i32 }
+    }
+}
 
 /// Published ports; a key with address 0.0.0.0 publishes on the uplink's address.
 #[map]
@@ -68,7 +112,30 @@ pub fn lookup(addr: [u8; 4], port: u16, proto: u8, any_address: bool) -> Option<
 /// rewritten and the connection tracked. `None` when the port is not published.
 #[inline(always)]
 pub fn from_outside(ctx: &TcContext, frame: &Ipv4Frame, cfg: &NatConfig) -> Option<(Path, i32)> {
-    to_published(ctx, frame, frame.dst == cfg.addr, 0, [0; 6])
+    let l4 = published_l4(ctx, frame)?;
+    to_published(ctx, frame, &l4, frame.dst == cfg.addr, 0, [0; 6])
+}
+
+/// XDP on the uplink: a packet for a published port goes to its container before the host
+/// builds an skb for it. Everything else goes on to tc (`None`): other traffic, replies to
+/// masqueraded flows, and what XDP cannot finish: a packet whose L4 checksum its local
+/// sender left to the device (only tc's helpers can update that), or a container whose
+/// veth takes no XDP frames.
+#[inline(always)]
+pub fn from_outside_early(ctx: &XdpContext) -> Option<i32> {
+    let cfg = nat::config()?;
+    let Frame::Ipv4(frame) = parse::parse(ctx) else {
+        return None;
+    };
+    let l4 = published_l4(ctx, &frame)?;
+    let to_uplink = frame.dst == cfg.addr;
+    if to_uplink && nat::in_port_range(&cfg, l4.dst_port) {
+        return None;
+    }
+    if nat::checksum_may_be_partial(ctx, &frame, &l4) {
+        return None;
+    }
+    to_published(ctx, &frame, &l4, to_uplink, 0, [0; 6]).map(|(_, action)| action)
 }
 
 /// From a container to one of the host's own addresses (`local`, as the FIB says): a
@@ -77,22 +144,33 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv4Frame, cfg: &NatConfig) -> Opti
 #[inline(never)]
 pub fn hairpin(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
     let mac: [u8; 6] = packet::read(ctx, 6)?;
-    to_published(ctx, frame, true, sender, mac)
+    let l4 = published_l4(ctx, frame)?;
+    to_published(ctx, frame, &l4, true, sender, mac)
 }
 
+/// The inbound view of a TCP or UDP frame, the protocols ports are published for.
 #[inline(always)]
-fn to_published(
-    ctx: &TcContext,
+fn published_l4(ctx: &impl Packet, frame: &Ipv4Frame) -> Option<L4> {
+    if frame.proto == IPPROTO_ICMP {
+        return None;
+    }
+    nat::l4(ctx, frame, false)
+}
+
+/// `l4` is the frame's `published_l4`.
+#[inline(always)]
+fn to_published<P: Delivery>(
+    ctx: &P,
     frame: &Ipv4Frame,
+    l4: &L4,
     any_address: bool,
     peer_ifindex: u32,
     peer_mac: [u8; 6],
 ) -> Option<(Path, i32)> {
-    if frame.proto == IPPROTO_ICMP || !frame.translatable() {
+    let backend = backend(frame, l4.dst_port, any_address)?;
+    if !P::reaches(backend.host_ifindex) {
         return None;
     }
-    let l4 = nat::l4(ctx, frame, false)?;
-    let backend = backend(frame, l4.dst_port, any_address)?;
     // A container reaching itself through the host would see its own address as the
     // source, which its kernel drops as martian: as Docker does, it sees its gateway's.
     let client =
@@ -137,19 +215,17 @@ fn to_published(
     if peer_ifindex == 0
         && let Some(cfg) = nat::config()
     {
-        nat::clamp_mss(ctx, frame, &l4, cfg.uplink_ifindex);
+        nat::clamp_mss(ctx, frame, l4, cfg.uplink_ifindex);
     }
     let mut to = [0u8; 4];
     to.copy_from_slice(&backend.addr.addr[..4]);
-    if nat::rewrite(ctx, &l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port).is_err()
-        || (client != frame.src && nat::rewrite_addr(ctx, &l4, IP_SRC_OFFSET, frame.src, client).is_err())
+    if nat::rewrite(ctx, l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port).is_err()
+        || (client != frame.src && nat::rewrite_addr(ctx, l4, IP_SRC_OFFSET, frame.src, client).is_err())
     {
-        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+        return Some((Path::SlowPathMalformed, P::DROP));
     }
     let _ = packet::write(ctx, 0, backend.mac);
-    // SAFETY: plain helper call; it only records the target.
-    let action = unsafe { bpf_redirect_peer(backend.host_ifindex, 0) };
-    Some((Path::Published, action as i32))
+    Some((Path::Published, ctx.deliver(backend.host_ifindex)))
 }
 
 /// A container's reply on a published connection, its source given back as the host's

@@ -9,10 +9,11 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType,
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
         cgroup_sock_addr::CgroupSockAddrLinkId,
-        links::Link as _,
+        links::{FdLink, Link as _, PinnedLink},
         tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+        xdp::XdpLink,
     },
 };
 use dataplane_common::{
@@ -96,6 +97,10 @@ pub struct Datapath {
     filters: HashSet<String>,
     /// The socket hooks' attachments; they detach when the daemon exits.
     cgroup_links: Vec<(&'static str, CgroupSockAddrLinkId)>,
+    /// Pins of XDP attachments, which outlive the daemon as the filters do.
+    links_dir: std::path::PathBuf,
+    /// `uplink_xdp` runs on the uplink: publishing containers should take XDP frames.
+    uplink_xdp: bool,
 }
 
 impl Datapath {
@@ -106,7 +111,8 @@ impl Datapath {
         ensure_bpffs(bpffs)?;
         let maps_dir = bpffs.join("maps");
         let programs_dir = bpffs.join("programs");
-        for dir in [&maps_dir, &programs_dir] {
+        let links_dir = bpffs.join("links");
+        for dir in [&maps_dir, &programs_dir, &links_dir] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let conntrack_tables = [map_names::SNAT_CT, map_names::SNAT_REV, map_names::DNAT_CT];
@@ -139,6 +145,11 @@ impl Datapath {
             let _ = fs::remove_file(&pin);
             program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))?;
         }
+        let xdp: &mut Xdp = ebpf
+            .program_mut(program_names::UPLINK_XDP)
+            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::UPLINK_XDP))?
+            .try_into()?;
+        xdp.load().with_context(|| format!("the verifier refused {}", program_names::UPLINK_XDP))?;
         for name in [program_names::HOST_CONNECT4, program_names::HOST_SENDMSG4, program_names::HOST_RECVMSG4]
         {
             let program: &mut CgroupSockAddr = ebpf
@@ -147,7 +158,7 @@ impl Datapath {
                 .try_into()?;
             program.load().with_context(|| format!("the verifier refused {name}"))?;
         }
-        Ok(Self { ebpf, filters: HashSet::new(), cgroup_links: vec![] })
+        Ok(Self { ebpf, filters: HashSet::new(), cgroup_links: vec![], links_dir, uplink_xdp: false })
     }
 
     /// Attaches the socket hooks to `cgroup` (other programs may sit there too), scoped to
@@ -229,6 +240,65 @@ impl Datapath {
         std::mem::forget(program.take_link(link)?);
         self.filters.insert(ifname.to_string());
         Ok(())
+    }
+
+    /// Runs `uplink_xdp` on the uplink in driver mode, so that packets for published
+    /// ports reach their container before the host builds an skb for them. The link is
+    /// pinned, so it outlives the daemon like the filters; a restarted daemon swaps its
+    /// program in. Without `enable`, a pinned attachment of an earlier run is removed.
+    /// Returns whether XDP runs there: a driver without native XDP leaves it all to tc.
+    pub fn attach_uplink_xdp(&mut self, ifname: &str, ifindex: u32, enable: bool) -> Result<bool> {
+        let pin = self.links_dir.join(format!("xdp-{ifname}"));
+        let earlier = PinnedLink::from_pin(&pin).ok();
+        if !enable {
+            if let Some(earlier) = earlier {
+                // The last reference to the link goes with the pin and this descriptor.
+                earlier.unpin().with_context(|| format!("removing {}", pin.display()))?;
+            }
+            self.uplink_xdp = false;
+            return Ok(false);
+        }
+        let program = self.xdp_program()?;
+        let id = match earlier {
+            Some(earlier) => {
+                let link = XdpLink::try_from(
+                    earlier.unpin().with_context(|| format!("taking over {}", pin.display()))?,
+                )?;
+                program
+                    .attach_to_link(link)
+                    .with_context(|| format!("replacing the XDP program on {ifname}"))?
+            }
+            None => match program.attach_to_if_index(ifindex, XdpMode::Driver) {
+                Ok(id) => id,
+                Err(e) => {
+                    log::info!("no native XDP on {ifname} ({e}): published ports are served from tc");
+                    self.uplink_xdp = false;
+                    return Ok(false);
+                }
+            },
+        };
+        let link = program.take_link(id)?;
+        match FdLink::try_from(link) {
+            Ok(fd_link) => {
+                fd_link.pin(&pin).with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
+            }
+            // A netlink attachment (kernels without XDP links) stays until removed.
+            Err(_) => log::warn!(
+                "XDP on {ifname} is a netlink attachment; `ip link set {ifname} xdp off` removes it"
+            ),
+        }
+        self.uplink_xdp = true;
+        Ok(true)
+    }
+
+    pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
+        let name = program_names::UPLINK_XDP;
+        Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
+    }
+
+    /// Whether `uplink_xdp` runs on the uplink.
+    pub fn uplink_xdp(&self) -> bool {
+        self.uplink_xdp
     }
 
     fn filter_link(ifname: &str) -> std::io::Result<SchedClassifierLink> {

@@ -275,6 +275,44 @@ impl Netlink {
     }
 }
 
+/// Turns GRO on for `ifname` inside the namespace at `netns` (ETHTOOL_SGRO; rtnetlink
+/// has no say over offloads).
+pub fn enable_gro_in(netns: &Path, ifname: &str) -> Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_SGRO: u32 = 0x2c;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    /// `struct ifreq` with `ifr_data` (40 bytes on 64-bit Linux).
+    #[repr(C)]
+    struct IfreqData {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    let mut name = [0u8; libc::IFNAMSIZ];
+    if ifname.len() >= name.len() {
+        anyhow::bail!("interface name {ifname} is too long");
+    }
+    name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    let ifname = ifname.to_string();
+    crate::netns::run_in(netns, move || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").context("opening a socket for ethtool")?;
+        let mut value = EthtoolValue { cmd: ETHTOOL_SGRO, data: 1 };
+        let mut request = IfreqData { name, data: &mut value, _pad: [0; 16] };
+        // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points to, both
+        // alive for the call.
+        let rc = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCETHTOOL, &mut request) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("turning GRO on for {ifname}"));
+        }
+        Ok(())
+    })
+}
+
 /// Sets `net.ipv4.conf.<ifname>.<key>` in the caller's network namespace (procfs resolves
 /// /proc/sys/net against the opener's namespace).
 pub fn set_ipv4_conf(ifname: &str, key: &str, value: &str) -> Result<()> {

@@ -15,6 +15,9 @@ use etherparse::PacketBuilder;
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_REDIRECT: u32 = 4;
 pub const LO: u32 = 1;
 pub const RED: u32 = 1;
 pub const BLUE: u32 = 2;
@@ -87,18 +90,13 @@ impl Fixture {
         self.run_program(dataplane_common::program_names::FROM_UPLINK, frame)
     }
 
+    /// Runs `uplink_xdp` on a frame arriving from outside.
+    pub fn run_uplink_xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        run_once(self.datapath.xdp_program().unwrap(), frame)
+    }
+
     fn run_program(&mut self, name: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let program = self.datapath.program_named(name).unwrap();
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        run_once(self.datapath.program_named(name).unwrap(), frame)
     }
 
     /// Mean nanoseconds per run of `from_container` over `repeat` runs of one frame.
@@ -128,6 +126,23 @@ impl Fixture {
     pub fn count(&mut self, path: Path) -> u64 {
         self.datapath.counters().unwrap().into_iter().find(|(p, _)| *p == path).unwrap().1.packets
     }
+}
+
+/// One BPF_PROG_TEST_RUN of `program` on `frame`: the verdict and the frame as it leaves.
+fn run_once<P>(program: &mut P, frame: &[u8]) -> (u32, Vec<u8>)
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
 }
 
 impl Drop for Fixture {

@@ -231,6 +231,11 @@ impl Host {
         }
     }
 
+    /// Replaces the daemon's extra environment for its next start.
+    pub fn set_daemon_env(&mut self, daemon_env: &[(&str, &str)]) {
+        self.daemon_env = daemon_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
     /// The daemon's PID, while it runs.
     pub fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Child::id)

@@ -4,7 +4,8 @@
 
 use dataplane_common::{InterfaceConfig, Path, ct_state};
 use dataplane_tests::datapath::{
-    A_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
+    A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, XDP_PASS,
+    XDP_REDIRECT,
 };
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -270,12 +271,18 @@ fn ports_of_reset_flows_are_reused_at_once() {
 /// Publishes TCP 8080 on every host address to port 80 of container B (10.1.0.3,
 /// behind ifindex 42).
 fn publish_8080(fx: &mut Fixture) {
-    publish_8080_to(fx, B_ADDR, 42, dataplane_tests::datapath::B_MAC);
+    publish_8080_to(fx, B_ADDR, 42, B_MAC);
 }
 
 fn publish_8080_to(fx: &mut Fixture, addr: [u8; 4], host_ifindex: u32, mac: [u8; 6]) {
+    publish_to(fx, (6, 8080), addr, host_ifindex, mac);
+}
+
+/// Publishes host port `published.1` of protocol `published.0` to port 80 of `addr`.
+fn publish_to(fx: &mut Fixture, published: (u8, u16), addr: [u8; 4], host_ifindex: u32, mac: [u8; 6]) {
     use dataplane_common::{Backend, IpAddress, PublishKey};
-    let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 6, _pad: 0 };
+    let (proto, port) = published;
+    let key = PublishKey { addr: IpAddress::v4([0; 4]), port: port.to_be(), proto, _pad: 0 };
     let backend = Backend {
         addr: IpAddress::v4(addr),
         port: 80u16.to_be(),
@@ -299,7 +306,7 @@ fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
     let seen = inspect(&inside);
     assert_eq!((seen.dst, seen.dport), (B_ADDR, 80), "destination was not DNAT'ed to the container");
     assert_eq!((seen.src, seen.sport), (REMOTE, 33000), "the client's address must reach the container");
-    assert_eq!(seen.eth_dst, dataplane_tests::datapath::B_MAC);
+    assert_eq!(seen.eth_dst, B_MAC);
     assert_eq!(fx.count(Path::Published), 1);
 
     // The container's answer leaves with the published address and port.
@@ -339,8 +346,7 @@ fn hairpin_keeps_the_client_container_and_returns_to_it() {
     assert_eq!((seen.src, seen.sport), (CONTAINER, 44000), "the client container's address must be kept");
     // B answers A directly: the reply gets the published address back and goes to A.
     fx.datapath.set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES }).unwrap();
-    let (verdict, back) =
-        fx.run(&tcp(dataplane_tests::datapath::B_MAC, B_ADDR, 80, CONTAINER, 44000, true, true));
+    let (verdict, back) = fx.run(&tcp(B_MAC, B_ADDR, 80, CONTAINER, 44000, true, true));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = inspect(&back);
     assert_eq!((seen.src, seen.sport), (UPLINK_ADDR, 8080), "hairpin reply source was not restored");
@@ -465,4 +471,105 @@ fn syns_from_outside_offer_an_mss_the_uplink_can_carry() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(mss_of(&back), Some(1360), "the SYN-ACK's MSS was not clamped");
     assert_eq!(inspect(&back).dst, CONTAINER);
+}
+
+/// Container B's veth (ifindex 42) takes XDP frames, as the daemon arranges for publishing
+/// containers when XDP runs on the uplink.
+fn b_takes_xdp_frames(fx: &mut Fixture) {
+    let flags = InterfaceConfig::PUBLISHES | InterfaceConfig::XDP_TARGET;
+    fx.datapath.set_interface(42, InterfaceConfig { network: 1, flags }).unwrap();
+}
+
+const L4_CSUM_UDP: usize = 14 + 20 + 6;
+const L4_CSUM_TCP: usize = 14 + 20 + 16;
+
+#[test]
+fn xdp_on_the_uplink_sends_published_ports_to_their_container() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    publish_8080(&mut fx);
+    publish_to(&mut fx, (17, 5353), B_ADDR, 42, B_MAC);
+    b_takes_xdp_frames(&mut fx);
+
+    let (verdict, inside) =
+        fx.run_uplink_xdp(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
+    assert_eq!(verdict, XDP_REDIRECT, "a connection to the published port was not redirected by XDP");
+    let seen = inspect(&inside);
+    assert_eq!((seen.dst, seen.dport), (B_ADDR, 80), "destination was not DNAT'ed to the container");
+    assert_eq!((seen.src, seen.sport), (REMOTE, 33000), "the client's address must reach the container");
+    assert_eq!(seen.eth_dst, B_MAC);
+    assert_eq!((fx.count(Path::PublishedXdp), fx.count(Path::Published)), (1, 0));
+
+    // The flow XDP tracked is the one tc's reverse DNAT finds for the container's answer.
+    fx.datapath.set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES }).unwrap();
+    let (verdict, out) = fx.run(&tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport), (UPLINK_ADDR, 8080), "reply source was not reverse-DNAT'ed");
+
+    // UDP, with a checksum and without one (which must stay without one).
+    let (verdict, inside) = fx.run_uplink_xdp(&udp(REMOTE, 40000, UPLINK_ADDR, 5353));
+    assert_eq!(verdict, XDP_REDIRECT);
+    let seen = inspect(&inside);
+    assert_eq!((seen.dst, seen.dport, seen.src, seen.sport), (B_ADDR, 80, REMOTE, 40000));
+    let mut bare = udp(REMOTE, 40001, UPLINK_ADDR, 5353);
+    bare[L4_CSUM_UDP..L4_CSUM_UDP + 2].copy_from_slice(&[0, 0]);
+    let (verdict, inside) = fx.run_uplink_xdp(&bare);
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(&inside[L4_CSUM_UDP..L4_CSUM_UDP + 2], &[0, 0], "a datagram without checksum got one");
+    assert_eq!(&inside[14 + 16..14 + 20], &B_ADDR);
+    assert_eq!(fx.count(Path::PublishedXdp), 3);
+}
+
+#[test]
+fn xdp_leaves_to_tc_what_it_cannot_finish() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    publish_8080(&mut fx);
+    let passes = |fx: &mut Fixture, frame: Vec<u8>, why: &str| {
+        let (verdict, out) = fx.run_uplink_xdp(&frame);
+        assert_eq!((verdict, out), (XDP_PASS, frame), "{why}");
+    };
+
+    // A container whose veth takes no XDP frames is served by tc.
+    let syn = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false);
+    passes(&mut fx, syn.clone(), "the container's veth takes no XDP frames");
+    assert_eq!(fx.run_uplink(&syn).0, TC_ACT_REDIRECT);
+
+    b_takes_xdp_frames(&mut fx);
+    // A local sender's CHECKSUM_PARTIAL packet holds only the pseudo header's sum, which
+    // only tc's helpers can update.
+    let mut partial = tcp(GATEWAY_MAC, REMOTE, 33001, UPLINK_ADDR, 8080, false, true);
+    let l4_len = (partial.len() - 34) as u16;
+    let pseudo = dataplane_common::csum::pseudo_header_v4(REMOTE, UPLINK_ADDR, 6, l4_len);
+    partial[L4_CSUM_TCP..L4_CSUM_TCP + 2].copy_from_slice(&pseudo.to_ne_bytes());
+    passes(&mut fx, partial, "a partial checksum cannot be updated in XDP");
+
+    passes(
+        &mut fx,
+        tcp(GATEWAY_MAC, REMOTE, 80, UPLINK_ADDR, 61500, false, true),
+        "masquerade replies are tc's",
+    );
+    passes(&mut fx, tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8081, true, false), "unpublished port");
+    passes(&mut fx, tcp(GATEWAY_MAC, REMOTE, 33000, B_ADDR, 80, true, false), "tc drops container addresses");
+    passes(&mut fx, icmp_echo(GATEWAY_MAC, REMOTE, UPLINK_ADDR, 7, false), "ICMP is the host's");
+    let mut fragment = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, false, true);
+    fragment[14 + 6] |= 0x20; // more fragments
+    passes(&mut fx, fragment, "fragments are never translated");
+    assert_eq!(fx.count(Path::PublishedXdp), 0);
+}
+
+#[test]
+fn xdp_clamps_the_mss_of_syns_from_outside() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let status =
+        std::process::Command::new("ip").args(["link", "set", "up0", "mtu", "1400"]).status().unwrap();
+    assert!(status.success());
+    publish_8080(&mut fx);
+    b_takes_xdp_frames(&mut fx);
+    let syn = syn_with_mss(GATEWAY_MAC, (REMOTE, 33000), (UPLINK_ADDR, 8080), false, 1460);
+    let (verdict, inside) = fx.run_uplink_xdp(&syn);
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(mss_of(&inside), Some(1360), "the SYN's MSS was not clamped to the uplink MTU - 40");
 }

@@ -326,3 +326,66 @@ fn a_container_reaches_its_own_published_port_through_the_host() {
         container_log(&host, "web")
     );
 }
+
+/// The XDP program on `up0`, as `ip -d link` shows it ("prog/xdp id N"), if any.
+fn uplink_xdp_program(host: &Host) -> Option<String> {
+    let link = host.sh_ok("ip -d link show up0");
+    let at = link.find("prog/xdp id ")?;
+    Some(link[at..].split_whitespace().nth(2)?.to_string())
+}
+
+/// iperf3 TCP from outside to the published port 5201 for a second: bytes received.
+fn iperf3_from_outside(host: &Host) -> u64 {
+    let out = host
+        .external_command("iperf3")
+        .args(["-c", UPLINK_ADDR, "-t", "1", "-J"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn xdp_on_the_uplink_serves_published_ports_and_outlives_the_daemon() {
+    let mut host = Host::start_with_external();
+    // Frames from a NIC carry complete checksums; a veth peer leaves them to the device
+    // (CHECKSUM_PARTIAL), which only tc can finish, unless its checksum offload is off.
+    host.external_sh_ok("ethtool -K eth0 tx off >/dev/null");
+    let first = uplink_xdp_program(&host).expect("no XDP program on the uplink");
+    web(&host, "web", &["-p", "8080:80"], "80");
+    host.dp_ok(&["run", "-d", "--name", "perf", "-p", "5201:5201", "--", "iperf3", "-s"]);
+    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080), "published port unreachable through XDP");
+    assert!(host.counter("published_xdp") > 0, "XDP did not serve the published port");
+    assert!(
+        eventually(Duration::from_secs(3), || container_log(&host, "web").contains(EXTERNAL_ADDR)),
+        "the container did not see the client's address"
+    );
+    // A stream of full-size segments, each rewritten by XDP, arrives intact (the
+    // container's TCP checks every checksum: the frames come without skb metadata).
+    let before = host.counter("published_xdp");
+    assert!(
+        eventually(Duration::from_secs(10), || iperf3_from_outside(&host) > 1 << 20),
+        "iperf3 through XDP failed"
+    );
+    assert!(host.counter("published_xdp") > before + 1000);
+
+    // The program stays while the daemon is down, and a new daemon swaps its own in.
+    host.stop_daemon();
+    assert_eq!(uplink_xdp_program(&host).as_ref(), Some(&first), "XDP left with the daemon");
+    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080), "published port closed while the daemon is down");
+    host.start_daemon();
+    let second = uplink_xdp_program(&host).expect("no XDP program after a restart");
+    assert_ne!(second, first, "the restarted daemon kept the old program");
+    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080));
+    assert!(host.counter("published_xdp") > 0, "the restarted daemon's XDP program serves nothing");
+
+    // `--no-xdp` removes it; tc serves the port alone.
+    host.stop_daemon();
+    host.set_daemon_env(&[("DATAPLANE_NO_XDP", "true")]);
+    host.start_daemon();
+    assert_eq!(uplink_xdp_program(&host), None, "--no-xdp left the XDP program on the uplink");
+    let published = host.counter("published");
+    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080), "published port unreachable from tc alone");
+    assert!(host.counter("published") > published);
+}

@@ -22,6 +22,7 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "tcpdump",
     "xdp-tools",
+    "ethtool",
     "bind9-dnsutils",
     "python3",
     "util-linux",

@@ -36,10 +36,13 @@ pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) ->
     nl.delete_link(&net.bridge).await
 }
 
-fn interface_config(net: &Network, publishes: bool) -> InterfaceConfig {
+fn interface_config(net: &Network, publishes: bool, xdp_target: bool) -> InterfaceConfig {
     let mut flags = 0;
     if publishes {
         flags |= InterfaceConfig::PUBLISHES;
+    }
+    if xdp_target {
+        flags |= InterfaceConfig::XDP_TARGET;
     }
     if !net.bridge_options.icc {
         flags |= InterfaceConfig::ICC_DISABLED;
@@ -72,7 +75,14 @@ pub async fn connect(
     // (bpf_fib_lookup requires forwarding on the input device). A bridge port routes
     // nothing itself, so this opens no path of its own.
     netlink::set_ipv4_conf(&att.host_veth, "forwarding", "1")?;
-    dp.set_interface(host_index, interface_config(net, publishes))?;
+    // The uplink's XDP program hands packets for published ports to the container's veth
+    // as frames, which a veth end takes only while its NAPI runs: GRO turns that on.
+    let xdp_target = publishes
+        && dp.uplink_xdp()
+        && netlink::enable_gro_in(container_netns, &att.ifname)
+            .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", att.ifname))
+            .is_ok();
+    dp.set_interface(host_index, interface_config(net, publishes, xdp_target))?;
     dp.set_endpoint(
         v4_key(net.index, att.ip),
         Endpoint { host_ifindex: host_index, mac: att.mac.0, _pad: [0; 2] },
