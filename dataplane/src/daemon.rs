@@ -56,8 +56,8 @@ pub struct Config {
     pub dns: Vec<std::net::IpAddr>,
     /// Entries of each conntrack table; `CONNTRACK_DEFAULT_SIZE` when `None`.
     pub conntrack_max: Option<u32>,
-    /// Whether published ports are served by XDP on the uplink where its driver allows.
-    pub xdp: bool,
+    /// Whether published ports are served by XDP on the uplink.
+    pub xdp: nat::UplinkXdp,
 }
 
 /// How often expired flows are swept from the conntrack tables.
@@ -211,7 +211,21 @@ async fn setup_nat(
     let ports = nat::choose_port_range(config.nat_port_range, nat::local_port_range()?)?;
     datapath.set_nat_config(nat::config(&uplink, ports))?;
     datapath.attach_uplink(&uplink.name)?;
-    if datapath.attach_uplink_xdp(&uplink.name, uplink.index, config.xdp)? {
+    let xdp = match config.xdp {
+        nat::UplinkXdp::On => true,
+        nat::UplinkXdp::Off => false,
+        nat::UplinkXdp::Auto => {
+            let veth = netlink.is_veth(uplink.index).await?;
+            if veth {
+                log::info!(
+                    "{} is a veth: published ports are served from tc, which is faster there (--xdp on forces XDP)",
+                    uplink.name
+                );
+            }
+            !veth
+        }
+    };
+    if datapath.attach_uplink_xdp(&uplink.name, uplink.index, xdp)? {
         log::info!("published ports are served by XDP on {}", uplink.name);
     }
     log::info!(

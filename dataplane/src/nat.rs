@@ -13,6 +13,17 @@ use serde::{Deserialize, Serialize};
 use crate::{maps::Datapath, netlink::Netlink};
 
 /// The interface masqueraded traffic leaves by, and the address it takes there.
+/// Whether published ports are served by XDP on the uplink (`daemon --xdp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UplinkXdp {
+    /// Where the driver has native XDP, unless the uplink is a veth: its frames come from
+    /// a local sender as skbs already, and handing them to a container's veth as XDP
+    /// frames adds a NAPI hop (measured at half tc's rate here).
+    Auto,
+    On,
+    Off,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Uplink {
     pub name: String,

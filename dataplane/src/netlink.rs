@@ -17,7 +17,7 @@ use rtnetlink::{
         address::AddressAttribute,
         link::{
             InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-            MacVlanMode,
+            LinkInfo, MacVlanMode,
         },
         route::{RouteAddress, RouteAttribute},
     },
@@ -234,6 +234,18 @@ impl Netlink {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect())
+    }
+
+    /// Whether the link with this index is one end of a veth pair.
+    pub async fn is_veth(&self, index: u32) -> Result<bool> {
+        let mut links = self.handle.clone().link().get().match_index(index).execute();
+        let link = links.try_next().await.with_context(|| format!("looking up link {index}"))?;
+        Ok(link.is_some_and(|link| {
+            link.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::LinkInfo(infos)
+                    if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+            })
+        }))
     }
 
     /// The name of the link with this index.

@@ -590,6 +590,8 @@ fn main() -> Result<()> {
         Record::new(cost, "reverse SNAT in", "ns", false).at_most(150.0),
         Record::new(cost, "DNAT in (published port)", "ns", false).at_most(150.0),
         Record::new(cost, "reverse DNAT out (reply)", "ns", false).at_most(150.0),
+        Record::new(cost, "DNAT in, XDP on the uplink", "ns", false).at_most(150.0),
+        Record::new(cost, "XDP live frames: DNAT and redirect into a container's veth", "Mpps", true),
     ];
     let repeat = if options.quick { "100000" } else { "2000000" };
     for round in 1..=options.rounds {
@@ -606,6 +608,8 @@ fn main() -> Result<()> {
             "reverse_snat_ns",
             "dnat_ns",
             "reverse_dnat_ns",
+            "xdp_dnat_ns",
+            "xdp_live_mpps",
         ];
         for (record, key) in costs.iter_mut().zip(keys) {
             record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
