@@ -99,25 +99,15 @@ impl Fixture {
         run_once(self.datapath.program_named(name).unwrap(), frame)
     }
 
-    /// Mean nanoseconds per run of `from_container` over `repeat` runs of one frame.
-    pub fn cost_ns(&mut self, frame: &[u8], repeat: u32) -> f64 {
-        let program = self.datapath.program().unwrap();
+    /// Mean nanoseconds per run of the tc program `program` over `repeat` runs of one
+    /// frame. The runs share one packet: a path that rewrites the frame must leave it as it
+    /// was (an identity translation) to be measured this way.
+    pub fn cost_ns(&mut self, program: &str, frame: &[u8], repeat: u32) -> f64 {
+        let program = self.datapath.program_named(program).unwrap();
         let result = program
             .test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() })
             .expect("BPF_PROG_TEST_RUN");
         result.duration.as_nanos() as f64
-    }
-
-    /// Median nanoseconds of `runs` single runs of `program`, each on a fresh copy of the
-    /// frame: for paths that rewrite the packet, which a `repeat` would feed back its own
-    /// output.
-    pub fn cost_single_ns(&mut self, program: &str, frame: &[u8], runs: usize) -> f64 {
-        median_single_run_ns(self.datapath.program_named(program).unwrap(), frame, runs)
-    }
-
-    /// As `cost_single_ns`, for `uplink_xdp`.
-    pub fn cost_single_xdp_ns(&mut self, frame: &[u8], runs: usize) -> f64 {
-        median_single_run_ns(self.datapath.xdp_program().unwrap(), frame, runs)
     }
 
     /// Mean nanoseconds per run of `uplink_xdp` over `repeat` runs of one frame, with
@@ -150,21 +140,6 @@ where
         .expect("BPF_PROG_TEST_RUN");
     out.truncate(result.data_size_out as usize);
     (result.return_value, out)
-}
-
-/// Median nanoseconds of `runs` single runs of `program` on fresh copies of `frame`.
-fn median_single_run_ns<P>(program: &mut P, frame: &[u8], runs: usize) -> f64
-where
-    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
-{
-    let mut durations: Vec<u128> = (0..runs)
-        .map(|_| {
-            let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
-            program.test_run(options).expect("BPF_PROG_TEST_RUN").duration.as_nanos()
-        })
-        .collect();
-    durations.sort_unstable();
-    durations[durations.len() / 2] as f64
 }
 
 impl Drop for Fixture {

@@ -337,32 +337,45 @@ fn tcp_connect(dst: SocketAddr, secs: f64, threads: usize) -> Result<serde_json:
 }
 
 fn prog_cost(repeat: u32) -> serde_json::Value {
-    use dataplane_common::{Backend, InterfaceConfig, IpAddress, PublishKey, program_names};
+    use dataplane_common::{Backend, InterfaceConfig, IpAddress, NatConfig, Path, PublishKey, program_names};
     use dataplane_tests::datapath::{B_MAC, Fixture, LO, RED, UPLINK_ADDR, udp_between, udp_frame};
+    const CONTAINER: [u8; 4] = [10, 1, 0, 2];
+    let (from_container, from_uplink) = (program_names::FROM_CONTAINER, program_names::FROM_UPLINK);
     let mut fixture = Fixture::new(0);
-    let forward = fixture.cost_ns(&udp_frame(B_MAC, [10, 1, 0, 2], [10, 1, 0, 3]), repeat);
-    let isolation_drop = fixture.cost_ns(&udp_frame(B_MAC, [10, 1, 0, 2], [10, 2, 0, 2]), repeat);
-    let slow_path = fixture.cost_ns(&udp_frame(B_MAC, [10, 1, 0, 2], [192, 0, 2, 1]), repeat);
+    let forward = fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [10, 1, 0, 3]), repeat);
+    let isolation_drop = fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [10, 2, 0, 2]), repeat);
+    let slow_path = fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [192, 0, 2, 1]), repeat);
 
-    // NAT paths rewrite the frame: single runs on fresh copies (see cost_single_ns), less
-    // the fixed cost of a single run, measured on the forward path whose `repeat` figure
-    // is exact (it rewrites nothing that changes its path).
-    let runs = (repeat / 50).clamp(2000, 40000) as usize;
-    let forward_frame = udp_frame(B_MAC, [10, 1, 0, 2], [10, 1, 0, 3]);
-    let overhead = fixture.cost_single_ns(program_names::FROM_CONTAINER, &forward_frame, runs) - forward;
-    fixture.enable_nat(61000, 65000);
+    // The NAT paths rewrite the frame, and the runs of a `repeat` share one packet. Each
+    // translation below therefore maps its frame onto itself (the masquerade address and
+    // port are the container's own; the backend is the published address and port): the
+    // same lookups, conntrack updates, checksum helpers and writes as a real translation,
+    // on a frame that comes out as it went in. A figure counts only if every run took the
+    // path it is named after.
+    let measure = |fixture: &mut Fixture, program: &str, frame: &[u8], path: Path| {
+        let before = fixture.count(path);
+        let ns = fixture.cost_ns(program, frame, repeat);
+        (fixture.count(path) - before == u64::from(repeat)).then_some(ns)
+    };
+    let uplink = fixture.enable_nat(4000, 4000);
     let remote = [198, 51, 100, 7];
-    let out = udp_between(B_MAC, ([10, 1, 0, 2], 4000), (remote, 53));
-    let (_, translated) = fixture.run(&out);
-    let nat_port = u16::from_be_bytes([translated[34], translated[35]]);
-    let snat = fixture.cost_single_ns(program_names::FROM_CONTAINER, &out, runs);
-    let reply = udp_between(B_MAC, (remote, 53), (UPLINK_ADDR, nat_port));
-    let reverse_snat = fixture.cost_single_ns(program_names::FROM_UPLINK, &reply, runs);
+    let onto_itself = NatConfig { uplink_ifindex: uplink, port_min: 4000, port_max: 4000, addr: CONTAINER };
+    fixture.datapath.set_nat_config(onto_itself).unwrap();
+    let snat = measure(
+        &mut fixture,
+        from_container,
+        &udp_between(B_MAC, (CONTAINER, 4000), (remote, 53)),
+        Path::Masqueraded,
+    );
+    let reply = udp_between(B_MAC, (remote, 53), (CONTAINER, 4000));
+    let reverse_snat = measure(&mut fixture, from_uplink, &reply, Path::ReverseNat);
 
+    let nat = NatConfig { uplink_ifindex: uplink, port_min: 61000, port_max: 65000, addr: UPLINK_ADDR };
+    fixture.datapath.set_nat_config(nat).unwrap();
     let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 17, _pad: 0 };
     let backend = Backend {
-        addr: IpAddress::v4([10, 1, 0, 3]),
-        port: 80u16.to_be(),
+        addr: IpAddress::v4(UPLINK_ADDR),
+        port: 8080u16.to_be(),
         _pad: [0; 2],
         host_ifindex: 42,
         mac: B_MAC,
@@ -370,16 +383,14 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     };
     fixture.datapath.set_published(key, backend).unwrap();
     let inbound = udp_between(B_MAC, (remote, 5555), (UPLINK_ADDR, 8080));
-    let _ = fixture.run_uplink(&inbound);
-    let dnat = fixture.cost_single_ns(program_names::FROM_UPLINK, &inbound, runs);
+    let dnat = measure(&mut fixture, from_uplink, &inbound, Path::Published);
     let publishes = InterfaceConfig { network: RED, flags: InterfaceConfig::PUBLISHES };
     fixture.datapath.set_interface(LO, publishes).unwrap();
-    let answer = udp_between(B_MAC, ([10, 1, 0, 3], 80), (remote, 5555));
-    let reverse_dnat = fixture.cost_single_ns(program_names::FROM_CONTAINER, &answer, runs);
+    let answer = udp_between(B_MAC, (UPLINK_ADDR, 8080), (remote, 5555));
+    let reverse_dnat = measure(&mut fixture, from_container, &answer, Path::PublishedReply);
 
-    // DNAT in XDP. B's veth gets a real peer taking XDP frames (GRO on, so its NAPI
-    // runs), so that live frames are really delivered. Its single-run overhead comes from
-    // a frame XDP passes on unchanged, whose `repeat` figure is exact.
+    // DNAT in XDP. B's veth gets a real peer taking XDP frames (GRO on, so its NAPI runs),
+    // so that live frames, whose verdicts the kernel carries out, are really delivered.
     let status = std::process::Command::new("sh")
         .args([
             "-c",
@@ -389,30 +400,18 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
         .status()
         .unwrap();
     assert!(status.success(), "making B's veth");
-    let xdp_target =
-        InterfaceConfig { network: RED, flags: InterfaceConfig::XDP_TARGET | InterfaceConfig::PUBLISHES };
-    fixture.datapath.set_interface(42, xdp_target).unwrap();
-    let passed = udp_between(B_MAC, (remote, 5555), (UPLINK_ADDR, 8081));
-    let xdp_overhead =
-        fixture.cost_single_xdp_ns(&passed, runs) - fixture.xdp_cost_ns(&passed, repeat, false);
-    let xdp_dnat = fixture.cost_single_xdp_ns(&inbound, runs) - xdp_overhead;
-    // Live frames are not reset between runs: a backend at the published address and port
-    // makes the rewrite leave the frame as it was, so that every run takes the whole DNAT
-    // path (lookup, conntrack, rewrite, redirect) on the same frame.
-    let identity = Backend { addr: IpAddress::v4(UPLINK_ADDR), port: 8080u16.to_be(), ..backend };
-    fixture.datapath.set_published(key, identity).unwrap();
-    let translated_before = fixture.count(dataplane_common::Path::PublishedXdp);
-    let live_repeat = repeat.min(2_000_000);
-    let live_ns = fixture.xdp_cost_ns(&inbound, live_repeat, true);
-    let translated = fixture.count(dataplane_common::Path::PublishedXdp) - translated_before;
-    // A rate of anything but the DNAT path would mislead: none then.
-    let live_mpps = (translated == u64::from(live_repeat)).then(|| 1e3 / live_ns);
+    let flags = InterfaceConfig::XDP_TARGET | InterfaceConfig::PUBLISHES;
+    fixture.datapath.set_interface(42, InterfaceConfig { network: RED, flags }).unwrap();
+    let xdp_runs = |fixture: &mut Fixture, live: bool| {
+        let before = fixture.count(Path::PublishedXdp);
+        let ns = fixture.xdp_cost_ns(&inbound, repeat, live);
+        (fixture.count(Path::PublishedXdp) - before == u64::from(repeat)).then_some(ns)
+    };
+    let xdp_dnat = xdp_runs(&mut fixture, false);
+    let xdp_live_mpps = xdp_runs(&mut fixture, true).map(|ns| 1e3 / ns);
     json!({
         "forward_ns": forward, "isolation_drop_ns": isolation_drop, "slow_path_ns": slow_path,
-        "snat_ns": snat - overhead, "reverse_snat_ns": reverse_snat - overhead, "dnat_ns": dnat - overhead,
-        "reverse_dnat_ns": reverse_dnat - overhead, "single_run_overhead_ns": overhead,
-        "xdp_dnat_ns": xdp_dnat, "xdp_single_run_overhead_ns": xdp_overhead,
-        "xdp_live_mpps": live_mpps, "xdp_live_frames": live_repeat, "xdp_live_translated": translated,
-        "repeat": repeat, "single_runs": runs,
+        "snat_ns": snat, "reverse_snat_ns": reverse_snat, "dnat_ns": dnat, "reverse_dnat_ns": reverse_dnat,
+        "xdp_dnat_ns": xdp_dnat, "xdp_live_mpps": xdp_live_mpps, "repeat": repeat,
     })
 }
