@@ -9,8 +9,8 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
     },
     helpers::{
-        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect,
-        bpf_redirect_neigh, bpf_redirect_peer,
+        bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns,
+        bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer,
     },
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
@@ -52,6 +52,15 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+
+/// The time conntrack and the route cache go by: CLOCK_MONOTONIC_COARSE, which reads a
+/// value the kernel keeps per tick (a few ms) instead of the TSC: a tenth of the cost of
+/// bpf_ktime_get_ns, and timeouts of seconds do not notice the difference.
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: the helper has no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
 
 #[inline(always)]
 pub fn config() -> Option<NatConfig> {
@@ -403,8 +412,7 @@ pub fn leave_host(
 ) -> Option<(Path, i32)> {
     let cfg = config();
     // One clock read per packet, for the route cache and the conntrack entry.
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
     let route = route(ctx, frame.proto, frame.src, frame.dst, sender, cfg.as_ref(), now);
     if let Route::Local = route {
         // One of the host's own addresses: the caller tries the published ports there.
@@ -518,8 +526,7 @@ pub fn reply_out(ctx: &TcContext, frame: &Ipv4Frame, host_addr: [u8; 4], sender:
     let Some(cfg) = config() else {
         return (Path::SlowPathIp, TC_ACT_OK as i32);
     };
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
     let Route::Uplink { macs } = route(ctx, frame.proto, host_addr, frame.dst, sender, Some(&cfg), now)
     else {
         return (Path::SlowPathIp, TC_ACT_OK as i32);
@@ -696,7 +703,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     if let Some(entry) = SNAT_CT.get_ptr_mut(&original) {
         // SAFETY: map pointer, valid for this program run.
         unsafe {
-            (*entry).last_seen_ns = bpf_ktime_get_ns();
+            (*entry).last_seen_ns = now();
             (*entry).state = next_state((*entry).state, l4.tcp_flags, true);
         }
     }

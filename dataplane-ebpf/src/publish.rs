@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, xdp_action},
-    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_redirect_peer},
+    helpers::{bpf_redirect, bpf_redirect_peer},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
@@ -92,18 +92,20 @@ fn backend(frame: &Ipv4Frame, port: u16, any_address: bool) -> Option<Backend> {
 }
 
 /// The backend of a port published on the exact address, or on every address (0.0.0.0)
-/// when `any_address` says the destination is one the wildcard covers.
+/// when `any_address` says the destination is one the wildcard covers. The wildcard, the
+/// common case, is tried first: a port published on every address cannot also be
+/// published on one (its reservation holds the port on all of them), so the order never
+/// changes the answer, only the number of lookups.
 #[inline(always)]
 pub fn lookup(addr: [u8; 4], port: u16, proto: u8, any_address: bool) -> Option<Backend> {
-    let mut key = PublishKey { addr: IpAddress::v4(addr), port, proto, _pad: 0 };
-    // SAFETY: values are plain data copied out at once.
-    if let Some(found) = unsafe { PUBLISHED.get(&key) } {
-        return Some(*found);
+    let mut key = PublishKey { addr: IpAddress::v4([0; 4]), port, proto, _pad: 0 };
+    if any_address {
+        // SAFETY: values are plain data copied out at once.
+        if let Some(found) = unsafe { PUBLISHED.get(&key) } {
+            return Some(*found);
+        }
     }
-    if !any_address {
-        return None;
-    }
-    key.addr = IpAddress::v4([0; 4]);
+    key.addr = IpAddress::v4(addr);
     // SAFETY: as above.
     unsafe { PUBLISHED.get(&key).copied() }
 }
@@ -186,8 +188,7 @@ fn to_published<P: Delivery>(
         proto: frame.proto,
         _pad: [0; 3],
     };
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = nat::now();
     match DNAT_CT.get_ptr_mut(&s.key) {
         // SAFETY: map pointer, valid for this program run.
         Some(entry) => unsafe {
@@ -252,7 +253,7 @@ pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply>
     let entry = DNAT_CT.get_ptr_mut(&s.key)?;
     // SAFETY: map pointer, valid for this program run.
     let (host_addr, host_port, peer_ifindex, peer_mac, flags) = unsafe {
-        (*entry).last_seen_ns = bpf_ktime_get_ns();
+        (*entry).last_seen_ns = nat::now();
         (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, true);
         ((*entry).host_addr, (*entry).host_port, (*entry).peer_ifindex, (*entry).peer_mac, (*entry).flags)
     };

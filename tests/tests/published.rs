@@ -83,6 +83,14 @@ fn host_ports_are_really_reserved_and_conflicts_refused() {
     let err = host.dp_err(&["run", "-d", "--name", "two", "-p", "9000:81", "--", "sleep", "60"]);
     assert!(err.contains("already in use"), "{err}");
     assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 2);
+    // A port published on every address is not also published on one, and the other way
+    // round (the programs look the wildcard up first and rely on this).
+    let err = host.dp_err(&["run", "-d", "-p", "127.0.0.1:9000:80", "--", "sleep", "60"]);
+    assert!(err.contains("already in use"), "{err}");
+    host.run_sleeper("local", &["-p", "127.0.0.1:9001:80"]);
+    let err = host.dp_err(&["run", "-d", "-p", "9001:80", "--", "sleep", "60"]);
+    assert!(err.contains("already in use"), "{err}");
+    assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 3);
     // A host process cannot take the published port afterwards...
     let bind = host.sh("python3 -c \"import socket; socket.socket().bind(('0.0.0.0', 9000))\"");
     assert!(!bind.status.success(), "a host process took a published port");
