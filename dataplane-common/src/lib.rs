@@ -353,6 +353,7 @@ pub mod map_names {
     pub const DNAT_CT: &str = "DNAT_CT";
     pub const HOST_CONFIG: &str = "HOST_CONFIG";
     pub const CT_EVENTS: &str = "CT_EVENTS";
+    pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
 }
 
 /// Entries of each conntrack table (SNAT_CT, SNAT_REV, DNAT_CT) unless the daemon is

@@ -91,6 +91,61 @@ fn subnet_key(subnet: Ipv4Net) -> Key<SubnetKey> {
     )
 }
 
+/// What the programs expect of a map they pin.
+struct PinnedLayout {
+    name: &'static str,
+    key_size: usize,
+    value_size: usize,
+    /// The length of arrays indexed by an enumeration or an ifindex; `None` for tables
+    /// whose size is a setting.
+    entries: Option<u32>,
+}
+
+fn layout<K, V>(name: &'static str, entries: Option<u32>) -> PinnedLayout {
+    PinnedLayout { name, key_size: size_of::<K>(), value_size: size_of::<V>(), entries }
+}
+
+fn pinned_layouts() -> [PinnedLayout; 13] {
+    use dataplane_common::{SockRevKey, SockRevValue};
+    [
+        layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
+        layout::<u32, InterfaceConfig>(map_names::INTERFACES, None),
+        layout::<u32, InterfaceConfig>(map_names::INTERFACES_BY_INDEX, Some(InterfaceConfig::INDEX_LIMIT)),
+        layout::<Key<SubnetKey>, SubnetInfo>(map_names::SUBNETS, None),
+        layout::<u32, Counter>(map_names::COUNTERS, Some(DpPath::COUNT)),
+        layout::<u32, u64>(map_names::CT_EVENTS, Some(ct_event::COUNT)),
+        layout::<u32, NatConfig>(map_names::NAT_CONFIG, Some(1)),
+        layout::<FlowKey, SnatEntry>(map_names::SNAT_CT, None),
+        layout::<FlowKey, RevSnatEntry>(map_names::SNAT_REV, None),
+        layout::<PublishKey, Backend>(map_names::PUBLISHED, None),
+        layout::<FlowKey, DnatEntry>(map_names::DNAT_CT, None),
+        layout::<u32, HostConfig>(map_names::HOST_CONFIG, Some(1)),
+        layout::<SockRevKey, SockRevValue>(map_names::SOCK_REVNAT, None),
+    ]
+}
+
+/// Removes the pins that a daemon of another version left with another layout (their
+/// entries are lost): the loader would hand them to programs that misread them.
+fn remove_pins_of_other_layouts(maps_dir: &Path) -> Result<()> {
+    for expected in pinned_layouts() {
+        let pin = maps_dir.join(expected.name);
+        let Ok(info) = aya::maps::MapInfo::from_pin(&pin) else {
+            continue;
+        };
+        let same = info.key_size() as usize == expected.key_size
+            && info.value_size() as usize == expected.value_size
+            && expected.entries.is_none_or(|entries| entries == info.max_entries());
+        if !same {
+            log::warn!(
+                "map {} was pinned with another layout by an earlier version; starting it afresh",
+                expected.name
+            );
+            fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+        }
+    }
+    Ok(())
+}
+
 pub struct Datapath {
     ebpf: Ebpf,
     /// Interfaces our filters are on (attached or found by this daemon).
@@ -115,6 +170,7 @@ impl Datapath {
         for dir in [&maps_dir, &programs_dir, &links_dir] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        remove_pins_of_other_layouts(&maps_dir)?;
         let conntrack_tables = [map_names::SNAT_CT, map_names::SNAT_REV, map_names::DNAT_CT];
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&maps_dir);

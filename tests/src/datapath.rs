@@ -62,6 +62,16 @@ impl Fixture {
         Self { datapath, bpffs }
     }
 
+    /// Loads the programs again over the same bpffs, as a restarted daemon does.
+    pub fn reload(&mut self) {
+        self.datapath = Datapath::load(&self.bpffs, dataplane_common::CONNTRACK_DEFAULT_SIZE).unwrap();
+    }
+
+    /// Where the maps are pinned.
+    pub fn maps_dir(&self) -> PathBuf {
+        self.bpffs.join("maps")
+    }
+
     /// Gives this namespace an uplink `up0` (203.0.113.1/24, default route via
     /// 203.0.113.2, whose MAC is `GATEWAY_MAC`) and turns on masquerading through it with
     /// the given source ports. The sender's device (`lo` here, a host-side veth in

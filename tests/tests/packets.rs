@@ -125,3 +125,51 @@ fn frames_from_unmanaged_interfaces_pass() {
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(fx.count(Path::SlowPathUnmanaged), 1);
 }
+
+/// The id of every map pinned under `dir`, by name.
+fn pinned_map_ids(dir: &std::path::Path) -> std::collections::BTreeMap<String, u32> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let id = aya::maps::MapInfo::from_pin(&path).unwrap().id();
+            (path.file_name().unwrap().to_string_lossy().into_owned(), id)
+        })
+        .collect()
+}
+
+#[test]
+fn pins_of_another_layout_are_replaced_and_the_others_kept() {
+    let mut fx = Fixture::new(0);
+    let dir = fx.maps_dir();
+    let before = pinned_map_ids(&dir);
+    assert_eq!(before.len(), 13, "pinned maps: {before:?}");
+    // What an earlier version could have left: fewer counters, a smaller conntrack value.
+    for (name, spec) in [
+        ("COUNTERS", "type percpu_array key 4 value 16 entries 15"),
+        ("SNAT_CT", "type lru_hash key 40 value 8 entries 64"),
+    ] {
+        let pin = dir.join(name);
+        std::fs::remove_file(&pin).unwrap();
+        let script = format!("bpftool map create {} {spec} name {name}", pin.display());
+        assert!(std::process::Command::new("sh").args(["-c", &script]).status().unwrap().success());
+    }
+    let stale = pinned_map_ids(&dir);
+    fx.reload();
+    let after = pinned_map_ids(&dir);
+    for (name, id) in &after {
+        if name == "COUNTERS" || name == "SNAT_CT" {
+            assert_ne!(stale[name], *id, "{name}, pinned with another layout, was reused");
+        } else {
+            assert_eq!(before[name], *id, "{name} was not reused across a reload");
+        }
+    }
+    let counters = aya::maps::MapInfo::from_pin(dir.join("COUNTERS")).unwrap();
+    assert_eq!(counters.max_entries(), Path::COUNT);
+    let conntrack = aya::maps::MapInfo::from_pin(dir.join("SNAT_CT")).unwrap();
+    assert_eq!(conntrack.value_size() as usize, size_of::<dataplane_common::SnatEntry>());
+    // The programs count into the new map.
+    let (verdict, _) = fx.run(&udp_frame(B_MAC, [10, 1, 0, 2], [10, 1, 0, 3]));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(fx.count(Path::Forwarded), 1);
+}
