@@ -224,6 +224,15 @@ pub struct NatConfig {
     pub port_max: u16,
     /// The uplink's IPv4 address, network byte order.
     pub addr: [u8; 4],
+    /// `NatConfig::UPLINK_VETH`, or 0.
+    pub flags: u32,
+}
+
+impl NatConfig {
+    /// The uplink is a veth: what leaves by it is handed straight into its peer's
+    /// namespace (bpf_redirect_peer), as container traffic is, instead of queueing on the
+    /// uplink's transmit path and the peer's backlog.
+    pub const UPLINK_VETH: u32 = 1;
 }
 
 /// Data of the subnet trie key. The prefix length counts the 32 bits of `family` first,

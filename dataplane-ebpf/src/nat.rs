@@ -389,8 +389,17 @@ pub fn send_to_uplink(ctx: &TcContext, macs: Option<([u8; 6], [u8; 6])>, cfg: &N
         Some((dmac, smac)) => {
             let _ = packet::write(ctx, 0, dmac);
             let _ = packet::write(ctx, 6, smac);
-            // SAFETY: plain helper call.
-            unsafe { bpf_redirect(cfg.uplink_ifindex, 0) }
+            // A veth's transmit path drops what exceeds its MTU; its peer's ingress does
+            // not check: frames too large for the uplink take the transmit path.
+            let mut mtu = 0u32;
+            // SAFETY: plain helper calls; bpf_check_mtu writes the MTU into `mtu`.
+            if cfg.flags & NatConfig::UPLINK_VETH != 0
+                && unsafe { bpf_check_mtu(ctx.raw(), cfg.uplink_ifindex, &mut mtu, 0, 0) } == 0
+            {
+                unsafe { bpf_redirect_peer(cfg.uplink_ifindex, 0) }
+            } else {
+                unsafe { bpf_redirect(cfg.uplink_ifindex, 0) }
+            }
         }
         // SAFETY: a null parameter block asks the helper to look the neighbour up itself.
         None => unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) },

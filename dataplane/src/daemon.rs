@@ -215,14 +215,13 @@ async fn setup_nat(
         nat::UplinkXdp::On => true,
         nat::UplinkXdp::Off => false,
         nat::UplinkXdp::Auto => {
-            let veth = netlink.is_veth(uplink.index).await?;
-            if veth {
+            if uplink.veth {
                 log::info!(
                     "{} is a veth: published ports are served from tc, which is faster there (--xdp on forces XDP)",
                     uplink.name
                 );
             }
-            !veth
+            !uplink.veth
         }
     };
     if datapath.attach_uplink_xdp(&uplink.name, uplink.index, xdp)? {

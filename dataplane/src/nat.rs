@@ -29,6 +29,8 @@ pub struct Uplink {
     pub name: String,
     pub index: u32,
     pub addr: Ipv4Addr,
+    /// One end of a veth pair (a nested host, a test): its peer is the next hop.
+    pub veth: bool,
 }
 
 /// The uplink asked for, or the one holding the default route; `None` when the host has
@@ -54,7 +56,8 @@ pub async fn find_uplink(nl: &Netlink, requested: Option<&str>) -> Result<Option
     let Some(addr) = nl.ipv4_addresses(index).await?.into_iter().next() else {
         bail!("uplink {name} has no IPv4 address to masquerade with; add one or pick another --uplink");
     };
-    Ok(Some(Uplink { name, index, addr }))
+    let veth = nl.is_veth(index).await?;
+    Ok(Some(Uplink { name, index, addr, veth }))
 }
 
 /// Parses `--nat-port-range 61000-65535`.
@@ -118,6 +121,7 @@ pub fn config(uplink: &Uplink, ports: (u16, u16)) -> NatConfig {
         port_min: ports.0,
         port_max: ports.1,
         addr: uplink.addr.octets(),
+        flags: if uplink.veth { NatConfig::UPLINK_VETH } else { 0 },
     }
 }
 

@@ -85,7 +85,13 @@ impl Fixture {
         assert!(status.success(), "setting up the uplink");
         let uplink = nix::net::if_::if_nametoindex("up0").unwrap();
         self.datapath
-            .set_nat_config(NatConfig { uplink_ifindex: uplink, port_min, port_max, addr: UPLINK_ADDR })
+            .set_nat_config(NatConfig {
+                uplink_ifindex: uplink,
+                port_min,
+                port_max,
+                addr: UPLINK_ADDR,
+                flags: 0,
+            })
             .unwrap();
         uplink
     }

@@ -359,7 +359,8 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     };
     let uplink = fixture.enable_nat(4000, 4000);
     let remote = [198, 51, 100, 7];
-    let onto_itself = NatConfig { uplink_ifindex: uplink, port_min: 4000, port_max: 4000, addr: CONTAINER };
+    let onto_itself =
+        NatConfig { uplink_ifindex: uplink, port_min: 4000, port_max: 4000, addr: CONTAINER, flags: 0 };
     fixture.datapath.set_nat_config(onto_itself).unwrap();
     let snat = measure(
         &mut fixture,
@@ -370,7 +371,8 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     let reply = udp_between(B_MAC, (remote, 53), (CONTAINER, 4000));
     let reverse_snat = measure(&mut fixture, from_uplink, &reply, Path::ReverseNat);
 
-    let nat = NatConfig { uplink_ifindex: uplink, port_min: 61000, port_max: 65000, addr: UPLINK_ADDR };
+    let nat =
+        NatConfig { uplink_ifindex: uplink, port_min: 61000, port_max: 65000, addr: UPLINK_ADDR, flags: 0 };
     fixture.datapath.set_nat_config(nat).unwrap();
     let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 17, _pad: 0 };
     let backend = Backend {
