@@ -36,9 +36,16 @@ fn containers_reach_the_outside_as_the_uplink_address() {
     let seen = ok(host.exec("c", &format!("python3 -c \"{client}\"")));
     assert_eq!(seen.trim(), UPLINK_ADDR);
 
-    // A TCP stream with offloads (GSO, partial checksums) through the translation.
+    // A TCP stream with offloads (GSO, partial checksums) through the translation, then
+    // a UDP one (the server serves one test, then the next).
     let _iperf = host.external_server("iperf3", &["-s", "-1", "-B", EXTERNAL_ADDR], "iperf.log");
     ok(host.exec("c", &format!("iperf3 -c {EXTERNAL_ADDR} -t 1")));
+    let _iperf = host.external_server("iperf3", &["-s", "-1", "-B", EXTERNAL_ADDR], "iperf-udp.log");
+    let report = ok(host.exec("c", &format!("iperf3 -c {EXTERNAL_ADDR} -u -b 50M -t 1 -J")));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let packets = report["end"]["sum"]["packets"].as_u64().unwrap_or(0);
+    let lost = report["end"]["sum"]["lost_packets"].as_u64().unwrap_or(u64::MAX);
+    assert!(packets > 1000 && lost * 10 < packets, "UDP through masquerade: {packets} sent, {lost} lost");
 
     let flows = host.dp_ok(&["conntrack", "ls"]);
     for proto in ["tcp", "udp", "icmp"] {
