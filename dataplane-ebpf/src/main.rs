@@ -18,7 +18,6 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
-use dataplane_common::Path;
 
 /// tc ingress (clsact, direct action) of a container's host-side veth: every frame the container sends.
 #[classifier]
@@ -39,8 +38,8 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn uplink_xdp(ctx: XdpContext) -> u32 {
     match publish::from_outside_early(&ctx) {
-        Some(action) => {
-            counters::count(&ctx, Path::PublishedXdp);
+        Some((path, action)) => {
+            counters::count(&ctx, path);
             action as u32
         }
         None => xdp_action::XDP_PASS,

@@ -124,7 +124,7 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv4Frame, cfg: &NatConfig) -> Opti
 /// sender left to the device (only tc's helpers can update that), or a container whose
 /// veth takes no XDP frames.
 #[inline(always)]
-pub fn from_outside_early(ctx: &XdpContext) -> Option<i32> {
+pub fn from_outside_early(ctx: &XdpContext) -> Option<(Path, i32)> {
     let cfg = nat::config()?;
     let Frame::Ipv4(frame) = parse::parse(ctx) else {
         return None;
@@ -137,7 +137,8 @@ pub fn from_outside_early(ctx: &XdpContext) -> Option<i32> {
     if nat::checksum_may_be_partial(ctx, &frame, &l4) {
         return None;
     }
-    to_published(ctx, &frame, &l4, to_uplink, 0, [0; 6]).map(|(_, action)| action)
+    let (path, action) = to_published(ctx, &frame, &l4, to_uplink, 0, [0; 6])?;
+    Some((if let Path::Published = path { Path::PublishedXdp } else { path }, action))
 }
 
 /// From a container to one of the host's own addresses (`local`, as the FIB says): a

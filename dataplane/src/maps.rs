@@ -305,6 +305,16 @@ impl Datapath {
     /// Returns whether XDP runs there: a driver without native XDP leaves it all to tc.
     pub fn attach_uplink_xdp(&mut self, ifname: &str, ifindex: u32, enable: bool) -> Result<bool> {
         let pin = self.links_dir.join(format!("xdp-{ifname}"));
+        // An earlier run's uplink that is not this one keeps no program of ours.
+        for entry in
+            fs::read_dir(&self.links_dir).with_context(|| format!("listing {}", self.links_dir.display()))?
+        {
+            let other = entry?.path();
+            let is_xdp = other.file_name().is_some_and(|n| n.to_string_lossy().starts_with("xdp-"));
+            if is_xdp && other != pin {
+                fs::remove_file(&other).with_context(|| format!("removing {}", other.display()))?;
+            }
+        }
         let earlier = PinnedLink::from_pin(&pin).ok();
         if !enable {
             if let Some(earlier) = earlier {

@@ -270,6 +270,14 @@ fn ports_of_reset_flows_are_reused_at_once() {
 
 /// Publishes TCP 8080 on every host address to port 80 of container B (10.1.0.3,
 /// behind ifindex 42).
+/// A datapath with NAT on and TCP port 8080 published to B's port 80.
+fn publishing_8080() -> Fixture {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    publish_8080(&mut fx);
+    fx
+}
+
 fn publish_8080(fx: &mut Fixture) {
     publish_8080_to(fx, B_ADDR, 42, B_MAC);
 }
@@ -298,9 +306,7 @@ const B_ADDR: [u8; 4] = [10, 1, 0, 3];
 
 #[test]
 fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
-    let mut fx = Fixture::new(0);
-    fx.enable_nat(61000, 61999);
-    publish_8080(&mut fx);
+    let mut fx = publishing_8080();
     let (verdict, inside) = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
     assert_eq!(verdict, TC_ACT_REDIRECT, "a connection to the published port was not sent to its container");
     let seen = inspect(&inside);
@@ -322,9 +328,7 @@ fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
 
 #[test]
 fn unpublished_ports_and_container_addresses_are_closed_from_the_uplink() {
-    let mut fx = Fixture::new(0);
-    fx.enable_nat(61000, 61999);
-    publish_8080(&mut fx);
+    let mut fx = publishing_8080();
     let frame = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8081, true, false);
     let (verdict, out) = fx.run_uplink(&frame);
     assert_eq!((verdict, out), (TC_ACT_OK, frame), "an unpublished port is the host's business");
@@ -335,9 +339,7 @@ fn unpublished_ports_and_container_addresses_are_closed_from_the_uplink() {
 
 #[test]
 fn hairpin_keeps_the_client_container_and_returns_to_it() {
-    let mut fx = Fixture::new(0);
-    fx.enable_nat(61000, 61999);
-    publish_8080(&mut fx);
+    let mut fx = publishing_8080();
     // Container A (10.1.0.2, behind lo) connects to the host's address on the published port.
     let (verdict, inside) = fx.run(&tcp(A_MAC, CONTAINER, 44000, UPLINK_ADDR, 8080, true, false));
     assert_eq!(verdict, TC_ACT_REDIRECT, "hairpin connection was not sent to the published container");
@@ -485,9 +487,7 @@ const L4_CSUM_TCP: usize = 14 + 20 + 16;
 
 #[test]
 fn xdp_on_the_uplink_sends_published_ports_to_their_container() {
-    let mut fx = Fixture::new(0);
-    fx.enable_nat(61000, 61999);
-    publish_8080(&mut fx);
+    let mut fx = publishing_8080();
     publish_to(&mut fx, (17, 5353), B_ADDR, 42, B_MAC);
     b_takes_xdp_frames(&mut fx);
 
@@ -523,9 +523,7 @@ fn xdp_on_the_uplink_sends_published_ports_to_their_container() {
 
 #[test]
 fn xdp_leaves_to_tc_what_it_cannot_finish() {
-    let mut fx = Fixture::new(0);
-    fx.enable_nat(61000, 61999);
-    publish_8080(&mut fx);
+    let mut fx = publishing_8080();
     let passes = |fx: &mut Fixture, frame: Vec<u8>, why: &str| {
         let (verdict, out) = fx.run_uplink_xdp(&frame);
         assert_eq!((verdict, out), (XDP_PASS, frame), "{why}");

@@ -173,3 +173,28 @@ fn pins_of_another_layout_are_replaced_and_the_others_kept() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(fx.count(Path::Forwarded), 1);
 }
+
+/// The XDP program on `ifname`, as `ip -d link` shows it, if any.
+fn xdp_program_on(ifname: &str) -> Option<String> {
+    let out = std::process::Command::new("ip").args(["-d", "link", "show", ifname]).output().unwrap();
+    let link = String::from_utf8_lossy(&out.stdout).into_owned();
+    let at = link.find("prog/xdp id ")?;
+    Some(link[at..].split_whitespace().nth(2)?.to_string())
+}
+
+#[test]
+fn the_xdp_program_follows_the_uplink_and_leaves_when_turned_off() {
+    let mut fx = Fixture::new(0);
+    let up0 = fx.enable_nat(61000, 61999);
+    assert!(fx.datapath.attach_uplink_xdp("up0", up0, true).unwrap(), "no native XDP on a veth");
+    assert!(xdp_program_on("up0").is_some());
+    // Another uplink (a restart with another --uplink): the program moves with it.
+    let script = "ip link add up2 type veth peer name up3 && ip link set up2 up && ip link set up3 up";
+    assert!(std::process::Command::new("sh").args(["-c", script]).status().unwrap().success());
+    let up2 = nix::net::if_::if_nametoindex("up2").unwrap();
+    assert!(fx.datapath.attach_uplink_xdp("up2", up2, true).unwrap());
+    assert_eq!(xdp_program_on("up0"), None, "the old uplink kept its XDP program");
+    assert!(xdp_program_on("up2").is_some());
+    assert!(!fx.datapath.attach_uplink_xdp("up2", up2, false).unwrap());
+    assert_eq!(xdp_program_on("up2"), None, "turned off, the XDP program stayed");
+}
