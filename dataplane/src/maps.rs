@@ -1,6 +1,7 @@
 //! The kernel side as the daemon sees it: loads the object once, pins its programs and
-//! maps under the bpffs directory (maps survive a daemon restart and are reused), attaches
-//! `from_container` to host-side veths, and writes the tables the programs decide from.
+//! maps under the bpffs directory (maps survive a daemon restart and are reused, unless
+//! their layout changed), attaches `from_container` to host-side veths and `from_uplink`
+//! and `uplink_xdp` to the uplink, and writes the tables the programs decide from.
 
 use std::{collections::HashSet, fs, net::Ipv4Addr, path::Path};
 
