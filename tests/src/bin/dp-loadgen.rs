@@ -53,6 +53,9 @@ enum Mode {
         bind: SocketAddr,
         #[arg(long)]
         secs: f64,
+        /// Spin on a non-blocking socket instead of sleeping in recv (see `Ping`).
+        #[arg(long)]
+        spin: bool,
     },
     /// Request/response latency over UDP, one request in flight.
     Ping {
@@ -60,6 +63,10 @@ enum Mode {
         dst: SocketAddr,
         #[arg(long)]
         count: usize,
+        /// Spin on a non-blocking socket: the round trip is then the path's, without the
+        /// time a sleeping thread (and, in a VM, its idle vCPU) takes to wake up.
+        #[arg(long)]
+        spin: bool,
     },
     /// Accepts TCP connections and drops them.
     TcpServer {
@@ -103,8 +110,8 @@ fn main() -> Result<()> {
     let result = match Cli::parse().mode {
         Mode::UdpSink { bind, secs } => udp_sink(bind, secs)?,
         Mode::UdpSend { dst, secs, threads, batch, size } => udp_send(dst, secs, threads, batch, size)?,
-        Mode::EchoServer { bind, secs } => echo_server(bind, secs)?,
-        Mode::Ping { dst, count } => ping(dst, count)?,
+        Mode::EchoServer { bind, secs, spin } => echo_server(bind, secs, spin)?,
+        Mode::Ping { dst, count, spin } => ping(dst, count, spin)?,
         Mode::TcpServer { bind, secs } => tcp_server(bind, secs)?,
         Mode::TcpConnect { dst, secs, threads } => tcp_connect(dst, secs, threads)?,
         Mode::UdpFlows { dst, count, dst_ports, first_dst_port, first_src_port } => {
@@ -232,9 +239,13 @@ fn udp_flows(
     Ok(json!({"flows": sent, "secs": started.elapsed().as_secs_f64()}))
 }
 
-fn echo_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
+fn echo_server(bind: SocketAddr, secs: f64, spin: bool) -> Result<serde_json::Value> {
     let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
-    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    if spin {
+        socket.set_nonblocking(true)?;
+    } else {
+        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    }
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut buf = [0u8; 2048];
     let mut echoed = 0u64;
@@ -247,24 +258,44 @@ fn echo_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
     Ok(json!({"echoed": echoed}))
 }
 
+/// Receives one datagram within `timeout`, spinning on a non-blocking socket or sleeping
+/// in a blocking one.
+fn recv_within(socket: &UdpSocket, buf: &mut [u8], timeout: Duration, spin: bool) -> bool {
+    if !spin {
+        return socket.recv(buf).is_ok();
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if socket.recv(buf).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn ping(dst: SocketAddr, count: usize) -> Result<serde_json::Value> {
+fn ping(dst: SocketAddr, count: usize, spin: bool) -> Result<serde_json::Value> {
+    const TIMEOUT: Duration = Duration::from_secs(1);
     let socket = UdpSocket::bind("0.0.0.0:0")?;
     socket.connect(dst)?;
-    socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+    if spin {
+        socket.set_nonblocking(true)?;
+    } else {
+        socket.set_read_timeout(Some(TIMEOUT))?;
+    }
     let mut buf = [0u8; 64];
     let mut rtts = Vec::with_capacity(count);
     let mut lost = 0u64;
     for i in 0..count + count / 10 {
         let start = Instant::now();
         socket.send(&(i as u64).to_be_bytes())?;
-        match socket.recv(&mut buf) {
-            Ok(_) if i >= count / 10 => rtts.push(start.elapsed().as_secs_f64() * 1e6),
-            Ok(_) => {}
-            Err(_) => lost += 1,
+        if !recv_within(&socket, &mut buf, TIMEOUT, spin) {
+            lost += 1;
+        } else if i >= count / 10 {
+            rtts.push(start.elapsed().as_secs_f64() * 1e6);
         }
     }
     anyhow::ensure!(!rtts.is_empty(), "no echo came back from {dst}");

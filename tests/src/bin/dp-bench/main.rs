@@ -321,16 +321,21 @@ impl Tools {
         Ok(result["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9)
     }
 
-    fn latency(&self, pair: &Pair) -> Result<(f64, f64)> {
+    /// UDP ping-pong round trips, p50 and p99; `spin`: both ends busy-poll.
+    fn latency(&self, pair: &Pair, spin: bool) -> Result<(f64, f64)> {
         let addr = format!("{}:9001", pair.server_ip);
-        let _server = self.server(
-            pair,
-            &self.loadgen,
-            &["echo-server".into(), "--bind".into(), addr.clone(), "--secs".into(), "60".into()],
-        )?;
+        let mut server_args =
+            vec!["echo-server".into(), "--bind".into(), addr.clone(), "--secs".into(), "60".into()];
+        if spin {
+            server_args.push("--spin".into());
+        }
+        let _server = self.server(pair, &self.loadgen, &server_args)?;
         let count = if self.secs < 2.0 { 2000 } else { 10000 };
         let mut ping = in_ns(&pair.client, &self.loadgen);
         ping.args(["ping", "--dst", &format!("{}:9001", pair.target_ip), "--count", &count.to_string()]);
+        if spin {
+            ping.arg("--spin");
+        }
         let result = output_json(ping)?;
         Ok((result["p50_us"].as_f64().unwrap_or(0.0), result["p99_us"].as_f64().unwrap_or(0.0)))
     }
@@ -553,6 +558,9 @@ fn main() -> Result<()> {
         Record::new(c2c, "TCP stream, 2 streams", "Gbit/s", true).vs_reference(1.0).vs_ceiling(0.95),
         Record::new(c2c, "UDP request/response latency p50", "µs", false).vs_reference(0.8),
         Record::new(c2c, "UDP request/response latency p99", "µs", false),
+        Record::new(c2c, "UDP request/response latency p50, both ends busy-polling", "µs", false)
+            .vs_reference(0.8),
+        Record::new(c2c, "UDP request/response latency p99, both ends busy-polling", "µs", false),
         Record::new(c2c, "TCP connections/s", "conn/s", true),
     ];
     let published = "2. outside to a published port";
@@ -1117,9 +1125,10 @@ fn measure_c2c(tools: &Tools, pair: &Pair, side: Side, records: &mut [Record]) -
     let udp = tools.udp_pps(pair)? / 1e6;
     let tcp1 = tools.tcp_stream(pair, 1)?;
     let tcp2 = tools.tcp_stream(pair, 2)?;
-    let (p50, p99) = tools.latency(pair)?;
+    let (p50, p99) = tools.latency(pair, false)?;
+    let (spin_p50, spin_p99) = tools.latency(pair, true)?;
     let conns = tools.connections(pair)?;
-    for (record, value) in records.iter_mut().zip([udp, tcp1, tcp2, p50, p99, conns]) {
+    for (record, value) in records.iter_mut().zip([udp, tcp1, tcp2, p50, p99, spin_p50, spin_p99, conns]) {
         record.push(side, value);
     }
     Ok(())
