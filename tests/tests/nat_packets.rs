@@ -445,14 +445,18 @@ fn mss_of(frame: &[u8]) -> Option<u16> {
     })
 }
 
-#[test]
-fn syns_from_outside_offer_an_mss_the_uplink_can_carry() {
-    let mut fx = Fixture::new(0);
-    fx.enable_nat(61000, 61999);
+/// As `publishing_8080`, with an uplink that carries 1,400-byte packets.
+fn publishing_8080_behind_a_1400_byte_uplink() -> Fixture {
+    let fx = publishing_8080();
     let status =
         std::process::Command::new("ip").args(["link", "set", "up0", "mtu", "1400"]).status().unwrap();
     assert!(status.success());
-    publish_8080(&mut fx);
+    fx
+}
+
+#[test]
+fn syns_from_outside_offer_an_mss_the_uplink_can_carry() {
+    let mut fx = publishing_8080_behind_a_1400_byte_uplink();
 
     // A client with a 1500-byte path connects to a published port: the container must not
     // answer with 1460-byte segments that the 1400-byte uplink cannot carry.
@@ -559,12 +563,7 @@ fn xdp_leaves_to_tc_what_it_cannot_finish() {
 
 #[test]
 fn xdp_clamps_the_mss_of_syns_from_outside() {
-    let mut fx = Fixture::new(0);
-    fx.enable_nat(61000, 61999);
-    let status =
-        std::process::Command::new("ip").args(["link", "set", "up0", "mtu", "1400"]).status().unwrap();
-    assert!(status.success());
-    publish_8080(&mut fx);
+    let mut fx = publishing_8080_behind_a_1400_byte_uplink();
     b_takes_xdp_frames(&mut fx);
     let syn = syn_with_mss(GATEWAY_MAC, (REMOTE, 33000), (UPLINK_ADDR, 8080), false, 1460);
     let (verdict, inside) = fx.run_uplink_xdp(&syn);
