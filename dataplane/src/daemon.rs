@@ -206,6 +206,7 @@ async fn setup_nat(
     let Some(uplink) = nat::find_uplink(netlink, config.uplink.as_deref()).await? else {
         log::info!("no default route and no --uplink: outbound NAT and published ports from outside are off");
         datapath.set_nat_config(NatConfig::default())?;
+        datapath.remove_xdp_pins_but(None)?;
         return Ok(None);
     };
     let ports = nat::choose_port_range(config.nat_port_range, nat::local_port_range()?)?;

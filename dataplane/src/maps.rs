@@ -307,15 +307,7 @@ impl Datapath {
     pub fn attach_uplink_xdp(&mut self, ifname: &str, ifindex: u32, enable: bool) -> Result<bool> {
         let pin = self.links_dir.join(format!("xdp-{ifname}"));
         // An earlier run's uplink that is not this one keeps no program of ours.
-        for entry in
-            fs::read_dir(&self.links_dir).with_context(|| format!("listing {}", self.links_dir.display()))?
-        {
-            let other = entry?.path();
-            let is_xdp = other.file_name().is_some_and(|n| n.to_string_lossy().starts_with("xdp-"));
-            if is_xdp && other != pin {
-                fs::remove_file(&other).with_context(|| format!("removing {}", other.display()))?;
-            }
-        }
+        self.remove_xdp_pins_but(Some(&pin))?;
         let earlier = PinnedLink::from_pin(&pin).ok();
         if !enable {
             if let Some(earlier) = earlier {
@@ -356,6 +348,22 @@ impl Datapath {
         }
         self.uplink_xdp = true;
         Ok(true)
+    }
+
+    /// Takes `uplink_xdp` off every interface an earlier run left it on (the last reference
+    /// to a link goes with its pin), but the one pinned at `keep`.
+    pub fn remove_xdp_pins_but(&mut self, keep: Option<&Path>) -> Result<()> {
+        let listing =
+            fs::read_dir(&self.links_dir).with_context(|| format!("listing {}", self.links_dir.display()))?;
+        for entry in listing {
+            let pin = entry?.path();
+            let is_xdp = pin.file_name().is_some_and(|n| n.to_string_lossy().starts_with("xdp-"));
+            if is_xdp && Some(pin.as_path()) != keep {
+                fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+            }
+        }
+        self.uplink_xdp = false;
+        Ok(())
     }
 
     pub fn xdp_program(&mut self) -> Result<&mut Xdp> {

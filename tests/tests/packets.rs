@@ -197,4 +197,8 @@ fn the_xdp_program_follows_the_uplink_and_leaves_when_turned_off() {
     assert!(xdp_program_on("up2").is_some());
     assert!(!fx.datapath.attach_uplink_xdp("up2", up2, false).unwrap());
     assert_eq!(xdp_program_on("up2"), None, "turned off, the XDP program stayed");
+    // A restart without any uplink (NAT off) takes it off too.
+    assert!(fx.datapath.attach_uplink_xdp("up2", up2, true).unwrap());
+    fx.datapath.remove_xdp_pins_but(None).unwrap();
+    assert_eq!(xdp_program_on("up2"), None, "without an uplink, the XDP program stayed");
 }
