@@ -10,8 +10,10 @@ pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
 
 /// An IPv4 or IPv6 address in network byte order; IPv4 uses the first 4 bytes of `addr`
-/// and leaves the rest zero, so that equal addresses are equal keys.
-#[repr(C)]
+/// and leaves the rest zero, so that equal addresses are equal keys. Aligned to 4 bytes
+/// (every type holding one has it at such an offset already): the BPF target cannot
+/// access memory unaligned, so byte alignment made each copy and zeroing byte by byte.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IpAddress {
     pub family: u8,
@@ -114,7 +116,8 @@ pub struct SnatEntry {
     pub state: u8,
     pub _pad: u8,
     pub host_ifindex: u32,
-    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+    pub _pad2: [u8; 4],
+    /// CLOCK_MONOTONIC_COARSE nanoseconds (bpf_ktime_get_coarse_ns).
     pub created_ns: u64,
     pub last_seen_ns: u64,
 }
@@ -171,7 +174,7 @@ pub struct DnatEntry {
     /// The client container's host-side veth, 0 when the client is outside.
     pub peer_ifindex: u32,
     pub peer_mac: [u8; 6],
-    pub _pad2: [u8; 2],
+    pub _pad2: [u8; 6],
     pub created_ns: u64,
     pub last_seen_ns: u64,
 }
@@ -445,6 +448,20 @@ pub mod program_names {
     pub const HOST_SENDMSG4: &str = "host_sendmsg4";
     pub const HOST_RECVMSG4: &str = "host_recvmsg4";
 }
+
+// The layouts both sides and pinned maps rely on: no implicit padding anywhere.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<IpAddress>() == 20);
+    assert!(size_of::<EndpointKey>() == 24);
+    assert!(size_of::<FlowKey>() == 48);
+    assert!(size_of::<SnatEntry>() == 48);
+    assert!(size_of::<RevSnatEntry>() == 36);
+    assert!(size_of::<PublishKey>() == 24);
+    assert!(size_of::<Backend>() == 36);
+    assert!(size_of::<DnatEntry>() == 56);
+    assert!(size_of::<SubnetInfo>() == 24);
+};
 
 #[cfg(feature = "user")]
 mod pod {

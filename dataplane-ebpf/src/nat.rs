@@ -598,6 +598,7 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
         state: next_state(ct_state::NEW, l4.tcp_flags, false),
         _pad: 0,
         host_ifindex: sender,
+        _pad2: [0; 4],
         created_ns: now,
         last_seen_ns: now,
     };

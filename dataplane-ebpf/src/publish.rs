@@ -204,7 +204,7 @@ fn to_published<P: Delivery>(
                 flags: if client == frame.src { 0 } else { DnatEntry::SELF },
                 peer_ifindex,
                 peer_mac,
-                _pad2: [0; 2],
+                _pad2: [0; 6],
                 created_ns: now,
                 last_seen_ns: now,
             };

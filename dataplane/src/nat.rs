@@ -404,6 +404,7 @@ mod tests {
             state: ct_state::NEW,
             _pad: 0,
             host_ifindex: 0,
+            _pad2: [0; 4],
             created_ns: 0,
             last_seen_ns: 1_000_000_000,
         };
