@@ -106,6 +106,36 @@ pub mod ct_state {
     pub const CLOSED: u8 = 3;
 }
 
+/// The next hop out of the uplink as a flow last found it: the MACs to send with, and
+/// when the FIB said so. Established flows keep it in their conntrack entry, so that their
+/// packets skip the subnet trie and the route lookup; `checked_ns` 0 means unknown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub _pad: [u8; 4],
+    pub checked_ns: u64,
+}
+
+impl NextHop {
+    /// How long a flow trusts its next hop before asking the FIB (and the subnet trie)
+    /// again: route, neighbour and network changes show within this time.
+    pub const TRUSTED_NS: u64 = 1_000_000_000;
+
+    /// The MACs (destination, source), if known.
+    #[inline(always)]
+    pub fn macs(&self) -> Option<([u8; 6], [u8; 6])> {
+        (self.checked_ns != 0).then_some((self.dmac, self.smac))
+    }
+
+    /// The MACs, if the next hop was checked less than `TRUSTED_NS` before `now_ns`.
+    #[inline(always)]
+    pub fn fresh(&self, now_ns: u64) -> Option<([u8; 6], [u8; 6])> {
+        self.macs().filter(|_| now_ns.wrapping_sub(self.checked_ns) < Self::TRUSTED_NS)
+    }
+}
+
 /// Value of the conntrack table, keyed by the flow as the container sent it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +147,7 @@ pub struct SnatEntry {
     pub _pad: u8,
     pub host_ifindex: u32,
     pub _pad2: [u8; 4],
+    pub next_hop: NextHop,
     /// CLOCK_MONOTONIC_COARSE nanoseconds (bpf_ktime_get_coarse_ns).
     pub created_ns: u64,
     pub last_seen_ns: u64,
@@ -132,7 +163,15 @@ pub struct RevSnatEntry {
     pub _pad: [u8; 2],
     pub host_ifindex: u32,
     pub mac: [u8; 6],
-    pub _pad2: [u8; 2],
+    pub _pad2: [u8; 6],
+    /// When a reply last updated the flow's `SnatEntry` (0: never). Replies update it at
+    /// most once per `RevSnatEntry::TOUCH_NS`, and whenever they change its state, which
+    /// spares the others a second lookup: expiry takes tens of seconds anyway.
+    pub touched_ns: u64,
+}
+
+impl RevSnatEntry {
+    pub const TOUCH_NS: u64 = 1_000_000_000;
 }
 
 /// A published host port: the address it is published on (0.0.0.0 for every address of
@@ -177,6 +216,8 @@ pub struct DnatEntry {
     pub _pad2: [u8; 6],
     pub created_ns: u64,
     pub last_seen_ns: u64,
+    /// Out of the uplink, for replies to a client outside.
+    pub next_hop: NextHop,
 }
 
 impl DnatEntry {
@@ -455,11 +496,12 @@ const _: () = {
     assert!(size_of::<IpAddress>() == 20);
     assert!(size_of::<EndpointKey>() == 24);
     assert!(size_of::<FlowKey>() == 48);
-    assert!(size_of::<SnatEntry>() == 48);
-    assert!(size_of::<RevSnatEntry>() == 36);
+    assert!(size_of::<NextHop>() == 24);
+    assert!(size_of::<SnatEntry>() == 72);
+    assert!(size_of::<RevSnatEntry>() == 48);
     assert!(size_of::<PublishKey>() == 24);
     assert!(size_of::<Backend>() == 36);
-    assert!(size_of::<DnatEntry>() == 56);
+    assert!(size_of::<DnatEntry>() == 80);
     assert!(size_of::<SubnetInfo>() == 24);
 };
 

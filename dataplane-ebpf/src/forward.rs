@@ -42,7 +42,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         && let Some(reply) = publish::reply_from_published(ctx, &frame)
     {
         if reply.peer_ifindex == 0 {
-            return nat::reply_out(ctx, &frame, reply.host_addr, ifindex);
+            return publish::reply_out(ctx, &frame, &reply, ifindex);
         }
         // Hairpin: straight back into the client container.
         let _ = packet::write(ctx, 0, reply.peer_mac);
@@ -54,6 +54,9 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
     // lookup here, is left to the traffic that misses.
     let Some(dst) = endpoint::lookup_v4(iface.network, frame.dst) else {
+        if let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
+            return verdict;
+        }
         return match policy::check_v4(iface.network, frame.dst) {
             Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
             Verdict::Allow => match nat::leave_host(ctx, &frame, &iface, ifindex) {

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     AF_INET, CONNTRACK_DEFAULT_SIZE, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig,
-    IpAddress, NatConfig, Path, RevSnatEntry, SnatEntry, csum, ct_event, ct_state,
+    IpAddress, NatConfig, NextHop, Path, RevSnatEntry, SnatEntry, csum, ct_event, ct_state,
 };
 
 use crate::{
@@ -303,8 +303,9 @@ fn fib_route(ctx: &TcContext, proto: u8, src: [u8; 4], dst: [u8; 4], sender: u32
 pub enum Route {
     /// To one of the host's own addresses.
     Local,
-    /// Out of the uplink, to the next hop's MAC from ours when the neighbour is resolved.
-    Uplink { macs: Option<([u8; 6], [u8; 6])> },
+    /// Out of the uplink; the next hop is unknown (`checked_ns` 0) while its neighbour
+    /// entry is unresolved.
+    Uplink { next_hop: NextHop },
     /// Anywhere else (another interface, unreachable, ...): the kernel's business.
     Other,
 }
@@ -318,21 +319,17 @@ struct RouteKey {
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct CachedRoute {
-    dmac: [u8; 6],
-    smac: [u8; 6],
-    /// 1: one of the host's own addresses (the MACs mean nothing then).
-    local: u8,
-    _pad: [u8; 3],
-    checked_ns: u64,
+    /// For the host's own addresses, only `checked_ns` means anything.
+    next_hop: NextHop,
+    /// 1: one of the host's own addresses.
+    local: u32,
+    _pad: u32,
 }
 
-/// How long a route is trusted before the FIB is asked again: route and neighbour
-/// changes show within this time.
-const ROUTE_CACHE_NS: u64 = 1_000_000_000;
-
 /// Routes the FIB gave (to the host itself, or to a resolved next hop out of the uplink)
-/// by destination and sender, so that the packets of a flow do not each pay a FIB lookup,
-/// the costliest step of the NAT paths.
+/// by destination and sender, so that the first packets of a flow, before its conntrack
+/// entry knows the next hop, do not each pay a FIB lookup. Trusted as long as a flow
+/// trusts its next hop.
 #[map]
 static ROUTE_CACHE: LruHashMap<RouteKey, CachedRoute> = LruHashMap::with_max_entries(65536, 0);
 
@@ -352,20 +349,20 @@ pub fn route(
     let key = RouteKey { dst, sender };
     // SAFETY: the value is plain data, copied out at once.
     if let Some(hit) = unsafe { ROUTE_CACHE.get(&key) }.copied()
-        && now.wrapping_sub(hit.checked_ns) < ROUTE_CACHE_NS
+        && now.wrapping_sub(hit.next_hop.checked_ns) < NextHop::TRUSTED_NS
     {
         if hit.local != 0 {
             return Route::Local;
         }
         if cfg.is_some() {
-            return Route::Uplink { macs: Some((hit.dmac, hit.smac)) };
+            return Route::Uplink { next_hop: hit.next_hop };
         }
     }
     let (rc, fib) = fib_route(ctx, proto, src, dst, sender);
     let uplink = cfg.is_some_and(|c| fib.ifindex == c.uplink_ifindex);
-    let cache = |local: u8| {
-        let entry = CachedRoute { dmac: fib.dmac, smac: fib.smac, local, _pad: [0; 3], checked_ns: now };
-        let _ = ROUTE_CACHE.insert(&key, &entry, 0);
+    let next_hop = NextHop { dmac: fib.dmac, smac: fib.smac, _pad: [0; 4], checked_ns: now };
+    let cache = |local: u32| {
+        let _ = ROUTE_CACHE.insert(&key, &CachedRoute { next_hop, local, _pad: 0 }, 0);
     };
     match rc {
         BPF_FIB_LKUP_RET_NOT_FWDED => {
@@ -374,9 +371,9 @@ pub fn route(
         }
         BPF_FIB_LKUP_RET_SUCCESS if uplink => {
             cache(0);
-            Route::Uplink { macs: Some((fib.dmac, fib.smac)) }
+            Route::Uplink { next_hop }
         }
-        BPF_FIB_LKUP_RET_NO_NEIGH if uplink => Route::Uplink { macs: None },
+        BPF_FIB_LKUP_RET_NO_NEIGH if uplink => Route::Uplink { next_hop: NextHop::default() },
         _ => Route::Other,
     }
 }
@@ -407,6 +404,34 @@ pub fn send_to_uplink(ctx: &TcContext, macs: Option<([u8; 6], [u8; 6])>, cfg: &N
     action as i32
 }
 
+/// Unicast IPv4 that no endpoint of the sender's network owns, on a masqueraded flow
+/// whose next hop is fresh: translated and sent out of the uplink with one conntrack
+/// lookup, skipping the subnet trie and the route (both were asked when the next hop was,
+/// less than `NextHop::TRUSTED_NS` ago). `None` sends the packet the long way,
+/// `leave_host`.
+#[inline(never)]
+pub fn established_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
+    let cfg = config()?;
+    let l4 = l4(ctx, frame, true)?;
+    let scratch = SNAT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
+    let s = unsafe { &mut *scratch };
+    s.key = flow_key(frame, &l4);
+    let entry = SNAT_CT.get_ptr_mut(&s.key)?;
+    let now = now();
+    // SAFETY: map pointer, valid for this program run.
+    let (next_hop, nat_port) = unsafe {
+        if (*entry).host_ifindex != sender {
+            return None;
+        }
+        let next_hop = (*entry).next_hop.fresh(now)?;
+        (*entry).last_seen_ns = now;
+        (*entry).state = next_state((*entry).state, l4.tcp_flags, false);
+        (next_hop, (*entry).nat_port)
+    };
+    Some(masquerade(ctx, frame, &l4, &cfg, nat_port, Some(next_hop)))
+}
+
 /// Unicast IPv4 that no endpoint of the sender's network owns: masqueraded out of the
 /// uplink, dropped for `--internal` networks, or left to the kernel; `None` when it is for
 /// one of the host's own addresses.
@@ -430,7 +455,7 @@ pub fn leave_host(
     if iface.flags & InterfaceConfig::INTERNAL != 0 {
         return Some((Path::DroppedInternal, TC_ACT_SHOT as i32));
     }
-    let (Some(cfg), Route::Uplink { macs }) = (cfg, route) else {
+    let (Some(cfg), Route::Uplink { next_hop }) = (cfg, route) else {
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
     if !frame.translatable() {
@@ -440,13 +465,27 @@ pub fn leave_host(
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
     let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
-    let Some(nat_port) = snat_port(&SnatRequest { frame, l4: &l4, cfg: &cfg, sender, mac, now }) else {
+    let request = SnatRequest { frame, l4: &l4, cfg: &cfg, sender, mac, next_hop, now };
+    let Some(nat_port) = snat_port(&request) else {
         return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
     };
-    if rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port).is_err() {
-        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    Some(masquerade(ctx, frame, &l4, &cfg, nat_port, next_hop.macs()))
+}
+
+/// Gives the packet the uplink's address and `nat_port` as its source and sends it out.
+#[inline(always)]
+fn masquerade(
+    ctx: &TcContext,
+    frame: &Ipv4Frame,
+    l4: &L4,
+    cfg: &NatConfig,
+    nat_port: u16,
+    macs: Option<([u8; 6], [u8; 6])>,
+) -> (Path, i32) {
+    if rewrite(ctx, l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port).is_err() {
+        return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
-    Some((Path::Masqueraded, send_to_uplink(ctx, macs, &cfg)))
+    (Path::Masqueraded, send_to_uplink(ctx, macs, cfg))
 }
 
 const ICMP_DEST_UNREACHABLE: u8 = 3;
@@ -528,21 +567,6 @@ fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
     Some((Path::ReverseNat, action as i32))
 }
 
-/// A reply on a published port, already given the host's address as source: out of the
-/// uplink when that is the way to the client, else to the kernel.
-#[inline(never)]
-pub fn reply_out(ctx: &TcContext, frame: &Ipv4Frame, host_addr: [u8; 4], sender: u32) -> (Path, i32) {
-    let Some(cfg) = config() else {
-        return (Path::SlowPathIp, TC_ACT_OK as i32);
-    };
-    let now = now();
-    let Route::Uplink { macs } = route(ctx, frame.proto, host_addr, frame.dst, sender, Some(&cfg), now)
-    else {
-        return (Path::SlowPathIp, TC_ACT_OK as i32);
-    };
-    (Path::PublishedReply, send_to_uplink(ctx, macs, &cfg))
-}
-
 /// What choosing a masquerade port needs.
 struct SnatRequest<'a> {
     frame: &'a Ipv4Frame,
@@ -550,6 +574,7 @@ struct SnatRequest<'a> {
     cfg: &'a NatConfig,
     sender: u32,
     mac: [u8; 6],
+    next_hop: NextHop,
     now: u64,
 }
 
@@ -571,7 +596,7 @@ static SNAT_SCRATCH: PerCpuArray<SnatScratch> = PerCpuArray::with_max_entries(1,
 /// range, recorded in both tables. `None` when no port is free for this destination.
 #[inline(always)]
 fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
-    let SnatRequest { frame, l4, cfg, sender, mac, now } = *request;
+    let SnatRequest { frame, l4, cfg, sender, mac, next_hop, now } = *request;
     let scratch = SNAT_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
     let s = unsafe { &mut *scratch };
@@ -579,6 +604,7 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
     if let Some(entry) = SNAT_CT.get_ptr_mut(&s.key) {
         // SAFETY: the pointer comes from the map and stays valid for this program run.
         unsafe {
+            (*entry).next_hop = next_hop;
             (*entry).last_seen_ns = now;
             (*entry).state = next_state((*entry).state, l4.tcp_flags, false);
             return Some((*entry).nat_port);
@@ -590,7 +616,8 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
         _pad: [0; 2],
         host_ifindex: sender,
         mac,
-        _pad2: [0; 2],
+        _pad2: [0; 6],
+        touched_ns: 0,
     };
     s.entry = SnatEntry {
         nat_addr: IpAddress::v4(cfg.addr),
@@ -599,6 +626,7 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
         _pad: 0,
         host_ifindex: sender,
         _pad2: [0; 4],
+        next_hop,
         created_ns: now,
         last_seen_ns: now,
     };
@@ -698,23 +726,32 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
         return to_host;
     };
     let reply = flow_key(&frame, &l4);
-    // SAFETY: values are plain data copied out at once.
-    let Some(back) = (unsafe { SNAT_REV.get(&reply).copied() }) else {
+    let Some(entry) = SNAT_REV.get_ptr_mut(&reply) else {
         return to_host;
     };
-    let original = FlowKey {
-        src: back.addr,
-        dst: reply.src,
-        src_port: back.port,
-        dst_port: if frame.proto == IPPROTO_ICMP { 0 } else { l4.src_port },
-        proto: frame.proto,
-        _pad: [0; 3],
-    };
-    if let Some(entry) = SNAT_CT.get_ptr_mut(&original) {
-        // SAFETY: map pointer, valid for this program run.
-        unsafe {
-            (*entry).last_seen_ns = now();
-            (*entry).state = next_state((*entry).state, l4.tcp_flags, true);
+    let now = now();
+    // SAFETY: map pointer, valid for this program run; the entry is copied out.
+    let back = unsafe { *entry };
+    // The flow's own entry needs the reply's news when it changes the state (the first
+    // reply, FIN, RST) and, for expiry, now and then.
+    if l4.tcp_flags & (TCP_FIN | TCP_RST) != 0 || now.wrapping_sub(back.touched_ns) >= RevSnatEntry::TOUCH_NS
+    {
+        // SAFETY: as above.
+        unsafe { (*entry).touched_ns = now };
+        let original = FlowKey {
+            src: back.addr,
+            dst: reply.src,
+            src_port: back.port,
+            dst_port: if frame.proto == IPPROTO_ICMP { 0 } else { l4.src_port },
+            proto: frame.proto,
+            _pad: [0; 3],
+        };
+        if let Some(flow) = SNAT_CT.get_ptr_mut(&original) {
+            // SAFETY: as above.
+            unsafe {
+                (*flow).last_seen_ns = now;
+                (*flow).state = next_state((*flow).state, l4.tcp_flags, true);
+            }
         }
     }
     clamp_mss(ctx, &frame, &l4, cfg.uplink_ifindex);

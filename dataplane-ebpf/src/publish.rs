@@ -4,7 +4,7 @@
 //! DNAT conntrack table.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, xdp_action},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     helpers::{bpf_redirect, bpf_redirect_peer},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray},
@@ -12,12 +12,12 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, FlowKey, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig,
-    Path, PublishKey, ct_event, ct_state,
+    NextHop, Path, PublishKey, ct_event, ct_state,
 };
 
 use crate::{
     counters, endpoint,
-    nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET, L4},
+    nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET, L4, Route},
     packet::{self, Packet},
     parse::{self, Frame, Ipv4Frame},
     policy,
@@ -207,6 +207,7 @@ fn to_published<P: Delivery>(
                 _pad2: [0; 6],
                 created_ns: now,
                 last_seen_ns: now,
+                next_hop: NextHop::default(),
             };
             if DNAT_CT.insert(&s.key, &s.entry, 0).is_ok() {
                 counters::ct_event(ct_event::DNAT_CREATED);
@@ -236,11 +237,14 @@ pub struct Reply {
     pub host_addr: [u8; 4],
     pub peer_ifindex: u32,
     pub peer_mac: [u8; 6],
+    /// For a client outside, the next hop out of the uplink while the flow trusts it.
+    pub next_hop: Option<([u8; 6], [u8; 6])>,
 }
 
 /// From a publishing container: a reply on a published connection gets the host's
 /// address and port back as its source; a reply to itself (reached through the host, so
-/// addressed to its gateway) gets its own address back as destination.
+/// addressed to its gateway) gets its own address back as destination. Leaves the flow's
+/// key in DNAT_SCRATCH for `reply_out`.
 #[inline(never)]
 pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply> {
     if frame.proto == IPPROTO_ICMP || !frame.translatable() {
@@ -252,11 +256,13 @@ pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply>
     let s = unsafe { &mut *scratch };
     s.key = nat::flow_key(frame, &l4);
     let entry = DNAT_CT.get_ptr_mut(&s.key)?;
+    let now = nat::now();
     // SAFETY: map pointer, valid for this program run.
-    let (host_addr, host_port, peer_ifindex, peer_mac, flags) = unsafe {
-        (*entry).last_seen_ns = nat::now();
+    let (host_addr, host_port, peer_ifindex, peer_mac, flags, next_hop) = unsafe {
+        (*entry).last_seen_ns = now;
         (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, true);
-        ((*entry).host_addr, (*entry).host_port, (*entry).peer_ifindex, (*entry).peer_mac, (*entry).flags)
+        let e = &*entry;
+        (e.host_addr, e.host_port, e.peer_ifindex, e.peer_mac, e.flags, e.next_hop.fresh(now))
     };
     let mut from = [0u8; 4];
     from.copy_from_slice(&host_addr.addr[..4]);
@@ -264,5 +270,32 @@ pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply>
     if flags & DnatEntry::SELF != 0 {
         nat::rewrite_addr(ctx, &l4, IP_DST_OFFSET, frame.dst, frame.src).ok()?;
     }
-    Some(Reply { host_addr: from, peer_ifindex, peer_mac })
+    Some(Reply { host_addr: from, peer_ifindex, peer_mac, next_hop })
+}
+
+/// A reply from `reply_from_published` to a client outside: out of the uplink when that
+/// is the way to the client, else to the kernel. A next hop the FIB gives is remembered in
+/// the flow's entry, so that its next replies skip the route.
+#[inline(never)]
+pub fn reply_out(ctx: &TcContext, frame: &Ipv4Frame, reply: &Reply, sender: u32) -> (Path, i32) {
+    let Some(cfg) = nat::config() else {
+        return (Path::SlowPathIp, TC_ACT_OK as i32);
+    };
+    if let Some(macs) = reply.next_hop {
+        return (Path::PublishedReply, nat::send_to_uplink(ctx, Some(macs), &cfg));
+    }
+    let now = nat::now();
+    let Route::Uplink { next_hop } =
+        nat::route(ctx, frame.proto, reply.host_addr, frame.dst, sender, Some(&cfg), now)
+    else {
+        return (Path::SlowPathIp, TC_ACT_OK as i32);
+    };
+    if let Some(scratch) = DNAT_SCRATCH.get_ptr_mut(0)
+        // SAFETY: the slot is this CPU's; `reply_from_published` left the flow's key there.
+        && let Some(entry) = DNAT_CT.get_ptr_mut(unsafe { &(*scratch).key })
+    {
+        // SAFETY: map pointer, valid for this program run.
+        unsafe { (*entry).next_hop = next_hop };
+    }
+    (Path::PublishedReply, nat::send_to_uplink(ctx, next_hop.macs(), &cfg))
 }

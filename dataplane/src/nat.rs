@@ -405,6 +405,7 @@ mod tests {
             _pad: 0,
             host_ifindex: 0,
             _pad2: [0; 4],
+            next_hop: Default::default(),
             created_ns: 0,
             last_seen_ns: 1_000_000_000,
         };

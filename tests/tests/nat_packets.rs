@@ -128,6 +128,94 @@ fn snat_out_and_reverse_snat_in_rewrite_tcp_with_valid_checksums() {
     assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::CLOSED);
 }
 
+/// The MAC the uplink's neighbour table gives the default gateway from now on.
+fn move_gateway_to(mac: &str) {
+    let status = std::process::Command::new("ip")
+        .args(["neigh", "replace", "203.0.113.2", "lladdr", mac, "dev", "up0"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "changing the gateway's neighbour entry");
+}
+
+/// Past `NextHop::TRUSTED_NS`, and the route cache's trust, as the coarse clock sees it.
+fn after_the_next_hop_is_stale() {
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+}
+
+const MOVED_GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
+
+#[test]
+fn established_flows_skip_the_route_for_a_second_then_ask_again() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let syn = tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false);
+    let (_, out) = fx.run(&syn);
+    let port = inspect(&out).sport;
+    let flow = fx.datapath.conntrack().unwrap()[0].1;
+    assert_eq!(flow.next_hop.dmac, GATEWAY_MAC, "the flow did not keep its next hop");
+    assert_ne!(flow.next_hop.checked_ns, 0);
+
+    // Within the second, the flow goes by what it knows: the old MAC, and no isolation
+    // check (a network created meanwhile on the destination's subnet).
+    move_gateway_to("02:00:00:00:00:09");
+    fx.datapath.set_subnet("198.51.100.0/24".parse().unwrap(), 2, "198.51.100.1".parse().unwrap()).unwrap();
+    let ack = tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true);
+    let (verdict, out) = fx.run(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport, seen.eth_dst), (UPLINK_ADDR, port, GATEWAY_MAC));
+    assert_eq!(fx.count(Path::Masqueraded), 2);
+
+    // Then the long way again: the subnet now belongs to another network.
+    after_the_next_hop_is_stale();
+    let (verdict, _) = fx.run(&ack);
+    assert_eq!(verdict, TC_ACT_SHOT, "a stale flow skipped the isolation check");
+    assert_eq!(fx.count(Path::DroppedIsolation), 1);
+}
+
+#[test]
+fn a_stale_next_hop_is_asked_again() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let udp_out = udp(CONTAINER, 5353, REMOTE, 53);
+    let (_, out) = fx.run(&udp_out);
+    assert_eq!(inspect(&out).eth_dst, GATEWAY_MAC);
+    move_gateway_to("02:00:00:00:00:09");
+    after_the_next_hop_is_stale();
+    let (verdict, out) = fx.run(&udp_out);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(inspect(&out).eth_dst, MOVED_GATEWAY_MAC, "the flow kept a next hop older than a second");
+    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.next_hop.dmac, MOVED_GATEWAY_MAC);
+}
+
+#[test]
+fn replies_update_their_flow_at_state_changes_and_once_a_second() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let (_, out) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false));
+    let port = inspect(&out).sport;
+    let reply = |fx: &mut Fixture, fin: bool| {
+        let b = PacketBuilder::ethernet2(GATEWAY_MAC, UPLINK_MAC)
+            .ipv4(REMOTE, UPLINK_ADDR, 64)
+            .tcp(80, port, 5000, 64000);
+        let b = if fin { b.ack(1001).fin() } else { b.ack(1001) };
+        let mut frame = vec![];
+        b.write(&mut frame, b"answer").unwrap();
+        let (verdict, back) = fx.run_uplink(&frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(inspect(&back).dport, 40000);
+        fx.datapath.conntrack().unwrap()[0].1
+    };
+    let first = reply(&mut fx, false);
+    assert_eq!(first.state, ct_state::ESTABLISHED, "the first reply must establish the flow");
+    after_the_next_hop_is_stale();
+    let later = reply(&mut fx, false);
+    assert!(later.last_seen_ns > first.last_seen_ns, "replies must keep their flow alive");
+    // A FIN right after still counts at once.
+    let closing = reply(&mut fx, true);
+    assert_eq!(closing.state, ct_state::CLOSING, "a FIN from outside was not recorded");
+}
+
 #[test]
 fn udp_and_icmp_echo_are_masqueraded_both_ways() {
     let mut fx = Fixture::new(0);
@@ -324,6 +412,28 @@ fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
     assert_eq!((seen.dst, seen.dport), (REMOTE, 33000));
     assert_eq!(seen.eth_dst, GATEWAY_MAC);
     assert_eq!(fx.count(Path::PublishedReply), 1);
+}
+
+#[test]
+fn replies_on_published_ports_keep_their_next_hop_for_a_second() {
+    let mut fx = publishing_8080();
+    let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
+    fx.datapath.set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES }).unwrap();
+    let answer = tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, true, true);
+    let (_, out) = fx.run(&answer);
+    assert_eq!(inspect(&out).eth_dst, GATEWAY_MAC);
+    let flow = fx.datapath.dnat_conntrack().unwrap()[0].1;
+    assert_eq!(flow.next_hop.dmac, GATEWAY_MAC, "the flow did not keep its next hop");
+
+    move_gateway_to("02:00:00:00:00:09");
+    let (verdict, out) = fx.run(&answer);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport, seen.eth_dst), (UPLINK_ADDR, 8080, GATEWAY_MAC));
+    after_the_next_hop_is_stale();
+    let (_, out) = fx.run(&answer);
+    assert_eq!(inspect(&out).eth_dst, MOVED_GATEWAY_MAC, "the reply kept a next hop older than a second");
+    assert_eq!(fx.count(Path::PublishedReply), 3);
 }
 
 #[test]
