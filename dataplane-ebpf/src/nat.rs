@@ -645,7 +645,15 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
         // SAFETY: bpf_get_prandom_u32 has no preconditions.
         let port = (cfg.port_min as u32 + unsafe { bpf_get_prandom_u32() } % span) as u16;
         s.reply.dst_port = port.to_be();
-        if SNAT_REV.insert(&s.reply, &s.reverse, u64::from(BPF_NOEXIST)).is_ok() || reclaim(s) {
+        // Looked up before inserting: a BPF_NOEXIST insert into an LRU table takes a free
+        // node before it finds the key taken, and on a full table that pushes some other
+        // flow out, for nothing.
+        // SAFETY: values are plain data copied out at once.
+        let claimed = match unsafe { SNAT_REV.get(&s.reply) }.copied() {
+            None => SNAT_REV.insert(&s.reply, &s.reverse, u64::from(BPF_NOEXIST)).is_ok(),
+            Some(holder) => reclaim(s, &holder),
+        };
+        if claimed {
             s.entry.nat_port = s.reply.dst_port;
             if SNAT_CT.insert(&s.key, &s.entry, 0).is_ok() {
                 counters::ct_event(ct_event::SNAT_CREATED);
@@ -656,16 +664,12 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
     None
 }
 
-/// Takes over the port of `s.reply` when its flow is over: reset (RST), or already
-/// forgotten by the LRU table. Without this, a burst of short connections to one
-/// destination would hold every port of the range until the daemon sweeps them; Linux
-/// conntrack recycles closed entries the same way.
+/// Takes over the port of `s.reply`, which `old` holds, when its flow is over: reset
+/// (RST), or already forgotten by the LRU table. Without this, a burst of short
+/// connections to one destination would hold every port of the range until the daemon
+/// sweeps them; Linux conntrack recycles closed entries the same way.
 #[inline(always)]
-fn reclaim(s: &mut SnatScratch) -> bool {
-    // SAFETY: values are plain data copied out at once.
-    let Some(old) = (unsafe { SNAT_REV.get(&s.reply) }) else {
-        return false;
-    };
+fn reclaim(s: &mut SnatScratch, old: &RevSnatEntry) -> bool {
     s.previous = FlowKey {
         src: old.addr,
         dst: s.reply.src,
@@ -674,7 +678,7 @@ fn reclaim(s: &mut SnatScratch) -> bool {
         proto: s.reply.proto,
         _pad: [0; 3],
     };
-    // SAFETY: as above.
+    // SAFETY: values are plain data copied out at once.
     let over = match unsafe { SNAT_CT.get(&s.previous) } {
         None => true,
         Some(entry) => entry.state == ct_state::CLOSED || entry.nat_port != s.reply.dst_port,
