@@ -75,12 +75,39 @@ static PUBLISHED: HashMap<PublishKey, Backend> = HashMap::pinned(65536, 0);
 #[map]
 static DNAT_CT: LruHashMap<FlowKey, DnatEntry> = LruHashMap::pinned(CONNTRACK_DEFAULT_SIZE, 0);
 
-/// The DNAT paths' key and entry, kept in a per-CPU slot instead of the 512-byte stack
+/// Where the packets of a connection to a published port go, as the long way last found
+/// it: a cache in front of PUBLISHED and DNAT_CT, so that a connection's packets take one
+/// lookup. Trusted for `TRUSTED_NS`, so that unpublished ports and moved containers show
+/// within a second; DNAT_CT, which the replies need, stays the record of the connection.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct InboundFlow {
+    backend: Backend,
+    /// The client as the container sees it (its gateway, for a container reaching itself).
+    client: [u8; 4],
+    checked_ns: u64,
+}
+
+impl InboundFlow {
+    const TRUSTED_NS: u64 = 1_000_000_000;
+}
+
+/// TCP flags that change a connection's state: such packets take the long way.
+const TCP_STATE_CHANGES: u8 = 0x01 | 0x02 | 0x04;
+
+/// Connections to published ports, keyed as the client sends them. Not pinned: a cache,
+/// which a restarted daemon's programs fill again.
+#[map]
+static INBOUND_FLOWS: LruHashMap<FlowKey, InboundFlow> = LruHashMap::with_max_entries(65536, 0);
+
+/// The DNAT paths' keys and entries, kept in a per-CPU slot instead of the 512-byte stack
 /// that every path of `from_container` shares.
 #[repr(C)]
 pub struct DnatScratch {
     key: FlowKey,
     entry: DnatEntry,
+    inbound: FlowKey,
+    flow: InboundFlow,
 }
 
 #[map]
@@ -160,7 +187,9 @@ fn published_l4(ctx: &impl Packet, frame: &Ipv4Frame) -> Option<L4> {
     nat::l4(ctx, frame, false)
 }
 
-/// `l4` is the frame's `published_l4`.
+/// `l4` is the frame's `published_l4`. Packets of a connection the last second saw
+/// without SYN, FIN or RST take its `INBOUND_FLOWS` entry; the others take the long way
+/// (PUBLISHED, then DNAT_CT), which refreshes that entry.
 #[inline(always)]
 fn to_published<P: Delivery>(
     ctx: &P,
@@ -170,6 +199,24 @@ fn to_published<P: Delivery>(
     peer_ifindex: u32,
     peer_mac: [u8; 6],
 ) -> Option<(Path, i32)> {
+    let scratch = DNAT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
+    let s = unsafe { &mut *scratch };
+    s.inbound = nat::flow_key(frame, l4);
+    let now = nat::now();
+    let known = INBOUND_FLOWS.get_ptr_mut(&s.inbound);
+    if let Some(flow) = known {
+        // SAFETY: map pointer, valid for this program run; copied out.
+        let flow = unsafe { *flow };
+        if l4.tcp_flags & TCP_STATE_CHANGES == 0
+            && now.wrapping_sub(flow.checked_ns) < InboundFlow::TRUSTED_NS
+        {
+            if !P::reaches(flow.backend.host_ifindex) {
+                return None;
+            }
+            return Some(translate_in(ctx, frame, l4, &flow.backend, flow.client));
+        }
+    }
     let backend = backend(frame, l4.dst_port, any_address)?;
     if !P::reaches(backend.host_ifindex) {
         return None;
@@ -178,9 +225,6 @@ fn to_published<P: Delivery>(
     // source, which its kernel drops as martian: as Docker does, it sees its gateway's.
     let client =
         if backend.host_ifindex == peer_ifindex { policy::gateway_of(frame.src)? } else { frame.src };
-    let scratch = DNAT_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
-    let s = unsafe { &mut *scratch };
     s.key = FlowKey {
         src: backend.addr,
         dst: IpAddress::v4(client),
@@ -189,7 +233,6 @@ fn to_published<P: Delivery>(
         proto: frame.proto,
         _pad: [0; 3],
     };
-    let now = nat::now();
     match DNAT_CT.get_ptr_mut(&s.key) {
         // SAFETY: map pointer, valid for this program run.
         Some(entry) => unsafe {
@@ -214,21 +257,41 @@ fn to_published<P: Delivery>(
             }
         }
     }
+    s.flow = InboundFlow { backend, client, checked_ns: now };
+    match known {
+        // SAFETY: map pointer, valid for this program run.
+        Some(flow) => unsafe { *flow = s.flow },
+        None => {
+            let _ = INBOUND_FLOWS.insert(&s.inbound, &s.flow, 0);
+        }
+    }
     // From outside (no peer container): the SYN's MSS must fit the uplink.
     if peer_ifindex == 0
         && let Some(cfg) = nat::config()
     {
         nat::clamp_mss(ctx, frame, l4, cfg.uplink_ifindex);
     }
+    Some(translate_in(ctx, frame, l4, &backend, client))
+}
+
+/// Rewrites the frame for `backend`, with `client` as its source, and hands it over.
+#[inline(always)]
+fn translate_in<P: Delivery>(
+    ctx: &P,
+    frame: &Ipv4Frame,
+    l4: &L4,
+    backend: &Backend,
+    client: [u8; 4],
+) -> (Path, i32) {
     let mut to = [0u8; 4];
     to.copy_from_slice(&backend.addr.addr[..4]);
     if nat::rewrite(ctx, l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port).is_err()
         || (client != frame.src && nat::rewrite_addr(ctx, l4, IP_SRC_OFFSET, frame.src, client).is_err())
     {
-        return Some((Path::SlowPathMalformed, P::DROP));
+        return (Path::SlowPathMalformed, P::DROP);
     }
     let _ = packet::write(ctx, 0, backend.mac);
-    Some((Path::Published, ctx.deliver(backend.host_ifindex)))
+    (Path::Published, ctx.deliver(backend.host_ifindex))
 }
 
 /// A container's reply on a published connection, its source given back as the host's

@@ -437,6 +437,40 @@ fn replies_on_published_ports_keep_their_next_hop_for_a_second() {
 }
 
 #[test]
+fn connections_to_an_unpublished_port_stop_within_a_second() {
+    use dataplane_common::{IpAddress, PublishKey};
+    let mut fx = publishing_8080();
+    let syn = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false);
+    let ack = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, false, true);
+    assert_eq!(fx.run_uplink(&syn).0, TC_ACT_REDIRECT);
+    let (verdict, inside) = fx.run_uplink(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the connection's next packet was not delivered");
+    let seen = inspect(&inside);
+    assert_eq!((seen.src, seen.sport, seen.dst, seen.dport), (REMOTE, 33000, B_ADDR, 80));
+    assert_eq!(seen.eth_dst, B_MAC);
+
+    let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 6, _pad: 0 };
+    fx.datapath.remove_published(&key).unwrap();
+    // New connections see it at once; the connection's own packets within the second
+    // its entry is trusted, and never after.
+    let other_syn = tcp(GATEWAY_MAC, REMOTE, 33001, UPLINK_ADDR, 8080, true, false);
+    assert_eq!(fx.run_uplink(&other_syn).0, TC_ACT_OK, "a new connection reached an unpublished port");
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
+    after_the_next_hop_is_stale();
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_OK, "a connection outlived its port by more than a second");
+    // A FIN always takes the long way: it must reach the conntrack entry at once.
+    publish_8080(&mut fx);
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
+    let mut fin = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, false, true);
+    fin[14 + 20 + 13] |= 0x01;
+    let _ = fx.run_uplink(&fin);
+    let flows = fx.datapath.dnat_conntrack().unwrap();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0].1.state, ct_state::CLOSING, "a FIN from the client was not recorded");
+    assert_eq!(fx.count(Path::Published), 5);
+}
+
+#[test]
 fn unpublished_ports_and_container_addresses_are_closed_from_the_uplink() {
     let mut fx = publishing_8080();
     let frame = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8081, true, false);
