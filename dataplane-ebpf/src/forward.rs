@@ -13,7 +13,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     counters::count,
-    endpoint, nat, packet,
+    endpoint, nat,
     parse::{self, Frame},
     policy::{self, Verdict},
     publish,
@@ -39,16 +39,9 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
     };
     if iface.flags & InterfaceConfig::PUBLISHES != 0
-        && let Some(reply) = publish::reply_from_published(ctx, &frame)
+        && let Some(verdict) = publish::reply(ctx, &frame, ifindex)
     {
-        if reply.peer_ifindex == 0 {
-            return publish::reply_out(ctx, &frame, &reply, ifindex);
-        }
-        // Hairpin: straight back into the client container.
-        let _ = packet::write(ctx, 0, reply.peer_mac);
-        // SAFETY: a plain helper call; it only records the target and flags.
-        let action = unsafe { bpf_redirect_peer(reply.peer_ifindex, 0) } as i32;
-        return (Path::PublishedReply, action);
+        return verdict;
     }
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest

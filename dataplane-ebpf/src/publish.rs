@@ -294,22 +294,13 @@ fn translate_in<P: Delivery>(
     (Path::Published, ctx.deliver(backend.host_ifindex))
 }
 
-/// A container's reply on a published connection, its source given back as the host's
-/// address and port: where it goes next.
-pub struct Reply {
-    pub host_addr: [u8; 4],
-    pub peer_ifindex: u32,
-    pub peer_mac: [u8; 6],
-    /// For a client outside, the next hop out of the uplink while the flow trusts it.
-    pub next_hop: Option<([u8; 6], [u8; 6])>,
-}
-
 /// From a publishing container: a reply on a published connection gets the host's
-/// address and port back as its source; a reply to itself (reached through the host, so
-/// addressed to its gateway) gets its own address back as destination. Leaves the flow's
-/// key in DNAT_SCRATCH for `reply_out`.
+/// address and port back as its source and goes back to its client: into the client's
+/// container (hairpin), or out of the uplink. A reply to itself (reached through the
+/// host, so addressed to its gateway) gets its own address back as destination. `None`
+/// when the packet is no such reply.
 #[inline(never)]
-pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply> {
+pub fn reply(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
     if frame.proto == IPPROTO_ICMP || !frame.translatable() {
         return None;
     }
@@ -325,40 +316,39 @@ pub fn reply_from_published(ctx: &TcContext, frame: &Ipv4Frame) -> Option<Reply>
         (*entry).last_seen_ns = now;
         (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, true);
         let e = &*entry;
-        (e.host_addr, e.host_port, e.peer_ifindex, e.peer_mac, e.flags, e.next_hop.fresh(now))
+        (e.host_addr, e.host_port, e.peer_ifindex, e.peer_mac, e.flags, e.next_hop)
     };
     let mut from = [0u8; 4];
     from.copy_from_slice(&host_addr.addr[..4]);
-    nat::rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, from, l4.src_port, host_port).ok()?;
-    if flags & DnatEntry::SELF != 0 {
-        nat::rewrite_addr(ctx, &l4, IP_DST_OFFSET, frame.dst, frame.src).ok()?;
+    let malformed = (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
+    if nat::rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, from, l4.src_port, host_port).is_err() {
+        return Some(malformed);
     }
-    Some(Reply { host_addr: from, peer_ifindex, peer_mac, next_hop })
-}
-
-/// A reply from `reply_from_published` to a client outside: out of the uplink when that
-/// is the way to the client, else to the kernel. A next hop the FIB gives is remembered in
-/// the flow's entry, so that its next replies skip the route.
-#[inline(never)]
-pub fn reply_out(ctx: &TcContext, frame: &Ipv4Frame, reply: &Reply, sender: u32) -> (Path, i32) {
-    let Some(cfg) = nat::config() else {
-        return (Path::SlowPathIp, TC_ACT_OK as i32);
-    };
-    if let Some(macs) = reply.next_hop {
-        return (Path::PublishedReply, nat::send_to_uplink(ctx, Some(macs), &cfg));
-    }
-    let now = nat::now();
-    let Route::Uplink { next_hop } =
-        nat::route(ctx, frame.proto, reply.host_addr, frame.dst, sender, Some(&cfg), now)
-    else {
-        return (Path::SlowPathIp, TC_ACT_OK as i32);
-    };
-    if let Some(scratch) = DNAT_SCRATCH.get_ptr_mut(0)
-        // SAFETY: the slot is this CPU's; `reply_from_published` left the flow's key there.
-        && let Some(entry) = DNAT_CT.get_ptr_mut(unsafe { &(*scratch).key })
+    if flags & DnatEntry::SELF != 0
+        && nat::rewrite_addr(ctx, &l4, IP_DST_OFFSET, frame.dst, frame.src).is_err()
     {
-        // SAFETY: map pointer, valid for this program run.
-        unsafe { (*entry).next_hop = next_hop };
+        return Some(malformed);
     }
-    (Path::PublishedReply, nat::send_to_uplink(ctx, next_hop.macs(), &cfg))
+    if peer_ifindex != 0 {
+        // Hairpin: straight back into the client container.
+        let _ = packet::write(ctx, 0, peer_mac);
+        // SAFETY: a plain helper call; it only records the target and flags.
+        let action = unsafe { bpf_redirect_peer(peer_ifindex, 0) } as i32;
+        return Some((Path::PublishedReply, action));
+    }
+    let Some(cfg) = nat::config() else {
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    };
+    if let Some(macs) = next_hop.fresh(now) {
+        return Some((Path::PublishedReply, nat::send_to_uplink(ctx, Some(macs), &cfg)));
+    }
+    // Out of the uplink when that is the way to the client, else to the kernel. The next
+    // hop is remembered in the entry, so that the flow's next replies skip the route.
+    let Route::Uplink { next_hop } = nat::route(ctx, frame.proto, from, frame.dst, sender, Some(&cfg), now)
+    else {
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    };
+    // SAFETY: map pointer, valid for this program run.
+    unsafe { (*entry).next_hop = next_hop };
+    Some((Path::PublishedReply, nat::send_to_uplink(ctx, next_hop.macs(), &cfg)))
 }
