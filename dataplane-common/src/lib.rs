@@ -50,12 +50,16 @@ pub struct Endpoint {
     pub _pad: [u8; 2],
 }
 
-/// Per host-side interface: which network the container behind it belongs to.
+/// Per host-side interface: which network the container behind it belongs to, and that
+/// network's IPv4 subnet (network order; a zero mask when unknown), where all of its
+/// endpoints lie: traffic leaving the subnet needs no endpoint lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InterfaceConfig {
     pub network: u32,
     pub flags: u32,
+    pub v4_subnet: [u8; 4],
+    pub v4_mask: [u8; 4],
 }
 
 impl InterfaceConfig {
@@ -72,7 +76,14 @@ impl InterfaceConfig {
     /// at the cost of an index on every packet; the others in the `INTERFACES` hash.
     pub const INDEX_LIMIT: u32 = 65_536;
     /// An array slot without an interface (networks are numbered from 1).
-    pub const NONE: InterfaceConfig = InterfaceConfig { network: 0, flags: 0 };
+    pub const NONE: InterfaceConfig =
+        InterfaceConfig { network: 0, flags: 0, v4_subnet: [0; 4], v4_mask: [0; 4] };
+
+    /// Whether `addr` may be an endpoint of this interface's network.
+    #[inline(always)]
+    pub fn may_hold_v4(&self, addr: [u8; 4]) -> bool {
+        u32::from_ne_bytes(addr) & u32::from_ne_bytes(self.v4_mask) == u32::from_ne_bytes(self.v4_subnet)
+    }
 }
 
 /// IP protocol numbers the NAT understands.
@@ -494,6 +505,7 @@ pub mod program_names {
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<IpAddress>() == 20);
+    assert!(size_of::<InterfaceConfig>() == 16);
     assert!(size_of::<EndpointKey>() == 24);
     assert!(size_of::<FlowKey>() == 48);
     assert!(size_of::<NextHop>() == 24);

@@ -46,7 +46,9 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
     // lookup here, is left to the traffic that misses.
-    let Some(dst) = endpoint::lookup_v4(iface.network, frame.dst) else {
+    let endpoint =
+        if iface.may_hold_v4(frame.dst) { endpoint::lookup_v4(iface.network, frame.dst) } else { None };
+    let Some(dst) = endpoint else {
         if let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
             return verdict;
         }

@@ -53,7 +53,7 @@ impl Fixture {
         };
         datapath.set_subnet("10.1.0.0/24".parse().unwrap(), RED, Ipv4Addr::new(10, 1, 0, 1)).unwrap();
         datapath.set_subnet("10.2.0.0/24".parse().unwrap(), BLUE, Ipv4Addr::new(10, 2, 0, 1)).unwrap();
-        datapath.set_interface(LO, InterfaceConfig { network: RED, flags: red_flags }).unwrap();
+        datapath.set_interface(LO, red_interface(red_flags)).unwrap();
         let endpoint = |ifindex, mac| Endpoint { host_ifindex: ifindex, mac, _pad: [0; 2] };
         datapath.set_endpoint(v4_key(RED, Ipv4Addr::new(10, 1, 0, 3)), endpoint(42, B_MAC)).unwrap();
         datapath
@@ -166,6 +166,11 @@ impl Drop for Fixture {
 }
 
 /// An Ethernet + IPv4 + UDP frame from A's MAC.
+/// A host-side interface on RED (10.1.0.0/24), as the daemon configures one.
+pub fn red_interface(flags: u32) -> InterfaceConfig {
+    InterfaceConfig { network: RED, flags, v4_subnet: [10, 1, 0, 0], v4_mask: [255, 255, 255, 0] }
+}
+
 pub fn udp_frame(dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     udp_between(dst_mac, (src, 4000), (dst, 53))
 }

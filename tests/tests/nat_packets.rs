@@ -5,7 +5,7 @@
 use dataplane_common::{InterfaceConfig, Path, ct_state};
 use dataplane_tests::datapath::{
     A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, XDP_PASS,
-    XDP_REDIRECT,
+    XDP_REDIRECT, red_interface,
 };
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -404,7 +404,7 @@ fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
     assert_eq!(fx.count(Path::Published), 1);
 
     // The container's answer leaves with the published address and port.
-    fx.datapath.set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES }).unwrap();
+    fx.datapath.set_interface(1, red_interface(InterfaceConfig::PUBLISHES)).unwrap();
     let (verdict, out) = fx.run(&tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, true, true));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = inspect(&out);
@@ -418,7 +418,7 @@ fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
 fn replies_on_published_ports_keep_their_next_hop_for_a_second() {
     let mut fx = publishing_8080();
     let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
-    fx.datapath.set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES }).unwrap();
+    fx.datapath.set_interface(1, red_interface(InterfaceConfig::PUBLISHES)).unwrap();
     let answer = tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, true, true);
     let (_, out) = fx.run(&answer);
     assert_eq!(inspect(&out).eth_dst, GATEWAY_MAC);
@@ -491,7 +491,7 @@ fn hairpin_keeps_the_client_container_and_returns_to_it() {
     assert_eq!((seen.dst, seen.dport), (B_ADDR, 80));
     assert_eq!((seen.src, seen.sport), (CONTAINER, 44000), "the client container's address must be kept");
     // B answers A directly: the reply gets the published address back and goes to A.
-    fx.datapath.set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES }).unwrap();
+    fx.datapath.set_interface(1, red_interface(InterfaceConfig::PUBLISHES)).unwrap();
     let (verdict, back) = fx.run(&tcp(B_MAC, B_ADDR, 80, CONTAINER, 44000, true, true));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = inspect(&back);
@@ -627,7 +627,7 @@ fn syns_from_outside_offer_an_mss_the_uplink_can_carry() {
 /// containers when XDP runs on the uplink.
 fn b_takes_xdp_frames(fx: &mut Fixture) {
     let flags = InterfaceConfig::PUBLISHES | InterfaceConfig::XDP_TARGET;
-    fx.datapath.set_interface(42, InterfaceConfig { network: 1, flags }).unwrap();
+    fx.datapath.set_interface(42, red_interface(flags)).unwrap();
 }
 
 const L4_CSUM_UDP: usize = 14 + 20 + 6;
@@ -649,7 +649,7 @@ fn xdp_on_the_uplink_sends_published_ports_to_their_container() {
     assert_eq!((fx.count(Path::PublishedXdp), fx.count(Path::Published)), (1, 0));
 
     // The flow XDP tracked is the one tc's reverse DNAT finds for the container's answer.
-    fx.datapath.set_interface(1, InterfaceConfig { network: 1, flags: InterfaceConfig::PUBLISHES }).unwrap();
+    fx.datapath.set_interface(1, red_interface(InterfaceConfig::PUBLISHES)).unwrap();
     let (verdict, out) = fx.run(&tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, true, true));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = inspect(&out);

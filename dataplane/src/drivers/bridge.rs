@@ -50,7 +50,12 @@ fn interface_config(net: &Network, publishes: bool, xdp_target: bool) -> Interfa
     if net.internal {
         flags |= InterfaceConfig::INTERNAL;
     }
-    InterfaceConfig { network: net.index, flags }
+    InterfaceConfig {
+        network: net.index,
+        flags,
+        v4_subnet: net.subnet.network().octets(),
+        v4_mask: net.subnet.netmask().octets(),
+    }
 }
 
 /// Builds (or, after a restart, finds and re-arms) a container's attachment; returns the

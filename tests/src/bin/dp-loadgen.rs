@@ -369,7 +369,7 @@ fn tcp_connect(dst: SocketAddr, secs: f64, threads: usize) -> Result<serde_json:
 
 fn prog_cost(repeat: u32) -> serde_json::Value {
     use dataplane_common::{Backend, InterfaceConfig, IpAddress, NatConfig, Path, PublishKey, program_names};
-    use dataplane_tests::datapath::{B_MAC, Fixture, LO, RED, UPLINK_ADDR, udp_between, udp_frame};
+    use dataplane_tests::datapath::{B_MAC, Fixture, LO, UPLINK_ADDR, red_interface, udp_between, udp_frame};
     const CONTAINER: [u8; 4] = [10, 1, 0, 2];
     let (from_container, from_uplink) = (program_names::FROM_CONTAINER, program_names::FROM_UPLINK);
     let mut fixture = Fixture::new(0);
@@ -417,7 +417,7 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     fixture.datapath.set_published(key, backend).unwrap();
     let inbound = udp_between(B_MAC, (remote, 5555), (UPLINK_ADDR, 8080));
     let dnat = measure(&mut fixture, from_uplink, &inbound, Path::Published);
-    let publishes = InterfaceConfig { network: RED, flags: InterfaceConfig::PUBLISHES };
+    let publishes = red_interface(InterfaceConfig::PUBLISHES);
     fixture.datapath.set_interface(LO, publishes).unwrap();
     let answer = udp_between(B_MAC, (UPLINK_ADDR, 8080), (remote, 5555));
     let reverse_dnat = measure(&mut fixture, from_container, &answer, Path::PublishedReply);
@@ -434,7 +434,7 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
         .unwrap();
     assert!(status.success(), "making B's veth");
     let flags = InterfaceConfig::XDP_TARGET | InterfaceConfig::PUBLISHES;
-    fixture.datapath.set_interface(42, InterfaceConfig { network: RED, flags }).unwrap();
+    fixture.datapath.set_interface(42, red_interface(flags)).unwrap();
     let xdp_runs = |fixture: &mut Fixture, live: bool| {
         let before = fixture.count(Path::PublishedXdp);
         let ns = fixture.xdp_cost_ns(&inbound, repeat, live);
