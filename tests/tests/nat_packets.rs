@@ -714,3 +714,23 @@ fn xdp_clamps_the_mss_of_syns_from_outside() {
     assert_eq!(verdict, XDP_REDIRECT);
     assert_eq!(mss_of(&inside), Some(1360), "the SYN's MSS was not clamped to the uplink MTU - 40");
 }
+
+#[test]
+fn the_daemon_reads_and_sweeps_every_flow_of_a_large_table() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(1024, 65535);
+    // More flows than one batch read takes, to as many destinations.
+    const FLOWS: u32 = 10_000;
+    let remote = |i: u32| [198, 18, (i >> 8) as u8, i as u8];
+    for i in 0..FLOWS {
+        assert_eq!(fx.run(&udp(CONTAINER, 5353, remote(i), 53)).0, TC_ACT_REDIRECT);
+    }
+    let flows = fx.datapath.conntrack().unwrap();
+    assert_eq!(flows.len(), FLOWS as usize, "the listing missed flows");
+    let destinations: std::collections::HashSet<_> = flows.iter().map(|(k, _)| k.dst.addr).collect();
+    assert_eq!(destinations.len(), FLOWS as usize, "the listing repeated flows");
+    let later = flows.iter().map(|(_, e)| e.last_seen_ns).max().unwrap() + 3600 * 1_000_000_000;
+    let removed = dataplane::nat::sweep_at(&mut fx.datapath, later).unwrap();
+    assert_eq!(removed.masquerade, u64::from(FLOWS));
+    assert!(fx.datapath.conntrack().unwrap().is_empty());
+}
