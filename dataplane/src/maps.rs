@@ -423,8 +423,9 @@ impl Datapath {
         self.hash_entries(map_names::DNAT_CT)
     }
 
-    pub fn forget_dnat_flow(&mut self, key: &FlowKey) -> Result<()> {
-        remove_missing_ok(self.hash_map::<FlowKey, DnatEntry>(map_names::DNAT_CT)?.remove(key))
+    /// Forgets connections to published ports, by their `DNAT_CT` keys.
+    pub fn forget_dnat_flows(&mut self, keys: &[FlowKey]) -> Result<()> {
+        self.remove_entries(map_names::DNAT_CT, keys)
     }
 
     /// Every tracked masqueraded flow.
@@ -437,26 +438,41 @@ impl Datapath {
     /// reads every sweep; an entry at a time took two syscalls per entry (200 ms for
     /// 65,000 flows here, against 30 ms in batches).
     fn hash_entries<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> Result<Vec<(K, V)>> {
+        lookup_batch(self.hash_map_fd(name)?).with_context(|| format!("reading map {name}"))
+    }
+
+    /// Removes `keys` from a hash map in batches (BPF_MAP_DELETE_BATCH); keys already
+    /// gone (the LRU evicted them, a program removed them) are skipped.
+    fn remove_entries<K: aya::Pod>(&mut self, name: &str, keys: &[K]) -> Result<()> {
+        delete_batch(self.hash_map_fd(name)?, keys).with_context(|| format!("removing entries of map {name}"))
+    }
+
+    fn hash_map_fd(&self, name: &str) -> Result<std::os::fd::RawFd> {
         let map = self.ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing"))?;
         let (Map::HashMap(data) | Map::LruHashMap(data)) = map else {
             anyhow::bail!("map {name} is not a hash map");
         };
-        lookup_batch(data.fd().as_fd().as_raw_fd()).with_context(|| format!("reading map {name}"))
+        Ok(data.fd().as_fd().as_raw_fd())
     }
 
-    /// Forgets a flow in both directions.
-    pub fn forget_flow(&mut self, key: &FlowKey, entry: &SnatEntry) -> Result<()> {
-        let reply = FlowKey {
-            src: key.dst,
-            dst: entry.nat_addr,
-            src_port: if key.proto == IPPROTO_ICMP { 0 } else { key.dst_port },
-            dst_port: entry.nat_port,
-            proto: key.proto,
-            _pad: [0; 3],
-        };
-        remove_missing_ok(self.hash_map::<FlowKey, RevSnatEntry>(map_names::SNAT_REV)?.remove(&reply))?;
-        remove_missing_ok(self.hash_map::<FlowKey, SnatEntry>(map_names::SNAT_CT)?.remove(key))
+    /// Forgets masqueraded flows in both directions.
+    pub fn forget_flows(&mut self, flows: &[(FlowKey, SnatEntry)]) -> Result<()> {
+        let replies: Vec<FlowKey> = flows
+            .iter()
+            .map(|(key, entry)| FlowKey {
+                src: key.dst,
+                dst: entry.nat_addr,
+                src_port: if key.proto == IPPROTO_ICMP { 0 } else { key.dst_port },
+                dst_port: entry.nat_port,
+                proto: key.proto,
+                _pad: [0; 3],
+            })
+            .collect();
+        self.remove_entries(map_names::SNAT_REV, &replies)?;
+        let keys: Vec<FlowKey> = flows.iter().map(|(key, _)| *key).collect();
+        self.remove_entries(map_names::SNAT_CT, &keys)
     }
+
     fn hash_map<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> Result<HashMap<&mut MapData, K, V>> {
         let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
         HashMap::try_from(map).with_context(|| format!("opening map {name}"))
@@ -589,8 +605,17 @@ impl Datapath {
     }
 }
 
-/// BPF_MAP_LOOKUP_BATCH, which aya does not wrap (enum bpf_cmd in linux/bpf.h).
+/// Batch commands, which aya does not wrap (enum bpf_cmd in linux/bpf.h).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// One batch command; its result and how many elements it got through.
+fn batch_syscall(cmd: libc::c_long, attr: &mut BatchAttr) -> (Option<std::io::Error>, usize) {
+    // SAFETY: the caller's attribute points at live buffers of `attr.count` elements
+    // (and batch positions), and is passed with its own size.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, &raw mut *attr, size_of::<BatchAttr>() as u32) };
+    ((rc < 0).then(std::io::Error::last_os_error), attr.count as usize)
+}
 
 /// The `batch` member of union bpf_attr; the kernel zero-fills what follows it.
 #[repr(C)]
@@ -629,13 +654,7 @@ fn lookup_batch<K: aya::Pod, V: aya::Pod>(fd: std::os::fd::RawFd) -> std::io::Re
             map_fd: fd as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: the attribute points at live buffers of `room` keys and values and at
-        // the two batch positions, and is passed with its own size.
-        let rc = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>() as u32)
-        };
-        let error = (rc < 0).then(std::io::Error::last_os_error);
-        let got = attr.count as usize;
+        let (error, got) = batch_syscall(BPF_MAP_LOOKUP_BATCH, &mut attr);
         entries.extend(keys.into_iter().zip(values).take(got));
         match error.as_ref().and_then(std::io::Error::raw_os_error) {
             None => {}
@@ -649,6 +668,29 @@ fn lookup_batch<K: aya::Pod, V: aya::Pod>(fd: std::os::fd::RawFd) -> std::io::Re
         position = next;
         started = true;
     }
+}
+
+/// Deletes `keys` from the hash map behind `fd`. The kernel stops a batch at a key it
+/// cannot find (ENOENT), having deleted the ones before: the rest is sent again.
+fn delete_batch<K: aya::Pod>(fd: std::os::fd::RawFd, keys: &[K]) -> std::io::Result<()> {
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let mut attr = BatchAttr {
+            keys: rest.as_ptr() as u64,
+            count: rest.len() as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        let (error, deleted) = batch_syscall(BPF_MAP_DELETE_BATCH, &mut attr);
+        match error {
+            None => return Ok(()),
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                rest = &rest[(deleted + 1).min(rest.len())..]
+            }
+            Some(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn remove_missing_ok(result: Result<(), aya::maps::MapError>) -> Result<()> {

@@ -243,17 +243,13 @@ pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, FlowTimes) -> boo
         .into_iter()
         .filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns)))
         .collect();
-    for (key, entry) in &snat {
-        dp.forget_flow(key, entry)?;
-    }
+    dp.forget_flows(&snat)?;
     let dnat: Vec<_> = dp
         .dnat_conntrack()?
         .into_iter()
         .filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns)))
         .collect();
-    for (key, _) in &dnat {
-        dp.forget_dnat_flow(key)?;
-    }
+    dp.forget_dnat_flows(&dnat.iter().map(|(key, _)| *key).collect::<Vec<_>>())?;
     Ok(PerTable { masquerade: snat.len() as u64, published: dnat.len() as u64 })
 }
 
