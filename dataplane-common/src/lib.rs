@@ -415,6 +415,8 @@ pub mod map_names {
     pub const SNAT_REV: &str = "SNAT_REV";
     pub const PUBLISHED: &str = "PUBLISHED";
     pub const DNAT_CT: &str = "DNAT_CT";
+    /// Not pinned: a cache of the programs in front of PUBLISHED and DNAT_CT.
+    pub const INBOUND_FLOWS: &str = "INBOUND_FLOWS";
     pub const HOST_CONFIG: &str = "HOST_CONFIG";
     pub const CT_EVENTS: &str = "CT_EVENTS";
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";

@@ -423,9 +423,25 @@ impl Datapath {
         self.hash_entries(map_names::DNAT_CT)
     }
 
-    /// Forgets connections to published ports, by their `DNAT_CT` keys.
-    pub fn forget_dnat_flows(&mut self, keys: &[FlowKey]) -> Result<()> {
-        self.remove_entries(map_names::DNAT_CT, keys)
+    /// Forgets connections to published ports, with the programs' cached view of them
+    /// (`INBOUND_FLOWS`, keyed as the client sends), which would otherwise deliver their
+    /// packets for up to a second with no entry to translate the replies back.
+    pub fn forget_dnat_flows(&mut self, flows: &[(FlowKey, DnatEntry)]) -> Result<()> {
+        let inbound: Vec<FlowKey> = flows
+            .iter()
+            .map(|(key, entry)| FlowKey {
+                // A container reaching itself is both ends; the entry holds its gateway.
+                src: if entry.flags & DnatEntry::SELF != 0 { key.src } else { key.dst },
+                dst: entry.host_addr,
+                src_port: key.dst_port,
+                dst_port: entry.host_port,
+                proto: key.proto,
+                _pad: [0; 3],
+            })
+            .collect();
+        self.remove_entries(map_names::INBOUND_FLOWS, &inbound)?;
+        let keys: Vec<FlowKey> = flows.iter().map(|(key, _)| *key).collect();
+        self.remove_entries(map_names::DNAT_CT, &keys)
     }
 
     /// Every tracked masqueraded flow.

@@ -249,7 +249,7 @@ pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, FlowTimes) -> boo
         .into_iter()
         .filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns)))
         .collect();
-    dp.forget_dnat_flows(&dnat.iter().map(|(key, _)| *key).collect::<Vec<_>>())?;
+    dp.forget_dnat_flows(&dnat)?;
     Ok(PerTable { masquerade: snat.len() as u64, published: dnat.len() as u64 })
 }
 

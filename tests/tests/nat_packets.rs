@@ -471,6 +471,23 @@ fn connections_to_an_unpublished_port_stop_within_a_second() {
 }
 
 #[test]
+fn forgotten_connections_to_published_ports_are_tracked_again_at_once() {
+    let mut fx = publishing_8080();
+    let ack = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, false, true);
+    let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
+    let _ = fx.run_uplink(&ack);
+    // `conntrack flush`: the cached view of the connection goes with its entry, so its
+    // next packet takes the long way and the container's replies are translated again.
+    dataplane::nat::forget_where(&mut fx.datapath, |_, _| true).unwrap();
+    assert!(fx.datapath.dnat_conntrack().unwrap().is_empty());
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the connection was not tracked again");
+    fx.datapath.set_interface(1, red_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (_, out) = fx.run(&tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, false, true));
+    assert_eq!((inspect(&out).src, inspect(&out).sport), (UPLINK_ADDR, 8080));
+}
+
+#[test]
 fn unpublished_ports_and_container_addresses_are_closed_from_the_uplink() {
     let mut fx = publishing_8080();
     let frame = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8081, true, false);
