@@ -1,7 +1,8 @@
 //! Published ports (DNAT): connections from outside to a host port are sent to the
 //! container behind it, keeping the client's address, and the container's replies leave
-//! with the host's address and port again. Owns PUBLISHED (filled by the daemon) and the
-//! DNAT conntrack table.
+//! with the host's address and port again. Owns PUBLISHED (filled by the daemon), the
+//! DNAT conntrack table, and INBOUND_FLOWS, the cache that lets a connection's packets
+//! skip both.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
