@@ -148,7 +148,27 @@ pub fn checksum_may_be_partial(ctx: &impl Packet, frame: &Ipv4Frame, l4: &L4) ->
     else {
         return true;
     };
-    let l4_len = u16::from_be(total_len).wrapping_sub((TRANSLATABLE_L4_OFFSET - 14) as u16);
+    may_be_pseudo_header_sum(stored, frame, u16::from_be(total_len))
+}
+
+/// Whether the frame's L4 checksum field certainly holds a complete checksum: it is not
+/// the pseudo header's sum, and the IPv4 length is the packet's (BIG TCP packets carry 0
+/// there, and their pseudo header's sum cannot be told). Reads only the linear data.
+#[inline(always)]
+fn checksum_is_complete(ctx: &impl Packet, frame: &Ipv4Frame, l4: &L4) -> bool {
+    let (Some(stored), Some(total_len)) = (
+        packet::read_linear::<u16>(ctx, l4.csum_offset),
+        packet::read_linear::<u16>(ctx, IP_TOTAL_LEN_OFFSET),
+    ) else {
+        return false;
+    };
+    let total_len = u16::from_be(total_len);
+    u32::from(total_len) + 14 == ctx.len() && !may_be_pseudo_header_sum(stored, frame, total_len)
+}
+
+#[inline(always)]
+fn may_be_pseudo_header_sum(stored: u16, frame: &Ipv4Frame, total_len: u16) -> bool {
+    let l4_len = total_len.wrapping_sub((TRANSLATABLE_L4_OFFSET - 14) as u16);
     stored != 0 && stored == csum::pseudo_header_v4(frame.src, frame.dst, frame.proto, l4_len)
 }
 
@@ -231,11 +251,13 @@ pub fn flow_key(frame: &Ipv4Frame, l4: &L4) -> FlowKey {
     }
 }
 
-/// Replaces one address and one port of the packet, keeping the IPv4 and L4 checksums
-/// valid (incrementally, so CHECKSUM_PARTIAL packets stay correct too).
+/// Replaces one address and one port of `frame`, keeping the IPv4 and L4 checksums valid
+/// (incrementally, so CHECKSUM_PARTIAL packets stay correct too).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn rewrite(
     ctx: &impl Packet,
+    frame: &Ipv4Frame,
     l4: &L4,
     addr_offset: usize,
     old_addr: [u8; 4],
@@ -243,9 +265,21 @@ pub fn rewrite(
     old_port: u16,
     new_port: u16,
 ) -> Result<(), i64> {
-    rewrite_addr(ctx, l4, addr_offset, old_addr, new_addr)?;
-    ctx.l4_csum_replace(l4.csum_offset, u64::from(old_port), u64::from(new_port), l4.csum_flags | 2)?;
-    packet::write(ctx, l4.port_offset, new_port)
+    // The port first, while the checksum field still matches the frame's addresses. The
+    // port is not in the pseudo header: a CHECKSUM_PARTIAL packet's field (the pseudo
+    // header's sum) must not change with it, any other packet's must, and only the
+    // helper knows which kind the skb is. A field that cannot be a partial one takes the
+    // change in software, sparing a helper call (~20 ns). The address always goes through
+    // the helper: it is in the pseudo header, and a CHECKSUM_COMPLETE skb's sum must
+    // follow it.
+    let (from, to, flags) = (u64::from(old_port), u64::from(new_port), l4.csum_flags | 2);
+    if l4.pseudo_header && checksum_is_complete(ctx, frame, l4) {
+        packet::complete_l4_csum_replace(ctx, l4.csum_offset, from, to, flags)?;
+    } else {
+        ctx.l4_csum_replace(l4.csum_offset, from, to, flags)?;
+    }
+    packet::write(ctx, l4.port_offset, new_port)?;
+    rewrite_addr(ctx, l4, addr_offset, old_addr, new_addr)
 }
 
 /// Replaces one address of the packet, keeping the IPv4 and L4 checksums valid.
@@ -482,7 +516,7 @@ fn masquerade(
     nat_port: u16,
     macs: Option<([u8; 6], [u8; 6])>,
 ) -> (Path, i32) {
-    if rewrite(ctx, l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port).is_err() {
+    if rewrite(ctx, frame, l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port).is_err() {
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
     (Path::Masqueraded, send_to_uplink(ctx, macs, cfg))
@@ -761,7 +795,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     clamp_mss(ctx, &frame, &l4, cfg.uplink_ifindex);
     let mut container_addr = [0u8; 4];
     container_addr.copy_from_slice(&back.addr.addr[..4]);
-    if rewrite(ctx, &l4, IP_DST_OFFSET, frame.dst, container_addr, l4.dst_port, back.port).is_err() {
+    if rewrite(ctx, &frame, &l4, IP_DST_OFFSET, frame.dst, container_addr, l4.dst_port, back.port).is_err() {
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
     let _ = packet::write(ctx, 0, back.mac);

@@ -140,23 +140,36 @@ impl Packet for XdpContext {
     /// CHECKSUM_PARTIAL ones on to tc), so the update is plain RFC 1624 arithmetic.
     #[inline(always)]
     fn l4_csum_replace(&self, offset: usize, from: u64, to: u64, flags: u64) -> Result<(), i64> {
-        let old: u16 = read(self, offset).ok_or(-1i64)?;
-        let optional = flags & u64::from(BPF_F_MARK_MANGLED_0) != 0;
-        if optional && old == 0 {
-            // A UDP datagram without a checksum keeps none.
-            return Ok(());
-        }
-        let mut new = match flags & CSUM_SIZE_MASK {
-            2 => csum::replace2(old, (from as u16).to_ne_bytes(), (to as u16).to_ne_bytes()),
-            4 => csum::replace4(old, (from as u32).to_ne_bytes(), (to as u32).to_ne_bytes()),
-            _ => return Err(-22),
-        };
-        if optional && new == 0 {
-            // For UDP, 0 means "no checksum": the same sum is written as 0xffff.
-            new = 0xffff;
-        }
-        write(self, offset, new)
+        complete_l4_csum_replace(self, offset, from, to, flags)
     }
+}
+
+/// `Packet::l4_csum_replace` for a checksum field known to hold a complete checksum, in
+/// software (RFC 1624) instead of a helper call.
+#[inline(always)]
+pub fn complete_l4_csum_replace(
+    ctx: &impl Packet,
+    offset: usize,
+    from: u64,
+    to: u64,
+    flags: u64,
+) -> Result<(), i64> {
+    let old: u16 = read(ctx, offset).ok_or(-1i64)?;
+    let optional = flags & u64::from(BPF_F_MARK_MANGLED_0) != 0;
+    if optional && old == 0 {
+        // A UDP datagram without a checksum keeps none.
+        return Ok(());
+    }
+    let mut new = match flags & CSUM_SIZE_MASK {
+        2 => csum::replace2(old, (from as u16).to_ne_bytes(), (to as u16).to_ne_bytes()),
+        4 => csum::replace4(old, (from as u32).to_ne_bytes(), (to as u32).to_ne_bytes()),
+        _ => return Err(-22),
+    };
+    if optional && new == 0 {
+        // For UDP, 0 means "no checksum": the same sum is written as 0xffff.
+        new = 0xffff;
+    }
+    write(ctx, offset, new)
 }
 
 /// The `T` at `offset`.
@@ -167,6 +180,13 @@ pub fn read<T: Copy>(ctx: &impl Packet, offset: usize) -> Option<T> {
         Some(ptr) => Some(unsafe { ptr.read_unaligned() }),
         None => ctx.load_bytes(offset),
     }
+}
+
+/// The `T` at `offset` if it lies in the linear data (no helper call).
+#[inline(always)]
+pub fn read_linear<T: Copy>(ctx: &impl Packet, offset: usize) -> Option<T> {
+    // SAFETY: header_ptr checked that the whole `T` lies inside the linear data.
+    header_ptr::<T>(ctx, offset).map(|ptr| unsafe { ptr.read_unaligned() })
 }
 
 /// Writes `value` at `offset`.

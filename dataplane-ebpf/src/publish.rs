@@ -286,7 +286,7 @@ fn translate_in<P: Delivery>(
 ) -> (Path, i32) {
     let mut to = [0u8; 4];
     to.copy_from_slice(&backend.addr.addr[..4]);
-    if nat::rewrite(ctx, l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port).is_err()
+    if nat::rewrite(ctx, frame, l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port).is_err()
         || (client != frame.src && nat::rewrite_addr(ctx, l4, IP_SRC_OFFSET, frame.src, client).is_err())
     {
         return (Path::SlowPathMalformed, P::DROP);
@@ -322,7 +322,7 @@ pub fn reply(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i
     let mut from = [0u8; 4];
     from.copy_from_slice(&host_addr.addr[..4]);
     let malformed = (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
-    if nat::rewrite(ctx, &l4, IP_SRC_OFFSET, frame.src, from, l4.src_port, host_port).is_err() {
+    if nat::rewrite(ctx, frame, &l4, IP_SRC_OFFSET, frame.src, from, l4.src_port, host_port).is_err() {
         return Some(malformed);
     }
     if flags & DnatEntry::SELF != 0

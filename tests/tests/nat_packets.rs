@@ -217,6 +217,27 @@ fn replies_update_their_flow_at_state_changes_and_once_a_second() {
 }
 
 #[test]
+fn padded_and_checksumless_udp_is_masqueraded_with_valid_checksums() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(62000, 62099);
+    // A short datagram padded to Ethernet's minimum: the IPv4 length is not the packet's,
+    // so the checksum cannot be told complete and takes the helper.
+    let mut padded = udp(CONTAINER, 5353, REMOTE, 53);
+    padded.resize(80, 0);
+    let (verdict, out) = fx.run(&padded);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!(seen.src, UPLINK_ADDR);
+    // No checksum (0) stays none.
+    let mut bare = udp(CONTAINER, 5354, REMOTE, 53);
+    bare[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    let (verdict, out) = fx.run(&bare);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0], "a datagram without a checksum got one");
+    assert_eq!(&out[14 + 12..14 + 16], &UPLINK_ADDR, "src IP was not SNAT'ed");
+}
+
+#[test]
 fn udp_and_icmp_echo_are_masqueraded_both_ways() {
     let mut fx = Fixture::new(0);
     fx.enable_nat(62000, 62099);
