@@ -52,6 +52,8 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+/// TCP flags that change a connection's state.
+pub const TCP_STATE_CHANGES: u8 = TCP_FIN | TCP_SYN | TCP_RST;
 
 /// The time conntrack and the route cache go by: CLOCK_MONOTONIC_COARSE, which reads a
 /// value the kernel keeps per tick (a few ms) instead of the TSC: a tenth of the cost of

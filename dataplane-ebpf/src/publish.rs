@@ -93,9 +93,6 @@ impl InboundFlow {
     const TRUSTED_NS: u64 = 1_000_000_000;
 }
 
-/// TCP flags that change a connection's state: such packets take the long way.
-const TCP_STATE_CHANGES: u8 = 0x01 | 0x02 | 0x04;
-
 /// Connections to published ports, keyed as the client sends them. Not pinned: a cache,
 /// which a restarted daemon's programs fill again.
 #[map]
@@ -209,7 +206,7 @@ fn to_published<P: Delivery>(
     if let Some(flow) = known {
         // SAFETY: map pointer, valid for this program run; copied out.
         let flow = unsafe { *flow };
-        if l4.tcp_flags & TCP_STATE_CHANGES == 0
+        if l4.tcp_flags & nat::TCP_STATE_CHANGES == 0
             && now.wrapping_sub(flow.checked_ns) < InboundFlow::TRUSTED_NS
         {
             if !P::reaches(flow.backend.host_ifindex) {
