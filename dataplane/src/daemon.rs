@@ -724,6 +724,10 @@ impl Core {
         Ok(json!(unused))
     }
 
+    fn bridge_for(&self, net: &Network) -> Result<u8> {
+        drivers::bridge_for(net, self.state.attachments_of(&net.id).map(|(_, att)| att.bridge))
+    }
+
     async fn unused_veth_name(&self) -> Result<String> {
         loop {
             let suffix: u32 = rand::random::<u32>() & 0x0fff_ffff;
@@ -831,6 +835,7 @@ impl Core {
             host_veth: self.unused_veth_name().await?,
             ifname,
             aliases,
+            bridge: self.bridge_for(&net)?,
         };
         if let Err(e) =
             drivers::connect(&self.netlink, &mut self.datapath, &net, &container.netns, &att, false).await
@@ -979,6 +984,7 @@ impl Core {
                     host_veth: self.unused_veth_name().await?,
                     ifname: "eth0".into(),
                     aliases: spec.aliases.clone(),
+                    bridge: self.bridge_for(&net)?,
                 };
                 container.attachments.push(att.clone());
                 let (hostname, name) = (&container.hostname, &container.name);

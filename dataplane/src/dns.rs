@@ -436,24 +436,10 @@ mod tests {
     use hickory_proto::op::Query;
 
     use super::*;
-    use crate::state::{Attachment, BridgeOptions, Container, MacAddr, Network, new_id};
+    use crate::state::{Attachment, Container, MacAddr, Network, new_id};
 
     fn network(name: &str, third: u8, internal: bool) -> Network {
-        Network {
-            id: new_id(),
-            name: name.into(),
-            driver: "bridge".into(),
-            index: u32::from(third),
-            subnet: format!("10.{third}.0.0/24").parse().unwrap(),
-            gateway: Ipv4Addr::new(10, third, 0, 1),
-            ip_range: None,
-            internal,
-            options: Default::default(),
-            bridge_options: BridgeOptions { icc: true, mtu: None },
-            labels: Default::default(),
-            bridge: format!("br-{name}"),
-            created: 0,
-        }
+        Network { internal, ..Network::sample(name, third) }
     }
 
     fn container(name: &str, on: &[(&Network, u8, &[&str])]) -> Container {
@@ -467,6 +453,7 @@ mod tests {
                 host_veth: format!("veth{name}{i}"),
                 ifname: format!("eth{i}"),
                 aliases: aliases.iter().map(|a| a.to_string()).collect(),
+                bridge: 0,
             })
             .collect();
         Container {

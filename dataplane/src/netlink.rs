@@ -79,9 +79,10 @@ impl Netlink {
 
     /// A bridge with a fixed MAC: left to itself, a bridge takes the lowest MAC of its
     /// ports and changes it when that port goes, which strands every container's ARP entry
-    /// for the gateway until it expires.
-    pub async fn create_bridge(&self, name: &str, mac: [u8; 6], mtu: Option<u32>) -> Result<u32> {
-        let mut msg = LinkBridge::new(name).address(mac.to_vec());
+    /// for the gateway until it expires. `arp` off keeps the host from answering, on this
+    /// bridge, ARP for its addresses on other links.
+    pub async fn create_bridge(&self, name: &str, mac: [u8; 6], mtu: Option<u32>, arp: bool) -> Result<u32> {
+        let mut msg = LinkBridge::new(name).address(mac.to_vec()).arp(arp);
         if let Some(mtu) = mtu {
             msg = msg.mtu(mtu);
         }
@@ -122,23 +123,35 @@ impl Netlink {
         mac: [u8; 6],
         mtu: Option<u32>,
     ) -> Result<u32> {
-        let mut inner = LinkMessageBuilder::<LinkUnspec>::new()
+        let inner = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_string())
             .setns_by_fd(ns.as_raw_fd())
             .address(mac.to_vec());
+        self.add_veth(name, inner, mtu)
+            .await
+            .with_context(|| format!("creating veth pair {name} (host) / {peer} (container)"))
+    }
+
+    /// Creates a veth pair with both ends here; returns `name`'s ifindex.
+    pub async fn create_veth(&self, name: &str, peer: &str, mtu: Option<u32>) -> Result<u32> {
+        let inner = LinkMessageBuilder::<LinkUnspec>::new().name(peer.to_string());
+        self.add_veth(name, inner, mtu).await.with_context(|| format!("creating veth pair {name} / {peer}"))
+    }
+
+    async fn add_veth(
+        &self,
+        name: &str,
+        mut peer: LinkMessageBuilder<LinkUnspec>,
+        mtu: Option<u32>,
+    ) -> Result<u32> {
         let mut outer =
             LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(name.to_string());
         if let Some(mtu) = mtu {
-            inner = inner.mtu(mtu);
+            peer = peer.mtu(mtu);
             outer = outer.mtu(mtu);
         }
-        let message = outer.set_info_data(InfoData::Veth(InfoVeth::Peer(inner.build()))).build();
-        self.handle
-            .link()
-            .add(message)
-            .execute()
-            .await
-            .with_context(|| format!("creating veth pair {name} (host) / {peer} (container)"))?;
+        let message = outer.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build()))).build();
+        self.handle.link().add(message).execute().await?;
         self.require_index(name).await
     }
 

@@ -125,6 +125,26 @@ pub struct Network {
 }
 
 impl Network {
+    /// A bridge network on 10.`third`.0.0/24, for tests.
+    #[cfg(test)]
+    pub fn sample(name: &str, third: u8) -> Self {
+        Self {
+            id: new_id(),
+            name: name.into(),
+            driver: "bridge".into(),
+            index: u32::from(third),
+            subnet: format!("10.{third}.0.0/24").parse().unwrap(),
+            gateway: Ipv4Addr::new(10, third, 0, 1),
+            ip_range: None,
+            internal: false,
+            options: Default::default(),
+            bridge_options: BridgeOptions { icc: true, mtu: None },
+            labels: Default::default(),
+            bridge: format!("br-{name}"),
+            created: 0,
+        }
+    }
+
     pub fn plan(&self) -> AddressPlan {
         AddressPlan {
             subnet: self.subnet,
@@ -146,6 +166,10 @@ pub struct Attachment {
     /// More names the container answers to on this network (`--network-alias`).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Which of the network's bridges holds the host-side veth: 0 is the network's own,
+    /// 1 and up the extra bridges a network gets past the ports one bridge can hold.
+    #[serde(default)]
+    pub bridge: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,6 +361,7 @@ mod tests {
                 host_veth: "veth1234567".into(),
                 ifname: "eth0".into(),
                 aliases: vec!["api".into()],
+                bridge: 1,
             }],
             ports: vec![crate::ports::PortMapping {
                 host_ip: std::net::Ipv4Addr::UNSPECIFIED,

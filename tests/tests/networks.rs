@@ -157,3 +157,69 @@ fn default_network_moves_aside_when_the_host_already_routes_172_17() {
     let net = &host.dp_json(&["network", "inspect", "bridge"])[0];
     assert_eq!(net["IPAM"]["Config"][0]["Subnet"], "172.18.0.0/16");
 }
+
+/// A Linux bridge holds 1,023 ports. Past 1,000 containers a network gets an extra bridge,
+/// linked to its own: its containers reach the others, the host and the names as before.
+#[test]
+fn a_network_holds_more_containers_than_a_bridge_has_ports() {
+    let mut host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.94.0.0/21", "big"]);
+    let id = host.dp_json(&["network", "inspect", "big"])[0]["Id"].as_str().unwrap().to_string();
+    let (own, id) = (format!("br-{}", &id[..12]), &id[..10]);
+    let started = std::time::Instant::now();
+    for i in 0..=1000 {
+        host.run_sleeper(&format!("c{i}"), &["--network", "big"]);
+    }
+    eprintln!("1,001 containers in {:?}", started.elapsed());
+    let (extra, link, link_peer) = (format!("br01-{id}"), format!("bl01-{id}"), format!("bp01-{id}"));
+    let veth_of = |host: &Host, name: &str| {
+        host.dp_json(&["inspect", name])[0]["NetworkSettings"]["Networks"]["big"]["HostInterface"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let master_of = |host: &Host, link: &str| {
+        let shown = host.sh_ok(&format!("ip -o link show dev {link}"));
+        shown.split_whitespace().skip_while(|w| *w != "master").nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(
+        master_of(&host, &veth_of(&host, "c999")),
+        own,
+        "the 1,000th container is on the network's own bridge"
+    );
+    assert_eq!(master_of(&host, &link), own);
+    assert_eq!(
+        master_of(&host, &veth_of(&host, "c1000")),
+        extra,
+        "the 1,001st container is on the extra bridge"
+    );
+    assert_eq!(master_of(&host, &link_peer), extra);
+
+    let reachable = |host: &Host| {
+        let (first, last) = (host.ip_of("c0"), host.ip_of("c1000"));
+        assert!(host.ping("c1000", &first), "the extra bridge's container cannot reach the first one");
+        assert!(host.ping("c0", &last), "the first container cannot reach the extra bridge's");
+        assert!(host.ping("c1000", "10.94.0.1"), "the extra bridge's container cannot reach the gateway");
+        let named = host.exec("c1000", "dig +short +time=2 +tries=1 c0");
+        assert_eq!(String::from_utf8_lossy(&named.stdout).trim(), first, "no names on the extra bridge");
+    };
+    reachable(&host);
+
+    // A restart makes what is missing again.
+    host.stop_daemon();
+    host.sh_ok(&format!("ip link del {extra}"));
+    host.start_daemon();
+    assert_eq!(master_of(&host, &veth_of(&host, "c1000")), extra);
+    assert_eq!(master_of(&host, &link_peer), extra);
+    reachable(&host);
+
+    let names: Vec<String> = (0..=1000).map(|i| format!("c{i}")).collect();
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(names.iter().map(String::as_str));
+    host.dp_ok(&rm);
+    host.dp_ok(&["network", "rm", "big"]);
+    let left: Vec<_> =
+        host.links().into_iter().filter(|l| [&extra, &link, &link_peer].contains(&l)).collect();
+    assert!(left.is_empty(), "network rm left {left:?}");
+    eprintln!("done in {:?}", started.elapsed());
+}

@@ -4,12 +4,16 @@
 //! between containers of the network is redirected by eBPF straight into the peer's
 //! namespace and never crosses the bridge.
 //!
+//! A kernel bridge holds at most 1,023 ports. Past `CONTAINERS_PER_BRIDGE` containers a
+//! network gets extra bridges, each a port of the network's own bridge through a veth
+//! pair: the slow path crosses one more bridge there, the fast path is the same.
+//!
 //! Every function here is idempotent, so the daemon uses the same calls to build, to
 //! restore after a restart, and to undo a half-made attachment.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use dataplane_common::{Endpoint, InterfaceConfig};
 
 use crate::{
@@ -23,7 +27,8 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
     let index = match nl.link_index(&net.bridge).await? {
         Some(index) => index,
         None => {
-            nl.create_bridge(&net.bridge, crate::ipam::mac_for(net.gateway), net.bridge_options.mtu).await?
+            nl.create_bridge(&net.bridge, crate::ipam::mac_for(net.gateway), net.bridge_options.mtu, true)
+                .await?
         }
     };
     nl.add_address(index, net.gateway, net.subnet.prefix_len()).await?;
@@ -33,7 +38,102 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
 
 pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
     dp.remove_subnet(net.subnet)?;
+    for extra in 1..=EXTRA_BRIDGES {
+        let names = ExtraBridge::of(net, extra);
+        // Deleting one end of the link deletes the other.
+        nl.delete_link(&names.link).await?;
+        nl.delete_link(&names.bridge).await?;
+    }
     nl.delete_link(&net.bridge).await
+}
+
+/// Containers one bridge takes. The network's own bridge keeps the rest of the kernel's
+/// 1,023 ports for the links to its extra bridges.
+pub const CONTAINERS_PER_BRIDGE: usize = 1000;
+/// Extra bridges a network may have: 24,000 containers in all.
+pub const EXTRA_BRIDGES: u8 = 23;
+
+/// The bridge that takes a network's next container: the first with room, the network's
+/// own first. `taken` holds the bridge of each container already on the network.
+pub fn bridge_for(net: &Network, taken: impl IntoIterator<Item = u8>) -> Result<u8> {
+    let mut counts = [0usize; 1 + EXTRA_BRIDGES as usize];
+    for bridge in taken {
+        if let Some(count) = counts.get_mut(usize::from(bridge)) {
+            *count += 1;
+        }
+    }
+    // Isolated ports (icc=false) reach each other through non-isolated ones, and a link to
+    // an extra bridge must be one for its containers to reach the gateway: such a
+    // network keeps to its own bridge.
+    let usable = if net.bridge_options.icc { counts.len() } else { 1 };
+    match counts[..usable].iter().position(|&count| count < CONTAINERS_PER_BRIDGE) {
+        Some(bridge) => Ok(bridge as u8),
+        None if usable == 1 => bail!(
+            "network {} is full: with inter-container communication disabled (icc=false) a \
+             network has one bridge, {CONTAINERS_PER_BRIDGE} containers; create another network for more",
+            net.name
+        ),
+        None => bail!(
+            "network {} is full: {} containers ({} bridges); create another network for more",
+            net.name,
+            usable * CONTAINERS_PER_BRIDGE,
+            usable
+        ),
+    }
+}
+
+/// Names of an extra bridge and of its link to the network's own bridge (15 characters:
+/// the kernel's limit).
+struct ExtraBridge {
+    bridge: String,
+    /// The link's end on the network's own bridge.
+    link: String,
+    /// The link's end on the extra bridge.
+    link_peer: String,
+}
+
+impl ExtraBridge {
+    fn of(net: &Network, extra: u8) -> Self {
+        let id = &net.id[..10];
+        Self {
+            bridge: format!("br{extra:02}-{id}"),
+            link: format!("bl{extra:02}-{id}"),
+            link_peer: format!("bp{extra:02}-{id}"),
+        }
+    }
+}
+
+/// The ifindex of the bridge an attachment's veth goes on; an extra bridge missing
+/// (the first container past the others' room, or a restore) is made and linked.
+async fn attachment_bridge(nl: &Netlink, net: &Network, att: &Attachment) -> Result<u32> {
+    let own = nl.require_index(&net.bridge).await?;
+    if att.bridge == 0 {
+        return Ok(own);
+    }
+    let names = ExtraBridge::of(net, att.bridge);
+    let mtu = net.bridge_options.mtu;
+    let bridge = match nl.link_index(&names.bridge).await? {
+        Some(index) => index,
+        // A fixed MAC, as for the network's own bridge; locally administered, unique per
+        // network and bridge. No ARP: the gateway must answer from the network's own
+        // bridge alone, or replies to containers that took this bridge's MAC for it would
+        // come back through another link than the requests (dropped by rp_filter).
+        None => {
+            let [_, a, b, c] = net.index.to_be_bytes();
+            nl.create_bridge(&names.bridge, [0x02, 0x64, a, b, c, att.bridge], mtu, false).await?
+        }
+    };
+    let link = match nl.link_index(&names.link).await? {
+        Some(index) => index,
+        None => nl.create_veth(&names.link, &names.link_peer, mtu).await?,
+    };
+    let link_peer = nl.require_index(&names.link_peer).await?;
+    nl.set_controller(link, own).await?;
+    nl.set_controller(link_peer, bridge).await?;
+    for index in [bridge, link, link_peer] {
+        nl.set_up(index).await?;
+    }
+    Ok(bridge)
 }
 
 fn interface_config(net: &Network, publishes: bool, xdp_target: bool) -> InterfaceConfig {
@@ -72,7 +172,7 @@ pub async fn connect(
         Some(index) => index,
         None => create_veth(nl, net, container_netns, att).await?,
     };
-    let bridge = nl.require_index(&net.bridge).await?;
+    let bridge = attachment_bridge(nl, net, att).await?;
     nl.set_controller(host_index, bridge).await?;
     nl.set_port_isolated(host_index, !net.bridge_options.icc).await?;
     nl.set_up(host_index).await?;
@@ -128,4 +228,63 @@ pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, att: &At
     }
     // Deleting one end of a veth pair deletes the other, inside the container.
     nl.delete_link(&att.host_veth).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(own: usize, extra: &[usize]) -> Vec<u8> {
+        let mut taken = vec![0; own];
+        for (i, &count) in extra.iter().enumerate() {
+            taken.extend(std::iter::repeat_n(i as u8 + 1, count));
+        }
+        taken
+    }
+
+    #[test]
+    fn containers_fill_the_networks_own_bridge_first() {
+        let net = Network::sample("blue", 7);
+        assert_eq!(bridge_for(&net, []).unwrap(), 0);
+        assert_eq!(bridge_for(&net, filled(CONTAINERS_PER_BRIDGE - 1, &[])).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_full_bridge_sends_containers_to_the_first_extra_one_with_room() {
+        let net = Network::sample("blue", 7);
+        assert_eq!(bridge_for(&net, filled(CONTAINERS_PER_BRIDGE, &[])).unwrap(), 1);
+        let full = CONTAINERS_PER_BRIDGE;
+        assert_eq!(bridge_for(&net, filled(full, &[full, 3])).unwrap(), 2);
+        // A container leaving an earlier bridge makes room there first.
+        assert_eq!(bridge_for(&net, filled(full - 1, &[full, 3])).unwrap(), 0);
+        assert_eq!(bridge_for(&net, filled(full, &[full - 1, full])).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_network_refuses_containers_past_its_last_bridge() {
+        let net = Network::sample("blue", 7);
+        let all = filled(CONTAINERS_PER_BRIDGE, &[CONTAINERS_PER_BRIDGE; EXTRA_BRIDGES as usize]);
+        let err = bridge_for(&net, all).unwrap_err().to_string();
+        assert!(err.contains("network blue is full: 24000 containers"), "{err}");
+        assert!(err.contains("create another network"), "{err}");
+    }
+
+    #[test]
+    fn a_network_without_inter_container_traffic_keeps_to_one_bridge() {
+        let mut net = Network::sample("quiet", 7);
+        net.bridge_options.icc = false;
+        assert_eq!(bridge_for(&net, filled(CONTAINERS_PER_BRIDGE - 1, &[])).unwrap(), 0);
+        let err = bridge_for(&net, filled(CONTAINERS_PER_BRIDGE, &[])).unwrap_err().to_string();
+        assert!(err.contains("network quiet is full") && err.contains("icc=false"), "{err}");
+    }
+
+    #[test]
+    fn the_links_and_extra_bridges_hold_to_the_kernels_limits() {
+        // A bridge takes 1,023 ports; an interface name 15 characters.
+        assert!(CONTAINERS_PER_BRIDGE + usize::from(EXTRA_BRIDGES) <= 1023);
+        let names = ExtraBridge::of(&Network::sample("blue", 7), EXTRA_BRIDGES);
+        for name in [names.bridge, names.link, names.link_peer] {
+            assert!(name.len() <= 15, "{name}");
+        }
+    }
 }

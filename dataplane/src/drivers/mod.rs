@@ -37,6 +37,11 @@ pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) ->
     if is_macvlan(net) { Ok(()) } else { bridge::teardown_network(nl, dp, net).await }
 }
 
+/// The bridge of the network that takes its next container (0 where the driver has none).
+pub fn bridge_for(net: &Network, taken: impl IntoIterator<Item = u8>) -> Result<u8> {
+    if is_macvlan(net) { Ok(0) } else { bridge::bridge_for(net, taken) }
+}
+
 /// Builds or re-arms an attachment; returns the host-side ifindex the programs run on,
 /// 0 when the driver has none (macvlan).
 pub async fn connect(
