@@ -338,6 +338,18 @@ pub fn enable_gro_in(netns: &Path, ifname: &str) -> Result<()> {
     })
 }
 
+/// Turns IPv6 off for `ifname` inside the namespace at `netns` (rtnetlink cannot set
+/// IPv6 device settings). A kernel without IPv6 has nothing to turn off.
+pub fn disable_ipv6_in(netns: &Path, ifname: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    crate::netns::run_in(netns, move || match std::fs::write(&path, "1") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new("/proc/sys/net/ipv6").exists() => {
+            Ok(())
+        }
+        other => other.with_context(|| format!("writing {path}")),
+    })
+}
+
 /// Sets `net.ipv4.conf.<ifname>.<key>` in the caller's network namespace (procfs resolves
 /// /proc/sys/net against the opener's namespace).
 pub fn set_ipv4_conf(ifname: &str, key: &str, value: &str) -> Result<()> {

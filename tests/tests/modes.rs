@@ -130,6 +130,8 @@ fn macvlan_containers_talk_to_the_parents_segment_directly() {
     let back = host.external_command("ping").args(["-c1", "-W1", &m1]).output().unwrap();
     assert!(back.status.success(), "the segment cannot reach the container's own address");
     assert!(!host.links().iter().any(|l| l.starts_with("veth")), "macvlan needs no veth");
+    let ipv6 = stdout(host.exec("m1", "ip -6 addr show dev eth0"));
+    assert!(ipv6.trim().is_empty(), "IPv6 on a network without it (SLAAC from the segment?): {ipv6}");
     // Bad input, and removal leaves nothing.
     let err = host.dp_err(&["network", "create", "-d", "macvlan", "--subnet", "10.98.0.0/24", "nolink"]);
     assert!(err.contains("parent"), "{err}");

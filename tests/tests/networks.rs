@@ -16,6 +16,26 @@ fn default_bridge_network_is_created_like_dockers() {
     assert!(err.contains("default network"), "{err}");
 }
 
+/// As on Docker, a network without IPv6 gives its containers none: no link-local address,
+/// no neighbour discovery or MLD sent to every other container of the network.
+#[test]
+fn containers_have_no_ipv6_on_networks_without_it() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.95.0.0/24", "four"]);
+    host.run_sleeper("a", &["--network", "four"]);
+    host.dp_ok(&["network", "create", "--subnet", "10.96.0.0/24", "more"]);
+    host.dp_ok(&["network", "connect", "more", "a"]);
+    for ifname in ["eth0", "eth1"] {
+        let script =
+            format!("cat /proc/sys/net/ipv6/conf/{ifname}/disable_ipv6; ip -6 -o addr show dev {ifname}");
+        let shown = String::from_utf8(host.exec("a", &script).stdout).unwrap();
+        assert_eq!(shown.trim(), "1", "IPv6 on {ifname}: {shown}");
+    }
+    let loopback = String::from_utf8(host.exec("a", "ip -6 -o addr show dev lo").stdout).unwrap();
+    assert!(loopback.contains("::1"), "the loopback keeps ::1, as on Docker: {loopback}");
+    assert!(host.ping("a", "10.96.0.1"), "the second network's interface is down");
+}
+
 #[test]
 fn addresses_are_allocated_in_order_and_reused() {
     let host = Host::start();

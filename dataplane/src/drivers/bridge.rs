@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use dataplane_common::{Endpoint, InterfaceConfig};
 
 use crate::{
@@ -200,18 +200,7 @@ async fn create_veth(nl: &Netlink, net: &Network, container_netns: &Path, att: &
     let ns = netns::open(container_netns)?;
     let host =
         nl.create_veth_into(&att.host_veth, &ns, &att.ifname, att.mac.0, net.bridge_options.mtu).await?;
-
-    let inside = Netlink::connect_in(container_netns)?;
-    let lo = inside.require_index("lo").await?;
-    inside.set_up(lo).await?;
-    let eth = inside.require_index(&att.ifname).await?;
-    inside.add_address(eth, att.ip, net.subnet.prefix_len()).await?;
-    inside.set_up(eth).await?;
-    // The first network gives the container its default route, as on Docker; networks
-    // connected later only add their subnet.
-    if att.ifname == "eth0" {
-        inside.add_default_route(net.gateway).await.context("inside the container")?;
-    }
+    super::configure_inside(&Netlink::connect_in(container_netns)?, container_netns, net, att).await?;
     Ok(host)
 }
 

@@ -48,14 +48,7 @@ pub async fn connect(nl: &Netlink, net: &Network, container_netns: &Path, att: &
         net.bridge_options.mtu,
     )
     .await?;
-    inside.set_up(inside.require_index("lo").await?).await?;
-    let index = inside.require_index(&att.ifname).await?;
-    inside.add_address(index, att.ip, net.subnet.prefix_len()).await?;
-    inside.set_up(index).await?;
-    if att.ifname == "eth0" {
-        inside.add_default_route(net.gateway).await.context("inside the container")?;
-    }
-    Ok(())
+    super::configure_inside(&inside, container_netns, net, att).await
 }
 
 /// Removes the interface; a namespace already gone took it along.

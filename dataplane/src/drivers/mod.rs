@@ -8,11 +8,11 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::{
     maps::Datapath,
-    netlink::Netlink,
+    netlink::{self, Netlink},
     state::{Attachment, Network},
 };
 
@@ -71,4 +71,26 @@ pub async fn disconnect(
     } else {
         bridge::disconnect(nl, dp, net, att).await
     }
+}
+
+/// Configures a container's new interface from inside its namespace (`inside`): its
+/// address, up, and on the first network the default route, as on Docker. IPv6 goes
+/// off first, as Docker does on networks without IPv6 (all of ours, for now): left on,
+/// every new interface would take a link-local address and send neighbour discovery and
+/// MLD to every container of the network, work that grows with the network.
+async fn configure_inside(
+    inside: &Netlink,
+    container_netns: &Path,
+    net: &Network,
+    att: &Attachment,
+) -> Result<()> {
+    inside.set_up(inside.require_index("lo").await?).await?;
+    let index = inside.require_index(&att.ifname).await?;
+    netlink::disable_ipv6_in(container_netns, &att.ifname)?;
+    inside.add_address(index, att.ip, net.subnet.prefix_len()).await?;
+    inside.set_up(index).await?;
+    if att.ifname == "eth0" {
+        inside.add_default_route(net.gateway).await.context("inside the container")?;
+    }
+    Ok(())
 }

@@ -191,7 +191,9 @@ fn sh_in(ns: &str, script: &str) -> Result<()> {
 }
 
 /// Side B: what Docker builds: a Linux bridge holding the gateway, veth pairs, ip_forward
-/// and its iptables rules.
+/// and its iptables rules. Its containers have no IPv6 on `eth0`, as Docker leaves them on
+/// networks without it (Docker writes `disable_ipv6`; `addrgenmode none` silences the
+/// interface the same way within the `ip` call already made).
 fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Side3> {
     let host = format!("dpb-{tag}-b");
     let c1 = format!("dpb-{tag}-b1");
@@ -225,7 +227,7 @@ fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Side3> {
         sh_in(
             ns,
             &format!(
-                "ip link set lo up && ip link set eth0 address {mac} && ip addr add {ip}/24 dev eth0 && ip link set eth0 up \
+                "ip link set lo up && ip link set eth0 address {mac} && ip addr add {ip}/24 dev eth0 && ip link set eth0 addrgenmode none up \
              && ip route add default via 10.200.0.1"
             ),
         )?;
@@ -1017,7 +1019,7 @@ fn measure_many_containers(
         let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 201, 0, 2)) + i as u32);
         let script = format!(
             "ip link add vm{i} type veth peer name eth0 netns {ns} && ip link set vm{i} master brm up \
-             && ip -n {ns} addr add {ip}/20 dev eth0 && ip -n {ns} link set eth0 up"
+             && ip -n {ns} addr add {ip}/20 dev eth0 && ip -n {ns} link set eth0 addrgenmode none up"
         );
         if let Err(e) = sh_in(&reference_host, &script) {
             eprintln!("bench: the reference stopped at {reference} containers: {e:#}");
@@ -1081,7 +1083,7 @@ fn measure_control_plane(host: &Host, tag: &str, count: usize) -> Result<Vec<Rec
         let script = format!(
             "ip netns add {ns} && ip link add vcp{i} type veth peer name eth0 netns {ns} \
              && ip link set vcp{i} master br0 up && ip -n {ns} link set lo up \
-             && ip -n {ns} addr add {ip}/24 dev eth0 && ip -n {ns} link set eth0 up \
+             && ip -n {ns} addr add {ip}/24 dev eth0 && ip -n {ns} link set eth0 addrgenmode none up \
              && ip -n {ns} route add default via 10.200.0.1"
         );
         let start = std::time::Instant::now();
