@@ -115,9 +115,10 @@ async fn attachment_bridge(nl: &Netlink, net: &Network, att: &Attachment) -> Res
     let bridge = match nl.link_index(&names.bridge).await? {
         Some(index) => index,
         // A fixed MAC, as for the network's own bridge; locally administered, unique per
-        // network and bridge. No ARP: the gateway must answer from the network's own
-        // bridge alone, or replies to containers that took this bridge's MAC for it would
-        // come back through another link than the requests (dropped by rp_filter).
+        // network and bridge. No ARP: the host would answer for the gateway here too,
+        // with this bridge's MAC, racing the network's own bridge, and containers that
+        // took that answer sent their traffic for the host to a bridge without the
+        // gateway's address (in tests the gateway then stopped answering them).
         None => {
             let [_, a, b, c] = net.index.to_be_bytes();
             nl.create_bridge(&names.bridge, [0x02, 0x64, a, b, c, att.bridge], mtu, false).await?

@@ -434,8 +434,9 @@ fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-/// How close to the ceiling counts as reaching it, where a ratio target lies above it: the
-/// rounds of one side spread about this much on this machine.
+/// How close to the ceiling counts as reaching it, where a ratio target lies beyond it (a
+/// rate above the ceiling's, a latency below it): the rounds of one side spread about
+/// this much on this machine.
 const CEILING_WITHIN: f64 = 0.95;
 
 fn min_max(values: &[f64]) -> (f64, f64) {
@@ -458,15 +459,18 @@ impl Record {
             let ratio = median(&self.ratios());
             let ceiling = median(&self.ceiling);
             let wanted = target * median(&self.reference);
-            if self.higher_is_better && !self.ceiling.is_empty() && wanted > ceiling {
-                // No path through veths can beat a raw veth pair: the ceiling is the target.
+            let beyond_ceiling = !self.ceiling.is_empty()
+                && if self.higher_is_better { wanted > ceiling } else { wanted < ceiling };
+            if beyond_ceiling {
+                // No path through veths beats a raw veth pair: the ceiling is the target.
                 let of_ceiling = median(&self.ours) / ceiling;
+                let bound = if self.higher_is_better { CEILING_WITHIN } else { 1.0 / CEILING_WITHIN };
                 parts.push(format!(
-                    "{} (ratio {sign} {target} lies above the ceiling, the target then: ratio {ratio:.2}, {:.0}% of \
-                     the ceiling, target ≥ {:.0}%)",
-                    if of_ceiling >= CEILING_WITHIN { "met" } else { "**missed**" },
+                    "{} (ratio {sign} {target} lies beyond the ceiling, the target then: ratio {ratio:.2}, {:.0}% \
+                     of the ceiling, target {sign} {:.0}%)",
+                    if meets(of_ceiling, bound) { "met" } else { "**missed**" },
                     of_ceiling * 100.0,
-                    CEILING_WITHIN * 100.0
+                    bound * 100.0
                 ));
             } else {
                 parts.push(format!(
@@ -1204,4 +1208,46 @@ fn write_report(records: &[Record], options: &Options) -> Result<()> {
     println!("{md}");
     eprintln!("bench: wrote {}", dir.join("report.md").display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(higher_is_better: bool, ours: f64, reference: f64, ceiling: f64, target: f64) -> Record {
+        let mut record = Record::new("s", "m", "u", higher_is_better);
+        record.ours = vec![ours];
+        record.reference = vec![reference];
+        record.ceiling = vec![ceiling];
+        record.target_vs_reference = Some(target);
+        record
+    }
+
+    #[test]
+    fn a_target_within_the_ceiling_is_judged_by_the_ratio() {
+        assert!(record(true, 1.6, 1.0, 2.0, 1.5).verdict().starts_with("met (ratio ≥ 1.5)"));
+        assert!(record(true, 1.4, 1.0, 2.0, 1.5).verdict().starts_with("**missed** (ratio ≥ 1.5)"));
+        assert!(record(false, 70.0, 100.0, 60.0, 0.8).verdict().starts_with("met (ratio ≤ 0.8)"));
+        assert!(record(false, 85.0, 100.0, 60.0, 0.8).verdict().starts_with("**missed** (ratio ≤ 0.8)"));
+    }
+
+    #[test]
+    fn a_target_beyond_the_ceiling_makes_the_ceiling_the_target() {
+        // A rate: 2x the reference is above the ceiling's rate.
+        let rate = record(true, 0.97, 1.0, 1.0, 2.0).verdict();
+        assert!(
+            rate.starts_with("met (ratio ≥ 2 lies beyond the ceiling") && rate.contains("97% of the ceiling"),
+            "{rate}"
+        );
+        assert!(record(true, 0.9, 1.0, 1.0, 2.0).verdict().starts_with("**missed**"));
+        // A latency: 0.8x the reference is below the ceiling's own latency.
+        let latency = record(false, 58.0, 70.0, 57.0, 0.8).verdict();
+        assert!(
+            latency.starts_with("met (ratio ≤ 0.8 lies beyond the ceiling")
+                && latency.contains("102% of the ceiling"),
+            "{latency}"
+        );
+        assert!(latency.contains("target ≤ 105%"), "{latency}");
+        assert!(record(false, 62.0, 70.0, 57.0, 0.8).verdict().starts_with("**missed**"));
+    }
 }
