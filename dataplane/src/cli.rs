@@ -359,7 +359,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let netns_path = PathBuf::from(container["NetworkSettings"]["SandboxKey"].as_str().unwrap_or(""));
             let etc_dir = PathBuf::from(container["EtcDir"].as_str().unwrap_or(""));
             let ns = netns::open(&netns_path)?;
-            let ctx = process::ContainerContext { netns: &ns, hostname: None, etc_dir: &etc_dir };
+            let ctx = process::ContainerContext {
+                netns: &ns,
+                hostname: None,
+                etc_dir: &etc_dir,
+                pin_dir: netns_path.parent(),
+            };
             let status = process::container_command(&command, &ctx)
                 .status()
                 .with_context(|| format!("running {:?} in container {name}", command[0]))?;
@@ -463,6 +468,7 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
         netns: &ns,
         hostname: Some(&container.hostname),
         etc_dir: &container.etc_dir,
+        pin_dir: container.netns.parent(),
     };
     let mut command = process::container_command(&container.command, &ctx);
     let code = match command.spawn() {

@@ -99,6 +99,7 @@ pub async fn run(config: Config) -> Result<()> {
             config.socket.display()
         );
     }
+    netns::prepare_pin_dir(&config.netns_dir)?;
     let conntrack_size = config.conntrack_max.unwrap_or(dataplane_common::CONNTRACK_DEFAULT_SIZE);
     let mut datapath = Datapath::load(&config.bpffs, conntrack_size)?;
     let conntrack = nat::ConntrackAccount::new(nat::TableSnapshot::take(&mut datapath)?);

@@ -34,6 +34,9 @@ pub struct ContainerContext<'a> {
     /// The container's `hosts`, `hostname` and `resolv.conf`, bind-mounted over /etc in a
     /// mount namespace of the command's own, as Docker does (and `ip netns exec`).
     pub etc_dir: &'a Path,
+    /// Where the namespaces are pinned (`netns::prepare_pin_dir`): left out of that mount
+    /// namespace.
+    pub pin_dir: Option<&'a Path>,
 }
 
 /// A command set up to run inside the container's namespaces. Everything the child
@@ -72,7 +75,12 @@ pub fn container_command(args: &[String], ctx: &ContainerContext<'_>) -> Command
         })
         .collect();
     if !mounts.is_empty() {
-        // SAFETY: unshare and mount are plain syscalls on strings prepared before fork.
+        // Never the root itself, whatever the pins' path.
+        let pin_dir = ctx
+            .pin_dir
+            .filter(|dir| dir.parent().is_some())
+            .map(|dir| CString::new(dir.as_os_str().as_bytes()).expect("paths have no NUL"));
+        // SAFETY: unshare, mount and umount2 are plain syscalls on strings prepared before fork.
         unsafe {
             command.pre_exec(move || {
                 let root = c"/";
@@ -86,6 +94,11 @@ pub fn container_command(args: &[String], ctx: &ContainerContext<'_>) -> Command
                     ) != 0
                 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // The copies of every pin go at once; the process holds its own namespace.
+                // A pin dir that is no mount of its own (an older daemon's) fails harmlessly.
+                if let Some(pin_dir) = &pin_dir {
+                    libc::umount2(pin_dir.as_ptr(), libc::MNT_DETACH);
                 }
                 for (source, target) in &mounts {
                     if libc::mount(
@@ -155,8 +168,10 @@ pub fn spawn_detached(
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    let mut command =
-        container_command(args, &ContainerContext { netns: &ns, hostname: Some(hostname), etc_dir });
+    let mut command = container_command(
+        args,
+        &ContainerContext { netns: &ns, hostname: Some(hostname), etc_dir, pin_dir: netns_path.parent() },
+    );
     command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
     // SAFETY: setsid is async-signal-safe.
     unsafe {

@@ -425,6 +425,8 @@ impl Drop for Host {
             kill_processes_in(&path);
             let _ = Command::new("umount").arg("-l").arg(&path).status();
         }
+        // The daemon makes its pin dir a mount of its own.
+        let _ = Command::new("umount").arg("-l").arg(self.netns_dir()).status();
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         for ns in self.external.iter().chain(&self.extra_namespaces) {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();

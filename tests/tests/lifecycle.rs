@@ -72,6 +72,31 @@ fn rm_leaves_no_veth_namespace_or_map_entry_behind() {
     assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 1);
 }
 
+/// A container's command gets a mount namespace of its own (for its /etc files), a copy
+/// of the daemon's. Were the namespace pins copied along, each container would hold one
+/// mount per container before it: N² mounts of kernel memory for N containers.
+#[test]
+fn container_commands_hold_no_copies_of_the_namespace_pins() {
+    let host = Host::start();
+    host.run_sleeper("a", &[]);
+    host.run_sleeper("b", &[]);
+    let pin =
+        host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
+    let netns_dir = std::path::Path::new(&pin).parent().unwrap().to_str().unwrap().to_string();
+    for name in ["a", "b"] {
+        let pid = host.dp_json(&["inspect", name])[0]["State"]["Pid"].as_u64().unwrap();
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        let pins: Vec<_> = mounts.lines().filter(|line| line.contains(&netns_dir)).collect();
+        assert!(pins.is_empty(), "container {name}'s mount namespace holds the daemon's pins: {pins:?}");
+    }
+    let exec = String::from_utf8(host.exec("b", "cat /proc/self/mountinfo").stdout).unwrap();
+    assert!(!exec.contains(&netns_dir), "exec's mount namespace holds the daemon's pins");
+    assert!(host.ping("b", "172.17.0.1"), "b lost its network");
+    assert!(exec.contains(" /etc/hosts "), "exec lost the container's /etc files");
+    // The pins stay where the daemon and the CLI see them.
+    assert!(host.sh_ok("cat /proc/self/mountinfo").contains(&pin));
+}
+
 #[test]
 fn restart_restores_state_and_traffic_keeps_flowing() {
     let mut host = Host::start();
