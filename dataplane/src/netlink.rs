@@ -13,11 +13,12 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::{
     Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_core::DefaultNla,
     packet_route::{
         address::AddressAttribute,
         link::{
-            InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-            LinkInfo, MacVlanMode,
+            AfSpecInet, AfSpecUnspec, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
+            InfoVeth, LinkAttribute, LinkInfo, MacVlanMode,
         },
         route::{RouteAddress, RouteAttribute},
     },
@@ -176,6 +177,28 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("creating macvlan {name} on link {parent}"))
+    }
+
+    /// Turns IPv4 forwarding on for one link (`net.ipv4.conf.<link>.forwarding`) through
+    /// rtnetlink: under /proc/sys/net every open walks one entry per namespace that used
+    /// it (~270 µs at 1,500 namespaces, against 20 µs).
+    pub async fn enable_ipv4_forwarding(&self, index: u32) -> Result<()> {
+        // IFLA_INET_CONF holds (IPV4_DEVCONF_* index, u32 value) pairs; only the one sent
+        // changes.
+        const IFLA_INET_CONF: u16 = 1;
+        const IPV4_DEVCONF_FORWARDING: u16 = 1;
+        let mut pair = 8u16.to_ne_bytes().to_vec();
+        pair.extend(IPV4_DEVCONF_FORWARDING.to_ne_bytes());
+        pair.extend(1u32.to_ne_bytes());
+        let conf = AfSpecInet::Other(DefaultNla::new(IFLA_INET_CONF, pair));
+        let mut message = LinkUnspec::new_with_index(index).build();
+        message.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![conf])]));
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .with_context(|| format!("turning IPv4 forwarding on for link {index}"))
     }
 
     pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {
@@ -348,11 +371,4 @@ pub fn disable_ipv6_in(netns: &Path, ifname: &str) -> Result<()> {
         }
         other => other.with_context(|| format!("writing {path}")),
     })
-}
-
-/// Sets `net.ipv4.conf.<ifname>.<key>` in the caller's network namespace (procfs resolves
-/// /proc/sys/net against the opener's namespace).
-pub fn set_ipv4_conf(ifname: &str, key: &str, value: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/{key}");
-    std::fs::write(&path, value).with_context(|| format!("writing {path}"))
 }

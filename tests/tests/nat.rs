@@ -10,6 +10,19 @@ fn containers_reach_the_outside_as_the_uplink_address() {
     let host = Host::start_with_external();
     host.dp_ok(&["network", "create", "--subnet", "10.40.0.0/24", "out"]);
     host.run_sleeper("c", &["--network", "out"]);
+    // The programs ask the FIB how to route, which needs forwarding on the input device.
+    let veth = host.dp_json(&["inspect", "c"])[0]["NetworkSettings"]["Networks"]["out"]["HostInterface"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forwarding = host.sh_ok(&format!("cat /proc/sys/net/ipv4/conf/{veth}/forwarding"));
+    assert_eq!(forwarding.trim(), "1", "no IPv4 forwarding on {veth}");
+    let rp_filter = host.sh_ok(&format!("cat /proc/sys/net/ipv4/conf/{veth}/rp_filter"));
+    assert_eq!(
+        rp_filter.trim(),
+        host.sh_ok("cat /proc/sys/net/ipv4/conf/default/rp_filter").trim(),
+        "setting forwarding changed another setting"
+    );
 
     // TCP: an HTTP fetch, and the server's log names the client.
     let http_log = host.dir.join("http.log");

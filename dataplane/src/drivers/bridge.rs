@@ -180,7 +180,7 @@ pub async fn connect(
     // Lets the programs ask the FIB how the host would route what the container sends
     // (bpf_fib_lookup requires forwarding on the input device). A bridge port routes
     // nothing itself, so this opens no path of its own.
-    netlink::set_ipv4_conf(&att.host_veth, "forwarding", "1")?;
+    nl.enable_ipv4_forwarding(host_index).await?;
     // The uplink's XDP program hands packets for published ports to the container's veth
     // as frames, which a veth end takes only while its NAPI runs: GRO turns that on.
     let xdp_target = publishes
