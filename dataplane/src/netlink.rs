@@ -18,7 +18,7 @@ use rtnetlink::{
         address::AddressAttribute,
         link::{
             AfSpecInet, AfSpecUnspec, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
-            InfoVeth, LinkAttribute, LinkInfo, MacVlanMode,
+            InfoVeth, LinkAttribute, LinkInfo, LinkMessage, MacVlanMode,
         },
         route::{RouteAddress, RouteAttribute},
     },
@@ -105,12 +105,14 @@ impl Netlink {
     }
 
     pub async fn set_up(&self, index: u32) -> Result<()> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
+        self.set_link(LinkUnspec::new_with_index(index).up().build())
             .await
             .with_context(|| format!("setting link {index} up"))
+    }
+
+    /// One RTM_SETLINK; the caller says what it was for.
+    async fn set_link(&self, message: LinkMessage) -> Result<(), rtnetlink::Error> {
+        self.handle.link().set(message).execute().await
     }
 
     /// Creates a veth pair whose peer is born inside the namespace `ns` as `peer` with the
@@ -193,19 +195,11 @@ impl Netlink {
         let conf = AfSpecInet::Other(DefaultNla::new(IFLA_INET_CONF, pair));
         let mut message = LinkUnspec::new_with_index(index).build();
         message.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![conf])]));
-        self.handle
-            .link()
-            .set(message)
-            .execute()
-            .await
-            .with_context(|| format!("turning IPv4 forwarding on for link {index}"))
+        self.set_link(message).await.with_context(|| format!("turning IPv4 forwarding on for link {index}"))
     }
 
     pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).controller(bridge).build())
-            .execute()
+        self.set_link(LinkUnspec::new_with_index(index).controller(bridge).build())
             .await
             .with_context(|| format!("adding link {index} to bridge {bridge}"))
     }
