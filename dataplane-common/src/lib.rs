@@ -50,9 +50,10 @@ pub struct Endpoint {
     pub _pad: [u8; 2],
 }
 
-/// Per host-side interface: which network the container behind it belongs to, and that
+/// Per host-side interface: which network the container behind it belongs to, that
 /// network's IPv4 subnet (network order; a zero mask when unknown), where all of its
-/// endpoints lie: traffic leaving the subnet needs no endpoint lookup.
+/// endpoints lie: traffic leaving the subnet needs no endpoint lookup; and the container's
+/// own address and MAC on it, the only source its frames may carry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InterfaceConfig {
@@ -60,6 +61,11 @@ pub struct InterfaceConfig {
     pub flags: u32,
     pub v4_subnet: [u8; 4],
     pub v4_mask: [u8; 4],
+    /// The endpoint's IPv4 address (network order).
+    pub v4_addr: [u8; 4],
+    /// The MAC of the endpoint's interface inside the container.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 impl InterfaceConfig {
@@ -76,8 +82,15 @@ impl InterfaceConfig {
     /// at the cost of an index on every packet; the others in the `INTERFACES` hash.
     pub const INDEX_LIMIT: u32 = 65_536;
     /// An array slot without an interface (networks are numbered from 1).
-    pub const NONE: InterfaceConfig =
-        InterfaceConfig { network: 0, flags: 0, v4_subnet: [0; 4], v4_mask: [0; 4] };
+    pub const NONE: InterfaceConfig = InterfaceConfig {
+        network: 0,
+        flags: 0,
+        v4_subnet: [0; 4],
+        v4_mask: [0; 4],
+        v4_addr: [0; 4],
+        mac: [0; 6],
+        _pad: [0; 2],
+    };
 
     /// Whether `addr` may be an endpoint of this interface's network.
     #[inline(always)]
@@ -203,10 +216,20 @@ pub struct Backend {
     pub addr: IpAddress,
     /// Network byte order.
     pub port: u16,
-    pub _pad: [u8; 2],
+    /// The firewall rule set that applies to traffic from the uplink for this port; 0:
+    /// no rule applies, and the firewall is not asked.
+    pub rule_set: u16,
     pub host_ifindex: u32,
     pub mac: [u8; 6],
-    pub _pad2: [u8; 2],
+    /// `Backend::HOST_ONLY`, or 0.
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+impl Backend {
+    /// Published on an address the host holds only on loopback (127.0.0.1, say): for the
+    /// host's own processes only, never for frames from the uplink or from containers.
+    pub const HOST_ONLY: u8 = 1;
 }
 
 /// Value of the DNAT conntrack table, keyed by the flow as the container answers it
@@ -358,10 +381,21 @@ pub enum Path {
     /// Arrived on the uplink for a published port and sent to its container by XDP, before
     /// the host built an skb for it.
     PublishedXdp = 15,
+    /// Dropped: arrived on the uplink for 127.0.0.0/8, or for a port published on an
+    /// address the host holds on loopback only.
+    DroppedMartian = 16,
+    /// Dropped: a container sent IPv4 from an address that is not its own.
+    DroppedSpoofedIp = 17,
+    /// Dropped: a container sent a frame from a MAC that is not its own.
+    DroppedSpoofedMac = 18,
+    /// Dropped: a container sent ARP claiming an address or MAC that is not its own.
+    DroppedSpoofedArp = 19,
+    /// Dropped: a firewall rule denied traffic from the uplink to a published port.
+    DroppedFirewall = 20,
 }
 
 impl Path {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 21;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -379,6 +413,11 @@ impl Path {
         Path::PublishedReply,
         Path::DroppedUnpublished,
         Path::PublishedXdp,
+        Path::DroppedMartian,
+        Path::DroppedSpoofedIp,
+        Path::DroppedSpoofedMac,
+        Path::DroppedSpoofedArp,
+        Path::DroppedFirewall,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -399,6 +438,11 @@ impl Path {
             Path::PublishedReply => "published_reply",
             Path::DroppedUnpublished => "dropped_unpublished",
             Path::PublishedXdp => "published_xdp",
+            Path::DroppedMartian => "dropped_martian",
+            Path::DroppedSpoofedIp => "dropped_spoofed_ip",
+            Path::DroppedSpoofedMac => "dropped_spoofed_mac",
+            Path::DroppedSpoofedArp => "dropped_spoofed_arp",
+            Path::DroppedFirewall => "dropped_firewall",
         }
     }
 }
@@ -507,7 +551,7 @@ pub mod program_names {
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<IpAddress>() == 20);
-    assert!(size_of::<InterfaceConfig>() == 16);
+    assert!(size_of::<InterfaceConfig>() == 28);
     assert!(size_of::<EndpointKey>() == 24);
     assert!(size_of::<FlowKey>() == 48);
     assert!(size_of::<NextHop>() == 24);

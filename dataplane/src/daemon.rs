@@ -1127,10 +1127,11 @@ fn backend(att: &Attachment, mapping: &PortMapping, host_index: u32) -> Backend 
     Backend {
         addr: IpAddress::v4(att.ip.octets()),
         port: mapping.container_port.to_be(),
-        _pad: [0; 2],
+        rule_set: 0,
         host_ifindex: host_index,
         mac: att.mac.0,
-        _pad2: [0; 2],
+        flags: 0,
+        _pad: 0,
     }
 }
 

@@ -168,7 +168,15 @@ impl Drop for Fixture {
 /// An Ethernet + IPv4 + UDP frame from A's MAC.
 /// A host-side interface on RED (10.1.0.0/24), as the daemon configures one.
 pub fn red_interface(flags: u32) -> InterfaceConfig {
-    InterfaceConfig { network: RED, flags, v4_subnet: [10, 1, 0, 0], v4_mask: [255, 255, 255, 0] }
+    InterfaceConfig {
+        network: RED,
+        flags,
+        v4_subnet: [10, 1, 0, 0],
+        v4_mask: [255, 255, 255, 0],
+        v4_addr: [10, 1, 0, 2],
+        mac: A_MAC,
+        _pad: [0; 2],
+    }
 }
 
 pub fn udp_frame(dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {

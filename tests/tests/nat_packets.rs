@@ -403,10 +403,11 @@ fn publish_to(fx: &mut Fixture, published: (u8, u16), addr: [u8; 4], host_ifinde
     let backend = Backend {
         addr: IpAddress::v4(addr),
         port: 80u16.to_be(),
-        _pad: [0; 2],
+        rule_set: 0,
         host_ifindex,
         mac,
-        _pad2: [0; 2],
+        flags: 0,
+        _pad: 0,
     };
     fx.datapath.set_published(key, backend).unwrap();
 }

@@ -137,7 +137,7 @@ async fn attachment_bridge(nl: &Netlink, net: &Network, att: &Attachment) -> Res
     Ok(bridge)
 }
 
-fn interface_config(net: &Network, publishes: bool, xdp_target: bool) -> InterfaceConfig {
+fn interface_config(net: &Network, att: &Attachment, publishes: bool, xdp_target: bool) -> InterfaceConfig {
     let mut flags = 0;
     if publishes {
         flags |= InterfaceConfig::PUBLISHES;
@@ -156,6 +156,9 @@ fn interface_config(net: &Network, publishes: bool, xdp_target: bool) -> Interfa
         flags,
         v4_subnet: net.subnet.network().octets(),
         v4_mask: net.subnet.netmask().octets(),
+        v4_addr: att.ip.octets(),
+        mac: att.mac.0,
+        _pad: [0; 2],
     }
 }
 
@@ -188,7 +191,7 @@ pub async fn connect(
         && netlink::enable_gro_in(container_netns, &att.ifname)
             .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", att.ifname))
             .is_ok();
-    dp.set_interface(host_index, interface_config(net, publishes, xdp_target))?;
+    dp.set_interface(host_index, interface_config(net, att, publishes, xdp_target))?;
     dp.set_endpoint(
         v4_key(net.index, att.ip),
         Endpoint { host_ifindex: host_index, mac: att.mac.0, _pad: [0; 2] },

@@ -409,10 +409,11 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     let backend = Backend {
         addr: IpAddress::v4(UPLINK_ADDR),
         port: 8080u16.to_be(),
-        _pad: [0; 2],
+        rule_set: 0,
         host_ifindex: 42,
         mac: B_MAC,
-        _pad2: [0; 2],
+        flags: 0,
+        _pad: 0,
     };
     fixture.datapath.set_published(key, backend).unwrap();
     let inbound = udp_between(B_MAC, (remote, 5555), (UPLINK_ADDR, 8080));
