@@ -739,6 +739,9 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let Frame::Ipv4(frame) = parse::parse(ctx) else {
         return to_host;
     };
+    if publish::is_martian(&frame) {
+        return (Path::DroppedMartian, TC_ACT_SHOT as i32);
+    }
     if !frame.translatable() {
         return to_host;
     }

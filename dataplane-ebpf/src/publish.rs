@@ -135,6 +135,14 @@ pub fn lookup(addr: [u8; 4], port: u16, proto: u8, any_address: bool) -> Option<
     unsafe { PUBLISHED.get(&key).copied() }
 }
 
+/// A frame from the uplink for 127.0.0.0/8: no machine on the uplink's segment may reach
+/// the host's loopback, whatever it routes (moby#45610; the kernel itself refuses such
+/// frames unless `route_localnet` is on, and tc and XDP run before it decides).
+#[inline(always)]
+pub fn is_martian(frame: &Ipv4Frame) -> bool {
+    frame.dst[0] == 127
+}
+
 /// On the uplink: a packet for a published port goes to its container, its destination
 /// rewritten and the connection tracked. `None` when the port is not published.
 #[inline(always)]
@@ -154,6 +162,9 @@ pub fn from_outside_early(ctx: &XdpContext) -> Option<(Path, i32)> {
     let Frame::Ipv4(frame) = parse::parse(ctx) else {
         return None;
     };
+    if is_martian(&frame) {
+        return Some((Path::DroppedMartian, xdp_action::XDP_DROP as i32));
+    }
     let l4 = published_l4(ctx, &frame)?;
     let to_uplink = frame.dst == cfg.addr;
     if to_uplink && nat::in_port_range(&cfg, l4.dst_port) {
@@ -216,6 +227,11 @@ fn to_published<P: Delivery>(
         }
     }
     let backend = backend(frame, l4.dst_port, any_address)?;
+    if backend.flags & Backend::HOST_ONLY != 0 {
+        // For the host's processes only (the socket hooks): from the uplink a martian,
+        // from a container a port the host does not serve it.
+        return (peer_ifindex == 0).then_some((Path::DroppedMartian, P::DROP));
+    }
     if !P::reaches(backend.host_ifindex) {
         return None;
     }

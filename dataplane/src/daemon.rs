@@ -479,8 +479,11 @@ async fn restore(core: &Shared) -> Result<()> {
                     match ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto) {
                         Ok((reservation, _)) => {
                             held.push(reservation);
-                            c.datapath
-                                .set_published(publish_key(mapping), backend(att, mapping, host_index))?;
+                            let host_only = c.host_only(mapping.host_ip).await?;
+                            c.datapath.set_published(
+                                publish_key(mapping),
+                                backend(att, mapping, host_index, host_only),
+                            )?;
                         }
                         Err(e) => log::warn!("container {}: {mapping} not restored: {e:#}", container.name),
                     }
@@ -872,9 +875,16 @@ impl Core {
         Ok(json!(att.ifname))
     }
 
+    /// Whether a port published on `ip` is for the host's own processes only: `ip` is a
+    /// loopback address, or one the host holds on loopback interfaces only (moby#45610:
+    /// frames from the uplink could reach such ports when its machines routed them here).
+    async fn host_only(&self, ip: Ipv4Addr) -> Result<bool> {
+        Ok(ip.is_loopback() || (!ip.is_unspecified() && !self.netlink.holds_off_loopback(ip).await?))
+    }
+
     /// Reserves the host ports and fills PUBLISHED, all or nothing; records the mappings
     /// (with the ports chosen for `host_port` 0) in the container.
-    fn publish(
+    async fn publish(
         &mut self,
         container: &mut Container,
         att: &Attachment,
@@ -903,7 +913,9 @@ impl Core {
         container.ports = resolved;
         self.reservations.insert(container.id.clone(), held);
         for mapping in &container.ports {
-            self.datapath.set_published(publish_key(mapping), backend(att, mapping, host_index))?;
+            let host_only = self.host_only(mapping.host_ip).await?;
+            self.datapath
+                .set_published(publish_key(mapping), backend(att, mapping, host_index, host_only))?;
         }
         Ok(())
     }
@@ -1005,7 +1017,7 @@ impl Core {
                     publishes,
                 )
                 .await?;
-                self.publish(container, &att, host_index, &spec.publish)?;
+                self.publish(container, &att, host_index, &spec.publish).await?;
             }
             NetworkMode::None => {
                 process::write_etc_files(&container.etc_dir, &container.hostname, &container.name, None)?;
@@ -1123,14 +1135,14 @@ fn publish_key(mapping: &PortMapping) -> PublishKey {
     }
 }
 
-fn backend(att: &Attachment, mapping: &PortMapping, host_index: u32) -> Backend {
+fn backend(att: &Attachment, mapping: &PortMapping, host_index: u32, host_only: bool) -> Backend {
     Backend {
         addr: IpAddress::v4(att.ip.octets()),
         port: mapping.container_port.to_be(),
         rule_set: 0,
         host_ifindex: host_index,
         mac: att.mac.0,
-        flags: 0,
+        flags: if host_only { Backend::HOST_ONLY } else { 0 },
         _pad: 0,
     }
 }

@@ -18,7 +18,7 @@ use rtnetlink::{
         address::AddressAttribute,
         link::{
             AfSpecInet, AfSpecUnspec, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
-            InfoVeth, LinkAttribute, LinkInfo, LinkMessage, MacVlanMode,
+            InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
         },
         route::{RouteAddress, RouteAttribute},
     },
@@ -264,6 +264,28 @@ impl Netlink {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect())
+    }
+
+    /// Whether the host holds `ip` on some interface other than loopback: only then may
+    /// frames from the uplink or from containers reach a port published on it.
+    pub async fn holds_off_loopback(&self, ip: Ipv4Addr) -> Result<bool> {
+        let messages: Vec<_> =
+            self.handle.address().get().execute().try_collect().await.context("listing addresses")?;
+        let holders = messages.into_iter().filter(|m| {
+            m.attributes.iter().any(|a| {
+                matches!(a, AddressAttribute::Local(IpAddr::V4(held)) | AddressAttribute::Address(IpAddr::V4(held))
+                    if *held == ip)
+            })
+        });
+        for holder in holders {
+            let mut links = self.handle.clone().link().get().match_index(holder.header.index).execute();
+            let link =
+                links.try_next().await.with_context(|| format!("looking up link {}", holder.header.index))?;
+            if link.is_some_and(|l| !l.header.flags.contains(LinkFlags::Loopback)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether the link with this index is one end of a veth pair.

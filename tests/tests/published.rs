@@ -399,3 +399,43 @@ fn xdp_on_the_uplink_serves_published_ports_and_outlives_the_daemon() {
     assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080), "published port unreachable from tc alone");
     assert!(host.counter("published") > published);
 }
+
+/// moby#45610: a machine on the uplink's segment that routes 127.0.0.1 through the host
+/// (`route_localnet=1` on its side, a route to 127.0.0.1 via the host) reached ports
+/// published on 127.0.0.1. The external namespace here is that machine, its `lo` without
+/// addresses so that 127.0.0.1 is neither local to it nor a martian source.
+#[test]
+fn a_port_published_on_loopback_is_not_reachable_through_the_uplink() {
+    let host = Host::start_with_external();
+    web(&host, "local", &["-p", "127.0.0.1:8081:80"], "80");
+    host.external_sh_ok(&format!(
+        "ip addr flush dev lo && sysctl -qw net.ipv4.conf.all.route_localnet=1 \
+         net.ipv4.conf.eth0.route_localnet=1 && ip route add 127.0.0.1/32 via {UPLINK_ADDR}"
+    ));
+    let attack = host
+        .external_command("curl")
+        .args(["-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:8081/"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let answered = String::from_utf8_lossy(&attack.stdout).to_string();
+    assert!(
+        !attack.status.success(),
+        "the loopback-only port answered the uplink's machine: HTTP {answered}"
+    );
+    assert!(host.counter("dropped_martian") > 0, "the attack's frames were not counted as martian");
+    // The host itself still reaches it.
+    assert!(host.sh_in_cgroup("curl -sf -m 3 -o /dev/null http://127.0.0.1:8081/").status.success());
+
+    // The same for an address the host holds on loopback only (a service address on `lo`).
+    host.sh_ok("ip addr add 192.0.2.50/32 dev lo");
+    web(&host, "on-lo", &["-p", "192.0.2.50:8082:80"], "80");
+    host.external_sh_ok(&format!("ip route add 192.0.2.50/32 via {UPLINK_ADDR}"));
+    let dropped = host.counter("dropped_martian");
+    assert!(
+        !fetch_from_outside(&host, "192.0.2.50", 8082),
+        "a port on a loopback-only address answered the uplink"
+    );
+    assert!(host.counter("dropped_martian") > dropped, "frames for a loopback-only address were not counted");
+    assert!(host.sh_in_cgroup("curl -sf -m 3 -o /dev/null http://192.0.2.50:8082/").status.success());
+}
