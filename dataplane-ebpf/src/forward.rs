@@ -1,7 +1,8 @@
-//! Same-network forwarding: a unicast IPv4 frame for a known endpoint of the sender's
-//! network is rewritten for the destination and redirected into its namespace; traffic for
-//! outside the host goes to the NAT; anything else goes on to the kernel (the network's
-//! bridge), which handles ARP, broadcast and traffic for the host.
+//! Same-network forwarding: a frame whose source is the sender's own (`source`), if it is
+//! unicast IPv4 for a known endpoint of the sender's network, is rewritten for the
+//! destination and redirected into its namespace; traffic for outside the host goes to the
+//! NAT; anything else goes on to the kernel (the network's bridge), which handles ARP,
+//! broadcast and traffic for the host.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -16,7 +17,7 @@ use crate::{
     endpoint, nat,
     parse::{self, Frame},
     policy::{self, Verdict},
-    publish,
+    publish, source,
 };
 
 #[inline(always)]
@@ -33,11 +34,17 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     let Some(iface) = endpoint::interface(ifindex) else {
         return (Path::SlowPathUnmanaged, TC_ACT_OK);
     };
+    if let Err(spoofed) = source::check_link(ctx, &iface) {
+        return (spoofed, TC_ACT_SHOT);
+    }
     let frame = match parse::parse(ctx) {
         Frame::Ipv4(frame) => frame,
         Frame::Other => return (Path::SlowPathOther, TC_ACT_OK),
         Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
     };
+    if let Err(spoofed) = source::check_ipv4(&frame, &iface) {
+        return (spoofed, TC_ACT_SHOT);
+    }
     if iface.flags & InterfaceConfig::PUBLISHES != 0
         && let Some(verdict) = publish::reply(ctx, &frame, ifindex)
     {

@@ -12,6 +12,7 @@ mod parse;
 mod policy;
 mod publish;
 mod sockaddr;
+mod source;
 
 use aya_ebpf::{
     bindings::xdp_action,

@@ -165,8 +165,8 @@ impl Drop for Fixture {
     }
 }
 
-/// An Ethernet + IPv4 + UDP frame from A's MAC.
-/// A host-side interface on RED (10.1.0.0/24), as the daemon configures one.
+/// A's host-side interface on RED (10.1.0.0/24: A is 10.1.0.2 with `A_MAC`), as the
+/// daemon configures one: the tests' frames are A's unless they say otherwise.
 pub fn red_interface(flags: u32) -> InterfaceConfig {
     InterfaceConfig {
         network: RED,
@@ -179,6 +179,12 @@ pub fn red_interface(flags: u32) -> InterfaceConfig {
     }
 }
 
+/// B's host-side interface (10.1.0.3, `B_MAC`), for tests whose frames B sends from `lo`.
+pub fn b_interface(flags: u32) -> InterfaceConfig {
+    InterfaceConfig { v4_addr: [10, 1, 0, 3], mac: B_MAC, ..red_interface(flags) }
+}
+
+/// An Ethernet + IPv4 + UDP frame from A's MAC.
 pub fn udp_frame(dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     udp_between(dst_mac, (src, 4000), (dst, 53))
 }

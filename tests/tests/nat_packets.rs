@@ -2,10 +2,10 @@
 //! `from_uplink`, with every rewritten field and both checksums checked, conntrack state,
 //! and the refusals (internal networks, exhausted ports, fragments).
 
-use dataplane_common::{InterfaceConfig, Path, ct_state};
+use dataplane_common::{Backend, InterfaceConfig, Path, ct_state};
 use dataplane_tests::datapath::{
-    A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, XDP_PASS,
-    XDP_REDIRECT, red_interface,
+    A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, XDP_DROP,
+    XDP_PASS, XDP_REDIRECT, b_interface, red_interface,
 };
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -426,8 +426,8 @@ fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
     assert_eq!(fx.count(Path::Published), 1);
 
     // The container's answer leaves with the published address and port.
-    fx.datapath.set_interface(1, red_interface(InterfaceConfig::PUBLISHES)).unwrap();
-    let (verdict, out) = fx.run(&tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, true, true));
+    fx.datapath.set_interface(1, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (verdict, out) = fx.run(&tcp(B_MAC, B_ADDR, 80, REMOTE, 33000, true, true));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = inspect(&out);
     assert_eq!((seen.src, seen.sport), (UPLINK_ADDR, 8080), "reply source was not reverse-DNAT'ed");
@@ -440,8 +440,8 @@ fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
 fn replies_on_published_ports_keep_their_next_hop_for_a_second() {
     let mut fx = publishing_8080();
     let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
-    fx.datapath.set_interface(1, red_interface(InterfaceConfig::PUBLISHES)).unwrap();
-    let answer = tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, true, true);
+    fx.datapath.set_interface(1, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let answer = tcp(B_MAC, B_ADDR, 80, REMOTE, 33000, true, true);
     let (_, out) = fx.run(&answer);
     assert_eq!(inspect(&out).eth_dst, GATEWAY_MAC);
     let flow = fx.datapath.dnat_conntrack().unwrap()[0].1;
@@ -504,8 +504,8 @@ fn forgotten_connections_to_published_ports_are_tracked_again_at_once() {
     assert!(fx.datapath.dnat_conntrack().unwrap().is_empty());
     assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
     assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the connection was not tracked again");
-    fx.datapath.set_interface(1, red_interface(InterfaceConfig::PUBLISHES)).unwrap();
-    let (_, out) = fx.run(&tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, false, true));
+    fx.datapath.set_interface(1, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (_, out) = fx.run(&tcp(B_MAC, B_ADDR, 80, REMOTE, 33000, false, true));
     assert_eq!((inspect(&out).src, inspect(&out).sport), (UPLINK_ADDR, 8080));
 }
 
@@ -520,6 +520,65 @@ fn unpublished_ports_and_container_addresses_are_closed_from_the_uplink() {
     assert_eq!(fx.count(Path::DroppedUnpublished), 1);
 }
 
+/// Publishes TCP `port` on the one host address `addr` to B's port 80, with `flags`.
+fn publish_on(fx: &mut Fixture, addr: [u8; 4], port: u16, flags: u8) {
+    use dataplane_common::{Backend, IpAddress, PublishKey};
+    let key = PublishKey { addr: IpAddress::v4(addr), port: port.to_be(), proto: 6, _pad: 0 };
+    let backend = Backend {
+        addr: IpAddress::v4(B_ADDR),
+        port: 80u16.to_be(),
+        rule_set: 0,
+        host_ifindex: 42,
+        mac: B_MAC,
+        flags,
+        _pad: 0,
+    };
+    fx.datapath.set_published(key, backend).unwrap();
+}
+
+#[test]
+fn frames_from_the_uplink_for_loopback_are_martians() {
+    // moby#45610: a machine on the uplink's segment routing 127.0.0.1 through the host.
+    let mut fx = publishing_8080();
+    publish_on(&mut fx, [127, 0, 0, 1], 8081, Backend::HOST_ONLY);
+    b_takes_xdp_frames(&mut fx);
+    for dst in [([127, 0, 0, 1], 8081), ([127, 0, 0, 1], 8080), ([127, 1, 2, 3], 22)] {
+        let frame = tcp(GATEWAY_MAC, REMOTE, 33000, dst.0, dst.1, true, false);
+        let (verdict, out) = fx.run_uplink(&frame);
+        assert_eq!((verdict, out), (TC_ACT_SHOT, frame.clone()), "tc let a frame for {dst:?} through");
+        assert_eq!(fx.run_uplink_xdp(&frame).0, XDP_DROP, "XDP let a frame for {dst:?} through");
+    }
+    assert_eq!(fx.count(Path::DroppedMartian), 6);
+    assert_eq!((fx.count(Path::Published), fx.count(Path::PublishedXdp)), (0, 0));
+    assert!(fx.datapath.dnat_conntrack().unwrap().is_empty(), "a martian was tracked");
+}
+
+#[test]
+fn ports_on_addresses_the_host_holds_on_loopback_only_serve_the_host_alone() {
+    let mut fx = publishing_8080();
+    run_in_fixture("ip addr add 192.0.2.50/32 dev lo");
+    publish_on(&mut fx, [192, 0, 2, 50], 8082, Backend::HOST_ONLY);
+    b_takes_xdp_frames(&mut fx);
+    let from_outside = tcp(GATEWAY_MAC, REMOTE, 33000, [192, 0, 2, 50], 8082, true, false);
+    assert_eq!(fx.run_uplink(&from_outside).0, TC_ACT_SHOT, "tc sent the uplink to a host-only port");
+    assert_eq!(fx.run_uplink_xdp(&from_outside).0, XDP_DROP, "XDP sent the uplink to a host-only port");
+    assert_eq!(fx.count(Path::DroppedMartian), 2);
+    // From a container it is the host's own address, which serves it nothing there.
+    let from_container = tcp(A_MAC, CONTAINER, 44000, [192, 0, 2, 50], 8082, true, false);
+    let (verdict, out) = fx.run(&from_container);
+    assert_eq!((verdict, out), (TC_ACT_OK, from_container), "a container reached a host-only port");
+    assert_eq!((fx.count(Path::Published), fx.count(Path::PublishedXdp)), (0, 0));
+    // The same port without the flag is published as usual.
+    publish_on(&mut fx, [192, 0, 2, 50], 8082, 0);
+    assert_eq!(fx.run_uplink(&from_outside).0, TC_ACT_REDIRECT);
+}
+
+/// Runs a shell command in the calling thread's namespace (the fixture's).
+fn run_in_fixture(script: &str) {
+    let status = std::process::Command::new("sh").args(["-c", script]).status().unwrap();
+    assert!(status.success(), "{script}");
+}
+
 #[test]
 fn hairpin_keeps_the_client_container_and_returns_to_it() {
     let mut fx = publishing_8080();
@@ -530,7 +589,7 @@ fn hairpin_keeps_the_client_container_and_returns_to_it() {
     assert_eq!((seen.dst, seen.dport), (B_ADDR, 80));
     assert_eq!((seen.src, seen.sport), (CONTAINER, 44000), "the client container's address must be kept");
     // B answers A directly: the reply gets the published address back and goes to A.
-    fx.datapath.set_interface(1, red_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    fx.datapath.set_interface(1, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
     let (verdict, back) = fx.run(&tcp(B_MAC, B_ADDR, 80, CONTAINER, 44000, true, true));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = inspect(&back);
@@ -688,8 +747,8 @@ fn xdp_on_the_uplink_sends_published_ports_to_their_container() {
     assert_eq!((fx.count(Path::PublishedXdp), fx.count(Path::Published)), (1, 0));
 
     // The flow XDP tracked is the one tc's reverse DNAT finds for the container's answer.
-    fx.datapath.set_interface(1, red_interface(InterfaceConfig::PUBLISHES)).unwrap();
-    let (verdict, out) = fx.run(&tcp(A_MAC, B_ADDR, 80, REMOTE, 33000, true, true));
+    fx.datapath.set_interface(1, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (verdict, out) = fx.run(&tcp(B_MAC, B_ADDR, 80, REMOTE, 33000, true, true));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = inspect(&out);
     assert_eq!((seen.src, seen.sport), (UPLINK_ADDR, 8080), "reply source was not reverse-DNAT'ed");

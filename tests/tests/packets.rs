@@ -66,13 +66,7 @@ fn icc_disabled_drops_traffic_inside_the_network() {
 #[test]
 fn arp_and_ipv6_go_to_the_slow_path() {
     let mut fx = Fixture::new(0);
-    let mut arp = vec![0xff; 6];
-    arp.extend_from_slice(&A_MAC);
-    arp.extend_from_slice(&[0x08, 0x06]);
-    arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    arp.extend_from_slice(&A_MAC);
-    arp.extend_from_slice(&[10, 1, 0, 2, 0, 0, 0, 0, 0, 0, 10, 1, 0, 3]);
-    assert_eq!(fx.run(&arp).0, TC_ACT_OK);
+    assert_eq!(fx.run(&arp(A_MAC, ARP_REQUEST, (A_MAC, [10, 1, 0, 2]), [10, 1, 0, 3])).0, TC_ACT_OK);
     let builder = PacketBuilder::ethernet2(A_MAC, B_MAC)
         .ipv6(
             [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
@@ -115,6 +109,105 @@ fn truncated_and_malformed_frames_are_handled() {
     assert_eq!(fx.count(Path::SlowPathMalformed), 2);
     assert_eq!(fx.count(Path::SlowPathOther), 1);
     assert_eq!(fx.count(Path::Forwarded), 2);
+}
+
+/// An ARP packet for IPv4 over Ethernet from `eth_src`, whose sender is `sender`.
+fn arp(eth_src: [u8; 6], operation: u16, sender: ([u8; 6], [u8; 4]), target: [u8; 4]) -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&eth_src);
+    frame.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4]);
+    frame.extend_from_slice(&operation.to_be_bytes());
+    frame.extend_from_slice(&sender.0);
+    frame.extend_from_slice(&sender.1);
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target);
+    frame
+}
+
+const ARP_REQUEST: u16 = 1;
+const ARP_REPLY: u16 = 2;
+
+#[test]
+fn a_container_sending_from_a_neighbours_address_is_dropped() {
+    let mut fx = Fixture::new(0);
+    // A (10.1.0.2) claims its neighbour C's 10.1.0.4 towards B, and an address from nowhere
+    // towards the outside.
+    for (src, dst) in [([10, 1, 0, 4], [10, 1, 0, 3]), ([198, 18, 0, 5], [192, 0, 2, 7])] {
+        let (verdict, out) = fx.run(&udp_frame(B_MAC, src, dst));
+        assert_eq!(verdict, TC_ACT_SHOT, "a frame from {src:?} to {dst:?} was not dropped");
+        assert_eq!(out, udp_frame(B_MAC, src, dst), "a dropped frame must not be rewritten");
+    }
+    assert_eq!(fx.count(Path::DroppedSpoofedIp), 2);
+    assert_eq!(fx.count(Path::Forwarded), 0, "a forged frame was forwarded");
+    // Its own address still goes through.
+    assert_eq!(fx.run(&udp_frame(B_MAC, [10, 1, 0, 2], [10, 1, 0, 3])).0, TC_ACT_REDIRECT);
+}
+
+#[test]
+fn a_container_without_an_address_may_only_broadcast() {
+    let mut fx = Fixture::new(0);
+    // A DHCP discover (0.0.0.0 to 255.255.255.255) and an IGMP-style multicast: the bridge's.
+    for dst in [[255, 255, 255, 255], [224, 0, 0, 22]] {
+        let (verdict, _) = fx.run(&udp_frame([0xff; 6], [0, 0, 0, 0], dst));
+        assert_eq!(verdict, TC_ACT_OK, "0.0.0.0 to {dst:?} is a DHCP client's or a probe's");
+    }
+    // Unicast from 0.0.0.0 is nobody's.
+    assert_eq!(fx.run(&udp_frame(B_MAC, [0, 0, 0, 0], [10, 1, 0, 3])).0, TC_ACT_SHOT);
+    assert_eq!(fx.count(Path::DroppedSpoofedIp), 1);
+}
+
+#[test]
+fn a_container_sending_from_another_mac_is_dropped() {
+    let mut fx = Fixture::new(0);
+    let mut frame = udp_frame(B_MAC, [10, 1, 0, 2], [10, 1, 0, 3]);
+    frame[6..12].copy_from_slice(&STALE_MAC);
+    let (verdict, _) = fx.run(&frame);
+    assert_eq!(verdict, TC_ACT_SHOT, "a frame from a MAC not the container's was not dropped");
+    // Every kind of frame: an IPv6 one too.
+    let mut v6 = vec![];
+    PacketBuilder::ethernet2(B_MAC, A_MAC)
+        .ipv6(
+            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            64,
+        )
+        .udp(1, 2)
+        .write(&mut v6, b"x")
+        .unwrap();
+    assert_eq!(fx.run(&v6).0, TC_ACT_SHOT, "an IPv6 frame from B's MAC left A");
+    assert_eq!(fx.count(Path::DroppedSpoofedMac), 2);
+    assert_eq!(fx.count(Path::Forwarded), 0);
+}
+
+#[test]
+fn arp_claiming_a_neighbours_address_or_mac_is_dropped() {
+    let mut fx = Fixture::new(0);
+    let forged = [
+        // Gratuitous ARP for neighbour C's address (arping -U -s 10.1.0.4).
+        arp(A_MAC, ARP_REQUEST, (A_MAC, [10, 1, 0, 4]), [10, 1, 0, 4]),
+        // A reply naming B's MAC as the sender, from A's own.
+        arp(A_MAC, ARP_REPLY, (B_MAC, [10, 1, 0, 2]), [10, 1, 0, 3]),
+        // ARP that is not IPv4 over Ethernet, and ARP cut short.
+        {
+            let mut other = arp(A_MAC, ARP_REQUEST, (A_MAC, [10, 1, 0, 2]), [10, 1, 0, 3]);
+            other[16..18].copy_from_slice(&[0x86, 0xdd]);
+            other
+        },
+        arp(A_MAC, ARP_REQUEST, (A_MAC, [10, 1, 0, 2]), [10, 1, 0, 3])[..30].to_vec(),
+    ];
+    for frame in &forged {
+        assert_eq!(fx.run(frame).0, TC_ACT_SHOT, "forged ARP was not dropped: {frame:02x?}");
+    }
+    assert_eq!(fx.count(Path::DroppedSpoofedArp), forged.len() as u64);
+    // Its own requests, replies and probes (RFC 5227: sender 0.0.0.0) go to the bridge.
+    for own in [
+        arp(A_MAC, ARP_REQUEST, (A_MAC, [10, 1, 0, 2]), [10, 1, 0, 3]),
+        arp(A_MAC, ARP_REPLY, (A_MAC, [10, 1, 0, 2]), [10, 1, 0, 3]),
+        arp(A_MAC, ARP_REQUEST, (A_MAC, [0, 0, 0, 0]), [10, 1, 0, 2]),
+    ] {
+        assert_eq!(fx.run(&own).0, TC_ACT_OK, "the container's own ARP was refused: {own:02x?}");
+    }
+    assert_eq!(fx.count(Path::SlowPathOther), 3);
 }
 
 #[test]

@@ -418,7 +418,9 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     fixture.datapath.set_published(key, backend).unwrap();
     let inbound = udp_between(B_MAC, (remote, 5555), (UPLINK_ADDR, 8080));
     let dnat = measure(&mut fixture, from_uplink, &inbound, Path::Published);
-    let publishes = red_interface(InterfaceConfig::PUBLISHES);
+    // The answering container, for this translation onto itself, sits at the published
+    // address: its interface says so, or source validation would drop the answer.
+    let publishes = InterfaceConfig { v4_addr: UPLINK_ADDR, ..red_interface(InterfaceConfig::PUBLISHES) };
     fixture.datapath.set_interface(LO, publishes).unwrap();
     let answer = udp_between(B_MAC, (UPLINK_ADDR, 8080), (remote, 5555));
     let reverse_dnat = measure(&mut fixture, from_container, &answer, Path::PublishedReply);
