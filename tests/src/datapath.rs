@@ -25,6 +25,8 @@ pub const A_MAC: [u8; 6] = [2, 0x42, 10, 1, 0, 2];
 pub const B_MAC: [u8; 6] = [2, 0x42, 10, 1, 0, 3];
 pub const STALE_MAC: [u8; 6] = [2, 0x42, 0xde, 0xad, 0xbe, 0xef];
 pub const GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+/// The MAC of the uplink `enable_nat` makes: masqueraded frames leave with it as source.
+pub const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 pub const UPLINK_ADDR: [u8; 4] = [203, 0, 113, 1];
 
 pub struct Fixture {
@@ -77,7 +79,8 @@ impl Fixture {
     /// the given source ports. The sender's device (`lo` here, a host-side veth in
     /// production) gets forwarding enabled, as the daemon does.
     pub fn enable_nat(&mut self, port_min: u16, port_max: u16) -> u32 {
-        let script = "ip link add up0 type veth peer name up1 && ip addr add 203.0.113.1/24 dev up0 \
+        let script = "ip link add up0 address 02:00:00:00:00:01 type veth peer name up1 \
+             && ip addr add 203.0.113.1/24 dev up0 \
              && ip link set up0 up && ip link set up1 up \
              && ip neigh replace 203.0.113.2 lladdr 02:00:00:00:00:02 dev up0 \
              && ip route add default via 203.0.113.2 && sysctl -qw net.ipv4.conf.lo.forwarding=1";
@@ -191,7 +194,13 @@ pub fn udp_frame(dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
 
 /// An Ethernet + IPv4 + UDP frame from A's MAC between two address/port pairs.
 pub fn udp_between(dst_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(A_MAC, dst_mac).ipv4(src.0, dst.0, 64).udp(src.1, dst.1);
+    udp_between_macs((A_MAC, dst_mac), src, dst)
+}
+
+/// An Ethernet + IPv4 + UDP frame between two MACs (source, destination) and two
+/// address/port pairs.
+pub fn udp_between_macs(macs: ([u8; 6], [u8; 6]), src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(macs.0, macs.1).ipv4(src.0, dst.0, 64).udp(src.1, dst.1);
     let payload = b"hello";
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, payload).unwrap();

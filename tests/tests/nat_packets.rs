@@ -4,14 +4,13 @@
 
 use dataplane_common::{Backend, InterfaceConfig, Path, ct_state};
 use dataplane_tests::datapath::{
-    A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, XDP_DROP,
-    XDP_PASS, XDP_REDIRECT, b_interface, red_interface,
+    A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_MAC,
+    XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, red_interface,
 };
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
 const CONTAINER: [u8; 4] = [10, 1, 0, 2];
 const REMOTE: [u8; 4] = [198, 51, 100, 7];
-const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
 fn tcp(
     src_mac: [u8; 6],

@@ -369,7 +369,10 @@ fn tcp_connect(dst: SocketAddr, secs: f64, threads: usize) -> Result<serde_json:
 
 fn prog_cost(repeat: u32) -> serde_json::Value {
     use dataplane_common::{Backend, InterfaceConfig, IpAddress, NatConfig, Path, PublishKey, program_names};
-    use dataplane_tests::datapath::{B_MAC, Fixture, LO, UPLINK_ADDR, red_interface, udp_between, udp_frame};
+    use dataplane_tests::datapath::{
+        B_MAC, Fixture, GATEWAY_MAC, LO, UPLINK_ADDR, UPLINK_MAC, red_interface, udp_between,
+        udp_between_macs, udp_frame,
+    };
     const CONTAINER: [u8; 4] = [10, 1, 0, 2];
     let (from_container, from_uplink) = (program_names::FROM_CONTAINER, program_names::FROM_UPLINK);
     let mut fixture = Fixture::new(0);
@@ -393,10 +396,16 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     let onto_itself =
         NatConfig { uplink_ifindex: uplink, port_min: 4000, port_max: 4000, addr: CONTAINER, flags: 0 };
     fixture.datapath.set_nat_config(onto_itself).unwrap();
+    // Frames leaving by the uplink get the next hop's MACs, the uplink's as source: the
+    // sender of these frames has that MAC, or source validation would drop every run after
+    // the first.
+    let sender = InterfaceConfig { mac: UPLINK_MAC, ..red_interface(0) };
+    fixture.datapath.set_interface(LO, sender).unwrap();
+    let outbound = (UPLINK_MAC, GATEWAY_MAC);
     let snat = measure(
         &mut fixture,
         from_container,
-        &udp_between(B_MAC, (CONTAINER, 4000), (remote, 53)),
+        &udp_between_macs(outbound, (CONTAINER, 4000), (remote, 53)),
         Path::Masqueraded,
     );
     let reply = udp_between(B_MAC, (remote, 53), (CONTAINER, 4000));
@@ -419,10 +428,11 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     let inbound = udp_between(B_MAC, (remote, 5555), (UPLINK_ADDR, 8080));
     let dnat = measure(&mut fixture, from_uplink, &inbound, Path::Published);
     // The answering container, for this translation onto itself, sits at the published
-    // address: its interface says so, or source validation would drop the answer.
-    let publishes = InterfaceConfig { v4_addr: UPLINK_ADDR, ..red_interface(InterfaceConfig::PUBLISHES) };
+    // address, and sends with the uplink's MAC as the SNAT frames do.
+    let publishes = InterfaceConfig { v4_addr: UPLINK_ADDR, ..sender };
+    let publishes = InterfaceConfig { flags: InterfaceConfig::PUBLISHES, ..publishes };
     fixture.datapath.set_interface(LO, publishes).unwrap();
-    let answer = udp_between(B_MAC, (UPLINK_ADDR, 8080), (remote, 5555));
+    let answer = udp_between_macs(outbound, (UPLINK_ADDR, 8080), (remote, 5555));
     let reverse_dnat = measure(&mut fixture, from_container, &answer, Path::PublishedReply);
 
     // DNAT in XDP. B's veth gets a real peer taking XDP frames (GRO on, so its NAPI runs),
