@@ -447,6 +447,42 @@ impl Path {
     }
 }
 
+/// Data of the firewall trie's key: a rule set, in network byte order so that its 32 bits
+/// lead the prefix, then a source IPv4 address. A rule's source CIDR of length L is a
+/// prefix of `RULE_SET_BITS + L` bits, so each rule set is a trie of its own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FirewallKey {
+    pub rule_set: u32,
+    pub addr: [u8; 4],
+}
+
+impl FirewallKey {
+    /// Bits of the trie key taken by `rule_set`, to add to a source's prefix length.
+    pub const RULE_SET_BITS: u32 = 32;
+}
+
+/// What the firewall decides for the sources under one prefix of a rule set: the action of
+/// the first rule (in the user's order) that covers them, and that rule's slot among the
+/// hit counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FirewallVerdict {
+    pub slot: u32,
+    /// `FirewallVerdict::ALLOW` or `FirewallVerdict::DENY`.
+    pub action: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FirewallVerdict {
+    pub const ALLOW: u8 = 1;
+    pub const DENY: u8 = 2;
+    /// Firewall rules, and slots of the per-CPU hit counters.
+    pub const MAX_RULES: u32 = 4096;
+    /// Entries of the firewall trie: one per distinct source prefix of each rule set.
+    pub const TRIE_SIZE: u32 = 262_144;
+}
+
 /// Names of the maps in the kernel object, used by the daemon to find and pin them.
 pub mod map_names {
     pub const ENDPOINTS: &str = "ENDPOINTS";
@@ -464,6 +500,8 @@ pub mod map_names {
     pub const HOST_CONFIG: &str = "HOST_CONFIG";
     pub const CT_EVENTS: &str = "CT_EVENTS";
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
+    pub const FIREWALL: &str = "FIREWALL";
+    pub const FIREWALL_HITS: &str = "FIREWALL_HITS";
 }
 
 /// Entries of each conntrack table (SNAT_CT, SNAT_REV, DNAT_CT) unless the daemon is
@@ -561,6 +599,8 @@ const _: () = {
     assert!(size_of::<Backend>() == 36);
     assert!(size_of::<DnatEntry>() == 80);
     assert!(size_of::<SubnetInfo>() == 24);
+    assert!(size_of::<FirewallKey>() == 8);
+    assert!(size_of::<FirewallVerdict>() == 8);
 };
 
 #[cfg(feature = "user")]
@@ -585,6 +625,8 @@ mod pod {
     unsafe impl aya::Pod for HostConfig {}
     unsafe impl aya::Pod for SockRevKey {}
     unsafe impl aya::Pod for SockRevValue {}
+    unsafe impl aya::Pod for FirewallKey {}
+    unsafe impl aya::Pod for FirewallVerdict {}
 }
 
 #[cfg(test)]

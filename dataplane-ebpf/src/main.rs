@@ -5,6 +5,7 @@
 
 mod counters;
 mod endpoint;
+mod firewall;
 mod forward;
 mod nat;
 mod packet;

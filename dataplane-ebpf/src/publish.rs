@@ -17,7 +17,7 @@ use dataplane_common::{
 };
 
 use crate::{
-    counters, endpoint,
+    counters, endpoint, firewall,
     nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET, L4, Route},
     packet::{self, Packet},
     parse::{self, Frame, Ipv4Frame},
@@ -234,6 +234,9 @@ fn to_published<P: Delivery>(
     }
     if !P::reaches(backend.host_ifindex) {
         return None;
+    }
+    if peer_ifindex == 0 && !firewall::allows(backend.rule_set, frame.src) {
+        return Some((Path::DroppedFirewall, P::DROP));
     }
     // A container reaching itself through the host would see its own address as the
     // source, which its kernel drops as martian: as Docker does, it sees its gateway's.

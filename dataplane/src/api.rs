@@ -95,6 +95,13 @@ pub enum Request {
     Stats,
     ConntrackList,
     ConntrackFlush,
+    /// Appends a rule to the firewall for published ports.
+    FirewallAdd(crate::firewall::RuleSpec),
+    FirewallList,
+    /// Removes firewall rules by ID, all or none.
+    FirewallRemove {
+        ids: Vec<u32>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

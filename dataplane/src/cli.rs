@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::{
     api::{self, NetworkSpec, Request, RunSpec},
     daemon::{self, DEFAULT_NETWORK},
+    firewall::{self, Action, PortRange},
     netns,
     ports::PublishSpec,
     process,
@@ -78,6 +79,46 @@ enum Command {
     /// Masqueraded connections tracked by the datapath.
     #[command(subcommand)]
     Conntrack(ConntrackCommand),
+    /// Allow or deny traffic from outside to published ports (netfilter never sees it).
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
+}
+
+#[derive(Subcommand)]
+enum FirewallCommand {
+    /// Append a rule: the first rule matching a packet decides; no match accepts.
+    Add(FirewallAddArgs),
+    /// List the rules in order, with the packets each one decided.
+    #[command(alias = "list")]
+    Ls {
+        /// `table`, or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// Remove rules by ID.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<u32>,
+    },
+}
+
+#[derive(Args)]
+struct FirewallAddArgs {
+    /// Clients it applies to: an IPv4 address or CIDR (default: any).
+    #[arg(long, value_parser = firewall::parse_source)]
+    source: Option<Ipv4Net>,
+    /// Published host port or range, P or P-Q (default: any).
+    #[arg(long, value_parser = clap::value_parser!(PortRange))]
+    port: Option<PortRange>,
+    /// tcp or udp (default: both).
+    #[arg(long, value_parser = firewall::parse_proto)]
+    proto: Option<crate::ports::Proto>,
+    /// Only the ports this container publishes (by name; the rule stays when it goes).
+    #[arg(long)]
+    container: Option<String>,
+    #[arg(value_enum)]
+    action: Action,
 }
 
 #[derive(Subcommand)]
@@ -429,6 +470,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 rows,
             );
         }
+        Command::Firewall(FirewallCommand::Add(args)) => {
+            let spec = firewall::RuleSpec {
+                action: args.action,
+                source: args.source,
+                ports: args.port,
+                proto: args.proto,
+                container: args.container,
+            };
+            let rule: firewall::Rule = serde_json::from_value(call(Request::FirewallAdd(spec))?)?;
+            println!("{}", rule.id);
+        }
+        Command::Firewall(FirewallCommand::Ls { format }) => {
+            let listed = call(Request::FirewallList)?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let listed: Vec<firewall::Listed> = serde_json::from_value(listed)?;
+            let any = |v: Option<String>| v.unwrap_or_else(|| "any".into());
+            let rows = listed.into_iter().map(|l| {
+                let spec = l.rule.spec;
+                vec![
+                    l.rule.id.to_string(),
+                    spec.action.to_string(),
+                    any(spec.source.map(|s| s.to_string())),
+                    any(spec.ports.map(|p| p.to_string())),
+                    any(spec.proto.map(|p| p.to_string())),
+                    any(spec.container),
+                    l.hits.to_string(),
+                ]
+            });
+            print_table(&["ID", "ACTION", "SOURCE", "PORTS", "PROTO", "CONTAINER", "HITS"], rows);
+        }
+        Command::Firewall(FirewallCommand::Rm { ids }) => {
+            let removed: Vec<u32> = serde_json::from_value(call(Request::FirewallRemove { ids })?)?;
+            removed.iter().for_each(|id| println!("{id}"));
+        }
         Command::Conntrack(ConntrackCommand::Flush) => {
             let n: u64 = serde_json::from_value(call(Request::ConntrackFlush)?)?;
             println!("{n} flows forgotten");
@@ -568,5 +646,39 @@ mod tests {
         assert!(
             err(&["dataplane", "run"]).contains("CMD") || err(&["dataplane", "run"]).contains("required")
         );
+    }
+
+    #[test]
+    fn firewall_rules_are_parsed_and_bad_ones_refused_with_the_fix() {
+        let cli = Cli::try_parse_from([
+            "dataplane",
+            "firewall",
+            "add",
+            "--source",
+            "192.0.2.0/24",
+            "--port",
+            "8000-8010",
+            "--proto",
+            "udp",
+            "--container",
+            "web",
+            "deny",
+        ])
+        .unwrap();
+        let Command::Firewall(FirewallCommand::Add(args)) = cli.command else { panic!("not firewall add") };
+        assert_eq!(args.source, Some("192.0.2.0/24".parse().unwrap()));
+        assert_eq!(args.port, Some(PortRange { first: 8000, last: 8010 }));
+        assert_eq!((args.action, args.container.as_deref()), (Action::Deny, Some("web")));
+        let err = |args: &[&str]| Cli::try_parse_from(args).err().expect("should fail").to_string();
+        let add = |extra: &[&str]| {
+            let mut args = vec!["dataplane", "firewall", "add"];
+            args.extend_from_slice(extra);
+            err(&args)
+        };
+        assert!(add(&["--source", "10.0.0.300", "deny"]).contains("not an IPv4 address or CIDR"));
+        assert!(add(&["--port", "9000-8000", "deny"]).contains("write 8000-9000"));
+        assert!(add(&["--port", "0", "deny"]).contains("1-65535"));
+        assert!(add(&["--proto", "icmp", "deny"]).contains("use tcp or udp"));
+        assert!(add(&["reject"]).contains("allow"));
     }
 }

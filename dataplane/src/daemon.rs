@@ -24,7 +24,7 @@ use tokio::{
 
 use crate::{
     api::{self, NetworkSpec, Request, RunSpec},
-    dns, drivers, inspect,
+    dns, drivers, firewall, inspect,
     ipam::{self, AddressPlan},
     maps::{Datapath, v4_key},
     nat,
@@ -85,6 +85,8 @@ struct Core {
     departed: nat::Departures,
     /// Wakes the task that forgets the departed flows.
     departures_waiting: Arc<tokio::sync::Notify>,
+    /// The firewall rule sets in the programs' trie.
+    firewall: firewall::Installed,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -103,6 +105,7 @@ pub async fn run(config: Config) -> Result<()> {
     let conntrack_size = config.conntrack_max.unwrap_or(dataplane_common::CONNTRACK_DEFAULT_SIZE);
     let mut datapath = Datapath::load(&config.bpffs, conntrack_size)?;
     let conntrack = nat::ConntrackAccount::new(nat::TableSnapshot::take(&mut datapath)?);
+    let firewall = firewall::Installed::load(&mut datapath)?;
     let netlink = Netlink::connect()?;
     let nat_ports = setup_nat(&netlink, &mut datapath, &config).await?;
     match config.cgroup.clone().or_else(crate::maps::cgroup2_root) {
@@ -125,6 +128,7 @@ pub async fn run(config: Config) -> Result<()> {
         conntrack,
         departed: nat::Departures::default(),
         departures_waiting: Arc::new(tokio::sync::Notify::new()),
+        firewall,
     }));
     {
         let c = core.lock().await;
@@ -354,6 +358,20 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             let removed = c.forget_flows(|_, _| true)?;
             Ok(json!(removed.masquerade + removed.published))
         }
+        Request::FirewallAdd(spec) => c.add_firewall_rule(spec),
+        Request::FirewallList => {
+            let listed = c
+                .state
+                .firewall
+                .rules
+                .iter()
+                .map(|rule| {
+                    Ok(firewall::Listed { rule: rule.clone(), hits: c.datapath.firewall_hits(rule.slot)? })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(serde_json::to_value(listed)?)
+        }
+        Request::FirewallRemove { ids } => c.remove_firewall_rules(&ids),
         Request::Stop { .. } => unreachable!("handled above without the lock"),
     }
 }
@@ -473,17 +491,18 @@ async fn restore(core: &Shared) -> Result<()> {
                     .await
                     .with_context(|| format!("restoring container {}", container.name))?;
             if publishes {
+                // The rule sets an earlier run installed keep their IDs: a published port
+                // is never unfiltered while the daemon restarts.
+                let rule_sets = c.rule_sets_of(&container.name, &container.ports)?;
                 // A host process may have taken a port while we were away: keep the rest.
                 let mut held = vec![];
-                for mapping in &container.ports {
+                for (mapping, rule_set) in container.ports.iter().zip(rule_sets) {
                     match ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto) {
                         Ok((reservation, _)) => {
                             held.push(reservation);
                             let host_only = c.host_only(mapping.host_ip).await?;
-                            c.datapath.set_published(
-                                publish_key(mapping),
-                                backend(att, mapping, host_index, host_only),
-                            )?;
+                            let backend = backend(att, mapping, host_index, rule_set, host_only);
+                            c.datapath.set_published(publish_key(mapping), backend)?;
                         }
                         Err(e) => log::warn!("container {}: {mapping} not restored: {e:#}", container.name),
                     }
@@ -521,6 +540,7 @@ async fn restore(core: &Shared) -> Result<()> {
     let published: HashSet<PublishKey> =
         c.state.containers.iter().flat_map(|k| k.ports.iter().map(publish_key)).collect();
     c.datapath.retain(&interfaces, &endpoints, &networks, &published)?;
+    c.sync_firewall()?;
     c.save()?;
     drop(guard);
     for (id, pid) in watchers {
@@ -794,6 +814,9 @@ impl Core {
             if let Err(undo) = self.teardown_container(&container).await {
                 log::warn!("undoing container {}: {undo:#}", container.name);
             }
+            if let Err(undo) = self.sync_firewall() {
+                log::warn!("undoing container {}: {undo:#}", container.name);
+            }
             return Err(e.context(format!("creating container {}", container.name)));
         }
         self.state.containers.push(container.clone());
@@ -910,14 +933,82 @@ impl Core {
             held.push(reservation);
             resolved.push(PortMapping { host_port: port, ..*mapping });
         }
+        let rule_sets = self.rule_sets_of(&container.name, &resolved)?;
         container.ports = resolved;
         self.reservations.insert(container.id.clone(), held);
-        for mapping in &container.ports {
+        for (mapping, rule_set) in container.ports.iter().zip(rule_sets) {
             let host_only = self.host_only(mapping.host_ip).await?;
-            self.datapath
-                .set_published(publish_key(mapping), backend(att, mapping, host_index, host_only))?;
+            let backend = backend(att, mapping, host_index, rule_set, host_only);
+            self.datapath.set_published(publish_key(mapping), backend)?;
         }
         Ok(())
+    }
+
+    /// The firewall rule sets of `container`'s mappings, installed in the trie.
+    fn rule_sets_of(&mut self, container: &str, mappings: &[PortMapping]) -> Result<Vec<u16>> {
+        let mut compiler = self.state.firewall.compiler();
+        let sets: Vec<_> = mappings.iter().map(|m| compiler.rule_set(container, m)).collect();
+        self.firewall.install(&mut self.datapath, &sets)
+    }
+
+    /// Brings the firewall trie and the published ports' rule sets in line with the rules
+    /// and the containers of the state: new sets are written before ports point at them,
+    /// and sets no port uses any more go last.
+    fn sync_firewall(&mut self) -> Result<()> {
+        let mut compiler = self.state.firewall.compiler();
+        let (mut keys, mut sets) = (vec![], vec![]);
+        for container in &self.state.containers {
+            for mapping in &container.ports {
+                keys.push(publish_key(mapping));
+                sets.push(compiler.rule_set(&container.name, mapping));
+            }
+        }
+        let ids = self.firewall.install(&mut self.datapath, &sets)?;
+        for (key, id) in keys.into_iter().zip(ids) {
+            self.datapath.set_published_rule_set(key, id)?;
+        }
+        self.firewall.retain(&mut self.datapath, &sets.into_iter().collect());
+        Ok(())
+    }
+
+    /// `firewall add`: appends a rule, all or nothing. A rule naming a container keeps
+    /// its name, as Docker users think of it, and applies to whatever container has that
+    /// name.
+    fn add_firewall_rule(&mut self, mut spec: firewall::RuleSpec) -> Result<Value> {
+        spec.check()?;
+        if let Some(name) = &spec.container {
+            let container = self.state.container(name).ok_or_else(|| {
+                anyhow!("--container {name}: no such container; `dataplane ps -a` lists them")
+            })?;
+            spec.container = Some(container.name.clone());
+        }
+        let earlier = self.state.firewall.clone();
+        let rule = self.state.firewall.add(spec)?;
+        let applied = self.datapath.reset_firewall_hits(rule.slot).and_then(|()| self.sync_firewall());
+        self.keep_firewall_or_undo(applied, earlier)?;
+        Ok(serde_json::to_value(rule)?)
+    }
+
+    /// `firewall rm`: removes rules by ID, all or none.
+    fn remove_firewall_rules(&mut self, ids: &[u32]) -> Result<Value> {
+        let earlier = self.state.firewall.clone();
+        self.state.firewall.remove(ids)?;
+        let applied = self.sync_firewall();
+        self.keep_firewall_or_undo(applied, earlier)?;
+        Ok(json!(ids))
+    }
+
+    /// Saves the rules once applied; otherwise puts the earlier rules back, in the state
+    /// and in the maps.
+    fn keep_firewall_or_undo(&mut self, applied: Result<()>, earlier: firewall::Rules) -> Result<()> {
+        if let Err(e) = applied {
+            self.state.firewall = earlier;
+            if let Err(undo) = self.sync_firewall() {
+                log::warn!("restoring the earlier firewall rules: {undo:#}");
+            }
+            return Err(e);
+        }
+        self.save()
     }
 
     /// Releases a container's host ports and their map entries.
@@ -1104,6 +1195,10 @@ impl Core {
         self.teardown_container(&container).await?;
         self.forget_later(container.attachments.iter().map(|a| IpAddress::v4(a.ip.octets())).collect());
         self.state.containers.retain(|c| c.id != container.id);
+        // Only drops the rule sets no port uses any more.
+        if let Err(e) = self.sync_firewall() {
+            log::warn!("removing container {}: {e:#}", container.name);
+        }
         let _ = std::fs::remove_file(log_path(&self.config.state_dir, &container.id));
         self.save()?;
         Ok(json!(container.name))
@@ -1135,11 +1230,17 @@ fn publish_key(mapping: &PortMapping) -> PublishKey {
     }
 }
 
-fn backend(att: &Attachment, mapping: &PortMapping, host_index: u32, host_only: bool) -> Backend {
+fn backend(
+    att: &Attachment,
+    mapping: &PortMapping,
+    host_index: u32,
+    rule_set: u16,
+    host_only: bool,
+) -> Backend {
     Backend {
         addr: IpAddress::v4(att.ip.octets()),
         port: mapping.container_port.to_be(),
-        rule_set: 0,
+        rule_set,
         host_ifindex: host_index,
         mac: att.mac.0,
         flags: if host_only { Backend::HOST_ONLY } else { 0 },

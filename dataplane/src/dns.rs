@@ -493,6 +493,7 @@ mod tests {
                 container("secret", &[(&internal, 2, &[])]),
                 stopped,
             ],
+            ..State::default()
         };
         (state, [red, blue, default, internal])
     }
@@ -585,7 +586,7 @@ mod tests {
         let red = network("red", 1, false);
         let many: Vec<Container> =
             (2..60).map(|i| container(&format!("w{i}"), &[(&red, i, &["pool"])])).collect();
-        let state = State { networks: vec![red.clone()], containers: many };
+        let state = State { networks: vec![red.clone()], containers: many, ..State::default() };
         let directory = Directory::from_state(&state);
         let request = query("pool.", RecordType::A);
         let response = resolve(directory.zones_for(&red.id, [10, 1, 0, 2].into()), &request, 0).unwrap();

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dns;
 pub mod drivers;
+pub mod firewall;
 pub mod inspect;
 pub mod ipam;
 pub mod maps;

@@ -24,9 +24,9 @@ use aya::{
     },
 };
 use dataplane_common::{
-    AF_INET, Backend, Counter, DnatEntry, Endpoint, EndpointKey, FlowKey, HostConfig, IPPROTO_ICMP,
-    InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey, RevSnatEntry, SnatEntry, SubnetInfo,
-    SubnetKey, ct_event, map_names, program_names,
+    AF_INET, Backend, Counter, DnatEntry, Endpoint, EndpointKey, FirewallKey, FirewallVerdict, FlowKey,
+    HostConfig, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey,
+    RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, ct_event, map_names, program_names,
 };
 use ipnet::Ipv4Net;
 
@@ -112,7 +112,14 @@ fn layout<K, V>(name: &'static str, entries: Option<u32>) -> PinnedLayout {
     PinnedLayout { name, key_size: size_of::<K>(), value_size: size_of::<V>(), entries }
 }
 
-fn pinned_layouts() -> [PinnedLayout; 13] {
+fn firewall_key(rule_set: u16, source: Ipv4Net) -> Key<FirewallKey> {
+    Key::new(
+        FirewallKey::RULE_SET_BITS + u32::from(source.prefix_len()),
+        FirewallKey { rule_set: u32::from(rule_set).to_be(), addr: source.network().octets() },
+    )
+}
+
+fn pinned_layouts() -> [PinnedLayout; 15] {
     use dataplane_common::{SockRevKey, SockRevValue};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -128,6 +135,8 @@ fn pinned_layouts() -> [PinnedLayout; 13] {
         layout::<FlowKey, DnatEntry>(map_names::DNAT_CT, None),
         layout::<u32, HostConfig>(map_names::HOST_CONFIG, Some(1)),
         layout::<SockRevKey, SockRevValue>(map_names::SOCK_REVNAT, None),
+        layout::<Key<FirewallKey>, FirewallVerdict>(map_names::FIREWALL, Some(FirewallVerdict::TRIE_SIZE)),
+        layout::<u32, u64>(map_names::FIREWALL_HITS, Some(FirewallVerdict::MAX_RULES)),
     ]
 }
 
@@ -410,6 +419,19 @@ impl Datapath {
         remove_missing_ok(self.hash_map::<PublishKey, Backend>(map_names::PUBLISHED)?.remove(key))
     }
 
+    /// Points a published port at firewall rule set `rule_set` (0: none), leaving the rest
+    /// of its entry alone; a port not published (any more) is skipped.
+    pub fn set_published_rule_set(&mut self, key: PublishKey, rule_set: u16) -> Result<()> {
+        let mut map = self.hash_map::<PublishKey, Backend>(map_names::PUBLISHED)?;
+        let Ok(backend) = map.get(&key, 0) else {
+            return Ok(());
+        };
+        if backend.rule_set != rule_set {
+            map.insert(key, Backend { rule_set, ..backend }, 0).context("writing PUBLISHED")?;
+        }
+        Ok(())
+    }
+
     pub fn published(&mut self) -> Result<Vec<PublishKey>> {
         Ok(self
             .hash_map::<PublishKey, Backend>(map_names::PUBLISHED)?
@@ -497,6 +519,64 @@ impl Datapath {
     fn subnets(&mut self) -> Result<LpmTrie<&mut MapData, SubnetKey, SubnetInfo>> {
         let map = self.ebpf.map_mut(map_names::SUBNETS).ok_or_else(|| anyhow!("map SUBNETS missing"))?;
         LpmTrie::try_from(map).context("opening map SUBNETS")
+    }
+
+    fn firewall(&mut self) -> Result<LpmTrie<&mut MapData, FirewallKey, FirewallVerdict>> {
+        let map = self.ebpf.map_mut(map_names::FIREWALL).ok_or_else(|| anyhow!("map FIREWALL missing"))?;
+        LpmTrie::try_from(map).context("opening map FIREWALL")
+    }
+
+    /// The verdict of firewall rule set `rule_set` for sources under `source`.
+    pub fn set_firewall_entry(
+        &mut self,
+        rule_set: u16,
+        source: Ipv4Net,
+        verdict: FirewallVerdict,
+    ) -> Result<()> {
+        self.firewall()?
+            .insert(&firewall_key(rule_set, source), verdict, 0)
+            .with_context(|| format!("writing FIREWALL[{rule_set}, {source}]"))
+    }
+
+    pub fn remove_firewall_entry(&mut self, rule_set: u16, source: Ipv4Net) -> Result<()> {
+        remove_missing_ok(self.firewall()?.remove(&firewall_key(rule_set, source)))
+    }
+
+    /// Every entry of the firewall trie: rule set, source prefix, verdict.
+    pub fn firewall_entries(&mut self) -> Result<Vec<(u16, Ipv4Net, FirewallVerdict)>> {
+        let trie = self.firewall()?;
+        let mut entries = vec![];
+        for entry in trie.iter() {
+            let (key, verdict) = entry.context("reading map FIREWALL")?;
+            let data = key.data();
+            let prefix = key.prefix_len().saturating_sub(FirewallKey::RULE_SET_BITS) as u8;
+            let source =
+                Ipv4Net::new(data.addr.into(), prefix).context("a FIREWALL key of another layout")?;
+            entries.push((u32::from_be(data.rule_set) as u16, source, verdict));
+        }
+        Ok(entries)
+    }
+
+    fn firewall_hits_map(&self) -> Result<PerCpuArray<&MapData, u64>> {
+        let map =
+            self.ebpf.map(map_names::FIREWALL_HITS).ok_or_else(|| anyhow!("map FIREWALL_HITS missing"))?;
+        Ok(PerCpuArray::try_from(map)?)
+    }
+
+    /// Packets the firewall rule in `slot` decided, summed over the CPUs.
+    pub fn firewall_hits(&self, slot: u32) -> Result<u64> {
+        Ok(self.firewall_hits_map()?.get(&slot, 0)?.iter().sum())
+    }
+
+    /// Starts the hit counter of `slot` again from 0, for a new rule.
+    pub fn reset_firewall_hits(&mut self, slot: u32) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::FIREWALL_HITS)
+            .ok_or_else(|| anyhow!("map FIREWALL_HITS missing"))?;
+        let mut hits: PerCpuArray<&mut MapData, u64> = PerCpuArray::try_from(map)?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![0u64; aya::util::nr_cpus().map_err(|(_, e)| e)?])?;
+        hits.set(slot, zeros, 0).with_context(|| format!("resetting FIREWALL_HITS[{slot}]"))
     }
 
     pub fn set_interface(&mut self, ifindex: u32, config: InterfaceConfig) -> Result<()> {

@@ -234,6 +234,9 @@ pub struct Container {
 pub struct State {
     pub networks: Vec<Network>,
     pub containers: Vec<Container>,
+    /// The firewall for published ports (absent from state files of earlier versions).
+    #[serde(default)]
+    pub firewall: crate::firewall::Rules,
 }
 
 impl State {
@@ -375,7 +378,16 @@ mod tests {
             status: Status::Running { pid: 42, start_time: 7 },
             created: 2,
         };
-        State { networks: vec![network], containers: vec![container] }
+        let mut firewall = crate::firewall::Rules::default();
+        let rule = crate::firewall::RuleSpec {
+            action: crate::firewall::Action::Deny,
+            source: Some("192.0.2.0/24".parse().unwrap()),
+            ports: Some("8000-8080".parse().unwrap()),
+            proto: Some(crate::ports::Proto::Tcp),
+            container: Some("web".into()),
+        };
+        firewall.add(rule).unwrap();
+        State { networks: vec![network], containers: vec![container], firewall }
     }
 
     #[test]
@@ -386,6 +398,14 @@ mod tests {
         let state = sample();
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn state_files_without_a_firewall_load_with_no_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("state.json"), r#"{"networks": [], "containers": []}"#).unwrap();
+        let state = StateStore::new(dir.path()).load().unwrap().unwrap();
+        assert!(state.firewall.rules.is_empty());
     }
 
     #[test]

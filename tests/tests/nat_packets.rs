@@ -1,7 +1,12 @@
 //! Masquerade through BPF_PROG_TEST_RUN: SNAT out of `from_container`, reverse SNAT in
 //! `from_uplink`, with every rewritten field and both checksums checked, conntrack state,
-//! and the refusals (internal networks, exhausted ports, fragments).
+//! and the refusals (internal networks, exhausted ports, fragments); DNAT to published
+//! ports in tc and XDP, and the firewall in front of them.
 
+use dataplane::{
+    firewall::{Action, Installed, RuleSpec, Rules},
+    ports::{PortMapping, Proto},
+};
 use dataplane_common::{Backend, InterfaceConfig, Path, ct_state};
 use dataplane_tests::datapath::{
     A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_MAC,
@@ -834,4 +839,144 @@ fn the_daemon_reads_and_sweeps_every_flow_of_a_large_table() {
     let removed = dataplane::nat::sweep_at(&mut fx.datapath, later).unwrap();
     assert_eq!(removed.masquerade, u64::from(FLOWS) - 200);
     assert!(fx.datapath.conntrack().unwrap().is_empty());
+}
+
+const OTHER_CLIENT: [u8; 4] = [198, 51, 100, 8];
+
+/// Rules as `dataplane firewall add` appends them.
+fn firewall_rules(rules: &[(Action, Option<&str>)]) -> Rules {
+    let mut compiled = Rules::default();
+    for (action, source) in rules {
+        let source = source.map(|s| dataplane::firewall::parse_source(s).unwrap());
+        let spec = RuleSpec { action: *action, source, ports: None, proto: None, container: None };
+        compiled.add(spec).unwrap();
+    }
+    compiled
+}
+
+/// Compiles `rules` for the published TCP 8080, writes its rule set and points the port
+/// at it, as the daemon does; then drops the sets no port uses.
+fn apply_firewall(fx: &mut Fixture, installed: &mut Installed, rules: &Rules) {
+    use dataplane_common::{IpAddress, PublishKey};
+    let mapping = PortMapping {
+        host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+        host_port: 8080,
+        container_port: 80,
+        proto: Proto::Tcp,
+    };
+    let set = rules.compiler().rule_set("web", &mapping);
+    let id = installed.install(&mut fx.datapath, std::slice::from_ref(&set)).unwrap()[0];
+    let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 6, _pad: 0 };
+    fx.datapath.set_published_rule_set(key, id).unwrap();
+    installed.retain(&mut fx.datapath, &[set].into());
+}
+
+/// A SYN from `client` reached B's port 80 with every rewritten field (and checksum) right.
+fn assert_dnatted_to_b(verdict: u32, expected: u32, inside: &[u8], client: [u8; 4]) {
+    assert_eq!(verdict, expected, "a connection the firewall allows was not sent to its container");
+    let seen = inspect(inside);
+    assert_eq!((seen.dst, seen.dport), (B_ADDR, 80), "destination was not DNAT'ed to the container");
+    assert_eq!((seen.src, seen.sport), (client, 33000), "the client's address must reach the container");
+    assert_eq!(seen.eth_dst, B_MAC, "the frame must go to the container's MAC");
+}
+
+#[test]
+fn firewall_deny_by_source_drops_syns_and_counts_the_rule_while_other_sources_are_dnatted() {
+    let mut fx = publishing_8080();
+    let mut installed = Installed::default();
+    let rules = firewall_rules(&[(Action::Deny, Some("198.51.100.7"))]);
+    apply_firewall(&mut fx, &mut installed, &rules);
+    let slot = rules.rules[0].slot;
+
+    let (verdict, _) = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
+    assert_eq!(verdict, TC_ACT_SHOT, "a denied source reached the published port");
+    assert_eq!(fx.count(Path::DroppedFirewall), 1, "the drop was not counted as the firewall's");
+    assert_eq!(fx.datapath.firewall_hits(slot).unwrap(), 1, "the deny rule's hit was not counted");
+    assert!(fx.datapath.dnat_conntrack().unwrap().is_empty(), "a denied connection was tracked");
+
+    let (verdict, inside) =
+        fx.run_uplink(&tcp(GATEWAY_MAC, OTHER_CLIENT, 33000, UPLINK_ADDR, 8080, true, false));
+    assert_dnatted_to_b(verdict, TC_ACT_REDIRECT, &inside, OTHER_CLIENT);
+    assert_eq!(fx.count(Path::Published), 1);
+    assert_eq!(fx.datapath.firewall_hits(slot).unwrap(), 1, "a source no rule covers hit the rule");
+    assert_eq!(fx.count(Path::DroppedFirewall), 1);
+}
+
+#[test]
+fn firewall_allow_before_deny_lets_the_allowed_source_through() {
+    let mut fx = publishing_8080();
+    let mut installed = Installed::default();
+    let rules =
+        firewall_rules(&[(Action::Allow, Some("198.51.100.7")), (Action::Deny, Some("198.51.100.0/24"))]);
+    apply_firewall(&mut fx, &mut installed, &rules);
+    let (allow, deny) = (rules.rules[0].slot, rules.rules[1].slot);
+
+    let (verdict, inside) = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
+    assert_dnatted_to_b(verdict, TC_ACT_REDIRECT, &inside, REMOTE);
+    let (verdict, _) = fx.run_uplink(&tcp(GATEWAY_MAC, OTHER_CLIENT, 33000, UPLINK_ADDR, 8080, true, false));
+    assert_eq!(verdict, TC_ACT_SHOT, "the rest of the /24 must be denied");
+    assert_eq!(fx.datapath.firewall_hits(allow).unwrap(), 1, "the allow rule's hit was not counted");
+    assert_eq!(fx.datapath.firewall_hits(deny).unwrap(), 1, "the deny rule's hit was not counted");
+
+    // The other way round, the deny covers the allowed source first.
+    let rules =
+        firewall_rules(&[(Action::Deny, Some("198.51.100.0/24")), (Action::Allow, Some("198.51.100.7"))]);
+    apply_firewall(&mut fx, &mut installed, &rules);
+    let (verdict, _) = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33001, UPLINK_ADDR, 8080, true, false));
+    assert_eq!(verdict, TC_ACT_SHOT, "a deny before the allow must win");
+    assert_eq!(fx.count(Path::DroppedFirewall), 2);
+    assert_eq!(fx.datapath.firewall_entries().unwrap().len(), 2, "the replaced rule set left entries behind");
+}
+
+#[test]
+fn firewall_denies_in_xdp_too() {
+    let mut fx = publishing_8080();
+    b_takes_xdp_frames(&mut fx);
+    let mut installed = Installed::default();
+    apply_firewall(&mut fx, &mut installed, &firewall_rules(&[(Action::Deny, Some("198.51.100.7"))]));
+
+    let (verdict, _) = fx.run_uplink_xdp(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
+    assert_eq!(verdict, XDP_DROP, "XDP let a denied source through");
+    assert_eq!(fx.count(Path::DroppedFirewall), 1);
+    let (verdict, inside) =
+        fx.run_uplink_xdp(&tcp(GATEWAY_MAC, OTHER_CLIENT, 33000, UPLINK_ADDR, 8080, true, false));
+    assert_dnatted_to_b(verdict, XDP_REDIRECT, &inside, OTHER_CLIENT);
+    assert_eq!(fx.count(Path::PublishedXdp), 1);
+}
+
+#[test]
+fn firewall_deny_cuts_an_established_connection_within_a_second() {
+    let mut fx = publishing_8080();
+    let ack = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, false, true);
+    assert_eq!(
+        fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false)).0,
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT, "the connection's next packet was not delivered");
+
+    let mut installed = Installed::default();
+    apply_firewall(&mut fx, &mut installed, &firewall_rules(&[(Action::Deny, Some("198.51.100.7"))]));
+    // New connections see the rule at once, the established one once its cached entry is
+    // older than a second.
+    let other_syn = tcp(GATEWAY_MAC, REMOTE, 33001, UPLINK_ADDR, 8080, true, false);
+    assert_eq!(fx.run_uplink(&other_syn).0, TC_ACT_SHOT, "a new connection got past a deny");
+    after_the_next_hop_is_stale();
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_SHOT, "a connection outlived its deny by more than a second");
+    assert_eq!(fx.count(Path::DroppedFirewall), 2);
+
+    // Removing the rule lets it through again.
+    apply_firewall(&mut fx, &mut installed, &Rules::default());
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT, "the connection stayed blocked after the rule went");
+    assert!(fx.datapath.firewall_entries().unwrap().is_empty(), "a rule set no port uses stayed in the trie");
+}
+
+#[test]
+fn firewall_leaves_hairpin_traffic_from_containers_alone() {
+    let mut fx = publishing_8080();
+    let mut installed = Installed::default();
+    apply_firewall(&mut fx, &mut installed, &firewall_rules(&[(Action::Deny, None)]));
+    let (verdict, inside) = fx.run(&tcp(A_MAC, CONTAINER, 44000, UPLINK_ADDR, 8080, true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the firewall for the uplink filtered a container's hairpin");
+    assert_eq!(inspect(&inside).dst, B_ADDR);
+    assert_eq!(fx.count(Path::DroppedFirewall), 0);
 }

@@ -439,3 +439,84 @@ fn a_port_published_on_loopback_is_not_reachable_through_the_uplink() {
     assert!(host.counter("dropped_martian") > dropped, "frames for a loopback-only address were not counted");
     assert!(host.sh_in_cgroup("curl -sf -m 3 -o /dev/null http://192.0.2.50:8082/").status.success());
 }
+
+/// As `fetch_from_outside`, from one of the external namespace's addresses.
+fn fetch_from(host: &Host, source: &str, port: u16) -> bool {
+    host.external_command("curl")
+        .args(["-sf", "-m", "3", "--interface", source, "-o", "/dev/null"])
+        .arg(format!("http://{UPLINK_ADDR}:{port}/"))
+        .stdin(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// The firewall's rules as `firewall ls --format json` gives them.
+fn firewall_rules(host: &Host) -> Vec<serde_json::Value> {
+    host.dp_json(&["firewall", "ls", "--format", "json"]).as_array().unwrap().clone()
+}
+
+#[test]
+fn firewall_denies_one_outside_address_a_published_port_and_survives_a_restart() {
+    const SECOND_ADDR: &str = "203.0.113.3";
+    let mut host = Host::start_with_external();
+    host.external_sh_ok(&format!("ip addr add {SECOND_ADDR}/24 dev eth0"));
+    web(&host, "web", &["-p", "8080:80"], "80");
+    assert!(fetch_from(&host, EXTERNAL_ADDR, 8080) && fetch_from(&host, SECOND_ADDR, 8080));
+
+    let id = host.dp_ok(&[
+        "firewall",
+        "add",
+        "--source",
+        EXTERNAL_ADDR,
+        "--port",
+        "8080",
+        "--proto",
+        "tcp",
+        "deny",
+    ]);
+    let id = id.trim();
+    assert!(!fetch_from(&host, EXTERNAL_ADDR, 8080), "a denied address reached the published port");
+    assert!(fetch_from(&host, SECOND_ADDR, 8080), "an address no rule denies was blocked");
+    let listed = host.dp_ok(&["firewall", "ls"]);
+    let header: Vec<&str> = listed.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["ID", "ACTION", "SOURCE", "PORTS", "PROTO", "CONTAINER", "HITS"], "{listed}");
+    let row: Vec<&str> = listed.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..6], [id, "deny", "203.0.113.2/32", "8080", "tcp", "any"], "{listed}");
+    let hits: u64 = row[6].parse().unwrap();
+    assert!(hits > 0, "the blocked SYNs were not counted: {listed}");
+    assert_eq!(host.counter("dropped_firewall"), hits);
+
+    // Bad rules are refused with the fix, and change nothing.
+    for (args, expected) in [
+        (&["--source", "203.0.113.300", "deny"][..], "not an IPv4 address or CIDR"),
+        (&["--source", "203.0.113.2/24", "deny"], "write 203.0.113.0/24"),
+        (&["--port", "9000-8000", "deny"], "write 8000-9000"),
+        (&["--port", "0", "deny"], "ports are 1-65535"),
+        (&["--proto", "icmp", "deny"], "use tcp or udp"),
+        (&["--container", "nope", "deny"], "no such container"),
+    ] {
+        let mut add = vec!["firewall", "add"];
+        add.extend_from_slice(args);
+        let err = host.dp_err(&add);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    let err = host.dp_err(&["firewall", "rm", "99"]);
+    assert!(err.contains("ID 99") && err.contains("firewall ls"), "{err}");
+    assert_eq!(firewall_rules(&host).len(), 1, "a refused command changed the rules");
+
+    // The rule holds while the daemon is away and after it comes back, with its count.
+    host.stop_daemon();
+    assert!(!fetch_from(&host, EXTERNAL_ADDR, 8080), "the rule went with the daemon");
+    host.start_daemon();
+    assert!(!fetch_from(&host, EXTERNAL_ADDR, 8080), "the rule did not survive a restart");
+    assert!(fetch_from(&host, SECOND_ADDR, 8080));
+    let rules = firewall_rules(&host);
+    assert_eq!((rules.len(), rules[0]["id"].to_string()), (1, id.to_string()), "{rules:?}");
+    assert!(rules[0]["hits"].as_u64().unwrap() > hits, "the count restarted: {rules:?}");
+
+    host.dp_ok(&["firewall", "rm", id]);
+    assert!(fetch_from(&host, EXTERNAL_ADDR, 8080), "the address stayed blocked after `firewall rm`");
+    assert!(firewall_rules(&host).is_empty());
+    assert_eq!(host.map_entries("FIREWALL"), 0, "the removed rule's set stayed in the trie");
+}

@@ -455,9 +455,63 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     };
     let xdp_dnat = xdp_runs(&mut fixture, false);
     let xdp_live_mpps = xdp_runs(&mut fixture, true).map(|ns| 1e3 / ns);
+
+    // A connection's SYN always takes the long way (PUBLISHED, the firewall when the port
+    // has rules, DNAT_CT), where later packets take the flow's cached entry. Both again
+    // with 1,000 firewall rules on the port, none of which covers the client.
+    let tcp_key = PublishKey { proto: 6, ..key };
+    fixture.datapath.set_published(tcp_key, backend).unwrap();
+    let syn = {
+        let builder = etherparse::PacketBuilder::ethernet2(B_MAC, B_MAC)
+            .ipv4(remote, UPLINK_ADDR, 64)
+            .tcp(5555, 8080, 1000, 64000)
+            .syn();
+        let mut frame = vec![];
+        builder.write(&mut frame, &[]).unwrap();
+        frame
+    };
+    let dnat_syn = measure(&mut fixture, from_uplink, &syn, Path::Published);
+    let rule_set = firewall_of_1000_rules(&mut fixture);
+    for published in [key, tcp_key] {
+        fixture.datapath.set_published_rule_set(published, rule_set).unwrap();
+    }
+    let dnat_1000_rules = measure(&mut fixture, from_uplink, &inbound, Path::Published);
+    let dnat_syn_1000_rules = measure(&mut fixture, from_uplink, &syn, Path::Published);
     json!({
         "forward_ns": forward, "isolation_drop_ns": isolation_drop, "slow_path_ns": slow_path,
         "snat_ns": snat, "reverse_snat_ns": reverse_snat, "dnat_ns": dnat, "reverse_dnat_ns": reverse_dnat,
         "xdp_dnat_ns": xdp_dnat, "xdp_live_mpps": xdp_live_mpps, "repeat": repeat,
+        "dnat_1000_rules_ns": dnat_1000_rules, "dnat_syn_ns": dnat_syn,
+        "dnat_syn_1000_rules_ns": dnat_syn_1000_rules,
     })
+}
+
+/// Installs 1,000 deny rules for sources in 198.18.0.0/15 (none the bench's client), as
+/// the daemon would for a published port; returns their rule set.
+fn firewall_of_1000_rules(fixture: &mut dataplane_tests::datapath::Fixture) -> u16 {
+    use dataplane::{
+        firewall::{Action, Installed, RuleSpec, Rules, parse_source},
+        ports::{PortMapping, Proto},
+    };
+    let mut rules = Rules::default();
+    for i in 0..1000u32 {
+        let source = parse_source(&format!("198.18.{}.{}", i / 256, i % 256)).unwrap();
+        let spec = RuleSpec {
+            action: Action::Deny,
+            source: Some(source),
+            ports: None,
+            proto: None,
+            container: None,
+        };
+        rules.add(spec).unwrap();
+    }
+    let mapping = PortMapping {
+        host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+        host_port: 8080,
+        container_port: 8080,
+        proto: Proto::Udp,
+    };
+    let set = rules.compiler().rule_set("bench", &mapping);
+    assert_eq!(set.0.len(), 1000);
+    Installed::default().install(&mut fixture.datapath, &[set]).unwrap()[0]
 }

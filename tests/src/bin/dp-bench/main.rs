@@ -631,6 +631,14 @@ fn main() -> Result<()> {
         Record::new(cost, "reverse DNAT out (reply)", "ns", false).at_most(150.0),
         Record::new(cost, "DNAT in, XDP on the uplink", "ns", false).at_most(150.0),
         Record::new(cost, "XDP live frames: DNAT and redirect into a container's veth", "Mpps", true),
+        Record::new(cost, "DNAT in (published port), 1,000 firewall rules", "ns", false).at_most(150.0),
+        Record::new(cost, "DNAT in, TCP SYN (the long way: PUBLISHED, DNAT_CT)", "ns", false),
+        Record::new(
+            cost,
+            "DNAT in, TCP SYN, 1,000 firewall rules (the long way and the firewall)",
+            "ns",
+            false,
+        ),
     ];
     let repeat = if options.quick { "100000" } else { "2000000" };
     for round in 1..=options.rounds {
@@ -649,6 +657,9 @@ fn main() -> Result<()> {
             "reverse_dnat_ns",
             "xdp_dnat_ns",
             "xdp_live_mpps",
+            "dnat_1000_rules_ns",
+            "dnat_syn_ns",
+            "dnat_syn_1000_rules_ns",
         ];
         for (record, key) in costs.iter_mut().zip(keys) {
             record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
