@@ -399,18 +399,32 @@ fn publish_8080_to(fx: &mut Fixture, addr: [u8; 4], host_ifindex: u32, mac: [u8;
     publish_to(fx, (6, 8080), addr, host_ifindex, mac);
 }
 
-/// Publishes host port `published.1` of protocol `published.0` to port 80 of `addr`.
+/// Publishes host port `published.1` of protocol `published.0` on every host address to
+/// port 80 of `addr`.
 fn publish_to(fx: &mut Fixture, published: (u8, u16), addr: [u8; 4], host_ifindex: u32, mac: [u8; 6]) {
-    use dataplane_common::{Backend, IpAddress, PublishKey};
+    publish_at(fx, [0; 4], published, (addr, host_ifindex, mac), 0);
+}
+
+/// Publishes host port `published.1` of protocol `published.0` on the host address
+/// `host_addr` (0.0.0.0: every one) to port 80 of the container `(address, host-side
+/// ifindex, MAC)`, with the backend's `flags`.
+fn publish_at(
+    fx: &mut Fixture,
+    host_addr: [u8; 4],
+    published: (u8, u16),
+    container: ([u8; 4], u32, [u8; 6]),
+    flags: u8,
+) {
+    use dataplane_common::{IpAddress, PublishKey};
     let (proto, port) = published;
-    let key = PublishKey { addr: IpAddress::v4([0; 4]), port: port.to_be(), proto, _pad: 0 };
+    let key = PublishKey { addr: IpAddress::v4(host_addr), port: port.to_be(), proto, _pad: 0 };
     let backend = Backend {
-        addr: IpAddress::v4(addr),
+        addr: IpAddress::v4(container.0),
         port: 80u16.to_be(),
         rule_set: 0,
-        host_ifindex,
-        mac,
-        flags: 0,
+        host_ifindex: container.1,
+        mac: container.2,
+        flags,
         _pad: 0,
     };
     fx.datapath.set_published(key, backend).unwrap();
@@ -526,18 +540,7 @@ fn unpublished_ports_and_container_addresses_are_closed_from_the_uplink() {
 
 /// Publishes TCP `port` on the one host address `addr` to B's port 80, with `flags`.
 fn publish_on(fx: &mut Fixture, addr: [u8; 4], port: u16, flags: u8) {
-    use dataplane_common::{Backend, IpAddress, PublishKey};
-    let key = PublishKey { addr: IpAddress::v4(addr), port: port.to_be(), proto: 6, _pad: 0 };
-    let backend = Backend {
-        addr: IpAddress::v4(B_ADDR),
-        port: 80u16.to_be(),
-        rule_set: 0,
-        host_ifindex: 42,
-        mac: B_MAC,
-        flags,
-        _pad: 0,
-    };
-    fx.datapath.set_published(key, backend).unwrap();
+    publish_at(fx, addr, (6, port), (B_ADDR, 42, B_MAC), flags);
 }
 
 #[test]
