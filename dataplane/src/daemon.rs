@@ -60,6 +60,10 @@ pub struct Config {
     pub xdp: nat::UplinkXdp,
 }
 
+/// How long `rm -f` waits for a container's processes to end once killed (only a process
+/// stuck in the kernel takes more than milliseconds).
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// How often expired flows are swept from the conntrack tables.
 const CONNTRACK_GC_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -1085,8 +1089,11 @@ impl Core {
                     container.name
                 );
             }
-            if process::is_alive(pid, start_time) {
-                process::signal(pid, Signal::SIGKILL);
+            if process::is_alive(pid, start_time) && !process::kill_all(pid, start_time, KILL_WAIT).await {
+                log::warn!(
+                    "container {}: its processes had not ended {KILL_WAIT:?} after SIGKILL; removing it anyway",
+                    container.name
+                );
             }
         }
         self.teardown_container(&container).await?;
