@@ -3,7 +3,7 @@
 //! Foreground commands (`run` without -d, `exec`) run here, inside the container's
 //! namespace, so that their terminal, output and exit code are the caller's own.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, process::ExitCode};
+use std::{collections::BTreeMap, net::Ipv4Addr, os::fd::AsFd, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -400,14 +400,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let netns_path = PathBuf::from(container["NetworkSettings"]["SandboxKey"].as_str().unwrap_or(""));
             let etc_dir = PathBuf::from(container["EtcDir"].as_str().unwrap_or(""));
             let ns = netns::open(&netns_path)?;
+            let pid = container["State"]["Pid"].as_i64().unwrap_or(0) as i32;
+            let pid1 = process::open_pid1(pid, &ns).with_context(|| {
+                format!("container {name} is not running; start a new one with `dataplane run`")
+            })?;
             let ctx = process::ContainerContext {
                 netns: &ns,
+                pid_ns: process::PidNamespace::Join(pid1.as_fd()),
                 hostname: None,
                 etc_dir: &etc_dir,
                 pin_dir: netns_path.parent(),
             };
             let status = process::container_command(&command, &ctx)
-                .status()
+                .spawn()
+                .and_then(|mut child| child.wait())
                 .with_context(|| format!("running {:?} in container {name}", command[0]))?;
             return Ok(exit_code(status));
         }
@@ -544,12 +550,14 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
     let ns = netns::open(&container.netns)?;
     let ctx = process::ContainerContext {
         netns: &ns,
+        pid_ns: process::PidNamespace::New,
         hostname: Some(&container.hostname),
         etc_dir: &container.etc_dir,
         pin_dir: container.netns.parent(),
     };
-    let mut command = process::container_command(&container.command, &ctx);
-    let code = match command.spawn() {
+    // The child is the PID 1 of its namespace: the PID the daemon records is the one
+    // `stop` and `rm -f` signal, and its death ends every process of the container.
+    let code = match process::container_command(&container.command, &ctx).spawn() {
         Ok(mut child) => {
             let _: Result<Value> =
                 api::call(socket, &Request::Started { id: container.id.clone(), pid: child.id() as i32 });

@@ -17,7 +17,7 @@ use ipnet::Ipv4Net;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
     sync::Mutex,
 };
@@ -59,6 +59,16 @@ pub struct Config {
     /// Whether published ports are served by XDP on the uplink.
     pub xdp: nat::UplinkXdp,
 }
+
+/// How long `rm -f` waits for a container's processes to end once killed (only a process
+/// stuck in the kernel takes more than milliseconds).
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a client of the control socket has to send its request, and to take its
+/// answer; it gets an error, or is dropped, after that.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest request the control socket reads (the CLI's largest are a few KiB).
+const REQUEST_MAX_BYTES: u64 = 1 << 20;
 
 /// How often expired flows are swept from the conntrack tables.
 const CONNTRACK_GC_INTERVAL: Duration = Duration::from_secs(10);
@@ -136,13 +146,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     restore(&core).await?;
 
-    let _ = std::fs::remove_file(&config.socket);
-    if let Some(dir) = config.socket.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let listener =
-        UnixListener::bind(&config.socket).with_context(|| format!("binding {}", config.socket.display()))?;
-    std::fs::set_permissions(&config.socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let listener = bind_control_socket(&config.socket)?;
     log::info!("serving on {}", config.socket.display());
     println!("dataplane daemon ready on {}", config.socket.display());
 
@@ -188,6 +192,26 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = std::fs::remove_file(&config.socket);
     log::info!("stopped; containers keep running and state is kept for the next start");
     Ok(())
+}
+
+/// Binds the control socket, root's alone (mode 0600) from the moment it appears: bound
+/// under a name of its own, restricted, then renamed into place, so that no client ever
+/// finds it with the umask's wider mode.
+fn bind_control_socket(path: &Path) -> Result<UnixListener> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        bail!("--socket {}: give the path of a file", path.display());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let staging = dir.join(format!(".{}.{}", name.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging).with_context(|| format!("binding {}", staging.display()))?;
+    let bound = std::fs::set_permissions(&staging, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&staging, path));
+    if let Err(e) = bound {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e).with_context(|| format!("placing the control socket at {}", path.display()));
+    }
+    Ok(listener)
 }
 
 /// The resolvers names are forwarded to: the daemon's `--dns`, else the host's.
@@ -245,14 +269,28 @@ async fn setup_nat(
 
 async fn serve(core: Shared, stream: UnixStream) -> Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    let result = match serde_json::from_str::<Request>(&line) {
+    let result = match read_request(read).await {
         Ok(request) => dispatch(&core, request).await,
-        Err(e) => Err(anyhow!("malformed request: {e}")),
+        Err(e) => Err(e),
     };
-    write.write_all(&api::encode_answer(result)).await?;
+    tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(&api::encode_answer(result)))
+        .await
+        .context("the client took no answer for 10 s")??;
     Ok(())
+}
+
+/// Reads one request, before any lock is taken: a client that sends garbage, more than
+/// `REQUEST_MAX_BYTES` or nothing at all gets an error, and holds up no one meanwhile.
+async fn read_request(read: impl AsyncRead + Unpin) -> Result<Request> {
+    let mut line = vec![];
+    let mut reader = BufReader::new(read.take(REQUEST_MAX_BYTES + 1));
+    tokio::time::timeout(CLIENT_TIMEOUT, reader.read_until(b'\n', &mut line))
+        .await
+        .map_err(|_| anyhow!("no request within 10 s; send one JSON request on a line at once"))??;
+    if line.len() as u64 > REQUEST_MAX_BYTES {
+        bail!("request over 1 MiB; send one JSON request of at most 1 MiB on a line");
+    }
+    serde_json::from_slice(&line).map_err(|e| anyhow!("malformed request: {e}"))
 }
 
 async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
@@ -1188,8 +1226,11 @@ impl Core {
                     container.name
                 );
             }
-            if process::is_alive(pid, start_time) {
-                process::signal(pid, Signal::SIGKILL);
+            if process::is_alive(pid, start_time) && !process::kill_all(pid, start_time, KILL_WAIT).await {
+                log::warn!(
+                    "container {}: its processes had not ended {KILL_WAIT:?} after SIGKILL; removing it anyway",
+                    container.name
+                );
             }
         }
         self.teardown_container(&container).await?;
@@ -1250,4 +1291,28 @@ fn backend(
 
 fn log_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("logs").join(format!("{id}.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_are_read_whole_and_bounded() {
+        let request = read_request(&b"{\"request\": \"stats\"}\n"[..]).await.unwrap();
+        assert!(matches!(request, Request::Stats));
+        // A last line without its newline, the client having shut down its side, is whole too.
+        assert!(matches!(read_request(&b"{\"request\": \"stats\"}"[..]).await, Ok(Request::Stats)));
+        let err = read_request(&b"stats\n"[..]).await.unwrap_err().to_string();
+        assert!(err.contains("malformed request"), "{err}");
+        let long = vec![b' '; REQUEST_MAX_BYTES as usize + 1];
+        let err = read_request(&long[..]).await.unwrap_err().to_string();
+        assert!(err.contains("over 1 MiB"), "{err}");
+        // Exactly 1 MiB is read (and parsed).
+        let mut max = vec![b' '; REQUEST_MAX_BYTES as usize - 20];
+        max.splice(0..0, b"{\"request\":\"stats\"}".iter().copied());
+        max.truncate(REQUEST_MAX_BYTES as usize - 1);
+        max.push(b'\n');
+        assert!(matches!(read_request(&max[..]).await, Ok(Request::Stats)));
+    }
 }

@@ -1,21 +1,23 @@
-//! Container processes: starting a command inside a container's namespaces, and learning
-//! when a process ends, whether or not it is our child (after a daemon restart it is not).
+//! Container processes: starting a command inside a container's namespaces (its PID 1 in
+//! a PID namespace of its own, `exec` in that one), ending them all, and learning when a
+//! process ends, whether or not it is our child (after a daemon restart it is not).
 
 use std::{
     ffi::CString,
     fs::File,
     net::{IpAddr, Ipv4Addr},
     os::{
-        fd::{FromRawFd, OwnedFd},
-        unix::ffi::OsStrExt,
-        unix::process::CommandExt,
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::{ffi::OsStrExt, fs::MetadataExt, process::CommandExt},
     },
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
+    time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use nix::{
+    sched::{CloneFlags, setns, unshare},
     sys::{
         signal::{Signal, kill},
         wait::{WaitPidFlag, WaitStatus, waitpid},
@@ -26,23 +28,63 @@ use tokio::io::unix::AsyncFd;
 
 use crate::netns;
 
+/// The PID namespace a container command starts in.
+#[derive(Clone, Copy)]
+pub enum PidNamespace<'a> {
+    /// A new one, the command its PID 1: a container's own command. When PID 1 dies, the
+    /// kernel kills every other process of the namespace, so no process outlives it.
+    New,
+    /// The one of a container's PID 1, by its pidfd (`open_pid1`): `exec`.
+    Join(BorrowedFd<'a>),
+}
+
 /// What a command needs to run as part of a container.
 pub struct ContainerContext<'a> {
     pub netns: &'a File,
+    pub pid_ns: PidNamespace<'a>,
     /// Set for the container's own command: a UTS namespace with this hostname.
     pub hostname: Option<&'a str>,
     /// The container's `hosts`, `hostname` and `resolv.conf`, bind-mounted over /etc in a
-    /// mount namespace of the command's own, as Docker does (and `ip netns exec`).
+    /// mount namespace of the command's own, as Docker does (and `ip netns exec`). That
+    /// namespace also gets a /proc of the command's PID namespace, so that `ps` inside
+    /// shows the container's processes alone.
     pub etc_dir: &'a Path,
     /// Where the namespaces are pinned (`netns::prepare_pin_dir`): left out of that mount
     /// namespace.
     pub pin_dir: Option<&'a Path>,
 }
 
+/// A command set up to run inside a container's namespaces; `spawn` starts it.
+pub struct ContainerCommand<'a> {
+    command: Command,
+    pid_ns: PidNamespace<'a>,
+}
+
+impl ContainerCommand<'_> {
+    /// Starts the command in its PID namespace. unshare and setns move a thread's later
+    /// children into a PID namespace, never the thread itself: a thread of its own takes
+    /// the change and forks the command, so that no other thread's children are moved.
+    pub fn spawn(self) -> std::io::Result<Child> {
+        let ContainerCommand { mut command, pid_ns } = self;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    match pid_ns {
+                        PidNamespace::New => unshare(CloneFlags::CLONE_NEWPID)?,
+                        PidNamespace::Join(pid1) => setns(pid1, CloneFlags::CLONE_NEWPID)?,
+                    }
+                    command.spawn()
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
 /// A command set up to run inside the container's namespaces. Everything the child
 /// needs is prepared before fork: between fork and exec only raw syscalls run, since the
 /// daemon is multi-threaded and another thread may hold the allocator's lock.
-pub fn container_command(args: &[String], ctx: &ContainerContext<'_>) -> Command {
+pub fn container_command<'a>(args: &[String], ctx: &ContainerContext<'a>) -> ContainerCommand<'a> {
     let mut command = Command::new(&args[0]);
     // Docker's default working directory; never the caller's, which may be anywhere.
     command.args(&args[1..]).current_dir("/");
@@ -74,49 +116,73 @@ pub fn container_command(args: &[String], ctx: &ContainerContext<'_>) -> Command
             })
         })
         .collect();
-    if !mounts.is_empty() {
-        // Never the root itself, whatever the pins' path.
-        let pin_dir = ctx
-            .pin_dir
-            .filter(|dir| dir.parent().is_some())
-            .map(|dir| CString::new(dir.as_os_str().as_bytes()).expect("paths have no NUL"));
-        // SAFETY: unshare, mount and umount2 are plain syscalls on strings prepared before fork.
-        unsafe {
-            command.pre_exec(move || {
-                let root = c"/";
-                if libc::unshare(libc::CLONE_NEWNS) != 0
-                    || libc::mount(
-                        std::ptr::null(),
-                        root.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REC | libc::MS_SLAVE,
-                        std::ptr::null(),
-                    ) != 0
+    // Every command gets a mount namespace, for its /proc, even without /etc files (host
+    // mode). Never the root itself is unmounted as the pins', whatever their path.
+    let pin_dir = ctx
+        .pin_dir
+        .filter(|dir| dir.parent().is_some())
+        .map(|dir| CString::new(dir.as_os_str().as_bytes()).expect("paths have no NUL"));
+    // SAFETY: unshare, mount and umount2 are plain syscalls on strings prepared before fork.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_SLAVE,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The copies of every pin go at once; the process holds its own namespace.
+            // A pin dir that is no mount of its own (an older daemon's) fails harmlessly.
+            if let Some(pin_dir) = &pin_dir {
+                libc::umount2(pin_dir.as_ptr(), libc::MNT_DETACH);
+            }
+            // This process already lives in the command's PID namespace (`spawn` forked it
+            // there): a proc mounted now shows that namespace, as Docker's /proc does.
+            if libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            for (source, target) in &mounts {
+                if libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) != 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // The copies of every pin go at once; the process holds its own namespace.
-                // A pin dir that is no mount of its own (an older daemon's) fails harmlessly.
-                if let Some(pin_dir) = &pin_dir {
-                    libc::umount2(pin_dir.as_ptr(), libc::MNT_DETACH);
-                }
-                for (source, target) in &mounts {
-                    if libc::mount(
-                        source.as_ptr(),
-                        target.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        });
     }
-    command
+    ContainerCommand { command, pid_ns: ctx.pid_ns }
+}
+
+/// A container's PID 1 as a pidfd, whose PID namespace `exec` joins. Refused unless the
+/// process still lives in the container's network namespace: the PID may have been reused.
+pub fn open_pid1(pid: i32, netns: &File) -> Result<OwnedFd> {
+    let ended = || anyhow::anyhow!("its command (PID {pid}) has ended");
+    let pidfd = pidfd_open(pid).ok_or_else(ended)?;
+    // Read after the pidfd holds the process, so that the check is about that process.
+    let own = std::fs::metadata(format!("/proc/{pid}/ns/net")).map_err(|_| ended())?;
+    let container = netns.metadata().context("reading the container's network namespace")?;
+    if (own.dev(), own.ino()) != (container.dev(), container.ino()) {
+        bail!("PID {pid} is no longer its command (it ended, and the PID was reused)");
+    }
+    Ok(pidfd)
 }
 
 /// Files of /etc that each container gets a copy of its own.
@@ -170,12 +236,18 @@ pub fn spawn_detached(
         .with_context(|| format!("opening {}", log.display()))?;
     let mut command = container_command(
         args,
-        &ContainerContext { netns: &ns, hostname: Some(hostname), etc_dir, pin_dir: netns_path.parent() },
+        &ContainerContext {
+            netns: &ns,
+            pid_ns: PidNamespace::New,
+            hostname: Some(hostname),
+            etc_dir,
+            pin_dir: netns_path.parent(),
+        },
     );
-    command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    command.command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
     // SAFETY: setsid is async-signal-safe.
     unsafe {
-        command.pre_exec(|| {
+        command.command.pre_exec(|| {
             nix::unistd::setsid()?;
             Ok(())
         });
@@ -196,17 +268,25 @@ pub fn is_alive(pid: i32, started: u64) -> bool {
     start_time(pid) == Some(started)
 }
 
-/// Waits until `pid` ends; returns its exit code when it was our child.
-pub async fn wait_exit(pid: i32) -> Option<i32> {
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd >= 0 {
-        // SAFETY: the descriptor was just returned to us and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        // SAFETY: we own the descriptor and it stays open as long as the AsyncFd lives.
-        if let Ok(fd) = unsafe { AsyncFd::register(fd) } {
-            let _ = fd.readable().await;
-        }
+    // SAFETY: the descriptor was just returned to us and is owned by nobody else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits until the process of `pidfd` has exited (a zombie or gone).
+async fn exited(pidfd: OwnedFd) {
+    // SAFETY: we own the descriptor and it stays open as long as the AsyncFd lives.
+    if let Ok(fd) = unsafe { AsyncFd::register(pidfd) } {
+        let _ = fd.readable().await;
+    }
+}
+
+/// Waits until `pid` ends; returns its exit code when it was our child.
+pub async fn wait_exit(pid: i32) -> Option<i32> {
+    if let Some(pidfd) = pidfd_open(pid) {
+        exited(pidfd).await;
     }
     match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::Exited(_, code)) => Some(code),
@@ -217,4 +297,29 @@ pub async fn wait_exit(pid: i32) -> Option<i32> {
 
 pub fn signal(pid: i32, signal: Signal) {
     let _ = kill(Pid::from_raw(pid), signal);
+}
+
+/// Kills a container's PID 1 (`pid`, started at `started`), and with it every process of
+/// its PID namespace, and waits until it has exited: the kernel lets a PID 1 exit only
+/// once the rest of its namespace is gone. Returns false if it had not after `timeout`
+/// (a process stuck in the kernel).
+pub async fn kill_all(pid: i32, started: u64, timeout: Duration) -> bool {
+    let Some(pidfd) = pidfd_open(pid) else {
+        return true;
+    };
+    // Checked once the pidfd holds the process, so that a reused PID is never signalled.
+    if !is_alive(pid, started) {
+        return true;
+    }
+    // SAFETY: pidfd_send_signal on a descriptor we own, without siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<()>(),
+            0,
+        )
+    };
+    tokio::time::timeout(timeout, exited(pidfd)).await.is_ok()
 }

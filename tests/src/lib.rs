@@ -296,6 +296,12 @@ impl Host {
         self.dp_ok(&args).trim().to_string()
     }
 
+    /// The inode of a container's network namespace, read from its pin while it exists.
+    pub fn netns_inode_of(&self, container: &str) -> u64 {
+        let info = self.dp_json(&["inspect", container]);
+        namespace_inode(info[0]["NetworkSettings"]["SandboxKey"].as_str().unwrap())
+    }
+
     pub fn ip_of(&self, container: &str) -> String {
         let info = self.dp_json(&["inspect", container]);
         let networks = info[0]["NetworkSettings"]["Networks"].as_object().unwrap();
@@ -395,22 +401,47 @@ impl Host {
     }
 }
 
+/// The inode of a namespace file (a pin, or a /proc/PID/ns link), which names the
+/// namespace: two files with the same one are the same namespace.
+pub fn namespace_inode(path: impl AsRef<Path>) -> u64 {
+    let path = path.as_ref();
+    fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).ino()
+}
+
+/// Processes whose namespace of `kind` (`net`, `pid`, ...) is the one with inode `ino`,
+/// as `PID command line`.
+pub fn processes_in_namespace(kind: &str, ino: u64) -> Vec<String> {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return vec![];
+    };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_string_lossy().parse::<i32>().ok())
+        // A zombie has left its namespaces: its link no longer resolves.
+        .filter(|pid| fs::metadata(format!("/proc/{pid}/ns/{kind}")).is_ok_and(|m| m.ino() == ino))
+        .map(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!("{pid} {}", String::from_utf8_lossy(&cmdline).replace('\0', " ").trim_end())
+        })
+        .collect()
+}
+
+/// A process's PID in each PID namespace from the host's down to its own (NSpid): a
+/// container's PID 1 has two, its host PID and 1.
+pub fn namespace_pids(pid: u64) -> Vec<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    line.split_whitespace().skip(1).map(str::to_string).collect()
+}
+
 /// Kills processes living in a namespace we created (found by the namespace's inode).
 fn kill_processes_in(netns_file: &Path) {
     let Ok(ino) = fs::metadata(netns_file).map(|m| m.ino()) else {
         return;
     };
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in procs.filter_map(|e| e.ok()) {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino) {
-            // SAFETY: kill(2); the process lives in a namespace this test created.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+    for process in processes_in_namespace("net", ino) {
+        let pid: i32 = process.split(' ').next().unwrap().parse().unwrap();
+        // SAFETY: kill(2); the process lives in a namespace this test created.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
 

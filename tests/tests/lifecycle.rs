@@ -1,8 +1,10 @@
 //! Container lifecycle: foreground runs, restarts of the daemon, removal leaving nothing.
 
-use std::time::Duration;
+use std::{fs, process::Stdio, time::Duration};
 
-use dataplane_tests::{Host, eventually};
+use dataplane_tests::{
+    Host, KillOnDrop, binary, eventually, namespace_inode, namespace_pids, processes_in_namespace, stdout_of,
+};
 
 #[test]
 fn foreground_run_passes_output_and_exit_code_through() {
@@ -49,7 +51,8 @@ fn stop_ends_the_command_and_rm_needs_force_while_running() {
     host.run_sleeper("s", &[]);
     let err = host.dp_err(&["rm", "s"]);
     assert!(err.contains("is running") && err.contains("rm -f"), "{err}");
-    host.dp_ok(&["stop", "s"]);
+    // `sleep` as PID 1 has no handler for SIGTERM, so the kernel ignores it: killed at -t.
+    host.dp_ok(&["stop", "-t", "1", "s"]);
     assert_eq!(host.dp_json(&["inspect", "s"])[0]["State"]["Status"], "exited");
     host.dp_ok(&["rm", "s"]);
 }
@@ -136,4 +139,170 @@ fn restart_restores_state_and_traffic_keeps_flowing() {
     host.run_sleeper("c", &["--network", "net"]);
     assert_eq!(host.ip_of("c"), "10.91.0.4");
     assert_eq!(host.map_entries("ENDPOINTS"), 3);
+}
+
+/// Processes running exactly `cmdline` (arguments joined by spaces), anywhere on the machine.
+fn processes_running(cmdline: &str) -> Vec<String> {
+    let wanted: Vec<u8> = cmdline.split(' ').flat_map(|arg| arg.bytes().chain([0])).collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .map(|pid| pid.to_string())
+        .collect()
+}
+
+/// `sh -c 'server & exec other'`: the background process must go with the container, as
+/// must one started by `exec`. Each container's command is PID 1 of a PID namespace of
+/// its own, and the kernel kills the rest of a PID namespace when its PID 1 dies.
+#[test]
+fn rm_f_ends_every_process_of_the_container() {
+    let host = Host::start();
+    host.dp_ok(&["run", "-d", "--name", "web", "--", "sh", "-c", "sleep 1000 & exec sleep 1001"]);
+    let out = host.exec("web", "sleep 1002 >/dev/null 2>&1 &");
+    assert!(out.status.success(), "exec: {}", String::from_utf8_lossy(&out.stderr));
+    let netns = host.netns_inode_of("web");
+    assert!(
+        eventually(Duration::from_secs(5), || processes_in_namespace("net", netns).len() == 3),
+        "the container should run three sleeps: {:?}",
+        processes_in_namespace("net", netns)
+    );
+    host.dp_ok(&["rm", "-f", "web"]);
+    let left = processes_in_namespace("net", netns);
+    assert!(left.is_empty(), "rm -f left processes of the container running: {left:?}");
+}
+
+#[test]
+fn stop_ends_every_process_of_the_container() {
+    let host = Host::start();
+    host.dp_ok(&["run", "-d", "--name", "s", "--", "sh", "-c", "sleep 1000 & exec sleep 1001"]);
+    let netns = host.netns_inode_of("s");
+    assert!(
+        eventually(Duration::from_secs(5), || processes_in_namespace("net", netns).len() == 2),
+        "the container should run two sleeps: {:?}",
+        processes_in_namespace("net", netns)
+    );
+    host.dp_ok(&["stop", "-t", "1", "s"]);
+    let left = processes_in_namespace("net", netns);
+    assert!(left.is_empty(), "stop left processes of the container running: {left:?}");
+    let state = &host.dp_json(&["inspect", "s"])[0]["State"];
+    assert_eq!(state["Status"], "exited", "{state}");
+    assert_eq!(state["Pid"], 0, "a stopped container has no PID: {state}");
+}
+
+#[test]
+fn rm_flag_ends_every_process_of_the_container() {
+    let host = Host::start();
+    // Detached: the command ends after a second, leaving a background process.
+    host.dp_ok(&["run", "-d", "--rm", "--name", "brief", "--", "sh", "-c", "sleep 1000 & sleep 1"]);
+    let netns = host.netns_inode_of("brief");
+    assert!(
+        eventually(Duration::from_secs(10), || host.dp_ok(&["ps", "-a"]).lines().count() == 1),
+        "--rm did not remove the container"
+    );
+    let left = processes_in_namespace("net", netns);
+    assert!(left.is_empty(), "a detached --rm container left processes running: {left:?}");
+    // Foreground: its pin is gone when `run` returns, so the command names its namespace.
+    let out = host.dp(&[
+        "run",
+        "--rm",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1000 >/dev/null 2>&1 & stat -L -c %i /proc/self/ns/net",
+    ]);
+    let netns: u64 = stdout_of(out).trim().parse().unwrap();
+    let left = processes_in_namespace("net", netns);
+    assert!(left.is_empty(), "a foreground --rm container left processes running: {left:?}");
+}
+
+#[test]
+fn exec_joins_the_containers_pid_namespace() {
+    let host = Host::start();
+    host.run_sleeper("a", &[]);
+    let pid = host.dp_json(&["inspect", "a"])[0]["State"]["Pid"].as_u64().unwrap();
+    let out = stdout_of(
+        host.exec("a", "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo; stat -L -c %i /proc/self/ns/pid"),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_ne!(lines[0], "1", "exec's shell must not be the container's PID 1");
+    assert_eq!(lines[1].trim(), "sleep 600", "/proc inside shows the container's own PIDs: its PID 1");
+    let pid_ns: u64 = lines[2].parse().unwrap();
+    assert_eq!(
+        pid_ns,
+        namespace_inode(format!("/proc/{pid}/ns/pid")),
+        "exec runs in the PID namespace of the container's PID 1"
+    );
+    assert_ne!(pid_ns, namespace_inode("/proc/self/ns/pid"), "exec must not run in the host's PID namespace");
+}
+
+/// `State.Pid` is the host's PID of the container's PID 1, whoever started it: the
+/// daemon (-d) or the CLI (a foreground run); `rm -f` and `stop` reach both.
+#[test]
+fn inspect_shows_the_host_pid_of_the_containers_pid_1() {
+    let host = Host::start();
+    host.run_sleeper("d", &[]);
+    let pid = host.dp_json(&["inspect", "d"])[0]["State"]["Pid"].as_u64().unwrap();
+    assert_eq!(namespace_pids(pid), [pid.to_string(), "1".into()], "the detached command is PID 1");
+    let cli = host
+        .command(binary())
+        .args(["run", "--name", "fg", "--", "sleep", "601"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut cli = KillOnDrop(cli);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let out = host.dp(&["inspect", "fg"]);
+            out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0]["State"]["Running"]
+                    == true
+        }),
+        "the foreground container never ran"
+    );
+    let pid = host.dp_json(&["inspect", "fg"])[0]["State"]["Pid"].as_u64().unwrap();
+    assert_eq!(namespace_pids(pid), [pid.to_string(), "1".into()], "the foreground command is PID 1");
+    assert_eq!(fs::read(format!("/proc/{pid}/cmdline")).unwrap(), b"sleep\x00601\x00");
+    let netns = host.netns_inode_of("fg");
+    host.dp_ok(&["rm", "-f", "fg"]);
+    assert!(
+        eventually(Duration::from_secs(5), || cli.0.try_wait().unwrap().is_some()),
+        "the foreground run did not end with its container"
+    );
+    let left = processes_in_namespace("net", netns);
+    assert!(left.is_empty(), "rm -f left processes of a foreground container: {left:?}");
+    host.dp_ok(&["stop", "-t", "1", "d"]);
+    assert_eq!(host.dp_json(&["inspect", "d"])[0]["State"]["Pid"], 0, "a stopped container has no PID");
+}
+
+/// A refused `run` changes nothing: no namespace pin, veth, map entry or process.
+#[test]
+fn refused_runs_leave_no_namespace_veth_or_process_behind() {
+    let host = Host::start();
+    // Room for one container only.
+    host.dp_ok(&["network", "create", "--subnet", "10.93.0.0/30", "small"]);
+    host.run_sleeper("a", &["--network", "small"]);
+    host.run_sleeper("b", &["-p", "8080:80"]);
+    let namespaces = host.container_namespaces();
+    let veths = |host: &Host| host.links().into_iter().filter(|l| l.starts_with("veth")).count();
+    assert_eq!((namespaces.len(), veths(&host)), (2, 2));
+    let refused: [(&[&str], &str); 5] = [
+        (&["run", "-d", "--name", "a", "--", "sleep", "4242"], "already in use"),
+        (&["run", "--name", "a", "--", "sleep", "4242"], "already in use"),
+        (&["run", "-d", "--network", "small", "--", "sleep", "4242"], "no free address"),
+        (&["run", "-d", "-p", "8080:80", "--", "sleep", "4242"], "8080/tcp is already in use"),
+        (&["run", "-p", "8080:80", "--", "sleep", "4242"], "8080/tcp is already in use"),
+    ];
+    for (args, why) in refused {
+        let err = host.dp_err(args);
+        assert!(err.contains(why), "{args:?} should be refused with {why:?}: {err}");
+    }
+    assert_eq!(host.container_namespaces(), namespaces, "a refused run left a namespace pin");
+    assert_eq!(veths(&host), 2, "a refused run left a veth");
+    assert_eq!(host.map_entries("ENDPOINTS"), 2, "a refused run left an endpoint");
+    assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 3, "a refused run left a container");
+    let left = processes_running("sleep 4242");
+    assert!(left.is_empty(), "a refused run left its command running: {left:?}");
 }

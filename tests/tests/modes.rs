@@ -1,6 +1,13 @@
 //! Docker's network modes: `--network host`, `none` and `container:NAME`.
 
-use dataplane_tests::{Host, stdout_of as stdout};
+use dataplane_tests::{Host, namespace_inode, namespace_pids, processes_in_namespace, stdout_of as stdout};
+
+/// The host PID of a container's PID 1, and the inode of its PID namespace.
+fn pid1(host: &Host, container: &str) -> (u64, u64) {
+    let pid = host.dp_json(&["inspect", container])[0]["State"]["Pid"].as_u64().unwrap();
+    assert_eq!(namespace_pids(pid), [pid.to_string(), "1".into()], "{container}'s command is a PID 1");
+    (pid, namespace_inode(format!("/proc/{pid}/ns/pid")))
+}
 
 #[test]
 fn none_has_only_loopback() {
@@ -22,8 +29,24 @@ fn host_mode_runs_in_the_host_namespace() {
     let links = stdout(host.dp(&["run", "--rm", "--network", "host", "--", "ip", "-o", "link"]));
     assert!(links.contains("dp0"), "the host's bridge is visible: {links}");
     assert!(!host.links().iter().any(|l| l.starts_with("veth")), "no veth for host mode");
-    host.run_sleeper("h", &["--network", "host"]);
+    // Its own PID namespace all the same, which ends with it.
+    host.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "h",
+        "--network",
+        "host",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1000 & exec sleep 1001",
+    ]);
+    let (_, pid_ns) = pid1(&host, "h");
+    assert_ne!(pid_ns, namespace_inode("/proc/self/ns/pid"), "host mode shares the host's PIDs");
     host.dp_ok(&["rm", "-f", "h"]);
+    let left = processes_in_namespace("pid", pid_ns);
+    assert!(left.is_empty(), "rm -f left processes of a host-mode container: {left:?}");
     // The host namespace survives its containers.
     assert!(host.sh("ip link show dp0").status.success());
     let err = host.dp_err(&["run", "--network", "host", "--ip", "10.0.0.9", "--", "true"]);
@@ -50,6 +73,8 @@ fn container_mode_shares_the_other_containers_namespace() {
     assert!(addr.contains("172.17.0.2/16"), "{addr}");
     host.run_sleeper("side", &["--network", "container:base"]);
     assert_eq!(host.links().iter().filter(|l| l.starts_with("veth")).count(), 1, "no new veth");
+    // The network is shared, the PIDs are not (as Docker without --pid).
+    assert_ne!(pid1(&host, "side").1, pid1(&host, "base").1, "side shares base's PID namespace");
     let err = host.dp_err(&["rm", "-f", "base"]);
     assert!(err.contains("shares its network namespace with side"), "{err}");
     host.dp_ok(&["rm", "-f", "side"]);
