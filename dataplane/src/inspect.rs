@@ -22,6 +22,9 @@ fn rfc3339(secs: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// A network as `docker network inspect` shows it. `Containers` holds every endpoint on
+/// the network, whoever owns it: ours under their container's id, as Docker has them,
+/// the others under their endpoint's id; `Owner` tells which (`dataplane`, `cni:<id>`).
 pub fn network(state: &State, net: &Network) -> Value {
     let mut containers = Map::new();
     let names = state.owner_names();
@@ -31,9 +34,11 @@ pub fn network(state: &State, net: &Network) -> Value {
             key.to_string(),
             json!({
                 "Name": names.of(&endpoint.owner),
+                "EndpointID": endpoint.id,
                 "MacAddress": endpoint.mac.to_string(),
                 "IPv4Address": format!("{}/{}", endpoint.ip, net.subnet.prefix_len()),
                 "IPv6Address": "",
+                "Owner": endpoint.owner.to_string(),
             }),
         );
     }
@@ -80,6 +85,7 @@ pub fn container(state: &State, container: &Container, endpoints: &[&Endpoint]) 
             net.name.clone(),
             json!({
                 "NetworkID": net.id,
+                "EndpointID": endpoint.id,
                 "Aliases": endpoint.aliases,
                 "DNSNames": dns_names,
                 "Gateway": net.gateway.to_string(),
