@@ -12,12 +12,12 @@ use serde_json::Value;
 
 use crate::{
     api::{self, NetworkSpec, Request, RunSpec},
-    daemon::{self, DEFAULT_NETWORK},
+    daemon,
     firewall::{self, Action, PortRange},
     netns,
     ports::PublishSpec,
     process,
-    state::{Container, MacAddr, Network},
+    state::{Container, DEFAULT_NETWORK, MacAddr, Network},
 };
 
 #[derive(Parser)]

@@ -31,10 +31,7 @@ use tokio::{
     time::timeout,
 };
 
-use crate::{
-    daemon::DEFAULT_NETWORK,
-    state::{NetworkMode, State, Status},
-};
+use crate::state::{DEFAULT_NETWORK, NetworkMode, State, Status};
 
 /// Docker's TTL for container names.
 const TTL: u32 = 600;
@@ -81,9 +78,11 @@ impl Directory {
             .containers
             .iter()
             .filter(|c| matches!(c.status, Status::Running { .. }) && c.network_mode == NetworkMode::Bridge);
+        let endpoints = state.endpoints_by_container();
         for container in running {
-            let networks: Vec<String> = container.attachments.iter().map(|a| a.network_id.clone()).collect();
-            for att in &container.attachments {
+            let Some(attached) = endpoints.get(container.id.as_str()) else { continue };
+            let networks: Vec<String> = attached.iter().map(|a| a.network_id.clone()).collect();
+            for att in attached {
                 let Some(net) = state.network_by_id(&att.network_id) else { continue };
                 let Some(zone) = directory.zones.get_mut(&net.id) else { continue };
                 directory.views.insert((net.id.clone(), att.ip), networks.clone());
@@ -436,17 +435,35 @@ mod tests {
     use hickory_proto::op::Query;
 
     use super::*;
-    use crate::state::{Attachment, Container, MacAddr, Network, new_id};
+    use crate::state::{Container, Endpoint, MacAddr, Network, Owner, new_id};
 
     fn network(name: &str, third: u8, internal: bool) -> Network {
         Network { internal, ..Network::sample(name, third) }
     }
 
-    fn container(name: &str, on: &[(&Network, u8, &[&str])]) -> Container {
-        let attachments = on
+    /// A running container and its endpoints on `on` (network, last byte of the address,
+    /// aliases).
+    fn container(name: &str, on: &[(&Network, u8, &[&str])]) -> (Container, Vec<Endpoint>) {
+        let container = Container {
+            id: new_id(),
+            name: name.into(),
+            hostname: format!("{name}-host"),
+            network_mode: NetworkMode::Bridge,
+            netns: "/nonexistent".into(),
+            etc_dir: "/nonexistent".into(),
+            command: vec!["true".into()],
+            detached: true,
+            auto_remove: false,
+            status: Status::Running { pid: 1, start_time: 0 },
+            created: 0,
+        };
+        let endpoints = on
             .iter()
             .enumerate()
-            .map(|(i, (net, host, aliases))| Attachment {
+            .map(|(i, (net, host, aliases))| Endpoint {
+                id: new_id(),
+                owner: Owner::Container { id: container.id.clone() },
+                netns: container.netns.clone(),
                 network_id: net.id.clone(),
                 ip: Ipv4Addr::new(10, net.subnet.addr().octets()[1], 0, *host),
                 mac: MacAddr([2, 0x42, 0, 0, 0, *host]),
@@ -454,22 +471,20 @@ mod tests {
                 ifname: format!("eth{i}"),
                 aliases: aliases.iter().map(|a| a.to_string()).collect(),
                 bridge: 0,
+                ports: vec![],
             })
             .collect();
-        Container {
-            id: new_id(),
-            name: name.into(),
-            hostname: format!("{name}-host"),
-            network_mode: NetworkMode::Bridge,
-            netns: "/nonexistent".into(),
-            etc_dir: "/nonexistent".into(),
-            attachments,
-            ports: vec![],
-            command: vec!["true".into()],
-            detached: true,
-            auto_remove: false,
-            status: Status::Running { pid: 1, start_time: 0 },
-            created: 0,
+        (container, endpoints)
+    }
+
+    /// The state of `containers` on `networks`.
+    fn state_of(networks: &[&Network], containers: Vec<(Container, Vec<Endpoint>)>) -> State {
+        let (containers, endpoints): (Vec<_>, Vec<_>) = containers.into_iter().unzip();
+        State {
+            networks: networks.iter().map(|n| (*n).clone()).collect(),
+            containers,
+            endpoints: endpoints.into_iter().flatten().collect(),
+            ..State::default()
         }
     }
 
@@ -481,10 +496,10 @@ mod tests {
         let default = network(DEFAULT_NETWORK, 3, false);
         let internal = network("vault", 4, true);
         let mut stopped = container("stopped", &[(&red, 9, &[])]);
-        stopped.status = Status::Exited { code: Some(0) };
-        let state = State {
-            networks: vec![red.clone(), blue.clone(), default.clone(), internal.clone()],
-            containers: vec![
+        stopped.0.status = Status::Exited { code: Some(0) };
+        let state = state_of(
+            &[&red, &blue, &default, &internal],
+            vec![
                 container("web", &[(&red, 2, &["api"])]),
                 container("web2", &[(&red, 3, &["API"])]),
                 container("db", &[(&blue, 2, &[])]),
@@ -493,8 +508,7 @@ mod tests {
                 container("secret", &[(&internal, 2, &[])]),
                 stopped,
             ],
-            ..State::default()
-        };
+        );
         (state, [red, blue, default, internal])
     }
 
@@ -584,9 +598,8 @@ mod tests {
     #[test]
     fn udp_answers_too_large_for_the_client_are_truncated() {
         let red = network("red", 1, false);
-        let many: Vec<Container> =
-            (2..60).map(|i| container(&format!("w{i}"), &[(&red, i, &["pool"])])).collect();
-        let state = State { networks: vec![red.clone()], containers: many, ..State::default() };
+        let many = (2..60).map(|i| container(&format!("w{i}"), &[(&red, i, &["pool"])])).collect();
+        let state = state_of(&[&red], many);
         let directory = Directory::from_state(&state);
         let request = query("pool.", RecordType::A);
         let response = resolve(directory.zones_for(&red.id, [10, 1, 0, 2].into()), &request, 0).unwrap();

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::state::{Container, Network, NetworkMode, State, Status};
+use crate::state::{Container, DEFAULT_NETWORK, Endpoint, Network, NetworkMode, State, Status};
 
 fn rfc3339(secs: u64) -> String {
     // Civil date from days since the epoch (Howard Hinnant's algorithm), to avoid a
@@ -22,16 +22,23 @@ fn rfc3339(secs: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// A network as `docker network inspect` shows it. `Containers` holds every endpoint on
+/// the network, whoever owns it: ours under their container's id, as Docker has them,
+/// the others under their endpoint's id; `Owner` tells which (`dataplane`, `cni:<id>`).
 pub fn network(state: &State, net: &Network) -> Value {
     let mut containers = Map::new();
-    for (container, att) in state.attachments_of(&net.id) {
+    let names = state.owner_names();
+    for endpoint in state.endpoints_on(&net.id) {
+        let key = endpoint.owner.container_id().unwrap_or(&endpoint.id);
         containers.insert(
-            container.id.clone(),
+            key.to_string(),
             json!({
-                "Name": container.name,
-                "MacAddress": att.mac.to_string(),
-                "IPv4Address": format!("{}/{}", att.ip, net.subnet.prefix_len()),
+                "Name": names.of(&endpoint.owner),
+                "EndpointID": endpoint.id,
+                "MacAddress": endpoint.mac.to_string(),
+                "IPv4Address": format!("{}/{}", endpoint.ip, net.subnet.prefix_len()),
                 "IPv6Address": "",
+                "Owner": endpoint.owner.to_string(),
             }),
         );
     }
@@ -55,42 +62,44 @@ pub fn network(state: &State, net: &Network) -> Value {
     })
 }
 
-pub fn container(state: &State, container: &Container) -> Value {
+/// A container as `docker inspect` shows it; `endpoints` are its own, in the order it
+/// joined their networks.
+pub fn container(state: &State, container: &Container, endpoints: &[&Endpoint]) -> Value {
     let mut networks = Map::new();
-    for att in &container.attachments {
-        let Some(net) = state.network_by_id(&att.network_id) else {
+    for endpoint in endpoints {
+        let Some(net) = state.network_by_id(&endpoint.network_id) else {
             continue;
         };
         // What the embedded DNS answers for this container there (none on the default).
         let mut dns_names = vec![];
-        if net.name != crate::daemon::DEFAULT_NETWORK && crate::dns::has_resolver(&net.driver) {
+        if net.name != DEFAULT_NETWORK && crate::dns::has_resolver(&net.driver) {
             dns_names.extend([
                 container.name.clone(),
                 container.id[..12].to_string(),
                 container.hostname.clone(),
             ]);
-            dns_names.extend(att.aliases.iter().cloned());
+            dns_names.extend(endpoint.aliases.iter().cloned());
             dns_names.dedup();
         }
         networks.insert(
             net.name.clone(),
             json!({
                 "NetworkID": net.id,
-                "Aliases": att.aliases,
+                "EndpointID": endpoint.id,
+                "Aliases": endpoint.aliases,
                 "DNSNames": dns_names,
                 "Gateway": net.gateway.to_string(),
-                "IPAddress": att.ip.to_string(),
+                "IPAddress": endpoint.ip.to_string(),
                 "IPPrefixLen": net.subnet.prefix_len(),
-                "MacAddress": att.mac.to_string(),
-                "HostInterface": att.host_veth,
+                "MacAddress": endpoint.mac.to_string(),
+                "HostInterface": endpoint.host_veth,
             }),
         );
     }
     let network_mode = match &container.network_mode {
-        NetworkMode::Bridge => container
-            .attachments
+        NetworkMode::Bridge => endpoints
             .first()
-            .and_then(|a| state.network_by_id(&a.network_id))
+            .and_then(|e| state.network_by_id(&e.network_id))
             .map_or("bridge".to_string(), |n| n.name.clone()),
         NetworkMode::Host => "host".to_string(),
         NetworkMode::None => "none".to_string(),
@@ -99,6 +108,7 @@ pub fn container(state: &State, container: &Container) -> Value {
     if matches!(container.network_mode, NetworkMode::Host | NetworkMode::None) {
         networks.insert(network_mode.clone(), json!({"NetworkID": "", "IPAddress": "", "IPPrefixLen": 0}));
     }
+    let ports: Vec<_> = endpoints.iter().flat_map(|e| e.ports.iter().copied()).collect();
     let (status, running, pid, exit_code) = match container.status {
         Status::Created => ("created", false, 0, 0),
         Status::Running { pid, .. } => ("running", true, pid, 0),
@@ -114,7 +124,7 @@ pub fn container(state: &State, container: &Container) -> Value {
         "NetworkSettings": {
             "SandboxKey": container.netns,
             "Networks": networks,
-            "Ports": crate::ports::docker_ports(&container.ports),
+            "Ports": crate::ports::docker_ports(&ports),
         },
         "HostsPath": container.etc_dir.join("hosts"),
         "ResolvConfPath": container.etc_dir.join("resolv.conf"),

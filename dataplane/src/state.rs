@@ -3,7 +3,7 @@
 //! handle to the system; restoring the system from it is the daemon's job.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt, fs,
     io::Write,
     net::Ipv4Addr,
@@ -154,22 +154,74 @@ impl Network {
     }
 }
 
+/// The network a container joins when `run` names none (Docker's `bridge`): it resolves no
+/// container names, and takes no aliases.
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+/// Who made an endpoint's namespace and answers for its life: `run`'s containers, or a
+/// runtime through one of the other front doors (the CNI plugin, Docker's network plugin).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Owner {
+    /// A container of our own `run`, whose namespace is ours too.
+    Container { id: String },
+    /// A runtime's container attached by the CNI plugin (`CNI_CONTAINERID`); the runtime
+    /// owns the namespace.
+    Cni { container_id: String },
+    /// An endpoint of Docker's network plugin API (its `EndpointID`); Docker owns the
+    /// namespace.
+    Docker { endpoint_id: String },
+}
+
+impl Owner {
+    /// The id of our own container that owns the endpoint, if one does.
+    pub fn container_id(&self) -> Option<&str> {
+        match self {
+            Owner::Container { id } => Some(id),
+            Owner::Cni { .. } | Owner::Docker { .. } => None,
+        }
+    }
+}
+
+/// As `network inspect` shows it: `dataplane` for our own containers (named beside it),
+/// `cni:<containerID>` and `docker:<endpointID>` for the others.
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Container { .. } => f.write_str("dataplane"),
+            Owner::Cni { container_id } => write!(f, "cni:{container_id}"),
+            Owner::Docker { endpoint_id } => write!(f, "docker:{endpoint_id}"),
+        }
+    }
+}
+
+/// A network attachment of one namespace, whoever made the namespace: an interface in it
+/// with an address of the network, on bridge networks a veth whose host side runs the
+/// fast path, and the ports published on its address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// 64 hex digits, as Docker's EndpointID.
+    pub id: String,
+    pub owner: Owner,
+    /// The network namespace the interface is in.
+    pub netns: PathBuf,
+    /// Name of the interface inside the namespace (`eth0`).
+    pub ifname: String,
     pub network_id: String,
     pub ip: Ipv4Addr,
     pub mac: MacAddr,
     /// Host side of the veth pair (`veth` + 7 hex digits).
     pub host_veth: String,
-    /// Name of the interface inside the container (`eth0`).
-    pub ifname: String,
-    /// More names the container answers to on this network (`--network-alias`).
+    /// More names the endpoint answers to on this network (`--network-alias`).
     #[serde(default)]
     pub aliases: Vec<String>,
     /// Which of the network's bridges holds the host-side veth: 0 is the network's own,
     /// 1 and up the extra bridges a network gets past the ports one bridge can hold.
     #[serde(default)]
     pub bridge: u8,
+    /// Published ports, with the host ports actually reserved.
+    #[serde(default)]
+    pub ports: Vec<crate::ports::PortMapping>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,7 +243,7 @@ pub enum Status {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// Its own namespace, attached to networks (`attachments`).
+    /// Its own namespace, attached to networks (its endpoints).
     #[default]
     Bridge,
     /// The daemon's host namespace itself: no veth, no address.
@@ -209,6 +261,8 @@ impl NetworkMode {
     }
 }
 
+/// A container of our own `run`. Its network attachments are the endpoints it owns
+/// (`State::endpoints_of`), in the order it joined their networks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
@@ -219,10 +273,6 @@ pub struct Container {
     pub netns: PathBuf,
     /// The container's own /etc/hosts, /etc/hostname and /etc/resolv.conf.
     pub etc_dir: PathBuf,
-    pub attachments: Vec<Attachment>,
-    /// Published ports, with the host ports actually reserved.
-    #[serde(default)]
-    pub ports: Vec<crate::ports::PortMapping>,
     pub command: Vec<String>,
     pub detached: bool,
     pub auto_remove: bool,
@@ -234,6 +284,10 @@ pub struct Container {
 pub struct State {
     pub networks: Vec<Network>,
     pub containers: Vec<Container>,
+    /// Every network attachment, whoever owns it (absent from state files written before
+    /// endpoints were the state's own: `StateStore::load` moves theirs here).
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
     /// The firewall for published ports (absent from state files of earlier versions).
     #[serde(default)]
     pub firewall: crate::firewall::Rules,
@@ -259,20 +313,52 @@ impl State {
 
     /// Addresses in use on a network: the allocations IPAM must avoid.
     pub fn used_addresses(&self, network_id: &str) -> BTreeSet<Ipv4Addr> {
-        self.attachments_of(network_id).map(|(_, a)| a.ip).collect()
+        self.endpoints_on(network_id).map(|e| e.ip).collect()
     }
 
-    pub fn attachments_of<'a>(
-        &'a self,
-        network_id: &'a str,
-    ) -> impl Iterator<Item = (&'a Container, &'a Attachment)> + 'a {
-        self.containers.iter().flat_map(move |c| {
-            c.attachments.iter().filter(move |a| a.network_id == network_id).map(move |a| (c, a))
-        })
+    /// The endpoints on a network, in the order they joined it.
+    pub fn endpoints_on<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints.iter().filter(move |e| e.network_id == network_id)
+    }
+
+    /// The endpoints of one of our containers, in the order it joined their networks
+    /// (the first is its primary network). One scan: for many containers at once, use
+    /// `endpoints_by_container`.
+    pub fn endpoints_of<'a>(&'a self, container_id: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints.iter().filter(move |e| e.owner.container_id() == Some(container_id))
+    }
+
+    /// Every container's endpoints by container id, in one pass.
+    pub fn endpoints_by_container(&self) -> HashMap<&str, Vec<&Endpoint>> {
+        let mut by_container: HashMap<&str, Vec<&Endpoint>> = HashMap::new();
+        for endpoint in &self.endpoints {
+            if let Some(id) = endpoint.owner.container_id() {
+                by_container.entry(id).or_default().push(endpoint);
+            }
+        }
+        by_container
+    }
+
+    /// What the endpoints' owners are called, for a pass over many endpoints.
+    pub fn owner_names(&self) -> OwnerNames<'_> {
+        OwnerNames(self.containers.iter().map(|c| (c.id.as_str(), c.name.as_str())).collect())
     }
 
     pub fn next_network_index(&self) -> u32 {
         self.networks.iter().map(|n| n.index).max().map_or(1, |i| i + 1)
+    }
+}
+
+/// What firewall rules (`--container NAME`) and `network inspect` call an endpoint's owner:
+/// our containers by their name, the others by themselves (`cni:<containerID>`).
+pub struct OwnerNames<'a>(HashMap<&'a str, &'a str>);
+
+impl OwnerNames<'_> {
+    pub fn of(&self, owner: &Owner) -> String {
+        match owner.container_id() {
+            Some(id) => self.0.get(id).copied().unwrap_or(id).to_string(),
+            None => owner.to_string(),
+        }
     }
 }
 
@@ -304,14 +390,19 @@ impl StateStore {
         Self { path: dir.join("state.json") }
     }
 
+    /// The state on disk, if any; a file an earlier version wrote is brought to today's
+    /// shape (see `Earlier`).
     pub fn load(&self) -> anyhow::Result<Option<State>> {
-        match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("state file {} is corrupt", self.path.display()))
-                .map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
-        }
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.path.display())),
+        };
+        let corrupt = || format!("state file {} is corrupt", self.path.display());
+        let mut state: State = serde_json::from_slice(&bytes).with_context(corrupt)?;
+        let earlier: Earlier = serde_json::from_slice(&bytes).with_context(corrupt)?;
+        earlier.migrate_into(&mut state).with_context(corrupt)?;
+        Ok(Some(state))
     }
 
     pub fn save(&self, state: &State) -> anyhow::Result<()> {
@@ -323,6 +414,45 @@ impl StateStore {
             fs::rename(&tmp, &self.path)
         };
         write().with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// What a state file written before endpoints were the state's own holds in each
+/// container: its attachments, and the ports published on the first of them. Files of
+/// today hold none, and migrate to themselves.
+#[derive(Deserialize)]
+struct Earlier {
+    #[serde(default)]
+    containers: Vec<EarlierContainer>,
+}
+
+#[derive(Deserialize)]
+struct EarlierContainer {
+    id: String,
+    netns: PathBuf,
+    #[serde(default)]
+    attachments: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    ports: Vec<crate::ports::PortMapping>,
+}
+
+impl Earlier {
+    /// Makes each attachment an endpoint of its container: an attachment held an
+    /// endpoint's fields but its id, owner, namespace and ports.
+    fn migrate_into(self, state: &mut State) -> serde_json::Result<()> {
+        for container in self.containers {
+            let owner = serde_json::to_value(Owner::Container { id: container.id })?;
+            let netns = serde_json::to_value(&container.netns)?;
+            let mut ports = Some(container.ports);
+            for mut fields in container.attachments {
+                fields.insert("id".into(), new_id().into());
+                fields.insert("owner".into(), owner.clone());
+                fields.insert("netns".into(), netns.clone());
+                fields.insert("ports".into(), serde_json::to_value(ports.take().unwrap_or_default())?);
+                state.endpoints.push(serde_json::from_value(fields.into())?);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -357,26 +487,29 @@ mod tests {
             network_mode: NetworkMode::Bridge,
             netns: "/run/netns/dp-x".into(),
             etc_dir: "/var/lib/dataplane/containers/x".into(),
-            attachments: vec![Attachment {
-                network_id: network.id.clone(),
-                ip: "10.9.0.130".parse().unwrap(),
-                mac: MacAddr([2, 0x42, 10, 9, 0, 130]),
-                host_veth: "veth1234567".into(),
-                ifname: "eth0".into(),
-                aliases: vec!["api".into()],
-                bridge: 1,
-            }],
+            command: vec!["sleep".into(), "1".into()],
+            detached: true,
+            auto_remove: false,
+            status: Status::Running { pid: 42, start_time: 7 },
+            created: 2,
+        };
+        let endpoint = Endpoint {
+            id: new_id(),
+            owner: Owner::Container { id: container.id.clone() },
+            netns: container.netns.clone(),
+            ifname: "eth0".into(),
+            network_id: network.id.clone(),
+            ip: "10.9.0.130".parse().unwrap(),
+            mac: MacAddr([2, 0x42, 10, 9, 0, 130]),
+            host_veth: "veth1234567".into(),
+            aliases: vec!["api".into()],
+            bridge: 1,
             ports: vec![crate::ports::PortMapping {
                 host_ip: std::net::Ipv4Addr::UNSPECIFIED,
                 host_port: 8080,
                 container_port: 80,
                 proto: crate::ports::Proto::Tcp,
             }],
-            command: vec!["sleep".into(), "1".into()],
-            detached: true,
-            auto_remove: false,
-            status: Status::Running { pid: 42, start_time: 7 },
-            created: 2,
         };
         let mut firewall = crate::firewall::Rules::default();
         let rule = crate::firewall::RuleSpec {
@@ -387,7 +520,7 @@ mod tests {
             container: Some("web".into()),
         };
         firewall.add(rule).unwrap();
-        State { networks: vec![network], containers: vec![container], firewall }
+        State { networks: vec![network], containers: vec![container], endpoints: vec![endpoint], firewall }
     }
 
     #[test]
@@ -408,6 +541,133 @@ mod tests {
         assert!(state.firewall.rules.is_empty());
     }
 
+    /// A state file as the daemon wrote it before endpoints were the state's own: two
+    /// networks, a container on both publishing a port, a host-mode container.
+    const BEFORE_ENDPOINTS: &str = r#"{
+      "networks": [],
+      "containers": [
+        {
+          "id": "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1",
+          "name": "web",
+          "hostname": "web",
+          "network_mode": {"mode": "bridge"},
+          "netns": "/run/dataplane/netns/dp-c1c1c1c1c1c1",
+          "etc_dir": "/var/lib/dataplane/containers/c1",
+          "attachments": [
+            {"network_id": "n1", "ip": "10.9.0.2", "mac": "02:42:0a:09:00:02", "host_veth": "veth0000001",
+             "ifname": "eth0", "aliases": ["api"], "bridge": 1},
+            {"network_id": "n2", "ip": "10.8.0.2", "mac": "02:42:0a:08:00:02", "host_veth": "veth0000002",
+             "ifname": "eth1"}
+          ],
+          "ports": [{"host_ip": "0.0.0.0", "host_port": 8080, "container_port": 80, "proto": "tcp"}],
+          "command": ["sleep", "infinity"],
+          "detached": true,
+          "auto_remove": false,
+          "status": {"state": "running", "pid": 42, "start_time": 7},
+          "created": 2
+        },
+        {
+          "id": "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2",
+          "name": "tool",
+          "hostname": "tool",
+          "network_mode": {"mode": "host"},
+          "netns": "/run/dataplane/netns/dp-host",
+          "etc_dir": "/var/lib/dataplane/containers/c2",
+          "attachments": [],
+          "ports": [],
+          "command": ["true"],
+          "detached": false,
+          "auto_remove": false,
+          "status": {"state": "exited", "code": 0},
+          "created": 3
+        }
+      ],
+      "firewall": {"rules": [], "next_id": 1}
+    }"#;
+
+    #[test]
+    fn state_files_from_before_endpoints_load_with_each_attachment_an_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("state.json"), BEFORE_ENDPOINTS).unwrap();
+        let store = StateStore::new(dir.path());
+        let state = store.load().unwrap().unwrap();
+        let (web, tool) = (&state.containers[0], &state.containers[1]);
+        assert_eq!(
+            (web.name.as_str(), tool.name.as_str()),
+            ("web", "tool"),
+            "the containers load as they were"
+        );
+        assert_eq!(state.endpoints.len(), 2, "one endpoint per attachment: {:?}", state.endpoints);
+        let (eth0, eth1) = (&state.endpoints[0], &state.endpoints[1]);
+        for endpoint in [eth0, eth1] {
+            assert_eq!(endpoint.owner, Owner::Container { id: web.id.clone() }, "owned by the container");
+            assert_eq!(endpoint.netns, web.netns, "in the container's namespace");
+            assert_eq!(endpoint.id.len(), 64, "an endpoint id as Docker's: {}", endpoint.id);
+        }
+        assert_ne!(eth0.id, eth1.id, "each endpoint has an id of its own");
+        assert_eq!(
+            (eth0.ifname.as_str(), eth0.network_id.as_str(), eth0.ip, eth0.mac.to_string()),
+            ("eth0", "n1", Ipv4Addr::new(10, 9, 0, 2), "02:42:0a:09:00:02".to_string()),
+            "the first attachment's interface, network, address and MAC"
+        );
+        assert_eq!(
+            (eth0.host_veth.as_str(), eth0.bridge, &eth0.aliases[..]),
+            ("veth0000001", 1, &["api".to_string()][..])
+        );
+        assert_eq!(eth0.ports.len(), 1, "the ports were published on the first attachment");
+        assert_eq!(eth0.ports[0].host_port, 8080);
+        assert_eq!(
+            (eth1.ifname.as_str(), eth1.bridge),
+            ("eth1", 0),
+            "fields older files lack take their defaults"
+        );
+        assert!(eth1.aliases.is_empty() && eth1.ports.is_empty(), "the second attachment published nothing");
+        assert_eq!(state.endpoints_of(&tool.id).count(), 0, "a host-mode container has no endpoint");
+        // Saved once, the file is of today's shape and loads as saved: ids stay.
+        store.save(&state).unwrap();
+        assert!(!fs::read_to_string(dir.path().join("state.json")).unwrap().contains("attachments"));
+        assert_eq!(store.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn owners_read_as_network_inspect_shows_them_and_keep_their_kind_in_the_state() {
+        let owners = [
+            (Owner::Container { id: "c1".into() }, "dataplane", r#"{"kind":"container","id":"c1"}"#),
+            (
+                Owner::Cni { container_id: "k8s1".into() },
+                "cni:k8s1",
+                r#"{"kind":"cni","container_id":"k8s1"}"#,
+            ),
+            (
+                Owner::Docker { endpoint_id: "e1".into() },
+                "docker:e1",
+                r#"{"kind":"docker","endpoint_id":"e1"}"#,
+            ),
+        ];
+        for (owner, shown, stored) in owners {
+            assert_eq!(owner.to_string(), shown, "{owner:?} as network inspect shows it");
+            assert_eq!(serde_json::to_string(&owner).unwrap(), stored, "{owner:?} in the state file");
+            assert_eq!(serde_json::from_str::<Owner>(stored).unwrap(), owner, "{stored} read back");
+        }
+        assert_eq!(Owner::Container { id: "c1".into() }.container_id(), Some("c1"));
+        assert_eq!(Owner::Cni { container_id: "k8s1".into() }.container_id(), None, "not one of ours");
+    }
+
+    #[test]
+    fn owners_are_named_by_their_container_or_by_themselves() {
+        let mut state = sample();
+        let web = state.containers[0].clone();
+        let names = state.owner_names();
+        assert_eq!(names.of(&Owner::Container { id: web.id.clone() }), "web");
+        assert_eq!(names.of(&Owner::Cni { container_id: "k8s1".into() }), "cni:k8s1");
+        let mut other = state.endpoints[0].clone();
+        other.owner = Owner::Cni { container_id: "k8s1".into() };
+        state.endpoints.push(other);
+        assert_eq!(state.endpoints_of(&web.id).count(), 1, "the CNI endpoint is not the container's");
+        assert_eq!(state.endpoints_by_container()[web.id.as_str()].len(), 1);
+        assert_eq!(state.endpoints_on(&state.networks[0].id).count(), 2, "both are on the network");
+    }
+
     #[test]
     fn corrupt_state_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
@@ -417,7 +677,7 @@ mod tests {
     }
 
     #[test]
-    fn used_addresses_come_from_the_containers() {
+    fn used_addresses_come_from_the_endpoints() {
         let state = sample();
         let id = state.networks[0].id.clone();
         assert_eq!(state.used_addresses(&id), ["10.9.0.130".parse().unwrap()].into());

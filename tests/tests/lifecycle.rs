@@ -141,6 +141,53 @@ fn restart_restores_state_and_traffic_keeps_flowing() {
     assert_eq!(host.map_entries("ENDPOINTS"), 3);
 }
 
+/// A restart restores every endpoint of the state, whatever its owner. Here one is
+/// written into the state as the CNI plugin (the next front door) will record its
+/// attachments: a namespace someone else made, owned by `cni:<containerID>`. It gets its
+/// veth, address and map entry back, holds its address, carries traffic, and `network
+/// inspect` names its owner; `ps` still shows our own containers only.
+#[test]
+fn restart_restores_endpoints_whatever_their_owner() {
+    let mut host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.87.0.0/24", "pods"]);
+    let pod = host.add_namespace("pod");
+    host.stop_daemon();
+    let path = host.dir.join("state/state.json");
+    let mut state: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let networks = state["networks"].as_array().unwrap();
+    let network = networks.iter().find(|n| n["name"] == "pods").unwrap()["id"].clone();
+    let id = "e".repeat(64);
+    state["endpoints"].as_array_mut().unwrap().push(serde_json::json!({
+        "id": id,
+        "owner": {"kind": "cni", "container_id": "pod-1"},
+        "netns": format!("/run/netns/{pod}"),
+        "ifname": "eth0",
+        "network_id": network,
+        "ip": "10.87.0.9",
+        "mac": "02:42:0a:57:00:09",
+        "host_veth": "vethc000009",
+    }));
+    fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    host.start_daemon();
+    let listed = host.dp_json(&["network", "inspect", "pods"])[0]["Containers"][id.as_str()].clone();
+    assert_eq!(listed["Owner"], "cni:pod-1", "network inspect names the owner: {listed}");
+    assert_eq!(listed["IPv4Address"], "10.87.0.9/24", "{listed}");
+    assert!(host.links().contains(&"vethc000009".to_string()), "the endpoint's veth was not built again");
+    let inside = host.ns_sh_ok(&pod, "ip -o -4 addr show eth0");
+    assert!(inside.contains("10.87.0.9/24"), "the endpoint's address is not in its namespace: {inside}");
+    assert_eq!(host.map_entries("ENDPOINTS"), 1, "the endpoint is not in the maps");
+    let err = host.dp_err(&["run", "--network", "pods", "--ip", "10.87.0.9", "--", "true"]);
+    assert!(err.contains("already in use"), "the endpoint's address was handed out again: {err}");
+    host.run_sleeper("c", &["--network", "pods"]);
+    let forwarded = host.counter("forwarded");
+    assert!(host.ping("c", "10.87.0.9"), "a container cannot reach the restored endpoint");
+    assert!(
+        host.counter("forwarded") >= forwarded + 2,
+        "the fast path does not carry the endpoint's traffic"
+    );
+    assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 2, "ps shows our own containers only");
+}
+
 /// Processes running exactly `cmdline` (arguments joined by spaces), anywhere on the machine.
 fn processes_running(cmdline: &str) -> Vec<String> {
     let wanted: Vec<u8> = cmdline.split(' ').flat_map(|arg| arg.bytes().chain([0])).collect();

@@ -92,6 +92,45 @@ fn user_network_with_subnet_gateway_and_range() {
     assert_eq!(net["Containers"].as_object().unwrap().len(), 2);
 }
 
+/// `network inspect` lists every endpoint of the network in Docker's shape, with its
+/// owner; each endpoint has an ID of its own, which outlives a restart.
+#[test]
+fn network_inspect_lists_each_endpoint_with_its_owner() {
+    let mut host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.97.0.0/24", "shown"]);
+    host.dp_ok(&["network", "create", "--subnet", "10.98.0.0/24", "other"]);
+    host.run_sleeper("a", &["--network", "shown"]);
+    host.run_sleeper("b", &["--network", "other"]);
+    host.dp_ok(&["network", "connect", "shown", "b"]);
+    let id_of = |name: &str| host.dp_json(&["inspect", name])[0]["Id"].as_str().unwrap().to_string();
+    let (a, b) = (id_of("a"), id_of("b"));
+    let containers = host.dp_json(&["network", "inspect", "shown"])[0]["Containers"].clone();
+    assert_eq!(containers.as_object().unwrap().len(), 2, "both endpoints of the network: {containers}");
+    for (id, name, ip, mac) in
+        [(&a, "a", "10.97.0.2/24", "02:42:0a:61:00:02"), (&b, "b", "10.97.0.3/24", "02:42:0a:61:00:03")]
+    {
+        let endpoint = &containers[id.as_str()];
+        assert_eq!(endpoint["Name"], name, "listed under its container's id: {containers}");
+        assert_eq!(endpoint["Owner"], "dataplane", "our own container owns it: {endpoint}");
+        assert_eq!(endpoint["IPv4Address"], ip, "{endpoint}");
+        assert_eq!(endpoint["MacAddress"], mac, "{endpoint}");
+        assert_eq!(endpoint["EndpointID"].as_str().unwrap().len(), 64, "an ID as Docker's: {endpoint}");
+    }
+    // b is on two networks: two endpoints, each with its ID, which `inspect` shows too.
+    let b_on_shown = containers[b.as_str()]["EndpointID"].clone();
+    let b_networks = host.dp_json(&["inspect", "b"])[0]["NetworkSettings"]["Networks"].clone();
+    assert_eq!(b_networks["shown"]["EndpointID"], b_on_shown, "{b_networks}");
+    assert_ne!(b_networks["other"]["EndpointID"], b_on_shown, "one endpoint per network: {b_networks}");
+    host.stop_daemon();
+    host.start_daemon();
+    let again = host.dp_json(&["network", "inspect", "shown"])[0]["Containers"].clone();
+    assert_eq!(again, containers, "the endpoints, their IDs and owners outlive a restart");
+    host.dp_ok(&["network", "disconnect", "shown", "b"]);
+    let left = host.dp_json(&["network", "inspect", "shown"])[0]["Containers"].clone();
+    let ids: Vec<_> = left.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(ids, [a], "b's endpoint left the network: {left}");
+}
+
 #[test]
 fn subnets_come_from_dockers_default_pools() {
     let host = Host::start();

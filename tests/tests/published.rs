@@ -115,6 +115,25 @@ fn host_ports_are_really_reserved_and_conflicts_refused() {
     assert!(err.contains("conflicting options"), "{err}");
 }
 
+/// Ports are published on one endpoint of a container, its first. A restart publishes
+/// them there again and keeps them reserved, however many networks the container is on
+/// (it once published them again for each, and the second network's failed reservations
+/// let the first's go: a host process could take the port).
+#[test]
+fn a_container_on_two_networks_keeps_its_port_reserved_across_a_restart() {
+    let mut host = Host::start_with_external();
+    host.dp_ok(&["network", "create", "--subnet", "10.89.0.0/24", "second"]);
+    web(&host, "two", &["-p", "8090:80"], "80");
+    host.dp_ok(&["network", "connect", "second", "two"]);
+    host.stop_daemon();
+    host.start_daemon();
+    let log = host.daemon_log();
+    assert!(!log.contains("not restored"), "the restart gave up a published port: {log}");
+    let bind = host.sh("python3 -c \"import socket; socket.socket().bind(('0.0.0.0', 8090))\"");
+    assert!(!bind.status.success(), "a host process took the published port after a restart");
+    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8090), "the port is not served after a restart");
+}
+
 #[test]
 fn ranges_random_ports_and_loopback_only_publishing() {
     let host = Host::start_with_external();

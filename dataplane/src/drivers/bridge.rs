@@ -1,5 +1,5 @@
 //! The bridge driver. Each network has a kernel bridge holding the gateway address: it is
-//! the slow path (ARP, broadcast, traffic to and from the host). Each container has a veth
+//! the slow path (ARP, broadcast, traffic to and from the host). Each endpoint has a veth
 //! pair enslaved to it, with `from_container` on the host side's tc ingress: unicast IPv4
 //! between containers of the network is redirected by eBPF straight into the peer's
 //! namespace and never crosses the bridge.
@@ -9,18 +9,16 @@
 //! pair: the slow path crosses one more bridge there, the fast path is the same.
 //!
 //! Every function here is idempotent, so the daemon uses the same calls to build, to
-//! restore after a restart, and to undo a half-made attachment.
-
-use std::path::Path;
+//! restore after a restart, and to undo a half-made endpoint.
 
 use anyhow::{Result, bail};
-use dataplane_common::{Endpoint, InterfaceConfig};
+use dataplane_common::InterfaceConfig;
 
 use crate::{
     maps::{Datapath, v4_key},
     netlink::{self, Netlink},
     netns,
-    state::{Attachment, Network},
+    state::{Endpoint, Network},
 };
 
 pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
@@ -103,14 +101,14 @@ impl ExtraBridge {
     }
 }
 
-/// The ifindex of the bridge an attachment's veth goes on; an extra bridge missing
+/// The ifindex of the bridge an endpoint's veth goes on; an extra bridge missing
 /// (the first container past the others' room, or a restore) is made and linked.
-async fn attachment_bridge(nl: &Netlink, net: &Network, att: &Attachment) -> Result<u32> {
+async fn endpoint_bridge(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result<u32> {
     let own = nl.require_index(&net.bridge).await?;
-    if att.bridge == 0 {
+    if endpoint.bridge == 0 {
         return Ok(own);
     }
-    let names = ExtraBridge::of(net, att.bridge);
+    let names = ExtraBridge::of(net, endpoint.bridge);
     let mtu = net.bridge_options.mtu;
     let bridge = match nl.link_index(&names.bridge).await? {
         Some(index) => index,
@@ -121,7 +119,7 @@ async fn attachment_bridge(nl: &Netlink, net: &Network, att: &Attachment) -> Res
         // gateway's address (in tests the gateway then stopped answering them).
         None => {
             let [_, a, b, c] = net.index.to_be_bytes();
-            nl.create_bridge(&names.bridge, [0x02, 0x64, a, b, c, att.bridge], mtu, false).await?
+            nl.create_bridge(&names.bridge, [0x02, 0x64, a, b, c, endpoint.bridge], mtu, false).await?
         }
     };
     let link = match nl.link_index(&names.link).await? {
@@ -137,7 +135,12 @@ async fn attachment_bridge(nl: &Netlink, net: &Network, att: &Attachment) -> Res
     Ok(bridge)
 }
 
-fn interface_config(net: &Network, att: &Attachment, publishes: bool, xdp_target: bool) -> InterfaceConfig {
+fn interface_config(
+    net: &Network,
+    endpoint: &Endpoint,
+    publishes: bool,
+    xdp_target: bool,
+) -> InterfaceConfig {
     let mut flags = 0;
     if publishes {
         flags |= InterfaceConfig::PUBLISHES;
@@ -156,27 +159,26 @@ fn interface_config(net: &Network, att: &Attachment, publishes: bool, xdp_target
         flags,
         v4_subnet: net.subnet.network().octets(),
         v4_mask: net.subnet.netmask().octets(),
-        v4_addr: att.ip.octets(),
-        mac: att.mac.0,
+        v4_addr: endpoint.ip.octets(),
+        mac: endpoint.mac.0,
         _pad: [0; 2],
     }
 }
 
-/// Builds (or, after a restart, finds and re-arms) a container's attachment; returns the
-/// host-side veth's ifindex.
+/// Builds (or, after a restart, finds and re-arms) an endpoint; returns the host-side
+/// veth's ifindex.
 pub async fn connect(
     nl: &Netlink,
     dp: &mut Datapath,
     net: &Network,
-    container_netns: &Path,
-    att: &Attachment,
+    endpoint: &Endpoint,
     publishes: bool,
 ) -> Result<u32> {
-    let host_index = match nl.link_index(&att.host_veth).await? {
+    let host_index = match nl.link_index(&endpoint.host_veth).await? {
         Some(index) => index,
-        None => create_veth(nl, net, container_netns, att).await?,
+        None => create_veth(nl, net, endpoint).await?,
     };
-    let bridge = attachment_bridge(nl, net, att).await?;
+    let bridge = endpoint_bridge(nl, net, endpoint).await?;
     nl.set_controller(host_index, bridge).await?;
     nl.set_port_isolated(host_index, !net.bridge_options.icc).await?;
     nl.set_up(host_index).await?;
@@ -188,39 +190,40 @@ pub async fn connect(
     // as frames, which a veth end takes only while its NAPI runs: GRO turns that on.
     let xdp_target = publishes
         && dp.uplink_xdp()
-        && netlink::enable_gro_in(container_netns, &att.ifname)
-            .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", att.ifname))
+        && netlink::enable_gro_in(&endpoint.netns, &endpoint.ifname)
+            .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", endpoint.ifname))
             .is_ok();
-    dp.set_interface(host_index, interface_config(net, att, publishes, xdp_target))?;
+    dp.set_interface(host_index, interface_config(net, endpoint, publishes, xdp_target))?;
     dp.set_endpoint(
-        v4_key(net.index, att.ip),
-        Endpoint { host_ifindex: host_index, mac: att.mac.0, _pad: [0; 2] },
+        v4_key(net.index, endpoint.ip),
+        dataplane_common::Endpoint { host_ifindex: host_index, mac: endpoint.mac.0, _pad: [0; 2] },
     )?;
-    dp.attach(&att.host_veth)?;
+    dp.attach(&endpoint.host_veth)?;
     Ok(host_index)
 }
 
-async fn create_veth(nl: &Netlink, net: &Network, container_netns: &Path, att: &Attachment) -> Result<u32> {
-    let ns = netns::open(container_netns)?;
-    let host =
-        nl.create_veth_into(&att.host_veth, &ns, &att.ifname, att.mac.0, net.bridge_options.mtu).await?;
-    super::configure_inside(&Netlink::connect_in(container_netns)?, container_netns, net, att).await?;
+async fn create_veth(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result<u32> {
+    let ns = netns::open(&endpoint.netns)?;
+    let host = nl
+        .create_veth_into(&endpoint.host_veth, &ns, &endpoint.ifname, endpoint.mac.0, net.bridge_options.mtu)
+        .await?;
+    super::configure_inside(&Netlink::connect_in(&endpoint.netns)?, net, endpoint).await?;
     Ok(host)
 }
 
-/// Removes an attachment from the maps and the system; parts already gone are skipped.
-pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, att: &Attachment) -> Result<()> {
-    dp.detach(&att.host_veth)?;
-    if let Some(index) = nl.link_index(&att.host_veth).await? {
+/// Removes an endpoint from the maps and the system; parts already gone are skipped.
+pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, endpoint: &Endpoint) -> Result<()> {
+    dp.detach(&endpoint.host_veth)?;
+    if let Some(index) = nl.link_index(&endpoint.host_veth).await? {
         dp.remove_interface(index)?;
     }
-    // Only drop the endpoint if it still points at this attachment's veth.
-    let key = v4_key(net.index, att.ip);
+    // Only drop the map's entry if it still points at this endpoint's veth.
+    let key = v4_key(net.index, endpoint.ip);
     if dp.endpoint(key)?.is_some() {
         dp.remove_endpoint(key)?;
     }
     // Deleting one end of a veth pair deletes the other, inside the container.
-    nl.delete_link(&att.host_veth).await
+    nl.delete_link(&endpoint.host_veth).await
 }
 
 #[cfg(test)]

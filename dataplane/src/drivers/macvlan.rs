@@ -1,10 +1,8 @@
-//! The macvlan driver: each container gets a macvlan interface on the network's parent
+//! The macvlan driver: each endpoint gets a macvlan interface on the network's parent
 //! link, with an address of the parent's segment, and talks to that segment's hosts
 //! directly (no bridge, no NAT, no eBPF on the way: the kernel switches it). Its subnet
 //! stays out of SUBNETS: it belongs to the parent's segment, where it is reachable like
 //! any other host of that segment (Docker's macvlan behaves the same).
-
-use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use rtnetlink::packet_route::link::MacVlanMode;
@@ -12,7 +10,7 @@ use rtnetlink::packet_route::link::MacVlanMode;
 use crate::{
     netlink::Netlink,
     netns,
-    state::{Attachment, Network},
+    state::{Endpoint, Network},
 };
 
 pub fn parent(net: &Network) -> Result<&str> {
@@ -30,31 +28,31 @@ pub async fn setup_network(nl: &Netlink, net: &Network) -> Result<()> {
     Ok(())
 }
 
-/// Creates the container's macvlan interface inside its namespace (or, after a restart,
+/// Creates the endpoint's macvlan interface inside its namespace (or, after a restart,
 /// finds it there).
-pub async fn connect(nl: &Netlink, net: &Network, container_netns: &Path, att: &Attachment) -> Result<()> {
-    let inside = Netlink::connect_in(container_netns)?;
-    if inside.link_index(&att.ifname).await?.is_some() {
+pub async fn connect(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result<()> {
+    let inside = Netlink::connect_in(&endpoint.netns)?;
+    if inside.link_index(&endpoint.ifname).await?.is_some() {
         return Ok(());
     }
     let parent_index = nl.require_index(parent(net)?).await?;
-    let ns = netns::open(container_netns)?;
+    let ns = netns::open(&endpoint.netns)?;
     nl.create_macvlan_into(
-        &att.ifname,
+        &endpoint.ifname,
         parent_index,
         MacVlanMode::Bridge,
         &ns,
-        att.mac.0,
+        endpoint.mac.0,
         net.bridge_options.mtu,
     )
     .await?;
-    super::configure_inside(&inside, container_netns, net, att).await
+    super::configure_inside(&inside, net, endpoint).await
 }
 
 /// Removes the interface; a namespace already gone took it along.
-pub async fn disconnect(container_netns: &Path, att: &Attachment) -> Result<()> {
-    if !container_netns.exists() {
+pub async fn disconnect(endpoint: &Endpoint) -> Result<()> {
+    if !endpoint.netns.exists() {
         return Ok(());
     }
-    Netlink::connect_in(container_netns)?.delete_link(&att.ifname).await
+    Netlink::connect_in(&endpoint.netns)?.delete_link(&endpoint.ifname).await
 }

@@ -1,19 +1,17 @@
-//! Network drivers: how a network, and a container's attachment to it, are built in the
-//! system and in the maps. Chosen by the network's `driver`:
+//! Network drivers: how a network, and an endpoint (a namespace's attachment to it), are
+//! built in the system and in the maps. Chosen by the network's `driver`:
 //! - `bridge`: a kernel bridge as slow path, veths with the eBPF fast path on them;
 //! - `macvlan`: interfaces on a parent link, on the parent's segment, no host-side device.
 //!
 //! Every function is idempotent, so the daemon uses the same calls to build, to restore
 //! after a restart, and to undo a half-made step.
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
 
 use crate::{
     maps::Datapath,
     netlink::{self, Netlink},
-    state::{Attachment, Network},
+    state::{Endpoint, Network},
 };
 
 pub mod bridge;
@@ -42,55 +40,43 @@ pub fn bridge_for(net: &Network, taken: impl IntoIterator<Item = u8>) -> Result<
     if is_macvlan(net) { Ok(0) } else { bridge::bridge_for(net, taken) }
 }
 
-/// Builds or re-arms an attachment; returns the host-side ifindex the programs run on,
+/// Builds or re-arms an endpoint; returns the host-side ifindex the programs run on,
 /// 0 when the driver has none (macvlan).
 pub async fn connect(
     nl: &Netlink,
     dp: &mut Datapath,
     net: &Network,
-    container_netns: &Path,
-    att: &Attachment,
+    endpoint: &Endpoint,
     publishes: bool,
 ) -> Result<u32> {
     if is_macvlan(net) {
-        macvlan::connect(nl, net, container_netns, att).await.map(|()| 0)
+        macvlan::connect(nl, net, endpoint).await.map(|()| 0)
     } else {
-        bridge::connect(nl, dp, net, container_netns, att, publishes).await
+        bridge::connect(nl, dp, net, endpoint, publishes).await
     }
 }
 
-pub async fn disconnect(
-    nl: &Netlink,
-    dp: &mut Datapath,
-    net: &Network,
-    container_netns: &Path,
-    att: &Attachment,
-) -> Result<()> {
+pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, endpoint: &Endpoint) -> Result<()> {
     if is_macvlan(net) {
-        macvlan::disconnect(container_netns, att).await
+        macvlan::disconnect(endpoint).await
     } else {
-        bridge::disconnect(nl, dp, net, att).await
+        bridge::disconnect(nl, dp, net, endpoint).await
     }
 }
 
-/// Configures a container's new interface from inside its namespace (`inside`): its
-/// address, up, and on the first network the default route, as on Docker. IPv6 goes
+/// Configures an endpoint's new interface from inside its namespace (`inside`): its
+/// address, up, and on the first network (`eth0`) the default route, as on Docker. IPv6 goes
 /// off first, as Docker does on networks without IPv6 (all of ours, for now): left on,
 /// every new interface would take a link-local address and send neighbour discovery and
 /// MLD to every container of the network, work that grows with the network.
-async fn configure_inside(
-    inside: &Netlink,
-    container_netns: &Path,
-    net: &Network,
-    att: &Attachment,
-) -> Result<()> {
+async fn configure_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint) -> Result<()> {
     inside.set_up(inside.require_index("lo").await?).await?;
-    let index = inside.require_index(&att.ifname).await?;
-    netlink::disable_ipv6_in(container_netns, &att.ifname)?;
-    inside.add_address(index, att.ip, net.subnet.prefix_len()).await?;
+    let index = inside.require_index(&endpoint.ifname).await?;
+    netlink::disable_ipv6_in(&endpoint.netns, &endpoint.ifname)?;
+    inside.add_address(index, endpoint.ip, net.subnet.prefix_len()).await?;
     inside.set_up(index).await?;
-    if att.ifname == "eth0" {
-        inside.add_default_route(net.gateway).await.context("inside the container")?;
+    if endpoint.ifname == "eth0" {
+        inside.add_default_route(net.gateway).await.context("inside the endpoint's namespace")?;
     }
     Ok(())
 }

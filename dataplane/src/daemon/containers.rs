@@ -1,0 +1,382 @@
+//! Our own containers: `run` (a namespace, its /etc files, its endpoints, its command),
+//! `stop`, `rm`, `network connect` and `disconnect`, and the watch on each command. A
+//! container's networking is its endpoints: this module has `endpoints` attach and
+//! detach them, and never builds an interface, an address or a map entry itself.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Result, bail};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+use super::{
+    Core, Shared, check_name,
+    endpoints::{EndpointSpec, check_aliases},
+    no_such_container,
+};
+use crate::{
+    api::RunSpec,
+    dns,
+    netlink::Netlink,
+    netns, process,
+    state::{Container, Network, NetworkMode, Owner, Status, new_id, now},
+};
+
+/// How long `rm -f` waits for a container's processes to end once killed (only a process
+/// stuck in the kernel takes more than milliseconds).
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+impl Core {
+    pub(super) async fn create_container(&mut self, spec: RunSpec) -> Result<Container> {
+        if spec.command.is_empty() {
+            bail!("no command given; usage: dataplane run [OPTIONS] -- CMD [ARGS...]");
+        }
+        let id = new_id();
+        let name = match spec.name.clone() {
+            Some(name) => {
+                check_name("container", &name)?;
+                if let Some(other) = self.state.containers.iter().find(|c| c.name == name) {
+                    bail!(
+                        "container name {name} is already in use by container {}; choose another --name or remove it",
+                        &other.id[..12]
+                    );
+                }
+                name
+            }
+            None => id[..12].to_string(),
+        };
+        let mode = self.network_mode(&spec)?;
+        let (netns, etc_dir) = match &mode {
+            NetworkMode::Bridge | NetworkMode::None => (
+                self.config.netns_dir.join(format!("dp-{}", &id[..12])),
+                self.config.state_dir.join("containers").join(&id),
+            ),
+            // Host files are the host's own: an empty directory mounts nothing over them.
+            NetworkMode::Host => (self.host_netns(), self.config.state_dir.join("containers").join(&id)),
+            NetworkMode::Container { id: target } => {
+                let target = self.state.container(target).ok_or_else(|| no_such_container(target))?;
+                (target.netns.clone(), target.etc_dir.clone())
+            }
+        };
+        let mut container = Container {
+            network_mode: mode,
+            netns,
+            etc_dir,
+            hostname: spec.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            id,
+            name,
+            command: spec.command.clone(),
+            detached: spec.detach,
+            auto_remove: spec.auto_remove,
+            status: Status::Created,
+            created: now(),
+        };
+        if let Err(e) = self.build_container(&mut container, &spec).await {
+            if let Err(undo) = self.teardown_container(&container).await {
+                log::warn!("undoing container {}: {undo:#}", container.name);
+            }
+            // The container never was: endpoints that failed to go are forgotten anyway.
+            self.state.endpoints.retain(|ep| ep.owner.container_id() != Some(container.id.as_str()));
+            if let Err(undo) = self.sync_firewall() {
+                log::warn!("undoing container {}: {undo:#}", container.name);
+            }
+            return Err(e.context(format!("creating container {}", container.name)));
+        }
+        self.state.containers.push(container.clone());
+        self.save()?;
+        Ok(container)
+    }
+
+    /// Parses `--network`: a network name, or one of Docker's modes.
+    fn network_mode(&self, spec: &RunSpec) -> Result<NetworkMode> {
+        let mode = match spec.network.as_str() {
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            other => match other.strip_prefix("container:") {
+                Some(target) => {
+                    let target = self.state.container(target).ok_or_else(|| no_such_container(target))?;
+                    if !target.network_mode.owns_sandbox() && target.network_mode != NetworkMode::Host {
+                        bail!(
+                            "container {} shares another container's network; join that one instead",
+                            target.name
+                        );
+                    }
+                    NetworkMode::Container { id: target.id.clone() }
+                }
+                None => {
+                    self.network(other)?;
+                    NetworkMode::Bridge
+                }
+            },
+        };
+        if mode != NetworkMode::Bridge && !spec.publish.is_empty() {
+            bail!(
+                "conflicting options: published ports need a network, not --network {}; drop -p/-P",
+                spec.network
+            );
+        }
+        if mode != NetworkMode::Bridge && (spec.ip.is_some() || spec.mac.is_some()) {
+            bail!(
+                "conflicting options: --ip and --mac-address need a network, not --network {}",
+                spec.network
+            );
+        }
+        if mode != NetworkMode::Bridge && !spec.aliases.is_empty() {
+            bail!(
+                "conflicting options: --network-alias needs a user-defined network, not --network {}",
+                spec.network
+            );
+        }
+        Ok(mode)
+    }
+
+    async fn build_container(&mut self, container: &mut Container, spec: &RunSpec) -> Result<()> {
+        match container.network_mode {
+            NetworkMode::Bridge => {
+                let net = self.network(&spec.network)?.clone();
+                netns::create(&container.netns)?;
+                let endpoint = self
+                    .attach(EndpointSpec {
+                        ip: spec.ip,
+                        mac: spec.mac,
+                        aliases: spec.aliases.clone(),
+                        publish: &spec.publish,
+                        ..own_endpoint(container, &net, "eth0".into())
+                    })
+                    .await?;
+                let (hostname, name) = (&container.hostname, &container.name);
+                let resolvers = match dns::has_resolver(&net.driver) {
+                    true => vec![net.gateway.into()],
+                    false => self.resolvers.upstreams(),
+                };
+                process::write_etc_files(
+                    &container.etc_dir,
+                    hostname,
+                    name,
+                    Some((endpoint.ip, &resolvers)),
+                )?;
+            }
+            NetworkMode::None => {
+                process::write_etc_files(&container.etc_dir, &container.hostname, &container.name, None)?;
+                netns::create(&container.netns)?;
+                let inside = Netlink::connect_in(&container.netns)?;
+                inside.set_up(inside.require_index("lo").await?).await?;
+            }
+            NetworkMode::Host => std::fs::create_dir_all(&container.etc_dir)?,
+            NetworkMode::Container { .. } => {}
+        }
+        if container.detached {
+            let log = log_path(&self.config.state_dir, &container.id);
+            let pid = process::spawn_detached(
+                &container.command,
+                &container.netns,
+                &container.hostname,
+                &container.etc_dir,
+                &log,
+            )?;
+            let start_time = process::start_time(pid).unwrap_or(0);
+            container.status = Status::Running { pid, start_time };
+        }
+        Ok(())
+    }
+
+    /// Removes everything a container owns: its endpoints (which leave the state), its
+    /// namespace and its /etc files; safe to call on a half-made container.
+    async fn teardown_container(&mut self, container: &Container) -> Result<()> {
+        let mut errors = vec![];
+        let endpoints: Vec<_> = self.state.endpoints_of(&container.id).cloned().collect();
+        for endpoint in &endpoints {
+            if let Err(e) = self.detach(endpoint).await {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        let owns_sandbox = container.network_mode.owns_sandbox();
+        if owns_sandbox && let Err(e) = netns::remove(&container.netns) {
+            errors.push(format!("{e:#}"));
+        }
+        let owns_etc = owns_sandbox || container.network_mode == NetworkMode::Host;
+        if owns_etc
+            && let Err(e) = std::fs::remove_dir_all(&container.etc_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            errors.push(format!("removing {}: {e}", container.etc_dir.display()));
+        }
+        if errors.is_empty() { Ok(()) } else { bail!(errors.join("; ")) }
+    }
+
+    pub(super) async fn remove_container(&mut self, name: &str, force: bool) -> Result<Value> {
+        let container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
+        let joined: Vec<_> = self
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.network_mode == NetworkMode::Container { id: container.id.clone() })
+            .map(|c| c.name.clone())
+            .collect();
+        if !joined.is_empty() {
+            bail!(
+                "container {} shares its network namespace with {}; remove those first",
+                container.name,
+                joined.join(", ")
+            );
+        }
+        if let Status::Running { pid, start_time } = container.status {
+            if !force && process::is_alive(pid, start_time) {
+                bail!(
+                    "container {} is running; stop it first (`dataplane stop {}`) or use `dataplane rm -f`",
+                    container.name,
+                    container.name
+                );
+            }
+            if process::is_alive(pid, start_time) && !process::kill_all(pid, start_time, KILL_WAIT).await {
+                log::warn!(
+                    "container {}: its processes had not ended {KILL_WAIT:?} after SIGKILL; removing it anyway",
+                    container.name
+                );
+            }
+        }
+        self.teardown_container(&container).await?;
+        self.state.containers.retain(|c| c.id != container.id);
+        // Only drops the rule sets no port uses any more.
+        if let Err(e) = self.sync_firewall() {
+            log::warn!("removing container {}: {e:#}", container.name);
+        }
+        let _ = std::fs::remove_file(log_path(&self.config.state_dir, &container.id));
+        self.save()?;
+        Ok(json!(container.name))
+    }
+
+    async fn process_exited(&mut self, id: &str, pid: i32, code: Option<i32>) -> Result<()> {
+        let Some(container) = self.state.container_mut(id) else {
+            return Ok(());
+        };
+        if !matches!(container.status, Status::Running { pid: p, .. } if p == pid) {
+            return Ok(());
+        }
+        container.status = Status::Exited { code };
+        let remove = container.auto_remove;
+        self.save()?;
+        if remove {
+            self.remove_container(id, true).await?;
+        }
+        Ok(())
+    }
+
+    /// `network connect`: one more interface (eth1, eth2, ...) in a container, with an
+    /// address of the network, without touching its other interfaces.
+    pub(super) async fn connect_network(
+        &mut self,
+        network: &str,
+        name: &str,
+        ip: Option<Ipv4Addr>,
+        aliases: Vec<String>,
+    ) -> Result<Value> {
+        let net = self.network(network)?.clone();
+        // Before the container's checks, as Docker: an alias on the default network is
+        // refused even for a container already there.
+        check_aliases(&net, &aliases)?;
+        let container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
+        if container.network_mode != NetworkMode::Bridge {
+            bail!(
+                "container {} shares the host's or another container's network; it cannot join networks",
+                container.name
+            );
+        }
+        let joined: Vec<_> = self.state.endpoints_of(&container.id).collect();
+        if joined.iter().any(|e| e.network_id == net.id) {
+            bail!("container {} is already connected to network {}", container.name, net.name);
+        }
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !joined.iter().any(|e| &e.ifname == n))
+            .expect("some ethN is free");
+        let endpoint = self
+            .attach(EndpointSpec { ip, aliases, ..own_endpoint(&container, &net, ifname) })
+            .await
+            .map_err(|e| e.context(format!("connecting {} to {}", container.name, net.name)))?;
+        self.save()?;
+        Ok(json!({"interface": endpoint.ifname, "ip": endpoint.ip.to_string()}))
+    }
+
+    /// `network disconnect`: removes the container's interface on that network.
+    pub(super) async fn disconnect_network(&mut self, network: &str, name: &str) -> Result<Value> {
+        let net = self.network(network)?.clone();
+        let container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
+        let Some(endpoint) = self.state.endpoints_of(&container.id).find(|e| e.network_id == net.id).cloned()
+        else {
+            bail!("container {} is not connected to network {}", container.name, net.name);
+        };
+        if !endpoint.ports.is_empty() {
+            bail!(
+                "container {} publishes ports on its {} address; remove the container to unpublish them",
+                container.name,
+                net.name
+            );
+        }
+        self.detach(&endpoint).await?;
+        self.save()?;
+        Ok(json!(endpoint.ifname))
+    }
+}
+
+/// An endpoint of one of our containers on `net`, as `ifname`: in the container's
+/// namespace, an address and a MAC of the network's choosing, no aliases, no ports.
+fn own_endpoint<'a>(container: &'a Container, net: &'a Network, ifname: String) -> EndpointSpec<'a> {
+    EndpointSpec {
+        network: net,
+        owner: Owner::Container { id: container.id.clone() },
+        owner_name: &container.name,
+        netns: &container.netns,
+        ifname,
+        ip: None,
+        mac: None,
+        aliases: vec![],
+        publish: &[],
+    }
+}
+
+/// Waits for the container's process to end in the background: records it, and removes the container if it asked.
+pub(super) fn watch(core: Shared, id: String, pid: i32) {
+    tokio::spawn(async move {
+        let code = process::wait_exit(pid).await;
+        let mut c = core.lock().await;
+        if let Err(e) = c.process_exited(&id, pid, code).await {
+            log::warn!("container {id}: {e:#}");
+        }
+    });
+}
+
+pub(super) async fn stop(core: &Shared, name: &str, grace: Duration) -> Result<Value> {
+    let (id, pid) = {
+        let c = core.lock().await;
+        let container = c.state.container(name).ok_or_else(|| no_such_container(name))?;
+        match container.status {
+            Status::Running { pid, .. } => (container.id.clone(), pid),
+            _ => return Ok(json!(container.name)),
+        }
+    };
+    process::signal(pid, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let running = {
+            let c = core.lock().await;
+            c.state.containers.iter().any(|k| k.id == id && matches!(k.status, Status::Running { .. }))
+        };
+        if !running {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            process::signal(pid, Signal::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(json!(name))
+}
+
+fn log_path(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join("logs").join(format!("{id}.log"))
+}

@@ -1,0 +1,151 @@
+//! Endpoints: a namespace's attachment to a network, whoever made the namespace (our own
+//! `run` today; a runtime through CNI or Docker's plugin next). Attaching gives it an
+//! address from the network's IPAM and a MAC, builds its interface and map entries
+//! through the network's driver, publishes its ports (through `publishing`) and records
+//! the names the network's DNS answers for it besides its owner's (aliases); detaching
+//! undoes all of it. It never creates or removes a namespace and never looks at what a
+//! container is: the owner does both.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use anyhow::{Result, anyhow, bail};
+use dataplane_common::IpAddress;
+
+use super::{Core, check_name};
+use crate::{
+    drivers, ipam,
+    ports::PortMapping,
+    state::{DEFAULT_NETWORK, Endpoint, MacAddr, Network, Owner, new_id},
+};
+
+/// What to attach: an interface of a namespace to a network, for its owner.
+pub(super) struct EndpointSpec<'a> {
+    pub network: &'a Network,
+    pub owner: Owner,
+    /// What firewall rules call the owner (a container's name).
+    pub owner_name: &'a str,
+    pub netns: &'a Path,
+    pub ifname: String,
+    /// The address asked for; else the network's next free one.
+    pub ip: Option<Ipv4Addr>,
+    /// The MAC asked for; else `02:42:` and the address.
+    pub mac: Option<MacAddr>,
+    pub aliases: Vec<String>,
+    pub publish: &'a [PortMapping],
+}
+
+impl Core {
+    /// Attaches a namespace to a network, all or nothing, and records the endpoint in the
+    /// state (the caller saves).
+    pub(super) async fn attach(&mut self, wanted: EndpointSpec<'_>) -> Result<Endpoint> {
+        let net = wanted.network;
+        check_aliases(net, &wanted.aliases)?;
+        let used = self.state.used_addresses(&net.id);
+        let ip = match wanted.ip {
+            Some(ip) => net.plan().claim(ip, &used),
+            None => net.plan().allocate(&used),
+        }
+        .map_err(|e| anyhow!("network {}: {e}", net.name))?;
+        let mut endpoint = Endpoint {
+            id: new_id(),
+            owner: wanted.owner,
+            netns: wanted.netns.to_path_buf(),
+            ifname: wanted.ifname,
+            network_id: net.id.clone(),
+            ip,
+            mac: wanted.mac.unwrap_or(MacAddr(ipam::mac_for(ip))),
+            host_veth: self.unused_veth_name().await?,
+            aliases: wanted.aliases,
+            bridge: self.bridge_for(net)?,
+            ports: vec![],
+        };
+        if let Err(e) = self.build(&mut endpoint, net, wanted.owner_name, wanted.publish).await {
+            if let Err(undo) = self.dismantle(&endpoint).await {
+                log::warn!("undoing {} of {}: {undo:#}", endpoint.ifname, wanted.owner_name);
+            }
+            return Err(e);
+        }
+        self.state.endpoints.push(endpoint.clone());
+        Ok(endpoint)
+    }
+
+    async fn build(
+        &mut self,
+        endpoint: &mut Endpoint,
+        net: &Network,
+        owner_name: &str,
+        publish: &[PortMapping],
+    ) -> Result<()> {
+        let publishes = !publish.is_empty();
+        let host_index =
+            drivers::connect(&self.netlink, &mut self.datapath, net, endpoint, publishes).await?;
+        if publishes {
+            self.publish(endpoint, owner_name, host_index, publish).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-arms an endpoint after a restart: its interface (built again if it went away),
+    /// its map entries and its published ports.
+    pub(super) async fn rearm(&mut self, endpoint: &Endpoint, owner_name: &str) -> Result<()> {
+        let net = self.network_by_id(&endpoint.network_id)?.clone();
+        let publishes = !endpoint.ports.is_empty();
+        let host_index =
+            drivers::connect(&self.netlink, &mut self.datapath, &net, endpoint, publishes).await?;
+        if publishes {
+            self.republish(endpoint, owner_name, host_index).await?;
+        }
+        Ok(())
+    }
+
+    /// Detaches an endpoint: its published ports, map entries and interface go, its
+    /// flows are forgotten soon, and it leaves the state (the caller saves). On an error
+    /// it stays in the state, for another try.
+    pub(super) async fn detach(&mut self, endpoint: &Endpoint) -> Result<()> {
+        self.dismantle(endpoint).await?;
+        self.forget_later(vec![IpAddress::v4(endpoint.ip.octets())]);
+        self.state.endpoints.retain(|e| e.id != endpoint.id);
+        Ok(())
+    }
+
+    /// Removes an endpoint from the system and the maps, its published ports with it;
+    /// parts already gone are skipped, and an error leaves the others to go all the same.
+    async fn dismantle(&mut self, endpoint: &Endpoint) -> Result<()> {
+        let mut errors = vec![];
+        if let Err(e) = self.unpublish(endpoint) {
+            errors.push(format!("{e:#}"));
+        }
+        if let Some(net) = self.state.network_by_id(&endpoint.network_id).cloned()
+            && let Err(e) = drivers::disconnect(&self.netlink, &mut self.datapath, &net, endpoint).await
+        {
+            errors.push(format!("{e:#}"));
+        }
+        if errors.is_empty() { Ok(()) } else { bail!(errors.join("; ")) }
+    }
+
+    fn bridge_for(&self, net: &Network) -> Result<u8> {
+        drivers::bridge_for(net, self.state.endpoints_on(&net.id).map(|e| e.bridge))
+    }
+
+    async fn unused_veth_name(&self) -> Result<String> {
+        loop {
+            let suffix: u32 = rand::random::<u32>() & 0x0fff_ffff;
+            let name = format!("veth{suffix:07x}");
+            let taken = self.state.endpoints.iter().any(|e| e.host_veth == name);
+            if !taken && self.netlink.link_index(&name).await?.is_none() {
+                return Ok(name);
+            }
+        }
+    }
+}
+
+/// Network aliases: valid names, on user-defined networks only (as Docker has it: the
+/// default network resolves no names at all).
+pub(super) fn check_aliases(net: &Network, aliases: &[String]) -> Result<()> {
+    if !aliases.is_empty() && net.name == DEFAULT_NETWORK {
+        bail!(
+            "network-scoped aliases need a user-defined network; create one with `dataplane network create NAME`"
+        );
+    }
+    aliases.iter().try_for_each(|alias| check_name("alias", alias))
+}

@@ -1,0 +1,520 @@
+//! The daemon: owns the state, the BPF maps and the system changes, and serves the CLI.
+//! Every request runs under one lock, so that a change to the system and the state that
+//! records it happen as one step; a failed step undoes its system changes before the
+//! error goes back, so bad input never leaves anything behind.
+//!
+//! This module holds the configuration, the control socket, the server loop and the
+//! dispatch of requests to the owners beside it, which never call each other in a circle:
+//! - `networks`: create, remove, prune; the host's routes;
+//! - `publishing`: published ports of an endpoint, their reservations and firewall rule sets;
+//! - `endpoints`: a namespace's attachment to a network, whoever made the namespace
+//!   (uses `publishing`);
+//! - `containers`: our own `run`, `stop`, `rm`, `network connect` (uses `endpoints`);
+//! - `restore`: the system back in line with the state at start (uses them all).
+//!
+//! It never creates a network, attaches a namespace or publishes a port itself: that is
+//! the owners' work.
+
+mod containers;
+mod endpoints;
+mod networks;
+mod publishing;
+mod restore;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use dataplane_common::{IpAddress, NatConfig};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::Mutex,
+};
+
+use crate::{
+    api::{self, Request},
+    dns, firewall, inspect,
+    maps::Datapath,
+    nat,
+    netlink::Netlink,
+    netns,
+    ports::{self, Reservation},
+    process,
+    state::{Container, Network, State, StateStore, Status},
+};
+
+/// Where the daemon keeps things; every path has a flag and an environment variable so
+/// that several daemons (one per host namespace) can run side by side.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub socket: PathBuf,
+    pub netns_dir: PathBuf,
+    /// The interface masqueraded traffic leaves by; the default route's when `None`.
+    pub uplink: Option<String>,
+    pub nat_port_range: Option<(u16, u16)>,
+    /// The cgroup whose processes reach published ports through the socket hooks; the
+    /// cgroup2 root when `None`.
+    pub cgroup: Option<PathBuf>,
+    /// Upstream resolvers; the host's resolv.conf ones when empty.
+    pub dns: Vec<std::net::IpAddr>,
+    /// Entries of each conntrack table; `CONNTRACK_DEFAULT_SIZE` when `None`.
+    pub conntrack_max: Option<u32>,
+    /// Whether published ports are served by XDP on the uplink.
+    pub xdp: nat::UplinkXdp,
+}
+
+/// How long a client of the control socket has to send its request, and to take its
+/// answer; it gets an error, or is dropped, after that.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest request the control socket reads (the CLI's largest are a few KiB).
+const REQUEST_MAX_BYTES: u64 = 1 << 20;
+
+/// How often expired flows are swept from the conntrack tables.
+const CONNTRACK_GC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Everything the daemon holds, behind the one lock; each owner module adds the methods
+/// of its concern.
+struct Core {
+    config: Config,
+    state: State,
+    store: StateStore,
+    datapath: Datapath,
+    netlink: Netlink,
+    /// The masquerade source ports, which publishing must leave alone; `None`: NAT is off.
+    nat_ports: Option<(u16, u16)>,
+    /// Host ports held for each endpoint's published ports, by endpoint id.
+    reservations: HashMap<String, Vec<Reservation>>,
+    /// The embedded DNS of each bridge network, kept in line with the state on each save.
+    resolvers: dns::Resolvers,
+    /// What the daemon removed from the conntrack tables, to tell evictions apart.
+    conntrack: nat::ConntrackAccount,
+    /// Addresses of detached endpoints whose flows are still to go.
+    departed: nat::Departures,
+    /// Wakes the task that forgets the departed flows.
+    departures_waiting: Arc<tokio::sync::Notify>,
+    /// The firewall rule sets in the programs' trie.
+    firewall: firewall::Installed,
+}
+
+type Shared = Arc<Mutex<Core>>;
+
+pub async fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    std::fs::create_dir_all(config.state_dir.join("logs"))?;
+    if UnixStream::connect(&config.socket).await.is_ok() {
+        bail!(
+            "another daemon already serves {}; stop it or give this one another --socket",
+            config.socket.display()
+        );
+    }
+    netns::prepare_pin_dir(&config.netns_dir)?;
+    let conntrack_size = config.conntrack_max.unwrap_or(dataplane_common::CONNTRACK_DEFAULT_SIZE);
+    let mut datapath = Datapath::load(&config.bpffs, conntrack_size)?;
+    let conntrack = nat::ConntrackAccount::new(nat::TableSnapshot::take(&mut datapath)?);
+    let firewall = firewall::Installed::load(&mut datapath)?;
+    let netlink = Netlink::connect()?;
+    let nat_ports = setup_nat(&netlink, &mut datapath, &config).await?;
+    match config.cgroup.clone().or_else(crate::maps::cgroup2_root) {
+        Some(cgroup) => datapath.attach_host_hooks(&cgroup, crate::maps::current_netns_cookie()?)?,
+        None => log::warn!("no cgroup2 mount: host processes cannot reach published ports"),
+    }
+    ports::raise_fd_limit();
+    let store = StateStore::new(&config.state_dir);
+    let state = store.load()?.unwrap_or_default();
+    let resolvers = dns::Resolvers::new(&upstreams(&config));
+    let core = Arc::new(Mutex::new(Core {
+        config: config.clone(),
+        state,
+        store,
+        datapath,
+        netlink,
+        nat_ports,
+        reservations: HashMap::new(),
+        resolvers,
+        conntrack,
+        departed: nat::Departures::default(),
+        departures_waiting: Arc::new(tokio::sync::Notify::new()),
+        firewall,
+    }));
+    {
+        let c = core.lock().await;
+        netns::pin_current(&c.host_netns())?;
+    }
+    restore::restore(&core).await?;
+
+    let listener = bind_control_socket(&config.socket)?;
+    log::info!("serving on {}", config.socket.display());
+    println!("dataplane daemon ready on {}", config.socket.display());
+
+    let gc = core.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CONNTRACK_GC_INTERVAL);
+        loop {
+            tick.tick().await;
+            let mut c = gc.lock().await;
+            match nat::sweep(&mut c.datapath) {
+                Ok(removed) => c.conntrack.forgot(removed),
+                Err(e) => log::warn!("conntrack gc: {e:#}"),
+            }
+        }
+    });
+    let forgetter = core.clone();
+    let waiting = core.lock().await.departures_waiting.clone();
+    tokio::spawn(async move {
+        loop {
+            waiting.notified().await;
+            if let Err(e) = forgetter.lock().await.forget_departed() {
+                log::warn!("forgetting the flows of removed containers: {e:#}");
+            }
+        }
+    });
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                let core = core.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve(core, stream).await {
+                        log::warn!("client connection: {e:#}");
+                    }
+                });
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    log::info!("stopped; containers keep running and state is kept for the next start");
+    Ok(())
+}
+
+/// Binds the control socket, root's alone (mode 0600) from the moment it appears: bound
+/// under a name of its own, restricted, then renamed into place, so that no client ever
+/// finds it with the umask's wider mode.
+fn bind_control_socket(path: &Path) -> Result<UnixListener> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        bail!("--socket {}: give the path of a file", path.display());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let staging = dir.join(format!(".{}.{}", name.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging).with_context(|| format!("binding {}", staging.display()))?;
+    let bound = std::fs::set_permissions(&staging, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&staging, path));
+    if let Err(e) = bound {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e).with_context(|| format!("placing the control socket at {}", path.display()));
+    }
+    Ok(listener)
+}
+
+/// The resolvers names are forwarded to: the daemon's `--dns`, else the host's.
+fn upstreams(config: &Config) -> Vec<std::net::IpAddr> {
+    if !config.dns.is_empty() {
+        return config.dns.clone();
+    }
+    let found = dns::host_upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    if found.is_empty() {
+        log::warn!("no nameserver in /etc/resolv.conf and no --dns: containers resolve container names only");
+    }
+    found
+}
+
+/// Masquerading through the uplink, if the host has one.
+async fn setup_nat(
+    netlink: &Netlink,
+    datapath: &mut Datapath,
+    config: &Config,
+) -> Result<Option<(u16, u16)>> {
+    let Some(uplink) = nat::find_uplink(netlink, config.uplink.as_deref()).await? else {
+        log::info!("no default route and no --uplink: outbound NAT and published ports from outside are off");
+        datapath.set_nat_config(NatConfig::default())?;
+        datapath.remove_xdp_pins_but(None)?;
+        return Ok(None);
+    };
+    let ports = nat::choose_port_range(config.nat_port_range, nat::local_port_range()?)?;
+    datapath.set_nat_config(nat::config(&uplink, ports))?;
+    datapath.attach_uplink(&uplink.name)?;
+    let xdp = match config.xdp {
+        nat::UplinkXdp::On => true,
+        nat::UplinkXdp::Off => false,
+        nat::UplinkXdp::Auto => {
+            if uplink.veth {
+                log::info!(
+                    "{} is a veth: published ports are served from tc, which is faster there (--xdp on forces XDP)",
+                    uplink.name
+                );
+            }
+            !uplink.veth
+        }
+    };
+    if datapath.attach_uplink_xdp(&uplink.name, uplink.index, xdp)? {
+        log::info!("published ports are served by XDP on {}", uplink.name);
+    }
+    log::info!(
+        "masquerading through {} as {}, source ports {}-{}",
+        uplink.name,
+        uplink.addr,
+        ports.0,
+        ports.1
+    );
+    Ok(Some(ports))
+}
+
+async fn serve(core: Shared, stream: UnixStream) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let result = match read_request(read).await {
+        Ok(request) => dispatch(&core, request).await,
+        Err(e) => Err(e),
+    };
+    tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(&api::encode_answer(result)))
+        .await
+        .context("the client took no answer for 10 s")??;
+    Ok(())
+}
+
+/// Reads one request, before any lock is taken: a client that sends garbage, more than
+/// `REQUEST_MAX_BYTES` or nothing at all gets an error, and holds up no one meanwhile.
+async fn read_request(read: impl AsyncRead + Unpin) -> Result<Request> {
+    let mut line = vec![];
+    let mut reader = BufReader::new(read.take(REQUEST_MAX_BYTES + 1));
+    tokio::time::timeout(CLIENT_TIMEOUT, reader.read_until(b'\n', &mut line))
+        .await
+        .map_err(|_| anyhow!("no request within 10 s; send one JSON request on a line at once"))??;
+    if line.len() as u64 > REQUEST_MAX_BYTES {
+        bail!("request over 1 MiB; send one JSON request of at most 1 MiB on a line");
+    }
+    serde_json::from_slice(&line).map_err(|e| anyhow!("malformed request: {e}"))
+}
+
+async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
+    if let Request::Stop { name, timeout_secs } = request {
+        return containers::stop(core, &name, Duration::from_secs(timeout_secs)).await;
+    }
+    let mut guard = core.lock().await;
+    let c = &mut *guard;
+    match request {
+        Request::NetworkCreate(spec) => c.create_network(spec).await,
+        Request::NetworkList => Ok(serde_json::to_value(&c.state.networks)?),
+        Request::NetworkInspect { names } => {
+            let found = names
+                .iter()
+                .map(|n| c.network(n).map(|net| inspect::network(&c.state, net)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Value::Array(found))
+        }
+        Request::NetworkRemove { names } => {
+            for name in &names {
+                c.remove_network(name).await?;
+            }
+            Ok(json!(names))
+        }
+        Request::NetworkPrune => c.prune_networks().await,
+        Request::NetworkConnect { network, container, ip, aliases } => {
+            c.connect_network(&network, &container, ip, aliases).await
+        }
+        Request::NetworkDisconnect { network, container } => c.disconnect_network(&network, &container).await,
+        Request::Run(spec) => {
+            let container = c.create_container(spec).await?;
+            if let Status::Running { pid, .. } = container.status {
+                containers::watch(core.clone(), container.id.clone(), pid);
+            }
+            Ok(serde_json::to_value(&container)?)
+        }
+        Request::Started { id, pid } => {
+            let start_time =
+                process::start_time(pid).ok_or_else(|| anyhow!("process {pid} is not running"))?;
+            let container = c.container_by_id(&id)?;
+            container.status = Status::Running { pid, start_time };
+            c.save()?;
+            containers::watch(core.clone(), id, pid);
+            Ok(Value::Null)
+        }
+        Request::Exited { id, code } => {
+            let container = c.container_by_id(&id)?;
+            container.status = Status::Exited { code: Some(code) };
+            c.save()?;
+            Ok(Value::Null)
+        }
+        Request::List { all } => {
+            let endpoints = c.state.endpoints_by_container();
+            let list: Vec<_> = c
+                .state
+                .containers
+                .iter()
+                .filter(|k| all || matches!(k.status, Status::Running { .. }))
+                .map(|k| {
+                    let own = endpoints.get(k.id.as_str()).map_or(&[][..], Vec::as_slice);
+                    inspect::container(&c.state, k, own)
+                })
+                .collect();
+            Ok(Value::Array(list))
+        }
+        Request::Inspect { names } => {
+            let found = names
+                .iter()
+                .map(|n| -> Result<Value> {
+                    let k = c.state.container(n).ok_or_else(|| no_such_container(n))?;
+                    let own: Vec<_> = c.state.endpoints_of(&k.id).collect();
+                    Ok(inspect::container(&c.state, k, &own))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Value::Array(found))
+        }
+        Request::Remove { name, force } => c.remove_container(&name, force).await,
+        Request::Stats => {
+            c.forget_departed()?;
+            let counters = c.datapath.counters()?;
+            let mut map: BTreeMap<_, _> = counters
+                .into_iter()
+                .map(|(path, counter)| {
+                    (path.name().to_string(), json!({"packets": counter.packets, "bytes": counter.bytes}))
+                })
+                .collect();
+            // Table use, so that a full conntrack table shows before flows start to be
+            // evicted, and the evictions since the daemon started.
+            let now = nat::TableSnapshot::take(&mut c.datapath)?;
+            let evicted = c.conntrack.evictions(&now);
+            for (name, value) in [
+                ("conntrack_masquerade_entries", now.live.masquerade),
+                ("conntrack_published_entries", now.live.published),
+                ("conntrack_masquerade_evictions", evicted.masquerade),
+                ("conntrack_published_evictions", evicted.published),
+            ] {
+                map.insert(name.into(), json!({"packets": value, "bytes": 0}));
+            }
+            Ok(serde_json::to_value(map)?)
+        }
+        Request::ConntrackList => {
+            c.forget_departed()?;
+            Ok(serde_json::to_value(nat::list(&mut c.datapath)?)?)
+        }
+        Request::ConntrackFlush => {
+            let removed = c.forget_flows(|_, _| true)?;
+            Ok(json!(removed.masquerade + removed.published))
+        }
+        Request::FirewallAdd(spec) => c.add_firewall_rule(spec),
+        Request::FirewallList => {
+            let listed = c
+                .state
+                .firewall
+                .rules
+                .iter()
+                .map(|rule| {
+                    Ok(firewall::Listed { rule: rule.clone(), hits: c.datapath.firewall_hits(rule.slot)? })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(serde_json::to_value(listed)?)
+        }
+        Request::FirewallRemove { ids } => c.remove_firewall_rules(&ids),
+        Request::Stop { .. } => unreachable!("handled above without the lock"),
+    }
+}
+
+fn no_such_container(name: &str) -> anyhow::Error {
+    anyhow!("no such container: {name}; `dataplane ps -a` lists them")
+}
+
+fn no_such_network(name: &str) -> anyhow::Error {
+    anyhow!("no such network: {name}; `dataplane network ls` lists them")
+}
+
+/// Docker's rule for names: a letter or digit, then letters, digits, `_`, `.` or `-`.
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        bail!(
+            "invalid {kind} name {name:?}: use letters, digits, '_', '.' or '-', starting with a letter or digit"
+        );
+    }
+    Ok(())
+}
+
+impl Core {
+    fn save(&mut self) -> Result<()> {
+        self.resolvers.update(&self.state);
+        self.store.save(&self.state)
+    }
+
+    /// Removes the tracked flows `pred` picks by their container-side key and times.
+    fn forget_flows(
+        &mut self,
+        pred: impl Fn(&dataplane_common::FlowKey, nat::FlowTimes) -> bool,
+    ) -> Result<nat::PerTable> {
+        let removed = nat::forget_where(&mut self.datapath, pred)?;
+        self.conntrack.forgot(removed);
+        Ok(removed)
+    }
+
+    /// Marks the flows of addresses that left (a detached endpoint) to be forgotten soon,
+    /// by the forgetting task, without making the request wait for a scan of the tables.
+    fn forget_later(&mut self, addresses: Vec<IpAddress>) {
+        self.departed.add(addresses);
+        self.departures_waiting.notify_one();
+    }
+
+    /// Forgets the flows of every address that left, in one pass over the tables.
+    fn forget_departed(&mut self) -> Result<()> {
+        if self.departed.is_empty() {
+            return Ok(());
+        }
+        let departed = std::mem::take(&mut self.departed);
+        self.forget_flows(|k, times| departed.covers(k, times.created_ns))?;
+        Ok(())
+    }
+
+    fn network(&self, name: &str) -> Result<&Network> {
+        self.state.network(name).ok_or_else(|| no_such_network(name))
+    }
+
+    fn network_by_id(&self, id: &str) -> Result<&Network> {
+        self.state.network_by_id(id).ok_or_else(|| anyhow!("state names network {id}, which does not exist"))
+    }
+
+    fn container_by_id(&mut self, id: &str) -> Result<&mut Container> {
+        self.state.container_mut(id).ok_or_else(|| no_such_container(id))
+    }
+
+    /// The daemon's own namespace, pinned where host-mode containers find it (as Docker's
+    /// `netns/default`).
+    fn host_netns(&self) -> PathBuf {
+        self.config.netns_dir.join("dp-host")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_are_read_whole_and_bounded() {
+        let request = read_request(&b"{\"request\": \"stats\"}\n"[..]).await.unwrap();
+        assert!(matches!(request, Request::Stats));
+        // A last line without its newline, the client having shut down its side, is whole too.
+        assert!(matches!(read_request(&b"{\"request\": \"stats\"}"[..]).await, Ok(Request::Stats)));
+        let err = read_request(&b"stats\n"[..]).await.unwrap_err().to_string();
+        assert!(err.contains("malformed request"), "{err}");
+        let long = vec![b' '; REQUEST_MAX_BYTES as usize + 1];
+        let err = read_request(&long[..]).await.unwrap_err().to_string();
+        assert!(err.contains("over 1 MiB"), "{err}");
+        // Exactly 1 MiB is read (and parsed).
+        let mut max = vec![b' '; REQUEST_MAX_BYTES as usize - 20];
+        max.splice(0..0, b"{\"request\":\"stats\"}".iter().copied());
+        max.truncate(REQUEST_MAX_BYTES as usize - 1);
+        max.push(b'\n');
+        assert!(matches!(read_request(&max[..]).await, Ok(Request::Stats)));
+    }
+}

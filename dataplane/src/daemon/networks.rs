@@ -1,0 +1,165 @@
+//! Networks: create, remove and prune them, in the state, the system (through their
+//! driver) and the maps; the host's own routes, which a new network must not overlap.
+//! A network is removed only once no endpoint is on it. This module never attaches or
+//! detaches a namespace: that is `endpoints`' work.
+
+use std::collections::HashSet;
+
+use anyhow::{Result, anyhow, bail};
+use ipnet::Ipv4Net;
+use serde_json::{Value, json};
+
+use super::{Core, check_name};
+use crate::{
+    api::NetworkSpec,
+    drivers,
+    ipam::{self, AddressPlan},
+    state::{BridgeOptions, DEFAULT_NETWORK, Network, new_id, now},
+};
+
+/// Names that `--network` gives a meaning of its own (Docker's network modes).
+const RESERVED_NETWORK_NAMES: [&str; 3] = ["bridge", "host", "none"];
+
+impl Core {
+    /// Subnets the host reaches through something other than our own bridges.
+    pub(super) async fn host_routes(&self) -> Result<Vec<Ipv4Net>> {
+        let mut ours = HashSet::new();
+        for net in self.state.networks.iter().filter(|n| !n.bridge.is_empty()) {
+            if let Some(index) = self.netlink.link_index(&net.bridge).await? {
+                ours.insert(index);
+            }
+        }
+        Ok(self
+            .netlink
+            .routes_v4()
+            .await?
+            .into_iter()
+            .filter(|(net, oif)| net.prefix_len() > 0 && !oif.is_some_and(|i| ours.contains(&i)))
+            .map(|(net, _)| net)
+            .collect())
+    }
+
+    pub(super) async fn create_network(&mut self, spec: NetworkSpec) -> Result<Value> {
+        check_name("network", &spec.name)?;
+        let is_default = spec.name == DEFAULT_NETWORK && self.state.networks.is_empty();
+        if RESERVED_NETWORK_NAMES.contains(&spec.name.as_str()) && !is_default {
+            bail!("network name {:?} is reserved (bridge, host, none); choose another name", spec.name);
+        }
+        if let Some(existing) = self.state.network(&spec.name).filter(|n| n.name == spec.name) {
+            bail!(
+                "network with name {} already exists ({}); choose another name",
+                spec.name,
+                &existing.id[..12]
+            );
+        }
+        if !drivers::DRIVERS.contains(&spec.driver.as_str()) {
+            bail!("unsupported network driver {:?}; supported: {}", spec.driver, drivers::DRIVERS.join(", "));
+        }
+        let macvlan = spec.driver == "macvlan";
+        let bridge_options = if macvlan {
+            if spec.subnet.is_none() || !spec.options.contains_key("parent") {
+                bail!(
+                    "network {}: macvlan needs --subnet (the parent's segment) and -o parent=IFACE",
+                    spec.name
+                );
+            }
+            if let Some(key) = spec.options.keys().find(|k| *k != "parent") {
+                bail!(
+                    "network {}: unknown option {key} for the macvlan driver; supported: parent",
+                    spec.name
+                );
+            }
+            BridgeOptions { icc: true, mtu: None }
+        } else {
+            BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?
+        };
+        // A macvlan network lives on the parent's segment, which the host may well route.
+        let host_routes = if macvlan { vec![] } else { self.host_routes().await? };
+        let subnet = match spec.subnet {
+            Some(subnet) => {
+                if let Some(other) = self.state.networks.iter().find(|n| ipam::overlaps(&n.subnet, &subnet)) {
+                    bail!(
+                        "network {}: subnet {subnet} overlaps network {:?} ({}); choose another --subnet",
+                        spec.name,
+                        other.name,
+                        other.subnet
+                    );
+                }
+                if let Some(route) = host_routes.iter().find(|r| ipam::overlaps(r, &subnet)) {
+                    bail!(
+                        "network {}: subnet {subnet} overlaps the host route to {route}; choose another --subnet",
+                        spec.name
+                    );
+                }
+                subnet
+            }
+            None => {
+                let taken: Vec<_> = self.state.networks.iter().map(|n| n.subnet).chain(host_routes).collect();
+                ipam::pick_subnet(&taken)?
+            }
+        };
+        let plan = AddressPlan::new(subnet, spec.gateway, spec.ip_range)
+            .map_err(|e| anyhow!("network {}: {e}", spec.name))?;
+        let id = new_id();
+        let bridge_name = match (is_default, macvlan) {
+            (true, _) => "dp0".to_string(),
+            (false, false) => format!("br-{}", &id[..12]),
+            (false, true) => String::new(),
+        };
+        let network = Network {
+            index: self.state.next_network_index(),
+            name: spec.name,
+            driver: spec.driver,
+            subnet: plan.subnet,
+            gateway: plan.gateway,
+            ip_range: spec.ip_range.map(|_| plan.range),
+            internal: spec.internal,
+            options: spec.options,
+            bridge_options,
+            labels: spec.labels,
+            bridge: bridge_name,
+            created: now(),
+            id,
+        };
+        if let Err(e) = drivers::setup_network(&self.netlink, &mut self.datapath, &network).await {
+            let _ = drivers::teardown_network(&self.netlink, &mut self.datapath, &network).await;
+            return Err(e.context(format!("creating network {}", network.name)));
+        }
+        self.state.networks.push(network.clone());
+        self.save()?;
+        Ok(serde_json::to_value(&network)?)
+    }
+
+    pub(super) async fn remove_network(&mut self, name: &str) -> Result<()> {
+        let net = self.network(name)?.clone();
+        if net.name == DEFAULT_NETWORK {
+            bail!("network bridge is the default network and cannot be removed");
+        }
+        let names = self.state.owner_names();
+        let users: Vec<_> = self.state.endpoints_on(&net.id).map(|e| names.of(&e.owner)).collect();
+        if !users.is_empty() {
+            bail!(
+                "network {} has active endpoints ({}); remove those containers first (`dataplane rm -f NAME`)",
+                net.name,
+                users.join(", ")
+            );
+        }
+        drivers::teardown_network(&self.netlink, &mut self.datapath, &net).await?;
+        self.state.networks.retain(|n| n.id != net.id);
+        self.save()
+    }
+
+    pub(super) async fn prune_networks(&mut self) -> Result<Value> {
+        let unused: Vec<String> = self
+            .state
+            .networks
+            .iter()
+            .filter(|n| n.name != DEFAULT_NETWORK && self.state.endpoints_on(&n.id).next().is_none())
+            .map(|n| n.name.clone())
+            .collect();
+        for name in &unused {
+            self.remove_network(name).await?;
+        }
+        Ok(json!(unused))
+    }
+}

@@ -1,0 +1,199 @@
+//! Published ports of an endpoint: the host ports reserved for them, their PUBLISHED
+//! entries (with the host-only flag), and the firewall rule sets those entries point at,
+//! with the `firewall` verbs that change the rules. It never builds or removes an
+//! interface and never adds or drops an endpoint: it is handed one that exists.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Result, anyhow, bail};
+use dataplane_common::{Backend, IpAddress, PublishKey};
+use serde_json::{Value, json};
+
+use super::Core;
+use crate::{
+    firewall,
+    ports::{self, PortMapping},
+    state::Endpoint,
+};
+
+impl Core {
+    /// Whether a port published on `ip` is for the host's own processes only: `ip` is a
+    /// loopback address, or one the host holds on loopback interfaces only (moby#45610:
+    /// frames from the uplink could reach such ports when its machines routed them here).
+    async fn host_only(&self, ip: Ipv4Addr) -> Result<bool> {
+        Ok(ip.is_loopback() || (!ip.is_unspecified() && !self.netlink.holds_off_loopback(ip).await?))
+    }
+
+    /// Reserves the host ports and fills PUBLISHED, all or nothing (map entries written
+    /// before a failure go with `unpublish`); records the mappings (with the ports chosen
+    /// for `host_port` 0) in the endpoint. `owner` is what firewall rules call the
+    /// endpoint's owner.
+    pub(super) async fn publish(
+        &mut self,
+        endpoint: &mut Endpoint,
+        owner: &str,
+        host_index: u32,
+        wanted: &[PortMapping],
+    ) -> Result<()> {
+        if host_index == 0 && !wanted.is_empty() {
+            bail!("published ports need a bridge network; this driver has no host side to publish through");
+        }
+        let mut held = vec![];
+        let mut resolved = vec![];
+        for mapping in wanted {
+            if let Some((lo, hi)) = self.nat_ports
+                && (lo..=hi).contains(&mapping.host_port)
+            {
+                bail!(
+                    "host port {} is in the masquerade port range {lo}-{hi}; publish on another port",
+                    mapping.host_port
+                );
+            }
+            // Reservations made so far are released when `held` drops on an error.
+            let (reservation, port) = ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto)?;
+            held.push(reservation);
+            resolved.push(PortMapping { host_port: port, ..*mapping });
+        }
+        let rule_sets = self.rule_sets_of(owner, &resolved)?;
+        endpoint.ports = resolved;
+        self.reservations.insert(endpoint.id.clone(), held);
+        for (mapping, rule_set) in endpoint.ports.iter().zip(rule_sets) {
+            self.set_published(endpoint, mapping, host_index, rule_set).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes an endpoint's ports again after a restart. The rule sets an earlier run
+    /// installed keep their IDs: a published port is never unfiltered while the daemon
+    /// restarts. A host process may have taken a port while we were away: the rest are
+    /// published.
+    pub(super) async fn republish(
+        &mut self,
+        endpoint: &Endpoint,
+        owner: &str,
+        host_index: u32,
+    ) -> Result<()> {
+        let rule_sets = self.rule_sets_of(owner, &endpoint.ports)?;
+        let mut held = vec![];
+        for (mapping, rule_set) in endpoint.ports.iter().zip(rule_sets) {
+            match ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto) {
+                Ok((reservation, _)) => {
+                    held.push(reservation);
+                    self.set_published(endpoint, mapping, host_index, rule_set).await?;
+                }
+                Err(e) => log::warn!("{} of {owner}: {mapping} not restored: {e:#}", endpoint.ifname),
+            }
+        }
+        self.reservations.insert(endpoint.id.clone(), held);
+        Ok(())
+    }
+
+    /// Points one published port at the endpoint, through its rule set.
+    async fn set_published(
+        &mut self,
+        endpoint: &Endpoint,
+        mapping: &PortMapping,
+        host_index: u32,
+        rule_set: u16,
+    ) -> Result<()> {
+        let host_only = self.host_only(mapping.host_ip).await?;
+        let backend = Backend {
+            addr: IpAddress::v4(endpoint.ip.octets()),
+            port: mapping.container_port.to_be(),
+            rule_set,
+            host_ifindex: host_index,
+            mac: endpoint.mac.0,
+            flags: if host_only { Backend::HOST_ONLY } else { 0 },
+            _pad: 0,
+        };
+        self.datapath.set_published(publish_key(mapping), backend)
+    }
+
+    /// Releases an endpoint's host ports and their map entries.
+    pub(super) fn unpublish(&mut self, endpoint: &Endpoint) -> Result<()> {
+        for mapping in &endpoint.ports {
+            self.datapath.remove_published(&publish_key(mapping))?;
+        }
+        self.reservations.remove(&endpoint.id);
+        Ok(())
+    }
+
+    /// The firewall rule sets of the mappings of `owner` (what rules call the owner of
+    /// an endpoint: a container's name), installed in the trie.
+    fn rule_sets_of(&mut self, owner: &str, mappings: &[PortMapping]) -> Result<Vec<u16>> {
+        let mut compiler = self.state.firewall.compiler();
+        let sets: Vec<_> = mappings.iter().map(|m| compiler.rule_set(owner, m)).collect();
+        self.firewall.install(&mut self.datapath, &sets)
+    }
+
+    /// Brings the firewall trie and the published ports' rule sets in line with the rules
+    /// and the endpoints of the state: new sets are written before ports point at them,
+    /// and sets no port uses any more go last.
+    pub(super) fn sync_firewall(&mut self) -> Result<()> {
+        let mut compiler = self.state.firewall.compiler();
+        let names = self.state.owner_names();
+        let (mut keys, mut sets) = (vec![], vec![]);
+        for endpoint in self.state.endpoints.iter().filter(|e| !e.ports.is_empty()) {
+            let owner = names.of(&endpoint.owner);
+            for mapping in &endpoint.ports {
+                keys.push(publish_key(mapping));
+                sets.push(compiler.rule_set(&owner, mapping));
+            }
+        }
+        let ids = self.firewall.install(&mut self.datapath, &sets)?;
+        for (key, id) in keys.into_iter().zip(ids) {
+            self.datapath.set_published_rule_set(key, id)?;
+        }
+        self.firewall.retain(&mut self.datapath, &sets.into_iter().collect());
+        Ok(())
+    }
+
+    /// `firewall add`: appends a rule, all or nothing. A rule naming a container keeps
+    /// its name, as Docker users think of it, and applies to whatever container has that
+    /// name.
+    pub(super) fn add_firewall_rule(&mut self, mut spec: firewall::RuleSpec) -> Result<Value> {
+        spec.check()?;
+        if let Some(name) = &spec.container {
+            let container = self.state.container(name).ok_or_else(|| {
+                anyhow!("--container {name}: no such container; `dataplane ps -a` lists them")
+            })?;
+            spec.container = Some(container.name.clone());
+        }
+        let earlier = self.state.firewall.clone();
+        let rule = self.state.firewall.add(spec)?;
+        let applied = self.datapath.reset_firewall_hits(rule.slot).and_then(|()| self.sync_firewall());
+        self.keep_firewall_or_undo(applied, earlier)?;
+        Ok(serde_json::to_value(rule)?)
+    }
+
+    /// `firewall rm`: removes rules by ID, all or none.
+    pub(super) fn remove_firewall_rules(&mut self, ids: &[u32]) -> Result<Value> {
+        let earlier = self.state.firewall.clone();
+        self.state.firewall.remove(ids)?;
+        let applied = self.sync_firewall();
+        self.keep_firewall_or_undo(applied, earlier)?;
+        Ok(json!(ids))
+    }
+
+    /// Saves the rules once applied; otherwise puts the earlier rules back, in the state
+    /// and in the maps.
+    fn keep_firewall_or_undo(&mut self, applied: Result<()>, earlier: firewall::Rules) -> Result<()> {
+        if let Err(e) = applied {
+            self.state.firewall = earlier;
+            if let Err(undo) = self.sync_firewall() {
+                log::warn!("restoring the earlier firewall rules: {undo:#}");
+            }
+            return Err(e);
+        }
+        self.save()
+    }
+}
+
+pub(super) fn publish_key(mapping: &PortMapping) -> PublishKey {
+    PublishKey {
+        addr: IpAddress::v4(mapping.host_ip.octets()),
+        port: mapping.host_port.to_be(),
+        proto: mapping.proto.number(),
+        _pad: 0,
+    }
+}

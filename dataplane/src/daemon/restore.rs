@@ -1,0 +1,121 @@
+//! Restore, at start: brings the system and the maps back in line with the state — the
+//! networks, every endpoint whatever its owner (interfaces, map entries, published ports
+//! and their reservations), the firewall's rule sets — records the commands of our
+//! containers that ended while the daemon was away, and drops from the maps whatever no
+//! network or endpoint of the state claims. It never gives an endpoint another address
+//! nor attaches one the state does not hold.
+
+use std::collections::{BTreeMap, HashSet};
+
+use anyhow::{Context, Result};
+use dataplane_common::PublishKey;
+
+use super::{Shared, containers::watch, publishing::publish_key};
+use crate::{
+    api::NetworkSpec,
+    drivers, ipam,
+    maps::v4_key,
+    process,
+    state::{DEFAULT_NETWORK, Status},
+};
+
+/// Brings the system and the maps back in line with the state: bridges, veths, program
+/// attachments and map entries; processes that ended while we were away are recorded.
+pub(super) async fn restore(core: &Shared) -> Result<()> {
+    let mut guard = core.lock().await;
+    let c = &mut *guard;
+    if c.state.network(DEFAULT_NETWORK).is_none() {
+        // Docker's 172.17.0.0/16, unless the host already routes it (a docker0 next to
+        // us, say): then the next free default pool, as Docker does.
+        let preferred = ipam::default_bridge_subnet();
+        let taken = c.host_routes().await?.iter().any(|r| ipam::overlaps(r, &preferred));
+        let spec = NetworkSpec {
+            name: DEFAULT_NETWORK.into(),
+            driver: "bridge".into(),
+            subnet: (!taken).then_some(preferred),
+            gateway: None,
+            ip_range: None,
+            internal: false,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        };
+        c.create_network(spec).await.context("creating the default network")?;
+    }
+    for net in c.state.networks.clone() {
+        let restored = drivers::setup_network(&c.netlink, &mut c.datapath, &net).await;
+        match restored {
+            // A macvlan parent that went away breaks that network, not the daemon.
+            Err(e) if net.driver == "macvlan" => log::warn!("network {}: {e:#}", net.name),
+            other => other.with_context(|| format!("restoring network {}", net.name))?,
+        }
+    }
+    let mut watchers = vec![];
+    for container in c.state.containers.clone() {
+        if container.network_mode.owns_sandbox() && !container.netns.exists() {
+            log::warn!("container {}: its namespace is gone; marking it exited", container.name);
+            c.container_by_id(&container.id)?.status = Status::Exited { code: None };
+            continue;
+        }
+        if let Status::Running { pid, start_time } = container.status {
+            if process::is_alive(pid, start_time) {
+                watchers.push((container.id.clone(), pid));
+            } else {
+                c.container_by_id(&container.id)?.status = Status::Exited { code: None };
+            }
+        }
+    }
+    let endpoints: Vec<_> = {
+        let names = c.state.owner_names();
+        c.state.endpoints.iter().map(|e| (e.clone(), names.of(&e.owner))).collect()
+    };
+    for (endpoint, owner) in endpoints {
+        // Its interface went with the namespace; the endpoint keeps its address until its
+        // owner removes it.
+        if !endpoint.netns.exists() {
+            log::warn!(
+                "{} of {owner}: namespace {} is gone; not restored",
+                endpoint.ifname,
+                endpoint.netns.display()
+            );
+            continue;
+        }
+        c.rearm(&endpoint, &owner)
+            .await
+            .with_context(|| format!("restoring {} of {owner}", endpoint.ifname))?;
+    }
+    let mut interfaces = HashSet::new();
+    for endpoint in &c.state.endpoints {
+        if let Some(index) = c.netlink.link_index(&endpoint.host_veth).await? {
+            interfaces.insert(index);
+        }
+    }
+    let endpoints: HashSet<_> = c
+        .state
+        .endpoints
+        .iter()
+        .filter_map(|e| c.state.network_by_id(&e.network_id).map(|n| v4_key(n.index, e.ip)))
+        .collect();
+    let networks: HashSet<u32> = c.state.networks.iter().map(|n| n.index).collect();
+    let published: HashSet<PublishKey> =
+        c.state.endpoints.iter().flat_map(|e| e.ports.iter().map(publish_key)).collect();
+    c.datapath.retain(&interfaces, &endpoints, &networks, &published)?;
+    c.sync_firewall()?;
+    c.save()?;
+    drop(guard);
+    for (id, pid) in watchers {
+        watch(core.clone(), id, pid);
+    }
+    // Auto-remove containers whose command ended while we were away.
+    let mut c = core.lock().await;
+    let ended: Vec<_> = c
+        .state
+        .containers
+        .iter()
+        .filter(|k| k.auto_remove && matches!(k.status, Status::Exited { .. }))
+        .map(|k| k.id.clone())
+        .collect();
+    for id in ended {
+        c.remove_container(&id, true).await?;
+    }
+    Ok(())
+}
