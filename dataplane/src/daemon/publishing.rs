@@ -3,7 +3,7 @@
 //! with the `firewall` verbs that change the rules. It never builds or removes an
 //! interface and never adds or drops an endpoint: it is handed one that exists.
 
-use std::net::Ipv4Addr;
+use std::{collections::HashSet, net::Ipv4Addr};
 
 use anyhow::{Result, anyhow, bail};
 use dataplane_common::{Backend, IpAddress, PublishKey};
@@ -22,6 +22,19 @@ impl Core {
     /// frames from the uplink could reach such ports when its machines routed them here).
     async fn host_only(&self, ip: Ipv4Addr) -> Result<bool> {
         Ok(ip.is_loopback() || (!ip.is_unspecified() && !self.netlink.holds_off_loopback(ip).await?))
+    }
+
+    /// The host-only addresses among `mappings`' host addresses, each asked of the kernel
+    /// once: a port range on one address is one question, not one per port.
+    async fn host_only_addresses(&self, mappings: &[PortMapping]) -> Result<HashSet<Ipv4Addr>> {
+        let mut host_only = HashSet::new();
+        let addresses: HashSet<Ipv4Addr> = mappings.iter().map(|m| m.host_ip).collect();
+        for ip in addresses {
+            if self.host_only(ip).await? {
+                host_only.insert(ip);
+            }
+        }
+        Ok(host_only)
     }
 
     /// Reserves the host ports and fills PUBLISHED, all or nothing (map entries written
@@ -55,10 +68,12 @@ impl Core {
             resolved.push(PortMapping { host_port: port, ..*mapping });
         }
         let rule_sets = self.rule_sets_of(owner, &resolved)?;
+        let host_only = self.host_only_addresses(&resolved).await?;
         endpoint.ports = resolved;
         self.reservations.insert(endpoint.id.clone(), held);
         for (mapping, rule_set) in endpoint.ports.iter().zip(rule_sets) {
-            self.set_published(endpoint, mapping, host_index, rule_set).await?;
+            let host_only = host_only.contains(&mapping.host_ip);
+            self.set_published(endpoint, mapping, host_index, rule_set, host_only)?;
         }
         Ok(())
     }
@@ -74,12 +89,14 @@ impl Core {
         host_index: u32,
     ) -> Result<()> {
         let rule_sets = self.rule_sets_of(owner, &endpoint.ports)?;
+        let host_only = self.host_only_addresses(&endpoint.ports).await?;
         let mut held = vec![];
         for (mapping, rule_set) in endpoint.ports.iter().zip(rule_sets) {
             match ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto) {
                 Ok((reservation, _)) => {
                     held.push(reservation);
-                    self.set_published(endpoint, mapping, host_index, rule_set).await?;
+                    let host_only = host_only.contains(&mapping.host_ip);
+                    self.set_published(endpoint, mapping, host_index, rule_set, host_only)?;
                 }
                 Err(e) => log::warn!("{} of {owner}: {mapping} not restored: {e:#}", endpoint.ifname),
             }
@@ -89,14 +106,14 @@ impl Core {
     }
 
     /// Points one published port at the endpoint, through its rule set.
-    async fn set_published(
+    fn set_published(
         &mut self,
         endpoint: &Endpoint,
         mapping: &PortMapping,
         host_index: u32,
         rule_set: u16,
+        host_only: bool,
     ) -> Result<()> {
-        let host_only = self.host_only(mapping.host_ip).await?;
         let backend = Backend {
             addr: IpAddress::v4(endpoint.ip.octets()),
             port: mapping.container_port.to_be(),
