@@ -539,3 +539,18 @@ fn firewall_denies_one_outside_address_a_published_port_and_survives_a_restart()
     assert!(firewall_rules(&host).is_empty());
     assert_eq!(host.map_entries("FIREWALL"), 0, "the removed rule's set stayed in the trie");
 }
+
+#[test]
+fn a_firewall_rule_for_a_container_follows_its_name_and_spares_the_others() {
+    let host = Host::start_with_external();
+    web(&host, "web", &["-p", "8080:80"], "80");
+    web(&host, "api", &["-p", "8081:80"], "80");
+    host.dp_ok(&["firewall", "add", "--container", "web", "--source", EXTERNAL_ADDR, "deny"]);
+    assert!(!fetch_from(&host, EXTERNAL_ADDR, 8080), "the rule for web did not apply to web's port");
+    assert!(fetch_from(&host, EXTERNAL_ADDR, 8081), "the rule for web applied to api's port");
+    // A new container of that name, publishing another port, gets the rule as it publishes.
+    host.dp_ok(&["rm", "-f", "web"]);
+    web(&host, "web", &["-p", "8082:80"], "80");
+    assert!(!fetch_from(&host, EXTERNAL_ADDR, 8082), "the rule did not follow the name to the new web");
+    assert!(fetch_from(&host, EXTERNAL_ADDR, 8081));
+}
