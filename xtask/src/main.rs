@@ -44,6 +44,9 @@ enum Task {
         /// Rounds of A/B runs per metric.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Runs one scenario alone, ours only (`setup-at-scale`).
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -63,12 +66,15 @@ fn main() -> Result<()> {
             test.env("DATAPLANE_BIN", workspace_root().join("target/debug/dataplane"));
             run_tests(&mut test)
         }
-        Task::Bench { quick, rounds } => {
+        Task::Bench { quick, rounds, only } => {
             setup::install_missing()?;
             require_root("the bench creates network namespaces and loads BPF programs")?;
             let mut args = vec!["--rounds".to_string(), rounds.to_string()];
             if quick {
                 args.push("--quick".into());
+            }
+            if let Some(only) = only {
+                args.extend(["--only".into(), only]);
             }
             run_tool(true, &["dp-loadgen", "dp-bench"], &args)
         }

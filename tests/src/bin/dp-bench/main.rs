@@ -16,7 +16,8 @@ use std::{
 mod plots;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use dataplane::api::{self, Request, RunSpec};
 use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR, run_ok};
 use serde_json::{Value, json};
 
@@ -45,6 +46,16 @@ struct Options {
     /// Rounds of A/B runs per metric.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Runs one scenario alone, ours only: to measure it while working on it.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+/// The scenarios that run alone (`--only`).
+#[derive(Clone, Copy, ValueEnum)]
+enum Only {
+    /// Scenario 6 as a network fills up (`measure_setup_at_scale`).
+    SetupAtScale,
 }
 
 /// A command inside the network namespace pinned at `ns`.
@@ -376,6 +387,17 @@ struct Record {
     target_vs_ceiling: Option<f64>,
     /// An absolute bound on ours (lower is better), e.g. nanoseconds per packet.
     target_at_most: Option<f64>,
+    /// A bound on ours relative to another figure of ours in the same run.
+    target_vs_base: Option<Base>,
+}
+
+/// Another figure of ours in the same run (the same metric at a smaller scale), and the
+/// target for ours/base.
+struct Base {
+    /// What the figure is, as the verdict names it ("the figure with 100 on the network").
+    what: String,
+    value: f64,
+    target: f64,
 }
 
 impl Record {
@@ -391,6 +413,7 @@ impl Record {
             target_vs_reference: None,
             target_vs_ceiling: None,
             target_at_most: None,
+            target_vs_base: None,
         }
     }
 
@@ -406,6 +429,12 @@ impl Record {
 
     fn at_most(mut self, target: f64) -> Self {
         self.target_at_most = Some(target);
+        self
+    }
+
+    /// Ours within `target` times `value`, another figure of ours that `what` names.
+    fn vs_base(mut self, what: impl Into<String>, value: f64, target: f64) -> Self {
+        self.target_vs_base = Some(Base { what: what.into(), value, target });
         self
     }
 
@@ -487,6 +516,15 @@ impl Record {
                 self.unit
             ));
         }
+        if let Some(base) = &self.target_vs_base {
+            let ratio = median(&self.ours) / base.value;
+            parts.push(format!(
+                "{} ({ratio:.2}x {}, target {sign} {}x)",
+                if meets(ratio, base.target) { "met" } else { "**missed**" },
+                base.what,
+                base.target
+            ));
+        }
         if let Some(target) = self.target_vs_ceiling {
             let ratio = median(&self.ours) / median(&self.ceiling);
             parts.push(format!(
@@ -550,6 +588,12 @@ fn main() -> Result<()> {
     let tag = format!("{}", std::process::id());
     let mut cleanup = Cleanup { namespaces: vec![], dir: std::env::temp_dir().join(format!("dpb-{tag}")) };
     fs::create_dir_all(&cleanup.dir)?;
+    let (sizes_at_scale, probes_at_scale) = if options.quick { ([5, 20], 5) } else { ([100, 2000], 100) };
+    if let Some(Only::SetupAtScale) = options.only {
+        let host = Host::start_with_external();
+        let records = measure_setup_at_scale(&host, sizes_at_scale, probes_at_scale)?;
+        return write_report(&records, &options);
+    }
     eprintln!("bench: building the three topologies (ours, Docker-style reference, raw veth ceiling)");
     let mut host = Host::start_with_external();
     let ours = build_ours(&host)?;
@@ -620,6 +664,7 @@ fn main() -> Result<()> {
     records.extend(measure_publishing(&host, &tag, ports, range)?);
     let (asked, memory_at) = if options.quick { (20, 20) } else { (2000, 1000) };
     records.extend(measure_many_containers(&host, &mut cleanup, &tag, asked, memory_at)?);
+    records.extend(measure_setup_at_scale(&host, sizes_at_scale, probes_at_scale)?);
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
         Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
@@ -1137,6 +1182,114 @@ fn measure_control_plane(host: &Host, tag: &str, count: usize) -> Result<Vec<Rec
     Ok(records)
 }
 
+/// Scenario 6 as a network fills up: one container's set-up (`run -d`) and removal, and
+/// one attachment of a namespace that exists already (`network connect`: what a CNI ADD
+/// does, without a namespace or a process of ours) and its detachment, with `sizes[0]`,
+/// then `sizes[1]` containers already on the network; `probes` of each at each size.
+/// Requests go straight to the daemon's socket: the figures are the daemon's time,
+/// without a CLI process's start. The target: the larger network's p50 within 20% of the
+/// smaller one's.
+fn measure_setup_at_scale(host: &Host, sizes: [usize; 2], probes: usize) -> Result<Vec<Record>> {
+    let scenario = "6. control plane as a network fills up (requests timed at the daemon's socket)";
+    let socket = host.socket();
+    let call = |request: Request| -> Result<f64> {
+        let start = std::time::Instant::now();
+        api::call::<Value>(&socket, &request)?;
+        Ok(start.elapsed().as_secs_f64() * 1000.0)
+    };
+    let run = |name: String, network: &str| {
+        Request::Run(RunSpec {
+            name: Some(name),
+            network: network.into(),
+            ip: None,
+            hostname: None,
+            mac: None,
+            aliases: vec![],
+            command: vec!["sleep".into(), "infinity".into()],
+            publish: vec![],
+            detach: true,
+            auto_remove: false,
+        })
+    };
+    let remove = |name: String| Request::Remove { name, force: true };
+    host.dp_ok(&["network", "create", "--subnet", "10.202.0.0/20", "filling"]);
+    host.dp_ok(&["network", "create", "--subnet", "10.203.0.0/24", "aside"]);
+    // The namespace that joins and leaves the network: a container of another network.
+    call(run("joiner".into(), "aside"))?;
+    let (mut filled, mut base): (usize, Option<(usize, Vec<f64>)>) = (0, None);
+    let mut records = vec![];
+    for size in sizes {
+        while filled < size {
+            check_interrupt()?;
+            call(run(format!("f{filled}"), "filling"))?;
+            filled += 1;
+            if filled.is_multiple_of(500) {
+                eprintln!("bench: {filled} containers on one network");
+            }
+        }
+        eprintln!("bench: set-up, removal, attach and detach with {size} containers on the network");
+        let (mut setup, mut removal, mut attach, mut detach) = (vec![], vec![], vec![], vec![]);
+        for i in 0..probes {
+            check_interrupt()?;
+            setup.push(call(run(format!("probe{i}"), "filling"))?);
+            removal.push(call(remove(format!("probe{i}")))?);
+            let (network, container) = ("filling".to_string(), "joiner".to_string());
+            attach.push(call(Request::NetworkConnect {
+                network: network.clone(),
+                container: container.clone(),
+                ip: None,
+                aliases: vec![],
+            })?);
+            detach.push(call(Request::NetworkDisconnect { network, container })?);
+        }
+        let on = format!("with {} on the network", thousands(size));
+        // Metric, figures, percentile, whether it is judged against the smaller network,
+        // and its bound in ms (Calico's per-pod set-up, for an attachment).
+        let rows = [
+            ("set-up per container (run -d)", &setup, 0.5, true, None),
+            ("set-up per container (run -d)", &setup, 0.99, false, None),
+            ("removal per container (rm -f)", &removal, 0.5, false, None),
+            ("attach of an existing namespace (network connect)", &attach, 0.5, true, Some(3.0)),
+            ("attach of an existing namespace (network connect)", &attach, 0.99, false, None),
+            ("detach (network disconnect)", &detach, 0.5, false, None),
+        ];
+        let figures: Vec<f64> = rows.iter().map(|(_, values, p, ..)| percentile(values, *p)).collect();
+        for (i, (what, _, p, judged, bound)) in rows.into_iter().enumerate() {
+            let metric = format!("{what} {on}, p{}", (p * 100.0).round());
+            let mut record = Record::new(scenario, metric, "ms", false);
+            record.ours.push(figures[i]);
+            if let Some(bound) = bound {
+                record = record.at_most(bound);
+            }
+            if let (true, Some((smaller, figures))) = (judged, &base) {
+                let what = format!("the figure with {}", thousands(*smaller));
+                record = record.vs_base(what, figures[i], 1.2);
+            }
+            records.push(record);
+        }
+        base = Some((size, figures));
+    }
+    for i in 0..filled {
+        call(remove(format!("f{i}")))?;
+    }
+    call(remove("joiner".into()))?;
+    host.dp_ok(&["network", "rm", "filling", "aside"]);
+    Ok(records)
+}
+
+/// 2000 as 2,000.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 fn measure_c2c(tools: &Tools, pair: &Pair, side: Side, records: &mut [Record]) -> Result<()> {
     let udp = tools.udp_pps(pair)? / 1e6;
     let tcp1 = tools.tcp_stream(pair, 1)?;
@@ -1260,5 +1413,22 @@ mod tests {
         );
         assert!(latency.contains("target ≤ 105%"), "{latency}");
         assert!(record(false, 62.0, 70.0, 57.0, 0.8).verdict().starts_with("**missed**"));
+    }
+
+    #[test]
+    fn a_figure_is_judged_against_its_own_at_a_smaller_scale() {
+        let at = |ours: f64| {
+            let mut record = Record::new("s", "m", "ms", false);
+            record.ours = vec![ours];
+            record.vs_base("the figure with 100", 2.0, 1.2).verdict()
+        };
+        assert_eq!(at(2.3), "met (1.15x the figure with 100, target ≤ 1.2x)");
+        assert_eq!(at(2.5), "**missed** (1.25x the figure with 100, target ≤ 1.2x)");
+    }
+
+    #[test]
+    fn counts_read_with_thousands_separated() {
+        let shown: Vec<_> = [0, 20, 100, 2000, 24000, 1234567].into_iter().map(thousands).collect();
+        assert_eq!(shown, ["0", "20", "100", "2,000", "24,000", "1,234,567"]);
     }
 }
