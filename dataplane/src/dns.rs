@@ -9,7 +9,7 @@
 //! Wire format is hickory's; this module never parses DNS by hand.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
         Arc, RwLock,
@@ -31,7 +31,7 @@ use tokio::{
     time::timeout,
 };
 
-use crate::state::{DEFAULT_NETWORK, NetworkMode, State, Status};
+use crate::state::{Change, Changes, DEFAULT_NETWORK, NetworkMode, Owner, State, Status};
 
 /// Docker's TTL for container names.
 const TTL: u32 = 600;
@@ -58,7 +58,9 @@ struct Zone {
     forwards: bool,
 }
 
-/// Everything the resolvers answer from, rebuilt from the state after each change.
+/// Everything the resolvers answer from: built from the state once, then brought in line
+/// with each change, owner by owner (a change costs what it touches, not the size of the
+/// state).
 #[derive(Debug, Default, PartialEq)]
 struct Directory {
     /// By network id; only networks that have a resolver.
@@ -66,6 +68,18 @@ struct Directory {
     /// (network id, container address) → ids of every network that container is on, so
     /// that a container connected to two networks resolves the names of both.
     views: HashMap<(String, Ipv4Addr), Vec<String>>,
+    /// What each owner's endpoints put in the zones and views, to take it out again.
+    entered: HashMap<Owner, Vec<Entry>>,
+}
+
+/// What one endpoint put in the directory.
+#[derive(Debug, PartialEq)]
+struct Entry {
+    network: String,
+    ip: Ipv4Addr,
+    /// Lower-case, each once.
+    names: Vec<String>,
+    pointer: bool,
 }
 
 impl Directory {
@@ -74,36 +88,106 @@ impl Directory {
         for net in state.networks.iter().filter(|n| has_resolver(&n.driver)) {
             directory.zones.insert(net.id.clone(), Zone { forwards: !net.internal, ..Zone::default() });
         }
-        let running = state
-            .containers
-            .iter()
-            .filter(|c| matches!(c.status, Status::Running { .. }) && c.network_mode == NetworkMode::Bridge);
         let endpoints = state.endpoints_by_container();
-        for container in running {
-            let Some(attached) = endpoints.get(container.id.as_str()) else { continue };
-            let networks: Vec<String> = attached.iter().map(|a| a.network_id.clone()).collect();
-            for att in attached {
-                let Some(net) = state.network_by_id(&att.network_id) else { continue };
-                let Some(zone) = directory.zones.get_mut(&net.id) else { continue };
-                directory.views.insert((net.id.clone(), att.ip), networks.clone());
-                if net.name == DEFAULT_NETWORK {
-                    continue;
+        for container in state.containers.iter() {
+            let attached = endpoints.get(container.id.as_str()).map_or(&[][..], Vec::as_slice);
+            directory.enter(state, &Owner::Container { id: container.id.clone() }, attached);
+        }
+        directory
+    }
+
+    /// Brings the names in line with the state after changes to containers and endpoints
+    /// (changes to networks take `from_state`): those of each owner they touched.
+    fn apply(&mut self, state: &State, changes: &Changes) {
+        let mut owners = HashSet::new();
+        for change in &changes.containers {
+            let id = match change {
+                Change::Put(id) => id.as_str(),
+                Change::Removed(container) => container.id.as_str(),
+            };
+            owners.insert(Owner::Container { id: id.to_string() });
+        }
+        for change in &changes.endpoints {
+            match change {
+                Change::Put(id) => owners.extend(state.endpoints.get(id).map(|e| e.owner.clone())),
+                Change::Removed(endpoint) => _ = owners.insert(endpoint.owner.clone()),
+            }
+        }
+        for owner in &owners {
+            self.refresh(state, owner);
+        }
+    }
+
+    /// Brings one owner's names in line with the state: out with what it had, in with
+    /// what it has now.
+    fn refresh(&mut self, state: &State, owner: &Owner) {
+        self.forget(owner);
+        let attached: Vec<_> = match owner.container_id() {
+            Some(id) => state.endpoints_of(id).collect(),
+            None => vec![],
+        };
+        self.enter(state, owner, &attached);
+    }
+
+    fn forget(&mut self, owner: &Owner) {
+        for entry in self.entered.remove(owner).unwrap_or_default() {
+            if let Some(zone) = self.zones.get_mut(&entry.network) {
+                for name in &entry.names {
+                    if let Some(addresses) = zone.names.get_mut(name) {
+                        if let Some(at) = addresses.iter().position(|ip| *ip == entry.ip) {
+                            addresses.remove(at);
+                        }
+                        if addresses.is_empty() {
+                            zone.names.remove(name);
+                        }
+                    }
                 }
+                if entry.pointer {
+                    zone.pointers.remove(&entry.ip);
+                }
+            }
+            self.views.remove(&(entry.network, entry.ip));
+        }
+    }
+
+    /// Enters the names of an owner's endpoints (`attached`): a running container of ours
+    /// answers, on each of its networks, by its name, hostname, short id, aliases and
+    /// `name.network`.
+    fn enter(&mut self, state: &State, owner: &Owner, attached: &[&crate::state::Endpoint]) {
+        let Some(container) = owner.container_id().and_then(|id| state.containers.get(id)) else { return };
+        if !matches!(container.status, Status::Running { .. })
+            || container.network_mode != NetworkMode::Bridge
+        {
+            return;
+        }
+        let networks: Vec<String> = attached.iter().map(|a| a.network_id.clone()).collect();
+        let mut entries = vec![];
+        for att in attached {
+            let Some(net) = state.network_by_id(&att.network_id) else { continue };
+            let Some(zone) = self.zones.get_mut(&net.id) else { continue };
+            self.views.insert((net.id.clone(), att.ip), networks.clone());
+            let mut entry = Entry { network: net.id.clone(), ip: att.ip, names: vec![], pointer: false };
+            if net.name != DEFAULT_NETWORK {
                 let qualified = format!("{}.{}", container.name, net.name);
                 let mut names =
                     vec![container.name.as_str(), &container.hostname, &container.id[..12], &qualified];
                 names.extend(att.aliases.iter().map(String::as_str));
-                names.sort_unstable();
-                names.dedup();
-                for name in names {
-                    zone.names.entry(name.to_ascii_lowercase()).or_default().push(att.ip);
+                entry.names = names.into_iter().map(str::to_ascii_lowercase).collect();
+                entry.names.sort_unstable();
+                entry.names.dedup();
+                for name in &entry.names {
+                    zone.names.entry(name.clone()).or_default().push(att.ip);
                 }
                 if let Ok(pointer) = Name::from_ascii(format!("{qualified}.")) {
                     zone.pointers.insert(att.ip, pointer);
+                    entry.pointer = true;
                 }
             }
+            entries.push(entry);
         }
-        directory
+        if !entries.is_empty() {
+            self.entered.insert(owner.clone(), entries);
+        }
     }
 
     /// The zones a client sees: those of every network it is on, starting with the one
@@ -293,7 +377,9 @@ pub struct Resolvers {
     listeners: HashMap<String, Listener>,
     /// Networks whose resolver could not bind, already warned about (binding is retried
     /// on every update, quietly).
-    unbound: std::collections::HashSet<String>,
+    unbound: HashSet<String>,
+    /// Whether the directory was built from the state yet.
+    built: bool,
 }
 
 /// A network's resolver: its UDP and TCP servers on the gateway address, ended on drop.
@@ -319,6 +405,7 @@ impl Resolvers {
             }),
             listeners: HashMap::new(),
             unbound: Default::default(),
+            built: false,
         }
     }
 
@@ -327,9 +414,16 @@ impl Resolvers {
         self.shared.upstreams.iter().map(SocketAddr::ip).collect()
     }
 
-    /// Brings the resolvers in line with the state: a resolver for each bridge network
-    /// (on its gateway, which must be assigned already), names as the state has them.
-    pub fn update(&mut self, state: &State) {
+    /// Brings the resolvers in line with the state after `changes`: the names of the
+    /// owners whose containers or endpoints changed; everything, and a resolver for each
+    /// bridge network (on its gateway, which must be assigned already), when networks
+    /// changed or on the first call.
+    pub fn update(&mut self, state: &State, changes: &Changes) {
+        if self.built && changes.networks.is_empty() && self.unbound.is_empty() {
+            self.shared.directory.write().unwrap_or_else(|e| e.into_inner()).apply(state, changes);
+            return;
+        }
+        self.built = true;
         let directory = Directory::from_state(state);
         self.listeners.retain(|id, listener| {
             directory.zones.contains_key(id)
@@ -482,7 +576,7 @@ mod tests {
         let (containers, endpoints): (Vec<_>, Vec<_>) = containers.into_iter().unzip();
         State {
             networks: networks.iter().map(|n| (*n).clone()).collect(),
-            containers,
+            containers: containers.into(),
             endpoints: endpoints.into_iter().flatten().collect(),
             ..State::default()
         }
@@ -593,6 +687,36 @@ mod tests {
         assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
         assert!(aaaa.answers.is_empty());
         assert!(aaaa.metadata.authoritative && aaaa.metadata.recursion_desired);
+    }
+
+    /// The directory with each name's addresses sorted: changes applied one by one list
+    /// shared names in another order than a build from scratch, and answers rotate anyway.
+    fn sorted(mut directory: Directory) -> Directory {
+        for zone in directory.zones.values_mut() {
+            zone.names.values_mut().for_each(|addresses| addresses.sort());
+        }
+        directory
+    }
+
+    #[test]
+    fn changes_applied_one_by_one_give_the_directory_a_build_from_scratch_gives() {
+        let (mut state, [red, blue, ..]) = sample();
+        let mut directory = Directory::from_state(&state);
+        state.take_changes();
+        // A container joins red and blue with an alias others have; web2 exits; both
+        // leaves, its endpoints with it; web's endpoint on red goes (disconnect).
+        let (joiner, endpoints) = container("joiner", &[(&red, 20, &["api"]), (&blue, 20, &[])]);
+        state.containers.push(joiner);
+        state.endpoints.extend(endpoints);
+        let web2 = state.containers[1].id.clone();
+        state.container_mut(&web2).unwrap().status = Status::Exited { code: Some(0) };
+        let both = state.containers[3].id.clone();
+        state.endpoints.retain(|e| e.owner.container_id() != Some(both.as_str()));
+        state.containers.retain(|c| c.id != both);
+        let web = state.containers[0].id.clone();
+        state.endpoints.retain(|e| e.owner.container_id() != Some(web.as_str()));
+        directory.apply(&state, &state.clone().take_changes());
+        assert_eq!(sorted(directory), sorted(Directory::from_state(&state)));
     }
 
     #[test]

@@ -1,20 +1,27 @@
-//! The daemon's persisted state: networks and containers, written atomically to one
-//! JSON file after every change, so that a restart restores everything. It holds no
-//! handle to the system; restoring the system from it is the daemon's job.
+//! The daemon's persisted state: networks, containers, endpoints and the firewall, so that
+//! a restart restores everything. It holds no handle to the system; restoring the system
+//! from it is the daemon's job. Each kind of record is a `Table` that remembers what
+//! changed, and the store writes only that (see `journal`): a change costs the same
+//! whether the host runs ten endpoints or thousands.
+
+mod journal;
+mod table;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    fmt, fs,
-    io::Write,
+    fmt,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     str::FromStr,
 };
 
-use anyhow::Context;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub use self::{
+    journal::{Changes, StateStore},
+    table::{Change, Keyed, Table},
+};
 use crate::ipam::AddressPlan;
 
 /// A MAC address, shown and parsed as `02:42:ac:11:00:02`.
@@ -160,7 +167,7 @@ pub const DEFAULT_NETWORK: &str = "bridge";
 
 /// Who made an endpoint's namespace and answers for its life: `run`'s containers, or a
 /// runtime through one of the other front doors (the CNI plugin, Docker's network plugin).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Owner {
     /// A container of our own `run`, whose namespace is ours too.
@@ -282,12 +289,12 @@ pub struct Container {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    pub networks: Vec<Network>,
-    pub containers: Vec<Container>,
+    pub networks: Table<Network>,
+    pub containers: Table<Container>,
     /// Every network attachment, whoever owns it (absent from state files written before
     /// endpoints were the state's own: `StateStore::load` moves theirs here).
     #[serde(default)]
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Table<Endpoint>,
     /// The firewall for published ports (absent from state files of earlier versions).
     #[serde(default)]
     pub firewall: crate::firewall::Rules,
@@ -307,8 +314,9 @@ impl State {
         find(&self.containers, name_or_id, |c| (&c.name, &c.id))
     }
 
+    /// A container to change; the change is saved with the next save.
     pub fn container_mut(&mut self, id: &str) -> Option<&mut Container> {
-        self.containers.iter_mut().find(|c| c.id == id)
+        self.containers.get_mut(id)
     }
 
     /// Addresses in use on a network: the allocations IPAM must avoid.
@@ -362,6 +370,27 @@ impl OwnerNames<'_> {
     }
 }
 
+impl Keyed for Network {
+    type Index = ();
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Keyed for Container {
+    type Index = ();
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Keyed for Endpoint {
+    type Index = ();
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
 fn find<'a, T>(items: &'a [T], key: &str, names: impl Fn(&T) -> (&String, &String)) -> Option<&'a T> {
     if let Some(exact) = items.iter().find(|i| {
         let (name, id) = names(i);
@@ -379,92 +408,18 @@ fn find<'a, T>(items: &'a [T], key: &str, names: impl Fn(&T) -> (&String, &Strin
     }
 }
 
-/// Where the state lives on disk; writes go to a temporary file renamed over the old one
-/// so that a crash never leaves half a state behind.
-pub struct StateStore {
-    path: PathBuf,
-}
-
-impl StateStore {
-    pub fn new(dir: &Path) -> Self {
-        Self { path: dir.join("state.json") }
-    }
-
-    /// The state on disk, if any; a file an earlier version wrote is brought to today's
-    /// shape (see `Earlier`).
-    pub fn load(&self) -> anyhow::Result<Option<State>> {
-        let bytes = match fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", self.path.display())),
-        };
-        let corrupt = || format!("state file {} is corrupt", self.path.display());
-        let mut state: State = serde_json::from_slice(&bytes).with_context(corrupt)?;
-        let earlier: Earlier = serde_json::from_slice(&bytes).with_context(corrupt)?;
-        earlier.migrate_into(&mut state).with_context(corrupt)?;
-        Ok(Some(state))
-    }
-
-    pub fn save(&self, state: &State) -> anyhow::Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(&serde_json::to_vec_pretty(state)?)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &self.path)
-        };
-        write().with_context(|| format!("writing {}", self.path.display()))
-    }
-}
-
-/// What a state file written before endpoints were the state's own holds in each
-/// container: its attachments, and the ports published on the first of them. Files of
-/// today hold none, and migrate to themselves.
-#[derive(Deserialize)]
-struct Earlier {
-    #[serde(default)]
-    containers: Vec<EarlierContainer>,
-}
-
-#[derive(Deserialize)]
-struct EarlierContainer {
-    id: String,
-    netns: PathBuf,
-    #[serde(default)]
-    attachments: Vec<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    ports: Vec<crate::ports::PortMapping>,
-}
-
-impl Earlier {
-    /// Makes each attachment an endpoint of its container: an attachment held an
-    /// endpoint's fields but its id, owner, namespace and ports.
-    fn migrate_into(self, state: &mut State) -> serde_json::Result<()> {
-        for container in self.containers {
-            let owner = serde_json::to_value(Owner::Container { id: container.id })?;
-            let netns = serde_json::to_value(&container.netns)?;
-            let mut ports = Some(container.ports);
-            for mut fields in container.attachments {
-                fields.insert("id".into(), new_id().into());
-                fields.insert("owner".into(), owner.clone());
-                fields.insert("netns".into(), netns.clone());
-                fields.insert("ports".into(), serde_json::to_value(ports.take().unwrap_or_default())?);
-                state.endpoints.push(serde_json::from_value(fields.into())?);
-            }
-        }
-        Ok(())
-    }
-}
-
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
-    fn sample() -> State {
+    /// A network, a container on it with an endpoint publishing a port, a firewall rule.
+    pub(super) fn sample() -> State {
         let network = Network {
             id: new_id(),
             name: "blue".into(),
@@ -520,17 +475,22 @@ mod tests {
             container: Some("web".into()),
         };
         firewall.add(rule).unwrap();
-        State { networks: vec![network], containers: vec![container], endpoints: vec![endpoint], firewall }
+        State {
+            networks: vec![network].into(),
+            containers: vec![container].into(),
+            endpoints: vec![endpoint].into(),
+            firewall,
+        }
     }
 
     #[test]
     fn state_round_trips_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let mut store = StateStore::new(dir.path());
         assert_eq!(store.load().unwrap(), None);
         let state = sample();
-        store.save(&state).unwrap();
-        assert_eq!(store.load().unwrap(), Some(state));
+        store.write_whole(&state).unwrap();
+        assert_eq!(StateStore::new(dir.path()).load().unwrap(), Some(state));
     }
 
     #[test]
@@ -589,7 +549,7 @@ mod tests {
     fn state_files_from_before_endpoints_load_with_each_attachment_an_endpoint() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("state.json"), BEFORE_ENDPOINTS).unwrap();
-        let store = StateStore::new(dir.path());
+        let mut store = StateStore::new(dir.path());
         let state = store.load().unwrap().unwrap();
         let (web, tool) = (&state.containers[0], &state.containers[1]);
         assert_eq!(
@@ -623,10 +583,9 @@ mod tests {
         );
         assert!(eth1.aliases.is_empty() && eth1.ports.is_empty(), "the second attachment published nothing");
         assert_eq!(state.endpoints_of(&tool.id).count(), 0, "a host-mode container has no endpoint");
-        // Saved once, the file is of today's shape and loads as saved: ids stay.
-        store.save(&state).unwrap();
+        // Loaded once, the file is of today's shape and loads as it was: ids stay.
         assert!(!fs::read_to_string(dir.path().join("state.json")).unwrap().contains("attachments"));
-        assert_eq!(store.load().unwrap(), Some(state));
+        assert_eq!(StateStore::new(dir.path()).load().unwrap(), Some(state));
     }
 
     #[test]

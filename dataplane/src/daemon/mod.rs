@@ -128,7 +128,7 @@ pub async fn run(config: Config) -> Result<()> {
         None => log::warn!("no cgroup2 mount: host processes cannot reach published ports"),
     }
     ports::raise_fd_limit();
-    let store = StateStore::new(&config.state_dir);
+    let mut store = StateStore::new(&config.state_dir);
     let state = store.load()?.unwrap_or_default();
     let resolvers = dns::Resolvers::new(&upstreams(&config));
     let core = Arc::new(Mutex::new(Core {
@@ -195,6 +195,11 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&config.socket);
+    {
+        let mut guard = core.lock().await;
+        let c = &mut *guard;
+        c.store.write_whole(&c.state)?;
+    }
     log::info!("stopped; containers keep running and state is kept for the next start");
     Ok(())
 }
@@ -444,9 +449,12 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
 }
 
 impl Core {
+    /// Writes what changed in the state since the last save, and brings the resolvers'
+    /// names in line with it.
     fn save(&mut self) -> Result<()> {
-        self.resolvers.update(&self.state);
-        self.store.save(&self.state)
+        let changes = self.state.take_changes();
+        self.resolvers.update(&self.state, &changes);
+        self.store.save(&self.state, &changes)
     }
 
     /// Removes the tracked flows `pred` picks by their container-side key and times.

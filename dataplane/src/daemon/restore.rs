@@ -41,7 +41,8 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         };
         c.create_network(spec).await.context("creating the default network")?;
     }
-    for net in c.state.networks.clone() {
+    let networks = c.state.networks.to_vec();
+    for net in networks {
         let restored = drivers::setup_network(&c.netlink, &mut c.datapath, &net).await;
         match restored {
             // A macvlan parent that went away breaks that network, not the daemon.
@@ -50,7 +51,8 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         }
     }
     let mut watchers = vec![];
-    for container in c.state.containers.clone() {
+    let containers = c.state.containers.to_vec();
+    for container in containers {
         if container.network_mode.owns_sandbox() && !container.netns.exists() {
             log::warn!("container {}: its namespace is gone; marking it exited", container.name);
             c.container_by_id(&container.id)?.status = Status::Exited { code: None };
