@@ -97,14 +97,19 @@ impl AddressPlan {
     }
 
     /// The lowest free address of the range: .2, .3, ... on a fresh network, and a
-    /// released address is the first to be handed out again.
+    /// released address is the first to be handed out again. Walks the used addresses in
+    /// step with the candidates rather than looking each candidate up: thousands of
+    /// endpoints on a network cost microseconds.
     pub fn allocate(&self, used: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr, IpamError> {
-        let start = u32::from(self.range.network());
-        let end = u32::from(self.range.broadcast());
-        (start..=end)
-            .map(Ipv4Addr::from)
-            .find(|ip| !self.is_reserved(*ip) && !used.contains(ip))
-            .ok_or(IpamError::Exhausted { range: self.range })
+        let (first, last) = (self.range.network(), self.range.broadcast());
+        let mut taken = used.range(first..=last).peekable();
+        for candidate in u32::from(first)..=u32::from(last) {
+            let candidate = Ipv4Addr::from(candidate);
+            if taken.next_if_eq(&&candidate).is_none() && !self.is_reserved(candidate) {
+                return Ok(candidate);
+            }
+        }
+        Err(IpamError::Exhausted { range: self.range })
     }
 
     /// Checks an address the user asked for with --ip.
@@ -161,6 +166,17 @@ mod tests {
         let mut used: BTreeSet<_> = [ip("10.1.0.2"), ip("10.1.0.3"), ip("10.1.0.4")].into();
         used.remove(&ip("10.1.0.3"));
         assert_eq!(plan.allocate(&used).unwrap(), ip("10.1.0.3"));
+    }
+
+    #[test]
+    fn allocation_finds_the_first_gap_among_thousands_taken() {
+        let plan = AddressPlan::new("10.1.0.0/20".parse().unwrap(), None, None).unwrap();
+        let mut used: BTreeSet<Ipv4Addr> = (2..3000).map(|i| Ipv4Addr::from(0x0a01_0000 + i)).collect();
+        // Addresses outside the range do not count.
+        used.insert(Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(plan.allocate(&used).unwrap(), Ipv4Addr::from(0x0a01_0000 + 3000));
+        used.remove(&Ipv4Addr::from(0x0a01_0000 + 1234));
+        assert_eq!(plan.allocate(&used).unwrap(), Ipv4Addr::from(0x0a01_0000 + 1234));
     }
 
     #[test]

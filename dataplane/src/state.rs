@@ -320,8 +320,20 @@ impl State {
     }
 
     /// Addresses in use on a network: the allocations IPAM must avoid.
-    pub fn used_addresses(&self, network_id: &str) -> BTreeSet<Ipv4Addr> {
-        self.endpoints_on(network_id).map(|e| e.ip).collect()
+    pub fn used_addresses(&self, network_id: &str) -> &BTreeSet<Ipv4Addr> {
+        static NONE: BTreeSet<Ipv4Addr> = BTreeSet::new();
+        self.endpoints.index().networks.get(network_id).map_or(&NONE, |n| &n.addresses)
+    }
+
+    /// How many endpoints of a network each of its bridges holds (bridges without any
+    /// left out).
+    pub fn bridge_occupancy(&self, network_id: &str) -> BTreeMap<u8, usize> {
+        self.endpoints.index().networks.get(network_id).map(|n| n.bridges.clone()).unwrap_or_default()
+    }
+
+    /// Whether an endpoint has this host-side veth name.
+    pub fn veth_taken(&self, name: &str) -> bool {
+        self.endpoints.index().veths.contains(name)
     }
 
     /// The endpoints on a network, in the order they joined it.
@@ -385,9 +397,49 @@ impl Keyed for Container {
 }
 
 impl Keyed for Endpoint {
-    type Index = ();
+    type Index = EndpointIndex;
     fn key(&self) -> &str {
         &self.id
+    }
+}
+
+/// What attaching asks of all endpoints at once, kept up to date as endpoints come and
+/// go: per network, the addresses taken and the endpoints on each bridge; the host-side
+/// veth names taken.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointIndex {
+    networks: HashMap<String, NetworkUse>,
+    veths: std::collections::HashSet<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct NetworkUse {
+    addresses: BTreeSet<Ipv4Addr>,
+    bridges: BTreeMap<u8, usize>,
+}
+
+impl table::Index<Endpoint> for EndpointIndex {
+    fn add(&mut self, endpoint: &Endpoint) {
+        let network = self.networks.entry(endpoint.network_id.clone()).or_default();
+        network.addresses.insert(endpoint.ip);
+        *network.bridges.entry(endpoint.bridge).or_default() += 1;
+        self.veths.insert(endpoint.host_veth.clone());
+    }
+
+    fn remove(&mut self, endpoint: &Endpoint) {
+        if let Some(network) = self.networks.get_mut(&endpoint.network_id) {
+            network.addresses.remove(&endpoint.ip);
+            if let Some(count) = network.bridges.get_mut(&endpoint.bridge) {
+                *count -= 1;
+                if *count == 0 {
+                    network.bridges.remove(&endpoint.bridge);
+                }
+            }
+            if network.addresses.is_empty() && network.bridges.is_empty() {
+                self.networks.remove(&endpoint.network_id);
+            }
+        }
+        self.veths.remove(&endpoint.host_veth);
     }
 }
 
@@ -637,10 +689,25 @@ mod tests {
 
     #[test]
     fn used_addresses_come_from_the_endpoints() {
-        let state = sample();
+        let mut state = sample();
         let id = state.networks[0].id.clone();
-        assert_eq!(state.used_addresses(&id), ["10.9.0.130".parse().unwrap()].into());
+        let first: Ipv4Addr = "10.9.0.130".parse().unwrap();
+        assert_eq!(state.used_addresses(&id), &[first].into());
         assert!(state.used_addresses("other").is_empty());
+        // Kept as endpoints come and go, with the bridges' occupancy and the veth names.
+        let mut second = state.endpoints[0].clone();
+        (second.id, second.ip, second.host_veth, second.bridge) =
+            (new_id(), Ipv4Addr::new(10, 9, 0, 131), "veth7654321".into(), 0);
+        state.endpoints.push(second.clone());
+        assert_eq!(state.used_addresses(&id), &[first, second.ip].into());
+        assert_eq!(state.bridge_occupancy(&id), [(0, 1), (1, 1)].into());
+        assert!(state.veth_taken("veth7654321") && state.veth_taken("veth1234567"));
+        state.endpoints.retain(|e| e.ip == second.ip);
+        assert_eq!(state.used_addresses(&id), &[second.ip].into());
+        assert_eq!(state.bridge_occupancy(&id), [(0, 1)].into());
+        assert!(!state.veth_taken("veth1234567"), "a veth name is free again once its endpoint left");
+        state.endpoints.retain(|_| false);
+        assert!(state.used_addresses(&id).is_empty() && state.bridge_occupancy(&id).is_empty());
     }
 
     #[test]

@@ -42,8 +42,8 @@ impl Core {
         check_aliases(net, &wanted.aliases)?;
         let used = self.state.used_addresses(&net.id);
         let ip = match wanted.ip {
-            Some(ip) => net.plan().claim(ip, &used),
-            None => net.plan().allocate(&used),
+            Some(ip) => net.plan().claim(ip, used),
+            None => net.plan().allocate(used),
         }
         .map_err(|e| anyhow!("network {}: {e}", net.name))?;
         let mut endpoint = Endpoint {
@@ -124,15 +124,14 @@ impl Core {
     }
 
     fn bridge_for(&self, net: &Network) -> Result<u8> {
-        drivers::bridge_for(net, self.state.endpoints_on(&net.id).map(|e| e.bridge))
+        drivers::bridge_for(net, &self.state.bridge_occupancy(&net.id))
     }
 
     async fn unused_veth_name(&self) -> Result<String> {
         loop {
             let suffix: u32 = rand::random::<u32>() & 0x0fff_ffff;
             let name = format!("veth{suffix:07x}");
-            let taken = self.state.endpoints.iter().any(|e| e.host_veth == name);
-            if !taken && self.netlink.link_index(&name).await?.is_none() {
+            if !self.state.veth_taken(&name) && self.netlink.link_index(&name).await?.is_none() {
                 return Ok(name);
             }
         }

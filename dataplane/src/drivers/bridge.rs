@@ -11,6 +11,8 @@
 //! Every function here is idempotent, so the daemon uses the same calls to build, to
 //! restore after a restart, and to undo a half-made endpoint.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Result, bail};
 use dataplane_common::InterfaceConfig;
 
@@ -52,12 +54,12 @@ pub const CONTAINERS_PER_BRIDGE: usize = 1000;
 pub const EXTRA_BRIDGES: u8 = 23;
 
 /// The bridge that takes a network's next container: the first with room, the network's
-/// own first. `taken` holds the bridge of each container already on the network.
-pub fn bridge_for(net: &Network, taken: impl IntoIterator<Item = u8>) -> Result<u8> {
+/// own first. `occupancy` holds how many containers each bridge has (none where absent).
+pub fn bridge_for(net: &Network, occupancy: &BTreeMap<u8, usize>) -> Result<u8> {
     let mut counts = [0usize; 1 + EXTRA_BRIDGES as usize];
-    for bridge in taken {
-        if let Some(count) = counts.get_mut(usize::from(bridge)) {
-            *count += 1;
+    for (&bridge, &count) in occupancy {
+        if let Some(slot) = counts.get_mut(usize::from(bridge)) {
+            *slot = count;
         }
     }
     // Isolated ports (icc=false) reach each other through non-isolated ones, and a link to
@@ -230,37 +232,37 @@ pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, endpoint
 mod tests {
     use super::*;
 
-    fn filled(own: usize, extra: &[usize]) -> Vec<u8> {
-        let mut taken = vec![0; own];
+    fn filled(own: usize, extra: &[usize]) -> BTreeMap<u8, usize> {
+        let mut occupancy: BTreeMap<u8, usize> = [(0, own)].into();
         for (i, &count) in extra.iter().enumerate() {
-            taken.extend(std::iter::repeat_n(i as u8 + 1, count));
+            occupancy.insert(i as u8 + 1, count);
         }
-        taken
+        occupancy
     }
 
     #[test]
     fn containers_fill_the_networks_own_bridge_first() {
         let net = Network::sample("blue", 7);
-        assert_eq!(bridge_for(&net, []).unwrap(), 0);
-        assert_eq!(bridge_for(&net, filled(CONTAINERS_PER_BRIDGE - 1, &[])).unwrap(), 0);
+        assert_eq!(bridge_for(&net, &BTreeMap::new()).unwrap(), 0);
+        assert_eq!(bridge_for(&net, &filled(CONTAINERS_PER_BRIDGE - 1, &[])).unwrap(), 0);
     }
 
     #[test]
     fn a_full_bridge_sends_containers_to_the_first_extra_one_with_room() {
         let net = Network::sample("blue", 7);
-        assert_eq!(bridge_for(&net, filled(CONTAINERS_PER_BRIDGE, &[])).unwrap(), 1);
+        assert_eq!(bridge_for(&net, &filled(CONTAINERS_PER_BRIDGE, &[])).unwrap(), 1);
         let full = CONTAINERS_PER_BRIDGE;
-        assert_eq!(bridge_for(&net, filled(full, &[full, 3])).unwrap(), 2);
+        assert_eq!(bridge_for(&net, &filled(full, &[full, 3])).unwrap(), 2);
         // A container leaving an earlier bridge makes room there first.
-        assert_eq!(bridge_for(&net, filled(full - 1, &[full, 3])).unwrap(), 0);
-        assert_eq!(bridge_for(&net, filled(full, &[full - 1, full])).unwrap(), 1);
+        assert_eq!(bridge_for(&net, &filled(full - 1, &[full, 3])).unwrap(), 0);
+        assert_eq!(bridge_for(&net, &filled(full, &[full - 1, full])).unwrap(), 1);
     }
 
     #[test]
     fn a_network_refuses_containers_past_its_last_bridge() {
         let net = Network::sample("blue", 7);
         let all = filled(CONTAINERS_PER_BRIDGE, &[CONTAINERS_PER_BRIDGE; EXTRA_BRIDGES as usize]);
-        let err = bridge_for(&net, all).unwrap_err().to_string();
+        let err = bridge_for(&net, &all).unwrap_err().to_string();
         assert!(err.contains("network blue is full: 24000 containers"), "{err}");
         assert!(err.contains("create another network"), "{err}");
     }
@@ -269,8 +271,8 @@ mod tests {
     fn a_network_without_inter_container_traffic_keeps_to_one_bridge() {
         let mut net = Network::sample("quiet", 7);
         net.bridge_options.icc = false;
-        assert_eq!(bridge_for(&net, filled(CONTAINERS_PER_BRIDGE - 1, &[])).unwrap(), 0);
-        let err = bridge_for(&net, filled(CONTAINERS_PER_BRIDGE, &[])).unwrap_err().to_string();
+        assert_eq!(bridge_for(&net, &filled(CONTAINERS_PER_BRIDGE - 1, &[])).unwrap(), 0);
+        let err = bridge_for(&net, &filled(CONTAINERS_PER_BRIDGE, &[])).unwrap_err().to_string();
         assert!(err.contains("network quiet is full") && err.contains("icc=false"), "{err}");
     }
 

@@ -6,6 +6,8 @@
 //! Every function is idempotent, so the daemon uses the same calls to build, to restore
 //! after a restart, and to undo a half-made step.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 
 use crate::{
@@ -35,9 +37,10 @@ pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) ->
     if is_macvlan(net) { Ok(()) } else { bridge::teardown_network(nl, dp, net).await }
 }
 
-/// The bridge of the network that takes its next container (0 where the driver has none).
-pub fn bridge_for(net: &Network, taken: impl IntoIterator<Item = u8>) -> Result<u8> {
-    if is_macvlan(net) { Ok(0) } else { bridge::bridge_for(net, taken) }
+/// The bridge of the network that takes its next container (0 where the driver has none),
+/// given how many endpoints each of its bridges holds.
+pub fn bridge_for(net: &Network, occupancy: &BTreeMap<u8, usize>) -> Result<u8> {
+    if is_macvlan(net) { Ok(0) } else { bridge::bridge_for(net, occupancy) }
 }
 
 /// Builds or re-arms an endpoint; returns the host-side ifindex the programs run on,
