@@ -29,6 +29,15 @@ pub struct Netlink {
     handle: Handle,
 }
 
+/// What `Netlink::link_state` finds of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    pub index: u32,
+    /// The bridge the link is a port of.
+    pub controller: Option<u32>,
+    pub up: bool,
+}
+
 fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == errno)
 }
@@ -68,6 +77,25 @@ impl Netlink {
         let mut links = self.handle.clone().link().get().match_name(name.to_string()).execute();
         match links.try_next().await {
             Ok(Some(link)) => Ok(Some(link.header.index)),
+            Ok(None) => Ok(None),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up link {name}")),
+        }
+    }
+
+    /// A link's index, the bridge it is a port of, and whether it is up; `None` when
+    /// there is no such link.
+    pub async fn link_state(&self, name: &str) -> Result<Option<LinkState>> {
+        let mut links = self.handle.clone().link().get().match_name(name.to_string()).execute();
+        match links.try_next().await {
+            Ok(Some(link)) => Ok(Some(LinkState {
+                index: link.header.index,
+                controller: link.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Controller(index) => Some(*index),
+                    _ => None,
+                }),
+                up: link.header.flags.contains(LinkFlags::Up),
+            })),
             Ok(None) => Ok(None),
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("looking up link {name}")),

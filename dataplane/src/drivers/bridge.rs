@@ -18,7 +18,7 @@ use dataplane_common::InterfaceConfig;
 
 use crate::{
     maps::{Datapath, v4_key},
-    netlink::{self, Netlink},
+    netlink::{self, LinkState, Netlink},
     netns,
     state::{Endpoint, Network},
 };
@@ -111,8 +111,19 @@ async fn endpoint_bridge(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Re
         return Ok(own);
     }
     let names = ExtraBridge::of(net, endpoint.bridge);
+    // Linked and up already (by an earlier endpoint, or before a restart): three
+    // lookups, where making sure of it all again took eight calls.
+    let existing = nl.link_state(&names.bridge).await?;
+    if let Some(bridge) = existing.filter(|b| b.up) {
+        let ready = |link: Option<LinkState>, to: u32| link.is_some_and(|l| l.up && l.controller == Some(to));
+        if ready(nl.link_state(&names.link).await?, own)
+            && ready(nl.link_state(&names.link_peer).await?, bridge.index)
+        {
+            return Ok(bridge.index);
+        }
+    }
     let mtu = net.bridge_options.mtu;
-    let bridge = match nl.link_index(&names.bridge).await? {
+    let bridge = match existing.map(|b| b.index) {
         Some(index) => index,
         // A fixed MAC, as for the network's own bridge; locally administered, unique per
         // network and bridge. No ARP: the host would answer for the gateway here too,
