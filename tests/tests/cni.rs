@@ -174,6 +174,10 @@ fn add_check_and_del_attach_a_pod_and_leave_nothing_behind() {
     assert!(owners.contains(&json!("cni:c0ffee01")) && owners.contains(&json!("cni:c0ffee02")), "{owners:?}");
     assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 1, "ps shows only our own containers");
 
+    // The network stays while a runtime's pod is on it, and the refusal says how to go on.
+    let refusal = host.dp_err(&["network", "rm", "pods"]);
+    assert!(refusal.contains("cni:c0ffee01") && refusal.contains("podman rm -f"), "{refusal}");
+
     // CHECK with the cached result passes.
     let check_conf = with(conf.clone(), "prevResult", result.clone());
     Call::new(&host, "CHECK", "c0ffee01", Some(&a)).ok(&check_conf);
