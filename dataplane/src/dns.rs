@@ -31,7 +31,7 @@ use tokio::{
     time::timeout,
 };
 
-use crate::state::{DEFAULT_NETWORK, NetworkMode, State, Status};
+use crate::state::{Container, DEFAULT_NETWORK, Endpoint, NetworkMode, Owner, State, Status};
 
 /// Docker's TTL for container names.
 const TTL: u32 = 600;
@@ -74,13 +74,35 @@ impl Directory {
         for net in state.networks.iter().filter(|n| has_resolver(&n.driver)) {
             directory.zones.insert(net.id.clone(), Zone { forwards: !net.internal, ..Zone::default() });
         }
-        let running = state
-            .containers
-            .iter()
-            .filter(|c| matches!(c.status, Status::Running { .. }) && c.network_mode == NetworkMode::Bridge);
-        let endpoints = state.endpoints_by_container();
-        for container in running {
-            let Some(attached) = endpoints.get(container.id.as_str()) else { continue };
+        let containers: HashMap<&str, &Container> =
+            state.containers.iter().map(|c| (c.id.as_str(), c)).collect();
+        // By owner, in the order they joined: that is the order a shared name answers in.
+        let mut owners: Vec<&Owner> = vec![];
+        let mut by_owner: HashMap<&Owner, Vec<&Endpoint>> = HashMap::new();
+        for endpoint in &state.endpoints {
+            let attached = by_owner.entry(&endpoint.owner).or_default();
+            if attached.is_empty() {
+                owners.push(&endpoint.owner);
+            }
+            attached.push(endpoint);
+        }
+        for owner in owners {
+            let attached = &by_owner[owner];
+            // Our containers answer by their name, hostname and short id while they run;
+            // other owners' endpoints (a runtime's, through CNI or Docker) by the names
+            // they were attached with, for as long as they are attached.
+            let own_names = match owner.container_id() {
+                Some(id) => match containers.get(id) {
+                    Some(c)
+                        if matches!(c.status, Status::Running { .. })
+                            && c.network_mode == NetworkMode::Bridge =>
+                    {
+                        Some(vec![c.name.as_str(), c.hostname.as_str(), &c.id[..12]])
+                    }
+                    _ => continue,
+                },
+                None => None,
+            };
             let networks: Vec<String> = attached.iter().map(|a| a.network_id.clone()).collect();
             for att in attached {
                 let Some(net) = state.network_by_id(&att.network_id) else { continue };
@@ -89,10 +111,11 @@ impl Directory {
                 if net.name == DEFAULT_NETWORK {
                     continue;
                 }
-                let qualified = format!("{}.{}", container.name, net.name);
-                let mut names =
-                    vec![container.name.as_str(), &container.hostname, &container.id[..12], &qualified];
+                let mut names: Vec<&str> = own_names.clone().unwrap_or_default();
                 names.extend(att.aliases.iter().map(String::as_str));
+                let Some(&first) = names.first() else { continue };
+                let qualified = format!("{first}.{}", net.name);
+                names.push(&qualified);
                 names.sort_unstable();
                 names.dedup();
                 for name in names {
@@ -593,6 +616,38 @@ mod tests {
         assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
         assert!(aaaa.answers.is_empty());
         assert!(aaaa.metadata.authoritative && aaaa.metadata.recursion_desired);
+    }
+
+    #[test]
+    fn endpoints_of_other_owners_answer_by_the_names_they_were_attached_with() {
+        let (mut state, [red, blue, ..]) = sample();
+        // A runtime's pod (CNI) on red and blue, and one attached without names.
+        let (_, mut pod) = container("unused", &[(&red, 7, &["web-0", "www"]), (&blue, 7, &[])]);
+        let (_, mut nameless) = container("unused", &[(&red, 8, &[])]);
+        for endpoint in &mut pod {
+            endpoint.owner = Owner::Cni { container_id: "c0ffee".into() };
+        }
+        nameless[0].owner = Owner::Cni { container_id: "bead".into() };
+        state.endpoints.extend(pod.into_iter().chain(nameless));
+        let directory = Directory::from_state(&state);
+        for name in ["web-0", "WWW", "web-0.red"] {
+            assert_eq!(
+                lookup(&directory, &red, [10, 1, 0, 2], name, 0),
+                Some(vec!["10.1.0.7".into()]),
+                "{name}"
+            );
+        }
+        // The pod sees the names of both its networks; the names are red's only.
+        assert_eq!(lookup(&directory, &red, [10, 1, 0, 7], "db", 0), Some(vec!["10.2.0.2".into()]));
+        assert_eq!(lookup(&directory, &blue, [10, 2, 0, 2], "web-0", 0), None);
+        let ptr = resolve(
+            directory.zones_for(&red.id, [10, 1, 0, 2].into()),
+            &query("7.0.1.10.in-addr.arpa.", RecordType::PTR),
+            0,
+        )
+        .unwrap();
+        assert_eq!(ptr.answers[0].data.to_string(), "web-0.red.");
+        assert!(!directory.zones[&red.id].pointers.contains_key(&Ipv4Addr::new(10, 1, 0, 8)));
     }
 
     #[test]

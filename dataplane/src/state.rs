@@ -160,7 +160,7 @@ pub const DEFAULT_NETWORK: &str = "bridge";
 
 /// Who made an endpoint's namespace and answers for its life: `run`'s containers, or a
 /// runtime through one of the other front doors (the CNI plugin, Docker's network plugin).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Owner {
     /// A container of our own `run`, whose namespace is ours too.

@@ -32,6 +32,11 @@ pub fn binary() -> PathBuf {
     path
 }
 
+/// The CNI plugin under test, built next to the `dataplane` binary.
+pub fn cni_plugin() -> PathBuf {
+    binary().with_file_name("dataplane-cni")
+}
+
 fn unique(prefix: &str) -> String {
     format!("{prefix}{}-{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
 }
@@ -460,8 +465,9 @@ impl Drop for Host {
         // The daemon makes its pin dir a mount of its own.
         let _ = Command::new("umount").arg("-l").arg(self.netns_dir()).status();
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        // A test may have removed one of its namespaces itself.
         for ns in self.external.iter().chain(&self.extra_namespaces) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }
         let _ = Command::new("umount").arg("-l").arg(self.bpffs()).status();
         // Empty once our processes are gone; give their exit a moment.

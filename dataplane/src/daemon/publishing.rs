@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::Core;
 use crate::{
+    api::{DaemonError, ErrorKind},
     firewall,
     ports::{self, PortMapping},
     state::Endpoint,
@@ -57,13 +58,17 @@ impl Core {
             if let Some((lo, hi)) = self.nat_ports
                 && (lo..=hi).contains(&mapping.host_port)
             {
-                bail!(
-                    "host port {} is in the masquerade port range {lo}-{hi}; publish on another port",
-                    mapping.host_port
-                );
+                bail!(DaemonError::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "host port {} is in the masquerade port range {lo}-{hi}; publish on another port",
+                        mapping.host_port
+                    )
+                ));
             }
             // Reservations made so far are released when `held` drops on an error.
-            let (reservation, port) = ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto)?;
+            let (reservation, port) = ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto)
+                .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("{e:#}")))?;
             held.push(reservation);
             resolved.push(PortMapping { host_port: port, ..*mapping });
         }
