@@ -239,15 +239,24 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     mounts
 }
 
+/// A command in a test's host namespace (as `Host::command`, which a runtime cannot
+/// borrow: tests restart the host's daemon under it).
+fn in_host_namespace(netns: &str, program: &str) -> Command {
+    let mut command = Command::new("nsenter");
+    command.arg(format!("--net=/run/netns/{netns}")).arg("--").arg(program);
+    command
+}
+
 /// podman with the CNI backend, its networks the conflists of the test.
-pub struct Podman<'h> {
-    host: &'h Host,
+pub struct Podman {
+    /// The host's namespace.
+    netns: String,
     dir: PathBuf,
 }
 
-impl<'h> Podman<'h> {
+impl Podman {
     /// podman for `host`, with `conflists` as its networks and the busybox image imported.
-    pub fn start(host: &'h Host, conflists: &[Value]) -> Self {
+    pub fn start(host: &Host, conflists: &[Value]) -> Self {
         let dir = host.dir.join("podman");
         let networks = dir.join("networks");
         for conflist in conflists {
@@ -290,7 +299,7 @@ cni_plugin_dirs = ["{plugins}", "/usr/lib/cni"]
             dir.join("run").display()
         );
         fs::write(dir.join("storage.conf"), storage_conf).unwrap();
-        let podman = Self { host, dir };
+        let podman = Self { netns: host.name.clone(), dir };
         let image = busybox_image();
         podman.ok(&["import", image.rootfs_tar.to_str().unwrap(), BUSYBOX_IMAGE]);
         podman
@@ -298,7 +307,7 @@ cni_plugin_dirs = ["{plugins}", "/usr/lib/cni"]
 
     /// `podman ARGS...` in the host namespace, with the test's configuration.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = self.host.command("podman");
+        let mut command = in_host_namespace(&self.netns, "podman");
         command
             .args(args)
             .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
@@ -372,7 +381,7 @@ cni_plugin_dirs = ["{plugins}", "/usr/lib/cni"]
     }
 }
 
-impl Drop for Podman<'_> {
+impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.output(&["rm", "-a", "-f", "-t", "0"]);
         // Whatever podman failed to stop: conmon and the containers it started for us.
@@ -390,8 +399,9 @@ impl Drop for Podman<'_> {
 /// containerd with ctr, in a mount namespace of their own where `/etc/cni/net.d` is the
 /// test's conflist dir, `/opt` the host's plugin root, and `/run` and `/var/lib` are
 /// empty tmpfs (shim sockets, runc state, libcni's result cache).
-pub struct Containerd<'h> {
-    host: &'h Host,
+pub struct Containerd {
+    /// The host's namespace.
+    netns: String,
     dir: PathBuf,
     daemon: Option<Child>,
     /// ctr's namespace, also the cgroup (`/<namespace>/<container>`) runc puts containers in.
@@ -401,9 +411,9 @@ pub struct Containerd<'h> {
     runs: Vec<(String, Child)>,
 }
 
-impl<'h> Containerd<'h> {
+impl Containerd {
     /// containerd for `host`, `conflist` the only network ctr sees, the busybox image imported.
-    pub fn start(host: &'h Host, conflist: &Value) -> Self {
+    pub fn start(host: &Host, conflist: &Value) -> Self {
         let dir = host.dir.join("containerd");
         let net_d = dir.join("net.d");
         write_conflist(&net_d, "10-test.conflist", conflist);
@@ -438,16 +448,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             config = dir.join("config.toml").display(),
         );
         let log = fs::File::create(dir.join("containerd.log")).unwrap();
-        let daemon = host
-            .command("unshare")
+        let daemon = in_host_namespace(&host.name, "unshare")
             .args(["--mount", "--propagation", "private", "--", "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("starting containerd");
-        let mut containerd =
-            Self { host, dir, daemon: Some(daemon), namespace: host.name.clone(), runs: vec![] };
+        let mut containerd = Self {
+            netns: host.name.clone(),
+            dir,
+            daemon: Some(daemon),
+            namespace: host.name.clone(),
+            runs: vec![],
+        };
         containerd.wait_for_socket();
         let image = busybox_image();
         containerd.ok(&[
@@ -485,7 +499,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new("nsenter");
         command
-            .arg(format!("--net=/run/netns/{}", self.host.name))
+            .arg(format!("--net=/run/netns/{}", self.netns))
             .arg(format!("--mount=/proc/{}/ns/mnt", self.daemon_pid()))
             .arg("--")
             .arg("ctr")
@@ -569,7 +583,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     }
 }
 
-impl Drop for Containerd<'_> {
+impl Drop for Containerd {
     fn drop(&mut self) {
         for (name, mut run) in std::mem::take(&mut self.runs) {
             let _ = self.output(&["task", "kill", "--signal", "KILL", &name]);
