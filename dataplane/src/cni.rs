@@ -33,8 +33,15 @@ const CONFIG_KEYS: [&str; 8] =
     ["network", "subnet", "gateway", "ipRange", "internal", "icc", "mtu", "socket"];
 /// `CNI_ARGS` keys we understand; any other needs `IgnoreUnknown=1`, as the reference
 /// plugins have it.
-const KNOWN_ARGS: [&str; 5] =
-    ["IgnoreUnknown", "K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"];
+const KNOWN_ARGS: [&str; 7] = [
+    "IgnoreUnknown",
+    "IP",
+    "MAC",
+    "K8S_POD_NAME",
+    "K8S_POD_NAMESPACE",
+    "K8S_POD_INFRA_CONTAINER_ID",
+    "K8S_POD_UID",
+];
 /// A plugin-specific code (the spec leaves 100 and up to plugins): CHECK found the
 /// attachment no longer as ADD made it.
 const CODE_BROKEN: u32 = 100;
@@ -108,12 +115,22 @@ fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
     })
 }
 
-/// The runtime's asks: `ips`, `mac`, `aliases` and `portMappings` from `runtimeConfig`,
-/// and the pod's name from `CNI_ARGS` (podman and the kubelet pass `K8S_POD_NAME`).
+/// The runtime's asks: `ips`, `mac`, `aliases` and `portMappings` from `runtimeConfig`;
+/// from `CNI_ARGS`, the pod's name (podman and the kubelet pass `K8S_POD_NAME`) and the
+/// `IP` and `MAC` podman passes for `--ip` and `--mac-address` (a capability, when both
+/// give one, wins).
 fn wanted(conf: &NetConf, cni_args: Option<&str>, network: &str) -> Result<Wanted, Error> {
+    let args = parse_args(cni_args)?;
+    let arg = |key: &str| args.iter().find(|(k, v)| *k == key && !v.is_empty()).map(|(_, v)| *v);
     let mut wanted = Wanted::default();
-    if let Some(pod) = pod_name(cni_args)? {
-        wanted.names.push(pod);
+    if let Some(pod) = arg("K8S_POD_NAME") {
+        wanted.names.push(pod.to_string());
+    }
+    if let Some(ip) = arg("IP") {
+        wanted.ip = requested_ip(&ip.split(',').map(String::from).collect::<Vec<_>>(), "CNI_ARGS IP")?;
+    }
+    if let Some(mac) = arg("MAC") {
+        wanted.mac = Some(mac.parse().map_err(|e| Error::InvalidEnvValue(format!("CNI_ARGS MAC: {e}")))?);
     }
     let Some(runtime) = &conf.runtime_config else {
         return Ok(wanted);
@@ -121,7 +138,7 @@ fn wanted(conf: &NetConf, cni_args: Option<&str>, network: &str) -> Result<Wante
     if let Some(ips) = runtime.custom.get("ips") {
         let ips: Vec<String> = serde_json::from_value(ips.clone())
             .map_err(|_| bad_config(format!("runtimeConfig.ips is {ips}; give a list of addresses")))?;
-        wanted.ip = requested_ip(&ips)?;
+        wanted.ip = requested_ip(&ips, "runtimeConfig.ips")?.or(wanted.ip);
     }
     if let Some(mac) = runtime.custom.get("mac") {
         let text =
@@ -135,8 +152,8 @@ fn wanted(conf: &NetConf, cni_args: Option<&str>, network: &str) -> Result<Wante
     Ok(wanted)
 }
 
-/// The pod's name in `CNI_ARGS` (`K=V;K=V`); other keys need `IgnoreUnknown=1`.
-fn pod_name(cni_args: Option<&str>) -> Result<Option<String>, Error> {
+/// `CNI_ARGS` (`K=V;K=V`) as pairs; keys we do not know need `IgnoreUnknown=1`.
+fn parse_args(cni_args: Option<&str>) -> Result<Vec<(&str, &str)>, Error> {
     let pairs: Vec<(&str, &str)> = cni_args
         .unwrap_or_default()
         .split(';')
@@ -155,31 +172,32 @@ fn pod_name(cni_args: Option<&str>) -> Result<Option<String>, Error> {
             KNOWN_ARGS.join(", ")
         )));
     }
-    Ok(pairs.iter().find(|(k, v)| *k == "K8S_POD_NAME" && !v.is_empty()).map(|(_, v)| v.to_string()))
+    Ok(pairs)
 }
 
-/// The `ips` capability: one IPv4 address, with or without its prefix.
-fn requested_ip(ips: &[String]) -> Result<Option<Ipv4Addr>, Error> {
+/// The address asked for (`from`: the `ips` capability, or `IP` in `CNI_ARGS`): one IPv4
+/// address, with or without its prefix.
+fn requested_ip(ips: &[String], from: &str) -> Result<Option<Ipv4Addr>, Error> {
     let mut v4 = vec![];
     for text in ips {
         let ip = match text.parse::<IpNet>() {
             Ok(net) => net.addr(),
-            Err(_) => text.parse::<IpAddr>().map_err(|_| {
-                bad_config(format!("runtimeConfig.ips: {text:?} is not an address like 10.88.0.5/24"))
-            })?,
+            Err(_) => text
+                .parse::<IpAddr>()
+                .map_err(|_| bad_config(format!("{from}: {text:?} is not an address like 10.88.0.5/24")))?,
         };
         match ip {
             IpAddr::V4(ip) => v4.push(ip),
             IpAddr::V6(_) => {
                 return Err(unsupported(format!(
-                    "runtimeConfig.ips: {text} is IPv6; dataplane networks are IPv4-only for now"
+                    "{from}: {text} is IPv6; dataplane networks are IPv4-only for now"
                 )));
             }
         }
     }
     if v4.len() > 1 {
         return Err(bad_config(format!(
-            "runtimeConfig.ips asks for {} IPv4 addresses; an interface takes one",
+            "{from} asks for {} IPv4 addresses; an interface takes one",
             v4.len()
         )));
     }
@@ -524,13 +542,18 @@ mod tests {
             assert_eq!(u32::from(&err), code, "{runtime}: {err:?}");
             assert!(err.details().contains(says), "{runtime}: {err:?}");
         }
-        let err = pod_name(Some("K8S_POD_NAME=a;COLOUR=red")).unwrap_err();
+        let err = parse_args(Some("K8S_POD_NAME=a;COLOUR=red")).unwrap_err();
         assert_eq!(u32::from(&err), 4);
         assert!(err.details().contains("\"COLOUR\"") && err.details().contains("IgnoreUnknown=1"), "{err:?}");
-        assert_eq!(
-            pod_name(Some("K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0")).unwrap(),
-            Some("web-0".into())
-        );
+        // podman's --ip and --mac-address come in CNI_ARGS, beside the pod's name.
+        let bare = conf(json!({"name": "n", "type": "dataplane"}));
+        let podman = "IgnoreUnknown=1;K8S_POD_NAME=c3;MAC=02:42:0a:58:05:4d;IP=10.88.5.77";
+        let asked = wanted(&bare, Some(podman), "n").unwrap();
+        assert_eq!(asked.ip, Some(Ipv4Addr::new(10, 88, 5, 77)));
+        assert_eq!(asked.mac, Some("02:42:0a:58:05:4d".parse().unwrap()));
+        assert_eq!(asked.names, ["c3"]);
+        let err = wanted(&bare, Some("IP=fd00::7"), "n").unwrap_err();
+        assert!(err.details().contains("CNI_ARGS IP"), "{err:?}");
     }
 
     fn added() -> CniAdded {
