@@ -171,6 +171,7 @@ fn plugin_root(host: &Host) -> PathBuf {
 /// A network of our plugin, as the README tells users to write it: created from `subnet`
 /// on first use, the daemon reached at the test host's socket.
 pub fn dataplane_conflist(host: &Host, network: &str, subnet: &str) -> Value {
+    // Fails here, with the build hint, rather than in the runtime's "plugin not found".
     cni_binary();
     json!({
         "cniVersion": "1.0.0",
@@ -414,6 +415,13 @@ pub struct Containerd {
 impl Containerd {
     /// containerd for `host`, `conflist` the only network ctr sees, the busybox image imported.
     pub fn start(host: &Host, conflist: &Value) -> Self {
+        for mount_point in ["/etc/cni/net.d", "/opt"] {
+            assert!(
+                Path::new(mount_point).is_dir(),
+                "{mount_point} is missing: ctr's conflist dir and plugin root are mounted there \
+                 (package podman makes /etc/cni/net.d; `cargo xtask setup` installs it)"
+            );
+        }
         let dir = host.dir.join("containerd");
         let net_d = dir.join("net.d");
         write_conflist(&net_d, "10-test.conflist", conflist);
