@@ -7,14 +7,17 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::Ipv4Addr,
     os::unix::net::UnixStream,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::state::MacAddr;
+use crate::{ports::PortMapping, state::MacAddr};
+
+/// Where the daemon serves its control socket unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/dataplane/dataplane.sock";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetworkSpec {
@@ -42,6 +45,72 @@ pub struct RunSpec {
     pub publish: Vec<crate::ports::PortMapping>,
     pub detach: bool,
     pub auto_remove: bool,
+}
+
+/// The network a CNI config names, and what to create it from when it does not exist
+/// yet (or to check it against when it does: a value given must match).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CniNetwork {
+    pub name: String,
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub ip_range: Option<Ipv4Net>,
+    pub internal: Option<bool>,
+    pub icc: Option<bool>,
+    pub mtu: Option<u32>,
+}
+
+/// One attachment of the CNI plugin: the runtime's container and the interface it named.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// CNI ADD: an interface in a namespace the runtime made, on `network`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CniAdd {
+    pub attachment: CniAttachment,
+    pub netns: PathBuf,
+    pub network: CniNetwork,
+    /// The address asked for (`ips` capability); else the network's next free one.
+    pub ip: Option<Ipv4Addr>,
+    /// The MAC asked for (`mac` capability).
+    pub mac: Option<MacAddr>,
+    /// Names the network's DNS answers for the endpoint (the pod's name, `aliases`).
+    pub names: Vec<String>,
+    /// `portMappings`, published as `-p` publishes.
+    pub publish: Vec<PortMapping>,
+}
+
+/// What ADD made, for the plugin's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CniAdded {
+    pub endpoint_id: String,
+    pub host_veth: String,
+    pub host_mac: Option<MacAddr>,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// Whether the interface got the namespace's default route (via `gateway`).
+    pub default_route: bool,
+    pub mtu: Option<u32>,
+    /// The network's resolver, when it has one.
+    pub nameservers: Vec<Ipv4Addr>,
+    /// The published ports, with the host ports chosen for those that asked for any.
+    pub ports: Vec<PortMapping>,
+}
+
+/// CNI CHECK: the attachment and what the runtime's cached result says of it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CniCheck {
+    pub attachment: CniAttachment,
+    pub network: String,
+    pub netns: PathBuf,
+    /// The address and prefix the previous result gave the interface.
+    pub ip: Option<Ipv4Net>,
+    pub mac: Option<MacAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -102,21 +171,73 @@ pub enum Request {
     FirewallRemove {
         ids: Vec<u32>,
     },
+    /// The CNI plugin's ADD.
+    CniAdd(CniAdd),
+    /// The CNI plugin's DEL: succeeds when the attachment is already gone.
+    CniDel {
+        attachment: CniAttachment,
+        network: String,
+    },
+    CniCheck(CniCheck),
+    /// The CNI plugin's GC: removes the network's CNI attachments not in `valid`.
+    CniGc {
+        network: String,
+        valid: Vec<CniAttachment>,
+    },
+}
+
+/// What kind of failure an error answer is, for clients that act on it (the CNI plugin
+/// turns it into the spec's error code); the CLI prints the message alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The system failed us (netlink, a map, a file).
+    #[default]
+    Failed,
+    /// The request cannot be served as asked: the input must change.
+    Invalid,
+    /// The request names something the daemon does not have.
+    Unknown,
+    /// Something the daemon built is no longer as it left it.
+    Broken,
+    /// The daemon could not be reached.
+    Unreachable,
+}
+
+/// An error of the daemon, or of reaching it, with its kind.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DaemonError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl DaemonError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Answer {
     Ok(serde_json::Value),
-    Error(String),
+    Error {
+        message: String,
+        #[serde(default)]
+        kind: ErrorKind,
+    },
 }
 
 /// Sends one request and returns the daemon's answer, or its error as ours.
 pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> {
-    let mut stream = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the daemon at {}; start it with `dataplane daemon` or point --socket/DATAPLANE_SOCKET at it",
-            socket.display()
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        DaemonError::new(
+            ErrorKind::Unreachable,
+            format!(
+                "cannot reach the daemon at {}: {e}; start it with `dataplane daemon` or point --socket/DATAPLANE_SOCKET at it",
+                socket.display()
+            ),
         )
     })?;
     let mut line = serde_json::to_vec(request)?;
@@ -125,19 +246,28 @@ pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> 
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).context("reading the daemon's answer")?;
     if answer.is_empty() {
-        bail!("the daemon closed the connection without answering (see its log)");
+        return Err(DaemonError::new(
+            ErrorKind::Failed,
+            "the daemon closed the connection without answering (see its log)",
+        )
+        .into());
     }
     match serde_json::from_str(&answer).context("malformed answer from the daemon")? {
         Answer::Ok(value) => serde_json::from_value(value).context("unexpected answer from the daemon"),
-        Answer::Error(message) => bail!(message),
+        Answer::Error { message, kind } => Err(DaemonError::new(kind, message).into()),
     }
+}
+
+/// The kind of an error: that of the first `DaemonError` in its chain, else `Failed`.
+pub fn kind_of(error: &anyhow::Error) -> ErrorKind {
+    error.chain().find_map(|e| e.downcast_ref::<DaemonError>()).map_or(ErrorKind::Failed, |e| e.kind)
 }
 
 /// Encodes the daemon's answer as one line.
 pub fn encode_answer(result: Result<serde_json::Value>) -> Vec<u8> {
     let answer = match result {
         Ok(value) => Answer::Ok(value),
-        Err(e) => Answer::Error(format!("{e:#}")),
+        Err(e) => Answer::Error { kind: kind_of(&e), message: format!("{e:#}") },
     };
     let mut line = serde_json::to_vec(&answer).expect("answers always serialize");
     line.push(b'\n');

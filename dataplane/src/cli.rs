@@ -24,7 +24,7 @@ use crate::{
 #[command(name = "dataplane", version, about = "Container networking with an eBPF fast path")]
 pub struct Cli {
     /// The daemon's control socket.
-    #[arg(long, global = true, env = "DATAPLANE_SOCKET", default_value = "/run/dataplane/dataplane.sock")]
+    #[arg(long, global = true, env = "DATAPLANE_SOCKET", default_value = api::DEFAULT_SOCKET)]
     socket: PathBuf,
     #[command(subcommand)]
     command: Command,

@@ -31,7 +31,7 @@ use tokio::{
     time::timeout,
 };
 
-use crate::state::{Change, Changes, DEFAULT_NETWORK, NetworkMode, Owner, State, Status};
+use crate::state::{Change, Changes, DEFAULT_NETWORK, Endpoint, NetworkMode, Owner, State, Status};
 
 /// Docker's TTL for container names.
 const TTL: u32 = 600;
@@ -88,10 +88,18 @@ impl Directory {
         for net in state.networks.iter().filter(|n| has_resolver(&n.driver)) {
             directory.zones.insert(net.id.clone(), Zone { forwards: !net.internal, ..Zone::default() });
         }
-        let endpoints = state.endpoints_by_container();
-        for container in state.containers.iter() {
-            let attached = endpoints.get(container.id.as_str()).map_or(&[][..], Vec::as_slice);
-            directory.enter(state, &Owner::Container { id: container.id.clone() }, attached);
+        // By owner, in the order they joined: that is the order a shared name answers in.
+        let mut owners: Vec<&Owner> = vec![];
+        let mut by_owner: HashMap<&Owner, Vec<&Endpoint>> = HashMap::new();
+        for endpoint in &state.endpoints {
+            let attached = by_owner.entry(&endpoint.owner).or_default();
+            if attached.is_empty() {
+                owners.push(&endpoint.owner);
+            }
+            attached.push(endpoint);
+        }
+        for owner in owners {
+            directory.enter(state, owner, &by_owner[owner]);
         }
         directory
     }
@@ -122,10 +130,7 @@ impl Directory {
     /// what it has now.
     fn refresh(&mut self, state: &State, owner: &Owner) {
         self.forget(owner);
-        let attached: Vec<_> = match owner.container_id() {
-            Some(id) => state.endpoints_of(id).collect(),
-            None => vec![],
-        };
+        let attached: Vec<_> = state.endpoints.iter().filter(|e| e.owner == *owner).collect();
         self.enter(state, owner, &attached);
     }
 
@@ -150,16 +155,24 @@ impl Directory {
         }
     }
 
-    /// Enters the names of an owner's endpoints (`attached`): a running container of ours
-    /// answers, on each of its networks, by its name, hostname, short id, aliases and
-    /// `name.network`.
-    fn enter(&mut self, state: &State, owner: &Owner, attached: &[&crate::state::Endpoint]) {
-        let Some(container) = owner.container_id().and_then(|id| state.containers.get(id)) else { return };
-        if !matches!(container.status, Status::Running { .. })
-            || container.network_mode != NetworkMode::Bridge
-        {
-            return;
-        }
+    /// Enters the names of an owner's endpoints (`attached`, in the order they joined).
+    /// Our containers answer by their name, hostname and short id while they run; other
+    /// owners' endpoints (a runtime's, through CNI or Docker) by the names they were
+    /// attached with, for as long as they are attached; each also by its aliases, and by
+    /// its first name qualified with the network's (`name.network`).
+    fn enter(&mut self, state: &State, owner: &Owner, attached: &[&Endpoint]) {
+        let own_names = match owner.container_id() {
+            Some(id) => match state.containers.get(id) {
+                Some(c)
+                    if matches!(c.status, Status::Running { .. })
+                        && c.network_mode == NetworkMode::Bridge =>
+                {
+                    Some(vec![c.name.as_str(), c.hostname.as_str(), &c.id[..12]])
+                }
+                _ => return,
+            },
+            None => None,
+        };
         let networks: Vec<String> = attached.iter().map(|a| a.network_id.clone()).collect();
         let mut entries = vec![];
         for att in attached {
@@ -167,12 +180,12 @@ impl Directory {
             let Some(zone) = self.zones.get_mut(&net.id) else { continue };
             self.views.insert((net.id.clone(), att.ip), networks.clone());
             let mut entry = Entry { network: net.id.clone(), ip: att.ip, names: vec![], pointer: false };
-            if net.name != DEFAULT_NETWORK {
-                let qualified = format!("{}.{}", container.name, net.name);
-                let mut names =
-                    vec![container.name.as_str(), &container.hostname, &container.id[..12], &qualified];
-                names.extend(att.aliases.iter().map(String::as_str));
-                entry.names = names.into_iter().map(str::to_ascii_lowercase).collect();
+            let mut names: Vec<&str> = own_names.clone().unwrap_or_default();
+            names.extend(att.aliases.iter().map(String::as_str));
+            if let (false, Some(&first)) = (net.name == DEFAULT_NETWORK, names.first()) {
+                let qualified = format!("{first}.{}", net.name);
+                entry.names =
+                    names.iter().chain([&qualified.as_str()]).map(|n| n.to_ascii_lowercase()).collect();
                 entry.names.sort_unstable();
                 entry.names.dedup();
                 for name in &entry.names {
@@ -689,6 +702,38 @@ mod tests {
         assert!(aaaa.metadata.authoritative && aaaa.metadata.recursion_desired);
     }
 
+    #[test]
+    fn endpoints_of_other_owners_answer_by_the_names_they_were_attached_with() {
+        let (mut state, [red, blue, ..]) = sample();
+        // A runtime's pod (CNI) on red and blue, and one attached without names.
+        let (_, mut pod) = container("unused", &[(&red, 7, &["web-0", "www"]), (&blue, 7, &[])]);
+        let (_, mut nameless) = container("unused", &[(&red, 8, &[])]);
+        for endpoint in &mut pod {
+            endpoint.owner = Owner::Cni { container_id: "c0ffee".into() };
+        }
+        nameless[0].owner = Owner::Cni { container_id: "bead".into() };
+        state.endpoints.extend(pod.into_iter().chain(nameless));
+        let directory = Directory::from_state(&state);
+        for name in ["web-0", "WWW", "web-0.red"] {
+            assert_eq!(
+                lookup(&directory, &red, [10, 1, 0, 2], name, 0),
+                Some(vec!["10.1.0.7".into()]),
+                "{name}"
+            );
+        }
+        // The pod sees the names of both its networks; the names are red's only.
+        assert_eq!(lookup(&directory, &red, [10, 1, 0, 7], "db", 0), Some(vec!["10.2.0.2".into()]));
+        assert_eq!(lookup(&directory, &blue, [10, 2, 0, 2], "web-0", 0), None);
+        let ptr = resolve(
+            directory.zones_for(&red.id, [10, 1, 0, 2].into()),
+            &query("7.0.1.10.in-addr.arpa.", RecordType::PTR),
+            0,
+        )
+        .unwrap();
+        assert_eq!(ptr.answers[0].data.to_string(), "web-0.red.");
+        assert!(!directory.zones[&red.id].pointers.contains_key(&Ipv4Addr::new(10, 1, 0, 8)));
+    }
+
     /// The directory with each name's addresses sorted: changes applied one by one list
     /// shared names in another order than a build from scratch, and answers rotate anyway.
     fn sorted(mut directory: Directory) -> Directory {
@@ -715,6 +760,15 @@ mod tests {
         state.containers.retain(|c| c.id != both);
         let web = state.containers[0].id.clone();
         state.endpoints.retain(|e| e.owner.container_id() != Some(web.as_str()));
+        // A runtime's pod (CNI) joins red with a name; the one before it leaves.
+        let (_, mut pod) = container("unused", &[(&red, 30, &["web-0"])]);
+        pod[0].owner = Owner::Cni { container_id: "c0ffee".into() };
+        state.endpoints.extend(pod);
+        directory.apply(&state, &state.clone().take_changes());
+        assert_eq!(sorted(Directory::from_state(&state)), sorted(directory), "after the pod joined");
+        let mut directory = Directory::from_state(&state);
+        state.take_changes();
+        state.endpoints.retain(|e| e.owner != Owner::Cni { container_id: "c0ffee".into() });
         directory.apply(&state, &state.clone().take_changes());
         assert_eq!(sorted(directory), sorted(Directory::from_state(&state)));
     }

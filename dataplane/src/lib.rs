@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod daemon;
 pub mod dns;
 pub mod drivers;

@@ -395,8 +395,9 @@ impl Datapath {
         SchedClassifierLink::attached(ifname, TcAttachType::Ingress, FILTER_PRIORITY, FILTER_HANDLE, None)
     }
 
+    /// Removes our filter from an interface; one whose interface is gone went with it.
     pub fn detach(&mut self, ifname: &str) -> Result<()> {
-        if self.filters.remove(ifname) {
+        if self.filters.remove(ifname) && nix::net::if_::if_nametoindex(ifname).is_ok() {
             let link =
                 Self::filter_link(ifname).with_context(|| format!("finding our filter on {ifname}"))?;
             link.detach().with_context(|| format!("removing our filter from {ifname}"))?;

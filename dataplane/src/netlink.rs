@@ -342,6 +342,44 @@ impl Netlink {
         }
     }
 
+    /// The hardware address of a link; `None` when the link does not exist.
+    pub async fn link_mac(&self, index: u32) -> Result<Option<[u8; 6]>> {
+        let mut links = self.handle.clone().link().get().match_index(index).execute();
+        let link = match links.try_next().await {
+            Ok(link) => link,
+            Err(e) if is_errno(&e, libc::ENODEV) => None,
+            Err(e) => return Err(e).with_context(|| format!("looking up link {index}")),
+        };
+        Ok(link.and_then(|l| {
+            l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(bytes) => bytes.try_into().ok(),
+                _ => None,
+            })
+        }))
+    }
+
+    /// The gateway of the main table's IPv4 default route, with its output interface.
+    pub async fn default_gateway_v4(&self) -> Result<Option<(Ipv4Addr, Option<u32>)>> {
+        let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let routes: Vec<_> =
+            self.handle.route().get(query).execute().try_collect().await.context("listing routes")?;
+        Ok(routes
+            .into_iter()
+            .filter(|r| r.header.table == 254 && r.header.destination_prefix_length == 0)
+            .find_map(|r| {
+                let mut gateway = None;
+                let mut oif = None;
+                for attr in &r.attributes {
+                    match attr {
+                        RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                gateway.map(|g| (g, oif))
+            }))
+    }
+
     /// IPv4 routes of the main table with their output interface, to refuse subnets that
     /// would shadow what the host already reaches.
     pub async fn routes_v4(&self) -> Result<Vec<(Ipv4Net, Option<u32>)>> {

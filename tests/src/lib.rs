@@ -5,6 +5,7 @@
 //! the test made.
 
 pub mod datapath;
+pub mod runtimes;
 
 use std::{
     fs,
@@ -23,6 +24,17 @@ pub fn binary() -> PathBuf {
     let path = std::env::var_os("DATAPLANE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/dataplane"));
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p dataplane` (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+/// The CNI plugin under test, built next to the `dataplane` binary.
+pub fn cni_plugin() -> PathBuf {
+    let path = binary().with_file_name("dataplane-cni");
     assert!(
         path.exists(),
         "{} is missing: build it first with `cargo build -p dataplane` (`cargo xtask test` does)",
@@ -459,8 +471,9 @@ impl Drop for Host {
         // The daemon makes its pin dir a mount of its own.
         let _ = Command::new("umount").arg("-l").arg(self.netns_dir()).status();
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        // A test may have removed one of its namespaces itself.
         for ns in self.external.iter().chain(&self.extra_namespaces) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }
         let _ = Command::new("umount").arg("-l").arg(self.bpffs()).status();
         // Empty once our processes are gone; give their exit a moment.

@@ -96,11 +96,21 @@ fn cargo() -> Command {
     command
 }
 
-/// Builds `dataplane` and the tools of the tests crate, then runs the last tool with the
+/// Builds `dataplane`, its CNI plugin and the tools of the tests crate, then runs the last tool with the
 /// freshly built `dataplane` as the one under test.
 fn run_tool(release: bool, tools: &[&str], args: &[String]) -> Result<()> {
     let mut build = cargo();
-    build.args(["build", "-p", "dataplane", "-p", "dataplane-tests", "--bin", "dataplane"]);
+    build.args([
+        "build",
+        "-p",
+        "dataplane",
+        "-p",
+        "dataplane-tests",
+        "--bin",
+        "dataplane",
+        "--bin",
+        "dataplane-cni",
+    ]);
     for tool in tools {
         build.args(["--bin", tool]);
     }

@@ -8,11 +8,12 @@
 
 use std::{net::Ipv4Addr, path::Path};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use dataplane_common::IpAddress;
 
 use super::{Core, check_name};
 use crate::{
+    api::{DaemonError, ErrorKind},
     drivers, ipam,
     ports::PortMapping,
     state::{DEFAULT_NETWORK, Endpoint, MacAddr, Network, Owner, new_id},
@@ -45,7 +46,7 @@ impl Core {
             Some(ip) => net.plan().claim(ip, used),
             None => net.plan().allocate(used),
         }
-        .map_err(|e| anyhow!("network {}: {e}", net.name))?;
+        .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name)))?;
         let mut endpoint = Endpoint {
             id: new_id(),
             owner: wanted.owner,
@@ -142,9 +143,13 @@ impl Core {
 /// default network resolves no names at all).
 pub(super) fn check_aliases(net: &Network, aliases: &[String]) -> Result<()> {
     if !aliases.is_empty() && net.name == DEFAULT_NETWORK {
-        bail!(
+        bail!(DaemonError::new(
+            ErrorKind::Invalid,
             "network-scoped aliases need a user-defined network; create one with `dataplane network create NAME`"
-        );
+        ));
     }
-    aliases.iter().try_for_each(|alias| check_name("alias", alias))
+    aliases
+        .iter()
+        .try_for_each(|alias| check_name("alias", alias))
+        .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("{e:#}")).into())
 }

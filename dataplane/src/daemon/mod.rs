@@ -10,11 +10,13 @@
 //! - `endpoints`: a namespace's attachment to a network, whoever made the namespace
 //!   (uses `publishing`);
 //! - `containers`: our own `run`, `stop`, `rm`, `network connect` (uses `endpoints`);
+//! - `cni`: the CNI plugin's ADD, DEL, CHECK and GC (uses `networks` and `endpoints`);
 //! - `restore`: the system back in line with the state at start (uses them all).
 //!
 //! It never creates a network, attaches a namespace or publishes a port itself: that is
 //! the owners' work.
 
+mod cni;
 mod containers;
 mod endpoints;
 mod networks;
@@ -423,6 +425,10 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             Ok(serde_json::to_value(listed)?)
         }
         Request::FirewallRemove { ids } => c.remove_firewall_rules(&ids),
+        Request::CniAdd(add) => Ok(serde_json::to_value(c.cni_add(add).await?)?),
+        Request::CniDel { attachment, network } => c.cni_del(&attachment, &network).await,
+        Request::CniCheck(check) => c.cni_check(&check).await,
+        Request::CniGc { network, valid } => c.cni_gc(&network, &valid).await,
         Request::Stop { .. } => unreachable!("handled above without the lock"),
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     api::NetworkSpec,
     drivers,
     ipam::{self, AddressPlan},
-    state::{BridgeOptions, DEFAULT_NETWORK, Network, new_id, now},
+    state::{BridgeOptions, DEFAULT_NETWORK, Network, Owner, new_id, now},
 };
 
 /// Names that `--network` gives a meaning of its own (Docker's network modes).
@@ -136,12 +136,25 @@ impl Core {
             bail!("network bridge is the default network and cannot be removed");
         }
         let names = self.state.owner_names();
-        let users: Vec<_> = self.state.endpoints_on(&net.id).map(|e| names.of(&e.owner)).collect();
-        if !users.is_empty() {
+        let on: Vec<_> = self.state.endpoints_on(&net.id).collect();
+        if !on.is_empty() {
+            let users: Vec<_> = on.iter().map(|e| names.of(&e.owner)).collect();
+            // Each owner removes its endpoints its own way.
+            let mut how = vec![];
+            if on.iter().any(|e| matches!(e.owner, Owner::Container { .. })) {
+                how.push("remove our containers with `dataplane rm -f NAME`");
+            }
+            if on.iter().any(|e| matches!(e.owner, Owner::Cni { .. })) {
+                how.push("remove the runtime's containers with the runtime (`podman rm -f`, a CNI DEL)");
+            }
+            if on.iter().any(|e| matches!(e.owner, Owner::Docker { .. })) {
+                how.push("remove Docker's containers with `docker rm -f`");
+            }
             bail!(
-                "network {} has active endpoints ({}); remove those containers first (`dataplane rm -f NAME`)",
+                "network {} has active endpoints ({}); {} first",
                 net.name,
-                users.join(", ")
+                users.join(", "),
+                how.join("; ")
             );
         }
         drivers::teardown_network(&self.netlink, &mut self.datapath, &net).await?;

@@ -67,6 +67,12 @@ pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, endpoint
     }
 }
 
+/// Whether an endpoint's interface gets its namespace's default route: the first one,
+/// `eth0`, as on Docker (CNI runtimes name their primary interface so too).
+pub fn takes_default_route(ifname: &str) -> bool {
+    ifname == "eth0"
+}
+
 /// Configures an endpoint's new interface from inside its namespace (`inside`): its
 /// address, up, and on the first network (`eth0`) the default route, as on Docker. IPv6 goes
 /// off first, as Docker does on networks without IPv6 (all of ours, for now): left on,
@@ -78,7 +84,7 @@ async fn configure_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint) 
     netlink::disable_ipv6_in(&endpoint.netns, &endpoint.ifname)?;
     inside.add_address(index, endpoint.ip, net.subnet.prefix_len()).await?;
     inside.set_up(index).await?;
-    if endpoint.ifname == "eth0" {
+    if takes_default_route(&endpoint.ifname) {
         inside.add_default_route(net.gateway).await.context("inside the endpoint's namespace")?;
     }
     Ok(())

@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+mod cni;
 mod plots;
 
 use anyhow::{Context, Result, bail};
@@ -665,6 +666,7 @@ fn main() -> Result<()> {
     let (asked, memory_at) = if options.quick { (20, 20) } else { (2000, 1000) };
     records.extend(measure_many_containers(&host, &mut cleanup, &tag, asked, memory_at)?);
     records.extend(measure_setup_at_scale(&host, sizes_at_scale, probes_at_scale)?);
+    records.extend(cni::measure(&host, &mut cleanup, &tag, if options.quick { 10 } else { 100 })?);
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
         Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
