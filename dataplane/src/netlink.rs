@@ -446,11 +446,19 @@ pub fn enable_gro_in(netns: &Path, ifname: &str) -> Result<()> {
 /// Turns IPv6 off for `ifname` inside the namespace at `netns` (rtnetlink cannot set
 /// IPv6 device settings). A kernel without IPv6 has nothing to turn off.
 pub fn disable_ipv6_in(netns: &Path, ifname: &str) -> Result<()> {
+    let ifname = ifname.to_string();
+    crate::netns::run_in(netns, move || disable_ipv6(&ifname))
+}
+
+/// Turns IPv6 off for `ifname` in the caller's namespace. A link whose IPv6 is on gets
+/// routes in its namespace's IPv6 table (link-local, multicast) as it comes up, and the
+/// kernel walks that whole table whenever a link of the namespace goes down or away.
+pub fn disable_ipv6(ifname: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
-    crate::netns::run_in(netns, move || match std::fs::write(&path, "1") {
+    match std::fs::write(&path, "1") {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new("/proc/sys/net/ipv6").exists() => {
             Ok(())
         }
         other => other.with_context(|| format!("writing {path}")),
-    })
+    }
 }

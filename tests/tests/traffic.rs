@@ -62,6 +62,26 @@ fn networks_are_isolated_from_each_other() {
     assert!(host.ping("b1", "10.80.0.1"));
 }
 
+/// What the programs leave to the bridge crosses it on a network with inter-container
+/// traffic: here IPv6, which two containers turn on themselves (the network has none; the
+/// host-side veths, bridge ports, have no IPv6 of their own).
+#[test]
+fn containers_that_turn_ipv6_on_reach_each_other_over_the_bridge() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.83.0.0/24", "open"]);
+    for (name, addr) in [("v1", "fd00:83::1"), ("v2", "fd00:83::2")] {
+        host.run_sleeper(name, &["--network", "open"]);
+        let script = format!(
+            "echo 0 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6 && ip -6 addr add {addr}/64 dev eth0 nodad"
+        );
+        assert!(host.exec(name, &script).status.success(), "IPv6 could not be turned on in {name}");
+    }
+    assert!(
+        host.exec("v1", "ping -6 -c1 -W2 fd00:83::2").status.success(),
+        "IPv6 between two containers of the network did not cross the bridge"
+    );
+}
+
 #[test]
 fn icc_false_keeps_containers_of_a_network_apart() {
     let host = Host::start();
