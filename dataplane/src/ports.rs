@@ -130,6 +130,28 @@ pub struct Reservation {
 
 /// Binds `ip:port` (port 0: any free one) for `proto`; returns the reservation and the port.
 pub fn reserve(ip: Ipv4Addr, port: u16, proto: Proto) -> Result<(Reservation, u16)> {
+    bind_reservation(ip, port, proto, false)
+}
+
+/// Holds `ip:port` for a container whose runtime binds its published ports itself after
+/// the CNI ADD (podman: conmon listens on each TCP port and binds each UDP one, and fails
+/// the container when it cannot). TCP: bound with SO_REUSEADDR and not listening, so the
+/// runtime's listener (Go's set SO_REUSEADDR) binds beside it and a process without
+/// SO_REUSEADDR is still refused. UDP: not held (Go's UDP sockets set no SO_REUSEADDR,
+/// any holder would refuse the runtime's).
+pub fn reserve_beside_runtime(ip: Ipv4Addr, port: u16, proto: Proto) -> Result<Option<Reservation>> {
+    match proto {
+        Proto::Tcp => Ok(Some(bind_reservation(ip, port, proto, true)?.0)),
+        Proto::Udp => Ok(None),
+    }
+}
+
+fn bind_reservation(
+    ip: Ipv4Addr,
+    port: u16,
+    proto: Proto,
+    reuse_address: bool,
+) -> Result<(Reservation, u16)> {
     let kind = match proto {
         Proto::Tcp => libc::SOCK_STREAM,
         Proto::Udp => libc::SOCK_DGRAM,
@@ -141,6 +163,22 @@ pub fn reserve(ip: Ipv4Addr, port: u16, proto: Proto) -> Result<(Reservation, u1
     }
     // SAFETY: fd was just created and is owned by nobody else.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    if reuse_address {
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt with a pointer to a live c_int and its size.
+        let set = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as u32,
+            )
+        };
+        if set != 0 {
+            bail!("SO_REUSEADDR: {}", std::io::Error::last_os_error());
+        }
+    }
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: port.to_be(),
@@ -249,5 +287,24 @@ mod tests {
         assert!(reserve(any, port, Proto::Udp).is_ok(), "UDP and TCP ports are separate");
         drop(held);
         assert!(reserve(any, port, Proto::Tcp).is_ok());
+    }
+
+    /// A port held beside a runtime (podman) is refused to a plain bind, and the runtime's
+    /// own listener, with SO_REUSEADDR as Go sets it, still gets it.
+    #[test]
+    fn reservations_beside_a_runtime_let_its_listener_bind() {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let any = Ipv4Addr::UNSPECIFIED;
+        let (free, port) = reserve(any, 0, Proto::Tcp).unwrap();
+        drop(free);
+        let _held = reserve_beside_runtime(any, port, Proto::Tcp).unwrap().expect("TCP is held");
+        let err = reserve(any, port, Proto::Tcp).err().unwrap();
+        assert!(err.to_string().contains("already in use"), "a plain bind got a held port: {err}");
+        let runtime = std::net::TcpListener::bind((any, port));
+        assert!(runtime.is_ok(), "the runtime's listener could not bind: {:?}", runtime.err());
+        assert!(
+            reserve_beside_runtime(any, port, Proto::Udp).unwrap().is_none(),
+            "UDP is left to the runtime"
+        );
     }
 }

@@ -7,7 +7,12 @@ use anyhow::{Result, bail};
 
 use crate::run_command;
 
-/// Build: LLVM 22 for bpf-linker. Tests and demo: the tools they drive.
+/// Build: LLVM 22 for bpf-linker. Tests and demo: the tools they drive, and the runtimes
+/// the CNI plugin's tests run: podman 4.3 (its CNI backend), containerd 1.6 with ctr,
+/// busybox-static for their image, and Debian's reference CNI plugins. runc is named
+/// because podman depends on "crun | runc" and apt would take crun, which refuses this
+/// machine kind's cgroup layout. Nothing more is needed for root with the vfs driver and
+/// CNI networking (no uidmap, fuse-overlayfs, slirp4netns or catatonit).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -27,6 +32,11 @@ const PACKAGES: &[&str] = &[
     "python3",
     "util-linux",
     "procps",
+    "podman",
+    "runc",
+    "containerd",
+    "busybox-static",
+    "containernetworking-plugins",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

@@ -14,8 +14,16 @@ use crate::{
     api::{DaemonError, ErrorKind},
     firewall,
     ports::{self, PortMapping},
-    state::Endpoint,
+    state::{Endpoint, Owner},
 };
+
+/// Whether the runtime that attached the endpoint may bind its published host ports
+/// itself: podman does right after the CNI ADD, and fails the container when the
+/// daemon's reservation refuses it (`cannot listen on the TCP port: address already in
+/// use`). Our own containers' ports are the daemon's alone.
+fn runtime_binds_ports(endpoint: &Endpoint) -> bool {
+    matches!(endpoint.owner, Owner::Cni { .. })
+}
 
 impl Core {
     /// Whether a port published on `ip` is for the host's own processes only: `ip` is a
@@ -67,8 +75,17 @@ impl Core {
                 ));
             }
             // Reservations made so far are released when `held` drops on an error.
-            let (reservation, port) = ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto)
-                .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("{e:#}")))?;
+            let invalid = |e: anyhow::Error| DaemonError::new(ErrorKind::Invalid, format!("{e:#}"));
+            if runtime_binds_ports(endpoint) && mapping.host_port != 0 {
+                held.extend(
+                    ports::reserve_beside_runtime(mapping.host_ip, mapping.host_port, mapping.proto)
+                        .map_err(invalid)?,
+                );
+                resolved.push(*mapping);
+                continue;
+            }
+            let (reservation, port) =
+                ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto).map_err(invalid)?;
             held.push(reservation);
             resolved.push(PortMapping { host_port: port, ..*mapping });
         }
@@ -86,7 +103,7 @@ impl Core {
     /// Publishes an endpoint's ports again after a restart. The rule sets an earlier run
     /// installed keep their IDs: a published port is never unfiltered while the daemon
     /// restarts. A host process may have taken a port while we were away: the rest are
-    /// published.
+    /// published (a runtime's endpoint's ports all are: the runtime holds them itself).
     pub(super) async fn republish(
         &mut self,
         endpoint: &Endpoint,
@@ -97,9 +114,17 @@ impl Core {
         let host_only = self.host_only_addresses(&endpoint.ports).await?;
         let mut held = vec![];
         for (mapping, rule_set) in endpoint.ports.iter().zip(rule_sets) {
-            match ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto) {
-                Ok((reservation, _)) => {
-                    held.push(reservation);
+            let reservation = if runtime_binds_ports(endpoint) {
+                // The runtime's own socket may hold the port since the ADD (podman's conmon
+                // listens on it, and then refuses our bind too): the port is still its.
+                Ok(ports::reserve_beside_runtime(mapping.host_ip, mapping.host_port, mapping.proto)
+                    .unwrap_or(None))
+            } else {
+                ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto).map(|(r, _)| Some(r))
+            };
+            match reservation {
+                Ok(reservation) => {
+                    held.extend(reservation);
                     let host_only = host_only.contains(&mapping.host_ip);
                     self.set_published(endpoint, mapping, host_index, rule_set, host_only)?;
                 }
