@@ -79,9 +79,16 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             );
             continue;
         }
-        c.rearm(&endpoint, &owner)
+        let rearmed = c
+            .rearm(&endpoint, &owner)
             .await
-            .with_context(|| format!("restoring {} of {owner}", endpoint.ifname))?;
+            .with_context(|| format!("restoring {} of {owner}", endpoint.ifname));
+        match rearmed {
+            // Only Docker can give its sandbox another interface: that endpoint is broken,
+            // not the daemon.
+            Err(e) if endpoint.owner.configures_interface() => log::warn!("{e:#}"),
+            other => other?,
+        }
     }
     let mut interfaces = HashSet::new();
     for endpoint in &c.state.endpoints {

@@ -176,6 +176,18 @@ pub async fn connect(
 ) -> Result<u32> {
     let host_index = match nl.link_index(&endpoint.host_veth).await? {
         Some(index) => index,
+        // Both ends here; the owner moves the inner one into its namespace and configures
+        // it. Nothing here waits for that: the map entries key on the host side, and
+        // `bpf_redirect_peer` follows the peer into whatever namespace it is in.
+        None if endpoint.owner.configures_interface() => {
+            nl.create_veth_to_hand_over(
+                &endpoint.host_veth,
+                &endpoint.ifname,
+                endpoint.mac.0,
+                net.bridge_options.mtu,
+            )
+            .await?
+        }
         None => create_veth(nl, net, endpoint).await?,
     };
     let bridge = endpoint_bridge(nl, net, endpoint).await?;
@@ -190,7 +202,8 @@ pub async fn connect(
     // as frames, which a veth end takes only while its NAPI runs: GRO turns that on.
     let xdp_target = publishes
         && dp.uplink_xdp()
-        && netlink::enable_gro_in(&endpoint.netns, &endpoint.ifname)
+        && enable_inner_gro(nl, endpoint)
+            .await
             .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", endpoint.ifname))
             .is_ok();
     dp.set_interface(host_index, interface_config(net, endpoint, publishes, xdp_target))?;
@@ -200,6 +213,15 @@ pub async fn connect(
     )?;
     dp.attach(&endpoint.host_veth)?;
     Ok(host_index)
+}
+
+/// GRO on the endpoint's inner end, wherever it is: an owner that moves it itself
+/// (Docker) does so as the container starts, after its ports are published.
+async fn enable_inner_gro(nl: &Netlink, endpoint: &Endpoint) -> Result<()> {
+    if endpoint.owner.configures_interface() && nl.link_index(&endpoint.ifname).await?.is_some() {
+        return netlink::enable_gro_in(std::path::Path::new("/proc/self/ns/net"), &endpoint.ifname);
+    }
+    netlink::enable_gro_in(&endpoint.netns, &endpoint.ifname)
 }
 
 async fn create_veth(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result<u32> {
