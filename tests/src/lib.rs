@@ -5,6 +5,7 @@
 //! the test made.
 
 pub mod datapath;
+pub mod docker;
 pub mod runtimes;
 
 use std::{
