@@ -1,0 +1,326 @@
+//! Docker itself puts its containers on dataplane networks: dockerd 20.10 in the test's
+//! host namespace (no iptables, no default bridge) drives our daemon's network plugin
+//! (`docker network create -d PLUGIN`), as the README's Docker section shows. Each test
+//! has a plugin name of its own.
+
+use std::{process::Output, time::Duration};
+
+use dataplane_tests::{
+    EXTERNAL_ADDR, Host, UPLINK_ADDR,
+    docker::{DockerPlugin, Dockerd, IMAGE},
+    eventually,
+};
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A host with an uplink whose daemon serves `plugin`.
+fn host_for(plugin: &DockerPlugin) -> Host {
+    Host::start_with_external_and(&[plugin.daemon_env()])
+}
+
+/// busybox httpd serving `hello from <name>` on port 80.
+fn serve_hello(name: &str) -> Vec<String> {
+    let script = format!("echo hello from {name} > /www/index.html && exec httpd -f -p 80 -h /www");
+    vec!["sh".into(), "-c".into(), script]
+}
+
+fn run_hello(docker: &Dockerd, name: &str, network: &str, extra: &[&str]) -> String {
+    let command = serve_hello(name);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    docker.run(name, network, extra, &command)
+}
+
+/// What the external namespace gets from `url` (empty when it gets nothing).
+fn fetch_from_outside(host: &Host, url: &str) -> String {
+    let out = host.external_command("curl").args(["-s", "-m", "2", url]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The endpoints our daemon lists on a network: (owner, address).
+fn endpoints(host: &Host, network: &str) -> Vec<(String, String)> {
+    let info = host.dp_json(&["network", "inspect", network]);
+    let containers = info[0]["Containers"].as_object().cloned().unwrap_or_default();
+    containers
+        .values()
+        .map(|c| (c["Owner"].as_str().unwrap().to_string(), c["IPv4Address"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The MAC our daemon gives an address Docker gave: `02:42:` and the address.
+fn mac_of(ip: &str) -> String {
+    let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", octets[0], octets[1], octets[2], octets[3])
+}
+
+fn assert_no_firewall_rule(host: &Host) {
+    for save in ["iptables-save", "ip6tables-save"] {
+        let rules = host.sh_ok(save);
+        let appended: Vec<_> = rules.lines().filter(|l| l.starts_with("-A")).collect();
+        assert!(appended.is_empty(), "{save} in the host namespace lists rules: {appended:?}");
+    }
+    let ruleset = host.sh_ok("nft list ruleset");
+    assert!(ruleset.trim().is_empty(), "nft lists a ruleset in the host namespace:\n{ruleset}");
+}
+
+#[test]
+fn docker_containers_reach_each_other_by_address_and_by_name() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    let ours = docker.dataplane_network("web");
+    let net = host.dp_json(&["network", "inspect", &ours]);
+    assert_eq!(
+        net[0]["IPAM"]["Config"][0]["Subnet"], "10.20.0.0/24",
+        "our network has another subnet: {net}"
+    );
+    assert_eq!(net[0]["IPAM"]["Config"][0]["Gateway"], "10.20.0.1", "our network has another gateway: {net}");
+
+    docker.run("alpha", "web", &[], &["sleep", "600"]);
+    docker.run("beta", "web", &[], &["sleep", "600"]);
+    let beta = docker.ip_of("beta", "web");
+    assert!(beta.starts_with("10.20.0."), "beta's address {beta} is not on the network's subnet");
+    let endpoint_id = docker.ok(&["inspect", "-f", "{{.NetworkSettings.Networks.web.EndpointID}}", "beta"]);
+    assert!(
+        endpoints(&host, &ours).contains(&(format!("docker:{endpoint_id}"), format!("{beta}/24"))),
+        "network inspect does not list beta's endpoint as Docker's: {:?}",
+        endpoints(&host, &ours)
+    );
+    // Docker moved our veth's inner end in and named it; the MAC is the one we chose.
+    let link = docker.exec("beta", "ip -o link show eth0");
+    let mac = mac_of(&beta);
+    assert!(text(&link).contains(&mac), "beta's eth0 has not the MAC {mac}: {}", text(&link));
+
+    let forwarded = host.counter("forwarded");
+    let ping = docker.exec("alpha", &format!("ping -c 3 -W 2 {beta}"));
+    assert!(ping.status.success(), "alpha does not reach beta at {beta}: {}", text(&ping));
+    assert!(host.counter("forwarded") >= forwarded + 6, "the pings did not take the fast path");
+    // Docker's embedded DNS answers for its containers on a plugin's network.
+    let ping = docker.exec("alpha", "ping -c 1 -W 2 beta");
+    assert!(ping.status.success(), "alpha does not reach beta by name: {}", text(&ping));
+    assert!(text(&ping).contains(&format!("({beta})")), "beta resolved elsewhere: {}", text(&ping));
+}
+
+#[test]
+fn a_published_port_is_reachable_from_outside_with_no_firewall_rule() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    run_hello(&docker, "api", "web", &["-p", "8080:80"]);
+    let url = format!("http://{UPLINK_ADDR}:8080/");
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from api")),
+        "-p 8080:80 is not reachable from outside at {url}: {:?}\n{}",
+        fetch_from_outside(&host, &url),
+        host.daemon_log()
+    );
+    // Our daemon holds the port: another container cannot take it, and says which.
+    let err = docker.err(&[
+        "run",
+        "-d",
+        "--name",
+        "other",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    assert!(
+        err.contains("host port 0.0.0.0:8080/tcp is already in use"),
+        "a taken port was not refused by name: {err}"
+    );
+    // The container reaches the outside, masqueraded (the outside has no route back to
+    // the network).
+    let ping = docker.exec("api", &format!("ping -c 1 -W 2 {EXTERNAL_ADDR}"));
+    assert!(ping.status.success(), "api does not reach the outside: {}", text(&ping));
+    assert_no_firewall_rule(&host);
+}
+
+#[test]
+fn docker_rm_and_network_rm_leave_nothing_behind() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    let ours = docker.dataplane_network("web");
+    run_hello(&docker, "api", "web", &["-p", "8080:80"]);
+    docker.run("client", "web", &[], &["sleep", "600"]);
+    assert_eq!(host.map_entries("ENDPOINTS"), 2, "two containers, two endpoint entries");
+    assert_eq!(host.map_entries("PUBLISHED"), 1, "one published port");
+
+    docker.ok(&["rm", "-f", "api", "client"]);
+    assert_eq!(host.map_entries("ENDPOINTS"), 0, "docker rm -f left endpoint entries");
+    assert_eq!(host.map_entries("PUBLISHED"), 0, "docker rm -f left a published port");
+    assert_eq!(host.configured_interfaces(), 0, "docker rm -f left interfaces in the programs' tables");
+    let links = host.links();
+    assert!(
+        !links.iter().any(|l| l.starts_with("veth") || l.starts_with("dp") && l != "dp0"),
+        "docker rm -f left links: {links:?}"
+    );
+    // The reservation went: a host process binds the port.
+    host.sh_ok("python3 -c 'import socket; s = socket.socket(); s.bind((\"0.0.0.0\", 8080))'");
+
+    docker.ok(&["network", "rm", "web"]);
+    let listed = host.dp_ok(&["network", "ls"]);
+    assert!(!listed.contains(&ours), "docker network rm left our network {ours}:\n{listed}");
+    assert!(
+        !host.links().iter().any(|l| l.starts_with("br-")),
+        "docker network rm left a bridge: {:?}",
+        host.links()
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(host.dir.join("state/state.json")).unwrap()).unwrap();
+    assert_eq!(
+        state["docker"],
+        serde_json::json!({"networks": {}, "endpoints": {}}),
+        "the state keeps Docker's IDs"
+    );
+    assert_no_firewall_rule(&host);
+}
+
+#[test]
+fn bad_options_are_refused_naming_the_option_and_what_is_supported() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    let err = docker.err(&[
+        "network",
+        "create",
+        "-d",
+        &plugin.name,
+        "--subnet",
+        "10.20.0.0/24",
+        "-o",
+        "parent=eth0",
+        "bad",
+    ]);
+    assert!(err.contains("-o parent: unknown option for the dataplane driver"), "{err}");
+    assert!(
+        err.contains("supported: com.docker.network.bridge.enable_icc, com.docker.network.driver.mtu"),
+        "{err}"
+    );
+    let err = docker.err(&[
+        "network",
+        "create",
+        "-d",
+        &plugin.name,
+        "--subnet",
+        "10.20.0.0/24",
+        "-o",
+        "com.docker.network.driver.mtu=9",
+        "bad",
+    ]);
+    assert!(err.contains("expected an MTU between 68 and 65535"), "{err}");
+    let listed = host.dp_ok(&["network", "ls"]);
+    assert!(!listed.contains("docker-"), "a refused network was made:\n{listed}");
+
+    // The options we have are honoured: no traffic between containers with icc off.
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &plugin.name,
+        "--subnet",
+        "10.20.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "quiet",
+    ]);
+    docker.run("one", "quiet", &[], &["sleep", "600"]);
+    docker.run("two", "quiet", &[], &["sleep", "600"]);
+    let mtu = docker.exec("one", "cat /sys/class/net/eth0/mtu");
+    assert_eq!(text(&mtu).trim(), "1400", "the MTU option did not reach the container's interface");
+    let two = docker.ip_of("two", "quiet");
+    // ARP between isolated bridge ports fails, so nothing even tries...
+    let ping = docker.exec("one", &format!("ping -c 1 -W 1 {two}"));
+    assert!(!ping.status.success(), "one reached two on a network with icc off: {}", text(&ping));
+    // ...and with the neighbour known anyway, the programs drop the packets.
+    let sandbox = docker.ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "one"]);
+    let neighbour = format!("ip neigh replace {two} lladdr {} dev eth0", mac_of(&two));
+    dataplane_tests::run_ok(
+        std::process::Command::new("nsenter").arg(format!("--net={sandbox}")).args(["sh", "-c", &neighbour]),
+    )
+    .unwrap();
+    let dropped = host.counter("dropped_icc");
+    let ping = docker.exec("one", &format!("ping -c 1 -W 1 {two}"));
+    assert!(!ping.status.success(), "one reached two with its neighbour entry: {}", text(&ping));
+    assert!(host.counter("dropped_icc") > dropped, "the ping was not dropped by the fast path");
+}
+
+#[test]
+fn two_docker_networks_are_isolated() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "red"]);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.21.0.0/24", "blue"]);
+    docker.run("on-red", "red", &[], &["sleep", "600"]);
+    docker.run("on-blue", "blue", &[], &["sleep", "600"]);
+    let blue = docker.ip_of("on-blue", "blue");
+    let dropped = host.counter("dropped_isolation");
+    let ping = docker.exec("on-red", &format!("ping -c 1 -W 1 {blue}"));
+    assert!(!ping.status.success(), "red reached blue: {}", text(&ping));
+    assert!(host.counter("dropped_isolation") > dropped, "the ping was not dropped as isolation");
+    // Each reaches its own gateway, which is a host address.
+    let ping = docker.exec("on-red", "ping -c 1 -W 1 10.20.0.1");
+    assert!(ping.status.success(), "red does not reach its gateway: {}", text(&ping));
+}
+
+#[test]
+fn docker_endpoints_keep_working_across_a_restart_of_our_daemon() {
+    let plugin = DockerPlugin::unique();
+    let mut host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    run_hello(&docker, "api", "web", &["-p", "8080:80"]);
+    docker.run("client", "web", &[], &["sleep", "600"]);
+    let api = docker.ip_of("api", "web");
+    let url = format!("http://{UPLINK_ADDR}:8080/");
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from api")),
+        "-p 8080:80 is not reachable before the restart"
+    );
+
+    host.stop_daemon();
+    let ping = docker.exec("client", &format!("ping -c 1 -W 2 {api}"));
+    assert!(ping.status.success(), "client does not reach api while our daemon is down: {}", text(&ping));
+    host.start_daemon();
+
+    let ping = docker.exec("client", &format!("ping -c 1 -W 2 {api}"));
+    assert!(ping.status.success(), "client does not reach api after the restart: {}", text(&ping));
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from api")),
+        "-p 8080:80 is not reachable after the restart: {}",
+        host.daemon_log()
+    );
+    let err = docker.err(&[
+        "run",
+        "-d",
+        "--name",
+        "other",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    assert!(err.contains("already in use"), "the restart lost the port's reservation: {err}");
+    // Docker reaches the restarted daemon: a new container joins, and rm removes all.
+    docker.run("late", "web", &[], &["sleep", "600"]);
+    let late = docker.ip_of("late", "web");
+    let ping = docker.exec("client", &format!("ping -c 1 -W 2 {late}"));
+    assert!(ping.status.success(), "a container started after the restart is not reached: {}", text(&ping));
+    docker.ok(&["rm", "-f", "api", "client", "late"]);
+    assert_eq!(host.map_entries("ENDPOINTS"), 0, "endpoints restored and removed left entries");
+    assert_eq!(host.map_entries("PUBLISHED"), 0, "a restored port was left published");
+}
