@@ -35,7 +35,13 @@ pub fn binary() -> PathBuf {
 
 /// The CNI plugin under test, built next to the `dataplane` binary.
 pub fn cni_plugin() -> PathBuf {
-    binary().with_file_name("dataplane-cni")
+    let path = binary().with_file_name("dataplane-cni");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p dataplane` (`cargo xtask test` does)",
+        path.display()
+    );
+    path
 }
 
 fn unique(prefix: &str) -> String {

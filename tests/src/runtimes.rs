@@ -28,7 +28,7 @@ use std::{
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use crate::{Host, processes_in_namespace, run_ok};
+use crate::{Host, cni_plugin, processes_in_namespace, run_ok};
 
 /// The image every runtime runs, built from busybox-static by `busybox_image`.
 pub const BUSYBOX_IMAGE: &str = "localhost/busybox:dataplane-test";
@@ -38,19 +38,6 @@ const BUSYBOX: &str = "/bin/busybox";
 
 /// Per-process dirs in the temp dir holding the built image.
 const IMAGE_DIR_PREFIX: &str = "dataplane-busybox-";
-
-/// The CNI plugin under test: $DATAPLANE_CNI_BIN, else the workspace's debug build.
-pub fn cni_binary() -> PathBuf {
-    let path = std::env::var_os("DATAPLANE_CNI_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/dataplane-cni"));
-    assert!(
-        path.exists(),
-        "{} is missing: build it first with `cargo build -p dataplane` (`cargo xtask test` does)",
-        path.display()
-    );
-    path
-}
 
 /// The busybox image as the runtimes import it: a root file system tar (`podman import`)
 /// and a docker-archive of one layer (`ctr images import`).
@@ -163,12 +150,7 @@ fn plugin_root(host: &Host) -> PathBuf {
     let bin = root.join("cni/bin");
     if !bin.exists() {
         fs::create_dir_all(&bin).unwrap();
-        // Only a conflist of type `dataplane` follows the link (`dataplane_conflist`
-        // checks that the plugin is built); the reference plugins' tests never do.
-        let plugin = std::env::var_os("DATAPLANE_CNI_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/dataplane-cni"));
-        symlink(plugin, bin.join("dataplane")).unwrap();
+        symlink(cni_plugin(), bin.join("dataplane")).unwrap();
     }
     root
 }
@@ -176,7 +158,6 @@ fn plugin_root(host: &Host) -> PathBuf {
 /// A network of our plugin, as the README tells users to write it: created from `subnet`
 /// on first use, the daemon reached at the test host's socket.
 pub fn dataplane_conflist(host: &Host, network: &str, subnet: &str) -> Value {
-    cni_binary();
     json!({
         "cniVersion": "1.0.0",
         "name": network,
@@ -187,30 +168,6 @@ pub fn dataplane_conflist(host: &Host, network: &str, subnet: &str) -> Value {
             "socket": host.socket(),
             "capabilities": {"portMappings": true, "ips": true, "mac": true, "aliases": true},
         }],
-    })
-}
-
-/// A network of Debian's reference plugins (bridge, host-local, portmap), their state in
-/// the host's dir: what our plugin is compared with.
-pub fn reference_conflist(host: &Host, network: &str, subnet: &str, gateway: &str) -> Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": network,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": format!("cni-{network}"),
-                "isGateway": true,
-                "hairpinMode": true,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": subnet, "gateway": gateway}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": host.dir.join("cni-host-local"),
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": true}},
-        ],
     })
 }
 
@@ -419,6 +376,13 @@ pub struct Containerd {
 impl Containerd {
     /// containerd for `host`, `conflist` the only network ctr sees, the busybox image imported.
     pub fn start(host: &Host, conflist: &Value) -> Self {
+        for mount_point in ["/etc/cni/net.d", "/opt"] {
+            assert!(
+                Path::new(mount_point).is_dir(),
+                "{mount_point} is missing: ctr's conflist dir and plugin root are mounted there \
+                 (package podman makes /etc/cni/net.d; `cargo xtask setup` installs it)"
+            );
+        }
         let dir = host.dir.join("containerd");
         let net_d = dir.join("net.d");
         write_conflist(&net_d, "10-test.conflist", conflist);

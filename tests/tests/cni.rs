@@ -60,7 +60,9 @@ impl<'a> Call<'a> {
             command.env("CNI_ARGS", args);
         }
         let mut child = command.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(config.to_string().as_bytes()).unwrap();
+        // A plugin that fails before it reads its config (a missing CNI_* variable) closes
+        // stdin first: the write's broken pipe is no error of the test's.
+        let _ = child.stdin.take().unwrap().write_all(config.to_string().as_bytes());
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         Outcome {

@@ -56,6 +56,24 @@ fn podman_containers_ping_each_other_by_address_and_by_name() {
     }
 }
 
+/// podman passes `--ip` and `--mac-address` only in CNI_ARGS (`IP=`, `MAC=`), never in
+/// runtimeConfig.
+#[test]
+fn podman_ip_and_mac_address_are_the_containers() {
+    let host = Host::start();
+    let podman = Podman::start(&host, &[dataplane_conflist(&host, "dpnet", "10.88.5.0/24")]);
+    let mac = "02:42:0a:58:05:4d";
+    podman.run("fixed", "dpnet", &["--ip", "10.88.5.77", "--mac-address", mac], &["sleep", "600"]);
+    let inside = podman.exec("fixed", "ip -o -4 addr show dev eth0; ip -o link show dev eth0");
+    assert!(
+        text(&inside).contains("inet 10.88.5.77/24"),
+        "eth0 has not the address asked for: {}",
+        text(&inside)
+    );
+    assert!(text(&inside).contains(mac), "eth0 has not the MAC asked for: {}", text(&inside));
+    assert_eq!(podman.ip_of("fixed", "dpnet"), "10.88.5.77", "podman recorded another address");
+}
+
 /// busybox httpd serving `hello from <name>` on port 80.
 fn serve_hello(name: &str) -> Vec<String> {
     vec![
