@@ -315,6 +315,13 @@ pub struct DockerState {
     pub endpoints: BTreeMap<String, DockerEndpoint>,
 }
 
+impl DockerState {
+    /// Whether our network `network_id` is one of Docker's.
+    pub fn is_dockers(&self, network_id: &str) -> bool {
+        self.networks.values().any(|id| id == network_id)
+    }
+}
+
 /// An endpoint as Docker's CreateEndpoint settled it: the address Docker's IPAM gave, and
 /// the MAC Docker gave or we chose.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -147,10 +147,14 @@ impl Core {
             // Deleted already (DeleteNetwork again after an error elsewhere).
             return Ok(json!({}));
         };
-        if let Some(net) = self.state.network_by_id(&ours).cloned() {
-            self.remove_network(&net.name).await?;
-        }
+        // No longer Docker's, so that it may go; Docker's again should it stay.
         self.state.docker.networks.remove(&request.network_id);
+        if let Some(net) = self.state.network_by_id(&ours).cloned()
+            && let Err(e) = self.remove_network(&net.name).await
+        {
+            self.state.docker.networks.insert(request.network_id.clone(), ours);
+            return Err(e);
+        }
         self.state.docker.endpoints.retain(|_, e| e.network_id != ours);
         self.save()?;
         Ok(json!({}))

@@ -40,6 +40,15 @@ impl Core {
     /// state (the caller saves).
     pub(super) async fn attach(&mut self, wanted: EndpointSpec<'_>) -> Result<Endpoint> {
         let net = wanted.network;
+        if self.state.docker.is_dockers(&net.id) && !matches!(wanted.owner, Owner::Docker { .. }) {
+            bail!(DaemonError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "network {} is Docker's: Docker's IPAM gives its addresses; put containers on it with `docker run --network`",
+                    net.name
+                )
+            ));
+        }
         check_aliases(net, &wanted.aliases)?;
         let used = self.state.used_addresses(&net.id);
         let ip = match wanted.ip {
@@ -47,8 +56,13 @@ impl Core {
             None => net.plan().allocate(&used),
         }
         .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name)))?;
+        let id = match &wanted.owner {
+            // Docker's endpoints keep Docker's EndpointID, which `docker inspect` shows.
+            Owner::Docker { endpoint_id } => endpoint_id.clone(),
+            Owner::Container { .. } | Owner::Cni { .. } => new_id(),
+        };
         let mut endpoint = Endpoint {
-            id: new_id(),
+            id,
             owner: wanted.owner,
             netns: wanted.netns.to_path_buf(),
             ifname: wanted.ifname,
