@@ -88,6 +88,16 @@ fn docker_containers_reach_each_other_by_address_and_by_name() {
         "network inspect does not list beta's endpoint as Docker's: {:?}",
         endpoints(&host, &ours)
     );
+    let info = host.dp_json(&["network", "inspect", &ours]);
+    assert!(
+        info[0]["Containers"].get(&endpoint_id).is_some(),
+        "our endpoint does not keep Docker's EndpointID {endpoint_id}: {info}"
+    );
+    // Docker's network is Docker's: our own run and network rm keep off it.
+    let err = host.dp_err(&["run", "-d", "--network", &ours, "--", "sleep", "600"]);
+    assert!(err.contains("is Docker's") && err.contains("docker run --network"), "{err}");
+    let err = host.dp_err(&["network", "rm", &ours]);
+    assert!(err.contains("is Docker's") && err.contains("docker network rm"), "{err}");
     // Docker moved our veth's inner end in and named it; the MAC is the one we chose.
     let link = docker.exec("beta", "ip -o link show eth0");
     let mac = mac_of(&beta);
@@ -272,6 +282,16 @@ fn two_docker_networks_are_isolated() {
     // Each reaches its own gateway, which is a host address.
     let ping = docker.exec("on-red", "ping -c 1 -W 1 10.20.0.1");
     assert!(ping.status.success(), "red does not reach its gateway: {}", text(&ping));
+
+    // An --internal network never reaches the outside; Docker adds no second interface.
+    docker.ok(&["network", "create", "-d", &plugin.name, "--internal", "--subnet", "10.22.0.0/24", "inside"]);
+    docker.run("on-inside", "inside", &[], &["sleep", "600"]);
+    let links = docker.exec("on-inside", "ls /sys/class/net");
+    assert_eq!(text(&links).split_whitespace().collect::<Vec<_>>(), ["eth0", "lo"], "{}", text(&links));
+    let dropped = host.counter("dropped_internal");
+    let ping = docker.exec("on-inside", &format!("ping -c 1 -W 1 {EXTERNAL_ADDR}"));
+    assert!(!ping.status.success(), "an internal network reached the outside: {}", text(&ping));
+    assert!(host.counter("dropped_internal") > dropped, "the ping was not dropped as internal");
 }
 
 #[test]
