@@ -21,6 +21,9 @@ use serde_json::Value;
 
 use crate::{Host, namespace_inode, processes_in_namespace, runtimes};
 
+/// The docker CLI of package docker.io, dockerd's own version.
+const DOCKER_CLI: &str = "/usr/bin/docker";
+
 /// The image every container runs.
 pub const IMAGE: &str = "busybox:dataplane-test";
 
@@ -132,12 +135,14 @@ impl Dockerd {
         fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
 
-    /// The docker CLI, in the host's namespace, talking to this dockerd.
+    /// The docker CLI of dockerd's package (another on the PATH may refuse what needs a
+    /// newer API than 20.10's, such as `--mac-address` with `--network`), in the host's
+    /// namespace, talking to this dockerd.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new("nsenter");
         command
             .arg(format!("--net=/run/netns/{}", self.netns))
-            .args(["--", "docker"])
+            .args(["--", DOCKER_CLI])
             .args(args)
             .env("DOCKER_HOST", format!("unix://{}", self.dir.join("docker.sock").display()))
             .env("DOCKER_CONFIG", self.dir.join("cli"))

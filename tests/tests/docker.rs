@@ -103,6 +103,19 @@ fn docker_containers_reach_each_other_by_address_and_by_name() {
     let mac = mac_of(&beta);
     assert!(text(&link).contains(&mac), "beta's eth0 has not the MAC {mac}: {}", text(&link));
 
+    // --ip and --mac-address are the container's.
+    docker.run(
+        "gamma",
+        "web",
+        &["--ip", "10.20.0.50", "--mac-address", "02:42:0a:14:00:77"],
+        &["sleep", "600"],
+    );
+    assert_eq!(docker.ip_of("gamma", "web"), "10.20.0.50", "--ip was not the container's address");
+    let link = docker.exec("gamma", "ip -o link show eth0");
+    assert!(text(&link).contains("02:42:0a:14:00:77"), "--mac-address is not eth0's: {}", text(&link));
+    let ping = docker.exec("alpha", "ping -c 1 -W 2 10.20.0.50");
+    assert!(ping.status.success(), "alpha does not reach gamma at its --ip: {}", text(&ping));
+
     let forwarded = host.counter("forwarded");
     let ping = docker.exec("alpha", &format!("ping -c 3 -W 2 {beta}"));
     assert!(ping.status.success(), "alpha does not reach beta at {beta}: {}", text(&ping));
@@ -145,6 +158,18 @@ fn a_published_port_is_reachable_from_outside_with_no_firewall_rule() {
         err.contains("host port 0.0.0.0:8080/tcp is already in use"),
         "a taken port was not refused by name: {err}"
     );
+    // A host port range takes its first free port.
+    run_hello(&docker, "range1", "web", &["-p", "9000-9001:80"]);
+    run_hello(&docker, "range2", "web", &["-p", "9000-9001:80"]);
+    for (port, name) in [(9000, "range1"), (9001, "range2")] {
+        let url = format!("http://{UPLINK_ADDR}:{port}/");
+        assert!(
+            eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url)
+                .contains(&format!("hello from {name}"))),
+            "{url} does not reach {name}: {:?}",
+            fetch_from_outside(&host, &url)
+        );
+    }
     // The container reaches the outside, masqueraded (the outside has no route back to
     // the network).
     let ping = docker.exec("api", &format!("ping -c 1 -W 2 {EXTERNAL_ADDR}"));
