@@ -78,6 +78,17 @@ fn docker_containers_reach_each_other_by_address_and_by_name() {
     );
     assert_eq!(net[0]["IPAM"]["Config"][0]["Gateway"], "10.20.0.1", "our network has another gateway: {net}");
 
+    // Without --subnet, Docker's IPAM picks a pool clear of the host's routes (our
+    // default network's among them), and our network takes it.
+    docker.ok(&["network", "create", "-d", &plugin.name, "pooled"]);
+    let pool = docker.ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "pooled"]);
+    let pooled = host.dp_json(&["network", "inspect", &docker.dataplane_network("pooled")]);
+    assert_eq!(
+        pooled[0]["IPAM"]["Config"][0]["Subnet"],
+        pool.as_str(),
+        "our network has not Docker's pool: {pooled}"
+    );
+
     docker.run("alpha", "web", &[], &["sleep", "600"]);
     docker.run("beta", "web", &[], &["sleep", "600"]);
     let beta = docker.ip_of("beta", "web");
