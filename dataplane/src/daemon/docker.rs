@@ -32,7 +32,7 @@ use crate::{
     },
     ipam,
     ports::{self, PortMapping},
-    state::{DockerEndpoint, MacAddr, Network, Owner},
+    state::{DockerEndpoint, Endpoint, MacAddr, Network, Owner},
 };
 
 /// Binds the plugin socket where Docker looks for it; a socket nobody answers on (left by
@@ -320,6 +320,18 @@ impl Core {
             log::warn!("removing {}: {e:#}", endpoint.owner);
         }
         self.save()
+    }
+
+    /// Removes an endpoint whose sandbox went while the daemon was away: Docker removed
+    /// its container then, and gave up on a Leave and DeleteEndpoint that found no one
+    /// (it forgets the endpoint, and its IPAM may hand the address out again).
+    pub(super) async fn docker_sandbox_gone(&mut self, endpoint: &Endpoint) -> Result<()> {
+        let Owner::Docker { endpoint_id } = &endpoint.owner else {
+            return Ok(());
+        };
+        self.detach(endpoint).await?;
+        self.state.docker.endpoints.remove(endpoint_id);
+        Ok(())
     }
 
     /// Our endpoint ID of a joined Docker endpoint.
