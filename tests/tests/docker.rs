@@ -380,3 +380,40 @@ fn docker_endpoints_keep_working_across_a_restart_of_our_daemon() {
     assert_eq!(host.map_entries("ENDPOINTS"), 0, "endpoints restored and removed left entries");
     assert_eq!(host.map_entries("PUBLISHED"), 0, "a restored port was left published");
 }
+
+#[test]
+fn a_container_docker_removes_while_our_daemon_is_away_is_gone_after_the_restart() {
+    let plugin = DockerPlugin::unique();
+    let mut host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    run_hello(&docker, "api", "web", &["-p", "8080:80"]);
+    let api = docker.ip_of("api", "web");
+
+    host.stop_daemon();
+    // Docker retries its Leave and DeleteEndpoint for a while, then gives up on them and
+    // forgets the endpoint; the container goes all the same.
+    let removed = docker.output(&["rm", "-f", "api"]);
+    assert!(removed.status.success(), "docker rm -f failed with our daemon away: {}", text(&removed));
+    host.start_daemon();
+
+    assert_eq!(host.map_entries("ENDPOINTS"), 0, "the gone endpoint's entry is back: {}", host.daemon_log());
+    assert_eq!(host.map_entries("PUBLISHED"), 0, "the gone endpoint's port is published again");
+    assert!(!host.links().iter().any(|l| l.starts_with("veth")), "links left: {:?}", host.links());
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(host.dir.join("state/state.json")).unwrap()).unwrap();
+    assert_eq!(state["docker"]["endpoints"], serde_json::json!({}), "the state keeps the gone endpoint");
+    // Docker's IPAM hands the address out again, and the port is free.
+    run_hello(&docker, "again", "web", &["-p", "8080:80"]);
+    assert_eq!(
+        docker.ip_of("again", "web"),
+        api,
+        "Docker's IPAM gave another address; the test needs the same"
+    );
+    let url = format!("http://{UPLINK_ADDR}:8080/");
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from again")),
+        "the new container's port is not reachable: {}",
+        host.daemon_log()
+    );
+}
