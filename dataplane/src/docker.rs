@@ -123,6 +123,95 @@ pub struct ProgramExternalConnectivity {
     pub options: Map<String, Value>,
 }
 
+/// IpamDriver.RequestPool: a subnet (`--subnet`, or any free one) and the range to give
+/// addresses from (`--ip-range`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RequestPool {
+    #[serde(default, deserialize_with = "nullable")]
+    pub pool: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub sub_pool: String,
+    #[serde(rename = "V6", default)]
+    pub v6: bool,
+}
+
+/// IpamDriver.RequestAddress: an address of a pool (`--ip`, `--gateway`, or any free one).
+#[derive(Clone, Debug, Deserialize)]
+pub struct RequestAddress {
+    #[serde(rename = "PoolID")]
+    pub pool_id: String,
+    #[serde(rename = "Address", default, deserialize_with = "nullable")]
+    pub address: String,
+    #[serde(rename = "Options", default, deserialize_with = "nullable")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// IpamDriver.ReleaseAddress and ReleasePool (`Address` empty for the latter).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Release {
+    #[serde(rename = "PoolID")]
+    pub pool_id: String,
+    #[serde(rename = "Address", default, deserialize_with = "nullable")]
+    pub address: String,
+}
+
+/// RequestAddress's option that asks for the network's gateway.
+const ADDRESS_TYPE: &str = "RequestAddressType";
+const GATEWAY_ADDRESS: &str = "com.docker.network.gateway";
+
+impl RequestPool {
+    /// The subnet asked for, if any, and the range (`--ip-range`).
+    pub fn parse(&self) -> Result<(Option<Ipv4Net>, Option<Ipv4Net>), String> {
+        if self.v6 {
+            return Err(
+                "dataplane's IPAM gives IPv4 addresses only; create the network without --ipv6".into()
+            );
+        }
+        let net = |s: &str, flag: &str| -> Result<Option<Ipv4Net>, String> {
+            match s {
+                "" => Ok(None),
+                s => s
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{flag} {s:?} is not an IPv4 subnet; give A.B.C.D/N")),
+            }
+        };
+        Ok((net(&self.pool, "--subnet")?, net(&self.sub_pool, "--ip-range")?))
+    }
+}
+
+impl RequestAddress {
+    /// Whether Docker asks for the network's gateway rather than an endpoint's address.
+    pub fn for_gateway(&self) -> bool {
+        self.options.get(ADDRESS_TYPE).is_some_and(|t| t == GATEWAY_ADDRESS)
+    }
+
+    /// The address asked for (`--ip`, `--gateway`), if any.
+    pub fn wanted(&self) -> Result<Option<Ipv4Addr>, String> {
+        parse_address(&self.address)
+    }
+}
+
+impl Release {
+    pub fn address(&self) -> Result<Option<Ipv4Addr>, String> {
+        parse_address(&self.address)
+    }
+}
+
+/// An address as Docker sends it: bare or with a prefix length; empty for none.
+fn parse_address(address: &str) -> Result<Option<Ipv4Addr>, String> {
+    if address.is_empty() {
+        return Ok(None);
+    }
+    address
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .map(Some)
+        .ok_or_else(|| format!("address {address:?} is not an IPv4 address"))
+}
+
 /// Join's answer: the interface Docker moves into the sandbox and names `eth<N>`.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -426,6 +515,42 @@ mod tests {
             ]
         );
         assert_eq!(program(Value::Null).ports(), Ok(vec![]));
+    }
+
+    #[test]
+    fn ipam_requests_are_read_as_docker_sends_them() {
+        let pool: RequestPool = serde_json::from_value(json!({
+            "AddressSpace": "dataplane", "Pool": "10.30.0.0/24", "SubPool": "10.30.0.128/25", "Options": null, "V6": false
+        }))
+        .unwrap();
+        assert_eq!(
+            pool.parse(),
+            Ok((Some("10.30.0.0/24".parse().unwrap()), Some("10.30.0.128/25".parse().unwrap())))
+        );
+        let any: RequestPool =
+            serde_json::from_value(json!({"AddressSpace": "dataplane", "Pool": "", "V6": false})).unwrap();
+        assert_eq!(any.parse(), Ok((None, None)));
+        let v6: RequestPool = serde_json::from_value(json!({"Pool": "", "V6": true})).unwrap();
+        assert!(v6.parse().unwrap_err().contains("IPv4 addresses only"));
+        let bad: RequestPool = serde_json::from_value(json!({"Pool": "10.30.0.0"})).unwrap();
+        assert!(bad.parse().unwrap_err().contains("--subnet \"10.30.0.0\" is not an IPv4 subnet"));
+
+        let gateway: RequestAddress = serde_json::from_value(json!({
+            "PoolID": "10.30.0.0/24", "Address": "",
+            "Options": {"RequestAddressType": "com.docker.network.gateway"}
+        }))
+        .unwrap();
+        assert!(gateway.for_gateway());
+        assert_eq!(gateway.wanted(), Ok(None));
+        let ip: RequestAddress = serde_json::from_value(
+            json!({"PoolID": "10.30.0.0/24", "Address": "10.30.0.9", "Options": null}),
+        )
+        .unwrap();
+        assert!(!ip.for_gateway());
+        assert_eq!(ip.wanted(), Ok(Some(Ipv4Addr::new(10, 30, 0, 9))));
+        let release: Release =
+            serde_json::from_value(json!({"PoolID": "10.30.0.0/24", "Address": "10.30.0.9/24"})).unwrap();
+        assert_eq!(release.address(), Ok(Some(Ipv4Addr::new(10, 30, 0, 9))));
     }
 
     #[test]

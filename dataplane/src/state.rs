@@ -313,6 +313,19 @@ pub struct DockerState {
     pub networks: BTreeMap<String, String>,
     /// Docker's EndpointID → what CreateEndpoint settled.
     pub endpoints: BTreeMap<String, DockerEndpoint>,
+    /// Address pools of our IPAM driver (`--ipam-driver`), by their PoolID.
+    #[serde(default)]
+    pub pools: BTreeMap<String, DockerPool>,
+}
+
+/// A pool our IPAM driver gave Docker: a subnet, the range its addresses come from, and
+/// the addresses given out (the gateway apart).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerPool {
+    pub subnet: Ipv4Net,
+    pub range: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub addresses: BTreeSet<Ipv4Addr>,
 }
 
 impl DockerState {

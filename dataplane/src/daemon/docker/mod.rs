@@ -7,6 +7,9 @@
 //! ProgramExternalConnectivity and goes at Leave and DeleteEndpoint. Docker's IDs map to
 //! ours in the state (`State::docker`). Everything else (the veth, the map entries, the
 //! reservations) is `endpoints`', `networks`' and `publishing`'s work, as for our `run`.
+//! `ipam_driver` serves the IpamDriver calls (`--ipam-driver`) on the same socket.
+
+mod ipam_driver;
 
 use std::path::PathBuf;
 
@@ -76,7 +79,7 @@ fn parse<T: DeserializeOwned>(call: &str, body: &[u8]) -> Result<T> {
 
 async fn handle(core: &Shared, call: &str, body: &[u8]) -> Result<Value> {
     match call {
-        "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver"] })),
+        "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
         "NetworkDriver.GetCapabilities" => Ok(json!({ "Scope": "local", "ConnectivityScope": "local" })),
         "NetworkDriver.CreateNetwork" => core.lock().await.docker_create_network(parse(call, body)?).await,
         "NetworkDriver.DeleteNetwork" => core.lock().await.docker_delete_network(parse(call, body)?).await,
@@ -91,9 +94,20 @@ async fn handle(core: &Shared, call: &str, body: &[u8]) -> Result<Value> {
         }
         "NetworkDriver.Leave" => core.lock().await.docker_leave(parse(call, body)?).await,
         "NetworkDriver.DeleteEndpoint" => core.lock().await.docker_delete_endpoint(parse(call, body)?).await,
+        "IpamDriver.GetCapabilities" => {
+            Ok(json!({ "RequiresMACAddress": false, "RequiresRequestReplay": false }))
+        }
+        "IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
+            "LocalDefaultAddressSpace": ipam_driver::ADDRESS_SPACE,
+            "GlobalDefaultAddressSpace": ipam_driver::ADDRESS_SPACE,
+        })),
+        "IpamDriver.RequestPool" => core.lock().await.docker_request_pool(parse(call, body)?).await,
+        "IpamDriver.ReleasePool" => core.lock().await.docker_release_pool(parse(call, body)?),
+        "IpamDriver.RequestAddress" => core.lock().await.docker_request_address(parse(call, body)?),
+        "IpamDriver.ReleaseAddress" => core.lock().await.docker_release_address(parse(call, body)?),
         other => Err(DaemonError::new(
             ErrorKind::Invalid,
-            format!("{other} is not served: dataplane implements NetworkDriver for local-scope networks"),
+            format!("{other} is not served: dataplane implements NetworkDriver (local scope) and IpamDriver"),
         )
         .into()),
     }
