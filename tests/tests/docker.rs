@@ -417,3 +417,89 @@ fn a_container_docker_removes_while_our_daemon_is_away_is_gone_after_the_restart
         host.daemon_log()
     );
 }
+
+/// The daemon's record of Docker's IDs and pools (`State::docker`).
+fn docker_state(host: &Host) -> serde_json::Value {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(host.dir.join("state/state.json")).unwrap()).unwrap();
+    state["docker"].clone()
+}
+
+#[test]
+fn docker_networks_take_their_addresses_from_our_ipam_driver() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    let driver = plugin.name.as_str();
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        driver,
+        "--ipam-driver",
+        driver,
+        "--subnet",
+        "10.30.0.0/24",
+        "--ip-range",
+        "10.30.0.128/25",
+        "web",
+    ]);
+    let ipam = docker.ok(&["network", "inspect", "-f", "{{.IPAM.Driver}}", "web"]);
+    assert_eq!(ipam, driver, "Docker's network does not use our IPAM driver");
+    let ours = host.dp_json(&["network", "inspect", &docker.dataplane_network("web")]);
+    assert_eq!(ours[0]["IPAM"]["Config"][0]["Gateway"], "10.30.0.1", "not our IPAM's gateway: {ours}");
+    docker.run("alpha", "web", &[], &["sleep", "600"]);
+    docker.run("beta", "web", &[], &["sleep", "600"]);
+    docker.run("gamma", "web", &["--ip", "10.30.0.9"], &["sleep", "600"]);
+    assert_eq!(docker.ip_of("alpha", "web"), "10.30.0.128", "the first address is not the range's lowest");
+    assert_eq!(docker.ip_of("beta", "web"), "10.30.0.129");
+    assert_eq!(docker.ip_of("gamma", "web"), "10.30.0.9", "--ip was not given");
+    let ping = docker.exec("alpha", "ping -c 1 -W 2 beta");
+    assert!(ping.status.success(), "alpha does not reach beta: {}", text(&ping));
+    let pool = &docker_state(&host)["pools"]["10.30.0.0/24"];
+    assert_eq!(pool["gateway"], "10.30.0.1", "{pool}");
+    assert_eq!(pool["addresses"], serde_json::json!(["10.30.0.9", "10.30.0.128", "10.30.0.129"]), "{pool}");
+    let err = docker.err(&[
+        "run",
+        "-d",
+        "--name",
+        "twin",
+        "--network",
+        "web",
+        "--ip",
+        "10.30.0.9",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    assert!(
+        err.contains("address 10.30.0.9 is already in use"),
+        "a taken --ip was not refused by name: {err}"
+    );
+
+    // Released with the containers, and the pool with the network.
+    docker.ok(&["rm", "-f", "alpha", "beta", "gamma", "twin"]);
+    assert_eq!(docker_state(&host)["pools"]["10.30.0.0/24"]["addresses"], serde_json::json!([]));
+    docker.ok(&["network", "rm", "web"]);
+    assert_eq!(docker_state(&host)["pools"], serde_json::json!({}), "network rm left the pool");
+
+    // Without --subnet, a pool clear of our networks (the default one's 172.17.0.0/16).
+    docker.ok(&["network", "create", "-d", driver, "--ipam-driver", driver, "auto"]);
+    let subnet = docker.ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "auto"]);
+    assert_eq!(subnet, "172.18.0.0/16", "our IPAM did not pick the first free default pool");
+    let err = docker.err(&[
+        "network",
+        "create",
+        "-d",
+        driver,
+        "--ipam-driver",
+        driver,
+        "--subnet",
+        "172.18.5.0/24",
+        "overlapping",
+    ]);
+    assert!(
+        err.contains("--subnet 172.18.5.0/24 overlaps 172.18.0.0/16"),
+        "an overlapping pool was not refused: {err}"
+    );
+}
