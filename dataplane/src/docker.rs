@@ -1,8 +1,9 @@
 //! Docker's network plugin protocol, the wire side: the requests libnetwork's remote
-//! driver sends (JSON in Go's field names, with `null` for empty lists and maps) and what
-//! they carry, parsed into our types at the edge: the network's subnet, gateway and
-//! options, an endpoint's address and MAC, and `-p`'s port bindings. It holds no state
-//! and never talks to the daemon's core; `daemon::docker` serves it.
+//! network and IPAM drivers send (JSON in Go's field names, with `null` for empty lists
+//! and maps) and what they carry, parsed into our types at the edge: the network's
+//! subnet, gateway and options, an endpoint's address and MAC, `-p`'s port bindings, and
+//! the pools and addresses asked of our IPAM. It holds no state and never talks to the
+//! daemon's core; `daemon::docker` serves it.
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
