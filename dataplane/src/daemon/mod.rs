@@ -11,8 +11,8 @@
 //!   (uses `publishing`);
 //! - `containers`: our own `run`, `stop`, `rm`, `network connect` (uses `endpoints`);
 //! - `cni`: the CNI plugin's ADD, DEL, CHECK and GC (uses `networks` and `endpoints`);
-//! - `docker`: Docker's network plugin API, served on a socket of its own (uses
-//!   `networks` and `endpoints`);
+//! - `docker`: Docker's network plugin API, its network and IPAM drivers, served on a
+//!   socket of its own (uses `networks` and `endpoints`);
 //! - `restore`: the system back in line with the state at start (uses them all).
 //!
 //! It never creates a network, attaches a namespace or publishes a port itself: that is
