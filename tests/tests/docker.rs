@@ -220,11 +220,9 @@ fn docker_rm_and_network_rm_leave_nothing_behind() {
         "docker network rm left a bridge: {:?}",
         host.links()
     );
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(host.dir.join("state/state.json")).unwrap()).unwrap();
     assert_eq!(
-        state["docker"],
-        serde_json::json!({"networks": {}, "endpoints": {}}),
+        docker_state(&host),
+        serde_json::json!({"networks": {}, "endpoints": {}, "pools": {}}),
         "the state keeps Docker's IDs"
     );
     assert_no_firewall_rule(&host);
@@ -400,9 +398,7 @@ fn a_container_docker_removes_while_our_daemon_is_away_is_gone_after_the_restart
     assert_eq!(host.map_entries("ENDPOINTS"), 0, "the gone endpoint's entry is back: {}", host.daemon_log());
     assert_eq!(host.map_entries("PUBLISHED"), 0, "the gone endpoint's port is published again");
     assert!(!host.links().iter().any(|l| l.starts_with("veth")), "links left: {:?}", host.links());
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(host.dir.join("state/state.json")).unwrap()).unwrap();
-    assert_eq!(state["docker"]["endpoints"], serde_json::json!({}), "the state keeps the gone endpoint");
+    assert_eq!(docker_state(&host)["endpoints"], serde_json::json!({}), "the state keeps the gone endpoint");
     // Docker's IPAM hands the address out again, and the port is free.
     run_hello(&docker, "again", "web", &["-p", "8080:80"]);
     assert_eq!(
