@@ -1,7 +1,7 @@
 //! dockerd 20.10 in a test's host namespace, its networks made by our daemon through
 //! Docker's network plugin API. dockerd runs under `nsenter --net` with a data root, an
 //! exec root, an API socket, a pidfile and an empty config of the test's own, and without
-//! iptables or its default bridge; its image is the busybox one built from busybox-static
+//! iptables (unless a benchmark's reference asks for Docker's own) or its default bridge; its image is the busybox one built from busybox-static
 //! (`runtimes::busybox_rootfs_tar`), imported, never pulled.
 //!
 //! Docker finds plugins only at global paths (`/run/docker/plugins/NAME.sock`): each test
@@ -84,9 +84,24 @@ pub struct Dockerd {
     daemon: Option<Child>,
 }
 
+/// How dockerd networks its containers besides the plugins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firewall {
+    /// No iptables rule (`--iptables=false`): the plugin's networks only.
+    Off,
+    /// Docker's own: iptables rules and docker-proxy for `-p` on its bridge driver's
+    /// networks (a reference to compare ours with).
+    Iptables,
+}
+
 impl Dockerd {
-    /// dockerd in `host`'s namespace, with the busybox image imported.
+    /// dockerd in `host`'s namespace without iptables, the busybox image imported.
     pub fn start(host: &Host) -> Self {
+        Self::start_with(host, Firewall::Off)
+    }
+
+    /// dockerd in `host`'s namespace, with or without its iptables rules.
+    pub fn start_with(host: &Host, firewall: Firewall) -> Self {
         let dir = host.dir.join("docker");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("daemon.json"), "{}").unwrap();
@@ -103,7 +118,8 @@ impl Dockerd {
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
             .arg("--pidfile")
             .arg(dir.join("docker.pid"))
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .arg(format!("--iptables={}", firewall == Firewall::Iptables))
+            .args(["--ip6tables=false", "--bridge=none"])
             .arg(format!("--cgroup-parent=/{}", cgroup_parent(&host.name)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
