@@ -199,11 +199,14 @@ pub async fn connect(
     // nothing itself, so this opens no path of its own.
     nl.enable_ipv4_forwarding(host_index).await?;
     // The uplink's XDP program hands packets for published ports to the container's veth
-    // as frames, which a veth end takes only while its NAPI runs: GRO turns that on.
+    // as frames, which a veth end takes only while its NAPI runs: GRO turned on while the
+    // end is up starts it. An owner that moves and brings up the inner end itself (Docker)
+    // does so after its ports are published, and GRO turned on before does not start it
+    // then (seen on 6.18: XDP's frames were dropped), so tc serves that owner's ports.
     let xdp_target = publishes
         && dp.uplink_xdp()
-        && enable_inner_gro(nl, endpoint)
-            .await
+        && !endpoint.owner.configures_interface()
+        && netlink::enable_gro_in(&endpoint.netns, &endpoint.ifname)
             .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", endpoint.ifname))
             .is_ok();
     dp.set_interface(host_index, interface_config(net, endpoint, publishes, xdp_target))?;
@@ -213,15 +216,6 @@ pub async fn connect(
     )?;
     dp.attach(&endpoint.host_veth)?;
     Ok(host_index)
-}
-
-/// GRO on the endpoint's inner end, wherever it is: an owner that moves it itself
-/// (Docker) does so as the container starts, after its ports are published.
-async fn enable_inner_gro(nl: &Netlink, endpoint: &Endpoint) -> Result<()> {
-    if endpoint.owner.configures_interface() && nl.link_index(&endpoint.ifname).await?.is_some() {
-        return netlink::enable_gro_in(std::path::Path::new("/proc/self/ns/net"), &endpoint.ifname);
-    }
-    netlink::enable_gro_in(&endpoint.netns, &endpoint.ifname)
 }
 
 async fn create_veth(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result<u32> {
