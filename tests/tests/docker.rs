@@ -90,7 +90,7 @@ fn docker_containers_reach_each_other_by_address_and_by_name() {
     );
 
     docker.run("alpha", "web", &[], &["sleep", "600"]);
-    docker.run("beta", "web", &[], &["sleep", "600"]);
+    docker.run("beta", "web", &["--network-alias", "backend"], &["sleep", "600"]);
     let beta = docker.ip_of("beta", "web");
     assert!(beta.starts_with("10.20.0."), "beta's address {beta} is not on the network's subnet");
     let endpoint_id = docker.ok(&["inspect", "-f", "{{.NetworkSettings.Networks.web.EndpointID}}", "beta"]);
@@ -131,10 +131,13 @@ fn docker_containers_reach_each_other_by_address_and_by_name() {
     let ping = docker.exec("alpha", &format!("ping -c 3 -W 2 {beta}"));
     assert!(ping.status.success(), "alpha does not reach beta at {beta}: {}", text(&ping));
     assert!(host.counter("forwarded") >= forwarded + 6, "the pings did not take the fast path");
-    // Docker's embedded DNS answers for its containers on a plugin's network.
-    let ping = docker.exec("alpha", "ping -c 1 -W 2 beta");
-    assert!(ping.status.success(), "alpha does not reach beta by name: {}", text(&ping));
-    assert!(text(&ping).contains(&format!("({beta})")), "beta resolved elsewhere: {}", text(&ping));
+    // Docker's embedded DNS answers for its containers and their aliases on a plugin's
+    // network.
+    for name in ["beta", "backend"] {
+        let ping = docker.exec("alpha", &format!("ping -c 1 -W 2 {name}"));
+        assert!(ping.status.success(), "alpha does not reach beta by the name {name}: {}", text(&ping));
+        assert!(text(&ping).contains(&format!("({beta})")), "{name} resolved elsewhere: {}", text(&ping));
+    }
 }
 
 #[test]
@@ -498,4 +501,26 @@ fn docker_networks_take_their_addresses_from_our_ipam_driver() {
         err.contains("--subnet 172.18.5.0/24 overlaps 172.18.0.0/16"),
         "an overlapping pool was not refused: {err}"
     );
+}
+
+#[test]
+fn with_xdp_on_the_uplink_a_docker_container_s_port_is_served_from_tc() {
+    let plugin = DockerPlugin::unique();
+    let host = Host::start_with_external_and(&[plugin.daemon_env(), ("DATAPLANE_XDP", "on")]);
+    // XDP leaves to tc what a local sender left to the device to checksum.
+    host.external_sh_ok("ethtool -K eth0 tx off >/dev/null");
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    run_hello(&docker, "api", "web", &["-p", "8080:80"]);
+    // Docker brings the inner end up after publishing, when XDP could no longer hand it
+    // frames (its NAPI would not run): XDP passes them to tc, which serves the port.
+    let url = format!("http://{UPLINK_ADDR}:8080/");
+    let (xdp, tc) = (host.counter("published_xdp"), host.counter("published"));
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from api")),
+        "-p 8080:80 is not reachable with XDP on: {}",
+        host.dp_ok(&["stats"])
+    );
+    assert_eq!(host.counter("published_xdp"), xdp, "XDP took frames it cannot deliver");
+    assert!(host.counter("published") > tc, "tc did not serve the port");
 }
