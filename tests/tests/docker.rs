@@ -524,3 +524,46 @@ fn with_xdp_on_the_uplink_a_docker_container_s_port_is_served_from_tc() {
     assert_eq!(host.counter("published_xdp"), xdp, "XDP took frames it cannot deliver");
     assert!(host.counter("published") > tc, "tc did not serve the port");
 }
+
+#[test]
+fn a_running_container_connects_to_and_disconnects_from_a_second_network() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "front"]);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.21.0.0/24", "back"]);
+    docker.run("app", "front", &[], &["sleep", "600"]);
+    docker.run("db", "back", &[], &["sleep", "600"]);
+    let db = docker.ip_of("db", "back");
+    assert!(!docker.exec("app", &format!("ping -c 1 -W 1 {db}")).status.success(), "front reached back");
+
+    // Join into a running sandbox: Docker moves the interface in at once, as eth1.
+    docker.ok(&["network", "connect", "back", "app"]);
+    let links = docker.exec("app", "ls /sys/class/net");
+    assert_eq!(
+        text(&links).split_whitespace().collect::<Vec<_>>(),
+        ["eth0", "eth1", "lo"],
+        "{}",
+        text(&links)
+    );
+    let ping = docker.exec("app", &format!("ping -c 1 -W 2 {db}"));
+    assert!(ping.status.success(), "app does not reach db over its second network: {}", text(&ping));
+    assert_eq!(host.map_entries("ENDPOINTS"), 3, "three endpoints, three entries");
+
+    docker.ok(&["network", "disconnect", "back", "app"]);
+    assert_eq!(host.map_entries("ENDPOINTS"), 2, "disconnect left the endpoint's entry");
+    assert!(
+        !docker.exec("app", &format!("ping -c 1 -W 1 {db}")).status.success(),
+        "disconnected, still reached"
+    );
+
+    // A restart makes new endpoints and leaves none of the old ones.
+    docker.ok(&["restart", "-t", "0", "app"]);
+    let app = docker.ip_of("app", "front");
+    docker.run("peer", "front", &[], &["sleep", "600"]);
+    let ping = docker.exec("peer", &format!("ping -c 1 -W 2 {app}"));
+    assert!(ping.status.success(), "app is not reached after docker restart: {}", text(&ping));
+    assert_eq!(host.map_entries("ENDPOINTS"), 3, "docker restart left an old endpoint's entry");
+    let veths = host.links().iter().filter(|l| l.starts_with("veth")).count();
+    assert_eq!(veths, 3, "docker restart left veths: {:?}", host.links());
+}
