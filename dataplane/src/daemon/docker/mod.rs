@@ -84,7 +84,7 @@ async fn handle(core: &Shared, call: &str, body: &[u8]) -> Result<Value> {
         "NetworkDriver.CreateNetwork" => core.lock().await.docker_create_network(parse(call, body)?).await,
         "NetworkDriver.DeleteNetwork" => core.lock().await.docker_delete_network(parse(call, body)?).await,
         "NetworkDriver.CreateEndpoint" => core.lock().await.docker_create_endpoint(parse(call, body)?),
-        "NetworkDriver.EndpointOperInfo" => core.lock().await.docker_endpoint_info(parse(call, body)?).await,
+        "NetworkDriver.EndpointOperInfo" => core.lock().await.docker_endpoint_info(parse(call, body)?),
         "NetworkDriver.Join" => core.lock().await.docker_join(parse(call, body)?).await,
         "NetworkDriver.ProgramExternalConnectivity" => {
             core.lock().await.docker_program(parse(call, body)?).await
@@ -270,22 +270,21 @@ impl Core {
     async fn docker_program(&mut self, request: ProgramExternalConnectivity) -> Result<Value> {
         let endpoint_id = &request.endpoint.endpoint_id;
         let wanted = request.ports().map_err(|e| invalid(format!("endpoint {endpoint_id}: {e}")))?;
-        let id = self.docker_joined(endpoint_id)?;
+        let joined = self.docker_joined(endpoint_id)?;
         if wanted.is_empty() {
             return Ok(json!({}));
         }
         let mappings = wanted.iter().map(free_port_of_range).collect::<Result<Vec<_>>>()?;
-        let owner = owner_of(endpoint_id).to_string();
-        self.publish_later(&id, &owner, &mappings).await?;
+        self.publish_later(&joined.id, &joined.owner.to_string(), &mappings).await?;
         self.save()?;
         Ok(json!({}))
     }
 
     async fn docker_revoke(&mut self, request: EndpointRef) -> Result<Value> {
-        let Ok(id) = self.docker_joined(&request.endpoint_id) else {
+        let Ok(joined) = self.docker_joined(&request.endpoint_id) else {
             return Ok(json!({}));
         };
-        self.unpublish_all(&id).await?;
+        self.unpublish_all(&joined.id).await?;
         if let Err(e) = self.sync_firewall() {
             log::warn!("unpublishing the ports of docker:{}: {e:#}", request.endpoint_id);
         }
@@ -295,11 +294,10 @@ impl Core {
 
     /// EndpointOperInfo: what `docker network inspect` cannot show of it otherwise: the
     /// host side, and the ports published (Docker shows none for a plugin's network).
-    async fn docker_endpoint_info(&mut self, request: EndpointRef) -> Result<Value> {
-        let Ok(id) = self.docker_joined(&request.endpoint_id) else {
+    fn docker_endpoint_info(&self, request: EndpointRef) -> Result<Value> {
+        let Ok(endpoint) = self.docker_joined(&request.endpoint_id) else {
             return Ok(json!({ "Value": {} }));
         };
-        let endpoint = self.state.endpoints.iter().find(|e| e.id == id).context("the endpoint just found")?;
         let ports: Vec<String> = endpoint.ports.iter().map(ToString::to_string).collect();
         Ok(json!({ "Value": {
             "com.dataplane.host_veth": endpoint.host_veth,
@@ -348,10 +346,10 @@ impl Core {
         Ok(())
     }
 
-    /// Our endpoint ID of a joined Docker endpoint.
-    fn docker_joined(&self, endpoint_id: &str) -> Result<String> {
+    /// A Docker endpoint that has joined a sandbox: one of ours.
+    fn docker_joined(&self, endpoint_id: &str) -> Result<Endpoint> {
         let owner = owner_of(endpoint_id);
-        self.state.endpoints.iter().find(|e| e.owner == owner).map(|e| e.id.clone()).ok_or_else(|| {
+        self.state.endpoints.iter().find(|e| e.owner == owner).cloned().ok_or_else(|| {
             DaemonError::new(
                 ErrorKind::Unknown,
                 format!("endpoint {endpoint_id} has not joined a sandbox; Join it first"),
