@@ -154,6 +154,15 @@ fn a_published_port_is_reachable_from_outside_with_no_firewall_rule() {
         fetch_from_outside(&host, &url),
         host.daemon_log()
     );
+    // Docker shows no ports for a plugin's network; our network inspect does.
+    let ours = host.dp_json(&["network", "inspect", &docker.dataplane_network("web")]);
+    let ports: Vec<_> =
+        ours[0]["Containers"].as_object().unwrap().values().map(|c| c["Ports"].clone()).collect();
+    assert_eq!(
+        ports,
+        [serde_json::json!({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]})],
+        "network inspect does not show the published port"
+    );
     // Our daemon holds the port: another container cannot take it, and says which.
     let err = docker.err(&[
         "run",
