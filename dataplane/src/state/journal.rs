@@ -1,7 +1,8 @@
 //! Where the state lives on disk: `state.json`, the whole state as of some moment, and
 //! `state.journal`, what changed since, one line per save (the records put and removed,
 //! the firewall when it changed), appended and synced before the request is answered.
-//! A save costs what changed, not the size of the state: with 2,000 endpoints the whole
+//! Docker's records and the firewall, small and rarely changed, are written whole when
+//! they changed. A save costs what changed, not the size of the state: with 2,000 endpoints the whole
 //! state is ~2.5 MB, which took 15 ms to write per request.
 //!
 //! Once the journal outgrows the snapshot, and when the daemon stops, the whole state is
@@ -19,7 +20,7 @@ use std::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{Change, Container, Endpoint, Keyed, Network, Owner, State, Table, new_id};
+use super::{Change, Container, DockerState, Endpoint, Keyed, Network, Owner, State, Table, new_id};
 use crate::firewall::Rules;
 
 /// The journal is folded into the snapshot once it grows past the snapshot, and never
@@ -54,8 +55,10 @@ pub struct StateStore {
     seq: u64,
     journal_bytes: u64,
     snapshot_bytes: u64,
-    /// The firewall as last written: it changes rarely and is small, so saves compare it.
+    /// The firewall and Docker's records as last written: they change rarely and are
+    /// small, so saves compare them.
     firewall: Rules,
+    docker: DockerState,
     /// The files may not hold the state (no snapshot yet, a save failed halfway, or the
     /// state was migrated on load): the next save writes it whole.
     whole_next: bool,
@@ -73,6 +76,8 @@ struct Written<'a> {
     endpoints: Vec<Op<&'a Endpoint>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     firewall: Option<&'a Rules>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docker: Option<&'a DockerState>,
 }
 
 /// One save in the journal, as read back.
@@ -86,6 +91,7 @@ struct Read {
     #[serde(default)]
     endpoints: Vec<Op<Endpoint>>,
     firewall: Option<Rules>,
+    docker: Option<DockerState>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -144,6 +150,7 @@ impl StateStore {
             journal_bytes: 0,
             snapshot_bytes: 0,
             firewall: Rules::default(),
+            docker: DockerState::default(),
             whole_next: true,
         }
     }
@@ -191,11 +198,15 @@ impl StateStore {
             if let Some(firewall) = save.firewall {
                 state.firewall = firewall;
             }
+            if let Some(docker) = save.docker {
+                state.docker = docker;
+            }
             self.seq = save.seq;
             replayed = true;
         }
         let Some(state) = state else { return Ok(None) };
         self.firewall = state.firewall.clone();
+        self.docker = state.docker.clone();
         self.whole_next = false;
         if replayed || migrated {
             self.write_whole(&state)?;
@@ -207,17 +218,20 @@ impl StateStore {
     /// instead when the journal has outgrown it or the files may not hold the state.
     pub fn save(&mut self, state: &State, changes: &Changes) -> Result<()> {
         let firewall = (state.firewall != self.firewall).then_some(&state.firewall);
+        let docker = (state.docker != self.docker).then_some(&state.docker);
         let written = Written {
             seq: self.seq + 1,
             networks: ops(&state.networks, &changes.networks),
             containers: ops(&state.containers, &changes.containers),
             endpoints: ops(&state.endpoints, &changes.endpoints),
             firewall,
+            docker,
         };
         let nothing = written.networks.is_empty()
             && written.containers.is_empty()
             && written.endpoints.is_empty()
-            && written.firewall.is_none();
+            && written.firewall.is_none()
+            && written.docker.is_none();
         if self.whole_next || self.journal_bytes > self.snapshot_bytes.max(FOLD_AT_LEAST) {
             return self.write_whole(state);
         }
@@ -237,6 +251,9 @@ impl StateStore {
         self.journal_bytes += line.len() as u64;
         if firewall.is_some() {
             self.firewall = state.firewall.clone();
+        }
+        if docker.is_some() {
+            self.docker = state.docker.clone();
         }
         Ok(())
     }
@@ -276,6 +293,7 @@ impl StateStore {
         write().with_context(|| format!("writing {}", self.snapshot.display()))?;
         self.snapshot_bytes = bytes.len() as u64;
         self.firewall = state.firewall.clone();
+        self.docker = state.docker.clone();
         self.whole_next = true;
         let emptied = match &self.file {
             Some(file) => file.set_len(0).and_then(|()| file.sync_all()),
@@ -387,6 +405,7 @@ mod tests {
         state.endpoints.retain(|e| e.owner.container_id() != Some(first.as_str()));
         state.containers.retain(|c| c.id != first);
         state.firewall.remove(&[1]).unwrap();
+        state.docker.networks.clear();
         save(&mut state, &mut store);
         assert_eq!(
             fs::read(dir.path().join("state.json")).unwrap(),
@@ -397,7 +416,7 @@ mod tests {
         assert_eq!(lines.lines().count(), 4, "one line per save: {lines}");
         assert!(lines.lines().last().unwrap().len() < 2000, "a save writes what changed only");
         let loaded = StateStore::new(dir.path()).load().unwrap().unwrap();
-        assert_eq!(loaded, state, "the records, their order and the firewall come back");
+        assert_eq!(loaded, state, "the records, their order, the firewall and Docker's records come back");
         assert_eq!(loaded.used_addresses(&state.networks[0].id), state.used_addresses(&state.networks[0].id));
     }
 

@@ -81,6 +81,30 @@ impl<T: Keyed> Table<T> {
         Some(record)
     }
 
+    /// Puts `record` in the place of the record of its key, reindexed; returns whether
+    /// there was one (else nothing changes).
+    pub fn replace(&mut self, record: T) -> bool {
+        let key = record.key().to_string();
+        let replaced = self.swap(record).is_ok();
+        if replaced {
+            self.changes.push(Change::Put(key));
+        }
+        replaced
+    }
+
+    /// Swaps `record` in for the record of its key, or hands it back when there is none.
+    fn swap(&mut self, record: T) -> Result<(), T> {
+        match self.records.iter().rposition(|r| r.key() == record.key()) {
+            Some(at) => {
+                self.index.remove(&self.records[at]);
+                self.index.add(&record);
+                self.records[at] = record;
+                Ok(())
+            }
+            None => Err(record),
+        }
+    }
+
     /// The record with this key.
     pub fn get(&self, key: &str) -> Option<&T> {
         // Records that change are mostly the latest.
@@ -99,16 +123,9 @@ impl<T: Keyed> Table<T> {
     /// Puts a record read back from the store: it replaces the record of its key where
     /// that stands, or comes last. Nothing counts as changed.
     pub fn replay_put(&mut self, record: T) {
-        match self.records.iter().position(|r| r.key() == record.key()) {
-            Some(at) => {
-                self.index.remove(&self.records[at]);
-                self.index.add(&record);
-                self.records[at] = record;
-            }
-            None => {
-                self.index.add(&record);
-                self.records.push(record);
-            }
+        if let Err(record) = self.swap(record) {
+            self.index.add(&record);
+            self.records.push(record);
         }
     }
 
@@ -284,6 +301,11 @@ mod tests {
         table.replay_put(counted("b", 20));
         table.replay_removal("c");
         assert_eq!(table.index().0, 20);
+        table.take_changes();
+        assert!(table.replace(counted("b", 2)), "b is there to replace");
+        assert!(!table.replace(counted("z", 100)), "z is not");
+        assert_eq!(table.index().0, 2, "the replaced record is reindexed");
+        assert_eq!(table.take_changes(), [Change::Put("b".into())], "a replacement is a change");
         let loaded: Table<Counted> = vec![counted("x", 7)].into_iter().collect();
         assert_eq!(loaded.index().0, 7);
     }

@@ -14,6 +14,7 @@ use std::{
 };
 
 mod cni;
+mod docker;
 mod plots;
 
 use anyhow::{Context, Result, bail};
@@ -667,6 +668,7 @@ fn main() -> Result<()> {
     records.extend(measure_many_containers(&host, &mut cleanup, &tag, asked, memory_at)?);
     records.extend(measure_setup_at_scale(&mut host, sizes_at_scale, probes_at_scale)?);
     records.extend(cni::measure(&host, &mut cleanup, &tag, if options.quick { 10 } else { 100 })?);
+    records.extend(docker::measure(if options.quick { 5 } else { 30 })?);
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
         Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
