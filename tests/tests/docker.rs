@@ -428,9 +428,9 @@ fn a_container_docker_removes_while_our_daemon_is_away_is_gone_after_the_restart
 
 /// The daemon's record of Docker's IDs and pools (`State::docker`).
 fn docker_state(host: &Host) -> serde_json::Value {
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(host.dir.join("state/state.json")).unwrap()).unwrap();
-    state["docker"].clone()
+    // The running daemon's state: its snapshot and the journal of changes since.
+    let state = dataplane::state::StateStore::peek(&host.dir.join("state")).unwrap().expect("no state yet");
+    serde_json::to_value(&state.docker).unwrap()
 }
 
 #[test]

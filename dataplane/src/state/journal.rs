@@ -160,6 +160,22 @@ impl StateStore {
     /// short (a crash while it was written: its request was never answered) is left out.
     /// When there was a journal or a migration, the state is written whole at once.
     pub fn load(&mut self) -> Result<Option<State>> {
+        let (state, fold) = self.read()?;
+        if let (Some(state), true) = (&state, fold) {
+            self.write_whole(state)?;
+        }
+        Ok(state)
+    }
+
+    /// The state as a daemon's files hold it now, read without writing anything: for
+    /// those who look at the state of a running daemon (tests, tools).
+    pub fn peek(dir: &Path) -> Result<Option<State>> {
+        Ok(Self::new(dir).read()?.0)
+    }
+
+    /// The state on disk, and whether the files should be written whole (a journal was
+    /// replayed or the snapshot migrated).
+    fn read(&mut self) -> Result<(Option<State>, bool)> {
         let corrupt = |path: &Path| format!("state file {} is corrupt", path.display());
         let (mut state, migrated) = match read_if_present(&self.snapshot)? {
             Some(bytes) => {
@@ -204,14 +220,11 @@ impl StateStore {
             self.seq = save.seq;
             replayed = true;
         }
-        let Some(state) = state else { return Ok(None) };
+        let Some(state) = state else { return Ok((None, false)) };
         self.firewall = state.firewall.clone();
         self.docker = state.docker.clone();
         self.whole_next = false;
-        if replayed || migrated {
-            self.write_whole(&state)?;
-        }
-        Ok(Some(state))
+        Ok((Some(state), replayed || migrated))
     }
 
     /// Writes what changed: one line appended to the journal and synced; the whole state
@@ -418,6 +431,21 @@ mod tests {
         let loaded = StateStore::new(dir.path()).load().unwrap().unwrap();
         assert_eq!(loaded, state, "the records, their order, the firewall and Docker's records come back");
         assert_eq!(loaded.used_addresses(&state.networks[0].id), state.used_addresses(&state.networks[0].id));
+    }
+
+    #[test]
+    fn a_peek_reads_the_journal_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new(dir.path());
+        let mut state = sample();
+        save(&mut state, &mut store);
+        grow(&mut state, &mut store, 2);
+        let before = (fs::read(dir.path().join("state.json")).unwrap(), journal_len(dir.path()));
+        assert_eq!(StateStore::peek(dir.path()).unwrap(), Some(state.clone()));
+        let after = (fs::read(dir.path().join("state.json")).unwrap(), journal_len(dir.path()));
+        assert!(before == after && after.1 > 0, "a peek wrote to the files");
+        grow(&mut state, &mut store, 1);
+        assert_eq!(StateStore::peek(dir.path()).unwrap(), Some(state), "the store goes on after a peek");
     }
 
     #[test]
