@@ -50,8 +50,8 @@ pub const IP_DST_OFFSET: usize = 14 + 16;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 /// TCP flags that change a connection's state.
 pub const TCP_STATE_CHANGES: u8 = TCP_FIN | TCP_SYN | TCP_RST;
 
@@ -128,6 +128,14 @@ pub fn l4(ctx: &impl Packet, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
         }
         _ => None,
     }
+}
+
+/// The sequence and acknowledgement numbers (host order) of a translatable TCP frame.
+#[inline(always)]
+pub fn tcp_seq_ack(ctx: &impl Packet) -> Option<(u32, u32)> {
+    let seq: u32 = packet::read(ctx, TRANSLATABLE_L4_OFFSET + 4)?;
+    let ack: u32 = packet::read(ctx, TRANSLATABLE_L4_OFFSET + 8)?;
+    Some((u32::from_be(seq), u32::from_be(ack)))
 }
 
 /// Whether `port` (network byte order) lies in the masquerade port range: on the uplink's

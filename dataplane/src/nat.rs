@@ -154,11 +154,19 @@ fn expired(proto: u8, state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
     now_ns.saturating_sub(last_seen_ns) > idle_timeout(proto, state).as_nanos() as u64
 }
 
-/// Flows of each conntrack table: masqueraded (SNAT_CT) and to published ports (DNAT_CT).
+/// Flows of each conntrack table: masqueraded (SNAT_CT), confirmed to published ports
+/// (DNAT_CT), and not yet confirmed to published ports (DNAT_NEW).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PerTable {
     pub masquerade: u64,
     pub published: u64,
+    pub published_unconfirmed: u64,
+}
+
+impl PerTable {
+    pub fn total(&self) -> u64 {
+        self.masquerade + self.published + self.published_unconfirmed
+    }
 }
 
 /// The tables at one moment: the programs' event counts and the live entries.
@@ -175,6 +183,7 @@ impl TableSnapshot {
             live: PerTable {
                 masquerade: dp.conntrack()?.len() as u64,
                 published: dp.dnat_conntrack()?.len() as u64,
+                published_unconfirmed: dp.dnat_unconfirmed()?.len() as u64,
             },
         })
     }
@@ -182,7 +191,7 @@ impl TableSnapshot {
 
 /// Counts what the LRU tables evicted since the daemon started, which the kernel does not
 /// report: a flow that entered a table and is neither there any more, nor removed by the
-/// daemon, nor reclaimed by the programs, was evicted to make room.
+/// daemon, nor reclaimed or confirmed (moved on) by the programs, was evicted to make room.
 #[derive(Debug)]
 pub struct ConntrackAccount {
     start: TableSnapshot,
@@ -198,6 +207,7 @@ impl ConntrackAccount {
     pub fn forgot(&mut self, removed: PerTable) {
         self.forgotten.masquerade += removed.masquerade;
         self.forgotten.published += removed.published;
+        self.forgotten.published_unconfirmed += removed.published_unconfirmed;
     }
 
     pub fn evictions(&self, now: &TableSnapshot) -> PerTable {
@@ -216,11 +226,18 @@ impl ConntrackAccount {
                 now.live.masquerade,
                 self.start.live.masquerade,
             ),
+            // Flows enter DNAT_CT only when DNAT_NEW's are confirmed.
             published: evicted(
-                delta(ct_event::DNAT_CREATED),
+                delta(ct_event::DNAT_CONFIRMED),
                 i128::from(self.forgotten.published),
                 now.live.published,
                 self.start.live.published,
+            ),
+            published_unconfirmed: evicted(
+                delta(ct_event::DNAT_CREATED),
+                delta(ct_event::DNAT_CONFIRMED) + i128::from(self.forgotten.published_unconfirmed),
+                now.live.published_unconfirmed,
+                self.start.live.published_unconfirmed,
             ),
         }
     }
@@ -234,8 +251,9 @@ pub struct FlowTimes {
     pub last_seen_ns: u64,
 }
 
-/// Forgets the tracked flows, masqueraded and published, that `pred` picks by their
-/// container-side key (container address and port first); returns how many of each.
+/// Forgets the tracked flows, masqueraded and published (confirmed or not), that `pred`
+/// picks by their container-side key (container address and port first); returns how
+/// many of each.
 pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, FlowTimes) -> bool) -> Result<PerTable> {
     let times = |state, created_ns, last_seen_ns| FlowTimes { state, created_ns, last_seen_ns };
     let snat: Vec<_> = dp
@@ -244,13 +262,18 @@ pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, FlowTimes) -> boo
         .filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns)))
         .collect();
     dp.forget_flows(&snat)?;
-    let dnat: Vec<_> = dp
-        .dnat_conntrack()?
-        .into_iter()
-        .filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns)))
-        .collect();
+    let pick = |flows: Vec<(FlowKey, dataplane_common::DnatEntry)>| -> Vec<_> {
+        flows.into_iter().filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns))).collect()
+    };
+    let dnat = pick(dp.dnat_conntrack()?);
     dp.forget_dnat_flows(&dnat)?;
-    Ok(PerTable { masquerade: snat.len() as u64, published: dnat.len() as u64 })
+    let unconfirmed = pick(dp.dnat_unconfirmed()?);
+    dp.forget_dnat_flows(&unconfirmed)?;
+    Ok(PerTable {
+        masquerade: snat.len() as u64,
+        published: dnat.len() as u64,
+        published_unconfirmed: unconfirmed.len() as u64,
+    })
 }
 
 /// Forgets the flows that have been idle longer than their timeout.
@@ -336,7 +359,7 @@ fn describe(kind: &str, proto: u8, state: u8, created: u64, last_seen: u64, now_
 
 /// Every tracked flow: masqueraded ones as the container sent them (translated: the
 /// source the outside sees), published ones as the client sent them (translated: the
-/// container reached).
+/// container reached), confirmed ones first.
 pub fn list(dp: &mut Datapath) -> Result<Vec<FlowView>> {
     let now = monotonic_ns();
     let mut flows = vec![];
@@ -347,7 +370,7 @@ pub fn list(dp: &mut Datapath) -> Result<Vec<FlowView>> {
         view.translated = endpoint(&e.nat_addr, e.nat_port);
         flows.push(view);
     }
-    for (k, e) in dp.dnat_conntrack()? {
+    for (k, e) in dp.dnat_conntrack()?.into_iter().chain(dp.dnat_unconfirmed()?) {
         let mut view = describe("published", k.proto, e.state, e.created_ns, e.last_seen_ns, now);
         view.source = endpoint(&k.dst, k.dst_port);
         view.destination = endpoint(&e.host_addr, e.host_port);
@@ -434,18 +457,26 @@ mod tests {
     #[test]
     fn evictions_are_what_entered_and_left_no_other_way() {
         let snapshot =
-            |created: u64, reclaimed: u64, dnat: u64, live: u64, live_dnat: u64| super::TableSnapshot {
-                events: [created, reclaimed, dnat],
-                live: super::PerTable { masquerade: live, published: live_dnat },
+            |(created, reclaimed): (u64, u64), (dnat, confirmed): (u64, u64), live: super::PerTable| {
+                super::TableSnapshot { events: [created, reclaimed, dnat, confirmed], live }
             };
-        // The daemon starts with 10 live flows (3 published) and counters from an earlier run.
-        let mut account = super::ConntrackAccount::new(snapshot(500, 40, 90, 10, 3));
-        // 1,000 more flows; the programs reclaimed 20 ports; the daemon swept 30 and 5.
-        account.forgot(super::PerTable { masquerade: 30, published: 5 });
-        let now = snapshot(1500, 60, 190, 256, 50);
+        let live = |masquerade, published, published_unconfirmed| super::PerTable {
+            masquerade,
+            published,
+            published_unconfirmed,
+        };
+        // The daemon starts with 10 live flows (3 published, 2 of them unconfirmed) and
+        // counters from an earlier run.
+        let mut account = super::ConntrackAccount::new(snapshot((500, 40), (90, 60), live(10, 1, 2)));
+        // 1,000 more flows; the programs reclaimed 20 ports; the daemon swept 30 and 5
+        // (and 4 unconfirmed).
+        account.forgot(live(30, 5, 4));
+        // 10,100 new flows to published ports (a flood), 100 of them confirmed.
+        let now = snapshot((1500, 60), (10_190, 160), live(256, 50, 4096));
         // Masquerade: 1,000 in, 20 reclaimed, 30 swept, 246 more live: 704 evicted.
-        // Published: 100 in, 5 swept, 47 more live: 48 evicted.
-        assert_eq!(account.evictions(&now), super::PerTable { masquerade: 704, published: 48 });
+        // Published: 100 confirmed, 5 swept, 49 more live: 46 evicted.
+        // Unconfirmed: 10,100 in, 100 confirmed, 4 swept, 4,094 more live: 5,902 evicted.
+        assert_eq!(account.evictions(&now), live(704, 46, 5902));
         // Nothing new: nothing evicted, whatever the counters say from before.
         let idle = super::ConntrackAccount::new(now);
         assert_eq!(idle.evictions(&now), super::PerTable::default());
