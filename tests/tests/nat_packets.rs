@@ -720,6 +720,32 @@ fn a_flood_of_new_flows_to_a_published_port_pushes_out_only_new_flows() {
 }
 
 #[test]
+fn the_pins_of_the_version_before_dnat_new_are_taken_over_with_their_connections() {
+    let mut fx = publishing_8080();
+    let ack = connect_to_8080(&mut fx, 33000);
+    // What that version left: DNAT_CT as it is now, no DNAT_NEW, three conntrack events.
+    let dir = fx.maps_dir();
+    std::fs::remove_file(dir.join("DNAT_NEW")).unwrap();
+    std::fs::remove_file(dir.join("CT_EVENTS")).unwrap();
+    let script = format!(
+        "bpftool map create {} type percpu_array key 4 value 8 entries 3 name CT_EVENTS",
+        dir.join("CT_EVENTS").display()
+    );
+    assert!(std::process::Command::new("sh").args(["-c", &script]).status().unwrap().success());
+    fx.reload();
+    let events = aya::maps::MapInfo::from_pin(dir.join("CT_EVENTS")).unwrap();
+    assert_eq!(events.max_entries(), dataplane_common::ct_event::COUNT, "CT_EVENTS kept its old size");
+    assert!(dir.join("DNAT_NEW").exists(), "DNAT_NEW was not pinned");
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the confirmed connection was lost");
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
+    let (_, out) = fx.run(&segment(B_MAC, (B_ADDR, 80), (REMOTE, 33000), "A", B_ISN + 1, 1009));
+    assert_eq!((inspect(&out).src, inspect(&out).sport), (UPLINK_ADDR, 8080));
+    // New connections are confirmed through the new table.
+    connect_to_8080(&mut fx, 33001);
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 2);
+}
+
+#[test]
 fn flows_to_published_ports_confirmed_or_not_survive_a_reload() {
     let mut fx = publishing_8080();
     let ack = connect_to_8080(&mut fx, 33000);
