@@ -1,13 +1,14 @@
 //! Conntrack under a flood: new flows, however many, never push an established
 //! connection out of its table. A SYN flood from spoofed sources (the benchmarking range
 //! 198.18.0.0/15, inside the test's namespaces) hits a published port while a long-lived
-//! connection to that port exchanges a line every 100 ms; the connection must see no
-//! reset and no gap over a second, and the flood's flows must be counted as they are
-//! dropped.
+//! connection to that port exchanges a line every 100 ms (no reset, no gap over a
+//! second); a container opens flow after new flow to the outside while another one's
+//! connection out sits idle (no reset when it speaks again). The flood's flows must be
+//! counted as they are dropped.
 
 use std::{io::Read, process::Stdio, thread::sleep, time::Duration};
 
-use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR, eventually};
+use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR, binary, eventually};
 use serde_json::Value;
 
 const TABLE: u64 = 4096;
@@ -101,6 +102,48 @@ fn a_syn_flood_on_a_published_port_does_not_evict_its_established_connection() {
         dropped + TABLE + 2 * exchanged >= seen,
         "{seen} flood packets seen, {dropped} unconfirmed flows counted as evicted"
     );
+}
+
+#[test]
+fn new_flows_out_of_one_container_do_not_evict_another_ones_idle_connection() {
+    let host = Host::start_with_external_and(&[("DATAPLANE_CONNTRACK_MAX", &TABLE.to_string())]);
+    let loadgen = env!("CARGO_BIN_EXE_dp-loadgen");
+    let echo = format!("{EXTERNAL_ADDR}:7000");
+    let _server =
+        host.external_server(loadgen, &["tcp-echo-server", "--bind", &echo, "--secs", "60"], "echo.log");
+    host.run_sleeper("client", &[]);
+    host.run_sleeper("flooder", &[]);
+    // A connection out that exchanges a line every 2 s, so that its entries sit idle
+    // through the flood (an active one's entries stay recently used).
+    let client = host
+        .command(binary())
+        .args(["exec", "client", "--", loadgen, "tcp-echo-client", "--dst", &echo, "--secs", "7"])
+        .args(["--interval-ms", "2000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = KillOnDrop(client);
+    sleep(Duration::from_millis(500));
+    // New flows as fast as two threads open them for 2 s: connections to a closed port,
+    // each answered by a reset (which looks its flow up: a flow nobody answers is evicted
+    // first anyway, being the least recently used).
+    let flood = format!("timeout 20 {loadgen} tcp-connect --dst {EXTERNAL_ADDR}:7001 --secs 2 --threads 2");
+    let flood = json_of(host.exec("flooder", &flood), "the flood");
+    let flows = host.dp_ok(&["conntrack", "ls"]);
+    let exchange = json_of(wait_for(client), "the echo client");
+    assert_eq!(exchange["error"], Value::Null, "the idle connection broke: {exchange}, flood {flood}");
+    assert_eq!(exchange["exchanges"], 4, "{exchange}");
+    let tracked = |l: &&str| l.starts_with("masquerade") && l.contains(&echo) && l.contains("established");
+    assert_eq!(
+        flows.lines().filter(tracked).count(),
+        1,
+        "the connection is not tracked as established:\n{flows}"
+    );
+    assert_eq!(host.counter("conntrack_masquerade_evictions"), 0, "a confirmed connection was evicted");
+    let dropped = host.counter("conntrack_masquerade_unconfirmed_evictions");
+    assert!(dropped > TABLE, "only {dropped} unconfirmed flows counted as evicted: flood {flood}");
 }
 
 /// The output of a tool started with piped stdout and stderr.
