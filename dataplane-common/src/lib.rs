@@ -123,7 +123,8 @@ pub mod ct_state {
     /// Masquerade: seen from the container only, no reply yet. Published ports: not
     /// confirmed yet (in DNAT_NEW), answered or not.
     pub const NEW: u8 = 0;
-    /// Masquerade: a reply came back. Published ports: confirmed (in DNAT_CT): the client
+    /// Masquerade: a reply came back (the container's next packet confirms the flow,
+    /// SNAT_NEW to SNAT_CT). Published ports: confirmed (in DNAT_CT): the client
     /// acknowledged the container's answer.
     pub const ESTABLISHED: u8 = 1;
     /// A FIN was seen in either direction.
@@ -162,7 +163,8 @@ impl NextHop {
     }
 }
 
-/// Value of the conntrack table, keyed by the flow as the container sent it.
+/// Value of the masquerade conntrack tables (SNAT_NEW, then SNAT_CT once confirmed),
+/// keyed by the flow as the container sent it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnatEntry {
@@ -179,8 +181,8 @@ pub struct SnatEntry {
     pub last_seen_ns: u64,
 }
 
-/// Value of the reverse table, keyed by the flow as replies arrive on the uplink: where
-/// to send them back.
+/// Value of the reverse tables (SNAT_REV_NEW, then SNAT_REV), keyed by the flow as
+/// replies arrive on the uplink: where to send them back.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RevSnatEntry {
@@ -508,6 +510,10 @@ pub mod map_names {
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
     pub const SNAT_CT: &str = "SNAT_CT";
     pub const SNAT_REV: &str = "SNAT_REV";
+    /// Masqueraded flows not confirmed yet, apart from SNAT_CT and SNAT_REV so that they
+    /// can only push out each other.
+    pub const SNAT_NEW: &str = "SNAT_NEW";
+    pub const SNAT_REV_NEW: &str = "SNAT_REV_NEW";
     pub const PUBLISHED: &str = "PUBLISHED";
     pub const DNAT_CT: &str = "DNAT_CT";
     /// Unconfirmed flows to published ports, apart from DNAT_CT so that they can only push
@@ -522,23 +528,29 @@ pub mod map_names {
     pub const FIREWALL_HITS: &str = "FIREWALL_HITS";
 }
 
-/// Entries of each conntrack table (SNAT_CT, SNAT_REV, DNAT_CT, DNAT_NEW) unless the
-/// daemon is given `--conntrack-max`.
+/// Entries of each conntrack table (SNAT_CT, SNAT_REV, SNAT_NEW, SNAT_REV_NEW, DNAT_CT,
+/// DNAT_NEW) unless the daemon is given `--conntrack-max`.
 pub const CONNTRACK_DEFAULT_SIZE: u32 = 131_072;
 
 /// What the programs count about the conntrack tables (slots of `CT_EVENTS`, per CPU).
 /// LRU tables evict silently when full; with these and its own removals the daemon knows
 /// how many flows were evicted.
 pub mod ct_event {
-    /// A masqueraded flow entered SNAT_CT.
+    /// A masqueraded flow entered SNAT_NEW, unconfirmed.
     pub const SNAT_CREATED: u32 = 0;
-    /// The program removed a finished masqueraded flow to reuse its port.
+    /// The program removed a finished unconfirmed masqueraded flow (SNAT_NEW) to reuse
+    /// its port.
     pub const SNAT_RECLAIMED: u32 = 1;
     /// A flow to a published port entered DNAT_NEW, unconfirmed.
     pub const DNAT_CREATED: u32 = 2;
     /// A flow to a published port was confirmed: it moved from DNAT_NEW to DNAT_CT.
     pub const DNAT_CONFIRMED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// A masqueraded flow was confirmed: it moved from SNAT_NEW to SNAT_CT.
+    pub const SNAT_CONFIRMED: u32 = 4;
+    /// The program removed a finished confirmed masqueraded flow (SNAT_CT) to reuse its
+    /// port.
+    pub const SNAT_RECLAIMED_CONFIRMED: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Names of the programs in the kernel object.

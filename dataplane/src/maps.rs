@@ -119,7 +119,7 @@ fn firewall_key(rule_set: u16, source: Ipv4Net) -> Key<FirewallKey> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 16] {
+fn pinned_layouts() -> [PinnedLayout; 18] {
     use dataplane_common::{SockRevKey, SockRevValue};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -131,6 +131,8 @@ fn pinned_layouts() -> [PinnedLayout; 16] {
         layout::<u32, NatConfig>(map_names::NAT_CONFIG, Some(1)),
         layout::<FlowKey, SnatEntry>(map_names::SNAT_CT, None),
         layout::<FlowKey, RevSnatEntry>(map_names::SNAT_REV, None),
+        layout::<FlowKey, SnatEntry>(map_names::SNAT_NEW, None),
+        layout::<FlowKey, RevSnatEntry>(map_names::SNAT_REV_NEW, None),
         layout::<PublishKey, Backend>(map_names::PUBLISHED, None),
         layout::<FlowKey, DnatEntry>(map_names::DNAT_CT, None),
         layout::<FlowKey, DnatEntry>(map_names::DNAT_NEW, None),
@@ -188,8 +190,14 @@ impl Datapath {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         remove_pins_of_other_layouts(&maps_dir)?;
-        let conntrack_tables =
-            [map_names::SNAT_CT, map_names::SNAT_REV, map_names::DNAT_CT, map_names::DNAT_NEW];
+        let conntrack_tables = [
+            map_names::SNAT_CT,
+            map_names::SNAT_REV,
+            map_names::SNAT_NEW,
+            map_names::SNAT_REV_NEW,
+            map_names::DNAT_CT,
+            map_names::DNAT_NEW,
+        ];
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&maps_dir);
         for table in conntrack_tables {
@@ -475,9 +483,14 @@ impl Datapath {
         self.remove_entries(map_names::DNAT_NEW, &keys)
     }
 
-    /// Every tracked masqueraded flow.
+    /// Every confirmed masqueraded flow.
     pub fn conntrack(&mut self) -> Result<Vec<(FlowKey, SnatEntry)>> {
         self.hash_entries(map_names::SNAT_CT)
+    }
+
+    /// Every masqueraded flow not confirmed yet.
+    pub fn conntrack_unconfirmed(&mut self) -> Result<Vec<(FlowKey, SnatEntry)>> {
+        self.hash_entries(map_names::SNAT_NEW)
     }
 
     /// Every entry of a hash map, read a few thousand at a time (BPF_MAP_LOOKUP_BATCH):
@@ -502,7 +515,7 @@ impl Datapath {
         Ok(data.fd().as_fd().as_raw_fd())
     }
 
-    /// Forgets masqueraded flows in both directions.
+    /// Forgets masqueraded flows, confirmed or not, in both directions.
     pub fn forget_flows(&mut self, flows: &[(FlowKey, SnatEntry)]) -> Result<()> {
         let replies: Vec<FlowKey> = flows
             .iter()
@@ -516,8 +529,10 @@ impl Datapath {
             })
             .collect();
         self.remove_entries(map_names::SNAT_REV, &replies)?;
+        self.remove_entries(map_names::SNAT_REV_NEW, &replies)?;
         let keys: Vec<FlowKey> = flows.iter().map(|(key, _)| *key).collect();
-        self.remove_entries(map_names::SNAT_CT, &keys)
+        self.remove_entries(map_names::SNAT_CT, &keys)?;
+        self.remove_entries(map_names::SNAT_NEW, &keys)
     }
 
     fn hash_map<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> Result<HashMap<&mut MapData, K, V>> {

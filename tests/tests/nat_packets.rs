@@ -80,6 +80,13 @@ fn icmp_echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], id: u16, reply: bool)
     frame
 }
 
+/// Every masqueraded flow: the confirmed ones (SNAT_CT), then the others (SNAT_NEW).
+fn masqueraded(fx: &mut Fixture) -> Vec<(dataplane_common::FlowKey, dataplane_common::SnatEntry)> {
+    let mut flows = fx.datapath.conntrack().unwrap();
+    flows.extend(fx.datapath.conntrack_unconfirmed().unwrap());
+    flows
+}
+
 /// The parsed frame with both checksums verified.
 struct Seen {
     eth_dst: [u8; 6],
@@ -135,7 +142,7 @@ fn snat_out_and_reverse_snat_in_rewrite_tcp_with_valid_checksums() {
     assert_eq!((seen.dst, seen.dport), (REMOTE, 80), "destination must not change");
     assert_eq!(seen.eth_dst, GATEWAY_MAC, "next hop MAC from the FIB");
     assert_eq!(fx.count(Path::Masqueraded), 1);
-    let flows = fx.datapath.conntrack().unwrap();
+    let flows = fx.datapath.conntrack_unconfirmed().unwrap();
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0].1.state, ct_state::NEW);
 
@@ -147,15 +154,122 @@ fn snat_out_and_reverse_snat_in_rewrite_tcp_with_valid_checksums() {
     assert_eq!(seen_back.dport, 40000, "dst port was not restored");
     assert_eq!((seen_back.src, seen_back.sport), (REMOTE, 80));
     assert_eq!(seen_back.eth_dst, A_MAC, "reply must go to the container's MAC");
-    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::ESTABLISHED);
+    let answered = fx.datapath.conntrack_unconfirmed().unwrap();
+    assert_eq!(answered[0].1.state, ct_state::ESTABLISHED, "the reply was not recorded");
+    assert!(fx.datapath.conntrack().unwrap().is_empty(), "an answer alone confirmed the flow");
 
-    // Later packets of the flow keep their port; a RST closes it.
+    // The container's next packet confirms it, and keeps its port; a RST closes it.
     let (_, again) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true));
     assert_eq!(inspect(&again).sport, seen.sport);
+    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::ESTABLISHED);
+    assert!(fx.datapath.conntrack_unconfirmed().unwrap().is_empty(), "a confirmed flow stayed in SNAT_NEW");
     let mut rst = tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true);
     rst[14 + 20 + 13] |= 0x04;
     let _ = fx.run(&rst);
     assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::CLOSED);
+}
+
+/// Opens a TCP connection out from A's port `sport` to REMOTE:80 as a real client does:
+/// the SYN, the remote's SYN-ACK (sequence 7000), A's ACK, which confirms it. Returns its
+/// masquerade port and that ACK, to send again.
+fn connect_out(fx: &mut Fixture, sport: u16) -> (u16, Vec<u8>) {
+    let (verdict, out) = fx.run(&segment(A_MAC, (CONTAINER, sport), (REMOTE, 80), "S", 1000, 0));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the SYN did not leave");
+    let port = inspect(&out).sport;
+    let syn_ack = segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "SA", 7000, 1001);
+    assert_eq!(fx.run_uplink(&syn_ack).0, TC_ACT_REDIRECT, "the SYN-ACK did not come back");
+    let ack = segment(A_MAC, (CONTAINER, sport), (REMOTE, 80), "A", 1001, 7001);
+    assert_eq!(fx.run(&ack).0, TC_ACT_REDIRECT, "the ACK did not leave");
+    (port, ack)
+}
+
+#[test]
+fn a_masqueraded_flow_reset_or_refused_by_the_container_is_never_confirmed() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    // Reset by the remote: the container's next packet confirms nothing.
+    let (_, out) = fx.run(&segment(A_MAC, (CONTAINER, 40000), (REMOTE, 80), "S", 1000, 0));
+    let port = inspect(&out).sport;
+    let reset = segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "RA", 0, 1001);
+    assert_eq!(fx.run_uplink(&reset).0, TC_ACT_REDIRECT, "the reset did not reach the container");
+    let _ = fx.run(&segment(A_MAC, (CONTAINER, 40000), (REMOTE, 80), "A", 1001, 1));
+    assert!(fx.datapath.conntrack().unwrap().is_empty(), "a reset flow was confirmed");
+    // A SYN-ACK the container's stack refuses (a SYN flood's, sent from a raw socket):
+    // its RST confirms nothing either.
+    let (_, out) = fx.run(&segment(A_MAC, (CONTAINER, 40001), (REMOTE, 80), "S", 1000, 0));
+    let port = inspect(&out).sport;
+    let _ = fx.run_uplink(&segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "SA", 7000, 1001));
+    let _ = fx.run(&segment(A_MAC, (CONTAINER, 40001), (REMOTE, 80), "R", 1001, 0));
+    assert!(fx.datapath.conntrack().unwrap().is_empty(), "a refused SYN-ACK confirmed its flow");
+    let states: Vec<u8> = fx.datapath.conntrack_unconfirmed().unwrap().iter().map(|(_, e)| e.state).collect();
+    assert_eq!(states, [ct_state::CLOSED, ct_state::CLOSED]);
+    // A real handshake is confirmed, and its ACK left with the flow's port.
+    let (port, ack) = connect_out(&mut fx, 40002);
+    let confirmed = fx.datapath.conntrack().unwrap();
+    assert_eq!(confirmed.len(), 1, "the handshake did not confirm the flow");
+    assert_eq!((u16::from_be(confirmed[0].0.src_port), u16::from_be(confirmed[0].1.nat_port)), (40002, port));
+    let (verdict, out) = fx.run(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport, seen.dst, seen.dport), (UPLINK_ADDR, port, REMOTE, 80));
+}
+
+#[test]
+fn a_flood_of_new_flows_out_pushes_out_only_new_flows() {
+    const TABLE: u32 = 1024;
+    let mut fx = Fixture::with_conntrack_max(0, TABLE);
+    fx.enable_nat(1024, 65535);
+    let (port, ack) = connect_out(&mut fx, 40000);
+    // Four tables' worth of new flows, each answered (so that its entries are looked up
+    // again, as the connection's are).
+    for i in 0..4 * TABLE {
+        let remote = [198, 18, (i >> 8) as u8, i as u8];
+        let (verdict, out) = fx.run(&udp(CONTAINER, 5353, remote, 53));
+        assert_eq!(verdict, TC_ACT_REDIRECT, "flow {i} of the flood did not leave");
+        let answer = udp(remote, 53, UPLINK_ADDR, inspect(&out).sport);
+        assert_eq!(fx.run_uplink(&answer).0, TC_ACT_REDIRECT, "the answer to flow {i} did not come back");
+    }
+    let new = fx.datapath.conntrack_unconfirmed().unwrap().len();
+    assert!(new <= TABLE as usize, "SNAT_NEW holds {new} flows, more than its {TABLE} entries");
+    let confirmed = fx.datapath.conntrack().unwrap();
+    assert_eq!(confirmed.len(), 1, "the flood entered the confirmed table or evicted the connection");
+    // The connection goes on both ways, with its port.
+    let (verdict, out) = fx.run(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!((inspect(&out).src, inspect(&out).sport), (UPLINK_ADDR, port), "the connection lost its port");
+    let data = segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "A", 7001, 1009);
+    let (verdict, back) = fx.run_uplink(&data);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the connection's reply was not translated back");
+    let seen = inspect(&back);
+    assert_eq!((seen.src, seen.sport, seen.dst, seen.dport), (REMOTE, 80, CONTAINER, 40000));
+}
+
+#[test]
+fn masqueraded_flows_survive_a_reload_and_the_pins_of_the_version_before_snat_new() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let (port, ack) = connect_out(&mut fx, 40000);
+    let _ = fx.run(&udp(CONTAINER, 5000, REMOTE, 53));
+    fx.reload();
+    assert_eq!(fx.datapath.conntrack().unwrap().len(), 1, "the confirmed flow did not survive");
+    assert_eq!(fx.datapath.conntrack_unconfirmed().unwrap().len(), 1, "the unconfirmed flow did not survive");
+    // What the version before left: SNAT_CT and SNAT_REV as they are, no SNAT_NEW or
+    // SNAT_REV_NEW.
+    let dir = fx.maps_dir();
+    for map in ["SNAT_NEW", "SNAT_REV_NEW"] {
+        std::fs::remove_file(dir.join(map)).unwrap();
+    }
+    fx.reload();
+    for map in ["SNAT_NEW", "SNAT_REV_NEW"] {
+        assert!(dir.join(map).exists(), "{map} was not pinned");
+    }
+    assert_eq!(fx.datapath.conntrack().unwrap().len(), 1, "the confirmed flow was lost");
+    let (_, out) = fx.run(&ack);
+    assert_eq!(inspect(&out).sport, port, "the connection lost its port");
+    let data = segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "A", 7001, 1009);
+    let (verdict, back) = fx.run_uplink(&data);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!((inspect(&back).dst, inspect(&back).dport), (CONTAINER, 40000));
 }
 
 /// The MAC the uplink's neighbour table gives the default gateway from now on.
@@ -181,7 +295,7 @@ fn established_flows_skip_the_route_for_a_second_then_ask_again() {
     let syn = tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false);
     let (_, out) = fx.run(&syn);
     let port = inspect(&out).sport;
-    let flow = fx.datapath.conntrack().unwrap()[0].1;
+    let flow = masqueraded(&mut fx)[0].1;
     assert_eq!(flow.next_hop.dmac, GATEWAY_MAC, "the flow did not keep its next hop");
     assert_ne!(flow.next_hop.checked_ns, 0);
 
@@ -215,7 +329,7 @@ fn a_stale_next_hop_is_asked_again() {
     let (verdict, out) = fx.run(&udp_out);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(inspect(&out).eth_dst, MOVED_GATEWAY_MAC, "the flow kept a next hop older than a second");
-    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.next_hop.dmac, MOVED_GATEWAY_MAC);
+    assert_eq!(masqueraded(&mut fx)[0].1.next_hop.dmac, MOVED_GATEWAY_MAC);
 }
 
 #[test]
@@ -234,7 +348,7 @@ fn replies_update_their_flow_at_state_changes_and_once_a_second() {
         let (verdict, back) = fx.run_uplink(&frame);
         assert_eq!(verdict, TC_ACT_REDIRECT);
         assert_eq!(inspect(&back).dport, 40000);
-        fx.datapath.conntrack().unwrap()[0].1
+        masqueraded(fx)[0].1
     };
     let first = reply(&mut fx, false);
     assert_eq!(first.state, ct_state::ESTABLISHED, "the first reply must establish the flow");
@@ -315,7 +429,7 @@ fn internal_networks_never_leave_the_host() {
     // The host's own addresses stay reachable.
     let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40000, UPLINK_ADDR, 80, true, false));
     assert_eq!(verdict, TC_ACT_OK);
-    assert!(fx.datapath.conntrack().unwrap().is_empty());
+    assert!(masqueraded(&mut fx).is_empty());
 }
 
 #[test]
@@ -398,7 +512,7 @@ fn ports_of_reset_flows_are_reused_at_once() {
     let (verdict, out) = fx.run(&tcp(A_MAC, CONTAINER, 40001, REMOTE, 80, true, false));
     assert_eq!(verdict, TC_ACT_REDIRECT, "the port of a reset flow was not reused");
     assert_eq!(inspect(&out).sport, 61500);
-    let flows = fx.datapath.conntrack().unwrap();
+    let flows = masqueraded(&mut fx);
     assert_eq!(flows.len(), 1, "the reset flow must be forgotten");
     assert_eq!(u16::from_be(flows[0].0.src_port), 40001);
     // Replies reach the new flow.
@@ -883,18 +997,19 @@ fn conntrack_entries_expire_by_protocol_and_state() {
     let (_, out) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false));
     let tcp_port = inspect(&out).sport;
     let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 80, UPLINK_ADDR, tcp_port, true, true));
+    let _ = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true));
     let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
     let now = dataplane::nat::monotonic_ns();
     let secs = |s: u64| now + s * 1_000_000_000;
-    assert_eq!(fx.datapath.conntrack().unwrap().len(), 2, "both flows out are tracked");
+    assert_eq!(masqueraded(&mut fx).len(), 2, "both flows out are tracked");
     assert_eq!(fx.datapath.dnat_unconfirmed().unwrap().len(), 1, "the flow in is tracked");
 
     let swept = dataplane::nat::sweep_at(&mut fx.datapath, secs(29)).unwrap();
     assert_eq!(swept.total(), 0, "nothing is idle long enough yet");
     // Unanswered UDP lives 30 s; a new TCP connection in, 60 s; an established one, hours.
     let swept = dataplane::nat::sweep_at(&mut fx.datapath, secs(31)).unwrap();
-    assert_eq!((swept.masquerade, swept.total()), (1, 1));
-    let flows = fx.datapath.conntrack().unwrap();
+    assert_eq!((swept.masquerade_unconfirmed, swept.total()), (1, 1));
+    let flows = masqueraded(&mut fx);
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0].0.proto, 6, "the established TCP flow must stay");
     // The expired UDP flow's reply is not translated any more: it is the host's.
@@ -1070,18 +1185,18 @@ fn the_daemon_reads_and_sweeps_every_flow_of_a_large_table() {
     for i in 0..FLOWS {
         assert_eq!(fx.run(&udp(CONTAINER, 5353, remote(i), 53)).0, TC_ACT_REDIRECT);
     }
-    let flows = fx.datapath.conntrack().unwrap();
+    let flows = masqueraded(&mut fx);
     assert_eq!(flows.len(), FLOWS as usize, "the listing missed flows");
     let destinations: std::collections::HashSet<_> = flows.iter().map(|(k, _)| k.dst.addr).collect();
     assert_eq!(destinations.len(), FLOWS as usize, "the listing repeated flows");
     // Forgetting skips flows already gone, in the middle of a batch.
     fx.datapath.forget_flows(&flows[50..60]).unwrap();
     fx.datapath.forget_flows(&flows[..200]).unwrap();
-    assert_eq!(fx.datapath.conntrack().unwrap().len(), FLOWS as usize - 200);
+    assert_eq!(masqueraded(&mut fx).len(), FLOWS as usize - 200);
     let later = flows.iter().map(|(_, e)| e.last_seen_ns).max().unwrap() + 3600 * 1_000_000_000;
     let removed = dataplane::nat::sweep_at(&mut fx.datapath, later).unwrap();
-    assert_eq!(removed.masquerade, u64::from(FLOWS) - 200);
-    assert!(fx.datapath.conntrack().unwrap().is_empty());
+    assert_eq!(removed.masquerade_unconfirmed, u64::from(FLOWS) - 200);
+    assert!(masqueraded(&mut fx).is_empty());
 }
 
 const OTHER_CLIENT: [u8; 4] = [198, 51, 100, 8];

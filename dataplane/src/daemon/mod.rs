@@ -390,9 +390,11 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             let evicted = c.conntrack.evictions(&now);
             for (name, value) in [
                 ("conntrack_masquerade_entries", now.live.masquerade),
+                ("conntrack_masquerade_unconfirmed_entries", now.live.masquerade_unconfirmed),
                 ("conntrack_published_entries", now.live.published),
                 ("conntrack_published_unconfirmed_entries", now.live.published_unconfirmed),
                 ("conntrack_masquerade_evictions", evicted.masquerade),
+                ("conntrack_masquerade_unconfirmed_evictions", evicted.masquerade_unconfirmed),
                 ("conntrack_published_evictions", evicted.published),
                 ("conntrack_published_unconfirmed_evictions", evicted.published_unconfirmed),
             ] {
