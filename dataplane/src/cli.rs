@@ -164,6 +164,17 @@ struct DaemonArgs {
     /// any uplink with native XDP; `off` serves them from tc alone.
     #[arg(long, env = "DATAPLANE_XDP", value_enum, default_value_t = crate::nat::UplinkXdp::Auto)]
     xdp: crate::nat::UplinkXdp,
+    /// Serve Docker's network plugin API on this socket (alone: where Docker finds the
+    /// plugin `dataplane`), so that `docker network create -d dataplane` makes our networks.
+    #[arg(
+        long,
+        env = "DATAPLANE_DOCKER_PLUGIN",
+        value_name = "PATH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = crate::docker::DEFAULT_PLUGIN_SOCKET
+    )]
+    docker_plugin: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -301,6 +312,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 dns: args.dns,
                 conntrack_max: args.conntrack_max,
                 xdp: args.xdp,
+                docker_plugin: args.docker_plugin,
             };
             tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
         }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cni;
 pub mod daemon;
 pub mod dns;
+pub mod docker;
 pub mod drivers;
 pub mod firewall;
 pub mod inspect;

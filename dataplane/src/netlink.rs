@@ -141,6 +141,21 @@ impl Netlink {
         self.add_veth(name, inner, mtu).await.with_context(|| format!("creating veth pair {name} / {peer}"))
     }
 
+    /// Creates a veth pair with both ends here, `peer` with the given MAC, for an owner
+    /// that moves the peer into its namespace itself (Docker); returns `name`'s ifindex.
+    pub async fn create_veth_to_hand_over(
+        &self,
+        name: &str,
+        peer: &str,
+        mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<u32> {
+        let inner = LinkMessageBuilder::<LinkUnspec>::new().name(peer.to_string()).address(mac.to_vec());
+        self.add_veth(name, inner, mtu)
+            .await
+            .with_context(|| format!("creating veth pair {name} (host) / {peer} (to hand over)"))
+    }
+
     async fn add_veth(
         &self,
         name: &str,

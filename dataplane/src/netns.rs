@@ -108,6 +108,14 @@ pub fn remove(path: &Path) -> Result<()> {
     }
 }
 
+/// Whether `path` holds a network namespace (a pin or a /proc link): a pin whose bind
+/// mount went (its owner removed the namespace and left the file) holds none.
+pub fn is_namespace(path: &Path) -> bool {
+    /// NSFS_MAGIC of linux/magic.h: the file system of namespace files.
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
+}
+
 pub fn open(path: &Path) -> Result<File> {
     File::open(path).with_context(|| format!("opening network namespace {}", path.display()))
 }
@@ -141,6 +149,14 @@ pub fn spawn_inside(command: &mut Command, ns: &File) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_file_is_told_from_a_file_left_behind() {
+        assert!(is_namespace(Path::new("/proc/self/ns/net")));
+        let left = tempfile::NamedTempFile::new().unwrap();
+        assert!(!is_namespace(left.path()), "a plain file is no namespace");
+        assert!(!is_namespace(Path::new("/nonexistent/pin")), "a missing file is no namespace");
+    }
 
     #[test]
     fn mount_points_are_read_as_mountinfo_escapes_them() {

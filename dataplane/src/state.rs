@@ -174,6 +174,13 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// Whether the owner takes the endpoint's inner end from the host namespace and
+    /// configures it itself: Docker moves it into its sandbox, renames it and gives it its
+    /// address and routes. The others' inner end is born in their namespace, configured.
+    pub fn configures_interface(&self) -> bool {
+        matches!(self, Owner::Docker { .. })
+    }
+
     /// The id of our own container that owns the endpoint, if one does.
     pub fn container_id(&self) -> Option<&str> {
         match self {
@@ -205,7 +212,8 @@ pub struct Endpoint {
     pub owner: Owner,
     /// The network namespace the interface is in.
     pub netns: PathBuf,
-    /// Name of the interface inside the namespace (`eth0`).
+    /// Name of the interface inside the namespace (`eth0`); for Docker's endpoints, the
+    /// name it is handed over by, before Docker names it `eth<N>` in its sandbox.
     pub ifname: String,
     pub network_id: String,
     pub ip: Ipv4Addr,
@@ -291,6 +299,50 @@ pub struct State {
     /// The firewall for published ports (absent from state files of earlier versions).
     #[serde(default)]
     pub firewall: crate::firewall::Rules,
+    /// What Docker's network plugin API created, by Docker's IDs.
+    #[serde(default)]
+    pub docker: DockerState,
+}
+
+/// What Docker's network plugin API knows by Docker's IDs: its networks (ours, by our ID)
+/// and the endpoints it created on them. Such an endpoint is one of ours (owner
+/// `docker:<endpointID>`) from Join to Leave; before and after, only this record holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerState {
+    /// Docker's NetworkID → our network's ID.
+    pub networks: BTreeMap<String, String>,
+    /// Docker's EndpointID → what CreateEndpoint settled.
+    pub endpoints: BTreeMap<String, DockerEndpoint>,
+    /// Address pools of our IPAM driver (`--ipam-driver`), by their PoolID.
+    #[serde(default)]
+    pub pools: BTreeMap<String, DockerPool>,
+}
+
+/// A pool our IPAM driver gave Docker: a subnet, the range its addresses come from, and
+/// the addresses given out (the gateway apart).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerPool {
+    pub subnet: Ipv4Net,
+    pub range: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub addresses: BTreeSet<Ipv4Addr>,
+}
+
+impl DockerState {
+    /// Whether our network `network_id` is one of Docker's.
+    pub fn is_dockers(&self, network_id: &str) -> bool {
+        self.networks.values().any(|id| id == network_id)
+    }
+}
+
+/// An endpoint as Docker's CreateEndpoint settled it: the address Docker's IPAM gave, and
+/// the MAC Docker gave or we chose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerEndpoint {
+    /// Our network's ID.
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
 }
 
 impl State {
@@ -520,7 +572,19 @@ mod tests {
             container: Some("web".into()),
         };
         firewall.add(rule).unwrap();
-        State { networks: vec![network], containers: vec![container], endpoints: vec![endpoint], firewall }
+        let mut docker = DockerState::default();
+        docker.networks.insert("d0c".repeat(21), network.id.clone());
+        docker.endpoints.insert(
+            "e9d".repeat(21),
+            DockerEndpoint { network_id: network.id.clone(), ip: endpoint.ip, mac: endpoint.mac },
+        );
+        State {
+            networks: vec![network],
+            containers: vec![container],
+            endpoints: vec![endpoint],
+            firewall,
+            docker,
+        }
     }
 
     #[test]

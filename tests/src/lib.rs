@@ -5,6 +5,7 @@
 //! the test made.
 
 pub mod datapath;
+pub mod docker;
 pub mod runtimes;
 
 use std::{
@@ -107,8 +108,16 @@ impl Host {
     /// As `start_with_external`, with more environment for the daemon (the variables of
     /// its flags, e.g. `DATAPLANE_CONNTRACK_MAX`).
     pub fn start_with_external_and(daemon_env: &[(&str, &str)]) -> Self {
-        let mut host = Self::empty().expect("creating the host namespace");
+        let mut host = Self::empty_with_external();
         host.daemon_env = daemon_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        host.start_daemon();
+        host
+    }
+
+    /// A host namespace with the uplink and the external namespace, without a daemon (a
+    /// reference to compare ours with, networked by someone else).
+    pub fn empty_with_external() -> Self {
+        let mut host = Self::empty().expect("creating the host namespace");
         let external = format!("{}-ext", host.name);
         run_ok(Command::new("ip").args(["netns", "add", &external]))
             .expect("creating the external namespace");
@@ -120,7 +129,6 @@ impl Host {
         host.external_sh_ok(&format!(
             "ip link set lo up && ip addr add {EXTERNAL_ADDR}/24 dev eth0 && ip link set eth0 up"
         ));
-        host.start_daemon();
         host
     }
 
@@ -468,14 +476,14 @@ impl Drop for Host {
             kill_processes_in(&path);
             let _ = Command::new("umount").arg("-l").arg(&path).status();
         }
-        // The daemon makes its pin dir a mount of its own.
-        let _ = Command::new("umount").arg("-l").arg(self.netns_dir()).status();
+        // The daemon makes its pin dir a mount of its own (a host without one has none).
+        let _ = Command::new("umount").arg("-l").arg(self.netns_dir()).stderr(Stdio::null()).status();
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         // A test may have removed one of its namespaces itself.
         for ns in self.external.iter().chain(&self.extra_namespaces) {
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }
-        let _ = Command::new("umount").arg("-l").arg(self.bpffs()).status();
+        let _ = Command::new("umount").arg("-l").arg(self.bpffs()).stderr(Stdio::null()).status();
         // Empty once our processes are gone; give their exit a moment.
         for _ in 0..50 {
             if fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {

@@ -56,6 +56,11 @@ fn busybox_image() -> &'static BusyboxImage {
     })
 }
 
+/// The busybox image's root file system as a tar, for `docker import` too.
+pub fn busybox_rootfs_tar() -> &'static Path {
+    &busybox_image().rootfs_tar
+}
+
 fn image_dir() -> PathBuf {
     std::env::temp_dir().join(format!("{IMAGE_DIR_PREFIX}{}", std::process::id()))
 }
@@ -184,7 +189,7 @@ fn expect_ok(what: &str, out: Output) -> String {
 }
 
 /// Mounts under `dir` in our mount namespace, deepest first.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut mounts: Vec<PathBuf> = mountinfo
         .lines()

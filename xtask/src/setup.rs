@@ -12,7 +12,11 @@ use crate::run_command;
 /// busybox-static for their image, and Debian's reference CNI plugins. runc is named
 /// because podman depends on "crun | runc" and apt would take crun, which refuses this
 /// machine kind's cgroup layout. Nothing more is needed for root with the vfs driver and
-/// CNI networking (no uidmap, fuse-overlayfs, slirp4netns or catatonit).
+/// CNI networking (no uidmap, fuse-overlayfs, slirp4netns or catatonit). dockerd 20.10
+/// (docker.io) for the Docker plugin's tests: with --no-install-recommends it adds tini
+/// to what the runtimes above bring (containerd, runc, iptables). Its service does not
+/// start here because this machine kind's policy-rc.d denies every start; on a machine
+/// whose init starts it, stop it before the tests (it makes docker0 and iptables rules).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -37,6 +41,7 @@ const PACKAGES: &[&str] = &[
     "containerd",
     "busybox-static",
     "containernetworking-plugins",
+    "docker.io",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

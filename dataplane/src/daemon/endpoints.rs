@@ -40,6 +40,15 @@ impl Core {
     /// state (the caller saves).
     pub(super) async fn attach(&mut self, wanted: EndpointSpec<'_>) -> Result<Endpoint> {
         let net = wanted.network;
+        if self.state.docker.is_dockers(&net.id) && !matches!(wanted.owner, Owner::Docker { .. }) {
+            bail!(DaemonError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "network {} is Docker's: Docker's IPAM gives its addresses; put containers on it with `docker run --network`",
+                    net.name
+                )
+            ));
+        }
         check_aliases(net, &wanted.aliases)?;
         let used = self.state.used_addresses(&net.id);
         let ip = match wanted.ip {
@@ -47,8 +56,13 @@ impl Core {
             None => net.plan().allocate(&used),
         }
         .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name)))?;
+        let id = match &wanted.owner {
+            // Docker's endpoints keep Docker's EndpointID, which `docker inspect` shows.
+            Owner::Docker { endpoint_id } => endpoint_id.clone(),
+            Owner::Container { .. } | Owner::Cni { .. } => new_id(),
+        };
         let mut endpoint = Endpoint {
-            id: new_id(),
+            id,
             owner: wanted.owner,
             netns: wanted.netns.to_path_buf(),
             ifname: wanted.ifname,
@@ -90,6 +104,15 @@ impl Core {
     /// its map entries and its published ports.
     pub(super) async fn rearm(&mut self, endpoint: &Endpoint, owner_name: &str) -> Result<()> {
         let net = self.network_by_id(&endpoint.network_id)?.clone();
+        if endpoint.owner.configures_interface()
+            && self.netlink.link_index(&endpoint.host_veth).await?.is_none()
+        {
+            // Its inner end went with it, and only the owner can put one in its namespace.
+            bail!(
+                "its veth {} is gone; connect the container again (`docker network disconnect` and `connect`, or restart it)",
+                endpoint.host_veth
+            );
+        }
         let publishes = !endpoint.ports.is_empty();
         let host_index =
             drivers::connect(&self.netlink, &mut self.datapath, &net, endpoint, publishes).await?;
@@ -97,6 +120,74 @@ impl Core {
             self.republish(endpoint, owner_name, host_index).await?;
         }
         Ok(())
+    }
+
+    /// Publishes ports on an endpoint attached without them (Docker publishes after
+    /// Join), all or nothing, and records them (the caller saves). An endpoint that
+    /// publishes already keeps its ports: asked for the same again, nothing changes.
+    pub(super) async fn publish_later(
+        &mut self,
+        endpoint_id: &str,
+        owner_name: &str,
+        wanted: &[PortMapping],
+    ) -> Result<Endpoint> {
+        let mut endpoint = self.endpoint_by_id(endpoint_id)?;
+        if !endpoint.ports.is_empty() {
+            if endpoint.ports == wanted {
+                return Ok(endpoint);
+            }
+            bail!(DaemonError::new(
+                ErrorKind::Invalid,
+                format!("endpoint {endpoint_id} publishes ports already; unpublish them first")
+            ));
+        }
+        let net = self.network_by_id(&endpoint.network_id)?.clone();
+        let host_index = drivers::connect(&self.netlink, &mut self.datapath, &net, &endpoint, true).await?;
+        if let Err(e) = self.publish(&mut endpoint, owner_name, host_index, wanted).await {
+            if let Err(undo) = self.unpublish(&endpoint) {
+                log::warn!("undoing the ports of {}: {undo:#}", endpoint.owner);
+            }
+            endpoint.ports.clear();
+            if let Err(undo) =
+                drivers::connect(&self.netlink, &mut self.datapath, &net, &endpoint, false).await
+            {
+                log::warn!("undoing the ports of {}: {undo:#}", endpoint.owner);
+            }
+            return Err(e);
+        }
+        self.record(&endpoint);
+        Ok(endpoint)
+    }
+
+    /// Unpublishes every port of an endpoint, which stays attached (the caller saves).
+    pub(super) async fn unpublish_all(&mut self, endpoint_id: &str) -> Result<()> {
+        let mut endpoint = self.endpoint_by_id(endpoint_id)?;
+        if endpoint.ports.is_empty() {
+            return Ok(());
+        }
+        self.unpublish(&endpoint)?;
+        endpoint.ports.clear();
+        let net = self.network_by_id(&endpoint.network_id)?.clone();
+        drivers::connect(&self.netlink, &mut self.datapath, &net, &endpoint, false).await?;
+        self.record(&endpoint);
+        self.forget_later(vec![IpAddress::v4(endpoint.ip.octets())]);
+        Ok(())
+    }
+
+    fn endpoint_by_id(&self, id: &str) -> Result<Endpoint> {
+        self.state
+            .endpoints
+            .iter()
+            .find(|e| e.id == id)
+            .cloned()
+            .ok_or_else(|| DaemonError::new(ErrorKind::Unknown, format!("no endpoint {id}")).into())
+    }
+
+    /// Records a changed endpoint in the state, in its place.
+    pub(super) fn record(&mut self, endpoint: &Endpoint) {
+        if let Some(recorded) = self.state.endpoints.iter_mut().find(|e| e.id == endpoint.id) {
+            *recorded = endpoint.clone();
+        }
     }
 
     /// Detaches an endpoint: its published ports, map entries and interface go, its

@@ -11,6 +11,8 @@
 //!   (uses `publishing`);
 //! - `containers`: our own `run`, `stop`, `rm`, `network connect` (uses `endpoints`);
 //! - `cni`: the CNI plugin's ADD, DEL, CHECK and GC (uses `networks` and `endpoints`);
+//! - `docker`: Docker's network plugin API, its network and IPAM drivers, served on a
+//!   socket of its own (uses `networks` and `endpoints`);
 //! - `restore`: the system back in line with the state at start (uses them all).
 //!
 //! It never creates a network, attaches a namespace or publishes a port itself: that is
@@ -18,6 +20,7 @@
 
 mod cni;
 mod containers;
+mod docker;
 mod endpoints;
 mod networks;
 mod publishing;
@@ -71,6 +74,8 @@ pub struct Config {
     pub conntrack_max: Option<u32>,
     /// Whether published ports are served by XDP on the uplink.
     pub xdp: nat::UplinkXdp,
+    /// Where Docker's network plugin API is served, if it is.
+    pub docker_plugin: Option<PathBuf>,
 }
 
 /// How long a client of the control socket has to send its request, and to take its
@@ -153,8 +158,16 @@ pub async fn run(config: Config) -> Result<()> {
     }
     restore::restore(&core).await?;
 
+    let docker_plugin = match &config.docker_plugin {
+        Some(path) => Some((docker::bind(path).await?, path.clone())),
+        None => None,
+    };
     let listener = bind_control_socket(&config.socket)?;
     log::info!("serving on {}", config.socket.display());
+    if let Some((plugin, path)) = docker_plugin {
+        log::info!("serving Docker's network plugin API on {}", path.display());
+        tokio::spawn(docker::serve(core.clone(), plugin, path));
+    }
     println!("dataplane daemon ready on {}", config.socket.display());
 
     let gc = core.clone();
@@ -197,6 +210,9 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&config.socket);
+    if let Some(path) = &config.docker_plugin {
+        let _ = std::fs::remove_file(path);
+    }
     log::info!("stopped; containers keep running and state is kept for the next start");
     Ok(())
 }

@@ -135,6 +135,9 @@ impl Core {
         if net.name == DEFAULT_NETWORK {
             bail!("network bridge is the default network and cannot be removed");
         }
+        if self.state.docker.is_dockers(&net.id) {
+            bail!("network {} is Docker's; remove it with `docker network rm`", net.name);
+        }
         let names = self.state.owner_names();
         let on: Vec<_> = self.state.endpoints_on(&net.id).collect();
         if !on.is_empty() {
@@ -167,7 +170,11 @@ impl Core {
             .state
             .networks
             .iter()
-            .filter(|n| n.name != DEFAULT_NETWORK && self.state.endpoints_on(&n.id).next().is_none())
+            .filter(|n| {
+                n.name != DEFAULT_NETWORK
+                    && !self.state.docker.is_dockers(&n.id)
+                    && self.state.endpoints_on(&n.id).next().is_none()
+            })
             .map(|n| n.name.clone())
             .collect();
         for name in &unused {

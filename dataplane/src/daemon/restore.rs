@@ -15,7 +15,7 @@ use crate::{
     api::NetworkSpec,
     drivers, ipam,
     maps::v4_key,
-    process,
+    netns, process,
     state::{DEFAULT_NETWORK, Status},
 };
 
@@ -69,9 +69,17 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         c.state.endpoints.iter().map(|e| (e.clone(), names.of(&e.owner))).collect()
     };
     for (endpoint, owner) in endpoints {
+        let gone = !netns::is_namespace(&endpoint.netns);
+        // Docker removed the container meanwhile (it leaves the pin's file, and hands the
+        // inner end back to our namespace), and its Leave found no one: done now.
+        if gone && endpoint.owner.configures_interface() {
+            log::info!("{owner}: its sandbox went while the daemon was away; removing the endpoint");
+            c.docker_sandbox_gone(&endpoint).await.with_context(|| format!("removing {owner}"))?;
+            continue;
+        }
         // Its interface went with the namespace; the endpoint keeps its address until its
         // owner removes it.
-        if !endpoint.netns.exists() {
+        if gone {
             log::warn!(
                 "{} of {owner}: namespace {} is gone; not restored",
                 endpoint.ifname,
@@ -79,9 +87,16 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             );
             continue;
         }
-        c.rearm(&endpoint, &owner)
+        let rearmed = c
+            .rearm(&endpoint, &owner)
             .await
-            .with_context(|| format!("restoring {} of {owner}", endpoint.ifname))?;
+            .with_context(|| format!("restoring {} of {owner}", endpoint.ifname));
+        match rearmed {
+            // Only Docker can give its sandbox another interface: that endpoint is broken,
+            // not the daemon.
+            Err(e) if endpoint.owner.configures_interface() => log::warn!("{e:#}"),
+            other => other?,
+        }
     }
     let mut interfaces = HashSet::new();
     for endpoint in &c.state.endpoints {

@@ -176,6 +176,18 @@ pub async fn connect(
 ) -> Result<u32> {
     let host_index = match nl.link_index(&endpoint.host_veth).await? {
         Some(index) => index,
+        // Both ends here; the owner moves the inner one into its namespace and configures
+        // it. Nothing here waits for that: the map entries key on the host side, and
+        // `bpf_redirect_peer` follows the peer into whatever namespace it is in.
+        None if endpoint.owner.configures_interface() => {
+            nl.create_veth_to_hand_over(
+                &endpoint.host_veth,
+                &endpoint.ifname,
+                endpoint.mac.0,
+                net.bridge_options.mtu,
+            )
+            .await?
+        }
         None => create_veth(nl, net, endpoint).await?,
     };
     let bridge = endpoint_bridge(nl, net, endpoint).await?;
@@ -187,9 +199,13 @@ pub async fn connect(
     // nothing itself, so this opens no path of its own.
     nl.enable_ipv4_forwarding(host_index).await?;
     // The uplink's XDP program hands packets for published ports to the container's veth
-    // as frames, which a veth end takes only while its NAPI runs: GRO turns that on.
+    // as frames, which a veth end takes only while its NAPI runs: GRO turned on while the
+    // end is up starts it. An owner that moves and brings up the inner end itself (Docker)
+    // does so after its ports are published, and GRO turned on before does not start it
+    // then (seen on 6.18: XDP's frames were dropped), so tc serves that owner's ports.
     let xdp_target = publishes
         && dp.uplink_xdp()
+        && !endpoint.owner.configures_interface()
         && netlink::enable_gro_in(&endpoint.netns, &endpoint.ifname)
             .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", endpoint.ifname))
             .is_ok();

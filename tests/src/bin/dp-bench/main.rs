@@ -14,6 +14,7 @@ use std::{
 };
 
 mod cni;
+mod docker;
 mod plots;
 
 use anyhow::{Context, Result, bail};
@@ -622,6 +623,7 @@ fn main() -> Result<()> {
     let (asked, memory_at) = if options.quick { (20, 20) } else { (2000, 1000) };
     records.extend(measure_many_containers(&host, &mut cleanup, &tag, asked, memory_at)?);
     records.extend(cni::measure(&host, &mut cleanup, &tag, if options.quick { 10 } else { 100 })?);
+    records.extend(docker::measure(if options.quick { 5 } else { 30 })?);
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
         Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),

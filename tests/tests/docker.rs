@@ -1,0 +1,578 @@
+//! Docker itself puts its containers on dataplane networks: dockerd 20.10 in the test's
+//! host namespace (no iptables, no default bridge) drives our daemon's network plugin
+//! (`docker network create -d PLUGIN`), as the README's Docker section shows. Each test
+//! has a plugin name of its own.
+
+use std::{process::Output, time::Duration};
+
+use dataplane_tests::{
+    EXTERNAL_ADDR, Host, UPLINK_ADDR,
+    docker::{DockerPlugin, Dockerd, IMAGE},
+    eventually,
+};
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A host with an uplink whose daemon serves `plugin`.
+fn host_for(plugin: &DockerPlugin) -> Host {
+    Host::start_with_external_and(&[plugin.daemon_env()])
+}
+
+/// busybox httpd serving `hello from <name>` on port 80.
+fn serve_hello(name: &str) -> Vec<String> {
+    let script = format!("echo hello from {name} > /www/index.html && exec httpd -f -p 80 -h /www");
+    vec!["sh".into(), "-c".into(), script]
+}
+
+fn run_hello(docker: &Dockerd, name: &str, network: &str, extra: &[&str]) -> String {
+    let command = serve_hello(name);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    docker.run(name, network, extra, &command)
+}
+
+/// What the external namespace gets from `url` (empty when it gets nothing).
+fn fetch_from_outside(host: &Host, url: &str) -> String {
+    let out = host.external_command("curl").args(["-s", "-m", "2", url]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The endpoints our daemon lists on a network: (owner, address).
+fn endpoints(host: &Host, network: &str) -> Vec<(String, String)> {
+    let info = host.dp_json(&["network", "inspect", network]);
+    let containers = info[0]["Containers"].as_object().cloned().unwrap_or_default();
+    containers
+        .values()
+        .map(|c| (c["Owner"].as_str().unwrap().to_string(), c["IPv4Address"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The MAC our daemon gives an address Docker gave: `02:42:` and the address.
+fn mac_of(ip: &str) -> String {
+    let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", octets[0], octets[1], octets[2], octets[3])
+}
+
+fn assert_no_firewall_rule(host: &Host) {
+    for save in ["iptables-save", "ip6tables-save"] {
+        let rules = host.sh_ok(save);
+        let appended: Vec<_> = rules.lines().filter(|l| l.starts_with("-A")).collect();
+        assert!(appended.is_empty(), "{save} in the host namespace lists rules: {appended:?}");
+    }
+    let ruleset = host.sh_ok("nft list ruleset");
+    assert!(ruleset.trim().is_empty(), "nft lists a ruleset in the host namespace:\n{ruleset}");
+}
+
+#[test]
+fn docker_containers_reach_each_other_by_address_and_by_name() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    let ours = docker.dataplane_network("web");
+    let net = host.dp_json(&["network", "inspect", &ours]);
+    assert_eq!(
+        net[0]["IPAM"]["Config"][0]["Subnet"], "10.20.0.0/24",
+        "our network has another subnet: {net}"
+    );
+    assert_eq!(net[0]["IPAM"]["Config"][0]["Gateway"], "10.20.0.1", "our network has another gateway: {net}");
+
+    // Without --subnet, Docker's IPAM picks a pool clear of the host's routes (our
+    // default network's among them), and our network takes it.
+    docker.ok(&["network", "create", "-d", &plugin.name, "pooled"]);
+    let pool = docker.ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "pooled"]);
+    let pooled = host.dp_json(&["network", "inspect", &docker.dataplane_network("pooled")]);
+    assert_eq!(
+        pooled[0]["IPAM"]["Config"][0]["Subnet"],
+        pool.as_str(),
+        "our network has not Docker's pool: {pooled}"
+    );
+
+    docker.run("alpha", "web", &[], &["sleep", "600"]);
+    docker.run("beta", "web", &["--network-alias", "backend"], &["sleep", "600"]);
+    let beta = docker.ip_of("beta", "web");
+    assert!(beta.starts_with("10.20.0."), "beta's address {beta} is not on the network's subnet");
+    let endpoint_id = docker.ok(&["inspect", "-f", "{{.NetworkSettings.Networks.web.EndpointID}}", "beta"]);
+    assert!(
+        endpoints(&host, &ours).contains(&(format!("docker:{endpoint_id}"), format!("{beta}/24"))),
+        "network inspect does not list beta's endpoint as Docker's: {:?}",
+        endpoints(&host, &ours)
+    );
+    let info = host.dp_json(&["network", "inspect", &ours]);
+    assert!(
+        info[0]["Containers"].get(&endpoint_id).is_some(),
+        "our endpoint does not keep Docker's EndpointID {endpoint_id}: {info}"
+    );
+    // Docker's network is Docker's: our own run and network rm keep off it.
+    let err = host.dp_err(&["run", "-d", "--network", &ours, "--", "sleep", "600"]);
+    assert!(err.contains("is Docker's") && err.contains("docker run --network"), "{err}");
+    let err = host.dp_err(&["network", "rm", &ours]);
+    assert!(err.contains("is Docker's") && err.contains("docker network rm"), "{err}");
+    // Docker moved our veth's inner end in and named it; the MAC is the one we chose.
+    let link = docker.exec("beta", "ip -o link show eth0");
+    let mac = mac_of(&beta);
+    assert!(text(&link).contains(&mac), "beta's eth0 has not the MAC {mac}: {}", text(&link));
+
+    // --ip and --mac-address are the container's.
+    docker.run(
+        "gamma",
+        "web",
+        &["--ip", "10.20.0.50", "--mac-address", "02:42:0a:14:00:77"],
+        &["sleep", "600"],
+    );
+    assert_eq!(docker.ip_of("gamma", "web"), "10.20.0.50", "--ip was not the container's address");
+    let link = docker.exec("gamma", "ip -o link show eth0");
+    assert!(text(&link).contains("02:42:0a:14:00:77"), "--mac-address is not eth0's: {}", text(&link));
+    let ping = docker.exec("alpha", "ping -c 1 -W 2 10.20.0.50");
+    assert!(ping.status.success(), "alpha does not reach gamma at its --ip: {}", text(&ping));
+
+    let forwarded = host.counter("forwarded");
+    let ping = docker.exec("alpha", &format!("ping -c 3 -W 2 {beta}"));
+    assert!(ping.status.success(), "alpha does not reach beta at {beta}: {}", text(&ping));
+    assert!(host.counter("forwarded") >= forwarded + 6, "the pings did not take the fast path");
+    // Docker's embedded DNS answers for its containers and their aliases on a plugin's
+    // network.
+    for name in ["beta", "backend"] {
+        let ping = docker.exec("alpha", &format!("ping -c 1 -W 2 {name}"));
+        assert!(ping.status.success(), "alpha does not reach beta by the name {name}: {}", text(&ping));
+        assert!(text(&ping).contains(&format!("({beta})")), "{name} resolved elsewhere: {}", text(&ping));
+    }
+}
+
+#[test]
+fn a_published_port_is_reachable_from_outside_with_no_firewall_rule() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    run_hello(&docker, "api", "web", &["-p", "8080:80"]);
+    let url = format!("http://{UPLINK_ADDR}:8080/");
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from api")),
+        "-p 8080:80 is not reachable from outside at {url}: {:?}\n{}",
+        fetch_from_outside(&host, &url),
+        host.daemon_log()
+    );
+    // Docker shows no ports for a plugin's network; our network inspect does.
+    let ours = host.dp_json(&["network", "inspect", &docker.dataplane_network("web")]);
+    let ports: Vec<_> =
+        ours[0]["Containers"].as_object().unwrap().values().map(|c| c["Ports"].clone()).collect();
+    assert_eq!(
+        ports,
+        [serde_json::json!({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]})],
+        "network inspect does not show the published port"
+    );
+    // Our daemon holds the port: another container cannot take it, and says which.
+    let err = docker.err(&[
+        "run",
+        "-d",
+        "--name",
+        "other",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    assert!(
+        err.contains("host port 0.0.0.0:8080/tcp is already in use"),
+        "a taken port was not refused by name: {err}"
+    );
+    // A host port range takes its first free port.
+    run_hello(&docker, "range1", "web", &["-p", "9000-9001:80"]);
+    run_hello(&docker, "range2", "web", &["-p", "9000-9001:80"]);
+    for (port, name) in [(9000, "range1"), (9001, "range2")] {
+        let url = format!("http://{UPLINK_ADDR}:{port}/");
+        assert!(
+            eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url)
+                .contains(&format!("hello from {name}"))),
+            "{url} does not reach {name}: {:?}",
+            fetch_from_outside(&host, &url)
+        );
+    }
+    // The container reaches the outside, masqueraded (the outside has no route back to
+    // the network).
+    let ping = docker.exec("api", &format!("ping -c 1 -W 2 {EXTERNAL_ADDR}"));
+    assert!(ping.status.success(), "api does not reach the outside: {}", text(&ping));
+    assert_no_firewall_rule(&host);
+}
+
+#[test]
+fn docker_rm_and_network_rm_leave_nothing_behind() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    let ours = docker.dataplane_network("web");
+    run_hello(&docker, "api", "web", &["-p", "8080:80"]);
+    docker.run("client", "web", &[], &["sleep", "600"]);
+    assert_eq!(host.map_entries("ENDPOINTS"), 2, "two containers, two endpoint entries");
+    assert_eq!(host.map_entries("PUBLISHED"), 1, "one published port");
+
+    docker.ok(&["rm", "-f", "api", "client"]);
+    assert_eq!(host.map_entries("ENDPOINTS"), 0, "docker rm -f left endpoint entries");
+    assert_eq!(host.map_entries("PUBLISHED"), 0, "docker rm -f left a published port");
+    assert_eq!(host.configured_interfaces(), 0, "docker rm -f left interfaces in the programs' tables");
+    let links = host.links();
+    assert!(
+        !links.iter().any(|l| l.starts_with("veth") || l.starts_with("dp") && l != "dp0"),
+        "docker rm -f left links: {links:?}"
+    );
+    // The reservation went: a host process binds the port.
+    host.sh_ok("python3 -c 'import socket; s = socket.socket(); s.bind((\"0.0.0.0\", 8080))'");
+
+    docker.ok(&["network", "rm", "web"]);
+    let listed = host.dp_ok(&["network", "ls"]);
+    assert!(!listed.contains(&ours), "docker network rm left our network {ours}:\n{listed}");
+    assert!(
+        !host.links().iter().any(|l| l.starts_with("br-")),
+        "docker network rm left a bridge: {:?}",
+        host.links()
+    );
+    assert_eq!(
+        docker_state(&host),
+        serde_json::json!({"networks": {}, "endpoints": {}, "pools": {}}),
+        "the state keeps Docker's IDs"
+    );
+    assert_no_firewall_rule(&host);
+}
+
+#[test]
+fn bad_options_are_refused_naming_the_option_and_what_is_supported() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    let err = docker.err(&[
+        "network",
+        "create",
+        "-d",
+        &plugin.name,
+        "--subnet",
+        "10.20.0.0/24",
+        "-o",
+        "parent=eth0",
+        "bad",
+    ]);
+    assert!(err.contains("-o parent: unknown option for the dataplane driver"), "{err}");
+    assert!(
+        err.contains("supported: com.docker.network.bridge.enable_icc, com.docker.network.driver.mtu"),
+        "{err}"
+    );
+    let err = docker.err(&[
+        "network",
+        "create",
+        "-d",
+        &plugin.name,
+        "--subnet",
+        "10.20.0.0/24",
+        "-o",
+        "com.docker.network.driver.mtu=9",
+        "bad",
+    ]);
+    assert!(err.contains("expected an MTU between 68 and 65535"), "{err}");
+    let listed = host.dp_ok(&["network", "ls"]);
+    assert!(!listed.contains("docker-"), "a refused network was made:\n{listed}");
+
+    // The options we have are honoured: no traffic between containers with icc off.
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &plugin.name,
+        "--subnet",
+        "10.20.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "quiet",
+    ]);
+    docker.run("one", "quiet", &[], &["sleep", "600"]);
+    docker.run("two", "quiet", &[], &["sleep", "600"]);
+    let mtu = docker.exec("one", "cat /sys/class/net/eth0/mtu");
+    assert_eq!(text(&mtu).trim(), "1400", "the MTU option did not reach the container's interface");
+    let two = docker.ip_of("two", "quiet");
+    // ARP between isolated bridge ports fails, so nothing even tries...
+    let ping = docker.exec("one", &format!("ping -c 1 -W 1 {two}"));
+    assert!(!ping.status.success(), "one reached two on a network with icc off: {}", text(&ping));
+    // ...and with the neighbour known anyway, the programs drop the packets.
+    let sandbox = docker.ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "one"]);
+    let neighbour = format!("ip neigh replace {two} lladdr {} dev eth0", mac_of(&two));
+    dataplane_tests::run_ok(
+        std::process::Command::new("nsenter").arg(format!("--net={sandbox}")).args(["sh", "-c", &neighbour]),
+    )
+    .unwrap();
+    let dropped = host.counter("dropped_icc");
+    let ping = docker.exec("one", &format!("ping -c 1 -W 1 {two}"));
+    assert!(!ping.status.success(), "one reached two with its neighbour entry: {}", text(&ping));
+    assert!(host.counter("dropped_icc") > dropped, "the ping was not dropped by the fast path");
+}
+
+#[test]
+fn two_docker_networks_are_isolated() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "red"]);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.21.0.0/24", "blue"]);
+    docker.run("on-red", "red", &[], &["sleep", "600"]);
+    docker.run("on-blue", "blue", &[], &["sleep", "600"]);
+    let blue = docker.ip_of("on-blue", "blue");
+    let dropped = host.counter("dropped_isolation");
+    let ping = docker.exec("on-red", &format!("ping -c 1 -W 1 {blue}"));
+    assert!(!ping.status.success(), "red reached blue: {}", text(&ping));
+    assert!(host.counter("dropped_isolation") > dropped, "the ping was not dropped as isolation");
+    // Each reaches its own gateway, which is a host address.
+    let ping = docker.exec("on-red", "ping -c 1 -W 1 10.20.0.1");
+    assert!(ping.status.success(), "red does not reach its gateway: {}", text(&ping));
+
+    // An --internal network never reaches the outside; Docker adds no second interface.
+    docker.ok(&["network", "create", "-d", &plugin.name, "--internal", "--subnet", "10.22.0.0/24", "inside"]);
+    docker.run("on-inside", "inside", &[], &["sleep", "600"]);
+    let links = docker.exec("on-inside", "ls /sys/class/net");
+    assert_eq!(text(&links).split_whitespace().collect::<Vec<_>>(), ["eth0", "lo"], "{}", text(&links));
+    let dropped = host.counter("dropped_internal");
+    let ping = docker.exec("on-inside", &format!("ping -c 1 -W 1 {EXTERNAL_ADDR}"));
+    assert!(!ping.status.success(), "an internal network reached the outside: {}", text(&ping));
+    assert!(host.counter("dropped_internal") > dropped, "the ping was not dropped as internal");
+}
+
+#[test]
+fn docker_endpoints_keep_working_across_a_restart_of_our_daemon() {
+    let plugin = DockerPlugin::unique();
+    let mut host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    run_hello(&docker, "api", "web", &["-p", "8080:80"]);
+    docker.run("client", "web", &[], &["sleep", "600"]);
+    let api = docker.ip_of("api", "web");
+    let url = format!("http://{UPLINK_ADDR}:8080/");
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from api")),
+        "-p 8080:80 is not reachable before the restart"
+    );
+
+    host.stop_daemon();
+    let ping = docker.exec("client", &format!("ping -c 1 -W 2 {api}"));
+    assert!(ping.status.success(), "client does not reach api while our daemon is down: {}", text(&ping));
+    host.start_daemon();
+
+    let ping = docker.exec("client", &format!("ping -c 1 -W 2 {api}"));
+    assert!(ping.status.success(), "client does not reach api after the restart: {}", text(&ping));
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from api")),
+        "-p 8080:80 is not reachable after the restart: {}",
+        host.daemon_log()
+    );
+    let err = docker.err(&[
+        "run",
+        "-d",
+        "--name",
+        "other",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    assert!(err.contains("already in use"), "the restart lost the port's reservation: {err}");
+    // Docker reaches the restarted daemon: a new container joins, and rm removes all.
+    docker.run("late", "web", &[], &["sleep", "600"]);
+    let late = docker.ip_of("late", "web");
+    let ping = docker.exec("client", &format!("ping -c 1 -W 2 {late}"));
+    assert!(ping.status.success(), "a container started after the restart is not reached: {}", text(&ping));
+    docker.ok(&["rm", "-f", "api", "client", "late"]);
+    assert_eq!(host.map_entries("ENDPOINTS"), 0, "endpoints restored and removed left entries");
+    assert_eq!(host.map_entries("PUBLISHED"), 0, "a restored port was left published");
+}
+
+#[test]
+fn a_container_docker_removes_while_our_daemon_is_away_is_gone_after_the_restart() {
+    let plugin = DockerPlugin::unique();
+    let mut host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    run_hello(&docker, "api", "web", &["-p", "8080:80"]);
+    let api = docker.ip_of("api", "web");
+
+    host.stop_daemon();
+    // Docker retries its Leave and DeleteEndpoint for a while, then gives up on them and
+    // forgets the endpoint; the container goes all the same.
+    let removed = docker.output(&["rm", "-f", "api"]);
+    assert!(removed.status.success(), "docker rm -f failed with our daemon away: {}", text(&removed));
+    host.start_daemon();
+
+    assert_eq!(host.map_entries("ENDPOINTS"), 0, "the gone endpoint's entry is back: {}", host.daemon_log());
+    assert_eq!(host.map_entries("PUBLISHED"), 0, "the gone endpoint's port is published again");
+    assert!(!host.links().iter().any(|l| l.starts_with("veth")), "links left: {:?}", host.links());
+    assert_eq!(docker_state(&host)["endpoints"], serde_json::json!({}), "the state keeps the gone endpoint");
+    // Docker's IPAM hands the address out again, and the port is free.
+    run_hello(&docker, "again", "web", &["-p", "8080:80"]);
+    assert_eq!(
+        docker.ip_of("again", "web"),
+        api,
+        "Docker's IPAM gave another address; the test needs the same"
+    );
+    let url = format!("http://{UPLINK_ADDR}:8080/");
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from again")),
+        "the new container's port is not reachable: {}",
+        host.daemon_log()
+    );
+}
+
+/// The daemon's record of Docker's IDs and pools (`State::docker`).
+fn docker_state(host: &Host) -> serde_json::Value {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(host.dir.join("state/state.json")).unwrap()).unwrap();
+    state["docker"].clone()
+}
+
+#[test]
+fn docker_networks_take_their_addresses_from_our_ipam_driver() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    let driver = plugin.name.as_str();
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        driver,
+        "--ipam-driver",
+        driver,
+        "--subnet",
+        "10.30.0.0/24",
+        "--ip-range",
+        "10.30.0.128/25",
+        "web",
+    ]);
+    let ipam = docker.ok(&["network", "inspect", "-f", "{{.IPAM.Driver}}", "web"]);
+    assert_eq!(ipam, driver, "Docker's network does not use our IPAM driver");
+    let ours = host.dp_json(&["network", "inspect", &docker.dataplane_network("web")]);
+    assert_eq!(ours[0]["IPAM"]["Config"][0]["Gateway"], "10.30.0.1", "not our IPAM's gateway: {ours}");
+    docker.run("alpha", "web", &[], &["sleep", "600"]);
+    docker.run("beta", "web", &[], &["sleep", "600"]);
+    docker.run("gamma", "web", &["--ip", "10.30.0.9"], &["sleep", "600"]);
+    assert_eq!(docker.ip_of("alpha", "web"), "10.30.0.128", "the first address is not the range's lowest");
+    assert_eq!(docker.ip_of("beta", "web"), "10.30.0.129");
+    assert_eq!(docker.ip_of("gamma", "web"), "10.30.0.9", "--ip was not given");
+    let ping = docker.exec("alpha", "ping -c 1 -W 2 beta");
+    assert!(ping.status.success(), "alpha does not reach beta: {}", text(&ping));
+    let pool = &docker_state(&host)["pools"]["10.30.0.0/24"];
+    assert_eq!(pool["gateway"], "10.30.0.1", "{pool}");
+    assert_eq!(pool["addresses"], serde_json::json!(["10.30.0.9", "10.30.0.128", "10.30.0.129"]), "{pool}");
+    let err = docker.err(&[
+        "run",
+        "-d",
+        "--name",
+        "twin",
+        "--network",
+        "web",
+        "--ip",
+        "10.30.0.9",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    assert!(
+        err.contains("address 10.30.0.9 is already in use"),
+        "a taken --ip was not refused by name: {err}"
+    );
+
+    // Released with the containers, and the pool with the network.
+    docker.ok(&["rm", "-f", "alpha", "beta", "gamma", "twin"]);
+    assert_eq!(docker_state(&host)["pools"]["10.30.0.0/24"]["addresses"], serde_json::json!([]));
+    docker.ok(&["network", "rm", "web"]);
+    assert_eq!(docker_state(&host)["pools"], serde_json::json!({}), "network rm left the pool");
+
+    // Without --subnet, a pool clear of our networks (the default one's 172.17.0.0/16).
+    docker.ok(&["network", "create", "-d", driver, "--ipam-driver", driver, "auto"]);
+    let subnet = docker.ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "auto"]);
+    assert_eq!(subnet, "172.18.0.0/16", "our IPAM did not pick the first free default pool");
+    let err = docker.err(&[
+        "network",
+        "create",
+        "-d",
+        driver,
+        "--ipam-driver",
+        driver,
+        "--subnet",
+        "172.18.5.0/24",
+        "overlapping",
+    ]);
+    assert!(
+        err.contains("--subnet 172.18.5.0/24 overlaps 172.18.0.0/16"),
+        "an overlapping pool was not refused: {err}"
+    );
+}
+
+#[test]
+fn with_xdp_on_the_uplink_a_docker_container_s_port_is_served_from_tc() {
+    let plugin = DockerPlugin::unique();
+    let host = Host::start_with_external_and(&[plugin.daemon_env(), ("DATAPLANE_XDP", "on")]);
+    // XDP leaves to tc what a local sender left to the device to checksum.
+    host.external_sh_ok("ethtool -K eth0 tx off >/dev/null");
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    run_hello(&docker, "api", "web", &["-p", "8080:80"]);
+    // Docker brings the inner end up after publishing, when XDP could no longer hand it
+    // frames (its NAPI would not run): XDP passes them to tc, which serves the port.
+    let url = format!("http://{UPLINK_ADDR}:8080/");
+    let (xdp, tc) = (host.counter("published_xdp"), host.counter("published"));
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from api")),
+        "-p 8080:80 is not reachable with XDP on: {}",
+        host.dp_ok(&["stats"])
+    );
+    assert_eq!(host.counter("published_xdp"), xdp, "XDP took frames it cannot deliver");
+    assert!(host.counter("published") > tc, "tc did not serve the port");
+}
+
+#[test]
+fn a_running_container_connects_to_and_disconnects_from_a_second_network() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "front"]);
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.21.0.0/24", "back"]);
+    docker.run("app", "front", &[], &["sleep", "600"]);
+    docker.run("db", "back", &[], &["sleep", "600"]);
+    let db = docker.ip_of("db", "back");
+    assert!(!docker.exec("app", &format!("ping -c 1 -W 1 {db}")).status.success(), "front reached back");
+
+    // Join into a running sandbox: Docker moves the interface in at once, as eth1.
+    docker.ok(&["network", "connect", "back", "app"]);
+    let links = docker.exec("app", "ls /sys/class/net");
+    assert_eq!(
+        text(&links).split_whitespace().collect::<Vec<_>>(),
+        ["eth0", "eth1", "lo"],
+        "{}",
+        text(&links)
+    );
+    let ping = docker.exec("app", &format!("ping -c 1 -W 2 {db}"));
+    assert!(ping.status.success(), "app does not reach db over its second network: {}", text(&ping));
+    assert_eq!(host.map_entries("ENDPOINTS"), 3, "three endpoints, three entries");
+
+    docker.ok(&["network", "disconnect", "back", "app"]);
+    assert_eq!(host.map_entries("ENDPOINTS"), 2, "disconnect left the endpoint's entry");
+    assert!(
+        !docker.exec("app", &format!("ping -c 1 -W 1 {db}")).status.success(),
+        "disconnected, still reached"
+    );
+
+    // A restart makes new endpoints and leaves none of the old ones.
+    docker.ok(&["restart", "-t", "0", "app"]);
+    let app = docker.ip_of("app", "front");
+    docker.run("peer", "front", &[], &["sleep", "600"]);
+    let ping = docker.exec("peer", &format!("ping -c 1 -W 2 {app}"));
+    assert!(ping.status.success(), "app is not reached after docker restart: {}", text(&ping));
+    assert_eq!(host.map_entries("ENDPOINTS"), 3, "docker restart left an old endpoint's entry");
+    let veths = host.links().iter().filter(|l| l.starts_with("veth")).count();
+    assert_eq!(veths, 3, "docker restart left veths: {:?}", host.links());
+}
