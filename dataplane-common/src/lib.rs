@@ -118,11 +118,14 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
-/// Connection-tracking states of a masqueraded flow.
+/// Connection-tracking states of a tracked flow.
 pub mod ct_state {
-    /// Seen from the container only, no reply yet.
+    /// Masquerade: seen from the container only, no reply yet. Published ports: not
+    /// confirmed yet (in DNAT_NEW), answered or not.
     pub const NEW: u8 = 0;
-    /// A reply came back.
+    /// Masquerade: a reply came back (the container's next packet confirms the flow,
+    /// SNAT_NEW to SNAT_CT). Published ports: confirmed (in DNAT_CT): the client
+    /// acknowledged the container's answer.
     pub const ESTABLISHED: u8 = 1;
     /// A FIN was seen in either direction.
     pub const CLOSING: u8 = 2;
@@ -160,7 +163,8 @@ impl NextHop {
     }
 }
 
-/// Value of the conntrack table, keyed by the flow as the container sent it.
+/// Value of the masquerade conntrack tables (SNAT_NEW, then SNAT_CT once confirmed),
+/// keyed by the flow as the container sent it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnatEntry {
@@ -177,8 +181,8 @@ pub struct SnatEntry {
     pub last_seen_ns: u64,
 }
 
-/// Value of the reverse table, keyed by the flow as replies arrive on the uplink: where
-/// to send them back.
+/// Value of the reverse tables (SNAT_REV_NEW, then SNAT_REV), keyed by the flow as
+/// replies arrive on the uplink: where to send them back.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RevSnatEntry {
@@ -232,9 +236,10 @@ impl Backend {
     pub const HOST_ONLY: u8 = 1;
 }
 
-/// Value of the DNAT conntrack table, keyed by the flow as the container answers it
-/// (container address and port to the client's): what the client originally addressed,
-/// and, for a client that is itself a container (hairpin), where it lives.
+/// Value of the DNAT conntrack tables (DNAT_NEW, then DNAT_CT once confirmed), keyed by
+/// the flow as the container answers it (container address and port to the client's):
+/// what the client originally addressed, and, for a client that is itself a container
+/// (hairpin), where it lives.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DnatEntry {
@@ -242,12 +247,16 @@ pub struct DnatEntry {
     /// Network byte order.
     pub host_port: u16,
     pub state: u8,
-    /// `DnatEntry::SELF`, or 0.
+    /// `DnatEntry::SELF`, `ANSWERED`, `HANDSHAKE`, or 0.
     pub flags: u8,
     /// The client container's host-side veth, 0 when the client is outside.
     pub peer_ifindex: u32,
     pub peer_mac: [u8; 6],
-    pub _pad2: [u8; 6],
+    pub _pad2: [u8; 2],
+    /// An unconfirmed TCP flow: the sequence number (host order) the client's next ACK
+    /// must acknowledge to confirm it, from the container's last answer. Meaningless in
+    /// DNAT_CT (where an earlier version left it 0).
+    pub expected_ack: u32,
     pub created_ns: u64,
     pub last_seen_ns: u64,
     /// Out of the uplink, for replies to a client outside.
@@ -258,6 +267,14 @@ impl DnatEntry {
     /// The client is the published container itself, reaching its port through the host:
     /// it sees its gateway as the client, and its replies go back to its own address.
     pub const SELF: u8 = 1;
+    /// The container answered the unconfirmed flow.
+    pub const ANSWERED: u8 = 2;
+    /// Its last answer was a SYN-ACK: the client's ACK must acknowledge exactly
+    /// `expected_ack` (otherwise anything up to `ACK_WINDOW` past it).
+    pub const HANDSHAKE: u8 = 4;
+    /// How far past `expected_ack` a client's ACK may go, after an answer with data (a
+    /// flow tracked again in mid-stream): one blind guess in 16,384 falls inside.
+    pub const ACK_WINDOW: u32 = 1 << 18;
 }
 
 /// Settings of the socket hooks that let host processes reach published ports.
@@ -493,8 +510,15 @@ pub mod map_names {
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
     pub const SNAT_CT: &str = "SNAT_CT";
     pub const SNAT_REV: &str = "SNAT_REV";
+    /// Masqueraded flows not confirmed yet, apart from SNAT_CT and SNAT_REV so that they
+    /// can only push out each other.
+    pub const SNAT_NEW: &str = "SNAT_NEW";
+    pub const SNAT_REV_NEW: &str = "SNAT_REV_NEW";
     pub const PUBLISHED: &str = "PUBLISHED";
     pub const DNAT_CT: &str = "DNAT_CT";
+    /// Unconfirmed flows to published ports, apart from DNAT_CT so that they can only push
+    /// out each other.
+    pub const DNAT_NEW: &str = "DNAT_NEW";
     /// Not pinned: a cache of the programs in front of PUBLISHED and DNAT_CT.
     pub const INBOUND_FLOWS: &str = "INBOUND_FLOWS";
     pub const HOST_CONFIG: &str = "HOST_CONFIG";
@@ -504,21 +528,29 @@ pub mod map_names {
     pub const FIREWALL_HITS: &str = "FIREWALL_HITS";
 }
 
-/// Entries of each conntrack table (SNAT_CT, SNAT_REV, DNAT_CT) unless the daemon is
-/// given `--conntrack-max`.
+/// Entries of each conntrack table (SNAT_CT, SNAT_REV, SNAT_NEW, SNAT_REV_NEW, DNAT_CT,
+/// DNAT_NEW) unless the daemon is given `--conntrack-max`.
 pub const CONNTRACK_DEFAULT_SIZE: u32 = 131_072;
 
 /// What the programs count about the conntrack tables (slots of `CT_EVENTS`, per CPU).
 /// LRU tables evict silently when full; with these and its own removals the daemon knows
 /// how many flows were evicted.
 pub mod ct_event {
-    /// A masqueraded flow entered SNAT_CT.
+    /// A masqueraded flow entered SNAT_NEW, unconfirmed.
     pub const SNAT_CREATED: u32 = 0;
-    /// The program removed a finished masqueraded flow to reuse its port.
+    /// The program removed a finished unconfirmed masqueraded flow (SNAT_NEW) to reuse
+    /// its port.
     pub const SNAT_RECLAIMED: u32 = 1;
-    /// A flow to a published port entered DNAT_CT.
+    /// A flow to a published port entered DNAT_NEW, unconfirmed.
     pub const DNAT_CREATED: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// A flow to a published port was confirmed: it moved from DNAT_NEW to DNAT_CT.
+    pub const DNAT_CONFIRMED: u32 = 3;
+    /// A masqueraded flow was confirmed: it moved from SNAT_NEW to SNAT_CT.
+    pub const SNAT_CONFIRMED: u32 = 4;
+    /// The program removed a finished confirmed masqueraded flow (SNAT_CT) to reuse its
+    /// port.
+    pub const SNAT_RECLAIMED_CONFIRMED: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Names of the programs in the kernel object.

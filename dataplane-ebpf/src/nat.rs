@@ -1,7 +1,9 @@
 //! Outbound NAT (masquerade) with connection tracking: flows leaving through the uplink
 //! get the uplink's address and a port of the NAT range; replies arriving on the uplink
-//! are translated back and redirected into their container. Owns the NAT maps; the daemon
-//! sets NAT_CONFIG and expires entries.
+//! are translated back and redirected into their container. Owns the NAT maps: new flows
+//! in SNAT_NEW and SNAT_REV_NEW, confirmed ones (answered, then continued by the
+//! container) in SNAT_CT and SNAT_REV, so that a flood of new flows can only push out new
+//! flows. The daemon sets NAT_CONFIG and expires entries.
 
 use aya_ebpf::{
     bindings::{
@@ -31,13 +33,23 @@ use crate::{
 #[map]
 static NAT_CONFIG: Array<NatConfig> = Array::pinned(1, 0);
 
-/// Masqueraded flows, keyed as the container sent them.
+/// Confirmed masqueraded flows, keyed as the container sent them: answered, then
+/// continued by the container (TCP: with neither SYN nor RST, so its stack took the
+/// answer). Only confirmations enter it, so only confirmed flows push each other out.
 #[map]
 static SNAT_CT: LruHashMap<FlowKey, SnatEntry> = LruHashMap::pinned(CONNTRACK_DEFAULT_SIZE, 0);
 
 /// The same flows keyed as their replies arrive on the uplink.
 #[map]
 static SNAT_REV: LruHashMap<FlowKey, RevSnatEntry> = LruHashMap::pinned(CONNTRACK_DEFAULT_SIZE, 0);
+
+/// Masqueraded flows not confirmed yet, keyed as SNAT_CT: every new flow enters here.
+#[map]
+static SNAT_NEW: LruHashMap<FlowKey, SnatEntry> = LruHashMap::pinned(CONNTRACK_DEFAULT_SIZE, 0);
+
+/// The same flows keyed as their replies arrive, as SNAT_REV.
+#[map]
+static SNAT_REV_NEW: LruHashMap<FlowKey, RevSnatEntry> = LruHashMap::pinned(CONNTRACK_DEFAULT_SIZE, 0);
 
 /// Tries to find a free port this many times before declaring the range exhausted for
 /// one destination.
@@ -50,8 +62,8 @@ pub const IP_DST_OFFSET: usize = 14 + 16;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 /// TCP flags that change a connection's state.
 pub const TCP_STATE_CHANGES: u8 = TCP_FIN | TCP_SYN | TCP_RST;
 
@@ -128,6 +140,14 @@ pub fn l4(ctx: &impl Packet, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
         }
         _ => None,
     }
+}
+
+/// The sequence and acknowledgement numbers (host order) of a translatable TCP frame.
+#[inline(always)]
+pub fn tcp_seq_ack(ctx: &impl Packet) -> Option<(u32, u32)> {
+    let seq: u32 = packet::read(ctx, TRANSLATABLE_L4_OFFSET + 4)?;
+    let ack: u32 = packet::read(ctx, TRANSLATABLE_L4_OFFSET + 8)?;
+    Some((u32::from_be(seq), u32::from_be(ack)))
 }
 
 /// Whether `port` (network byte order) lies in the masquerade port range: on the uplink's
@@ -453,7 +473,18 @@ pub fn established_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Optio
     // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
     let s = unsafe { &mut *scratch };
     s.key = flow_key(frame, &l4);
-    let entry = SNAT_CT.get_ptr_mut(&s.key)?;
+    let entry = match SNAT_CT.get_ptr_mut(&s.key) {
+        Some(entry) => entry,
+        None => {
+            let entry = SNAT_NEW.get_ptr_mut(&s.key)?;
+            // SAFETY: map pointer, valid for this program run.
+            if confirms_out(unsafe { &*entry }, l4.tcp_flags) {
+                // The long way confirms it.
+                return None;
+            }
+            entry
+        }
+    };
     let now = now();
     // SAFETY: map pointer, valid for this program run.
     let (next_hop, nat_port) = unsafe {
@@ -562,7 +593,11 @@ fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
         _pad: [0; 3],
     };
     // SAFETY: values are plain data copied out at once.
-    let back = unsafe { SNAT_REV.get(&reply).copied() }?;
+    let back = match unsafe { SNAT_REV.get(&reply).copied() } {
+        Some(back) => back,
+        // SAFETY: as above.
+        None => unsafe { SNAT_REV_NEW.get(&reply).copied() }?,
+    };
     let mut container = [0u8; 4];
     container.copy_from_slice(&back.addr.addr[..4]);
     let icmp_csum = icmp + 2;
@@ -646,6 +681,20 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
             return Some((*entry).nat_port);
         }
     }
+    if let Some(entry) = SNAT_NEW.get_ptr_mut(&s.key) {
+        // SAFETY: as above; the entry is copied out.
+        unsafe {
+            (*entry).next_hop = next_hop;
+            (*entry).last_seen_ns = now;
+            let confirmed = confirms_out(&*entry, l4.tcp_flags);
+            (*entry).state = next_state((*entry).state, l4.tcp_flags, false);
+            s.entry = *entry;
+            if confirmed {
+                confirm(s, frame.proto);
+            }
+        }
+        return Some(s.entry.nat_port);
+    }
     s.reverse = RevSnatEntry {
         addr: s.key.src,
         port: l4.src_port,
@@ -683,15 +732,20 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
         s.reply.dst_port = port.to_be();
         // Looked up before inserting: a BPF_NOEXIST insert into an LRU table takes a free
         // node before it finds the key taken, and on a full table that pushes some other
-        // flow out, for nothing.
+        // flow out, for nothing. A port is free when neither table holds its reply key.
         // SAFETY: values are plain data copied out at once.
-        let claimed = match unsafe { SNAT_REV.get(&s.reply) }.copied() {
-            None => SNAT_REV.insert(&s.reply, &s.reverse, u64::from(BPF_NOEXIST)).is_ok(),
+        let holder = match unsafe { SNAT_REV.get(&s.reply) }.copied() {
+            Some(holder) => Some(holder),
+            // SAFETY: as above.
+            None => unsafe { SNAT_REV_NEW.get(&s.reply) }.copied(),
+        };
+        let claimed = match holder {
+            None => SNAT_REV_NEW.insert(&s.reply, &s.reverse, u64::from(BPF_NOEXIST)).is_ok(),
             Some(holder) => reclaim(s, &holder),
         };
         if claimed {
             s.entry.nat_port = s.reply.dst_port;
-            if SNAT_CT.insert(&s.key, &s.entry, 0).is_ok() {
+            if SNAT_NEW.insert(&s.key, &s.entry, 0).is_ok() {
                 counters::ct_event(ct_event::SNAT_CREATED);
             }
             return Some(s.reply.dst_port);
@@ -700,10 +754,44 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
     None
 }
 
+/// Whether the container's packet on an unconfirmed flow confirms it: the flow was
+/// answered (and neither closes nor was reset), and the packet is no SYN or RST: the
+/// container's stack took the answer (a SYN flood's stray SYN-ACKs get a RST back).
+#[inline(always)]
+fn confirms_out(entry: &SnatEntry, tcp_flags: u8) -> bool {
+    entry.state == ct_state::ESTABLISHED && tcp_flags & (TCP_SYN | TCP_RST) == 0
+}
+
+/// Moves the flow of `s.key` (its entry in `s.entry`) from SNAT_NEW and SNAT_REV_NEW to
+/// SNAT_CT and SNAT_REV.
+#[inline(always)]
+fn confirm(s: &mut SnatScratch, proto: u8) {
+    s.reply = FlowKey {
+        src: s.key.dst,
+        dst: s.entry.nat_addr,
+        src_port: if proto == IPPROTO_ICMP { 0 } else { s.key.dst_port },
+        dst_port: s.entry.nat_port,
+        proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: values are plain data copied out at once.
+    let Some(reverse) = (unsafe { SNAT_REV_NEW.get(&s.reply) }.copied()) else {
+        return;
+    };
+    s.reverse = reverse;
+    if SNAT_REV.insert(&s.reply, &s.reverse, 0).is_err() || SNAT_CT.insert(&s.key, &s.entry, 0).is_err() {
+        return;
+    }
+    let _ = SNAT_REV_NEW.remove(&s.reply);
+    let _ = SNAT_NEW.remove(&s.key);
+    counters::ct_event(ct_event::SNAT_CONFIRMED);
+}
+
 /// Takes over the port of `s.reply`, which `old` holds, when its flow is over: reset
-/// (RST), or already forgotten by the LRU table. Without this, a burst of short
+/// (RST), or already forgotten by the LRU tables. Without this, a burst of short
 /// connections to one destination would hold every port of the range until the daemon
-/// sweeps them; Linux conntrack recycles closed entries the same way.
+/// sweeps them; Linux conntrack recycles closed entries the same way. The new flow's
+/// reply key goes to SNAT_REV_NEW, wherever the old one's was.
 #[inline(always)]
 fn reclaim(s: &mut SnatScratch, old: &RevSnatEntry) -> bool {
     s.previous = FlowKey {
@@ -715,7 +803,12 @@ fn reclaim(s: &mut SnatScratch, old: &RevSnatEntry) -> bool {
         _pad: [0; 3],
     };
     // SAFETY: values are plain data copied out at once.
-    let over = match unsafe { SNAT_CT.get(&s.previous) } {
+    let previous = match unsafe { SNAT_CT.get(&s.previous) } {
+        Some(entry) => Some(*entry),
+        // SAFETY: as above.
+        None => unsafe { SNAT_NEW.get(&s.previous) }.copied(),
+    };
+    let over = match previous {
         None => true,
         Some(entry) => entry.state == ct_state::CLOSED || entry.nat_port != s.reply.dst_port,
     };
@@ -723,9 +816,13 @@ fn reclaim(s: &mut SnatScratch, old: &RevSnatEntry) -> bool {
         return false;
     }
     if SNAT_CT.remove(&s.previous).is_ok() {
+        counters::ct_event(ct_event::SNAT_RECLAIMED_CONFIRMED);
+    }
+    if SNAT_NEW.remove(&s.previous).is_ok() {
         counters::ct_event(ct_event::SNAT_RECLAIMED);
     }
-    SNAT_REV.insert(&s.reply, &s.reverse, 0).is_ok()
+    let _ = SNAT_REV.remove(&s.reply);
+    SNAT_REV_NEW.insert(&s.reply, &s.reverse, 0).is_ok()
 }
 
 /// tc ingress of the uplink: replies to masqueraded flows go back into their container;
@@ -769,8 +866,12 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
         return to_host;
     };
     let reply = flow_key(&frame, &l4);
-    let Some(entry) = SNAT_REV.get_ptr_mut(&reply) else {
-        return to_host;
+    let (entry, confirmed) = match SNAT_REV.get_ptr_mut(&reply) {
+        Some(entry) => (entry, true),
+        None => match SNAT_REV_NEW.get_ptr_mut(&reply) {
+            Some(entry) => (entry, false),
+            None => return to_host,
+        },
     };
     let now = now();
     // SAFETY: map pointer, valid for this program run; the entry is copied out.
@@ -789,7 +890,8 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
             proto: frame.proto,
             _pad: [0; 3],
         };
-        if let Some(flow) = SNAT_CT.get_ptr_mut(&original) {
+        let flow = if confirmed { SNAT_CT.get_ptr_mut(&original) } else { SNAT_NEW.get_ptr_mut(&original) };
+        if let Some(flow) = flow {
             // SAFETY: as above.
             unsafe {
                 (*flow).last_seen_ns = now;

@@ -1,8 +1,9 @@
 //! Published ports (DNAT): connections from outside to a host port are sent to the
 //! container behind it, keeping the client's address, and the container's replies leave
 //! with the host's address and port again. Owns PUBLISHED (filled by the daemon), the
-//! DNAT conntrack table, and INBOUND_FLOWS, the cache that lets a connection's packets
-//! skip both.
+//! DNAT conntrack tables (DNAT_NEW for flows not confirmed yet, DNAT_CT for confirmed
+//! ones, so that a flood of new flows can only push out new flows), and INBOUND_FLOWS, the
+//! cache that lets a confirmed connection's packets skip them all.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -12,8 +13,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use dataplane_common::{
-    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, FlowKey, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig,
-    NextHop, Path, PublishKey, ct_event, ct_state,
+    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, InterfaceConfig,
+    IpAddress, NatConfig, NextHop, Path, PublishKey, ct_event, ct_state,
 };
 
 use crate::{
@@ -72,9 +73,17 @@ impl Delivery for XdpContext {
 #[map]
 static PUBLISHED: HashMap<PublishKey, Backend> = HashMap::pinned(65536, 0);
 
-/// Connections to published ports, keyed as the container answers them.
+/// Confirmed connections to published ports, keyed as the container answers them: the
+/// client acknowledged the container's answer (TCP: its SYN-ACK, by sequence number, which
+/// a spoofed source never sees; UDP: the client sent again after an answer). Only
+/// confirmations enter it, so only confirmed connections push each other out when full.
 #[map]
 static DNAT_CT: LruHashMap<FlowKey, DnatEntry> = LruHashMap::pinned(CONNTRACK_DEFAULT_SIZE, 0);
+
+/// Flows to published ports not confirmed yet, keyed as DNAT_CT: every new flow enters
+/// here, and a flood of them (SYNs from spoofed sources) pushes out only its own kind.
+#[map]
+static DNAT_NEW: LruHashMap<FlowKey, DnatEntry> = LruHashMap::pinned(CONNTRACK_DEFAULT_SIZE, 0);
 
 /// Where the packets of a connection to a published port go, as the long way last found
 /// it: a cache in front of PUBLISHED and DNAT_CT, so that a connection's packets take one
@@ -196,9 +205,9 @@ fn published_l4(ctx: &impl Packet, frame: &Ipv4Frame) -> Option<L4> {
     nat::l4(ctx, frame, false)
 }
 
-/// `l4` is the frame's `published_l4`. Packets of a connection the last second saw
-/// without SYN, FIN or RST take its `INBOUND_FLOWS` entry; the others take the long way
-/// (PUBLISHED, then DNAT_CT), which refreshes that entry.
+/// `l4` is the frame's `published_l4`. Packets of a confirmed connection the last second
+/// saw without SYN, FIN or RST take its `INBOUND_FLOWS` entry; the others take the long
+/// way (PUBLISHED, then DNAT_CT, then DNAT_NEW), which refreshes that entry.
 #[inline(always)]
 fn to_published<P: Delivery>(
     ctx: &P,
@@ -250,36 +259,17 @@ fn to_published<P: Delivery>(
         proto: frame.proto,
         _pad: [0; 3],
     };
-    match DNAT_CT.get_ptr_mut(&s.key) {
-        // SAFETY: map pointer, valid for this program run.
-        Some(entry) => unsafe {
-            (*entry).last_seen_ns = now;
-            (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, false);
-        },
-        None => {
-            s.entry = DnatEntry {
-                host_addr: IpAddress::v4(frame.dst),
-                host_port: l4.dst_port,
-                state: nat::next_state(ct_state::NEW, l4.tcp_flags, false),
-                flags: if client == frame.src { 0 } else { DnatEntry::SELF },
-                peer_ifindex,
-                peer_mac,
-                _pad2: [0; 6],
-                created_ns: now,
-                last_seen_ns: now,
-                next_hop: NextHop::default(),
-            };
-            if DNAT_CT.insert(&s.key, &s.entry, 0).is_ok() {
-                counters::ct_event(ct_event::DNAT_CREATED);
+    let client_flow = ClientFlow { frame, l4, client, peer_ifindex, peer_mac, now };
+    // Only confirmed connections are cached: the packets of new flows, a flood's included,
+    // take the long way until they are confirmed, and never push a cached one out.
+    if track_from_client(ctx, s, &client_flow) {
+        s.flow = InboundFlow { backend, client, checked_ns: now };
+        match known {
+            // SAFETY: map pointer, valid for this program run.
+            Some(flow) => unsafe { *flow = s.flow },
+            None => {
+                let _ = INBOUND_FLOWS.insert(&s.inbound, &s.flow, 0);
             }
-        }
-    }
-    s.flow = InboundFlow { backend, client, checked_ns: now };
-    match known {
-        // SAFETY: map pointer, valid for this program run.
-        Some(flow) => unsafe { *flow = s.flow },
-        None => {
-            let _ = INBOUND_FLOWS.insert(&s.inbound, &s.flow, 0);
         }
     }
     // From outside (no peer container): the SYN's MSS must fit the uplink.
@@ -289,6 +279,116 @@ fn to_published<P: Delivery>(
         nat::clamp_mss(ctx, frame, l4, cfg.uplink_ifindex);
     }
     Some(translate_in(ctx, frame, l4, &backend, client))
+}
+
+/// A packet from a client to a published port, as its flow's entry needs it.
+struct ClientFlow<'a> {
+    frame: &'a Ipv4Frame,
+    l4: &'a L4,
+    /// The client as the container sees it.
+    client: [u8; 4],
+    peer_ifindex: u32,
+    peer_mac: [u8; 6],
+    now: u64,
+}
+
+/// Tracks a packet from the client of `s.key`'s flow: refreshes its confirmed entry, or
+/// its unconfirmed one, which moves to DNAT_CT when this packet confirms it; a flow seen
+/// for the first time (or again after its entry was lost) enters DNAT_NEW. Returns
+/// whether the flow is confirmed.
+#[inline(always)]
+fn track_from_client(ctx: &impl Packet, s: &mut DnatScratch, flow: &ClientFlow<'_>) -> bool {
+    let (flags, now) = (flow.l4.tcp_flags, flow.now);
+    if let Some(entry) = DNAT_CT.get_ptr_mut(&s.key) {
+        // SAFETY: map pointer, valid for this program run.
+        unsafe {
+            (*entry).last_seen_ns = now;
+            (*entry).state = nat::next_state((*entry).state, flags, false);
+        }
+        return true;
+    }
+    if let Some(entry) = DNAT_NEW.get_ptr_mut(&s.key) {
+        // SAFETY: map pointer, valid for this program run; the entry is copied out.
+        unsafe {
+            (*entry).last_seen_ns = now;
+            (*entry).state = nat::next_state((*entry).state, flags, false);
+            s.entry = *entry;
+        }
+        if !confirms(ctx, flow, &s.entry) {
+            return false;
+        }
+        s.entry.state = ct_state::ESTABLISHED;
+        if DNAT_CT.insert(&s.key, &s.entry, 0).is_err() {
+            return false;
+        }
+        let _ = DNAT_NEW.remove(&s.key);
+        counters::ct_event(ct_event::DNAT_CONFIRMED);
+        return true;
+    }
+    s.entry = DnatEntry {
+        host_addr: IpAddress::v4(flow.frame.dst),
+        host_port: flow.l4.dst_port,
+        state: nat::next_state(ct_state::NEW, flags, false),
+        flags: if flow.client == flow.frame.src { 0 } else { DnatEntry::SELF },
+        peer_ifindex: flow.peer_ifindex,
+        peer_mac: flow.peer_mac,
+        _pad2: [0; 2],
+        expected_ack: 0,
+        created_ns: now,
+        last_seen_ns: now,
+        next_hop: NextHop::default(),
+    };
+    if DNAT_NEW.insert(&s.key, &s.entry, 0).is_ok() {
+        counters::ct_event(ct_event::DNAT_CREATED);
+    }
+    false
+}
+
+/// Whether the client's packet confirms its unconfirmed flow `entry`: the container
+/// answered, the flow is neither closing nor reset, and the packet acknowledges the answer
+/// (TCP: exactly the SYN-ACK's sequence number + 1, which a spoofed source never saw; UDP,
+/// which has nothing of the kind: any packet after an answer, as Linux conntrack has it).
+#[inline(always)]
+fn confirms(ctx: &impl Packet, flow: &ClientFlow<'_>, entry: &DnatEntry) -> bool {
+    if entry.flags & DnatEntry::ANSWERED == 0 || entry.state != ct_state::NEW {
+        return false;
+    }
+    if flow.frame.proto != IPPROTO_TCP {
+        return true;
+    }
+    if flow.l4.tcp_flags & (nat::TCP_SYN | nat::TCP_RST) != 0 {
+        return false;
+    }
+    let Some((_, ack)) = nat::tcp_seq_ack(ctx) else {
+        return false;
+    };
+    let window = if entry.flags & DnatEntry::HANDSHAKE != 0 { 0 } else { DnatEntry::ACK_WINDOW };
+    ack.wrapping_sub(entry.expected_ack) <= window
+}
+
+/// Records the container's answer on an unconfirmed flow: what the client's ACK must
+/// acknowledge to confirm it.
+///
+/// # Safety
+/// `entry` is a pointer into DNAT_NEW, valid for this program run.
+#[inline(always)]
+unsafe fn answered(ctx: &TcContext, frame: &Ipv4Frame, l4: &L4, entry: *mut DnatEntry) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, false);
+        (*entry).flags |= DnatEntry::ANSWERED;
+        if frame.proto == IPPROTO_TCP
+            && let Some((seq, _)) = nat::tcp_seq_ack(ctx)
+        {
+            let syn = l4.tcp_flags & nat::TCP_SYN != 0;
+            (*entry).expected_ack = seq.wrapping_add(u32::from(syn));
+            if syn {
+                (*entry).flags |= DnatEntry::HANDSHAKE;
+            } else {
+                (*entry).flags &= !DnatEntry::HANDSHAKE;
+            }
+        }
+    }
 }
 
 /// Rewrites the frame for `backend`, with `client` as its source, and hands it over.
@@ -326,12 +426,23 @@ pub fn reply(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i
     // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
     let s = unsafe { &mut *scratch };
     s.key = nat::flow_key(frame, &l4);
-    let entry = DNAT_CT.get_ptr_mut(&s.key)?;
     let now = nat::now();
+    let entry = match DNAT_CT.get_ptr_mut(&s.key) {
+        Some(entry) => {
+            // SAFETY: map pointer, valid for this program run.
+            unsafe { (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, true) };
+            entry
+        }
+        None => {
+            let entry = DNAT_NEW.get_ptr_mut(&s.key)?;
+            // SAFETY: a pointer into DNAT_NEW, valid for this program run.
+            unsafe { answered(ctx, frame, &l4, entry) };
+            entry
+        }
+    };
     // SAFETY: map pointer, valid for this program run.
     let (host_addr, host_port, peer_ifindex, peer_mac, flags, next_hop) = unsafe {
         (*entry).last_seen_ns = now;
-        (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, true);
         let e = &*entry;
         (e.host_addr, e.host_port, e.peer_ifindex, e.peer_mac, e.flags, e.next_hop)
     };

@@ -119,7 +119,7 @@ fn firewall_key(rule_set: u16, source: Ipv4Net) -> Key<FirewallKey> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 15] {
+fn pinned_layouts() -> [PinnedLayout; 18] {
     use dataplane_common::{SockRevKey, SockRevValue};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -131,8 +131,11 @@ fn pinned_layouts() -> [PinnedLayout; 15] {
         layout::<u32, NatConfig>(map_names::NAT_CONFIG, Some(1)),
         layout::<FlowKey, SnatEntry>(map_names::SNAT_CT, None),
         layout::<FlowKey, RevSnatEntry>(map_names::SNAT_REV, None),
+        layout::<FlowKey, SnatEntry>(map_names::SNAT_NEW, None),
+        layout::<FlowKey, RevSnatEntry>(map_names::SNAT_REV_NEW, None),
         layout::<PublishKey, Backend>(map_names::PUBLISHED, None),
         layout::<FlowKey, DnatEntry>(map_names::DNAT_CT, None),
+        layout::<FlowKey, DnatEntry>(map_names::DNAT_NEW, None),
         layout::<u32, HostConfig>(map_names::HOST_CONFIG, Some(1)),
         layout::<SockRevKey, SockRevValue>(map_names::SOCK_REVNAT, None),
         layout::<Key<FirewallKey>, FirewallVerdict>(map_names::FIREWALL, Some(FirewallVerdict::TRIE_SIZE)),
@@ -187,7 +190,14 @@ impl Datapath {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         remove_pins_of_other_layouts(&maps_dir)?;
-        let conntrack_tables = [map_names::SNAT_CT, map_names::SNAT_REV, map_names::DNAT_CT];
+        let conntrack_tables = [
+            map_names::SNAT_CT,
+            map_names::SNAT_REV,
+            map_names::SNAT_NEW,
+            map_names::SNAT_REV_NEW,
+            map_names::DNAT_CT,
+            map_names::DNAT_NEW,
+        ];
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&maps_dir);
         for table in conntrack_tables {
@@ -441,14 +451,19 @@ impl Datapath {
             .collect())
     }
 
-    /// Every tracked connection to a published port, keyed as the container answers.
+    /// Every confirmed connection to a published port, keyed as the container answers.
     pub fn dnat_conntrack(&mut self) -> Result<Vec<(FlowKey, DnatEntry)>> {
         self.hash_entries(map_names::DNAT_CT)
     }
 
-    /// Forgets connections to published ports, with the programs' cached view of them
-    /// (`INBOUND_FLOWS`, keyed as the client sends), which would otherwise deliver their
-    /// packets for up to a second with no entry to translate the replies back.
+    /// Every flow to a published port not confirmed yet, keyed as the container answers.
+    pub fn dnat_unconfirmed(&mut self) -> Result<Vec<(FlowKey, DnatEntry)>> {
+        self.hash_entries(map_names::DNAT_NEW)
+    }
+
+    /// Forgets flows to published ports, confirmed or not, with the programs' cached view
+    /// of them (`INBOUND_FLOWS`, keyed as the client sends), which would otherwise deliver
+    /// their packets for up to a second with no entry to translate the replies back.
     pub fn forget_dnat_flows(&mut self, flows: &[(FlowKey, DnatEntry)]) -> Result<()> {
         let inbound: Vec<FlowKey> = flows
             .iter()
@@ -464,12 +479,18 @@ impl Datapath {
             .collect();
         self.remove_entries(map_names::INBOUND_FLOWS, &inbound)?;
         let keys: Vec<FlowKey> = flows.iter().map(|(key, _)| *key).collect();
-        self.remove_entries(map_names::DNAT_CT, &keys)
+        self.remove_entries(map_names::DNAT_CT, &keys)?;
+        self.remove_entries(map_names::DNAT_NEW, &keys)
     }
 
-    /// Every tracked masqueraded flow.
+    /// Every confirmed masqueraded flow.
     pub fn conntrack(&mut self) -> Result<Vec<(FlowKey, SnatEntry)>> {
         self.hash_entries(map_names::SNAT_CT)
+    }
+
+    /// Every masqueraded flow not confirmed yet.
+    pub fn conntrack_unconfirmed(&mut self) -> Result<Vec<(FlowKey, SnatEntry)>> {
+        self.hash_entries(map_names::SNAT_NEW)
     }
 
     /// Every entry of a hash map, read a few thousand at a time (BPF_MAP_LOOKUP_BATCH):
@@ -494,7 +515,7 @@ impl Datapath {
         Ok(data.fd().as_fd().as_raw_fd())
     }
 
-    /// Forgets masqueraded flows in both directions.
+    /// Forgets masqueraded flows, confirmed or not, in both directions.
     pub fn forget_flows(&mut self, flows: &[(FlowKey, SnatEntry)]) -> Result<()> {
         let replies: Vec<FlowKey> = flows
             .iter()
@@ -508,8 +529,10 @@ impl Datapath {
             })
             .collect();
         self.remove_entries(map_names::SNAT_REV, &replies)?;
+        self.remove_entries(map_names::SNAT_REV_NEW, &replies)?;
         let keys: Vec<FlowKey> = flows.iter().map(|(key, _)| *key).collect();
-        self.remove_entries(map_names::SNAT_CT, &keys)
+        self.remove_entries(map_names::SNAT_CT, &keys)?;
+        self.remove_entries(map_names::SNAT_NEW, &keys)
     }
 
     fn hash_map<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> Result<HashMap<&mut MapData, K, V>> {

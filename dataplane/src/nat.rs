@@ -154,11 +154,20 @@ fn expired(proto: u8, state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
     now_ns.saturating_sub(last_seen_ns) > idle_timeout(proto, state).as_nanos() as u64
 }
 
-/// Flows of each conntrack table: masqueraded (SNAT_CT) and to published ports (DNAT_CT).
+/// Flows of each conntrack table: masqueraded, confirmed (SNAT_CT) and not yet
+/// (SNAT_NEW), and to published ports, confirmed (DNAT_CT) and not yet (DNAT_NEW).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PerTable {
     pub masquerade: u64,
+    pub masquerade_unconfirmed: u64,
     pub published: u64,
+    pub published_unconfirmed: u64,
+}
+
+impl PerTable {
+    pub fn total(&self) -> u64 {
+        self.masquerade + self.masquerade_unconfirmed + self.published + self.published_unconfirmed
+    }
 }
 
 /// The tables at one moment: the programs' event counts and the live entries.
@@ -174,7 +183,9 @@ impl TableSnapshot {
             events: dp.ct_events()?,
             live: PerTable {
                 masquerade: dp.conntrack()?.len() as u64,
+                masquerade_unconfirmed: dp.conntrack_unconfirmed()?.len() as u64,
                 published: dp.dnat_conntrack()?.len() as u64,
+                published_unconfirmed: dp.dnat_unconfirmed()?.len() as u64,
             },
         })
     }
@@ -182,7 +193,7 @@ impl TableSnapshot {
 
 /// Counts what the LRU tables evicted since the daemon started, which the kernel does not
 /// report: a flow that entered a table and is neither there any more, nor removed by the
-/// daemon, nor reclaimed by the programs, was evicted to make room.
+/// daemon, nor reclaimed or confirmed (moved on) by the programs, was evicted to make room.
 #[derive(Debug)]
 pub struct ConntrackAccount {
     start: TableSnapshot,
@@ -197,7 +208,9 @@ impl ConntrackAccount {
     /// Records flows the daemon removed.
     pub fn forgot(&mut self, removed: PerTable) {
         self.forgotten.masquerade += removed.masquerade;
+        self.forgotten.masquerade_unconfirmed += removed.masquerade_unconfirmed;
         self.forgotten.published += removed.published;
+        self.forgotten.published_unconfirmed += removed.published_unconfirmed;
     }
 
     pub fn evictions(&self, now: &TableSnapshot) -> PerTable {
@@ -210,17 +223,33 @@ impl ConntrackAccount {
             (created - gone_otherwise - grown).max(0) as u64
         };
         PerTable {
+            // Flows enter SNAT_CT only when SNAT_NEW's are confirmed.
             masquerade: evicted(
-                delta(ct_event::SNAT_CREATED),
-                delta(ct_event::SNAT_RECLAIMED) + i128::from(self.forgotten.masquerade),
+                delta(ct_event::SNAT_CONFIRMED),
+                delta(ct_event::SNAT_RECLAIMED_CONFIRMED) + i128::from(self.forgotten.masquerade),
                 now.live.masquerade,
                 self.start.live.masquerade,
             ),
+            masquerade_unconfirmed: evicted(
+                delta(ct_event::SNAT_CREATED),
+                delta(ct_event::SNAT_CONFIRMED)
+                    + delta(ct_event::SNAT_RECLAIMED)
+                    + i128::from(self.forgotten.masquerade_unconfirmed),
+                now.live.masquerade_unconfirmed,
+                self.start.live.masquerade_unconfirmed,
+            ),
+            // Flows enter DNAT_CT only when DNAT_NEW's are confirmed.
             published: evicted(
-                delta(ct_event::DNAT_CREATED),
+                delta(ct_event::DNAT_CONFIRMED),
                 i128::from(self.forgotten.published),
                 now.live.published,
                 self.start.live.published,
+            ),
+            published_unconfirmed: evicted(
+                delta(ct_event::DNAT_CREATED),
+                delta(ct_event::DNAT_CONFIRMED) + i128::from(self.forgotten.published_unconfirmed),
+                now.live.published_unconfirmed,
+                self.start.live.published_unconfirmed,
             ),
         }
     }
@@ -234,23 +263,31 @@ pub struct FlowTimes {
     pub last_seen_ns: u64,
 }
 
-/// Forgets the tracked flows, masqueraded and published, that `pred` picks by their
-/// container-side key (container address and port first); returns how many of each.
+/// Forgets the tracked flows, masqueraded and published (confirmed or not), that `pred`
+/// picks by their container-side key (container address and port first); returns how
+/// many of each.
 pub fn forget_where(dp: &mut Datapath, pred: impl Fn(&FlowKey, FlowTimes) -> bool) -> Result<PerTable> {
     let times = |state, created_ns, last_seen_ns| FlowTimes { state, created_ns, last_seen_ns };
-    let snat: Vec<_> = dp
-        .conntrack()?
-        .into_iter()
-        .filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns)))
-        .collect();
+    let snat_pick = |flows: Vec<(FlowKey, dataplane_common::SnatEntry)>| -> Vec<_> {
+        flows.into_iter().filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns))).collect()
+    };
+    let snat = snat_pick(dp.conntrack()?);
     dp.forget_flows(&snat)?;
-    let dnat: Vec<_> = dp
-        .dnat_conntrack()?
-        .into_iter()
-        .filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns)))
-        .collect();
+    let snat_unconfirmed = snat_pick(dp.conntrack_unconfirmed()?);
+    dp.forget_flows(&snat_unconfirmed)?;
+    let pick = |flows: Vec<(FlowKey, dataplane_common::DnatEntry)>| -> Vec<_> {
+        flows.into_iter().filter(|(k, e)| pred(k, times(e.state, e.created_ns, e.last_seen_ns))).collect()
+    };
+    let dnat = pick(dp.dnat_conntrack()?);
     dp.forget_dnat_flows(&dnat)?;
-    Ok(PerTable { masquerade: snat.len() as u64, published: dnat.len() as u64 })
+    let unconfirmed = pick(dp.dnat_unconfirmed()?);
+    dp.forget_dnat_flows(&unconfirmed)?;
+    Ok(PerTable {
+        masquerade: snat.len() as u64,
+        masquerade_unconfirmed: snat_unconfirmed.len() as u64,
+        published: dnat.len() as u64,
+        published_unconfirmed: unconfirmed.len() as u64,
+    })
 }
 
 /// Forgets the flows that have been idle longer than their timeout.
@@ -336,18 +373,18 @@ fn describe(kind: &str, proto: u8, state: u8, created: u64, last_seen: u64, now_
 
 /// Every tracked flow: masqueraded ones as the container sent them (translated: the
 /// source the outside sees), published ones as the client sent them (translated: the
-/// container reached).
+/// container reached), confirmed ones first.
 pub fn list(dp: &mut Datapath) -> Result<Vec<FlowView>> {
     let now = monotonic_ns();
     let mut flows = vec![];
-    for (k, e) in dp.conntrack()? {
+    for (k, e) in dp.conntrack()?.into_iter().chain(dp.conntrack_unconfirmed()?) {
         let mut view = describe("masquerade", k.proto, e.state, e.created_ns, e.last_seen_ns, now);
         view.source = endpoint(&k.src, k.src_port);
         view.destination = endpoint(&k.dst, k.dst_port);
         view.translated = endpoint(&e.nat_addr, e.nat_port);
         flows.push(view);
     }
-    for (k, e) in dp.dnat_conntrack()? {
+    for (k, e) in dp.dnat_conntrack()?.into_iter().chain(dp.dnat_unconfirmed()?) {
         let mut view = describe("published", k.proto, e.state, e.created_ns, e.last_seen_ns, now);
         view.source = endpoint(&k.dst, k.dst_port);
         view.destination = endpoint(&e.host_addr, e.host_port);
@@ -433,19 +470,34 @@ mod tests {
 
     #[test]
     fn evictions_are_what_entered_and_left_no_other_way() {
-        let snapshot =
-            |created: u64, reclaimed: u64, dnat: u64, live: u64, live_dnat: u64| super::TableSnapshot {
-                events: [created, reclaimed, dnat],
-                live: super::PerTable { masquerade: live, published: live_dnat },
-            };
-        // The daemon starts with 10 live flows (3 published) and counters from an earlier run.
-        let mut account = super::ConntrackAccount::new(snapshot(500, 40, 90, 10, 3));
-        // 1,000 more flows; the programs reclaimed 20 ports; the daemon swept 30 and 5.
-        account.forgot(super::PerTable { masquerade: 30, published: 5 });
-        let now = snapshot(1500, 60, 190, 256, 50);
-        // Masquerade: 1,000 in, 20 reclaimed, 30 swept, 246 more live: 704 evicted.
-        // Published: 100 in, 5 swept, 47 more live: 48 evicted.
-        assert_eq!(account.evictions(&now), super::PerTable { masquerade: 704, published: 48 });
+        // Events: masquerade created, reclaimed unconfirmed; published created, confirmed;
+        // masquerade confirmed, reclaimed confirmed.
+        let snapshot = |snat: (u64, u64, u64, u64), dnat: (u64, u64), live: super::PerTable| {
+            let (created, reclaimed, confirmed, reclaimed_confirmed) = snat;
+            let events = [created, reclaimed, dnat.0, dnat.1, confirmed, reclaimed_confirmed];
+            super::TableSnapshot { events, live }
+        };
+        let live = |masquerade, masquerade_unconfirmed, published, published_unconfirmed| super::PerTable {
+            masquerade,
+            masquerade_unconfirmed,
+            published,
+            published_unconfirmed,
+        };
+        // The daemon starts with 14 live flows (3 published, 2 of them unconfirmed; 11
+        // masqueraded, 1 unconfirmed) and counters from an earlier run.
+        let mut account =
+            super::ConntrackAccount::new(snapshot((500, 30, 400, 10), (90, 60), live(10, 1, 1, 2)));
+        // The daemon swept 30 confirmed and 3 unconfirmed flows out, 5 and 4 in.
+        account.forgot(live(30, 3, 5, 4));
+        // Masquerade: 2,000 new flows, 1,000 of them confirmed; the programs reclaimed the
+        // ports of 20 unconfirmed flows and 10 confirmed ones. Published: 10,100 new flows
+        // (a flood), 100 of them confirmed.
+        let now = snapshot((2500, 50, 1400, 20), (10_190, 160), live(256, 500, 50, 4096));
+        // Masquerade: 1,000 confirmed, 10 reclaimed, 30 swept, 246 more live: 714 evicted.
+        // Unconfirmed: 2,000 in, 1,000 confirmed, 20 reclaimed, 3 swept, 499 more: 478.
+        // Published: 100 confirmed, 5 swept, 49 more live: 46 evicted.
+        // Unconfirmed: 10,100 in, 100 confirmed, 4 swept, 4,094 more live: 5,902 evicted.
+        assert_eq!(account.evictions(&now), live(714, 478, 46, 5902));
         // Nothing new: nothing evicted, whatever the counters say from before.
         let idle = super::ConntrackAccount::new(now);
         assert_eq!(idle.evictions(&now), super::PerTable::default());

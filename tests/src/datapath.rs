@@ -32,19 +32,25 @@ pub const UPLINK_ADDR: [u8; 4] = [203, 0, 113, 1];
 pub struct Fixture {
     pub datapath: Datapath,
     bpffs: PathBuf,
+    conntrack_max: u32,
 }
 
 impl Fixture {
     /// Moves the calling thread into a new network namespace and loads the programs there,
     /// with a bpffs of their own.
     pub fn new(red_flags: u32) -> Self {
+        Self::with_conntrack_max(red_flags, dataplane_common::CONNTRACK_DEFAULT_SIZE)
+    }
+
+    /// As `new`, with `conntrack_max` entries in each conntrack table (`--conntrack-max`).
+    pub fn with_conntrack_max(red_flags: u32, conntrack_max: u32) -> Self {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
         let bpffs = std::env::temp_dir().join(format!(
             "dataplane-packets-{}-{:x}",
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut datapath = match Datapath::load(&bpffs, dataplane_common::CONNTRACK_DEFAULT_SIZE) {
+        let mut datapath = match Datapath::load(&bpffs, conntrack_max) {
             Ok(datapath) => datapath,
             Err(e) => {
                 // The bpffs may be mounted already: leave nothing behind before failing.
@@ -61,12 +67,12 @@ impl Fixture {
         datapath
             .set_endpoint(v4_key(BLUE, Ipv4Addr::new(10, 2, 0, 2)), endpoint(43, [2, 0x42, 10, 2, 0, 2]))
             .unwrap();
-        Self { datapath, bpffs }
+        Self { datapath, bpffs, conntrack_max }
     }
 
     /// Loads the programs again over the same bpffs, as a restarted daemon does.
     pub fn reload(&mut self) {
-        self.datapath = Datapath::load(&self.bpffs, dataplane_common::CONNTRACK_DEFAULT_SIZE).unwrap();
+        self.datapath = Datapath::load(&self.bpffs, self.conntrack_max).unwrap();
     }
 
     /// Where the maps are pinned.

@@ -122,25 +122,26 @@ fn a_full_conntrack_table_evicts_the_oldest_flows_and_counts_them() {
     let host = Host::start_with_external_and(&[("DATAPLANE_CONNTRACK_MAX", "256")]);
     host.run_sleeper("c", &[]);
     let loadgen = env!("CARGO_BIN_EXE_dp-loadgen");
+    // Unanswered datagrams: new flows, never confirmed, in SNAT_NEW and SNAT_REV_NEW.
     ok(host.exec("c", &format!("{loadgen} udp-flows --dst {EXTERNAL_ADDR} --count 1000 --dst-ports 50")));
     // The last packets may still be on their way through the veth's backlog.
     let (mut live, mut evicted) = (0, 0);
     let added_up = eventually(Duration::from_secs(5), || {
-        live = host.counter("conntrack_masquerade_entries");
-        evicted = host.counter("conntrack_masquerade_evictions");
+        live = host.counter("conntrack_masquerade_unconfirmed_entries");
+        evicted = host.counter("conntrack_masquerade_unconfirmed_evictions");
         live + evicted == 1000
     });
     assert!(added_up, "{live} live and {evicted} evicted do not add up to the 1000 flows");
     assert!(live <= 256, "the table holds {live} flows, more than its 256 entries");
-    // New flows still get through and are tracked; the kernel's LRU evicts in batches, so
-    // one more flow may push out many.
+    // New flows still get through and are tracked (a ping, answered once, stays new); the
+    // kernel's LRU evicts in batches, so one more flow may push out many.
     assert!(host.ping("c", EXTERNAL_ADDR), "no new flow after the table filled");
-    let evicted = host.counter("conntrack_masquerade_evictions");
-    assert_eq!(host.counter("conntrack_masquerade_entries") + evicted, 1001);
+    let evicted = host.counter("conntrack_masquerade_unconfirmed_evictions");
+    assert_eq!(host.counter("conntrack_masquerade_unconfirmed_entries") + evicted, 1001);
     // What the daemon removes itself is not an eviction.
     host.dp_ok(&["conntrack", "flush"]);
-    assert_eq!(host.counter("conntrack_masquerade_entries"), 0);
-    assert_eq!(host.counter("conntrack_masquerade_evictions"), evicted);
+    assert_eq!(host.counter("conntrack_masquerade_unconfirmed_entries"), 0);
+    assert_eq!(host.counter("conntrack_masquerade_unconfirmed_evictions"), evicted);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use dataplane::{
     firewall::{Action, Installed, RuleSpec, Rules},
     ports::{PortMapping, Proto},
 };
-use dataplane_common::{Backend, InterfaceConfig, Path, ct_state};
+use dataplane_common::{Backend, DnatEntry, InterfaceConfig, Path, ct_state};
 use dataplane_tests::datapath::{
     A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_MAC,
     XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, red_interface,
@@ -39,6 +39,32 @@ fn tcp(
     frame
 }
 
+/// A TCP segment with `flags` (`S` SYN, `A` ACK, `R` RST, `F` FIN), sequence number
+/// `seq` and, with `A`, acknowledgement number `ack`; 8 bytes of payload.
+fn segment(
+    src_mac: [u8; 6],
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    flags: &str,
+    seq: u32,
+    ack: u32,
+) -> Vec<u8> {
+    let mut b =
+        PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv4(src.0, dst.0, 64).tcp(src.1, dst.1, seq, 64000);
+    for flag in flags.chars() {
+        b = match flag {
+            'S' => b.syn(),
+            'A' => b.ack(ack),
+            'R' => b.rst(),
+            'F' => b.fin(),
+            other => panic!("no TCP flag {other}"),
+        };
+    }
+    let mut frame = vec![];
+    b.write(&mut frame, b"payload!").unwrap();
+    frame
+}
+
 fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(A_MAC, UPLINK_MAC).ipv4(src, dst, 64).udp(sport, dport);
     let mut frame = vec![];
@@ -52,6 +78,13 @@ fn icmp_echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], id: u16, reply: bool)
     let mut frame = vec![];
     b.write(&mut frame, b"ping").unwrap();
     frame
+}
+
+/// Every masqueraded flow: the confirmed ones (SNAT_CT), then the others (SNAT_NEW).
+fn masqueraded(fx: &mut Fixture) -> Vec<(dataplane_common::FlowKey, dataplane_common::SnatEntry)> {
+    let mut flows = fx.datapath.conntrack().unwrap();
+    flows.extend(fx.datapath.conntrack_unconfirmed().unwrap());
+    flows
 }
 
 /// The parsed frame with both checksums verified.
@@ -109,7 +142,7 @@ fn snat_out_and_reverse_snat_in_rewrite_tcp_with_valid_checksums() {
     assert_eq!((seen.dst, seen.dport), (REMOTE, 80), "destination must not change");
     assert_eq!(seen.eth_dst, GATEWAY_MAC, "next hop MAC from the FIB");
     assert_eq!(fx.count(Path::Masqueraded), 1);
-    let flows = fx.datapath.conntrack().unwrap();
+    let flows = fx.datapath.conntrack_unconfirmed().unwrap();
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0].1.state, ct_state::NEW);
 
@@ -121,15 +154,122 @@ fn snat_out_and_reverse_snat_in_rewrite_tcp_with_valid_checksums() {
     assert_eq!(seen_back.dport, 40000, "dst port was not restored");
     assert_eq!((seen_back.src, seen_back.sport), (REMOTE, 80));
     assert_eq!(seen_back.eth_dst, A_MAC, "reply must go to the container's MAC");
-    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::ESTABLISHED);
+    let answered = fx.datapath.conntrack_unconfirmed().unwrap();
+    assert_eq!(answered[0].1.state, ct_state::ESTABLISHED, "the reply was not recorded");
+    assert!(fx.datapath.conntrack().unwrap().is_empty(), "an answer alone confirmed the flow");
 
-    // Later packets of the flow keep their port; a RST closes it.
+    // The container's next packet confirms it, and keeps its port; a RST closes it.
     let (_, again) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true));
     assert_eq!(inspect(&again).sport, seen.sport);
+    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::ESTABLISHED);
+    assert!(fx.datapath.conntrack_unconfirmed().unwrap().is_empty(), "a confirmed flow stayed in SNAT_NEW");
     let mut rst = tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true);
     rst[14 + 20 + 13] |= 0x04;
     let _ = fx.run(&rst);
     assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::CLOSED);
+}
+
+/// Opens a TCP connection out from A's port `sport` to REMOTE:80 as a real client does:
+/// the SYN, the remote's SYN-ACK (sequence 7000), A's ACK, which confirms it. Returns its
+/// masquerade port and that ACK, to send again.
+fn connect_out(fx: &mut Fixture, sport: u16) -> (u16, Vec<u8>) {
+    let (verdict, out) = fx.run(&segment(A_MAC, (CONTAINER, sport), (REMOTE, 80), "S", 1000, 0));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the SYN did not leave");
+    let port = inspect(&out).sport;
+    let syn_ack = segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "SA", 7000, 1001);
+    assert_eq!(fx.run_uplink(&syn_ack).0, TC_ACT_REDIRECT, "the SYN-ACK did not come back");
+    let ack = segment(A_MAC, (CONTAINER, sport), (REMOTE, 80), "A", 1001, 7001);
+    assert_eq!(fx.run(&ack).0, TC_ACT_REDIRECT, "the ACK did not leave");
+    (port, ack)
+}
+
+#[test]
+fn a_masqueraded_flow_reset_or_refused_by_the_container_is_never_confirmed() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    // Reset by the remote: the container's next packet confirms nothing.
+    let (_, out) = fx.run(&segment(A_MAC, (CONTAINER, 40000), (REMOTE, 80), "S", 1000, 0));
+    let port = inspect(&out).sport;
+    let reset = segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "RA", 0, 1001);
+    assert_eq!(fx.run_uplink(&reset).0, TC_ACT_REDIRECT, "the reset did not reach the container");
+    let _ = fx.run(&segment(A_MAC, (CONTAINER, 40000), (REMOTE, 80), "A", 1001, 1));
+    assert!(fx.datapath.conntrack().unwrap().is_empty(), "a reset flow was confirmed");
+    // A SYN-ACK the container's stack refuses (a SYN flood's, sent from a raw socket):
+    // its RST confirms nothing either.
+    let (_, out) = fx.run(&segment(A_MAC, (CONTAINER, 40001), (REMOTE, 80), "S", 1000, 0));
+    let port = inspect(&out).sport;
+    let _ = fx.run_uplink(&segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "SA", 7000, 1001));
+    let _ = fx.run(&segment(A_MAC, (CONTAINER, 40001), (REMOTE, 80), "R", 1001, 0));
+    assert!(fx.datapath.conntrack().unwrap().is_empty(), "a refused SYN-ACK confirmed its flow");
+    let states: Vec<u8> = fx.datapath.conntrack_unconfirmed().unwrap().iter().map(|(_, e)| e.state).collect();
+    assert_eq!(states, [ct_state::CLOSED, ct_state::CLOSED]);
+    // A real handshake is confirmed, and its ACK left with the flow's port.
+    let (port, ack) = connect_out(&mut fx, 40002);
+    let confirmed = fx.datapath.conntrack().unwrap();
+    assert_eq!(confirmed.len(), 1, "the handshake did not confirm the flow");
+    assert_eq!((u16::from_be(confirmed[0].0.src_port), u16::from_be(confirmed[0].1.nat_port)), (40002, port));
+    let (verdict, out) = fx.run(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport, seen.dst, seen.dport), (UPLINK_ADDR, port, REMOTE, 80));
+}
+
+#[test]
+fn a_flood_of_new_flows_out_pushes_out_only_new_flows() {
+    const TABLE: u32 = 1024;
+    let mut fx = Fixture::with_conntrack_max(0, TABLE);
+    fx.enable_nat(1024, 65535);
+    let (port, ack) = connect_out(&mut fx, 40000);
+    // Four tables' worth of new flows, each answered (so that its entries are looked up
+    // again, as the connection's are).
+    for i in 0..4 * TABLE {
+        let remote = [198, 18, (i >> 8) as u8, i as u8];
+        let (verdict, out) = fx.run(&udp(CONTAINER, 5353, remote, 53));
+        assert_eq!(verdict, TC_ACT_REDIRECT, "flow {i} of the flood did not leave");
+        let answer = udp(remote, 53, UPLINK_ADDR, inspect(&out).sport);
+        assert_eq!(fx.run_uplink(&answer).0, TC_ACT_REDIRECT, "the answer to flow {i} did not come back");
+    }
+    let new = fx.datapath.conntrack_unconfirmed().unwrap().len();
+    assert!(new <= TABLE as usize, "SNAT_NEW holds {new} flows, more than its {TABLE} entries");
+    let confirmed = fx.datapath.conntrack().unwrap();
+    assert_eq!(confirmed.len(), 1, "the flood entered the confirmed table or evicted the connection");
+    // The connection goes on both ways, with its port.
+    let (verdict, out) = fx.run(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!((inspect(&out).src, inspect(&out).sport), (UPLINK_ADDR, port), "the connection lost its port");
+    let data = segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "A", 7001, 1009);
+    let (verdict, back) = fx.run_uplink(&data);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the connection's reply was not translated back");
+    let seen = inspect(&back);
+    assert_eq!((seen.src, seen.sport, seen.dst, seen.dport), (REMOTE, 80, CONTAINER, 40000));
+}
+
+#[test]
+fn masqueraded_flows_survive_a_reload_and_the_pins_of_the_version_before_snat_new() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let (port, ack) = connect_out(&mut fx, 40000);
+    let _ = fx.run(&udp(CONTAINER, 5000, REMOTE, 53));
+    fx.reload();
+    assert_eq!(fx.datapath.conntrack().unwrap().len(), 1, "the confirmed flow did not survive");
+    assert_eq!(fx.datapath.conntrack_unconfirmed().unwrap().len(), 1, "the unconfirmed flow did not survive");
+    // What the version before left: SNAT_CT and SNAT_REV as they are, no SNAT_NEW or
+    // SNAT_REV_NEW.
+    let dir = fx.maps_dir();
+    for map in ["SNAT_NEW", "SNAT_REV_NEW"] {
+        std::fs::remove_file(dir.join(map)).unwrap();
+    }
+    fx.reload();
+    for map in ["SNAT_NEW", "SNAT_REV_NEW"] {
+        assert!(dir.join(map).exists(), "{map} was not pinned");
+    }
+    assert_eq!(fx.datapath.conntrack().unwrap().len(), 1, "the confirmed flow was lost");
+    let (_, out) = fx.run(&ack);
+    assert_eq!(inspect(&out).sport, port, "the connection lost its port");
+    let data = segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "A", 7001, 1009);
+    let (verdict, back) = fx.run_uplink(&data);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!((inspect(&back).dst, inspect(&back).dport), (CONTAINER, 40000));
 }
 
 /// The MAC the uplink's neighbour table gives the default gateway from now on.
@@ -155,7 +295,7 @@ fn established_flows_skip_the_route_for_a_second_then_ask_again() {
     let syn = tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false);
     let (_, out) = fx.run(&syn);
     let port = inspect(&out).sport;
-    let flow = fx.datapath.conntrack().unwrap()[0].1;
+    let flow = masqueraded(&mut fx)[0].1;
     assert_eq!(flow.next_hop.dmac, GATEWAY_MAC, "the flow did not keep its next hop");
     assert_ne!(flow.next_hop.checked_ns, 0);
 
@@ -189,7 +329,7 @@ fn a_stale_next_hop_is_asked_again() {
     let (verdict, out) = fx.run(&udp_out);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(inspect(&out).eth_dst, MOVED_GATEWAY_MAC, "the flow kept a next hop older than a second");
-    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.next_hop.dmac, MOVED_GATEWAY_MAC);
+    assert_eq!(masqueraded(&mut fx)[0].1.next_hop.dmac, MOVED_GATEWAY_MAC);
 }
 
 #[test]
@@ -208,7 +348,7 @@ fn replies_update_their_flow_at_state_changes_and_once_a_second() {
         let (verdict, back) = fx.run_uplink(&frame);
         assert_eq!(verdict, TC_ACT_REDIRECT);
         assert_eq!(inspect(&back).dport, 40000);
-        fx.datapath.conntrack().unwrap()[0].1
+        masqueraded(fx)[0].1
     };
     let first = reply(&mut fx, false);
     assert_eq!(first.state, ct_state::ESTABLISHED, "the first reply must establish the flow");
@@ -289,7 +429,7 @@ fn internal_networks_never_leave_the_host() {
     // The host's own addresses stay reachable.
     let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40000, UPLINK_ADDR, 80, true, false));
     assert_eq!(verdict, TC_ACT_OK);
-    assert!(fx.datapath.conntrack().unwrap().is_empty());
+    assert!(masqueraded(&mut fx).is_empty());
 }
 
 #[test]
@@ -372,7 +512,7 @@ fn ports_of_reset_flows_are_reused_at_once() {
     let (verdict, out) = fx.run(&tcp(A_MAC, CONTAINER, 40001, REMOTE, 80, true, false));
     assert_eq!(verdict, TC_ACT_REDIRECT, "the port of a reset flow was not reused");
     assert_eq!(inspect(&out).sport, 61500);
-    let flows = fx.datapath.conntrack().unwrap();
+    let flows = masqueraded(&mut fx);
     assert_eq!(flows.len(), 1, "the reset flow must be forgotten");
     assert_eq!(u16::from_be(flows[0].0.src_port), 40001);
     // Replies reach the new flow.
@@ -432,6 +572,33 @@ fn publish_at(
 
 const B_ADDR: [u8; 4] = [10, 1, 0, 3];
 
+/// B's initial sequence number in the handshakes below.
+const B_ISN: u32 = 5000;
+
+/// Opens a connection from REMOTE:`sport` to the published 8080 as a real client does, B
+/// answering from behind `lo`: the SYN, B's SYN-ACK, the client's ACK of it, which
+/// confirms it. Returns that ACK, to send again.
+fn connect_to_8080(fx: &mut Fixture, sport: u16) -> Vec<u8> {
+    let syn = segment(GATEWAY_MAC, (REMOTE, sport), (UPLINK_ADDR, 8080), "S", 1000, 0);
+    assert_eq!(fx.run_uplink(&syn).0, TC_ACT_REDIRECT, "the SYN was not delivered");
+    fx.datapath.set_interface(1, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let syn_ack = segment(B_MAC, (B_ADDR, 80), (REMOTE, sport), "SA", B_ISN, 1001);
+    assert_eq!(fx.run(&syn_ack).0, TC_ACT_REDIRECT, "the SYN-ACK was not sent out");
+    let ack = segment(GATEWAY_MAC, (REMOTE, sport), (UPLINK_ADDR, 8080), "A", 1001, B_ISN + 1);
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT, "the ACK was not delivered");
+    ack
+}
+
+/// The unconfirmed flow of client port `sport` (DNAT_NEW), if there is one.
+fn unconfirmed(fx: &mut Fixture, sport: u16) -> Option<dataplane_common::DnatEntry> {
+    fx.datapath
+        .dnat_unconfirmed()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k.dst_port == sport.to_be())
+        .map(|f| f.1)
+}
+
 #[test]
 fn dnat_in_keeps_the_client_and_reverse_dnat_restores_the_published_address() {
     let mut fx = publishing_8080();
@@ -462,7 +629,7 @@ fn replies_on_published_ports_keep_their_next_hop_for_a_second() {
     let answer = tcp(B_MAC, B_ADDR, 80, REMOTE, 33000, true, true);
     let (_, out) = fx.run(&answer);
     assert_eq!(inspect(&out).eth_dst, GATEWAY_MAC);
-    let flow = fx.datapath.dnat_conntrack().unwrap()[0].1;
+    let flow = unconfirmed(&mut fx, 33000).expect("the flow is not tracked");
     assert_eq!(flow.next_hop.dmac, GATEWAY_MAC, "the flow did not keep its next hop");
 
     move_gateway_to("02:00:00:00:00:09");
@@ -480,9 +647,7 @@ fn replies_on_published_ports_keep_their_next_hop_for_a_second() {
 fn connections_to_an_unpublished_port_stop_within_a_second() {
     use dataplane_common::{IpAddress, PublishKey};
     let mut fx = publishing_8080();
-    let syn = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false);
-    let ack = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, false, true);
-    assert_eq!(fx.run_uplink(&syn).0, TC_ACT_REDIRECT);
+    let ack = connect_to_8080(&mut fx, 33000);
     let (verdict, inside) = fx.run_uplink(&ack);
     assert_eq!(verdict, TC_ACT_REDIRECT, "the connection's next packet was not delivered");
     let seen = inspect(&inside);
@@ -507,24 +672,212 @@ fn connections_to_an_unpublished_port_stop_within_a_second() {
     let flows = fx.datapath.dnat_conntrack().unwrap();
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0].1.state, ct_state::CLOSING, "a FIN from the client was not recorded");
-    assert_eq!(fx.count(Path::Published), 5);
+    assert_eq!(fx.count(Path::Published), 6);
 }
 
 #[test]
 fn forgotten_connections_to_published_ports_are_tracked_again_at_once() {
     let mut fx = publishing_8080();
-    let ack = tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, false, true);
-    let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
-    let _ = fx.run_uplink(&ack);
+    let ack = connect_to_8080(&mut fx, 33000);
     // `conntrack flush`: the cached view of the connection goes with its entry, so its
     // next packet takes the long way and the container's replies are translated again.
     dataplane::nat::forget_where(&mut fx.datapath, |_, _| true).unwrap();
     assert!(fx.datapath.dnat_conntrack().unwrap().is_empty());
     assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
-    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the connection was not tracked again");
-    fx.datapath.set_interface(1, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
-    let (_, out) = fx.run(&tcp(B_MAC, B_ADDR, 80, REMOTE, 33000, false, true));
+    let again = unconfirmed(&mut fx, 33000).expect("the connection was not tracked again");
+    assert_eq!(again.state, ct_state::NEW, "a connection tracked again in mid-stream starts unconfirmed");
+    let data = segment(B_MAC, (B_ADDR, 80), (REMOTE, 33000), "A", B_ISN + 1, 1009);
+    let (_, out) = fx.run(&data);
     assert_eq!((inspect(&out).src, inspect(&out).sport), (UPLINK_ADDR, 8080));
+    // The client's ACK of B's data confirms it again.
+    let ack_of_data = segment(GATEWAY_MAC, (REMOTE, 33000), (UPLINK_ADDR, 8080), "A", 1009, B_ISN + 9);
+    assert_eq!(fx.run_uplink(&ack_of_data).0, TC_ACT_REDIRECT);
+    let flows = fx.datapath.dnat_conntrack().unwrap();
+    assert_eq!(flows.len(), 1, "the ACK of the container's data did not confirm the connection");
+    assert_eq!(flows[0].1.state, ct_state::ESTABLISHED);
+    assert_eq!(unconfirmed(&mut fx, 33000), None, "a confirmed flow stayed in DNAT_NEW");
+}
+
+#[test]
+fn a_connection_to_a_published_port_is_confirmed_by_the_ack_of_its_syn_ack_alone() {
+    use dataplane_common::IpAddress;
+    let mut fx = publishing_8080();
+    let syn = segment(GATEWAY_MAC, (REMOTE, 33000), (UPLINK_ADDR, 8080), "S", 1000, 0);
+    let (verdict, inside) = fx.run_uplink(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the SYN was not sent to the container");
+    let seen = inspect(&inside);
+    assert_eq!((seen.src, seen.sport, seen.dst, seen.dport), (REMOTE, 33000, B_ADDR, 80));
+    assert_eq!(seen.eth_dst, B_MAC);
+    assert!(fx.datapath.dnat_conntrack().unwrap().is_empty(), "a SYN entered the confirmed table");
+    let new = unconfirmed(&mut fx, 33000).expect("the SYN's flow is not tracked");
+    assert_eq!((new.state, new.flags & DnatEntry::ANSWERED), (ct_state::NEW, 0));
+
+    // B's SYN-ACK leaves translated, and the flow learns what the client must acknowledge.
+    fx.datapath.set_interface(1, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (verdict, out) = fx.run(&segment(B_MAC, (B_ADDR, 80), (REMOTE, 33000), "SA", B_ISN, 1001));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the SYN-ACK was not sent out");
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport), (UPLINK_ADDR, 8080), "SYN-ACK source was not reverse-DNAT'ed");
+    assert_eq!((seen.dst, seen.dport, seen.eth_dst), (REMOTE, 33000, GATEWAY_MAC));
+    let answered = unconfirmed(&mut fx, 33000).expect("the answered flow is not tracked");
+    assert_eq!(
+        answered.flags & (DnatEntry::ANSWERED | DnatEntry::HANDSHAKE),
+        DnatEntry::ANSWERED | DnatEntry::HANDSHAKE
+    );
+    assert_eq!(answered.expected_ack, B_ISN + 1);
+    assert_eq!(answered.state, ct_state::NEW, "an answer alone must not confirm a flow");
+
+    // ACKs that did not see the SYN-ACK (a spoofed source guessing) reach the container,
+    // whose stack refuses them, but confirm nothing; nor does a reset with the right number.
+    for guess in [1, B_ISN, B_ISN + 2, B_ISN + 1 + DnatEntry::ACK_WINDOW] {
+        let blind = segment(GATEWAY_MAC, (REMOTE, 33000), (UPLINK_ADDR, 8080), "A", 1001, guess);
+        assert_eq!(fx.run_uplink(&blind).0, TC_ACT_REDIRECT);
+        assert!(fx.datapath.dnat_conntrack().unwrap().is_empty(), "an ACK of {guess} confirmed the flow");
+    }
+    let ack = segment(GATEWAY_MAC, (REMOTE, 33000), (UPLINK_ADDR, 8080), "A", 1001, B_ISN + 1);
+    let (verdict, inside) = fx.run_uplink(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the ACK was not sent to the container");
+    let seen = inspect(&inside);
+    assert_eq!(
+        (seen.src, seen.sport, seen.dst, seen.dport, seen.eth_dst),
+        (REMOTE, 33000, B_ADDR, 80, B_MAC)
+    );
+    let flows = fx.datapath.dnat_conntrack().unwrap();
+    assert_eq!(flows.len(), 1, "the ACK of the SYN-ACK did not confirm the flow");
+    let (key, entry) = flows[0];
+    assert_eq!((key.src, key.src_port), (IpAddress::v4(B_ADDR), 80u16.to_be()));
+    assert_eq!((key.dst, key.dst_port), (IpAddress::v4(REMOTE), 33000u16.to_be()));
+    assert_eq!((entry.host_addr, entry.host_port), (IpAddress::v4(UPLINK_ADDR), 8080u16.to_be()));
+    assert_eq!(entry.state, ct_state::ESTABLISHED);
+    assert_eq!(unconfirmed(&mut fx, 33000), None, "the confirmed flow stayed in DNAT_NEW");
+    // B's next segments leave through the confirmed entry.
+    let (verdict, out) = fx.run(&segment(B_MAC, (B_ADDR, 80), (REMOTE, 33000), "A", B_ISN + 1, 1009));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport, seen.dst, seen.dport), (UPLINK_ADDR, 8080, REMOTE, 33000));
+    assert_eq!((fx.count(Path::Published), fx.count(Path::PublishedReply)), (6, 2));
+
+    // A reset closes an unconfirmed flow for good: even the right ACK after it confirms nothing.
+    let _ = fx.run_uplink(&segment(GATEWAY_MAC, (REMOTE, 33001), (UPLINK_ADDR, 8080), "S", 1000, 0));
+    let _ = fx.run(&segment(B_MAC, (B_ADDR, 80), (REMOTE, 33001), "SA", B_ISN, 1001));
+    let _ = fx.run_uplink(&segment(GATEWAY_MAC, (REMOTE, 33001), (UPLINK_ADDR, 8080), "RA", 1001, B_ISN + 1));
+    let _ = fx.run_uplink(&segment(GATEWAY_MAC, (REMOTE, 33001), (UPLINK_ADDR, 8080), "A", 1001, B_ISN + 1));
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "a reset flow was confirmed");
+    assert_eq!(unconfirmed(&mut fx, 33001).map(|e| e.state), Some(ct_state::CLOSED));
+}
+
+#[test]
+fn udp_to_a_published_port_is_confirmed_by_a_datagram_after_the_answer() {
+    use dataplane_tests::datapath::udp_between_macs;
+    let mut fx = publishing_8080();
+    publish_to(&mut fx, (17, 5353), B_ADDR, 42, B_MAC);
+    let query = udp_between_macs((GATEWAY_MAC, UPLINK_MAC), (REMOTE, 4000), (UPLINK_ADDR, 5353));
+    for _ in 0..2 {
+        let (verdict, inside) = fx.run_uplink(&query);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let seen = inspect(&inside);
+        assert_eq!((seen.src, seen.sport, seen.dst, seen.dport), (REMOTE, 4000, B_ADDR, 80));
+    }
+    assert!(fx.datapath.dnat_conntrack().unwrap().is_empty(), "unanswered datagrams confirmed their flow");
+    fx.datapath.set_interface(1, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let answer = udp_between_macs((B_MAC, GATEWAY_MAC), (B_ADDR, 80), (REMOTE, 4000));
+    let (verdict, out) = fx.run(&answer);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport, seen.dst, seen.dport), (UPLINK_ADDR, 5353, REMOTE, 4000));
+    assert!(fx.datapath.dnat_conntrack().unwrap().is_empty(), "an answer alone confirmed the flow");
+    assert_eq!(fx.run_uplink(&query).0, TC_ACT_REDIRECT);
+    let flows = fx.datapath.dnat_conntrack().unwrap();
+    assert_eq!(flows.len(), 1, "a datagram after the answer did not confirm the flow");
+    assert_eq!(flows[0].1.state, ct_state::ESTABLISHED);
+    assert_eq!(unconfirmed(&mut fx, 4000), None);
+}
+
+#[test]
+fn a_flood_of_new_flows_to_a_published_port_pushes_out_only_new_flows() {
+    const TABLE: u32 = 1024;
+    let mut fx = Fixture::with_conntrack_max(0, TABLE);
+    fx.enable_nat(61000, 61999);
+    publish_8080(&mut fx);
+    let ack = connect_to_8080(&mut fx, 33000);
+    // Four tables' worth of SYNs from spoofed sources, each a new flow that B answers.
+    for i in 0..4 * TABLE {
+        let spoofed = [198, 18, (i >> 8) as u8, i as u8];
+        let syn = segment(GATEWAY_MAC, (spoofed, 1024 + i as u16), (UPLINK_ADDR, 8080), "S", i, 0);
+        assert_eq!(fx.run_uplink(&syn).0, TC_ACT_REDIRECT, "SYN {i} of the flood was not delivered");
+        let syn_ack = segment(B_MAC, (B_ADDR, 80), (spoofed, 1024 + i as u16), "SA", B_ISN, i + 1);
+        assert_eq!(fx.run(&syn_ack).0, TC_ACT_REDIRECT);
+    }
+    let new = fx.datapath.dnat_unconfirmed().unwrap().len();
+    assert!(new <= TABLE as usize, "DNAT_NEW holds {new} flows, more than its {TABLE} entries");
+    let confirmed = fx.datapath.dnat_conntrack().unwrap();
+    assert_eq!(confirmed.len(), 1, "the flood entered the confirmed table or evicted the connection");
+    assert_eq!(confirmed[0].0.dst_port, 33000u16.to_be());
+    // The connection goes on both ways.
+    let (verdict, inside) = fx.run_uplink(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!((inspect(&inside).dst, inspect(&inside).dport), (B_ADDR, 80));
+    let (verdict, out) = fx.run(&segment(B_MAC, (B_ADDR, 80), (REMOTE, 33000), "A", B_ISN + 1, 1009));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        (inspect(&out).src, inspect(&out).sport),
+        (UPLINK_ADDR, 8080),
+        "the connection lost its entry"
+    );
+    // And a new connection after the flood is confirmed as usual.
+    connect_to_8080(&mut fx, 33001);
+    assert_eq!(
+        fx.datapath.dnat_conntrack().unwrap().len(),
+        2,
+        "a new connection after the flood was not confirmed"
+    );
+}
+
+#[test]
+fn the_pins_of_the_version_before_dnat_new_are_taken_over_with_their_connections() {
+    let mut fx = publishing_8080();
+    let ack = connect_to_8080(&mut fx, 33000);
+    // What that version left: DNAT_CT as it is now, no DNAT_NEW, three conntrack events.
+    let dir = fx.maps_dir();
+    std::fs::remove_file(dir.join("DNAT_NEW")).unwrap();
+    std::fs::remove_file(dir.join("CT_EVENTS")).unwrap();
+    let script = format!(
+        "bpftool map create {} type percpu_array key 4 value 8 entries 3 name CT_EVENTS",
+        dir.join("CT_EVENTS").display()
+    );
+    assert!(std::process::Command::new("sh").args(["-c", &script]).status().unwrap().success());
+    fx.reload();
+    let events = aya::maps::MapInfo::from_pin(dir.join("CT_EVENTS")).unwrap();
+    assert_eq!(events.max_entries(), dataplane_common::ct_event::COUNT, "CT_EVENTS kept its old size");
+    assert!(dir.join("DNAT_NEW").exists(), "DNAT_NEW was not pinned");
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the confirmed connection was lost");
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
+    let (_, out) = fx.run(&segment(B_MAC, (B_ADDR, 80), (REMOTE, 33000), "A", B_ISN + 1, 1009));
+    assert_eq!((inspect(&out).src, inspect(&out).sport), (UPLINK_ADDR, 8080));
+    // New connections are confirmed through the new table.
+    connect_to_8080(&mut fx, 33001);
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 2);
+}
+
+#[test]
+fn flows_to_published_ports_confirmed_or_not_survive_a_reload() {
+    let mut fx = publishing_8080();
+    let ack = connect_to_8080(&mut fx, 33000);
+    let _ = fx.run_uplink(&segment(GATEWAY_MAC, (REMOTE, 33001), (UPLINK_ADDR, 8080), "S", 1000, 0));
+    let _ = fx.run(&segment(B_MAC, (B_ADDR, 80), (REMOTE, 33001), "SA", B_ISN, 1001));
+    fx.reload();
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the confirmed flow did not survive");
+    assert!(unconfirmed(&mut fx, 33001).is_some(), "the unconfirmed flow did not survive");
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
+    let (_, out) = fx.run(&segment(B_MAC, (B_ADDR, 80), (REMOTE, 33000), "A", B_ISN + 1, 1009));
+    assert_eq!((inspect(&out).src, inspect(&out).sport), (UPLINK_ADDR, 8080));
+    let confirming = segment(GATEWAY_MAC, (REMOTE, 33001), (UPLINK_ADDR, 8080), "A", 1001, B_ISN + 1);
+    assert_eq!(fx.run_uplink(&confirming).0, TC_ACT_REDIRECT);
+    assert_eq!(
+        fx.datapath.dnat_conntrack().unwrap().len(),
+        2,
+        "the handshake did not finish across the reload"
+    );
 }
 
 #[test]
@@ -558,6 +911,7 @@ fn frames_from_the_uplink_for_loopback_are_martians() {
     assert_eq!(fx.count(Path::DroppedMartian), 6);
     assert_eq!((fx.count(Path::Published), fx.count(Path::PublishedXdp)), (0, 0));
     assert!(fx.datapath.dnat_conntrack().unwrap().is_empty(), "a martian was tracked");
+    assert!(fx.datapath.dnat_unconfirmed().unwrap().is_empty(), "a martian was tracked");
 }
 
 #[test]
@@ -643,27 +997,28 @@ fn conntrack_entries_expire_by_protocol_and_state() {
     let (_, out) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false));
     let tcp_port = inspect(&out).sport;
     let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 80, UPLINK_ADDR, tcp_port, true, true));
+    let _ = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true));
     let _ = fx.run_uplink(&tcp(GATEWAY_MAC, REMOTE, 33000, UPLINK_ADDR, 8080, true, false));
     let now = dataplane::nat::monotonic_ns();
     let secs = |s: u64| now + s * 1_000_000_000;
-    assert_eq!(fx.datapath.conntrack().unwrap().len(), 2, "both flows out are tracked");
-    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the flow in is tracked");
+    assert_eq!(masqueraded(&mut fx).len(), 2, "both flows out are tracked");
+    assert_eq!(fx.datapath.dnat_unconfirmed().unwrap().len(), 1, "the flow in is tracked");
 
     let swept = dataplane::nat::sweep_at(&mut fx.datapath, secs(29)).unwrap();
-    assert_eq!((swept.masquerade, swept.published), (0, 0), "nothing is idle long enough yet");
+    assert_eq!(swept.total(), 0, "nothing is idle long enough yet");
     // Unanswered UDP lives 30 s; a new TCP connection in, 60 s; an established one, hours.
     let swept = dataplane::nat::sweep_at(&mut fx.datapath, secs(31)).unwrap();
-    assert_eq!((swept.masquerade, swept.published), (1, 0));
-    let flows = fx.datapath.conntrack().unwrap();
+    assert_eq!((swept.masquerade_unconfirmed, swept.total()), (1, 1));
+    let flows = masqueraded(&mut fx);
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0].0.proto, 6, "the established TCP flow must stay");
     // The expired UDP flow's reply is not translated any more: it is the host's.
     let late = udp(REMOTE, 53, UPLINK_ADDR, udp_port);
     assert_eq!(fx.run_uplink(&late), (TC_ACT_OK, late.clone()));
     let swept = dataplane::nat::sweep_at(&mut fx.datapath, secs(61)).unwrap();
-    assert_eq!((swept.masquerade, swept.published), (0, 1));
+    assert_eq!((swept.published_unconfirmed, swept.total()), (1, 1), "the new connection in goes");
     let swept = dataplane::nat::sweep_at(&mut fx.datapath, secs(6 * 3600 + 1)).unwrap();
-    assert_eq!((swept.masquerade, swept.published), (1, 0));
+    assert_eq!((swept.masquerade, swept.total()), (1, 1));
 }
 
 /// A SYN (or SYN-ACK) offering `mss`, behind a NOP and a window scale as real stacks send.
@@ -830,18 +1185,18 @@ fn the_daemon_reads_and_sweeps_every_flow_of_a_large_table() {
     for i in 0..FLOWS {
         assert_eq!(fx.run(&udp(CONTAINER, 5353, remote(i), 53)).0, TC_ACT_REDIRECT);
     }
-    let flows = fx.datapath.conntrack().unwrap();
+    let flows = masqueraded(&mut fx);
     assert_eq!(flows.len(), FLOWS as usize, "the listing missed flows");
     let destinations: std::collections::HashSet<_> = flows.iter().map(|(k, _)| k.dst.addr).collect();
     assert_eq!(destinations.len(), FLOWS as usize, "the listing repeated flows");
     // Forgetting skips flows already gone, in the middle of a batch.
     fx.datapath.forget_flows(&flows[50..60]).unwrap();
     fx.datapath.forget_flows(&flows[..200]).unwrap();
-    assert_eq!(fx.datapath.conntrack().unwrap().len(), FLOWS as usize - 200);
+    assert_eq!(masqueraded(&mut fx).len(), FLOWS as usize - 200);
     let later = flows.iter().map(|(_, e)| e.last_seen_ns).max().unwrap() + 3600 * 1_000_000_000;
     let removed = dataplane::nat::sweep_at(&mut fx.datapath, later).unwrap();
-    assert_eq!(removed.masquerade, u64::from(FLOWS) - 200);
-    assert!(fx.datapath.conntrack().unwrap().is_empty());
+    assert_eq!(removed.masquerade_unconfirmed, u64::from(FLOWS) - 200);
+    assert!(masqueraded(&mut fx).is_empty());
 }
 
 const OTHER_CLIENT: [u8; 4] = [198, 51, 100, 8];

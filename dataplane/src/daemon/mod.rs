@@ -411,9 +411,13 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             let evicted = c.conntrack.evictions(&now);
             for (name, value) in [
                 ("conntrack_masquerade_entries", now.live.masquerade),
+                ("conntrack_masquerade_unconfirmed_entries", now.live.masquerade_unconfirmed),
                 ("conntrack_published_entries", now.live.published),
+                ("conntrack_published_unconfirmed_entries", now.live.published_unconfirmed),
                 ("conntrack_masquerade_evictions", evicted.masquerade),
+                ("conntrack_masquerade_unconfirmed_evictions", evicted.masquerade_unconfirmed),
                 ("conntrack_published_evictions", evicted.published),
+                ("conntrack_published_unconfirmed_evictions", evicted.published_unconfirmed),
             ] {
                 map.insert(name.into(), json!({"packets": value, "bytes": 0}));
             }
@@ -425,7 +429,7 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
         }
         Request::ConntrackFlush => {
             let removed = c.forget_flows(|_, _| true)?;
-            Ok(json!(removed.masquerade + removed.published))
+            Ok(json!(removed.total()))
         }
         Request::FirewallAdd(spec) => c.add_firewall_rule(spec),
         Request::FirewallList => {

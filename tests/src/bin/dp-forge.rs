@@ -1,10 +1,18 @@
-//! Sends forged frames from a packet socket, as a hostile container would: the source
-//! validation tests run it inside a container. Each kind of frame is sent `--count` times,
-//! `--interval-ms` apart, and the tool exits; it never listens.
+//! Sends forged frames from a packet socket, as a hostile container or client would: the
+//! source validation tests run it inside a container, the conntrack flood tests in the
+//! external namespace. Each kind of frame is sent `--count` times, `--interval-ms` apart
+//! (0: back to back), for at most `--secs`, and the tool exits; it never listens.
 //! - `ipv4`: an ICMP echo request from `--src-ip` (and `--src-mac`) to `--dst-ip`;
-//! - `arp`: a gratuitous ARP (RFC 5227 announcement) claiming `--src-ip` for `--src-mac`.
+//! - `arp`: a gratuitous ARP (RFC 5227 announcement) claiming `--src-ip` for `--src-mac`;
+//! - `tcp-syn`: a TCP SYN to `--dst-ip`:`--dst-port`, each from the next of `--sources`
+//!   addresses from `--src-ip` up (a SYN flood from spoofed sources).
 
-use std::{ffi::CString, net::Ipv4Addr, thread, time::Duration};
+use std::{
+    ffi::CString,
+    net::Ipv4Addr,
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
@@ -14,6 +22,7 @@ use etherparse::PacketBuilder;
 enum Kind {
     Ipv4,
     Arp,
+    TcpSyn,
 }
 
 #[derive(Parser)]
@@ -31,10 +40,19 @@ struct Cli {
     /// The frame's destination MAC (ipv4 only): the gateway's or the victim's.
     #[arg(long, value_parser = parse_mac, default_value = "ff:ff:ff:ff:ff:ff")]
     dst_mac: [u8; 6],
+    /// The SYNs' destination port (tcp-syn only).
+    #[arg(long, default_value_t = 80)]
+    dst_port: u16,
+    /// Source addresses to cycle through, from `--src-ip` up (tcp-syn only).
+    #[arg(long, default_value_t = 1)]
+    sources: u32,
     #[arg(long, default_value_t = 10)]
     count: u32,
     #[arg(long, default_value_t = 50)]
     interval_ms: u64,
+    /// Stops after this long even if frames are left to send.
+    #[arg(long, default_value_t = 30.0)]
+    secs: f64,
 }
 
 fn parse_mac(text: &str) -> Result<[u8; 6], String> {
@@ -72,7 +90,8 @@ fn interface(fd: i32, name: &str) -> Result<(i32, [u8; 6])> {
     Ok((index as i32, mac))
 }
 
-fn frame(cli: &Cli, own_mac: [u8; 6]) -> Vec<u8> {
+/// The `i`th frame to send.
+fn frame(cli: &Cli, own_mac: [u8; 6], i: u32) -> Vec<u8> {
     let src_mac = cli.src_mac.unwrap_or(own_mac);
     let mut frame = vec![];
     match cli.kind {
@@ -93,6 +112,17 @@ fn frame(cli: &Cli, own_mac: [u8; 6]) -> Vec<u8> {
             frame.extend_from_slice(&[0; 6]);
             frame.extend_from_slice(&cli.src_ip.octets());
         }
+        Kind::TcpSyn => {
+            let src = Ipv4Addr::from(u32::from(cli.src_ip).wrapping_add(i % cli.sources.max(1)));
+            // Each source a port of its own too, and a sequence number no one can predict.
+            let src_port = 1024 + (i % 64_000) as u16;
+            PacketBuilder::ethernet2(src_mac, cli.dst_mac)
+                .ipv4(src.octets(), cli.dst_ip.octets(), 64)
+                .tcp(src_port, cli.dst_port, rand::random(), 64_240)
+                .syn()
+                .write(&mut frame, &[])
+                .expect("writing to a Vec");
+        }
     }
     frame
 }
@@ -105,17 +135,23 @@ fn main() -> Result<()> {
         return Err(std::io::Error::last_os_error()).context("opening a packet socket");
     }
     let (index, own_mac) = interface(fd, &cli.interface)?;
-    let frame = frame(&cli, own_mac);
     // SAFETY: sockaddr_ll is plain data; zero is valid for every field we leave unset.
     let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     to.sll_family = libc::AF_PACKET as u16;
     to.sll_ifindex = index;
     to.sll_halen = 6;
-    to.sll_addr[..6].copy_from_slice(&frame[..6]);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(cli.secs);
+    let mut sent_frames = 0u32;
     for i in 0..cli.count {
-        if i > 0 {
+        if Instant::now() >= deadline {
+            break;
+        }
+        if i > 0 && cli.interval_ms > 0 {
             thread::sleep(Duration::from_millis(cli.interval_ms));
         }
+        let frame = frame(&cli, own_mac, i);
+        to.sll_addr[..6].copy_from_slice(&frame[..6]);
         // SAFETY: sendto reads `frame` and `to` within the lengths given.
         let sent = unsafe {
             libc::sendto(
@@ -130,8 +166,10 @@ fn main() -> Result<()> {
         if sent < 0 {
             return Err(std::io::Error::last_os_error()).context("sending a frame");
         }
+        sent_frames += 1;
     }
     // SAFETY: the descriptor is ours and closed once.
     unsafe { libc::close(fd) };
+    println!("{{\"sent\": {sent_frames}, \"secs\": {}}}", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -84,6 +84,26 @@ enum Mode {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Echoes every line of every TCP connection back, a thread per connection.
+    TcpEchoServer {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        secs: f64,
+    },
+    /// One long-lived TCP connection: a line every `interval_ms`, each echo awaited, for
+    /// `secs`; reports the exchanges, the longest time between two echoes, and the error
+    /// that ended it early (a reset, an echo that took over `timeout_secs`).
+    TcpEchoClient {
+        #[arg(long)]
+        dst: SocketAddr,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 3.0)]
+        timeout_secs: f64,
+    },
     /// Opens `count` distinct UDP flows, one packet each, so that conntrack holds that many
     /// live entries: source ports from `first_src_port` up, each sending to `dst_ports`
     /// destination ports from `first_dst_port` up.
@@ -114,6 +134,10 @@ fn main() -> Result<()> {
         Mode::Ping { dst, count, spin } => ping(dst, count, spin)?,
         Mode::TcpServer { bind, secs } => tcp_server(bind, secs)?,
         Mode::TcpConnect { dst, secs, threads } => tcp_connect(dst, secs, threads)?,
+        Mode::TcpEchoServer { bind, secs } => tcp_echo_server(bind, secs)?,
+        Mode::TcpEchoClient { dst, secs, interval_ms, timeout_secs } => {
+            tcp_echo_client(dst, secs, interval_ms, timeout_secs)?
+        }
         Mode::UdpFlows { dst, count, dst_ports, first_dst_port, first_src_port } => {
             udp_flows(dst, count, dst_ports, first_dst_port, first_src_port)?
         }
@@ -320,6 +344,82 @@ fn tcp_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
     Ok(json!({"accepted": accepted}))
 }
 
+fn tcp_echo_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
+    let listener = TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut accepted = 0u64;
+    while Instant::now() < deadline {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                accepted += 1;
+                stream.set_nonblocking(false)?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+                thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(&stream);
+                    let mut line = String::new();
+                    while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
+                        if (&stream).write_all(line.as_bytes()).is_err() {
+                            break;
+                        }
+                        line.clear();
+                    }
+                });
+            }
+            Err(_) => thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    Ok(json!({"accepted": accepted}))
+}
+
+fn tcp_echo_client(
+    dst: SocketAddr,
+    secs: f64,
+    interval_ms: u64,
+    timeout_secs: f64,
+) -> Result<serde_json::Value> {
+    let timeout = Duration::from_secs_f64(timeout_secs);
+    let stream = TcpStream::connect_timeout(&dst, timeout).with_context(|| format!("connecting to {dst}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut reader = std::io::BufReader::new(&stream);
+    let (mut exchanges, mut last_echo, mut max_gap) = (0u64, start, Duration::ZERO);
+    let mut error = None;
+    let mut line = String::new();
+    while Instant::now() < deadline {
+        let sent = format!("line {exchanges}\n");
+        let echoed = (&stream).write_all(sent.as_bytes()).and_then(|()| {
+            line.clear();
+            std::io::BufRead::read_line(&mut reader, &mut line)
+        });
+        match echoed {
+            Ok(_) if line == sent => {
+                exchanges += 1;
+                let now = Instant::now();
+                max_gap = max_gap.max(now - last_echo);
+                last_echo = now;
+            }
+            Ok(_) => {
+                error = Some(format!("echo {line:?} instead of {sent:?}"));
+                break;
+            }
+            Err(e) => {
+                error = Some(format!("after {exchanges} exchanges: {e}"));
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(interval_ms));
+    }
+    Ok(json!({
+        "exchanges": exchanges,
+        "max_gap_ms": max_gap.as_secs_f64() * 1e3,
+        "secs": start.elapsed().as_secs_f64(),
+        "error": error,
+    }))
+}
+
 fn tcp_connect(dst: SocketAddr, secs: f64, threads: usize) -> Result<serde_json::Value> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
@@ -402,13 +502,13 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     let sender = InterfaceConfig { mac: UPLINK_MAC, ..red_interface(0) };
     fixture.datapath.set_interface(LO, sender).unwrap();
     let outbound = (UPLINK_MAC, GATEWAY_MAC);
-    let snat = measure(
-        &mut fixture,
-        from_container,
-        &udp_between_macs(outbound, (CONTAINER, 4000), (remote, 53)),
-        Path::Masqueraded,
-    );
+    let out = udp_between_macs(outbound, (CONTAINER, 4000), (remote, 53));
     let reply = udp_between(B_MAC, (remote, 53), (CONTAINER, 4000));
+    // A confirmed flow, as established traffic is: the first datagram and its answer; the
+    // next datagram (the first measured run) confirms it.
+    let _ = fixture.run(&out);
+    let _ = fixture.run_uplink(&reply);
+    let snat = measure(&mut fixture, from_container, &out, Path::Masqueraded);
     let reverse_snat = measure(&mut fixture, from_uplink, &reply, Path::ReverseNat);
 
     let nat =
@@ -426,13 +526,18 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     };
     fixture.datapath.set_published(key, backend).unwrap();
     let inbound = udp_between(B_MAC, (remote, 5555), (UPLINK_ADDR, 8080));
-    let dnat = measure(&mut fixture, from_uplink, &inbound, Path::Published);
     // The answering container, for this translation onto itself, sits at the published
     // address, and sends with the uplink's MAC as the SNAT frames do.
     let publishes = InterfaceConfig { v4_addr: UPLINK_ADDR, ..sender };
     let publishes = InterfaceConfig { flags: InterfaceConfig::PUBLISHES, ..publishes };
     fixture.datapath.set_interface(LO, publishes).unwrap();
     let answer = udp_between_macs(outbound, (UPLINK_ADDR, 8080), (remote, 5555));
+    // A confirmed connection's packets, as established traffic is: the client's first
+    // datagram and the container's answer; the next datagram (the first measured run)
+    // confirms the flow.
+    let _ = fixture.run_uplink(&inbound);
+    let _ = fixture.run(&answer);
+    let dnat = measure(&mut fixture, from_uplink, &inbound, Path::Published);
     let reverse_dnat = measure(&mut fixture, from_container, &answer, Path::PublishedReply);
 
     // DNAT in XDP. B's veth gets a real peer taking XDP frames (GRO on, so its NAPI runs),

@@ -859,7 +859,11 @@ fn measure_conntrack(
             fill.args(["udp-flows", "--dst", EXTERNAL_ADDR, "--count", &flows.to_string()]);
             output_json(fill)?;
             let live = match side {
-                Side::Ours => host.counter("conntrack_masquerade_entries") as f64,
+                // The fill's flows are never answered: they stay unconfirmed.
+                Side::Ours => {
+                    (host.counter("conntrack_masquerade_entries")
+                        + host.counter("conntrack_masquerade_unconfirmed_entries")) as f64
+                }
                 _ => {
                     let mut count = in_ns(&reference_host, "cat");
                     count.arg("/proc/sys/net/netfilter/nf_conntrack_count");
