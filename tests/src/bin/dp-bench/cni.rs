@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use dataplane_tests::Host;
 use serde_json::{Value, json};
 
-use super::{Cleanup, Record, check_interrupt, in_ns, netns_path, percentile, sh_in};
+use super::{Cleanup, Record, check_interrupt, in_ns, netns_path, sh_in, timing_record};
 
 /// Where Debian's reference plugins live.
 const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
@@ -257,11 +257,7 @@ pub(crate) fn measure(host: &Host, cleanup: &mut Cleanup, tag: &str, count: usiz
         ("DEL, p50", &ours_times.del, &reference_times.del),
         ("DEL, p99", &ours_times.del, &reference_times.del),
     ] {
-        let p = if metric.ends_with("p50") { 0.5 } else { 0.99 };
-        let mut record = Record::new(&scenario, metric, "ms", false);
-        record.ours.push(percentile(ours, p));
-        record.reference.push(percentile(reference, p));
-        records.push(record);
+        records.push(timing_record(&scenario, metric, ours, reference));
     }
     Ok(records)
 }

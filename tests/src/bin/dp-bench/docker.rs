@@ -15,7 +15,7 @@ use dataplane_tests::{
     docker::{DockerPlugin, Dockerd, Firewall},
 };
 
-use super::{Record, check_interrupt, percentile};
+use super::{Record, check_interrupt, timing_record};
 
 #[derive(Default)]
 struct Times {
@@ -86,11 +86,7 @@ pub(crate) fn measure(count: usize) -> Result<Vec<Record>> {
         ("docker rm -f, p50", &ours_times.rm, &reference_times.rm),
         ("docker rm -f, p99", &ours_times.rm, &reference_times.rm),
     ] {
-        let p = if metric.ends_with("p50") { 0.5 } else { 0.99 };
-        let mut record = Record::new(&scenario, metric, "ms", false);
-        record.ours.push(percentile(ours, p));
-        record.reference.push(percentile(reference, p));
-        records.push(record);
+        records.push(timing_record(&scenario, metric, ours, reference));
     }
     Ok(records)
 }

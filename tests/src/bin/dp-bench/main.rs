@@ -1129,6 +1129,16 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A record of one percentile of timings in ms, ours beside the reference's: the p99 when
+/// the metric's name ends so, else the p50.
+fn timing_record(scenario: &str, metric: &str, ours: &[f64], reference: &[f64]) -> Record {
+    let p = if metric.ends_with("p99") { 0.99 } else { 0.5 };
+    let mut record = Record::new(scenario, metric, "ms", false);
+    record.ours.push(percentile(ours, p));
+    record.reference.push(percentile(reference, p));
+    record
+}
+
 /// Scenario 6: set-up and removal time per container, `count` containers on one network:
 /// ours through the CLI (a process per command, as a user runs it), the reference through
 /// the iproute2 steps Docker's network setup takes (namespace, veth, bridge port, address,
@@ -1178,10 +1188,7 @@ fn measure_control_plane(host: &Host, tag: &str, count: usize) -> Result<Vec<Rec
         ("removal per container, p50", &ours_remove, &ref_remove, None),
         ("removal per container, p99", &ours_remove, &ref_remove, None),
     ] {
-        let p = if metric.ends_with("p50") { 0.5 } else { 0.99 };
-        let mut record = Record::new(&scenario, metric, "ms", false);
-        record.ours.push(percentile(ours, p));
-        record.reference.push(percentile(reference, p));
+        let mut record = timing_record(&scenario, metric, ours, reference);
         if let Some(target) = target {
             record = record.at_most(target);
         }
