@@ -20,6 +20,11 @@ fn host_for(plugin: &DockerPlugin) -> Host {
     Host::start_with_external_and(&[plugin.daemon_env()])
 }
 
+/// `docker network create` of a network of our plugin on `subnet`.
+fn create_network(docker: &Dockerd, plugin: &DockerPlugin, subnet: &str, name: &str) {
+    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", subnet, name]);
+}
+
 /// busybox httpd serving `hello from <name>` on port 80.
 fn serve_hello(name: &str) -> Vec<String> {
     let script = format!("echo hello from {name} > /www/index.html && exec httpd -f -p 80 -h /www");
@@ -69,7 +74,7 @@ fn docker_containers_reach_each_other_by_address_and_by_name() {
     let plugin = DockerPlugin::unique();
     let host = host_for(&plugin);
     let docker = Dockerd::start(&host);
-    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    create_network(&docker, &plugin, "10.20.0.0/24", "web");
     let ours = docker.dataplane_network("web");
     let net = host.dp_json(&["network", "inspect", &ours]);
     assert_eq!(
@@ -145,7 +150,7 @@ fn a_published_port_is_reachable_from_outside_with_no_firewall_rule() {
     let plugin = DockerPlugin::unique();
     let host = host_for(&plugin);
     let docker = Dockerd::start(&host);
-    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    create_network(&docker, &plugin, "10.20.0.0/24", "web");
     run_hello(&docker, "api", "web", &["-p", "8080:80"]);
     let url = format!("http://{UPLINK_ADDR}:8080/");
     assert!(
@@ -205,7 +210,7 @@ fn docker_rm_and_network_rm_leave_nothing_behind() {
     let plugin = DockerPlugin::unique();
     let host = host_for(&plugin);
     let docker = Dockerd::start(&host);
-    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    create_network(&docker, &plugin, "10.20.0.0/24", "web");
     let ours = docker.dataplane_network("web");
     run_hello(&docker, "api", "web", &["-p", "8080:80"]);
     docker.run("client", "web", &[], &["sleep", "600"]);
@@ -316,8 +321,8 @@ fn two_docker_networks_are_isolated() {
     let plugin = DockerPlugin::unique();
     let host = host_for(&plugin);
     let docker = Dockerd::start(&host);
-    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "red"]);
-    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.21.0.0/24", "blue"]);
+    create_network(&docker, &plugin, "10.20.0.0/24", "red");
+    create_network(&docker, &plugin, "10.21.0.0/24", "blue");
     docker.run("on-red", "red", &[], &["sleep", "600"]);
     docker.run("on-blue", "blue", &[], &["sleep", "600"]);
     let blue = docker.ip_of("on-blue", "blue");
@@ -345,7 +350,7 @@ fn docker_endpoints_keep_working_across_a_restart_of_our_daemon() {
     let plugin = DockerPlugin::unique();
     let mut host = host_for(&plugin);
     let docker = Dockerd::start(&host);
-    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    create_network(&docker, &plugin, "10.20.0.0/24", "web");
     run_hello(&docker, "api", "web", &["-p", "8080:80"]);
     docker.run("client", "web", &[], &["sleep", "600"]);
     let api = docker.ip_of("api", "web");
@@ -396,7 +401,7 @@ fn a_container_docker_removes_while_our_daemon_is_away_is_gone_after_the_restart
     let plugin = DockerPlugin::unique();
     let mut host = host_for(&plugin);
     let docker = Dockerd::start(&host);
-    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    create_network(&docker, &plugin, "10.20.0.0/24", "web");
     run_hello(&docker, "api", "web", &["-p", "8080:80"]);
     let api = docker.ip_of("api", "web");
 
@@ -519,7 +524,7 @@ fn with_xdp_on_the_uplink_a_docker_container_s_port_is_served_from_tc() {
     // XDP leaves to tc what a local sender left to the device to checksum.
     host.external_sh_ok("ethtool -K eth0 tx off >/dev/null");
     let docker = Dockerd::start(&host);
-    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "web"]);
+    create_network(&docker, &plugin, "10.20.0.0/24", "web");
     run_hello(&docker, "api", "web", &["-p", "8080:80"]);
     // Docker brings the inner end up after publishing, when XDP could no longer hand it
     // frames (its NAPI would not run): XDP passes them to tc, which serves the port.
@@ -539,8 +544,8 @@ fn a_running_container_connects_to_and_disconnects_from_a_second_network() {
     let plugin = DockerPlugin::unique();
     let host = host_for(&plugin);
     let docker = Dockerd::start(&host);
-    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.20.0.0/24", "front"]);
-    docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", "10.21.0.0/24", "back"]);
+    create_network(&docker, &plugin, "10.20.0.0/24", "front");
+    create_network(&docker, &plugin, "10.21.0.0/24", "back");
     docker.run("app", "front", &[], &["sleep", "600"]);
     docker.run("db", "back", &[], &["sleep", "600"]);
     let db = docker.ip_of("db", "back");
