@@ -270,6 +270,11 @@ fn errors_are_the_specs_objects_with_its_codes() {
     let error = no_id.fails(&conf, 4);
     assert!(error["details"].as_str().unwrap().contains("CNI_CONTAINERID"), "{error}");
     add.fails(&with(conf.clone(), "subnet", json!("10.80.0.0/33")), 7);
+    // A first ADD that is refused (an address outside the subnet) leaves no network
+    // behind: the next config may name another subnet.
+    add.fails(&with(conf.clone(), "runtimeConfig", json!({"ips": ["10.99.0.5/24"]})), 7);
+    let networks = host.dp_ok(&["network", "ls"]);
+    assert!(!networks.contains("pods"), "a refused ADD left its network: {networks}");
 
     // The network exists: a config that disagrees with it is refused, naming both.
     add.ok(&conf);

@@ -34,7 +34,7 @@ fn owner_of(attachment: &CniAttachment) -> Owner {
 
 impl Core {
     pub(super) async fn cni_add(&mut self, add: CniAdd) -> Result<CniAdded> {
-        let net = self.cni_network(&add.network).await?;
+        let (net, created) = self.cni_network(&add.network).await?;
         if let Some(existing) = self.cni_endpoint(&add.attachment, &net.name) {
             return Err(invalid(format!(
                 "{} of container {} is already attached to network {} ({}); DEL it before another ADD",
@@ -45,7 +45,7 @@ impl Core {
         // The default network resolves no names (Docker's rule), so a pod's name has
         // nothing to answer there.
         let names = if net.name == DEFAULT_NETWORK { vec![] } else { add.names };
-        let endpoint = self
+        let attached = self
             .attach(EndpointSpec {
                 network: &net,
                 owner: owner.clone(),
@@ -57,7 +57,18 @@ impl Core {
                 aliases: names,
                 publish: &add.publish,
             })
-            .await?;
+            .await;
+        let endpoint = match attached {
+            Ok(endpoint) => endpoint,
+            // A refused ADD leaves nothing, not even the network it made on its way.
+            Err(e) if created => {
+                if let Err(undo) = self.remove_network(&net.name).await {
+                    log::warn!("undoing network {} of a refused ADD: {undo:#}", net.name);
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.save()?;
         let host_mac = match self.netlink.link_index(&endpoint.host_veth).await? {
             Some(index) => self.netlink.link_mac(index).await?.map(MacAddr),
@@ -166,12 +177,13 @@ impl Core {
         Ok(json!(removed))
     }
 
-    /// The network a CNI config names: created from the config when it does not exist;
-    /// when it does, every value the config gives must be the network's.
-    async fn cni_network(&mut self, wanted: &CniNetwork) -> Result<Network> {
+    /// The network a CNI config names, and whether this call made it: created from the
+    /// config when it does not exist; when it does, every value the config gives must be
+    /// the network's.
+    async fn cni_network(&mut self, wanted: &CniNetwork) -> Result<(Network, bool)> {
         if let Some(net) = self.state.networks.iter().find(|n| n.name == wanted.name) {
             check_agrees(net, wanted).map_err(invalid)?;
-            return Ok(net.clone());
+            return Ok((net.clone(), false));
         }
         let mut options = BTreeMap::new();
         if let Some(icc) = wanted.icc {
@@ -193,7 +205,7 @@ impl Core {
         // What the network refuses (a name, an overlap, a gateway outside the subnet) is
         // the config's to change.
         self.create_network(spec).await.map_err(|e| invalid(format!("{e:#}")))?;
-        self.network(&wanted.name).cloned()
+        Ok((self.network(&wanted.name)?.clone(), true))
     }
 
     fn cni_endpoint(&self, attachment: &CniAttachment, network: &str) -> Option<&Endpoint> {
