@@ -327,24 +327,14 @@ fn ping(dst: SocketAddr, count: usize, spin: bool) -> Result<serde_json::Value> 
     Ok(json!({"p50_us": percentile(&rtts, 0.5), "p99_us": percentile(&rtts, 0.99), "lost": lost}))
 }
 
-fn tcp_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
-    let listener = TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
-    listener.set_nonblocking(true)?;
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let mut accepted = 0u64;
-    while Instant::now() < deadline {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                accepted += 1;
-                let _ = stream.write_all(b"x");
-            }
-            Err(_) => thread::sleep(Duration::from_micros(50)),
-        }
-    }
-    Ok(json!({"accepted": accepted}))
-}
-
-fn tcp_echo_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
+/// Accepts connections on `bind` for `secs`, handing each to `serve` with the deadline;
+/// `idle` is the pause when none is waiting. Returns how many were accepted.
+fn accept_for(
+    bind: SocketAddr,
+    secs: f64,
+    idle: Duration,
+    mut serve: impl FnMut(TcpStream, Instant) -> Result<()>,
+) -> Result<serde_json::Value> {
     let listener = TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
     listener.set_nonblocking(true)?;
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -353,24 +343,38 @@ fn tcp_echo_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
         match listener.accept() {
             Ok((stream, _)) => {
                 accepted += 1;
-                stream.set_nonblocking(false)?;
-                let left = deadline.saturating_duration_since(Instant::now());
-                stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-                thread::spawn(move || {
-                    let mut reader = std::io::BufReader::new(&stream);
-                    let mut line = String::new();
-                    while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
-                        if (&stream).write_all(line.as_bytes()).is_err() {
-                            break;
-                        }
-                        line.clear();
-                    }
-                });
+                serve(stream, deadline)?;
             }
-            Err(_) => thread::sleep(Duration::from_millis(1)),
+            Err(_) => thread::sleep(idle),
         }
     }
     Ok(json!({"accepted": accepted}))
+}
+
+fn tcp_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
+    accept_for(bind, secs, Duration::from_micros(50), |mut stream, _| {
+        let _ = stream.write_all(b"x");
+        Ok(())
+    })
+}
+
+fn tcp_echo_server(bind: SocketAddr, secs: f64) -> Result<serde_json::Value> {
+    accept_for(bind, secs, Duration::from_millis(1), |stream, deadline| {
+        stream.set_nonblocking(false)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
+                if (&stream).write_all(line.as_bytes()).is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        });
+        Ok(())
+    })
 }
 
 fn tcp_echo_client(
