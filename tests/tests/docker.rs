@@ -20,6 +20,21 @@ fn host_for(plugin: &DockerPlugin) -> Host {
     Host::start_with_external_and(&[plugin.daemon_env()])
 }
 
+/// Networks of our plugin on 10.20.0.0/24 and 10.21.0.0/24, a sleeping container on
+/// each; returns the second container's address.
+fn sleepers_on_two_networks(
+    docker: &Dockerd,
+    plugin: &DockerPlugin,
+    networks: [&str; 2],
+    names: [&str; 2],
+) -> String {
+    for ((network, subnet), name) in networks.iter().zip(["10.20.0.0/24", "10.21.0.0/24"]).zip(names) {
+        create_network(docker, plugin, subnet, network);
+        docker.run(name, network, &[], &["sleep", "600"]);
+    }
+    docker.ip_of(names[1], networks[1])
+}
+
 /// `docker network create` of a network of our plugin on `subnet`.
 fn create_network(docker: &Dockerd, plugin: &DockerPlugin, subnet: &str, name: &str) {
     docker.ok(&["network", "create", "-d", &plugin.name, "--subnet", subnet, name]);
@@ -321,11 +336,7 @@ fn two_docker_networks_are_isolated() {
     let plugin = DockerPlugin::unique();
     let host = host_for(&plugin);
     let docker = Dockerd::start(&host);
-    create_network(&docker, &plugin, "10.20.0.0/24", "red");
-    create_network(&docker, &plugin, "10.21.0.0/24", "blue");
-    docker.run("on-red", "red", &[], &["sleep", "600"]);
-    docker.run("on-blue", "blue", &[], &["sleep", "600"]);
-    let blue = docker.ip_of("on-blue", "blue");
+    let blue = sleepers_on_two_networks(&docker, &plugin, ["red", "blue"], ["on-red", "on-blue"]);
     let dropped = host.counter("dropped_isolation");
     let ping = docker.exec("on-red", &format!("ping -c 1 -W 1 {blue}"));
     assert!(!ping.status.success(), "red reached blue: {}", text(&ping));
@@ -544,11 +555,7 @@ fn a_running_container_connects_to_and_disconnects_from_a_second_network() {
     let plugin = DockerPlugin::unique();
     let host = host_for(&plugin);
     let docker = Dockerd::start(&host);
-    create_network(&docker, &plugin, "10.20.0.0/24", "front");
-    create_network(&docker, &plugin, "10.21.0.0/24", "back");
-    docker.run("app", "front", &[], &["sleep", "600"]);
-    docker.run("db", "back", &[], &["sleep", "600"]);
-    let db = docker.ip_of("db", "back");
+    let db = sleepers_on_two_networks(&docker, &plugin, ["front", "back"], ["app", "db"]);
     assert!(!docker.exec("app", &format!("ping -c 1 -W 1 {db}")).status.success(), "front reached back");
 
     // Join into a running sandbox: Docker moves the interface in at once, as eth1.
