@@ -155,10 +155,8 @@ impl Dockerd {
     /// newer API than 20.10's, such as `--mac-address` with `--network`), in the host's
     /// namespace, talking to this dockerd.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("nsenter");
+        let mut command = runtimes::in_host_namespace(&self.netns, DOCKER_CLI);
         command
-            .arg(format!("--net=/run/netns/{}", self.netns))
-            .args(["--", DOCKER_CLI])
             .args(args)
             .env("DOCKER_HOST", format!("unix://{}", self.dir.join("docker.sock").display()))
             .env("DOCKER_CONFIG", self.dir.join("cli"))
@@ -172,15 +170,7 @@ impl Dockerd {
 
     /// Runs the CLI and expects success; returns its standard output, trimmed.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        runtimes::expect_ok(&format!("docker {args:?}"), self.output(args)).trim().to_string()
     }
 
     /// Runs the CLI and expects failure; returns its error output.

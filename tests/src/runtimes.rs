@@ -177,7 +177,7 @@ fn write_conflist(dir: &Path, file_name: &str, conflist: &Value) {
 }
 
 /// The standard output of a runtime's command that must have succeeded.
-fn expect_ok(what: &str, out: Output) -> String {
+pub(crate) fn expect_ok(what: &str, out: Output) -> String {
     assert!(
         out.status.success(),
         "{what} failed ({}): {}{}",
@@ -203,7 +203,7 @@ pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 
 /// A command in a test's host namespace (as `Host::command`, which a runtime cannot
 /// borrow: tests restart the host's daemon under it).
-fn in_host_namespace(netns: &str, program: &str) -> Command {
+pub(crate) fn in_host_namespace(netns: &str, program: &str) -> Command {
     let mut command = Command::new("nsenter");
     command.arg(format!("--net=/run/netns/{netns}")).arg("--").arg(program);
     command
