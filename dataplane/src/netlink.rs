@@ -15,12 +15,12 @@ use rtnetlink::{
     Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload},
     packet_route::{
+        RouteNetlinkMessage,
         address::AddressAttribute,
         link::{
             AfSpecInet, AfSpecUnspec, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
             InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
         },
-        RouteNetlinkMessage,
         route::{RouteAddress, RouteAttribute},
     },
     sys::{AsyncSocket, SocketAddr, TokioSocket},
@@ -48,7 +48,9 @@ pub struct VethPeer {
 
 /// Links of the caller's namespace that gained a carrier since `watch_carriers`: by name,
 /// in the order the kernel told (a link may come more than once).
-pub struct CarrierEvents(futures::channel::mpsc::UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>);
+pub struct CarrierEvents(
+    futures::channel::mpsc::UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+);
 
 /// Subscribes to the link changes of the caller's namespace (RTMGRP_LINK). What the
 /// kernel tells from now on waits in `CarrierEvents` until read.
