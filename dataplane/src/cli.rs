@@ -114,7 +114,8 @@ struct FirewallAddArgs {
     /// tcp or udp (default: both).
     #[arg(long, value_parser = firewall::parse_proto)]
     proto: Option<crate::ports::Proto>,
-    /// Only the ports this container publishes (by name; the rule stays when it goes).
+    /// Only the ports this container publishes (by name; the rule stays when it goes). A
+    /// Docker container is `docker:` and the start of its EndpointID on the network.
     #[arg(long)]
     container: Option<String>,
     #[arg(value_enum)]

@@ -220,6 +220,28 @@ fn a_published_port_is_reachable_from_outside_with_no_firewall_rule() {
     let ping = docker.exec("api", &format!("ping -c 1 -W 2 {EXTERNAL_ADDR}"));
     assert!(ping.status.success(), "api does not reach the outside: {}", text(&ping));
     assert_no_firewall_rule(&host);
+
+    // Firewall rules name a Docker container by its endpoint (Docker tells a plugin
+    // neither the container's name nor its ID); its name is refused, saying so.
+    let err = host.dp_err(&["firewall", "add", "--container", "api", "--source", EXTERNAL_ADDR, "deny"]);
+    assert!(err.contains("docker:ENDPOINT_ID"), "the error does not name the fix: {err}");
+    let endpoint = docker.ok(&["inspect", "-f", "{{.NetworkSettings.Networks.web.EndpointID}}", "api"]);
+    let target = format!("docker:{}", &endpoint[..12]);
+    let rule = host.dp_ok(&["firewall", "add", "--container", &target, "--source", EXTERNAL_ADDR, "deny"]);
+    assert!(
+        eventually(Duration::from_secs(3), || !fetch_from_outside(&host, &url).contains("hello from api")),
+        "the rule for {target} does not block api's port"
+    );
+    let other = format!("http://{UPLINK_ADDR}:9000/");
+    assert!(
+        fetch_from_outside(&host, &other).contains("hello from range1"),
+        "the rule blocked another container"
+    );
+    host.dp_ok(&["firewall", "rm", rule.trim()]);
+    assert!(
+        eventually(Duration::from_secs(3), || fetch_from_outside(&host, &url).contains("hello from api")),
+        "api's port stays blocked after `firewall rm`"
+    );
 }
 
 #[test]
