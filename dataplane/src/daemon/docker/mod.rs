@@ -3,8 +3,10 @@
 //! network is one of our bridge networks (`docker-<12 digits of Docker's ID>`), made
 //! from the pool Docker's IPAM gives; a Docker endpoint is settled at CreateEndpoint
 //! (address, MAC), becomes one of our endpoints at Join (owner `docker:<EndpointID>`, a
-//! veth whose inner end Docker moves into its sandbox and configures), publishes `-p` at
-//! ProgramExternalConnectivity and goes at Leave and DeleteEndpoint. Docker's IDs map to
+//! veth whose inner end Docker moves into its sandbox and configures; settled, with
+//! Docker's name for it and GRO for XDP, when the daemon sees it up there), publishes `-p`
+//! at ProgramExternalConnectivity and goes at Leave and DeleteEndpoint, or, if Docker gave
+//! it up while the daemon was away, a grace period after the next start. Docker's IDs map to
 //! ours in the state (`State::docker`). Everything else (the veth, the map entries, the
 //! reservations) is `endpoints`', `networks`' and `publishing`'s work, as for our `run`.
 //! `ipam_driver` serves the IpamDriver calls (`--ipam-driver`) on the same socket.
