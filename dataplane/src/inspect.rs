@@ -39,6 +39,9 @@ pub fn network(state: &State, net: &Network) -> Value {
                 "IPv4Address": format!("{}/{}", endpoint.ip, net.subnet.prefix_len()),
                 "IPv6Address": "",
                 "Owner": endpoint.owner.to_string(),
+                // The interface's name in its namespace (Docker's `eth<N>` once Docker
+                // has it up in its sandbox).
+                "Interface": endpoint.ifname,
                 // Beyond Docker's shape: the one place that shows the ports of every
                 // owner's endpoints (Docker shows none for a plugin's networks).
                 "Ports": crate::ports::docker_ports(&endpoint.ports),

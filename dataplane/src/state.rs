@@ -220,7 +220,8 @@ pub struct Endpoint {
     /// The network namespace the interface is in.
     pub netns: PathBuf,
     /// Name of the interface inside the namespace (`eth0`); for Docker's endpoints, the
-    /// name it is handed over by, before Docker names it `eth<N>` in its sandbox.
+    /// name it is handed over by (`Endpoint::hand_over_name`) until Docker has it up in
+    /// its sandbox, then the name Docker gave it there (`eth<N>`).
     pub ifname: String,
     pub network_id: String,
     pub ip: Ipv4Addr,
@@ -237,6 +238,22 @@ pub struct Endpoint {
     /// Published ports, with the host ports actually reserved.
     #[serde(default)]
     pub ports: Vec<crate::ports::PortMapping>,
+}
+
+impl Endpoint {
+    /// The name of the inner end of an endpoint whose owner configures it (Docker) until
+    /// the owner moves it into its namespace and renames it: unique per endpoint, 15
+    /// characters at most (the kernel's limit).
+    pub fn hand_over_name(id: &str) -> String {
+        let digits: String = id.chars().filter(char::is_ascii_alphanumeric).take(11).collect();
+        format!("dp{digits}")
+    }
+
+    /// Whether the owner has yet to take the inner end into its namespace and bring it up
+    /// there (the name is still the hand-over one, in the daemon's namespace).
+    pub fn awaits_hand_over(&self) -> bool {
+        self.owner.configures_interface() && self.ifname == Self::hand_over_name(&self.id)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

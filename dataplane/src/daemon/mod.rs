@@ -76,6 +76,9 @@ pub struct Config {
     pub xdp: nat::UplinkXdp,
     /// Where Docker's network plugin API is served, if it is.
     pub docker_plugin: Option<PathBuf>,
+    /// How long Docker's endpoints found half-made at start (created and never joined,
+    /// or joined and never taken into a sandbox) may stay so before they are removed.
+    pub docker_stale_after: Duration,
 }
 
 /// How long a client of the control socket has to send its request, and to take its
@@ -156,12 +159,22 @@ pub async fn run(config: Config) -> Result<()> {
         let c = core.lock().await;
         netns::pin_current(&c.host_netns())?;
     }
+    // Subscribed before restore settles Docker's endpoints, so that none comes up unseen.
+    let carriers = match config.docker_plugin {
+        Some(_) => Some(crate::netlink::watch_carriers()?),
+        None => None,
+    };
     restore::restore(&core).await?;
+    let stale = core.lock().await.docker_stale_candidates();
+    tokio::spawn(docker::remove_stale_later(core.clone(), stale, config.docker_stale_after));
 
     let docker_plugin = match &config.docker_plugin {
         Some(path) => Some((docker::bind(path).await?, path.clone())),
         None => None,
     };
+    if let Some(carriers) = carriers {
+        tokio::spawn(docker::watch_hand_overs(core.clone(), carriers));
+    }
     let listener = bind_control_socket(&config.socket)?;
     log::info!("serving on {}", config.socket.display());
     if let Some((plugin, path)) = docker_plugin {

@@ -73,15 +73,18 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
     for (endpoint, owner) in endpoints {
         let gone = !netns::is_namespace(&endpoint.netns);
         // Docker removed the container meanwhile (it leaves the pin's file, and hands the
-        // inner end back to our namespace), and its Leave found no one: done now.
-        if gone && endpoint.owner.configures_interface() {
+        // inner end back to our namespace), and its Leave found no one: done now. One
+        // that Docker has yet to take into its sandbox may be on its way there (Docker
+        // makes the sandbox's namespace only as the container starts): it stays, and goes
+        // later if Docker never takes it (`docker_remove_stale`).
+        if gone && endpoint.owner.configures_interface() && !endpoint.awaits_hand_over() {
             log::info!("{owner}: its sandbox went while the daemon was away; removing the endpoint");
             c.docker_sandbox_gone(&endpoint).await.with_context(|| format!("removing {owner}"))?;
             continue;
         }
         // Its interface went with the namespace; the endpoint keeps its address until its
         // owner removes it.
-        if gone {
+        if gone && !endpoint.owner.configures_interface() {
             log::warn!(
                 "{} of {owner}: namespace {} is gone; not restored",
                 endpoint.ifname,
@@ -98,6 +101,12 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             // not the daemon.
             Err(e) if endpoint.owner.configures_interface() => log::warn!("{e:#}"),
             other => other?,
+        }
+        // Docker may have taken its interface up into the sandbox while we were away.
+        if endpoint.awaits_hand_over()
+            && let Err(e) = c.docker_settle(&endpoint.host_veth).await
+        {
+            log::warn!("restoring {owner}: {e:#}");
         }
     }
     let mut interfaces = HashSet::new();

@@ -214,11 +214,12 @@ pub async fn connect(
     // The uplink's XDP program hands packets for published ports to the container's veth
     // as frames, which a veth end takes only while its NAPI runs: GRO turned on while the
     // end is up starts it. An owner that moves and brings up the inner end itself (Docker)
-    // does so after its ports are published, and GRO turned on before does not start it
-    // then (seen on 6.18: XDP's frames were dropped), so tc serves that owner's ports.
+    // may do so after its ports are published, and GRO turned on before did not start it
+    // then (seen on 6.18: XDP's frames were dropped): until the owner has the end up in
+    // its namespace tc serves its ports, and the daemon connects it again once it has.
     let xdp_target = publishes
         && dp.uplink_xdp()
-        && !endpoint.owner.configures_interface()
+        && !endpoint.awaits_hand_over()
         && netlink::enable_gro_in(&endpoint.netns, &endpoint.ifname)
             .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", endpoint.ifname))
             .is_ok();
