@@ -10,7 +10,7 @@ use dataplane::{
 use dataplane_common::{Backend, DnatEntry, InterfaceConfig, Path, ct_state};
 use dataplane_tests::datapath::{
     A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_MAC,
-    XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, red_interface,
+    XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, icmp_echo, red_interface, tcp_segment as segment,
 };
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -39,44 +39,10 @@ fn tcp(
     frame
 }
 
-/// A TCP segment with `flags` (`S` SYN, `A` ACK, `R` RST, `F` FIN), sequence number
-/// `seq` and, with `A`, acknowledgement number `ack`; 8 bytes of payload.
-fn segment(
-    src_mac: [u8; 6],
-    src: ([u8; 4], u16),
-    dst: ([u8; 4], u16),
-    flags: &str,
-    seq: u32,
-    ack: u32,
-) -> Vec<u8> {
-    let mut b =
-        PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv4(src.0, dst.0, 64).tcp(src.1, dst.1, seq, 64000);
-    for flag in flags.chars() {
-        b = match flag {
-            'S' => b.syn(),
-            'A' => b.ack(ack),
-            'R' => b.rst(),
-            'F' => b.fin(),
-            other => panic!("no TCP flag {other}"),
-        };
-    }
-    let mut frame = vec![];
-    b.write(&mut frame, b"payload!").unwrap();
-    frame
-}
-
 fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(A_MAC, UPLINK_MAC).ipv4(src, dst, 64).udp(sport, dport);
     let mut frame = vec![];
     b.write(&mut frame, b"query").unwrap();
-    frame
-}
-
-fn icmp_echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], id: u16, reply: bool) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv4(src, dst, 64);
-    let b = if reply { b.icmpv4_echo_reply(id, 1) } else { b.icmpv4_echo_request(id, 1) };
-    let mut frame = vec![];
-    b.write(&mut frame, b"ping").unwrap();
     frame
 }
 
