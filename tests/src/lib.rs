@@ -243,7 +243,8 @@ impl Host {
             .expect("starting the daemon");
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.socket().exists() {
+        // The socket of a daemon that was killed stays behind: ready is when it answers.
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}: {}", self.daemon_log());
             }
@@ -264,6 +265,13 @@ impl Host {
 
     pub fn daemon_log(&self) -> String {
         fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Kills the daemon as a crash would (SIGKILL to the PID we started), and reaps it.
+    pub fn kill_daemon(&mut self) {
+        let mut child = self.daemon.take().expect("no daemon to kill");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     /// Stops the daemon (SIGTERM to the PID we started) and waits for it.
