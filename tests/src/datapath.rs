@@ -268,3 +268,35 @@ pub fn icmp_echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], id: u16, reply: b
     b.write(&mut frame, b"ping").unwrap();
     frame
 }
+
+/// An ARP packet for IPv4 over Ethernet from `eth_src`, whose sender is `sender`.
+pub fn arp(eth_src: [u8; 6], operation: u16, sender: ([u8; 6], [u8; 4]), target: [u8; 4]) -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&eth_src);
+    frame.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4]);
+    frame.extend_from_slice(&operation.to_be_bytes());
+    frame.extend_from_slice(&sender.0);
+    frame.extend_from_slice(&sender.1);
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target);
+    frame
+}
+
+pub const ARP_REQUEST: u16 = 1;
+pub const ARP_REPLY: u16 = 2;
+
+/// An IPv6 UDP datagram from a link-local address to all routers, between two MACs
+/// (source, destination).
+pub fn ipv6_udp(macs: ([u8; 6], [u8; 6])) -> Vec<u8> {
+    let mut frame = vec![];
+    PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv6(
+            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
+        .udp(546, 547)
+        .write(&mut frame, b"x")
+        .unwrap();
+    frame
+}

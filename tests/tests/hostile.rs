@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use dataplane_common::{Backend, InterfaceConfig, IpAddress, Path, PublishKey, program_names};
 use dataplane_tests::{
     datapath::{
-        A_MAC, B_MAC, Fixture, GATEWAY_MAC, LO, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
-        UPLINK_MAC, XDP_DROP, XDP_PASS, b_interface, icmp_echo, tcp_segment, udp_between_macs,
+        A_MAC, ARP_REQUEST, B_MAC, Fixture, GATEWAY_MAC, LO, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        UPLINK_ADDR, UPLINK_MAC, XDP_DROP, XDP_PASS, arp, b_interface, icmp_echo, ipv6_udp, tcp_segment,
+        udp_between_macs,
     },
     hostile::{self, Exact, Generator, Hook, IPPROTO_TCP, IPPROTO_UDP, Prober, Shape, Template},
 };
@@ -127,23 +128,6 @@ fn udp_from(src: ([u8; 4], u16), dst: ([u8; 4], u16), src_mac: [u8; 6]) -> Vec<u
 
 /// Valid frames container A sends, one for each path of `from_container`.
 fn container_templates() -> Vec<Template> {
-    let mut arp = vec![0xff; 6];
-    arp.extend_from_slice(&A_MAC);
-    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    arp.extend_from_slice(&A_MAC);
-    arp.extend_from_slice(&CONTAINER);
-    arp.extend_from_slice(&[0; 6]);
-    arp.extend_from_slice(&NEIGHBOUR);
-    let mut ipv6 = vec![];
-    PacketBuilder::ethernet2(A_MAC, GATEWAY_MAC)
-        .ipv6(
-            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-            [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
-            64,
-        )
-        .udp(546, 547)
-        .write(&mut ipv6, b"solicit")
-        .unwrap();
     vec![
         template("udp to a neighbour", udp_from((CONTAINER, 4000), (NEIGHBOUR, 53), A_MAC)),
         template("tcp syn out", tcp_segment(A_MAC, (CONTAINER, 40002), (REMOTE, 443), "S", 1000, 0)),
@@ -176,8 +160,8 @@ fn container_templates() -> Vec<Template> {
         template("udp to another network", udp_from((CONTAINER, 4000), ([10, 2, 0, 2], 53), A_MAC)),
         template("udp to the gateway", udp_from((CONTAINER, 4000), ([10, 1, 0, 1], 53), A_MAC)),
         template("dhcp discover", udp_from(([0; 4], 68), ([255; 4], 67), A_MAC)),
-        template("arp request", arp),
-        template("ipv6 udp", ipv6),
+        template("arp request", arp(A_MAC, ARP_REQUEST, (A_MAC, CONTAINER), NEIGHBOUR)),
+        template("ipv6 udp", ipv6_udp((A_MAC, GATEWAY_MAC))),
     ]
 }
 
@@ -194,13 +178,6 @@ fn uplink_templates(ports: &NatPorts) -> Vec<Template> {
         ))
         .write(&mut unreachable, &query[14..14 + 28])
         .unwrap();
-    let mut arp = vec![0xff; 6];
-    arp.extend_from_slice(&gw);
-    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    arp.extend_from_slice(&gw);
-    arp.extend_from_slice(&[203, 0, 113, 2]);
-    arp.extend_from_slice(&[0; 6]);
-    arp.extend_from_slice(&UPLINK_ADDR);
     let nat = ports.tcp_confirmed;
     vec![
         template(
@@ -234,7 +211,7 @@ fn uplink_templates(ports: &NatPorts) -> Vec<Template> {
         template("udp to loopback", udp_from((CLIENT, 40000), ([127, 0, 0, 1], 53), gw)),
         template("tcp to a container address", tcp_segment(gw, (CLIENT, 33004), (NEIGHBOUR, 80), "S", 1, 0)),
         template("tcp to the host", tcp_segment(gw, (CLIENT, 33005), (UPLINK_ADDR, 22), "S", 1, 0)),
-        template("arp request", arp),
+        template("arp request", arp(gw, ARP_REQUEST, (gw, [203, 0, 113, 2]), UPLINK_ADDR)),
     ]
 }
 
