@@ -6,6 +6,7 @@
 
 pub mod datapath;
 pub mod docker;
+pub mod hostile;
 pub mod runtimes;
 
 use std::{
