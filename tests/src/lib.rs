@@ -242,7 +242,8 @@ impl Host {
             .expect("starting the daemon");
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.socket().exists() {
+        // The socket of a daemon that was killed stays behind: ready is when one answers.
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}: {}", self.daemon_log());
             }
@@ -278,6 +279,22 @@ impl Host {
                 sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// Kills the daemon with SIGKILL (the PID we started), as a crash would, and reaps it:
+    /// it cleans nothing up, its socket and state files stay as they were.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The daemon's state as its files hold it (what a restart would start from).
+    pub fn state(&self) -> dataplane::state::State {
+        dataplane::state::StateStore::peek(&self.dir.join("state"))
+            .expect("reading the daemon's state files")
+            .unwrap_or_default()
     }
 
     /// Runs the CLI in the host namespace.
