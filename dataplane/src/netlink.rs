@@ -38,6 +38,13 @@ pub struct LinkState {
     pub up: bool,
 }
 
+fn name_of(link: LinkMessage) -> Option<String> {
+    link.attributes.into_iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name),
+        _ => None,
+    })
+}
+
 fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == errno)
 }
@@ -100,6 +107,16 @@ impl Netlink {
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("looking up link {name}")),
         }
+    }
+
+    /// The names of every link of the namespace.
+    pub async fn link_names(&self) -> Result<Vec<String>> {
+        let mut links = self.handle.clone().link().get().execute();
+        let mut names = vec![];
+        while let Some(link) = links.try_next().await.context("listing links")? {
+            names.extend(name_of(link));
+        }
+        Ok(names)
     }
 
     pub async fn require_index(&self, name: &str) -> Result<u32> {
@@ -347,10 +364,7 @@ impl Netlink {
     pub async fn link_name(&self, index: u32) -> Result<Option<String>> {
         let mut links = self.handle.clone().link().get().match_index(index).execute();
         match links.try_next().await {
-            Ok(Some(link)) => Ok(link.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n),
-                _ => None,
-            })),
+            Ok(Some(link)) => Ok(name_of(link)),
             Ok(None) => Ok(None),
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("looking up link {index}")),

@@ -241,7 +241,8 @@ impl Host {
             .spawn()
             .expect("starting the daemon");
         self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Loading the programs takes seconds, many more on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(60);
         // The socket of a daemon that was killed stays behind: ready is when one answers.
         while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {

@@ -22,7 +22,7 @@ use dataplane::{
     state::{State, Status},
 };
 use dataplane_tests::{Host, binary, eventually, namespace_inode, processes_in_namespace};
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 /// The test's random source, from `DATAPLANE_CRASH_SEED` or a fresh seed, printed.
 fn seeded(test: &str) -> (StdRng, u64) {
@@ -64,7 +64,11 @@ impl Crashing {
     }
 
     /// Runs a request to its end (no kill), and learns how long its kind takes.
-    fn complete(&mut self, kind: &'static str, args: &[String]) {
+    fn complete(&mut self, kind: &'static str, args: &[&str]) {
+        self.complete_owned(kind, &args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    }
+
+    fn complete_owned(&mut self, kind: &'static str, args: &[String]) {
         let started = Instant::now();
         self.host.dp_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         self.took.insert(kind, started.elapsed());
@@ -73,7 +77,7 @@ impl Crashing {
     /// Sends a request and kills the daemon at a random moment of its work; waits for
     /// the CLI to end, restarts the daemon, and asserts that the system and the state
     /// agree.
-    fn crash_during(&mut self, kind: &'static str, args: &[String]) {
+    fn crash_during(&mut self, kind: &'static str, args: &[&str]) {
         let window = self.took.get(kind).copied().unwrap_or(Duration::from_millis(150));
         let delay = window.mul_f64(self.rng.random_range(0.0..1.0));
         let mut cli = self
@@ -122,7 +126,12 @@ fn assert_agree(host: &Host, sleep_secs: &str, context: &str) {
     });
     let log = host.daemon_log();
     let tail: Vec<_> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-    assert!(agreed, "{context}: the system and the state disagree:\n  {}\ndaemon log:\n{}", last.join("\n  "), tail.join("\n"));
+    assert!(
+        agreed,
+        "{context}: the system and the state disagree:\n  {}\ndaemon log:\n{}",
+        last.join("\n  "),
+        tail.join("\n")
+    );
     assert!(!log.contains("panicked"), "{context}: the daemon panicked:\n{log}");
 }
 
@@ -192,7 +201,10 @@ fn record_pieces(host: &Host, state: &State) -> Vec<String> {
         match c.status {
             Status::Running { pid, start_time } => {
                 if !process::is_alive(pid, start_time) {
-                    found.push(format!("container {} is recorded running as PID {pid}, which is gone", c.name));
+                    found.push(format!(
+                        "container {} is recorded running as PID {pid}, which is gone",
+                        c.name
+                    ));
                 } else if !inside.iter().any(|p| p.starts_with(&format!("{pid} "))) {
                     found.push(format!("container {}: PID {pid} is not in its namespace", c.name));
                 }
@@ -204,9 +216,13 @@ fn record_pieces(host: &Host, state: &State) -> Vec<String> {
         }
     }
     for e in &state.endpoints {
-        let addresses = host.sh(&format!("nsenter --net={} ip -o -4 addr show dev {}", e.netns.display(), e.ifname));
+        let addresses =
+            host.sh(&format!("nsenter --net={} ip -o -4 addr show dev {}", e.netns.display(), e.ifname));
         if !String::from_utf8_lossy(&addresses.stdout).contains(&format!(" {}/", e.ip)) {
-            found.push(format!("endpoint {} ({}): {} lacks its address {}", e.host_veth, e.owner, e.ifname, e.ip));
+            found.push(format!(
+                "endpoint {} ({}): {} lacks its address {}",
+                e.host_veth, e.owner, e.ifname, e.ip
+            ));
         }
         for port in &e.ports {
             let (ip, number, proto) = (port.host_ip, port.host_port, port.proto);
@@ -243,9 +259,15 @@ fn cli_views(host: &Host, state: &State) -> Vec<String> {
     }
     for c in &state.containers {
         let shown = host.dp_json(&["inspect", &c.name]);
-        let running = matches!(c.status, Status::Running { pid, start_time } if process::is_alive(pid, start_time));
+        let running =
+            matches!(c.status, Status::Running { pid, start_time } if process::is_alive(pid, start_time));
         if shown[0]["State"]["Running"] != running {
-            found.push(format!("inspect {} shows {}, its process is {}", c.name, shown[0]["State"], if running { "running" } else { "not running" }));
+            found.push(format!(
+                "inspect {} shows {}, its process is {}",
+                c.name,
+                shown[0]["State"],
+                if running { "running" } else { "not running" }
+            ));
         }
     }
     for net in &state.networks {
@@ -253,7 +275,11 @@ fn cli_views(host: &Host, state: &State) -> Vec<String> {
         let on: BTreeSet<String> = state.endpoints_on(&net.id).map(|e| e.ip.to_string()).collect();
         let shown: BTreeSet<String> = shown[0]["Containers"]
             .as_object()
-            .map(|m| m.values().filter_map(|v| Some(v["IPv4Address"].as_str()?.split('/').next()?.to_string())).collect())
+            .map(|m| {
+                m.values()
+                    .filter_map(|v| Some(v["IPv4Address"].as_str()?.split('/').next()?.to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         if shown != on {
             found.push(format!("network inspect {} shows {shown:?}, the state holds {on:?}", net.name));
@@ -268,19 +294,165 @@ fn cli_views(host: &Host, state: &State) -> Vec<String> {
 fn daemon_killed_during_run_leaves_nothing_unowned() {
     let mut crashing = Crashing::start("daemon_killed_during_run_leaves_nothing_unowned");
     let first = crashing.run_args("first", &["-p", "18080:80"]);
-    crashing.complete("run", &first);
-    for i in 0..15 {
+    crashing.complete_owned("run", &first);
+    for i in 0..14 {
         let name = format!("c{i}");
         let publish = format!("{}:80", 18100 + i);
         let extra: Vec<&str> = if i % 3 == 0 { vec!["-p", &publish] } else { vec![] };
         let args = crashing.run_args(&name, &extra);
-        crashing.crash_during("run", &args);
+        crashing.crash_during("run", &args.iter().map(String::as_str).collect::<Vec<_>>());
     }
     // What survived can be removed, and leaves nothing behind.
     let names: Vec<String> = crashing.host.state().containers.iter().map(|c| c.name.clone()).collect();
     let mut args = vec!["rm", "-f"];
     args.extend(names.iter().map(String::as_str));
     crashing.host.dp_ok(&args);
-    assert_agree(&crashing.host, &crashing.sleep_secs, &format!("seed {}: after removing all", crashing.seed));
+    assert_agree(
+        &crashing.host,
+        &crashing.sleep_secs,
+        &format!("seed {}: after removing all", crashing.seed),
+    );
     assert!(crashing.host.container_namespaces().is_empty(), "seed {}", crashing.seed);
+}
+
+/// Every kind of change, killed at random moments in seeded rounds that try each kind
+/// once in a random order; each starts from what the crashes before it left.
+#[test]
+fn daemon_killed_during_any_change_leaves_the_state_and_the_system_agreeing() {
+    let mut crashing =
+        Crashing::start("daemon_killed_during_any_change_leaves_the_state_and_the_system_agreeing");
+    crashing.complete("network create", &["network", "create", "--subnet", "10.99.0.0/24", "blue"]);
+    // What each kind of request takes when it runs to its end: the windows the kills
+    // are drawn in.
+    let probe = crashing.run_args("probe", &[]);
+    crashing.complete_owned("run", &probe);
+    crashing.complete("connect", &["network", "connect", "blue", "probe"]);
+    crashing.complete("disconnect", &["network", "disconnect", "blue", "probe"]);
+    crashing.complete("rm", &["rm", "-f", "probe"]);
+    crashing.complete("network rm", &["network", "rm", "blue"]);
+    crashing.complete("network create", &["network", "create", "--subnet", "10.99.0.0/24", "blue"]);
+    let mut kinds = ["run", "rm", "network create", "network rm", "connect", "disconnect"];
+    for round in 0..6 {
+        kinds.shuffle(&mut crashing.rng);
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let n = round * 6 + i;
+            let (name, net, subnet) = (format!("c{n}"), format!("n{n}"), format!("10.{}.0.0/24", 100 + n));
+            let args: Vec<String> = match kind {
+                "run" => {
+                    let publish = format!("{}:80", 18200 + n);
+                    let extra: &[&str] =
+                        if n % 2 == 0 { &["--network", "blue", "-p", &publish] } else { &[] };
+                    crashing.run_args(&name, extra)
+                }
+                "rm" => {
+                    let run = crashing.run_args(&name, &[]);
+                    crashing.complete_owned("run", &run);
+                    strings(&["rm", "-f", &name])
+                }
+                "network create" => strings(&["network", "create", "--subnet", &subnet, &net]),
+                "network rm" => {
+                    crashing.complete("network create", &["network", "create", "--subnet", &subnet, &net]);
+                    strings(&["network", "rm", &net])
+                }
+                "connect" => {
+                    let run = crashing.run_args(&name, &[]);
+                    crashing.complete_owned("run", &run);
+                    strings(&["network", "connect", "blue", &name])
+                }
+                _ => {
+                    let run = crashing.run_args(&name, &[]);
+                    crashing.complete_owned("run", &run);
+                    crashing.complete("connect", &["network", "connect", "blue", &name]);
+                    strings(&["network", "disconnect", "blue", &name])
+                }
+            };
+            crashing.crash_during(kind, &args.iter().map(String::as_str).collect::<Vec<_>>());
+            crashing.trim();
+        }
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+impl Crashing {
+    /// Keeps the host small, so that each check stays quick: at most four containers,
+    /// and no network but the default one and `blue`.
+    fn trim(&mut self) {
+        let state = self.host.state();
+        for container in state.containers.iter().rev().skip(4) {
+            self.host.dp_ok(&["rm", "-f", &container.name]);
+        }
+        for net in state.networks.iter().filter(|n| n.name != "bridge" && n.name != "blue") {
+            self.host.dp_ok(&["network", "rm", &net.name]);
+        }
+    }
+}
+
+/// A `state.json` damaged while the daemon was away (cut short, here) stops the daemon
+/// with an error that names the file, the copy kept before it, and what to do; done as it
+/// says, the daemon starts from that copy and removes what only the lost snapshot held.
+#[test]
+fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
+    let mut crashing =
+        Crashing::start("a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back");
+    let host = &mut crashing.host;
+    host.dp_ok(&["network", "create", "--subnet", "10.98.0.0/24", "blue"]);
+    // Each stop writes a snapshot and keeps the one before: the backup then holds `blue`,
+    // and the damaged snapshot alone the container.
+    host.stop_daemon();
+    host.start_daemon();
+    let run = crashing.run_args("lost", &["--network", "blue"]);
+    let host = &mut crashing.host;
+    host.dp_ok(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    host.stop_daemon();
+    let state_dir = host.dir.join("state");
+    let (snapshot, journal, backup) =
+        (state_dir.join("state.json"), state_dir.join("state.journal"), state_dir.join("state.json.bak"));
+    let whole = std::fs::read(&snapshot).unwrap();
+    std::fs::write(&snapshot, &whole[..whole.len() / 2]).unwrap();
+
+    let log = host.dir.join("refused.log");
+    let mut daemon = host
+        .command(binary())
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            panic!("the daemon started on a damaged state file");
+        }
+        sleep(Duration::from_millis(50));
+    };
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "the daemon refused to start: {said}");
+    assert!(!said.contains("panicked"), "an error, not a panic: {said}");
+    assert!(
+        said.contains(&format!("state file {} is corrupt", snapshot.display())),
+        "names the file: {said}"
+    );
+    assert!(
+        said.contains(&backup.display().to_string()) && said.contains("aside"),
+        "says what to do: {said}"
+    );
+
+    // As the error says: the damaged files aside, the backup in their place.
+    std::fs::rename(&snapshot, state_dir.join("damaged.json")).unwrap();
+    let _ = std::fs::rename(&journal, state_dir.join("damaged.journal"));
+    std::fs::copy(&backup, &snapshot).unwrap();
+    host.start_daemon();
+    assert!(host.dp_ok(&["network", "ls"]).contains("blue"), "the backup's network is back");
+    assert_agree(host, &crashing.sleep_secs, &format!("seed {}: started from the backup", crashing.seed));
+    assert!(host.state().containers.is_empty(), "only the damaged snapshot held the container");
+    assert!(host.daemon_log().contains("no container holds it; removing it"), "the orphan is logged");
 }

@@ -23,7 +23,7 @@ use crate::{
     dns,
     netlink::Netlink,
     netns, process,
-    state::{Container, Network, NetworkMode, Owner, Status, new_id, now},
+    state::{Container, Intent, Network, NetworkMode, Owner, Status, new_id, now},
 };
 
 /// How long `rm -f` waits for a container's processes to end once killed (only a process
@@ -75,6 +75,10 @@ impl Core {
             status: Status::Created,
             created: now(),
         };
+        // Saved before the namespace is made: a crash from here on leaves a record of
+        // what to remove (`undo_run`), where it left a namespace, veths and a running
+        // command that nothing owned.
+        self.intend(Intent::Run { container: container.clone() })?;
         if let Err(e) = self.build_container(&mut container, &spec).await {
             if let Err(undo) = self.teardown_container(&container).await {
                 log::warn!("undoing container {}: {undo:#}", container.name);
@@ -84,11 +88,24 @@ impl Core {
             if let Err(undo) = self.sync_firewall() {
                 log::warn!("undoing container {}: {undo:#}", container.name);
             }
+            self.abandon(&container.id);
             return Err(e.context(format!("creating container {}", container.name)));
         }
         self.state.containers.push(container.clone());
+        self.done(&container.id);
         self.save()?;
         Ok(container)
+    }
+
+    /// Undoes a `run` that a crash cut short, from its intent: the processes in its
+    /// namespace, its interfaces, namespace, /etc files and log.
+    pub(super) async fn undo_run(&mut self, container: &Container) -> Result<()> {
+        if container.network_mode.owns_sandbox() {
+            empty_namespace(&container.netns).await?;
+        }
+        self.teardown_container(container).await?;
+        remove_log(&self.config.state_dir, &container.id);
+        Ok(())
     }
 
     /// Parses `--network`: a network name, or one of Docker's modes.
@@ -224,30 +241,46 @@ impl Core {
                 joined.join(", ")
             );
         }
-        if let Status::Running { pid, start_time } = container.status {
-            if !force && process::is_alive(pid, start_time) {
-                bail!(
-                    "container {} is running; stop it first (`dataplane stop {}`) or use `dataplane rm -f`",
-                    container.name,
-                    container.name
-                );
-            }
-            if process::is_alive(pid, start_time) && !process::kill_all(pid, start_time, KILL_WAIT).await {
-                log::warn!(
-                    "container {}: its processes had not ended {KILL_WAIT:?} after SIGKILL; removing it anyway",
-                    container.name
-                );
-            }
+        if let Status::Running { pid, start_time } = container.status
+            && !force
+            && process::is_alive(pid, start_time)
+        {
+            bail!(
+                "container {} is running; stop it first (`dataplane stop {}`) or use `dataplane rm -f`",
+                container.name,
+                container.name
+            );
         }
-        self.teardown_container(&container).await?;
+        // Saved first: a crash halfway leaves the rest of the removal to the next start,
+        // where it left a record whose namespace or interfaces were gone.
+        self.intend(Intent::Remove { container_id: container.id.clone() })?;
+        if let Err(e) = self.end_and_teardown(&container).await {
+            self.abandon(&container.id);
+            return Err(e);
+        }
         self.state.containers.retain(|c| c.id != container.id);
+        self.done(&container.id);
         // Only drops the rule sets no port uses any more.
         if let Err(e) = self.sync_firewall() {
             log::warn!("removing container {}: {e:#}", container.name);
         }
-        let _ = std::fs::remove_file(log_path(&self.config.state_dir, &container.id));
+        remove_log(&self.config.state_dir, &container.id);
         self.save()?;
         Ok(json!(container.name))
+    }
+
+    /// Kills a container's command, if it runs, and removes everything it owns.
+    async fn end_and_teardown(&mut self, container: &Container) -> Result<()> {
+        if let Status::Running { pid, start_time } = container.status
+            && process::is_alive(pid, start_time)
+            && !process::kill_all(pid, start_time, KILL_WAIT).await
+        {
+            log::warn!(
+                "container {}: its processes had not ended {KILL_WAIT:?} after SIGKILL; removing it anyway",
+                container.name
+            );
+        }
+        self.teardown_container(container).await
     }
 
     async fn process_exited(&mut self, id: &str, pid: i32, code: Option<i32>) -> Result<()> {
@@ -379,4 +412,28 @@ pub(super) async fn stop(core: &Shared, name: &str, grace: Duration) -> Result<V
 
 fn log_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("logs").join(format!("{id}.log"))
+}
+
+fn remove_log(state_dir: &Path, id: &str) {
+    let _ = std::fs::remove_file(log_path(state_dir, id));
+}
+
+/// Empties a namespace of ours that no record holds (a crash left it): kills the
+/// processes in it and deletes its interfaces, whose host ends (veths) go with them. The
+/// processes are ours for living in it, whatever they are called.
+pub(super) async fn empty_namespace(netns: &Path) -> Result<()> {
+    if !netns::is_namespace(netns) {
+        return Ok(());
+    }
+    let killed = process::kill_in_namespace(netns, KILL_WAIT).await?;
+    if killed > 0 {
+        log::warn!("{}: killed {killed} process(es) no container owned", netns.display());
+    }
+    let inside = Netlink::connect_in(netns)?;
+    for name in inside.link_names().await? {
+        if name != "lo" {
+            inside.delete_link(&name).await?;
+        }
+    }
+    Ok(())
 }
