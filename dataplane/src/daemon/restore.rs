@@ -31,8 +31,19 @@ use crate::{
 pub(super) async fn restore(core: &Shared) -> Result<()> {
     let mut guard = core.lock().await;
     let c = &mut *guard;
-    // First, before anything is made again under names a cut-short operation may have
-    // used (the default network's bridge, say).
+    // The networks first: the settling of intents saves, which starts the networks'
+    // resolvers on their gateway addresses.
+    let networks = c.state.networks.to_vec();
+    for net in networks {
+        let restored = drivers::setup_network(&c.netlink, &mut c.datapath, &net).await;
+        match restored {
+            // A macvlan parent that went away breaks that network, not the daemon.
+            Err(e) if net.driver == "macvlan" => log::warn!("network {}: {e:#}", net.name),
+            other => other.with_context(|| format!("restoring network {}", net.name))?,
+        }
+    }
+    // Before anything is made again under a name a cut-short operation may have used
+    // (the default network's bridge, say).
     resolve_intents(c).await?;
     sweep_namespaces(c).await;
     if c.state.network(DEFAULT_NETWORK).is_none() {
@@ -51,15 +62,6 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             labels: BTreeMap::new(),
         };
         c.create_network(spec).await.context("creating the default network")?;
-    }
-    let networks = c.state.networks.to_vec();
-    for net in networks {
-        let restored = drivers::setup_network(&c.netlink, &mut c.datapath, &net).await;
-        match restored {
-            // A macvlan parent that went away breaks that network, not the daemon.
-            Err(e) if net.driver == "macvlan" => log::warn!("network {}: {e:#}", net.name),
-            other => other.with_context(|| format!("restoring network {}", net.name))?,
-        }
     }
     let mut watchers = vec![];
     let containers = c.state.containers.to_vec();
