@@ -775,7 +775,7 @@ fn confirm(s: &mut SnatScratch, proto: u8) {
         _pad: [0; 3],
     };
     // SAFETY: values are plain data copied out at once.
-    let Some(reverse) = (unsafe { SNAT_REV_NEW.get(&s.reply) }.copied()) else {
+    let Some(reverse) = unsafe { SNAT_REV_NEW.get(&s.reply) }.copied() else {
         return;
     };
     s.reverse = reverse;

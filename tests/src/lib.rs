@@ -267,6 +267,13 @@ impl Host {
         fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
+    /// Kills the daemon as a crash would (SIGKILL to the PID we started), and reaps it.
+    pub fn kill_daemon(&mut self) {
+        let mut child = self.daemon.take().expect("no daemon to kill");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Stops the daemon (SIGTERM to the PID we started) and waits for it.
     pub fn stop_daemon(&mut self) {
         if let Some(mut child) = self.daemon.take() {
@@ -279,15 +286,6 @@ impl Host {
                 }
                 sleep(Duration::from_millis(20));
             }
-        }
-    }
-
-    /// Kills the daemon with SIGKILL (the PID we started), as a crash would, and reaps it:
-    /// it cleans nothing up, its socket and state files stay as they were.
-    pub fn kill_daemon(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 
