@@ -12,7 +12,7 @@
 use std::{
     collections::BTreeSet,
     path::Path,
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -455,4 +455,26 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
     assert_agree(host, &crashing.sleep_secs, &format!("seed {}: started from the backup", crashing.seed));
     assert!(host.state().containers.is_empty(), "only the damaged snapshot held the container");
     assert!(host.daemon_log().contains("no container holds it; removing it"), "the orphan is logged");
+}
+
+/// The pin dir is shared (`/run/netns` by default, where `ip netns` and the runtimes pin
+/// theirs): a start removes the unheld pins named as ours, and nothing else.
+#[test]
+fn a_start_removes_only_unheld_pins_named_as_ours() {
+    let mut host = Host::start();
+    let dir = host.netns_dir();
+    let (foreign, left_over) = (dir.join("cni-0a1b2c3d4e5f"), dir.join("dp-0a1b2c3d4e5f"));
+    for pin in [&foreign, &left_over] {
+        std::fs::File::create(pin).unwrap();
+        let made = Command::new("unshare").arg(format!("--net={}", pin.display())).arg("true").status();
+        assert!(made.unwrap().success(), "pinning {}", pin.display());
+    }
+    host.stop_daemon();
+    host.start_daemon();
+    let pinned = |pin: &Path| {
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&*pin.to_string_lossy())
+    };
+    assert!(pinned(&foreign), "someone else's namespace was removed");
+    assert!(!pinned(&left_over), "a left-over namespace named as ours stayed");
+    let _ = Command::new("umount").arg(&foreign).status();
 }

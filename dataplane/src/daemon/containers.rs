@@ -52,7 +52,7 @@ impl Core {
         let mode = self.network_mode(&spec)?;
         let (netns, etc_dir) = match &mode {
             NetworkMode::Bridge | NetworkMode::None => (
-                self.config.netns_dir.join(format!("dp-{}", &id[..12])),
+                self.config.netns_dir.join(pin_name(&id)),
                 self.config.state_dir.join("containers").join(&id),
             ),
             // Host files are the host's own: an empty directory mounts nothing over them.
@@ -418,6 +418,20 @@ fn remove_log(state_dir: &Path, id: &str) {
     let _ = std::fs::remove_file(log_path(state_dir, id));
 }
 
+/// The name of a container's namespace pin: `dp-` and the first 12 digits of its ID.
+fn pin_name(id: &str) -> String {
+    format!("dp-{}", &id[..12])
+}
+
+/// Whether a pin of the pin dir is named as ours are (`pin_name`). The pin dir is shared
+/// (`/run/netns` by default, where `ip netns` and runtimes pin theirs too), so nothing
+/// else there is ever ours to remove.
+pub(super) fn is_container_pin(name: &str) -> bool {
+    name.strip_prefix("dp-").is_some_and(|digits| {
+        digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// Empties a namespace of ours that no record holds (a crash left it): kills the
 /// processes in it and deletes its interfaces, whose host ends (veths) go with them. The
 /// processes are ours for living in it, whatever they are called.
@@ -436,4 +450,20 @@ pub(super) async fn empty_namespace(netns: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pins_named_as_ours_are_taken_for_ours() {
+        let id = crate::state::new_id();
+        assert!(is_container_pin(&pin_name(&id)));
+        for foreign in
+            ["dp-host", "cni-0a1b2c3d4e5f", "dp-0A1B2C3D4E5F", "dp-0a1b2c3d4e5", "dp-0a1b2c3d4e5f0", "web"]
+        {
+            assert!(!is_container_pin(foreign), "{foreign}");
+        }
+    }
 }

@@ -202,14 +202,17 @@ async fn resolve_intents(c: &mut Core) -> Result<()> {
     c.save()
 }
 
-/// Removes the namespaces pinned in our pin dir that no container holds, with what is in
-/// them: the pin dir is ours, so whatever is pinned there and unrecorded was left by a
-/// crash (of a version before intents, or before a record was saved).
+/// Removes the namespaces pinned in the pin dir under our containers' names
+/// (`dp-<12 digits>`) that no container holds, with what is in them: a crash left them (of
+/// a version before intents, or before a record was saved). Pins of other names are
+/// someone else's: the pin dir is `/run/netns` by default, shared with `ip netns` and the
+/// runtimes.
 async fn sweep_namespaces(c: &Core) {
     let held: HashSet<_> = c.state.containers.iter().map(|k| k.netns.clone()).collect();
     let Ok(pins) = std::fs::read_dir(&c.config.netns_dir) else { return };
     for pin in pins.filter_map(|e| e.ok()).map(|e| e.path()) {
-        if held.contains(&pin) || pin == c.host_netns() {
+        let ours = pin.file_name().and_then(|n| n.to_str()).is_some_and(containers::is_container_pin);
+        if !ours || held.contains(&pin) || pin == c.host_netns() {
             continue;
         }
         log::warn!("namespace {}: no container holds it; removing it", pin.display());
