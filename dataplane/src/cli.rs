@@ -391,6 +391,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let status = match c["State"]["Status"].as_str() {
                     Some("exited") => format!("Exited ({})", c["State"]["ExitCode"]),
                     Some("running") => "Up".to_string(),
+                    Some("dead") => format!("Dead ({})", c["State"]["Error"].as_str().unwrap_or("")),
                     other => other.unwrap_or("").to_string(),
                 };
                 let command: Vec<&str> = c["Config"]["Cmd"]

@@ -77,15 +77,19 @@ impl CarrierEvents {
             if !link.header.flags.contains(LinkFlags::LowerUp) {
                 continue;
             }
-            if let Some(name) = link.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n),
-                _ => None,
-            }) {
+            if let Some(name) = name_of(link) {
                 return Some(name);
             }
         }
         None
     }
+}
+
+fn name_of(link: LinkMessage) -> Option<String> {
+    link.attributes.into_iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name),
+        _ => None,
+    })
 }
 
 fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
@@ -150,6 +154,16 @@ impl Netlink {
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("looking up link {name}")),
         }
+    }
+
+    /// The names of every link of the namespace.
+    pub async fn link_names(&self) -> Result<Vec<String>> {
+        let mut links = self.handle.clone().link().get().execute();
+        let mut names = vec![];
+        while let Some(link) = links.try_next().await.context("listing links")? {
+            names.extend(name_of(link));
+        }
+        Ok(names)
     }
 
     pub async fn require_index(&self, name: &str) -> Result<u32> {
@@ -403,10 +417,7 @@ impl Netlink {
     pub async fn link_name(&self, index: u32) -> Result<Option<String>> {
         let mut links = self.handle.clone().link().get().match_index(index).execute();
         match links.try_next().await {
-            Ok(Some(link)) => Ok(link.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n),
-                _ => None,
-            })),
+            Ok(Some(link)) => Ok(name_of(link)),
             Ok(None) => Ok(None),
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("looking up link {index}")),
@@ -437,12 +448,7 @@ impl Netlink {
     pub async fn up_link_name(&self, index: u32) -> Result<Option<String>> {
         let mut links = self.handle.clone().link().get().match_index(index).execute();
         match links.try_next().await {
-            Ok(Some(link)) if link.header.flags.contains(LinkFlags::Up) => {
-                Ok(link.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n),
-                    _ => None,
-                }))
-            }
+            Ok(Some(link)) if link.header.flags.contains(LinkFlags::Up) => Ok(name_of(link)),
             Ok(_) => Ok(None),
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("looking up link {index}")),

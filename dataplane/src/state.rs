@@ -269,6 +269,11 @@ pub enum Status {
     Exited {
         code: Option<i32>,
     },
+    /// Found broken at a start of the daemon, with a piece that cannot be rebuilt (its
+    /// namespace went); `rm` removes what is left.
+    Dead {
+        reason: String,
+    },
 }
 
 /// How a container is networked (Docker's `--network` modes).
@@ -326,6 +331,39 @@ pub struct State {
     /// What Docker's network plugin API created, by Docker's IDs.
     #[serde(default)]
     pub docker: DockerState,
+    /// Operations under way (absent from state files of earlier versions).
+    #[serde(default)]
+    pub intents: Table<Intent>,
+}
+
+/// An operation under way that changes the system, saved before its first change and
+/// removed by the save that records its outcome. One found at start was cut short by a
+/// crash: the daemon undoes what a creation made, and finishes a removal, so that each
+/// happened whole or not at all. Each holds what its undoing or finishing needs to know
+/// of the system: the exact names, never a guess by prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+pub enum Intent {
+    /// `run` makes this container (its namespace, /etc files and command): undone.
+    Run { container: Container },
+    /// An endpoint is being attached, whoever its owner: undone.
+    Attach { endpoint: Endpoint },
+    /// `network create` builds this network: undone.
+    CreateNetwork { network: Network },
+    /// `rm` removes this container: finished.
+    Remove { container_id: String },
+}
+
+impl Keyed for Intent {
+    type Index = ();
+    fn key(&self) -> &str {
+        match self {
+            Intent::Run { container } => &container.id,
+            Intent::Attach { endpoint } => &endpoint.id,
+            Intent::CreateNetwork { network } => &network.id,
+            Intent::Remove { container_id } => container_id,
+        }
+    }
 }
 
 /// What Docker's network plugin API knows by Docker's IDs: its networks (ours, by our ID)
@@ -608,6 +646,7 @@ mod tests {
             endpoints: vec![endpoint].into(),
             firewall,
             docker,
+            intents: Default::default(),
         }
     }
 

@@ -242,8 +242,9 @@ impl Host {
             .spawn()
             .expect("starting the daemon");
         self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // The socket of a daemon that was killed stays behind: ready is when it answers.
+        // Loading the programs takes seconds, many more on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // The socket of a daemon that was killed stays behind: ready is when one answers.
         while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}: {}", self.daemon_log());
@@ -287,6 +288,13 @@ impl Host {
                 sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// The daemon's state as its files hold it (what a restart would start from).
+    pub fn state(&self) -> dataplane::state::State {
+        dataplane::state::StateStore::peek(&self.dir.join("state"))
+            .expect("reading the daemon's state files")
+            .unwrap_or_default()
     }
 
     /// Runs the CLI in the host namespace.

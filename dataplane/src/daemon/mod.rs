@@ -51,7 +51,7 @@ use crate::{
     netns,
     ports::{self, Reservation},
     process,
-    state::{Container, Network, State, StateStore, Status},
+    state::{Container, Intent, Keyed, Network, State, StateStore, Status},
 };
 
 /// Where the daemon keeps things; every path has a flag and an environment variable so
@@ -494,6 +494,27 @@ impl Core {
         let changes = self.state.take_changes();
         self.resolvers.update(&self.state, &changes);
         self.store.save(&self.state, &changes)
+    }
+
+    /// Saves an intent before the first change to the system of its operation (see
+    /// `Intent`); `done` takes it back once the outcome is in the state.
+    fn intend(&mut self, intent: Intent) -> Result<()> {
+        self.state.intents.push(intent);
+        self.save()
+    }
+
+    /// The operation of `key` has its outcome in the state, or failed and undid its
+    /// changes: its intent goes with the next save.
+    fn done(&mut self, key: &str) {
+        self.state.intents.retain(|i| i.key() != key);
+    }
+
+    /// An operation that failed has undone its changes: its intent goes now.
+    fn abandon(&mut self, key: &str) {
+        self.done(key);
+        if let Err(e) = self.save() {
+            log::warn!("saving the state after a failed operation: {e:#}");
+        }
     }
 
     /// Removes the tracked flows `pred` picks by their container-side key and times.
