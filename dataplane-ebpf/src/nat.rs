@@ -64,6 +64,7 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 /// TCP flags that change a connection's state.
 pub const TCP_STATE_CHANGES: u8 = TCP_FIN | TCP_SYN | TCP_RST;
 
@@ -489,7 +490,10 @@ pub fn established_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Optio
     let now = now();
     // SAFETY: map pointer, valid for this program run.
     let (next_hop, nat_port) = unsafe {
-        if (*entry).host_ifindex != sender {
+        // Another sender, or a new connection on an ended flow's tuple: the long way.
+        if (*entry).host_ifindex != sender
+            || (opens_connection(frame.proto, l4.tcp_flags) && has_ended((*entry).state))
+        {
             return None;
         }
         let next_hop = (*entry).next_hop.fresh(now)?;
@@ -677,28 +681,27 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
     // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
     let s = unsafe { &mut *scratch };
     s.key = flow_key(frame, l4);
+    let opens = opens_connection(frame.proto, l4.tcp_flags);
     if let Some(entry) = SNAT_CT.get_ptr_mut(&s.key) {
         // SAFETY: the pointer comes from the map and stays valid for this program run.
         unsafe {
-            (*entry).next_hop = next_hop;
-            (*entry).last_seen_ns = now;
-            (*entry).state = next_state((*entry).state, l4.tcp_flags, false);
-            return Some((*entry).nat_port);
+            if !(opens && has_ended((*entry).state)) {
+                (*entry).next_hop = next_hop;
+                (*entry).last_seen_ns = now;
+                (*entry).state = next_state((*entry).state, l4.tcp_flags, false);
+                return Some((*entry).nat_port);
+            }
+            forget_ended(s, entry);
         }
     }
     if let Some(entry) = SNAT_NEW.get_ptr_mut(&s.key) {
         // SAFETY: as above; the entry is copied out.
         unsafe {
-            (*entry).next_hop = next_hop;
-            (*entry).last_seen_ns = now;
-            let confirmed = confirms_out(&*entry, l4.tcp_flags);
-            (*entry).state = next_state((*entry).state, l4.tcp_flags, false);
-            s.entry = *entry;
-            if confirmed {
-                confirm(s, frame.proto);
+            if !(opens && has_ended((*entry).state)) {
+                return Some(continue_unconfirmed(s, entry, frame.proto, l4.tcp_flags, next_hop, now));
             }
+            forget_ended(s, entry);
         }
-        return Some(s.entry.nat_port);
     }
     s.reverse = RevSnatEntry {
         addr: s.key.src,
@@ -757,6 +760,86 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
         }
     }
     None
+}
+
+/// A packet of an unconfirmed flow out: it updates the flow, and confirms it when it
+/// shows the container took the answer. Returns the flow's masquerade port.
+///
+/// # Safety
+/// `entry` points into SNAT_NEW, valid for this program run.
+#[inline(always)]
+unsafe fn continue_unconfirmed(
+    s: &mut SnatScratch,
+    entry: *mut SnatEntry,
+    proto: u8,
+    tcp_flags: u8,
+    next_hop: NextHop,
+    now: u64,
+) -> u16 {
+    // SAFETY: the caller's.
+    let confirmed = unsafe {
+        (*entry).next_hop = next_hop;
+        (*entry).last_seen_ns = now;
+        let confirmed = confirms_out(&*entry, tcp_flags);
+        (*entry).state = next_state((*entry).state, tcp_flags, false);
+        s.entry = *entry;
+        confirmed
+    };
+    if confirmed {
+        confirm(s, proto);
+    }
+    s.entry.nat_port
+}
+
+/// Whether a packet opens a TCP connection: a SYN alone.
+#[inline(always)]
+fn opens_connection(proto: u8, tcp_flags: u8) -> bool {
+    proto == IPPROTO_TCP && tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+}
+
+/// Whether a flow is over (a FIN or a RST was seen): a SYN on its tuple opens a new
+/// connection, which a container's stack may do at once after a reset (no TIME_WAIT).
+#[inline(always)]
+fn has_ended(state: u8) -> bool {
+    state == ct_state::CLOSED || state == ct_state::CLOSING
+}
+
+/// Forgets the ended flow of `s.key` (its entry at `ended`), so that a SYN on its tuple
+/// starts a new flow, as Linux conntrack does: riding the ended one, the new connection
+/// kept a port that any new flow may take over (the ended flow's), and lost its
+/// translation mid-stream when one did. Its reply key goes too, if it is still its own:
+/// left behind, it would name the new flow when another flow takes its port over.
+///
+/// # Safety
+/// `ended` points into SNAT_CT or SNAT_NEW, valid for this program run.
+#[inline(always)]
+unsafe fn forget_ended(s: &mut SnatScratch, ended: *const SnatEntry) {
+    // Field by field, in the scratch: the stack has no room for another key.
+    s.reply.src = s.key.dst;
+    // SAFETY: the caller's.
+    unsafe {
+        s.reply.dst = (*ended).nat_addr;
+        s.reply.dst_port = (*ended).nat_port;
+    }
+    s.reply.src_port = s.key.dst_port;
+    s.reply.proto = s.key.proto;
+    let own = |holder: &RevSnatEntry| holder.addr == s.key.src && holder.port == s.key.src_port;
+    // SAFETY: values are plain data, compared at once.
+    if unsafe { SNAT_REV.get(&s.reply) }.is_some_and(own) {
+        let _ = SNAT_REV.remove(&s.reply);
+    }
+    // SAFETY: as above.
+    if unsafe { SNAT_REV_NEW.get(&s.reply) }.is_some_and(own) {
+        let _ = SNAT_REV_NEW.remove(&s.reply);
+    }
+    // Counted as the flows whose ports a new flow takes over are: removed for a reason,
+    // not evicted.
+    if SNAT_CT.remove(&s.key).is_ok() {
+        counters::ct_event(ct_event::SNAT_RECLAIMED_CONFIRMED);
+    }
+    if SNAT_NEW.remove(&s.key).is_ok() {
+        counters::ct_event(ct_event::SNAT_RECLAIMED);
+    }
 }
 
 /// Whether the container's packet on an unconfirmed flow confirms it: the flow was

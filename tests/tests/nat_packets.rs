@@ -585,6 +585,35 @@ fn ports_of_reset_flows_are_reused_at_once() {
     assert_eq!(inspect(&back).dport, 40001);
 }
 
+/// A container's stack may reuse its port at once after a reset (no TIME_WAIT): the SYN
+/// of that new connection starts a new flow, as Linux conntrack does, instead of riding
+/// the ended one, whose port any new flow may take over (it did: the new connection lost
+/// its translation mid-stream, and the bench's connections/s halved once client ports
+/// came round again).
+#[test]
+fn a_new_connection_from_the_port_of_a_reset_flow_is_a_new_flow() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61500, 61500);
+    connect_out(&mut fx, 40000);
+    let _ = fx.run(&segment(A_MAC, (CONTAINER, 40000), (REMOTE, 80), "R", 1001, 0));
+    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::CLOSED);
+
+    let (verdict, out) = fx.run(&segment(A_MAC, (CONTAINER, 40000), (REMOTE, 80), "S", 9000, 0));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the new connection's SYN did not leave");
+    assert_eq!(inspect(&out).sport, 61500);
+    assert!(fx.datapath.conntrack().unwrap().is_empty(), "the ended flow is still tracked");
+    let new = fx.datapath.conntrack_unconfirmed().unwrap();
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].1.state, ct_state::NEW);
+    let syn_ack = segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, 61500), "SA", 3000, 9001);
+    assert_eq!(fx.run_uplink(&syn_ack).0, TC_ACT_REDIRECT);
+    let _ = fx.run(&segment(A_MAC, (CONTAINER, 40000), (REMOTE, 80), "A", 9001, 3001));
+    assert_eq!(fx.datapath.conntrack().unwrap()[0].1.state, ct_state::ESTABLISHED);
+    // The one port is the live connection's: another connection cannot take it over.
+    let (verdict, _) = fx.run(&segment(A_MAC, (CONTAINER, 40001), (REMOTE, 80), "S", 1000, 0));
+    assert_eq!(verdict, TC_ACT_SHOT, "a live connection's port was taken over");
+}
+
 /// Publishes TCP 8080 on every host address to port 80 of container B (10.1.0.3,
 /// behind ifindex 42).
 /// A datapath with NAT on and TCP port 8080 published to B's port 80.
