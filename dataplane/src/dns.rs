@@ -12,7 +12,7 @@ use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -26,7 +26,7 @@ use hickory_proto::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream, UdpSocket},
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
     task::JoinHandle,
     time::timeout,
 };
@@ -41,10 +41,19 @@ const CLASSIC_UDP_LIMIT: u16 = 512;
 const MAX_UDP: usize = 4096;
 /// How long one upstream gets to answer before the next one is tried.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a TCP client may stay silent between queries.
+/// How long a TCP client may take to send a query (all of it: a client trickling bytes is
+/// hung up on as one that sends nothing) or to take its answer.
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Queries handled at once; more wait, so that a flood cannot exhaust the daemon.
-const MAX_IN_FLIGHT: usize = 512;
+/// TCP connections held at once: by one client (dig and resolvers use one at a time), and
+/// in all. A client's connections beyond its share are closed as they come, so that a
+/// container cannot take the daemon's descriptors.
+const TCP_PER_CLIENT: usize = 8;
+const TCP_MAX: usize = 256;
+/// Queries handled at once: from one client, and in all. A client's queries beyond its
+/// share are dropped, so that its flood leaves room for the others' (a query waiting on
+/// the upstreams holds its place for up to their timeouts).
+const QUERIES_PER_CLIENT: usize = 64;
+const QUERIES_MAX: usize = 512;
 pub const PORT: u16 = 53;
 
 /// The names one network's containers are known by there.
@@ -286,7 +295,58 @@ struct Shared {
     directory: RwLock<Directory>,
     upstreams: Vec<SocketAddr>,
     turn: AtomicUsize,
-    in_flight: Arc<Semaphore>,
+    queries: Arc<Share>,
+    tcp_connections: Arc<Share>,
+}
+
+/// Room for something every client uses (queries in flight, connections): so much in all,
+/// and at most `per_client` of it for any one client.
+struct Share {
+    total: Arc<Semaphore>,
+    per_client: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Share {
+    fn new(total: usize, per_client: usize) -> Arc<Self> {
+        Arc::new(Self { total: Arc::new(Semaphore::new(total)), per_client, held: Mutex::default() })
+    }
+
+    /// One unit for `client`: `None` at once when it holds its share already; otherwise
+    /// when there is room in all.
+    async fn take(self: &Arc<Self>, client: IpAddr) -> Option<Held> {
+        {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let count = held.entry(client).or_default();
+            if *count >= self.per_client {
+                return None;
+            }
+            *count += 1;
+        }
+        // Counted from here on: dropped, it gives the client's unit back.
+        let mut unit = Held { share: self.clone(), client, _total: None };
+        unit._total = Some(self.total.clone().acquire_owned().await.ok()?);
+        Some(unit)
+    }
+}
+
+/// A client's unit of a share, given back on drop.
+struct Held {
+    share: Arc<Share>,
+    client: IpAddr,
+    _total: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.share.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -414,7 +474,8 @@ impl Resolvers {
                 directory: RwLock::default(),
                 upstreams: upstreams.iter().map(|ip| SocketAddr::new(*ip, PORT)).collect(),
                 turn: AtomicUsize::new(0),
-                in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+                queries: Share::new(QUERIES_MAX, QUERIES_PER_CLIENT),
+                tcp_connections: Share::new(TCP_MAX, TCP_PER_CLIENT),
             }),
             listeners: HashMap::new(),
             unbound: Default::default(),
@@ -491,14 +552,15 @@ async fn serve_udp(shared: Arc<Shared>, network: String, socket: Arc<UdpSocket>)
                 continue;
             }
         };
-        let Ok(permit) = shared.in_flight.clone().acquire_owned().await else { return };
+        // Over the client's share: dropped, as a flood's excess is.
+        let Some(unit) = shared.queries.take(client.ip()).await else { continue };
         let (shared, network, socket, packet) =
             (shared.clone(), network.clone(), socket.clone(), buf[..len].to_vec());
         tokio::spawn(async move {
             if let Some(answer) = shared.answer(&network, client.ip(), &packet, Transport::Udp).await {
                 let _ = socket.send_to(&answer, client).await;
             }
-            drop(permit);
+            drop(unit);
         });
     }
 }
@@ -513,14 +575,21 @@ async fn serve_tcp(shared: Arc<Shared>, network: String, listener: TcpListener) 
                 continue;
             }
         };
+        // Over the client's share: closed at once, before it costs more than the accept.
+        let Some(connection) = shared.tcp_connections.take(client.ip()).await else { continue };
         let (shared, network) = (shared.clone(), network.clone());
         tokio::spawn(async move {
+            // Given back when the connection ends, whichever way.
+            let _connection = connection;
             while let Ok(Ok(query)) = timeout(TCP_IDLE, read_framed(&mut stream)).await {
-                let Ok(_permit) = shared.in_flight.acquire().await else { return };
-                let Some(answer) = shared.answer(&network, client.ip(), &query, Transport::Tcp).await else {
-                    return;
+                let answer = {
+                    let Some(_unit) = shared.queries.take(client.ip()).await else { return };
+                    shared.answer(&network, client.ip(), &query, Transport::Tcp).await
                 };
-                if write_framed(&mut stream, &answer).await.is_err() {
+                // A client that does not take its answer is hung up on, as one that
+                // sends nothing is.
+                let Some(answer) = answer else { return };
+                if !matches!(timeout(TCP_IDLE, write_framed(&mut stream, &answer)).await, Ok(Ok(()))) {
                     return;
                 }
             }
@@ -787,6 +856,19 @@ mod tests {
         let tcp = Message::from_vec(&encode(&response, &request, Transport::Tcp).unwrap()).unwrap();
         assert!(!tcp.metadata.truncation);
         assert_eq!(tcp.answers.len(), 58);
+    }
+
+    #[tokio::test]
+    async fn a_client_gets_its_share_and_no_more_and_gets_it_back_when_done() {
+        let share = Share::new(3, 2);
+        let (a, b): (IpAddr, IpAddr) = ("10.1.0.2".parse().unwrap(), "10.1.0.3".parse().unwrap());
+        let first = share.take(a).await.expect("a's first");
+        let _second = share.take(a).await.expect("a's second");
+        assert!(share.take(a).await.is_none(), "a over its share");
+        let _other = share.take(b).await.expect("b has room while a is at its share");
+        drop(first);
+        assert!(share.take(a).await.is_some(), "a's unit came back");
+        assert_eq!(share.held.lock().unwrap().len(), 2);
     }
 
     #[test]

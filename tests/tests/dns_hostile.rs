@@ -95,7 +95,10 @@ fn malformed_queries_and_streams_neither_crash_nor_hang_nor_spin_the_resolver() 
     assert_eq!(legitimate_queries_fail(&host, &web), None, "before the attack");
 
     let flood = attack(&host, &["flood", "--seed", "18", "--udp", "100000", "--tcp", "3000", "--secs", "90"]);
-    let slow = attack(&host, &["slow", "--trickle", "3", "--stalled", "2", "--secs", "16"]);
+    let slow = attack(
+        &host,
+        &["slow", "--trickle", "3", "--stalled", "2", "--stalled-name", "web.", "--secs", "20"],
+    );
     // Legitimate queries, interleaved with the attack until it is over.
     let mut flood = Some(flood);
     let (mut rounds, started) = (0, Instant::now());

@@ -53,6 +53,10 @@ enum Mode {
         /// Clients pipelining queries and never reading.
         #[arg(long)]
         stalled: usize,
+        /// What they ask: a container's name, answered at once (no upstream to wait for),
+        /// so that their answers pile up fast.
+        #[arg(long)]
+        stalled_name: String,
         /// How long each waits for the server to hang up.
         #[arg(long)]
         secs: u64,
@@ -69,8 +73,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let result = match cli.mode {
         Mode::Flood { seed, udp, tcp, secs } => flood(cli.server, seed, udp, tcp, Duration::from_secs(secs))?,
-        Mode::Slow { trickle, stalled, secs } => {
-            slow(cli.server, trickle, stalled, Duration::from_secs(secs))
+        Mode::Slow { trickle, stalled, stalled_name, secs } => {
+            slow(cli.server, trickle, stalled, &stalled_name, Duration::from_secs(secs))
         }
         Mode::Hold { connections, secs } => hold(cli.server, connections, Duration::from_secs(secs)),
     };
@@ -290,7 +294,13 @@ fn hung_up_after(mut stream: TcpStream, trickle: &[u8], deadline: Instant) -> Op
     None
 }
 
-fn slow(server: SocketAddr, trickle: usize, stalled: usize, limit: Duration) -> serde_json::Value {
+fn slow(
+    server: SocketAddr,
+    trickle: usize,
+    stalled: usize,
+    name: &str,
+    limit: Duration,
+) -> serde_json::Value {
     let deadline = Instant::now() + limit;
     let trickles: Vec<_> = (0..trickle)
         .map(|i| {
@@ -304,13 +314,15 @@ fn slow(server: SocketAddr, trickle: usize, stalled: usize, limit: Duration) -> 
         .collect();
     let stalls: Vec<_> = (0..stalled)
         .map(|i| {
+            let message = query(i as u16, name, false);
             thread::spawn(move || {
                 let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(2)).ok()?;
                 stream.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+                // A small receive window, so that the server's answers back up soon.
+                nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::RcvBuf, &4096).ok()?;
                 // Queries until the server stops taking them (its answers fill our receive
                 // buffer, unread); then silence, and only at the end do we look whether the
                 // server hung up.
-                let message = query(i as u16, "stalled.example.test.", false);
                 let framed = [(message.len() as u16).to_be_bytes().to_vec(), message].concat();
                 let start = Instant::now();
                 let stop_writing = deadline.checked_sub(Duration::from_secs(3)).unwrap_or(deadline);
