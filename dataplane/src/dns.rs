@@ -71,7 +71,7 @@ struct Zone {
 /// with each change, owner by owner (a change costs what it touches, not the size of the
 /// state).
 #[derive(Debug, Default, PartialEq)]
-struct Directory {
+pub struct Directory {
     /// By network id; only networks that have a resolver.
     zones: HashMap<String, Zone>,
     /// (network id, container address) → ids of every network that container is on, so
@@ -92,7 +92,7 @@ struct Entry {
 }
 
 impl Directory {
-    fn from_state(state: &State) -> Self {
+    pub fn from_state(state: &State) -> Self {
         let mut directory = Directory::default();
         for net in state.networks.iter().filter(|n| has_resolver(&n.driver)) {
             directory.zones.insert(net.id.clone(), Zone { forwards: !net.internal, ..Zone::default() });
@@ -220,6 +220,62 @@ impl Directory {
             .chain(others.map(String::as_str).filter(move |n| *n != network))
             .filter_map(|n| self.zones.get(n))
     }
+
+    /// What the resolver of `network` does with `packet` from `client`, short of asking
+    /// the upstreams; `turn` rotates the order of several addresses. Whatever the bytes,
+    /// this returns (it is fuzzed: `cargo xtask fuzz dns_message`).
+    pub fn reply(
+        &self,
+        network: &str,
+        client: IpAddr,
+        packet: &[u8],
+        transport: Transport,
+        turn: usize,
+    ) -> Reply {
+        let request = match Message::from_vec(packet) {
+            Ok(request) => request,
+            // Unreadable: FORMERR when there is a header to answer to, and it is no
+            // response (answering those could make two servers talk for ever).
+            Err(_) if packet.len() >= 12 && packet[2] & 0x80 == 0 => {
+                let id = u16::from_be_bytes([packet[0], packet[1]]);
+                let formerr = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr).to_vec();
+                return formerr.map_or(Reply::Nothing, Reply::Send);
+            }
+            Err(_) => return Reply::Nothing,
+        };
+        if request.metadata.message_type != MessageType::Query {
+            return Reply::Nothing;
+        }
+        let send =
+            |response: &Message| encode(response, &request, transport).map_or(Reply::Nothing, Reply::Send);
+        if request.metadata.op_code != OpCode::Query || request.queries.len() != 1 {
+            return send(&response_to(&request, ResponseCode::NotImp));
+        }
+        let Some(zone) = self.zones.get(network) else { return Reply::Nothing };
+        let client = match client {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        };
+        if let Some(response) = resolve(self.zones_for(network, client), &request, turn) {
+            return send(&response);
+        }
+        if zone.forwards {
+            return Reply::Forward(request);
+        }
+        // Internal networks never reach outside.
+        send(&response_to(&request, ResponseCode::ServFail))
+    }
+}
+
+/// What the resolver does with one query.
+#[derive(Debug)]
+pub enum Reply {
+    /// Sends these bytes back.
+    Send(Vec<u8>),
+    /// Asks the upstreams, and when none answers, says SERVFAIL to this request.
+    Forward(Message),
+    /// Says nothing: no DNS query, or no resolver there.
+    Nothing,
 }
 
 /// Which drivers get a resolver: a macvlan network's gateway is a router on the parent's
@@ -275,7 +331,7 @@ fn response_to(request: &Message, code: ResponseCode) -> Message {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Transport {
+pub enum Transport {
     Udp,
     Tcp,
 }
@@ -358,43 +414,22 @@ impl Shared {
         packet: &[u8],
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let request = match Message::from_vec(packet) {
-            Ok(request) => request,
-            // Unreadable: answer FORMERR when there is at least a header to answer to.
-            Err(_) if packet.len() >= 12 => {
-                let id = u16::from_be_bytes([packet[0], packet[1]]);
-                return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr).to_vec().ok();
-            }
-            Err(_) => return None,
-        };
-        if request.metadata.message_type != MessageType::Query {
-            return None;
-        }
-        if request.metadata.op_code != OpCode::Query || request.queries.len() != 1 {
-            return encode(&response_to(&request, ResponseCode::NotImp), &request, transport);
-        }
-        let (local, forwards) = {
+        let reply = {
             let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
-            let zone = directory.zones.get(network)?;
-            let client = match client {
-                IpAddr::V4(ip) => ip,
-                IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
-            };
             let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-            (resolve(directory.zones_for(network, client), &request, turn), zone.forwards)
+            directory.reply(network, client, packet, transport, turn)
         };
-        if let Some(response) = local {
-            return encode(&response, &request, transport);
-        }
-        if forwards {
-            for upstream in &self.upstreams {
-                match forward(*upstream, packet, transport).await {
-                    Ok(answer) => return Some(answer),
-                    Err(e) => log::debug!("dns: upstream {upstream}: {e:#}"),
-                }
+        let request = match reply {
+            Reply::Send(answer) => return Some(answer),
+            Reply::Nothing => return None,
+            Reply::Forward(request) => request,
+        };
+        for upstream in &self.upstreams {
+            match forward(*upstream, packet, transport).await {
+                Ok(answer) => return Some(answer),
+                Err(e) => log::debug!("dns: upstream {upstream}: {e:#}"),
             }
         }
-        // Internal networks never reach outside; no upstream answered for the others.
         encode(&response_to(&request, ResponseCode::ServFail), &request, transport)
     }
 }
@@ -856,6 +891,27 @@ mod tests {
         let tcp = Message::from_vec(&encode(&response, &request, Transport::Tcp).unwrap()).unwrap();
         assert!(!tcp.metadata.truncation);
         assert_eq!(tcp.answers.len(), 58);
+    }
+
+    #[test]
+    fn unreadable_queries_get_formerr_and_responses_get_nothing() {
+        let (state, [red, ..]) = sample();
+        let directory = Directory::from_state(&state);
+        let client = IpAddr::from([10, 1, 0, 2]);
+        // A header whose question's name points at itself.
+        let mut looped = vec![0xab, 0xcd, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1];
+        let Reply::Send(formerr) = directory.reply(&red.id, client, &looped, Transport::Udp, 0) else {
+            panic!("no FORMERR to an unreadable query")
+        };
+        let formerr = Message::from_vec(&formerr).unwrap();
+        assert_eq!((formerr.metadata.id, formerr.metadata.response_code), (0xabcd, ResponseCode::FormErr));
+        looped[2] |= 0x80;
+        assert!(matches!(directory.reply(&red.id, client, &looped, Transport::Udp, 0), Reply::Nothing));
+        let mut response = query("web.", RecordType::A);
+        response.metadata.message_type = MessageType::Response;
+        let response = response.to_vec().unwrap();
+        assert!(matches!(directory.reply(&red.id, client, &response, Transport::Udp, 0), Reply::Nothing));
+        assert!(matches!(directory.reply(&red.id, client, &[0xab], Transport::Tcp, 0), Reply::Nothing));
     }
 
     #[tokio::test]
