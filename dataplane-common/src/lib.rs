@@ -409,10 +409,13 @@ pub enum Path {
     DroppedSpoofedArp = 19,
     /// Dropped: a firewall rule denied traffic from the uplink to a published port.
     DroppedFirewall = 20,
+    /// Dropped: a container's packet for outside whose headers do not hold together
+    /// (lengths, header checksum, TCP flags), which would otherwise leave untranslated.
+    DroppedMalformed = 21,
 }
 
 impl Path {
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 22;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -435,6 +438,7 @@ impl Path {
         Path::DroppedSpoofedMac,
         Path::DroppedSpoofedArp,
         Path::DroppedFirewall,
+        Path::DroppedMalformed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -460,6 +464,7 @@ impl Path {
             Path::DroppedSpoofedMac => "dropped_spoofed_mac",
             Path::DroppedSpoofedArp => "dropped_spoofed_arp",
             Path::DroppedFirewall => "dropped_firewall",
+            Path::DroppedMalformed => "dropped_malformed",
         }
     }
 }

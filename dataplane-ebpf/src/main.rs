@@ -14,6 +14,7 @@ mod policy;
 mod publish;
 mod sockaddr;
 mod source;
+mod validate;
 
 use aya_ebpf::{
     bindings::xdp_action,

@@ -27,7 +27,7 @@ use crate::{
     counters,
     packet::{self, Packet},
     parse::{self, Frame, Ipv4Frame},
-    policy, publish,
+    policy, publish, validate,
 };
 
 #[map]
@@ -101,7 +101,8 @@ pub struct L4 {
 pub fn l4(ctx: &impl Packet, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
     // Only translatable frames have their L4 header right after a 20-byte IPv4 header: a
     // constant offset, which direct packet access needs to verify.
-    if !frame.translatable() {
+    // A malformed frame is neither tracked nor translated.
+    if !frame.translatable() || !validate::well_formed(ctx, frame) {
         return None;
     }
     let off = TRANSLATABLE_L4_OFFSET;
@@ -529,6 +530,10 @@ pub fn leave_host(
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     }
     let Some(l4) = l4(ctx, frame, true) else {
+        // Malformed: dropped rather than sent out untranslated, with the container's address.
+        if !validate::well_formed(ctx, frame) {
+            return Some((Path::DroppedMalformed, TC_ACT_SHOT as i32));
+        }
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
     let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
@@ -567,7 +572,7 @@ const ICMP_TIME_EXCEEDED: u8 = 11;
 fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
     let icmp = frame.l4_offset;
     let kind: u8 = ctx.load(icmp).ok()?;
-    if kind != ICMP_DEST_UNREACHABLE && kind != ICMP_TIME_EXCEEDED {
+    if (kind != ICMP_DEST_UNREACHABLE && kind != ICMP_TIME_EXCEEDED) || !validate::icmp_quote_holds(ctx) {
         return None;
     }
     let inner = icmp + 8;
@@ -775,7 +780,7 @@ fn confirm(s: &mut SnatScratch, proto: u8) {
         _pad: [0; 3],
     };
     // SAFETY: values are plain data copied out at once.
-    let Some(reverse) = (unsafe { SNAT_REV_NEW.get(&s.reply) }.copied()) else {
+    let Some(reverse) = unsafe { SNAT_REV_NEW.get(&s.reply) }.copied() else {
         return;
     };
     s.reverse = reverse;

@@ -114,7 +114,8 @@ struct FirewallAddArgs {
     /// tcp or udp (default: both).
     #[arg(long, value_parser = firewall::parse_proto)]
     proto: Option<crate::ports::Proto>,
-    /// Only the ports this container publishes (by name; the rule stays when it goes).
+    /// Only the ports this container publishes (by name; the rule stays when it goes). A
+    /// Docker container is `docker:` and the start of its EndpointID on the network.
     #[arg(long)]
     container: Option<String>,
     #[arg(value_enum)]
@@ -175,6 +176,11 @@ struct DaemonArgs {
         default_missing_value = crate::docker::DEFAULT_PLUGIN_SOCKET
     )]
     docker_plugin: Option<PathBuf>,
+    /// Seconds after start until Docker's endpoints found half-made then (created and
+    /// never joined, or never taken into a sandbox: Docker gave up on them while the
+    /// daemon was away) are removed.
+    #[arg(long, env = "DATAPLANE_DOCKER_STALE_AFTER", value_name = "SECONDS", default_value_t = 60)]
+    docker_stale_after: u64,
 }
 
 #[derive(Subcommand)]
@@ -313,6 +319,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 conntrack_max: args.conntrack_max,
                 xdp: args.xdp,
                 docker_plugin: args.docker_plugin,
+                docker_stale_after: std::time::Duration::from_secs(args.docker_stale_after),
             };
             tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
         }
@@ -384,6 +391,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let status = match c["State"]["Status"].as_str() {
                     Some("exited") => format!("Exited ({})", c["State"]["ExitCode"]),
                     Some("running") => "Up".to_string(),
+                    Some("dead") => format!("Dead ({})", c["State"]["Error"].as_str().unwrap_or("")),
                     other => other.unwrap_or("").to_string(),
                 };
                 let command: Vec<&str> = c["Config"]["Cmd"]

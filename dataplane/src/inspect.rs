@@ -39,6 +39,9 @@ pub fn network(state: &State, net: &Network) -> Value {
                 "IPv4Address": format!("{}/{}", endpoint.ip, net.subnet.prefix_len()),
                 "IPv6Address": "",
                 "Owner": endpoint.owner.to_string(),
+                // The interface's name in its namespace (Docker's `eth<N>` once Docker
+                // has it up in its sandbox).
+                "Interface": endpoint.ifname,
                 // Beyond Docker's shape: the one place that shows the ports of every
                 // owner's endpoints (Docker shows none for a plugin's networks).
                 "Ports": crate::ports::docker_ports(&endpoint.ports),
@@ -112,16 +115,24 @@ pub fn container(state: &State, container: &Container, endpoints: &[&Endpoint]) 
         networks.insert(network_mode.clone(), json!({"NetworkID": "", "IPAddress": "", "IPPrefixLen": 0}));
     }
     let ports: Vec<_> = endpoints.iter().flat_map(|e| e.ports.iter().copied()).collect();
-    let (status, running, pid, exit_code) = match container.status {
-        Status::Created => ("created", false, 0, 0),
-        Status::Running { pid, .. } => ("running", true, pid, 0),
-        Status::Exited { code } => ("exited", false, 0, code.unwrap_or(-1)),
+    let (status, running, pid, exit_code, error) = match &container.status {
+        Status::Created => ("created", false, 0, 0, ""),
+        Status::Running { pid, .. } => ("running", true, *pid, 0, ""),
+        Status::Exited { code } => ("exited", false, 0, code.unwrap_or(-1), ""),
+        Status::Dead { reason } => ("dead", false, 0, -1, reason.as_str()),
     };
     json!({
         "Id": container.id,
         "Name": format!("/{}", container.name),
         "Created": rfc3339(container.created),
-        "State": {"Status": status, "Running": running, "Pid": pid, "ExitCode": exit_code},
+        "State": {
+            "Status": status,
+            "Running": running,
+            "Dead": status == "dead",
+            "Pid": pid,
+            "ExitCode": exit_code,
+            "Error": error,
+        },
         "Config": {"Hostname": container.hostname, "Cmd": container.command},
         "HostConfig": {"AutoRemove": container.auto_remove, "NetworkMode": network_mode},
         "NetworkSettings": {

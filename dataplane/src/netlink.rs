@@ -13,8 +13,9 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::{
     Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
-    packet_core::DefaultNla,
+    packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload},
     packet_route::{
+        RouteNetlinkMessage,
         address::AddressAttribute,
         link::{
             AfSpecInet, AfSpecUnspec, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
@@ -22,7 +23,7 @@ use rtnetlink::{
         },
         route::{RouteAddress, RouteAttribute},
     },
-    sys::TokioSocket,
+    sys::{AsyncSocket, SocketAddr, TokioSocket},
 };
 
 pub struct Netlink {
@@ -36,6 +37,59 @@ pub struct LinkState {
     /// The bridge the link is a port of.
     pub controller: Option<u32>,
     pub up: bool,
+}
+
+/// What `Netlink::veth_peer` finds of a veth's other end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VethPeer {
+    pub index: u32,
+    pub elsewhere: bool,
+}
+
+/// Links of the caller's namespace that gained a carrier since `watch_carriers`: by name,
+/// in the order the kernel told (a link may come more than once).
+pub struct CarrierEvents(
+    futures::channel::mpsc::UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+);
+
+/// Subscribes to the link changes of the caller's namespace (RTMGRP_LINK). What the
+/// kernel tells from now on waits in `CarrierEvents` until read.
+pub fn watch_carriers() -> Result<CarrierEvents> {
+    let (mut connection, _, messages) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    connection
+        .socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK))
+        .context("subscribing to link changes")?;
+    tokio::spawn(connection);
+    Ok(CarrierEvents(messages))
+}
+
+impl CarrierEvents {
+    /// The name of the next link that has a carrier (`IFF_LOWER_UP`); `None` once the
+    /// subscription ended.
+    pub async fn next(&mut self) -> Option<String> {
+        use futures::StreamExt;
+        while let Some((message, _)) = self.0.next().await {
+            let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = message.payload else {
+                continue;
+            };
+            if !link.header.flags.contains(LinkFlags::LowerUp) {
+                continue;
+            }
+            if let Some(name) = name_of(link) {
+                return Some(name);
+            }
+        }
+        None
+    }
+}
+
+fn name_of(link: LinkMessage) -> Option<String> {
+    link.attributes.into_iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name),
+        _ => None,
+    })
 }
 
 fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
@@ -102,6 +156,16 @@ impl Netlink {
         }
     }
 
+    /// The names of every link of the namespace.
+    pub async fn link_names(&self) -> Result<Vec<String>> {
+        let mut links = self.handle.clone().link().get().execute();
+        let mut names = vec![];
+        while let Some(link) = links.try_next().await.context("listing links")? {
+            names.extend(name_of(link));
+        }
+        Ok(names)
+    }
+
     pub async fn require_index(&self, name: &str) -> Result<u32> {
         self.link_index(name).await?.ok_or_else(|| anyhow!("link {name} does not exist"))
     }
@@ -130,6 +194,12 @@ impl Netlink {
             Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
             other => other.with_context(|| format!("adding {ip}/{prefix} to link {index}")),
         }
+    }
+
+    pub async fn rename(&self, index: u32, name: &str) -> Result<()> {
+        self.set_link(LinkUnspec::new_with_index(index).name(name.to_string()).build())
+            .await
+            .with_context(|| format!("renaming link {index} to {name}"))
     }
 
     pub async fn set_up(&self, index: u32) -> Result<()> {
@@ -347,11 +417,39 @@ impl Netlink {
     pub async fn link_name(&self, index: u32) -> Result<Option<String>> {
         let mut links = self.handle.clone().link().get().match_index(index).execute();
         match links.try_next().await {
-            Ok(Some(link)) => Ok(link.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n),
-                _ => None,
-            })),
+            Ok(Some(link)) => Ok(name_of(link)),
             Ok(None) => Ok(None),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up link {index}")),
+        }
+    }
+
+    /// The ifindex of the other end of the veth `name`, and whether that end is in
+    /// another namespace (where the index is that namespace's); `None` when there is no
+    /// such link.
+    pub async fn veth_peer(&self, name: &str) -> Result<Option<VethPeer>> {
+        let mut links = self.handle.clone().link().get().match_name(name.to_string()).execute();
+        let link = match links.try_next().await {
+            Ok(link) => link,
+            Err(e) if is_errno(&e, libc::ENODEV) => None,
+            Err(e) => return Err(e).with_context(|| format!("looking up link {name}")),
+        };
+        Ok(link.and_then(|link| {
+            let index = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Link(index) => Some(*index),
+                _ => None,
+            })?;
+            let elsewhere = link.attributes.iter().any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
+            Some(VethPeer { index, elsewhere })
+        }))
+    }
+
+    /// The name of the link with this index if it is up; `None` when it is down or gone.
+    pub async fn up_link_name(&self, index: u32) -> Result<Option<String>> {
+        let mut links = self.handle.clone().link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(link)) if link.header.flags.contains(LinkFlags::Up) => Ok(name_of(link)),
+            Ok(_) => Ok(None),
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("looking up link {index}")),
         }

@@ -311,6 +311,11 @@ pub async fn kill_all(pid: i32, started: u64, timeout: Duration) -> bool {
     if !is_alive(pid, started) {
         return true;
     }
+    send_kill(&pidfd);
+    tokio::time::timeout(timeout, exited(pidfd)).await.is_ok()
+}
+
+fn send_kill(pidfd: &OwnedFd) {
     // SAFETY: pidfd_send_signal on a descriptor we own, without siginfo.
     unsafe {
         libc::syscall(
@@ -321,5 +326,34 @@ pub async fn kill_all(pid: i32, started: u64, timeout: Duration) -> bool {
             0,
         )
     };
-    tokio::time::timeout(timeout, exited(pidfd)).await.is_ok()
+}
+
+/// Kills every process whose network namespace is the one pinned at `netns` and waits
+/// until they have exited; returns how many there were. Meant for a container's own
+/// namespace, which only its processes enter: the caller's own namespace is refused.
+pub async fn kill_in_namespace(netns: &Path, timeout: Duration) -> Result<usize> {
+    let id = |path: &Path| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
+    let target = id(netns).with_context(|| format!("reading namespace {}", netns.display()))?;
+    if id(Path::new("/proc/self/ns/net")).is_ok_and(|own| own == target) {
+        bail!("{} is the daemon's own namespace; its processes are not a container's", netns.display());
+    }
+    let mut killed = vec![];
+    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+        let Some(pid) = entry.ok().and_then(|e| e.file_name().to_str()?.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Some(pidfd) = pidfd_open(pid) else { continue };
+        // Read once the pidfd holds the process, so that a reused PID is never signalled.
+        if id(Path::new(&format!("/proc/{pid}/ns/net"))).is_ok_and(|ns| ns == target) {
+            send_kill(&pidfd);
+            killed.push(pidfd);
+        }
+    }
+    let count = killed.len();
+    for pidfd in killed {
+        if tokio::time::timeout(timeout, exited(pidfd)).await.is_err() {
+            bail!("processes in {} had not ended {timeout:?} after SIGKILL", netns.display());
+        }
+    }
+    Ok(count)
 }

@@ -220,7 +220,8 @@ pub struct Endpoint {
     /// The network namespace the interface is in.
     pub netns: PathBuf,
     /// Name of the interface inside the namespace (`eth0`); for Docker's endpoints, the
-    /// name it is handed over by, before Docker names it `eth<N>` in its sandbox.
+    /// name it is handed over by (`Endpoint::hand_over_name`) until Docker has it up in
+    /// its sandbox, then the name Docker gave it there (`eth<N>`).
     pub ifname: String,
     pub network_id: String,
     pub ip: Ipv4Addr,
@@ -239,6 +240,22 @@ pub struct Endpoint {
     pub ports: Vec<crate::ports::PortMapping>,
 }
 
+impl Endpoint {
+    /// The name of the inner end of an endpoint whose owner configures it (Docker) until
+    /// the owner moves it into its namespace and renames it: unique per endpoint, 15
+    /// characters at most (the kernel's limit).
+    pub fn hand_over_name(id: &str) -> String {
+        let digits: String = id.chars().filter(char::is_ascii_alphanumeric).take(11).collect();
+        format!("dp{digits}")
+    }
+
+    /// Whether the owner has yet to take the inner end into its namespace and bring it up
+    /// there (the name is still the hand-over one, in the daemon's namespace).
+    pub fn awaits_hand_over(&self) -> bool {
+        self.owner.configures_interface() && self.ifname == Self::hand_over_name(&self.id)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum Status {
@@ -251,6 +268,11 @@ pub enum Status {
     },
     Exited {
         code: Option<i32>,
+    },
+    /// Found broken at a start of the daemon, with a piece that cannot be rebuilt (its
+    /// namespace went); `rm` removes what is left.
+    Dead {
+        reason: String,
     },
 }
 
@@ -309,6 +331,39 @@ pub struct State {
     /// What Docker's network plugin API created, by Docker's IDs.
     #[serde(default)]
     pub docker: DockerState,
+    /// Operations under way (absent from state files of earlier versions).
+    #[serde(default)]
+    pub intents: Table<Intent>,
+}
+
+/// An operation under way that changes the system, saved before its first change and
+/// removed by the save that records its outcome. One found at start was cut short by a
+/// crash: the daemon undoes what a creation made, and finishes a removal, so that each
+/// happened whole or not at all. Each holds what its undoing or finishing needs to know
+/// of the system: the exact names, never a guess by prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+pub enum Intent {
+    /// `run` makes this container (its namespace, /etc files and command): undone.
+    Run { container: Container },
+    /// An endpoint is being attached, whoever its owner: undone.
+    Attach { endpoint: Endpoint },
+    /// `network create` builds this network: undone.
+    CreateNetwork { network: Network },
+    /// `rm` removes this container: finished.
+    Remove { container_id: String },
+}
+
+impl Keyed for Intent {
+    type Index = ();
+    fn key(&self) -> &str {
+        match self {
+            Intent::Run { container } => &container.id,
+            Intent::Attach { endpoint } => &endpoint.id,
+            Intent::CreateNetwork { network } => &network.id,
+            Intent::Remove { container_id } => container_id,
+        }
+    }
 }
 
 /// What Docker's network plugin API knows by Docker's IDs: its networks (ours, by our ID)
@@ -591,6 +646,7 @@ mod tests {
             endpoints: vec![endpoint].into(),
             firewall,
             docker,
+            intents: Default::default(),
         }
     }
 

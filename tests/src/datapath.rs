@@ -124,6 +124,16 @@ impl Fixture {
         run_once(self.datapath.program_named(name).unwrap(), frame)
     }
 
+    /// Runs the program named `program` (tc or XDP) on a frame; the kernel's refusal of
+    /// the frame (EINVAL: shorter than the hook takes) is an error.
+    pub fn try_run(&mut self, program: &str, frame: &[u8]) -> std::io::Result<(u32, Vec<u8>)> {
+        if program == dataplane_common::program_names::UPLINK_XDP {
+            try_run_once(self.datapath.xdp_program().unwrap(), frame)
+        } else {
+            try_run_once(self.datapath.program_named(program).unwrap(), frame)
+        }
+    }
+
     /// Mean nanoseconds per run of the tc program `program` over `repeat` runs of one
     /// frame. The runs share one packet: a path that rewrites the frame must leave it as it
     /// was (an identity translation) to be measured this way.
@@ -155,6 +165,14 @@ fn run_once<P>(program: &mut P, frame: &[u8]) -> (u32, Vec<u8>)
 where
     P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
 {
+    try_run_once(program, frame).expect("BPF_PROG_TEST_RUN")
+}
+
+/// As `run_once`, with the syscall's error.
+fn try_run_once<P>(program: &mut P, frame: &[u8]) -> std::io::Result<(u32, Vec<u8>)>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
     let mut out = vec![0u8; frame.len() + 256];
     let result = program
         .test_run(TestRunOptions {
@@ -162,9 +180,12 @@ where
             data_out: Some(&mut out),
             ..TestRunOptions::default()
         })
-        .expect("BPF_PROG_TEST_RUN");
+        .map_err(|e| match e {
+            aya::programs::ProgramError::SyscallError(e) => e.io_error,
+            other => std::io::Error::other(other),
+        })?;
     out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
+    Ok((result.return_value, out))
 }
 
 impl Drop for Fixture {
@@ -210,5 +231,72 @@ pub fn udp_between_macs(macs: ([u8; 6], [u8; 6]), src: ([u8; 4], u16), dst: ([u8
     let payload = b"hello";
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, payload).unwrap();
+    frame
+}
+
+/// A TCP segment to the uplink's MAC with `flags` (`S` SYN, `A` ACK, `R` RST, `F` FIN),
+/// sequence number `seq` and, with `A`, acknowledgement number `ack`; 8 bytes of payload.
+pub fn tcp_segment(
+    src_mac: [u8; 6],
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    flags: &str,
+    seq: u32,
+    ack: u32,
+) -> Vec<u8> {
+    let mut b =
+        PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv4(src.0, dst.0, 64).tcp(src.1, dst.1, seq, 64000);
+    for flag in flags.chars() {
+        b = match flag {
+            'S' => b.syn(),
+            'A' => b.ack(ack),
+            'R' => b.rst(),
+            'F' => b.fin(),
+            other => panic!("no TCP flag {other}"),
+        };
+    }
+    let mut frame = vec![];
+    b.write(&mut frame, b"payload!").unwrap();
+    frame
+}
+
+/// An ICMP echo request (or, with `reply`, reply) with identifier `id`, to the uplink's MAC.
+pub fn icmp_echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], id: u16, reply: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv4(src, dst, 64);
+    let b = if reply { b.icmpv4_echo_reply(id, 1) } else { b.icmpv4_echo_request(id, 1) };
+    let mut frame = vec![];
+    b.write(&mut frame, b"ping").unwrap();
+    frame
+}
+
+/// An ARP packet for IPv4 over Ethernet from `eth_src`, whose sender is `sender`.
+pub fn arp(eth_src: [u8; 6], operation: u16, sender: ([u8; 6], [u8; 4]), target: [u8; 4]) -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&eth_src);
+    frame.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4]);
+    frame.extend_from_slice(&operation.to_be_bytes());
+    frame.extend_from_slice(&sender.0);
+    frame.extend_from_slice(&sender.1);
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target);
+    frame
+}
+
+pub const ARP_REQUEST: u16 = 1;
+pub const ARP_REPLY: u16 = 2;
+
+/// An IPv6 UDP datagram from a link-local address to all routers, between two MACs
+/// (source, destination).
+pub fn ipv6_udp(macs: ([u8; 6], [u8; 6])) -> Vec<u8> {
+    let mut frame = vec![];
+    PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv6(
+            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
+        .udp(546, 547)
+        .write(&mut frame, b"x")
+        .unwrap();
     frame
 }

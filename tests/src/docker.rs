@@ -45,6 +45,23 @@ impl DockerPlugin {
     pub fn daemon_env(&self) -> (&'static str, &str) {
         ("DATAPLANE_DOCKER_PLUGIN", self.socket.to_str().unwrap())
     }
+
+    /// Sends one of Docker's plugin calls (`NetworkDriver.Join`) as dockerd does, for
+    /// the moments dockerd cannot be stopped at; returns the answer, which must be no
+    /// error.
+    pub fn call(&self, call: &str, body: Value) -> Value {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "10", "-X", "POST", "--unix-socket"])
+            .arg(&self.socket)
+            .args(["-d", &body.to_string(), &format!("http://plugin/{call}")])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let answer = runtimes::expect_ok(&format!("{call} {body}"), out);
+        let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{call}: {e}: {answer}"));
+        assert!(answer.get("Err").is_none(), "{call} {body}: {answer}");
+        answer
+    }
 }
 
 impl Drop for DockerPlugin {

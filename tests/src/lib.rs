@@ -6,6 +6,7 @@
 
 pub mod datapath;
 pub mod docker;
+pub mod hostile;
 pub mod runtimes;
 
 use std::{
@@ -241,8 +242,10 @@ impl Host {
             .spawn()
             .expect("starting the daemon");
         self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.socket().exists() {
+        // Loading the programs takes seconds, many more on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // The socket of a daemon that was killed stays behind: ready is when one answers.
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}: {}", self.daemon_log());
             }
@@ -265,6 +268,13 @@ impl Host {
         fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
+    /// Kills the daemon as a crash would (SIGKILL to the PID we started), and reaps it.
+    pub fn kill_daemon(&mut self) {
+        let mut child = self.daemon.take().expect("no daemon to kill");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Stops the daemon (SIGTERM to the PID we started) and waits for it.
     pub fn stop_daemon(&mut self) {
         if let Some(mut child) = self.daemon.take() {
@@ -278,6 +288,13 @@ impl Host {
                 sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// The daemon's state as its files hold it (what a restart would start from).
+    pub fn state(&self) -> dataplane::state::State {
+        dataplane::state::StateStore::peek(&self.dir.join("state"))
+            .expect("reading the daemon's state files")
+            .unwrap_or_default()
     }
 
     /// Runs the CLI in the host namespace.

@@ -5,6 +5,8 @@
 
 use std::{process::Output, time::Duration};
 
+use serde_json::json;
+
 use dataplane_tests::{
     EXTERNAL_ADDR, Host, UPLINK_ADDR,
     docker::{DockerPlugin, Dockerd, IMAGE},
@@ -218,6 +220,28 @@ fn a_published_port_is_reachable_from_outside_with_no_firewall_rule() {
     let ping = docker.exec("api", &format!("ping -c 1 -W 2 {EXTERNAL_ADDR}"));
     assert!(ping.status.success(), "api does not reach the outside: {}", text(&ping));
     assert_no_firewall_rule(&host);
+
+    // Firewall rules name a Docker container by its endpoint (Docker tells a plugin
+    // neither the container's name nor its ID); its name is refused, saying so.
+    let err = host.dp_err(&["firewall", "add", "--container", "api", "--source", EXTERNAL_ADDR, "deny"]);
+    assert!(err.contains("docker:ENDPOINT_ID"), "the error does not name the fix: {err}");
+    let endpoint = docker.ok(&["inspect", "-f", "{{.NetworkSettings.Networks.web.EndpointID}}", "api"]);
+    let target = format!("docker:{}", &endpoint[..12]);
+    let rule = host.dp_ok(&["firewall", "add", "--container", &target, "--source", EXTERNAL_ADDR, "deny"]);
+    assert!(
+        eventually(Duration::from_secs(3), || !fetch_from_outside(&host, &url).contains("hello from api")),
+        "the rule for {target} does not block api's port"
+    );
+    let other = format!("http://{UPLINK_ADDR}:9000/");
+    assert!(
+        fetch_from_outside(&host, &other).contains("hello from range1"),
+        "the rule blocked another container"
+    );
+    host.dp_ok(&["firewall", "rm", rule.trim()]);
+    assert!(
+        eventually(Duration::from_secs(3), || fetch_from_outside(&host, &url).contains("hello from api")),
+        "api's port stays blocked after `firewall rm`"
+    );
 }
 
 #[test]
@@ -529,7 +553,7 @@ fn docker_networks_take_their_addresses_from_our_ipam_driver() {
 }
 
 #[test]
-fn with_xdp_on_the_uplink_a_docker_container_s_port_is_served_from_tc() {
+fn with_xdp_on_the_uplink_a_docker_container_s_port_is_served_by_xdp() {
     let plugin = DockerPlugin::unique();
     let host = Host::start_with_external_and(&[plugin.daemon_env(), ("DATAPLANE_XDP", "on")]);
     // XDP leaves to tc what a local sender left to the device to checksum.
@@ -537,17 +561,26 @@ fn with_xdp_on_the_uplink_a_docker_container_s_port_is_served_from_tc() {
     let docker = Dockerd::start(&host);
     create_network(&docker, &plugin, "10.20.0.0/24", "web");
     run_hello(&docker, "api", "web", &["-p", "8080:80"]);
-    // Docker brings the inner end up after publishing, when XDP could no longer hand it
-    // frames (its NAPI would not run): XDP passes them to tc, which serves the port.
+    // Docker brings the inner end up in the sandbox after publishing; once it is up the
+    // daemon turns GRO on there and hands XDP's frames to it.
     let url = format!("http://{UPLINK_ADDR}:8080/");
-    let (xdp, tc) = (host.counter("published_xdp"), host.counter("published"));
+    let xdp = host.counter("published_xdp");
     assert!(
         eventually(Duration::from_secs(5), || fetch_from_outside(&host, &url).contains("hello from api")),
         "-p 8080:80 is not reachable with XDP on: {}",
         host.dp_ok(&["stats"])
     );
-    assert_eq!(host.counter("published_xdp"), xdp, "XDP took frames it cannot deliver");
-    assert!(host.counter("published") > tc, "tc did not serve the port");
+    assert!(
+        host.counter("published_xdp") > xdp,
+        "XDP did not serve the port: {}\n{}",
+        host.dp_ok(&["stats"]),
+        host.daemon_log()
+    );
+    // The state names the interface as Docker does in the sandbox.
+    let inspect = host.dp_json(&["network", "inspect", &docker.dataplane_network("web")]);
+    let interfaces: Vec<_> =
+        inspect[0]["Containers"].as_object().unwrap().values().map(|c| c["Interface"].clone()).collect();
+    assert_eq!(interfaces, ["eth0"], "network inspect does not show Docker's name of the interface");
 }
 
 #[test]
@@ -587,4 +620,138 @@ fn a_running_container_connects_to_and_disconnects_from_a_second_network() {
     assert_eq!(host.map_entries("ENDPOINTS"), 3, "docker restart left an old endpoint's entry");
     let veths = host.links().iter().filter(|l| l.starts_with("veth")).count();
     assert_eq!(veths, 3, "docker restart left veths: {:?}", host.links());
+}
+
+/// A network of Docker's on 10.20.0.0/24 and an endpoint on it created for each of
+/// `addresses`, through the plugin calls dockerd makes (`network create`, then
+/// CreateEndpoint as a container starts); returns the endpoints' IDs.
+fn created_endpoints(plugin: &DockerPlugin, addresses: &[&str]) -> Vec<String> {
+    plugin.call(
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": NETWORK_ID, "Options": {}, "IPv4Data": [{"Pool": "10.20.0.0/24", "Gateway": "10.20.0.1/24"}]}),
+    );
+    let mut ids = vec![];
+    for (i, address) in addresses.iter().enumerate() {
+        let id = format!("{:x}", i + 10).repeat(32);
+        plugin.call(
+            "NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": NETWORK_ID, "EndpointID": id, "Interface": {"Address": format!("{address}/24")}}),
+        );
+        ids.push(id);
+    }
+    ids
+}
+
+const NETWORK_ID: &str = "5eed000000000000000000000000000000000000000000000000000000000001";
+
+/// Join into the sandbox at `sandbox_key`; returns the name of the link to hand over.
+fn join(plugin: &DockerPlugin, endpoint_id: &str, sandbox_key: &str) -> String {
+    let joined = plugin.call(
+        "NetworkDriver.Join",
+        json!({"NetworkID": NETWORK_ID, "EndpointID": endpoint_id, "SandboxKey": sandbox_key, "Options": {}}),
+    );
+    joined["InterfaceName"]["SrcName"].as_str().unwrap().to_string()
+}
+
+/// Takes the link `hand_over` into the namespace `sandbox` as Docker does: moved,
+/// renamed `eth0`, addressed and brought up.
+fn take_into_sandbox(host: &Host, hand_over: &str, sandbox: &str, address: &str) {
+    host.sh_ok(&format!("ip link set {hand_over} netns {sandbox}"));
+    host.ns_sh_ok(
+        sandbox,
+        &format!(
+            "ip link set {hand_over} name eth0 && ip addr add {address}/24 dev eth0 && ip link set eth0 up"
+        ),
+    );
+}
+
+/// What `network inspect` shows of each endpoint of Docker's network: (endpoint ID,
+/// interface).
+fn interfaces(host: &Host) -> Vec<(String, String)> {
+    let network = format!("docker-{}", &NETWORK_ID[..12]);
+    let info = host.dp_json(&["network", "inspect", &network]);
+    let containers = info[0]["Containers"].as_object().cloned().unwrap_or_default();
+    containers
+        .values()
+        .map(|c| {
+            (c["EndpointID"].as_str().unwrap().to_string(), c["Interface"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn an_endpoint_joined_just_before_a_restart_is_kept_and_completes_when_docker_takes_it() {
+    let plugin = DockerPlugin::unique();
+    let mut host = host_for(&plugin);
+    let ids = created_endpoints(&plugin, &["10.20.0.2"]);
+    // Docker makes the sandbox's namespace only as the container starts, a moment after
+    // Join: the daemon restarts in between.
+    let sandbox = format!("{}-sandbox", host.name);
+    let hand_over = join(&plugin, &ids[0], &format!("/run/netns/{sandbox}"));
+    host.stop_daemon();
+    host.start_daemon();
+    assert_eq!(host.map_entries("ENDPOINTS"), 1, "the restart removed the endpoint: {}", host.daemon_log());
+    assert!(host.links().contains(&hand_over), "the restart removed {hand_over}: {:?}", host.links());
+
+    // Docker takes it now; the endpoint works and is named as Docker named it.
+    assert_eq!(host.add_namespace("sandbox"), sandbox);
+    take_into_sandbox(&host, &hand_over, &sandbox, "10.20.0.2");
+    assert!(
+        eventually(Duration::from_secs(5), || interfaces(&host) == [(ids[0].clone(), "eth0".to_string())]),
+        "the state does not name the interface eth0: {:?}\n{}",
+        interfaces(&host),
+        host.daemon_log()
+    );
+    host.ns_sh_ok(&sandbox, "ping -c 1 -W 2 10.20.0.1");
+
+    // Leave and DeleteEndpoint remove it all.
+    let endpoint = json!({"NetworkID": NETWORK_ID, "EndpointID": ids[0]});
+    plugin.call("NetworkDriver.Leave", endpoint.clone());
+    plugin.call("NetworkDriver.DeleteEndpoint", endpoint);
+    assert_eq!(host.map_entries("ENDPOINTS"), 0, "Leave left the endpoint's entry");
+    assert_eq!(docker_state(&host)["endpoints"], json!({}), "DeleteEndpoint left the record");
+}
+
+#[test]
+fn endpoints_docker_gave_up_while_our_daemon_was_away_go_after_the_grace_period() {
+    let plugin = DockerPlugin::unique();
+    let mut host = host_for(&plugin);
+    // `complete` joined and Docker took it into its sandbox; `created` never joined (its
+    // DeleteEndpoint failed while we were away, after its Leave); `unplaced` joined and
+    // Docker never took it (it gave up the container while we were away).
+    let ids = created_endpoints(&plugin, &["10.20.0.2", "10.20.0.3", "10.20.0.4"]);
+    let (complete, unplaced) = (&ids[0], &ids[2]);
+    let sandbox = host.add_namespace("sandbox");
+    let hand_over = join(&plugin, complete, &format!("/run/netns/{sandbox}"));
+    take_into_sandbox(&host, &hand_over, &sandbox, "10.20.0.2");
+    let never_taken = join(&plugin, unplaced, &format!("/run/netns/{}-gone", host.name));
+    assert!(
+        eventually(Duration::from_secs(5), || interfaces(&host).contains(&(complete.clone(), "eth0".into())))
+    );
+
+    host.stop_daemon();
+    host.set_daemon_env(&[plugin.daemon_env(), ("DATAPLANE_DOCKER_STALE_AFTER", "2")]);
+    host.start_daemon();
+    let records = |host: &Host| {
+        let state = docker_state(host);
+        let mut ids: Vec<String> = state["endpoints"].as_object().unwrap().keys().cloned().collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(records(&host).len(), 3, "removed before the grace period: {}", host.daemon_log());
+    assert!(
+        eventually(Duration::from_secs(10), || records(&host) == [complete.clone()]),
+        "the stale records stay: {:?}\n{}",
+        records(&host),
+        host.daemon_log()
+    );
+    assert_eq!(host.map_entries("ENDPOINTS"), 1, "the unplaced endpoint's entry stays");
+    assert!(!host.links().contains(&never_taken), "{never_taken} stays: {:?}", host.links());
+    host.ns_sh_ok(&sandbox, "ping -c 1 -W 2 10.20.0.1");
+    // Their addresses are free again.
+    let again = "f".repeat(64);
+    plugin.call(
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": NETWORK_ID, "EndpointID": again, "Interface": {"Address": "10.20.0.3/24"}}),
+    );
 }

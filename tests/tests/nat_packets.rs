@@ -10,7 +10,7 @@ use dataplane::{
 use dataplane_common::{Backend, DnatEntry, InterfaceConfig, Path, ct_state};
 use dataplane_tests::datapath::{
     A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_MAC,
-    XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, red_interface,
+    XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, icmp_echo, red_interface, tcp_segment as segment,
 };
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -39,44 +39,10 @@ fn tcp(
     frame
 }
 
-/// A TCP segment with `flags` (`S` SYN, `A` ACK, `R` RST, `F` FIN), sequence number
-/// `seq` and, with `A`, acknowledgement number `ack`; 8 bytes of payload.
-fn segment(
-    src_mac: [u8; 6],
-    src: ([u8; 4], u16),
-    dst: ([u8; 4], u16),
-    flags: &str,
-    seq: u32,
-    ack: u32,
-) -> Vec<u8> {
-    let mut b =
-        PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv4(src.0, dst.0, 64).tcp(src.1, dst.1, seq, 64000);
-    for flag in flags.chars() {
-        b = match flag {
-            'S' => b.syn(),
-            'A' => b.ack(ack),
-            'R' => b.rst(),
-            'F' => b.fin(),
-            other => panic!("no TCP flag {other}"),
-        };
-    }
-    let mut frame = vec![];
-    b.write(&mut frame, b"payload!").unwrap();
-    frame
-}
-
 fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(A_MAC, UPLINK_MAC).ipv4(src, dst, 64).udp(sport, dport);
     let mut frame = vec![];
     b.write(&mut frame, b"query").unwrap();
-    frame
-}
-
-fn icmp_echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], id: u16, reply: bool) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv4(src, dst, 64);
-    let b = if reply { b.icmpv4_echo_reply(id, 1) } else { b.icmpv4_echo_request(id, 1) };
-    let mut frame = vec![];
-    b.write(&mut frame, b"ping").unwrap();
     frame
 }
 
@@ -406,6 +372,104 @@ fn udp_and_icmp_echo_are_masqueraded_both_ways() {
     let back = inspect(&back);
     assert_eq!((back.dst, back.sport), (CONTAINER, 777), "echo reply id was not restored");
     assert_eq!(fx.count(Path::ReverseNat), 2);
+}
+
+/// Sets the IPv4 header checksum of `frame` right after a change to its header.
+fn fix_ip_checksum(frame: &mut [u8]) {
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let header = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..]).unwrap().to_header();
+    frame[24..26].copy_from_slice(&header.calc_header_checksum().to_be_bytes());
+}
+
+/// Packets whose headers do not hold together, each first seen by the hostile-frames test:
+/// a container's SYN cut 4 bytes short of its IPv4 total length, one with a wrong header
+/// checksum, one with SYN and FIN, a TCP data offset of 4, a UDP length past the packet.
+fn malformed_from_container() -> Vec<(&'static str, Vec<u8>)> {
+    let syn = segment(A_MAC, (CONTAINER, 40000), (REMOTE, 80), "S", 1000, 0);
+    let cut = syn[..syn.len() - 4].to_vec();
+    let mut bad_checksum = syn.clone();
+    bad_checksum[24] ^= 0x55;
+    let syn_fin = segment(A_MAC, (CONTAINER, 40000), (REMOTE, 80), "SF", 1000, 0);
+    let mut short_offset = syn.clone();
+    short_offset[34 + 12] = 0x40;
+    let mut long_udp = udp(CONTAINER, 5000, REMOTE, 53);
+    long_udp[34 + 4..34 + 6].copy_from_slice(&200u16.to_be_bytes());
+    vec![
+        ("cut short of its total length", cut),
+        ("wrong header checksum", bad_checksum),
+        ("SYN and FIN", syn_fin),
+        ("TCP data offset 4", short_offset),
+        ("UDP length past the packet", long_udp),
+    ]
+}
+
+#[test]
+fn malformed_packets_from_a_container_are_dropped_untracked_not_masqueraded() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    for (what, frame) in malformed_from_container() {
+        let (verdict, _) = fx.run(&frame);
+        assert_eq!(verdict, TC_ACT_SHOT, "a packet with {what} left the host");
+        assert!(masqueraded(&mut fx).is_empty(), "a packet with {what} made a conntrack entry");
+    }
+    assert_eq!(fx.count(Path::DroppedMalformed), 5);
+    assert_eq!(fx.count(Path::Masqueraded), 0);
+}
+
+#[test]
+fn malformed_packets_from_the_uplink_are_left_to_the_host_untranslated() {
+    let mut fx = publishing_8080();
+    fx.datapath.set_interface(42, b_interface(InterfaceConfig::XDP_TARGET)).unwrap();
+    let (_, out) = fx.run(&segment(A_MAC, (CONTAINER, 40000), (REMOTE, 80), "S", 1000, 0));
+    let nat_port = inspect(&out).sport;
+    let syn_ack = segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, nat_port), "SA", 7000, 1001);
+    let syn = segment(GATEWAY_MAC, (REMOTE, 33000), (UPLINK_ADDR, 8080), "S", 1000, 0);
+    let mut syn_fin = segment(GATEWAY_MAC, (REMOTE, 33000), (UPLINK_ADDR, 8080), "SF", 1000, 0);
+    syn_fin[34 + 13] = 0x03;
+    let frames = [
+        ("a reply cut short of its total length", syn_ack[..syn_ack.len() - 4].to_vec()),
+        ("a SYN to a published port cut short", syn[..syn.len() - 4].to_vec()),
+        ("a SYN and FIN to a published port", syn_fin),
+    ];
+    for (what, frame) in frames {
+        let (verdict, out) = fx.run_uplink(&frame);
+        assert_eq!((verdict, out), (TC_ACT_OK, frame.clone()), "tc translated {what}");
+        let (verdict, out) = fx.run_uplink_xdp(&frame);
+        assert_eq!((verdict, out), (XDP_PASS, frame), "XDP translated {what}");
+    }
+    assert!(fx.datapath.dnat_unconfirmed().unwrap().is_empty(), "a malformed SYN made a conntrack entry");
+    assert_eq!(fx.count(Path::ReverseNat) + fx.count(Path::Published) + fx.count(Path::PublishedXdp), 0);
+}
+
+#[test]
+fn icmp_errors_quoting_a_later_fragment_or_too_little_are_left_to_the_host() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let (_, out) = fx.run(&udp(CONTAINER, 5000, REMOTE, 53));
+    let mut later_fragment = out[14..14 + 28].to_vec();
+    later_fragment[6..8].copy_from_slice(&0x00b9u16.to_be_bytes());
+    let port_unreachable = |quote: &[u8]| {
+        let mut frame = vec![];
+        PacketBuilder::ethernet2(GATEWAY_MAC, UPLINK_MAC)
+            .ipv4(REMOTE, UPLINK_ADDR, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut frame, quote)
+            .unwrap();
+        frame
+    };
+    let about_fragment = port_unreachable(&later_fragment);
+    let mut cut_quote = port_unreachable(&out[14..14 + 28]);
+    // The quote's last 4 bytes lie past the outer total length.
+    let total = u16::from_be_bytes([cut_quote[16], cut_quote[17]]) - 4;
+    cut_quote[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_ip_checksum(&mut cut_quote);
+    for (what, frame) in [("a later fragment", about_fragment), ("less than 8 bytes of L4", cut_quote)] {
+        let (verdict, out) = fx.run_uplink(&frame);
+        assert_eq!((verdict, out), (TC_ACT_OK, frame.clone()), "an ICMP error quoting {what} was translated");
+    }
+    assert_eq!(fx.count(Path::ReverseNat), 0);
 }
 
 #[test]

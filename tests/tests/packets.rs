@@ -5,7 +5,8 @@
 
 use dataplane_common::{InterfaceConfig, Path};
 use dataplane_tests::datapath::{
-    A_MAC, B_MAC, Fixture, LO, STALE_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, udp_frame,
+    A_MAC, ARP_REPLY, ARP_REQUEST, B_MAC, Fixture, LO, STALE_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    arp, ipv6_udp, udp_frame,
 };
 use etherparse::{PacketBuilder, SlicedPacket};
 
@@ -111,22 +112,6 @@ fn truncated_and_malformed_frames_are_handled() {
     assert_eq!(fx.count(Path::Forwarded), 2);
 }
 
-/// An ARP packet for IPv4 over Ethernet from `eth_src`, whose sender is `sender`.
-fn arp(eth_src: [u8; 6], operation: u16, sender: ([u8; 6], [u8; 4]), target: [u8; 4]) -> Vec<u8> {
-    let mut frame = vec![0xff; 6];
-    frame.extend_from_slice(&eth_src);
-    frame.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4]);
-    frame.extend_from_slice(&operation.to_be_bytes());
-    frame.extend_from_slice(&sender.0);
-    frame.extend_from_slice(&sender.1);
-    frame.extend_from_slice(&[0; 6]);
-    frame.extend_from_slice(&target);
-    frame
-}
-
-const ARP_REQUEST: u16 = 1;
-const ARP_REPLY: u16 = 2;
-
 #[test]
 fn a_container_sending_from_a_neighbours_address_is_dropped() {
     let mut fx = Fixture::new(0);
@@ -164,16 +149,7 @@ fn a_container_sending_from_another_mac_is_dropped() {
     let (verdict, _) = fx.run(&frame);
     assert_eq!(verdict, TC_ACT_SHOT, "a frame from a MAC not the container's was not dropped");
     // Every kind of frame: an IPv6 one too.
-    let mut v6 = vec![];
-    PacketBuilder::ethernet2(B_MAC, A_MAC)
-        .ipv6(
-            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-            [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-            64,
-        )
-        .udp(1, 2)
-        .write(&mut v6, b"x")
-        .unwrap();
+    let v6 = ipv6_udp((B_MAC, A_MAC));
     assert_eq!(fx.run(&v6).0, TC_ACT_SHOT, "an IPv6 frame from B's MAC left A");
     assert_eq!(fx.count(Path::DroppedSpoofedMac), 2);
     assert_eq!(fx.count(Path::Forwarded), 0);

@@ -90,7 +90,7 @@ fn main() -> Result<()> {
             if let Some(only) = only {
                 args.extend(["--only".into(), only]);
             }
-            run_tool(true, &["dp-loadgen", "dp-bench"], &args)
+            run_tool(true, &["dp-loadgen", "dp-forge", "dp-bench"], &args)
         }
         Task::Demo => {
             setup::install_missing()?;

@@ -23,7 +23,7 @@ use crate::{
     dns,
     netlink::Netlink,
     netns, process,
-    state::{Container, Network, NetworkMode, Owner, Status, new_id, now},
+    state::{Container, Intent, Network, NetworkMode, Owner, Status, new_id, now},
 };
 
 /// How long `rm -f` waits for a container's processes to end once killed (only a process
@@ -52,7 +52,7 @@ impl Core {
         let mode = self.network_mode(&spec)?;
         let (netns, etc_dir) = match &mode {
             NetworkMode::Bridge | NetworkMode::None => (
-                self.config.netns_dir.join(format!("dp-{}", &id[..12])),
+                self.config.netns_dir.join(pin_name(&id)),
                 self.config.state_dir.join("containers").join(&id),
             ),
             // Host files are the host's own: an empty directory mounts nothing over them.
@@ -75,6 +75,10 @@ impl Core {
             status: Status::Created,
             created: now(),
         };
+        // Saved before the namespace is made: a crash from here on leaves a record of
+        // what to remove (`undo_run`), where it left a namespace, veths and a running
+        // command that nothing owned.
+        self.intend(Intent::Run { container: container.clone() })?;
         if let Err(e) = self.build_container(&mut container, &spec).await {
             if let Err(undo) = self.teardown_container(&container).await {
                 log::warn!("undoing container {}: {undo:#}", container.name);
@@ -84,11 +88,24 @@ impl Core {
             if let Err(undo) = self.sync_firewall() {
                 log::warn!("undoing container {}: {undo:#}", container.name);
             }
+            self.abandon(&container.id);
             return Err(e.context(format!("creating container {}", container.name)));
         }
         self.state.containers.push(container.clone());
+        self.done(&container.id);
         self.save()?;
         Ok(container)
+    }
+
+    /// Undoes a `run` that a crash cut short, from its intent: the processes in its
+    /// namespace, its interfaces, namespace, /etc files and log.
+    pub(super) async fn undo_run(&mut self, container: &Container) -> Result<()> {
+        if container.network_mode.owns_sandbox() {
+            empty_namespace(&container.netns).await?;
+        }
+        self.teardown_container(container).await?;
+        remove_log(&self.config.state_dir, &container.id);
+        Ok(())
     }
 
     /// Parses `--network`: a network name, or one of Docker's modes.
@@ -224,30 +241,46 @@ impl Core {
                 joined.join(", ")
             );
         }
-        if let Status::Running { pid, start_time } = container.status {
-            if !force && process::is_alive(pid, start_time) {
-                bail!(
-                    "container {} is running; stop it first (`dataplane stop {}`) or use `dataplane rm -f`",
-                    container.name,
-                    container.name
-                );
-            }
-            if process::is_alive(pid, start_time) && !process::kill_all(pid, start_time, KILL_WAIT).await {
-                log::warn!(
-                    "container {}: its processes had not ended {KILL_WAIT:?} after SIGKILL; removing it anyway",
-                    container.name
-                );
-            }
+        if let Status::Running { pid, start_time } = container.status
+            && !force
+            && process::is_alive(pid, start_time)
+        {
+            bail!(
+                "container {} is running; stop it first (`dataplane stop {}`) or use `dataplane rm -f`",
+                container.name,
+                container.name
+            );
         }
-        self.teardown_container(&container).await?;
+        // Saved first: a crash halfway leaves the rest of the removal to the next start,
+        // where it left a record whose namespace or interfaces were gone.
+        self.intend(Intent::Remove { container_id: container.id.clone() })?;
+        if let Err(e) = self.end_and_teardown(&container).await {
+            self.abandon(&container.id);
+            return Err(e);
+        }
         self.state.containers.retain(|c| c.id != container.id);
+        self.done(&container.id);
         // Only drops the rule sets no port uses any more.
         if let Err(e) = self.sync_firewall() {
             log::warn!("removing container {}: {e:#}", container.name);
         }
-        let _ = std::fs::remove_file(log_path(&self.config.state_dir, &container.id));
+        remove_log(&self.config.state_dir, &container.id);
         self.save()?;
         Ok(json!(container.name))
+    }
+
+    /// Kills a container's command, if it runs, and removes everything it owns.
+    async fn end_and_teardown(&mut self, container: &Container) -> Result<()> {
+        if let Status::Running { pid, start_time } = container.status
+            && process::is_alive(pid, start_time)
+            && !process::kill_all(pid, start_time, KILL_WAIT).await
+        {
+            log::warn!(
+                "container {}: its processes had not ended {KILL_WAIT:?} after SIGKILL; removing it anyway",
+                container.name
+            );
+        }
+        self.teardown_container(container).await
     }
 
     async fn process_exited(&mut self, id: &str, pid: i32, code: Option<i32>) -> Result<()> {
@@ -379,4 +412,58 @@ pub(super) async fn stop(core: &Shared, name: &str, grace: Duration) -> Result<V
 
 fn log_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("logs").join(format!("{id}.log"))
+}
+
+fn remove_log(state_dir: &Path, id: &str) {
+    let _ = std::fs::remove_file(log_path(state_dir, id));
+}
+
+/// The name of a container's namespace pin: `dp-` and the first 12 digits of its ID.
+fn pin_name(id: &str) -> String {
+    format!("dp-{}", &id[..12])
+}
+
+/// Whether a pin of the pin dir is named as ours are (`pin_name`). The pin dir is shared
+/// (`/run/netns` by default, where `ip netns` and runtimes pin theirs too), so nothing
+/// else there is ever ours to remove.
+pub(super) fn is_container_pin(name: &str) -> bool {
+    name.strip_prefix("dp-").is_some_and(|digits| {
+        digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Empties a namespace of ours that no record holds (a crash left it): kills the
+/// processes in it and deletes its interfaces, whose host ends (veths) go with them. The
+/// processes are ours for living in it, whatever they are called.
+pub(super) async fn empty_namespace(netns: &Path) -> Result<()> {
+    if !netns::is_namespace(netns) {
+        return Ok(());
+    }
+    let killed = process::kill_in_namespace(netns, KILL_WAIT).await?;
+    if killed > 0 {
+        log::warn!("{}: killed {killed} process(es) no container owned", netns.display());
+    }
+    let inside = Netlink::connect_in(netns)?;
+    for name in inside.link_names().await? {
+        if name != "lo" {
+            inside.delete_link(&name).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pins_named_as_ours_are_taken_for_ours() {
+        let id = crate::state::new_id();
+        assert!(is_container_pin(&pin_name(&id)));
+        for foreign in
+            ["dp-host", "cni-0a1b2c3d4e5f", "dp-0A1B2C3D4E5F", "dp-0a1b2c3d4e5", "dp-0a1b2c3d4e5f0", "web"]
+        {
+            assert!(!is_container_pin(foreign), "{foreign}");
+        }
+    }
 }

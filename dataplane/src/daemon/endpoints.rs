@@ -16,7 +16,7 @@ use crate::{
     api::{DaemonError, ErrorKind},
     drivers, ipam,
     ports::PortMapping,
-    state::{DEFAULT_NETWORK, Endpoint, MacAddr, Network, Owner, new_id},
+    state::{DEFAULT_NETWORK, Endpoint, Intent, MacAddr, Network, Owner, new_id},
 };
 
 /// What to attach: an interface of a namespace to a network, for its owner.
@@ -37,7 +37,8 @@ pub(super) struct EndpointSpec<'a> {
 
 impl Core {
     /// Attaches a namespace to a network, all or nothing, and records the endpoint in the
-    /// state (the caller saves).
+    /// state (the caller saves). Its intent is saved before its veth is made, so that a
+    /// restart after a crash halfway removes what was made by name.
     pub(super) async fn attach(&mut self, wanted: EndpointSpec<'_>) -> Result<Endpoint> {
         let net = wanted.network;
         if self.state.docker.is_dockers(&net.id) && !matches!(wanted.owner, Owner::Docker { .. }) {
@@ -74,13 +75,16 @@ impl Core {
             bridge: self.bridge_for(net)?,
             ports: vec![],
         };
+        self.intend(Intent::Attach { endpoint: endpoint.clone() })?;
         if let Err(e) = self.build(&mut endpoint, net, wanted.owner_name, wanted.publish).await {
             if let Err(undo) = self.dismantle(&endpoint).await {
                 log::warn!("undoing {} of {}: {undo:#}", endpoint.ifname, wanted.owner_name);
             }
+            self.abandon(&endpoint.id);
             return Err(e);
         }
         self.state.endpoints.push(endpoint.clone());
+        self.done(&endpoint.id);
         Ok(endpoint)
     }
 
@@ -200,7 +204,8 @@ impl Core {
 
     /// Removes an endpoint from the system and the maps, its published ports with it;
     /// parts already gone are skipped, and an error leaves the others to go all the same.
-    async fn dismantle(&mut self, endpoint: &Endpoint) -> Result<()> {
+    /// Also undoes an attach that a crash cut short (its intent holds the endpoint).
+    pub(super) async fn dismantle(&mut self, endpoint: &Endpoint) -> Result<()> {
         let mut errors = vec![];
         if let Err(e) = self.unpublish(endpoint) {
             errors.push(format!("{e:#}"));

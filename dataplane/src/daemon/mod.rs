@@ -51,7 +51,7 @@ use crate::{
     netns,
     ports::{self, Reservation},
     process,
-    state::{Container, Network, State, StateStore, Status},
+    state::{Container, Intent, Keyed, Network, State, StateStore, Status},
 };
 
 /// Where the daemon keeps things; every path has a flag and an environment variable so
@@ -76,6 +76,9 @@ pub struct Config {
     pub xdp: nat::UplinkXdp,
     /// Where Docker's network plugin API is served, if it is.
     pub docker_plugin: Option<PathBuf>,
+    /// How long Docker's endpoints found half-made at start (created and never joined,
+    /// or joined and never taken into a sandbox) may stay so before they are removed.
+    pub docker_stale_after: Duration,
 }
 
 /// How long a client of the control socket has to send its request, and to take its
@@ -156,12 +159,22 @@ pub async fn run(config: Config) -> Result<()> {
         let c = core.lock().await;
         netns::pin_current(&c.host_netns())?;
     }
+    // Subscribed before restore settles Docker's endpoints, so that none comes up unseen.
+    let carriers = match config.docker_plugin {
+        Some(_) => Some(crate::netlink::watch_carriers()?),
+        None => None,
+    };
     restore::restore(&core).await?;
+    let stale = core.lock().await.docker_stale_candidates();
+    tokio::spawn(docker::remove_stale_later(core.clone(), stale, config.docker_stale_after));
 
     let docker_plugin = match &config.docker_plugin {
         Some(path) => Some((docker::bind(path).await?, path.clone())),
         None => None,
     };
+    if let Some(carriers) = carriers {
+        tokio::spawn(docker::watch_hand_overs(core.clone(), carriers));
+    }
     let listener = bind_control_socket(&config.socket)?;
     log::info!("serving on {}", config.socket.display());
     if let Some((plugin, path)) = docker_plugin {
@@ -481,6 +494,27 @@ impl Core {
         let changes = self.state.take_changes();
         self.resolvers.update(&self.state, &changes);
         self.store.save(&self.state, &changes)
+    }
+
+    /// Saves an intent before the first change to the system of its operation (see
+    /// `Intent`); `done` takes it back once the outcome is in the state.
+    fn intend(&mut self, intent: Intent) -> Result<()> {
+        self.state.intents.push(intent);
+        self.save()
+    }
+
+    /// The operation of `key` has its outcome in the state, or failed and undid its
+    /// changes: its intent goes with the next save.
+    fn done(&mut self, key: &str) {
+        self.state.intents.retain(|i| i.key() != key);
+    }
+
+    /// An operation that failed has undone its changes: its intent goes now.
+    fn abandon(&mut self, key: &str) {
+        self.done(key);
+        if let Err(e) = self.save() {
+            log::warn!("saving the state after a failed operation: {e:#}");
+        }
     }
 
     /// Removes the tracked flows `pred` picks by their container-side key and times.

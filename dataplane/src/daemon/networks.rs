@@ -14,7 +14,7 @@ use crate::{
     api::NetworkSpec,
     drivers,
     ipam::{self, AddressPlan},
-    state::{BridgeOptions, DEFAULT_NETWORK, Network, Owner, new_id, now},
+    state::{BridgeOptions, DEFAULT_NETWORK, Intent, Network, Owner, new_id, now},
 };
 
 /// Names that `--network` gives a meaning of its own (Docker's network modes).
@@ -121,11 +121,14 @@ impl Core {
             created: now(),
             id,
         };
+        self.intend(Intent::CreateNetwork { network: network.clone() })?;
         if let Err(e) = drivers::setup_network(&self.netlink, &mut self.datapath, &network).await {
             let _ = drivers::teardown_network(&self.netlink, &mut self.datapath, &network).await;
+            self.abandon(&network.id);
             return Err(e.context(format!("creating network {}", network.name)));
         }
         self.state.networks.push(network.clone());
+        self.done(&network.id);
         self.save()?;
         Ok(serde_json::to_value(&network)?)
     }

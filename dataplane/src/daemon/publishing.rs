@@ -201,16 +201,48 @@ impl Core {
     pub(super) fn add_firewall_rule(&mut self, mut spec: firewall::RuleSpec) -> Result<Value> {
         spec.check()?;
         if let Some(name) = &spec.container {
-            let container = self.state.container(name).ok_or_else(|| {
-                anyhow!("--container {name}: no such container; `dataplane ps -a` lists them")
-            })?;
-            spec.container = Some(container.name.clone());
+            spec.container = Some(self.firewall_target(name)?);
         }
         let earlier = self.state.firewall.clone();
         let rule = self.state.firewall.add(spec)?;
         let applied = self.datapath.reset_firewall_hits(rule.slot).and_then(|()| self.sync_firewall());
         self.keep_firewall_or_undo(applied, earlier)?;
         Ok(serde_json::to_value(rule)?)
+    }
+
+    /// What a rule's `--container` names, as the rules match owners (`OwnerNames`): one
+    /// of our containers by its name, or a Docker container by its endpoint, `docker:`
+    /// and the start of its EndpointID. Docker tells a network plugin neither the
+    /// container's name nor its ID (CreateEndpoint and Join carry the EndpointID, the
+    /// sandbox's key and the port maps only).
+    fn firewall_target(&self, name: &str) -> Result<String> {
+        let docker_hint = "a Docker container is named docker:ENDPOINT_ID \
+            (`docker inspect -f '{{range .NetworkSettings.Networks}}{{.EndpointID}} {{end}}' NAME`)";
+        if let Some(prefix) = name.strip_prefix("docker:") {
+            let owners: Vec<String> = self
+                .state
+                .endpoints
+                .iter()
+                .filter(
+                    |e| matches!(&e.owner, Owner::Docker { endpoint_id } if endpoint_id.starts_with(prefix)),
+                )
+                .map(|e| e.owner.to_string())
+                .collect();
+            return match owners.as_slice() {
+                _ if prefix.is_empty() => {
+                    bail!("--container docker: needs the start of the EndpointID; {docker_hint}")
+                }
+                [owner] => Ok(owner.clone()),
+                [] => {
+                    bail!("--container {name}: no Docker endpoint's ID starts with {prefix:?}; {docker_hint}")
+                }
+                _ => bail!("--container {name}: several Docker endpoints' IDs start so; give more of the ID"),
+            };
+        }
+        let container = self.state.container(name).ok_or_else(|| {
+            anyhow!("--container {name}: no such container; `dataplane ps -a` lists ours, and {docker_hint}")
+        })?;
+        Ok(container.name.clone())
     }
 
     /// `firewall rm`: removes rules by ID, all or none.

@@ -2,21 +2,28 @@
 //! networks, every endpoint whatever its owner (interfaces, map entries, published ports
 //! and their reservations), the firewall's rule sets — records the commands of our
 //! containers that ended while the daemon was away, and drops from the maps whatever no
-//! network or endpoint of the state claims. It never gives an endpoint another address
-//! nor attaches one the state does not hold.
+//! network or endpoint of the state claims. Before all that it settles the operations a
+//! crash cut short (their intents) and removes the namespaces of our pin dir that no
+//! container holds; a container with a piece it cannot rebuild (its namespace) is marked
+//! dead, with the reason. It never gives an endpoint another address nor attaches one the
+//! state does not hold.
 
 use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{Context, Result};
 use dataplane_common::PublishKey;
 
-use super::{Shared, containers::watch, publishing::publish_key};
+use super::{
+    Core, Shared,
+    containers::{self, watch},
+    publishing::publish_key,
+};
 use crate::{
     api::NetworkSpec,
     drivers, ipam,
     maps::v4_key,
     netns, process,
-    state::{DEFAULT_NETWORK, Status},
+    state::{DEFAULT_NETWORK, Intent, Keyed, Status},
 };
 
 /// Brings the system and the maps back in line with the state: bridges, veths, program
@@ -24,6 +31,21 @@ use crate::{
 pub(super) async fn restore(core: &Shared) -> Result<()> {
     let mut guard = core.lock().await;
     let c = &mut *guard;
+    // The networks first: the settling of intents saves, which starts the networks'
+    // resolvers on their gateway addresses.
+    let networks = c.state.networks.to_vec();
+    for net in networks {
+        let restored = drivers::setup_network(&c.netlink, &mut c.datapath, &net).await;
+        match restored {
+            // A macvlan parent that went away breaks that network, not the daemon.
+            Err(e) if net.driver == "macvlan" => log::warn!("network {}: {e:#}", net.name),
+            other => other.with_context(|| format!("restoring network {}", net.name))?,
+        }
+    }
+    // Before anything is made again under a name a cut-short operation may have used
+    // (the default network's bridge, say).
+    resolve_intents(c).await?;
+    sweep_namespaces(c).await;
     if c.state.network(DEFAULT_NETWORK).is_none() {
         // Docker's 172.17.0.0/16, unless the host already routes it (a docker0 next to
         // us, say): then the next free default pool, as Docker does.
@@ -41,21 +63,19 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         };
         c.create_network(spec).await.context("creating the default network")?;
     }
-    let networks = c.state.networks.to_vec();
-    for net in networks {
-        let restored = drivers::setup_network(&c.netlink, &mut c.datapath, &net).await;
-        match restored {
-            // A macvlan parent that went away breaks that network, not the daemon.
-            Err(e) if net.driver == "macvlan" => log::warn!("network {}: {e:#}", net.name),
-            other => other.with_context(|| format!("restoring network {}", net.name))?,
-        }
-    }
     let mut watchers = vec![];
     let containers = c.state.containers.to_vec();
     for container in containers {
-        if container.network_mode.owns_sandbox() && !container.netns.exists() {
-            log::warn!("container {}: its namespace is gone; marking it exited", container.name);
-            c.container_by_id(&container.id)?.status = Status::Exited { code: None };
+        if matches!(container.status, Status::Dead { .. }) {
+            continue;
+        }
+        if container.network_mode.owns_sandbox() && !netns::is_namespace(&container.netns) {
+            let reason = format!(
+                "its network namespace {} was gone at a start of the daemon",
+                container.netns.display()
+            );
+            log::warn!("container {}: {reason}; marking it dead", container.name);
+            c.container_by_id(&container.id)?.status = Status::Dead { reason };
             continue;
         }
         if let Status::Running { pid, start_time } = container.status {
@@ -73,15 +93,18 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
     for (endpoint, owner) in endpoints {
         let gone = !netns::is_namespace(&endpoint.netns);
         // Docker removed the container meanwhile (it leaves the pin's file, and hands the
-        // inner end back to our namespace), and its Leave found no one: done now.
-        if gone && endpoint.owner.configures_interface() {
+        // inner end back to our namespace), and its Leave found no one: done now. One
+        // that Docker has yet to take into its sandbox may be on its way there (Docker
+        // makes the sandbox's namespace only as the container starts): it stays, and goes
+        // later if Docker never takes it (`docker_remove_stale`).
+        if gone && endpoint.owner.configures_interface() && !endpoint.awaits_hand_over() {
             log::info!("{owner}: its sandbox went while the daemon was away; removing the endpoint");
             c.docker_sandbox_gone(&endpoint).await.with_context(|| format!("removing {owner}"))?;
             continue;
         }
         // Its interface went with the namespace; the endpoint keeps its address until its
         // owner removes it.
-        if gone {
+        if gone && !endpoint.owner.configures_interface() {
             log::warn!(
                 "{} of {owner}: namespace {} is gone; not restored",
                 endpoint.ifname,
@@ -93,11 +116,22 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             .rearm(&endpoint, &owner)
             .await
             .with_context(|| format!("restoring {} of {owner}", endpoint.ifname));
-        match rearmed {
+        match (rearmed, endpoint.owner.container_id()) {
             // Only Docker can give its sandbox another interface: that endpoint is broken,
             // not the daemon.
-            Err(e) if endpoint.owner.configures_interface() => log::warn!("{e:#}"),
-            other => other?,
+            (Err(e), _) if endpoint.owner.configures_interface() => log::warn!("{e:#}"),
+            // One container is broken, not the daemon: it says why.
+            (Err(e), Some(id)) => {
+                log::warn!("{e:#}; marking the container dead");
+                c.container_by_id(id)?.status = Status::Dead { reason: format!("{e:#}") };
+            }
+            (other, _) => other?,
+        }
+        // Docker may have taken its interface up into the sandbox while we were away.
+        if endpoint.awaits_hand_over()
+            && let Err(e) = c.docker_settle(&endpoint.host_veth).await
+        {
+            log::warn!("restoring {owner}: {e:#}");
         }
     }
     let mut interfaces = HashSet::new();
@@ -128,11 +162,75 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         .state
         .containers
         .iter()
-        .filter(|k| k.auto_remove && matches!(k.status, Status::Exited { .. }))
+        .filter(|k| k.auto_remove && matches!(k.status, Status::Exited { .. } | Status::Dead { .. }))
         .map(|k| k.id.clone())
         .collect();
     for id in ended {
         c.remove_container(&id, true).await?;
     }
     Ok(())
+}
+
+/// Settles the operations a crash cut short (see `Intent`): undoes the creations,
+/// finishes the removals, and logs each.
+async fn resolve_intents(c: &mut Core) -> Result<()> {
+    let intents = c.state.intents.to_vec();
+    for intent in intents {
+        c.done(intent.key());
+        match intent {
+            Intent::Run { container } => {
+                log::warn!("container {}: its run was cut short; removing what it made", container.name);
+                c.undo_run(&container)
+                    .await
+                    .with_context(|| format!("undoing the run of {}", container.name))?;
+            }
+            Intent::Attach { endpoint } => {
+                log::warn!(
+                    "endpoint {} ({}): its attach was cut short; removing what it made",
+                    endpoint.host_veth,
+                    endpoint.owner
+                );
+                c.dismantle(&endpoint)
+                    .await
+                    .with_context(|| format!("undoing the attach of {}", endpoint.host_veth))?;
+            }
+            Intent::CreateNetwork { network } => {
+                log::warn!("network {}: its creation was cut short; removing what it made", network.name);
+                drivers::teardown_network(&c.netlink, &mut c.datapath, &network)
+                    .await
+                    .with_context(|| format!("undoing the creation of network {}", network.name))?;
+            }
+            Intent::Remove { container_id } => {
+                if c.state.containers.get(&container_id).is_some() {
+                    log::warn!("container {container_id}: its removal was cut short; finishing it");
+                    c.remove_container(&container_id, true).await?;
+                }
+            }
+        }
+    }
+    c.save()
+}
+
+/// Removes the namespaces pinned in the pin dir under our containers' names
+/// (`dp-<12 digits>`) that no container holds, with what is in them: a crash left them (of
+/// a version before intents, or before a record was saved). Pins of other names are
+/// someone else's: the pin dir is `/run/netns` by default, shared with `ip netns` and the
+/// runtimes.
+async fn sweep_namespaces(c: &Core) {
+    let held: HashSet<_> = c.state.containers.iter().map(|k| k.netns.clone()).collect();
+    let Ok(pins) = std::fs::read_dir(&c.config.netns_dir) else { return };
+    for pin in pins.filter_map(|e| e.ok()).map(|e| e.path()) {
+        let ours = pin.file_name().and_then(|n| n.to_str()).is_some_and(containers::is_container_pin);
+        if !ours || held.contains(&pin) || pin == c.host_netns() {
+            continue;
+        }
+        log::warn!("namespace {}: no container holds it; removing it", pin.display());
+        let removed = match containers::empty_namespace(&pin).await {
+            Ok(()) => netns::remove(&pin),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            log::warn!("removing namespace {}: {e:#}", pin.display());
+        }
+    }
 }

@@ -214,11 +214,12 @@ pub async fn connect(
     // The uplink's XDP program hands packets for published ports to the container's veth
     // as frames, which a veth end takes only while its NAPI runs: GRO turned on while the
     // end is up starts it. An owner that moves and brings up the inner end itself (Docker)
-    // does so after its ports are published, and GRO turned on before does not start it
-    // then (seen on 6.18: XDP's frames were dropped), so tc serves that owner's ports.
+    // may do so after its ports are published, and GRO turned on before did not start it
+    // then (seen on 6.18: XDP's frames were dropped): until the owner has the end up in
+    // its namespace tc serves its ports, and the daemon connects it again once it has.
     let xdp_target = publishes
         && dp.uplink_xdp()
-        && !endpoint.owner.configures_interface()
+        && !endpoint.awaits_hand_over()
         && netlink::enable_gro_in(&endpoint.netns, &endpoint.ifname)
             .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", endpoint.ifname))
             .is_ok();
@@ -233,8 +234,11 @@ pub async fn connect(
 
 async fn create_veth(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result<u32> {
     let ns = netns::open(&endpoint.netns)?;
+    // The inner end is born with the host end's name (unique on the host) and renamed
+    // once configured: see `configure_inside`.
+    let born_as = &endpoint.host_veth;
     let host = nl
-        .create_veth_into(&endpoint.host_veth, &ns, &endpoint.ifname, endpoint.mac.0, net.bridge_options.mtu)
+        .create_veth_into(&endpoint.host_veth, &ns, born_as, endpoint.mac.0, net.bridge_options.mtu)
         .await?;
     // A bridge port needs no IPv6 of its own (frames cross the bridge all the same); left
     // on, each host-side veth added three routes to the host's IPv6 table, which the
@@ -242,7 +246,7 @@ async fn create_veth(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result
     // sixth of an attach's and a detach's time. Its name is unique, so finding its
     // setting does not walk every namespace's entry of one name (as `eth0`'s does).
     netlink::disable_ipv6(&endpoint.host_veth)?;
-    super::configure_inside(&Netlink::connect_in(&endpoint.netns)?, net, endpoint).await?;
+    super::configure_inside(&Netlink::connect_in(&endpoint.netns)?, net, endpoint, born_as).await?;
     Ok(host)
 }
 

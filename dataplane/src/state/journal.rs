@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{Change, Container, DockerState, Endpoint, Keyed, Network, Owner, State, Table, new_id};
+use super::{Change, Container, DockerState, Endpoint, Intent, Keyed, Network, Owner, State, Table, new_id};
 use crate::firewall::Rules;
 
 /// The journal is folded into the snapshot once it grows past the snapshot, and never
@@ -33,6 +33,7 @@ pub struct Changes {
     pub networks: Vec<Change<Network>>,
     pub containers: Vec<Change<Container>>,
     pub endpoints: Vec<Change<Endpoint>>,
+    pub intents: Vec<Change<Intent>>,
 }
 
 impl State {
@@ -42,6 +43,7 @@ impl State {
             networks: self.networks.take_changes(),
             containers: self.containers.take_changes(),
             endpoints: self.endpoints.take_changes(),
+            intents: self.intents.take_changes(),
         }
     }
 }
@@ -74,6 +76,8 @@ struct Written<'a> {
     containers: Vec<Op<&'a Container>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     endpoints: Vec<Op<&'a Endpoint>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    intents: Vec<Op<&'a Intent>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     firewall: Option<&'a Rules>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,6 +94,8 @@ struct Read {
     containers: Vec<Op<Container>>,
     #[serde(default)]
     endpoints: Vec<Op<Endpoint>>,
+    #[serde(default)]
+    intents: Vec<Op<Intent>>,
     firewall: Option<Rules>,
     docker: Option<DockerState>,
 }
@@ -176,16 +182,13 @@ impl StateStore {
     /// The state on disk, and whether the files should be written whole (a journal was
     /// replayed or the snapshot migrated).
     fn read(&mut self) -> Result<(Option<State>, bool)> {
-        let corrupt = |path: &Path| format!("state file {} is corrupt", path.display());
+        let corrupt = || self.snapshot_corrupt();
         let (mut state, migrated) = match read_if_present(&self.snapshot)? {
             Some(bytes) => {
-                let mut state: State =
-                    serde_json::from_slice(&bytes).with_context(|| corrupt(&self.snapshot))?;
-                let header: SnapshotHeader =
-                    serde_json::from_slice(&bytes).with_context(|| corrupt(&self.snapshot))?;
-                let earlier: Earlier =
-                    serde_json::from_slice(&bytes).with_context(|| corrupt(&self.snapshot))?;
-                let migrated = earlier.migrate_into(&mut state).with_context(|| corrupt(&self.snapshot))?;
+                let mut state: State = serde_json::from_slice(&bytes).with_context(corrupt)?;
+                let header: SnapshotHeader = serde_json::from_slice(&bytes).with_context(corrupt)?;
+                let earlier: Earlier = serde_json::from_slice(&bytes).with_context(corrupt)?;
+                let migrated = earlier.migrate_into(&mut state).with_context(corrupt)?;
                 self.seq = header.journal_seq;
                 self.snapshot_bytes = bytes.len() as u64;
                 (Some(state), migrated)
@@ -194,15 +197,27 @@ impl StateStore {
         };
         let journal = read_if_present(&self.journal)?.unwrap_or_default();
         let mut replayed = false;
-        let mut lines = journal.split_inclusive(|b| *b == b'\n').peekable();
-        while let Some(line) = lines.next() {
+        let mut lines = journal.split_inclusive(|b| *b == b'\n').enumerate().peekable();
+        while let Some((number, line)) = lines.next() {
             let save: Read = match serde_json::from_slice(line) {
                 Ok(save) => save,
                 Err(_) if lines.peek().is_none() && !line.ends_with(b"\n") => {
                     log::warn!("{}: the last save was cut short; it is left out", self.journal.display());
                     break;
                 }
-                Err(e) => return Err(e).with_context(|| corrupt(&self.journal)),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "state journal {} is corrupt at line {}: {} holds the state before the \
+                             saves in it; to start from that alone (losing the changes since), \
+                             move {} aside",
+                            self.journal.display(),
+                            number + 1,
+                            self.snapshot.display(),
+                            self.journal.display()
+                        )
+                    });
+                }
             };
             if save.seq <= self.seq {
                 continue;
@@ -211,6 +226,7 @@ impl StateStore {
             replay(&mut state.networks, save.networks);
             replay(&mut state.containers, save.containers);
             replay(&mut state.endpoints, save.endpoints);
+            replay(&mut state.intents, save.intents);
             if let Some(firewall) = save.firewall {
                 state.firewall = firewall;
             }
@@ -237,12 +253,14 @@ impl StateStore {
             networks: ops(&state.networks, &changes.networks),
             containers: ops(&state.containers, &changes.containers),
             endpoints: ops(&state.endpoints, &changes.endpoints),
+            intents: ops(&state.intents, &changes.intents),
             firewall,
             docker,
         };
         let nothing = written.networks.is_empty()
             && written.containers.is_empty()
             && written.endpoints.is_empty()
+            && written.intents.is_empty()
             && written.firewall.is_none()
             && written.docker.is_none();
         if self.whole_next || self.journal_bytes > self.snapshot_bytes.max(FOLD_AT_LEAST) {
@@ -287,15 +305,53 @@ impl StateStore {
             .with_context(|| format!("writing {}", self.journal.display()))
     }
 
+    /// What to say of a snapshot that does not parse: which file, and what to do.
+    fn snapshot_corrupt(&self) -> String {
+        let (snapshot, journal) = (self.snapshot.display(), self.journal.display());
+        let backup = self.backup();
+        if backup.exists() {
+            format!(
+                "state file {snapshot} is corrupt; the snapshot before it is kept in {}: to start \
+                 from that (losing the changes since), move {snapshot} and {journal} aside and \
+                 copy {} to {snapshot}; or move all three aside to start with no state",
+                backup.display(),
+                backup.display()
+            )
+        } else {
+            format!(
+                "state file {snapshot} is corrupt and there is no earlier copy; move {snapshot} \
+                 and {journal} aside to start with no state"
+            )
+        }
+    }
+
+    /// The snapshot before the last, kept in case the last is damaged after it was written.
+    fn backup(&self) -> PathBuf {
+        self.snapshot.with_extension("json.bak")
+    }
+
     /// Writes the whole state to the snapshot and empties the journal: at once when the
-    /// daemon stops, and whenever `save` finds it due.
+    /// daemon stops, and whenever `save` finds it due. The new snapshot replaces the old
+    /// by a rename, so that `state.json` is whole at every moment; the old one stays as
+    /// `state.json.bak`.
     pub fn write_whole(&mut self, state: &State) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(&Snapshot { journal_seq: self.seq, state })?;
         let tmp = self.snapshot.with_extension("json.tmp");
+        let backup = self.backup();
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&tmp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
+            // A second name for the old snapshot, so that it stays when the new one takes
+            // `state.json`: never a moment without a whole `state.json`.
+            match fs::remove_file(&backup) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            match fs::hard_link(&self.snapshot, &backup) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             fs::rename(&tmp, &self.snapshot)?;
             // The rename itself must last before the journal it replaces is emptied.
             if let Some(dir) = self.snapshot.parent() {
@@ -478,8 +534,82 @@ mod tests {
         let mut garbled = full.clone();
         garbled.splice(0..0, b"{not json}\n".iter().copied());
         fs::write(&journal, garbled).unwrap();
-        let err = StateStore::new(dir.path()).load().unwrap_err();
-        assert!(format!("{err:#}").contains("state.journal is corrupt"), "{err:#}");
+        let err = format!("{:#}", StateStore::new(dir.path()).load().unwrap_err());
+        assert!(err.contains("state.journal is corrupt at line 1"), "names the file and the line: {err}");
+        assert!(err.contains("move") && err.contains("aside"), "says what to do: {err}");
+    }
+
+    #[test]
+    fn each_snapshot_keeps_the_one_before_as_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new(dir.path());
+        let mut state = sample();
+        store.write_whole(&state).unwrap();
+        assert!(!dir.path().join("state.json.bak").exists(), "no earlier snapshot, no backup");
+        let first = fs::read(dir.path().join("state.json")).unwrap();
+        grow(&mut state, &mut store, 1);
+        store.write_whole(&state).unwrap();
+        assert_eq!(
+            fs::read(dir.path().join("state.json.bak")).unwrap(),
+            first,
+            "the backup is the snapshot before"
+        );
+        assert_eq!(StateStore::new(dir.path()).load().unwrap(), Some(state), "the new snapshot is the state");
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_with_its_name_its_backup_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new(dir.path());
+        let mut state = sample();
+        store.write_whole(&state).unwrap();
+        grow(&mut state, &mut store, 1);
+        store.write_whole(&state).unwrap();
+        let snapshot = dir.path().join("state.json");
+        let whole = fs::read(&snapshot).unwrap();
+        let backup = dir.path().join("state.json.bak");
+        for (damage, bytes) in [
+            ("cut short", whole[..whole.len() / 2].to_vec()),
+            ("empty", vec![]),
+            ("garbled", whole.iter().map(|b| if *b == b'"' { b'#' } else { *b }).collect()),
+        ] {
+            fs::write(&snapshot, &bytes).unwrap();
+            let err = format!("{:#}", StateStore::new(dir.path()).load().unwrap_err());
+            assert!(
+                err.contains(&format!("state file {} is corrupt", snapshot.display())),
+                "{damage}: {err}"
+            );
+            assert!(err.contains(&backup.display().to_string()), "{damage}: names the backup: {err}");
+            assert!(err.contains("to start from that"), "{damage}: says what to do: {err}");
+            assert_eq!(fs::read(&snapshot).unwrap(), bytes, "{damage}: the damaged file is left as it is");
+        }
+        // Done as the message says, the daemon starts from the snapshot before.
+        fs::remove_file(dir.path().join("state.journal")).unwrap();
+        fs::copy(&backup, &snapshot).unwrap();
+        assert!(StateStore::new(dir.path()).load().unwrap().is_some());
+        fs::remove_file(&backup).unwrap();
+        fs::write(&snapshot, b"{").unwrap();
+        let err = format!("{:#}", StateStore::new(dir.path()).load().unwrap_err());
+        assert!(err.contains("no earlier copy") && err.contains("start with no state"), "{err}");
+    }
+
+    #[test]
+    fn intents_are_saved_and_taken_back_through_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new(dir.path());
+        let mut state = sample();
+        save(&mut state, &mut store);
+        let removed = state.containers[0].id.clone();
+        let container = Container { id: new_id(), ..state.containers[0].clone() };
+        state.intents.push(Intent::Remove { container_id: removed });
+        state.intents.push(Intent::Run { container: container.clone() });
+        save(&mut state, &mut store);
+        let loaded = StateStore::peek(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded.intents.len(), 2, "both intents are on disk: {:?}", loaded.intents);
+        assert_eq!(loaded, state);
+        state.intents.retain(|i| !matches!(i, Intent::Remove { .. }));
+        save(&mut state, &mut store);
+        assert_eq!(StateStore::peek(dir.path()).unwrap().unwrap().intents[..], [Intent::Run { container }]);
     }
 
     #[test]

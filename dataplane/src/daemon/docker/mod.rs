@@ -3,15 +3,17 @@
 //! network is one of our bridge networks (`docker-<12 digits of Docker's ID>`), made
 //! from the pool Docker's IPAM gives; a Docker endpoint is settled at CreateEndpoint
 //! (address, MAC), becomes one of our endpoints at Join (owner `docker:<EndpointID>`, a
-//! veth whose inner end Docker moves into its sandbox and configures), publishes `-p` at
-//! ProgramExternalConnectivity and goes at Leave and DeleteEndpoint. Docker's IDs map to
+//! veth whose inner end Docker moves into its sandbox and configures; settled, with
+//! Docker's name for it and GRO for XDP, when the daemon sees it up there), publishes `-p`
+//! at ProgramExternalConnectivity and goes at Leave and DeleteEndpoint, or, if Docker gave
+//! it up while the daemon was away, a grace period after the next start. Docker's IDs map to
 //! ours in the state (`State::docker`). Everything else (the veth, the map entries, the
 //! reservations) is `endpoints`', `networks`' and `publishing`'s work, as for our `run`.
 //! `ipam_driver` serves the IpamDriver calls (`--ipam-driver`) on the same socket.
 
 mod ipam_driver;
 
-use std::path::PathBuf;
+use std::{collections::HashSet, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, anyhow, bail};
 use axum::{
@@ -33,7 +35,9 @@ use crate::{
         CONTENT_TYPE, CreateEndpoint, CreateNetwork, EndpointInterface, EndpointRef, InterfaceName, Join,
         JoinAnswer, NetworkRef, ProgramExternalConnectivity, WantedPort,
     },
-    ipam,
+    drivers, ipam,
+    netlink::{CarrierEvents, Netlink},
+    netns,
     ports::{self, PortMapping},
     state::{DockerEndpoint, Endpoint, MacAddr, Network, Owner},
 };
@@ -119,13 +123,6 @@ fn invalid(message: String) -> anyhow::Error {
 
 fn owner_of(endpoint_id: &str) -> Owner {
     Owner::Docker { endpoint_id: endpoint_id.to_string() }
-}
-
-/// The name of the inner end until Docker moves it into the sandbox and renames it
-/// (15 characters at most: the kernel's limit).
-fn hand_over_name(endpoint_id: &str) -> String {
-    let digits: String = endpoint_id.chars().filter(char::is_ascii_alphanumeric).take(11).collect();
-    format!("dp{digits}")
 }
 
 impl Core {
@@ -250,7 +247,7 @@ impl Core {
                 owner: owner.clone(),
                 owner_name: &owner.to_string(),
                 netns: std::path::Path::new(&request.sandbox_key),
-                ifname: hand_over_name(endpoint_id),
+                ifname: Endpoint::hand_over_name(endpoint_id),
                 ip: Some(settled.ip),
                 mac: Some(settled.mac),
                 aliases: vec![],
@@ -346,6 +343,84 @@ impl Core {
         Ok(())
     }
 
+    /// Settles the endpoint whose host side is `host_veth` once Docker has its inner end
+    /// up in the sandbox: records the name Docker gave it there (`eth<N>`), and connects it
+    /// again, now that GRO can start its NAPI, so that XDP serves its published ports.
+    /// Anything else (another link, an endpoint settled already, an inner end still here
+    /// or down) is left as it is.
+    pub(super) async fn docker_settle(&mut self, host_veth: &str) -> Result<()> {
+        let Some(mut endpoint) =
+            self.state.endpoints.iter().find(|e| e.host_veth == host_veth && e.awaits_hand_over()).cloned()
+        else {
+            return Ok(());
+        };
+        let Some(peer) = self.netlink.veth_peer(host_veth).await? else {
+            return Ok(());
+        };
+        if !peer.elsewhere || !netns::is_namespace(&endpoint.netns) {
+            return Ok(());
+        }
+        let sandbox = Netlink::connect_in(&endpoint.netns)?;
+        let Some(name) = sandbox.up_link_name(peer.index).await? else {
+            return Ok(());
+        };
+        log::info!("{}: Docker has its interface up as {name}", endpoint.owner);
+        endpoint.ifname = name;
+        let net = self.network_by_id(&endpoint.network_id)?.clone();
+        let publishes = !endpoint.ports.is_empty();
+        drivers::connect(&self.netlink, &mut self.datapath, &net, &endpoint, publishes).await?;
+        self.record(&endpoint);
+        self.save()
+    }
+
+    /// What may be stale of Docker's at start: endpoints Docker created that have not
+    /// joined (Docker forgot them if its DeleteEndpoint failed while we were away), and
+    /// joined ones whose interface Docker has not taken into a sandbox that does not
+    /// exist (Docker may be about to; or it gave up the container while we were away).
+    pub(super) fn docker_stale_candidates(&self) -> Vec<String> {
+        let joined: HashSet<&str> = self
+            .state
+            .endpoints
+            .iter()
+            .filter(|e| !e.awaits_hand_over() || netns::is_namespace(&e.netns))
+            .filter_map(|e| match &e.owner {
+                Owner::Docker { endpoint_id } => Some(endpoint_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.state.docker.endpoints.keys().filter(|id| !joined.contains(id.as_str())).cloned().collect()
+    }
+
+    /// Removes the candidates (`docker_stale_candidates`) still stale: created and never
+    /// joined, or joined and still not taken into an existing sandbox. Docker makes
+    /// either step within seconds of the one before (and retries a call for 30 s while
+    /// the plugin is away), so after the grace period they are left-overs.
+    pub(super) async fn docker_remove_stale(&mut self, candidates: &[String]) -> Result<()> {
+        let mut removed = 0;
+        for endpoint_id in candidates {
+            let owner = owner_of(endpoint_id);
+            match self.state.endpoints.iter().find(|e| e.owner == owner).cloned() {
+                Some(joined) if joined.awaits_hand_over() && !netns::is_namespace(&joined.netns) => {
+                    log::info!("{owner}: Docker never took its interface into a sandbox; removing it");
+                    self.docker_sandbox_gone(&joined).await.with_context(|| format!("removing {owner}"))?;
+                }
+                Some(_) => continue,
+                None if self.state.docker.endpoints.remove(endpoint_id).is_some() => {
+                    log::info!("{owner}: created by Docker and never joined; forgetting it");
+                }
+                None => continue,
+            }
+            removed += 1;
+        }
+        if removed > 0 {
+            if let Err(e) = self.sync_firewall() {
+                log::warn!("removing stale Docker endpoints: {e:#}");
+            }
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// A Docker endpoint that has joined a sandbox: one of ours.
     fn docker_joined(&self, endpoint_id: &str) -> Result<Endpoint> {
         let owner = owner_of(endpoint_id);
@@ -356,6 +431,29 @@ impl Core {
             )
             .into()
         })
+    }
+}
+
+/// Settles Docker's endpoints as their inner ends come up in their sandboxes (the host
+/// side gains a carrier then), whenever Docker does it: at once for `network connect`,
+/// only when the container starts for `docker run` (after ProgramExternalConnectivity).
+pub(super) async fn watch_hand_overs(core: Shared, mut carriers: CarrierEvents) {
+    while let Some(link) = carriers.next().await {
+        if let Err(e) = core.lock().await.docker_settle(&link).await {
+            log::warn!("settling the Docker endpoint of {link}: {e:#}");
+        }
+    }
+    log::warn!("link changes are no longer watched: Docker's published ports stay on tc");
+}
+
+/// Removes, after `grace`, what was stale of Docker's at start (`docker_stale_candidates`).
+pub(super) async fn remove_stale_later(core: Shared, candidates: Vec<String>, grace: Duration) {
+    if candidates.is_empty() {
+        return;
+    }
+    tokio::time::sleep(grace).await;
+    if let Err(e) = core.lock().await.docker_remove_stale(&candidates).await {
+        log::warn!("removing stale Docker endpoints: {e:#}");
     }
 }
 
@@ -401,8 +499,8 @@ mod tests {
 
     #[test]
     fn the_hand_over_name_fits_the_kernel_and_differs_per_endpoint() {
-        let a = hand_over_name(&"ab12".repeat(16));
-        let b = hand_over_name(&"cd34".repeat(16));
+        let a = Endpoint::hand_over_name(&"ab12".repeat(16));
+        let b = Endpoint::hand_over_name(&"cd34".repeat(16));
         assert!(a.len() <= 15 && b.len() <= 15, "{a} {b}");
         assert_ne!(a, b);
         assert_eq!(a, "dpab12ab12ab1");

@@ -15,6 +15,7 @@ use std::{
 
 mod cni;
 mod docker;
+mod flood;
 mod plots;
 
 use anyhow::{Context, Result, bail};
@@ -58,6 +59,12 @@ struct Options {
 enum Only {
     /// Scenario 6 as a network fills up (`measure_setup_at_scale`).
     SetupAtScale,
+    /// Scenario 4, the masquerade path with a full conntrack table (`measure_conntrack`),
+    /// ours against the reference.
+    Conntrack,
+    /// Scenario 10, a SYN flood on a published port (`flood::measure`), ours against the
+    /// reference.
+    Flood,
 }
 
 /// A command inside the network namespace pinned at `ns`.
@@ -603,6 +610,18 @@ fn main() -> Result<()> {
     let ceiling = build_ceiling(&mut cleanup, &tag)?;
     let tools = Tools { loadgen: loadgen.clone(), secs: if options.quick { 1.0 } else { 4.0 } };
 
+    let flows = if options.quick { 10_000 } else { 100_000 };
+    match options.only {
+        Some(Only::Conntrack) => {
+            let records = measure_conntrack(&tools, &host, &tag, &ours, &reference, flows, options.rounds)?;
+            return write_report(&records, &options);
+        }
+        Some(Only::Flood) => {
+            let records = flood::measure(&tools, &host, &tag, &ours, &reference, options.rounds)?;
+            return write_report(&records, &options);
+        }
+        _ => {}
+    }
     let c2c = "1. container to container";
     let mut records = vec![
         Record::new(c2c, "UDP 64-byte packets/s", "Mpps", true).vs_reference(1.5).vs_ceiling(0.9),
@@ -647,7 +666,6 @@ fn main() -> Result<()> {
     let mut scaled = nat_records;
     let sizes: &[usize] = if options.quick { &[0, 1000] } else { &[0, 100, 1000, 10000] };
     scaled.extend(measure_scale(&tools, &host, &tag, &ours, &reference, sizes, options.rounds)?);
-    let flows = if options.quick { 10_000 } else { 100_000 };
     scaled.extend(measure_conntrack(&tools, &host, &tag, &ours, &reference, flows, options.rounds)?);
     scaled.push(measure_published_xdp(&tools, &mut host, &ours, &reference, options.rounds)?);
     // The raw veth pair is the ceiling of the NAT and scale paths too.
@@ -669,6 +687,7 @@ fn main() -> Result<()> {
     records.extend(measure_setup_at_scale(&mut host, sizes_at_scale, probes_at_scale)?);
     records.extend(cni::measure(&host, &mut cleanup, &tag, if options.quick { 10 } else { 100 })?);
     records.extend(docker::measure(if options.quick { 5 } else { 30 })?);
+    records.extend(flood::measure(&tools, &host, &tag, &ours, &reference, options.rounds)?);
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
         Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
@@ -836,7 +855,10 @@ fn measure_published_xdp(
 
 /// Scenario 4, conntrack: the masquerade path with `flows` live entries in the table (B:
 /// the kernel's conntrack; ours: the BPF LRU tables). The table is refilled before each
-/// run, since idle UDP entries expire after 30 s on both sides.
+/// run, since idle UDP entries expire after 30 s on both sides. Each round of ours also
+/// records what its tables held after the fill (confirmed and not), and what the round's
+/// traffic cost the flows: confirmed ones evicted, unconfirmed ones evicted, and packets
+/// dropped for want of a NAT port. A round that collapses shows its cause there.
 fn measure_conntrack(
     tools: &Tools,
     host: &Host,
@@ -850,20 +872,29 @@ fn measure_conntrack(
     let mut entries = Record::new(&scenario, "live entries after the fill", "entries", true);
     let mut conns = Record::new(&scenario, "masquerade TCP connections/s", "conn/s", true).vs_reference(1.5);
     let mut pps = Record::new(&scenario, "masquerade UDP 64-byte packets/s", "Mpps", true).vs_reference(1.5);
+    let diagnostics = [
+        ("confirmed flows after the fill (ours)", "conntrack_masquerade_entries", false),
+        ("unconfirmed flows after the fill (ours)", "conntrack_masquerade_unconfirmed_entries", false),
+        ("confirmed flows evicted in the round (ours)", "conntrack_masquerade_evictions", true),
+        ("unconfirmed flows evicted in the round (ours)", "conntrack_masquerade_unconfirmed_evictions", true),
+        ("packets dropped, NAT ports exhausted, in the round (ours)", "dropped_nat_exhausted", true),
+    ];
+    let mut diagnosed: Vec<Record> =
+        diagnostics.iter().map(|(metric, ..)| Record::new(&scenario, *metric, "entries", false)).collect();
     let reference_host = netns_path(&format!("dpb-{tag}-b"));
     for round in 1..=rounds {
         for (side, set) in [(Side::Ours, ours), (Side::Reference, reference)] {
             check_interrupt()?;
             eprintln!("bench: round {round}/{rounds}: {side:?}, {flows} live conntrack entries");
+            let counters = || diagnostics.map(|(_, counter, _)| host.counter(counter));
+            let start = counters();
             let mut fill = in_ns(&set.masquerade.client, &tools.loadgen);
             fill.args(["udp-flows", "--dst", EXTERNAL_ADDR, "--count", &flows.to_string()]);
             output_json(fill)?;
+            let filled = counters();
             let live = match side {
                 // The fill's flows are never answered: they stay unconfirmed.
-                Side::Ours => {
-                    (host.counter("conntrack_masquerade_entries")
-                        + host.counter("conntrack_masquerade_unconfirmed_entries")) as f64
-                }
+                Side::Ours => (filled[0] + filled[1]) as f64,
                 _ => {
                     let mut count = in_ns(&reference_host, "cat");
                     count.arg("/proc/sys/net/netfilter/nf_conntrack_count");
@@ -873,9 +904,22 @@ fn measure_conntrack(
             entries.push(side, live);
             conns.push(side, tools.connections(&set.masquerade)?);
             pps.push(side, tools.udp_pps(&set.masquerade)? / 1e6);
+            if matches!(side, Side::Ours) {
+                let end = counters();
+                let figures: Vec<String> = diagnostics
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (metric, _, during_round))| {
+                        let value = if *during_round { end[i].saturating_sub(start[i]) } else { filled[i] };
+                        diagnosed[i].push(side, value as f64);
+                        format!("{metric}: {value}")
+                    })
+                    .collect();
+                eprintln!("bench: round {round}/{rounds}: {}", figures.join(", "));
+            }
         }
     }
-    Ok(vec![entries, conns, pps])
+    Ok([entries, conns, pps].into_iter().chain(diagnosed).collect())
 }
 
 /// Run time and runs of a pinned program, as the kernel counts them while stats are on.
@@ -946,6 +990,11 @@ fn measure_cost_under_load(tools: &Tools, host: &Host, ours: &Side3, rounds: usi
         records.push(record);
     }
     Ok(records)
+}
+
+/// Open file descriptors of a process.
+fn open_fds(pid: u32) -> Result<f64> {
+    Ok(fs::read_dir(format!("/proc/{pid}/fd"))?.count() as f64)
 }
 
 /// Resident memory of a process, in MiB.
@@ -1036,7 +1085,7 @@ fn measure_many_containers(
     let pid = host.daemon_pid().context("the daemon is not running")?;
     // After the earlier scenarios (100,000 flows swept among them): the allocator keeps
     // what they took, so this is the baseline the containers add to, not a fresh daemon's.
-    let before = rss_mib(pid)?;
+    let before = (rss_mib(pid)?, open_fds(pid)?);
     host.dp_ok(&["network", "create", "--subnet", "10.201.0.0/20", "many"]);
     let (mut ours, mut at_memory) = (0, None);
     let mut refusal = String::new();
@@ -1059,7 +1108,7 @@ fn measure_many_containers(
         }
         ours += 1;
         if ours == memory_at {
-            at_memory = Some(rss_mib(pid)?);
+            at_memory = Some((rss_mib(pid)?, open_fds(pid)?));
         }
         if ours % 250 == 0 {
             eprintln!("bench: {ours} containers on one network (ours)");
@@ -1072,6 +1121,7 @@ fn measure_many_containers(
         host.dp_ok(&["rm", "-f", &format!("m{i}")]);
     }
     host.dp_ok(&["network", "rm", "many"]);
+    let after = (rss_mib(pid)?, open_fds(pid)?);
 
     let reference_host = format!("dpb-{tag}-b");
     sh_in(
@@ -1109,16 +1159,20 @@ fn measure_many_containers(
     );
     count.ours.push(ours as f64);
     count.reference.push(reference as f64);
-    let scenario = "6. control plane: daemon memory";
-    let mut before_record =
-        Record::new(scenario, format!("resident memory, before the {memory_at} containers"), "MiB", false);
-    before_record.ours.push(before);
-    let mut records = vec![count, before_record];
-    if let Some(mib) = at_memory {
-        let mut record =
-            Record::new(scenario, format!("resident memory, {memory_at} containers"), "MiB", false);
-        record.ours.push(mib);
-        records.push(record);
+    let scenario = "6. control plane: daemon memory and file descriptors";
+    let mut records = vec![count];
+    let moments = [
+        (format!("before the {memory_at} containers"), Some(before)),
+        (format!("{memory_at} containers"), at_memory),
+        (format!("after removing the {ours} containers"), Some(after)),
+    ];
+    for (moment, figures) in moments {
+        let Some((mib, fds)) = figures else { continue };
+        let mut memory = Record::new(scenario, format!("resident memory, {moment}"), "MiB", false);
+        memory.ours.push(mib);
+        let mut descriptors = Record::new(scenario, format!("open file descriptors, {moment}"), "fds", false);
+        descriptors.ours.push(fds);
+        records.extend([memory, descriptors]);
     }
     Ok(records)
 }
