@@ -53,18 +53,18 @@ pub struct DataplaneCni;
 
 /// Our section of a network config.
 #[derive(Debug, PartialEq)]
-struct PluginConfig {
-    socket: PathBuf,
-    network: CniNetwork,
+pub struct PluginConfig {
+    pub socket: PathBuf,
+    pub network: CniNetwork,
 }
 
 /// What the runtime asked for through the capabilities (`runtimeConfig`) and `CNI_ARGS`.
 #[derive(Debug, Default, PartialEq)]
-struct Wanted {
-    ip: Option<Ipv4Addr>,
-    mac: Option<MacAddr>,
-    names: Vec<String>,
-    publish: Vec<PortMapping>,
+pub struct Wanted {
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<MacAddr>,
+    pub names: Vec<String>,
+    pub publish: Vec<PortMapping>,
 }
 
 fn bad_config(message: String) -> Error {
@@ -86,7 +86,7 @@ fn value<T: serde::de::DeserializeOwned>(conf: &NetConf, key: &str, takes: &str)
         .transpose()
 }
 
-fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
+pub fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
     if let Some(key) = conf.custom.keys().find(|k| !CONFIG_KEYS.contains(&k.as_str())) {
         return Err(unsupported(format!(
             "config key {key:?} is not one of dataplane's; supported: {}",
@@ -119,7 +119,7 @@ fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
 /// from `CNI_ARGS`, the pod's name (podman and the kubelet pass `K8S_POD_NAME`) and the
 /// `IP` and `MAC` podman passes for `--ip` and `--mac-address` (a capability, when both
 /// give one, wins).
-fn wanted(conf: &NetConf, cni_args: Option<&str>, network: &str) -> Result<Wanted, Error> {
+pub fn wanted(conf: &NetConf, cni_args: Option<&str>, network: &str) -> Result<Wanted, Error> {
     let args = parse_args(cni_args)?;
     let arg = |key: &str| args.iter().find(|(k, v)| *k == key && !v.is_empty()).map(|(_, v)| *v);
     let mut wanted = Wanted::default();

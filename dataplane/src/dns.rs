@@ -12,7 +12,7 @@ use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -26,7 +26,7 @@ use hickory_proto::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream, UdpSocket},
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
     task::JoinHandle,
     time::timeout,
 };
@@ -41,10 +41,19 @@ const CLASSIC_UDP_LIMIT: u16 = 512;
 const MAX_UDP: usize = 4096;
 /// How long one upstream gets to answer before the next one is tried.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a TCP client may stay silent between queries.
+/// How long a TCP client may take to send a query (all of it: a client trickling bytes is
+/// hung up on as one that sends nothing) or to take its answer.
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Queries handled at once; more wait, so that a flood cannot exhaust the daemon.
-const MAX_IN_FLIGHT: usize = 512;
+/// TCP connections held at once: by one client (dig and resolvers use one at a time), and
+/// in all. A client's connections beyond its share are closed as they come, so that a
+/// container cannot take the daemon's descriptors.
+const TCP_PER_CLIENT: usize = 8;
+const TCP_MAX: usize = 256;
+/// Queries handled at once: from one client, and in all. A client's queries beyond its
+/// share are dropped, so that its flood leaves room for the others' (a query waiting on
+/// the upstreams holds its place for up to their timeouts).
+const QUERIES_PER_CLIENT: usize = 64;
+const QUERIES_MAX: usize = 512;
 pub const PORT: u16 = 53;
 
 /// The names one network's containers are known by there.
@@ -62,7 +71,7 @@ struct Zone {
 /// with each change, owner by owner (a change costs what it touches, not the size of the
 /// state).
 #[derive(Debug, Default, PartialEq)]
-struct Directory {
+pub struct Directory {
     /// By network id; only networks that have a resolver.
     zones: HashMap<String, Zone>,
     /// (network id, container address) → ids of every network that container is on, so
@@ -83,7 +92,7 @@ struct Entry {
 }
 
 impl Directory {
-    fn from_state(state: &State) -> Self {
+    pub fn from_state(state: &State) -> Self {
         let mut directory = Directory::default();
         for net in state.networks.iter().filter(|n| has_resolver(&n.driver)) {
             directory.zones.insert(net.id.clone(), Zone { forwards: !net.internal, ..Zone::default() });
@@ -211,6 +220,62 @@ impl Directory {
             .chain(others.map(String::as_str).filter(move |n| *n != network))
             .filter_map(|n| self.zones.get(n))
     }
+
+    /// What the resolver of `network` does with `packet` from `client`, short of asking
+    /// the upstreams; `turn` rotates the order of several addresses. Whatever the bytes,
+    /// this returns (it is fuzzed: `cargo xtask fuzz dns_message`).
+    pub fn reply(
+        &self,
+        network: &str,
+        client: IpAddr,
+        packet: &[u8],
+        transport: Transport,
+        turn: usize,
+    ) -> Reply {
+        let request = match Message::from_vec(packet) {
+            Ok(request) => request,
+            // Unreadable: FORMERR when there is a header to answer to, and it is no
+            // response (answering those could make two servers talk for ever).
+            Err(_) if packet.len() >= 12 && packet[2] & 0x80 == 0 => {
+                let id = u16::from_be_bytes([packet[0], packet[1]]);
+                let formerr = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr).to_vec();
+                return formerr.map_or(Reply::Nothing, Reply::Send);
+            }
+            Err(_) => return Reply::Nothing,
+        };
+        if request.metadata.message_type != MessageType::Query {
+            return Reply::Nothing;
+        }
+        let send =
+            |response: &Message| encode(response, &request, transport).map_or(Reply::Nothing, Reply::Send);
+        if request.metadata.op_code != OpCode::Query || request.queries.len() != 1 {
+            return send(&response_to(&request, ResponseCode::NotImp));
+        }
+        let Some(zone) = self.zones.get(network) else { return Reply::Nothing };
+        let client = match client {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        };
+        if let Some(response) = resolve(self.zones_for(network, client), &request, turn) {
+            return send(&response);
+        }
+        if zone.forwards {
+            return Reply::Forward(request);
+        }
+        // Internal networks never reach outside.
+        send(&response_to(&request, ResponseCode::ServFail))
+    }
+}
+
+/// What the resolver does with one query.
+#[derive(Debug)]
+pub enum Reply {
+    /// Sends these bytes back.
+    Send(Vec<u8>),
+    /// Asks the upstreams, and when none answers, says SERVFAIL to this request.
+    Forward(Message),
+    /// Says nothing: no DNS query, or no resolver there.
+    Nothing,
 }
 
 /// Which drivers get a resolver: a macvlan network's gateway is a router on the parent's
@@ -266,7 +331,7 @@ fn response_to(request: &Message, code: ResponseCode) -> Message {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Transport {
+pub enum Transport {
     Udp,
     Tcp,
 }
@@ -286,7 +351,58 @@ struct Shared {
     directory: RwLock<Directory>,
     upstreams: Vec<SocketAddr>,
     turn: AtomicUsize,
-    in_flight: Arc<Semaphore>,
+    queries: Arc<Share>,
+    tcp_connections: Arc<Share>,
+}
+
+/// Room for something every client uses (queries in flight, connections): so much in all,
+/// and at most `per_client` of it for any one client.
+struct Share {
+    total: Arc<Semaphore>,
+    per_client: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Share {
+    fn new(total: usize, per_client: usize) -> Arc<Self> {
+        Arc::new(Self { total: Arc::new(Semaphore::new(total)), per_client, held: Mutex::default() })
+    }
+
+    /// One unit for `client`: `None` at once when it holds its share already; otherwise
+    /// when there is room in all.
+    async fn take(self: &Arc<Self>, client: IpAddr) -> Option<Held> {
+        {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let count = held.entry(client).or_default();
+            if *count >= self.per_client {
+                return None;
+            }
+            *count += 1;
+        }
+        // Counted from here on: dropped, it gives the client's unit back.
+        let mut unit = Held { share: self.clone(), client, _total: None };
+        unit._total = Some(self.total.clone().acquire_owned().await.ok()?);
+        Some(unit)
+    }
+}
+
+/// A client's unit of a share, given back on drop.
+struct Held {
+    share: Arc<Share>,
+    client: IpAddr,
+    _total: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.share.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -298,43 +414,22 @@ impl Shared {
         packet: &[u8],
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let request = match Message::from_vec(packet) {
-            Ok(request) => request,
-            // Unreadable: answer FORMERR when there is at least a header to answer to.
-            Err(_) if packet.len() >= 12 => {
-                let id = u16::from_be_bytes([packet[0], packet[1]]);
-                return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr).to_vec().ok();
-            }
-            Err(_) => return None,
-        };
-        if request.metadata.message_type != MessageType::Query {
-            return None;
-        }
-        if request.metadata.op_code != OpCode::Query || request.queries.len() != 1 {
-            return encode(&response_to(&request, ResponseCode::NotImp), &request, transport);
-        }
-        let (local, forwards) = {
+        let reply = {
             let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
-            let zone = directory.zones.get(network)?;
-            let client = match client {
-                IpAddr::V4(ip) => ip,
-                IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
-            };
             let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-            (resolve(directory.zones_for(network, client), &request, turn), zone.forwards)
+            directory.reply(network, client, packet, transport, turn)
         };
-        if let Some(response) = local {
-            return encode(&response, &request, transport);
-        }
-        if forwards {
-            for upstream in &self.upstreams {
-                match forward(*upstream, packet, transport).await {
-                    Ok(answer) => return Some(answer),
-                    Err(e) => log::debug!("dns: upstream {upstream}: {e:#}"),
-                }
+        let request = match reply {
+            Reply::Send(answer) => return Some(answer),
+            Reply::Nothing => return None,
+            Reply::Forward(request) => request,
+        };
+        for upstream in &self.upstreams {
+            match forward(*upstream, packet, transport).await {
+                Ok(answer) => return Some(answer),
+                Err(e) => log::debug!("dns: upstream {upstream}: {e:#}"),
             }
         }
-        // Internal networks never reach outside; no upstream answered for the others.
         encode(&response_to(&request, ResponseCode::ServFail), &request, transport)
     }
 }
@@ -414,7 +509,8 @@ impl Resolvers {
                 directory: RwLock::default(),
                 upstreams: upstreams.iter().map(|ip| SocketAddr::new(*ip, PORT)).collect(),
                 turn: AtomicUsize::new(0),
-                in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+                queries: Share::new(QUERIES_MAX, QUERIES_PER_CLIENT),
+                tcp_connections: Share::new(TCP_MAX, TCP_PER_CLIENT),
             }),
             listeners: HashMap::new(),
             unbound: Default::default(),
@@ -491,14 +587,15 @@ async fn serve_udp(shared: Arc<Shared>, network: String, socket: Arc<UdpSocket>)
                 continue;
             }
         };
-        let Ok(permit) = shared.in_flight.clone().acquire_owned().await else { return };
+        // Over the client's share: dropped, as a flood's excess is.
+        let Some(unit) = shared.queries.take(client.ip()).await else { continue };
         let (shared, network, socket, packet) =
             (shared.clone(), network.clone(), socket.clone(), buf[..len].to_vec());
         tokio::spawn(async move {
             if let Some(answer) = shared.answer(&network, client.ip(), &packet, Transport::Udp).await {
                 let _ = socket.send_to(&answer, client).await;
             }
-            drop(permit);
+            drop(unit);
         });
     }
 }
@@ -513,14 +610,21 @@ async fn serve_tcp(shared: Arc<Shared>, network: String, listener: TcpListener) 
                 continue;
             }
         };
+        // Over the client's share: closed at once, before it costs more than the accept.
+        let Some(connection) = shared.tcp_connections.take(client.ip()).await else { continue };
         let (shared, network) = (shared.clone(), network.clone());
         tokio::spawn(async move {
+            // Given back when the connection ends, whichever way.
+            let _connection = connection;
             while let Ok(Ok(query)) = timeout(TCP_IDLE, read_framed(&mut stream)).await {
-                let Ok(_permit) = shared.in_flight.acquire().await else { return };
-                let Some(answer) = shared.answer(&network, client.ip(), &query, Transport::Tcp).await else {
-                    return;
+                let answer = {
+                    let Some(_unit) = shared.queries.take(client.ip()).await else { return };
+                    shared.answer(&network, client.ip(), &query, Transport::Tcp).await
                 };
-                if write_framed(&mut stream, &answer).await.is_err() {
+                // A client that does not take its answer is hung up on, as one that
+                // sends nothing is.
+                let Some(answer) = answer else { return };
+                if !matches!(timeout(TCP_IDLE, write_framed(&mut stream, &answer)).await, Ok(Ok(()))) {
                     return;
                 }
             }
@@ -787,6 +891,40 @@ mod tests {
         let tcp = Message::from_vec(&encode(&response, &request, Transport::Tcp).unwrap()).unwrap();
         assert!(!tcp.metadata.truncation);
         assert_eq!(tcp.answers.len(), 58);
+    }
+
+    #[test]
+    fn unreadable_queries_get_formerr_and_responses_get_nothing() {
+        let (state, [red, ..]) = sample();
+        let directory = Directory::from_state(&state);
+        let client = IpAddr::from([10, 1, 0, 2]);
+        // A header whose question's name points at itself.
+        let mut looped = vec![0xab, 0xcd, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1];
+        let Reply::Send(formerr) = directory.reply(&red.id, client, &looped, Transport::Udp, 0) else {
+            panic!("no FORMERR to an unreadable query")
+        };
+        let formerr = Message::from_vec(&formerr).unwrap();
+        assert_eq!((formerr.metadata.id, formerr.metadata.response_code), (0xabcd, ResponseCode::FormErr));
+        looped[2] |= 0x80;
+        assert!(matches!(directory.reply(&red.id, client, &looped, Transport::Udp, 0), Reply::Nothing));
+        let mut response = query("web.", RecordType::A);
+        response.metadata.message_type = MessageType::Response;
+        let response = response.to_vec().unwrap();
+        assert!(matches!(directory.reply(&red.id, client, &response, Transport::Udp, 0), Reply::Nothing));
+        assert!(matches!(directory.reply(&red.id, client, &[0xab], Transport::Tcp, 0), Reply::Nothing));
+    }
+
+    #[tokio::test]
+    async fn a_client_gets_its_share_and_no_more_and_gets_it_back_when_done() {
+        let share = Share::new(3, 2);
+        let (a, b): (IpAddr, IpAddr) = ("10.1.0.2".parse().unwrap(), "10.1.0.3".parse().unwrap());
+        let first = share.take(a).await.expect("a's first");
+        let _second = share.take(a).await.expect("a's second");
+        assert!(share.take(a).await.is_none(), "a over its share");
+        let _other = share.take(b).await.expect("b has room while a is at its share");
+        drop(first);
+        assert!(share.take(a).await.is_some(), "a's unit came back");
+        assert_eq!(share.held.lock().unwrap().len(), 2);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup|build|test|demo`. Each installs what is missing
+//! Developer tasks: `cargo xtask setup|build|test|fuzz|demo|bench`. Each installs what is missing
 //! first (idempotently), so that each works alone on a fresh machine.
 
 mod setup;
@@ -21,18 +21,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the system packages, the nightly rust-src and bpf-linker (idempotent).
+    /// Install the system packages, the nightly rust-src, bpf-linker and cargo-fuzz (idempotent).
     Setup,
     /// Build the kernel programs and the user-space crates.
     Build {
         #[arg(long)]
         release: bool,
     },
-    /// Run every test: unit, BPF packet tests and namespace integration tests.
+    /// Run every test: unit, BPF packet tests and namespace integration tests; without a
+    /// filter, then each fuzz target briefly (CI's run).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Fuzz the parsers (fuzz/): each target, or the one named, for a bounded time.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// One of fuzz/fuzz_targets (default: all of them).
+        target: Option<String>,
     },
     /// Show the main job end to end in a throw-away host namespace.
     Demo,
@@ -64,7 +73,12 @@ fn main() -> Result<()> {
             let mut test = cargo();
             test.arg("test").args(&args);
             test.env("DATAPLANE_BIN", workspace_root().join("target/debug/dataplane"));
-            run_tests(&mut test)
+            run_tests(&mut test)?;
+            if args.is_empty() { fuzz(FUZZ_SMOKE_SECS, None) } else { Ok(()) }
+        }
+        Task::Fuzz { time, target } => {
+            setup::install_missing()?;
+            fuzz(time, target)
         }
         Task::Bench { quick, rounds, only } => {
             setup::install_missing()?;
@@ -159,6 +173,65 @@ fn run_tests(command: &mut Command) -> Result<()> {
     println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         bail!("cargo test failed with {status}");
+    }
+    Ok(())
+}
+
+/// Seconds per fuzz target in `cargo xtask test`: enough to catch a parser that panics
+/// on its first odd inputs, and to keep the corpora's seeds passing.
+const FUZZ_SMOKE_SECS: u64 = 10;
+
+/// Runs each fuzz target (or `only`) for `secs`, from the seeds in fuzz/corpus/<target>;
+/// what libFuzzer finds meanwhile goes to target/fuzz-corpus (the repo keeps the seeds
+/// small), and a crashing input to fuzz/artifacts/<target>, named in the failure.
+fn fuzz(secs: u64, only: Option<String>) -> Result<()> {
+    let root = workspace_root();
+    let targets: Vec<String> = match &only {
+        Some(target) => vec![target.clone()],
+        None => {
+            let mut names: Vec<String> = std::fs::read_dir(root.join("fuzz/fuzz_targets"))?
+                .filter_map(|e| Some(e.ok()?.path().file_stem()?.to_str()?.to_string()))
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    // No sanitizer: the parsers are safe Rust, where a panic (debug assertions on, so
+    // overflows too) is the finding; the build is faster for it.
+    let fuzz = |verb: &str| {
+        let mut command = Command::new("cargo");
+        command.current_dir(&root).args([
+            "+nightly",
+            "fuzz",
+            verb,
+            "--sanitizer",
+            "none",
+            "--debug-assertions",
+        ]);
+        command
+    };
+    // One target, or all of them at once.
+    run_command(fuzz("build").args(&only))?;
+    for target in &targets {
+        let seeds = root.join("fuzz/corpus").join(target);
+        if !seeds.is_dir() {
+            bail!("fuzz target {target:?} has no seeds in {}; targets: fuzz/fuzz_targets", seeds.display());
+        }
+        let found = root.join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&found).with_context(|| format!("creating {}", found.display()))?;
+        eprintln!("fuzz: {target} for {secs} s");
+        run_command(
+            fuzz("run")
+                .arg(target)
+                .args([&found, &seeds])
+                .arg("--")
+                .arg(format!("-max_total_time={secs}"))
+                // An input that takes this long is a hang, and a finding.
+                .arg("-timeout=5"),
+        )
+        .with_context(|| {
+            format!("fuzz target {target} failed; the input is under fuzz/artifacts/{target}")
+        })?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Installs what building and testing need, skipping what is there: Debian packages,
-//! the nightly toolchain's rust-src, and bpf-linker built against LLVM 22 (nightly's).
+//! the nightly toolchain's rust-src, bpf-linker built against LLVM 22 (nightly's), and
+//! cargo-fuzz for the parsers' fuzz targets.
 
 use std::process::{Command, Stdio};
 
@@ -49,7 +50,8 @@ const BPF_LINKER_VERSION: &str = "0.13";
 pub fn install_missing() -> Result<()> {
     install_packages()?;
     install_rust_src()?;
-    install_bpf_linker()
+    install_bpf_linker()?;
+    install_cargo_fuzz()
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
@@ -116,4 +118,12 @@ fn install_bpf_linker() -> Result<()> {
             .args(["--no-default-features", "--features", "llvm-22"])
             .env("PATH", path),
     )
+}
+
+fn install_cargo_fuzz() -> Result<()> {
+    if output("cargo", &["fuzz", "--version"]).is_some() {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz (about two minutes)");
+    run_command(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
