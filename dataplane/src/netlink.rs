@@ -196,12 +196,6 @@ impl Netlink {
         }
     }
 
-    pub async fn rename(&self, index: u32, name: &str) -> Result<()> {
-        self.set_link(LinkUnspec::new_with_index(index).name(name.to_string()).build())
-            .await
-            .with_context(|| format!("renaming link {index} to {name}"))
-    }
-
     pub async fn set_up(&self, index: u32) -> Result<()> {
         self.set_link(LinkUnspec::new_with_index(index).up().build())
             .await

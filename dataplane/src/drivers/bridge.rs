@@ -234,11 +234,8 @@ pub async fn connect(
 
 async fn create_veth(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result<u32> {
     let ns = netns::open(&endpoint.netns)?;
-    // The inner end is born with the host end's name (unique on the host) and renamed
-    // once configured: see `configure_inside`.
-    let born_as = &endpoint.host_veth;
     let host = nl
-        .create_veth_into(&endpoint.host_veth, &ns, born_as, endpoint.mac.0, net.bridge_options.mtu)
+        .create_veth_into(&endpoint.host_veth, &ns, &endpoint.ifname, endpoint.mac.0, net.bridge_options.mtu)
         .await?;
     // A bridge port needs no IPv6 of its own (frames cross the bridge all the same); left
     // on, each host-side veth added three routes to the host's IPv6 table, which the
@@ -246,7 +243,7 @@ async fn create_veth(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result
     // sixth of an attach's and a detach's time. Its name is unique, so finding its
     // setting does not walk every namespace's entry of one name (as `eth0`'s does).
     netlink::disable_ipv6(&endpoint.host_veth)?;
-    super::configure_inside(&Netlink::connect_in(&endpoint.netns)?, net, endpoint, born_as).await?;
+    super::configure_inside(&Netlink::connect_in(&endpoint.netns)?, net, endpoint).await?;
     Ok(host)
 }
 

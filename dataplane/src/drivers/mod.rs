@@ -73,23 +73,15 @@ pub fn takes_default_route(ifname: &str) -> bool {
     ifname == "eth0"
 }
 
-/// Configures an endpoint's new interface from inside its namespace (`inside`), where it
-/// was born as `born_as`, a name unique on the host: IPv6 off, its name, its address, up,
-/// and on the first network (`eth0`) the default route, as on Docker.
-///
-/// IPv6 goes off first, as Docker does on networks without IPv6 (all of ours, for now):
-/// left on, every new interface would take a link-local address and send neighbour
-/// discovery and MLD to every container of the network, work that grows with the network.
-/// Its setting is found under the unique name: /proc/sys/net keeps one cached entry per
-/// namespace for each name looked up there, and walks them all on every lookup, so
-/// looking up `eth0` cost ~2 ms with 2,000 pods.
-async fn configure_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint, born_as: &str) -> Result<()> {
+/// Configures an endpoint's new interface from inside its namespace (`inside`): its
+/// address, up, and on the first network (`eth0`) the default route, as on Docker. IPv6 goes
+/// off first, as Docker does on networks without IPv6 (all of ours, for now): left on,
+/// every new interface would take a link-local address and send neighbour discovery and
+/// MLD to every container of the network, work that grows with the network.
+async fn configure_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint) -> Result<()> {
     inside.set_up(inside.require_index("lo").await?).await?;
-    let index = inside.require_index(born_as).await?;
-    netlink::disable_ipv6_in(&endpoint.netns, born_as)?;
-    if born_as != endpoint.ifname {
-        inside.rename(index, &endpoint.ifname).await?;
-    }
+    let index = inside.require_index(&endpoint.ifname).await?;
+    netlink::disable_ipv6_in(&endpoint.netns, &endpoint.ifname)?;
     inside.add_address(index, endpoint.ip, net.subnet.prefix_len()).await?;
     inside.set_up(index).await?;
     if takes_default_route(&endpoint.ifname) {
