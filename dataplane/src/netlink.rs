@@ -3,6 +3,7 @@
 //! Nothing here decides policy.
 
 use std::{
+    io::Write,
     net::{IpAddr, Ipv4Addr},
     os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd},
     path::Path,
@@ -28,6 +29,9 @@ use rtnetlink::{
 
 pub struct Netlink {
     handle: Handle,
+    /// The host's /proc/sys/net/ipv6/conf, opened once (see `disable_ipv6`); `None` in a
+    /// container's namespace, and on a kernel without IPv6.
+    ipv6_conf: Option<std::fs::File>,
 }
 
 /// What `Netlink::link_state` finds of a link.
@@ -101,7 +105,30 @@ impl Netlink {
     pub fn connect() -> Result<Self> {
         let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
         tokio::spawn(connection);
-        Ok(Self { handle })
+        let ipv6_conf = match std::fs::File::open(IPV6_CONF) {
+            Ok(dir) => Some(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("opening {IPV6_CONF}")),
+        };
+        Ok(Self { handle, ipv6_conf })
+    }
+
+    /// Turns IPv6 off for the host's link `ifname` (rtnetlink cannot set IPv6 device
+    /// settings), through the directory opened at `connect`: a lookup from /proc/sys
+    /// walks one cached entry for `net` per namespace that ever looked there (every
+    /// container's), ~300 µs more at 2,000 containers. A kernel without IPv6 has nothing
+    /// to turn off.
+    pub fn disable_ipv6(&self, ifname: &str) -> Result<()> {
+        let Some(dir) = &self.ipv6_conf else { return Ok(()) };
+        let path = format!("{ifname}/disable_ipv6");
+        let file = nix::fcntl::openat(
+            dir,
+            path.as_str(),
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .with_context(|| format!("opening {IPV6_CONF}/{path}"))?;
+        std::fs::File::from(file).write_all(b"1").with_context(|| format!("writing {IPV6_CONF}/{path}"))
     }
 
     /// A connection whose socket lives in the namespace at `netns`: the socket is made on
@@ -124,7 +151,7 @@ impl Netlink {
         let socket = unsafe { TokioSocket::from_raw_fd(fd.into_raw_fd()) };
         let (connection, handle, _) = rtnetlink::from_socket(socket);
         tokio::spawn(connection);
-        Ok(Self { handle })
+        Ok(Self { handle, ipv6_conf: None })
     }
 
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
@@ -557,15 +584,15 @@ pub fn disable_ipv6_in(netns: &Path, ifname: &str) -> Result<()> {
     crate::netns::run_in(netns, move || disable_ipv6(&ifname))
 }
 
+const IPV6_CONF: &str = "/proc/sys/net/ipv6/conf";
+
 /// Turns IPv6 off for `ifname` in the caller's namespace. A link whose IPv6 is on gets
 /// routes in its namespace's IPv6 table (link-local, multicast) as it comes up, and the
 /// kernel walks that whole table whenever a link of the namespace goes down or away.
-pub fn disable_ipv6(ifname: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+fn disable_ipv6(ifname: &str) -> Result<()> {
+    let path = format!("{IPV6_CONF}/{ifname}/disable_ipv6");
     match std::fs::write(&path, "1") {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new("/proc/sys/net/ipv6").exists() => {
-            Ok(())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new(IPV6_CONF).exists() => Ok(()),
         other => other.with_context(|| format!("writing {path}")),
     }
 }

@@ -240,9 +240,8 @@ async fn create_veth(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result
     // A bridge port needs no IPv6 of its own (frames cross the bridge all the same); left
     // on, each host-side veth added three routes to the host's IPv6 table, which the
     // kernel walks whole as any link goes down or away: with 2,000 endpoints that was a
-    // sixth of an attach's and a detach's time. Its name is unique, so finding its
-    // setting does not walk every namespace's entry of one name (as `eth0`'s does).
-    netlink::disable_ipv6(&endpoint.host_veth)?;
+    // sixth of an attach's and a detach's time.
+    nl.disable_ipv6(&endpoint.host_veth)?;
     super::configure_inside(&Netlink::connect_in(&endpoint.netns)?, net, endpoint).await?;
     Ok(host)
 }
