@@ -186,19 +186,7 @@ fn a_published_port_is_reachable_from_outside_with_no_firewall_rule() {
         "network inspect does not show the published port"
     );
     // Our daemon holds the port: another container cannot take it, and says which.
-    let err = docker.err(&[
-        "run",
-        "-d",
-        "--name",
-        "other",
-        "--network",
-        "web",
-        "-p",
-        "8080:80",
-        IMAGE,
-        "sleep",
-        "600",
-    ]);
+    let err = second_publisher_of_8080(&docker);
     assert!(
         err.contains("host port 0.0.0.0:8080/tcp is already in use"),
         "a taken port was not refused by name: {err}"
@@ -407,19 +395,7 @@ fn docker_endpoints_keep_working_across_a_restart_of_our_daemon() {
         "-p 8080:80 is not reachable after the restart: {}",
         host.daemon_log()
     );
-    let err = docker.err(&[
-        "run",
-        "-d",
-        "--name",
-        "other",
-        "--network",
-        "web",
-        "-p",
-        "8080:80",
-        IMAGE,
-        "sleep",
-        "600",
-    ]);
+    let err = second_publisher_of_8080(&docker);
     assert!(err.contains("already in use"), "the restart lost the port's reservation: {err}");
     // Docker reaches the restarted daemon: a new container joins, and rm removes all.
     docker.run("late", "web", &[], &["sleep", "600"]);
@@ -754,4 +730,9 @@ fn endpoints_docker_gave_up_while_our_daemon_was_away_go_after_the_grace_period(
         "NetworkDriver.CreateEndpoint",
         json!({"NetworkID": NETWORK_ID, "EndpointID": again, "Interface": {"Address": "10.20.0.3/24"}}),
     );
+}
+
+/// Docker's refusal of another container on `web` publishing host port 8080.
+fn second_publisher_of_8080(docker: &Dockerd) -> String {
+    docker.err(&["run", "-d", "--name", "other", "--network", "web", "-p", "8080:80", IMAGE, "sleep", "600"])
 }
