@@ -126,10 +126,13 @@ fn new_flows_out_of_one_container_do_not_evict_another_ones_idle_connection() {
         .unwrap();
     let client = KillOnDrop(client);
     sleep(Duration::from_millis(500));
-    // New flows as fast as two threads open them for 2 s: connections to a closed port,
-    // each answered by a reset (which looks its flow up: a flow nobody answers is evicted
-    // first anyway, being the least recently used).
-    let flood = format!("timeout 20 {loadgen} tcp-connect --dst {EXTERNAL_ADDR}:7001 --secs 2 --threads 2");
+    // Three tables' worth of new flows nobody answers, to 16 ports. (Connections refused
+    // with a reset no longer fill the table: a flow that ended gives its port, and its
+    // tuple, to the next new flow that wants them.)
+    let flood = format!(
+        "timeout 20 {loadgen} udp-flows --dst {EXTERNAL_ADDR} --count {} --dst-ports 16 --first-dst-port 7100",
+        3 * TABLE
+    );
     let flood = json_of(host.exec("flooder", &flood), "the flood");
     let flows = host.dp_ok(&["conntrack", "ls"]);
     let exchange = json_of(wait_for(client), "the echo client");
