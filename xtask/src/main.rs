@@ -53,7 +53,7 @@ enum Task {
         /// Rounds of A/B runs per metric.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Runs one scenario alone, ours only (`setup-at-scale`).
+        /// Runs one scenario alone: `setup-at-scale` (ours only), `conntrack` or `flood`.
         #[arg(long)]
         only: Option<String>,
     },
