@@ -69,7 +69,11 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         if matches!(container.status, Status::Dead { .. }) {
             continue;
         }
-        if container.network_mode.owns_sandbox() && !netns::is_namespace(&container.netns) {
+        // A stopped container's namespace holds nothing: its start makes it again.
+        if container.is_running()
+            && container.network_mode.owns_sandbox()
+            && !netns::is_namespace(&container.netns)
+        {
             let reason = format!(
                 "its network namespace {} was gone at a start of the daemon",
                 container.netns.display()
@@ -86,11 +90,24 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             }
         }
     }
+    // Containers not running that hold endpoints (their command ended while we were
+    // away, or a crash cut their start short): released below, not rearmed.
+    let stopped: Vec<_> = c
+        .state
+        .containers
+        .iter()
+        .filter(|k| matches!(k.status, Status::Exited { .. }))
+        .filter(|k| c.state.endpoints_of(&k.id).next().is_some())
+        .cloned()
+        .collect();
     let endpoints: Vec<_> = {
         let names = c.state.owner_names();
         c.state.endpoints.iter().map(|e| (e.clone(), names.of(&e.owner))).collect()
     };
     for (endpoint, owner) in endpoints {
+        if endpoint.owner.container_id().is_some_and(|id| stopped.iter().any(|k| k.id == id)) {
+            continue;
+        }
         let gone = !netns::is_namespace(&endpoint.netns);
         // Docker removed the container meanwhile (it leaves the pin's file, and hands the
         // inner end back to our namespace), and its Leave found no one: done now. One
@@ -133,6 +150,11 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         {
             log::warn!("restoring {owner}: {e:#}");
         }
+    }
+    for container in &stopped {
+        c.release_networks(container)
+            .await
+            .with_context(|| format!("releasing the networks of stopped container {}", container.name))?;
     }
     let mut interfaces = HashSet::new();
     for endpoint in &c.state.endpoints {
