@@ -847,7 +847,17 @@ mod tests {
     #[test]
     fn the_command_needs_no_double_dash_as_on_docker() {
         let cli = Cli::try_parse_from([
-            "dataplane", "run", "-d", "--name", "x", "-e", "A=1", "-w", "/tmp", "sleep", "100",
+            "dataplane",
+            "run",
+            "-d",
+            "--name",
+            "x",
+            "-e",
+            "A=1",
+            "-w",
+            "/tmp",
+            "sleep",
+            "100",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
@@ -876,7 +886,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("env");
         std::fs::write(&file, "A=from-file\nUNSET_IN_THIS_TEST_9F3\n").unwrap();
-        let args = EnvArgs { env: vec!["A=from-e".into(), "PATH".into()], env_file: vec![file], workdir: None };
+        let args =
+            EnvArgs { env: vec!["A=from-e".into(), "PATH".into()], env_file: vec![file], workdir: None };
         let entries = args.entries().unwrap();
         assert_eq!(entries[0], "A=from-file");
         assert_eq!(entries[1], "A=from-e", "-e comes last, so it wins");

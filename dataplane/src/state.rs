@@ -841,7 +841,8 @@ mod tests {
         assert_eq!(state.endpoints_of(&tool.id).count(), 0, "a host-mode container has no endpoint");
         // Each container asks, for its next start, for the networks of its endpoints as
         // they are: the same interface, address, MAC, aliases and ports.
-        let asked: Vec<_> = web.networks.iter().map(|a| (a.network_id.as_str(), a.ifname.as_str(), a.ip)).collect();
+        let asked: Vec<_> =
+            web.networks.iter().map(|a| (a.network_id.as_str(), a.ifname.as_str(), a.ip)).collect();
         assert_eq!(
             asked,
             [("n1", "eth0", Some(eth0.ip)), ("n2", "eth1", Some(eth1.ip))],

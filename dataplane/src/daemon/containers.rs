@@ -242,7 +242,12 @@ impl Core {
             true => vec![net.gateway.into()],
             false => self.resolvers.upstreams(),
         };
-        process::write_etc_files(&container.etc_dir, &container.hostname, &container.name, Some((ip, &resolvers)))
+        process::write_etc_files(
+            &container.etc_dir,
+            &container.hostname,
+            &container.name,
+            Some((ip, &resolvers)),
+        )
     }
 
     /// Starts a container's command in the background, its output to its log.
@@ -316,7 +321,7 @@ impl Core {
             .collect();
         if !joined.is_empty() {
             bail!(
-                "container {} shares its network namespace with running {}; stop or remove those first",
+                "container {} shares its network namespace with {} (running); stop or remove those first",
                 container.name,
                 joined.join(", ")
             );

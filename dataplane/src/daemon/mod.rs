@@ -9,7 +9,7 @@
 //! - `publishing`: published ports of an endpoint, their reservations and firewall rule sets;
 //! - `endpoints`: a namespace's attachment to a network, whoever made the namespace
 //!   (uses `publishing`);
-//! - `containers`: our own `run`, `stop`, `rm`, `network connect` (uses `endpoints`);
+//! - `containers`: our own `run`, `stop`, `start`, `rm`, `network connect` (uses `endpoints`);
 //! - `cni`: the CNI plugin's ADD, DEL, CHECK and GC (uses `networks` and `endpoints`);
 //! - `docker`: Docker's network plugin API, its network and IPAM drivers, served on a
 //!   socket of its own (uses `networks` and `endpoints`);

@@ -1275,6 +1275,8 @@ fn measure_setup_at_scale(host: &mut Host, sizes: [usize; 2], probes: usize) -> 
             mac: None,
             aliases: vec![],
             command: vec!["sleep".into(), "infinity".into()],
+            env: vec![],
+            workdir: None,
             publish: vec![],
             detach: true,
             auto_remove: false,
