@@ -390,6 +390,9 @@ pub enum Intent {
     CreateNetwork { network: Network },
     /// `rm` removes this container: finished.
     Remove { container_id: String },
+    /// `start` runs this stopped container's command again (its endpoints have intents
+    /// of their own): undone, its command killed, unless its start was recorded.
+    Start { container_id: String },
 }
 
 impl Keyed for Intent {
@@ -399,7 +402,7 @@ impl Keyed for Intent {
             Intent::Run { container } => &container.id,
             Intent::Attach { endpoint } => &endpoint.id,
             Intent::CreateNetwork { network } => &network.id,
-            Intent::Remove { container_id } => container_id,
+            Intent::Remove { container_id } | Intent::Start { container_id } => container_id,
         }
     }
 }

@@ -429,23 +429,43 @@ impl Core {
                 Some(_) => {}
             }
         }
+        // Saved first: a crash before the start is recorded leaves a command that nothing
+        // watches, for the next start of the daemon to end (`undo_start`).
+        self.intend(Intent::Start { container_id: container.id.clone() })?;
+        if let Err(e) = self.start_in_place(&mut container).await {
+            if let Err(undo) = self.release_networks(&container).await {
+                log::warn!("undoing the start of container {}: {undo:#}", container.name);
+            }
+            self.abandon(&container.id);
+            return Err(e.context(format!("starting container {}", container.name)));
+        }
+        self.state.containers.replace(container.clone());
+        self.done(&container.id);
+        self.save()?;
+        Ok(Some(container))
+    }
+
+    async fn start_in_place(&mut self, container: &mut Container) -> Result<()> {
         if container.network_mode.owns_sandbox() && !netns::is_namespace(&container.netns) {
             // Gone with a reboot of the host, say: a stopped container has nothing in it.
             netns::create(&container.netns)?;
         }
-        if let Err(e) = self.join_networks(&container).await {
-            return Err(e.context(format!("starting container {}", container.name)));
+        self.join_networks(container).await?;
+        self.start_command(container)
+    }
+
+    /// Undoes a `start` that a crash cut short, unless the container was recorded
+    /// running: ends what runs in its namespace and releases its networks.
+    pub(super) async fn undo_start(&mut self, container_id: &str) -> Result<()> {
+        let Some(container) = self.state.containers.get(container_id).cloned() else { return Ok(()) };
+        if container.is_running() {
+            return Ok(());
         }
-        if let Err(e) = self.start_command(&mut container) {
-            if let Err(undo) = self.release_networks(&container).await {
-                log::warn!("undoing the start of container {}: {undo:#}", container.name);
-            }
-            self.save()?;
-            return Err(e.context(format!("starting container {}", container.name)));
+        log::warn!("container {}: its start was cut short; ending what it started", container.name);
+        if container.network_mode.owns_sandbox() {
+            empty_namespace(&container.netns).await?;
         }
-        self.state.containers.replace(container.clone());
-        self.save()?;
-        Ok(Some(container))
+        self.release_networks(&container).await
     }
 
     /// `network connect`: one more interface (eth1, eth2, ...) in a container, with an

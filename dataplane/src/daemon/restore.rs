@@ -222,6 +222,11 @@ async fn resolve_intents(c: &mut Core) -> Result<()> {
                     .await
                     .with_context(|| format!("undoing the creation of network {}", network.name))?;
             }
+            Intent::Start { container_id } => {
+                c.undo_start(&container_id)
+                    .await
+                    .with_context(|| format!("undoing the start of {container_id}"))?;
+            }
             Intent::Remove { container_id } => {
                 if c.state.containers.get(&container_id).is_some() {
                     log::warn!("container {container_id}: its removal was cut short; finishing it");
