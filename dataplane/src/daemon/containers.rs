@@ -446,6 +446,9 @@ impl Core {
     }
 
     async fn start_in_place(&mut self, container: &mut Container) -> Result<()> {
+        // A container created for a foreground run whose command never started holds
+        // the endpoints of that run: they go, to be made again as for any start.
+        self.release_networks(container).await?;
         if container.network_mode.owns_sandbox() && !netns::is_namespace(&container.netns) {
             // Gone with a reboot of the host, say: a stopped container has nothing in it.
             netns::create(&container.netns)?;
