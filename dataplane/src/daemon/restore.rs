@@ -91,7 +91,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         }
     }
     // Containers not running that hold endpoints (their command ended while we were
-    // away, or a crash cut their start short): released below, not rearmed.
+    // away, or a crash cut short the release after it ended): released below, not rearmed.
     let stopped: Vec<_> = c
         .state
         .containers
@@ -152,9 +152,11 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         }
     }
     for container in &stopped {
-        c.release_networks(container)
-            .await
-            .with_context(|| format!("releasing the networks of stopped container {}", container.name))?;
+        // What stays of an endpoint is its own trouble, not the daemon's: a later start
+        // of the container, or its `rm`, tries again.
+        if let Err(e) = c.release_networks(container).await {
+            log::warn!("container {}: releasing its networks: {e:#}", container.name);
+        }
     }
     let mut interfaces = HashSet::new();
     for endpoint in &c.state.endpoints {
