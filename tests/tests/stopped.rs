@@ -94,6 +94,17 @@ fn exited_containers_hold_no_network_and_no_joined_container() {
     let err = host.dp_err(&["start", "joiner"]);
     assert!(err.contains("was removed") && err.contains("joiner"), "{err}");
 
+    // Without networks of their own, containers start again all the same.
+    for mode in ["none", "host"] {
+        let name = format!("on-{mode}");
+        host.dp_ok(&["run", "--name", &name, "--network", mode, "sh", "-c", "echo $HOSTNAME"]);
+        host.dp_ok(&["start", &name]);
+        assert!(
+            eventually(Duration::from_secs(10), || host.dp_ok(&["logs", &name]).lines().count() == 1),
+            "{mode}: the started command wrote its log"
+        );
+    }
+
     assert!(host.dp_ok(&["network", "prune"]).contains("No unused networks"));
     // A stopped container's network stays for its next start; an unused one goes.
     host.dp_ok(&["network", "create", "--subnet", "10.79.0.0/24", "spare"]);
