@@ -1282,6 +1282,8 @@ fn measure_setup_at_scale(
             mac: None,
             aliases: vec![],
             command: vec!["sleep".into(), "infinity".into()],
+            env: vec![],
+            workdir: None,
             publish: vec![],
             detach: true,
             auto_remove: false,
