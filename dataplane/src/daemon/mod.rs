@@ -511,16 +511,23 @@ impl Core {
     /// Writes what changed in the state since the last save, and brings the resolvers'
     /// names in line with it.
     fn save(&mut self) -> Result<()> {
+        self.save_synced(true)
+    }
+
+    fn save_synced(&mut self, sync: bool) -> Result<()> {
         let changes = self.state.take_changes();
         self.resolvers.update(&self.state, &changes);
-        self.store.save(&self.state, &changes)
+        self.store.save(&self.state, &changes, sync)
     }
 
     /// Saves an intent before the first change to the system of its operation (see
-    /// `Intent`); `done` takes it back once the outcome is in the state.
+    /// `Intent`); `done` takes it back once the outcome is in the state. Written, not
+    /// synced (the operation's own save syncs it): it guards against a crash of the
+    /// daemon, which the page cache outlives, and what it would undo after a crash of the
+    /// host (links, namespaces, processes) is gone with the host's.
     fn intend(&mut self, intent: Intent) -> Result<()> {
         self.state.intents.push(intent);
-        self.save()
+        self.save_synced(false)
     }
 
     /// The operation of `key` has its outcome in the state, or failed and undid its

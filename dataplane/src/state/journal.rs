@@ -246,9 +246,10 @@ impl StateStore {
         Ok((Some(state), replayed || migrated || adopted))
     }
 
-    /// Writes what changed: one line appended to the journal and synced; the whole state
-    /// instead when the journal has outgrown it or the files may not hold the state.
-    pub fn save(&mut self, state: &State, changes: &Changes) -> Result<()> {
+    /// Writes what changed: one line appended to the journal (synced when `sync`); the
+    /// whole state, synced, instead when the journal has outgrown it or the files may not
+    /// hold the state.
+    pub fn save(&mut self, state: &State, changes: &Changes, sync: bool) -> Result<()> {
         let firewall = (state.firewall != self.firewall).then_some(&state.firewall);
         let docker = (state.docker != self.docker).then_some(&state.docker);
         let written = Written {
@@ -274,7 +275,7 @@ impl StateStore {
         }
         let mut line = serde_json::to_vec(&written)?;
         line.push(b'\n');
-        if let Err(e) = self.append(&line) {
+        if let Err(e) = self.append(&line, sync) {
             // The line may be on disk all the same: its number is not used again, so the
             // snapshot that follows holds it for certain.
             self.seq += 1;
@@ -292,7 +293,7 @@ impl StateStore {
         Ok(())
     }
 
-    fn append(&mut self, line: &[u8]) -> Result<()> {
+    fn append(&mut self, line: &[u8], sync: bool) -> Result<()> {
         let file = match &mut self.file {
             Some(file) => file,
             None => self.file.insert(
@@ -304,7 +305,7 @@ impl StateStore {
             ),
         };
         file.write_all(line)
-            .and_then(|()| file.sync_data())
+            .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
             .with_context(|| format!("writing {}", self.journal.display()))
     }
 
@@ -450,14 +451,14 @@ mod tests {
                 host_veth: format!("veth{i:07x}"),
                 ..endpoint.clone()
             });
-            store.save(state, &state.clone().take_changes()).unwrap();
+            store.save(state, &state.clone().take_changes(), true).unwrap();
             state.take_changes();
         }
     }
 
     fn save(state: &mut State, store: &mut StateStore) {
         let changes = state.take_changes();
-        store.save(state, &changes).unwrap();
+        store.save(state, &changes, true).unwrap();
     }
 
     fn journal_len(dir: &Path) -> u64 {
