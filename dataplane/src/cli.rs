@@ -100,6 +100,9 @@ enum Command {
     },
     /// Show the eBPF datapath's per-path packet and byte counters.
     Stats,
+    /// Show this CLI's version and the kernel's, and the daemon's version (fails when
+    /// no daemon answers on the socket).
+    Version,
     /// List a container's published ports (`80/tcp -> 0.0.0.0:8080`), or the host
     /// addresses of one of them.
     Port {
@@ -637,6 +640,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let found = call(Request::Inspect { names: vec![name.clone()] })?;
             port_lines(&name, &found[0], port)?.iter().for_each(|line| println!("{line}"));
         }
+        Command::Version => {
+            let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .context("reading the kernel's release from /proc/sys/kernel/osrelease")?;
+            let daemon = match call(Request::Version) {
+                Ok(answer) => Some(answer["Version"].as_str().unwrap_or("unknown").to_string()),
+                Err(e) if api::kind_of(&e) == api::ErrorKind::Unreachable => None,
+                Err(e) => return Err(e),
+            };
+            print!("{}", version_report(kernel.trim(), daemon.as_deref(), &socket));
+            if daemon.is_none() {
+                return Ok(ExitCode::from(COMMAND_FAILED));
+            }
+        }
         Command::Conntrack(ConntrackCommand::Ls) => {
             let flows: Vec<crate::nat::FlowView> = serde_json::from_value(call(Request::ConntrackList)?)?;
             let rows = flows.into_iter().map(|f| {
@@ -808,6 +824,19 @@ fn logs(socket: &std::path::Path, name: &str, follow: bool, tail: Tail) -> Resul
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// What `version` prints, in the shape of Docker's: this CLI's version and the kernel it
+/// runs on, then the daemon's version, or that none answers on `socket`.
+fn version_report(kernel: &str, daemon: Option<&str>, socket: &std::path::Path) -> String {
+    let server = match daemon {
+        Some(version) => format!(" Version:  {version}"),
+        None => format!(
+            " daemon not running: nothing answers on {}; start it with `dataplane daemon`",
+            socket.display()
+        ),
+    };
+    format!("Client:\n Version:  {}\n Kernel:   {kernel}\n\nServer:\n{server}\n", env!("CARGO_PKG_VERSION"))
 }
 
 /// A container port as `port` takes it and Docker writes it: PORT/tcp or PORT/udp.
@@ -1060,6 +1089,25 @@ mod tests {
         let cli = Cli::try_parse_from(["dataplane", "port", "web", "53/udp"]).unwrap();
         let Command::Port { name, port } = cli.command else { panic!("not port") };
         assert_eq!((name.as_str(), port), ("web", Some(ContainerPort { port: 53, proto: udp })));
+    }
+
+    #[test]
+    fn version_reports_the_client_the_kernel_and_the_daemon_or_its_absence() {
+        let socket = std::path::Path::new("/run/dataplane/dataplane.sock");
+        let ours = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            version_report("6.8.0-1-amd64", Some("0.0.9"), socket),
+            format!("Client:\n Version:  {ours}\n Kernel:   6.8.0-1-amd64\n\nServer:\n Version:  0.0.9\n")
+        );
+        let down = version_report("6.8.0-1-amd64", None, socket);
+        assert!(down.starts_with(&format!("Client:\n Version:  {ours}\n")), "{down}");
+        assert!(
+            down.contains("daemon not running: nothing answers on /run/dataplane/dataplane.sock")
+                && down.contains("`dataplane daemon`"),
+            "{down}"
+        );
+        let cli = Cli::try_parse_from(["dataplane", "version"]).unwrap();
+        assert_eq!(cli.command.failure_exit_code(), 1);
     }
 
     fn web_with_ports(running: bool, ports: Value) -> Value {

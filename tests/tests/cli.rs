@@ -1,13 +1,9 @@
 //! The CLI as a Docker user, or a script written for Docker, meets it: one daemon per
 //! state dir, Docker's exit codes, and `port`.
 
-use std::{
-    process::Stdio,
-    thread::sleep,
-    time::{Duration, Instant},
-};
+use std::{process::Stdio, time::Duration};
 
-use dataplane_tests::{Host, binary};
+use dataplane_tests::{Host, binary, eventually};
 
 #[test]
 fn a_second_daemon_on_the_same_state_dir_refuses_to_start_and_the_first_keeps_working() {
@@ -25,21 +21,14 @@ fn a_second_daemon_on_the_same_state_dir_refuses_to_start_and_the_first_keeps_wo
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            let _ = second.wait();
-            panic!("a second daemon on {} started and served for 30 s", state_dir.display());
-        }
-        sleep(Duration::from_millis(50));
-    };
+    if !eventually(Duration::from_secs(30), || second.try_wait().unwrap().is_some()) {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("a second daemon on {} started and served for 30 s", state_dir.display());
+    }
     let out = second.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!status.success(), "the second daemon exited with success: {stderr}");
+    assert!(!out.status.success(), "the second daemon exited with success: {stderr}");
     assert!(
         stderr.contains(&state_dir.display().to_string()),
         "the error does not name the state dir: {stderr}"
@@ -105,4 +94,24 @@ fn exit_codes_are_dockers_and_port_prints_dockers_lines() {
     assert_eq!(host.dp_ok(&["port", "web"]), "", "a stopped container publishes nothing, as on Docker");
     let err = host.dp_err(&["port", "web", "80"]);
     assert!(err.contains("not running") && err.contains("dataplane start web"), "{err}");
+}
+
+#[test]
+fn version_names_the_client_the_kernel_and_the_daemon_or_says_it_is_not_running() {
+    let mut host = Host::start();
+    let ours = host.dp_ok(&["--version"]).trim().trim_start_matches("dataplane ").to_string();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let report = host.dp_ok(&["version"]);
+    assert!(report.contains(&format!(" Kernel:   {}\n", kernel.trim())), "{report}");
+    assert!(report.ends_with(&format!("Server:\n Version:  {ours}\n")), "the daemon's version: {report}");
+
+    host.stop_daemon();
+    let out = host.dp(&["version"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "no daemon: {report}");
+    assert!(
+        report.starts_with(&format!("Client:\n Version:  {ours}\n")),
+        "the client's part still: {report}"
+    );
+    assert!(report.contains("daemon not running"), "{report}");
 }

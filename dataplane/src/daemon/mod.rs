@@ -349,6 +349,7 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             return start(core, &name).await;
         }
         Request::Start { name } => return start(core, &name).await,
+        Request::Version => return Ok(json!({"Version": env!("CARGO_PKG_VERSION")})),
         _ => {}
     }
     let mut guard = core.lock().await;
@@ -473,7 +474,7 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
         Request::CniDel { attachment, network } => c.cni_del(&attachment, &network).await,
         Request::CniCheck(check) => c.cni_check(&check).await,
         Request::CniGc { network, valid } => c.cni_gc(&network, &valid).await,
-        Request::Stop { .. } | Request::Restart { .. } | Request::Start { .. } => {
+        Request::Stop { .. } | Request::Restart { .. } | Request::Start { .. } | Request::Version => {
             unreachable!("handled above")
         }
     }
