@@ -145,14 +145,21 @@ pub fn container_command<'a>(args: &[String], ctx: &ContainerContext<'a>) -> Con
         })
         .collect();
     // Every command gets a mount namespace, for its /proc, even without /etc files (host
-    // mode). Never the root itself is unmounted as the pins', whatever their path.
-    let pin_dir = ctx
-        .pin_dir
-        .filter(|dir| dir.parent().is_some())
-        .map(|dir| CString::new(dir.as_os_str().as_bytes()).expect("paths have no NUL"));
-    // SAFETY: unshare, mount and umount2 are plain syscalls on strings prepared before fork.
+    // mode): a copy of the daemon's template without the pins (`netns::mount_template`),
+    // or of the caller's, whose pins it drops. Never the root itself is unmounted as the
+    // pins', whatever their path.
+    let pin_dir = ctx.pin_dir.filter(|dir| dir.parent().is_some());
+    let template = pin_dir.and_then(|dir| File::open(netns::mount_template(dir)).ok());
+    let pin_dir = pin_dir.map(|dir| CString::new(dir.as_os_str().as_bytes()).expect("paths have no NUL"));
+    // Entering the template moves the process to its root: the directory again after it.
+    let workdir = CString::new(ctx.workdir.unwrap_or(Path::new("/")).as_os_str().as_bytes())
+        .expect("paths have no NUL");
+    // SAFETY: setns, unshare, mount, umount2 and chdir are plain syscalls on descriptors
+    // and strings prepared before fork.
     unsafe {
         command.pre_exec(move || {
+            let entered =
+                template.as_ref().is_some_and(|t| libc::setns(t.as_raw_fd(), libc::CLONE_NEWNS) == 0);
             if libc::unshare(libc::CLONE_NEWNS) != 0
                 || libc::mount(
                     std::ptr::null(),
@@ -164,9 +171,10 @@ pub fn container_command<'a>(args: &[String], ctx: &ContainerContext<'a>) -> Con
             {
                 return Err(std::io::Error::last_os_error());
             }
-            // The copies of every pin go at once; the process holds its own namespace.
-            // A pin dir that is no mount of its own (an older daemon's) fails harmlessly.
-            if let Some(pin_dir) = &pin_dir {
+            // Without the template the copies of every pin go at once; the process holds
+            // its own namespace. A pin dir that is no mount of its own (an older daemon's)
+            // fails harmlessly.
+            if let (false, Some(pin_dir)) = (entered, &pin_dir) {
                 libc::umount2(pin_dir.as_ptr(), libc::MNT_DETACH);
             }
             // This process already lives in the command's PID namespace (`spawn` forked it
@@ -192,6 +200,9 @@ pub fn container_command<'a>(args: &[String], ctx: &ContainerContext<'a>) -> Con
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            if entered && libc::chdir(workdir.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });

@@ -132,6 +132,9 @@ pub async fn run(config: Config) -> Result<()> {
         );
     }
     netns::prepare_pin_dir(&config.netns_dir)?;
+    if let Err(e) = netns::prepare_mount_template(&config.netns_dir) {
+        log::warn!("containers' commands copy the daemon's mounts, pins and all: {e:#}");
+    }
     let conntrack_size = config.conntrack_max.unwrap_or(dataplane_common::CONNTRACK_DEFAULT_SIZE);
     let mut datapath = Datapath::load(&config.bpffs, conntrack_size)?;
     let conntrack = nat::ConntrackAccount::new(nat::TableSnapshot::take(&mut datapath)?);
