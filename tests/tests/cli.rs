@@ -114,4 +114,8 @@ fn version_names_the_client_the_kernel_and_the_daemon_or_says_it_is_not_running(
         "the client's part still: {report}"
     );
     assert!(report.contains("daemon not running"), "{report}");
+    assert!(
+        report.contains(&host.socket().display().to_string()) && report.contains("dataplane daemon"),
+        "names the socket and the fix: {report}"
+    );
 }
