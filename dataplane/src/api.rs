@@ -177,6 +177,8 @@ pub enum Request {
         force: bool,
     },
     Stats,
+    /// The daemon's version (answered without the daemon's lock: it changes nothing).
+    Version,
     ConntrackList,
     ConntrackFlush,
     /// Appends a rule to the firewall for published ports.

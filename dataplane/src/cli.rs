@@ -56,7 +56,7 @@ enum Command {
         env: EnvArgs,
         name: String,
         /// The command and its arguments (`--` before them is optional).
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        #[arg(required = true, trailing_var_arg = true)]
         command: Vec<String>,
     },
     /// Start stopped containers again, in the background: their command, networks and ports.
@@ -100,8 +100,17 @@ enum Command {
     },
     /// Show the eBPF datapath's per-path packet and byte counters.
     Stats,
-    /// List a container's published ports.
-    Port { name: String },
+    /// Show this CLI's version and the kernel's, and the daemon's version (fails when
+    /// no daemon answers on the socket).
+    Version,
+    /// List a container's published ports (`80/tcp -> 0.0.0.0:8080`), or the host
+    /// addresses of one of them.
+    Port {
+        name: String,
+        /// A container port: PORT, PORT/tcp or PORT/udp (tcp when bare).
+        #[arg(value_name = "PORT[/PROTO]")]
+        port: Option<ContainerPort>,
+    },
     /// Masqueraded connections tracked by the datapath.
     #[command(subcommand)]
     Conntrack(ConntrackCommand),
@@ -390,17 +399,50 @@ struct RunArgs {
     #[command(flatten)]
     env: EnvArgs,
     /// The command and its arguments (`--` before them is optional).
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(required = true, trailing_var_arg = true)]
     command: Vec<String>,
 }
 
+/// Docker's code for an error of the CLI rather than of a container: input it cannot parse
+/// (an unknown flag, a missing argument, for any command) and `run`'s own failures, which
+/// a script tells apart from the codes of a foreground container this way.
+const CLI_ERROR: u8 = 125;
+/// Docker's code for the failure of any other command.
+const COMMAND_FAILED: u8 = 1;
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(usage_exit_code(&e));
+        }
+    };
+    let failed = cli.command.failure_exit_code();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");
-            ExitCode::from(125)
+            ExitCode::from(failed)
+        }
+    }
+}
+
+/// `--help` and `--version` succeed; input clap refuses fails as Docker's flag errors do.
+fn usage_exit_code(e: &clap::Error) -> u8 {
+    match e.use_stderr() {
+        true => CLI_ERROR,
+        false => 0,
+    }
+}
+
+impl Command {
+    /// The exit code when the command itself fails (not the container's command: a
+    /// foreground `run` and `exec` pass that one through).
+    fn failure_exit_code(&self) -> u8 {
+        match self {
+            Command::Run(_) => CLI_ERROR,
+            _ => COMMAND_FAILED,
         }
     }
 }
@@ -594,19 +636,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rows = tables.into_iter().map(|(table, c)| vec![table.clone(), c["packets"].to_string()]);
             print_table(&["TABLE", "ENTRIES"], rows);
         }
-        Command::Port { name } => {
-            let found = call(Request::Inspect { names: vec![name] })?;
-            let container: &Value = &found[0];
-            if let Some(ports) = container["NetworkSettings"]["Ports"].as_object() {
-                for (port, bindings) in ports {
-                    for b in bindings.as_array().into_iter().flatten() {
-                        println!(
-                            "{port} -> {}:{}",
-                            b["HostIp"].as_str().unwrap_or(""),
-                            b["HostPort"].as_str().unwrap_or("")
-                        );
-                    }
-                }
+        Command::Port { name, port } => {
+            let found = call(Request::Inspect { names: vec![name.clone()] })?;
+            port_lines(&name, &found[0], port)?.iter().for_each(|line| println!("{line}"));
+        }
+        Command::Version => {
+            let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .context("reading the kernel's release from /proc/sys/kernel/osrelease")?;
+            let daemon = match call(Request::Version) {
+                Ok(answer) => Ok(answer["Version"].as_str().unwrap_or("unknown").to_string()),
+                // Its reason too: a socket that is there but not ours to open is no absence.
+                Err(e) if api::kind_of(&e) == api::ErrorKind::Unreachable => Err(format!("{e:#}")),
+                Err(e) => return Err(e),
+            };
+            print!("{}", version_report(kernel.trim(), daemon.as_deref().map_err(String::as_str)));
+            if daemon.is_err() {
+                return Ok(ExitCode::from(COMMAND_FAILED));
             }
         }
         Command::Conntrack(ConntrackCommand::Ls) => {
@@ -782,6 +827,89 @@ fn logs(socket: &std::path::Path, name: &str, follow: bool, tail: Tail) -> Resul
     }
 }
 
+/// What `version` prints, in the shape of Docker's: this CLI's version and the kernel it
+/// runs on, then the daemon's version, or why no daemon answered.
+fn version_report(kernel: &str, daemon: Result<&str, &str>) -> String {
+    let server = match daemon {
+        Ok(version) => format!(" Version:  {version}"),
+        Err(unreachable) => format!(" daemon not running: {unreachable}"),
+    };
+    format!("Client:\n Version:  {}\n Kernel:   {kernel}\n\nServer:\n{server}\n", env!("CARGO_PKG_VERSION"))
+}
+
+/// A container port as `port` takes it and Docker writes it: PORT/tcp or PORT/udp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ContainerPort {
+    port: u16,
+    proto: crate::ports::Proto,
+}
+
+impl std::str::FromStr for ContainerPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+        let proto = match proto {
+            "tcp" => crate::ports::Proto::Tcp,
+            "udp" => crate::ports::Proto::Udp,
+            _ => return Err(format!("{s:?}: unsupported protocol {proto:?}; write PORT/tcp or PORT/udp")),
+        };
+        match port.parse() {
+            Ok(port) if port > 0 => Ok(Self { port, proto }),
+            _ => Err(format!(
+                "{s:?}: give a container port 1-65535, optionally with /tcp or /udp (e.g. 80/tcp)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.port, self.proto)
+    }
+}
+
+/// What `port` prints for a container (its `inspect` JSON), as Docker prints it: every
+/// published port as `80/tcp -> 0.0.0.0:8080`, in port order; or, for one port, its host
+/// addresses alone, and an error naming the container and the port when it has none.
+fn port_lines(name: &str, container: &Value, wanted: Option<ContainerPort>) -> Result<Vec<String>> {
+    let mut published: Vec<(ContainerPort, String)> = vec![];
+    for (key, hosts) in container["NetworkSettings"]["Ports"].as_object().into_iter().flatten() {
+        let port: ContainerPort =
+            key.parse().map_err(|e| anyhow::anyhow!("the daemon's ports of container {name}: {e}"))?;
+        for host in hosts.as_array().into_iter().flatten() {
+            let (ip, host_port) =
+                (host["HostIp"].as_str().unwrap_or(""), host["HostPort"].as_str().unwrap_or(""));
+            published.push((port, format!("{ip}:{host_port}")));
+        }
+    }
+    // Stable: the host addresses of one port stay in the daemon's order.
+    published.sort_by_key(|(port, _)| *port);
+    let Some(wanted) = wanted else {
+        return Ok(published.into_iter().map(|(port, host)| format!("{port} -> {host}")).collect());
+    };
+    let hosts: Vec<String> =
+        published.iter().filter(|(port, _)| *port == wanted).map(|(_, host)| host.clone()).collect();
+    if !hosts.is_empty() {
+        return Ok(hosts);
+    }
+    if container["State"]["Running"] != Value::Bool(true) {
+        bail!(
+            "container {name} publishes no port {wanted}: it is not running, and a stopped container \
+             holds no ports; `dataplane start {name}` publishes them again"
+        );
+    }
+    let mut ports: Vec<String> = published.iter().map(|(port, _)| port.to_string()).collect();
+    ports.dedup();
+    let has = match ports.is_empty() {
+        true => "it publishes none".to_string(),
+        false => format!("it publishes {}", ports.join(", ")),
+    };
+    bail!(
+        "container {name} publishes no port {wanted} ({has}); ports are published when a container \
+         is created: `dataplane run -p HOSTPORT:{wanted} ...`"
+    )
+}
+
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     let code = status
         .code()
@@ -924,6 +1052,111 @@ mod tests {
         assert!(
             err(&["dataplane", "run"]).contains("CMD") || err(&["dataplane", "run"]).contains("required")
         );
+    }
+
+    #[test]
+    fn exit_codes_are_dockers() {
+        let usage = |args: &[&str]| usage_exit_code(&Cli::try_parse_from(args).err().expect("should fail"));
+        assert_eq!(usage(&["dataplane", "run", "--bogus", "true"]), 125, "run's bad flag, not a command");
+        assert_eq!(usage(&["dataplane", "exec", "--bogus", "x", "true"]), 125, "exec's bad flag");
+        assert_eq!(usage(&["dataplane", "run"]), 125, "run without its command");
+        assert_eq!(usage(&["dataplane", "ps", "--bogus"]), 125, "any command's bad flag, as Docker's");
+        assert_eq!(usage(&["dataplane", "--help"]), 0, "--help succeeds");
+        assert_eq!(usage(&["dataplane", "run", "--help"]), 0, "run --help succeeds");
+        assert_eq!(usage(&["dataplane", "--version"]), 0, "--version succeeds");
+        let failed = |args: &[&str]| Cli::try_parse_from(args).unwrap().command.failure_exit_code();
+        assert_eq!(failed(&["dataplane", "run", "--name", "x", "true"]), 125, "run's own failure");
+        assert_eq!(failed(&["dataplane", "ps"]), 1);
+        assert_eq!(failed(&["dataplane", "rm", "-f", "x"]), 1);
+        assert_eq!(failed(&["dataplane", "exec", "x", "true"]), 1, "exec's own failure");
+        assert_eq!(failed(&["dataplane", "network", "create", "n"]), 1);
+        assert_eq!(failed(&["dataplane", "port", "x", "80"]), 1);
+    }
+
+    #[test]
+    fn container_ports_are_parsed_as_dockers_port_takes_them() {
+        let tcp = crate::ports::Proto::Tcp;
+        let udp = crate::ports::Proto::Udp;
+        assert_eq!("80".parse(), Ok(ContainerPort { port: 80, proto: tcp }), "bare is tcp");
+        assert_eq!("80/tcp".parse(), Ok(ContainerPort { port: 80, proto: tcp }));
+        assert_eq!("53/udp".parse(), Ok(ContainerPort { port: 53, proto: udp }));
+        assert_eq!(ContainerPort { port: 53, proto: udp }.to_string(), "53/udp");
+        assert!("80/sctp".parse::<ContainerPort>().unwrap_err().contains("PORT/udp"));
+        assert!("0".parse::<ContainerPort>().unwrap_err().contains("1-65535"));
+        assert!("http".parse::<ContainerPort>().unwrap_err().contains("1-65535"));
+        let cli = Cli::try_parse_from(["dataplane", "port", "web", "53/udp"]).unwrap();
+        let Command::Port { name, port } = cli.command else { panic!("not port") };
+        assert_eq!((name.as_str(), port), ("web", Some(ContainerPort { port: 53, proto: udp })));
+    }
+
+    #[test]
+    fn version_reports_the_client_the_kernel_and_the_daemon_or_its_absence() {
+        let ours = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            version_report("6.8.0-1-amd64", Ok("0.0.9")),
+            format!("Client:\n Version:  {ours}\n Kernel:   6.8.0-1-amd64\n\nServer:\n Version:  0.0.9\n")
+        );
+        let down = version_report("6.8.0-1-amd64", Err("cannot reach the daemon at /run/x.sock: denied"));
+        assert_eq!(
+            down,
+            format!(
+                "Client:\n Version:  {ours}\n Kernel:   6.8.0-1-amd64\n\nServer:\n daemon not running: \
+                 cannot reach the daemon at /run/x.sock: denied\n"
+            ),
+            "the client's part, then why no daemon answered"
+        );
+        let cli = Cli::try_parse_from(["dataplane", "version"]).unwrap();
+        assert_eq!(cli.command.failure_exit_code(), 1);
+    }
+
+    fn web_with_ports(running: bool, ports: Value) -> Value {
+        serde_json::json!({"State": {"Running": running}, "NetworkSettings": {"Ports": ports}})
+    }
+
+    #[test]
+    fn port_prints_dockers_lines_in_port_order() {
+        let web = web_with_ports(
+            true,
+            serde_json::json!({
+                "8000/tcp": [{"HostIp": "0.0.0.0", "HostPort": "9000"}],
+                "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"}],
+                "80/tcp": [
+                    {"HostIp": "127.0.0.1", "HostPort": "8081"},
+                    {"HostIp": "0.0.0.0", "HostPort": "8080"}
+                ]
+            }),
+        );
+        assert_eq!(
+            port_lines("web", &web, None).unwrap(),
+            [
+                "53/udp -> 0.0.0.0:5353",
+                "80/tcp -> 127.0.0.1:8081",
+                "80/tcp -> 0.0.0.0:8080",
+                "8000/tcp -> 0.0.0.0:9000"
+            ],
+            "by port number, not as text; one port's addresses in the daemon's order"
+        );
+        let one = |query: &str| port_lines("web", &web, Some(query.parse().unwrap()));
+        assert_eq!(one("80").unwrap(), ["127.0.0.1:8081", "0.0.0.0:8080"], "one port: its addresses alone");
+        assert_eq!(one("53/udp").unwrap(), ["0.0.0.0:5353"]);
+        let err = format!("{:#}", one("53").unwrap_err());
+        assert!(
+            err.contains("container web publishes no port 53/tcp")
+                && err.contains("it publishes 53/udp, 80/tcp, 8000/tcp")
+                && err.contains("-p HOSTPORT:53/tcp"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn port_of_a_container_without_ports_names_it_and_the_fix() {
+        let bare = web_with_ports(true, serde_json::json!({}));
+        assert_eq!(port_lines("web", &bare, None).unwrap(), Vec::<String>::new(), "nothing, as on Docker");
+        let err = format!("{:#}", port_lines("web", &bare, Some("80".parse().unwrap())).unwrap_err());
+        assert!(err.contains("container web publishes no port 80/tcp (it publishes none)"), "{err}");
+        let stopped = web_with_ports(false, serde_json::json!({}));
+        let err = format!("{:#}", port_lines("web", &stopped, Some("80".parse().unwrap())).unwrap_err());
+        assert!(err.contains("not running") && err.contains("dataplane start web"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - `cni`: the CNI plugin's ADD, DEL, CHECK and GC (uses `networks` and `endpoints`);
 //! - `docker`: Docker's network plugin API, its network and IPAM drivers, served on a
 //!   socket of its own (uses `networks` and `endpoints`);
-//! - `restore`: the system back in line with the state at start (uses them all).
+//! - `restore`: the system back in line with the state at start (uses them all);
+//! - `state_lock`: one daemon per state dir.
 //!
 //! It never creates a network, attaches a namespace or publishes a port itself: that is
 //! the owners' work.
@@ -25,6 +26,7 @@ mod endpoints;
 mod networks;
 mod publishing;
 mod restore;
+mod state_lock;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -119,6 +121,9 @@ type Shared = Arc<Mutex<Core>>;
 pub async fn run(config: Config) -> Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    // Before anything else is touched: a second daemon would re-attach the programs and
+    // write the same state files.
+    let _state_dir_lock = state_lock::StateDirLock::take(&config.state_dir)?;
     std::fs::create_dir_all(config.state_dir.join("logs"))?;
     if UnixStream::connect(&config.socket).await.is_ok() {
         bail!(
@@ -347,6 +352,7 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             return start(core, &name).await;
         }
         Request::Start { name } => return start(core, &name).await,
+        Request::Version => return Ok(json!({"Version": env!("CARGO_PKG_VERSION")})),
         _ => {}
     }
     let mut guard = core.lock().await;
@@ -471,7 +477,7 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
         Request::CniDel { attachment, network } => c.cni_del(&attachment, &network).await,
         Request::CniCheck(check) => c.cni_check(&check).await,
         Request::CniGc { network, valid } => c.cni_gc(&network, &valid).await,
-        Request::Stop { .. } | Request::Restart { .. } | Request::Start { .. } => {
+        Request::Stop { .. } | Request::Restart { .. } | Request::Start { .. } | Request::Version => {
             unreachable!("handled above")
         }
     }
