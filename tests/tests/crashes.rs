@@ -102,6 +102,15 @@ impl Crashing {
     }
 }
 
+/// A failed test leaves no container command running, not even one no record owns.
+impl Drop for Crashing {
+    fn drop(&mut self) {
+        for pid in container_processes(&self.sleep_secs) {
+            process::signal(pid.parse().expect("a PID"), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// Waits for a CLI whose daemon died; kills it (by its PID) if it hangs.
 fn reap_within(cli: &mut Child, limit: Duration) {
     let deadline = Instant::now() + limit;
@@ -433,8 +442,12 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
     host.stop_daemon();
     host.start_daemon();
     let run = crashing.run_args("lost", &["--network", "blue"]);
+    let in_host = crashing.run_args("lost-in-host", &["--network", "host"]);
     let host = &mut crashing.host;
-    host.dp_ok(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    for args in [run, in_host] {
+        host.dp_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    host.dp_ok(&["network", "create", "--subnet", "10.97.0.0/24", "gone"]);
     host.stop_daemon();
     let state_dir = host.dir.join("state");
     let (snapshot, journal, backup) =
@@ -482,8 +495,15 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
     host.start_daemon();
     assert!(host.dp_ok(&["network", "ls"]).contains("blue"), "the backup's network is back");
     assert_agree(host, &crashing.sleep_secs, &format!("seed {}: started from the backup", crashing.seed));
-    assert!(host.state().containers.is_empty(), "only the damaged snapshot held the container");
-    assert!(host.daemon_log().contains("no container holds it; removing it"), "the orphan is logged");
+    assert!(host.state().containers.is_empty(), "only the damaged snapshot held the containers");
+    let log = host.daemon_log();
+    for (orphan, logged) in [
+        ("namespace", "no container holds it; removing it"),
+        ("command in the host's network", "runs with no record; ending it"),
+        ("bridge", "no network holds it"),
+    ] {
+        assert!(log.contains(logged), "the orphan {orphan} is logged:\n{log}");
+    }
 }
 
 /// The pin dir is shared (`/run/netns` by default, where `ip netns` and the runtimes pin
