@@ -341,7 +341,7 @@ fn daemon_killed_during_run_in_the_hosts_or_another_containers_network_leaves_no
         crashing.complete_owned(kind, &probe);
         crashing.host.dp_ok(&["rm", "-f", "probe"]);
     }
-    for i in 0..20 {
+    for i in 0..12 {
         let (kind, mode) = modes[i % 2];
         let name = format!("c{i}");
         let args = crashing.run_args(&name, &["--network", mode]);
@@ -351,6 +351,24 @@ fn daemon_killed_during_run_in_the_hosts_or_another_containers_network_leaves_no
             crashing.host.dp_ok(&["rm", "-f", &name]);
         }
     }
+}
+
+/// A command runs only once its process is recorded apart from the state, where the next
+/// start finds it whatever the state lost: a record that cannot be written fails the
+/// `run`, naming the file, and the command never ran.
+#[test]
+fn a_command_whose_process_cannot_be_recorded_never_runs() {
+    let crashing = Crashing::start("a_command_whose_process_cannot_be_recorded_never_runs");
+    // A file where the records' directory goes.
+    let records = crashing.host.dir.join("state/processes");
+    std::fs::write(&records, "").unwrap();
+    let args = crashing.run_args("unrecorded", &["--network", "host"]);
+    let out = crashing.host.dp(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run -d succeeded without a record of its process");
+    assert!(said.contains(&records.display().to_string()), "the error names the file: {said}");
+    assert!(container_processes(&crashing.sleep_secs).is_empty(), "the command ran unrecorded");
+    assert!(crashing.host.state().containers.is_empty(), "the failed run left a record");
 }
 
 /// Every kind of change, killed at random moments in seeded rounds that try each kind

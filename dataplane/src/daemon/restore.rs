@@ -31,6 +31,7 @@ use crate::{
 pub(super) async fn restore(core: &Shared) -> Result<()> {
     let mut guard = core.lock().await;
     let c = &mut *guard;
+    end_unowned_processes(c).await;
     // The networks first: the settling of intents saves, which starts the networks'
     // resolvers on their gateway addresses.
     let networks = c.state.networks.to_vec();
@@ -209,6 +210,32 @@ async fn resolve_intents(c: &mut Core) -> Result<()> {
         }
     }
     c.save()
+}
+
+/// Ends the commands that no container record owns: a crash after their start and
+/// before the save of their `run`'s record, or a state that lost its last snapshot, left
+/// them (a container in the host's network, or in another container's, has no namespace
+/// of its own where `sweep_namespaces` would find them). Each was recorded before it ran
+/// (`containers::recorded_processes`); a PID since reused is told apart by its start time.
+async fn end_unowned_processes(c: &Core) {
+    for (id, pid, start_time) in containers::recorded_processes(&c.config.state_dir) {
+        let owned =
+            c.state.containers.get(&id).is_some_and(|k| k.status == Status::Running { pid, start_time });
+        let alive = process::is_alive(pid, start_time);
+        if owned && alive {
+            continue;
+        }
+        if alive {
+            log::warn!("container {id}: its command (PID {pid}) runs with no record; ending it");
+            if !process::kill_all(pid, start_time, containers::KILL_WAIT).await {
+                log::warn!(
+                    "container {id}: its command (PID {pid}) had not ended {:?} after SIGKILL",
+                    containers::KILL_WAIT
+                );
+            }
+        }
+        containers::remove_pidfile(&c.config.state_dir, &id);
+    }
 }
 
 /// Removes the namespaces pinned in the pin dir under our containers' names
