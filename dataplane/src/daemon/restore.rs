@@ -46,6 +46,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
     // Before anything is made again under a name a cut-short operation may have used
     // (the default network's bridge, say).
     resolve_intents(c).await?;
+    sweep_bridges(c).await?;
     sweep_namespaces(c).await;
     if c.state.network(DEFAULT_NETWORK).is_none() {
         // Docker's 172.17.0.0/16, unless the host already routes it (a docker0 next to
@@ -236,6 +237,23 @@ async fn end_unowned_processes(c: &Core) {
         }
         containers::remove_pidfile(&c.config.state_dir, &id);
     }
+}
+
+/// Removes the bridges of networks that no network record holds, found by their alias
+/// (`bridge::network_bridges`), with their extra bridges: a state that lost its last
+/// snapshot left them (a crash itself leaves an intent that names them).
+async fn sweep_bridges(c: &Core) -> Result<()> {
+    let held: HashSet<&str> = c.state.networks.iter().map(|n| n.id.as_str()).collect();
+    for (bridge, network_id) in drivers::bridge::network_bridges(&c.netlink).await? {
+        if held.contains(network_id.as_str()) {
+            continue;
+        }
+        log::warn!("bridge {bridge}: no network holds it (its network was {network_id}); removing it");
+        if let Err(e) = drivers::bridge::remove_bridges(&c.netlink, &bridge, &network_id).await {
+            log::warn!("removing bridge {bridge}: {e:#}");
+        }
+    }
+    Ok(())
 }
 
 /// Removes the namespaces pinned in the pin dir under our containers' names
