@@ -545,3 +545,24 @@ fn a_start_removes_only_unheld_pins_named_as_ours() {
     assert!(!pinned(&left_over), "a left-over namespace named as ours stayed");
     let _ = Command::new("umount").arg(&foreign).status();
 }
+
+/// Bridges are everyone's (Docker names its own `br-` and 12 digits too): a start removes
+/// those marked as a network's of ours (by their alias) whose network the state does not
+/// hold, and no other, whatever its name.
+#[test]
+fn a_start_removes_only_unheld_bridges_marked_as_ours() {
+    let mut host = Host::start();
+    let (foreign, left_over) = ("br-0a1b2c3d4e5f", "br-5f4e3d2c1b0a");
+    let network_id = "5f4e3d2c1b0a".repeat(6)[..64].to_string();
+    host.sh_ok(&format!("ip link add {foreign} type bridge"));
+    host.sh_ok(&format!(
+        "ip link add {left_over} type bridge && ip link set {left_over} alias 'dataplane network {network_id}'"
+    ));
+    host.stop_daemon();
+    host.start_daemon();
+    let bridges = host.sh_ok("ip -o link show type bridge");
+    assert!(bridges.contains(&format!(" {foreign}:")), "someone else's bridge was removed: {bridges}");
+    assert!(!bridges.contains(&format!(" {left_over}:")), "a left-over bridge of ours stayed: {bridges}");
+    let log = host.daemon_log();
+    assert!(log.contains(&format!("bridge {left_over}: no network holds it")), "it is logged:\n{log}");
+}
