@@ -412,10 +412,13 @@ pub enum Path {
     /// Dropped: a container's packet for outside whose headers do not hold together
     /// (lengths, header checksum, TCP flags), which would otherwise leave untranslated.
     DroppedMalformed = 21,
+    /// Dropped: a container sent an ICMPv6 router advertisement or redirect, which only
+    /// the gateway may send (or one hidden behind more extension headers than are read).
+    DroppedRouterMessage = 22,
 }
 
 impl Path {
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -439,6 +442,7 @@ impl Path {
         Path::DroppedSpoofedArp,
         Path::DroppedFirewall,
         Path::DroppedMalformed,
+        Path::DroppedRouterMessage,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -465,6 +469,7 @@ impl Path {
             Path::DroppedSpoofedArp => "dropped_spoofed_arp",
             Path::DroppedFirewall => "dropped_firewall",
             Path::DroppedMalformed => "dropped_malformed",
+            Path::DroppedRouterMessage => "dropped_router_message",
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::packet::Packet;
 /// Ethernet types, in network byte order as they sit in the frame.
 pub const ETH_P_IP: u16 = 0x0800u16.to_be();
 pub const ETH_P_ARP: u16 = 0x0806u16.to_be();
+pub const ETH_P_IPV6: u16 = 0x86ddu16.to_be();
 
 /// A pointer to a `T` at `offset` into the linear data, if the whole `T` lies inside it.
 #[inline(always)]

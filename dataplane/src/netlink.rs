@@ -19,8 +19,9 @@ use rtnetlink::{
         RouteNetlinkMessage,
         address::AddressAttribute,
         link::{
-            AfSpecInet, AfSpecUnspec, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
-            InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+            AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind,
+            InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+            MacVlanMode,
         },
         route::{RouteAddress, RouteAttribute},
     },
@@ -330,6 +331,18 @@ impl Netlink {
         let mut message = LinkUnspec::new_with_index(index).build();
         message.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![conf])]));
         self.set_link(message).await.with_context(|| format!("turning IPv4 forwarding on for link {index}"))
+    }
+
+    /// Keeps link `index` from generating IPv6 addresses (a link-local one as it comes
+    /// up), so that it sends no neighbour discovery or MLD of its own. Set before the link
+    /// is up: an address made already stays.
+    pub async fn generate_no_ipv6_address(&self, index: u32) -> Result<()> {
+        let mode = AfSpecInet6::AddrGenMode(In6AddrGenMode::None);
+        let mut message = LinkUnspec::new_with_index(index).build();
+        message.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![mode])]));
+        self.set_link(message)
+            .await
+            .with_context(|| format!("turning IPv6 address generation off for link {index}"))
     }
 
     pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {

@@ -284,3 +284,93 @@ fn the_xdp_program_follows_the_uplink_and_leaves_when_turned_off() {
     fx.datapath.remove_xdp_pins_but(None).unwrap();
     assert!(xdp_program_leaves("up2"), "without an uplink, the XDP program stayed");
 }
+
+/// An ICMPv6 message of `icmp_type` from A to all nodes (ff02::1), behind the IPv6
+/// extension headers `extensions` (each: next header, bytes); the checksum is left zero,
+/// as the programs do not read it.
+fn icmpv6_from_a(icmp_type: u8, extensions: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    const ICMPV6: u8 = 58;
+    let mut upper = vec![];
+    let mut next = ICMPV6;
+    for (header, bytes) in extensions.iter().rev() {
+        let mut bytes = bytes.clone();
+        bytes[0] = next;
+        bytes.extend(upper);
+        upper = bytes;
+        next = *header;
+    }
+    upper.extend([icmp_type, 0, 0, 0, 0x40, 0, 0x07, 0x08]);
+    let mut frame = vec![0x33, 0x33, 0, 0, 0, 1];
+    frame.extend(A_MAC);
+    frame.extend([0x86, 0xdd, 0x60, 0, 0, 0]);
+    frame.extend((upper.len() as u16).to_be_bytes());
+    frame.extend([next, 255]);
+    frame.extend([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    frame.extend([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    frame.extend(upper);
+    frame
+}
+
+/// Containers' interfaces keep no IPv6 address on networks without IPv6, but their kernel
+/// still takes router advertisements: a container that sent one could give every other
+/// container of its network an address and a default route through itself (SLAAC,
+/// CVE-2020-13401). Only the gateway routes, so a container's router advertisements and
+/// redirects are dropped, also behind extension headers; its other ICMPv6 (neighbour
+/// discovery, echo) goes to the bridge as before.
+#[test]
+fn router_advertisements_and_redirects_from_a_container_are_dropped() {
+    const ROUTER_ADVERTISEMENT: u8 = 134;
+    const REDIRECT: u8 = 137;
+    const HOP_BY_HOP: u8 = 0;
+    const DESTINATION_OPTIONS: u8 = 60;
+    const ROUTING: u8 = 43;
+    const FRAGMENT: u8 = 44;
+    let mut fx = Fixture::new(0);
+    let padded = vec![0, 0, 1, 4, 0, 0, 0, 0];
+    let first_fragment = vec![0, 0, 0, 1, 0, 0, 0, 1];
+    let hostile = [
+        icmpv6_from_a(ROUTER_ADVERTISEMENT, &[]),
+        icmpv6_from_a(REDIRECT, &[]),
+        icmpv6_from_a(ROUTER_ADVERTISEMENT, &[(HOP_BY_HOP, padded.clone())]),
+        icmpv6_from_a(
+            ROUTER_ADVERTISEMENT,
+            &[
+                (HOP_BY_HOP, padded.clone()),
+                (DESTINATION_OPTIONS, padded.clone()),
+                (FRAGMENT, first_fragment.clone()),
+            ],
+        ),
+        // More extension headers than the check reads: it cannot see what they hide.
+        icmpv6_from_a(ROUTER_ADVERTISEMENT, &vec![(DESTINATION_OPTIONS, padded.clone()); 5]),
+    ];
+    for frame in &hostile {
+        assert_eq!(fx.run(frame).0, TC_ACT_SHOT, "a router message left the container: {frame:02x?}");
+    }
+    assert_eq!(fx.count(Path::DroppedRouterMessage), hostile.len() as u64);
+    const ROUTER_SOLICITATION: u8 = 133;
+    const NEIGHBOUR_SOLICITATION: u8 = 135;
+    const ECHO_REQUEST: u8 = 128;
+    let own = [
+        icmpv6_from_a(ROUTER_SOLICITATION, &[]),
+        icmpv6_from_a(NEIGHBOUR_SOLICITATION, &[]),
+        icmpv6_from_a(ECHO_REQUEST, &[(HOP_BY_HOP, padded.clone())]),
+        // As many extension headers as a legitimate packet has.
+        icmpv6_from_a(
+            ECHO_REQUEST,
+            &[
+                (HOP_BY_HOP, padded.clone()),
+                (DESTINATION_OPTIONS, padded.clone()),
+                (ROUTING, padded),
+                (FRAGMENT, first_fragment),
+            ],
+        ),
+        ipv6_udp((A_MAC, B_MAC)),
+    ];
+    for frame in &own {
+        let (verdict, out) = fx.run(frame);
+        assert_eq!(verdict, TC_ACT_OK, "the container's own IPv6 was refused: {frame:02x?}");
+        assert_eq!(&out, frame, "IPv6 left to the bridge must be unchanged");
+    }
+    assert_eq!(fx.count(Path::SlowPathOther), own.len() as u64);
+    assert_eq!(fx.count(Path::DroppedRouterMessage), hostile.len() as u64);
+}

@@ -1,6 +1,7 @@
 //! Source validation end to end: a hostile container sends forged frames from a packet
 //! socket (dp-forge) while its neighbour pings a third container. Every forged frame is
-//! dropped and counted, none reaches its target, and the neighbour loses nothing.
+//! dropped and counted, none reaches its target, and the neighbour loses nothing. Nor can
+//! a container make itself its neighbours' IPv6 router.
 
 use std::process::Stdio;
 
@@ -103,4 +104,24 @@ fn forged_sources_are_dropped_and_counted_while_the_victim_loses_nothing() {
     assert_eq!(host.counter("dropped_spoofed_arp"), FORGED, "forged ARP was not all dropped");
     // The attacker's own traffic is untouched.
     assert!(host.ping("attacker", THIRD), "the attacker's own address no longer works");
+}
+
+/// Containers' interfaces have no IPv6 address on a network without IPv6, but their
+/// kernels still take router advertisements. One from a container would give its
+/// neighbours an address from its prefix and a default route through it (SLAAC); the
+/// programs drop it.
+#[test]
+fn a_containers_router_advertisement_gives_its_neighbours_no_address_or_route() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.51.0.0/24", "lan"]);
+    for name in ["victim", "attacker"] {
+        host.run_sleeper(name, &["--network", "lan"]);
+    }
+    forge(&host, "router-advertisement --src-ip 0.0.0.0");
+    // A kernel that takes an advertisement configures its address at once.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let shown = host.exec("victim", "ip -6 -o addr show dev eth0; ip -6 route show default");
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert_eq!(shown.trim(), "", "the attacker's router advertisement configured the victim's IPv6");
+    assert_eq!(host.counter("dropped_router_message"), FORGED, "router advertisements were not all dropped");
 }

@@ -268,7 +268,8 @@ async fn create_veth(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result
     // kernel walks whole as any link goes down or away: with 2,000 endpoints that was a
     // sixth of an attach's and a detach's time.
     nl.disable_ipv6(&endpoint.host_veth)?;
-    super::configure_inside(&Netlink::connect_in(&endpoint.netns)?, net, endpoint).await?;
+    super::configure_inside(&Netlink::connect_in(&endpoint.netns)?, net, endpoint, super::Ipv6Off::NoAddress)
+        .await?;
     Ok(host)
 }
 

@@ -46,7 +46,7 @@ pub async fn connect(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result
         net.bridge_options.mtu,
     )
     .await?;
-    super::configure_inside(&inside, net, endpoint).await
+    super::configure_inside(&inside, net, endpoint, super::Ipv6Off::Disabled).await
 }
 
 /// Removes the interface; a namespace already gone took it along.

@@ -5,7 +5,9 @@
 //! - `ipv4`: an ICMP echo request from `--src-ip` (and `--src-mac`) to `--dst-ip`;
 //! - `arp`: a gratuitous ARP (RFC 5227 announcement) claiming `--src-ip` for `--src-mac`;
 //! - `tcp-syn`: a TCP SYN to `--dst-ip`:`--dst-port`, each from the next of `--sources`
-//!   addresses from `--src-ip` up (a SYN flood from spoofed sources).
+//!   addresses from `--src-ip` up (a SYN flood from spoofed sources);
+//! - `router-advertisement`: an IPv6 router advertisement to all nodes, offering itself as
+//!   default router and the prefix fd00:ad::/64 for SLAAC (`--src-ip` is not used).
 
 use std::{
     ffi::CString,
@@ -16,13 +18,14 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use etherparse::PacketBuilder;
+use etherparse::{Icmpv6Type, PacketBuilder};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Kind {
     Ipv4,
     Arp,
     TcpSyn,
+    RouterAdvertisement,
 }
 
 #[derive(Parser)]
@@ -121,6 +124,26 @@ fn frame(cli: &Cli, own_mac: [u8; 6], i: u32) -> Vec<u8> {
                 .tcp(src_port, cli.dst_port, rand::random(), 64_240)
                 .syn()
                 .write(&mut frame, &[])
+                .expect("writing to a Vec");
+        }
+        Kind::RouterAdvertisement => {
+            let mut link_local = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            link_local[10..].copy_from_slice(&src_mac);
+            let all_nodes = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            // Hop limit 64, no flags, router lifetime 1,800 s (RFC 4861 4.2).
+            let header = Icmpv6Type::Unknown { type_u8: 134, code_u8: 0, bytes5to8: [64, 0, 0x07, 0x08] };
+            // Reachable time and retransmission timer unset, then a prefix information
+            // option: fd00:ad::/64, on-link and autonomous, valid for an hour.
+            let mut body = vec![0; 8];
+            body.extend([3, 4, 64, 0xc0]);
+            body.extend(3600u32.to_be_bytes());
+            body.extend(3600u32.to_be_bytes());
+            body.extend([0; 4]);
+            body.extend([0xfd, 0, 0, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            PacketBuilder::ethernet2(src_mac, [0x33, 0x33, 0, 0, 0, 1])
+                .ipv6(link_local, all_nodes, 255)
+                .icmpv6(header)
+                .write(&mut frame, &body)
                 .expect("writing to a Vec");
         }
     }
