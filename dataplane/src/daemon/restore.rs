@@ -84,6 +84,11 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             if process::is_alive(pid, start_time) {
                 watchers.push((container.id.clone(), pid));
             } else {
+                // Its exit status went to the daemon that was its parent.
+                log::info!(
+                    "container {}: its command (PID {pid}) ended while the daemon was away; exit code unknown",
+                    container.name
+                );
                 c.container_by_id(&container.id)?.status = Status::Exited { code: None };
             }
         }
