@@ -41,6 +41,12 @@ pub struct RunSpec {
     /// Names on the network besides the container's own (`--network-alias`).
     pub aliases: Vec<String>,
     pub command: Vec<String>,
+    /// `KEY=VALUE` for the command's environment (`-e`, `--env-file`).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Where the command starts (`-w`); `/` when `None`.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
     /// Ports to publish; a host port of 0 takes any free one.
     pub publish: Vec<crate::ports::PortMapping>,
     pub detach: bool,
@@ -154,6 +160,15 @@ pub enum Request {
         names: Vec<String>,
     },
     Stop {
+        name: String,
+        timeout_secs: u64,
+    },
+    /// Starts a stopped container again, in the background: its command, networks and ports.
+    Start {
+        name: String,
+    },
+    /// Stops a container (as `Stop`), then starts it (as `Start`).
+    Restart {
         name: String,
         timeout_secs: u64,
     },

@@ -52,9 +52,35 @@ enum Command {
     },
     /// Run a command inside a running container.
     Exec {
+        #[command(flatten)]
+        env: EnvArgs,
         name: String,
-        #[arg(last = true, required = true)]
+        /// The command and its arguments (`--` before them is optional).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
+    },
+    /// Start stopped containers again, in the background: their command, networks and ports.
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop running containers and start them again.
+    Restart {
+        /// Seconds to wait before killing.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show the output of a container's command run in the background (-d, `start`).
+    Logs {
+        /// Keep printing what it writes until its command ends.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines (`all`: every line).
+        #[arg(short = 'n', long, default_value = "all", value_parser = parse_tail)]
+        tail: Tail,
+        name: String,
     },
     /// Stop running containers (SIGTERM, then SIGKILL after the grace time).
     Stop {
@@ -82,6 +108,80 @@ enum Command {
     /// Allow or deny traffic from outside to published ports (netfilter never sees it).
     #[command(subcommand)]
     Firewall(FirewallCommand),
+}
+
+/// A command's environment and working directory, for `run` and `exec` (Docker's flags).
+#[derive(Args)]
+struct EnvArgs {
+    /// Set an environment variable: KEY=VALUE, or KEY to pass this shell's value.
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file: KEY=VALUE lines (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// The working directory of the command (absolute; default `/`).
+    #[arg(short, long, value_name = "DIR", value_parser = absolute_dir)]
+    workdir: Option<PathBuf>,
+}
+
+impl EnvArgs {
+    /// The `KEY=VALUE` entries: the files' first, then `-e`'s, which win as on Docker;
+    /// a KEY alone takes the value this process has, and is left out when it has none.
+    fn entries(&self) -> Result<Vec<String>> {
+        let mut entries = vec![];
+        for file in &self.env_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--env-file {}: cannot read it", file.display()))?;
+            entries.extend(env_file_entries(&text));
+        }
+        entries.extend(self.env.iter().cloned());
+        Ok(entries
+            .into_iter()
+            .filter_map(|entry| match entry.contains('=') {
+                true => Some(entry),
+                false => std::env::var(&entry).ok().map(|value| format!("{entry}={value}")),
+            })
+            .collect())
+    }
+}
+
+/// The entries of an env file as Docker reads it: one per line, blank lines and lines
+/// starting with `#` skipped, leading whitespace trimmed.
+fn env_file_entries(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines().map(str::trim_start).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from)
+}
+
+fn absolute_dir(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    match path.is_absolute() {
+        true => Ok(path),
+        false => Err(format!("{s:?} is not an absolute path; give the directory from / (e.g. /srv)")),
+    }
+}
+
+/// How much of a log `logs` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tail {
+    All,
+    Last(usize),
+}
+
+fn parse_tail(s: &str) -> Result<Tail, String> {
+    match s {
+        "all" => Ok(Tail::All),
+        n => n.parse().map(Tail::Last).map_err(|_| format!("{s:?}: give a number of lines, or `all`")),
+    }
+}
+
+/// The part of `text` that `--tail` keeps: its last `n` lines (a last line without its
+/// newline counts).
+fn tail_of(text: &str, tail: Tail) -> &str {
+    let Tail::Last(n) = tail else { return text };
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    match n {
+        0 => "",
+        n => body.rmatch_indices('\n').nth(n - 1).map_or(text, |(at, _)| &text[at + 1..]),
+    }
 }
 
 #[derive(Subcommand)]
@@ -201,7 +301,7 @@ enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Remove every network without containers (except `bridge`).
+    /// Remove every network no container is on or asks for (except `bridge`).
     Prune,
     /// Attach a container to one more network (a new interface: eth1, eth2, ...).
     Connect {
@@ -287,7 +387,10 @@ struct RunArgs {
     /// Remove the container when its command exits.
     #[arg(long)]
     rm: bool,
-    #[arg(last = true, required = true)]
+    #[command(flatten)]
+    env: EnvArgs,
+    /// The command and its arguments (`--` before them is optional).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
@@ -365,7 +468,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Network(NetworkCommand::Prune) => {
             let removed: Vec<String> = serde_json::from_value(call(Request::NetworkPrune)?)?;
-            if !removed.is_empty() {
+            if removed.is_empty() {
+                println!("No unused networks to remove");
+            } else {
                 println!("Deleted Networks:");
                 removed.iter().for_each(|n| println!("{n}"));
             }
@@ -411,7 +516,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect { names } => {
             println!("{}", serde_json::to_string_pretty(&call(Request::Inspect { names })?)?);
         }
-        Command::Exec { name, command } => {
+        Command::Exec { env, name, command } => {
             let found = call(Request::Inspect { names: vec![name.clone()] })?;
             let container = &found[0];
             if container["State"]["Running"] != Value::Bool(true) {
@@ -424,12 +529,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let pid1 = process::open_pid1(pid, &ns).with_context(|| {
                 format!("container {name} is not running; start a new one with `dataplane run`")
             })?;
+            // The container's environment and directory, then exec's own, as on Docker.
+            let mut entries: Vec<String> = container["Config"]["Env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str().map(String::from))
+                .collect();
+            entries.extend(env.entries()?);
+            let hostname = container["Config"]["Hostname"].as_str().unwrap_or("");
+            let workdir = env.workdir.clone().or_else(|| {
+                container["Config"]["WorkingDir"].as_str().filter(|d| !d.is_empty()).map(PathBuf::from)
+            });
             let ctx = process::ContainerContext {
                 netns: &ns,
                 pid_ns: process::PidNamespace::Join(pid1.as_fd()),
                 hostname: None,
                 etc_dir: &etc_dir,
                 pin_dir: netns_path.parent(),
+                env: &process::container_env(hostname, &entries),
+                workdir: workdir.as_deref(),
             };
             let status = process::container_command(&command, &ctx)
                 .spawn()
@@ -443,6 +562,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{name}");
             }
         }
+        Command::Start { names } => {
+            for name in names {
+                call(Request::Start { name: name.clone() })?;
+                println!("{name}");
+            }
+        }
+        Command::Restart { time, names } => {
+            for name in names {
+                call(Request::Restart { name: name.clone(), timeout_secs: time })?;
+                println!("{name}");
+            }
+        }
+        Command::Logs { follow, tail, name } => logs(&socket, &name, follow, tail)?,
         Command::Rm { force, names } => {
             for name in names {
                 call(Request::Remove { name: name.clone(), force })?;
@@ -559,6 +691,8 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
         mac: args.mac_address,
         aliases: args.network_alias,
         command: args.command,
+        env: args.env.entries()?,
+        workdir: args.env.workdir,
         detach: args.detach,
         auto_remove: args.rm,
     };
@@ -574,6 +708,8 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
         hostname: Some(&container.hostname),
         etc_dir: &container.etc_dir,
         pin_dir: container.netns.parent(),
+        env: &process::container_env(&container.hostname, &container.env),
+        workdir: container.workdir.as_deref(),
     };
     // The child is the PID 1 of its namespace: the PID the daemon records is the one
     // `stop` and `rm -f` signal, and its death ends every process of the container.
@@ -597,6 +733,53 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
         let _: Result<Value> = api::call(socket, &Request::Remove { name: container.id, force: true });
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// `logs`: prints a container's log (`LogPath`), the last `tail` lines of it; with
+/// `follow`, then what its command writes until it ends.
+fn logs(socket: &std::path::Path, name: &str, follow: bool, tail: Tail) -> Result<()> {
+    use std::io::{Read, Seek, Write};
+    let inspect = || -> Result<Value> {
+        let mut found: Value = api::call(socket, &Request::Inspect { names: vec![name.into()] })?;
+        Ok(found[0].take())
+    };
+    let container = inspect()?;
+    let path = container["LogPath"].as_str().unwrap_or("");
+    if path.is_empty() {
+        bail!(
+            "container {name} ran in the foreground, where its output went to the terminal; \
+             `dataplane start {name}` runs it in the background, with a log"
+        );
+    }
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        // Its command has yet to start, or the log was removed by hand: nothing to show.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading the log of {name} ({path})")),
+    };
+    let mut text = String::new();
+    file.read_to_string(&mut text).with_context(|| format!("reading {path}"))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(tail_of(&text, tail).as_bytes())?;
+    out.flush()?;
+    if !follow {
+        return Ok(());
+    }
+    let mut offset = file.stream_position()?;
+    let mut chunk = vec![];
+    loop {
+        // Asked before the read, so that what it wrote up to its end is printed.
+        let running = inspect()?["State"]["Running"] == Value::Bool(true);
+        file.seek(std::io::SeekFrom::Start(offset))?;
+        chunk.clear();
+        offset += file.read_to_end(&mut chunk)? as u64;
+        out.write_all(&chunk)?;
+        out.flush()?;
+        if !running {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
@@ -659,6 +842,73 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert!(args.detach && args.rm);
         assert_eq!(args.command, ["sleep", "-x"]);
+    }
+
+    #[test]
+    fn the_command_needs_no_double_dash_as_on_docker() {
+        let cli = Cli::try_parse_from([
+            "dataplane",
+            "run",
+            "-d",
+            "--name",
+            "x",
+            "-e",
+            "A=1",
+            "-w",
+            "/tmp",
+            "sleep",
+            "100",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.command, ["sleep", "100"]);
+        assert_eq!((args.name.as_deref(), args.env.env.as_slice()), (Some("x"), &["A=1".to_string()][..]));
+        assert_eq!(args.env.workdir, Some(PathBuf::from("/tmp")));
+        // The command's own flags stay its own, with or without `--`.
+        let cli = Cli::try_parse_from(["dataplane", "run", "--rm", "ls", "-l", "--all"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!((args.rm, args.command.as_slice()), (true, &["ls", "-l", "--all"].map(String::from)[..]));
+        let cli = Cli::try_parse_from(["dataplane", "exec", "-e", "B=2", "x", "ip", "-4", "addr"]).unwrap();
+        let Command::Exec { env, name, command } = cli.command else { panic!("not exec") };
+        assert_eq!((name.as_str(), command.as_slice()), ("x", &["ip", "-4", "addr"].map(String::from)[..]));
+        assert_eq!(env.env, ["B=2"]);
+        let cli = Cli::try_parse_from(["dataplane", "exec", "x", "--", "ip", "addr"]).unwrap();
+        let Command::Exec { command, .. } = cli.command else { panic!("not exec") };
+        assert_eq!(command, ["ip", "addr"]);
+        let err = Cli::try_parse_from(["dataplane", "run", "-w", "tmp", "true"]).err().unwrap().to_string();
+        assert!(err.contains("not an absolute path"), "{err}");
+    }
+
+    #[test]
+    fn env_files_are_read_as_dockers_and_e_wins() {
+        let entries: Vec<_> = env_file_entries("# comment\nA=1\n\n  B=two words\nC\n").collect();
+        assert_eq!(entries, ["A=1", "B=two words", "C"]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        std::fs::write(&file, "A=from-file\nUNSET_IN_THIS_TEST_9F3\n").unwrap();
+        let args =
+            EnvArgs { env: vec!["A=from-e".into(), "PATH".into()], env_file: vec![file], workdir: None };
+        let entries = args.entries().unwrap();
+        assert_eq!(entries[0], "A=from-file");
+        assert_eq!(entries[1], "A=from-e", "-e comes last, so it wins");
+        assert_eq!(entries[2], format!("PATH={}", std::env::var("PATH").unwrap()), "a KEY alone takes ours");
+        assert_eq!(entries.len(), 3, "a KEY we do not have is left out: {entries:?}");
+        let missing = EnvArgs { env: vec![], env_file: vec![dir.path().join("nope")], workdir: None };
+        assert!(format!("{:#}", missing.entries().unwrap_err()).contains("--env-file"));
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let log = "one\ntwo\nthree\n";
+        assert_eq!(tail_of(log, Tail::All), log);
+        assert_eq!(tail_of(log, Tail::Last(2)), "two\nthree\n");
+        assert_eq!(tail_of(log, Tail::Last(3)), log);
+        assert_eq!(tail_of(log, Tail::Last(9)), log);
+        assert_eq!(tail_of(log, Tail::Last(0)), "");
+        assert_eq!(tail_of("one\ntwo", Tail::Last(1)), "two", "a last line without its newline counts");
+        assert_eq!(parse_tail("all"), Ok(Tail::All));
+        assert_eq!(parse_tail("5"), Ok(Tail::Last(5)));
+        assert!(parse_tail("-1").unwrap_err().contains("number of lines"));
     }
 
     #[test]

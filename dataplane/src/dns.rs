@@ -663,10 +663,14 @@ mod tests {
             netns: "/nonexistent".into(),
             etc_dir: "/nonexistent".into(),
             command: vec!["true".into()],
+            env: vec![],
+            workdir: None,
+            networks: vec![],
             detached: true,
             auto_remove: false,
             status: Status::Running { pid: 1, start_time: 0 },
             created: 0,
+            log: None,
         };
         let endpoints = on
             .iter()

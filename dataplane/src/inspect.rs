@@ -102,10 +102,30 @@ pub fn container(state: &State, container: &Container, endpoints: &[&Endpoint]) 
             }),
         );
     }
+    // A stopped container holds no endpoint: its networks show without an address, as
+    // on Docker.
+    for wanted in &container.networks {
+        let Some(net) = state.network_by_id(&wanted.network_id) else { continue };
+        if !networks.contains_key(&net.name) {
+            networks.insert(
+                net.name.clone(),
+                json!({
+                    "NetworkID": net.id,
+                    "EndpointID": "",
+                    "Aliases": wanted.aliases,
+                    "Gateway": "",
+                    "IPAddress": "",
+                    "IPPrefixLen": 0,
+                    "MacAddress": "",
+                }),
+            );
+        }
+    }
     let network_mode = match &container.network_mode {
-        NetworkMode::Bridge => endpoints
+        NetworkMode::Bridge => container
+            .networks
             .first()
-            .and_then(|e| state.network_by_id(&e.network_id))
+            .and_then(|a| state.network_by_id(&a.network_id))
             .map_or("bridge".to_string(), |n| n.name.clone()),
         NetworkMode::Host => "host".to_string(),
         NetworkMode::None => "none".to_string(),
@@ -133,7 +153,16 @@ pub fn container(state: &State, container: &Container, endpoints: &[&Endpoint]) 
             "ExitCode": exit_code,
             "Error": error,
         },
-        "Config": {"Hostname": container.hostname, "Cmd": container.command},
+        "Config": {
+            "Hostname": container.hostname,
+            "Cmd": container.command,
+            "Env": crate::process::container_env(&container.hostname, &container.env)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+            "WorkingDir": container.workdir.as_ref().map_or(String::new(), |d| d.display().to_string()),
+        },
+        "LogPath": container.log.as_ref().map_or(String::new(), |p| p.display().to_string()),
         "HostConfig": {"AutoRemove": container.auto_remove, "NetworkMode": network_mode},
         "NetworkSettings": {
             "SandboxKey": container.netns,

@@ -278,18 +278,22 @@ impl Datapath {
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
-    /// Attaches `from_container` to the ingress of a host-side veth (idempotent).
+    /// Attaches `from_container` to the ingress of a host-side veth (idempotent). The
+    /// caller gives the veth an ingress qdisc first (`Netlink::add_ingress_qdisc`).
     pub fn attach(&mut self, ifname: &str) -> Result<()> {
         self.attach_filter(program_names::FROM_CONTAINER, ifname)
     }
 
-    /// Attaches `from_uplink` to the uplink's ingress (idempotent).
+    /// Attaches `from_uplink` to the uplink's ingress (idempotent), on a clsact qdisc:
+    /// the uplink's egress may carry filters too.
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
+        // Already there after a restart: the attach below says so if it is missing.
+        let _ = aya::programs::tc::qdisc_add_clsact(ifname);
         self.attach_filter(program_names::FROM_UPLINK, ifname)
     }
 
-    /// A cls_bpf filter on a clsact qdisc (direct action) rather than a tcx link:
-    /// attaching tcx waits for an RCU grace period (about 10 ms here, half of a
+    /// A cls_bpf filter (direct action) on the interface's ingress qdisc rather than a
+    /// tcx link: attaching tcx waits for an RCU grace period (about 10 ms here, half of a
     /// container's set-up), this does not; and the filter outlives the daemon, so the
     /// fast path and the NAT keep working while it restarts. Priority and handle are fixed
     /// so that a restarted daemon finds the filter and swaps its own program in.
@@ -297,8 +301,6 @@ impl Datapath {
         if self.filters.contains(ifname) {
             return Ok(());
         }
-        // Already there after a restart: the attach below says so if it is missing.
-        let _ = aya::programs::tc::qdisc_add_clsact(ifname);
         let program = self.program_named(name)?;
         let options = NlOptions { priority: FILTER_PRIORITY, handle: FILTER_HANDLE, classid: None };
         let link = match program.attach_with_options(

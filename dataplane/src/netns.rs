@@ -5,7 +5,11 @@
 use std::{
     fs::{self, File},
     io,
-    os::{fd::AsRawFd, unix::ffi::OsStringExt, unix::process::CommandExt},
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::ffi::OsStringExt,
+        unix::process::CommandExt,
+    },
     path::Path,
     process::Command,
 };
@@ -55,6 +59,43 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<()> {
     }
     mount(Some(&dir), &dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .with_context(|| format!("bind-mounting {} on itself", dir.display()))
+}
+
+/// Where the mount namespace that containers' commands copy is pinned
+/// (`prepare_mount_template`): beside the pin dir, not in it, which `ip netns` and the
+/// runtimes list as network namespaces (`/run/netns.dataplane-mounts` by default).
+pub fn mount_template(pin_dir: &Path) -> std::path::PathBuf {
+    let mut name = pin_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".dataplane-mounts");
+    pin_dir.with_file_name(name)
+}
+
+/// Pins at `mount_template(pin_dir)` a mount namespace like the daemon's without the
+/// pins, from which each container's command makes its own: a copy of the daemon's would
+/// copy every pin, one mount per container, and drop them again (10 ms more per `run` with
+/// 2,000 containers). It follows the host's mounts as a slave, so what the host mounts
+/// later under a shared mount shows there too. Made again at each start.
+pub fn prepare_mount_template(pin_dir: &Path) -> Result<()> {
+    let path = mount_template(pin_dir);
+    // An earlier start's, whose mounts may be stale.
+    let _ = umount2(&path, MntFlags::MNT_DETACH);
+    File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let dir = pin_dir.to_path_buf();
+    // unshare() moves the calling thread alone: a thread of its own makes the namespace
+    // and hands it back as a descriptor, which keeps it until it is pinned.
+    let template = std::thread::spawn(move || -> Result<OwnedFd> {
+        unshare(CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+            .context("making the template's mounts slaves of the host's")?;
+        umount2(&dir, MntFlags::MNT_DETACH)
+            .with_context(|| format!("leaving {} out of the template", dir.display()))?;
+        Ok(OwnedFd::from(File::open("/proc/thread-self/ns/mnt").context("opening the template")?))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("mount template thread panicked"))??;
+    let source = format!("/proc/self/fd/{}", template.as_raw_fd());
+    mount(Some(source.as_str()), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .with_context(|| format!("pinning the mount template on {}", path.display()))
 }
 
 /// A mount point as /proc/self/mountinfo writes it: space, tab, newline and backslash

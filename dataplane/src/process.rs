@@ -52,6 +52,30 @@ pub struct ContainerContext<'a> {
     /// Where the namespaces are pinned (`netns::prepare_pin_dir`): left out of that mount
     /// namespace.
     pub pin_dir: Option<&'a Path>,
+    /// The command's whole environment (`container_env`): never the caller's, which is
+    /// the daemon's or the CLI's.
+    pub env: &'a [(String, String)],
+    /// Where it starts; `/` when `None`, as on Docker.
+    pub workdir: Option<&'a Path>,
+}
+
+/// The PATH a container's command gets unless it sets one (Docker's).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A container command's environment, as Docker builds it: PATH, HOSTNAME and HOME, then
+/// the container's own `KEY=VALUE` (`-e`, `--env-file`), which win.
+pub fn container_env(hostname: &str, own: &[String]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOSTNAME".into(), hostname.into()),
+        ("HOME".into(), "/root".into()),
+    ];
+    for entry in own {
+        let (key, value) = entry.split_once('=').unwrap_or((entry, ""));
+        env.retain(|(k, _)| k != key);
+        env.push((key.into(), value.into()));
+    }
+    env
 }
 
 /// A command set up to run inside a container's namespaces; `spawn` starts it.
@@ -176,7 +200,11 @@ fn reported_pid(report: &OwnedFd) -> Result<i32> {
 pub fn container_command<'a>(args: &[String], ctx: &ContainerContext<'a>) -> ContainerCommand<'a> {
     let mut command = Command::new(&args[0]);
     // Docker's default working directory; never the caller's, which may be anywhere.
-    command.args(&args[1..]).current_dir("/");
+    command
+        .args(&args[1..])
+        .current_dir(ctx.workdir.unwrap_or(Path::new("/")))
+        .env_clear()
+        .envs(ctx.env.iter().map(|(k, v)| (k, v)));
     netns::spawn_inside(&mut command, ctx.netns);
     if let Some(hostname) = ctx.hostname {
         let hostname = hostname.as_bytes().to_vec();
@@ -206,14 +234,21 @@ pub fn container_command<'a>(args: &[String], ctx: &ContainerContext<'a>) -> Con
         })
         .collect();
     // Every command gets a mount namespace, for its /proc, even without /etc files (host
-    // mode). Never the root itself is unmounted as the pins', whatever their path.
-    let pin_dir = ctx
-        .pin_dir
-        .filter(|dir| dir.parent().is_some())
-        .map(|dir| CString::new(dir.as_os_str().as_bytes()).expect("paths have no NUL"));
-    // SAFETY: unshare, mount and umount2 are plain syscalls on strings prepared before fork.
+    // mode): a copy of the daemon's template without the pins (`netns::mount_template`),
+    // or of the caller's, whose pins it drops. Never the root itself is unmounted as the
+    // pins', whatever their path.
+    let pin_dir = ctx.pin_dir.filter(|dir| dir.parent().is_some());
+    let template = pin_dir.and_then(|dir| File::open(netns::mount_template(dir)).ok());
+    let pin_dir = pin_dir.map(|dir| CString::new(dir.as_os_str().as_bytes()).expect("paths have no NUL"));
+    // Entering the template moves the process to its root: the directory again after it.
+    let workdir = CString::new(ctx.workdir.unwrap_or(Path::new("/")).as_os_str().as_bytes())
+        .expect("paths have no NUL");
+    // SAFETY: setns, unshare, mount, umount2 and chdir are plain syscalls on descriptors
+    // and strings prepared before fork.
     unsafe {
         command.pre_exec(move || {
+            let entered =
+                template.as_ref().is_some_and(|t| libc::setns(t.as_raw_fd(), libc::CLONE_NEWNS) == 0);
             if libc::unshare(libc::CLONE_NEWNS) != 0
                 || libc::mount(
                     std::ptr::null(),
@@ -225,9 +260,10 @@ pub fn container_command<'a>(args: &[String], ctx: &ContainerContext<'a>) -> Con
             {
                 return Err(std::io::Error::last_os_error());
             }
-            // The copies of every pin go at once; the process holds its own namespace.
-            // A pin dir that is no mount of its own (an older daemon's) fails harmlessly.
-            if let Some(pin_dir) = &pin_dir {
+            // Without the template the copies of every pin go at once; the process holds
+            // its own namespace. A pin dir that is no mount of its own (an older daemon's)
+            // fails harmlessly.
+            if let (false, Some(pin_dir)) = (entered, &pin_dir) {
                 libc::umount2(pin_dir.as_ptr(), libc::MNT_DETACH);
             }
             // This process already lives in the command's PID namespace (`spawn` forked it
@@ -253,6 +289,9 @@ pub fn container_command<'a>(args: &[String], ctx: &ContainerContext<'a>) -> Con
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            if entered && libc::chdir(workdir.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
@@ -308,17 +347,26 @@ pub fn write_etc_files(
     Ok(())
 }
 
+/// Where a detached container command runs (its namespace by its pin, its hostname,
+/// /etc files, environment and working directory) and where its output goes.
+pub struct Detached<'a> {
+    pub netns: &'a Path,
+    pub hostname: &'a str,
+    pub etc_dir: &'a Path,
+    pub env: &'a [(String, String)],
+    pub workdir: Option<&'a Path>,
+    pub log: &'a Path,
+}
+
 /// Starts a detached container command: its own session (so that signals meant for the
-/// daemon or the CLI do not reach it), output appended to `log`. The command runs once
+/// daemon or the CLI do not reach it), output appended to its log. The command runs once
 /// `record` has recorded its process (`spawn_recorded`); returns its PID and start time.
 pub fn spawn_detached(
     args: &[String],
-    netns_path: &Path,
-    hostname: &str,
-    etc_dir: &Path,
-    log: &Path,
+    detached: &Detached,
     record: impl FnOnce(i32, u64) -> Result<()>,
 ) -> Result<(i32, u64)> {
+    let Detached { netns: netns_path, hostname, etc_dir, env, workdir, log } = *detached;
     let ns = netns::open(netns_path)?;
     let out = File::options()
         .create(true)
@@ -333,6 +381,8 @@ pub fn spawn_detached(
             hostname: Some(hostname),
             etc_dir,
             pin_dir: netns_path.parent(),
+            env,
+            workdir,
         },
     );
     command.command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
@@ -375,15 +425,83 @@ async fn exited(pidfd: OwnedFd) {
     }
 }
 
-/// Waits until `pid` ends; returns its exit code when it was our child.
+/// How long the exit status of a process that is not our child may take to come: its
+/// parent (init, once the daemon that started it is gone) reaps it a moment after it ends.
+const REAP_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until `pid` ends; returns its exit code (128 + the signal for one killed): as its
+/// parent when it is our child, else as the kernel keeps it for a pidfd opened before its
+/// end (Linux 6.15 and later), which is how a command started before a restart of the
+/// daemon has its code known. `None` when neither tells.
 pub async fn wait_exit(pid: i32) -> Option<i32> {
-    if let Some(pidfd) = pidfd_open(pid) {
-        exited(pidfd).await;
+    let pidfd = pidfd_open(pid);
+    if let Some(watched) = pidfd.as_ref().and_then(|fd| fd.try_clone().ok()) {
+        exited(watched).await;
     }
     match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-        Ok(WaitStatus::Exited(_, code)) => Some(code),
-        Ok(WaitStatus::Signaled(_, signal, _)) => Some(128 + signal as i32),
-        _ => None,
+        Ok(WaitStatus::Exited(_, code)) => return Some(code),
+        Ok(WaitStatus::Signaled(_, signal, _)) => return Some(128 + signal as i32),
+        _ => {}
+    }
+    let pidfd = pidfd?;
+    let deadline = tokio::time::Instant::now() + REAP_WAIT;
+    loop {
+        match reaped_status(&pidfd) {
+            Reaped::Status(status) => return Some(exit_code_of(status)),
+            Reaped::Unsupported => return None,
+            Reaped::NotYet if tokio::time::Instant::now() >= deadline => return None,
+            Reaped::NotYet => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// What the kernel tells of a pidfd's process once it has ended.
+enum Reaped {
+    /// Its wait status (as `waitpid` gives it to the parent).
+    Status(i32),
+    /// Its parent has yet to reap it.
+    NotYet,
+    /// The kernel keeps no exit status for pidfds (before Linux 6.15).
+    Unsupported,
+}
+
+/// The first version of the kernel's `struct pidfd_info` (`PIDFD_INFO_SIZE_VER0`, 64
+/// bytes), which holds the exit status.
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+/// `PIDFD_INFO_EXIT`: asks for, and says there is, the exit status of a reaped process.
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+/// `PIDFD_GET_INFO`: `_IOWR(0xFF, 11, struct pidfd_info)`, in the ioctl number layout of
+/// x86, Arm and RISC-V (direction in bits 30-31, size in 16-29, type 8-15, number 0-7).
+const PIDFD_GET_INFO: u32 = (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as u32) << 16) | (0xFF << 8) | 11;
+
+fn reaped_status(pidfd: &OwnedFd) -> Reaped {
+    let mut info = PidfdInfo { mask: PIDFD_INFO_EXIT, ..Default::default() };
+    // SAFETY: the ioctl writes at most the size encoded in the request into `info`.
+    let result = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO as _, &mut info) };
+    match result {
+        0 if info.mask & PIDFD_INFO_EXIT != 0 => Reaped::Status(info.exit_code),
+        0 => Reaped::NotYet,
+        // ESRCH: the process is gone, yet its status is not recorded (yet).
+        _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => Reaped::NotYet,
+        _ => Reaped::Unsupported,
+    }
+}
+
+/// An exit code as shells show it, from a wait status: the code of a process that
+/// exited, 128 + the signal of one killed.
+fn exit_code_of(status: i32) -> i32 {
+    match status & 0x7f {
+        0 => (status >> 8) & 0xff,
+        signal => 128 + signal,
     }
 }
 
@@ -448,4 +566,57 @@ pub async fn kill_in_namespace(netns: &Path, timeout: Duration) -> Result<usize>
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_statuses_read_as_shells_show_them() {
+        assert_eq!(exit_code_of(7 << 8), 7, "exit(7)");
+        assert_eq!(exit_code_of(0), 0, "exit(0)");
+        assert_eq!(exit_code_of(9), 137, "SIGKILL");
+        assert_eq!(exit_code_of(15 | 0x80), 143, "SIGTERM with a core dump");
+    }
+
+    #[test]
+    fn containers_get_dockers_environment_and_their_own_alone() {
+        let env = container_env("box", &["MODE=test".into(), "PATH=/opt/bin".into(), "EMPTY".into()]);
+        let get = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        assert_eq!(get("PATH"), Some("/opt/bin"), "the container's own PATH wins");
+        assert_eq!(get("HOSTNAME"), Some("box"));
+        assert_eq!(get("HOME"), Some("/root"));
+        assert_eq!(get("MODE"), Some("test"));
+        assert_eq!(get("EMPTY"), Some(""));
+        assert_eq!(env.len(), 5, "nothing of the caller's: {env:?}");
+    }
+
+    /// A process that is not our child (a command started before a restart of the daemon):
+    /// its exit code comes from the pidfd once its parent reaped it.
+    #[tokio::test]
+    async fn the_exit_code_of_another_process_child_is_known() {
+        // `sh` is our child; its background `sh -c 'exit 3'` is sh's child.
+        let mut parent = Command::new("sh")
+            // A background job's stdin is /dev/null: it reads ours through fd 3.
+            .args(["-c", "exec 3<&0; sh -c 'read x <&3; exit 3' & echo $!; wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(parent.stdout.take().unwrap()), &mut line)
+            .unwrap();
+        let grandchild: i32 = line.trim().parse().unwrap();
+        let code = tokio::spawn(wait_exit(grandchild));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(parent.stdin.take());
+        let code = code.await.unwrap();
+        parent.wait().unwrap();
+        if matches!(reaped_status(&pidfd_open(std::process::id() as i32).unwrap()), Reaped::Unsupported) {
+            assert_eq!(code, None, "a kernel before 6.15 keeps no exit status for pidfds");
+        } else {
+            assert_eq!(code, Some(3), "the code sh reaped");
+        }
+    }
 }

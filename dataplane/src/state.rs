@@ -311,10 +311,48 @@ pub struct Container {
     /// The container's own /etc/hosts, /etc/hostname and /etc/resolv.conf.
     pub etc_dir: PathBuf,
     pub command: Vec<String>,
+    /// The command's environment beyond Docker's defaults (`-e`, `--env-file`), `KEY=VALUE`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Where the command starts (`-w`); `/` when `None`.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// The networks it joins each time it starts, in order (the first is its primary):
+    /// what `run` and `network connect` asked. A stopped container holds no endpoint, so
+    /// that its address, veth and ports are free for others; this is what brings them
+    /// back (absent from state files of earlier versions: `State::adopt_endpoints`).
+    #[serde(default)]
+    pub networks: Vec<Attachment>,
     pub detached: bool,
     pub auto_remove: bool,
     pub status: Status,
     pub created: u64,
+    /// Where a command started in the background writes its output (`logs`).
+    #[serde(default)]
+    pub log: Option<PathBuf>,
+}
+
+impl Container {
+    /// Whether its command runs (as recorded; the watch on it records its end).
+    pub fn is_running(&self) -> bool {
+        matches!(self.status, Status::Running { .. })
+    }
+}
+
+/// What a container asks of one network each time it starts: its interface there, and
+/// the address, MAC, aliases and ports it asked for (an address or MAC of the network's
+/// choosing when `None`: then it may differ from one start to the next, as on Docker).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network_id: String,
+    pub ifname: String,
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<MacAddr>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Ports to publish; a host port of 0 takes any free one at each start.
+    #[serde(default)]
+    pub publish: Vec<crate::ports::PortMapping>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,6 +390,9 @@ pub enum Intent {
     CreateNetwork { network: Network },
     /// `rm` removes this container: finished.
     Remove { container_id: String },
+    /// `start` runs this stopped container's command again (its endpoints have intents
+    /// of their own): undone, its command killed, unless its start was recorded.
+    Start { container_id: String },
 }
 
 impl Keyed for Intent {
@@ -361,7 +402,7 @@ impl Keyed for Intent {
             Intent::Run { container } => &container.id,
             Intent::Attach { endpoint } => &endpoint.id,
             Intent::CreateNetwork { network } => &network.id,
-            Intent::Remove { container_id } => container_id,
+            Intent::Remove { container_id } | Intent::Start { container_id } => container_id,
         }
     }
 }
@@ -469,6 +510,42 @@ impl State {
     /// What the endpoints' owners are called, for a pass over many endpoints.
     pub fn owner_names(&self) -> OwnerNames<'_> {
         OwnerNames(self.containers.iter().map(|c| (c.id.as_str(), c.name.as_str())).collect())
+    }
+
+    /// Gives each of our containers that joins networks but records none (a state file of
+    /// a version before `Container::networks`) the networks of its endpoints, with their
+    /// addresses, MACs, aliases and ports, so that a restart of it finds them again.
+    /// Returns whether any container had to.
+    pub fn adopt_endpoints(&mut self) -> bool {
+        let adopted: Vec<(String, Vec<Attachment>)> = {
+            let by_container = self.endpoints_by_container();
+            self.containers
+                .iter()
+                .filter(|c| c.networks.is_empty())
+                .filter_map(|c| {
+                    let endpoints = by_container.get(c.id.as_str())?;
+                    let networks = endpoints
+                        .iter()
+                        .map(|e| Attachment {
+                            network_id: e.network_id.clone(),
+                            ifname: e.ifname.clone(),
+                            ip: Some(e.ip),
+                            mac: Some(e.mac),
+                            aliases: e.aliases.clone(),
+                            publish: e.ports.clone(),
+                        })
+                        .collect();
+                    Some((c.id.clone(), networks))
+                })
+                .collect()
+        };
+        let any = !adopted.is_empty();
+        for (id, networks) in adopted {
+            if let Some(container) = self.containers.get_mut(&id) {
+                container.networks = networks;
+            }
+        }
+        any
     }
 
     pub fn next_network_index(&self) -> u32 {
@@ -602,10 +679,14 @@ mod tests {
             netns: "/run/netns/dp-x".into(),
             etc_dir: "/var/lib/dataplane/containers/x".into(),
             command: vec!["sleep".into(), "1".into()],
+            env: vec!["MODE=test".into()],
+            workdir: Some("/tmp".into()),
+            networks: vec![],
             detached: true,
             auto_remove: false,
             status: Status::Running { pid: 42, start_time: 7 },
             created: 2,
+            log: Some("/var/lib/dataplane/logs/x.log".into()),
         };
         let endpoint = Endpoint {
             id: new_id(),
@@ -624,6 +705,17 @@ mod tests {
                 container_port: 80,
                 proto: crate::ports::Proto::Tcp,
             }],
+        };
+        let container = Container {
+            networks: vec![Attachment {
+                network_id: network.id.clone(),
+                ifname: endpoint.ifname.clone(),
+                ip: None,
+                mac: None,
+                aliases: endpoint.aliases.clone(),
+                publish: endpoint.ports.clone(),
+            }],
+            ..container
         };
         let mut firewall = crate::firewall::Rules::default();
         let rule = crate::firewall::RuleSpec {
@@ -750,6 +842,17 @@ mod tests {
         );
         assert!(eth1.aliases.is_empty() && eth1.ports.is_empty(), "the second attachment published nothing");
         assert_eq!(state.endpoints_of(&tool.id).count(), 0, "a host-mode container has no endpoint");
+        // Each container asks, for its next start, for the networks of its endpoints as
+        // they are: the same interface, address, MAC, aliases and ports.
+        let asked: Vec<_> =
+            web.networks.iter().map(|a| (a.network_id.as_str(), a.ifname.as_str(), a.ip)).collect();
+        assert_eq!(
+            asked,
+            [("n1", "eth0", Some(eth0.ip)), ("n2", "eth1", Some(eth1.ip))],
+            "the networks it asks for come from its endpoints"
+        );
+        assert_eq!((web.networks[0].mac, &web.networks[0].publish), (Some(eth0.mac), &eth0.ports));
+        assert!(tool.networks.is_empty(), "a host-mode container asks for none");
         // Loaded once, the file is of today's shape and loads as it was: ids stay.
         assert!(!fs::read_to_string(dir.path().join("state.json")).unwrap().contains("attachments"));
         assert_eq!(StateStore::new(dir.path()).load().unwrap(), Some(state));

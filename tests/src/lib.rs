@@ -493,8 +493,11 @@ impl Drop for Host {
             kill_processes_in(&path);
             let _ = Command::new("umount").arg("-l").arg(&path).status();
         }
-        // The daemon makes its pin dir a mount of its own (a host without one has none).
+        // The daemon makes its pin dir a mount of its own (a host without one has none),
+        // and pins its mount template beside it.
         let _ = Command::new("umount").arg("-l").arg(self.netns_dir()).stderr(Stdio::null()).status();
+        let template = dataplane::netns::mount_template(&self.netns_dir());
+        let _ = Command::new("umount").arg("-l").arg(template).stderr(Stdio::null()).status();
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         // A test may have removed one of its namespaces itself.
         for ns in self.external.iter().chain(&self.extra_namespaces) {

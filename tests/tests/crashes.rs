@@ -1,6 +1,6 @@
 //! Crash consistency: the daemon is killed with SIGKILL at seeded random moments while it
-//! serves `run -d`, `rm -f`, `network create`, `network rm`, `network connect` and
-//! `network disconnect`, and started again. After each restart the system and the state
+//! serves `run -d`, `rm -f`, `network create`, `network rm`, `network connect`,
+//! `network disconnect`, `stop` and `start`, and started again. After each restart the system and the state
 //! agree: every veth, namespace pin, bridge, map entry, port reservation and container
 //! process has its record, every record has its pieces, and `ps -a`, `inspect` and
 //! `network inspect` tell the truth.
@@ -424,6 +424,39 @@ fn daemon_killed_during_any_change_leaves_the_state_and_the_system_agreeing() {
             };
             crashing.crash_during(kind, &args.iter().map(String::as_str).collect::<Vec<_>>());
             crashing.trim();
+        }
+    }
+}
+
+/// `stop` and `start` killed at random moments: after each restart a stopped container
+/// holds no endpoint and nothing runs in its namespace, a running one holds an endpoint on
+/// each network it asks for, and the rest agrees as after any change.
+#[test]
+fn daemon_killed_during_stop_or_start_leaves_the_state_and_the_system_agreeing() {
+    let mut crashing =
+        Crashing::start("daemon_killed_during_stop_or_start_leaves_the_state_and_the_system_agreeing");
+    crashing.complete("network create", &["network", "create", "--subnet", "10.97.0.0/24", "blue"]);
+    let web = crashing.run_args("web", &["--network", "blue", "-p", "18300:80"]);
+    crashing.complete_owned("run", &web);
+    crashing.complete("stop", &["stop", "-t", "0", "web"]);
+    crashing.complete("start", &["start", "web"]);
+    for round in 0..6 {
+        for (kind, before) in [("stop", "start"), ("start", "stop")] {
+            // From what its kind acts on, whatever the crash before left.
+            let prepare: &[&str] =
+                if before == "start" { &["start", "web"] } else { &["stop", "-t", "0", "web"] };
+            crashing.host.dp_ok(prepare);
+            let args: &[&str] = if kind == "stop" { &["stop", "-t", "0", "web"] } else { &["start", "web"] };
+            crashing.crash_during(kind, args);
+            let state = crashing.host.state();
+            let container = state.container("web").expect("web stays");
+            let held = state.endpoints_of(&container.id).count();
+            let wanted = if container.is_running() { container.networks.len() } else { 0 };
+            assert_eq!(
+                held, wanted,
+                "seed {}, round {round}, {kind}: web is {:?} with {held} endpoint(s)",
+                crashing.seed, container.status
+            );
         }
     }
 }

@@ -271,7 +271,16 @@ fn a_network_holds_more_containers_than_a_bridge_has_ports() {
     assert_eq!(master_of(&host, &link_peer), extra);
     reachable(&host);
 
-    let names: Vec<String> = (0..=1000).map(|i| format!("c{i}")).collect();
+    // So does the next container on the extra bridge, for its link removed while the
+    // daemon runs.
+    host.sh_ok(&format!("ip link del {link}"));
+    host.run_sleeper("c1001", &["--network", "big"]);
+    assert_eq!(master_of(&host, &veth_of(&host, "c1001")), extra);
+    assert_eq!(master_of(&host, &link), own, "the extra bridge was not linked again");
+    let c0 = host.ip_of("c0");
+    assert!(host.ping("c1001", &c0), "the new container on the extra bridge cannot reach the first one");
+
+    let names: Vec<String> = (0..=1001).map(|i| format!("c{i}")).collect();
     let mut rm = vec!["rm", "-f"];
     rm.extend(names.iter().map(String::as_str));
     host.dp_ok(&rm);

@@ -211,7 +211,12 @@ impl Core {
     fn cni_endpoint(&self, attachment: &CniAttachment, network: &str) -> Option<&Endpoint> {
         let net = self.state.networks.iter().find(|n| n.name == network)?;
         let owner = owner_of(attachment);
-        self.state.endpoints_on(&net.id).find(|e| e.owner == owner && e.ifname == attachment.ifname)
+        // The owner first: it tells most endpoints apart at its first bytes, where the
+        // network's 64-character ID, the same for all of a network's, is read whole.
+        self.state
+            .endpoints
+            .iter()
+            .find(|e| e.owner == owner && e.ifname == attachment.ifname && e.network_id == net.id)
     }
 
     async fn check_host_side(&mut self, net: &Network, endpoint: &Endpoint) -> Result<()> {

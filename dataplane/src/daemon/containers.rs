@@ -1,7 +1,10 @@
 //! Our own containers: `run` (a namespace, its /etc files, its endpoints, its command),
-//! `stop`, `rm`, `network connect` and `disconnect`, and the watch on each command. A
-//! container's networking is its endpoints: this module has `endpoints` attach and
-//! detach them, and never builds an interface, an address or a map entry itself.
+//! `stop`, `start`, `restart`, `rm`, `network connect` and `disconnect`, and the watch on
+//! each command. A container's networking is its endpoints while its command runs: when
+//! the command ends they go (address, veth, map entries, ports, DNS names), and the
+//! networks it asked for (`Container::networks`) bring them back at its next start. This
+//! module has `endpoints` attach and detach them, and never builds an interface, an
+//! address or a map entry itself.
 
 use std::{
     net::Ipv4Addr,
@@ -9,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -23,7 +26,7 @@ use crate::{
     dns,
     netlink::Netlink,
     netns, process,
-    state::{Container, Intent, Network, NetworkMode, Owner, Status, new_id, now},
+    state::{Attachment, Container, Intent, Network, NetworkMode, Owner, Status, new_id, now},
 };
 
 /// How long `rm -f` waits for a container's processes to end once killed (only a process
@@ -50,6 +53,11 @@ impl Core {
             None => id[..12].to_string(),
         };
         let mode = self.network_mode(&spec)?;
+        if let Some(dir) = &spec.workdir
+            && !dir.is_dir()
+        {
+            bail!("-w {}: no such directory; give the command's working directory", dir.display());
+        }
         let (netns, etc_dir) = match &mode {
             NetworkMode::Bridge | NetworkMode::None => (
                 self.config.netns_dir.join(pin_name(&id)),
@@ -62,14 +70,29 @@ impl Core {
                 (target.netns.clone(), target.etc_dir.clone())
             }
         };
+        let networks = match mode {
+            NetworkMode::Bridge => vec![Attachment {
+                network_id: self.network(&spec.network)?.id.clone(),
+                ifname: "eth0".into(),
+                ip: spec.ip,
+                mac: spec.mac,
+                aliases: spec.aliases.clone(),
+                publish: spec.publish.clone(),
+            }],
+            _ => vec![],
+        };
         let mut container = Container {
             network_mode: mode,
             netns,
             etc_dir,
             hostname: spec.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            log: spec.detach.then(|| log_path(&self.config.state_dir, &id)),
             id,
             name,
-            command: spec.command.clone(),
+            command: spec.command,
+            env: spec.env,
+            workdir: spec.workdir,
+            networks,
             detached: spec.detach,
             auto_remove: spec.auto_remove,
             status: Status::Created,
@@ -79,17 +102,17 @@ impl Core {
         // what to remove (`undo_run`), where it left a namespace, veths and a running
         // command that nothing owned.
         self.intend(Intent::Run { container: container.clone() })?;
-        if let Err(e) = self.build_container(&mut container, &spec).await {
+        if let Err(e) = self.build_container(&mut container).await {
             if let Err(undo) = self.teardown_container(&container).await {
                 log::warn!("undoing container {}: {undo:#}", container.name);
             }
+            remove_files(&self.config.state_dir, &container);
             // The container never was: endpoints that failed to go are forgotten anyway.
             self.state.endpoints.retain(|ep| ep.owner.container_id() != Some(container.id.as_str()));
             if let Err(undo) = self.sync_firewall() {
                 log::warn!("undoing container {}: {undo:#}", container.name);
             }
             self.abandon(&container.id);
-            remove_files(&self.config.state_dir, &container.id);
             return Err(e.context(format!("creating container {}", container.name)));
         }
         self.state.containers.push(container.clone());
@@ -105,7 +128,7 @@ impl Core {
             empty_namespace(&container.netns).await?;
         }
         self.teardown_container(container).await?;
-        remove_files(&self.config.state_dir, &container.id);
+        remove_files(&self.config.state_dir, container);
         Ok(())
     }
 
@@ -152,65 +175,128 @@ impl Core {
         Ok(mode)
     }
 
-    async fn build_container(&mut self, container: &mut Container, spec: &RunSpec) -> Result<()> {
+    async fn build_container(&mut self, container: &mut Container) -> Result<()> {
         match container.network_mode {
-            NetworkMode::Bridge => {
-                let net = self.network(&spec.network)?.clone();
-                netns::create(&container.netns)?;
-                let endpoint = self
-                    .attach(EndpointSpec {
-                        ip: spec.ip,
-                        mac: spec.mac,
-                        aliases: spec.aliases.clone(),
-                        publish: &spec.publish,
-                        ..own_endpoint(container, &net, "eth0".into())
-                    })
-                    .await?;
-                let (hostname, name) = (&container.hostname, &container.name);
-                let resolvers = match dns::has_resolver(&net.driver) {
-                    true => vec![net.gateway.into()],
-                    false => self.resolvers.upstreams(),
-                };
-                process::write_etc_files(
-                    &container.etc_dir,
-                    hostname,
-                    name,
-                    Some((endpoint.ip, &resolvers)),
-                )?;
-            }
-            NetworkMode::None => {
-                process::write_etc_files(&container.etc_dir, &container.hostname, &container.name, None)?;
-                netns::create(&container.netns)?;
-                let inside = Netlink::connect_in(&container.netns)?;
-                inside.set_up(inside.require_index("lo").await?).await?;
-            }
+            NetworkMode::Bridge | NetworkMode::None => netns::create(&container.netns)?,
             NetworkMode::Host => std::fs::create_dir_all(&container.etc_dir)?,
             NetworkMode::Container { .. } => {}
         }
+        self.join_networks(container).await?;
         if container.detached {
-            let log = log_path(&self.config.state_dir, &container.id);
-            let (pid, start_time) = process::spawn_detached(
-                &container.command,
-                &container.netns,
-                &container.hostname,
-                &container.etc_dir,
-                &log,
-                |pid, start_time| write_pidfile(&self.config.state_dir, &container.id, pid, start_time),
-            )?;
-            container.status = Status::Running { pid, start_time };
+            self.start_command(container)?;
         }
         Ok(())
+    }
+
+    /// Gives a container its networking for a start of its command: an endpoint on each
+    /// network it asked for, in order, and its /etc files with the address it got; with
+    /// `--network none`, `lo` up. On an error the endpoints made go again.
+    async fn join_networks(&mut self, container: &Container) -> Result<()> {
+        match container.network_mode {
+            NetworkMode::Bridge => {
+                if let Err(e) = self.attach_all(container).await {
+                    if let Err(undo) = self.release_networks(container).await {
+                        log::warn!("undoing the networks of container {}: {undo:#}", container.name);
+                    }
+                    return Err(e);
+                }
+            }
+            NetworkMode::None => {
+                process::write_etc_files(&container.etc_dir, &container.hostname, &container.name, None)?;
+                let inside = Netlink::connect_in(&container.netns)?;
+                inside.set_up(inside.require_index("lo").await?).await?;
+            }
+            NetworkMode::Host | NetworkMode::Container { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn attach_all(&mut self, container: &Container) -> Result<()> {
+        let mut primary = None;
+        for wanted in &container.networks {
+            let net = self
+                .state
+                .network_by_id(&wanted.network_id)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "network {} that container {} was on has been removed; remove the container and run it again",
+                        &wanted.network_id[..12.min(wanted.network_id.len())],
+                        container.name
+                    )
+                })?
+                .clone();
+            let endpoint = self
+                .attach(EndpointSpec {
+                    ip: wanted.ip,
+                    mac: wanted.mac,
+                    aliases: wanted.aliases.clone(),
+                    publish: &wanted.publish,
+                    ..own_endpoint(container, &net, wanted.ifname.clone())
+                })
+                .await
+                .map_err(|e| e.context(format!("joining network {}", net.name)))?;
+            primary.get_or_insert((endpoint.ip, net));
+        }
+        let Some((ip, net)) = primary else { return Ok(()) };
+        let resolvers = match dns::has_resolver(&net.driver) {
+            true => vec![net.gateway.into()],
+            false => self.resolvers.upstreams(),
+        };
+        process::write_etc_files(
+            &container.etc_dir,
+            &container.hostname,
+            &container.name,
+            Some((ip, &resolvers)),
+        )
+    }
+
+    /// Starts a container's command in the background, its output to its log, once its
+    /// process is recorded (`write_pidfile`).
+    fn start_command(&self, container: &mut Container) -> Result<()> {
+        let log = container.log.get_or_insert_with(|| log_path(&self.config.state_dir, &container.id));
+        let env = process::container_env(&container.hostname, &container.env);
+        let detached = process::Detached {
+            netns: &container.netns,
+            hostname: &container.hostname,
+            etc_dir: &container.etc_dir,
+            env: &env,
+            workdir: container.workdir.as_deref(),
+            log,
+        };
+        let (pid, start_time) = process::spawn_detached(&container.command, &detached, |pid, start_time| {
+            write_pidfile(&self.config.state_dir, &container.id, pid, start_time)
+        })?;
+        container.status = Status::Running { pid, start_time };
+        Ok(())
+    }
+
+    /// Releases a container's network attachments (its command ended): its endpoints,
+    /// with their addresses, veths, map entries, ports and DNS names, and the firewall
+    /// rule sets no port uses any more. The container keeps what it asked for, for its
+    /// next start. Safe to call on a container without endpoints.
+    pub(super) async fn release_networks(&mut self, container: &Container) -> Result<()> {
+        let endpoints: Vec<_> = self.state.endpoints_of(&container.id).cloned().collect();
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let mut errors = vec![];
+        for endpoint in &endpoints {
+            if let Err(e) = self.detach(endpoint).await {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if let Err(e) = self.sync_firewall() {
+            errors.push(format!("{e:#}"));
+        }
+        if errors.is_empty() { Ok(()) } else { bail!(errors.join("; ")) }
     }
 
     /// Removes everything a container owns: its endpoints (which leave the state), its
     /// namespace and its /etc files; safe to call on a half-made container.
     async fn teardown_container(&mut self, container: &Container) -> Result<()> {
         let mut errors = vec![];
-        let endpoints: Vec<_> = self.state.endpoints_of(&container.id).cloned().collect();
-        for endpoint in &endpoints {
-            if let Err(e) = self.detach(endpoint).await {
-                errors.push(format!("{e:#}"));
-            }
+        if let Err(e) = self.release_networks(container).await {
+            errors.push(format!("{e:#}"));
         }
         let owns_sandbox = container.network_mode.owns_sandbox();
         if owns_sandbox && let Err(e) = netns::remove(&container.netns) {
@@ -233,11 +319,12 @@ impl Core {
             .containers
             .iter()
             .filter(|c| c.network_mode == NetworkMode::Container { id: container.id.clone() })
+            .filter(|c| c.is_running())
             .map(|c| c.name.clone())
             .collect();
         if !joined.is_empty() {
             bail!(
-                "container {} shares its network namespace with {}; remove those first",
+                "container {} shares its network namespace with {} (running); stop or remove those first",
                 container.name,
                 joined.join(", ")
             );
@@ -265,7 +352,7 @@ impl Core {
         if let Err(e) = self.sync_firewall() {
             log::warn!("removing container {}: {e:#}", container.name);
         }
-        remove_files(&self.config.state_dir, &container.id);
+        remove_files(&self.config.state_dir, &container);
         self.save()?;
         Ok(json!(container.name))
     }
@@ -285,20 +372,107 @@ impl Core {
     }
 
     async fn process_exited(&mut self, id: &str, pid: i32, code: Option<i32>) -> Result<()> {
-        let Some(container) = self.state.container_mut(id) else {
+        let Some(container) = self.state.containers.get(id) else {
             return Ok(());
         };
         if !matches!(container.status, Status::Running { pid: p, .. } if p == pid) {
             return Ok(());
         }
+        self.command_ended(id, code).await
+    }
+
+    /// Records the end of a container's command with its exit code, if known (a code
+    /// known already stays), and releases its networks; removes it if it asked (`--rm`).
+    pub(super) async fn command_ended(&mut self, id: &str, code: Option<i32>) -> Result<()> {
+        let container = self.container_by_id(id)?;
+        let code = match container.status {
+            Status::Exited { code: Some(known) } => Some(known),
+            _ => code,
+        };
         container.status = Status::Exited { code };
-        let remove = container.auto_remove;
+        let container = container.clone();
+        if let Err(e) = self.release_networks(&container).await {
+            log::warn!("container {}: releasing its networks: {e:#}", container.name);
+        }
         self.save()?;
         remove_pidfile(&self.config.state_dir, id);
-        if remove {
+        if container.auto_remove {
             self.remove_container(id, true).await?;
         }
         Ok(())
+    }
+
+    /// `start`: runs a container's command again, in the background, on the networks
+    /// and with the ports it asked for; returns it started. A running container is left
+    /// as it is (`None`).
+    pub(super) async fn start_container(&mut self, name: &str) -> Result<Option<Container>> {
+        let mut container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
+        match &container.status {
+            Status::Running { pid, start_time } if process::is_alive(*pid, *start_time) => return Ok(None),
+            Status::Dead { reason } => bail!(
+                "container {} is dead ({reason}); remove it (`dataplane rm {}`) and run it again",
+                container.name,
+                container.name
+            ),
+            _ => {}
+        }
+        if let NetworkMode::Container { id } = &container.network_mode {
+            match self.state.containers.get(id) {
+                None => bail!(
+                    "container {} joins the network of a container that was removed ({}); remove {} and run it again",
+                    container.name,
+                    &id[..12],
+                    container.name
+                ),
+                Some(target) if !target.is_running() => bail!(
+                    "container {} joins the network of container {}, which is not running; start {} first",
+                    container.name,
+                    target.name,
+                    target.name
+                ),
+                Some(_) => {}
+            }
+        }
+        // Saved first: a crash before the start is recorded leaves a command that nothing
+        // watches, for the next start of the daemon to end (`undo_start`).
+        self.intend(Intent::Start { container_id: container.id.clone() })?;
+        if let Err(e) = self.start_in_place(&mut container).await {
+            if let Err(undo) = self.release_networks(&container).await {
+                log::warn!("undoing the start of container {}: {undo:#}", container.name);
+            }
+            self.abandon(&container.id);
+            return Err(e.context(format!("starting container {}", container.name)));
+        }
+        self.state.containers.replace(container.clone());
+        self.done(&container.id);
+        self.save()?;
+        Ok(Some(container))
+    }
+
+    async fn start_in_place(&mut self, container: &mut Container) -> Result<()> {
+        // A container created for a foreground run whose command never started holds
+        // the endpoints of that run: they go, to be made again as for any start.
+        self.release_networks(container).await?;
+        if container.network_mode.owns_sandbox() && !netns::is_namespace(&container.netns) {
+            // Gone with a reboot of the host, say: a stopped container has nothing in it.
+            netns::create(&container.netns)?;
+        }
+        self.join_networks(container).await?;
+        self.start_command(container)
+    }
+
+    /// Undoes a `start` that a crash cut short, unless the container was recorded
+    /// running: ends what runs in its namespace and releases its networks.
+    pub(super) async fn undo_start(&mut self, container_id: &str) -> Result<()> {
+        let Some(container) = self.state.containers.get(container_id).cloned() else { return Ok(()) };
+        if container.is_running() {
+            return Ok(());
+        }
+        log::warn!("container {}: its start was cut short; ending what it started", container.name);
+        if container.network_mode.owns_sandbox() {
+            empty_namespace(&container.netns).await?;
+        }
+        self.release_networks(&container).await
     }
 
     /// `network connect`: one more interface (eth1, eth2, ...) in a container, with an
@@ -314,25 +488,40 @@ impl Core {
         // Before the container's checks, as Docker: an alias on the default network is
         // refused even for a container already there.
         check_aliases(&net, &aliases)?;
-        let container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
+        let mut container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
         if container.network_mode != NetworkMode::Bridge {
             bail!(
                 "container {} shares the host's or another container's network; it cannot join networks",
                 container.name
             );
         }
-        let joined: Vec<_> = self.state.endpoints_of(&container.id).collect();
-        if joined.iter().any(|e| e.network_id == net.id) {
+        if !container.is_running() {
+            bail!(
+                "container {} is not running; start it first (`dataplane start {}`), then connect it",
+                container.name,
+                container.name
+            );
+        }
+        if container.networks.iter().any(|a| a.network_id == net.id) {
             bail!("container {} is already connected to network {}", container.name, net.name);
         }
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
-            .find(|n| !joined.iter().any(|e| &e.ifname == n))
+            .find(|n| !container.networks.iter().any(|a| &a.ifname == n))
             .expect("some ethN is free");
         let endpoint = self
-            .attach(EndpointSpec { ip, aliases, ..own_endpoint(&container, &net, ifname) })
+            .attach(EndpointSpec { ip, aliases: aliases.clone(), ..own_endpoint(&container, &net, ifname) })
             .await
             .map_err(|e| e.context(format!("connecting {} to {}", container.name, net.name)))?;
+        container.networks.push(Attachment {
+            network_id: net.id.clone(),
+            ifname: endpoint.ifname.clone(),
+            ip,
+            mac: None,
+            aliases,
+            publish: vec![],
+        });
+        self.state.containers.replace(container);
         self.save()?;
         Ok(json!({"interface": endpoint.ifname, "ip": endpoint.ip.to_string()}))
     }
@@ -340,21 +529,26 @@ impl Core {
     /// `network disconnect`: removes the container's interface on that network.
     pub(super) async fn disconnect_network(&mut self, network: &str, name: &str) -> Result<Value> {
         let net = self.network(network)?.clone();
-        let container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
-        let Some(endpoint) = self.state.endpoints_of(&container.id).find(|e| e.network_id == net.id).cloned()
-        else {
+        let mut container = self.state.container(name).ok_or_else(|| no_such_container(name))?.clone();
+        let Some(wanted) = container.networks.iter().find(|a| a.network_id == net.id).cloned() else {
             bail!("container {} is not connected to network {}", container.name, net.name);
         };
-        if !endpoint.ports.is_empty() {
+        if !wanted.publish.is_empty() {
             bail!(
                 "container {} publishes ports on its {} address; remove the container to unpublish them",
                 container.name,
                 net.name
             );
         }
-        self.detach(&endpoint).await?;
+        // A stopped container has no endpoint there, only the wish to join at its start.
+        let endpoint = self.state.endpoints_of(&container.id).find(|e| e.network_id == net.id).cloned();
+        if let Some(endpoint) = endpoint {
+            self.detach(&endpoint).await?;
+        }
+        container.networks.retain(|a| a.network_id != net.id);
+        self.state.containers.replace(container);
         self.save()?;
-        Ok(json!(endpoint.ifname))
+        Ok(json!(wanted.ifname))
     }
 }
 
@@ -417,9 +611,9 @@ fn log_path(state_dir: &Path, id: &str) -> PathBuf {
 }
 
 /// Removes the files a container leaves beside the state: its log and its pidfile.
-fn remove_files(state_dir: &Path, id: &str) {
-    let _ = std::fs::remove_file(log_path(state_dir, id));
-    remove_pidfile(state_dir, id);
+fn remove_files(state_dir: &Path, container: &Container) {
+    remove_log(state_dir, container);
+    remove_pidfile(state_dir, &container.id);
 }
 
 /// Where the process of a container's command is recorded, apart from the state: written
@@ -464,6 +658,12 @@ pub(super) fn recorded_processes(state_dir: &Path) -> Vec<(String, i32, u64)> {
         }
     }
     recorded
+}
+
+/// Removes a container's log: where it says, or where versions that did not say put it.
+fn remove_log(state_dir: &Path, container: &Container) {
+    let log = container.log.clone().unwrap_or_else(|| log_path(state_dir, &container.id));
+    let _ = std::fs::remove_file(log);
 }
 
 /// The name of a container's namespace pin: `dp-` and the first 12 digits of its ID.

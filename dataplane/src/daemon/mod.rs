@@ -9,7 +9,7 @@
 //! - `publishing`: published ports of an endpoint, their reservations and firewall rule sets;
 //! - `endpoints`: a namespace's attachment to a network, whoever made the namespace
 //!   (uses `publishing`);
-//! - `containers`: our own `run`, `stop`, `rm`, `network connect` (uses `endpoints`);
+//! - `containers`: our own `run`, `stop`, `start`, `rm`, `network connect` (uses `endpoints`);
 //! - `cni`: the CNI plugin's ADD, DEL, CHECK and GC (uses `networks` and `endpoints`);
 //! - `docker`: Docker's network plugin API, its network and IPAM drivers, served on a
 //!   socket of its own (uses `networks` and `endpoints`);
@@ -127,6 +127,9 @@ pub async fn run(config: Config) -> Result<()> {
         );
     }
     netns::prepare_pin_dir(&config.netns_dir)?;
+    if let Err(e) = netns::prepare_mount_template(&config.netns_dir) {
+        log::warn!("containers' commands copy the daemon's mounts, pins and all: {e:#}");
+    }
     let conntrack_size = config.conntrack_max.unwrap_or(dataplane_common::CONNTRACK_DEFAULT_SIZE);
     let mut datapath = Datapath::load(&config.bpffs, conntrack_size)?;
     let conntrack = nat::ConntrackAccount::new(nat::TableSnapshot::take(&mut datapath)?);
@@ -335,8 +338,16 @@ async fn read_request(read: impl AsyncRead + Unpin) -> Result<Request> {
 }
 
 async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
-    if let Request::Stop { name, timeout_secs } = request {
-        return containers::stop(core, &name, Duration::from_secs(timeout_secs)).await;
+    match request {
+        Request::Stop { name, timeout_secs } => {
+            return containers::stop(core, &name, Duration::from_secs(timeout_secs)).await;
+        }
+        Request::Restart { name, timeout_secs } => {
+            containers::stop(core, &name, Duration::from_secs(timeout_secs)).await?;
+            return start(core, &name).await;
+        }
+        Request::Start { name } => return start(core, &name).await,
+        _ => {}
     }
     let mut guard = core.lock().await;
     let c = &mut *guard;
@@ -378,9 +389,7 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             Ok(Value::Null)
         }
         Request::Exited { id, code } => {
-            let container = c.container_by_id(&id)?;
-            container.status = Status::Exited { code: Some(code) };
-            c.save()?;
+            c.command_ended(&id, Some(code)).await?;
             Ok(Value::Null)
         }
         Request::List { all } => {
@@ -462,8 +471,19 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
         Request::CniDel { attachment, network } => c.cni_del(&attachment, &network).await,
         Request::CniCheck(check) => c.cni_check(&check).await,
         Request::CniGc { network, valid } => c.cni_gc(&network, &valid).await,
-        Request::Stop { .. } => unreachable!("handled above without the lock"),
+        Request::Stop { .. } | Request::Restart { .. } | Request::Start { .. } => {
+            unreachable!("handled above")
+        }
     }
+}
+
+/// `start`: the container's command again, watched as `run -d`'s is.
+async fn start(core: &Shared, name: &str) -> Result<Value> {
+    let started = core.lock().await.start_container(name).await?;
+    if let Some(Container { id, status: Status::Running { pid, .. }, .. }) = started {
+        containers::watch(core.clone(), id, pid);
+    }
+    Ok(json!(name))
 }
 
 fn no_such_container(name: &str) -> anyhow::Error {

@@ -168,7 +168,15 @@ impl Core {
         self.save()
     }
 
+    /// Removes the networks no endpoint is on and no container asks for: a stopped
+    /// container holds no endpoint, yet its start needs its networks.
     pub(super) async fn prune_networks(&mut self) -> Result<Value> {
+        let asked: HashSet<&str> = self
+            .state
+            .containers
+            .iter()
+            .flat_map(|c| c.networks.iter().map(|a| a.network_id.as_str()))
+            .collect();
         let unused: Vec<String> = self
             .state
             .networks
@@ -176,6 +184,7 @@ impl Core {
             .filter(|n| {
                 n.name != DEFAULT_NETWORK
                     && !self.state.docker.is_dockers(&n.id)
+                    && !asked.contains(n.id.as_str())
                     && self.state.endpoints_on(&n.id).next().is_none()
             })
             .map(|n| n.name.clone())

@@ -71,7 +71,11 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         if matches!(container.status, Status::Dead { .. }) {
             continue;
         }
-        if container.network_mode.owns_sandbox() && !netns::is_namespace(&container.netns) {
+        // A stopped container's namespace holds nothing: its start makes it again.
+        if container.is_running()
+            && container.network_mode.owns_sandbox()
+            && !netns::is_namespace(&container.netns)
+        {
             let reason = format!(
                 "its network namespace {} was gone at a start of the daemon",
                 container.netns.display()
@@ -93,11 +97,24 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             }
         }
     }
+    // Containers not running that hold endpoints (their command ended while we were
+    // away, or a crash cut short the release after it ended): released below, not rearmed.
+    let stopped: Vec<_> = c
+        .state
+        .containers
+        .iter()
+        .filter(|k| matches!(k.status, Status::Exited { .. }))
+        .filter(|k| c.state.endpoints_of(&k.id).next().is_some())
+        .cloned()
+        .collect();
     let endpoints: Vec<_> = {
         let names = c.state.owner_names();
         c.state.endpoints.iter().map(|e| (e.clone(), names.of(&e.owner))).collect()
     };
     for (endpoint, owner) in endpoints {
+        if endpoint.owner.container_id().is_some_and(|id| stopped.iter().any(|k| k.id == id)) {
+            continue;
+        }
         let gone = !netns::is_namespace(&endpoint.netns);
         // Docker removed the container meanwhile (it leaves the pin's file, and hands the
         // inner end back to our namespace), and its Leave found no one: done now. One
@@ -139,6 +156,13 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             && let Err(e) = c.docker_settle(&endpoint.host_veth).await
         {
             log::warn!("restoring {owner}: {e:#}");
+        }
+    }
+    for container in &stopped {
+        // What stays of an endpoint is its own trouble, not the daemon's: a later start
+        // of the container, or its `rm`, tries again.
+        if let Err(e) = c.release_networks(container).await {
+            log::warn!("container {}: releasing its networks: {e:#}", container.name);
         }
     }
     let mut interfaces = HashSet::new();
@@ -206,6 +230,11 @@ async fn resolve_intents(c: &mut Core) -> Result<()> {
                 drivers::teardown_network(&c.netlink, &mut c.datapath, &network)
                     .await
                     .with_context(|| format!("undoing the creation of network {}", network.name))?;
+            }
+            Intent::Start { container_id } => {
+                c.undo_start(&container_id)
+                    .await
+                    .with_context(|| format!("undoing the start of {container_id}"))?;
             }
             Intent::Remove { container_id } => {
                 if c.state.containers.get(&container_id).is_some() {

@@ -18,7 +18,7 @@ use dataplane_common::InterfaceConfig;
 
 use crate::{
     maps::{Datapath, v4_key},
-    netlink::{self, LinkState, Netlink},
+    netlink::{self, Netlink},
     netns,
     state::{Endpoint, Network},
 };
@@ -137,17 +137,18 @@ async fn endpoint_bridge(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Re
         return Ok(own);
     }
     let names = ExtraBridge::of(&net.id, endpoint.bridge);
-    // Linked and up already (by an earlier endpoint, or before a restart): three
-    // lookups, where making sure of it all again took eight calls.
-    let existing = nl.link_state(&names.bridge).await?;
-    if let Some(bridge) = existing.filter(|b| b.up) {
-        let ready = |link: Option<LinkState>, to: u32| link.is_some_and(|l| l.up && l.controller == Some(to));
-        if ready(nl.link_state(&names.link).await?, own)
-            && ready(nl.link_state(&names.link_peer).await?, bridge.index)
-        {
-            return Ok(bridge.index);
-        }
+    // Linked and up already (by an earlier endpoint, or before a restart), which one
+    // lookup tells: the link's end on the extra bridge is there and up, so its peer is
+    // there too (a veth's ends go together), and its controller is the bridge. Making
+    // sure of each piece took three (a sixth of an attach at 2,000 endpoints), and all
+    // of it again eight calls.
+    if let Some(link_peer) = nl.link_state(&names.link_peer).await?
+        && link_peer.up
+        && let Some(bridge) = link_peer.controller
+    {
+        return Ok(bridge);
     }
+    let existing = nl.link_state(&names.bridge).await?;
     let mtu = net.bridge_options.mtu;
     let bridge = match existing.map(|b| b.index) {
         Some(index) => index,
@@ -254,6 +255,7 @@ pub async fn connect(
         v4_key(net.index, endpoint.ip),
         dataplane_common::Endpoint { host_ifindex: host_index, mac: endpoint.mac.0, _pad: [0; 2] },
     )?;
+    nl.add_ingress_qdisc(host_index).await?;
     dp.attach(&endpoint.host_veth)?;
     Ok(host_index)
 }

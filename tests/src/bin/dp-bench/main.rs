@@ -441,10 +441,10 @@ impl Record {
         self
     }
 
-    /// Ours within `target` times `value`, another figure of ours that `what` names.
-    fn vs_base(mut self, what: impl Into<String>, value: f64, target: f64) -> Self {
+    /// Ours within `target` times `value`, another figure of ours that `what` names
+    /// (known only once both are measured).
+    fn judge_vs_base(&mut self, what: impl Into<String>, value: f64, target: f64) {
         self.target_vs_base = Some(Base { what: what.into(), value, target });
-        self
     }
 
     fn push(&mut self, side: Side, value: f64) {
@@ -600,7 +600,7 @@ fn main() -> Result<()> {
     let (sizes_at_scale, probes_at_scale) = if options.quick { ([5, 20], 5) } else { ([100, 2000], 100) };
     if let Some(Only::SetupAtScale) = options.only {
         let mut host = Host::start_with_external();
-        let records = measure_setup_at_scale(&mut host, sizes_at_scale, probes_at_scale)?;
+        let records = measure_setup_at_scale(&mut host, sizes_at_scale, probes_at_scale, options.rounds)?;
         return write_report(&records, &options);
     }
     eprintln!("bench: building the three topologies (ours, Docker-style reference, raw veth ceiling)");
@@ -684,7 +684,7 @@ fn main() -> Result<()> {
     records.extend(measure_publishing(&host, &tag, ports, range)?);
     let (asked, memory_at) = if options.quick { (20, 20) } else { (2000, 1000) };
     records.extend(measure_many_containers(&host, &mut cleanup, &tag, asked, memory_at)?);
-    records.extend(measure_setup_at_scale(&mut host, sizes_at_scale, probes_at_scale)?);
+    records.extend(measure_setup_at_scale(&mut host, sizes_at_scale, probes_at_scale, options.rounds)?);
     records.extend(cni::measure(&host, &mut cleanup, &tag, if options.quick { 10 } else { 100 })?);
     records.extend(docker::measure(if options.quick { 5 } else { 30 })?);
     records.extend(flood::measure(&tools, &host, &tag, &ours, &reference, options.rounds)?);
@@ -1254,11 +1254,18 @@ fn measure_control_plane(host: &Host, tag: &str, count: usize) -> Result<Vec<Rec
 /// Scenario 6 as a network fills up: one container's set-up (`run -d`) and removal, and
 /// one CNI ADD and DEL (the attachment of a namespace a runtime made, without a namespace
 /// or a process of ours), with `sizes[0]`, then `sizes[1]` containers already on the
-/// network; `probes` of each at each size.
+/// network; `probes` of each at each size, in each of `rounds` rounds (the network
+/// shrinks back to `sizes[0]` between them): one round's figures vary with what else
+/// the machine does as much as with the size.
 /// Requests go straight to the daemon's socket: the figures are the daemon's time,
 /// without a CLI process's start. The target: the larger network's p50 within 20% of the
-/// smaller one's.
-fn measure_setup_at_scale(host: &mut Host, sizes: [usize; 2], probes: usize) -> Result<Vec<Record>> {
+/// smaller one's (the medians of the rounds).
+fn measure_setup_at_scale(
+    host: &mut Host,
+    sizes: [usize; 2],
+    probes: usize,
+    rounds: usize,
+) -> Result<Vec<Record>> {
     let scenario = "6. control plane as a network fills up (requests timed at the daemon's socket)";
     let socket = host.socket();
     let call = |request: Request| -> Result<f64> {
@@ -1275,6 +1282,8 @@ fn measure_setup_at_scale(host: &mut Host, sizes: [usize; 2], probes: usize) -> 
             mac: None,
             aliases: vec![],
             command: vec!["sleep".into(), "infinity".into()],
+            env: vec![],
+            workdir: None,
             publish: vec![],
             detach: true,
             auto_remove: false,
@@ -1285,74 +1294,101 @@ fn measure_setup_at_scale(host: &mut Host, sizes: [usize; 2], probes: usize) -> 
     // The runtime's pod whose namespace joins and leaves the network.
     let pod = netns_path(&host.add_namespace("pod"));
     let attachment = |i: usize| api::CniAttachment { container_id: format!("pod{i}"), ifname: "eth0".into() };
-    let (mut filled, mut base): (usize, Option<(usize, Vec<f64>)>) = (0, None);
-    let mut records = vec![];
-    for size in sizes {
-        while filled < size {
-            check_interrupt()?;
-            call(run(format!("f{filled}"), "filling"))?;
-            filled += 1;
-            if filled.is_multiple_of(500) {
-                eprintln!("bench: {filled} containers on one network");
+    // Metric, percentile, whether it is judged against the smaller network, and its bound
+    // in ms (Calico's per-pod set-up, for an ADD).
+    let rows = [
+        ("set-up per container (run -d)", 0.5_f64, true, None),
+        ("set-up per container (run -d)", 0.99, false, None),
+        ("removal per container (rm -f)", 0.5, false, None),
+        ("CNI ADD (a runtime's namespace)", 0.5, true, Some(3.0)),
+        ("CNI ADD (a runtime's namespace)", 0.99, false, None),
+        ("CNI DEL", 0.5, false, None),
+    ];
+    let mut records: Vec<Vec<Record>> = sizes
+        .iter()
+        .map(|size| {
+            let on = format!("with {} on the network", thousands(*size));
+            rows.iter()
+                .map(|(what, p, _, bound)| {
+                    let metric = format!("{what} {on}, p{}", (p * 100.0).round());
+                    let record = Record::new(scenario, metric, "ms", false);
+                    match bound {
+                        Some(bound) => record.at_most(*bound),
+                        None => record,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut filled = 0;
+    for round in 1..=rounds {
+        for (at, &size) in sizes.iter().enumerate() {
+            while filled < size {
+                check_interrupt()?;
+                call(run(format!("f{filled}"), "filling"))?;
+                filled += 1;
+                if filled.is_multiple_of(500) {
+                    eprintln!("bench: {filled} containers on one network");
+                }
+            }
+            if filled > size {
+                while filled > size {
+                    check_interrupt()?;
+                    filled -= 1;
+                    call(remove(format!("f{filled}")))?;
+                }
+                // The kernel frees the removed containers' namespaces in the background.
+                sleep(Duration::from_secs(10));
+            }
+            eprintln!(
+                "bench: round {round}/{rounds}: set-up, removal, CNI ADD and DEL with {size} containers on the network"
+            );
+            let (mut setup, mut removal, mut add, mut del) = (vec![], vec![], vec![], vec![]);
+            // Each kind in a run of its own: a removed container's namespace is freed by
+            // the kernel after the answer, and that work would land on whatever request
+            // follows.
+            for i in 0..probes {
+                check_interrupt()?;
+                setup.push(call(run(format!("probe{i}"), "filling"))?);
+                removal.push(call(remove(format!("probe{i}")))?);
+            }
+            // Let the kernel finish freeing the removed containers' namespaces before the
+            // ADDs, which would otherwise wait for it.
+            sleep(Duration::from_secs(2));
+            for i in 0..probes {
+                check_interrupt()?;
+                add.push(call(Request::CniAdd(api::CniAdd {
+                    attachment: attachment(i),
+                    netns: pod.clone(),
+                    network: api::CniNetwork { name: "filling".into(), ..Default::default() },
+                    ip: None,
+                    mac: None,
+                    names: vec![format!("pod{i}")],
+                    publish: vec![],
+                }))?);
+                del.push(call(Request::CniDel { attachment: attachment(i), network: "filling".into() })?);
+            }
+            let figures = [&setup, &setup, &removal, &add, &add, &del];
+            for ((record, values), (_, p, ..)) in records[at].iter_mut().zip(figures).zip(rows) {
+                record.ours.push(percentile(values, p));
             }
         }
-        eprintln!("bench: set-up, removal, CNI ADD and DEL with {size} containers on the network");
-        let (mut setup, mut removal, mut add, mut del) = (vec![], vec![], vec![], vec![]);
-        // Each kind in a run of its own: a removed container's namespace is freed by the
-        // kernel after the answer, and that work would land on whatever request follows.
-        for i in 0..probes {
-            check_interrupt()?;
-            setup.push(call(run(format!("probe{i}"), "filling"))?);
-            removal.push(call(remove(format!("probe{i}")))?);
-        }
-        // The kernel frees the namespaces of the removed containers in the background:
-        // let it finish before the ADDs, which would otherwise wait for it.
-        sleep(Duration::from_secs(2));
-        for i in 0..probes {
-            check_interrupt()?;
-            add.push(call(Request::CniAdd(api::CniAdd {
-                attachment: attachment(i),
-                netns: pod.clone(),
-                network: api::CniNetwork { name: "filling".into(), ..Default::default() },
-                ip: None,
-                mac: None,
-                names: vec![format!("pod{i}")],
-                publish: vec![],
-            }))?);
-            del.push(call(Request::CniDel { attachment: attachment(i), network: "filling".into() })?);
-        }
-        let on = format!("with {} on the network", thousands(size));
-        // Metric, figures, percentile, whether it is judged against the smaller network,
-        // and its bound in ms (Calico's per-pod set-up, for an ADD).
-        let rows = [
-            ("set-up per container (run -d)", &setup, 0.5, true, None),
-            ("set-up per container (run -d)", &setup, 0.99, false, None),
-            ("removal per container (rm -f)", &removal, 0.5, false, None),
-            ("CNI ADD (a runtime's namespace)", &add, 0.5, true, Some(3.0)),
-            ("CNI ADD (a runtime's namespace)", &add, 0.99, false, None),
-            ("CNI DEL", &del, 0.5, false, None),
-        ];
-        let figures: Vec<f64> = rows.iter().map(|(_, values, p, ..)| percentile(values, *p)).collect();
-        for (i, (what, _, p, judged, bound)) in rows.into_iter().enumerate() {
-            let metric = format!("{what} {on}, p{}", (p * 100.0).round());
-            let mut record = Record::new(scenario, metric, "ms", false);
-            record.ours.push(figures[i]);
-            if let Some(bound) = bound {
-                record = record.at_most(bound);
-            }
-            if let (true, Some((smaller, figures))) = (judged, &base) {
-                let what = format!("the figure with {}", thousands(*smaller));
-                record = record.vs_base(what, figures[i], 1.2);
-            }
-            records.push(record);
-        }
-        base = Some((size, figures));
     }
     for i in 0..filled {
         call(remove(format!("f{i}")))?;
     }
     host.dp_ok(&["network", "rm", "filling"]);
-    Ok(records)
+    // The larger sizes against the medians of the smallest.
+    let what = format!("the figure with {}", thousands(sizes[0]));
+    let bases: Vec<f64> = records[0].iter().map(|r| median(&r.ours)).collect();
+    for larger in &mut records[1..] {
+        for ((record, base), (_, _, judged, _)) in larger.iter_mut().zip(&bases).zip(rows) {
+            if judged {
+                record.judge_vs_base(&what, *base, 1.2);
+            }
+        }
+    }
+    Ok(records.into_iter().flatten().collect())
 }
 
 /// 2000 as 2,000.
@@ -1498,7 +1534,8 @@ mod tests {
         let at = |ours: f64| {
             let mut record = Record::new("s", "m", "ms", false);
             record.ours = vec![ours];
-            record.vs_base("the figure with 100", 2.0, 1.2).verdict()
+            record.judge_vs_base("the figure with 100", 2.0, 1.2);
+            record.verdict()
         };
         assert_eq!(at(2.3), "met (1.15x the figure with 100, target ≤ 1.2x)");
         assert_eq!(at(2.5), "**missed** (1.25x the figure with 100, target ≤ 1.2x)");
