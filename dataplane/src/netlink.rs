@@ -390,6 +390,31 @@ impl Netlink {
             .with_context(|| format!("adding default route via {gateway}"))
     }
 
+    /// Sets a link's alias (IFLA_IFALIAS), the free text `ip link` shows beside it.
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        let mut message = LinkUnspec::new_with_index(index).build();
+        message.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link(message).await.with_context(|| format!("setting the alias of link {index}"))
+    }
+
+    /// The links of the namespace that have an alias: name and alias.
+    pub async fn aliased_links(&self) -> Result<Vec<(String, String)>> {
+        let mut links = self.handle.clone().link().get().execute();
+        let mut aliased = vec![];
+        while let Some(link) = links.try_next().await.context("listing links")? {
+            let (mut name, mut alias) = (None, None);
+            for attribute in link.attributes {
+                match attribute {
+                    LinkAttribute::IfName(n) => name = Some(n),
+                    LinkAttribute::IfAlias(a) => alias = Some(a),
+                    _ => {}
+                }
+            }
+            aliased.extend(name.zip(alias));
+        }
+        Ok(aliased)
+    }
+
     /// Deletes a link; one already gone is fine.
     pub async fn delete_link(&self, name: &str) -> Result<()> {
         let Some(index) = self.link_index(name).await? else {

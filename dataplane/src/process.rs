@@ -103,6 +103,95 @@ impl ContainerCommand<'_> {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
+
+    /// Starts the command as `spawn` does, but holds its process just before exec until
+    /// `record` has recorded it (by its PID and start time), so that the command runs
+    /// only once the daemon can find it again after a crash. Should `record` fail, or the
+    /// daemon die meanwhile (the gate closes with its last descriptor; the process also
+    /// dies with the thread that forked it), the process exits without running the command.
+    /// Returns the process and its start time.
+    pub fn spawn_recorded(mut self, record: impl FnOnce(i32, u64) -> Result<()>) -> Result<(Child, u64)> {
+        use nix::{fcntl::OFlag, unistd::pipe2};
+        let (report_out, report_in) = pipe2(OFlag::O_CLOEXEC).context("making the start's report pipe")?;
+        let (gate_out, gate_in) = pipe2(OFlag::O_CLOEXEC).context("making the start's gate")?;
+        // Opened here: inside its own PID namespace the process is PID 1, and its /proc is
+        // that namespace's; this one names it by the PID the daemon sees.
+        let proc = File::open("/proc").context("opening /proc")?;
+        let (report, gate, gate_copy, proc_dir) =
+            (report_in.as_raw_fd(), gate_out.as_raw_fd(), gate_in.as_raw_fd(), proc.as_raw_fd());
+        // SAFETY: close, prctl, readlinkat, write and read are plain syscalls on
+        // descriptors and buffers of the child's own; nothing allocates.
+        unsafe {
+            self.command.pre_exec(move || {
+                libc::close(gate_copy);
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut pid = [0u8; 16];
+                let len = libc::readlinkat(proc_dir, c"self".as_ptr(), pid.as_mut_ptr().cast(), pid.len());
+                if len <= 0 || libc::write(report, pid.as_ptr().cast(), len as usize) != len {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut go = 0u8;
+                loop {
+                    match libc::read(gate, (&raw mut go).cast(), 1) {
+                        1 if go == GATE_OPEN => break,
+                        -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                        _ => return Err(std::io::Error::from_raw_os_error(libc::ECANCELED)),
+                    }
+                }
+                // The command outlives the thread that forked it.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        std::thread::scope(|scope| {
+            let starting = scope.spawn(move || {
+                let started = self.spawn();
+                // Ours goes once the process has its own (or has failed): a process that
+                // fails before its report ends the wait below.
+                drop(report_in);
+                started
+            });
+            let recorded = reported_pid(&report_out).and_then(|pid| {
+                let started =
+                    start_time(pid).with_context(|| format!("reading the start time of PID {pid}"))?;
+                record(pid, started).map(|()| started)
+            });
+            if recorded.is_ok() {
+                // A failed write leaves the gate closed: the process exits.
+                let _ = nix::unistd::write(&gate_in, &[GATE_OPEN]);
+            }
+            drop(gate_in);
+            match starting.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
+                // The gate stayed closed: the record's failure is why.
+                Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+                    Err(recorded.err().unwrap_or(e.into()))
+                }
+                started => Ok((started?, recorded?)),
+            }
+        })
+    }
+}
+
+/// What the daemon writes through the start's gate once it has recorded the process.
+const GATE_OPEN: u8 = b'1';
+
+/// The PID a held process reports (`spawn_recorded`); an error if it ended first.
+fn reported_pid(report: &OwnedFd) -> Result<i32> {
+    let mut buf = [0u8; 16];
+    let len = loop {
+        match nix::unistd::read(report, &mut buf) {
+            Err(nix::errno::Errno::EINTR) => {}
+            other => break other.context("reading the started process's PID")?,
+        }
+    };
+    std::str::from_utf8(&buf[..len])
+        .ok()
+        .and_then(|pid| pid.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("the command's process ended before it could run the command"))
 }
 
 /// A command set up to run inside the container's namespaces. Everything the child
@@ -258,17 +347,26 @@ pub fn write_etc_files(
     Ok(())
 }
 
+/// Where a detached container command runs (its namespace by its pin, its hostname,
+/// /etc files, environment and working directory) and where its output goes.
+pub struct Detached<'a> {
+    pub netns: &'a Path,
+    pub hostname: &'a str,
+    pub etc_dir: &'a Path,
+    pub env: &'a [(String, String)],
+    pub workdir: Option<&'a Path>,
+    pub log: &'a Path,
+}
+
 /// Starts a detached container command: its own session (so that signals meant for the
-/// daemon or the CLI do not reach it), output appended to `log`.
+/// daemon or the CLI do not reach it), output appended to its log. The command runs once
+/// `record` has recorded its process (`spawn_recorded`); returns its PID and start time.
 pub fn spawn_detached(
     args: &[String],
-    netns_path: &Path,
-    hostname: &str,
-    etc_dir: &Path,
-    env: &[(String, String)],
-    workdir: Option<&Path>,
-    log: &Path,
-) -> Result<i32> {
+    detached: &Detached,
+    record: impl FnOnce(i32, u64) -> Result<()>,
+) -> Result<(i32, u64)> {
+    let Detached { netns: netns_path, hostname, etc_dir, env, workdir, log } = *detached;
     let ns = netns::open(netns_path)?;
     let out = File::options()
         .create(true)
@@ -295,8 +393,9 @@ pub fn spawn_detached(
             Ok(())
         });
     }
-    let child = command.spawn().with_context(|| format!("starting {:?} in the container", args[0]))?;
-    Ok(child.id() as i32)
+    let (child, started) =
+        command.spawn_recorded(record).with_context(|| format!("starting {:?} in the container", args[0]))?;
+    Ok((child.id() as i32, started))
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).

@@ -562,6 +562,9 @@ pub struct Outcome {
     pub counted: Vec<(Path, u64, u64)>,
     /// The conntrack tables that grew, and by how much.
     pub grown: Vec<(&'static str, usize)>,
+    /// The conntrack tables whose entries of before the frame it changed or removed, and
+    /// how many.
+    pub altered: Vec<(&'static str, usize)>,
 }
 
 /// The paths that translate a frame: never for a malformed one.
@@ -639,6 +642,11 @@ pub fn check(
         if !outcome.grown.is_empty() {
             wrong.push(format!("a malformed frame ({why}) made conntrack entries: {:?}", outcome.grown));
         }
+        // Its tuple may well be a tracked flow's: it must not move that flow's state,
+        // times or translation (an RST or FIN that ends it, say).
+        if !outcome.altered.is_empty() {
+            wrong.push(format!("a malformed frame ({why}) changed conntrack entries: {:?}", outcome.altered));
+        }
         if let Some(path) = path.filter(|p| TRANSLATING.contains(p)) {
             wrong.push(format!("a malformed frame ({why}) was translated ({})", path.name()));
         }
@@ -649,8 +657,16 @@ pub fn check(
 /// A conntrack table opened from its pin, with the entries it held when the run began.
 trait Table {
     fn name(&self) -> &'static str;
-    /// Puts the table back as it began; returns how many entries it held before that.
-    fn restore(&mut self) -> usize;
+    /// Puts the table back as it began; returns what it found.
+    fn restore(&mut self) -> Restored;
+}
+
+/// What a table held when it was put back.
+struct Restored {
+    /// Its entries.
+    held: usize,
+    /// The entries it began with that differed or were gone.
+    altered: usize,
 }
 
 struct PinnedTable<V: aya::Pod> {
@@ -679,23 +695,27 @@ impl<V: aya::Pod> Table for PinnedTable<V> {
         self.name
     }
 
-    fn restore(&mut self) -> usize {
+    fn restore(&mut self) -> Restored {
         let now: Vec<(FlowKey, V)> =
             self.map.iter().map(|entry| entry.expect("reading a conntrack entry")).collect();
-        let held = now.len();
+        let mut altered = 0;
         for (key, value) in &now {
             match self.baseline.iter().find(|(k, _)| bytes_of(k) == bytes_of(key)) {
                 Some((_, was)) if bytes_of(was) == bytes_of(value) => {}
-                Some((_, was)) => self.map.insert(key, was, 0).expect("restoring a conntrack entry"),
+                Some((_, was)) => {
+                    altered += 1;
+                    self.map.insert(key, was, 0).expect("restoring a conntrack entry")
+                }
                 None => self.map.remove(key).expect("removing a conntrack entry"),
             }
         }
         for (key, was) in &self.baseline {
             if !now.iter().any(|(k, _)| bytes_of(k) == bytes_of(key)) {
+                altered += 1;
                 self.map.insert(key, was, 0).expect("restoring a conntrack entry");
             }
         }
-        held
+        Restored { held: now.len(), altered }
     }
 }
 
@@ -721,7 +741,7 @@ impl Prober {
             Box::new(PinnedTable::<DnatEntry>::open(fixture, map_names::DNAT_NEW)),
         ];
         let mut prober = Self { tables, baseline_len: vec![], counters: vec![], refused: 0 };
-        prober.baseline_len = prober.tables.iter_mut().map(|t| t.restore()).collect();
+        prober.baseline_len = prober.tables.iter_mut().map(|t| t.restore().held).collect();
         prober.counters = fixture.datapath.counters().expect("reading the counters");
         prober
     }
@@ -744,15 +764,16 @@ impl Prober {
             .map(|((path, now), (_, was))| (*path, now.packets - was.packets, now.bytes - was.bytes))
             .collect();
         self.counters = counters;
-        let grown = self
-            .tables
-            .iter_mut()
-            .zip(&self.baseline_len)
-            .filter_map(|(table, was)| {
-                let held = table.restore();
-                (held > *was).then(|| (table.name(), held - was))
-            })
-            .collect();
-        Some(Outcome { verdict, out, counted, grown })
+        let (mut grown, mut altered) = (vec![], vec![]);
+        for (table, was) in self.tables.iter_mut().zip(&self.baseline_len) {
+            let restored = table.restore();
+            if restored.held > *was {
+                grown.push((table.name(), restored.held - was));
+            }
+            if restored.altered > 0 {
+                altered.push((table.name(), restored.altered));
+            }
+        }
+        Some(Outcome { verdict, out, counted, grown, altered })
     }
 }

@@ -102,6 +102,15 @@ impl Crashing {
     }
 }
 
+/// A failed test leaves no container command running, not even one no record owns.
+impl Drop for Crashing {
+    fn drop(&mut self) {
+        for pid in container_processes(&self.sleep_secs) {
+            process::signal(pid.parse().expect("a PID"), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// Waits for a CLI whose daemon died; kills it (by its PID) if it hangs.
 fn reap_within(cli: &mut Child, limit: Duration) {
     let deadline = Instant::now() + limit;
@@ -209,7 +218,8 @@ fn record_pieces(host: &Host, state: &State) -> Vec<String> {
                     found.push(format!("container {}: PID {pid} is not in its namespace", c.name));
                 }
             }
-            _ if !inside.is_empty() => {
+            // The host's namespace, or another container's, runs others' processes too.
+            _ if !inside.is_empty() && c.network_mode.owns_sandbox() => {
                 found.push(format!("container {} is recorded {:?}, yet runs {inside:?}", c.name, c.status));
             }
             _ => {}
@@ -313,6 +323,52 @@ fn daemon_killed_during_run_leaves_nothing_unowned() {
         &format!("seed {}: after removing all", crashing.seed),
     );
     assert!(crashing.host.container_namespaces().is_empty(), "seed {}", crashing.seed);
+}
+
+/// A container in the host's network or in another container's has no namespace of its
+/// own, in which the start's sweep would find its command: a kill between the command's
+/// start and the save of its record left the command running, owned by no record.
+#[test]
+fn daemon_killed_during_run_in_the_hosts_or_another_containers_network_leaves_no_process_unowned() {
+    let mut crashing = Crashing::start(
+        "daemon_killed_during_run_in_the_hosts_or_another_containers_network_leaves_no_process_unowned",
+    );
+    let first = crashing.run_args("first", &[]);
+    crashing.complete_owned("run", &first);
+    let modes = [("run in the host's network", "host"), ("run in first's network", "container:first")];
+    for (kind, mode) in modes {
+        let probe = crashing.run_args("probe", &["--network", mode]);
+        crashing.complete_owned(kind, &probe);
+        crashing.host.dp_ok(&["rm", "-f", "probe"]);
+    }
+    for i in 0..12 {
+        let (kind, mode) = modes[i % 2];
+        let name = format!("c{i}");
+        let args = crashing.run_args(&name, &["--network", mode]);
+        crashing.crash_during(kind, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        // Those that made it go, so that each round starts from `first` alone.
+        if crashing.host.state().container(&name).is_some() {
+            crashing.host.dp_ok(&["rm", "-f", &name]);
+        }
+    }
+}
+
+/// A command runs only once its process is recorded apart from the state, where the next
+/// start finds it whatever the state lost: a record that cannot be written fails the
+/// `run`, naming the file, and the command never ran.
+#[test]
+fn a_command_whose_process_cannot_be_recorded_never_runs() {
+    let crashing = Crashing::start("a_command_whose_process_cannot_be_recorded_never_runs");
+    // A file where the records' directory goes.
+    let records = crashing.host.dir.join("state/processes");
+    std::fs::write(&records, "").unwrap();
+    let args = crashing.run_args("unrecorded", &["--network", "host"]);
+    let out = crashing.host.dp(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run -d succeeded without a record of its process");
+    assert!(said.contains(&records.display().to_string()), "the error names the file: {said}");
+    assert!(container_processes(&crashing.sleep_secs).is_empty(), "the command ran unrecorded");
+    assert!(crashing.host.state().containers.is_empty(), "the failed run left a record");
 }
 
 /// Every kind of change, killed at random moments in seeded rounds that try each kind
@@ -437,8 +493,12 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
     host.stop_daemon();
     host.start_daemon();
     let run = crashing.run_args("lost", &["--network", "blue"]);
+    let in_host = crashing.run_args("lost-in-host", &["--network", "host"]);
     let host = &mut crashing.host;
-    host.dp_ok(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    for args in [run, in_host] {
+        host.dp_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    host.dp_ok(&["network", "create", "--subnet", "10.97.0.0/24", "gone"]);
     host.stop_daemon();
     let state_dir = host.dir.join("state");
     let (snapshot, journal, backup) =
@@ -486,8 +546,15 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
     host.start_daemon();
     assert!(host.dp_ok(&["network", "ls"]).contains("blue"), "the backup's network is back");
     assert_agree(host, &crashing.sleep_secs, &format!("seed {}: started from the backup", crashing.seed));
-    assert!(host.state().containers.is_empty(), "only the damaged snapshot held the container");
-    assert!(host.daemon_log().contains("no container holds it; removing it"), "the orphan is logged");
+    assert!(host.state().containers.is_empty(), "only the damaged snapshot held the containers");
+    let log = host.daemon_log();
+    for (orphan, logged) in [
+        ("namespace", "no container holds it; removing it"),
+        ("command in the host's network", "runs with no record; ending it"),
+        ("bridge", "no network holds it"),
+    ] {
+        assert!(log.contains(logged), "the orphan {orphan} is logged:\n{log}");
+    }
 }
 
 /// The pin dir is shared (`/run/netns` by default, where `ip netns` and the runtimes pin
@@ -510,4 +577,25 @@ fn a_start_removes_only_unheld_pins_named_as_ours() {
     assert!(pinned(&foreign), "someone else's namespace was removed");
     assert!(!pinned(&left_over), "a left-over namespace named as ours stayed");
     let _ = Command::new("umount").arg(&foreign).status();
+}
+
+/// Bridges are everyone's (Docker names its own `br-` and 12 digits too): a start removes
+/// those marked as a network's of ours (by their alias) whose network the state does not
+/// hold, and no other, whatever its name.
+#[test]
+fn a_start_removes_only_unheld_bridges_marked_as_ours() {
+    let mut host = Host::start();
+    let (foreign, left_over) = ("br-0a1b2c3d4e5f", "br-5f4e3d2c1b0a");
+    let network_id = "5f4e3d2c1b0a".repeat(6)[..64].to_string();
+    host.sh_ok(&format!("ip link add {foreign} type bridge"));
+    host.sh_ok(&format!(
+        "ip link add {left_over} type bridge && ip link set {left_over} alias 'dataplane network {network_id}'"
+    ));
+    host.stop_daemon();
+    host.start_daemon();
+    let bridges = host.sh_ok("ip -o link show type bridge");
+    assert!(bridges.contains(&format!(" {foreign}:")), "someone else's bridge was removed: {bridges}");
+    assert!(!bridges.contains(&format!(" {left_over}:")), "a left-over bridge of ours stayed: {bridges}");
+    let log = host.daemon_log();
+    assert!(log.contains(&format!("bridge {left_over}: no network holds it")), "it is logged:\n{log}");
 }

@@ -3,9 +3,9 @@
 //! random bytes and mutations of valid frames, in a datapath holding masqueraded and
 //! published flows, confirmed and not. After each frame the invariants of
 //! `dataplane_tests::hostile` are checked: a verdict the program may return, counters
-//! moved on the path taken alone, frames passed on unchanged, and no conntrack entry and
-//! no translation for a malformed frame. Seeded: the seed is printed, and
-//! `DATAPLANE_HOSTILE_SEED` replays it.
+//! moved on the path taken alone, frames passed on unchanged, and for a malformed frame
+//! no translation, no conntrack entry made, and none of those already there changed or
+//! removed. Seeded: the seed is printed, and `DATAPLANE_HOSTILE_SEED` replays it.
 
 use std::time::{Duration, Instant};
 
@@ -263,7 +263,7 @@ fn hammer(
     let (mut fx, ports) = loaded_datapath();
     let mut prober = Prober::new(&mut fx);
     let started = Instant::now();
-    let (mut ran, mut malformed, mut failed) = (0u64, 0u64, 0u64);
+    let (mut ran, mut malformed, mut failed, mut altering) = (0u64, 0u64, 0u64, 0u64);
     let mut reports = vec![];
     let mut taken: std::collections::BTreeMap<&'static str, u64> = Default::default();
     for (index, frame) in Generator::new(seed, templates(&ports)).enumerate().take(3 * FRAMES as usize) {
@@ -277,6 +277,9 @@ fn hammer(
         let shape = hostile::classify(&frame.bytes);
         if matches!(&shape, Shape::Ipv4(ip) if ip.malformed.is_some()) {
             malformed += 1;
+        }
+        if !outcome.altered.is_empty() {
+            altering += 1;
         }
         for (path, _, _) in &outcome.counted {
             *taken.entry(path.name()).or_default() += 1;
@@ -294,8 +297,8 @@ fn hammer(
     }
     let elapsed = started.elapsed();
     eprintln!(
-        "{program}: {ran} frames in {elapsed:.1?} ({malformed} malformed, {} refused by BPF_PROG_TEST_RUN), \
-         paths {taken:?}",
+        "{program}: {ran} frames in {elapsed:.1?} ({malformed} malformed, {} refused by BPF_PROG_TEST_RUN, \
+         {altering} changed conntrack entries already there), paths {taken:?}",
         prober.refused
     );
     let reports: Vec<String> = reports.into_iter().map(|(_, report)| report).collect();
@@ -308,6 +311,10 @@ fn hammer(
     assert!(
         malformed >= FRAMES / 10,
         "{program}: only {malformed} malformed frames; the generator lost its teeth"
+    );
+    assert!(
+        altering > 0,
+        "{program}: no frame changed a conntrack entry already there; the comparison sees nothing"
     );
     for path in must_reach {
         assert!(

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -31,7 +31,7 @@ use crate::{
 
 /// How long `rm -f` waits for a container's processes to end once killed (only a process
 /// stuck in the kernel takes more than milliseconds).
-const KILL_WAIT: Duration = Duration::from_secs(5);
+pub(super) const KILL_WAIT: Duration = Duration::from_secs(5);
 
 impl Core {
     pub(super) async fn create_container(&mut self, spec: RunSpec) -> Result<Container> {
@@ -106,7 +106,7 @@ impl Core {
             if let Err(undo) = self.teardown_container(&container).await {
                 log::warn!("undoing container {}: {undo:#}", container.name);
             }
-            remove_log(&self.config.state_dir, &container);
+            remove_files(&self.config.state_dir, &container);
             // The container never was: endpoints that failed to go are forgotten anyway.
             self.state.endpoints.retain(|ep| ep.owner.container_id() != Some(container.id.as_str()));
             if let Err(undo) = self.sync_firewall() {
@@ -128,7 +128,7 @@ impl Core {
             empty_namespace(&container.netns).await?;
         }
         self.teardown_container(container).await?;
-        remove_log(&self.config.state_dir, container);
+        remove_files(&self.config.state_dir, container);
         Ok(())
     }
 
@@ -250,19 +250,22 @@ impl Core {
         )
     }
 
-    /// Starts a container's command in the background, its output to its log.
+    /// Starts a container's command in the background, its output to its log, once its
+    /// process is recorded (`write_pidfile`).
     fn start_command(&self, container: &mut Container) -> Result<()> {
         let log = container.log.get_or_insert_with(|| log_path(&self.config.state_dir, &container.id));
-        let pid = process::spawn_detached(
-            &container.command,
-            &container.netns,
-            &container.hostname,
-            &container.etc_dir,
-            &process::container_env(&container.hostname, &container.env),
-            container.workdir.as_deref(),
+        let env = process::container_env(&container.hostname, &container.env);
+        let detached = process::Detached {
+            netns: &container.netns,
+            hostname: &container.hostname,
+            etc_dir: &container.etc_dir,
+            env: &env,
+            workdir: container.workdir.as_deref(),
             log,
-        )?;
-        let start_time = process::start_time(pid).unwrap_or(0);
+        };
+        let (pid, start_time) = process::spawn_detached(&container.command, &detached, |pid, start_time| {
+            write_pidfile(&self.config.state_dir, &container.id, pid, start_time)
+        })?;
         container.status = Status::Running { pid, start_time };
         Ok(())
     }
@@ -349,7 +352,7 @@ impl Core {
         if let Err(e) = self.sync_firewall() {
             log::warn!("removing container {}: {e:#}", container.name);
         }
-        remove_log(&self.config.state_dir, &container);
+        remove_files(&self.config.state_dir, &container);
         self.save()?;
         Ok(json!(container.name))
     }
@@ -392,6 +395,7 @@ impl Core {
             log::warn!("container {}: releasing its networks: {e:#}", container.name);
         }
         self.save()?;
+        remove_pidfile(&self.config.state_dir, id);
         if container.auto_remove {
             self.remove_container(id, true).await?;
         }
@@ -604,6 +608,56 @@ pub(super) async fn stop(core: &Shared, name: &str, grace: Duration) -> Result<V
 
 fn log_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("logs").join(format!("{id}.log"))
+}
+
+/// Removes the files a container leaves beside the state: its log and its pidfile.
+fn remove_files(state_dir: &Path, container: &Container) {
+    remove_log(state_dir, container);
+    remove_pidfile(state_dir, &container.id);
+}
+
+/// Where the process of a container's command is recorded, apart from the state: written
+/// before the command runs (`process::spawn_detached` waits for it), so that a crash
+/// before the state's save, or a state that lost its last snapshot, leaves no command
+/// running that the next start cannot find (`restore::end_unowned_processes`).
+fn pidfile_path(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join("processes").join(id)
+}
+
+fn write_pidfile(state_dir: &Path, id: &str, pid: i32, start_time: u64) -> Result<()> {
+    let path = pidfile_path(state_dir, id);
+    let write = || {
+        std::fs::create_dir_all(path.parent().expect("a pidfile has a directory"))?;
+        std::fs::write(&path, format!("{pid} {start_time}\n"))
+    };
+    write().with_context(|| format!("recording the process of container {id} in {}", path.display()))
+}
+
+pub(super) fn remove_pidfile(state_dir: &Path, id: &str) {
+    let _ = std::fs::remove_file(pidfile_path(state_dir, id));
+}
+
+/// The recorded processes of containers' commands: container ID, PID, start time. A
+/// file that is no record (a crash cut its write short) is removed: its process never ran
+/// the command (the command waits for the write).
+pub(super) fn recorded_processes(state_dir: &Path) -> Vec<(String, i32, u64)> {
+    let Ok(files) = std::fs::read_dir(state_dir.join("processes")) else { return vec![] };
+    let mut recorded = vec![];
+    for path in files.filter_map(|e| e.ok()).map(|e| e.path()) {
+        let Some(id) = path.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
+        let content = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut fields = content.split_whitespace().map(str::parse::<u64>);
+        match (fields.next(), fields.next()) {
+            (Some(Ok(pid)), Some(Ok(start_time))) if pid <= i32::MAX as u64 => {
+                recorded.push((id, pid as i32, start_time))
+            }
+            _ => {
+                log::warn!("{}: no process record ({content:?}); removing it", path.display());
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    recorded
 }
 
 /// Removes a container's log: where it says, or where versions that did not say put it.

@@ -31,6 +31,7 @@ use crate::{
 pub(super) async fn restore(core: &Shared) -> Result<()> {
     let mut guard = core.lock().await;
     let c = &mut *guard;
+    end_unowned_processes(c).await;
     // The networks first: the settling of intents saves, which starts the networks'
     // resolvers on their gateway addresses.
     let networks = c.state.networks.to_vec();
@@ -45,6 +46,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
     // Before anything is made again under a name a cut-short operation may have used
     // (the default network's bridge, say).
     resolve_intents(c).await?;
+    sweep_bridges(c).await?;
     sweep_namespaces(c).await;
     if c.state.network(DEFAULT_NETWORK).is_none() {
         // Docker's 172.17.0.0/16, unless the host already routes it (a docker0 next to
@@ -86,6 +88,11 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             if process::is_alive(pid, start_time) {
                 watchers.push((container.id.clone(), pid));
             } else {
+                // Its exit status went to the daemon that was its parent.
+                log::info!(
+                    "container {}: its command (PID {pid}) ended while the daemon was away; exit code unknown",
+                    container.name
+                );
                 c.container_by_id(&container.id)?.status = Status::Exited { code: None };
             }
         }
@@ -238,6 +245,49 @@ async fn resolve_intents(c: &mut Core) -> Result<()> {
         }
     }
     c.save()
+}
+
+/// Ends the commands that no container record owns: a crash after their start and
+/// before the save of their `run`'s record, or a state that lost its last snapshot, left
+/// them (a container in the host's network, or in another container's, has no namespace
+/// of its own where `sweep_namespaces` would find them). Each was recorded before it ran
+/// (`containers::recorded_processes`); a PID since reused is told apart by its start time.
+async fn end_unowned_processes(c: &Core) {
+    for (id, pid, start_time) in containers::recorded_processes(&c.config.state_dir) {
+        let owned =
+            c.state.containers.get(&id).is_some_and(|k| k.status == Status::Running { pid, start_time });
+        let alive = process::is_alive(pid, start_time);
+        if owned && alive {
+            continue;
+        }
+        if alive {
+            log::warn!("container {id}: its command (PID {pid}) runs with no record; ending it");
+            if !process::kill_all(pid, start_time, containers::KILL_WAIT).await {
+                log::warn!(
+                    "container {id}: its command (PID {pid}) had not ended {:?} after SIGKILL",
+                    containers::KILL_WAIT
+                );
+            }
+        }
+        containers::remove_pidfile(&c.config.state_dir, &id);
+    }
+}
+
+/// Removes the bridges of networks that no network record holds, found by their alias
+/// (`bridge::network_bridges`), with their extra bridges: a state that lost its last
+/// snapshot left them (a crash itself leaves an intent that names them).
+async fn sweep_bridges(c: &Core) -> Result<()> {
+    let held: HashSet<&str> = c.state.networks.iter().map(|n| n.id.as_str()).collect();
+    for (bridge, network_id) in drivers::bridge::network_bridges(&c.netlink).await? {
+        if held.contains(network_id.as_str()) {
+            continue;
+        }
+        log::warn!("bridge {bridge}: no network holds it (its network was {network_id}); removing it");
+        if let Err(e) = drivers::bridge::remove_bridges(&c.netlink, &bridge, &network_id).await {
+            log::warn!("removing bridge {bridge}: {e:#}");
+        }
+    }
+    Ok(())
 }
 
 /// Removes the namespaces pinned in the pin dir under our containers' names

@@ -31,6 +31,8 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
                 .await?
         }
     };
+    // Also on a bridge of an earlier version, made without it.
+    nl.set_alias(index, &format!("{BRIDGE_ALIAS}{}", net.id)).await?;
     nl.add_address(index, net.gateway, net.subnet.prefix_len()).await?;
     nl.set_up(index).await?;
     dp.set_subnet(net.subnet, net.index, net.gateway)
@@ -38,13 +40,37 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
 
 pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
     dp.remove_subnet(net.subnet)?;
+    remove_bridges(nl, &net.bridge, &net.id).await
+}
+
+/// The alias of a network's own bridge, before the network's ID: what tells our bridges
+/// from the others of the namespace (Docker names its own `br-` and 12 digits too).
+const BRIDGE_ALIAS: &str = "dataplane network ";
+
+/// The bridges of the namespace that are a network's own bridge by their alias, whatever
+/// the state holds: name and network ID.
+pub async fn network_bridges(nl: &Netlink) -> Result<Vec<(String, String)>> {
+    Ok(nl
+        .aliased_links()
+        .await?
+        .into_iter()
+        .filter_map(|(name, alias)| {
+            let id = alias.strip_prefix(BRIDGE_ALIAS)?;
+            let ours = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            ours.then(|| (name, id.to_string()))
+        })
+        .collect())
+}
+
+/// Removes a network's bridges, its own (`bridge`) and the extra ones, by the network's ID.
+pub async fn remove_bridges(nl: &Netlink, bridge: &str, network_id: &str) -> Result<()> {
     for extra in 1..=EXTRA_BRIDGES {
-        let names = ExtraBridge::of(net, extra);
+        let names = ExtraBridge::of(network_id, extra);
         // Deleting one end of the link deletes the other.
         nl.delete_link(&names.link).await?;
         nl.delete_link(&names.bridge).await?;
     }
-    nl.delete_link(&net.bridge).await
+    nl.delete_link(bridge).await
 }
 
 /// Containers one bridge takes. The network's own bridge keeps the rest of the kernel's
@@ -93,8 +119,8 @@ struct ExtraBridge {
 }
 
 impl ExtraBridge {
-    fn of(net: &Network, extra: u8) -> Self {
-        let id = &net.id[..10];
+    fn of(network_id: &str, extra: u8) -> Self {
+        let id = &network_id[..10];
         Self {
             bridge: format!("br{extra:02}-{id}"),
             link: format!("bl{extra:02}-{id}"),
@@ -110,7 +136,7 @@ async fn endpoint_bridge(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Re
     if endpoint.bridge == 0 {
         return Ok(own);
     }
-    let names = ExtraBridge::of(net, endpoint.bridge);
+    let names = ExtraBridge::of(&net.id, endpoint.bridge);
     // Linked and up already (by an earlier endpoint, or before a restart), which one
     // lookup tells: the link's end on the extra bridge is there and up, so its peer is
     // there too (a veth's ends go together), and its controller is the bridge. Making
@@ -316,7 +342,7 @@ mod tests {
     fn the_links_and_extra_bridges_hold_to_the_kernels_limits() {
         // A bridge takes 1,023 ports; an interface name 15 characters.
         assert!(CONTAINERS_PER_BRIDGE + usize::from(EXTRA_BRIDGES) <= 1023);
-        let names = ExtraBridge::of(&Network::sample("blue", 7), EXTRA_BRIDGES);
+        let names = ExtraBridge::of(&Network::sample("blue", 7).id, EXTRA_BRIDGES);
         for name in [names.bridge, names.link, names.link_peer] {
             assert!(name.len() <= 15, "{name}");
         }
