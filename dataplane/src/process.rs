@@ -7,7 +7,7 @@ use std::{
     fs::File,
     net::{IpAddr, Ipv4Addr},
     os::{
-        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::{ffi::OsStrExt, fs::MetadataExt, process::CommandExt},
     },
     path::Path,
@@ -417,9 +417,11 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Waits until the process of `pidfd` has exited (a zombie or gone).
-async fn exited(pidfd: OwnedFd) {
-    // SAFETY: we own the descriptor and it stays open as long as the AsyncFd lives.
+/// Waits until the process of `pidfd` has exited (a zombie or gone). Borrowed: a caller
+/// that reads the exit status afterwards keeps the one descriptor (a second, one per
+/// running container, doubled the daemon's descriptors).
+async fn exited(pidfd: BorrowedFd<'_>) {
+    // SAFETY: the borrow keeps the descriptor open as long as the AsyncFd lives.
     if let Ok(fd) = unsafe { AsyncFd::register(pidfd) } {
         let _ = fd.readable().await;
     }
@@ -435,8 +437,8 @@ const REAP_WAIT: Duration = Duration::from_secs(2);
 /// daemon has its code known. `None` when neither tells.
 pub async fn wait_exit(pid: i32) -> Option<i32> {
     let pidfd = pidfd_open(pid);
-    if let Some(watched) = pidfd.as_ref().and_then(|fd| fd.try_clone().ok()) {
-        exited(watched).await;
+    if let Some(pidfd) = &pidfd {
+        exited(pidfd.as_fd()).await;
     }
     match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::Exited(_, code)) => return Some(code),
@@ -522,7 +524,7 @@ pub async fn kill_all(pid: i32, started: u64, timeout: Duration) -> bool {
         return true;
     }
     send_kill(&pidfd);
-    tokio::time::timeout(timeout, exited(pidfd)).await.is_ok()
+    tokio::time::timeout(timeout, exited(pidfd.as_fd())).await.is_ok()
 }
 
 fn send_kill(pidfd: &OwnedFd) {
@@ -561,7 +563,7 @@ pub async fn kill_in_namespace(netns: &Path, timeout: Duration) -> Result<usize>
     }
     let count = killed.len();
     for pidfd in killed {
-        if tokio::time::timeout(timeout, exited(pidfd)).await.is_err() {
+        if tokio::time::timeout(timeout, exited(pidfd.as_fd())).await.is_err() {
             bail!("processes in {} had not ended {timeout:?} after SIGKILL", netns.display());
         }
     }

@@ -140,6 +140,14 @@ fn a_thousand_containers_made_and_removed_twice_leave_nothing_behind() {
         let full = holdings(&host);
         assert_eq!((full.records, full.processes), (CONTAINERS, CONTAINERS), "round {round}");
         assert_eq!(full.endpoint_entries, before.endpoint_entries + CONTAINERS, "round {round}");
+        // One descriptor per running container, the pidfd that tells its end (a few more
+        // for the requests in flight).
+        assert!(
+            full.daemon_fds <= before.daemon_fds + CONTAINERS + 16,
+            "round {round}: the daemon holds {} descriptors with {CONTAINERS} containers, {} without",
+            full.daemon_fds,
+            before.daemon_fds
+        );
         on_every_container(&host, |i| ["rm", "-f", &format!("r{i}")].map(String::from).to_vec());
         assert_eq!(holdings(&host), before, "round {round} left something behind");
         resident_after.push(resident_kib(&host));
