@@ -31,6 +31,11 @@ impl IpAddress {
         addr[3] = octets[3];
         Self { family: AF_INET, _pad: [0; 3], addr }
     }
+
+    #[inline(always)]
+    pub const fn v6(addr: [u8; 16]) -> Self {
+        Self { family: AF_INET6, _pad: [0; 3], addr }
+    }
 }
 
 /// Key of the endpoint table: an address inside one network.
@@ -53,7 +58,7 @@ pub struct Endpoint {
 /// Per host-side interface: which network the container behind it belongs to, that
 /// network's IPv4 subnet (network order; a zero mask when unknown), where all of its
 /// endpoints lie: traffic leaving the subnet needs no endpoint lookup; and the container's
-/// own address and MAC on it, the only source its frames may carry.
+/// own addresses and MAC on it, the only sources its frames may carry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InterfaceConfig {
@@ -66,6 +71,9 @@ pub struct InterfaceConfig {
     /// The MAC of the endpoint's interface inside the container.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// The endpoint's IPv6 address (network order); all zero on a network without IPv6,
+    /// where the container may send IPv6 from link-local and unspecified sources only.
+    pub v6_addr: [u8; 16],
 }
 
 impl InterfaceConfig {
@@ -90,6 +98,7 @@ impl InterfaceConfig {
         v4_addr: [0; 4],
         mac: [0; 6],
         _pad: [0; 2],
+        v6_addr: [0; 16],
     };
 
     /// Whether `addr` may be an endpoint of this interface's network.
@@ -371,9 +380,10 @@ pub enum Path {
     DroppedIsolation = 1,
     /// Dropped: same network, but inter-container communication is disabled.
     DroppedIcc = 2,
-    /// IPv4 to an address the fast path does not own (gateway, host, outside): kernel path.
+    /// IP to an address the fast path does not own (gateway, host, outside): kernel path.
     SlowPathIp = 3,
-    /// ARP, IPv6, broadcast, multicast and other non-unicast-IPv4 frames: kernel path.
+    /// ARP, broadcast, multicast (IPv6 neighbour discovery among it) and other frames that
+    /// are not unicast IP: kernel path.
     SlowPathOther = 4,
     /// Too short or malformed to parse: left to the kernel, which drops what is invalid.
     SlowPathMalformed = 5,
@@ -415,10 +425,18 @@ pub enum Path {
     /// Dropped: a container sent an ICMPv6 router advertisement or redirect, which only
     /// the gateway may send (or one hidden behind more extension headers than are read).
     DroppedRouterMessage = 22,
+    /// Dropped: a container sent IPv6 from an address that is not its own (nor link-local,
+    /// nor unspecified).
+    DroppedSpoofedIpv6 = 23,
+    /// Dropped: a container sent a neighbour advertisement for an address not its own.
+    DroppedSpoofedNeighbour = 24,
+    /// IPv6 whose extension headers could not be walked to the upper layer within the
+    /// bound read: kernel path.
+    SlowPathIpv6Headers = 25,
 }
 
 impl Path {
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 26;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -443,6 +461,9 @@ impl Path {
         Path::DroppedFirewall,
         Path::DroppedMalformed,
         Path::DroppedRouterMessage,
+        Path::DroppedSpoofedIpv6,
+        Path::DroppedSpoofedNeighbour,
+        Path::SlowPathIpv6Headers,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -470,6 +491,9 @@ impl Path {
             Path::DroppedFirewall => "dropped_firewall",
             Path::DroppedMalformed => "dropped_malformed",
             Path::DroppedRouterMessage => "dropped_router_message",
+            Path::DroppedSpoofedIpv6 => "dropped_spoofed_ipv6",
+            Path::DroppedSpoofedNeighbour => "dropped_spoofed_neighbour",
+            Path::SlowPathIpv6Headers => "slow_path_ipv6_headers",
         }
     }
 }
@@ -631,7 +655,7 @@ pub mod program_names {
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<IpAddress>() == 20);
-    assert!(size_of::<InterfaceConfig>() == 28);
+    assert!(size_of::<InterfaceConfig>() == 44);
     assert!(size_of::<EndpointKey>() == 24);
     assert!(size_of::<FlowKey>() == 48);
     assert!(size_of::<NextHop>() == 24);

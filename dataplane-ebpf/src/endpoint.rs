@@ -29,8 +29,8 @@ pub fn interface(ifindex: u32) -> Option<InterfaceConfig> {
 }
 
 #[inline(always)]
-pub fn lookup_v4(network: u32, dst: [u8; 4]) -> Option<Endpoint> {
-    let key = EndpointKey { network, ip: IpAddress::v4(dst) };
+pub fn lookup(network: u32, ip: IpAddress) -> Option<Endpoint> {
+    let key = EndpointKey { network, ip };
     // SAFETY: as above.
     unsafe { ENDPOINTS.get(&key).copied() }
 }

@@ -1,21 +1,21 @@
 //! Same-network forwarding: a frame whose source is the sender's own (`source`), if it is
-//! unicast IPv4 for a known endpoint of the sender's network, is rewritten for the
-//! destination and redirected into its namespace; traffic for outside the host goes to the
+//! unicast IPv4 or IPv6 for a known endpoint of the sender's network, is rewritten for the
+//! destination and redirected into its namespace; IPv4 for outside the host goes to the
 //! NAT; anything else goes on to the kernel (the network's bridge), which handles ARP,
-//! broadcast and traffic for the host.
+//! neighbour discovery, broadcast and multicast, and traffic for the host.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::bpf_redirect_peer,
     programs::TcContext,
 };
-use dataplane_common::{InterfaceConfig, Path};
+use dataplane_common::{Endpoint, InterfaceConfig, IpAddress, Path};
 use network_types::eth::EthHdr;
 
 use crate::{
     counters::count,
     endpoint, nat,
-    parse::{self, Frame},
+    parse::{self, Frame, Ipv6Frame, UpperLayer},
     policy::{self, Verdict},
     publish, source,
 };
@@ -39,6 +39,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     }
     let frame = match parse::parse(ctx) {
         Frame::Ipv4(frame) => frame,
+        Frame::Ipv6(frame) => return decide_v6(ctx, &frame, &iface),
         Frame::Other => return (Path::SlowPathOther, TC_ACT_OK),
         Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
     };
@@ -53,27 +54,38 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
     // lookup here, is left to the traffic that misses.
-    let endpoint =
-        if iface.may_hold_v4(frame.dst) { endpoint::lookup_v4(iface.network, frame.dst) } else { None };
+    let endpoint = if iface.may_hold_v4(frame.dst) {
+        endpoint::lookup(iface.network, IpAddress::v4(frame.dst))
+    } else {
+        None
+    };
     let Some(dst) = endpoint else {
         if let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
             return verdict;
         }
-        return match policy::check_v4(iface.network, frame.dst) {
+        return match policy::check(iface.network, &IpAddress::v4(frame.dst)) {
             Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
-            Verdict::Allow => match nat::leave_host(ctx, &frame, &iface, ifindex) {
+            Verdict::Allow | Verdict::Outside => match nat::leave_host(ctx, &frame, &iface, ifindex) {
                 Some(verdict) => verdict,
                 // For the host itself: a published port there (hairpin), or the host's own.
                 None => publish::hairpin(ctx, &frame, ifindex).unwrap_or((Path::SlowPathIp, TC_ACT_OK)),
             },
         };
     };
+    to_peer(ctx, &iface, &dst)
+}
+
+/// Into the namespace of `dst`, an endpoint of the sender's network, unless the network
+/// keeps its containers apart (`icc=false`).
+#[inline(always)]
+fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i32) {
     if iface.flags & InterfaceConfig::ICC_DISABLED != 0 {
         return (Path::DroppedIcc, TC_ACT_SHOT);
     }
-    // The sender resolved the peer through ARP over the bridge, so the destination MAC is
-    // normally right already; setting it keeps a stale neighbour entry from black-holing.
-    // (Pointers from before a helper that may move the data are stale: take it anew.)
+    // The sender resolved the peer through ARP or neighbour discovery over the bridge, so
+    // the destination MAC is normally right already; setting it keeps a stale neighbour
+    // entry from black-holing. (Pointers from before a helper that may move the data are
+    // stale: take it anew.)
     if let Some(eth) = parse::header_ptr::<EthHdr>(ctx, 0) {
         // SAFETY: header_ptr bounds-checked the Ethernet header.
         unsafe { (*eth).dst_addr = dst.mac };
@@ -81,6 +93,34 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     // SAFETY: a plain helper call; it only records the target and flags.
     let action = unsafe { bpf_redirect_peer(dst.host_ifindex, 0) } as i32;
     (Path::Forwarded, action)
+}
+
+/// IPv6 from a container: its source and what its ICMPv6 claims are checked; unicast to
+/// an endpoint of its network goes straight into the peer's namespace; another network's
+/// addresses are refused; multicast (neighbour discovery, MLD) and what is for the
+/// gateway, the host or outside go to the bridge. An `--internal` network's containers
+/// reach no address outside the networks' subnets (the gateways included in those).
+#[inline(always)]
+fn decide_v6(ctx: &TcContext, frame: &Ipv6Frame, iface: &InterfaceConfig) -> (Path, i32) {
+    let upper = parse::ipv6_upper_layer(ctx, frame);
+    if let Err(dropped) = source::check_ipv6(ctx, frame, &upper, iface) {
+        return (dropped, TC_ACT_SHOT);
+    }
+    if let UpperLayer::CutShort = upper {
+        return (Path::SlowPathIpv6Headers, TC_ACT_OK);
+    }
+    if frame.dst[0] == 0xff {
+        return (Path::SlowPathOther, TC_ACT_OK);
+    }
+    let dst = IpAddress::v6(frame.dst);
+    if let Some(peer) = endpoint::lookup(iface.network, dst) {
+        return to_peer(ctx, iface, &peer);
+    }
+    match policy::check(iface.network, &dst) {
+        Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
+        Verdict::Outside if iface.flags & InterfaceConfig::INTERNAL != 0 => (Path::DroppedInternal, TC_ACT_SHOT),
+        Verdict::Allow | Verdict::Outside => (Path::SlowPathIp, TC_ACT_OK),
+    }
 }
 
 const _: () = assert!(TC_ACT_OK as i32 == 0 && TC_ACT_SHOT as i32 == 2);

@@ -1,6 +1,9 @@
 //! Bounds-checked access to packet headers. Owns no map; never writes to the packet.
 
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 
 use crate::packet::Packet;
 
@@ -40,12 +43,80 @@ impl Ipv4Frame {
     }
 }
 
+/// The parts of an IPv6 frame forwarding needs: its addresses and the header after the
+/// fixed one (an extension header, or the upper layer's; see `ipv6_upper_layer`).
+pub struct Ipv6Frame {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub next_header: u8,
+}
+
 pub enum Frame {
     Ipv4(Ipv4Frame),
-    /// Anything that is not IPv4 (ARP, IPv6, LLDP, ...).
+    Ipv6(Ipv6Frame),
+    /// Anything that is not IP (ARP, LLDP, ...).
     Other,
-    /// Claims to be IPv4 but is too short or not a valid header.
+    /// Claims to be IP but is too short or not a valid header.
     Malformed,
+}
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_HOP_BY_HOP: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DESTINATION_OPTIONS: u8 = 60;
+/// Extension headers read to find the upper layer: a legitimate packet has at most a
+/// hop-by-hop, a destination options, a routing and a fragment header before it.
+pub const EXTENSION_HEADERS_READ: usize = 4;
+
+/// Where the extension headers of an IPv6 packet lead.
+pub enum UpperLayer {
+    /// The upper-layer protocol (or one the walk does not enter, as ESP) and where its
+    /// header starts.
+    Found { proto: u8, offset: usize },
+    /// A fragment after the first: the upper-layer header is in another packet.
+    LaterFragment,
+    /// Behind more extension headers than are read.
+    TooDeep,
+    /// Cut short inside its extension headers.
+    CutShort,
+}
+
+/// Walks the extension headers of an IPv6 packet to its upper layer, at most
+/// `EXTENSION_HEADERS_READ` of them. TCP and UDP straight after the fixed header (the
+/// usual case) cost no read. Bytes go through the helper: extension headers are rare, and
+/// may lie past the linear data.
+#[inline(always)]
+pub fn ipv6_upper_layer(ctx: &impl Packet, frame: &Ipv6Frame) -> UpperLayer {
+    let mut next = frame.next_header;
+    let mut offset = EthHdr::LEN + Ipv6Hdr::LEN;
+    for _ in 0..=EXTENSION_HEADERS_READ {
+        match next {
+            IPPROTO_HOP_BY_HOP | IPPROTO_ROUTING | IPPROTO_DESTINATION_OPTIONS => {
+                let Some([header, units]) = ctx.load_bytes::<[u8; 2]>(offset) else {
+                    return UpperLayer::CutShort;
+                };
+                next = header;
+                offset += (usize::from(units) + 1) * 8;
+            }
+            IPPROTO_FRAGMENT => {
+                let Some([header, _, offset_high, offset_low]) = ctx.load_bytes::<[u8; 4]>(offset) else {
+                    return UpperLayer::CutShort;
+                };
+                if u16::from_be_bytes([offset_high, offset_low]) & !0b111 != 0 {
+                    return UpperLayer::LaterFragment;
+                }
+                next = header;
+                offset += 8;
+            }
+            // Headers that claim more than the packet holds.
+            _ if offset > ctx.len() as usize => return UpperLayer::CutShort,
+            proto => return UpperLayer::Found { proto, offset },
+        }
+    }
+    UpperLayer::TooDeep
 }
 
 #[inline(always)]
@@ -54,7 +125,11 @@ pub fn parse(ctx: &impl Packet) -> Frame {
         return Frame::Malformed;
     };
     // SAFETY: header_ptr checked that the Ethernet header lies inside the packet.
-    if unsafe { (*eth).ether_type } != ETH_P_IP {
+    let ether_type = unsafe { (*eth).ether_type };
+    if ether_type == ETH_P_IPV6 {
+        return parse_ipv6(ctx);
+    }
+    if ether_type != ETH_P_IP {
         return Frame::Other;
     }
     ctx.make_linear((EthHdr::LEN + Ipv4Hdr::LEN) as u32);
@@ -77,4 +152,18 @@ pub fn parse(ctx: &impl Packet) -> Frame {
         l4_offset: EthHdr::LEN + usize::from(vihl & 0x0f) * 4,
         fragment,
     })
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &impl Packet) -> Frame {
+    ctx.make_linear((EthHdr::LEN + Ipv6Hdr::LEN) as u32);
+    let Some(ip) = header_ptr::<Ipv6Hdr>(ctx, EthHdr::LEN) else {
+        return Frame::Malformed;
+    };
+    // SAFETY: the header was bounds-checked above.
+    let (vcf, src, dst, next_header) = unsafe { ((*ip).vcf, (*ip).src_addr, (*ip).dst_addr, (*ip).next_hdr) };
+    if vcf[0] >> 4 != 6 {
+        return Frame::Malformed;
+    }
+    Frame::Ipv6(Ipv6Frame { src, dst, next_header })
 }

@@ -1,5 +1,6 @@
-//! Source validation: a container may send only from its own MAC and IPv4 address, and
-//! its ARP may claim only those (Cilium's DROP_INVALID_SMAC and DROP_INVALID_SIP).
+//! Source validation: a container may send only from its own MAC and IP addresses, and
+//! its ARP and neighbour advertisements may claim only those (Cilium's DROP_INVALID_SMAC
+//! and DROP_INVALID_SIP).
 //! Without it a container could take over a neighbour's address: forge its source, or
 //! poison the other containers' neighbour tables over the bridge. Nor may it act as a
 //! router (IPv6 router advertisements and redirects). Owns no map: the address and MAC
@@ -10,7 +11,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     packet::{self, Packet},
-    parse::{self, ETH_P_ARP, ETH_P_IPV6, Ipv4Frame},
+    parse::{self, ETH_P_ARP, Ipv4Frame, Ipv6Frame, UpperLayer},
 };
 
 /// An ARP packet for IPv4 over Ethernet, as RFC 826 lays it out after the Ethernet header.
@@ -48,77 +49,58 @@ pub fn check_link(ctx: &impl Packet, iface: &InterfaceConfig) -> Result<(), Path
     if ether_type == ETH_P_ARP {
         return check_arp(ctx, iface);
     }
-    if ether_type == ETH_P_IPV6 {
-        return check_router_messages(ctx);
-    }
     Ok(())
 }
 
-const IPV6_HEADER_LEN: usize = 40;
-/// Where an IPv6 header's next-header field lies.
-const IPV6_NEXT_HEADER_OFFSET: usize = 6;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_HOP_BY_HOP: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_DESTINATION_OPTIONS: u8 = 60;
 /// ICMPv6 messages only a router sends (RFC 4861).
 const ICMPV6_ROUTER_ADVERTISEMENT: u8 = 134;
 const ICMPV6_REDIRECT: u8 = 137;
-/// Extension headers read to find the ICMPv6 header: a legitimate packet has at most a
-/// hop-by-hop, a destination options, a routing and a fragment header before it.
-const EXTENSION_HEADERS_READ: usize = 4;
+/// A neighbour advertisement: its target address (at `NA_TARGET_OFFSET` into the ICMPv6
+/// header) is what it claims the sender's MAC for.
+const ICMPV6_NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+const NA_TARGET_OFFSET: usize = 8;
+const UNSPECIFIED_V6: [u8; 16] = [0; 16];
 
-/// A container's interface keeps no IPv6 address on a network without IPv6, but its
-/// kernel still takes router advertisements (only /proc/sys could stop that, and a
-/// lookup there costs time that grows with the host's namespaces): one container could
-/// give the others addresses and a default route through itself (SLAAC; Docker's
-/// CVE-2020-13401). Only the gateway routes, so router advertisements and redirects from
-/// a container are dropped, also behind extension headers, and so is what hides behind
-/// more of them than are read. Other IPv6 goes to the bridge. Bytes go through the
-/// helper: IPv6 here is rare and off the fast path.
+/// The source of an IPv6 packet from the container behind `iface`, and what its ICMPv6
+/// claims (`upper`: where its extension headers lead, `parse::ipv6_upper_layer`).
+/// - The source must be the container's own address, or link-local (fe80::/64), or
+///   unspecified (duplicate address detection); on a network without IPv6 the container
+///   has no address of its own, so only the last two.
+/// - Router advertisements and redirects are dropped: only the gateway routes, and one
+///   container's advertisement would otherwise give its neighbours addresses and a
+///   default route through it (SLAAC; Docker's CVE-2020-13401). So is what hides behind
+///   more extension headers than are read.
+/// - A neighbour advertisement must be for the container's own address: one for a
+///   neighbour's or the gateway's would take its traffic over the bridge.
 #[inline(always)]
-fn check_router_messages(ctx: &impl Packet) -> Result<(), Path> {
-    // Too short to hold what is read: no receiver takes it as a router message either.
-    let Some(mut next) = ctx.load_bytes::<u8>(EthHdr::LEN + IPV6_NEXT_HEADER_OFFSET) else {
-        return Ok(());
-    };
-    let mut offset = EthHdr::LEN + IPV6_HEADER_LEN;
-    for _ in 0..=EXTENSION_HEADERS_READ {
-        match next {
-            IPPROTO_ICMPV6 => {
-                let Some(icmp_type) = ctx.load_bytes::<u8>(offset) else { return Ok(()) };
-                return match icmp_type {
-                    ICMPV6_ROUTER_ADVERTISEMENT | ICMPV6_REDIRECT => Err(Path::DroppedRouterMessage),
-                    _ => Ok(()),
-                };
-            }
-            IPPROTO_HOP_BY_HOP | IPPROTO_ROUTING | IPPROTO_DESTINATION_OPTIONS => {
-                let Some([header, units]) = ctx.load_bytes::<[u8; 2]>(offset) else { return Ok(()) };
-                next = header;
-                offset += (usize::from(units) + 1) * 8;
-            }
-            IPPROTO_FRAGMENT => {
-                let Some([header, _, offset_high, offset_low]) = ctx.load_bytes::<[u8; 4]>(offset) else {
-                    return Ok(());
-                };
-                // Only the first fragment holds the ICMPv6 header (and receivers drop
-                // fragmented neighbour discovery anyway, RFC 6980).
-                if u16::from_be_bytes([offset_high, offset_low]) & !0b111 != 0 {
-                    return Ok(());
-                }
-                next = header;
-                offset += 8;
-            }
-            _ => return Ok(()),
-        }
+pub fn check_ipv6(
+    ctx: &impl Packet,
+    frame: &Ipv6Frame,
+    upper: &UpperLayer,
+    iface: &InterfaceConfig,
+) -> Result<(), Path> {
+    let own = frame.src == iface.v6_addr && iface.v6_addr != UNSPECIFIED_V6;
+    let link_local = frame.src[..8] == [0xfe, 0x80, 0, 0, 0, 0, 0, 0];
+    if !own && !link_local && frame.src != UNSPECIFIED_V6 {
+        return Err(Path::DroppedSpoofedIpv6);
     }
-    match next {
-        IPPROTO_ICMPV6
-        | IPPROTO_HOP_BY_HOP
-        | IPPROTO_ROUTING
-        | IPPROTO_FRAGMENT
-        | IPPROTO_DESTINATION_OPTIONS => Err(Path::DroppedRouterMessage),
+    let offset = match *upper {
+        UpperLayer::Found { proto: parse::IPPROTO_ICMPV6, offset } => offset,
+        UpperLayer::TooDeep => return Err(Path::DroppedRouterMessage),
+        UpperLayer::Found { .. } | UpperLayer::LaterFragment | UpperLayer::CutShort => return Ok(()),
+    };
+    // Cut short before its type: no receiver takes it as anything.
+    let Some(icmp_type) = ctx.load_bytes::<u8>(offset) else { return Ok(()) };
+    match icmp_type {
+        ICMPV6_ROUTER_ADVERTISEMENT | ICMPV6_REDIRECT => Err(Path::DroppedRouterMessage),
+        ICMPV6_NEIGHBOUR_ADVERTISEMENT => {
+            let target = ctx.load_bytes::<[u8; 16]>(offset + NA_TARGET_OFFSET);
+            if target == Some(iface.v6_addr) && iface.v6_addr != UNSPECIFIED_V6 {
+                Ok(())
+            } else {
+                Err(Path::DroppedSpoofedNeighbour)
+            }
+        }
         _ => Ok(()),
     }
 }

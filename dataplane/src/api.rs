@@ -5,13 +5,13 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Write},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{ports::PortMapping, state::MacAddr};
@@ -26,9 +26,28 @@ pub struct NetworkSpec {
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
     pub ip_range: Option<Ipv4Net>,
+    /// `--ipv4=false` asks for an IPv6-only network.
+    #[serde(default = "enabled")]
+    pub ipv4: bool,
+    /// IPv6 (`--ipv6`), with what was asked of it.
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Spec>,
     pub internal: bool,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// The IPv6 half of a dual-stack network: the subnet (the next /64 of the host's ULA
+/// pool when `None`), the gateway (the subnet's `::1` when `None`) and the range.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv6Spec {
+    pub subnet: Option<Ipv6Net>,
+    pub gateway: Option<Ipv6Addr>,
+    pub ip_range: Option<Ipv6Net>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -36,6 +55,9 @@ pub struct RunSpec {
     pub name: Option<String>,
     pub network: String,
     pub ip: Option<Ipv4Addr>,
+    /// `--ip6`, on a network with IPv6.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     pub hostname: Option<String>,
     pub mac: Option<MacAddr>,
     /// Names on the network besides the container's own (`--network-alias`).
@@ -136,6 +158,8 @@ pub enum Request {
         network: String,
         container: String,
         ip: Option<Ipv4Addr>,
+        #[serde(default)]
+        ip6: Option<Ipv6Addr>,
         aliases: Vec<String>,
     },
     NetworkDisconnect {

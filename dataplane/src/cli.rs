@@ -3,15 +3,21 @@
 //! Foreground commands (`run` without -d, `exec`) run here, inside the container's
 //! namespace, so that their terminal, output and exit code are the caller's own.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, os::fd::AsFd, path::PathBuf, process::ExitCode};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd,
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_json::Value;
 
 use crate::{
-    api::{self, NetworkSpec, Request, RunSpec},
+    api::{self, Ipv6Spec, NetworkSpec, Request, RunSpec},
     daemon,
     firewall::{self, Action, PortRange},
     netns,
@@ -290,6 +296,13 @@ struct DaemonArgs {
     /// daemon was away) are removed.
     #[arg(long, env = "DATAPLANE_DOCKER_STALE_AFTER", value_name = "SECONDS", default_value_t = 60)]
     docker_stale_after: u64,
+    /// IPv6 on the default network `bridge` too (user networks ask with `network create
+    /// --ipv6`); takes effect when the default network is made.
+    #[arg(long, env = "DATAPLANE_IPV6")]
+    ipv6: bool,
+    /// The default network's IPv6 subnet, with --ipv6 (default: a /64 of the host's ULA pool).
+    #[arg(long, env = "DATAPLANE_FIXED_CIDR_V6", value_parser = cidr6, requires = "ipv6")]
+    fixed_cidr_v6: Option<Ipv6Net>,
 }
 
 #[derive(Subcommand)]
@@ -317,6 +330,9 @@ enum NetworkCommand {
         /// Fixed IPv4 address on the network.
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        /// Fixed IPv6 address on the network (one with IPv6).
+        #[arg(long)]
+        ip6: Option<Ipv6Addr>,
         /// Another name for the container on this network.
         #[arg(long)]
         alias: Vec<String>,
@@ -334,8 +350,12 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn cidr(s: &str) -> Result<Ipv4Net, String> {
-    s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR like 10.10.0.0/24"))
+fn cidr(s: &str) -> Result<IpNet, String> {
+    s.parse().map_err(|_| format!("{s:?} is not a CIDR like 10.10.0.0/24 or fd00:1::/64"))
+}
+
+fn cidr6(s: &str) -> Result<Ipv6Net, String> {
+    s.parse().map_err(|_| format!("{s:?} is not an IPv6 CIDR like fd00:1::/64"))
 }
 
 #[derive(Args)]
@@ -343,15 +363,22 @@ struct CreateArgs {
     /// Network driver.
     #[arg(short, long, default_value = "bridge")]
     driver: String,
-    /// Subnet in CIDR form; picked from the default pools when absent.
+    /// Subnet in CIDR form, one IPv4 and with --ipv6 one IPv6; picked from the default
+    /// pools when absent (IPv6: a /64 of the host's ULA pool).
     #[arg(long, value_parser = cidr)]
-    subnet: Option<Ipv4Net>,
-    /// Gateway address (default: the first address of the subnet).
+    subnet: Vec<IpNet>,
+    /// Gateway address of a subnet of its family (default: the subnet's first address).
     #[arg(long)]
-    gateway: Option<Ipv4Addr>,
-    /// Allocate container addresses from this sub-range only.
+    gateway: Vec<IpAddr>,
+    /// Allocate container addresses from this sub-range of the subnet of its family only.
     #[arg(long, value_parser = cidr)]
-    ip_range: Option<Ipv4Net>,
+    ip_range: Vec<IpNet>,
+    /// IPv6 too: a dual-stack network.
+    #[arg(long)]
+    ipv6: bool,
+    /// IPv4 (`--ipv4=false`: IPv6 only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ipv4: bool,
     /// Keep the network off the outside world.
     #[arg(long)]
     internal: bool,
@@ -364,6 +391,93 @@ struct CreateArgs {
     name: String,
 }
 
+impl CreateArgs {
+    /// The request, each --subnet, --gateway and --ip-range sorted by family as Docker
+    /// does: one subnet of each family at most, a gateway or range beside its subnet.
+    fn spec(self) -> Result<NetworkSpec> {
+        let name = &self.name;
+        let (mut v4, mut v6) = (IpFamily::<Ipv4Net, Ipv4Addr>::default(), IpFamily::<Ipv6Net, Ipv6Addr>::default());
+        for subnet in self.subnet {
+            match subnet {
+                IpNet::V4(net) => v4.set_subnet(net, name)?,
+                IpNet::V6(net) => v6.set_subnet(net, name)?,
+            }
+        }
+        for gateway in self.gateway {
+            match gateway {
+                IpAddr::V4(ip) => v4.set_gateway(ip, name)?,
+                IpAddr::V6(ip) => v6.set_gateway(ip, name)?,
+            }
+        }
+        for range in self.ip_range {
+            match range {
+                IpNet::V4(net) => v4.set_range(net, name)?,
+                IpNet::V6(net) => v6.set_range(net, name)?,
+            }
+        }
+        if !self.ipv6 && v6.subnet.is_some() {
+            bail!("network {name}: an IPv6 --subnet needs --ipv6");
+        }
+        if !self.ipv4 && v4.subnet.is_some() {
+            bail!("network {name}: an IPv4 --subnet with --ipv4=false; drop one of them");
+        }
+        Ok(NetworkSpec {
+            name: self.name,
+            driver: self.driver,
+            subnet: v4.subnet,
+            gateway: v4.gateway,
+            ip_range: v4.range,
+            ipv4: self.ipv4,
+            ipv6: self.ipv6.then_some(Ipv6Spec { subnet: v6.subnet, gateway: v6.gateway, ip_range: v6.range }),
+            internal: self.internal,
+            options: self.opt.into_iter().collect::<BTreeMap<_, _>>(),
+            labels: self.label.into_iter().collect(),
+        })
+    }
+}
+
+/// What `network create` was given for one address family.
+struct IpFamily<N, A> {
+    subnet: Option<N>,
+    gateway: Option<A>,
+    range: Option<N>,
+}
+
+impl<N, A> Default for IpFamily<N, A> {
+    fn default() -> Self {
+        Self { subnet: None, gateway: None, range: None }
+    }
+}
+
+impl<N: std::fmt::Display, A: std::fmt::Display> IpFamily<N, A> {
+    fn set_subnet(&mut self, subnet: N, network: &str) -> Result<()> {
+        if let Some(first) = self.subnet.replace(subnet) {
+            bail!("network {network}: --subnet {first} and another of its family; a network takes one IPv4 and one IPv6 subnet");
+        }
+        Ok(())
+    }
+
+    fn set_gateway(&mut self, gateway: A, network: &str) -> Result<()> {
+        if self.subnet.is_none() {
+            bail!("network {network}: --gateway {gateway} needs a --subnet of its family");
+        }
+        if let Some(first) = self.gateway.replace(gateway) {
+            bail!("network {network}: --gateway {first} and another of its family; give one per subnet");
+        }
+        Ok(())
+    }
+
+    fn set_range(&mut self, range: N, network: &str) -> Result<()> {
+        if self.subnet.is_none() {
+            bail!("network {network}: --ip-range {range} needs a --subnet of its family");
+        }
+        if let Some(first) = self.range.replace(range) {
+            bail!("network {network}: --ip-range {first} and another of its family; give one per subnet");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[arg(long)]
@@ -374,6 +488,9 @@ struct RunArgs {
     /// Fixed IPv4 address on the network.
     #[arg(long)]
     ip: Option<Ipv4Addr>,
+    /// Fixed IPv6 address on the network (one with IPv6).
+    #[arg(long)]
+    ip6: Option<Ipv6Addr>,
     #[arg(long)]
     hostname: Option<String>,
     #[arg(long)]
@@ -465,20 +582,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 xdp: args.xdp,
                 docker_plugin: args.docker_plugin,
                 docker_stale_after: std::time::Duration::from_secs(args.docker_stale_after),
+                default_ipv6: args.ipv6.then_some(args.fixed_cidr_v6),
             };
             tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
         }
         Command::Network(NetworkCommand::Create(args)) => {
-            let spec = NetworkSpec {
-                name: args.name,
-                driver: args.driver,
-                subnet: args.subnet,
-                gateway: args.gateway,
-                ip_range: args.ip_range,
-                internal: args.internal,
-                options: args.opt.into_iter().collect::<BTreeMap<_, _>>(),
-                labels: args.label.into_iter().collect(),
-            };
+            let spec = args.spec()?;
             let network: Network = serde_json::from_value(call(Request::NetworkCreate(spec))?)?;
             println!("{}", network.id);
         }
@@ -502,8 +611,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let removed: Vec<String> = serde_json::from_value(call(Request::NetworkRemove { names })?)?;
             removed.iter().for_each(|n| println!("{n}"));
         }
-        Command::Network(NetworkCommand::Connect { ip, alias, network, container }) => {
-            call(Request::NetworkConnect { network, container, ip, aliases: alias })?;
+        Command::Network(NetworkCommand::Connect { ip, ip6, alias, network, container }) => {
+            call(Request::NetworkConnect { network, container, ip, ip6, aliases: alias })?;
         }
         Command::Network(NetworkCommand::Disconnect { network, container }) => {
             call(Request::NetworkDisconnect { network, container })?;
@@ -732,6 +841,7 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
         name: args.name,
         network: args.network,
         ip: args.ip,
+        ip6: args.ip6,
         hostname: args.hostname,
         mac: args.mac_address,
         aliases: args.network_alias,
@@ -961,7 +1071,7 @@ mod tests {
         let Command::Network(NetworkCommand::Create(args)) = cli.command else {
             panic!("not network create")
         };
-        assert_eq!(args.subnet, Some("10.1.0.0/24".parse().unwrap()));
+        assert_eq!(args.subnet, ["10.1.0.0/24".parse::<IpNet>().unwrap()]);
         assert_eq!(args.opt, [("icc".into(), "false".into()), ("mtu".into(), "1400".into())]);
         assert_eq!(args.label, [("a".into(), "b=c".into())]);
         let cli =
@@ -970,6 +1080,49 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert!(args.detach && args.rm);
         assert_eq!(args.command, ["sleep", "-x"]);
+    }
+
+    fn create(args: &[&str]) -> Result<NetworkSpec> {
+        let cli = Cli::try_parse_from(["dataplane", "network", "create"].iter().chain(args)).unwrap();
+        let Command::Network(NetworkCommand::Create(args)) = cli.command else { panic!("not network create") };
+        args.spec()
+    }
+
+    #[test]
+    fn a_dual_stack_network_takes_one_subnet_of_each_family_with_its_gateway() {
+        let spec = create(&[
+            "--ipv6",
+            "--subnet",
+            "fd00:1::/64",
+            "--gateway",
+            "fd00:1::fe",
+            "--subnet",
+            "10.1.0.0/24",
+            "--ip-range",
+            "fd00:1::100/120",
+            "n",
+        ])
+        .unwrap();
+        assert_eq!(spec.subnet, Some("10.1.0.0/24".parse().unwrap()));
+        assert_eq!(spec.gateway, None, "the IPv6 gateway is not the IPv4 one");
+        assert_eq!(
+            spec.ipv6,
+            Some(Ipv6Spec {
+                subnet: Some("fd00:1::/64".parse().unwrap()),
+                gateway: Some("fd00:1::fe".parse().unwrap()),
+                ip_range: Some("fd00:1::100/120".parse().unwrap()),
+            })
+        );
+        assert!(spec.ipv4);
+        let plain = create(&["--ipv6", "n"]).unwrap();
+        assert_eq!(plain.ipv6, Some(Ipv6Spec::default()), "--ipv6 alone: a subnet of the ULA pool");
+        assert!(create(&["n"]).unwrap().ipv6.is_none(), "IPv4 only unless --ipv6");
+        assert!(!create(&["--ipv6", "--ipv4=false", "n"]).unwrap().ipv4);
+        let err = |args: &[&str]| format!("{:#}", create(args).unwrap_err());
+        assert!(err(&["--subnet", "fd00:1::/64", "n"]).contains("needs --ipv6"));
+        assert!(err(&["--ipv6", "--subnet", "fd00:1::/64", "--subnet", "fd00:2::/64", "n"]).contains("one IPv4 and one IPv6"));
+        assert!(err(&["--ipv6", "--gateway", "fd00:1::1", "n"]).contains("needs a --subnet of its family"));
+        assert!(err(&["--subnet", "10.1.0.0/24", "--gateway", "fd00:1::1", "--ipv6", "n"]).contains("of its family"));
     }
 
     #[test]
@@ -1044,7 +1197,7 @@ mod tests {
         let err = |args: &[&str]| Cli::try_parse_from(args).err().expect("should fail").to_string();
         assert!(
             err(&["dataplane", "network", "create", "--subnet", "10.1.0/24", "n"])
-                .contains("not an IPv4 CIDR")
+                .contains("not a CIDR")
         );
         assert!(err(&["dataplane", "network", "create", "-o", "icc", "n"]).contains("KEY=VALUE"));
         assert!(err(&["dataplane", "network", "create", "--gateway", "10.1", "n"]).contains("--gateway"));

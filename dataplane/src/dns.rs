@@ -681,6 +681,7 @@ mod tests {
                 netns: container.netns.clone(),
                 network_id: net.id.clone(),
                 ip: Ipv4Addr::new(10, net.subnet.addr().octets()[1], 0, *host),
+                ip6: None,
                 mac: MacAddr([2, 0x42, 0, 0, 0, *host]),
                 host_veth: format!("veth{name}{i}"),
                 ifname: format!("eth{i}"),

@@ -37,7 +37,7 @@ pub fn network(state: &State, net: &Network) -> Value {
                 "EndpointID": endpoint.id,
                 "MacAddress": endpoint.mac.to_string(),
                 "IPv4Address": format!("{}/{}", endpoint.ip, net.subnet.prefix_len()),
-                "IPv6Address": "",
+                "IPv6Address": ipv6_address(net, endpoint),
                 "Owner": endpoint.owner.to_string(),
                 // The interface's name in its namespace (Docker's `eth<N>` once Docker
                 // has it up in its sandbox).
@@ -52,20 +52,37 @@ pub fn network(state: &State, net: &Network) -> Value {
     if let Some(range) = net.ip_range {
         config["IPRange"] = json!(range.to_string());
     }
+    let mut configs = vec![config];
+    if let Some(v6) = net.ipv6 {
+        let mut config = json!({"Subnet": v6.subnet.to_string(), "Gateway": v6.gateway.to_string()});
+        if v6.range != v6.subnet {
+            config["IPRange"] = json!(v6.range.to_string());
+        }
+        configs.push(config);
+    }
     json!({
         "Name": net.name,
         "Id": net.id,
         "Created": rfc3339(net.created),
         "Scope": "local",
         "Driver": net.driver,
-        "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": {}, "Config": [config]},
+        "EnableIPv4": true,
+        "EnableIPv6": net.ipv6.is_some(),
+        "IPAM": {"Driver": "default", "Options": {}, "Config": configs},
         "Internal": net.internal,
         "Attachable": false,
         "Containers": containers,
         "Options": net.options,
         "Labels": net.labels,
     })
+}
+
+/// An endpoint's IPv6 address with its prefix, as `network inspect` shows it ("" without).
+fn ipv6_address(net: &Network, endpoint: &Endpoint) -> String {
+    match (net.ipv6, endpoint.ip6) {
+        (Some(v6), Some(ip)) => format!("{ip}/{}", v6.subnet.prefix_len()),
+        _ => String::new(),
+    }
 }
 
 /// A container as `docker inspect` shows it; `endpoints` are its own, in the order it
@@ -98,6 +115,9 @@ pub fn container(state: &State, container: &Container, endpoints: &[&Endpoint]) 
                 "IPAddress": endpoint.ip.to_string(),
                 "IPPrefixLen": net.subnet.prefix_len(),
                 "MacAddress": endpoint.mac.to_string(),
+                "IPv6Gateway": net.ipv6.map_or(String::new(), |v6| v6.gateway.to_string()),
+                "GlobalIPv6Address": endpoint.ip6.map_or(String::new(), |ip| ip.to_string()),
+                "GlobalIPv6PrefixLen": net.ipv6.map_or(0, |v6| v6.subnet.prefix_len()),
                 "HostInterface": endpoint.host_veth,
             }),
         );

@@ -6,7 +6,7 @@
 use std::{
     collections::HashSet,
     fs,
-    net::Ipv4Addr,
+    net::IpAddr,
     os::fd::{AsFd, AsRawFd},
     path::Path,
 };
@@ -24,11 +24,11 @@ use aya::{
     },
 };
 use dataplane_common::{
-    AF_INET, Backend, Counter, DnatEntry, Endpoint, EndpointKey, FirewallKey, FirewallVerdict, FlowKey,
+    Backend, Counter, DnatEntry, Endpoint, EndpointKey, FirewallKey, FirewallVerdict, FlowKey,
     HostConfig, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey,
     RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, ct_event, map_names, program_names,
 };
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 /// Where our programs sit among an interface's ingress filters.
 const FILTER_PRIORITY: u16 = 1;
@@ -85,17 +85,21 @@ pub fn cgroup2_root() -> Option<std::path::PathBuf> {
     })
 }
 
-pub fn v4_key(network: u32, ip: Ipv4Addr) -> EndpointKey {
-    EndpointKey { network, ip: IpAddress::v4(ip.octets()) }
+/// An address as the programs' keys hold it.
+pub fn ip_address(ip: IpAddr) -> IpAddress {
+    match ip {
+        IpAddr::V4(ip) => IpAddress::v4(ip.octets()),
+        IpAddr::V6(ip) => IpAddress::v6(ip.octets()),
+    }
 }
 
-fn subnet_key(subnet: Ipv4Net) -> Key<SubnetKey> {
-    let mut addr = [0u8; 16];
-    addr[..4].copy_from_slice(&subnet.network().octets());
-    Key::new(
-        SubnetKey::FAMILY_BITS + u32::from(subnet.prefix_len()),
-        SubnetKey { family: u32::from(AF_INET), addr },
-    )
+pub fn endpoint_key(network: u32, ip: IpAddr) -> EndpointKey {
+    EndpointKey { network, ip: ip_address(ip) }
+}
+
+fn subnet_key(subnet: IpNet) -> Key<SubnetKey> {
+    let IpAddress { family, addr, .. } = ip_address(subnet.network());
+    Key::new(SubnetKey::FAMILY_BITS + u32::from(subnet.prefix_len()), SubnetKey { family: u32::from(family), addr })
 }
 
 /// What the programs expect of a map they pin.
@@ -642,14 +646,14 @@ impl Datapath {
         Ok(self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?.get(&key, 0).ok())
     }
 
-    pub fn set_subnet(&mut self, subnet: Ipv4Net, network: u32, gateway: Ipv4Addr) -> Result<()> {
-        let info = SubnetInfo { network, gateway: IpAddress::v4(gateway.octets()) };
+    pub fn set_subnet(&mut self, subnet: IpNet, network: u32, gateway: IpAddr) -> Result<()> {
+        let info = SubnetInfo { network, gateway: ip_address(gateway) };
         self.subnets()?
             .insert(&subnet_key(subnet), info, 0)
             .with_context(|| format!("writing SUBNETS[{subnet}]"))
     }
 
-    pub fn remove_subnet(&mut self, subnet: Ipv4Net) -> Result<()> {
+    pub fn remove_subnet(&mut self, subnet: IpNet) -> Result<()> {
         remove_missing_ok(self.subnets()?.remove(&subnet_key(subnet)))
     }
 

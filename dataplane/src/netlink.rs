@@ -4,7 +4,7 @@
 
 use std::{
     io::Write,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd},
     path::Path,
 };
@@ -17,7 +17,7 @@ use rtnetlink::{
     packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload},
     packet_route::{
         RouteNetlinkMessage,
-        address::AddressAttribute,
+        address::{AddressAttribute, AddressFlags},
         link::{
             AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind,
             InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -217,8 +217,14 @@ impl Netlink {
     }
 
     /// Adds `ip/prefix` to a link; an address already there is fine (restores repeat it).
-    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
-        match self.handle.address().add(index, IpAddr::V4(ip), prefix).execute().await {
+    /// An IPv6 address skips duplicate address detection (`nodad`): IPAM hands each out
+    /// once, and DAD would hold it unusable for a second and send to the whole network.
+    pub async fn add_address(&self, index: u32, ip: IpAddr, prefix: u8) -> Result<()> {
+        let mut request = self.handle.address().add(index, ip, prefix);
+        if ip.is_ipv6() {
+            request.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match request.execute().await {
             Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
             other => other.with_context(|| format!("adding {ip}/{prefix} to link {index}")),
         }
@@ -380,8 +386,11 @@ impl Netlink {
             .with_context(|| format!("setting bridge port isolation of link {index}"))
     }
 
-    pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
+    pub async fn add_default_route(&self, gateway: IpAddr) -> Result<()> {
+        let route = match gateway {
+            IpAddr::V4(gateway) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build(),
+            IpAddr::V6(gateway) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(gateway).build(),
+        };
         self.handle
             .route()
             .add(route)

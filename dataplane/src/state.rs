@@ -10,7 +10,7 @@ mod table;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     str::FromStr,
 };
@@ -22,7 +22,7 @@ pub use self::{
     journal::{Changes, StateStore},
     table::{Change, Keyed, Table},
 };
-use crate::ipam::AddressPlan;
+use crate::ipam::{AddressPlan, AddressPlanV6};
 
 /// A MAC address, shown and parsed as `02:42:ac:11:00:02`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,6 +121,10 @@ pub struct Network {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub ip_range: Option<Ipv4Net>,
+    /// The IPv6 subnet, gateway and range of a dual-stack network (`--ipv6`); none on an
+    /// IPv4-only one, whose containers keep IPv6 off (absent from earlier state files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<AddressPlanV6>,
     pub internal: bool,
     /// As given by the user, shown by inspect.
     pub options: BTreeMap<String, String>,
@@ -143,6 +147,7 @@ impl Network {
             subnet: format!("10.{third}.0.0/24").parse().unwrap(),
             gateway: Ipv4Addr::new(10, third, 0, 1),
             ip_range: None,
+            ipv6: None,
             internal: false,
             options: Default::default(),
             bridge_options: BridgeOptions { icc: true, mtu: None },
@@ -225,6 +230,9 @@ pub struct Endpoint {
     pub ifname: String,
     pub network_id: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, on a network with IPv6 (absent from earlier state files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: MacAddr,
     /// Host side of the veth pair (`veth` + 7 hex digits).
     pub host_veth: String,
@@ -241,6 +249,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Its addresses: IPv4, then IPv6 on a network with it.
+    pub fn addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + use<> {
+        std::iter::once(self.ip.into()).chain(self.ip6.map(Into::into))
+    }
+
     /// The name of the inner end of an endpoint whose owner configures it (Docker) until
     /// the owner moves it into its namespace and renames it: unique per endpoint, 15
     /// characters at most (the kernel's limit).
@@ -347,6 +360,9 @@ pub struct Attachment {
     pub network_id: String,
     pub ifname: String,
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address asked for (`--ip6`), on a network with IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: Option<MacAddr>,
     #[serde(default)]
     pub aliases: Vec<String>,
@@ -473,6 +489,12 @@ impl State {
         self.endpoints.index().networks.get(network_id).map_or(&NONE, |n| &n.addresses)
     }
 
+    /// The IPv6 addresses taken on a network. A scan: IPv6 allocations are kept out of the
+    /// endpoint index until a dual-stack network holds thousands of them.
+    pub fn used_addresses6(&self, network_id: &str) -> BTreeSet<Ipv6Addr> {
+        self.endpoints_on(network_id).filter_map(|e| e.ip6).collect()
+    }
+
     /// How many endpoints of a network each of its bridges holds (bridges without any
     /// left out).
     pub fn bridge_occupancy(&self, network_id: &str) -> BTreeMap<u8, usize> {
@@ -530,6 +552,7 @@ impl State {
                             network_id: e.network_id.clone(),
                             ifname: e.ifname.clone(),
                             ip: Some(e.ip),
+                            ip6: e.ip6,
                             mac: Some(e.mac),
                             aliases: e.aliases.clone(),
                             publish: e.ports.clone(),
@@ -664,6 +687,7 @@ mod tests {
             subnet: "10.9.0.0/24".parse().unwrap(),
             gateway: "10.9.0.1".parse().unwrap(),
             ip_range: Some("10.9.0.128/25".parse().unwrap()),
+            ipv6: Some(AddressPlanV6::new("fd00:9::/64".parse().unwrap(), None, None).unwrap()),
             internal: true,
             options: [("icc".to_string(), "false".to_string())].into(),
             bridge_options: BridgeOptions { icc: false, mtu: Some(1400) },
@@ -695,6 +719,7 @@ mod tests {
             ifname: "eth0".into(),
             network_id: network.id.clone(),
             ip: "10.9.0.130".parse().unwrap(),
+            ip6: Some("fd00:9::2".parse().unwrap()),
             mac: MacAddr([2, 0x42, 10, 9, 0, 130]),
             host_veth: "veth1234567".into(),
             aliases: vec!["api".into()],
@@ -711,6 +736,7 @@ mod tests {
                 network_id: network.id.clone(),
                 ifname: endpoint.ifname.clone(),
                 ip: None,
+                ip6: Some("fd00:9::2".parse().unwrap()),
                 mac: None,
                 aliases: endpoint.aliases.clone(),
                 publish: endpoint.ports.clone(),

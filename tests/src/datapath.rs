@@ -1,14 +1,19 @@
 //! A loaded datapath in a namespace of its own, fed crafted frames through
 //! BPF_PROG_TEST_RUN: shared by the packet tests and the bench's per-packet cost.
 //!
-//! The maps hold two networks: red 10.1.0.0/24 with endpoint B (10.1.0.3, MAC `B_MAC`,
-//! behind ifindex 42) and blue 10.2.0.0/24 with endpoint 10.2.0.2; the sender sits on red,
-//! behind `lo` (ifindex 1, the device BPF_PROG_TEST_RUN uses).
+//! The maps hold two dual-stack networks: red 10.1.0.0/24 and fd00:1::/64 with endpoint B
+//! (10.1.0.3 and fd00:1::3, MAC `B_MAC`, behind ifindex 42) and blue 10.2.0.0/24 and
+//! fd00:2::/64 with endpoint 10.2.0.2 and fd00:2::2; the sender A (10.1.0.2, fd00:1::2)
+//! sits on red, behind `lo` (ifindex 1, the device BPF_PROG_TEST_RUN uses).
 
-use std::{net::Ipv4Addr, path::PathBuf, process::Command};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    process::Command,
+};
 
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
-use dataplane::maps::{Datapath, v4_key};
+use dataplane::maps::{Datapath, endpoint_key};
 use dataplane_common::{Endpoint, InterfaceConfig, NatConfig, Path};
 use etherparse::PacketBuilder;
 
@@ -28,6 +33,24 @@ pub const GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 /// The MAC of the uplink `enable_nat` makes: masqueraded frames leave with it as source.
 pub const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 pub const UPLINK_ADDR: [u8; 4] = [203, 0, 113, 1];
+/// A's, B's and the red gateway's IPv6 addresses; blue's endpoint's.
+pub const A6: [u8; 16] = v6(1, 2);
+pub const B6: [u8; 16] = v6(1, 3);
+pub const RED_GATEWAY6: [u8; 16] = v6(1, 1);
+pub const BLUE_ENDPOINT6: [u8; 16] = v6(2, 2);
+
+/// `fd00:<network>::<host>`.
+pub const fn v6(network: u8, host: u8) -> [u8; 16] {
+    [0xfd, 0, 0, network, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, host]
+}
+
+fn v4_key(network: u32, ip: Ipv4Addr) -> dataplane_common::EndpointKey {
+    endpoint_key(network, ip.into())
+}
+
+fn v6_key(network: u32, ip: [u8; 16]) -> dataplane_common::EndpointKey {
+    endpoint_key(network, Ipv6Addr::from(ip).into())
+}
 
 pub struct Fixture {
     pub datapath: Datapath,
@@ -59,14 +82,21 @@ impl Fixture {
                 panic!("loading the programs: {e:?}");
             }
         };
-        datapath.set_subnet("10.1.0.0/24".parse().unwrap(), RED, Ipv4Addr::new(10, 1, 0, 1)).unwrap();
-        datapath.set_subnet("10.2.0.0/24".parse().unwrap(), BLUE, Ipv4Addr::new(10, 2, 0, 1)).unwrap();
+        for (subnet, network, gateway) in [
+            ("10.1.0.0/24", RED, IpAddr::from([10, 1, 0, 1])),
+            ("10.2.0.0/24", BLUE, IpAddr::from([10, 2, 0, 1])),
+            ("fd00:1::/64", RED, IpAddr::from(RED_GATEWAY6)),
+            ("fd00:2::/64", BLUE, IpAddr::from(v6(2, 1))),
+        ] {
+            datapath.set_subnet(subnet.parse().unwrap(), network, gateway).unwrap();
+        }
         datapath.set_interface(LO, red_interface(red_flags)).unwrap();
         let endpoint = |ifindex, mac| Endpoint { host_ifindex: ifindex, mac, _pad: [0; 2] };
         datapath.set_endpoint(v4_key(RED, Ipv4Addr::new(10, 1, 0, 3)), endpoint(42, B_MAC)).unwrap();
-        datapath
-            .set_endpoint(v4_key(BLUE, Ipv4Addr::new(10, 2, 0, 2)), endpoint(43, [2, 0x42, 10, 2, 0, 2]))
-            .unwrap();
+        datapath.set_endpoint(v6_key(RED, B6), endpoint(42, B_MAC)).unwrap();
+        let blue = [2, 0x42, 10, 2, 0, 2];
+        datapath.set_endpoint(v4_key(BLUE, Ipv4Addr::new(10, 2, 0, 2)), endpoint(43, blue)).unwrap();
+        datapath.set_endpoint(v6_key(BLUE, BLUE_ENDPOINT6), endpoint(43, blue)).unwrap();
         Self { datapath, bpffs, conntrack_max }
     }
 
@@ -206,12 +236,13 @@ pub fn red_interface(flags: u32) -> InterfaceConfig {
         v4_addr: [10, 1, 0, 2],
         mac: A_MAC,
         _pad: [0; 2],
+        v6_addr: A6,
     }
 }
 
 /// B's host-side interface (10.1.0.3, `B_MAC`), for tests whose frames B sends from `lo`.
 pub fn b_interface(flags: u32) -> InterfaceConfig {
-    InterfaceConfig { v4_addr: [10, 1, 0, 3], mac: B_MAC, ..red_interface(flags) }
+    InterfaceConfig { v4_addr: [10, 1, 0, 3], mac: B_MAC, v6_addr: B6, ..red_interface(flags) }
 }
 
 /// An Ethernet + IPv4 + UDP frame from A's MAC.
@@ -299,4 +330,38 @@ pub fn ipv6_udp(macs: ([u8; 6], [u8; 6])) -> Vec<u8> {
         .write(&mut frame, b"x")
         .unwrap();
     frame
+}
+
+/// An Ethernet + IPv6 frame between two MACs (source, destination) and two addresses,
+/// whose payload `next_header` and `payload` give as they are (no checksum computed: the
+/// programs do not read it).
+pub fn ipv6_frame(macs: ([u8; 6], [u8; 6]), src: [u8; 16], dst: [u8; 16], next_header: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = macs.1.to_vec();
+    frame.extend(macs.0);
+    frame.extend([0x86, 0xdd, 0x60, 0, 0, 0]);
+    frame.extend((payload.len() as u16).to_be_bytes());
+    frame.extend([next_header, 64]);
+    frame.extend(src);
+    frame.extend(dst);
+    frame.extend(payload);
+    frame
+}
+
+/// An Ethernet + IPv6 + UDP frame between two MACs and two addresses.
+pub fn udp6_between_macs(macs: ([u8; 6], [u8; 6]), src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+    let mut frame = vec![];
+    PacketBuilder::ethernet2(macs.0, macs.1).ipv6(src, dst, 64).udp(4000, 53).write(&mut frame, b"hello").unwrap();
+    frame
+}
+
+/// A neighbour advertisement from `src` (solicited, override) for `target`, to all nodes.
+pub fn neighbour_advertisement(src_mac: [u8; 6], src: [u8; 16], target: [u8; 16]) -> Vec<u8> {
+    const ICMPV6: u8 = 58;
+    let mut message = vec![136, 0, 0, 0, 0x60, 0, 0, 0];
+    message.extend(target);
+    // Target link-layer address option: the MAC it claims for the target.
+    message.extend([2, 1]);
+    message.extend(src_mac);
+    let all_nodes = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    ipv6_frame((src_mac, [0x33, 0x33, 0, 0, 0, 1]), src, all_nodes, ICMPV6, &message)
 }

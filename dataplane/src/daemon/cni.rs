@@ -15,7 +15,7 @@ use super::{Core, endpoints::EndpointSpec};
 use crate::{
     api::{CniAdd, CniAdded, CniAttachment, CniCheck, CniNetwork, DaemonError, ErrorKind, NetworkSpec},
     dns, drivers,
-    maps::v4_key,
+    maps::endpoint_key,
     netlink::Netlink,
     state::{DEFAULT_NETWORK, Endpoint, MacAddr, Network, Owner},
 };
@@ -53,6 +53,7 @@ impl Core {
                 netns: &add.netns,
                 ifname: add.attachment.ifname.clone(),
                 ip: add.ip,
+                ip6: None,
                 mac: add.mac,
                 aliases: names,
                 publish: &add.publish,
@@ -198,6 +199,8 @@ impl Core {
             subnet: wanted.subnet,
             gateway: wanted.gateway,
             ip_range: wanted.ip_range,
+            ipv4: true,
+            ipv6: None,
             internal: wanted.internal.unwrap_or(false),
             options,
             labels: BTreeMap::new(),
@@ -223,7 +226,7 @@ impl Core {
         let Some(host_index) = self.netlink.link_index(&endpoint.host_veth).await? else {
             anyhow::bail!("its host side {} is gone", endpoint.host_veth);
         };
-        match self.datapath.endpoint(v4_key(net.index, endpoint.ip))? {
+        match self.datapath.endpoint(endpoint_key(net.index, endpoint.ip.into()))? {
             Some(entry) if entry.host_ifindex == host_index => {}
             _ => anyhow::bail!("the fast path has no entry for {} on {}", endpoint.ip, endpoint.host_veth),
         }

@@ -7,7 +7,7 @@
 //! address or a map entry itself.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -75,6 +75,7 @@ impl Core {
                 network_id: self.network(&spec.network)?.id.clone(),
                 ifname: "eth0".into(),
                 ip: spec.ip,
+                ip6: spec.ip6,
                 mac: spec.mac,
                 aliases: spec.aliases.clone(),
                 publish: spec.publish.clone(),
@@ -228,6 +229,7 @@ impl Core {
             let endpoint = self
                 .attach(EndpointSpec {
                     ip: wanted.ip,
+                    ip6: wanted.ip6,
                     mac: wanted.mac,
                     aliases: wanted.aliases.clone(),
                     publish: &wanted.publish,
@@ -482,6 +484,7 @@ impl Core {
         network: &str,
         name: &str,
         ip: Option<Ipv4Addr>,
+        ip6: Option<Ipv6Addr>,
         aliases: Vec<String>,
     ) -> Result<Value> {
         let net = self.network(network)?.clone();
@@ -510,13 +513,14 @@ impl Core {
             .find(|n| !container.networks.iter().any(|a| &a.ifname == n))
             .expect("some ethN is free");
         let endpoint = self
-            .attach(EndpointSpec { ip, aliases: aliases.clone(), ..own_endpoint(&container, &net, ifname) })
+            .attach(EndpointSpec { ip, ip6, aliases: aliases.clone(), ..own_endpoint(&container, &net, ifname) })
             .await
             .map_err(|e| e.context(format!("connecting {} to {}", container.name, net.name)))?;
         container.networks.push(Attachment {
             network_id: net.id.clone(),
             ifname: endpoint.ifname.clone(),
             ip,
+            ip6,
             mac: None,
             aliases,
             publish: vec![],
@@ -562,6 +566,7 @@ fn own_endpoint<'a>(container: &'a Container, net: &'a Network, ifname: String) 
         netns: &container.netns,
         ifname,
         ip: None,
+        ip6: None,
         mac: None,
         aliases: vec![],
         publish: &[],

@@ -6,7 +6,10 @@
 //! undoes all of it. It never creates or removes a namespace and never looks at what a
 //! container is: the owner does both.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use anyhow::{Result, bail};
 use dataplane_common::IpAddress;
@@ -29,6 +32,8 @@ pub(super) struct EndpointSpec<'a> {
     pub ifname: String,
     /// The address asked for; else the network's next free one.
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address asked for, on a network with IPv6; else its next free one.
+    pub ip6: Option<Ipv6Addr>,
     /// The MAC asked for; else `02:42:` and the address.
     pub mac: Option<MacAddr>,
     pub aliases: Vec<String>,
@@ -57,6 +62,26 @@ impl Core {
             None => net.plan().allocate(used),
         }
         .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name)))?;
+        let ip6 = match (net.ipv6, wanted.ip6) {
+            (None, None) => None,
+            (None, Some(ip6)) => bail!(DaemonError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "network {} has no IPv6, so --ip6 {ip6} has no place there; drop --ip6 or use a network made with --ipv6",
+                    net.name
+                )
+            )),
+            (Some(plan), wanted) => {
+                let used = self.state.used_addresses6(&net.id);
+                Some(
+                    match wanted {
+                        Some(ip6) => plan.claim(ip6, &used),
+                        None => plan.allocate(&used),
+                    }
+                    .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name)))?,
+                )
+            }
+        };
         let id = match &wanted.owner {
             // Docker's endpoints keep Docker's EndpointID, which `docker inspect` shows.
             Owner::Docker { endpoint_id } => endpoint_id.clone(),
@@ -69,6 +94,7 @@ impl Core {
             ifname: wanted.ifname,
             network_id: net.id.clone(),
             ip,
+            ip6,
             mac: wanted.mac.unwrap_or(MacAddr(ipam::mac_for(ip))),
             host_veth: self.unused_veth_name().await?,
             aliases: wanted.aliases,

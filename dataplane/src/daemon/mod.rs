@@ -81,6 +81,27 @@ pub struct Config {
     /// How long Docker's endpoints found half-made at start (created and never joined,
     /// or joined and never taken into a sandbox) may stay so before they are removed.
     pub docker_stale_after: Duration,
+    /// IPv6 on the default network (`--ipv6`), from this prefix (`--fixed-cidr-v6`) or
+    /// the host's ULA pool when `None`.
+    pub default_ipv6: Option<Option<ipnet::Ipv6Net>>,
+}
+
+/// The host's id, made once and kept in the state dir: what the ULA pool of its IPv6
+/// networks comes from, so that it stays the same across restarts.
+fn host_id(state_dir: &Path) -> Result<String> {
+    let path = state_dir.join("host-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) => write_host_id(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_host_id(&path),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_host_id(path: &Path) -> Result<String> {
+    let id = crate::state::new_id();
+    std::fs::write(path, format!("{id}\n")).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
 }
 
 /// How long a client of the control socket has to send its request, and to take its
@@ -114,6 +135,8 @@ struct Core {
     departures_waiting: Arc<tokio::sync::Notify>,
     /// The firewall rule sets in the programs' trie.
     firewall: firewall::Installed,
+    /// The host's ULA /48, where networks without an IPv6 --subnet take a /64.
+    ula_pool: ipnet::Ipv6Net,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -149,6 +172,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut store = StateStore::new(&config.state_dir);
     let state = store.load()?.unwrap_or_default();
     let resolvers = dns::Resolvers::new(&upstreams(&config));
+    let ula_pool = crate::ipam::ula_pool(&host_id(&config.state_dir)?);
     let core = Arc::new(Mutex::new(Core {
         config: config.clone(),
         state,
@@ -162,6 +186,7 @@ pub async fn run(config: Config) -> Result<()> {
         departed: nat::Departures::default(),
         departures_waiting: Arc::new(tokio::sync::Notify::new()),
         firewall,
+        ula_pool,
     }));
     {
         let c = core.lock().await;
@@ -374,8 +399,8 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             Ok(json!(names))
         }
         Request::NetworkPrune => c.prune_networks().await,
-        Request::NetworkConnect { network, container, ip, aliases } => {
-            c.connect_network(&network, &container, ip, aliases).await
+        Request::NetworkConnect { network, container, ip, ip6, aliases } => {
+            c.connect_network(&network, &container, ip, ip6, aliases).await
         }
         Request::NetworkDisconnect { network, container } => c.disconnect_network(&network, &container).await,
         Request::Run(spec) => {

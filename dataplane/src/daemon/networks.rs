@@ -6,14 +6,14 @@
 use std::collections::HashSet;
 
 use anyhow::{Result, anyhow, bail};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{Value, json};
 
 use super::{Core, check_name};
 use crate::{
-    api::NetworkSpec,
+    api::{Ipv6Spec, NetworkSpec},
     drivers,
-    ipam::{self, AddressPlan},
+    ipam::{self, AddressPlan, AddressPlanV6},
     state::{BridgeOptions, DEFAULT_NETWORK, Intent, Network, Owner, new_id, now},
 };
 
@@ -41,6 +41,13 @@ impl Core {
 
     pub(super) async fn create_network(&mut self, spec: NetworkSpec) -> Result<Value> {
         check_name("network", &spec.name)?;
+        if !spec.ipv4 {
+            bail!(
+                "network {}: IPv6-only networks (--ipv4=false) are not supported yet; drop --ipv4=false \
+                 for a dual-stack network (--ipv6)",
+                spec.name
+            );
+        }
         let is_default = spec.name == DEFAULT_NETWORK && self.state.networks.is_empty();
         if RESERVED_NETWORK_NAMES.contains(&spec.name.as_str()) && !is_default {
             bail!("network name {:?} is reserved (bridge, host, none); choose another name", spec.name);
@@ -100,6 +107,13 @@ impl Core {
         };
         let plan = AddressPlan::new(subnet, spec.gateway, spec.ip_range)
             .map_err(|e| anyhow!("network {}: {e}", spec.name))?;
+        let ipv6 = match &spec.ipv6 {
+            Some(_) if macvlan => {
+                bail!("network {}: --ipv6 is for bridge networks for now; drop it for macvlan", spec.name)
+            }
+            Some(wanted) => Some(self.plan_ipv6(&spec.name, wanted)?),
+            None => None,
+        };
         let id = new_id();
         let bridge_name = match (is_default, macvlan) {
             (true, _) => "dp0".to_string(),
@@ -113,6 +127,7 @@ impl Core {
             subnet: plan.subnet,
             gateway: plan.gateway,
             ip_range: spec.ip_range.map(|_| plan.range),
+            ipv6,
             internal: spec.internal,
             options: spec.options,
             bridge_options,
@@ -131,6 +146,32 @@ impl Core {
         self.done(&network.id);
         self.save()?;
         Ok(serde_json::to_value(&network)?)
+    }
+
+    /// A network's IPv6 plan: the subnet asked for, checked against the other networks'
+    /// (the host's IPv6 routes are not ours to check yet: nothing here routes IPv6 out),
+    /// or the next free /64 of the host's ULA pool.
+    fn plan_ipv6(&self, name: &str, wanted: &Ipv6Spec) -> Result<AddressPlanV6> {
+        let taken: Vec<Ipv6Net> = self.state.networks.iter().filter_map(|n| n.ipv6.map(|v6| v6.subnet)).collect();
+        let subnet = match wanted.subnet {
+            Some(subnet) => {
+                if let Some(other) = self
+                    .state
+                    .networks
+                    .iter()
+                    .find(|n| n.ipv6.is_some_and(|v6| ipam::overlaps6(&v6.subnet, &subnet)))
+                {
+                    bail!(
+                        "network {name}: subnet {subnet} overlaps network {:?} ({}); choose another --subnet",
+                        other.name,
+                        other.ipv6.map(|v6| v6.subnet.to_string()).unwrap_or_default()
+                    );
+                }
+                subnet
+            }
+            None => ipam::pick_subnet6(self.ula_pool, &taken).map_err(|e| anyhow!("network {name}: {e}"))?,
+        };
+        AddressPlanV6::new(subnet, wanted.gateway, wanted.ip_range).map_err(|e| anyhow!("network {name}: {e}"))
     }
 
     pub(super) async fn remove_network(&mut self, name: &str) -> Result<()> {

@@ -19,9 +19,9 @@ use super::{
     publishing::publish_key,
 };
 use crate::{
-    api::NetworkSpec,
+    api::{Ipv6Spec, NetworkSpec},
     drivers, ipam,
-    maps::v4_key,
+    maps::endpoint_key,
     netns, process,
     state::{DEFAULT_NETWORK, Intent, Keyed, Status},
 };
@@ -59,6 +59,8 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             subnet: (!taken).then_some(preferred),
             gateway: None,
             ip_range: None,
+            ipv4: true,
+            ipv6: c.config.default_ipv6.map(|subnet| Ipv6Spec { subnet, ..Ipv6Spec::default() }),
             internal: false,
             options: BTreeMap::new(),
             labels: BTreeMap::new(),
@@ -175,7 +177,8 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         .state
         .endpoints
         .iter()
-        .filter_map(|e| c.state.network_by_id(&e.network_id).map(|n| v4_key(n.index, e.ip)))
+        .filter_map(|e| Some((c.state.network_by_id(&e.network_id)?.index, e)))
+        .flat_map(|(network, e)| e.addresses().map(move |ip| endpoint_key(network, ip)))
         .collect();
     let networks: HashSet<u32> = c.state.networks.iter().map(|n| n.index).collect();
     let published: HashSet<PublishKey> =

@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use dataplane_common::InterfaceConfig;
 
 use crate::{
-    maps::{Datapath, v4_key},
+    maps::{Datapath, endpoint_key},
     netlink::{self, Netlink},
     netns,
     state::{Endpoint, Network},
@@ -33,13 +33,23 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
     };
     // Also on a bridge of an earlier version, made without it.
     nl.set_alias(index, &format!("{BRIDGE_ALIAS}{}", net.id)).await?;
-    nl.add_address(index, net.gateway, net.subnet.prefix_len()).await?;
+    nl.add_address(index, net.gateway.into(), net.subnet.prefix_len()).await?;
+    if let Some(v6) = net.ipv6 {
+        nl.add_address(index, v6.gateway.into(), v6.subnet.prefix_len()).await?;
+    }
     nl.set_up(index).await?;
-    dp.set_subnet(net.subnet, net.index, net.gateway)
+    dp.set_subnet(net.subnet.into(), net.index, net.gateway.into())?;
+    match net.ipv6 {
+        Some(v6) => dp.set_subnet(v6.subnet.into(), net.index, v6.gateway.into()),
+        None => Ok(()),
+    }
 }
 
 pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
-    dp.remove_subnet(net.subnet)?;
+    dp.remove_subnet(net.subnet.into())?;
+    if let Some(v6) = net.ipv6 {
+        dp.remove_subnet(v6.subnet.into())?;
+    }
     remove_bridges(nl, &net.bridge, &net.id).await
 }
 
@@ -202,6 +212,7 @@ fn interface_config(
         v4_addr: endpoint.ip.octets(),
         mac: endpoint.mac.0,
         _pad: [0; 2],
+        v6_addr: endpoint.ip6.map_or([0; 16], |ip| ip.octets()),
     }
 }
 
@@ -251,10 +262,12 @@ pub async fn connect(
             .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", endpoint.ifname))
             .is_ok();
     dp.set_interface(host_index, interface_config(net, endpoint, publishes, xdp_target))?;
-    dp.set_endpoint(
-        v4_key(net.index, endpoint.ip),
-        dataplane_common::Endpoint { host_ifindex: host_index, mac: endpoint.mac.0, _pad: [0; 2] },
-    )?;
+    for ip in endpoint.addresses() {
+        dp.set_endpoint(
+            endpoint_key(net.index, ip),
+            dataplane_common::Endpoint { host_ifindex: host_index, mac: endpoint.mac.0, _pad: [0; 2] },
+        )?;
+    }
     nl.add_ingress_qdisc(host_index).await?;
     dp.attach(&endpoint.host_veth)?;
     Ok(host_index)
@@ -281,10 +294,11 @@ pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, endpoint
     if let Some(index) = nl.link_index(&endpoint.host_veth).await? {
         dp.remove_interface(index)?;
     }
-    // Only drop the map's entry if it still points at this endpoint's veth.
-    let key = v4_key(net.index, endpoint.ip);
-    if dp.endpoint(key)?.is_some() {
-        dp.remove_endpoint(key)?;
+    for ip in endpoint.addresses() {
+        let key = endpoint_key(net.index, ip);
+        if dp.endpoint(key)?.is_some() {
+            dp.remove_endpoint(key)?;
+        }
     }
     // Deleting one end of a veth pair deletes the other, inside the container.
     nl.delete_link(&endpoint.host_veth).await

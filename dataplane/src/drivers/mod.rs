@@ -98,10 +98,17 @@ async fn configure_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint, 
         Ipv6Off::NoAddress => inside.generate_no_ipv6_address(index).await?,
         Ipv6Off::Disabled => netlink::disable_ipv6_in(&endpoint.netns, &endpoint.ifname)?,
     }
-    inside.add_address(index, endpoint.ip, net.subnet.prefix_len()).await?;
+    inside.add_address(index, endpoint.ip.into(), net.subnet.prefix_len()).await?;
+    let ipv6 = net.ipv6.zip(endpoint.ip6);
+    if let Some((v6, ip6)) = ipv6 {
+        inside.add_address(index, ip6.into(), v6.subnet.prefix_len()).await?;
+    }
     inside.set_up(index).await?;
     if takes_default_route(&endpoint.ifname) {
-        inside.add_default_route(net.gateway).await.context("inside the endpoint's namespace")?;
+        inside.add_default_route(net.gateway.into()).await.context("inside the endpoint's namespace")?;
+        if let Some((v6, _)) = ipv6 {
+            inside.add_default_route(v6.gateway.into()).await.context("inside the endpoint's namespace")?;
+        }
     }
     Ok(())
 }

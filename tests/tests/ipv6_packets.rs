@@ -1,0 +1,145 @@
+//! IPv6 through `from_container`, fed crafted frames through BPF_PROG_TEST_RUN: same
+//! network forwarding, isolation, `icc=false` and `--internal`, source validation and
+//! neighbour advertisements, extension headers. The fixture's networks are dual-stack
+//! (red fd00:1::/64 with A fd00:1::2 sending and B fd00:1::3; blue fd00:2::/64).
+
+use dataplane_common::{InterfaceConfig, Path};
+use dataplane_tests::datapath::{
+    A_MAC, A6, B_MAC, B6, BLUE_ENDPOINT6, Fixture, LO, RED_GATEWAY6, STALE_MAC, TC_ACT_OK, TC_ACT_REDIRECT,
+    TC_ACT_SHOT, ipv6_frame, neighbour_advertisement, red_interface, udp6_between_macs, v6,
+};
+use etherparse::SlicedPacket;
+
+const LINK_LOCAL_A: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x42, 0, 0, 0, 0, 0, 2];
+const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const DOCUMENTATION: [u8; 16] = [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+
+fn from_a(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+    udp6_between_macs((A_MAC, STALE_MAC), src, dst)
+}
+
+#[test]
+fn ipv6_to_a_peer_of_the_network_is_redirected_with_the_peers_mac() {
+    let mut fx = Fixture::new(0);
+    let frame = from_a(A6, B6);
+    let (verdict, out) = fx.run(&frame);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "IPv6 for a known endpoint was not redirected");
+    let parsed = SlicedPacket::from_ethernet(&out).unwrap();
+    let eth = parsed.link.unwrap().to_header().unwrap().ethernet2().unwrap();
+    assert_eq!(eth.destination, B_MAC, "destination MAC was not rewritten to the endpoint's");
+    assert_eq!(eth.source, A_MAC, "source MAC must stay the sender's");
+    assert_eq!(&out[12..], &frame[12..], "the IPv6 packet must be untouched");
+    assert_eq!(fx.count(Path::Forwarded), 1);
+}
+
+#[test]
+fn ipv6_to_another_network_is_dropped_except_its_gateway() {
+    let mut fx = Fixture::new(0);
+    assert_eq!(fx.run(&from_a(A6, BLUE_ENDPOINT6)).0, TC_ACT_SHOT, "a red container reached blue's endpoint");
+    assert_eq!(fx.run(&from_a(A6, v6(2, 0x77))).0, TC_ACT_SHOT, "a red container reached blue's subnet");
+    assert_eq!(fx.count(Path::DroppedIsolation), 2);
+    let to_blue_gateway = from_a(A6, v6(2, 1));
+    let (verdict, out) = fx.run(&to_blue_gateway);
+    assert_eq!(verdict, TC_ACT_OK, "another network's gateway is a host address, for the kernel");
+    assert_eq!(out, to_blue_gateway, "a frame for the kernel must be unchanged");
+}
+
+#[test]
+fn ipv6_for_the_gateway_an_unknown_peer_or_outside_goes_to_the_kernel_unchanged() {
+    let mut fx = Fixture::new(0);
+    for dst in [RED_GATEWAY6, v6(1, 0x99), DOCUMENTATION] {
+        let frame = from_a(A6, dst);
+        let (verdict, out) = fx.run(&frame);
+        assert_eq!(verdict, TC_ACT_OK, "{dst:02x?} should go to the kernel");
+        assert_eq!(out, frame, "slow-path frames must not be modified");
+    }
+    assert_eq!(fx.count(Path::SlowPathIp), 3);
+    // Multicast (neighbour solicitations among it) crosses the bridge.
+    let (verdict, _) = fx.run(&from_a(A6, ALL_NODES));
+    assert_eq!((verdict, fx.count(Path::SlowPathOther)), (TC_ACT_OK, 1));
+}
+
+#[test]
+fn ipv6_inside_a_network_without_icc_is_dropped() {
+    let mut fx = Fixture::new(InterfaceConfig::ICC_DISABLED);
+    assert_eq!(fx.run(&from_a(A6, B6)).0, TC_ACT_SHOT, "icc=false let IPv6 through to a peer");
+    assert_eq!(fx.count(Path::DroppedIcc), 1);
+    assert_eq!(fx.count(Path::Forwarded), 0);
+    assert_eq!(fx.run(&from_a(A6, RED_GATEWAY6)).0, TC_ACT_OK, "the gateway stays reachable");
+}
+
+#[test]
+fn ipv6_from_an_internal_network_reaches_the_networks_but_not_outside() {
+    let mut fx = Fixture::new(InterfaceConfig::INTERNAL);
+    assert_eq!(fx.run(&from_a(A6, DOCUMENTATION)).0, TC_ACT_SHOT, "an --internal network's IPv6 left");
+    assert_eq!(fx.count(Path::DroppedInternal), 1);
+    assert_eq!(fx.run(&from_a(A6, RED_GATEWAY6)).0, TC_ACT_OK, "its gateway is reachable");
+    assert_eq!(fx.run(&from_a(A6, B6)).0, TC_ACT_REDIRECT, "its peers are reachable");
+}
+
+#[test]
+fn ipv6_from_a_source_not_the_containers_own_is_dropped_and_counted() {
+    let mut fx = Fixture::new(0);
+    for src in [B6, RED_GATEWAY6, DOCUMENTATION, v6(2, 2)] {
+        assert_eq!(fx.run(&from_a(src, B6)).0, TC_ACT_SHOT, "IPv6 from {src:02x?} left A");
+    }
+    assert_eq!(fx.count(Path::DroppedSpoofedIpv6), 4);
+    assert_eq!(fx.count(Path::Forwarded), 0);
+    // Link-local and unspecified sources are a well-behaved host's own (neighbour
+    // discovery, duplicate address detection).
+    for src in [LINK_LOCAL_A, [0; 16]] {
+        assert_eq!(fx.run(&from_a(src, ALL_NODES)).0, TC_ACT_OK, "IPv6 from {src:02x?} was refused");
+    }
+    assert_eq!(fx.count(Path::DroppedSpoofedIpv6), 4);
+}
+
+#[test]
+fn on_a_network_without_ipv6_only_link_local_sources_pass() {
+    let mut fx = Fixture::new(0);
+    fx.datapath.set_interface(LO, InterfaceConfig { v6_addr: [0; 16], ..red_interface(0) }).unwrap();
+    assert_eq!(fx.run(&from_a(A6, B6)).0, TC_ACT_SHOT, "a container without IPv6 sent from a global address");
+    assert_eq!(fx.run(&from_a([0; 16], B6)).0, TC_ACT_OK, "the unspecified address is not a spoof");
+    assert_eq!(fx.count(Path::DroppedSpoofedIpv6), 1);
+    assert_eq!(fx.run(&from_a(LINK_LOCAL_A, ALL_NODES)).0, TC_ACT_OK);
+}
+
+#[test]
+fn neighbour_advertisements_for_an_address_not_the_containers_are_dropped() {
+    let mut fx = Fixture::new(0);
+    // A claims B's address, the gateway's, and another network's, each from its own.
+    for target in [B6, RED_GATEWAY6, BLUE_ENDPOINT6] {
+        let forged = neighbour_advertisement(A_MAC, A6, target);
+        assert_eq!(fx.run(&forged).0, TC_ACT_SHOT, "an advertisement for {target:02x?} left A");
+    }
+    // From its link-local address too.
+    assert_eq!(fx.run(&neighbour_advertisement(A_MAC, LINK_LOCAL_A, RED_GATEWAY6)).0, TC_ACT_SHOT);
+    assert_eq!(fx.count(Path::DroppedSpoofedNeighbour), 4);
+    let own = neighbour_advertisement(A_MAC, A6, A6);
+    let (verdict, out) = fx.run(&own);
+    assert_eq!(verdict, TC_ACT_OK, "A's advertisement of its own address was refused");
+    assert_eq!(out, own, "neighbour discovery goes to the bridge unchanged");
+}
+
+#[test]
+fn extension_headers_are_walked_and_what_is_cut_short_goes_to_the_kernel_counted() {
+    const HOP_BY_HOP: u8 = 0;
+    const UDP: u8 = 17;
+    const ICMPV6: u8 = 58;
+    let mut fx = Fixture::new(0);
+    let macs = (A_MAC, STALE_MAC);
+    // UDP behind a hop-by-hop header is still forwarded.
+    let mut behind = vec![UDP, 0, 1, 4, 0, 0, 0, 0];
+    behind.extend([0x0f, 0xa0, 0, 53, 0, 9, 0, 0, b'x']);
+    assert_eq!(fx.run(&ipv6_frame(macs, A6, B6, HOP_BY_HOP, &behind)).0, TC_ACT_REDIRECT);
+    // A hop-by-hop header that claims more bytes than the packet has.
+    let cut = ipv6_frame(macs, A6, B6, HOP_BY_HOP, &[ICMPV6, 4, 1, 4]);
+    let (verdict, out) = fx.run(&cut);
+    assert_eq!(verdict, TC_ACT_OK, "a packet cut short inside its headers is the kernel's to drop");
+    assert_eq!(out, cut);
+    assert_eq!(fx.count(Path::SlowPathIpv6Headers), 1);
+    // A neighbour advertisement for B behind the hop-by-hop header is seen.
+    let mut hidden = vec![ICMPV6, 0, 1, 4, 0, 0, 0, 0, 136, 0, 0, 0, 0x60, 0, 0, 0];
+    hidden.extend(B6);
+    assert_eq!(fx.run(&ipv6_frame(macs, A6, ALL_NODES, HOP_BY_HOP, &hidden)).0, TC_ACT_SHOT);
+    assert_eq!(fx.count(Path::DroppedSpoofedNeighbour), 1);
+}
