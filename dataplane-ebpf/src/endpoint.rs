@@ -19,13 +19,16 @@ static INTERFACES_BY_INDEX: Array<InterfaceConfig> = Array::pinned(InterfaceConf
 #[map]
 static INTERFACES: HashMap<u32, InterfaceConfig> = HashMap::pinned(65536, 0);
 
+/// The interface's entry, read in place: a copy on the stack cost `from_container` the
+/// bytes its deepest path needs (the verifier allows 512 for all frames of a path).
 #[inline(always)]
-pub fn interface(ifindex: u32) -> Option<InterfaceConfig> {
+pub fn interface(ifindex: u32) -> Option<&'static InterfaceConfig> {
     if ifindex < InterfaceConfig::INDEX_LIMIT {
-        return INTERFACES_BY_INDEX.get(ifindex).copied().filter(|c| c.network != 0);
+        return INTERFACES_BY_INDEX.get(ifindex).filter(|c| c.network != 0);
     }
-    // SAFETY: values are plain data copied out at once; the daemon replaces them whole.
-    unsafe { INTERFACES.get(&ifindex).copied() }
+    // SAFETY: the entry stays valid for the program's run (the map is RCU-protected); the
+    // daemon replaces entries whole, so a read races one update at most, as a copy did.
+    unsafe { INTERFACES.get(&ifindex) }
 }
 
 #[inline(always)]

@@ -15,7 +15,7 @@ use network_types::eth::EthHdr;
 use crate::{
     counters::count,
     endpoint, nat,
-    parse::{self, Frame, Ipv6Frame, UpperLayer},
+    parse::{self, Frame, UpperLayer},
     policy::{self, Verdict},
     publish, source,
 };
@@ -39,7 +39,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     }
     let frame = match parse::parse(ctx) {
         Frame::Ipv4(frame) => frame,
-        Frame::Ipv6(frame) => return decide_v6(ctx, &frame, &iface),
+        Frame::Ipv6 => return decide_v6(ctx, &iface),
         Frame::Other => return (Path::SlowPathOther, TC_ACT_OK),
         Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
     };
@@ -54,16 +54,13 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
     // lookup here, is left to the traffic that misses.
-    let endpoint = if iface.may_hold_v4(frame.dst) {
-        endpoint::lookup(iface.network, IpAddress::v4(frame.dst))
-    } else {
-        None
-    };
+    let endpoint =
+        if iface.may_hold_v4(frame.dst) { endpoint::lookup(iface.network, IpAddress::v4(frame.dst)) } else { None };
     let Some(dst) = endpoint else {
         if let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
             return verdict;
         }
-        return match policy::check(iface.network, &IpAddress::v4(frame.dst)) {
+        return match policy::check_v4(iface.network, frame.dst) {
             Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
             Verdict::Allow | Verdict::Outside => match nat::leave_host(ctx, &frame, &iface, ifindex) {
                 Some(verdict) => verdict,
@@ -100,10 +97,14 @@ fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i
 /// addresses are refused; multicast (neighbour discovery, MLD) and what is for the
 /// gateway, the host or outside go to the bridge. An `--internal` network's containers
 /// reach no address outside the networks' subnets (the gateways included in those).
-#[inline(always)]
-fn decide_v6(ctx: &TcContext, frame: &Ipv6Frame, iface: &InterfaceConfig) -> (Path, i32) {
-    let upper = parse::ipv6_upper_layer(ctx, frame);
-    if let Err(dropped) = source::check_ipv6(ctx, frame, &upper, iface) {
+/// A subprogram (`inline(never)`): its frame stays off the IPv4 paths' stack.
+#[inline(never)]
+fn decide_v6(ctx: &TcContext, iface: &InterfaceConfig) -> (Path, i32) {
+    let Some(frame) = parse::parse_ipv6(ctx) else {
+        return (Path::SlowPathMalformed, TC_ACT_OK);
+    };
+    let upper = parse::ipv6_upper_layer(ctx, &frame);
+    if let Err(dropped) = source::check_ipv6(ctx, &frame, &upper, iface) {
         return (dropped, TC_ACT_SHOT);
     }
     if let UpperLayer::CutShort = upper {
@@ -116,7 +117,7 @@ fn decide_v6(ctx: &TcContext, frame: &Ipv6Frame, iface: &InterfaceConfig) -> (Pa
     if let Some(peer) = endpoint::lookup(iface.network, dst) {
         return to_peer(ctx, iface, &peer);
     }
-    match policy::check(iface.network, &dst) {
+    match policy::check_v6(iface.network, frame.dst) {
         Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
         Verdict::Outside if iface.flags & InterfaceConfig::INTERNAL != 0 => (Path::DroppedInternal, TC_ACT_SHOT),
         Verdict::Allow | Verdict::Outside => (Path::SlowPathIp, TC_ACT_OK),

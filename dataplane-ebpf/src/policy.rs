@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{LpmTrie, lpm_trie::Key},
 };
-use dataplane_common::{AF_INET6, IpAddress, SubnetInfo, SubnetKey};
+use dataplane_common::{AF_INET, AF_INET6, IpAddress, SubnetInfo, SubnetKey};
 
 /// Every network's subnets, so that traffic towards another network can be refused.
 #[map]
@@ -19,17 +19,20 @@ pub enum Verdict {
     Outside,
 }
 
-/// The network whose subnet holds `addr`, with its gateway.
+/// The network whose subnet holds `addr`, with its gateway. The key is built in place:
+/// this sits on the IPv4 paths, whose stack is tight.
 #[inline(always)]
-fn subnet_of(addr: &IpAddress) -> Option<&'static SubnetInfo> {
-    let bits = if addr.family == AF_INET6 { 128 } else { 32 };
-    let key = Key::new(SubnetKey::FAMILY_BITS + bits, SubnetKey { family: u32::from(addr.family), addr: addr.addr });
+fn subnet_of_v4(addr: [u8; 4]) -> Option<&'static SubnetInfo> {
+    let mut key_addr = [0u8; 16];
+    key_addr[..4].copy_from_slice(&addr);
+    let key = Key::new(SubnetKey::FAMILY_BITS + 32, SubnetKey { family: u32::from(AF_INET), addr: key_addr });
     SUBNETS.get(&key)
 }
 
 #[inline(always)]
-fn subnet_of_v4(addr: [u8; 4]) -> Option<&'static SubnetInfo> {
-    subnet_of(&IpAddress::v4(addr))
+fn subnet_of_v6(addr: [u8; 16]) -> Option<&'static SubnetInfo> {
+    let key = Key::new(SubnetKey::FAMILY_BITS + 128, SubnetKey { family: u32::from(AF_INET6), addr });
+    SUBNETS.get(&key)
 }
 
 /// Whether `addr` is the gateway of one of the networks.
@@ -49,16 +52,26 @@ pub fn gateway_of(addr: [u8; 4]) -> Option<[u8; 4]> {
 /// Whether `dst` is a container address of some network (not a gateway).
 #[inline(always)]
 pub fn in_container_subnet(dst: [u8; 4]) -> bool {
-    matches!(check(0, &IpAddress::v4(dst)), Verdict::OtherNetwork)
+    matches!(check_v4(0, dst), Verdict::OtherNetwork)
 }
 
 /// Docker's isolation: a container may not reach addresses of another network, except
-/// that network's gateway, which is a host address delivered locally. Either family:
-/// the trie key carries it.
+/// that network's gateway, which is a host address delivered locally.
 #[inline(always)]
-pub fn check(network: u32, dst: &IpAddress) -> Verdict {
-    match subnet_of(dst) {
-        Some(info) if info.network != network && info.gateway != *dst => Verdict::OtherNetwork,
+pub fn check_v4(network: u32, dst: [u8; 4]) -> Verdict {
+    verdict(network, subnet_of_v4(dst), |gateway| gateway.addr[..4] == dst)
+}
+
+/// As `check_v4`, for IPv6.
+#[inline(always)]
+pub fn check_v6(network: u32, dst: [u8; 16]) -> Verdict {
+    verdict(network, subnet_of_v6(dst), |gateway| gateway.addr == dst)
+}
+
+#[inline(always)]
+fn verdict(network: u32, owner: Option<&SubnetInfo>, is_dst: impl Fn(&IpAddress) -> bool) -> Verdict {
+    match owner {
+        Some(info) if info.network != network && !is_dst(&info.gateway) => Verdict::OtherNetwork,
         Some(_) => Verdict::Allow,
         None => Verdict::Outside,
     }

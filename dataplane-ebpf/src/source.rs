@@ -64,8 +64,8 @@ const UNSPECIFIED_V6: [u8; 16] = [0; 16];
 /// The source of an IPv6 packet from the container behind `iface`, and what its ICMPv6
 /// claims (`upper`: where its extension headers lead, `parse::ipv6_upper_layer`).
 /// - The source must be the container's own address, or link-local (fe80::/64), or
-///   unspecified (duplicate address detection); on a network without IPv6 the container
-///   has no address of its own, so only the last two.
+///   unspecified towards multicast (duplicate address detection); on a network without
+///   IPv6 the container has no address of its own, so only the last two.
 /// - Router advertisements and redirects are dropped: only the gateway routes, and one
 ///   container's advertisement would otherwise give its neighbours addresses and a
 ///   default route through it (SLAAC; Docker's CVE-2020-13401). So is what hides behind
@@ -81,7 +81,8 @@ pub fn check_ipv6(
 ) -> Result<(), Path> {
     let own = frame.src == iface.v6_addr && iface.v6_addr != UNSPECIFIED_V6;
     let link_local = frame.src[..8] == [0xfe, 0x80, 0, 0, 0, 0, 0, 0];
-    if !own && !link_local && frame.src != UNSPECIFIED_V6 {
+    let probe = frame.src == UNSPECIFIED_V6 && frame.dst[0] == 0xff;
+    if !own && !link_local && !probe {
         return Err(Path::DroppedSpoofedIpv6);
     }
     let offset = match *upper {

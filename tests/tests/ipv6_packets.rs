@@ -98,8 +98,9 @@ fn on_a_network_without_ipv6_only_link_local_sources_pass() {
     let mut fx = Fixture::new(0);
     fx.datapath.set_interface(LO, InterfaceConfig { v6_addr: [0; 16], ..red_interface(0) }).unwrap();
     assert_eq!(fx.run(&from_a(A6, B6)).0, TC_ACT_SHOT, "a container without IPv6 sent from a global address");
-    assert_eq!(fx.run(&from_a([0; 16], B6)).0, TC_ACT_OK, "the unspecified address is not a spoof");
-    assert_eq!(fx.count(Path::DroppedSpoofedIpv6), 1);
+    assert_eq!(fx.run(&from_a([0; 16], B6)).0, TC_ACT_SHOT, "unicast from the unspecified address left");
+    assert_eq!(fx.count(Path::DroppedSpoofedIpv6), 2);
+    assert_eq!(fx.run(&from_a([0; 16], ALL_NODES)).0, TC_ACT_OK, "duplicate address detection was refused");
     assert_eq!(fx.run(&from_a(LINK_LOCAL_A, ALL_NODES)).0, TC_ACT_OK);
 }
 

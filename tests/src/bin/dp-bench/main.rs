@@ -1278,6 +1278,7 @@ fn measure_setup_at_scale(
             name: Some(name),
             network: network.into(),
             ip: None,
+            ip6: None,
             hostname: None,
             mac: None,
             aliases: vec![],
