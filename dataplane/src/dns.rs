@@ -10,7 +10,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicUsize, Ordering},
@@ -21,7 +21,10 @@ use std::{
 use anyhow::{Context, Result};
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, ResponseCode},
-    rr::{Name, RData, Record, RecordType, rdata::A, rdata::PTR},
+    rr::{
+        Name, RData, Record, RecordType,
+        rdata::{A, AAAA, PTR},
+    },
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -59,10 +62,11 @@ pub const PORT: u16 = 53;
 /// The names one network's containers are known by there.
 #[derive(Debug, Default, PartialEq)]
 struct Zone {
-    /// Lower-case names without the final dot → addresses, in the order containers joined.
-    names: HashMap<String, Vec<Ipv4Addr>>,
-    /// Container address → `name.network.`
-    pointers: HashMap<Ipv4Addr, Name>,
+    /// Lower-case names without the final dot → addresses of both families, in the order
+    /// containers joined.
+    names: HashMap<String, Vec<IpAddr>>,
+    /// Container address (either family) → `name.network.`
+    pointers: HashMap<IpAddr, Name>,
     /// Whether other names go upstream (not from internal networks).
     forwards: bool,
 }
@@ -86,9 +90,17 @@ pub struct Directory {
 struct Entry {
     network: String,
     ip: Ipv4Addr,
+    /// Its IPv6 address, on a network with IPv6.
+    ip6: Option<Ipv6Addr>,
     /// Lower-case, each once.
     names: Vec<String>,
     pointer: bool,
+}
+
+impl Entry {
+    fn addresses(&self) -> impl Iterator<Item = IpAddr> + use<> {
+        std::iter::once(self.ip.into()).chain(self.ip6.map(Into::into))
+    }
 }
 
 impl Directory {
@@ -146,10 +158,13 @@ impl Directory {
     fn forget(&mut self, owner: &Owner) {
         for entry in self.entered.remove(owner).unwrap_or_default() {
             if let Some(zone) = self.zones.get_mut(&entry.network) {
+                let ips: Vec<IpAddr> = entry.addresses().collect();
                 for name in &entry.names {
                     if let Some(addresses) = zone.names.get_mut(name) {
-                        if let Some(at) = addresses.iter().position(|ip| *ip == entry.ip) {
-                            addresses.remove(at);
+                        for ip in &ips {
+                            if let Some(at) = addresses.iter().position(|a| a == ip) {
+                                addresses.remove(at);
+                            }
                         }
                         if addresses.is_empty() {
                             zone.names.remove(name);
@@ -157,7 +172,9 @@ impl Directory {
                     }
                 }
                 if entry.pointer {
-                    zone.pointers.remove(&entry.ip);
+                    for ip in &ips {
+                        zone.pointers.remove(ip);
+                    }
                 }
             }
             self.views.remove(&(entry.network, entry.ip));
@@ -188,7 +205,8 @@ impl Directory {
             let Some(net) = state.network_by_id(&att.network_id) else { continue };
             let Some(zone) = self.zones.get_mut(&net.id) else { continue };
             self.views.insert((net.id.clone(), att.ip), networks.clone());
-            let mut entry = Entry { network: net.id.clone(), ip: att.ip, names: vec![], pointer: false };
+            let mut entry =
+                Entry { network: net.id.clone(), ip: att.ip, ip6: att.ip6, names: vec![], pointer: false };
             let mut names: Vec<&str> = own_names.clone().unwrap_or_default();
             names.extend(att.aliases.iter().map(String::as_str));
             if let (false, Some(&first)) = (net.name == DEFAULT_NETWORK, names.first()) {
@@ -198,10 +216,12 @@ impl Directory {
                 entry.names.sort_unstable();
                 entry.names.dedup();
                 for name in &entry.names {
-                    zone.names.entry(name.clone()).or_default().push(att.ip);
+                    zone.names.entry(name.clone()).or_default().extend(entry.addresses());
                 }
                 if let Ok(pointer) = Name::from_ascii(format!("{qualified}.")) {
-                    zone.pointers.insert(att.ip, pointer);
+                    for ip in entry.addresses() {
+                        zone.pointers.insert(ip, pointer.clone());
+                    }
                     entry.pointer = true;
                 }
             }
@@ -292,26 +312,35 @@ fn resolve<'a>(zones: impl Iterator<Item = &'a Zone>, request: &Message, turn: u
     let mut response = response_to(request, ResponseCode::NoError);
     response.metadata.authoritative = true;
     if question.query_type() == RecordType::PTR {
-        let IpAddr::V4(address) = name.parse_arpa_name().ok().filter(|n| n.prefix_len() == 32)?.addr() else {
-            return None;
-        };
+        // in-addr.arpa for IPv4 (all 32 bits), ip6.arpa for IPv6 (all 32 nibbles).
+        let address = name.parse_arpa_name().ok().filter(|n| n.prefix_len() == n.max_prefix_len())?.addr();
         let pointer = zones.filter_map(|z| z.pointers.get(&address)).next()?;
         response.add_answer(Record::from_rdata(name.clone(), TTL, RData::PTR(PTR(pointer.clone()))));
         return Some(response);
     }
     let key = name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
-    let mut addresses: Vec<Ipv4Addr> = zones.filter_map(|z| z.names.get(&key)).flatten().copied().collect();
+    let addresses: Vec<IpAddr> = zones.filter_map(|z| z.names.get(&key)).flatten().copied().collect();
     if addresses.is_empty() {
         return None;
     }
-    // Other record types of a known name: it exists, with no such data (NODATA).
-    if matches!(question.query_type(), RecordType::A | RecordType::ANY) {
-        addresses.dedup();
-        let len = addresses.len();
-        addresses.rotate_left(turn % len);
-        for address in addresses {
-            response.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(address))));
-        }
+    // Other record types of a known name, and a family it has no address of: it exists,
+    // with no such data (NODATA), as Docker's resolver answers.
+    let kind = question.query_type();
+    let mut wanted: Vec<RData> = addresses
+        .into_iter()
+        .filter_map(|address| match address {
+            IpAddr::V4(ip) if matches!(kind, RecordType::A | RecordType::ANY) => Some(RData::A(A(ip))),
+            IpAddr::V6(ip) if matches!(kind, RecordType::AAAA | RecordType::ANY) => Some(RData::AAAA(AAAA(ip))),
+            _ => None,
+        })
+        .collect();
+    wanted.dedup();
+    if !wanted.is_empty() {
+        let len = wanted.len();
+        wanted.rotate_left(turn % len);
+    }
+    for data in wanted {
+        response.add_answer(Record::from_rdata(name.clone(), TTL, data));
     }
     Some(response)
 }
@@ -812,6 +841,39 @@ mod tests {
     }
 
     #[test]
+    fn dual_stack_names_answer_aaaa_and_ip6_arpa_and_names_without_ipv6_have_no_data() {
+        let mut dual = network("dual", 5, false);
+        dual.ipv6 =
+            Some(crate::ipam::AddressPlanV6::new("fd00:5::/64".parse().unwrap(), None, None).unwrap());
+        let (web, mut endpoints) = container("web6", &[(&dual, 2, &["api6"])]);
+        endpoints[0].ip6 = Some("fd00:5::2".parse().unwrap());
+        let only4 = container("only4", &[(&dual, 3, &[])]);
+        let state = state_of(&[&dual], vec![(web, endpoints), only4]);
+        let directory = Directory::from_state(&state);
+        let zones = || directory.zones_for(&dual.id, [10, 5, 0, 3].into());
+        let answers = |name: &str, kind| -> Vec<String> {
+            let response = resolve(zones(), &query(name, kind), 0).unwrap();
+            assert_eq!(response.metadata.response_code, ResponseCode::NoError, "{name} {kind}");
+            response.answers.iter().map(|r| r.data.to_string()).collect()
+        };
+        assert_eq!(answers("web6.", RecordType::AAAA), ["fd00:5::2"]);
+        assert_eq!(answers("api6.", RecordType::AAAA), ["fd00:5::2"], "aliases answer AAAA too");
+        assert_eq!(answers("web6.", RecordType::A), ["10.5.0.2"], "A answers IPv4 only");
+        assert_eq!(answers("only4.", RecordType::AAAA), Vec::<String>::new(), "no IPv6: NODATA");
+        let arpa = "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.5.0.0.0.0.0.d.f.ip6.arpa.";
+        assert_eq!(answers(arpa, RecordType::PTR), ["web6.dual."]);
+        assert!(resolve(zones(), &query(&arpa.replacen('2', "9", 1), RecordType::PTR), 0).is_none());
+        // Gone with its endpoint: both families.
+        let (mut state, mut directory) = (state, directory);
+        let web_id = state.containers[0].id.clone();
+        state.endpoints.retain(|e| e.owner.container_id() != Some(web_id.as_str()));
+        directory.refresh(&state, &Owner::Container { id: web_id });
+        let zones = || directory.zones_for(&dual.id, [10, 5, 0, 3].into());
+        assert!(resolve(zones(), &query("web6.", RecordType::AAAA), 0).is_none());
+        assert!(resolve(zones(), &query(arpa, RecordType::PTR), 0).is_none());
+    }
+
+    #[test]
     fn endpoints_of_other_owners_answer_by_the_names_they_were_attached_with() {
         let (mut state, [red, blue, ..]) = sample();
         // A runtime's pod (CNI) on red and blue, and one attached without names.
@@ -840,7 +902,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ptr.answers[0].data.to_string(), "web-0.red.");
-        assert!(!directory.zones[&red.id].pointers.contains_key(&Ipv4Addr::new(10, 1, 0, 8)));
+        assert!(!directory.zones[&red.id].pointers.contains_key(&IpAddr::from([10, 1, 0, 8])));
     }
 
     /// The directory with each name's addresses sorted: changes applied one by one list
