@@ -54,8 +54,11 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
     // lookup here, is left to the traffic that misses.
-    let endpoint =
-        if iface.may_hold_v4(frame.dst) { endpoint::lookup(iface.network, IpAddress::v4(frame.dst)) } else { None };
+    let endpoint = if iface.may_hold_v4(frame.dst) {
+        endpoint::lookup(iface.network, IpAddress::v4(frame.dst))
+    } else {
+        None
+    };
     let Some(dst) = endpoint else {
         if let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
             return verdict;
@@ -119,7 +122,9 @@ fn decide_v6(ctx: &TcContext, iface: &InterfaceConfig) -> (Path, i32) {
     }
     match policy::check_v6(iface.network, frame.dst) {
         Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
-        Verdict::Outside if iface.flags & InterfaceConfig::INTERNAL != 0 => (Path::DroppedInternal, TC_ACT_SHOT),
+        Verdict::Outside if iface.flags & InterfaceConfig::INTERNAL != 0 => {
+            (Path::DroppedInternal, TC_ACT_SHOT)
+        }
         Verdict::Allow | Verdict::Outside => (Path::SlowPathIp, TC_ACT_OK),
     }
 }

@@ -396,7 +396,8 @@ impl CreateArgs {
     /// does: one subnet of each family at most, a gateway or range beside its subnet.
     fn spec(self) -> Result<NetworkSpec> {
         let name = &self.name;
-        let (mut v4, mut v6) = (IpFamily::<Ipv4Net, Ipv4Addr>::default(), IpFamily::<Ipv6Net, Ipv6Addr>::default());
+        let (mut v4, mut v6) =
+            (IpFamily::<Ipv4Net, Ipv4Addr>::default(), IpFamily::<Ipv6Net, Ipv6Addr>::default());
         for subnet in self.subnet {
             match subnet {
                 IpNet::V4(net) => v4.set_subnet(net, name)?,
@@ -428,7 +429,11 @@ impl CreateArgs {
             gateway: v4.gateway,
             ip_range: v4.range,
             ipv4: self.ipv4,
-            ipv6: self.ipv6.then_some(Ipv6Spec { subnet: v6.subnet, gateway: v6.gateway, ip_range: v6.range }),
+            ipv6: self.ipv6.then_some(Ipv6Spec {
+                subnet: v6.subnet,
+                gateway: v6.gateway,
+                ip_range: v6.range,
+            }),
             internal: self.internal,
             options: self.opt.into_iter().collect::<BTreeMap<_, _>>(),
             labels: self.label.into_iter().collect(),
@@ -452,7 +457,9 @@ impl<N, A> Default for IpFamily<N, A> {
 impl<N: std::fmt::Display, A: std::fmt::Display> IpFamily<N, A> {
     fn set_subnet(&mut self, subnet: N, network: &str) -> Result<()> {
         if let Some(first) = self.subnet.replace(subnet) {
-            bail!("network {network}: --subnet {first} and another of its family; a network takes one IPv4 and one IPv6 subnet");
+            bail!(
+                "network {network}: --subnet {first} and another of its family; a network takes one IPv4 and one IPv6 subnet"
+            );
         }
         Ok(())
     }
@@ -1084,7 +1091,9 @@ mod tests {
 
     fn create(args: &[&str]) -> Result<NetworkSpec> {
         let cli = Cli::try_parse_from(["dataplane", "network", "create"].iter().chain(args)).unwrap();
-        let Command::Network(NetworkCommand::Create(args)) = cli.command else { panic!("not network create") };
+        let Command::Network(NetworkCommand::Create(args)) = cli.command else {
+            panic!("not network create")
+        };
         args.spec()
     }
 
@@ -1120,9 +1129,15 @@ mod tests {
         assert!(!create(&["--ipv6", "--ipv4=false", "n"]).unwrap().ipv4);
         let err = |args: &[&str]| format!("{:#}", create(args).unwrap_err());
         assert!(err(&["--subnet", "fd00:1::/64", "n"]).contains("needs --ipv6"));
-        assert!(err(&["--ipv6", "--subnet", "fd00:1::/64", "--subnet", "fd00:2::/64", "n"]).contains("one IPv4 and one IPv6"));
+        assert!(
+            err(&["--ipv6", "--subnet", "fd00:1::/64", "--subnet", "fd00:2::/64", "n"])
+                .contains("one IPv4 and one IPv6")
+        );
         assert!(err(&["--ipv6", "--gateway", "fd00:1::1", "n"]).contains("needs a --subnet of its family"));
-        assert!(err(&["--subnet", "10.1.0.0/24", "--gateway", "fd00:1::1", "--ipv6", "n"]).contains("of its family"));
+        assert!(
+            err(&["--subnet", "10.1.0.0/24", "--gateway", "fd00:1::1", "--ipv6", "n"])
+                .contains("of its family")
+        );
     }
 
     #[test]
@@ -1196,8 +1211,7 @@ mod tests {
     fn malformed_flags_are_refused_with_the_reason() {
         let err = |args: &[&str]| Cli::try_parse_from(args).err().expect("should fail").to_string();
         assert!(
-            err(&["dataplane", "network", "create", "--subnet", "10.1.0/24", "n"])
-                .contains("not a CIDR")
+            err(&["dataplane", "network", "create", "--subnet", "10.1.0/24", "n"]).contains("not a CIDR")
         );
         assert!(err(&["dataplane", "network", "create", "-o", "icc", "n"]).contains("KEY=VALUE"));
         assert!(err(&["dataplane", "network", "create", "--gateway", "10.1", "n"]).contains("--gateway"));

@@ -330,7 +330,9 @@ fn resolve<'a>(zones: impl Iterator<Item = &'a Zone>, request: &Message, turn: u
         .into_iter()
         .filter_map(|address| match address {
             IpAddr::V4(ip) if matches!(kind, RecordType::A | RecordType::ANY) => Some(RData::A(A(ip))),
-            IpAddr::V6(ip) if matches!(kind, RecordType::AAAA | RecordType::ANY) => Some(RData::AAAA(AAAA(ip))),
+            IpAddr::V6(ip) if matches!(kind, RecordType::AAAA | RecordType::ANY) => {
+                Some(RData::AAAA(AAAA(ip)))
+            }
             _ => None,
         })
         .collect();

@@ -40,7 +40,9 @@ pub enum IpamError {
     Exhausted6 { range: Ipv6Net },
     #[error("address {ip} is outside subnet {subnet}; pick an --ip6 inside it")]
     OutsideSubnet6 { ip: Ipv6Addr, subnet: Ipv6Net },
-    #[error("address {ip} is reserved in {subnet} (subnet-router anycast or gateway address); pick another --ip6")]
+    #[error(
+        "address {ip} is reserved in {subnet} (subnet-router anycast or gateway address); pick another --ip6"
+    )]
     Reserved6 { ip: Ipv6Addr, subnet: Ipv6Net },
     #[error("address {ip} is already in use; pick another --ip6 or let one be assigned")]
     InUse6 { ip: Ipv6Addr },
@@ -204,7 +206,11 @@ pub struct AddressPlanV6 {
 impl AddressPlanV6 {
     /// Checks a user's IPv6 --subnet/--gateway/--ip-range; the gateway defaults to `::1`
     /// of the subnet, as Docker's.
-    pub fn new(subnet: Ipv6Net, gateway: Option<Ipv6Addr>, range: Option<Ipv6Net>) -> Result<Self, IpamError> {
+    pub fn new(
+        subnet: Ipv6Net,
+        gateway: Option<Ipv6Addr>,
+        range: Option<Ipv6Net>,
+    ) -> Result<Self, IpamError> {
         if subnet.trunc() != subnet {
             return Err(IpamError::HostBitsSet6 { subnet });
         }
@@ -260,7 +266,9 @@ impl AddressPlanV6 {
 pub fn ula_pool(host_id: &str) -> Ipv6Net {
     // FNV-1a, 64 bits: a fixed, documented function, so the pool never changes with the
     // toolchain (std's hashers make no such promise).
-    let hash = host_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = host_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let id = hash.to_be_bytes();
     let mut octets = [0u8; 16];
     octets[0] = 0xfd;

@@ -24,9 +24,9 @@ use aya::{
     },
 };
 use dataplane_common::{
-    Backend, Counter, DnatEntry, Endpoint, EndpointKey, FirewallKey, FirewallVerdict, FlowKey,
-    HostConfig, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey,
-    RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, ct_event, map_names, program_names,
+    Backend, Counter, DnatEntry, Endpoint, EndpointKey, FirewallKey, FirewallVerdict, FlowKey, HostConfig,
+    IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey, RevSnatEntry, SnatEntry,
+    SubnetInfo, SubnetKey, ct_event, map_names, program_names,
 };
 use ipnet::{IpNet, Ipv4Net};
 
@@ -99,7 +99,10 @@ pub fn endpoint_key(network: u32, ip: IpAddr) -> EndpointKey {
 
 fn subnet_key(subnet: IpNet) -> Key<SubnetKey> {
     let IpAddress { family, addr, .. } = ip_address(subnet.network());
-    Key::new(SubnetKey::FAMILY_BITS + u32::from(subnet.prefix_len()), SubnetKey { family: u32::from(family), addr })
+    Key::new(
+        SubnetKey::FAMILY_BITS + u32::from(subnet.prefix_len()),
+        SubnetKey { family: u32::from(family), addr },
+    )
 }
 
 /// What the programs expect of a map they pin.

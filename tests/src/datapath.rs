@@ -335,7 +335,13 @@ pub fn ipv6_udp(macs: ([u8; 6], [u8; 6])) -> Vec<u8> {
 /// An Ethernet + IPv6 frame between two MACs (source, destination) and two addresses,
 /// whose payload `next_header` and `payload` give as they are (no checksum computed: the
 /// programs do not read it).
-pub fn ipv6_frame(macs: ([u8; 6], [u8; 6]), src: [u8; 16], dst: [u8; 16], next_header: u8, payload: &[u8]) -> Vec<u8> {
+pub fn ipv6_frame(
+    macs: ([u8; 6], [u8; 6]),
+    src: [u8; 16],
+    dst: [u8; 16],
+    next_header: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut frame = macs.1.to_vec();
     frame.extend(macs.0);
     frame.extend([0x86, 0xdd, 0x60, 0, 0, 0]);
@@ -350,7 +356,11 @@ pub fn ipv6_frame(macs: ([u8; 6], [u8; 6]), src: [u8; 16], dst: [u8; 16], next_h
 /// An Ethernet + IPv6 + UDP frame between two MACs and two addresses.
 pub fn udp6_between_macs(macs: ([u8; 6], [u8; 6]), src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
     let mut frame = vec![];
-    PacketBuilder::ethernet2(macs.0, macs.1).ipv6(src, dst, 64).udp(4000, 53).write(&mut frame, b"hello").unwrap();
+    PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv6(src, dst, 64)
+        .udp(4000, 53)
+        .write(&mut frame, b"hello")
+        .unwrap();
     frame
 }
 

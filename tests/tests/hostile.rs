@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use dataplane_common::{Backend, InterfaceConfig, IpAddress, Path, PublishKey, program_names};
 use dataplane_tests::{
     datapath::{
-        A_MAC, ARP_REQUEST, B_MAC, Fixture, GATEWAY_MAC, LO, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-        UPLINK_ADDR, UPLINK_MAC, XDP_DROP, XDP_PASS, arp, b_interface, icmp_echo, ipv6_udp, tcp_segment,
-        udp_between_macs,
+        A_MAC, A6, ARP_REQUEST, B_MAC, B6, Fixture, GATEWAY_MAC, LO, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        UPLINK_ADDR, UPLINK_MAC, XDP_DROP, XDP_PASS, arp, b_interface, icmp_echo, ipv6_frame, ipv6_udp,
+        neighbour_advertisement, tcp_segment, udp_between_macs, udp6_between_macs, v6,
     },
     hostile::{self, Exact, Generator, Hook, IPPROTO_TCP, IPPROTO_UDP, Prober, Shape, Template},
 };
@@ -162,6 +162,14 @@ fn container_templates() -> Vec<Template> {
         template("dhcp discover", udp_from(([0; 4], 68), ([255; 4], 67), A_MAC)),
         template("arp request", arp(A_MAC, ARP_REQUEST, (A_MAC, CONTAINER), NEIGHBOUR)),
         template("ipv6 udp", ipv6_udp((A_MAC, GATEWAY_MAC))),
+        template("ipv6 udp to a peer", udp6_between_macs((A_MAC, B_MAC), A6, B6)),
+        template("ipv6 udp to another network", udp6_between_macs((A_MAC, B_MAC), A6, v6(2, 2))),
+        template("ipv6 neighbour advertisement", neighbour_advertisement(A_MAC, A6, A6)),
+        template("ipv6 udp behind a hop-by-hop header", {
+            let mut behind = vec![17, 0, 1, 4, 0, 0, 0, 0];
+            behind.extend([0x0f, 0xa0, 0, 53, 0, 9, 0, 0, b'x']);
+            ipv6_frame((A_MAC, B_MAC), A6, B6, 0, &behind)
+        }),
     ]
 }
 
@@ -216,14 +224,15 @@ fn uplink_templates(ports: &NatPorts) -> Vec<Template> {
 }
 
 /// What `from_container` owes frames whose shape decides it: A's MAC or a drop; what is
-/// not IPv4 or cannot be read as IPv4 to the kernel; A's address (or 0.0.0.0 to many) or a
-/// drop.
+/// not IP or cannot be read as IP to the kernel; A's address (or 0.0.0.0 to many; for
+/// IPv6 also link-local, or :: to multicast) or a drop.
 fn from_container_owes(frame: &[u8], shape: &Shape) -> Exact {
     if frame.len() >= 12 && frame[6..12] != A_MAC {
         return Some((TC_ACT_SHOT, Some(Path::DroppedSpoofedMac)));
     }
     match shape {
         Shape::Other { ethertype: hostile::ETH_P_ARP } => None,
+        Shape::Other { ethertype: ETH_P_IPV6 } => ipv6_owes(frame),
         Shape::Other { .. } => Some((TC_ACT_OK, Some(Path::SlowPathOther))),
         Shape::UnreadableIpv4 => Some((TC_ACT_OK, Some(Path::SlowPathMalformed))),
         Shape::Ipv4(ip) => {
@@ -233,6 +242,19 @@ fn from_container_owes(frame: &[u8], shape: &Shape) -> Exact {
         }
         Shape::Runt => None,
     }
+}
+
+const ETH_P_IPV6: u16 = 0x86dd;
+
+/// What `from_container` owes an IPv6 frame by its fixed header alone.
+fn ipv6_owes(frame: &[u8]) -> Exact {
+    let ip = &frame[14..];
+    if ip.len() < 40 || ip[0] >> 4 != 6 {
+        return Some((TC_ACT_OK, Some(Path::SlowPathMalformed)));
+    }
+    let (src, dst) = (&ip[8..24], &ip[24..40]);
+    let own = src == A6 || src[..8] == [0xfe, 0x80, 0, 0, 0, 0, 0, 0] || (src == [0; 16] && dst[0] == 0xff);
+    (!own).then_some((TC_ACT_SHOT, Some(Path::DroppedSpoofedIpv6)))
 }
 
 /// What the uplink's programs owe frames whose shape decides it: the host gets what is
@@ -343,6 +365,9 @@ fn from_container_keeps_its_invariants_for_hostile_frames() {
             Path::SlowPathIp,
             Path::SlowPathOther,
             Path::SlowPathMalformed,
+            Path::DroppedSpoofedIpv6,
+            Path::DroppedSpoofedNeighbour,
+            Path::SlowPathIpv6Headers,
         ],
     );
 }

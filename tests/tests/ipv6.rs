@@ -31,28 +31,65 @@ fn exec_ok(host: &Host, container: &str, script: &str) -> String {
 #[test]
 fn a_dual_stack_network_carries_ipv6_and_ipv4_between_its_containers() {
     let mut host = Host::start();
-    host.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.97.0.0/24", "--subnet", "fd00:97::/64", "dual"]);
+    host.dp_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.97.0.0/24",
+        "--subnet",
+        "fd00:97::/64",
+        "dual",
+    ]);
     let net = &host.dp_json(&["network", "inspect", "dual"])[0];
     assert_eq!((net["EnableIPv4"].as_bool(), net["EnableIPv6"].as_bool()), (Some(true), Some(true)));
     let configs = net["IPAM"]["Config"].as_array().unwrap();
     assert_eq!(configs.len(), 2, "one IPAM config per family: {configs:?}");
-    assert_eq!((configs[0]["Subnet"].as_str(), configs[0]["Gateway"].as_str()), (Some("10.97.0.0/24"), Some("10.97.0.1")));
-    assert_eq!((configs[1]["Subnet"].as_str(), configs[1]["Gateway"].as_str()), (Some("fd00:97::/64"), Some("fd00:97::1")));
+    assert_eq!(
+        (configs[0]["Subnet"].as_str(), configs[0]["Gateway"].as_str()),
+        (Some("10.97.0.0/24"), Some("10.97.0.1"))
+    );
+    assert_eq!(
+        (configs[1]["Subnet"].as_str(), configs[1]["Gateway"].as_str()),
+        (Some("fd00:97::/64"), Some("fd00:97::1"))
+    );
 
     host.run_sleeper("a", &["--network", "dual"]);
     host.run_sleeper("b", &["--network", "dual"]);
-    host.dp_ok(&["run", "-d", "--name", "web", "--network", "dual", "--", "python3", "-m", "http.server", "80", "--bind", "::"]);
+    host.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "dual",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "80",
+        "--bind",
+        "::",
+    ]);
     let a = endpoint_of(&host, "a");
     assert_eq!(a["GlobalIPv6Address"], "fd00:97::2", "addresses follow the gateway, as IPv4's: {a}");
-    assert_eq!((a["GlobalIPv6PrefixLen"].as_u64(), a["IPv6Gateway"].as_str()), (Some(64), Some("fd00:97::1")));
+    assert_eq!(
+        (a["GlobalIPv6PrefixLen"].as_u64(), a["IPv6Gateway"].as_str()),
+        (Some(64), Some("fd00:97::1"))
+    );
     assert_eq!(ipv6_of(&host, "b"), "fd00:97::3");
     assert_eq!(ipv6_of(&host, "web"), "fd00:97::4");
     let listed = &host.dp_json(&["network", "inspect", "dual"])[0]["Containers"];
-    let shown: Vec<_> = listed.as_object().unwrap().values().map(|c| c["IPv6Address"].as_str().unwrap()).collect();
+    let shown: Vec<_> =
+        listed.as_object().unwrap().values().map(|c| c["IPv6Address"].as_str().unwrap()).collect();
     assert!(shown.contains(&"fd00:97::2/64"), "network inspect lists the IPv6 addresses: {shown:?}");
 
     // Inside: the address, the default route via the gateway, ::1 on lo.
-    let inside = exec_ok(&host, "a", "ip -6 -o addr show dev eth0; ip -6 route show default; ip -6 -o addr show dev lo");
+    let inside = exec_ok(
+        &host,
+        "a",
+        "ip -6 -o addr show dev eth0; ip -6 route show default; ip -6 -o addr show dev lo",
+    );
     assert!(inside.contains("fd00:97::2/64"), "{inside}");
     assert!(inside.contains("default via fd00:97::1 dev eth0"), "{inside}");
     assert!(inside.contains("::1/128"), "{inside}");
@@ -95,7 +132,11 @@ fn ipv6_networks_take_ula_subnets_are_isolated_and_refuse_bad_plans_with_the_fix
     let (blue, green) = (subnet6("blue"), subnet6("green"));
     assert!(blue.starts_with("fd") && blue.ends_with("::/64"), "a /64 of the host's ULA pool: {blue}");
     assert_ne!(blue, green, "two networks got the same /64");
-    assert_eq!(blue.split(':').take(3).collect::<Vec<_>>(), green.split(':').take(3).collect::<Vec<_>>(), "one /48 per host");
+    assert_eq!(
+        blue.split(':').take(3).collect::<Vec<_>>(),
+        green.split(':').take(3).collect::<Vec<_>>(),
+        "one /48 per host"
+    );
 
     let prefix = blue.trim_end_matches("/64");
     let fixed = format!("{prefix}42");
@@ -116,7 +157,10 @@ fn ipv6_networks_take_ula_subnets_are_isolated_and_refuse_bad_plans_with_the_fix
 
     let refused = |args: &[&str]| host.dp_err(&[&["network", "create"][..], args].concat());
     let overlap = refused(&["--ipv6", "--subnet", &blue, "again"]);
-    assert!(overlap.contains("overlaps network \"blue\"") && overlap.contains("choose another --subnet"), "{overlap}");
+    assert!(
+        overlap.contains("overlaps network \"blue\"") && overlap.contains("choose another --subnet"),
+        "{overlap}"
+    );
     let small = refused(&["--ipv6", "--subnet", "fd00:98::/121", "small"]);
     assert!(small.contains("/120 or shorter"), "{small}");
     let large = refused(&["--ipv6", "--subnet", "fd00::/47", "large"]);

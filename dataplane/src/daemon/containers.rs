@@ -513,7 +513,12 @@ impl Core {
             .find(|n| !container.networks.iter().any(|a| &a.ifname == n))
             .expect("some ethN is free");
         let endpoint = self
-            .attach(EndpointSpec { ip, ip6, aliases: aliases.clone(), ..own_endpoint(&container, &net, ifname) })
+            .attach(EndpointSpec {
+                ip,
+                ip6,
+                aliases: aliases.clone(),
+                ..own_endpoint(&container, &net, ifname)
+            })
             .await
             .map_err(|e| e.context(format!("connecting {} to {}", container.name, net.name)))?;
         container.networks.push(Attachment {

@@ -78,7 +78,9 @@ impl Core {
                         Some(ip6) => plan.claim(ip6, &used),
                         None => plan.allocate(&used),
                     }
-                    .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name)))?,
+                    .map_err(|e| {
+                        DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name))
+                    })?,
                 )
             }
         };

@@ -152,7 +152,8 @@ impl Core {
     /// (the host's IPv6 routes are not ours to check yet: nothing here routes IPv6 out),
     /// or the next free /64 of the host's ULA pool.
     fn plan_ipv6(&self, name: &str, wanted: &Ipv6Spec) -> Result<AddressPlanV6> {
-        let taken: Vec<Ipv6Net> = self.state.networks.iter().filter_map(|n| n.ipv6.map(|v6| v6.subnet)).collect();
+        let taken: Vec<Ipv6Net> =
+            self.state.networks.iter().filter_map(|n| n.ipv6.map(|v6| v6.subnet)).collect();
         let subnet = match wanted.subnet {
             Some(subnet) => {
                 if let Some(other) = self
@@ -171,7 +172,8 @@ impl Core {
             }
             None => ipam::pick_subnet6(self.ula_pool, &taken).map_err(|e| anyhow!("network {name}: {e}"))?,
         };
-        AddressPlanV6::new(subnet, wanted.gateway, wanted.ip_range).map_err(|e| anyhow!("network {name}: {e}"))
+        AddressPlanV6::new(subnet, wanted.gateway, wanted.ip_range)
+            .map_err(|e| anyhow!("network {name}: {e}"))
     }
 
     pub(super) async fn remove_network(&mut self, name: &str) -> Result<()> {
