@@ -62,8 +62,6 @@ pub enum Frame {
     Malformed,
 }
 
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_HOP_BY_HOP: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
@@ -71,7 +69,7 @@ const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DESTINATION_OPTIONS: u8 = 60;
 /// Extension headers read to find the upper layer: a legitimate packet has at most a
 /// hop-by-hop, a destination options, a routing and a fragment header before it.
-pub const EXTENSION_HEADERS_READ: usize = 4;
+const EXTENSION_HEADERS_READ: usize = 4;
 
 /// Where the extension headers of an IPv6 packet lead.
 pub enum UpperLayer {
