@@ -150,7 +150,10 @@ fn bad_input_is_refused_and_changes_nothing() {
     let networks_before = host.dp_ok(&["network", "ls"]);
     let links_before = host.links();
     let cases: &[(&[&str], &str)] = &[
-        (&["network", "create", "--subnet", "10.61.0.300/24", "x"], "not an IPv4 CIDR"),
+        (
+            &["network", "create", "--subnet", "10.61.0.300/24", "x"],
+            "is not a CIDR like 10.10.0.0/24 or fd00:1::/64",
+        ),
         (&["network", "create", "--subnet", "10.63.0.0/24", "--gateway", "10.64.0.1", "x"], "outside subnet"),
         (&["network", "create", "--subnet", "10.61.0.0/25", "x"], "overlaps network \"red\""),
         (&["network", "create", "--subnet", "10.62.0.0/16", "x"], "overlaps the host route"),
