@@ -248,15 +248,7 @@ enum Answer {
 
 /// Sends one request and returns the daemon's answer, or its error as ours.
 pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| {
-        DaemonError::new(
-            ErrorKind::Unreachable,
-            format!(
-                "cannot reach the daemon at {}: {e}; start it with `dataplane daemon` or point --socket/DATAPLANE_SOCKET at it",
-                socket.display()
-            ),
-        )
-    })?;
+    let mut stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, &e))?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream.write_all(&line)?;
@@ -272,6 +264,28 @@ pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> 
     match serde_json::from_str(&answer).context("malformed answer from the daemon")? {
         Answer::Ok(value) => serde_json::from_value(value).context("unexpected answer from the daemon"),
         Answer::Error { message, kind } => Err(DaemonError::new(kind, message).into()),
+    }
+}
+
+/// Why the daemon's socket could not be reached, and what to do: a socket that is there
+/// but not ours to open is no absence (`Failed`), the daemon is running.
+fn connect_error(socket: &Path, e: &std::io::Error) -> DaemonError {
+    let path = socket.display();
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => DaemonError::new(
+            ErrorKind::Failed,
+            format!(
+                "permission denied on {path}: the daemon's socket is root's alone (it runs \
+                 containers' commands as root); run this as root, e.g. `sudo dataplane ...`"
+            ),
+        ),
+        _ => DaemonError::new(
+            ErrorKind::Unreachable,
+            format!(
+                "cannot reach the daemon at {path}: {e}; start it with `dataplane daemon` (or \
+                 `systemctl start dataplane`) or point --socket/DATAPLANE_SOCKET at it"
+            ),
+        ),
     }
 }
 

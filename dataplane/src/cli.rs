@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, os::fd::AsFd, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use ipnet::Ipv4Net;
 use serde_json::Value;
 
@@ -21,7 +21,15 @@ use crate::{
 };
 
 #[derive(Parser)]
-#[command(name = "dataplane", version, about = "Container networking with an eBPF fast path")]
+#[command(
+    name = "dataplane",
+    version,
+    about = "Container networking with an eBPF fast path",
+    after_help = "Every command but `daemon`, `completion` and `version` asks the daemon over its socket, \
+                  which is root's alone: run them as root.\n\
+                  Logging: RUST_LOG sets the filter in env_logger's syntax (`RUST_LOG=debug`, \
+                  `RUST_LOG=dataplane::daemon=debug`); the daemon's --log-level overrides it."
+)]
 pub struct Cli {
     /// The daemon's control socket.
     #[arg(long, global = true, env = "DATAPLANE_SOCKET", default_value = api::DEFAULT_SOCKET)]
@@ -111,12 +119,26 @@ enum Command {
         #[arg(value_name = "PORT[/PROTO]")]
         port: Option<ContainerPort>,
     },
-    /// Masqueraded connections tracked by the datapath.
+    /// Flows tracked by the datapath: masqueraded ones (containers to the outside) and
+    /// published ones (the outside to published ports).
     #[command(subcommand)]
     Conntrack(ConntrackCommand),
     /// Allow or deny traffic from outside to published ports (netfilter never sees it).
     #[command(subcommand)]
     Firewall(FirewallCommand),
+    /// Print a completion script for a shell, e.g.
+    /// `dataplane completion bash > /usr/share/bash-completion/completions/dataplane`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (dataplane.1, dataplane-run.1, ...) into DIR (`cargo xtask
+    /// install` does, from the release build).
+    #[command(hide = true)]
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// A command's environment and working directory, for `run` and `exec` (Docker's flags).
@@ -233,7 +255,8 @@ struct FirewallAddArgs {
 
 #[derive(Subcommand)]
 enum ConntrackCommand {
-    /// List tracked flows.
+    /// List tracked flows, masqueraded and published (KIND tells them apart), with their
+    /// translation, state, age and time left.
     #[command(alias = "list")]
     Ls,
     /// Forget every tracked flow (established connections through NAT break).
@@ -242,54 +265,22 @@ enum ConntrackCommand {
 
 #[derive(Args)]
 struct DaemonArgs {
-    /// Where networks, containers and addresses are persisted.
-    #[arg(long, env = "DATAPLANE_STATE_DIR", default_value = "/var/lib/dataplane")]
-    state_dir: PathBuf,
-    /// bpffs directory for pinned programs and maps (mounted if it is not a bpffs yet).
-    #[arg(long, env = "DATAPLANE_BPFFS", default_value = "/run/dataplane/bpffs")]
-    bpffs: PathBuf,
-    /// Where container network namespaces are pinned.
-    #[arg(long, env = "DATAPLANE_NETNS_DIR", default_value = "/run/netns")]
-    netns_dir: PathBuf,
-    /// Interface masqueraded traffic leaves by (default: the one holding the default route).
-    #[arg(long, env = "DATAPLANE_UPLINK")]
-    uplink: Option<String>,
-    /// Source ports for masquerading, FIRST-LAST (default: above the host's ip_local_port_range).
-    #[arg(long, env = "DATAPLANE_NAT_PORT_RANGE", value_parser = crate::nat::parse_port_range)]
-    nat_port_range: Option<(u16, u16)>,
-    /// cgroup (v2) whose processes reach published ports on the host's addresses and
-    /// 127.0.0.1 (default: the cgroup2 root; only this namespace's sockets are affected).
-    #[arg(long, env = "DATAPLANE_CGROUP")]
-    cgroup: Option<PathBuf>,
-    /// Upstream DNS server for names the embedded resolver does not know; repeat for
-    /// more (default: the nameservers of the host's /etc/resolv.conf).
-    #[arg(long, env = "DATAPLANE_DNS", value_delimiter = ',')]
-    dns: Vec<std::net::IpAddr>,
-    /// Entries of each conntrack table (masquerade, published); the least recently used
-    /// flows are evicted when one is full (`dataplane stats` counts them).
-    #[arg(long, env = "DATAPLANE_CONNTRACK_MAX", value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
-    conntrack_max: Option<u32>,
-    /// XDP on the uplink for published ports: `auto` uses it where the driver has native
-    /// XDP, except on a veth uplink (where it measured slower than tc); `on` forces it on
-    /// any uplink with native XDP; `off` serves them from tc alone.
-    #[arg(long, env = "DATAPLANE_XDP", value_enum, default_value_t = crate::nat::UplinkXdp::Auto)]
-    xdp: crate::nat::UplinkXdp,
-    /// Serve Docker's network plugin API on this socket (alone: where Docker finds the
-    /// plugin `dataplane`), so that `docker network create -d dataplane` makes our networks.
-    #[arg(
-        long,
-        env = "DATAPLANE_DOCKER_PLUGIN",
-        value_name = "PATH",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = crate::docker::DEFAULT_PLUGIN_SOCKET
-    )]
-    docker_plugin: Option<PathBuf>,
-    /// Seconds after start until Docker's endpoints found half-made then (created and
-    /// never joined, or never taken into a sandbox: Docker gave up on them while the
-    /// daemon was away) are removed.
-    #[arg(long, env = "DATAPLANE_DOCKER_STALE_AFTER", value_name = "SECONDS", default_value_t = 60)]
-    docker_stale_after: u64,
+    /// The config file: TOML whose keys are the flags below without `--`, e.g.
+    /// `state-dir = "/srv/dataplane"`, `dns = ["192.0.2.53"]`, `xdp = "off"`; a flag (or its
+    /// environment variable) overrides it [default: /etc/dataplane/daemon.toml, when it exists].
+    #[arg(long, env = "DATAPLANE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Instead of serving: remove every trace a daemon with these settings left on the
+    /// host (tc filters, XDP link, pins and bpffs mount, bridges, veths, container
+    /// namespaces and their processes, mounts, sockets), then exit. The state stays for
+    /// the next start unless --purge; refused while a daemon holds the state dir.
+    #[arg(long)]
+    cleanup: bool,
+    /// With --cleanup: remove the state dir too (networks, containers, logs, firewall).
+    #[arg(long, requires = "cleanup")]
+    purge: bool,
+    #[command(flatten)]
+    settings: daemon::Settings,
 }
 
 #[derive(Subcommand)]
@@ -340,7 +331,9 @@ fn cidr(s: &str) -> Result<Ipv4Net, String> {
 
 #[derive(Args)]
 struct CreateArgs {
-    /// Network driver.
+    /// Network driver: `bridge` (a kernel bridge for the slow path, with forwarding,
+    /// NAT and published ports in eBPF) or `macvlan` (interfaces on the segment of
+    /// -o parent=IFACE, switched by the kernel, without NAT; needs --subnet).
     #[arg(short, long, default_value = "bridge")]
     driver: String,
     /// Subnet in CIDR form; picked from the default pools when absent.
@@ -355,28 +348,39 @@ struct CreateArgs {
     /// Keep the network off the outside world.
     #[arg(long)]
     internal: bool,
-    /// Driver options: icc=false, mtu=N.
-    #[arg(short, long = "opt", value_parser = key_value)]
+    /// Driver option KEY=VALUE; repeat for more. bridge: icc=false (its containers cannot
+    /// reach each other, only the gateway and the outside), mtu=N (68-65535; Docker's
+    /// com.docker.network.bridge.enable_icc and com.docker.network.driver.mtu too);
+    /// macvlan: parent=IFACE (required).
+    #[arg(short, long = "opt", value_name = "KEY=VALUE", value_parser = key_value)]
     opt: Vec<(String, String)>,
-    /// Metadata labels.
-    #[arg(long, value_parser = key_value)]
+    /// Metadata label KEY=VALUE, shown by `network inspect`; repeat for more.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
     label: Vec<(String, String)>,
+    /// The network's name: letters, digits, `_`, `.`, `-`.
     name: String,
 }
 
 #[derive(Args)]
 struct RunArgs {
+    /// The container's name, which other commands take as well as its ID, and its name
+    /// in the network's DNS (default: none; the ID's first 12 digits stand for it).
     #[arg(long)]
     name: Option<String>,
     /// A network, or a mode: host, none, container:NAME.
     #[arg(long, default_value = DEFAULT_NETWORK)]
     network: String,
-    /// Fixed IPv4 address on the network.
+    /// Fixed IPv4 address on the network, kept across stop and start (default: the
+    /// network's next free address).
     #[arg(long)]
     ip: Option<Ipv4Addr>,
+    /// The container's hostname, in its UTS namespace and /etc/hosts (default: the first 12
+    /// digits of its ID).
     #[arg(long)]
     hostname: Option<String>,
-    #[arg(long)]
+    /// MAC address of its interface on the network, e.g. 02:42:0a:0a:00:05 (default: 02:42
+    /// then the IPv4 address, as Docker's); kept across stop and start.
+    #[arg(long, value_name = "MAC")]
     mac_address: Option<MacAddr>,
     /// Another name for the container on its network (user-defined networks only).
     #[arg(long = "network-alias", visible_alias = "net-alias")]
@@ -448,25 +452,21 @@ impl Command {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if !matches!(cli.command, Command::Daemon(_)) {
+        daemon::init_logging(None);
+    }
     let socket = cli.socket;
     let call = |request: Request| -> Result<Value> { api::call(&socket, &request) };
     match cli.command {
         Command::Daemon(args) => {
-            let config = daemon::Config {
-                state_dir: args.state_dir,
-                bpffs: args.bpffs,
-                socket: socket.clone(),
-                netns_dir: args.netns_dir,
-                uplink: args.uplink,
-                nat_port_range: args.nat_port_range,
-                cgroup: args.cgroup,
-                dns: args.dns,
-                conntrack_max: args.conntrack_max,
-                xdp: args.xdp,
-                docker_plugin: args.docker_plugin,
-                docker_stale_after: std::time::Duration::from_secs(args.docker_stale_after),
-            };
-            tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
+            let settings = args.settings.over(daemon::Settings::from_file(args.config.as_deref())?);
+            daemon::init_logging(settings.log_level);
+            let config = settings.into_config(socket.clone());
+            let runtime = tokio::runtime::Runtime::new()?;
+            match args.cleanup {
+                true => runtime.block_on(daemon::cleanup(&config, args.purge))?,
+                false => runtime.block_on(daemon::run(config))?,
+            }
         }
         Command::Network(NetworkCommand::Create(args)) => {
             let spec = NetworkSpec {
@@ -644,12 +644,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .context("reading the kernel's release from /proc/sys/kernel/osrelease")?;
             let daemon = match call(Request::Version) {
-                Ok(answer) => Ok(answer["Version"].as_str().unwrap_or("unknown").to_string()),
+                Ok(answer) => Ok(answer),
                 // Its reason too: a socket that is there but not ours to open is no absence.
                 Err(e) if api::kind_of(&e) == api::ErrorKind::Unreachable => Err(format!("{e:#}")),
                 Err(e) => return Err(e),
             };
-            print!("{}", version_report(kernel.trim(), daemon.as_deref().map_err(String::as_str)));
+            print!("{}", version_report(kernel.trim(), daemon.as_ref().map_err(String::as_str)));
             if daemon.is_err() {
                 return Ok(ExitCode::from(COMMAND_FAILED));
             }
@@ -709,6 +709,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Firewall(FirewallCommand::Rm { ids }) => {
             let removed: Vec<u32> = serde_json::from_value(call(Request::FirewallRemove { ids })?)?;
             removed.iter().for_each(|id| println!("{id}"));
+        }
+        Command::Completion { shell } => {
+            // Written whole, so that a closed pipe is an error rather than clap's panic.
+            let mut script = vec![];
+            clap_complete::generate(shell, &mut Cli::command(), "dataplane", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script).context("writing the script")?;
+        }
+        Command::Manpages { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing the man pages into {}", dir.display()))?;
         }
         Command::Conntrack(ConntrackCommand::Flush) => {
             let n: u64 = serde_json::from_value(call(Request::ConntrackFlush)?)?;
@@ -828,10 +839,27 @@ fn logs(socket: &std::path::Path, name: &str, follow: bool, tail: Tail) -> Resul
 }
 
 /// What `version` prints, in the shape of Docker's: this CLI's version and the kernel it
-/// runs on, then the daemon's version, or why no daemon answered.
-fn version_report(kernel: &str, daemon: Result<&str, &str>) -> String {
+/// runs on, then the daemon's version and the kernel's BPF features it found (its answer),
+/// or why no daemon answered.
+fn version_report(kernel: &str, daemon: Result<&Value, &str>) -> String {
     let server = match daemon {
-        Ok(version) => format!(" Version:  {version}"),
+        Ok(answer) => {
+            let features = answer["BpfFeatures"].as_array().map_or(&[][..], Vec::as_slice);
+            let (found, missing): (Vec<&Value>, Vec<&Value>) =
+                features.iter().partition(|f| f["Found"] == Value::Bool(true));
+            let names = |list: Vec<&Value>| {
+                list.iter().filter_map(|f| f["Name"].as_str()).collect::<Vec<_>>().join(", ")
+            };
+            let mut lines = format!(
+                " Version:  {}\n BPF:      {}",
+                answer["Version"].as_str().unwrap_or("unknown"),
+                names(found)
+            );
+            if !missing.is_empty() {
+                lines.push_str(&format!("\n Missing:  {} (needed; see the README's minimum kernel)", names(missing)));
+            }
+            lines
+        }
         Err(unreachable) => format!(" daemon not running: {unreachable}"),
     };
     format!("Client:\n Version:  {}\n Kernel:   {kernel}\n\nServer:\n{server}\n", env!("CARGO_PKG_VERSION"))
@@ -1092,9 +1120,22 @@ mod tests {
     #[test]
     fn version_reports_the_client_the_kernel_and_the_daemon_or_its_absence() {
         let ours = env!("CARGO_PKG_VERSION");
+        let answer = serde_json::json!({"Version": "0.0.9", "BpfFeatures": [
+            {"Name": "xdp", "Found": true}, {"Name": "btf", "Found": true}
+        ]});
         assert_eq!(
-            version_report("6.8.0-1-amd64", Ok("0.0.9")),
-            format!("Client:\n Version:  {ours}\n Kernel:   6.8.0-1-amd64\n\nServer:\n Version:  0.0.9\n")
+            version_report("6.8.0-1-amd64", Ok(&answer)),
+            format!(
+                "Client:\n Version:  {ours}\n Kernel:   6.8.0-1-amd64\n\nServer:\n Version:  0.0.9\n \
+                 BPF:      xdp, btf\n"
+            )
+        );
+        let old_kernel = serde_json::json!({"Version": "0.0.9", "BpfFeatures": [
+            {"Name": "xdp", "Found": true}, {"Name": "lpm_trie", "Found": false}
+        ]});
+        assert!(
+            version_report("4.9.0", Ok(&old_kernel)).contains(" BPF:      xdp\n Missing:  lpm_trie (needed"),
+            "what the kernel lacks is named apart"
         );
         let down = version_report("6.8.0-1-amd64", Err("cannot reach the daemon at /run/x.sock: denied"));
         assert_eq!(

@@ -118,7 +118,24 @@ impl Core {
         self.state.containers.push(container.clone());
         self.done(&container.id);
         self.save()?;
+        log::info!("created container {} ({}): {}", container.name, &container.id[..12], self.addresses_of(&container.id));
         Ok(container)
+    }
+
+    /// A container's addresses, for the log: `blue 10.77.0.2, bridge 172.17.0.3`.
+    fn addresses_of(&self, id: &str) -> String {
+        let addresses: Vec<String> = self
+            .state
+            .endpoints_of(id)
+            .map(|ep| {
+                let network = self.state.network_by_id(&ep.network_id).map_or("?", |n| n.name.as_str());
+                format!("{network} {}", ep.ip)
+            })
+            .collect();
+        match addresses.is_empty() {
+            true => "no address of its own".to_string(),
+            false => addresses.join(", "),
+        }
     }
 
     /// Undoes a `run` that a crash cut short, from its intent: the processes in its
@@ -354,6 +371,7 @@ impl Core {
         }
         remove_files(&self.config.state_dir, &container);
         self.save()?;
+        log::info!("removed container {} ({})", container.name, &container.id[..12]);
         Ok(json!(container.name))
     }
 
@@ -395,6 +413,8 @@ impl Core {
             log::warn!("container {}: releasing its networks: {e:#}", container.name);
         }
         self.save()?;
+        let code = code.map_or("unknown".to_string(), |c| c.to_string());
+        log::info!("container {} exited ({code}); its addresses are released", container.name);
         remove_pidfile(&self.config.state_dir, id);
         if container.auto_remove {
             self.remove_container(id, true).await?;
@@ -446,6 +466,7 @@ impl Core {
         self.state.containers.replace(container.clone());
         self.done(&container.id);
         self.save()?;
+        log::info!("started container {} again: {}", container.name, self.addresses_of(&container.id));
         Ok(Some(container))
     }
 

@@ -14,19 +14,30 @@
 //! - `docker`: Docker's network plugin API, its network and IPAM drivers, served on a
 //!   socket of its own (uses `networks` and `endpoints`);
 //! - `restore`: the system back in line with the state at start (uses them all);
-//! - `state_lock`: one daemon per state dir.
+//! - `state_lock`: one daemon per state dir;
+//! - `config`: the settings, from flags, the config file and defaults;
+//! - `privileges`: the capabilities it needs, checked first;
+//! - `cleanup`: `daemon --cleanup`, every trace of a stopped daemon removed;
+//! - `systemd`: readiness, told to systemd.
 //!
 //! It never creates a network, attaches a namespace or publishes a port itself: that is
 //! the owners' work.
 
+mod cleanup;
 mod cni;
+mod config;
 mod containers;
 mod docker;
 mod endpoints;
 mod networks;
 mod publishing;
+mod privileges;
 mod restore;
 mod state_lock;
+mod systemd;
+
+pub use cleanup::cleanup;
+pub use config::{DEFAULT_CONFIG_FILE, LogLevel, Settings, init_logging};
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -83,6 +94,9 @@ pub struct Config {
     pub docker_stale_after: Duration,
 }
 
+/// The name of the daemon's pin of its own namespace in the pin dir (`Core::host_netns`).
+const HOST_NETNS_PIN: &str = "dp-host";
+
 /// How long a client of the control socket has to send its request, and to take its
 /// answer; it gets an error, or is dropped, after that.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,6 +133,7 @@ struct Core {
 type Shared = Arc<Mutex<Core>>;
 
 pub async fn run(config: Config) -> Result<()> {
+    privileges::require("the daemon")?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     // Before anything else is touched: a second daemon would re-attach the programs and
@@ -190,6 +205,9 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::spawn(docker::serve(core.clone(), plugin, path));
     }
     println!("dataplane daemon ready on {}", config.socket.display());
+    if let Err(e) = systemd::notify_ready() {
+        log::warn!("{e:#}");
+    }
 
     let gc = core.clone();
     tokio::spawn(async move {
@@ -352,7 +370,13 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             return start(core, &name).await;
         }
         Request::Start { name } => return start(core, &name).await,
-        Request::Version => return Ok(json!({"Version": env!("CARGO_PKG_VERSION")})),
+        Request::Version => {
+            let features: Vec<Value> = crate::maps::bpf_features()
+                .into_iter()
+                .map(|(name, found)| json!({"Name": name, "Found": found}))
+                .collect();
+            return Ok(json!({"Version": env!("CARGO_PKG_VERSION"), "BpfFeatures": features}));
+        }
         _ => {}
     }
     let mut guard = core.lock().await;
@@ -592,7 +616,7 @@ impl Core {
     /// The daemon's own namespace, pinned where host-mode containers find it (as Docker's
     /// `netns/default`).
     fn host_netns(&self) -> PathBuf {
-        self.config.netns_dir.join("dp-host")
+        self.config.netns_dir.join(HOST_NETNS_PIN)
     }
 }
 

@@ -52,11 +52,12 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         // Docker's 172.17.0.0/16, unless the host already routes it (a docker0 next to
         // us, say): then the next free default pool, as Docker does.
         let preferred = ipam::default_bridge_subnet();
-        let taken = c.host_routes().await?.iter().any(|r| ipam::overlaps(r, &preferred));
+        let routes = c.host_routes().await?;
+        let taken = routes.iter().find(|r| ipam::overlaps(r, &preferred)).copied();
         let spec = NetworkSpec {
             name: DEFAULT_NETWORK.into(),
             driver: "bridge".into(),
-            subnet: (!taken).then_some(preferred),
+            subnet: taken.is_none().then_some(preferred),
             gateway: None,
             ip_range: None,
             internal: false,
@@ -64,6 +65,13 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             labels: BTreeMap::new(),
         };
         c.create_network(spec).await.context("creating the default network")?;
+        if let Some(route) = taken {
+            log::info!(
+                "the default network takes {} instead of {preferred}: the host already routes {route} \
+                 (a docker0, say)",
+                c.network(DEFAULT_NETWORK)?.subnet
+            );
+        }
     }
     let mut watchers = vec![];
     let containers = c.state.containers.to_vec();

@@ -73,6 +73,23 @@ pub async fn remove_bridges(nl: &Netlink, bridge: &str, network_id: &str) -> Res
     nl.delete_link(bridge).await
 }
 
+/// Removes a network's bridges and every link that is a port of one of them (host ends of
+/// veths, whose other ends go with them), whatever the state says: what `daemon
+/// --cleanup` does to each bridge it finds by its alias. Returns the ports it removed.
+pub async fn remove_bridges_and_ports(nl: &Netlink, bridge: &str, network_id: &str) -> Result<Vec<String>> {
+    let extras = (1..=EXTRA_BRIDGES).map(|extra| ExtraBridge::of(network_id, extra).bridge);
+    let mut indexes = std::collections::HashSet::new();
+    for name in std::iter::once(bridge.to_string()).chain(extras) {
+        indexes.extend(nl.link_index(&name).await?);
+    }
+    let ports = nl.ports_of(&indexes).await?;
+    for port in &ports {
+        nl.delete_link(port).await?;
+    }
+    remove_bridges(nl, bridge, network_id).await?;
+    Ok(ports)
+}
+
 /// Containers one bridge takes. The network's own bridge keeps the rest of the kernel's
 /// 1,023 ports for the links to its extra bridges.
 pub const CONTAINERS_PER_BRIDGE: usize = 1000;
