@@ -1,6 +1,7 @@
-//! Developer tasks: `cargo xtask setup|build|test|fuzz|demo|bench`. Each installs what is missing
+//! Developer tasks: `cargo xtask setup|build|test|fuzz|demo|bench|install`. Each installs what is missing
 //! first (idempotently), so that each works alone on a fresh machine.
 
+mod install;
 mod setup;
 
 use std::{
@@ -57,6 +58,21 @@ enum Task {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Build for release and install: the binary, the CNI plugin, the systemd unit, an
+    /// example /etc/dataplane/daemon.toml (an edited one is kept), shell completions and
+    /// man pages.
+    Install {
+        /// Where the files live on the installed host: PREFIX/bin, PREFIX/lib/systemd/system,
+        /// PREFIX/share/{man,bash-completion,zsh,fish}.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Write everything under this directory instead of / (for packages).
+        #[arg(long, default_value = "/")]
+        destdir: PathBuf,
+        /// Where CNI runtimes look for plugins; the plugin goes there as `dataplane`.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        cni_dir: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -91,6 +107,16 @@ fn main() -> Result<()> {
                 args.extend(["--only".into(), only]);
             }
             run_tool(true, &["dp-loadgen", "dp-forge", "dp-bench"], &args)
+        }
+        Task::Install { prefix, destdir, cni_dir } => {
+            setup::install_missing()?;
+            build(true)?;
+            let root = workspace_root();
+            let layout = install::Layout { prefix, destdir, cni_dir };
+            for path in install::install(&root, &root.join("target/release"), &layout)? {
+                println!("installed {}", path.display());
+            }
+            Ok(())
         }
         Task::Demo => {
             setup::install_missing()?;
