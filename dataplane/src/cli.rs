@@ -856,7 +856,10 @@ fn version_report(kernel: &str, daemon: Result<&Value, &str>) -> String {
                 names(found)
             );
             if !missing.is_empty() {
-                lines.push_str(&format!("\n Missing:  {} (needed; see the README's minimum kernel)", names(missing)));
+                lines.push_str(&format!(
+                    "\n Missing:  {} (needed; see the README's minimum kernel)",
+                    names(missing)
+                ));
             }
             lines
         }

@@ -420,7 +420,10 @@ impl Netlink {
         let mut links = self.handle.clone().link().get().execute();
         let mut ports = vec![];
         while let Some(link) = links.try_next().await.context("listing links")? {
-            let on_ours = link.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(c) if bridges.contains(c)));
+            let on_ours = link
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::Controller(c) if bridges.contains(c)));
             if on_ours {
                 ports.extend(name_of(link));
             }
@@ -442,7 +445,9 @@ impl Netlink {
             let mut answers = self.handle.clone().request(request).context("listing tc filters")?;
             while let Some(answer) = answers.next().await {
                 match answer.payload {
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficFilter(_)) => return Ok(false),
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficFilter(_)) => {
+                        return Ok(false);
+                    }
                     // No clsact qdisc (EINVAL): nothing to remove.
                     NetlinkPayload::Error(_) => return Ok(false),
                     _ => {}

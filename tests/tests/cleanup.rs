@@ -15,7 +15,12 @@ fn gone(pid: u64) -> bool {
 fn mounts_under(dir: &Path) -> Vec<String> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let dir = dir.display().to_string();
-    mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&dir)).map(String::from).collect()
+    mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&dir))
+        .map(String::from)
+        .collect()
 }
 
 #[test]
@@ -46,9 +51,16 @@ fn cleanup_after_a_killed_daemon_leaves_nothing_behind() {
     assert_eq!(filters, "", "our filter on the uplink is gone");
     assert!(!host.sh_ok("tc qdisc show dev up0").contains("clsact"), "the clsact qdisc it added is gone");
     assert!(!host.bpffs().exists(), "pins and the bpffs mount are gone");
-    assert_eq!(mounts_under(&host.dir), Vec::<String>::new(), "no mount is left: pins, namespace dir, template");
+    assert_eq!(
+        mounts_under(&host.dir),
+        Vec::<String>::new(),
+        "no mount is left: pins, namespace dir, template"
+    );
     assert!(!host.socket().exists(), "the socket is gone");
-    assert!(eventually(Duration::from_secs(5), || pids.iter().all(|&pid| gone(pid))), "containers' processes");
+    assert!(
+        eventually(Duration::from_secs(5), || pids.iter().all(|&pid| gone(pid))),
+        "containers' processes"
+    );
     assert_eq!(host.state().containers.len(), 3, "without --purge the state stays");
 
     host.dp_ok(&["daemon", "--cleanup", "--purge"]);

@@ -144,7 +144,8 @@ fn without_root_the_cli_and_the_daemon_say_what_they_need() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(&format!("permission denied on {}", host.socket().display())) && err.contains("run this as root"),
+        err.contains(&format!("permission denied on {}", host.socket().display()))
+            && err.contains("run this as root"),
         "names the socket and the fix, not a bare errno: {err}"
     );
     let out = as_nobody(&["daemon"]);

@@ -126,7 +126,8 @@ mod tests {
         );
         let temp = tempfile::tempdir().unwrap();
         let destdir = temp.path().to_path_buf();
-        let layout = Layout { prefix: "/usr".into(), destdir: destdir.clone(), cni_dir: "/opt/cni/bin".into() };
+        let layout =
+            Layout { prefix: "/usr".into(), destdir: destdir.clone(), cni_dir: "/opt/cni/bin".into() };
         let installed = install(&root, &built, &layout).unwrap();
         let staged = |path: &str| destdir.join(path.trim_start_matches('/'));
         for path in [
@@ -147,12 +148,21 @@ mod tests {
         let mode = fs::metadata(staged("/usr/bin/dataplane")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
         let unit = fs::read_to_string(staged("/usr/lib/systemd/system/dataplane.service")).unwrap();
-        assert!(unit.contains("ExecStart=/usr/bin/dataplane daemon\n"), "the unit starts the installed binary: {unit}");
+        assert!(
+            unit.contains("ExecStart=/usr/bin/dataplane daemon\n"),
+            "the unit starts the installed binary: {unit}"
+        );
         let bash = fs::read_to_string(staged("/usr/share/bash-completion/completions/dataplane")).unwrap();
-        assert!(bash.contains("--cleanup") && bash.contains("network"), "completes the CLI's flags and verbs");
+        assert!(
+            bash.contains("--cleanup") && bash.contains("network"),
+            "completes the CLI's flags and verbs"
+        );
         let page = fs::read_to_string(staged("/usr/share/man/man1/dataplane-daemon.1")).unwrap();
         assert!(page.contains("log\\-level"), "the man page has the daemon's flags");
-        assert!(!staged("/usr/share/man/man1/dataplane-manpages.1").exists(), "no page for the hidden command");
+        assert!(
+            !staged("/usr/share/man/man1/dataplane-manpages.1").exists(),
+            "no page for the hidden command"
+        );
 
         // A second install keeps the config file the host has.
         fs::write(staged("/etc/dataplane/daemon.toml"), "xdp = \"off\"\n").unwrap();

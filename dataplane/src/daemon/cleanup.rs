@@ -114,6 +114,7 @@ async fn remove_namespaces(netns_dir: &Path, removed: &mut Removed) -> Result<()
         let name = pin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name == super::HOST_NETNS_PIN {
             netns::remove(&pin)?;
+            removed.mounts += 1;
         } else if containers::is_container_pin(name) {
             let killed = process::kill_in_namespace(&pin, containers::KILL_WAIT).await.unwrap_or(0);
             removed.processes += killed;
@@ -138,7 +139,9 @@ async fn remove_links(config: &Config, netlink: &Netlink, removed: &mut Removed)
     let state = match StateStore::peek(&config.state_dir) {
         Ok(state) => state.unwrap_or_default(),
         Err(e) => {
-            log::warn!("the state is unreadable ({e:#}): only links found by our bridges' alias were removed");
+            log::warn!(
+                "the state is unreadable ({e:#}): only links found by our bridges' alias were removed"
+            );
             return Ok(());
         }
     };

@@ -130,7 +130,9 @@ pub fn init_logging(level: Option<LogLevel>) {
     let mut builder = match level {
         Some(level) => {
             let mut builder = env_logger::Builder::new();
-            builder.filter_level(level.filter()).filter_module(NETLINK, level.filter().min(log::LevelFilter::Error));
+            builder
+                .filter_level(level.filter())
+                .filter_module(NETLINK, level.filter().min(log::LevelFilter::Error));
             builder
         }
         None => env_logger::Builder::from_env(
@@ -232,7 +234,11 @@ mod tests {
         };
         let merged = flags.over(from_file);
         assert_eq!(merged.uplink.as_deref(), Some("eth2"), "the flag wins");
-        assert_eq!(merged.dns, ["198.51.100.53".parse::<IpAddr>().unwrap()], "a list given as a flag wins whole");
+        assert_eq!(
+            merged.dns,
+            ["198.51.100.53".parse::<IpAddr>().unwrap()],
+            "a list given as a flag wins whole"
+        );
         assert_eq!(merged.state_dir, Some(PathBuf::from("/srv/dataplane")), "the file fills the rest");
         assert_eq!((merged.xdp, merged.nat_port_range), (Some(UplinkXdp::Off), Some((40000, 41000))));
         assert_eq!(merged.log_level, Some(LogLevel::Debug));

@@ -118,7 +118,12 @@ impl Core {
         self.state.containers.push(container.clone());
         self.done(&container.id);
         self.save()?;
-        log::info!("created container {} ({}): {}", container.name, &container.id[..12], self.addresses_of(&container.id));
+        log::info!(
+            "created container {} ({}): {}",
+            container.name,
+            &container.id[..12],
+            self.addresses_of(&container.id)
+        );
         Ok(container)
     }
 
