@@ -55,6 +55,7 @@ enum Command {
     },
     /// Show containers as JSON, in Docker's shape.
     Inspect {
+        /// Containers, by name or ID (a unique prefix of it).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -62,6 +63,7 @@ enum Command {
     Exec {
         #[command(flatten)]
         env: EnvArgs,
+        /// The running container, by name or ID.
         name: String,
         /// The command and its arguments (`--` before them is optional).
         #[arg(required = true, trailing_var_arg = true)]
@@ -69,6 +71,7 @@ enum Command {
     },
     /// Start stopped containers again, in the background: their command, networks and ports.
     Start {
+        /// Stopped containers, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -77,6 +80,7 @@ enum Command {
         /// Seconds to wait before killing.
         #[arg(short, long, default_value_t = 10)]
         time: u64,
+        /// Containers, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -88,6 +92,7 @@ enum Command {
         /// Only the last N lines (`all`: every line).
         #[arg(short = 'n', long, default_value = "all", value_parser = parse_tail)]
         tail: Tail,
+        /// The container, by name or ID.
         name: String,
     },
     /// Stop running containers (SIGTERM, then SIGKILL after the grace time).
@@ -95,6 +100,7 @@ enum Command {
         /// Seconds to wait before killing.
         #[arg(short, long, default_value_t = 10)]
         time: u64,
+        /// Containers, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -103,6 +109,7 @@ enum Command {
         /// Remove running containers too (they are killed).
         #[arg(short, long)]
         force: bool,
+        /// Containers, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -114,6 +121,7 @@ enum Command {
     /// List a container's published ports (`80/tcp -> 0.0.0.0:8080`), or the host
     /// addresses of one of them.
     Port {
+        /// The container, by name or ID.
         name: String,
         /// A container port: PORT, PORT/tcp or PORT/udp (tcp when bare).
         #[arg(value_name = "PORT[/PROTO]")]
@@ -129,6 +137,7 @@ enum Command {
     /// Print a completion script for a shell, e.g.
     /// `dataplane completion bash > /usr/share/bash-completion/completions/dataplane`.
     Completion {
+        /// bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -136,6 +145,7 @@ enum Command {
     /// install` does, from the release build).
     #[command(hide = true)]
     Manpages {
+        /// Where the pages go (made if missing).
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
@@ -229,6 +239,7 @@ enum FirewallCommand {
     /// Remove rules by ID.
     #[command(alias = "remove")]
     Rm {
+        /// Rule IDs, as `firewall ls` lists them.
         #[arg(required = true)]
         ids: Vec<u32>,
     },
@@ -249,6 +260,7 @@ struct FirewallAddArgs {
     /// Docker container is `docker:` and the start of its EndpointID on the network.
     #[arg(long)]
     container: Option<String>,
+    /// `allow` or `deny` what the rule matches.
     #[arg(value_enum)]
     action: Action,
 }
@@ -292,12 +304,14 @@ enum NetworkCommand {
     Ls,
     /// Show networks as JSON, in Docker's shape.
     Inspect {
+        /// Networks, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Remove networks (refused while containers are attached).
     #[command(alias = "remove")]
     Rm {
+        /// Networks, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -311,11 +325,18 @@ enum NetworkCommand {
         /// Another name for the container on this network.
         #[arg(long)]
         alias: Vec<String>,
+        /// The network, by name or ID.
         network: String,
+        /// The container, by name or ID.
         container: String,
     },
     /// Detach a container from a network.
-    Disconnect { network: String, container: String },
+    Disconnect {
+        /// The network, by name or ID.
+        network: String,
+        /// The container, by name or ID.
+        container: String,
+    },
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -1001,6 +1022,30 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert!(args.detach && args.rm);
         assert_eq!(args.command, ["sleep", "-x"]);
+    }
+
+    #[test]
+    fn help_describes_every_command_and_argument() {
+        fn undescribed(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() {
+                found.push(path.clone());
+            }
+            for arg in command.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            {
+                if arg.get_help().is_none() {
+                    found.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                undescribed(sub, &path, found);
+            }
+        }
+        let mut found = vec![];
+        let mut cli = Cli::command();
+        cli.build();
+        undescribed(&cli, "", &mut found);
+        assert_eq!(found, Vec::<String>::new(), "commands and arguments without a description in --help");
     }
 
     #[test]
