@@ -25,7 +25,7 @@ use crate::{
     name = "dataplane",
     version,
     about = "Container networking with an eBPF fast path",
-    after_help = "Every command but `daemon`, `completion` and `version` asks the daemon over its socket, \
+    after_help = "Every command but `daemon` and `completion` asks the daemon over its socket, \
                   which is root's alone: run them as root.\n\
                   Logging: RUST_LOG sets the filter in env_logger's syntax (`RUST_LOG=debug`, \
                   `RUST_LOG=dataplane::daemon=debug`); the daemon's --log-level overrides it."

@@ -37,7 +37,7 @@ mod state_lock;
 mod systemd;
 
 pub use cleanup::cleanup;
-pub use config::{DEFAULT_CONFIG_FILE, LogLevel, Settings, init_logging};
+pub use config::{LogLevel, Settings, init_logging};
 
 use std::{
     collections::{BTreeMap, HashMap},
