@@ -124,37 +124,3 @@ fn version_names_the_client_the_kernel_and_the_daemon_or_says_it_is_not_running(
         "names the socket and the fix: {report}"
     );
 }
-
-#[test]
-fn without_root_the_cli_and_the_daemon_say_what_they_need() {
-    use std::os::unix::fs::PermissionsExt;
-    let host = Host::start();
-    let mode = std::fs::metadata(host.socket()).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "the socket is root's alone");
-    let as_nobody = |args: &[&str]| {
-        host.command("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(binary())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let out = as_nobody(&["ps"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&format!("permission denied on {}", host.socket().display()))
-            && err.contains("run this as root"),
-        "names the socket and the fix, not a bare errno: {err}"
-    );
-    let out = as_nobody(&["daemon"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("needs root's CAP_NET_ADMIN, CAP_BPF and CAP_SYS_ADMIN")
-            && err.contains("lacks CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN")
-            && err.contains("run it as root"),
-        "{err}"
-    );
-}
