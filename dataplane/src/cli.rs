@@ -290,6 +290,11 @@ struct DaemonArgs {
     /// daemon was away) are removed.
     #[arg(long, env = "DATAPLANE_DOCKER_STALE_AFTER", value_name = "SECONDS", default_value_t = 60)]
     docker_stale_after: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics: packets and bytes per path,
+    /// drops per reason, conntrack use, networks, containers, published ports, DNS answers
+    /// and control request latencies (off by default).
+    #[arg(long, env = "DATAPLANE_METRICS_ADDR", value_name = "ADDR:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -465,6 +470,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 xdp: args.xdp,
                 docker_plugin: args.docker_plugin,
                 docker_stale_after: std::time::Duration::from_secs(args.docker_stale_after),
+                metrics_addr: args.metrics_addr,
             };
             tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
         }
