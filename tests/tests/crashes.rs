@@ -599,3 +599,122 @@ fn a_start_removes_only_unheld_bridges_marked_as_ours() {
     let log = host.daemon_log();
     assert!(log.contains(&format!("bridge {left_over}: no network holds it")), "it is logged:\n{log}");
 }
+
+/// Stands between the CLI and the daemon's socket, and holds the first request of one
+/// kind (`started`, say) until the test says so: what lets a test kill the daemon at an
+/// exact moment of a conversation. Every request is passed on to the daemon then serving
+/// the socket; when none does, the CLI's connection is closed without an answer, as a
+/// daemon killed mid-request closes it.
+struct Relay {
+    path: std::path::PathBuf,
+    /// Told once the held request has come.
+    held: std::sync::mpsc::Receiver<()>,
+    /// Lets the held request go on.
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl Relay {
+    fn new(host: &Host, hold: &'static str) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let path = host.dir.join("relay.sock");
+        let daemon = host.socket();
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut holding = Some((held_tx, release_rx));
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let mut request = String::new();
+                if BufReader::new(&client).read_line(&mut request).is_err() {
+                    continue;
+                }
+                let kind = serde_json::from_str::<serde_json::Value>(&request)
+                    .ok()
+                    .and_then(|r| r["request"].as_str().map(String::from));
+                if kind.as_deref() == Some(hold)
+                    && let Some((held, release)) = holding.take()
+                {
+                    let _ = held.send(());
+                    let _ = release.recv();
+                }
+                let Ok(mut daemon) = std::os::unix::net::UnixStream::connect(&daemon) else { continue };
+                let mut answer = String::new();
+                if daemon.write_all(request.as_bytes()).is_ok()
+                    && BufReader::new(&daemon).read_line(&mut answer).is_ok()
+                {
+                    let _ = client.write_all(answer.as_bytes());
+                }
+            }
+        });
+        Self { path, held, release }
+    }
+}
+
+/// A CLI process of the test, killed (by its PID) if the test ends before it does.
+struct Cli(Child);
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        if self.0.try_wait().unwrap().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A foreground `run`'s command is started by the CLI, which reports it to the daemon.
+/// The daemon killed between its answer to the `run` and that report (held by a relay,
+/// so that the kill lands there every time) used to leave a `Created` record while the
+/// command ran, owned by nothing. Now the command's process is recorded before it runs,
+/// where the next start adopts it as the container's, running; and the CLI's report of
+/// its end, made while the daemon was away again, reaches the daemon once it is back.
+#[test]
+fn daemon_killed_before_a_foreground_commands_start_is_reported_adopts_the_command() {
+    let mut crashing =
+        Crashing::start("daemon_killed_before_a_foreground_commands_start_is_reported_adopts_the_command");
+    let relay = Relay::new(&crashing.host, "started");
+    let output = crashing.host.dir.join("foreground.out");
+    let mut cli = Cli(
+        crashing
+            .host
+            .command(binary())
+            .env("DATAPLANE_SOCKET", &relay.path)
+            .args(["run", "--name", "fg", "--", "sleep", &crashing.sleep_secs])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&output).unwrap())
+            .stderr(std::fs::File::create(&output).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    relay.held.recv_timeout(Duration::from_secs(30)).expect("the CLI reports its command's start");
+    crashing.host.kill_daemon();
+    relay.release.send(()).unwrap();
+    crashing.host.start_daemon();
+    assert_agree(&crashing.host, &crashing.sleep_secs, "killed before the start's report");
+    let pids = container_processes(&crashing.sleep_secs);
+    assert_eq!(pids.len(), 1, "the foreground command runs, once: {pids:?}");
+    let pid: i32 = pids.first().unwrap().parse().unwrap();
+    let shown = crashing.host.dp_json(&["inspect", "fg"]);
+    assert_eq!(shown[0]["State"]["Running"], true, "inspect: {}", shown[0]["State"]);
+    assert_eq!(shown[0]["State"]["Pid"], pid, "inspect shows the command's PID: {}", shown[0]["State"]);
+    let ps = crashing.host.dp_ok(&["ps", "-a"]);
+    assert!(ps.lines().any(|l| l.contains("fg") && l.contains("Up")), "ps -a shows fg up:\n{ps}");
+
+    // The command ends while the daemon is away: the CLI's report waits for it.
+    crashing.host.kill_daemon();
+    process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+    sleep(Duration::from_millis(500));
+    crashing.host.start_daemon();
+    reap_within(&mut cli.0, Duration::from_secs(30));
+    let status = cli.0.wait().unwrap();
+    let said = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(status.code(), Some(137), "the CLI exits with its command's code: {said}");
+    let shown = crashing.host.dp_json(&["inspect", "fg"]);
+    let state = &shown[0]["State"];
+    assert_eq!(state["Status"], "exited", "inspect: {state}");
+    assert_eq!(state["ExitCode"], 137, "the exit code the CLI saw is recorded: {state}");
+    assert_agree(&crashing.host, &crashing.sleep_secs, "after the command's end");
+    crashing.host.dp_ok(&["rm", "fg"]);
+    assert_agree(&crashing.host, &crashing.sleep_secs, "after its removal");
+}
