@@ -675,18 +675,16 @@ fn daemon_killed_before_a_foreground_commands_start_is_reported_adopts_the_comma
         Crashing::start("daemon_killed_before_a_foreground_commands_start_is_reported_adopts_the_command");
     let relay = Relay::new(&crashing.host, "started");
     let output = crashing.host.dir.join("foreground.out");
-    let mut cli = Cli(
-        crashing
-            .host
-            .command(binary())
-            .env("DATAPLANE_SOCKET", &relay.path)
-            .args(["run", "--name", "fg", "--", "sleep", &crashing.sleep_secs])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&output).unwrap())
-            .stderr(std::fs::File::create(&output).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut cli = Cli(crashing
+        .host
+        .command(binary())
+        .env("DATAPLANE_SOCKET", &relay.path)
+        .args(["run", "--name", "fg", "--", "sleep", &crashing.sleep_secs])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(std::fs::File::create(&output).unwrap())
+        .spawn()
+        .unwrap());
     relay.held.recv_timeout(Duration::from_secs(30)).expect("the CLI reports its command's start");
     crashing.host.kill_daemon();
     relay.release.send(()).unwrap();

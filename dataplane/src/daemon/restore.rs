@@ -31,7 +31,7 @@ use crate::{
 pub(super) async fn restore(core: &Shared) -> Result<()> {
     let mut guard = core.lock().await;
     let c = &mut *guard;
-    end_unowned_processes(c).await;
+    settle_recorded_processes(c).await?;
     // The networks first: the settling of intents saves, which starts the networks'
     // resolvers on their gateway addresses.
     let networks = c.state.networks.to_vec();
@@ -247,17 +247,41 @@ async fn resolve_intents(c: &mut Core) -> Result<()> {
     c.save()
 }
 
-/// Ends the commands that no container record owns: a crash after their start and
-/// before the save of their `run`'s record, or a state that lost its last snapshot, left
-/// them (a container in the host's network, or in another container's, has no namespace
-/// of its own where `sweep_namespaces` would find them). Each was recorded before it ran
-/// (`containers::recorded_processes`); a PID since reused is told apart by its start time.
-async fn end_unowned_processes(c: &Core) {
+/// Settles the recorded commands (`containers::recorded_processes`) with the containers'
+/// records. A foreground `run`'s command is recorded by the CLI before it runs, and its
+/// start reported after: one whose container is still `Created` started while the daemon
+/// was away, and is adopted as the container's, running (watched below like any), or,
+/// gone already, recorded exited with its code unknown (the CLI's report of its end, if
+/// it comes, gives the code). Any other command that no container record shows running is
+/// ended: a crash after its start and before the save of its `run` or `start`, or a state
+/// that lost its last snapshot, left it (a container in the host's network, or in another
+/// container's, has no namespace of its own where `sweep_namespaces` would find it). A
+/// PID since reused is told apart by its start time.
+async fn settle_recorded_processes(c: &mut Core) -> Result<()> {
     for (id, pid, start_time) in containers::recorded_processes(&c.config.state_dir) {
-        let owned =
-            c.state.containers.get(&id).is_some_and(|k| k.status == Status::Running { pid, start_time });
         let alive = process::is_alive(pid, start_time);
-        if owned && alive {
+        // A start cut short is its intent's to undo (`undo_start`), not to adopt.
+        let unsettled = c.state.intents.iter().any(|i| i.key() == id);
+        let recorded = c.state.containers.get(&id).map(|k| (k.name.clone(), k.status.clone()));
+        let keep = match recorded {
+            Some((_, Status::Running { pid: p, start_time: s })) => alive && (p, s) == (pid, start_time),
+            Some((name, Status::Created)) if !unsettled && alive => {
+                log::warn!(
+                    "container {name}: its foreground command (PID {pid}) started while the daemon was away; adopting it as running"
+                );
+                c.container_by_id(&id)?.status = Status::Running { pid, start_time };
+                true
+            }
+            Some((name, Status::Created)) if !unsettled => {
+                log::warn!(
+                    "container {name}: its foreground command (PID {pid}) started and ended while the daemon was away; exit code unknown"
+                );
+                c.container_by_id(&id)?.status = Status::Exited { code: None };
+                false
+            }
+            _ => false,
+        };
+        if keep {
             continue;
         }
         if alive {
@@ -271,6 +295,7 @@ async fn end_unowned_processes(c: &Core) {
         }
         containers::remove_pidfile(&c.config.state_dir, &id);
     }
+    Ok(())
 }
 
 /// Removes the bridges of networks that no network record holds, found by their alias
