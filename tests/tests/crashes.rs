@@ -547,6 +547,12 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
     assert!(host.dp_ok(&["network", "ls"]).contains("blue"), "the backup's network is back");
     assert_agree(host, &crashing.sleep_secs, &format!("seed {}: started from the backup", crashing.seed));
     assert!(host.state().containers.is_empty(), "only the damaged snapshot held the containers");
+    for dir in ["containers", "logs", "processes"] {
+        let left: Vec<_> = std::fs::read_dir(state_dir.join(dir))
+            .map(|entries| entries.filter_map(|e| Some(e.ok()?.file_name())).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "state/{dir} keeps files of the lost containers: {left:?}");
+    }
     let log = host.daemon_log();
     for (orphan, logged) in [
         ("namespace", "no container holds it; removing it"),
