@@ -543,6 +543,9 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
     std::fs::rename(&snapshot, state_dir.join("damaged.json")).unwrap();
     let _ = std::fs::rename(&journal, state_dir.join("damaged.journal"));
     std::fs::copy(&backup, &snapshot).unwrap();
+    // Not named as a container's: someone else's, even in our state dir.
+    let foreign = state_dir.join("logs").join("notes.txt");
+    std::fs::write(&foreign, "kept").unwrap();
     host.start_daemon();
     assert!(host.dp_ok(&["network", "ls"]).contains("blue"), "the backup's network is back");
     assert_agree(host, &crashing.sleep_secs, &format!("seed {}: started from the backup", crashing.seed));
@@ -551,8 +554,10 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
         let left: Vec<_> = std::fs::read_dir(state_dir.join(dir))
             .map(|entries| entries.filter_map(|e| Some(e.ok()?.file_name())).collect())
             .unwrap_or_default();
+        let left: Vec<_> = left.iter().filter(|name| *name != "notes.txt").collect();
         assert!(left.is_empty(), "state/{dir} keeps files of the lost containers: {left:?}");
     }
+    assert!(foreign.exists(), "a file not named as a container's was removed");
     let log = host.daemon_log();
     for (orphan, logged) in [
         ("namespace", "no container holds it; removing it"),
@@ -560,6 +565,12 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
         ("bridge", "no network holds it"),
     ] {
         assert!(log.contains(logged), "the orphan {orphan} is logged:\n{log}");
+    }
+    for dir in ["containers", "logs"] {
+        let dir = format!("{}/", state_dir.join(dir).display());
+        let logged =
+            log.lines().any(|l| l.contains(&dir) && l.contains("no container holds it; removing it"));
+        assert!(logged, "the orphan files in {dir} are logged:\n{log}");
     }
 }
 

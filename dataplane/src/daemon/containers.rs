@@ -26,7 +26,7 @@ use crate::{
     dns,
     netlink::Netlink,
     netns, process,
-    state::{Attachment, Container, Intent, Network, NetworkMode, Owner, Status, new_id, now},
+    state::{Attachment, Container, Intent, Network, NetworkMode, Owner, Status, is_id_prefix, new_id, now},
 };
 
 /// How long `rm -f` waits for a container's processes to end once killed (only a process
@@ -639,7 +639,7 @@ pub(super) async fn stop(core: &Shared, name: &str, grace: Duration) -> Result<V
     Ok(json!(name))
 }
 
-fn log_path(state_dir: &Path, id: &str) -> PathBuf {
+pub(super) fn log_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("logs").join(format!("{id}.log"))
 }
 
@@ -697,9 +697,7 @@ fn pin_name(id: &str) -> String {
 /// (`/run/netns` by default, where `ip netns` and runtimes pin theirs too), so nothing
 /// else there is ever ours to remove.
 pub(super) fn is_container_pin(name: &str) -> bool {
-    name.strip_prefix("dp-").is_some_and(|digits| {
-        digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    name.strip_prefix("dp-").is_some_and(|digits| is_id_prefix(digits, 12))
 }
 
 /// Empties a namespace of ours that no record holds (a crash left it): kills the

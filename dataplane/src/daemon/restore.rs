@@ -23,7 +23,7 @@ use crate::{
     drivers, ipam,
     maps::v4_key,
     netns, process,
-    state::{DEFAULT_NETWORK, Intent, Keyed, Status},
+    state::{DEFAULT_NETWORK, Intent, Keyed, Status, is_id_prefix},
 };
 
 /// Brings the system and the maps back in line with the state: bridges, veths, program
@@ -48,6 +48,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
     resolve_intents(c).await?;
     sweep_bridges(c).await?;
     sweep_namespaces(c).await;
+    sweep_container_files(c);
     if c.state.network(DEFAULT_NETWORK).is_none() {
         // Docker's 172.17.0.0/16, unless the host already routes it (a docker0 next to
         // us, say): then the next free default pool, as Docker does.
@@ -313,6 +314,40 @@ async fn sweep_bridges(c: &Core) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Removes the files of the state dir that are named as a container's (its /etc dir,
+/// `containers/<ID>`, and its log, `logs/<ID>.log`) and that no container holds: a state
+/// that lost its last snapshot left them (a crash itself leaves an intent that names
+/// them). Process records are `settle_recorded_processes`'s.
+fn sweep_container_files(c: &Core) {
+    let held: HashSet<_> = c
+        .state
+        .containers
+        .iter()
+        .flat_map(|k| {
+            [Some(k.etc_dir.clone()), k.log.clone(), Some(containers::log_path(&c.config.state_dir, &k.id))]
+        })
+        .flatten()
+        .collect();
+    for (dir, suffix) in [("containers", ""), ("logs", ".log")] {
+        let Ok(entries) = std::fs::read_dir(c.config.state_dir.join(dir)) else { continue };
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let named_as_ours = path
+                .file_name()
+                .and_then(|n| n.to_str()?.strip_suffix(suffix))
+                .is_some_and(|id| is_id_prefix(id, 64));
+            if !named_as_ours || held.contains(&path) {
+                continue;
+            }
+            log::warn!("{}: no container holds it; removing it", path.display());
+            let removed =
+                if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            if let Err(e) = removed {
+                log::warn!("removing {}: {e}", path.display());
+            }
+        }
+    }
 }
 
 /// Removes the namespaces pinned in the pin dir under our containers' names
