@@ -105,11 +105,12 @@ impl ContainerCommand<'_> {
     }
 
     /// Starts the command as `spawn` does, but holds its process just before exec until
-    /// `record` has recorded it (by its PID and start time), so that the command runs
-    /// only once the daemon can find it again after a crash. Should `record` fail, or the
-    /// daemon die meanwhile (the gate closes with its last descriptor; the process also
-    /// dies with the thread that forked it), the process exits without running the command.
-    /// Returns the process and its start time.
+    /// `record` has recorded it (by its PID and start time, `write_record`), so that the
+    /// command runs only once the daemon can find it again after a crash. The caller is
+    /// the daemon for a detached command, the CLI for a foreground one. Should `record`
+    /// fail, or the caller die meanwhile (the gate closes with its last descriptor; the
+    /// process also dies with the thread that forked it), the process exits without
+    /// running the command. Returns the process and its start time.
     pub fn spawn_recorded(mut self, record: impl FnOnce(i32, u64) -> Result<()>) -> Result<(Child, u64)> {
         use nix::{fcntl::OFlag, unistd::pipe2};
         let (report_out, report_in) = pipe2(OFlag::O_CLOEXEC).context("making the start's report pipe")?;
@@ -176,7 +177,7 @@ impl ContainerCommand<'_> {
     }
 }
 
-/// What the daemon writes through the start's gate once it has recorded the process.
+/// What the caller writes through the start's gate once it has recorded the process.
 const GATE_OPEN: u8 = b'1';
 
 /// The PID a held process reports (`spawn_recorded`); an error if it ended first.

@@ -2,11 +2,13 @@
 //! networks, every endpoint whatever its owner (interfaces, map entries, published ports
 //! and their reservations), the firewall's rule sets — records the commands of our
 //! containers that ended while the daemon was away, and drops from the maps whatever no
-//! network or endpoint of the state claims. Before all that it settles the operations a
-//! crash cut short (their intents) and removes the namespaces of our pin dir that no
-//! container holds; a container with a piece it cannot rebuild (its namespace) is marked
-//! dead, with the reason. It never gives an endpoint another address nor attaches one the
-//! state does not hold.
+//! network or endpoint of the state claims. Before all that it settles the recorded
+//! commands (adopting a foreground `run`'s that started while it was away, ending those
+//! no container owns) and the operations a crash cut short (their intents), and removes
+//! the bridges, the namespaces of our pin dir and the files of our state dir that nothing
+//! holds; a container with a piece it cannot rebuild (its namespace) is marked dead, with
+//! the reason. It never gives an endpoint another address nor attaches one the state does
+//! not hold.
 
 use std::collections::{BTreeMap, HashSet};
 
