@@ -733,3 +733,50 @@ fn daemon_killed_before_a_foreground_commands_start_is_reported_adopts_the_comma
     crashing.host.dp_ok(&["rm", "fg"]);
     assert_agree(&crashing.host, &crashing.sleep_secs, "after its removal");
 }
+
+/// Foreground `run`s killed at seeded random moments: before the daemon's answer, between
+/// the answer and the report of the command's start, or after. After each restart the
+/// state and the system agree, wherever the kill left the CLI: refused, or its command
+/// running and the container's.
+#[test]
+fn daemon_killed_during_foreground_runs_leaves_the_state_and_the_system_agreeing() {
+    let mut crashing =
+        Crashing::start("daemon_killed_during_foreground_runs_leaves_the_state_and_the_system_agreeing");
+    let foreground = |crashing: &Crashing, name: &str| {
+        Cli(crashing
+            .host
+            .command(binary())
+            .args(["run", "--name", name, "--", "sleep", &crashing.sleep_secs])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap())
+    };
+    // The window the kills are drawn in: until a foreground run's command is recorded running.
+    let started = Instant::now();
+    let mut probe = foreground(&crashing, "probe");
+    let running = eventually(Duration::from_secs(10), || {
+        crashing.host.state().container("probe").is_some_and(|c| c.is_running())
+    });
+    assert!(running, "a foreground run's command is recorded running");
+    let window = started.elapsed();
+    crashing.host.dp_ok(&["rm", "-f", "probe"]);
+    reap_within(&mut probe.0, Duration::from_secs(10));
+    for i in 0..6 {
+        let name = format!("c{i}");
+        let delay = window.mul_f64(crashing.rng.random_range(0.0..1.0));
+        let mut cli = foreground(&crashing, &name);
+        sleep(delay);
+        crashing.host.kill_daemon();
+        crashing.host.start_daemon();
+        let context =
+            format!("seed {}, foreground run {name} killed after {delay:?} (of {window:?})", crashing.seed);
+        assert_agree(&crashing.host, &crashing.sleep_secs, &context);
+        // Its command's end (or the refusal of its run) ends the CLI.
+        if crashing.host.state().container(&name).is_some() {
+            crashing.host.dp_ok(&["rm", "-f", &name]);
+        }
+        reap_within(&mut cli.0, Duration::from_secs(40));
+    }
+}
