@@ -54,7 +54,6 @@ use crate::{
     netlink::Netlink,
     netns,
     ports::{self, Reservation},
-    process,
     state::{Container, Intent, Keyed, Network, State, StateStore, Status},
 };
 
@@ -415,19 +414,18 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             if let Status::Running { pid, .. } = container.status {
                 containers::watch(core.clone(), container.id.clone(), pid);
             }
-            Ok(serde_json::to_value(&container)?)
+            let process_record =
+                (!container.detached).then(|| containers::pidfile_path(&c.config.state_dir, &container.id));
+            Ok(serde_json::to_value(api::RunAnswer { container, process_record })?)
         }
         Request::Started { id, pid } => {
-            let start_time =
-                process::start_time(pid).ok_or_else(|| anyhow!("process {pid} is not running"))?;
-            let container = c.container_by_id(&id)?;
-            container.status = Status::Running { pid, start_time };
-            c.save()?;
-            containers::watch(core.clone(), id, pid);
+            if c.foreground_started(&id, pid)? {
+                containers::watch(core.clone(), id, pid);
+            }
             Ok(Value::Null)
         }
-        Request::Exited { id, code } => {
-            c.command_ended(&id, Some(code)).await?;
+        Request::Exited { id, pid, code } => {
+            c.foreground_exited(&id, pid, code).await?;
             Ok(Value::Null)
         }
         Request::List { all } => {
