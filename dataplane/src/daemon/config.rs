@@ -87,6 +87,11 @@ pub struct Settings {
     /// daemon was away) are removed [default: 60].
     #[arg(long, env = "DATAPLANE_DOCKER_STALE_AFTER", value_name = "SECONDS")]
     pub docker_stale_after: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics: packets and bytes per path,
+    /// drops per reason, conntrack use, networks, containers, published ports, DNS answers
+    /// and control request latencies [default: off].
+    #[arg(long, env = "DATAPLANE_METRICS_ADDR", value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// How much the daemon logs, to its standard error (the journal under systemd).
     /// Without it, RUST_LOG is read as env_logger reads it (`RUST_LOG=dataplane=debug`
     /// for one module) [default: info].
@@ -163,6 +168,7 @@ impl Settings {
             xdp: self.xdp.or(file.xdp),
             docker_plugin: self.docker_plugin.or(file.docker_plugin),
             docker_stale_after: self.docker_stale_after.or(file.docker_stale_after),
+            metrics_addr: self.metrics_addr.or(file.metrics_addr),
             log_level: self.log_level.or(file.log_level),
         }
     }
@@ -185,6 +191,7 @@ impl Settings {
             docker_stale_after: Duration::from_secs(
                 self.docker_stale_after.unwrap_or(DEFAULT_DOCKER_STALE_AFTER_SECS),
             ),
+            metrics_addr: self.metrics_addr,
         }
     }
 
@@ -225,7 +232,7 @@ mod tests {
     fn a_flag_overrides_the_file_and_the_file_fills_what_flags_leave_unset() {
         let from_file = file(
             "state-dir = \"/srv/dataplane\"\nuplink = \"eth1\"\nxdp = \"off\"\ndns = [\"192.0.2.53\"]\n\
-             nat-port-range = \"40000-41000\"\nlog-level = \"debug\"\n",
+             nat-port-range = \"40000-41000\"\nlog-level = \"debug\"\nmetrics-addr = \"127.0.0.1:9090\"\n",
         );
         let flags = Settings {
             uplink: Some("eth2".into()),
@@ -242,6 +249,7 @@ mod tests {
         assert_eq!(merged.state_dir, Some(PathBuf::from("/srv/dataplane")), "the file fills the rest");
         assert_eq!((merged.xdp, merged.nat_port_range), (Some(UplinkXdp::Off), Some((40000, 41000))));
         assert_eq!(merged.log_level, Some(LogLevel::Debug));
+        assert_eq!(merged.metrics_addr, Some("127.0.0.1:9090".parse().unwrap()));
         let config = merged.into_config("/run/x.sock".into());
         assert_eq!(config.bpffs, Path::new(DEFAULT_BPFFS), "the default where neither sets it");
         assert_eq!(config.docker_stale_after, Duration::from_secs(60));
