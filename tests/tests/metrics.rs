@@ -92,7 +92,8 @@ fn the_metrics_parse_and_move_with_traffic_requests_and_names() {
             > value(&before, "dataplane_datapath_bytes_total", &[("path", "forwarded")])
     );
     assert!(
-        value(&after, "dataplane_conntrack_entries", &[("table", "masquerade"), ("state", "confirmed")]) >= 1.0,
+        value(&after, "dataplane_conntrack_entries", &[("table", "masquerade"), ("state", "confirmed")])
+            >= 1.0,
         "the answered pings out left a confirmed masquerade flow"
     );
     let answers = |s: &Scrape, source: &str, rcode: &str| {
