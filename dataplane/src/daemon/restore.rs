@@ -93,7 +93,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
                     "container {}: its command (PID {pid}) ended while the daemon was away; exit code unknown",
                     container.name
                 );
-                c.container_by_id(&container.id)?.status = Status::Exited { code: None };
+                c.container_by_id(&container.id)?.exited(None);
             }
         }
     }
