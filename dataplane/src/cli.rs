@@ -770,7 +770,12 @@ fn quiet_or(quiet: bool, format: Option<String>) -> String {
 
 /// `inspect` and `network inspect`: what was found, as Docker prints it (an indented JSON
 /// array, or the template's output for each), then an error naming what was not.
-fn inspect(socket: &std::path::Path, names: Vec<String>, kind: ObjectKind, format: Option<String>) -> Result<ExitCode> {
+fn inspect(
+    socket: &std::path::Path,
+    names: Vec<String>,
+    kind: ObjectKind,
+    format: Option<String>,
+) -> Result<ExitCode> {
     let lookup: api::Lookup =
         serde_json::from_value(api::call(socket, &Request::InspectObjects { names, kind })?)?;
     let out = match format.as_deref().map(str::trim) {

@@ -39,9 +39,9 @@ impl Formatter {
         };
         let source = source.trim().replace(r"\t", "\t").replace(r"\n", "\n");
         let parse = |functions: fn(&str) -> Option<Function>| {
-            let template = DOCKER_FUNCTIONS
-                .iter()
-                .fold(Template::new(""), |t, name| t.func(name, functions(name).expect("every function is there")));
+            let template = DOCKER_FUNCTIONS.iter().fold(Template::new(""), |t, name| {
+                t.func(name, functions(name).expect("every function is there"))
+            });
             template.parse(&source).with_context(|| {
                 format!("--format {format:?}: not a Go template (e.g. '{{{{.ID}}}}', 'table {{{{.ID}}}}\\t{{{{.Names}}}}', 'json')")
             })
@@ -149,7 +149,8 @@ fn header_function(name: &str) -> Option<Function> {
 }
 
 fn arg(args: &[Value], n: usize) -> gotmpl::Result<&Value> {
-    args.get(n).ok_or_else(|| gotmpl::TemplateError::Exec(format!("wrong number of arguments: {}", args.len())))
+    args.get(n)
+        .ok_or_else(|| gotmpl::TemplateError::Exec(format!("wrong number of arguments: {}", args.len())))
 }
 
 fn string(s: String) -> Value {
@@ -223,7 +224,10 @@ mod tests {
     fn templates_reach_nested_fields_as_dockers_do() {
         assert_eq!(render("{{.NetworkSettings.Networks.front.IPAddress}}", &[web()]), "10.1.0.2\n");
         assert_eq!(
-            render("{{range $name, $n := .NetworkSettings.Networks}}{{$name}}={{$n.IPAddress}} {{end}}", &[web()]),
+            render(
+                "{{range $name, $n := .NetworkSettings.Networks}}{{$name}}={{$n.IPAddress}} {{end}}",
+                &[web()]
+            ),
             "back=10.2.0.2 front=10.1.0.2 \n",
             "range over a map goes in key order, as Go's"
         );
@@ -258,7 +262,11 @@ mod tests {
             "NAMES                CONTAINER ID\nweb                  0123456789ab\na-much-longer-name   fedcba987654\n",
             "`\\t` as typed in a shell is a tab; the widest cell and 3 make the column"
         );
-        assert_eq!(render("table {{upper .Names}}", &[web()]), "NAMES\nWEB\n", "functions leave the header be");
+        assert_eq!(
+            render("table {{upper .Names}}", &[web()]),
+            "NAMES\nWEB\n",
+            "functions leave the header be"
+        );
         assert_eq!(render("table", &[]), "CONTAINER ID   NAMES\n", "no rows: the header alone");
         assert_eq!(align("a\tb\n"), "a         b\n", "at least 10 wide");
     }
@@ -268,10 +276,17 @@ mod tests {
         let o = json!({"S": "a,b,c", "L": ["x", "y"], "N": "hello world"});
         assert_eq!(render("{{join .L \", \"}}", &[o.clone()]), "x, y\n");
         assert_eq!(render("{{index (split .S \",\") 1}}", &[o.clone()]), "b\n");
-        assert_eq!(render("{{upper .N}} {{lower \"AB\"}} {{title .N}}", &[o.clone()]), "HELLO WORLD ab Hello World\n");
+        assert_eq!(
+            render("{{upper .N}} {{lower \"AB\"}} {{title .N}}", &[o.clone()]),
+            "HELLO WORLD ab Hello World\n"
+        );
         assert_eq!(render("[{{pad .N 1 2}}]", &[o.clone()]), "[ hello world  ]\n");
         assert_eq!(render("{{truncate .N 5}}", &[o.clone()]), "hello\n");
-        assert_eq!(render("{{printf \"%-4s|%d\" \"ab\" (len .L)}}", &[o]), "ab  |2\n", "Go's own are the crate's");
+        assert_eq!(
+            render("{{printf \"%-4s|%d\" \"ab\" (len .L)}}", &[o]),
+            "ab  |2\n",
+            "Go's own are the crate's"
+        );
     }
 
     #[test]
@@ -280,7 +295,8 @@ mod tests {
         let err = format!("{:#}", Formatter::parse("{{.ID", "").err().unwrap());
         assert!(err.contains("--format \"{{.ID\"") && err.contains("table {{.ID}}"), "{err}");
         // Go refuses an unknown function when it parses; this crate when it runs: an error all the same.
-        let unknown = Formatter::parse("{{nosuch .ID}}", "").and_then(|f| f.render(&[json!({"ID": 3})], &headers));
+        let unknown =
+            Formatter::parse("{{nosuch .ID}}", "").and_then(|f| f.render(&[json!({"ID": 3})], &headers));
         assert!(format!("{:#}", unknown.unwrap_err()).contains("nosuch"));
         let bad = Formatter::parse("{{upper .ID}}", "").unwrap().render(&[json!({"ID": 3})], &headers);
         assert!(format!("{:#}", bad.unwrap_err()).contains("string"), "a type error is an error");

@@ -267,7 +267,8 @@ pub fn container(state: &State, container: &Container, endpoints: &[&Endpoint]) 
     });
     // Docker leaves `ExposedPorts` out when there is none.
     if !asked.is_empty() {
-        config["ExposedPorts"] = asked.iter().map(|m| (format!("{}/{}", m.container_port, m.proto), json!({}))).collect();
+        config["ExposedPorts"] =
+            asked.iter().map(|m| (format!("{}/{}", m.container_port, m.proto), json!({}))).collect();
     }
     let mut network_settings = json!({
         "SandboxKey": container.netns,
@@ -371,7 +372,12 @@ mod tests {
         let mut state = State::default();
         let bridge = Network::sample(DEFAULT_NETWORK, 17);
         let web = Network::sample("web", 1);
-        let publish = PortMapping { host_ip: Ipv4Addr::UNSPECIFIED, host_port: 8080, container_port: 80, proto: Proto::Tcp };
+        let publish = PortMapping {
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: 8080,
+            container_port: 80,
+            proto: Proto::Tcp,
+        };
         let mut app: Container = serde_json::from_value(json!({
             "id": new_id(), "name": "app", "hostname": "app", "netns": "/run/netns/app", "etc_dir": "/tmp/app",
             "command": ["sleep", "100"], "detached": true, "auto_remove": false,
@@ -413,7 +419,10 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_with_nanoseconds_and_gos_zero_when_none() {
-        assert_eq!(moment(Some("2026-11-30T03:26:04.123456789Z".parse().unwrap())), "2026-11-30T03:26:04.123456789Z");
+        assert_eq!(
+            moment(Some("2026-11-30T03:26:04.123456789Z".parse().unwrap())),
+            "2026-11-30T03:26:04.123456789Z"
+        );
         assert_eq!(moment(None), "0001-01-01T00:00:00Z");
     }
 
@@ -428,17 +437,26 @@ mod tests {
         assert_eq!((settings["IPPrefixLen"].as_u64(), &settings["Gateway"]), (Some(24), &json!("10.17.0.1")));
         assert_eq!(settings["MacAddress"], "02:42:00:00:00:00");
         assert_eq!(settings["EndpointID"], settings["Networks"]["bridge"]["EndpointID"]);
-        assert_eq!(settings["Networks"]["bridge"]["Aliases"], Value::Null, "the default network takes no alias");
+        assert_eq!(
+            settings["Networks"]["bridge"]["Aliases"],
+            Value::Null,
+            "the default network takes no alias"
+        );
         assert_eq!(settings["Networks"]["web"]["Aliases"], json!(["api"]));
         assert_eq!(settings["Networks"]["web"]["EndpointID"].as_str().map(str::len), Some(64));
         assert_eq!(settings["Ports"], json!({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}));
         let state_fields = &app["State"];
-        for (field, value) in [("Paused", false), ("Restarting", false), ("OOMKilled", false), ("Dead", false)] {
+        for (field, value) in
+            [("Paused", false), ("Restarting", false), ("OOMKilled", false), ("Dead", false)]
+        {
             assert_eq!(state_fields[field], value, "State.{field}");
         }
         assert_eq!((&state_fields["Error"], &state_fields["FinishedAt"]), (&json!(""), &json!(ZERO_TIME)));
         assert_eq!(app["HostConfig"]["NetworkMode"], "bridge");
-        assert_eq!(app["HostConfig"]["PortBindings"], json!({"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}));
+        assert_eq!(
+            app["HostConfig"]["PortBindings"],
+            json!({"80/tcp": [{"HostIp": "", "HostPort": "8080"}]})
+        );
         assert_eq!(app["Config"]["ExposedPorts"], json!({"80/tcp": {}}));
         assert!(find(&state, "app", ObjectKind::Network).is_none(), "--type network looks at networks alone");
     }
@@ -463,7 +481,8 @@ mod tests {
     #[test]
     fn host_and_none_are_listed_and_found_by_name_and_id() {
         let (state, _) = state_with_app();
-        let names: Vec<_> = networks(&state).iter().map(|n| n["Name"].as_str().unwrap().to_string()).collect();
+        let names: Vec<_> =
+            networks(&state).iter().map(|n| n["Name"].as_str().unwrap().to_string()).collect();
         assert_eq!(names, ["bridge", "web", "host", "none"]);
         let host = find(&state, "host", ObjectKind::Network).unwrap();
         assert_eq!((&host["Driver"], &host["IPAM"]["Config"]), (&json!("host"), &json!([])));

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 /// `ps`'s default table: Docker's columns but `IMAGE`, since our containers run the host's
 /// own files and have no image to show.
-pub const PS_TABLE: &str = "table {{.ID}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+pub const PS_TABLE: &str =
+    "table {{.ID}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 /// `network ls`'s default table, Docker's.
 pub const NETWORK_TABLE: &str = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}";
 
@@ -198,9 +199,8 @@ impl InspectedContainer {
             "running" => moment(&self.state.started_at).map_or("Up".into(), |at| format!("Up {}", since(at))),
             "dead" => "Dead".into(),
             _ if moment(&self.state.started_at).is_none() => "Created".into(),
-            _ => moment(&self.state.finished_at).map_or(String::new(), |at| {
-                format!("Exited ({}) {} ago", self.state.exit_code, since(at))
-            }),
+            _ => moment(&self.state.finished_at)
+                .map_or(String::new(), |at| format!("Exited ({}) {} ago", self.state.exit_code, since(at))),
         }
     }
 }
@@ -351,7 +351,8 @@ impl Filters {
                 bail!("--filter {filter:?}: no filter {key:?}; filter by {}", known.join(", "));
             }
             if key == "name" {
-                Regex::new(value).with_context(|| format!("--filter {filter:?}: not a regular expression"))?;
+                Regex::new(value)
+                    .with_context(|| format!("--filter {filter:?}: not a regular expression"))?;
             }
             filters.entry(key.to_string()).or_default().push(value.to_string());
         }
@@ -376,7 +377,9 @@ impl Filters {
         };
         let networks = &container.network_settings.networks;
         let on_network = |wanted: &str| {
-            networks.iter().any(|(name, n)| name == wanted || (!wanted.is_empty() && n.network_id.starts_with(wanted)))
+            networks
+                .iter()
+                .any(|(name, n)| name == wanted || (!wanted.is_empty() && n.network_id.starts_with(wanted)))
         };
         self.allows("name", named)
             && self.allows("network", on_network)
@@ -434,7 +437,11 @@ mod tests {
     fn durations_read_as_dockers() {
         let d = |secs: i64| human_duration(SignedDuration::from_secs(secs));
         assert_eq!(d(0), "Less than a second");
-        assert_eq!(human_duration(SignedDuration::from_millis(-300)), "Less than a second", "a clock a bit behind");
+        assert_eq!(
+            human_duration(SignedDuration::from_millis(-300)),
+            "Less than a second",
+            "a clock a bit behind"
+        );
         assert_eq!(d(1), "1 second");
         assert_eq!(d(59), "59 seconds");
         assert_eq!(d(60), "About a minute");
@@ -454,7 +461,8 @@ mod tests {
     #[test]
     fn ps_rows_read_as_dockers() {
         let now = at("2026-11-30T03:05:00Z");
-        let web = container("web", "running", json!({"front": {"NetworkID": "aa"}, "back": {"NetworkID": "bb"}}));
+        let web =
+            container("web", "running", json!({"front": {"NetworkID": "aa"}, "back": {"NetworkID": "bb"}}));
         let row = web.row(now, true);
         assert_eq!(row.id.len(), 12);
         assert_eq!(row.command, "\"sleep 1000000000000…\"", "20 characters, quoted, as Docker's");
@@ -492,7 +500,10 @@ mod tests {
     #[test]
     fn ports_are_grouped_as_dockers() {
         let ports = |json: serde_json::Value| displayable_ports(&serde_json::from_value(json).unwrap());
-        assert_eq!(ports(json!({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]})), "0.0.0.0:8080->80/tcp");
+        assert_eq!(
+            ports(json!({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]})),
+            "0.0.0.0:8080->80/tcp"
+        );
         assert_eq!(
             ports(json!({
                 "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80"}],
@@ -512,7 +523,11 @@ mod tests {
         let pass = |given: &[&str]| -> Vec<String> {
             let given: Vec<String> = given.iter().map(|s| s.to_string()).collect();
             let filters = Filters::parse(&given, &PS_FILTERS).unwrap();
-            [&web, &db].into_iter().filter(|c| filters.allow_container(c)).map(|c| c.name().to_string()).collect()
+            [&web, &db]
+                .into_iter()
+                .filter(|c| filters.allow_container(c))
+                .map(|c| c.name().to_string())
+                .collect()
         };
         assert_eq!(pass(&[]), ["web", "db"]);
         assert_eq!(pass(&["name=we"]), ["web"], "a regexp matches anywhere, as Docker's");
@@ -522,7 +537,8 @@ mod tests {
         assert_eq!(pass(&["status=exited"]), ["db"]);
         assert_eq!(pass(&["network=front"]), ["web"]);
         assert_eq!(pass(&["network=bb2"]), ["db"], "a network ID's start");
-        let err = |given: &str| format!("{:#}", Filters::parse(&[given.to_string()], &PS_FILTERS).unwrap_err());
+        let err =
+            |given: &str| format!("{:#}", Filters::parse(&[given.to_string()], &PS_FILTERS).unwrap_err());
         assert!(err("label=x").contains("filter by name, network, status"), "{}", err("label=x"));
         assert!(err("name").contains("KEY=VALUE"));
         assert!(err("name=[").contains("not a regular expression"));
@@ -536,7 +552,10 @@ mod tests {
         }))
         .unwrap();
         let row = bridge.row(true);
-        assert_eq!((row.id.as_str(), row.name.as_str(), row.driver.as_str()), ("0123456789ab", "bridge", "bridge"));
+        assert_eq!(
+            (row.id.as_str(), row.name.as_str(), row.driver.as_str()),
+            ("0123456789ab", "bridge", "bridge")
+        );
         assert_eq!((row.scope.as_str(), row.ipv6.as_str(), row.labels.as_str()), ("local", "false", "a=b"));
         let filters = |given: &str| Filters::parse(&[given.to_string()], &NETWORK_FILTERS).unwrap();
         assert!(filters("driver=bridge").allow_network(&bridge));

@@ -191,8 +191,8 @@ impl StateStore {
                 let mut state: State = serde_json::from_slice(&bytes).with_context(corrupt)?;
                 let header: SnapshotHeader = serde_json::from_slice(&bytes).with_context(corrupt)?;
                 let earlier: Earlier = serde_json::from_slice(&bytes).with_context(corrupt)?;
-                let migrated = earlier.migrate_into(&mut state).with_context(corrupt)?
-                    || header.predefined.is_none();
+                let migrated =
+                    earlier.migrate_into(&mut state).with_context(corrupt)? || header.predefined.is_none();
                 self.seq = header.journal_seq;
                 self.snapshot_bytes = bytes.len() as u64;
                 (Some(state), migrated)
