@@ -273,17 +273,14 @@ mod tests {
 
     #[test]
     fn dockers_functions_work_as_theirs() {
-        let o = json!({"S": "a,b,c", "L": ["x", "y"], "N": "hello world"});
-        assert_eq!(render("{{join .L \", \"}}", &[o.clone()]), "x, y\n");
-        assert_eq!(render("{{index (split .S \",\") 1}}", &[o.clone()]), "b\n");
+        let o = [json!({"S": "a,b,c", "L": ["x", "y"], "N": "hello world"})];
+        assert_eq!(render("{{join .L \", \"}}", &o), "x, y\n");
+        assert_eq!(render("{{index (split .S \",\") 1}}", &o), "b\n");
+        assert_eq!(render("{{upper .N}} {{lower \"AB\"}} {{title .N}}", &o), "HELLO WORLD ab Hello World\n");
+        assert_eq!(render("[{{pad .N 1 2}}]", &o), "[ hello world  ]\n");
+        assert_eq!(render("{{truncate .N 5}}", &o), "hello\n");
         assert_eq!(
-            render("{{upper .N}} {{lower \"AB\"}} {{title .N}}", &[o.clone()]),
-            "HELLO WORLD ab Hello World\n"
-        );
-        assert_eq!(render("[{{pad .N 1 2}}]", &[o.clone()]), "[ hello world  ]\n");
-        assert_eq!(render("{{truncate .N 5}}", &[o.clone()]), "hello\n");
-        assert_eq!(
-            render("{{printf \"%-4s|%d\" \"ab\" (len .L)}}", &[o]),
+            render("{{printf \"%-4s|%d\" \"ab\" (len .L)}}", &o),
             "ab  |2\n",
             "Go's own are the crate's"
         );
