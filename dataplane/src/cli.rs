@@ -42,7 +42,18 @@ enum Command {
     /// Create a container on a network and run a command in it.
     Run(RunArgs),
     /// List containers, the newest first.
-    Ps(PsArgs),
+    ///
+    /// Filters: name=REGEXP, network=NAME|ID, status=running|exited|created|dead (a status
+    /// lists stopped ones without -a). Fields for --format, Docker's: .ID .Command
+    /// .CreatedAt .RunningFor .Ports .Status .State .Names .Networks .Labels, and .Image,
+    /// empty: containers run the host's files, there is no image.
+    Ps {
+        /// Show all containers, not only running ones.
+        #[arg(short, long)]
+        all: bool,
+        #[command(flatten)]
+        list: ListArgs,
+    },
     /// Show containers and networks as JSON, in Docker's shape, or what a template makes
     /// of them; then fail naming those not found.
     Inspect {
@@ -301,8 +312,11 @@ enum NetworkCommand {
     /// Create a network.
     Create(CreateArgs),
     /// List networks, `host` and `none` too.
+    ///
+    /// Filters: name=REGEXP, driver=NAME, id=PREFIX. Fields for --format, Docker's: .ID
+    /// .Name .Driver .Scope .IPv6 .Internal .Labels .CreatedAt.
     #[command(alias = "list")]
-    Ls(NetworkLsArgs),
+    Ls(ListArgs),
     /// Show networks as JSON, in Docker's shape, or what a template makes of them; then
     /// fail naming those not found.
     Inspect {
@@ -334,45 +348,21 @@ enum NetworkCommand {
     Disconnect { network: String, container: String },
 }
 
-/// `ps`'s flags, Docker's.
+/// The flags Docker's lists share (`ps`, `network ls`).
 #[derive(Args)]
-struct PsArgs {
-    /// Show all containers, not only running ones.
-    #[arg(short, long)]
-    all: bool,
-    /// Only the containers' IDs.
+struct ListArgs {
+    /// Only the IDs.
     #[arg(short, long)]
     quiet: bool,
-    /// Full IDs and commands.
+    /// Full IDs (and commands).
     #[arg(long)]
     no_trunc: bool,
-    /// Only those that match: name=REGEXP, network=NAME|ID, status=running|exited|created|dead
-    /// (repeat: values of one key match any, different keys all; status= lists stopped
-    /// ones without -a).
+    /// Only those that match (keys above); repeat it: values of one key match any,
+    /// different keys all.
     #[arg(short, long, value_name = "KEY=VALUE")]
     filter: Vec<String>,
-    /// `table`, `table TEMPLATE`, `json` (one object a line) or a Go template, with
-    /// Docker's fields: .ID .Image (empty) .Command .CreatedAt .RunningFor .Ports .Status
-    /// .State .Names .Networks .Labels.
-    #[arg(long)]
-    format: Option<String>,
-}
-
-/// `network ls`'s flags, Docker's.
-#[derive(Args)]
-struct NetworkLsArgs {
-    /// Only the networks' IDs.
-    #[arg(short, long)]
-    quiet: bool,
-    /// Full IDs.
-    #[arg(long)]
-    no_trunc: bool,
-    /// Only those that match: name=REGEXP, driver=NAME, id=PREFIX (repeat: values of one
-    /// key match any, different keys all).
-    #[arg(short, long, value_name = "KEY=VALUE")]
-    filter: Vec<String>,
-    /// `table`, `table TEMPLATE`, `json` (one object a line) or a Go template, with
-    /// Docker's fields: .ID .Name .Driver .Scope .IPv6 .Internal .Labels .CreatedAt.
+    /// `table`, `table TEMPLATE`, `json` (one object a line), or a Go template on the
+    /// fields above.
     #[arg(long)]
     format: Option<String>,
 }
@@ -565,7 +555,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Run(args) => return run_container(&socket, args),
-        Command::Ps(args) => ps(&socket, args)?,
+        Command::Ps { all, list } => ps(&socket, all, list)?,
         Command::Inspect { format, kind, names } => {
             return inspect(&socket, names, kind.unwrap_or(ObjectKind::Any), format.format);
         }
@@ -730,10 +720,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// `ps`: the daemon's containers as rows, filtered, the newest first.
-fn ps(socket: &std::path::Path, args: PsArgs) -> Result<()> {
+fn ps(socket: &std::path::Path, all: bool, args: ListArgs) -> Result<()> {
     let filters = Filters::parse(&args.filter, &listing::PS_FILTERS)?;
     // As on Docker, asking for a status asks for stopped containers too.
-    let all = args.all || filters.has("status");
+    let all = all || filters.has("status");
     let mut containers: Vec<InspectedContainer> =
         serde_json::from_value(api::call(socket, &Request::List { all })?)
             .context("the daemon's containers")?;
@@ -747,7 +737,7 @@ fn ps(socket: &std::path::Path, args: PsArgs) -> Result<()> {
 }
 
 /// `network ls`: the daemon's networks as rows, filtered, by name.
-fn network_ls(socket: &std::path::Path, args: NetworkLsArgs) -> Result<()> {
+fn network_ls(socket: &std::path::Path, args: ListArgs) -> Result<()> {
     let filters = Filters::parse(&args.filter, &listing::NETWORK_FILTERS)?;
     let mut networks: Vec<InspectedNetwork> =
         serde_json::from_value(api::call(socket, &Request::NetworkList)?).context("the daemon's networks")?;
@@ -1095,6 +1085,53 @@ mod tests {
         assert_eq!(command, ["ip", "addr"]);
         let err = Cli::try_parse_from(["dataplane", "run", "-w", "tmp", "true"]).err().unwrap().to_string();
         assert!(err.contains("not an absolute path"), "{err}");
+    }
+
+    #[test]
+    fn list_and_inspect_flags_are_dockers() {
+        let cli = Cli::try_parse_from([
+            "dataplane",
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "-f",
+            "name=^web$",
+            "--filter",
+            "status=exited",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Ps { all, list } = cli.command else { panic!("not ps") };
+        assert!(all && list.quiet && list.no_trunc);
+        assert_eq!(list.filter, ["name=^web$", "status=exited"]);
+        assert_eq!(quiet_or(list.quiet, list.format), "{{.ID}}", "-q wins over --format, as on Docker");
+        assert_eq!(quiet_or(false, None), "", "no --format: the table");
+        let cli = Cli::try_parse_from(["dataplane", "network", "ls", "-q", "-f", "driver=bridge"]).unwrap();
+        let Command::Network(NetworkCommand::Ls(list)) = cli.command else { panic!("not network ls") };
+        assert!(list.quiet && list.filter == ["driver=bridge"]);
+        let cli =
+            Cli::try_parse_from(["dataplane", "inspect", "-f", "{{.Id}}", "--type", "network", "a", "b"])
+                .unwrap();
+        let Command::Inspect { format, kind, names } = cli.command else { panic!("not inspect") };
+        assert_eq!(
+            (format.format.as_deref(), kind, names.as_slice()),
+            (Some("{{.Id}}"), Some(ObjectKind::Network), &["a".to_string(), "b".to_string()][..])
+        );
+        let cli =
+            Cli::try_parse_from(["dataplane", "network", "inspect", "--format", "{{.Name}}", "web"]).unwrap();
+        let Command::Network(NetworkCommand::Inspect { format, .. }) = cli.command else {
+            panic!("not network inspect")
+        };
+        assert_eq!(format.format.as_deref(), Some("{{.Name}}"));
+    }
+
+    #[test]
+    fn inspect_prints_json_indented_by_four_as_dockers() {
+        assert_eq!(
+            indented(&serde_json::json!([{"A": 1}])).unwrap(),
+            "[\n    {\n        \"A\": 1\n    }\n]\n"
+        );
     }
 
     #[test]

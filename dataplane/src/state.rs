@@ -818,6 +818,28 @@ mod tests {
         assert!(state.firewall.rules.is_empty());
     }
 
+    #[test]
+    fn earlier_state_files_keep_their_times_and_get_host_and_none_ids_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = r#"{"networks": [], "containers": [{
+            "id": "c1", "name": "old", "hostname": "old", "netns": "/run/netns/old", "etc_dir": "/tmp/old",
+            "command": ["true"], "detached": true, "auto_remove": false,
+            "status": {"state": "exited", "code": 0}, "created": 1795000000
+        }]}"#;
+        fs::write(dir.path().join("state.json"), earlier).unwrap();
+        let state = StateStore::new(dir.path()).load().unwrap().unwrap();
+        let old = state.containers.get("c1").unwrap();
+        assert_eq!(
+            old.created.to_string(),
+            "2026-11-18T11:06:40Z",
+            "seconds since the epoch, as written then"
+        );
+        assert_eq!((old.started_at, old.finished_at), (None, None));
+        let again = StateStore::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!(again.predefined, state.predefined, "the IDs made on the first load were written");
+        assert_ne!(state.predefined.host, state.predefined.none);
+    }
+
     /// A state file as the daemon wrote it before endpoints were the state's own: two
     /// networks, a container on both publishing a port, a host-mode container.
     const BEFORE_ENDPOINTS: &str = r#"{
