@@ -90,12 +90,12 @@ fn main() -> Result<()> {
             if let Some(only) = only {
                 args.extend(["--only".into(), only]);
             }
-            run_tool(true, &["dp-loadgen", "dp-forge", "dp-bench"], &args)
+            run_tool(ToolBuild::Release, &["dp-loadgen", "dp-forge", "dp-bench"], &args)
         }
         Task::Demo => {
             setup::install_missing()?;
             require_root("the demo creates network namespaces and loads BPF programs")?;
-            run_tool(false, &["dp-demo"], &[])
+            run_tool(ToolBuild::Quiet, &["dp-demo"], &[])
         }
     }
 }
@@ -110,9 +110,18 @@ fn cargo() -> Command {
     command
 }
 
+/// How `run_tool` builds: the bench measures optimized code; the demo is read by people, so
+/// its build keeps quiet (without `-q`, cargo relays every line of the eBPF build as a warning).
+#[derive(Clone, Copy, PartialEq)]
+enum ToolBuild {
+    Release,
+    Quiet,
+}
+
 /// Builds `dataplane`, its CNI plugin and the tools of the tests crate, then runs the last tool with the
 /// freshly built `dataplane` as the one under test.
-fn run_tool(release: bool, tools: &[&str], args: &[String]) -> Result<()> {
+fn run_tool(how: ToolBuild, tools: &[&str], args: &[String]) -> Result<()> {
+    let release = how == ToolBuild::Release;
     let mut build = cargo();
     build.args([
         "build",
@@ -128,9 +137,7 @@ fn run_tool(release: bool, tools: &[&str], args: &[String]) -> Result<()> {
     for tool in tools {
         build.args(["--bin", tool]);
     }
-    if release {
-        build.arg("--release");
-    }
+    build.arg(if release { "--release" } else { "-q" });
     run_command(&mut build)?;
     let dir = workspace_root().join(if release { "target/release" } else { "target/debug" });
     let tool = dir.join(tools.last().expect("a tool"));

@@ -1443,6 +1443,12 @@ fn write_plots(records: &[Record], dir: &Path) -> Result<()> {
     plots::scale_curve(&dir.join("scale.svg"), &sizes, &ours, &reference)
 }
 
+/// The number a scenario's name starts with ("4. scale: ..."): the report lists scenarios in
+/// that order, whatever order they ran in (scenario 6 at scale runs last, being the longest).
+fn scenario_number(scenario: &str) -> u32 {
+    scenario.split('.').next().and_then(|number| number.trim().parse().ok()).unwrap_or(u32::MAX)
+}
+
 fn write_report(records: &[Record], options: &Options) -> Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&dir)?;
@@ -1457,7 +1463,9 @@ fn write_report(records: &[Record], options: &Options) -> Result<()> {
         if options.quick { "1 s per run (--quick: a smoke run, not a measurement)" } else { "4 s per run" }
     );
     md += "| scenario | metric | unit | ours | reference | ratio | ceiling | target |\n|---|---|---|---|---|---|---|---|\n";
-    for r in records {
+    let mut in_order: Vec<&Record> = records.iter().collect();
+    in_order.sort_by_key(|r| scenario_number(&r.scenario));
+    for r in in_order {
         let ratios = r.ratios();
         let ratio = if ratios.is_empty() {
             "–".to_string()
@@ -1499,6 +1507,13 @@ mod tests {
         record.ceiling = vec![ceiling];
         record.target_vs_reference = Some(target);
         record
+    }
+
+    #[test]
+    fn scenarios_are_numbered_by_their_leading_number() {
+        assert_eq!(scenario_number("10. a SYN flood"), 10);
+        assert_eq!(scenario_number("2. outside to a published port, XDP on the veth uplink (--xdp on)"), 2);
+        assert_eq!(scenario_number("unnumbered"), u32::MAX);
     }
 
     #[test]
