@@ -53,6 +53,16 @@ pub struct RunSpec {
     pub auto_remove: bool,
 }
 
+/// The daemon's answer to `Run`: the container, and for a foreground one the file the
+/// CLI records its command's process in before the command runs
+/// (`process::write_record`), where a start of the daemon finds it, whatever the daemon
+/// learned of it before it went away.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunAnswer {
+    pub container: crate::state::Container,
+    pub process_record: Option<PathBuf>,
+}
+
 /// The network a CNI config names, and what to create it from when it does not exist
 /// yet (or to check it against when it does: a value given must match).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -153,8 +163,12 @@ pub enum Request {
         id: String,
         pid: i32,
     },
+    /// The end of a foreground command, with its exit code: of the process `pid`, or of
+    /// a command that never started (`None`).
     Exited {
         id: String,
+        #[serde(default)]
+        pid: Option<i32>,
         code: i32,
     },
     List {
@@ -283,13 +297,19 @@ pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> 
     line.push(b'\n');
     stream.write_all(&line)?;
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).context("reading the daemon's answer")?;
-    if answer.is_empty() {
-        return Err(DaemonError::new(
-            ErrorKind::Failed,
-            "the daemon closed the connection without answering (see its log)",
+    // A daemon that goes away mid-request (killed, or stopped) is as unreachable as one
+    // that was never there: a client may try again once one serves the socket.
+    let gone = |why: String| {
+        DaemonError::new(
+            ErrorKind::Unreachable,
+            format!("the daemon at {} {why} without answering (see its log)", socket.display()),
         )
-        .into());
+    };
+    if let Err(e) = BufReader::new(stream).read_line(&mut answer) {
+        return Err(gone(format!("broke the connection ({e})")).into());
+    }
+    if answer.is_empty() {
+        return Err(gone("closed the connection".into()).into());
     }
     match serde_json::from_str(&answer).context("malformed answer from the daemon")? {
         Answer::Ok(value) => serde_json::from_value(value).context("unexpected answer from the daemon"),

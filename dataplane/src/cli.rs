@@ -3,7 +3,14 @@
 //! Foreground commands (`run` without -d, `exec`) run here, inside the container's
 //! namespace, so that their terminal, output and exit code are the caller's own.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, os::fd::AsFd, path::PathBuf, process::ExitCode};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    os::fd::AsFd,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -19,7 +26,7 @@ use crate::{
     netns,
     ports::PublishSpec,
     process,
-    state::{Container, DEFAULT_NETWORK, MacAddr, Network},
+    state::{DEFAULT_NETWORK, MacAddr, Network},
 };
 
 #[derive(Parser)]
@@ -305,6 +312,11 @@ struct DaemonArgs {
     /// daemon was away) are removed.
     #[arg(long, env = "DATAPLANE_DOCKER_STALE_AFTER", value_name = "SECONDS", default_value_t = 60)]
     docker_stale_after: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics: packets and bytes per path,
+    /// drops per reason, conntrack use, networks, containers, published ports, DNS answers
+    /// and control request latencies (off by default).
+    #[arg(long, env = "DATAPLANE_METRICS_ADDR", value_name = "ADDR:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -514,6 +526,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 xdp: args.xdp,
                 docker_plugin: args.docker_plugin,
                 docker_stale_after: std::time::Duration::from_secs(args.docker_stale_after),
+                metrics_addr: args.metrics_addr,
             };
             tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
         }
@@ -821,11 +834,19 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
         detach: args.detach,
         auto_remove: args.rm,
     };
-    let container: Container = serde_json::from_value(api::call(socket, &Request::Run(spec))?)?;
+    let answer: api::RunAnswer = serde_json::from_value(api::call(socket, &Request::Run(spec))?)?;
+    let container = answer.container;
     if container.detached {
         println!("{}", container.id);
         return Ok(ExitCode::SUCCESS);
     }
+    let record = answer.process_record.with_context(|| {
+        format!(
+            "the daemon named no file to record the command of container {} in (is it an older version?); \
+             restart the daemon from this binary, or use `run -d`",
+            container.name
+        )
+    })?;
     let ns = netns::open(&container.netns)?;
     let ctx = process::ContainerContext {
         netns: &ns,
@@ -837,27 +858,71 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
         workdir: container.workdir.as_deref(),
     };
     // The child is the PID 1 of its namespace: the PID the daemon records is the one
-    // `stop` and `rm -f` signal, and its death ends every process of the container.
-    let code = match process::container_command(&container.command, &ctx).spawn() {
-        Ok(mut child) => {
-            let _: Result<Value> =
-                api::call(socket, &Request::Started { id: container.id.clone(), pid: child.id() as i32 });
-            let status = child.wait()?;
-            status
-                .code()
-                .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0))
-        }
-        Err(e) => {
-            eprintln!("dataplane: cannot run {:?}: {e}", container.command[0]);
-            if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
-        }
-    };
+    // `stop` and `rm -f` signal, and its death ends every process of the container. It
+    // runs once it is recorded where the daemon named, so that a daemon that goes away
+    // before it hears of the start finds the command at its next start.
+    let command = process::container_command(&container.command, &ctx);
+    let (pid, code) =
+        match command.spawn_recorded(|pid, start_time| process::write_record(&record, pid, start_time)) {
+            Ok((mut child, _)) => {
+                let pid = child.id() as i32;
+                report(socket, &Request::Started { id: container.id.clone(), pid }, &container.name);
+                let status = child.wait()?;
+                let code = status.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+                });
+                (Some(pid), code)
+            }
+            Err(e) => {
+                eprintln!("dataplane: cannot run {:?}: {e:#}", container.command[0]);
+                let missing = e
+                    .chain()
+                    .find_map(|e| e.downcast_ref::<std::io::Error>())
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+                (None, if missing { 127 } else { 126 })
+            }
+        };
     // When the daemon saw the exit first and removed an --rm container, these fail: fine.
-    let _: Result<Value> = api::call(socket, &Request::Exited { id: container.id.clone(), code });
+    report(socket, &Request::Exited { id: container.id.clone(), pid, code }, &container.name);
     if container.auto_remove {
         let _: Result<Value> = api::call(socket, &Request::Remove { name: container.id, force: true });
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// How long the CLI tries to report a foreground command's start or end to a daemon that
+/// cannot be reached (a restart takes seconds: it loads its programs first).
+const REPORT_WAIT: Duration = Duration::from_secs(30);
+
+/// Reports a foreground command's start or end (`Started`, `Exited`) to the daemon,
+/// trying again while none can be reached, for up to `REPORT_WAIT`: a daemon that went
+/// away and came back learns it. An answer that is an error is dropped: the daemon knows
+/// better (it saw the end first, or the container was removed).
+fn report(socket: &std::path::Path, request: &Request, name: &str) {
+    let end = matches!(request, Request::Exited { .. });
+    let what = if end { "end" } else { "start" };
+    let deadline = Instant::now() + REPORT_WAIT;
+    let mut told = false;
+    loop {
+        let Err(e) = api::call::<Value>(socket, request) else { return };
+        if api::kind_of(&e) != api::ErrorKind::Unreachable {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "dataplane: {e:#}; the {what} of container {name} went unreported: the daemon's next start records what it finds"
+            );
+            return;
+        }
+        // Quiet about the start: the command's output shares the terminal.
+        if end && !told {
+            eprintln!(
+                "dataplane: {e:#}; reporting the end of container {name} once it is back (for up to {REPORT_WAIT:?})"
+            );
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `logs`: prints a container's log (`LogPath`), the last `tail` lines of it; with

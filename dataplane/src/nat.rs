@@ -168,6 +168,17 @@ impl PerTable {
     pub fn total(&self) -> u64 {
         self.masquerade + self.masquerade_unconfirmed + self.published + self.published_unconfirmed
     }
+
+    /// Each table's figure with the table's kind (`masquerade`, `published`) and whether
+    /// it holds confirmed flows: how `stats` and the metrics name them.
+    pub fn by_table(&self) -> [(&'static str, bool, u64); 4] {
+        [
+            ("masquerade", true, self.masquerade),
+            ("masquerade", false, self.masquerade_unconfirmed),
+            ("published", true, self.published),
+            ("published", false, self.published_unconfirmed),
+        ]
+    }
 }
 
 /// The tables at one moment: the programs' event counts and the live entries.

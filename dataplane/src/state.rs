@@ -77,6 +77,12 @@ pub fn new_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether `name` is the first `len` digits of an ID as `new_id` makes them (lowercase
+/// hex; all 64 for a whole ID).
+pub fn is_id_prefix(name: &str, len: usize) -> bool {
+    name.len() == len && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Options of a bridge network (`--opt`), parsed; Docker's long names are accepted too.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BridgeOptions {

@@ -20,7 +20,7 @@ use crate::{
     maps::{Datapath, v4_key},
     netlink::{self, Netlink},
     netns,
-    state::{Endpoint, Network},
+    state::{Endpoint, Network, is_id_prefix},
 };
 
 pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
@@ -56,8 +56,7 @@ pub async fn network_bridges(nl: &Netlink) -> Result<Vec<(String, String)>> {
         .into_iter()
         .filter_map(|(name, alias)| {
             let id = alias.strip_prefix(BRIDGE_ALIAS)?;
-            let ours = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
-            ours.then(|| (name, id.to_string()))
+            is_id_prefix(id, 64).then(|| (name, id.to_string()))
         })
         .collect())
 }
