@@ -133,9 +133,13 @@ pub struct CniCheck {
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     NetworkCreate(NetworkSpec),
+    /// Every network in `docker network inspect`'s shape, `host` and `none` too.
     NetworkList,
-    NetworkInspect {
+    /// What `inspect` and `network inspect` show: each name that is found, in order, and
+    /// the names that are not (`Lookup`).
+    InspectObjects {
         names: Vec<String>,
+        kind: ObjectKind,
     },
     NetworkRemove {
         names: Vec<String>,
@@ -215,6 +219,24 @@ pub enum Request {
         network: String,
         valid: Vec<CniAttachment>,
     },
+}
+
+/// What `InspectObjects` looks among: `inspect` looks at containers, then networks, as
+/// Docker's does (`--type` narrows it); `network inspect` at networks alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    Container,
+    Network,
+    Any,
+}
+
+/// The answer to `InspectObjects`: what was found, in the order asked, and the names of
+/// what was not.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Lookup {
+    pub found: Vec<serde_json::Value>,
+    pub missing: Vec<String>,
 }
 
 /// What kind of failure an error answer is, for clients that act on it (the CNI plugin

@@ -18,9 +18,11 @@ use ipnet::Ipv4Net;
 use serde_json::Value;
 
 use crate::{
-    api::{self, NetworkSpec, Request, RunSpec},
+    api::{self, NetworkSpec, ObjectKind, Request, RunSpec},
     daemon,
     firewall::{self, Action, PortRange},
+    format::Formatter,
+    listing::{self, Filters, InspectedContainer, InspectedNetwork},
     netns,
     ports::PublishSpec,
     process,
@@ -54,15 +56,28 @@ enum Command {
     Network(NetworkCommand),
     /// Create a container on a network and run a command in it.
     Run(RunArgs),
-    /// List containers.
+    /// List containers, the newest first.
+    ///
+    /// Filters: name=REGEXP, network=NAME|ID, status=running|exited|created|dead (a status
+    /// lists stopped ones without -a). Fields for --format, Docker's: .ID .Command
+    /// .CreatedAt .RunningFor .Ports .Status .State .Names .Networks .Labels, and .Image,
+    /// empty: containers run the host's files, there is no image.
     Ps {
         /// Show all containers, not only running ones.
         #[arg(short, long)]
         all: bool,
+        #[command(flatten)]
+        list: ListArgs,
     },
-    /// Show containers as JSON, in Docker's shape.
+    /// Show containers and networks as JSON, in Docker's shape, or what a template makes
+    /// of them; then fail naming those not found.
     Inspect {
-        /// Containers, by name or ID (a unique prefix of it).
+        #[command(flatten)]
+        format: InspectFormat,
+        /// Look only among these (default: containers, then networks).
+        #[arg(long = "type", value_enum)]
+        kind: Option<ObjectKind>,
+        /// Containers or networks, by name or ID (a unique prefix of it).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -306,11 +321,17 @@ struct DaemonArgs {
 enum NetworkCommand {
     /// Create a network.
     Create(CreateArgs),
-    /// List networks.
+    /// List networks, `host` and `none` too.
+    ///
+    /// Filters: name=REGEXP, driver=NAME, id=PREFIX. Fields for --format, Docker's: .ID
+    /// .Name .Driver .Scope .IPv6 .Internal .Labels .CreatedAt.
     #[command(alias = "list")]
-    Ls,
-    /// Show networks as JSON, in Docker's shape.
+    Ls(ListArgs),
+    /// Show networks as JSON, in Docker's shape, or what a template makes of them; then
+    /// fail naming those not found.
     Inspect {
+        #[command(flatten)]
+        format: InspectFormat,
         /// Networks, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
@@ -344,6 +365,34 @@ enum NetworkCommand {
         /// The container, by name or ID.
         container: String,
     },
+}
+
+/// The flags Docker's lists share (`ps`, `network ls`).
+#[derive(Args)]
+struct ListArgs {
+    /// Only the IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Full IDs (and commands).
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only those that match (keys above); repeat it: values of one key match any,
+    /// different keys all.
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// `table`, `table TEMPLATE`, `json` (one object a line), or a Go template on the
+    /// fields above.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// `inspect`'s `--format`.
+#[derive(Args)]
+struct InspectFormat {
+    /// A Go template run on each object (`{{.NetworkSettings.Networks.web.IPAddress}}`,
+    /// `{{json .State}}`), or `json`: the array on one line.
+    #[arg(short, long)]
+    format: Option<String>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -510,21 +559,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let network: Network = serde_json::from_value(call(Request::NetworkCreate(spec))?)?;
             println!("{}", network.id);
         }
-        Command::Network(NetworkCommand::Ls) => {
-            let networks: Vec<Network> = serde_json::from_value(call(Request::NetworkList)?)?;
-            let rows = networks.iter().map(|n| {
-                vec![
-                    n.id[..12].to_string(),
-                    n.name.clone(),
-                    n.driver.clone(),
-                    n.subnet.to_string(),
-                    n.gateway.to_string(),
-                ]
-            });
-            print_table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY"], rows);
-        }
-        Command::Network(NetworkCommand::Inspect { names }) => {
-            println!("{}", serde_json::to_string_pretty(&call(Request::NetworkInspect { names })?)?);
+        Command::Network(NetworkCommand::Ls(args)) => network_ls(&socket, args)?,
+        Command::Network(NetworkCommand::Inspect { format, names }) => {
+            return inspect(&socket, names, ObjectKind::Network, format.format);
         }
         Command::Network(NetworkCommand::Rm { names }) => {
             let removed: Vec<String> = serde_json::from_value(call(Request::NetworkRemove { names })?)?;
@@ -546,45 +583,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Run(args) => return run_container(&socket, args),
-        Command::Ps { all } => {
-            let list = call(Request::List { all })?;
-            let rows = list.as_array().into_iter().flatten().map(|c| {
-                let networks = c["NetworkSettings"]["Networks"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(name, n)| format!("{name}:{}", n["IPAddress"].as_str().unwrap_or("")))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .unwrap_or_default();
-                let networks = match c["HostConfig"]["NetworkMode"].as_str() {
-                    Some(mode) if mode.starts_with("container:") => mode.chars().take(22).collect(),
-                    Some(mode @ ("host" | "none")) => mode.to_string(),
-                    _ => networks,
-                };
-                let status = match c["State"]["Status"].as_str() {
-                    Some("exited") => format!("Exited ({})", c["State"]["ExitCode"]),
-                    Some("running") => "Up".to_string(),
-                    Some("dead") => format!("Dead ({})", c["State"]["Error"].as_str().unwrap_or("")),
-                    other => other.unwrap_or("").to_string(),
-                };
-                let command: Vec<&str> = c["Config"]["Cmd"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
-                    .unwrap_or_default();
-                vec![
-                    c["Id"].as_str().unwrap_or("").chars().take(12).collect(),
-                    c["Name"].as_str().unwrap_or("").trim_start_matches('/').to_string(),
-                    format!("{:?}", command.join(" ")),
-                    status,
-                    networks,
-                ]
-            });
-            print_table(&["CONTAINER ID", "NAME", "COMMAND", "STATUS", "NETWORKS"], rows);
-        }
-        Command::Inspect { names } => {
-            println!("{}", serde_json::to_string_pretty(&call(Request::Inspect { names })?)?);
+        Command::Ps { all, list } => ps(&socket, all, list)?,
+        Command::Inspect { format, kind, names } => {
+            return inspect(&socket, names, kind.unwrap_or(ObjectKind::Any), format.format);
         }
         Command::Exec { env, name, command } => {
             let found = call(Request::Inspect { names: vec![name.clone()] })?;
@@ -755,6 +756,85 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ps`: the daemon's containers as rows, filtered, the newest first.
+fn ps(socket: &std::path::Path, all: bool, args: ListArgs) -> Result<()> {
+    let filters = Filters::parse(&args.filter, &listing::PS_FILTERS)?;
+    // As on Docker, asking for a status asks for stopped containers too.
+    let all = all || filters.has("status");
+    let mut containers: Vec<InspectedContainer> =
+        serde_json::from_value(api::call(socket, &Request::List { all })?)
+            .context("the daemon's containers")?;
+    containers.retain(|c| filters.allow_container(c));
+    containers.sort_by_key(|c| std::cmp::Reverse(c.created()));
+    let now = jiff::Timestamp::now();
+    let rows: Vec<_> = containers.iter().map(|c| c.row(now, !args.no_trunc)).collect();
+    let format = quiet_or(args.quiet, args.format);
+    print!("{}", Formatter::parse(&format, listing::PS_TABLE)?.render(&rows, &listing::PS_HEADERS.into())?);
+    Ok(())
+}
+
+/// `network ls`: the daemon's networks as rows, filtered, by name.
+fn network_ls(socket: &std::path::Path, args: ListArgs) -> Result<()> {
+    let filters = Filters::parse(&args.filter, &listing::NETWORK_FILTERS)?;
+    let mut networks: Vec<InspectedNetwork> =
+        serde_json::from_value(api::call(socket, &Request::NetworkList)?).context("the daemon's networks")?;
+    networks.retain(|n| filters.allow_network(n));
+    let mut rows: Vec<_> = networks.iter().map(|n| n.row(!args.no_trunc)).collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    let format = quiet_or(args.quiet, args.format);
+    let formatter = Formatter::parse(&format, listing::NETWORK_TABLE)?;
+    print!("{}", formatter.render(&rows, &listing::NETWORK_HEADERS.into())?);
+    Ok(())
+}
+
+/// `-q` is `{{.ID}}` whatever `--format` says, as on Docker; no `--format` is the table.
+fn quiet_or(quiet: bool, format: Option<String>) -> String {
+    match quiet {
+        true => "{{.ID}}".into(),
+        false => format.unwrap_or_default(),
+    }
+}
+
+/// `inspect` and `network inspect`: what was found, as Docker prints it (an indented JSON
+/// array, or the template's output for each), then an error naming what was not.
+fn inspect(
+    socket: &std::path::Path,
+    names: Vec<String>,
+    kind: ObjectKind,
+    format: Option<String>,
+) -> Result<ExitCode> {
+    let lookup: api::Lookup =
+        serde_json::from_value(api::call(socket, &Request::InspectObjects { names, kind })?)?;
+    let out = match format.as_deref().map(str::trim) {
+        None | Some("") => indented(&lookup.found)?,
+        Some("json") => serde_json::to_string(&lookup.found)? + "\n",
+        Some(template) => {
+            let formatter = Formatter::parse(template, "")?;
+            formatter.render(&lookup.found, &Default::default())?
+        }
+    };
+    print!("{out}");
+    if lookup.missing.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (what, list) = match kind {
+        ObjectKind::Container => ("container", "`dataplane ps -a` lists them"),
+        ObjectKind::Network => ("network", "`dataplane network ls` lists them"),
+        ObjectKind::Any => ("object", "`dataplane ps -a` and `dataplane network ls` list them"),
+    };
+    let missing: Vec<String> = lookup.missing.iter().map(|name| format!("No such {what}: {name}")).collect();
+    bail!("{} ({list})", missing.join("\n"))
+}
+
+/// JSON indented by 4 spaces, as Docker's `inspect` prints it.
+fn indented(value: &impl serde::Serialize) -> Result<String> {
+    let mut out = vec![];
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, formatter))?;
+    out.push(b'\n');
+    Ok(String::from_utf8(out)?)
 }
 
 fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
@@ -1140,6 +1220,53 @@ mod tests {
         assert_eq!(command, ["ip", "addr"]);
         let err = Cli::try_parse_from(["dataplane", "run", "-w", "tmp", "true"]).err().unwrap().to_string();
         assert!(err.contains("not an absolute path"), "{err}");
+    }
+
+    #[test]
+    fn list_and_inspect_flags_are_dockers() {
+        let cli = Cli::try_parse_from([
+            "dataplane",
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "-f",
+            "name=^web$",
+            "--filter",
+            "status=exited",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Ps { all, list } = cli.command else { panic!("not ps") };
+        assert!(all && list.quiet && list.no_trunc);
+        assert_eq!(list.filter, ["name=^web$", "status=exited"]);
+        assert_eq!(quiet_or(list.quiet, list.format), "{{.ID}}", "-q wins over --format, as on Docker");
+        assert_eq!(quiet_or(false, None), "", "no --format: the table");
+        let cli = Cli::try_parse_from(["dataplane", "network", "ls", "-q", "-f", "driver=bridge"]).unwrap();
+        let Command::Network(NetworkCommand::Ls(list)) = cli.command else { panic!("not network ls") };
+        assert!(list.quiet && list.filter == ["driver=bridge"]);
+        let cli =
+            Cli::try_parse_from(["dataplane", "inspect", "-f", "{{.Id}}", "--type", "network", "a", "b"])
+                .unwrap();
+        let Command::Inspect { format, kind, names } = cli.command else { panic!("not inspect") };
+        assert_eq!(
+            (format.format.as_deref(), kind, names.as_slice()),
+            (Some("{{.Id}}"), Some(ObjectKind::Network), &["a".to_string(), "b".to_string()][..])
+        );
+        let cli =
+            Cli::try_parse_from(["dataplane", "network", "inspect", "--format", "{{.Name}}", "web"]).unwrap();
+        let Command::Network(NetworkCommand::Inspect { format, .. }) = cli.command else {
+            panic!("not network inspect")
+        };
+        assert_eq!(format.format.as_deref(), Some("{{.Name}}"));
+    }
+
+    #[test]
+    fn inspect_prints_json_indented_by_four_as_dockers() {
+        assert_eq!(
+            indented(&serde_json::json!([{"A": 1}])).unwrap(),
+            "[\n    {\n        \"A\": 1\n    }\n]\n"
+        );
     }
 
     #[test]

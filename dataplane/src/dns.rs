@@ -772,7 +772,9 @@ mod tests {
             detached: true,
             auto_remove: false,
             status: Status::Running { pid: 1, start_time: 0 },
-            created: 0,
+            created: jiff::Timestamp::UNIX_EPOCH,
+            started_at: None,
+            finished_at: None,
             log: None,
         };
         let endpoints = on

@@ -40,14 +40,15 @@ fn a_second_daemon_on_the_same_state_dir_refuses_to_start_and_the_first_keeps_wo
     );
 
     host.run_sleeper("after", &[]);
-    let ps = host.dp_ok(&["ps"]);
-    assert!(ps.contains(" before ") && ps.contains(" after "), "the first daemon lost track: {ps}");
+    let ps = host.dp_ok(&["ps", "--format", "{{.Names}}"]);
+    assert_eq!(ps, "after\nbefore\n", "the first daemon lost track (or ps is not newest first): {ps}");
     assert_eq!(host.state().containers.len(), 2, "the state holds what the first daemon made");
 
     // The kernel drops the lock with its holder: a killed daemon leaves none behind.
     host.kill_daemon();
     host.start_daemon();
-    assert!(host.dp_ok(&["ps"]).contains(" after "), "the restarted daemon lost its containers");
+    let ps = host.dp_ok(&["ps", "--format", "{{.Names}}"]);
+    assert!(ps.lines().any(|name| name == "after"), "the restarted daemon lost its containers: {ps}");
 }
 
 /// The exit code of a CLI command in the host namespace, and its error output.

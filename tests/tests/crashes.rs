@@ -261,8 +261,8 @@ fn record_pieces(host: &Host, state: &State) -> Vec<String> {
 /// Whether `ps -a`, `inspect` and `network inspect` show what the state holds.
 fn cli_views(host: &Host, state: &State) -> Vec<String> {
     let mut found = vec![];
-    let ps = host.dp_ok(&["ps", "-a"]);
-    let listed: BTreeSet<_> = ps.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    let ps = host.dp_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    let listed: BTreeSet<_> = ps.lines().collect();
     let recorded: BTreeSet<_> = state.containers.iter().map(|c| c.name.as_str()).collect();
     if listed != recorded {
         found.push(format!("ps -a lists {listed:?}, the state holds {recorded:?}"));

@@ -97,6 +97,8 @@ impl Core {
             auto_remove: spec.auto_remove,
             status: Status::Created,
             created: now(),
+            started_at: None,
+            finished_at: None,
         };
         // Saved before the namespace is made: a crash from here on leaves a record of
         // what to remove (`undo_run`), where it left a namespace, veths and a running
@@ -289,7 +291,7 @@ impl Core {
         let (pid, start_time) = process::spawn_detached(&container.command, &detached, |pid, start_time| {
             process::write_record(&record, pid, start_time)
         })?;
-        container.status = Status::Running { pid, start_time };
+        container.started(pid, start_time);
         Ok(())
     }
 
@@ -420,7 +422,7 @@ impl Core {
             ),
         }
         let start_time = process::start_time(pid).ok_or_else(|| anyhow!("process {pid} is not running"))?;
-        container.status = Status::Running { pid, start_time };
+        container.started(pid, start_time);
         self.save()?;
         Ok(true)
     }
@@ -445,7 +447,7 @@ impl Core {
             Status::Exited { code: Some(known) } => Some(known),
             _ => code,
         };
-        container.status = Status::Exited { code };
+        container.exited(code);
         let container = container.clone();
         if let Err(e) = self.release_networks(&container).await {
             log::warn!("container {}: releasing its networks: {e:#}", container.name);

@@ -414,13 +414,16 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
     let c = &mut *guard;
     match request {
         Request::NetworkCreate(spec) => c.create_network(spec).await,
-        Request::NetworkList => Ok(serde_json::to_value(&c.state.networks)?),
-        Request::NetworkInspect { names } => {
-            let found = names
-                .iter()
-                .map(|n| c.network(n).map(|net| inspect::network(&c.state, net)))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Value::Array(found))
+        Request::NetworkList => Ok(Value::Array(inspect::networks(&c.state))),
+        Request::InspectObjects { names, kind } => {
+            let mut lookup = api::Lookup::default();
+            for name in names {
+                match inspect::find(&c.state, &name, kind) {
+                    Some(found) => lookup.found.push(found),
+                    None => lookup.missing.push(name),
+                }
+            }
+            Ok(serde_json::to_value(lookup)?)
         }
         Request::NetworkRemove { names } => {
             for name in &names {

@@ -104,7 +104,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
                     "container {}: its command (PID {pid}) ended while the daemon was away; exit code unknown",
                     container.name
                 );
-                c.container_by_id(&container.id)?.status = Status::Exited { code: None };
+                c.container_by_id(&container.id)?.exited(None);
             }
         }
     }
@@ -280,14 +280,14 @@ async fn settle_recorded_processes(c: &mut Core) -> Result<()> {
                 log::warn!(
                     "container {name}: its foreground command (PID {pid}) started while the daemon was away; adopting it as running"
                 );
-                c.container_by_id(&id)?.status = Status::Running { pid, start_time };
+                c.container_by_id(&id)?.started(pid, start_time);
                 true
             }
             Some((name, Status::Created)) if !unsettled => {
                 log::warn!(
                     "container {name}: its foreground command (PID {pid}) started and ended while the daemon was away; exit code unknown"
                 );
-                c.container_by_id(&id)?.status = Status::Exited { code: None };
+                c.container_by_id(&id)?.exited(None);
                 false
             }
             _ => false,
