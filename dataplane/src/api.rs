@@ -75,6 +75,16 @@ pub struct RunSpec {
     pub auto_remove: bool,
 }
 
+/// The daemon's answer to `Run`: the container, and for a foreground one the file the
+/// CLI records its command's process in before the command runs
+/// (`process::write_record`), where a start of the daemon finds it, whatever the daemon
+/// learned of it before it went away.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunAnswer {
+    pub container: crate::state::Container,
+    pub process_record: Option<PathBuf>,
+}
+
 /// The network a CNI config names, and what to create it from when it does not exist
 /// yet (or to check it against when it does: a value given must match).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -145,9 +155,13 @@ pub struct CniCheck {
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     NetworkCreate(NetworkSpec),
+    /// Every network in `docker network inspect`'s shape, `host` and `none` too.
     NetworkList,
-    NetworkInspect {
+    /// What `inspect` and `network inspect` show: each name that is found, in order, and
+    /// the names that are not (`Lookup`).
+    InspectObjects {
         names: Vec<String>,
+        kind: ObjectKind,
     },
     NetworkRemove {
         names: Vec<String>,
@@ -173,8 +187,12 @@ pub enum Request {
         id: String,
         pid: i32,
     },
+    /// The end of a foreground command, with its exit code: of the process `pid`, or of
+    /// a command that never started (`None`).
     Exited {
         id: String,
+        #[serde(default)]
+        pid: Option<i32>,
         code: i32,
     },
     List {
@@ -227,6 +245,24 @@ pub enum Request {
     },
 }
 
+/// What `InspectObjects` looks among: `inspect` looks at containers, then networks, as
+/// Docker's does (`--type` narrows it); `network inspect` at networks alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    Container,
+    Network,
+    Any,
+}
+
+/// The answer to `InspectObjects`: what was found, in the order asked, and the names of
+/// what was not.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Lookup {
+    pub found: Vec<serde_json::Value>,
+    pub missing: Vec<String>,
+}
+
 /// What kind of failure an error answer is, for clients that act on it (the CNI plugin
 /// turns it into the spec's error code); the CLI prints the message alone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,30 +308,50 @@ enum Answer {
 
 /// Sends one request and returns the daemon's answer, or its error as ours.
 pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| {
-        DaemonError::new(
-            ErrorKind::Unreachable,
-            format!(
-                "cannot reach the daemon at {}: {e}; start it with `dataplane daemon` or point --socket/DATAPLANE_SOCKET at it",
-                socket.display()
-            ),
-        )
-    })?;
+    let mut stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, &e))?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream.write_all(&line)?;
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).context("reading the daemon's answer")?;
-    if answer.is_empty() {
-        return Err(DaemonError::new(
-            ErrorKind::Failed,
-            "the daemon closed the connection without answering (see its log)",
+    // A daemon that goes away mid-request (killed, or stopped) is as unreachable as one
+    // that was never there: a client may try again once one serves the socket.
+    let gone = |why: String| {
+        DaemonError::new(
+            ErrorKind::Unreachable,
+            format!("the daemon at {} {why} without answering (see its log)", socket.display()),
         )
-        .into());
+    };
+    if let Err(e) = BufReader::new(stream).read_line(&mut answer) {
+        return Err(gone(format!("broke the connection ({e})")).into());
+    }
+    if answer.is_empty() {
+        return Err(gone("closed the connection".into()).into());
     }
     match serde_json::from_str(&answer).context("malformed answer from the daemon")? {
         Answer::Ok(value) => serde_json::from_value(value).context("unexpected answer from the daemon"),
         Answer::Error { message, kind } => Err(DaemonError::new(kind, message).into()),
+    }
+}
+
+/// Why the daemon's socket could not be reached, and what to do: a socket that is there
+/// but not ours to open is no absence (`Failed`), the daemon is running.
+fn connect_error(socket: &Path, e: &std::io::Error) -> DaemonError {
+    let path = socket.display();
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => DaemonError::new(
+            ErrorKind::Failed,
+            format!(
+                "permission denied on {path}: the daemon's socket is root's alone (it runs \
+                 containers' commands as root); run this as root, e.g. `sudo dataplane ...`"
+            ),
+        ),
+        _ => DaemonError::new(
+            ErrorKind::Unreachable,
+            format!(
+                "cannot reach the daemon at {path}: {e}; start it with `dataplane daemon` (or \
+                 `systemctl start dataplane`) or point --socket/DATAPLANE_SOCKET at it"
+            ),
+        ),
     }
 }
 

@@ -9,25 +9,36 @@ use std::{
     os::fd::AsFd,
     path::PathBuf,
     process::ExitCode,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_json::Value;
 
 use crate::{
-    api::{self, Ipv6Spec, NetworkSpec, Request, RunSpec},
+    api::{self, Ipv6Spec, NetworkSpec, ObjectKind, Request, RunSpec},
     daemon,
     firewall::{self, Action, PortRange},
+    format::Formatter,
+    listing::{self, Filters, InspectedContainer, InspectedNetwork},
     netns,
     ports::PublishSpec,
     process,
-    state::{Container, DEFAULT_NETWORK, MacAddr, Network},
+    state::{DEFAULT_NETWORK, MacAddr, Network},
 };
 
 #[derive(Parser)]
-#[command(name = "dataplane", version, about = "Container networking with an eBPF fast path")]
+#[command(
+    name = "dataplane",
+    version,
+    about = "Container networking with an eBPF fast path",
+    after_help = "Every command but `daemon` and `completion` asks the daemon over its socket, \
+                  which is root's alone: run them as root.\n\
+                  Logging: RUST_LOG sets the filter in env_logger's syntax (`RUST_LOG=debug`, \
+                  `RUST_LOG=dataplane::daemon=debug`); the daemon's --log-level overrides it."
+)]
 pub struct Cli {
     /// The daemon's control socket.
     #[arg(long, global = true, env = "DATAPLANE_SOCKET", default_value = api::DEFAULT_SOCKET)]
@@ -45,14 +56,28 @@ enum Command {
     Network(NetworkCommand),
     /// Create a container on a network and run a command in it.
     Run(RunArgs),
-    /// List containers.
+    /// List containers, the newest first.
+    ///
+    /// Filters: name=REGEXP, network=NAME|ID, status=running|exited|created|dead (a status
+    /// lists stopped ones without -a). Fields for --format, Docker's: .ID .Command
+    /// .CreatedAt .RunningFor .Ports .Status .State .Names .Networks .Labels, and .Image,
+    /// empty: containers run the host's files, there is no image.
     Ps {
         /// Show all containers, not only running ones.
         #[arg(short, long)]
         all: bool,
+        #[command(flatten)]
+        list: ListArgs,
     },
-    /// Show containers as JSON, in Docker's shape.
+    /// Show containers and networks as JSON, in Docker's shape, or what a template makes
+    /// of them; then fail naming those not found.
     Inspect {
+        #[command(flatten)]
+        format: InspectFormat,
+        /// Look only among these (default: containers, then networks).
+        #[arg(long = "type", value_enum)]
+        kind: Option<ObjectKind>,
+        /// Containers or networks, by name or ID (a unique prefix of it).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -60,6 +85,7 @@ enum Command {
     Exec {
         #[command(flatten)]
         env: EnvArgs,
+        /// The running container, by name or ID.
         name: String,
         /// The command and its arguments (`--` before them is optional).
         #[arg(required = true, trailing_var_arg = true)]
@@ -67,6 +93,7 @@ enum Command {
     },
     /// Start stopped containers again, in the background: their command, networks and ports.
     Start {
+        /// Stopped containers, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -75,6 +102,7 @@ enum Command {
         /// Seconds to wait before killing.
         #[arg(short, long, default_value_t = 10)]
         time: u64,
+        /// Containers, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -86,6 +114,7 @@ enum Command {
         /// Only the last N lines (`all`: every line).
         #[arg(short = 'n', long, default_value = "all", value_parser = parse_tail)]
         tail: Tail,
+        /// The container, by name or ID.
         name: String,
     },
     /// Stop running containers (SIGTERM, then SIGKILL after the grace time).
@@ -93,6 +122,7 @@ enum Command {
         /// Seconds to wait before killing.
         #[arg(short, long, default_value_t = 10)]
         time: u64,
+        /// Containers, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -101,6 +131,7 @@ enum Command {
         /// Remove running containers too (they are killed).
         #[arg(short, long)]
         force: bool,
+        /// Containers, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -112,17 +143,34 @@ enum Command {
     /// List a container's published ports (`80/tcp -> 0.0.0.0:8080`), or the host
     /// addresses of one of them.
     Port {
+        /// The container, by name or ID.
         name: String,
         /// A container port: PORT, PORT/tcp or PORT/udp (tcp when bare).
         #[arg(value_name = "PORT[/PROTO]")]
         port: Option<ContainerPort>,
     },
-    /// Masqueraded connections tracked by the datapath.
+    /// Flows tracked by the datapath: masqueraded ones (containers to the outside) and
+    /// published ones (the outside to published ports).
     #[command(subcommand)]
     Conntrack(ConntrackCommand),
     /// Allow or deny traffic from outside to published ports (netfilter never sees it).
     #[command(subcommand)]
     Firewall(FirewallCommand),
+    /// Print a completion script for a shell, e.g.
+    /// `dataplane completion bash > /usr/share/bash-completion/completions/dataplane`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (dataplane.1, dataplane-run.1, ...) into DIR (`cargo xtask
+    /// install` does, from the release build).
+    #[command(hide = true)]
+    Manpages {
+        /// Where the pages go (made if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// A command's environment and working directory, for `run` and `exec` (Docker's flags).
@@ -213,6 +261,7 @@ enum FirewallCommand {
     /// Remove rules by ID.
     #[command(alias = "remove")]
     Rm {
+        /// Rule IDs, as `firewall ls` lists them.
         #[arg(required = true)]
         ids: Vec<u32>,
     },
@@ -233,13 +282,15 @@ struct FirewallAddArgs {
     /// Docker container is `docker:` and the start of its EndpointID on the network.
     #[arg(long)]
     container: Option<String>,
+    /// `allow` or `deny` what the rule matches.
     #[arg(value_enum)]
     action: Action,
 }
 
 #[derive(Subcommand)]
 enum ConntrackCommand {
-    /// List tracked flows.
+    /// List tracked flows, masqueraded and published (KIND tells them apart), with their
+    /// translation, state, age and time left.
     #[command(alias = "list")]
     Ls,
     /// Forget every tracked flow (established connections through NAT break).
@@ -248,78 +299,47 @@ enum ConntrackCommand {
 
 #[derive(Args)]
 struct DaemonArgs {
-    /// Where networks, containers and addresses are persisted.
-    #[arg(long, env = "DATAPLANE_STATE_DIR", default_value = "/var/lib/dataplane")]
-    state_dir: PathBuf,
-    /// bpffs directory for pinned programs and maps (mounted if it is not a bpffs yet).
-    #[arg(long, env = "DATAPLANE_BPFFS", default_value = "/run/dataplane/bpffs")]
-    bpffs: PathBuf,
-    /// Where container network namespaces are pinned.
-    #[arg(long, env = "DATAPLANE_NETNS_DIR", default_value = "/run/netns")]
-    netns_dir: PathBuf,
-    /// Interface masqueraded traffic leaves by (default: the one holding the default route).
-    #[arg(long, env = "DATAPLANE_UPLINK")]
-    uplink: Option<String>,
-    /// Source ports for masquerading, FIRST-LAST (default: above the host's ip_local_port_range).
-    #[arg(long, env = "DATAPLANE_NAT_PORT_RANGE", value_parser = crate::nat::parse_port_range)]
-    nat_port_range: Option<(u16, u16)>,
-    /// cgroup (v2) whose processes reach published ports on the host's addresses and
-    /// 127.0.0.1 (default: the cgroup2 root; only this namespace's sockets are affected).
-    #[arg(long, env = "DATAPLANE_CGROUP")]
-    cgroup: Option<PathBuf>,
-    /// Upstream DNS server for names the embedded resolver does not know; repeat for
-    /// more (default: the nameservers of the host's /etc/resolv.conf).
-    #[arg(long, env = "DATAPLANE_DNS", value_delimiter = ',')]
-    dns: Vec<std::net::IpAddr>,
-    /// Entries of each conntrack table (masquerade, published); the least recently used
-    /// flows are evicted when one is full (`dataplane stats` counts them).
-    #[arg(long, env = "DATAPLANE_CONNTRACK_MAX", value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
-    conntrack_max: Option<u32>,
-    /// XDP on the uplink for published ports: `auto` uses it where the driver has native
-    /// XDP, except on a veth uplink (where it measured slower than tc); `on` forces it on
-    /// any uplink with native XDP; `off` serves them from tc alone.
-    #[arg(long, env = "DATAPLANE_XDP", value_enum, default_value_t = crate::nat::UplinkXdp::Auto)]
-    xdp: crate::nat::UplinkXdp,
-    /// Serve Docker's network plugin API on this socket (alone: where Docker finds the
-    /// plugin `dataplane`), so that `docker network create -d dataplane` makes our networks.
-    #[arg(
-        long,
-        env = "DATAPLANE_DOCKER_PLUGIN",
-        value_name = "PATH",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = crate::docker::DEFAULT_PLUGIN_SOCKET
-    )]
-    docker_plugin: Option<PathBuf>,
-    /// Seconds after start until Docker's endpoints found half-made then (created and
-    /// never joined, or never taken into a sandbox: Docker gave up on them while the
-    /// daemon was away) are removed.
-    #[arg(long, env = "DATAPLANE_DOCKER_STALE_AFTER", value_name = "SECONDS", default_value_t = 60)]
-    docker_stale_after: u64,
-    /// IPv6 on the default network `bridge` too (user networks ask with `network create
-    /// --ipv6`); takes effect when the default network is made.
-    #[arg(long, env = "DATAPLANE_IPV6")]
-    ipv6: bool,
-    /// The default network's IPv6 subnet, with --ipv6 (default: a /64 of the host's ULA pool).
-    #[arg(long, env = "DATAPLANE_FIXED_CIDR_V6", value_parser = cidr6, requires = "ipv6")]
-    fixed_cidr_v6: Option<Ipv6Net>,
+    /// The config file: TOML whose keys are the flags below without `--`, e.g.
+    /// `state-dir = "/srv/dataplane"`, `dns = ["192.0.2.53"]`, `xdp = "off"`; a flag (or its
+    /// environment variable) overrides it [default: /etc/dataplane/daemon.toml, when it exists].
+    #[arg(long, env = "DATAPLANE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Instead of serving: remove every trace a daemon with these settings left on the
+    /// host (tc filters, XDP link, pins and bpffs mount, bridges, veths, container
+    /// namespaces and their processes, mounts, sockets), then exit. The state stays for
+    /// the next start unless --purge; refused while a daemon holds the state dir.
+    #[arg(long)]
+    cleanup: bool,
+    /// With --cleanup: remove the state dir too (networks, containers, logs, firewall).
+    #[arg(long, requires = "cleanup")]
+    purge: bool,
+    #[command(flatten)]
+    settings: daemon::Settings,
 }
 
 #[derive(Subcommand)]
 enum NetworkCommand {
     /// Create a network.
     Create(CreateArgs),
-    /// List networks.
+    /// List networks, `host` and `none` too.
+    ///
+    /// Filters: name=REGEXP, driver=NAME, id=PREFIX. Fields for --format, Docker's: .ID
+    /// .Name .Driver .Scope .IPv6 .Internal .Labels .CreatedAt.
     #[command(alias = "list")]
-    Ls,
-    /// Show networks as JSON, in Docker's shape.
+    Ls(ListArgs),
+    /// Show networks as JSON, in Docker's shape, or what a template makes of them; then
+    /// fail naming those not found.
     Inspect {
+        #[command(flatten)]
+        format: InspectFormat,
+        /// Networks, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Remove networks (refused while containers are attached).
     #[command(alias = "remove")]
     Rm {
+        /// Networks, by name or ID.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -336,11 +356,46 @@ enum NetworkCommand {
         /// Another name for the container on this network.
         #[arg(long)]
         alias: Vec<String>,
+        /// The network, by name or ID.
         network: String,
+        /// The container, by name or ID.
         container: String,
     },
     /// Detach a container from a network.
-    Disconnect { network: String, container: String },
+    Disconnect {
+        /// The network, by name or ID.
+        network: String,
+        /// The container, by name or ID.
+        container: String,
+    },
+}
+
+/// The flags Docker's lists share (`ps`, `network ls`).
+#[derive(Args)]
+struct ListArgs {
+    /// Only the IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Full IDs (and commands).
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only those that match (keys above); repeat it: values of one key match any,
+    /// different keys all.
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// `table`, `table TEMPLATE`, `json` (one object a line), or a Go template on the
+    /// fields above.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// `inspect`'s `--format`.
+#[derive(Args)]
+struct InspectFormat {
+    /// A Go template run on each object (`{{.NetworkSettings.Networks.web.IPAddress}}`,
+    /// `{{json .State}}`), or `json`: the array on one line.
+    #[arg(short, long)]
+    format: Option<String>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -354,13 +409,15 @@ fn cidr(s: &str) -> Result<IpNet, String> {
     s.parse().map_err(|_| format!("{s:?} is not a CIDR like 10.10.0.0/24 or fd00:1::/64"))
 }
 
-fn cidr6(s: &str) -> Result<Ipv6Net, String> {
+pub(crate) fn cidr6(s: &str) -> Result<Ipv6Net, String> {
     s.parse().map_err(|_| format!("{s:?} is not an IPv6 CIDR like fd00:1::/64"))
 }
 
 #[derive(Args)]
 struct CreateArgs {
-    /// Network driver.
+    /// Network driver: `bridge` (a kernel bridge for the slow path, with forwarding,
+    /// NAT and published ports in eBPF) or `macvlan` (interfaces on the segment of
+    /// -o parent=IFACE, switched by the kernel, without NAT; needs --subnet).
     #[arg(short, long, default_value = "bridge")]
     driver: String,
     /// Subnet in CIDR form, one IPv4 and with --ipv6 one IPv6; picked from the default
@@ -382,12 +439,16 @@ struct CreateArgs {
     /// Keep the network off the outside world.
     #[arg(long)]
     internal: bool,
-    /// Driver options: icc=false, mtu=N.
-    #[arg(short, long = "opt", value_parser = key_value)]
+    /// Driver option KEY=VALUE; repeat for more. bridge: icc=false (its containers cannot
+    /// reach each other, only the gateway and the outside), mtu=N (68-65535; Docker's
+    /// com.docker.network.bridge.enable_icc and com.docker.network.driver.mtu too);
+    /// macvlan: parent=IFACE (required).
+    #[arg(short, long = "opt", value_name = "KEY=VALUE", value_parser = key_value)]
     opt: Vec<(String, String)>,
-    /// Metadata labels.
-    #[arg(long, value_parser = key_value)]
+    /// Metadata label KEY=VALUE, shown by `network inspect`; repeat for more.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
     label: Vec<(String, String)>,
+    /// The network's name: letters, digits, `_`, `.`, `-`.
     name: String,
 }
 
@@ -487,20 +548,27 @@ impl<N: std::fmt::Display, A: std::fmt::Display> IpFamily<N, A> {
 
 #[derive(Args)]
 struct RunArgs {
+    /// The container's name, which other commands take as well as its ID, and its name
+    /// in the network's DNS (default: none; the ID's first 12 digits stand for it).
     #[arg(long)]
     name: Option<String>,
     /// A network, or a mode: host, none, container:NAME.
     #[arg(long, default_value = DEFAULT_NETWORK)]
     network: String,
-    /// Fixed IPv4 address on the network.
+    /// Fixed IPv4 address on the network, kept across stop and start (default: the
+    /// network's next free address).
     #[arg(long)]
     ip: Option<Ipv4Addr>,
     /// Fixed IPv6 address on the network (one with IPv6).
     #[arg(long)]
     ip6: Option<Ipv6Addr>,
+    /// The container's hostname, in its UTS namespace and /etc/hosts (default: the first 12
+    /// digits of its ID).
     #[arg(long)]
     hostname: Option<String>,
-    #[arg(long)]
+    /// MAC address of its interface on the network, e.g. 02:42:0a:0a:00:05 (default: 02:42
+    /// then the IPv4 address, as Docker's); kept across stop and start.
+    #[arg(long, value_name = "MAC")]
     mac_address: Option<MacAddr>,
     /// Another name for the container on its network (user-defined networks only).
     #[arg(long = "network-alias", visible_alias = "net-alias")]
@@ -572,47 +640,30 @@ impl Command {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if !matches!(cli.command, Command::Daemon(_)) {
+        daemon::init_logging(None);
+    }
     let socket = cli.socket;
     let call = |request: Request| -> Result<Value> { api::call(&socket, &request) };
     match cli.command {
         Command::Daemon(args) => {
-            let config = daemon::Config {
-                state_dir: args.state_dir,
-                bpffs: args.bpffs,
-                socket: socket.clone(),
-                netns_dir: args.netns_dir,
-                uplink: args.uplink,
-                nat_port_range: args.nat_port_range,
-                cgroup: args.cgroup,
-                dns: args.dns,
-                conntrack_max: args.conntrack_max,
-                xdp: args.xdp,
-                docker_plugin: args.docker_plugin,
-                docker_stale_after: std::time::Duration::from_secs(args.docker_stale_after),
-                default_ipv6: args.ipv6.then_some(args.fixed_cidr_v6),
-            };
-            tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
+            let settings = args.settings.over(daemon::Settings::from_file(args.config.as_deref())?);
+            daemon::init_logging(settings.log_level);
+            let config = settings.into_config(socket.clone());
+            let runtime = tokio::runtime::Runtime::new()?;
+            match args.cleanup {
+                true => runtime.block_on(daemon::cleanup(&config, args.purge))?,
+                false => runtime.block_on(daemon::run(config))?,
+            }
         }
         Command::Network(NetworkCommand::Create(args)) => {
             let spec = args.spec()?;
             let network: Network = serde_json::from_value(call(Request::NetworkCreate(spec))?)?;
             println!("{}", network.id);
         }
-        Command::Network(NetworkCommand::Ls) => {
-            let networks: Vec<Network> = serde_json::from_value(call(Request::NetworkList)?)?;
-            let rows = networks.iter().map(|n| {
-                vec![
-                    n.id[..12].to_string(),
-                    n.name.clone(),
-                    n.driver.clone(),
-                    n.subnet.to_string(),
-                    n.gateway.to_string(),
-                ]
-            });
-            print_table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY"], rows);
-        }
-        Command::Network(NetworkCommand::Inspect { names }) => {
-            println!("{}", serde_json::to_string_pretty(&call(Request::NetworkInspect { names })?)?);
+        Command::Network(NetworkCommand::Ls(args)) => network_ls(&socket, args)?,
+        Command::Network(NetworkCommand::Inspect { format, names }) => {
+            return inspect(&socket, names, ObjectKind::Network, format.format);
         }
         Command::Network(NetworkCommand::Rm { names }) => {
             let removed: Vec<String> = serde_json::from_value(call(Request::NetworkRemove { names })?)?;
@@ -634,45 +685,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Run(args) => return run_container(&socket, args),
-        Command::Ps { all } => {
-            let list = call(Request::List { all })?;
-            let rows = list.as_array().into_iter().flatten().map(|c| {
-                let networks = c["NetworkSettings"]["Networks"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(name, n)| format!("{name}:{}", n["IPAddress"].as_str().unwrap_or("")))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .unwrap_or_default();
-                let networks = match c["HostConfig"]["NetworkMode"].as_str() {
-                    Some(mode) if mode.starts_with("container:") => mode.chars().take(22).collect(),
-                    Some(mode @ ("host" | "none")) => mode.to_string(),
-                    _ => networks,
-                };
-                let status = match c["State"]["Status"].as_str() {
-                    Some("exited") => format!("Exited ({})", c["State"]["ExitCode"]),
-                    Some("running") => "Up".to_string(),
-                    Some("dead") => format!("Dead ({})", c["State"]["Error"].as_str().unwrap_or("")),
-                    other => other.unwrap_or("").to_string(),
-                };
-                let command: Vec<&str> = c["Config"]["Cmd"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
-                    .unwrap_or_default();
-                vec![
-                    c["Id"].as_str().unwrap_or("").chars().take(12).collect(),
-                    c["Name"].as_str().unwrap_or("").trim_start_matches('/').to_string(),
-                    format!("{:?}", command.join(" ")),
-                    status,
-                    networks,
-                ]
-            });
-            print_table(&["CONTAINER ID", "NAME", "COMMAND", "STATUS", "NETWORKS"], rows);
-        }
-        Command::Inspect { names } => {
-            println!("{}", serde_json::to_string_pretty(&call(Request::Inspect { names })?)?);
+        Command::Ps { all, list } => ps(&socket, all, list)?,
+        Command::Inspect { format, kind, names } => {
+            return inspect(&socket, names, kind.unwrap_or(ObjectKind::Any), format.format);
         }
         Command::Exec { env, name, command } => {
             let found = call(Request::Inspect { names: vec![name.clone()] })?;
@@ -760,12 +775,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .context("reading the kernel's release from /proc/sys/kernel/osrelease")?;
             let daemon = match call(Request::Version) {
-                Ok(answer) => Ok(answer["Version"].as_str().unwrap_or("unknown").to_string()),
+                Ok(answer) => Ok(answer),
                 // Its reason too: a socket that is there but not ours to open is no absence.
                 Err(e) if api::kind_of(&e) == api::ErrorKind::Unreachable => Err(format!("{e:#}")),
                 Err(e) => return Err(e),
             };
-            print!("{}", version_report(kernel.trim(), daemon.as_deref().map_err(String::as_str)));
+            print!("{}", version_report(kernel.trim(), daemon.as_ref().map_err(String::as_str)));
             if daemon.is_err() {
                 return Ok(ExitCode::from(COMMAND_FAILED));
             }
@@ -826,12 +841,102 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let removed: Vec<u32> = serde_json::from_value(call(Request::FirewallRemove { ids })?)?;
             removed.iter().for_each(|id| println!("{id}"));
         }
+        Command::Completion { shell } => {
+            // Written whole, so that a closed pipe is an error rather than clap's panic.
+            let mut script = vec![];
+            clap_complete::generate(shell, &mut Cli::command(), "dataplane", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script).context("writing the script")?;
+        }
+        Command::Manpages { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing the man pages into {}", dir.display()))?;
+        }
         Command::Conntrack(ConntrackCommand::Flush) => {
             let n: u64 = serde_json::from_value(call(Request::ConntrackFlush)?)?;
             println!("{n} flows forgotten");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ps`: the daemon's containers as rows, filtered, the newest first.
+fn ps(socket: &std::path::Path, all: bool, args: ListArgs) -> Result<()> {
+    let filters = Filters::parse(&args.filter, &listing::PS_FILTERS)?;
+    // As on Docker, asking for a status asks for stopped containers too.
+    let all = all || filters.has("status");
+    let mut containers: Vec<InspectedContainer> =
+        serde_json::from_value(api::call(socket, &Request::List { all })?)
+            .context("the daemon's containers")?;
+    containers.retain(|c| filters.allow_container(c));
+    containers.sort_by_key(|c| std::cmp::Reverse(c.created()));
+    let now = jiff::Timestamp::now();
+    let rows: Vec<_> = containers.iter().map(|c| c.row(now, !args.no_trunc)).collect();
+    let format = quiet_or(args.quiet, args.format);
+    print!("{}", Formatter::parse(&format, listing::PS_TABLE)?.render(&rows, &listing::PS_HEADERS.into())?);
+    Ok(())
+}
+
+/// `network ls`: the daemon's networks as rows, filtered, by name.
+fn network_ls(socket: &std::path::Path, args: ListArgs) -> Result<()> {
+    let filters = Filters::parse(&args.filter, &listing::NETWORK_FILTERS)?;
+    let mut networks: Vec<InspectedNetwork> =
+        serde_json::from_value(api::call(socket, &Request::NetworkList)?).context("the daemon's networks")?;
+    networks.retain(|n| filters.allow_network(n));
+    let mut rows: Vec<_> = networks.iter().map(|n| n.row(!args.no_trunc)).collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    let format = quiet_or(args.quiet, args.format);
+    let formatter = Formatter::parse(&format, listing::NETWORK_TABLE)?;
+    print!("{}", formatter.render(&rows, &listing::NETWORK_HEADERS.into())?);
+    Ok(())
+}
+
+/// `-q` is `{{.ID}}` whatever `--format` says, as on Docker; no `--format` is the table.
+fn quiet_or(quiet: bool, format: Option<String>) -> String {
+    match quiet {
+        true => "{{.ID}}".into(),
+        false => format.unwrap_or_default(),
+    }
+}
+
+/// `inspect` and `network inspect`: what was found, as Docker prints it (an indented JSON
+/// array, or the template's output for each), then an error naming what was not.
+fn inspect(
+    socket: &std::path::Path,
+    names: Vec<String>,
+    kind: ObjectKind,
+    format: Option<String>,
+) -> Result<ExitCode> {
+    let lookup: api::Lookup =
+        serde_json::from_value(api::call(socket, &Request::InspectObjects { names, kind })?)?;
+    let out = match format.as_deref().map(str::trim) {
+        None | Some("") => indented(&lookup.found)?,
+        Some("json") => serde_json::to_string(&lookup.found)? + "\n",
+        Some(template) => {
+            let formatter = Formatter::parse(template, "")?;
+            formatter.render(&lookup.found, &Default::default())?
+        }
+    };
+    print!("{out}");
+    if lookup.missing.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (what, list) = match kind {
+        ObjectKind::Container => ("container", "`dataplane ps -a` lists them"),
+        ObjectKind::Network => ("network", "`dataplane network ls` lists them"),
+        ObjectKind::Any => ("object", "`dataplane ps -a` and `dataplane network ls` list them"),
+    };
+    let missing: Vec<String> = lookup.missing.iter().map(|name| format!("No such {what}: {name}")).collect();
+    bail!("{} ({list})", missing.join("\n"))
+}
+
+/// JSON indented by 4 spaces, as Docker's `inspect` prints it.
+fn indented(value: &impl serde::Serialize) -> Result<String> {
+    let mut out = vec![];
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, formatter))?;
+    out.push(b'\n');
+    Ok(String::from_utf8(out)?)
 }
 
 fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
@@ -858,11 +963,19 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
         detach: args.detach,
         auto_remove: args.rm,
     };
-    let container: Container = serde_json::from_value(api::call(socket, &Request::Run(spec))?)?;
+    let answer: api::RunAnswer = serde_json::from_value(api::call(socket, &Request::Run(spec))?)?;
+    let container = answer.container;
     if container.detached {
         println!("{}", container.id);
         return Ok(ExitCode::SUCCESS);
     }
+    let record = answer.process_record.with_context(|| {
+        format!(
+            "the daemon named no file to record the command of container {} in (is it an older version?); \
+             restart the daemon from this binary, or use `run -d`",
+            container.name
+        )
+    })?;
     let ns = netns::open(&container.netns)?;
     let ctx = process::ContainerContext {
         netns: &ns,
@@ -874,27 +987,71 @@ fn run_container(socket: &std::path::Path, args: RunArgs) -> Result<ExitCode> {
         workdir: container.workdir.as_deref(),
     };
     // The child is the PID 1 of its namespace: the PID the daemon records is the one
-    // `stop` and `rm -f` signal, and its death ends every process of the container.
-    let code = match process::container_command(&container.command, &ctx).spawn() {
-        Ok(mut child) => {
-            let _: Result<Value> =
-                api::call(socket, &Request::Started { id: container.id.clone(), pid: child.id() as i32 });
-            let status = child.wait()?;
-            status
-                .code()
-                .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0))
-        }
-        Err(e) => {
-            eprintln!("dataplane: cannot run {:?}: {e}", container.command[0]);
-            if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
-        }
-    };
+    // `stop` and `rm -f` signal, and its death ends every process of the container. It
+    // runs once it is recorded where the daemon named, so that a daemon that goes away
+    // before it hears of the start finds the command at its next start.
+    let command = process::container_command(&container.command, &ctx);
+    let (pid, code) =
+        match command.spawn_recorded(|pid, start_time| process::write_record(&record, pid, start_time)) {
+            Ok((mut child, _)) => {
+                let pid = child.id() as i32;
+                report(socket, &Request::Started { id: container.id.clone(), pid }, &container.name);
+                let status = child.wait()?;
+                let code = status.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+                });
+                (Some(pid), code)
+            }
+            Err(e) => {
+                eprintln!("dataplane: cannot run {:?}: {e:#}", container.command[0]);
+                let missing = e
+                    .chain()
+                    .find_map(|e| e.downcast_ref::<std::io::Error>())
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+                (None, if missing { 127 } else { 126 })
+            }
+        };
     // When the daemon saw the exit first and removed an --rm container, these fail: fine.
-    let _: Result<Value> = api::call(socket, &Request::Exited { id: container.id.clone(), code });
+    report(socket, &Request::Exited { id: container.id.clone(), pid, code }, &container.name);
     if container.auto_remove {
         let _: Result<Value> = api::call(socket, &Request::Remove { name: container.id, force: true });
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// How long the CLI tries to report a foreground command's start or end to a daemon that
+/// cannot be reached (a restart takes seconds: it loads its programs first).
+const REPORT_WAIT: Duration = Duration::from_secs(30);
+
+/// Reports a foreground command's start or end (`Started`, `Exited`) to the daemon,
+/// trying again while none can be reached, for up to `REPORT_WAIT`: a daemon that went
+/// away and came back learns it. An answer that is an error is dropped: the daemon knows
+/// better (it saw the end first, or the container was removed).
+fn report(socket: &std::path::Path, request: &Request, name: &str) {
+    let end = matches!(request, Request::Exited { .. });
+    let what = if end { "end" } else { "start" };
+    let deadline = Instant::now() + REPORT_WAIT;
+    let mut told = false;
+    loop {
+        let Err(e) = api::call::<Value>(socket, request) else { return };
+        if api::kind_of(&e) != api::ErrorKind::Unreachable {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "dataplane: {e:#}; the {what} of container {name} went unreported: the daemon's next start records what it finds"
+            );
+            return;
+        }
+        // Quiet about the start: the command's output shares the terminal.
+        if end && !told {
+            eprintln!(
+                "dataplane: {e:#}; reporting the end of container {name} once it is back (for up to {REPORT_WAIT:?})"
+            );
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `logs`: prints a container's log (`LogPath`), the last `tail` lines of it; with
@@ -945,10 +1102,30 @@ fn logs(socket: &std::path::Path, name: &str, follow: bool, tail: Tail) -> Resul
 }
 
 /// What `version` prints, in the shape of Docker's: this CLI's version and the kernel it
-/// runs on, then the daemon's version, or why no daemon answered.
-fn version_report(kernel: &str, daemon: Result<&str, &str>) -> String {
+/// runs on, then the daemon's version and the kernel's BPF features it found (its answer),
+/// or why no daemon answered.
+fn version_report(kernel: &str, daemon: Result<&Value, &str>) -> String {
     let server = match daemon {
-        Ok(version) => format!(" Version:  {version}"),
+        Ok(answer) => {
+            let features = answer["BpfFeatures"].as_array().map_or(&[][..], Vec::as_slice);
+            let (found, missing): (Vec<&Value>, Vec<&Value>) =
+                features.iter().partition(|f| f["Found"] == Value::Bool(true));
+            let names = |list: Vec<&Value>| {
+                list.iter().filter_map(|f| f["Name"].as_str()).collect::<Vec<_>>().join(", ")
+            };
+            let mut lines = format!(
+                " Version:  {}\n BPF:      {}",
+                answer["Version"].as_str().unwrap_or("unknown"),
+                names(found)
+            );
+            if !missing.is_empty() {
+                lines.push_str(&format!(
+                    "\n Missing:  {} (needed; see the README's minimum kernel)",
+                    names(missing)
+                ));
+            }
+            lines
+        }
         Err(unreachable) => format!(" daemon not running: {unreachable}"),
     };
     format!("Client:\n Version:  {}\n Kernel:   {kernel}\n\nServer:\n{server}\n", env!("CARGO_PKG_VERSION"))
@@ -1141,6 +1318,30 @@ mod tests {
     }
 
     #[test]
+    fn help_describes_every_command_and_argument() {
+        fn undescribed(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() {
+                found.push(path.clone());
+            }
+            for arg in command.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            {
+                if arg.get_help().is_none() {
+                    found.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                undescribed(sub, &path, found);
+            }
+        }
+        let mut found = vec![];
+        let mut cli = Cli::command();
+        cli.build();
+        undescribed(&cli, "", &mut found);
+        assert_eq!(found, Vec::<String>::new(), "commands and arguments without a description in --help");
+    }
+
+    #[test]
     fn the_command_needs_no_double_dash_as_on_docker() {
         let cli = Cli::try_parse_from([
             "dataplane",
@@ -1173,6 +1374,53 @@ mod tests {
         assert_eq!(command, ["ip", "addr"]);
         let err = Cli::try_parse_from(["dataplane", "run", "-w", "tmp", "true"]).err().unwrap().to_string();
         assert!(err.contains("not an absolute path"), "{err}");
+    }
+
+    #[test]
+    fn list_and_inspect_flags_are_dockers() {
+        let cli = Cli::try_parse_from([
+            "dataplane",
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "-f",
+            "name=^web$",
+            "--filter",
+            "status=exited",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Ps { all, list } = cli.command else { panic!("not ps") };
+        assert!(all && list.quiet && list.no_trunc);
+        assert_eq!(list.filter, ["name=^web$", "status=exited"]);
+        assert_eq!(quiet_or(list.quiet, list.format), "{{.ID}}", "-q wins over --format, as on Docker");
+        assert_eq!(quiet_or(false, None), "", "no --format: the table");
+        let cli = Cli::try_parse_from(["dataplane", "network", "ls", "-q", "-f", "driver=bridge"]).unwrap();
+        let Command::Network(NetworkCommand::Ls(list)) = cli.command else { panic!("not network ls") };
+        assert!(list.quiet && list.filter == ["driver=bridge"]);
+        let cli =
+            Cli::try_parse_from(["dataplane", "inspect", "-f", "{{.Id}}", "--type", "network", "a", "b"])
+                .unwrap();
+        let Command::Inspect { format, kind, names } = cli.command else { panic!("not inspect") };
+        assert_eq!(
+            (format.format.as_deref(), kind, names.as_slice()),
+            (Some("{{.Id}}"), Some(ObjectKind::Network), &["a".to_string(), "b".to_string()][..])
+        );
+        let cli =
+            Cli::try_parse_from(["dataplane", "network", "inspect", "--format", "{{.Name}}", "web"]).unwrap();
+        let Command::Network(NetworkCommand::Inspect { format, .. }) = cli.command else {
+            panic!("not network inspect")
+        };
+        assert_eq!(format.format.as_deref(), Some("{{.Name}}"));
+    }
+
+    #[test]
+    fn inspect_prints_json_indented_by_four_as_dockers() {
+        assert_eq!(
+            indented(&serde_json::json!([{"A": 1}])).unwrap(),
+            "[\n    {\n        \"A\": 1\n    }\n]\n"
+        );
     }
 
     #[test]
@@ -1259,9 +1507,22 @@ mod tests {
     #[test]
     fn version_reports_the_client_the_kernel_and_the_daemon_or_its_absence() {
         let ours = env!("CARGO_PKG_VERSION");
+        let answer = serde_json::json!({"Version": "0.0.9", "BpfFeatures": [
+            {"Name": "xdp", "Found": true}, {"Name": "btf", "Found": true}
+        ]});
         assert_eq!(
-            version_report("6.8.0-1-amd64", Ok("0.0.9")),
-            format!("Client:\n Version:  {ours}\n Kernel:   6.8.0-1-amd64\n\nServer:\n Version:  0.0.9\n")
+            version_report("6.8.0-1-amd64", Ok(&answer)),
+            format!(
+                "Client:\n Version:  {ours}\n Kernel:   6.8.0-1-amd64\n\nServer:\n Version:  0.0.9\n \
+                 BPF:      xdp, btf\n"
+            )
+        );
+        let old_kernel = serde_json::json!({"Version": "0.0.9", "BpfFeatures": [
+            {"Name": "xdp", "Found": true}, {"Name": "lpm_trie", "Found": false}
+        ]});
+        assert!(
+            version_report("4.9.0", Ok(&old_kernel)).contains(" BPF:      xdp\n Missing:  lpm_trie (needed"),
+            "what the kernel lacks is named apart"
         );
         let down = version_report("6.8.0-1-amd64", Err("cannot reach the daemon at /run/x.sock: denied"));
         assert_eq!(

@@ -13,7 +13,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -384,6 +384,79 @@ struct Shared {
     turn: AtomicUsize,
     queries: Arc<Share>,
     tcp_connections: Arc<Share>,
+    answers: AnswerCounts,
+}
+
+/// Who gave an answer: the containers' names (and the resolver's own errors), an
+/// upstream (relayed byte for byte), or nobody (every upstream failed: our SERVFAIL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerSource {
+    Names,
+    Upstream,
+    NoUpstream,
+}
+
+impl AnswerSource {
+    const ALL: [AnswerSource; 3] = [AnswerSource::Names, AnswerSource::Upstream, AnswerSource::NoUpstream];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AnswerSource::Names => "names",
+            AnswerSource::Upstream => "upstream",
+            AnswerSource::NoUpstream => "no_upstream",
+        }
+    }
+}
+
+/// The answers every resolver gave since the daemon started, by source and response code
+/// (the 4 bits of the header's RCODE), and the messages that got none: for the metrics.
+#[derive(Default)]
+struct AnswerCounts {
+    answered: [[AtomicU64; 16]; 3],
+    unanswered: AtomicU64,
+}
+
+impl AnswerCounts {
+    fn record(&self, source: AnswerSource, answer: Option<&[u8]>) {
+        match answer.and_then(|bytes| bytes.get(3)) {
+            Some(flags) => {
+                self.answered[source as usize][usize::from(flags & 0x0f)].fetch_add(1, Ordering::Relaxed)
+            }
+            None => self.unanswered.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// The answers given so far, as the metrics show them.
+#[derive(Debug, Default, PartialEq)]
+pub struct Answers {
+    /// Source, response code (its mnemonic, as `dig` prints it), count; counts above zero only.
+    pub answered: Vec<(AnswerSource, &'static str, u64)>,
+    /// Messages that were no query, or came to a network without a resolver.
+    pub unanswered: u64,
+}
+
+/// The mnemonic of a 4-bit response code, as `dig` prints it (RFC 6895's registry).
+fn response_code_name(code: usize) -> &'static str {
+    const NAMES: [&str; 16] = [
+        "NOERROR",
+        "FORMERR",
+        "SERVFAIL",
+        "NXDOMAIN",
+        "NOTIMP",
+        "REFUSED",
+        "YXDOMAIN",
+        "YXRRSET",
+        "NXRRSET",
+        "NOTAUTH",
+        "NOTZONE",
+        "DSOTYPENI",
+        "RCODE12",
+        "RCODE13",
+        "RCODE14",
+        "RCODE15",
+    ];
+    NAMES[code & 0x0f]
 }
 
 /// Room for something every client uses (queries in flight, connections): so much in all,
@@ -450,18 +523,32 @@ impl Shared {
             let turn = self.turn.fetch_add(1, Ordering::Relaxed);
             directory.reply(network, client, packet, transport, turn)
         };
-        let request = match reply {
-            Reply::Send(answer) => return Some(answer),
-            Reply::Nothing => return None,
-            Reply::Forward(request) => request,
+        let (source, answer) = match reply {
+            Reply::Send(answer) => (AnswerSource::Names, Some(answer)),
+            Reply::Nothing => (AnswerSource::Names, None),
+            Reply::Forward(request) => self.ask_upstreams(request, packet, transport).await,
         };
+        self.answers.record(source, answer.as_deref());
+        answer
+    }
+
+    /// The first upstream's answer, or our SERVFAIL when none gives one.
+    async fn ask_upstreams(
+        &self,
+        request: Message,
+        packet: &[u8],
+        transport: Transport,
+    ) -> (AnswerSource, Option<Vec<u8>>) {
         for upstream in &self.upstreams {
             match forward(*upstream, packet, transport).await {
-                Ok(answer) => return Some(answer),
+                Ok(answer) => return (AnswerSource::Upstream, Some(answer)),
                 Err(e) => log::debug!("dns: upstream {upstream}: {e:#}"),
             }
         }
-        encode(&response_to(&request, ResponseCode::ServFail), &request, transport)
+        (
+            AnswerSource::NoUpstream,
+            encode(&response_to(&request, ResponseCode::ServFail), &request, transport),
+        )
     }
 }
 
@@ -542,11 +629,27 @@ impl Resolvers {
                 turn: AtomicUsize::new(0),
                 queries: Share::new(QUERIES_MAX, QUERIES_PER_CLIENT),
                 tcp_connections: Share::new(TCP_MAX, TCP_PER_CLIENT),
+                answers: AnswerCounts::default(),
             }),
             listeners: HashMap::new(),
             unbound: Default::default(),
             built: false,
         }
+    }
+
+    /// The answers the resolvers gave since the daemon started.
+    pub fn answers(&self) -> Answers {
+        let counts = &self.shared.answers;
+        let answered = AnswerSource::ALL
+            .into_iter()
+            .flat_map(|source| {
+                counts.answered[source as usize].iter().enumerate().filter_map(move |(code, count)| {
+                    let count = count.load(Ordering::Relaxed);
+                    (count > 0).then(|| (source, response_code_name(code), count))
+                })
+            })
+            .collect();
+        Answers { answered, unanswered: counts.unanswered.load(Ordering::Relaxed) }
     }
 
     /// Where names go that no container has.
@@ -700,7 +803,9 @@ mod tests {
             detached: true,
             auto_remove: false,
             status: Status::Running { pid: 1, start_time: 0 },
-            created: 0,
+            created: jiff::Timestamp::UNIX_EPOCH,
+            started_at: None,
+            finished_at: None,
             log: None,
         };
         let endpoints = on
@@ -777,6 +882,29 @@ mod tests {
         let response = resolve(zones, &query(name, RecordType::A), turn)?;
         assert_eq!(response.metadata.response_code, ResponseCode::NoError);
         Some(response.answers.iter().map(|r| r.data.to_string()).collect())
+    }
+
+    #[test]
+    fn answers_are_counted_by_source_and_response_code() {
+        let resolvers = Resolvers::new(&[]);
+        let header = |rcode: u8| vec![0xab, 0xcd, 0x81, 0x80 | rcode, 0, 0, 0, 0, 0, 0, 0, 0];
+        let counts = &resolvers.shared.answers;
+        counts.record(AnswerSource::Names, Some(&header(0)));
+        counts.record(AnswerSource::Names, Some(&header(0)));
+        counts.record(AnswerSource::Upstream, Some(&header(3)));
+        counts.record(AnswerSource::NoUpstream, Some(&header(2)));
+        counts.record(AnswerSource::Names, None);
+        assert_eq!(
+            resolvers.answers(),
+            Answers {
+                answered: vec![
+                    (AnswerSource::Names, "NOERROR", 2),
+                    (AnswerSource::Upstream, "NXDOMAIN", 1),
+                    (AnswerSource::NoUpstream, "SERVFAIL", 1),
+                ],
+                unanswered: 1,
+            }
+        );
     }
 
     #[test]

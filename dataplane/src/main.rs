@@ -1,7 +1,4 @@
 fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,netlink_packet_route=error"),
-    )
-    .init();
+    // Logging starts once the command line is read: the daemon's comes from its settings.
     dataplane::cli::main()
 }

@@ -50,6 +50,27 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
         .with_context(|| format!("mounting bpffs on {}", dir.display()))
 }
 
+/// The kernel's BPF features the programs use, probed now: their names and whether this
+/// kernel has each (`dataplane version` shows them). Probing loads programs and makes
+/// maps, which takes CAP_BPF: the daemon's to do.
+pub fn bpf_features() -> Vec<(&'static str, bool)> {
+    use aya::{
+        maps::MapType,
+        programs::ProgramType,
+        sys::{is_map_supported, is_program_supported},
+    };
+    let program = |kind| is_program_supported(kind).unwrap_or(false);
+    let map = |kind| is_map_supported(kind).unwrap_or(false);
+    vec![
+        ("tc (sched_cls)", program(ProgramType::SchedClassifier)),
+        ("xdp", program(ProgramType::Xdp)),
+        ("cgroup sock_addr", program(ProgramType::CgroupSockAddr)),
+        ("lru_hash", map(MapType::LruHash)),
+        ("lpm_trie", map(MapType::LpmTrie)),
+        ("btf", aya::features().btf().is_some()),
+    ]
+}
+
 /// The network namespace cookie of the caller (SO_NETNS_COOKIE), as bpf_get_netns_cookie
 /// reports it for sockets of that namespace.
 pub fn current_netns_cookie() -> Result<u64> {

@@ -14,13 +14,18 @@ use crate::{maps::Datapath, netlink::Netlink};
 
 /// The interface masqueraded traffic leaves by, and the address it takes there.
 /// Whether published ports are served by XDP on the uplink (`daemon --xdp`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UplinkXdp {
-    /// Where the driver has native XDP, unless the uplink is a veth: its frames come from
-    /// a local sender as skbs already, and handing them to a container's veth as XDP
-    /// frames adds a NAPI hop (measured at half tc's rate here).
+    // The variants' doc comments are what `--help` says of each value.
+    /// XDP where the uplink's driver has native XDP, except on a veth uplink (measured
+    /// slower there than tc).
+    // A veth's frames come from a local sender as skbs already, and handing them to a
+    // container's veth as XDP frames adds a NAPI hop (measured at half tc's rate here).
     Auto,
+    /// XDP on any uplink whose driver has native XDP.
     On,
+    /// Published ports served from tc alone (an earlier run's XDP attachment is removed).
     Off,
 }
 
@@ -167,6 +172,17 @@ pub struct PerTable {
 impl PerTable {
     pub fn total(&self) -> u64 {
         self.masquerade + self.masquerade_unconfirmed + self.published + self.published_unconfirmed
+    }
+
+    /// Each table's figure with the table's kind (`masquerade`, `published`) and whether
+    /// it holds confirmed flows: how `stats` and the metrics name them.
+    pub fn by_table(&self) -> [(&'static str, bool, u64); 4] {
+        [
+            ("masquerade", true, self.masquerade),
+            ("masquerade", false, self.masquerade_unconfirmed),
+            ("published", true, self.published),
+            ("published", false, self.published_unconfirmed),
+        ]
     }
 }
 

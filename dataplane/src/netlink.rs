@@ -424,6 +424,52 @@ impl Netlink {
         Ok(aliased)
     }
 
+    /// The names of the links that are ports of one of `bridges` (by index).
+    pub async fn ports_of(&self, bridges: &std::collections::HashSet<u32>) -> Result<Vec<String>> {
+        let mut links = self.handle.clone().link().get().execute();
+        let mut ports = vec![];
+        while let Some(link) = links.try_next().await.context("listing links")? {
+            let on_ours = link
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::Controller(c) if bridges.contains(c)));
+            if on_ours {
+                ports.extend(name_of(link));
+            }
+        }
+        Ok(ports)
+    }
+
+    /// Removes link `index`'s clsact qdisc if no tc filter is left on it, on either side:
+    /// an empty one does nothing, and one holding someone else's filters is theirs too.
+    /// Returns whether it removed one.
+    pub async fn remove_empty_clsact(&self, index: u32) -> Result<bool> {
+        use futures::StreamExt;
+        use rtnetlink::packet_route::tc::{TcHandle, TcMessage};
+        for side in [TcHandle::MIN_INGRESS, TcHandle::MIN_EGRESS] {
+            let mut message = TcMessage::with_index(index as i32);
+            message.header.parent = TcHandle { major: 0xffff, minor: side };
+            let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetTrafficFilter(message));
+            request.header.flags = rtnetlink::packet_core::NLM_F_REQUEST | rtnetlink::packet_core::NLM_F_DUMP;
+            let mut answers = self.handle.clone().request(request).context("listing tc filters")?;
+            while let Some(answer) = answers.next().await {
+                match answer.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficFilter(_)) => {
+                        return Ok(false);
+                    }
+                    // No clsact qdisc (EINVAL): nothing to remove.
+                    NetlinkPayload::Error(_) => return Ok(false),
+                    _ => {}
+                }
+            }
+        }
+        let mut delete = self.handle.clone().qdisc().del(index as i32);
+        delete.message_mut().header.parent = TcHandle::CLSACT;
+        delete.message_mut().header.handle = TcHandle { major: 0xffff, minor: 0 };
+        delete.execute().await.with_context(|| format!("removing the clsact qdisc of link {index}"))?;
+        Ok(true)
+    }
+
     /// Deletes a link; one already gone is fine.
     pub async fn delete_link(&self, name: &str) -> Result<()> {
         let Some(index) = self.link_index(name).await? else {

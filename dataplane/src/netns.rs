@@ -52,9 +52,7 @@ pub fn create(path: &Path) -> Result<()> {
 pub fn prepare_pin_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
-    let mounts = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    if mounts.lines().filter_map(|line| line.split(' ').nth(4)).any(|point| unescape_mount_path(point) == dir)
-    {
+    if mount_points()?.contains(&dir) {
         return Ok(());
     }
     mount(Some(&dir), &dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
@@ -96,6 +94,12 @@ pub fn prepare_mount_template(pin_dir: &Path) -> Result<()> {
     let source = format!("/proc/self/fd/{}", template.as_raw_fd());
     mount(Some(source.as_str()), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .with_context(|| format!("pinning the mount template on {}", path.display()))
+}
+
+/// The mount points of the caller's mount namespace.
+pub fn mount_points() -> Result<std::collections::HashSet<std::path::PathBuf>> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(mounts.lines().filter_map(|line| line.split(' ').nth(4)).map(unescape_mount_path).collect())
 }
 
 /// A mount point as /proc/self/mountinfo writes it: space, tab, newline and backslash

@@ -105,11 +105,12 @@ impl ContainerCommand<'_> {
     }
 
     /// Starts the command as `spawn` does, but holds its process just before exec until
-    /// `record` has recorded it (by its PID and start time), so that the command runs
-    /// only once the daemon can find it again after a crash. Should `record` fail, or the
-    /// daemon die meanwhile (the gate closes with its last descriptor; the process also
-    /// dies with the thread that forked it), the process exits without running the command.
-    /// Returns the process and its start time.
+    /// `record` has recorded it (by its PID and start time, `write_record`), so that the
+    /// command runs only once the daemon can find it again after a crash. The caller is
+    /// the daemon for a detached command, the CLI for a foreground one. Should `record`
+    /// fail, or the caller die meanwhile (the gate closes with its last descriptor; the
+    /// process also dies with the thread that forked it), the process exits without
+    /// running the command. Returns the process and its start time.
     pub fn spawn_recorded(mut self, record: impl FnOnce(i32, u64) -> Result<()>) -> Result<(Child, u64)> {
         use nix::{fcntl::OFlag, unistd::pipe2};
         let (report_out, report_in) = pipe2(OFlag::O_CLOEXEC).context("making the start's report pipe")?;
@@ -176,7 +177,7 @@ impl ContainerCommand<'_> {
     }
 }
 
-/// What the daemon writes through the start's gate once it has recorded the process.
+/// What the caller writes through the start's gate once it has recorded the process.
 const GATE_OPEN: u8 = b'1';
 
 /// The PID a held process reports (`spawn_recorded`); an error if it ended first.
@@ -398,6 +399,29 @@ pub fn spawn_detached(
     Ok((child.id() as i32, started))
 }
 
+/// Records a container command's process in `path` (its PID and start time), apart from
+/// the state: `spawn_recorded` calls this before the command runs, the daemon for a
+/// detached command, the CLI for a foreground one (in the file the daemon names), so that
+/// a start of the daemon finds every command whatever its state lost
+/// (`read_record` reads it back).
+pub fn write_record(path: &Path, pid: i32, start_time: u64) -> Result<()> {
+    let write = || {
+        std::fs::create_dir_all(path.parent().expect("a record has a directory"))?;
+        std::fs::write(path, format!("{pid} {start_time}\n"))
+    };
+    write().with_context(|| format!("recording the command's process in {}", path.display()))
+}
+
+/// The PID and start time a record holds (`write_record`); `None` for a file that is no
+/// record (a crash cut its write short: its process never ran the command, which waits
+/// for the write).
+pub fn read_record(content: &str) -> Option<(i32, u64)> {
+    let mut fields = content.split_whitespace();
+    let pid = fields.next()?.parse::<i32>().ok().filter(|pid| *pid > 0)?;
+    let start_time = fields.next()?.parse().ok()?;
+    fields.next().is_none().then_some((pid, start_time))
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
 pub fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -573,6 +597,18 @@ pub async fn kill_in_namespace(netns: &Path, timeout: Duration) -> Result<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_read_back_and_cut_ones_are_none() {
+        let dir = std::env::temp_dir().join(format!("dataplane-record-{}", std::process::id()));
+        let path = dir.join("processes").join("c1");
+        write_record(&path, 4242, 987654).unwrap();
+        assert_eq!(read_record(&std::fs::read_to_string(&path).unwrap()), Some((4242, 987654)));
+        std::fs::remove_dir_all(&dir).unwrap();
+        for cut in ["", "4242", "4242 ", "-1 5", "0 5", "4242 98x", "4242 5 6"] {
+            assert_eq!(read_record(cut), None, "{cut:?}");
+        }
+    }
 
     #[test]
     fn wait_statuses_read_as_shells_show_them() {

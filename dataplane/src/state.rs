@@ -16,6 +16,7 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use self::{
@@ -76,6 +77,12 @@ pub fn new_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether `name` is the first `len` digits of an ID as `new_id` makes them (lowercase
+/// hex; all 64 for a whole ID).
+pub fn is_id_prefix(name: &str, len: usize) -> bool {
+    name.len() == len && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Options of a bridge network (`--opt`), parsed; Docker's long names are accepted too.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BridgeOptions {
@@ -132,7 +139,8 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
     /// The kernel bridge that carries the slow path (ARP, broadcast, host traffic).
     pub bridge: String,
-    pub created: u64,
+    #[serde(deserialize_with = "moment")]
+    pub created: Timestamp,
 }
 
 impl Network {
@@ -153,7 +161,7 @@ impl Network {
             bridge_options: BridgeOptions { icc: true, mtu: None },
             labels: Default::default(),
             bridge: format!("br-{name}"),
-            created: 0,
+            created: Timestamp::UNIX_EPOCH,
         }
     }
 
@@ -339,7 +347,14 @@ pub struct Container {
     pub detached: bool,
     pub auto_remove: bool,
     pub status: Status,
-    pub created: u64,
+    #[serde(deserialize_with = "moment")]
+    pub created: Timestamp,
+    /// When its command last started (Docker's `State.StartedAt`); `None` before the first.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    /// When its command last ended (Docker's `State.FinishedAt`); `None` before the first end.
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
     /// Where a command started in the background writes its output (`logs`).
     #[serde(default)]
     pub log: Option<PathBuf>,
@@ -349,6 +364,18 @@ impl Container {
     /// Whether its command runs (as recorded; the watch on it records its end).
     pub fn is_running(&self) -> bool {
         matches!(self.status, Status::Running { .. })
+    }
+
+    /// Records that its command started now, as `pid`.
+    pub fn started(&mut self, pid: i32, start_time: u64) {
+        self.status = Status::Running { pid, start_time };
+        self.started_at = Some(now());
+    }
+
+    /// Records that its command ended now, with `code` if known.
+    pub fn exited(&mut self, code: Option<i32>) {
+        self.status = Status::Exited { code };
+        self.finished_at = Some(now());
     }
 }
 
@@ -388,6 +415,25 @@ pub struct State {
     /// Operations under way (absent from state files of earlier versions).
     #[serde(default)]
     pub intents: Table<Intent>,
+    /// The IDs of the `host` and `none` networks (absent from state files of earlier
+    /// versions: made when they load).
+    #[serde(default)]
+    pub predefined: PredefinedNetworks,
+}
+
+/// Docker's networks that are modes rather than networks of their own (`--network host`,
+/// `--network none`): listed and inspected as Docker shows them, by IDs made once per
+/// state, as Docker makes them once per host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PredefinedNetworks {
+    pub host: String,
+    pub none: String,
+}
+
+impl Default for PredefinedNetworks {
+    fn default() -> Self {
+        Self { host: new_id(), none: new_id() }
+    }
 }
 
 /// An operation under way that changes the system, saved before its first change and
@@ -667,8 +713,23 @@ fn find<'a, T>(items: &'a [T], key: &str, names: impl Fn(&T) -> (&String, &Strin
     }
 }
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+pub fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+/// A moment as the state holds it: RFC 3339 with nanoseconds, or the seconds since the
+/// epoch that state files of earlier versions hold.
+fn moment<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Seconds(i64),
+        Rfc3339(Timestamp),
+    }
+    match Stored::deserialize(d)? {
+        Stored::Seconds(secs) => Timestamp::from_second(secs).map_err(serde::de::Error::custom),
+        Stored::Rfc3339(at) => Ok(at),
+    }
 }
 
 #[cfg(test)]
@@ -693,7 +754,7 @@ mod tests {
             bridge_options: BridgeOptions { icc: false, mtu: Some(1400) },
             labels: [("team".to_string(), "net".to_string())].into(),
             bridge: "br-0123456789ab".into(),
-            created: 1,
+            created: Timestamp::from_second(1).unwrap(),
         };
         let container = Container {
             id: new_id(),
@@ -709,7 +770,9 @@ mod tests {
             detached: true,
             auto_remove: false,
             status: Status::Running { pid: 42, start_time: 7 },
-            created: 2,
+            created: "2026-11-30T03:26:04.123456789Z".parse().unwrap(),
+            started_at: Some("2026-11-30T03:26:05.5Z".parse().unwrap()),
+            finished_at: None,
             log: Some("/var/lib/dataplane/logs/x.log".into()),
         };
         let endpoint = Endpoint {
@@ -765,6 +828,7 @@ mod tests {
             firewall,
             docker,
             intents: Default::default(),
+            predefined: Default::default(),
         }
     }
 
@@ -784,6 +848,28 @@ mod tests {
         fs::write(dir.path().join("state.json"), r#"{"networks": [], "containers": []}"#).unwrap();
         let state = StateStore::new(dir.path()).load().unwrap().unwrap();
         assert!(state.firewall.rules.is_empty());
+    }
+
+    #[test]
+    fn earlier_state_files_keep_their_times_and_get_host_and_none_ids_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = r#"{"networks": [], "containers": [{
+            "id": "c1", "name": "old", "hostname": "old", "netns": "/run/netns/old", "etc_dir": "/tmp/old",
+            "command": ["true"], "detached": true, "auto_remove": false,
+            "status": {"state": "exited", "code": 0}, "created": 1795000000
+        }]}"#;
+        fs::write(dir.path().join("state.json"), earlier).unwrap();
+        let state = StateStore::new(dir.path()).load().unwrap().unwrap();
+        let old = state.containers.get("c1").unwrap();
+        assert_eq!(
+            old.created.to_string(),
+            "2026-11-18T11:06:40Z",
+            "seconds since the epoch, as written then"
+        );
+        assert_eq!((old.started_at, old.finished_at), (None, None));
+        let again = StateStore::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!(again.predefined, state.predefined, "the IDs made on the first load were written");
+        assert_ne!(state.predefined.host, state.predefined.none);
     }
 
     /// A state file as the daemon wrote it before endpoints were the state's own: two

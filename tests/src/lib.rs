@@ -519,15 +519,9 @@ impl Drop for Host {
 
 impl Host {
     fn container_names(&self) -> Vec<String> {
-        let out = self.command(binary()).args(["ps", "-a"]).output();
+        let out = self.command(binary()).args(["ps", "-a", "--format", "{{.Names}}"]).output();
         out.ok()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .skip(1)
-                    .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
-                    .collect()
-            })
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
             .unwrap_or_default()
     }
 }

@@ -155,7 +155,7 @@ fn plugin_root(host: &Host) -> PathBuf {
     root
 }
 
-/// A network of our plugin, as the README tells users to write it: created from `subnet`
+/// A network of our plugin, as docs/runtimes.md tells users to write it: created from `subnet`
 /// on first use, the daemon reached at the test host's socket.
 pub fn dataplane_conflist(host: &Host, network: &str, subnet: &str) -> Value {
     json!({

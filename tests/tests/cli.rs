@@ -40,14 +40,15 @@ fn a_second_daemon_on_the_same_state_dir_refuses_to_start_and_the_first_keeps_wo
     );
 
     host.run_sleeper("after", &[]);
-    let ps = host.dp_ok(&["ps"]);
-    assert!(ps.contains(" before ") && ps.contains(" after "), "the first daemon lost track: {ps}");
+    let ps = host.dp_ok(&["ps", "--format", "{{.Names}}"]);
+    assert_eq!(ps, "after\nbefore\n", "the first daemon lost track (or ps is not newest first): {ps}");
     assert_eq!(host.state().containers.len(), 2, "the state holds what the first daemon made");
 
     // The kernel drops the lock with its holder: a killed daemon leaves none behind.
     host.kill_daemon();
     host.start_daemon();
-    assert!(host.dp_ok(&["ps"]).contains(" after "), "the restarted daemon lost its containers");
+    let ps = host.dp_ok(&["ps", "--format", "{{.Names}}"]);
+    assert!(ps.lines().any(|name| name == "after"), "the restarted daemon lost its containers: {ps}");
 }
 
 /// The exit code of a CLI command in the host namespace, and its error output.
@@ -103,7 +104,12 @@ fn version_names_the_client_the_kernel_and_the_daemon_or_says_it_is_not_running(
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let report = host.dp_ok(&["version"]);
     assert!(report.contains(&format!(" Kernel:   {}\n", kernel.trim())), "{report}");
-    assert!(report.ends_with(&format!("Server:\n Version:  {ours}\n")), "the daemon's version: {report}");
+    assert!(
+        report.ends_with(&format!(
+            "Server:\n Version:  {ours}\n BPF:      tc (sched_cls), xdp, cgroup sock_addr, lru_hash, lpm_trie, btf\n"
+        )),
+        "the daemon's version and the BPF features it found (all of them, on the kernels we test on): {report}"
+    );
 
     host.stop_daemon();
     let out = host.dp(&["version"]);

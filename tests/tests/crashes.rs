@@ -261,8 +261,8 @@ fn record_pieces(host: &Host, state: &State) -> Vec<String> {
 /// Whether `ps -a`, `inspect` and `network inspect` show what the state holds.
 fn cli_views(host: &Host, state: &State) -> Vec<String> {
     let mut found = vec![];
-    let ps = host.dp_ok(&["ps", "-a"]);
-    let listed: BTreeSet<_> = ps.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    let ps = host.dp_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    let listed: BTreeSet<_> = ps.lines().collect();
     let recorded: BTreeSet<_> = state.containers.iter().map(|c| c.name.as_str()).collect();
     if listed != recorded {
         found.push(format!("ps -a lists {listed:?}, the state holds {recorded:?}"));
@@ -543,10 +543,21 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
     std::fs::rename(&snapshot, state_dir.join("damaged.json")).unwrap();
     let _ = std::fs::rename(&journal, state_dir.join("damaged.journal"));
     std::fs::copy(&backup, &snapshot).unwrap();
+    // Not named as a container's: someone else's, even in our state dir.
+    let foreign = state_dir.join("logs").join("notes.txt");
+    std::fs::write(&foreign, "kept").unwrap();
     host.start_daemon();
     assert!(host.dp_ok(&["network", "ls"]).contains("blue"), "the backup's network is back");
     assert_agree(host, &crashing.sleep_secs, &format!("seed {}: started from the backup", crashing.seed));
     assert!(host.state().containers.is_empty(), "only the damaged snapshot held the containers");
+    for dir in ["containers", "logs", "processes"] {
+        let left: Vec<_> = std::fs::read_dir(state_dir.join(dir))
+            .map(|entries| entries.filter_map(|e| Some(e.ok()?.file_name())).collect())
+            .unwrap_or_default();
+        let left: Vec<_> = left.iter().filter(|name| *name != "notes.txt").collect();
+        assert!(left.is_empty(), "state/{dir} keeps files of the lost containers: {left:?}");
+    }
+    assert!(foreign.exists(), "a file not named as a container's was removed");
     let log = host.daemon_log();
     for (orphan, logged) in [
         ("namespace", "no container holds it; removing it"),
@@ -554,6 +565,12 @@ fn a_damaged_state_file_is_refused_and_its_backup_brings_the_daemon_back() {
         ("bridge", "no network holds it"),
     ] {
         assert!(log.contains(logged), "the orphan {orphan} is logged:\n{log}");
+    }
+    for dir in ["containers", "logs"] {
+        let dir = format!("{}/", state_dir.join(dir).display());
+        let logged =
+            log.lines().any(|l| l.contains(&dir) && l.contains("no container holds it; removing it"));
+        assert!(logged, "the orphan files in {dir} are logged:\n{log}");
     }
 }
 
@@ -598,4 +615,168 @@ fn a_start_removes_only_unheld_bridges_marked_as_ours() {
     assert!(!bridges.contains(&format!(" {left_over}:")), "a left-over bridge of ours stayed: {bridges}");
     let log = host.daemon_log();
     assert!(log.contains(&format!("bridge {left_over}: no network holds it")), "it is logged:\n{log}");
+}
+
+/// Stands between the CLI and the daemon's socket, and holds the first request of one
+/// kind (`started`, say) until the test says so: what lets a test kill the daemon at an
+/// exact moment of a conversation. Every request is passed on to the daemon then serving
+/// the socket; when none does, the CLI's connection is closed without an answer, as a
+/// daemon killed mid-request closes it.
+struct Relay {
+    path: std::path::PathBuf,
+    /// Told once the held request has come.
+    held: std::sync::mpsc::Receiver<()>,
+    /// Lets the held request go on.
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl Relay {
+    fn new(host: &Host, hold: &'static str) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let path = host.dir.join("relay.sock");
+        let daemon = host.socket();
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut holding = Some((held_tx, release_rx));
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let mut request = String::new();
+                if BufReader::new(&client).read_line(&mut request).is_err() {
+                    continue;
+                }
+                let kind = serde_json::from_str::<serde_json::Value>(&request)
+                    .ok()
+                    .and_then(|r| r["request"].as_str().map(String::from));
+                if kind.as_deref() == Some(hold)
+                    && let Some((held, release)) = holding.take()
+                {
+                    let _ = held.send(());
+                    let _ = release.recv();
+                }
+                let Ok(mut daemon) = std::os::unix::net::UnixStream::connect(&daemon) else { continue };
+                let mut answer = String::new();
+                if daemon.write_all(request.as_bytes()).is_ok()
+                    && BufReader::new(&daemon).read_line(&mut answer).is_ok()
+                {
+                    let _ = client.write_all(answer.as_bytes());
+                }
+            }
+        });
+        Self { path, held, release }
+    }
+}
+
+/// A CLI process of the test, killed (by its PID) if the test ends before it does.
+struct Cli(Child);
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        if self.0.try_wait().unwrap().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A foreground `run`'s command is started by the CLI, which reports it to the daemon.
+/// The daemon killed between its answer to the `run` and that report (held by a relay,
+/// so that the kill lands there every time) used to leave a `Created` record while the
+/// command ran, owned by nothing. Now the command's process is recorded before it runs,
+/// where the next start adopts it as the container's, running; and the CLI's report of
+/// its end, made while the daemon was away again, reaches the daemon once it is back.
+#[test]
+fn daemon_killed_before_a_foreground_commands_start_is_reported_adopts_the_command() {
+    let mut crashing =
+        Crashing::start("daemon_killed_before_a_foreground_commands_start_is_reported_adopts_the_command");
+    let relay = Relay::new(&crashing.host, "started");
+    let output = crashing.host.dir.join("foreground.out");
+    let mut cli = Cli(crashing
+        .host
+        .command(binary())
+        .env("DATAPLANE_SOCKET", &relay.path)
+        .args(["run", "--name", "fg", "--", "sleep", &crashing.sleep_secs])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(std::fs::File::create(&output).unwrap())
+        .spawn()
+        .unwrap());
+    relay.held.recv_timeout(Duration::from_secs(30)).expect("the CLI reports its command's start");
+    crashing.host.kill_daemon();
+    relay.release.send(()).unwrap();
+    crashing.host.start_daemon();
+    assert_agree(&crashing.host, &crashing.sleep_secs, "killed before the start's report");
+    let pids = container_processes(&crashing.sleep_secs);
+    assert_eq!(pids.len(), 1, "the foreground command runs, once: {pids:?}");
+    let pid: i32 = pids.first().unwrap().parse().unwrap();
+    let shown = crashing.host.dp_json(&["inspect", "fg"]);
+    assert_eq!(shown[0]["State"]["Running"], true, "inspect: {}", shown[0]["State"]);
+    assert_eq!(shown[0]["State"]["Pid"], pid, "inspect shows the command's PID: {}", shown[0]["State"]);
+    let ps = crashing.host.dp_ok(&["ps", "-a"]);
+    assert!(ps.lines().any(|l| l.contains("fg") && l.contains("Up")), "ps -a shows fg up:\n{ps}");
+
+    // The command ends while the daemon is away: the CLI's report waits for it.
+    crashing.host.kill_daemon();
+    process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+    sleep(Duration::from_millis(500));
+    crashing.host.start_daemon();
+    reap_within(&mut cli.0, Duration::from_secs(30));
+    let status = cli.0.wait().unwrap();
+    let said = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(status.code(), Some(137), "the CLI exits with its command's code: {said}");
+    let shown = crashing.host.dp_json(&["inspect", "fg"]);
+    let state = &shown[0]["State"];
+    assert_eq!(state["Status"], "exited", "inspect: {state}");
+    assert_eq!(state["ExitCode"], 137, "the exit code the CLI saw is recorded: {state}");
+    assert_agree(&crashing.host, &crashing.sleep_secs, "after the command's end");
+    crashing.host.dp_ok(&["rm", "fg"]);
+    assert_agree(&crashing.host, &crashing.sleep_secs, "after its removal");
+}
+
+/// Foreground `run`s killed at seeded random moments: before the daemon's answer, between
+/// the answer and the report of the command's start, or after. After each restart the
+/// state and the system agree, wherever the kill left the CLI: refused, or its command
+/// running and the container's.
+#[test]
+fn daemon_killed_during_foreground_runs_leaves_the_state_and_the_system_agreeing() {
+    let mut crashing =
+        Crashing::start("daemon_killed_during_foreground_runs_leaves_the_state_and_the_system_agreeing");
+    let foreground = |crashing: &Crashing, name: &str| {
+        Cli(crashing
+            .host
+            .command(binary())
+            .args(["run", "--name", name, "--", "sleep", &crashing.sleep_secs])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap())
+    };
+    // The window the kills are drawn in: until a foreground run's command is recorded running.
+    let started = Instant::now();
+    let mut probe = foreground(&crashing, "probe");
+    let running = eventually(Duration::from_secs(10), || {
+        crashing.host.state().container("probe").is_some_and(|c| c.is_running())
+    });
+    assert!(running, "a foreground run's command is recorded running");
+    let window = started.elapsed();
+    crashing.host.dp_ok(&["rm", "-f", "probe"]);
+    reap_within(&mut probe.0, Duration::from_secs(10));
+    for i in 0..6 {
+        let name = format!("c{i}");
+        let delay = window.mul_f64(crashing.rng.random_range(0.0..1.0));
+        let mut cli = foreground(&crashing, &name);
+        sleep(delay);
+        crashing.host.kill_daemon();
+        crashing.host.start_daemon();
+        let context =
+            format!("seed {}, foreground run {name} killed after {delay:?} (of {window:?})", crashing.seed);
+        assert_agree(&crashing.host, &crashing.sleep_secs, &context);
+        // Its command's end (or the refusal of its run) ends the CLI.
+        if crashing.host.state().container(&name).is_some() {
+            crashing.host.dp_ok(&["rm", "-f", &name]);
+        }
+        reap_within(&mut cli.0, Duration::from_secs(40));
+    }
 }

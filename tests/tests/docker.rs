@@ -1,6 +1,6 @@
 //! Docker itself puts its containers on dataplane networks: dockerd 20.10 in the test's
 //! host namespace (no iptables, no default bridge) drives our daemon's network plugin
-//! (`docker network create -d PLUGIN`), as the README's Docker section shows. Each test
+//! (`docker network create -d PLUGIN`), as docs/runtimes.md's Docker section shows. Each test
 //! has a plugin name of its own.
 
 use std::{process::Output, time::Duration};

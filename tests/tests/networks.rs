@@ -164,7 +164,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         (&["network", "create", "host"], "reserved"),
         (&["network", "create", "bad/name"], "invalid network name"),
         (&["network", "rm", "nope"], "no such network"),
-        (&["network", "inspect", "nope"], "no such network"),
+        (&["network", "inspect", "nope"], "No such network: nope"),
         (&["run", "--network", "nope", "--", "true"], "no such network"),
         (&["run", "--network", "red", "--ip", "10.99.0.5", "--", "true"], "outside subnet"),
         (&["run", "--network", "red", "--ip", "10.61.0.1", "--", "true"], "reserved"),

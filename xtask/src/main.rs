@@ -1,6 +1,7 @@
-//! Developer tasks: `cargo xtask setup|build|test|fuzz|demo|bench`. Each installs what is missing
+//! Developer tasks: `cargo xtask setup|build|test|fuzz|demo|bench|install`. Each installs what is missing
 //! first (idempotently), so that each works alone on a fresh machine.
 
+mod install;
 mod setup;
 
 use std::{
@@ -57,6 +58,21 @@ enum Task {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Build for release and install: the binary, the CNI plugin, the systemd unit, an
+    /// example /etc/dataplane/daemon.toml (an edited one is kept), shell completions and
+    /// man pages.
+    Install {
+        /// Where the files live on the installed host: PREFIX/bin, PREFIX/lib/systemd/system,
+        /// PREFIX/share/{man,bash-completion,zsh,fish}.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Write everything under this directory instead of / (for packages).
+        #[arg(long, default_value = "/")]
+        destdir: PathBuf,
+        /// Where CNI runtimes look for plugins; the plugin goes there as `dataplane`.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        cni_dir: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -90,12 +106,22 @@ fn main() -> Result<()> {
             if let Some(only) = only {
                 args.extend(["--only".into(), only]);
             }
-            run_tool(true, &["dp-loadgen", "dp-forge", "dp-bench"], &args)
+            run_tool(ToolBuild::Release, &["dp-loadgen", "dp-forge", "dp-bench"], &args)
+        }
+        Task::Install { prefix, destdir, cni_dir } => {
+            setup::install_missing()?;
+            build(true)?;
+            let root = workspace_root();
+            let layout = install::Layout { prefix, destdir, cni_dir };
+            for path in install::install(&root, &root.join("target/release"), &layout)? {
+                println!("installed {}", path.display());
+            }
+            Ok(())
         }
         Task::Demo => {
             setup::install_missing()?;
             require_root("the demo creates network namespaces and loads BPF programs")?;
-            run_tool(false, &["dp-demo"], &[])
+            run_tool(ToolBuild::Quiet, &["dp-demo"], &[])
         }
     }
 }
@@ -110,9 +136,18 @@ fn cargo() -> Command {
     command
 }
 
+/// How `run_tool` builds: the bench measures optimized code; the demo is read by people, so
+/// its build keeps quiet (without `-q`, cargo relays every line of the eBPF build as a warning).
+#[derive(Clone, Copy, PartialEq)]
+enum ToolBuild {
+    Release,
+    Quiet,
+}
+
 /// Builds `dataplane`, its CNI plugin and the tools of the tests crate, then runs the last tool with the
 /// freshly built `dataplane` as the one under test.
-fn run_tool(release: bool, tools: &[&str], args: &[String]) -> Result<()> {
+fn run_tool(how: ToolBuild, tools: &[&str], args: &[String]) -> Result<()> {
+    let release = how == ToolBuild::Release;
     let mut build = cargo();
     build.args([
         "build",
@@ -128,9 +163,7 @@ fn run_tool(release: bool, tools: &[&str], args: &[String]) -> Result<()> {
     for tool in tools {
         build.args(["--bin", tool]);
     }
-    if release {
-        build.arg("--release");
-    }
+    build.arg(if release { "--release" } else { "-q" });
     run_command(&mut build)?;
     let dir = workspace_root().join(if release { "target/release" } else { "target/debug" });
     let tool = dir.join(tools.last().expect("a tool"));

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -26,7 +26,7 @@ use crate::{
     dns,
     netlink::Netlink,
     netns, process,
-    state::{Attachment, Container, Intent, Network, NetworkMode, Owner, Status, new_id, now},
+    state::{Attachment, Container, Intent, Network, NetworkMode, Owner, Status, is_id_prefix, new_id, now},
 };
 
 /// How long `rm -f` waits for a container's processes to end once killed (only a process
@@ -98,6 +98,8 @@ impl Core {
             auto_remove: spec.auto_remove,
             status: Status::Created,
             created: now(),
+            started_at: None,
+            finished_at: None,
         };
         // Saved before the namespace is made: a crash from here on leaves a record of
         // what to remove (`undo_run`), where it left a namespace, veths and a running
@@ -119,7 +121,29 @@ impl Core {
         self.state.containers.push(container.clone());
         self.done(&container.id);
         self.save()?;
+        log::info!(
+            "created container {} ({}): {}",
+            container.name,
+            &container.id[..12],
+            self.addresses_of(&container.id)
+        );
         Ok(container)
+    }
+
+    /// A container's addresses, for the log: `blue 10.77.0.2, bridge 172.17.0.3`.
+    fn addresses_of(&self, id: &str) -> String {
+        let addresses: Vec<String> = self
+            .state
+            .endpoints_of(id)
+            .map(|ep| {
+                let network = self.state.network_by_id(&ep.network_id).map_or("?", |n| n.name.as_str());
+                format!("{network} {}", ep.ip)
+            })
+            .collect();
+        match addresses.is_empty() {
+            true => "no address of its own".to_string(),
+            false => addresses.join(", "),
+        }
     }
 
     /// Undoes a `run` that a crash cut short, from its intent: the processes in its
@@ -253,7 +277,7 @@ impl Core {
     }
 
     /// Starts a container's command in the background, its output to its log, once its
-    /// process is recorded (`write_pidfile`).
+    /// process is recorded (`pidfile_path`).
     fn start_command(&self, container: &mut Container) -> Result<()> {
         let log = container.log.get_or_insert_with(|| log_path(&self.config.state_dir, &container.id));
         let env = process::container_env(&container.hostname, &container.env);
@@ -265,10 +289,11 @@ impl Core {
             workdir: container.workdir.as_deref(),
             log,
         };
+        let record = pidfile_path(&self.config.state_dir, &container.id);
         let (pid, start_time) = process::spawn_detached(&container.command, &detached, |pid, start_time| {
-            write_pidfile(&self.config.state_dir, &container.id, pid, start_time)
+            process::write_record(&record, pid, start_time)
         })?;
-        container.status = Status::Running { pid, start_time };
+        container.started(pid, start_time);
         Ok(())
     }
 
@@ -356,6 +381,7 @@ impl Core {
         }
         remove_files(&self.config.state_dir, &container);
         self.save()?;
+        log::info!("removed container {} ({})", container.name, &container.id[..12]);
         Ok(json!(container.name))
     }
 
@@ -383,6 +409,38 @@ impl Core {
         self.command_ended(id, code).await
     }
 
+    /// The CLI's report that the command of a foreground `run` started as `pid`: the
+    /// container is recorded running, unless it is already (a start of the daemon adopted
+    /// the command from its record, or a report that went unanswered is made again).
+    /// Returns whether it was recorded now, and so wants a watch.
+    pub(super) fn foreground_started(&mut self, id: &str, pid: i32) -> Result<bool> {
+        let container = self.container_by_id(id)?;
+        match container.status {
+            Status::Running { pid: recorded, .. } if recorded == pid => return Ok(false),
+            Status::Created => {}
+            _ => bail!(
+                "container {} is not waiting for its command to start (it ended, or was started again)",
+                container.name
+            ),
+        }
+        let start_time = process::start_time(pid).ok_or_else(|| anyhow!("process {pid} is not running"))?;
+        container.started(pid, start_time);
+        self.save()?;
+        Ok(true)
+    }
+
+    /// The CLI's report that the command of a foreground `run` ended with `code`. A report
+    /// of another process than the one recorded running is stale (the container was
+    /// started again meanwhile, in the background): it changes nothing.
+    pub(super) async fn foreground_exited(&mut self, id: &str, pid: Option<i32>, code: i32) -> Result<()> {
+        if let Status::Running { pid: running, .. } = self.container_by_id(id)?.status
+            && Some(running) != pid
+        {
+            return Ok(());
+        }
+        self.command_ended(id, Some(code)).await
+    }
+
     /// Records the end of a container's command with its exit code, if known (a code
     /// known already stays), and releases its networks; removes it if it asked (`--rm`).
     pub(super) async fn command_ended(&mut self, id: &str, code: Option<i32>) -> Result<()> {
@@ -391,12 +449,14 @@ impl Core {
             Status::Exited { code: Some(known) } => Some(known),
             _ => code,
         };
-        container.status = Status::Exited { code };
+        container.exited(code);
         let container = container.clone();
         if let Err(e) = self.release_networks(&container).await {
             log::warn!("container {}: releasing its networks: {e:#}", container.name);
         }
         self.save()?;
+        let code = code.map_or("unknown".to_string(), |c| c.to_string());
+        log::info!("container {} exited ({code}); its addresses are released", container.name);
         remove_pidfile(&self.config.state_dir, id);
         if container.auto_remove {
             self.remove_container(id, true).await?;
@@ -448,6 +508,7 @@ impl Core {
         self.state.containers.replace(container.clone());
         self.done(&container.id);
         self.save()?;
+        log::info!("started container {} again: {}", container.name, self.addresses_of(&container.id));
         Ok(Some(container))
     }
 
@@ -616,7 +677,7 @@ pub(super) async fn stop(core: &Shared, name: &str, grace: Duration) -> Result<V
     Ok(json!(name))
 }
 
-fn log_path(state_dir: &Path, id: &str) -> PathBuf {
+pub(super) fn log_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("logs").join(format!("{id}.log"))
 }
 
@@ -626,21 +687,13 @@ fn remove_files(state_dir: &Path, container: &Container) {
     remove_pidfile(state_dir, &container.id);
 }
 
-/// Where the process of a container's command is recorded, apart from the state: written
-/// before the command runs (`process::spawn_detached` waits for it), so that a crash
-/// before the state's save, or a state that lost its last snapshot, leaves no command
-/// running that the next start cannot find (`restore::end_unowned_processes`).
-fn pidfile_path(state_dir: &Path, id: &str) -> PathBuf {
+/// Where the process of a container's command is recorded, apart from the state
+/// (`process::write_record`): written before the command runs, by the daemon for a
+/// detached command and by the CLI for a foreground one, so that a crash before the
+/// state's save, or a state that lost its last snapshot, leaves no command running that
+/// the next start cannot find (`restore::settle_recorded_processes`).
+pub(super) fn pidfile_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("processes").join(id)
-}
-
-fn write_pidfile(state_dir: &Path, id: &str, pid: i32, start_time: u64) -> Result<()> {
-    let path = pidfile_path(state_dir, id);
-    let write = || {
-        std::fs::create_dir_all(path.parent().expect("a pidfile has a directory"))?;
-        std::fs::write(&path, format!("{pid} {start_time}\n"))
-    };
-    write().with_context(|| format!("recording the process of container {id} in {}", path.display()))
 }
 
 pub(super) fn remove_pidfile(state_dir: &Path, id: &str) {
@@ -656,12 +709,9 @@ pub(super) fn recorded_processes(state_dir: &Path) -> Vec<(String, i32, u64)> {
     for path in files.filter_map(|e| e.ok()).map(|e| e.path()) {
         let Some(id) = path.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
         let content = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut fields = content.split_whitespace().map(str::parse::<u64>);
-        match (fields.next(), fields.next()) {
-            (Some(Ok(pid)), Some(Ok(start_time))) if pid <= i32::MAX as u64 => {
-                recorded.push((id, pid as i32, start_time))
-            }
-            _ => {
+        match process::read_record(&content) {
+            Some((pid, start_time)) => recorded.push((id, pid, start_time)),
+            None => {
                 log::warn!("{}: no process record ({content:?}); removing it", path.display());
                 let _ = std::fs::remove_file(&path);
             }
@@ -685,9 +735,7 @@ fn pin_name(id: &str) -> String {
 /// (`/run/netns` by default, where `ip netns` and runtimes pin theirs too), so nothing
 /// else there is ever ours to remove.
 pub(super) fn is_container_pin(name: &str) -> bool {
-    name.strip_prefix("dp-").is_some_and(|digits| {
-        digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    name.strip_prefix("dp-").is_some_and(|digits| is_id_prefix(digits, 12))
 }
 
 /// Empties a namespace of ours that no record holds (a crash left it): kills the

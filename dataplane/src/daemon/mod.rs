@@ -14,19 +14,32 @@
 //! - `docker`: Docker's network plugin API, its network and IPAM drivers, served on a
 //!   socket of its own (uses `networks` and `endpoints`);
 //! - `restore`: the system back in line with the state at start (uses them all);
-//! - `state_lock`: one daemon per state dir.
+//! - `metrics`: the Prometheus endpoint (reads the maps and the state);
+//! - `state_lock`: one daemon per state dir;
+//! - `config`: the settings, from flags, the config file and defaults;
+//! - `privileges`: the capabilities it needs, checked first;
+//! - `cleanup`: `daemon --cleanup`, every trace of a stopped daemon removed;
+//! - `systemd`: readiness, told to systemd.
 //!
 //! It never creates a network, attaches a namespace or publishes a port itself: that is
 //! the owners' work.
 
+mod cleanup;
 mod cni;
+mod config;
 mod containers;
 mod docker;
 mod endpoints;
+mod metrics;
 mod networks;
+mod privileges;
 mod publishing;
 mod restore;
 mod state_lock;
+mod systemd;
+
+pub use cleanup::cleanup;
+pub use config::{LogLevel, Settings, init_logging};
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -52,7 +65,6 @@ use crate::{
     netlink::Netlink,
     netns,
     ports::{self, Reservation},
-    process,
     state::{Container, Intent, Keyed, Network, State, StateStore, Status},
 };
 
@@ -84,6 +96,8 @@ pub struct Config {
     /// IPv6 on the default network (`--ipv6`), from this prefix (`--fixed-cidr-v6`) or
     /// the host's ULA pool when `None`.
     pub default_ipv6: Option<Option<ipnet::Ipv6Net>>,
+    /// Where the Prometheus metrics are served, if they are.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The host's id, made once and kept in the state dir: what the ULA pool of its IPv6
@@ -103,6 +117,9 @@ fn write_host_id(path: &Path) -> Result<String> {
     std::fs::write(path, format!("{id}\n")).with_context(|| format!("writing {}", path.display()))?;
     Ok(id)
 }
+
+/// The name of the daemon's pin of its own namespace in the pin dir (`Core::host_netns`).
+const HOST_NETNS_PIN: &str = "dp-host";
 
 /// How long a client of the control socket has to send its request, and to take its
 /// answer; it gets an error, or is dropped, after that.
@@ -141,7 +158,16 @@ struct Core {
 
 type Shared = Arc<Mutex<Core>>;
 
+/// See `Core::datapath_figures`.
+#[derive(Debug)]
+struct DatapathFigures {
+    paths: Vec<(dataplane_common::Path, dataplane_common::Counter)>,
+    entries: nat::PerTable,
+    evictions: nat::PerTable,
+}
+
 pub async fn run(config: Config) -> Result<()> {
+    privileges::require("the daemon")?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     // Before anything else is touched: a second daemon would re-attach the programs and
@@ -208,6 +234,10 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(carriers) = carriers {
         tokio::spawn(docker::watch_hand_overs(core.clone(), carriers));
     }
+    let request_times = match config.metrics_addr {
+        Some(address) => Some(metrics::serve(core.clone(), address).await?),
+        None => None,
+    };
     let listener = bind_control_socket(&config.socket)?;
     log::info!("serving on {}", config.socket.display());
     if let Some((plugin, path)) = docker_plugin {
@@ -215,6 +245,9 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::spawn(docker::serve(core.clone(), plugin, path));
     }
     println!("dataplane daemon ready on {}", config.socket.display());
+    if let Err(e) = systemd::notify_ready() {
+        log::warn!("{e:#}");
+    }
 
     let gc = core.clone();
     tokio::spawn(async move {
@@ -245,8 +278,9 @@ pub async fn run(config: Config) -> Result<()> {
             accepted = listener.accept() => {
                 let (stream, _) = accepted?;
                 let core = core.clone();
+                let request_times = request_times.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve(core, stream).await {
+                    if let Err(e) = serve(core, stream, request_times).await {
                         log::warn!("client connection: {e:#}");
                     }
                 });
@@ -341,16 +375,31 @@ async fn setup_nat(
     Ok(Some(ports))
 }
 
-async fn serve(core: Shared, stream: UnixStream) -> Result<()> {
+async fn serve(core: Shared, stream: UnixStream, request_times: Option<metrics::RequestTimes>) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let result = match read_request(read).await {
-        Ok(request) => dispatch(&core, request).await,
+        Ok(request) => {
+            let kind = request_times.as_ref().map(|_| request_kind(&request));
+            let started = std::time::Instant::now();
+            let result = dispatch(&core, request).await;
+            if let (Some(times), Some(kind)) = (&request_times, kind) {
+                times.record(kind, started.elapsed());
+            }
+            result
+        }
         Err(e) => Err(e),
     };
     tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(&api::encode_answer(result)))
         .await
         .context("the client took no answer for 10 s")??;
     Ok(())
+}
+
+/// A request's kind as the socket spells it (`run`, `network_create`, ...): its serde
+/// tag, read back from the request itself so that no list of kinds can drift from `Request`.
+fn request_kind(request: &Request) -> String {
+    let tagged = serde_json::to_value(request).unwrap_or_default();
+    tagged["request"].as_str().unwrap_or("unknown").to_string()
 }
 
 /// Reads one request, before any lock is taken: a client that sends garbage, more than
@@ -377,20 +426,29 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             return start(core, &name).await;
         }
         Request::Start { name } => return start(core, &name).await,
-        Request::Version => return Ok(json!({"Version": env!("CARGO_PKG_VERSION")})),
+        Request::Version => {
+            let features: Vec<Value> = crate::maps::bpf_features()
+                .into_iter()
+                .map(|(name, found)| json!({"Name": name, "Found": found}))
+                .collect();
+            return Ok(json!({"Version": env!("CARGO_PKG_VERSION"), "BpfFeatures": features}));
+        }
         _ => {}
     }
     let mut guard = core.lock().await;
     let c = &mut *guard;
     match request {
         Request::NetworkCreate(spec) => c.create_network(spec).await,
-        Request::NetworkList => Ok(serde_json::to_value(&c.state.networks)?),
-        Request::NetworkInspect { names } => {
-            let found = names
-                .iter()
-                .map(|n| c.network(n).map(|net| inspect::network(&c.state, net)))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Value::Array(found))
+        Request::NetworkList => Ok(Value::Array(inspect::networks(&c.state))),
+        Request::InspectObjects { names, kind } => {
+            let mut lookup = api::Lookup::default();
+            for name in names {
+                match inspect::find(&c.state, &name, kind) {
+                    Some(found) => lookup.found.push(found),
+                    None => lookup.missing.push(name),
+                }
+            }
+            Ok(serde_json::to_value(lookup)?)
         }
         Request::NetworkRemove { names } => {
             for name in &names {
@@ -408,19 +466,18 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             if let Status::Running { pid, .. } = container.status {
                 containers::watch(core.clone(), container.id.clone(), pid);
             }
-            Ok(serde_json::to_value(&container)?)
+            let process_record =
+                (!container.detached).then(|| containers::pidfile_path(&c.config.state_dir, &container.id));
+            Ok(serde_json::to_value(api::RunAnswer { container, process_record })?)
         }
         Request::Started { id, pid } => {
-            let start_time =
-                process::start_time(pid).ok_or_else(|| anyhow!("process {pid} is not running"))?;
-            let container = c.container_by_id(&id)?;
-            container.status = Status::Running { pid, start_time };
-            c.save()?;
-            containers::watch(core.clone(), id, pid);
+            if c.foreground_started(&id, pid)? {
+                containers::watch(core.clone(), id, pid);
+            }
             Ok(Value::Null)
         }
-        Request::Exited { id, code } => {
-            c.command_ended(&id, Some(code)).await?;
+        Request::Exited { id, pid, code } => {
+            c.foreground_exited(&id, pid, code).await?;
             Ok(Value::Null)
         }
         Request::List { all } => {
@@ -450,9 +507,9 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
         }
         Request::Remove { name, force } => c.remove_container(&name, force).await,
         Request::Stats => {
-            c.forget_departed()?;
-            let counters = c.datapath.counters()?;
-            let mut map: BTreeMap<_, _> = counters
+            let figures = c.datapath_figures()?;
+            let mut map: BTreeMap<_, _> = figures
+                .paths
                 .into_iter()
                 .map(|(path, counter)| {
                     (path.name().to_string(), json!({"packets": counter.packets, "bytes": counter.bytes}))
@@ -460,19 +517,14 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
                 .collect();
             // Table use, so that a full conntrack table shows before flows start to be
             // evicted, and the evictions since the daemon started.
-            let now = nat::TableSnapshot::take(&mut c.datapath)?;
-            let evicted = c.conntrack.evictions(&now);
-            for (name, value) in [
-                ("conntrack_masquerade_entries", now.live.masquerade),
-                ("conntrack_masquerade_unconfirmed_entries", now.live.masquerade_unconfirmed),
-                ("conntrack_published_entries", now.live.published),
-                ("conntrack_published_unconfirmed_entries", now.live.published_unconfirmed),
-                ("conntrack_masquerade_evictions", evicted.masquerade),
-                ("conntrack_masquerade_unconfirmed_evictions", evicted.masquerade_unconfirmed),
-                ("conntrack_published_evictions", evicted.published),
-                ("conntrack_published_unconfirmed_evictions", evicted.published_unconfirmed),
-            ] {
-                map.insert(name.into(), json!({"packets": value, "bytes": 0}));
+            let table_name = |kind: &str, confirmed: bool, what: &str| {
+                format!("conntrack_{kind}{}_{what}", if confirmed { "" } else { "_unconfirmed" })
+            };
+            for (kind, confirmed, entries) in figures.entries.by_table() {
+                map.insert(table_name(kind, confirmed, "entries"), json!({"packets": entries, "bytes": 0}));
+            }
+            for (kind, confirmed, evicted) in figures.evictions.by_table() {
+                map.insert(table_name(kind, confirmed, "evictions"), json!({"packets": evicted, "bytes": 0}));
             }
             Ok(serde_json::to_value(map)?)
         }
@@ -593,6 +645,16 @@ impl Core {
     }
 
     /// Forgets the flows of every address that left, in one pass over the tables.
+    /// What the programs counted per path and what the conntrack tables hold and evicted,
+    /// read at one moment (for `stats` and the metrics), once the flows of removed
+    /// containers are gone from the tables.
+    fn datapath_figures(&mut self) -> Result<DatapathFigures> {
+        self.forget_departed()?;
+        let paths = self.datapath.counters()?;
+        let now = nat::TableSnapshot::take(&mut self.datapath)?;
+        Ok(DatapathFigures { paths, entries: now.live, evictions: self.conntrack.evictions(&now) })
+    }
+
     fn forget_departed(&mut self) -> Result<()> {
         if self.departed.is_empty() {
             return Ok(());
@@ -617,7 +679,7 @@ impl Core {
     /// The daemon's own namespace, pinned where host-mode containers find it (as Docker's
     /// `netns/default`).
     fn host_netns(&self) -> PathBuf {
-        self.config.netns_dir.join("dp-host")
+        self.config.netns_dir.join(HOST_NETNS_PIN)
     }
 }
 

@@ -145,6 +145,14 @@ impl Core {
         self.state.networks.push(network.clone());
         self.done(&network.id);
         self.save()?;
+        log::info!(
+            "created network {} ({}, {}, {} via {})",
+            network.name,
+            &network.id[..12],
+            network.driver,
+            network.subnet,
+            network.gateway
+        );
         Ok(serde_json::to_value(&network)?)
     }
 
@@ -208,7 +216,9 @@ impl Core {
         }
         drivers::teardown_network(&self.netlink, &mut self.datapath, &net).await?;
         self.state.networks.retain(|n| n.id != net.id);
-        self.save()
+        self.save()?;
+        log::info!("removed network {} ({}, {})", net.name, &net.id[..12], net.subnet);
+        Ok(())
     }
 
     /// Removes the networks no endpoint is on and no container asks for: a stopped

@@ -2,11 +2,13 @@
 //! networks, every endpoint whatever its owner (interfaces, map entries, published ports
 //! and their reservations), the firewall's rule sets — records the commands of our
 //! containers that ended while the daemon was away, and drops from the maps whatever no
-//! network or endpoint of the state claims. Before all that it settles the operations a
-//! crash cut short (their intents) and removes the namespaces of our pin dir that no
-//! container holds; a container with a piece it cannot rebuild (its namespace) is marked
-//! dead, with the reason. It never gives an endpoint another address nor attaches one the
-//! state does not hold.
+//! network or endpoint of the state claims. Before all that it settles the recorded
+//! commands (adopting a foreground `run`'s that started while it was away, ending those
+//! no container owns) and the operations a crash cut short (their intents), and removes
+//! the bridges, the namespaces of our pin dir and the files of our state dir that nothing
+//! holds; a container with a piece it cannot rebuild (its namespace) is marked dead, with
+//! the reason. It never gives an endpoint another address nor attaches one the state does
+//! not hold.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -23,7 +25,7 @@ use crate::{
     drivers, ipam,
     maps::endpoint_key,
     netns, process,
-    state::{DEFAULT_NETWORK, Intent, Keyed, Status},
+    state::{DEFAULT_NETWORK, Intent, Keyed, Status, is_id_prefix},
 };
 
 /// Brings the system and the maps back in line with the state: bridges, veths, program
@@ -31,7 +33,7 @@ use crate::{
 pub(super) async fn restore(core: &Shared) -> Result<()> {
     let mut guard = core.lock().await;
     let c = &mut *guard;
-    end_unowned_processes(c).await;
+    settle_recorded_processes(c).await?;
     // The networks first: the settling of intents saves, which starts the networks'
     // resolvers on their gateway addresses.
     let networks = c.state.networks.to_vec();
@@ -48,15 +50,17 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
     resolve_intents(c).await?;
     sweep_bridges(c).await?;
     sweep_namespaces(c).await;
+    sweep_container_files(c);
     if c.state.network(DEFAULT_NETWORK).is_none() {
         // Docker's 172.17.0.0/16, unless the host already routes it (a docker0 next to
         // us, say): then the next free default pool, as Docker does.
         let preferred = ipam::default_bridge_subnet();
-        let taken = c.host_routes().await?.iter().any(|r| ipam::overlaps(r, &preferred));
+        let routes = c.host_routes().await?;
+        let taken = routes.iter().find(|r| ipam::overlaps(r, &preferred)).copied();
         let spec = NetworkSpec {
             name: DEFAULT_NETWORK.into(),
             driver: "bridge".into(),
-            subnet: (!taken).then_some(preferred),
+            subnet: taken.is_none().then_some(preferred),
             gateway: None,
             ip_range: None,
             ipv4: true,
@@ -66,6 +70,13 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             labels: BTreeMap::new(),
         };
         c.create_network(spec).await.context("creating the default network")?;
+        if let Some(route) = taken {
+            log::info!(
+                "the default network takes {} instead of {preferred}: the host already routes {route} \
+                 (a docker0, say)",
+                c.network(DEFAULT_NETWORK)?.subnet
+            );
+        }
     }
     let mut watchers = vec![];
     let containers = c.state.containers.to_vec();
@@ -95,7 +106,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
                     "container {}: its command (PID {pid}) ended while the daemon was away; exit code unknown",
                     container.name
                 );
-                c.container_by_id(&container.id)?.status = Status::Exited { code: None };
+                c.container_by_id(&container.id)?.exited(None);
             }
         }
     }
@@ -250,17 +261,41 @@ async fn resolve_intents(c: &mut Core) -> Result<()> {
     c.save()
 }
 
-/// Ends the commands that no container record owns: a crash after their start and
-/// before the save of their `run`'s record, or a state that lost its last snapshot, left
-/// them (a container in the host's network, or in another container's, has no namespace
-/// of its own where `sweep_namespaces` would find them). Each was recorded before it ran
-/// (`containers::recorded_processes`); a PID since reused is told apart by its start time.
-async fn end_unowned_processes(c: &Core) {
+/// Settles the recorded commands (`containers::recorded_processes`) with the containers'
+/// records. A foreground `run`'s command is recorded by the CLI before it runs, and its
+/// start reported after: one whose container is still `Created` started while the daemon
+/// was away, and is adopted as the container's, running (watched below like any), or,
+/// gone already, recorded exited with its code unknown (the CLI's report of its end, if
+/// it comes, gives the code). Any other command that no container record shows running is
+/// ended: a crash after its start and before the save of its `run` or `start`, or a state
+/// that lost its last snapshot, left it (a container in the host's network, or in another
+/// container's, has no namespace of its own where `sweep_namespaces` would find it). A
+/// PID since reused is told apart by its start time.
+async fn settle_recorded_processes(c: &mut Core) -> Result<()> {
     for (id, pid, start_time) in containers::recorded_processes(&c.config.state_dir) {
-        let owned =
-            c.state.containers.get(&id).is_some_and(|k| k.status == Status::Running { pid, start_time });
         let alive = process::is_alive(pid, start_time);
-        if owned && alive {
+        // A start cut short is its intent's to undo (`undo_start`), not to adopt.
+        let unsettled = c.state.intents.iter().any(|i| i.key() == id);
+        let recorded = c.state.containers.get(&id).map(|k| (k.name.clone(), k.status.clone()));
+        let keep = match recorded {
+            Some((_, Status::Running { pid: p, start_time: s })) => alive && (p, s) == (pid, start_time),
+            Some((name, Status::Created)) if !unsettled && alive => {
+                log::warn!(
+                    "container {name}: its foreground command (PID {pid}) started while the daemon was away; adopting it as running"
+                );
+                c.container_by_id(&id)?.started(pid, start_time);
+                true
+            }
+            Some((name, Status::Created)) if !unsettled => {
+                log::warn!(
+                    "container {name}: its foreground command (PID {pid}) started and ended while the daemon was away; exit code unknown"
+                );
+                c.container_by_id(&id)?.exited(None);
+                false
+            }
+            _ => false,
+        };
+        if keep {
             continue;
         }
         if alive {
@@ -274,6 +309,7 @@ async fn end_unowned_processes(c: &Core) {
         }
         containers::remove_pidfile(&c.config.state_dir, &id);
     }
+    Ok(())
 }
 
 /// Removes the bridges of networks that no network record holds, found by their alias
@@ -291,6 +327,40 @@ async fn sweep_bridges(c: &Core) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Removes the files of the state dir that are named as a container's (its /etc dir,
+/// `containers/<ID>`, and its log, `logs/<ID>.log`) and that no container holds: a state
+/// that lost its last snapshot left them (a crash itself leaves an intent that names
+/// them). Process records are `settle_recorded_processes`'s.
+fn sweep_container_files(c: &Core) {
+    let held: HashSet<_> = c
+        .state
+        .containers
+        .iter()
+        .flat_map(|k| {
+            [Some(k.etc_dir.clone()), k.log.clone(), Some(containers::log_path(&c.config.state_dir, &k.id))]
+        })
+        .flatten()
+        .collect();
+    for (dir, suffix) in [("containers", ""), ("logs", ".log")] {
+        let Ok(entries) = std::fs::read_dir(c.config.state_dir.join(dir)) else { continue };
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let named_as_ours = path
+                .file_name()
+                .and_then(|n| n.to_str()?.strip_suffix(suffix))
+                .is_some_and(|id| is_id_prefix(id, 64));
+            if !named_as_ours || held.contains(&path) {
+                continue;
+            }
+            log::warn!("{}: no container holds it; removing it", path.display());
+            let removed =
+                if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            if let Err(e) = removed {
+                log::warn!("removing {}: {e}", path.display());
+            }
+        }
+    }
 }
 
 /// Removes the namespaces pinned in the pin dir under our containers' names

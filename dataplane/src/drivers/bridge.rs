@@ -20,7 +20,7 @@ use crate::{
     maps::{Datapath, endpoint_key},
     netlink::{self, Netlink},
     netns,
-    state::{Endpoint, Network},
+    state::{Endpoint, Network, is_id_prefix},
 };
 
 pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
@@ -66,8 +66,7 @@ pub async fn network_bridges(nl: &Netlink) -> Result<Vec<(String, String)>> {
         .into_iter()
         .filter_map(|(name, alias)| {
             let id = alias.strip_prefix(BRIDGE_ALIAS)?;
-            let ours = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
-            ours.then(|| (name, id.to_string()))
+            is_id_prefix(id, 64).then(|| (name, id.to_string()))
         })
         .collect())
 }
@@ -81,6 +80,23 @@ pub async fn remove_bridges(nl: &Netlink, bridge: &str, network_id: &str) -> Res
         nl.delete_link(&names.bridge).await?;
     }
     nl.delete_link(bridge).await
+}
+
+/// Removes a network's bridges and every link that is a port of one of them (host ends of
+/// veths, whose other ends go with them), whatever the state says: what `daemon
+/// --cleanup` does to each bridge it finds by its alias. Returns the ports it removed.
+pub async fn remove_bridges_and_ports(nl: &Netlink, bridge: &str, network_id: &str) -> Result<Vec<String>> {
+    let extras = (1..=EXTRA_BRIDGES).map(|extra| ExtraBridge::of(network_id, extra).bridge);
+    let mut indexes = std::collections::HashSet::new();
+    for name in std::iter::once(bridge.to_string()).chain(extras) {
+        indexes.extend(nl.link_index(&name).await?);
+    }
+    let ports = nl.ports_of(&indexes).await?;
+    for port in &ports {
+        nl.delete_link(port).await?;
+    }
+    remove_bridges(nl, bridge, network_id).await?;
+    Ok(ports)
 }
 
 /// Containers one bridge takes. The network's own bridge keeps the rest of the kernel's

@@ -137,6 +137,9 @@ struct SnapshotHeader {
     /// which had no journal).
     #[serde(default)]
     journal_seq: u64,
+    /// Absent from files of earlier versions: the IDs made on load are written at once.
+    #[serde(default)]
+    predefined: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Serialize)]
@@ -188,7 +191,8 @@ impl StateStore {
                 let mut state: State = serde_json::from_slice(&bytes).with_context(corrupt)?;
                 let header: SnapshotHeader = serde_json::from_slice(&bytes).with_context(corrupt)?;
                 let earlier: Earlier = serde_json::from_slice(&bytes).with_context(corrupt)?;
-                let migrated = earlier.migrate_into(&mut state).with_context(corrupt)?;
+                let migrated =
+                    earlier.migrate_into(&mut state).with_context(corrupt)? || header.predefined.is_none();
                 self.seq = header.journal_seq;
                 self.snapshot_bytes = bytes.len() as u64;
                 (Some(state), migrated)

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use dataplane_tests::{Host, KillOnDrop};
 use serde_json::Value;
 
-use super::{Record, Side, Side3, Tools, check_interrupt, in_ns, netns_path, output_json};
+use super::{Record, Side, Side3, Tools, check_interrupt, in_ns, output_json};
 
 /// The published TCP port the flood and the connection share (see `BENCH_PORTS`).
 const PORT: &str = "9002";
@@ -24,26 +24,15 @@ const PORT: &str = "9002";
 const SOURCES: &str = "200000";
 const FLOOD_SECS: f64 = 3.0;
 
-pub fn measure(
-    tools: &Tools,
-    host: &Host,
-    tag: &str,
-    ours: &Side3,
-    reference: &Side3,
-    rounds: usize,
-) -> Result<Vec<Record>> {
+pub fn measure(tools: &Tools, host: &Host, sides: &[(Side, &Side3)], rounds: usize) -> Result<Vec<Record>> {
     let scenario = "10. a SYN flood from 200,000 spoofed sources on a published port";
     let mut survived = Record::new(scenario, "established connection came through (1: yes)", "", true);
     let mut gap = Record::new(scenario, "established connection's longest wait for an echo", "ms", false);
     let mut sent = Record::new(scenario, "flood sent", "Mpps", true);
     let mut handled = Record::new(scenario, "flood handled by our programs", "Mpps", true);
     let forge = tools.loadgen.with_file_name("dp-forge");
-    let sides = [
-        (Side::Ours, ours, netns_path(&host.name)),
-        (Side::Reference, reference, netns_path(&format!("dpb-{tag}-b"))),
-    ];
     for round in 1..=rounds {
-        for (side, set, host_ns) in &sides {
+        for (side, set) in sides {
             check_interrupt()?;
             eprintln!("bench: round {round}/{rounds}: {side:?}, a SYN flood on a published port");
             let pair = &set.published;
@@ -67,7 +56,7 @@ pub fn measure(
             let mut flood = in_ns(&pair.client, &forge);
             flood
                 .args(["tcp-syn", "--interface", "eth0", "--dst-ip", pair.target_ip, "--dst-port", PORT])
-                .args(["--dst-mac", &uplink_mac(host_ns)?, "--src-ip", "198.18.0.0"])
+                .args(["--dst-mac", &uplink_mac(&set.host)?, "--src-ip", "198.18.0.0"])
                 .args(["--sources", SOURCES, "--count", "10000000", "--interval-ms", "0"])
                 .args(["--secs", &FLOOD_SECS.to_string()]);
             let flood = output_json(flood)?;

@@ -97,8 +97,9 @@ impl Pair {
 }
 
 /// Each side's three paths: container to container, outside to a published port, and
-/// container to outside through masquerade.
+/// container to outside through masquerade; and the namespace that plays its host.
 struct Side3 {
+    host: PathBuf,
     c2c: Pair,
     published: Pair,
     masquerade: Pair,
@@ -147,6 +148,7 @@ fn build_ours(host: &Host) -> Result<Side3> {
     };
     let external = PathBuf::from(format!("/run/netns/{}-ext", host.name));
     Ok(Side3 {
+        host: netns_path(&host.name),
         c2c: Pair::direct(sandbox("c1")?, sandbox("c2")?, C2),
         published: Pair {
             client: external.clone(),
@@ -206,19 +208,108 @@ fn docker_ruleset(bridge: &str, subnet: &str) -> String {
     )
 }
 
+/// Docker's rules for one bridge network (as `docker_ruleset`) written the fastest way
+/// nftables allows, the strongest netfilter peer a tuned host could run: the published
+/// ports in one map (`dnat ... map @published`) and their backends in one set, so that
+/// neither grows a rule per port; isolation from other networks in a set of bridge pairs.
+fn nft_ruleset(bridge: &str, subnet: &str) -> String {
+    let published: Vec<String> =
+        BENCH_PORTS.iter().map(|(port, proto)| format!("{proto} . {port} : {C2} . {port}")).collect();
+    let backends: Vec<String> =
+        BENCH_PORTS.iter().map(|(port, proto)| format!("{C2} . {proto} . {port}")).collect();
+    format!(
+        "flush ruleset
+table ip nat {{
+  map published {{
+    type inet_proto . inet_service : ipv4_addr . inet_service
+    elements = {{ {published} }}
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname != \"{bridge}\" fib daddr type local dnat ip to meta l4proto . th dport map @published
+  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @published
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {subnet} oifname != \"{bridge}\" masquerade
+  }}
+}}
+table ip filter {{
+  set isolation {{
+    type ifname . ifname
+    elements = {{ \"{bridge}\" . \"br-other\", \"br-other\" . \"{bridge}\" }}
+  }}
+  set published_backends {{
+    type ipv4_addr . inet_proto . inet_service
+    elements = {{ {backends} }}
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy drop;
+    iifname . oifname @isolation drop
+    oifname \"{bridge}\" ct state established,related accept
+    oifname \"{bridge}\" iifname != \"{bridge}\" ip daddr . meta l4proto . th dport @published_backends accept
+    iifname \"{bridge}\" accept
+  }}
+}}
+",
+        published = published.join(", "),
+        backends = backends.join(", "),
+    )
+}
+
+/// The netfilter peers, each the Docker-style topology with Docker's rules written in
+/// its language.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Netfilter {
+    /// Docker's own layout: iptables, a DNAT rule per published port.
+    Iptables,
+    /// The same rules in nftables, published ports in a map.
+    Nftables,
+}
+
+impl Netfilter {
+    fn side(self) -> Side {
+        match self {
+            Netfilter::Iptables => Side::Reference,
+            Netfilter::Nftables => Side::Nftables,
+        }
+    }
+
+    /// The letter of its namespaces (`dpb-<tag>-b`, `dpb-<tag>-n1`, ...).
+    fn letter(self) -> char {
+        match self {
+            Netfilter::Iptables => 'b',
+            Netfilter::Nftables => 'n',
+        }
+    }
+
+    /// Loads the side's base ruleset (and puts it back, after a scenario added to it).
+    fn load_rules(self, host: &Path, dir: &Path) -> Result<()> {
+        match self {
+            Netfilter::Iptables => run_command(in_ns(host, "iptables-restore").arg(dir.join("docker.rules"))),
+            Netfilter::Nftables => run_command(in_ns(host, "nft").arg("-f").arg(dir.join("docker.nft"))),
+        }
+    }
+}
+
 fn sh_in(ns: &str, script: &str) -> Result<()> {
     run_command(in_ns(&netns_path(ns), "sh").args(["-c", script]))
 }
 
-/// Side B: what Docker builds: a Linux bridge holding the gateway, veth pairs, ip_forward
-/// and its iptables rules. Its containers have no IPv6 on `eth0`, as Docker leaves them on
-/// networks without it (Docker writes `disable_ipv6`; `addrgenmode none` silences the
-/// interface the same way within the `ip` call already made).
-fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Side3> {
-    let host = format!("dpb-{tag}-b");
-    let c1 = format!("dpb-{tag}-b1");
-    let c2 = format!("dpb-{tag}-b2");
-    let external = format!("dpb-{tag}-bx");
+/// Sides B and N: what Docker builds: a Linux bridge holding the gateway, veth pairs,
+/// ip_forward and its rules, in iptables (B, Docker's own) or nftables (N). Its containers
+/// have no IPv6 on `eth0`, as Docker leaves them on networks without it (Docker writes
+/// `disable_ipv6`; `addrgenmode none` silences the interface the same way within the `ip`
+/// call already made).
+fn build_netfilter_peer(cleanup: &mut Cleanup, tag: &str, netfilter: Netfilter) -> Result<Side3> {
+    let letter = netfilter.letter();
+    let host = format!("dpb-{tag}-{letter}");
+    let c1 = format!("dpb-{tag}-{letter}1");
+    let c2 = format!("dpb-{tag}-{letter}2");
+    let external = format!("dpb-{tag}-{letter}x");
     for ns in [&host, &c1, &c2, &external] {
         run_command(Command::new("ip").args(["netns", "add", ns]))?;
         cleanup.namespaces.push(ns.clone());
@@ -252,9 +343,11 @@ fn build_reference(cleanup: &mut Cleanup, tag: &str) -> Result<Side3> {
             ),
         )?;
     }
-    let rules = cleanup_dir_file(cleanup, "docker.rules", &docker_ruleset("br0", "10.200.0.0/24"))?;
-    run_command(in_ns(&netns_path(&host), "iptables-restore").arg(rules))?;
+    cleanup_dir_file(cleanup, "docker.rules", &docker_ruleset("br0", "10.200.0.0/24"))?;
+    cleanup_dir_file(cleanup, "docker.nft", &nft_ruleset("br0", "10.200.0.0/24"))?;
+    netfilter.load_rules(&netns_path(&host), &cleanup.dir)?;
     Ok(Side3 {
+        host: netns_path(&host),
         c2c: Pair::direct(netns_path(&c1), netns_path(&c2), C2),
         published: Pair {
             client: netns_path(&external),
@@ -389,7 +482,10 @@ struct Record {
     unit: &'static str,
     higher_is_better: bool,
     ours: Vec<f64>,
+    /// The Docker-style peer with iptables, Docker's own layout: the targets' reference.
     reference: Vec<f64>,
+    /// The same topology with nftables and maps, the strongest netfilter peer.
+    nftables: Vec<f64>,
     ceiling: Vec<f64>,
     /// The issue's target for ours/reference, and for ours/ceiling.
     target_vs_reference: Option<f64>,
@@ -418,6 +514,7 @@ impl Record {
             higher_is_better,
             ours: vec![],
             reference: vec![],
+            nftables: vec![],
             ceiling: vec![],
             target_vs_reference: None,
             target_vs_ceiling: None,
@@ -451,15 +548,18 @@ impl Record {
         match side {
             Side::Ours => self.ours.push(value),
             Side::Reference => self.reference.push(value),
+            Side::Nftables => self.nftables.push(value),
             Side::Ceiling => self.ceiling.push(value),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Side {
     Ours,
+    /// iptables, Docker's layout.
     Reference,
+    Nftables,
     Ceiling,
 }
 
@@ -484,6 +584,10 @@ fn min_max(values: &[f64]) -> (f64, f64) {
 impl Record {
     fn ratios(&self) -> Vec<f64> {
         self.ours.iter().zip(&self.reference).map(|(a, b)| a / b).collect()
+    }
+
+    fn nftables_ratios(&self) -> Vec<f64> {
+        self.ours.iter().zip(&self.nftables).map(|(a, b)| a / b).collect()
     }
 
     /// Whether the median ratio meets the target, given the direction that is better.
@@ -549,8 +653,8 @@ impl Record {
     fn json(&self) -> Value {
         json!({
             "scenario": self.scenario, "metric": self.metric, "unit": self.unit,
-            "ours": self.ours, "reference": self.reference, "ceiling": self.ceiling,
-            "ratio": self.ratios(), "rounds": self.ours.len(),
+            "ours": self.ours, "reference": self.reference, "nftables": self.nftables, "ceiling": self.ceiling,
+            "ratio": self.ratios(), "ratio_vs_nftables": self.nftables_ratios(), "rounds": self.ours.len(),
             "higher_is_better": self.higher_is_better,
         })
     }
@@ -603,21 +707,26 @@ fn main() -> Result<()> {
         let records = measure_setup_at_scale(&mut host, sizes_at_scale, probes_at_scale, options.rounds)?;
         return write_report(&records, &options);
     }
-    eprintln!("bench: building the three topologies (ours, Docker-style reference, raw veth ceiling)");
+    eprintln!(
+        "bench: building the four topologies (ours, Docker-style with iptables, the same with nftables, raw veth ceiling)"
+    );
     let mut host = Host::start_with_external();
     let ours = build_ours(&host)?;
-    let reference = build_reference(&mut cleanup, &tag)?;
+    let reference = build_netfilter_peer(&mut cleanup, &tag, Netfilter::Iptables)?;
+    let nftables = build_netfilter_peer(&mut cleanup, &tag, Netfilter::Nftables)?;
     let ceiling = build_ceiling(&mut cleanup, &tag)?;
+    // Every side of the datapath scenarios, in the order each round runs them.
+    let sides = [(Side::Ours, &ours), (Side::Reference, &reference), (Side::Nftables, &nftables)];
     let tools = Tools { loadgen: loadgen.clone(), secs: if options.quick { 1.0 } else { 4.0 } };
 
     let flows = if options.quick { 10_000 } else { 100_000 };
     match options.only {
         Some(Only::Conntrack) => {
-            let records = measure_conntrack(&tools, &host, &tag, &ours, &reference, flows, options.rounds)?;
+            let records = measure_conntrack(&tools, &host, &sides, flows, options.rounds)?;
             return write_report(&records, &options);
         }
         Some(Only::Flood) => {
-            let records = flood::measure(&tools, &host, &tag, &ours, &reference, options.rounds)?;
+            let records = flood::measure(&tools, &host, &sides, options.rounds)?;
             return write_report(&records, &options);
         }
         _ => {}
@@ -645,7 +754,7 @@ fn main() -> Result<()> {
         Record::new(masquerade, "TCP connections/s", "conn/s", true).vs_reference(1.5),
     ];
     for round in 1..=options.rounds {
-        for (side, set) in [(Side::Ours, &ours), (Side::Reference, &reference)] {
+        for (side, set) in sides {
             check_interrupt()?;
             eprintln!("bench: round {round}/{}: {side:?}", options.rounds);
             measure_c2c(&tools, &set.c2c, side, &mut records)?;
@@ -665,8 +774,8 @@ fn main() -> Result<()> {
     }
     let mut scaled = nat_records;
     let sizes: &[usize] = if options.quick { &[0, 1000] } else { &[0, 100, 1000, 10000] };
-    scaled.extend(measure_scale(&tools, &host, &tag, &ours, &reference, sizes, options.rounds)?);
-    scaled.extend(measure_conntrack(&tools, &host, &tag, &ours, &reference, flows, options.rounds)?);
+    scaled.extend(measure_scale(&tools, &host, &cleanup.dir, &sides, sizes, options.rounds)?);
+    scaled.extend(measure_conntrack(&tools, &host, &sides, flows, options.rounds)?);
     scaled.push(measure_published_xdp(&tools, &mut host, &ours, &reference, options.rounds)?);
     // The raw veth pair is the ceiling of the NAT and scale paths too.
     for record in &mut scaled {
@@ -687,7 +796,7 @@ fn main() -> Result<()> {
     records.extend(measure_setup_at_scale(&mut host, sizes_at_scale, probes_at_scale, options.rounds)?);
     records.extend(cni::measure(&host, &mut cleanup, &tag, if options.quick { 10 } else { 100 })?);
     records.extend(docker::measure(if options.quick { 5 } else { 30 })?);
-    records.extend(flood::measure(&tools, &host, &tag, &ours, &reference, options.rounds)?);
+    records.extend(flood::measure(&tools, &host, &sides, options.rounds)?);
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
         Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
@@ -740,18 +849,17 @@ fn main() -> Result<()> {
 }
 
 /// Scenario 4: the published-port path with N other ports published (B: N more DNAT
-/// rules ahead of the measured one, as Docker appends each container's rules).
+/// rules ahead of the measured one, as Docker appends each container's rules; N: N more
+/// elements in the map of published ports).
 fn measure_scale(
     tools: &Tools,
     host: &Host,
-    tag: &str,
-    ours: &Side3,
-    reference: &Side3,
+    rules_dir: &Path,
+    sides: &[(Side, &Side3)],
     sizes: &[usize],
     rounds: usize,
 ) -> Result<Vec<Record>> {
     let mut records = vec![];
-    let reference_host = netns_path(&format!("dpb-{tag}-b"));
     for &size in sizes {
         let scenario = format!("4. scale: {size} other published ports");
         let mut conns = Record::new(&scenario, "new TCP connections/s", "conn/s", true);
@@ -759,8 +867,48 @@ fn measure_scale(
         if size >= 10000 {
             conns = conns.vs_reference(5.0);
         }
+        let others = 20000..20000 + size;
         if size > 0 {
-            let last = 20000 + size - 1;
+            for (side, set) in sides {
+                publish_others(host, *side, set, rules_dir, others.clone())?;
+            }
+        }
+        for round in 1..=rounds {
+            for (side, set) in sides {
+                check_interrupt()?;
+                eprintln!("bench: round {round}/{rounds}: {side:?}, {size} other published ports");
+                conns.push(*side, tools.connections(&set.published)?);
+                pps.push(*side, tools.udp_pps(&set.published)? / 1e6);
+            }
+        }
+        if size > 0 {
+            host.dp_ok(&["rm", "-f", "scale"]);
+            for netfilter in [Netfilter::Iptables, Netfilter::Nftables] {
+                if let Some((_, set)) = sides.iter().find(|(side, _)| *side == netfilter.side()) {
+                    netfilter.load_rules(&set.host, rules_dir)?;
+                }
+            }
+        }
+        records.push(conns);
+        records.push(pps);
+    }
+    Ok(records)
+}
+
+/// Publishes the ports `others` to a container that is not there (10.200.0.9), each side
+/// in its own way: ours with a `run -p` range, iptables with a DNAT rule per port ahead
+/// of the measured one's, nftables with an element per port in its map.
+fn publish_others(
+    host: &Host,
+    side: Side,
+    set: &Side3,
+    rules_dir: &Path,
+    others: std::ops::Range<usize>,
+) -> Result<()> {
+    let file = rules_dir.join("scale.rules");
+    match side {
+        Side::Ours => {
+            let range = format!("{}-{}", others.start, others.end - 1);
             host.dp_ok(&[
                 "run",
                 "-d",
@@ -769,40 +917,34 @@ fn measure_scale(
                 "--network",
                 "bench",
                 "-p",
-                &format!("20000-{last}:20000-{last}"),
+                &format!("{range}:{range}"),
                 "--",
                 "sleep",
                 "infinity",
             ]);
+            return Ok(());
+        }
+        Side::Reference => {
             let mut rules = String::from("*nat\n");
-            for port in 20000..20000 + size {
+            for port in others {
                 rules += &format!(
                     "-I DOCKER 1 ! -i br0 -p tcp -m tcp --dport {port} -j DNAT --to-destination 10.200.0.9:{port}\n"
                 );
             }
             rules += "COMMIT\n";
-            let file = std::env::temp_dir().join(format!("dpb-{tag}-scale.rules"));
             fs::write(&file, rules)?;
-            run_command(in_ns(&reference_host, "iptables-restore").arg("--noflush").arg(&file))?;
-            let _ = fs::remove_file(&file);
+            run_command(in_ns(&set.host, "iptables-restore").arg("--noflush").arg(&file))?;
         }
-        for round in 1..=rounds {
-            for (side, set) in [(Side::Ours, ours), (Side::Reference, reference)] {
-                check_interrupt()?;
-                eprintln!("bench: round {round}/{rounds}: {side:?}, {size} other published ports");
-                conns.push(side, tools.connections(&set.published)?);
-                pps.push(side, tools.udp_pps(&set.published)? / 1e6);
-            }
+        Side::Nftables => {
+            let elements: Vec<String> =
+                others.map(|port| format!("tcp . {port} : 10.200.0.9 . {port}")).collect();
+            fs::write(&file, format!("add element ip nat published {{ {} }}\n", elements.join(", ")))?;
+            run_command(in_ns(&set.host, "nft").arg("-f").arg(&file))?;
         }
-        if size > 0 {
-            host.dp_ok(&["rm", "-f", "scale"]);
-            let base = std::env::temp_dir().join(format!("dpb-{tag}")).join("docker.rules");
-            run_command(in_ns(&reference_host, "iptables-restore").arg(base))?;
-        }
-        records.push(conns);
-        records.push(pps);
+        Side::Ceiling => bail!("the ceiling publishes nothing"),
     }
-    Ok(records)
+    let _ = fs::remove_file(&file);
+    Ok(())
 }
 
 /// Scenario 2 with `--xdp on` on our veth uplink, the sender's checksum offload off on both
@@ -862,9 +1004,7 @@ fn measure_published_xdp(
 fn measure_conntrack(
     tools: &Tools,
     host: &Host,
-    tag: &str,
-    ours: &Side3,
-    reference: &Side3,
+    sides: &[(Side, &Side3)],
     flows: usize,
     rounds: usize,
 ) -> Result<Vec<Record>> {
@@ -881,9 +1021,8 @@ fn measure_conntrack(
     ];
     let mut diagnosed: Vec<Record> =
         diagnostics.iter().map(|(metric, ..)| Record::new(&scenario, *metric, "entries", false)).collect();
-    let reference_host = netns_path(&format!("dpb-{tag}-b"));
     for round in 1..=rounds {
-        for (side, set) in [(Side::Ours, ours), (Side::Reference, reference)] {
+        for &(side, set) in sides {
             check_interrupt()?;
             eprintln!("bench: round {round}/{rounds}: {side:?}, {flows} live conntrack entries");
             let counters = || diagnostics.map(|(_, counter, _)| host.counter(counter));
@@ -896,7 +1035,7 @@ fn measure_conntrack(
                 // The fill's flows are never answered: they stay unconfirmed.
                 Side::Ours => (filled[0] + filled[1]) as f64,
                 _ => {
-                    let mut count = in_ns(&reference_host, "cat");
+                    let mut count = in_ns(&set.host, "cat");
                     count.arg("/proc/sys/net/netfilter/nf_conntrack_count");
                     String::from_utf8_lossy(&run_ok(&mut count)?.stdout).trim().parse()?
                 }
@@ -1430,18 +1569,31 @@ fn write_plots(records: &[Record], dir: &Path) -> Result<()> {
         })
         .collect();
     plots::advantages(&dir.join("advantages.svg"), &bars)?;
-    let scale: Vec<(usize, f64, f64)> = records
+    let scale: Vec<(usize, &Record)> = records
         .iter()
         .filter(|r| r.metric == "new TCP connections/s")
         .filter_map(|r| {
-            let size = r.scenario.strip_prefix("4. scale: ")?.split_whitespace().next()?.parse().ok()?;
-            Some((size, median(&r.ours), median(&r.reference)))
+            Some((r.scenario.strip_prefix("4. scale: ")?.split_whitespace().next()?.parse().ok()?, r))
         })
         .collect();
     let sizes: Vec<usize> = scale.iter().map(|s| s.0).collect();
-    let ours: Vec<f64> = scale.iter().map(|s| s.1).collect();
-    let reference: Vec<f64> = scale.iter().map(|s| s.2).collect();
-    plots::scale_curve(&dir.join("scale.svg"), &sizes, &ours, &reference)
+    let curve =
+        |side: fn(&Record) -> &Vec<f64>| scale.iter().map(|(_, r)| median(side(r))).collect::<Vec<f64>>();
+    plots::scale_curve(
+        &dir.join("scale.svg"),
+        &sizes,
+        &[
+            ("ours", curve(|r| &r.ours)),
+            ("iptables (a DNAT rule per port)", curve(|r| &r.reference)),
+            ("nftables (a map of ports)", curve(|r| &r.nftables)),
+        ],
+    )
+}
+
+/// The number a scenario's name starts with ("4. scale: ..."): the report lists scenarios in
+/// that order, whatever order they ran in (scenario 6 at scale runs last, being the longest).
+fn scenario_number(scenario: &str) -> u32 {
+    scenario.split('.').next().and_then(|number| number.trim().parse().ok()).unwrap_or(u32::MAX)
 }
 
 fn write_report(records: &[Record], options: &Options) -> Result<()> {
@@ -1452,27 +1604,34 @@ fn write_report(records: &[Record], options: &Options) -> Result<()> {
     md += &format!(
         "{} rounds, {}; each round runs ours (A), the Docker-style reference (B: Linux bridge, veth, ip_forward, \
          Docker's iptables filter and nat rules, one DNAT rule per published port; br_netfilter not loaded, which spares B the iptables walk of bridged \
-         frames that Docker usually adds) and the ceiling (a raw veth pair) one after the other. Cells: median [min–max] \
-         over rounds; ratio: median of the per-round ratios ours/reference.\n\n",
+         frames that Docker usually adds), the same topology with Docker's rules in nftables (N: published ports in one map, their backends \
+         in one set, isolation in a set of bridge pairs; the strongest netfilter layout) and the ceiling (a raw veth pair) one after the other. \
+         Cells: median [min–max] over rounds; ratios: medians of the per-round ratios ours/B and ours/N. Targets are judged against B.\n\n",
         options.rounds,
         if options.quick { "1 s per run (--quick: a smoke run, not a measurement)" } else { "4 s per run" }
     );
-    md += "| scenario | metric | unit | ours | reference | ratio | ceiling | target |\n|---|---|---|---|---|---|---|---|\n";
-    for r in records {
-        let ratios = r.ratios();
-        let ratio = if ratios.is_empty() {
-            "–".to_string()
-        } else {
-            let (lo, hi) = min_max(&ratios);
-            format!("{:.2} [{lo:.2}–{hi:.2}]", median(&ratios))
-        };
+    md += "| scenario | metric | unit | ours | iptables (B) | ours/B | nftables (N) | ours/N | ceiling | target |\n\
+           |---|---|---|---|---|---|---|---|---|---|\n";
+    let mut in_order: Vec<&Record> = records.iter().collect();
+    in_order.sort_by_key(|r| scenario_number(&r.scenario));
+    let ratio_cell = |ratios: Vec<f64>| {
+        if ratios.is_empty() {
+            return "–".to_string();
+        }
+        let (lo, hi) = min_max(&ratios);
+        format!("{:.2} [{lo:.2}–{hi:.2}]", median(&ratios))
+    };
+    for r in in_order {
         md += &format!(
-            "| {} | {} | {} | {} | {} | {ratio} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.metric,
             r.unit,
             cell(&r.ours),
             cell(&r.reference),
+            ratio_cell(r.ratios()),
+            cell(&r.nftables),
+            ratio_cell(r.nftables_ratios()),
             cell(&r.ceiling),
             r.verdict()
         );
@@ -1500,6 +1659,13 @@ mod tests {
         record.ceiling = vec![ceiling];
         record.target_vs_reference = Some(target);
         record
+    }
+
+    #[test]
+    fn scenarios_are_numbered_by_their_leading_number() {
+        assert_eq!(scenario_number("10. a SYN flood"), 10);
+        assert_eq!(scenario_number("2. outside to a published port, XDP on the veth uplink (--xdp on)"), 2);
+        assert_eq!(scenario_number("unnumbered"), u32::MAX);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use plotters::{coord::ranged1d::SegmentValue, prelude::*};
 
 const OURS: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const REFERENCE: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+const NFTABLES: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
 
 fn drawing_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing the chart: {e}")
@@ -57,12 +58,13 @@ pub fn advantages(path: &Path, bars: &[(String, f64)]) -> Result<()> {
     root.present().map_err(drawing_error)
 }
 
-/// Connections per second through a published port as more ports are published, both
-/// sides: ours should stay flat, the reference walks one more DNAT rule per port.
-pub fn scale_curve(path: &Path, sizes: &[usize], ours: &[f64], reference: &[f64]) -> Result<()> {
+/// Connections per second through a published port as more ports are published, one
+/// line per side (label, the figure at each size): ours should stay flat, as should
+/// nftables with its map, while iptables walks one more DNAT rule per port.
+pub fn scale_curve(path: &Path, sizes: &[usize], sides: &[(&str, Vec<f64>)]) -> Result<()> {
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(drawing_error)?;
-    let max = ours.iter().chain(reference).copied().filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.15;
+    let max = sides.iter().flat_map(|(_, v)| v).copied().filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.15;
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "new TCP connections/s to a published port, with N other ports published",
@@ -86,8 +88,8 @@ pub fn scale_curve(path: &Path, sizes: &[usize], ours: &[f64], reference: &[f64]
         .y_desc("connections/s")
         .draw()
         .map_err(drawing_error)?;
-    for (label, values, color) in [("ours", ours, OURS), ("reference (iptables DNAT)", reference, REFERENCE)]
-    {
+    for ((label, values), color) in sides.iter().zip([OURS, REFERENCE, NFTABLES]) {
+        let label = *label;
         let points: Vec<_> =
             values.iter().enumerate().map(|(i, v)| (SegmentValue::CenterOf(i), *v)).collect();
         chart
@@ -119,14 +121,17 @@ mod tests {
         super::scale_curve(
             &dir.join("s.svg"),
             &[0, 100, 1000],
-            &[9000.0, 8900.0, 8800.0],
-            &[9000.0, 7000.0, 2000.0],
+            &[
+                ("ours", vec![9000.0, 8900.0, 8800.0]),
+                ("iptables", vec![9000.0, 7000.0, 2000.0]),
+                ("nftables", vec![8500.0, 8500.0, 8400.0]),
+            ],
         )
         .unwrap();
         let a = std::fs::read_to_string(dir.join("a.svg")).unwrap();
         let s = std::fs::read_to_string(dir.join("s.svg")).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(a.starts_with("<svg") && a.contains("1. c2c: UDP pps") && a.contains("4. scale: conn/s"));
-        assert!(s.contains("ours") && s.contains("reference") && s.contains("1000"));
+        assert!(s.contains("ours") && s.contains("iptables") && s.contains("nftables") && s.contains("1000"));
     }
 }

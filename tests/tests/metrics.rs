@@ -1,0 +1,112 @@
+//! The Prometheus endpoint (`daemon --metrics-addr`), scraped as Prometheus scrapes it:
+//! the exposition parses, and its figures move with what the test does — traffic between
+//! containers and out, control requests, names asked of the embedded resolver.
+
+use std::collections::HashMap;
+
+use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop};
+use prometheus_parse::{LineInfo, Scrape, Value};
+
+const METRICS_ADDR: &str = "127.0.0.1:9464";
+
+/// One scrape: every line checked to be a sample or a comment, then parsed.
+fn scrape(host: &Host) -> Scrape {
+    let out = host.sh_ok(&format!("curl -sf -m 10 http://{METRICS_ADDR}/metrics"));
+    for line in out.lines() {
+        let known = matches!(
+            LineInfo::parse(line),
+            LineInfo::Sample { .. } | LineInfo::Doc { .. } | LineInfo::Type { .. }
+        ) || line.starts_with("# UNIT ")
+            || line == "# EOF";
+        assert!(known, "not Prometheus exposition: `{line}` in\n{out}");
+    }
+    assert!(out.ends_with("# EOF\n"), "an OpenMetrics exposition ends with # EOF:\n{out}");
+    Scrape::parse(out.lines().map(|line| Ok(line.to_string()))).expect("the exposition parses")
+}
+
+/// The value of the sample `metric` whose labels include `labels`; 0 when there is none
+/// (a family shows only the label sets it has seen, as the DNS answers).
+fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{metric}: unexpected {other:?}"),
+        })
+        .collect();
+    assert!(found.len() <= 1, "{metric} {labels:?}: several samples {found:?}");
+    found.first().copied().unwrap_or(0.0)
+}
+
+fn labelled(scrape: &Scrape, metric: &str, label: &str) -> HashMap<String, f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter_map(|s| {
+            Some((s.labels.get(label)?.to_string(), value(scrape, metric, &[(label, s.labels.get(label)?)])))
+        })
+        .collect()
+}
+
+#[test]
+fn the_metrics_parse_and_move_with_traffic_requests_and_names() {
+    let host = Host::start_with_external_and(&[("DATAPLANE_METRICS_ADDR", METRICS_ADDR)]);
+    let _upstream: KillOnDrop =
+        host.external_server(env!("CARGO_BIN_EXE_dp-dns-upstream"), &[], "upstream.log");
+    host.dp_ok(&["network", "create", "--subnet", "10.71.0.0/24", "metered"]);
+    host.run_sleeper("a", &["--network", "metered", "-p", "8080:80"]);
+    host.run_sleeper("b", &["--network", "metered"]);
+    let b = host.ip_of("b");
+
+    let before = scrape(&host);
+    let drops = labelled(&before, "dataplane_datapath_drops_total", "reason");
+    for reason in ["isolation", "icc", "spoofed_ip", "firewall", "unpublished", "malformed"] {
+        assert!(drops.contains_key(reason), "no drop reason {reason} in {drops:?}");
+    }
+    assert_eq!(value(&before, "dataplane_containers", &[("state", "running")]), 2.0);
+    assert_eq!(value(&before, "dataplane_endpoints", &[("owner", "dataplane")]), 2.0);
+    assert_eq!(value(&before, "dataplane_networks", &[]), 2.0, "the default network and ours");
+    assert_eq!(value(&before, "dataplane_published_ports", &[]), 1.0);
+    assert!(value(&before, "dataplane_conntrack_limit", &[]) > 0.0);
+    // The histogram's buckets fold into one sample; its count stays a sample of its own.
+    assert_eq!(
+        value(&before, "dataplane_control_request_duration_seconds_count", &[("request", "run")]),
+        2.0
+    );
+
+    let out = host.exec("a", &format!("ping -c 10 -i 0.05 {b} && ping -c 2 -i 0.2 {EXTERNAL_ADDR}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = host.exec("a", "dig +short +time=2 +tries=1 b; dig +time=2 +tries=1 nosuchname.example");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let after = scrape(&host);
+    let forwarded = |s: &Scrape| value(s, "dataplane_datapath_packets_total", &[("path", "forwarded")]);
+    assert!(forwarded(&after) - forwarded(&before) >= 20.0, "10 pings there and back between a and b");
+    let masqueraded = |s: &Scrape| value(s, "dataplane_datapath_packets_total", &[("path", "masqueraded")]);
+    assert!(masqueraded(&after) - masqueraded(&before) >= 2.0, "2 pings out");
+    assert!(
+        value(&after, "dataplane_datapath_bytes_total", &[("path", "forwarded")])
+            > value(&before, "dataplane_datapath_bytes_total", &[("path", "forwarded")])
+    );
+    assert!(
+        value(&after, "dataplane_conntrack_entries", &[("table", "masquerade"), ("state", "confirmed")])
+            >= 1.0,
+        "the answered pings out left a confirmed masquerade flow"
+    );
+    let answers = |s: &Scrape, source: &str, rcode: &str| {
+        value(s, "dataplane_dns_answers_total", &[("source", source), ("rcode", rcode)])
+    };
+    assert!(
+        answers(&after, "names", "NOERROR") > answers(&before, "names", "NOERROR"),
+        "b is a container's name"
+    );
+    let upstream = |s: &Scrape| answers(s, "upstream", "NXDOMAIN") + answers(s, "upstream", "NOERROR");
+    assert!(upstream(&after) > upstream(&before), "nosuchname.example went upstream");
+    assert_eq!(
+        value(&after, "dataplane_control_request_duration_seconds_count", &[("request", "network_create")]),
+        1.0
+    );
+}
