@@ -526,24 +526,29 @@ impl<N: std::fmt::Display, A: std::fmt::Display> IpFamily<N, A> {
     }
 
     fn set_gateway(&mut self, gateway: A, network: &str) -> Result<()> {
-        if self.subnet.is_none() {
-            bail!("network {network}: --gateway {gateway} needs a --subnet of its family");
-        }
-        if let Some(first) = self.gateway.replace(gateway) {
-            bail!("network {network}: --gateway {first} and another of its family; give one per subnet");
-        }
-        Ok(())
+        set_beside_subnet(&mut self.gateway, gateway, "--gateway", self.subnet.is_some(), network)
     }
 
     fn set_range(&mut self, range: N, network: &str) -> Result<()> {
-        if self.subnet.is_none() {
-            bail!("network {network}: --ip-range {range} needs a --subnet of its family");
-        }
-        if let Some(first) = self.range.replace(range) {
-            bail!("network {network}: --ip-range {first} and another of its family; give one per subnet");
-        }
-        Ok(())
+        set_beside_subnet(&mut self.range, range, "--ip-range", self.subnet.is_some(), network)
     }
+}
+
+/// Sets what `flag` gave for a family: it needs a subnet of that family, once.
+fn set_beside_subnet<T: std::fmt::Display>(
+    slot: &mut Option<T>,
+    value: T,
+    flag: &str,
+    has_subnet: bool,
+    network: &str,
+) -> Result<()> {
+    if !has_subnet {
+        bail!("network {network}: {flag} {value} needs a --subnet of its family");
+    }
+    if let Some(first) = slot.replace(value) {
+        bail!("network {network}: {flag} {first} and another of its family; give one per subnet");
+    }
+    Ok(())
 }
 
 #[derive(Args)]
