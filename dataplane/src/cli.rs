@@ -135,8 +135,9 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Show the eBPF datapath's per-path packet and byte counters.
-    Stats,
+    /// Show the eBPF datapath's per-path packet and byte counters, and what the
+    /// conntrack tables hold and evicted.
+    Stats(StatsArgs),
     /// Show this CLI's version and the kernel's, and the daemon's version (fails when
     /// no daemon answers on the socket).
     Version,
@@ -295,6 +296,24 @@ enum ConntrackCommand {
     Ls,
     /// Forget every tracked flow (established connections through NAT break).
     Flush,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// Refresh until interrupted (Ctrl-C), with each path's packets and bytes per second
+    /// since the last refresh.
+    #[arg(long, short = 'w')]
+    watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = parse_interval, requires = "watch")]
+    interval: f64,
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!("{s}: give seconds between 0.1 and 3600, e.g. --interval 2")),
+    }
 }
 
 #[derive(Args)]
@@ -759,18 +778,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{name}");
             }
         }
-        Command::Stats => {
-            let stats = call(Request::Stats)?;
-            let entries = stats.as_object().into_iter().flatten();
-            let (tables, paths): (Vec<_>, Vec<_>) =
-                entries.partition(|(name, _)| name.starts_with("conntrack_"));
-            let rows = paths
-                .into_iter()
-                .map(|(path, c)| vec![path.clone(), c["packets"].to_string(), c["bytes"].to_string()]);
-            print_table(&["PATH", "PACKETS", "BYTES"], rows);
-            println!();
-            let rows = tables.into_iter().map(|(table, c)| vec![table.clone(), c["packets"].to_string()]);
-            print_table(&["TABLE", "ENTRIES"], rows);
+        Command::Stats(args) if !args.watch => print_stats(&call(Request::Stats)?, None),
+        Command::Stats(args) => {
+            let interval = std::time::Duration::from_secs_f64(args.interval);
+            let mut previous: Option<(std::time::Instant, Value)> = None;
+            loop {
+                let stats = call(Request::Stats)?;
+                let taken = std::time::Instant::now();
+                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    // Clear the screen and go home, as `docker stats` redraws.
+                    print!("\x1b[2J\x1b[H");
+                } else {
+                    println!();
+                }
+                print_stats(&stats, previous.as_ref().map(|(then, before)| (taken - *then, before)));
+                previous = Some((taken, stats));
+                std::thread::sleep(interval);
+            }
         }
         Command::Port { name, port } => {
             let found = call(Request::Inspect { names: vec![name.clone()] })?;
@@ -1216,6 +1240,39 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
+/// The `stats` tables; with the figures of an earlier reading and the time since, each
+/// path's rates over that time too.
+fn print_stats(stats: &Value, since: Option<(std::time::Duration, &Value)>) {
+    let entries = stats.as_object().into_iter().flatten();
+    let (tables, paths): (Vec<_>, Vec<_>) = entries.partition(|(name, _)| name.starts_with("conntrack_"));
+    let counter = |c: &Value, what: &str| c[what].as_u64().unwrap_or(0);
+    let rows = paths.into_iter().map(|(path, c)| {
+        let mut row = vec![path.clone(), c["packets"].to_string(), c["bytes"].to_string()];
+        if let Some((elapsed, before)) = since {
+            for what in ["packets", "bytes"] {
+                row.push(per_second(counter(c, what), counter(&before[path], what), elapsed));
+            }
+        }
+        row
+    });
+    match since {
+        Some(_) => print_table(&["PATH", "PACKETS", "BYTES", "PACKETS/S", "BYTES/S"], rows),
+        None => print_table(&["PATH", "PACKETS", "BYTES"], rows),
+    }
+    println!();
+    let rows = tables.into_iter().map(|(table, c)| vec![table.clone(), c["packets"].to_string()]);
+    print_table(&["TABLE", "ENTRIES"], rows);
+}
+
+/// A counter's rate between two readings, whole units per second; a counter that went
+/// down (the maps were replaced meanwhile) shows no rate.
+fn per_second(now: u64, before: u64, elapsed: std::time::Duration) -> String {
+    match now.checked_sub(before) {
+        Some(grown) if !elapsed.is_zero() => format!("{:.0}", grown as f64 / elapsed.as_secs_f64()),
+        _ => "-".to_string(),
+    }
+}
+
 fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     let rows: Vec<Vec<String>> = rows.collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -1239,6 +1296,21 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn rates_are_the_growth_over_the_time_between_readings() {
+        let second = std::time::Duration::from_secs(1);
+        assert_eq!(per_second(1_500, 500, second * 2), "500");
+        assert_eq!(per_second(7, 7, second), "0");
+        assert_eq!(per_second(3, 10, second), "-", "a counter that went down");
+        assert_eq!(per_second(3, 1, std::time::Duration::ZERO), "-");
+        assert!(
+            Cli::try_parse_from(["dataplane", "stats", "--interval", "2"]).is_err(),
+            "--interval needs --watch"
+        );
+        assert!(Cli::try_parse_from(["dataplane", "stats", "-w", "--interval", "0"]).is_err());
+        assert!(Cli::try_parse_from(["dataplane", "stats", "-w", "--interval", "0.5"]).is_ok());
+    }
 
     #[test]
     fn flags_are_parsed_like_dockers() {

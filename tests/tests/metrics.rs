@@ -110,3 +110,45 @@ fn the_metrics_parse_and_move_with_traffic_requests_and_names() {
         1.0
     );
 }
+
+/// `stats --watch` redraws every interval with each path's rates since the last reading:
+/// while a container pings its neighbour 100 times a second, the forward path's packet
+/// rate shows them (request and reply: about 200 a second).
+#[test]
+fn stats_watch_shows_the_rates_of_the_traffic_going_on() {
+    let host = Host::start_with_external();
+    host.dp_ok(&["network", "create", "--subnet", "10.72.0.0/24", "watched"]);
+    host.run_sleeper("a", &["--network", "watched"]);
+    host.run_sleeper("b", &["--network", "watched"]);
+    let b = host.ip_of("b");
+    let mut pinging = host
+        .command(dataplane_tests::binary())
+        .args(["exec", "a", "ping", "-q", "-c", "400", "-i", "0.01", &b])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let watched = host
+        .command("timeout")
+        .args(["2.6", &dataplane_tests::binary().to_string_lossy(), "stats", "--watch", "--interval", "1"])
+        .output()
+        .unwrap();
+    pinging.wait().unwrap();
+    let out = String::from_utf8_lossy(&watched.stdout);
+    assert_eq!(watched.status.code(), Some(124), "it runs until stopped:\n{out}");
+    // The first drawing has no rates yet; the later ones do.
+    let headers = out.lines().filter(|l| l.starts_with("PATH")).collect::<Vec<_>>();
+    assert!(
+        headers.len() >= 2 && !headers[0].contains("PACKETS/S") && headers[1].contains("PACKETS/S"),
+        "{out}"
+    );
+    let rate = out
+        .lines()
+        .filter(|l| l.starts_with("forwarded ") && l.split_whitespace().count() == 5)
+        .map(|l| l.split_whitespace().nth(3).unwrap().parse::<f64>().unwrap())
+        .next_back()
+        .unwrap_or_else(|| panic!("no rate of the forward path in:\n{out}"));
+    assert!(
+        (100.0..=400.0).contains(&rate),
+        "ping 100/s there and back, about 200 packets/s; saw {rate}:\n{out}"
+    );
+}
