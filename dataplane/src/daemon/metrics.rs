@@ -311,9 +311,9 @@ mod tests {
         body
     }
 
-    #[test]
-    fn each_figure_is_one_sample_named_by_its_labels() {
-        let moment = Moment {
+    /// A moment with a figure in every family.
+    fn full_moment() -> Moment {
+        Moment {
             datapath: Some(DatapathFigures {
                 paths: vec![
                     (Path::Forwarded, Counter { packets: 3, bytes: 300 }),
@@ -328,7 +328,12 @@ mod tests {
             endpoints: vec![("cni", 4)],
             published_ports: 6,
             dns: dns::Answers { answered: vec![(dns::AnswerSource::Upstream, "NXDOMAIN", 9)], unanswered: 1 },
-        };
+        }
+    }
+
+    #[test]
+    fn each_figure_is_one_sample_named_by_its_labels() {
+        let moment = full_moment();
         let times = RequestTimes::new();
         times.record("run".into(), Duration::from_millis(3));
         let text = exposition(moment, &times);
@@ -355,5 +360,31 @@ mod tests {
         // Drops come only from the dropped_* paths.
         assert!(!text.contains("reason=\"forwarded\""), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// The example dashboard (docs/grafana/dataplane.json) asks only for metrics the
+    /// endpoint serves: renaming one here breaks this test, not the users' dashboards.
+    #[test]
+    fn the_example_dashboard_queries_metrics_that_exist() {
+        let times = RequestTimes::new();
+        times.record("run".into(), Duration::from_millis(3));
+        let text = exposition(full_moment(), &times);
+        let served: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .collect();
+        let dashboard = include_str!("../../../docs/grafana/dataplane.json");
+        let queried: Vec<&str> = dashboard
+            .match_indices("dataplane_")
+            .map(|(at, _)| {
+                let rest = &dashboard[at..];
+                &rest[..rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())]
+            })
+            .collect();
+        assert!(queried.len() >= 10, "{queried:?}");
+        for metric in queried {
+            assert!(served.contains(metric), "the dashboard queries {metric}, which is not served:\n{text}");
+        }
     }
 }
