@@ -608,10 +608,18 @@ pub struct Resolvers {
     built: bool,
 }
 
-/// A network's resolver: its UDP and TCP servers on the gateway address, ended on drop.
+/// A network's resolver: its UDP and TCP servers on the gateway's addresses (IPv4, and
+/// IPv6 on a dual-stack network), ended on drop.
 struct Listener {
-    address: Ipv4Addr,
+    addresses: Vec<IpAddr>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// The addresses a network's resolver listens on: its gateway's.
+fn gateway_addresses(network: &crate::state::Network) -> Vec<IpAddr> {
+    std::iter::once(IpAddr::V4(network.gateway))
+        .chain(network.ipv6.as_ref().map(|plan| IpAddr::V6(plan.gateway)))
+        .collect()
 }
 
 impl Drop for Listener {
@@ -670,13 +678,13 @@ impl Resolvers {
         let directory = Directory::from_state(state);
         self.listeners.retain(|id, listener| {
             directory.zones.contains_key(id)
-                && state.network_by_id(id).is_some_and(|n| n.gateway == listener.address)
+                && state.network_by_id(id).is_some_and(|n| gateway_addresses(n) == listener.addresses)
         });
         for net in state.networks.iter().filter(|n| directory.zones.contains_key(&n.id)) {
             if self.listeners.contains_key(&net.id) {
                 continue;
             }
-            match Listener::bind(self.shared.clone(), &net.id, net.gateway) {
+            match Listener::bind(self.shared.clone(), &net.id, gateway_addresses(net)) {
                 Ok(listener) => {
                     self.unbound.remove(&net.id);
                     self.listeners.insert(net.id.clone(), listener);
@@ -693,20 +701,24 @@ impl Resolvers {
 }
 
 impl Listener {
-    fn bind(shared: Arc<Shared>, network: &str, address: Ipv4Addr) -> Result<Self> {
-        let udp = std::net::UdpSocket::bind((address, PORT))
-            .with_context(|| format!("binding udp {address}:{PORT}"))?;
-        udp.set_nonblocking(true)?;
-        let udp = Arc::new(UdpSocket::from_std(udp)?);
-        let tcp = std::net::TcpListener::bind((address, PORT))
-            .with_context(|| format!("binding tcp {address}:{PORT}"))?;
-        tcp.set_nonblocking(true)?;
-        let tcp = TcpListener::from_std(tcp)?;
-        let tasks = vec![
-            tokio::spawn(serve_udp(shared.clone(), network.to_string(), udp)),
-            tokio::spawn(serve_tcp(shared, network.to_string(), tcp)),
-        ];
-        Ok(Self { address, tasks })
+    fn bind(shared: Arc<Shared>, network: &str, addresses: Vec<IpAddr>) -> Result<Self> {
+        // Bound before any task starts, so that a failure on one address ends them all.
+        let mut sockets = vec![];
+        for address in &addresses {
+            let udp = std::net::UdpSocket::bind((*address, PORT))
+                .with_context(|| format!("binding udp {}", SocketAddr::new(*address, PORT)))?;
+            udp.set_nonblocking(true)?;
+            let tcp = std::net::TcpListener::bind((*address, PORT))
+                .with_context(|| format!("binding tcp {}", SocketAddr::new(*address, PORT)))?;
+            tcp.set_nonblocking(true)?;
+            sockets.push((Arc::new(UdpSocket::from_std(udp)?), TcpListener::from_std(tcp)?));
+        }
+        let mut tasks = vec![];
+        for (udp, tcp) in sockets {
+            tasks.push(tokio::spawn(serve_udp(shared.clone(), network.to_string(), udp)));
+            tasks.push(tokio::spawn(serve_tcp(shared.clone(), network.to_string(), tcp)));
+        }
+        Ok(Self { addresses, tasks })
     }
 }
 

@@ -1,6 +1,7 @@
 //! IPv6 dual-stack networks as a user sees them: `network create --ipv6`, containers with
 //! an IPv6 address, a default route via the gateway and `::1` on `lo`, traffic between
-//! them with real tools (`ping -6`, `curl -6`, `dig AAAA`), isolation between IPv6
+//! them with real tools (`ping -6`, `curl -6`, `dig AAAA`, also of the resolver on the
+//! gateway's IPv6 address), isolation between IPv6
 //! networks, the inspect fields, and all of it again after a restart of the daemon.
 
 use std::time::Duration;
@@ -108,6 +109,13 @@ fn a_dual_stack_network_carries_ipv6_and_ipv4_between_its_containers() {
     assert_eq!(aaaa.trim(), "fd00:97::4", "dig AAAA");
     let ptr = exec_ok(&host, "a", "dig +short +time=2 +tries=1 -x fd00:97::4");
     assert_eq!(ptr.trim(), "web.dual.", "dig -x of an IPv6 address");
+    // The resolver answers on the gateway's IPv6 address too, over UDP and TCP, and to a
+    // client that asks from its IPv6 address.
+    for transport in ["", "+tcp"] {
+        let asked =
+            exec_ok(&host, "a", &format!("dig +short +time=2 +tries=1 {transport} @fd00:97::1 AAAA web"));
+        assert_eq!(asked.trim(), "fd00:97::4", "dig {transport} @fd00:97::1 AAAA web");
+    }
 
     // A restart restores the addresses and the map entries.
     host.stop_daemon();
