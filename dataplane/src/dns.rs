@@ -701,18 +701,20 @@ impl Resolvers {
 }
 
 impl Listener {
+    /// Binds the gateway's IPv4 address, which must succeed, and its IPv6 one if it has
+    /// one: a host that refuses that (IPv6 disabled) keeps the network's IPv4 resolver,
+    /// with a warning. `addresses` stays what was asked, so that the next update does not
+    /// take the listener for a stale one and bind again.
     fn bind(shared: Arc<Shared>, network: &str, addresses: Vec<IpAddr>) -> Result<Self> {
-        // Bound before any task starts, so that a failure on one address ends them all.
         let mut sockets = vec![];
         for address in &addresses {
-            let udp = std::net::UdpSocket::bind((*address, PORT))
-                .with_context(|| format!("binding udp {}", SocketAddr::new(*address, PORT)))?;
-            udp.set_nonblocking(true)?;
-            let tcp = std::net::TcpListener::bind((*address, PORT))
-                .with_context(|| format!("binding tcp {}", SocketAddr::new(*address, PORT)))?;
-            tcp.set_nonblocking(true)?;
-            sockets.push((Arc::new(UdpSocket::from_std(udp)?), TcpListener::from_std(tcp)?));
+            match bind_udp_and_tcp(*address) {
+                Ok(pair) => sockets.push(pair),
+                Err(e) if address.is_ipv6() => log::warn!("network {network}: no resolver on IPv6: {e:#}"),
+                Err(e) => return Err(e),
+            }
         }
+        // Spawned once every bind is done, so that a failure leaves no task behind.
         let mut tasks = vec![];
         for (udp, tcp) in sockets {
             tasks.push(tokio::spawn(serve_udp(shared.clone(), network.to_string(), udp)));
@@ -720,6 +722,15 @@ impl Listener {
         }
         Ok(Self { addresses, tasks })
     }
+}
+
+fn bind_udp_and_tcp(address: IpAddr) -> Result<(Arc<UdpSocket>, TcpListener)> {
+    let at = SocketAddr::new(address, PORT);
+    let udp = std::net::UdpSocket::bind(at).with_context(|| format!("binding udp {at}"))?;
+    udp.set_nonblocking(true)?;
+    let tcp = std::net::TcpListener::bind(at).with_context(|| format!("binding tcp {at}"))?;
+    tcp.set_nonblocking(true)?;
+    Ok((Arc::new(UdpSocket::from_std(udp)?), TcpListener::from_std(tcp)?))
 }
 
 async fn serve_udp(shared: Arc<Shared>, network: String, socket: Arc<UdpSocket>) {
