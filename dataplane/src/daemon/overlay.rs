@@ -65,9 +65,14 @@ async fn reclaim(core: &Shared, store: &EtcdStore) -> Result<()> {
 /// Reads everything shared, applies it, then applies each change the watch reports;
 /// starts over (everything read again) whenever the watch breaks.
 async fn watch(core: Shared, store: Arc<EtcdStore>) {
+    // Whether the last try broke, so that a store that stays away is warned of once.
+    let mut broken = false;
     loop {
         let followed: Result<()> = async {
             let (mut mirror, revision) = store.snapshot().await?;
+            if std::mem::take(&mut broken) {
+                log::info!("store {}: following it again", store.address());
+            }
             core.lock().await.apply_mirror(&mirror).await;
             if store.has_lease() {
                 reclaim(&core, &store).await?;
@@ -79,8 +84,10 @@ async fn watch(core: Shared, store: Arc<EtcdStore>) {
             }
         }
         .await;
-        if let Err(e) = followed {
-            log::debug!("store watch: {e:#}");
+        if let Err(e) = followed
+            && !std::mem::replace(&mut broken, true)
+        {
+            log::warn!("store watch: {e:#}; reading the store again until it answers");
         }
         tokio::time::sleep(RETRY_AFTER).await;
     }

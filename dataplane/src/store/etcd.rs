@@ -24,6 +24,8 @@ use crate::state::Network;
 
 /// How long one call to etcd may take before the store counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the channel pings etcd to find out that it went silent.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(10);
 /// Tries at leasing a free address before giving up: each failed one lost a race with
 /// another host for that address, and the next try skips it.
 const LEASE_TRIES: usize = 64;
@@ -52,10 +54,13 @@ impl EtcdStore {
     /// A client of the store; connects lazily, so that a daemon starts while etcd is away.
     pub async fn connect(address: StoreAddress, host: Host, ttl: Duration) -> Result<Self> {
         let members: Vec<String> = address.members.iter().map(|m| format!("http://{m}")).collect();
+        // No request timeout here: the channel's would end the watch, a stream, after it
+        // too. `call` bounds each request instead; the keep-alive finds a member that went
+        // silent, no more often than etcd allows (a client that pings more often than its
+        // --grpc-keepalive-min-time, 5 s, is hung up on).
         let options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
-            .with_timeout(CALL_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), CALL_TIMEOUT);
+            .with_keep_alive(KEEP_ALIVE_EVERY, CALL_TIMEOUT);
         let client =
             Client::connect(members, Some(options)).await.map_err(|e| anyhow!("--store {address}: {e}"))?;
         Ok(Self { address, client, host, ttl, lease: AtomicI64::new(0) })
