@@ -22,6 +22,18 @@ use crate::{
     state::{DEFAULT_NETWORK, Endpoint, Intent, MacAddr, Network, Owner, new_id},
 };
 
+/// When a detached endpoint's interface goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum InterfaceRemoval {
+    /// Before the detach returns: its namespace lives on (`network disconnect`, a
+    /// runtime's DEL, a stopped container kept for its next start).
+    Now,
+    /// Soon after, on the link reaper's thread: its namespace goes with it (`rm`), so
+    /// nothing can use the interface meanwhile, and the kernel's slow veth deletion is
+    /// out of the request's time.
+    Later,
+}
+
 /// What to attach: an interface of a namespace to a network, for its owner.
 pub(super) struct EndpointSpec<'a> {
     pub network: &'a Network,
@@ -114,7 +126,7 @@ impl Core {
             built = self.announce(net, &endpoint, wanted.owner_name).await;
         }
         if let Err(e) = built {
-            if let Err(undo) = self.dismantle(&endpoint).await {
+            if let Err(undo) = self.dismantle(&endpoint, InterfaceRemoval::Now).await {
                 log::warn!("undoing {} of {}: {undo:#}", endpoint.ifname, wanted.owner_name);
             }
             if overlay {
@@ -235,8 +247,8 @@ impl Core {
     /// Detaches an endpoint: its published ports, map entries and interface go, its
     /// flows are forgotten soon, and it leaves the state (the caller saves). On an error
     /// it stays in the state, for another try.
-    pub(super) async fn detach(&mut self, endpoint: &Endpoint) -> Result<()> {
-        self.dismantle(endpoint).await?;
+    pub(super) async fn detach(&mut self, endpoint: &Endpoint, removal: InterfaceRemoval) -> Result<()> {
+        self.dismantle(endpoint, removal).await?;
         if self.state.network_by_id(&endpoint.network_id).is_some_and(Self::is_overlay) {
             self.give_back(endpoint).await;
         }
@@ -248,13 +260,15 @@ impl Core {
     /// Removes an endpoint from the system and the maps, its published ports with it;
     /// parts already gone are skipped, and an error leaves the others to go all the same.
     /// Also undoes an attach that a crash cut short (its intent holds the endpoint).
-    pub(super) async fn dismantle(&mut self, endpoint: &Endpoint) -> Result<()> {
+    pub(super) async fn dismantle(&mut self, endpoint: &Endpoint, removal: InterfaceRemoval) -> Result<()> {
         let mut errors = vec![];
         if let Err(e) = self.unpublish(endpoint) {
             errors.push(format!("{e:#}"));
         }
+        let later = (removal == InterfaceRemoval::Later).then_some(&self.link_reaper);
         if let Some(net) = self.state.network_by_id(&endpoint.network_id).cloned()
-            && let Err(e) = drivers::disconnect(&self.netlink, &mut self.datapath, &net, endpoint).await
+            && let Err(e) =
+                drivers::disconnect(&self.netlink, &mut self.datapath, &net, endpoint, later).await
         {
             errors.push(format!("{e:#}"));
         }

@@ -65,7 +65,7 @@ use crate::{
     dns, firewall, inspect,
     maps::Datapath,
     nat,
-    netlink::Netlink,
+    netlink::{LinkReaper, Netlink},
     netns,
     ports::{self, Reservation},
     state::{Container, Intent, Keyed, Network, State, StateStore, Status},
@@ -165,6 +165,8 @@ struct Core {
     ula_pool: ipnet::Ipv6Net,
     /// The store shared with other hosts, for overlay networks (`--store`).
     shared: Option<Arc<crate::store::etcd::EtcdStore>>,
+    /// Deletes the interfaces of removed containers after the answer.
+    link_reaper: LinkReaper,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -236,6 +238,7 @@ pub async fn run(config: Config) -> Result<()> {
         firewall,
         ula_pool,
         shared: shared.clone(),
+        link_reaper: LinkReaper::start()?,
     }));
     {
         let c = core.lock().await;
@@ -323,6 +326,7 @@ pub async fn run(config: Config) -> Result<()> {
         let mut guard = core.lock().await;
         let c = &mut *guard;
         c.store.write_whole(&c.state)?;
+        tokio::task::block_in_place(|| c.link_reaper.finish());
     }
     log::info!("stopped; containers keep running and state is kept for the next start");
     Ok(())
