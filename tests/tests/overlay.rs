@@ -92,6 +92,18 @@ fn a_network_made_on_one_host_is_everywhere_with_its_names_and_goes_everywhere()
         "the store keeps {:?}",
         cluster.underlay.keys("/dataplane/")
     );
+    for (label, host) in [("A", a), ("B", b), ("C", c)] {
+        let log = host.daemon_log();
+        assert!(!log.contains("store watch:"), "host {label}'s watch broke while etcd ran:\n{log}");
+    }
+}
+
+#[test]
+fn without_a_store_overlay_networks_are_refused_naming_the_flag() {
+    let host = Host::start();
+    let err = host.dp_err(&["network", "create", "-d", "overlay", "--subnet", SUBNET, "prod"]);
+    assert!(err.contains("--store etcd://"), "the refusal must name --store: {err}");
+    assert!(!lists(&host, "prod overlay global"), "a refused network is listed");
 }
 
 #[test]
