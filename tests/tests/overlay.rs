@@ -99,14 +99,6 @@ fn a_network_made_on_one_host_is_everywhere_with_its_names_and_goes_everywhere()
 }
 
 #[test]
-fn without_a_store_overlay_networks_are_refused_naming_the_flag() {
-    let host = Host::start();
-    let err = host.dp_err(&["network", "create", "-d", "overlay", "--subnet", SUBNET, "prod"]);
-    assert!(err.contains("--store etcd://"), "the refusal must name --store: {err}");
-    assert!(!lists(&host, "prod overlay global"), "a refused network is listed");
-}
-
-#[test]
 fn fifty_runs_at_once_on_each_of_two_hosts_get_distinct_addresses() {
     const PER_HOST: usize = 50;
     let cluster = Cluster::start(2, 30);
