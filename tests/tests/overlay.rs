@@ -77,6 +77,8 @@ fn a_network_made_on_one_host_is_everywhere_with_its_names_and_goes_everywhere()
         "a removed container's name stays on B"
     );
     b.dp_ok(&["rm", "-f", "client"]);
+    c.dp_ok(&["network", "prune"]);
+    assert!(lists(a, "prod overlay global"), "a prune on C removed the shared network");
     b.dp_ok(&["network", "rm", "prod"]);
     for (label, host) in [("A", a), ("C", c)] {
         assert!(

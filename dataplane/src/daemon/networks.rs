@@ -266,7 +266,8 @@ impl Core {
     }
 
     /// Removes the networks no endpoint is on and no container asks for: a stopped
-    /// container holds no endpoint, yet its start needs its networks.
+    /// container holds no endpoint, yet its start needs its networks. Overlay networks
+    /// stay: they are every host's, and go by name alone.
     pub(super) async fn prune_networks(&mut self) -> Result<Value> {
         let asked: HashSet<&str> = self
             .state
@@ -281,6 +282,8 @@ impl Core {
             .filter(|n| {
                 n.name != DEFAULT_NETWORK
                     && !self.state.docker.is_dockers(&n.id)
+                    // Shared: unused here is not unused on every host; `network rm` it.
+                    && !Self::is_overlay(n)
                     && !asked.contains(n.id.as_str())
                     && self.state.endpoints_on(&n.id).next().is_none()
             })
