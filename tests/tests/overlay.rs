@@ -172,6 +172,14 @@ fn a_dead_hosts_leases_and_names_go_after_its_ttl() {
         "api does not resolve on B before A dies"
     );
     let lease_key = format!("/dataplane/leases/{id}/{api}");
+    // A daemon that restarts takes its leases and records over under its new lease: they
+    // outlive the old one's TTL.
+    cluster.hosts[0].stop_daemon();
+    cluster.hosts[0].start_daemon();
+    std::thread::sleep(Duration::from_secs(u64::from(TTL_SECS) * 3));
+    let (underlay, b) = (&cluster.underlay, &cluster.hosts[1]);
+    assert_eq!(underlay.keys(&lease_key).len(), 1, "A's lease went with its restart");
+    assert_eq!(dig(b, "client", "api"), [api.clone()], "api went from B's names with A's restart");
     cluster.hosts[0].kill_daemon();
     let (underlay, b) = (&cluster.underlay, &cluster.hosts[1]);
     // Not at once: a daemon that restarts within its TTL keeps its leases.
