@@ -483,6 +483,19 @@ impl Netlink {
 
     /// IPv4 addresses of a link.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// Addresses of a link, of both families.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>> {
         let messages: Vec<_> = self
             .handle
             .address()
@@ -496,9 +509,7 @@ impl Netlink {
             .into_iter()
             .flat_map(|m| m.attributes)
             .filter_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
-                    Some(ip)
-                }
+                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(ip),
                 _ => None,
             })
             .collect::<std::collections::BTreeSet<_>>()
