@@ -695,21 +695,27 @@ pub fn enable_gro_in(netns: &Path, ifname: &str) -> Result<()> {
 }
 
 /// Turns IPv6 off for `ifname` inside the namespace at `netns` (rtnetlink cannot set
-/// IPv6 device settings). A kernel without IPv6 has nothing to turn off.
+/// IPv6 device settings). A kernel without IPv6 has nothing to turn off. A link whose IPv6
+/// is on gets routes in its namespace's IPv6 table (link-local, multicast) as it comes up,
+/// and the kernel walks that whole table whenever a link of the namespace goes down or away.
 pub fn disable_ipv6_in(netns: &Path, ifname: &str) -> Result<()> {
-    let ifname = ifname.to_string();
-    crate::netns::run_in(netns, move || disable_ipv6(&ifname))
+    ipv6_conf_in(netns, ifname, "disable_ipv6", "1")
+}
+
+/// Makes `ifname` inside the namespace at `netns` ignore router advertisements: no
+/// default route, prefix or address from a router of its segment.
+pub fn ignore_router_advertisements_in(netns: &Path, ifname: &str) -> Result<()> {
+    ipv6_conf_in(netns, ifname, "accept_ra", "0")
 }
 
 const IPV6_CONF: &str = "/proc/sys/net/ipv6/conf";
 
-/// Turns IPv6 off for `ifname` in the caller's namespace. A link whose IPv6 is on gets
-/// routes in its namespace's IPv6 table (link-local, multicast) as it comes up, and the
-/// kernel walks that whole table whenever a link of the namespace goes down or away.
-fn disable_ipv6(ifname: &str) -> Result<()> {
-    let path = format!("{IPV6_CONF}/{ifname}/disable_ipv6");
-    match std::fs::write(&path, "1") {
+/// Writes one IPv6 setting of `ifname` (`/proc/sys/net/ipv6/conf/IFNAME/KEY`) in the
+/// namespace at `netns`; a kernel without IPv6 has none to write.
+fn ipv6_conf_in(netns: &Path, ifname: &str, key: &'static str, value: &'static str) -> Result<()> {
+    let path = format!("{IPV6_CONF}/{ifname}/{key}");
+    crate::netns::run_in(netns, move || match std::fs::write(&path, value) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new(IPV6_CONF).exists() => Ok(()),
         other => other.with_context(|| format!("writing {path}")),
-    }
+    })
 }
