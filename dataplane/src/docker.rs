@@ -170,7 +170,7 @@ impl RequestPool {
     pub fn parse(&self) -> Result<(Option<Ipv4Net>, Option<Ipv4Net>), String> {
         if self.v6 {
             return Err(
-                "dataplane's IPAM gives IPv4 addresses only; create the network without --ipv6".into()
+                "dataplane's IPAM driver gives IPv4 addresses only; for an --ipv6 network leave --ipam-driver out (Docker's default IPAM gives its IPv6 pool)".into()
             );
         }
         let net = |s: &str, flag: &str| -> Result<Option<Ipv4Net>, String> {

@@ -486,8 +486,6 @@ pub(super) async fn remove_stale_later(core: Shared, candidates: Vec<String>, gr
     }
 }
 
-/// CreateEndpoint's answer: the MAC only when Docker gave none (Docker refuses to have
-/// one it set changed).
 /// CreateEndpoint's answer: what Docker did not give and we chose (the MAC, the IPv6
 /// address with the subnet's prefix); Docker refuses a value it gave sent back.
 fn interface_answer(
