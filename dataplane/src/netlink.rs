@@ -609,26 +609,43 @@ impl Netlink {
         }))
     }
 
-    /// The gateway of the main table's IPv4 default route, with its output interface.
-    pub async fn default_gateway_v4(&self) -> Result<Option<(Ipv4Addr, Option<u32>)>> {
-        let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        let routes: Vec<_> =
-            self.handle.route().get(query).execute().try_collect().await.context("listing routes")?;
+    /// The gateways of the main table's default routes, IPv4's then IPv6's, each with its
+    /// output interface.
+    pub async fn default_gateways(&self) -> Result<Vec<(IpAddr, Option<u32>)>> {
+        let mut routes: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing IPv4 routes")?;
+        let v6: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .context("listing IPv6 routes")?;
+        routes.extend(v6);
         Ok(routes
             .into_iter()
             .filter(|r| r.header.table == 254 && r.header.destination_prefix_length == 0)
-            .find_map(|r| {
+            .filter_map(|r| {
                 let mut gateway = None;
                 let mut oif = None;
                 for attr in &r.attributes {
                     match attr {
-                        RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
+                        RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(IpAddr::V4(*a)),
+                        RouteAttribute::Gateway(RouteAddress::Inet6(a)) => gateway = Some(IpAddr::V6(*a)),
                         RouteAttribute::Oif(i) => oif = Some(*i),
                         _ => {}
                     }
                 }
                 gateway.map(|g| (g, oif))
-            }))
+            })
+            .collect())
     }
 
     /// IPv4 routes of the main table with their output interface, to refuse subnets that

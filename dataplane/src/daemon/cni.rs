@@ -5,7 +5,7 @@
 //! every other. Everything else (the address, the interface, the map entries, the
 //! published ports) is `endpoints`' and `publishing`'s work, as for our own `run`.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::Result;
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -334,9 +334,12 @@ async fn check_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint) -> R
         anyhow::bail!("interface {} has lost its address {lost}", endpoint.ifname);
     }
     if drivers::takes_default_route(&endpoint.ifname) {
-        let route: Option<(Ipv4Addr, Option<u32>)> = inside.default_gateway_v4().await?;
-        if route != Some((net.gateway, Some(index))) {
-            anyhow::bail!("the default route via {} on {} is missing", net.gateway, endpoint.ifname);
+        let routes = inside.default_gateways().await?;
+        let gateways = std::iter::once(IpAddr::V4(net.gateway)).chain(net.ipv6.map(|v6| v6.gateway.into()));
+        for gateway in gateways {
+            if !routes.contains(&(gateway, Some(index))) {
+                anyhow::bail!("the default route via {gateway} on {} is missing", endpoint.ifname);
+            }
         }
     }
     Ok(())
@@ -344,6 +347,8 @@ async fn check_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint) -> R
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]
