@@ -11,7 +11,10 @@ use anyhow::Result;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{Value, json};
 
-use super::{Core, endpoints::EndpointSpec};
+use super::{
+    Core,
+    endpoints::{EndpointSpec, InterfaceRemoval},
+};
 use crate::{
     api::{
         CniAdd, CniAdded, CniAddedV6, CniAttachment, CniCheck, CniNetwork, DaemonError, ErrorKind, Ipv6Spec,
@@ -104,7 +107,7 @@ impl Core {
         let Some(endpoint) = self.cni_endpoint(attachment, network).cloned() else {
             return Ok(json!(false));
         };
-        self.detach(&endpoint).await?;
+        self.detach(&endpoint, InterfaceRemoval::Now).await?;
         // Drops the rule sets no port uses any more.
         if let Err(e) = self.sync_firewall() {
             log::warn!("removing {} of {}: {e:#}", endpoint.ifname, endpoint.owner);
@@ -183,7 +186,7 @@ impl Core {
             .collect();
         let mut removed = vec![];
         for endpoint in &stale {
-            self.detach(endpoint).await?;
+            self.detach(endpoint, InterfaceRemoval::Now).await?;
             removed.push(format!("{} of {}", endpoint.ifname, endpoint.owner));
         }
         if !removed.is_empty() {

@@ -28,7 +28,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{Core, Shared, endpoints::EndpointSpec};
+use super::{
+    Core, Shared,
+    endpoints::{EndpointSpec, InterfaceRemoval},
+};
 use crate::{
     api::{DaemonError, ErrorKind, NetworkSpec},
     docker::{
@@ -351,7 +354,7 @@ impl Core {
         let Some(endpoint) = self.state.endpoints.iter().find(|e| e.owner == owner).cloned() else {
             return Ok(());
         };
-        self.detach(&endpoint).await?;
+        self.detach(&endpoint, InterfaceRemoval::Now).await?;
         if !endpoint.ports.is_empty()
             && let Err(e) = self.sync_firewall()
         {
@@ -367,7 +370,7 @@ impl Core {
         let Owner::Docker { endpoint_id } = &endpoint.owner else {
             return Ok(());
         };
-        self.detach(endpoint).await?;
+        self.detach(endpoint, InterfaceRemoval::Now).await?;
         self.state.docker.endpoints.remove(endpoint_id);
         Ok(())
     }
