@@ -617,23 +617,14 @@ impl Netlink {
     /// The gateways of the main table's default routes, IPv4's then IPv6's, each with its
     /// output interface.
     pub async fn default_gateways(&self) -> Result<Vec<(IpAddr, Option<u32>)>> {
-        let mut routes: Vec<_> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .context("listing IPv4 routes")?;
-        let v6: Vec<_> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .context("listing IPv6 routes")?;
-        routes.extend(v6);
+        let mut routes = vec![];
+        for query in
+            [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<Ipv6Addr>::new().build()]
+        {
+            let family: Vec<_> =
+                self.handle.route().get(query).execute().try_collect().await.context("listing routes")?;
+            routes.extend(family);
+        }
         Ok(routes
             .into_iter()
             .filter(|r| r.header.table == 254 && r.header.destination_prefix_length == 0)
