@@ -1572,6 +1572,7 @@ fn measure_setup_at_scale(
                     netns: pod.clone(),
                     network: api::CniNetwork { name: "filling".into(), ..Default::default() },
                     ip: None,
+                    ip6: None,
                     mac: None,
                     names: vec![format!("pod{i}")],
                     publish: vec![],
