@@ -1119,7 +1119,7 @@ mod tests {
         on_b[0].ip6 = Some("fd00:7::3".parse().unwrap());
         let both_id = both.id.clone();
         let mut state = state_of(&[&a, &b], vec![(both, on_both), (only_b, on_b)]);
-        let mut directory = Directory::from_state(&state);
+        let mut directory = Directory::from_state(&state, &[]);
         // Asked through a's resolver for a name of b only.
         let ask = |directory: &Directory, client: &str| {
             let packet = query("onlyb.", RecordType::AAAA).to_vec().unwrap();
