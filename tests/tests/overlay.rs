@@ -68,7 +68,7 @@ fn a_network_made_on_one_host_is_everywhere_with_its_names_and_goes_everywhere()
 
     let err = b.dp_err(&["network", "rm", "prod"]);
     assert!(
-        err.contains("api on host") && err.contains("client on host"),
+        err.contains("api on host 198.51.100.11") && err.contains("client on host 198.51.100.12"),
         "rm must name every host's endpoints: {err}"
     );
     a.dp_ok(&["rm", "-f", "api"]);

@@ -143,8 +143,13 @@ impl EtcdStore {
     pub async fn ensure_unused(&self, net: &Network) -> Result<()> {
         let records = self.records_of(&net.id).await?;
         if !records.is_empty() {
-            let users: Vec<String> =
-                records.iter().map(|r| format!("{} on host {}", r.name, r.host)).collect();
+            // A host by its underlay address when it gave one, else by its id.
+            let users: Vec<String> = records
+                .iter()
+                .map(|r| {
+                    format!("{} on host {}", r.name, r.host_address.map_or(r.host.clone(), |a| a.to_string()))
+                })
+                .collect();
             bail!(
                 "network {} has active endpoints on its hosts ({}); remove those containers on their hosts first",
                 net.name,
