@@ -8,6 +8,7 @@ mod endpoint;
 mod firewall;
 mod forward;
 mod nat;
+mod nat6;
 mod packet;
 mod parse;
 mod policy;
@@ -32,7 +33,9 @@ pub fn from_container(ctx: TcContext) -> i32 {
 /// program passed on), traffic for the host.
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
-    let (path, action) = nat::from_uplink(&ctx);
+    // Each family's path is a subprogram of its own: together in one frame they would
+    // pass the stack's 512 bytes.
+    let (path, action) = if parse::is_ipv6(&ctx) { nat6::from_uplink(&ctx) } else { nat::from_uplink(&ctx) };
     counters::count(&ctx, path);
     action
 }

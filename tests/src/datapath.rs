@@ -33,6 +33,8 @@ pub const GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 /// The MAC of the uplink `enable_nat` makes: masqueraded frames leave with it as source.
 pub const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 pub const UPLINK_ADDR: [u8; 4] = [203, 0, 113, 1];
+/// The uplink's global IPv6 address, which `enable_nat` gives it too.
+pub const UPLINK_ADDR6: [u8; 16] = [0x20, 1, 0x0d, 0xb8, 0, 0x71, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 /// A's, B's and the red gateway's IPv6 addresses; blue's endpoint's.
 pub const A6: [u8; 16] = v6(1, 2);
 pub const B6: [u8; 16] = v6(1, 3);
@@ -110,8 +112,8 @@ impl Fixture {
         self.bpffs.join("maps")
     }
 
-    /// Gives this namespace an uplink `up0` (203.0.113.1/24, default route via
-    /// 203.0.113.2, whose MAC is `GATEWAY_MAC`) and turns on masquerading through it with
+    /// Gives this namespace an uplink `up0` (203.0.113.1/24 and 2001:db8:71::1/64, default
+    /// routes via 203.0.113.2 and 2001:db8:71::2, whose MAC is `GATEWAY_MAC`) and turns on masquerading through it with
     /// the given source ports. The sender's device (`lo` here, a host-side veth in
     /// production) gets forwarding enabled, as the daemon does.
     pub fn enable_nat(&mut self, port_min: u16, port_max: u16) -> u32 {
@@ -119,7 +121,10 @@ impl Fixture {
              && ip addr add 203.0.113.1/24 dev up0 \
              && ip link set up0 up && ip link set up1 up \
              && ip neigh replace 203.0.113.2 lladdr 02:00:00:00:00:02 dev up0 \
-             && ip route add default via 203.0.113.2 && sysctl -qw net.ipv4.conf.lo.forwarding=1";
+             && ip route add default via 203.0.113.2 && sysctl -qw net.ipv4.conf.lo.forwarding=1 \
+             && ip addr add 2001:db8:71::1/64 dev up0 nodad \
+             && ip neigh replace 2001:db8:71::2 lladdr 02:00:00:00:00:02 dev up0 \
+             && ip -6 route add default via 2001:db8:71::2 && sysctl -qw net.ipv6.conf.lo.forwarding=1";
         let status = Command::new("sh").args(["-c", script]).status().unwrap();
         assert!(status.success(), "setting up the uplink");
         let uplink = nix::net::if_::if_nametoindex("up0").unwrap();
@@ -129,7 +134,8 @@ impl Fixture {
                 port_min,
                 port_max,
                 addr: UPLINK_ADDR,
-                flags: 0,
+                flags: NatConfig::IPV6,
+                addr6: UPLINK_ADDR6,
             })
             .unwrap();
         uplink
