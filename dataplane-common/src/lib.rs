@@ -548,6 +548,7 @@ pub mod map_names {
     pub const SUBNETS: &str = "SUBNETS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
+    pub const UPLINK_V6: &str = "UPLINK_V6";
     pub const SNAT_CT: &str = "SNAT_CT";
     pub const SNAT_REV: &str = "SNAT_REV";
     /// Masqueraded flows not confirmed yet, apart from SNAT_CT and SNAT_REV so that they
@@ -649,6 +650,8 @@ pub mod program_names {
     pub const FROM_CONTAINER: &str = "from_container";
     /// tc ingress of the uplink: replies to masqueraded flows, published ports.
     pub const FROM_UPLINK: &str = "from_uplink";
+    /// IPv6 on the uplink, tail-called from `from_uplink` (map_names::UPLINK_V6).
+    pub const FROM_UPLINK_V6: &str = "from_uplink_v6";
     /// XDP on the uplink: published ports, before the host builds an skb.
     pub const UPLINK_XDP: &str = "uplink_xdp";
     /// cgroup socket hooks: host processes reaching published ports (what docker-proxy did).

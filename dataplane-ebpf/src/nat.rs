@@ -993,7 +993,7 @@ fn reclaim(s: &mut SnatScratch, old: &RevSnatEntry) -> bool {
 
 /// tc ingress of the uplink, IPv4 and what is not IP: replies to masqueraded flows go
 /// back into their container; everything else is the host's.
-#[inline(never)]
+#[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let to_host = (Path::UplinkToHost, TC_ACT_OK as i32);
     let Some(cfg) = config() else {

@@ -2,13 +2,15 @@
 //! and a port of the NAT range; its replies, and the ICMPv6 errors about it (packet too
 //! big above all: IPv6 routers do not fragment), are translated back and redirected into
 //! their container. The conntrack, the port choice and the next hops are the IPv4
-//! masquerade's (`nat`), whose tables hold both families. Owns no map. Its entry points
-//! are subprograms (`inline(never)`), so that the IPv4 paths neither grow nor share their
-//! stack frame.
+//! masquerade's (`nat`), whose tables hold both families. Owns UPLINK_V6, the tail call
+//! into `from_uplink_v6`. Its paths stay off the IPv4 ones' stack and code: a subprogram
+//! of `from_container`, a program of its own on the uplink.
 
 use aya_ebpf::{
     bindings::{BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
     helpers::{bpf_csum_diff, bpf_redirect_peer},
+    macros::map,
+    maps::ProgramArray,
     programs::TcContext,
 };
 use dataplane_common::{
@@ -84,9 +86,21 @@ pub fn leave_host(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
     Some((Path::Masqueraded, nat::send_to_uplink(ctx, macs, &cfg)))
 }
 
+/// `from_uplink_v6`, the program IPv6 arriving on the uplink is tail-called into; the
+/// daemon puts it there at load.
+#[map]
+static UPLINK_V6: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// Continues in `from_uplink_v6`; returns only when it is not there.
+#[inline(always)]
+pub fn tail_call(ctx: &TcContext) {
+    // SAFETY: a tail call replaces this program with the one in the slot, or fails.
+    unsafe { UPLINK_V6.tail_call(ctx, 0) };
+}
+
 /// IPv6 arriving on the uplink: replies to masqueraded flows and ICMPv6 errors about them
 /// go back into their container; everything else is the host's.
-#[inline(never)]
+#[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let to_host = (Path::UplinkToHost, TC_ACT_OK as i32);
     let Some(cfg) = config() else {

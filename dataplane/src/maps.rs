@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
         cgroup_sock_addr::CgroupSockAddrLinkId,
@@ -255,6 +255,17 @@ impl Datapath {
             let _ = fs::remove_file(&pin);
             program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))?;
         }
+        let v6: &mut SchedClassifier = ebpf
+            .program_mut(program_names::FROM_UPLINK_V6)
+            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::FROM_UPLINK_V6))?
+            .try_into()?;
+        v6.load().with_context(|| format!("the verifier refused {}", program_names::FROM_UPLINK_V6))?;
+        let v6 = v6.fd()?.try_clone()?;
+        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
+            ebpf.map_mut(map_names::UPLINK_V6)
+                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_V6))?,
+        )?;
+        tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")?;
         let xdp: &mut Xdp = ebpf
             .program_mut(program_names::UPLINK_XDP)
             .ok_or_else(|| anyhow!("program {} missing from the object", program_names::UPLINK_XDP))?
