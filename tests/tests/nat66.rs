@@ -52,7 +52,7 @@ fn containers_reach_the_outside_over_ipv6_as_the_uplinks_ipv6_address() {
     assert!(!log.contains("fd00:43"), "a container address leaked: {log}");
 
     let flows = host.dp_ok(&["conntrack", "ls"]);
-    for proto in ["tcp", "icmp"] {
+    for proto in ["tcp", "icmpv6"] {
         assert!(
             flows.lines().any(|l| l.contains(proto) && l.contains(UPLINK_ADDR6)),
             "no {proto} flow over IPv6 in:\n{flows}"
@@ -76,14 +76,21 @@ fn packet_too_big_from_a_smaller_mtu_link_outside_reaches_the_container() {
         "ip link set lo up && ip addr add 2001:db8:72::2/64 dev eth0 nodad && ip link set eth0 up \
          && ip -6 route add default via 2001:db8:72::1",
     );
+    assert!(
+        host.exec("c", "ping -6 -c 1 -W 2 2001:db8:72::2").status.success(),
+        "the far namespace is not reachable through NAT66 and the router"
+    );
     // The container's large ping does not fit the narrow link: the router's packet too
     // big, translated back, teaches the container the path MTU.
     let _ = host.exec("c", "ping -6 -c 2 -i 0.3 -W 1 -s 1400 -M do 2001:db8:72::2");
     let route = ok(host.exec("c", "ip -6 route get 2001:db8:72::2"));
     assert!(route.contains("mtu 1280"), "the container did not learn the path MTU: {route}");
     // And what fits goes through.
+    let fits = host.exec("c", "ping -6 -c 1 -W 2 -s 1200 -M do 2001:db8:72::2");
     assert!(
-        host.exec("c", "ping -6 -c 1 -W 2 -s 1200 -M do 2001:db8:72::2").status.success(),
-        "a ping that fits the narrow link failed"
+        fits.status.success(),
+        "a ping that fits the narrow link failed: {}\n{}",
+        String::from_utf8_lossy(&fits.stdout),
+        host.dp_ok(&["stats"]),
     );
 }
