@@ -147,7 +147,7 @@ fn firewall_key(rule_set: u16, source: Ipv4Net) -> Key<FirewallKey> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 18] {
+fn pinned_layouts() -> [PinnedLayout; 19] {
     use dataplane_common::{SockRevKey, SockRevValue};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -168,6 +168,8 @@ fn pinned_layouts() -> [PinnedLayout; 18] {
         layout::<SockRevKey, SockRevValue>(map_names::SOCK_REVNAT, None),
         layout::<Key<FirewallKey>, FirewallVerdict>(map_names::FIREWALL, Some(FirewallVerdict::TRIE_SIZE)),
         layout::<u32, u64>(map_names::FIREWALL_HITS, Some(FirewallVerdict::MAX_RULES)),
+        // A program array: slot index to program fd.
+        layout::<u32, u32>(map_names::UPLINK_V6, Some(1)),
     ]
 }
 

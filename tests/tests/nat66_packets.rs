@@ -182,6 +182,31 @@ fn udp_and_icmpv6_echo_over_ipv6_are_masqueraded_both_ways_and_only_with_an_ipv6
         "echo reply id or address was not restored"
     );
     assert_eq!(fx.count(Path::ReverseNat), 2);
+
+    // Once the uplink has no IPv6 address, IPv6 goes to the kernel untranslated, while
+    // IPv4 is still masqueraded.
+    let uplink_ifindex = nix::net::if_::if_nametoindex("up0").unwrap();
+    let ipv4_only = NatConfig {
+        uplink_ifindex,
+        port_min: 61000,
+        port_max: 61999,
+        addr: UPLINK_ADDR,
+        ..NatConfig::default()
+    };
+    fx.datapath.set_nat_config(ipv4_only).unwrap();
+    let frame = udp6(A_MAC, (A6, 5001), (REMOTE6, 53));
+    let (verdict, out) = fx.run(&frame);
+    assert_eq!((verdict, out), (TC_ACT_OK, frame), "IPv6 must go to the kernel unchanged");
+    assert_eq!(fx.count(Path::Masqueraded), 2);
+    let mut v4 = vec![];
+    PacketBuilder::ethernet2(A_MAC, UPLINK_MAC)
+        .ipv4([10, 1, 0, 2], [198, 51, 100, 7], 64)
+        .udp(5000, 53)
+        .write(&mut v4, b"q")
+        .unwrap();
+    let (verdict, out) = fx.run(&v4);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out[14 + 12..14 + 16], &UPLINK_ADDR, "IPv4 was not masqueraded");
 }
 
 /// A router's ICMPv6 error of `kind` from ROUTER6 to the uplink, quoting `left` (a frame
@@ -228,6 +253,21 @@ fn packet_too_big_about_a_masqueraded_udp_flow_reaches_the_container_translated_
         udp.calc_checksum_ipv6(&inner, payload).unwrap(),
         "quoted UDP checksum is wrong"
     );
+    assert_eq!(fx.count(Path::ReverseNat), 1);
+
+    // Errors and replies about no masqueraded flow are the host's, untouched.
+    let mut other = out.clone();
+    other[14 + 40..14 + 42].copy_from_slice(&61501u16.to_be_bytes());
+    let error = icmp6_error(Icmpv6Type::PacketTooBig { mtu: 1280 }, &other);
+    let (verdict, untouched) = fx.run_uplink(&error);
+    assert_eq!(
+        (verdict, untouched),
+        (TC_ACT_OK, error),
+        "an error about no flow must go to the host unchanged"
+    );
+    let stray = udp6(GATEWAY_MAC, (REMOTE6, 53), (UPLINK_ADDR6, 61501));
+    let (verdict, untouched) = fx.run_uplink(&stray);
+    assert_eq!((verdict, untouched), (TC_ACT_OK, stray), "a reply to no flow must go to the host unchanged");
     assert_eq!(fx.count(Path::ReverseNat), 1);
 }
 
