@@ -20,7 +20,8 @@ use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
     nat::{self, L4, Route, SnatRequest},
-    packet, parse,
+    packet,
+    parse::{self, Ipv6Frame},
 };
 
 /// The upper-layer header of a packet without extension headers: the only ones
@@ -55,14 +56,7 @@ pub fn leave_host(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
     let proto = frame.next_header;
     let l4 = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, true)?;
     let s = nat::scratch()?;
-    s.key = FlowKey {
-        src: IpAddress::v6(frame.src),
-        dst: IpAddress::v6(frame.dst),
-        src_port: l4.src_port,
-        dst_port: l4.dst_port,
-        proto,
-        _pad: [0; 3],
-    };
+    s.key = flow_key(&frame, &l4);
     let now = nat::now();
     // A tracked flow with a fresh next hop skips the FIB.
     let (nat_port, macs) = match nat::established(s, proto, &l4, sender, now) {
@@ -125,14 +119,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     if !nat::in_port_range(cfg, l4.dst_port) {
         return to_host;
     }
-    let reply = FlowKey {
-        src: IpAddress::v6(frame.src),
-        dst: IpAddress::v6(frame.dst),
-        src_port: l4.src_port,
-        dst_port: l4.dst_port,
-        proto,
-        _pad: [0; 3],
-    };
+    let reply = flow_key(&frame, &l4);
     let Some(back) = nat::track_reply(&reply, &l4) else {
         return to_host;
     };
@@ -140,6 +127,20 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
     into_container(ctx, &back)
+}
+
+/// The flow of a packet without extension headers as its L4 view in this direction sees
+/// it.
+#[inline(always)]
+fn flow_key(frame: &Ipv6Frame, l4: &L4) -> FlowKey {
+    FlowKey {
+        src: IpAddress::v6(frame.src),
+        dst: IpAddress::v6(frame.dst),
+        src_port: l4.src_port,
+        dst_port: l4.dst_port,
+        proto: frame.next_header,
+        _pad: [0; 3],
+    }
 }
 
 /// Replaces one address and one port (or echo identifier) of the packet, keeping its L4

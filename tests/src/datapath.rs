@@ -306,6 +306,51 @@ pub fn icmp_echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], id: u16, reply: b
     frame
 }
 
+/// A translated frame as the NAT tests check it: its MACs, addresses (`A`: 4 or 16
+/// bytes), and ports (or an echo's identifier twice), its checksums verified.
+#[derive(Debug)]
+pub struct Seen<A> {
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    pub src: A,
+    pub dst: A,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// The addresses a TCP or UDP checksum covers (the pseudo header's).
+pub enum PseudoHeader<'a> {
+    V4(&'a etherparse::Ipv4Header),
+    V6(&'a etherparse::Ipv6Header),
+}
+
+/// The ports of a TCP or UDP segment, its checksum asserted equal to a recomputation;
+/// `None` for other transports.
+pub fn checked_ports(transport: &etherparse::TransportSlice, ip: PseudoHeader) -> Option<(u16, u16)> {
+    use etherparse::TransportSlice;
+    match transport {
+        TransportSlice::Tcp(tcp) => {
+            let header = tcp.to_header();
+            let expected = match ip {
+                PseudoHeader::V4(ip) => header.calc_checksum_ipv4(ip, tcp.payload()),
+                PseudoHeader::V6(ip) => header.calc_checksum_ipv6(ip, tcp.payload()),
+            };
+            assert_eq!(tcp.checksum(), expected.unwrap(), "TCP checksum is wrong");
+            Some((tcp.source_port(), tcp.destination_port()))
+        }
+        TransportSlice::Udp(udp) => {
+            let header = udp.to_header();
+            let expected = match ip {
+                PseudoHeader::V4(ip) => header.calc_checksum_ipv4(ip, udp.payload()),
+                PseudoHeader::V6(ip) => header.calc_checksum_ipv6(ip, udp.payload()),
+            };
+            assert_eq!(udp.checksum(), expected.unwrap(), "UDP checksum is wrong");
+            Some((udp.source_port(), udp.destination_port()))
+        }
+        _ => None,
+    }
+}
+
 /// An ARP packet for IPv4 over Ethernet from `eth_src`, whose sender is `sender`.
 pub fn arp(eth_src: [u8; 6], operation: u16, sender: ([u8; 6], [u8; 4]), target: [u8; 4]) -> Vec<u8> {
     let mut frame = vec![0xff; 6];

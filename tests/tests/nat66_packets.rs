@@ -6,7 +6,8 @@
 
 use dataplane_common::{IpAddress, NatConfig, Path, ct_state};
 use dataplane_tests::datapath::{
-    A_MAC, A6, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC,
+    A_MAC, A6, Fixture, GATEWAY_MAC, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT, UPLINK_ADDR,
+    UPLINK_ADDR6, UPLINK_MAC, checked_ports,
 };
 use etherparse::{Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -15,14 +16,14 @@ const ROUTER6: [u8; 16] = [0x20, 1, 0x0d, 0xb8, 0, 0x71, 0, 0, 0, 0, 0, 0, 0, 0,
 
 /// A TCP segment (`syn`, `ack`) between two IPv6 address/port pairs.
 fn tcp6(src_mac: [u8; 6], src: ([u8; 16], u16), dst: ([u8; 16], u16), syn: bool, ack: bool) -> Vec<u8> {
-    let mut b =
+    let b =
         PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv6(src.0, dst.0, 64).tcp(src.1, dst.1, 1000, 64000);
-    if syn {
-        b = b.syn();
-    }
-    if ack {
-        b = b.ack(1);
-    }
+    let b = match (syn, ack) {
+        (true, true) => b.syn().ack(1),
+        (true, false) => b.syn(),
+        (false, true) => b.ack(1),
+        (false, false) => b,
+    };
     let mut frame = vec![];
     b.write(&mut frame, b"payload!").unwrap();
     frame
@@ -47,33 +48,14 @@ fn echo6(src_mac: [u8; 6], src: [u8; 16], dst: [u8; 16], id: u16, reply: bool) -
 }
 
 /// The parsed frame, its L4 (or ICMPv6) checksum verified against a recomputation.
-#[derive(Debug)]
-struct Seen {
-    eth_src: [u8; 6],
-    eth_dst: [u8; 6],
-    src: [u8; 16],
-    dst: [u8; 16],
-    /// Ports, or the echo identifier twice.
-    sport: u16,
-    dport: u16,
-}
-
-fn inspect(frame: &[u8]) -> Seen {
+fn inspect(frame: &[u8]) -> Seen<[u8; 16]> {
     let packet = SlicedPacket::from_ethernet(frame).expect("a parsable frame");
     let eth = packet.link.unwrap().to_header().unwrap().ethernet2().unwrap();
     let Some(etherparse::NetSlice::Ipv6(ip)) = packet.net else { panic!("not IPv6") };
     let header = ip.header().to_header();
-    let (sport, dport) = match packet.transport.unwrap() {
-        TransportSlice::Tcp(tcp) => {
-            let expected = tcp.to_header().calc_checksum_ipv6(&header, tcp.payload()).unwrap();
-            assert_eq!(tcp.checksum(), expected, "TCP checksum is wrong");
-            (tcp.source_port(), tcp.destination_port())
-        }
-        TransportSlice::Udp(udp) => {
-            let expected = udp.to_header().calc_checksum_ipv6(&header, udp.payload()).unwrap();
-            assert_eq!(udp.checksum(), expected, "UDP checksum is wrong");
-            (udp.source_port(), udp.destination_port())
-        }
+    let transport = packet.transport.unwrap();
+    let ports = checked_ports(&transport, PseudoHeader::V6(&header));
+    let (sport, dport) = ports.unwrap_or_else(|| match transport {
         TransportSlice::Icmpv6(icmp) => {
             let expected = icmp
                 .header()
@@ -87,7 +69,7 @@ fn inspect(frame: &[u8]) -> Seen {
             }
         }
         other => panic!("unexpected transport {other:?}"),
-    };
+    });
     Seen {
         eth_src: eth.source,
         eth_dst: eth.destination,
@@ -107,7 +89,7 @@ fn nat66() -> Fixture {
 
 /// Asserts what every masqueraded frame shows: the uplink's address and a port of the
 /// range as source, the destination unchanged, the next hop's MACs.
-fn assert_masqueraded(seen: &Seen, dst: ([u8; 16], u16)) {
+fn assert_masqueraded(seen: &Seen<[u8; 16]>, dst: ([u8; 16], u16)) {
     assert_eq!(seen.src, UPLINK_ADDR6, "src IPv6 was not translated to the uplink's address");
     assert!((61000..=61999).contains(&seen.sport), "src port {} outside the NAT range", seen.sport);
     assert_eq!((seen.dst, seen.dport), dst, "the destination must not change");
