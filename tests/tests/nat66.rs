@@ -64,16 +64,20 @@ fn containers_reach_the_outside_over_ipv6_as_the_uplinks_ipv6_address() {
 #[test]
 fn packet_too_big_from_a_smaller_mtu_link_outside_reaches_the_container() {
     let mut host = host_with_ipv6_uplink();
-    // Behind the external namespace, a router, a 1280-byte link to a far namespace.
+    // Behind the external namespace, a router, a 1280-byte link to a far namespace. Its
+    // ends skip duplicate address detection of their link-local addresses too: until it
+    // ends, the router cannot resolve the far end, and holds the first packets ~2 s.
     let far = host.add_namespace("far");
     host.external_sh_ok(&format!(
         "ip link add narrow mtu 1280 type veth peer name eth0 mtu 1280 netns {far} \
+         && sysctl -qw net.ipv6.conf.narrow.accept_dad=0 \
          && ip addr add 2001:db8:72::1/64 dev narrow nodad && ip link set narrow up \
          && sysctl -qw net.ipv6.conf.all.forwarding=1"
     ));
     host.ns_sh_ok(
         &far,
-        "ip link set lo up && ip addr add 2001:db8:72::2/64 dev eth0 nodad && ip link set eth0 up \
+        "sysctl -qw net.ipv6.conf.eth0.accept_dad=0 && ip link set lo up \
+         && ip addr add 2001:db8:72::2/64 dev eth0 nodad && ip link set eth0 up \
          && ip -6 route add default via 2001:db8:72::1",
     );
     assert!(
