@@ -62,7 +62,7 @@ use crate::{
     dns, firewall, inspect,
     maps::Datapath,
     nat,
-    netlink::Netlink,
+    netlink::{LinkReaper, Netlink},
     netns,
     ports::{self, Reservation},
     state::{Container, Intent, Keyed, Network, State, StateStore, Status},
@@ -154,6 +154,8 @@ struct Core {
     firewall: firewall::Installed,
     /// The host's ULA /48, where networks without an IPv6 --subnet take a /64.
     ula_pool: ipnet::Ipv6Net,
+    /// Deletes the interfaces of removed containers after the answer.
+    link_reaper: LinkReaper,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -213,6 +215,7 @@ pub async fn run(config: Config) -> Result<()> {
         departures_waiting: Arc::new(tokio::sync::Notify::new()),
         firewall,
         ula_pool,
+        link_reaper: LinkReaper::start()?,
     }));
     {
         let c = core.lock().await;
@@ -297,6 +300,7 @@ pub async fn run(config: Config) -> Result<()> {
         let mut guard = core.lock().await;
         let c = &mut *guard;
         c.store.write_whole(&c.state)?;
+        tokio::task::block_in_place(|| c.link_reaper.finish());
     }
     log::info!("stopped; containers keep running and state is kept for the next start");
     Ok(())
