@@ -318,6 +318,12 @@ pub struct Seen<A> {
     pub dport: u16,
 }
 
+impl<A> Seen<A> {
+    pub fn new(eth: &etherparse::Ethernet2Header, src: A, dst: A, (sport, dport): (u16, u16)) -> Self {
+        Self { eth_src: eth.source, eth_dst: eth.destination, src, dst, sport, dport }
+    }
+}
+
 /// The addresses a TCP or UDP checksum covers (the pseudo header's).
 pub enum PseudoHeader<'a> {
     V4(&'a etherparse::Ipv4Header),

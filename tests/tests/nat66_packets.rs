@@ -55,7 +55,7 @@ fn inspect(frame: &[u8]) -> Seen<[u8; 16]> {
     let header = ip.header().to_header();
     let transport = packet.transport.unwrap();
     let ports = checked_ports(&transport, PseudoHeader::V6(&header));
-    let (sport, dport) = ports.unwrap_or_else(|| match transport {
+    let ports = ports.unwrap_or_else(|| match transport {
         TransportSlice::Icmpv6(icmp) => {
             let expected = icmp
                 .header()
@@ -70,14 +70,7 @@ fn inspect(frame: &[u8]) -> Seen<[u8; 16]> {
         }
         other => panic!("unexpected transport {other:?}"),
     });
-    Seen {
-        eth_src: eth.source,
-        eth_dst: eth.destination,
-        src: header.source,
-        dst: header.destination,
-        sport,
-        dport,
-    }
+    Seen::new(&eth, header.source, header.destination, ports)
 }
 
 /// A NAT66 fixture: the uplink with its IPv6 address, ports 61000-61999.

@@ -63,7 +63,7 @@ fn inspect(frame: &[u8]) -> Seen<[u8; 4]> {
     assert_eq!(header.header_checksum, header.calc_header_checksum(), "IPv4 header checksum is wrong");
     let transport = packet.transport.unwrap();
     let ports = checked_ports(&transport, PseudoHeader::V4(&header));
-    let (sport, dport) = ports.unwrap_or_else(|| match transport {
+    let ports = ports.unwrap_or_else(|| match transport {
         TransportSlice::Icmpv4(icmp) => {
             let header4 = icmp.header();
             assert_eq!(
@@ -78,14 +78,7 @@ fn inspect(frame: &[u8]) -> Seen<[u8; 4]> {
         }
         other => panic!("unexpected transport {other:?}"),
     });
-    Seen {
-        eth_src: eth.source,
-        eth_dst: eth.destination,
-        src: header.source,
-        dst: header.destination,
-        sport,
-        dport,
-    }
+    Seen::new(&eth, header.source, header.destination, ports)
 }
 
 #[test]
