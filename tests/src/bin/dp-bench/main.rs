@@ -118,6 +118,8 @@ struct Side3 {
     c2c: Pair,
     /// The same two containers, over IPv6.
     c2c6: Pair,
+    /// c1 to the external namespace over IPv6 (NAT66).
+    masquerade6: Pair,
     published: Pair,
     masquerade: Pair,
 }
@@ -149,6 +151,24 @@ const SUBNET6: &str = "fd00:c8::/64";
 const GATEWAY6: &str = "fd00:c8::1";
 const C1_6: &str = "fd00:c8::2";
 const C2_6: &str = "fd00:c8::3";
+/// The uplink's and the external namespace's IPv6 addresses on every side (NAT66 leaves
+/// as the uplink's).
+const UPLINK_ADDR6: &str = "2001:db8:c8::1";
+const EXTERNAL_ADDR6: &str = "2001:db8:c8::2";
+
+/// Gives a side's uplink `up0` (in `host`) and its external namespace's `eth0` their IPv6
+/// addresses, and the host a default IPv6 route outward.
+fn uplink_ipv6(host: &Path, external: &Path) -> Result<()> {
+    run_command(in_ns(host, "sh").args([
+        "-c",
+        &format!(
+            "ip addr add {UPLINK_ADDR6}/64 dev up0 nodad && ip -6 route add default via {EXTERNAL_ADDR6}"
+        ),
+    ]))?;
+    run_command(
+        in_ns(external, "sh").args(["-c", &format!("ip addr add {EXTERNAL_ADDR6}/64 dev eth0 nodad")]),
+    )
+}
 
 /// Side A: our daemon in a host namespace with an uplink to an external namespace, two
 /// containers on one network, c2 publishing the bench's ports.
@@ -194,7 +214,8 @@ fn build_ours(host: &Host) -> Result<Side3> {
             server_ip: C2,
             target_ip: UPLINK_ADDR,
         },
-        masquerade: Pair::direct(sandbox("c1")?, external, EXTERNAL_ADDR),
+        masquerade: Pair::direct(sandbox("c1")?, external.clone(), EXTERNAL_ADDR),
+        masquerade6: Pair::direct(sandbox("c1")?, external, EXTERNAL_ADDR6),
     })
 }
 
@@ -224,6 +245,22 @@ fn docker_ruleset(bridge: &str, subnet: &str) -> String {
 {dnat}COMMIT
 {filter}",
         filter = docker_filter(bridge, &accept)
+    )
+}
+
+/// Docker's ip6tables set-up for one bridge network without IPv6 ports: NAT66 for its
+/// IPv6 subnet, as Docker's `gateway_mode_ipv6=nat`, and its filter table.
+fn docker_ruleset6(bridge: &str, subnet: &str) -> String {
+    format!(
+        "*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -s {subnet} ! -o {bridge} -j MASQUERADE
+COMMIT
+{filter}",
+        filter = docker_filter(bridge, "")
     )
 }
 
@@ -285,6 +322,12 @@ table ip nat {{
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
     ip saddr {subnet} oifname != \"{bridge}\" masquerade
+  }}
+}}
+table ip6 nat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip6 saddr {SUBNET6} oifname != \"{bridge}\" masquerade
   }}
 }}
 table inet filter {{
@@ -381,6 +424,7 @@ fn build_netfilter_peer(cleanup: &mut Cleanup, tag: &str, netfilter: Netfilter) 
         &external,
         &format!("ip link set lo up && ip addr add {EXTERNAL_ADDR}/24 dev eth0 && ip link set eth0 up"),
     )?;
+    uplink_ipv6(&netns_path(&host), &netns_path(&external))?;
     for (ns, ip, ip6, mac) in [(&c1, C1, C1_6, "02:42:0a:c8:00:02"), (&c2, C2, C2_6, "02:42:0a:c8:00:03")] {
         let veth = format!("v{}", &ns[ns.len() - 2..]);
         sh_in(
@@ -399,7 +443,7 @@ fn build_netfilter_peer(cleanup: &mut Cleanup, tag: &str, netfilter: Netfilter) 
         )?;
     }
     cleanup_dir_file(cleanup, "docker.rules", &docker_ruleset("br0", "10.200.0.0/24"))?;
-    cleanup_dir_file(cleanup, "docker6.rules", &docker_filter("br0", ""))?;
+    cleanup_dir_file(cleanup, "docker6.rules", &docker_ruleset6("br0", SUBNET6))?;
     cleanup_dir_file(cleanup, "docker.nft", &nft_ruleset("br0", "10.200.0.0/24"))?;
     netfilter.load_rules(&netns_path(&host), &cleanup.dir)?;
     Ok(Side3 {
@@ -413,6 +457,7 @@ fn build_netfilter_peer(cleanup: &mut Cleanup, tag: &str, netfilter: Netfilter) 
             target_ip: UPLINK_ADDR,
         },
         masquerade: Pair::direct(netns_path(&c1), netns_path(&external), EXTERNAL_ADDR),
+        masquerade6: Pair::direct(netns_path(&c1), netns_path(&external), EXTERNAL_ADDR6),
     })
 }
 
@@ -768,7 +813,10 @@ fn main() -> Result<()> {
     eprintln!(
         "bench: building the four topologies (ours, Docker-style with iptables, the same with nftables, raw veth ceiling)"
     );
-    let mut host = Host::start_with_external();
+    let mut host = Host::empty_with_external();
+    // The daemon reads the uplink's IPv6 address (NAT66's) at its start.
+    uplink_ipv6(&netns_path(&host.name), &PathBuf::from(format!("/run/netns/{}-ext", host.name)))?;
+    host.start_daemon();
     let ours = build_ours(&host)?;
     let reference = build_netfilter_peer(&mut cleanup, &tag, Netfilter::Iptables)?;
     let nftables = build_netfilter_peer(&mut cleanup, &tag, Netfilter::Nftables)?;
@@ -811,6 +859,9 @@ fn main() -> Result<()> {
     ];
     let published = "2. outside to a published port";
     let masquerade = "3. container to outside (masquerade)";
+    let mut masquerade6 =
+        Record::new(&format!("{masquerade}, IPv6 (NAT66)"), "UDP 64-byte packets/s", "Mpps", true)
+            .vs_reference(1.5);
     let mut nat_records = vec![
         Record::new(published, "UDP 64-byte packets/s", "Mpps", true).vs_reference(2.0),
         Record::new(published, "TCP stream, 1 stream", "Gbit/s", true).vs_reference(1.0),
@@ -825,6 +876,7 @@ fn main() -> Result<()> {
             eprintln!("bench: round {round}/{}: {side:?}", options.rounds);
             measure_c2c(&tools, &set.c2c, side, &mut records)?;
             measure_c2c6(&tools, &set.c2c6, side, &mut records6)?;
+            masquerade6.push(side, tools.udp_pps(&set.masquerade6)? / 1e6);
             let mut values = vec![];
             for pair in [&set.published, &set.masquerade] {
                 values.push(tools.udp_pps(pair)? / 1e6);
@@ -856,7 +908,10 @@ fn main() -> Result<()> {
         record.ceiling = source.unwrap_or_default();
     }
     records.extend(scaled);
+    // The raw veth pair over IPv6 is NAT66's ceiling.
+    masquerade6.ceiling = records6[0].ceiling.clone();
     records.extend(records6);
+    records.push(masquerade6);
     records.extend(measure_control_plane(&host, &tag, if options.quick { 10 } else { 100 })?);
     let (ports, range) = if options.quick { (20, 50) } else { (200, 1000) };
     records.extend(measure_publishing(&host, &tag, ports, range)?);
