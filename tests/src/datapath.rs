@@ -73,7 +73,7 @@ impl Fixture {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut datapath = match Datapath::load(&bpffs, conntrack_max) {
+        let mut datapath = match Datapath::load(&bpffs, conntrack_max, dataplane_common::MonitorEvent::RING_DEFAULT_SIZE) {
             Ok(datapath) => datapath,
             Err(e) => {
                 // The bpffs may be mounted already: leave nothing behind before failing.
@@ -102,7 +102,7 @@ impl Fixture {
 
     /// Loads the programs again over the same bpffs, as a restarted daemon does.
     pub fn reload(&mut self) {
-        self.datapath = Datapath::load(&self.bpffs, self.conntrack_max).unwrap();
+        self.datapath = Datapath::load(&self.bpffs, self.conntrack_max, dataplane_common::MonitorEvent::RING_DEFAULT_SIZE).unwrap();
     }
 
     /// Where the maps are pinned.

@@ -92,6 +92,12 @@ pub struct Settings {
     /// and control request latencies [default: off].
     #[arg(long, env = "DATAPLANE_METRICS_ADDR", value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Bytes of the ring buffer that carries `dataplane monitor`'s events from the kernel
+    /// programs: a power of two, at least the page size; when it is full, events are lost
+    /// (and counted), never packets [default: 262144].
+    #[arg(long, env = "DATAPLANE_MONITOR_RING_SIZE", value_name = "BYTES", value_parser = ring_size)]
+    #[serde(default, deserialize_with = "file_ring_size")]
+    pub monitor_ring_size: Option<u32>,
     /// How much the daemon logs, to its standard error (the journal under systemd).
     /// Without it, RUST_LOG is read as env_logger reads it (`RUST_LOG=dataplane=debug`
     /// for one module) [default: info].
@@ -155,6 +161,16 @@ pub fn init_logging(level: Option<LogLevel>) {
     builder.init();
 }
 
+fn ring_size(text: &str) -> Result<u32, String> {
+    let bytes = text.parse::<u32>().map_err(|e| format!("{text}: {e}; give bytes, e.g. 262144"))?;
+    crate::maps::check_ring_size(bytes).map(|()| bytes)
+}
+
+fn file_ring_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let bytes = u32::deserialize(deserializer)?;
+    crate::maps::check_ring_size(bytes).map(|()| Some(bytes)).map_err(serde::de::Error::custom)
+}
+
 fn port_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<(u16, u16)>, D::Error> {
     let text = String::deserialize(deserializer)?;
     crate::nat::parse_port_range(&text).map(Some).map_err(serde::de::Error::custom)
@@ -177,6 +193,7 @@ impl Settings {
             docker_plugin: self.docker_plugin.or(file.docker_plugin),
             docker_stale_after: self.docker_stale_after.or(file.docker_stale_after),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
+            monitor_ring_size: self.monitor_ring_size.or(file.monitor_ring_size),
             log_level: self.log_level.or(file.log_level),
             ipv6: self.ipv6.or(file.ipv6),
             fixed_cidr_v6: self.fixed_cidr_v6.or(file.fixed_cidr_v6),
@@ -202,6 +219,7 @@ impl Settings {
                 self.docker_stale_after.unwrap_or(DEFAULT_DOCKER_STALE_AFTER_SECS),
             ),
             metrics_addr: self.metrics_addr,
+            monitor_ring_size: self.monitor_ring_size.unwrap_or(dataplane_common::MonitorEvent::RING_DEFAULT_SIZE),
             default_ipv6: match (self.ipv6, self.fixed_cidr_v6) {
                 (Some(false), _) | (None, None) => None,
                 (_, subnet) => Some(subnet),
