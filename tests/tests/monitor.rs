@@ -79,6 +79,11 @@ fn drop_of(reason: &'static str) -> impl Fn(&Value) -> bool {
     move |e| e["type"] == "drop" && e["reason"] == reason
 }
 
+/// A script sending one UDP datagram.
+fn udp_to(addr: &str, port: u16) -> String {
+    format!("bash -c 'echo x > /dev/udp/{addr}/{port}'")
+}
+
 fn quietly(host: &Host, container: &str, script: &str) {
     let _ = host.exec(container, script);
 }
@@ -115,6 +120,9 @@ fn each_drop_shows_with_its_reason_container_and_network_in_json() {
     assert_eq!(isolation["hook"], "from_container");
     assert_eq!(isolation["path"], "dropped_isolation");
 
+    // ARP between isolated bridge ports fails: c is told d's MAC.
+    let d_mac = host.dp_json(&["inspect", "d"])[0]["NetworkSettings"]["Networks"]["quiet"]["MacAddress"].clone();
+    host.exec("c", &format!("ip neigh replace {d} lladdr {} dev eth0", d_mac.as_str().unwrap()));
     let icc = monitor.expect("icc", || quietly(&host, "c", &format!("ping -c 1 -W 1 {d}")), drop_of("icc"));
     assert_eq!((&icc["container"], &icc["network"]), (&"c".into(), &"quiet".into()), "{icc}");
     let internal = monitor.expect(
@@ -183,8 +191,9 @@ fn a_new_masqueraded_flow_shows_its_translation_and_filters_pass_only_what_they_
     // 9) and from b to a (UDP to port 7).
     let provoke = || {
         quietly(&host, "a", &format!("ping -c 1 -W 1 {EXTERNAL_ADDR}; ping -c 1 -W 1 {b}"));
-        quietly(&host, "a", &format!("echo x | nc -u -w 1 {EXTERNAL_ADDR} 9; echo x | nc -u -w 1 {b} 9"));
-        quietly(&host, "b", &format!("echo x | nc -u -w 1 {a} 7"));
+        quietly(&host, "a", &udp_to(EXTERNAL_ADDR, 9));
+        quietly(&host, "a", &udp_to(&b, 9));
+        quietly(&host, "b", &udp_to(&a, 7));
     };
     let flow = all.expect("a masqueraded flow", provoke, |e| e["type"] == "flow" && e["proto"] == "icmp");
     assert_eq!(flow["translation"], "masquerade", "{flow}");

@@ -148,6 +148,8 @@ async fn read(monitor: Arc<Monitor>) {
 struct NameTable {
     by_ifindex: HashMap<u32, Names>,
     by_address: HashMap<IpAddr, Names>,
+    /// Published host ports by port and protocol (`tcp`, `udp`).
+    by_published: HashMap<(u16, String), Names>,
     taken: Instant,
 }
 
@@ -155,7 +157,12 @@ impl NameTable {
     async fn take(core: &Shared) -> Self {
         let c = core.lock().await;
         let owners = c.state.owner_names();
-        let mut table = NameTable { by_ifindex: HashMap::new(), by_address: HashMap::new(), taken: Instant::now() };
+        let mut table = NameTable {
+            by_ifindex: HashMap::new(),
+            by_address: HashMap::new(),
+            by_published: HashMap::new(),
+            taken: Instant::now(),
+        };
         for endpoint in c.state.endpoints.iter() {
             let names = Names {
                 interface: endpoint.host_veth.clone(),
@@ -165,6 +172,9 @@ impl NameTable {
             for address in endpoint.addresses() {
                 table.by_address.insert(address, names.clone());
             }
+            for port in &endpoint.ports {
+                table.by_published.insert((port.host_port, port.proto.to_string()), names.clone());
+            }
             if let Ok(ifindex) = nix::net::if_::if_nametoindex(endpoint.host_veth.as_str()) {
                 table.by_ifindex.insert(ifindex, names);
             }
@@ -173,7 +183,8 @@ impl NameTable {
     }
 
     /// Who `record` is about: the container behind the interface it arrived on, else the
-    /// container it was for (a packet from outside), else the one that sent it.
+    /// container it was for (a packet from outside: by its address, or by the published
+    /// port it was sent to), else the one that sent it.
     fn names(&self, record: &MonitorEvent) -> Option<Names> {
         if let Some(names) = self.by_ifindex.get(&record.ifindex) {
             return Some(names.clone());
@@ -181,10 +192,12 @@ impl NameTable {
         let line = line_of(record, Timestamp::UNIX_EPOCH, Names::default())?;
         let (MonitorLine::Drop(event) | MonitorLine::Flow(event)) = line else { return None };
         let translated_dst = event.translated.as_ref().map(|t| t.dst);
-        let owner = [translated_dst, event.dst, event.src]
-            .into_iter()
-            .flatten()
-            .find_map(|address| self.by_address.get(&address))?;
+        let by_address = |address: Option<IpAddr>| address.and_then(|a| self.by_address.get(&a));
+        let published = event.dst_port.zip(event.proto).and_then(|port| self.by_published.get(&port));
+        let owner = by_address(translated_dst)
+            .or_else(|| by_address(event.dst))
+            .or(published)
+            .or_else(|| by_address(event.src))?;
         Some(Names { interface: interface_name(record.ifindex), ..owner.clone() })
     }
 }
