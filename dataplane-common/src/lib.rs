@@ -592,7 +592,11 @@ impl DropReason {
     }
 
     pub const fn from_u8(value: u8) -> Option<DropReason> {
-        if value >= 1 && value as usize <= Self::ALL.len() { Some(Self::ALL[value as usize - 1]) } else { None }
+        if value >= 1 && value as usize <= Self::ALL.len() {
+            Some(Self::ALL[value as usize - 1])
+        } else {
+            None
+        }
     }
 
     pub const fn name(self) -> &'static str {
@@ -909,7 +913,11 @@ mod tests {
         }
         for reason in DropReason::ALL {
             assert_eq!(DropReason::from_u8(reason as u8), Some(reason), "{}", reason.name());
-            assert!(Path::ALL.iter().any(|p| DropReason::of(*p) == Some(reason)), "{} is never used", reason.name());
+            assert!(
+                Path::ALL.iter().any(|p| DropReason::of(*p) == Some(reason)),
+                "{} is never used",
+                reason.name()
+            );
         }
         assert_eq!(DropReason::from_u8(0), None);
     }

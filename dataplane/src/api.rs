@@ -338,14 +338,21 @@ pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> 
 
 /// Sends a streaming request (`Request::Monitor`) and hands each line after the daemon's
 /// answer to `each`, until the daemon closes the stream or `each` fails.
-pub fn stream<T: DeserializeOwned>(socket: &Path, request: &Request, mut each: impl FnMut(T) -> Result<()>) -> Result<()> {
+pub fn stream<T: DeserializeOwned>(
+    socket: &Path,
+    request: &Request,
+    mut each: impl FnMut(T) -> Result<()>,
+) -> Result<()> {
     let mut stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, &e))?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream.write_all(&line)?;
     let mut lines = BufReader::new(stream).lines();
     let answer = lines.next().ok_or_else(|| {
-        DaemonError::new(ErrorKind::Unreachable, format!("the daemon at {} closed the connection without answering", socket.display()))
+        DaemonError::new(
+            ErrorKind::Unreachable,
+            format!("the daemon at {} closed the connection without answering", socket.display()),
+        )
     })??;
     match serde_json::from_str(&answer).context("malformed answer from the daemon")? {
         Answer::Ok(_) => {}
@@ -353,9 +360,16 @@ pub fn stream<T: DeserializeOwned>(socket: &Path, request: &Request, mut each: i
     }
     for line in lines {
         let line = line.context("reading the daemon's stream")?;
-        each(serde_json::from_str(&line).with_context(|| format!("unexpected line from the daemon: {line}"))?)?;
+        each(
+            serde_json::from_str(&line)
+                .with_context(|| format!("unexpected line from the daemon: {line}"))?,
+        )?;
     }
-    Err(DaemonError::new(ErrorKind::Unreachable, format!("the daemon at {} ended the stream (see its log)", socket.display())).into())
+    Err(DaemonError::new(
+        ErrorKind::Unreachable,
+        format!("the daemon at {} ended the stream (see its log)", socket.display()),
+    )
+    .into())
 }
 
 /// Why the daemon's socket could not be reached, and what to do: a socket that is there

@@ -225,7 +225,10 @@ pub fn text(line: &MonitorLine) -> String {
         MonitorLine::Drop(event) => ("drop", event),
         MonitorLine::Flow(event) => ("flow", event),
         MonitorLine::Lost { time, count } => {
-            return format!("{} lost  {count} events lost (ring buffer full, or this client too slow)", clock(*time));
+            return format!(
+                "{} lost  {count} events lost (ring buffer full, or this client too slow)",
+                clock(*time)
+            );
         }
     };
     let who = match &event.container {

@@ -105,8 +105,11 @@ fn each_drop_shows_with_its_reason_container_and_network_in_json() {
     host.external_sh_ok(&format!("ip route add 10.0.0.0/8 via {UPLINK_ADDR}"));
     let mut monitor = Monitor::start(&host, &["--json"]);
 
-    let isolation =
-        monitor.expect("isolation", || quietly(&host, "a", &format!("ping -c 1 -W 1 {b}")), drop_of("isolation"));
+    let isolation = monitor.expect(
+        "isolation",
+        || quietly(&host, "a", &format!("ping -c 1 -W 1 {b}")),
+        drop_of("isolation"),
+    );
     // The JSON shape, field by field.
     assert!(isolation["time"].as_str().unwrap().parse::<jiff::Timestamp>().is_ok(), "time: {isolation}");
     assert_eq!(isolation["container"], "a", "the sender, by name: {isolation}");
@@ -121,7 +124,8 @@ fn each_drop_shows_with_its_reason_container_and_network_in_json() {
     assert_eq!(isolation["path"], "dropped_isolation");
 
     // ARP between isolated bridge ports fails: c is told d's MAC.
-    let d_mac = host.dp_json(&["inspect", "d"])[0]["NetworkSettings"]["Networks"]["quiet"]["MacAddress"].clone();
+    let d_mac =
+        host.dp_json(&["inspect", "d"])[0]["NetworkSettings"]["Networks"]["quiet"]["MacAddress"].clone();
     host.exec("c", &format!("ip neigh replace {d} lladdr {} dev eth0", d_mac.as_str().unwrap()));
     let icc = monitor.expect("icc", || quietly(&host, "c", &format!("ping -c 1 -W 1 {d}")), drop_of("icc"));
     assert_eq!((&icc["container"], &icc["network"]), (&"c".into(), &"quiet".into()), "{icc}");
@@ -134,7 +138,13 @@ fn each_drop_shows_with_its_reason_container_and_network_in_json() {
     let forge = env!("CARGO_BIN_EXE_dp-forge");
     let spoofed = monitor.expect(
         "spoofed",
-        || quietly(&host, "b", &format!("{forge} ipv4 --src-ip 198.18.0.5 --dst-ip {EXTERNAL_ADDR} --count 1")),
+        || {
+            quietly(
+                &host,
+                "b",
+                &format!("{forge} ipv4 --src-ip 198.18.0.5 --dst-ip {EXTERNAL_ADDR} --count 1"),
+            )
+        },
         drop_of("spoofed_ip"),
     );
     assert_eq!(spoofed["src"], "198.18.0.5", "{spoofed}");
@@ -231,9 +241,17 @@ fn a_full_ring_buffer_shows_the_events_lost_and_every_packet_is_still_handled() 
     host.run_sleeper("a", &["--network", "red"]);
     let mut monitor = Monitor::start(&host, &[]);
     let forge = env!("CARGO_BIN_EXE_dp-forge");
-    monitor.expect_text("the subscription", || {
-        quietly(&host, "a", &format!("{forge} ipv4 --src-ip 198.18.0.7 --dst-ip {EXTERNAL_ADDR} --count 1"));
-    }, |line| line.contains("reason spoofed_ip"));
+    monitor.expect_text(
+        "the subscription",
+        || {
+            quietly(
+                &host,
+                "a",
+                &format!("{forge} ipv4 --src-ip 198.18.0.7 --dst-ip {EXTERNAL_ADDR} --count 1"),
+            );
+        },
+        |line| line.contains("reason spoofed_ip"),
+    );
     let before = host.counter("dropped_spoofed_ip");
     let out = host.exec(
         "a",
@@ -253,7 +271,12 @@ fn a_full_ring_buffer_shows_the_events_lost_and_every_packet_is_still_handled() 
 
 impl Monitor {
     /// As `expect`, for the text form.
-    fn expect_text(&mut self, what: &str, mut provoke: impl FnMut(), wanted: impl Fn(&str) -> bool) -> String {
+    fn expect_text(
+        &mut self,
+        what: &str,
+        mut provoke: impl FnMut(),
+        wanted: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             provoke();

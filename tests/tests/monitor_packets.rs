@@ -5,10 +5,10 @@
 //! their verdicts.
 
 use dataplane::maps::MonitorMaps;
-use dataplane_common::{
-    DropReason, FlowKey, Hook, IPPROTO_UDP, IpAddress, MonitorEvent, Path,
+use dataplane_common::{DropReason, FlowKey, Hook, IPPROTO_UDP, IpAddress, MonitorEvent, Path};
+use dataplane_tests::datapath::{
+    B_MAC, Fixture, LO, STALE_MAC, TC_ACT_SHOT, UPLINK_ADDR, udp_between, udp_frame,
 };
-use dataplane_tests::datapath::{B_MAC, Fixture, LO, STALE_MAC, TC_ACT_SHOT, UPLINK_ADDR, udp_between, udp_frame};
 
 /// The next record of the ring buffer, if any.
 fn next_event(monitor: &mut MonitorMaps) -> Option<MonitorEvent> {

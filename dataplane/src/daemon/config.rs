@@ -219,7 +219,9 @@ impl Settings {
                 self.docker_stale_after.unwrap_or(DEFAULT_DOCKER_STALE_AFTER_SECS),
             ),
             metrics_addr: self.metrics_addr,
-            monitor_ring_size: self.monitor_ring_size.unwrap_or(dataplane_common::MonitorEvent::RING_DEFAULT_SIZE),
+            monitor_ring_size: self
+                .monitor_ring_size
+                .unwrap_or(dataplane_common::MonitorEvent::RING_DEFAULT_SIZE),
             default_ipv6: match (self.ipv6, self.fixed_cidr_v6) {
                 (Some(false), _) | (None, None) => None,
                 (_, subnet) => Some(subnet),

@@ -89,7 +89,11 @@ impl Monitor {
 
     fn set_listening(&self, on: bool) -> Result<()> {
         let flags = if on { MonitorEvent::LISTENING } else { 0 };
-        self.config.lock().expect("monitor config").set(0, flags, 0).context("setting the monitor's listening flag")
+        self.config
+            .lock()
+            .expect("monitor config")
+            .set(0, flags, 0)
+            .context("setting the monitor's listening flag")
     }
 
     /// Events the ring buffer refused since the programs were loaded, over every CPU.
@@ -254,7 +258,9 @@ pub async fn serve(
                 }
             }
             Ok(Read::Lost(time, count)) => MonitorLine::Lost { time, count },
-            Err(broadcast::error::RecvError::Lagged(count)) => MonitorLine::Lost { time: Timestamp::now(), count },
+            Err(broadcast::error::RecvError::Lagged(count)) => {
+                MonitorLine::Lost { time: Timestamp::now(), count }
+            }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         };
         if filter.passes(&line) {
