@@ -290,6 +290,19 @@ mod tests {
     }
 
     #[test]
+    fn the_monitor_ring_size_is_a_power_of_two_of_pages_from_a_flag_or_the_file() {
+        assert_eq!(ring_size("8192"), Ok(8192));
+        let err = ring_size("5000").unwrap_err();
+        assert!(err.contains("power of two") && err.contains("e.g. 8192"), "{err}");
+        assert!(ring_size("lots").unwrap_err().contains("give bytes"));
+        assert_eq!(file("monitor-ring-size = 65536").monitor_ring_size, Some(65536));
+        let err = format!("{:#}", Settings::parse("monitor-ring-size = 100").unwrap_err());
+        assert!(err.contains("power of two"), "{err}");
+        let config = Settings::default().over(file("")).into_config("/run/x.sock".into());
+        assert_eq!(config.monitor_ring_size, dataplane_common::MonitorEvent::RING_DEFAULT_SIZE);
+    }
+
+    #[test]
     fn nothing_given_anywhere_is_the_defaults() {
         let config = Settings::default().over(file("")).into_config("/run/x.sock".into());
         assert_eq!(config.state_dir, Path::new("/var/lib/dataplane"));
