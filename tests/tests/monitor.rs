@@ -61,17 +61,27 @@ impl Monitor {
     }
 
     /// Provokes with `provoke` (again each second, for the subscription to be in place)
-    /// until an event `wanted` picks shows, within 10 s.
-    fn expect(&mut self, what: &str, mut provoke: impl FnMut(), wanted: impl Fn(&Value) -> bool) -> Value {
+    /// until `find` finds what it looks for in the lines so far, within 10 s.
+    fn until<T>(&mut self, what: &str, mut provoke: impl FnMut(), find: impl Fn(&Self) -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             provoke();
             self.gather(Duration::from_secs(1));
-            if let Some(found) = self.events().into_iter().find(&wanted) {
+            if let Some(found) = find(self) {
                 return found;
             }
         }
-        panic!("no event for {what} in:\n{}", self.seen.join("\n"));
+        panic!("nothing for {what} in:\n{}", self.seen.join("\n"));
+    }
+
+    /// The first JSON event `wanted` picks, as `until` waits for it.
+    fn expect(&mut self, what: &str, provoke: impl FnMut(), wanted: impl Fn(&Value) -> bool) -> Value {
+        self.until(what, provoke, |m| m.events().into_iter().find(&wanted))
+    }
+
+    /// The first text line `wanted` picks, as `until` waits for it.
+    fn expect_text(&mut self, what: &str, provoke: impl FnMut(), wanted: impl Fn(&str) -> bool) -> String {
+        self.until(what, provoke, |m| m.seen.iter().find(|l| wanted(l)).cloned())
     }
 }
 
@@ -267,24 +277,4 @@ fn a_full_ring_buffer_shows_the_events_lost_and_every_packet_is_still_handled() 
         .sum();
     assert!(lost_count > 0 && shown < FLOOD, "{lost}: {shown} shown, {lost_count} lost");
     assert_eq!(host.counter("dropped_spoofed_ip") - before, FLOOD, "a packet went unhandled");
-}
-
-impl Monitor {
-    /// As `expect`, for the text form.
-    fn expect_text(
-        &mut self,
-        what: &str,
-        mut provoke: impl FnMut(),
-        wanted: impl Fn(&str) -> bool,
-    ) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            provoke();
-            self.gather(Duration::from_secs(1));
-            if let Some(found) = self.seen.iter().find(|l| wanted(l)) {
-                return found.clone();
-            }
-        }
-        panic!("no line for {what} in:\n{}", self.seen.join("\n"));
-    }
 }
