@@ -499,6 +499,21 @@ impl Path {
 }
 
 impl Path {
+    /// Whether the programs delivered the packet themselves (into a container, or out of
+    /// the uplink), rather than dropping it or leaving it to the kernel.
+    #[inline(always)]
+    pub const fn delivered(self) -> bool {
+        matches!(
+            self,
+            Path::Forwarded
+                | Path::Masqueraded
+                | Path::ReverseNat
+                | Path::Published
+                | Path::PublishedReply
+                | Path::PublishedXdp
+        )
+    }
+
     /// The path of a counter slot, `None` past the last.
     pub const fn from_index(index: u32) -> Option<Path> {
         if index < Self::COUNT { Some(Self::ALL[index as usize]) } else { None }
@@ -655,7 +670,8 @@ impl Hook {
 pub struct MonitorEvent {
     /// `MonitorEvent::DROP` or `MonitorEvent::FLOW`.
     pub kind: u8,
-    /// A `DropReason` for a drop; `MonitorEvent::MASQUERADE` or `PUBLISHED` for a flow.
+    /// A `DropReason` for a drop; `MonitorEvent::MASQUERADE` or `PUBLISHED` for a flow;
+    /// 0 for a trace.
     pub reason: u8,
     /// The `Path` the packet was counted on (a flow's: `Masqueraded` or a published one).
     pub path: u8,
@@ -673,12 +689,18 @@ pub struct MonitorEvent {
 impl MonitorEvent {
     pub const DROP: u8 = 1;
     pub const FLOW: u8 = 2;
+    /// A packet the programs delivered themselves, while tracing: one per flow (as it
+    /// left) per `TRACE_EVERY_NS`, as Cilium's monitor aggregates.
+    pub const TRACE: u8 = 3;
     /// A flow's translation: the source became the uplink's (masquerade), or the
     /// destination a container's (a published port).
     pub const MASQUERADE: u8 = 1;
     pub const PUBLISHED: u8 = 2;
     /// MONITOR_CONFIG's bit: a client listens, the programs build events.
     pub const LISTENING: u32 = 1;
+    /// MONITOR_CONFIG's bit: a client asked for trace events.
+    pub const TRACING: u32 = 2;
+    pub const TRACE_EVERY_NS: u64 = 1_000_000_000;
     /// The ring buffer's size unless the daemon is given `--monitor-ring-size`: 2,300 or
     /// so events between two reads of the daemon (every 100 ms).
     pub const RING_DEFAULT_SIZE: u32 = 256 * 1024;

@@ -1,10 +1,11 @@
 //! What `dataplane monitor` shows: an event per dropped packet and per new tracked flow,
-//! sent through the MONITOR_EVENTS ring buffer while the daemon has a listener. Owns the
-//! ring buffer, MONITOR_CONFIG (the daemon's "listening" flag) and MONITOR_LOST (events
-//! a full ring buffer refused, per CPU).
+//! and while tracing one per delivered flow and second, sent through the MONITOR_EVENTS
+//! ring buffer while the daemon has a listener. Owns the ring buffer, MONITOR_CONFIG (the
+//! daemon's "listening" and "tracing" flags), MONITOR_LOST (events a full ring buffer
+//! refused, per CPU) and TRACED (when each traced flow last made an event).
 //! It never changes a verdict: a full ring buffer loses the event, never the packet. It
-//! costs the forward path nothing: the flag is read on the drop and new-flow paths only,
-//! nothing is built while it is off, and no event wakes the reader (which reads every
+//! costs the forward path a read of the flags (tracing), the other flags are read on the
+//! drop and new-flow paths only, nothing is built while they are off, and no event wakes the reader (which reads every
 //! 100 ms), so that a listener costs each event a copy and no more.
 
 use core::ptr::addr_of_mut;
@@ -12,11 +13,12 @@ use core::ptr::addr_of_mut;
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
 use dataplane_common::{DropReason, FlowKey, Hook, IPPROTO_TCP, IPPROTO_UDP, IpAddress, MonitorEvent, Path};
 
 use crate::{
+    nat,
     packet::Packet,
     parse::{self, Frame, UpperLayer},
 };
@@ -52,13 +54,53 @@ fn reserve() -> Option<RingBufEntry<MonitorEvent>> {
     entry
 }
 
-/// The packet `hook` counted on `path`: an event if `path` dropped it. The other paths
-/// cost a comparison.
+/// Per traced flow (as it left), when it last made a trace event.
+#[map]
+static TRACED: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(16_384, 0);
+
+/// The packet `hook` counted on `path`: an event if `path` dropped it, or, while a client
+/// traces, if the programs delivered it and its flow made none for `TRACE_EVERY_NS`. The
+/// paths that pass packets on to the kernel cost a comparison; those that deliver them a
+/// read of the flag too.
 #[inline(always)]
 pub fn counted(ctx: &impl Packet, hook: Hook, path: Path) {
+    let tag = hook as u8 as u32 | (path as u32) << 8;
     if let Some(reason) = DropReason::of(path) {
-        dropped(ctx, hook as u8 as u32 | (path as u32) << 8 | (reason as u8 as u32) << 16);
+        dropped(ctx, tag | (reason as u8 as u32) << 16);
+    } else if path.delivered()
+        && MONITOR_CONFIG.get(0).is_some_and(|flags| flags & MonitorEvent::TRACING != 0)
+    {
+        traced(ctx, tag);
     }
+}
+
+/// A subprogram, as `dropped`.
+#[inline(never)]
+fn traced<P: Packet>(ctx: &P, tag: u32) {
+    let flow = flow_of(ctx);
+    let now = nat::now();
+    match TRACED.get_ptr_mut(&flow) {
+        // SAFETY: a map pointer, valid for this program run.
+        Some(last) if now.wrapping_sub(unsafe { *last }) < MonitorEvent::TRACE_EVERY_NS => return,
+        // SAFETY: as above.
+        Some(last) => unsafe { *last = now },
+        None => {
+            let _ = TRACED.insert(&flow, &now, 0);
+        }
+    }
+    let Some(mut entry) = reserve() else { return };
+    let event = entry.as_mut_ptr();
+    // SAFETY: as in `dropped`.
+    unsafe {
+        addr_of_mut!((*event).kind).write(MonitorEvent::TRACE);
+        addr_of_mut!((*event).hook).write(tag as u8);
+        addr_of_mut!((*event).path).write((tag >> 8) as u8);
+        addr_of_mut!((*event).reason).write(0);
+        addr_of_mut!((*event).ifindex).write(ctx.ifindex());
+        addr_of_mut!((*event).reply).write(NO_FLOW);
+        addr_of_mut!((*event).flow).write(flow);
+    }
+    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
 }
 
 /// A subprogram (`inline(never)`): the parse of the packet stays off the stack of the

@@ -326,7 +326,8 @@ struct MonitorArgs {
     /// Only events about this network's containers.
     #[arg(long, value_name = "NAME")]
     network: Option<String>,
-    /// Only drops, or only new flows.
+    /// Only drops, only new flows, or trace events: a packet the programs delivered,
+    /// one per flow and second (shown only with `--type trace`).
     #[arg(long = "type", value_enum, value_name = "TYPE")]
     kind: Option<crate::monitor::EventKind>,
     /// Only this protocol (icmp takes ICMPv6 too).

@@ -22,6 +22,8 @@ pub enum MonitorLine {
     Drop(Event),
     /// The first packet of a new tracked flow, and its translation.
     Flow(Event),
+    /// A packet the programs delivered (`--type trace` only): one per flow and second.
+    Trace(Event),
     /// Events the ring buffer (full) or this client (too slow) lost since the last line.
     Lost { time: Timestamp, count: u64 },
 }
@@ -81,6 +83,7 @@ pub struct Names {
 pub enum EventKind {
     Drop,
     Flow,
+    Trace,
 }
 
 /// `--proto`; `icmp` takes ICMPv6 too.
@@ -104,12 +107,18 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether `line` passes; what was lost always does, as the client cannot tell what
-    /// the lost events were.
+    /// Whether the client asks for trace events, which the programs build only then.
+    pub fn traces(&self) -> bool {
+        self.kind == Some(EventKind::Trace)
+    }
+
+    /// Whether `line` passes: traces only when asked for; what was lost always does, as
+    /// the client cannot tell what the lost events were.
     pub fn passes(&self, line: &MonitorLine) -> bool {
         let (kind, event) = match line {
             MonitorLine::Drop(event) => (EventKind::Drop, event),
             MonitorLine::Flow(event) => (EventKind::Flow, event),
+            MonitorLine::Trace(event) => (EventKind::Trace, event),
             MonitorLine::Lost { .. } => return true,
         };
         let proto_matches = |proto: Proto| {
@@ -124,7 +133,7 @@ impl Filter {
             let translated = event.translated.iter().flat_map(|t| [t.src_port, t.dst_port]);
             [event.src_port, event.dst_port].into_iter().chain(translated).any(|p| p == Some(port))
         };
-        self.kind.is_none_or(|k| k == kind)
+        self.kind.map_or(kind != EventKind::Trace, |k| k == kind)
             && self.container.as_ref().is_none_or(|c| event.container.as_ref() == Some(c))
             && self.network.as_ref().is_none_or(|n| event.network.as_ref() == Some(n))
             && self.proto.is_none_or(proto_matches)
@@ -205,6 +214,7 @@ pub fn line_of(record: &MonitorEvent, time: Timestamp, names: Names) -> Option<M
             });
             Some(MonitorLine::Flow(event))
         }
+        MonitorEvent::TRACE => Some(MonitorLine::Trace(event)),
         _ => None,
     }
 }
@@ -224,6 +234,7 @@ pub fn text(line: &MonitorLine) -> String {
     let (kind, event) = match line {
         MonitorLine::Drop(event) => ("drop", event),
         MonitorLine::Flow(event) => ("flow", event),
+        MonitorLine::Trace(event) => ("trace", event),
         MonitorLine::Lost { time, count } => {
             return format!(
                 "{} lost  {count} events lost (ring buffer full, or this client too slow)",
@@ -277,6 +288,13 @@ mod tests {
         }
     }
 
+    fn event_of(line: &MonitorLine) -> Event {
+        match line {
+            MonitorLine::Drop(event) | MonitorLine::Flow(event) | MonitorLine::Trace(event) => event.clone(),
+            MonitorLine::Lost { .. } => panic!("no event"),
+        }
+    }
+
     fn names() -> Names {
         Names { interface: "veth1234567".into(), container: Some("web".into()), network: Some("red".into()) }
     }
@@ -327,6 +345,10 @@ mod tests {
         assert!(passes(Filter { port: Some(53), ..Filter::default() }));
         assert!(passes(Filter { port: Some(5353), ..Filter::default() }));
         assert!(!passes(Filter { port: Some(80), ..Filter::default() }));
+        let trace = MonitorLine::Trace(Event { path: "forwarded".into(), reason: None, ..event_of(&line) });
+        assert!(!Filter::default().passes(&trace), "traces only when asked for");
+        assert!(Filter { kind: Some(EventKind::Trace), ..Filter::default() }.passes(&trace));
+        assert!(!Filter { kind: Some(EventKind::Trace), ..Filter::default() }.passes(&line));
         let lost = MonitorLine::Lost { time: Timestamp::UNIX_EPOCH, count: 3 };
         assert!(Filter { kind: Some(EventKind::Flow), ..Filter::default() }.passes(&lost));
         let text = text(&line);

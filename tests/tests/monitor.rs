@@ -278,3 +278,24 @@ fn a_full_ring_buffer_shows_the_events_lost_and_every_packet_is_still_handled() 
     assert!(lost_count > 0 && shown < FLOOD, "{lost}: {shown} shown, {lost_count} lost");
     assert_eq!(host.counter("dropped_spoofed_ip") - before, FLOOD, "a packet went unhandled");
 }
+
+#[test]
+fn trace_shows_a_forwarded_flow_once_a_second_and_only_when_asked() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.98.0.0/24", "red"]);
+    host.run_sleeper("a", &["--network", "red"]);
+    host.run_sleeper("b", &["--network", "red"]);
+    let b = host.ip_of("b");
+    let mut traces = Monitor::start(&host, &["--json", "--type", "trace"]);
+    let mut others = Monitor::start(&host, &["--json"]);
+    let forwarded = |e: &Value| e["type"] == "trace" && e["path"] == "forwarded" && e["dst"] == b.as_str();
+    traces.expect("a forwarded ping", || quietly(&host, "a", &format!("ping -c 1 -W 1 {b}")), forwarded);
+    // 10 echo requests of one flow within 1.8 s: at most two traces (one a second).
+    let seen = traces.events().iter().filter(|e| forwarded(e)).count();
+    quietly(&host, "a", &format!("ping -c 10 -i 0.2 {b}"));
+    traces.gather(Duration::from_millis(500));
+    let during = traces.events().iter().filter(|e| forwarded(e)).count() - seen;
+    assert!((1..=2).contains(&during), "{during} traces of 10 requests:\n{}", traces.seen.join("\n"));
+    others.gather(Duration::from_millis(200));
+    assert!(others.events().iter().all(|e| e["type"] != "trace"), "traces without --type trace");
+}

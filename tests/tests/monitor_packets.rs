@@ -112,3 +112,33 @@ fn a_new_masqueraded_flow_makes_an_event_with_its_translation() {
     fx.run(&out);
     assert_eq!(next_event(&mut monitor), None, "a known flow made a new-flow event");
 }
+
+#[test]
+fn while_tracing_a_delivered_flow_makes_one_trace_event_per_second() {
+    let mut fx = Fixture::new(0);
+    let mut monitor = fx.datapath.take_monitor_maps().unwrap();
+    let to_b = udp_between(STALE_MAC, ([10, 1, 0, 2], 5000), ([10, 1, 0, 3], 53));
+    let to_b_again = udp_between(STALE_MAC, ([10, 1, 0, 2], 5001), ([10, 1, 0, 3], 53));
+
+    listen(&mut monitor, true);
+    fx.run(&to_b);
+    assert_eq!(next_event(&mut monitor), None, "a trace event while nobody traces");
+
+    monitor.config.set(0, MonitorEvent::LISTENING | MonitorEvent::TRACING, 0).unwrap();
+    for _ in 0..5 {
+        fx.run(&to_b);
+    }
+    let event = next_event(&mut monitor).expect("no trace event for a forwarded flow while tracing");
+    assert_eq!(event.kind, MonitorEvent::TRACE, "kind");
+    assert_eq!(event.path, Path::Forwarded as u8, "path");
+    assert_eq!(event.hook, Hook::FromContainer as u8, "hook");
+    assert_eq!(u16::from_be(event.flow.src_port), 5000, "the flow");
+    assert_eq!(next_event(&mut monitor), None, "five packets of one flow within a second made more than one");
+    fx.run(&to_b_again);
+    let other = next_event(&mut monitor).expect("another flow makes its own trace event");
+    assert_eq!(u16::from_be(other.flow.src_port), 5001);
+    // Drops are no traces: one drop event, as without tracing.
+    fx.run(&udp_between(B_MAC, ([10, 1, 0, 2], 5353), ([10, 2, 0, 2], 53)));
+    assert_eq!(next_event(&mut monitor).map(|e| e.kind), Some(MonitorEvent::DROP));
+    assert_eq!(next_event(&mut monitor), None);
+}

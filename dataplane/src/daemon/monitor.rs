@@ -58,6 +58,8 @@ pub struct Monitor {
 #[derive(Default)]
 struct Listeners {
     count: usize,
+    /// Those of them that asked for trace events.
+    tracing: usize,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -65,7 +67,7 @@ impl Monitor {
     pub fn new(maps: MonitorMaps) -> Result<Arc<Self>> {
         let MonitorMaps { events, mut config, lost } = maps;
         // A previous daemon's programs may have left it on; nobody listens yet.
-        config.set(0, 0, 0).context("clearing the monitor's listening flag")?;
+        config.set(0, 0, 0).context("clearing the monitor's flags")?;
         Ok(Arc::new(Self {
             events: tokio::sync::Mutex::new(events),
             config: SyncMutex::new(config),
@@ -75,25 +77,30 @@ impl Monitor {
         }))
     }
 
-    /// A new listener: the first turns the programs' events on and starts reading.
-    fn subscribe(self: &Arc<Self>) -> Result<Subscription> {
+    /// A new listener: the first turns the programs' events on and starts reading, the
+    /// first tracing one turns trace events on.
+    fn subscribe(self: &Arc<Self>, traces: bool) -> Result<Subscription> {
         let mut listeners = self.listeners.lock().expect("monitor listeners");
         let reads = self.reads.subscribe();
+        self.set_flags(listeners.count + 1, listeners.tracing + usize::from(traces))?;
         if listeners.count == 0 {
-            self.set_listening(true)?;
             listeners.reader = Some(tokio::spawn(read(self.clone())));
         }
         listeners.count += 1;
-        Ok(Subscription { monitor: self.clone(), reads })
+        listeners.tracing += usize::from(traces);
+        Ok(Subscription { monitor: self.clone(), reads, traces })
     }
 
-    fn set_listening(&self, on: bool) -> Result<()> {
-        let flags = if on { MonitorEvent::LISTENING } else { 0 };
-        self.config
-            .lock()
-            .expect("monitor config")
-            .set(0, flags, 0)
-            .context("setting the monitor's listening flag")
+    /// The programs' flags for this many listeners, this many of them tracing.
+    fn set_flags(&self, listening: usize, tracing: usize) -> Result<()> {
+        let mut flags = 0;
+        if listening > 0 {
+            flags |= MonitorEvent::LISTENING;
+        }
+        if tracing > 0 {
+            flags |= MonitorEvent::TRACING;
+        }
+        self.config.lock().expect("monitor config").set(0, flags, 0).context("setting the monitor's flags")
     }
 
     /// Events the ring buffer refused since the programs were loaded, over every CPU.
@@ -106,19 +113,21 @@ impl Monitor {
 struct Subscription {
     monitor: Arc<Monitor>,
     reads: broadcast::Receiver<Read>,
+    traces: bool,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut listeners = self.monitor.listeners.lock().expect("monitor listeners");
         listeners.count -= 1;
-        if listeners.count == 0 {
-            if let Err(e) = self.monitor.set_listening(false) {
-                log::warn!("{e:#}");
-            }
-            if let Some(reader) = listeners.reader.take() {
-                reader.abort();
-            }
+        listeners.tracing -= usize::from(self.traces);
+        if let Err(e) = self.monitor.set_flags(listeners.count, listeners.tracing) {
+            log::warn!("{e:#}");
+        }
+        if listeners.count == 0
+            && let Some(reader) = listeners.reader.take()
+        {
+            reader.abort();
         }
     }
 }
@@ -194,7 +203,9 @@ impl NameTable {
             return Some(names.clone());
         }
         let line = line_of(record, Timestamp::UNIX_EPOCH, Names::default())?;
-        let (MonitorLine::Drop(event) | MonitorLine::Flow(event)) = line else { return None };
+        let (MonitorLine::Drop(event) | MonitorLine::Flow(event) | MonitorLine::Trace(event)) = line else {
+            return None;
+        };
         let translated_dst = event.translated.as_ref().map(|t| t.dst);
         let by_address = |address: Option<IpAddr>| address.and_then(|a| self.by_address.get(&a));
         let published = event.dst_port.zip(event.proto).and_then(|port| self.by_published.get(&port));
@@ -232,7 +243,7 @@ pub async fn serve(
     if failed {
         return Ok(());
     }
-    let mut subscription = monitor.subscribe()?;
+    let mut subscription = monitor.subscribe(filter.traces())?;
     let mut names = NameTable::take(&core).await;
     let mut gone = [0u8; 1];
     loop {
