@@ -41,7 +41,7 @@ const NO_FLOW: FlowKey =
 /// Room for one event, if a client listens; a full ring buffer counts the event lost.
 #[inline(always)]
 fn reserve() -> Option<RingBufEntry<MonitorEvent>> {
-    if MONITOR_CONFIG.get(0).is_none_or(|flags| flags & MonitorEvent::LISTENING == 0) {
+    if flags() & MonitorEvent::LISTENING == 0 {
         return None;
     }
     let entry = MONITOR_EVENTS.reserve::<MonitorEvent>(0);
@@ -60,18 +60,23 @@ static TRACED: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(16_384, 0
 
 /// The packet `hook` counted on `path`: an event if `path` dropped it, or, while a client
 /// traces, if the programs delivered it and its flow made none for `TRACE_EVERY_NS`. The
-/// paths that pass packets on to the kernel cost a comparison; those that deliver them a
-/// read of the flag too.
+/// paths that pass packets on to the kernel cost a comparison; the others a read of the
+/// flags too, and no call while they are off.
 #[inline(always)]
 pub fn counted(ctx: &impl Packet, hook: Hook, path: Path) {
     let tag = hook as u8 as u32 | (path as u32) << 8;
     if let Some(reason) = DropReason::of(path) {
-        dropped(ctx, tag | (reason as u8 as u32) << 16);
-    } else if path.delivered()
-        && MONITOR_CONFIG.get(0).is_some_and(|flags| flags & MonitorEvent::TRACING != 0)
-    {
+        if flags() & MonitorEvent::LISTENING != 0 {
+            dropped(ctx, tag | (reason as u8 as u32) << 16);
+        }
+    } else if path.delivered() && flags() & MonitorEvent::TRACING != 0 {
         traced(ctx, tag);
     }
+}
+
+#[inline(always)]
+fn flags() -> u32 {
+    MONITOR_CONFIG.get(0).copied().unwrap_or(0)
 }
 
 /// A subprogram, as `dropped`.
