@@ -475,6 +475,11 @@ impl Netlink {
         let Some(index) = self.link_index(name).await? else {
             return Ok(());
         };
+        self.delete_link_index(index, name).await
+    }
+
+    /// Deletes the link at `index` (`name` is for the error); one already gone is fine.
+    pub async fn delete_link_index(&self, index: u32, name: &str) -> Result<()> {
         match self.handle.clone().link().del(index).execute().await {
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
             other => other.with_context(|| format!("deleting link {name}")),
@@ -700,5 +705,105 @@ fn disable_ipv6(ifname: &str) -> Result<()> {
     match std::fs::write(&path, "1") {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new(IPV6_CONF).exists() => Ok(()),
         other => other.with_context(|| format!("writing {path}")),
+    }
+}
+
+/// Deletes links on a thread of its own, after the caller has moved on. The kernel's
+/// deletion of a veth waits for RCU grace periods (15–45 ms here, most of a container's
+/// removal), and the sending thread waits with it: on the daemon's runtime that would
+/// hold a worker, and under the daemon's lock every other request.
+///
+/// What has queued up meanwhile goes in one deletion: the links are put in a group of
+/// their own (`REAPED_GROUP`) and the group is deleted, which the kernel does as one
+/// batch with one wait, where a link at a time would wait once each (1,000 removals in a
+/// row would leave 20–40 s of deletions behind).
+///
+/// Only links nothing can use any more come here (a removed container's veth, whose
+/// namespace goes too). Each is named by its index, which the kernel does not give
+/// again while the link exists, so a new link of the same name is never the one deleted.
+/// A deletion the daemon's end cuts short is finished by the kernel: the namespace
+/// holding the other end is gone, and a veth pair goes with either end's namespace.
+pub struct LinkReaper {
+    queue: Option<tokio::sync::mpsc::UnboundedSender<(u32, String)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The link group of links about to be deleted (`ip link show group 1685090930` lists
+/// any that a killed daemon left, which the kernel deletes with their namespace anyway).
+/// Groups are free-form numbers, 0 by default; people number theirs from 1, far below.
+const REAPED_GROUP: u32 = 0x6470_7272;
+
+/// At most this many links go in one deletion, so that one failed batch costs little.
+const REAP_BATCH: usize = 512;
+
+impl LinkReaper {
+    /// Starts the thread, with a connection opened here, in the caller's namespace.
+    pub fn start() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .context("starting the link reaper's runtime")?;
+        let netlink = {
+            let _inside = runtime.enter();
+            Netlink::connect()?
+        };
+        let (queue, mut links) = tokio::sync::mpsc::unbounded_channel::<(u32, String)>();
+        let thread = std::thread::Builder::new()
+            .name("link-reaper".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let mut batch = vec![];
+                    while links.recv_many(&mut batch, REAP_BATCH).await > 0 {
+                        if let Err(e) = netlink.delete_links(&batch).await {
+                            log::warn!("{e:#}");
+                        }
+                        batch.clear();
+                    }
+                });
+            })
+            .context("starting the link reaper's thread")?;
+        Ok(Self { queue: Some(queue), thread: Some(thread) })
+    }
+
+    /// Queues the deletion of link `name`, now at `index`.
+    pub fn delete(&self, index: u32, name: &str) {
+        if let Some(queue) = &self.queue
+            && queue.send((index, name.to_string())).is_err()
+        {
+            log::warn!("link {name} stays: the link reaper has stopped");
+        }
+    }
+
+    /// Deletes what is queued and stops the thread (at the daemon's stop, so that it
+    /// leaves no link of a removed container behind).
+    pub fn finish(&mut self) {
+        self.queue = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::warn!("the link reaper's thread panicked");
+        }
+    }
+}
+
+impl Netlink {
+    /// Deletes the links at these indexes (with their names, for errors) in one batch:
+    /// into `REAPED_GROUP`, then the group. A link already gone is skipped.
+    async fn delete_links(&self, links: &[(u32, String)]) -> Result<()> {
+        if let [(index, name)] = links {
+            return self.delete_link_index(*index, name).await;
+        }
+        for (index, name) in links {
+            let mut message = LinkUnspec::new_with_index(*index).build();
+            message.attributes.push(LinkAttribute::Group(REAPED_GROUP));
+            match self.set_link(message).await {
+                Err(e) if is_errno(&e, libc::ENODEV) => {}
+                other => other.with_context(|| format!("marking link {name} for deletion"))?,
+            }
+        }
+        let mut delete = self.handle.clone().link().del(0);
+        delete.message_mut().attributes.push(LinkAttribute::Group(REAPED_GROUP));
+        let names: Vec<&str> = links.iter().map(|(_, name)| name.as_str()).collect();
+        delete.execute().await.with_context(|| format!("deleting links {}", names.join(", ")))
     }
 }

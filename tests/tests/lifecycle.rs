@@ -57,6 +57,29 @@ fn stop_ends_the_command_and_rm_needs_force_while_running() {
     host.dp_ok(&["rm", "s"]);
 }
 
+/// `rm` answers before the kernel has deleted the container's veth, which goes on the
+/// link reaper's thread: a name and an address taken again at once must still work, with
+/// the old veth (same address, same MAC) still on the bridge for a moment. The host
+/// reaches the new container through the bridge, where the old port held the MAC.
+#[test]
+fn a_name_and_an_address_are_taken_again_at_once_after_rm() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.91.0.0/24", "net"]);
+    host.run_sleeper("peer", &["--network", "net", "--ip", "10.91.0.9"]);
+    for round in 0..8 {
+        host.run_sleeper("c", &["--network", "net", "--ip", "10.91.0.5"]);
+        assert!(
+            host.sh("ping -c 1 -W 1 10.91.0.5").status.success(),
+            "round {round}: the host does not reach the new c"
+        );
+        assert!(host.ping("peer", "10.91.0.5"), "round {round}: peer does not reach the new c");
+        assert!(host.ping("c", "10.91.0.9"), "round {round}: the new c does not reach peer");
+        host.dp_ok(&["rm", "-f", "c"]);
+    }
+    let veths = || host.links().into_iter().filter(|l| l.starts_with("veth")).count();
+    assert!(eventually(Duration::from_secs(5), || veths() == 1), "veths left: {:?}", host.links());
+}
+
 #[test]
 fn rm_leaves_no_veth_namespace_or_map_entry_behind() {
     let host = Host::start();
@@ -70,7 +93,15 @@ fn rm_leaves_no_veth_namespace_or_map_entry_behind() {
     host.dp_ok(&["rm", "-f", "a", "b"]);
     assert_eq!(host.map_entries("ENDPOINTS"), 0);
     assert_eq!(host.configured_interfaces(), 0);
-    assert!(!host.links().iter().any(|l| l.starts_with("veth") || l.starts_with("dpt")));
+    // The veths go right after the answer (the link reaper's thread deletes them).
+    assert!(
+        eventually(Duration::from_secs(5), || !host
+            .links()
+            .iter()
+            .any(|l| l.starts_with("veth") || l.starts_with("dpt"))),
+        "links left: {:?}",
+        host.links()
+    );
     assert!(host.container_namespaces().is_empty());
     assert_eq!(host.dp_ok(&["ps", "-a"]).lines().count(), 1);
 }

@@ -2,9 +2,9 @@
 //! thousand containers made and removed, twice over, leave the daemon and the system as
 //! they found them.
 
-use std::{collections::BTreeSet, fs, process::Stdio, thread};
+use std::{collections::BTreeSet, fs, process::Stdio, thread, time::Duration};
 
-use dataplane_tests::{Host, binary};
+use dataplane_tests::{Host, binary, eventually};
 
 #[test]
 fn fifty_runs_at_once_get_fifty_distinct_reachable_addresses() {
@@ -149,6 +149,8 @@ fn a_thousand_containers_made_and_removed_twice_leave_nothing_behind() {
             before.daemon_fds
         );
         on_every_container(&host, |i| ["rm", "-f", &format!("r{i}")].map(String::from).to_vec());
+        // The veths go on the link reaper's thread, right after the answers.
+        eventually(Duration::from_secs(30), || holdings(&host) == before);
         assert_eq!(holdings(&host), before, "round {round} left something behind");
         resident_after.push(resident_kib(&host));
     }

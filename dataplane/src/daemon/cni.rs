@@ -11,7 +11,10 @@ use anyhow::Result;
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
 
-use super::{Core, endpoints::EndpointSpec};
+use super::{
+    Core,
+    endpoints::{EndpointSpec, InterfaceRemoval},
+};
 use crate::{
     api::{CniAdd, CniAdded, CniAttachment, CniCheck, CniNetwork, DaemonError, ErrorKind, NetworkSpec},
     dns, drivers,
@@ -96,7 +99,7 @@ impl Core {
         let Some(endpoint) = self.cni_endpoint(attachment, network).cloned() else {
             return Ok(json!(false));
         };
-        self.detach(&endpoint).await?;
+        self.detach(&endpoint, InterfaceRemoval::Now).await?;
         // Drops the rule sets no port uses any more.
         if let Err(e) = self.sync_firewall() {
             log::warn!("removing {} of {}: {e:#}", endpoint.ifname, endpoint.owner);
@@ -166,7 +169,7 @@ impl Core {
             .collect();
         let mut removed = vec![];
         for endpoint in &stale {
-            self.detach(endpoint).await?;
+            self.detach(endpoint, InterfaceRemoval::Now).await?;
             removed.push(format!("{} of {}", endpoint.ifname, endpoint.owner));
         }
         if !removed.is_empty() {

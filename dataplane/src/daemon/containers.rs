@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{
     Core, Shared, check_name,
-    endpoints::{EndpointSpec, check_aliases},
+    endpoints::{EndpointSpec, InterfaceRemoval, check_aliases},
     no_such_container,
 };
 use crate::{
@@ -220,7 +220,7 @@ impl Core {
         match container.network_mode {
             NetworkMode::Bridge => {
                 if let Err(e) = self.attach_all(container).await {
-                    if let Err(undo) = self.release_networks(container).await {
+                    if let Err(undo) = self.release_networks(container, InterfaceRemoval::Now).await {
                         log::warn!("undoing the networks of container {}: {undo:#}", container.name);
                     }
                     return Err(e);
@@ -301,14 +301,18 @@ impl Core {
     /// with their addresses, veths, map entries, ports and DNS names, and the firewall
     /// rule sets no port uses any more. The container keeps what it asked for, for its
     /// next start. Safe to call on a container without endpoints.
-    pub(super) async fn release_networks(&mut self, container: &Container) -> Result<()> {
+    pub(super) async fn release_networks(
+        &mut self,
+        container: &Container,
+        removal: InterfaceRemoval,
+    ) -> Result<()> {
         let endpoints: Vec<_> = self.state.endpoints_of(&container.id).cloned().collect();
         if endpoints.is_empty() {
             return Ok(());
         }
         let mut errors = vec![];
         for endpoint in &endpoints {
-            if let Err(e) = self.detach(endpoint).await {
+            if let Err(e) = self.detach(endpoint, removal).await {
                 errors.push(format!("{e:#}"));
             }
         }
@@ -322,10 +326,12 @@ impl Core {
     /// namespace and its /etc files; safe to call on a half-made container.
     async fn teardown_container(&mut self, container: &Container) -> Result<()> {
         let mut errors = vec![];
-        if let Err(e) = self.release_networks(container).await {
+        let owns_sandbox = container.network_mode.owns_sandbox();
+        // The namespace goes below, so its interfaces can go after the answer.
+        let removal = if owns_sandbox { InterfaceRemoval::Later } else { InterfaceRemoval::Now };
+        if let Err(e) = self.release_networks(container, removal).await {
             errors.push(format!("{e:#}"));
         }
-        let owns_sandbox = container.network_mode.owns_sandbox();
         if owns_sandbox && let Err(e) = netns::remove(&container.netns) {
             errors.push(format!("{e:#}"));
         }
@@ -451,7 +457,7 @@ impl Core {
         };
         container.exited(code);
         let container = container.clone();
-        if let Err(e) = self.release_networks(&container).await {
+        if let Err(e) = self.release_networks(&container, InterfaceRemoval::Now).await {
             log::warn!("container {}: releasing its networks: {e:#}", container.name);
         }
         self.save()?;
@@ -499,7 +505,7 @@ impl Core {
         // watches, for the next start of the daemon to end (`undo_start`).
         self.intend(Intent::Start { container_id: container.id.clone() })?;
         if let Err(e) = self.start_in_place(&mut container).await {
-            if let Err(undo) = self.release_networks(&container).await {
+            if let Err(undo) = self.release_networks(&container, InterfaceRemoval::Now).await {
                 log::warn!("undoing the start of container {}: {undo:#}", container.name);
             }
             self.abandon(&container.id);
@@ -515,7 +521,7 @@ impl Core {
     async fn start_in_place(&mut self, container: &mut Container) -> Result<()> {
         // A container created for a foreground run whose command never started holds
         // the endpoints of that run: they go, to be made again as for any start.
-        self.release_networks(container).await?;
+        self.release_networks(container, InterfaceRemoval::Now).await?;
         if container.network_mode.owns_sandbox() && !netns::is_namespace(&container.netns) {
             // Gone with a reboot of the host, say: a stopped container has nothing in it.
             netns::create(&container.netns)?;
@@ -535,7 +541,7 @@ impl Core {
         if container.network_mode.owns_sandbox() {
             empty_namespace(&container.netns).await?;
         }
-        self.release_networks(&container).await
+        self.release_networks(&container, InterfaceRemoval::Now).await
     }
 
     /// `network connect`: one more interface (eth1, eth2, ...) in a container, with an
@@ -613,7 +619,7 @@ impl Core {
         // A stopped container has no endpoint there, only the wish to join at its start.
         let endpoint = self.state.endpoints_of(&container.id).find(|e| e.network_id == net.id).cloned();
         if let Some(endpoint) = endpoint {
-            self.detach(&endpoint).await?;
+            self.detach(&endpoint, InterfaceRemoval::Now).await?;
         }
         container.networks.retain(|a| a.network_id != net.id);
         self.state.containers.replace(container);

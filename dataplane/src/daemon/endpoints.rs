@@ -22,6 +22,18 @@ use crate::{
     state::{DEFAULT_NETWORK, Endpoint, Intent, MacAddr, Network, Owner, new_id},
 };
 
+/// When a detached endpoint's interface goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum InterfaceRemoval {
+    /// Before the detach returns: its namespace lives on (`network disconnect`, a
+    /// runtime's DEL, a stopped container kept for its next start).
+    Now,
+    /// Soon after, on the link reaper's thread: its namespace goes with it (`rm`), so
+    /// nothing can use the interface meanwhile, and the kernel's slow veth deletion is
+    /// out of the request's time.
+    Later,
+}
+
 /// What to attach: an interface of a namespace to a network, for its owner.
 pub(super) struct EndpointSpec<'a> {
     pub network: &'a Network,
@@ -105,7 +117,7 @@ impl Core {
         };
         self.intend(Intent::Attach { endpoint: endpoint.clone() })?;
         if let Err(e) = self.build(&mut endpoint, net, wanted.owner_name, wanted.publish).await {
-            if let Err(undo) = self.dismantle(&endpoint).await {
+            if let Err(undo) = self.dismantle(&endpoint, InterfaceRemoval::Now).await {
                 log::warn!("undoing {} of {}: {undo:#}", endpoint.ifname, wanted.owner_name);
             }
             self.abandon(&endpoint.id);
@@ -223,8 +235,8 @@ impl Core {
     /// Detaches an endpoint: its published ports, map entries and interface go, its
     /// flows are forgotten soon, and it leaves the state (the caller saves). On an error
     /// it stays in the state, for another try.
-    pub(super) async fn detach(&mut self, endpoint: &Endpoint) -> Result<()> {
-        self.dismantle(endpoint).await?;
+    pub(super) async fn detach(&mut self, endpoint: &Endpoint, removal: InterfaceRemoval) -> Result<()> {
+        self.dismantle(endpoint, removal).await?;
         self.forget_later(vec![IpAddress::v4(endpoint.ip.octets())]);
         self.state.endpoints.retain(|e| e.id != endpoint.id);
         Ok(())
@@ -233,13 +245,15 @@ impl Core {
     /// Removes an endpoint from the system and the maps, its published ports with it;
     /// parts already gone are skipped, and an error leaves the others to go all the same.
     /// Also undoes an attach that a crash cut short (its intent holds the endpoint).
-    pub(super) async fn dismantle(&mut self, endpoint: &Endpoint) -> Result<()> {
+    pub(super) async fn dismantle(&mut self, endpoint: &Endpoint, removal: InterfaceRemoval) -> Result<()> {
         let mut errors = vec![];
         if let Err(e) = self.unpublish(endpoint) {
             errors.push(format!("{e:#}"));
         }
+        let later = (removal == InterfaceRemoval::Later).then_some(&self.link_reaper);
         if let Some(net) = self.state.network_by_id(&endpoint.network_id).cloned()
-            && let Err(e) = drivers::disconnect(&self.netlink, &mut self.datapath, &net, endpoint).await
+            && let Err(e) =
+                drivers::disconnect(&self.netlink, &mut self.datapath, &net, endpoint, later).await
         {
             errors.push(format!("{e:#}"));
         }

@@ -64,7 +64,7 @@ use crate::{
     dns, firewall, inspect,
     maps::Datapath,
     nat,
-    netlink::Netlink,
+    netlink::{LinkReaper, Netlink},
     netns,
     ports::{self, Reservation},
     state::{Container, Intent, Keyed, Network, State, StateStore, Status},
@@ -158,6 +158,8 @@ struct Core {
     firewall: firewall::Installed,
     /// The host's ULA /48, where networks without an IPv6 --subnet take a /64.
     ula_pool: ipnet::Ipv6Net,
+    /// Deletes the interfaces of removed containers after the answer.
+    link_reaper: LinkReaper,
 }
 
 type Shared = Arc<Mutex<Core>>;
@@ -218,6 +220,7 @@ pub async fn run(config: Config) -> Result<()> {
         departures_waiting: Arc::new(tokio::sync::Notify::new()),
         firewall,
         ula_pool,
+        link_reaper: LinkReaper::start()?,
     }));
     {
         let c = core.lock().await;
@@ -303,6 +306,7 @@ pub async fn run(config: Config) -> Result<()> {
         let mut guard = core.lock().await;
         let c = &mut *guard;
         c.store.write_whole(&c.state)?;
+        tokio::task::block_in_place(|| c.link_reaper.finish());
     }
     log::info!("stopped; containers keep running and state is kept for the next start");
     Ok(())

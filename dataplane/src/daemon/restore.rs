@@ -18,6 +18,7 @@ use dataplane_common::PublishKey;
 use super::{
     Core, Shared,
     containers::{self, watch},
+    endpoints::InterfaceRemoval,
     publishing::publish_key,
 };
 use crate::{
@@ -174,7 +175,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
     for container in &stopped {
         // What stays of an endpoint is its own trouble, not the daemon's: a later start
         // of the container, or its `rm`, tries again.
-        if let Err(e) = c.release_networks(container).await {
+        if let Err(e) = c.release_networks(container, InterfaceRemoval::Now).await {
             log::warn!("container {}: releasing its networks: {e:#}", container.name);
         }
     }
@@ -235,7 +236,7 @@ async fn resolve_intents(c: &mut Core) -> Result<()> {
                     endpoint.host_veth,
                     endpoint.owner
                 );
-                c.dismantle(&endpoint)
+                c.dismantle(&endpoint, InterfaceRemoval::Now)
                     .await
                     .with_context(|| format!("undoing the attach of {}", endpoint.host_veth))?;
             }

@@ -18,7 +18,7 @@ use dataplane_common::InterfaceConfig;
 
 use crate::{
     maps::{Datapath, endpoint_key},
-    netlink::{self, Netlink},
+    netlink::{self, LinkReaper, Netlink},
     netns,
     state::{Endpoint, Network, is_id_prefix},
 };
@@ -305,9 +305,17 @@ async fn create_veth(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result
 }
 
 /// Removes an endpoint from the maps and the system; parts already gone are skipped.
-pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, endpoint: &Endpoint) -> Result<()> {
+/// The veth goes now, or through `later` when nothing can use it any more.
+pub async fn disconnect(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    net: &Network,
+    endpoint: &Endpoint,
+    later: Option<&LinkReaper>,
+) -> Result<()> {
     dp.detach(&endpoint.host_veth)?;
-    if let Some(index) = nl.link_index(&endpoint.host_veth).await? {
+    let index = nl.link_index(&endpoint.host_veth).await?;
+    if let Some(index) = index {
         dp.remove_interface(index)?;
     }
     for ip in endpoint.addresses() {
@@ -317,7 +325,14 @@ pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, endpoint
         }
     }
     // Deleting one end of a veth pair deletes the other, inside the container.
-    nl.delete_link(&endpoint.host_veth).await
+    match (index, later) {
+        (None, _) => Ok(()),
+        (Some(index), Some(reaper)) => {
+            reaper.delete(index, &endpoint.host_veth);
+            Ok(())
+        }
+        (Some(index), None) => nl.delete_link_index(index, &endpoint.host_veth).await,
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     maps::Datapath,
-    netlink::{self, Netlink},
+    netlink::{self, LinkReaper, Netlink},
     state::{Endpoint, Network},
 };
 
@@ -59,11 +59,19 @@ pub async fn connect(
     }
 }
 
-pub async fn disconnect(nl: &Netlink, dp: &mut Datapath, net: &Network, endpoint: &Endpoint) -> Result<()> {
+/// Removes an endpoint; its host-side interface goes through `later` when given (see
+/// `LinkReaper`). A macvlan interface lives in the endpoint's namespace and goes now.
+pub async fn disconnect(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    net: &Network,
+    endpoint: &Endpoint,
+    later: Option<&LinkReaper>,
+) -> Result<()> {
     if is_macvlan(net) {
         macvlan::disconnect(endpoint).await
     } else {
-        bridge::disconnect(nl, dp, net, endpoint).await
+        bridge::disconnect(nl, dp, net, endpoint, later).await
     }
 }
 

@@ -28,7 +28,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{Core, Shared, endpoints::EndpointSpec};
+use super::{
+    Core, Shared,
+    endpoints::{EndpointSpec, InterfaceRemoval},
+};
 use crate::{
     api::{DaemonError, ErrorKind, NetworkSpec},
     docker::{
@@ -325,7 +328,7 @@ impl Core {
         let Some(endpoint) = self.state.endpoints.iter().find(|e| e.owner == owner).cloned() else {
             return Ok(());
         };
-        self.detach(&endpoint).await?;
+        self.detach(&endpoint, InterfaceRemoval::Now).await?;
         if !endpoint.ports.is_empty()
             && let Err(e) = self.sync_firewall()
         {
@@ -341,7 +344,7 @@ impl Core {
         let Owner::Docker { endpoint_id } = &endpoint.owner else {
             return Ok(());
         };
-        self.detach(endpoint).await?;
+        self.detach(endpoint, InterfaceRemoval::Now).await?;
         self.state.docker.endpoints.remove(endpoint_id);
         Ok(())
     }
