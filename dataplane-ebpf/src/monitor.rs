@@ -93,39 +93,17 @@ fn traced<P: Packet>(ctx: &P, tag: u32) {
             let _ = TRACED.insert(&flow, &now, 0);
         }
     }
-    let Some(mut entry) = reserve() else { return };
-    let event = entry.as_mut_ptr();
-    // SAFETY: as in `dropped`.
-    unsafe {
-        addr_of_mut!((*event).kind).write(MonitorEvent::TRACE);
-        addr_of_mut!((*event).hook).write(tag as u8);
-        addr_of_mut!((*event).path).write((tag >> 8) as u8);
-        addr_of_mut!((*event).reason).write(0);
-        addr_of_mut!((*event).ifindex).write(ctx.ifindex());
-        addr_of_mut!((*event).reply).write(NO_FLOW);
-        addr_of_mut!((*event).flow).write(flow);
-    }
-    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+    let Some(entry) = reserve() else { return };
+    send(entry, tag | u32::from(MonitorEvent::TRACE) << 24, ctx.ifindex(), &flow, &NO_FLOW);
 }
 
 /// A subprogram (`inline(never)`): the parse of the packet stays off the stack of the
-/// paths that forward. `tag` packs the hook, the path and the reason (a subprogram takes
-/// five arguments at most, a verifier rule; fewer keep it simple).
+/// paths that forward. `tag` packs the hook, the path and the reason (`send`; a
+/// subprogram takes five arguments at most, a verifier rule).
 #[inline(never)]
 fn dropped<P: Packet>(ctx: &P, tag: u32) {
-    let Some(mut entry) = reserve() else { return };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `event` points at the reserved record, written whole before it is submitted.
-    unsafe {
-        addr_of_mut!((*event).kind).write(MonitorEvent::DROP);
-        addr_of_mut!((*event).hook).write(tag as u8);
-        addr_of_mut!((*event).path).write((tag >> 8) as u8);
-        addr_of_mut!((*event).reason).write((tag >> 16) as u8);
-        addr_of_mut!((*event).ifindex).write(ctx.ifindex());
-        addr_of_mut!((*event).reply).write(NO_FLOW);
-        addr_of_mut!((*event).flow).write(flow_of(ctx));
-    }
-    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+    let Some(entry) = reserve() else { return };
+    send(entry, tag | u32::from(MonitorEvent::DROP) << 24, ctx.ifindex(), &flow_of(ctx), &NO_FLOW);
 }
 
 /// A new masqueraded flow from the container behind `sender`: `flow` as it sent it, and
@@ -146,15 +124,26 @@ pub fn published(ifindex: u32, hook: Hook, flow: &FlowKey, reply: &FlowKey) {
 /// reply direction after translation (`reply`), as the conntrack tables key it.
 #[inline(always)]
 fn new_flow(ifindex: u32, hook: Hook, translation: u8, flow: &FlowKey, reply: &FlowKey) {
-    let Some(mut entry) = reserve() else { return };
-    let event = entry.as_mut_ptr();
+    let Some(entry) = reserve() else { return };
     let path = if translation == MonitorEvent::MASQUERADE { Path::Masqueraded } else { Path::Published };
-    // SAFETY: as in `dropped`.
+    let tag = hook as u8 as u32
+        | (path as u32) << 8
+        | u32::from(translation) << 16
+        | u32::from(MonitorEvent::FLOW) << 24;
+    send(entry, tag, ifindex, flow, reply);
+}
+
+/// Fills the reserved record and submits it, waking no reader. `tag` packs the hook, the
+/// path, the reason and the kind, a byte each from the lowest.
+#[inline(always)]
+fn send(mut entry: RingBufEntry<MonitorEvent>, tag: u32, ifindex: u32, flow: &FlowKey, reply: &FlowKey) {
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at the reserved record, written whole before it is submitted.
     unsafe {
-        addr_of_mut!((*event).kind).write(MonitorEvent::FLOW);
-        addr_of_mut!((*event).hook).write(hook as u8);
-        addr_of_mut!((*event).path).write(path as u8);
-        addr_of_mut!((*event).reason).write(translation);
+        addr_of_mut!((*event).hook).write(tag as u8);
+        addr_of_mut!((*event).path).write((tag >> 8) as u8);
+        addr_of_mut!((*event).reason).write((tag >> 16) as u8);
+        addr_of_mut!((*event).kind).write((tag >> 24) as u8);
         addr_of_mut!((*event).ifindex).write(ifindex);
         addr_of_mut!((*event).flow).write(*flow);
         addr_of_mut!((*event).reply).write(*reply);
