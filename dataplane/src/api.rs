@@ -93,6 +93,15 @@ pub struct CniNetwork {
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
     pub ip_range: Option<Ipv4Net>,
+    /// IPv6 on the network (`"ipv6"`; implied by an IPv6 subnet, gateway or range).
+    #[serde(default)]
+    pub ipv6: Option<bool>,
+    #[serde(default)]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub ip_range6: Option<Ipv6Net>,
     pub internal: Option<bool>,
     pub icc: Option<bool>,
     pub mtu: Option<u32>,
@@ -113,6 +122,9 @@ pub struct CniAdd {
     pub network: CniNetwork,
     /// The address asked for (`ips` capability); else the network's next free one.
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address asked for, on a network with IPv6; else its next free one.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     /// The MAC asked for (`mac` capability).
     pub mac: Option<MacAddr>,
     /// Names the network's DNS answers for the endpoint (the pod's name, `aliases`).
@@ -131,13 +143,24 @@ pub struct CniAdded {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
-    /// Whether the interface got the namespace's default route (via `gateway`).
+    /// The IPv6 address, prefix and gateway, on a network with IPv6.
+    #[serde(default)]
+    pub ipv6: Option<CniAddedV6>,
+    /// Whether the interface got the namespace's default routes (via the gateways).
     pub default_route: bool,
     pub mtu: Option<u32>,
     /// The network's resolver, when it has one.
     pub nameservers: Vec<Ipv4Addr>,
     /// The published ports, with the host ports chosen for those that asked for any.
     pub ports: Vec<PortMapping>,
+}
+
+/// The IPv6 half of what ADD made.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CniAddedV6 {
+    pub ip: Ipv6Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv6Addr,
 }
 
 /// CNI CHECK: the attachment and what the runtime's cached result says of it.
@@ -148,6 +171,9 @@ pub struct CniCheck {
     pub netns: PathBuf,
     /// The address and prefix the previous result gave the interface.
     pub ip: Option<Ipv4Net>,
+    /// Its IPv6 address and prefix in the previous result.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Net>,
     pub mac: Option<MacAddr>,
 }
 

@@ -10,11 +10,11 @@
 //! requests.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rscni_plugin::{
     cni::Cni,
     error::Error,
@@ -29,8 +29,10 @@ use crate::{
 };
 
 /// The keys of our section of a config, besides the spec's own.
-const CONFIG_KEYS: [&str; 8] =
-    ["network", "subnet", "gateway", "ipRange", "internal", "icc", "mtu", "socket"];
+const CONFIG_KEYS: [&str; 12] = [
+    "network", "subnet", "gateway", "ipRange", "ipv6", "subnet6", "gateway6", "ipRange6", "internal", "icc",
+    "mtu", "socket",
+];
 /// `CNI_ARGS` keys we understand; any other needs `IgnoreUnknown=1`, as the reference
 /// plugins have it.
 const KNOWN_ARGS: [&str; 7] = [
@@ -62,6 +64,7 @@ pub struct PluginConfig {
 #[derive(Debug, Default, PartialEq)]
 pub struct Wanted {
     pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
     pub mac: Option<MacAddr>,
     pub names: Vec<String>,
     pub publish: Vec<PortMapping>,
@@ -101,6 +104,20 @@ pub fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
     }
     let name: Option<String> = value(conf, "network", "a network name")?;
     let socket: Option<PathBuf> = value(conf, "socket", "the daemon's socket path")?;
+    let subnet6: Option<Ipv6Net> = value(conf, "subnet6", "an IPv6 subnet like \"fd00:88::/64\"")?;
+    let gateway6: Option<Ipv6Addr> = value(conf, "gateway6", "an IPv6 address inside subnet6")?;
+    let ip_range6: Option<Ipv6Net> = value(conf, "ipRange6", "an IPv6 subnet inside subnet6")?;
+    let gives_v6 = subnet6.is_some() || gateway6.is_some() || ip_range6.is_some();
+    let ipv6 = match value(conf, "ipv6", "true or false")? {
+        Some(false) if gives_v6 => {
+            return Err(bad_config(
+                "config key \"ipv6\" is false but subnet6, gateway6 or ipRange6 is given; drop them or set \"ipv6\": true"
+                    .into(),
+            ));
+        }
+        None if gives_v6 => Some(true),
+        asked => asked,
+    };
     Ok(PluginConfig {
         socket: socket.unwrap_or_else(|| PathBuf::from(api::DEFAULT_SOCKET)),
         network: CniNetwork {
@@ -108,6 +125,10 @@ pub fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
             subnet: value(conf, "subnet", "an IPv4 subnet like \"10.88.0.0/16\"")?,
             gateway: value(conf, "gateway", "an IPv4 address inside the subnet")?,
             ip_range: value(conf, "ipRange", "an IPv4 subnet inside the subnet")?,
+            ipv6,
+            subnet6,
+            gateway6,
+            ip_range6,
             internal: value(conf, "internal", "true or false")?,
             icc: value(conf, "icc", "true or false")?,
             mtu: value(conf, "mtu", "an MTU between 68 and 65535")?,
@@ -127,7 +148,8 @@ pub fn wanted(conf: &NetConf, cni_args: Option<&str>, network: &str) -> Result<W
         wanted.names.push(pod.to_string());
     }
     if let Some(ip) = arg("IP") {
-        wanted.ip = requested_ip(&ip.split(',').map(String::from).collect::<Vec<_>>(), "CNI_ARGS IP")?;
+        (wanted.ip, wanted.ip6) =
+            requested_ips(&ip.split(',').map(String::from).collect::<Vec<_>>(), "CNI_ARGS IP")?;
     }
     if let Some(mac) = arg("MAC") {
         wanted.mac = Some(mac.parse().map_err(|e| Error::InvalidEnvValue(format!("CNI_ARGS MAC: {e}")))?);
@@ -138,7 +160,9 @@ pub fn wanted(conf: &NetConf, cni_args: Option<&str>, network: &str) -> Result<W
     if let Some(ips) = runtime.custom.get("ips") {
         let ips: Vec<String> = serde_json::from_value(ips.clone())
             .map_err(|_| bad_config(format!("runtimeConfig.ips is {ips}; give a list of addresses")))?;
-        wanted.ip = requested_ip(&ips, "runtimeConfig.ips")?.or(wanted.ip);
+        let (ip, ip6) = requested_ips(&ips, "runtimeConfig.ips")?;
+        wanted.ip = ip.or(wanted.ip);
+        wanted.ip6 = ip6.or(wanted.ip6);
     }
     if let Some(mac) = runtime.custom.get("mac") {
         let text =
@@ -175,10 +199,12 @@ fn parse_args(cni_args: Option<&str>) -> Result<Vec<(&str, &str)>, Error> {
     Ok(pairs)
 }
 
-/// The address asked for (`from`: the `ips` capability, or `IP` in `CNI_ARGS`): one IPv4
-/// address, with or without its prefix.
-fn requested_ip(ips: &[String], from: &str) -> Result<Option<Ipv4Addr>, Error> {
+/// The addresses asked for (`from`: the `ips` capability, or `IP` in `CNI_ARGS`): at most
+/// one of each family, with or without its prefix. Whether the network has IPv6 for the
+/// IPv6 one is the daemon's to say.
+fn requested_ips(ips: &[String], from: &str) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), Error> {
     let mut v4 = vec![];
+    let mut v6 = vec![];
     for text in ips {
         let ip = match text.parse::<IpNet>() {
             Ok(net) => net.addr(),
@@ -188,20 +214,17 @@ fn requested_ip(ips: &[String], from: &str) -> Result<Option<Ipv4Addr>, Error> {
         };
         match ip {
             IpAddr::V4(ip) => v4.push(ip),
-            IpAddr::V6(_) => {
-                return Err(unsupported(format!(
-                    "{from}: {text} is IPv6; dataplane networks are IPv4-only for now"
-                )));
-            }
+            IpAddr::V6(ip) => v6.push(ip),
         }
     }
-    if v4.len() > 1 {
-        return Err(bad_config(format!(
-            "{from} asks for {} IPv4 addresses; an interface takes one",
-            v4.len()
-        )));
+    for (count, family) in [(v4.len(), "IPv4"), (v6.len(), "IPv6")] {
+        if count > 1 {
+            return Err(bad_config(format!(
+                "{from} asks for {count} {family} addresses; an interface takes one of each family"
+            )));
+        }
     }
-    Ok(v4.first().copied())
+    Ok((v4.first().copied(), v6.first().copied()))
 }
 
 /// The `aliases` capability: a list of names, or (as podman sends it) lists by network name.
@@ -278,21 +301,25 @@ fn result_of(
     });
     let sandbox_index = (result.interfaces.len() - 1) as u32;
     let address = Ipv4Net::new(added.ip, added.prefix_len).expect("the daemon gives a valid prefix");
-    result.ips.push(IpConfig {
-        interface: Some(sandbox_index),
-        address: address.into(),
-        gateway: Some(added.gateway.into()),
-    });
-    if added.default_route {
-        result.routes.push(Route {
-            dst: IpNet::V4(Ipv4Net::default()),
-            gw: Some(added.gateway.into()),
-            mtu: None,
-            advmss: None,
-            priority: None,
-            table: None,
-            scope: None,
-        });
+    let mut families =
+        vec![(IpNet::from(address), IpAddr::from(added.gateway), IpNet::V4(Ipv4Net::default()))];
+    if let Some(v6) = added.ipv6 {
+        let address = Ipv6Net::new(v6.ip, v6.prefix_len).expect("the daemon gives a valid prefix");
+        families.push((address.into(), v6.gateway.into(), IpNet::V6(Ipv6Net::default())));
+    }
+    for (address, gateway, default) in families {
+        result.ips.push(IpConfig { interface: Some(sandbox_index), address, gateway: Some(gateway) });
+        if added.default_route {
+            result.routes.push(Route {
+                dst: default,
+                gw: Some(gateway),
+                mtu: None,
+                advmss: None,
+                priority: None,
+                table: None,
+                scope: None,
+            });
+        }
     }
     // The config's `dns` gives what the runtime should add (search domains, options);
     // the resolver is the network's, ahead of any the previous plugin named.
@@ -348,6 +375,7 @@ impl Cni for DataplaneCni {
             netns: PathBuf::from(&netns),
             network: config.network.clone(),
             ip: wanted.ip,
+            ip6: wanted.ip6,
             mac: wanted.mac,
             names: wanted.names,
             publish: wanted.publish,
@@ -370,13 +398,18 @@ impl Cni for DataplaneCni {
         let prev = conf.prev_result.as_ref().ok_or_else(|| {
             bad_config("CHECK needs the ADD's result as prevResult; the runtime passes it".into())
         })?;
-        // Our sandbox interface in the cached result, and the address given to it.
+        // Our sandbox interface in the cached result, and the addresses given to it.
         let sandbox = prev.interfaces.iter().position(|i| i.name == attachment.ifname && i.sandbox.is_some());
-        let ip = sandbox.and_then(|index| {
-            prev.ips.iter().find_map(|c| match c.address {
-                IpNet::V4(net) if c.interface == Some(index as u32) => Some(net),
-                _ => None,
-            })
+        let given = || {
+            prev.ips.iter().filter(move |c| sandbox.is_some_and(|index| c.interface == Some(index as u32)))
+        };
+        let ip = given().find_map(|c| match c.address {
+            IpNet::V4(net) => Some(net),
+            IpNet::V6(_) => None,
+        });
+        let ip6 = given().find_map(|c| match c.address {
+            IpNet::V6(net) => Some(net),
+            IpNet::V4(_) => None,
         });
         let mac = sandbox.and_then(|index| prev.interfaces[index].mac.parse().ok());
         let request = Request::CniCheck(CniCheck {
@@ -384,6 +417,7 @@ impl Cni for DataplaneCni {
             network: config.network.name.clone(),
             netns: PathBuf::from(netns_of(&args)?),
             ip,
+            ip6,
             mac,
         });
         call::<Value>(&config, &request).map(drop)
@@ -456,9 +490,9 @@ mod tests {
                 subnet: Some("10.88.5.0/24".parse().unwrap()),
                 gateway: None,
                 ip_range: Some("10.88.5.128/25".parse().unwrap()),
-                internal: None,
                 icc: Some(false),
                 mtu: Some(1400),
+                ..CniNetwork::default()
             }
         );
         // `network` names another network than the config's name; the socket defaults.
@@ -468,6 +502,14 @@ mod tests {
             (config.network.name.as_str(), config.socket),
             ("web", PathBuf::from(api::DEFAULT_SOCKET))
         );
+        // An IPv6 subnet asks for IPv6 without saying "ipv6"; "ipv6" alone takes a ULA /64.
+        let dual = parse_config(&conf(json!({"name": "d", "type": "dataplane", "subnet6": "fd00:88::/64"})))
+            .unwrap()
+            .network;
+        assert_eq!((dual.ipv6, dual.subnet6), (Some(true), Some("fd00:88::/64".parse().unwrap())));
+        let pooled =
+            parse_config(&conf(json!({"name": "d", "type": "dataplane", "ipv6": true}))).unwrap().network;
+        assert_eq!((pooled.ipv6, pooled.subnet6), (Some(true), None));
     }
 
     #[test]
@@ -485,6 +527,12 @@ mod tests {
             .unwrap_err();
         assert_eq!(u32::from(&err), 7);
         assert!(err.details().contains("\"subnet\""), "{err:?}");
+        let err = parse_config(&conf(
+            json!({"name": "n", "type": "dataplane", "ipv6": false, "subnet6": "fd00:88::/64"}),
+        ))
+        .unwrap_err();
+        assert_eq!(u32::from(&err), 7);
+        assert!(err.details().contains("\"ipv6\": true"), "{err:?}");
     }
 
     #[test]
@@ -495,6 +543,7 @@ mod tests {
             wanted,
             Wanted {
                 ip: Some(Ipv4Addr::new(10, 88, 5, 130)),
+                ip6: None,
                 mac: Some("02:aa:bb:cc:dd:ee".parse().unwrap()),
                 names: vec!["api".into(), "web".into(), "www".into()],
                 publish: vec![
@@ -529,8 +578,8 @@ mod tests {
     fn asks_that_cannot_be_served_are_refused() {
         let with = |runtime: Value| conf(json!({"name": "n", "type": "dataplane", "runtimeConfig": runtime}));
         let cases = [
-            (json!({"ips": ["fd00::5/64"]}), 2, "IPv6"),
-            (json!({"ips": ["10.0.0.5", "10.0.0.6"]}), 7, "takes one"),
+            (json!({"ips": ["10.0.0.5", "10.0.0.6"]}), 7, "2 IPv4 addresses"),
+            (json!({"ips": ["fd00::5/64", "fd00::6/64"]}), 7, "2 IPv6 addresses"),
             (json!({"ips": ["ten"]}), 7, "not an address"),
             (json!({"mac": "01:00:00:00:00:01"}), 7, "multicast"),
             (json!({"aliases": "web"}), 7, "list of names"),
@@ -552,8 +601,21 @@ mod tests {
         assert_eq!(asked.ip, Some(Ipv4Addr::new(10, 88, 5, 77)));
         assert_eq!(asked.mac, Some("02:42:0a:58:05:4d".parse().unwrap()));
         assert_eq!(asked.names, ["c3"]);
-        let err = wanted(&bare, Some("IP=fd00::7"), "n").unwrap_err();
+        let err = wanted(&bare, Some("IP=ten"), "n").unwrap_err();
         assert!(err.details().contains("CNI_ARGS IP"), "{err:?}");
+    }
+
+    #[test]
+    fn an_address_of_each_family_may_be_asked_for() {
+        let bare = conf(json!({"name": "n", "type": "dataplane"}));
+        // podman's --ip and --ip6 together, in CNI_ARGS.
+        let asked = wanted(&bare, Some("IP=10.88.5.77,fd00:88::77"), "n").unwrap();
+        assert_eq!(asked.ip, Some(Ipv4Addr::new(10, 88, 5, 77)));
+        assert_eq!(asked.ip6, Some("fd00:88::77".parse().unwrap()));
+        let capability =
+            conf(json!({"name": "n", "type": "dataplane", "runtimeConfig": {"ips": ["fd00:88::9/64"]}}));
+        let asked = wanted(&capability, None, "n").unwrap();
+        assert_eq!((asked.ip, asked.ip6), (None, Some("fd00:88::9".parse().unwrap())));
     }
 
     fn added() -> CniAdded {
@@ -565,6 +627,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 88, 5, 2),
             prefix_len: 24,
             gateway: Ipv4Addr::new(10, 88, 5, 1),
+            ipv6: None,
             default_route: true,
             mtu: None,
             nameservers: vec![Ipv4Addr::new(10, 88, 5, 1)],
@@ -592,6 +655,29 @@ mod tests {
                 "routes": [{"dst": "0.0.0.0/0", "gw": "10.88.5.1"}],
                 "dns": {"nameservers": ["10.88.5.1"]}
             })
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_result_has_an_address_and_a_default_route_of_each_family() {
+        let mut dual = added();
+        dual.ipv6 = Some(api::CniAddedV6 {
+            ip: "fd00:88:5::2".parse().unwrap(),
+            prefix_len: 64,
+            gateway: "fd00:88:5::1".parse().unwrap(),
+        });
+        let result = result_of(&dual, "eth0", "/run/netns/pod", None, None);
+        let printed = serde_json::to_value(&result).unwrap();
+        assert_eq!(
+            printed["ips"],
+            json!([
+                {"interface": 1, "address": "10.88.5.2/24", "gateway": "10.88.5.1"},
+                {"interface": 1, "address": "fd00:88:5::2/64", "gateway": "fd00:88:5::1"}
+            ])
+        );
+        assert_eq!(
+            printed["routes"],
+            json!([{"dst": "0.0.0.0/0", "gw": "10.88.5.1"}, {"dst": "::/0", "gw": "fd00:88:5::1"}])
         );
     }
 

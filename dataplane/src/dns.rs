@@ -78,9 +78,10 @@ struct Zone {
 pub struct Directory {
     /// By network id; only networks that have a resolver.
     zones: HashMap<String, Zone>,
-    /// (network id, container address) → ids of every network that container is on, so
-    /// that a container connected to two networks resolves the names of both.
-    views: HashMap<(String, Ipv4Addr), Vec<String>>,
+    /// (network id, container address of either family) → ids of every network that
+    /// container is on, so that a container connected to two networks resolves the names
+    /// of both, whichever family it asks over.
+    views: HashMap<(String, IpAddr), Vec<String>>,
     /// What each owner's endpoints put in the zones and views, to take it out again.
     entered: HashMap<Owner, Vec<Entry>>,
 }
@@ -177,7 +178,9 @@ impl Directory {
                     }
                 }
             }
-            self.views.remove(&(entry.network, entry.ip));
+            for ip in entry.addresses() {
+                self.views.remove(&(entry.network.clone(), ip));
+            }
         }
     }
 
@@ -204,7 +207,9 @@ impl Directory {
         for att in attached {
             let Some(net) = state.network_by_id(&att.network_id) else { continue };
             let Some(zone) = self.zones.get_mut(&net.id) else { continue };
-            self.views.insert((net.id.clone(), att.ip), networks.clone());
+            for ip in att.addresses() {
+                self.views.insert((net.id.clone(), ip), networks.clone());
+            }
             let mut entry =
                 Entry { network: net.id.clone(), ip: att.ip, ip6: att.ip6, names: vec![], pointer: false };
             let mut names: Vec<&str> = own_names.clone().unwrap_or_default();
@@ -234,7 +239,7 @@ impl Directory {
 
     /// The zones a client sees: those of every network it is on, starting with the one
     /// it asked through; a client we do not know (the host, say) sees that one only.
-    fn zones_for<'a>(&'a self, network: &'a str, client: Ipv4Addr) -> impl Iterator<Item = &'a Zone> + 'a {
+    fn zones_for<'a>(&'a self, network: &'a str, client: IpAddr) -> impl Iterator<Item = &'a Zone> + 'a {
         let others = self.views.get(&(network.to_string(), client)).into_iter().flatten();
         std::iter::once(network)
             .chain(others.map(String::as_str).filter(move |n| *n != network))
@@ -272,11 +277,8 @@ impl Directory {
             return send(&response_to(&request, ResponseCode::NotImp));
         }
         let Some(zone) = self.zones.get(network) else { return Reply::Nothing };
-        let client = match client {
-            IpAddr::V4(ip) => ip,
-            IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
-        };
-        if let Some(response) = resolve(self.zones_for(network, client), &request, turn) {
+        // A dual-stack socket sees IPv4 clients as mapped IPv6 addresses.
+        if let Some(response) = resolve(self.zones_for(network, client.to_canonical()), &request, turn) {
             return send(&response);
         }
         if zone.forwards {
@@ -1024,6 +1026,44 @@ mod tests {
         let zones = || directory.zones_for(&dual.id, [10, 5, 0, 3].into());
         assert!(resolve(zones(), &query("web6.", RecordType::AAAA), 0).is_none());
         assert!(resolve(zones(), &query(arpa, RecordType::PTR), 0).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_client_sees_the_names_of_every_network_it_is_on() {
+        let dual = |name: &str, third: u8| Network {
+            ipv6: Some(
+                crate::ipam::AddressPlanV6::new(format!("fd00:{third}::/64").parse().unwrap(), None, None)
+                    .unwrap(),
+            ),
+            ..network(name, third, false)
+        };
+        let (a, b) = (dual("a6", 6), dual("b6", 7));
+        let (both, mut on_both) = container("both", &[(&a, 2, &[]), (&b, 2, &[])]);
+        on_both[0].ip6 = Some("fd00:6::2".parse().unwrap());
+        on_both[1].ip6 = Some("fd00:7::2".parse().unwrap());
+        let (only_b, mut on_b) = container("onlyb", &[(&b, 3, &[])]);
+        on_b[0].ip6 = Some("fd00:7::3".parse().unwrap());
+        let both_id = both.id.clone();
+        let mut state = state_of(&[&a, &b], vec![(both, on_both), (only_b, on_b)]);
+        let mut directory = Directory::from_state(&state);
+        // Asked through a's resolver for a name of b only.
+        let ask = |directory: &Directory, client: &str| {
+            let packet = query("onlyb.", RecordType::AAAA).to_vec().unwrap();
+            match directory.reply(&a.id, client.parse().unwrap(), &packet, Transport::Udp, 0) {
+                Reply::Send(bytes) => {
+                    let response = Message::from_vec(&bytes).unwrap();
+                    response.answers.iter().map(|r| r.data.to_string()).collect::<Vec<_>>()
+                }
+                other => vec![format!("{other:?}")],
+            }
+        };
+        assert_eq!(ask(&directory, "10.6.0.2"), ["fd00:7::3"], "over IPv4");
+        assert_eq!(ask(&directory, "fd00:6::2"), ["fd00:7::3"], "over IPv6: b's names too");
+        assert_eq!(ask(&directory, "::ffff:10.6.0.2"), ["fd00:7::3"], "IPv4 as a mapped IPv6 address");
+        // Its views go with its endpoints, by both addresses.
+        state.endpoints.retain(|e| e.owner.container_id() != Some(both_id.as_str()));
+        directory.refresh(&state, &Owner::Container { id: both_id });
+        assert!(directory.views.keys().all(|(net, _)| net == &b.id), "views left: {:?}", directory.views);
     }
 
     #[test]

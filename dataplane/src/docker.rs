@@ -5,13 +5,17 @@
 //! the pools and addresses asked of our IPAM. It holds no state and never talks to the
 //! daemon's core; `daemon::docker` serves it.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
+    api::Ipv6Spec,
     ports::{PortMapping, Proto},
     state::MacAddr,
 };
@@ -166,7 +170,7 @@ impl RequestPool {
     pub fn parse(&self) -> Result<(Option<Ipv4Net>, Option<Ipv4Net>), String> {
         if self.v6 {
             return Err(
-                "dataplane's IPAM gives IPv4 addresses only; create the network without --ipv6".into()
+                "dataplane's IPAM driver gives IPv4 addresses only; for an --ipv6 network leave --ipam-driver out (Docker's default IPAM gives its IPv6 pool)".into()
             );
         }
         let net = |s: &str, flag: &str| -> Result<Option<Ipv4Net>, String> {
@@ -220,6 +224,9 @@ pub struct JoinAnswer {
     pub interface_name: InterfaceName,
     /// Always given: without it, Docker adds an interface on its `docker_gwbridge`.
     pub gateway: Ipv4Addr,
+    /// The IPv6 gateway, on a network with IPv6: Docker routes `::/0` through it.
+    #[serde(rename = "GatewayIPv6", skip_serializing_if = "Option::is_none")]
+    pub gateway_ipv6: Option<Ipv6Addr>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -257,20 +264,39 @@ pub struct WantedPort {
 pub struct NetworkRequest {
     pub subnet: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 (`--ipv6`): the pool Docker's IPAM gave, or our ULA pool's next /64 if none.
+    pub ipv6: Option<Ipv6Spec>,
     pub internal: bool,
     /// Bridge options by Docker's names, which our bridge networks take as they are.
     pub options: BTreeMap<String, String>,
 }
 
 impl CreateNetwork {
-    /// The network Docker asks for: one IPv4 pool, its gateway, and the options our bridge
-    /// networks have; anything else is refused, naming it and what is supported.
+    /// The network Docker asks for: one IPv4 pool, its gateway, at most one IPv6 pool with
+    /// `--ipv6`, and the options our bridge networks have; anything else is refused, naming
+    /// it and what is supported.
     pub fn parse(&self) -> Result<NetworkRequest, String> {
-        if !self.ipv6_data.is_empty()
-            || self.options.get(ENABLE_IPV6).is_some_and(|v| v == &Value::Bool(true))
-        {
-            return Err("dataplane networks are IPv4-only; create the network without --ipv6".into());
-        }
+        let enable_ipv6 = self.options.get(ENABLE_IPV6).is_some_and(|v| v == &Value::Bool(true));
+        let ipv6 = match (enable_ipv6, self.ipv6_data.as_slice()) {
+            (false, []) => None,
+            (false, [_, ..]) => {
+                return Err("Docker sent an IPv6 pool without --ipv6; create the network with --ipv6".into());
+            }
+            (true, []) => Some(Ipv6Spec::default()),
+            (true, [one]) => Some(Ipv6Spec {
+                subnet: Some(one.pool.parse().map_err(|_| {
+                    format!("subnet {:?} is not an IPv6 subnet; give --subnet like fd00:1::/64", one.pool)
+                })?),
+                gateway: gateway_of(&one.gateway, "IPv6", "--gateway fd00:1::1")?,
+                ip_range: None,
+            }),
+            (true, more) => {
+                return Err(format!(
+                    "{} IPv6 pools given; a dataplane network has one IPv6 subnet: give one IPv6 --subnet",
+                    more.len()
+                ));
+            }
+        };
         let pool = match self.ipv4_data.as_slice() {
             [one] => one,
             [] => return Err("Docker sent no IPv4 pool; give the network one with --subnet".into()),
@@ -285,13 +311,7 @@ impl CreateNetwork {
             .pool
             .parse()
             .map_err(|_| format!("subnet {:?} is not an IPv4 subnet; give --subnet A.B.C.D/N", pool.pool))?;
-        let gateway =
-            match pool.gateway.as_str() {
-                "" => None,
-                cidr => Some(cidr.split('/').next().and_then(|a| a.parse().ok()).ok_or_else(|| {
-                    format!("gateway {cidr:?} is not an IPv4 address; give --gateway A.B.C.D")
-                })?),
-            };
+        let gateway = gateway_of(&pool.gateway, "IPv4", "--gateway A.B.C.D")?;
         let mut internal = self.options.get(INTERNAL).is_some_and(|v| v == &Value::Bool(true));
         let mut options = BTreeMap::new();
         let generic = match self.options.get(GENERIC) {
@@ -320,19 +340,26 @@ impl CreateNetwork {
                 }
             }
         }
-        Ok(NetworkRequest { subnet, gateway, internal, options })
+        Ok(NetworkRequest { subnet, gateway, ipv6, internal, options })
+    }
+}
+
+/// A pool's gateway as Docker sends it (with the pool's prefix length), if any.
+fn gateway_of<A: std::str::FromStr>(cidr: &str, family: &str, fix: &str) -> Result<Option<A>, String> {
+    match cidr {
+        "" => Ok(None),
+        cidr => cidr
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .map(Some)
+            .ok_or_else(|| format!("gateway {cidr:?} is not an {family} address; give {fix}")),
     }
 }
 
 impl EndpointInterface {
     /// The IPv4 address Docker's IPAM gave the endpoint (`10.20.0.2/24`).
     pub fn ipv4(&self) -> Result<Ipv4Addr, String> {
-        if !self.address_ipv6.is_empty() {
-            return Err(format!(
-                "IPv6 address {} given; dataplane networks are IPv4-only",
-                self.address_ipv6
-            ));
-        }
         if self.address.is_empty() {
             return Err(
                 "Docker sent no IPv4 address; use Docker's default IPAM driver for this network".into()
@@ -343,6 +370,19 @@ impl EndpointInterface {
             .next()
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| format!("address {:?} is not an IPv4 address", self.address))
+    }
+
+    /// The IPv6 address Docker's IPAM gave the endpoint (`fd00:1::2/64`), if any.
+    pub fn ipv6(&self) -> Result<Option<Ipv6Addr>, String> {
+        match self.address_ipv6.as_str() {
+            "" => Ok(None),
+            text => text
+                .parse::<Ipv6Net>()
+                .map(|net| net.addr())
+                .or_else(|_| text.parse())
+                .map(Some)
+                .map_err(|_| format!("address {text:?} is not an IPv6 address")),
+        }
     }
 
     /// The MAC Docker gave (`--mac-address`), if any.
@@ -441,6 +481,25 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_takes_docker_s_ipv6_pool_or_our_own() {
+        let mut request = create(json!({"com.docker.network.enable_ipv6": true}), pool());
+        assert_eq!(request.parse().unwrap().ipv6, Some(Ipv6Spec::default()), "--ipv6 without a pool");
+        request.ipv6_data =
+            serde_json::from_value(json!([{"Pool": "fd00:20::/64", "Gateway": "fd00:20::1/64"}])).unwrap();
+        assert_eq!(
+            request.parse().unwrap().ipv6,
+            Some(Ipv6Spec {
+                subnet: Some("fd00:20::/64".parse().unwrap()),
+                gateway: Some("fd00:20::1".parse().unwrap()),
+                ip_range: None
+            })
+        );
+        assert_eq!(create(Value::Null, pool()).parse().unwrap().ipv6, None, "IPv4-only");
+        request.ipv6_data = serde_json::from_value(json!([{"Pool": "10.30.0.0/24"}])).unwrap();
+        assert!(request.parse().unwrap_err().contains("not an IPv6 subnet"));
+    }
+
+    #[test]
     fn internal_comes_from_the_flag_or_the_option() {
         let flag = create(json!({"com.docker.network.internal": true}), pool()).parse().unwrap();
         assert!(flag.internal, "--internal");
@@ -458,8 +517,11 @@ mod tests {
             create(json!({"com.docker.network.generic": {"parent": "eth0"}}), pool()).parse().unwrap_err();
         assert!(err.contains("-o parent: unknown option"), "{err}");
         assert!(err.contains(ICC) && err.contains(MTU) && err.contains("internal"), "{err}");
-        let err = create(json!({"com.docker.network.enable_ipv6": true}), pool()).parse().unwrap_err();
-        assert!(err.contains("IPv4-only") && err.contains("--ipv6"), "{err}");
+        let two6 = json!([{"Pool": "fd00:1::/64"}, {"Pool": "fd00:2::/64"}]);
+        let mut err = create(json!({"com.docker.network.enable_ipv6": true}), pool());
+        err.ipv6_data = serde_json::from_value(two6).unwrap();
+        let err = err.parse().unwrap_err();
+        assert!(err.contains("2 IPv6 pools") && err.contains("one IPv6 --subnet"), "{err}");
         let two = json!([{"Pool": "10.20.0.0/24"}, {"Pool": "10.21.0.0/24"}]);
         let err = create(Value::Null, two).parse().unwrap_err();
         assert!(err.contains("2 IPv4 pools") && err.contains("one --subnet"), "{err}");
@@ -479,6 +541,9 @@ mod tests {
         assert_eq!(interface.mac(), Ok(None));
         let with_mac = EndpointInterface { mac_address: "02:42:0a:14:00:09".into(), ..interface.clone() };
         assert_eq!(with_mac.mac().unwrap().unwrap().to_string(), "02:42:0a:14:00:09");
+        assert_eq!(interface.ipv6(), Ok(None));
+        let dual = EndpointInterface { address_ipv6: "fd00:20::2/64".into(), ..interface.clone() };
+        assert_eq!(dual.ipv6(), Ok(Some("fd00:20::2".parse().unwrap())));
         let none = EndpointInterface::default();
         assert!(none.ipv4().unwrap_err().contains("no IPv4 address"));
         // Only the MAC goes back, and only when set.

@@ -488,6 +488,19 @@ impl Netlink {
 
     /// IPv4 addresses of a link.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// Addresses of a link, of both families.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>> {
         let messages: Vec<_> = self
             .handle
             .address()
@@ -501,9 +514,7 @@ impl Netlink {
             .into_iter()
             .flat_map(|m| m.attributes)
             .filter_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
-                    Some(ip)
-                }
+                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(ip),
                 _ => None,
             })
             .collect::<std::collections::BTreeSet<_>>()
@@ -603,26 +614,34 @@ impl Netlink {
         }))
     }
 
-    /// The gateway of the main table's IPv4 default route, with its output interface.
-    pub async fn default_gateway_v4(&self) -> Result<Option<(Ipv4Addr, Option<u32>)>> {
-        let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        let routes: Vec<_> =
-            self.handle.route().get(query).execute().try_collect().await.context("listing routes")?;
+    /// The gateways of the main table's default routes, IPv4's then IPv6's, each with its
+    /// output interface.
+    pub async fn default_gateways(&self) -> Result<Vec<(IpAddr, Option<u32>)>> {
+        let mut routes = vec![];
+        for query in
+            [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<Ipv6Addr>::new().build()]
+        {
+            let family: Vec<_> =
+                self.handle.route().get(query).execute().try_collect().await.context("listing routes")?;
+            routes.extend(family);
+        }
         Ok(routes
             .into_iter()
             .filter(|r| r.header.table == 254 && r.header.destination_prefix_length == 0)
-            .find_map(|r| {
+            .filter_map(|r| {
                 let mut gateway = None;
                 let mut oif = None;
                 for attr in &r.attributes {
                     match attr {
-                        RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
+                        RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(IpAddr::V4(*a)),
+                        RouteAttribute::Gateway(RouteAddress::Inet6(a)) => gateway = Some(IpAddr::V6(*a)),
                         RouteAttribute::Oif(i) => oif = Some(*i),
                         _ => {}
                     }
                 }
                 gateway.map(|g| (g, oif))
-            }))
+            })
+            .collect())
     }
 
     /// IPv4 routes of the main table with their output interface, to refuse subnets that
@@ -689,23 +708,29 @@ pub fn enable_gro_in(netns: &Path, ifname: &str) -> Result<()> {
 }
 
 /// Turns IPv6 off for `ifname` inside the namespace at `netns` (rtnetlink cannot set
-/// IPv6 device settings). A kernel without IPv6 has nothing to turn off.
+/// IPv6 device settings). A kernel without IPv6 has nothing to turn off. A link whose IPv6
+/// is on gets routes in its namespace's IPv6 table (link-local, multicast) as it comes up,
+/// and the kernel walks that whole table whenever a link of the namespace goes down or away.
 pub fn disable_ipv6_in(netns: &Path, ifname: &str) -> Result<()> {
-    let ifname = ifname.to_string();
-    crate::netns::run_in(netns, move || disable_ipv6(&ifname))
+    ipv6_conf_in(netns, ifname, "disable_ipv6", "1")
+}
+
+/// Makes `ifname` inside the namespace at `netns` ignore router advertisements: no
+/// default route, prefix or address from a router of its segment.
+pub fn ignore_router_advertisements_in(netns: &Path, ifname: &str) -> Result<()> {
+    ipv6_conf_in(netns, ifname, "accept_ra", "0")
 }
 
 const IPV6_CONF: &str = "/proc/sys/net/ipv6/conf";
 
-/// Turns IPv6 off for `ifname` in the caller's namespace. A link whose IPv6 is on gets
-/// routes in its namespace's IPv6 table (link-local, multicast) as it comes up, and the
-/// kernel walks that whole table whenever a link of the namespace goes down or away.
-fn disable_ipv6(ifname: &str) -> Result<()> {
-    let path = format!("{IPV6_CONF}/{ifname}/disable_ipv6");
-    match std::fs::write(&path, "1") {
+/// Writes one IPv6 setting of `ifname` (`/proc/sys/net/ipv6/conf/IFNAME/KEY`) in the
+/// namespace at `netns`; a kernel without IPv6 has none to write.
+fn ipv6_conf_in(netns: &Path, ifname: &str, key: &'static str, value: &'static str) -> Result<()> {
+    let path = format!("{IPV6_CONF}/{ifname}/{key}");
+    crate::netns::run_in(netns, move || match std::fs::write(&path, value) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new(IPV6_CONF).exists() => Ok(()),
         other => other.with_context(|| format!("writing {path}")),
-    }
+    })
 }
 
 /// Deletes links on a thread of its own, after the caller has moved on. The kernel's

@@ -500,13 +500,16 @@ impl DockerState {
     }
 }
 
-/// An endpoint as Docker's CreateEndpoint settled it: the address Docker's IPAM gave, and
-/// the MAC Docker gave or we chose.
+/// An endpoint as Docker's CreateEndpoint settled it: the addresses Docker's IPAM gave (or
+/// the IPv6 one we chose), and the MAC Docker gave or we chose.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DockerEndpoint {
     /// Our network's ID.
     pub network_id: String,
     pub ip: Ipv4Addr,
+    /// On a network with IPv6 (absent from earlier state files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: MacAddr,
 }
 
@@ -819,7 +822,7 @@ mod tests {
         docker.networks.insert("d0c".repeat(21), network.id.clone());
         docker.endpoints.insert(
             "e9d".repeat(21),
-            DockerEndpoint { network_id: network.id.clone(), ip: endpoint.ip, mac: endpoint.mac },
+            DockerEndpoint { network_id: network.id.clone(), ip: endpoint.ip, ip6: None, mac: endpoint.mac },
         );
         State {
             networks: vec![network].into(),

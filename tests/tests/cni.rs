@@ -237,6 +237,27 @@ fn del_and_check_face_what_others_removed() {
     Call::new(&host, "DEL", "cccc", Some(&again)).ok(&conf);
 }
 
+/// On a dual-stack network CHECK covers IPv6 as IPv4: the address and the default route.
+#[test]
+fn check_of_a_dual_stack_attachment_finds_a_lost_ipv6_route_or_address() {
+    let mut host = Host::start();
+    let pod = host.add_namespace("pod6");
+    let conf = with(config(&host, "1.1.0", "dual", "10.79.0.0/24"), "subnet6", json!("fd00:79::/64"));
+    let result = Call::new(&host, "ADD", "6666", Some(&pod)).ok(&conf);
+    assert_eq!(result["ips"][1]["address"], "fd00:79::2/64", "{result}");
+    let prev = with(conf.clone(), "prevResult", result);
+    Call::new(&host, "CHECK", "6666", Some(&pod)).ok(&prev);
+
+    host.ns_sh_ok(&pod, "ip -6 route del default");
+    let error = Call::new(&host, "CHECK", "6666", Some(&pod)).fails(&prev, 100);
+    assert!(error["details"].as_str().unwrap().contains("default route via fd00:79::1"), "{error}");
+    host.ns_sh_ok(&pod, "ip -6 addr del fd00:79::2/64 dev eth0");
+    let error = Call::new(&host, "CHECK", "6666", Some(&pod)).fails(&prev, 100);
+    assert!(error["details"].as_str().unwrap().contains("lost its address fd00:79::2"), "{error}");
+    Call::new(&host, "DEL", "6666", Some(&pod)).ok(&conf);
+    assert!(endpoints_of(&host, "dual").is_empty(), "DEL left the endpoint");
+}
+
 #[test]
 fn gc_removes_the_attachments_the_runtime_no_longer_lists() {
     let mut host = Host::start();

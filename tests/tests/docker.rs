@@ -86,6 +86,54 @@ fn assert_no_firewall_rule(host: &Host) {
     assert!(ruleset.trim().is_empty(), "nft lists a ruleset in the host namespace:\n{ruleset}");
 }
 
+/// `docker network create --ipv6` with an IPv6 subnet: our network is dual-stack on
+/// Docker's pools, Docker's IPAM gives each container an IPv6 address, which our endpoint
+/// takes, and Join's IPv6 gateway becomes each container's IPv6 default route.
+#[test]
+fn docker_containers_on_a_dual_stack_network_ping_each_other_over_ipv6() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    let subnets = ["--subnet", "10.22.0.0/24", "--subnet", "fd00:22::/64"];
+    docker.ok(&[&["network", "create", "-d", plugin.name.as_str(), "--ipv6"][..], &subnets, &["dual"]].concat());
+    let ours = host.dp_json(&["network", "inspect", &docker.dataplane_network("dual")]);
+    assert_eq!(ours[0]["EnableIPv6"], true, "our network has no IPv6: {ours}");
+    assert_eq!(
+        (&ours[0]["IPAM"]["Config"][1]["Subnet"], &ours[0]["IPAM"]["Config"][1]["Gateway"]),
+        (&json!("fd00:22::/64"), &json!("fd00:22::1")),
+        "our network has not Docker's IPv6 pool: {ours}"
+    );
+
+    docker.run("alpha", "dual", &[], &["sleep", "600"]);
+    docker.run("beta", "dual", &[], &["sleep", "600"]);
+    let beta = docker.inspect("beta")[0]["NetworkSettings"]["Networks"]["dual"].clone();
+    let beta6 = beta["GlobalIPv6Address"].as_str().unwrap_or_default().to_string();
+    assert!(beta6.starts_with("fd00:22::"), "docker inspect shows no IPv6 address on the subnet: {beta}");
+    assert_eq!(beta["IPv6Gateway"], "fd00:22::1", "docker inspect shows another IPv6 gateway: {beta}");
+    let listed = host.dp_json(&["network", "inspect", &docker.dataplane_network("dual")]);
+    let ipv6_listed: Vec<&str> = listed[0]["Containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|c| c["IPv6Address"].as_str())
+        .collect();
+    assert!(
+        ipv6_listed.contains(&format!("{beta6}/64").as_str()),
+        "our endpoint has not Docker's IPv6 address: {listed}"
+    );
+    let inside = docker.exec("beta", "ip -6 addr show dev eth0; ip -6 route");
+    assert!(
+        text(&inside).contains(&format!("inet6 {beta6}/64"))
+            && text(&inside).contains("default via fd00:22::1"),
+        "beta has not its IPv6 address and default route: {}",
+        text(&inside)
+    );
+    for target in [beta6.as_str(), "fd00:22::1"] {
+        let ping = docker.exec("alpha", &format!("ping -6 -c 1 -W 2 {target}"));
+        assert!(ping.status.success(), "alpha does not reach {target} over IPv6: {}", text(&ping));
+    }
+}
+
 #[test]
 fn docker_containers_reach_each_other_by_address_and_by_name() {
     let plugin = DockerPlugin::unique();

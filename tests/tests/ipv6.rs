@@ -181,3 +181,22 @@ fn ipv6_networks_take_ula_subnets_are_isolated_and_refuse_bad_plans_with_the_fix
     let no_v6 = host.dp_err(&["run", "-d", "--network", "four", "--ip6", "fd00:98::5", "--", "sleep", "1"]);
     assert!(no_v6.contains("has no IPv6") && no_v6.contains("drop --ip6"), "{no_v6}");
 }
+
+/// A container on two IPv6 networks resolves the names of both through either resolver,
+/// asking over IPv6 as over IPv4.
+#[test]
+fn a_container_on_two_ipv6_networks_resolves_the_names_of_both_over_ipv6() {
+    let host = Host::start();
+    for (name, v4, v6) in
+        [("front", "10.95.0.0/24", "fd00:95::/64"), ("back", "10.96.0.0/24", "fd00:96::/64")]
+    {
+        host.dp_ok(&["network", "create", "--ipv6", "--subnet", v4, "--subnet", v6, name]);
+    }
+    host.run_sleeper("db", &["--network", "back"]);
+    host.run_sleeper("app", &["--network", "front"]);
+    host.dp_ok(&["network", "connect", "back", "app"]);
+    for server in ["10.95.0.1", "fd00:95::1", "fd00:96::1"] {
+        let asked = exec_ok(&host, "app", &format!("dig +short +time=2 +tries=1 @{server} AAAA db"));
+        assert_eq!(asked.trim(), "fd00:96::2", "dig @{server} AAAA db from app");
+    }
+}

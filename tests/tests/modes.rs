@@ -178,3 +178,39 @@ fn macvlan_containers_talk_to_the_parents_segment_directly() {
     host.dp_ok(&["network", "rm", "lan"]);
     assert!(host.container_namespaces().is_empty());
 }
+
+/// A macvlan network with `--ipv6` and the segment's IPv6 subnet: its containers have an
+/// IPv6 address of the segment, reach its hosts and each other over IPv6, and take no
+/// addresses or routes of their own from the segment.
+#[test]
+fn macvlan_containers_with_ipv6_talk_to_the_parents_segment_over_ipv6() {
+    let host = Host::start_with_external();
+    // The external namespace is a host of up0's segment, on fd00:203::/64 too.
+    host.external_sh_ok("ip -6 addr add fd00:203::2/64 dev eth0 nodad");
+    let macvlan = ["network", "create", "-d", "macvlan", "-o", "parent=up0", "--ipv6"];
+    let err = host.dp_err(&[&macvlan[..], &["--subnet", "203.0.113.0/24", "nosubnet6"]].concat());
+    assert!(err.contains("IPv6 --subnet") && err.contains("segment"), "a ULA pool for a segment: {err}");
+    let subnets =
+        ["--subnet", "203.0.113.0/24", "--ip-range", "203.0.113.128/25", "--gateway", "203.0.113.2"];
+    let subnets6 =
+        ["--subnet", "fd00:203::/64", "--gateway", "fd00:203::2", "--ip-range", "fd00:203::100/120"];
+    host.dp_ok(&[&macvlan[..], &subnets, &subnets6, &["lan6"]].concat());
+    host.run_sleeper("m1", &["--network", "lan6"]);
+    host.run_sleeper("m2", &["--network", "lan6"]);
+    let inside = stdout(host.exec("m1", "ip -6 addr show dev eth0; ip -6 route show default"));
+    assert!(
+        inside.contains("inet6 fd00:203::100/64") && inside.contains("default via fd00:203::2"),
+        "m1 has not its IPv6 address and default route: {inside}"
+    );
+    assert!(!inside.contains("fe80"), "m1 made a link-local address of its own: {inside}");
+    for target in ["fd00:203::2", "fd00:203::101"] {
+        assert!(
+            host.exec("m1", &format!("ping -6 -c 1 -W 2 {target}")).status.success(),
+            "m1 does not reach {target} over IPv6"
+        );
+    }
+    let back = host.external_command("ping").args(["-6", "-c1", "-W1", "fd00:203::100"]).output().unwrap();
+    assert!(back.status.success(), "the segment cannot reach m1's IPv6 address");
+    host.dp_ok(&["rm", "-f", "m1", "m2"]);
+    host.dp_ok(&["network", "rm", "lan6"]);
+}

@@ -3,12 +3,13 @@
 //! namespace, with a busybox image built locally. The network is created by the plugin's
 //! first ADD, from the conflist's subnet.
 
-use std::{path::Path, process::Output, time::Duration};
+use std::{fs, path::Path, process::Output, time::Duration};
 
 use dataplane_tests::{
     EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually,
     runtimes::{Containerd, Podman, cni_result_cache, dataplane_conflist},
 };
+use serde_json::json;
 
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
@@ -54,6 +55,52 @@ fn podman_containers_ping_each_other_by_address_and_by_name() {
         assert!(ping.status.success(), "one does not reach two by the name {name}: {}", text(&ping));
         assert!(text(&ping).contains(&format!("({two})")), "{name} resolved elsewhere: {}", text(&ping));
     }
+}
+
+/// A conflist with an IPv6 subnet makes a dual-stack network: each pod gets an IPv6
+/// address and a default route through the IPv6 gateway, which the result names (podman
+/// records them as GlobalIPv6Address and IPv6Gateway); DEL gives the address back.
+#[test]
+fn podman_containers_on_a_dual_stack_network_ping_each_other_over_ipv6() {
+    let host = Host::start();
+    let mut conflist = dataplane_conflist(&host, "dual", "10.88.7.0/24");
+    conflist["plugins"][0]["subnet6"] = json!("fd00:88:7::/64");
+    let podman = Podman::start(&host, &[conflist]);
+    podman.run("one", "dual", &[], &["sleep", "600"]);
+    let two_id = podman.run("two", "dual", &[], &["sleep", "600"]);
+    let settings = |name: &str| podman.inspect(name)[0]["NetworkSettings"]["Networks"]["dual"].clone();
+    let two = settings("two");
+    assert_eq!(
+        (&two["GlobalIPv6Address"], &two["GlobalIPv6PrefixLen"], &two["IPv6Gateway"]),
+        (&json!("fd00:88:7::3"), &json!(64), &json!("fd00:88:7::1")),
+        "podman did not record two's IPv6 address from the result: {two}"
+    );
+    assert!(two["IPAddress"].as_str().unwrap_or_default().starts_with("10.88.7."), "two lost IPv4: {two}");
+    let cached: String =
+        cni_result_cache(&two_id).iter().filter_map(|p| fs::read_to_string(p).ok()).collect();
+    assert!(
+        cached.contains("\"dst\":\"::/0\"") && cached.contains("fd00:88:7::3/64"),
+        "the result podman cached has no IPv6 address or default route: {cached}"
+    );
+    let inside = podman.exec("two", "ip -6 addr show dev eth0; ip -6 route");
+    assert!(
+        text(&inside).contains("inet6 fd00:88:7::3/64") && text(&inside).contains("default via fd00:88:7::1"),
+        "two has not its IPv6 address and default route: {}",
+        text(&inside)
+    );
+    for target in ["fd00:88:7::3", "fd00:88:7::1"] {
+        let ping = podman.exec("one", &format!("ping -6 -c 1 -W 2 {target}"));
+        assert!(ping.status.success(), "one does not reach {target} over IPv6: {}", text(&ping));
+    }
+
+    // DEL gives two's IPv6 address back: the next pod takes it.
+    podman.rm("two");
+    podman.run("three", "dual", &[], &["sleep", "600"]);
+    assert_eq!(
+        settings("three")["GlobalIPv6Address"],
+        json!("fd00:88:7::3"),
+        "two's IPv6 address was not released"
+    );
 }
 
 /// podman passes `--ip` and `--mac-address` only in CNI_ARGS (`IP=`, `MAC=`), never in

@@ -5,10 +5,10 @@
 //! every other. Everything else (the address, the interface, the map entries, the
 //! published ports) is `endpoints`' and `publishing`'s work, as for our own `run`.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::Result;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{Value, json};
 
 use super::{
@@ -16,7 +16,10 @@ use super::{
     endpoints::{EndpointSpec, InterfaceRemoval},
 };
 use crate::{
-    api::{CniAdd, CniAdded, CniAttachment, CniCheck, CniNetwork, DaemonError, ErrorKind, NetworkSpec},
+    api::{
+        CniAdd, CniAdded, CniAddedV6, CniAttachment, CniCheck, CniNetwork, DaemonError, ErrorKind, Ipv6Spec,
+        NetworkSpec,
+    },
     dns, drivers,
     maps::endpoint_key,
     netlink::Netlink,
@@ -56,7 +59,7 @@ impl Core {
                 netns: &add.netns,
                 ifname: add.attachment.ifname.clone(),
                 ip: add.ip,
-                ip6: None,
+                ip6: add.ip6,
                 mac: add.mac,
                 aliases: names,
                 publish: &add.publish,
@@ -86,6 +89,11 @@ impl Core {
             ip: endpoint.ip,
             prefix_len: net.subnet.prefix_len(),
             gateway: net.gateway,
+            ipv6: net.ipv6.zip(endpoint.ip6).map(|(v6, ip)| CniAddedV6 {
+                ip,
+                prefix_len: v6.subnet.prefix_len(),
+                gateway: v6.gateway,
+            }),
             default_route: drivers::takes_default_route(&endpoint.ifname),
             mtu: net.bridge_options.mtu,
             nameservers: if dns::has_resolver(&net.driver) { vec![net.gateway] } else { vec![] },
@@ -129,6 +137,15 @@ impl Core {
         {
             return Err(broken(format!(
                 "{what}: the previous result says {cached}, the network gave it {expected}; DEL and ADD it again"
+            )));
+        }
+        let expected6 = net.ipv6.zip(endpoint.ip6).map(|(v6, ip)| Ipv6Net::new(ip, v6.subnet.prefix_len()));
+        let expected6 = expected6.transpose()?;
+        if check.ip6 != expected6 {
+            let said = check.ip6.map_or("no IPv6 address".to_string(), |a| a.to_string());
+            let gave = expected6.map_or("none".to_string(), |a| a.to_string());
+            return Err(broken(format!(
+                "{what}: the previous result says {said}, the network gave it {gave}; DEL and ADD it again"
             )));
         }
         if let Some(cached) = check.mac
@@ -203,7 +220,11 @@ impl Core {
             gateway: wanted.gateway,
             ip_range: wanted.ip_range,
             ipv4: true,
-            ipv6: None,
+            ipv6: wanted.ipv6.unwrap_or(false).then_some(Ipv6Spec {
+                subnet: wanted.subnet6,
+                gateway: wanted.gateway6,
+                ip_range: wanted.ip_range6,
+            }),
             internal: wanted.internal.unwrap_or(false),
             options,
             labels: BTreeMap::new(),
@@ -260,6 +281,24 @@ fn check_agrees(net: &Network, wanted: &CniNetwork) -> Result<(), String> {
         wanted.ip_range.map(|r| r.to_string()),
         net.ip_range.unwrap_or(net.subnet).to_string(),
     );
+    differs("ipv6", wanted.ipv6.map(|i| i.to_string()), net.ipv6.is_some().to_string());
+    let v6 = net.ipv6.as_ref();
+    let none = || "none".to_string();
+    differs(
+        "subnet6",
+        wanted.subnet6.map(|s| s.to_string()),
+        v6.map_or_else(none, |v6| v6.subnet.to_string()),
+    );
+    differs(
+        "gateway6",
+        wanted.gateway6.map(|g| g.to_string()),
+        v6.map_or_else(none, |v6| v6.gateway.to_string()),
+    );
+    differs(
+        "ipRange6",
+        wanted.ip_range6.map(|r| r.to_string()),
+        v6.map_or_else(none, |v6| v6.range.to_string()),
+    );
     differs("internal", wanted.internal.map(|i| i.to_string()), net.internal.to_string());
     differs("icc", wanted.icc.map(|i| i.to_string()), net.bridge_options.icc.to_string());
     differs(
@@ -293,13 +332,17 @@ async fn check_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint) -> R
             endpoint.mac
         ),
     }
-    if !inside.ipv4_addresses(index).await?.contains(&endpoint.ip) {
-        anyhow::bail!("interface {} has lost its address {}", endpoint.ifname, endpoint.ip);
+    let held = inside.addresses(index).await?;
+    if let Some(lost) = endpoint.addresses().find(|ip| !held.contains(ip)) {
+        anyhow::bail!("interface {} has lost its address {lost}", endpoint.ifname);
     }
     if drivers::takes_default_route(&endpoint.ifname) {
-        let route: Option<(Ipv4Addr, Option<u32>)> = inside.default_gateway_v4().await?;
-        if route != Some((net.gateway, Some(index))) {
-            anyhow::bail!("the default route via {} on {} is missing", net.gateway, endpoint.ifname);
+        let routes = inside.default_gateways().await?;
+        let gateways = std::iter::once(IpAddr::V4(net.gateway)).chain(net.ipv6.map(|v6| v6.gateway.into()));
+        for gateway in gateways {
+            if !routes.contains(&(gateway, Some(index))) {
+                anyhow::bail!("the default route via {gateway} on {} is missing", endpoint.ifname);
+            }
         }
     }
     Ok(())
@@ -307,6 +350,8 @@ async fn check_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint) -> R
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]
@@ -327,5 +372,16 @@ mod tests {
         assert!(err.contains("mtu 1400 (the network has the default)"), "{err}");
         assert!(err.contains("dataplane network inspect pods"), "{err}");
         assert!(!err.contains("gateway"), "{err}");
+        // IPv6 asked of an IPv4-only network, or another IPv6 subnet than the network's.
+        let asks_v6 = CniNetwork { name: "pods".into(), ipv6: Some(true), ..CniNetwork::default() };
+        let err = check_agrees(&net, &asks_v6).unwrap_err();
+        assert!(err.contains("ipv6 true (the network has false)"), "{err}");
+        let mut dual = net.clone();
+        dual.ipv6 =
+            Some(crate::ipam::AddressPlanV6::new("fd00:9::/64".parse().unwrap(), None, None).unwrap());
+        assert_eq!(check_agrees(&dual, &asks_v6), Ok(()));
+        let other = CniNetwork { subnet6: Some("fd00:99::/64".parse().unwrap()), ..asks_v6 };
+        let err = check_agrees(&dual, &other).unwrap_err();
+        assert!(err.contains("subnet6 fd00:99::/64 (the network has fd00:9::/64)"), "{err}");
     }
 }

@@ -108,9 +108,11 @@ impl Core {
         let plan = AddressPlan::new(subnet, spec.gateway, spec.ip_range)
             .map_err(|e| anyhow!("network {}: {e}", spec.name))?;
         let ipv6 = match &spec.ipv6 {
-            Some(_) if macvlan => {
-                bail!("network {}: --ipv6 is for bridge networks for now; drop it for macvlan", spec.name)
-            }
+            // The host's ULA pool is no prefix of the parent's segment.
+            Some(wanted) if macvlan && wanted.subnet.is_none() => bail!(
+                "network {}: a macvlan network with --ipv6 needs the segment's IPv6 --subnet (as its IPv4 one); add --subnet PREFIX/LEN",
+                spec.name
+            ),
             Some(wanted) => Some(self.plan_ipv6(&spec.name, wanted)?),
             None => None,
         };

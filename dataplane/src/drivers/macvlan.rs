@@ -1,8 +1,9 @@
 //! The macvlan driver: each endpoint gets a macvlan interface on the network's parent
-//! link, with an address of the parent's segment, and talks to that segment's hosts
-//! directly (no bridge, no NAT, no eBPF on the way: the kernel switches it). Its subnet
-//! stays out of SUBNETS: it belongs to the parent's segment, where it is reachable like
-//! any other host of that segment (Docker's macvlan behaves the same).
+//! link, with an address of the parent's segment (and an IPv6 one with `--ipv6`), and
+//! talks to that segment's hosts directly (no bridge, no NAT, no eBPF on the way: the
+//! kernel switches it). Its subnet stays out of SUBNETS: it belongs to the parent's
+//! segment, where it is reachable like any other host of that segment (Docker's macvlan
+//! behaves the same).
 
 use anyhow::{Context, Result, anyhow};
 use rtnetlink::packet_route::link::MacVlanMode;
@@ -46,7 +47,11 @@ pub async fn connect(nl: &Netlink, net: &Network, endpoint: &Endpoint) -> Result
         net.bridge_options.mtu,
     )
     .await?;
-    super::configure_inside(&inside, net, endpoint, super::Ipv6Off::Disabled).await
+    let ipv6 = match net.ipv6 {
+        Some(_) => super::Ipv6Off::NoAddressNorRouters,
+        None => super::Ipv6Off::Disabled,
+    };
+    super::configure_inside(&inside, net, endpoint, ipv6).await
 }
 
 /// Removes the interface; a namespace already gone took it along.

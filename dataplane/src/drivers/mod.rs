@@ -81,9 +81,10 @@ pub fn takes_default_route(ifname: &str) -> bool {
     ifname == "eth0"
 }
 
-/// How an endpoint's interface is kept off IPv6 on a network without it (all of ours, for
-/// now). Left on, every new interface would take a link-local address and send neighbour
-/// discovery and MLD to every container of the network, work that grows with the network.
+/// How an endpoint's interface is kept off the IPv6 it is not given: all of it on a network
+/// without IPv6, all but its address and default route on one with IPv6. Left on, every
+/// new interface would take a link-local address and send neighbour discovery and MLD to
+/// every container of the network, work that grows with the network.
 #[derive(Clone, Copy)]
 enum Ipv6Off {
     /// No address of its own (`IFLA_INET6_ADDR_GEN_MODE` none, over rtnetlink), so it
@@ -94,6 +95,10 @@ enum Ipv6Off {
     /// `disable_ipv6`, as Docker does, where no program guards the segment (macvlan, whose
     /// routers may advertise).
     Disabled,
+    /// No address of its own, and router advertisements ignored (`accept_ra` 0): IPv6 on a
+    /// segment no program guards (macvlan with `--ipv6`), whose routers would otherwise add
+    /// addresses and routes beside the ones the network gives.
+    NoAddressNorRouters,
 }
 
 /// Configures an endpoint's new interface from inside its namespace (`inside`): IPv6 off
@@ -105,6 +110,10 @@ async fn configure_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint, 
     match ipv6 {
         Ipv6Off::NoAddress => inside.generate_no_ipv6_address(index).await?,
         Ipv6Off::Disabled => netlink::disable_ipv6_in(&endpoint.netns, &endpoint.ifname)?,
+        Ipv6Off::NoAddressNorRouters => {
+            netlink::ignore_router_advertisements_in(&endpoint.netns, &endpoint.ifname)?;
+            inside.generate_no_ipv6_address(index).await?;
+        }
     }
     inside.add_address(index, endpoint.ip.into(), net.subnet.prefix_len()).await?;
     let ipv6 = net.ipv6.zip(endpoint.ip6);

@@ -147,6 +147,14 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The wildcard address of `dst`'s family, any port: where a client socket binds.
+fn any_address_like(dst: SocketAddr) -> SocketAddr {
+    match dst {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
 fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) {
     // SAFETY: setsockopt with a pointer to a live i32 and its size.
     unsafe { libc::setsockopt(fd, level, name, (&raw const value).cast(), size_of::<i32>() as u32) };
@@ -205,7 +213,7 @@ fn udp_send(
         .map(|_| {
             let sent = sent.clone();
             thread::spawn(move || -> Result<()> {
-                let socket = UdpSocket::bind("0.0.0.0:0")?;
+                let socket = UdpSocket::bind(any_address_like(dst))?;
                 socket.connect(dst)?;
                 set_int_opt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
                 let payload = vec![0x5au8; size];
@@ -303,7 +311,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn ping(dst: SocketAddr, count: usize, spin: bool) -> Result<serde_json::Value> {
     const TIMEOUT: Duration = Duration::from_secs(1);
-    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    let socket = UdpSocket::bind(any_address_like(dst))?;
     socket.connect(dst)?;
     if spin {
         socket.set_nonblocking(true)?;

@@ -13,7 +13,7 @@
 
 mod ipam_driver;
 
-use std::{collections::HashSet, path::PathBuf, time::Duration};
+use std::{collections::HashSet, net::Ipv6Addr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, anyhow, bail};
 use axum::{
@@ -144,7 +144,7 @@ impl Core {
             gateway: wanted.gateway,
             ip_range: None,
             ipv4: true,
-            ipv6: None,
+            ipv6: wanted.ipv6,
             internal: wanted.internal,
             options: wanted.options,
             labels: [("com.docker.network.id".to_string(), id.clone())].into(),
@@ -188,18 +188,20 @@ impl Core {
         Ok(self.network_by_id(ours)?.clone())
     }
 
-    /// CreateEndpoint: takes the address Docker's IPAM gave and the MAC Docker gave, or
-    /// chooses one (`02:42:` and the address, as Docker's bridge does) and returns it.
+    /// CreateEndpoint: takes the addresses Docker's IPAM gave and the MAC Docker gave, or
+    /// chooses them (the network's next free IPv6 address; `02:42:` and the IPv4 address
+    /// for the MAC, as Docker's bridge does) and returns what it chose.
     fn docker_create_endpoint(&mut self, request: CreateEndpoint) -> Result<Value> {
         let EndpointRef { network_id, endpoint_id } = &request.endpoint;
         let net = self.docker_network(network_id)?;
         let interface = request.interface.unwrap_or_default();
         let what = format!("endpoint {endpoint_id} on network {}", net.name);
         let ip = interface.ipv4().map_err(|e| invalid(format!("{what}: {e}")))?;
+        let given_ip6 = interface.ipv6().map_err(|e| invalid(format!("{what}: {e}")))?;
         let given_mac = interface.mac().map_err(|e| invalid(format!("{what}: {e}")))?;
         if let Some(existing) = self.state.docker.endpoints.get(endpoint_id) {
-            if existing.ip == ip {
-                return Ok(mac_answer(given_mac, existing.mac));
+            if existing.ip == ip && given_ip6.is_none_or(|given| existing.ip6 == Some(given)) {
+                return Ok(interface_answer(&net, given_mac, given_ip6, existing));
             }
             return Err(invalid(format!("{what} exists with address {}; delete it first", existing.ip)));
         }
@@ -216,13 +218,36 @@ impl Core {
                 "{what}: address {ip} is taken on the network; choose another --ip"
             )));
         }
+        let ip6 = self.docker_ip6(&net, given_ip6).map_err(|e| invalid(format!("{what}: {e}")))?;
         let mac = given_mac.unwrap_or(MacAddr(ipam::mac_for(ip)));
-        self.state
-            .docker
-            .endpoints
-            .insert(endpoint_id.clone(), DockerEndpoint { network_id: net.id, ip, mac });
+        let settled = DockerEndpoint { network_id: net.id.clone(), ip, ip6, mac };
+        let answer = interface_answer(&net, given_mac, given_ip6, &settled);
+        self.state.docker.endpoints.insert(endpoint_id.clone(), settled);
         self.save()?;
-        Ok(mac_answer(given_mac, mac))
+        Ok(answer)
+    }
+
+    /// An endpoint's IPv6 address on a network with IPv6: the one Docker's IPAM gave, or
+    /// the network's next free one; none on a network without IPv6.
+    fn docker_ip6(&self, net: &Network, given: Option<Ipv6Addr>) -> Result<Option<Ipv6Addr>, String> {
+        let Some(plan) = net.ipv6 else {
+            return match given {
+                Some(ip6) => Err(format!(
+                    "IPv6 address {ip6} given, but the network has no IPv6; create it with --ipv6"
+                )),
+                None => Ok(None),
+            };
+        };
+        let mut used = self.state.used_addresses6(&net.id);
+        used.extend(
+            self.state.docker.endpoints.values().filter(|e| e.network_id == net.id).filter_map(|e| e.ip6),
+        );
+        match given {
+            Some(ip6) => plan.claim(ip6, &used),
+            None => plan.allocate(&used),
+        }
+        .map(Some)
+        .map_err(|e| e.to_string())
     }
 
     /// Join: a veth with both ends here, the inner one with the endpoint's MAC, for Docker
@@ -254,7 +279,7 @@ impl Core {
                 netns: std::path::Path::new(&request.sandbox_key),
                 ifname: Endpoint::hand_over_name(endpoint_id),
                 ip: Some(settled.ip),
-                ip6: None,
+                ip6: settled.ip6,
                 mac: Some(settled.mac),
                 aliases: vec![],
                 publish: &[],
@@ -264,6 +289,7 @@ impl Core {
         let answer = JoinAnswer {
             interface_name: InterfaceName { src_name: endpoint.ifname, dst_prefix: "eth".into() },
             gateway: net.gateway,
+            gateway_ipv6: net.ipv6.map(|v6| v6.gateway),
         };
         Ok(serde_json::to_value(answer)?)
     }
@@ -463,14 +489,26 @@ pub(super) async fn remove_stale_later(core: Shared, candidates: Vec<String>, gr
     }
 }
 
-/// CreateEndpoint's answer: the MAC only when Docker gave none (Docker refuses to have
-/// one it set changed).
-fn mac_answer(given: Option<MacAddr>, mac: MacAddr) -> Value {
-    match given {
-        Some(_) => json!({}),
-        None => {
-            json!({ "Interface": EndpointInterface { mac_address: mac.to_string(), ..Default::default() } })
-        }
+/// CreateEndpoint's answer: what Docker did not give and we chose (the MAC, the IPv6
+/// address with the subnet's prefix); Docker refuses a value it gave sent back.
+fn interface_answer(
+    net: &Network,
+    given_mac: Option<MacAddr>,
+    given_ip6: Option<Ipv6Addr>,
+    settled: &DockerEndpoint,
+) -> Value {
+    let chosen = EndpointInterface {
+        mac_address: if given_mac.is_none() { settled.mac.to_string() } else { String::new() },
+        address_ipv6: match (given_ip6, net.ipv6.zip(settled.ip6)) {
+            (None, Some((v6, ip6))) => format!("{ip6}/{}", v6.subnet.prefix_len()),
+            _ => String::new(),
+        },
+        ..Default::default()
+    };
+    if chosen.mac_address.is_empty() && chosen.address_ipv6.is_empty() {
+        json!({})
+    } else {
+        json!({ "Interface": chosen })
     }
 }
 
@@ -513,10 +551,26 @@ mod tests {
     }
 
     #[test]
-    fn a_mac_goes_back_only_when_docker_gave_none() {
+    fn a_mac_and_an_ipv6_address_go_back_only_when_docker_gave_none() {
         let mac = MacAddr([2, 0x42, 10, 20, 0, 2]);
-        assert_eq!(mac_answer(Some(mac), mac), json!({}));
-        assert_eq!(mac_answer(None, mac), json!({"Interface": {"MacAddress": "02:42:0a:14:00:02"}}));
+        let net = Network::sample("d", 20);
+        let settled =
+            DockerEndpoint { network_id: net.id.clone(), ip: Ipv4Addr::new(10, 20, 0, 2), ip6: None, mac };
+        assert_eq!(interface_answer(&net, Some(mac), None, &settled), json!({}));
+        assert_eq!(
+            interface_answer(&net, None, None, &settled),
+            json!({"Interface": {"MacAddress": "02:42:0a:14:00:02"}})
+        );
+        let mut dual = net.clone();
+        dual.ipv6 =
+            Some(crate::ipam::AddressPlanV6::new("fd00:20::/64".parse().unwrap(), None, None).unwrap());
+        let ip6: Ipv6Addr = "fd00:20::2".parse().unwrap();
+        let settled = DockerEndpoint { ip6: Some(ip6), ..settled };
+        assert_eq!(
+            interface_answer(&dual, Some(mac), None, &settled),
+            json!({"Interface": {"AddressIPv6": "fd00:20::2/64"}})
+        );
+        assert_eq!(interface_answer(&dual, Some(mac), Some(ip6), &settled), json!({}));
     }
 
     #[test]

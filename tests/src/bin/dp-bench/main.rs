@@ -21,7 +21,7 @@ mod plots;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use dataplane::api::{self, Request, RunSpec};
-use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR, run_ok};
+use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR, eventually, run_ok};
 use serde_json::{Value, json};
 
 fn run_command(command: &mut Command) -> Result<()> {
@@ -94,6 +94,21 @@ impl Pair {
     fn direct(client: PathBuf, server: PathBuf, server_ip: &'static str) -> Self {
         Self { client, server, server_ip, target_ip: server_ip }
     }
+
+    /// The server's listening socket address for `port`.
+    fn server_at(&self, port: u16) -> String {
+        socket_address(self.server_ip, port)
+    }
+
+    /// Where the client sends for `port`.
+    fn target_at(&self, port: u16) -> String {
+        socket_address(self.target_ip, port)
+    }
+}
+
+/// `ip:port`, with an IPv6 address in brackets.
+fn socket_address(ip: &str, port: u16) -> String {
+    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
 }
 
 /// Each side's three paths: container to container, outside to a published port, and
@@ -101,6 +116,8 @@ impl Pair {
 struct Side3 {
     host: PathBuf,
     c2c: Pair,
+    /// The same two containers, over IPv6.
+    c2c6: Pair,
     published: Pair,
     masquerade: Pair,
 }
@@ -127,16 +144,36 @@ impl Drop for Cleanup {
 const SUBNET_GATEWAY: &str = "10.200.0.1/24";
 const C1: &str = "10.200.0.2";
 const C2: &str = "10.200.0.3";
+/// The bench network's IPv6 subnet, gateway and containers (dual-stack on every side).
+const SUBNET6: &str = "fd00:c8::/64";
+const GATEWAY6: &str = "fd00:c8::1";
+const C1_6: &str = "fd00:c8::2";
+const C2_6: &str = "fd00:c8::3";
 
 /// Side A: our daemon in a host namespace with an uplink to an external namespace, two
 /// containers on one network, c2 publishing the bench's ports.
 fn build_ours(host: &Host) -> Result<Side3> {
-    host.dp_ok(&["network", "create", "--subnet", "10.200.0.0/24", "bench"]);
-    host.dp_ok(&["run", "-d", "--name", "c1", "--network", "bench", "--ip", C1, "--", "sleep", "infinity"]);
-    let mut args: Vec<String> = ["run", "-d", "--name", "c2", "--network", "bench", "--ip", C2]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    host.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.200.0.0/24", "--subnet", SUBNET6, "bench"]);
+    host.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "--network",
+        "bench",
+        "--ip",
+        C1,
+        "--ip6",
+        C1_6,
+        "--",
+        "sleep",
+        "infinity",
+    ]);
+    let mut args: Vec<String> =
+        ["run", "-d", "--name", "c2", "--network", "bench", "--ip", C2, "--ip6", C2_6]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     for (port, proto) in BENCH_PORTS {
         args.extend(["-p".into(), format!("{port}:{port}/{proto}")]);
     }
@@ -150,6 +187,7 @@ fn build_ours(host: &Host) -> Result<Side3> {
     Ok(Side3 {
         host: netns_path(&host.name),
         c2c: Pair::direct(sandbox("c1")?, sandbox("c2")?, C2),
+        c2c6: Pair::direct(sandbox("c1")?, sandbox("c2")?, C2_6),
         published: Pair {
             client: external.clone(),
             server: sandbox("c2")?,
@@ -184,7 +222,17 @@ fn docker_ruleset(bridge: &str, subnet: &str) -> String {
 -A POSTROUTING -s {subnet} ! -o {bridge} -j MASQUERADE
 -A DOCKER -i {bridge} -j RETURN
 {dnat}COMMIT
-*filter
+{filter}",
+        filter = docker_filter(bridge, &accept)
+    )
+}
+
+/// Docker's filter table for one bridge network, `accept` holding its published ports'
+/// rules; with none, the table Docker writes with ip6tables for a network without IPv6
+/// ports (what its containers' IPv6 crosses).
+fn docker_filter(bridge: &str, accept: &str) -> String {
+    format!(
+        "*filter
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [0:0]
 :OUTPUT ACCEPT [0:0]
@@ -212,6 +260,8 @@ fn docker_ruleset(bridge: &str, subnet: &str) -> String {
 /// nftables allows, the strongest netfilter peer a tuned host could run: the published
 /// ports in one map (`dnat ... map @published`) and their backends in one set, so that
 /// neither grows a rule per port; isolation from other networks in a set of bridge pairs.
+/// The filter table is `inet`, so that the containers' IPv6 crosses the same forward
+/// chain, as Docker's ip6tables rules have it.
 fn nft_ruleset(bridge: &str, subnet: &str) -> String {
     let published: Vec<String> =
         BENCH_PORTS.iter().map(|(port, proto)| format!("{proto} . {port} : {C2} . {port}")).collect();
@@ -237,7 +287,7 @@ table ip nat {{
     ip saddr {subnet} oifname != \"{bridge}\" masquerade
   }}
 }}
-table ip filter {{
+table inet filter {{
   set isolation {{
     type ifname . ifname
     elements = {{ \"{bridge}\" . \"br-other\", \"br-other\" . \"{bridge}\" }}
@@ -289,7 +339,10 @@ impl Netfilter {
     /// Loads the side's base ruleset (and puts it back, after a scenario added to it).
     fn load_rules(self, host: &Path, dir: &Path) -> Result<()> {
         match self {
-            Netfilter::Iptables => run_command(in_ns(host, "iptables-restore").arg(dir.join("docker.rules"))),
+            Netfilter::Iptables => {
+                run_command(in_ns(host, "iptables-restore").arg(dir.join("docker.rules")))?;
+                run_command(in_ns(host, "ip6tables-restore").arg(dir.join("docker6.rules")))
+            }
             Netfilter::Nftables => run_command(in_ns(host, "nft").arg("-f").arg(dir.join("docker.nft"))),
         }
     }
@@ -317,8 +370,9 @@ fn build_netfilter_peer(cleanup: &mut Cleanup, tag: &str, netfilter: Netfilter) 
     sh_in(
         &host,
         &format!(
-            "ip link set lo up && ip link add br0 type bridge && ip addr add {SUBNET_GATEWAY} dev br0 && ip link set br0 up \
-         && sysctl -qw net.ipv4.ip_forward=1 \
+            "ip link set lo up && ip link add br0 type bridge && ip addr add {SUBNET_GATEWAY} dev br0 \
+         && ip addr add {GATEWAY6}/64 dev br0 nodad && ip link set br0 up \
+         && sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
          && ip link add up0 type veth peer name eth0 netns {external} && ip addr add {UPLINK_ADDR}/24 dev up0 \
          && ip link set up0 up && ip route add default via {EXTERNAL_ADDR}"
         ),
@@ -327,7 +381,7 @@ fn build_netfilter_peer(cleanup: &mut Cleanup, tag: &str, netfilter: Netfilter) 
         &external,
         &format!("ip link set lo up && ip addr add {EXTERNAL_ADDR}/24 dev eth0 && ip link set eth0 up"),
     )?;
-    for (ns, ip, mac) in [(&c1, C1, "02:42:0a:c8:00:02"), (&c2, C2, "02:42:0a:c8:00:03")] {
+    for (ns, ip, ip6, mac) in [(&c1, C1, C1_6, "02:42:0a:c8:00:02"), (&c2, C2, C2_6, "02:42:0a:c8:00:03")] {
         let veth = format!("v{}", &ns[ns.len() - 2..]);
         sh_in(
             &host,
@@ -338,17 +392,20 @@ fn build_netfilter_peer(cleanup: &mut Cleanup, tag: &str, netfilter: Netfilter) 
         sh_in(
             ns,
             &format!(
-                "ip link set lo up && ip link set eth0 address {mac} && ip addr add {ip}/24 dev eth0 && ip link set eth0 addrgenmode none up \
-             && ip route add default via 10.200.0.1"
+                "ip link set lo up && ip link set eth0 address {mac} && ip addr add {ip}/24 dev eth0 \
+             && ip addr add {ip6}/64 dev eth0 nodad && ip link set eth0 addrgenmode none up \
+             && ip route add default via 10.200.0.1 && ip -6 route add default via {GATEWAY6}"
             ),
         )?;
     }
     cleanup_dir_file(cleanup, "docker.rules", &docker_ruleset("br0", "10.200.0.0/24"))?;
+    cleanup_dir_file(cleanup, "docker6.rules", &docker_filter("br0", ""))?;
     cleanup_dir_file(cleanup, "docker.nft", &nft_ruleset("br0", "10.200.0.0/24"))?;
     netfilter.load_rules(&netns_path(&host), &cleanup.dir)?;
     Ok(Side3 {
         host: netns_path(&host),
         c2c: Pair::direct(netns_path(&c1), netns_path(&c2), C2),
+        c2c6: Pair::direct(netns_path(&c1), netns_path(&c2), C2_6),
         published: Pair {
             client: netns_path(&external),
             server: netns_path(&c2),
@@ -365,8 +422,9 @@ fn cleanup_dir_file(cleanup: &Cleanup, name: &str, content: &str) -> Result<Path
     Ok(path)
 }
 
-/// The ceiling: a raw veth pair between two namespaces, nothing in between.
-fn build_ceiling(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
+/// The ceiling: a raw veth pair between two namespaces, nothing in between; its pair over
+/// IPv4, and over IPv6.
+fn build_ceiling(cleanup: &mut Cleanup, tag: &str) -> Result<(Pair, Pair)> {
     let (a, b) = (format!("dpb-{tag}-c1"), format!("dpb-{tag}-c2"));
     for ns in [&a, &b] {
         run_command(Command::new("ip").args(["netns", "add", ns]))?;
@@ -375,11 +433,17 @@ fn build_ceiling(cleanup: &mut Cleanup, tag: &str) -> Result<Pair> {
     sh_in(
         &a,
         &format!(
-            "ip link set lo up && ip link add eth0 type veth peer name eth0 netns {b} && ip addr add {C1}/24 dev eth0 && ip link set eth0 up"
+            "ip link set lo up && ip link add eth0 type veth peer name eth0 netns {b} && ip addr add {C1}/24 dev eth0 \
+             && ip addr add {C1_6}/64 dev eth0 nodad && ip link set eth0 up"
         ),
     )?;
-    sh_in(&b, &format!("ip link set lo up && ip addr add {C2}/24 dev eth0 && ip link set eth0 up"))?;
-    Ok(Pair::direct(netns_path(&a), netns_path(&b), C2))
+    sh_in(
+        &b,
+        &format!(
+            "ip link set lo up && ip addr add {C2}/24 dev eth0 && ip addr add {C2_6}/64 dev eth0 nodad && ip link set eth0 up"
+        ),
+    )?;
+    Ok((Pair::direct(netns_path(&a), netns_path(&b), C2), Pair::direct(netns_path(&a), netns_path(&b), C2_6)))
 }
 
 struct Tools {
@@ -401,8 +465,8 @@ impl Tools {
     }
 
     fn udp_pps(&self, pair: &Pair) -> Result<f64> {
-        let addr = format!("{}:9000", pair.server_ip);
-        let target = format!("{}:9000", pair.target_ip);
+        let addr = pair.server_at(9000);
+        let target = pair.target_at(9000);
         let sink = in_ns(&pair.server, &self.loadgen)
             .args(["udp-sink", "--bind", &addr, "--secs", &self.secs.to_string()])
             .stdout(Stdio::piped())
@@ -438,7 +502,7 @@ impl Tools {
 
     /// UDP ping-pong round trips, p50 and p99; `spin`: both ends busy-poll.
     fn latency(&self, pair: &Pair, spin: bool) -> Result<(f64, f64)> {
-        let addr = format!("{}:9001", pair.server_ip);
+        let addr = pair.server_at(9001);
         let mut server_args =
             vec!["echo-server".into(), "--bind".into(), addr.clone(), "--secs".into(), "60".into()];
         if spin {
@@ -447,7 +511,7 @@ impl Tools {
         let _server = self.server(pair, &self.loadgen, &server_args)?;
         let count = if self.secs < 2.0 { 2000 } else { 10000 };
         let mut ping = in_ns(&pair.client, &self.loadgen);
-        ping.args(["ping", "--dst", &format!("{}:9001", pair.target_ip), "--count", &count.to_string()]);
+        ping.args(["ping", "--dst", &pair.target_at(9001), "--count", &count.to_string()]);
         if spin {
             ping.arg("--spin");
         }
@@ -456,7 +520,7 @@ impl Tools {
     }
 
     fn connections(&self, pair: &Pair) -> Result<f64> {
-        let addr = format!("{}:9002", pair.server_ip);
+        let addr = pair.server_at(9002);
         let secs = (self.secs + 5.0).to_string();
         let _server = self.server(
             pair,
@@ -464,13 +528,7 @@ impl Tools {
             &["tcp-server".into(), "--bind".into(), addr.clone(), "--secs".into(), secs],
         )?;
         let mut client = in_ns(&pair.client, &self.loadgen);
-        client.args([
-            "tcp-connect",
-            "--dst",
-            &format!("{}:9002", pair.target_ip),
-            "--secs",
-            &self.secs.to_string(),
-        ]);
+        client.args(["tcp-connect", "--dst", &pair.target_at(9002), "--secs", &self.secs.to_string()]);
         Ok(output_json(client)?["per_second"].as_f64().unwrap_or(0.0))
     }
 }
@@ -714,7 +772,7 @@ fn main() -> Result<()> {
     let ours = build_ours(&host)?;
     let reference = build_netfilter_peer(&mut cleanup, &tag, Netfilter::Iptables)?;
     let nftables = build_netfilter_peer(&mut cleanup, &tag, Netfilter::Nftables)?;
-    let ceiling = build_ceiling(&mut cleanup, &tag)?;
+    let (ceiling, ceiling6) = build_ceiling(&mut cleanup, &tag)?;
     // Every side of the datapath scenarios, in the order each round runs them.
     let sides = [(Side::Ours, &ours), (Side::Reference, &reference), (Side::Nftables, &nftables)];
     let tools = Tools { loadgen: loadgen.clone(), secs: if options.quick { 1.0 } else { 4.0 } };
@@ -743,6 +801,14 @@ fn main() -> Result<()> {
         Record::new(c2c, "UDP request/response latency p99, both ends busy-polling", "µs", false),
         Record::new(c2c, "TCP connections/s", "conn/s", true),
     ];
+    let c2c6 = "1. container to container, IPv6";
+    let mut records6 = vec![
+        Record::new(c2c6, "UDP 64-byte packets/s", "Mpps", true).vs_reference(1.5).vs_ceiling(0.9),
+        Record::new(c2c6, "TCP stream, 1 stream", "Gbit/s", true).vs_reference(1.0).vs_ceiling(0.95),
+        Record::new(c2c6, "UDP request/response latency p50", "µs", false).vs_reference(0.8),
+        Record::new(c2c6, "UDP request/response latency p50, both ends busy-polling", "µs", false)
+            .vs_reference(0.8),
+    ];
     let published = "2. outside to a published port";
     let masquerade = "3. container to outside (masquerade)";
     let mut nat_records = vec![
@@ -758,6 +824,7 @@ fn main() -> Result<()> {
             check_interrupt()?;
             eprintln!("bench: round {round}/{}: {side:?}", options.rounds);
             measure_c2c(&tools, &set.c2c, side, &mut records)?;
+            measure_c2c6(&tools, &set.c2c6, side, &mut records6)?;
             let mut values = vec![];
             for pair in [&set.published, &set.masquerade] {
                 values.push(tools.udp_pps(pair)? / 1e6);
@@ -771,6 +838,7 @@ fn main() -> Result<()> {
         check_interrupt()?;
         eprintln!("bench: round {round}/{}: ceiling", options.rounds);
         measure_c2c(&tools, &ceiling, Side::Ceiling, &mut records)?;
+        measure_c2c6(&tools, &ceiling6, Side::Ceiling, &mut records6)?;
     }
     let mut scaled = nat_records;
     let sizes: &[usize] = if options.quick { &[0, 1000] } else { &[0, 100, 1000, 10000] };
@@ -788,6 +856,7 @@ fn main() -> Result<()> {
         record.ceiling = source.unwrap_or_default();
     }
     records.extend(scaled);
+    records.extend(records6);
     records.extend(measure_control_plane(&host, &tag, if options.quick { 10 } else { 100 })?);
     let (ports, range) = if options.quick { (20, 50) } else { (200, 1000) };
     records.extend(measure_publishing(&host, &tag, ports, range)?);
@@ -1375,14 +1444,15 @@ fn measure_control_plane(host: &Host, tag: &str, count: usize) -> Result<Vec<Rec
         sh_in(&reference_host, &format!("ip link del vcp{i} && ip netns del dpb-{tag}-cp{i}"))?;
         ref_remove.push(ms(start));
     }
-    if veths() != before {
+    // `rm` answers first; the daemon deletes the veths right after.
+    if !eventually(Duration::from_secs(10), || veths() == before) {
         bail!("removing the control-plane containers left {} host-side veths behind", veths() - before);
     }
     let mut records = vec![];
     for (metric, ours, reference, target) in [
         ("set-up per container, p50", &ours_create, &ref_create, Some(20.0)),
         ("set-up per container, p99", &ours_create, &ref_create, None),
-        ("removal per container, p50", &ours_remove, &ref_remove, None),
+        ("removal per container, p50", &ours_remove, &ref_remove, Some(5.0)),
         ("removal per container, p99", &ours_remove, &ref_remove, None),
     ] {
         let mut record = timing_record(&scenario, metric, ours, reference);
@@ -1506,6 +1576,7 @@ fn measure_setup_at_scale(
                     netns: pod.clone(),
                     network: api::CniNetwork { name: "filling".into(), ..Default::default() },
                     ip: None,
+                    ip6: None,
                     mac: None,
                     names: vec![format!("pod{i}")],
                     publish: vec![],
@@ -1556,6 +1627,18 @@ fn measure_c2c(tools: &Tools, pair: &Pair, side: Side, records: &mut [Record]) -
     let (spin_p50, spin_p99) = tools.latency(pair, true)?;
     let conns = tools.connections(pair)?;
     for (record, value) in records.iter_mut().zip([udp, tcp1, tcp2, p50, p99, spin_p50, spin_p99, conns]) {
+        record.push(side, value);
+    }
+    Ok(())
+}
+
+/// Scenario 1 over IPv6: the figures the issue asks of it, fewer than IPv4's.
+fn measure_c2c6(tools: &Tools, pair: &Pair, side: Side, records: &mut [Record]) -> Result<()> {
+    let udp = tools.udp_pps(pair)? / 1e6;
+    let tcp1 = tools.tcp_stream(pair, 1)?;
+    let (p50, _) = tools.latency(pair, false)?;
+    let (spin_p50, _) = tools.latency(pair, true)?;
+    for (record, value) in records.iter_mut().zip([udp, tcp1, p50, spin_p50]) {
         record.push(side, value);
     }
     Ok(())
