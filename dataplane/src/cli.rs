@@ -465,7 +465,9 @@ pub(crate) fn cidr6(s: &str) -> Result<Ipv6Net, String> {
 struct CreateArgs {
     /// Network driver: `bridge` (a kernel bridge for the slow path, with forwarding,
     /// NAT and published ports in eBPF) or `macvlan` (interfaces on the segment of
-    /// -o parent=IFACE, switched by the kernel, without NAT; needs --subnet).
+    /// -o parent=IFACE, switched by the kernel, without NAT; needs --subnet) or
+    /// `overlay` (shared by every host of the daemon's --store; built as a bridge
+    /// network on each host, with addresses leased in the store).
     #[arg(short, long, default_value = "bridge")]
     driver: String,
     /// Subnet in CIDR form, one IPv4 and with --ipv6 one IPv6; picked from the default

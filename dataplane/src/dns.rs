@@ -71,6 +71,16 @@ struct Zone {
     forwards: bool,
 }
 
+/// An endpoint of an overlay network on another host, as the shared store records it:
+/// its names answer on every host's resolver of that network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteName {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    /// Its container's name first, then its aliases.
+    pub names: Vec<String>,
+}
+
 /// Everything the resolvers answer from: built from the state once, then brought in line
 /// with each change, owner by owner (a change costs what it touches, not the size of the
 /// state).
@@ -105,7 +115,7 @@ impl Entry {
 }
 
 impl Directory {
-    pub fn from_state(state: &State) -> Self {
+    pub fn from_state(state: &State, remote: &[RemoteName]) -> Self {
         let mut directory = Directory::default();
         for net in state.networks.iter().filter(|n| has_resolver(&n.driver)) {
             directory.zones.insert(net.id.clone(), Zone { forwards: !net.internal, ..Zone::default() });
@@ -123,7 +133,33 @@ impl Directory {
         for owner in owners {
             directory.enter(state, owner, &by_owner[owner]);
         }
+        for endpoint in remote {
+            directory.enter_remote(state, endpoint);
+        }
         directory
+    }
+
+    /// Enters the names of another host's endpoint: as a local one's, without a view (no
+    /// client of this host has its address). They change only with the store, which
+    /// rebuilds the directory (`Resolvers::set_remote`).
+    fn enter_remote(&mut self, state: &State, endpoint: &RemoteName) {
+        let (Some(net), Some(zone)) =
+            (state.network_by_id(&endpoint.network), self.zones.get_mut(&endpoint.network))
+        else {
+            return;
+        };
+        let Some(first) = endpoint.names.first() else { return };
+        let qualified = format!("{first}.{}", net.name);
+        let mut names: Vec<String> =
+            endpoint.names.iter().chain([&qualified]).map(|n| n.to_ascii_lowercase()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            zone.names.entry(name).or_default().push(endpoint.ip.into());
+        }
+        if let Ok(pointer) = Name::from_ascii(format!("{qualified}.")) {
+            zone.pointers.insert(endpoint.ip.into(), pointer);
+        }
     }
 
     /// Brings the names in line with the state after changes to containers and endpoints
@@ -303,7 +339,7 @@ pub enum Reply {
 /// Which drivers get a resolver: a macvlan network's gateway is a router on the parent's
 /// segment, not us, so its containers use the upstream resolvers directly.
 pub fn has_resolver(driver: &str) -> bool {
-    driver == "bridge"
+    matches!(driver, "bridge" | crate::store::OVERLAY_DRIVER)
 }
 
 /// The answer from the container names, or `None` when the name is not one of theirs.
@@ -608,6 +644,8 @@ pub struct Resolvers {
     unbound: HashSet<String>,
     /// Whether the directory was built from the state yet.
     built: bool,
+    /// The names of other hosts' endpoints on overlay networks.
+    remote: Vec<RemoteName>,
 }
 
 /// A network's resolver: its UDP and TCP servers on the gateway's addresses (IPv4, and
@@ -644,6 +682,7 @@ impl Resolvers {
             listeners: HashMap::new(),
             unbound: Default::default(),
             built: false,
+            remote: vec![],
         }
     }
 
@@ -677,7 +716,7 @@ impl Resolvers {
             return;
         }
         self.built = true;
-        let directory = Directory::from_state(state);
+        let directory = Directory::from_state(state, &self.remote);
         self.listeners.retain(|id, listener| {
             directory.zones.contains_key(id)
                 && state.network_by_id(id).is_some_and(|n| gateway_addresses(n) == listener.addresses)
@@ -699,6 +738,18 @@ impl Resolvers {
             }
         }
         *self.shared.directory.write().unwrap_or_else(|e| e.into_inner()) = directory;
+    }
+}
+
+impl Resolvers {
+    /// Replaces the names of other hosts' endpoints, when they changed.
+    pub fn set_remote(&mut self, state: &State, remote: Vec<RemoteName>) {
+        if remote == self.remote {
+            return;
+        }
+        self.remote = remote;
+        self.built = false;
+        self.update(state, &Changes::default());
     }
 }
 
@@ -935,7 +986,7 @@ mod tests {
     #[test]
     fn names_hostnames_short_ids_and_aliases_resolve_on_their_network() {
         let (state, [red, ..]) = sample();
-        let directory = Directory::from_state(&state);
+        let directory = Directory::from_state(&state, &[]);
         let web = &state.containers[0];
         for name in ["web", "WEB.", "web-host", &web.id[..12], "web.red"] {
             assert_eq!(
@@ -953,9 +1004,32 @@ mod tests {
     }
 
     #[test]
+    fn other_hosts_names_resolve_on_their_network_alone() {
+        let (state, [red, blue, ..]) = sample();
+        let remote = RemoteName {
+            network: red.id.clone(),
+            ip: Ipv4Addr::new(10, 1, 0, 99),
+            names: vec!["Far".into(), "far-alias".into()],
+        };
+        let directory = Directory::from_state(&state, &[remote]);
+        for name in ["far", "far-alias", "far.red"] {
+            assert_eq!(
+                lookup(&directory, &red, [10, 1, 0, 3], name, 0),
+                Some(vec!["10.1.0.99".into()]),
+                "{name} of another host"
+            );
+        }
+        assert_eq!(lookup(&directory, &blue, [10, 2, 0, 2], "far", 0), None, "not on another network");
+        assert!(
+            lookup(&directory, &red, [10, 1, 0, 3], "web", 0).is_some(),
+            "the local names stay beside the remote ones"
+        );
+    }
+
+    #[test]
     fn shared_aliases_answer_every_container_in_rotating_order() {
         let (state, [red, ..]) = sample();
-        let directory = Directory::from_state(&state);
+        let directory = Directory::from_state(&state, &[]);
         let first = lookup(&directory, &red, [10, 1, 0, 2], "api", 0).unwrap();
         let second = lookup(&directory, &red, [10, 1, 0, 2], "api", 1).unwrap();
         assert_eq!(first, ["10.1.0.2", "10.1.0.3"]);
@@ -965,7 +1039,7 @@ mod tests {
     #[test]
     fn names_are_scoped_to_the_networks_of_the_client() {
         let (state, [red, blue, default, internal]) = sample();
-        let directory = Directory::from_state(&state);
+        let directory = Directory::from_state(&state, &[]);
         // web is on red only: blue's names are not its to see.
         assert_eq!(lookup(&directory, &red, [10, 1, 0, 2], "db", 0), None);
         assert_eq!(lookup(&directory, &red, [10, 1, 0, 2], "store", 0), None);
@@ -984,7 +1058,7 @@ mod tests {
     #[test]
     fn ptr_names_container_and_network_and_other_types_get_no_data() {
         let (state, [red, ..]) = sample();
-        let directory = Directory::from_state(&state);
+        let directory = Directory::from_state(&state, &[]);
         let zones = || directory.zones_for(&red.id, [10, 1, 0, 2].into());
         let ptr = resolve(zones(), &query("3.0.1.10.in-addr.arpa.", RecordType::PTR), 0).unwrap();
         assert_eq!(ptr.answers[0].data.to_string(), "web2.red.");
@@ -1004,7 +1078,7 @@ mod tests {
         endpoints[0].ip6 = Some("fd00:5::2".parse().unwrap());
         let only4 = container("only4", &[(&dual, 3, &[])]);
         let state = state_of(&[&dual], vec![(web, endpoints), only4]);
-        let directory = Directory::from_state(&state);
+        let directory = Directory::from_state(&state, &[]);
         let zones = || directory.zones_for(&dual.id, [10, 5, 0, 3].into());
         let answers = |name: &str, kind| -> Vec<String> {
             let response = resolve(zones(), &query(name, kind), 0).unwrap();
@@ -1045,7 +1119,7 @@ mod tests {
         on_b[0].ip6 = Some("fd00:7::3".parse().unwrap());
         let both_id = both.id.clone();
         let mut state = state_of(&[&a, &b], vec![(both, on_both), (only_b, on_b)]);
-        let mut directory = Directory::from_state(&state);
+        let mut directory = Directory::from_state(&state, &[]);
         // Asked through a's resolver for a name of b only.
         let ask = |directory: &Directory, client: &str| {
             let packet = query("onlyb.", RecordType::AAAA).to_vec().unwrap();
@@ -1077,7 +1151,7 @@ mod tests {
         }
         nameless[0].owner = Owner::Cni { container_id: "bead".into() };
         state.endpoints.extend(pod.into_iter().chain(nameless));
-        let directory = Directory::from_state(&state);
+        let directory = Directory::from_state(&state, &[]);
         for name in ["web-0", "WWW", "web-0.red"] {
             assert_eq!(
                 lookup(&directory, &red, [10, 1, 0, 2], name, 0),
@@ -1110,7 +1184,7 @@ mod tests {
     #[test]
     fn changes_applied_one_by_one_give_the_directory_a_build_from_scratch_gives() {
         let (mut state, [red, blue, ..]) = sample();
-        let mut directory = Directory::from_state(&state);
+        let mut directory = Directory::from_state(&state, &[]);
         state.take_changes();
         // A container joins red and blue with an alias others have; web2 exits; both
         // leaves, its endpoints with it; web's endpoint on red goes (disconnect).
@@ -1129,12 +1203,12 @@ mod tests {
         pod[0].owner = Owner::Cni { container_id: "c0ffee".into() };
         state.endpoints.extend(pod);
         directory.apply(&state, &state.clone().take_changes());
-        assert_eq!(sorted(Directory::from_state(&state)), sorted(directory), "after the pod joined");
-        let mut directory = Directory::from_state(&state);
+        assert_eq!(sorted(Directory::from_state(&state, &[])), sorted(directory), "after the pod joined");
+        let mut directory = Directory::from_state(&state, &[]);
         state.take_changes();
         state.endpoints.retain(|e| e.owner != Owner::Cni { container_id: "c0ffee".into() });
         directory.apply(&state, &state.clone().take_changes());
-        assert_eq!(sorted(directory), sorted(Directory::from_state(&state)));
+        assert_eq!(sorted(directory), sorted(Directory::from_state(&state, &[])));
     }
 
     #[test]
@@ -1142,7 +1216,7 @@ mod tests {
         let red = network("red", 1, false);
         let many = (2..60).map(|i| container(&format!("w{i}"), &[(&red, i, &["pool"])])).collect();
         let state = state_of(&[&red], many);
-        let directory = Directory::from_state(&state);
+        let directory = Directory::from_state(&state, &[]);
         let request = query("pool.", RecordType::A);
         let response = resolve(directory.zones_for(&red.id, [10, 1, 0, 2].into()), &request, 0).unwrap();
         assert_eq!(response.answers.len(), 58);
@@ -1156,7 +1230,7 @@ mod tests {
     #[test]
     fn unreadable_queries_get_formerr_and_responses_get_nothing() {
         let (state, [red, ..]) = sample();
-        let directory = Directory::from_state(&state);
+        let directory = Directory::from_state(&state, &[]);
         let client = IpAddr::from([10, 1, 0, 2]);
         // A header whose question's name points at itself.
         let mut looped = vec![0xab, 0xcd, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1];

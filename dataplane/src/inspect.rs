@@ -168,7 +168,8 @@ fn docker_network(
         "Name": name,
         "Id": id,
         "Created": moment(created),
-        "Scope": "local",
+        // Docker's word for a network every host of the store shares.
+        "Scope": if driver == crate::store::OVERLAY_DRIVER { "global" } else { "local" },
         "Driver": driver,
         "EnableIPv4": true,
         "EnableIPv6": ipv6,

@@ -20,3 +20,4 @@ pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod state;
+pub mod store;

@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 /// file's JSON.
 static DIRECTORY: LazyLock<Directory> = LazyLock::new(|| {
     let state: State = serde_json::from_str(include_str!("../dns_state.json")).expect("the sample state");
-    Directory::from_state(&state)
+    Directory::from_state(&state, &[])
 });
 
 fuzz_target!(|packet: &[u8]| {

@@ -7,6 +7,7 @@
 pub mod datapath;
 pub mod docker;
 pub mod hostile;
+pub mod hosts;
 pub mod runtimes;
 
 use std::{

@@ -18,6 +18,9 @@ use crate::run_command;
 /// to what the runtimes above bring (containerd, runc, iptables). Its service does not
 /// start here because this machine kind's policy-rc.d denies every start; on a machine
 /// whose init starts it, stop it before the tests (it makes docker0 and iptables rules).
+/// protoc for the etcd client's build script (it compiles etcd's protos), and etcd with
+/// etcdctl for the tests of several hosts, which start their own etcd (its service, like
+/// dockerd's, does not start here).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -43,6 +46,9 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "containernetworking-plugins",
     "docker.io",
+    "protobuf-compiler",
+    "etcd-server",
+    "etcd-client",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

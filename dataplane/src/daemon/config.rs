@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Deserializer};
 
 use super::Config;
-use crate::nat::UplinkXdp;
+use crate::{nat::UplinkXdp, store::StoreAddress};
 
 /// Where the daemon reads its settings unless `--config` names another file.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/dataplane/daemon.toml";
@@ -25,6 +25,7 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/dataplane";
 const DEFAULT_BPFFS: &str = "/run/dataplane/bpffs";
 const DEFAULT_NETNS_DIR: &str = "/run/netns";
 const DEFAULT_DOCKER_STALE_AFTER_SECS: u64 = 60;
+const DEFAULT_STORE_TTL_SECS: u64 = 30;
 
 /// What the daemon's flags set, each also a key of the config file (kebab-case). A
 /// setting that is `None` (or an empty list) was not given there.
@@ -111,6 +112,19 @@ pub struct Settings {
     /// ULA pool].
     #[arg(long, env = "DATAPLANE_FIXED_CIDR_V6", value_name = "CIDR", value_parser = crate::cli::cidr6)]
     pub fixed_cidr_v6: Option<ipnet::Ipv6Net>,
+    /// The store this host shares overlay networks with others through,
+    /// etcd://ADDR:PORT[,ADDR:PORT...]; without it, overlay networks are refused and
+    /// everything stays in the local state [default: none].
+    #[arg(long, env = "DATAPLANE_STORE", value_name = "etcd://ADDR:PORT[,...]", value_parser = clap::value_parser!(StoreAddress))]
+    pub store: Option<StoreAddress>,
+    /// The address other hosts reach this one by on the underlay, recorded with its
+    /// endpoints in the store [default: none].
+    #[arg(long, env = "DATAPLANE_ADVERTISE_ADDRESS", value_name = "IP")]
+    pub advertise_address: Option<IpAddr>,
+    /// Seconds the store keeps this host's address leases and endpoints after it stops
+    /// renewing them (it died) [default: 30].
+    #[arg(long, env = "DATAPLANE_STORE_TTL", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    pub store_ttl: Option<u64>,
 }
 
 /// The daemon's log levels (`--log-level`), the most quiet first.
@@ -197,6 +211,9 @@ impl Settings {
             log_level: self.log_level.or(file.log_level),
             ipv6: self.ipv6.or(file.ipv6),
             fixed_cidr_v6: self.fixed_cidr_v6.or(file.fixed_cidr_v6),
+            store: self.store.or(file.store),
+            advertise_address: self.advertise_address.or(file.advertise_address),
+            store_ttl: self.store_ttl.or(file.store_ttl),
         }
     }
 
@@ -222,6 +239,9 @@ impl Settings {
             monitor_ring_size: self
                 .monitor_ring_size
                 .unwrap_or(dataplane_common::MonitorEvent::RING_DEFAULT_SIZE),
+            store: self.store,
+            advertise_address: self.advertise_address,
+            store_ttl: Duration::from_secs(self.store_ttl.unwrap_or(DEFAULT_STORE_TTL_SECS)),
             default_ipv6: match (self.ipv6, self.fixed_cidr_v6) {
                 (Some(false), _) | (None, None) => None,
                 (_, subnet) => Some(subnet),
@@ -266,7 +286,8 @@ mod tests {
     fn a_flag_overrides_the_file_and_the_file_fills_what_flags_leave_unset() {
         let from_file = file(
             "state-dir = \"/srv/dataplane\"\nuplink = \"eth1\"\nxdp = \"off\"\ndns = [\"192.0.2.53\"]\n\
-             nat-port-range = \"40000-41000\"\nlog-level = \"debug\"\nmetrics-addr = \"127.0.0.1:9090\"\n",
+             nat-port-range = \"40000-41000\"\nlog-level = \"debug\"\nmetrics-addr = \"127.0.0.1:9090\"\n\
+             store = \"etcd://10.0.0.10:2379\"\n",
         );
         let flags = Settings {
             uplink: Some("eth2".into()),
@@ -284,6 +305,7 @@ mod tests {
         assert_eq!((merged.xdp, merged.nat_port_range), (Some(UplinkXdp::Off), Some((40000, 41000))));
         assert_eq!(merged.log_level, Some(LogLevel::Debug));
         assert_eq!(merged.metrics_addr, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(merged.store, Some("etcd://10.0.0.10:2379".parse().unwrap()), "the store is a key too");
         let config = merged.into_config("/run/x.sock".into());
         assert_eq!(config.bpffs, Path::new(DEFAULT_BPFFS), "the default where neither sets it");
         assert_eq!(config.docker_stale_after, Duration::from_secs(60));

@@ -68,12 +68,17 @@ impl Core {
             ));
         }
         check_aliases(net, &wanted.aliases)?;
-        let used = self.state.used_addresses(&net.id);
-        let ip = match wanted.ip {
-            Some(ip) => net.plan().claim(ip, used),
-            None => net.plan().allocate(used),
-        }
-        .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name)))?;
+        let overlay = Self::is_overlay(net);
+        let ip = if overlay {
+            self.lease_address(net, wanted.ip).await?
+        } else {
+            let used = self.state.used_addresses(&net.id);
+            match wanted.ip {
+                Some(ip) => net.plan().claim(ip, used),
+                None => net.plan().allocate(used),
+            }
+            .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name)))?
+        };
         let ip6 = match (net.ipv6, wanted.ip6) {
             (None, None) => None,
             (None, Some(ip6)) => bail!(DaemonError::new(
@@ -116,9 +121,16 @@ impl Core {
             ports: vec![],
         };
         self.intend(Intent::Attach { endpoint: endpoint.clone() })?;
-        if let Err(e) = self.build(&mut endpoint, net, wanted.owner_name, wanted.publish).await {
+        let mut built = self.build(&mut endpoint, net, wanted.owner_name, wanted.publish).await;
+        if overlay && built.is_ok() {
+            built = self.announce(net, &endpoint, wanted.owner_name).await;
+        }
+        if let Err(e) = built {
             if let Err(undo) = self.dismantle(&endpoint, InterfaceRemoval::Now).await {
                 log::warn!("undoing {} of {}: {undo:#}", endpoint.ifname, wanted.owner_name);
+            }
+            if overlay {
+                self.give_back(&endpoint).await;
             }
             self.abandon(&endpoint.id);
             return Err(e);
@@ -237,6 +249,9 @@ impl Core {
     /// it stays in the state, for another try.
     pub(super) async fn detach(&mut self, endpoint: &Endpoint, removal: InterfaceRemoval) -> Result<()> {
         self.dismantle(endpoint, removal).await?;
+        if self.state.network_by_id(&endpoint.network_id).is_some_and(Self::is_overlay) {
+            self.give_back(endpoint).await;
+        }
         self.forget_later(vec![IpAddress::v4(endpoint.ip.octets())]);
         self.state.endpoints.retain(|e| e.id != endpoint.id);
         Ok(())

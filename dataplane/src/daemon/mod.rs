@@ -6,6 +6,8 @@
 //! This module holds the configuration, the control socket, the server loop and the
 //! dispatch of requests to the owners beside it, which never call each other in a circle:
 //! - `networks`: create, remove, prune; the host's routes;
+//! - `overlay`: the shared store's view on this host: overlay networks and other hosts'
+//!   names, from its watch, and the host's lease (used by `networks` and `endpoints`);
 //! - `publishing`: published ports of an endpoint, their reservations and firewall rule sets;
 //! - `endpoints`: a namespace's attachment to a network, whoever made the namespace
 //!   (uses `publishing`);
@@ -34,6 +36,7 @@ mod endpoints;
 mod metrics;
 mod monitor;
 mod networks;
+mod overlay;
 mod privileges;
 mod publishing;
 mod restore;
@@ -102,6 +105,12 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Bytes of the monitor's ring buffer.
     pub monitor_ring_size: u32,
+    /// The store shared with other hosts (`--store`), if there is one.
+    pub store: Option<crate::store::StoreAddress>,
+    /// Where other hosts reach this one (`--advertise-address`).
+    pub advertise_address: Option<std::net::IpAddr>,
+    /// How long the store keeps this host's leases after it stops renewing them.
+    pub store_ttl: Duration,
 }
 
 /// The host's id, made once and kept in the state dir: what the ULA pool of its IPv6
@@ -158,6 +167,8 @@ struct Core {
     firewall: firewall::Installed,
     /// The host's ULA /48, where networks without an IPv6 --subnet take a /64.
     ula_pool: ipnet::Ipv6Net,
+    /// The store shared with other hosts, for overlay networks (`--store`).
+    shared: Option<Arc<crate::store::etcd::EtcdStore>>,
     /// Deletes the interfaces of removed containers after the answer.
     link_reaper: LinkReaper,
 }
@@ -205,7 +216,18 @@ pub async fn run(config: Config) -> Result<()> {
     let mut store = StateStore::new(&config.state_dir);
     let state = store.load()?.unwrap_or_default();
     let resolvers = dns::Resolvers::new(&upstreams(&config));
-    let ula_pool = crate::ipam::ula_pool(&host_id(&config.state_dir)?);
+    let host_id = host_id(&config.state_dir)?;
+    let ula_pool = crate::ipam::ula_pool(&host_id);
+    let shared = match &config.store {
+        Some(address) => {
+            let host =
+                crate::store::Host { id: host_id[..12].to_string(), address: config.advertise_address };
+            Some(Arc::new(
+                crate::store::etcd::EtcdStore::connect(address.clone(), host, config.store_ttl).await?,
+            ))
+        }
+        None => None,
+    };
     let core = Arc::new(Mutex::new(Core {
         config: config.clone(),
         state,
@@ -220,6 +242,7 @@ pub async fn run(config: Config) -> Result<()> {
         departures_waiting: Arc::new(tokio::sync::Notify::new()),
         firewall,
         ula_pool,
+        shared: shared.clone(),
         link_reaper: LinkReaper::start()?,
     }));
     {
@@ -232,6 +255,9 @@ pub async fn run(config: Config) -> Result<()> {
         None => None,
     };
     restore::restore(&core).await?;
+    if let Some(store) = &shared {
+        overlay::follow_store(core.clone(), store.clone());
+    }
     let stale = core.lock().await.docker_stale_candidates();
     tokio::spawn(docker::remove_stale_later(core.clone(), stale, config.docker_stale_after));
 

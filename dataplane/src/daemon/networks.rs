@@ -15,6 +15,7 @@ use crate::{
     drivers,
     ipam::{self, AddressPlan, AddressPlanV6},
     state::{BridgeOptions, DEFAULT_NETWORK, Intent, Network, Owner, new_id, now},
+    store::{OVERLAY_DRIVER, SharedNetwork},
 };
 
 /// Names that `--network` gives a meaning of its own (Docker's network modes).
@@ -63,6 +64,14 @@ impl Core {
             bail!("unsupported network driver {:?}; supported: {}", spec.driver, drivers::DRIVERS.join(", "));
         }
         let macvlan = spec.driver == "macvlan";
+        let overlay = spec.driver == OVERLAY_DRIVER;
+        let store = if overlay { Some(self.shared_store(&spec.name)?) } else { None };
+        if overlay && spec.ipv6.is_some() {
+            bail!(
+                "network {}: --ipv6 is not shared between hosts yet; drop it for an overlay network",
+                spec.name
+            );
+        }
         let bridge_options = if macvlan {
             if spec.subnet.is_none() || !spec.options.contains_key("parent") {
                 bail!(
@@ -138,6 +147,28 @@ impl Core {
             created: now(),
             id,
         };
+        if let Some(store) = &store
+            && !store.create_network(&SharedNetwork::of(&network)).await?
+        {
+            bail!(
+                "network with name {} already exists in the store {}; choose another name",
+                network.name,
+                store.address()
+            );
+        }
+        if let Err(e) = self.install_network(network.clone()).await {
+            if let Some(store) = &store
+                && let Err(undo) = store.remove_network(&network).await
+            {
+                log::warn!("undoing network {} in the store: {undo:#}", network.name);
+            }
+            return Err(e);
+        }
+        Ok(serde_json::to_value(&network)?)
+    }
+
+    /// Builds a network in the system and the maps, all or nothing, and records it.
+    pub(super) async fn install_network(&mut self, network: Network) -> Result<()> {
         self.intend(Intent::CreateNetwork { network: network.clone() })?;
         if let Err(e) = drivers::setup_network(&self.netlink, &mut self.datapath, &network).await {
             let _ = drivers::teardown_network(&self.netlink, &mut self.datapath, &network).await;
@@ -155,7 +186,7 @@ impl Core {
             network.subnet,
             network.gateway
         );
-        Ok(serde_json::to_value(&network)?)
+        Ok(())
     }
 
     /// A network's IPv6 plan: the subnet asked for, checked against the other networks'
@@ -194,6 +225,11 @@ impl Core {
         if self.state.docker.is_dockers(&net.id) {
             bail!("network {} is Docker's; remove it with `docker network rm`", net.name);
         }
+        let store = if Self::is_overlay(&net) { Some(self.shared_store(&net.name)?) } else { None };
+        if let Some(store) = &store {
+            // Every host's endpoints hold it, not only this one's.
+            store.ensure_unused(&net).await?;
+        }
         let names = self.state.owner_names();
         let on: Vec<_> = self.state.endpoints_on(&net.id).collect();
         if !on.is_empty() {
@@ -216,7 +252,15 @@ impl Core {
                 how.join("; ")
             );
         }
-        drivers::teardown_network(&self.netlink, &mut self.datapath, &net).await?;
+        if let Some(store) = &store {
+            store.remove_network(&net).await?;
+        }
+        self.uninstall_network(&net).await
+    }
+
+    /// Takes a network without endpoints out of the system, the maps and the state.
+    pub(super) async fn uninstall_network(&mut self, net: &Network) -> Result<()> {
+        drivers::teardown_network(&self.netlink, &mut self.datapath, net).await?;
         self.state.networks.retain(|n| n.id != net.id);
         self.save()?;
         log::info!("removed network {} ({}, {})", net.name, &net.id[..12], net.subnet);
@@ -224,7 +268,8 @@ impl Core {
     }
 
     /// Removes the networks no endpoint is on and no container asks for: a stopped
-    /// container holds no endpoint, yet its start needs its networks.
+    /// container holds no endpoint, yet its start needs its networks. Overlay networks
+    /// stay: they are every host's, and go by name alone.
     pub(super) async fn prune_networks(&mut self) -> Result<Value> {
         let asked: HashSet<&str> = self
             .state
@@ -239,6 +284,8 @@ impl Core {
             .filter(|n| {
                 n.name != DEFAULT_NETWORK
                     && !self.state.docker.is_dockers(&n.id)
+                    // Shared: unused here is not unused on every host; `network rm` it.
+                    && !Self::is_overlay(n)
                     && !asked.contains(n.id.as_str())
                     && self.state.endpoints_on(&n.id).next().is_none()
             })

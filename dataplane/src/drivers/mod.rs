@@ -1,7 +1,9 @@
 //! Network drivers: how a network, and an endpoint (a namespace's attachment to it), are
 //! built in the system and in the maps. Chosen by the network's `driver`:
 //! - `bridge`: a kernel bridge as slow path, veths with the eBPF fast path on them;
-//! - `macvlan`: interfaces on a parent link, on the parent's segment, no host-side device.
+//! - `macvlan`: interfaces on a parent link, on the parent's segment, no host-side device;
+//! - `overlay`: a network shared by several hosts through the store; on each host it is
+//!   built as a bridge network (its cross-host datapath is still to come).
 //!
 //! Every function is idempotent, so the daemon uses the same calls to build, to restore
 //! after a restart, and to undo a half-made step.
@@ -19,7 +21,7 @@ use crate::{
 pub mod bridge;
 pub mod macvlan;
 
-pub const DRIVERS: [&str; 2] = ["bridge", "macvlan"];
+pub const DRIVERS: [&str; 3] = ["bridge", "macvlan", crate::store::OVERLAY_DRIVER];
 
 fn is_macvlan(net: &Network) -> bool {
     net.driver == "macvlan"

@@ -1,0 +1,323 @@
+//! The etcd backend of the shared store: overlay networks, address leases by
+//! compare-and-swap, endpoint records, the host's etcd lease and the watch. Every call is
+//! bounded in time, and an error names the store, so that a host whose etcd is away
+//! fails overlay work at once and clearly, and goes on with everything local.
+
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    sync::atomic::{AtomicI64, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Result, anyhow, bail};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions, WatchStream,
+};
+
+use super::{
+    EndpointRecord, Host, Mirror, PREFIX, SharedNetwork, StoreAddress, endpoint_key, endpoints_of, lease_key,
+    leases_of, network_key,
+};
+use crate::state::Network;
+
+/// How long one call to etcd may take before the store counts as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the channel pings etcd to find out that it went silent.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(10);
+/// Tries at leasing a free address before giving up: each failed one lost a race with
+/// another host for that address, and the next try skips it.
+const LEASE_TRIES: usize = 64;
+
+pub struct EtcdStore {
+    address: StoreAddress,
+    client: Client,
+    pub host: Host,
+    ttl: Duration,
+    /// The host's etcd lease, which its address leases and endpoint records are bound
+    /// to; 0 until one is granted.
+    lease: AtomicI64,
+}
+
+/// What a keep-alive found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// The host's lease lives on.
+    Kept,
+    /// The lease had expired (or there was none): a new one was granted, and the host's
+    /// leases and records must be written again.
+    Granted,
+}
+
+impl EtcdStore {
+    /// A client of the store; connects lazily, so that a daemon starts while etcd is away.
+    pub async fn connect(address: StoreAddress, host: Host, ttl: Duration) -> Result<Self> {
+        let members: Vec<String> = address.members.iter().map(|m| format!("http://{m}")).collect();
+        // No request timeout here: the channel's would end the watch, a stream, after it
+        // too. `call` bounds each request instead; the keep-alive finds a member that went
+        // silent, no more often than etcd allows (a client that pings more often than its
+        // --grpc-keepalive-min-time, 5 s, is hung up on).
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_keep_alive(KEEP_ALIVE_EVERY, CALL_TIMEOUT);
+        let client =
+            Client::connect(members, Some(options)).await.map_err(|e| anyhow!("--store {address}: {e}"))?;
+        Ok(Self { address, client, host, ttl, lease: AtomicI64::new(0) })
+    }
+
+    pub fn address(&self) -> &StoreAddress {
+        &self.address
+    }
+
+    /// The error of a call that failed, naming the store and what to check.
+    fn unreachable(&self, e: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!(
+            "the store {} did not answer ({e}); overlay networks need it: check that etcd runs there and that --store names it",
+            self.address
+        )
+    }
+
+    /// A call to etcd, bounded by `CALL_TIMEOUT` whatever the channel does.
+    async fn call<T>(
+        &self,
+        f: impl AsyncFnOnce(Client) -> std::result::Result<T, etcd_client::Error>,
+    ) -> Result<T> {
+        match tokio::time::timeout(CALL_TIMEOUT, f(self.client.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.unreachable(e)),
+            Err(_) => Err(self.unreachable(format!("no answer within {} s", CALL_TIMEOUT.as_secs()))),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Whether the host holds a lease yet.
+    pub fn has_lease(&self) -> bool {
+        self.lease.load(Ordering::SeqCst) != 0
+    }
+
+    fn current_lease(&self) -> Result<i64> {
+        match self.lease.load(Ordering::SeqCst) {
+            0 => Err(self.unreachable("no lease granted to this host yet")),
+            lease => Ok(lease),
+        }
+    }
+
+    /// Renews the host's lease, or grants one when it has none or it expired.
+    pub async fn keep_alive(&self) -> Result<Liveness> {
+        let lease = self.lease.load(Ordering::SeqCst);
+        if lease != 0 {
+            let ttl = self
+                .call(async |mut c| {
+                    let (mut keeper, mut answers) = c.lease_keep_alive(lease).await?;
+                    keeper.keep_alive().await?;
+                    Ok(answers.message().await?.map_or(0, |a| a.ttl()))
+                })
+                .await?;
+            if ttl > 0 {
+                return Ok(Liveness::Kept);
+            }
+            log::warn!("store: the lease of this host expired; granting a new one");
+        }
+        let seconds = self.ttl.as_secs().max(1) as i64;
+        let granted = self.call(async |mut c| c.lease_grant(seconds, None).await).await?;
+        self.lease.store(granted.id(), Ordering::SeqCst);
+        log::info!("store: lease {:x} granted, TTL {seconds} s", granted.id());
+        Ok(Liveness::Granted)
+    }
+
+    /// Records a new overlay network, unless one of its name exists; `false` then.
+    pub async fn create_network(&self, net: &SharedNetwork) -> Result<bool> {
+        let key = network_key(&net.name);
+        let value = serde_json::to_vec(net)?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        Ok(self.call(async |mut c| c.txn(txn).await).await?.succeeded())
+    }
+
+    /// Refuses while any host has endpoints on an overlay network, naming them.
+    pub async fn ensure_unused(&self, net: &Network) -> Result<()> {
+        let records = self.records_of(&net.id).await?;
+        if !records.is_empty() {
+            // A host by its underlay address when it gave one, else by its id.
+            let users: Vec<String> = records
+                .iter()
+                .map(|r| {
+                    format!("{} on host {}", r.name, r.host_address.map_or(r.host.clone(), |a| a.to_string()))
+                })
+                .collect();
+            bail!(
+                "network {} has active endpoints on its hosts ({}); remove those containers on their hosts first",
+                net.name,
+                users.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes an overlay network and whatever leases are left of it, for every host.
+    pub async fn remove_network(&self, net: &Network) -> Result<()> {
+        let txn = Txn::new().and_then([
+            TxnOp::delete(network_key(&net.name), None),
+            TxnOp::delete(leases_of(&net.id), Some(DeleteOptions::new().with_prefix())),
+        ]);
+        self.call(async |mut c| c.txn(txn).await).await?;
+        Ok(())
+    }
+
+    /// The endpoint records of a network, every host's.
+    async fn records_of(&self, network_id: &str) -> Result<Vec<EndpointRecord>> {
+        let prefix = endpoints_of(network_id);
+        let found =
+            self.call(async |mut c| c.get(prefix, Some(GetOptions::new().with_prefix())).await).await?;
+        Ok(found.kvs().iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect())
+    }
+
+    /// Leases an address of `net` to this host: `wanted`, or the lowest one that neither
+    /// the store nor `local` holds. The lease key is created only if absent (a
+    /// transaction), bound to the host's lease: two hosts never hold the same address.
+    pub async fn lease_address(
+        &self,
+        net: &Network,
+        wanted: Option<Ipv4Addr>,
+        local: &BTreeSet<Ipv4Addr>,
+    ) -> Result<Ipv4Addr> {
+        let lease = self.current_lease()?;
+        let prefix = leases_of(&net.id);
+        let held = self
+            .call(async |mut c| {
+                c.get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only())).await
+            })
+            .await?;
+        let mut taken = local.clone();
+        taken.extend(held.kvs().iter().filter_map(|kv| {
+            std::str::from_utf8(kv.key()).ok()?.strip_prefix(&prefix)?.parse::<Ipv4Addr>().ok()
+        }));
+        for _ in 0..LEASE_TRIES {
+            let ip = match wanted {
+                Some(ip) => net.plan().claim(ip, &taken),
+                None => net.plan().allocate(&taken),
+            }
+            .map_err(|e| anyhow!("network {}: {e}", net.name))?;
+            let key = lease_key(&net.id, ip);
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key, self.host.id.clone(), Some(PutOptions::new().with_lease(lease)))]);
+            if self.call(async |mut c| c.txn(txn).await).await?.succeeded() {
+                return Ok(ip);
+            }
+            if wanted.is_some() {
+                bail!("network {}: address {ip} is in use on another host; choose another --ip", net.name);
+            }
+            taken.insert(ip);
+        }
+        bail!(
+            "network {}: no free address after {LEASE_TRIES} tries, every one taken by another host meanwhile; try again",
+            net.name
+        )
+    }
+
+    /// Records an endpoint of this host for the others, bound to the host's lease.
+    pub async fn publish(&self, record: &EndpointRecord) -> Result<()> {
+        let lease = self.current_lease()?;
+        let key = endpoint_key(&record.network_id, &record.endpoint_id);
+        let value = serde_json::to_vec(record)?;
+        self.call(async |mut c| c.put(key, value, Some(PutOptions::new().with_lease(lease))).await).await?;
+        Ok(())
+    }
+
+    /// Gives back an address and the record of the endpoint that had it.
+    pub async fn release(&self, network_id: &str, ip: Ipv4Addr, endpoint_id: &str) -> Result<()> {
+        let txn = Txn::new().and_then([
+            TxnOp::delete(endpoint_key(network_id, endpoint_id), None),
+            TxnOp::delete(lease_key(network_id, ip), None),
+        ]);
+        self.call(async |mut c| c.txn(txn).await).await?;
+        Ok(())
+    }
+
+    /// Writes this host's leases and records again under its current lease (after the
+    /// lease was granted anew, or the store came back), and removes its records of
+    /// endpoints it no longer has. An address another host took meanwhile is reported.
+    pub async fn reclaim(&self, own: &[EndpointRecord]) -> Result<()> {
+        let lease = self.current_lease()?;
+        let with_lease = || Some(PutOptions::new().with_lease(lease));
+        for record in own {
+            let key = lease_key(&record.network_id, record.ip);
+            let puts = [
+                TxnOp::put(key.clone(), self.host.id.clone(), with_lease()),
+                TxnOp::put(
+                    endpoint_key(&record.network_id, &record.endpoint_id),
+                    serde_json::to_vec(record)?,
+                    with_lease(),
+                ),
+            ];
+            let free = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then(puts.clone());
+            if self.call(async |mut c| c.txn(free).await).await?.succeeded() {
+                continue;
+            }
+            let ours = Txn::new()
+                .when([Compare::value(key.clone(), CompareOp::Equal, self.host.id.clone())])
+                .and_then(puts);
+            if !self.call(async |mut c| c.txn(ours).await).await?.succeeded() {
+                log::error!(
+                    "store: address {} of {} was leased to another host while this one was away; \
+                     remove and run the container again",
+                    record.ip,
+                    record.name
+                );
+            }
+        }
+        let mirror = self.snapshot().await?.0;
+        for stale in mirror.endpoints.values().filter(|r| r.host == self.host.id) {
+            if !own.iter().any(|r| r.endpoint_id == stale.endpoint_id) {
+                self.release(&stale.network_id, stale.ip, &stale.endpoint_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything shared, and the revision it was read at.
+    pub async fn snapshot(&self) -> Result<(Mirror, i64)> {
+        let found =
+            self.call(async |mut c| c.get(PREFIX, Some(GetOptions::new().with_prefix())).await).await?;
+        let mut mirror = Mirror::default();
+        for kv in found.kvs() {
+            if let Ok(key) = std::str::from_utf8(kv.key()) {
+                mirror.put(key, kv.value());
+            }
+        }
+        Ok((mirror, found.header().map_or(0, |h| h.revision())))
+    }
+
+    /// Watches the shared keys from `revision` on.
+    pub async fn watch(&self, revision: i64) -> Result<WatchStream> {
+        let options = WatchOptions::new().with_prefix().with_start_revision(revision);
+        self.call(async |mut c| c.watch(PREFIX, Some(options)).await).await
+    }
+
+    /// The next changes the watch reports, taken into `mirror`; an error when the stream
+    /// ends or fails (the caller reads everything again and watches anew).
+    pub async fn follow(&self, stream: &mut WatchStream, mirror: &mut Mirror) -> Result<()> {
+        let answer = stream.message().await.map_err(|e| self.unreachable(e))?;
+        let Some(answer) = answer else { bail!("the store {} ended the watch", self.address) };
+        if answer.canceled() {
+            bail!("the store {} cancelled the watch: {}", self.address, answer.cancel_reason());
+        }
+        for event in answer.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Ok(key) = std::str::from_utf8(kv.key()) else { continue };
+            match event.event_type() {
+                EventType::Put => mirror.put(key, kv.value()),
+                EventType::Delete => mirror.delete(key),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! Where the daemon keeps what it knows: the local state file (`state::StateStore`, the
+//! default, which owns everything host-local) and, for hosts that share networks, etcd
+//! (`etcd`), which holds only what every host must agree on:
+//! - overlay networks: `/dataplane/networks/<name>` → `SharedNetwork`;
+//! - their address leases: `/dataplane/leases/<network id>/<address>` → the host, made
+//!   only if absent (compare-and-swap) and bound to the host's etcd lease;
+//! - endpoint records: `/dataplane/endpoints/<network id>/<endpoint id>` →
+//!   `EndpointRecord` (address, MAC, host, container name, aliases: the names the
+//!   network's DNS answers on every host), bound to the host's lease too.
+//!
+//! A host that dies stops renewing its lease; after its TTL etcd deletes its leases and
+//! records, and the others' watches see them go. This module never touches the system:
+//! the daemon applies what it reads here.
+
+pub mod etcd;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    str::FromStr,
+};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{BridgeOptions, MacAddr, Network};
+
+/// The driver of networks shared through the store.
+pub const OVERLAY_DRIVER: &str = "overlay";
+
+/// The prefix of every key the daemon writes in etcd.
+pub const PREFIX: &str = "/dataplane/";
+const NETWORKS: &str = "/dataplane/networks/";
+const LEASES: &str = "/dataplane/leases/";
+const ENDPOINTS: &str = "/dataplane/endpoints/";
+
+/// `--store etcd://ADDR:PORT[,ADDR:PORT...]`: the etcd members to talk to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreAddress {
+    pub members: Vec<SocketAddr>,
+}
+
+impl FromStr for StoreAddress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some(list) = s.strip_prefix("etcd://") else {
+            return Err(format!(
+                "--store {s}: expected etcd://ADDR:PORT[,ADDR:PORT...] (etcd is the only store)"
+            ));
+        };
+        let members = list
+            .split(',')
+            .map(|member| {
+                member.parse::<SocketAddr>().map_err(|_| {
+                    format!("--store {s}: {member:?} is not ADDR:PORT; give each member as 10.0.0.10:2379")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { members })
+    }
+}
+
+impl fmt::Display for StoreAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let members: Vec<String> = self.members.iter().map(ToString::to_string).collect();
+        write!(f, "etcd://{}", members.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An overlay network as every host knows it; each host keeps its own `Network` for it
+/// (its map index and bridge are its own).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedNetwork {
+    pub id: String,
+    pub name: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Ipv4Net>,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub created: jiff::Timestamp,
+}
+
+impl SharedNetwork {
+    pub fn of(net: &Network) -> Self {
+        Self {
+            id: net.id.clone(),
+            name: net.name.clone(),
+            subnet: net.subnet,
+            gateway: net.gateway,
+            ip_range: net.ip_range,
+            internal: net.internal,
+            options: net.options.clone(),
+            labels: net.labels.clone(),
+            created: net.created,
+        }
+    }
+
+    /// This host's network for it, numbered `index` in its maps.
+    pub fn local(&self, index: u32) -> Result<Network, String> {
+        Ok(Network {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            driver: OVERLAY_DRIVER.into(),
+            index,
+            subnet: self.subnet,
+            gateway: self.gateway,
+            ip_range: self.ip_range,
+            ipv6: None,
+            internal: self.internal,
+            options: self.options.clone(),
+            bridge_options: BridgeOptions::parse(&self.options)?,
+            labels: self.labels.clone(),
+            bridge: format!("br-{}", &self.id[..12]),
+            created: self.created,
+        })
+    }
+}
+
+/// An endpoint of an overlay network as the other hosts see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub network_id: String,
+    pub endpoint_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// The host's id (`Host::id`).
+    pub host: String,
+    /// Where the host is reached on the underlay (`--advertise-address`), if it said.
+    pub host_address: Option<IpAddr>,
+    /// The container's name, its first DNS name.
+    pub name: String,
+    pub aliases: Vec<String>,
+}
+
+/// Who this daemon is among the hosts.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// The first 12 digits of its host id (kept in its state dir).
+    pub id: String,
+    pub address: Option<IpAddr>,
+}
+
+fn network_key(name: &str) -> String {
+    format!("{NETWORKS}{name}")
+}
+
+fn lease_key(network_id: &str, ip: Ipv4Addr) -> String {
+    format!("{LEASES}{network_id}/{ip}")
+}
+
+fn leases_of(network_id: &str) -> String {
+    format!("{LEASES}{network_id}/")
+}
+
+fn endpoint_key(network_id: &str, endpoint_id: &str) -> String {
+    format!("{ENDPOINTS}{network_id}/{endpoint_id}")
+}
+
+fn endpoints_of(network_id: &str) -> String {
+    format!("{ENDPOINTS}{network_id}/")
+}
+
+/// What the watch has seen of the shared keys: networks and endpoint records, by key.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Mirror {
+    pub networks: BTreeMap<String, SharedNetwork>,
+    pub endpoints: BTreeMap<String, EndpointRecord>,
+}
+
+impl Mirror {
+    /// Takes in a key's new value; a value that does not parse is logged and left out.
+    pub fn put(&mut self, key: &str, value: &[u8]) {
+        if key.starts_with(NETWORKS) {
+            match serde_json::from_slice(value) {
+                Ok(net) => _ = self.networks.insert(key.to_string(), net),
+                Err(e) => log::warn!("store: ignoring {key}: {e}"),
+            }
+        } else if key.starts_with(ENDPOINTS) {
+            match serde_json::from_slice(value) {
+                Ok(record) => _ = self.endpoints.insert(key.to_string(), record),
+                Err(e) => log::warn!("store: ignoring {key}: {e}"),
+            }
+        }
+    }
+
+    pub fn delete(&mut self, key: &str) {
+        self.networks.remove(key);
+        self.endpoints.remove(key);
+    }
+
+    /// The endpoint records of other hosts.
+    pub fn remote_endpoints<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a EndpointRecord> + 'a {
+        self.endpoints.values().filter(move |r| r.host != host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_addresses_parse_members_and_name_the_fix() {
+        let address: StoreAddress = "etcd://10.0.0.10:2379,10.0.0.11:2379".parse().unwrap();
+        assert_eq!(address.members.len(), 2);
+        assert_eq!(address.to_string(), "etcd://10.0.0.10:2379,10.0.0.11:2379", "shown as given");
+        let err = "consul://10.0.0.10:8500".parse::<StoreAddress>().unwrap_err();
+        assert!(err.contains("etcd://ADDR:PORT"), "{err}");
+        let err = "etcd://10.0.0.10".parse::<StoreAddress>().unwrap_err();
+        assert!(err.contains("\"10.0.0.10\" is not ADDR:PORT"), "{err}");
+    }
+
+    #[test]
+    fn the_mirror_keeps_networks_and_endpoints_and_tells_remote_ones() {
+        let net = Network::sample("prod", 9);
+        let shared = SharedNetwork::of(&net);
+        let mut mirror = Mirror::default();
+        mirror.put(&network_key("prod"), &serde_json::to_vec(&shared).unwrap());
+        let record = |host: &str, id: &str| EndpointRecord {
+            network_id: net.id.clone(),
+            endpoint_id: id.into(),
+            ip: Ipv4Addr::new(10, 9, 0, 2),
+            mac: MacAddr([2, 0x42, 10, 9, 0, 2]),
+            host: host.into(),
+            host_address: None,
+            name: "api".into(),
+            aliases: vec![],
+        };
+        for (host, id) in [("a", "e1"), ("b", "e2")] {
+            mirror.put(&endpoint_key(&net.id, id), &serde_json::to_vec(&record(host, id)).unwrap());
+        }
+        mirror.put(&lease_key(&net.id, Ipv4Addr::new(10, 9, 0, 2)), b"a");
+        mirror.put(&endpoint_key(&net.id, "bad"), b"not json");
+        assert_eq!(mirror.networks.len(), 1, "the network is mirrored");
+        assert_eq!(mirror.endpoints.len(), 2, "leases and unreadable records are not endpoints");
+        let remote: Vec<_> = mirror.remote_endpoints("a").map(|r| r.endpoint_id.as_str()).collect();
+        assert_eq!(remote, ["e2"], "host a's own endpoint is not remote to it");
+        mirror.delete(&endpoint_key(&net.id, "e2"));
+        assert_eq!(mirror.remote_endpoints("a").count(), 0, "a deleted record goes");
+        let local = shared.local(7).unwrap();
+        assert_eq!((local.driver.as_str(), local.index), (OVERLAY_DRIVER, 7));
+        assert_eq!(local.bridge, format!("br-{}", &net.id[..12]), "the same bridge name on every host");
+    }
+}

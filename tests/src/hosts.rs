@@ -1,0 +1,158 @@
+//! Several hosts sharing a store: each a host namespace with its own daemon (`Host`),
+//! joined by veths to a bridge in an underlay namespace of their own, where one etcd runs
+//! with its data in a temp dir. Everything is removed on drop, also when a test fails:
+//! the hosts first (their daemons stopped), then etcd (killed by the PID we started) and
+//! the underlay namespace.
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use crate::{Host, eventually, run_ok, unique};
+
+/// The underlay's subnet; the bridge (and etcd) holds `.1`, host `i` `.(11 + i)`.
+const UNDERLAY_PREFIX: &str = "198.51.100";
+pub const ETCD_ADDR: &str = "198.51.100.1";
+
+/// The underlay namespace and its etcd.
+pub struct Underlay {
+    pub name: String,
+    dir: PathBuf,
+    etcd: Option<Child>,
+}
+
+impl Underlay {
+    fn start() -> Self {
+        let name = unique("dpu-");
+        let dir = std::env::temp_dir().join(format!("dataplane-{name}"));
+        fs::create_dir_all(&dir).unwrap();
+        run_ok(Command::new("ip").args(["netns", "add", &name])).expect("creating the underlay namespace");
+        let underlay = Self { name, dir, etcd: None };
+        underlay.sh_ok(&format!(
+            "ip link set lo up && ip link add br0 type bridge && ip addr add {ETCD_ADDR}/24 dev br0 \
+             && ip link set br0 up"
+        ));
+        underlay
+    }
+
+    pub fn sh_ok(&self, script: &str) -> String {
+        let out = self.command("sh").args(["-c", script]).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        command
+    }
+
+    /// Starts etcd on the underlay (its data kept across a stop and a start), and waits
+    /// until it answers.
+    pub fn start_etcd(&mut self) {
+        assert!(self.etcd.is_none(), "etcd runs already");
+        let log = fs::File::options().create(true).append(true).open(self.dir.join("etcd.log")).unwrap();
+        let client = format!("http://{ETCD_ADDR}:2379");
+        let peer = format!("http://{ETCD_ADDR}:2380");
+        let child = self
+            .command("etcd")
+            .args(["--name", "default", "--data-dir"])
+            .arg(self.dir.join("etcd"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting etcd (Debian's etcd-server; `cargo xtask setup` installs it)");
+        self.etcd = Some(child);
+        let healthy =
+            eventually(Duration::from_secs(20), || self.etcdctl(&["endpoint", "health"]).status.success());
+        assert!(
+            healthy,
+            "etcd did not start: {}",
+            fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+        );
+    }
+
+    /// Stops etcd (SIGKILL to the PID we started) and reaps it.
+    pub fn stop_etcd(&mut self) {
+        if let Some(mut child) = self.etcd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        self.command("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &format!("http://{ETCD_ADDR}:2379"), "--dial-timeout", "2s"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The keys under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = self.etcdctl(&["get", "--prefix", "--keys-only", prefix]);
+        assert!(out.status.success(), "etcdctl get {prefix}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        self.stop_etcd();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        if std::env::var_os("DATAPLANE_KEEP_TEST_DIR").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Hosts sharing one etcd. The hosts are dropped before the underlay (field order).
+pub struct Cluster {
+    pub hosts: Vec<Host>,
+    pub underlay: Underlay,
+}
+
+impl Cluster {
+    /// `count` hosts with their daemons on the store, which keeps a dead host's leases
+    /// `ttl_secs`.
+    pub fn start(count: usize, ttl_secs: u32) -> Self {
+        let mut underlay = Underlay::start();
+        underlay.start_etcd();
+        let mut hosts = vec![];
+        for i in 0..count {
+            let host = Host::empty().expect("creating a host namespace");
+            let address = format!("{UNDERLAY_PREFIX}.{}", 11 + i);
+            let port = format!("ul{i}");
+            host.sh_ok(&format!(
+                "ip link add ul0 type veth peer name {port} netns {} && ip addr add {address}/24 dev ul0 \
+                 && ip link set ul0 up",
+                underlay.name
+            ));
+            underlay.sh_ok(&format!("ip link set {port} master br0 && ip link set {port} up"));
+            hosts.push(host);
+            // Pushed before its daemon starts, so that a failed start still removes it.
+            let host = hosts.last_mut().unwrap();
+            let store = format!("etcd://{ETCD_ADDR}:2379");
+            let ttl = ttl_secs.to_string();
+            host.set_daemon_env(&[
+                ("DATAPLANE_STORE", &store),
+                ("DATAPLANE_STORE_TTL", &ttl),
+                ("DATAPLANE_ADVERTISE_ADDRESS", &address),
+            ]);
+        }
+        let mut cluster = Self { hosts, underlay };
+        for host in &mut cluster.hosts {
+            host.start_daemon();
+        }
+        cluster
+    }
+}

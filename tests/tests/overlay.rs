@@ -1,0 +1,253 @@
+//! Several hosts, one network: daemons in host namespaces share overlay networks, their
+//! address leases and their names through one etcd on an underlay (see `hosts`). Each
+//! host builds the network locally as a bridge network; the cross-host datapath (VXLAN)
+//! is not here yet, so these scenarios check the shared state, names and failures.
+
+use std::{collections::BTreeSet, thread, time::Duration};
+
+use dataplane_tests::{Host, eventually, hosts::Cluster};
+
+const SUBNET: &str = "10.200.0.0/16";
+const GATEWAY: &str = "10.200.0.1";
+
+fn network_names(host: &Host) -> Vec<String> {
+    host.dp_ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn lists(host: &Host, line: &str) -> bool {
+    network_names(host).iter().any(|l| l == line)
+}
+
+/// `dig +short` from a container against its network's resolver: the addresses.
+fn dig(host: &Host, from: &str, name: &str) -> Vec<String> {
+    let out = host.exec(from, &format!("dig +short +time=1 +tries=1 @{GATEWAY} {name}"));
+    assert!(out.status.success(), "dig {name}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+fn network_id(host: &Host, name: &str) -> String {
+    host.dp_json(&["network", "inspect", name])[0]["Id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_network_made_on_one_host_is_everywhere_with_its_names_and_goes_everywhere() {
+    let cluster = Cluster::start(3, 30);
+    let [a, b, c] = &cluster.hosts[..] else { unreachable!() };
+    a.dp_ok(&["network", "create", "-d", "overlay", "--subnet", SUBNET, "prod"]);
+    for (label, host) in [("B", b), ("C", c)] {
+        assert!(
+            eventually(Duration::from_secs(10), || lists(host, "prod overlay global")),
+            "host {label} does not list the network made on A: {:?}\n{}",
+            network_names(host),
+            host.daemon_log()
+        );
+    }
+    let inspected = c.dp_json(&["network", "inspect", "prod"]);
+    assert_eq!(
+        inspected[0]["Id"].as_str().unwrap(),
+        network_id(a, "prod"),
+        "one network, one ID on every host"
+    );
+    assert_eq!(inspected[0]["IPAM"]["Config"][0]["Subnet"], SUBNET, "its subnet travels with it");
+    let err = a.dp_err(&["network", "create", "-d", "overlay", "--subnet", "10.201.0.0/16", "prod"]);
+    assert!(err.contains("already exists"), "a second network of the name: {err}");
+
+    a.run_sleeper("api", &["--network", "prod", "--network-alias", "backend"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    let api = a.ip_of("api");
+    assert!(
+        eventually(Duration::from_secs(10), || dig(b, "client", "api") == [api.clone()]),
+        "api (on A, {api}) does not resolve on B: {:?}\n{}",
+        dig(b, "client", "api"),
+        b.daemon_log()
+    );
+    assert_eq!(dig(b, "client", "backend"), [api], "its alias resolves on B too");
+
+    let err = b.dp_err(&["network", "rm", "prod"]);
+    assert!(
+        err.contains("api on host 198.51.100.11") && err.contains("client on host 198.51.100.12"),
+        "rm must name every host's endpoints: {err}"
+    );
+    a.dp_ok(&["rm", "-f", "api"]);
+    assert!(
+        eventually(Duration::from_secs(10), || dig(b, "client", "api").is_empty()),
+        "a removed container's name stays on B"
+    );
+    b.dp_ok(&["rm", "-f", "client"]);
+    c.dp_ok(&["network", "prune"]);
+    assert!(lists(a, "prod overlay global"), "a prune on C removed the shared network");
+    b.dp_ok(&["network", "rm", "prod"]);
+    for (label, host) in [("A", a), ("C", c)] {
+        assert!(
+            eventually(Duration::from_secs(10), || !network_names(host)
+                .iter()
+                .any(|l| l.starts_with("prod "))),
+            "host {label} still lists the network removed on B: {:?}",
+            network_names(host)
+        );
+    }
+    assert!(
+        cluster.underlay.keys("/dataplane/").is_empty(),
+        "the store keeps {:?}",
+        cluster.underlay.keys("/dataplane/")
+    );
+    for (label, host) in [("A", a), ("B", b), ("C", c)] {
+        let log = host.daemon_log();
+        assert!(!log.contains("store watch:"), "host {label}'s watch broke while etcd ran:\n{log}");
+    }
+}
+
+#[test]
+fn fifty_runs_at_once_on_each_of_two_hosts_get_distinct_addresses() {
+    const PER_HOST: usize = 50;
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    a.dp_ok(&["network", "create", "-d", "overlay", "--subnet", SUBNET, "prod"]);
+    assert!(eventually(Duration::from_secs(10), || lists(b, "prod overlay global")), "B never saw prod");
+    let outcomes: Vec<(String, bool, String)> = thread::scope(|scope| {
+        let runs: Vec<_> = [("a", a), ("b", b)]
+            .into_iter()
+            .flat_map(|(label, host)| {
+                (0..PER_HOST).map(move |i| {
+                    let name = format!("{label}{i}");
+                    scope.spawn(move || {
+                        let out = host.dp(&[
+                            "run",
+                            "-d",
+                            "--name",
+                            &name,
+                            "--network",
+                            "prod",
+                            "--",
+                            "sleep",
+                            "600",
+                        ]);
+                        (name, out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+                    })
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let failed: Vec<_> = outcomes.iter().filter(|(_, ok, _)| !ok).collect();
+    assert!(failed.is_empty(), "runs failed: {failed:?}");
+    let mut addresses = BTreeSet::new();
+    for (name, _, _) in &outcomes {
+        let host = if name.starts_with('a') { a } else { b };
+        let ip = host.ip_of(name);
+        assert!(addresses.insert(ip.clone()), "{name} got {ip}, which another container has");
+    }
+    assert_eq!(addresses.len(), 2 * PER_HOST);
+    let id = network_id(a, "prod");
+    let leased: BTreeSet<String> = cluster
+        .underlay
+        .keys(&format!("/dataplane/leases/{id}/"))
+        .iter()
+        .map(|k| k.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(leased, addresses, "the store's leases are the addresses the containers have");
+    assert_eq!(
+        cluster.underlay.keys(&format!("/dataplane/endpoints/{id}/")).len(),
+        2 * PER_HOST,
+        "one endpoint record per container"
+    );
+}
+
+#[test]
+fn a_dead_hosts_leases_and_names_go_after_its_ttl() {
+    const TTL_SECS: u32 = 3;
+    let mut cluster = Cluster::start(2, TTL_SECS);
+    cluster.hosts[0].dp_ok(&["network", "create", "-d", "overlay", "--subnet", SUBNET, "prod"]);
+    let (a, b) = (&cluster.hosts[0], &cluster.hosts[1]);
+    assert!(eventually(Duration::from_secs(10), || lists(b, "prod overlay global")), "B never saw prod");
+    a.run_sleeper("api", &["--network", "prod"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    let api = a.ip_of("api");
+    let id = network_id(a, "prod");
+    assert!(
+        eventually(Duration::from_secs(10), || dig(b, "client", "api") == [api.clone()]),
+        "api does not resolve on B before A dies"
+    );
+    let lease_key = format!("/dataplane/leases/{id}/{api}");
+    // A daemon that restarts takes its leases and records over under its new lease: they
+    // outlive the old one's TTL.
+    cluster.hosts[0].stop_daemon();
+    cluster.hosts[0].start_daemon();
+    std::thread::sleep(Duration::from_secs(u64::from(TTL_SECS) * 3));
+    let (underlay, b) = (&cluster.underlay, &cluster.hosts[1]);
+    assert_eq!(underlay.keys(&lease_key).len(), 1, "A's lease went with its restart");
+    assert_eq!(
+        dig(b, "client", "api"),
+        std::slice::from_ref(&api),
+        "api went from B's names with A's restart"
+    );
+    cluster.hosts[0].kill_daemon();
+    let (underlay, b) = (&cluster.underlay, &cluster.hosts[1]);
+    // Not at once: a daemon that restarts within its TTL keeps its leases.
+    assert!(underlay.keys(&lease_key).len() == 1, "A's lease went before its TTL");
+    assert!(
+        eventually(Duration::from_secs(u64::from(TTL_SECS) * 4), || underlay.keys(&lease_key).is_empty()),
+        "A's lease {lease_key} outlives its TTL"
+    );
+    let left = underlay.keys(&format!("/dataplane/endpoints/{id}/"));
+    assert_eq!(left.len(), 1, "only B's endpoint record is left: {left:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || dig(b, "client", "api").is_empty()),
+        "the dead host's container still resolves on B: {:?}",
+        dig(b, "client", "api")
+    );
+}
+
+#[test]
+fn with_etcd_away_local_traffic_and_bridges_go_on_and_overlay_runs_fail_naming_the_store() {
+    let mut cluster = Cluster::start(2, 30);
+    let (a, b) = (&cluster.hosts[0], &cluster.hosts[1]);
+    a.dp_ok(&["network", "create", "-d", "overlay", "--subnet", SUBNET, "prod"]);
+    a.dp_ok(&["network", "create", "--subnet", "10.77.0.0/24", "local"]);
+    a.run_sleeper("api", &["--network", "prod"]);
+    a.run_sleeper("client", &["--network", "prod"]);
+    a.run_sleeper("gone", &["--network", "prod"]);
+    let api = a.ip_of("api");
+    let id = network_id(a, "prod");
+    let records = format!("/dataplane/endpoints/{id}/");
+    assert!(eventually(Duration::from_secs(10), || lists(b, "prod overlay global")), "B never saw prod");
+
+    cluster.underlay.stop_etcd();
+    let a = &cluster.hosts[0];
+    let pings = a.exec("client", &format!("ping -c 5 -i 0.2 -W 1 {api}"));
+    assert!(pings.status.success(), "existing endpoints stop forwarding without etcd: {pings:?}");
+    let err = a.dp_err(&["run", "--rm", "--network", "prod", "--", "true"]);
+    assert!(
+        err.contains("etcd://198.51.100.1:2379") && err.contains("did not answer"),
+        "a run on an overlay network must fail naming the store: {err}"
+    );
+    a.dp_ok(&["run", "--rm", "--network", "local", "--", "true"]);
+    // Removed while the store cannot hear of it: its record goes once the store is back.
+    a.dp_ok(&["rm", "-f", "gone"]);
+
+    cluster.underlay.start_etcd();
+    let (a, b, underlay) = (&cluster.hosts[0], &cluster.hosts[1], &cluster.underlay);
+    assert!(
+        eventually(Duration::from_secs(20), || a
+            .dp(&["run", "-d", "--name", "late", "--network", "prod", "--", "sleep", "600"])
+            .status
+            .success()),
+        "overlay runs do not come back with etcd:\n{}",
+        a.daemon_log()
+    );
+    assert!(a.ping("late", &api), "the late container cannot reach api");
+    assert!(
+        eventually(Duration::from_secs(10), || underlay.keys(&records).len() == 3),
+        "the store does not catch up with what A removed while it was away: {:?}",
+        underlay.keys(&records)
+    );
+    b.dp_ok(&["network", "create", "-d", "overlay", "--subnet", "10.201.0.0/16", "after"]);
+    assert!(
+        eventually(Duration::from_secs(10), || lists(a, "after overlay global")),
+        "A's watch did not resume: it misses a network made after etcd came back\n{}",
+        a.daemon_log()
+    );
+}
