@@ -112,6 +112,7 @@ impl InterfaceConfig {
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// A connection as seen in one direction. Ports are in network byte order, as on the
 /// wire; for ICMP echo the identifier stands in the port of the side that chose it
@@ -328,8 +329,10 @@ pub struct NatConfig {
     pub port_max: u16,
     /// The uplink's IPv4 address, network byte order.
     pub addr: [u8; 4],
-    /// `NatConfig::UPLINK_VETH`, or 0.
+    /// `NatConfig::UPLINK_VETH` and `NatConfig::IPV6`, or 0.
     pub flags: u32,
+    /// The uplink's global IPv6 address (NAT66), meaningful with `NatConfig::IPV6`.
+    pub addr6: [u8; 16],
 }
 
 impl NatConfig {
@@ -337,6 +340,9 @@ impl NatConfig {
     /// namespace (bpf_redirect_peer), as container traffic is, instead of queueing on the
     /// uplink's transmit path and the peer's backlog.
     pub const UPLINK_VETH: u32 = 1;
+    /// The uplink has a global IPv6 address, `addr6`: IPv6 leaving the host is
+    /// masqueraded to it.
+    pub const IPV6: u32 = 2;
 }
 
 /// Data of the subnet trie key. The prefix length counts the 32 bits of `family` first,
@@ -750,6 +756,7 @@ pub mod map_names {
     pub const SUBNETS: &str = "SUBNETS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
+    pub const UPLINK_V6: &str = "UPLINK_V6";
     pub const SNAT_CT: &str = "SNAT_CT";
     pub const SNAT_REV: &str = "SNAT_REV";
     /// Masqueraded flows not confirmed yet, apart from SNAT_CT and SNAT_REV so that they
@@ -856,6 +863,8 @@ pub mod program_names {
     pub const FROM_CONTAINER: &str = "from_container";
     /// tc ingress of the uplink: replies to masqueraded flows, published ports.
     pub const FROM_UPLINK: &str = "from_uplink";
+    /// IPv6 on the uplink, tail-called from `from_uplink` (map_names::UPLINK_V6).
+    pub const FROM_UPLINK_V6: &str = "from_uplink_v6";
     /// XDP on the uplink: published ports, before the host builds an skb.
     pub const UPLINK_XDP: &str = "uplink_xdp";
     /// cgroup socket hooks: host processes reaching published ports (what docker-proxy did).

@@ -1,7 +1,7 @@
 //! Same-network forwarding: a frame whose source is the sender's own (`source`), if it is
 //! unicast IPv4 or IPv6 for a known endpoint of the sender's network, is rewritten for the
-//! destination and redirected into its namespace; IPv4 for outside the host goes to the
-//! NAT; anything else goes on to the kernel (the network's bridge), which handles ARP,
+//! destination and redirected into its namespace; IPv4 and IPv6 for outside the host go to
+//! the NAT; anything else goes on to the kernel (the network's bridge), which handles ARP,
 //! neighbour discovery, broadcast and multicast, and traffic for the host.
 
 use aya_ebpf::{
@@ -14,7 +14,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     counters::count,
-    endpoint, monitor, nat,
+    endpoint, monitor, nat, nat6,
     parse::{self, Frame, UpperLayer},
     policy::{self, Verdict},
     publish, source,
@@ -40,7 +40,13 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     }
     let frame = match parse::parse(ctx) {
         Frame::Ipv4(frame) => frame,
-        Frame::Ipv6 => return decide_v6(ctx, &iface),
+        Frame::Ipv6 => {
+            // NAT66 is called from here, not from `decide_v6`: the two frames together
+            // would pass the stack's 512 bytes.
+            return decide_v6(ctx, &iface)
+                .or_else(|| nat6::leave_host(ctx, ifindex))
+                .unwrap_or((Path::SlowPathIp, TC_ACT_OK));
+        }
         Frame::Other => return (Path::SlowPathOther, TC_ACT_OK),
         Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
     };
@@ -99,34 +105,36 @@ fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i
 /// IPv6 from a container: its source and what its ICMPv6 claims are checked; unicast to
 /// an endpoint of its network goes straight into the peer's namespace; another network's
 /// addresses are refused; multicast (neighbour discovery, MLD) and what is for the
-/// gateway, the host or outside go to the bridge. An `--internal` network's containers
+/// gateway or the host go to the bridge, what the host routes out of the uplink is
+/// masqueraded (NAT66). An `--internal` network's containers
 /// reach no address outside the networks' subnets (the gateways included in those).
+/// `None` for what is neither refused nor the network's own: for NAT66 or the kernel.
 /// A subprogram (`inline(never)`): its frame stays off the IPv4 paths' stack.
 #[inline(never)]
-fn decide_v6(ctx: &TcContext, iface: &InterfaceConfig) -> (Path, i32) {
+fn decide_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
     let Some(frame) = parse::parse_ipv6(ctx) else {
-        return (Path::SlowPathMalformed, TC_ACT_OK);
+        return Some((Path::SlowPathMalformed, TC_ACT_OK));
     };
     let upper = parse::ipv6_upper_layer(ctx, &frame);
     if let Err(dropped) = source::check_ipv6(ctx, &frame, &upper, iface) {
-        return (dropped, TC_ACT_SHOT);
+        return Some((dropped, TC_ACT_SHOT));
     }
     if let UpperLayer::CutShort = upper {
-        return (Path::SlowPathIpv6Headers, TC_ACT_OK);
+        return Some((Path::SlowPathIpv6Headers, TC_ACT_OK));
     }
     if frame.dst[0] == 0xff {
-        return (Path::SlowPathOther, TC_ACT_OK);
+        return Some((Path::SlowPathOther, TC_ACT_OK));
     }
     let dst = IpAddress::v6(frame.dst);
     if let Some(peer) = endpoint::lookup(iface.network, dst) {
-        return to_peer(ctx, iface, &peer);
+        return Some(to_peer(ctx, iface, &peer));
     }
     match policy::check_v6(iface.network, frame.dst) {
-        Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
+        Verdict::OtherNetwork => Some((Path::DroppedIsolation, TC_ACT_SHOT)),
         Verdict::Outside if iface.flags & InterfaceConfig::INTERNAL != 0 => {
-            (Path::DroppedInternal, TC_ACT_SHOT)
+            Some((Path::DroppedInternal, TC_ACT_SHOT))
         }
-        Verdict::Allow | Verdict::Outside => (Path::SlowPathIp, TC_ACT_OK),
+        Verdict::Allow | Verdict::Outside => None,
     }
 }
 

@@ -9,6 +9,7 @@ mod firewall;
 mod forward;
 mod monitor;
 mod nat;
+mod nat6;
 mod packet;
 mod parse;
 mod policy;
@@ -34,9 +35,22 @@ pub fn from_container(ctx: TcContext) -> i32 {
 /// program passed on), traffic for the host.
 #[classifier]
 pub fn from_uplink(ctx: TcContext) -> i32 {
+    if parse::is_ipv6(&ctx) {
+        // Returns only when `from_uplink_v6` is not there; IPv6 is then the host's.
+        nat6::tail_call(&ctx);
+    }
     let (path, action) = nat::from_uplink(&ctx);
     counters::count(&ctx, path);
     monitor::counted(&ctx, Hook::FromUplink, path);
+    action
+}
+
+/// IPv6 arriving on the uplink, tail-called from `from_uplink`: a program of its own, as
+/// the stack of IPv4's path there leaves no room for IPv6's behind it.
+#[classifier]
+pub fn from_uplink_v6(ctx: TcContext) -> i32 {
+    let (path, action) = nat6::from_uplink(&ctx);
+    counters::count(&ctx, path);
     action
 }
 

@@ -19,8 +19,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dataplane_common::{
-    AF_INET, CONNTRACK_DEFAULT_SIZE, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig,
-    IpAddress, NatConfig, NextHop, Path, RevSnatEntry, SnatEntry, csum, ct_event, ct_state,
+    AF_INET, AF_INET6, CONNTRACK_DEFAULT_SIZE, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, NextHop, Path, RevSnatEntry, SnatEntry, csum,
+    ct_event, ct_state,
 };
 
 use crate::{
@@ -61,6 +62,8 @@ pub const IP_SRC_OFFSET: usize = 14 + 12;
 pub const IP_DST_OFFSET: usize = 14 + 16;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
 const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
@@ -88,10 +91,10 @@ pub struct L4 {
     pub dst_port: u16,
     /// Offset of the port this direction rewrites: the source going out, the destination
     /// coming back.
-    port_offset: usize,
-    csum_offset: usize,
+    pub port_offset: usize,
+    pub csum_offset: usize,
     /// Extra checksum flags: TCP/UDP cover the pseudo header, UDP may carry no checksum.
-    csum_flags: u64,
+    pub csum_flags: u64,
     pseudo_header: bool,
     pub tcp_flags: u8,
 }
@@ -106,12 +109,19 @@ pub fn l4(ctx: &impl Packet, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
     if !frame.translatable() || !validate::well_formed(ctx, frame) {
         return None;
     }
-    let off = TRANSLATABLE_L4_OFFSET;
-    match frame.proto {
+    l4_at(ctx, TRANSLATABLE_L4_OFFSET, frame.proto, IPPROTO_ICMP, outbound)
+}
+
+/// The L4 view of the `proto` header at `off` (a constant offset, for direct access):
+/// TCP, UDP, or an echo of the family's ICMP, `icmp` (a request going out, a reply
+/// coming back).
+#[inline(always)]
+pub fn l4_at(ctx: &impl Packet, off: usize, proto: u8, icmp: u8, outbound: bool) -> Option<L4> {
+    match proto {
         IPPROTO_TCP | IPPROTO_UDP => {
             let src_port: u16 = packet::read(ctx, off)?;
             let dst_port: u16 = packet::read(ctx, off + 2)?;
-            let tcp = frame.proto == IPPROTO_TCP;
+            let tcp = proto == IPPROTO_TCP;
             Some(L4 {
                 src_port,
                 dst_port,
@@ -122,10 +132,15 @@ pub fn l4(ctx: &impl Packet, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
                 tcp_flags: if tcp { packet::read(ctx, off + 13)? } else { 0 },
             })
         }
-        IPPROTO_ICMP => {
+        _ if proto == icmp => {
             let kind: u8 = packet::read(ctx, off)?;
             let id: u16 = packet::read(ctx, off + 4)?;
-            let expected = if outbound { ICMP_ECHO_REQUEST } else { ICMP_ECHO_REPLY };
+            let expected = match (proto == IPPROTO_ICMP, outbound) {
+                (true, true) => ICMP_ECHO_REQUEST,
+                (true, false) => ICMP_ECHO_REPLY,
+                (false, true) => ICMPV6_ECHO_REQUEST,
+                (false, false) => ICMPV6_ECHO_REPLY,
+            };
             if kind != expected {
                 return None;
             }
@@ -136,7 +151,8 @@ pub fn l4(ctx: &impl Packet, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
                 port_offset: off + 4,
                 csum_offset: off + 2,
                 csum_flags: 0,
-                pseudo_header: false,
+                // ICMPv6's checksum covers a pseudo header, ICMP's does not.
+                pseudo_header: proto == IPPROTO_ICMPV6,
                 tcp_flags: 0,
             })
         }
@@ -346,6 +362,33 @@ fn fib_route(ctx: &TcContext, proto: u8, src: [u8; 4], dst: [u8; 4], sender: u32
     fib.l4_protocol = proto;
     fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    fib_ask(ctx, fib, sender)
+}
+
+/// As `fib_route`, for IPv6.
+#[inline(always)]
+pub fn fib_route_v6(
+    ctx: &TcContext,
+    proto: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    sender: u32,
+) -> (u32, bpf_fib_lookup) {
+    // SAFETY: as in `fib_route`.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET6;
+    fib.l4_protocol = proto;
+    // SAFETY: 16 bytes as the four words of the union's IPv6 view, in packet order.
+    unsafe {
+        fib.__bindgen_anon_3.ipv6_src = core::mem::transmute::<[u8; 16], [u32; 4]>(src);
+        fib.__bindgen_anon_4.ipv6_dst = core::mem::transmute::<[u8; 16], [u32; 4]>(dst);
+    }
+    fib_ask(ctx, fib, sender)
+}
+
+/// The FIB's answer for `fib` (its addresses filled in) arriving on `sender`.
+#[inline(always)]
+fn fib_ask(ctx: &TcContext, mut fib: bpf_fib_lookup, sender: u32) -> (u32, bpf_fib_lookup) {
     // Route as the kernel would for this packet arriving on the sender's veth (the daemon
     // enables forwarding on host-side veths, which as bridge ports route nothing themselves).
     fib.ifindex = sender;
@@ -354,6 +397,20 @@ fn fib_route(ctx: &TcContext, proto: u8, src: [u8; 4], dst: [u8; 4], sender: u32
         unsafe { fib_lookup(ctx.skb.skb.cast(), &mut fib, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) }
             as u32;
     (rc, fib)
+}
+
+/// What a FIB answer means for the NAT paths.
+#[inline(always)]
+pub fn route_of(rc: u32, fib: &bpf_fib_lookup, cfg: Option<&NatConfig>, now: u64) -> Route {
+    let uplink = cfg.is_some_and(|c| fib.ifindex == c.uplink_ifindex);
+    match rc {
+        BPF_FIB_LKUP_RET_NOT_FWDED => Route::Local,
+        BPF_FIB_LKUP_RET_SUCCESS if uplink => Route::Uplink {
+            next_hop: NextHop { dmac: fib.dmac, smac: fib.smac, _pad: [0; 4], checked_ns: now },
+        },
+        BPF_FIB_LKUP_RET_NO_NEIGH if uplink => Route::Uplink { next_hop: NextHop::default() },
+        _ => Route::Other,
+    }
 }
 
 /// How the host routes a packet, as far as the NAT paths care.
@@ -417,23 +474,16 @@ pub fn route(
         }
     }
     let (rc, fib) = fib_route(ctx, proto, src, dst, sender);
-    let uplink = cfg.is_some_and(|c| fib.ifindex == c.uplink_ifindex);
-    let next_hop = NextHop { dmac: fib.dmac, smac: fib.smac, _pad: [0; 4], checked_ns: now };
-    let cache = |local: u32| {
-        let _ = ROUTE_CACHE.insert(&key, &CachedRoute { next_hop, local, _pad: 0 }, 0);
-    };
-    match rc {
-        BPF_FIB_LKUP_RET_NOT_FWDED => {
-            cache(1);
-            Route::Local
-        }
-        BPF_FIB_LKUP_RET_SUCCESS if uplink => {
-            cache(0);
-            Route::Uplink { next_hop }
-        }
-        BPF_FIB_LKUP_RET_NO_NEIGH if uplink => Route::Uplink { next_hop: NextHop::default() },
-        _ => Route::Other,
+    let route = route_of(rc, &fib, cfg, now);
+    // Cached: the host itself, or a resolved next hop out of the uplink. (The next hop is
+    // built anew rather than read out of `route`, whose other variants leave it undefined
+    // to the verifier.)
+    let local = matches!(route, Route::Local);
+    if local || (rc == BPF_FIB_LKUP_RET_SUCCESS && matches!(route, Route::Uplink { .. })) {
+        let next_hop = NextHop { dmac: fib.dmac, smac: fib.smac, _pad: [0; 4], checked_ns: now };
+        let _ = ROUTE_CACHE.insert(&key, &CachedRoute { next_hop, local: u32::from(local), _pad: 0 }, 0);
     }
+    route
 }
 
 /// Redirects a translated packet out of the uplink, to the next hop's MAC when it is
@@ -471,10 +521,32 @@ pub fn send_to_uplink(ctx: &TcContext, macs: Option<([u8; 6], [u8; 6])>, cfg: &N
 pub fn established_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
     let cfg = config()?;
     let l4 = l4(ctx, frame, true)?;
+    let s = scratch()?;
+    s.key = flow_key(frame, &l4);
+    let (next_hop, nat_port) = established(s, frame.proto, &l4, sender, now())?;
+    Some(masquerade(ctx, frame, &l4, &cfg, nat_port, Some(next_hop)))
+}
+
+/// The per-CPU slot of the SNAT paths.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut SnatScratch> {
     let scratch = SNAT_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
-    let s = unsafe { &mut *scratch };
-    s.key = flow_key(frame, &l4);
+    Some(unsafe { &mut *scratch })
+}
+
+/// The next hop's MACs and the masquerade port of the tracked flow `s.key` from `sender`,
+/// when its next hop is fresh and the packet needs nothing of the long way (confirming
+/// the flow, or a new connection on an ended flow's tuple); the flow takes the packet's
+/// news.
+#[inline(always)]
+pub fn established(
+    s: &SnatScratch,
+    proto: u8,
+    l4: &L4,
+    sender: u32,
+    now: u64,
+) -> Option<(([u8; 6], [u8; 6]), u16)> {
     let entry = match SNAT_CT.get_ptr_mut(&s.key) {
         Some(entry) => entry,
         None => {
@@ -487,21 +559,19 @@ pub fn established_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Optio
             entry
         }
     };
-    let now = now();
     // SAFETY: map pointer, valid for this program run.
-    let (next_hop, nat_port) = unsafe {
+    unsafe {
         // Another sender, or a new connection on an ended flow's tuple: the long way.
         if (*entry).host_ifindex != sender
-            || (opens_connection(frame.proto, l4.tcp_flags) && has_ended((*entry).state))
+            || (opens_connection(proto, l4.tcp_flags) && has_ended((*entry).state))
         {
             return None;
         }
         let next_hop = (*entry).next_hop.fresh(now)?;
         (*entry).last_seen_ns = now;
         (*entry).state = next_state((*entry).state, l4.tcp_flags, false);
-        (next_hop, (*entry).nat_port)
-    };
-    Some(masquerade(ctx, frame, &l4, &cfg, nat_port, Some(next_hop)))
+        Some((next_hop, (*entry).nat_port))
+    }
 }
 
 /// Unicast IPv4 that no endpoint of the sender's network owns: masqueraded out of the
@@ -541,8 +611,13 @@ pub fn leave_host(
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
     let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
-    let request = SnatRequest { frame, l4: &l4, cfg: &cfg, sender, mac, next_hop, now };
-    let Some(nat_port) = snat_port(&request) else {
+    let Some(s) = scratch() else {
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    };
+    s.key = flow_key(frame, &l4);
+    let request =
+        SnatRequest { proto: frame.proto, l4: &l4, cfg: &cfg, ipv6: false, sender, mac, next_hop, now };
+    let Some(nat_port) = snat_port(s, &request) else {
         return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
     };
     Some(masquerade(ctx, frame, &l4, &cfg, nat_port, next_hop.macs()))
@@ -601,12 +676,7 @@ fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
         proto,
         _pad: [0; 3],
     };
-    // SAFETY: values are plain data copied out at once.
-    let back = match unsafe { SNAT_REV.get(&reply).copied() } {
-        Some(back) => back,
-        // SAFETY: as above.
-        None => unsafe { SNAT_REV_NEW.get(&reply).copied() }?,
-    };
+    let back = reverse_of(&reply)?;
     let mut container = [0u8; 4];
     container.copy_from_slice(&back.addr.addr[..4]);
     let icmp_csum = icmp + 2;
@@ -647,22 +717,37 @@ fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
     Some((Path::ReverseNat, action as i32))
 }
 
-/// What choosing a masquerade port needs.
-struct SnatRequest<'a> {
-    frame: &'a Ipv4Frame,
-    l4: &'a L4,
-    cfg: &'a NatConfig,
-    sender: u32,
-    mac: [u8; 6],
-    next_hop: NextHop,
-    now: u64,
+/// Where the reply `reply` of a masqueraded flow goes back to, the flow left untouched
+/// (for ICMP errors about it).
+#[inline(always)]
+pub fn reverse_of(reply: &FlowKey) -> Option<RevSnatEntry> {
+    // SAFETY: values are plain data copied out at once.
+    match unsafe { SNAT_REV.get(reply).copied() } {
+        Some(back) => Some(back),
+        // SAFETY: as above.
+        None => unsafe { SNAT_REV_NEW.get(reply).copied() },
+    }
+}
+
+/// What choosing a masquerade port for the flow of `SnatScratch::key` needs.
+pub struct SnatRequest<'a> {
+    pub proto: u8,
+    pub l4: &'a L4,
+    pub cfg: &'a NatConfig,
+    /// The flow is IPv6: it leaves with the uplink's IPv6 address.
+    pub ipv6: bool,
+    pub sender: u32,
+    pub mac: [u8; 6],
+    pub next_hop: NextHop,
+    pub now: u64,
 }
 
 /// The SNAT path's keys and entries, kept in a per-CPU slot instead of the program's
 /// 512-byte stack, which every path of `from_container` shares.
 #[repr(C)]
 pub struct SnatScratch {
-    key: FlowKey,
+    /// The flow as the container sent it.
+    pub key: FlowKey,
     reply: FlowKey,
     previous: FlowKey,
     reverse: RevSnatEntry,
@@ -672,16 +757,14 @@ pub struct SnatScratch {
 #[map]
 static SNAT_SCRATCH: PerCpuArray<SnatScratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// The flow's masquerade port: the tracked one, or a free one chosen at random in the
-/// range, recorded in both tables. `None` when no port is free for this destination.
+/// The masquerade port of the flow `s.key`: the tracked one, or a free one chosen at
+/// random in the range, recorded in both tables. `None` when no port is free for this
+/// destination.
 #[inline(always)]
-fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
-    let SnatRequest { frame, l4, cfg, sender, mac, next_hop, now } = *request;
-    let scratch = SNAT_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
-    let s = unsafe { &mut *scratch };
-    s.key = flow_key(frame, l4);
-    let opens = opens_connection(frame.proto, l4.tcp_flags);
+pub fn snat_port(s: &mut SnatScratch, request: &SnatRequest<'_>) -> Option<u16> {
+    let SnatRequest { proto, l4, cfg, ipv6, sender, mac, next_hop, now } = *request;
+    let nat_addr = || if ipv6 { IpAddress::v6(cfg.addr6) } else { IpAddress::v4(cfg.addr) };
+    let opens = opens_connection(proto, l4.tcp_flags);
     if let Some(entry) = SNAT_CT.get_ptr_mut(&s.key) {
         // SAFETY: the pointer comes from the map and stays valid for this program run.
         unsafe {
@@ -698,7 +781,7 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
         // SAFETY: as above; the entry is copied out.
         unsafe {
             if !(opens && has_ended((*entry).state)) {
-                return Some(continue_unconfirmed(s, entry, frame.proto, l4.tcp_flags, next_hop, now));
+                return Some(continue_unconfirmed(s, entry, proto, l4.tcp_flags, next_hop, now));
             }
             forget_ended(s, entry);
         }
@@ -713,7 +796,7 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
         touched_ns: 0,
     };
     s.entry = SnatEntry {
-        nat_addr: IpAddress::v4(cfg.addr),
+        nat_addr: nat_addr(),
         nat_port: 0,
         state: next_state(ct_state::NEW, l4.tcp_flags, false),
         _pad: 0,
@@ -723,14 +806,8 @@ fn snat_port(request: &SnatRequest<'_>) -> Option<u16> {
         created_ns: now,
         last_seen_ns: now,
     };
-    s.reply = FlowKey {
-        src: s.key.dst,
-        dst: IpAddress::v4(cfg.addr),
-        src_port: l4.dst_port,
-        dst_port: 0,
-        proto: frame.proto,
-        _pad: [0; 3],
-    };
+    s.reply =
+        FlowKey { src: s.key.dst, dst: nat_addr(), src_port: l4.dst_port, dst_port: 0, proto, _pad: [0; 3] };
     let span = u32::from(cfg.port_max.saturating_sub(cfg.port_min)) + 1;
     let mut attempt = 0;
     while attempt < PORT_ATTEMPTS {
@@ -858,7 +935,8 @@ fn confirm(s: &mut SnatScratch, proto: u8) {
     s.reply = FlowKey {
         src: s.key.dst,
         dst: s.entry.nat_addr,
-        src_port: if proto == IPPROTO_ICMP { 0 } else { s.key.dst_port },
+        // An echo's key has 0 there (`l4_at`), as its reply's has as source.
+        src_port: s.key.dst_port,
         dst_port: s.entry.nat_port,
         proto,
         _pad: [0; 3],
@@ -887,7 +965,7 @@ fn reclaim(s: &mut SnatScratch, old: &RevSnatEntry) -> bool {
         src: old.addr,
         dst: s.reply.src,
         src_port: old.port,
-        dst_port: if s.reply.proto == IPPROTO_ICMP { 0 } else { s.reply.src_port },
+        dst_port: s.reply.src_port,
         proto: s.reply.proto,
         _pad: [0; 3],
     };
@@ -914,8 +992,8 @@ fn reclaim(s: &mut SnatScratch, old: &RevSnatEntry) -> bool {
     SNAT_REV_NEW.insert(&s.reply, &s.reverse, 0).is_ok()
 }
 
-/// tc ingress of the uplink: replies to masqueraded flows go back into their container;
-/// everything else is the host's.
+/// tc ingress of the uplink, IPv4 and what is not IP: replies to masqueraded flows go
+/// back into their container; everything else is the host's.
 #[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let to_host = (Path::UplinkToHost, TC_ACT_OK as i32);
@@ -955,12 +1033,28 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
         return to_host;
     };
     let reply = flow_key(&frame, &l4);
-    let (entry, confirmed) = match SNAT_REV.get_ptr_mut(&reply) {
+    let Some(back) = track_reply(&reply, &l4) else {
+        return to_host;
+    };
+    clamp_mss(ctx, &frame, &l4, cfg.uplink_ifindex);
+    let mut container_addr = [0u8; 4];
+    container_addr.copy_from_slice(&back.addr.addr[..4]);
+    if rewrite(ctx, &frame, &l4, IP_DST_OFFSET, frame.dst, container_addr, l4.dst_port, back.port).is_err() {
+        return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
+    }
+    let _ = packet::write(ctx, 0, back.mac);
+    // SAFETY: plain helper call; it only records the target.
+    let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
+    (Path::ReverseNat, action as i32)
+}
+
+/// Where the reply `reply` of a masqueraded flow goes back to, its flow brought up to
+/// date with it; `None` when no flow has it.
+#[inline(always)]
+pub fn track_reply(reply: &FlowKey, l4: &L4) -> Option<RevSnatEntry> {
+    let (entry, confirmed) = match SNAT_REV.get_ptr_mut(reply) {
         Some(entry) => (entry, true),
-        None => match SNAT_REV_NEW.get_ptr_mut(&reply) {
-            Some(entry) => (entry, false),
-            None => return to_host,
-        },
+        None => (SNAT_REV_NEW.get_ptr_mut(reply)?, false),
     };
     let now = now();
     // SAFETY: map pointer, valid for this program run; the entry is copied out.
@@ -975,8 +1069,9 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
             src: back.addr,
             dst: reply.src,
             src_port: back.port,
-            dst_port: if frame.proto == IPPROTO_ICMP { 0 } else { l4.src_port },
-            proto: frame.proto,
+            // An echo reply's is 0 (`l4_at`), as its request's key has.
+            dst_port: l4.src_port,
+            proto: reply.proto,
             _pad: [0; 3],
         };
         let flow = if confirmed { SNAT_CT.get_ptr_mut(&original) } else { SNAT_NEW.get_ptr_mut(&original) };
@@ -988,14 +1083,5 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
             }
         }
     }
-    clamp_mss(ctx, &frame, &l4, cfg.uplink_ifindex);
-    let mut container_addr = [0u8; 4];
-    container_addr.copy_from_slice(&back.addr.addr[..4]);
-    if rewrite(ctx, &frame, &l4, IP_DST_OFFSET, frame.dst, container_addr, l4.dst_port, back.port).is_err() {
-        return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
-    }
-    let _ = packet::write(ctx, 0, back.mac);
-    // SAFETY: plain helper call; it only records the target.
-    let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
-    (Path::ReverseNat, action as i32)
+    Some(back)
 }

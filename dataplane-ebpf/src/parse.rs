@@ -62,7 +62,7 @@ pub enum Frame {
     Malformed,
 }
 
-pub const IPPROTO_ICMPV6: u8 = 58;
+pub use dataplane_common::IPPROTO_ICMPV6;
 const IPPROTO_HOP_BY_HOP: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
@@ -117,6 +117,13 @@ pub fn ipv6_upper_layer(ctx: &impl Packet, frame: &Ipv6Frame) -> UpperLayer {
         }
     }
     UpperLayer::TooDeep
+}
+
+/// Whether the frame is IPv6 (by its Ethernet type alone).
+#[inline(always)]
+pub fn is_ipv6(ctx: &impl Packet) -> bool {
+    // SAFETY: header_ptr checked that the Ethernet header lies inside the packet.
+    header_ptr::<EthHdr>(ctx, 0).is_some_and(|eth| unsafe { (*eth).ether_type } == ETH_P_IPV6)
 }
 
 #[inline(always)]

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, RingBuf, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
         cgroup_sock_addr::CgroupSockAddrLinkId,
@@ -147,7 +147,7 @@ fn firewall_key(rule_set: u16, source: Ipv4Net) -> Key<FirewallKey> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 18] {
+fn pinned_layouts() -> [PinnedLayout; 19] {
     use dataplane_common::{SockRevKey, SockRevValue};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -168,6 +168,8 @@ fn pinned_layouts() -> [PinnedLayout; 18] {
         layout::<SockRevKey, SockRevValue>(map_names::SOCK_REVNAT, None),
         layout::<Key<FirewallKey>, FirewallVerdict>(map_names::FIREWALL, Some(FirewallVerdict::TRIE_SIZE)),
         layout::<u32, u64>(map_names::FIREWALL_HITS, Some(FirewallVerdict::MAX_RULES)),
+        // A program array: slot index to program fd.
+        layout::<u32, u32>(map_names::UPLINK_V6, Some(1)),
     ]
 }
 
@@ -257,6 +259,17 @@ impl Datapath {
             let _ = fs::remove_file(&pin);
             program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))?;
         }
+        let v6: &mut SchedClassifier = ebpf
+            .program_mut(program_names::FROM_UPLINK_V6)
+            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::FROM_UPLINK_V6))?
+            .try_into()?;
+        v6.load().with_context(|| format!("the verifier refused {}", program_names::FROM_UPLINK_V6))?;
+        let v6 = v6.fd()?.try_clone()?;
+        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
+            ebpf.map_mut(map_names::UPLINK_V6)
+                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_V6))?,
+        )?;
+        tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")?;
         let xdp: &mut Xdp = ebpf
             .program_mut(program_names::UPLINK_XDP)
             .ok_or_else(|| anyhow!("program {} missing from the object", program_names::UPLINK_XDP))?

@@ -2,11 +2,15 @@
 //! range away from the host's own ephemeral ports, programs NAT_CONFIG, and expires
 //! tracked flows by protocol and state. The translation itself is the kernel programs'.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
 
 use anyhow::{Context, Result, bail};
 use dataplane_common::{
-    FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, ct_event, ct_state,
+    AF_INET6, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig,
+    ct_event, ct_state,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +38,8 @@ pub struct Uplink {
     pub name: String,
     pub index: u32,
     pub addr: Ipv4Addr,
+    /// Its global IPv6 address, which IPv6 leaves with (NAT66); none without one.
+    pub addr6: Option<Ipv6Addr>,
     /// One end of a veth pair (a nested host, a test): its peer is the next hop.
     pub veth: bool,
 }
@@ -61,8 +67,12 @@ pub async fn find_uplink(nl: &Netlink, requested: Option<&str>) -> Result<Option
     let Some(addr) = nl.ipv4_addresses(index).await?.into_iter().next() else {
         bail!("uplink {name} has no IPv4 address to masquerade with; add one or pick another --uplink");
     };
+    let addr6 = nl.ipv6_global_addresses(index).await?.into_iter().next();
+    if addr6.is_none() {
+        log::info!("uplink {name} has no global IPv6 address: IPv6 from containers is not masqueraded");
+    }
     let veth = nl.is_veth(index).await?;
-    Ok(Some(Uplink { name, index, addr, veth }))
+    Ok(Some(Uplink { name, index, addr, addr6, veth }))
 }
 
 /// Parses `--nat-port-range 61000-65535`.
@@ -126,7 +136,9 @@ pub fn config(uplink: &Uplink, ports: (u16, u16)) -> NatConfig {
         port_min: ports.0,
         port_max: ports.1,
         addr: uplink.addr.octets(),
-        flags: if uplink.veth { NatConfig::UPLINK_VETH } else { 0 },
+        flags: if uplink.veth { NatConfig::UPLINK_VETH } else { 0 }
+            | if uplink.addr6.is_some() { NatConfig::IPV6 } else { 0 },
+        addr6: uplink.addr6.map(|a| a.octets()).unwrap_or_default(),
     }
 }
 
@@ -352,12 +364,17 @@ pub struct FlowView {
     pub expires_in_secs: u64,
 }
 
-fn addr(ip: &dataplane_common::IpAddress) -> Ipv4Addr {
-    Ipv4Addr::new(ip.addr[0], ip.addr[1], ip.addr[2], ip.addr[3])
+fn addr(ip: &dataplane_common::IpAddress) -> IpAddr {
+    if ip.family == AF_INET6 {
+        Ipv6Addr::from(ip.addr).into()
+    } else {
+        Ipv4Addr::new(ip.addr[0], ip.addr[1], ip.addr[2], ip.addr[3]).into()
+    }
 }
 
+/// `10.0.0.2:80`, `[fd00::2]:80`.
 fn endpoint(ip: &dataplane_common::IpAddress, port: u16) -> String {
-    format!("{}:{}", addr(ip), u16::from_be(port))
+    SocketAddr::new(addr(ip), u16::from_be(port)).to_string()
 }
 
 fn describe(kind: &str, proto: u8, state: u8, created: u64, last_seen: u64, now_ns: u64) -> FlowView {
@@ -365,6 +382,7 @@ fn describe(kind: &str, proto: u8, state: u8, created: u64, last_seen: u64, now_
         IPPROTO_TCP => "tcp",
         IPPROTO_UDP => "udp",
         IPPROTO_ICMP => "icmp",
+        IPPROTO_ICMPV6 => "icmpv6",
         _ => "other",
     };
     let state_name = match state {

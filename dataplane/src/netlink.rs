@@ -120,8 +120,19 @@ impl Netlink {
     /// container's), ~300 µs more at 2,000 containers. A kernel without IPv6 has nothing
     /// to turn off.
     pub fn disable_ipv6(&self, ifname: &str) -> Result<()> {
+        self.set_ipv6_conf(ifname, "disable_ipv6")
+    }
+
+    /// Turns IPv6 forwarding on for the host's link `ifname`, as `disable_ipv6` writes:
+    /// bpf_fib_lookup asks it of the device a packet arrived on.
+    pub fn enable_ipv6_forwarding(&self, ifname: &str) -> Result<()> {
+        self.set_ipv6_conf(ifname, "forwarding")
+    }
+
+    /// Writes 1 to the IPv6 setting `setting` of the host's link `ifname`.
+    fn set_ipv6_conf(&self, ifname: &str, setting: &str) -> Result<()> {
         let Some(dir) = &self.ipv6_conf else { return Ok(()) };
-        let path = format!("{ifname}/disable_ipv6");
+        let path = format!("{ifname}/{setting}");
         let file = nix::fcntl::openat(
             dir,
             path.as_str(),
@@ -495,6 +506,19 @@ impl Netlink {
             .filter_map(|ip| match ip {
                 IpAddr::V4(ip) => Some(ip),
                 IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// Global IPv6 addresses of a link (neither link-local nor loopback).
+    pub async fn ipv6_global_addresses(&self, index: u32) -> Result<Vec<Ipv6Addr>> {
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V6(ip) if !ip.is_unicast_link_local() && !ip.is_loopback() => Some(ip),
+                _ => None,
             })
             .collect())
     }

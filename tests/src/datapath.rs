@@ -33,6 +33,8 @@ pub const GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 /// The MAC of the uplink `enable_nat` makes: masqueraded frames leave with it as source.
 pub const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 pub const UPLINK_ADDR: [u8; 4] = [203, 0, 113, 1];
+/// The uplink's global IPv6 address, which `enable_nat` gives it too.
+pub const UPLINK_ADDR6: [u8; 16] = [0x20, 1, 0x0d, 0xb8, 0, 0x71, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 /// A's, B's and the red gateway's IPv6 addresses; blue's endpoint's.
 pub const A6: [u8; 16] = v6(1, 2);
 pub const B6: [u8; 16] = v6(1, 3);
@@ -116,8 +118,8 @@ impl Fixture {
         self.bpffs.join("maps")
     }
 
-    /// Gives this namespace an uplink `up0` (203.0.113.1/24, default route via
-    /// 203.0.113.2, whose MAC is `GATEWAY_MAC`) and turns on masquerading through it with
+    /// Gives this namespace an uplink `up0` (203.0.113.1/24 and 2001:db8:71::1/64, default
+    /// routes via 203.0.113.2 and 2001:db8:71::2, whose MAC is `GATEWAY_MAC`) and turns on masquerading through it with
     /// the given source ports. The sender's device (`lo` here, a host-side veth in
     /// production) gets forwarding enabled, as the daemon does.
     pub fn enable_nat(&mut self, port_min: u16, port_max: u16) -> u32 {
@@ -125,7 +127,10 @@ impl Fixture {
              && ip addr add 203.0.113.1/24 dev up0 \
              && ip link set up0 up && ip link set up1 up \
              && ip neigh replace 203.0.113.2 lladdr 02:00:00:00:00:02 dev up0 \
-             && ip route add default via 203.0.113.2 && sysctl -qw net.ipv4.conf.lo.forwarding=1";
+             && ip route add default via 203.0.113.2 && sysctl -qw net.ipv4.conf.lo.forwarding=1 \
+             && ip addr add 2001:db8:71::1/64 dev up0 nodad \
+             && ip neigh replace 2001:db8:71::2 lladdr 02:00:00:00:00:02 dev up0 \
+             && ip -6 route add default via 2001:db8:71::2 && sysctl -qw net.ipv6.conf.lo.forwarding=1";
         let status = Command::new("sh").args(["-c", script]).status().unwrap();
         assert!(status.success(), "setting up the uplink");
         let uplink = nix::net::if_::if_nametoindex("up0").unwrap();
@@ -135,7 +140,8 @@ impl Fixture {
                 port_min,
                 port_max,
                 addr: UPLINK_ADDR,
-                flags: 0,
+                flags: NatConfig::IPV6,
+                addr6: UPLINK_ADDR6,
             })
             .unwrap();
         uplink
@@ -304,6 +310,57 @@ pub fn icmp_echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], id: u16, reply: b
     let mut frame = vec![];
     b.write(&mut frame, b"ping").unwrap();
     frame
+}
+
+/// A translated frame as the NAT tests check it: its MACs, addresses (`A`: 4 or 16
+/// bytes), and ports (or an echo's identifier twice), its checksums verified.
+#[derive(Debug)]
+pub struct Seen<A> {
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    pub src: A,
+    pub dst: A,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl<A> Seen<A> {
+    pub fn new(eth: &etherparse::Ethernet2Header, src: A, dst: A, (sport, dport): (u16, u16)) -> Self {
+        Self { eth_src: eth.source, eth_dst: eth.destination, src, dst, sport, dport }
+    }
+}
+
+/// The addresses a TCP or UDP checksum covers (the pseudo header's).
+pub enum PseudoHeader<'a> {
+    V4(&'a etherparse::Ipv4Header),
+    V6(&'a etherparse::Ipv6Header),
+}
+
+/// The ports of a TCP or UDP segment, its checksum asserted equal to a recomputation;
+/// `None` for other transports.
+pub fn checked_ports(transport: &etherparse::TransportSlice, ip: PseudoHeader) -> Option<(u16, u16)> {
+    use etherparse::TransportSlice;
+    match transport {
+        TransportSlice::Tcp(tcp) => {
+            let header = tcp.to_header();
+            let expected = match ip {
+                PseudoHeader::V4(ip) => header.calc_checksum_ipv4(ip, tcp.payload()),
+                PseudoHeader::V6(ip) => header.calc_checksum_ipv6(ip, tcp.payload()),
+            };
+            assert_eq!(tcp.checksum(), expected.unwrap(), "TCP checksum is wrong");
+            Some((tcp.source_port(), tcp.destination_port()))
+        }
+        TransportSlice::Udp(udp) => {
+            let header = udp.to_header();
+            let expected = match ip {
+                PseudoHeader::V4(ip) => header.calc_checksum_ipv4(ip, udp.payload()),
+                PseudoHeader::V6(ip) => header.calc_checksum_ipv6(ip, udp.payload()),
+            };
+            assert_eq!(udp.checksum(), expected.unwrap(), "UDP checksum is wrong");
+            Some((udp.source_port(), udp.destination_port()))
+        }
+        _ => None,
+    }
 }
 
 /// An ARP packet for IPv4 over Ethernet from `eth_src`, whose sender is `sender`.

@@ -9,8 +9,9 @@ use dataplane::{
 };
 use dataplane_common::{Backend, DnatEntry, InterfaceConfig, Path, ct_state};
 use dataplane_tests::datapath::{
-    A_MAC, B_MAC, Fixture, GATEWAY_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_MAC,
-    XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, icmp_echo, red_interface, tcp_segment as segment,
+    A_MAC, B_MAC, Fixture, GATEWAY_MAC, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    UPLINK_ADDR, UPLINK_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, checked_ports, icmp_echo,
+    red_interface, tcp_segment as segment,
 };
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -54,31 +55,15 @@ fn masqueraded(fx: &mut Fixture) -> Vec<(dataplane_common::FlowKey, dataplane_co
 }
 
 /// The parsed frame with both checksums verified.
-struct Seen {
-    eth_dst: [u8; 6],
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-}
-
-fn inspect(frame: &[u8]) -> Seen {
+fn inspect(frame: &[u8]) -> Seen<[u8; 4]> {
     let packet = SlicedPacket::from_ethernet(frame).expect("a parsable frame");
     let eth = packet.link.unwrap().to_header().unwrap().ethernet2().unwrap();
     let etherparse::NetSlice::Ipv4(ip) = packet.net.unwrap() else { panic!("not IPv4") };
     let header = ip.header().to_header();
     assert_eq!(header.header_checksum, header.calc_header_checksum(), "IPv4 header checksum is wrong");
-    let (sport, dport) = match packet.transport.unwrap() {
-        TransportSlice::Tcp(tcp) => {
-            let expected = tcp.to_header().calc_checksum_ipv4(&header, tcp.payload()).unwrap();
-            assert_eq!(tcp.checksum(), expected, "TCP checksum is wrong");
-            (tcp.source_port(), tcp.destination_port())
-        }
-        TransportSlice::Udp(udp) => {
-            let expected = udp.to_header().calc_checksum_ipv4(&header, udp.payload()).unwrap();
-            assert_eq!(udp.checksum(), expected, "UDP checksum is wrong");
-            (udp.source_port(), udp.destination_port())
-        }
+    let transport = packet.transport.unwrap();
+    let ports = checked_ports(&transport, PseudoHeader::V4(&header));
+    let ports = ports.unwrap_or_else(|| match transport {
         TransportSlice::Icmpv4(icmp) => {
             let header4 = icmp.header();
             assert_eq!(
@@ -92,8 +77,8 @@ fn inspect(frame: &[u8]) -> Seen {
             }
         }
         other => panic!("unexpected transport {other:?}"),
-    };
-    Seen { eth_dst: eth.destination, src: header.source, dst: header.destination, sport, dport }
+    });
+    Seen::new(&eth, header.source, header.destination, ports)
 }
 
 #[test]

@@ -265,6 +265,9 @@ pub async fn connect(
     // (bpf_fib_lookup requires forwarding on the input device). A bridge port routes
     // nothing itself, so this opens no path of its own.
     nl.enable_ipv4_forwarding(host_index).await?;
+    if net.ipv6.is_some() {
+        nl.enable_ipv6_forwarding(&endpoint.host_veth)?;
+    }
     // The uplink's XDP program hands packets for published ports to the container's veth
     // as frames, which a veth end takes only while its NAPI runs: GRO turned on while the
     // end is up starts it. An owner that moves and brings up the inner end itself (Docker)

@@ -484,7 +484,7 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
         Backend, InterfaceConfig, IpAddress, MonitorEvent, NatConfig, Path, PublishKey, program_names,
     };
     use dataplane_tests::datapath::{
-        B_MAC, Fixture, GATEWAY_MAC, LO, UPLINK_ADDR, UPLINK_MAC, red_interface, udp_between,
+        A6, B_MAC, Fixture, GATEWAY_MAC, LO, UPLINK_ADDR, UPLINK_MAC, red_interface, udp_between,
         udp_between_macs, udp_frame,
     };
     const CONTAINER: [u8; 4] = [10, 1, 0, 2];
@@ -526,8 +526,14 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     };
     let uplink = fixture.enable_nat(4000, 4000);
     let remote = [198, 51, 100, 7];
-    let onto_itself =
-        NatConfig { uplink_ifindex: uplink, port_min: 4000, port_max: 4000, addr: CONTAINER, flags: 0 };
+    let onto_itself = NatConfig {
+        uplink_ifindex: uplink,
+        port_min: 4000,
+        port_max: 4000,
+        addr: CONTAINER,
+        flags: NatConfig::IPV6,
+        addr6: A6,
+    };
     fixture.datapath.set_nat_config(onto_itself).unwrap();
     // Frames leaving by the uplink get the next hop's MACs, the uplink's as source: the
     // sender of these frames has that MAC, or source validation would drop every run after
@@ -543,9 +549,31 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     let _ = fixture.run_uplink(&reply);
     let snat = measure(&mut fixture, from_container, &out, Path::Masqueraded);
     let reverse_snat = measure(&mut fixture, from_uplink, &reply, Path::ReverseNat);
+    // The same for IPv6 (NAT66), onto the container's own IPv6 address.
+    let remote6 = [0x20, 1, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    let udp6 = |macs: ([u8; 6], [u8; 6]), src: ([u8; 16], u16), dst: ([u8; 16], u16)| {
+        let mut frame = vec![];
+        etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
+            .ipv6(src.0, dst.0, 64)
+            .udp(src.1, dst.1)
+            .write(&mut frame, b"hello")
+            .unwrap();
+        frame
+    };
+    let out6 = udp6(outbound, (A6, 4000), (remote6, 53));
+    let reply6 = udp6((GATEWAY_MAC, UPLINK_MAC), (remote6, 53), (A6, 4000));
+    let _ = fixture.run(&out6);
+    let _ = fixture.run_uplink(&reply6);
+    let snat66 = measure(&mut fixture, from_container, &out6, Path::Masqueraded);
+    let reverse_snat66 = measure(&mut fixture, from_uplink, &reply6, Path::ReverseNat);
 
-    let nat =
-        NatConfig { uplink_ifindex: uplink, port_min: 61000, port_max: 65000, addr: UPLINK_ADDR, flags: 0 };
+    let nat = NatConfig {
+        uplink_ifindex: uplink,
+        port_min: 61000,
+        port_max: 65000,
+        addr: UPLINK_ADDR,
+        ..NatConfig::default()
+    };
     fixture.datapath.set_nat_config(nat).unwrap();
     let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 17, _pad: 0 };
     let backend = Backend {
@@ -617,7 +645,8 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     let dnat_syn_1000_rules = measure(&mut fixture, from_uplink, &syn, Path::Published);
     json!({
         "forward_ns": forward, "isolation_drop_ns": isolation_drop, "slow_path_ns": slow_path,
-        "snat_ns": snat, "reverse_snat_ns": reverse_snat, "dnat_ns": dnat, "reverse_dnat_ns": reverse_dnat,
+        "snat_ns": snat, "reverse_snat_ns": reverse_snat,
+        "snat66_ns": snat66, "reverse_snat66_ns": reverse_snat66, "dnat_ns": dnat, "reverse_dnat_ns": reverse_dnat,
         "xdp_dnat_ns": xdp_dnat, "xdp_live_mpps": xdp_live_mpps, "repeat": repeat,
         "dnat_1000_rules_ns": dnat_1000_rules, "dnat_syn_ns": dnat_syn,
         "dnat_syn_1000_rules_ns": dnat_syn_1000_rules,

@@ -1,0 +1,284 @@
+//! NAT66: IPv6 leaving the host through the uplink takes the uplink's global IPv6 address
+//! and a port of the NAT range; its replies, and the ICMPv6 errors about it (packet too
+//! big above all: IPv6 routers do not fragment), are translated back and redirected into
+//! their container. The conntrack, the port choice and the next hops are the IPv4
+//! masquerade's (`nat`), whose tables hold both families. Owns UPLINK_V6, the tail call
+//! into `from_uplink_v6`. Its paths stay off the IPv4 ones' stack and code: a subprogram
+//! of `from_container`, a program of its own on the uplink.
+
+use aya_ebpf::{
+    bindings::{BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_csum_diff, bpf_redirect_peer},
+    macros::map,
+    maps::ProgramArray,
+    programs::TcContext,
+};
+use dataplane_common::{
+    FlowKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, Path, RevSnatEntry, csum,
+};
+use network_types::{eth::EthHdr, ip::Ipv6Hdr};
+
+use crate::{
+    nat::{self, L4, Route, SnatRequest},
+    packet,
+    parse::{self, Ipv6Frame},
+};
+
+/// The upper-layer header of a packet without extension headers: the only ones
+/// translated (a constant offset, which direct packet access needs).
+const L4_OFFSET: usize = EthHdr::LEN + Ipv6Hdr::LEN;
+const SRC_OFFSET: usize = EthHdr::LEN + 8;
+const DST_OFFSET: usize = EthHdr::LEN + 24;
+const ICMPV6_DEST_UNREACHABLE: u8 = 1;
+const ICMPV6_TIME_EXCEEDED: u8 = 3;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+/// `bpf_l4_csum_replace`: the change is to an IPv6 pseudo header, which a
+/// CHECKSUM_COMPLETE sum does not follow (the address and the checksum change cancel
+/// out). Kernels before 6.16 do not know it.
+const BPF_F_IPV6: u64 = 1 << 7;
+const EINVAL: i64 = -22;
+
+/// The NAT66 settings, when the uplink has an IPv6 address to masquerade with.
+#[inline(always)]
+fn config() -> Option<NatConfig> {
+    nat::config().filter(|c| c.flags & NatConfig::IPV6 != 0)
+}
+
+/// IPv6 from a container (its source checked, see `forward::decide_v6`) to an address
+/// outside its network: masqueraded out of the uplink when the host routes it there;
+/// `None` leaves it to the kernel (the host's own addresses, other interfaces, no IPv6 on
+/// the uplink, extension headers).
+#[inline(never)]
+pub fn leave_host(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
+    let cfg = config()?;
+    let frame = parse::parse_ipv6(ctx)?;
+    // TCP, UDP and ICMPv6 right after the fixed header; `l4_at` refuses the others.
+    let proto = frame.next_header;
+    let l4 = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, true)?;
+    let s = nat::scratch()?;
+    s.key = flow_key(&frame, &l4);
+    let now = nat::now();
+    // A tracked flow with a fresh next hop skips the FIB.
+    let (nat_port, macs) = match nat::established(s, proto, &l4, sender, now) {
+        Some((macs, nat_port)) => (nat_port, Some(macs)),
+        None => {
+            let (rc, fib) = nat::fib_route_v6(ctx, proto, frame.src, frame.dst, sender);
+            let Route::Uplink { next_hop } = nat::route_of(rc, &fib, Some(&cfg), now) else {
+                return None;
+            };
+            let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
+            let request = SnatRequest { proto, l4: &l4, cfg: &cfg, ipv6: true, sender, mac, next_hop, now };
+            let Some(nat_port) = nat::snat_port(s, &request) else {
+                return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
+            };
+            (nat_port, next_hop.macs())
+        }
+    };
+    if rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &cfg.addr6, l4.src_port, nat_port).is_err() {
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    }
+    Some((Path::Masqueraded, nat::send_to_uplink(ctx, macs, &cfg)))
+}
+
+/// `from_uplink_v6`, the program IPv6 arriving on the uplink is tail-called into; the
+/// daemon puts it there at load.
+#[map]
+static UPLINK_V6: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// Continues in `from_uplink_v6`; returns only when it is not there.
+#[inline(always)]
+pub fn tail_call(ctx: &TcContext) {
+    // SAFETY: a tail call replaces this program with the one in the slot, or fails.
+    unsafe { UPLINK_V6.tail_call(ctx, 0) };
+}
+
+/// IPv6 arriving on the uplink: replies to masqueraded flows and ICMPv6 errors about them
+/// go back into their container; everything else is the host's.
+#[inline(always)]
+pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
+    let to_host = (Path::UplinkToHost, TC_ACT_OK as i32);
+    let Some(cfg) = config() else {
+        return to_host;
+    };
+    let cfg = &cfg;
+    let Some(frame) = parse::parse_ipv6(ctx) else {
+        return to_host;
+    };
+    if frame.dst != cfg.addr6 {
+        return to_host;
+    }
+    let proto = frame.next_header;
+    if proto == IPPROTO_ICMPV6
+        && let Some(verdict) = icmp_error_back(ctx, cfg)
+    {
+        return verdict;
+    }
+    let Some(l4) = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, false) else {
+        return to_host;
+    };
+    if !nat::in_port_range(cfg, l4.dst_port) {
+        return to_host;
+    }
+    let reply = flow_key(&frame, &l4);
+    let Some(back) = nat::track_reply(&reply, &l4) else {
+        return to_host;
+    };
+    if rewrite(ctx, &l4, DST_OFFSET, &frame.dst, &back.addr.addr, l4.dst_port, back.port).is_err() {
+        return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
+    }
+    into_container(ctx, &back)
+}
+
+/// The flow of a packet without extension headers as its L4 view in this direction sees
+/// it.
+#[inline(always)]
+fn flow_key(frame: &Ipv6Frame, l4: &L4) -> FlowKey {
+    FlowKey {
+        src: IpAddress::v6(frame.src),
+        dst: IpAddress::v6(frame.dst),
+        src_port: l4.src_port,
+        dst_port: l4.dst_port,
+        proto: frame.next_header,
+        _pad: [0; 3],
+    }
+}
+
+/// Replaces one address and one port (or echo identifier) of the packet, keeping its L4
+/// checksum valid: the helper knows whether the skb holds a partial checksum.
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    l4: &L4,
+    addr_offset: usize,
+    old_addr: &[u8; 16],
+    new_addr: &[u8; 16],
+    old_port: u16,
+    new_port: u16,
+) -> Result<(), i64> {
+    ctx.l4_csum_replace(l4.csum_offset, u64::from(old_port), u64::from(new_port), l4.csum_flags | 2)?;
+    packet::write(ctx, l4.port_offset, new_port)?;
+    replace_address_in_csum(
+        ctx,
+        l4.csum_offset,
+        old_addr,
+        new_addr,
+        u64::from(BPF_F_PSEUDO_HDR) | l4.csum_flags,
+    )?;
+    packet::write(ctx, addr_offset, *new_addr)
+}
+
+/// Folds the change of a 16-byte address into the checksum at `csum_offset` (`flags`:
+/// `BPF_F_PSEUDO_HDR` when the address is in its pseudo header).
+#[inline(always)]
+fn replace_address_in_csum(
+    ctx: &TcContext,
+    csum_offset: usize,
+    old: &[u8; 16],
+    new: &[u8; 16],
+    flags: u64,
+) -> Result<(), i64> {
+    // SAFETY: the helper only reads 16 bytes from each buffer.
+    let diff =
+        unsafe { bpf_csum_diff(old.as_ptr().cast_mut().cast(), 16, new.as_ptr().cast_mut().cast(), 16, 0) };
+    if diff < 0 {
+        return Err(diff);
+    }
+    let diff = diff as u64 & 0xffff_ffff;
+    if flags & u64::from(BPF_F_PSEUDO_HDR) == 0 {
+        return ctx.l4_csum_replace(csum_offset, 0, diff, flags);
+    }
+    match ctx.l4_csum_replace(csum_offset, 0, diff, flags | BPF_F_IPV6) {
+        Err(EINVAL) => ctx.l4_csum_replace(csum_offset, 0, diff, flags),
+        done => done,
+    }
+}
+
+/// The checksum `sum` (as stored) once the 16 bytes it covers went from `old` to `new`.
+#[inline(always)]
+fn replace16(mut sum: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
+    for i in 0..4 {
+        let word = |a: &[u8; 16]| [a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]];
+        sum = csum::replace4(sum, word(old), word(new));
+    }
+    sum
+}
+
+/// Into the container's namespace, to its MAC.
+#[inline(always)]
+fn into_container(ctx: &TcContext, back: &RevSnatEntry) -> (Path, i32) {
+    let _ = packet::write(ctx, 0, back.mac);
+    // SAFETY: plain helper call; it only records the target.
+    let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
+    (Path::ReverseNat, action as i32)
+}
+
+/// An ICMPv6 error (destination unreachable, packet too big, time exceeded) about a
+/// masqueraded flow quotes the packet as it left, with the uplink's address and the NAT
+/// port (or echo identifier) inside: it goes back to the container with the outer
+/// destination, the quoted source and port translated, the quoted L4 checksum (when
+/// quoted) and the ICMPv6 checksum kept valid. Only a quote without extension headers
+/// is translated.
+#[inline(always)]
+fn icmp_error_back(ctx: &TcContext, cfg: &NatConfig) -> Option<(Path, i32)> {
+    let icmp = L4_OFFSET;
+    let kind: u8 = ctx.load(icmp).ok()?;
+    if !(ICMPV6_DEST_UNREACHABLE..=ICMPV6_TIME_EXCEEDED).contains(&kind) {
+        return None;
+    }
+    let inner = icmp + 8;
+    let proto: u8 = ctx.load(inner + 6).ok()?;
+    let inner_src: [u8; 16] = ctx.load(inner + 8).ok()?;
+    if inner_src != cfg.addr6 {
+        return None;
+    }
+    let inner_dst: [u8; 16] = ctx.load(inner + 24).ok()?;
+    let inner_l4 = inner + Ipv6Hdr::LEN;
+    // Where the quoted port (or identifier) and L4 checksum sit, and the remote's port.
+    let (port_offset, csum_offset, remote_port) = match proto {
+        IPPROTO_TCP => (inner_l4, inner_l4 + 16, ctx.load::<u16>(inner_l4 + 2).ok()?),
+        IPPROTO_UDP => (inner_l4, inner_l4 + 6, ctx.load::<u16>(inner_l4 + 2).ok()?),
+        IPPROTO_ICMPV6 if ctx.load::<u8>(inner_l4).ok()? == ICMPV6_ECHO_REQUEST => {
+            (inner_l4 + 4, inner_l4 + 2, 0)
+        }
+        _ => return None,
+    };
+    let nat_port: u16 = ctx.load(port_offset).ok()?;
+    let reply = FlowKey {
+        src: IpAddress::v6(inner_dst),
+        dst: IpAddress::v6(inner_src),
+        src_port: remote_port,
+        dst_port: nat_port,
+        proto,
+        _pad: [0; 3],
+    };
+    let back = nat::reverse_of(&reply)?;
+    let container = back.addr.addr;
+    let icmp_csum = icmp + 2;
+    let fix = || -> Result<(), i64> {
+        // The quoted L4 checksum, when the quote holds it (a UDP one may be absent: 0),
+        // covers the quoted source (in its pseudo header) and port; the ICMPv6 checksum
+        // covers all three.
+        if let Ok(old_inner) = ctx.load::<u16>(csum_offset)
+            && !(proto == IPPROTO_UDP && old_inner == 0)
+        {
+            let new_inner = csum::replace2(
+                replace16(old_inner, &inner_src, &container),
+                nat_port.to_ne_bytes(),
+                back.port.to_ne_bytes(),
+            );
+            ctx.store(csum_offset, &new_inner, 0)?;
+            ctx.l4_csum_replace(icmp_csum, u64::from(old_inner), u64::from(new_inner), 2)?;
+        }
+        ctx.l4_csum_replace(icmp_csum, u64::from(nat_port), u64::from(back.port), 2)?;
+        ctx.store(port_offset, &back.port, 0)?;
+        replace_address_in_csum(ctx, icmp_csum, &inner_src, &container, 0)?;
+        ctx.store(inner + 8, &container, 0)?;
+        // The outer destination, in the ICMPv6 pseudo header.
+        replace_address_in_csum(ctx, icmp_csum, &cfg.addr6, &container, u64::from(BPF_F_PSEUDO_HDR))?;
+        ctx.store(DST_OFFSET, &container, 0)
+    };
+    if fix().is_err() {
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    }
+    Some(into_container(ctx, &back))
+}

@@ -1,0 +1,100 @@
+//! NAT66 with real tools: containers of a dual-stack network reach an external
+//! namespace's global IPv6 address behind the host's uplink, which sees only the uplink's
+//! IPv6 address; packet too big from a smaller-MTU link further out reaches the container,
+//! which learns the path MTU.
+
+use dataplane_tests::{Host, stdout_of as ok};
+
+const UPLINK_ADDR6: &str = "2001:db8:71::1";
+const EXTERNAL_ADDR6: &str = "2001:db8:71::2";
+
+/// A host whose uplink has a global IPv6 address (and a default IPv6 route through the
+/// external namespace) before its daemon starts, with a dual-stack network `v6out`.
+fn host_with_ipv6_uplink() -> Host {
+    let mut host = Host::empty_with_external();
+    host.sh_ok(&format!(
+        "ip addr add {UPLINK_ADDR6}/64 dev up0 nodad && ip -6 route add default via {EXTERNAL_ADDR6}"
+    ));
+    host.external_sh_ok(&format!("ip addr add {EXTERNAL_ADDR6}/64 dev eth0 nodad"));
+    host.start_daemon();
+    host.dp_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.43.0.0/24",
+        "--subnet",
+        "fd00:43::/64",
+        "v6out",
+    ]);
+    host.run_sleeper("c", &["--network", "v6out"]);
+    host
+}
+
+#[test]
+fn containers_reach_the_outside_over_ipv6_as_the_uplinks_ipv6_address() {
+    let host = host_with_ipv6_uplink();
+    assert!(
+        host.exec("c", &format!("ping -6 -c 2 -W 2 {EXTERNAL_ADDR6}")).status.success(),
+        "ping -6 to the outside failed"
+    );
+
+    // TCP: an HTTP fetch, and the server's log names the client.
+    let http_log = host.dir.join("http6.log");
+    let _http = host.external_server(
+        "python3",
+        &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR6],
+        "http6.log",
+    );
+    ok(host.exec("c", &format!("curl -6 -sf -m 5 -o /dev/null http://[{EXTERNAL_ADDR6}]:8080/")));
+    let log = std::fs::read_to_string(&http_log).unwrap();
+    assert!(log.contains(UPLINK_ADDR6), "the outside saw another source than the uplink's: {log}");
+    assert!(!log.contains("fd00:43"), "a container address leaked: {log}");
+
+    let flows = host.dp_ok(&["conntrack", "ls"]);
+    for proto in ["tcp", "icmpv6"] {
+        assert!(
+            flows.lines().any(|l| l.contains(proto) && l.contains(UPLINK_ADDR6)),
+            "no {proto} flow over IPv6 in:\n{flows}"
+        );
+    }
+    assert!(host.counter("masqueraded") >= 3 && host.counter("reverse_nat") >= 3);
+}
+
+#[test]
+fn packet_too_big_from_a_smaller_mtu_link_outside_reaches_the_container() {
+    let mut host = host_with_ipv6_uplink();
+    // Behind the external namespace, a router, a 1280-byte link to a far namespace. Its
+    // ends skip duplicate address detection of their link-local addresses too: until it
+    // ends, the router cannot resolve the far end, and holds the first packets ~2 s.
+    let far = host.add_namespace("far");
+    host.external_sh_ok(&format!(
+        "ip link add narrow mtu 1280 type veth peer name eth0 mtu 1280 netns {far} \
+         && sysctl -qw net.ipv6.conf.narrow.accept_dad=0 \
+         && ip addr add 2001:db8:72::1/64 dev narrow nodad && ip link set narrow up \
+         && sysctl -qw net.ipv6.conf.all.forwarding=1"
+    ));
+    host.ns_sh_ok(
+        &far,
+        "sysctl -qw net.ipv6.conf.eth0.accept_dad=0 && ip link set lo up \
+         && ip addr add 2001:db8:72::2/64 dev eth0 nodad && ip link set eth0 up \
+         && ip -6 route add default via 2001:db8:72::1",
+    );
+    assert!(
+        host.exec("c", "ping -6 -c 1 -W 2 2001:db8:72::2").status.success(),
+        "the far namespace is not reachable through NAT66 and the router"
+    );
+    // The container's large ping does not fit the narrow link: the router's packet too
+    // big, translated back, teaches the container the path MTU.
+    let _ = host.exec("c", "ping -6 -c 2 -i 0.3 -W 1 -s 1400 -M do 2001:db8:72::2");
+    let route = ok(host.exec("c", "ip -6 route get 2001:db8:72::2"));
+    assert!(route.contains("mtu 1280"), "the container did not learn the path MTU: {route}");
+    // And what fits goes through.
+    let fits = host.exec("c", "ping -6 -c 1 -W 2 -s 1200 -M do 2001:db8:72::2");
+    assert!(
+        fits.status.success(),
+        "a ping that fits the narrow link failed: {}\n{}",
+        String::from_utf8_lossy(&fits.stdout),
+        host.dp_ok(&["stats"]),
+    );
+}
