@@ -504,6 +504,214 @@ impl Path {
     }
 }
 
+impl Path {
+    /// Whether the programs delivered the packet themselves (into a container, or out of
+    /// the uplink), rather than dropping it or leaving it to the kernel.
+    #[inline(always)]
+    pub const fn delivered(self) -> bool {
+        matches!(
+            self,
+            Path::Forwarded
+                | Path::Masqueraded
+                | Path::ReverseNat
+                | Path::Published
+                | Path::PublishedReply
+                | Path::PublishedXdp
+        )
+    }
+
+    /// The path of a counter slot, `None` past the last.
+    pub const fn from_index(index: u32) -> Option<Path> {
+        if index < Self::COUNT { Some(Self::ALL[index as usize]) } else { None }
+    }
+}
+
+/// Why a program dropped a packet: what `dataplane monitor` shows. Several paths may share
+/// a reason (the spoofing checks differ in what was forged, not in why it is refused).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The destination is on another network.
+    Isolation = 1,
+    /// Same network, but the network keeps its containers apart (`icc=false`).
+    Icc = 2,
+    /// An `--internal` network's container tried to leave the host.
+    Internal = 3,
+    /// A container sent from an IPv4 address not its own.
+    SpoofedIp = 4,
+    /// A container sent from a MAC not its own.
+    SpoofedMac = 5,
+    /// A container's ARP claimed an address or MAC not its own.
+    SpoofedArp = 6,
+    /// A container sent from an IPv6 address not its own.
+    SpoofedIpv6 = 7,
+    /// A container's neighbour advertisement claimed an address not its own.
+    SpoofedNeighbour = 8,
+    /// A firewall rule denied it (traffic from the uplink to a published port).
+    Firewall = 9,
+    /// From the uplink, for a container address that publishes nothing there.
+    Unpublished = 10,
+    /// From the uplink with a source or destination that must not come from outside.
+    Martian = 11,
+    /// No masquerade port was free for its destination.
+    NatExhausted = 12,
+    /// Headers that do not hold together, which would have left untranslated.
+    Malformed = 13,
+    /// An ICMPv6 router advertisement or redirect from a container.
+    RouterMessage = 14,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 14] = [
+        DropReason::Isolation,
+        DropReason::Icc,
+        DropReason::Internal,
+        DropReason::SpoofedIp,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedArp,
+        DropReason::SpoofedIpv6,
+        DropReason::SpoofedNeighbour,
+        DropReason::Firewall,
+        DropReason::Unpublished,
+        DropReason::Martian,
+        DropReason::NatExhausted,
+        DropReason::Malformed,
+        DropReason::RouterMessage,
+    ];
+
+    /// The reason a packet counted on `path` was dropped; `None` for paths that pass it on.
+    #[inline(always)]
+    pub const fn of(path: Path) -> Option<DropReason> {
+        Some(match path {
+            Path::DroppedIsolation => DropReason::Isolation,
+            Path::DroppedIcc => DropReason::Icc,
+            Path::DroppedInternal => DropReason::Internal,
+            Path::DroppedSpoofedIp => DropReason::SpoofedIp,
+            Path::DroppedSpoofedMac => DropReason::SpoofedMac,
+            Path::DroppedSpoofedArp => DropReason::SpoofedArp,
+            Path::DroppedSpoofedIpv6 => DropReason::SpoofedIpv6,
+            Path::DroppedSpoofedNeighbour => DropReason::SpoofedNeighbour,
+            Path::DroppedFirewall => DropReason::Firewall,
+            Path::DroppedUnpublished => DropReason::Unpublished,
+            Path::DroppedMartian => DropReason::Martian,
+            Path::DroppedNatExhausted => DropReason::NatExhausted,
+            Path::DroppedMalformed => DropReason::Malformed,
+            Path::DroppedRouterMessage => DropReason::RouterMessage,
+            Path::Forwarded
+            | Path::SlowPathIp
+            | Path::SlowPathOther
+            | Path::SlowPathMalformed
+            | Path::SlowPathUnmanaged
+            | Path::Masqueraded
+            | Path::ReverseNat
+            | Path::UplinkToHost
+            | Path::Published
+            | Path::PublishedReply
+            | Path::PublishedXdp
+            | Path::SlowPathIpv6Headers => return None,
+        })
+    }
+
+    pub const fn from_u8(value: u8) -> Option<DropReason> {
+        if value >= 1 && value as usize <= Self::ALL.len() {
+            Some(Self::ALL[value as usize - 1])
+        } else {
+            None
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Isolation => "isolation",
+            DropReason::Icc => "icc",
+            DropReason::Internal => "internal",
+            DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedArp => "spoofed_arp",
+            DropReason::SpoofedIpv6 => "spoofed_ipv6",
+            DropReason::SpoofedNeighbour => "spoofed_neighbour",
+            DropReason::Firewall => "firewall",
+            DropReason::Unpublished => "unpublished",
+            DropReason::Martian => "martian",
+            DropReason::NatExhausted => "nat_exhausted",
+            DropReason::Malformed => "malformed",
+            DropReason::RouterMessage => "router_message",
+        }
+    }
+}
+
+/// The program that saw a monitored packet.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    FromContainer = 1,
+    FromUplink = 2,
+    UplinkXdp = 3,
+}
+
+impl Hook {
+    pub const fn from_u8(value: u8) -> Option<Hook> {
+        match value {
+            1 => Some(Hook::FromContainer),
+            2 => Some(Hook::FromUplink),
+            3 => Some(Hook::UplinkXdp),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::FromContainer => program_names::FROM_CONTAINER,
+            Hook::FromUplink => program_names::FROM_UPLINK,
+            Hook::UplinkXdp => program_names::UPLINK_XDP,
+        }
+    }
+}
+
+/// One record of the monitor's ring buffer: a dropped packet, or the first packet of a
+/// tracked flow with its translation. Built only while the daemon has a listener
+/// (`MonitorEvent::LISTENING` in MONITOR_CONFIG).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonitorEvent {
+    /// `MonitorEvent::DROP` or `MonitorEvent::FLOW`.
+    pub kind: u8,
+    /// A `DropReason` for a drop; `MonitorEvent::MASQUERADE` or `PUBLISHED` for a flow;
+    /// 0 for a trace.
+    pub reason: u8,
+    /// The `Path` the packet was counted on (a flow's: `Masqueraded` or a published one).
+    pub path: u8,
+    /// The `Hook` that saw it.
+    pub hook: u8,
+    /// The interface it arrived on.
+    pub ifindex: u32,
+    /// The packet's addresses, ports and protocol as it arrived (family 0: not IP).
+    pub flow: FlowKey,
+    /// A flow's reply direction after translation, as the conntrack tables key it: the
+    /// translated packet is its reverse. All zero for a drop.
+    pub reply: FlowKey,
+}
+
+impl MonitorEvent {
+    pub const DROP: u8 = 1;
+    pub const FLOW: u8 = 2;
+    /// A packet the programs delivered themselves, while tracing: one per flow (as it
+    /// left) per `TRACE_EVERY_NS`, as Cilium's monitor aggregates.
+    pub const TRACE: u8 = 3;
+    /// A flow's translation: the source became the uplink's (masquerade), or the
+    /// destination a container's (a published port).
+    pub const MASQUERADE: u8 = 1;
+    pub const PUBLISHED: u8 = 2;
+    /// MONITOR_CONFIG's bit: a client listens, the programs build events.
+    pub const LISTENING: u32 = 1;
+    /// MONITOR_CONFIG's bit: a client asked for trace events.
+    pub const TRACING: u32 = 2;
+    pub const TRACE_EVERY_NS: u64 = 1_000_000_000;
+    /// The ring buffer's size unless the daemon is given `--monitor-ring-size`: 2,300 or
+    /// so events between two reads of the daemon (every 100 ms).
+    pub const RING_DEFAULT_SIZE: u32 = 256 * 1024;
+}
+
 /// Data of the firewall trie's key: a rule set, in network byte order so that its 32 bits
 /// lead the prefix, then a source IPv4 address. A rule's source CIDR of length L is a
 /// prefix of `RULE_SET_BITS + L` bits, so each rule set is a trie of its own.
@@ -567,6 +775,11 @@ pub mod map_names {
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
     pub const FIREWALL: &str = "FIREWALL";
     pub const FIREWALL_HITS: &str = "FIREWALL_HITS";
+    /// Not pinned: the monitor's ring buffer, its settings and its lost-event counter
+    /// belong to the daemon that reads them.
+    pub const MONITOR_EVENTS: &str = "MONITOR_EVENTS";
+    pub const MONITOR_CONFIG: &str = "MONITOR_CONFIG";
+    pub const MONITOR_LOST: &str = "MONITOR_LOST";
 }
 
 /// Entries of each conntrack table (SNAT_CT, SNAT_REV, SNAT_NEW, SNAT_REV_NEW, DNAT_CT,
@@ -676,6 +889,7 @@ const _: () = {
     assert!(size_of::<SubnetInfo>() == 24);
     assert!(size_of::<FirewallKey>() == 8);
     assert!(size_of::<FirewallVerdict>() == 8);
+    assert!(size_of::<MonitorEvent>() == 104);
 };
 
 #[cfg(feature = "user")]
@@ -702,6 +916,7 @@ mod pod {
     unsafe impl aya::Pod for SockRevValue {}
     unsafe impl aya::Pod for FirewallKey {}
     unsafe impl aya::Pod for FirewallVerdict {}
+    unsafe impl aya::Pod for MonitorEvent {}
 }
 
 #[cfg(test)]
@@ -713,6 +928,29 @@ mod tests {
             sum = (sum & 0xffff) + (sum >> 16);
         }
         (!(sum as u16)).to_be()
+    }
+
+    #[test]
+    fn every_drop_path_has_a_reason_and_every_reason_a_drop_path() {
+        use super::{DropReason, Path};
+        for path in Path::ALL {
+            assert_eq!(
+                DropReason::of(path).is_some(),
+                path.name().starts_with("dropped_"),
+                "{}: a drop path needs a reason, and only a drop path has one",
+                path.name()
+            );
+            assert_eq!(Path::from_index(path as u32), Some(path));
+        }
+        for reason in DropReason::ALL {
+            assert_eq!(DropReason::from_u8(reason as u8), Some(reason), "{}", reason.name());
+            assert!(
+                Path::ALL.iter().any(|p| DropReason::of(*p) == Some(reason)),
+                "{} is never used",
+                reason.name()
+            );
+        }
+        assert_eq!(DropReason::from_u8(0), None);
     }
 
     #[test]

@@ -9,12 +9,12 @@ use aya_ebpf::{
     helpers::bpf_redirect_peer,
     programs::TcContext,
 };
-use dataplane_common::{Endpoint, InterfaceConfig, IpAddress, Path};
+use dataplane_common::{Endpoint, Hook, InterfaceConfig, IpAddress, Path};
 use network_types::eth::EthHdr;
 
 use crate::{
     counters::count,
-    endpoint, nat, nat6,
+    endpoint, monitor, nat, nat6,
     parse::{self, Frame, UpperLayer},
     policy::{self, Verdict},
     publish, source,
@@ -24,6 +24,7 @@ use crate::{
 pub fn from_container(ctx: &TcContext) -> i32 {
     let (path, action) = decide(ctx);
     count(ctx, path);
+    monitor::counted(ctx, Hook::FromContainer, path);
     action
 }
 

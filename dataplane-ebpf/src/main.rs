@@ -7,6 +7,7 @@ mod counters;
 mod endpoint;
 mod firewall;
 mod forward;
+mod monitor;
 mod nat;
 mod nat6;
 mod packet;
@@ -22,6 +23,7 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
+use dataplane_common::Hook;
 
 /// tc ingress (clsact, direct action) of a container's host-side veth: every frame the container sends.
 #[classifier]
@@ -39,6 +41,7 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     }
     let (path, action) = nat::from_uplink(&ctx);
     counters::count(&ctx, path);
+    monitor::counted(&ctx, Hook::FromUplink, path);
     action
 }
 
@@ -57,6 +60,7 @@ pub fn uplink_xdp(ctx: XdpContext) -> u32 {
     match publish::from_outside_early(&ctx) {
         Some((path, action)) => {
             counters::count(&ctx, path);
+            monitor::counted(&ctx, Hook::UplinkXdp, path);
             action as u32
         }
         None => xdp_action::XDP_PASS,

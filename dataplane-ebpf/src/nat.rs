@@ -832,6 +832,7 @@ pub fn snat_port(s: &mut SnatScratch, request: &SnatRequest<'_>) -> Option<u16> 
             s.entry.nat_port = s.reply.dst_port;
             if SNAT_NEW.insert(&s.key, &s.entry, 0).is_ok() {
                 counters::ct_event(ct_event::SNAT_CREATED);
+                crate::monitor::masqueraded(sender, &s.key, &s.reply);
             }
             return Some(s.reply.dst_port);
         }

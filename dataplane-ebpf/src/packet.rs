@@ -24,6 +24,8 @@ pub trait Packet {
     fn data_end(&self) -> usize;
     /// The whole packet's length.
     fn len(&self) -> u32;
+    /// The interface the packet arrived on.
+    fn ifindex(&self) -> u32;
     /// The context as helpers that take it (bpf_fib_lookup, bpf_check_mtu) want it.
     fn raw(&self) -> *mut c_void;
     /// Copies out the `T` at `offset` through a helper, wherever it lies.
@@ -52,6 +54,12 @@ impl Packet for TcContext {
     #[inline(always)]
     fn len(&self) -> u32 {
         TcContext::len(self)
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: reading a field of the context the kernel handed us.
+        unsafe { (*self.skb.skb).ifindex }
     }
 
     #[inline(always)]
@@ -100,6 +108,11 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn len(&self) -> u32 {
         (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        self.ingress_ifindex() as u32
     }
 
     #[inline(always)]

@@ -13,12 +13,12 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use dataplane_common::{
-    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, InterfaceConfig,
+    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, FlowKey, Hook, IPPROTO_ICMP, IPPROTO_TCP, InterfaceConfig,
     IpAddress, NatConfig, NextHop, Path, PublishKey, ct_event, ct_state,
 };
 
 use crate::{
-    counters, endpoint, firewall,
+    counters, endpoint, firewall, monitor,
     nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET, L4, Route},
     packet::{self, Packet},
     parse::{self, Frame, Ipv4Frame},
@@ -29,6 +29,8 @@ use crate::{
 pub trait Delivery: Packet {
     /// The verdict that drops the frame.
     const DROP: i32;
+    /// The program that takes frames from outside at this hook.
+    const FROM_OUTSIDE: Hook;
     /// Whether frames from this hook can be handed to the container behind `host_ifindex`.
     fn reaches(host_ifindex: u32) -> bool;
     /// Hands the frame to the container behind `host_ifindex`.
@@ -38,6 +40,7 @@ pub trait Delivery: Packet {
 /// tc: straight into the container's namespace, skipping its veth's transmit path.
 impl Delivery for TcContext {
     const DROP: i32 = TC_ACT_SHOT as i32;
+    const FROM_OUTSIDE: Hook = Hook::FromUplink;
 
     #[inline(always)]
     fn reaches(_host_ifindex: u32) -> bool {
@@ -56,6 +59,7 @@ impl Delivery for TcContext {
 /// the daemon turns on (GRO) and records with `InterfaceConfig::XDP_TARGET`.
 impl Delivery for XdpContext {
     const DROP: i32 = xdp_action::XDP_DROP as i32;
+    const FROM_OUTSIDE: Hook = Hook::UplinkXdp;
 
     #[inline(always)]
     fn reaches(host_ifindex: u32) -> bool {
@@ -297,7 +301,7 @@ struct ClientFlow<'a> {
 /// for the first time (or again after its entry was lost) enters DNAT_NEW. Returns
 /// whether the flow is confirmed.
 #[inline(always)]
-fn track_from_client(ctx: &impl Packet, s: &mut DnatScratch, flow: &ClientFlow<'_>) -> bool {
+fn track_from_client<P: Delivery>(ctx: &P, s: &mut DnatScratch, flow: &ClientFlow<'_>) -> bool {
     let (flags, now) = (flow.l4.tcp_flags, flow.now);
     if let Some(entry) = DNAT_CT.get_ptr_mut(&s.key) {
         // SAFETY: map pointer, valid for this program run.
@@ -340,6 +344,8 @@ fn track_from_client(ctx: &impl Packet, s: &mut DnatScratch, flow: &ClientFlow<'
     };
     if DNAT_NEW.insert(&s.key, &s.entry, 0).is_ok() {
         counters::ct_event(ct_event::DNAT_CREATED);
+        let hook = if flow.peer_ifindex == 0 { P::FROM_OUTSIDE } else { Hook::FromContainer };
+        monitor::published(ctx.ifindex(), hook, &s.inbound, &s.key);
     }
     false
 }

@@ -245,6 +245,9 @@ pub enum Request {
         force: bool,
     },
     Stats,
+    /// A stream of the programs' events (`dataplane monitor`): an answer line, then one
+    /// `monitor::MonitorLine` per line until the client goes away.
+    Monitor(crate::monitor::Filter),
     /// The daemon's version (answered without the daemon's lock: it changes nothing).
     Version,
     ConntrackList,
@@ -357,6 +360,42 @@ pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> 
         Answer::Ok(value) => serde_json::from_value(value).context("unexpected answer from the daemon"),
         Answer::Error { message, kind } => Err(DaemonError::new(kind, message).into()),
     }
+}
+
+/// Sends a streaming request (`Request::Monitor`) and hands each line after the daemon's
+/// answer to `each`, until the daemon closes the stream or `each` fails.
+pub fn stream<T: DeserializeOwned>(
+    socket: &Path,
+    request: &Request,
+    mut each: impl FnMut(T) -> Result<()>,
+) -> Result<()> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, &e))?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut lines = BufReader::new(stream).lines();
+    let answer = lines.next().ok_or_else(|| {
+        DaemonError::new(
+            ErrorKind::Unreachable,
+            format!("the daemon at {} closed the connection without answering", socket.display()),
+        )
+    })??;
+    match serde_json::from_str(&answer).context("malformed answer from the daemon")? {
+        Answer::Ok(_) => {}
+        Answer::Error { message, kind } => return Err(DaemonError::new(kind, message).into()),
+    }
+    for line in lines {
+        let line = line.context("reading the daemon's stream")?;
+        each(
+            serde_json::from_str(&line)
+                .with_context(|| format!("unexpected line from the daemon: {line}"))?,
+        )?;
+    }
+    Err(DaemonError::new(
+        ErrorKind::Unreachable,
+        format!("the daemon at {} ended the stream (see its log)", socket.display()),
+    )
+    .into())
 }
 
 /// Why the daemon's socket could not be reached, and what to do: a socket that is there

@@ -138,6 +138,11 @@ enum Command {
     /// Show the eBPF datapath's per-path packet and byte counters, and what the
     /// conntrack tables hold and evicted.
     Stats(StatsArgs),
+    /// Stream what the eBPF programs see, one line per event until interrupted: each
+    /// dropped packet with its reason, each new masqueraded or published flow with its
+    /// translation. Events the kernel's ring buffer had no room for are counted and shown
+    /// ("N events lost"); packets are never lost for them.
+    Monitor(MonitorArgs),
     /// Show this CLI's version and the kernel's, and the daemon's version (fails when
     /// no daemon answers on the socket).
     Version,
@@ -307,6 +312,30 @@ struct StatsArgs {
     /// Seconds between refreshes with --watch.
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = parse_interval, requires = "watch")]
     interval: f64,
+}
+
+#[derive(Args)]
+struct MonitorArgs {
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Only events about this container (by name or ID): its interface's, or for its
+    /// addresses.
+    #[arg(long, value_name = "NAME")]
+    container: Option<String>,
+    /// Only events about this network's containers.
+    #[arg(long, value_name = "NAME")]
+    network: Option<String>,
+    /// Only drops, only new flows, or trace events: a packet the programs delivered,
+    /// one per flow and second (shown only with `--type trace`).
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    kind: Option<crate::monitor::EventKind>,
+    /// Only this protocol (icmp takes ICMPv6 too).
+    #[arg(long, value_enum)]
+    proto: Option<crate::monitor::Proto>,
+    /// Only packets from or to this port, before or after translation.
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
@@ -797,6 +826,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 previous = Some((taken, stats));
                 std::thread::sleep(interval);
             }
+        }
+        Command::Monitor(args) => {
+            use std::io::Write;
+            let filter = crate::monitor::Filter {
+                container: args.container,
+                network: args.network,
+                kind: args.kind,
+                proto: args.proto,
+                port: args.port,
+            };
+            let mut out = std::io::stdout().lock();
+            api::stream(&socket, &Request::Monitor(filter), |line: crate::monitor::MonitorLine| {
+                let text =
+                    if args.json { serde_json::to_string(&line)? } else { crate::monitor::text(&line) };
+                // Flushed per line: a pipe (grep, jq) sees each event as it comes.
+                writeln!(out, "{text}").and_then(|()| out.flush()).context("writing to standard output")
+            })?;
         }
         Command::Port { name, port } => {
             let found = call(Request::Inspect { names: vec![name.clone()] })?;

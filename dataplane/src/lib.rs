@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod ipam;
 pub mod listing;
 pub mod maps;
+pub mod monitor;
 pub mod nat;
 pub mod netlink;
 pub mod netns;

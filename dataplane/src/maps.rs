@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, RingBuf, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
         cgroup_sock_addr::CgroupSockAddrLinkId,
@@ -208,10 +208,11 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Loads the programs, reusing the maps pinned under `bpffs` by an earlier run.
-    /// Loads the programs and maps, with `conntrack_size` entries in each conntrack table
-    /// (tables pinned by an earlier run keep their size; resizing means removing them).
-    pub fn load(bpffs: &Path, conntrack_size: u32) -> Result<Self> {
+    /// Loads the programs and maps, reusing the maps pinned under `bpffs` by an earlier
+    /// run, with `conntrack_size` entries in each conntrack table (tables pinned by an
+    /// earlier run keep their size; resizing means removing them) and a monitor ring
+    /// buffer of `monitor_ring_size` bytes (`check_ring_size`).
+    pub fn load(bpffs: &Path, conntrack_size: u32, monitor_ring_size: u32) -> Result<Self> {
         ensure_bpffs(bpffs)?;
         let maps_dir = bpffs.join("maps");
         let programs_dir = bpffs.join("programs");
@@ -233,6 +234,7 @@ impl Datapath {
         for table in conntrack_tables {
             loader.map_max_entries(table, conntrack_size);
         }
+        loader.map_max_entries(map_names::MONITOR_EVENTS, monitor_ring_size);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (is this kernel BPF-enabled, and are we root?)")?;
@@ -739,7 +741,19 @@ impl Datapath {
         Ok(())
     }
 
-    /// Every path's counter summed over the CPUs.
+    /// The monitor's maps, handed to their reader (`daemon::monitor`), which owns them from
+    /// then on; `None` once taken.
+    pub fn take_monitor_maps(&mut self) -> Result<MonitorMaps> {
+        let mut take = |name: &str| {
+            self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object, or taken"))
+        };
+        Ok(MonitorMaps {
+            events: RingBuf::try_from(take(map_names::MONITOR_EVENTS)?)?,
+            config: Array::try_from(take(map_names::MONITOR_CONFIG)?)?,
+            lost: PerCpuArray::try_from(take(map_names::MONITOR_LOST)?)?,
+        })
+    }
+
     /// The `ct_event` counts, summed over CPUs.
     pub fn ct_events(&self) -> Result<[u64; ct_event::COUNT as usize]> {
         let map = self.ebpf.map(map_names::CT_EVENTS).ok_or_else(|| anyhow!("map CT_EVENTS missing"))?;
@@ -765,6 +779,30 @@ impl Datapath {
                 Ok((*path, sum))
             })
             .collect()
+    }
+}
+
+/// The monitor's ring buffer, its "listening" flag (`MonitorEvent::LISTENING`) and the
+/// events a full ring buffer lost, per CPU.
+pub struct MonitorMaps {
+    pub events: RingBuf<MapData>,
+    pub config: Array<MapData, u32>,
+    pub lost: PerCpuArray<MapData, u64>,
+}
+
+/// Why `bytes` cannot be the monitor's ring buffer size, if it cannot: the kernel takes a
+/// power of two that is a multiple of the page size.
+pub fn check_ring_size(bytes: u32) -> Result<(), String> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
+    if bytes.is_power_of_two() && bytes >= page {
+        Ok(())
+    } else {
+        Err(format!(
+            "{bytes}: the monitor's ring buffer takes a power of two of at least the page size \
+             ({page} bytes), e.g. {}",
+            bytes.max(page).next_power_of_two()
+        ))
     }
 }
 

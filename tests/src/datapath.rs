@@ -75,15 +75,16 @@ impl Fixture {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut datapath = match Datapath::load(&bpffs, conntrack_max) {
-            Ok(datapath) => datapath,
-            Err(e) => {
-                // The bpffs may be mounted already: leave nothing behind before failing.
-                let _ = Command::new("umount").arg("-l").arg(&bpffs).status();
-                let _ = std::fs::remove_dir_all(&bpffs);
-                panic!("loading the programs: {e:?}");
-            }
-        };
+        let mut datapath =
+            match Datapath::load(&bpffs, conntrack_max, dataplane_common::MonitorEvent::RING_DEFAULT_SIZE) {
+                Ok(datapath) => datapath,
+                Err(e) => {
+                    // The bpffs may be mounted already: leave nothing behind before failing.
+                    let _ = Command::new("umount").arg("-l").arg(&bpffs).status();
+                    let _ = std::fs::remove_dir_all(&bpffs);
+                    panic!("loading the programs: {e:?}");
+                }
+            };
         for (subnet, network, gateway) in [
             ("10.1.0.0/24", RED, IpAddr::from([10, 1, 0, 1])),
             ("10.2.0.0/24", BLUE, IpAddr::from([10, 2, 0, 1])),
@@ -104,7 +105,12 @@ impl Fixture {
 
     /// Loads the programs again over the same bpffs, as a restarted daemon does.
     pub fn reload(&mut self) {
-        self.datapath = Datapath::load(&self.bpffs, self.conntrack_max).unwrap();
+        self.datapath = Datapath::load(
+            &self.bpffs,
+            self.conntrack_max,
+            dataplane_common::MonitorEvent::RING_DEFAULT_SIZE,
+        )
+        .unwrap();
     }
 
     /// Where the maps are pinned.

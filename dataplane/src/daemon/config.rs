@@ -93,6 +93,12 @@ pub struct Settings {
     /// and control request latencies [default: off].
     #[arg(long, env = "DATAPLANE_METRICS_ADDR", value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Bytes of the ring buffer that carries `dataplane monitor`'s events from the kernel
+    /// programs: a power of two, at least the page size; when it is full, events are lost
+    /// (and counted), never packets [default: 262144].
+    #[arg(long, env = "DATAPLANE_MONITOR_RING_SIZE", value_name = "BYTES", value_parser = ring_size)]
+    #[serde(default, deserialize_with = "file_ring_size")]
+    pub monitor_ring_size: Option<u32>,
     /// How much the daemon logs, to its standard error (the journal under systemd).
     /// Without it, RUST_LOG is read as env_logger reads it (`RUST_LOG=dataplane=debug`
     /// for one module) [default: info].
@@ -169,6 +175,16 @@ pub fn init_logging(level: Option<LogLevel>) {
     builder.init();
 }
 
+fn ring_size(text: &str) -> Result<u32, String> {
+    let bytes = text.parse::<u32>().map_err(|e| format!("{text}: {e}; give bytes, e.g. 262144"))?;
+    crate::maps::check_ring_size(bytes).map(|()| bytes)
+}
+
+fn file_ring_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let bytes = u32::deserialize(deserializer)?;
+    crate::maps::check_ring_size(bytes).map(|()| Some(bytes)).map_err(serde::de::Error::custom)
+}
+
 fn port_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<(u16, u16)>, D::Error> {
     let text = String::deserialize(deserializer)?;
     crate::nat::parse_port_range(&text).map(Some).map_err(serde::de::Error::custom)
@@ -191,6 +207,7 @@ impl Settings {
             docker_plugin: self.docker_plugin.or(file.docker_plugin),
             docker_stale_after: self.docker_stale_after.or(file.docker_stale_after),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
+            monitor_ring_size: self.monitor_ring_size.or(file.monitor_ring_size),
             log_level: self.log_level.or(file.log_level),
             ipv6: self.ipv6.or(file.ipv6),
             fixed_cidr_v6: self.fixed_cidr_v6.or(file.fixed_cidr_v6),
@@ -219,6 +236,9 @@ impl Settings {
                 self.docker_stale_after.unwrap_or(DEFAULT_DOCKER_STALE_AFTER_SECS),
             ),
             metrics_addr: self.metrics_addr,
+            monitor_ring_size: self
+                .monitor_ring_size
+                .unwrap_or(dataplane_common::MonitorEvent::RING_DEFAULT_SIZE),
             store: self.store,
             advertise_address: self.advertise_address,
             store_ttl: Duration::from_secs(self.store_ttl.unwrap_or(DEFAULT_STORE_TTL_SECS)),
@@ -289,6 +309,19 @@ mod tests {
         let config = merged.into_config("/run/x.sock".into());
         assert_eq!(config.bpffs, Path::new(DEFAULT_BPFFS), "the default where neither sets it");
         assert_eq!(config.docker_stale_after, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_monitor_ring_size_is_a_power_of_two_of_pages_from_a_flag_or_the_file() {
+        assert_eq!(ring_size("8192"), Ok(8192));
+        let err = ring_size("5000").unwrap_err();
+        assert!(err.contains("power of two") && err.contains("e.g. 8192"), "{err}");
+        assert!(ring_size("lots").unwrap_err().contains("give bytes"));
+        assert_eq!(file("monitor-ring-size = 65536").monitor_ring_size, Some(65536));
+        let err = format!("{:#}", Settings::parse("monitor-ring-size = 100").unwrap_err());
+        assert!(err.contains("power of two"), "{err}");
+        let config = Settings::default().over(file("")).into_config("/run/x.sock".into());
+        assert_eq!(config.monitor_ring_size, dataplane_common::MonitorEvent::RING_DEFAULT_SIZE);
     }
 
     #[test]

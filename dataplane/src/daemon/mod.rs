@@ -17,6 +17,7 @@
 //!   socket of its own (uses `networks` and `endpoints`);
 //! - `restore`: the system back in line with the state at start (uses them all);
 //! - `metrics`: the Prometheus endpoint (reads the maps and the state);
+//! - `monitor`: `dataplane monitor`'s stream of the programs' events (owns the monitor's maps);
 //! - `state_lock`: one daemon per state dir;
 //! - `config`: the settings, from flags, the config file and defaults;
 //! - `privileges`: the capabilities it needs, checked first;
@@ -33,6 +34,7 @@ mod containers;
 mod docker;
 mod endpoints;
 mod metrics;
+mod monitor;
 mod networks;
 mod overlay;
 mod privileges;
@@ -101,6 +103,8 @@ pub struct Config {
     pub default_ipv6: Option<Option<ipnet::Ipv6Net>>,
     /// Where the Prometheus metrics are served, if they are.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Bytes of the monitor's ring buffer.
+    pub monitor_ring_size: u32,
     /// The store shared with other hosts (`--store`), if there is one.
     pub store: Option<crate::store::StoreAddress>,
     /// Where other hosts reach this one (`--advertise-address`).
@@ -198,7 +202,8 @@ pub async fn run(config: Config) -> Result<()> {
         log::warn!("containers' commands copy the daemon's mounts, pins and all: {e:#}");
     }
     let conntrack_size = config.conntrack_max.unwrap_or(dataplane_common::CONNTRACK_DEFAULT_SIZE);
-    let mut datapath = Datapath::load(&config.bpffs, conntrack_size)?;
+    let mut datapath = Datapath::load(&config.bpffs, conntrack_size, config.monitor_ring_size)?;
+    let monitor = monitor::Monitor::new(datapath.take_monitor_maps()?)?;
     let conntrack = nat::ConntrackAccount::new(nat::TableSnapshot::take(&mut datapath)?);
     let firewall = firewall::Installed::load(&mut datapath)?;
     let netlink = Netlink::connect()?;
@@ -308,8 +313,9 @@ pub async fn run(config: Config) -> Result<()> {
                 let (stream, _) = accepted?;
                 let core = core.clone();
                 let request_times = request_times.clone();
+                let monitor = monitor.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve(core, stream, request_times).await {
+                    if let Err(e) = serve(core, monitor, stream, request_times).await {
                         log::warn!("client connection: {e:#}");
                     }
                 });
@@ -405,9 +411,16 @@ async fn setup_nat(
     Ok(Some(ports))
 }
 
-async fn serve(core: Shared, stream: UnixStream, request_times: Option<metrics::RequestTimes>) -> Result<()> {
-    let (read, mut write) = stream.into_split();
-    let result = match read_request(read).await {
+async fn serve(
+    core: Shared,
+    monitor: Arc<monitor::Monitor>,
+    stream: UnixStream,
+    request_times: Option<metrics::RequestTimes>,
+) -> Result<()> {
+    let (mut read, mut write) = stream.into_split();
+    let result = match read_request(&mut read).await {
+        // A stream, not one answer: served until the client goes away.
+        Ok(Request::Monitor(filter)) => return monitor::serve(core, monitor, read, write, filter).await,
         Ok(request) => {
             let kind = request_times.as_ref().map(|_| request_kind(&request));
             let started = std::time::Instant::now();
@@ -584,7 +597,11 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
         Request::CniDel { attachment, network } => c.cni_del(&attachment, &network).await,
         Request::CniCheck(check) => c.cni_check(&check).await,
         Request::CniGc { network, valid } => c.cni_gc(&network, &valid).await,
-        Request::Stop { .. } | Request::Restart { .. } | Request::Start { .. } | Request::Version => {
+        Request::Stop { .. }
+        | Request::Restart { .. }
+        | Request::Start { .. }
+        | Request::Version
+        | Request::Monitor(_) => {
             unreachable!("handled above")
         }
     }

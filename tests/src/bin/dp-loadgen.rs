@@ -480,7 +480,9 @@ fn tcp_connect(dst: SocketAddr, secs: f64, threads: usize) -> Result<serde_json:
 }
 
 fn prog_cost(repeat: u32) -> serde_json::Value {
-    use dataplane_common::{Backend, InterfaceConfig, IpAddress, NatConfig, Path, PublishKey, program_names};
+    use dataplane_common::{
+        Backend, InterfaceConfig, IpAddress, MonitorEvent, NatConfig, Path, PublishKey, program_names,
+    };
     use dataplane_tests::datapath::{
         A6, B_MAC, Fixture, GATEWAY_MAC, LO, UPLINK_ADDR, UPLINK_MAC, red_interface, udp_between,
         udp_between_macs, udp_frame,
@@ -491,6 +493,25 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     let forward = fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [10, 1, 0, 3]), repeat);
     let isolation_drop = fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [10, 2, 0, 2]), repeat);
     let slow_path = fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [192, 0, 2, 1]), repeat);
+
+    // The same with a monitor listening. Forwarding builds no event. Each drop builds one:
+    // measured in runs that fit the ring buffer, drained between runs, so that every drop
+    // builds its event instead of finding the ring buffer full.
+    let mut monitor = fixture.datapath.take_monitor_maps().unwrap();
+    monitor.config.set(0, MonitorEvent::LISTENING, 0).unwrap();
+    let forward_listening =
+        fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [10, 1, 0, 3]), repeat);
+    let room = MonitorEvent::RING_DEFAULT_SIZE / (size_of::<MonitorEvent>() as u32 + 8);
+    let batches = (repeat / room).max(1);
+    let mut isolation_drop_listening = 0.0;
+    for _ in 0..batches {
+        let ns =
+            fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [10, 2, 0, 2]), room.min(repeat));
+        isolation_drop_listening += ns / f64::from(batches);
+        while monitor.events.next().is_some() {}
+    }
+    let events_lost: u64 = monitor.lost.get(&0, 0).unwrap().iter().sum();
+    monitor.config.set(0, 0, 0).unwrap();
 
     // The NAT paths rewrite the frame, and the runs of a `repeat` share one packet. Each
     // translation below therefore maps its frame onto itself (the masquerade address and
@@ -629,6 +650,8 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
         "xdp_dnat_ns": xdp_dnat, "xdp_live_mpps": xdp_live_mpps, "repeat": repeat,
         "dnat_1000_rules_ns": dnat_1000_rules, "dnat_syn_ns": dnat_syn,
         "dnat_syn_1000_rules_ns": dnat_syn_1000_rules,
+        "forward_listening_ns": forward_listening,
+        "isolation_drop_listening_ns": (events_lost == 0).then_some(isolation_drop_listening),
     })
 }
 

@@ -940,6 +940,8 @@ fn main() -> Result<()> {
             "ns",
             false,
         ),
+        Record::new(cost, "forward, a `dataplane monitor` listening", "ns", false).at_most(100.0),
+        Record::new(cost, "isolation drop, a `dataplane monitor` listening (one event each)", "ns", false),
     ];
     let repeat = if options.quick { "100000" } else { "2000000" };
     for round in 1..=options.rounds {
@@ -961,6 +963,8 @@ fn main() -> Result<()> {
             "dnat_1000_rules_ns",
             "dnat_syn_ns",
             "dnat_syn_1000_rules_ns",
+            "forward_listening_ns",
+            "isolation_drop_listening_ns",
         ];
         for (record, key) in costs.iter_mut().zip(keys) {
             record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
