@@ -135,9 +135,12 @@ fn assert_agree(host: &Host, sleep_secs: &str, context: &str) {
     });
     let log = host.daemon_log();
     let tail: Vec<_> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+    // Where a leftover veth's other end is (`link-netnsid`, or none: its namespace is
+    // gone or it never left the host) tells the daemon's miss from the kernel's lag.
+    let veths = if agreed { String::new() } else { host.sh_ok("ip -d link show type veth") };
     assert!(
         agreed,
-        "{context}: the system and the state disagree:\n  {}\ndaemon log:\n{}",
+        "{context}: the system and the state disagree:\n  {}\nveths:\n{veths}\ndaemon log:\n{}",
         last.join("\n  "),
         tail.join("\n")
     );
