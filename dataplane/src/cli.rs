@@ -837,12 +837,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 port: args.port,
             };
             let mut out = std::io::stdout().lock();
-            api::stream(&socket, &Request::Monitor(filter), |line: crate::monitor::MonitorLine| {
-                let text =
-                    if args.json { serde_json::to_string(&line)? } else { crate::monitor::text(&line) };
-                // Flushed per line: a pipe (grep, jq) sees each event as it comes.
-                writeln!(out, "{text}").and_then(|()| out.flush()).context("writing to standard output")
-            })?;
+            let mut reader_left = false;
+            let streamed =
+                api::stream(&socket, &Request::Monitor(filter), |line: crate::monitor::MonitorLine| {
+                    let text =
+                        if args.json { serde_json::to_string(&line)? } else { crate::monitor::text(&line) };
+                    // Flushed per line: a pipe (grep, jq) sees each event as it comes.
+                    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+                    // A reader that closed the pipe (`| head`) has seen enough: the end, not an error.
+                    reader_left = written.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+                    written.context("writing to standard output")
+                });
+            if !reader_left {
+                streamed?;
+            }
         }
         Command::Port { name, port } => {
             let found = call(Request::Inspect { names: vec![name.clone()] })?;

@@ -299,3 +299,38 @@ fn trace_shows_a_forwarded_flow_once_a_second_and_only_when_asked() {
     others.gather(Duration::from_millis(200));
     assert!(others.events().iter().all(|e| e["type"] != "trace"), "traces without --type trace");
 }
+
+/// `dataplane monitor | head -n 1` ends quietly once `head` has its line, as `docker
+/// events | head` does: the closed pipe is the reader's "enough", not an error.
+#[test]
+fn a_monitor_whose_reader_leaves_ends_quietly() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.95.0.0/24", "left"]);
+    host.dp_ok(&["network", "create", "--subnet", "10.96.0.0/24", "right"]);
+    host.run_sleeper("a", &["--network", "left"]);
+    host.run_sleeper("b", &["--network", "right"]);
+    let b = host.ip_of("b");
+    let mut pipeline = host
+        .command("bash")
+        .args([
+            "-c",
+            &format!("set -o pipefail; {} monitor | head -n 1", dataplane_tests::binary().display()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drops until the monitor has written past `head`'s end, each second while it runs.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pipeline.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        quietly(&host, "a", &format!("ping -c 1 -W 1 {b}"));
+    }
+    if pipeline.try_wait().unwrap().is_none() {
+        let _ = pipeline.kill();
+    }
+    let out = pipeline.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("isolation"), "head got no event: {out:?}");
+    assert!(out.status.success() && stderr.is_empty(), "the monitor did not end quietly: {out:?}");
+}
