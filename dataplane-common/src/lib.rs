@@ -318,6 +318,27 @@ pub struct SockRevValue {
     pub _pad: [u8; 2],
 }
 
+/// `SockRevKey` of an IPv6 socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockRevKey6 {
+    pub cookie: u64,
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// `SockRevValue` of an IPv6 socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockRevValue6 {
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+
 /// Outbound NAT settings; `uplink_ifindex` 0 means no uplink, hence no NAT.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -773,6 +794,7 @@ pub mod map_names {
     pub const HOST_CONFIG: &str = "HOST_CONFIG";
     pub const CT_EVENTS: &str = "CT_EVENTS";
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
+    pub const SOCK_REVNAT6: &str = "SOCK_REVNAT6";
     pub const FIREWALL: &str = "FIREWALL";
     pub const FIREWALL_HITS: &str = "FIREWALL_HITS";
     /// Not pinned: the monitor's ring buffer, its settings and its lost-event counter
@@ -871,6 +893,12 @@ pub mod program_names {
     pub const HOST_CONNECT4: &str = "host_connect4";
     pub const HOST_SENDMSG4: &str = "host_sendmsg4";
     pub const HOST_RECVMSG4: &str = "host_recvmsg4";
+    pub const HOST_CONNECT6: &str = "host_connect6";
+    pub const HOST_SENDMSG6: &str = "host_sendmsg6";
+    pub const HOST_RECVMSG6: &str = "host_recvmsg6";
+    /// All of them, in the order they are loaded and attached.
+    pub const HOST_HOOKS: [&str; 6] =
+        [HOST_CONNECT4, HOST_SENDMSG4, HOST_RECVMSG4, HOST_CONNECT6, HOST_SENDMSG6, HOST_RECVMSG6];
 }
 
 // The layouts both sides and pinned maps rely on: no implicit padding anywhere.
@@ -888,6 +916,8 @@ const _: () = {
     assert!(size_of::<DnatEntry>() == 80);
     assert!(size_of::<SubnetInfo>() == 24);
     assert!(size_of::<FirewallKey>() == 8);
+    assert!(size_of::<SockRevKey6>() == 32);
+    assert!(size_of::<SockRevValue6>() == 20);
     assert!(size_of::<FirewallVerdict>() == 8);
     assert!(size_of::<MonitorEvent>() == 104);
 };
@@ -913,6 +943,8 @@ mod pod {
     unsafe impl aya::Pod for DnatEntry {}
     unsafe impl aya::Pod for HostConfig {}
     unsafe impl aya::Pod for SockRevKey {}
+    unsafe impl aya::Pod for SockRevKey6 {}
+    unsafe impl aya::Pod for SockRevValue6 {}
     unsafe impl aya::Pod for SockRevValue {}
     unsafe impl aya::Pod for FirewallKey {}
     unsafe impl aya::Pod for FirewallVerdict {}

@@ -24,11 +24,22 @@ static FIREWALL_HITS: PerCpuArray<u64> = PerCpuArray::pinned(FirewallVerdict::MA
 /// the rule that decided. No rule set, or no rule covering `src`: accepted.
 #[inline(always)]
 pub fn allows(rule_set: u16, src: [u8; 4]) -> bool {
-    if rule_set == 0 {
-        return true;
-    }
+    rule_set == 0 || decides(rule_set, 32, src)
+}
+
+/// As `allows`, for an IPv6 source: the rules' sources are IPv4 prefixes, so only the
+/// rules without one (any source) cover it, which the rule set's entry for 0.0.0.0/0
+/// holds, the first of them deciding.
+#[inline(always)]
+pub fn allows_ipv6(rule_set: u16) -> bool {
+    rule_set == 0 || decides(rule_set, 0, [0; 4])
+}
+
+/// The verdict of the longest prefix of `rule_set` holding the first `bits` of `src`.
+#[inline(always)]
+fn decides(rule_set: u16, bits: u32, src: [u8; 4]) -> bool {
     let key = Key::new(
-        FirewallKey::RULE_SET_BITS + 32,
+        FirewallKey::RULE_SET_BITS + bits,
         FirewallKey { rule_set: u32::from(rule_set).to_be(), addr: src },
     );
     let Some(verdict) = FIREWALL.get(&key) else {

@@ -17,7 +17,7 @@ use crate::{
     endpoint, monitor, nat, nat6,
     parse::{self, Frame, UpperLayer},
     policy::{self, Verdict},
-    publish, source,
+    publish, publish6, source,
 };
 
 #[inline(always)]
@@ -43,8 +43,10 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         Frame::Ipv6 => {
             // NAT66 is called from here, not from `decide_v6`: the two frames together
             // would pass the stack's 512 bytes.
-            return decide_v6(ctx, &iface)
+            return decide_v6(ctx, &iface, ifindex)
                 .or_else(|| nat6::leave_host(ctx, ifindex))
+                // For the host itself: a published port there (hairpin), or the host's own.
+                .or_else(|| publish6::hairpin(ctx, ifindex))
                 .unwrap_or((Path::SlowPathIp, TC_ACT_OK));
         }
         Frame::Other => return (Path::SlowPathOther, TC_ACT_OK),
@@ -102,7 +104,8 @@ fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i
     (Path::Forwarded, action)
 }
 
-/// IPv6 from a container: its source and what its ICMPv6 claims are checked; unicast to
+/// IPv6 from a container: its source and what its ICMPv6 claims are checked; a reply on a
+/// published connection is translated back (`publish6`); unicast to
 /// an endpoint of its network goes straight into the peer's namespace; another network's
 /// addresses are refused; multicast (neighbour discovery, MLD) and what is for the
 /// gateway or the host go to the bridge, what the host routes out of the uplink is
@@ -111,7 +114,7 @@ fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i
 /// `None` for what is neither refused nor the network's own: for NAT66 or the kernel.
 /// A subprogram (`inline(never)`): its frame stays off the IPv4 paths' stack.
 #[inline(never)]
-fn decide_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
+fn decide_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> Option<(Path, i32)> {
     let Some(frame) = parse::parse_ipv6(ctx) else {
         return Some((Path::SlowPathMalformed, TC_ACT_OK));
     };
@@ -124,6 +127,11 @@ fn decide_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
     }
     if frame.dst[0] == 0xff {
         return Some((Path::SlowPathOther, TC_ACT_OK));
+    }
+    if iface.flags & InterfaceConfig::PUBLISHES != 0
+        && let Some(verdict) = publish6::reply(ctx, &frame, ifindex)
+    {
+        return Some(verdict);
     }
     let dst = IpAddress::v6(frame.dst);
     if let Some(peer) = endpoint::lookup(iface.network, dst) {

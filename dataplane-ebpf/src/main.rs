@@ -14,6 +14,7 @@ mod packet;
 mod parse;
 mod policy;
 mod publish;
+mod publish6;
 mod sockaddr;
 mod source;
 mod validate;
@@ -85,6 +86,25 @@ pub fn host_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(recvmsg4)]
 pub fn host_recvmsg4(ctx: SockAddrContext) -> i32 {
     sockaddr::recvmsg4(&ctx);
+    1
+}
+
+/// connect() of host processes over IPv6 (`::1` included): as `host_connect4`.
+#[cgroup_sock_addr(connect6)]
+pub fn host_connect6(ctx: SockAddrContext) -> i32 {
+    sockaddr::connect6(&ctx);
+    1
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn host_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sockaddr::sendmsg6(&ctx);
+    1
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn host_recvmsg6(ctx: SockAddrContext) -> i32 {
+    sockaddr::recvmsg6(&ctx);
     1
 }
 

@@ -57,7 +57,7 @@ static SNAT_REV_NEW: LruHashMap<FlowKey, RevSnatEntry> = LruHashMap::pinned(CONN
 const PORT_ATTEMPTS: u32 = 16;
 
 const IP_CSUM_OFFSET: usize = 14 + 10;
-const TRANSLATABLE_L4_OFFSET: usize = 14 + 20;
+pub const TRANSLATABLE_L4_OFFSET: usize = 14 + 20;
 pub const IP_SRC_OFFSET: usize = 14 + 12;
 pub const IP_DST_OFFSET: usize = 14 + 16;
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -160,11 +160,12 @@ pub fn l4_at(ctx: &impl Packet, off: usize, proto: u8, icmp: u8, outbound: bool)
     }
 }
 
-/// The sequence and acknowledgement numbers (host order) of a translatable TCP frame.
+/// The sequence and acknowledgement numbers (host order) of the TCP header at
+/// `l4_offset` (`TRANSLATABLE_L4_OFFSET` for IPv4).
 #[inline(always)]
-pub fn tcp_seq_ack(ctx: &impl Packet) -> Option<(u32, u32)> {
-    let seq: u32 = packet::read(ctx, TRANSLATABLE_L4_OFFSET + 4)?;
-    let ack: u32 = packet::read(ctx, TRANSLATABLE_L4_OFFSET + 8)?;
+pub fn tcp_seq_ack_at(ctx: &impl Packet, l4_offset: usize) -> Option<(u32, u32)> {
+    let seq: u32 = packet::read(ctx, l4_offset + 4)?;
+    let ack: u32 = packet::read(ctx, l4_offset + 8)?;
     Some((u32::from_be(seq), u32::from_be(ack)))
 }
 

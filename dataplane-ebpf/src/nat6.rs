@@ -22,13 +22,14 @@ use crate::{
     nat::{self, L4, Route, SnatRequest},
     packet,
     parse::{self, Ipv6Frame},
+    publish6,
 };
 
 /// The upper-layer header of a packet without extension headers: the only ones
 /// translated (a constant offset, which direct packet access needs).
-const L4_OFFSET: usize = EthHdr::LEN + Ipv6Hdr::LEN;
-const SRC_OFFSET: usize = EthHdr::LEN + 8;
-const DST_OFFSET: usize = EthHdr::LEN + 24;
+pub const L4_OFFSET: usize = EthHdr::LEN + Ipv6Hdr::LEN;
+pub const SRC_OFFSET: usize = EthHdr::LEN + 8;
+pub const DST_OFFSET: usize = EthHdr::LEN + 24;
 const ICMPV6_DEST_UNREACHABLE: u8 = 1;
 const ICMPV6_TIME_EXCEEDED: u8 = 3;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
@@ -93,7 +94,8 @@ pub fn tail_call(ctx: &TcContext) {
 }
 
 /// IPv6 arriving on the uplink: replies to masqueraded flows and ICMPv6 errors about them
-/// go back into their container; everything else is the host's.
+/// go back into their container, connections to ports published on IPv6 to theirs;
+/// everything else is the host's.
 #[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let to_host = (Path::UplinkToHost, TC_ACT_OK as i32);
@@ -104,11 +106,10 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let Some(frame) = parse::parse_ipv6(ctx) else {
         return to_host;
     };
-    if frame.dst != cfg.addr6 {
-        return to_host;
-    }
+    let to_uplink = frame.dst == cfg.addr6;
     let proto = frame.next_header;
-    if proto == IPPROTO_ICMPV6
+    if to_uplink
+        && proto == IPPROTO_ICMPV6
         && let Some(verdict) = icmp_error_back(ctx, cfg)
     {
         return verdict;
@@ -116,8 +117,8 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let Some(l4) = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, false) else {
         return to_host;
     };
-    if !nat::in_port_range(cfg, l4.dst_port) {
-        return to_host;
+    if !to_uplink || !nat::in_port_range(cfg, l4.dst_port) {
+        return publish6::from_outside(ctx, &frame, &l4, cfg).unwrap_or(to_host);
     }
     let reply = flow_key(&frame, &l4);
     let Some(back) = nat::track_reply(&reply, &l4) else {
@@ -132,7 +133,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
 /// The flow of a packet without extension headers as its L4 view in this direction sees
 /// it.
 #[inline(always)]
-fn flow_key(frame: &Ipv6Frame, l4: &L4) -> FlowKey {
+pub fn flow_key(frame: &Ipv6Frame, l4: &L4) -> FlowKey {
     FlowKey {
         src: IpAddress::v6(frame.src),
         dst: IpAddress::v6(frame.dst),
@@ -146,7 +147,7 @@ fn flow_key(frame: &Ipv6Frame, l4: &L4) -> FlowKey {
 /// Replaces one address and one port (or echo identifier) of the packet, keeping its L4
 /// checksum valid: the helper knows whether the skb holds a partial checksum.
 #[inline(always)]
-fn rewrite(
+pub fn rewrite(
     ctx: &TcContext,
     l4: &L4,
     addr_offset: usize,
@@ -157,6 +158,18 @@ fn rewrite(
 ) -> Result<(), i64> {
     ctx.l4_csum_replace(l4.csum_offset, u64::from(old_port), u64::from(new_port), l4.csum_flags | 2)?;
     packet::write(ctx, l4.port_offset, new_port)?;
+    rewrite_address(ctx, l4, addr_offset, old_addr, new_addr)
+}
+
+/// Replaces one address of the packet, keeping its L4 checksum valid.
+#[inline(always)]
+pub fn rewrite_address(
+    ctx: &TcContext,
+    l4: &L4,
+    addr_offset: usize,
+    old_addr: &[u8; 16],
+    new_addr: &[u8; 16],
+) -> Result<(), i64> {
     replace_address_in_csum(
         ctx,
         l4.csum_offset,

@@ -41,6 +41,18 @@ pub fn is_gateway(addr: [u8; 4]) -> bool {
     subnet_of_v4(addr).is_some_and(|info| info.gateway.addr[..4] == addr)
 }
 
+/// As `is_gateway`, for IPv6.
+#[inline(always)]
+pub fn is_gateway_v6(addr: [u8; 16]) -> bool {
+    subnet_of_v6(addr).is_some_and(|info| info.gateway.addr == addr)
+}
+
+/// The IPv6 gateway of the network whose subnet holds `addr`.
+#[inline(always)]
+pub fn gateway_of_v6(addr: [u8; 16]) -> Option<[u8; 16]> {
+    Some(subnet_of_v6(addr)?.gateway.addr)
+}
+
 /// The gateway of the network whose subnet holds `addr`.
 #[inline(always)]
 pub fn gateway_of(addr: [u8; 4]) -> Option<[u8; 4]> {

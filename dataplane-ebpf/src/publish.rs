@@ -115,9 +115,9 @@ static INBOUND_FLOWS: LruHashMap<FlowKey, InboundFlow> = LruHashMap::with_max_en
 /// that every path of `from_container` shares.
 #[repr(C)]
 pub struct DnatScratch {
-    key: FlowKey,
+    pub key: FlowKey,
     entry: DnatEntry,
-    inbound: FlowKey,
+    pub inbound: FlowKey,
     flow: InboundFlow,
 }
 
@@ -126,24 +126,24 @@ static DNAT_SCRATCH: PerCpuArray<DnatScratch> = PerCpuArray::with_max_entries(1,
 
 #[inline(always)]
 fn backend(frame: &Ipv4Frame, port: u16, any_address: bool) -> Option<Backend> {
-    lookup(frame.dst, port, frame.proto, any_address)
+    lookup(IpAddress::v4(frame.dst), port, frame.proto, any_address)
 }
 
-/// The backend of a port published on the exact address, or on every address (0.0.0.0)
-/// when `any_address` says the destination is one the wildcard covers. The wildcard, the
-/// common case, is tried first: a port published on every address cannot also be
-/// published on one (its reservation holds the port on all of them), so the order never
-/// changes the answer, only the number of lookups.
+/// The backend of a port published on the exact address, or on every address of its
+/// family (0.0.0.0, `::`) when `any_address` says the destination is one the wildcard
+/// covers. The wildcard, the common case, is tried first: a port published on every
+/// address cannot also be published on one (its reservation holds the port on all of
+/// them), so the order never changes the answer, only the number of lookups.
 #[inline(always)]
-pub fn lookup(addr: [u8; 4], port: u16, proto: u8, any_address: bool) -> Option<Backend> {
-    let mut key = PublishKey { addr: IpAddress::v4([0; 4]), port, proto, _pad: 0 };
+pub fn lookup(addr: IpAddress, port: u16, proto: u8, any_address: bool) -> Option<Backend> {
+    let mut key = PublishKey { addr: IpAddress { addr: [0; 16], ..addr }, port, proto, _pad: 0 };
     if any_address {
         // SAFETY: values are plain data copied out at once.
         if let Some(found) = unsafe { PUBLISHED.get(&key) } {
             return Some(*found);
         }
     }
-    key.addr = IpAddress::v4(addr);
+    key.addr = addr;
     // SAFETY: as above.
     unsafe { PUBLISHED.get(&key).copied() }
 }
@@ -221,9 +221,7 @@ fn to_published<P: Delivery>(
     peer_ifindex: u32,
     peer_mac: [u8; 6],
 ) -> Option<(Path, i32)> {
-    let scratch = DNAT_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
-    let s = unsafe { &mut *scratch };
+    let s = scratch()?;
     s.inbound = nat::flow_key(frame, l4);
     let now = nat::now();
     let known = INBOUND_FLOWS.get_ptr_mut(&s.inbound);
@@ -263,7 +261,16 @@ fn to_published<P: Delivery>(
         proto: frame.proto,
         _pad: [0; 3],
     };
-    let client_flow = ClientFlow { frame, l4, client, peer_ifindex, peer_mac, now };
+    let client_flow = ClientFlow {
+        host_addr: IpAddress::v4(frame.dst),
+        proto: frame.proto,
+        l4,
+        l4_offset: nat::TRANSLATABLE_L4_OFFSET,
+        reaches_itself: client != frame.src,
+        peer_ifindex,
+        peer_mac,
+        now,
+    };
     // Only confirmed connections are cached: the packets of new flows, a flood's included,
     // take the long way until they are confirmed, and never push a cached one out.
     if track_from_client(ctx, s, &client_flow) {
@@ -285,15 +292,20 @@ fn to_published<P: Delivery>(
     Some(translate_in(ctx, frame, l4, &backend, client))
 }
 
-/// A packet from a client to a published port, as its flow's entry needs it.
-struct ClientFlow<'a> {
-    frame: &'a Ipv4Frame,
-    l4: &'a L4,
-    /// The client as the container sees it.
-    client: [u8; 4],
-    peer_ifindex: u32,
-    peer_mac: [u8; 6],
-    now: u64,
+/// A packet from a client to a published port, of either family, as its flow's entry
+/// needs it.
+pub struct ClientFlow<'a> {
+    /// The published address the client sent to.
+    pub host_addr: IpAddress,
+    pub proto: u8,
+    pub l4: &'a L4,
+    /// Where the L4 header starts, for TCP's sequence numbers.
+    pub l4_offset: usize,
+    /// The client is the container itself, which sees its gateway as the source.
+    pub reaches_itself: bool,
+    pub peer_ifindex: u32,
+    pub peer_mac: [u8; 6],
+    pub now: u64,
 }
 
 /// Tracks a packet from the client of `s.key`'s flow: refreshes its confirmed entry, or
@@ -301,7 +313,7 @@ struct ClientFlow<'a> {
 /// for the first time (or again after its entry was lost) enters DNAT_NEW. Returns
 /// whether the flow is confirmed.
 #[inline(always)]
-fn track_from_client<P: Delivery>(ctx: &P, s: &mut DnatScratch, flow: &ClientFlow<'_>) -> bool {
+pub fn track_from_client<P: Delivery>(ctx: &P, s: &mut DnatScratch, flow: &ClientFlow<'_>) -> bool {
     let (flags, now) = (flow.l4.tcp_flags, flow.now);
     if let Some(entry) = DNAT_CT.get_ptr_mut(&s.key) {
         // SAFETY: map pointer, valid for this program run.
@@ -330,10 +342,10 @@ fn track_from_client<P: Delivery>(ctx: &P, s: &mut DnatScratch, flow: &ClientFlo
         return true;
     }
     s.entry = DnatEntry {
-        host_addr: IpAddress::v4(flow.frame.dst),
+        host_addr: flow.host_addr,
         host_port: flow.l4.dst_port,
         state: nat::next_state(ct_state::NEW, flags, false),
-        flags: if flow.client == flow.frame.src { 0 } else { DnatEntry::SELF },
+        flags: if flow.reaches_itself { DnatEntry::SELF } else { 0 },
         peer_ifindex: flow.peer_ifindex,
         peer_mac: flow.peer_mac,
         _pad2: [0; 2],
@@ -359,13 +371,13 @@ fn confirms(ctx: &impl Packet, flow: &ClientFlow<'_>, entry: &DnatEntry) -> bool
     if entry.flags & DnatEntry::ANSWERED == 0 || entry.state != ct_state::NEW {
         return false;
     }
-    if flow.frame.proto != IPPROTO_TCP {
+    if flow.proto != IPPROTO_TCP {
         return true;
     }
     if flow.l4.tcp_flags & (nat::TCP_SYN | nat::TCP_RST) != 0 {
         return false;
     }
-    let Some((_, ack)) = nat::tcp_seq_ack(ctx) else {
+    let Some((_, ack)) = nat::tcp_seq_ack_at(ctx, flow.l4_offset) else {
         return false;
     };
     let window = if entry.flags & DnatEntry::HANDSHAKE != 0 { 0 } else { DnatEntry::ACK_WINDOW };
@@ -378,13 +390,13 @@ fn confirms(ctx: &impl Packet, flow: &ClientFlow<'_>, entry: &DnatEntry) -> bool
 /// # Safety
 /// `entry` is a pointer into DNAT_NEW, valid for this program run.
 #[inline(always)]
-unsafe fn answered(ctx: &TcContext, frame: &Ipv4Frame, l4: &L4, entry: *mut DnatEntry) {
+unsafe fn answered(ctx: &TcContext, proto: u8, l4_offset: usize, l4: &L4, entry: *mut DnatEntry) {
     // SAFETY: the caller's promise.
     unsafe {
         (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, false);
         (*entry).flags |= DnatEntry::ANSWERED;
-        if frame.proto == IPPROTO_TCP
-            && let Some((seq, _)) = nat::tcp_seq_ack(ctx)
+        if proto == IPPROTO_TCP
+            && let Some((seq, _)) = nat::tcp_seq_ack_at(ctx, l4_offset)
         {
             let syn = l4.tcp_flags & nat::TCP_SYN != 0;
             (*entry).expected_ack = seq.wrapping_add(u32::from(syn));
@@ -417,6 +429,43 @@ fn translate_in<P: Delivery>(
     (Path::Published, ctx.deliver(backend.host_ifindex))
 }
 
+/// This CPU's DNAT scratch slot.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut DnatScratch> {
+    let scratch = DNAT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
+    Some(unsafe { &mut *scratch })
+}
+
+/// The entry of the published connection a container's packet `key` (either family)
+/// answers, its state and time brought up to date; `None` when it answers none.
+#[inline(always)]
+pub fn reply_entry(
+    ctx: &TcContext,
+    key: &FlowKey,
+    proto: u8,
+    l4_offset: usize,
+    l4: &L4,
+    now: u64,
+) -> Option<*mut DnatEntry> {
+    let entry = match DNAT_CT.get_ptr_mut(key) {
+        Some(entry) => {
+            // SAFETY: map pointer, valid for this program run.
+            unsafe { (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, true) };
+            entry
+        }
+        None => {
+            let entry = DNAT_NEW.get_ptr_mut(key)?;
+            // SAFETY: a pointer into DNAT_NEW, valid for this program run.
+            unsafe { answered(ctx, proto, l4_offset, l4, entry) };
+            entry
+        }
+    };
+    // SAFETY: as above.
+    unsafe { (*entry).last_seen_ns = now };
+    Some(entry)
+}
+
 /// From a publishing container: a reply on a published connection gets the host's
 /// address and port back as its source and goes back to its client: into the client's
 /// container (hairpin), or out of the uplink. A reply to itself (reached through the
@@ -428,27 +477,12 @@ pub fn reply(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i
         return None;
     }
     let l4 = nat::l4(ctx, frame, true)?;
-    let scratch = DNAT_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: the slot is this CPU's, and programs do not preempt each other on a CPU.
-    let s = unsafe { &mut *scratch };
+    let s = scratch()?;
     s.key = nat::flow_key(frame, &l4);
     let now = nat::now();
-    let entry = match DNAT_CT.get_ptr_mut(&s.key) {
-        Some(entry) => {
-            // SAFETY: map pointer, valid for this program run.
-            unsafe { (*entry).state = nat::next_state((*entry).state, l4.tcp_flags, true) };
-            entry
-        }
-        None => {
-            let entry = DNAT_NEW.get_ptr_mut(&s.key)?;
-            // SAFETY: a pointer into DNAT_NEW, valid for this program run.
-            unsafe { answered(ctx, frame, &l4, entry) };
-            entry
-        }
-    };
+    let entry = reply_entry(ctx, &s.key, frame.proto, nat::TRANSLATABLE_L4_OFFSET, &l4, now)?;
     // SAFETY: map pointer, valid for this program run.
     let (host_addr, host_port, peer_ifindex, peer_mac, flags, next_hop) = unsafe {
-        (*entry).last_seen_ns = now;
         let e = &*entry;
         (e.host_addr, e.host_port, e.peer_ifindex, e.peer_mac, e.flags, e.next_hop)
     };

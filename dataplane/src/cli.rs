@@ -1258,7 +1258,12 @@ fn port_lines(name: &str, container: &Value, wanted: Option<ContainerPort>) -> R
         for host in hosts.as_array().into_iter().flatten() {
             let (ip, host_port) =
                 (host["HostIp"].as_str().unwrap_or(""), host["HostPort"].as_str().unwrap_or(""));
-            published.push((port, format!("{ip}:{host_port}")));
+            // As Docker prints them: an IPv6 address in brackets (`[::]:8080`).
+            let host = match ip.contains(':') {
+                true => format!("[{ip}]:{host_port}"),
+                false => format!("{ip}:{host_port}"),
+            };
+            published.push((port, host));
         }
     }
     // Stable: the host addresses of one port stay in the daemon's order.
@@ -1683,7 +1688,8 @@ mod tests {
                 "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"}],
                 "80/tcp": [
                     {"HostIp": "127.0.0.1", "HostPort": "8081"},
-                    {"HostIp": "0.0.0.0", "HostPort": "8080"}
+                    {"HostIp": "0.0.0.0", "HostPort": "8080"},
+                    {"HostIp": "::", "HostPort": "8080"}
                 ]
             }),
         );
@@ -1693,12 +1699,17 @@ mod tests {
                 "53/udp -> 0.0.0.0:5353",
                 "80/tcp -> 127.0.0.1:8081",
                 "80/tcp -> 0.0.0.0:8080",
+                "80/tcp -> [::]:8080",
                 "8000/tcp -> 0.0.0.0:9000"
             ],
             "by port number, not as text; one port's addresses in the daemon's order"
         );
         let one = |query: &str| port_lines("web", &web, Some(query.parse().unwrap()));
-        assert_eq!(one("80").unwrap(), ["127.0.0.1:8081", "0.0.0.0:8080"], "one port: its addresses alone");
+        assert_eq!(
+            one("80").unwrap(),
+            ["127.0.0.1:8081", "0.0.0.0:8080", "[::]:8080"],
+            "one port: its addresses alone, IPv6 ones in brackets"
+        );
         assert_eq!(one("53/udp").unwrap(), ["0.0.0.0:5353"]);
         let err = format!("{:#}", one("53").unwrap_err());
         assert!(

@@ -260,9 +260,9 @@ fn port_mapping(mapping: &rscni_plugin::types::PortMapping) -> Result<PortMappin
         }
     };
     let host_ip = match mapping.custom.get("hostIP").and_then(Value::as_str) {
-        None | Some("") => Ipv4Addr::UNSPECIFIED,
+        None | Some("") => Ipv4Addr::UNSPECIFIED.into(),
         Some(text) => text.parse().map_err(|_| {
-            bad_config(format!("runtimeConfig.portMappings: hostIP {text:?} is not an IPv4 address"))
+            bad_config(format!("runtimeConfig.portMappings: hostIP {text:?} is not an IP address"))
         })?,
     };
     Ok(PortMapping {
@@ -548,13 +548,13 @@ mod tests {
                 names: vec!["api".into(), "web".into(), "www".into()],
                 publish: vec![
                     PortMapping {
-                        host_ip: Ipv4Addr::UNSPECIFIED,
+                        host_ip: Ipv4Addr::UNSPECIFIED.into(),
                         host_port: 8080,
                         container_port: 80,
                         proto: Proto::Tcp
                     },
                     PortMapping {
-                        host_ip: Ipv4Addr::LOCALHOST,
+                        host_ip: Ipv4Addr::LOCALHOST.into(),
                         host_port: 5353,
                         container_port: 53,
                         proto: Proto::Udp

@@ -420,12 +420,9 @@ impl PortBinding {
             }
         };
         let host_ip = match self.host_ip.as_str() {
-            "" => Ipv4Addr::UNSPECIFIED,
+            "" => Ipv4Addr::UNSPECIFIED.into(),
             ip => ip.parse().map_err(|_| {
-                format!(
-                    "-p {ip}:{}:{}: {ip} is not an IPv4 address; dataplane publishes on IPv4 addresses",
-                    self.host_port, self.port
-                )
+                format!("-p {ip}:{}:{}: {ip} is not an IP address; give an IPv4 or IPv6 one", self.host_port, self.port)
             })?,
         };
         if self.port == 0 {

@@ -397,7 +397,7 @@ mod tests {
         let bridge = Network::sample(DEFAULT_NETWORK, 17);
         let web = Network::sample("web", 1);
         let publish = PortMapping {
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
             host_port: 8080,
             container_port: 80,
             proto: Proto::Tcp,

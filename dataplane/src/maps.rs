@@ -147,8 +147,8 @@ fn firewall_key(rule_set: u16, source: Ipv4Net) -> Key<FirewallKey> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 19] {
-    use dataplane_common::{SockRevKey, SockRevValue};
+fn pinned_layouts() -> [PinnedLayout; 20] {
+    use dataplane_common::{SockRevKey, SockRevKey6, SockRevValue, SockRevValue6};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
         layout::<u32, InterfaceConfig>(map_names::INTERFACES, None),
@@ -166,6 +166,7 @@ fn pinned_layouts() -> [PinnedLayout; 19] {
         layout::<FlowKey, DnatEntry>(map_names::DNAT_NEW, None),
         layout::<u32, HostConfig>(map_names::HOST_CONFIG, Some(1)),
         layout::<SockRevKey, SockRevValue>(map_names::SOCK_REVNAT, None),
+        layout::<SockRevKey6, SockRevValue6>(map_names::SOCK_REVNAT6, None),
         layout::<Key<FirewallKey>, FirewallVerdict>(map_names::FIREWALL, Some(FirewallVerdict::TRIE_SIZE)),
         layout::<u32, u64>(map_names::FIREWALL_HITS, Some(FirewallVerdict::MAX_RULES)),
         // A program array: slot index to program fd.
@@ -275,8 +276,7 @@ impl Datapath {
             .ok_or_else(|| anyhow!("program {} missing from the object", program_names::UPLINK_XDP))?
             .try_into()?;
         xdp.load().with_context(|| format!("the verifier refused {}", program_names::UPLINK_XDP))?;
-        for name in [program_names::HOST_CONNECT4, program_names::HOST_SENDMSG4, program_names::HOST_RECVMSG4]
-        {
+        for name in program_names::HOST_HOOKS {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
@@ -290,8 +290,7 @@ impl Datapath {
     /// sockets of the namespace with `netns_cookie`.
     pub fn attach_host_hooks(&mut self, cgroup: &Path, netns_cookie: u64) -> Result<()> {
         self.set_host_config(HostConfig { netns_cookie })?;
-        for name in [program_names::HOST_CONNECT4, program_names::HOST_SENDMSG4, program_names::HOST_RECVMSG4]
-        {
+        for name in program_names::HOST_HOOKS {
             let file =
                 fs::File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
             let program: &mut CgroupSockAddr =

@@ -548,13 +548,12 @@ impl Netlink {
 
     /// Whether the host holds `ip` on some interface other than loopback: only then may
     /// frames from the uplink or from containers reach a port published on it.
-    pub async fn holds_off_loopback(&self, ip: Ipv4Addr) -> Result<bool> {
+    pub async fn holds_off_loopback(&self, ip: IpAddr) -> Result<bool> {
         let messages: Vec<_> =
             self.handle.address().get().execute().try_collect().await.context("listing addresses")?;
         let holders = messages.into_iter().filter(|m| {
             m.attributes.iter().any(|a| {
-                matches!(a, AddressAttribute::Local(IpAddr::V4(held)) | AddressAttribute::Address(IpAddr::V4(held))
-                    if *held == ip)
+                matches!(a, AddressAttribute::Local(held) | AddressAttribute::Address(held) if *held == ip)
             })
         });
         for holder in holders {

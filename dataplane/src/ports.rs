@@ -5,12 +5,13 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     str::FromStr,
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use nix::sys::socket::{SockaddrLike, SockaddrStorage, getsockname};
 use dataplane_common::{IPPROTO_TCP, IPPROTO_UDP};
 use serde::{Deserialize, Serialize};
 
@@ -40,9 +41,11 @@ impl fmt::Display for Proto {
 }
 
 /// One published port. `host_port` 0 asks for a free port, chosen when published.
+/// `host_ip` 0.0.0.0 is every IPv4 address of the host (and, for an endpoint with an IPv6
+/// address, `::` beside it, as Docker does for `-p 8080:80`); `::` every IPv6 one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PortMapping {
-    pub host_ip: Ipv4Addr,
+    pub host_ip: IpAddr,
     pub host_port: u16,
     pub container_port: u16,
     pub proto: Proto,
@@ -50,8 +53,30 @@ pub struct PortMapping {
 
 impl fmt::Display for PortMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} -> {}:{}", self.container_port, self.proto, self.host_ip, self.host_port)
+        write!(f, "{}/{} -> {}", self.container_port, self.proto, SocketAddr::new(self.host_ip, self.host_port))
     }
+}
+
+impl PortMapping {
+    /// The same port on every IPv6 address, which `-p PORT` without an address also
+    /// publishes for an endpoint with an IPv6 address; `None` for any other mapping.
+    pub fn ipv6_twin(&self) -> Option<PortMapping> {
+        (self.host_ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+            .then_some(PortMapping { host_ip: IpAddr::V6(Ipv6Addr::UNSPECIFIED), ..*self })
+    }
+}
+
+/// The host address of a `-p` argument: IPv4 as is, IPv6 in brackets (`[::]`,
+/// `[2001:db8::1]`), as Docker writes it.
+fn host_address(ip: &str, spec: &str) -> Result<IpAddr, String> {
+    if let Some(inner) = ip.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+        return inner.parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| {
+            format!("-p {spec}: {inner:?} is not an IPv6 address; write one in brackets, e.g. [::]:8080:80")
+        });
+    }
+    ip.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| {
+        format!("-p {spec}: {ip:?} is not an IPv4 address; write IPv6 ones in brackets, e.g. [::1]:8080:80")
+    })
 }
 
 fn port(s: &str, what: &str, spec: &str) -> Result<u16, String> {
@@ -91,16 +116,31 @@ impl FromStr for PublishSpec {
             }
             None => (spec, Proto::Tcp),
         };
-        let parts: Vec<&str> = addr_ports.split(':').collect();
-        let (host_ip, host, container) = match parts.as_slice() {
-            [c] => (None, "", *c),
-            [h, c] => (None, *h, *c),
-            [ip, h, c] => (Some(*ip), *h, *c),
-            _ => return Err(format!("-p {spec}: expected [HOSTIP:][HOSTPORT:]CONTAINERPORT[/PROTO]")),
+        // An IPv6 address is bracketed: its colons are not the separators.
+        let (bracketed, ports) = match addr_ports.find(']') {
+            Some(end) if addr_ports.starts_with('[') => {
+                let ports = addr_ports[end + 1..].strip_prefix(':').ok_or_else(|| {
+                    format!("-p {spec}: expected [IPV6]:[HOSTPORT:]CONTAINERPORT[/PROTO], e.g. [::]:8080:80")
+                })?;
+                (Some(&addr_ports[..=end]), ports)
+            }
+            _ => (None, addr_ports),
+        };
+        let parts: Vec<&str> = ports.split(':').collect();
+        let (host_ip, host, container) = match (bracketed, parts.as_slice()) {
+            (None, [c]) => (None, "", *c),
+            (None, [h, c]) => (None, *h, *c),
+            (None, [ip, h, c]) => (Some(*ip), *h, *c),
+            (Some(ip), [h, c]) => (Some(ip), *h, *c),
+            _ => {
+                return Err(format!(
+                    "-p {spec}: expected [HOSTIP:][HOSTPORT:]CONTAINERPORT[/PROTO], an IPv6 HOSTIP in brackets"
+                ));
+            }
         };
         let host_ip = match host_ip {
-            Some(ip) => ip.parse().map_err(|_| format!("-p {spec}: {ip:?} is not an IPv4 address"))?,
-            None => Ipv4Addr::UNSPECIFIED,
+            Some(ip) => host_address(ip, spec)?,
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
         let (c_lo, c_hi) = range(container, "container", spec)?;
         let (h_lo, h_hi) = if host.is_empty() { (0, 0) } else { range(host, "host", spec)? };
@@ -129,7 +169,7 @@ pub struct Reservation {
 }
 
 /// Binds `ip:port` (port 0: any free one) for `proto`; returns the reservation and the port.
-pub fn reserve(ip: Ipv4Addr, port: u16, proto: Proto) -> Result<(Reservation, u16)> {
+pub fn reserve(ip: IpAddr, port: u16, proto: Proto) -> Result<(Reservation, u16)> {
     bind_reservation(ip, port, proto, false)
 }
 
@@ -139,7 +179,7 @@ pub fn reserve(ip: Ipv4Addr, port: u16, proto: Proto) -> Result<(Reservation, u1
 /// runtime's listener (Go's set SO_REUSEADDR) binds beside it and a process without
 /// SO_REUSEADDR is still refused. UDP: not held (Go's UDP sockets set no SO_REUSEADDR,
 /// any holder would refuse the runtime's).
-pub fn reserve_beside_runtime(ip: Ipv4Addr, port: u16, proto: Proto) -> Result<Option<Reservation>> {
+pub fn reserve_beside_runtime(ip: IpAddr, port: u16, proto: Proto) -> Result<Option<Reservation>> {
     match proto {
         Proto::Tcp => Ok(Some(bind_reservation(ip, port, proto, true)?.0)),
         Proto::Udp => Ok(None),
@@ -147,7 +187,7 @@ pub fn reserve_beside_runtime(ip: Ipv4Addr, port: u16, proto: Proto) -> Result<O
 }
 
 fn bind_reservation(
-    ip: Ipv4Addr,
+    ip: IpAddr,
     port: u16,
     proto: Proto,
     reuse_address: bool,
@@ -157,39 +197,25 @@ fn bind_reservation(
         Proto::Udp => libc::SOCK_DGRAM,
     };
     // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, 0) };
+    let family = if ip.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let fd = unsafe { libc::socket(family, kind | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         bail!("socket: {}", std::io::Error::last_os_error());
     }
     // SAFETY: fd was just created and is owned by nobody else.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
     if reuse_address {
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt with a pointer to a live c_int and its size.
-        let set = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                (&raw const on).cast(),
-                size_of::<libc::c_int>() as u32,
-            )
-        };
-        if set != 0 {
-            bail!("SO_REUSEADDR: {}", std::io::Error::last_os_error());
-        }
+        set_option(&socket, libc::SOL_SOCKET, libc::SO_REUSEADDR).context("SO_REUSEADDR")?;
     }
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip.octets()) },
-        sin_zero: [0; 8],
-    };
-    let len = size_of::<libc::sockaddr_in>() as u32;
-    // SAFETY: bind with a pointer to a live sockaddr_in and its size.
-    if unsafe { libc::bind(socket.as_raw_fd(), (&raw const addr).cast(), len) } != 0 {
+    if ip.is_ipv6() {
+        // `::` holds the IPv6 port only: 0.0.0.0's is a mapping (and a reservation) of its own.
+        set_option(&socket, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).context("IPV6_V6ONLY")?;
+    }
+    let what = SocketAddr::new(ip, port);
+    let addr = SockaddrStorage::from(what);
+    // SAFETY: bind with a pointer to a live socket address and its size.
+    if unsafe { libc::bind(socket.as_raw_fd(), addr.as_ptr(), addr.len()) } != 0 {
         let err = std::io::Error::last_os_error();
-        let what = SocketAddrV4::new(ip, port);
         match err.raw_os_error() {
             Some(libc::EADDRINUSE) => {
                 bail!(
@@ -202,11 +228,26 @@ fn bind_reservation(
             _ => bail!("reserving {what}/{proto}: {err}"),
         }
     }
-    let mut bound: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    let mut bound_len = len;
-    // SAFETY: getsockname writes at most bound_len bytes into `bound`.
-    unsafe { libc::getsockname(socket.as_raw_fd(), (&raw mut bound).cast(), &mut bound_len) };
-    Ok((Reservation { _socket: socket }, u16::from_be(bound.sin_port)))
+    let bound: SockaddrStorage = getsockname(socket.as_raw_fd()).context("getsockname")?;
+    let bound_port = match (bound.as_sockaddr_in(), bound.as_sockaddr_in6()) {
+        (Some(v4), _) => v4.port(),
+        (_, Some(v6)) => v6.port(),
+        _ => bail!("reserving {what}/{proto}: the socket is bound to no IP address"),
+    };
+    Ok((Reservation { _socket: socket }, bound_port))
+}
+
+/// Turns a boolean socket option on.
+fn set_option(socket: &OwnedFd, level: libc::c_int, name: libc::c_int) -> Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    let set = unsafe {
+        libc::setsockopt(socket.as_raw_fd(), level, name, (&raw const on).cast(), size_of::<libc::c_int>() as u32)
+    };
+    if set != 0 {
+        bail!(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Raises the open-file limit to its maximum: every published port holds a socket.
@@ -242,7 +283,11 @@ mod tests {
     }
 
     fn m(ip: [u8; 4], host: u16, container: u16, proto: Proto) -> PortMapping {
-        PortMapping { host_ip: Ipv4Addr::from(ip), host_port: host, container_port: container, proto }
+        PortMapping { host_ip: Ipv4Addr::from(ip).into(), host_port: host, container_port: container, proto }
+    }
+
+    fn m6(ip: &str, host: u16, container: u16, proto: Proto) -> PortMapping {
+        PortMapping { host_ip: ip.parse().unwrap(), host_port: host, container_port: container, proto }
     }
 
     #[test]
@@ -264,12 +309,26 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_host_addresses_are_bracketed_as_docker_writes_them() {
+        assert_eq!(parse("[::]:8080:80"), [m6("::", 8080, 80, Proto::Tcp)]);
+        assert_eq!(parse("[2001:db8::1]:8080:80/udp"), [m6("2001:db8::1", 8080, 80, Proto::Udp)]);
+        assert_eq!(parse("[::1]::80"), [m6("::1", 0, 80, Proto::Tcp)]);
+        assert_eq!(parse("8080:80")[0].ipv6_twin(), Some(m6("::", 8080, 80, Proto::Tcp)), "-p 8080:80 is both");
+        assert_eq!(parse("127.0.0.1:8080:80")[0].ipv6_twin(), None, "an IPv4 address is IPv4 only");
+        assert_eq!(parse("[::]:8080:80")[0].ipv6_twin(), None);
+        assert_eq!(m6("::", 8080, 80, Proto::Tcp).to_string(), "80/tcp -> [::]:8080");
+    }
+
+    #[test]
     fn bad_publish_specs_say_what_is_wrong() {
         let err = |s: &str| s.parse::<PublishSpec>().unwrap_err();
         assert!(err("8080:80/sctp").contains("unsupported protocol"));
         assert!(err("8080:0").contains("invalid container port"));
         assert!(err("70000:80").contains("invalid host port"));
         assert!(err("1.2.3:8080:80").contains("not an IPv4 address"));
+        assert!(err("[fe::zz]:8080:80").contains("\"fe::zz\" is not an IPv6 address; write one in brackets"));
+        assert!(err("[::1]8080:80").contains("expected [IPV6]:"));
+        assert!(err("[::1]:80").contains("an IPv6 HOSTIP in brackets"), "{}", err("[::1]:80"));
         assert!(err("8000-8001:80-82").contains("differ in length"));
         assert!(err("9000-8000:80").contains("backwards"));
         assert!(err("a:b:c:d").contains("expected"));
@@ -279,7 +338,7 @@ mod tests {
     fn reservations_hold_the_port() {
         // A namespace of the test's own: nothing is bound on the machine's.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let any = Ipv4Addr::UNSPECIFIED;
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let (held, port) = reserve(any, 0, Proto::Tcp).unwrap();
         assert_ne!(port, 0);
         let err = reserve(any, port, Proto::Tcp).err().unwrap();
@@ -287,6 +346,10 @@ mod tests {
         assert!(reserve(any, port, Proto::Udp).is_ok(), "UDP and TCP ports are separate");
         drop(held);
         assert!(reserve(any, port, Proto::Tcp).is_ok());
+        let any6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        let (_held6, port6) = reserve(any6, port, Proto::Tcp).expect("[::] is apart from 0.0.0.0");
+        assert_eq!(port6, port);
+        assert!(reserve(any6, port, Proto::Tcp).is_err(), "[::] was not held");
     }
 
     /// A port held beside a runtime (podman) is refused to a plain bind, and the runtime's
@@ -294,7 +357,7 @@ mod tests {
     #[test]
     fn reservations_beside_a_runtime_let_its_listener_bind() {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let any = Ipv4Addr::UNSPECIFIED;
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let (free, port) = reserve(any, 0, Proto::Tcp).unwrap();
         drop(free);
         let _held = reserve_beside_runtime(any, port, Proto::Tcp).unwrap().expect("TCP is held");

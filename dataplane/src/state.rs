@@ -791,7 +791,7 @@ mod tests {
             aliases: vec!["api".into()],
             bridge: 1,
             ports: vec![crate::ports::PortMapping {
-                host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+                host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
                 host_port: 8080,
                 container_port: 80,
                 proto: crate::ports::Proto::Tcp,

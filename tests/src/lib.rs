@@ -69,6 +69,10 @@ pub struct Host {
 /// Addresses of the uplink link between the host namespace and the external one.
 pub const UPLINK_ADDR: &str = "203.0.113.1";
 pub const EXTERNAL_ADDR: &str = "203.0.113.2";
+/// The global IPv6 addresses of the uplink and the external namespace
+/// (`Host::start_with_ipv6_uplink`).
+pub const UPLINK_ADDR6: &str = "2001:db8:71::1";
+pub const EXTERNAL_ADDR6: &str = "2001:db8:71::2";
 
 impl Host {
     /// A new host namespace with its daemon started.
@@ -112,6 +116,19 @@ impl Host {
     pub fn start_with_external_and(daemon_env: &[(&str, &str)]) -> Self {
         let mut host = Self::empty_with_external();
         host.daemon_env = daemon_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        host.start_daemon();
+        host
+    }
+
+    /// As `start_with_external`, the uplink with a global IPv6 address (and a default IPv6
+    /// route through the external namespace) before the daemon starts: NAT66 and ports
+    /// published over IPv6 use it.
+    pub fn start_with_ipv6_uplink() -> Self {
+        let mut host = Self::empty_with_external();
+        host.sh_ok(&format!(
+            "ip addr add {UPLINK_ADDR6}/64 dev up0 nodad && ip -6 route add default via {EXTERNAL_ADDR6}"
+        ));
+        host.external_sh_ok(&format!("ip addr add {EXTERNAL_ADDR6}/64 dev eth0 nodad"));
         host.start_daemon();
         host
     }

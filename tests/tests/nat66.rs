@@ -3,20 +3,11 @@
 //! IPv6 address; packet too big from a smaller-MTU link further out reaches the container,
 //! which learns the path MTU.
 
-use dataplane_tests::{Host, stdout_of as ok};
+use dataplane_tests::{EXTERNAL_ADDR6, Host, UPLINK_ADDR6, stdout_of as ok};
 
-const UPLINK_ADDR6: &str = "2001:db8:71::1";
-const EXTERNAL_ADDR6: &str = "2001:db8:71::2";
-
-/// A host whose uplink has a global IPv6 address (and a default IPv6 route through the
-/// external namespace) before its daemon starts, with a dual-stack network `v6out`.
+/// A host whose uplink has a global IPv6 address, with a dual-stack network `v6out`.
 fn host_with_ipv6_uplink() -> Host {
-    let mut host = Host::empty_with_external();
-    host.sh_ok(&format!(
-        "ip addr add {UPLINK_ADDR6}/64 dev up0 nodad && ip -6 route add default via {EXTERNAL_ADDR6}"
-    ));
-    host.external_sh_ok(&format!("ip addr add {EXTERNAL_ADDR6}/64 dev eth0 nodad"));
-    host.start_daemon();
+    let host = Host::start_with_ipv6_uplink();
     host.dp_ok(&[
         "network",
         "create",

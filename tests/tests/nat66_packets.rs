@@ -1,13 +1,18 @@
-//! NAT66 through BPF_PROG_TEST_RUN: IPv6 from a container to outside leaves by the uplink
-//! with the uplink's IPv6 address and a port of the NAT range, and its replies and ICMPv6
-//! errors (packet too big) come back into the container, every rewritten field and
-//! checksum checked. The fixture's uplink holds 2001:db8:71::1 (`UPLINK_ADDR6`); A sends
-//! from fd00:1::2.
+//! NAT66 and DNAT66 through BPF_PROG_TEST_RUN: IPv6 from a container to outside leaves by
+//! the uplink with the uplink's IPv6 address and a port of the NAT range, and its replies
+//! and ICMPv6 errors (packet too big) come back into the container; connections to ports
+//! published on IPv6 reach their container, from outside and from a container (hairpin),
+//! and its replies leave as the published address; every rewritten field and checksum
+//! checked. The fixture's uplink holds 2001:db8:71::1 (`UPLINK_ADDR6`); A sends from
+//! fd00:1::2, B (behind ifindex 42) publishes from fd00:1::3.
 
-use dataplane_common::{IpAddress, NatConfig, Path, ct_state};
+use dataplane_common::{
+    Backend, FirewallVerdict, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, Path, PublishKey,
+    ct_state,
+};
 use dataplane_tests::datapath::{
-    A_MAC, A6, Fixture, GATEWAY_MAC, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT, UPLINK_ADDR,
-    UPLINK_ADDR6, UPLINK_MAC, checked_ports,
+    A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT,
+    TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, b_interface, checked_ports,
 };
 use etherparse::{Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -273,4 +278,159 @@ fn packet_too_big_about_a_masqueraded_ping_reaches_the_container_translated() {
     let sent = SlicedPacket::from_ethernet(&request).unwrap();
     let Some(TransportSlice::Icmpv6(sent)) = sent.transport else { panic!("not ICMPv6") };
     assert_eq!(u16::from_be_bytes([rest[2], rest[3]]), sent.checksum(), "quoted ICMPv6 checksum is wrong");
+}
+
+const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Publishes `proto` port 8080 on the IPv6 host address `host_addr` (`::`: every one) to
+/// B's port 80, with the backend's `flags` and firewall `rule_set`.
+fn publish6(fx: &mut Fixture, host_addr: [u8; 16], proto: u8, flags: u8, rule_set: u16) {
+    publish(fx, IpAddress::v6(host_addr), IpAddress::v6(B6), proto, (flags, rule_set));
+}
+
+/// Publishes `proto` port 8080 on `host_addr` to port 80 of B's address `to`, with the
+/// backend's flags and firewall rule set.
+fn publish(fx: &mut Fixture, host_addr: IpAddress, to: IpAddress, proto: u8, (flags, rule_set): (u8, u16)) {
+    let key = PublishKey { addr: host_addr, port: 8080u16.to_be(), proto, _pad: 0 };
+    let backend = Backend {
+        addr: to,
+        port: 80u16.to_be(),
+        rule_set,
+        host_ifindex: 42,
+        mac: B_MAC,
+        flags,
+        _pad: 0,
+    };
+    fx.datapath.set_published(key, backend).unwrap();
+}
+
+/// Asserts a frame for the published port as B receives it: B's address and port, the
+/// client's kept, B's MAC (inspect checks the L4 checksum).
+fn assert_reaches_b(seen: &Seen<[u8; 16]>, client: ([u8; 16], u16)) {
+    assert_eq!((seen.dst, seen.dport), (B6, 80), "destination was not DNAT66'ed to the container");
+    assert_eq!((seen.src, seen.sport), client, "the client's address and port must reach the container");
+    assert_eq!(seen.eth_dst, B_MAC, "destination MAC must be the container's");
+}
+
+#[test]
+fn tcp_to_a_port_published_on_ipv6_reaches_its_container_and_the_replies_leave_as_the_published_address() {
+    let mut fx = nat66();
+    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
+    let client = (REMOTE6, 33000);
+    let (verdict, inside) = fx.run_uplink(&tcp6(GATEWAY_MAC, client, (UPLINK_ADDR6, 8080), true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN to the port published on [::] was not sent to its container");
+    assert_reaches_b(&inspect(&inside), client);
+    assert_eq!(fx.count(Path::Published), 1);
+    assert_eq!(fx.datapath.dnat_unconfirmed().unwrap().len(), 1, "the flow was not tracked");
+
+    // B's SYN-ACK (sent from behind `lo`) leaves with the published address and port.
+    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (verdict, out) = fx.run(&tcp6(B_MAC, (B6, 80), client, true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the reply was not sent to the uplink");
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport), (UPLINK_ADDR6, 8080), "reply source was not reverse-DNAT66'ed");
+    assert_eq!((seen.dst, seen.dport), client, "the reply's destination must not change");
+    assert_eq!(seen.eth_dst, GATEWAY_MAC, "destination MAC must be the next hop's (FIB)");
+    assert_eq!(seen.eth_src, UPLINK_MAC, "source MAC must be the uplink's");
+    assert_eq!(fx.count(Path::PublishedReply), 1);
+
+    // The client's ACK of the SYN-ACK (its sequence number, 1000, + 1) confirms the flow.
+    let mut ack = vec![];
+    PacketBuilder::ethernet2(GATEWAY_MAC, UPLINK_MAC)
+        .ipv6(client.0, UPLINK_ADDR6, 64)
+        .tcp(client.1, 8080, 1001, 64000)
+        .ack(1001)
+        .write(&mut ack, b"")
+        .unwrap();
+    let (verdict, inside) = fx.run_uplink(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_reaches_b(&inspect(&inside), client);
+    let confirmed = fx.datapath.dnat_conntrack().unwrap();
+    assert_eq!(confirmed.len(), 1, "the client's ACK did not confirm the flow");
+    assert_eq!(confirmed[0].0.src, IpAddress::v6(B6), "flow key source");
+    assert_eq!(confirmed[0].1.host_addr, IpAddress::v6(UPLINK_ADDR6), "flow's published address");
+}
+
+#[test]
+fn udp_to_a_port_published_on_one_ipv6_address_reaches_its_container_and_no_other_address_does() {
+    let mut fx = nat66();
+    publish6(&mut fx, UPLINK_ADDR6, IPPROTO_UDP, 0, 0);
+    let client = (REMOTE6, 5353);
+    let (verdict, inside) = fx.run_uplink(&udp6(GATEWAY_MAC, client, (UPLINK_ADDR6, 8080)));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a datagram to the published address was not sent to its container");
+    assert_reaches_b(&inspect(&inside), client);
+    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (verdict, out) = fx.run(&udp6(B_MAC, (B6, 80), client));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport), (UPLINK_ADDR6, 8080), "UDP reply source was not reverse-DNAT66'ed");
+    assert_eq!((seen.dst, seen.dport), client);
+
+    // Another address of the host has no such port: the host's, untouched.
+    let other = udp6(GATEWAY_MAC, client, (ROUTER6, 8080));
+    let (verdict, untouched) = fx.run_uplink(&other);
+    assert_eq!((verdict, untouched), (TC_ACT_OK, other), "another address must not be translated");
+    // Nor is one to a port published on IPv4 only.
+    let key = |addr| PublishKey { addr, port: 8080u16.to_be(), proto: IPPROTO_UDP, _pad: 0 };
+    fx.datapath.remove_published(&key(IpAddress::v6(UPLINK_ADDR6))).unwrap();
+    publish(&mut fx, IpAddress::v4([0; 4]), IpAddress::v4([10, 1, 0, 3]), IPPROTO_UDP, (0, 0));
+    let to_v4_port = udp6(GATEWAY_MAC, client, (UPLINK_ADDR6, 8080));
+    let (verdict, untouched) = fx.run_uplink(&to_v4_port);
+    assert_eq!((verdict, untouched), (TC_ACT_OK, to_v4_port), "a port published on IPv4 only must not take IPv6");
+}
+
+#[test]
+fn a_port_published_on_loopback6_is_never_reached_from_the_uplink() {
+    let mut fx = nat66();
+    publish6(&mut fx, LOOPBACK6, IPPROTO_TCP, Backend::HOST_ONLY, 0);
+    let to_loopback = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (LOOPBACK6, 8080), true, false);
+    let (verdict, out) = fx.run_uplink(&to_loopback);
+    assert_eq!(verdict, TC_ACT_SHOT, "a frame from the uplink for [::1]:8080 must be dropped");
+    assert_eq!(out, to_loopback, "it must not be translated");
+    assert_eq!(fx.count(Path::DroppedMartian), 1);
+    // The uplink's own address has no such port: the host's, untouched.
+    let to_uplink = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (UPLINK_ADDR6, 8080), true, false);
+    let (verdict, out) = fx.run_uplink(&to_uplink);
+    assert_eq!((verdict, out), (TC_ACT_OK, to_uplink), "a port published on ::1 only took the uplink's");
+    assert_eq!(fx.count(Path::Published), 0);
+    assert!(fx.datapath.dnat_unconfirmed().unwrap().is_empty(), "nothing may be tracked");
+}
+
+#[test]
+fn the_firewall_rules_without_a_source_apply_to_ipv6_clients() {
+    let mut fx = nat66();
+    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 7);
+    let deny = FirewallVerdict { slot: 3, action: FirewallVerdict::DENY, _pad: [0; 3] };
+    // An IPv4 prefix covers no IPv6 client; a rule without a source (0.0.0.0/0) does.
+    let allow = FirewallVerdict { slot: 2, action: FirewallVerdict::ALLOW, _pad: [0; 3] };
+    fx.datapath.set_firewall_entry(7, "198.51.100.0/24".parse().unwrap(), allow).unwrap();
+    fx.datapath.set_firewall_entry(7, "0.0.0.0/0".parse().unwrap(), deny).unwrap();
+    let syn = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (UPLINK_ADDR6, 8080), true, false);
+    let (verdict, _) = fx.run_uplink(&syn);
+    assert_eq!(verdict, TC_ACT_SHOT, "the deny rule did not apply to an IPv6 client");
+    assert_eq!(fx.count(Path::DroppedFirewall), 1);
+    assert_eq!(fx.datapath.firewall_hits(3).unwrap(), 1, "the deciding rule's hit was not counted");
+    assert_eq!(fx.datapath.firewall_hits(2).unwrap(), 0, "an IPv4 source's rule decided for IPv6");
+    fx.datapath.set_firewall_entry(7, "0.0.0.0/0".parse().unwrap(), allow).unwrap();
+    let (verdict, _) = fx.run_uplink(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "an allowed IPv6 client was refused");
+}
+
+#[test]
+fn hairpin_over_ipv6_reaches_the_published_container_and_its_reply_comes_back_as_the_published_address() {
+    let mut fx = nat66();
+    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
+    // A (behind `lo`) connects to the uplink's address, which the host holds.
+    let (verdict, inside) = fx.run(&tcp6(A_MAC, (A6, 40000), (UPLINK_ADDR6, 8080), true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "A's SYN to the published port was not sent to B");
+    assert_reaches_b(&inspect(&inside), (A6, 40000));
+    assert_eq!(fx.count(Path::Published), 1);
+    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (verdict, back) = fx.run(&tcp6(B_MAC, (B6, 80), (A6, 40000), true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "B's reply was not sent back to A");
+    let back = inspect(&back);
+    assert_eq!((back.src, back.sport), (UPLINK_ADDR6, 8080), "reply source was not reverse-DNAT66'ed");
+    assert_eq!((back.dst, back.dport), (A6, 40000), "the reply's destination must not change");
+    assert_eq!(back.eth_dst, A_MAC, "the reply must go to A's MAC");
+    assert_eq!(fx.count(Path::PublishedReply), 1);
 }

@@ -3,16 +3,16 @@
 //! with the `firewall` verbs that change the rules. It never builds or removes an
 //! interface and never adds or drops an endpoint: it is handed one that exists.
 
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{collections::HashSet, net::IpAddr};
 
 use anyhow::{Result, anyhow, bail};
-use dataplane_common::{Backend, IpAddress, PublishKey};
+use dataplane_common::{Backend, PublishKey};
 use serde_json::{Value, json};
 
 use super::Core;
 use crate::{
     api::{DaemonError, ErrorKind},
-    firewall,
+    firewall, maps,
     ports::{self, PortMapping},
     state::{Endpoint, Owner},
 };
@@ -29,15 +29,15 @@ impl Core {
     /// Whether a port published on `ip` is for the host's own processes only: `ip` is a
     /// loopback address, or one the host holds on loopback interfaces only (moby#45610:
     /// frames from the uplink could reach such ports when its machines routed them here).
-    async fn host_only(&self, ip: Ipv4Addr) -> Result<bool> {
+    async fn host_only(&self, ip: IpAddr) -> Result<bool> {
         Ok(ip.is_loopback() || (!ip.is_unspecified() && !self.netlink.holds_off_loopback(ip).await?))
     }
 
     /// The host-only addresses among `mappings`' host addresses, each asked of the kernel
     /// once: a port range on one address is one question, not one per port.
-    async fn host_only_addresses(&self, mappings: &[PortMapping]) -> Result<HashSet<Ipv4Addr>> {
+    async fn host_only_addresses(&self, mappings: &[PortMapping]) -> Result<HashSet<IpAddr>> {
         let mut host_only = HashSet::new();
-        let addresses: HashSet<Ipv4Addr> = mappings.iter().map(|m| m.host_ip).collect();
+        let addresses: HashSet<IpAddr> = mappings.iter().map(|m| m.host_ip).collect();
         for ip in addresses {
             if self.host_only(ip).await? {
                 host_only.insert(ip);
@@ -61,8 +61,17 @@ impl Core {
             bail!("published ports need a bridge network; this driver has no host side to publish through");
         }
         let mut held = vec![];
-        let mut resolved = vec![];
+        let mut resolved: Vec<PortMapping> = vec![];
         for mapping in wanted {
+            if mapping.host_ip.is_ipv6() && endpoint.ip6.is_none() {
+                bail!(DaemonError::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "-p {mapping}: the network has no IPv6, so the container has no IPv6 address to publish; \
+                         publish on an IPv4 address or attach it to a network created with --ipv6"
+                    )
+                ));
+            }
             if let Some((lo, hi)) = self.nat_ports
                 && (lo..=hi).contains(&mapping.host_port)
             {
@@ -87,7 +96,15 @@ impl Core {
             let (reservation, port) =
                 ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto).map_err(invalid)?;
             held.push(reservation);
-            resolved.push(PortMapping { host_port: port, ..*mapping });
+            let mapping = PortMapping { host_port: port, ..*mapping };
+            resolved.push(mapping);
+            // `-p 8080:80` on a dual-stack network: the same port on IPv6 too, as Docker.
+            if endpoint.ip6.is_some()
+                && let Some(twin) = mapping.ipv6_twin()
+            {
+                held.push(ports::reserve(twin.host_ip, twin.host_port, twin.proto).map_err(invalid)?.0);
+                resolved.push(twin);
+            }
         }
         let rule_sets = self.rule_sets_of(owner, &resolved)?;
         let host_only = self.host_only_addresses(&resolved).await?;
@@ -144,8 +161,13 @@ impl Core {
         rule_set: u16,
         host_only: bool,
     ) -> Result<()> {
+        let addr = match (mapping.host_ip, endpoint.ip6) {
+            (IpAddr::V4(_), _) => endpoint.ip.into(),
+            (IpAddr::V6(_), Some(ip6)) => ip6.into(),
+            (IpAddr::V6(_), None) => bail!("{} has no IPv6 address to publish {mapping} on", endpoint.ifname),
+        };
         let backend = Backend {
-            addr: IpAddress::v4(endpoint.ip.octets()),
+            addr: maps::ip_address(addr),
             port: mapping.container_port.to_be(),
             rule_set,
             host_ifindex: host_index,
@@ -270,7 +292,7 @@ impl Core {
 
 pub(super) fn publish_key(mapping: &PortMapping) -> PublishKey {
     PublishKey {
-        addr: IpAddress::v4(mapping.host_ip.octets()),
+        addr: maps::ip_address(mapping.host_ip),
         port: mapping.host_port.to_be(),
         proto: mapping.proto.number(),
         _pad: 0,

@@ -576,9 +576,9 @@ mod tests {
     #[test]
     fn a_host_port_range_takes_its_first_free_port() {
         // Hold a port, then ask for a range starting there, on loopback.
-        let (held, port) = ports::reserve(Ipv4Addr::LOCALHOST, 0, ports::Proto::Tcp).unwrap();
+        let (held, port) = ports::reserve(Ipv4Addr::LOCALHOST.into(), 0, ports::Proto::Tcp).unwrap();
         let mapping = PortMapping {
-            host_ip: Ipv4Addr::LOCALHOST,
+            host_ip: Ipv4Addr::LOCALHOST.into(),
             host_port: port,
             container_port: 80,
             proto: ports::Proto::Tcp,

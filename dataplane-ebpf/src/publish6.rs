@@ -1,0 +1,163 @@
+//! Published ports over IPv6 (DNAT66): a connection from outside (in `from_uplink_v6`) or
+//! from a container (hairpin) to a port published on `::` or on one IPv6 address goes to
+//! the container's IPv6 address, and the container's replies leave with the published
+//! address and port again. The tables, the confirmation of new flows and the rule sets
+//! are IPv4's (`publish`, `firewall`), whose keys hold both families; the translation is
+//! NAT66's. Only packets without extension headers are translated. It never runs on the
+//! IPv4 paths: the uplink reaches it through the IPv6 program, a container through its
+//! IPv6 subprograms.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::bpf_redirect_peer,
+    programs::TcContext,
+};
+use dataplane_common::{Backend, IPPROTO_ICMPV6, IpAddress, NatConfig, Path};
+
+use crate::{
+    firewall,
+    nat::{self, L4, Route},
+    nat6::{self, DST_OFFSET, L4_OFFSET, SRC_OFFSET},
+    packet,
+    parse::{self, Ipv6Frame},
+    policy,
+    publish::{self, ClientFlow},
+};
+
+/// On the uplink: a packet for a port published on IPv6 goes to its container, its
+/// destination rewritten and the connection tracked. `None` when the port is not
+/// published there. A port published for the host only (`::1`) drops it.
+#[inline(always)]
+pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: &L4, cfg: &NatConfig) -> Option<(Path, i32)> {
+    if frame.next_header == IPPROTO_ICMPV6 {
+        return None;
+    }
+    to_published(ctx, frame, l4, frame.dst == cfg.addr6, 0, [0; 6])
+}
+
+/// From a container to one of the host's IPv6 addresses (the uplink's, a gateway): a
+/// published port there sends it to the port's container, keeping the client's address;
+/// its replies come back the same way (`reply`).
+#[inline(never)]
+pub fn hairpin(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
+    let frame = parse::parse_ipv6(ctx)?;
+    if frame.next_header == IPPROTO_ICMPV6 {
+        return None;
+    }
+    let l4 = nat::l4_at(ctx, L4_OFFSET, frame.next_header, IPPROTO_ICMPV6, false)?;
+    let mac: [u8; 6] = packet::read(ctx, 6)?;
+    let on_uplink = nat::config().is_some_and(|c| c.flags & NatConfig::IPV6 != 0 && c.addr6 == frame.dst);
+    let any_address = on_uplink || policy::is_gateway_v6(frame.dst);
+    to_published(ctx, &frame, &l4, any_address, sender, mac)
+}
+
+#[inline(always)]
+fn to_published(
+    ctx: &TcContext,
+    frame: &Ipv6Frame,
+    l4: &L4,
+    any_address: bool,
+    peer_ifindex: u32,
+    peer_mac: [u8; 6],
+) -> Option<(Path, i32)> {
+    let proto = frame.next_header;
+    let backend = publish::lookup(IpAddress::v6(frame.dst), l4.dst_port, proto, any_address)?;
+    if backend.flags & Backend::HOST_ONLY != 0 {
+        // For the host's processes only (the socket hooks): from the uplink a martian,
+        // from a container a port the host does not serve it.
+        return (peer_ifindex == 0).then_some((Path::DroppedMartian, TC_ACT_SHOT as i32));
+    }
+    if peer_ifindex == 0 && !firewall::allows_ipv6(backend.rule_set) {
+        return Some((Path::DroppedFirewall, TC_ACT_SHOT as i32));
+    }
+    // A container reaching itself through the host sees its gateway as the source, as
+    // over IPv4 (its own address would be a martian to it).
+    let reaches_itself = backend.host_ifindex == peer_ifindex;
+    let client = if reaches_itself { policy::gateway_of_v6(frame.src)? } else { frame.src };
+    let s = publish::scratch()?;
+    s.inbound = nat6::flow_key(frame, l4);
+    s.key = dataplane_common::FlowKey {
+        src: backend.addr,
+        dst: IpAddress::v6(client),
+        src_port: backend.port,
+        dst_port: l4.src_port,
+        proto,
+        _pad: [0; 3],
+    };
+    let flow = ClientFlow {
+        host_addr: IpAddress::v6(frame.dst),
+        proto,
+        l4,
+        l4_offset: L4_OFFSET,
+        reaches_itself,
+        peer_ifindex,
+        peer_mac,
+        now: nat::now(),
+    };
+    publish::track_from_client(ctx, s, &flow);
+    let translated = nat6::rewrite(ctx, l4, DST_OFFSET, &frame.dst, &backend.addr.addr, l4.dst_port, backend.port)
+        .and_then(|()| match reaches_itself {
+            true => nat6::rewrite_address(ctx, l4, SRC_OFFSET, &frame.src, &client),
+            false => Ok(()),
+        });
+    if translated.is_err() {
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    }
+    let _ = packet::write(ctx, 0, backend.mac);
+    // SAFETY: plain helper call; it only records the target.
+    Some((Path::Published, unsafe { bpf_redirect_peer(backend.host_ifindex, 0) } as i32))
+}
+
+/// From a publishing container, its source checked: a reply on a published IPv6
+/// connection gets the published address and port back as its source and goes back to
+/// its client: into the client's container (hairpin), or out of the uplink. A reply to
+/// itself (reached through the host, so addressed to its gateway) gets its own address
+/// back as destination. `None` when the packet is no such reply.
+#[inline(never)]
+pub fn reply(ctx: &TcContext, frame: &Ipv6Frame, sender: u32) -> Option<(Path, i32)> {
+    let proto = frame.next_header;
+    if proto == IPPROTO_ICMPV6 {
+        return None;
+    }
+    let l4 = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, true)?;
+    let s = publish::scratch()?;
+    s.key = nat6::flow_key(frame, &l4);
+    let now = nat::now();
+    let entry = publish::reply_entry(ctx, &s.key, proto, L4_OFFSET, &l4, now)?;
+    // SAFETY: map pointer, valid for this program run.
+    let (host_addr, host_port, peer_ifindex, peer_mac, flags, next_hop) = unsafe {
+        let e = &*entry;
+        (e.host_addr.addr, e.host_port, e.peer_ifindex, e.peer_mac, e.flags, e.next_hop)
+    };
+    let malformed = Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    if nat6::rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &host_addr, l4.src_port, host_port).is_err() {
+        return malformed;
+    }
+    if flags & dataplane_common::DnatEntry::SELF != 0
+        && nat6::rewrite_address(ctx, &l4, DST_OFFSET, &frame.dst, &frame.src).is_err()
+    {
+        return malformed;
+    }
+    if peer_ifindex != 0 {
+        // Hairpin: straight back into the client container.
+        let _ = packet::write(ctx, 0, peer_mac);
+        // SAFETY: a plain helper call; it only records the target and flags.
+        let action = unsafe { bpf_redirect_peer(peer_ifindex, 0) } as i32;
+        return Some((Path::PublishedReply, action));
+    }
+    let Some(cfg) = nat::config() else {
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    };
+    if let Some(macs) = next_hop.fresh(now) {
+        return Some((Path::PublishedReply, nat::send_to_uplink(ctx, Some(macs), &cfg)));
+    }
+    // Out of the uplink when that is the way to the client, else to the kernel; the next
+    // hop is remembered in the entry for the flow's next replies.
+    let (rc, fib) = nat::fib_route_v6(ctx, proto, host_addr, frame.dst, sender);
+    let Route::Uplink { next_hop } = nat::route_of(rc, &fib, Some(&cfg), now) else {
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    };
+    // SAFETY: map pointer, valid for this program run.
+    unsafe { (*entry).next_hop = next_hop };
+    Some((Path::PublishedReply, nat::send_to_uplink(ctx, next_hop.macs(), &cfg)))
+}
