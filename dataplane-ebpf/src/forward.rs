@@ -41,9 +41,14 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     let frame = match parse::parse(ctx) {
         Frame::Ipv4(frame) => frame,
         Frame::Ipv6 => {
-            // NAT66 is called from here, not from `decide_v6`: the two frames together
-            // would pass the stack's 512 bytes.
-            return decide_v6(ctx, &iface, ifindex)
+            // Each step is a subprogram called from here, none from another: two frames
+            // of them together would pass the stack's 512 bytes.
+            return check_v6(ctx, &iface)
+                .or_else(|| match iface.flags & InterfaceConfig::PUBLISHES {
+                    0 => None,
+                    _ => publish6::reply(ctx, ifindex),
+                })
+                .or_else(|| within_network_v6(ctx, &iface))
                 .or_else(|| nat6::leave_host(ctx, ifindex))
                 // For the host itself: a published port there (hairpin), or the host's own.
                 .or_else(|| publish6::hairpin(ctx, ifindex))
@@ -104,17 +109,13 @@ fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i
     (Path::Forwarded, action)
 }
 
-/// IPv6 from a container: its source and what its ICMPv6 claims are checked; a reply on a
-/// published connection is translated back (`publish6`); unicast to
-/// an endpoint of its network goes straight into the peer's namespace; another network's
-/// addresses are refused; multicast (neighbour discovery, MLD) and what is for the
-/// gateway or the host go to the bridge, what the host routes out of the uplink is
-/// masqueraded (NAT66). An `--internal` network's containers
-/// reach no address outside the networks' subnets (the gateways included in those).
-/// `None` for what is neither refused nor the network's own: for NAT66 or the kernel.
-/// A subprogram (`inline(never)`): its frame stays off the IPv4 paths' stack.
+/// IPv6 from a container, first: its source and what its ICMPv6 claims are checked;
+/// multicast (neighbour discovery, MLD) goes to the bridge. `None` for what passed, which
+/// goes on: a reply on a published connection (`publish6`), the network (`within_network_v6`),
+/// NAT66, the host. Subprograms (`inline(never)`): their frames stay off the IPv4 paths'
+/// stack.
 #[inline(never)]
-fn decide_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> Option<(Path, i32)> {
+fn check_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
     let Some(frame) = parse::parse_ipv6(ctx) else {
         return Some((Path::SlowPathMalformed, TC_ACT_OK));
     };
@@ -125,14 +126,18 @@ fn decide_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> Option<(
     if let UpperLayer::CutShort = upper {
         return Some((Path::SlowPathIpv6Headers, TC_ACT_OK));
     }
-    if frame.dst[0] == 0xff {
-        return Some((Path::SlowPathOther, TC_ACT_OK));
-    }
-    if iface.flags & InterfaceConfig::PUBLISHES != 0
-        && let Some(verdict) = publish6::reply(ctx, &frame, ifindex)
-    {
-        return Some(verdict);
-    }
+    (frame.dst[0] == 0xff).then_some((Path::SlowPathOther, TC_ACT_OK))
+}
+
+/// IPv6 from a container, checked: unicast to an endpoint of its network goes straight
+/// into the peer's namespace; another network's addresses are refused; what is for the
+/// gateway or the host goes to the bridge, what the host routes out of the uplink is
+/// masqueraded (NAT66). An `--internal` network's containers reach no address outside
+/// the networks' subnets (the gateways included in those). `None` for what is neither
+/// refused nor the network's own: for NAT66 or the kernel.
+#[inline(never)]
+fn within_network_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
+    let frame = parse::parse_ipv6(ctx)?;
     let dst = IpAddress::v6(frame.dst);
     if let Some(peer) = endpoint::lookup(iface.network, dst) {
         return Some(to_peer(ctx, iface, &peer));

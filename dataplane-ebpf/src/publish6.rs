@@ -95,11 +95,12 @@ fn to_published(
         now: nat::now(),
     };
     publish::track_from_client(ctx, s, &flow);
-    let translated = nat6::rewrite(ctx, l4, DST_OFFSET, &frame.dst, &backend.addr.addr, l4.dst_port, backend.port)
-        .and_then(|()| match reaches_itself {
-            true => nat6::rewrite_address(ctx, l4, SRC_OFFSET, &frame.src, &client),
-            false => Ok(()),
-        });
+    let translated =
+        nat6::rewrite(ctx, l4, DST_OFFSET, &frame.dst, &backend.addr.addr, l4.dst_port, backend.port)
+            .and_then(|()| match reaches_itself {
+                true => nat6::rewrite_address(ctx, l4, SRC_OFFSET, &frame.src, &client),
+                false => Ok(()),
+            });
     if translated.is_err() {
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
@@ -114,7 +115,8 @@ fn to_published(
 /// itself (reached through the host, so addressed to its gateway) gets its own address
 /// back as destination. `None` when the packet is no such reply.
 #[inline(never)]
-pub fn reply(ctx: &TcContext, frame: &Ipv6Frame, sender: u32) -> Option<(Path, i32)> {
+pub fn reply(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
+    let frame = &parse::parse_ipv6(ctx)?;
     let proto = frame.next_header;
     if proto == IPPROTO_ICMPV6 {
         return None;

@@ -77,7 +77,8 @@ fn ip6_bytes(words: [u32; 4]) -> [u8; 16] {
 
 #[inline(always)]
 fn ip6_words(addr: &[u8; 16]) -> [u32; 4] {
-    let word = |i: usize| u32::from_ne_bytes([addr[4 * i], addr[4 * i + 1], addr[4 * i + 2], addr[4 * i + 3]]);
+    let word =
+        |i: usize| u32::from_ne_bytes([addr[4 * i], addr[4 * i + 1], addr[4 * i + 2], addr[4 * i + 3]]);
     [word(0), word(1), word(2), word(3)]
 }
 

@@ -422,7 +422,10 @@ impl PortBinding {
         let host_ip = match self.host_ip.as_str() {
             "" => Ipv4Addr::UNSPECIFIED.into(),
             ip => ip.parse().map_err(|_| {
-                format!("-p {ip}:{}:{}: {ip} is not an IP address; give an IPv4 or IPv6 one", self.host_port, self.port)
+                format!(
+                    "-p {ip}:{}:{}: {ip} is not an IP address; give an IPv4 or IPv6 one",
+                    self.host_port, self.port
+                )
             })?,
         };
         if self.port == 0 {

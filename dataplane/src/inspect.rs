@@ -367,7 +367,11 @@ fn port_bindings(asked: &[PortMapping]) -> Value {
     let mut bindings = Map::new();
     for m in asked {
         let binding = json!({
-            "HostIp": if m.host_ip.is_unspecified() { String::new() } else { m.host_ip.to_string() },
+            // `-p 8080:80` asked for no address; `[::]` is asked for.
+            "HostIp": match m.host_ip {
+                std::net::IpAddr::V4(ip) if ip.is_unspecified() => String::new(),
+                ip => ip.to_string(),
+            },
             "HostPort": if m.host_port == 0 { String::new() } else { m.host_port.to_string() },
         });
         let key = format!("{}/{}", m.container_port, m.proto);

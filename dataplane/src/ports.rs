@@ -11,8 +11,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use nix::sys::socket::{SockaddrLike, SockaddrStorage, getsockname};
 use dataplane_common::{IPPROTO_TCP, IPPROTO_UDP};
+use nix::sys::socket::{SockaddrLike, SockaddrStorage, getsockname};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -53,7 +53,13 @@ pub struct PortMapping {
 
 impl fmt::Display for PortMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} -> {}", self.container_port, self.proto, SocketAddr::new(self.host_ip, self.host_port))
+        write!(
+            f,
+            "{}/{} -> {}",
+            self.container_port,
+            self.proto,
+            SocketAddr::new(self.host_ip, self.host_port)
+        )
     }
 }
 
@@ -186,12 +192,7 @@ pub fn reserve_beside_runtime(ip: IpAddr, port: u16, proto: Proto) -> Result<Opt
     }
 }
 
-fn bind_reservation(
-    ip: IpAddr,
-    port: u16,
-    proto: Proto,
-    reuse_address: bool,
-) -> Result<(Reservation, u16)> {
+fn bind_reservation(ip: IpAddr, port: u16, proto: Proto, reuse_address: bool) -> Result<(Reservation, u16)> {
     let kind = match proto {
         Proto::Tcp => libc::SOCK_STREAM,
         Proto::Udp => libc::SOCK_DGRAM,
@@ -242,7 +243,13 @@ fn set_option(socket: &OwnedFd, level: libc::c_int, name: libc::c_int) -> Result
     let on: libc::c_int = 1;
     // SAFETY: setsockopt with a pointer to a live c_int and its size.
     let set = unsafe {
-        libc::setsockopt(socket.as_raw_fd(), level, name, (&raw const on).cast(), size_of::<libc::c_int>() as u32)
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as u32,
+        )
     };
     if set != 0 {
         bail!(std::io::Error::last_os_error());
@@ -313,7 +320,11 @@ mod tests {
         assert_eq!(parse("[::]:8080:80"), [m6("::", 8080, 80, Proto::Tcp)]);
         assert_eq!(parse("[2001:db8::1]:8080:80/udp"), [m6("2001:db8::1", 8080, 80, Proto::Udp)]);
         assert_eq!(parse("[::1]::80"), [m6("::1", 0, 80, Proto::Tcp)]);
-        assert_eq!(parse("8080:80")[0].ipv6_twin(), Some(m6("::", 8080, 80, Proto::Tcp)), "-p 8080:80 is both");
+        assert_eq!(
+            parse("8080:80")[0].ipv6_twin(),
+            Some(m6("::", 8080, 80, Proto::Tcp)),
+            "-p 8080:80 is both"
+        );
         assert_eq!(parse("127.0.0.1:8080:80")[0].ipv6_twin(), None, "an IPv4 address is IPv4 only");
         assert_eq!(parse("[::]:8080:80")[0].ipv6_twin(), None);
         assert_eq!(m6("::", 8080, 80, Proto::Tcp).to_string(), "80/tcp -> [::]:8080");

@@ -7,8 +7,8 @@
 //! fd00:1::2, B (behind ifindex 42) publishes from fd00:1::3.
 
 use dataplane_common::{
-    Backend, FirewallVerdict, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, Path, PublishKey,
-    ct_state,
+    Backend, FirewallVerdict, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, Path,
+    PublishKey, ct_state,
 };
 use dataplane_tests::datapath::{
     A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT,
@@ -292,15 +292,8 @@ fn publish6(fx: &mut Fixture, host_addr: [u8; 16], proto: u8, flags: u8, rule_se
 /// backend's flags and firewall rule set.
 fn publish(fx: &mut Fixture, host_addr: IpAddress, to: IpAddress, proto: u8, (flags, rule_set): (u8, u16)) {
     let key = PublishKey { addr: host_addr, port: 8080u16.to_be(), proto, _pad: 0 };
-    let backend = Backend {
-        addr: to,
-        port: 80u16.to_be(),
-        rule_set,
-        host_ifindex: 42,
-        mac: B_MAC,
-        flags,
-        _pad: 0,
-    };
+    let backend =
+        Backend { addr: to, port: 80u16.to_be(), rule_set, host_ifindex: 42, mac: B_MAC, flags, _pad: 0 };
     fx.datapath.set_published(key, backend).unwrap();
 }
 
@@ -376,7 +369,11 @@ fn udp_to_a_port_published_on_one_ipv6_address_reaches_its_container_and_no_othe
     publish(&mut fx, IpAddress::v4([0; 4]), IpAddress::v4([10, 1, 0, 3]), IPPROTO_UDP, (0, 0));
     let to_v4_port = udp6(GATEWAY_MAC, client, (UPLINK_ADDR6, 8080));
     let (verdict, untouched) = fx.run_uplink(&to_v4_port);
-    assert_eq!((verdict, untouched), (TC_ACT_OK, to_v4_port), "a port published on IPv4 only must not take IPv6");
+    assert_eq!(
+        (verdict, untouched),
+        (TC_ACT_OK, to_v4_port),
+        "a port published on IPv4 only must not take IPv6"
+    );
 }
 
 #[test]

@@ -10,7 +10,16 @@ use dataplane_tests::{EXTERNAL_ADDR6, Host, UPLINK_ADDR, UPLINK_ADDR6, eventuall
 /// A host whose uplink has a global IPv6 address, with a dual-stack network `v6pub`.
 fn dual_stack_host() -> Host {
     let host = Host::start_with_ipv6_uplink();
-    host.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.44.0.0/24", "--subnet", "fd00:44::/64", "v6pub"]);
+    host.dp_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.44.0.0/24",
+        "--subnet",
+        "fd00:44::/64",
+        "v6pub",
+    ]);
     host
 }
 
@@ -44,7 +53,20 @@ fn container_log(host: &Host, name: &str) -> String {
 fn udp_echo(host: &Host, name: &str, publish: &str) {
     let echo = "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(('::', 53)); \
                 [s.sendto(b'pong', a) for d, a in iter(lambda: s.recvfrom(100), None)]";
-    host.dp_ok(&["run", "-d", "--name", name, "--network", "v6pub", "-p", publish, "--", "python3", "-c", echo]);
+    host.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "v6pub",
+        "-p",
+        publish,
+        "--",
+        "python3",
+        "-c",
+        echo,
+    ]);
     std::thread::sleep(Duration::from_millis(500));
 }
 
@@ -99,17 +121,20 @@ fn containers_and_the_host_reach_ports_published_on_ipv6_and_loopback6_is_the_ho
     assert!(!fetch_from_outside(&host, UPLINK_ADDR, 8080), "a port published on [::] took IPv4");
     assert!(fetch_from_outside(&host, &format!("[{UPLINK_ADDR6}]"), 8080));
     // Published on ::1 only: never from the uplink.
-    assert!(!fetch_from_outside(&host, &format!("[{UPLINK_ADDR6}]"), 8090), "[::1]:8090 reached from outside");
+    assert!(
+        !fetch_from_outside(&host, &format!("[{UPLINK_ADDR6}]"), 8090),
+        "[::1]:8090 reached from outside"
+    );
 
     // Hairpin: a container of the network, through the uplink's IPv6 address.
     host.run_sleeper("client", &["--network", "v6pub"]);
     let fetch = host.exec("client", &format!("curl -6 -sf -m 3 -o /dev/null http://[{UPLINK_ADDR6}]:8080/"));
     assert!(fetch.status.success(), "a container could not reach the published port over IPv6");
-    let client6 = host.dp_json(&["inspect", "client"])[0]["NetworkSettings"]["Networks"]["v6pub"]
-        ["GlobalIPv6Address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let client6 =
+        host.dp_json(&["inspect", "client"])[0]["NetworkSettings"]["Networks"]["v6pub"]["GlobalIPv6Address"]
+            .as_str()
+            .unwrap()
+            .to_string();
     assert!(
         eventually(Duration::from_secs(3), || container_log(&host, "web").contains(&client6)),
         "web did not see the client container's address {client6}: {}",
@@ -123,7 +148,11 @@ fn containers_and_the_host_reach_ports_published_on_ipv6_and_loopback6_is_the_ho
         "http://[::1]:8090/".to_string(),
     ] {
         let out = host.sh_in_cgroup(&format!("curl -6 -sf -m 3 -o /dev/null {url}"));
-        assert!(out.status.success(), "the host cannot fetch {url}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "the host cannot fetch {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // UDP from the host: the reply shows the published address it sent to.
     udp_echo(&host, "echo", "[::]:5353:53/udp");

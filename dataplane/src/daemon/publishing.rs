@@ -161,7 +161,7 @@ impl Core {
         rule_set: u16,
         host_only: bool,
     ) -> Result<()> {
-        let addr = match (mapping.host_ip, endpoint.ip6) {
+        let addr: IpAddr = match (mapping.host_ip, endpoint.ip6) {
             (IpAddr::V4(_), _) => endpoint.ip.into(),
             (IpAddr::V6(_), Some(ip6)) => ip6.into(),
             (IpAddr::V6(_), None) => bail!("{} has no IPv6 address to publish {mapping} on", endpoint.ifname),

@@ -675,7 +675,7 @@ fn firewall_of_1000_rules(fixture: &mut dataplane_tests::datapath::Fixture) -> u
         rules.add(spec).unwrap();
     }
     let mapping = PortMapping {
-        host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+        host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
         host_port: 8080,
         container_port: 8080,
         proto: Proto::Udp,
