@@ -1295,7 +1295,7 @@ fn firewall_rules(rules: &[(Action, Option<&str>)]) -> Rules {
 fn apply_firewall(fx: &mut Fixture, installed: &mut Installed, rules: &Rules) {
     use dataplane_common::{IpAddress, PublishKey};
     let mapping = PortMapping {
-        host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+        host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
         host_port: 8080,
         container_port: 80,
         proto: Proto::Tcp,
