@@ -482,10 +482,7 @@ pub fn reply(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i
     let now = nat::now();
     let entry = reply_entry(ctx, &s.key, frame.proto, nat::TRANSLATABLE_L4_OFFSET, &l4, now)?;
     // SAFETY: map pointer, valid for this program run.
-    let (host_addr, host_port, peer_ifindex, peer_mac, flags, next_hop) = unsafe {
-        let e = &*entry;
-        (e.host_addr, e.host_port, e.peer_ifindex, e.peer_mac, e.flags, e.next_hop)
-    };
+    let (host_addr, host_port, flags) = unsafe { ((*entry).host_addr, (*entry).host_port, (*entry).flags) };
     let mut from = [0u8; 4];
     from.copy_from_slice(&host_addr.addr[..4]);
     let malformed = (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
@@ -497,26 +494,42 @@ pub fn reply(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i
     {
         return Some(malformed);
     }
+    // Out of the uplink when that is the way to the client.
+    let route = |cfg: &NatConfig| nat::route(ctx, frame.proto, from, frame.dst, sender, Some(cfg), now);
+    Some(back_to_client(ctx, entry, now, route))
+}
+
+/// A reply on the published connection of `entry`, translated, goes back to its client:
+/// into the client's container (hairpin), or out of the uplink to the next hop the entry
+/// remembers, or else to the one `route` finds, which the entry then remembers so that
+/// the flow's next replies skip the route; to the kernel when the uplink is not the way.
+#[inline(always)]
+pub fn back_to_client(
+    ctx: &TcContext,
+    entry: *mut DnatEntry,
+    now: u64,
+    route: impl FnOnce(&NatConfig) -> Route,
+) -> (Path, i32) {
+    // SAFETY: map pointer, valid for this program run.
+    let (peer_ifindex, peer_mac, next_hop) =
+        unsafe { ((*entry).peer_ifindex, (*entry).peer_mac, (*entry).next_hop) };
     if peer_ifindex != 0 {
         // Hairpin: straight back into the client container.
         let _ = packet::write(ctx, 0, peer_mac);
         // SAFETY: a plain helper call; it only records the target and flags.
         let action = unsafe { bpf_redirect_peer(peer_ifindex, 0) } as i32;
-        return Some((Path::PublishedReply, action));
+        return (Path::PublishedReply, action);
     }
     let Some(cfg) = nat::config() else {
-        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+        return (Path::SlowPathIp, TC_ACT_OK as i32);
     };
     if let Some(macs) = next_hop.fresh(now) {
-        return Some((Path::PublishedReply, nat::send_to_uplink(ctx, Some(macs), &cfg)));
+        return (Path::PublishedReply, nat::send_to_uplink(ctx, Some(macs), &cfg));
     }
-    // Out of the uplink when that is the way to the client, else to the kernel. The next
-    // hop is remembered in the entry, so that the flow's next replies skip the route.
-    let Route::Uplink { next_hop } = nat::route(ctx, frame.proto, from, frame.dst, sender, Some(&cfg), now)
-    else {
-        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    let Route::Uplink { next_hop } = route(&cfg) else {
+        return (Path::SlowPathIp, TC_ACT_OK as i32);
     };
     // SAFETY: map pointer, valid for this program run.
     unsafe { (*entry).next_hop = next_hop };
-    Some((Path::PublishedReply, nat::send_to_uplink(ctx, next_hop.macs(), &cfg)))
+    (Path::PublishedReply, nat::send_to_uplink(ctx, next_hop.macs(), &cfg))
 }

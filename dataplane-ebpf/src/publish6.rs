@@ -7,16 +7,12 @@
 //! IPv4 paths: the uplink reaches it through the IPv6 program, a container through its
 //! IPv6 subprograms.
 
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_redirect_peer,
-    programs::TcContext,
-};
-use dataplane_common::{Backend, IPPROTO_ICMPV6, IpAddress, NatConfig, Path};
+use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::bpf_redirect_peer, programs::TcContext};
+use dataplane_common::{Backend, DnatEntry, FlowKey, IPPROTO_ICMPV6, IpAddress, NatConfig, Path};
 
 use crate::{
     firewall,
-    nat::{self, L4, Route},
+    nat::{self, L4},
     nat6::{self, DST_OFFSET, L4_OFFSET, SRC_OFFSET},
     packet,
     parse::{self, Ipv6Frame},
@@ -76,7 +72,7 @@ fn to_published(
     let client = if reaches_itself { policy::gateway_of_v6(frame.src)? } else { frame.src };
     let s = publish::scratch()?;
     s.inbound = nat6::flow_key(frame, l4);
-    s.key = dataplane_common::FlowKey {
+    s.key = FlowKey {
         src: backend.addr,
         dst: IpAddress::v6(client),
         src_port: backend.port,
@@ -127,39 +123,20 @@ pub fn reply(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
     let now = nat::now();
     let entry = publish::reply_entry(ctx, &s.key, proto, L4_OFFSET, &l4, now)?;
     // SAFETY: map pointer, valid for this program run.
-    let (host_addr, host_port, peer_ifindex, peer_mac, flags, next_hop) = unsafe {
-        let e = &*entry;
-        (e.host_addr.addr, e.host_port, e.peer_ifindex, e.peer_mac, e.flags, e.next_hop)
-    };
+    let (host_addr, host_port, flags) =
+        unsafe { ((*entry).host_addr.addr, (*entry).host_port, (*entry).flags) };
     let malformed = Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     if nat6::rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &host_addr, l4.src_port, host_port).is_err() {
         return malformed;
     }
-    if flags & dataplane_common::DnatEntry::SELF != 0
+    if flags & DnatEntry::SELF != 0
         && nat6::rewrite_address(ctx, &l4, DST_OFFSET, &frame.dst, &frame.src).is_err()
     {
         return malformed;
     }
-    if peer_ifindex != 0 {
-        // Hairpin: straight back into the client container.
-        let _ = packet::write(ctx, 0, peer_mac);
-        // SAFETY: a plain helper call; it only records the target and flags.
-        let action = unsafe { bpf_redirect_peer(peer_ifindex, 0) } as i32;
-        return Some((Path::PublishedReply, action));
-    }
-    let Some(cfg) = nat::config() else {
-        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    let route = |cfg: &NatConfig| {
+        let (rc, fib) = nat::fib_route_v6(ctx, proto, host_addr, frame.dst, sender);
+        nat::route_of(rc, &fib, Some(cfg), now)
     };
-    if let Some(macs) = next_hop.fresh(now) {
-        return Some((Path::PublishedReply, nat::send_to_uplink(ctx, Some(macs), &cfg)));
-    }
-    // Out of the uplink when that is the way to the client, else to the kernel; the next
-    // hop is remembered in the entry for the flow's next replies.
-    let (rc, fib) = nat::fib_route_v6(ctx, proto, host_addr, frame.dst, sender);
-    let Route::Uplink { next_hop } = nat::route_of(rc, &fib, Some(&cfg), now) else {
-        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
-    };
-    // SAFETY: map pointer, valid for this program run.
-    unsafe { (*entry).next_hop = next_hop };
-    Some((Path::PublishedReply, nat::send_to_uplink(ctx, next_hop.macs(), &cfg)))
+    Some(publish::back_to_client(ctx, entry, now, route))
 }

@@ -620,10 +620,15 @@ mod tests {
     }
 
     #[test]
-    fn port_bindings_we_cannot_publish_are_refused_by_name() {
+    fn port_bindings_we_cannot_publish_are_refused_by_name_and_ipv6_ones_kept() {
         let sctp = json!([{"Proto": 132, "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080}]);
         assert!(program(sctp).ports().unwrap_err().contains("protocol 132 is not supported"));
+        let bad = json!([{"Proto": 6, "Port": 80, "HostIP": "::g", "HostPort": 8080, "HostPortEnd": 8080}]);
+        assert!(
+            program(bad).ports().unwrap_err().contains("::g is not an IP address; give an IPv4 or IPv6 one")
+        );
         let v6 = json!([{"Proto": 6, "Port": 80, "HostIP": "::1", "HostPort": 8080, "HostPortEnd": 8080}]);
-        assert!(program(v6).ports().unwrap_err().contains("::1 is not an IPv4 address"));
+        let wanted = program(v6).ports().expect("an IPv6 host address is published");
+        assert_eq!(wanted[0].mapping.host_ip, std::net::Ipv6Addr::LOCALHOST, "the IPv6 address was lost");
     }
 }

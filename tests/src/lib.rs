@@ -133,6 +133,28 @@ impl Host {
         host
     }
 
+    /// A dual-stack network (`network create --ipv6`) with these subnets.
+    pub fn create_dual_stack_network(&self, name: &str, subnet: &str, subnet6: &str) {
+        self.dp_ok(&["network", "create", "--ipv6", "--subnet", subnet, "--subnet", subnet6, name]);
+    }
+
+    /// Whether the external namespace fetches `http://ADDR:PORT/` (an IPv6 `addr`
+    /// bracketed).
+    pub fn fetch_from_outside(&self, addr: &str, port: u16) -> bool {
+        self.external_command("curl")
+            .args(["-sf", "-m", "3", "-o", "/dev/null", &format!("http://{addr}:{port}/")])
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    /// What a detached container wrote so far.
+    pub fn container_log(&self, name: &str) -> String {
+        let id = self.dp_json(&["inspect", name])[0]["Id"].as_str().unwrap().to_string();
+        std::fs::read_to_string(self.dir.join("state/logs").join(format!("{id}.log"))).unwrap_or_default()
+    }
+
     /// A host namespace with the uplink and the external namespace, without a daemon (a
     /// reference to compare ours with, networked by someone else).
     pub fn empty_with_external() -> Self {

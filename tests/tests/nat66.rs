@@ -8,16 +8,7 @@ use dataplane_tests::{EXTERNAL_ADDR6, Host, UPLINK_ADDR6, stdout_of as ok};
 /// A host whose uplink has a global IPv6 address, with a dual-stack network `v6out`.
 fn host_with_ipv6_uplink() -> Host {
     let host = Host::start_with_ipv6_uplink();
-    host.dp_ok(&[
-        "network",
-        "create",
-        "--ipv6",
-        "--subnet",
-        "10.43.0.0/24",
-        "--subnet",
-        "fd00:43::/64",
-        "v6out",
-    ]);
+    host.create_dual_stack_network("v6out", "10.43.0.0/24", "fd00:43::/64");
     host.run_sleeper("c", &["--network", "v6out"]);
     host
 }

@@ -15,29 +15,15 @@ fn web(host: &Host, name: &str, extra: &[&str], port: &str) {
     assert!(eventually(Duration::from_secs(10), || host.exec(name, &probe).status.success()));
 }
 
-fn fetch_from_outside(host: &Host, addr: &str, port: u16) -> bool {
-    host.external_command("curl")
-        .args(["-sf", "-m", "3", "-o", "/dev/null", &format!("http://{addr}:{port}/")])
-        .stdin(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
-fn container_log(host: &Host, name: &str) -> String {
-    let id = host.dp_json(&["inspect", name])[0]["Id"].as_str().unwrap().to_string();
-    std::fs::read_to_string(host.dir.join("state/logs").join(format!("{id}.log"))).unwrap_or_default()
-}
-
 #[test]
 fn published_port_is_reached_from_outside_with_the_real_client_address() {
     let host = Host::start_with_external();
     web(&host, "web", &["-p", "8080:80"], "80");
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080), "published port unreachable from outside");
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8080), "published port unreachable from outside");
     assert!(
-        eventually(Duration::from_secs(3), || container_log(&host, "web").contains(EXTERNAL_ADDR)),
+        eventually(Duration::from_secs(3), || host.container_log("web").contains(EXTERNAL_ADDR)),
         "the container did not see the client's address: {}",
-        container_log(&host, "web")
+        host.container_log("web")
     );
     assert_eq!(host.dp_ok(&["port", "web"]).trim(), "80/tcp -> 0.0.0.0:8080");
     assert_eq!(uplink_xdp_program(&host), None, "XDP is on by default on a veth uplink");
@@ -47,16 +33,16 @@ fn published_port_is_reached_from_outside_with_the_real_client_address() {
     assert!(flows.lines().any(|l| l.starts_with("published") && l.contains(EXTERNAL_ADDR)), "{flows}");
     assert!(host.counter("published") > 0 && host.counter("published_reply") > 0);
     // Unpublished ports and the container's own address stay closed from outside.
-    assert!(!fetch_from_outside(&host, UPLINK_ADDR, 8081));
+    assert!(!host.fetch_from_outside(UPLINK_ADDR, 8081));
     host.external_sh_ok(&format!(
         "ip route add 10.0.0.0/8 via {UPLINK_ADDR} && ip route add 172.16.0.0/12 via {UPLINK_ADDR}"
     ));
-    assert!(!fetch_from_outside(&host, &host.ip_of("web"), 80), "container address reachable from outside");
+    assert!(!host.fetch_from_outside(&host.ip_of("web"), 80), "container address reachable from outside");
     assert!(host.counter("dropped_unpublished") > 0);
     assert_eq!(host.sh_ok("iptables-save | grep -v '^#' || true").trim(), "");
     // Removing the container removes the mapping and frees the port.
     host.dp_ok(&["rm", "-f", "web"]);
-    assert!(!fetch_from_outside(&host, UPLINK_ADDR, 8080));
+    assert!(!host.fetch_from_outside(UPLINK_ADDR, 8080));
     assert_eq!(host.map_entries("PUBLISHED"), 0);
     assert_eq!(host.dp_ok(&["conntrack", "ls"]).lines().count(), 1);
     assert!(
@@ -69,10 +55,10 @@ fn two_containers_publish_the_same_container_port_on_different_host_ports() {
     let host = Host::start_with_external();
     web(&host, "a", &["-p", "8001:80"], "80");
     web(&host, "b", &["-p", "8002:80/tcp"], "80");
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8001));
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8002));
-    assert!(container_log(&host, "a").contains("GET /"));
-    assert!(container_log(&host, "b").contains("GET /"));
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8001));
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8002));
+    assert!(host.container_log("a").contains("GET /"));
+    assert!(host.container_log("b").contains("GET /"));
 }
 
 #[test]
@@ -131,7 +117,7 @@ fn a_container_on_two_networks_keeps_its_port_reserved_across_a_restart() {
     assert!(!log.contains("not restored"), "the restart gave up a published port: {log}");
     let bind = host.sh("python3 -c \"import socket; socket.socket().bind(('0.0.0.0', 8090))\"");
     assert!(!bind.status.success(), "a host process took the published port after a restart");
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8090), "the port is not served after a restart");
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8090), "the port is not served after a restart");
 }
 
 #[test]
@@ -149,11 +135,11 @@ fn ranges_random_ports_and_loopback_only_publishing() {
     let line = host.dp_ok(&["port", "anyport"]);
     let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
     assert!(port >= 1024, "{line}");
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, port), "-P port unreachable: {line}");
+    assert!(host.fetch_from_outside(UPLINK_ADDR, port), "-P port unreachable: {line}");
 
     // Published on 127.0.0.1 only: never reachable from another machine on the uplink.
     web(&host, "local", &["-p", "127.0.0.1:8090:80"], "80");
-    assert!(!fetch_from_outside(&host, UPLINK_ADDR, 8090), "a loopback-only port was reachable from outside");
+    assert!(!host.fetch_from_outside(UPLINK_ADDR, 8090), "a loopback-only port was reachable from outside");
 }
 
 #[test]
@@ -187,7 +173,7 @@ fn containers_reach_published_ports_through_the_host_address() {
         let fetch = host.exec(client, &format!("curl -sf -m 3 -o /dev/null http://{target}:8080/"));
         assert!(fetch.status.success(), "{client} cannot reach {target}:8080 (hairpin)");
     }
-    let log = container_log(&host, "web");
+    let log = host.container_log("web");
     for client in ["same", "other"] {
         let ip = host.ip_of(client);
         assert!(log.contains(&ip), "web did not see {client}'s address {ip}: {log}");
@@ -275,11 +261,8 @@ fn a_port_published_on_one_host_address_is_closed_on_the_others() {
     let host = Host::start_with_external();
     host.sh_ok("ip addr add 203.0.113.3/24 dev up0");
     web(&host, "one", &["-p", &format!("{UPLINK_ADDR}:8085:80")], "80");
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8085));
-    assert!(
-        !fetch_from_outside(&host, "203.0.113.3", 8085),
-        "published on one address, reachable on another"
-    );
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8085));
+    assert!(!host.fetch_from_outside("203.0.113.3", 8085), "published on one address, reachable on another");
 }
 
 #[test]
@@ -349,9 +332,9 @@ fn a_container_reaches_its_own_published_port_through_the_host() {
     assert!(fetch.status.success(), "the container could not reach its own published port");
     // It sees its gateway as the client (its own address would be a martian), as on Docker.
     assert!(
-        eventually(Duration::from_secs(3), || container_log(&host, "web").contains("172.17.0.1")),
+        eventually(Duration::from_secs(3), || host.container_log("web").contains("172.17.0.1")),
         "{}",
-        container_log(&host, "web")
+        host.container_log("web")
     );
 }
 
@@ -384,10 +367,10 @@ fn xdp_on_the_uplink_serves_published_ports_and_outlives_the_daemon() {
     let first = uplink_xdp_program(&host).expect("no XDP program on the uplink");
     web(&host, "web", &["-p", "8080:80"], "80");
     host.dp_ok(&["run", "-d", "--name", "perf", "-p", "5201:5201", "--", "iperf3", "-s"]);
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080), "published port unreachable through XDP");
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8080), "published port unreachable through XDP");
     assert!(host.counter("published_xdp") > 0, "XDP did not serve the published port");
     assert!(
-        eventually(Duration::from_secs(3), || container_log(&host, "web").contains(EXTERNAL_ADDR)),
+        eventually(Duration::from_secs(3), || host.container_log("web").contains(EXTERNAL_ADDR)),
         "the container did not see the client's address"
     );
     // A stream of full-size segments, each rewritten by XDP, arrives intact (the
@@ -402,11 +385,11 @@ fn xdp_on_the_uplink_serves_published_ports_and_outlives_the_daemon() {
     // The program stays while the daemon is down, and a new daemon swaps its own in.
     host.stop_daemon();
     assert_eq!(uplink_xdp_program(&host).as_ref(), Some(&first), "XDP left with the daemon");
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080), "published port closed while the daemon is down");
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8080), "published port closed while the daemon is down");
     host.start_daemon();
     let second = uplink_xdp_program(&host).expect("no XDP program after a restart");
     assert_ne!(second, first, "the restarted daemon kept the old program");
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080));
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8080));
     assert!(host.counter("published_xdp") > 0, "the restarted daemon's XDP program serves nothing");
 
     // `--xdp off` removes it, as `auto` does on a veth; tc serves the port alone.
@@ -415,7 +398,7 @@ fn xdp_on_the_uplink_serves_published_ports_and_outlives_the_daemon() {
     host.start_daemon();
     assert_eq!(uplink_xdp_program(&host), None, "--xdp off left the XDP program on the uplink");
     let published = host.counter("published");
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080), "published port unreachable from tc alone");
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8080), "published port unreachable from tc alone");
     assert!(host.counter("published") > published);
 }
 
@@ -452,7 +435,7 @@ fn a_port_published_on_loopback_is_not_reachable_through_the_uplink() {
     host.external_sh_ok(&format!("ip route add 192.0.2.50/32 via {UPLINK_ADDR}"));
     let dropped = host.counter("dropped_martian");
     assert!(
-        !fetch_from_outside(&host, "192.0.2.50", 8082),
+        !host.fetch_from_outside("192.0.2.50", 8082),
         "a port on a loopback-only address answered the uplink"
     );
     assert!(host.counter("dropped_martian") > dropped, "frames for a loopback-only address were not counted");

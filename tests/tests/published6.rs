@@ -10,16 +10,7 @@ use dataplane_tests::{EXTERNAL_ADDR6, Host, UPLINK_ADDR, UPLINK_ADDR6, eventuall
 /// A host whose uplink has a global IPv6 address, with a dual-stack network `v6pub`.
 fn dual_stack_host() -> Host {
     let host = Host::start_with_ipv6_uplink();
-    host.dp_ok(&[
-        "network",
-        "create",
-        "--ipv6",
-        "--subnet",
-        "10.44.0.0/24",
-        "--subnet",
-        "fd00:44::/64",
-        "v6pub",
-    ]);
+    host.create_dual_stack_network("v6pub", "10.44.0.0/24", "fd00:44::/64");
     host
 }
 
@@ -31,22 +22,6 @@ fn web(host: &Host, name: &str, publish: &[&str]) {
     host.dp_ok(&args);
     let probe = "curl -6 -sf -o /dev/null http://[::1]:80/";
     assert!(eventually(Duration::from_secs(10), || host.exec(name, probe).status.success()));
-}
-
-/// Whether the external namespace fetches `http://ADDR:PORT/` (`addr` an IPv6 one
-/// bracketed).
-fn fetch_from_outside(host: &Host, addr: &str, port: u16) -> bool {
-    host.external_command("curl")
-        .args(["-sf", "-m", "3", "-o", "/dev/null", &format!("http://{addr}:{port}/")])
-        .stdin(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
-fn container_log(host: &Host, name: &str) -> String {
-    let id = host.dp_json(&["inspect", name])[0]["Id"].as_str().unwrap().to_string();
-    std::fs::read_to_string(host.dir.join("state/logs").join(format!("{id}.log"))).unwrap_or_default()
 }
 
 /// A UDP echo on both families, port 53, in a container of `v6pub`, publishing `publish`.
@@ -80,14 +55,14 @@ fn a_port_published_without_an_address_is_reached_from_outside_over_both_familie
     let host = dual_stack_host();
     web(&host, "web", &["-p", "8080:80"]);
     assert!(
-        fetch_from_outside(&host, &format!("[{UPLINK_ADDR6}]"), 8080),
+        host.fetch_from_outside(&format!("[{UPLINK_ADDR6}]"), 8080),
         "the published port is unreachable from outside over IPv6"
     );
-    assert!(fetch_from_outside(&host, UPLINK_ADDR, 8080), "the published port is unreachable over IPv4");
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8080), "the published port is unreachable over IPv4");
     assert!(
-        eventually(Duration::from_secs(3), || container_log(&host, "web").contains(EXTERNAL_ADDR6)),
+        eventually(Duration::from_secs(3), || host.container_log("web").contains(EXTERNAL_ADDR6)),
         "the container did not see the client's IPv6 address: {}",
-        container_log(&host, "web")
+        host.container_log("web")
     );
     assert_eq!(host.dp_ok(&["port", "web"]).trim(), "80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080");
     let ports = &host.dp_json(&["inspect", "web"])[0]["NetworkSettings"]["Ports"]["80/tcp"];
@@ -109,7 +84,7 @@ fn a_port_published_without_an_address_is_reached_from_outside_over_both_familie
 
     // Removing the container removes both families' mappings.
     host.dp_ok(&["rm", "-f", "web"]);
-    assert!(!fetch_from_outside(&host, &format!("[{UPLINK_ADDR6}]"), 8080));
+    assert!(!host.fetch_from_outside(&format!("[{UPLINK_ADDR6}]"), 8080));
 }
 
 #[test]
@@ -118,13 +93,10 @@ fn containers_and_the_host_reach_ports_published_on_ipv6_and_loopback6_is_the_ho
     web(&host, "web", &["-p", "[::]:8080:80"]);
     web(&host, "local", &["-p", "[::1]:8090:80"]);
     assert_eq!(host.dp_ok(&["port", "web"]).trim(), "80/tcp -> [::]:8080", "[::] is IPv6 only");
-    assert!(!fetch_from_outside(&host, UPLINK_ADDR, 8080), "a port published on [::] took IPv4");
-    assert!(fetch_from_outside(&host, &format!("[{UPLINK_ADDR6}]"), 8080));
+    assert!(!host.fetch_from_outside(UPLINK_ADDR, 8080), "a port published on [::] took IPv4");
+    assert!(host.fetch_from_outside(&format!("[{UPLINK_ADDR6}]"), 8080));
     // Published on ::1 only: never from the uplink.
-    assert!(
-        !fetch_from_outside(&host, &format!("[{UPLINK_ADDR6}]"), 8090),
-        "[::1]:8090 reached from outside"
-    );
+    assert!(!host.fetch_from_outside(&format!("[{UPLINK_ADDR6}]"), 8090), "[::1]:8090 reached from outside");
 
     // Hairpin: a container of the network, through the uplink's IPv6 address.
     host.run_sleeper("client", &["--network", "v6pub"]);
@@ -136,9 +108,9 @@ fn containers_and_the_host_reach_ports_published_on_ipv6_and_loopback6_is_the_ho
             .unwrap()
             .to_string();
     assert!(
-        eventually(Duration::from_secs(3), || container_log(&host, "web").contains(&client6)),
+        eventually(Duration::from_secs(3), || host.container_log("web").contains(&client6)),
         "web did not see the client container's address {client6}: {}",
-        container_log(&host, "web")
+        host.container_log("web")
     );
 
     // The host: loopback and its own addresses.
@@ -166,13 +138,13 @@ fn the_firewall_applies_to_ipv6_and_ipv4_only_networks_publish_ipv4_only() {
     let host = dual_stack_host();
     web(&host, "web", &["-p", "8080:80"]);
     let v6 = format!("[{UPLINK_ADDR6}]");
-    assert!(fetch_from_outside(&host, &v6, 8080));
+    assert!(host.fetch_from_outside(&v6, 8080));
     let id = host.dp_ok(&["firewall", "add", "--port", "8080", "--proto", "tcp", "deny"]);
-    assert!(!fetch_from_outside(&host, &v6, 8080), "the firewall did not apply over IPv6");
-    assert!(!fetch_from_outside(&host, UPLINK_ADDR, 8080), "the firewall did not apply over IPv4");
+    assert!(!host.fetch_from_outside(&v6, 8080), "the firewall did not apply over IPv6");
+    assert!(!host.fetch_from_outside(UPLINK_ADDR, 8080), "the firewall did not apply over IPv4");
     assert!(host.counter("dropped_firewall") > 0);
     host.dp_ok(&["firewall", "rm", id.trim()]);
-    assert!(fetch_from_outside(&host, &v6, 8080), "removing the rule did not reopen the port");
+    assert!(host.fetch_from_outside(&v6, 8080), "removing the rule did not reopen the port");
 
     // The default network has no IPv6: -p 8081:80 is IPv4 only there, as on Docker, and
     // an IPv6 address is refused with the fix.
