@@ -72,7 +72,7 @@ impl Core {
                     )
                 ));
             }
-            if let Some((lo, hi)) = self.nat_ports
+            if let Some((lo, hi)) = self.masquerade.as_ref().map(|m| m.ports)
                 && (lo..=hi).contains(&mapping.host_port)
             {
                 bail!(DaemonError::new(
