@@ -125,6 +125,12 @@ impl Cluster {
     /// `count` hosts with their daemons on the store, which keeps a dead host's leases
     /// `ttl_secs`.
     pub fn start(count: usize, ttl_secs: u32) -> Self {
+        Self::start_with(count, ttl_secs, &[])
+    }
+
+    /// As `start`, with more environment for every daemon (the variables of its flags,
+    /// e.g. `DATAPLANE_VXLAN_PORT`).
+    pub fn start_with(count: usize, ttl_secs: u32, daemon_env: &[(&str, &str)]) -> Self {
         let mut underlay = Underlay::start();
         underlay.start_etcd();
         let mut hosts = vec![];
@@ -143,11 +149,13 @@ impl Cluster {
             let host = hosts.last_mut().unwrap();
             let store = format!("etcd://{ETCD_ADDR}:2379");
             let ttl = ttl_secs.to_string();
-            host.set_daemon_env(&[
-                ("DATAPLANE_STORE", &store),
-                ("DATAPLANE_STORE_TTL", &ttl),
-                ("DATAPLANE_ADVERTISE_ADDRESS", &address),
-            ]);
+            let mut env = vec![
+                ("DATAPLANE_STORE", store.as_str()),
+                ("DATAPLANE_STORE_TTL", ttl.as_str()),
+                ("DATAPLANE_ADVERTISE_ADDRESS", address.as_str()),
+            ];
+            env.extend_from_slice(daemon_env);
+            host.set_daemon_env(&env);
         }
         let mut cluster = Self { hosts, underlay };
         for host in &mut cluster.hosts {
