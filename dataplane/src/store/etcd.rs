@@ -50,6 +50,19 @@ pub enum Liveness {
     Granted,
 }
 
+/// The transaction that records `net` with the lowest VNI `taken` does not hold, if
+/// `guard` holds for its key and the VNI's key is absent; else it reads the network's key.
+fn with_free_vni(net: &SharedNetwork, taken: &BTreeSet<u32>, guard: Compare) -> Result<(u32, Txn)> {
+    let vni = free_vni(taken).ok_or_else(|| anyhow!("network {}: every VNI is taken", net.name))?;
+    let key = network_key(&net.name);
+    let value = serde_json::to_vec(&SharedNetwork { vni: Some(vni), ..net.clone() })?;
+    let txn = Txn::new()
+        .when([guard, Compare::create_revision(vni_key(vni), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key.clone(), value, None), TxnOp::put(vni_key(vni), net.id.clone(), None)])
+        .or_else([TxnOp::get(key, None)]);
+    Ok((vni, txn))
+}
+
 /// Whether a transaction's `or_else` get found the key.
 fn holds_a_value(responses: &[TxnOpResponse]) -> bool {
     responses.iter().any(|r| matches!(r, TxnOpResponse::Get(found) if !found.kvs().is_empty()))
@@ -141,18 +154,8 @@ impl EtcdStore {
         let key = network_key(&net.name);
         let mut taken = self.vnis_taken().await?;
         for _ in 0..LEASE_TRIES {
-            let vni = free_vni(&taken).ok_or_else(|| anyhow!("network {}: every VNI is taken", net.name))?;
-            let value = serde_json::to_vec(&SharedNetwork { vni: Some(vni), ..net.clone() })?;
-            let txn = Txn::new()
-                .when([
-                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-                    Compare::create_revision(vni_key(vni), CompareOp::Equal, 0),
-                ])
-                .and_then([
-                    TxnOp::put(key.clone(), value, None),
-                    TxnOp::put(vni_key(vni), net.id.clone(), None),
-                ])
-                .or_else([TxnOp::get(key.clone(), None)]);
+            let (vni, txn) =
+                with_free_vni(net, &taken, Compare::create_revision(key.clone(), CompareOp::Equal, 0))?;
             let answer = self.call(async |mut c| c.txn(txn).await).await?;
             if answer.succeeded() {
                 return Ok(Some(vni));
@@ -176,18 +179,8 @@ impl EtcdStore {
         let recorded = serde_json::to_vec(net)?;
         let mut taken = self.vnis_taken().await?;
         for _ in 0..LEASE_TRIES {
-            let vni = free_vni(&taken).ok_or_else(|| anyhow!("network {}: every VNI is taken", net.name))?;
-            let value = serde_json::to_vec(&SharedNetwork { vni: Some(vni), ..net.clone() })?;
-            let txn = Txn::new()
-                .when([
-                    Compare::value(key.clone(), CompareOp::Equal, recorded.clone()),
-                    Compare::create_revision(vni_key(vni), CompareOp::Equal, 0),
-                ])
-                .and_then([
-                    TxnOp::put(key.clone(), value, None),
-                    TxnOp::put(vni_key(vni), net.id.clone(), None),
-                ])
-                .or_else([TxnOp::get(key.clone(), None)]);
+            let (vni, txn) =
+                with_free_vni(net, &taken, Compare::value(key.clone(), CompareOp::Equal, recorded.clone()))?;
             let answer = self.call(async |mut c| c.txn(txn).await).await?;
             let changed = answer.op_responses().iter().any(|r| {
                 matches!(r, TxnOpResponse::Get(found) if found.kvs().first().is_none_or(|kv| kv.value() != recorded))
