@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeSet, thread, time::Duration};
 
-use dataplane_tests::{Host, eventually, hosts::Cluster};
+use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually, hosts::Cluster};
 
 const SUBNET: &str = "10.200.0.0/16";
 const GATEWAY: &str = "10.200.0.1";
@@ -111,8 +111,23 @@ fn two_overlay_networks_stay_apart_across_hosts() {
 }
 
 #[test]
+fn an_overlay_container_reaches_the_outside_through_its_own_hosts_uplink() {
+    let cluster = Cluster::start_with(2, 30, &[], true);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    b.run_sleeper("client", &["--network", "prod"]);
+    let _http =
+        b.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
+    let fetched = b.exec("client", &format!("curl -sf -m 5 -o /dev/null http://{EXTERNAL_ADDR}:8080/"));
+    assert!(fetched.status.success(), "client (prod, on B) cannot reach the outside: {fetched:?}");
+    let log = std::fs::read_to_string(b.dir.join("http.log")).unwrap();
+    assert!(log.contains(UPLINK_ADDR), "the outside saw another source than B's uplink: {log}");
+    assert!(b.counter("masqueraded") > 0, "B's programs did not masquerade the overlay container");
+}
+
+#[test]
 fn the_vxlan_port_is_the_daemons_setting() {
-    let cluster = Cluster::start_with(2, 30, &[("DATAPLANE_VXLAN_PORT", "8472")]);
+    let cluster = Cluster::start_with(2, 30, &[("DATAPLANE_VXLAN_PORT", "8472")], false);
     let [a, b] = &cluster.hosts[..] else { unreachable!() };
     create_overlay(a, &[b], "prod", SUBNET);
     a.run_sleeper("api", &["--network", "prod"]);
