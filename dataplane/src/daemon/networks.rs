@@ -87,7 +87,12 @@ impl Core {
             }
             BridgeOptions { icc: true, mtu: None }
         } else {
-            BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?
+            let mut options =
+                BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?;
+            if overlay {
+                options.mtu = self.overlay_mtu(options.mtu);
+            }
+            options
         };
         // A macvlan network lives on the parent's segment, which the host may well route.
         let host_routes = if macvlan { vec![] } else { self.host_routes().await? };
@@ -148,7 +153,7 @@ impl Core {
             id,
         };
         if let Some(store) = &store
-            && !store.create_network(&SharedNetwork::of(&network)).await?
+            && store.create_network(&SharedNetwork::of(&network)).await?.is_none()
         {
             bail!(
                 "network with name {} already exists in the store {}; choose another name",
