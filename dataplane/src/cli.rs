@@ -483,7 +483,7 @@ struct CreateArgs {
     /// IPv6 too: a dual-stack network.
     #[arg(long)]
     ipv6: bool,
-    /// IPv4 (`--ipv4=false`: IPv6 only).
+    /// IPv4 (`--ipv4=false` with `--ipv6`: an IPv6-only network).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ipv4: bool,
     /// Keep the network off the outside world.

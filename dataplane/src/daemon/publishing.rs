@@ -60,6 +60,13 @@ impl Core {
         if host_index == 0 && !wanted.is_empty() {
             bail!("published ports need a bridge network; this driver has no host side to publish through");
         }
+        if endpoint.ip.is_none() && !wanted.is_empty() {
+            bail!(DaemonError::new(
+                ErrorKind::Invalid,
+                "ports are published over IPv4 only yet, and an IPv6-only network gives no IPv4 address; \
+                 drop -p or use a network with IPv4"
+            ));
+        }
         let mut held = vec![];
         let mut resolved = vec![];
         for mapping in wanted {
@@ -144,8 +151,11 @@ impl Core {
         rule_set: u16,
         host_only: bool,
     ) -> Result<()> {
+        let Some(ip) = endpoint.ip else {
+            bail!("{} of {} has no IPv4 address to publish {mapping} to", endpoint.ifname, endpoint.owner);
+        };
         let backend = Backend {
-            addr: IpAddress::v4(endpoint.ip.octets()),
+            addr: IpAddress::v4(ip.octets()),
             port: mapping.container_port.to_be(),
             rule_set,
             host_ifindex: host_index,

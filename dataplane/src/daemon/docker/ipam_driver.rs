@@ -25,7 +25,7 @@ pub(super) const ADDRESS_SPACE: &str = "dataplane";
 impl Core {
     pub(super) async fn docker_request_pool(&mut self, request: RequestPool) -> Result<Value> {
         let (wanted, range) = request.parse().map_err(invalid)?;
-        let mut taken: Vec<_> = self.state.networks.iter().map(|n| n.subnet).collect();
+        let mut taken: Vec<_> = self.state.networks.iter().filter_map(|n| n.subnet).collect();
         taken.extend(self.state.docker.pools.values().map(|p| p.subnet));
         let routes = self.host_routes().await?;
         let subnet = match wanted {
