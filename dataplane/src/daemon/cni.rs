@@ -17,8 +17,8 @@ use super::{
 };
 use crate::{
     api::{
-        CniAdd, CniAdded, CniAddedV6, CniAttachment, CniCheck, CniNetwork, DaemonError, ErrorKind, Ipv6Spec,
-        NetworkSpec,
+        CniAdd, CniAdded, CniAddedFamily, CniAttachment, CniCheck, CniNetwork, DaemonError, ErrorKind,
+        Ipv6Spec, NetworkSpec,
     },
     dns, drivers,
     maps::endpoint_key,
@@ -50,13 +50,6 @@ impl Core {
                 existing.addresses().map(|ip| ip.to_string()).collect::<Vec<_>>().join(" ")
             )));
         }
-        let Some(v4) = net.plan() else {
-            return Err(invalid(format!(
-                "network {} is IPv6-only, and the CNI plugin attaches to networks with IPv4 only yet; \
-                 name a network with IPv4 in the configuration",
-                net.name
-            )));
-        };
         let owner = owner_of(&add.attachment);
         // The default network resolves no names (Docker's rule), so a pod's name has
         // nothing to answer there.
@@ -96,17 +89,23 @@ impl Core {
             host_veth: endpoint.host_veth,
             host_mac,
             mac: endpoint.mac,
-            ip: endpoint.ip.expect("an endpoint of a network with IPv4 has an IPv4 address"),
-            prefix_len: v4.subnet.prefix_len(),
-            gateway: v4.gateway,
-            ipv6: net.ipv6.zip(endpoint.ip6).map(|(v6, ip)| CniAddedV6 {
+            ipv4: net.plan().zip(endpoint.ip).map(|(v4, ip)| CniAddedFamily {
+                ip,
+                prefix_len: v4.subnet.prefix_len(),
+                gateway: v4.gateway,
+            }),
+            ipv6: net.ipv6.zip(endpoint.ip6).map(|(v6, ip)| CniAddedFamily {
                 ip,
                 prefix_len: v6.subnet.prefix_len(),
                 gateway: v6.gateway,
             }),
             default_route: drivers::takes_default_route(&endpoint.ifname),
             mtu: net.bridge_options.mtu,
-            nameservers: if dns::has_resolver(&net.driver) { vec![v4.gateway] } else { vec![] },
+            // The IPv4 gateway's, or the IPv6 one's on an IPv6-only network.
+            nameservers: match dns::has_resolver(&net.driver) {
+                true => net.gateways().take(1).collect(),
+                false => vec![],
+            },
             ports: endpoint.ports,
         })
     }
@@ -231,7 +230,7 @@ impl Core {
             subnet: wanted.subnet,
             gateway: wanted.gateway,
             ip_range: wanted.ip_range,
-            ipv4: true,
+            ipv4: wanted.ipv4.unwrap_or(true),
             ipv6: wanted.ipv6.unwrap_or(false).then_some(Ipv6Spec {
                 subnet: wanted.subnet6,
                 gateway: wanted.gateway6,
@@ -301,6 +300,7 @@ fn check_agrees(net: &Network, wanted: &CniNetwork) -> Result<(), String> {
         wanted.ip_range.map(|r| r.to_string()),
         v4.map_or_else(none, |v4| v4.range.to_string()),
     );
+    differs("ipv4", wanted.ipv4.map(|i| i.to_string()), v4.is_some().to_string());
     differs("ipv6", wanted.ipv6.map(|i| i.to_string()), net.ipv6.is_some().to_string());
     let v6 = net.ipv6.as_ref();
     differs(
