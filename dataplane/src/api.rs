@@ -153,7 +153,8 @@ pub struct CniAdded {
     /// Whether the interface got the namespace's default routes (via the gateways).
     pub default_route: bool,
     pub mtu: Option<u32>,
-    /// The network's resolver, when it has one.
+    /// The network's resolver, when it has one: its IPv4 gateway, then its IPv6 one (the
+    /// IPv6 one alone on an IPv6-only network).
     pub nameservers: Vec<IpAddr>,
     /// The published ports, with the host ports chosen for those that asked for any.
     pub ports: Vec<PortMapping>,

@@ -101,9 +101,8 @@ impl Core {
             }),
             default_route: drivers::takes_default_route(&endpoint.ifname),
             mtu: net.bridge_options.mtu,
-            // The IPv4 gateway's, or the IPv6 one's on an IPv6-only network.
             nameservers: match dns::has_resolver(&net.driver) {
-                true => net.gateways().take(1).collect(),
+                true => net.gateways().collect(),
                 false => vec![],
             },
             ports: endpoint.ports,
