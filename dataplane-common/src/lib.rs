@@ -55,6 +55,28 @@ pub struct Endpoint {
     pub _pad: [u8; 2],
 }
 
+/// An endpoint of an overlay network on another host (key: `EndpointKey`), reached
+/// through the host's VXLAN device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    /// The other host's underlay IPv4 address, in host order as `bpf_tunnel_key` takes it.
+    pub host: u32,
+    /// The network's VXLAN network identifier.
+    pub vni: u32,
+    /// The MAC of the endpoint's interface in its container.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// The host's VXLAN device (`TUNNEL_CONFIG[0]`); ifindex 0: none, overlay traffic stays
+/// on the host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelConfig {
+    pub ifindex: u32,
+}
+
 /// Per host-side interface: which network the container behind it belongs to, that
 /// network's IPv4 subnet (network order; a zero mask when unknown), where all of its
 /// endpoints lie: traffic leaving the subnet needs no endpoint lookup; and the container's
@@ -439,10 +461,20 @@ pub enum Path {
     /// IPv6 whose extension headers could not be walked to the upper layer within the
     /// bound read: kernel path.
     SlowPathIpv6Headers = 25,
+    /// Sent to an endpoint on another host through the VXLAN device.
+    Tunnelled = 26,
+    /// Arrived from the VXLAN device and sent into its container.
+    FromTunnel = 27,
+    /// Dropped: arrived from the VXLAN device with a VNI of no overlay network here, or
+    /// not from a known endpoint of that network on the host that sent it, or for no
+    /// endpoint of it on this host.
+    DroppedTunnel = 28,
+    /// ARP for an endpoint on another host, answered from the remote endpoint table.
+    ArpAnswered = 29,
 }
 
 impl Path {
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 30;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -470,6 +502,10 @@ impl Path {
         Path::DroppedSpoofedIpv6,
         Path::DroppedSpoofedNeighbour,
         Path::SlowPathIpv6Headers,
+        Path::Tunnelled,
+        Path::FromTunnel,
+        Path::DroppedTunnel,
+        Path::ArpAnswered,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -500,6 +536,10 @@ impl Path {
             Path::DroppedSpoofedIpv6 => "dropped_spoofed_ipv6",
             Path::DroppedSpoofedNeighbour => "dropped_spoofed_neighbour",
             Path::SlowPathIpv6Headers => "slow_path_ipv6_headers",
+            Path::Tunnelled => "tunnelled",
+            Path::FromTunnel => "from_tunnel",
+            Path::DroppedTunnel => "dropped_tunnel",
+            Path::ArpAnswered => "arp_answered",
         }
     }
 }
@@ -517,6 +557,9 @@ impl Path {
                 | Path::Published
                 | Path::PublishedReply
                 | Path::PublishedXdp
+                | Path::Tunnelled
+                | Path::FromTunnel
+                | Path::ArpAnswered
         )
     }
 
@@ -559,10 +602,13 @@ pub enum DropReason {
     Malformed = 13,
     /// An ICMPv6 router advertisement or redirect from a container.
     RouterMessage = 14,
+    /// From the VXLAN device, and not for an endpoint of its VNI's network here from one
+    /// of that network's endpoints on the sending host.
+    Tunnel = 15,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Isolation,
         DropReason::Icc,
         DropReason::Internal,
@@ -577,6 +623,7 @@ impl DropReason {
         DropReason::NatExhausted,
         DropReason::Malformed,
         DropReason::RouterMessage,
+        DropReason::Tunnel,
     ];
 
     /// The reason a packet counted on `path` was dropped; `None` for paths that pass it on.
@@ -597,6 +644,7 @@ impl DropReason {
             Path::DroppedNatExhausted => DropReason::NatExhausted,
             Path::DroppedMalformed => DropReason::Malformed,
             Path::DroppedRouterMessage => DropReason::RouterMessage,
+            Path::DroppedTunnel => DropReason::Tunnel,
             Path::Forwarded
             | Path::SlowPathIp
             | Path::SlowPathOther
@@ -608,7 +656,10 @@ impl DropReason {
             | Path::Published
             | Path::PublishedReply
             | Path::PublishedXdp
-            | Path::SlowPathIpv6Headers => return None,
+            | Path::SlowPathIpv6Headers
+            | Path::Tunnelled
+            | Path::FromTunnel
+            | Path::ArpAnswered => return None,
         })
     }
 
@@ -636,6 +687,7 @@ impl DropReason {
             DropReason::NatExhausted => "nat_exhausted",
             DropReason::Malformed => "malformed",
             DropReason::RouterMessage => "router_message",
+            DropReason::Tunnel => "tunnel",
         }
     }
 }
@@ -647,6 +699,7 @@ pub enum Hook {
     FromContainer = 1,
     FromUplink = 2,
     UplinkXdp = 3,
+    FromTunnel = 4,
 }
 
 impl Hook {
@@ -655,6 +708,7 @@ impl Hook {
             1 => Some(Hook::FromContainer),
             2 => Some(Hook::FromUplink),
             3 => Some(Hook::UplinkXdp),
+            4 => Some(Hook::FromTunnel),
             _ => None,
         }
     }
@@ -664,6 +718,7 @@ impl Hook {
             Hook::FromContainer => program_names::FROM_CONTAINER,
             Hook::FromUplink => program_names::FROM_UPLINK,
             Hook::UplinkXdp => program_names::UPLINK_XDP,
+            Hook::FromTunnel => program_names::FROM_TUNNEL,
         }
     }
 }
@@ -780,6 +835,12 @@ pub mod map_names {
     pub const MONITOR_EVENTS: &str = "MONITOR_EVENTS";
     pub const MONITOR_CONFIG: &str = "MONITOR_CONFIG";
     pub const MONITOR_LOST: &str = "MONITOR_LOST";
+    /// Overlay endpoints on other hosts (`EndpointKey` → `RemoteEndpoint`).
+    pub const REMOTE_ENDPOINTS: &str = "REMOTE_ENDPOINTS";
+    /// VNI → the overlay network's index on this host.
+    pub const TUNNEL_NETWORKS: &str = "TUNNEL_NETWORKS";
+    /// The host's VXLAN device (`TunnelConfig`).
+    pub const TUNNEL_CONFIG: &str = "TUNNEL_CONFIG";
 }
 
 /// Entries of each conntrack table (SNAT_CT, SNAT_REV, SNAT_NEW, SNAT_REV_NEW, DNAT_CT,
@@ -871,6 +932,8 @@ pub mod program_names {
     pub const HOST_CONNECT4: &str = "host_connect4";
     pub const HOST_SENDMSG4: &str = "host_sendmsg4";
     pub const HOST_RECVMSG4: &str = "host_recvmsg4";
+    /// tc ingress of the host's VXLAN device: overlay frames from other hosts.
+    pub const FROM_TUNNEL: &str = "from_tunnel";
 }
 
 // The layouts both sides and pinned maps rely on: no implicit padding anywhere.
@@ -879,6 +942,7 @@ const _: () = {
     assert!(size_of::<IpAddress>() == 20);
     assert!(size_of::<InterfaceConfig>() == 44);
     assert!(size_of::<EndpointKey>() == 24);
+    assert!(size_of::<RemoteEndpoint>() == 16);
     assert!(size_of::<FlowKey>() == 48);
     assert!(size_of::<NextHop>() == 24);
     assert!(size_of::<SnatEntry>() == 72);
@@ -900,6 +964,8 @@ mod pod {
     unsafe impl aya::Pod for IpAddress {}
     unsafe impl aya::Pod for EndpointKey {}
     unsafe impl aya::Pod for Endpoint {}
+    unsafe impl aya::Pod for RemoteEndpoint {}
+    unsafe impl aya::Pod for TunnelConfig {}
     unsafe impl aya::Pod for InterfaceConfig {}
     unsafe impl aya::Pod for SubnetKey {}
     unsafe impl aya::Pod for SubnetInfo {}

@@ -1,8 +1,10 @@
 //! Same-network forwarding: a frame whose source is the sender's own (`source`), if it is
 //! unicast IPv4 or IPv6 for a known endpoint of the sender's network, is rewritten for the
-//! destination and redirected into its namespace; IPv4 and IPv6 for outside the host go to
-//! the NAT; anything else goes on to the kernel (the network's bridge), which handles ARP,
-//! neighbour discovery, broadcast and multicast, and traffic for the host.
+//! destination and redirected into its namespace; unicast IPv4 for an endpoint of an
+//! overlay network on another host, and ARP for one, go to the `tunnel`; IPv4 and IPv6
+//! for outside the host go to the NAT; anything else goes on to the kernel (the network's
+//! bridge), which handles ARP, neighbour discovery, broadcast and multicast, and traffic
+//! for the host.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -17,7 +19,7 @@ use crate::{
     endpoint, monitor, nat, nat6,
     parse::{self, Frame, UpperLayer},
     policy::{self, Verdict},
-    publish, source,
+    publish, source, tunnel,
 };
 
 #[inline(always)]
@@ -47,7 +49,9 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
                 .or_else(|| nat6::leave_host(ctx, ifindex))
                 .unwrap_or((Path::SlowPathIp, TC_ACT_OK));
         }
-        Frame::Other => return (Path::SlowPathOther, TC_ACT_OK),
+        Frame::Other => {
+            return tunnel::answer_arp(ctx, iface, ifindex).unwrap_or((Path::SlowPathOther, TC_ACT_OK));
+        }
         Frame::Malformed => return (Path::SlowPathMalformed, TC_ACT_OK),
     };
     if let Err(spoofed) = source::check_ipv4(&frame, &iface) {
@@ -61,12 +65,12 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
     // lookup here, is left to the traffic that misses.
-    let endpoint = if iface.may_hold_v4(frame.dst) {
-        endpoint::lookup(iface.network, IpAddress::v4(frame.dst))
-    } else {
-        None
-    };
+    let in_subnet = iface.may_hold_v4(frame.dst);
+    let endpoint = if in_subnet { endpoint::lookup(iface.network, IpAddress::v4(frame.dst)) } else { None };
     let Some(dst) = endpoint else {
+        if in_subnet && let Some(remote) = tunnel::remote(iface.network, frame.dst) {
+            return tunnel::send(ctx, iface, remote);
+        }
         if let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
             return verdict;
         }

@@ -16,6 +16,7 @@ mod policy;
 mod publish;
 mod sockaddr;
 mod source;
+mod tunnel;
 mod validate;
 
 use aya_ebpf::{
@@ -29,6 +30,15 @@ use dataplane_common::Hook;
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
     forward::from_container(&ctx)
+}
+
+/// tc ingress of the host's VXLAN device: overlay frames from other hosts, decapsulated.
+#[classifier]
+pub fn from_tunnel(ctx: TcContext) -> i32 {
+    let (path, action) = tunnel::from_tunnel(&ctx);
+    counters::count(&ctx, path);
+    monitor::counted(&ctx, Hook::FromTunnel, path);
+    action
 }
 
 /// tc ingress of the uplink: replies to masqueraded flows, published ports (what the XDP

@@ -12,6 +12,26 @@ pub const ETH_P_IP: u16 = 0x0800u16.to_be();
 pub const ETH_P_ARP: u16 = 0x0806u16.to_be();
 pub const ETH_P_IPV6: u16 = 0x86ddu16.to_be();
 
+/// An ARP packet for IPv4 over Ethernet, as RFC 826 lays it out after the Ethernet header.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ArpIpv4 {
+    pub hardware_type: [u8; 2],
+    pub protocol_type: [u8; 2],
+    pub hardware_len: u8,
+    pub protocol_len: u8,
+    pub operation: [u8; 2],
+    pub sender_mac: [u8; 6],
+    pub sender_ip: [u8; 4],
+    pub target_mac: [u8; 6],
+    pub target_ip: [u8; 4],
+}
+
+pub const ARP_HARDWARE_ETHERNET: [u8; 2] = 1u16.to_be_bytes();
+pub const ARP_PROTOCOL_IPV4: [u8; 2] = 0x0800u16.to_be_bytes();
+pub const ARP_REQUEST: [u8; 2] = 1u16.to_be_bytes();
+pub const ARP_REPLY: [u8; 2] = 2u16.to_be_bytes();
+
 /// A pointer to a `T` at `offset` into the linear data, if the whole `T` lies inside it.
 #[inline(always)]
 pub fn header_ptr<T>(ctx: &impl Packet, offset: usize) -> Option<*mut T> {

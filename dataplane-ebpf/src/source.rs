@@ -11,26 +11,11 @@ use network_types::eth::EthHdr;
 
 use crate::{
     packet::{self, Packet},
-    parse::{self, ETH_P_ARP, Ipv4Frame, Ipv6Frame, UpperLayer},
+    parse::{
+        self, ARP_HARDWARE_ETHERNET, ARP_PROTOCOL_IPV4, ArpIpv4, ETH_P_ARP, Ipv4Frame, Ipv6Frame, UpperLayer,
+    },
 };
 
-/// An ARP packet for IPv4 over Ethernet, as RFC 826 lays it out after the Ethernet header.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ArpIpv4 {
-    hardware_type: [u8; 2],
-    protocol_type: [u8; 2],
-    hardware_len: u8,
-    protocol_len: u8,
-    operation: [u8; 2],
-    sender_mac: [u8; 6],
-    sender_ip: [u8; 4],
-    target_mac: [u8; 6],
-    target_ip: [u8; 4],
-}
-
-const ARP_HARDWARE_ETHERNET: [u8; 2] = 1u16.to_be_bytes();
-const ARP_PROTOCOL_IPV4: [u8; 2] = 0x0800u16.to_be_bytes();
 const UNSPECIFIED: [u8; 4] = [0; 4];
 
 /// The link layer of a frame from the container behind `iface`: its source MAC, and for

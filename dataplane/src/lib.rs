@@ -21,3 +21,4 @@ pub mod ports;
 pub mod process;
 pub mod state;
 pub mod store;
+pub mod tunnel;

@@ -1,7 +1,8 @@
 //! The kernel side as the daemon sees it: loads the object once, pins its programs and
 //! maps under the bpffs directory (maps survive a daemon restart and are reused, unless
-//! their layout changed), attaches `from_container` to host-side veths and `from_uplink`
-//! and `uplink_xdp` to the uplink, and writes the tables the programs decide from.
+//! their layout changed), attaches `from_container` to host-side veths, `from_uplink`
+//! and `uplink_xdp` to the uplink and `from_tunnel` to the VXLAN device, and writes the
+//! tables the programs decide from.
 
 use std::{
     collections::HashSet,
@@ -25,8 +26,8 @@ use aya::{
 };
 use dataplane_common::{
     Backend, Counter, DnatEntry, Endpoint, EndpointKey, FirewallKey, FirewallVerdict, FlowKey, HostConfig,
-    IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey, RevSnatEntry, SnatEntry,
-    SubnetInfo, SubnetKey, ct_event, map_names, program_names,
+    IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey, RemoteEndpoint,
+    RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, TunnelConfig, ct_event, map_names, program_names,
 };
 use ipnet::{IpNet, Ipv4Net};
 
@@ -147,7 +148,7 @@ fn firewall_key(rule_set: u16, source: Ipv4Net) -> Key<FirewallKey> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 19] {
+fn pinned_layouts() -> [PinnedLayout; 22] {
     use dataplane_common::{SockRevKey, SockRevValue};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -170,6 +171,9 @@ fn pinned_layouts() -> [PinnedLayout; 19] {
         layout::<u32, u64>(map_names::FIREWALL_HITS, Some(FirewallVerdict::MAX_RULES)),
         // A program array: slot index to program fd.
         layout::<u32, u32>(map_names::UPLINK_V6, Some(1)),
+        layout::<EndpointKey, RemoteEndpoint>(map_names::REMOTE_ENDPOINTS, None),
+        layout::<u32, u32>(map_names::TUNNEL_NETWORKS, None),
+        layout::<u32, TunnelConfig>(map_names::TUNNEL_CONFIG, Some(1)),
     ]
 }
 
@@ -248,7 +252,7 @@ impl Datapath {
                 );
             }
         }
-        for name in [program_names::FROM_CONTAINER, program_names::FROM_UPLINK] {
+        for name in [program_names::FROM_CONTAINER, program_names::FROM_UPLINK, program_names::FROM_TUNNEL] {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
@@ -333,6 +337,62 @@ impl Datapath {
         // Already there after a restart: the attach below says so if it is missing.
         let _ = aya::programs::tc::qdisc_add_clsact(ifname);
         self.attach_filter(program_names::FROM_UPLINK, ifname)
+    }
+
+    /// Attaches `from_tunnel` to the VXLAN device's ingress (idempotent), on a clsact
+    /// qdisc, and tells the programs where the device is.
+    pub fn attach_tunnel(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
+        aya::programs::tc::qdisc_add_clsact(ifname)
+            .with_context(|| format!("adding a clsact qdisc to {ifname}"))?;
+        self.attach_filter(program_names::FROM_TUNNEL, ifname)?;
+        self.set_tunnel_config(TunnelConfig { ifindex })
+    }
+
+    /// Tells the programs that the VXLAN device is gone: overlay frames for other hosts
+    /// go to the kernel, which has no way there.
+    pub fn detach_tunnel(&mut self, ifname: &str) -> Result<()> {
+        self.set_tunnel_config(TunnelConfig::default())?;
+        self.filters.remove(ifname);
+        Ok(())
+    }
+
+    fn set_tunnel_config(&mut self, config: TunnelConfig) -> Result<()> {
+        let name = map_names::TUNNEL_CONFIG;
+        let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
+        let mut array: Array<&mut MapData, TunnelConfig> = Array::try_from(map)?;
+        array.set(0, config, 0).with_context(|| format!("writing {name}"))
+    }
+
+    /// The overlay endpoints on other hosts the programs know.
+    pub fn remote_endpoints(&mut self) -> Result<std::collections::HashMap<EndpointKey, RemoteEndpoint>> {
+        let map = self.hash_map::<EndpointKey, RemoteEndpoint>(map_names::REMOTE_ENDPOINTS)?;
+        Ok(map.iter().filter_map(|e| e.ok()).collect())
+    }
+
+    pub fn set_remote_endpoint(&mut self, key: EndpointKey, remote: RemoteEndpoint) -> Result<()> {
+        self.hash_map(map_names::REMOTE_ENDPOINTS)?.insert(key, remote, 0).context("writing REMOTE_ENDPOINTS")
+    }
+
+    pub fn remove_remote_endpoint(&mut self, key: EndpointKey) -> Result<()> {
+        remove_missing_ok(
+            self.hash_map::<EndpointKey, RemoteEndpoint>(map_names::REMOTE_ENDPOINTS)?.remove(&key),
+        )
+    }
+
+    /// VNI → overlay network index, as the programs know them.
+    pub fn tunnel_networks(&mut self) -> Result<std::collections::HashMap<u32, u32>> {
+        let map = self.hash_map::<u32, u32>(map_names::TUNNEL_NETWORKS)?;
+        Ok(map.iter().filter_map(|e| e.ok()).collect())
+    }
+
+    pub fn set_tunnel_network(&mut self, vni: u32, network: u32) -> Result<()> {
+        self.hash_map(map_names::TUNNEL_NETWORKS)?
+            .insert(vni, network, 0)
+            .with_context(|| format!("writing TUNNEL_NETWORKS[{vni}]"))
+    }
+
+    pub fn remove_tunnel_network(&mut self, vni: u32) -> Result<()> {
+        remove_missing_ok(self.hash_map::<u32, u32>(map_names::TUNNEL_NETWORKS)?.remove(&vni))
     }
 
     /// A cls_bpf filter (direct action) on the interface's ingress qdisc rather than a

@@ -13,7 +13,8 @@ use anyhow::{Context, Result, anyhow};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::{
-    Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
+    RouteMessageBuilder,
     packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload},
     packet_route::{
         RouteNetlinkMessage,
@@ -257,6 +258,49 @@ impl Netlink {
             .await
             .with_context(|| format!("creating bridge {name}"))?;
         self.require_index(name).await
+    }
+
+    /// A VXLAN device in external (collect-metadata) mode on UDP `port`: whoever sends
+    /// through it gives each frame's VNI and remote host (eBPF's tunnel key), so it needs
+    /// no VNI, remote, forwarding table or multicast group of its own, and learns nothing.
+    pub async fn create_vxlan(&self, name: &str, port: u16) -> Result<u32> {
+        let message = LinkVxlan::new(name, 0).port(port).collect_metadata(true).learning(false).build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .with_context(|| format!("creating VXLAN device {name} on UDP port {port}"))?;
+        self.require_index(name).await
+    }
+
+    /// The MTU of the link at `index`; `None` when there is no such link.
+    pub async fn link_mtu(&self, index: u32) -> Result<Option<u32>> {
+        let mut links = self.handle.clone().link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link.and_then(|l| {
+                l.attributes.into_iter().find_map(|a| match a {
+                    LinkAttribute::Mtu(mtu) => Some(mtu),
+                    _ => None,
+                })
+            })),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up link {index}")),
+        }
+    }
+
+    /// The link that holds the address `ip`, if one does.
+    pub async fn link_holding(&self, ip: IpAddr) -> Result<Option<u32>> {
+        let messages: Vec<_> =
+            self.handle.address().get().execute().try_collect().await.context("listing addresses")?;
+        Ok(messages
+            .into_iter()
+            .find(|m| {
+                m.attributes.iter().any(|a| {
+                    matches!(a, AddressAttribute::Local(held) | AddressAttribute::Address(held) if *held == ip)
+                })
+            })
+            .map(|m| m.header.index))
     }
 
     /// Adds `ip/prefix` to a link; an address already there is fine (restores repeat it).

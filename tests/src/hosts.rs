@@ -125,11 +125,22 @@ impl Cluster {
     /// `count` hosts with their daemons on the store, which keeps a dead host's leases
     /// `ttl_secs`.
     pub fn start(count: usize, ttl_secs: u32) -> Self {
+        Self::start_with(count, ttl_secs, &[], false)
+    }
+
+    /// As `start`, with more environment for every daemon (the variables of its flags,
+    /// e.g. `DATAPLANE_VXLAN_PORT`) and, with `uplinks`, for each host an uplink of its own
+    /// to an external namespace (its default route, which masquerade leaves by).
+    pub fn start_with(count: usize, ttl_secs: u32, daemon_env: &[(&str, &str)], uplinks: bool) -> Self {
         let mut underlay = Underlay::start();
         underlay.start_etcd();
         let mut hosts = vec![];
         for i in 0..count {
-            let host = Host::empty().expect("creating a host namespace");
+            let host = if uplinks {
+                Host::empty_with_external()
+            } else {
+                Host::empty().expect("creating a host namespace")
+            };
             let address = format!("{UNDERLAY_PREFIX}.{}", 11 + i);
             let port = format!("ul{i}");
             host.sh_ok(&format!(
@@ -143,11 +154,13 @@ impl Cluster {
             let host = hosts.last_mut().unwrap();
             let store = format!("etcd://{ETCD_ADDR}:2379");
             let ttl = ttl_secs.to_string();
-            host.set_daemon_env(&[
-                ("DATAPLANE_STORE", &store),
-                ("DATAPLANE_STORE_TTL", &ttl),
-                ("DATAPLANE_ADVERTISE_ADDRESS", &address),
-            ]);
+            let mut env = vec![
+                ("DATAPLANE_STORE", store.as_str()),
+                ("DATAPLANE_STORE_TTL", ttl.as_str()),
+                ("DATAPLANE_ADVERTISE_ADDRESS", address.as_str()),
+            ];
+            env.extend_from_slice(daemon_env);
+            host.set_daemon_env(&env);
         }
         let mut cluster = Self { hosts, underlay };
         for host in &mut cluster.hosts {

@@ -1,11 +1,11 @@
 //! Several hosts, one network: daemons in host namespaces share overlay networks, their
-//! address leases and their names through one etcd on an underlay (see `hosts`). Each
-//! host builds the network locally as a bridge network; the cross-host datapath (VXLAN)
-//! is not here yet, so these scenarios check the shared state, names and failures.
+//! address leases and their names through one etcd on an underlay (see `hosts`), and
+//! carry their containers' traffic to each other through VXLAN. These scenarios check
+//! the shared state, names, failures and the traffic between hosts.
 
 use std::{collections::BTreeSet, thread, time::Duration};
 
-use dataplane_tests::{Host, eventually, hosts::Cluster};
+use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually, hosts::Cluster};
 
 const SUBNET: &str = "10.200.0.0/16";
 const GATEWAY: &str = "10.200.0.1";
@@ -30,6 +30,114 @@ fn dig(host: &Host, from: &str, name: &str) -> Vec<String> {
 
 fn network_id(host: &Host, name: &str) -> String {
     host.dp_json(&["network", "inspect", name])[0]["Id"].as_str().unwrap().to_string()
+}
+
+/// Whether `from` on `host` reaches `to` (a name or an address) with one ping.
+fn pings(host: &Host, from: &str, to: &str) -> bool {
+    host.ping(from, to)
+}
+
+/// Waits until `from` on `host` reaches `to`, and says so.
+fn comes_through(host: &Host, from: &str, to: &str) -> bool {
+    eventually(Duration::from_secs(10), || pings(host, from, to))
+}
+
+/// Creates overlay network `name` on `on` and waits until `others` list it.
+fn create_overlay(on: &Host, others: &[&Host], name: &str, subnet: &str) {
+    on.dp_ok(&["network", "create", "-d", "overlay", "--subnet", subnet, name]);
+    for host in others {
+        let line = format!("{name} overlay global");
+        assert!(
+            eventually(Duration::from_secs(10), || lists(host, &line)),
+            "another host never saw {name}: {:?}",
+            network_names(host)
+        );
+    }
+}
+
+#[test]
+fn containers_on_two_hosts_ping_and_curl_each_other_by_name_through_the_tunnel() {
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    a.dp_ok(&["run", "-d", "--name", "web", "--network", "prod", "--", "python3", "-m", "http.server", "80"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    assert!(
+        comes_through(b, "client", "web"),
+        "client (on B) cannot ping web (on A) by name\nA:\n{}\nB:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
+    assert!(pings(a, "web", "client"), "web (on A) cannot ping client (on B) by name");
+    // The server may still be starting: connections are refused until it listens.
+    let fetch = || b.exec("client", "curl -sf --max-time 5 -o /dev/null -w '%{http_code}' http://web/");
+    assert!(
+        eventually(Duration::from_secs(10), || fetch().stdout == b"200"),
+        "client (on B) cannot fetch web's page (on A): {:?}",
+        fetch()
+    );
+
+    // From the link itself: /sys in a container is the daemon's.
+    let link = b.exec("client", "ip -o link show dev eth0");
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(
+        link.contains(" mtu 1450 "),
+        "an overlay container's MTU is the underlay's (1500) less VXLAN's 50 bytes: {link}"
+    );
+    // 1422 bytes of ICMP payload fill 1450 bytes of IPv4: the largest packet that crosses
+    // unfragmented (-M do), once encapsulated exactly the underlay's 1500.
+    let full = b.exec("client", "ping -c 1 -W 2 -M do -s 1422 web");
+    assert!(full.status.success(), "a full-MTU packet does not cross: {full:?}");
+    let vnis = cluster.underlay.keys("/dataplane/vnis/");
+    assert_eq!(vnis, ["/dataplane/vnis/4096"], "the network's VNI is held in the store");
+}
+
+#[test]
+fn two_overlay_networks_stay_apart_across_hosts() {
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    create_overlay(b, &[a], "dev", "10.201.0.0/16");
+    a.run_sleeper("api", &["--network", "prod"]);
+    a.run_sleeper("tool", &["--network", "dev"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    b.run_sleeper("stranger", &["--network", "dev"]);
+    let (api, tool) = (a.ip_of("api"), a.ip_of("tool"));
+    assert!(comes_through(b, "client", &api), "client cannot reach api, on its own network");
+    assert!(comes_through(b, "stranger", &tool), "stranger cannot reach tool, on its own network");
+    assert!(!pings(b, "stranger", &api), "stranger (dev, on B) reaches api (prod, on A)");
+    assert!(!pings(b, "client", &tool), "client (prod, on B) reaches tool (dev, on A)");
+    assert_eq!(cluster.underlay.keys("/dataplane/vnis/").len(), 2, "one VNI per network");
+}
+
+#[test]
+fn an_overlay_container_reaches_the_outside_through_its_own_hosts_uplink() {
+    let cluster = Cluster::start_with(2, 30, &[], true);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    b.run_sleeper("client", &["--network", "prod"]);
+    let _http =
+        b.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
+    let fetched = b.exec("client", &format!("curl -sf -m 5 -o /dev/null http://{EXTERNAL_ADDR}:8080/"));
+    assert!(fetched.status.success(), "client (prod, on B) cannot reach the outside: {fetched:?}");
+    let log = std::fs::read_to_string(b.dir.join("http.log")).unwrap();
+    assert!(log.contains(UPLINK_ADDR), "the outside saw another source than B's uplink: {log}");
+    assert!(b.counter("masqueraded") > 0, "B's programs did not masquerade the overlay container");
+}
+
+#[test]
+fn the_vxlan_port_is_the_daemons_setting() {
+    let cluster = Cluster::start_with(2, 30, &[("DATAPLANE_VXLAN_PORT", "8472")], false);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    a.run_sleeper("api", &["--network", "prod"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    assert!(comes_through(b, "client", "api"), "client cannot reach api over port 8472");
+    for (label, host) in [("A", a), ("B", b)] {
+        let listening = |port: u16| !host.sh_ok(&format!("ss -Hlun sport = :{port}")).trim().is_empty();
+        assert!(listening(8472), "host {label}'s tunnel does not listen on UDP 8472");
+        assert!(!listening(4789), "host {label}'s tunnel listens on the default port too");
+    }
 }
 
 #[test]
@@ -171,6 +279,7 @@ fn a_dead_hosts_leases_and_names_go_after_its_ttl() {
         eventually(Duration::from_secs(10), || dig(b, "client", "api") == [api.clone()]),
         "api does not resolve on B before A dies"
     );
+    assert!(comes_through(b, "client", &api), "client (on B) cannot reach api (on A) before A dies");
     let lease_key = format!("/dataplane/leases/{id}/{api}");
     // A daemon that restarts takes its leases and records over under its new lease: they
     // outlive the old one's TTL.
@@ -184,6 +293,8 @@ fn a_dead_hosts_leases_and_names_go_after_its_ttl() {
         std::slice::from_ref(&api),
         "api went from B's names with A's restart"
     );
+    let b = &cluster.hosts[1];
+    assert!(comes_through(b, "client", &api), "client (on B) cannot reach api after A's restart");
     cluster.hosts[0].kill_daemon();
     let (underlay, b) = (&cluster.underlay, &cluster.hosts[1]);
     // Not at once: a daemon that restarts within its TTL keeps its leases.
@@ -198,6 +309,10 @@ fn a_dead_hosts_leases_and_names_go_after_its_ttl() {
         eventually(Duration::from_secs(5), || dig(b, "client", "api").is_empty()),
         "the dead host's container still resolves on B: {:?}",
         dig(b, "client", "api")
+    );
+    assert!(
+        !pings(b, "client", &api),
+        "traffic from B still reaches the dead host's container after its TTL"
     );
 }
 

@@ -1,6 +1,6 @@
 //! `dataplane daemon --cleanup`: removes every trace that a daemon with the same settings
 //! left on the host, whether it stopped or was killed: containers' processes and
-//! namespaces, bridges and veths, our tc filter on the uplink (and its clsact qdisc once
+//! namespaces, bridges, veths and the VXLAN device, our tc filter on the uplink (and its clsact qdisc once
 //! empty), the XDP link and every pin, the bpffs mount, the namespace dir's mount and the
 //! mount template, the sockets; with `purge`, the state dir. It refuses while a daemon
 //! holds the state dir or answers on the socket.
@@ -135,6 +135,12 @@ async fn remove_links(config: &Config, netlink: &Netlink, removed: &mut Removed)
         log::info!("removed bridge {bridge} of network {} and its {} ports", &network_id[..12], ports.len());
         removed.bridges += 1;
         removed.links += ports.len();
+    }
+    // The VXLAN device of a daemon with a store that was killed (a stop removes it).
+    if netlink.link_index(crate::tunnel::DEVICE).await?.is_some() {
+        netlink.delete_link(crate::tunnel::DEVICE).await?;
+        log::info!("removed the VXLAN device {}", crate::tunnel::DEVICE);
+        removed.links += 1;
     }
     let state = match StateStore::peek(&config.state_dir) {
         Ok(state) => state.unwrap_or_default(),

@@ -125,6 +125,10 @@ pub struct Settings {
     /// renewing them (it died) [default: 30].
     #[arg(long, env = "DATAPLANE_STORE_TTL", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(2..=86_400))]
     pub store_ttl: Option<u64>,
+    /// The UDP port overlay networks' VXLAN tunnel uses between hosts; every host of a
+    /// store must use the same [default: 4789].
+    #[arg(long, env = "DATAPLANE_VXLAN_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub vxlan_port: Option<u16>,
 }
 
 /// The daemon's log levels (`--log-level`), the most quiet first.
@@ -214,6 +218,7 @@ impl Settings {
             store: self.store.or(file.store),
             advertise_address: self.advertise_address.or(file.advertise_address),
             store_ttl: self.store_ttl.or(file.store_ttl),
+            vxlan_port: self.vxlan_port.or(file.vxlan_port),
         }
     }
 
@@ -242,6 +247,7 @@ impl Settings {
             store: self.store,
             advertise_address: self.advertise_address,
             store_ttl: Duration::from_secs(self.store_ttl.unwrap_or(DEFAULT_STORE_TTL_SECS)),
+            vxlan_port: self.vxlan_port.unwrap_or(crate::tunnel::DEFAULT_PORT),
             default_ipv6: match (self.ipv6, self.fixed_cidr_v6) {
                 (Some(false), _) | (None, None) => None,
                 (_, subnet) => Some(subnet),
@@ -287,7 +293,7 @@ mod tests {
         let from_file = file(
             "state-dir = \"/srv/dataplane\"\nuplink = \"eth1\"\nxdp = \"off\"\ndns = [\"192.0.2.53\"]\n\
              nat-port-range = \"40000-41000\"\nlog-level = \"debug\"\nmetrics-addr = \"127.0.0.1:9090\"\n\
-             store = \"etcd://10.0.0.10:2379\"\n",
+             store = \"etcd://10.0.0.10:2379\"\nvxlan-port = 8472\n",
         );
         let flags = Settings {
             uplink: Some("eth2".into()),
@@ -307,6 +313,7 @@ mod tests {
         assert_eq!(merged.metrics_addr, Some("127.0.0.1:9090".parse().unwrap()));
         assert_eq!(merged.store, Some("etcd://10.0.0.10:2379".parse().unwrap()), "the store is a key too");
         let config = merged.into_config("/run/x.sock".into());
+        assert_eq!(config.vxlan_port, 8472, "the VXLAN port is a key too");
         assert_eq!(config.bpffs, Path::new(DEFAULT_BPFFS), "the default where neither sets it");
         assert_eq!(config.docker_stale_after, Duration::from_secs(60));
     }
@@ -331,6 +338,7 @@ mod tests {
         assert_eq!(config.netns_dir, Path::new("/run/netns"));
         assert_eq!((config.xdp, config.uplink, config.docker_plugin), (UplinkXdp::Auto, None, None));
         assert_eq!(config.default_ipv6, None, "the default network is IPv4-only unless asked");
+        assert_eq!(config.vxlan_port, 4789, "VXLAN's IANA port");
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub struct Config {
     pub advertise_address: Option<std::net::IpAddr>,
     /// How long the store keeps this host's leases after it stops renewing them.
     pub store_ttl: Duration,
+    /// The UDP port of the VXLAN tunnel between hosts (`--vxlan-port`).
+    pub vxlan_port: u16,
 }
 
 /// The host's id, made once and kept in the state dir: what the ULA pool of its IPv6
@@ -171,6 +173,8 @@ struct Core {
     ula_pool: ipnet::Ipv6Net,
     /// The store shared with other hosts, for overlay networks (`--store`).
     shared: Option<Arc<crate::store::etcd::EtcdStore>>,
+    /// The MTU of overlay networks' containers, once the tunnel is up (with a store).
+    tunnel_mtu: Option<u32>,
     /// Deletes the interfaces of removed containers after the answer.
     link_reaper: LinkReaper,
 }
@@ -230,6 +234,23 @@ pub async fn run(config: Config) -> Result<()> {
         }
         None => None,
     };
+    let tunnel_mtu = match &shared {
+        Some(_) => Some(
+            crate::tunnel::setup(
+                &netlink,
+                &mut datapath,
+                config.vxlan_port,
+                config.advertise_address,
+                config.uplink.as_deref(),
+            )
+            .await?,
+        ),
+        // What a daemon that ran with a store and was killed left.
+        None => {
+            crate::tunnel::teardown(&netlink, &mut datapath).await?;
+            None
+        }
+    };
     let core = Arc::new(Mutex::new(Core {
         config: config.clone(),
         state,
@@ -245,6 +266,7 @@ pub async fn run(config: Config) -> Result<()> {
         firewall,
         ula_pool,
         shared: shared.clone(),
+        tunnel_mtu,
         link_reaper: LinkReaper::start()?,
     }));
     {
@@ -338,6 +360,11 @@ pub async fn run(config: Config) -> Result<()> {
         let c = &mut *guard;
         c.store.write_whole(&c.state)?;
         tokio::task::block_in_place(|| c.link_reaper.finish());
+        if c.tunnel_mtu.is_some()
+            && let Err(e) = crate::tunnel::teardown(&c.netlink, &mut c.datapath).await
+        {
+            log::warn!("removing the VXLAN device: {e:#}");
+        }
     }
     log::info!("stopped; containers keep running and state is kept for the next start");
     Ok(())

@@ -92,7 +92,12 @@ impl Core {
             }
             BridgeOptions { icc: true, mtu: None }
         } else {
-            BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?
+            let mut options =
+                BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?;
+            if overlay {
+                options.mtu = self.overlay_mtu(options.mtu);
+            }
+            options
         };
         // A macvlan network lives on the parent's segment, which the host may well route.
         let host_routes = if macvlan { vec![] } else { self.host_routes().await? };
@@ -132,9 +137,10 @@ impl Core {
             id,
         };
         if let Some(store) = &store
-            && !store
+            && store
                 .create_network(&SharedNetwork::of(&network).context("an overlay network has IPv4")?)
                 .await?
+                .is_none()
         {
             bail!(
                 "network with name {} already exists in the store {}; choose another name",

@@ -1,7 +1,7 @@
 //! Overlay networks on this host, as the shared store has them: keeps the host's etcd
 //! lease alive, follows the store's watch (reading everything again whenever the watch
 //! breaks, so that the host catches up once etcd is back) and brings the host's overlay
-//! networks and the names of other hosts' endpoints in line with it. Leasing an address
+//! networks, the names of other hosts' endpoints and the tunnel's tables in line with it. Leasing an address
 //! and recording an endpoint for the others are `endpoints`' steps through the helpers
 //! here; creating and removing a network, `networks`'. It never puts host-local state in
 //! the store, and never holds the daemon's lock while it waits on etcd, except to write
@@ -16,6 +16,7 @@ use crate::{
     dns::RemoteName,
     state::{Endpoint, Network},
     store::{EndpointRecord, Mirror, OVERLAY_DRIVER, SharedNetwork, etcd::EtcdStore, etcd::Liveness},
+    tunnel::Tables,
 };
 
 /// How long the watch waits before reading the store again after it broke.
@@ -73,6 +74,7 @@ async fn watch(core: Shared, store: Arc<EtcdStore>) {
             if std::mem::take(&mut broken) {
                 log::info!("store {}: following it again", store.address());
             }
+            give_vnis(&store, &mirror).await;
             core.lock().await.apply_mirror(&mirror).await;
             if store.has_lease() {
                 reclaim(&core, &store).await?;
@@ -80,6 +82,7 @@ async fn watch(core: Shared, store: Arc<EtcdStore>) {
             let mut stream = store.watch(revision + 1).await?;
             loop {
                 store.follow(&mut stream, &mut mirror).await?;
+                give_vnis(&store, &mirror).await;
                 core.lock().await.apply_mirror(&mirror).await;
             }
         }
@@ -90,6 +93,16 @@ async fn watch(core: Shared, store: Arc<EtcdStore>) {
             log::warn!("store watch: {e:#}; reading the store again until it answers");
         }
         tokio::time::sleep(RETRY_AFTER).await;
+    }
+}
+
+/// Gives a VNI to each network recorded without one (by the first version of the store);
+/// the watch then brings the new records.
+async fn give_vnis(store: &EtcdStore, mirror: &Mirror) {
+    for net in mirror.networks.values().filter(|n| n.vni.is_none()) {
+        if let Err(e) = store.give_vni(net).await {
+            log::warn!("store: overlay network {}: {e:#}", net.name);
+        }
     }
 }
 
@@ -199,6 +212,10 @@ impl Core {
             })
             .collect();
         self.resolvers.set_remote(&self.state, remote);
+        let tables = Tables::of(mirror, &store.host.id, &self.state.networks);
+        if let Err(e) = tables.apply(&mut self.datapath) {
+            log::warn!("store: updating the tunnel's tables: {e:#}");
+        }
     }
 
     /// Makes on this host an overlay network another host created.
@@ -218,7 +235,17 @@ impl Core {
                 other.name,
             );
         }
-        let net = shared.local(self.state.next_network_index()).map_err(|e| anyhow!(e))?;
+        let mut net = shared.local(self.state.next_network_index()).map_err(|e| anyhow!(e))?;
+        net.bridge_options.mtu = self.overlay_mtu(net.bridge_options.mtu);
         self.install_network(net).await
+    }
+
+    /// The MTU of an overlay network's containers: the tunnel's (the underlay's less the
+    /// VXLAN overhead), or the one `asked` (`-o mtu`) if it is lower.
+    pub(super) fn overlay_mtu(&self, asked: Option<u32>) -> Option<u32> {
+        match (asked, self.tunnel_mtu) {
+            (Some(asked), Some(tunnel)) => Some(asked.min(tunnel)),
+            (asked, tunnel) => asked.or(tunnel),
+        }
     }
 }

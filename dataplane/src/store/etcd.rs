@@ -13,12 +13,12 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions, WatchStream,
+    TxnOpResponse, WatchOptions, WatchStream,
 };
 
 use super::{
-    EndpointRecord, Host, Mirror, PREFIX, SharedNetwork, StoreAddress, endpoint_key, endpoints_of, lease_key,
-    leases_of, network_key,
+    EndpointRecord, Host, Mirror, PREFIX, SharedNetwork, StoreAddress, VNIS, endpoint_key, endpoints_of,
+    free_vni, lease_key, leases_of, network_key, vni_key,
 };
 use crate::state::Network;
 
@@ -48,6 +48,24 @@ pub enum Liveness {
     /// The lease had expired (or there was none): a new one was granted, and the host's
     /// leases and records must be written again.
     Granted,
+}
+
+/// The transaction that records `net` with the lowest VNI `taken` does not hold, if
+/// `guard` holds for its key and the VNI's key is absent; else it reads the network's key.
+fn with_free_vni(net: &SharedNetwork, taken: &BTreeSet<u32>, guard: Compare) -> Result<(u32, Txn)> {
+    let vni = free_vni(taken).ok_or_else(|| anyhow!("network {}: every VNI is taken", net.name))?;
+    let key = network_key(&net.name);
+    let value = serde_json::to_vec(&SharedNetwork { vni: Some(vni), ..net.clone() })?;
+    let txn = Txn::new()
+        .when([guard, Compare::create_revision(vni_key(vni), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key.clone(), value, None), TxnOp::put(vni_key(vni), net.id.clone(), None)])
+        .or_else([TxnOp::get(key, None)]);
+    Ok((vni, txn))
+}
+
+/// Whether a transaction's `or_else` get found the key.
+fn holds_a_value(responses: &[TxnOpResponse]) -> bool {
+    responses.iter().any(|r| matches!(r, TxnOpResponse::Get(found) if !found.kvs().is_empty()))
 }
 
 impl EtcdStore {
@@ -129,14 +147,62 @@ impl EtcdStore {
         Ok(Liveness::Granted)
     }
 
-    /// Records a new overlay network, unless one of its name exists; `false` then.
-    pub async fn create_network(&self, net: &SharedNetwork) -> Result<bool> {
+    /// Records a new overlay network with the lowest free VNI, unless one of its name
+    /// exists (`None` then). The network's key and its VNI's are made together, each only
+    /// if absent (compare-and-swap): two networks never share a VNI.
+    pub async fn create_network(&self, net: &SharedNetwork) -> Result<Option<u32>> {
         let key = network_key(&net.name);
-        let value = serde_json::to_vec(net)?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value, None)]);
-        Ok(self.call(async |mut c| c.txn(txn).await).await?.succeeded())
+        let mut taken = self.vnis_taken().await?;
+        for _ in 0..LEASE_TRIES {
+            let (vni, txn) =
+                with_free_vni(net, &taken, Compare::create_revision(key.clone(), CompareOp::Equal, 0))?;
+            let answer = self.call(async |mut c| c.txn(txn).await).await?;
+            if answer.succeeded() {
+                return Ok(Some(vni));
+            }
+            if holds_a_value(&answer.op_responses()) {
+                return Ok(None);
+            }
+            // Another network took the VNI meanwhile.
+            taken.insert(vni);
+        }
+        bail!(
+            "network {}: no free VNI after {LEASE_TRIES} tries, every one taken by another network meanwhile; try again",
+            net.name
+        )
+    }
+
+    /// Gives a VNI to a network recorded without one (by the first version of the store),
+    /// if nobody changed its record meanwhile (compare-and-swap on its bytes).
+    pub async fn give_vni(&self, net: &SharedNetwork) -> Result<()> {
+        let key = network_key(&net.name);
+        let recorded = serde_json::to_vec(net)?;
+        let mut taken = self.vnis_taken().await?;
+        for _ in 0..LEASE_TRIES {
+            let (vni, txn) =
+                with_free_vni(net, &taken, Compare::value(key.clone(), CompareOp::Equal, recorded.clone()))?;
+            let answer = self.call(async |mut c| c.txn(txn).await).await?;
+            let changed = answer.op_responses().iter().any(|r| {
+                matches!(r, TxnOpResponse::Get(found) if found.kvs().first().is_none_or(|kv| kv.value() != recorded))
+            });
+            if answer.succeeded() || changed {
+                return Ok(());
+            }
+            taken.insert(vni);
+        }
+        bail!("network {}: no free VNI after {LEASE_TRIES} tries", net.name)
+    }
+
+    /// The VNIs the store holds.
+    async fn vnis_taken(&self) -> Result<BTreeSet<u32>> {
+        let held = self
+            .call(async |mut c| c.get(VNIS, Some(GetOptions::new().with_prefix().with_keys_only())).await)
+            .await?;
+        Ok(held
+            .kvs()
+            .iter()
+            .filter_map(|kv| std::str::from_utf8(kv.key()).ok()?.strip_prefix(VNIS)?.parse().ok())
+            .collect())
     }
 
     /// Refuses while any host has endpoints on an overlay network, naming them.
@@ -159,12 +225,19 @@ impl EtcdStore {
         Ok(())
     }
 
-    /// Removes an overlay network and whatever leases are left of it, for every host.
+    /// Removes an overlay network, its VNI and whatever leases are left of it, for every
+    /// host.
     pub async fn remove_network(&self, net: &Network) -> Result<()> {
-        let txn = Txn::new().and_then([
-            TxnOp::delete(network_key(&net.name), None),
+        let key = network_key(&net.name);
+        let found = self.call(async |mut c| c.get(key.clone(), None).await).await?;
+        let vni =
+            found.kvs().first().and_then(|kv| serde_json::from_slice::<SharedNetwork>(kv.value()).ok()?.vni);
+        let mut removals = vec![
+            TxnOp::delete(key, None),
             TxnOp::delete(leases_of(&net.id), Some(DeleteOptions::new().with_prefix())),
-        ]);
+        ];
+        removals.extend(vni.map(|vni| TxnOp::delete(vni_key(vni), None)));
+        let txn = Txn::new().and_then(removals);
         self.call(async |mut c| c.txn(txn).await).await?;
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! Where the daemon keeps what it knows: the local state file (`state::StateStore`, the
 //! default, which owns everything host-local) and, for hosts that share networks, etcd
 //! (`etcd`), which holds only what every host must agree on:
-//! - overlay networks: `/dataplane/networks/<name>` → `SharedNetwork`;
+//! - overlay networks: `/dataplane/networks/<name>` → `SharedNetwork`, with its VXLAN
+//!   network identifier, held at `/dataplane/vnis/<vni>` → the network's id, made only if
+//!   absent (compare-and-swap) with the network;
 //! - their address leases: `/dataplane/leases/<network id>/<address>` → the host, made
 //!   only if absent (compare-and-swap) and bound to the host's etcd lease;
 //! - endpoint records: `/dataplane/endpoints/<network id>/<endpoint id>` →
@@ -34,6 +36,12 @@ pub const PREFIX: &str = "/dataplane/";
 const NETWORKS: &str = "/dataplane/networks/";
 const LEASES: &str = "/dataplane/leases/";
 const ENDPOINTS: &str = "/dataplane/endpoints/";
+const VNIS: &str = "/dataplane/vnis/";
+
+/// The first VNI given out: those below are left to what else the underlay runs.
+pub const FIRST_VNI: u32 = 4096;
+/// The last one: VNIs are 24 bits.
+pub const LAST_VNI: u32 = (1 << 24) - 1;
 
 /// `--store etcd://ADDR:PORT[,ADDR:PORT...]`: the etcd members to talk to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +95,11 @@ pub struct SharedNetwork {
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub created: jiff::Timestamp,
+    /// Its VXLAN network identifier; records of the first version of the store have none
+    /// until a daemon gives them one (`EtcdStore::give_vni`). Left out of the record when
+    /// `None`, so that such a record reads back as the same bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 impl SharedNetwork {
@@ -104,6 +117,7 @@ impl SharedNetwork {
             options: net.options.clone(),
             labels: net.labels.clone(),
             created: net.created,
+            vni: None,
         })
     }
 
@@ -154,6 +168,15 @@ pub struct Host {
 
 fn network_key(name: &str) -> String {
     format!("{NETWORKS}{name}")
+}
+
+fn vni_key(vni: u32) -> String {
+    format!("{VNIS}{vni}")
+}
+
+/// The lowest VNI from `FIRST_VNI` on that `taken` does not hold.
+fn free_vni(taken: &std::collections::BTreeSet<u32>) -> Option<u32> {
+    (FIRST_VNI..=LAST_VNI).find(|vni| !taken.contains(vni))
 }
 
 fn lease_key(network_id: &str, ip: Ipv4Addr) -> String {
@@ -222,6 +245,14 @@ mod tests {
     }
 
     #[test]
+    fn vnis_are_the_lowest_free_ones_from_the_first() {
+        let taken = std::collections::BTreeSet::from([FIRST_VNI, FIRST_VNI + 2]);
+        assert_eq!(free_vni(&taken), Some(FIRST_VNI + 1));
+        assert_eq!(free_vni(&Default::default()), Some(FIRST_VNI));
+        assert_eq!(vni_key(4096), "/dataplane/vnis/4096");
+    }
+
+    #[test]
     fn the_mirror_keeps_networks_and_endpoints_and_tells_remote_ones() {
         let net = Network::sample("prod", 9);
         let shared = SharedNetwork::of(&net).unwrap();
@@ -248,6 +279,17 @@ mod tests {
         assert_eq!(remote, ["e2"], "host a's own endpoint is not remote to it");
         mirror.delete(&endpoint_key(&net.id, "e2"));
         assert_eq!(mirror.remote_endpoints("a").count(), 0, "a deleted record goes");
+        let legacy = serde_json::to_vec(&shared).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&legacy).contains("vni"),
+            "no VNI, no field: the first version's record"
+        );
+        let read_back: SharedNetwork = serde_json::from_slice(&legacy).unwrap();
+        assert_eq!(
+            serde_json::to_vec(&read_back).unwrap(),
+            legacy,
+            "a record without a VNI reads back as the same bytes, for the compare-and-swap that gives it one"
+        );
         let local = shared.local(7).unwrap();
         assert_eq!((local.driver.as_str(), local.index), (OVERLAY_DRIVER, 7));
         assert_eq!(local.bridge, format!("br-{}", &net.id[..12]), "the same bridge name on every host");
