@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Write},
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
 };
@@ -149,8 +149,8 @@ pub struct CniAdded {
     /// Whether the interface got the namespace's default routes (via the gateways).
     pub default_route: bool,
     pub mtu: Option<u32>,
-    /// The network's resolver, when it has one.
-    pub nameservers: Vec<Ipv4Addr>,
+    /// The network's resolver, when it has one: its IPv4 gateway, then its IPv6 one.
+    pub nameservers: Vec<IpAddr>,
     /// The published ports, with the host ports chosen for those that asked for any.
     pub ports: Vec<PortMapping>,
 }

@@ -324,7 +324,7 @@ fn result_of(
     // The config's `dns` gives what the runtime should add (search domains, options);
     // the resolver is the network's, ahead of any the previous plugin named.
     let mut merged = result.dns.take().or(dns).unwrap_or_default();
-    let ours: Vec<String> = added.nameservers.iter().map(Ipv4Addr::to_string).collect();
+    let ours: Vec<String> = added.nameservers.iter().map(IpAddr::to_string).collect();
     merged.nameservers.retain(|n| !ours.contains(n));
     merged.nameservers.splice(0..0, ours);
     result.dns = Some(merged);
@@ -630,7 +630,7 @@ mod tests {
             ipv6: None,
             default_route: true,
             mtu: None,
-            nameservers: vec![Ipv4Addr::new(10, 88, 5, 1)],
+            nameservers: vec![Ipv4Addr::new(10, 88, 5, 1).into()],
             ports: vec![],
         }
     }

@@ -7,10 +7,10 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -166,21 +166,23 @@ const ADDRESS_TYPE: &str = "RequestAddressType";
 const GATEWAY_ADDRESS: &str = "com.docker.network.gateway";
 
 impl RequestPool {
-    /// The subnet asked for, if any, and the range (`--ip-range`).
-    pub fn parse(&self) -> Result<(Option<Ipv4Net>, Option<Ipv4Net>), String> {
-        if self.v6 {
-            return Err(
-                "dataplane's IPAM driver gives IPv4 addresses only; for an --ipv6 network leave --ipam-driver out (Docker's default IPAM gives its IPv6 pool)".into()
-            );
-        }
-        let net = |s: &str, flag: &str| -> Result<Option<Ipv4Net>, String> {
-            match s {
-                "" => Ok(None),
-                s => s
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| format!("{flag} {s:?} is not an IPv4 subnet; give A.B.C.D/N")),
+    /// The subnet asked for, if any, and the range (`--ip-range`), in the family Docker asks
+    /// for (`V6` with `--ipv6`).
+    pub fn parse(&self) -> Result<(Option<IpNet>, Option<IpNet>), String> {
+        let net = |s: &str, flag: &str| -> Result<Option<IpNet>, String> {
+            if s.is_empty() {
+                return Ok(None);
             }
+            let parsed = if self.v6 {
+                s.parse::<Ipv6Net>().map(IpNet::V6).map_err(|_| {
+                    format!("{flag} {s:?} is not an IPv6 subnet; give an IPv6 prefix such as fd00:1::/64")
+                })
+            } else {
+                s.parse::<Ipv4Net>()
+                    .map(IpNet::V4)
+                    .map_err(|_| format!("{flag} {s:?} is not an IPv4 subnet; give A.B.C.D/N"))
+            };
+            parsed.map(Some)
         };
         Ok((net(&self.pool, "--subnet")?, net(&self.sub_pool, "--ip-range")?))
     }
@@ -192,20 +194,20 @@ impl RequestAddress {
         self.options.get(ADDRESS_TYPE).is_some_and(|t| t == GATEWAY_ADDRESS)
     }
 
-    /// The address asked for (`--ip`, `--gateway`), if any.
-    pub fn wanted(&self) -> Result<Option<Ipv4Addr>, String> {
+    /// The address asked for (`--ip`, `--ip6`, `--gateway`), if any.
+    pub fn wanted(&self) -> Result<Option<IpAddr>, String> {
         parse_address(&self.address)
     }
 }
 
 impl Release {
-    pub fn address(&self) -> Result<Option<Ipv4Addr>, String> {
+    pub fn address(&self) -> Result<Option<IpAddr>, String> {
         parse_address(&self.address)
     }
 }
 
 /// An address as Docker sends it: bare or with a prefix length; empty for none.
-fn parse_address(address: &str) -> Result<Option<Ipv4Addr>, String> {
+fn parse_address(address: &str) -> Result<Option<IpAddr>, String> {
     if address.is_empty() {
         return Ok(None);
     }
@@ -214,7 +216,7 @@ fn parse_address(address: &str) -> Result<Option<Ipv4Addr>, String> {
         .next()
         .and_then(|a| a.parse().ok())
         .map(Some)
-        .ok_or_else(|| format!("address {address:?} is not an IPv4 address"))
+        .ok_or_else(|| format!("address {address:?} is not an IP address"))
 }
 
 /// Join's answer: the interface Docker moves into the sandbox and names `eth<N>`.
@@ -596,8 +598,12 @@ mod tests {
         let any: RequestPool =
             serde_json::from_value(json!({"AddressSpace": "dataplane", "Pool": "", "V6": false})).unwrap();
         assert_eq!(any.parse(), Ok((None, None)));
-        let v6: RequestPool = serde_json::from_value(json!({"Pool": "", "V6": true})).unwrap();
-        assert!(v6.parse().unwrap_err().contains("IPv4 addresses only"));
+        let v6: RequestPool =
+            serde_json::from_value(json!({"Pool": "fd00:30::/64", "SubPool": "", "V6": true})).unwrap();
+        assert_eq!(v6.parse(), Ok((Some("fd00:30::/64".parse().unwrap()), None)));
+        let v4_as_v6: RequestPool =
+            serde_json::from_value(json!({"Pool": "10.30.0.0/24", "V6": true})).unwrap();
+        assert!(v4_as_v6.parse().unwrap_err().contains("--subnet \"10.30.0.0/24\" is not an IPv6 subnet"));
         let bad: RequestPool = serde_json::from_value(json!({"Pool": "10.30.0.0"})).unwrap();
         assert!(bad.parse().unwrap_err().contains("--subnet \"10.30.0.0\" is not an IPv4 subnet"));
 
@@ -613,10 +619,10 @@ mod tests {
         )
         .unwrap();
         assert!(!ip.for_gateway());
-        assert_eq!(ip.wanted(), Ok(Some(Ipv4Addr::new(10, 30, 0, 9))));
+        assert_eq!(ip.wanted(), Ok(Some(Ipv4Addr::new(10, 30, 0, 9).into())));
         let release: Release =
             serde_json::from_value(json!({"PoolID": "10.30.0.0/24", "Address": "10.30.0.9/24"})).unwrap();
-        assert_eq!(release.address(), Ok(Some(Ipv4Addr::new(10, 30, 0, 9))));
+        assert_eq!(release.address(), Ok(Some(Ipv4Addr::new(10, 30, 0, 9).into())));
     }
 
     #[test]

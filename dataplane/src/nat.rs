@@ -44,6 +44,13 @@ pub struct Uplink {
     pub veth: bool,
 }
 
+/// Masquerading through an uplink: the uplink as last read, and the source ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Masquerade {
+    pub uplink: Uplink,
+    pub ports: (u16, u16),
+}
+
 /// The uplink asked for, or the one holding the default route; `None` when the host has
 /// no default route and none was asked for (NAT is then off).
 pub async fn find_uplink(nl: &Netlink, requested: Option<&str>) -> Result<Option<Uplink>> {
@@ -64,15 +71,23 @@ pub async fn find_uplink(nl: &Netlink, requested: Option<&str>) -> Result<Option
             (name, index)
         }
     };
-    let Some(addr) = nl.ipv4_addresses(index).await?.into_iter().next() else {
+    let (addr, addr6) = uplink_addresses(nl, index).await?;
+    let Some(addr) = addr else {
         bail!("uplink {name} has no IPv4 address to masquerade with; add one or pick another --uplink");
     };
-    let addr6 = nl.ipv6_global_addresses(index).await?.into_iter().next();
     if addr6.is_none() {
         log::info!("uplink {name} has no global IPv6 address: IPv6 from containers is not masqueraded");
     }
     let veth = nl.is_veth(index).await?;
     Ok(Some(Uplink { name, index, addr, addr6, veth }))
+}
+
+/// The addresses an uplink masquerades as: its first IPv4 address and its first global
+/// IPv6 address, as the kernel lists them now.
+pub async fn uplink_addresses(nl: &Netlink, index: u32) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+    let addr = nl.ipv4_addresses(index).await?.into_iter().next();
+    let addr6 = nl.ipv6_global_addresses(index).await?.into_iter().next();
+    Ok((addr, addr6))
 }
 
 /// Parses `--nat-port-range 61000-65535`.

@@ -51,23 +51,55 @@ pub struct VethPeer {
     pub elsewhere: bool,
 }
 
-/// Links of the caller's namespace that gained a carrier since `watch_carriers`: by name,
-/// in the order the kernel told (a link may come more than once).
-pub struct CarrierEvents(
-    futures::channel::mpsc::UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
-);
+/// What the kernel tells a subscription, waiting until read.
+type Told = futures::channel::mpsc::UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
-/// Subscribes to the link changes of the caller's namespace (RTMGRP_LINK). What the
-/// kernel tells from now on waits in `CarrierEvents` until read.
-pub fn watch_carriers() -> Result<CarrierEvents> {
+/// Subscribes to `groups` (RTMGRP_*) of the caller's namespace.
+fn subscribe(groups: u32, what: &str) -> Result<Told> {
     let (mut connection, _, messages) = rtnetlink::new_connection().context("opening rtnetlink")?;
     connection
         .socket_mut()
         .socket_mut()
-        .bind(&SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK))
-        .context("subscribing to link changes")?;
+        .bind(&SocketAddr::new(0, groups))
+        .with_context(|| format!("subscribing to {what}"))?;
     tokio::spawn(connection);
-    Ok(CarrierEvents(messages))
+    Ok(messages)
+}
+
+/// Links of the caller's namespace that gained a carrier since `watch_carriers`: by name,
+/// in the order the kernel told (a link may come more than once).
+pub struct CarrierEvents(Told);
+
+/// Subscribes to the link changes of the caller's namespace (RTMGRP_LINK). What the
+/// kernel tells from now on waits in `CarrierEvents` until read.
+pub fn watch_carriers() -> Result<CarrierEvents> {
+    subscribe(rtnetlink::constants::RTMGRP_LINK, "link changes").map(CarrierEvents)
+}
+
+/// Links of the caller's namespace whose IPv4 or IPv6 addresses changed since
+/// `watch_addresses`, by index (a link comes once per address added or removed).
+pub struct AddressEvents(Told);
+
+pub fn watch_addresses() -> Result<AddressEvents> {
+    use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR};
+    subscribe(RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR, "address changes").map(AddressEvents)
+}
+
+impl AddressEvents {
+    /// The index of the next link an address was added to or removed from; `None` once
+    /// the subscription ended.
+    pub async fn next(&mut self) -> Option<u32> {
+        use futures::StreamExt;
+        while let Some((message, _)) = self.0.next().await {
+            match message.payload {
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewAddress(address) | RouteNetlinkMessage::DelAddress(address),
+                ) => return Some(address.header.index),
+                _ => continue,
+            }
+        }
+        None
+    }
 }
 
 impl CarrierEvents {

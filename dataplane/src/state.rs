@@ -10,12 +10,12 @@ mod table;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     str::FromStr,
 };
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -487,10 +487,11 @@ pub struct DockerState {
 /// the addresses given out (the gateway apart).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DockerPool {
-    pub subnet: Ipv4Net,
-    pub range: Option<Ipv4Net>,
-    pub gateway: Option<Ipv4Addr>,
-    pub addresses: BTreeSet<Ipv4Addr>,
+    /// IPv4 or IPv6 (`--ipv6`), as Docker asked; the range and addresses are of its family.
+    pub subnet: IpNet,
+    pub range: Option<IpNet>,
+    pub gateway: Option<IpAddr>,
+    pub addresses: BTreeSet<IpAddr>,
 }
 
 impl DockerState {

@@ -143,8 +143,10 @@ impl Host {
     }
 
     /// A server in the external namespace for the length of a test, its output in
-    /// `log_name` under the test's dir; returns once it has printed something (ready) or
-    /// after half a second, for servers that print nothing when they start.
+    /// `log_name` under the test's dir; returns once it has a socket the namespace did not
+    /// have before (listening, or bound for UDP), once it has exited, or after 10 s. Its
+    /// output says nothing reliable: python's is buffered, and a loaded machine can take
+    /// more than a second to start one.
     pub fn external_server(
         &self,
         program: impl AsRef<std::ffi::OsStr>,
@@ -153,7 +155,8 @@ impl Host {
     ) -> KillOnDrop {
         let log_path = self.dir.join(log_name);
         let log = fs::File::create(&log_path).unwrap();
-        let child = self
+        let before = self.external_sockets();
+        let mut child = self
             .external_command(program)
             .args(args)
             .stdin(Stdio::null())
@@ -161,8 +164,16 @@ impl Host {
             .stderr(log)
             .spawn()
             .unwrap();
-        eventually(Duration::from_millis(500), || fs::metadata(&log_path).is_ok_and(|m| m.len() > 0));
+        eventually(Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+                || self.external_sockets().iter().any(|s| !before.contains(s))
+        });
         KillOnDrop(child)
+    }
+
+    /// The external namespace's listening TCP and bound UDP sockets, one line each.
+    fn external_sockets(&self) -> Vec<String> {
+        self.external_sh_ok("ss -Hlntu").lines().map(str::to_string).collect()
     }
 
     /// One more namespace for the test (`<host>-<suffix>`), removed with the host.

@@ -245,6 +245,8 @@ fn check_of_a_dual_stack_attachment_finds_a_lost_ipv6_route_or_address() {
     let conf = with(config(&host, "1.1.0", "dual", "10.79.0.0/24"), "subnet6", json!("fd00:79::/64"));
     let result = Call::new(&host, "ADD", "6666", Some(&pod)).ok(&conf);
     assert_eq!(result["ips"][1]["address"], "fd00:79::2/64", "{result}");
+    // The network's resolver answers on both gateways, and the runtime is told both.
+    assert_eq!(result["dns"]["nameservers"], json!(["10.79.0.1", "fd00:79::1"]), "{result}");
     let prev = with(conf.clone(), "prevResult", result);
     Call::new(&host, "CHECK", "6666", Some(&pod)).ok(&prev);
 

@@ -576,6 +576,88 @@ fn docker_networks_take_their_addresses_from_our_ipam_driver() {
     );
 }
 
+/// `--ipv6` with our IPAM driver: the IPv6 pool, its gateway and each container's IPv6
+/// address come from us too (`::1`, then `::2`, ...), `--ip6` is honoured, and without an
+/// IPv6 `--subnet` a /64 of the host's ULA pool is picked, as for `network create --ipv6`.
+#[test]
+fn docker_ipv6_networks_take_their_ipv6_addresses_from_our_ipam_driver() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    let driver = plugin.name.as_str();
+    let ipam = ["-d", driver, "--ipam-driver", driver, "--ipv6"];
+    let subnets = ["--subnet", "10.31.0.0/24", "--subnet", "fd00:31::/64"];
+    docker.ok(&[&["network", "create"][..], &ipam, &subnets, &["six"]].concat());
+    let ours = host.dp_json(&["network", "inspect", &docker.dataplane_network("six")]);
+    assert_eq!(
+        (&ours[0]["IPAM"]["Config"][1]["Subnet"], &ours[0]["IPAM"]["Config"][1]["Gateway"]),
+        (&json!("fd00:31::/64"), &json!("fd00:31::1")),
+        "our network has not our IPAM's IPv6 pool and gateway: {ours}"
+    );
+    docker.run("alpha", "six", &[], &["sleep", "600"]);
+    docker.run("beta", "six", &[], &["sleep", "600"]);
+    docker.run("gamma", "six", &["--ip6", "fd00:31::9"], &["sleep", "600"]);
+    let ip6_of = |name: &str| {
+        docker.ok(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"six\").GlobalIPv6Address}}", name])
+    };
+    assert_eq!(
+        [ip6_of("alpha"), ip6_of("beta"), ip6_of("gamma")],
+        ["fd00:31::2", "fd00:31::3", "fd00:31::9"],
+        "not the pool's lowest free addresses, or --ip6 not given"
+    );
+    let ping = docker.exec("alpha", "ping -6 -c 1 -W 2 fd00:31::9");
+    assert!(ping.status.success(), "alpha does not reach gamma over IPv6: {}", text(&ping));
+    let pool = &docker_state(&host)["pools"]["fd00:31::/64"];
+    assert_eq!(pool["gateway"], "fd00:31::1", "{pool}");
+    assert_eq!(pool["addresses"], json!(["fd00:31::2", "fd00:31::3", "fd00:31::9"]), "{pool}");
+    let err = docker.err(&[
+        "run",
+        "-d",
+        "--name",
+        "twin",
+        "--network",
+        "six",
+        "--ip6",
+        "fd00:31::9",
+        IMAGE,
+        "true",
+    ]);
+    assert!(
+        err.contains("address fd00:31::9 is already in use"),
+        "a taken --ip6 was not refused by name: {err}"
+    );
+    docker.ok(&["rm", "-f", "alpha", "beta", "gamma", "twin"]);
+    assert_eq!(docker_state(&host)["pools"]["fd00:31::/64"]["addresses"], json!([]));
+
+    // Without an IPv6 --subnet: a /64 of the host's ULA /48, another one for the next
+    // network, and an IPv6 --subnet that overlaps one of them is refused.
+    let auto6 = |name: &str| {
+        docker.ok(&[&["network", "create"][..], &ipam, &[name]].concat());
+        docker.ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 1).Subnet}}", name])
+    };
+    let (first, second) = (auto6("auto1"), auto6("auto2"));
+    for subnet in [&first, &second] {
+        let ula = subnet
+            .strip_suffix("/64")
+            .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok())
+            .is_some_and(|a| a.octets()[0] == 0xfd);
+        assert!(ula, "not a /64 of a ULA pool: {subnet}");
+    }
+    assert_ne!(first, second, "two networks were given the same IPv6 pool");
+    let err = docker.err(
+        &[&["network", "create"][..], &ipam, &["--subnet", "10.32.0.0/24", "--subnet", &first, "clash"]]
+            .concat(),
+    );
+    assert!(
+        err.contains(&format!("--subnet {first} overlaps {first}")),
+        "an overlapping IPv6 pool was not refused: {err}"
+    );
+    for name in ["six", "auto1", "auto2"] {
+        docker.ok(&["network", "rm", name]);
+    }
+    assert_eq!(docker_state(&host)["pools"], json!({}), "network rm left a pool");
+}
+
 #[test]
 fn with_xdp_on_the_uplink_a_docker_container_s_port_is_served_by_xdp() {
     let plugin = DockerPlugin::unique();

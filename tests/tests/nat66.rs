@@ -3,7 +3,9 @@
 //! IPv6 address; packet too big from a smaller-MTU link further out reaches the container,
 //! which learns the path MTU.
 
-use dataplane_tests::{Host, stdout_of as ok};
+use std::time::Duration;
+
+use dataplane_tests::{EXTERNAL_ADDR, Host, eventually, stdout_of as ok};
 
 const UPLINK_ADDR6: &str = "2001:db8:71::1";
 const EXTERNAL_ADDR6: &str = "2001:db8:71::2";
@@ -97,4 +99,56 @@ fn packet_too_big_from_a_smaller_mtu_link_outside_reaches_the_container() {
         String::from_utf8_lossy(&fits.stdout),
         host.dp_ok(&["stats"]),
     );
+}
+
+/// The addresses masqueraded to are the uplink's as they are now, not as they were when
+/// the daemon started: a global IPv6 address that comes later (SLAAC, DHCPv6, an admin)
+/// turns NAT66 on, and a new IPv4 address (DHCP) is taken at once, as MASQUERADE does.
+#[test]
+fn the_masquerade_addresses_follow_the_uplink_s_addresses() {
+    let mut host = Host::empty_with_external();
+    host.external_sh_ok(&format!("ip addr add {EXTERNAL_ADDR6}/64 dev eth0 nodad"));
+    host.start_daemon();
+    host.dp_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.44.0.0/24",
+        "--subnet",
+        "fd00:44::/64",
+        "later",
+    ]);
+    host.run_sleeper("c", &["--network", "later"]);
+
+    host.sh_ok(&format!(
+        "ip addr add {UPLINK_ADDR6}/64 dev up0 nodad && ip -6 route add default via {EXTERNAL_ADDR6}"
+    ));
+    let ping6 = format!("ping -6 -c 1 -W 1 {EXTERNAL_ADDR6}");
+    assert!(
+        eventually(Duration::from_secs(10), || host.exec("c", &ping6).status.success()),
+        "the uplink's new IPv6 address is not masqueraded to: {}",
+        host.dp_ok(&["stats"])
+    );
+    let flows = host.dp_ok(&["conntrack", "ls"]);
+    assert!(flows.lines().any(|l| l.contains(UPLINK_ADDR6)), "no flow as {UPLINK_ADDR6}:\n{flows}");
+
+    // A new IPv4 address, the old one gone (promoted, so the routes stay).
+    let moved = "203.0.113.7";
+    host.sh_ok(&format!(
+        "sysctl -qw net.ipv4.conf.up0.promote_secondaries=1 && ip addr add {moved}/24 dev up0 \
+         && ip addr del {}/24 dev up0 && ip route replace default via {EXTERNAL_ADDR}",
+        dataplane_tests::UPLINK_ADDR
+    ));
+    let log = host.dir.join("http4.log");
+    let _http =
+        host.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http4.log");
+    let fetch = format!("curl -sf -m 2 -o /dev/null http://{EXTERNAL_ADDR}:8080/");
+    assert!(
+        eventually(Duration::from_secs(10), || host.exec("c", &fetch).status.success()),
+        "the uplink's new IPv4 address is not masqueraded to: {}",
+        host.dp_ok(&["stats"])
+    );
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(seen.contains(moved), "the outside saw another source than the uplink's new address: {seen}");
 }

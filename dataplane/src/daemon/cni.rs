@@ -96,7 +96,12 @@ impl Core {
             }),
             default_route: drivers::takes_default_route(&endpoint.ifname),
             mtu: net.bridge_options.mtu,
-            nameservers: if dns::has_resolver(&net.driver) { vec![net.gateway] } else { vec![] },
+            nameservers: match dns::has_resolver(&net.driver) {
+                true => {
+                    std::iter::once(net.gateway.into()).chain(net.ipv6.map(|v6| v6.gateway.into())).collect()
+                }
+                false => vec![],
+            },
             ports: endpoint.ports,
         })
     }

@@ -42,6 +42,7 @@ mod publishing;
 mod restore;
 mod state_lock;
 mod systemd;
+mod uplink;
 
 pub use cleanup::cleanup;
 pub use config::{LogLevel, Settings, init_logging};
@@ -151,8 +152,9 @@ struct Core {
     store: StateStore,
     datapath: Datapath,
     netlink: Netlink,
-    /// The masquerade source ports, which publishing must leave alone; `None`: NAT is off.
-    nat_ports: Option<(u16, u16)>,
+    /// The uplink and the masquerade source ports, which publishing must leave alone;
+    /// `None`: NAT is off.
+    masquerade: Option<nat::Masquerade>,
     /// Host ports held for each endpoint's published ports, by endpoint id.
     reservations: HashMap<String, Vec<Reservation>>,
     /// The embedded DNS of each bridge network, kept in line with the state on each save.
@@ -228,7 +230,7 @@ pub async fn run(config: Config) -> Result<()> {
     let conntrack = nat::ConntrackAccount::new(nat::TableSnapshot::take(&mut datapath)?);
     let firewall = firewall::Installed::load(&mut datapath)?;
     let netlink = Netlink::connect()?;
-    let nat_ports = setup_nat(&netlink, &mut datapath, &config).await?;
+    let masquerade = setup_nat(&netlink, &mut datapath, &config).await?;
     match config.cgroup.clone().or_else(crate::maps::cgroup2_root) {
         Some(cgroup) => datapath.attach_host_hooks(&cgroup, crate::maps::current_netns_cookie()?)?,
         None => log::warn!("no cgroup2 mount: host processes cannot reach published ports"),
@@ -255,7 +257,7 @@ pub async fn run(config: Config) -> Result<()> {
         store,
         datapath,
         netlink,
-        nat_ports,
+        masquerade,
         reservations: HashMap::new(),
         resolvers,
         conntrack,
@@ -270,6 +272,8 @@ pub async fn run(config: Config) -> Result<()> {
         let c = core.lock().await;
         netns::pin_current(&c.host_netns())?;
     }
+    // Subscribed before anything else reads the uplink, so that no change goes unseen.
+    let uplink_addresses = crate::netlink::watch_addresses()?;
     // Subscribed before restore settles Docker's endpoints, so that none comes up unseen.
     let carriers = match config.docker_plugin {
         Some(_) => Some(crate::netlink::watch_carriers()?),
@@ -286,6 +290,7 @@ pub async fn run(config: Config) -> Result<()> {
         Some(path) => Some((docker::bind(path).await?, path.clone())),
         None => None,
     };
+    tokio::spawn(uplink::follow_addresses(core.clone(), uplink_addresses));
     if let Some(carriers) = carriers {
         tokio::spawn(docker::watch_hand_overs(core.clone(), carriers));
     }
@@ -396,7 +401,7 @@ async fn setup_nat(
     netlink: &Netlink,
     datapath: &mut Datapath,
     config: &Config,
-) -> Result<Option<(u16, u16)>> {
+) -> Result<Option<nat::Masquerade>> {
     let Some(uplink) = nat::find_uplink(netlink, config.uplink.as_deref()).await? else {
         log::info!("no default route and no --uplink: outbound NAT and published ports from outside are off");
         datapath.set_nat_config(NatConfig::default())?;
@@ -429,7 +434,7 @@ async fn setup_nat(
         ports.0,
         ports.1
     );
-    Ok(Some(ports))
+    Ok(Some(nat::Masquerade { uplink, ports }))
 }
 
 async fn serve(

@@ -63,7 +63,7 @@ impl Core {
         let mut held = vec![];
         let mut resolved = vec![];
         for mapping in wanted {
-            if let Some((lo, hi)) = self.nat_ports
+            if let Some((lo, hi)) = self.masquerade.as_ref().map(|m| m.ports)
                 && (lo..=hi).contains(&mapping.host_port)
             {
                 bail!(DaemonError::new(
