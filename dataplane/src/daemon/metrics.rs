@@ -382,6 +382,12 @@ mod tests {
             endpoints: vec![("cni", 4)],
             published_ports: 6,
             dns: dns::Answers { answered: vec![(dns::AnswerSource::Upstream, "NXDOMAIN", 9)], unanswered: 1 },
+            traffic: vec![super::super::EndpointFigures {
+                container: "web".into(),
+                network: "red".into(),
+                sent: super::super::Traffic { packets: 4, bytes: 400 },
+                received: super::super::Traffic { packets: 2, bytes: 200 },
+            }],
         }
     }
 
