@@ -249,7 +249,14 @@ pub enum Request {
         name: String,
         force: bool,
     },
-    Stats,
+    /// The per-path counters; with `container` or `network`, that container's or that
+    /// network's endpoints' counters instead.
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
     /// A stream of the programs' events (`dataplane monitor`): an answer line, then one
     /// `monitor::MonitorLine` per line until the client goes away.
     Monitor(crate::monitor::Filter),

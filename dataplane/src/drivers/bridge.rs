@@ -211,6 +211,7 @@ fn interface_config(
     endpoint: &Endpoint,
     publishes: bool,
     xdp_target: bool,
+    counter_slot: u16,
 ) -> InterfaceConfig {
     let mut flags = 0;
     if publishes {
@@ -233,7 +234,7 @@ fn interface_config(
         v4_mask: net.subnet.map_or([255; 4], |s| s.netmask().octets()),
         v4_addr: endpoint.ip.map_or([0; 4], |ip| ip.octets()),
         mac: endpoint.mac.0,
-        _pad: [0; 2],
+        counter_slot,
         v6_addr: endpoint.ip6.map_or([0; 16], |ip| ip.octets()),
     }
 }
@@ -286,11 +287,12 @@ pub async fn connect(
         && netlink::enable_gro_in(&endpoint.netns, &endpoint.ifname)
             .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", endpoint.ifname))
             .is_ok();
-    dp.set_interface(host_index, interface_config(net, endpoint, publishes, xdp_target))?;
+    let counter_slot = dp.endpoint_counter_slot(&endpoint.host_veth, host_index)?;
+    dp.set_interface(host_index, interface_config(net, endpoint, publishes, xdp_target, counter_slot))?;
     for ip in endpoint.addresses() {
         dp.set_endpoint(
             endpoint_key(net.index, ip),
-            dataplane_common::Endpoint { host_ifindex: host_index, mac: endpoint.mac.0, _pad: [0; 2] },
+            dataplane_common::Endpoint { host_ifindex: host_index, mac: endpoint.mac.0, counter_slot },
         )?;
     }
     nl.add_ingress_qdisc(host_index).await?;
@@ -323,6 +325,7 @@ pub async fn disconnect(
     later: Option<&LinkReaper>,
 ) -> Result<()> {
     dp.detach(&endpoint.host_veth)?;
+    dp.release_endpoint_counter_slot(&endpoint.host_veth);
     let index = nl.link_index(&endpoint.host_veth).await?;
     if let Some(index) = index {
         dp.remove_interface(index)?;
