@@ -46,13 +46,31 @@ pub struct EndpointKey {
     pub ip: IpAddress,
 }
 
-/// Where an endpoint lives: its host-side veth and the MAC of its interface in the container.
+/// Where an endpoint lives: its host-side veth and the MAC of its interface in the
+/// container; and its slot of `ENDPOINT_COUNTERS`, counted there as the entry is read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub host_ifindex: u32,
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    pub counter_slot: u16,
+}
+
+/// What one endpoint sent and what the programs delivered to it (per CPU, summed by the
+/// daemon): `received` counts frames forwarded from its network's containers, replies
+/// to its masqueraded flows and its published ports; what the bridge hands it (ARP,
+/// the host's own traffic) is the kernel's and not counted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    pub sent: Counter,
+    pub received: Counter,
+}
+
+impl EndpointCounters {
+    /// Slots of `ENDPOINT_COUNTERS`: slot 0 belongs to no endpoint (entries written
+    /// before slots, or past the last slot, count there, and nobody reads it).
+    pub const SLOTS: u32 = 16_384;
 }
 
 /// An endpoint of an overlay network on another host (key: `EndpointKey`), reached
@@ -92,7 +110,8 @@ pub struct InterfaceConfig {
     pub v4_addr: [u8; 4],
     /// The MAC of the endpoint's interface inside the container.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The endpoint's slot of `ENDPOINT_COUNTERS` (`EndpointCounters`).
+    pub counter_slot: u16,
     /// The endpoint's IPv6 address (network order); all zero on a network without IPv6,
     /// where the container may send IPv6 from link-local and unspecified sources only.
     pub v6_addr: [u8; 16],
@@ -119,7 +138,7 @@ impl InterfaceConfig {
         v4_mask: [0; 4],
         v4_addr: [0; 4],
         mac: [0; 6],
-        _pad: [0; 2],
+        counter_slot: 0,
         v6_addr: [0; 16],
     };
 
@@ -761,7 +780,11 @@ pub struct MonitorEvent {
     pub hook: u8,
     /// The interface it arrived on.
     pub ifindex: u32,
-    /// The packet's addresses, ports and protocol as it arrived (family 0: not IP).
+    /// A drop's frame's EtherType (network order) and source MAC; zero for the others.
+    pub ether_type: u16,
+    pub src_mac: [u8; 6],
+    /// The packet's addresses, ports and protocol as it arrived (family 0: neither IP nor
+    /// ARP); for ARP (`ETHER_TYPE_ARP`), the sender's and the target's IPv4 addresses.
     pub flow: FlowKey,
     /// A flow's reply direction after translation, as the conntrack tables key it: the
     /// translated packet is its reverse. All zero for a drop.
@@ -769,6 +792,8 @@ pub struct MonitorEvent {
 }
 
 impl MonitorEvent {
+    /// `ether_type` of ARP, in network order as the frame holds it.
+    pub const ETHER_TYPE_ARP: u16 = 0x0806u16.to_be();
     pub const DROP: u8 = 1;
     pub const FLOW: u8 = 2;
     /// A packet the programs delivered themselves, while tracing: one per flow (as it
@@ -831,6 +856,7 @@ pub mod map_names {
     pub const INTERFACES_BY_INDEX: &str = "INTERFACES_BY_INDEX";
     pub const SUBNETS: &str = "SUBNETS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const ENDPOINT_COUNTERS: &str = "ENDPOINT_COUNTERS";
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
     pub const UPLINK_V6: &str = "UPLINK_V6";
     pub const SNAT_CT: &str = "SNAT_CT";
@@ -983,7 +1009,9 @@ const _: () = {
     assert!(size_of::<SockRevKey6>() == 32);
     assert!(size_of::<SockRevValue6>() == 20);
     assert!(size_of::<FirewallVerdict>() == 8);
-    assert!(size_of::<MonitorEvent>() == 104);
+    assert!(size_of::<MonitorEvent>() == 112);
+    assert!(size_of::<Endpoint>() == 12);
+    assert!(size_of::<EndpointCounters>() == 32);
 };
 
 #[cfg(feature = "user")]
@@ -996,6 +1024,7 @@ mod pod {
     unsafe impl aya::Pod for Endpoint {}
     unsafe impl aya::Pod for RemoteEndpoint {}
     unsafe impl aya::Pod for TunnelConfig {}
+    unsafe impl aya::Pod for EndpointCounters {}
     unsafe impl aya::Pod for InterfaceConfig {}
     unsafe impl aya::Pod for SubnetKey {}
     unsafe impl aya::Pod for SubnetInfo {}

@@ -1,13 +1,17 @@
-//! Per-path packet and byte counters, one slot per `Path`, per CPU so that counting
-//! never contends. The daemon sums the CPUs when asked.
+//! Per-path and per-endpoint packet and byte counters, per CPU so that counting never
+//! contends. The daemon sums the CPUs when asked. Endpoints are counted by the slot their
+//! entries (`InterfaceConfig`, `Endpoint`) carry: counting takes no lookup of its own.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use dataplane_common::{Counter, Path, ct_event};
+use dataplane_common::{Counter, EndpointCounters, InterfaceConfig, Path, ct_event};
 
-use crate::packet::Packet;
+use crate::{endpoint, packet::Packet};
 
 #[map]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(Path::COUNT, 0);
+
+#[map]
+static ENDPOINT_COUNTERS: PerCpuArray<EndpointCounters> = PerCpuArray::pinned(EndpointCounters::SLOTS, 0);
 
 #[map]
 static CT_EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(ct_event::COUNT, 0);
@@ -31,3 +35,45 @@ pub fn count(ctx: &impl Packet, path: Path) {
         }
     }
 }
+
+/// A frame the endpoint at `slot` sent, whatever became of it.
+#[inline(always)]
+pub fn sent(ctx: &impl Packet, slot: u16) {
+    if let Some(counters) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(slot)) {
+        // SAFETY: as in `count`.
+        unsafe {
+            (*counters).sent.packets += 1;
+            (*counters).sent.bytes += u64::from(ctx.len());
+        }
+    }
+}
+
+/// A frame the programs hand to the endpoint at `slot`.
+#[inline(always)]
+pub fn received(ctx: &impl Packet, slot: u16) {
+    if let Some(counters) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(slot)) {
+        // SAFETY: as in `count`.
+        unsafe {
+            (*counters).received.packets += 1;
+            (*counters).received.bytes += u64::from(ctx.len());
+        }
+    }
+}
+
+/// A frame of `len` bytes the programs hand to the endpoint behind the host-side
+/// interface `host_ifindex`, where only that is known (replies and published ports,
+/// found through conntrack): its slot is in the interface's entry.
+#[inline(always)]
+pub fn received_at(len: u32, host_ifindex: u32) {
+    if let Some(iface) = endpoint::interface(host_ifindex)
+        && let Some(counters) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(iface.counter_slot))
+    {
+        // SAFETY: as in `count`.
+        unsafe {
+            (*counters).received.packets += 1;
+            (*counters).received.bytes += u64::from(len);
+        }
+    }
+}
+
+const _: () = assert!(InterfaceConfig::NONE.counter_slot == 0);

@@ -15,7 +15,7 @@ use dataplane_common::{Endpoint, Hook, InterfaceConfig, IpAddress, Path};
 use network_types::eth::EthHdr;
 
 use crate::{
-    counters::count,
+    counters::{self, count},
     endpoint, monitor, nat, nat6,
     parse::{self, Frame, UpperLayer},
     policy::{self, Verdict},
@@ -37,6 +37,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     let Some(iface) = endpoint::interface(ifindex) else {
         return (Path::SlowPathUnmanaged, TC_ACT_OK);
     };
+    counters::sent(ctx, iface.counter_slot);
     if let Err(spoofed) = source::check_link(ctx, &iface) {
         return (spoofed, TC_ACT_SHOT);
     }
@@ -94,8 +95,10 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
 }
 
 /// Into the namespace of `dst`, an endpoint of the sender's network, unless the network
-/// keeps its containers apart (`icc=false`).
-#[inline(always)]
+/// keeps its containers apart (`icc=false`). A subprogram: inlined, what it keeps across
+/// its helper calls took slots of `from_container`'s own frame, which lies under every
+/// subprogram that entry point calls (the verifier sums them against 512 bytes).
+#[inline(never)]
 fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i32) {
     if iface.flags & InterfaceConfig::ICC_DISABLED != 0 {
         return (Path::DroppedIcc, TC_ACT_SHOT);
@@ -110,6 +113,7 @@ fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i
     }
     // SAFETY: a plain helper call; it only records the target and flags.
     let action = unsafe { bpf_redirect_peer(dst.host_ifindex, 0) } as i32;
+    counters::received(ctx, dst.counter_slot);
     (Path::Forwarded, action)
 }
 

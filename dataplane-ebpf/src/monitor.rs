@@ -17,6 +17,8 @@ use aya_ebpf::{
 };
 use dataplane_common::{DropReason, FlowKey, Hook, IPPROTO_TCP, IPPROTO_UDP, IpAddress, MonitorEvent, Path};
 
+use network_types::eth::EthHdr;
+
 use crate::{
     nat,
     packet::Packet,
@@ -102,9 +104,24 @@ fn traced<P: Packet>(ctx: &P, tag: u32) {
 /// subprogram takes five arguments at most, a verifier rule).
 #[inline(never)]
 fn dropped<P: Packet>(ctx: &P, tag: u32) {
-    let Some(entry) = reserve() else { return };
-    send(entry, tag | u32::from(MonitorEvent::DROP) << 24, ctx.ifindex(), &flow_of(ctx), &NO_FLOW);
+    let Some(mut entry) = reserve() else { return };
+    fill(&mut entry, tag | u32::from(MonitorEvent::DROP) << 24, ctx.ifindex(), &flow_of(ctx), &NO_FLOW);
+    // Straight from the packet (no copy on the stack: this subprogram's frame, with its
+    // deepest caller's, is all the verifier allows).
+    if let Some(eth) = parse::header_ptr::<EthHdr>(ctx, 0) {
+        let event = entry.as_mut_ptr();
+        // SAFETY: as in `fill`; header_ptr bounds-checked the Ethernet header.
+        unsafe {
+            addr_of_mut!((*event).ether_type).write((*eth).ether_type);
+            addr_of_mut!((*event).src_mac).write((*eth).src_addr);
+        }
+    }
+    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
 }
+
+/// Where an ARP frame (Ethernet, IPv4) holds the sender's and the target's addresses.
+const ARP_SENDER_IP: usize = 14 + 14;
+const ARP_TARGET_IP: usize = 14 + 24;
 
 /// A new masqueraded flow from the container behind `sender`: `flow` as it sent it, and
 /// the reply key its translation chose (`SnatScratch::reply`).
@@ -137,6 +154,13 @@ fn new_flow(ifindex: u32, hook: Hook, translation: u8, flow: &FlowKey, reply: &F
 /// path, the reason and the kind, a byte each from the lowest.
 #[inline(always)]
 fn send(mut entry: RingBufEntry<MonitorEvent>, tag: u32, ifindex: u32, flow: &FlowKey, reply: &FlowKey) {
+    fill(&mut entry, tag, ifindex, flow, reply);
+    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+}
+
+/// Fills the reserved record; the link layer is left zero (a drop's is `dropped`'s).
+#[inline(always)]
+fn fill(entry: &mut RingBufEntry<MonitorEvent>, tag: u32, ifindex: u32, flow: &FlowKey, reply: &FlowKey) {
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points at the reserved record, written whole before it is submitted.
     unsafe {
@@ -145,13 +169,15 @@ fn send(mut entry: RingBufEntry<MonitorEvent>, tag: u32, ifindex: u32, flow: &Fl
         addr_of_mut!((*event).reason).write((tag >> 16) as u8);
         addr_of_mut!((*event).kind).write((tag >> 24) as u8);
         addr_of_mut!((*event).ifindex).write(ifindex);
+        addr_of_mut!((*event).ether_type).write(0);
+        addr_of_mut!((*event).src_mac).write([0; 6]);
         addr_of_mut!((*event).flow).write(*flow);
         addr_of_mut!((*event).reply).write(*reply);
     }
-    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
 }
 
-/// The addresses, protocol and (TCP and UDP) ports of the packet, as it is now.
+/// The addresses, protocol and (TCP and UDP) ports of the packet, as it is now; ARP's
+/// sender and target addresses (protocol 0).
 #[inline(always)]
 fn flow_of(ctx: &impl Packet) -> FlowKey {
     let mut flow = NO_FLOW;
@@ -175,7 +201,19 @@ fn flow_of(ctx: &impl Packet) -> FlowKey {
                 _ => None,
             }
         }
-        Frame::Other | Frame::Malformed => None,
+        Frame::Other => {
+            // SAFETY: header_ptr bounds-checked the Ethernet header.
+            if parse::header_ptr::<EthHdr>(ctx, 0)
+                .is_some_and(|eth| unsafe { (*eth).ether_type } == MonitorEvent::ETHER_TYPE_ARP)
+                && let (Some(sender), Some(target)) =
+                    (ctx.load_bytes::<[u8; 4]>(ARP_SENDER_IP), ctx.load_bytes::<[u8; 4]>(ARP_TARGET_IP))
+            {
+                flow.src = IpAddress::v4(sender);
+                flow.dst = IpAddress::v4(target);
+            }
+            None
+        }
+        Frame::Malformed => None,
     };
     if let Some(offset) = l4
         && (flow.proto == IPPROTO_TCP || flow.proto == IPPROTO_UDP)

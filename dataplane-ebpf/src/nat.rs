@@ -715,6 +715,7 @@ fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
     }
     // SAFETY: plain helper call; it only records the target.
     let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
+    counters::received_at(ctx.len(), back.host_ifindex);
     Some((Path::ReverseNat, action as i32))
 }
 
@@ -1046,6 +1047,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let _ = packet::write(ctx, 0, back.mac);
     // SAFETY: plain helper call; it only records the target.
     let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
+    counters::received_at(ctx.len(), back.host_ifindex);
     (Path::ReverseNat, action as i32)
 }
 

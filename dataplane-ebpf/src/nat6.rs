@@ -19,6 +19,7 @@ use dataplane_common::{
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
+    counters,
     nat::{self, L4, Route, SnatRequest},
     packet,
     parse::{self, Ipv6Frame},
@@ -222,6 +223,7 @@ fn into_container(ctx: &TcContext, back: &RevSnatEntry) -> (Path, i32) {
     let _ = packet::write(ctx, 0, back.mac);
     // SAFETY: plain helper call; it only records the target.
     let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
+    counters::received_at(ctx.len(), back.host_ifindex);
     (Path::ReverseNat, action as i32)
 }
 

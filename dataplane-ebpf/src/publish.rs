@@ -426,6 +426,7 @@ fn translate_in<P: Delivery>(
         return (Path::SlowPathMalformed, P::DROP);
     }
     let _ = packet::write(ctx, 0, backend.mac);
+    counters::received_at(ctx.len(), backend.host_ifindex);
     (Path::Published, ctx.deliver(backend.host_ifindex))
 }
 

@@ -11,7 +11,7 @@ use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::bpf_redirect_peer, programs::TcCo
 use dataplane_common::{Backend, DnatEntry, FlowKey, IPPROTO_ICMPV6, IpAddress, NatConfig, Path};
 
 use crate::{
-    firewall,
+    counters, firewall,
     nat::{self, L4},
     nat6::{self, DST_OFFSET, L4_OFFSET, SRC_OFFSET},
     packet,
@@ -101,6 +101,7 @@ fn to_published(
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     let _ = packet::write(ctx, 0, backend.mac);
+    counters::received_at(ctx.len(), backend.host_ifindex);
     // SAFETY: plain helper call; it only records the target.
     Some((Path::Published, unsafe { bpf_redirect_peer(backend.host_ifindex, 0) } as i32))
 }

@@ -109,10 +109,11 @@ fn check_arp(ctx: &impl Packet, iface: &InterfaceConfig) -> Result<(), Path> {
 }
 
 /// The source of an IPv4 packet from the container behind `iface`: its own address, or
-/// 0.0.0.0 towards broadcast or multicast (a DHCP client before it has an address).
+/// 0.0.0.0 towards broadcast or multicast (a DHCP client before it has an address). On an
+/// IPv6-only network it has no own address (all zero), and 0.0.0.0 goes no further.
 #[inline(always)]
 pub fn check_ipv4(frame: &Ipv4Frame, iface: &InterfaceConfig) -> Result<(), Path> {
-    if frame.src == iface.v4_addr {
+    if frame.src == iface.v4_addr && iface.v4_addr != UNSPECIFIED {
         return Ok(());
     }
     let to_many = frame.dst == [255; 4] || frame.dst[0] & 0xf0 == 224;

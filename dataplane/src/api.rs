@@ -93,6 +93,9 @@ pub struct CniNetwork {
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
     pub ip_range: Option<Ipv4Net>,
+    /// IPv4 on the network (`"ipv4": false` with IPv6: an IPv6-only network).
+    #[serde(default)]
+    pub ipv4: Option<bool>,
     /// IPv6 on the network (`"ipv6"`; implied by an IPv6 subnet, gateway or range).
     #[serde(default)]
     pub ipv6: Option<bool>,
@@ -140,27 +143,29 @@ pub struct CniAdded {
     pub host_veth: String,
     pub host_mac: Option<MacAddr>,
     pub mac: MacAddr,
-    pub ip: Ipv4Addr,
-    pub prefix_len: u8,
-    pub gateway: Ipv4Addr,
+    /// The IPv4 address, prefix and gateway (at the top level, as before IPv6-only
+    /// networks); none on an IPv6-only network.
+    #[serde(flatten)]
+    pub ipv4: Option<CniAddedFamily<Ipv4Addr>>,
     /// The IPv6 address, prefix and gateway, on a network with IPv6.
     #[serde(default)]
-    pub ipv6: Option<CniAddedV6>,
+    pub ipv6: Option<CniAddedFamily<Ipv6Addr>>,
     /// Whether the interface got the namespace's default routes (via the gateways).
     pub default_route: bool,
     pub mtu: Option<u32>,
-    /// The network's resolver, when it has one: its IPv4 gateway, then its IPv6 one.
+    /// The network's resolver, when it has one: its IPv4 gateway, then its IPv6 one (the
+    /// IPv6 one alone on an IPv6-only network).
     pub nameservers: Vec<IpAddr>,
     /// The published ports, with the host ports chosen for those that asked for any.
     pub ports: Vec<PortMapping>,
 }
 
-/// The IPv6 half of what ADD made.
+/// What ADD made of one address family: the address, its prefix and the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CniAddedV6 {
-    pub ip: Ipv6Addr,
+pub struct CniAddedFamily<A> {
+    pub ip: A,
     pub prefix_len: u8,
-    pub gateway: Ipv6Addr,
+    pub gateway: A,
 }
 
 /// CNI CHECK: the attachment and what the runtime's cached result says of it.
@@ -244,7 +249,14 @@ pub enum Request {
         name: String,
         force: bool,
     },
-    Stats,
+    /// The per-path counters; with `container` or `network`, that container's or that
+    /// network's endpoints' counters instead.
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+    },
     /// A stream of the programs' events (`dataplane monitor`): an answer line, then one
     /// `monitor::MonitorLine` per line until the client goes away.
     Monitor(crate::monitor::Filter),

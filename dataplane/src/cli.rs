@@ -312,6 +312,14 @@ struct StatsArgs {
     /// Seconds between refreshes with --watch.
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = parse_interval, requires = "watch")]
     interval: f64,
+    /// What this container (by name or ID) sent and received, per network, instead of
+    /// the per-path counters.
+    #[arg(long, value_name = "NAME")]
+    container: Option<String>,
+    /// What this network's containers sent and received, each and in total, instead of
+    /// the per-path counters.
+    #[arg(long, value_name = "NAME")]
+    network: Option<String>,
 }
 
 #[derive(Args)]
@@ -483,7 +491,7 @@ struct CreateArgs {
     /// IPv6 too: a dual-stack network.
     #[arg(long)]
     ipv6: bool,
-    /// IPv4 (`--ipv4=false`: IPv6 only).
+    /// IPv4 (`--ipv4=false` with `--ipv6`: an IPv6-only network).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ipv4: bool,
     /// Keep the network off the outside world.
@@ -809,12 +817,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{name}");
             }
         }
-        Command::Stats(args) if !args.watch => print_stats(&call(Request::Stats)?, None),
         Command::Stats(args) => {
+            let request =
+                || Request::Stats { container: args.container.clone(), network: args.network.clone() };
+            if !args.watch {
+                print_stats(&call(request())?, None);
+                return Ok(ExitCode::SUCCESS);
+            }
             let interval = std::time::Duration::from_secs_f64(args.interval);
             let mut previous: Option<(std::time::Instant, Value)> = None;
             loop {
-                let stats = call(Request::Stats)?;
+                let stats = call(request())?;
                 let taken = std::time::Instant::now();
                 if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                     // Clear the screen and go home, as `docker stats` redraws.
@@ -1304,6 +1317,12 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 /// The `stats` tables; with the figures of an earlier reading and the time since, each
 /// path's rates over that time too.
 fn print_stats(stats: &Value, since: Option<(std::time::Duration, &Value)>) {
+    if let Some(endpoints) = stats["endpoints"].as_array() {
+        return print_endpoint_stats(
+            endpoints,
+            since.map(|(elapsed, before)| (elapsed, &before["endpoints"])),
+        );
+    }
     let entries = stats.as_object().into_iter().flatten();
     let (tables, paths): (Vec<_>, Vec<_>) = entries.partition(|(name, _)| name.starts_with("conntrack_"));
     let counter = |c: &Value, what: &str| c[what].as_u64().unwrap_or(0);
@@ -1323,6 +1342,45 @@ fn print_stats(stats: &Value, since: Option<(std::time::Duration, &Value)>) {
     println!();
     let rows = tables.into_iter().map(|(table, c)| vec![table.clone(), c["packets"].to_string()]);
     print_table(&["TABLE", "ENTRIES"], rows);
+}
+
+/// The `stats --container`/`--network` table: a row per endpoint, then their total when
+/// there are several; with an earlier reading, the rates since.
+fn print_endpoint_stats(endpoints: &[Value], since: Option<(std::time::Duration, &Value)>) {
+    const FIGURES: [(&str, &str); 4] =
+        [("sent", "packets"), ("sent", "bytes"), ("received", "packets"), ("received", "bytes")];
+    let figure = |e: &Value, (way, what): (&str, &str)| e[way][what].as_u64().unwrap_or(0);
+    let total = |of: &[Value]| FIGURES.map(|f| of.iter().map(|e| figure(e, f)).sum::<u64>());
+    // An endpoint's figures in the earlier reading; none for one that was not there.
+    let before_of = |e: &Value| {
+        let same = |b: &&Value| b["container"] == e["container"] && b["network"] == e["network"];
+        let before = since?.1.as_array()?.iter().find(same)?;
+        Some(FIGURES.map(|f| figure(before, f)))
+    };
+    let row = |names: [String; 2], now: [u64; 4], before: Option<[u64; 4]>| {
+        let mut row: Vec<String> = names.into_iter().chain(now.iter().map(u64::to_string)).collect();
+        if let Some((elapsed, _)) = since {
+            row.extend((0..4).map(|i| before.map_or("-".to_string(), |b| per_second(now[i], b[i], elapsed))));
+        }
+        row
+    };
+    let mut rows: Vec<Vec<String>> = endpoints
+        .iter()
+        .map(|e| {
+            let name = |key: &str| e[key].as_str().unwrap_or("").to_string();
+            row([name("container"), name("network")], FIGURES.map(|f| figure(e, f)), before_of(e))
+        })
+        .collect();
+    if endpoints.len() > 1 {
+        let before = since.and_then(|(_, b)| b.as_array()).map(|b| total(b));
+        rows.push(row(["(total)".to_string(), String::new()], total(endpoints), before));
+    }
+    let mut header =
+        vec!["CONTAINER", "NETWORK", "SENT PACKETS", "SENT BYTES", "RECEIVED PACKETS", "RECEIVED BYTES"];
+    if since.is_some() {
+        header.extend(["SENT PACKETS/S", "SENT BYTES/S", "RECEIVED PACKETS/S", "RECEIVED BYTES/S"]);
+    }
+    print_table(&header, rows.into_iter());
 }
 
 /// A counter's rate between two readings, whole units per second; a counter that went

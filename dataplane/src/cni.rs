@@ -29,9 +29,9 @@ use crate::{
 };
 
 /// The keys of our section of a config, besides the spec's own.
-const CONFIG_KEYS: [&str; 12] = [
-    "network", "subnet", "gateway", "ipRange", "ipv6", "subnet6", "gateway6", "ipRange6", "internal", "icc",
-    "mtu", "socket",
+const CONFIG_KEYS: [&str; 13] = [
+    "network", "subnet", "gateway", "ipRange", "ipv4", "ipv6", "subnet6", "gateway6", "ipRange6", "internal",
+    "icc", "mtu", "socket",
 ];
 /// `CNI_ARGS` keys we understand; any other needs `IgnoreUnknown=1`, as the reference
 /// plugins have it.
@@ -118,13 +118,32 @@ pub fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
         None if gives_v6 => Some(true),
         asked => asked,
     };
+    let subnet: Option<Ipv4Net> = value(conf, "subnet", "an IPv4 subnet like \"10.88.0.0/16\"")?;
+    let gateway: Option<Ipv4Addr> = value(conf, "gateway", "an IPv4 address inside the subnet")?;
+    let ip_range: Option<Ipv4Net> = value(conf, "ipRange", "an IPv4 subnet inside the subnet")?;
+    let ipv4: Option<bool> = value(conf, "ipv4", "true or false")?;
+    if ipv4 == Some(false) {
+        if subnet.is_some() || gateway.is_some() || ip_range.is_some() {
+            return Err(bad_config(
+                "config key \"ipv4\" is false but subnet, gateway or ipRange is given; drop them or \"ipv4\": false"
+                    .into(),
+            ));
+        }
+        if ipv6 != Some(true) {
+            return Err(bad_config(
+                "config key \"ipv4\" is false and the network has no IPv6; add \"ipv6\": true (or \"subnet6\") for an IPv6-only network"
+                    .into(),
+            ));
+        }
+    }
     Ok(PluginConfig {
         socket: socket.unwrap_or_else(|| PathBuf::from(api::DEFAULT_SOCKET)),
         network: CniNetwork {
             name: name.unwrap_or_else(|| conf.name.clone()),
-            subnet: value(conf, "subnet", "an IPv4 subnet like \"10.88.0.0/16\"")?,
-            gateway: value(conf, "gateway", "an IPv4 address inside the subnet")?,
-            ip_range: value(conf, "ipRange", "an IPv4 subnet inside the subnet")?,
+            subnet,
+            gateway,
+            ip_range,
+            ipv4,
             ipv6,
             subnet6,
             gateway6,
@@ -300,9 +319,11 @@ fn result_of(
         pci_id: None,
     });
     let sandbox_index = (result.interfaces.len() - 1) as u32;
-    let address = Ipv4Net::new(added.ip, added.prefix_len).expect("the daemon gives a valid prefix");
-    let mut families =
-        vec![(IpNet::from(address), IpAddr::from(added.gateway), IpNet::V4(Ipv4Net::default()))];
+    let mut families = vec![];
+    if let Some(v4) = added.ipv4 {
+        let address = Ipv4Net::new(v4.ip, v4.prefix_len).expect("the daemon gives a valid prefix");
+        families.push((IpNet::from(address), IpAddr::from(v4.gateway), IpNet::V4(Ipv4Net::default())));
+    }
     if let Some(v6) = added.ipv6 {
         let address = Ipv6Net::new(v6.ip, v6.prefix_len).expect("the daemon gives a valid prefix");
         families.push((address.into(), v6.gateway.into(), IpNet::V6(Ipv6Net::default())));
@@ -624,9 +645,11 @@ mod tests {
             host_veth: "veth0123abc".into(),
             host_mac: Some("0e:00:00:00:00:01".parse().unwrap()),
             mac: "02:42:0a:58:05:02".parse().unwrap(),
-            ip: Ipv4Addr::new(10, 88, 5, 2),
-            prefix_len: 24,
-            gateway: Ipv4Addr::new(10, 88, 5, 1),
+            ipv4: Some(api::CniAddedFamily {
+                ip: Ipv4Addr::new(10, 88, 5, 2),
+                prefix_len: 24,
+                gateway: Ipv4Addr::new(10, 88, 5, 1),
+            }),
             ipv6: None,
             default_route: true,
             mtu: None,
@@ -661,7 +684,7 @@ mod tests {
     #[test]
     fn a_dual_stack_result_has_an_address_and_a_default_route_of_each_family() {
         let mut dual = added();
-        dual.ipv6 = Some(api::CniAddedV6 {
+        dual.ipv6 = Some(api::CniAddedFamily {
             ip: "fd00:88:5::2".parse().unwrap(),
             prefix_len: 64,
             gateway: "fd00:88:5::1".parse().unwrap(),
@@ -679,6 +702,49 @@ mod tests {
             printed["routes"],
             json!([{"dst": "0.0.0.0/0", "gw": "10.88.5.1"}, {"dst": "::/0", "gw": "fd00:88:5::1"}])
         );
+    }
+
+    #[test]
+    fn an_ipv6_only_result_has_the_ipv6_address_route_and_resolver_alone() {
+        let only6 = CniAdded {
+            ipv4: None,
+            ipv6: Some(api::CniAddedFamily {
+                ip: "fd00:88:5::2".parse().unwrap(),
+                prefix_len: 64,
+                gateway: "fd00:88:5::1".parse().unwrap(),
+            }),
+            nameservers: vec!["fd00:88:5::1".parse().unwrap()],
+            ..added()
+        };
+        let wire = serde_json::to_value(&only6).unwrap();
+        assert!(wire.get("ip").is_none() && wire.get("gateway").is_none(), "no IPv4 fields: {wire}");
+        assert_eq!(
+            serde_json::from_value::<CniAdded>(wire).unwrap(),
+            only6,
+            "the daemon's answer round-trips"
+        );
+        let printed = serde_json::to_value(result_of(&only6, "eth0", "/run/netns/pod", None, None)).unwrap();
+        assert_eq!(
+            printed["ips"],
+            json!([{"interface": 1, "address": "fd00:88:5::2/64", "gateway": "fd00:88:5::1"}])
+        );
+        assert_eq!(printed["routes"], json!([{"dst": "::/0", "gw": "fd00:88:5::1"}]));
+        assert_eq!(printed["dns"]["nameservers"], json!(["fd00:88:5::1"]));
+    }
+
+    #[test]
+    fn ipv4_false_asks_for_an_ipv6_only_network_and_needs_ipv6() {
+        let parsed = parse_config(&conf(
+            json!({"name": "n", "type": "dataplane", "ipv4": false, "subnet6": "fd00:88::/64"}),
+        ))
+        .unwrap();
+        assert_eq!((parsed.network.ipv4, parsed.network.ipv6), (Some(false), Some(true)));
+        let err = parse_config(&conf(json!({"name": "n", "type": "dataplane", "ipv4": false}))).unwrap_err();
+        assert!(err.details().contains("\"ipv6\": true"), "{err:?}");
+        let both =
+            json!({"name": "n", "type": "dataplane", "ipv4": false, "ipv6": true, "subnet": "10.0.0.0/24"});
+        let err = parse_config(&conf(both)).unwrap_err();
+        assert!(err.details().contains("drop them"), "{err:?}");
     }
 
     #[test]

@@ -100,7 +100,8 @@ pub struct Directory {
 #[derive(Debug, PartialEq)]
 struct Entry {
     network: String,
-    ip: Ipv4Addr,
+    /// Its IPv4 address; none on an IPv6-only network.
+    ip: Option<Ipv4Addr>,
     /// Its IPv6 address, on a network with IPv6.
     ip6: Option<Ipv6Addr>,
     /// Lower-case, each once.
@@ -110,7 +111,7 @@ struct Entry {
 
 impl Entry {
     fn addresses(&self) -> impl Iterator<Item = IpAddr> + use<> {
-        std::iter::once(self.ip.into()).chain(self.ip6.map(Into::into))
+        self.ip.map(Into::into).into_iter().chain(self.ip6.map(Into::into))
     }
 }
 
@@ -648,8 +649,8 @@ pub struct Resolvers {
     remote: Vec<RemoteName>,
 }
 
-/// A network's resolver: its UDP and TCP servers on the gateway's addresses (IPv4, and
-/// IPv6 on a dual-stack network), ended on drop.
+/// A network's resolver: its UDP and TCP servers on the gateway's addresses (IPv4, IPv6
+/// or both, as the network has them), ended on drop.
 struct Listener {
     addresses: Vec<IpAddr>,
     tasks: Vec<JoinHandle<()>>,
@@ -657,9 +658,7 @@ struct Listener {
 
 /// The addresses a network's resolver listens on: its gateway's.
 fn gateway_addresses(network: &crate::state::Network) -> Vec<IpAddr> {
-    std::iter::once(IpAddr::V4(network.gateway))
-        .chain(network.ipv6.as_ref().map(|plan| IpAddr::V6(plan.gateway)))
-        .collect()
+    network.gateways().collect()
 }
 
 impl Drop for Listener {
@@ -892,7 +891,7 @@ mod tests {
                 owner: Owner::Container { id: container.id.clone() },
                 netns: container.netns.clone(),
                 network_id: net.id.clone(),
-                ip: Ipv4Addr::new(10, net.subnet.addr().octets()[1], 0, *host),
+                ip: Some(Ipv4Addr::new(10, net.subnet.unwrap().addr().octets()[1], 0, *host)),
                 ip6: None,
                 mac: MacAddr([2, 0x42, 0, 0, 0, *host]),
                 host_veth: format!("veth{name}{i}"),
@@ -1100,6 +1099,32 @@ mod tests {
         let zones = || directory.zones_for(&dual.id, [10, 5, 0, 3].into());
         assert!(resolve(zones(), &query("web6.", RecordType::AAAA), 0).is_none());
         assert!(resolve(zones(), &query(arpa, RecordType::PTR), 0).is_none());
+    }
+
+    #[test]
+    fn ipv6_only_names_answer_aaaa_and_a_with_no_data_and_the_resolver_listens_on_ipv6_only() {
+        let mut only6 = network("only6", 6, false);
+        only6.ipv6 =
+            Some(crate::ipam::AddressPlanV6::new("fd00:6::/64".parse().unwrap(), None, None).unwrap());
+        let (web, mut endpoints) = container("web", &[(&only6, 2, &[])]);
+        (only6.subnet, only6.gateway) = (None, None);
+        (endpoints[0].ip, endpoints[0].ip6) = (None, Some("fd00:6::2".parse().unwrap()));
+        let state = state_of(&[&only6], vec![(web, endpoints)]);
+        let directory = Directory::from_state(&state, &[]);
+        let client: Ipv6Addr = "fd00:6::3".parse().unwrap();
+        let zones = || directory.zones_for(&only6.id, client.into());
+        let answers = |kind| -> Vec<String> {
+            let response = resolve(zones(), &query("web.", kind), 0).expect("answered here, not upstream");
+            assert_eq!(response.metadata.response_code, ResponseCode::NoError, "web {kind}");
+            response.answers.iter().map(|r| r.data.to_string()).collect()
+        };
+        assert_eq!(answers(RecordType::AAAA), ["fd00:6::2"]);
+        assert_eq!(answers(RecordType::A), Vec::<String>::new(), "no IPv4: NODATA, not a forward");
+        assert_eq!(
+            gateway_addresses(&only6),
+            [IpAddr::V6("fd00:6::1".parse().unwrap())],
+            "the resolver listens on the IPv6 gateway only"
+        );
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub fn network(state: &State, net: &Network) -> Value {
                 "Name": names.of(&endpoint.owner),
                 "EndpointID": endpoint.id,
                 "MacAddress": endpoint.mac.to_string(),
-                "IPv4Address": format!("{}/{}", endpoint.ip, net.subnet.prefix_len()),
+                "IPv4Address": ipv4_address(net, endpoint),
                 "IPv6Address": ipv6_address(net, endpoint),
                 "Owner": endpoint.owner.to_string(),
                 // The interface's name in its namespace (Docker's `eth<N>` once Docker
@@ -83,11 +83,14 @@ pub fn network(state: &State, net: &Network) -> Value {
             }),
         );
     }
-    let mut config = json!({"Subnet": net.subnet.to_string(), "Gateway": net.gateway.to_string()});
-    if let Some(range) = net.ip_range {
-        config["IPRange"] = json!(range.to_string());
+    let mut configs = vec![];
+    if let Some(v4) = net.plan() {
+        let mut config = json!({"Subnet": v4.subnet.to_string(), "Gateway": v4.gateway.to_string()});
+        if let Some(range) = net.ip_range {
+            config["IPRange"] = json!(range.to_string());
+        }
+        configs.push(config);
     }
-    let mut configs = vec![config];
     if let Some(v6) = net.ipv6 {
         let mut config = json!({"Subnet": v6.subnet.to_string(), "Gateway": v6.gateway.to_string()});
         if v6.range != v6.subnet {
@@ -114,6 +117,7 @@ pub fn network(state: &State, net: &Network) -> Value {
         Some(net.created),
         &net.driver,
         json!({"Driver": "default", "Options": null, "Config": configs}),
+        net.plan().is_some(),
         net.ipv6.is_some(),
         net.internal,
         containers,
@@ -147,7 +151,7 @@ pub fn predefined_network(state: &State, name: &str) -> Option<Value> {
         })
         .collect();
     let ipam = json!({"Driver": "default", "Options": null, "Config": []});
-    Some(docker_network(name, id, None, driver, ipam, false, false, containers, json!({}), json!({})))
+    Some(docker_network(name, id, None, driver, ipam, true, false, false, containers, json!({}), json!({})))
 }
 
 /// Docker's network inspect shape around what differs from one network to another.
@@ -158,6 +162,7 @@ fn docker_network(
     created: Option<Timestamp>,
     driver: &str,
     ipam: Value,
+    ipv4: bool,
     ipv6: bool,
     internal: bool,
     containers: Map<String, Value>,
@@ -171,7 +176,7 @@ fn docker_network(
         // Docker's word for a network every host of the store shares.
         "Scope": if driver == crate::store::OVERLAY_DRIVER { "global" } else { "local" },
         "Driver": driver,
-        "EnableIPv4": true,
+        "EnableIPv4": ipv4,
         "EnableIPv6": ipv6,
         "IPAM": ipam,
         "Internal": internal,
@@ -183,6 +188,14 @@ fn docker_network(
         "Options": options,
         "Labels": labels,
     })
+}
+
+/// An endpoint's IPv4 address with its prefix, as `network inspect` shows it ("" without).
+fn ipv4_address(net: &Network, endpoint: &Endpoint) -> String {
+    match (net.subnet, endpoint.ip) {
+        (Some(subnet), Some(ip)) => format!("{ip}/{}", subnet.prefix_len()),
+        _ => String::new(),
+    }
 }
 
 /// An endpoint's IPv6 address with its prefix, as `network inspect` shows it ("" without).
@@ -219,9 +232,9 @@ pub fn container(state: &State, container: &Container, endpoints: &[&Endpoint]) 
         }
         let address = json!({
             "EndpointID": endpoint.id,
-            "Gateway": net.gateway.to_string(),
-            "IPAddress": endpoint.ip.to_string(),
-            "IPPrefixLen": net.subnet.prefix_len(),
+            "Gateway": net.gateway.map_or(String::new(), |g| g.to_string()),
+            "IPAddress": endpoint.ip.map_or(String::new(), |ip| ip.to_string()),
+            "IPPrefixLen": net.subnet.map_or(0, |s| s.prefix_len()),
             "MacAddress": endpoint.mac.to_string(),
             "IPv6Gateway": net.ipv6.map_or(String::new(), |v6| v6.gateway.to_string()),
             "GlobalIPv6Address": endpoint.ip6.map_or(String::new(), |ip| ip.to_string()),
@@ -431,7 +444,7 @@ mod tests {
                 netns: app.netns.clone(),
                 ifname: format!("eth{i}"),
                 network_id: net.id.clone(),
-                ip: Ipv4Addr::new(10, net.subnet.addr().octets()[1], 0, 2),
+                ip: Some(Ipv4Addr::new(10, net.subnet.unwrap().addr().octets()[1], 0, 2)),
                 ip6: None,
                 mac: MacAddr([2, 0x42, 0, 0, 0, i as u8]),
                 host_veth: format!("veth{i}"),
@@ -506,6 +519,39 @@ mod tests {
         let web = find(&state, "web", ObjectKind::Network).unwrap();
         assert_eq!(web["Options"], json!({}), "a created network shows what it was created with");
         assert_eq!(web["Created"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn an_ipv6_only_network_and_its_containers_show_ipv6_alone() {
+        let (mut state, id) = state_with_app();
+        let web_id = state.network("web").unwrap().id.clone();
+        let web = state.networks.get_mut(&web_id).unwrap();
+        (web.subnet, web.gateway) = (None, None);
+        web.ipv6 = Some(crate::ipam::AddressPlanV6::new("fd00:1::/64".parse().unwrap(), None, None).unwrap());
+        let on_web = state.endpoints.iter().find(|e| e.network_id == web_id).unwrap().clone();
+        state.endpoints.replace(Endpoint { ip: None, ip6: Some("fd00:1::2".parse().unwrap()), ..on_web });
+        let net = find(&state, "web", ObjectKind::Network).unwrap();
+        assert_eq!((&net["EnableIPv4"], &net["EnableIPv6"]), (&json!(false), &json!(true)));
+        assert_eq!(
+            net["IPAM"]["Config"],
+            json!([{"Subnet": "fd00:1::/64", "Gateway": "fd00:1::1"}]),
+            "the IPv6 entry only"
+        );
+        let shown = &net["Containers"][&id];
+        assert_eq!((&shown["IPv4Address"], &shown["IPv6Address"]), (&json!(""), &json!("fd00:1::2/64")));
+        let app = find(&state, "app", ObjectKind::Container).unwrap();
+        let on = &app["NetworkSettings"]["Networks"]["web"];
+        assert_eq!(
+            (&on["IPAddress"], &on["IPPrefixLen"], &on["Gateway"]),
+            (&json!(""), &json!(0), &json!("")),
+            "no IPv4 address"
+        );
+        assert_eq!(
+            (&on["GlobalIPv6Address"], &on["GlobalIPv6PrefixLen"], &on["IPv6Gateway"]),
+            (&json!("fd00:1::2"), &json!(64), &json!("fd00:1::1"))
+        );
+        let bridge = find(&state, "bridge", ObjectKind::Network).unwrap();
+        assert_eq!((&bridge["EnableIPv4"], &bridge["EnableIPv6"]), (&json!(true), &json!(false)));
     }
 
     #[test]

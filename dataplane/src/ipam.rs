@@ -293,9 +293,17 @@ fn first_host(subnet: &Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.network()) + 1)
 }
 
-/// Docker's container MAC: 02:42 followed by the four bytes of the IPv4 address.
-pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = ip.octets();
+/// Docker's container MAC: 02:42 followed by the four bytes of the IPv4 address; on an
+/// IPv6-only network the last four of the IPv6 address, unique in the network as long as
+/// its addresses are (sequential from `::1`, they differ there).
+pub fn mac_for(ip: std::net::IpAddr) -> [u8; 6] {
+    let [a, b, c, d] = match ip {
+        std::net::IpAddr::V4(ip) => ip.octets(),
+        std::net::IpAddr::V6(ip) => {
+            let o = ip.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
     [0x02, 0x42, a, b, c, d]
 }
 
@@ -495,6 +503,8 @@ mod tests {
 
     #[test]
     fn mac_follows_the_address() {
-        assert_eq!(mac_for(ip("172.17.0.2")), [0x02, 0x42, 172, 17, 0, 2]);
+        assert_eq!(mac_for(ip("172.17.0.2").into()), [0x02, 0x42, 172, 17, 0, 2], "Docker's MAC");
+        let v6: Ipv6Addr = "fd00:1::a:b02".parse().unwrap();
+        assert_eq!(mac_for(v6.into()), [0x02, 0x42, 0, 0x0a, 0x0b, 0x02], "IPv6-only: the last four bytes");
     }
 }

@@ -5,7 +5,7 @@
 //! tables the programs decide from.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap as StdHashMap, HashSet},
     fs,
     net::IpAddr,
     os::fd::{AsFd, AsRawFd},
@@ -25,9 +25,10 @@ use aya::{
     },
 };
 use dataplane_common::{
-    Backend, Counter, DnatEntry, Endpoint, EndpointKey, FirewallKey, FirewallVerdict, FlowKey, HostConfig,
-    IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey, RemoteEndpoint,
-    RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, TunnelConfig, ct_event, map_names, program_names,
+    Backend, Counter, DnatEntry, Endpoint, EndpointCounters, EndpointKey, FirewallKey, FirewallVerdict,
+    FlowKey, HostConfig, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey,
+    RemoteEndpoint, RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, TunnelConfig, ct_event, map_names,
+    program_names,
 };
 use ipnet::{IpNet, Ipv4Net};
 
@@ -148,7 +149,7 @@ fn firewall_key(rule_set: u16, source: Ipv4Net) -> Key<FirewallKey> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 23] {
+fn pinned_layouts() -> [PinnedLayout; 24] {
     use dataplane_common::{SockRevKey, SockRevKey6, SockRevValue, SockRevValue6};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -156,6 +157,7 @@ fn pinned_layouts() -> [PinnedLayout; 23] {
         layout::<u32, InterfaceConfig>(map_names::INTERFACES_BY_INDEX, Some(InterfaceConfig::INDEX_LIMIT)),
         layout::<Key<SubnetKey>, SubnetInfo>(map_names::SUBNETS, None),
         layout::<u32, Counter>(map_names::COUNTERS, Some(DpPath::COUNT)),
+        layout::<u32, EndpointCounters>(map_names::ENDPOINT_COUNTERS, Some(EndpointCounters::SLOTS)),
         layout::<u32, u64>(map_names::CT_EVENTS, Some(ct_event::COUNT)),
         layout::<u32, NatConfig>(map_names::NAT_CONFIG, Some(1)),
         layout::<FlowKey, SnatEntry>(map_names::SNAT_CT, None),
@@ -210,6 +212,38 @@ pub struct Datapath {
     links_dir: std::path::PathBuf,
     /// `uplink_xdp` runs on the uplink: publishing containers should take XDP frames.
     uplink_xdp: bool,
+    /// Which endpoint counts in which slot of ENDPOINT_COUNTERS, by host-side veth.
+    counter_slots: CounterSlots,
+}
+
+/// Slots of ENDPOINT_COUNTERS by host-side veth name: the lowest free one for a new
+/// endpoint (slot 0 is nobody's).
+#[derive(Default)]
+struct CounterSlots {
+    by_veth: StdHashMap<String, u16>,
+}
+
+impl CounterSlots {
+    fn of(&self, host_veth: &str) -> Option<u16> {
+        self.by_veth.get(host_veth).copied()
+    }
+
+    fn is_taken(&self, slot: u16) -> bool {
+        self.by_veth.values().any(|s| *s == slot)
+    }
+
+    fn lowest_free(&self) -> Option<u16> {
+        let taken: HashSet<u16> = self.by_veth.values().copied().collect();
+        (1..EndpointCounters::SLOTS).map(|s| s as u16).find(|s| !taken.contains(s))
+    }
+
+    fn claim(&mut self, host_veth: &str, slot: u16) {
+        self.by_veth.insert(host_veth.to_string(), slot);
+    }
+
+    fn release(&mut self, host_veth: &str) {
+        self.by_veth.remove(host_veth);
+    }
 }
 
 impl Datapath {
@@ -287,7 +321,14 @@ impl Datapath {
                 .try_into()?;
             program.load().with_context(|| format!("the verifier refused {name}"))?;
         }
-        Ok(Self { ebpf, filters: HashSet::new(), cgroup_links: vec![], links_dir, uplink_xdp: false })
+        Ok(Self {
+            ebpf,
+            filters: HashSet::new(),
+            cgroup_links: vec![],
+            links_dir,
+            uplink_xdp: false,
+            counter_slots: CounterSlots::default(),
+        })
     }
 
     /// Attaches the socket hooks to `cgroup` (other programs may sit there too), scoped to
@@ -726,6 +767,72 @@ impl Datapath {
         remove_missing_ok(self.hash_map::<u32, InterfaceConfig>(map_names::INTERFACES)?.remove(&ifindex))
     }
 
+    /// The interface's entry, if the programs have one.
+    fn interface(&mut self, ifindex: u32) -> Result<Option<InterfaceConfig>> {
+        if ifindex < InterfaceConfig::INDEX_LIMIT {
+            let config = self.interface_array()?.get(&ifindex, 0)?;
+            return Ok((config != InterfaceConfig::NONE).then_some(config));
+        }
+        Ok(self.hash_map::<u32, InterfaceConfig>(map_names::INTERFACES)?.get(&ifindex, 0).ok())
+    }
+
+    /// The slot of ENDPOINT_COUNTERS the endpoint behind `host_veth` (ifindex `ifindex`)
+    /// counts in: the one it has; after a restart, the one its interface's entry names
+    /// (counting goes on); else the lowest free slot, counted from zero. Slot 0, which
+    /// nobody reads, when all are taken.
+    pub fn endpoint_counter_slot(&mut self, host_veth: &str, ifindex: u32) -> Result<u16> {
+        if let Some(slot) = self.counter_slots.of(host_veth) {
+            return Ok(slot);
+        }
+        let kept = self.interface(ifindex)?.map(|c| c.counter_slot);
+        if let Some(slot) = kept.filter(|s| *s != 0 && !self.counter_slots.is_taken(*s)) {
+            self.counter_slots.claim(host_veth, slot);
+            return Ok(slot);
+        }
+        let Some(slot) = self.counter_slots.lowest_free() else {
+            log::warn!(
+                "{host_veth}: all {} endpoint counter slots are taken; not counted",
+                EndpointCounters::SLOTS - 1
+            );
+            return Ok(0);
+        };
+        let map = self
+            .ebpf
+            .map_mut(map_names::ENDPOINT_COUNTERS)
+            .ok_or_else(|| anyhow!("map ENDPOINT_COUNTERS missing"))?;
+        let mut counters: PerCpuArray<&mut MapData, EndpointCounters> = PerCpuArray::try_from(map)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![EndpointCounters::default(); cpus])?;
+        counters
+            .set(u32::from(slot), zeros, 0)
+            .with_context(|| format!("resetting ENDPOINT_COUNTERS[{slot}]"))?;
+        self.counter_slots.claim(host_veth, slot);
+        Ok(slot)
+    }
+
+    /// Frees the endpoint's counter slot for the next endpoint.
+    pub fn release_endpoint_counter_slot(&mut self, host_veth: &str) {
+        self.counter_slots.release(host_veth);
+    }
+
+    /// What the endpoint behind `host_veth` sent and received, summed over CPUs; `None`
+    /// for an endpoint without a slot (not attached by this daemon, or past the slots).
+    pub fn endpoint_counters(&self, host_veth: &str) -> Result<Option<EndpointCounters>> {
+        let Some(slot) = self.counter_slots.of(host_veth) else {
+            return Ok(None);
+        };
+        let map = self
+            .ebpf
+            .map(map_names::ENDPOINT_COUNTERS)
+            .ok_or_else(|| anyhow!("map ENDPOINT_COUNTERS missing"))?;
+        let counters: PerCpuArray<&MapData, EndpointCounters> = PerCpuArray::try_from(map)?;
+        let per_cpu = counters.get(&u32::from(slot), 0)?;
+        Ok(Some(per_cpu.iter().fold(EndpointCounters::default(), |sum, c| EndpointCounters {
+            sent: add(sum.sent, c.sent),
+            received: add(sum.received, c.received),
+        })))
+    }
+
     fn interface_array(&mut self) -> Result<Array<&mut MapData, InterfaceConfig>> {
         let name = map_names::INTERFACES_BY_INDEX;
         let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
@@ -831,14 +938,14 @@ impl Datapath {
             .iter()
             .map(|path| {
                 let per_cpu = counters.get(&(*path as u32), 0)?;
-                let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                    packets: acc.packets + c.packets,
-                    bytes: acc.bytes + c.bytes,
-                });
-                Ok((*path, sum))
+                Ok((*path, per_cpu.iter().fold(Counter::default(), |sum, c| add(sum, *c))))
             })
             .collect()
     }
+}
+
+fn add(a: Counter, b: Counter) -> Counter {
+    Counter { packets: a.packets + b.packets, bytes: a.bytes + b.bytes }
 }
 
 /// The monitor's ring buffer, its "listening" flag (`MonitorEvent::LISTENING`) and the

@@ -37,7 +37,8 @@ pub struct Event {
     /// The container whose interface it is, or whose address it was for.
     pub container: Option<String>,
     pub network: Option<String>,
-    /// `ipv4`, `ipv6`; absent for what is not IP (ARP).
+    /// `ipv4`, `ipv6`, `arp` (its sender's and target's addresses are `src` and `dst`);
+    /// absent for anything else.
     pub family: Option<String>,
     /// `tcp`, `udp`, `icmp`, `icmpv6`, or the protocol's number.
     pub proto: Option<String>,
@@ -52,6 +53,9 @@ pub struct Event {
     /// A drop's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A dropped frame's source MAC (`02:42:...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_mac: Option<String>,
     /// A flow's translation: `masquerade` (its source became the uplink's) or
     /// `published` (its destination became a container's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,7 +172,9 @@ fn port(flow: &FlowKey, port: u16) -> Option<u16> {
 /// version cannot read (another kind, reason, hook or path).
 pub fn line_of(record: &MonitorEvent, time: Timestamp, names: Names) -> Option<MonitorLine> {
     let flow = &record.flow;
+    let arp = record.ether_type == MonitorEvent::ETHER_TYPE_ARP;
     let family = match flow.src.family {
+        AF_INET if arp => Some("arp".to_string()),
         AF_INET => Some("ipv4".to_string()),
         AF_INET6 => Some("ipv6".to_string()),
         _ => None,
@@ -178,7 +184,7 @@ pub fn line_of(record: &MonitorEvent, time: Timestamp, names: Names) -> Option<M
         interface: names.interface,
         container: names.container,
         network: names.network,
-        proto: family.is_some().then(|| proto_name(flow.proto)),
+        proto: family.is_some().then(|| if arp { "arp".to_string() } else { proto_name(flow.proto) }),
         family,
         src: address(&flow.src),
         src_port: port(flow, flow.src_port),
@@ -187,12 +193,14 @@ pub fn line_of(record: &MonitorEvent, time: Timestamp, names: Names) -> Option<M
         hook: Hook::from_u8(record.hook)?.name().to_string(),
         path: Path::from_index(u32::from(record.path))?.name().to_string(),
         reason: None,
+        src_mac: None,
         translation: None,
         translated: None,
     };
     match record.kind {
         MonitorEvent::DROP => {
             event.reason = Some(DropReason::from_u8(record.reason)?.name().to_string());
+            event.src_mac = Some(crate::state::MacAddr(record.src_mac).to_string());
             Some(MonitorLine::Drop(event))
         }
         MonitorEvent::FLOW => {
@@ -247,7 +255,10 @@ pub fn text(line: &MonitorLine) -> String {
         None => event.interface.clone(),
     };
     let what = match (&event.reason, &event.translated) {
-        (Some(reason), _) => format!("reason {reason}"),
+        (Some(reason), _) => match &event.src_mac {
+            Some(mac) => format!("reason {reason} mac {mac}"),
+            None => format!("reason {reason}"),
+        },
         (None, Some(t)) => format!(
             "{} {} -> {}",
             event.translation.as_deref().unwrap_or("translated"),
@@ -307,6 +318,8 @@ mod tests {
             path: Path::Masqueraded as u8,
             hook: Hook::FromContainer as u8,
             ifindex: 7,
+            ether_type: 0,
+            src_mac: [0; 6],
             flow: key([10, 1, 0, 2], 40000, [192, 0, 2, 9], 80, IPPROTO_TCP),
             reply: key([192, 0, 2, 9], 80, [203, 0, 113, 1], 61000, IPPROTO_TCP),
         };
@@ -322,6 +335,33 @@ mod tests {
     }
 
     #[test]
+    fn an_arp_spoof_drop_shows_the_claimed_addresses_and_the_mac() {
+        let record = MonitorEvent {
+            kind: MonitorEvent::DROP,
+            reason: DropReason::SpoofedArp as u8,
+            path: Path::DroppedSpoofedArp as u8,
+            hook: Hook::FromContainer as u8,
+            ifindex: 7,
+            ether_type: MonitorEvent::ETHER_TYPE_ARP,
+            src_mac: [2, 0x42, 10, 1, 0, 2],
+            flow: key([10, 1, 0, 1], 0, [10, 1, 0, 3], 0, 0),
+            reply: key([0; 4], 0, [0; 4], 0, 0),
+        };
+        let Some(MonitorLine::Drop(event)) = line_of(&record, Timestamp::UNIX_EPOCH, names()) else {
+            panic!("a drop record makes a drop line");
+        };
+        assert_eq!((event.family.as_deref(), event.proto.as_deref()), (Some("arp"), Some("arp")));
+        assert_eq!(event.src, Some(IpAddr::from([10, 1, 0, 1])), "the sender address it claimed");
+        assert_eq!(event.dst, Some(IpAddr::from([10, 1, 0, 3])), "the target it asked about");
+        assert_eq!(event.src_mac.as_deref(), Some("02:42:0a:01:00:02"));
+        let text = text(&MonitorLine::Drop(event));
+        assert!(
+            text.contains("arp 10.1.0.1 -> 10.1.0.3") && text.contains("mac 02:42:0a:01:00:02"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn filters_pick_by_kind_container_network_protocol_and_port() {
         let drop = MonitorEvent {
             kind: MonitorEvent::DROP,
@@ -329,6 +369,8 @@ mod tests {
             path: Path::DroppedIsolation as u8,
             hook: Hook::FromContainer as u8,
             ifindex: 7,
+            ether_type: 0,
+            src_mac: [0; 6],
             flow: key([10, 1, 0, 2], 5353, [10, 2, 0, 2], 53, IPPROTO_UDP),
             reply: key([0; 4], 0, [0; 4], 0, 0),
         };

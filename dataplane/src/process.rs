@@ -5,7 +5,7 @@
 use std::{
     ffi::CString,
     fs::File,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     os::{
         fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::{ffi::OsStrExt, fs::MetadataExt, process::CommandExt},
@@ -326,7 +326,7 @@ pub fn write_etc_files(
     etc_dir: &Path,
     hostname: &str,
     name: &str,
-    address: Option<(Ipv4Addr, &[IpAddr])>,
+    address: Option<(IpAddr, &[IpAddr])>,
 ) -> Result<()> {
     std::fs::create_dir_all(etc_dir).with_context(|| format!("creating {}", etc_dir.display()))?;
     let aliases = if hostname == name { hostname.to_string() } else { format!("{hostname} {name}") };

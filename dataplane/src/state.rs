@@ -125,8 +125,12 @@ pub struct Network {
     pub driver: String,
     /// The network's number in the BPF maps; never reused while the network exists.
     pub index: u32,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    /// The IPv4 subnet and gateway; none on an IPv6-only network (`--ipv4=false`), which
+    /// then has `ipv6`. Both or neither: `plan` reads them together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     pub ip_range: Option<Ipv4Net>,
     /// The IPv6 subnet, gateway and range of a dual-stack network (`--ipv6`); none on an
     /// IPv4-only one, whose containers keep IPv6 off (absent from earlier state files).
@@ -152,8 +156,8 @@ impl Network {
             name: name.into(),
             driver: "bridge".into(),
             index: u32::from(third),
-            subnet: format!("10.{third}.0.0/24").parse().unwrap(),
-            gateway: Ipv4Addr::new(10, third, 0, 1),
+            subnet: Some(format!("10.{third}.0.0/24").parse().unwrap()),
+            gateway: Some(Ipv4Addr::new(10, third, 0, 1)),
             ip_range: None,
             ipv6: None,
             internal: false,
@@ -165,12 +169,15 @@ impl Network {
         }
     }
 
-    pub fn plan(&self) -> AddressPlan {
-        AddressPlan {
-            subnet: self.subnet,
-            gateway: self.gateway,
-            range: self.ip_range.unwrap_or(self.subnet),
-        }
+    /// Its IPv4 plan; none on an IPv6-only network.
+    pub fn plan(&self) -> Option<AddressPlan> {
+        let (subnet, gateway) = self.subnet.zip(self.gateway)?;
+        Some(AddressPlan { subnet, gateway, range: self.ip_range.unwrap_or(subnet) })
+    }
+
+    /// Its gateways: IPv4, then IPv6, those it has.
+    pub fn gateways(&self) -> impl Iterator<Item = std::net::IpAddr> + use<> {
+        self.gateway.map(Into::into).into_iter().chain(self.ipv6.map(|v6| v6.gateway.into()))
     }
 }
 
@@ -237,7 +244,9 @@ pub struct Endpoint {
     /// its sandbox, then the name Docker gave it there (`eth<N>`).
     pub ifname: String,
     pub network_id: String,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address; none on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     /// Its IPv6 address, on a network with IPv6 (absent from earlier state files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
@@ -259,7 +268,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// Its addresses: IPv4, then IPv6 on a network with it.
     pub fn addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + use<> {
-        std::iter::once(self.ip.into()).chain(self.ip6.map(Into::into))
+        self.ip.map(Into::into).into_iter().chain(self.ip6.map(Into::into))
     }
 
     /// The name of the inner end of an endpoint whose owner configures it (Docker) until
@@ -601,7 +610,7 @@ impl State {
                         .map(|e| Attachment {
                             network_id: e.network_id.clone(),
                             ifname: e.ifname.clone(),
-                            ip: Some(e.ip),
+                            ip: e.ip,
                             ip6: e.ip6,
                             mac: Some(e.mac),
                             aliases: e.aliases.clone(),
@@ -678,14 +687,16 @@ struct NetworkUse {
 impl table::Index<Endpoint> for EndpointIndex {
     fn add(&mut self, endpoint: &Endpoint) {
         let network = self.networks.entry(endpoint.network_id.clone()).or_default();
-        network.addresses.insert(endpoint.ip);
+        network.addresses.extend(endpoint.ip);
         *network.bridges.entry(endpoint.bridge).or_default() += 1;
         self.veths.insert(endpoint.host_veth.clone());
     }
 
     fn remove(&mut self, endpoint: &Endpoint) {
         if let Some(network) = self.networks.get_mut(&endpoint.network_id) {
-            network.addresses.remove(&endpoint.ip);
+            if let Some(ip) = endpoint.ip {
+                network.addresses.remove(&ip);
+            }
             if let Some(count) = network.bridges.get_mut(&endpoint.bridge) {
                 *count -= 1;
                 if *count == 0 {
@@ -749,8 +760,8 @@ mod tests {
             name: "blue".into(),
             driver: "bridge".into(),
             index: 2,
-            subnet: "10.9.0.0/24".parse().unwrap(),
-            gateway: "10.9.0.1".parse().unwrap(),
+            subnet: Some("10.9.0.0/24".parse().unwrap()),
+            gateway: Some("10.9.0.1".parse().unwrap()),
             ip_range: Some("10.9.0.128/25".parse().unwrap()),
             ipv6: Some(AddressPlanV6::new("fd00:9::/64".parse().unwrap(), None, None).unwrap()),
             internal: true,
@@ -785,7 +796,7 @@ mod tests {
             netns: container.netns.clone(),
             ifname: "eth0".into(),
             network_id: network.id.clone(),
-            ip: "10.9.0.130".parse().unwrap(),
+            ip: Some("10.9.0.130".parse().unwrap()),
             ip6: Some("fd00:9::2".parse().unwrap()),
             mac: MacAddr([2, 0x42, 10, 9, 0, 130]),
             host_veth: "veth1234567".into(),
@@ -823,7 +834,12 @@ mod tests {
         docker.networks.insert("d0c".repeat(21), network.id.clone());
         docker.endpoints.insert(
             "e9d".repeat(21),
-            DockerEndpoint { network_id: network.id.clone(), ip: endpoint.ip, ip6: None, mac: endpoint.mac },
+            DockerEndpoint {
+                network_id: network.id.clone(),
+                ip: endpoint.ip.unwrap(),
+                ip6: None,
+                mac: endpoint.mac,
+            },
         );
         State {
             networks: vec![network].into(),
@@ -942,7 +958,7 @@ mod tests {
         assert_ne!(eth0.id, eth1.id, "each endpoint has an id of its own");
         assert_eq!(
             (eth0.ifname.as_str(), eth0.network_id.as_str(), eth0.ip, eth0.mac.to_string()),
-            ("eth0", "n1", Ipv4Addr::new(10, 9, 0, 2), "02:42:0a:09:00:02".to_string()),
+            ("eth0", "n1", Some(Ipv4Addr::new(10, 9, 0, 2)), "02:42:0a:09:00:02".to_string()),
             "the first attachment's interface, network, address and MAC"
         );
         assert_eq!(
@@ -964,7 +980,7 @@ mod tests {
             web.networks.iter().map(|a| (a.network_id.as_str(), a.ifname.as_str(), a.ip)).collect();
         assert_eq!(
             asked,
-            [("n1", "eth0", Some(eth0.ip)), ("n2", "eth1", Some(eth1.ip))],
+            [("n1", "eth0", eth0.ip), ("n2", "eth1", eth1.ip)],
             "the networks it asks for come from its endpoints"
         );
         assert_eq!((web.networks[0].mac, &web.networks[0].publish), (Some(eth0.mac), &eth0.ports));
@@ -972,6 +988,63 @@ mod tests {
         // Loaded once, the file is of today's shape and loads as it was: ids stay.
         assert!(!fs::read_to_string(dir.path().join("state.json")).unwrap().contains("attachments"));
         assert_eq!(StateStore::new(dir.path()).load().unwrap(), Some(state));
+    }
+
+    /// A network and an endpoint as every version before IPv6-only networks wrote them:
+    /// the IPv4 subnet, gateway and address as plain fields.
+    const BEFORE_IPV6_ONLY: &str = r#"{
+      "networks": [{
+        "id": "n1n1", "name": "blue", "driver": "bridge", "index": 2,
+        "subnet": "10.9.0.0/24", "gateway": "10.9.0.1", "ip_range": null,
+        "internal": false, "options": {}, "bridge_options": {"icc": true, "mtu": null},
+        "labels": {}, "bridge": "br-n1n1", "created": 1
+      }],
+      "containers": [],
+      "endpoints": [{
+        "id": "e1e1", "owner": {"kind": "cni", "container_id": "k1"}, "netns": "/run/netns/k1",
+        "ifname": "eth0", "network_id": "n1n1", "ip": "10.9.0.2", "mac": "02:42:0a:09:00:02",
+        "host_veth": "veth0000001"
+      }]
+    }"#;
+
+    #[test]
+    fn state_files_from_before_ipv6_only_networks_load_with_their_ipv4_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("state.json"), BEFORE_IPV6_ONLY).unwrap();
+        let state = StateStore::new(dir.path()).load().unwrap().unwrap();
+        let blue = state.network("blue").expect("the network loads");
+        assert_eq!(
+            blue.plan(),
+            Some(AddressPlan {
+                subnet: "10.9.0.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 9, 0, 1),
+                range: "10.9.0.0/24".parse().unwrap(),
+            }),
+            "the IPv4 subnet and gateway of the old fields"
+        );
+        assert_eq!(blue.ipv6, None, "an old network stays IPv4-only");
+        assert_eq!(state.endpoints[0].ip, Some(Ipv4Addr::new(10, 9, 0, 2)), "the endpoint keeps its address");
+        assert_eq!(state.used_addresses("n1n1"), &[Ipv4Addr::new(10, 9, 0, 2)].into(), "and holds it");
+    }
+
+    #[test]
+    fn an_ipv6_only_network_and_its_endpoint_round_trip_without_ipv4_fields() {
+        let mut state = sample();
+        let id = state.networks[0].id.clone();
+        let network = state.networks.get_mut(&id).unwrap();
+        (network.subnet, network.gateway, network.ip_range) = (None, None, None);
+        let endpoint = Endpoint { ip: None, ..state.endpoints[0].clone() };
+        state.endpoints.replace(endpoint);
+        state.docker = DockerState::default();
+        let written = serde_json::to_string(&state).unwrap();
+        assert!(!written.contains("\"subnet\":\"10."), "no IPv4 subnet is written: {written}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new(dir.path());
+        store.write_whole(&state).unwrap();
+        let loaded = StateStore::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!(loaded.network_by_id(&id).unwrap().plan(), None, "no IPv4 plan");
+        assert!(loaded.used_addresses(&id).is_empty(), "no IPv4 address is taken");
+        assert_eq!(loaded, state);
     }
 
     #[test]
@@ -1030,14 +1103,15 @@ mod tests {
         assert!(state.used_addresses("other").is_empty());
         // Kept as endpoints come and go, with the bridges' occupancy and the veth names.
         let mut second = state.endpoints[0].clone();
+        let second_ip = Ipv4Addr::new(10, 9, 0, 131);
         (second.id, second.ip, second.host_veth, second.bridge) =
-            (new_id(), Ipv4Addr::new(10, 9, 0, 131), "veth7654321".into(), 0);
+            (new_id(), Some(second_ip), "veth7654321".into(), 0);
         state.endpoints.push(second.clone());
-        assert_eq!(state.used_addresses(&id), &[first, second.ip].into());
+        assert_eq!(state.used_addresses(&id), &[first, second_ip].into());
         assert_eq!(state.bridge_occupancy(&id), [(0, 1), (1, 1)].into());
         assert!(state.veth_taken("veth7654321") && state.veth_taken("veth1234567"));
         state.endpoints.retain(|e| e.ip == second.ip);
-        assert_eq!(state.used_addresses(&id), &[second.ip].into());
+        assert_eq!(state.used_addresses(&id), &[second_ip].into());
         assert_eq!(state.bridge_occupancy(&id), [(0, 1)].into());
         assert!(!state.veth_taken("veth1234567"), "a veth name is free again once its endpoint left");
         state.endpoints.retain(|_| false);

@@ -165,7 +165,7 @@ mod tests {
         let elsewhere = Network::sample("elsewhere", 11);
         let mut mirror = Mirror::default();
         for (net, vni) in [(&prod, Some(4096)), (&legacy, None), (&elsewhere, Some(4097))] {
-            let shared = SharedNetwork { vni, ..SharedNetwork::of(net) };
+            let shared = SharedNetwork { vni, ..SharedNetwork::of(net).unwrap() };
             mirror.networks.insert(net.name.clone(), shared);
         }
         let b = Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 12)));

@@ -94,7 +94,7 @@ impl Fixture {
             datapath.set_subnet(subnet.parse().unwrap(), network, gateway).unwrap();
         }
         datapath.set_interface(LO, red_interface(red_flags)).unwrap();
-        let endpoint = |ifindex, mac| Endpoint { host_ifindex: ifindex, mac, _pad: [0; 2] };
+        let endpoint = |ifindex, mac| Endpoint { host_ifindex: ifindex, mac, counter_slot: 0 };
         datapath.set_endpoint(v4_key(RED, Ipv4Addr::new(10, 1, 0, 3)), endpoint(42, B_MAC)).unwrap();
         datapath.set_endpoint(v6_key(RED, B6), endpoint(42, B_MAC)).unwrap();
         let blue = [2, 0x42, 10, 2, 0, 2];
@@ -247,7 +247,7 @@ pub fn red_interface(flags: u32) -> InterfaceConfig {
         v4_mask: [255, 255, 255, 0],
         v4_addr: [10, 1, 0, 2],
         mac: A_MAC,
-        _pad: [0; 2],
+        counter_slot: 0,
         v6_addr: A6,
     }
 }

@@ -260,6 +260,29 @@ fn check_of_a_dual_stack_attachment_finds_a_lost_ipv6_route_or_address() {
     assert!(endpoints_of(&host, "dual").is_empty(), "DEL left the endpoint");
 }
 
+/// `"ipv4": false`: an IPv6-only network, whose pods get an IPv6 address, route and
+/// resolver alone.
+#[test]
+fn an_ipv6_only_config_attaches_pods_with_ipv6_alone() {
+    let mut host = Host::start();
+    let pod = host.add_namespace("pod6only");
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "only6", "type": "dataplane", "socket": host.socket(),
+        "ipv4": false, "subnet6": "fd00:7a::/64",
+    });
+    let result = Call::new(&host, "ADD", "7a7a", Some(&pod)).ok(&conf);
+    assert_eq!(result["ips"], json!([{"interface": 1, "address": "fd00:7a::2/64", "gateway": "fd00:7a::1"}]));
+    assert_eq!(result["routes"], json!([{"dst": "::/0", "gw": "fd00:7a::1"}]));
+    assert_eq!(result["dns"]["nameservers"], json!(["fd00:7a::1"]));
+    assert_eq!(address_in(&pod), None, "an IPv4 address on eth0 of an IPv6-only pod");
+    let net = &host.dp_json(&["network", "inspect", "only6"])[0];
+    assert_eq!((&net["EnableIPv4"], &net["EnableIPv6"]), (&json!(false), &json!(true)));
+    let prev = with(conf.clone(), "prevResult", result);
+    Call::new(&host, "CHECK", "7a7a", Some(&pod)).ok(&prev);
+    Call::new(&host, "DEL", "7a7a", Some(&pod)).ok(&conf);
+    assert!(endpoints_of(&host, "only6").is_empty(), "DEL left the endpoint");
+}
+
 #[test]
 fn gc_removes_the_attachments_the_runtime_no_longer_lists() {
     let mut host = Host::start();

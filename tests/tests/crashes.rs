@@ -230,11 +230,12 @@ fn record_pieces(host: &Host, state: &State) -> Vec<String> {
     }
     for e in &state.endpoints {
         let addresses =
-            host.sh(&format!("nsenter --net={} ip -o -4 addr show dev {}", e.netns.display(), e.ifname));
-        if !String::from_utf8_lossy(&addresses.stdout).contains(&format!(" {}/", e.ip)) {
+            host.sh(&format!("nsenter --net={} ip -o addr show dev {}", e.netns.display(), e.ifname));
+        let held = String::from_utf8_lossy(&addresses.stdout);
+        if let Some(lost) = e.addresses().find(|ip| !held.contains(&format!(" {ip}/"))) {
             found.push(format!(
-                "endpoint {} ({}): {} lacks its address {}",
-                e.host_veth, e.owner, e.ifname, e.ip
+                "endpoint {} ({}): {} lacks its address {lost}",
+                e.host_veth, e.owner, e.ifname
             ));
         }
         for port in &e.ports {
@@ -285,12 +286,15 @@ fn cli_views(host: &Host, state: &State) -> Vec<String> {
     }
     for net in &state.networks {
         let shown = host.dp_json(&["network", "inspect", &net.name]);
-        let on: BTreeSet<String> = state.endpoints_on(&net.id).map(|e| e.ip.to_string()).collect();
+        let on: BTreeSet<String> =
+            state.endpoints_on(&net.id).filter_map(|e| e.ip).map(|ip| ip.to_string()).collect();
         let shown: BTreeSet<String> = shown[0]["Containers"]
             .as_object()
             .map(|m| {
                 m.values()
-                    .filter_map(|v| Some(v["IPv4Address"].as_str()?.split('/').next()?.to_string()))
+                    .filter_map(|v| v["IPv4Address"].as_str()?.split('/').next())
+                    .filter(|ip| !ip.is_empty())
+                    .map(String::from)
                     .collect()
             })
             .unwrap_or_default();

@@ -175,8 +175,6 @@ fn ipv6_networks_take_ula_subnets_are_isolated_and_refuse_bad_plans_with_the_fix
     assert!(large.contains("/48 or longer"), "{large}");
     let outside = refused(&["--ipv6", "--subnet", "fd00:98::/64", "--gateway", "fd00:99::1", "outside"]);
     assert!(outside.contains("give a --gateway inside the subnet"), "{outside}");
-    let only6 = refused(&["--ipv6", "--ipv4=false", "only6"]);
-    assert!(only6.contains("not supported yet") && only6.contains("drop --ipv4=false"), "{only6}");
     host.dp_ok(&["network", "create", "--subnet", "10.98.0.0/24", "four"]);
     let no_v6 = host.dp_err(&["run", "-d", "--network", "four", "--ip6", "fd00:98::5", "--", "sleep", "1"]);
     assert!(no_v6.contains("has no IPv6") && no_v6.contains("drop --ip6"), "{no_v6}");

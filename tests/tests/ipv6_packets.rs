@@ -6,7 +6,7 @@
 use dataplane_common::{InterfaceConfig, Path};
 use dataplane_tests::datapath::{
     A_MAC, A6, B_MAC, B6, BLUE_ENDPOINT6, Fixture, LO, RED_GATEWAY6, STALE_MAC, TC_ACT_OK, TC_ACT_REDIRECT,
-    TC_ACT_SHOT, ipv6_frame, neighbour_advertisement, red_interface, udp6_between_macs, v6,
+    TC_ACT_SHOT, ipv6_frame, neighbour_advertisement, red_interface, udp_frame, udp6_between_macs, v6,
 };
 use etherparse::SlicedPacket;
 
@@ -102,6 +102,25 @@ fn on_a_network_without_ipv6_only_link_local_sources_pass() {
     assert_eq!(fx.count(Path::DroppedSpoofedIpv6), 2);
     assert_eq!(fx.run(&from_a([0; 16], ALL_NODES)).0, TC_ACT_OK, "duplicate address detection was refused");
     assert_eq!(fx.run(&from_a(LINK_LOCAL_A, ALL_NODES)).0, TC_ACT_OK);
+}
+
+/// A container of an IPv6-only network, as the daemon configures its interface: no IPv4
+/// address (all zero) in a subnet that holds none (a full mask on 0.0.0.0).
+#[test]
+fn on_an_ipv6_only_network_ipv4_leaves_only_as_a_broadcast_from_nowhere() {
+    let mut fx = Fixture::new(0);
+    let ipv6_only =
+        InterfaceConfig { v4_addr: [0; 4], v4_subnet: [0; 4], v4_mask: [255; 4], ..red_interface(0) };
+    fx.datapath.set_interface(LO, ipv6_only).unwrap();
+    for dst in [[10, 1, 0, 3], [192, 0, 2, 7]] {
+        let frame = udp_frame(B_MAC, [0, 0, 0, 0], dst);
+        assert_eq!(fx.run(&frame).0, TC_ACT_SHOT, "unicast IPv4 from 0.0.0.0 to {dst:?} left");
+    }
+    assert_eq!(fx.run(&udp_frame(B_MAC, [10, 1, 0, 2], [10, 1, 0, 3])).0, TC_ACT_SHOT, "a made-up IPv4 left");
+    assert_eq!(fx.count(Path::DroppedSpoofedIp), 3);
+    let dhcp = udp_frame([0xff; 6], [0, 0, 0, 0], [255, 255, 255, 255]);
+    assert_eq!(fx.run(&dhcp).0, TC_ACT_OK, "a broadcast from 0.0.0.0 is the bridge's, as anywhere");
+    assert_eq!(fx.run(&from_a(A6, B6)).0, TC_ACT_REDIRECT, "its IPv6 was not forwarded");
 }
 
 #[test]

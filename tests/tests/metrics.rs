@@ -152,3 +152,107 @@ fn stats_watch_shows_the_rates_of_the_traffic_going_on() {
         "ping 100/s there and back, about 200 packets/s; saw {rate}:\n{out}"
     );
 }
+
+/// One row of `stats --container`/`--network`: sent packets and bytes, received packets
+/// and bytes, of the row whose first column is `first` (a container, or `(total)`).
+fn endpoint_row(table: &str, first: &str) -> [u64; 4] {
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no row {first} in:\n{table}"));
+    let numbers: Vec<u64> = row.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    numbers.try_into().unwrap_or_else(|n| panic!("row {first}: 4 figures expected, got {n:?} in:\n{table}"))
+}
+
+fn grown(after: [u64; 4], before: [u64; 4]) -> [u64; 4] {
+    [0, 1, 2, 3].map(|i| after[i] - before[i])
+}
+
+/// A ping's Ethernet frame: 14 + 20 (IPv4) + 8 (ICMP) + 56 bytes of data.
+const PING_FRAME: u64 = 98;
+/// An ARP request or reply's frame (42 bytes: 14 + 28).
+const ARP_FRAME: u64 = 42;
+
+/// Per-endpoint counters count what a test sends, in `stats --container`, `--network`
+/// and the metrics alike: 1000 pings from a to b are 1000 frames b received and sent and
+/// a sent and received, 98 bytes each (each side's sent may add an ARP frame the
+/// neighbour tables exchanged meanwhile, 42 bytes, which the figures account for). A
+/// container that gets a removed one's slot starts from zero.
+#[test]
+fn per_container_counters_count_exactly_what_was_sent() {
+    const PINGS: u64 = 1000;
+    let host = Host::start_with_external_and(&[("DATAPLANE_METRICS_ADDR", METRICS_ADDR)]);
+    host.dp_ok(&["network", "create", "--subnet", "10.73.0.0/24", "counted"]);
+    host.run_sleeper("a", &["--network", "counted"]);
+    host.run_sleeper("b", &["--network", "counted"]);
+    let b = host.ip_of("b");
+    // The neighbours resolved first: their ARP frames are not in what is measured.
+    let out = host.exec("a", &format!("ping -c 1 -W 2 {b}"));
+    assert!(out.status.success(), "a reaches b: {}", String::from_utf8_lossy(&out.stdout));
+
+    let container = |name: &str| endpoint_row(&host.dp_ok(&["stats", "--container", name]), name);
+    let network = || {
+        let table = host.dp_ok(&["stats", "--network", "counted"]);
+        ["a", "b", "(total)"].map(|first| endpoint_row(&table, first))
+    };
+    let metric = |s: &Scrape, name: &str, labels: &[(&str, &str)]| value(s, name, labels) as u64;
+    let (a_before, b_before, network_before, scraped_before) =
+        (container("a"), container("b"), network(), scrape(&host));
+
+    let out = host.exec("a", &format!("ping -q -c {PINGS} -i 0.002 -W 2 {b}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let (a, b_grown) = (grown(container("a"), a_before), grown(container("b"), b_before));
+    for (name, [sent, sent_bytes, received, received_bytes]) in [("a", a), ("b", b_grown)] {
+        assert_eq!(received, PINGS, "{name} received the pings (or their replies), nothing else by eBPF");
+        assert_eq!(received_bytes, PINGS * PING_FRAME, "{name}'s received bytes");
+        let arp = sent - PINGS;
+        assert!(arp <= 2, "{name} sent {sent} frames for {PINGS} pings");
+        assert_eq!(sent_bytes, PINGS * PING_FRAME + arp * ARP_FRAME, "{name}'s sent bytes, {arp} ARP frames");
+    }
+    let network_now = network();
+    for (i, row) in ["a", "b", "(total)"].iter().enumerate() {
+        let grew = grown(network_now[i], network_before[i]);
+        let expected = match i {
+            0 => a,
+            1 => b_grown,
+            _ => [0, 1, 2, 3].map(|k| a[k] + b_grown[k]),
+        };
+        assert_eq!(grew, expected, "stats --network counted, row {row}");
+    }
+    assert_eq!(
+        network_now[2],
+        [0, 1, 2, 3].map(|k| network_now[0][k] + network_now[1][k]),
+        "the total is the sum"
+    );
+
+    let scraped = scrape(&host);
+    for (name, figures) in [("a", a), ("b", b_grown)] {
+        for (direction, packets, bytes) in
+            [("sent", figures[0], figures[1]), ("received", figures[2], figures[3])]
+        {
+            let labels = [("network", "counted"), ("container", name), ("direction", direction)];
+            let grew = |metric_name: &str| {
+                metric(&scraped, metric_name, &labels) - metric(&scraped_before, metric_name, &labels)
+            };
+            assert_eq!(grew("dataplane_container_packets_total"), packets, "{name} {direction} packets");
+            assert_eq!(grew("dataplane_container_bytes_total"), bytes, "{name} {direction} bytes");
+        }
+    }
+    for direction in ["sent", "received"] {
+        let labels = [("network", "counted"), ("direction", direction)];
+        let grew = metric(&scraped, "dataplane_network_packets_total", &labels)
+            - metric(&scraped_before, "dataplane_network_packets_total", &labels);
+        let by_containers = if direction == "sent" { a[0] + b_grown[0] } else { a[2] + b_grown[2] };
+        assert_eq!(grew, by_containers, "the network's {direction} packets are its containers'");
+    }
+
+    // b's slot goes to c, which starts from zero.
+    host.dp_ok(&["rm", "-f", "b"]);
+    host.run_sleeper("c", &["--network", "counted"]);
+    let [sent, _, received, _] = container("c");
+    assert!(
+        sent < 10 && received == 0,
+        "c counts from zero, not on from b's {PINGS} pings: sent {sent}, received {received}"
+    );
+}

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use dataplane_common::MonitorEvent;
 use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR};
 use serde_json::Value;
 
@@ -159,6 +160,35 @@ fn each_drop_shows_with_its_reason_container_and_network_in_json() {
     );
     assert_eq!(spoofed["src"], "198.18.0.5", "{spoofed}");
     assert_eq!(spoofed["container"], "b", "{spoofed}");
+    // Link-layer drops carry what the frame claimed: ARP's addresses, the forged MAC.
+    let b_mac = host.dp_json(&["inspect", "b"])[0]["NetworkSettings"]["Networks"]["blue"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let arp = monitor.expect(
+        "spoofed ARP",
+        || quietly(&host, "b", &format!("{forge} arp --src-ip 198.18.0.7 --count 1")),
+        drop_of("spoofed_arp"),
+    );
+    assert_eq!((&arp["family"], &arp["proto"]), (&"arp".into(), &"arp".into()), "{arp}");
+    assert_eq!((&arp["src"], &arp["dst"]), (&"198.18.0.7".into(), &"198.18.0.7".into()), "{arp}");
+    assert_eq!(arp["src_mac"], b_mac.as_str(), "the ARP came with b's own MAC: {arp}");
+    let mac = monitor.expect(
+        "spoofed MAC",
+        || {
+            quietly(
+                &host,
+                "b",
+                &format!(
+                    "{forge} ipv4 --src-mac 02:00:5e:00:53:99 --src-ip {} --dst-ip {EXTERNAL_ADDR} --count 1",
+                    host.ip_of("b")
+                ),
+            )
+        },
+        drop_of("spoofed_mac"),
+    );
+    assert_eq!(mac["src_mac"], "02:00:5e:00:53:99", "{mac}");
+    assert_eq!(mac["src"], host.ip_of("b").as_str(), "{mac}");
     let curl = |addr: &str, port: u16| {
         let _ = host
             .external_command("curl")
@@ -333,4 +363,71 @@ fn a_monitor_whose_reader_leaves_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(String::from_utf8_lossy(&out.stdout).contains("isolation"), "head got no event: {out:?}");
     assert!(out.status.success() && stderr.is_empty(), "the monitor did not end quietly: {out:?}");
+}
+
+/// The daemon's MONITOR_CONFIG flags, read with bpftool from the map the daemon holds
+/// open (found among its file descriptors: other daemons have maps of that name too).
+fn monitor_flags(host: &Host) -> u32 {
+    let pid = host.daemon_pid().expect("the daemon runs");
+    let held: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_to_string(fd.ok()?.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("map_id:")?.trim().parse().ok()))
+        .collect();
+    let shown = std::process::Command::new("bpftool").args(["-j", "map", "show"]).output().unwrap();
+    let maps: Value = serde_json::from_slice(&shown.stdout).expect("bpftool -j map show");
+    let id = maps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "MONITOR_CONFIG" && m["id"].as_u64().is_some_and(|id| held.contains(&id)))
+        .unwrap_or_else(|| panic!("the daemon (PID {pid}) holds no MONITOR_CONFIG among maps {held:?}"))["id"]
+        .to_string();
+    let looked = std::process::Command::new("bpftool")
+        .args(["-j", "map", "lookup", "id", &id, "key", "0", "0", "0", "0"])
+        .output()
+        .unwrap();
+    let entry: Value = serde_json::from_slice(&looked.stdout).unwrap_or_else(|e| {
+        panic!("bpftool map lookup id {id}: {e}: {}", String::from_utf8_lossy(&looked.stderr))
+    });
+    let bytes: Vec<u8> = entry["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no value in {entry}"))
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect();
+    u32::from_ne_bytes(bytes.try_into().unwrap())
+}
+
+/// Waits up to 5 s for the flags to become `wanted`; the flags last read.
+fn flags_become(host: &Host, wanted: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let flags = monitor_flags(host);
+        if flags == wanted || Instant::now() > deadline {
+            return flags;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The programs build events only while someone listens: the first client turns the
+/// flag on, the daemon keeps it while one of two clients stays, and turns it off when
+/// the last leaves.
+#[test]
+fn the_last_client_to_leave_turns_the_events_off() {
+    let host = Host::start();
+    assert_eq!(monitor_flags(&host), 0, "no client, no events");
+    let first = Monitor::start(&host, &[]);
+    let second = Monitor::start(&host, &["--type", "trace"]);
+    let both = flags_become(&host, MonitorEvent::LISTENING | MonitorEvent::TRACING);
+    assert_eq!(both, MonitorEvent::LISTENING | MonitorEvent::TRACING, "two clients, one tracing");
+    drop(second);
+    assert_eq!(
+        flags_become(&host, MonitorEvent::LISTENING),
+        MonitorEvent::LISTENING,
+        "the tracing client left"
+    );
+    drop(first);
+    assert_eq!(flags_become(&host, 0), 0, "the last client left: the events are off");
 }

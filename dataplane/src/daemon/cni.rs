@@ -5,7 +5,7 @@
 //! every other. Everything else (the address, the interface, the map entries, the
 //! published ports) is `endpoints`' and `publishing`'s work, as for our own `run`.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use anyhow::Result;
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -17,8 +17,8 @@ use super::{
 };
 use crate::{
     api::{
-        CniAdd, CniAdded, CniAddedV6, CniAttachment, CniCheck, CniNetwork, DaemonError, ErrorKind, Ipv6Spec,
-        NetworkSpec,
+        CniAdd, CniAdded, CniAddedFamily, CniAttachment, CniCheck, CniNetwork, DaemonError, ErrorKind,
+        Ipv6Spec, NetworkSpec,
     },
     dns, drivers,
     maps::endpoint_key,
@@ -44,7 +44,10 @@ impl Core {
         if let Some(existing) = self.cni_endpoint(&add.attachment, &net.name) {
             return Err(invalid(format!(
                 "{} of container {} is already attached to network {} ({}); DEL it before another ADD",
-                add.attachment.ifname, add.attachment.container_id, net.name, existing.ip
+                add.attachment.ifname,
+                add.attachment.container_id,
+                net.name,
+                existing.addresses().map(|ip| ip.to_string()).collect::<Vec<_>>().join(" ")
             )));
         }
         let owner = owner_of(&add.attachment);
@@ -86,10 +89,12 @@ impl Core {
             host_veth: endpoint.host_veth,
             host_mac,
             mac: endpoint.mac,
-            ip: endpoint.ip,
-            prefix_len: net.subnet.prefix_len(),
-            gateway: net.gateway,
-            ipv6: net.ipv6.zip(endpoint.ip6).map(|(v6, ip)| CniAddedV6 {
+            ipv4: net.plan().zip(endpoint.ip).map(|(v4, ip)| CniAddedFamily {
+                ip,
+                prefix_len: v4.subnet.prefix_len(),
+                gateway: v4.gateway,
+            }),
+            ipv6: net.ipv6.zip(endpoint.ip6).map(|(v6, ip)| CniAddedFamily {
                 ip,
                 prefix_len: v6.subnet.prefix_len(),
                 gateway: v6.gateway,
@@ -97,9 +102,7 @@ impl Core {
             default_route: drivers::takes_default_route(&endpoint.ifname),
             mtu: net.bridge_options.mtu,
             nameservers: match dns::has_resolver(&net.driver) {
-                true => {
-                    std::iter::once(net.gateway.into()).chain(net.ipv6.map(|v6| v6.gateway.into())).collect()
-                }
+                true => net.gateways().collect(),
                 false => vec![],
             },
             ports: endpoint.ports,
@@ -136,12 +139,14 @@ impl Core {
         })?;
         let net = self.network_by_id(&endpoint.network_id)?.clone();
         let what = format!("{} of container {}", endpoint.ifname, check.attachment.container_id);
-        let expected = Ipv4Net::new(endpoint.ip, net.subnet.prefix_len())?;
+        let expected =
+            endpoint.ip.zip(net.subnet).map(|(ip, s)| Ipv4Net::new(ip, s.prefix_len())).transpose()?;
         if let Some(cached) = check.ip
-            && cached != expected
+            && Some(cached) != expected
         {
+            let gave = expected.map_or("no IPv4 address".to_string(), |a| a.to_string());
             return Err(broken(format!(
-                "{what}: the previous result says {cached}, the network gave it {expected}; DEL and ADD it again"
+                "{what}: the previous result says {cached}, the network gave it {gave}; DEL and ADD it again"
             )));
         }
         let expected6 = net.ipv6.zip(endpoint.ip6).map(|(v6, ip)| Ipv6Net::new(ip, v6.subnet.prefix_len()));
@@ -224,7 +229,7 @@ impl Core {
             subnet: wanted.subnet,
             gateway: wanted.gateway,
             ip_range: wanted.ip_range,
-            ipv4: true,
+            ipv4: wanted.ipv4.unwrap_or(true),
             ipv6: wanted.ipv6.unwrap_or(false).then_some(Ipv6Spec {
                 subnet: wanted.subnet6,
                 gateway: wanted.gateway6,
@@ -255,9 +260,11 @@ impl Core {
         let Some(host_index) = self.netlink.link_index(&endpoint.host_veth).await? else {
             anyhow::bail!("its host side {} is gone", endpoint.host_veth);
         };
-        match self.datapath.endpoint(endpoint_key(net.index, endpoint.ip.into()))? {
-            Some(entry) if entry.host_ifindex == host_index => {}
-            _ => anyhow::bail!("the fast path has no entry for {} on {}", endpoint.ip, endpoint.host_veth),
+        for ip in endpoint.addresses() {
+            match self.datapath.endpoint(endpoint_key(net.index, ip))? {
+                Some(entry) if entry.host_ifindex == host_index => {}
+                _ => anyhow::bail!("the fast path has no entry for {ip} on {}", endpoint.host_veth),
+            }
         }
         let published = self.datapath.published()?;
         if let Some(missing) =
@@ -279,16 +286,22 @@ fn check_agrees(net: &Network, wanted: &CniNetwork) -> Result<(), String> {
             conflicts.push(format!("{key} {config} (the network has {network})"));
         }
     };
-    differs("subnet", wanted.subnet.map(|s| s.to_string()), net.subnet.to_string());
-    differs("gateway", wanted.gateway.map(|g| g.to_string()), net.gateway.to_string());
+    let v4 = net.plan();
+    let none = || "none".to_string();
+    differs("subnet", wanted.subnet.map(|s| s.to_string()), v4.map_or_else(none, |v4| v4.subnet.to_string()));
+    differs(
+        "gateway",
+        wanted.gateway.map(|g| g.to_string()),
+        v4.map_or_else(none, |v4| v4.gateway.to_string()),
+    );
     differs(
         "ipRange",
         wanted.ip_range.map(|r| r.to_string()),
-        net.ip_range.unwrap_or(net.subnet).to_string(),
+        v4.map_or_else(none, |v4| v4.range.to_string()),
     );
+    differs("ipv4", wanted.ipv4.map(|i| i.to_string()), v4.is_some().to_string());
     differs("ipv6", wanted.ipv6.map(|i| i.to_string()), net.ipv6.is_some().to_string());
     let v6 = net.ipv6.as_ref();
-    let none = || "none".to_string();
     differs(
         "subnet6",
         wanted.subnet6.map(|s| s.to_string()),
@@ -343,8 +356,7 @@ async fn check_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint) -> R
     }
     if drivers::takes_default_route(&endpoint.ifname) {
         let routes = inside.default_gateways().await?;
-        let gateways = std::iter::once(IpAddr::V4(net.gateway)).chain(net.ipv6.map(|v6| v6.gateway.into()));
-        for gateway in gateways {
+        for gateway in net.gateways() {
             if !routes.contains(&(gateway, Some(index))) {
                 anyhow::bail!("the default route via {gateway} on {} is missing", endpoint.ifname);
             }

@@ -137,7 +137,8 @@ impl Core {
             .endpoints_of(id)
             .map(|ep| {
                 let network = self.state.network_by_id(&ep.network_id).map_or("?", |n| n.name.as_str());
-                format!("{network} {}", ep.ip)
+                let addresses: Vec<String> = ep.addresses().map(|ip| ip.to_string()).collect();
+                format!("{network} {}", addresses.join(" "))
             })
             .collect();
         match addresses.is_empty() {
@@ -261,11 +262,13 @@ impl Core {
                 })
                 .await
                 .map_err(|e| e.context(format!("joining network {}", net.name)))?;
-            primary.get_or_insert((endpoint.ip, net));
+            let address = endpoint.addresses().next().expect("an endpoint has IPv4, IPv6 or both");
+            primary.get_or_insert((address, net));
         }
         let Some((ip, net)) = primary else { return Ok(()) };
+        // The embedded DNS on the gateway: IPv4's, or IPv6's on an IPv6-only network.
         let resolvers = match dns::has_resolver(&net.driver) {
-            true => vec![net.gateway.into()],
+            true => net.gateways().take(1).collect(),
             false => self.resolvers.upstreams(),
         };
         process::write_etc_files(
@@ -599,7 +602,7 @@ impl Core {
         });
         self.state.containers.replace(container);
         self.save()?;
-        Ok(json!({"interface": endpoint.ifname, "ip": endpoint.ip.to_string()}))
+        Ok(json!({"interface": endpoint.ifname, "ip": endpoint.ip, "ip6": endpoint.ip6}))
     }
 
     /// `network disconnect`: removes the container's interface on that network.

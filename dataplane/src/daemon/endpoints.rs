@@ -7,7 +7,7 @@
 //! container is: the owner does both.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
 
@@ -69,15 +69,29 @@ impl Core {
         }
         check_aliases(net, &wanted.aliases)?;
         let overlay = Self::is_overlay(net);
-        let ip = if overlay {
-            self.lease_address(net, wanted.ip).await?
-        } else {
-            let used = self.state.used_addresses(&net.id);
-            match wanted.ip {
-                Some(ip) => net.plan().claim(ip, used),
-                None => net.plan().allocate(used),
+        let ip = match (net.plan(), wanted.ip) {
+            (None, None) => None,
+            (None, Some(ip)) => bail!(DaemonError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "network {} is IPv6-only, so --ip {ip} has no place there; use --ip6 for its address",
+                    net.name
+                )
+            )),
+            // Overlay networks are IPv4 (`create_network` refuses --ipv6 for them).
+            (Some(_), wanted) if overlay => Some(self.lease_address(net, wanted).await?),
+            (Some(plan), wanted) => {
+                let used = self.state.used_addresses(&net.id);
+                Some(
+                    match wanted {
+                        Some(ip) => plan.claim(ip, used),
+                        None => plan.allocate(used),
+                    }
+                    .map_err(|e| {
+                        DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name))
+                    })?,
+                )
             }
-            .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("network {}: {e}", net.name)))?
         };
         let ip6 = match (net.ipv6, wanted.ip6) {
             (None, None) => None,
@@ -114,7 +128,10 @@ impl Core {
             network_id: net.id.clone(),
             ip,
             ip6,
-            mac: wanted.mac.unwrap_or(MacAddr(ipam::mac_for(ip))),
+            mac: wanted.mac.unwrap_or_else(|| {
+                let primary = ip.map(IpAddr::from).or(ip6.map(IpAddr::from));
+                MacAddr(ipam::mac_for(primary.expect("a network has IPv4, IPv6 or both")))
+            }),
             host_veth: self.unused_veth_name().await?,
             aliases: wanted.aliases,
             bridge: self.bridge_for(net)?,
@@ -226,7 +243,7 @@ impl Core {
         let net = self.network_by_id(&endpoint.network_id)?.clone();
         drivers::connect(&self.netlink, &mut self.datapath, &net, &endpoint, false).await?;
         self.record(&endpoint);
-        self.forget_later(vec![IpAddress::v4(endpoint.ip.octets())]);
+        self.forget_later(flow_addresses(&endpoint));
         Ok(())
     }
 
@@ -252,7 +269,7 @@ impl Core {
         if self.state.network_by_id(&endpoint.network_id).is_some_and(Self::is_overlay) {
             self.give_back(endpoint).await;
         }
-        self.forget_later(vec![IpAddress::v4(endpoint.ip.octets())]);
+        self.forget_later(flow_addresses(endpoint));
         self.state.endpoints.retain(|e| e.id != endpoint.id);
         Ok(())
     }
@@ -303,4 +320,15 @@ pub(super) fn check_aliases(net: &Network, aliases: &[String]) -> Result<()> {
         .iter()
         .try_for_each(|alias| check_name("alias", alias))
         .map_err(|e| DaemonError::new(ErrorKind::Invalid, format!("{e:#}")).into())
+}
+
+/// The addresses whose flows go with an endpoint: IPv4 and IPv6, those it has.
+fn flow_addresses(endpoint: &Endpoint) -> Vec<IpAddress> {
+    endpoint
+        .addresses()
+        .map(|ip| match ip {
+            IpAddr::V4(ip) => IpAddress::v4(ip.octets()),
+            IpAddr::V6(ip) => IpAddress::v6(ip.octets()),
+        })
+        .collect()
 }

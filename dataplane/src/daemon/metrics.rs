@@ -34,7 +34,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{Core, DatapathFigures, Shared};
+use super::{Core, DatapathFigures, EndpointFigures, Shared};
 use crate::{dns, state::Status};
 
 /// The request kind label of the latency histogram, e.g. `[("request", "run")]`.
@@ -133,6 +133,8 @@ struct Moment {
     endpoints: Vec<(&'static str, u64)>,
     published_ports: u64,
     dns: dns::Answers,
+    /// What each endpoint sent and received.
+    traffic: Vec<EndpointFigures>,
 }
 
 impl Moment {
@@ -174,6 +176,7 @@ impl Moment {
             endpoints,
             published_ports: core.state.endpoints.iter().map(|endpoint| endpoint.ports.len() as u64).sum(),
             dns: core.resolvers.answers(),
+            traffic: core.endpoint_figures(None, None)?,
         })
     }
 }
@@ -286,6 +289,57 @@ impl Collector for MomentCollector {
                 ([("source", source.name()), ("rcode", *code)], ConstCounter::new(*n))
             }),
         )?;
+        let directions = |f: &EndpointFigures| [("sent", f.sent.clone()), ("received", f.received.clone())];
+        let by_container = || {
+            moment.traffic.iter().flat_map(move |f| {
+                directions(f).map(|(direction, traffic)| {
+                    (
+                        [
+                            ("network", f.network.clone()),
+                            ("container", f.container.clone()),
+                            ("direction", direction.to_string()),
+                        ],
+                        traffic,
+                    )
+                })
+            })
+        };
+        family(
+            e,
+            "container_packets",
+            "Packets each container sent and the eBPF programs delivered to it, by network",
+            by_container().map(|(labels, t)| (labels, ConstCounter::new(t.packets))),
+        )?;
+        family(
+            e,
+            "container_bytes",
+            "Bytes each container sent and the eBPF programs delivered to it, by network",
+            by_container().map(|(labels, t)| (labels, ConstCounter::new(t.bytes))),
+        )?;
+        let mut by_network: std::collections::BTreeMap<(String, &str), (u64, u64)> = Default::default();
+        for f in &moment.traffic {
+            for (direction, traffic) in directions(f) {
+                let sum = by_network.entry((f.network.clone(), direction)).or_default();
+                *sum = (sum.0 + traffic.packets, sum.1 + traffic.bytes);
+            }
+        }
+        let by_network = || {
+            by_network.iter().map(|((network, direction), sums)| {
+                ([("network", network.clone()), ("direction", direction.to_string())], *sums)
+            })
+        };
+        family(
+            e,
+            "network_packets",
+            "Packets a network's present containers sent and the eBPF programs delivered to them",
+            by_network().map(|(labels, (packets, _))| (labels, ConstCounter::new(packets))),
+        )?;
+        family(
+            e,
+            "network_bytes",
+            "Bytes a network's present containers sent and the eBPF programs delivered to them",
+            by_network().map(|(labels, (_, bytes))| (labels, ConstCounter::new(bytes))),
+        )?;
         single(
             e,
             "dns_unanswered",
@@ -328,6 +382,12 @@ mod tests {
             endpoints: vec![("cni", 4)],
             published_ports: 6,
             dns: dns::Answers { answered: vec![(dns::AnswerSource::Upstream, "NXDOMAIN", 9)], unanswered: 1 },
+            traffic: vec![super::super::EndpointFigures {
+                container: "web".into(),
+                network: "red".into(),
+                sent: super::super::Traffic { packets: 4, bytes: 400 },
+                received: super::super::Traffic { packets: 2, bytes: 200 },
+            }],
         }
     }
 

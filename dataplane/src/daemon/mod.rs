@@ -189,6 +189,27 @@ struct DatapathFigures {
     evictions: nat::PerTable,
 }
 
+/// What one endpoint sent and what the programs delivered to it, with whose it is.
+#[derive(Debug, serde::Serialize)]
+struct EndpointFigures {
+    container: String,
+    network: String,
+    sent: Traffic,
+    received: Traffic,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+struct Traffic {
+    packets: u64,
+    bytes: u64,
+}
+
+impl From<dataplane_common::Counter> for Traffic {
+    fn from(counter: dataplane_common::Counter) -> Self {
+        Self { packets: counter.packets, bytes: counter.bytes }
+    }
+}
+
 pub async fn run(config: Config) -> Result<()> {
     privileges::require("the daemon")?;
     std::fs::create_dir_all(&config.state_dir)
@@ -581,7 +602,11 @@ async fn dispatch(core: &Shared, request: Request) -> Result<Value> {
             Ok(Value::Array(found))
         }
         Request::Remove { name, force } => c.remove_container(&name, force).await,
-        Request::Stats => {
+        Request::Stats { container, network } if container.is_some() || network.is_some() => {
+            let endpoints = c.endpoint_figures(container.as_deref(), network.as_deref())?;
+            Ok(json!({ "endpoints": endpoints }))
+        }
+        Request::Stats { .. } => {
             let figures = c.datapath_figures()?;
             let mut map: BTreeMap<_, _> = figures
                 .paths
@@ -734,6 +759,45 @@ impl Core {
         Ok(DatapathFigures { paths, entries: now.live, evictions: self.conntrack.evictions(&now) })
     }
 
+    /// The counters of the endpoints of `container` (a name or ID) or on `network`, or of
+    /// every endpoint when neither is given; endpoints this daemon does not count (not
+    /// attached yet) are left out.
+    fn endpoint_figures(
+        &self,
+        container: Option<&str>,
+        network: Option<&str>,
+    ) -> Result<Vec<EndpointFigures>> {
+        let owners = self.state.owner_names();
+        let network_id = network.map(|n| self.network(n).map(|net| net.id.clone())).transpose()?;
+        let own_id = container.and_then(|n| self.state.container(n)).map(|k| k.id.clone());
+        let mut figures = vec![];
+        for endpoint in &self.state.endpoints {
+            let owner = owners.of(&endpoint.owner);
+            let of_container = container.is_none_or(|n| {
+                own_id.as_deref().map_or(owner == n, |id| endpoint.owner.container_id() == Some(id))
+            });
+            if !of_container || network_id.as_ref().is_some_and(|id| *id != endpoint.network_id) {
+                continue;
+            }
+            let Some(counters) = self.datapath.endpoint_counters(&endpoint.host_veth)? else {
+                continue;
+            };
+            figures.push(EndpointFigures {
+                container: owner,
+                network: self.network_by_id(&endpoint.network_id)?.name.clone(),
+                sent: counters.sent.into(),
+                received: counters.received.into(),
+            });
+        }
+        if let Some(name) = container
+            && own_id.is_none()
+            && figures.is_empty()
+        {
+            return Err(no_such_container(name));
+        }
+        Ok(figures)
+    }
+
     fn forget_departed(&mut self) -> Result<()> {
         if self.departed.is_empty() {
             return Ok(());
@@ -769,9 +833,9 @@ mod tests {
     #[tokio::test]
     async fn requests_are_read_whole_and_bounded() {
         let request = read_request(&b"{\"request\": \"stats\"}\n"[..]).await.unwrap();
-        assert!(matches!(request, Request::Stats));
+        assert!(matches!(request, Request::Stats { .. }));
         // A last line without its newline, the client having shut down its side, is whole too.
-        assert!(matches!(read_request(&b"{\"request\": \"stats\"}"[..]).await, Ok(Request::Stats)));
+        assert!(matches!(read_request(&b"{\"request\": \"stats\"}"[..]).await, Ok(Request::Stats { .. })));
         let err = read_request(&b"stats\n"[..]).await.unwrap_err().to_string();
         assert!(err.contains("malformed request"), "{err}");
         let long = vec![b' '; REQUEST_MAX_BYTES as usize + 1];
@@ -782,6 +846,6 @@ mod tests {
         max.splice(0..0, b"{\"request\":\"stats\"}".iter().copied());
         max.truncate(REQUEST_MAX_BYTES as usize - 1);
         max.push(b'\n');
-        assert!(matches!(read_request(&max[..]).await, Ok(Request::Stats)));
+        assert!(matches!(read_request(&max[..]).await, Ok(Request::Stats { .. })));
     }
 }

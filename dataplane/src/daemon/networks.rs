@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{Value, json};
 
@@ -42,10 +42,9 @@ impl Core {
 
     pub(super) async fn create_network(&mut self, spec: NetworkSpec) -> Result<Value> {
         check_name("network", &spec.name)?;
-        if !spec.ipv4 {
+        if !spec.ipv4 && spec.ipv6.is_none() {
             bail!(
-                "network {}: IPv6-only networks (--ipv4=false) are not supported yet; drop --ipv4=false \
-                 for a dual-stack network (--ipv6)",
+                "network {}: --ipv4=false leaves it no address family; add --ipv6 for an IPv6-only network",
                 spec.name
             );
         }
@@ -69,6 +68,12 @@ impl Core {
         if overlay && spec.ipv6.is_some() {
             bail!(
                 "network {}: --ipv6 is not shared between hosts yet; drop it for an overlay network",
+                spec.name
+            );
+        }
+        if macvlan && !spec.ipv4 {
+            bail!(
+                "network {}: IPv6-only macvlan networks are not supported yet; drop --ipv4=false",
                 spec.name
             );
         }
@@ -96,31 +101,10 @@ impl Core {
         };
         // A macvlan network lives on the parent's segment, which the host may well route.
         let host_routes = if macvlan { vec![] } else { self.host_routes().await? };
-        let subnet = match spec.subnet {
-            Some(subnet) => {
-                if let Some(other) = self.state.networks.iter().find(|n| ipam::overlaps(&n.subnet, &subnet)) {
-                    bail!(
-                        "network {}: subnet {subnet} overlaps network {:?} ({}); choose another --subnet",
-                        spec.name,
-                        other.name,
-                        other.subnet
-                    );
-                }
-                if let Some(route) = host_routes.iter().find(|r| ipam::overlaps(r, &subnet)) {
-                    bail!(
-                        "network {}: subnet {subnet} overlaps the host route to {route}; choose another --subnet",
-                        spec.name
-                    );
-                }
-                subnet
-            }
-            None => {
-                let taken: Vec<_> = self.state.networks.iter().map(|n| n.subnet).chain(host_routes).collect();
-                ipam::pick_subnet(&taken)?
-            }
+        let plan = match spec.ipv4 {
+            true => Some(self.plan_ipv4(&spec, host_routes)?),
+            false => None,
         };
-        let plan = AddressPlan::new(subnet, spec.gateway, spec.ip_range)
-            .map_err(|e| anyhow!("network {}: {e}", spec.name))?;
         let ipv6 = match &spec.ipv6 {
             // The host's ULA pool is no prefix of the parent's segment.
             Some(wanted) if macvlan && wanted.subnet.is_none() => bail!(
@@ -140,9 +124,9 @@ impl Core {
             index: self.state.next_network_index(),
             name: spec.name,
             driver: spec.driver,
-            subnet: plan.subnet,
-            gateway: plan.gateway,
-            ip_range: spec.ip_range.map(|_| plan.range),
+            subnet: plan.map(|p| p.subnet),
+            gateway: plan.map(|p| p.gateway),
+            ip_range: plan.and_then(|p| spec.ip_range.map(|_| p.range)),
             ipv6,
             internal: spec.internal,
             options: spec.options,
@@ -153,7 +137,10 @@ impl Core {
             id,
         };
         if let Some(store) = &store
-            && store.create_network(&SharedNetwork::of(&network)).await?.is_none()
+            && store
+                .create_network(&SharedNetwork::of(&network).context("an overlay network has IPv4")?)
+                .await?
+                .is_none()
         {
             bail!(
                 "network with name {} already exists in the store {}; choose another name",
@@ -183,15 +170,54 @@ impl Core {
         self.state.networks.push(network.clone());
         self.done(&network.id);
         self.save()?;
+        let plans = network
+            .plan()
+            .map(|p| format!("{} via {}", p.subnet, p.gateway))
+            .into_iter()
+            .chain(network.ipv6.map(|p| format!("{} via {}", p.subnet, p.gateway)));
         log::info!(
-            "created network {} ({}, {}, {} via {})",
+            "created network {} ({}, {}, {})",
             network.name,
             &network.id[..12],
             network.driver,
-            network.subnet,
-            network.gateway
+            plans.collect::<Vec<_>>().join(", ")
         );
         Ok(())
+    }
+
+    /// A network's IPv4 plan: the subnet asked for, checked against the other networks'
+    /// and the host's routes, or the next free subnet of the default pools.
+    fn plan_ipv4(&self, spec: &NetworkSpec, host_routes: Vec<Ipv4Net>) -> Result<AddressPlan> {
+        let subnet = match spec.subnet {
+            Some(subnet) => {
+                if let Some((other, theirs)) = self
+                    .state
+                    .networks
+                    .iter()
+                    .find_map(|n| n.subnet.filter(|s| ipam::overlaps(s, &subnet)).map(|s| (n, s)))
+                {
+                    bail!(
+                        "network {}: subnet {subnet} overlaps network {:?} ({theirs}); choose another --subnet",
+                        spec.name,
+                        other.name,
+                    );
+                }
+                if let Some(route) = host_routes.iter().find(|r| ipam::overlaps(r, &subnet)) {
+                    bail!(
+                        "network {}: subnet {subnet} overlaps the host route to {route}; choose another --subnet",
+                        spec.name
+                    );
+                }
+                subnet
+            }
+            None => {
+                let taken: Vec<_> =
+                    self.state.networks.iter().filter_map(|n| n.subnet).chain(host_routes).collect();
+                ipam::pick_subnet(&taken)?
+            }
+        };
+        AddressPlan::new(subnet, spec.gateway, spec.ip_range)
+            .map_err(|e| anyhow!("network {}: {e}", spec.name))
     }
 
     /// A network's IPv6 plan: the subnet asked for, checked against the other networks'
@@ -268,7 +294,7 @@ impl Core {
         drivers::teardown_network(&self.netlink, &mut self.datapath, net).await?;
         self.state.networks.retain(|n| n.id != net.id);
         self.save()?;
-        log::info!("removed network {} ({}, {})", net.name, &net.id[..12], net.subnet);
+        log::info!("removed network {} ({})", net.name, &net.id[..12]);
         Ok(())
     }
 

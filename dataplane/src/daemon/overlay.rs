@@ -9,7 +9,7 @@
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::{Core, Shared};
 use crate::{
@@ -128,15 +128,16 @@ impl Core {
     /// Records a new endpoint of an overlay network for the other hosts.
     pub(super) async fn announce(&self, net: &Network, endpoint: &Endpoint, owner_name: &str) -> Result<()> {
         let store = self.shared_store(&net.name)?;
-        store.publish(&self.record_of(endpoint, owner_name, &store)).await
+        let record = self.record_of(endpoint, owner_name, &store).context("an overlay endpoint has IPv4")?;
+        store.publish(&record).await
     }
 
     /// Gives an endpoint's address and record back to the store; when it does not answer,
     /// they stay until this host's next catch-up with it (`EtcdStore::reclaim`).
     pub(super) async fn give_back(&self, endpoint: &Endpoint) {
-        let Some(store) = &self.shared else { return };
-        if let Err(e) = store.release(&endpoint.network_id, endpoint.ip, &endpoint.id).await {
-            log::warn!("giving back {} of endpoint {}: {e:#}", endpoint.ip, &endpoint.id[..12]);
+        let (Some(store), Some(ip)) = (&self.shared, endpoint.ip) else { return };
+        if let Err(e) = store.release(&endpoint.network_id, ip, &endpoint.id).await {
+            log::warn!("giving back {ip} of endpoint {}: {e:#}", &endpoint.id[..12]);
         }
     }
 
@@ -145,17 +146,19 @@ impl Core {
         net.driver == OVERLAY_DRIVER
     }
 
-    fn record_of(&self, endpoint: &Endpoint, owner_name: &str, store: &EtcdStore) -> EndpointRecord {
-        EndpointRecord {
+    /// The store's record of an endpoint; none without an IPv4 address (overlay networks
+    /// are IPv4).
+    fn record_of(&self, endpoint: &Endpoint, owner_name: &str, store: &EtcdStore) -> Option<EndpointRecord> {
+        Some(EndpointRecord {
             network_id: endpoint.network_id.clone(),
             endpoint_id: endpoint.id.clone(),
-            ip: endpoint.ip,
+            ip: endpoint.ip?,
             mac: endpoint.mac,
             host: store.host.id.clone(),
             host_address: store.host.address,
             name: owner_name.to_string(),
             aliases: endpoint.aliases.clone(),
-        }
+        })
     }
 
     /// The records of this host's endpoints on overlay networks, as the store should hold them.
@@ -166,7 +169,7 @@ impl Core {
             .endpoints
             .iter()
             .filter(|e| self.state.network_by_id(&e.network_id).is_some_and(Self::is_overlay))
-            .map(|e| self.record_of(e, &names.of(&e.owner), store))
+            .filter_map(|e| self.record_of(e, &names.of(&e.owner), store))
             .collect()
     }
 
@@ -220,14 +223,16 @@ impl Core {
         if let Some(local) = self.state.network(&shared.name) {
             bail!("this host has a network of that name ({}); rename or remove it here", &local.id[..12]);
         }
-        if let Some(other) =
-            self.state.networks.iter().find(|n| crate::ipam::overlaps(&n.subnet, &shared.subnet))
+        if let Some((other, theirs)) = self
+            .state
+            .networks
+            .iter()
+            .find_map(|n| n.subnet.filter(|s| crate::ipam::overlaps(s, &shared.subnet)).map(|s| (n, s)))
         {
             bail!(
-                "its subnet {} overlaps network {:?} ({}) of this host; remove that network here",
+                "its subnet {} overlaps network {:?} ({theirs}) of this host; remove that network here",
                 shared.subnet,
                 other.name,
-                other.subnet
             );
         }
         let mut net = shared.local(self.state.next_network_index()).map_err(|e| anyhow!(e))?;

@@ -63,6 +63,21 @@ impl Core {
         let mut held = vec![];
         let mut resolved: Vec<PortMapping> = vec![];
         for mapping in wanted {
+            // `-p 8080:80` on an IPv6-only network: on every IPv6 address alone.
+            let mapping = &match endpoint.ip {
+                None => mapping.ipv6_twin().unwrap_or(*mapping),
+                Some(_) => *mapping,
+            };
+            if mapping.host_ip.is_ipv4() && endpoint.ip.is_none() {
+                bail!(DaemonError::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "-p {mapping}: the network is IPv6-only, so the container has no IPv4 address to publish; \
+                         publish on an IPv6 address, as -p [::]:{}:{}",
+                        mapping.host_port, mapping.container_port
+                    )
+                ));
+            }
             if mapping.host_ip.is_ipv6() && endpoint.ip6.is_none() {
                 bail!(DaemonError::new(
                     ErrorKind::Invalid,
@@ -162,7 +177,14 @@ impl Core {
         host_only: bool,
     ) -> Result<()> {
         let addr: IpAddr = match (mapping.host_ip, endpoint.ip6) {
-            (IpAddr::V4(_), _) => endpoint.ip.into(),
+            (IpAddr::V4(_), _) => match endpoint.ip {
+                Some(ip) => ip.into(),
+                None => bail!(
+                    "{} of {} has no IPv4 address to publish {mapping} to",
+                    endpoint.ifname,
+                    endpoint.owner
+                ),
+            },
             (IpAddr::V6(_), Some(ip6)) => ip6.into(),
             (IpAddr::V6(_), None) => bail!("{} has no IPv6 address to publish {mapping} on", endpoint.ifname),
         };

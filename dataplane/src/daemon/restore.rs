@@ -75,7 +75,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
             log::info!(
                 "the default network takes {} instead of {preferred}: the host already routes {route} \
                  (a docker0, say)",
-                c.network(DEFAULT_NETWORK)?.subnet
+                c.network(DEFAULT_NETWORK)?.subnet.map_or("none".to_string(), |s| s.to_string())
             );
         }
     }

@@ -11,10 +11,11 @@
 //! Every function here is idempotent, so the daemon uses the same calls to build, to
 //! restore after a restart, and to undo a half-made endpoint.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::{Result, bail};
 use dataplane_common::InterfaceConfig;
+use ipnet::IpNet;
 
 use crate::{
     maps::{Datapath, endpoint_key},
@@ -27,30 +28,34 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
     let index = match nl.link_index(&net.bridge).await? {
         Some(index) => index,
         None => {
-            nl.create_bridge(&net.bridge, crate::ipam::mac_for(net.gateway), net.bridge_options.mtu, true)
+            let first_gateway = net.gateways().next().expect("a network has IPv4, IPv6 or both");
+            nl.create_bridge(&net.bridge, crate::ipam::mac_for(first_gateway), net.bridge_options.mtu, true)
                 .await?
         }
     };
     // Also on a bridge of an earlier version, made without it.
     nl.set_alias(index, &format!("{BRIDGE_ALIAS}{}", net.id)).await?;
-    nl.add_address(index, net.gateway.into(), net.subnet.prefix_len()).await?;
-    if let Some(v6) = net.ipv6 {
-        nl.add_address(index, v6.gateway.into(), v6.subnet.prefix_len()).await?;
+    for (subnet, gateway) in subnets(net) {
+        nl.add_address(index, gateway, subnet.prefix_len()).await?;
     }
     nl.set_up(index).await?;
-    dp.set_subnet(net.subnet.into(), net.index, net.gateway.into())?;
-    match net.ipv6 {
-        Some(v6) => dp.set_subnet(v6.subnet.into(), net.index, v6.gateway.into()),
-        None => Ok(()),
+    for (subnet, gateway) in subnets(net) {
+        dp.set_subnet(subnet, net.index, gateway)?;
     }
+    Ok(())
 }
 
 pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
-    dp.remove_subnet(net.subnet.into())?;
-    if let Some(v6) = net.ipv6 {
-        dp.remove_subnet(v6.subnet.into())?;
+    for (subnet, _) in subnets(net) {
+        dp.remove_subnet(subnet)?;
     }
     remove_bridges(nl, &net.bridge, &net.id).await
+}
+
+/// A network's subnets with their gateways: IPv4, then IPv6, those it has.
+fn subnets(net: &Network) -> impl Iterator<Item = (IpNet, IpAddr)> + use<> {
+    let v4 = net.plan().map(|p| (IpNet::from(p.subnet), IpAddr::from(p.gateway)));
+    v4.into_iter().chain(net.ipv6.map(|p| (p.subnet.into(), p.gateway.into())))
 }
 
 /// The alias of a network's own bridge, before the network's ID: what tells our bridges
@@ -206,6 +211,7 @@ fn interface_config(
     endpoint: &Endpoint,
     publishes: bool,
     xdp_target: bool,
+    counter_slot: u16,
 ) -> InterfaceConfig {
     let mut flags = 0;
     if publishes {
@@ -223,11 +229,12 @@ fn interface_config(
     InterfaceConfig {
         network: net.index,
         flags,
-        v4_subnet: net.subnet.network().octets(),
-        v4_mask: net.subnet.netmask().octets(),
-        v4_addr: endpoint.ip.octets(),
+        // An IPv6-only network's: a full mask on 0.0.0.0, which holds no endpoint.
+        v4_subnet: net.subnet.map_or([0; 4], |s| s.network().octets()),
+        v4_mask: net.subnet.map_or([255; 4], |s| s.netmask().octets()),
+        v4_addr: endpoint.ip.map_or([0; 4], |ip| ip.octets()),
         mac: endpoint.mac.0,
-        _pad: [0; 2],
+        counter_slot,
         v6_addr: endpoint.ip6.map_or([0; 16], |ip| ip.octets()),
     }
 }
@@ -280,11 +287,12 @@ pub async fn connect(
         && netlink::enable_gro_in(&endpoint.netns, &endpoint.ifname)
             .inspect_err(|e| log::warn!("{}: published ports served from tc only: {e:#}", endpoint.ifname))
             .is_ok();
-    dp.set_interface(host_index, interface_config(net, endpoint, publishes, xdp_target))?;
+    let counter_slot = dp.endpoint_counter_slot(&endpoint.host_veth, host_index)?;
+    dp.set_interface(host_index, interface_config(net, endpoint, publishes, xdp_target, counter_slot))?;
     for ip in endpoint.addresses() {
         dp.set_endpoint(
             endpoint_key(net.index, ip),
-            dataplane_common::Endpoint { host_ifindex: host_index, mac: endpoint.mac.0, _pad: [0; 2] },
+            dataplane_common::Endpoint { host_ifindex: host_index, mac: endpoint.mac.0, counter_slot },
         )?;
     }
     nl.add_ingress_qdisc(host_index).await?;
@@ -317,6 +325,7 @@ pub async fn disconnect(
     later: Option<&LinkReaper>,
 ) -> Result<()> {
     dp.detach(&endpoint.host_veth)?;
+    dp.release_endpoint_counter_slot(&endpoint.host_veth);
     let index = nl.link_index(&endpoint.host_veth).await?;
     if let Some(index) = index {
         dp.remove_interface(index)?;

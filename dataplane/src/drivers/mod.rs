@@ -117,14 +117,18 @@ async fn configure_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint, 
             inside.generate_no_ipv6_address(index).await?;
         }
     }
-    inside.add_address(index, endpoint.ip.into(), net.subnet.prefix_len()).await?;
+    if let Some((ip, plan)) = endpoint.ip.zip(net.plan()) {
+        inside.add_address(index, ip.into(), plan.subnet.prefix_len()).await?;
+    }
     let ipv6 = net.ipv6.zip(endpoint.ip6);
     if let Some((v6, ip6)) = ipv6 {
         inside.add_address(index, ip6.into(), v6.subnet.prefix_len()).await?;
     }
     inside.set_up(index).await?;
     if takes_default_route(&endpoint.ifname) {
-        inside.add_default_route(net.gateway.into()).await.context("inside the endpoint's namespace")?;
+        if let Some(gateway) = net.gateway.filter(|_| endpoint.ip.is_some()) {
+            inside.add_default_route(gateway.into()).await.context("inside the endpoint's namespace")?;
+        }
         if let Some((v6, _)) = ipv6 {
             inside.add_default_route(v6.gateway.into()).await.context("inside the endpoint's namespace")?;
         }

@@ -451,7 +451,7 @@ mod tests {
             state.endpoints.push(Endpoint {
                 id: new_id(),
                 owner: Owner::Container { id },
-                ip: std::net::Ipv4Addr::new(10, 9, 1, i as u8),
+                ip: Some(std::net::Ipv4Addr::new(10, 9, 1, i as u8)),
                 host_veth: format!("veth{i:07x}"),
                 ..endpoint.clone()
             });

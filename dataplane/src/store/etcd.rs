@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
     TxnOpResponse, WatchOptions, WatchStream,
@@ -270,10 +270,11 @@ impl EtcdStore {
         taken.extend(held.kvs().iter().filter_map(|kv| {
             std::str::from_utf8(kv.key()).ok()?.strip_prefix(&prefix)?.parse::<Ipv4Addr>().ok()
         }));
+        let plan = net.plan().with_context(|| format!("overlay network {} has no IPv4", net.name))?;
         for _ in 0..LEASE_TRIES {
             let ip = match wanted {
-                Some(ip) => net.plan().claim(ip, &taken),
-                None => net.plan().allocate(&taken),
+                Some(ip) => plan.claim(ip, &taken),
+                None => plan.allocate(&taken),
             }
             .map_err(|e| anyhow!("network {}: {e}", net.name))?;
             let key = lease_key(&net.id, ip);

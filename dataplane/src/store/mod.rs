@@ -103,19 +103,22 @@ pub struct SharedNetwork {
 }
 
 impl SharedNetwork {
-    pub fn of(net: &Network) -> Self {
-        Self {
+    /// What every host shares of an overlay network, which is IPv4 (`--ipv6` is refused
+    /// for overlays); `None` for a network without IPv4.
+    pub fn of(net: &Network) -> Option<Self> {
+        let v4 = net.plan()?;
+        Some(Self {
             id: net.id.clone(),
             name: net.name.clone(),
-            subnet: net.subnet,
-            gateway: net.gateway,
+            subnet: v4.subnet,
+            gateway: v4.gateway,
             ip_range: net.ip_range,
             internal: net.internal,
             options: net.options.clone(),
             labels: net.labels.clone(),
             created: net.created,
             vni: None,
-        }
+        })
     }
 
     /// This host's network for it, numbered `index` in its maps.
@@ -125,8 +128,8 @@ impl SharedNetwork {
             name: self.name.clone(),
             driver: OVERLAY_DRIVER.into(),
             index,
-            subnet: self.subnet,
-            gateway: self.gateway,
+            subnet: Some(self.subnet),
+            gateway: Some(self.gateway),
             ip_range: self.ip_range,
             ipv6: None,
             internal: self.internal,
@@ -252,7 +255,7 @@ mod tests {
     #[test]
     fn the_mirror_keeps_networks_and_endpoints_and_tells_remote_ones() {
         let net = Network::sample("prod", 9);
-        let shared = SharedNetwork::of(&net);
+        let shared = SharedNetwork::of(&net).unwrap();
         let mut mirror = Mirror::default();
         mirror.put(&network_key("prod"), &serde_json::to_vec(&shared).unwrap());
         let record = |host: &str, id: &str| EndpointRecord {

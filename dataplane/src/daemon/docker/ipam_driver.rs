@@ -42,7 +42,7 @@ impl Core {
 
     /// An IPv4 pool clear of our networks, of the other pools and of the host's routes.
     async fn docker_pool_v4(&self, wanted: Option<IpNet>) -> Result<IpNet> {
-        let mut taken: Vec<_> = self.state.networks.iter().map(|n| n.subnet).collect();
+        let mut taken: Vec<_> = self.state.networks.iter().filter_map(|n| n.subnet).collect();
         taken.extend(self.docker_pools().filter_map(Ipv4Net::of));
         let routes = self.host_routes().await?;
         let subnet = match wanted {

@@ -196,6 +196,10 @@ impl Core {
         let net = self.docker_network(network_id)?;
         let interface = request.interface.unwrap_or_default();
         let what = format!("endpoint {endpoint_id} on network {}", net.name);
+        // Docker 20.10 cannot ask for an IPv6-only network (`--ipv4=false` is Docker 27's).
+        let Some(v4) = net.plan() else {
+            return Err(invalid(format!("{what}: the network has no IPv4; create it again with IPv4")));
+        };
         let ip = interface.ipv4().map_err(|e| invalid(format!("{what}: {e}")))?;
         let given_ip6 = interface.ipv6().map_err(|e| invalid(format!("{what}: {e}")))?;
         let given_mac = interface.mac().map_err(|e| invalid(format!("{what}: {e}")))?;
@@ -205,10 +209,10 @@ impl Core {
             }
             return Err(invalid(format!("{what} exists with address {}; delete it first", existing.ip)));
         }
-        if !net.subnet.contains(&ip) || ip == net.gateway {
+        if !v4.subnet.contains(&ip) || ip == v4.gateway {
             return Err(invalid(format!(
                 "{what}: address {ip} is not one of the network's ({}, gateway {}); let Docker's IPAM choose it",
-                net.subnet, net.gateway
+                v4.subnet, v4.gateway
             )));
         }
         let taken = self.state.used_addresses(&net.id).contains(&ip)
@@ -219,7 +223,7 @@ impl Core {
             )));
         }
         let ip6 = self.docker_ip6(&net, given_ip6).map_err(|e| invalid(format!("{what}: {e}")))?;
-        let mac = given_mac.unwrap_or(MacAddr(ipam::mac_for(ip)));
+        let mac = given_mac.unwrap_or(MacAddr(ipam::mac_for(ip.into())));
         let settled = DockerEndpoint { network_id: net.id.clone(), ip, ip6, mac };
         let answer = interface_answer(&net, given_mac, given_ip6, &settled);
         self.state.docker.endpoints.insert(endpoint_id.clone(), settled);
@@ -288,7 +292,9 @@ impl Core {
         self.save()?;
         let answer = JoinAnswer {
             interface_name: InterfaceName { src_name: endpoint.ifname, dst_prefix: "eth".into() },
-            gateway: net.gateway,
+            gateway: net
+                .gateway
+                .ok_or_else(|| invalid(format!("network {} has no IPv4 gateway", net.name)))?,
             gateway_ipv6: net.ipv6.map(|v6| v6.gateway),
         };
         Ok(serde_json::to_value(answer)?)
