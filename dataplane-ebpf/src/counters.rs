@@ -28,11 +28,7 @@ pub fn ct_event(event: u32) {
 #[inline(always)]
 pub fn count(ctx: &impl Packet, path: Path) {
     if let Some(counter) = COUNTERS.get_ptr_mut(path as u32) {
-        // SAFETY: the slot belongs to this CPU and programs do not preempt each other on it.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += u64::from(ctx.len());
-        }
+        add(counter, ctx.len());
     }
 }
 
@@ -40,24 +36,15 @@ pub fn count(ctx: &impl Packet, path: Path) {
 #[inline(always)]
 pub fn sent(ctx: &impl Packet, slot: u16) {
     if let Some(counters) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(slot)) {
-        // SAFETY: as in `count`.
-        unsafe {
-            (*counters).sent.packets += 1;
-            (*counters).sent.bytes += u64::from(ctx.len());
-        }
+        // SAFETY: the pointer is the map's slot for this CPU, valid for the program's run.
+        add(unsafe { &raw mut (*counters).sent }, ctx.len());
     }
 }
 
 /// A frame the programs hand to the endpoint at `slot`.
 #[inline(always)]
 pub fn received(ctx: &impl Packet, slot: u16) {
-    if let Some(counters) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(slot)) {
-        // SAFETY: as in `count`.
-        unsafe {
-            (*counters).received.packets += 1;
-            (*counters).received.bytes += u64::from(ctx.len());
-        }
-    }
+    received_by(slot, ctx.len());
 }
 
 /// A frame of `len` bytes the programs hand to the endpoint behind the host-side
@@ -65,14 +52,27 @@ pub fn received(ctx: &impl Packet, slot: u16) {
 /// found through conntrack): its slot is in the interface's entry.
 #[inline(always)]
 pub fn received_at(len: u32, host_ifindex: u32) {
-    if let Some(iface) = endpoint::interface(host_ifindex)
-        && let Some(counters) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(iface.counter_slot))
-    {
-        // SAFETY: as in `count`.
-        unsafe {
-            (*counters).received.packets += 1;
-            (*counters).received.bytes += u64::from(len);
-        }
+    if let Some(iface) = endpoint::interface(host_ifindex) {
+        received_by(iface.counter_slot, len);
+    }
+}
+
+#[inline(always)]
+fn received_by(slot: u16, len: u32) {
+    if let Some(counters) = ENDPOINT_COUNTERS.get_ptr_mut(u32::from(slot)) {
+        // SAFETY: the pointer is the map's slot for this CPU, valid for the program's run.
+        add(unsafe { &raw mut (*counters).received }, len);
+    }
+}
+
+/// One frame of `len` bytes more. The slot belongs to this CPU and programs do not
+/// preempt each other on it.
+#[inline(always)]
+fn add(counter: *mut Counter, len: u32) {
+    // SAFETY: `counter` points into a per-CPU map slot (see above).
+    unsafe {
+        (*counter).packets += 1;
+        (*counter).bytes += u64::from(len);
     }
 }
 
