@@ -95,10 +95,8 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
 }
 
 /// Into the namespace of `dst`, an endpoint of the sender's network, unless the network
-/// keeps its containers apart (`icc=false`). A subprogram: inlined, what it keeps across
-/// its helper calls took slots of `from_container`'s own frame, which lies under every
-/// subprogram that entry point calls (the verifier sums them against 512 bytes).
-#[inline(never)]
+/// keeps its containers apart (`icc=false`).
+#[inline(always)]
 fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i32) {
     if iface.flags & InterfaceConfig::ICC_DISABLED != 0 {
         return (Path::DroppedIcc, TC_ACT_SHOT);

@@ -80,9 +80,11 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
+/// Read in place, not copied: a copy took 32 bytes of every caller's frame, and
+/// `leave_host`'s lies under `from_container`'s on the verifier's 512-byte stack.
 #[inline(always)]
-pub fn config() -> Option<NatConfig> {
-    NAT_CONFIG.get(0).copied().filter(|c| c.uplink_ifindex != 0)
+pub fn config() -> Option<&'static NatConfig> {
+    NAT_CONFIG.get(0).filter(|c| c.uplink_ifindex != 0)
 }
 
 /// Where the port (or ICMP identifier) and checksum of one direction sit.
@@ -590,7 +592,7 @@ pub fn leave_host(
     let cfg = config();
     // One clock read per packet, for the route cache and the conntrack entry.
     let now = now();
-    let route = route(ctx, frame.proto, frame.src, frame.dst, sender, cfg.as_ref(), now);
+    let route = route(ctx, frame.proto, frame.src, frame.dst, sender, cfg, now);
     if let Route::Local = route {
         // One of the host's own addresses: the caller tries the published ports there.
         return None;
@@ -999,7 +1001,9 @@ fn reclaim(s: &mut SnatScratch, old: &RevSnatEntry) -> bool {
 #[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let to_host = (Path::UplinkToHost, TC_ACT_OK as i32);
-    let Some(cfg) = config() else {
+    // A copy here: read in place, its fields kept across the calls below took more of
+    // this entry point's frame than the copy does.
+    let Some(cfg) = config().copied() else {
         return to_host;
     };
     let Frame::Ipv4(frame) = parse::parse(ctx) else {

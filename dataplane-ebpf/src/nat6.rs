@@ -42,7 +42,7 @@ const EINVAL: i64 = -22;
 
 /// The NAT66 settings, when the uplink has an IPv6 address to masquerade with.
 #[inline(always)]
-fn config() -> Option<NatConfig> {
+fn config() -> Option<&'static NatConfig> {
     nat::config().filter(|c| c.flags & NatConfig::IPV6 != 0)
 }
 
