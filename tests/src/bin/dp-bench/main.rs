@@ -519,10 +519,25 @@ impl Tools {
         sleep(Duration::from_millis(300));
         let mut send = in_ns(&pair.client, &self.loadgen);
         send.args(["udp-send", "--dst", &target, "--secs", &self.secs.to_string()]);
-        output_json(send)?;
+        let sent = output_json(send)?;
         let out = sink.wait_with_output()?;
         let result: Value = serde_json::from_slice(&out.stdout).context("udp-sink output")?;
-        Ok(result["pps"].as_f64().unwrap_or(0.0))
+        let pps = result["pps"].as_f64().unwrap_or(0.0);
+        if pps == 0.0 {
+            // A round that reads 0 on every side at once has been seen (the NAT66 row, in
+            // --quick runs): what the sender did and what each end knows of its neighbours.
+            let neighbours = |ns: &Path| {
+                run_ok(in_ns(ns, "ip").args(["neigh", "show"]))
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_else(|e| format!("{e:#}"))
+            };
+            eprintln!(
+                "bench: nothing reached {addr} from {target}; the sender: {sent}\nclient's neighbours:\n{}server's neighbours:\n{}",
+                neighbours(&pair.client),
+                neighbours(&pair.server)
+            );
+        }
+        Ok(pps)
     }
 
     fn tcp_stream(&self, pair: &Pair, streams: u32) -> Result<f64> {
