@@ -1060,7 +1060,9 @@ fn publish_others(
                 "--network",
                 "bench",
                 "-p",
-                &format!("{range}:{range}"),
+                // On IPv4 alone, as the peers' rules: on the dual-stack network `-p` without
+                // an address publishes on IPv6 too, a second socket per port.
+                &format!("0.0.0.0:{range}:{range}"),
                 "--",
                 "sleep",
                 "infinity",
@@ -1330,12 +1332,13 @@ fn measure_publishing(host: &Host, tag: &str, ports: u16, range: u16) -> Result<
         eprintln!("bench: {metric}");
         let mut args: Vec<String> =
             ["run", "-d", "--name", "pub", "--network", "bench"].iter().map(|s| s.to_string()).collect();
+        // On IPv4 alone, as Docker's iptables calls it is compared with (see `scale`).
         if as_range {
             let last = first + count - 1;
-            args.extend(["-p".into(), format!("{first}-{last}:{first}-{last}")]);
+            args.extend(["-p".into(), format!("0.0.0.0:{first}-{last}:{first}-{last}")]);
         } else {
             for port in first..first + count {
-                args.extend(["-p".into(), format!("{port}:{port}")]);
+                args.extend(["-p".into(), format!("0.0.0.0:{port}:{port}")]);
             }
         }
         args.extend(["--", "sleep", "infinity"].iter().map(|s| s.to_string()));
