@@ -212,6 +212,8 @@ pub struct Datapath {
     links_dir: std::path::PathBuf,
     /// `uplink_xdp` runs on the uplink: publishing containers should take XDP frames.
     uplink_xdp: bool,
+    /// Where the tc programs are pinned (their run counts are read there).
+    programs_dir: std::path::PathBuf,
     /// Which endpoint counts in which slot of ENDPOINT_COUNTERS, by host-side veth.
     counter_slots: CounterSlots,
 }
@@ -244,6 +246,19 @@ impl CounterSlots {
     fn release(&mut self, host_veth: &str) {
         self.by_veth.remove(host_veth);
     }
+}
+
+/// Loads the tc program `name` and pins it in `programs_dir`, where its run counts are
+/// read (the pin of an earlier run names the old program and is replaced).
+fn load_classifier(ebpf: &mut Ebpf, name: &str, programs_dir: &Path) -> Result<()> {
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+        .try_into()?;
+    program.load().with_context(|| format!("the verifier refused {name}"))?;
+    let pin = programs_dir.join(name);
+    let _ = fs::remove_file(&pin);
+    program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))
 }
 
 impl Datapath {
@@ -287,33 +302,12 @@ impl Datapath {
                 );
             }
         }
-        for name in [program_names::FROM_CONTAINER, program_names::FROM_UPLINK, program_names::FROM_TUNNEL] {
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
-                .try_into()?;
-            program.load().with_context(|| format!("the verifier refused {name}"))?;
-            let pin = programs_dir.join(name);
-            // The pin of a previous run names the old program; replace it.
-            let _ = fs::remove_file(&pin);
-            program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))?;
+        // The uplink's programs (`from_uplink`, `from_uplink_v6`, `uplink_xdp`) wait until
+        // an uplink takes them: the verifier takes seconds over each, and a host without
+        // an uplink, or without XDP on it, never needs them.
+        for name in [program_names::FROM_CONTAINER, program_names::FROM_TUNNEL] {
+            load_classifier(&mut ebpf, name, &programs_dir)?;
         }
-        let v6: &mut SchedClassifier = ebpf
-            .program_mut(program_names::FROM_UPLINK_V6)
-            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::FROM_UPLINK_V6))?
-            .try_into()?;
-        v6.load().with_context(|| format!("the verifier refused {}", program_names::FROM_UPLINK_V6))?;
-        let v6 = v6.fd()?.try_clone()?;
-        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
-            ebpf.map_mut(map_names::UPLINK_V6)
-                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_V6))?,
-        )?;
-        tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")?;
-        let xdp: &mut Xdp = ebpf
-            .program_mut(program_names::UPLINK_XDP)
-            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::UPLINK_XDP))?
-            .try_into()?;
-        xdp.load().with_context(|| format!("the verifier refused {}", program_names::UPLINK_XDP))?;
         for name in program_names::HOST_HOOKS {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
@@ -323,6 +317,7 @@ impl Datapath {
         }
         Ok(Self {
             ebpf,
+            programs_dir,
             filters: HashSet::new(),
             cgroup_links: vec![],
             links_dir,
@@ -361,7 +356,11 @@ impl Datapath {
         self.program_named(program_names::FROM_CONTAINER)
     }
 
+    /// The tc program `name`; the uplink's are loaded on first use.
     pub fn program_named(&mut self, name: &str) -> Result<&mut SchedClassifier> {
+        if [program_names::FROM_UPLINK, program_names::FROM_UPLINK_V6].contains(&name) {
+            self.load_uplink_programs()?;
+        }
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
@@ -537,9 +536,40 @@ impl Datapath {
         Ok(())
     }
 
+    /// `uplink_xdp`, loaded on first use.
     pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
         let name = program_names::UPLINK_XDP;
-        Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
+        let program: &mut Xdp =
+            self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
+        if program.fd().is_err() {
+            program.load().with_context(|| format!("the verifier refused {name}"))?;
+        }
+        Ok(program)
+    }
+
+    /// Loads `from_uplink` and, behind it, `from_uplink_v6`, unless they are loaded.
+    pub fn load_uplink_programs(&mut self) -> Result<()> {
+        let name = program_names::FROM_UPLINK;
+        let program: &mut SchedClassifier =
+            self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
+        // `from_uplink_v6` is loaded with it, and last.
+        if program.fd().is_ok() {
+            return Ok(());
+        }
+        load_classifier(&mut self.ebpf, name, &self.programs_dir)?;
+        let v6: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program_names::FROM_UPLINK_V6)
+            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::FROM_UPLINK_V6))?
+            .try_into()?;
+        v6.load().with_context(|| format!("the verifier refused {}", program_names::FROM_UPLINK_V6))?;
+        let v6 = v6.fd()?.try_clone()?;
+        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
+            self.ebpf
+                .map_mut(map_names::UPLINK_V6)
+                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_V6))?,
+        )?;
+        tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")
     }
 
     /// Whether `uplink_xdp` runs on the uplink.

@@ -134,6 +134,9 @@ impl Fixture {
         let status = Command::new("sh").args(["-c", script]).status().unwrap();
         assert!(status.success(), "setting up the uplink");
         let uplink = nix::net::if_::if_nametoindex("up0").unwrap();
+        // Loaded here, as the daemon loads them when it takes an uplink: the verifier's
+        // seconds must not pass between the flows a test times.
+        self.datapath.load_uplink_programs().unwrap();
         self.datapath
             .set_nat_config(NatConfig {
                 uplink_ifindex: uplink,
