@@ -382,7 +382,7 @@ mod tests {
     }
 
     fn mapping(port: u16, proto: Proto) -> PortMapping {
-        PortMapping { host_ip: Ipv4Addr::UNSPECIFIED.into(), host_port: port, container_port: 80, proto }
+        PortMapping { host_ip: Ipv4Addr::UNSPECIFIED.into(), host_port: port, container_port: 80, proto, any_family: true }
     }
 
     fn rules(specs: Vec<RuleSpec>) -> Rules {

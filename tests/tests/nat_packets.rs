@@ -1299,6 +1299,7 @@ fn apply_firewall(fx: &mut Fixture, installed: &mut Installed, rules: &Rules) {
         host_port: 8080,
         container_port: 80,
         proto: Proto::Tcp,
+        any_family: false,
     };
     let set = rules.compiler().rule_set("web", &mapping);
     let id = installed.install(&mut fx.datapath, std::slice::from_ref(&set)).unwrap()[0];

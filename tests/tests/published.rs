@@ -81,19 +81,10 @@ fn host_ports_are_really_reserved_and_conflicts_refused() {
     let bind = host.sh("python3 -c \"import socket; socket.socket().bind(('0.0.0.0', 9000))\"");
     assert!(!bind.status.success(), "a host process took a published port");
     // ...and a port a host process already holds cannot be published.
-    let holder = host
-        .command("python3")
-        .args([
-            "-c",
-            "import socket, time; s = socket.socket(); s.bind(('0.0.0.0', 9100)); s.listen(); time.sleep(30)",
-        ])
-        .spawn()
-        .unwrap();
-    let mut holder = KillOnDrop(holder);
-    std::thread::sleep(Duration::from_millis(500));
+    let holder = host.host_listener("s = socket.socket(); s.bind(('0.0.0.0', 9100))", 9100);
     let err = host.dp_err(&["run", "-d", "-p", "9100:80", "--", "sleep", "60"]);
     assert!(err.contains("already in use"), "{err}");
-    let _ = holder.0.kill();
+    drop(holder);
     // The masquerade range is not for publishing.
     let err = host.dp_err(&["run", "-d", "-p", "62000:80", "--", "sleep", "60"]);
     assert!(err.contains("masquerade port range"), "{err}");
