@@ -276,7 +276,10 @@ fn firewall_rules_with_an_ipv6_source_refuse_those_clients_alone() {
     let refused = "2001:db8:71::3";
     host.external_sh_ok(&format!("ip addr add {refused}/64 dev eth0 nodad preferred_lft 0"));
     web(&host, "web", &["-p", "8080:80"]);
-    assert!(fetch6_from(&host, refused) && fetch6_from(&host, EXTERNAL_ADDR6), "the published port is unreachable before any rule");
+    assert!(
+        fetch6_from(&host, refused) && fetch6_from(&host, EXTERNAL_ADDR6),
+        "the published port is unreachable before any rule"
+    );
 
     host.dp_ok(&["firewall", "add", "--source", refused, "--port", "8080", "deny"]);
     assert!(!fetch6_from(&host, refused), "the IPv6 source's deny did not apply");
