@@ -482,7 +482,7 @@ fn firewall_denies_one_outside_address_a_published_port_and_survives_a_restart()
 
     // Bad rules are refused with the fix, and change nothing.
     for (args, expected) in [
-        (&["--source", "203.0.113.300", "deny"][..], "not an IPv4 address or CIDR"),
+        (&["--source", "203.0.113.300", "deny"][..], "not an IP address or CIDR"),
         (&["--source", "203.0.113.2/24", "deny"], "write 203.0.113.0/24"),
         (&["--port", "9000-8000", "deny"], "write 8000-9000"),
         (&["--port", "0", "deny"], "ports are 1-65535"),
