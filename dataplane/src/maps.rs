@@ -25,12 +25,12 @@ use aya::{
     },
 };
 use dataplane_common::{
-    Backend, Counter, DnatEntry, Endpoint, EndpointCounters, EndpointKey, FirewallKey, FirewallVerdict,
-    FlowKey, HostConfig, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey,
-    RemoteEndpoint, RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, TunnelConfig, ct_event, map_names,
-    program_names,
+    Backend, Counter, DnatEntry, Endpoint, EndpointCounters, EndpointKey, FirewallKey, FirewallKey6,
+    FirewallVerdict, FlowKey, HostConfig, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig,
+    Path as DpPath, PublishKey, RemoteEndpoint, RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, TunnelConfig,
+    ct_event, map_names, program_names,
 };
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Where our programs sit among an interface's ingress filters.
 const FILTER_PRIORITY: u16 = 1;
@@ -149,7 +149,14 @@ fn firewall_key(rule_set: u16, source: Ipv4Net) -> Key<FirewallKey> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 24] {
+fn firewall_key6(rule_set: u16, source: Ipv6Net) -> Key<FirewallKey6> {
+    Key::new(
+        FirewallKey::RULE_SET_BITS + u32::from(source.prefix_len()),
+        FirewallKey6 { rule_set: u32::from(rule_set).to_be(), addr: source.network().octets() },
+    )
+}
+
+fn pinned_layouts() -> [PinnedLayout; 25] {
     use dataplane_common::{SockRevKey, SockRevKey6, SockRevValue, SockRevValue6};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -171,6 +178,7 @@ fn pinned_layouts() -> [PinnedLayout; 24] {
         layout::<SockRevKey, SockRevValue>(map_names::SOCK_REVNAT, None),
         layout::<SockRevKey6, SockRevValue6>(map_names::SOCK_REVNAT6, None),
         layout::<Key<FirewallKey>, FirewallVerdict>(map_names::FIREWALL, Some(FirewallVerdict::TRIE_SIZE)),
+        layout::<Key<FirewallKey6>, FirewallVerdict>(map_names::FIREWALL6, Some(FirewallVerdict::TRIE_SIZE)),
         layout::<u32, u64>(map_names::FIREWALL_HITS, Some(FirewallVerdict::MAX_RULES)),
         // A program array: slot index to program fd.
         layout::<u32, u32>(map_names::UPLINK_V6, Some(1)),
@@ -726,33 +734,51 @@ impl Datapath {
         LpmTrie::try_from(map).context("opening map FIREWALL")
     }
 
-    /// The verdict of firewall rule set `rule_set` for sources under `source`.
+    fn firewall6(&mut self) -> Result<LpmTrie<&mut MapData, FirewallKey6, FirewallVerdict>> {
+        let map = self.ebpf.map_mut(map_names::FIREWALL6).ok_or_else(|| anyhow!("map FIREWALL6 missing"))?;
+        LpmTrie::try_from(map).context("opening map FIREWALL6")
+    }
+
+    /// The verdict of firewall rule set `rule_set` for sources under `source`, in the trie
+    /// of its family.
     pub fn set_firewall_entry(
         &mut self,
         rule_set: u16,
-        source: Ipv4Net,
+        source: IpNet,
         verdict: FirewallVerdict,
     ) -> Result<()> {
-        self.firewall()?
-            .insert(&firewall_key(rule_set, source), verdict, 0)
-            .with_context(|| format!("writing FIREWALL[{rule_set}, {source}]"))
+        match source {
+            IpNet::V4(net) => self.firewall()?.insert(&firewall_key(rule_set, net), verdict, 0),
+            IpNet::V6(net) => self.firewall6()?.insert(&firewall_key6(rule_set, net), verdict, 0),
+        }
+        .with_context(|| format!("writing the firewall's [{rule_set}, {source}]"))
     }
 
-    pub fn remove_firewall_entry(&mut self, rule_set: u16, source: Ipv4Net) -> Result<()> {
-        remove_missing_ok(self.firewall()?.remove(&firewall_key(rule_set, source)))
+    pub fn remove_firewall_entry(&mut self, rule_set: u16, source: IpNet) -> Result<()> {
+        remove_missing_ok(match source {
+            IpNet::V4(net) => self.firewall()?.remove(&firewall_key(rule_set, net)),
+            IpNet::V6(net) => self.firewall6()?.remove(&firewall_key6(rule_set, net)),
+        })
     }
 
-    /// Every entry of the firewall trie: rule set, source prefix, verdict.
-    pub fn firewall_entries(&mut self) -> Result<Vec<(u16, Ipv4Net, FirewallVerdict)>> {
-        let trie = self.firewall()?;
+    /// Every entry of the firewall tries, IPv4's then IPv6's: rule set, source prefix,
+    /// verdict.
+    pub fn firewall_entries(&mut self) -> Result<Vec<(u16, IpNet, FirewallVerdict)>> {
+        let prefix_of = |len: u32| len.saturating_sub(FirewallKey::RULE_SET_BITS) as u8;
         let mut entries = vec![];
-        for entry in trie.iter() {
+        for entry in self.firewall()?.iter() {
             let (key, verdict) = entry.context("reading map FIREWALL")?;
             let data = key.data();
-            let prefix = key.prefix_len().saturating_sub(FirewallKey::RULE_SET_BITS) as u8;
-            let source =
-                Ipv4Net::new(data.addr.into(), prefix).context("a FIREWALL key of another layout")?;
-            entries.push((u32::from_be(data.rule_set) as u16, source, verdict));
+            let source = Ipv4Net::new(data.addr.into(), prefix_of(key.prefix_len()))
+                .context("a FIREWALL key of another layout")?;
+            entries.push((u32::from_be(data.rule_set) as u16, source.into(), verdict));
+        }
+        for entry in self.firewall6()?.iter() {
+            let (key, verdict) = entry.context("reading map FIREWALL6")?;
+            let data = key.data();
+            let source = Ipv6Net::new(data.addr.into(), prefix_of(key.prefix_len()))
+                .context("a FIREWALL6 key of another layout")?;
+            entries.push((u32::from_be(data.rule_set) as u16, source.into(), verdict));
         }
         Ok(entries)
     }
