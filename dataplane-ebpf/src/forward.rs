@@ -52,7 +52,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
                     _ => publish6::reply(ctx, ifindex),
                 })
                 .or_else(|| within_network_v6(ctx, &iface))
-                .or_else(|| nat6::leave_host(ctx, ifindex))
+                .or_else(|| nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0))
                 // For the host itself: a published port there (hairpin), or the host's own.
                 .or_else(|| publish6::hairpin(ctx, ifindex))
                 .unwrap_or((Path::SlowPathIp, TC_ACT_OK));
