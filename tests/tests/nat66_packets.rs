@@ -560,6 +560,12 @@ fn from_outside_a_routed_container_takes_its_published_ports_replies_and_icmpv6_
     assert_eq!(inspect(&inside).eth_dst, B_MAC, "the echo request must go to the container's MAC");
     assert_untranslated(&ping, &inside, "the echo request");
     assert_eq!(fx.count(Path::RoutedIn), 1);
+    // And B's echo reply leaves as it is.
+    let pong = echo6(B_MAC, B6, REMOTE6, 9, true);
+    let (verdict, out) = fx.run(&pong);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the echo reply was not sent to the uplink");
+    assert_eq!((inspect(&out).eth_dst, inspect(&out).eth_src), (GATEWAY_MAC, UPLINK_MAC));
+    assert_untranslated(&pong, &out, "the echo reply");
 
     // The gateway is the host's: left to the kernel.
     let to_gateway = tcp6(GATEWAY_MAC, client, (RED_GATEWAY6, 22), true, false);

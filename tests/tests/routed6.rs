@@ -66,7 +66,7 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
     let c6 = ip6_of(&host, "c", "routed");
 
     let seen = echo_requests_seen_outside(&host, || {
-        let ping = host.exec("c", &format!("ping -6 -c 3 -i 0.3 -W 2 {EXTERNAL_ADDR6}"));
+        let ping = host.exec("c", &format!("ping -6 -c 5 -i 0.3 -W 2 {EXTERNAL_ADDR6}"));
         assert!(ping.status.success(), "ping -6 to the outside failed: {}", String::from_utf8_lossy(&ping.stdout));
     });
     assert!(seen.contains(&format!("{c6} > {EXTERNAL_ADDR6}")), "the outside saw another ping source: {seen}");

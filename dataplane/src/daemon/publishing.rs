@@ -234,9 +234,9 @@ impl Core {
         let (mut keys, mut sets) = (vec![], vec![]);
         for endpoint in self.state.endpoints.iter().filter(|e| !e.ports.is_empty()) {
             let owner = names.of(&endpoint.owner);
-            let routed_ip6 = routed_ip6(&self.state, endpoint);
+            let routed_addr = routed_ip6(&self.state, endpoint);
             for mapping in &endpoint.ports {
-                keys.push((publish_key(mapping), routed_key(routed_ip6, mapping)));
+                keys.push((publish_key(mapping), routed_key(routed_addr, mapping)));
                 sets.push(compiler.rule_set(&owner, mapping));
             }
         }
@@ -324,9 +324,9 @@ impl Core {
 }
 
 /// Every PUBLISHED key of `endpoint`'s ports (`publish_key` and `routed_key`).
-pub(super) fn publish_keys<'a>(state: &State, endpoint: &'a Endpoint) -> impl Iterator<Item = PublishKey> + 'a {
-    let routed_ip6 = routed_ip6(state, endpoint);
-    endpoint.ports.iter().flat_map(move |m| [Some(publish_key(m)), routed_key(routed_ip6, m)].into_iter().flatten())
+pub(super) fn publish_keys<'a>(state: &State, endpoint: &'a Endpoint) -> impl Iterator<Item = PublishKey> + use<'a> {
+    let routed_addr = routed_ip6(state, endpoint);
+    endpoint.ports.iter().flat_map(move |m| [Some(publish_key(m)), routed_key(routed_addr, m)].into_iter().flatten())
 }
 
 /// The endpoint's IPv6 address when its network routes IPv6 (`gateway_mode_ipv6=routed`).
