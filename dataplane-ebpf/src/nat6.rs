@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use dataplane_common::{
-    FlowKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, Path, RevSnatEntry, csum,
+    FlowKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, Path, csum,
 };
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
@@ -146,7 +146,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     if rewrite(ctx, &l4, DST_OFFSET, &frame.dst, &back.addr.addr, l4.dst_port, back.port).is_err() {
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
-    into_container(ctx, &back)
+    (Path::ReverseNat, into_container(ctx, back.host_ifindex, back.mac))
 }
 
 /// The flow of a packet without extension headers as its L4 view in this direction sees
@@ -235,14 +235,14 @@ fn replace16(mut sum: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
     sum
 }
 
-/// Into the container's namespace, to its MAC.
+/// Into the namespace of the container behind `host_ifindex`, to its MAC: the action.
 #[inline(always)]
-fn into_container(ctx: &TcContext, back: &RevSnatEntry) -> (Path, i32) {
-    let _ = packet::write(ctx, 0, back.mac);
+pub fn into_container(ctx: &TcContext, host_ifindex: u32, mac: [u8; 6]) -> i32 {
+    let _ = packet::write(ctx, 0, mac);
     // SAFETY: plain helper call; it only records the target.
-    let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
-    counters::received_at(ctx.len(), back.host_ifindex);
-    (Path::ReverseNat, action as i32)
+    let action = unsafe { bpf_redirect_peer(host_ifindex, 0) };
+    counters::received_at(ctx.len(), host_ifindex);
+    action as i32
 }
 
 /// An ICMPv6 error (destination unreachable, packet too big, time exceeded) about a
@@ -313,5 +313,5 @@ fn icmp_error_back(ctx: &TcContext, cfg: &NatConfig) -> Option<(Path, i32)> {
     if fix().is_err() {
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
-    Some(into_container(ctx, &back))
+    Some((Path::ReverseNat, into_container(ctx, back.host_ifindex, back.mac)))
 }

@@ -10,15 +10,14 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_redirect_peer,
     programs::TcContext,
 };
 use dataplane_common::{IPPROTO_ICMPV6, IpAddress, Path, SubnetInfo};
 
 use crate::{
-    counters, endpoint,
+    endpoint,
     nat::{self, L4, Route},
-    nat6, packet,
+    nat6,
     parse::{self, Ipv6Frame},
     policy,
 };
@@ -36,7 +35,7 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: Option<&L4>) -> Opti
     if let Some(l4) = l4
         && let Some(back) = nat::track_reply(&nat6::flow_key(frame, l4), l4)
     {
-        return Some(into_container(ctx, back.host_ifindex, back.mac));
+        return Some((Path::RoutedIn, nat6::into_container(ctx, back.host_ifindex, back.mac)));
     }
     // Docker's routed mode accepts every ICMP into the network: echo requests, and the
     // errors about its flows.
@@ -45,7 +44,7 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: Option<&L4>) -> Opti
             // No container has the address: the host answers (address unreachable).
             return Some((Path::UplinkToHost, TC_ACT_OK as i32));
         };
-        return Some(into_container(ctx, peer.host_ifindex, peer.mac));
+        return Some((Path::RoutedIn, nat6::into_container(ctx, peer.host_ifindex, peer.mac)));
     }
     unpublished
 }
@@ -66,14 +65,4 @@ pub fn icmp_out(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
         return None;
     };
     Some((Path::Routed, nat::send_to_uplink(ctx, next_hop.macs(), cfg)))
-}
-
-/// Into the container behind `host_ifindex`, to its MAC, untranslated.
-#[inline(always)]
-fn into_container(ctx: &TcContext, host_ifindex: u32, mac: [u8; 6]) -> (Path, i32) {
-    let _ = packet::write(ctx, 0, mac);
-    // SAFETY: plain helper call; it only records the target.
-    let action = unsafe { bpf_redirect_peer(host_ifindex, 0) };
-    counters::received_at(ctx.len(), host_ifindex);
-    (Path::RoutedIn, action as i32)
 }
