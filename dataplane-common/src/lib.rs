@@ -1032,7 +1032,7 @@ const _: () = {
     assert!(size_of::<PublishKey>() == 24);
     assert!(size_of::<Backend>() == 36);
     assert!(size_of::<DnatEntry>() == 80);
-    assert!(size_of::<SubnetInfo>() == 24);
+    assert!(size_of::<SubnetInfo>() == 28);
     assert!(size_of::<FirewallKey>() == 8);
     assert!(size_of::<SockRevKey6>() == 32);
     assert!(size_of::<SockRevValue6>() == 20);

@@ -13,9 +13,7 @@ use aya_ebpf::{
     maps::ProgramArray,
     programs::TcContext,
 };
-use dataplane_common::{
-    FlowKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, Path, csum,
-};
+use dataplane_common::{FlowKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, Path, csum};
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
@@ -71,8 +69,7 @@ pub fn leave_host(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i
                 return None;
             };
             let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
-            let request =
-                SnatRequest { proto, l4: &l4, cfg, ipv6: true, routed, sender, mac, next_hop, now };
+            let request = SnatRequest { proto, l4: &l4, cfg, ipv6: true, routed, sender, mac, next_hop, now };
             let Some(nat_port) = nat::snat_port(s, &request) else {
                 return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
             };

@@ -30,8 +30,20 @@ use crate::{
 
 /// The keys of our section of a config, besides the spec's own.
 const CONFIG_KEYS: [&str; 14] = [
-    "network", "subnet", "gateway", "ipRange", "ipv4", "ipv6", "subnet6", "gateway6", "ipRange6", "internal",
-    "icc", "mtu", "gatewayModeIpv6", "socket",
+    "network",
+    "subnet",
+    "gateway",
+    "ipRange",
+    "ipv4",
+    "ipv6",
+    "subnet6",
+    "gateway6",
+    "ipRange6",
+    "internal",
+    "icc",
+    "mtu",
+    "gatewayModeIpv6",
+    "socket",
 ];
 /// `CNI_ARGS` keys we understand; any other needs `IgnoreUnknown=1`, as the reference
 /// plugins have it.

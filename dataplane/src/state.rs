@@ -797,7 +797,11 @@ mod tests {
             ipv6: Some(AddressPlanV6::new("fd00:9::/64".parse().unwrap(), None, None).unwrap()),
             internal: true,
             options: [("icc".to_string(), "false".to_string())].into(),
-            bridge_options: BridgeOptions { icc: false, mtu: Some(1400), gateway_mode_ipv6: GatewayMode::Nat },
+            bridge_options: BridgeOptions {
+                icc: false,
+                mtu: Some(1400),
+                gateway_mode_ipv6: GatewayMode::Nat,
+            },
             labels: [("team".to_string(), "net".to_string())].into(),
             bridge: "br-0123456789ab".into(),
             created: Timestamp::from_second(1).unwrap(),

@@ -499,7 +499,13 @@ fn tcp_and_echo_from_a_routed_network_leave_with_the_containers_own_address_and_
 
     // Routing needs no address of the uplink's: without NAT66, it goes on.
     let uplink_ifindex = nix::net::if_::if_nametoindex("up0").unwrap();
-    let no_ipv6 = NatConfig { uplink_ifindex, port_min: 61000, port_max: 61999, addr: UPLINK_ADDR, ..NatConfig::default() };
+    let no_ipv6 = NatConfig {
+        uplink_ifindex,
+        port_min: 61000,
+        port_max: 61999,
+        addr: UPLINK_ADDR,
+        ..NatConfig::default()
+    };
     fx.datapath.set_nat_config(no_ipv6).unwrap();
     let udp = udp6(A_MAC, (A6, 5353), (REMOTE6, 53));
     let (verdict, out) = fx.run(&udp);
@@ -525,8 +531,15 @@ fn from_outside_a_routed_container_takes_its_published_ports_replies_and_icmpv6_
     // B publishes port 80 (the daemon's entry for `-p [::]:8080:80` on a routed network):
     // the container port on B's own address, reached untranslated.
     let key = PublishKey { addr: IpAddress::v6(B6), port: 80u16.to_be(), proto: IPPROTO_TCP, _pad: 0 };
-    let backend =
-        Backend { addr: IpAddress::v6(B6), port: 80u16.to_be(), rule_set: 0, host_ifindex: 42, mac: B_MAC, flags: 0, _pad: 0 };
+    let backend = Backend {
+        addr: IpAddress::v6(B6),
+        port: 80u16.to_be(),
+        rule_set: 0,
+        host_ifindex: 42,
+        mac: B_MAC,
+        flags: 0,
+        _pad: 0,
+    };
     fx.datapath.set_published(key, backend).unwrap();
     let client = (REMOTE6, 33000);
     let syn = tcp6(GATEWAY_MAC, client, (B6, 80), true, false);
@@ -539,14 +552,20 @@ fn from_outside_a_routed_container_takes_its_published_ports_replies_and_icmpv6_
     assert_untranslated(&syn, &inside, "the SYN to the published port");
     assert_eq!(fx.count(Path::Published), 1);
     // Its answer leaves from B's own address and port too.
-    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES | InterfaceConfig::ROUTED_V6)).unwrap();
+    fx.datapath
+        .set_interface(LO, b_interface(InterfaceConfig::PUBLISHES | InterfaceConfig::ROUTED_V6))
+        .unwrap();
     let syn_ack = tcp6(B_MAC, (B6, 80), client, true, true);
     let (verdict, out) = fx.run(&syn_ack);
     assert_eq!(verdict, TC_ACT_REDIRECT, "the answer was not sent to the uplink");
     let seen = inspect(&out);
     assert_eq!((seen.src, seen.sport), (B6, 80), "the answer's source must stay the container's own");
     assert_eq!((seen.dst, seen.dport), client, "the answer's destination must not change");
-    assert_eq!((seen.eth_dst, seen.eth_src), (GATEWAY_MAC, UPLINK_MAC), "the next hop's and the uplink's MACs");
+    assert_eq!(
+        (seen.eth_dst, seen.eth_src),
+        (GATEWAY_MAC, UPLINK_MAC),
+        "the next hop's and the uplink's MACs"
+    );
     assert_untranslated(&syn_ack, &out, "the answer");
     assert_eq!(fx.count(Path::PublishedReply), 1);
     // Another port of B stays closed.
@@ -579,7 +598,11 @@ fn a_nat66_networks_container_addresses_are_not_reachable_from_outside() {
     let mut fx = nat66();
     let syn = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (B6, 80), true, false);
     let (verdict, out) = fx.run_uplink(&syn);
-    assert_eq!((verdict, out), (TC_ACT_SHOT, syn), "a SYN to a NAT66 container's own address must be dropped");
+    assert_eq!(
+        (verdict, out),
+        (TC_ACT_SHOT, syn),
+        "a SYN to a NAT66 container's own address must be dropped"
+    );
     let (verdict, _) = fx.run_uplink(&echo6(GATEWAY_MAC, REMOTE6, B6, 9, false));
     assert_eq!(verdict, TC_ACT_SHOT, "an echo request to a NAT66 container's own address must be dropped");
     assert_eq!(fx.count(Path::DroppedUnpublished), 2);

@@ -67,13 +67,23 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
 
     let seen = echo_requests_seen_outside(&host, || {
         let ping = host.exec("c", &format!("ping -6 -c 5 -i 0.3 -W 2 {EXTERNAL_ADDR6}"));
-        assert!(ping.status.success(), "ping -6 to the outside failed: {}", String::from_utf8_lossy(&ping.stdout));
+        assert!(
+            ping.status.success(),
+            "ping -6 to the outside failed: {}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
     });
-    assert!(seen.contains(&format!("{c6} > {EXTERNAL_ADDR6}")), "the outside saw another ping source: {seen}");
+    assert!(
+        seen.contains(&format!("{c6} > {EXTERNAL_ADDR6}")),
+        "the outside saw another ping source: {seen}"
+    );
 
     let http_log = host.dir.join("http6.log");
-    let _http =
-        host.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR6], "http6.log");
+    let _http = host.external_server(
+        "python3",
+        &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR6],
+        "http6.log",
+    );
     ok(host.exec("c", &format!("curl -6 -sf -m 5 -o /dev/null http://[{EXTERNAL_ADDR6}]:8080/")));
     let log = std::fs::read_to_string(&http_log).unwrap();
     assert!(log.contains(&c6), "the outside saw another source than the container's {c6}: {log}");
@@ -94,7 +104,8 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
     // Routed mode routes IPv6; a network without it is refused by name.
     let err = host.dp_err(&["network", "create", "-o", &format!("{ROUTED_OPTION}=routed"), "v4only"]);
     assert!(err.contains("gateway_mode_ipv6=routed") && err.contains("--ipv6"), "{err}");
-    let err = host.dp_err(&["network", "create", "--ipv6", "-o", "gateway_mode_ipv6=nat-unprotected", "loose"]);
+    let err =
+        host.dp_err(&["network", "create", "--ipv6", "-o", "gateway_mode_ipv6=nat-unprotected", "loose"]);
     assert!(err.contains("expected nat or routed"), "{err}");
 }
 
@@ -135,8 +146,14 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
         host.container_log("web")
     );
     let dropped = host.counter("dropped_unpublished");
-    assert!(!host.fetch_from_outside(&format!("[{web6}]"), 81), "an unpublished port was reachable from outside");
-    assert!(host.counter("dropped_unpublished") > dropped, "the unpublished port's SYN was not counted as dropped");
+    assert!(
+        !host.fetch_from_outside(&format!("[{web6}]"), 81),
+        "an unpublished port was reachable from outside"
+    );
+    assert!(
+        host.counter("dropped_unpublished") > dropped,
+        "the unpublished port's SYN was not counted as dropped"
+    );
     let ping = host.external_command("ping").args(["-6", "-c", "1", "-W", "2", &web6]).output().unwrap();
     assert!(ping.status.success(), "a routed container does not answer ping from outside");
 
@@ -145,12 +162,31 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
 
     // A NAT66 container's own address takes nothing from outside, published or not.
     host.dp_ok(&[
-        "run", "-d", "--name", "natweb", "--network", "natted", "-p", "8090:80", "--", "python3", "-m",
-        "http.server", "80", "--bind", "::",
+        "run",
+        "-d",
+        "--name",
+        "natweb",
+        "--network",
+        "natted",
+        "-p",
+        "8090:80",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "80",
+        "--bind",
+        "::",
     ]);
     let probe = "curl -6 -sf -o /dev/null http://[::1]:80/";
     assert!(eventually(Duration::from_secs(10), || host.exec("natweb", probe).status.success()));
     let natweb6 = ip6_of(&host, "natweb", "natted");
-    assert!(!host.fetch_from_outside(&format!("[{natweb6}]"), 80), "a NAT66 container was reachable by route");
-    assert!(host.fetch_from_outside(&format!("[{UPLINK_ADDR6}]"), 8090), "the NAT66 network's host port failed");
+    assert!(
+        !host.fetch_from_outside(&format!("[{natweb6}]"), 80),
+        "a NAT66 container was reachable by route"
+    );
+    assert!(
+        host.fetch_from_outside(&format!("[{UPLINK_ADDR6}]"), 8090),
+        "the NAT66 network's host port failed"
+    );
 }

@@ -324,9 +324,15 @@ impl Core {
 }
 
 /// Every PUBLISHED key of `endpoint`'s ports (`publish_key` and `routed_key`).
-pub(super) fn publish_keys<'a>(state: &State, endpoint: &'a Endpoint) -> impl Iterator<Item = PublishKey> + use<'a> {
+pub(super) fn publish_keys<'a>(
+    state: &State,
+    endpoint: &'a Endpoint,
+) -> impl Iterator<Item = PublishKey> + use<'a> {
     let routed_addr = routed_ip6(state, endpoint);
-    endpoint.ports.iter().flat_map(move |m| [Some(publish_key(m)), routed_key(routed_addr, m)].into_iter().flatten())
+    endpoint
+        .ports
+        .iter()
+        .flat_map(move |m| [Some(publish_key(m)), routed_key(routed_addr, m)].into_iter().flatten())
 }
 
 /// The endpoint's IPv6 address when its network routes IPv6 (`gateway_mode_ipv6=routed`).
