@@ -140,6 +140,7 @@ impl Core {
             labels: spec.labels,
             bridge: bridge_name,
             created: now(),
+            vni: None,
             id,
         };
         if let Some(store) = &store
