@@ -135,6 +135,9 @@ impl InterfaceConfig {
     /// The container's end of the veth takes XDP frames (its NAPI runs): the uplink's XDP
     /// program may redirect into it.
     pub const XDP_TARGET: u32 = 8;
+    /// The network routes its IPv6 out of the uplink untranslated
+    /// (`gateway_mode_ipv6=routed`): the container's own address is the source.
+    pub const ROUTED_V6: u32 = 16;
     /// Interfaces with an ifindex below this live in `INTERFACES_BY_INDEX`, an array read
     /// at the cost of an index on every packet; the others in the `INTERFACES` hash.
     pub const INDEX_LIMIT: u32 = 65_536;
@@ -436,6 +439,16 @@ impl SubnetKey {
 pub struct SubnetInfo {
     pub network: u32,
     pub gateway: IpAddress,
+    /// `SubnetInfo::ROUTED`, or 0.
+    pub flags: u32,
+}
+
+impl SubnetInfo {
+    /// The subnet is routed (Docker's `gateway_mode_ipv6=routed`): from outside, its
+    /// containers' own addresses are reachable by route, on their published ports, for
+    /// replies of their flows, and for ICMPv6. Other subnets' container addresses are not
+    /// reachable from outside at all.
+    pub const ROUTED: u32 = 1;
 }
 
 /// One packet/byte counter; the map holding it is per CPU, summed by the daemon.
@@ -519,10 +532,16 @@ pub enum Path {
     DroppedTunnel = 28,
     /// ARP for an endpoint on another host, answered from the remote endpoint table.
     ArpAnswered = 29,
+    /// Left through the uplink untranslated, with the container's own address (a network
+    /// in routed mode).
+    Routed = 30,
+    /// Arrived on the uplink for a container of a routed network (a reply of its flow, or
+    /// ICMPv6): sent into it untranslated.
+    RoutedIn = 31,
 }
 
 impl Path {
-    pub const COUNT: u32 = 30;
+    pub const COUNT: u32 = 32;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -554,6 +573,8 @@ impl Path {
         Path::FromTunnel,
         Path::DroppedTunnel,
         Path::ArpAnswered,
+        Path::Routed,
+        Path::RoutedIn,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -588,6 +609,8 @@ impl Path {
             Path::FromTunnel => "from_tunnel",
             Path::DroppedTunnel => "dropped_tunnel",
             Path::ArpAnswered => "arp_answered",
+            Path::Routed => "routed",
+            Path::RoutedIn => "routed_in",
         }
     }
 }
@@ -608,6 +631,8 @@ impl Path {
                 | Path::Tunnelled
                 | Path::FromTunnel
                 | Path::ArpAnswered
+                | Path::Routed
+                | Path::RoutedIn
         )
     }
 
@@ -640,7 +665,8 @@ pub enum DropReason {
     SpoofedNeighbour = 8,
     /// A firewall rule denied it (traffic from the uplink to a published port).
     Firewall = 9,
-    /// From the uplink, for a container address that publishes nothing there.
+    /// From the uplink, for a container address that publishes nothing there (and, on a
+    /// routed network, for no flow of the container's).
     Unpublished = 10,
     /// From the uplink with a source or destination that must not come from outside.
     Martian = 11,
@@ -707,7 +733,9 @@ impl DropReason {
             | Path::SlowPathIpv6Headers
             | Path::Tunnelled
             | Path::FromTunnel
-            | Path::ArpAnswered => return None,
+            | Path::ArpAnswered
+            | Path::Routed
+            | Path::RoutedIn => return None,
         })
     }
 
@@ -1022,7 +1050,7 @@ const _: () = {
     assert!(size_of::<PublishKey>() == 24);
     assert!(size_of::<Backend>() == 36);
     assert!(size_of::<DnatEntry>() == 80);
-    assert!(size_of::<SubnetInfo>() == 24);
+    assert!(size_of::<SubnetInfo>() == 28);
     assert!(size_of::<FirewallKey>() == 8);
     assert!(size_of::<FirewallKey6>() == 20);
     assert!(size_of::<SockRevKey6>() == 32);

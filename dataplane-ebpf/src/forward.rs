@@ -19,7 +19,7 @@ use crate::{
     endpoint, monitor, nat, nat6,
     parse::{self, Frame, UpperLayer},
     policy::{self, Verdict},
-    publish, publish6, source, tunnel,
+    publish, publish6, routed, source, tunnel,
 };
 
 #[inline(always)]
@@ -52,7 +52,11 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
                     _ => publish6::reply(ctx, ifindex),
                 })
                 .or_else(|| within_network_v6(ctx, &iface))
-                .or_else(|| nat6::leave_host(ctx, ifindex))
+                .or_else(|| nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0))
+                .or_else(|| match iface.flags & InterfaceConfig::ROUTED_V6 {
+                    0 => None,
+                    _ => routed::icmp_out(ctx, ifindex),
+                })
                 // For the host itself: a published port there (hairpin), or the host's own.
                 .or_else(|| publish6::hairpin(ctx, ifindex))
                 .unwrap_or((Path::SlowPathIp, TC_ACT_OK));

@@ -15,6 +15,7 @@ mod parse;
 mod policy;
 mod publish;
 mod publish6;
+mod routed;
 mod sockaddr;
 mod source;
 mod tunnel;
@@ -62,6 +63,7 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
 pub fn from_uplink_v6(ctx: TcContext) -> i32 {
     let (path, action) = nat6::from_uplink(&ctx);
     counters::count(&ctx, path);
+    monitor::counted(&ctx, Hook::FromUplink, path);
     action
 }
 

@@ -633,8 +633,17 @@ pub fn leave_host(
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
     s.key = flow_key(frame, &l4);
-    let request =
-        SnatRequest { proto: frame.proto, l4: &l4, cfg: &cfg, ipv6: false, sender, mac, next_hop, now };
+    let request = SnatRequest {
+        proto: frame.proto,
+        l4: &l4,
+        cfg: &cfg,
+        ipv6: false,
+        routed: false,
+        sender,
+        mac,
+        next_hop,
+        now,
+    };
     let Some(nat_port) = snat_port(s, &request) else {
         return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
     };
@@ -755,6 +764,9 @@ pub struct SnatRequest<'a> {
     pub cfg: &'a NatConfig,
     /// The flow is IPv6: it leaves with the uplink's IPv6 address.
     pub ipv6: bool,
+    /// The flow leaves untranslated (a routed network): it is tracked with its own address
+    /// and port as the "translation", so that its replies are known.
+    pub routed: bool,
     pub sender: u32,
     pub mac: [u8; 6],
     pub next_hop: NextHop,
@@ -781,7 +793,7 @@ static SNAT_SCRATCH: PerCpuArray<SnatScratch> = PerCpuArray::with_max_entries(1,
 /// destination.
 #[inline(always)]
 pub fn snat_port(s: &mut SnatScratch, request: &SnatRequest<'_>) -> Option<u16> {
-    let SnatRequest { proto, l4, cfg, ipv6, sender, mac, next_hop, now } = *request;
+    let SnatRequest { proto, l4, cfg, ipv6, routed, sender, mac, next_hop, now } = *request;
     let nat_addr = || if ipv6 { IpAddress::v6(cfg.addr6) } else { IpAddress::v4(cfg.addr) };
     let opens = opens_connection(proto, l4.tcp_flags);
     if let Some(entry) = SNAT_CT.get_ptr_mut(&s.key) {
@@ -827,13 +839,22 @@ pub fn snat_port(s: &mut SnatScratch, request: &SnatRequest<'_>) -> Option<u16> 
     };
     s.reply =
         FlowKey { src: s.key.dst, dst: nat_addr(), src_port: l4.dst_port, dst_port: 0, proto, _pad: [0; 3] };
+    if routed {
+        // The identity: the container's own address and port (no other flow can hold
+        // them, the address being its own).
+        s.entry.nat_addr = s.key.src;
+        s.reply.dst = s.key.src;
+    }
     let span = u32::from(cfg.port_max.saturating_sub(cfg.port_min)) + 1;
+    let attempts = if routed { 1 } else { PORT_ATTEMPTS };
     let mut attempt = 0;
-    while attempt < PORT_ATTEMPTS {
+    while attempt < attempts {
         attempt += 1;
-        // SAFETY: bpf_get_prandom_u32 has no preconditions.
-        let port = (cfg.port_min as u32 + unsafe { bpf_get_prandom_u32() } % span) as u16;
-        s.reply.dst_port = port.to_be();
+        s.reply.dst_port = match routed {
+            true => l4.src_port,
+            // SAFETY: bpf_get_prandom_u32 has no preconditions.
+            false => ((cfg.port_min as u32 + unsafe { bpf_get_prandom_u32() } % span) as u16).to_be(),
+        };
         // Looked up before inserting: a BPF_NOEXIST insert into an LRU table takes a free
         // node before it finds the key taken, and on a full table that pushes some other
         // flow out, for nothing. A port is free when neither table holds its reply key.

@@ -13,9 +13,7 @@ use aya_ebpf::{
     maps::ProgramArray,
     programs::TcContext,
 };
-use dataplane_common::{
-    FlowKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, Path, RevSnatEntry, csum,
-};
+use dataplane_common::{FlowKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, Path, csum};
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
@@ -23,7 +21,7 @@ use crate::{
     nat::{self, L4, Route, SnatRequest},
     packet,
     parse::{self, Ipv6Frame},
-    publish6,
+    publish6, routed,
 };
 
 /// The upper-layer header of a packet without extension headers: the only ones
@@ -47,12 +45,14 @@ fn config() -> Option<&'static NatConfig> {
 }
 
 /// IPv6 from a container (its source checked, see `forward::decide_v6`) to an address
-/// outside its network: masqueraded out of the uplink when the host routes it there;
-/// `None` leaves it to the kernel (the host's own addresses, other interfaces, no IPv6 on
-/// the uplink, extension headers).
+/// outside its network: masqueraded out of the uplink when the host routes it there, or,
+/// from a `routed` network, sent out untranslated (its flow tracked all the same, so that
+/// its replies are let in); `None` leaves it to the kernel (the host's own addresses,
+/// other interfaces, no IPv6 on the uplink to masquerade with, extension headers).
 #[inline(never)]
-pub fn leave_host(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
-    let cfg = config()?;
+pub fn leave_host(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i32)> {
+    // A routed network needs no address of the uplink's, only the uplink.
+    let cfg = if routed { nat::config()? } else { config()? };
     let frame = parse::parse_ipv6(ctx)?;
     // TCP, UDP and ICMPv6 right after the fixed header; `l4_at` refuses the others.
     let proto = frame.next_header;
@@ -65,21 +65,24 @@ pub fn leave_host(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
         Some((macs, nat_port)) => (nat_port, Some(macs)),
         None => {
             let (rc, fib) = nat::fib_route_v6(ctx, proto, frame.src, frame.dst, sender);
-            let Route::Uplink { next_hop } = nat::route_of(rc, &fib, Some(&cfg), now) else {
+            let Route::Uplink { next_hop } = nat::route_of(rc, &fib, Some(cfg), now) else {
                 return None;
             };
             let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
-            let request = SnatRequest { proto, l4: &l4, cfg: &cfg, ipv6: true, sender, mac, next_hop, now };
+            let request = SnatRequest { proto, l4: &l4, cfg, ipv6: true, routed, sender, mac, next_hop, now };
             let Some(nat_port) = nat::snat_port(s, &request) else {
                 return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
             };
             (nat_port, next_hop.macs())
         }
     };
+    if routed {
+        return Some((Path::Routed, nat::send_to_uplink(ctx, macs, cfg)));
+    }
     if rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &cfg.addr6, l4.src_port, nat_port).is_err() {
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
-    Some((Path::Masqueraded, nat::send_to_uplink(ctx, macs, &cfg)))
+    Some((Path::Masqueraded, nat::send_to_uplink(ctx, macs, cfg)))
 }
 
 /// `from_uplink_v6`, the program IPv6 arriving on the uplink is tail-called into; the
@@ -95,19 +98,20 @@ pub fn tail_call(ctx: &TcContext) {
 }
 
 /// IPv6 arriving on the uplink: replies to masqueraded flows and ICMPv6 errors about them
-/// go back into their container, connections to ports published on IPv6 to theirs;
-/// everything else is the host's.
+/// go back into their container, connections to ports published on IPv6 to theirs; what
+/// is for a container's own address is filtered (`routed`); everything else is the
+/// host's.
 #[inline(always)]
 pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let to_host = (Path::UplinkToHost, TC_ACT_OK as i32);
-    let Some(cfg) = config() else {
+    // Without NAT66 (no IPv6 address on the uplink), routed networks still are.
+    let Some(cfg) = nat::config() else {
         return to_host;
     };
-    let cfg = &cfg;
     let Some(frame) = parse::parse_ipv6(ctx) else {
         return to_host;
     };
-    let to_uplink = frame.dst == cfg.addr6;
+    let to_uplink = cfg.flags & NatConfig::IPV6 != 0 && frame.dst == cfg.addr6;
     let proto = frame.next_header;
     if to_uplink
         && proto == IPPROTO_ICMPV6
@@ -115,11 +119,22 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     {
         return verdict;
     }
-    let Some(l4) = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, false) else {
+    let l4 = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, false);
+    if !to_uplink {
+        // A port published on this address (a routed container's own among them), else
+        // a container's address, or the host's.
+        if let Some(l4) = &l4
+            && let Some(verdict) = publish6::from_outside(ctx, &frame, l4, false)
+        {
+            return verdict;
+        }
+        return routed::from_outside(ctx, &frame, l4.as_ref()).unwrap_or(to_host);
+    }
+    let Some(l4) = l4 else {
         return to_host;
     };
-    if !to_uplink || !nat::in_port_range(cfg, l4.dst_port) {
-        return publish6::from_outside(ctx, &frame, &l4, cfg).unwrap_or(to_host);
+    if !nat::in_port_range(cfg, l4.dst_port) {
+        return publish6::from_outside(ctx, &frame, &l4, true).unwrap_or(to_host);
     }
     let reply = flow_key(&frame, &l4);
     let Some(back) = nat::track_reply(&reply, &l4) else {
@@ -129,7 +144,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     if rewrite(ctx, &l4, DST_OFFSET, &frame.dst, &back.addr.addr, l4.dst_port, back.port).is_err() {
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
-    into_container(ctx, &back)
+    (Path::ReverseNat, into_container(ctx, back.host_ifindex, back.mac))
 }
 
 /// The flow of a packet without extension headers as its L4 view in this direction sees
@@ -218,14 +233,14 @@ fn replace16(mut sum: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
     sum
 }
 
-/// Into the container's namespace, to its MAC.
+/// Into the namespace of the container behind `host_ifindex`, to its MAC: the action.
 #[inline(always)]
-fn into_container(ctx: &TcContext, back: &RevSnatEntry) -> (Path, i32) {
-    let _ = packet::write(ctx, 0, back.mac);
+pub fn into_container(ctx: &TcContext, host_ifindex: u32, mac: [u8; 6]) -> i32 {
+    let _ = packet::write(ctx, 0, mac);
     // SAFETY: plain helper call; it only records the target.
-    let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
-    counters::received_at(ctx.len(), back.host_ifindex);
-    (Path::ReverseNat, action as i32)
+    let action = unsafe { bpf_redirect_peer(host_ifindex, 0) };
+    counters::received_at(ctx.len(), host_ifindex);
+    action as i32
 }
 
 /// An ICMPv6 error (destination unreachable, packet too big, time exceeded) about a
@@ -296,5 +311,5 @@ fn icmp_error_back(ctx: &TcContext, cfg: &NatConfig) -> Option<(Path, i32)> {
     if fix().is_err() {
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
-    Some(into_container(ctx, &back))
+    Some((Path::ReverseNat, into_container(ctx, back.host_ifindex, back.mac)))
 }

@@ -67,6 +67,12 @@ pub fn in_container_subnet(dst: [u8; 4]) -> bool {
     matches!(check_v4(0, dst), Verdict::OtherNetwork)
 }
 
+/// The subnet of the network where `addr` is a container address (not the gateway).
+#[inline(always)]
+pub fn container_subnet_v6(addr: [u8; 16]) -> Option<&'static SubnetInfo> {
+    subnet_of_v6(addr).filter(|info| info.gateway.addr != addr)
+}
+
 /// Docker's isolation: a container may not reach addresses of another network, except
 /// that network's gateway, which is a host address delivered locally.
 #[inline(always)]

@@ -22,16 +22,19 @@ use crate::{
 
 /// On the uplink: a packet for a port published on IPv6 goes to its container, its
 /// destination rewritten and the connection tracked. `None` when the port is not
-/// published there. A port published for the host only (`::1`) drops it.
+/// published there. A port published for the host only (`::1`) drops it. `to_uplink`:
+/// the packet is for the uplink's own IPv6 address, where ports published on `::` are.
 #[inline(always)]
-pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: &L4, cfg: &NatConfig) -> Option<(Path, i32)> {
+pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: &L4, to_uplink: bool) -> Option<(Path, i32)> {
     if frame.next_header == IPPROTO_ICMPV6 {
         return None;
     }
-    let delivered = to_published(ctx, frame, l4, frame.dst == cfg.addr6, 0, [0; 6]);
+    let delivered = to_published(ctx, frame, l4, to_uplink, 0, [0; 6]);
     // The SYN's MSS must fit the uplink, as over IPv4 (`nat::clamp_mss`). Here, not in
     // `to_published`, which the hairpin subprogram shares.
-    if matches!(delivered, Some((Path::Published, _))) {
+    if matches!(delivered, Some((Path::Published, _)))
+        && let Some(cfg) = nat::config()
+    {
         nat::clamp_mss_at(ctx, frame.next_header, L4_OFFSET, l4, cfg.uplink_ifindex, nat::TCP_IPV6_HEADERS);
     }
     delivered

@@ -499,9 +499,12 @@ struct CreateArgs {
     #[arg(long)]
     internal: bool,
     /// Driver option KEY=VALUE; repeat for more. bridge: icc=false (its containers cannot
-    /// reach each other, only the gateway and the outside), mtu=N (68-65535; Docker's
-    /// com.docker.network.bridge.enable_icc and com.docker.network.driver.mtu too);
-    /// macvlan: parent=IFACE (required).
+    /// reach each other, only the gateway and the outside), mtu=N (68-65535),
+    /// gateway_mode_ipv6=nat|routed (routed: IPv6 leaves untranslated, and from outside
+    /// only published ports, replies and ICMPv6 reach the containers' own addresses; needs
+    /// --ipv6); Docker's com.docker.network.bridge.enable_icc, com.docker.network.driver.mtu
+    /// and com.docker.network.bridge.gateway_mode_ipv6 too; macvlan: parent=IFACE
+    /// (required).
     #[arg(short, long = "opt", value_name = "KEY=VALUE", value_parser = key_value)]
     opt: Vec<(String, String)>,
     /// Metadata label KEY=VALUE, shown by `network inspect`; repeat for more.

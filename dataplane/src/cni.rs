@@ -29,9 +29,21 @@ use crate::{
 };
 
 /// The keys of our section of a config, besides the spec's own.
-const CONFIG_KEYS: [&str; 13] = [
-    "network", "subnet", "gateway", "ipRange", "ipv4", "ipv6", "subnet6", "gateway6", "ipRange6", "internal",
-    "icc", "mtu", "socket",
+const CONFIG_KEYS: [&str; 14] = [
+    "network",
+    "subnet",
+    "gateway",
+    "ipRange",
+    "ipv4",
+    "ipv6",
+    "subnet6",
+    "gateway6",
+    "ipRange6",
+    "internal",
+    "icc",
+    "mtu",
+    "gatewayModeIpv6",
+    "socket",
 ];
 /// `CNI_ARGS` keys we understand; any other needs `IgnoreUnknown=1`, as the reference
 /// plugins have it.
@@ -151,6 +163,7 @@ pub fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
             internal: value(conf, "internal", "true or false")?,
             icc: value(conf, "icc", "true or false")?,
             mtu: value(conf, "mtu", "an MTU between 68 and 65535")?,
+            gateway_mode_ipv6: value(conf, "gatewayModeIpv6", "\"nat\" or \"routed\"")?,
         },
     })
 }
@@ -533,6 +546,12 @@ mod tests {
             .unwrap()
             .network;
         assert_eq!((dual.ipv6, dual.subnet6), (Some(true), Some("fd00:88::/64".parse().unwrap())));
+        let routed = parse_config(&conf(
+            json!({"name": "r", "type": "dataplane", "ipv6": true, "gatewayModeIpv6": "routed"}),
+        ))
+        .unwrap()
+        .network;
+        assert_eq!(routed.gateway_mode_ipv6.as_deref(), Some("routed"));
         let pooled =
             parse_config(&conf(json!({"name": "d", "type": "dataplane", "ipv6": true}))).unwrap().network;
         assert_eq!((pooled.ipv6, pooled.subnet6), (Some(true), None));

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::{
     api::Ipv6Spec,
     ports::{PortMapping, Proto},
-    state::MacAddr,
+    state::{GATEWAY_MODE_IPV6, MacAddr},
 };
 
 /// Where the daemon serves the plugin unless told otherwise: Docker finds a plugin named
@@ -33,8 +33,8 @@ const ICC: &str = "com.docker.network.bridge.enable_icc";
 const MTU: &str = "com.docker.network.driver.mtu";
 /// `-o internal=true`, as `--internal` (which Docker sends as `INTERNAL`).
 const INTERNAL_OPTION: &str = "internal";
-const SUPPORTED_OPTIONS: &str =
-    "com.docker.network.bridge.enable_icc, com.docker.network.driver.mtu, internal";
+const SUPPORTED_OPTIONS: &str = "com.docker.network.bridge.enable_icc, com.docker.network.driver.mtu, \
+     com.docker.network.bridge.gateway_mode_ipv6, internal";
 
 /// The top-level keys of CreateNetwork's options.
 const GENERIC: &str = "com.docker.network.generic";
@@ -327,7 +327,7 @@ impl CreateNetwork {
                 other => other.to_string(),
             };
             match key.as_str() {
-                ICC | MTU => {
+                ICC | MTU | GATEWAY_MODE_IPV6 => {
                     options.insert(key, value);
                 }
                 INTERNAL_OPTION => {
@@ -478,7 +478,8 @@ mod tests {
                 "com.docker.network.enable_ipv6": false,
                 "com.docker.network.generic": {
                     "com.docker.network.bridge.enable_icc": "false",
-                    "com.docker.network.driver.mtu": "1400"
+                    "com.docker.network.driver.mtu": "1400",
+                    "com.docker.network.bridge.gateway_mode_ipv6": "routed"
                 }
             }),
             pool(),
@@ -490,6 +491,7 @@ mod tests {
         assert!(!request.internal);
         assert_eq!(request.options.get(ICC).map(String::as_str), Some("false"));
         assert_eq!(request.options.get(MTU).map(String::as_str), Some("1400"));
+        assert_eq!(request.options.get(GATEWAY_MODE_IPV6).map(String::as_str), Some("routed"));
     }
 
     #[test]

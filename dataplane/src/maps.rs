@@ -908,8 +908,9 @@ impl Datapath {
         Ok(self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?.get(&key, 0).ok())
     }
 
-    pub fn set_subnet(&mut self, subnet: IpNet, network: u32, gateway: IpAddr) -> Result<()> {
-        let info = SubnetInfo { network, gateway: ip_address(gateway) };
+    /// `flags`: `SubnetInfo::ROUTED`, or 0.
+    pub fn set_subnet(&mut self, subnet: IpNet, network: u32, gateway: IpAddr, flags: u32) -> Result<()> {
+        let info = SubnetInfo { network, gateway: ip_address(gateway), flags };
         self.subnets()?
             .insert(&subnet_key(subnet), info, 0)
             .with_context(|| format!("writing SUBNETS[{subnet}]"))

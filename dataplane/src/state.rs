@@ -89,11 +89,28 @@ pub struct BridgeOptions {
     /// Inter-container communication inside the network (Docker's default: enabled).
     pub icc: bool,
     pub mtu: Option<u32>,
+    /// How the network's IPv6 leaves the host (absent from earlier state files: NAT).
+    #[serde(default)]
+    pub gateway_mode_ipv6: GatewayMode,
+}
+
+/// Docker's `com.docker.network.bridge.gateway_mode_ipv6`: how a network's traffic leaves
+/// through the uplink, and what of the outside may reach its containers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayMode {
+    /// Masqueraded to the uplink's address; from outside, only published host ports.
+    #[default]
+    Nat,
+    /// Untranslated, the container's own address the source (the outside routes the
+    /// network's subnet to the host); from outside, the containers' published ports on
+    /// their own addresses, replies of their flows, and ICMP.
+    Routed,
 }
 
 impl BridgeOptions {
     pub fn parse(raw: &BTreeMap<String, String>) -> Result<Self, String> {
-        let mut options = Self { icc: true, mtu: None };
+        let mut options = Self { icc: true, mtu: None, gateway_mode_ipv6: GatewayMode::Nat };
         for (key, value) in raw {
             match key.as_str() {
                 "icc" | "com.docker.network.bridge.enable_icc" => {
@@ -107,9 +124,20 @@ impl BridgeOptions {
                         })?;
                     options.mtu = Some(mtu);
                 }
+                "gateway_mode_ipv6" | GATEWAY_MODE_IPV6 => {
+                    options.gateway_mode_ipv6 = match value.as_str() {
+                        "nat" => GatewayMode::Nat,
+                        "routed" => GatewayMode::Routed,
+                        _ => {
+                            return Err(format!(
+                                "--opt {key}={value}: expected nat or routed (nat-unprotected and isolated are not supported)"
+                            ));
+                        }
+                    };
+                }
                 _ => {
                     return Err(format!(
-                        "--opt {key}: unknown option for the bridge driver; supported: icc, mtu"
+                        "--opt {key}: unknown option for the bridge driver; supported: icc, mtu, gateway_mode_ipv6"
                     ));
                 }
             }
@@ -117,6 +145,9 @@ impl BridgeOptions {
         Ok(options)
     }
 }
+
+/// Docker's name of the `gateway_mode_ipv6` option.
+pub const GATEWAY_MODE_IPV6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
@@ -166,7 +197,7 @@ impl Network {
             ipv6: None,
             internal: false,
             options: Default::default(),
-            bridge_options: BridgeOptions { icc: true, mtu: None },
+            bridge_options: BridgeOptions { icc: true, mtu: None, gateway_mode_ipv6: GatewayMode::Nat },
             labels: Default::default(),
             bridge: format!("br-{name}"),
             created: Timestamp::UNIX_EPOCH,
@@ -771,7 +802,11 @@ mod tests {
             ipv6: Some(AddressPlanV6::new("fd00:9::/64".parse().unwrap(), None, None).unwrap()),
             internal: true,
             options: [("icc".to_string(), "false".to_string())].into(),
-            bridge_options: BridgeOptions { icc: false, mtu: Some(1400) },
+            bridge_options: BridgeOptions {
+                icc: false,
+                mtu: Some(1400),
+                gateway_mode_ipv6: GatewayMode::Nat,
+            },
             labels: [("team".to_string(), "net".to_string())].into(),
             bridge: "br-0123456789ab".into(),
             created: Timestamp::from_second(1).unwrap(),
@@ -1153,5 +1188,14 @@ mod tests {
         assert!(BridgeOptions::parse(&raw("mtu", "12")).is_err());
         assert!(BridgeOptions::parse(&raw("icc", "maybe")).is_err());
         assert!(BridgeOptions::parse(&raw("color", "red")).unwrap_err().contains("supported"));
+        assert_eq!(BridgeOptions::parse(&BTreeMap::new()).unwrap().gateway_mode_ipv6, GatewayMode::Nat);
+        let routed = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV6, "routed")).unwrap();
+        assert_eq!(routed.gateway_mode_ipv6, GatewayMode::Routed);
+        assert_eq!(
+            BridgeOptions::parse(&raw("gateway_mode_ipv6", "nat")).unwrap().gateway_mode_ipv6,
+            GatewayMode::Nat
+        );
+        let refused = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV6, "nat-unprotected")).unwrap_err();
+        assert!(refused.contains("expected nat or routed"), "{refused}");
     }
 }

@@ -91,7 +91,7 @@ impl Fixture {
             ("fd00:1::/64", RED, IpAddr::from(RED_GATEWAY6)),
             ("fd00:2::/64", BLUE, IpAddr::from(v6(2, 1))),
         ] {
-            datapath.set_subnet(subnet.parse().unwrap(), network, gateway).unwrap();
+            datapath.set_subnet(subnet.parse().unwrap(), network, gateway, 0).unwrap();
         }
         datapath.set_interface(LO, red_interface(red_flags)).unwrap();
         let endpoint = |ifindex, mac| Endpoint { host_ifindex: ifindex, mac, counter_slot: 0 };

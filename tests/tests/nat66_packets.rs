@@ -3,7 +3,9 @@
 //! and ICMPv6 errors (packet too big) come back into the container; connections to ports
 //! published on IPv6 reach their container, from outside and from a container (hairpin),
 //! and its replies leave as the published address; every rewritten field and checksum
-//! checked. The fixture's uplink holds 2001:db8:71::1 (`UPLINK_ADDR6`); A sends from
+//! checked. A network in routed mode sends its IPv6 out untranslated, and from outside
+//! takes the replies of its flows, its published ports on its own addresses and ICMPv6,
+//! nothing else; a NAT66 network's container addresses take nothing from outside. The fixture's uplink holds 2001:db8:71::1 (`UPLINK_ADDR6`); A sends from
 //! fd00:1::2, B (behind ifindex 42) publishes from fd00:1::3.
 
 use dataplane::{
@@ -11,11 +13,12 @@ use dataplane::{
     ports::{PortMapping, Proto},
 };
 use dataplane_common::{
-    Backend, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, Path, PublishKey, ct_state,
+    Backend, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, Path, PublishKey, SubnetInfo,
+    ct_state,
 };
 use dataplane_tests::datapath::{
-    self, A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT,
-    TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, b_interface, checked_ports,
+    self, A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, RED, RED_GATEWAY6, Seen, TC_ACT_OK,
+    TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, b_interface, checked_ports,
 };
 use etherparse::{Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -539,4 +542,182 @@ fn hairpin_over_ipv6_reaches_the_published_container_and_its_reply_comes_back_as
     assert_eq!((back.dst, back.dport), (A6, 40000), "the reply's destination must not change");
     assert_eq!(back.eth_dst, A_MAC, "the reply must go to A's MAC");
     assert_eq!(fx.count(Path::PublishedReply), 1);
+}
+
+/// As `nat66`, with red (A's and B's network) in routed mode (`gateway_mode_ipv6=routed`):
+/// its subnet flagged routed, A's interface too.
+fn routed() -> Fixture {
+    let mut fx = Fixture::new(InterfaceConfig::ROUTED_V6);
+    fx.enable_nat(61000, 61999);
+    fx.datapath
+        .set_subnet("fd00:1::/64".parse().unwrap(), RED, RED_GATEWAY6.into(), SubnetInfo::ROUTED)
+        .unwrap();
+    fx
+}
+
+/// Asserts a frame that left or came in untranslated: every byte from the IPv6 header on
+/// as sent, only the MACs set.
+fn assert_untranslated(sent: &[u8], seen: &[u8], what: &str) {
+    assert_eq!(&seen[12..], &sent[12..], "{what}: the packet must not change beyond its MACs");
+}
+
+#[test]
+fn tcp_and_echo_from_a_routed_network_leave_with_the_containers_own_address_and_their_replies_come_back() {
+    let mut fx = routed();
+    let syn = tcp6(A_MAC, (A6, 40000), (REMOTE6, 80), true, false);
+    let (verdict, out) = fx.run(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN from a routed network was not sent to the uplink");
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport), (A6, 40000), "the source must stay the container's own");
+    assert_eq!((seen.dst, seen.dport), (REMOTE6, 80), "the destination must not change");
+    assert_eq!(seen.eth_dst, GATEWAY_MAC, "destination MAC must be the next hop's (FIB)");
+    assert_eq!(seen.eth_src, UPLINK_MAC, "source MAC must be the uplink's");
+    assert_untranslated(&syn, &out, "the SYN");
+    assert_eq!((fx.count(Path::Routed), fx.count(Path::Masqueraded)), (1, 0));
+    let flows = fx.datapath.conntrack_unconfirmed().unwrap();
+    assert_eq!(flows.len(), 1, "the routed flow was not tracked");
+    assert_eq!(flows[0].1.nat_addr, IpAddress::v6(A6), "a routed flow's address is the container's own");
+    assert_eq!(flows[0].1.nat_port, 40000u16.to_be(), "a routed flow's port is the container's own");
+
+    let syn_ack = tcp6(GATEWAY_MAC, (REMOTE6, 80), (A6, 40000), true, true);
+    let (verdict, back) = fx.run_uplink(&syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the reply of a routed flow was not sent into the container");
+    let back_seen = inspect(&back);
+    assert_eq!((back_seen.dst, back_seen.dport), (A6, 40000), "the reply's destination must not change");
+    assert_eq!((back_seen.src, back_seen.sport), (REMOTE6, 80), "the reply's source must not change");
+    assert_eq!(back_seen.eth_dst, A_MAC, "the reply must go to the container's MAC");
+    assert_untranslated(&syn_ack[..], &back, "the reply");
+    assert_eq!(fx.count(Path::RoutedIn), 1);
+    assert_eq!(
+        fx.datapath.conntrack_unconfirmed().unwrap()[0].1.state,
+        ct_state::ESTABLISHED,
+        "the reply was not recorded"
+    );
+
+    let request = echo6(A_MAC, A6, REMOTE6, 777, false);
+    let (verdict, out) = fx.run(&request);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the echo request was not sent to the uplink");
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport, seen.dst), (A6, 777, REMOTE6), "the echo request must not change");
+    assert_untranslated(&request, &out, "the echo request");
+    let reply = echo6(GATEWAY_MAC, REMOTE6, A6, 777, true);
+    let (verdict, back) = fx.run_uplink(&reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the echo reply was not sent back");
+    assert_eq!(inspect(&back).eth_dst, A_MAC);
+    assert_untranslated(&reply, &back, "the echo reply");
+    assert_eq!((fx.count(Path::Routed), fx.count(Path::RoutedIn)), (2, 2));
+
+    // Routing needs no address of the uplink's: without NAT66, it goes on.
+    let uplink_ifindex = nix::net::if_::if_nametoindex("up0").unwrap();
+    let no_ipv6 = NatConfig {
+        uplink_ifindex,
+        port_min: 61000,
+        port_max: 61999,
+        addr: UPLINK_ADDR,
+        ..NatConfig::default()
+    };
+    fx.datapath.set_nat_config(no_ipv6).unwrap();
+    let udp = udp6(A_MAC, (A6, 5353), (REMOTE6, 53));
+    let (verdict, out) = fx.run(&udp);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "without NAT66, a routed network's IPv6 was not sent to the uplink");
+    assert_untranslated(&udp, &out, "the datagram");
+    let answer = udp6(GATEWAY_MAC, (REMOTE6, 53), (A6, 5353));
+    let (verdict, back) = fx.run_uplink(&answer);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "without NAT66, the answer was not let in");
+    assert_untranslated(&answer, &back, "the answer");
+}
+
+#[test]
+fn from_outside_a_routed_container_takes_its_published_ports_replies_and_icmpv6_and_nothing_else() {
+    let mut fx = routed();
+    // Nothing published, no flow: a new connection is dropped, and so is a datagram.
+    let to_ssh = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (B6, 22), true, false);
+    let (verdict, out) = fx.run_uplink(&to_ssh);
+    assert_eq!((verdict, out), (TC_ACT_SHOT, to_ssh), "a SYN to an unpublished port must be dropped");
+    let (verdict, _) = fx.run_uplink(&udp6(GATEWAY_MAC, (REMOTE6, 53), (A6, 5353)));
+    assert_eq!(verdict, TC_ACT_SHOT, "a datagram of no flow must be dropped");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 2);
+
+    // B publishes port 80 (the daemon's entry for `-p [::]:8080:80` on a routed network):
+    // the container port on B's own address, reached untranslated.
+    let key = PublishKey { addr: IpAddress::v6(B6), port: 80u16.to_be(), proto: IPPROTO_TCP, _pad: 0 };
+    let backend = Backend {
+        addr: IpAddress::v6(B6),
+        port: 80u16.to_be(),
+        rule_set: 0,
+        host_ifindex: 42,
+        mac: B_MAC,
+        flags: 0,
+        _pad: 0,
+    };
+    fx.datapath.set_published(key, backend).unwrap();
+    let client = (REMOTE6, 33000);
+    let syn = tcp6(GATEWAY_MAC, client, (B6, 80), true, false);
+    let (verdict, inside) = fx.run_uplink(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN to a published port was not sent to its container");
+    let seen = inspect(&inside);
+    assert_eq!((seen.dst, seen.dport), (B6, 80), "the container's address and port must not change");
+    assert_eq!((seen.src, seen.sport), client, "the client's address and port must reach the container");
+    assert_eq!(seen.eth_dst, B_MAC, "destination MAC must be the container's");
+    assert_untranslated(&syn, &inside, "the SYN to the published port");
+    assert_eq!(fx.count(Path::Published), 1);
+    // Its answer leaves from B's own address and port too.
+    fx.datapath
+        .set_interface(LO, b_interface(InterfaceConfig::PUBLISHES | InterfaceConfig::ROUTED_V6))
+        .unwrap();
+    let syn_ack = tcp6(B_MAC, (B6, 80), client, true, true);
+    let (verdict, out) = fx.run(&syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the answer was not sent to the uplink");
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport), (B6, 80), "the answer's source must stay the container's own");
+    assert_eq!((seen.dst, seen.dport), client, "the answer's destination must not change");
+    assert_eq!(
+        (seen.eth_dst, seen.eth_src),
+        (GATEWAY_MAC, UPLINK_MAC),
+        "the next hop's and the uplink's MACs"
+    );
+    assert_untranslated(&syn_ack, &out, "the answer");
+    assert_eq!(fx.count(Path::PublishedReply), 1);
+    // Another port of B stays closed.
+    let (verdict, _) = fx.run_uplink(&tcp6(GATEWAY_MAC, client, (B6, 81), true, false));
+    assert_eq!(verdict, TC_ACT_SHOT, "a SYN to another port of a publishing container must be dropped");
+
+    // ICMPv6 is let in, as Docker's routed mode does.
+    let ping = echo6(GATEWAY_MAC, REMOTE6, B6, 9, false);
+    let (verdict, inside) = fx.run_uplink(&ping);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "an echo request to a routed container was not let in");
+    assert_eq!(inspect(&inside).eth_dst, B_MAC, "the echo request must go to the container's MAC");
+    assert_untranslated(&ping, &inside, "the echo request");
+    assert_eq!(fx.count(Path::RoutedIn), 1);
+    // And B's echo reply leaves as it is.
+    let pong = echo6(B_MAC, B6, REMOTE6, 9, true);
+    let (verdict, out) = fx.run(&pong);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the echo reply was not sent to the uplink");
+    assert_eq!((inspect(&out).eth_dst, inspect(&out).eth_src), (GATEWAY_MAC, UPLINK_MAC));
+    assert_untranslated(&pong, &out, "the echo reply");
+
+    // The gateway is the host's: left to the kernel.
+    let to_gateway = tcp6(GATEWAY_MAC, client, (RED_GATEWAY6, 22), true, false);
+    let (verdict, out) = fx.run_uplink(&to_gateway);
+    assert_eq!((verdict, out), (TC_ACT_OK, to_gateway), "the gateway's traffic is the host's");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 3);
+}
+
+#[test]
+fn a_nat66_networks_container_addresses_are_not_reachable_from_outside() {
+    let mut fx = nat66();
+    let syn = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (B6, 80), true, false);
+    let (verdict, out) = fx.run_uplink(&syn);
+    assert_eq!(
+        (verdict, out),
+        (TC_ACT_SHOT, syn),
+        "a SYN to a NAT66 container's own address must be dropped"
+    );
+    let (verdict, _) = fx.run_uplink(&echo6(GATEWAY_MAC, REMOTE6, B6, 9, false));
+    assert_eq!(verdict, TC_ACT_SHOT, "an echo request to a NAT66 container's own address must be dropped");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 2);
+    // Outside every network: the host's.
+    let elsewhere = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (ROUTER6, 80), true, false);
+    let (verdict, out) = fx.run_uplink(&elsewhere);
+    assert_eq!((verdict, out), (TC_ACT_OK, elsewhere));
 }

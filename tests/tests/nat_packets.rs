@@ -253,7 +253,9 @@ fn established_flows_skip_the_route_for_a_second_then_ask_again() {
     // Within the second, the flow goes by what it knows: the old MAC, and no isolation
     // check (a network created meanwhile on the destination's subnet).
     move_gateway_to("02:00:00:00:00:09");
-    fx.datapath.set_subnet("198.51.100.0/24".parse().unwrap(), 2, "198.51.100.1".parse().unwrap()).unwrap();
+    fx.datapath
+        .set_subnet("198.51.100.0/24".parse().unwrap(), 2, "198.51.100.1".parse().unwrap(), 0)
+        .unwrap();
     let ack = tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, false, true);
     let (verdict, out) = fx.run(&ack);
     assert_eq!(verdict, TC_ACT_REDIRECT);

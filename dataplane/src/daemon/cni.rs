@@ -23,7 +23,7 @@ use crate::{
     dns, drivers,
     maps::endpoint_key,
     netlink::Netlink,
-    state::{DEFAULT_NETWORK, Endpoint, MacAddr, Network, Owner},
+    state::{DEFAULT_NETWORK, Endpoint, GatewayMode, MacAddr, Network, Owner},
 };
 
 fn invalid(message: String) -> anyhow::Error {
@@ -223,6 +223,9 @@ impl Core {
         if let Some(mtu) = wanted.mtu {
             options.insert("mtu".to_string(), mtu.to_string());
         }
+        if let Some(mode) = &wanted.gateway_mode_ipv6 {
+            options.insert("gateway_mode_ipv6".to_string(), mode.clone());
+        }
         let spec = NetworkSpec {
             name: wanted.name.clone(),
             driver: "bridge".into(),
@@ -319,6 +322,11 @@ fn check_agrees(net: &Network, wanted: &CniNetwork) -> Result<(), String> {
     );
     differs("internal", wanted.internal.map(|i| i.to_string()), net.internal.to_string());
     differs("icc", wanted.icc.map(|i| i.to_string()), net.bridge_options.icc.to_string());
+    let mode = match net.bridge_options.gateway_mode_ipv6 {
+        GatewayMode::Nat => "nat",
+        GatewayMode::Routed => "routed",
+    };
+    differs("gatewayModeIpv6", wanted.gateway_mode_ipv6.clone(), mode.to_string());
     differs(
         "mtu",
         wanted.mtu.map(|m| m.to_string()),
@@ -389,6 +397,9 @@ mod tests {
         assert!(err.contains("mtu 1400 (the network has the default)"), "{err}");
         assert!(err.contains("dataplane network inspect pods"), "{err}");
         assert!(!err.contains("gateway"), "{err}");
+        let routed = CniNetwork { gateway_mode_ipv6: Some("routed".into()), ..wanted.clone() };
+        let err = check_agrees(&net, &routed).unwrap_err();
+        assert!(err.contains("gatewayModeIpv6 routed (the network has nat)"), "{err}");
         // IPv6 asked of an IPv4-only network, or another IPv6 subnet than the network's.
         let asks_v6 = CniNetwork { name: "pods".into(), ipv6: Some(true), ..CniNetwork::default() };
         let err = check_agrees(&net, &asks_v6).unwrap_err();

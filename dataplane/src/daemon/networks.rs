@@ -14,7 +14,7 @@ use crate::{
     api::{Ipv6Spec, NetworkSpec},
     drivers,
     ipam::{self, AddressPlan, AddressPlanV6},
-    state::{BridgeOptions, DEFAULT_NETWORK, Intent, Network, Owner, new_id, now},
+    state::{BridgeOptions, DEFAULT_NETWORK, GatewayMode, Intent, Network, Owner, new_id, now},
     store::{OVERLAY_DRIVER, SharedNetwork},
 };
 
@@ -90,10 +90,16 @@ impl Core {
                     spec.name
                 );
             }
-            BridgeOptions { icc: true, mtu: None }
+            BridgeOptions { icc: true, mtu: None, gateway_mode_ipv6: GatewayMode::Nat }
         } else {
             let mut options =
                 BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?;
+            if options.gateway_mode_ipv6 == GatewayMode::Routed && spec.ipv6.is_none() {
+                bail!(
+                    "network {}: gateway_mode_ipv6=routed routes the network's IPv6, and it has none; add --ipv6 or drop the option",
+                    spec.name
+                );
+            }
             if overlay {
                 options.mtu = self.overlay_mtu(options.mtu);
             }

@@ -3,7 +3,10 @@
 //! with the `firewall` verbs that change the rules. It never builds or removes an
 //! interface and never adds or drops an endpoint: it is handed one that exists.
 
-use std::{collections::HashSet, net::IpAddr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv6Addr},
+};
 
 use anyhow::{Result, anyhow, bail};
 use dataplane_common::{Backend, PublishKey};
@@ -14,7 +17,7 @@ use crate::{
     api::{DaemonError, ErrorKind},
     firewall, maps,
     ports::{self, Bind, PortMapping},
-    state::{Endpoint, Owner},
+    state::{Endpoint, GatewayMode, Owner, State},
 };
 
 /// Whether the runtime that attached the endpoint may bind its published host ports
@@ -209,13 +212,18 @@ impl Core {
             flags: if host_only { Backend::HOST_ONLY } else { 0 },
             _pad: 0,
         };
-        self.datapath.set_published(publish_key(mapping), backend)
+        self.datapath.set_published(publish_key(mapping), backend)?;
+        match routed_key(routed_ip6(&self.state, endpoint), mapping) {
+            Some(key) if !host_only => self.datapath.set_published(key, backend),
+            _ => Ok(()),
+        }
     }
 
     /// Releases an endpoint's host ports and their map entries.
     pub(super) fn unpublish(&mut self, endpoint: &Endpoint) -> Result<()> {
-        for mapping in &endpoint.ports {
-            self.datapath.remove_published(&publish_key(mapping))?;
+        let keys: Vec<_> = publish_keys(&self.state, endpoint).collect();
+        for key in keys {
+            self.datapath.remove_published(&key)?;
         }
         self.reservations.remove(&endpoint.id);
         Ok(())
@@ -238,14 +246,17 @@ impl Core {
         let (mut keys, mut sets) = (vec![], vec![]);
         for endpoint in self.state.endpoints.iter().filter(|e| !e.ports.is_empty()) {
             let owner = names.of(&endpoint.owner);
+            let routed_addr = routed_ip6(&self.state, endpoint);
             for mapping in &endpoint.ports {
-                keys.push(publish_key(mapping));
+                keys.push((publish_key(mapping), routed_key(routed_addr, mapping)));
                 sets.push(compiler.rule_set(&owner, mapping));
             }
         }
         let ids = self.firewall.install(&mut self.datapath, &sets)?;
-        for (key, id) in keys.into_iter().zip(ids) {
-            self.datapath.set_published_rule_set(key, id)?;
+        for ((key, routed), id) in keys.into_iter().zip(ids) {
+            for key in [Some(key), routed].into_iter().flatten() {
+                self.datapath.set_published_rule_set(key, id)?;
+            }
         }
         self.firewall.retain(&mut self.datapath, &sets.into_iter().collect());
         Ok(())
@@ -324,6 +335,39 @@ impl Core {
     }
 }
 
+/// Every PUBLISHED key of `endpoint`'s ports (`publish_key` and `routed_key`).
+pub(super) fn publish_keys<'a>(
+    state: &State,
+    endpoint: &'a Endpoint,
+) -> impl Iterator<Item = PublishKey> + use<'a> {
+    let routed_addr = routed_ip6(state, endpoint);
+    endpoint
+        .ports
+        .iter()
+        .flat_map(move |m| [Some(publish_key(m)), routed_key(routed_addr, m)].into_iter().flatten())
+}
+
+/// The endpoint's IPv6 address when its network routes IPv6 (`gateway_mode_ipv6=routed`).
+fn routed_ip6(state: &State, endpoint: &Endpoint) -> Option<Ipv6Addr> {
+    let net = state.network_by_id(&endpoint.network_id)?;
+    endpoint.ip6.filter(|_| net.bridge_options.gateway_mode_ipv6 == GatewayMode::Routed)
+}
+
+/// On a network in routed mode, an IPv6 mapping opens its container port on the
+/// container's own address (`routed_ip6`), where the outside reaches it by route, as
+/// Docker's routed mode does; the host port keeps working too. A port published on `::1`
+/// stays the host's.
+fn routed_key(routed_ip6: Option<Ipv6Addr>, mapping: &PortMapping) -> Option<PublishKey> {
+    let ip6 = routed_ip6.filter(|_| mapping.host_ip.is_ipv6() && !mapping.host_ip.is_loopback())?;
+    Some(PublishKey {
+        addr: maps::ip_address(ip6.into()),
+        port: mapping.container_port.to_be(),
+        proto: mapping.proto.number(),
+        _pad: 0,
+    })
+}
+
+/// The PUBLISHED key of a mapping's host address and port.
 pub(super) fn publish_key(mapping: &PortMapping) -> PublishKey {
     PublishKey {
         addr: maps::ip_address(mapping.host_ip),

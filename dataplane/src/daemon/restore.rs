@@ -19,7 +19,7 @@ use super::{
     Core, Shared,
     containers::{self, watch},
     endpoints::InterfaceRemoval,
-    publishing::publish_key,
+    publishing::publish_keys,
 };
 use crate::{
     api::{Ipv6Spec, NetworkSpec},
@@ -194,7 +194,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
         .collect();
     let networks: HashSet<u32> = c.state.networks.iter().map(|n| n.index).collect();
     let published: HashSet<PublishKey> =
-        c.state.endpoints.iter().flat_map(|e| e.ports.iter().map(publish_key)).collect();
+        c.state.endpoints.iter().flat_map(|e| publish_keys(&c.state, e)).collect();
     c.datapath.retain(&interfaces, &endpoints, &networks, &published)?;
     c.sync_firewall()?;
     c.save()?;

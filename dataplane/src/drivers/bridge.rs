@@ -14,14 +14,14 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::{Result, bail};
-use dataplane_common::InterfaceConfig;
+use dataplane_common::{InterfaceConfig, SubnetInfo};
 use ipnet::IpNet;
 
 use crate::{
     maps::{Datapath, endpoint_key},
     netlink::{self, LinkReaper, Netlink},
     netns,
-    state::{Endpoint, Network, is_id_prefix},
+    state::{Endpoint, GatewayMode, Network, is_id_prefix},
 };
 
 pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
@@ -40,7 +40,8 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
     }
     nl.set_up(index).await?;
     for (subnet, gateway) in subnets(net) {
-        dp.set_subnet(subnet, net.index, gateway)?;
+        let routed = subnet.addr().is_ipv6() && net.bridge_options.gateway_mode_ipv6 == GatewayMode::Routed;
+        dp.set_subnet(subnet, net.index, gateway, if routed { SubnetInfo::ROUTED } else { 0 })?;
     }
     Ok(())
 }
@@ -225,6 +226,9 @@ fn interface_config(
     }
     if net.internal {
         flags |= InterfaceConfig::INTERNAL;
+    }
+    if net.bridge_options.gateway_mode_ipv6 == GatewayMode::Routed {
+        flags |= InterfaceConfig::ROUTED_V6;
     }
     InterfaceConfig {
         network: net.index,
