@@ -50,7 +50,8 @@ struct Options {
     /// Rounds of A/B runs per metric.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Runs one scenario alone, ours only: to measure it while working on it.
+    /// Runs one scenario alone (its sides as the full run has them): to measure it while
+    /// working on it.
     #[arg(long, value_enum)]
     only: Option<Only>,
 }
