@@ -22,11 +22,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use dataplane_tests::{Host, KillOnDrop, eventually, hosts::Cluster, monotonic_ns};
+use dataplane_tests::{KillOnDrop, eventually, hosts::Cluster, monotonic_ns};
 
 use super::{
     Cleanup, Pair, Record, Side, Tools, check_interrupt, finished, in_ns, netns_path, percentile,
-    run_command, sh_in,
+    run_command, sandbox, sh_in,
 };
 
 pub const SCENARIO: &str = "11. containers on two hosts (VXLAN)";
@@ -159,11 +159,6 @@ fn build_ours(cluster: &Cluster) -> Result<Pair> {
         ]);
     }
     Ok(Pair::direct(sandbox(a, "client")?, sandbox(b, "server")?, SERVER))
-}
-
-fn sandbox(host: &Host, name: &str) -> Result<std::path::PathBuf> {
-    let info = host.dp_json(&["inspect", name]);
-    Ok(info[0]["NetworkSettings"]["SandboxKey"].as_str().context("no SandboxKey")?.into())
 }
 
 /// A namespace of the run's own, removed with `cleanup`.
