@@ -620,6 +620,15 @@ pub fn stdout_of(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Now on CLOCK_MONOTONIC, in nanoseconds: one clock for every process of the machine (it
+/// has no time namespaces), so that the timestamps of two tools compare.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 /// Polls `f` until it holds or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -438,3 +438,48 @@ fn hosts_advertise_their_uplinks_address_unasked_and_traffic_between_them_outliv
     let a = &cluster.hosts[0];
     assert!(a.ping("api", &client), "after the restart, api (on A) cannot reach client (on B)");
 }
+
+#[test]
+fn a_ping_between_two_hosts_keeps_flowing_while_etcd_is_stopped_and_overlay_runs_fail_naming_it() {
+    // A short TTL: the host renews its lease every second, so that the renewal fails
+    // (and the watch breaks) while the ping runs.
+    let mut cluster = Cluster::start(2, 3);
+    let (a, b) = (&cluster.hosts[0], &cluster.hosts[1]);
+    create_overlay(a, &[b], "prod", SUBNET);
+    a.run_sleeper("api", &["--network", "prod"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    let api = a.ip_of("api");
+    assert!(comes_through(b, "client", &api), "client (on B) cannot reach api (on A) with etcd up");
+
+    let Cluster { hosts, underlay } = &mut cluster;
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let (ping, refusal) = thread::scope(|scope| {
+        // 80 pings over 8 s; etcd goes 1 s in.
+        let ping = scope.spawn(|| b.exec("client", &format!("ping -c 80 -i 0.1 -W 1 {api}")));
+        thread::sleep(Duration::from_secs(1));
+        underlay.stop_etcd();
+        let refusal = a.dp(&["run", "--rm", "--network", "prod", "--", "true"]);
+        (ping.join().unwrap(), refusal)
+    });
+    let summary = String::from_utf8_lossy(&ping.stdout);
+    assert_eq!(
+        ping_counts(&summary),
+        (80, 80),
+        "the ping from B to A lost packets once etcd stopped: {summary}{}\nA:\n{}\nB:\n{}",
+        String::from_utf8_lossy(&ping.stderr),
+        a.daemon_log(),
+        b.daemon_log()
+    );
+    let err = String::from_utf8_lossy(&refusal.stderr);
+    assert!(
+        !refusal.status.success() && err.contains("etcd://198.51.100.1:2379"),
+        "a run on the overlay network with etcd stopped must fail naming the store: {refusal:?}"
+    );
+    for (label, host) in [("A", a), ("B", b)] {
+        assert!(
+            host.daemon_log().contains("existing endpoints keep working"),
+            "host {label} never noticed that etcd stopped while the ping ran, so the ping proves nothing:\n{}",
+            host.daemon_log()
+        );
+    }
+}

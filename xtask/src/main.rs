@@ -54,7 +54,8 @@ enum Task {
         /// Rounds of A/B runs per metric.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Runs one scenario alone: `setup-at-scale` (ours only), `conntrack` or `flood`.
+        /// Runs one scenario alone: `setup-at-scale` (ours only), `conntrack`, `flood` or
+        /// `overlay` (containers on two hosts).
         #[arg(long)]
         only: Option<String>,
     },

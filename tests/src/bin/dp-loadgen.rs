@@ -68,6 +68,18 @@ enum Mode {
         #[arg(long)]
         spin: bool,
     },
+    /// Sends a datagram to `dst` every `interval_us` until the first answer proves one
+    /// arrived (an echo, or the port-unreachable error of a host with nothing listening
+    /// there), for `secs` at most; reports when the answer came on CLOCK_MONOTONIC, the
+    /// machine's one clock, so that the bench can set it against its own timestamps.
+    UdpProbe {
+        #[arg(long)]
+        dst: SocketAddr,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 250)]
+        interval_us: u64,
+    },
     /// Accepts TCP connections and drops them.
     TcpServer {
         #[arg(long)]
@@ -132,6 +144,7 @@ fn main() -> Result<()> {
         Mode::UdpSend { dst, secs, threads, batch, size } => udp_send(dst, secs, threads, batch, size)?,
         Mode::EchoServer { bind, secs, spin } => echo_server(bind, secs, spin)?,
         Mode::Ping { dst, count, spin } => ping(dst, count, spin)?,
+        Mode::UdpProbe { dst, secs, interval_us } => udp_probe(dst, secs, interval_us)?,
         Mode::TcpServer { bind, secs } => tcp_server(bind, secs)?,
         Mode::TcpConnect { dst, secs, threads } => tcp_connect(dst, secs, threads)?,
         Mode::TcpEchoServer { bind, secs } => tcp_echo_server(bind, secs)?,
@@ -333,6 +346,38 @@ fn ping(dst: SocketAddr, count: usize, spin: bool) -> Result<serde_json::Value> 
     anyhow::ensure!(!rtts.is_empty(), "no echo came back from {dst}");
     rtts.sort_by(f64::total_cmp);
     Ok(json!({"p50_us": percentile(&rtts, 0.5), "p99_us": percentile(&rtts, 0.99), "lost": lost}))
+}
+
+fn udp_probe(dst: SocketAddr, secs: f64, interval_us: u64) -> Result<serde_json::Value> {
+    let socket = UdpSocket::bind(any_address_like(dst))?;
+    socket.connect(dst)?;
+    socket.set_read_timeout(Some(Duration::from_micros(interval_us.max(1))))?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut buf = [0u8; 64];
+    let mut sent = 0u64;
+    // A connected UDP socket reports an ICMP port unreachable from `dst` as ECONNREFUSED,
+    // on the next send or receive; other errors (no route, no neighbour yet) are not an
+    // answer from it.
+    let refused = |e: &std::io::Error| e.kind() == std::io::ErrorKind::ConnectionRefused;
+    while Instant::now() < deadline {
+        let answer = match socket.send(b"probe") {
+            Err(e) if refused(&e) => Some("port unreachable"),
+            sent_or_not => {
+                sent += u64::from(sent_or_not.is_ok());
+                match socket.recv(&mut buf) {
+                    Ok(_) => Some("echo"),
+                    Err(e) if refused(&e) => Some("port unreachable"),
+                    Err(_) => None,
+                }
+            }
+        };
+        if let Some(answer) = answer {
+            return Ok(
+                json!({"answered_ns": dataplane_tests::monotonic_ns(), "answer": answer, "sent": sent}),
+            );
+        }
+    }
+    anyhow::bail!("no answer from {dst} within {secs} s ({sent} probes sent)")
 }
 
 /// Accepts connections on `bind` for `secs`, handing each to `serve` with the deadline;

@@ -5,18 +5,11 @@
 //! longest wait for an echo, and the rate the flood was sent at; ours also the rate its
 //! programs handled it at (they see every SYN; the reference's kernel counts none).
 
-use std::{
-    path::Path,
-    process::{Child, Stdio},
-    thread::sleep,
-    time::Duration,
-};
+use std::{path::Path, process::Stdio, thread::sleep, time::Duration};
 
+use super::{Record, Side, Side3, Tools, check_interrupt, finished, in_ns, output_json};
 use anyhow::{Context, Result};
 use dataplane_tests::{Host, KillOnDrop};
-use serde_json::Value;
-
-use super::{Record, Side, Side3, Tools, check_interrupt, in_ns, output_json};
 
 /// The published TCP port the flood and the connection share (see `BENCH_PORTS`).
 const PORT: &str = "9002";
@@ -83,13 +76,4 @@ fn uplink_mac(host_ns: &Path) -> Result<String> {
     show.args(["-j", "link", "show", "up0"]);
     let links = output_json(show)?;
     Ok(links[0]["address"].as_str().context("up0 has no address")?.to_string())
-}
-
-/// The JSON line a tool started with a piped stdout printed as it ended.
-fn finished(mut client: KillOnDrop) -> Result<Value> {
-    let child: &mut Child = &mut client.0;
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().context("piped")?, &mut stdout)?;
-    child.wait()?;
-    serde_json::from_str(&stdout).with_context(|| format!("the echo client printed {stdout:?}"))
 }

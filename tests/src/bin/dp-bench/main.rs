@@ -16,6 +16,7 @@ use std::{
 mod cni;
 mod docker;
 mod flood;
+mod overlay;
 mod plots;
 
 use anyhow::{Context, Result, bail};
@@ -49,7 +50,8 @@ struct Options {
     /// Rounds of A/B runs per metric.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Runs one scenario alone, ours only: to measure it while working on it.
+    /// Runs one scenario alone (its sides as the full run has them): to measure it while
+    /// working on it.
     #[arg(long, value_enum)]
     only: Option<Only>,
 }
@@ -65,6 +67,9 @@ enum Only {
     /// Scenario 10, a SYN flood on a published port (`flood::measure`), ours against the
     /// reference.
     Flood,
+    /// Scenario 11, containers on two hosts over VXLAN (`overlay::measure`), ours against
+    /// Docker's overlay way and a raw VXLAN pair, then our convergence.
+    Overlay,
 }
 
 /// A command inside the network namespace pinned at `ns`.
@@ -170,6 +175,12 @@ fn uplink_ipv6(host: &Path, external: &Path) -> Result<()> {
     )
 }
 
+/// The network namespace of our container `name` on `host`.
+fn sandbox(host: &Host, name: &str) -> Result<PathBuf> {
+    let info = host.dp_json(&["inspect", name]);
+    Ok(PathBuf::from(info[0]["NetworkSettings"]["SandboxKey"].as_str().context("no SandboxKey")?))
+}
+
 /// Side A: our daemon in a host namespace with an uplink to an external namespace, two
 /// containers on one network, c2 publishing the bench's ports.
 fn build_ours(host: &Host) -> Result<Side3> {
@@ -199,10 +210,7 @@ fn build_ours(host: &Host) -> Result<Side3> {
     }
     args.extend(["--", "sleep", "infinity"].iter().map(|s| s.to_string()));
     host.dp_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let sandbox = |name: &str| -> Result<PathBuf> {
-        let info = host.dp_json(&["inspect", name]);
-        Ok(PathBuf::from(info[0]["NetworkSettings"]["SandboxKey"].as_str().context("no SandboxKey")?))
-    };
+    let sandbox = |name: &str| sandbox(host, name);
     let external = PathBuf::from(format!("/run/netns/{}-ext", host.name));
     Ok(Side3 {
         host: netns_path(&host.name),
@@ -506,6 +514,16 @@ struct Tools {
 fn output_json(mut command: Command) -> Result<Value> {
     let out = run_ok(&mut command)?;
     serde_json::from_slice(&out.stdout).with_context(|| format!("output of {command:?}"))
+}
+
+/// The JSON line a tool started with a piped stdout printed as it ended.
+fn finished(mut tool: KillOnDrop) -> Result<Value> {
+    let child = &mut tool.0;
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().context("piped")?, &mut stdout)?;
+    let status = child.wait()?;
+    serde_json::from_str(&stdout)
+        .with_context(|| format!("the tool ended with {status} and printed {stdout:?}"))
 }
 
 impl Tools {
@@ -827,10 +845,20 @@ fn main() -> Result<()> {
     let mut cleanup = Cleanup { namespaces: vec![], dir: std::env::temp_dir().join(format!("dpb-{tag}")) };
     fs::create_dir_all(&cleanup.dir)?;
     let (sizes_at_scale, probes_at_scale) = if options.quick { ([5, 20], 5) } else { ([100, 2000], 100) };
-    if let Some(Only::SetupAtScale) = options.only {
-        let mut host = Host::start_with_external();
-        let records = measure_setup_at_scale(&mut host, sizes_at_scale, probes_at_scale, options.rounds)?;
-        return write_report(&records, &options);
+    let tools = Tools { loadgen: loadgen.clone(), secs: if options.quick { 1.0 } else { 4.0 } };
+    let new_containers_on_two_hosts = if options.quick { 10 } else { 50 };
+    match options.only {
+        Some(Only::SetupAtScale) => {
+            let mut host = Host::start_with_external();
+            let records = measure_setup_at_scale(&mut host, sizes_at_scale, probes_at_scale, options.rounds)?;
+            return write_report(&records, &options);
+        }
+        Some(Only::Overlay) => {
+            let records =
+                overlay::measure(&tools, &mut cleanup, &tag, options.rounds, new_containers_on_two_hosts)?;
+            return write_report(&records, &options);
+        }
+        _ => {}
     }
     eprintln!(
         "bench: building the four topologies (ours, Docker-style with iptables, the same with nftables, raw veth ceiling)"
@@ -845,7 +873,6 @@ fn main() -> Result<()> {
     let (ceiling, ceiling6) = build_ceiling(&mut cleanup, &tag)?;
     // Every side of the datapath scenarios, in the order each round runs them.
     let sides = [(Side::Ours, &ours), (Side::Reference, &reference), (Side::Nftables, &nftables)];
-    let tools = Tools { loadgen: loadgen.clone(), secs: if options.quick { 1.0 } else { 4.0 } };
 
     let flows = if options.quick { 10_000 } else { 100_000 };
     match options.only {
@@ -943,6 +970,13 @@ fn main() -> Result<()> {
     records.extend(cni::measure(&host, &mut cleanup, &tag, if options.quick { 10 } else { 100 })?);
     records.extend(docker::measure(if options.quick { 5 } else { 30 })?);
     records.extend(flood::measure(&tools, &host, &sides, options.rounds)?);
+    records.extend(overlay::measure(
+        &tools,
+        &mut cleanup,
+        &tag,
+        options.rounds,
+        new_containers_on_two_hosts,
+    )?);
     let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
     let mut costs = [
         Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
@@ -1777,6 +1811,9 @@ fn write_report(records: &[Record], options: &Options) -> Result<()> {
         options.rounds,
         if options.quick { "1 s per run (--quick: a smoke run, not a measurement)" } else { "4 s per run" }
     );
+    if records.iter().any(|r| r.scenario.starts_with(overlay::SCENARIO)) {
+        md += overlay::DESCRIPTION;
+    }
     md += "| scenario | metric | unit | ours | iptables (B) | ours/B | nftables (N) | ours/N | ceiling | target |\n\
            |---|---|---|---|---|---|---|---|---|---|\n";
     let mut in_order: Vec<&Record> = records.iter().collect();
