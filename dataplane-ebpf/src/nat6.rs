@@ -20,6 +20,7 @@ use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
     counters,
+    diagnostics::{self, Rewrite},
     nat::{self, L4, Route, SnatRequest},
     packet,
     parse::{self, Ipv6Frame},
@@ -76,7 +77,8 @@ pub fn leave_host(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
             (nat_port, next_hop.macs())
         }
     };
-    if rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &cfg.addr6, l4.src_port, nat_port).is_err() {
+    if let Err(errno) = rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &cfg.addr6, l4.src_port, nat_port) {
+        diagnostics::rewrite_failed(Rewrite::Masquerade, errno);
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     Some((Path::Masqueraded, nat::send_to_uplink(ctx, macs, &cfg)))
@@ -125,7 +127,8 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let Some(back) = nat::track_reply(&reply, &l4) else {
         return to_host;
     };
-    if rewrite(ctx, &l4, DST_OFFSET, &frame.dst, &back.addr.addr, l4.dst_port, back.port).is_err() {
+    if let Err(errno) = rewrite(ctx, &l4, DST_OFFSET, &frame.dst, &back.addr.addr, l4.dst_port, back.port) {
+        diagnostics::rewrite_failed(Rewrite::ReverseNat, errno);
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
     into_container(ctx, &back)
