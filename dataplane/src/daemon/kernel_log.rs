@@ -3,7 +3,7 @@
 //! for that target (`RUST_LOG`, `--log-level`), read once at load. It never changes what
 //! the programs do with a packet.
 
-use anyhow::{Context, Result};
+use anyhow::{Result, anyhow};
 use dataplane_common::KERNEL_LOG_TARGET;
 use log::{Level, LevelFilter, Log, Metadata};
 use tokio::io::{Interest, unix::AsyncFd};
@@ -27,8 +27,10 @@ fn level_shown_by(logger: &dyn Log) -> LevelFilter {
 /// daemon runs.
 pub fn forward(datapath: &mut Datapath) -> Result<()> {
     let reader = datapath.take_kernel_log(log::logger())?;
-    let mut reader = AsyncFd::with_interest(reader, Interest::READABLE)
-        .context("watching the ring buffer of the programs' diagnostic messages")?;
+    // SAFETY: the reader owns the ring buffer's descriptor, open as long as it lives, and
+    // moves into the AsyncFd with it.
+    let mut reader = unsafe { AsyncFd::register_with_interest(reader, Interest::READABLE) }
+        .map_err(|e| anyhow!("watching the ring buffer of the programs' diagnostic messages: {e}"))?;
     tokio::spawn(async move {
         loop {
             match reader.readable_mut().await {
