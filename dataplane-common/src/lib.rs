@@ -95,6 +95,14 @@ pub struct TunnelConfig {
     pub ifindex: u32,
 }
 
+/// The link-local address a Linux interface makes for itself from `mac` (modified
+/// EUI-64, RFC 4291): the one the daemon gives a container's interface on an IPv6
+/// network, and the only link-local address its neighbour advertisements may claim.
+pub const fn eui64_link_local(mac: [u8; 6]) -> [u8; 16] {
+    let [a, b, c, d, e, f] = mac;
+    [0xfe, 0x80, 0, 0, 0, 0, 0, 0, a ^ 0x02, b, c, 0xff, 0xfe, d, e, f]
+}
+
 /// Per host-side interface: which network the container behind it belongs to, that
 /// network's IPv4 subnet (network order; a zero mask when unknown), where all of its
 /// endpoints lie: traffic leaving the subnet needs no endpoint lookup; and the container's
@@ -1055,6 +1063,19 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_local_address_is_the_kernels_eui64_of_the_mac() {
+        // What `ip -6 addr` shows on links with these MACs that made their own address:
+        // fe80::42:aff:fec8:2 and fe80::d443:efff:fe0f:3059.
+        let fe80 = [0xfe, 0x80, 0, 0, 0, 0, 0, 0];
+        let ll = eui64_link_local([0x02, 0x42, 0x0a, 0xc8, 0x00, 0x02]);
+        assert_eq!((&ll[..8], &ll[8..]), (&fe80[..], &[0x00, 0x42, 0x0a, 0xff, 0xfe, 0xc8, 0x00, 0x02][..]));
+        let ll = eui64_link_local([0xd6, 0x43, 0xef, 0x0f, 0x30, 0x59]);
+        assert_eq!((&ll[..8], &ll[8..]), (&fe80[..], &[0xd4, 0x43, 0xef, 0xff, 0xfe, 0x0f, 0x30, 0x59][..]));
+    }
+
     /// The checksum of an IPv4 header computed from scratch.
     fn full(header: &[u8; 20]) -> u16 {
         let mut sum: u32 = header.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();

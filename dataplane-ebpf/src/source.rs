@@ -6,7 +6,7 @@
 //! router (IPv6 router advertisements and redirects). Owns no map: the address and MAC
 //! come with the interface's `InterfaceConfig`, which the caller holds.
 
-use dataplane_common::{InterfaceConfig, Path};
+use dataplane_common::{InterfaceConfig, Path, eui64_link_local};
 use network_types::eth::EthHdr;
 
 use crate::{
@@ -55,8 +55,9 @@ const UNSPECIFIED_V6: [u8; 16] = [0; 16];
 ///   container's advertisement would otherwise give its neighbours addresses and a
 ///   default route through it (SLAAC; Docker's CVE-2020-13401). So is what hides behind
 ///   more extension headers than are read.
-/// - A neighbour advertisement must be for the container's own address: one for a
-///   neighbour's or the gateway's would take its traffic over the bridge.
+/// - A neighbour advertisement must be for the container's own address, or the
+///   link-local one the daemon gave it (from its MAC): one for a neighbour's or the
+///   gateway's would take its traffic over the bridge.
 #[inline(always)]
 pub fn check_ipv6(
     ctx: &impl Packet,
@@ -81,7 +82,8 @@ pub fn check_ipv6(
         ICMPV6_ROUTER_ADVERTISEMENT | ICMPV6_REDIRECT => Err(Path::DroppedRouterMessage),
         ICMPV6_NEIGHBOUR_ADVERTISEMENT => {
             let target = ctx.load_bytes::<[u8; 16]>(offset + NA_TARGET_OFFSET);
-            if target == Some(iface.v6_addr) && iface.v6_addr != UNSPECIFIED_V6 {
+            let own_global = target == Some(iface.v6_addr) && iface.v6_addr != UNSPECIFIED_V6;
+            if own_global || target == Some(eui64_link_local(iface.mac)) {
                 Ok(())
             } else {
                 Err(Path::DroppedSpoofedNeighbour)

@@ -109,7 +109,14 @@ pub fn network(state: &State, net: &Network) -> Value {
             "com.docker.network.bridge.name": net.bridge,
             "com.docker.network.driver.mtu": net.bridge_options.mtu.unwrap_or(1500).to_string(),
         }),
-        false => json!(net.options),
+        false => {
+            let mut options = json!(net.options);
+            // Docker's overlay driver shows its VXLAN identifiers under this key.
+            if let Some(vni) = net.vni {
+                options["com.docker.network.driver.overlay.vxlanid_list"] = json!(vni.to_string());
+            }
+            options
+        }
     };
     docker_network(
         &net.name,

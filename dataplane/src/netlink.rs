@@ -21,7 +21,7 @@ use rtnetlink::{
         address::{AddressAttribute, AddressFlags},
         link::{
             AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind,
-            InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+            InfoPortData, InfoPortKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
             MacVlanMode,
         },
         route::{RouteAddress, RouteAttribute},
@@ -272,6 +272,31 @@ impl Netlink {
             .await
             .with_context(|| format!("creating VXLAN device {name} on UDP port {port}"))?;
         self.require_index(name).await
+    }
+
+    /// The UDP port of the VXLAN device `name` in external (collect-metadata) mode, as the
+    /// daemon makes it; `None` when there is no such link, or it is another kind of link
+    /// or a VXLAN device of another mode.
+    pub async fn external_vxlan_port(&self, name: &str) -> Result<Option<u16>> {
+        let mut links = self.handle.clone().link().get().match_name(name.to_string()).execute();
+        let link = match links.try_next().await {
+            Ok(link) => link,
+            Err(e) if is_errno(&e, libc::ENODEV) => None,
+            Err(e) => return Err(e).with_context(|| format!("looking up link {name}")),
+        };
+        let vxlan = link.into_iter().flat_map(|l| l.attributes).find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.into_iter().find_map(|i| match i {
+                LinkInfo::Data(InfoData::Vxlan(data)) => Some(data),
+                _ => None,
+            }),
+            _ => None,
+        });
+        let Some(data) = vxlan else { return Ok(None) };
+        let external = data.iter().any(|d| matches!(d, InfoVxlan::CollectMetadata(true)));
+        Ok(data.iter().find_map(|d| match d {
+            InfoVxlan::Port(port) if external => Some(*port),
+            _ => None,
+        }))
     }
 
     /// The MTU of the link at `index`; `None` when there is no such link.

@@ -145,6 +145,10 @@ pub struct Network {
     pub bridge: String,
     #[serde(deserialize_with = "moment")]
     pub created: Timestamp,
+    /// An overlay network's VXLAN network identifier, as the shared store last gave it
+    /// (shown by inspect); none on other networks, and until the store has given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 impl Network {
@@ -166,6 +170,7 @@ impl Network {
             labels: Default::default(),
             bridge: format!("br-{name}"),
             created: Timestamp::UNIX_EPOCH,
+            vni: None,
         }
     }
 
@@ -770,6 +775,7 @@ mod tests {
             labels: [("team".to_string(), "net".to_string())].into(),
             bridge: "br-0123456789ab".into(),
             created: Timestamp::from_second(1).unwrap(),
+            vni: None,
         };
         let container = Container {
             id: new_id(),

@@ -1,6 +1,7 @@
 //! The host's VXLAN tunnel for overlay networks (Cilium's tunnel mode): one device in
-//! external (collect-metadata) mode, made when the daemon runs with a store and removed
-//! at its stop, and the tables the programs tunnel by: each overlay network's VNI, and
+//! external (collect-metadata) mode, made when the daemon runs with a store and kept
+//! across its restarts like the containers' filters (a start without a store or
+//! `--cleanup` removes it), and the tables the programs tunnel by: each overlay network's VNI, and
 //! the endpoints of other hosts (where they live, under which VNI, with which MAC), kept
 //! in line with what the store holds. The device has no forwarding table, no multicast
 //! group and learns nothing: the programs give every frame its remote host. This module
@@ -29,8 +30,9 @@ pub const OVERHEAD: u32 = 50;
 /// The underlay MTU assumed when no link of the host can tell it.
 const ETHERNET_MTU: u32 = 1500;
 
-/// Makes the device (anew: one left by a daemon that was killed may carry another port)
-/// on UDP `port`, attaches `from_tunnel` to it and tells the programs where it is.
+/// Makes the device on UDP `port`, or keeps the one an earlier run left on that port (its
+/// tables are pinned: flows between hosts go on across a restart), attaches `from_tunnel`
+/// to it and tells the programs where it is.
 /// Returns the MTU of overlay networks' containers: the underlay's less `OVERHEAD`. The
 /// underlay is the link holding `advertise`, else the uplink.
 pub async fn setup(
@@ -40,8 +42,13 @@ pub async fn setup(
     advertise: Option<IpAddr>,
     uplink: Option<&str>,
 ) -> Result<u32> {
-    netlink.delete_link(DEVICE).await?;
-    let index = netlink.create_vxlan(DEVICE, port).await?;
+    let index = match netlink.external_vxlan_port(DEVICE).await? {
+        Some(kept) if kept == port => netlink.require_index(DEVICE).await?,
+        _ => {
+            netlink.delete_link(DEVICE).await?;
+            netlink.create_vxlan(DEVICE, port).await?
+        }
+    };
     netlink.set_up(index).await.with_context(|| format!("setting {DEVICE} up"))?;
     datapath.attach_tunnel(DEVICE, index)?;
     let underlay = match advertise {
@@ -66,7 +73,7 @@ pub async fn setup(
     Ok(mtu)
 }
 
-/// Removes the device (one left by a daemon that was killed, too) and empties the
+/// Removes the device (one left by an earlier run with a store) and empties the
 /// tables: the programs then leave overlay frames for other hosts to the kernel, which
 /// has no way there.
 pub async fn teardown(netlink: &Netlink, datapath: &mut Datapath) -> Result<()> {

@@ -115,6 +115,18 @@ impl Drop for Underlay {
     }
 }
 
+/// Where a cluster's hosts have their default route (their uplink, which masquerade
+/// leaves by).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Uplink {
+    /// None: the daemons are told their address (`--advertise-address`).
+    None,
+    /// A link of its own to an external namespace; the daemons are told their address.
+    External,
+    /// The underlay link, as on most hosts: the daemons advertise its address unasked.
+    Underlay,
+}
+
 /// Hosts sharing one etcd. The hosts are dropped before the underlay (field order).
 pub struct Cluster {
     pub hosts: Vec<Host>,
@@ -125,21 +137,19 @@ impl Cluster {
     /// `count` hosts with their daemons on the store, which keeps a dead host's leases
     /// `ttl_secs`.
     pub fn start(count: usize, ttl_secs: u32) -> Self {
-        Self::start_with(count, ttl_secs, &[], false)
+        Self::start_with(count, ttl_secs, &[], Uplink::None)
     }
 
     /// As `start`, with more environment for every daemon (the variables of its flags,
-    /// e.g. `DATAPLANE_VXLAN_PORT`) and, with `uplinks`, for each host an uplink of its own
-    /// to an external namespace (its default route, which masquerade leaves by).
-    pub fn start_with(count: usize, ttl_secs: u32, daemon_env: &[(&str, &str)], uplinks: bool) -> Self {
+    /// e.g. `DATAPLANE_VXLAN_PORT`), and each host's default route as `uplink` says.
+    pub fn start_with(count: usize, ttl_secs: u32, daemon_env: &[(&str, &str)], uplink: Uplink) -> Self {
         let mut underlay = Underlay::start();
         underlay.start_etcd();
         let mut hosts = vec![];
         for i in 0..count {
-            let host = if uplinks {
-                Host::empty_with_external()
-            } else {
-                Host::empty().expect("creating a host namespace")
+            let host = match uplink {
+                Uplink::External => Host::empty_with_external(),
+                Uplink::None | Uplink::Underlay => Host::empty().expect("creating a host namespace"),
             };
             let address = format!("{UNDERLAY_PREFIX}.{}", 11 + i);
             let port = format!("ul{i}");
@@ -149,16 +159,18 @@ impl Cluster {
                 underlay.name
             ));
             underlay.sh_ok(&format!("ip link set {port} master br0 && ip link set {port} up"));
+            if uplink == Uplink::Underlay {
+                host.sh_ok(&format!("ip route add default via {ETCD_ADDR} dev ul0"));
+            }
             hosts.push(host);
             // Pushed before its daemon starts, so that a failed start still removes it.
             let host = hosts.last_mut().unwrap();
             let store = format!("etcd://{ETCD_ADDR}:2379");
             let ttl = ttl_secs.to_string();
-            let mut env = vec![
-                ("DATAPLANE_STORE", store.as_str()),
-                ("DATAPLANE_STORE_TTL", ttl.as_str()),
-                ("DATAPLANE_ADVERTISE_ADDRESS", address.as_str()),
-            ];
+            let mut env = vec![("DATAPLANE_STORE", store.as_str()), ("DATAPLANE_STORE_TTL", ttl.as_str())];
+            if uplink != Uplink::Underlay {
+                env.push(("DATAPLANE_ADVERTISE_ADDRESS", address.as_str()));
+            }
             env.extend_from_slice(daemon_env);
             host.set_daemon_env(&env);
         }

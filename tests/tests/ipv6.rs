@@ -198,3 +198,32 @@ fn a_container_on_two_ipv6_networks_resolves_the_names_of_both_over_ipv6() {
         assert_eq!(asked.trim(), "fd00:96::2", "dig @{server} AAAA db from app");
     }
 }
+
+#[test]
+fn a_container_keeps_its_ipv6_gateway_resolved_across_pauses_in_one_way_traffic() {
+    let host = Host::start();
+    host.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:77::/64", "v6"]);
+    host.run_sleeper("talker", &["--network", "v6"]);
+    let link_local = exec_ok(&host, "talker", "ip -6 -o addr show dev eth0 scope link");
+    assert!(link_local.contains("inet6 fe80::"), "no link-local address on eth0: {link_local}");
+    // Neighbour timers of seconds, not minutes: reachable for ~0.5 s, probed 1 s after the
+    // next use, every 200 ms.
+    exec_ok(
+        &host,
+        "talker",
+        "sysctl -qw net.ipv6.neigh.eth0.base_reachable_time_ms=500 net.ipv6.neigh.eth0.delay_first_probe_time=1 \
+         net.ipv6.neigh.eth0.retrans_time_ms=200",
+    );
+    // A datagram through the gateway, none back (one-way, as a UDP stream or a metrics
+    // push), a pause past the entry's reachable time, another datagram: the kernel now
+    // probes the gateway by unicast, which needs a link-local source.
+    let send = "python3 -c \"import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); \
+                s.sendto(b'x', ('fd00:77::1', 9))\"";
+    exec_ok(&host, "talker", &format!("{send} && sleep 2 && {send} && sleep 2.5"));
+    let entry = exec_ok(&host, "talker", "ip -6 neigh show fd00:77::1 dev eth0");
+    assert!(
+        entry.contains("lladdr") && !entry.contains("FAILED"),
+        "the gateway's entry did not survive its probes: {entry:?}"
+    );
+    assert!(ping6(&host, "talker", "fd00:77::1"), "the gateway no longer answers");
+}

@@ -3,7 +3,7 @@
 //! neighbour advertisements, extension headers. The fixture's networks are dual-stack
 //! (red fd00:1::/64 with A fd00:1::2 sending and B fd00:1::3; blue fd00:2::/64).
 
-use dataplane_common::{InterfaceConfig, Path};
+use dataplane_common::{InterfaceConfig, Path, eui64_link_local};
 use dataplane_tests::datapath::{
     A_MAC, A6, B_MAC, B6, BLUE_ENDPOINT6, Fixture, LO, RED_GATEWAY6, STALE_MAC, TC_ACT_OK, TC_ACT_REDIRECT,
     TC_ACT_SHOT, ipv6_frame, neighbour_advertisement, red_interface, udp_frame, udp6_between_macs, v6,
@@ -134,10 +134,21 @@ fn neighbour_advertisements_for_an_address_not_the_containers_are_dropped() {
     // From its link-local address too.
     assert_eq!(fx.run(&neighbour_advertisement(A_MAC, LINK_LOCAL_A, RED_GATEWAY6)).0, TC_ACT_SHOT);
     assert_eq!(fx.count(Path::DroppedSpoofedNeighbour), 4);
+    // Nor the link-local address another MAC makes (B's).
+    let b_link_local = eui64_link_local(B_MAC);
+    assert_eq!(fx.run(&neighbour_advertisement(A_MAC, LINK_LOCAL_A, b_link_local)).0, TC_ACT_SHOT);
+    assert_eq!(fx.count(Path::DroppedSpoofedNeighbour), 5);
     let own = neighbour_advertisement(A_MAC, A6, A6);
     let (verdict, out) = fx.run(&own);
     assert_eq!(verdict, TC_ACT_OK, "A's advertisement of its own address was refused");
     assert_eq!(out, own, "neighbour discovery goes to the bridge unchanged");
+    // Its link-local address, the one the daemon made from its MAC, is its own too: the
+    // gateway resolves it to answer A's probes.
+    let a_link_local = eui64_link_local(A_MAC);
+    let own = neighbour_advertisement(A_MAC, a_link_local, a_link_local);
+    let (verdict, out) = fx.run(&own);
+    assert_eq!(verdict, TC_ACT_OK, "A's advertisement of its link-local address was refused");
+    assert_eq!(out, own);
 }
 
 #[test]

@@ -202,7 +202,19 @@ fn macvlan_containers_with_ipv6_talk_to_the_parents_segment_over_ipv6() {
         inside.contains("inet6 fd00:203::100/64") && inside.contains("default via fd00:203::2"),
         "m1 has not its IPv6 address and default route: {inside}"
     );
-    assert!(!inside.contains("fe80"), "m1 made a link-local address of its own: {inside}");
+    // The link-local address neighbour discovery needs, the one the daemon gave it from its
+    // MAC, and nothing the segment's routers could have made it take (SLAAC).
+    let mac = host.dp_json(&["inspect", "m1"])[0]["NetworkSettings"]["Networks"]["lan6"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mac: Vec<u8> = mac.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+    let link_local = std::net::Ipv6Addr::from(dataplane_common::eui64_link_local(mac.try_into().unwrap()));
+    assert!(
+        inside.contains(&format!("inet6 {link_local}/64")),
+        "m1 has not its link-local address: {inside}"
+    );
+    assert_eq!(inside.matches("inet6 ").count(), 2, "m1 took an address of its own: {inside}");
     for target in ["fd00:203::2", "fd00:203::101"] {
         assert!(
             host.exec("m1", &format!("ping -6 -c 1 -W 2 {target}")).status.success(),

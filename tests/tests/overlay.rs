@@ -5,7 +5,10 @@
 
 use std::{collections::BTreeSet, thread, time::Duration};
 
-use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually, hosts::Cluster};
+use dataplane_tests::{
+    EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually,
+    hosts::{Cluster, Uplink},
+};
 
 const SUBNET: &str = "10.200.0.0/16";
 const GATEWAY: &str = "10.200.0.1";
@@ -112,7 +115,7 @@ fn two_overlay_networks_stay_apart_across_hosts() {
 
 #[test]
 fn an_overlay_container_reaches_the_outside_through_its_own_hosts_uplink() {
-    let cluster = Cluster::start_with(2, 30, &[], true);
+    let cluster = Cluster::start_with(2, 30, &[], Uplink::External);
     let [a, b] = &cluster.hosts[..] else { unreachable!() };
     create_overlay(a, &[b], "prod", SUBNET);
     b.run_sleeper("client", &["--network", "prod"]);
@@ -127,7 +130,7 @@ fn an_overlay_container_reaches_the_outside_through_its_own_hosts_uplink() {
 
 #[test]
 fn the_vxlan_port_is_the_daemons_setting() {
-    let cluster = Cluster::start_with(2, 30, &[("DATAPLANE_VXLAN_PORT", "8472")], false);
+    let cluster = Cluster::start_with(2, 30, &[("DATAPLANE_VXLAN_PORT", "8472")], Uplink::None);
     let [a, b] = &cluster.hosts[..] else { unreachable!() };
     create_overlay(a, &[b], "prod", SUBNET);
     a.run_sleeper("api", &["--network", "prod"]);
@@ -365,4 +368,73 @@ fn with_etcd_away_local_traffic_and_bridges_go_on_and_overlay_runs_fail_naming_t
         "A's watch did not resume: it misses a network made after etcd came back\n{}",
         a.daemon_log()
     );
+}
+
+/// The transmitted and received counts of a finished `ping`, from its statistics line
+/// ("200 packets transmitted, 198 received, 1% packet loss, ...").
+fn ping_counts(out: &str) -> (u32, u32) {
+    let line = out.lines().find(|l| l.contains("packets transmitted"));
+    let parts: Vec<&str> = line.map(|l| l.split(", ").collect()).unwrap_or_default();
+    let count = |at: usize, what: &str| parts.get(at)?.strip_suffix(what)?.parse().ok();
+    match (count(0, " packets transmitted"), count(1, " received")) {
+        (Some(sent), Some(received)) => (sent, received),
+        _ => panic!("no ping statistics in {out}"),
+    }
+}
+
+#[test]
+fn hosts_advertise_their_uplinks_address_unasked_and_traffic_between_them_outlives_a_restart() {
+    // The underlay holds each host's default route, and no daemon is told its address.
+    let mut cluster = Cluster::start_with(2, 30, &[], Uplink::Underlay);
+    let (a, b) = (&cluster.hosts[0], &cluster.hosts[1]);
+    create_overlay(a, &[b], "prod", SUBNET);
+    a.run_sleeper("api", &["--network", "prod"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    assert!(
+        comes_through(b, "client", "api"),
+        "without --advertise-address, hosts are not reached at their uplink's address\nA:\n{}",
+        a.daemon_log()
+    );
+    for (label, host) in [("A", a), ("B", b)] {
+        let options = &host.dp_json(&["network", "inspect", "prod"])[0]["Options"];
+        assert_eq!(
+            options["com.docker.network.driver.overlay.vxlanid_list"], "4096",
+            "host {label}'s inspect shows the network's VNI, under Docker's key: {options}"
+        );
+    }
+
+    // Pings every 50 ms from B, from before A's daemon stops until after it is back.
+    let api = a.ip_of("api");
+    let sandbox =
+        b.dp_json(&["inspect", "client"])[0]["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
+    let pinging = std::process::Command::new("nsenter")
+        .arg(format!("--net={sandbox}"))
+        .args(["ping", "-i", "0.05", "-W", "1", "-w", "120", &api])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_secs(1));
+    let a = &mut cluster.hosts[0];
+    let restart = std::time::Instant::now();
+    a.stop_daemon();
+    a.start_daemon();
+    let restart = restart.elapsed();
+    thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet; SIGINT
+    // makes ping print its statistics.
+    unsafe { libc::kill(pinging.id() as i32, libc::SIGINT) };
+    let out = pinging.wait_with_output().unwrap();
+    let (sent, received) = ping_counts(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        f64::from(sent) * 0.05 > restart.as_secs_f64() + 1.0,
+        "the pings did not span the restart ({restart:?}): {sent} sent"
+    );
+    assert!(
+        sent - received <= sent / 50,
+        "traffic between hosts stops while a daemon restarts ({restart:?}): {received} of {sent} pings came back\nA:\n{}",
+        a.daemon_log()
+    );
+    let client = cluster.hosts[1].ip_of("client");
+    let a = &cluster.hosts[0];
+    assert!(a.ping("api", &client), "after the restart, api (on A) cannot reach client (on B)");
 }

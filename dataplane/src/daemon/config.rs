@@ -118,7 +118,7 @@ pub struct Settings {
     #[arg(long, env = "DATAPLANE_STORE", value_name = "etcd://ADDR:PORT[,...]", value_parser = clap::value_parser!(StoreAddress))]
     pub store: Option<StoreAddress>,
     /// The address other hosts reach this one by on the underlay, recorded with its
-    /// endpoints in the store [default: none].
+    /// endpoints in the store [default: the uplink's IPv4 address].
     #[arg(long, env = "DATAPLANE_ADVERTISE_ADDRESS", value_name = "IP")]
     pub advertise_address: Option<IpAddr>,
     /// Seconds the store keeps this host's address leases and endpoints after it stops

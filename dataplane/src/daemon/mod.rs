@@ -249,10 +249,22 @@ pub async fn run(config: Config) -> Result<()> {
     let resolvers = dns::Resolvers::new(&upstreams(&config));
     let host_id = host_id(&config.state_dir)?;
     let ula_pool = crate::ipam::ula_pool(&host_id);
+    // Where other hosts reach this one: the address given, else the uplink's, as Docker
+    // swarm's `--advertise-addr` defaults to the address of the default route's interface.
+    let advertise_address = config.advertise_address.or_else(|| {
+        let uplink = &masquerade.as_ref()?.uplink;
+        (config.store.is_some() && !uplink.addr.is_unspecified()).then_some(std::net::IpAddr::V4(uplink.addr))
+    });
     let shared = match &config.store {
         Some(address) => {
-            let host =
-                crate::store::Host { id: host_id[..12].to_string(), address: config.advertise_address };
+            if config.advertise_address.is_none()
+                && let Some(ip) = advertise_address
+            {
+                log::info!(
+                    "advertising {ip} (the uplink's) to other hosts; --advertise-address sets another"
+                );
+            }
+            let host = crate::store::Host { id: host_id[..12].to_string(), address: advertise_address };
             Some(Arc::new(
                 crate::store::etcd::EtcdStore::connect(address.clone(), host, config.store_ttl).await?,
             ))
@@ -265,7 +277,7 @@ pub async fn run(config: Config) -> Result<()> {
                 &netlink,
                 &mut datapath,
                 config.vxlan_port,
-                config.advertise_address,
+                advertise_address,
                 config.uplink.as_deref(),
             )
             .await?,
@@ -385,11 +397,8 @@ pub async fn run(config: Config) -> Result<()> {
         let c = &mut *guard;
         c.store.write_whole(&c.state)?;
         tokio::task::block_in_place(|| c.link_reaper.finish());
-        if c.tunnel_mtu.is_some()
-            && let Err(e) = crate::tunnel::teardown(&c.netlink, &mut c.datapath).await
-        {
-            log::warn!("removing the VXLAN device: {e:#}");
-        }
+        // The VXLAN device and its pinned tables stay, like the containers' filters: flows
+        // between hosts go on while the daemon restarts.
     }
     log::info!("stopped; containers keep running and state is kept for the next start");
     Ok(())

@@ -134,6 +134,7 @@ impl Core {
             labels: spec.labels,
             bridge: bridge_name,
             created: now(),
+            vni: None,
             id,
         };
         if let Some(store) = &store

@@ -202,6 +202,7 @@ impl Core {
                 log::warn!("store: removing overlay network {}: {e:#}", net.name);
             }
         }
+        self.record_vnis(mirror);
         let Some(store) = &self.shared else { return };
         let remote = mirror
             .remote_endpoints(&store.host.id)
@@ -215,6 +216,29 @@ impl Core {
         let tables = Tables::of(mirror, &store.host.id, &self.state.networks);
         if let Err(e) = tables.apply(&mut self.datapath) {
             log::warn!("store: updating the tunnel's tables: {e:#}");
+        }
+    }
+
+    /// Keeps each overlay network's VNI as the store gives it, for inspect.
+    fn record_vnis(&mut self, mirror: &Mirror) {
+        let given: Vec<Network> = self
+            .state
+            .networks
+            .iter()
+            .filter(|n| Self::is_overlay(n))
+            .filter_map(|net| {
+                let vni = mirror.networks.values().find(|s| s.id == net.id)?.vni;
+                (vni.is_some() && net.vni != vni).then(|| Network { vni, ..net.clone() })
+            })
+            .collect();
+        if given.is_empty() {
+            return;
+        }
+        for net in given {
+            self.state.networks.replace(net);
+        }
+        if let Err(e) = self.save() {
+            log::warn!("store: recording overlay networks' VNIs: {e:#}");
         }
     }
 

@@ -123,6 +123,12 @@ async fn configure_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint, 
     let ipv6 = net.ipv6.zip(endpoint.ip6);
     if let Some((v6, ip6)) = ipv6 {
         inside.add_address(index, ip6.into(), v6.subnet.prefix_len()).await?;
+        // Neighbour discovery needs a link-local address: without one, the kernel sends
+        // none of the probes that keep a neighbour (the gateway) resolved, and after a pause
+        // in one-way traffic the entry fails. Made as the kernel would (EUI-64 of the MAC),
+        // without duplicate address detection: the MAC is the network's to give.
+        let link_local = std::net::Ipv6Addr::from(dataplane_common::eui64_link_local(endpoint.mac.0));
+        inside.add_address(index, link_local.into(), 64).await?;
     }
     inside.set_up(index).await?;
     if takes_default_route(&endpoint.ifname) {

@@ -138,6 +138,7 @@ impl SharedNetwork {
             labels: self.labels.clone(),
             bridge: format!("br-{}", &self.id[..12]),
             created: self.created,
+            vni: self.vni,
         })
     }
 }

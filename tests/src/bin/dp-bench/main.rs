@@ -425,7 +425,13 @@ fn build_netfilter_peer(cleanup: &mut Cleanup, tag: &str, netfilter: Netfilter) 
         &format!("ip link set lo up && ip addr add {EXTERNAL_ADDR}/24 dev eth0 && ip link set eth0 up"),
     )?;
     uplink_ipv6(&netns_path(&host), &netns_path(&external))?;
-    for (ns, ip, ip6, mac) in [(&c1, C1, C1_6, "02:42:0a:c8:00:02"), (&c2, C2, C2_6, "02:42:0a:c8:00:03")] {
+    // Each with the link-local address ours get (the one the kernel would make from its
+    // MAC, without duplicate address detection): neighbour discovery's probes need one.
+    let containers = [
+        (&c1, C1, C1_6, "02:42:0a:c8:00:02", "fe80::42:aff:fec8:2"),
+        (&c2, C2, C2_6, "02:42:0a:c8:00:03", "fe80::42:aff:fec8:3"),
+    ];
+    for (ns, ip, ip6, mac, link_local) in containers {
         let veth = format!("v{}", &ns[ns.len() - 2..]);
         sh_in(
             &host,
@@ -437,7 +443,8 @@ fn build_netfilter_peer(cleanup: &mut Cleanup, tag: &str, netfilter: Netfilter) 
             ns,
             &format!(
                 "ip link set lo up && ip link set eth0 address {mac} && ip addr add {ip}/24 dev eth0 \
-             && ip addr add {ip6}/64 dev eth0 nodad && ip link set eth0 addrgenmode none up \
+             && ip addr add {ip6}/64 dev eth0 nodad && ip addr add {link_local}/64 dev eth0 nodad \
+             && ip link set eth0 addrgenmode none up \
              && ip route add default via 10.200.0.1 && ip -6 route add default via {GATEWAY6}"
             ),
         )?;
