@@ -832,8 +832,17 @@ pub struct FirewallKey {
 }
 
 impl FirewallKey {
-    /// Bits of the trie key taken by `rule_set`, to add to a source's prefix length.
+    /// Bits of the trie key taken by `rule_set`, to add to a source's prefix length (in
+    /// either family's trie).
     pub const RULE_SET_BITS: u32 = 32;
+}
+
+/// Data of the IPv6 firewall trie's key: as `FirewallKey`, with a source IPv6 address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FirewallKey6 {
+    pub rule_set: u32,
+    pub addr: [u8; 16],
 }
 
 /// What the firewall decides for the sources under one prefix of a rule set: the action of
@@ -890,6 +899,7 @@ pub mod map_names {
     pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
     pub const SOCK_REVNAT6: &str = "SOCK_REVNAT6";
     pub const FIREWALL: &str = "FIREWALL";
+    pub const FIREWALL6: &str = "FIREWALL6";
     pub const FIREWALL_HITS: &str = "FIREWALL_HITS";
     /// Not pinned: the monitor's ring buffer, its settings and its lost-event counter
     /// belong to the daemon that reads them.
@@ -1021,6 +1031,7 @@ const _: () = {
     assert!(size_of::<DnatEntry>() == 80);
     assert!(size_of::<SubnetInfo>() == 24);
     assert!(size_of::<FirewallKey>() == 8);
+    assert!(size_of::<FirewallKey6>() == 20);
     assert!(size_of::<SockRevKey6>() == 32);
     assert!(size_of::<SockRevValue6>() == 20);
     assert!(size_of::<FirewallVerdict>() == 8);
@@ -1057,6 +1068,7 @@ mod pod {
     unsafe impl aya::Pod for SockRevValue6 {}
     unsafe impl aya::Pod for SockRevValue {}
     unsafe impl aya::Pod for FirewallKey {}
+    unsafe impl aya::Pod for FirewallKey6 {}
     unsafe impl aya::Pod for FirewallVerdict {}
     unsafe impl aya::Pod for MonitorEvent {}
 }

@@ -219,8 +219,9 @@ fn may_be_pseudo_header_sum(stored: u16, frame: &Ipv4Frame, total_len: u16) -> b
 const TCP_OPTION_END: u8 = 0;
 const TCP_OPTION_NOP: u8 = 1;
 const TCP_OPTION_MSS: u8 = 2;
-/// IPv4 and TCP headers without options: what the MTU leaves for the segment.
+/// IP and TCP headers without options: what the MTU leaves for the segment.
 const TCP_IPV4_HEADERS: u32 = 40;
+pub const TCP_IPV6_HEADERS: u32 = 60;
 /// TCP options take at most 40 bytes, one byte each at the least.
 const MAX_TCP_OPTIONS: usize = 40;
 
@@ -231,14 +232,28 @@ const MAX_TCP_OPTIONS: usize = 40;
 /// `iptables --clamp-mss-to-pmtu` is for).
 #[inline(always)]
 pub fn clamp_mss(ctx: &impl Packet, frame: &Ipv4Frame, l4: &L4, uplink_ifindex: u32) {
-    if frame.proto != IPPROTO_TCP || l4.tcp_flags & TCP_SYN == 0 {
+    clamp_mss_at(ctx, frame.proto, frame.l4_offset, l4, uplink_ifindex, TCP_IPV4_HEADERS);
+}
+
+/// As `clamp_mss`, for a packet of either family whose L4 header (`proto`) starts at
+/// `l4_offset`, behind IP and TCP headers of `headers` bytes without options.
+#[inline(always)]
+pub fn clamp_mss_at(
+    ctx: &impl Packet,
+    proto: u8,
+    l4_offset: usize,
+    l4: &L4,
+    uplink_ifindex: u32,
+    headers: u32,
+) {
+    if proto != IPPROTO_TCP || l4.tcp_flags & TCP_SYN == 0 {
         return;
     }
     let mut mtu: u32 = 0;
     // SAFETY: the context is this program's; the helper writes the device's MTU into
     // `mtu` (a SYN is far below it, so the check itself passes).
     unsafe { bpf_check_mtu(ctx.raw(), uplink_ifindex, &mut mtu, 0, 0) };
-    let Ok(limit) = u16::try_from(mtu.saturating_sub(TCP_IPV4_HEADERS)) else {
+    let Ok(limit) = u16::try_from(mtu.saturating_sub(headers)) else {
         return;
     };
     if limit == 0 {
@@ -246,11 +261,11 @@ pub fn clamp_mss(ctx: &impl Packet, frame: &Ipv4Frame, l4: &L4, uplink_ifindex: 
     }
     // Options sit at variable offsets, where direct access does not verify: helpers (for
     // SYNs only).
-    let Some(data_offset) = ctx.load_bytes::<u8>(frame.l4_offset + 12) else {
+    let Some(data_offset) = ctx.load_bytes::<u8>(l4_offset + 12) else {
         return;
     };
-    let end = frame.l4_offset + usize::from(data_offset >> 4) * 4;
-    let mut off = frame.l4_offset + 20;
+    let end = l4_offset + usize::from(data_offset >> 4) * 4;
+    let mut off = l4_offset + 20;
     for _ in 0..MAX_TCP_OPTIONS {
         if off >= end {
             return;

@@ -127,6 +127,7 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     let Some(back) = nat::track_reply(&reply, &l4) else {
         return to_host;
     };
+    nat::clamp_mss_at(ctx, proto, L4_OFFSET, &l4, cfg.uplink_ifindex, nat::TCP_IPV6_HEADERS);
     if let Err(errno) = rewrite(ctx, &l4, DST_OFFSET, &frame.dst, &back.addr.addr, l4.dst_port, back.port) {
         diagnostics::rewrite_failed(Rewrite::ReverseNat, errno);
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);

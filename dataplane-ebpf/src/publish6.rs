@@ -28,7 +28,13 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: &L4, cfg: &NatConfig
     if frame.next_header == IPPROTO_ICMPV6 {
         return None;
     }
-    to_published(ctx, frame, l4, frame.dst == cfg.addr6, 0, [0; 6])
+    let delivered = to_published(ctx, frame, l4, frame.dst == cfg.addr6, 0, [0; 6]);
+    // The SYN's MSS must fit the uplink, as over IPv4 (`nat::clamp_mss`). Here, not in
+    // `to_published`, which the hairpin subprogram shares.
+    if matches!(delivered, Some((Path::Published, _))) {
+        nat::clamp_mss_at(ctx, frame.next_header, L4_OFFSET, l4, cfg.uplink_ifindex, nat::TCP_IPV6_HEADERS);
+    }
+    delivered
 }
 
 /// From a container to one of the host's IPv6 addresses (the uplink's, a gateway): a
@@ -63,7 +69,7 @@ fn to_published(
         // from a container a port the host does not serve it.
         return (peer_ifindex == 0).then_some((Path::DroppedMartian, TC_ACT_SHOT as i32));
     }
-    if peer_ifindex == 0 && !firewall::allows_ipv6(backend.rule_set) {
+    if peer_ifindex == 0 && !firewall::allows_ipv6(backend.rule_set, &frame.src) {
         return Some((Path::DroppedFirewall, TC_ACT_SHOT as i32));
     }
     // A container reaching itself through the host sees its gateway as the source, as

@@ -275,9 +275,10 @@ enum FirewallCommand {
 
 #[derive(Args)]
 struct FirewallAddArgs {
-    /// Clients it applies to: an IPv4 address or CIDR (default: any).
+    /// Clients it applies to: an IPv4 or IPv6 address or CIDR, for that family's traffic
+    /// alone (default: any client of either family).
     #[arg(long, value_parser = firewall::parse_source)]
-    source: Option<Ipv4Net>,
+    source: Option<IpNet>,
     /// Published host port or range, P or P-Q (default: any).
     #[arg(long, value_parser = clap::value_parser!(PortRange))]
     port: Option<PortRange>,
@@ -1816,7 +1817,8 @@ mod tests {
             args.extend_from_slice(extra);
             err(&args)
         };
-        assert!(add(&["--source", "10.0.0.300", "deny"]).contains("not an IPv4 address or CIDR"));
+        assert!(add(&["--source", "10.0.0.300", "deny"]).contains("not an IP address or CIDR"));
+        assert!(add(&["--source", "2001:db8:1::1/48", "deny"]).contains("write 2001:db8:1::/48"));
         assert!(add(&["--port", "9000-8000", "deny"]).contains("write 8000-9000"));
         assert!(add(&["--port", "0", "deny"]).contains("1-65535"));
         assert!(add(&["--proto", "icmp", "deny"]).contains("use tcp or udp"));

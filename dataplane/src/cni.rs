@@ -278,17 +278,22 @@ fn port_mapping(mapping: &rscni_plugin::types::PortMapping) -> Result<PortMappin
             ));
         }
     };
-    let host_ip = match mapping.custom.get("hostIP").and_then(Value::as_str) {
-        None | Some("") => Ipv4Addr::UNSPECIFIED.into(),
-        Some(text) => text.parse().map_err(|_| {
-            bad_config(format!("runtimeConfig.portMappings: hostIP {text:?} is not an IP address"))
-        })?,
+    // No hostIP: every address of each family, as `-p PORT` without one.
+    let (host_ip, any_family) = match mapping.custom.get("hostIP").and_then(Value::as_str) {
+        None | Some("") => (Ipv4Addr::UNSPECIFIED.into(), true),
+        Some(text) => (
+            text.parse().map_err(|_| {
+                bad_config(format!("runtimeConfig.portMappings: hostIP {text:?} is not an IP address"))
+            })?,
+            false,
+        ),
     };
     Ok(PortMapping {
         host_ip,
         host_port: port(mapping.host_port, "hostPort")?,
         container_port: port(mapping.container_port, "containerPort")?,
         proto,
+        any_family,
     })
 }
 
@@ -572,13 +577,15 @@ mod tests {
                         host_ip: Ipv4Addr::UNSPECIFIED.into(),
                         host_port: 8080,
                         container_port: 80,
-                        proto: Proto::Tcp
+                        proto: Proto::Tcp,
+                        any_family: true,
                     },
                     PortMapping {
                         host_ip: Ipv4Addr::LOCALHOST.into(),
                         host_port: 5353,
                         container_port: 53,
-                        proto: Proto::Udp
+                        proto: Proto::Udp,
+                        any_family: false,
                     },
                 ],
             }

@@ -421,14 +421,18 @@ impl PortBinding {
                 ));
             }
         };
-        let host_ip = match self.host_ip.as_str() {
-            "" => Ipv4Addr::UNSPECIFIED.into(),
-            ip => ip.parse().map_err(|_| {
-                format!(
-                    "-p {ip}:{}:{}: {ip} is not an IP address; give an IPv4 or IPv6 one",
-                    self.host_port, self.port
-                )
-            })?,
+        // No HostIp: every address of each family, as `-p PORT` without one.
+        let (host_ip, any_family) = match self.host_ip.as_str() {
+            "" => (Ipv4Addr::UNSPECIFIED.into(), true),
+            ip => (
+                ip.parse().map_err(|_| {
+                    format!(
+                        "-p {ip}:{}:{}: {ip} is not an IP address; give an IPv4 or IPv6 one",
+                        self.host_port, self.port
+                    )
+                })?,
+                false,
+            ),
         };
         if self.port == 0 {
             return Err("-p: container port 0; give a port 1-65535".into());
@@ -438,7 +442,13 @@ impl PortBinding {
             return Err(format!("-p :{host_port_end}:{}: a host port range must start above 0", self.port));
         }
         Ok(WantedPort {
-            mapping: PortMapping { host_ip, host_port: self.host_port, container_port: self.port, proto },
+            mapping: PortMapping {
+                host_ip,
+                host_port: self.host_port,
+                container_port: self.port,
+                proto,
+                any_family,
+            },
             host_port_end,
         })
     }

@@ -2,8 +2,10 @@
 //! `dataplane firewall` (parsed and checked here), their compilation into rule sets, and
 //! the rule sets installed in the programs' FIREWALL trie.
 //!
-//! Each published mapping gets the rules that apply to it (protocol, host port, container),
-//! in order; mappings with the same outcome share one rule set. A rule set holds, for each
+//! Each published mapping gets the rules that apply to it (protocol, host port, container,
+//! and a source of the mapping's family), in order; mappings with the same outcome share
+//! one rule set. A set is of one family: an IPv4 mapping's goes to the IPv4 trie, an IPv6
+//! one's to the IPv6 trie, and a rule without a source is in both as 0.0.0.0/0 and ::/0. A rule set holds, for each
 //! distinct source prefix among its rules, the verdict of the first rule covering that
 //! prefix: for a source address, the longest prefix holding it is covered by exactly the
 //! rules that cover the address, so one trie lookup gives the first match whatever the
@@ -17,7 +19,7 @@ use std::{
 
 use anyhow::{Result, bail};
 use dataplane_common::FirewallVerdict;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -86,13 +88,14 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// `--source`: an IPv4 address (one host) or a CIDR whose host bits are 0.
-pub fn parse_source(s: &str) -> Result<Ipv4Net, String> {
-    let net = match s.parse::<std::net::Ipv4Addr>() {
-        Ok(addr) => Ipv4Net::from(addr),
-        Err(_) => s.parse::<Ipv4Net>().map_err(|_| {
+/// `--source`: an IPv4 or IPv6 address (one host) or a CIDR whose host bits are 0.
+pub fn parse_source(s: &str) -> Result<IpNet, String> {
+    let net = match s.parse::<std::net::IpAddr>() {
+        Ok(addr) => IpNet::from(addr),
+        Err(_) => s.parse::<IpNet>().map_err(|_| {
             format!(
-                "--source {s}: not an IPv4 address or CIDR; write one like 198.51.100.7 or 198.51.100.0/24"
+                "--source {s}: not an IP address or CIDR; write one like 198.51.100.7, 198.51.100.0/24 \
+                 or 2001:db8:1::/48"
             )
         })?,
     };
@@ -100,15 +103,25 @@ pub fn parse_source(s: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
-fn check_source(net: Ipv4Net) -> Result<(), String> {
+fn check_source(net: IpNet) -> Result<(), String> {
     if net.addr() != net.network() {
         return Err(format!(
-            "--source {net} has host bits set; write {} for the network or {}/32 for one address",
+            "--source {net} has host bits set; write {} for the network or {}/{} for one address",
             net.trunc(),
-            net.addr()
+            net.addr(),
+            net.max_prefix_len()
         ));
     }
     Ok(())
+}
+
+/// Every address of the family of `mapping`'s host address: the source of a rule without
+/// one, in that mapping's rule set.
+fn any_source_of(mapping: &PortMapping) -> IpNet {
+    match mapping.host_ip {
+        std::net::IpAddr::V4(_) => Ipv4Net::default().into(),
+        std::net::IpAddr::V6(_) => Ipv6Net::default().into(),
+    }
 }
 
 /// `--proto`: tcp or udp, the protocols ports are published for.
@@ -124,7 +137,8 @@ pub fn parse_proto(s: &str) -> Result<Proto, String> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleSpec {
     pub action: Action,
-    pub source: Option<Ipv4Net>,
+    /// IPv4 or IPv6: a rule with a source applies to its family's traffic alone.
+    pub source: Option<IpNet>,
     /// Published host ports.
     pub ports: Option<PortRange>,
     pub proto: Option<Proto>,
@@ -148,10 +162,12 @@ impl RuleSpec {
         self.proto.is_none_or(|p| p == mapping.proto)
             && self.ports.is_none_or(|r| r.contains(mapping.host_port))
             && self.container.as_deref().is_none_or(|c| c == container)
+            && self.source.is_none_or(|s| s.addr().is_ipv4() == mapping.host_ip.is_ipv4())
     }
 
-    fn source_or_any(&self) -> Ipv4Net {
-        self.source.unwrap_or_default()
+    /// The source, or every address of `any`'s family.
+    fn source_or(&self, any: IpNet) -> IpNet {
+        self.source.unwrap_or(any)
     }
 }
 
@@ -220,16 +236,17 @@ impl Rules {
     }
 }
 
-/// The trie entries of one rule set, sorted: source prefix and verdict. Empty: no rule
-/// applies, and the programs are not asked (rule set 0).
+/// The trie entries of one rule set, sorted: source prefix (all of one family) and
+/// verdict. Empty: no rule applies, and the programs are not asked (rule set 0).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RuleSet(pub Vec<(Ipv4Net, FirewallVerdict)>);
+pub struct RuleSet(pub Vec<(IpNet, FirewallVerdict)>);
 
 /// Compiles the rule sets of published mappings; mappings that the same rules apply to
 /// (all the ports of a range, say) are compiled once.
 pub struct Compiler<'a> {
     rules: &'a [Rule],
-    memo: HashMap<Vec<usize>, RuleSet>,
+    /// By the family's "any" source and the rules applying.
+    memo: HashMap<(IpNet, Vec<usize>), RuleSet>,
 }
 
 impl Compiler<'_> {
@@ -239,11 +256,11 @@ impl Compiler<'_> {
             (0..self.rules.len()).filter(|i| self.rules[*i].spec.applies_to(container, mapping)).collect();
         let rules = self.rules;
         self.memo
-            .entry(applying)
-            .or_insert_with_key(|applying| {
-                let mut entries: BTreeMap<Ipv4Net, FirewallVerdict> = BTreeMap::new();
+            .entry((any_source_of(mapping), applying))
+            .or_insert_with_key(|(any, applying)| {
+                let mut entries: BTreeMap<IpNet, FirewallVerdict> = BTreeMap::new();
                 for (position, index) in applying.iter().enumerate() {
-                    let prefix = rules[*index].spec.source_or_any();
+                    let prefix = rules[*index].spec.source_or(*any);
                     if entries.contains_key(&prefix) {
                         continue;
                     }
@@ -251,7 +268,7 @@ impl Compiler<'_> {
                     let first = applying[..=position]
                         .iter()
                         .map(|i| &rules[*i])
-                        .find(|r| r.spec.source_or_any().contains(&prefix))
+                        .find(|r| r.spec.source_or(*any).contains(&prefix))
                         .expect("a rule covers its own source");
                     entries.insert(prefix, first.verdict());
                 }
@@ -272,7 +289,7 @@ pub struct Installed {
 impl Installed {
     /// The sets an earlier run left in the (pinned) trie.
     pub fn load(datapath: &mut Datapath) -> Result<Self> {
-        let mut sets: BTreeMap<u16, Vec<(Ipv4Net, FirewallVerdict)>> = BTreeMap::new();
+        let mut sets: BTreeMap<u16, Vec<(IpNet, FirewallVerdict)>> = BTreeMap::new();
         for (id, source, verdict) in datapath.firewall_entries()? {
             sets.entry(id).or_default().push((source, verdict));
         }
@@ -286,8 +303,13 @@ impl Installed {
         Ok(Self { ids })
     }
 
-    fn entries(&self) -> usize {
-        self.ids.keys().map(|s| s.0.len()).sum()
+    /// Entries of `sets` in the trie of each family: IPv4's, IPv6's.
+    fn entries<'a>(sets: impl Iterator<Item = &'a RuleSet>) -> [usize; 2] {
+        let mut counts = [0, 0];
+        for (source, _) in sets.flat_map(|s| &s.0) {
+            counts[usize::from(source.addr().is_ipv6())] += 1;
+        }
+        counts
     }
 
     /// The IDs of `sets`, and the sets not installed yet with the IDs they get (none in
@@ -314,8 +336,8 @@ impl Installed {
             };
             ids.push(id);
         }
-        let needed = self.entries() + new.keys().map(|s| s.0.len()).sum::<usize>();
-        if needed > FirewallVerdict::TRIE_SIZE as usize {
+        let needed = Self::entries(self.ids.keys().chain(new.keys()));
+        if let Some(needed) = needed.into_iter().find(|n| *n > FirewallVerdict::TRIE_SIZE as usize) {
             bail!(
                 "the firewall rules would take {needed} trie entries, more than the {} it holds; merge \
                  sources into wider CIDRs or remove rules (`dataplane firewall rm ID`)",
@@ -367,7 +389,7 @@ fn remove_set(datapath: &mut Datapath, set: &RuleSet, id: u16) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use super::*;
 
@@ -382,7 +404,13 @@ mod tests {
     }
 
     fn mapping(port: u16, proto: Proto) -> PortMapping {
-        PortMapping { host_ip: Ipv4Addr::UNSPECIFIED.into(), host_port: port, container_port: 80, proto }
+        PortMapping {
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
+            host_port: port,
+            container_port: 80,
+            proto,
+            any_family: true,
+        }
     }
 
     fn rules(specs: Vec<RuleSpec>) -> Rules {
@@ -393,9 +421,13 @@ mod tests {
         rules
     }
 
+    fn mapping6(port: u16, proto: Proto) -> PortMapping {
+        PortMapping { host_ip: Ipv6Addr::UNSPECIFIED.into(), ..mapping(port, proto) }
+    }
+
     /// What the trie answers for `addr`: the longest prefix holding it, as the kernel does.
     fn lookup(set: &RuleSet, addr: &str) -> Option<(Action, u32)> {
-        let addr: Ipv4Addr = addr.parse().unwrap();
+        let addr: IpAddr = addr.parse().unwrap();
         let (_, verdict) =
             set.0.iter().filter(|(p, _)| p.contains(&addr)).max_by_key(|(p, _)| p.prefix_len())?;
         let action = if verdict.action == FirewallVerdict::DENY { Action::Deny } else { Action::Allow };
@@ -404,8 +436,8 @@ mod tests {
 
     /// First match over the rules themselves, the semantics the trie must reproduce.
     fn first_match(rules: &Rules, addr: &str) -> Option<(Action, u32)> {
-        let addr: Ipv4Addr = addr.parse().unwrap();
-        let rule = rules.rules.iter().find(|r| r.spec.source_or_any().contains(&addr))?;
+        let addr: IpAddr = addr.parse().unwrap();
+        let rule = rules.rules.iter().find(|r| r.spec.source.is_none_or(|s| s.contains(&addr)))?;
         Some((rule.spec.action, rule.slot))
     }
 
@@ -489,8 +521,8 @@ mod tests {
 
     #[test]
     fn rule_sets_that_overflow_the_trie_are_refused() {
-        let wide: Vec<(Ipv4Net, FirewallVerdict)> = (0..FirewallVerdict::TRIE_SIZE / 2 + 1)
-            .map(|i| (Ipv4Net::new(Ipv4Addr::from(i << 8), 24).unwrap(), FirewallVerdict::default()))
+        let wide: Vec<(IpNet, FirewallVerdict)> = (0..FirewallVerdict::TRIE_SIZE / 2 + 1)
+            .map(|i| (Ipv4Net::new(Ipv4Addr::from(i << 8), 24).unwrap().into(), FirewallVerdict::default()))
             .collect();
         let installed = Installed { ids: [(RuleSet(wide.clone()), 1)].into() };
         let mut other = wide;
@@ -498,6 +530,16 @@ mod tests {
         other.push((parse_source("255.255.255.255").unwrap(), FirewallVerdict::default()));
         let err = installed.assign(&[RuleSet(other)]).unwrap_err().to_string();
         assert!(err.contains("trie entries") && err.contains("firewall rm"), "{err}");
+        // Each family has a trie of its own: IPv6 sets beside the full IPv4 trie fit.
+        let wide6: Vec<(IpNet, FirewallVerdict)> = (0..FirewallVerdict::TRIE_SIZE / 2 + 1)
+            .map(|i| {
+                (
+                    Ipv6Net::new(Ipv6Addr::from(u128::from(i) << 80), 48).unwrap().into(),
+                    FirewallVerdict::default(),
+                )
+            })
+            .collect();
+        assert!(installed.assign(&[RuleSet(wide6)]).is_ok(), "IPv6 entries were counted against IPv4's trie");
     }
 
     #[test]
@@ -505,6 +547,11 @@ mod tests {
         assert!(parse_source("10.0.0.300").unwrap_err().contains("198.51.100.0/24"));
         assert!(parse_source("10.0.0.5/24").unwrap_err().contains("write 10.0.0.0/24"));
         assert_eq!(parse_source("10.0.0.5").unwrap().to_string(), "10.0.0.5/32");
+        assert_eq!(parse_source("2001:db8:1::/48").unwrap().to_string(), "2001:db8:1::/48");
+        assert_eq!(parse_source("2001:db8:1::7").unwrap().to_string(), "2001:db8:1::7/128");
+        let err = parse_source("2001:db8:1::7/48").unwrap_err();
+        assert!(err.contains("write 2001:db8:1::/48") && err.contains("2001:db8:1::7/128"), "{err}");
+        assert!(parse_source("2001:db8::zz").unwrap_err().contains("2001:db8:1::/48"));
         assert!("9000-8000".parse::<PortRange>().unwrap_err().contains("write 8000-9000"));
         assert!("0".parse::<PortRange>().unwrap_err().contains("1-65535"));
         assert!("http".parse::<PortRange>().unwrap_err().contains("8000-8010"));
@@ -524,5 +571,46 @@ mod tests {
         rules.remove(&[1]).unwrap();
         let rule = rules.add(spec(Action::Deny, None)).unwrap();
         assert_eq!((rule.id, rule.slot), (3, 0));
+    }
+
+    /// A rule with an IPv4 source is in IPv4 mappings' sets alone, one with an IPv6 source
+    /// in IPv6 mappings' alone; a rule without one is in both, as each family's "any".
+    #[test]
+    fn sources_apply_to_their_own_familys_mappings_alone() {
+        use Action::{Allow, Deny};
+        let mixed = rules(vec![
+            spec(Allow, Some("2001:db8:1:5::/64")),
+            spec(Deny, Some("198.51.100.0/24")),
+            spec(Deny, Some("2001:db8:1::/48")),
+            spec(Allow, None),
+        ]);
+        let mut compiler = mixed.compiler();
+        let (v4, v6) = (
+            compiler.rule_set("web", &mapping(8080, Proto::Tcp)),
+            compiler.rule_set("web", &mapping6(8080, Proto::Tcp)),
+        );
+        let sources = |set: &RuleSet| set.0.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>();
+        assert_eq!(sources(&v4), ["0.0.0.0/0", "198.51.100.0/24"]);
+        assert_eq!(sources(&v6), ["::/0", "2001:db8:1::/48", "2001:db8:1:5::/64"]);
+        for addr in ["198.51.100.7", "192.0.2.1", "2001:db8:1::9", "2001:db8:1:5::9", "2001:db8:2::1"] {
+            let set = if addr.contains(':') { &v6 } else { &v4 };
+            assert_eq!(lookup(set, addr), first_match(&mixed, addr), "{addr}");
+        }
+        assert_eq!(lookup(&v6, "2001:db8:1::9"), Some((Deny, 2)));
+        assert_eq!(lookup(&v6, "2001:db8:1:5::9"), Some((Allow, 0)));
+        assert_eq!(lookup(&v4, "198.51.100.7"), Some((Deny, 1)));
+
+        // Only IPv6 sources: an IPv4 mapping has no rules, so no set.
+        let only6 = rules(vec![spec(Deny, Some("2001:db8:1::/48"))]);
+        let mut compiler = only6.compiler();
+        assert!(compiler.rule_set("web", &mapping(8080, Proto::Tcp)).0.is_empty());
+        assert_eq!(sources(&compiler.rule_set("web", &mapping6(8080, Proto::Tcp))), ["2001:db8:1::/48"]);
+
+        // Rules saved before IPv6 sources (an IPv4 CIDR string) load as they were.
+        let saved: RuleSpec = serde_json::from_str(
+            r#"{"action": "deny", "source": "203.0.113.0/24", "ports": null, "proto": null, "container": null}"#,
+        )
+        .unwrap();
+        assert_eq!(saved.source, Some(parse_source("203.0.113.0/24").unwrap()));
     }
 }

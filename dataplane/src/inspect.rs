@@ -387,11 +387,8 @@ fn port_bindings(asked: &[PortMapping]) -> Value {
     let mut bindings = Map::new();
     for m in asked {
         let binding = json!({
-            // `-p 8080:80` asked for no address; `[::]` is asked for.
-            "HostIp": match m.host_ip {
-                std::net::IpAddr::V4(ip) if ip.is_unspecified() => String::new(),
-                ip => ip.to_string(),
-            },
+            // `-p 8080:80` asked for no address; `0.0.0.0` and `[::]` are asked for.
+            "HostIp": if m.any_family { String::new() } else { m.host_ip.to_string() },
             "HostPort": if m.host_port == 0 { String::new() } else { m.host_port.to_string() },
         });
         let key = format!("{}/{}", m.container_port, m.proto);
@@ -425,6 +422,7 @@ mod tests {
             host_port: 8080,
             container_port: 80,
             proto: Proto::Tcp,
+            any_family: true,
         };
         let mut app: Container = serde_json::from_value(json!({
             "id": new_id(), "name": "app", "hostname": "app", "netns": "/run/netns/app", "etc_dir": "/tmp/app",

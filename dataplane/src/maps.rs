@@ -25,12 +25,12 @@ use aya::{
     },
 };
 use dataplane_common::{
-    Backend, Counter, DnatEntry, Endpoint, EndpointCounters, EndpointKey, FirewallKey, FirewallVerdict,
-    FlowKey, HostConfig, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig, Path as DpPath, PublishKey,
-    RemoteEndpoint, RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, TunnelConfig, ct_event, map_names,
-    program_names,
+    Backend, Counter, DnatEntry, Endpoint, EndpointCounters, EndpointKey, FirewallKey, FirewallKey6,
+    FirewallVerdict, FlowKey, HostConfig, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig,
+    Path as DpPath, PublishKey, RemoteEndpoint, RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, TunnelConfig,
+    ct_event, map_names, program_names,
 };
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Where our programs sit among an interface's ingress filters.
 const FILTER_PRIORITY: u16 = 1;
@@ -149,7 +149,14 @@ fn firewall_key(rule_set: u16, source: Ipv4Net) -> Key<FirewallKey> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 24] {
+fn firewall_key6(rule_set: u16, source: Ipv6Net) -> Key<FirewallKey6> {
+    Key::new(
+        FirewallKey::RULE_SET_BITS + u32::from(source.prefix_len()),
+        FirewallKey6 { rule_set: u32::from(rule_set).to_be(), addr: source.network().octets() },
+    )
+}
+
+fn pinned_layouts() -> [PinnedLayout; 25] {
     use dataplane_common::{SockRevKey, SockRevKey6, SockRevValue, SockRevValue6};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -171,6 +178,7 @@ fn pinned_layouts() -> [PinnedLayout; 24] {
         layout::<SockRevKey, SockRevValue>(map_names::SOCK_REVNAT, None),
         layout::<SockRevKey6, SockRevValue6>(map_names::SOCK_REVNAT6, None),
         layout::<Key<FirewallKey>, FirewallVerdict>(map_names::FIREWALL, Some(FirewallVerdict::TRIE_SIZE)),
+        layout::<Key<FirewallKey6>, FirewallVerdict>(map_names::FIREWALL6, Some(FirewallVerdict::TRIE_SIZE)),
         layout::<u32, u64>(map_names::FIREWALL_HITS, Some(FirewallVerdict::MAX_RULES)),
         // A program array: slot index to program fd.
         layout::<u32, u32>(map_names::UPLINK_V6, Some(1)),
@@ -212,6 +220,8 @@ pub struct Datapath {
     links_dir: std::path::PathBuf,
     /// `uplink_xdp` runs on the uplink: publishing containers should take XDP frames.
     uplink_xdp: bool,
+    /// Where the tc programs are pinned (their run counts are read there).
+    programs_dir: std::path::PathBuf,
     /// Which endpoint counts in which slot of ENDPOINT_COUNTERS, by host-side veth.
     counter_slots: CounterSlots,
 }
@@ -244,6 +254,19 @@ impl CounterSlots {
     fn release(&mut self, host_veth: &str) {
         self.by_veth.remove(host_veth);
     }
+}
+
+/// Loads the tc program `name` and pins it in `programs_dir`, where its run counts are
+/// read (the pin of an earlier run names the old program and is replaced).
+fn load_classifier(ebpf: &mut Ebpf, name: &str, programs_dir: &Path) -> Result<()> {
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+        .try_into()?;
+    program.load().with_context(|| format!("the verifier refused {name}"))?;
+    let pin = programs_dir.join(name);
+    let _ = fs::remove_file(&pin);
+    program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))
 }
 
 impl Datapath {
@@ -298,33 +321,12 @@ impl Datapath {
                 );
             }
         }
-        for name in [program_names::FROM_CONTAINER, program_names::FROM_UPLINK, program_names::FROM_TUNNEL] {
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
-                .try_into()?;
-            program.load().with_context(|| format!("the verifier refused {name}"))?;
-            let pin = programs_dir.join(name);
-            // The pin of a previous run names the old program; replace it.
-            let _ = fs::remove_file(&pin);
-            program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))?;
+        // The uplink's programs (`from_uplink`, `from_uplink_v6`, `uplink_xdp`) wait until
+        // an uplink takes them: the verifier takes seconds over each, and a host without
+        // an uplink, or without XDP on it, never needs them.
+        for name in [program_names::FROM_CONTAINER, program_names::FROM_TUNNEL] {
+            load_classifier(&mut ebpf, name, &programs_dir)?;
         }
-        let v6: &mut SchedClassifier = ebpf
-            .program_mut(program_names::FROM_UPLINK_V6)
-            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::FROM_UPLINK_V6))?
-            .try_into()?;
-        v6.load().with_context(|| format!("the verifier refused {}", program_names::FROM_UPLINK_V6))?;
-        let v6 = v6.fd()?.try_clone()?;
-        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
-            ebpf.map_mut(map_names::UPLINK_V6)
-                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_V6))?,
-        )?;
-        tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")?;
-        let xdp: &mut Xdp = ebpf
-            .program_mut(program_names::UPLINK_XDP)
-            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::UPLINK_XDP))?
-            .try_into()?;
-        xdp.load().with_context(|| format!("the verifier refused {}", program_names::UPLINK_XDP))?;
         for name in program_names::HOST_HOOKS {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
@@ -334,6 +336,7 @@ impl Datapath {
         }
         Ok(Self {
             ebpf,
+            programs_dir,
             filters: HashSet::new(),
             cgroup_links: vec![],
             links_dir,
@@ -372,7 +375,11 @@ impl Datapath {
         self.program_named(program_names::FROM_CONTAINER)
     }
 
+    /// The tc program `name`; the uplink's are loaded on first use.
     pub fn program_named(&mut self, name: &str) -> Result<&mut SchedClassifier> {
+        if [program_names::FROM_UPLINK, program_names::FROM_UPLINK_V6].contains(&name) {
+            self.load_uplink_programs()?;
+        }
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
@@ -548,9 +555,40 @@ impl Datapath {
         Ok(())
     }
 
+    /// `uplink_xdp`, loaded on first use.
     pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
         let name = program_names::UPLINK_XDP;
-        Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
+        let program: &mut Xdp =
+            self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
+        if program.fd().is_err() {
+            program.load().with_context(|| format!("the verifier refused {name}"))?;
+        }
+        Ok(program)
+    }
+
+    /// Loads `from_uplink` and, behind it, `from_uplink_v6`, unless they are loaded.
+    pub fn load_uplink_programs(&mut self) -> Result<()> {
+        let name = program_names::FROM_UPLINK;
+        let program: &mut SchedClassifier =
+            self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
+        // `from_uplink_v6` is loaded with it, and last.
+        if program.fd().is_ok() {
+            return Ok(());
+        }
+        load_classifier(&mut self.ebpf, name, &self.programs_dir)?;
+        let v6: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program_names::FROM_UPLINK_V6)
+            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::FROM_UPLINK_V6))?
+            .try_into()?;
+        v6.load().with_context(|| format!("the verifier refused {}", program_names::FROM_UPLINK_V6))?;
+        let v6 = v6.fd()?.try_clone()?;
+        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
+            self.ebpf
+                .map_mut(map_names::UPLINK_V6)
+                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_V6))?,
+        )?;
+        tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")
     }
 
     /// Whether `uplink_xdp` runs on the uplink.
@@ -707,33 +745,51 @@ impl Datapath {
         LpmTrie::try_from(map).context("opening map FIREWALL")
     }
 
-    /// The verdict of firewall rule set `rule_set` for sources under `source`.
+    fn firewall6(&mut self) -> Result<LpmTrie<&mut MapData, FirewallKey6, FirewallVerdict>> {
+        let map = self.ebpf.map_mut(map_names::FIREWALL6).ok_or_else(|| anyhow!("map FIREWALL6 missing"))?;
+        LpmTrie::try_from(map).context("opening map FIREWALL6")
+    }
+
+    /// The verdict of firewall rule set `rule_set` for sources under `source`, in the trie
+    /// of its family.
     pub fn set_firewall_entry(
         &mut self,
         rule_set: u16,
-        source: Ipv4Net,
+        source: IpNet,
         verdict: FirewallVerdict,
     ) -> Result<()> {
-        self.firewall()?
-            .insert(&firewall_key(rule_set, source), verdict, 0)
-            .with_context(|| format!("writing FIREWALL[{rule_set}, {source}]"))
+        match source {
+            IpNet::V4(net) => self.firewall()?.insert(&firewall_key(rule_set, net), verdict, 0),
+            IpNet::V6(net) => self.firewall6()?.insert(&firewall_key6(rule_set, net), verdict, 0),
+        }
+        .with_context(|| format!("writing the firewall's [{rule_set}, {source}]"))
     }
 
-    pub fn remove_firewall_entry(&mut self, rule_set: u16, source: Ipv4Net) -> Result<()> {
-        remove_missing_ok(self.firewall()?.remove(&firewall_key(rule_set, source)))
+    pub fn remove_firewall_entry(&mut self, rule_set: u16, source: IpNet) -> Result<()> {
+        remove_missing_ok(match source {
+            IpNet::V4(net) => self.firewall()?.remove(&firewall_key(rule_set, net)),
+            IpNet::V6(net) => self.firewall6()?.remove(&firewall_key6(rule_set, net)),
+        })
     }
 
-    /// Every entry of the firewall trie: rule set, source prefix, verdict.
-    pub fn firewall_entries(&mut self) -> Result<Vec<(u16, Ipv4Net, FirewallVerdict)>> {
-        let trie = self.firewall()?;
+    /// Every entry of the firewall tries, IPv4's then IPv6's: rule set, source prefix,
+    /// verdict.
+    pub fn firewall_entries(&mut self) -> Result<Vec<(u16, IpNet, FirewallVerdict)>> {
+        let prefix_of = |len: u32| len.saturating_sub(FirewallKey::RULE_SET_BITS) as u8;
         let mut entries = vec![];
-        for entry in trie.iter() {
+        for entry in self.firewall()?.iter() {
             let (key, verdict) = entry.context("reading map FIREWALL")?;
             let data = key.data();
-            let prefix = key.prefix_len().saturating_sub(FirewallKey::RULE_SET_BITS) as u8;
-            let source =
-                Ipv4Net::new(data.addr.into(), prefix).context("a FIREWALL key of another layout")?;
-            entries.push((u32::from_be(data.rule_set) as u16, source, verdict));
+            let source = Ipv4Net::new(data.addr.into(), prefix_of(key.prefix_len()))
+                .context("a FIREWALL key of another layout")?;
+            entries.push((u32::from_be(data.rule_set) as u16, source.into(), verdict));
+        }
+        for entry in self.firewall6()?.iter() {
+            let (key, verdict) = entry.context("reading map FIREWALL6")?;
+            let data = key.data();
+            let source = Ipv6Net::new(data.addr.into(), prefix_of(key.prefix_len()))
+                .context("a FIREWALL6 key of another layout")?;
+            entries.push((u32::from_be(data.rule_set) as u16, source.into(), verdict));
         }
         Ok(entries)
     }

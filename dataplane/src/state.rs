@@ -813,6 +813,7 @@ mod tests {
                 host_port: 8080,
                 container_port: 80,
                 proto: crate::ports::Proto::Tcp,
+                any_family: true,
             }],
         };
         let container = Container {

@@ -15,7 +15,7 @@ use std::{
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
 use dataplane::maps::{Datapath, endpoint_key};
 use dataplane_common::{Endpoint, InterfaceConfig, NatConfig, Path};
-use etherparse::PacketBuilder;
+use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep, TcpOptionElement};
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
@@ -148,6 +148,9 @@ impl Fixture {
         let status = Command::new("sh").args(["-c", script]).status().unwrap();
         assert!(status.success(), "setting up the uplink");
         let uplink = nix::net::if_::if_nametoindex("up0").unwrap();
+        // Loaded here, as the daemon loads them when it takes an uplink: the verifier's
+        // seconds must not pass between the flows a test times.
+        self.datapath.load_uplink_programs().unwrap();
         self.datapath
             .set_nat_config(NatConfig {
                 uplink_ifindex: uplink,
@@ -348,6 +351,36 @@ impl<A> Seen<A> {
 pub enum PseudoHeader<'a> {
     V4(&'a etherparse::Ipv4Header),
     V6(&'a etherparse::Ipv6Header),
+}
+
+/// A SYN (or SYN-ACK) from port `ports.0` to `ports.1` offering `mss`, behind a NOP and a
+/// window scale as real stacks send, over the IP header `ip` (IPv4 or IPv6).
+pub fn syn_with_mss(ip: PacketBuilderStep<IpHeaders>, ports: (u16, u16), ack: bool, mss: u16) -> Vec<u8> {
+    let mut b = ip
+        .tcp(ports.0, ports.1, 1000, 64000)
+        .syn()
+        .options(&[
+            TcpOptionElement::Noop,
+            TcpOptionElement::WindowScale(7),
+            TcpOptionElement::MaximumSegmentSize(mss),
+        ])
+        .unwrap();
+    if ack {
+        b = b.ack(1);
+    }
+    let mut frame = vec![];
+    b.write(&mut frame, &[]).unwrap();
+    frame
+}
+
+/// The MSS a TCP frame offers, if it offers one.
+pub fn mss_offered(frame: &[u8]) -> Option<u16> {
+    let packet = etherparse::SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = packet.transport else { panic!("not TCP") };
+    tcp.options_iterator().find_map(|o| match o {
+        Ok(TcpOptionElement::MaximumSegmentSize(mss)) => Some(mss),
+        _ => None,
+    })
 }
 
 /// The ports of a TCP or UDP segment, its checksum asserted equal to a recomputation;

@@ -210,6 +210,25 @@ impl Host {
         KillOnDrop(child)
     }
 
+    /// A host process listening on TCP `port` for the length of a test, its socket `s`
+    /// made by `python_socket` (python, e.g. `s = socket.socket(); s.bind(('0.0.0.0',
+    /// 9100))`); returns once `ss` shows it listening, not after a guess of how long python
+    /// takes to start on a loaded machine.
+    pub fn host_listener(&self, python_socket: &str, port: u16) -> KillOnDrop {
+        let script = format!("import socket, time; {python_socket}; s.listen(); time.sleep(120)");
+        let child = self.command("python3").args(["-c", &script]).stdin(Stdio::null()).spawn().unwrap();
+        let mut holder = KillOnDrop(child);
+        let listening = eventually(Duration::from_secs(10), || {
+            !self.sh_ok(&format!("ss -Hltn 'sport = :{port}'")).trim().is_empty()
+                || matches!(holder.0.try_wait(), Ok(Some(_)))
+        });
+        assert!(
+            listening && matches!(holder.0.try_wait(), Ok(None)),
+            "the host process did not listen on port {port}: {python_socket}"
+        );
+        holder
+    }
+
     /// The external namespace's listening TCP and bound UDP sockets, one line each.
     fn external_sockets(&self) -> Vec<String> {
         self.external_sh_ok("ss -Hlntu").lines().map(str::to_string).collect()

@@ -241,7 +241,7 @@ fn record_pieces(host: &Host, state: &State) -> Vec<String> {
         for port in &e.ports {
             let (ip, number, proto) = (port.host_ip, port.host_port, port.proto);
             let held = netns::run_in(Path::new(&format!("/run/netns/{}", host.name)), move || {
-                Ok(dataplane::ports::reserve(ip, number, proto).is_err())
+                Ok(dataplane::ports::reserve(dataplane::ports::Bind::Address(ip), number, proto).is_err())
             })
             .unwrap();
             if !held {

@@ -6,12 +6,15 @@
 //! checked. The fixture's uplink holds 2001:db8:71::1 (`UPLINK_ADDR6`); A sends from
 //! fd00:1::2, B (behind ifindex 42) publishes from fd00:1::3.
 
+use dataplane::{
+    firewall::{Action, Installed, RuleSpec, Rules},
+    ports::{PortMapping, Proto},
+};
 use dataplane_common::{
-    Backend, FirewallVerdict, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, Path,
-    PublishKey, ct_state,
+    Backend, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, Path, PublishKey, ct_state,
 };
 use dataplane_tests::datapath::{
-    A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT,
+    self, A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT,
     TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, b_interface, checked_ports,
 };
 use etherparse::{Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
@@ -393,24 +396,130 @@ fn a_port_published_on_loopback6_is_never_reached_from_the_uplink() {
     assert!(fx.datapath.dnat_unconfirmed().unwrap().is_empty(), "nothing may be tracked");
 }
 
+/// Compiles `rules` for TCP 8080 published on `::`, writes the rule set into the IPv6
+/// trie and points the port at it, as the daemon does; returns the rules, with their slots.
+fn apply_firewall6(fx: &mut Fixture, installed: &mut Installed, rules: &[(Action, Option<&str>)]) -> Rules {
+    let mut compiled = Rules::default();
+    for (action, source) in rules {
+        let source = source.map(|s| dataplane::firewall::parse_source(s).unwrap());
+        let rule = compiled
+            .add(RuleSpec { action: *action, source, ports: None, proto: None, container: None })
+            .unwrap();
+        // As `firewall add` does: a slot's count starts again with its new rule.
+        fx.datapath.reset_firewall_hits(rule.slot).unwrap();
+    }
+    let mapping = PortMapping {
+        host_ip: std::net::Ipv6Addr::UNSPECIFIED.into(),
+        host_port: 8080,
+        container_port: 80,
+        proto: Proto::Tcp,
+        any_family: false,
+    };
+    let set = compiled.compiler().rule_set("web", &mapping);
+    let id = installed.install(&mut fx.datapath, std::slice::from_ref(&set)).unwrap()[0];
+    let key = PublishKey { addr: IpAddress::v6([0; 16]), port: 8080u16.to_be(), proto: IPPROTO_TCP, _pad: 0 };
+    fx.datapath.set_published_rule_set(key, id).unwrap();
+    installed.retain(&mut fx.datapath, &[set].into());
+    compiled
+}
+
+const OTHER_REMOTE6: [u8; 16] = [0x20, 1, 0x0d, 0xb8, 0, 0x98, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+
 #[test]
-fn the_firewall_rules_without_a_source_apply_to_ipv6_clients() {
+fn an_ipv6_source_rule_refuses_its_clients_and_no_other_and_ipv4_sources_never_match_ipv6() {
     let mut fx = nat66();
-    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 7);
-    let deny = FirewallVerdict { slot: 3, action: FirewallVerdict::DENY, _pad: [0; 3] };
-    // An IPv4 prefix covers no IPv6 client; a rule without a source (0.0.0.0/0) does.
-    let allow = FirewallVerdict { slot: 2, action: FirewallVerdict::ALLOW, _pad: [0; 3] };
-    fx.datapath.set_firewall_entry(7, "198.51.100.0/24".parse().unwrap(), allow).unwrap();
-    fx.datapath.set_firewall_entry(7, "0.0.0.0/0".parse().unwrap(), deny).unwrap();
-    let syn = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (UPLINK_ADDR6, 8080), true, false);
-    let (verdict, _) = fx.run_uplink(&syn);
-    assert_eq!(verdict, TC_ACT_SHOT, "the deny rule did not apply to an IPv6 client");
-    assert_eq!(fx.count(Path::DroppedFirewall), 1);
-    assert_eq!(fx.datapath.firewall_hits(3).unwrap(), 1, "the deciding rule's hit was not counted");
-    assert_eq!(fx.datapath.firewall_hits(2).unwrap(), 0, "an IPv4 source's rule decided for IPv6");
-    fx.datapath.set_firewall_entry(7, "0.0.0.0/0".parse().unwrap(), allow).unwrap();
-    let (verdict, _) = fx.run_uplink(&syn);
-    assert_eq!(verdict, TC_ACT_REDIRECT, "an allowed IPv6 client was refused");
+    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
+    let mut installed = Installed::default();
+    let rules = apply_firewall6(
+        &mut fx,
+        &mut installed,
+        &[(Action::Allow, Some("198.51.100.0/24")), (Action::Deny, Some("2001:db8:99::/48"))],
+    );
+    let deny = rules.rules[1].slot;
+    let syn = |client| tcp6(GATEWAY_MAC, (client, 33000), (UPLINK_ADDR6, 8080), true, false);
+    let (verdict, _) = fx.run_uplink(&syn(REMOTE6));
+    assert_eq!(verdict, TC_ACT_SHOT, "a client of the denied IPv6 prefix reached the published port");
+    assert_eq!(fx.count(Path::DroppedFirewall), 1, "the drop was not counted as the firewall's");
+    assert_eq!(fx.datapath.firewall_hits(deny).unwrap(), 1, "the deny rule's hit was not counted");
+    assert!(fx.datapath.dnat_unconfirmed().unwrap().is_empty(), "a denied connection was tracked");
+
+    let (verdict, inside) = fx.run_uplink(&syn(OTHER_REMOTE6));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a client outside the denied prefix was refused");
+    assert_reaches_b(&inspect(&inside), (OTHER_REMOTE6, 33000));
+    assert_eq!(fx.datapath.firewall_hits(deny).unwrap(), 1, "a source the rule does not cover hit it");
+    assert_eq!(fx.datapath.firewall_hits(rules.rules[0].slot).unwrap(), 0, "an IPv4 source decided for IPv6");
+
+    // An IPv4 catch-all is not the IPv6 mapping's: no rule set at all.
+    apply_firewall6(&mut fx, &mut installed, &[(Action::Deny, Some("0.0.0.0/0"))]);
+    let (verdict, _) = fx.run_uplink(&syn(REMOTE6));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "an IPv4 source's deny refused an IPv6 client");
+    assert_eq!(
+        fx.datapath.firewall_entries().unwrap().len(),
+        0,
+        "the replaced rule sets left entries behind"
+    );
+
+    // A rule without a source is every client's, IPv6 ones too, after an allow.
+    let rules = apply_firewall6(
+        &mut fx,
+        &mut installed,
+        &[(Action::Allow, Some("2001:db8:98::/48")), (Action::Deny, None)],
+    );
+    let (verdict, _) = fx.run_uplink(&syn(REMOTE6));
+    assert_eq!(verdict, TC_ACT_SHOT, "the deny without a source did not apply to an IPv6 client");
+    assert_eq!(fx.datapath.firewall_hits(rules.rules[1].slot).unwrap(), 1);
+    let (verdict, _) = fx.run_uplink(&syn(OTHER_REMOTE6));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the allowed IPv6 prefix was refused");
+    assert_eq!(fx.datapath.firewall_hits(rules.rules[0].slot).unwrap(), 1);
+}
+
+/// A SYN (or SYN-ACK) over IPv6 offering `mss`, behind a NOP and a window scale as real
+/// stacks send.
+fn syn6_with_mss(
+    src_mac: [u8; 6],
+    src: ([u8; 16], u16),
+    dst: ([u8; 16], u16),
+    ack: bool,
+    mss: u16,
+) -> Vec<u8> {
+    let ip = PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv6(src.0, dst.0, 64);
+    datapath::syn_with_mss(ip, (src.1, dst.1), ack, mss)
+}
+
+/// The MSS a TCP frame offers (after checking its checksum).
+fn mss_of(frame: &[u8]) -> Option<u16> {
+    inspect(frame);
+    datapath::mss_offered(frame)
+}
+
+#[test]
+fn syns_from_outside_over_ipv6_offer_an_mss_the_uplink_can_carry() {
+    let mut fx = nat66();
+    let status =
+        std::process::Command::new("ip").args(["link", "set", "up0", "mtu", "1400"]).status().unwrap();
+    assert!(status.success());
+    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
+
+    // A client with a 1,500-byte path connects to a published port: the container must
+    // not answer with 1,440-byte segments that the 1,400-byte uplink cannot carry.
+    let syn = syn6_with_mss(GATEWAY_MAC, (REMOTE6, 33000), (UPLINK_ADDR6, 8080), false, 1440);
+    let (verdict, inside) = fx.run_uplink(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_reaches_b(&inspect(&inside), (REMOTE6, 33000));
+    assert_eq!(mss_of(&inside), Some(1340), "the SYN's MSS was not clamped to the uplink MTU - 60");
+    // An MSS that fits is left alone.
+    let syn = syn6_with_mss(GATEWAY_MAC, (REMOTE6, 33001), (UPLINK_ADDR6, 8080), false, 1200);
+    assert_eq!(mss_of(&fx.run_uplink(&syn).1), Some(1200));
+
+    // NAT66: the remote's SYN-ACK is clamped the same way on its way back in.
+    let (_, out) = fx.run(&syn6_with_mss(A_MAC, (A6, 40000), (REMOTE6, 443), false, 1440));
+    let nat_port = inspect(&out).sport;
+    assert_eq!(mss_of(&out), Some(1440), "what the container offers is its own business");
+    let syn_ack = syn6_with_mss(GATEWAY_MAC, (REMOTE6, 443), (UPLINK_ADDR6, nat_port), true, 1440);
+    let (verdict, back) = fx.run_uplink(&syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(mss_of(&back), Some(1340), "the SYN-ACK's MSS was not clamped");
+    assert_eq!(inspect(&back).dst, A6);
 }
 
 #[test]

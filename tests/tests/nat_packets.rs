@@ -9,7 +9,7 @@ use dataplane::{
 };
 use dataplane_common::{Backend, DnatEntry, InterfaceConfig, Path, ct_state};
 use dataplane_tests::datapath::{
-    A_MAC, B_MAC, Fixture, GATEWAY_MAC, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    self, A_MAC, B_MAC, Fixture, GATEWAY_MAC, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
     UPLINK_ADDR, UPLINK_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, checked_ports, icmp_echo,
     red_interface, tcp_segment as segment,
 };
@@ -1145,30 +1145,14 @@ fn conntrack_entries_expire_by_protocol_and_state() {
 
 /// A SYN (or SYN-ACK) offering `mss`, behind a NOP and a window scale as real stacks send.
 fn syn_with_mss(src_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16), ack: bool, mss: u16) -> Vec<u8> {
-    use etherparse::TcpOptionElement::{MaximumSegmentSize, Noop, WindowScale};
-    let mut b = PacketBuilder::ethernet2(src_mac, UPLINK_MAC)
-        .ipv4(src.0, dst.0, 64)
-        .tcp(src.1, dst.1, 1000, 64000)
-        .syn()
-        .options(&[Noop, WindowScale(7), MaximumSegmentSize(mss)])
-        .unwrap();
-    if ack {
-        b = b.ack(1);
-    }
-    let mut frame = vec![];
-    b.write(&mut frame, &[]).unwrap();
-    frame
+    let ip = PacketBuilder::ethernet2(src_mac, UPLINK_MAC).ipv4(src.0, dst.0, 64);
+    datapath::syn_with_mss(ip, (src.1, dst.1), ack, mss)
 }
 
 /// The MSS a TCP frame offers (after checking its checksums).
 fn mss_of(frame: &[u8]) -> Option<u16> {
     inspect(frame);
-    let packet = SlicedPacket::from_ethernet(frame).unwrap();
-    let Some(TransportSlice::Tcp(tcp)) = packet.transport else { panic!("not TCP") };
-    tcp.options_iterator().find_map(|o| match o {
-        Ok(etherparse::TcpOptionElement::MaximumSegmentSize(mss)) => Some(mss),
-        _ => None,
-    })
+    datapath::mss_offered(frame)
 }
 
 /// As `publishing_8080`, with an uplink that carries 1,400-byte packets.
@@ -1343,6 +1327,7 @@ fn apply_firewall(fx: &mut Fixture, installed: &mut Installed, rules: &Rules) {
         host_port: 8080,
         container_port: 80,
         proto: Proto::Tcp,
+        any_family: false,
     };
     let set = rules.compiler().rule_set("web", &mapping);
     let id = installed.install(&mut fx.datapath, std::slice::from_ref(&set)).unwrap()[0];

@@ -81,19 +81,10 @@ fn host_ports_are_really_reserved_and_conflicts_refused() {
     let bind = host.sh("python3 -c \"import socket; socket.socket().bind(('0.0.0.0', 9000))\"");
     assert!(!bind.status.success(), "a host process took a published port");
     // ...and a port a host process already holds cannot be published.
-    let holder = host
-        .command("python3")
-        .args([
-            "-c",
-            "import socket, time; s = socket.socket(); s.bind(('0.0.0.0', 9100)); s.listen(); time.sleep(30)",
-        ])
-        .spawn()
-        .unwrap();
-    let mut holder = KillOnDrop(holder);
-    std::thread::sleep(Duration::from_millis(500));
+    let holder = host.host_listener("s = socket.socket(); s.bind(('0.0.0.0', 9100))", 9100);
     let err = host.dp_err(&["run", "-d", "-p", "9100:80", "--", "sleep", "60"]);
     assert!(err.contains("already in use"), "{err}");
-    let _ = holder.0.kill();
+    drop(holder);
     // The masquerade range is not for publishing.
     let err = host.dp_err(&["run", "-d", "-p", "62000:80", "--", "sleep", "60"]);
     assert!(err.contains("masquerade port range"), "{err}");
@@ -491,7 +482,7 @@ fn firewall_denies_one_outside_address_a_published_port_and_survives_a_restart()
 
     // Bad rules are refused with the fix, and change nothing.
     for (args, expected) in [
-        (&["--source", "203.0.113.300", "deny"][..], "not an IPv4 address or CIDR"),
+        (&["--source", "203.0.113.300", "deny"][..], "not an IP address or CIDR"),
         (&["--source", "203.0.113.2/24", "deny"], "write 203.0.113.0/24"),
         (&["--port", "9000-8000", "deny"], "write 8000-9000"),
         (&["--port", "0", "deny"], "ports are 1-65535"),

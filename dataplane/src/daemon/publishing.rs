@@ -13,7 +13,7 @@ use super::Core;
 use crate::{
     api::{DaemonError, ErrorKind},
     firewall, maps,
-    ports::{self, PortMapping},
+    ports::{self, Bind, PortMapping},
     state::{Endpoint, Owner},
 };
 
@@ -62,63 +62,28 @@ impl Core {
         }
         let mut held = vec![];
         let mut resolved: Vec<PortMapping> = vec![];
-        for mapping in wanted {
-            // `-p 8080:80` on an IPv6-only network: on every IPv6 address alone.
-            let mapping = &match endpoint.ip {
-                None => mapping.ipv6_twin().unwrap_or(*mapping),
-                Some(_) => *mapping,
-            };
-            if mapping.host_ip.is_ipv4() && endpoint.ip.is_none() {
-                bail!(DaemonError::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "-p {mapping}: the network is IPv6-only, so the container has no IPv4 address to publish; \
-                         publish on an IPv6 address, as -p [::]:{}:{}",
-                        mapping.host_port, mapping.container_port
-                    )
-                ));
-            }
-            if mapping.host_ip.is_ipv6() && endpoint.ip6.is_none() {
-                bail!(DaemonError::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "-p {mapping}: the network has no IPv6, so the container has no IPv6 address to publish; \
-                         publish on an IPv4 address or attach it to a network created with --ipv6"
-                    )
-                ));
-            }
-            if let Some((lo, hi)) = self.masquerade.as_ref().map(|m| m.ports)
-                && (lo..=hi).contains(&mapping.host_port)
-            {
-                bail!(DaemonError::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "host port {} is in the masquerade port range {lo}-{hi}; publish on another port",
-                        mapping.host_port
-                    )
-                ));
+        for asked in wanted {
+            // `-p 8080:80`: on each family the endpoint has, as Docker.
+            let mappings = asked.on_families(endpoint.ip.is_some(), endpoint.ip6.is_some());
+            for mapping in &mappings {
+                self.check_publishable(endpoint, mapping)?;
             }
             // Reservations made so far are released when `held` drops on an error.
             let invalid = |e: anyhow::Error| DaemonError::new(ErrorKind::Invalid, format!("{e:#}"));
-            if runtime_binds_ports(endpoint) && mapping.host_port != 0 {
-                held.extend(
-                    ports::reserve_beside_runtime(mapping.host_ip, mapping.host_port, mapping.proto)
-                        .map_err(invalid)?,
-                );
-                resolved.push(*mapping);
-                continue;
-            }
-            let (reservation, port) =
-                ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto).map_err(invalid)?;
-            held.push(reservation);
-            let mapping = PortMapping { host_port: port, ..*mapping };
-            resolved.push(mapping);
-            // `-p 8080:80` on a dual-stack network: the same port on IPv6 too, as Docker.
-            if endpoint.ip6.is_some()
-                && let Some(twin) = mapping.ipv6_twin()
-            {
-                held.push(ports::reserve(twin.host_ip, twin.host_port, twin.proto).map_err(invalid)?.0);
-                resolved.push(twin);
+            for hold in ports::holds(&mappings) {
+                let port = if runtime_binds_ports(endpoint) && hold.port != 0 {
+                    held.extend(
+                        ports::reserve_beside_runtime(hold.bind, hold.port, hold.proto).map_err(invalid)?,
+                    );
+                    hold.port
+                } else {
+                    let (reservation, port) =
+                        ports::reserve(hold.bind, hold.port, hold.proto).map_err(invalid)?;
+                    held.push(reservation);
+                    port
+                };
+                resolved
+                    .extend(hold.mappings.iter().map(|&i| PortMapping { host_port: port, ..mappings[i] }));
             }
         }
         let rule_sets = self.rule_sets_of(owner, &resolved)?;
@@ -128,6 +93,42 @@ impl Core {
         for (mapping, rule_set) in endpoint.ports.iter().zip(rule_sets) {
             let host_only = host_only.contains(&mapping.host_ip);
             self.set_published(endpoint, mapping, host_index, rule_set, host_only)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a mapping on a family the endpoint lacks, or on a port of the masquerade
+    /// range.
+    fn check_publishable(&self, endpoint: &Endpoint, mapping: &PortMapping) -> Result<()> {
+        if mapping.host_ip.is_ipv4() && endpoint.ip.is_none() {
+            bail!(DaemonError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "-p {mapping}: the network is IPv6-only, so the container has no IPv4 address to publish; \
+                     publish on an IPv6 address, as -p [::]:{}:{}",
+                    mapping.host_port, mapping.container_port
+                )
+            ));
+        }
+        if mapping.host_ip.is_ipv6() && endpoint.ip6.is_none() {
+            bail!(DaemonError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "-p {mapping}: the network has no IPv6, so the container has no IPv6 address to publish; \
+                     publish on an IPv4 address or attach it to a network created with --ipv6"
+                )
+            ));
+        }
+        if let Some((lo, hi)) = self.masquerade.as_ref().map(|m| m.ports)
+            && (lo..=hi).contains(&mapping.host_port)
+        {
+            bail!(DaemonError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "host port {} is in the masquerade port range {lo}-{hi}; publish on another port",
+                    mapping.host_port
+                )
+            ));
         }
         Ok(())
     }
@@ -145,22 +146,33 @@ impl Core {
         let rule_sets = self.rule_sets_of(owner, &endpoint.ports)?;
         let host_only = self.host_only_addresses(&endpoint.ports).await?;
         let mut held = vec![];
-        for (mapping, rule_set) in endpoint.ports.iter().zip(rule_sets) {
+        // Last first: a pair that cannot be held together is tried again one by one.
+        let mut pending: Vec<(Bind, Vec<usize>)> =
+            ports::holds(&endpoint.ports).into_iter().rev().map(|h| (h.bind, h.mappings)).collect();
+        while let Some((bind, indices)) = pending.pop() {
+            let first = &endpoint.ports[indices[0]];
             let reservation = if runtime_binds_ports(endpoint) {
                 // The runtime's own socket may hold the port since the ADD (podman's conmon
                 // listens on it, and then refuses our bind too): the port is still its.
-                Ok(ports::reserve_beside_runtime(mapping.host_ip, mapping.host_port, mapping.proto)
-                    .unwrap_or(None))
+                Ok(ports::reserve_beside_runtime(bind, first.host_port, first.proto).unwrap_or(None))
             } else {
-                ports::reserve(mapping.host_ip, mapping.host_port, mapping.proto).map(|(r, _)| Some(r))
+                ports::reserve(bind, first.host_port, first.proto).map(|(r, _)| Some(r))
             };
             match reservation {
                 Ok(reservation) => {
                     held.extend(reservation);
-                    let host_only = host_only.contains(&mapping.host_ip);
-                    self.set_published(endpoint, mapping, host_index, rule_set, host_only)?;
+                    for i in indices {
+                        let mapping = &endpoint.ports[i];
+                        let host_only = host_only.contains(&mapping.host_ip);
+                        self.set_published(endpoint, mapping, host_index, rule_sets[i], host_only)?;
+                    }
                 }
-                Err(e) => log::warn!("{} of {owner}: {mapping} not restored: {e:#}", endpoint.ifname),
+                // A host process took one family's port while we were away: the other
+                // family's is still published, on a socket of its own.
+                Err(_) if indices.len() > 1 => pending.extend(
+                    indices.iter().rev().map(|&i| (Bind::Address(endpoint.ports[i].host_ip), vec![i])),
+                ),
+                Err(e) => log::warn!("{} of {owner}: {first} not restored: {e:#}", endpoint.ifname),
             }
         }
         self.reservations.insert(endpoint.id.clone(), held);

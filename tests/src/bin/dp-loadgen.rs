@@ -679,6 +679,7 @@ fn firewall_of_1000_rules(fixture: &mut dataplane_tests::datapath::Fixture) -> u
         host_port: 8080,
         container_port: 8080,
         proto: Proto::Udp,
+        any_family: false,
     };
     let set = rules.compiler().rule_set("bench", &mapping);
     assert_eq!(set.0.len(), 1000);

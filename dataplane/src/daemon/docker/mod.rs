@@ -41,7 +41,7 @@ use crate::{
     drivers, ipam,
     netlink::{CarrierEvents, Netlink},
     netns,
-    ports::{self, PortMapping},
+    ports::{self, Bind, PortMapping},
     state::{DockerEndpoint, Endpoint, MacAddr, Network, Owner},
 };
 
@@ -526,8 +526,11 @@ fn free_port_of_range(wanted: &WantedPort) -> Result<PortMapping> {
     if wanted.host_port_end <= mapping.host_port {
         return Ok(mapping);
     }
+    // A port without an address is free when both families' are: publishing holds both
+    // where the network has IPv6.
+    let bind = if mapping.any_family { Bind::BothFamilies } else { Bind::Address(mapping.host_ip) };
     (mapping.host_port..=wanted.host_port_end)
-        .find(|&port| ports::reserve(mapping.host_ip, port, mapping.proto).is_ok())
+        .find(|&port| ports::reserve(bind, port, mapping.proto).is_ok())
         .map(|host_port| PortMapping { host_port, ..mapping })
         .ok_or_else(|| {
             invalid(format!(
@@ -582,12 +585,14 @@ mod tests {
     #[test]
     fn a_host_port_range_takes_its_first_free_port() {
         // Hold a port, then ask for a range starting there, on loopback.
-        let (held, port) = ports::reserve(Ipv4Addr::LOCALHOST.into(), 0, ports::Proto::Tcp).unwrap();
+        let (held, port) =
+            ports::reserve(Bind::Address(Ipv4Addr::LOCALHOST.into()), 0, ports::Proto::Tcp).unwrap();
         let mapping = PortMapping {
             host_ip: Ipv4Addr::LOCALHOST.into(),
             host_port: port,
             container_port: 80,
             proto: ports::Proto::Tcp,
+            any_family: false,
         };
         let end = port.saturating_add(5);
         let chosen = free_port_of_range(&WantedPort { mapping, host_port_end: end }).unwrap();

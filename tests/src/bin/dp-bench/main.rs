@@ -1068,7 +1068,7 @@ fn publish_others(
                 "bench",
                 "-p",
                 // On IPv4 alone, as the peers' rules: on the dual-stack network `-p` without
-                // an address publishes on IPv6 too, a second socket per port.
+                // an address publishes on IPv6 too (a second PUBLISHED entry per port).
                 &format!("0.0.0.0:{range}:{range}"),
                 "--",
                 "sleep",
