@@ -895,6 +895,11 @@ impl FirewallVerdict {
 }
 
 /// Names of the maps in the kernel object, used by the daemon to find and pin them.
+/// The log target of the kernel programs' diagnostic messages (aya-log) in the daemon's
+/// log: `RUST_LOG=dataplane::kernel=debug` shows them, and sets how much the programs
+/// build at all.
+pub const KERNEL_LOG_TARGET: &str = "dataplane::kernel";
+
 pub mod map_names {
     pub const ENDPOINTS: &str = "ENDPOINTS";
     pub const INTERFACES: &str = "INTERFACES";
@@ -929,6 +934,8 @@ pub mod map_names {
     pub const MONITOR_EVENTS: &str = "MONITOR_EVENTS";
     pub const MONITOR_CONFIG: &str = "MONITOR_CONFIG";
     pub const MONITOR_LOST: &str = "MONITOR_LOST";
+    // AYA_LOGS, aya-log's ring buffer of the kernel programs' diagnostic messages, is not
+    // pinned either: each daemon reads the one of the programs it loaded.
     /// Overlay endpoints on other hosts (`EndpointKey` → `RemoteEndpoint`).
     pub const REMOTE_ENDPOINTS: &str = "REMOTE_ENDPOINTS";
     /// VNI → the overlay network's index on this host.

@@ -16,7 +16,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     counters::{self, count},
-    endpoint, monitor, nat, nat6,
+    diagnostics, endpoint, monitor, nat, nat6,
     parse::{self, Frame, UpperLayer},
     policy::{self, Verdict},
     publish, publish6, routed, source, tunnel,
@@ -52,7 +52,10 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
                     _ => publish6::reply(ctx, ifindex),
                 })
                 .or_else(|| within_network_v6(ctx, &iface))
-                .or_else(|| nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0))
+                .or_else(|| {
+                    nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0)
+                        .map(diagnostics::left_host)
+                })
                 .or_else(|| match iface.flags & InterfaceConfig::ROUTED_V6 {
                     0 => None,
                     _ => routed::icmp_out(ctx, ifindex),
@@ -89,7 +92,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         return match policy::check_v4(iface.network, frame.dst) {
             Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
             Verdict::Allow | Verdict::Outside => match nat::leave_host(ctx, &frame, &iface, ifindex) {
-                Some(verdict) => verdict,
+                Some(verdict) => diagnostics::left_host(verdict),
                 // For the host itself: a published port there (hairpin), or the host's own.
                 None => publish::hairpin(ctx, &frame, ifindex).unwrap_or((Path::SlowPathIp, TC_ACT_OK)),
             },

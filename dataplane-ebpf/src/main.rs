@@ -4,6 +4,7 @@
 #![no_main]
 
 mod counters;
+mod diagnostics;
 mod endpoint;
 mod firewall;
 mod forward;

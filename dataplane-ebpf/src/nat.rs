@@ -26,6 +26,7 @@ use dataplane_common::{
 
 use crate::{
     counters,
+    diagnostics::{self, Rewrite, Table},
     packet::{self, Packet},
     parse::{self, Frame, Ipv4Frame},
     policy, publish, validate,
@@ -660,7 +661,8 @@ fn masquerade(
     nat_port: u16,
     macs: Option<([u8; 6], [u8; 6])>,
 ) -> (Path, i32) {
-    if rewrite(ctx, frame, l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port).is_err() {
+    if let Err(errno) = rewrite(ctx, frame, l4, IP_SRC_OFFSET, frame.src, cfg.addr, l4.src_port, nat_port) {
+        diagnostics::rewrite_failed(Rewrite::Masquerade, errno);
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
     (Path::Masqueraded, send_to_uplink(ctx, macs, cfg))
@@ -864,6 +866,8 @@ pub fn snat_port(s: &mut SnatScratch, request: &SnatRequest<'_>) -> Option<u16> 
             // SAFETY: as above.
             None => unsafe { SNAT_REV_NEW.get(&s.reply) }.copied(),
         };
+        // (No message for a refused entry in this loop: at debug, the verifier would
+        // walk one per attempt, past its million instructions.)
         let claimed = match holder {
             None => SNAT_REV_NEW.insert(&s.reply, &s.reverse, u64::from(BPF_NOEXIST)).is_ok(),
             Some(holder) => reclaim(s, &holder),
@@ -986,7 +990,12 @@ fn confirm(s: &mut SnatScratch, proto: u8) {
         return;
     };
     s.reverse = reverse;
-    if SNAT_REV.insert(&s.reply, &s.reverse, 0).is_err() || SNAT_CT.insert(&s.key, &s.entry, 0).is_err() {
+    if let Err(errno) = SNAT_REV.insert(&s.reply, &s.reverse, 0) {
+        diagnostics::refused(Table::SnatRev, errno);
+        return;
+    }
+    if let Err(errno) = SNAT_CT.insert(&s.key, &s.entry, 0) {
+        diagnostics::refused(Table::SnatCt, errno);
         return;
     }
     let _ = SNAT_REV_NEW.remove(&s.reply);
@@ -1081,7 +1090,10 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
     clamp_mss(ctx, &frame, &l4, cfg.uplink_ifindex);
     let mut container_addr = [0u8; 4];
     container_addr.copy_from_slice(&back.addr.addr[..4]);
-    if rewrite(ctx, &frame, &l4, IP_DST_OFFSET, frame.dst, container_addr, l4.dst_port, back.port).is_err() {
+    if let Err(errno) =
+        rewrite(ctx, &frame, &l4, IP_DST_OFFSET, frame.dst, container_addr, l4.dst_port, back.port)
+    {
+        diagnostics::rewrite_failed(Rewrite::ReverseNat, errno);
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
     let _ = packet::write(ctx, 0, back.mac);

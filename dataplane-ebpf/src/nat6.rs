@@ -18,6 +18,7 @@ use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
     counters,
+    diagnostics::{self, Rewrite},
     nat::{self, L4, Route, SnatRequest},
     packet,
     parse::{self, Ipv6Frame},
@@ -79,7 +80,8 @@ pub fn leave_host(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i
     if routed {
         return Some((Path::Routed, nat::send_to_uplink(ctx, macs, cfg)));
     }
-    if rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &cfg.addr6, l4.src_port, nat_port).is_err() {
+    if let Err(errno) = rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &cfg.addr6, l4.src_port, nat_port) {
+        diagnostics::rewrite_failed(Rewrite::Masquerade, errno);
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     Some((Path::Masqueraded, nat::send_to_uplink(ctx, macs, cfg)))
@@ -141,7 +143,8 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
         return to_host;
     };
     nat::clamp_mss_at(ctx, proto, L4_OFFSET, &l4, cfg.uplink_ifindex, nat::TCP_IPV6_HEADERS);
-    if rewrite(ctx, &l4, DST_OFFSET, &frame.dst, &back.addr.addr, l4.dst_port, back.port).is_err() {
+    if let Err(errno) = rewrite(ctx, &l4, DST_OFFSET, &frame.dst, &back.addr.addr, l4.dst_port, back.port) {
+        diagnostics::rewrite_failed(Rewrite::ReverseNat, errno);
         return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
     (Path::ReverseNat, into_container(ctx, back.host_ifindex, back.mac))

@@ -18,7 +18,9 @@ use dataplane_common::{
 };
 
 use crate::{
-    counters, endpoint, firewall, monitor,
+    counters,
+    diagnostics::{self, Rewrite, Table},
+    endpoint, firewall, monitor,
     nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET, L4, Route},
     packet::{self, Packet},
     parse::{self, Frame, Ipv4Frame},
@@ -334,7 +336,8 @@ pub fn track_from_client<P: Delivery>(ctx: &P, s: &mut DnatScratch, flow: &Clien
             return false;
         }
         s.entry.state = ct_state::ESTABLISHED;
-        if DNAT_CT.insert(&s.key, &s.entry, 0).is_err() {
+        if let Err(errno) = DNAT_CT.insert(&s.key, &s.entry, 0) {
+            diagnostics::refused(Table::DnatCt, errno);
             return false;
         }
         let _ = DNAT_NEW.remove(&s.key);
@@ -354,10 +357,13 @@ pub fn track_from_client<P: Delivery>(ctx: &P, s: &mut DnatScratch, flow: &Clien
         last_seen_ns: now,
         next_hop: NextHop::default(),
     };
-    if DNAT_NEW.insert(&s.key, &s.entry, 0).is_ok() {
-        counters::ct_event(ct_event::DNAT_CREATED);
-        let hook = if flow.peer_ifindex == 0 { P::FROM_OUTSIDE } else { Hook::FromContainer };
-        monitor::published(ctx.ifindex(), hook, &s.inbound, &s.key);
+    match DNAT_NEW.insert(&s.key, &s.entry, 0) {
+        Ok(()) => {
+            counters::ct_event(ct_event::DNAT_CREATED);
+            let hook = if flow.peer_ifindex == 0 { P::FROM_OUTSIDE } else { Hook::FromContainer };
+            monitor::published(ctx.ifindex(), hook, &s.inbound, &s.key);
+        }
+        Err(errno) => diagnostics::refused(Table::DnatNew, errno),
     }
     false
 }
@@ -420,9 +426,13 @@ fn translate_in<P: Delivery>(
 ) -> (Path, i32) {
     let mut to = [0u8; 4];
     to.copy_from_slice(&backend.addr.addr[..4]);
-    if nat::rewrite(ctx, frame, l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port).is_err()
-        || (client != frame.src && nat::rewrite_addr(ctx, l4, IP_SRC_OFFSET, frame.src, client).is_err())
-    {
+    let rewritten =
+        match nat::rewrite(ctx, frame, l4, IP_DST_OFFSET, frame.dst, to, l4.dst_port, backend.port) {
+            Ok(()) if client != frame.src => nat::rewrite_addr(ctx, l4, IP_SRC_OFFSET, frame.src, client),
+            done => done,
+        };
+    if let Err(errno) = rewritten {
+        diagnostics::rewrite_failed(Rewrite::Published, errno);
         return (Path::SlowPathMalformed, P::DROP);
     }
     let _ = packet::write(ctx, 0, backend.mac);

@@ -272,9 +272,16 @@ fn load_classifier(ebpf: &mut Ebpf, name: &str, programs_dir: &Path) -> Result<(
 impl Datapath {
     /// Loads the programs and maps, reusing the maps pinned under `bpffs` by an earlier
     /// run, with `conntrack_size` entries in each conntrack table (tables pinned by an
-    /// earlier run keep their size; resizing means removing them) and a monitor ring
-    /// buffer of `monitor_ring_size` bytes (`check_ring_size`).
-    pub fn load(bpffs: &Path, conntrack_size: u32, monitor_ring_size: u32) -> Result<Self> {
+    /// earlier run keep their size; resizing means removing them), a monitor ring
+    /// buffer of `monitor_ring_size` bytes (`check_ring_size`), and the programs'
+    /// diagnostic messages built up to the level `kernel_log` (the verifier leaves the
+    /// more detailed ones out).
+    pub fn load(
+        bpffs: &Path,
+        conntrack_size: u32,
+        monitor_ring_size: u32,
+        kernel_log: log::LevelFilter,
+    ) -> Result<Self> {
         ensure_bpffs(bpffs)?;
         let maps_dir = bpffs.join("maps");
         let programs_dir = bpffs.join("programs");
@@ -291,12 +298,16 @@ impl Datapath {
             map_names::DNAT_CT,
             map_names::DNAT_NEW,
         ];
+        // aya-log's levels and the log crate's filters share their numbers (off 0, error 1,
+        // ..., trace 5).
+        let kernel_log_level = kernel_log as usize as u8;
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&maps_dir);
         for table in conntrack_tables {
             loader.map_max_entries(table, conntrack_size);
         }
         loader.map_max_entries(map_names::MONITOR_EVENTS, monitor_ring_size);
+        loader.override_global(aya_log::LEVEL, &kernel_log_level, true);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (is this kernel BPF-enabled, and are we root?)")?;
@@ -967,6 +978,13 @@ impl Datapath {
 
     /// The monitor's maps, handed to their reader (`daemon::monitor`), which owns them from
     /// then on; `None` once taken.
+    /// The reader of the programs' diagnostic messages, which hands them to `logger`
+    /// (`EbpfLogger::flush`, when its descriptor is readable).
+    pub fn take_kernel_log<T: log::Log>(&mut self, logger: T) -> Result<aya_log::EbpfLogger<T>> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger)
+            .context("opening the ring buffer of the programs' diagnostic messages")
+    }
+
     pub fn take_monitor_maps(&mut self) -> Result<MonitorMaps> {
         let mut take = |name: &str| {
             self.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object, or taken"))

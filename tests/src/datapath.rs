@@ -58,6 +58,9 @@ pub struct Fixture {
     pub datapath: Datapath,
     bpffs: PathBuf,
     conntrack_max: u32,
+    /// How much of the programs' diagnostic messages they build (none, as a daemon at its
+    /// default level).
+    kernel_log: log::LevelFilter,
 }
 
 impl Fixture {
@@ -69,22 +72,32 @@ impl Fixture {
 
     /// As `new`, with `conntrack_max` entries in each conntrack table (`--conntrack-max`).
     pub fn with_conntrack_max(red_flags: u32, conntrack_max: u32) -> Self {
+        Self::with_settings(red_flags, conntrack_max, log::LevelFilter::Off)
+    }
+
+    /// As `new`, the programs building their diagnostic messages up to `kernel_log`
+    /// (`Datapath::take_kernel_log` reads them).
+    pub fn with_kernel_log(red_flags: u32, kernel_log: log::LevelFilter) -> Self {
+        Self::with_settings(red_flags, dataplane_common::CONNTRACK_DEFAULT_SIZE, kernel_log)
+    }
+
+    fn with_settings(red_flags: u32, conntrack_max: u32, kernel_log: log::LevelFilter) -> Self {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
         let bpffs = std::env::temp_dir().join(format!(
             "dataplane-packets-{}-{:x}",
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut datapath =
-            match Datapath::load(&bpffs, conntrack_max, dataplane_common::MonitorEvent::RING_DEFAULT_SIZE) {
-                Ok(datapath) => datapath,
-                Err(e) => {
-                    // The bpffs may be mounted already: leave nothing behind before failing.
-                    let _ = Command::new("umount").arg("-l").arg(&bpffs).status();
-                    let _ = std::fs::remove_dir_all(&bpffs);
-                    panic!("loading the programs: {e:?}");
-                }
-            };
+        let ring_size = dataplane_common::MonitorEvent::RING_DEFAULT_SIZE;
+        let mut datapath = match Datapath::load(&bpffs, conntrack_max, ring_size, kernel_log) {
+            Ok(datapath) => datapath,
+            Err(e) => {
+                // The bpffs may be mounted already: leave nothing behind before failing.
+                let _ = Command::new("umount").arg("-l").arg(&bpffs).status();
+                let _ = std::fs::remove_dir_all(&bpffs);
+                panic!("loading the programs: {e:?}");
+            }
+        };
         for (subnet, network, gateway) in [
             ("10.1.0.0/24", RED, IpAddr::from([10, 1, 0, 1])),
             ("10.2.0.0/24", BLUE, IpAddr::from([10, 2, 0, 1])),
@@ -100,7 +113,7 @@ impl Fixture {
         let blue = [2, 0x42, 10, 2, 0, 2];
         datapath.set_endpoint(v4_key(BLUE, Ipv4Addr::new(10, 2, 0, 2)), endpoint(43, blue)).unwrap();
         datapath.set_endpoint(v6_key(BLUE, BLUE_ENDPOINT6), endpoint(43, blue)).unwrap();
-        Self { datapath, bpffs, conntrack_max }
+        Self { datapath, bpffs, conntrack_max, kernel_log }
     }
 
     /// Loads the programs again over the same bpffs, as a restarted daemon does.
@@ -109,6 +122,7 @@ impl Fixture {
             &self.bpffs,
             self.conntrack_max,
             dataplane_common::MonitorEvent::RING_DEFAULT_SIZE,
+            self.kernel_log,
         )
         .unwrap();
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop};
+use dataplane_tests::{EXTERNAL_ADDR, EXTERNAL_ADDR6, Host, KillOnDrop, UPLINK_ADDR, eventually};
 use prometheus_parse::{LineInfo, Scrape, Value};
 
 const METRICS_ADDR: &str = "127.0.0.1:9464";
@@ -255,4 +255,102 @@ fn per_container_counters_count_exactly_what_was_sent() {
         sent < 10 && received == 0,
         "c counts from zero, not on from b's {PINGS} pings: sent {sent}, received {received}"
     );
+}
+
+/// An IPv6 ping's Ethernet frame: 14 + 40 (IPv6) + 8 (ICMPv6) + 56 bytes of data.
+const PING6_FRAME: u64 = 118;
+
+/// "Received" counts what the programs deliver into a container from beyond its network:
+/// the replies to its masqueraded flows, IPv4 and IPv6, one frame per ping, and the
+/// datagrams sent from outside to its published port.
+#[test]
+fn received_counts_masquerade_replies_and_published_deliveries() {
+    const PINGS: u64 = 200;
+    const DATAGRAMS: u64 = 300;
+    let host = Host::start_with_ipv6_uplink();
+    host.create_dual_stack_network("counted", "10.74.0.0/24", "fd00:74::/64");
+    host.run_sleeper("a", &["--network", "counted", "-p", "8080:80/udp"]);
+    let container = || endpoint_row(&host.dp_ok(&["stats", "--container", "a"]), "a");
+    // The neighbours resolved first.
+    for ping in [format!("ping -c 1 -W 2 {EXTERNAL_ADDR}"), format!("ping -6 -c 1 -W 2 {EXTERNAL_ADDR6}")] {
+        let out = host.exec("a", &ping);
+        assert!(out.status.success(), "{ping}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+
+    for (ping, frame) in [("ping", PING_FRAME), ("ping -6", PING6_FRAME)] {
+        let to = if ping == "ping" { EXTERNAL_ADDR } else { EXTERNAL_ADDR6 };
+        let before = container();
+        let out = host.exec("a", &format!("{ping} -q -c {PINGS} -i 0.005 -W 2 {to}"));
+        assert!(out.status.success(), "{ping}: {}", String::from_utf8_lossy(&out.stdout));
+        let [_, _, received, received_bytes] = grown(container(), before);
+        assert_eq!(received, PINGS, "`{ping}`: each reply came back through the reverse NAT into a");
+        assert_eq!(received_bytes, PINGS * frame, "`{ping}`: the replies' bytes");
+    }
+
+    // From outside, one socket's datagrams to the published port (nothing listens in a:
+    // its port unreachable errors are what it sends, not what it receives).
+    let before = container();
+    let send = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for _ in range({DATAGRAMS}): s.sendto(b'x', ('{UPLINK_ADDR}', 8080))"
+    );
+    host.external_sh_ok(&format!("python3 -c \"{send}\""));
+    let mut received = 0;
+    let counted = eventually(std::time::Duration::from_secs(5), || {
+        received = grown(container(), before)[2];
+        received == DATAGRAMS
+    });
+    assert!(counted, "a received {received} of the {DATAGRAMS} datagrams sent to its published port");
+}
+
+/// An endpoint's counter slot outlives a daemon restart: after it, `stats` shows what was
+/// counted before, counting goes on in the same slot, and a container made afterwards
+/// gets a slot of its own, counted from zero.
+#[test]
+fn an_endpoints_counters_go_on_across_a_daemon_restart() {
+    const PINGS: u64 = 200;
+    let mut host = Host::start();
+    host.dp_ok(&["network", "create", "--subnet", "10.75.0.0/24", "kept"]);
+    host.run_sleeper("a", &["--network", "kept"]);
+    host.run_sleeper("b", &["--network", "kept"]);
+    let b = host.ip_of("b");
+    let container =
+        |host: &Host, name: &str| endpoint_row(&host.dp_ok(&["stats", "--container", name]), name);
+    let pings = |host: &Host| {
+        let out = host.exec("a", &format!("ping -q -c {PINGS} -i 0.005 -W 2 {b}"));
+        assert!(out.status.success(), "a reaches b: {}", String::from_utf8_lossy(&out.stdout));
+    };
+    pings(&host);
+    let before_restart = container(&host, "a");
+    assert!(before_restart[2] >= PINGS, "a received the replies before the restart: {before_restart:?}");
+
+    host.stop_daemon();
+    host.start_daemon();
+    // (What a sends on its own meanwhile, router solicitations, may add to its sent.)
+    let after_restart = container(&host, "a");
+    assert_eq!(
+        after_restart[2..],
+        before_restart[2..],
+        "stats after the restart show what a received before it"
+    );
+    assert!(
+        after_restart[0] >= before_restart[0],
+        "and what it sent: {after_restart:?} < {before_restart:?}"
+    );
+    pings(&host);
+    let [sent, _, received, received_bytes] = grown(container(&host, "a"), after_restart);
+    assert_eq!(received, PINGS, "a's replies after the restart, counted on in its slot");
+    assert_eq!(received_bytes, PINGS * PING_FRAME, "their bytes");
+    assert!(sent >= PINGS, "a sent {sent} frames for {PINGS} pings");
+
+    // A container made after the restart takes a free slot, not a's or b's (a taken slot
+    // would start again from zero).
+    let (a_now, b_now) = (container(&host, "a"), container(&host, "b"));
+    host.run_sleeper("c", &["--network", "kept"]);
+    let [sent, _, received, _] = container(&host, "c");
+    assert!(sent < 10 && received == 0, "c counts from zero: sent {sent}, received {received}");
+    for (name, then) in [("a", a_now), ("b", b_now)] {
+        let now = container(&host, name);
+        assert!(now[2] >= then[2] && now[2] >= PINGS, "{name}'s slot was given to c: {now:?}, was {then:?}");
+    }
 }

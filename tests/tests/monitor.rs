@@ -11,7 +11,7 @@ use std::{
 };
 
 use dataplane_common::MonitorEvent;
-use dataplane_tests::{EXTERNAL_ADDR, Host, KillOnDrop, UPLINK_ADDR};
+use dataplane_tests::{EXTERNAL_ADDR, EXTERNAL_ADDR6, Host, KillOnDrop, UPLINK_ADDR, UPLINK_ADDR6};
 use serde_json::Value;
 
 /// A running `dataplane monitor` and the lines it printed so far.
@@ -270,6 +270,37 @@ fn a_new_masqueraded_flow_shows_its_translation_and_filters_pass_only_what_they_
             assert_eq!(shown, *value, "{field}={value} let through {event}");
         }
     }
+}
+
+/// A new IPv6 flow out (NAT66) shows as IPv4's does: the container's address as it
+/// sent it, the uplink's IPv6 address as the translated source.
+#[test]
+fn a_new_nat66_flow_shows_its_translation() {
+    let host = Host::start_with_ipv6_uplink();
+    host.create_dual_stack_network("six", "10.98.0.0/24", "fd00:98::/64");
+    host.run_sleeper("a", &["--network", "six"]);
+    let a6 = host.dp_json(&["inspect", "a"])[0]["NetworkSettings"]["Networks"]["six"]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut flows = Monitor::start(&host, &["--json", "--type", "flow"]);
+    let flow = flows.expect(
+        "a NAT66 flow",
+        || quietly(&host, "a", &format!("ping -6 -c 1 -W 1 {EXTERNAL_ADDR6}")),
+        |e| e["proto"] == "icmpv6",
+    );
+    assert_eq!(flow["type"], "flow", "{flow}");
+    assert_eq!(flow["translation"], "masquerade", "{flow}");
+    assert_eq!(flow["path"], "masqueraded", "{flow}");
+    assert_eq!(flow["container"], "a", "{flow}");
+    assert_eq!(flow["network"], "six", "{flow}");
+    assert_eq!(flow["src"], a6.as_str(), "as the container sent it: {flow}");
+    assert_eq!(flow["dst"], EXTERNAL_ADDR6, "{flow}");
+    assert_eq!(
+        flow["translated"]["src"], UPLINK_ADDR6,
+        "the source became the uplink's IPv6 address: {flow}"
+    );
+    assert_eq!(flow["translated"]["dst"], EXTERNAL_ADDR6, "the destination stays: {flow}");
 }
 
 #[test]

@@ -164,3 +164,61 @@ fn masquerade_keeps_working_while_the_daemon_restarts() {
     assert_eq!(filters.lines().filter(|l| l.contains("name from_uplink")).count(), 1, "{filters}");
     assert!(host.ping("c", EXTERNAL_ADDR), "masquerade after the restart");
 }
+
+/// Sends `count` datagrams from container `c` to the external namespace's port 9, each
+/// from a socket of its own: a flow of its own, all to one destination.
+fn udp_flows_out(host: &Host, count: usize) {
+    let script = format!("for i in $(seq {count}); do echo x > /dev/udp/{EXTERNAL_ADDR}/9; done");
+    ok(host.exec("c", &format!("bash -c '{script}'")));
+}
+
+/// Waits for the count of packets dropped for want of a masquerade port to be `expected`.
+fn wait_for_nat_exhausted(host: &Host, expected: u64) {
+    let mut seen = 0;
+    let counted = eventually(Duration::from_secs(5), || {
+        seen = host.counter("dropped_nat_exhausted");
+        seen == expected
+    });
+    assert!(counted, "{seen} packets dropped for want of a port, {expected} expected");
+}
+
+/// The daemon's log shows the kernel's message when the masquerade ports run out, with
+/// `RUST_LOG` at debug for `dataplane::kernel`: one per dropped packet, naming the range
+/// and the destination. Restarted at its default level (info), the programs build none,
+/// while the flows kept across the restart still hold every port.
+#[test]
+fn exhausted_masquerade_ports_show_in_the_daemon_log_at_debug_only() {
+    const RANGE: &str = "61000-61001";
+    assert!(
+        std::env::var_os("RUST_LOG").is_none(),
+        "run without RUST_LOG: the daemons of this test inherit it, and one must log at its default"
+    );
+    let mut host = Host::start_with_external_and(&[
+        ("DATAPLANE_NAT_PORT_RANGE", RANGE),
+        ("RUST_LOG", "info,dataplane::kernel=debug"),
+    ]);
+    host.run_sleeper("c", &[]);
+    let message = format!(
+        "DEBUG dataplane::kernel] no masquerade port free in {RANGE} towards {EXTERNAL_ADDR} port 9: dropped"
+    );
+    // 6 flows through the 2 ports of the range: 4 find none.
+    udp_flows_out(&host, 6);
+    wait_for_nat_exhausted(&host, 4);
+    let logged = eventually(Duration::from_secs(5), || host.daemon_log().matches(&message).count() == 4);
+    assert!(logged, "4 messages `{message}` expected in:\n{}", host.daemon_log());
+
+    host.stop_daemon();
+    host.set_daemon_env(&[("DATAPLANE_NAT_PORT_RANGE", RANGE)]);
+    let before_restart = host.daemon_log().len();
+    host.start_daemon();
+    udp_flows_out(&host, 3);
+    wait_for_nat_exhausted(&host, 7);
+    // The reader forwards a message within milliseconds; a second leaves room for one.
+    std::thread::sleep(Duration::from_secs(1));
+    let log = host.daemon_log();
+    assert!(
+        !log[before_restart..].contains("dataplane::kernel"),
+        "at the default level the kernel built a message:\n{}",
+        &log[before_restart..]
+    );
+}

@@ -498,6 +498,50 @@ fn exhausted_port_range_is_counted_and_dropped() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
 }
 
+/// The programs' diagnostic messages, as the daemon's log would get them.
+#[derive(Clone, Default)]
+struct Records(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Records {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {} {}", record.level(), record.target(), record.args());
+        self.0.lock().unwrap().push(line);
+    }
+    fn flush(&self) {}
+}
+
+/// Two flows to one destination through a range of one port, the programs building their
+/// messages up to `level`: what the kernel sent to the log.
+fn exhaust_one_port(level: log::LevelFilter) -> Vec<String> {
+    let mut fx = Fixture::with_kernel_log(0, level);
+    fx.enable_nat(61500, 61500);
+    let records = Records::default();
+    let mut reader = fx.datapath.take_kernel_log(records.clone()).unwrap();
+    let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40001, REMOTE, 80, true, false));
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(fx.count(Path::DroppedNatExhausted), 1);
+    reader.flush();
+    records.0.lock().unwrap().clone()
+}
+
+#[test]
+fn an_exhausted_port_range_is_logged_at_debug_with_its_destination() {
+    assert_eq!(
+        exhaust_one_port(log::LevelFilter::Debug),
+        [
+            "DEBUG dataplane::kernel no masquerade port free in 61500-61500 towards 198.51.100.7 port 80: dropped"
+        ],
+        "the kernel's message, at debug"
+    );
+    // At the daemon's default level (info) the message is not even built.
+    assert_eq!(exhaust_one_port(log::LevelFilter::Info), Vec::<String>::new(), "nothing built at info");
+}
+
 #[test]
 fn fragments_and_unresolved_next_hops() {
     let mut fx = Fixture::new(0);

@@ -18,6 +18,7 @@
 //! - `restore`: the system back in line with the state at start (uses them all);
 //! - `metrics`: the Prometheus endpoint (reads the maps and the state);
 //! - `monitor`: `dataplane monitor`'s stream of the programs' events (owns the monitor's maps);
+//! - `kernel_log`: the programs' diagnostic messages, in the daemon's log;
 //! - `state_lock`: one daemon per state dir;
 //! - `config`: the settings, from flags, the config file and defaults;
 //! - `privileges`: the capabilities it needs, checked first;
@@ -33,6 +34,7 @@ mod config;
 mod containers;
 mod docker;
 mod endpoints;
+mod kernel_log;
 mod metrics;
 mod monitor;
 mod networks;
@@ -229,7 +231,9 @@ pub async fn run(config: Config) -> Result<()> {
         log::warn!("containers' commands copy the daemon's mounts, pins and all: {e:#}");
     }
     let conntrack_size = config.conntrack_max.unwrap_or(dataplane_common::CONNTRACK_DEFAULT_SIZE);
-    let mut datapath = Datapath::load(&config.bpffs, conntrack_size, config.monitor_ring_size)?;
+    let mut datapath =
+        Datapath::load(&config.bpffs, conntrack_size, config.monitor_ring_size, kernel_log::level())?;
+    kernel_log::forward(&mut datapath)?;
     let monitor = monitor::Monitor::new(datapath.take_monitor_maps()?)?;
     let conntrack = nat::ConntrackAccount::new(nat::TableSnapshot::take(&mut datapath)?);
     let firewall = firewall::Installed::load(&mut datapath)?;
