@@ -210,6 +210,20 @@ impl Host {
         KillOnDrop(child)
     }
 
+    /// Fetches a page with `curl -6` from `container`, off an HTTP server started for it in
+    /// the external namespace on `[EXTERNAL_ADDR6]:8080`; returns the server's log, which
+    /// names the client as the outside saw it.
+    pub fn fetch_from_outside6(&self, container: &str) -> String {
+        let _http = self.external_server(
+            "python3",
+            &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR6],
+            "http6.log",
+        );
+        let url = format!("http://[{EXTERNAL_ADDR6}]:8080/");
+        stdout_of(self.exec(container, &format!("curl -6 -sf -m 5 -o /dev/null {url}")));
+        fs::read_to_string(self.dir.join("http6.log")).unwrap()
+    }
+
     /// A host process listening on TCP `port` for the length of a test, its socket `s`
     /// made by `python_socket` (python, e.g. `s = socket.socket(); s.bind(('0.0.0.0',
     /// 9100))`); returns once `ss` shows it listening, not after a guess of how long python

@@ -24,14 +24,7 @@ fn containers_reach_the_outside_over_ipv6_as_the_uplinks_ipv6_address() {
     );
 
     // TCP: an HTTP fetch, and the server's log names the client.
-    let http_log = host.dir.join("http6.log");
-    let _http = host.external_server(
-        "python3",
-        &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR6],
-        "http6.log",
-    );
-    ok(host.exec("c", &format!("curl -6 -sf -m 5 -o /dev/null http://[{EXTERNAL_ADDR6}]:8080/")));
-    let log = std::fs::read_to_string(&http_log).unwrap();
+    let log = host.fetch_from_outside6("c");
     assert!(log.contains(UPLINK_ADDR6), "the outside saw another source than the uplink's: {log}");
     assert!(!log.contains("fd00:43"), "a container address leaked: {log}");
 

@@ -7,7 +7,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use dataplane_tests::{EXTERNAL_ADDR6, Host, UPLINK_ADDR6, eventually, stdout_of as ok};
+use dataplane_tests::{EXTERNAL_ADDR6, Host, UPLINK_ADDR6, eventually};
 
 const ROUTED_OPTION: &str = "com.docker.network.bridge.gateway_mode_ipv6";
 
@@ -78,14 +78,7 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
         "the outside saw another ping source: {seen}"
     );
 
-    let http_log = host.dir.join("http6.log");
-    let _http = host.external_server(
-        "python3",
-        &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR6],
-        "http6.log",
-    );
-    ok(host.exec("c", &format!("curl -6 -sf -m 5 -o /dev/null http://[{EXTERNAL_ADDR6}]:8080/")));
-    let log = std::fs::read_to_string(&http_log).unwrap();
+    let log = host.fetch_from_outside6("c");
     assert!(log.contains(&c6), "the outside saw another source than the container's {c6}: {log}");
     assert!(!log.contains(UPLINK_ADDR6), "a routed network's traffic was masqueraded: {log}");
     assert_eq!(host.counter("masqueraded"), 0, "a routed network's traffic was masqueraded");
@@ -96,8 +89,7 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
 
     // A NAT66 network beside it keeps masquerading.
     host.run_sleeper("n", &["--network", "natted"]);
-    ok(host.exec("n", &format!("curl -6 -sf -m 5 -o /dev/null http://[{EXTERNAL_ADDR6}]:8080/")));
-    let log = std::fs::read_to_string(&http_log).unwrap();
+    let log = host.fetch_from_outside6("n");
     assert!(log.contains(UPLINK_ADDR6), "the NAT66 network's request was not masqueraded: {log}");
     assert!(!log.contains("fd00:46"), "a NAT66 container's address leaked: {log}");
 
