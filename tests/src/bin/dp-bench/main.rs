@@ -706,13 +706,17 @@ enum Side {
     Ceiling,
 }
 
+/// The middle value; of an even count, the mean of the middle two (with two rounds, the
+/// higher one alone would read as a median and was no such thing).
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return f64::NAN;
+    let half = sorted.len() / 2;
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 0 => (sorted[half - 1] + sorted[half]) / 2.0,
+        _ => sorted[half],
     }
-    sorted[sorted.len() / 2]
 }
 
 /// How close to the ceiling counts as reaching it, where a ratio target lies beyond it (a
@@ -1863,6 +1867,14 @@ mod tests {
         record.ceiling = vec![ceiling];
         record.target_vs_reference = Some(target);
         record
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[0.347, 0.443]), 0.395);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
     }
 
     #[test]
