@@ -1018,6 +1018,29 @@ pub mod csum {
             + u32::from(l4_len);
         fold(sum).to_be()
     }
+
+    /// As `pseudo_header_v4`, for IPv6 (RFC 8200 8.1): what a CHECKSUM_PARTIAL sender
+    /// puts in the checksum field of a packet without extension headers.
+    #[inline(always)]
+    pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, l4_len: u16) -> u16 {
+        let mut sum = u32::from(next_header) + u32::from(l4_len);
+        for i in 0..8 {
+            sum += word(src, 2 * i) + word(dst, 2 * i);
+        }
+        fold(sum).to_be()
+    }
+
+    /// The checksum `csum` (as stored) with `diff` added: a 32-bit ones' complement sum of
+    /// the change over the bytes as stored (what `bpf_csum_diff` returns), as the kernel's
+    /// `inet_proto_csum_replace_by_diff` adds it for `bpf_l4_csum_replace` of size 0.
+    #[inline(always)]
+    pub fn add_diff(csum: u16, diff: u32) -> u16 {
+        let sum = u64::from(diff) + u64::from(!csum);
+        let sum = (sum & 0xffff_ffff) + (sum >> 32);
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let sum = (sum & 0xffff) + (sum >> 16);
+        !(((sum & 0xffff) + (sum >> 16)) as u16)
+    }
 }
 
 pub mod program_names {
@@ -1208,5 +1231,51 @@ mod tests {
         pseudo[9] = 17;
         pseudo[10..].copy_from_slice(&1234u16.to_be_bytes());
         assert_eq!(super::csum::pseudo_header_v4(src, dst, 17, 1234), sum(&pseudo).to_be());
+    }
+
+    #[test]
+    fn the_ipv6_pseudo_header_sum_is_what_partial_checksums_hold() {
+        let src = [0x20, 1, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 7];
+        let dst = [0x20, 1, 0x0d, 0xb8, 0, 0x71, 0, 0, 0, 0, 0, 0, 0xab, 0, 0, 1];
+        let mut pseudo = [0u8; 40];
+        pseudo[..16].copy_from_slice(&src);
+        pseudo[16..32].copy_from_slice(&dst);
+        pseudo[32..36].copy_from_slice(&1234u32.to_be_bytes());
+        pseudo[39] = 6;
+        assert_eq!(super::csum::pseudo_header_v6(&src, &dst, 6, 1234), sum(&pseudo).to_be());
+    }
+
+    /// What `bpf_csum_diff` returns for `old` becoming `new`: the 32-bit one's complement
+    /// sum of the complemented old words and the new ones, as stored (native order).
+    fn csum_diff(old: &[u8; 16], new: &[u8; 16]) -> u32 {
+        let native =
+            |a: &[u8; 16], i: usize| u64::from(u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]));
+        let mut total: u64 =
+            (0..16).step_by(4).map(|i| (!native(old, i) & 0xffff_ffff) + native(new, i)).sum();
+        while total >> 32 != 0 {
+            total = (total & 0xffff_ffff) + (total >> 32);
+        }
+        total as u32
+    }
+
+    #[test]
+    fn adding_a_diff_updates_the_checksum_like_recomputing_it() {
+        // A TCP-like segment holding an IPv6 address in its first 16 bytes.
+        let mut segment = [0u8; 24];
+        segment[16..].copy_from_slice(b"payload!");
+        let b = |x: u8| [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, x, 0xff, x];
+        for (old, new) in [(b(2), b(3)), (b(3), b(0xfe)), ([0xff; 16], [0; 16]), (b(7), b(7))] {
+            segment[..16].copy_from_slice(&old);
+            let before = (!sum(&segment)).to_be();
+            segment[..16].copy_from_slice(&new);
+            let expected = (!sum(&segment)).to_be();
+            // Stored and loaded as the program does: the field's bytes as a native u16.
+            let stored = u16::from_ne_bytes(before.to_ne_bytes());
+            let updated = super::csum::add_diff(stored, csum_diff(&old, &new));
+            let same = updated == expected
+                || (updated == 0 && expected == 0xffff)
+                || (updated == 0xffff && expected == 0);
+            assert!(same, "{old:?} -> {new:?}: {updated:#06x} instead of {expected:#06x}");
+        }
     }
 }

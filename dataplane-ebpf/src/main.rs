@@ -68,10 +68,16 @@ pub fn from_uplink_v6(ctx: TcContext) -> i32 {
     action
 }
 
-/// XDP on the uplink: published ports; everything else goes on to `from_uplink`.
+/// XDP on the uplink: published ports, over IPv4 and IPv6 (a subprogram, off the IPv4
+/// path); everything else goes on to `from_uplink`.
 #[xdp]
 pub fn uplink_xdp(ctx: XdpContext) -> u32 {
-    match publish::from_outside_early(&ctx) {
+    let early = if parse::is_ipv6(&ctx) {
+        publish6::from_outside_early(&ctx)
+    } else {
+        publish::from_outside_early(&ctx)
+    };
+    match early {
         Some((path, action)) => {
             counters::count(&ctx, path);
             monitor::counted(&ctx, Hook::UplinkXdp, path);

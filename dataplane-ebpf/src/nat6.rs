@@ -20,7 +20,7 @@ use crate::{
     counters,
     diagnostics::{self, Rewrite},
     nat::{self, L4, Route, SnatRequest},
-    packet,
+    packet::{self, Packet},
     parse::{self, Ipv6Frame},
     publish6, routed,
 };
@@ -165,10 +165,11 @@ pub fn flow_key(frame: &Ipv6Frame, l4: &L4) -> FlowKey {
 }
 
 /// Replaces one address and one port (or echo identifier) of the packet, keeping its L4
-/// checksum valid: the helper knows whether the skb holds a partial checksum.
+/// checksum valid: in tc the helper knows whether the skb holds a partial checksum; XDP
+/// frames hold complete ones (see `Packet::l4_csum_replace`).
 #[inline(always)]
 pub fn rewrite(
-    ctx: &TcContext,
+    ctx: &impl Packet,
     l4: &L4,
     addr_offset: usize,
     old_addr: &[u8; 16],
@@ -184,7 +185,7 @@ pub fn rewrite(
 /// Replaces one address of the packet, keeping its L4 checksum valid.
 #[inline(always)]
 pub fn rewrite_address(
-    ctx: &TcContext,
+    ctx: &impl Packet,
     l4: &L4,
     addr_offset: usize,
     old_addr: &[u8; 16],
@@ -204,7 +205,7 @@ pub fn rewrite_address(
 /// `BPF_F_PSEUDO_HDR` when the address is in its pseudo header).
 #[inline(always)]
 fn replace_address_in_csum(
-    ctx: &TcContext,
+    ctx: &impl Packet,
     csum_offset: usize,
     old: &[u8; 16],
     new: &[u8; 16],

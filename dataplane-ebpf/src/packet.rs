@@ -176,6 +176,8 @@ pub fn complete_l4_csum_replace(
     let mut new = match flags & CSUM_SIZE_MASK {
         2 => csum::replace2(old, (from as u16).to_ne_bytes(), (to as u16).to_ne_bytes()),
         4 => csum::replace4(old, (from as u32).to_ne_bytes(), (to as u32).to_ne_bytes()),
+        // `to` is a sum of the change (`bpf_csum_diff`'s), as the helper takes it.
+        0 => csum::add_diff(old, to as u32),
         _ => return Err(-22),
     };
     if optional && new == 0 {

@@ -97,10 +97,11 @@ static DNAT_NEW: LruHashMap<FlowKey, DnatEntry> = LruHashMap::pinned(CONNTRACK_D
 /// within a second; DNAT_CT, which the replies need, stays the record of the connection.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct InboundFlow {
-    backend: Backend,
-    /// The client as the container sees it (its gateway, for a container reaching itself).
-    client: [u8; 4],
+pub struct InboundFlow {
+    pub backend: Backend,
+    /// The client as the container sees it (its gateway, for a container reaching itself):
+    /// an IPv6 address, or an IPv4 one in the first 4 bytes.
+    pub client: [u8; 16],
     checked_ns: u64,
 }
 
@@ -120,7 +121,8 @@ pub struct DnatScratch {
     pub key: FlowKey,
     entry: DnatEntry,
     pub inbound: FlowKey,
-    flow: InboundFlow,
+    /// Where the packet goes (the long way's answer), and what `remember` caches.
+    pub flow: InboundFlow,
 }
 
 #[map]
@@ -226,18 +228,17 @@ fn to_published<P: Delivery>(
     let s = scratch()?;
     s.inbound = nat::flow_key(frame, l4);
     let now = nat::now();
-    let known = INBOUND_FLOWS.get_ptr_mut(&s.inbound);
-    if let Some(flow) = known {
+    let known = inbound_flow(s);
+    if let Some(flow) = known
+        && trusted(flow, l4, now)
+    {
         // SAFETY: map pointer, valid for this program run; copied out.
-        let flow = unsafe { *flow };
-        if l4.tcp_flags & nat::TCP_STATE_CHANGES == 0
-            && now.wrapping_sub(flow.checked_ns) < InboundFlow::TRUSTED_NS
-        {
-            if !P::reaches(flow.backend.host_ifindex) {
-                return None;
-            }
-            return Some(translate_in(ctx, frame, l4, &flow.backend, flow.client));
+        let (backend, client) = unsafe { ((*flow).backend, (*flow).client) };
+        if !P::reaches(backend.host_ifindex) {
+            return None;
         }
+        let client = [client[0], client[1], client[2], client[3]];
+        return Some(translate_in(ctx, frame, l4, &backend, client));
     }
     let backend = backend(frame, l4.dst_port, any_address)?;
     if backend.flags & Backend::HOST_ONLY != 0 {
@@ -276,14 +277,9 @@ fn to_published<P: Delivery>(
     // Only confirmed connections are cached: the packets of new flows, a flood's included,
     // take the long way until they are confirmed, and never push a cached one out.
     if track_from_client(ctx, s, &client_flow) {
-        s.flow = InboundFlow { backend, client, checked_ns: now };
-        match known {
-            // SAFETY: map pointer, valid for this program run.
-            Some(flow) => unsafe { *flow = s.flow },
-            None => {
-                let _ = INBOUND_FLOWS.insert(&s.inbound, &s.flow, 0);
-            }
-        }
+        s.flow.backend = backend;
+        s.flow.client = IpAddress::v4(client).addr;
+        remember(s, known, now);
     }
     // From outside (no peer container): the SYN's MSS must fit the uplink.
     if peer_ifindex == 0
@@ -292,6 +288,35 @@ fn to_published<P: Delivery>(
         nat::clamp_mss(ctx, frame, l4, cfg.uplink_ifindex);
     }
     Some(translate_in(ctx, frame, l4, &backend, client))
+}
+
+/// The `INBOUND_FLOWS` entry of the connection `s.inbound` (either family), if cached.
+#[inline(always)]
+pub fn inbound_flow(s: &DnatScratch) -> Option<*mut InboundFlow> {
+    INBOUND_FLOWS.get_ptr_mut(&s.inbound)
+}
+
+/// Whether the packet (`l4`) may go where `flow` says: no SYN, FIN or RST, which must reach
+/// the conntrack entry, and an entry the long way confirmed within `TRUSTED_NS`.
+#[inline(always)]
+pub fn trusted(flow: *mut InboundFlow, l4: &L4, now: u64) -> bool {
+    // SAFETY: map pointer, valid for this program run.
+    let checked_ns = unsafe { (*flow).checked_ns };
+    l4.tcp_flags & nat::TCP_STATE_CHANGES == 0 && now.wrapping_sub(checked_ns) < InboundFlow::TRUSTED_NS
+}
+
+/// Caches where the long way sent the confirmed connection `s.inbound` (`s.flow`'s backend
+/// and client), for `TRUSTED_NS`: `known` is its entry, if it had one.
+#[inline(always)]
+pub fn remember(s: &mut DnatScratch, known: Option<*mut InboundFlow>, now: u64) {
+    s.flow.checked_ns = now;
+    match known {
+        // SAFETY: map pointer, valid for this program run.
+        Some(flow) => unsafe { *flow = s.flow },
+        None => {
+            let _ = INBOUND_FLOWS.insert(&s.inbound, &s.flow, 0);
+        }
+    }
 }
 
 /// A packet from a client to a published port, of either family, as its flow's entry

@@ -2,13 +2,20 @@
 //! from a container (hairpin) to a port published on `::` or on one IPv6 address goes to
 //! the container's IPv6 address, and the container's replies leave with the published
 //! address and port again. The tables, the confirmation of new flows and the rule sets
-//! are IPv4's (`publish`, `firewall`), whose keys hold both families; the translation is
-//! NAT66's. Only packets without extension headers are translated. It never runs on the
-//! IPv4 paths: the uplink reaches it through the IPv6 program, a container through its
-//! IPv6 subprograms.
+//! are IPv4's (`publish`, `firewall`), whose keys hold both families, and so is the
+//! `INBOUND_FLOWS` cache of confirmed connections; the translation is NAT66's. Only
+//! packets without extension headers are translated. It never runs on the IPv4 paths:
+//! the uplink reaches it through the IPv6 program (tc) or subprogram (XDP), a container
+//! through its IPv6 subprograms.
 
-use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::bpf_redirect_peer, programs::TcContext};
-use dataplane_common::{Backend, DnatEntry, FlowKey, IPPROTO_ICMPV6, IpAddress, NatConfig, Path};
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT,
+    programs::{TcContext, XdpContext},
+};
+use dataplane_common::{
+    Backend, DnatEntry, FlowKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, Path, csum,
+};
+use network_types::eth::EthHdr;
 
 use crate::{
     counters, firewall,
@@ -17,7 +24,7 @@ use crate::{
     packet,
     parse::{self, Ipv6Frame},
     policy,
-    publish::{self, ClientFlow},
+    publish::{self, ClientFlow, Delivery, InboundFlow},
 };
 
 /// On the uplink: a packet for a port published on IPv6 goes to its container, its
@@ -56,9 +63,59 @@ pub fn hairpin(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
     to_published(ctx, &frame, &l4, any_address, sender, mac)
 }
 
+/// XDP on the uplink, IPv6: a TCP or UDP packet for a port published on IPv6 goes to its
+/// container before the host builds an skb for it, as `publish::from_outside_early` does
+/// for IPv4. Everything else goes on to tc (`None`): other traffic, ICMPv6, packets with
+/// extension headers, replies to masqueraded (NAT66) flows, a packet whose L4 checksum
+/// its local sender left to the device, a container whose veth takes no XDP frames.
+#[inline(never)]
+pub fn from_outside_early(ctx: &XdpContext) -> Option<(Path, i32)> {
+    let cfg = nat::config()?;
+    let frame = parse::parse_ipv6(ctx)?;
+    let proto = frame.next_header;
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return None;
+    }
+    let l4 = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, false)?;
+    let to_uplink = cfg.flags & NatConfig::IPV6 != 0 && frame.dst == cfg.addr6;
+    if to_uplink && nat::in_port_range(cfg, l4.dst_port) {
+        return None;
+    }
+    if checksum_may_be_partial(ctx, &frame, &l4) {
+        return None;
+    }
+    let (path, action) = to_published(ctx, &frame, &l4, to_uplink, 0, [0; 6])?;
+    if !matches!(path, Path::Published) {
+        return Some((path, action));
+    }
+    nat::clamp_mss_at(ctx, proto, L4_OFFSET, &l4, cfg.uplink_ifindex, nat::TCP_IPV6_HEADERS);
+    Some((Path::PublishedXdp, action))
+}
+
+const PAYLOAD_LEN_OFFSET: usize = EthHdr::LEN + 4;
+
+/// Whether the packet's L4 checksum may be a partial one (the pseudo header's sum, which a
+/// local sender leaves to the device), as `nat::checksum_may_be_partial` tells for IPv4.
 #[inline(always)]
-fn to_published(
-    ctx: &TcContext,
+fn checksum_may_be_partial(ctx: &XdpContext, frame: &Ipv6Frame, l4: &L4) -> bool {
+    let (Some(stored), Some(payload_len)) =
+        (packet::read::<u16>(ctx, l4.csum_offset), packet::read::<u16>(ctx, PAYLOAD_LEN_OFFSET))
+    else {
+        return true;
+    };
+    let payload_len = u16::from_be(payload_len);
+    // A jumbogram (0) has its length elsewhere.
+    payload_len == 0
+        || (stored != 0
+            && stored == csum::pseudo_header_v6(&frame.src, &frame.dst, frame.next_header, payload_len))
+}
+
+/// Packets of a confirmed connection the last second saw without SYN, FIN or RST take its
+/// `INBOUND_FLOWS` entry (shared with IPv4: the key holds the family); the others take the
+/// long way (PUBLISHED, then DNAT_CT, then DNAT_NEW), which refreshes that entry.
+#[inline(always)]
+fn to_published<P: Delivery>(
+    ctx: &P,
     frame: &Ipv6Frame,
     l4: &L4,
     any_address: bool,
@@ -66,53 +123,91 @@ fn to_published(
     peer_mac: [u8; 6],
 ) -> Option<(Path, i32)> {
     let proto = frame.next_header;
-    let backend = publish::lookup(IpAddress::v6(frame.dst), l4.dst_port, proto, any_address)?;
-    if backend.flags & Backend::HOST_ONLY != 0 {
-        // For the host's processes only (the socket hooks): from the uplink a martian,
-        // from a container a port the host does not serve it.
-        return (peer_ifindex == 0).then_some((Path::DroppedMartian, TC_ACT_SHOT as i32));
-    }
-    if peer_ifindex == 0 && !firewall::allows_ipv6(backend.rule_set, &frame.src) {
-        return Some((Path::DroppedFirewall, TC_ACT_SHOT as i32));
-    }
-    // A container reaching itself through the host sees its gateway as the source, as
-    // over IPv4 (its own address would be a martian to it).
-    let reaches_itself = backend.host_ifindex == peer_ifindex;
-    let client = if reaches_itself { policy::gateway_of_v6(frame.src)? } else { frame.src };
     let s = publish::scratch()?;
     s.inbound = nat6::flow_key(frame, l4);
-    s.key = FlowKey {
-        src: backend.addr,
-        dst: IpAddress::v6(client),
-        src_port: backend.port,
-        dst_port: l4.src_port,
-        proto,
-        _pad: [0; 3],
+    let now = nat::now();
+    let known = publish::inbound_flow(s);
+    // Where the packet goes: the cached entry, or the long way's answer in this CPU's
+    // scratch slot; read in place either way (copies of a backend and a client would not
+    // fit `from_uplink_v6`'s stack beside the rest).
+    let way: *const InboundFlow = match known {
+        Some(flow) if publish::trusted(flow, l4, now) => {
+            // SAFETY: map pointer, valid for this program run.
+            if !P::reaches(unsafe { (*flow).backend.host_ifindex }) {
+                return None;
+            }
+            flow
+        }
+        _ => {
+            s.flow.backend = publish::lookup(IpAddress::v6(frame.dst), l4.dst_port, proto, any_address)?;
+            let backend = &s.flow.backend;
+            if backend.flags & Backend::HOST_ONLY != 0 {
+                // For the host's processes only (the socket hooks): from the uplink a
+                // martian, from a container a port the host does not serve it.
+                return (peer_ifindex == 0).then_some((Path::DroppedMartian, P::DROP));
+            }
+            if !P::reaches(backend.host_ifindex) {
+                return None;
+            }
+            if peer_ifindex == 0 && !firewall::allows_ipv6(backend.rule_set, &frame.src) {
+                return Some((Path::DroppedFirewall, P::DROP));
+            }
+            // A container reaching itself through the host sees its gateway as the
+            // source, as over IPv4 (its own address would be a martian to it).
+            let reaches_itself = backend.host_ifindex == peer_ifindex;
+            s.flow.client = if reaches_itself { policy::gateway_of_v6(frame.src)? } else { frame.src };
+            s.key = FlowKey {
+                src: s.flow.backend.addr,
+                dst: IpAddress::v6(s.flow.client),
+                src_port: s.flow.backend.port,
+                dst_port: l4.src_port,
+                proto,
+                _pad: [0; 3],
+            };
+            let flow = ClientFlow {
+                host_addr: IpAddress::v6(frame.dst),
+                proto,
+                l4,
+                l4_offset: L4_OFFSET,
+                reaches_itself,
+                peer_ifindex,
+                peer_mac,
+                now,
+            };
+            // Only confirmed connections are cached, as over IPv4.
+            if publish::track_from_client(ctx, s, &flow) {
+                publish::remember(s, known, now);
+            }
+            &s.flow
+        }
     };
-    let flow = ClientFlow {
-        host_addr: IpAddress::v6(frame.dst),
-        proto,
-        l4,
-        l4_offset: L4_OFFSET,
-        reaches_itself,
-        peer_ifindex,
-        peer_mac,
-        now: nat::now(),
-    };
-    publish::track_from_client(ctx, s, &flow);
+    // SAFETY: a map entry or this CPU's scratch slot, valid for this program run.
+    let way = unsafe { &*way };
+    Some(translate_in(ctx, frame, l4, &way.backend, &way.client))
+}
+
+/// Rewrites the packet for `backend`, with `client` as its source, and hands it over.
+#[inline(always)]
+fn translate_in<P: Delivery>(
+    ctx: &P,
+    frame: &Ipv6Frame,
+    l4: &L4,
+    backend: &Backend,
+    client: &[u8; 16],
+) -> (Path, i32) {
     let translated =
         nat6::rewrite(ctx, l4, DST_OFFSET, &frame.dst, &backend.addr.addr, l4.dst_port, backend.port)
-            .and_then(|()| match reaches_itself {
-                true => nat6::rewrite_address(ctx, l4, SRC_OFFSET, &frame.src, &client),
+            .and_then(|()| match *client != frame.src {
+                true => nat6::rewrite_address(ctx, l4, SRC_OFFSET, &frame.src, client),
                 false => Ok(()),
             });
+    // No diagnostic here: its call would not fit `from_uplink_v6`'s stack.
     if translated.is_err() {
-        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+        return (Path::SlowPathMalformed, P::DROP);
     }
     let _ = packet::write(ctx, 0, backend.mac);
     counters::received_at(ctx.len(), backend.host_ifindex);
-    // SAFETY: plain helper call; it only records the target.
-    Some((Path::Published, unsafe { bpf_redirect_peer(backend.host_ifindex, 0) } as i32))
+    (Path::Published, ctx.deliver(backend.host_ifindex))
 }
 
 /// From a publishing container, its source checked: a reply on a published IPv6

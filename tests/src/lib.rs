@@ -124,7 +124,14 @@ impl Host {
     /// route through the external namespace) before the daemon starts: NAT66 and ports
     /// published over IPv6 use it.
     pub fn start_with_ipv6_uplink() -> Self {
+        Self::start_with_ipv6_uplink_and(&[])
+    }
+
+    /// As `start_with_ipv6_uplink`, with more environment for the daemon (as
+    /// `start_with_external_and`).
+    pub fn start_with_ipv6_uplink_and(daemon_env: &[(&str, &str)]) -> Self {
         let mut host = Self::empty_with_external();
+        host.daemon_env = daemon_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         host.sh_ok(&format!(
             "ip addr add {UPLINK_ADDR6}/64 dev up0 nodad && ip -6 route add default via {EXTERNAL_ADDR6}"
         ));

@@ -18,7 +18,8 @@ use dataplane_common::{
 };
 use dataplane_tests::datapath::{
     self, A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, RED, RED_GATEWAY6, Seen, TC_ACT_OK,
-    TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, b_interface, checked_ports,
+    TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+    b_interface, checked_ports,
 };
 use etherparse::{Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -720,4 +721,205 @@ fn a_nat66_networks_container_addresses_are_not_reachable_from_outside() {
     let elsewhere = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (ROUTER6, 80), true, false);
     let (verdict, out) = fx.run_uplink(&elsewhere);
     assert_eq!((verdict, out), (TC_ACT_OK, elsewhere));
+}
+
+/// B's veth (ifindex 42) takes XDP frames, as the daemon arranges for publishing containers
+/// when XDP runs on the uplink.
+fn b_takes_xdp_frames(fx: &mut Fixture) {
+    let flags = InterfaceConfig::PUBLISHES | InterfaceConfig::XDP_TARGET;
+    fx.datapath.set_interface(42, datapath::red_interface(flags)).unwrap();
+}
+
+const L4_CSUM_TCP6: usize = 14 + 40 + 16;
+const L4_CSUM_UDP6: usize = 14 + 40 + 6;
+
+/// Asserts that a frame for the published port changed only where DNAT66 writes: the
+/// destination MAC, address and port, and the L4 checksum (which `inspect` checks); every
+/// other byte (the IPv6 header's other fields, the source, the payload) is as sent.
+fn assert_only_the_destination_changed(sent: &[u8], seen: &[u8], csum_offset: usize) {
+    assert_eq!(sent.len(), seen.len(), "the frame changed its length");
+    let rewritten = [0..6, 14 + 24..14 + 40, 14 + 42..14 + 44, csum_offset..csum_offset + 2];
+    for (i, (a, b)) in sent.iter().zip(seen).enumerate() {
+        if !rewritten.iter().any(|r| r.contains(&i)) {
+            assert_eq!(a, b, "byte {i} changed, which DNAT66 never writes");
+        }
+    }
+}
+
+/// The client's ACK of B's SYN-ACK (sequence number 1000, as `tcp6` sends it), with data,
+/// and a FIN when `fin`.
+fn ack6(client: ([u8; 16], u16), fin: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(GATEWAY_MAC, UPLINK_MAC)
+        .ipv6(client.0, UPLINK_ADDR6, 64)
+        .tcp(client.1, 8080, 1001, 64000)
+        .ack(1001);
+    let b = if fin { b.fin() } else { b };
+    let mut ack = vec![];
+    b.write(&mut ack, b"data").unwrap();
+    ack
+}
+
+#[test]
+fn xdp_on_the_uplink_sends_ports_published_on_ipv6_to_their_container() {
+    let mut fx = nat66();
+    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
+    publish6(&mut fx, UPLINK_ADDR6, IPPROTO_UDP, 0, 0);
+    b_takes_xdp_frames(&mut fx);
+
+    let client = (REMOTE6, 33000);
+    let syn = tcp6(GATEWAY_MAC, client, (UPLINK_ADDR6, 8080), true, false);
+    let (verdict, inside) = fx.run_uplink_xdp(&syn);
+    assert_eq!(verdict, XDP_REDIRECT, "a SYN to a port published on [::] was not redirected by XDP");
+    assert_reaches_b(&inspect(&inside), client);
+    assert_only_the_destination_changed(&syn, &inside, L4_CSUM_TCP6);
+    assert_eq!((fx.count(Path::PublishedXdp), fx.count(Path::Published)), (1, 0));
+    assert_eq!(fx.datapath.dnat_unconfirmed().unwrap().len(), 1, "XDP did not track the flow");
+
+    // The flow XDP tracked is the one tc finds for the container's answer.
+    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (verdict, out) = fx.run(&tcp6(B_MAC, (B6, 80), client, true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport), (UPLINK_ADDR6, 8080), "reply source was not reverse-DNAT66'ed");
+    assert_eq!((seen.dst, seen.dport), client);
+    // The client's ACK confirms it in XDP as in tc.
+    let ack = ack6(client, false);
+    let (verdict, inside) = fx.run_uplink_xdp(&ack);
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_only_the_destination_changed(&ack, &inside, L4_CSUM_TCP6);
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the ACK did not confirm the flow in XDP");
+
+    // UDP, to the port published on the uplink's address alone.
+    let datagram = udp6(GATEWAY_MAC, (REMOTE6, 5353), (UPLINK_ADDR6, 8080));
+    let (verdict, inside) = fx.run_uplink_xdp(&datagram);
+    assert_eq!(verdict, XDP_REDIRECT, "a datagram to a port published on one address was not redirected");
+    assert_reaches_b(&inspect(&inside), (REMOTE6, 5353));
+    assert_only_the_destination_changed(&datagram, &inside, L4_CSUM_UDP6);
+    assert_eq!((fx.count(Path::PublishedXdp), fx.count(Path::Published)), (3, 0));
+}
+
+#[test]
+fn xdp_leaves_to_tc_what_it_cannot_finish_over_ipv6() {
+    let mut fx = nat66();
+    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
+    publish6(&mut fx, LOOPBACK6, IPPROTO_TCP, Backend::HOST_ONLY, 0);
+    let passes = |fx: &mut Fixture, frame: Vec<u8>, why: &str| {
+        let (verdict, out) = fx.run_uplink_xdp(&frame);
+        assert_eq!((verdict, out), (XDP_PASS, frame), "{why}");
+    };
+    let to_port = (UPLINK_ADDR6, 8080);
+
+    // A container whose veth takes no XDP frames is served by tc.
+    let syn = tcp6(GATEWAY_MAC, (REMOTE6, 33000), to_port, true, false);
+    passes(&mut fx, syn.clone(), "the container's veth takes no XDP frames");
+    assert_eq!(fx.run_uplink(&syn).0, TC_ACT_REDIRECT);
+
+    b_takes_xdp_frames(&mut fx);
+    // A local sender's CHECKSUM_PARTIAL packet holds only the pseudo header's sum.
+    let mut partial = tcp6(GATEWAY_MAC, (REMOTE6, 33001), to_port, false, true);
+    let l4_len = (partial.len() - 54) as u16;
+    let pseudo = dataplane_common::csum::pseudo_header_v6(&REMOTE6, &UPLINK_ADDR6, IPPROTO_TCP, l4_len);
+    partial[L4_CSUM_TCP6..L4_CSUM_TCP6 + 2].copy_from_slice(&pseudo.to_ne_bytes());
+    passes(&mut fx, partial, "a partial checksum cannot be updated in XDP");
+    passes(
+        &mut fx,
+        tcp6(GATEWAY_MAC, (REMOTE6, 80), (UPLINK_ADDR6, 61500), false, true),
+        "NAT66 replies are tc's",
+    );
+    passes(
+        &mut fx,
+        tcp6(GATEWAY_MAC, (REMOTE6, 33000), (UPLINK_ADDR6, 8081), true, false),
+        "unpublished port",
+    );
+    passes(
+        &mut fx,
+        tcp6(GATEWAY_MAC, (REMOTE6, 33000), (B6, 80), true, false),
+        "tc drops container addresses",
+    );
+    passes(&mut fx, echo6(GATEWAY_MAC, REMOTE6, UPLINK_ADDR6, 7, false), "ICMPv6 is tc's");
+    // A hop-by-hop header (PadN) before the TCP header: extension headers are tc's.
+    let mut extended = tcp6(GATEWAY_MAC, (REMOTE6, 33002), to_port, true, false);
+    extended.splice(54..54, [IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0]);
+    extended[14 + 6] = 0;
+    let payload_len = u16::from_be_bytes([extended[18], extended[19]]) + 8;
+    extended[18..20].copy_from_slice(&payload_len.to_be_bytes());
+    passes(&mut fx, extended, "extension headers are tc's");
+    assert_eq!(fx.count(Path::PublishedXdp), 0);
+
+    // A port published on ::1 is a martian from the uplink, in XDP as in tc.
+    let to_loopback = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (LOOPBACK6, 8080), true, false);
+    let (verdict, out) = fx.run_uplink_xdp(&to_loopback);
+    assert_eq!((verdict, out), (XDP_DROP, to_loopback), "XDP let a frame for [::1]:8080 in");
+    assert_eq!(fx.count(Path::DroppedMartian), 1);
+    assert_eq!(fx.count(Path::PublishedXdp), 0);
+}
+
+#[test]
+fn xdp_clamps_the_mss_of_syns_from_outside_over_ipv6() {
+    let mut fx = nat66();
+    let status =
+        std::process::Command::new("ip").args(["link", "set", "up0", "mtu", "1400"]).status().unwrap();
+    assert!(status.success());
+    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
+    b_takes_xdp_frames(&mut fx);
+    let syn = syn6_with_mss(GATEWAY_MAC, (REMOTE6, 33000), (UPLINK_ADDR6, 8080), false, 1440);
+    let (verdict, inside) = fx.run_uplink_xdp(&syn);
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_reaches_b(&inspect(&inside), (REMOTE6, 33000));
+    assert_eq!(mss_of(&inside), Some(1340), "the SYN's MSS was not clamped to the uplink MTU - 60");
+    assert_eq!(fx.count(Path::PublishedXdp), 1);
+}
+
+/// Past `INBOUND_FLOWS`' second of trust, as the coarse clock sees it.
+fn after_the_cache_is_stale() {
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+}
+
+#[test]
+fn confirmed_ipv6_connections_take_the_cache_for_a_second_and_syns_and_fins_the_long_way() {
+    let mut fx = nat66();
+    // Loaded now: the verifier's seconds must not pass within the second timed below.
+    fx.datapath.xdp_program().unwrap();
+    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
+    let client = (REMOTE6, 33000);
+    assert_eq!(
+        fx.run_uplink(&tcp6(GATEWAY_MAC, client, (UPLINK_ADDR6, 8080), true, false)).0,
+        TC_ACT_REDIRECT
+    );
+    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    assert_eq!(fx.run(&tcp6(B_MAC, (B6, 80), client, true, true)).0, TC_ACT_REDIRECT);
+    let ack = ack6(client, false);
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the ACK did not confirm the flow");
+
+    // Unpublished: new connections see it at once, and so does a SYN of this one (SYN,
+    // FIN and RST take the long way); its other packets go on from the cache for the
+    // second its entry is trusted, rewritten as the long way does, in tc and in XDP.
+    let key = PublishKey { addr: IpAddress::v6([0; 16]), port: 8080u16.to_be(), proto: IPPROTO_TCP, _pad: 0 };
+    fx.datapath.remove_published(&key).unwrap();
+    let other = tcp6(GATEWAY_MAC, (REMOTE6, 33001), (UPLINK_ADDR6, 8080), true, false);
+    assert_eq!(fx.run_uplink(&other).0, TC_ACT_OK, "a new connection reached an unpublished port");
+    let again = tcp6(GATEWAY_MAC, client, (UPLINK_ADDR6, 8080), true, false);
+    assert_eq!(fx.run_uplink(&again).0, TC_ACT_OK, "a SYN took the cache");
+    let (verdict, inside) = fx.run_uplink(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a confirmed connection's packet did not take the cache");
+    assert_reaches_b(&inspect(&inside), client);
+    assert_only_the_destination_changed(&ack, &inside, L4_CSUM_TCP6);
+    b_takes_xdp_frames(&mut fx);
+    let (verdict, inside) = fx.run_uplink_xdp(&ack);
+    assert_eq!(verdict, XDP_REDIRECT, "XDP did not take the cache");
+    assert_reaches_b(&inspect(&inside), client);
+    assert_only_the_destination_changed(&ack, &inside, L4_CSUM_TCP6);
+    assert_eq!((fx.count(Path::Published), fx.count(Path::PublishedXdp)), (3, 1));
+    after_the_cache_is_stale();
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_OK, "a connection outlived its port by more than a second");
+    assert_eq!(fx.run_uplink_xdp(&ack).0, XDP_PASS, "a connection outlived its port in XDP");
+
+    // A FIN always takes the long way: it reaches the conntrack entry at once.
+    publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
+    assert_eq!(fx.run_uplink(&ack6(client, true)).0, TC_ACT_REDIRECT);
+    let flows = fx.datapath.dnat_conntrack().unwrap();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0].1.state, ct_state::CLOSING, "a FIN from the client was not recorded");
 }

@@ -90,6 +90,39 @@ fn a_port_published_without_an_address_is_reached_from_outside_over_both_familie
 }
 
 #[test]
+fn xdp_on_the_uplink_serves_ports_published_on_ipv6() {
+    let host = Host::start_with_ipv6_uplink_and(&[("DATAPLANE_XDP", "on")]);
+    host.create_dual_stack_network("v6pub", "10.44.0.0/24", "fd00:44::/64");
+    // A veth peer leaves checksums to the device (CHECKSUM_PARTIAL), which only tc can
+    // finish, unless its checksum offload is off (frames from a NIC carry complete ones).
+    host.external_sh_ok("ethtool -K eth0 tx off >/dev/null");
+    web(&host, "web", &["-p", "[::]:8080:80"]);
+    let (xdp, tc) = (host.counter("published_xdp"), host.counter("published"));
+    assert!(host.fetch_from_outside(&format!("[{UPLINK_ADDR6}]"), 8080), "unreachable over IPv6 through XDP");
+    // A connection: SYN, ACK, request, ACKs, FIN: each of the client's packets in XDP.
+    assert!(host.counter("published_xdp") >= xdp + 4, "XDP did not serve the port published on IPv6");
+    assert_eq!(host.counter("published"), tc, "tc served what XDP should have");
+    assert!(
+        eventually(Duration::from_secs(3), || host.container_log("web").contains(EXTERNAL_ADDR6)),
+        "the container did not see the client's IPv6 address: {}",
+        host.container_log("web")
+    );
+
+    // UDP: the datagram goes in through XDP, the answer comes from the published address.
+    udp_echo(&host, "echo", "[::]:5353:53/udp");
+    let xdp = host.counter("published_xdp");
+    let out = host
+        .external_command("python3")
+        .args(["-c", UDP6_CLIENT, UPLINK_ADDR6])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "no UDP answer over IPv6: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("pong {UPLINK_ADDR6} 5353"));
+    assert_eq!(host.counter("published_xdp"), xdp + 1, "the datagram did not go through XDP");
+}
+
+#[test]
 fn containers_and_the_host_reach_ports_published_on_ipv6_and_loopback6_is_the_hosts_alone() {
     let host = dual_stack_host();
     web(&host, "web", &["-p", "[::]:8080:80"]);

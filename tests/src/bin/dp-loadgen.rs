@@ -659,13 +659,13 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     assert!(status.success(), "making B's veth");
     let flags = InterfaceConfig::XDP_TARGET | InterfaceConfig::PUBLISHES;
     fixture.datapath.set_interface(42, red_interface(flags)).unwrap();
-    let xdp_runs = |fixture: &mut Fixture, live: bool| {
+    let xdp_runs = |fixture: &mut Fixture, frame: &[u8], live: bool| {
         let before = fixture.count(Path::PublishedXdp);
-        let ns = fixture.xdp_cost_ns(&inbound, repeat, live);
+        let ns = fixture.xdp_cost_ns(frame, repeat, live);
         (fixture.count(Path::PublishedXdp) - before == u64::from(repeat)).then_some(ns)
     };
-    let xdp_dnat = xdp_runs(&mut fixture, false);
-    let xdp_live_mpps = xdp_runs(&mut fixture, true).map(|ns| 1e3 / ns);
+    let xdp_dnat = xdp_runs(&mut fixture, &inbound, false);
+    let xdp_live_mpps = xdp_runs(&mut fixture, &inbound, true).map(|ns| 1e3 / ns);
 
     // A connection's SYN always takes the long way (PUBLISHED, the firewall when the port
     // has rules, DNAT_CT), where later packets take the flow's cached entry. Both again
@@ -688,11 +688,29 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     }
     let dnat_1000_rules = measure(&mut fixture, from_uplink, &inbound, Path::Published);
     let dnat_syn_1000_rules = measure(&mut fixture, from_uplink, &syn, Path::Published);
+
+    // DNAT66 (a port published on `[::]`), in tc (`from_uplink`, then `from_uplink_v6`)
+    // and in XDP, onto itself as above: the uplink's IPv6 address is A's, which publishes
+    // at its own address and port; a confirmed flow, so the cached way.
+    fixture.datapath.set_nat_config(NatConfig { flags: NatConfig::IPV6, addr6: A6, ..nat }).unwrap();
+    let key6 = PublishKey { addr: IpAddress::v6([0; 16]), ..key };
+    fixture.datapath.set_published(key6, Backend { addr: IpAddress::v6(A6), ..backend }).unwrap();
+    fixture
+        .datapath
+        .set_interface(LO, InterfaceConfig { flags: InterfaceConfig::PUBLISHES, ..sender })
+        .unwrap();
+    let inbound6 = udp6((GATEWAY_MAC, B_MAC), (remote6, 5555), (A6, 8080));
+    let answer6 = udp6(outbound, (A6, 8080), (remote6, 5555));
+    let _ = fixture.run_uplink(&inbound6);
+    let _ = fixture.run(&answer6);
+    let dnat66 = measure(&mut fixture, from_uplink, &inbound6, Path::Published);
+    let xdp_dnat66 = xdp_runs(&mut fixture, &inbound6, false);
     json!({
         "forward_ns": forward, "isolation_drop_ns": isolation_drop, "slow_path_ns": slow_path,
         "snat_ns": snat, "reverse_snat_ns": reverse_snat,
         "snat66_ns": snat66, "reverse_snat66_ns": reverse_snat66, "dnat_ns": dnat, "reverse_dnat_ns": reverse_dnat,
         "xdp_dnat_ns": xdp_dnat, "xdp_live_mpps": xdp_live_mpps, "repeat": repeat,
+        "dnat66_ns": dnat66, "xdp_dnat66_ns": xdp_dnat66,
         "dnat_1000_rules_ns": dnat_1000_rules, "dnat_syn_ns": dnat_syn,
         "dnat_syn_1000_rules_ns": dnat_syn_1000_rules,
         "forward_listening_ns": forward_listening,

@@ -70,6 +70,10 @@ enum Only {
     /// Scenario 11, containers on two hosts over VXLAN (`overlay::measure`), ours against
     /// Docker's overlay way and a raw VXLAN pair, then our convergence.
     Overlay,
+    /// Scenario 2 over IPv6 (DNAT66): UDP packets/s from outside to a port published on
+    /// IPv6, ours against both netfilter peers and the raw IPv6 veth pair, interleaved; and
+    /// DNAT66's cost per packet in tc and XDP (`measure_published6`).
+    Published6,
 }
 
 /// A command inside the network namespace pinned at `ns`.
@@ -126,6 +130,9 @@ struct Side3 {
     /// c1 to the external namespace over IPv6 (NAT66).
     masquerade6: Pair,
     published: Pair,
+    /// The external namespace to c2's port published on IPv6, through the uplink's IPv6
+    /// address (DNAT66).
+    published6: Pair,
     masquerade: Pair,
 }
 
@@ -222,6 +229,13 @@ fn build_ours(host: &Host) -> Result<Side3> {
             server_ip: C2,
             target_ip: UPLINK_ADDR,
         },
+        // `-p PORT:PORT` on a dual-stack network publishes on both families.
+        published6: Pair {
+            client: external.clone(),
+            server: sandbox("c2")?,
+            server_ip: C2_6,
+            target_ip: UPLINK_ADDR6,
+        },
         masquerade: Pair::direct(sandbox("c1")?, external.clone(), EXTERNAL_ADDR),
         masquerade6: Pair::direct(sandbox("c1")?, external, EXTERNAL_ADDR6),
     })
@@ -256,25 +270,39 @@ fn docker_ruleset(bridge: &str, subnet: &str) -> String {
     )
 }
 
-/// Docker's ip6tables set-up for one bridge network without IPv6 ports: NAT66 for its
-/// IPv6 subnet, as Docker's `gateway_mode_ipv6=nat`, and its filter table.
+/// Docker's ip6tables set-up for one dual-stack bridge network, as `dockerd` (27+) writes
+/// it: NAT66 for its IPv6 subnet (`gateway_mode_ipv6=nat`), the bench's ports published on
+/// IPv6 too (a DNAT rule per port to c2's IPv6 address), and its filter table.
 fn docker_ruleset6(bridge: &str, subnet: &str) -> String {
+    let mut dnat = String::new();
+    let mut accept = String::new();
+    for (port, proto) in BENCH_PORTS {
+        dnat += &format!(
+            "-A DOCKER ! -i {bridge} -p {proto} -m {proto} --dport {port} -j DNAT --to-destination [{C2_6}]:{port}\n"
+        );
+        accept += &format!(
+            "-A DOCKER -d {C2_6}/128 ! -i {bridge} -o {bridge} -p {proto} -m {proto} --dport {port} -j ACCEPT\n"
+        );
+    }
     format!(
         "*nat
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d ::1/128 -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s {subnet} ! -o {bridge} -j MASQUERADE
-COMMIT
+-A DOCKER -i {bridge} -j RETURN
+{dnat}COMMIT
 {filter}",
-        filter = docker_filter(bridge, "")
+        filter = docker_filter(bridge, &accept)
     )
 }
 
 /// Docker's filter table for one bridge network, `accept` holding its published ports'
-/// rules; with none, the table Docker writes with ip6tables for a network without IPv6
-/// ports (what its containers' IPv6 crosses).
+/// rules.
 fn docker_filter(bridge: &str, accept: &str) -> String {
     format!(
         "*filter
@@ -312,6 +340,10 @@ fn nft_ruleset(bridge: &str, subnet: &str) -> String {
         BENCH_PORTS.iter().map(|(port, proto)| format!("{proto} . {port} : {C2} . {port}")).collect();
     let backends: Vec<String> =
         BENCH_PORTS.iter().map(|(port, proto)| format!("{C2} . {proto} . {port}")).collect();
+    let published6: Vec<String> =
+        BENCH_PORTS.iter().map(|(port, proto)| format!("{proto} . {port} : {C2_6} . {port}")).collect();
+    let backends6: Vec<String> =
+        BENCH_PORTS.iter().map(|(port, proto)| format!("{C2_6} . {proto} . {port}")).collect();
     format!(
         "flush ruleset
 table ip nat {{
@@ -333,6 +365,18 @@ table ip nat {{
   }}
 }}
 table ip6 nat {{
+  map published {{
+    type inet_proto . inet_service : ipv6_addr . inet_service
+    elements = {{ {published6} }}
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname != \"{bridge}\" fib daddr type local dnat ip6 to meta l4proto . th dport map @published
+  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    ip6 daddr != ::1 fib daddr type local dnat ip6 to meta l4proto . th dport map @published
+  }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
     ip6 saddr {SUBNET6} oifname != \"{bridge}\" masquerade
@@ -347,17 +391,24 @@ table inet filter {{
     type ipv4_addr . inet_proto . inet_service
     elements = {{ {backends} }}
   }}
+  set published_backends6 {{
+    type ipv6_addr . inet_proto . inet_service
+    elements = {{ {backends6} }}
+  }}
   chain forward {{
     type filter hook forward priority filter; policy drop;
     iifname . oifname @isolation drop
     oifname \"{bridge}\" ct state established,related accept
     oifname \"{bridge}\" iifname != \"{bridge}\" ip daddr . meta l4proto . th dport @published_backends accept
+    oifname \"{bridge}\" iifname != \"{bridge}\" ip6 daddr . meta l4proto . th dport @published_backends6 accept
     iifname \"{bridge}\" accept
   }}
 }}
 ",
         published = published.join(", "),
         backends = backends.join(", "),
+        published6 = published6.join(", "),
+        backends6 = backends6.join(", "),
     )
 }
 
@@ -470,6 +521,12 @@ fn build_netfilter_peer(cleanup: &mut Cleanup, tag: &str, netfilter: Netfilter) 
             server: netns_path(&c2),
             server_ip: C2,
             target_ip: UPLINK_ADDR,
+        },
+        published6: Pair {
+            client: netns_path(&external),
+            server: netns_path(&c2),
+            server_ip: C2_6,
+            target_ip: UPLINK_ADDR6,
         },
         masquerade: Pair::direct(netns_path(&c1), netns_path(&external), EXTERNAL_ADDR),
         masquerade6: Pair::direct(netns_path(&c1), netns_path(&external), EXTERNAL_ADDR6),
@@ -888,6 +945,12 @@ fn main() -> Result<()> {
             let records = flood::measure(&tools, &host, &sides, options.rounds)?;
             return write_report(&records, &options);
         }
+        Some(Only::Published6) => {
+            let mut records = vec![measure_published6(&tools, &sides, &ceiling6, options.rounds)?];
+            let costs = dnat66_cost_rows();
+            records.extend(measure_costs(&loadgen, options.quick, options.rounds, costs)?);
+            return write_report(&records, &options);
+        }
         _ => {}
     }
     let c2c = "1. container to container";
@@ -945,6 +1008,7 @@ fn main() -> Result<()> {
         measure_c2c(&tools, &ceiling, Side::Ceiling, &mut records)?;
         measure_c2c6(&tools, &ceiling6, Side::Ceiling, &mut records6)?;
     }
+    let published6 = measure_published6(&tools, &sides, &ceiling6, options.rounds)?;
     let mut scaled = nat_records;
     let sizes: &[usize] = if options.quick { &[0, 1000] } else { &[0, 100, 1000, 10000] };
     scaled.extend(measure_scale(&tools, &host, &cleanup.dir, &sides, sizes, options.rounds)?);
@@ -964,6 +1028,7 @@ fn main() -> Result<()> {
     // The raw veth pair over IPv6 is NAT66's ceiling.
     masquerade6.ceiling = records6[0].ceiling.clone();
     records.extend(records6);
+    records.push(published6);
     records.push(masquerade6);
     records.extend(measure_control_plane(&host, &tag, if options.quick { 10 } else { 100 })?);
     let (ports, range) = if options.quick { (20, 50) } else { (200, 1000) };
@@ -981,59 +1046,116 @@ fn main() -> Result<()> {
         options.rounds,
         new_containers_on_two_hosts,
     )?);
-    let cost = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
-    let mut costs = [
-        Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
-        Record::new(cost, "isolation drop", "ns", false),
-        Record::new(cost, "slow path (pass to the bridge)", "ns", false),
-        Record::new(cost, "SNAT out (masquerade)", "ns", false).at_most(150.0),
-        Record::new(cost, "reverse SNAT in", "ns", false).at_most(150.0),
-        Record::new(cost, "DNAT in (published port)", "ns", false).at_most(150.0),
-        Record::new(cost, "reverse DNAT out (reply)", "ns", false).at_most(150.0),
-        Record::new(cost, "DNAT in, XDP on the uplink", "ns", false).at_most(150.0),
-        Record::new(cost, "XDP live frames: DNAT and redirect into a container's veth", "Mpps", true),
-        Record::new(cost, "DNAT in (published port), 1,000 firewall rules", "ns", false).at_most(150.0),
-        Record::new(cost, "DNAT in, TCP SYN (the long way: PUBLISHED, DNAT_CT)", "ns", false),
-        Record::new(
-            cost,
-            "DNAT in, TCP SYN, 1,000 firewall rules (the long way and the firewall)",
-            "ns",
-            false,
-        ),
-        Record::new(cost, "forward, a `dataplane monitor` listening", "ns", false).at_most(100.0),
-        Record::new(cost, "isolation drop, a `dataplane monitor` listening (one event each)", "ns", false),
-    ];
-    let repeat = if options.quick { "100000" } else { "2000000" };
-    for round in 1..=options.rounds {
-        check_interrupt()?;
-        eprintln!("bench: round {round}/{}: eBPF per-packet cost", options.rounds);
-        let mut command = Command::new(&loadgen);
-        command.args(["prog-cost", "--repeat", repeat]);
-        let result = output_json(command)?;
-        let keys = [
+    let cost = COST;
+    let mut costs = vec![
+        (
+            Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
             "forward_ns",
-            "isolation_drop_ns",
-            "slow_path_ns",
-            "snat_ns",
-            "reverse_snat_ns",
-            "dnat_ns",
-            "reverse_dnat_ns",
-            "xdp_dnat_ns",
+        ),
+        (Record::new(cost, "isolation drop", "ns", false), "isolation_drop_ns"),
+        (Record::new(cost, "slow path (pass to the bridge)", "ns", false), "slow_path_ns"),
+        (Record::new(cost, "SNAT out (masquerade)", "ns", false).at_most(150.0), "snat_ns"),
+        (Record::new(cost, "reverse SNAT in", "ns", false).at_most(150.0), "reverse_snat_ns"),
+        (Record::new(cost, "DNAT in (published port)", "ns", false).at_most(150.0), "dnat_ns"),
+        (Record::new(cost, "reverse DNAT out (reply)", "ns", false).at_most(150.0), "reverse_dnat_ns"),
+        (Record::new(cost, "DNAT in, XDP on the uplink", "ns", false).at_most(150.0), "xdp_dnat_ns"),
+        (
+            Record::new(cost, "XDP live frames: DNAT and redirect into a container's veth", "Mpps", true),
             "xdp_live_mpps",
+        ),
+        (
+            Record::new(cost, "DNAT in (published port), 1,000 firewall rules", "ns", false).at_most(150.0),
             "dnat_1000_rules_ns",
+        ),
+        (
+            Record::new(cost, "DNAT in, TCP SYN (the long way: PUBLISHED, DNAT_CT)", "ns", false),
             "dnat_syn_ns",
+        ),
+        (
+            Record::new(
+                cost,
+                "DNAT in, TCP SYN, 1,000 firewall rules (the long way and the firewall)",
+                "ns",
+                false,
+            ),
             "dnat_syn_1000_rules_ns",
+        ),
+        (
+            Record::new(cost, "forward, a `dataplane monitor` listening", "ns", false).at_most(100.0),
             "forward_listening_ns",
+        ),
+        (
+            Record::new(
+                cost,
+                "isolation drop, a `dataplane monitor` listening (one event each)",
+                "ns",
+                false,
+            ),
             "isolation_drop_listening_ns",
-        ];
-        for (record, key) in costs.iter_mut().zip(keys) {
-            record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
-        }
-    }
+        ),
+    ];
+    costs.extend(dnat66_cost_rows());
+    let costs = measure_costs(&loadgen, options.quick, options.rounds, costs)?;
     records.extend(costs);
     records.extend(measure_cost_under_load(&tools, &host, &ours, options.rounds)?);
     write_report(&records, &options)?;
     Ok(())
+}
+
+const COST: &str = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
+
+/// DNAT66's rows of scenario 5, with their keys in `dp-loadgen prog-cost`'s output.
+fn dnat66_cost_rows() -> Vec<(Record, &'static str)> {
+    vec![
+        (Record::new(COST, "DNAT66 in (published port, IPv6)", "ns", false).at_most(150.0), "dnat66_ns"),
+        (Record::new(COST, "DNAT66 in, XDP on the uplink", "ns", false).at_most(150.0), "xdp_dnat66_ns"),
+    ]
+}
+
+/// Scenario 5: `dp-loadgen prog-cost` once a round, each row taking its key's figure.
+fn measure_costs(
+    loadgen: &Path,
+    quick: bool,
+    rounds: usize,
+    mut rows: Vec<(Record, &'static str)>,
+) -> Result<Vec<Record>> {
+    let repeat = if quick { "100000" } else { "2000000" };
+    for round in 1..=rounds {
+        check_interrupt()?;
+        eprintln!("bench: round {round}/{rounds}: eBPF per-packet cost");
+        let mut command = Command::new(loadgen);
+        command.args(["prog-cost", "--repeat", repeat]);
+        let result = output_json(command)?;
+        for (record, key) in &mut rows {
+            record.push(Side::Ours, result[*key].as_f64().unwrap_or(f64::NAN));
+        }
+    }
+    Ok(rows.into_iter().map(|(record, _)| record).collect())
+}
+
+/// Scenario 2 over IPv6 (DNAT66): UDP 64-byte packets/s from the external namespace to
+/// c2's port published on IPv6, through the uplink's IPv6 address: ours, Docker's
+/// ip6tables DNAT and the nftables map, each in turn in every round, then the raw IPv6
+/// veth pair, the ceiling.
+fn measure_published6(
+    tools: &Tools,
+    sides: &[(Side, &Side3)],
+    ceiling6: &Pair,
+    rounds: usize,
+) -> Result<Record> {
+    let mut record =
+        Record::new("2. outside to a published port, IPv6 (DNAT66)", "UDP 64-byte packets/s", "Mpps", true)
+            .vs_reference(2.0);
+    for round in 1..=rounds {
+        for (side, set) in sides {
+            check_interrupt()?;
+            eprintln!("bench: round {round}/{rounds}: {side:?}, a port published on IPv6");
+            record.push(*side, tools.udp_pps(&set.published6)? / 1e6);
+        }
+        check_interrupt()?;
+        record.push(Side::Ceiling, tools.udp_pps(ceiling6)? / 1e6);
+    }
+    Ok(record)
 }
 
 /// Scenario 4: the published-port path with N other ports published (B: N more DNAT
