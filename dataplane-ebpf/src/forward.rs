@@ -51,7 +51,11 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
                     0 => None,
                     _ => publish6::reply(ctx, ifindex),
                 })
-                .or_else(|| within_network_v6(ctx, &iface))
+                .or_else(|| to_peer_v6(ctx, &iface))
+                .or_else(|| {
+                    nat6::established_out(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0)
+                })
+                .or_else(|| refused_v6(ctx, &iface))
                 .or_else(|| {
                     nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0)
                         .map(diagnostics::left_host)
@@ -124,7 +128,7 @@ fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i
 
 /// IPv6 from a container, first: its source and what its ICMPv6 claims are checked;
 /// multicast (neighbour discovery, MLD) goes to the bridge. `None` for what passed, which
-/// goes on: a reply on a published connection (`publish6`), the network (`within_network_v6`),
+/// goes on: a reply on a published connection (`publish6`), the network (`to_peer_v6`),
 /// NAT66, the host. Subprograms (`inline(never)`): their frames stay off the IPv4 paths'
 /// stack.
 #[inline(never)]
@@ -143,18 +147,23 @@ fn check_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
 }
 
 /// IPv6 from a container, checked: unicast to an endpoint of its network goes straight
-/// into the peer's namespace; another network's addresses are refused; what is for the
-/// gateway or the host goes to the bridge, what the host routes out of the uplink is
-/// masqueraded (NAT66). An `--internal` network's containers reach no address outside
-/// the networks' subnets (the gateways included in those). `None` for what is neither
-/// refused nor the network's own: for NAT66 or the kernel.
+/// into the peer's namespace. `None` for the rest: a tracked flow out of the uplink
+/// (`nat6::established_out`), else `refused_v6`.
 #[inline(never)]
-fn within_network_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
+fn to_peer_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
     let frame = parse::parse_ipv6(ctx)?;
-    let dst = IpAddress::v6(frame.dst);
-    if let Some(peer) = endpoint::lookup(iface.network, dst) {
-        return Some(to_peer(ctx, iface, &peer));
-    }
+    let peer = endpoint::lookup(iface.network, IpAddress::v6(frame.dst))?;
+    Some(to_peer(ctx, iface, &peer))
+}
+
+/// IPv6 from a container for no endpoint of its network nor a tracked flow: another
+/// network's addresses are refused, and an `--internal` network's containers reach no
+/// address outside the networks' subnets (the gateways included in those). `None` for
+/// the rest: what is for the gateway or the host goes to the bridge, what the host routes
+/// out of the uplink is masqueraded (NAT66).
+#[inline(never)]
+fn refused_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
+    let frame = parse::parse_ipv6(ctx)?;
     match policy::check_v6(iface.network, frame.dst) {
         Verdict::OtherNetwork => Some((Path::DroppedIsolation, TC_ACT_SHOT)),
         Verdict::Outside if iface.flags & InterfaceConfig::INTERNAL != 0 => {
