@@ -586,7 +586,60 @@ fn an_ipv6_only_overlay_carries_its_containers_between_hosts() {
         b.daemon_log()
     );
     assert!(pings6(a, "api", "client"), "api (on A) cannot ping -6 client (on B)");
+
+    // Frames sent into A's VXLAN device from B's underlay address: api takes the one from
+    // client's address, and A's programs drop the one whose inner source is no endpoint
+    // of B (anti-spoofing at the tunnel's end), before api's socket sees it.
+    let client6 = ip6_of(b, "client");
+    let api_mac = a.dp_json(&["inspect", "api"])[0]["NetworkSettings"]["Networks"]["six"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vni = cluster.underlay.keys("/dataplane/vnis/")[0].rsplit('/').next().unwrap().to_string();
+    let listen = "timeout 6 python3 -c 'import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+        s.bind((\"::\", 9999))\nwhile True:\n    data, peer = s.recvfrom(100)\n    print(peer[0], data.decode(), flush=True)'; true";
+    let received = thread::scope(|scope| {
+        let listener = scope.spawn(|| a.exec("api", listen));
+        thread::sleep(Duration::from_secs(1));
+        let (dropped, delivered) = (a.counter("dropped_tunnel"), a.counter("from_tunnel"));
+        for (source, payload) in [("fd00:201::77", "spoofed"), (client6.as_str(), "genuine")] {
+            let sent = b.command("python3")
+                .args(["-c", INJECT, source, &api6, &api_mac, &vni, "198.51.100.11", payload])
+                .output()
+                .unwrap();
+            assert!(sent.status.success(), "sending into A's VXLAN device: {sent:?}");
+            thread::sleep(Duration::from_millis(300));
+        }
+        assert_eq!(a.counter("dropped_tunnel") - dropped, 1, "A did not drop the spoofed inner source");
+        assert!(a.counter("from_tunnel") > delivered, "A delivered nothing from the tunnel");
+        String::from_utf8_lossy(&listener.join().unwrap().stdout).to_string()
+    });
+    assert!(received.contains(&format!("{client6} genuine")), "api did not get the genuine frame: {received:?}");
+    assert!(!received.contains("spoofed"), "api got the frame with a spoofed inner source: {received:?}");
 }
+
+/// Sends one VXLAN frame (argv: inner IPv6 source, destination, destination MAC, VNI,
+/// outer destination, UDP payload) to port 4789: an IPv6 UDP datagram to port 9999, with
+/// its checksum, from the sending host's own address.
+const INJECT: &str = r#"
+import socket, struct, sys
+src_ip, dst_ip, dst_mac, vni, outer, payload = sys.argv[1:7]
+src = socket.inet_pton(socket.AF_INET6, src_ip)
+dst = socket.inet_pton(socket.AF_INET6, dst_ip)
+data = payload.encode()
+udp = struct.pack("!HHHH", 40000, 9999, 8 + len(data), 0) + data
+pseudo = src + dst + struct.pack("!I3xB", len(udp), 17) + udp
+if len(pseudo) % 2:
+    pseudo += b"\0"
+total = sum(struct.unpack("!%dH" % (len(pseudo) // 2), pseudo))
+while total >> 16:
+    total = (total & 0xFFFF) + (total >> 16)
+udp = udp[:6] + struct.pack("!H", ~total & 0xFFFF or 0xFFFF) + udp[8:]
+ip6 = struct.pack("!IHBB", 0x60000000, len(udp), 17, 64) + src + dst
+eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex("02000000fe01") + b"\x86\xdd"
+vxlan = struct.pack("!II", 0x08000000, int(vni) << 8)
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(vxlan + eth + ip6 + udp, (outer, 4789))
+"#;
 
 #[test]
 fn two_ipv6_overlay_networks_stay_apart_across_hosts() {
