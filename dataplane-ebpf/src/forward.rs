@@ -108,7 +108,8 @@ fn forward_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> (Path, 
     .or_else(|| tunnel::answer_neighbour_solicitation(ctx, iface, ifindex))
     .or_else(|| tunnel::send_v6(ctx, iface))
     .or_else(|| {
-        nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0).map(diagnostics::left_host)
+        nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0)
+            .map(diagnostics::left_host)
     })
     .or_else(|| match iface.flags & InterfaceConfig::ROUTED_V6 {
         0 => None,

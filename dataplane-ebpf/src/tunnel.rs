@@ -23,8 +23,7 @@ use dataplane_common::{
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
-    endpoint,
-    packet,
+    endpoint, packet,
     parse::{self, ARP_REPLY, ARP_REQUEST, ArpIpv4, ETH_P_ARP, Frame},
 };
 
@@ -191,7 +190,11 @@ const ND_FRAME_LEN: u32 = (ND_OFFSET + size_of::<NeighbourMessage>()) as u32;
 /// answered; a duplicate address probe (source `::`) is not.
 /// A subprogram: the message and its answer stay off the stack of the IP paths.
 #[inline(never)]
-pub fn answer_neighbour_solicitation(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> Option<(Path, i32)> {
+pub fn answer_neighbour_solicitation(
+    ctx: &TcContext,
+    iface: &InterfaceConfig,
+    ifindex: u32,
+) -> Option<(Path, i32)> {
     if ctx.len() != ND_FRAME_LEN {
         return None;
     }
@@ -221,7 +224,8 @@ pub fn answer_neighbour_solicitation(ctx: &TcContext, iface: &InterfaceConfig, i
     // SAFETY: `NeighbourMessage` is 32 bytes of plain integers without padding.
     let body: [u8; 32] = unsafe { core::mem::transmute(advertisement) };
     advertisement.checksum = csum::icmpv6_32(&solicitation.target, &ip.src_addr, &body);
-    let reply_ip = Ipv6Hdr { src_addr: solicitation.target, dst_addr: ip.src_addr, hop_limit: ND_HOP_LIMIT, ..ip };
+    let reply_ip =
+        Ipv6Hdr { src_addr: solicitation.target, dst_addr: ip.src_addr, hop_limit: ND_HOP_LIMIT, ..ip };
     packet::write(ctx, EthHdr::LEN, reply_ip).ok()?;
     packet::write(ctx, ND_OFFSET, advertisement).ok()?;
     // Pointers from before a helper that may move the data are stale: take it anew.

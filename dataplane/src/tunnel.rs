@@ -208,10 +208,13 @@ mod tests {
     fn an_endpoint_with_ipv6_is_tunnelled_to_by_each_address_and_an_ipv6_only_one_by_its_own() {
         let prod = Network::sample("prod", 9);
         let mut mirror = Mirror::default();
-        mirror.networks.insert(prod.name.clone(), SharedNetwork { vni: Some(4096), ..SharedNetwork::of(&prod) });
+        mirror
+            .networks
+            .insert(prod.name.clone(), SharedNetwork { vni: Some(4096), ..SharedNetwork::of(&prod) });
         let b = Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 12)));
         let dual = EndpointRecord { ip6: Some("fd00:9::2".parse().unwrap()), ..record(&prod, "b", b, 2) };
-        let only6 = EndpointRecord { ip: None, ip6: Some("fd00:9::3".parse().unwrap()), ..record(&prod, "b", b, 3) };
+        let only6 =
+            EndpointRecord { ip: None, ip6: Some("fd00:9::3".parse().unwrap()), ..record(&prod, "b", b, 3) };
         for r in [dual, only6] {
             mirror.endpoints.insert(r.endpoint_id.clone(), r);
         }
@@ -223,11 +226,20 @@ mod tests {
         ];
         assert_eq!(tables.endpoints.len(), 3, "one entry per address: {:?}", tables.endpoints.keys());
         for ip in keys {
-            let remote = tables.endpoints.get(&endpoint_key(3, ip)).unwrap_or_else(|| panic!("{ip} is missing"));
-            assert_eq!(Ipv4Addr::from(remote.host), Ipv4Addr::new(198, 51, 100, 12), "{ip}: over the IPv4 underlay");
+            let remote =
+                tables.endpoints.get(&endpoint_key(3, ip)).unwrap_or_else(|| panic!("{ip} is missing"));
+            assert_eq!(
+                Ipv4Addr::from(remote.host),
+                Ipv4Addr::new(198, 51, 100, 12),
+                "{ip}: over the IPv4 underlay"
+            );
             assert_eq!(remote.vni, 4096, "{ip}: under its network's VNI");
         }
         let mac = |ip: &str| tables.endpoints[&endpoint_key(3, ip.parse().unwrap())].mac;
-        assert_eq!(mac("fd00:9::2"), [2, 0x42, 10, 9, 0, 2], "the IPv6 address answers with the endpoint's MAC");
+        assert_eq!(
+            mac("fd00:9::2"),
+            [2, 0x42, 10, 9, 0, 2],
+            "the IPv6 address answers with the endpoint's MAC"
+        );
     }
 }

@@ -269,9 +269,20 @@ fn ipv6_only_macvlan_containers_talk_to_the_parents_segment_over_ipv6() {
     let back = host.external_command("ping").args(["-6", "-c1", "-W1", "fd00:204::101"]).output().unwrap();
     assert!(back.status.success(), "the segment cannot reach m2's IPv6 address");
     let err = host.dp_err(&[
-        "network", "create", "-d", "macvlan", "-o", "parent=up0", "--ipv6", "--ipv4=false", "nosubnet6",
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=up0",
+        "--ipv6",
+        "--ipv4=false",
+        "nosubnet6",
     ]);
-    assert!(err.contains("IPv6 --subnet"), "an IPv6-only macvlan network without the segment's subnet: {err}");
+    assert!(
+        err.contains("IPv6 --subnet"),
+        "an IPv6-only macvlan network without the segment's subnet: {err}"
+    );
     host.dp_ok(&["rm", "-f", "m1", "m2"]);
     host.dp_ok(&["network", "rm", "lan6only"]);
     assert!(host.container_namespaces().is_empty());

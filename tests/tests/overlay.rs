@@ -523,7 +523,21 @@ fn containers_on_two_hosts_reach_each_other_over_ipv6_by_name_on_a_dual_stack_ov
     create_overlay_with(a, &[b], "prod", &["--subnet", SUBNET, "--ipv6", "--subnet", "fd00:200::/64"]);
     let inspected = b.dp_json(&["network", "inspect", "prod"]);
     assert_eq!(inspected[0]["EnableIPv6"], true, "the other host's network has no IPv6: {inspected}");
-    a.dp_ok(&["run", "-d", "--name", "web", "--network", "prod", "--", "python3", "-m", "http.server", "80", "--bind", "::"]);
+    a.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "prod",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "80",
+        "--bind",
+        "::",
+    ]);
     b.run_sleeper("client", &["--network", "prod"]);
     let (web6, client6) = (ip6_of(a, "web"), ip6_of(b, "client"));
     assert!(web6.starts_with("fd00:200::") && client6.starts_with("fd00:200::"), "{web6} {client6}");
@@ -531,7 +545,10 @@ fn containers_on_two_hosts_reach_each_other_over_ipv6_by_name_on_a_dual_stack_ov
     let id = network_id(a, "prod");
     let leases = cluster.underlay.keys(&format!("/dataplane/leases/{id}/"));
     for ip in [&web6, &client6] {
-        assert!(leases.iter().any(|k| k.ends_with(&format!("/{ip}"))), "no lease of {ip} in the store: {leases:?}");
+        assert!(
+            leases.iter().any(|k| k.ends_with(&format!("/{ip}"))),
+            "no lease of {ip} in the store: {leases:?}"
+        );
     }
     assert!(
         eventually(Duration::from_secs(10), || dig_aaaa(b, "client", GATEWAY, "web") == [web6.clone()]),
@@ -556,12 +573,16 @@ fn containers_on_two_hosts_reach_each_other_over_ipv6_by_name_on_a_dual_stack_ov
     let full = b.exec("client", "ping -6 -c 1 -W 2 -M do -s 1402 web");
     assert!(full.status.success(), "a full-MTU IPv6 packet does not cross: {full:?}");
     // Neighbour discovery for web was answered on B, with web's MAC: no solicitation crossed.
-    let neighbours = String::from_utf8_lossy(&b.exec("client", &format!("ip -6 neigh show {web6}")).stdout).to_string();
+    let neighbours =
+        String::from_utf8_lossy(&b.exec("client", &format!("ip -6 neigh show {web6}")).stdout).to_string();
     let mac = a.dp_json(&["inspect", "web"])[0]["NetworkSettings"]["Networks"]["prod"]["MacAddress"]
         .as_str()
         .unwrap()
         .to_string();
-    assert!(neighbours.contains(&mac), "client resolved web ({web6}) to another MAC than {mac}: {neighbours}");
+    assert!(
+        neighbours.contains(&mac),
+        "client resolved web ({web6}) to another MAC than {mac}: {neighbours}"
+    );
     assert!(b.counter("arp_answered") > 0, "B's programs answered no solicitation for web");
 }
 
@@ -603,7 +624,8 @@ fn an_ipv6_only_overlay_carries_its_containers_between_hosts() {
         thread::sleep(Duration::from_secs(1));
         let (dropped, delivered) = (a.counter("dropped_tunnel"), a.counter("from_tunnel"));
         for (source, payload) in [("fd00:201::77", "spoofed"), (client6.as_str(), "genuine")] {
-            let sent = b.command("python3")
+            let sent = b
+                .command("python3")
                 .args(["-c", INJECT, source, &api6, &api_mac, &vni, "198.51.100.11", payload])
                 .output()
                 .unwrap();
@@ -614,7 +636,10 @@ fn an_ipv6_only_overlay_carries_its_containers_between_hosts() {
         assert!(a.counter("from_tunnel") > delivered, "A delivered nothing from the tunnel");
         String::from_utf8_lossy(&listener.join().unwrap().stdout).to_string()
     });
-    assert!(received.contains(&format!("{client6} genuine")), "api did not get the genuine frame: {received:?}");
+    assert!(
+        received.contains(&format!("{client6} genuine")),
+        "api did not get the genuine frame: {received:?}"
+    );
     assert!(!received.contains("spoofed"), "api got the frame with a spoofed inner source: {received:?}");
 }
 

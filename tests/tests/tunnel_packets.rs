@@ -201,7 +201,8 @@ fn icmpv6_checksum(src: [u8; 16], dst: [u8; 16], message: &[u8]) -> u16 {
     bytes.extend((message.len() as u32).to_be_bytes());
     bytes.extend([0, 0, 0, ICMPV6]);
     bytes.extend(message);
-    let mut sum: u32 = bytes.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 =
+        bytes.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -215,7 +216,12 @@ fn a_neighbour_solicitation_for_a_remote_endpoint_is_answered_back_into_the_cont
         let mut fx = fixture(0, true);
         let request = solicitation(A6, dst, C6, true);
         let (verdict, out) = fx.run(&request);
-        assert_eq!(verdict, TC_ACT_REDIRECT, "the solicitation to {:?} was not answered", Ipv6Addr::from(dst.0));
+        assert_eq!(
+            verdict,
+            TC_ACT_REDIRECT,
+            "the solicitation to {:?} was not answered",
+            Ipv6Addr::from(dst.0)
+        );
         assert_eq!(fx.count(Path::ArpAnswered), 1, "not counted as answered");
         assert_eq!(fx.count(Path::Tunnelled), 0, "the solicitation crossed the tunnel");
         assert_eq!(out.len(), 86, "an advertisement with its one option is 86 bytes");
@@ -256,7 +262,11 @@ fn solicitations_for_local_unknown_or_other_networks_addresses_and_probes_go_to_
     ];
     for (request, what) in cases {
         let (verdict, out) = fx.run(&request);
-        assert_eq!((verdict, out), (TC_ACT_OK, request), "the solicitation for {what} must go to the bridge untouched");
+        assert_eq!(
+            (verdict, out),
+            (TC_ACT_OK, request),
+            "the solicitation for {what} must go to the bridge untouched"
+        );
     }
     let mut low_hop_limit = solicitation(A6, solicited_node(C6), C6, true);
     low_hop_limit[21] = 64;

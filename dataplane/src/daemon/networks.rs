@@ -134,10 +134,7 @@ impl Core {
             id,
         };
         if let Some(store) = &store
-            && store
-                .create_network(&SharedNetwork::of(&network))
-                .await?
-                .is_none()
+            && store.create_network(&SharedNetwork::of(&network)).await?.is_none()
         {
             bail!(
                 "network with name {} already exists in the store {}; choose another name",

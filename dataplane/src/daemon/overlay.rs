@@ -269,12 +269,16 @@ impl Core {
             .or_else(|| {
                 self.state.networks.iter().find_map(|n| {
                     let (ours, theirs) = n.ipv6.zip(shared.ipv6)?;
-                    let overlap = ours.subnet.contains(&theirs.subnet) || theirs.subnet.contains(&ours.subnet);
+                    let overlap =
+                        ours.subnet.contains(&theirs.subnet) || theirs.subnet.contains(&ours.subnet);
                     overlap.then_some((n, theirs.subnet.to_string()))
                 })
             })
         {
-            bail!("its subnet {theirs} overlaps network {:?} of this host; remove that network here", other.name);
+            bail!(
+                "its subnet {theirs} overlaps network {:?} of this host; remove that network here",
+                other.name
+            );
         }
         let mut net = shared.local(self.state.next_network_index()).map_err(|e| anyhow!(e))?;
         net.bridge_options.mtu = self.overlay_mtu(net.bridge_options.mtu);

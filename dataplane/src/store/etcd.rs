@@ -308,9 +308,11 @@ impl EtcdStore {
             })
             .await?;
         let mut taken = local.clone();
-        taken.extend(held.kvs().iter().filter_map(|kv| {
-            std::str::from_utf8(kv.key()).ok()?.strip_prefix(&prefix)?.parse::<A>().ok()
-        }));
+        taken.extend(
+            held.kvs().iter().filter_map(|kv| {
+                std::str::from_utf8(kv.key()).ok()?.strip_prefix(&prefix)?.parse::<A>().ok()
+            }),
+        );
         for _ in 0..LEASE_TRIES {
             let ip = pick(&taken).map_err(|e| anyhow!("network {}: {e}", net.name))?;
             let key = lease_key(&net.id, ip);

@@ -331,9 +331,13 @@ mod tests {
         assert_eq!((local.plan(), local.ipv6), (None, Some(plan)), "another host makes it IPv6-only too");
         let first_version = br#"{"network_id":"n","endpoint_id":"e","ip":"10.9.0.2","mac":"02:42:0a:09:00:02","host":"a","host_address":null,"name":"api","aliases":[]}"#;
         let record: EndpointRecord = serde_json::from_slice(first_version).unwrap();
-        assert_eq!((record.ip, record.ip6), (Some(Ipv4Addr::new(10, 9, 0, 2)), None), "an IPv4 record reads as one");
+        assert_eq!(
+            (record.ip, record.ip6),
+            (Some(Ipv4Addr::new(10, 9, 0, 2)), None),
+            "an IPv4 record reads as one"
+        );
         let six = EndpointRecord { ip: None, ip6: Some("fd00:200::2".parse().unwrap()), ..record };
         assert_eq!(six.addresses().collect::<Vec<_>>(), ["fd00:200::2".parse::<IpAddr>().unwrap()]);
-        assert_eq!(lease_key("n", Ipv6Addr::from(six.ip6.unwrap())), "/dataplane/leases/n/fd00:200::2");
+        assert_eq!(lease_key("n", six.ip6.unwrap()), "/dataplane/leases/n/fd00:200::2");
     }
 }
