@@ -530,7 +530,8 @@ pub enum Path {
     /// not from a known endpoint of that network on the host that sent it, or for no
     /// endpoint of it on this host.
     DroppedTunnel = 28,
-    /// ARP for an endpoint on another host, answered from the remote endpoint table.
+    /// ARP or a neighbour solicitation for an endpoint on another host, answered from the
+    /// remote endpoint table.
     ArpAnswered = 29,
     /// Left through the uplink untranslated, with the container's own address (a network
     /// in routed mode).
@@ -1002,6 +1003,19 @@ pub mod csum {
     #[inline(always)]
     pub fn replace2(csum: u16, old: [u8; 2], new: [u8; 2]) -> u16 {
         let sum = u32::from(!u16::from_be(csum)) + (!word(&old, 0) & 0xffff) + word(&new, 0);
+        (!fold(sum)).to_be()
+    }
+
+    /// The ICMPv6 checksum (as stored) of `body`, a message of 32 bytes with its checksum
+    /// field zero, from `src` to `dst`: over the IPv6 pseudo header and the message.
+    #[inline(always)]
+    pub fn icmpv6_32(src: &[u8; 16], dst: &[u8; 16], body: &[u8; 32]) -> u16 {
+        let mut sum: u32 = 32 + 58;
+        let mut i = 0;
+        while i < 16 {
+            sum += word(src, i) + word(dst, i) + word(body, i) + word(body, i + 16);
+            i += 2;
+        }
         (!fold(sum)).to_be()
     }
 

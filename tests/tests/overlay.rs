@@ -483,3 +483,209 @@ fn a_ping_between_two_hosts_keeps_flowing_while_etcd_is_stopped_and_overlay_runs
         );
     }
 }
+
+/// A container's IPv6 address on its (only) network, as inspect shows it.
+fn ip6_of(host: &Host, container: &str) -> String {
+    let info = host.dp_json(&["inspect", container]);
+    let networks = info[0]["NetworkSettings"]["Networks"].as_object().unwrap();
+    networks.values().next().unwrap()["GlobalIPv6Address"].as_str().unwrap().to_string()
+}
+
+/// `dig +short AAAA` from a container against `resolver`: the addresses.
+fn dig_aaaa(host: &Host, from: &str, resolver: &str, name: &str) -> Vec<String> {
+    let out = host.exec(from, &format!("dig +short +time=1 +tries=1 AAAA @{resolver} {name}"));
+    assert!(out.status.success(), "dig AAAA {name}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// Whether `from` on `host` reaches `to` over IPv6 with one ping.
+fn pings6(host: &Host, from: &str, to: &str) -> bool {
+    host.exec(from, &format!("ping -6 -c 1 -W 2 {to}")).status.success()
+}
+
+/// Creates overlay network `name` with `args` on `on` and waits until `others` list it.
+fn create_overlay_with(on: &Host, others: &[&Host], name: &str, args: &[&str]) {
+    on.dp_ok(&[&["network", "create", "-d", "overlay"][..], args, &[name]].concat());
+    for host in others {
+        let line = format!("{name} overlay global");
+        assert!(
+            eventually(Duration::from_secs(10), || lists(host, &line)),
+            "another host never saw {name}: {:?}",
+            network_names(host)
+        );
+    }
+}
+
+#[test]
+fn containers_on_two_hosts_reach_each_other_over_ipv6_by_name_on_a_dual_stack_overlay() {
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay_with(a, &[b], "prod", &["--subnet", SUBNET, "--ipv6", "--subnet", "fd00:200::/64"]);
+    let inspected = b.dp_json(&["network", "inspect", "prod"]);
+    assert_eq!(inspected[0]["EnableIPv6"], true, "the other host's network has no IPv6: {inspected}");
+    a.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "prod",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "80",
+        "--bind",
+        "::",
+    ]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    let (web6, client6) = (ip6_of(a, "web"), ip6_of(b, "client"));
+    assert!(web6.starts_with("fd00:200::") && client6.starts_with("fd00:200::"), "{web6} {client6}");
+    assert_ne!(web6, client6, "two hosts leased the same IPv6 address");
+    let id = network_id(a, "prod");
+    let leases = cluster.underlay.keys(&format!("/dataplane/leases/{id}/"));
+    for ip in [&web6, &client6] {
+        assert!(
+            leases.iter().any(|k| k.ends_with(&format!("/{ip}"))),
+            "no lease of {ip} in the store: {leases:?}"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || dig_aaaa(b, "client", GATEWAY, "web") == [web6.clone()]),
+        "B's resolver does not answer AAAA for web (on A) with {web6}: {:?}",
+        dig_aaaa(b, "client", GATEWAY, "web")
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pings6(b, "client", "web")),
+        "client (on B) cannot ping -6 web (on A) by name\nA:\n{}\nB:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
+    assert!(pings6(a, "web", "client"), "web (on A) cannot ping -6 client (on B) by name");
+    let fetch = || b.exec("client", "curl -6 -sf --max-time 5 -o /dev/null -w '%{http_code}' http://web/");
+    assert!(
+        eventually(Duration::from_secs(10), || fetch().stdout == b"200"),
+        "client (on B) cannot fetch web's page (on A) over IPv6: {:?}",
+        fetch()
+    );
+    // 1402 bytes of ICMPv6 payload fill 1450 bytes of IPv6 (40 + 8 of headers): once
+    // encapsulated over the IPv4 underlay, exactly its 1500.
+    let full = b.exec("client", "ping -6 -c 1 -W 2 -M do -s 1402 web");
+    assert!(full.status.success(), "a full-MTU IPv6 packet does not cross: {full:?}");
+    // Neighbour discovery for web was answered on B, with web's MAC: no solicitation crossed.
+    let neighbours =
+        String::from_utf8_lossy(&b.exec("client", &format!("ip -6 neigh show {web6}")).stdout).to_string();
+    let mac = a.dp_json(&["inspect", "web"])[0]["NetworkSettings"]["Networks"]["prod"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        neighbours.contains(&mac),
+        "client resolved web ({web6}) to another MAC than {mac}: {neighbours}"
+    );
+    assert!(b.counter("arp_answered") > 0, "B's programs answered no solicitation for web");
+}
+
+#[test]
+fn an_ipv6_only_overlay_carries_its_containers_between_hosts() {
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay_with(a, &[b], "six", &["--ipv6", "--ipv4=false", "--subnet", "fd00:201::/64"]);
+    a.run_sleeper("api", &["--network", "six"]);
+    b.run_sleeper("client", &["--network", "six"]);
+    let addresses = String::from_utf8_lossy(&b.exec("client", "ip addr show dev eth0").stdout).to_string();
+    assert!(!addresses.contains("inet "), "a container of an IPv6-only overlay has IPv4: {addresses}");
+    let api6 = ip6_of(a, "api");
+    assert!(
+        eventually(Duration::from_secs(10), || dig_aaaa(b, "client", "fd00:201::1", "api") == [api6.clone()]),
+        "B's resolver (on the IPv6 gateway) does not answer AAAA for api (on A) with {api6}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pings6(b, "client", "api")),
+        "client (on B) cannot ping -6 api (on A) on an IPv6-only overlay\nA:\n{}\nB:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
+    assert!(pings6(a, "api", "client"), "api (on A) cannot ping -6 client (on B)");
+
+    // Frames sent into A's VXLAN device from B's underlay address: api takes the one from
+    // client's address, and A's programs drop the one whose inner source is no endpoint
+    // of B (anti-spoofing at the tunnel's end), before api's socket sees it.
+    let client6 = ip6_of(b, "client");
+    let api_mac = a.dp_json(&["inspect", "api"])[0]["NetworkSettings"]["Networks"]["six"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vni = cluster.underlay.keys("/dataplane/vnis/")[0].rsplit('/').next().unwrap().to_string();
+    let listen = "timeout 6 python3 -c 'import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+        s.bind((\"::\", 9999))\nwhile True:\n    data, peer = s.recvfrom(100)\n    print(peer[0], data.decode(), flush=True)'; true";
+    let received = thread::scope(|scope| {
+        let listener = scope.spawn(|| a.exec("api", listen));
+        thread::sleep(Duration::from_secs(1));
+        let (dropped, delivered) = (a.counter("dropped_tunnel"), a.counter("from_tunnel"));
+        for (source, payload) in [("fd00:201::77", "spoofed"), (client6.as_str(), "genuine")] {
+            let sent = b
+                .command("python3")
+                .args(["-c", INJECT, source, &api6, &api_mac, &vni, "198.51.100.11", payload])
+                .output()
+                .unwrap();
+            assert!(sent.status.success(), "sending into A's VXLAN device: {sent:?}");
+            thread::sleep(Duration::from_millis(300));
+        }
+        assert_eq!(a.counter("dropped_tunnel") - dropped, 1, "A did not drop the spoofed inner source");
+        assert!(a.counter("from_tunnel") > delivered, "A delivered nothing from the tunnel");
+        String::from_utf8_lossy(&listener.join().unwrap().stdout).to_string()
+    });
+    assert!(
+        received.contains(&format!("{client6} genuine")),
+        "api did not get the genuine frame: {received:?}"
+    );
+    assert!(!received.contains("spoofed"), "api got the frame with a spoofed inner source: {received:?}");
+}
+
+/// Sends one VXLAN frame (argv: inner IPv6 source, destination, destination MAC, VNI,
+/// outer destination, UDP payload) to port 4789: an IPv6 UDP datagram to port 9999, with
+/// its checksum, from the sending host's own address.
+const INJECT: &str = r#"
+import socket, struct, sys
+src_ip, dst_ip, dst_mac, vni, outer, payload = sys.argv[1:7]
+src = socket.inet_pton(socket.AF_INET6, src_ip)
+dst = socket.inet_pton(socket.AF_INET6, dst_ip)
+data = payload.encode()
+udp = struct.pack("!HHHH", 40000, 9999, 8 + len(data), 0) + data
+pseudo = src + dst + struct.pack("!I3xB", len(udp), 17) + udp
+if len(pseudo) % 2:
+    pseudo += b"\0"
+total = sum(struct.unpack("!%dH" % (len(pseudo) // 2), pseudo))
+while total >> 16:
+    total = (total & 0xFFFF) + (total >> 16)
+udp = udp[:6] + struct.pack("!H", ~total & 0xFFFF or 0xFFFF) + udp[8:]
+ip6 = struct.pack("!IHBB", 0x60000000, len(udp), 17, 64) + src + dst
+eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex("02000000fe01") + b"\x86\xdd"
+vxlan = struct.pack("!II", 0x08000000, int(vni) << 8)
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(vxlan + eth + ip6 + udp, (outer, 4789))
+"#;
+
+#[test]
+fn two_ipv6_overlay_networks_stay_apart_across_hosts() {
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay_with(a, &[b], "prod6", &["--ipv6", "--ipv4=false", "--subnet", "fd00:202::/64"]);
+    create_overlay_with(b, &[a], "dev6", &["--ipv6", "--ipv4=false", "--subnet", "fd00:203::/64"]);
+    a.run_sleeper("api", &["--network", "prod6"]);
+    a.run_sleeper("tool", &["--network", "dev6"]);
+    b.run_sleeper("client", &["--network", "prod6"]);
+    b.run_sleeper("stranger", &["--network", "dev6"]);
+    let (api, tool) = (ip6_of(a, "api"), ip6_of(a, "tool"));
+    assert!(
+        eventually(Duration::from_secs(10), || pings6(b, "client", &api)),
+        "client cannot reach api, on its own network"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pings6(b, "stranger", &tool)),
+        "stranger cannot reach tool, on its own network"
+    );
+    assert!(!pings6(b, "stranger", &api), "stranger (dev6, on B) reaches api (prod6, on A)");
+    assert!(!pings6(b, "client", &tool), "client (prod6, on B) reaches tool (dev6, on A)");
+    assert!(b.counter("dropped_isolation") > 0, "B's programs dropped nothing between the networks");
+}

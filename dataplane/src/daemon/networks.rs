@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{Value, json};
 
@@ -65,20 +65,10 @@ impl Core {
         let macvlan = spec.driver == "macvlan";
         let overlay = spec.driver == OVERLAY_DRIVER;
         let store = if overlay { Some(self.shared_store(&spec.name)?) } else { None };
-        if overlay && spec.ipv6.is_some() {
-            bail!(
-                "network {}: --ipv6 is not shared between hosts yet; drop it for an overlay network",
-                spec.name
-            );
-        }
-        if macvlan && !spec.ipv4 {
-            bail!(
-                "network {}: IPv6-only macvlan networks are not supported yet; drop --ipv4=false",
-                spec.name
-            );
-        }
         let bridge_options = if macvlan {
-            if spec.subnet.is_none() || !spec.options.contains_key("parent") {
+            // The segment's subnet of each family the network has: an IPv6-only one needs
+            // only its IPv6 --subnet (checked with the IPv6 plan below).
+            if (spec.ipv4 && spec.subnet.is_none()) || !spec.options.contains_key("parent") {
                 bail!(
                     "network {}: macvlan needs --subnet (the parent's segment) and -o parent=IFACE",
                     spec.name
@@ -144,10 +134,7 @@ impl Core {
             id,
         };
         if let Some(store) = &store
-            && store
-                .create_network(&SharedNetwork::of(&network).context("an overlay network has IPv4")?)
-                .await?
-                .is_none()
+            && store.create_network(&SharedNetwork::of(&network)).await?.is_none()
         {
             bail!(
                 "network with name {} already exists in the store {}; choose another name",

@@ -5,7 +5,9 @@
 
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
+    fmt::Display,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
     sync::atomic::{AtomicI64, Ordering},
     time::Duration,
 };
@@ -250,15 +252,54 @@ impl EtcdStore {
         Ok(found.kvs().iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect())
     }
 
-    /// Leases an address of `net` to this host: `wanted`, or the lowest one that neither
-    /// the store nor `local` holds. The lease key is created only if absent (a
-    /// transaction), bound to the host's lease: two hosts never hold the same address.
+    /// Leases an IPv4 address of `net` to this host: `wanted`, or the lowest one that
+    /// neither the store nor `local` holds (`lease`).
     pub async fn lease_address(
         &self,
         net: &Network,
         wanted: Option<Ipv4Addr>,
         local: &BTreeSet<Ipv4Addr>,
     ) -> Result<Ipv4Addr> {
+        let plan = net.plan().with_context(|| format!("overlay network {} has no IPv4", net.name))?;
+        let flag = wanted.map(|_| "--ip");
+        self.lease(net, local, flag, |taken| match wanted {
+            Some(ip) => plan.claim(ip, taken),
+            None => plan.allocate(taken),
+        })
+        .await
+    }
+
+    /// Leases an IPv6 address of `net` to this host, as `lease_address`.
+    pub async fn lease_address6(
+        &self,
+        net: &Network,
+        wanted: Option<Ipv6Addr>,
+        local: &BTreeSet<Ipv6Addr>,
+    ) -> Result<Ipv6Addr> {
+        let plan = net.ipv6.with_context(|| format!("overlay network {} has no IPv6", net.name))?;
+        let flag = wanted.map(|_| "--ip6");
+        self.lease(net, local, flag, |taken| match wanted {
+            Some(ip) => plan.claim(ip, taken),
+            None => plan.allocate(taken),
+        })
+        .await
+    }
+
+    /// Leases to this host the address of `net` that `pick` chooses (the one asked for
+    /// with `flag`, or the lowest free one) among those neither the store nor `local` holds. The
+    /// lease key is created only if absent (a transaction), bound to the host's lease: two
+    /// hosts never hold the same address. The store holds both families' leases under the
+    /// network; each family reads only its own.
+    async fn lease<A>(
+        &self,
+        net: &Network,
+        local: &BTreeSet<A>,
+        flag: Option<&str>,
+        pick: impl Fn(&BTreeSet<A>) -> std::result::Result<A, crate::ipam::IpamError>,
+    ) -> Result<A>
+    where
+        A: Copy + Ord + Display + FromStr + Into<IpAddr>,
+    {
         let lease = self.current_lease()?;
         let prefix = leases_of(&net.id);
         let held = self
@@ -267,16 +308,13 @@ impl EtcdStore {
             })
             .await?;
         let mut taken = local.clone();
-        taken.extend(held.kvs().iter().filter_map(|kv| {
-            std::str::from_utf8(kv.key()).ok()?.strip_prefix(&prefix)?.parse::<Ipv4Addr>().ok()
-        }));
-        let plan = net.plan().with_context(|| format!("overlay network {} has no IPv4", net.name))?;
+        taken.extend(
+            held.kvs().iter().filter_map(|kv| {
+                std::str::from_utf8(kv.key()).ok()?.strip_prefix(&prefix)?.parse::<A>().ok()
+            }),
+        );
         for _ in 0..LEASE_TRIES {
-            let ip = match wanted {
-                Some(ip) => plan.claim(ip, &taken),
-                None => plan.allocate(&taken),
-            }
-            .map_err(|e| anyhow!("network {}: {e}", net.name))?;
+            let ip = pick(&taken).map_err(|e| anyhow!("network {}: {e}", net.name))?;
             let key = lease_key(&net.id, ip);
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -284,8 +322,8 @@ impl EtcdStore {
             if self.call(async |mut c| c.txn(txn).await).await?.succeeded() {
                 return Ok(ip);
             }
-            if wanted.is_some() {
-                bail!("network {}: address {ip} is in use on another host; choose another --ip", net.name);
+            if let Some(flag) = flag {
+                bail!("network {}: address {ip} is in use on another host; choose another {flag}", net.name);
             }
             taken.insert(ip);
         }
@@ -304,12 +342,16 @@ impl EtcdStore {
         Ok(())
     }
 
-    /// Gives back an address and the record of the endpoint that had it.
-    pub async fn release(&self, network_id: &str, ip: Ipv4Addr, endpoint_id: &str) -> Result<()> {
-        let txn = Txn::new().and_then([
-            TxnOp::delete(endpoint_key(network_id, endpoint_id), None),
-            TxnOp::delete(lease_key(network_id, ip), None),
-        ]);
+    /// Gives back an endpoint's addresses and its record.
+    pub async fn release(
+        &self,
+        network_id: &str,
+        addresses: impl IntoIterator<Item = IpAddr>,
+        endpoint_id: &str,
+    ) -> Result<()> {
+        let mut removals = vec![TxnOp::delete(endpoint_key(network_id, endpoint_id), None)];
+        removals.extend(addresses.into_iter().map(|ip| TxnOp::delete(lease_key(network_id, ip), None)));
+        let txn = Txn::new().and_then(removals);
         self.call(async |mut c| c.txn(txn).await).await?;
         Ok(())
     }
@@ -320,8 +362,8 @@ impl EtcdStore {
     pub async fn reclaim(&self, own: &[EndpointRecord]) -> Result<()> {
         let lease = self.current_lease()?;
         let with_lease = || Some(PutOptions::new().with_lease(lease));
-        for record in own {
-            let key = lease_key(&record.network_id, record.ip);
+        for (record, ip) in own.iter().flat_map(|r| r.addresses().map(move |ip| (r, ip))) {
+            let key = lease_key(&record.network_id, ip);
             let puts = [
                 TxnOp::put(key.clone(), self.host.id.clone(), with_lease()),
                 TxnOp::put(
@@ -341,9 +383,8 @@ impl EtcdStore {
                 .and_then(puts);
             if !self.call(async |mut c| c.txn(ours).await).await?.succeeded() {
                 log::error!(
-                    "store: address {} of {} was leased to another host while this one was away; \
+                    "store: address {ip} of {} was leased to another host while this one was away; \
                      remove and run the container again",
-                    record.ip,
                     record.name
                 );
             }
@@ -351,7 +392,7 @@ impl EtcdStore {
         let mirror = self.snapshot().await?.0;
         for stale in mirror.endpoints.values().filter(|r| r.host == self.host.id) {
             if !own.iter().any(|r| r.endpoint_id == stale.endpoint_id) {
-                self.release(&stale.network_id, stale.ip, &stale.endpoint_id).await?;
+                self.release(&stale.network_id, stale.addresses(), &stale.endpoint_id).await?;
             }
         }
         Ok(())
