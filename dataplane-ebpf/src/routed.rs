@@ -116,8 +116,17 @@ pub fn leave_host(
     let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
     let s = nat::scratch()?;
     s.key = nat::flow_key(frame, &l4);
-    let request =
-        SnatRequest { proto: frame.proto, l4: &l4, cfg, ipv6: false, routed: true, sender, mac, next_hop, now };
+    let request = SnatRequest {
+        proto: frame.proto,
+        l4: &l4,
+        cfg,
+        ipv6: false,
+        routed: true,
+        sender,
+        mac,
+        next_hop,
+        now,
+    };
     let Some(_) = nat::snat_port(s, &request) else {
         return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
     };

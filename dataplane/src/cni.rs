@@ -554,6 +554,11 @@ mod tests {
         .unwrap()
         .network;
         assert_eq!(routed.gateway_mode_ipv6.as_deref(), Some("routed"));
+        let routed4 =
+            parse_config(&conf(json!({"name": "r", "type": "dataplane", "gatewayModeIpv4": "routed"})))
+                .unwrap()
+                .network;
+        assert_eq!(routed4.gateway_mode_ipv4.as_deref(), Some("routed"));
         let pooled =
             parse_config(&conf(json!({"name": "d", "type": "dataplane", "ipv6": true}))).unwrap().network;
         assert_eq!((pooled.ipv6, pooled.subnet6), (Some(true), None));

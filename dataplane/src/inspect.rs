@@ -8,8 +8,8 @@ use crate::{
     api::ObjectKind,
     ports::PortMapping,
     state::{
-        Container, DEFAULT_NETWORK, Endpoint, GATEWAY_MODE_IPV4, GATEWAY_MODE_IPV6, GatewayMode, Network, NetworkMode,
-        State, Status,
+        Container, DEFAULT_NETWORK, Endpoint, GATEWAY_MODE_IPV4, GATEWAY_MODE_IPV6, GatewayMode, Network,
+        NetworkMode, State, Status,
     },
 };
 
@@ -120,7 +120,9 @@ pub fn network(state: &State, net: &Network) -> Value {
             }
             // A routed family shows under Docker's key, whichever name created it.
             let modes = &net.bridge_options;
-            for (key, mode) in [(GATEWAY_MODE_IPV4, modes.gateway_mode_ipv4), (GATEWAY_MODE_IPV6, modes.gateway_mode_ipv6)] {
+            for (key, mode) in
+                [(GATEWAY_MODE_IPV4, modes.gateway_mode_ipv4), (GATEWAY_MODE_IPV6, modes.gateway_mode_ipv6)]
+            {
                 if mode != GatewayMode::Nat {
                     options[key] = json!(mode.name());
                 }

@@ -378,7 +378,9 @@ impl Datapath {
 
     /// The tc program `name`; the uplink's are loaded on first use.
     pub fn program_named(&mut self, name: &str) -> Result<&mut SchedClassifier> {
-        if [program_names::FROM_UPLINK, program_names::FROM_UPLINK_V6, program_names::FROM_UPLINK_ROUTED].contains(&name) {
+        if [program_names::FROM_UPLINK, program_names::FROM_UPLINK_V6, program_names::FROM_UPLINK_ROUTED]
+            .contains(&name)
+        {
             self.load_uplink_programs()?;
         }
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
@@ -592,8 +594,11 @@ impl Datapath {
         )?;
         tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")?;
         let name = program_names::FROM_UPLINK_ROUTED;
-        let routed: &mut SchedClassifier =
-            self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?.try_into()?;
+        let routed: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+            .try_into()?;
         routed.load().with_context(|| format!("the verifier refused {name}"))?;
         let routed = routed.fd()?.try_clone()?;
         let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(

@@ -129,8 +129,12 @@ impl BridgeOptions {
                         })?;
                     options.mtu = Some(mtu);
                 }
-                "gateway_mode_ipv4" | GATEWAY_MODE_IPV4 => options.gateway_mode_ipv4 = GatewayMode::parse(key, value)?,
-                "gateway_mode_ipv6" | GATEWAY_MODE_IPV6 => options.gateway_mode_ipv6 = GatewayMode::parse(key, value)?,
+                "gateway_mode_ipv4" | GATEWAY_MODE_IPV4 => {
+                    options.gateway_mode_ipv4 = GatewayMode::parse(key, value)?
+                }
+                "gateway_mode_ipv6" | GATEWAY_MODE_IPV6 => {
+                    options.gateway_mode_ipv6 = GatewayMode::parse(key, value)?
+                }
                 _ => {
                     return Err(format!(
                         "--opt {key}: unknown option for the bridge driver; supported: icc, mtu, gateway_mode_ipv4, \
@@ -1224,5 +1228,18 @@ mod tests {
         );
         let refused = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV6, "nat-unprotected")).unwrap_err();
         assert!(refused.contains("expected nat or routed"), "{refused}");
+        // IPv4's mode, apart from IPv6's, under either name.
+        let routed4 = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV4, "routed")).unwrap();
+        assert_eq!(
+            (routed4.gateway_mode_ipv4, routed4.gateway_mode_ipv6),
+            (GatewayMode::Routed, GatewayMode::Nat)
+        );
+        assert_eq!(
+            BridgeOptions::parse(&raw("gateway_mode_ipv4", "routed")).unwrap().gateway_mode_ipv4,
+            GatewayMode::Routed
+        );
+        assert_eq!(BridgeOptions::parse(&BTreeMap::new()).unwrap().gateway_mode_ipv4, GatewayMode::Nat);
+        let refused = BridgeOptions::parse(&raw("gateway_mode_ipv4", "isolated")).unwrap_err();
+        assert!(refused.contains("gateway_mode_ipv4=isolated: expected nat or routed"), "{refused}");
     }
 }

@@ -16,7 +16,15 @@ const ROUTED_OPTION: &str = "com.docker.network.bridge.gateway_mode_ipv4";
 /// the host, as a routed network's outside does.
 fn routed_host() -> Host {
     let host = Host::start_with_external();
-    host.dp_ok(&["network", "create", "--subnet", "10.47.0.0/24", "-o", "gateway_mode_ipv4=routed", "routed"]);
+    host.dp_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.47.0.0/24",
+        "-o",
+        "gateway_mode_ipv4=routed",
+        "routed",
+    ]);
     host.dp_ok(&["network", "create", "--subnet", "10.48.0.0/24", "natted"]);
     host.external_sh_ok(&format!(
         "ip route add 10.47.0.0/24 via {UPLINK_ADDR} && ip route add 10.48.0.0/24 via {UPLINK_ADDR}"
@@ -61,7 +69,11 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
 
     let seen = echo_requests_seen_outside(&host, || {
         let ping = host.exec("c", &format!("ping -c 5 -i 0.3 -W 2 {EXTERNAL_ADDR}"));
-        assert!(ping.status.success(), "ping to the outside failed: {}", String::from_utf8_lossy(&ping.stdout));
+        assert!(
+            ping.status.success(),
+            "ping to the outside failed: {}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
     });
     assert!(seen.contains(&format!("{c4} > {EXTERNAL_ADDR}")), "the outside saw another ping source: {seen}");
 
@@ -133,7 +145,10 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
     );
     let dropped = host.counter("dropped_unpublished");
     assert!(!host.fetch_from_outside(&web, 81), "an unpublished port was reachable from outside");
-    assert!(host.counter("dropped_unpublished") > dropped, "the unpublished port's SYN was not counted as dropped");
+    assert!(
+        host.counter("dropped_unpublished") > dropped,
+        "the unpublished port's SYN was not counted as dropped"
+    );
     let ping = host.external_command("ping").args(["-c", "1", "-W", "2", &web]).output().unwrap();
     assert!(ping.status.success(), "a routed container does not answer ping from outside");
 
@@ -166,5 +181,8 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
         eventually(Duration::from_secs(10), || host.fetch_from_outside(UPLINK_ADDR, 8081)),
         "the NAT container's published host port does not answer"
     );
-    assert!(!host.fetch_from_outside(&natweb, 80), "a NAT container's own address was reachable from outside");
+    assert!(
+        !host.fetch_from_outside(&natweb, 80),
+        "a NAT container's own address was reachable from outside"
+    );
 }

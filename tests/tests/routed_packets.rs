@@ -39,7 +39,8 @@ fn assert_untranslated(sent: &[u8], seen: &[u8], what: &str) {
 }
 
 #[test]
-fn tcp_udp_and_echo_from_a_routed_network_leave_with_the_containers_own_address_and_their_replies_come_back() {
+fn tcp_udp_and_echo_from_a_routed_network_leave_with_the_containers_own_address_and_their_replies_come_back()
+{
     let mut fx = routed();
     let syn = tcp_segment(A_MAC, (A, 40000), (REMOTE, 80), "S", 1000, 0);
     let (verdict, out) = fx.run(&syn);
