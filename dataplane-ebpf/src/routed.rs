@@ -114,7 +114,9 @@ pub fn leave_host(
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
     let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
-    let s = nat::scratch()?;
+    let Some(s) = nat::scratch() else {
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    };
     s.key = nat::flow_key(frame, &l4);
     let request = SnatRequest {
         proto: frame.proto,
