@@ -114,8 +114,7 @@ pub enum GatewayMode {
 
 impl BridgeOptions {
     pub fn parse(raw: &BTreeMap<String, String>) -> Result<Self, String> {
-        let mut options = Self::default();
-        options.icc = true;
+        let mut options = Self { icc: true, ..Self::default() };
         for (key, value) in raw {
             match key.as_str() {
                 "icc" | "com.docker.network.bridge.enable_icc" => {
@@ -224,7 +223,6 @@ impl Network {
             bridge_options: BridgeOptions {
                 icc: true,
                 mtu: None,
-                gateway_mode_ipv4: GatewayMode::Nat,
                 gateway_mode_ipv4: GatewayMode::Nat,
                 gateway_mode_ipv6: GatewayMode::Nat,
             },
