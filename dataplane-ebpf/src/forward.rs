@@ -78,12 +78,18 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         if in_subnet && let Some(remote) = tunnel::remote(iface.network, frame.dst) {
             return tunnel::send(ctx, iface, remote);
         }
-        if let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
+        // A routed network's flows are tracked as masqueraded ones are, but leave as they
+        // are: `routed::leave_host` takes them all.
+        let routed = iface.flags & InterfaceConfig::ROUTED_V4 != 0;
+        if !routed && let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
             return verdict;
         }
         return match policy::check_v4(iface.network, frame.dst) {
             Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
-            Verdict::Allow | Verdict::Outside => match nat::leave_host(ctx, &frame, &iface, ifindex) {
+            Verdict::Allow | Verdict::Outside => match match routed {
+                false => nat::leave_host(ctx, &frame, &iface, ifindex),
+                true => routed::leave_host(ctx, &frame, &iface, ifindex),
+            } {
                 Some(verdict) => diagnostics::left_host(verdict),
                 // For the host itself: a published port there (hairpin), or the host's own.
                 None => publish::hairpin(ctx, &frame, ifindex).unwrap_or((Path::SlowPathIp, TC_ACT_OK)),

@@ -80,13 +80,20 @@ impl Core {
                     spec.name
                 );
             }
-            BridgeOptions { icc: true, mtu: None, gateway_mode_ipv6: GatewayMode::Nat }
+            BridgeOptions { icc: true, ..BridgeOptions::default() }
         } else {
             let mut options =
                 BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?;
             if options.gateway_mode_ipv6 == GatewayMode::Routed && spec.ipv6.is_none() {
                 bail!(
                     "network {}: gateway_mode_ipv6=routed routes the network's IPv6, and it has none; add --ipv6 or drop the option",
+                    spec.name
+                );
+            }
+            if options.gateway_mode_ipv4 == GatewayMode::Routed && !spec.ipv4 {
+                bail!(
+                    "network {}: gateway_mode_ipv4=routed routes the network's IPv4, and it has none; drop \
+                     --ipv4=false or the option",
                     spec.name
                 );
             }
