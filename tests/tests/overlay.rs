@@ -483,3 +483,126 @@ fn a_ping_between_two_hosts_keeps_flowing_while_etcd_is_stopped_and_overlay_runs
         );
     }
 }
+
+#[test]
+fn hosts_share_an_overlay_through_etcd_over_tls_with_a_user_and_a_wrong_ca_or_password_stops_a_daemon() {
+    let mut cluster = Cluster::start_secure(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    a.run_sleeper("api", &["--network", "prod"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    assert!(
+        comes_through(b, "client", "api"),
+        "client (on B) cannot ping api (on A) by name through a TLS store\nA:\n{}\nB:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
+    assert!(a.daemon_log().contains("signed in as \"dataplane\""), "A never signed in:\n{}", a.daemon_log());
+    let id = network_id(a, "prod");
+    assert_eq!(
+        cluster.underlay.keys(&format!("/dataplane/endpoints/{id}/")).len(),
+        2,
+        "both hosts' endpoints are recorded"
+    );
+    let other_ca = cluster.underlay.tls_dir().join("other-ca.pem").display().to_string();
+
+    let b = &mut cluster.hosts[1];
+    b.stop_daemon();
+    let err = b.daemon_fails(&[("DATAPLANE_STORE_CACERT", &other_ca)]);
+    assert!(
+        err.contains("TLS with the store etcds://198.51.100.1:2379 failed") && err.contains("--store-cacert"),
+        "a daemon that does not trust etcd's certificate must say so and name --store-cacert: {err}"
+    );
+    let err = b.daemon_fails(&[("DATAPLANE_STORE_PASSWORD", "not-the-password")]);
+    assert!(
+        err.contains("the store etcds://198.51.100.1:2379 refused user \"dataplane\"")
+            && err.contains("--store-password-file"),
+        "a daemon with a wrong password must say so and name the fix: {err}"
+    );
+    let err = b.daemon_fails(&[("DATAPLANE_STORE", "etcd://198.51.100.1:2379")]);
+    assert!(err.contains("etcds://"), "TLS files with a plain store must be refused naming etcds://: {err}");
+    b.start_daemon();
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    assert!(comes_through(b, "client", "api"), "client (on B) cannot reach api after B's restart");
+    b.run_sleeper("late", &["--network", "prod"]);
+    let late = b.ip_of("late");
+    assert!(comes_through(a, "api", &late), "a run after the restart is not reached from A");
+}
+
+/// Cuts host `host`'s connections to etcd (its own namespace's nftables, which the daemon
+/// does not use), or restores them.
+fn cut_from_etcd(host: &Host, cut: bool) {
+    if cut {
+        host.sh_ok(
+            "nft add table inet cut && \
+             nft add chain inet cut out '{ type filter hook output priority 0; }' && \
+             nft add rule inet cut out tcp dport 2379 drop && \
+             nft add chain inet cut in '{ type filter hook input priority 0; }' && \
+             nft add rule inet cut in tcp sport 2379 drop",
+        );
+    } else {
+        host.sh_ok("nft delete table inet cut");
+    }
+}
+
+#[test]
+fn a_host_cut_from_etcd_while_history_is_compacted_converges_from_a_fresh_snapshot() {
+    let cluster = Cluster::start(2, 60);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    a.run_sleeper("api", &["--network", "prod"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    assert!(
+        eventually(Duration::from_secs(10), || dig(a, "api", "client").len() == 1),
+        "client never resolved on A"
+    );
+    let client = b.ip_of("client");
+
+    cut_from_etcd(a, true);
+    // The watch's keep-alive (10 s, 3 s to answer) finds etcd gone.
+    assert!(
+        eventually(Duration::from_secs(30), || a.daemon_log().contains("store watch:")),
+        "A's watch never broke while cut from etcd:\n{}",
+        a.daemon_log()
+    );
+    b.run_sleeper("late", &["--network", "prod"]);
+    b.dp_ok(&["rm", "-f", "client"]);
+    let late = b.ip_of("late");
+    for i in 0..20 {
+        b.dp_ok(&[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            &format!("10.{}.0.0/16", 210 + i),
+            "churn",
+        ]);
+        b.dp_ok(&["network", "rm", "churn"]);
+    }
+    let status = cluster.underlay.etcdctl_ok(&["endpoint", "status", "-w", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let revision = status[0]["Status"]["header"]["revision"].as_i64().unwrap();
+    cluster.underlay.etcdctl_ok(&["compact", &revision.to_string()]);
+    cut_from_etcd(a, false);
+
+    assert!(
+        eventually(Duration::from_secs(30), || dig(a, "api", "late") == [late.clone()]),
+        "a container B ran while A was cut off never resolved on A: {:?}\n{}",
+        dig(a, "api", "late"),
+        a.daemon_log()
+    );
+    assert!(comes_through(a, "api", &late), "api (on A) cannot reach late (on B)");
+    assert!(
+        dig(a, "api", "client").is_empty(),
+        "a container B removed while A was cut off still resolves on A"
+    );
+    assert!(!pings(a, "api", &client), "A still sends to the removed container's address");
+    assert!(!lists(a, "churn overlay global"), "a network made and removed meanwhile is left on A");
+    b.dp_ok(&["network", "create", "-d", "overlay", "--subnet", "10.201.0.0/16", "after"]);
+    assert!(
+        eventually(Duration::from_secs(10), || lists(a, "after overlay global")),
+        "A's watch did not resume after the compaction\n{}",
+        a.daemon_log()
+    );
+}
