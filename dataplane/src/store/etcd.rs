@@ -603,3 +603,49 @@ impl EtcdStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(address: &str, access: &StoreAccess) -> String {
+        format!("{:#}", connect_options(&address.parse().unwrap(), access).unwrap_err())
+    }
+
+    #[test]
+    fn tls_and_user_settings_that_cannot_work_are_refused_naming_the_setting_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            Some(path)
+        };
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let ca = StoreAccess { cacert: file("ca.pem", pem), ..StoreAccess::default() };
+        let err = refused("etcd://10.0.0.10:2379", &ca);
+        assert!(err.contains("--store-cacert") && err.contains("etcds://"), "{err}");
+        let err = refused("etcds://10.0.0.10:2379", &StoreAccess::default());
+        assert!(err.contains("give --store-cacert FILE"), "{err}");
+        let half = StoreAccess { cert: file("cert.pem", pem), ..ca.clone() };
+        let err = refused("etcds://10.0.0.10:2379", &half);
+        assert!(err.contains("--store-cert and --store-key go together"), "{err}");
+        let not_pem = StoreAccess { cacert: file("ca.der", "0\x02 binary"), ..StoreAccess::default() };
+        let err = refused("https://10.0.0.10:2379", &not_pem);
+        assert!(err.contains("ca.der: not PEM"), "{err}");
+        let missing = StoreAccess { cacert: Some(dir.path().join("nope.pem")), ..StoreAccess::default() };
+        let err = refused("etcds://10.0.0.10:2379", &missing);
+        assert!(err.contains("--store-cacert") && err.contains("nope.pem: cannot read it"), "{err}");
+        let no_user = StoreAccess { password_file: file("password", "secret\n"), ..StoreAccess::default() };
+        assert!(refused("etcd://10.0.0.10:2379", &no_user).contains("no --store-user"));
+
+        let user = StoreAccess { user: Some("dataplane".into()), ..no_user };
+        let (_, creds) = connect_options(&"etcd://10.0.0.10:2379".parse().unwrap(), &user).unwrap();
+        assert_eq!(
+            creds,
+            Some(("dataplane".into(), "secret".into())),
+            "the file's newline is not the password's"
+        );
+        let (_, creds) = connect_options(&"etcds://10.0.0.10:2379".parse().unwrap(), &ca).unwrap();
+        assert_eq!(creds, None, "TLS alone signs in as nobody");
+    }
+}
