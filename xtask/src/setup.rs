@@ -48,6 +48,9 @@ const PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     "docker.io",
     "protobuf-compiler",
+    // protoc's well-known types (descriptor.proto, struct.proto), which etcd-client's protos import;
+    // only recommended by protobuf-compiler, and recommendations are not installed.
+    "libprotobuf-dev",
     "etcd-server",
     "etcd-client",
     "openssl",

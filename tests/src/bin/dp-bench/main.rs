@@ -1002,6 +1002,23 @@ fn main() -> Result<()> {
         ),
         Record::new(cost, "forward, a `dataplane monitor` listening", "ns", false).at_most(100.0),
         Record::new(cost, "isolation drop, a `dataplane monitor` listening (one event each)", "ns", false),
+        Record::new(cost, "forward over IPv6", "ns", false).at_most(100.0),
+        Record::new(cost, "SNAT66 out (masquerade over IPv6)", "ns", false).at_most(150.0),
+        Record::new(cost, "reverse SNAT66 in", "ns", false).at_most(150.0),
+        Record::new(
+            cost,
+            "kernel log at the default level: loaded instructions that build a message",
+            "insns",
+            false,
+        )
+        .at_most(0.0),
+    ];
+    // The same programs loaded with their diagnostic messages on (`dataplane::kernel` at
+    // debug): the messages sit on failure branches, so the measured paths should not move.
+    let mut costs_at_debug = [
+        Record::new(cost, "forward, kernel log at debug", "ns", false).at_most(100.0),
+        Record::new(cost, "SNAT out (masquerade), kernel log at debug", "ns", false).at_most(150.0),
+        Record::new(cost, "kernel log at debug: loaded instructions that build a message", "insns", false),
     ];
     let repeat = if options.quick { "100000" } else { "2000000" };
     for round in 1..=options.rounds {
@@ -1025,12 +1042,25 @@ fn main() -> Result<()> {
             "dnat_syn_1000_rules_ns",
             "forward_listening_ns",
             "isolation_drop_listening_ns",
+            "forward6_ns",
+            "snat66_ns",
+            "reverse_snat66_ns",
+            "kernel_log_instructions",
         ];
         for (record, key) in costs.iter_mut().zip(keys) {
             record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
         }
+        let mut command = Command::new(&loadgen);
+        command.args(["prog-cost", "--repeat", repeat, "--kernel-log", "debug"]);
+        let result = output_json(command)?;
+        for (record, key) in
+            costs_at_debug.iter_mut().zip(["forward_ns", "snat_ns", "kernel_log_instructions"])
+        {
+            record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
+        }
     }
     records.extend(costs);
+    records.extend(costs_at_debug);
     records.extend(measure_cost_under_load(&tools, &host, &ours, options.rounds)?);
     write_report(&records, &options)?;
     Ok(())
