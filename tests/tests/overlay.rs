@@ -420,15 +420,16 @@ fn hosts_advertise_their_uplinks_address_unasked_and_traffic_between_them_outliv
     a.start_daemon();
     let restart = restart.elapsed();
     thread::sleep(Duration::from_secs(1));
+    // Started before the stop and still running now: the pings span the restart. (Not
+    // their count times 50 ms: on a loaded machine ping sends fewer than 20 a second.)
+    let mut pinging = pinging;
+    assert!(pinging.try_wait().unwrap().is_none(), "the pings ended before the restart did ({restart:?})");
     // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet; SIGINT
     // makes ping print its statistics.
     unsafe { libc::kill(pinging.id() as i32, libc::SIGINT) };
     let out = pinging.wait_with_output().unwrap();
     let (sent, received) = ping_counts(&String::from_utf8_lossy(&out.stdout));
-    assert!(
-        f64::from(sent) * 0.05 > restart.as_secs_f64() + 1.0,
-        "the pings did not span the restart ({restart:?}): {sent} sent"
-    );
+    assert!(sent > 20, "too few pings to tell ({sent} sent over {restart:?})");
     assert!(
         sent - received <= sent / 50,
         "traffic between hosts stops while a daemon restarts ({restart:?}): {received} of {sent} pings came back\nA:\n{}",
