@@ -50,7 +50,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the current network namespace (its "host").
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCommand),

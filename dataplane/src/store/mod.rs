@@ -20,6 +20,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
     str::FromStr,
 };
 
@@ -46,18 +47,41 @@ pub const FIRST_VNI: u32 = 4096;
 /// The last one: VNIs are 24 bits.
 pub const LAST_VNI: u32 = (1 << 24) - 1;
 
-/// `--store etcd://ADDR:PORT[,ADDR:PORT...]`: the etcd members to talk to.
+/// `--store etcd://ADDR:PORT[,ADDR:PORT...]`: the etcd members to talk to, in plain
+/// gRPC (`etcd://`, or `http://` as etcdctl writes it) or over TLS (`etcds://`, or
+/// `https://`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreAddress {
     pub members: Vec<SocketAddr>,
+    /// The scheme as given, which says whether the members speak TLS.
+    pub scheme: &'static str,
+}
+
+/// The schemes `--store` takes, and whether each is TLS.
+const SCHEMES: [(&str, bool); 4] =
+    [("etcd://", false), ("http://", false), ("etcds://", true), ("https://", true)];
+
+impl StoreAddress {
+    /// Whether the members are reached over TLS.
+    pub fn tls(&self) -> bool {
+        SCHEMES.iter().any(|(scheme, tls)| *scheme == self.scheme && *tls)
+    }
+
+    /// The members as the etcd client takes them.
+    pub fn urls(&self) -> Vec<String> {
+        let scheme = if self.tls() { "https://" } else { "http://" };
+        self.members.iter().map(|m| format!("{scheme}{m}")).collect()
+    }
 }
 
 impl FromStr for StoreAddress {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let Some(list) = s.strip_prefix("etcd://") else {
+        let Some((scheme, list)) =
+            SCHEMES.iter().find_map(|(scheme, _)| Some((*scheme, s.strip_prefix(scheme)?)))
+        else {
             return Err(format!(
-                "--store {s}: expected etcd://ADDR:PORT[,ADDR:PORT...] (etcd is the only store)"
+                "--store {s}: expected etcd://ADDR:PORT[,ADDR:PORT...], or etcds:// for TLS (etcd is the only store)"
             ));
         };
         let members = list
@@ -68,15 +92,31 @@ impl FromStr for StoreAddress {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { members })
+        Ok(Self { members, scheme })
     }
 }
 
 impl fmt::Display for StoreAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let members: Vec<String> = self.members.iter().map(ToString::to_string).collect();
-        write!(f, "etcd://{}", members.join(","))
+        write!(f, "{}{}", self.scheme, members.join(","))
     }
+}
+
+/// The environment variable the store user's password is read from, when no
+/// `--store-password-file` names a file: never a flag, so that it shows in no process list.
+pub const PASSWORD_ENV: &str = "DATAPLANE_STORE_PASSWORD";
+
+/// How the daemon checks the store and proves itself to it (`--store-cacert`,
+/// `--store-cert`, `--store-key`, `--store-user`, `--store-password-file`); files are
+/// read when the daemon connects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreAccess {
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 impl<'de> Deserialize<'de> for StoreAddress {
@@ -265,6 +305,13 @@ mod tests {
         assert!(err.contains("etcd://ADDR:PORT"), "{err}");
         let err = "etcd://10.0.0.10".parse::<StoreAddress>().unwrap_err();
         assert!(err.contains("\"10.0.0.10\" is not ADDR:PORT"), "{err}");
+        assert!(!address.tls() && address.urls()[0] == "http://10.0.0.10:2379");
+        for tls in ["etcds://10.0.0.10:2379", "https://10.0.0.10:2379"] {
+            let address: StoreAddress = tls.parse().unwrap();
+            assert!(address.tls(), "{tls} is TLS");
+            assert_eq!(address.urls(), ["https://10.0.0.10:2379"]);
+            assert_eq!(address.to_string(), tls, "shown as given");
+        }
     }
 
     #[test]
