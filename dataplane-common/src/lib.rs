@@ -138,6 +138,9 @@ impl InterfaceConfig {
     /// The network routes its IPv6 out of the uplink untranslated
     /// (`gateway_mode_ipv6=routed`): the container's own address is the source.
     pub const ROUTED_V6: u32 = 16;
+    /// The network routes its IPv4 out of the uplink untranslated
+    /// (`gateway_mode_ipv4=routed`): the container's own address is the source.
+    pub const ROUTED_V4: u32 = 32;
     /// Interfaces with an ifindex below this live in `INTERFACES_BY_INDEX`, an array read
     /// at the cost of an index on every packet; the others in the `INTERFACES` hash.
     pub const INDEX_LIMIT: u32 = 65_536;
@@ -444,10 +447,11 @@ pub struct SubnetInfo {
 }
 
 impl SubnetInfo {
-    /// The subnet is routed (Docker's `gateway_mode_ipv6=routed`): from outside, its
-    /// containers' own addresses are reachable by route, on their published ports, for
-    /// replies of their flows, and for ICMPv6. Other subnets' container addresses are not
-    /// reachable from outside at all.
+    /// The subnet is routed (Docker's `gateway_mode_ipv4=routed` or
+    /// `gateway_mode_ipv6=routed`, for the subnet's family): from outside, its containers'
+    /// own addresses are reachable by route, on their published ports, for replies of
+    /// their flows, and for ICMP. Other subnets' container addresses are not reachable from
+    /// outside at all.
     pub const ROUTED: u32 = 1;
 }
 
@@ -530,7 +534,8 @@ pub enum Path {
     /// not from a known endpoint of that network on the host that sent it, or for no
     /// endpoint of it on this host.
     DroppedTunnel = 28,
-    /// ARP for an endpoint on another host, answered from the remote endpoint table.
+    /// ARP or a neighbour solicitation for an endpoint on another host, answered from the
+    /// remote endpoint table.
     ArpAnswered = 29,
     /// Left through the uplink untranslated, with the container's own address (a network
     /// in routed mode).
@@ -909,6 +914,8 @@ pub mod map_names {
     pub const ENDPOINT_COUNTERS: &str = "ENDPOINT_COUNTERS";
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
     pub const UPLINK_V6: &str = "UPLINK_V6";
+    /// The tail call of `from_uplink` into `from_uplink_routed`.
+    pub const UPLINK_ROUTED: &str = "UPLINK_ROUTED";
     pub const SNAT_CT: &str = "SNAT_CT";
     pub const SNAT_REV: &str = "SNAT_REV";
     /// Masqueraded flows not confirmed yet, apart from SNAT_CT and SNAT_REV so that they
@@ -1005,6 +1012,19 @@ pub mod csum {
         (!fold(sum)).to_be()
     }
 
+    /// The ICMPv6 checksum (as stored) of `body`, a message of 32 bytes with its checksum
+    /// field zero, from `src` to `dst`: over the IPv6 pseudo header and the message.
+    #[inline(always)]
+    pub fn icmpv6_32(src: &[u8; 16], dst: &[u8; 16], body: &[u8; 32]) -> u16 {
+        let mut sum: u32 = 32 + 58;
+        let mut i = 0;
+        while i < 16 {
+            sum += word(src, i) + word(dst, i) + word(body, i) + word(body, i + 16);
+            i += 2;
+        }
+        (!fold(sum)).to_be()
+    }
+
     /// The IPv4 pseudo header's sum, folded and not complemented, as stored (network byte
     /// order): what a sender that leaves the L4 checksum to the device (CHECKSUM_PARTIAL)
     /// puts in the checksum field.
@@ -1050,6 +1070,9 @@ pub mod program_names {
     pub const FROM_UPLINK: &str = "from_uplink";
     /// IPv6 on the uplink, tail-called from `from_uplink` (map_names::UPLINK_V6).
     pub const FROM_UPLINK_V6: &str = "from_uplink_v6";
+    /// IPv4 on the uplink for a container address of a routed network, tail-called from
+    /// `from_uplink` (map_names::UPLINK_ROUTED).
+    pub const FROM_UPLINK_ROUTED: &str = "from_uplink_routed";
     /// XDP on the uplink: published ports, before the host builds an skb.
     pub const UPLINK_XDP: &str = "uplink_xdp";
     /// cgroup socket hooks: host processes reaching published ports (what docker-proxy did).

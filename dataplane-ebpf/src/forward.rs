@@ -1,7 +1,8 @@
 //! Same-network forwarding: a frame whose source is the sender's own (`source`), if it is
 //! unicast IPv4 or IPv6 for a known endpoint of the sender's network, is rewritten for the
-//! destination and redirected into its namespace; unicast IPv4 for an endpoint of an
-//! overlay network on another host, and ARP for one, go to the `tunnel`; IPv4 and IPv6
+//! destination and redirected into its namespace; unicast IPv4 and IPv6 for an endpoint
+//! of an overlay network on another host, and ARP and neighbour solicitations for one, go
+//! to the `tunnel`; IPv4 and IPv6
 //! for outside the host go to the NAT; anything else goes on to the kernel (the network's
 //! bridge), which handles ARP, neighbour discovery, broadcast and multicast, and traffic
 //! for the host.
@@ -46,23 +47,14 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         Frame::Ipv6 => {
             // Each step is a subprogram called from here, none from another: two frames
             // of them together would pass the stack's 512 bytes.
-            return check_v6(ctx, &iface)
-                .or_else(|| match iface.flags & InterfaceConfig::PUBLISHES {
-                    0 => None,
-                    _ => publish6::reply(ctx, ifindex),
-                })
-                .or_else(|| within_network_v6(ctx, &iface))
-                .or_else(|| {
-                    nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0)
-                        .map(diagnostics::left_host)
-                })
-                .or_else(|| match iface.flags & InterfaceConfig::ROUTED_V6 {
-                    0 => None,
-                    _ => routed::icmp_out(ctx, ifindex),
-                })
-                // For the host itself: a published port there (hairpin), or the host's own.
-                .or_else(|| publish6::hairpin(ctx, ifindex))
-                .unwrap_or((Path::SlowPathIp, TC_ACT_OK));
+            return match check_v6(ctx, &iface) {
+                // Multicast: a solicitation for an endpoint on another host is answered
+                // here; the rest of neighbour discovery and MLD goes to the bridge.
+                Some((Path::SlowPathOther, _)) => tunnel::answer_neighbour_solicitation(ctx, iface, ifindex)
+                    .unwrap_or((Path::SlowPathOther, TC_ACT_OK)),
+                Some(verdict) => verdict,
+                None => forward_v6(ctx, iface, ifindex),
+            };
         }
         Frame::Other => {
             return tunnel::answer_arp(ctx, iface, ifindex).unwrap_or((Path::SlowPathOther, TC_ACT_OK));
@@ -86,12 +78,18 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         if in_subnet && let Some(remote) = tunnel::remote(iface.network, frame.dst) {
             return tunnel::send(ctx, iface, remote);
         }
-        if let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
+        // A routed network's flows are tracked as masqueraded ones are, but leave as they
+        // are: `routed::leave_host` takes them all.
+        let routed = iface.flags & InterfaceConfig::ROUTED_V4 != 0;
+        if !routed && let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
             return verdict;
         }
         return match policy::check_v4(iface.network, frame.dst) {
             Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT),
-            Verdict::Allow | Verdict::Outside => match nat::leave_host(ctx, &frame, &iface, ifindex) {
+            Verdict::Allow | Verdict::Outside => match match routed {
+                false => nat::leave_host(ctx, &frame, &iface, ifindex),
+                true => routed::leave_host(ctx, &frame, &iface, ifindex),
+            } {
                 Some(verdict) => diagnostics::left_host(verdict),
                 // For the host itself: a published port there (hairpin), or the host's own.
                 None => publish::hairpin(ctx, &frame, ifindex).unwrap_or((Path::SlowPathIp, TC_ACT_OK)),
@@ -99,6 +97,35 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         };
     };
     to_peer(ctx, &iface, &dst)
+}
+
+/// IPv6 from a container whose source passed, unicast: each step is a subprogram called
+/// from here, none from another (two frames of them together would pass the stack's 512
+/// bytes).
+#[inline(always)]
+fn forward_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> (Path, i32) {
+    None.or_else(|| match iface.flags & InterfaceConfig::PUBLISHES {
+        0 => None,
+        _ => publish6::reply(ctx, ifindex),
+    })
+    .or_else(|| to_peer_v6(ctx, iface))
+    .or_else(|| nat6::established_out(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0))
+    .or_else(|| refused_v6(ctx, iface))
+    // For an endpoint of an overlay network on another host: its solicitation (unicast,
+    // to check that the neighbour is still there) answered here, the rest tunnelled.
+    .or_else(|| tunnel::answer_neighbour_solicitation(ctx, iface, ifindex))
+    .or_else(|| tunnel::send_v6(ctx, iface))
+    .or_else(|| {
+        nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0)
+            .map(diagnostics::left_host)
+    })
+    .or_else(|| match iface.flags & InterfaceConfig::ROUTED_V6 {
+        0 => None,
+        _ => routed::icmp_out(ctx, ifindex),
+    })
+    // For the host itself: a published port there (hairpin), or the host's own.
+    .or_else(|| publish6::hairpin(ctx, ifindex))
+    .unwrap_or((Path::SlowPathIp, TC_ACT_OK))
 }
 
 /// Into the namespace of `dst`, an endpoint of the sender's network, unless the network
@@ -124,7 +151,7 @@ fn to_peer(ctx: &TcContext, iface: &InterfaceConfig, dst: &Endpoint) -> (Path, i
 
 /// IPv6 from a container, first: its source and what its ICMPv6 claims are checked;
 /// multicast (neighbour discovery, MLD) goes to the bridge. `None` for what passed, which
-/// goes on: a reply on a published connection (`publish6`), the network (`within_network_v6`),
+/// goes on: a reply on a published connection (`publish6`), the network (`to_peer_v6`),
 /// NAT66, the host. Subprograms (`inline(never)`): their frames stay off the IPv4 paths'
 /// stack.
 #[inline(never)]
@@ -143,18 +170,23 @@ fn check_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
 }
 
 /// IPv6 from a container, checked: unicast to an endpoint of its network goes straight
-/// into the peer's namespace; another network's addresses are refused; what is for the
-/// gateway or the host goes to the bridge, what the host routes out of the uplink is
-/// masqueraded (NAT66). An `--internal` network's containers reach no address outside
-/// the networks' subnets (the gateways included in those). `None` for what is neither
-/// refused nor the network's own: for NAT66 or the kernel.
+/// into the peer's namespace. `None` for the rest: a tracked flow out of the uplink
+/// (`nat6::established_out`), else `refused_v6`.
 #[inline(never)]
-fn within_network_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
+fn to_peer_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
     let frame = parse::parse_ipv6(ctx)?;
-    let dst = IpAddress::v6(frame.dst);
-    if let Some(peer) = endpoint::lookup(iface.network, dst) {
-        return Some(to_peer(ctx, iface, &peer));
-    }
+    let peer = endpoint::lookup(iface.network, IpAddress::v6(frame.dst))?;
+    Some(to_peer(ctx, iface, &peer))
+}
+
+/// IPv6 from a container for no endpoint of its network nor a tracked flow: another
+/// network's addresses are refused, and an `--internal` network's containers reach no
+/// address outside the networks' subnets (the gateways included in those). `None` for
+/// the rest: an endpoint on another host (the tunnel), what the host routes out of the
+/// uplink (NAT66), what is for the gateway or the host (the bridge).
+#[inline(never)]
+fn refused_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
+    let frame = parse::parse_ipv6(ctx)?;
     match policy::check_v6(iface.network, frame.dst) {
         Verdict::OtherNetwork => Some((Path::DroppedIsolation, TC_ACT_SHOT)),
         Verdict::Outside if iface.flags & InterfaceConfig::INTERNAL != 0 => {

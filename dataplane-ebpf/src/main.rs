@@ -68,6 +68,16 @@ pub fn from_uplink_v6(ctx: TcContext) -> i32 {
     action
 }
 
+/// IPv4 arriving on the uplink for a container address of a routed network, tail-called
+/// from `from_uplink`, whose stack has no room for it.
+#[classifier]
+pub fn from_uplink_routed(ctx: TcContext) -> i32 {
+    let (path, action) = routed::from_outside_v4(&ctx);
+    counters::count(&ctx, path);
+    monitor::counted(&ctx, Hook::FromUplink, path);
+    action
+}
+
 /// XDP on the uplink: published ports, over IPv4 and IPv6 (a subprogram, off the IPv4
 /// path); everything else goes on to `from_uplink`.
 #[xdp]

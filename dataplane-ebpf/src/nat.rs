@@ -20,8 +20,8 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     AF_INET, AF_INET6, CONNTRACK_DEFAULT_SIZE, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-    IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, NextHop, Path, RevSnatEntry, SnatEntry, csum,
-    ct_event, ct_state,
+    IPPROTO_UDP, InterfaceConfig, IpAddress, NatConfig, NextHop, Path, RevSnatEntry, SnatEntry, SubnetInfo,
+    csum, ct_event, ct_state,
 };
 
 use crate::{
@@ -29,7 +29,7 @@ use crate::{
     diagnostics::{self, Rewrite, Table},
     packet::{self, Packet},
     parse::{self, Frame, Ipv4Frame},
-    policy, publish, validate,
+    policy, publish, routed, validate,
 };
 
 #[map]
@@ -1074,8 +1074,14 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
         if let Some(verdict) = publish::from_outside(ctx, &frame, &cfg) {
             return verdict;
         }
-        // Container addresses are not reachable from outside, even with forwarding on.
-        if frame.dst != cfg.addr && policy::in_container_subnet(frame.dst) {
+        // Container addresses are not reachable from outside, even with forwarding on,
+        // but for what a routed network lets in (`routed`, behind a tail call).
+        if frame.dst != cfg.addr
+            && let Some(subnet) = policy::container_subnet_v4(frame.dst)
+        {
+            if subnet.flags & SubnetInfo::ROUTED != 0 {
+                routed::tail_call(ctx);
+            }
             return (Path::DroppedUnpublished, TC_ACT_SHOT as i32);
         }
         return to_host;

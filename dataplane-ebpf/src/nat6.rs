@@ -77,14 +77,46 @@ pub fn leave_host(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i
             (nat_port, next_hop.macs())
         }
     };
+    Some(send_out(ctx, cfg, &frame, &l4, routed, nat_port, macs))
+}
+
+/// IPv6 from a container to an address no endpoint of its network owns, on a tracked flow
+/// whose next hop is fresh: sent out of the uplink, translated or (`routed`) not, with one
+/// conntrack lookup, skipping the subnet trie and the route (both were asked when the next
+/// hop was, less than `NextHop::TRUSTED_NS` ago), as `nat::established_out` does for IPv4.
+/// `None` sends the packet the long way.
+#[inline(never)]
+pub fn established_out(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i32)> {
+    let cfg = if routed { nat::config()? } else { config()? };
+    let frame = parse::parse_ipv6(ctx)?;
+    let proto = frame.next_header;
+    let l4 = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, true)?;
+    let s = nat::scratch()?;
+    s.key = flow_key(&frame, &l4);
+    let (macs, nat_port) = nat::established(s, proto, &l4, sender, nat::now())?;
+    Some(send_out(ctx, cfg, &frame, &l4, routed, nat_port, Some(macs)))
+}
+
+/// A tracked flow's packet out of the uplink: with the uplink's address and `nat_port`,
+/// or as it is from a routed network.
+#[inline(always)]
+fn send_out(
+    ctx: &TcContext,
+    cfg: &NatConfig,
+    frame: &Ipv6Frame,
+    l4: &L4,
+    routed: bool,
+    nat_port: u16,
+    macs: Option<([u8; 6], [u8; 6])>,
+) -> (Path, i32) {
     if routed {
-        return Some((Path::Routed, nat::send_to_uplink(ctx, macs, cfg)));
+        return (Path::Routed, nat::send_to_uplink(ctx, macs, cfg));
     }
-    if let Err(errno) = rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &cfg.addr6, l4.src_port, nat_port) {
+    if let Err(errno) = rewrite(ctx, l4, SRC_OFFSET, &frame.src, &cfg.addr6, l4.src_port, nat_port) {
         diagnostics::rewrite_failed(Rewrite::Masquerade, errno);
-        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+        return (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
     }
-    Some((Path::Masqueraded, nat::send_to_uplink(ctx, macs, cfg)))
+    (Path::Masqueraded, nat::send_to_uplink(ctx, macs, cfg))
 }
 
 /// `from_uplink_v6`, the program IPv6 arriving on the uplink is tail-called into; the

@@ -61,13 +61,13 @@ pub fn gateway_of(addr: [u8; 4]) -> Option<[u8; 4]> {
     Some(gateway)
 }
 
-/// Whether `dst` is a container address of some network (not a gateway).
+/// The subnet of the network where `addr` is a container address (not the gateway).
 #[inline(always)]
-pub fn in_container_subnet(dst: [u8; 4]) -> bool {
-    matches!(check_v4(0, dst), Verdict::OtherNetwork)
+pub fn container_subnet_v4(addr: [u8; 4]) -> Option<&'static SubnetInfo> {
+    subnet_of_v4(addr).filter(|info| info.gateway.addr[..4] != addr)
 }
 
-/// The subnet of the network where `addr` is a container address (not the gateway).
+/// As `container_subnet_v4`, for IPv6.
 #[inline(always)]
 pub fn container_subnet_v6(addr: [u8; 16]) -> Option<&'static SubnetInfo> {
     subnet_of_v6(addr).filter(|info| info.gateway.addr != addr)

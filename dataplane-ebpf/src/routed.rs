@@ -1,26 +1,139 @@
-//! Routed mode's own paths, and what of the outside may reach a container's own IPv6
-//! address through the uplink. A network in routed mode (`gateway_mode_ipv6=routed`,
-//! where the outside routes its subnet to the host) lets in replies of its containers'
-//! flows, which leave untranslated but tracked by NAT66's conntrack (`nat6::leave_host`),
-//! and ICMPv6, as Docker's routed mode does; its published ports are `publish6`'s, asked
-//! before; its containers' ICMPv6 that no flow tracks (echo replies, errors) leaves as it
-//! is. Every other packet for a container address is dropped, on every network: a NAT66
-//! network's containers are not reachable from outside, as over IPv4. It never
-//! translates anything.
+//! Routed mode's own paths, and what of the outside may reach a container's own address
+//! through the uplink. A network in routed mode (`gateway_mode_ipv4=routed`,
+//! `gateway_mode_ipv6=routed`, where the outside routes its subnet to the host) lets in
+//! replies of its containers' flows, which leave untranslated but tracked by the NAT's
+//! conntrack with an identity translation (`leave_host`, `nat6::leave_host`), and ICMP,
+//! as Docker's routed mode does; its published ports are `publish`'s and `publish6`'s,
+//! asked before; its containers' ICMP that no flow tracks (echo replies, errors) leaves as
+//! it is. Every other packet for a container address is dropped, on every network: a NAT
+//! network's containers are not reachable from outside. It never translates anything.
+//!
+//! IPv4 from the uplink for a routed network's container comes here through a tail call
+//! (`from_uplink_routed`, owning UPLINK_ROUTED): `from_uplink`'s stack has no room left,
+//! and its NAT paths stay as they were.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::map,
+    maps::ProgramArray,
     programs::TcContext,
 };
-use dataplane_common::{IPPROTO_ICMPV6, IpAddress, Path, SubnetInfo};
+use dataplane_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, InterfaceConfig, IpAddress, Path, SubnetInfo};
 
 use crate::{
     endpoint,
-    nat::{self, L4, Route},
-    nat6,
-    parse::{self, Ipv6Frame},
-    policy,
+    nat::{self, L4, Route, SnatRequest},
+    nat6, packet,
+    parse::{self, Frame, Ipv4Frame, Ipv6Frame},
+    policy, validate,
 };
+
+/// `from_uplink_routed`, which `from_uplink` tail-calls for IPv4 to a container address of
+/// a routed network; the daemon puts it there when it loads the uplink's programs.
+#[map]
+static UPLINK_ROUTED: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// Continues in `from_uplink_routed`; returns only when it is not there.
+#[inline(always)]
+pub fn tail_call(ctx: &TcContext) {
+    // SAFETY: a tail call replaces this program with the one in the slot, or fails.
+    unsafe { UPLINK_ROUTED.tail_call(ctx, 0) };
+}
+
+/// IPv4 from the uplink for a container address of a routed network that no published
+/// port took (`from_uplink` asked them): replies of the container's flows and ICMP go in,
+/// untranslated; anything else is `DroppedUnpublished`.
+#[inline(always)]
+pub fn from_outside_v4(ctx: &TcContext) -> (Path, i32) {
+    let unpublished = (Path::DroppedUnpublished, TC_ACT_SHOT as i32);
+    let Frame::Ipv4(frame) = parse::parse(ctx) else {
+        return unpublished;
+    };
+    let Some(subnet) = policy::container_subnet_v4(frame.dst) else {
+        return unpublished;
+    };
+    if subnet.flags & SubnetInfo::ROUTED == 0 {
+        return unpublished;
+    }
+    let network = subnet.network;
+    if let Some(l4) = nat::l4(ctx, &frame, false)
+        && let Some(back) = nat::track_reply(&nat::flow_key(&frame, &l4), &l4)
+    {
+        if let Some(cfg) = nat::config() {
+            nat::clamp_mss(ctx, &frame, &l4, cfg.uplink_ifindex);
+        }
+        return (Path::RoutedIn, nat6::into_container(ctx, back.host_ifindex, back.mac));
+    }
+    // Docker's routed mode accepts every ICMP into the network: echo requests, and the
+    // errors about its flows.
+    if frame.proto == IPPROTO_ICMP {
+        let Some(peer) = endpoint::lookup(network, IpAddress::v4(frame.dst)) else {
+            // No container has the address: the host answers (host unreachable).
+            return (Path::UplinkToHost, TC_ACT_OK as i32);
+        };
+        return (Path::RoutedIn, nat6::into_container(ctx, peer.host_ifindex, peer.mac));
+    }
+    unpublished
+}
+
+/// IPv4 from a container of a routed network (`InterfaceConfig::ROUTED_V4`) that no
+/// endpoint of its network owns, bound outside: sent out of the uplink untranslated, its
+/// flow tracked with itself as the translation so that its replies are let in; its ICMP
+/// that no flow tracks (echo replies, errors) leaves as it is. `None` when it is for one
+/// of the host's own addresses, as `nat::leave_host`, whose place it takes for such
+/// containers (the NAT paths keep their code).
+#[inline(never)]
+pub fn leave_host(
+    ctx: &TcContext,
+    frame: &Ipv4Frame,
+    iface: &InterfaceConfig,
+    sender: u32,
+) -> Option<(Path, i32)> {
+    let cfg = nat::config();
+    let now = nat::now();
+    let route = nat::route(ctx, frame.proto, frame.src, frame.dst, sender, cfg, now);
+    if let Route::Local = route {
+        return None;
+    }
+    if iface.flags & InterfaceConfig::INTERNAL != 0 {
+        return Some((Path::DroppedInternal, TC_ACT_SHOT as i32));
+    }
+    let (Some(cfg), Route::Uplink { next_hop }) = (cfg, route) else {
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    };
+    if !frame.translatable() {
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    }
+    let Some(l4) = nat::l4(ctx, frame, true) else {
+        if !validate::well_formed(ctx, frame) {
+            return Some((Path::DroppedMalformed, TC_ACT_SHOT as i32));
+        }
+        if frame.proto == IPPROTO_ICMP {
+            return Some((Path::Routed, nat::send_to_uplink(ctx, next_hop.macs(), cfg)));
+        }
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    };
+    let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
+    let Some(s) = nat::scratch() else {
+        return Some((Path::SlowPathIp, TC_ACT_OK as i32));
+    };
+    s.key = nat::flow_key(frame, &l4);
+    let request = SnatRequest {
+        proto: frame.proto,
+        l4: &l4,
+        cfg,
+        ipv6: false,
+        routed: true,
+        sender,
+        mac,
+        next_hop,
+        now,
+    };
+    let Some(_) = nat::snat_port(s, &request) else {
+        return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
+    };
+    Some((Path::Routed, nat::send_to_uplink(ctx, next_hop.macs(), cfg)))
+}
 
 /// IPv6 from the uplink for an address that no published port took: `None` when it is
 /// no container's (the host's, a gateway, or outside every network), else the verdict.

@@ -3,8 +3,9 @@
 //! A frame for one leaves with its tunnel key (the network's VNI, the other host) and is
 //! redirected to the device, which encapsulates it; a frame the device decapsulated is
 //! delivered into the local endpoint its VNI's network has for its destination, if it
-//! comes from an endpoint of that network on the host that sent it, else dropped. ARP
-//! for a remote endpoint is answered here from the table: no ARP, broadcast or multicast
+//! comes from an endpoint of that network on the host that sent it, else dropped. IPv4
+//! and IPv6 alike. ARP and neighbour solicitations for a remote endpoint are answered
+//! here from the table: no ARP, neighbour discovery multicast, broadcast or multicast
 //! crosses the tunnel, and the kernel keeps no forwarding table for it.
 //! Owns REMOTE_ENDPOINTS, TUNNEL_NETWORKS and TUNNEL_CONFIG, which the daemon fills from
 //! the shared store; reads the local endpoints' tables, never writes them.
@@ -16,8 +17,10 @@ use aya_ebpf::{
     maps::{Array, HashMap},
     programs::TcContext,
 };
-use dataplane_common::{EndpointKey, InterfaceConfig, IpAddress, Path, RemoteEndpoint, TunnelConfig};
-use network_types::eth::EthHdr;
+use dataplane_common::{
+    EndpointKey, IPPROTO_ICMPV6, InterfaceConfig, IpAddress, Path, RemoteEndpoint, TunnelConfig, csum,
+};
+use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
     endpoint, packet,
@@ -47,12 +50,35 @@ pub fn remote(network: u32, ip: [u8; 4]) -> Option<&'static RemoteEndpoint> {
     unsafe { REMOTE_ENDPOINTS.get(&key) }
 }
 
+/// The endpoint at IPv6 address `ip` of network `network` on another host, read in place.
+#[inline(always)]
+pub fn remote_v6(network: u32, ip: [u8; 16]) -> Option<&'static RemoteEndpoint> {
+    let key = EndpointKey { network, ip: IpAddress::v6(ip) };
+    // SAFETY: as in `remote`.
+    unsafe { REMOTE_ENDPOINTS.get(&key) }
+}
+
 /// Sends the frame to `dst`, an endpoint of the sender's network on another host, through
 /// the VXLAN device, unless the network keeps its containers apart (`icc=false`). Without
 /// the device (the daemon runs no store), the kernel has it.
 /// A subprogram: the tunnel key stays off the stack of `from_container`'s other paths.
 #[inline(never)]
 pub fn send(ctx: &TcContext, iface: &InterfaceConfig, dst: &RemoteEndpoint) -> (Path, i32) {
+    tunnel_to(ctx, iface, dst)
+}
+
+/// IPv6 from a container (its source checked, unicast) for an endpoint of its network on
+/// another host: through the VXLAN device as `send`. `None` for any other destination.
+/// A subprogram of its own, called from `from_container`'s IPv6 steps.
+#[inline(never)]
+pub fn send_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
+    let frame = parse::parse_ipv6(ctx)?;
+    let dst = remote_v6(iface.network, frame.dst)?;
+    Some(tunnel_to(ctx, iface, dst))
+}
+
+#[inline(always)]
+fn tunnel_to(ctx: &TcContext, iface: &InterfaceConfig, dst: &RemoteEndpoint) -> (Path, i32) {
     if iface.flags & InterfaceConfig::ICC_DISABLED != 0 {
         return (Path::DroppedIcc, TC_ACT_SHOT as i32);
     }
@@ -122,9 +148,104 @@ pub fn answer_arp(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> Opt
     Some((Path::ArpAnswered, action))
 }
 
+/// ICMPv6 neighbour solicitation and advertisement (RFC 4861).
+const ICMPV6_NEIGHBOUR_SOLICITATION: u8 = 135;
+const ICMPV6_NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+/// NDP's option for a link-layer address, source (solicitations) and target
+/// (advertisements), for Ethernet one 8-byte unit.
+const OPTION_SOURCE_LINK_ADDRESS: u8 = 1;
+const OPTION_TARGET_LINK_ADDRESS: u8 = 2;
+/// An advertisement's flags: solicited, override (not a router).
+const NA_SOLICITED_OVERRIDE: u8 = 0x60;
+/// Neighbour discovery is valid only with the largest hop limit: it never crossed a router.
+const ND_HOP_LIMIT: u8 = 255;
+
+/// A neighbour solicitation with its source link-layer address option, the form a node
+/// with an address sends to resolve a neighbour, and a neighbour advertisement with its
+/// target link-layer address option: the same 32 bytes after the IPv6 header.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct NeighbourMessage {
+    icmp_type: u8,
+    code: u8,
+    checksum: u16,
+    flags: [u8; 4],
+    target: [u8; 16],
+    option_type: u8,
+    option_len: u8,
+    option_mac: [u8; 6],
+}
+
+/// The offset of the ICMPv6 message right after the fixed IPv6 header.
+const ND_OFFSET: usize = EthHdr::LEN + Ipv6Hdr::LEN;
+/// The whole frame of a solicitation with its one option, and of the advertisement.
+const ND_FRAME_LEN: u32 = (ND_OFFSET + size_of::<NeighbourMessage>()) as u32;
+
+/// Answers, back into the container behind `iface`, its neighbour solicitation for the
+/// IPv6 address of an endpoint of its network on another host, with that endpoint's MAC
+/// (a solicited advertisement from the target's address): the counterpart of
+/// `answer_arp`. `None` for every other frame: the kernel (the bridge) has it. The caller
+/// checked the frame's source (`source::check_ipv6`). Only the solicitation a node with
+/// an address sends (a source address and its link-layer option, nothing else) is
+/// answered; a duplicate address probe (source `::`) is not.
+/// A subprogram: the message and its answer stay off the stack of the IP paths.
+#[inline(never)]
+pub fn answer_neighbour_solicitation(
+    ctx: &TcContext,
+    iface: &InterfaceConfig,
+    ifindex: u32,
+) -> Option<(Path, i32)> {
+    if ctx.len() != ND_FRAME_LEN {
+        return None;
+    }
+    let ip = packet::read_linear::<Ipv6Hdr>(ctx, EthHdr::LEN)?;
+    if ip.next_hdr != IPPROTO_ICMPV6 || ip.hop_limit != ND_HOP_LIMIT || ip.src_addr == [0; 16] {
+        return None;
+    }
+    let solicitation = packet::read::<NeighbourMessage>(ctx, ND_OFFSET)?;
+    if solicitation.icmp_type != ICMPV6_NEIGHBOUR_SOLICITATION
+        || solicitation.code != 0
+        || solicitation.option_type != OPTION_SOURCE_LINK_ADDRESS
+        || solicitation.option_len != 1
+    {
+        return None;
+    }
+    let target = remote_v6(iface.network, solicitation.target)?;
+    let mut advertisement = NeighbourMessage {
+        icmp_type: ICMPV6_NEIGHBOUR_ADVERTISEMENT,
+        code: 0,
+        checksum: 0,
+        flags: [NA_SOLICITED_OVERRIDE, 0, 0, 0],
+        target: solicitation.target,
+        option_type: OPTION_TARGET_LINK_ADDRESS,
+        option_len: 1,
+        option_mac: target.mac,
+    };
+    // SAFETY: `NeighbourMessage` is 32 bytes of plain integers without padding.
+    let body: [u8; 32] = unsafe { core::mem::transmute(advertisement) };
+    advertisement.checksum = csum::icmpv6_32(&solicitation.target, &ip.src_addr, &body);
+    let reply_ip =
+        Ipv6Hdr { src_addr: solicitation.target, dst_addr: ip.src_addr, hop_limit: ND_HOP_LIMIT, ..ip };
+    packet::write(ctx, EthHdr::LEN, reply_ip).ok()?;
+    packet::write(ctx, ND_OFFSET, advertisement).ok()?;
+    // Pointers from before a helper that may move the data are stale: take it anew.
+    let eth = parse::header_ptr::<EthHdr>(ctx, 0)?;
+    // SAFETY: header_ptr bounds-checked the Ethernet header.
+    unsafe {
+        (*eth).dst_addr = iface.mac;
+        (*eth).src_addr = target.mac;
+    }
+    // Out of the host-side veth's egress: into the container that asked.
+    // SAFETY: a plain helper call.
+    let action = unsafe { bpf_redirect(ifindex, 0) } as i32;
+    Some((Path::ArpAnswered, action))
+}
+
 /// A frame the VXLAN device decapsulated: into the local endpoint of the VNI's network
 /// that it is for, if it comes from an endpoint of that network on the host that sent it.
-/// Anything else is dropped: the tunnel carries only unicast IPv4 between endpoints.
+/// Anything else is dropped: the tunnel carries only unicast IPv4 and IPv6 between
+/// endpoints (an IPv6 source must be the endpoint's global address: link-local ones
+/// never cross it, as the solicitations that would use them are answered on each host).
 #[inline(always)]
 pub fn from_tunnel(ctx: &TcContext) -> (Path, i32) {
     const DROP: (Path, i32) = (Path::DroppedTunnel, TC_ACT_SHOT as i32);
@@ -139,15 +260,20 @@ pub fn from_tunnel(ctx: &TcContext) -> (Path, i32) {
     let Some(network) = (unsafe { TUNNEL_NETWORKS.get(&key.tunnel_id).copied() }) else {
         return DROP;
     };
-    let Frame::Ipv4(frame) = parse::parse(ctx) else {
-        return DROP;
-    };
     // SAFETY: the union holds the IPv4 address: the key was read for an IPv4 underlay.
     let sender_host = unsafe { key.__bindgen_anon_1.remote_ipv4 };
-    if !remote(network, frame.src).is_some_and(|src| src.host == sender_host) {
+    let (src, dst) = match parse::parse(ctx) {
+        Frame::Ipv4(frame) => (remote(network, frame.src), IpAddress::v4(frame.dst)),
+        Frame::Ipv6 => match parse::parse_ipv6(ctx) {
+            Some(frame) => (remote_v6(network, frame.src), IpAddress::v6(frame.dst)),
+            None => return DROP,
+        },
+        Frame::Other | Frame::Malformed => return DROP,
+    };
+    if !src.is_some_and(|src| src.host == sender_host) {
         return DROP;
     }
-    let Some(dst) = endpoint::lookup(network, IpAddress::v4(frame.dst)) else {
+    let Some(dst) = endpoint::lookup(network, dst) else {
         return DROP;
     };
     if let Some(eth) = parse::header_ptr::<EthHdr>(ctx, 0) {

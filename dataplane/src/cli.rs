@@ -50,7 +50,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the current network namespace (its "host").
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCommand),
@@ -500,10 +500,11 @@ struct CreateArgs {
     internal: bool,
     /// Driver option KEY=VALUE; repeat for more. bridge: icc=false (its containers cannot
     /// reach each other, only the gateway and the outside), mtu=N (68-65535),
-    /// gateway_mode_ipv6=nat|routed (routed: IPv6 leaves untranslated, and from outside
-    /// only published ports, replies and ICMPv6 reach the containers' own addresses; needs
-    /// --ipv6); Docker's com.docker.network.bridge.enable_icc, com.docker.network.driver.mtu
-    /// and com.docker.network.bridge.gateway_mode_ipv6 too; macvlan: parent=IFACE
+    /// gateway_mode_ipv4=nat|routed and gateway_mode_ipv6=nat|routed (routed: that family
+    /// leaves untranslated, and from outside only published container ports, replies and
+    /// ICMP reach the containers' own addresses; IPv6 needs --ipv6); Docker's
+    /// com.docker.network.bridge.enable_icc, com.docker.network.driver.mtu and
+    /// com.docker.network.bridge.gateway_mode_ipv4/_ipv6 too; macvlan: parent=IFACE
     /// (required).
     #[arg(short, long = "opt", value_name = "KEY=VALUE", value_parser = key_value)]
     opt: Vec<(String, String)>,

@@ -29,7 +29,7 @@ use crate::{
 };
 
 /// The keys of our section of a config, besides the spec's own.
-const CONFIG_KEYS: [&str; 14] = [
+const CONFIG_KEYS: [&str; 15] = [
     "network",
     "subnet",
     "gateway",
@@ -42,6 +42,7 @@ const CONFIG_KEYS: [&str; 14] = [
     "internal",
     "icc",
     "mtu",
+    "gatewayModeIpv4",
     "gatewayModeIpv6",
     "socket",
 ];
@@ -163,6 +164,7 @@ pub fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
             internal: value(conf, "internal", "true or false")?,
             icc: value(conf, "icc", "true or false")?,
             mtu: value(conf, "mtu", "an MTU between 68 and 65535")?,
+            gateway_mode_ipv4: value(conf, "gatewayModeIpv4", "\"nat\" or \"routed\"")?,
             gateway_mode_ipv6: value(conf, "gatewayModeIpv6", "\"nat\" or \"routed\"")?,
         },
     })
@@ -552,6 +554,11 @@ mod tests {
         .unwrap()
         .network;
         assert_eq!(routed.gateway_mode_ipv6.as_deref(), Some("routed"));
+        let routed4 =
+            parse_config(&conf(json!({"name": "r", "type": "dataplane", "gatewayModeIpv4": "routed"})))
+                .unwrap()
+                .network;
+        assert_eq!(routed4.gateway_mode_ipv4.as_deref(), Some("routed"));
         let pooled =
             parse_config(&conf(json!({"name": "d", "type": "dataplane", "ipv6": true}))).unwrap().network;
         assert_eq!((pooled.ipv6, pooled.subnet6), (Some(true), None));

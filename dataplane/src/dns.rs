@@ -76,7 +76,8 @@ struct Zone {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteName {
     pub network: String,
-    pub ip: Ipv4Addr,
+    /// Its addresses: IPv4, IPv6 or both, as its network has them.
+    pub addresses: Vec<IpAddr>,
     /// Its container's name first, then its aliases.
     pub names: Vec<String>,
 }
@@ -156,10 +157,12 @@ impl Directory {
         names.sort_unstable();
         names.dedup();
         for name in names {
-            zone.names.entry(name).or_default().push(endpoint.ip.into());
+            zone.names.entry(name).or_default().extend(endpoint.addresses.iter().copied());
         }
         if let Ok(pointer) = Name::from_ascii(format!("{qualified}.")) {
-            zone.pointers.insert(endpoint.ip.into(), pointer);
+            for ip in &endpoint.addresses {
+                zone.pointers.insert(*ip, pointer.clone());
+            }
         }
     }
 
@@ -1007,7 +1010,7 @@ mod tests {
         let (state, [red, blue, ..]) = sample();
         let remote = RemoteName {
             network: red.id.clone(),
-            ip: Ipv4Addr::new(10, 1, 0, 99),
+            addresses: vec![Ipv4Addr::new(10, 1, 0, 99).into()],
             names: vec!["Far".into(), "far-alias".into()],
         };
         let directory = Directory::from_state(&state, &[remote]);

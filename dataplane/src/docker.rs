@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::{
     api::Ipv6Spec,
     ports::{PortMapping, Proto},
-    state::{GATEWAY_MODE_IPV6, MacAddr},
+    state::{GATEWAY_MODE_IPV4, GATEWAY_MODE_IPV6, MacAddr},
 };
 
 /// Where the daemon serves the plugin unless told otherwise: Docker finds a plugin named
@@ -34,7 +34,7 @@ const MTU: &str = "com.docker.network.driver.mtu";
 /// `-o internal=true`, as `--internal` (which Docker sends as `INTERNAL`).
 const INTERNAL_OPTION: &str = "internal";
 const SUPPORTED_OPTIONS: &str = "com.docker.network.bridge.enable_icc, com.docker.network.driver.mtu, \
-     com.docker.network.bridge.gateway_mode_ipv6, internal";
+     com.docker.network.bridge.gateway_mode_ipv4, com.docker.network.bridge.gateway_mode_ipv6, internal";
 
 /// The top-level keys of CreateNetwork's options.
 const GENERIC: &str = "com.docker.network.generic";
@@ -327,7 +327,7 @@ impl CreateNetwork {
                 other => other.to_string(),
             };
             match key.as_str() {
-                ICC | MTU | GATEWAY_MODE_IPV6 => {
+                ICC | MTU | GATEWAY_MODE_IPV4 | GATEWAY_MODE_IPV6 => {
                     options.insert(key, value);
                 }
                 INTERNAL_OPTION => {

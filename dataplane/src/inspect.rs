@@ -7,7 +7,10 @@ use serde_json::{Map, Value, json};
 use crate::{
     api::ObjectKind,
     ports::PortMapping,
-    state::{Container, DEFAULT_NETWORK, Endpoint, Network, NetworkMode, State, Status},
+    state::{
+        Container, DEFAULT_NETWORK, Endpoint, GATEWAY_MODE_IPV4, GATEWAY_MODE_IPV6, GatewayMode, Network,
+        NetworkMode, State, Status,
+    },
 };
 
 /// Go's zero time, which Docker writes for a moment that has not come (`FinishedAt` of a
@@ -114,6 +117,15 @@ pub fn network(state: &State, net: &Network) -> Value {
             // Docker's overlay driver shows its VXLAN identifiers under this key.
             if let Some(vni) = net.vni {
                 options["com.docker.network.driver.overlay.vxlanid_list"] = json!(vni.to_string());
+            }
+            // A routed family shows under Docker's key, whichever name created it.
+            let modes = &net.bridge_options;
+            for (key, mode) in
+                [(GATEWAY_MODE_IPV4, modes.gateway_mode_ipv4), (GATEWAY_MODE_IPV6, modes.gateway_mode_ipv6)]
+            {
+                if mode != GatewayMode::Nat {
+                    options[key] = json!(mode.name());
+                }
             }
             options
         }
@@ -523,6 +535,14 @@ mod tests {
         assert_eq!(bridge["Containers"][&id]["EndpointID"].as_str().map(str::len), Some(64));
         let web = find(&state, "web", ObjectKind::Network).unwrap();
         assert_eq!(web["Options"], json!({}), "a created network shows what it was created with");
+        let web_id = state.network("web").unwrap().id.clone();
+        let mut state = state;
+        let net = state.networks.get_mut(&web_id).unwrap();
+        net.options.insert("gateway_mode_ipv4".into(), "routed".into());
+        net.bridge_options.gateway_mode_ipv4 = GatewayMode::Routed;
+        let web = find(&state, "web", ObjectKind::Network).unwrap();
+        assert_eq!(web["Options"][GATEWAY_MODE_IPV4], "routed", "a routed family under Docker's key");
+        assert_eq!(web["Options"].get(GATEWAY_MODE_IPV6), None, "nat, the default, as created");
         assert_eq!(web["Created"], "1970-01-01T00:00:00Z");
     }
 

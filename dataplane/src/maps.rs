@@ -156,7 +156,7 @@ fn firewall_key6(rule_set: u16, source: Ipv6Net) -> Key<FirewallKey6> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 25] {
+fn pinned_layouts() -> [PinnedLayout; 26] {
     use dataplane_common::{SockRevKey, SockRevKey6, SockRevValue, SockRevValue6};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -182,6 +182,7 @@ fn pinned_layouts() -> [PinnedLayout; 25] {
         layout::<u32, u64>(map_names::FIREWALL_HITS, Some(FirewallVerdict::MAX_RULES)),
         // A program array: slot index to program fd.
         layout::<u32, u32>(map_names::UPLINK_V6, Some(1)),
+        layout::<u32, u32>(map_names::UPLINK_ROUTED, Some(1)),
         layout::<EndpointKey, RemoteEndpoint>(map_names::REMOTE_ENDPOINTS, None),
         layout::<u32, u32>(map_names::TUNNEL_NETWORKS, None),
         layout::<u32, TunnelConfig>(map_names::TUNNEL_CONFIG, Some(1)),
@@ -377,7 +378,9 @@ impl Datapath {
 
     /// The tc program `name`; the uplink's are loaded on first use.
     pub fn program_named(&mut self, name: &str) -> Result<&mut SchedClassifier> {
-        if [program_names::FROM_UPLINK, program_names::FROM_UPLINK_V6].contains(&name) {
+        if [program_names::FROM_UPLINK, program_names::FROM_UPLINK_V6, program_names::FROM_UPLINK_ROUTED]
+            .contains(&name)
+        {
             self.load_uplink_programs()?;
         }
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
@@ -566,7 +569,8 @@ impl Datapath {
         Ok(program)
     }
 
-    /// Loads `from_uplink` and, behind it, `from_uplink_v6`, unless they are loaded.
+    /// Loads `from_uplink` and, behind it, `from_uplink_v6` and `from_uplink_routed`, unless
+    /// they are loaded.
     pub fn load_uplink_programs(&mut self) -> Result<()> {
         let name = program_names::FROM_UPLINK;
         let program: &mut SchedClassifier =
@@ -588,7 +592,21 @@ impl Datapath {
                 .map_mut(map_names::UPLINK_V6)
                 .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_V6))?,
         )?;
-        tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")
+        tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")?;
+        let name = program_names::FROM_UPLINK_ROUTED;
+        let routed: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+            .try_into()?;
+        routed.load().with_context(|| format!("the verifier refused {name}"))?;
+        let routed = routed.fd()?.try_clone()?;
+        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
+            self.ebpf
+                .map_mut(map_names::UPLINK_ROUTED)
+                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_ROUTED))?,
+        )?;
+        tail_calls.set(0, &routed, 0).context("putting from_uplink_routed behind from_uplink")
     }
 
     /// Whether `uplink_xdp` runs on the uplink.

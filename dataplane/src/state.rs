@@ -89,12 +89,16 @@ pub struct BridgeOptions {
     /// Inter-container communication inside the network (Docker's default: enabled).
     pub icc: bool,
     pub mtu: Option<u32>,
+    /// How the network's IPv4 leaves the host (absent from earlier state files: NAT).
+    #[serde(default)]
+    pub gateway_mode_ipv4: GatewayMode,
     /// How the network's IPv6 leaves the host (absent from earlier state files: NAT).
     #[serde(default)]
     pub gateway_mode_ipv6: GatewayMode,
 }
 
-/// Docker's `com.docker.network.bridge.gateway_mode_ipv6`: how a network's traffic leaves
+/// Docker's `com.docker.network.bridge.gateway_mode_ipv4` and `_ipv6`: how a network's
+/// traffic of that family leaves
 /// through the uplink, and what of the outside may reach its containers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,7 +114,7 @@ pub enum GatewayMode {
 
 impl BridgeOptions {
     pub fn parse(raw: &BTreeMap<String, String>) -> Result<Self, String> {
-        let mut options = Self { icc: true, mtu: None, gateway_mode_ipv6: GatewayMode::Nat };
+        let mut options = Self { icc: true, ..Self::default() };
         for (key, value) in raw {
             match key.as_str() {
                 "icc" | "com.docker.network.bridge.enable_icc" => {
@@ -124,20 +128,16 @@ impl BridgeOptions {
                         })?;
                     options.mtu = Some(mtu);
                 }
+                "gateway_mode_ipv4" | GATEWAY_MODE_IPV4 => {
+                    options.gateway_mode_ipv4 = GatewayMode::parse(key, value)?
+                }
                 "gateway_mode_ipv6" | GATEWAY_MODE_IPV6 => {
-                    options.gateway_mode_ipv6 = match value.as_str() {
-                        "nat" => GatewayMode::Nat,
-                        "routed" => GatewayMode::Routed,
-                        _ => {
-                            return Err(format!(
-                                "--opt {key}={value}: expected nat or routed (nat-unprotected and isolated are not supported)"
-                            ));
-                        }
-                    };
+                    options.gateway_mode_ipv6 = GatewayMode::parse(key, value)?
                 }
                 _ => {
                     return Err(format!(
-                        "--opt {key}: unknown option for the bridge driver; supported: icc, mtu, gateway_mode_ipv6"
+                        "--opt {key}: unknown option for the bridge driver; supported: icc, mtu, gateway_mode_ipv4, \
+                         gateway_mode_ipv6"
                     ));
                 }
             }
@@ -145,6 +145,29 @@ impl BridgeOptions {
         Ok(options)
     }
 }
+
+impl GatewayMode {
+    fn parse(key: &str, value: &str) -> Result<Self, String> {
+        match value {
+            "nat" => Ok(GatewayMode::Nat),
+            "routed" => Ok(GatewayMode::Routed),
+            _ => Err(format!(
+                "--opt {key}={value}: expected nat or routed (nat-unprotected and isolated are not supported)"
+            )),
+        }
+    }
+
+    /// Docker's name of the mode, as `inspect` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GatewayMode::Nat => "nat",
+            GatewayMode::Routed => "routed",
+        }
+    }
+}
+
+/// Docker's name of the `gateway_mode_ipv4` option.
+pub const GATEWAY_MODE_IPV4: &str = "com.docker.network.bridge.gateway_mode_ipv4";
 
 /// Docker's name of the `gateway_mode_ipv6` option.
 pub const GATEWAY_MODE_IPV6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
@@ -197,7 +220,12 @@ impl Network {
             ipv6: None,
             internal: false,
             options: Default::default(),
-            bridge_options: BridgeOptions { icc: true, mtu: None, gateway_mode_ipv6: GatewayMode::Nat },
+            bridge_options: BridgeOptions {
+                icc: true,
+                mtu: None,
+                gateway_mode_ipv4: GatewayMode::Nat,
+                gateway_mode_ipv6: GatewayMode::Nat,
+            },
             labels: Default::default(),
             bridge: format!("br-{name}"),
             created: Timestamp::UNIX_EPOCH,
@@ -805,6 +833,7 @@ mod tests {
             bridge_options: BridgeOptions {
                 icc: false,
                 mtu: Some(1400),
+                gateway_mode_ipv4: GatewayMode::Nat,
                 gateway_mode_ipv6: GatewayMode::Nat,
             },
             labels: [("team".to_string(), "net".to_string())].into(),
@@ -1197,5 +1226,18 @@ mod tests {
         );
         let refused = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV6, "nat-unprotected")).unwrap_err();
         assert!(refused.contains("expected nat or routed"), "{refused}");
+        // IPv4's mode, apart from IPv6's, under either name.
+        let routed4 = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV4, "routed")).unwrap();
+        assert_eq!(
+            (routed4.gateway_mode_ipv4, routed4.gateway_mode_ipv6),
+            (GatewayMode::Routed, GatewayMode::Nat)
+        );
+        assert_eq!(
+            BridgeOptions::parse(&raw("gateway_mode_ipv4", "routed")).unwrap().gateway_mode_ipv4,
+            GatewayMode::Routed
+        );
+        assert_eq!(BridgeOptions::parse(&BTreeMap::new()).unwrap().gateway_mode_ipv4, GatewayMode::Nat);
+        let refused = BridgeOptions::parse(&raw("gateway_mode_ipv4", "isolated")).unwrap_err();
+        assert!(refused.contains("gateway_mode_ipv4=isolated: expected nat or routed"), "{refused}");
     }
 }

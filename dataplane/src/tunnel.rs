@@ -92,8 +92,9 @@ pub struct Tables {
 
 impl Tables {
     /// The tables for what `mirror` holds: the networks this host has that carry a VNI,
-    /// and the endpoints of other hosts than `host` on them. An endpoint whose host gave
-    /// no IPv4 address cannot be reached and is left out.
+    /// and the endpoints of other hosts than `host` on them, by each of their addresses
+    /// (IPv4 and IPv6 alike: the underlay stays IPv4). An endpoint whose host gave no
+    /// IPv4 address cannot be reached and is left out.
     pub fn of(mirror: &Mirror, host: &str, local: &[Network]) -> Self {
         let mut tables = Self::default();
         let mut vnis = HashMap::new();
@@ -110,10 +111,10 @@ impl Tables {
             else {
                 continue;
             };
-            tables.endpoints.insert(
-                endpoint_key(index, IpAddr::V4(record.ip)),
-                RemoteEndpoint { host: u32::from(host), vni, mac: record.mac.0, _pad: [0; 2] },
-            );
+            let remote = RemoteEndpoint { host: u32::from(host), vni, mac: record.mac.0, _pad: [0; 2] };
+            for ip in record.addresses() {
+                tables.endpoints.insert(endpoint_key(index, ip), remote);
+            }
         }
         tables
     }
@@ -156,7 +157,8 @@ mod tests {
         EndpointRecord {
             network_id: net.id.clone(),
             endpoint_id: format!("e{last}"),
-            ip: Ipv4Addr::new(10, 9, 0, last),
+            ip: Some(Ipv4Addr::new(10, 9, 0, last)),
+            ip6: None,
             mac: MacAddr([2, 0x42, 10, 9, 0, last]),
             host: host.into(),
             host_address: address,
@@ -172,7 +174,7 @@ mod tests {
         let elsewhere = Network::sample("elsewhere", 11);
         let mut mirror = Mirror::default();
         for (net, vni) in [(&prod, Some(4096)), (&legacy, None), (&elsewhere, Some(4097))] {
-            let shared = SharedNetwork { vni, ..SharedNetwork::of(net).unwrap() };
+            let shared = SharedNetwork { vni, ..SharedNetwork::of(net) };
             mirror.networks.insert(net.name.clone(), shared);
         }
         let b = Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 12)));
@@ -200,5 +202,44 @@ mod tests {
             "tunnelled to the endpoint's host"
         );
         assert_eq!((remote.vni, remote.mac), (4096, [2, 0x42, 10, 9, 0, 2]), "under its network's VNI");
+    }
+
+    #[test]
+    fn an_endpoint_with_ipv6_is_tunnelled_to_by_each_address_and_an_ipv6_only_one_by_its_own() {
+        let prod = Network::sample("prod", 9);
+        let mut mirror = Mirror::default();
+        mirror
+            .networks
+            .insert(prod.name.clone(), SharedNetwork { vni: Some(4096), ..SharedNetwork::of(&prod) });
+        let b = Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 12)));
+        let dual = EndpointRecord { ip6: Some("fd00:9::2".parse().unwrap()), ..record(&prod, "b", b, 2) };
+        let only6 =
+            EndpointRecord { ip: None, ip6: Some("fd00:9::3".parse().unwrap()), ..record(&prod, "b", b, 3) };
+        for r in [dual, only6] {
+            mirror.endpoints.insert(r.endpoint_id.clone(), r);
+        }
+        let tables = Tables::of(&mirror, "a", &[Network { index: 3, ..prod }]);
+        let keys = [
+            IpAddr::V4(Ipv4Addr::new(10, 9, 0, 2)),
+            "fd00:9::2".parse().unwrap(),
+            "fd00:9::3".parse().unwrap(),
+        ];
+        assert_eq!(tables.endpoints.len(), 3, "one entry per address: {:?}", tables.endpoints.keys());
+        for ip in keys {
+            let remote =
+                tables.endpoints.get(&endpoint_key(3, ip)).unwrap_or_else(|| panic!("{ip} is missing"));
+            assert_eq!(
+                Ipv4Addr::from(remote.host),
+                Ipv4Addr::new(198, 51, 100, 12),
+                "{ip}: over the IPv4 underlay"
+            );
+            assert_eq!(remote.vni, 4096, "{ip}: under its network's VNI");
+        }
+        let mac = |ip: &str| tables.endpoints[&endpoint_key(3, ip.parse().unwrap())].mac;
+        assert_eq!(
+            mac("fd00:9::2"),
+            [2, 0x42, 10, 9, 0, 2],
+            "the IPv6 address answers with the endpoint's MAC"
+        );
     }
 }

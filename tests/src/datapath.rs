@@ -204,6 +204,50 @@ impl Fixture {
         result.duration.as_nanos() as f64
     }
 
+    /// How many instructions of the loaded programs (the container's, the uplink's tc
+    /// pair and XDP) use the ring buffer of the diagnostic messages, aya-log's
+    /// `AYA_LOGS`, as the kernel holds them after verification: each message built has
+    /// one. None means the verifier left every message out, so that logging costs the
+    /// programs nothing.
+    pub fn kernel_log_instructions(&mut self) -> usize {
+        use dataplane_common::program_names::{FROM_CONTAINER, FROM_UPLINK, FROM_UPLINK_V6};
+        let mut ids = vec![];
+        for name in [FROM_CONTAINER, FROM_UPLINK, FROM_UPLINK_V6] {
+            ids.push(self.datapath.program_named(name).unwrap().info().unwrap().id());
+        }
+        ids.push(self.datapath.xdp_program().unwrap().info().unwrap().id());
+        let bpftool = |args: &[String]| -> serde_json::Value {
+            let out = Command::new("bpftool").arg("-j").args(args).output().expect("running bpftool");
+            assert!(out.status.success(), "bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice(&out.stdout).expect("bpftool's JSON")
+        };
+        let mut total = 0;
+        for id in ids {
+            let id = id.to_string();
+            let shown = bpftool(&["prog".into(), "show".into(), "id".into(), id.clone()]);
+            let log_maps: Vec<String> = shown["map_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|map| map.as_u64())
+                .filter(|map| {
+                    bpftool(&["map".into(), "show".into(), "id".into(), map.to_string()])["name"]
+                        == "AYA_LOGS"
+                })
+                .map(|map| format!("map[id:{map}]"))
+                .collect();
+            let xlated = bpftool(&["prog".into(), "dump".into(), "xlated".into(), "id".into(), id]);
+            total += xlated
+                .as_array()
+                .expect("bpftool's instructions")
+                .iter()
+                .filter_map(|insn| insn["disasm"].as_str())
+                .filter(|disasm| log_maps.iter().any(|map| disasm.contains(map.as_str())))
+                .count();
+        }
+        total
+    }
+
     /// Mean nanoseconds per run of `uplink_xdp` over `repeat` runs of one frame, with
     /// `live` frames: the kernel then carries out each verdict (redirects really
     /// transmit), batching frames as a driver would.

@@ -17,11 +17,22 @@ use crate::{Host, eventually, run_ok, unique};
 const UNDERLAY_PREFIX: &str = "198.51.100";
 pub const ETCD_ADDR: &str = "198.51.100.1";
 
+/// The password of etcd's `root` user, when authentication is on (`Cluster::start_secure`).
+const ROOT_PASSWORD: &str = "root-secret";
+/// The user the daemons sign in as, with readwrite on `/dataplane/` only, and its password.
+pub const STORE_USER: &str = "dataplane";
+pub const STORE_PASSWORD: &str = "dataplane-secret";
+
 /// The underlay namespace and its etcd.
 pub struct Underlay {
     pub name: String,
     dir: PathBuf,
     etcd: Option<Child>,
+    /// Whether etcd speaks TLS (certificates in `tls_dir`) and asks for client
+    /// certificates.
+    tls: bool,
+    /// Whether etcd has authentication on (etcdctl signs in as root).
+    auth: bool,
 }
 
 impl Underlay {
@@ -30,7 +41,7 @@ impl Underlay {
         let dir = std::env::temp_dir().join(format!("dataplane-{name}"));
         fs::create_dir_all(&dir).unwrap();
         run_ok(Command::new("ip").args(["netns", "add", &name])).expect("creating the underlay namespace");
-        let underlay = Self { name, dir, etcd: None };
+        let underlay = Self { name, dir, etcd: None, tls: false, auth: false };
         underlay.sh_ok(&format!(
             "ip link set lo up && ip link add br0 type bridge && ip addr add {ETCD_ADDR}/24 dev br0 \
              && ip link set br0 up"
@@ -50,15 +61,68 @@ impl Underlay {
         command
     }
 
+    /// Where the TLS files are: `ca.pem` (the CA of etcd's and the clients'
+    /// certificates), `server.{pem,key}`, `client.{pem,key}`, `other-ca.pem` (a CA that
+    /// signed none of them) and `password` (the store user's).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
+
+    /// Makes a CA, etcd's certificate (for its underlay address) and a client
+    /// certificate with openssl, and another CA to be wrong with.
+    fn make_certificates(&self) {
+        let dir = self.tls_dir();
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("server.ext"),
+            format!("subjectAltName=IP:{ETCD_ADDR}\nextendedKeyUsage=serverAuth\n"),
+        )
+        .unwrap();
+        fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        fs::write(dir.join("password"), format!("{STORE_PASSWORD}\n")).unwrap();
+        let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        let script = format!(
+            "set -e; cd {dir}
+             for ca in ca other-ca; do openssl req -x509 {key} -keyout $ca.key -out $ca.pem -days 2 -subj /CN=$ca; done
+             for who in server client; do
+               openssl req {key} -keyout $who.key -out $who.csr -subj /CN=$who
+               openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+                 -extfile $who.ext -out $who.pem
+             done",
+            dir = dir.display()
+        );
+        let out = Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "making certificates with openssl (Debian's openssl; `cargo xtask setup` installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
     /// Starts etcd on the underlay (its data kept across a stop and a start), and waits
     /// until it answers.
     pub fn start_etcd(&mut self) {
         assert!(self.etcd.is_none(), "etcd runs already");
         let log = fs::File::options().create(true).append(true).open(self.dir.join("etcd.log")).unwrap();
-        let client = format!("http://{ETCD_ADDR}:2379");
+        let client = format!("{}://{ETCD_ADDR}:2379", self.scheme());
         let peer = format!("http://{ETCD_ADDR}:2380");
-        let child = self
-            .command("etcd")
+        let mut command = self.command("etcd");
+        if self.tls {
+            let tls = self.tls_dir();
+            command
+                .arg("--cert-file")
+                .arg(tls.join("server.pem"))
+                .arg("--key-file")
+                .arg(tls.join("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(tls.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "default", "--data-dir"])
             .arg(self.dir.join("etcd"))
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -88,13 +152,49 @@ impl Underlay {
     }
 
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        self.command("etcdctl")
+        let mut command = self.command("etcdctl");
+        if self.tls {
+            let tls = self.tls_dir();
+            command
+                .arg("--cacert")
+                .arg(tls.join("ca.pem"))
+                .arg("--cert")
+                .arg(tls.join("client.pem"))
+                .arg("--key")
+                .arg(tls.join("client.key"));
+        }
+        if self.auth {
+            command.args(["--user", &format!("root:{ROOT_PASSWORD}")]);
+        }
+        command
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &format!("http://{ETCD_ADDR}:2379"), "--dial-timeout", "2s"])
+            .args(["--endpoints", &format!("{}://{ETCD_ADDR}:2379", self.scheme()), "--dial-timeout", "2s"])
             .args(args)
             .stdin(Stdio::null())
             .output()
             .unwrap()
+    }
+
+    pub fn etcdctl_ok(&self, args: &[&str]) -> String {
+        let out = self.etcdctl(args);
+        assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Turns etcd's authentication on, with a root user and the daemons' user, whose role
+    /// reads and writes `/dataplane/` and nothing else.
+    fn enable_auth(&mut self) {
+        for step in [
+            &["user", "add", "root", "--new-user-password", ROOT_PASSWORD][..],
+            &["user", "add", STORE_USER, "--new-user-password", STORE_PASSWORD],
+            &["role", "add", STORE_USER],
+            &["role", "grant-permission", STORE_USER, "readwrite", "--prefix=true", "/dataplane/"],
+            &["user", "grant-role", STORE_USER, STORE_USER],
+            &["auth", "enable"],
+        ] {
+            self.etcdctl_ok(step);
+        }
+        self.auth = true;
     }
 
     /// The keys under `prefix`.
@@ -143,8 +243,50 @@ impl Cluster {
     /// As `start`, with more environment for every daemon (the variables of its flags,
     /// e.g. `DATAPLANE_VXLAN_PORT`), and each host's default route as `uplink` says.
     pub fn start_with(count: usize, ttl_secs: u32, daemon_env: &[(&str, &str)], uplink: Uplink) -> Self {
+        Self::start_on(Underlay::start(), count, ttl_secs, daemon_env, uplink, &[])
+    }
+
+    /// As `start`, with an etcd that speaks only TLS, asks for client certificates and
+    /// has authentication on: the daemons reach it at etcds://, with the CA, a client
+    /// certificate and the user `STORE_USER`, its password read from a file on the first
+    /// host and from DATAPLANE_STORE_PASSWORD on the others.
+    pub fn start_secure(count: usize, ttl_secs: u32) -> Self {
         let mut underlay = Underlay::start();
+        underlay.tls = true;
+        underlay.make_certificates();
+        let tls = underlay.tls_dir();
+        let path = |file: &str| tls.join(file).display().to_string();
+        let (ca, cert, key, password) =
+            (path("ca.pem"), path("client.pem"), path("client.key"), path("password"));
+        let store = format!("etcds://{ETCD_ADDR}:2379");
+        let env = [
+            ("DATAPLANE_STORE", store.as_str()),
+            ("DATAPLANE_STORE_CACERT", &ca),
+            ("DATAPLANE_STORE_CERT", &cert),
+            ("DATAPLANE_STORE_KEY", &key),
+            ("DATAPLANE_STORE_USER", STORE_USER),
+        ];
+        let first = [("DATAPLANE_STORE_PASSWORD_FILE", password.as_str())];
+        let others = [("DATAPLANE_STORE_PASSWORD", STORE_PASSWORD)];
+        let per_host: Vec<&[(&str, &str)]> =
+            (0..count).map(|i| if i == 0 { &first[..] } else { &others[..] }).collect();
+        Self::start_on(underlay, count, ttl_secs, &env, Uplink::None, &per_host)
+    }
+
+    /// The hosts on `underlay`, whose etcd is started here (with authentication turned on
+    /// when it speaks TLS), host `i` with `per_host[i]` over `daemon_env`.
+    fn start_on(
+        mut underlay: Underlay,
+        count: usize,
+        ttl_secs: u32,
+        daemon_env: &[(&str, &str)],
+        uplink: Uplink,
+        per_host: &[&[(&str, &str)]],
+    ) -> Self {
         underlay.start_etcd();
+        if underlay.tls {
+            underlay.enable_auth();
+        }
         let mut hosts = vec![];
         for i in 0..count {
             let host = match uplink {
@@ -172,6 +314,7 @@ impl Cluster {
                 env.push(("DATAPLANE_ADVERTISE_ADDRESS", address.as_str()));
             }
             env.extend_from_slice(daemon_env);
+            env.extend_from_slice(per_host.get(i).copied().unwrap_or_default());
             host.set_daemon_env(&env);
         }
         let mut cluster = Self { hosts, underlay };

@@ -345,6 +345,35 @@ impl Host {
         }
     }
 
+    /// Starts a daemon (its extra environment, then `more` over it) that must refuse to
+    /// start, and gives what it logged; a daemon still running after a minute fails the
+    /// test (and is killed by the PID we started).
+    pub fn daemon_fails(&self, more: &[(&str, &str)]) -> String {
+        assert!(self.daemon.is_none(), "a daemon runs already");
+        let mut child = self
+            .command(binary())
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
+            .envs(more.iter().copied())
+            .arg("daemon")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the daemon");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the daemon with {more:?} started; it should have refused");
+            }
+            sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "the daemon with {more:?} exited successfully");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Replaces the daemon's extra environment for its next start.
     pub fn set_daemon_env(&mut self, daemon_env: &[(&str, &str)]) {
         self.daemon_env = daemon_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -280,6 +280,59 @@ fn a_published_port_is_reachable_from_outside_with_no_firewall_rule() {
     );
 }
 
+/// Docker 28's routed mode asked through `docker network create -o`: the outside, which
+/// routes the network's subnet to the host, reaches the container's own address on its
+/// published container port, and nothing else of it; the container reaches the outside
+/// with its own address.
+#[test]
+fn a_routed_docker_network_s_container_is_reached_directly_on_its_published_port() {
+    let plugin = DockerPlugin::unique();
+    let host = host_for(&plugin);
+    let docker = Dockerd::start(&host);
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &plugin.name,
+        "--subnet",
+        "10.22.0.0/24",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv4=routed",
+        "routed",
+    ]);
+    let options = &host.dp_json(&["network", "inspect", &docker.dataplane_network("routed")])[0]["Options"];
+    assert_eq!(options["com.docker.network.bridge.gateway_mode_ipv4"], "routed", "{options}");
+    host.external_sh_ok(&format!("ip route add 10.22.0.0/24 via {UPLINK_ADDR}"));
+    run_hello(&docker, "api", "routed", &["-p", "8080:80"]);
+    let api = docker.ip_of("api", "routed");
+    let direct = format!("http://{api}:80/");
+    assert!(
+        eventually(Duration::from_secs(5), || fetch_from_outside(&host, &direct).contains("hello from api")),
+        "the published container port is not reachable at {direct}: {}",
+        host.daemon_log()
+    );
+    let host_port = format!("http://{UPLINK_ADDR}:8080/");
+    assert!(
+        fetch_from_outside(&host, &host_port).contains("hello from api"),
+        "the host port stopped working"
+    );
+    // Port 81 is served too, not published: refused from outside.
+    docker.exec("api", "httpd -p 81 -h /www");
+    let unpublished = format!("http://{api}:81/");
+    assert!(
+        docker.exec("api", "wget -q -O - http://127.0.0.1:81/").status.success(),
+        "api does not serve 81"
+    );
+    assert_eq!(fetch_from_outside(&host, &unpublished), "", "an unpublished port was reachable from outside");
+    let ping = host.external_command("ping").args(["-c", "1", "-W", "2", &api]).output().unwrap();
+    assert!(ping.status.success(), "a routed container does not answer ping from outside");
+    // The container reaches the outside with its own address: the outside routes back.
+    let ping = docker.exec("api", &format!("ping -c 1 -W 2 {EXTERNAL_ADDR}"));
+    assert!(ping.status.success(), "api does not reach the outside: {}", text(&ping));
+    assert_eq!(host.counter("masqueraded"), 0, "a routed network's traffic was masqueraded");
+    assert!(host.counter("routed") >= 1, "{}", host.dp_ok(&["stats"]));
+}
+
 #[test]
 fn docker_rm_and_network_rm_leave_nothing_behind() {
     let plugin = DockerPlugin::unique();

@@ -226,3 +226,64 @@ fn macvlan_containers_with_ipv6_talk_to_the_parents_segment_over_ipv6() {
     host.dp_ok(&["rm", "-f", "m1", "m2"]);
     host.dp_ok(&["network", "rm", "lan6"]);
 }
+
+/// An IPv6-only macvlan network (`--ipv6 --ipv4=false`): its containers have the
+/// segment's IPv6 addresses and no IPv4 one, and reach each other and a host of the
+/// parent's segment over IPv6, which reaches them back.
+#[test]
+fn ipv6_only_macvlan_containers_talk_to_the_parents_segment_over_ipv6() {
+    let host = Host::start_with_external();
+    host.external_sh_ok("ip -6 addr add fd00:204::2/64 dev eth0 nodad");
+    let create = [
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=up0",
+        "--ipv6",
+        "--ipv4=false",
+        "--subnet",
+        "fd00:204::/64",
+        "--gateway",
+        "fd00:204::2",
+        "--ip-range",
+        "fd00:204::100/120",
+        "lan6only",
+    ];
+    host.dp_ok(&create);
+    host.run_sleeper("m1", &["--network", "lan6only"]);
+    host.run_sleeper("m2", &["--network", "lan6only"]);
+    let inside = stdout(host.exec("m1", "ip addr show dev eth0; ip -6 route show default"));
+    assert!(
+        inside.contains("inet6 fd00:204::100/64") && inside.contains("default via fd00:204::2"),
+        "m1 has not its IPv6 address and default route: {inside}"
+    );
+    assert!(!inside.contains("inet "), "an IPv6-only container has an IPv4 address: {inside}");
+    for target in ["fd00:204::2", "fd00:204::101"] {
+        assert!(
+            host.exec("m1", &format!("ping -6 -c 1 -W 2 {target}")).status.success(),
+            "m1 does not reach {target} over IPv6"
+        );
+    }
+    let back = host.external_command("ping").args(["-6", "-c1", "-W1", "fd00:204::101"]).output().unwrap();
+    assert!(back.status.success(), "the segment cannot reach m2's IPv6 address");
+    let err = host.dp_err(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=up0",
+        "--ipv6",
+        "--ipv4=false",
+        "nosubnet6",
+    ]);
+    assert!(
+        err.contains("IPv6 --subnet"),
+        "an IPv6-only macvlan network without the segment's subnet: {err}"
+    );
+    host.dp_ok(&["rm", "-f", "m1", "m2"]);
+    host.dp_ok(&["network", "rm", "lan6only"]);
+    assert!(host.container_namespaces().is_empty());
+}

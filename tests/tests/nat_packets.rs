@@ -543,6 +543,16 @@ fn an_exhausted_port_range_is_logged_at_debug_with_its_destination() {
 }
 
 #[test]
+fn below_the_kernel_logs_level_the_loaded_programs_hold_no_message_code() {
+    // The kernel's copy of every program after verification: at the daemon's default
+    // level the verifier has left each message out; at debug they are there.
+    let at_default = Fixture::with_kernel_log(0, log::LevelFilter::Info).kernel_log_instructions();
+    assert_eq!(at_default, 0, "instructions building a message were left in at info");
+    let at_debug = Fixture::with_kernel_log(0, log::LevelFilter::Debug).kernel_log_instructions();
+    assert!(at_debug > 0, "no message code at debug: the count cannot tell the levels apart");
+}
+
+#[test]
 fn fragments_and_unresolved_next_hops() {
     let mut fx = Fixture::new(0);
     fx.enable_nat(61000, 61010);

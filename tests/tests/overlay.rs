@@ -420,15 +420,16 @@ fn hosts_advertise_their_uplinks_address_unasked_and_traffic_between_them_outliv
     a.start_daemon();
     let restart = restart.elapsed();
     thread::sleep(Duration::from_secs(1));
+    // Started before the stop and still running now: the pings span the restart. (Not
+    // their count times 50 ms: on a loaded machine ping sends fewer than 20 a second.)
+    let mut pinging = pinging;
+    assert!(pinging.try_wait().unwrap().is_none(), "the pings ended before the restart did ({restart:?})");
     // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet; SIGINT
     // makes ping print its statistics.
     unsafe { libc::kill(pinging.id() as i32, libc::SIGINT) };
     let out = pinging.wait_with_output().unwrap();
     let (sent, received) = ping_counts(&String::from_utf8_lossy(&out.stdout));
-    assert!(
-        f64::from(sent) * 0.05 > restart.as_secs_f64() + 1.0,
-        "the pings did not span the restart ({restart:?}): {sent} sent"
-    );
+    assert!(sent > 20, "too few pings to tell ({sent} sent over {restart:?})");
     assert!(
         sent - received <= sent / 50,
         "traffic between hosts stops while a daemon restarts ({restart:?}): {received} of {sent} pings came back\nA:\n{}",
@@ -482,4 +483,466 @@ fn a_ping_between_two_hosts_keeps_flowing_while_etcd_is_stopped_and_overlay_runs
             host.daemon_log()
         );
     }
+}
+
+#[test]
+fn hosts_share_an_overlay_through_etcd_over_tls_with_a_user_and_a_wrong_ca_or_password_stops_a_daemon() {
+    let mut cluster = Cluster::start_secure(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    a.run_sleeper("api", &["--network", "prod"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    assert!(
+        comes_through(b, "client", "api"),
+        "client (on B) cannot ping api (on A) by name through a TLS store\nA:\n{}\nB:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
+    assert!(a.daemon_log().contains("signed in as \"dataplane\""), "A never signed in:\n{}", a.daemon_log());
+    let id = network_id(a, "prod");
+    assert_eq!(
+        cluster.underlay.keys(&format!("/dataplane/endpoints/{id}/")).len(),
+        2,
+        "both hosts' endpoints are recorded"
+    );
+    let other_ca = cluster.underlay.tls_dir().join("other-ca.pem").display().to_string();
+
+    let b = &mut cluster.hosts[1];
+    b.stop_daemon();
+    let err = b.daemon_fails(&[("DATAPLANE_STORE_CACERT", &other_ca)]);
+    assert!(
+        err.contains("TLS with the store etcds://198.51.100.1:2379 failed") && err.contains("--store-cacert"),
+        "a daemon that does not trust etcd's certificate must say so and name --store-cacert: {err}"
+    );
+    let err = b.daemon_fails(&[("DATAPLANE_STORE_PASSWORD", "not-the-password")]);
+    assert!(
+        err.contains("the store etcds://198.51.100.1:2379 refused user \"dataplane\"")
+            && err.contains("--store-password-file"),
+        "a daemon with a wrong password must say so and name the fix: {err}"
+    );
+    let err = b.daemon_fails(&[("DATAPLANE_STORE", "etcd://198.51.100.1:2379")]);
+    assert!(err.contains("etcds://"), "TLS files with a plain store must be refused naming etcds://: {err}");
+    b.start_daemon();
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    assert!(comes_through(b, "client", "api"), "client (on B) cannot reach api after B's restart");
+    b.run_sleeper("late", &["--network", "prod"]);
+    let late = b.ip_of("late");
+    assert!(comes_through(a, "api", &late), "a run after the restart is not reached from A");
+}
+
+/// Cuts host `host`'s connections to etcd (its own namespace's nftables, which the daemon
+/// does not use), or restores them.
+fn cut_from_etcd(host: &Host, cut: bool) {
+    if cut {
+        host.sh_ok(
+            "nft add table inet cut && \
+             nft add chain inet cut out '{ type filter hook output priority 0; }' && \
+             nft add rule inet cut out tcp dport 2379 drop && \
+             nft add chain inet cut in '{ type filter hook input priority 0; }' && \
+             nft add rule inet cut in tcp sport 2379 drop",
+        );
+    } else {
+        host.sh_ok("nft delete table inet cut");
+    }
+}
+
+#[test]
+fn a_host_cut_from_etcd_while_history_is_compacted_converges_from_a_fresh_snapshot() {
+    let cluster = Cluster::start(2, 60);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    a.run_sleeper("api", &["--network", "prod"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    assert!(
+        eventually(Duration::from_secs(10), || dig(a, "api", "client").len() == 1),
+        "client never resolved on A"
+    );
+    let client = b.ip_of("client");
+
+    cut_from_etcd(a, true);
+    // The watch's keep-alive (10 s, 3 s to answer) finds etcd gone.
+    assert!(
+        eventually(Duration::from_secs(30), || a.daemon_log().contains("store watch:")),
+        "A's watch never broke while cut from etcd:\n{}",
+        a.daemon_log()
+    );
+    b.run_sleeper("late", &["--network", "prod"]);
+    b.dp_ok(&["rm", "-f", "client"]);
+    let late = b.ip_of("late");
+    for i in 0..20 {
+        b.dp_ok(&[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            &format!("10.{}.0.0/16", 210 + i),
+            "churn",
+        ]);
+        b.dp_ok(&["network", "rm", "churn"]);
+    }
+    let status = cluster.underlay.etcdctl_ok(&["endpoint", "status", "-w", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let revision = status[0]["Status"]["header"]["revision"].as_i64().unwrap();
+    cluster.underlay.etcdctl_ok(&["compact", &revision.to_string()]);
+    cut_from_etcd(a, false);
+
+    assert!(
+        eventually(Duration::from_secs(30), || dig(a, "api", "late") == [late.clone()]),
+        "a container B ran while A was cut off never resolved on A: {:?}\n{}",
+        dig(a, "api", "late"),
+        a.daemon_log()
+    );
+    assert!(comes_through(a, "api", &late), "api (on A) cannot reach late (on B)");
+    assert!(
+        dig(a, "api", "client").is_empty(),
+        "a container B removed while A was cut off still resolves on A"
+    );
+    assert!(!pings(a, "api", &client), "A still sends to the removed container's address");
+    assert!(!lists(a, "churn overlay global"), "a network made and removed meanwhile is left on A");
+    b.dp_ok(&["network", "create", "-d", "overlay", "--subnet", "10.201.0.0/16", "after"]);
+    assert!(
+        eventually(Duration::from_secs(10), || lists(a, "after overlay global")),
+        "A's watch did not resume after the compaction\n{}",
+        a.daemon_log()
+    );
+}
+
+#[test]
+fn an_internal_overlay_network_joins_containers_across_hosts_and_reaches_nothing_outside() {
+    let cluster = Cluster::start_with(2, 30, &[], Uplink::External);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    a.dp_ok(&["network", "create", "-d", "overlay", "--internal", "--subnet", SUBNET, "vault"]);
+    assert!(eventually(Duration::from_secs(10), || lists(b, "vault overlay global")), "B never saw vault");
+    assert_eq!(b.dp_json(&["network", "inspect", "vault"])[0]["Internal"], true, "B's vault is not internal");
+    a.run_sleeper("db", &["--network", "vault"]);
+    b.run_sleeper("app", &["--network", "vault"]);
+    assert!(comes_through(b, "app", "db"), "app (on B) cannot reach db (on A) on an internal overlay");
+    assert!(pings(a, "db", "app"), "db (on A) cannot reach app (on B) on an internal overlay");
+    let _http =
+        b.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
+    let _http_a =
+        a.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
+    // The host's own addresses are not outside (as on Docker's internal networks, whose
+    // rules filter what is forwarded, not what is for the host); what would be routed
+    // out of it is.
+    for (label, host, container) in [("B", b, "app"), ("A", a, "db")] {
+        let dropped = host.counter("dropped_internal");
+        let fetched =
+            host.exec(container, &format!("curl -sf -m 3 -o /dev/null http://{EXTERNAL_ADDR}:8080/"));
+        assert!(!fetched.status.success(), "{container} (internal, on {label}) reaches the outside");
+        assert!(
+            !pings(host, container, EXTERNAL_ADDR),
+            "{container} (internal, on {label}) pings the outside"
+        );
+        assert_eq!(host.counter("masqueraded"), 0, "host {label} masqueraded an internal container");
+        assert!(host.counter("dropped_internal") > dropped, "host {label} did not drop as internal");
+    }
+    // The other host, on the underlay, is outside too.
+    let dropped = b.counter("dropped_internal");
+    assert!(!pings(b, "app", "198.51.100.11"), "app (internal, on B) reaches host A itself");
+    assert!(b.counter("dropped_internal") > dropped, "app's ping to host A was not dropped as internal");
+}
+
+/// The UDP ports of the probes `forged_vxlan_frames_are_dropped_and_never_delivered`
+/// sends to a container through the tunnel, one per kind of frame.
+const GENUINE: u16 = 7770;
+const FOREIGN_SOURCE: u16 = 7771;
+const UNKNOWN_VNI: u16 = 7772;
+const NOT_A_HOST: u16 = 7773;
+
+/// A python3 script that sends VXLAN frames from a raw socket (any outer source) to
+/// `to`'s port 4789: per line of `frames`, three frames of (outer source, VNI, inner
+/// source, inner UDP destination port), each an IPv4/UDP packet for `dst_ip` at `dst_mac`.
+fn vxlan_sender(to: &str, dst_mac: &str, dst_ip: &str, frames: &[(&str, u32, &str, u16)]) -> String {
+    let frames: Vec<String> = frames
+        .iter()
+        .map(|(outer, vni, inner, port)| format!("({outer:?}, {vni}, {inner:?}, {port})"))
+        .collect();
+    format!(
+        r#"
+import socket, struct, time
+def checksum(b):
+    s = sum(struct.unpack('!10H', b))
+    s = (s & 0xffff) + (s >> 16)
+    s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def ipv4(src, dst, payload):
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(payload), 0, 0, 64, 17, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack('!H', checksum(h)) + h[12:] + payload
+def udp(sport, dport, data):
+    return struct.pack('!HHHH', sport, dport, 8 + len(data), 0) + data
+to = {to:?}
+mac = bytes.fromhex({dst_mac:?}.replace(':', ''))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for outer, vni, inner, port in [{frames}]:
+    eth = mac + bytes.fromhex('02aabbccdd01') + b'\x08\x00'
+    inner_packet = eth + ipv4(inner, {dst_ip:?}, udp(40000, port, b'forged'))
+    vxlan = struct.pack('!II', 0x08000000, vni << 8) + inner_packet
+    for _ in range(3):
+        s.sendto(ipv4(outer, to, udp(40001, 4789, vxlan)), (to, 0))
+        time.sleep(0.05)
+"#,
+        frames = frames.join(", ")
+    )
+}
+
+#[test]
+fn forged_vxlan_frames_are_dropped_and_never_delivered() {
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    a.run_sleeper("api", &["--network", "prod"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    assert!(comes_through(b, "client", "api"), "client (on B) cannot reach api (on A)");
+    assert_eq!(cluster.underlay.keys("/dataplane/vnis/"), ["/dataplane/vnis/4096"]);
+    let (api, client) = (a.ip_of("api"), b.ip_of("client"));
+    let link = String::from_utf8(b.exec("client", "ip -o link show dev eth0").stdout).unwrap();
+    let mac =
+        link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).expect("client's MAC").to_string();
+    let (host_a, host_b) = ("198.51.100.11", "198.51.100.12");
+    let script = vxlan_sender(
+        host_b,
+        &mac,
+        &client,
+        &[
+            // As A would send it: api's frame, from A, on prod's VNI. It shows that the
+            // forger's frames reach the container when nothing is wrong with them.
+            (host_a, 4096, &api, GENUINE),
+            // From A, but with a source A has no endpoint at (198.18.0.0/15, nobody's).
+            (host_a, 4096, "198.18.0.7", FOREIGN_SOURCE),
+            // From A, api's source, on a VNI no network has.
+            (host_a, 4097, &api, UNKNOWN_VNI),
+            // api's source on prod's VNI, from an underlay address that is no host of
+            // the store (the underlay's own).
+            (dataplane_tests::hosts::ETCD_ADDR, 4096, &api, NOT_A_HOST),
+        ],
+    );
+    let dropped = b.counter("dropped_tunnel");
+    let capture = thread::scope(|s| {
+        let capture =
+            s.spawn(|| b.exec("client", "timeout 6 tcpdump -l -n -i eth0 udp dst portrange 7770-7773 2>&1"));
+        thread::sleep(Duration::from_secs(2));
+        cluster.underlay.sh_ok(&format!("python3 -c '{}'", script.replace('\'', "'\\''")));
+        capture.join().unwrap()
+    });
+    let seen = String::from_utf8_lossy(&capture.stdout);
+    let delivered = |port: u16| seen.lines().filter(|l| l.contains(&format!("{client}.{port}:"))).count();
+    assert_eq!(delivered(GENUINE), 3, "the well-formed frames did not all reach the container:\n{seen}");
+    for (port, what) in [
+        (FOREIGN_SOURCE, "an inner source the sending host has no endpoint at"),
+        (UNKNOWN_VNI, "an unknown VNI"),
+        (NOT_A_HOST, "an outer source that is no host of the store"),
+    ] {
+        assert_eq!(delivered(port), 0, "a frame with {what} reached the container:\n{seen}");
+    }
+    let dropped = b.counter("dropped_tunnel") - dropped;
+    assert_eq!(dropped, 9, "B's tunnel should have dropped the 9 forged frames, dropped {dropped}");
+}
+
+/// A container's IPv6 address on its (only) network, as inspect shows it.
+fn ip6_of(host: &Host, container: &str) -> String {
+    let info = host.dp_json(&["inspect", container]);
+    let networks = info[0]["NetworkSettings"]["Networks"].as_object().unwrap();
+    networks.values().next().unwrap()["GlobalIPv6Address"].as_str().unwrap().to_string()
+}
+
+/// `dig +short AAAA` from a container against `resolver`: the addresses.
+fn dig_aaaa(host: &Host, from: &str, resolver: &str, name: &str) -> Vec<String> {
+    let out = host.exec(from, &format!("dig +short +time=1 +tries=1 AAAA @{resolver} {name}"));
+    assert!(out.status.success(), "dig AAAA {name}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// Whether `from` on `host` reaches `to` over IPv6 with one ping.
+fn pings6(host: &Host, from: &str, to: &str) -> bool {
+    host.exec(from, &format!("ping -6 -c 1 -W 2 {to}")).status.success()
+}
+
+/// Creates overlay network `name` with `args` on `on` and waits until `others` list it.
+fn create_overlay_with(on: &Host, others: &[&Host], name: &str, args: &[&str]) {
+    on.dp_ok(&[&["network", "create", "-d", "overlay"][..], args, &[name]].concat());
+    for host in others {
+        let line = format!("{name} overlay global");
+        assert!(
+            eventually(Duration::from_secs(10), || lists(host, &line)),
+            "another host never saw {name}: {:?}",
+            network_names(host)
+        );
+    }
+}
+
+#[test]
+fn containers_on_two_hosts_reach_each_other_over_ipv6_by_name_on_a_dual_stack_overlay() {
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay_with(a, &[b], "prod", &["--subnet", SUBNET, "--ipv6", "--subnet", "fd00:200::/64"]);
+    let inspected = b.dp_json(&["network", "inspect", "prod"]);
+    assert_eq!(inspected[0]["EnableIPv6"], true, "the other host's network has no IPv6: {inspected}");
+    a.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "prod",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "80",
+        "--bind",
+        "::",
+    ]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    let (web6, client6) = (ip6_of(a, "web"), ip6_of(b, "client"));
+    assert!(web6.starts_with("fd00:200::") && client6.starts_with("fd00:200::"), "{web6} {client6}");
+    assert_ne!(web6, client6, "two hosts leased the same IPv6 address");
+    let id = network_id(a, "prod");
+    let leases = cluster.underlay.keys(&format!("/dataplane/leases/{id}/"));
+    for ip in [&web6, &client6] {
+        assert!(
+            leases.iter().any(|k| k.ends_with(&format!("/{ip}"))),
+            "no lease of {ip} in the store: {leases:?}"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || dig_aaaa(b, "client", GATEWAY, "web") == [web6.clone()]),
+        "B's resolver does not answer AAAA for web (on A) with {web6}: {:?}",
+        dig_aaaa(b, "client", GATEWAY, "web")
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pings6(b, "client", "web")),
+        "client (on B) cannot ping -6 web (on A) by name\nA:\n{}\nB:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
+    assert!(pings6(a, "web", "client"), "web (on A) cannot ping -6 client (on B) by name");
+    let fetch = || b.exec("client", "curl -6 -sf --max-time 5 -o /dev/null -w '%{http_code}' http://web/");
+    assert!(
+        eventually(Duration::from_secs(10), || fetch().stdout == b"200"),
+        "client (on B) cannot fetch web's page (on A) over IPv6: {:?}",
+        fetch()
+    );
+    // 1402 bytes of ICMPv6 payload fill 1450 bytes of IPv6 (40 + 8 of headers): once
+    // encapsulated over the IPv4 underlay, exactly its 1500.
+    let full = b.exec("client", "ping -6 -c 1 -W 2 -M do -s 1402 web");
+    assert!(full.status.success(), "a full-MTU IPv6 packet does not cross: {full:?}");
+    // Neighbour discovery for web was answered on B, with web's MAC: no solicitation crossed.
+    let neighbours =
+        String::from_utf8_lossy(&b.exec("client", &format!("ip -6 neigh show {web6}")).stdout).to_string();
+    let mac = a.dp_json(&["inspect", "web"])[0]["NetworkSettings"]["Networks"]["prod"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        neighbours.contains(&mac),
+        "client resolved web ({web6}) to another MAC than {mac}: {neighbours}"
+    );
+    assert!(b.counter("arp_answered") > 0, "B's programs answered no solicitation for web");
+}
+
+#[test]
+fn an_ipv6_only_overlay_carries_its_containers_between_hosts() {
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay_with(a, &[b], "six", &["--ipv6", "--ipv4=false", "--subnet", "fd00:201::/64"]);
+    a.run_sleeper("api", &["--network", "six"]);
+    b.run_sleeper("client", &["--network", "six"]);
+    let addresses = String::from_utf8_lossy(&b.exec("client", "ip addr show dev eth0").stdout).to_string();
+    assert!(!addresses.contains("inet "), "a container of an IPv6-only overlay has IPv4: {addresses}");
+    let api6 = ip6_of(a, "api");
+    assert!(
+        eventually(Duration::from_secs(10), || dig_aaaa(b, "client", "fd00:201::1", "api") == [api6.clone()]),
+        "B's resolver (on the IPv6 gateway) does not answer AAAA for api (on A) with {api6}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pings6(b, "client", "api")),
+        "client (on B) cannot ping -6 api (on A) on an IPv6-only overlay\nA:\n{}\nB:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
+    assert!(pings6(a, "api", "client"), "api (on A) cannot ping -6 client (on B)");
+
+    // Frames sent into A's VXLAN device from B's underlay address: api takes the one from
+    // client's address, and A's programs drop the one whose inner source is no endpoint
+    // of B (anti-spoofing at the tunnel's end), before api's socket sees it.
+    let client6 = ip6_of(b, "client");
+    let api_mac = a.dp_json(&["inspect", "api"])[0]["NetworkSettings"]["Networks"]["six"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vni = cluster.underlay.keys("/dataplane/vnis/")[0].rsplit('/').next().unwrap().to_string();
+    let listen = "timeout 6 python3 -c 'import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+        s.bind((\"::\", 9999))\nwhile True:\n    data, peer = s.recvfrom(100)\n    print(peer[0], data.decode(), flush=True)'; true";
+    let received = thread::scope(|scope| {
+        let listener = scope.spawn(|| a.exec("api", listen));
+        thread::sleep(Duration::from_secs(1));
+        let (dropped, delivered) = (a.counter("dropped_tunnel"), a.counter("from_tunnel"));
+        for (source, payload) in [("fd00:201::77", "spoofed"), (client6.as_str(), "genuine")] {
+            let sent = b
+                .command("python3")
+                .args(["-c", INJECT, source, &api6, &api_mac, &vni, "198.51.100.11", payload])
+                .output()
+                .unwrap();
+            assert!(sent.status.success(), "sending into A's VXLAN device: {sent:?}");
+            thread::sleep(Duration::from_millis(300));
+        }
+        assert_eq!(a.counter("dropped_tunnel") - dropped, 1, "A did not drop the spoofed inner source");
+        assert!(a.counter("from_tunnel") > delivered, "A delivered nothing from the tunnel");
+        String::from_utf8_lossy(&listener.join().unwrap().stdout).to_string()
+    });
+    assert!(
+        received.contains(&format!("{client6} genuine")),
+        "api did not get the genuine frame: {received:?}"
+    );
+    assert!(!received.contains("spoofed"), "api got the frame with a spoofed inner source: {received:?}");
+}
+
+/// Sends one VXLAN frame (argv: inner IPv6 source, destination, destination MAC, VNI,
+/// outer destination, UDP payload) to port 4789: an IPv6 UDP datagram to port 9999, with
+/// its checksum, from the sending host's own address.
+const INJECT: &str = r#"
+import socket, struct, sys
+src_ip, dst_ip, dst_mac, vni, outer, payload = sys.argv[1:7]
+src = socket.inet_pton(socket.AF_INET6, src_ip)
+dst = socket.inet_pton(socket.AF_INET6, dst_ip)
+data = payload.encode()
+udp = struct.pack("!HHHH", 40000, 9999, 8 + len(data), 0) + data
+pseudo = src + dst + struct.pack("!I3xB", len(udp), 17) + udp
+if len(pseudo) % 2:
+    pseudo += b"\0"
+total = sum(struct.unpack("!%dH" % (len(pseudo) // 2), pseudo))
+while total >> 16:
+    total = (total & 0xFFFF) + (total >> 16)
+udp = udp[:6] + struct.pack("!H", ~total & 0xFFFF or 0xFFFF) + udp[8:]
+ip6 = struct.pack("!IHBB", 0x60000000, len(udp), 17, 64) + src + dst
+eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex("02000000fe01") + b"\x86\xdd"
+vxlan = struct.pack("!II", 0x08000000, int(vni) << 8)
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(vxlan + eth + ip6 + udp, (outer, 4789))
+"#;
+
+#[test]
+fn two_ipv6_overlay_networks_stay_apart_across_hosts() {
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay_with(a, &[b], "prod6", &["--ipv6", "--ipv4=false", "--subnet", "fd00:202::/64"]);
+    create_overlay_with(b, &[a], "dev6", &["--ipv6", "--ipv4=false", "--subnet", "fd00:203::/64"]);
+    a.run_sleeper("api", &["--network", "prod6"]);
+    a.run_sleeper("tool", &["--network", "dev6"]);
+    b.run_sleeper("client", &["--network", "prod6"]);
+    b.run_sleeper("stranger", &["--network", "dev6"]);
+    let (api, tool) = (ip6_of(a, "api"), ip6_of(a, "tool"));
+    assert!(
+        eventually(Duration::from_secs(10), || pings6(b, "client", &api)),
+        "client cannot reach api, on its own network"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pings6(b, "stranger", &tool)),
+        "stranger cannot reach tool, on its own network"
+    );
+    assert!(!pings6(b, "stranger", &api), "stranger (dev6, on B) reaches api (prod6, on A)");
+    assert!(!pings6(b, "client", &tool), "client (prod6, on B) reaches tool (dev6, on A)");
+    assert!(b.counter("dropped_isolation") > 0, "B's programs dropped nothing between the networks");
 }

@@ -20,7 +20,8 @@ use crate::run_command;
 /// whose init starts it, stop it before the tests (it makes docker0 and iptables rules).
 /// protoc for the etcd client's build script (it compiles etcd's protos), and etcd with
 /// etcdctl for the tests of several hosts, which start their own etcd (its service, like
-/// dockerd's, does not start here).
+/// dockerd's, does not start here), and openssl, with which they make the certificates of
+/// an etcd that speaks TLS.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -47,8 +48,12 @@ const PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     "docker.io",
     "protobuf-compiler",
+    // protoc's well-known types (descriptor.proto, struct.proto), which etcd-client's protos import;
+    // only recommended by protobuf-compiler, and recommendations are not installed.
+    "libprotobuf-dev",
     "etcd-server",
     "etcd-client",
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

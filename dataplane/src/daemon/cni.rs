@@ -23,7 +23,7 @@ use crate::{
     dns, drivers,
     maps::endpoint_key,
     netlink::Netlink,
-    state::{DEFAULT_NETWORK, Endpoint, GatewayMode, MacAddr, Network, Owner},
+    state::{DEFAULT_NETWORK, Endpoint, MacAddr, Network, Owner},
 };
 
 fn invalid(message: String) -> anyhow::Error {
@@ -223,6 +223,9 @@ impl Core {
         if let Some(mtu) = wanted.mtu {
             options.insert("mtu".to_string(), mtu.to_string());
         }
+        if let Some(mode) = &wanted.gateway_mode_ipv4 {
+            options.insert("gateway_mode_ipv4".to_string(), mode.clone());
+        }
         if let Some(mode) = &wanted.gateway_mode_ipv6 {
             options.insert("gateway_mode_ipv6".to_string(), mode.clone());
         }
@@ -322,11 +325,9 @@ fn check_agrees(net: &Network, wanted: &CniNetwork) -> Result<(), String> {
     );
     differs("internal", wanted.internal.map(|i| i.to_string()), net.internal.to_string());
     differs("icc", wanted.icc.map(|i| i.to_string()), net.bridge_options.icc.to_string());
-    let mode = match net.bridge_options.gateway_mode_ipv6 {
-        GatewayMode::Nat => "nat",
-        GatewayMode::Routed => "routed",
-    };
-    differs("gatewayModeIpv6", wanted.gateway_mode_ipv6.clone(), mode.to_string());
+    let modes = &net.bridge_options;
+    differs("gatewayModeIpv4", wanted.gateway_mode_ipv4.clone(), modes.gateway_mode_ipv4.name().to_string());
+    differs("gatewayModeIpv6", wanted.gateway_mode_ipv6.clone(), modes.gateway_mode_ipv6.name().to_string());
     differs(
         "mtu",
         wanted.mtu.map(|m| m.to_string()),

@@ -16,7 +16,10 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Deserializer};
 
 use super::Config;
-use crate::{nat::UplinkXdp, store::StoreAddress};
+use crate::{
+    nat::UplinkXdp,
+    store::{StoreAccess, StoreAddress},
+};
 
 /// Where the daemon reads its settings unless `--config` names another file.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/dataplane/daemon.toml";
@@ -129,6 +132,25 @@ pub struct Settings {
     /// store must use the same [default: 4789].
     #[arg(long, env = "DATAPLANE_VXLAN_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub vxlan_port: Option<u16>,
+    /// The CA that signed the store's certificates (PEM), for an etcds:// store; no other
+    /// CA is trusted for it (as etcdctl's --cacert).
+    #[arg(long, env = "DATAPLANE_STORE_CACERT", value_name = "FILE")]
+    pub store_cacert: Option<PathBuf>,
+    /// This host's client certificate (PEM), for a store that asks for one
+    /// (etcd's --client-cert-auth); with --store-key.
+    #[arg(long, env = "DATAPLANE_STORE_CERT", value_name = "FILE", requires = "store_key")]
+    pub store_cert: Option<PathBuf>,
+    /// The key of --store-cert (PEM).
+    #[arg(long, env = "DATAPLANE_STORE_KEY", value_name = "FILE", requires = "store_cert")]
+    pub store_key: Option<PathBuf>,
+    /// The etcd user to sign in as, for a store with authentication on; its password is
+    /// read from --store-password-file or DATAPLANE_STORE_PASSWORD, never from a flag.
+    #[arg(long, env = "DATAPLANE_STORE_USER", value_name = "USER")]
+    pub store_user: Option<String>,
+    /// A file holding the password of --store-user (a trailing newline is not part of
+    /// it) [default: the DATAPLANE_STORE_PASSWORD variable].
+    #[arg(long, env = "DATAPLANE_STORE_PASSWORD_FILE", value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
 }
 
 /// The daemon's log levels (`--log-level`), the most quiet first.
@@ -219,6 +241,11 @@ impl Settings {
             advertise_address: self.advertise_address.or(file.advertise_address),
             store_ttl: self.store_ttl.or(file.store_ttl),
             vxlan_port: self.vxlan_port.or(file.vxlan_port),
+            store_cacert: self.store_cacert.or(file.store_cacert),
+            store_cert: self.store_cert.or(file.store_cert),
+            store_key: self.store_key.or(file.store_key),
+            store_user: self.store_user.or(file.store_user),
+            store_password_file: self.store_password_file.or(file.store_password_file),
         }
     }
 
@@ -245,6 +272,13 @@ impl Settings {
                 .monitor_ring_size
                 .unwrap_or(dataplane_common::MonitorEvent::RING_DEFAULT_SIZE),
             store: self.store,
+            store_access: StoreAccess {
+                cacert: self.store_cacert,
+                cert: self.store_cert,
+                key: self.store_key,
+                user: self.store_user,
+                password_file: self.store_password_file,
+            },
             advertise_address: self.advertise_address,
             store_ttl: Duration::from_secs(self.store_ttl.unwrap_or(DEFAULT_STORE_TTL_SECS)),
             vxlan_port: self.vxlan_port.unwrap_or(crate::tunnel::DEFAULT_PORT),
@@ -314,6 +348,17 @@ mod tests {
         assert_eq!(merged.store, Some("etcd://10.0.0.10:2379".parse().unwrap()), "the store is a key too");
         let config = merged.into_config("/run/x.sock".into());
         assert_eq!(config.vxlan_port, 8472, "the VXLAN port is a key too");
+        let access = file(
+            "store-cacert = \"/etc/dataplane/ca.pem\"\nstore-user = \"dataplane\"\n\
+             store-password-file = \"/etc/dataplane/store-password\"\n",
+        )
+        .into_config("/x".into())
+        .store_access;
+        assert_eq!(access.cacert, Some(PathBuf::from("/etc/dataplane/ca.pem")), "the store's CA is a key");
+        assert_eq!(access.user.as_deref(), Some("dataplane"));
+        assert_eq!(access.password_file, Some(PathBuf::from("/etc/dataplane/store-password")));
+        let err = format!("{:#}", Settings::parse("store-password = \"secret\"\n").unwrap_err());
+        assert!(err.contains("store-password"), "a password is never a setting of its own: {err}");
         assert_eq!(config.bpffs, Path::new(DEFAULT_BPFFS), "the default where neither sets it");
         assert_eq!(config.docker_stale_after, Duration::from_secs(60));
     }

@@ -78,7 +78,6 @@ impl Core {
                     net.name
                 )
             )),
-            // Overlay networks are IPv4 (`create_network` refuses --ipv6 for them).
             (Some(_), wanted) if overlay => Some(self.lease_address(net, wanted).await?),
             (Some(plan), wanted) => {
                 let used = self.state.used_addresses(&net.id);
@@ -102,6 +101,7 @@ impl Core {
                     net.name
                 )
             )),
+            (Some(_), wanted) if overlay => Some(self.lease_address6(net, wanted).await?),
             (Some(plan), wanted) => {
                 let used = self.state.used_addresses6(&net.id);
                 Some(

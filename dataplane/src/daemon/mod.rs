@@ -110,6 +110,8 @@ pub struct Config {
     pub monitor_ring_size: u32,
     /// The store shared with other hosts (`--store`), if there is one.
     pub store: Option<crate::store::StoreAddress>,
+    /// How the daemon checks the store and proves itself to it (TLS, user).
+    pub store_access: crate::store::StoreAccess,
     /// Where other hosts reach this one (`--advertise-address`).
     pub advertise_address: Option<std::net::IpAddr>,
     /// How long the store keeps this host's leases after it stops renewing them.
@@ -265,9 +267,21 @@ pub async fn run(config: Config) -> Result<()> {
                 );
             }
             let host = crate::store::Host { id: host_id[..12].to_string(), address: advertise_address };
-            Some(Arc::new(
-                crate::store::etcd::EtcdStore::connect(address.clone(), host, config.store_ttl).await?,
-            ))
+            let store = crate::store::etcd::EtcdStore::connect(
+                address.clone(),
+                &config.store_access,
+                host,
+                config.store_ttl,
+            )
+            .await?;
+            // A store that refuses this daemon (a wrong CA or password) stops it now; one
+            // that does not answer yet is waited for, as overlay work is.
+            match store.check().await {
+                Ok(()) => {}
+                Err(e) if e.failure == crate::store::etcd::Failure::Refused => return Err(e.error),
+                Err(e) => log::warn!("{:#}; the daemon starts and waits for it", e.error),
+            }
+            Some(Arc::new(store))
         }
         None => None,
     };

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{Value, json};
 
@@ -65,20 +65,10 @@ impl Core {
         let macvlan = spec.driver == "macvlan";
         let overlay = spec.driver == OVERLAY_DRIVER;
         let store = if overlay { Some(self.shared_store(&spec.name)?) } else { None };
-        if overlay && spec.ipv6.is_some() {
-            bail!(
-                "network {}: --ipv6 is not shared between hosts yet; drop it for an overlay network",
-                spec.name
-            );
-        }
-        if macvlan && !spec.ipv4 {
-            bail!(
-                "network {}: IPv6-only macvlan networks are not supported yet; drop --ipv4=false",
-                spec.name
-            );
-        }
         let bridge_options = if macvlan {
-            if spec.subnet.is_none() || !spec.options.contains_key("parent") {
+            // The segment's subnet of each family the network has: an IPv6-only one needs
+            // only its IPv6 --subnet (checked with the IPv6 plan below).
+            if (spec.ipv4 && spec.subnet.is_none()) || !spec.options.contains_key("parent") {
                 bail!(
                     "network {}: macvlan needs --subnet (the parent's segment) and -o parent=IFACE",
                     spec.name
@@ -90,13 +80,20 @@ impl Core {
                     spec.name
                 );
             }
-            BridgeOptions { icc: true, mtu: None, gateway_mode_ipv6: GatewayMode::Nat }
+            BridgeOptions { icc: true, ..BridgeOptions::default() }
         } else {
             let mut options =
                 BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?;
             if options.gateway_mode_ipv6 == GatewayMode::Routed && spec.ipv6.is_none() {
                 bail!(
                     "network {}: gateway_mode_ipv6=routed routes the network's IPv6, and it has none; add --ipv6 or drop the option",
+                    spec.name
+                );
+            }
+            if options.gateway_mode_ipv4 == GatewayMode::Routed && !spec.ipv4 {
+                bail!(
+                    "network {}: gateway_mode_ipv4=routed routes the network's IPv4, and it has none; drop \
+                     --ipv4=false or the option",
                     spec.name
                 );
             }
@@ -144,10 +141,7 @@ impl Core {
             id,
         };
         if let Some(store) = &store
-            && store
-                .create_network(&SharedNetwork::of(&network).context("an overlay network has IPv4")?)
-                .await?
-                .is_none()
+            && store.create_network(&SharedNetwork::of(&network)).await?.is_none()
         {
             bail!(
                 "network with name {} already exists in the store {}; choose another name",

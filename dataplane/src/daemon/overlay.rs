@@ -7,9 +7,13 @@
 //! the store, and never holds the daemon's lock while it waits on etcd, except to write
 //! the host's own records again (which must not race an attach or a detach).
 
-use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+    time::Duration,
+};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
 use super::{Core, Shared};
 use crate::{
@@ -125,19 +129,26 @@ impl Core {
         store.lease_address(net, wanted, self.state.used_addresses(&net.id)).await
     }
 
+    /// An IPv6 address of overlay network `net` for a new endpoint of this host, leased
+    /// in the store as IPv4 ones are.
+    pub(super) async fn lease_address6(&self, net: &Network, wanted: Option<Ipv6Addr>) -> Result<Ipv6Addr> {
+        let store = self.shared_store(&net.name)?;
+        store.lease_address6(net, wanted, &self.state.used_addresses6(&net.id)).await
+    }
+
     /// Records a new endpoint of an overlay network for the other hosts.
     pub(super) async fn announce(&self, net: &Network, endpoint: &Endpoint, owner_name: &str) -> Result<()> {
         let store = self.shared_store(&net.name)?;
-        let record = self.record_of(endpoint, owner_name, &store).context("an overlay endpoint has IPv4")?;
-        store.publish(&record).await
+        store.publish(&self.record_of(endpoint, owner_name, &store)).await
     }
 
-    /// Gives an endpoint's address and record back to the store; when it does not answer,
-    /// they stay until this host's next catch-up with it (`EtcdStore::reclaim`).
+    /// Gives an endpoint's addresses and record back to the store; when it does not
+    /// answer, they stay until this host's next catch-up with it (`EtcdStore::reclaim`).
     pub(super) async fn give_back(&self, endpoint: &Endpoint) {
-        let (Some(store), Some(ip)) = (&self.shared, endpoint.ip) else { return };
-        if let Err(e) = store.release(&endpoint.network_id, ip, &endpoint.id).await {
-            log::warn!("giving back {ip} of endpoint {}: {e:#}", &endpoint.id[..12]);
+        let Some(store) = &self.shared else { return };
+        let addresses = endpoint.ip.map(IpAddr::V4).into_iter().chain(endpoint.ip6.map(IpAddr::V6));
+        if let Err(e) = store.release(&endpoint.network_id, addresses, &endpoint.id).await {
+            log::warn!("giving back the addresses of endpoint {}: {e:#}", &endpoint.id[..12]);
         }
     }
 
@@ -146,19 +157,19 @@ impl Core {
         net.driver == OVERLAY_DRIVER
     }
 
-    /// The store's record of an endpoint; none without an IPv4 address (overlay networks
-    /// are IPv4).
-    fn record_of(&self, endpoint: &Endpoint, owner_name: &str, store: &EtcdStore) -> Option<EndpointRecord> {
-        Some(EndpointRecord {
+    /// The store's record of an endpoint.
+    fn record_of(&self, endpoint: &Endpoint, owner_name: &str, store: &EtcdStore) -> EndpointRecord {
+        EndpointRecord {
             network_id: endpoint.network_id.clone(),
             endpoint_id: endpoint.id.clone(),
-            ip: endpoint.ip?,
+            ip: endpoint.ip,
+            ip6: endpoint.ip6,
             mac: endpoint.mac,
             host: store.host.id.clone(),
             host_address: store.host.address,
             name: owner_name.to_string(),
             aliases: endpoint.aliases.clone(),
-        })
+        }
     }
 
     /// The records of this host's endpoints on overlay networks, as the store should hold them.
@@ -169,7 +180,7 @@ impl Core {
             .endpoints
             .iter()
             .filter(|e| self.state.network_by_id(&e.network_id).is_some_and(Self::is_overlay))
-            .filter_map(|e| self.record_of(e, &names.of(&e.owner), store))
+            .map(|e| self.record_of(e, &names.of(&e.owner), store))
             .collect()
     }
 
@@ -208,7 +219,7 @@ impl Core {
             .remote_endpoints(&store.host.id)
             .map(|r| RemoteName {
                 network: r.network_id.clone(),
-                ip: r.ip,
+                addresses: r.addresses().collect(),
                 names: std::iter::once(&r.name).chain(&r.aliases).cloned().collect(),
             })
             .collect();
@@ -251,12 +262,22 @@ impl Core {
             .state
             .networks
             .iter()
-            .find_map(|n| n.subnet.filter(|s| crate::ipam::overlaps(s, &shared.subnet)).map(|s| (n, s)))
+            .find_map(|n| {
+                let (ours, theirs) = n.subnet.zip(shared.subnet)?;
+                crate::ipam::overlaps(&ours, &theirs).then_some((n, theirs.to_string()))
+            })
+            .or_else(|| {
+                self.state.networks.iter().find_map(|n| {
+                    let (ours, theirs) = n.ipv6.zip(shared.ipv6)?;
+                    let overlap =
+                        ours.subnet.contains(&theirs.subnet) || theirs.subnet.contains(&ours.subnet);
+                    overlap.then_some((n, theirs.subnet.to_string()))
+                })
+            })
         {
             bail!(
-                "its subnet {} overlaps network {:?} ({theirs}) of this host; remove that network here",
-                shared.subnet,
-                other.name,
+                "its subnet {theirs} overlaps network {:?} of this host; remove that network here",
+                other.name
             );
         }
         let mut net = shared.local(self.state.next_network_index()).map_err(|e| anyhow!(e))?;

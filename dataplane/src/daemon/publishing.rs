@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashSet,
-    net::{IpAddr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::{Result, anyhow, bail};
@@ -213,7 +213,7 @@ impl Core {
             _pad: 0,
         };
         self.datapath.set_published(publish_key(mapping), backend)?;
-        match routed_key(routed_ip6(&self.state, endpoint), mapping) {
+        match routed_key(routed_addrs(&self.state, endpoint), mapping) {
             Some(key) if !host_only => self.datapath.set_published(key, backend),
             _ => Ok(()),
         }
@@ -246,7 +246,7 @@ impl Core {
         let (mut keys, mut sets) = (vec![], vec![]);
         for endpoint in self.state.endpoints.iter().filter(|e| !e.ports.is_empty()) {
             let owner = names.of(&endpoint.owner);
-            let routed_addr = routed_ip6(&self.state, endpoint);
+            let routed_addr = routed_addrs(&self.state, endpoint);
             for mapping in &endpoint.ports {
                 keys.push((publish_key(mapping), routed_key(routed_addr, mapping)));
                 sets.push(compiler.rule_set(&owner, mapping));
@@ -340,27 +340,46 @@ pub(super) fn publish_keys<'a>(
     state: &State,
     endpoint: &'a Endpoint,
 ) -> impl Iterator<Item = PublishKey> + use<'a> {
-    let routed_addr = routed_ip6(state, endpoint);
+    let routed_addr = routed_addrs(state, endpoint);
     endpoint
         .ports
         .iter()
         .flat_map(move |m| [Some(publish_key(m)), routed_key(routed_addr, m)].into_iter().flatten())
 }
 
-/// The endpoint's IPv6 address when its network routes IPv6 (`gateway_mode_ipv6=routed`).
-fn routed_ip6(state: &State, endpoint: &Endpoint) -> Option<Ipv6Addr> {
-    let net = state.network_by_id(&endpoint.network_id)?;
-    endpoint.ip6.filter(|_| net.bridge_options.gateway_mode_ipv6 == GatewayMode::Routed)
+/// The endpoint's addresses of the families its network routes (`gateway_mode_ipv4=routed`,
+/// `gateway_mode_ipv6=routed`).
+#[derive(Clone, Copy, Default)]
+struct RoutedAddrs {
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
 }
 
-/// On a network in routed mode, an IPv6 mapping opens its container port on the
-/// container's own address (`routed_ip6`), where the outside reaches it by route, as
-/// Docker's routed mode does; the host port keeps working too. A port published on `::1`
-/// stays the host's.
-fn routed_key(routed_ip6: Option<Ipv6Addr>, mapping: &PortMapping) -> Option<PublishKey> {
-    let ip6 = routed_ip6.filter(|_| mapping.host_ip.is_ipv6() && !mapping.host_ip.is_loopback())?;
+fn routed_addrs(state: &State, endpoint: &Endpoint) -> RoutedAddrs {
+    let Some(net) = state.network_by_id(&endpoint.network_id) else {
+        return RoutedAddrs::default();
+    };
+    let modes = &net.bridge_options;
+    RoutedAddrs {
+        v4: endpoint.ip.filter(|_| modes.gateway_mode_ipv4 == GatewayMode::Routed),
+        v6: endpoint.ip6.filter(|_| modes.gateway_mode_ipv6 == GatewayMode::Routed),
+    }
+}
+
+/// On a network in routed mode, a mapping of a routed family opens its container port on
+/// the container's own address (`routed_addrs`), where the outside reaches it by route, as
+/// Docker's routed mode does; the host port keeps working too. A port published on a
+/// loopback address stays the host's.
+fn routed_key(routed: RoutedAddrs, mapping: &PortMapping) -> Option<PublishKey> {
+    if mapping.host_ip.is_loopback() {
+        return None;
+    }
+    let addr: IpAddr = match mapping.host_ip {
+        IpAddr::V4(_) => routed.v4?.into(),
+        IpAddr::V6(_) => routed.v6?.into(),
+    };
     Some(PublishKey {
-        addr: maps::ip_address(ip6.into()),
+        addr: maps::ip_address(addr),
         port: mapping.container_port.to_be(),
         proto: mapping.proto.number(),
         _pad: 0,

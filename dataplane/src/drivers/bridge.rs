@@ -40,7 +40,11 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
     }
     nl.set_up(index).await?;
     for (subnet, gateway) in subnets(net) {
-        let routed = subnet.addr().is_ipv6() && net.bridge_options.gateway_mode_ipv6 == GatewayMode::Routed;
+        let mode = match subnet {
+            IpNet::V4(_) => net.bridge_options.gateway_mode_ipv4,
+            IpNet::V6(_) => net.bridge_options.gateway_mode_ipv6,
+        };
+        let routed = mode == GatewayMode::Routed;
         dp.set_subnet(subnet, net.index, gateway, if routed { SubnetInfo::ROUTED } else { 0 })?;
     }
     Ok(())
@@ -226,6 +230,9 @@ fn interface_config(
     }
     if net.internal {
         flags |= InterfaceConfig::INTERNAL;
+    }
+    if net.bridge_options.gateway_mode_ipv4 == GatewayMode::Routed {
+        flags |= InterfaceConfig::ROUTED_V4;
     }
     if net.bridge_options.gateway_mode_ipv6 == GatewayMode::Routed {
         flags |= InterfaceConfig::ROUTED_V6;

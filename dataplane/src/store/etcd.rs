@@ -5,20 +5,22 @@
 
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
-    sync::atomic::{AtomicI64, Ordering},
+    fmt::Display,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+    sync::atomic::{AtomicBool, AtomicI64, Ordering},
     time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow, bail};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchStream,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 
 use super::{
-    EndpointRecord, Host, Mirror, PREFIX, SharedNetwork, StoreAddress, VNIS, endpoint_key, endpoints_of,
-    free_vni, lease_key, leases_of, network_key, vni_key,
+    EndpointRecord, Host, Mirror, PASSWORD_ENV, PREFIX, SharedNetwork, StoreAccess, StoreAddress, VNIS,
+    endpoint_key, endpoints_of, free_vni, lease_key, leases_of, network_key, vni_key,
 };
 use crate::state::Network;
 
@@ -38,6 +40,114 @@ pub struct EtcdStore {
     /// The host's etcd lease, which its address leases and endpoint records are bound
     /// to; 0 until one is granted.
     lease: AtomicI64,
+    /// The user the daemon signs in as (`--store-user`) and its password.
+    user: Option<(String, String)>,
+    /// Whether the client holds a token for `user` (it signs in at its first call that
+    /// reaches etcd, and again by itself when the token expires).
+    signed_in: AtomicBool,
+}
+
+/// Why a call to the store failed, which decides whether trying again can help.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// etcd did not answer (not running, unreachable): a later call may succeed.
+    Unreachable,
+    /// etcd answered and refused this daemon (a wrong password or CA, no permission):
+    /// only a change of the daemon's settings or of etcd's helps.
+    Refused,
+}
+
+/// A failed call's error and what kind of failure it was.
+#[derive(Debug)]
+pub struct StoreError {
+    pub failure: Failure,
+    pub error: anyhow::Error,
+}
+
+/// The whole text of an etcd client error and its sources (a TLS failure is a few
+/// sources deep).
+fn chain(e: &etcd_client::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// The TLS and user settings for the client, read from `access`'s files (and the
+/// password's environment variable); every error names the setting and the fix.
+fn connect_options(
+    address: &StoreAddress,
+    access: &StoreAccess,
+) -> Result<(ConnectOptions, Option<(String, String)>)> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("{flag} {}: cannot read it", path.display()))
+    };
+    let pem = |flag: &str, path: &std::path::Path, what: &str| -> Result<Vec<u8>> {
+        let bytes = read(flag, path)?;
+        if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            bail!("{flag} {}: not PEM; give the {what} in PEM (-----BEGIN ...)", path.display());
+        }
+        Ok(bytes)
+    };
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(CALL_TIMEOUT)
+        .with_keep_alive(KEEP_ALIVE_EVERY, CALL_TIMEOUT)
+        .with_auto_token_refresh(true);
+    let files = [&access.cacert, &access.cert, &access.key];
+    if address.tls() {
+        let Some(cacert) = &access.cacert else {
+            bail!(
+                "--store {address} is TLS: give --store-cacert FILE, the CA that signed etcd's certificates \
+                 (the daemon trusts no other CA for its store)"
+            );
+        };
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(pem(
+            "--store-cacert",
+            cacert,
+            "CA's certificate",
+        )?));
+        match (&access.cert, &access.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(
+                    pem("--store-cert", cert, "client certificate")?,
+                    pem("--store-key", key, "client certificate's key")?,
+                ));
+            }
+            (None, None) => {}
+            _ => bail!(
+                "--store-cert and --store-key go together: give both (the client certificate and its key) or neither"
+            ),
+        }
+        options = options.with_tls(tls);
+    } else if files.iter().any(|f| f.is_some()) {
+        bail!(
+            "--store {address} is plain: --store-cacert, --store-cert and --store-key are for TLS; \
+             write the store as etcds://ADDR:PORT"
+        );
+    }
+    let password = match &access.password_file {
+        Some(path) => Some(
+            String::from_utf8(read("--store-password-file", path)?)
+                .with_context(|| format!("--store-password-file {}: not text", path.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => std::env::var(PASSWORD_ENV).ok(),
+    };
+    let user = match (&access.user, password) {
+        (Some(user), Some(password)) => Some((user.clone(), password)),
+        (None, None) => None,
+        (Some(user), None) => bail!(
+            "--store-user {user}: give its password in a file (--store-password-file FILE) or in {PASSWORD_ENV}"
+        ),
+        (None, Some(_)) => {
+            bail!("a store password is given (--store-password-file or {PASSWORD_ENV}) but no --store-user")
+        }
+    };
+    Ok((options, user))
 }
 
 /// What a keep-alive found.
@@ -70,42 +180,133 @@ fn holds_a_value(responses: &[TxnOpResponse]) -> bool {
 
 impl EtcdStore {
     /// A client of the store; connects lazily, so that a daemon starts while etcd is away.
-    pub async fn connect(address: StoreAddress, host: Host, ttl: Duration) -> Result<Self> {
-        let members: Vec<String> = address.members.iter().map(|m| format!("http://{m}")).collect();
+    /// The TLS files and the password are read here: a setting that is wrong fails now.
+    pub async fn connect(
+        address: StoreAddress,
+        access: &StoreAccess,
+        host: Host,
+        ttl: Duration,
+    ) -> Result<Self> {
         // No request timeout here: the channel's would end the watch, a stream, after it
         // too. `call` bounds each request instead; the keep-alive finds a member that went
         // silent, no more often than etcd allows (a client that pings more often than its
-        // --grpc-keepalive-min-time, 5 s, is hung up on).
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CALL_TIMEOUT)
-            .with_keep_alive(KEEP_ALIVE_EVERY, CALL_TIMEOUT);
-        let client =
-            Client::connect(members, Some(options)).await.map_err(|e| anyhow!("--store {address}: {e}"))?;
-        Ok(Self { address, client, host, ttl, lease: AtomicI64::new(0) })
+        // --grpc-keepalive-min-time, 5 s, is hung up on). The user signs in at the first
+        // call (`sign_in`), not here, where etcd would have to answer.
+        let (options, user) = connect_options(&address, access)?;
+        let client = Client::connect(address.urls(), Some(options))
+            .await
+            .map_err(|e| anyhow!("--store {address}: {}", chain(&e)))?;
+        Ok(Self {
+            address,
+            client,
+            host,
+            ttl,
+            lease: AtomicI64::new(0),
+            user,
+            signed_in: AtomicBool::new(false),
+        })
     }
 
     pub fn address(&self) -> &StoreAddress {
         &self.address
     }
 
-    /// The error of a call that failed, naming the store and what to check.
-    fn unreachable(&self, e: impl std::fmt::Display) -> anyhow::Error {
-        anyhow!(
-            "the store {} did not answer ({e}); overlay networks need it: check that etcd runs there and that --store names it",
-            self.address
-        )
+    /// The error of a call that failed, naming the store, what kind of failure it was and
+    /// what to check.
+    fn failed(&self, e: &etcd_client::Error) -> StoreError {
+        let text = chain(e);
+        let lower = text.to_lowercase();
+        let refused = |error| StoreError { failure: Failure::Refused, error };
+        let user = self.user.as_ref().map_or("", |(user, _)| user.as_str());
+        if lower.contains("authentication failed") {
+            refused(anyhow!(
+                "the store {} refused user {user:?} ({text}): check --store-user and its password \
+                 (--store-password-file or {PASSWORD_ENV})",
+                self.address
+            ))
+        } else if lower.contains("user name is empty") || lower.contains("user name not found") {
+            refused(anyhow!(
+                "the store {} asks who this is ({text}): it has authentication on; give --store-user and its \
+                 password (--store-password-file or {PASSWORD_ENV})",
+                self.address
+            ))
+        } else if lower.contains("permission denied") {
+            refused(anyhow!(
+                "the store {} refused user {user:?} access ({text}): grant it readwrite on the prefix {PREFIX} \
+                 (etcdctl role grant-permission --prefix ROLE readwrite {PREFIX})",
+                self.address
+            ))
+        } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+            refused(anyhow!(
+                "TLS with the store {} failed ({text}): check that --store-cacert is the CA that signed etcd's \
+                 certificate, that the certificate names the member's address, and that --store-cert and \
+                 --store-key are a certificate etcd trusts",
+                self.address
+            ))
+        } else {
+            self.unreachable(text)
+        }
     }
 
-    /// A call to etcd, bounded by `CALL_TIMEOUT` whatever the channel does.
+    /// The error of a call that got no answer, naming the store and what to check.
+    fn unreachable(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            failure: Failure::Unreachable,
+            error: anyhow!(
+                "the store {} did not answer ({e}); overlay networks need it: check that etcd runs there and that --store names it",
+                self.address
+            ),
+        }
+    }
+
+    /// Signs in as `--store-user` unless the client holds a token already.
+    async fn sign_in(&self) -> std::result::Result<(), StoreError> {
+        let Some(user) = &self.user else { return Ok(()) };
+        if self.signed_in.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut client = self.client.clone();
+        match tokio::time::timeout(CALL_TIMEOUT, client.update_user(Some(user.clone()))).await {
+            Ok(Ok(())) => {
+                self.signed_in.store(true, Ordering::SeqCst);
+                log::info!("store {}: signed in as {:?}", self.address, user.0);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.failed(&e)),
+            Err(_) => Err(self.unreachable(format!("no answer within {} s", CALL_TIMEOUT.as_secs()))),
+        }
+    }
+
+    /// A call to etcd, bounded by `CALL_TIMEOUT` whatever the channel does, with what
+    /// kind of failure it met.
+    async fn try_call<T>(
+        &self,
+        f: impl AsyncFnOnce(Client) -> std::result::Result<T, etcd_client::Error>,
+    ) -> std::result::Result<T, StoreError> {
+        self.sign_in().await?;
+        match tokio::time::timeout(CALL_TIMEOUT, f(self.client.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.failed(&e)),
+            Err(_) => Err(self.unreachable(format!("no answer within {} s", CALL_TIMEOUT.as_secs()))),
+        }
+    }
+
+    /// A call to etcd, as `try_call`, its error the message alone.
     async fn call<T>(
         &self,
         f: impl AsyncFnOnce(Client) -> std::result::Result<T, etcd_client::Error>,
     ) -> Result<T> {
-        match tokio::time::timeout(CALL_TIMEOUT, f(self.client.clone())).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.unreachable(e)),
-            Err(_) => Err(self.unreachable(format!("no answer within {} s", CALL_TIMEOUT.as_secs()))),
-        }
+        self.try_call(f).await.map_err(|e| e.error)
+    }
+
+    /// Reads one key of the daemon's prefix: whether the store answers and lets this
+    /// daemon in (at start, so that a wrong CA or password stops the daemon at once).
+    pub async fn check(&self) -> std::result::Result<(), StoreError> {
+        self.try_call(async |mut c| {
+            c.get(PREFIX, Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1))).await
+        })
+        .await
+        .map(drop)
     }
 
     pub fn ttl(&self) -> Duration {
@@ -119,7 +320,7 @@ impl EtcdStore {
 
     fn current_lease(&self) -> Result<i64> {
         match self.lease.load(Ordering::SeqCst) {
-            0 => Err(self.unreachable("no lease granted to this host yet")),
+            0 => Err(self.unreachable("no lease granted to this host yet").error),
             lease => Ok(lease),
         }
     }
@@ -250,15 +451,54 @@ impl EtcdStore {
         Ok(found.kvs().iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect())
     }
 
-    /// Leases an address of `net` to this host: `wanted`, or the lowest one that neither
-    /// the store nor `local` holds. The lease key is created only if absent (a
-    /// transaction), bound to the host's lease: two hosts never hold the same address.
+    /// Leases an IPv4 address of `net` to this host: `wanted`, or the lowest one that
+    /// neither the store nor `local` holds (`lease`).
     pub async fn lease_address(
         &self,
         net: &Network,
         wanted: Option<Ipv4Addr>,
         local: &BTreeSet<Ipv4Addr>,
     ) -> Result<Ipv4Addr> {
+        let plan = net.plan().with_context(|| format!("overlay network {} has no IPv4", net.name))?;
+        let flag = wanted.map(|_| "--ip");
+        self.lease(net, local, flag, |taken| match wanted {
+            Some(ip) => plan.claim(ip, taken),
+            None => plan.allocate(taken),
+        })
+        .await
+    }
+
+    /// Leases an IPv6 address of `net` to this host, as `lease_address`.
+    pub async fn lease_address6(
+        &self,
+        net: &Network,
+        wanted: Option<Ipv6Addr>,
+        local: &BTreeSet<Ipv6Addr>,
+    ) -> Result<Ipv6Addr> {
+        let plan = net.ipv6.with_context(|| format!("overlay network {} has no IPv6", net.name))?;
+        let flag = wanted.map(|_| "--ip6");
+        self.lease(net, local, flag, |taken| match wanted {
+            Some(ip) => plan.claim(ip, taken),
+            None => plan.allocate(taken),
+        })
+        .await
+    }
+
+    /// Leases to this host the address of `net` that `pick` chooses (the one asked for
+    /// with `flag`, or the lowest free one) among those neither the store nor `local` holds. The
+    /// lease key is created only if absent (a transaction), bound to the host's lease: two
+    /// hosts never hold the same address. The store holds both families' leases under the
+    /// network; each family reads only its own.
+    async fn lease<A>(
+        &self,
+        net: &Network,
+        local: &BTreeSet<A>,
+        flag: Option<&str>,
+        pick: impl Fn(&BTreeSet<A>) -> std::result::Result<A, crate::ipam::IpamError>,
+    ) -> Result<A>
+    where
+        A: Copy + Ord + Display + FromStr + Into<IpAddr>,
+    {
         let lease = self.current_lease()?;
         let prefix = leases_of(&net.id);
         let held = self
@@ -267,16 +507,13 @@ impl EtcdStore {
             })
             .await?;
         let mut taken = local.clone();
-        taken.extend(held.kvs().iter().filter_map(|kv| {
-            std::str::from_utf8(kv.key()).ok()?.strip_prefix(&prefix)?.parse::<Ipv4Addr>().ok()
-        }));
-        let plan = net.plan().with_context(|| format!("overlay network {} has no IPv4", net.name))?;
+        taken.extend(
+            held.kvs().iter().filter_map(|kv| {
+                std::str::from_utf8(kv.key()).ok()?.strip_prefix(&prefix)?.parse::<A>().ok()
+            }),
+        );
         for _ in 0..LEASE_TRIES {
-            let ip = match wanted {
-                Some(ip) => plan.claim(ip, &taken),
-                None => plan.allocate(&taken),
-            }
-            .map_err(|e| anyhow!("network {}: {e}", net.name))?;
+            let ip = pick(&taken).map_err(|e| anyhow!("network {}: {e}", net.name))?;
             let key = lease_key(&net.id, ip);
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -284,8 +521,8 @@ impl EtcdStore {
             if self.call(async |mut c| c.txn(txn).await).await?.succeeded() {
                 return Ok(ip);
             }
-            if wanted.is_some() {
-                bail!("network {}: address {ip} is in use on another host; choose another --ip", net.name);
+            if let Some(flag) = flag {
+                bail!("network {}: address {ip} is in use on another host; choose another {flag}", net.name);
             }
             taken.insert(ip);
         }
@@ -304,12 +541,16 @@ impl EtcdStore {
         Ok(())
     }
 
-    /// Gives back an address and the record of the endpoint that had it.
-    pub async fn release(&self, network_id: &str, ip: Ipv4Addr, endpoint_id: &str) -> Result<()> {
-        let txn = Txn::new().and_then([
-            TxnOp::delete(endpoint_key(network_id, endpoint_id), None),
-            TxnOp::delete(lease_key(network_id, ip), None),
-        ]);
+    /// Gives back an endpoint's addresses and its record.
+    pub async fn release(
+        &self,
+        network_id: &str,
+        addresses: impl IntoIterator<Item = IpAddr>,
+        endpoint_id: &str,
+    ) -> Result<()> {
+        let mut removals = vec![TxnOp::delete(endpoint_key(network_id, endpoint_id), None)];
+        removals.extend(addresses.into_iter().map(|ip| TxnOp::delete(lease_key(network_id, ip), None)));
+        let txn = Txn::new().and_then(removals);
         self.call(async |mut c| c.txn(txn).await).await?;
         Ok(())
     }
@@ -320,8 +561,8 @@ impl EtcdStore {
     pub async fn reclaim(&self, own: &[EndpointRecord]) -> Result<()> {
         let lease = self.current_lease()?;
         let with_lease = || Some(PutOptions::new().with_lease(lease));
-        for record in own {
-            let key = lease_key(&record.network_id, record.ip);
+        for (record, ip) in own.iter().flat_map(|r| r.addresses().map(move |ip| (r, ip))) {
+            let key = lease_key(&record.network_id, ip);
             let puts = [
                 TxnOp::put(key.clone(), self.host.id.clone(), with_lease()),
                 TxnOp::put(
@@ -341,9 +582,8 @@ impl EtcdStore {
                 .and_then(puts);
             if !self.call(async |mut c| c.txn(ours).await).await?.succeeded() {
                 log::error!(
-                    "store: address {} of {} was leased to another host while this one was away; \
+                    "store: address {ip} of {} was leased to another host while this one was away; \
                      remove and run the container again",
-                    record.ip,
                     record.name
                 );
             }
@@ -351,7 +591,7 @@ impl EtcdStore {
         let mirror = self.snapshot().await?.0;
         for stale in mirror.endpoints.values().filter(|r| r.host == self.host.id) {
             if !own.iter().any(|r| r.endpoint_id == stale.endpoint_id) {
-                self.release(&stale.network_id, stale.ip, &stale.endpoint_id).await?;
+                self.release(&stale.network_id, stale.addresses(), &stale.endpoint_id).await?;
             }
         }
         Ok(())
@@ -379,8 +619,17 @@ impl EtcdStore {
     /// The next changes the watch reports, taken into `mirror`; an error when the stream
     /// ends or fails (the caller reads everything again and watches anew).
     pub async fn follow(&self, stream: &mut WatchStream, mirror: &mut Mirror) -> Result<()> {
-        let answer = stream.message().await.map_err(|e| self.unreachable(e))?;
+        let answer = stream.message().await.map_err(|e| self.failed(&e).error)?;
         let Some(answer) = answer else { bail!("the store {} ended the watch", self.address) };
+        if answer.compact_revision() > 0 {
+            // The watch started (or fell behind) before a revision etcd has compacted
+            // away: the changes since are lost to it, and only a fresh snapshot is whole.
+            bail!(
+                "the store {} compacted its history up to revision {} past where the watch was",
+                self.address,
+                answer.compact_revision()
+            );
+        }
         if answer.canceled() {
             bail!("the store {} cancelled the watch: {}", self.address, answer.cancel_reason());
         }
@@ -393,5 +642,51 @@ impl EtcdStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(address: &str, access: &StoreAccess) -> String {
+        format!("{:#}", connect_options(&address.parse().unwrap(), access).unwrap_err())
+    }
+
+    #[test]
+    fn tls_and_user_settings_that_cannot_work_are_refused_naming_the_setting_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            Some(path)
+        };
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let ca = StoreAccess { cacert: file("ca.pem", pem), ..StoreAccess::default() };
+        let err = refused("etcd://10.0.0.10:2379", &ca);
+        assert!(err.contains("--store-cacert") && err.contains("etcds://"), "{err}");
+        let err = refused("etcds://10.0.0.10:2379", &StoreAccess::default());
+        assert!(err.contains("give --store-cacert FILE"), "{err}");
+        let half = StoreAccess { cert: file("cert.pem", pem), ..ca.clone() };
+        let err = refused("etcds://10.0.0.10:2379", &half);
+        assert!(err.contains("--store-cert and --store-key go together"), "{err}");
+        let not_pem = StoreAccess { cacert: file("ca.der", "0\x02 binary"), ..StoreAccess::default() };
+        let err = refused("https://10.0.0.10:2379", &not_pem);
+        assert!(err.contains("ca.der: not PEM"), "{err}");
+        let missing = StoreAccess { cacert: Some(dir.path().join("nope.pem")), ..StoreAccess::default() };
+        let err = refused("etcds://10.0.0.10:2379", &missing);
+        assert!(err.contains("--store-cacert") && err.contains("nope.pem: cannot read it"), "{err}");
+        let no_user = StoreAccess { password_file: file("password", "secret\n"), ..StoreAccess::default() };
+        assert!(refused("etcd://10.0.0.10:2379", &no_user).contains("no --store-user"));
+
+        let user = StoreAccess { user: Some("dataplane".into()), ..no_user };
+        let (_, creds) = connect_options(&"etcd://10.0.0.10:2379".parse().unwrap(), &user).unwrap();
+        assert_eq!(
+            creds,
+            Some(("dataplane".into(), "secret".into())),
+            "the file's newline is not the password's"
+        );
+        let (_, creds) = connect_options(&"etcds://10.0.0.10:2379".parse().unwrap(), &ca).unwrap();
+        assert_eq!(creds, None, "TLS alone signs in as nobody");
     }
 }

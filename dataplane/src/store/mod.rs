@@ -4,10 +4,10 @@
 //! - overlay networks: `/dataplane/networks/<name>` → `SharedNetwork`, with its VXLAN
 //!   network identifier, held at `/dataplane/vnis/<vni>` → the network's id, made only if
 //!   absent (compare-and-swap) with the network;
-//! - their address leases: `/dataplane/leases/<network id>/<address>` → the host, made
-//!   only if absent (compare-and-swap) and bound to the host's etcd lease;
+//! - their address leases, IPv4 and IPv6 alike: `/dataplane/leases/<network id>/<address>`
+//!   → the host, made only if absent (compare-and-swap) and bound to the host's etcd lease;
 //! - endpoint records: `/dataplane/endpoints/<network id>/<endpoint id>` →
-//!   `EndpointRecord` (address, MAC, host, container name, aliases: the names the
+//!   `EndpointRecord` (addresses, MAC, host, container name, aliases: the names the
 //!   network's DNS answers on every host), bound to the host's lease too.
 //!
 //! A host that dies stops renewing its lease; after its TTL etcd deletes its leases and
@@ -19,14 +19,18 @@ pub mod etcd;
 use std::{
     collections::BTreeMap,
     fmt,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
     str::FromStr,
 };
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{BridgeOptions, MacAddr, Network};
+use crate::{
+    ipam::AddressPlanV6,
+    state::{BridgeOptions, MacAddr, Network},
+};
 
 /// The driver of networks shared through the store.
 pub const OVERLAY_DRIVER: &str = "overlay";
@@ -43,18 +47,41 @@ pub const FIRST_VNI: u32 = 4096;
 /// The last one: VNIs are 24 bits.
 pub const LAST_VNI: u32 = (1 << 24) - 1;
 
-/// `--store etcd://ADDR:PORT[,ADDR:PORT...]`: the etcd members to talk to.
+/// `--store etcd://ADDR:PORT[,ADDR:PORT...]`: the etcd members to talk to, in plain
+/// gRPC (`etcd://`, or `http://` as etcdctl writes it) or over TLS (`etcds://`, or
+/// `https://`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreAddress {
     pub members: Vec<SocketAddr>,
+    /// The scheme as given, which says whether the members speak TLS.
+    pub scheme: &'static str,
+}
+
+/// The schemes `--store` takes, and whether each is TLS.
+const SCHEMES: [(&str, bool); 4] =
+    [("etcd://", false), ("http://", false), ("etcds://", true), ("https://", true)];
+
+impl StoreAddress {
+    /// Whether the members are reached over TLS.
+    pub fn tls(&self) -> bool {
+        SCHEMES.iter().any(|(scheme, tls)| *scheme == self.scheme && *tls)
+    }
+
+    /// The members as the etcd client takes them.
+    pub fn urls(&self) -> Vec<String> {
+        let scheme = if self.tls() { "https://" } else { "http://" };
+        self.members.iter().map(|m| format!("{scheme}{m}")).collect()
+    }
 }
 
 impl FromStr for StoreAddress {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let Some(list) = s.strip_prefix("etcd://") else {
+        let Some((scheme, list)) =
+            SCHEMES.iter().find_map(|(scheme, _)| Some((*scheme, s.strip_prefix(scheme)?)))
+        else {
             return Err(format!(
-                "--store {s}: expected etcd://ADDR:PORT[,ADDR:PORT...] (etcd is the only store)"
+                "--store {s}: expected etcd://ADDR:PORT[,ADDR:PORT...], or etcds:// for TLS (etcd is the only store)"
             ));
         };
         let members = list
@@ -65,15 +92,31 @@ impl FromStr for StoreAddress {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { members })
+        Ok(Self { members, scheme })
     }
 }
 
 impl fmt::Display for StoreAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let members: Vec<String> = self.members.iter().map(ToString::to_string).collect();
-        write!(f, "etcd://{}", members.join(","))
+        write!(f, "{}{}", self.scheme, members.join(","))
     }
+}
+
+/// The environment variable the store user's password is read from, when no
+/// `--store-password-file` names a file: never a flag, so that it shows in no process list.
+pub const PASSWORD_ENV: &str = "DATAPLANE_STORE_PASSWORD";
+
+/// How the daemon checks the store and proves itself to it (`--store-cacert`,
+/// `--store-cert`, `--store-key`, `--store-user`, `--store-password-file`); files are
+/// read when the daemon connects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreAccess {
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 impl<'de> Deserialize<'de> for StoreAddress {
@@ -88,9 +131,16 @@ impl<'de> Deserialize<'de> for StoreAddress {
 pub struct SharedNetwork {
     pub id: String,
     pub name: String,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    /// The IPv4 subnet and gateway; none on an IPv6-only network. Left out of the record
+    /// when `None`, so that the first version's records read back as the same bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     pub ip_range: Option<Ipv4Net>,
+    /// The IPv6 subnet, gateway and range of a dual-stack or IPv6-only network (`--ipv6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<AddressPlanV6>,
     pub internal: bool,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
@@ -103,22 +153,21 @@ pub struct SharedNetwork {
 }
 
 impl SharedNetwork {
-    /// What every host shares of an overlay network, which is IPv4 (`--ipv6` is refused
-    /// for overlays); `None` for a network without IPv4.
-    pub fn of(net: &Network) -> Option<Self> {
-        let v4 = net.plan()?;
-        Some(Self {
+    /// What every host shares of an overlay network: its IPv4 plan, its IPv6 one, or both.
+    pub fn of(net: &Network) -> Self {
+        Self {
             id: net.id.clone(),
             name: net.name.clone(),
-            subnet: v4.subnet,
-            gateway: v4.gateway,
+            subnet: net.subnet,
+            gateway: net.gateway,
             ip_range: net.ip_range,
+            ipv6: net.ipv6,
             internal: net.internal,
             options: net.options.clone(),
             labels: net.labels.clone(),
             created: net.created,
             vni: None,
-        })
+        }
     }
 
     /// This host's network for it, numbered `index` in its maps.
@@ -128,10 +177,10 @@ impl SharedNetwork {
             name: self.name.clone(),
             driver: OVERLAY_DRIVER.into(),
             index,
-            subnet: Some(self.subnet),
-            gateway: Some(self.gateway),
+            subnet: self.subnet,
+            gateway: self.gateway,
             ip_range: self.ip_range,
-            ipv6: None,
+            ipv6: self.ipv6,
             internal: self.internal,
             options: self.options.clone(),
             bridge_options: BridgeOptions::parse(&self.options)?,
@@ -148,7 +197,12 @@ impl SharedNetwork {
 pub struct EndpointRecord {
     pub network_id: String,
     pub endpoint_id: String,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address; none on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    /// Its IPv6 address, on a network with IPv6 (absent from the first version's records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: MacAddr,
     /// The host's id (`Host::id`).
     pub host: String,
@@ -157,6 +211,13 @@ pub struct EndpointRecord {
     /// The container's name, its first DNS name.
     pub name: String,
     pub aliases: Vec<String>,
+}
+
+impl EndpointRecord {
+    /// Its addresses: IPv4, then IPv6, those it has.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + use<> {
+        self.ip.map(IpAddr::V4).into_iter().chain(self.ip6.map(IpAddr::V6))
+    }
 }
 
 /// Who this daemon is among the hosts.
@@ -180,7 +241,8 @@ fn free_vni(taken: &std::collections::BTreeSet<u32>) -> Option<u32> {
     (FIRST_VNI..=LAST_VNI).find(|vni| !taken.contains(vni))
 }
 
-fn lease_key(network_id: &str, ip: Ipv4Addr) -> String {
+fn lease_key(network_id: &str, ip: impl Into<IpAddr>) -> String {
+    let ip: IpAddr = ip.into();
     format!("{LEASES}{network_id}/{ip}")
 }
 
@@ -243,6 +305,13 @@ mod tests {
         assert!(err.contains("etcd://ADDR:PORT"), "{err}");
         let err = "etcd://10.0.0.10".parse::<StoreAddress>().unwrap_err();
         assert!(err.contains("\"10.0.0.10\" is not ADDR:PORT"), "{err}");
+        assert!(!address.tls() && address.urls()[0] == "http://10.0.0.10:2379");
+        for tls in ["etcds://10.0.0.10:2379", "https://10.0.0.10:2379"] {
+            let address: StoreAddress = tls.parse().unwrap();
+            assert!(address.tls(), "{tls} is TLS");
+            assert_eq!(address.urls(), ["https://10.0.0.10:2379"]);
+            assert_eq!(address.to_string(), tls, "shown as given");
+        }
     }
 
     #[test]
@@ -256,13 +325,14 @@ mod tests {
     #[test]
     fn the_mirror_keeps_networks_and_endpoints_and_tells_remote_ones() {
         let net = Network::sample("prod", 9);
-        let shared = SharedNetwork::of(&net).unwrap();
+        let shared = SharedNetwork::of(&net);
         let mut mirror = Mirror::default();
         mirror.put(&network_key("prod"), &serde_json::to_vec(&shared).unwrap());
         let record = |host: &str, id: &str| EndpointRecord {
             network_id: net.id.clone(),
             endpoint_id: id.into(),
-            ip: Ipv4Addr::new(10, 9, 0, 2),
+            ip: Some(Ipv4Addr::new(10, 9, 0, 2)),
+            ip6: None,
             mac: MacAddr([2, 0x42, 10, 9, 0, 2]),
             host: host.into(),
             host_address: None,
@@ -294,5 +364,29 @@ mod tests {
         let local = shared.local(7).unwrap();
         assert_eq!((local.driver.as_str(), local.index), (OVERLAY_DRIVER, 7));
         assert_eq!(local.bridge, format!("br-{}", &net.id[..12]), "the same bridge name on every host");
+    }
+
+    #[test]
+    fn ipv6_overlays_share_their_plan_and_records_carry_either_family() {
+        let plan = crate::ipam::AddressPlanV6::new("fd00:200::/64".parse().unwrap(), None, None).unwrap();
+        let v6only = Network { subnet: None, gateway: None, ipv6: Some(plan), ..Network::sample("six", 9) };
+        let shared = SharedNetwork::of(&v6only);
+        let bytes = serde_json::to_vec(&shared).unwrap();
+        let fields: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(fields.get("subnet").is_none() && fields.get("gateway").is_none(), "no IPv4, no IPv4 fields");
+        assert!(fields["ipv6"].get("subnet").is_some(), "the IPv6 plan is shared: {fields}");
+        let read_back: SharedNetwork = serde_json::from_slice(&bytes).unwrap();
+        let local = read_back.local(4).unwrap();
+        assert_eq!((local.plan(), local.ipv6), (None, Some(plan)), "another host makes it IPv6-only too");
+        let first_version = br#"{"network_id":"n","endpoint_id":"e","ip":"10.9.0.2","mac":"02:42:0a:09:00:02","host":"a","host_address":null,"name":"api","aliases":[]}"#;
+        let record: EndpointRecord = serde_json::from_slice(first_version).unwrap();
+        assert_eq!(
+            (record.ip, record.ip6),
+            (Some(Ipv4Addr::new(10, 9, 0, 2)), None),
+            "an IPv4 record reads as one"
+        );
+        let six = EndpointRecord { ip: None, ip6: Some("fd00:200::2".parse().unwrap()), ..record };
+        assert_eq!(six.addresses().collect::<Vec<_>>(), ["fd00:200::2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(lease_key("n", six.ip6.unwrap()), "/dataplane/leases/n/fd00:200::2");
     }
 }

@@ -135,6 +135,10 @@ enum Mode {
     ProgCost {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
+        /// The level up to which the programs build their diagnostic messages (aya-log),
+        /// as the daemon's filter for `dataplane::kernel` sets it; off is the default's.
+        #[arg(long, default_value_t = log::LevelFilter::Off)]
+        kernel_log: log::LevelFilter,
     },
 }
 
@@ -154,7 +158,7 @@ fn main() -> Result<()> {
         Mode::UdpFlows { dst, count, dst_ports, first_dst_port, first_src_port } => {
             udp_flows(dst, count, dst_ports, first_dst_port, first_src_port)?
         }
-        Mode::ProgCost { repeat } => prog_cost(repeat),
+        Mode::ProgCost { repeat, kernel_log } => prog_cost(repeat, kernel_log),
     };
     println!("{result}");
     Ok(())
@@ -524,18 +528,19 @@ fn tcp_connect(dst: SocketAddr, secs: f64, threads: usize) -> Result<serde_json:
     )
 }
 
-fn prog_cost(repeat: u32) -> serde_json::Value {
+fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     use dataplane_common::{
         Backend, InterfaceConfig, IpAddress, MonitorEvent, NatConfig, Path, PublishKey, program_names,
     };
     use dataplane_tests::datapath::{
-        A6, B_MAC, Fixture, GATEWAY_MAC, LO, UPLINK_ADDR, UPLINK_MAC, red_interface, udp_between,
-        udp_between_macs, udp_frame,
+        A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, UPLINK_ADDR, UPLINK_MAC, red_interface, udp_between,
+        udp_between_macs, udp_frame, udp6_between_macs,
     };
     const CONTAINER: [u8; 4] = [10, 1, 0, 2];
     let (from_container, from_uplink) = (program_names::FROM_CONTAINER, program_names::FROM_UPLINK);
-    let mut fixture = Fixture::new(0);
+    let mut fixture = Fixture::with_kernel_log(0, kernel_log);
     let forward = fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [10, 1, 0, 3]), repeat);
+    let forward6 = fixture.cost_ns(from_container, &udp6_between_macs((A_MAC, B_MAC), A6, B6), repeat);
     let isolation_drop = fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [10, 2, 0, 2]), repeat);
     let slow_path = fixture.cost_ns(from_container, &udp_frame(B_MAC, CONTAINER, [192, 0, 2, 1]), repeat);
 
@@ -705,8 +710,9 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
     let _ = fixture.run(&answer6);
     let dnat66 = measure(&mut fixture, from_uplink, &inbound6, Path::Published);
     let xdp_dnat66 = xdp_runs(&mut fixture, &inbound6, false);
+    let log_instructions = fixture.kernel_log_instructions();
     json!({
-        "forward_ns": forward, "isolation_drop_ns": isolation_drop, "slow_path_ns": slow_path,
+        "forward_ns": forward, "forward6_ns": forward6, "isolation_drop_ns": isolation_drop, "slow_path_ns": slow_path,
         "snat_ns": snat, "reverse_snat_ns": reverse_snat,
         "snat66_ns": snat66, "reverse_snat66_ns": reverse_snat66, "dnat_ns": dnat, "reverse_dnat_ns": reverse_dnat,
         "xdp_dnat_ns": xdp_dnat, "xdp_live_mpps": xdp_live_mpps, "repeat": repeat,
@@ -715,6 +721,7 @@ fn prog_cost(repeat: u32) -> serde_json::Value {
         "dnat_syn_1000_rules_ns": dnat_syn_1000_rules,
         "forward_listening_ns": forward_listening,
         "isolation_drop_listening_ns": (events_lost == 0).then_some(isolation_drop_listening),
+        "kernel_log_instructions": log_instructions,
     })
 }
 

@@ -1,0 +1,188 @@
+//! Docker's routed IPv4 gateway mode
+//! (`-o com.docker.network.bridge.gateway_mode_ipv4=routed`) with real tools: the external
+//! namespace routes the network's subnet to the host; containers reach it with their own
+//! address as the source; from outside, a container's own address answers on its
+//! published (container) port and to ping, and on nothing else. A NAT network beside it
+//! keeps masquerading, and its container addresses take nothing from outside.
+
+use std::{process::Stdio, time::Duration};
+
+use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually};
+
+const ROUTED_OPTION: &str = "com.docker.network.bridge.gateway_mode_ipv4";
+
+/// A host with a routed network `routed` (10.47.0.0/24, asked with the short option name)
+/// and a NAT one `natted` (10.48.0.0/24); the external namespace routes both subnets to
+/// the host, as a routed network's outside does.
+fn routed_host() -> Host {
+    let host = Host::start_with_external();
+    host.dp_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.47.0.0/24",
+        "-o",
+        "gateway_mode_ipv4=routed",
+        "routed",
+    ]);
+    host.dp_ok(&["network", "create", "--subnet", "10.48.0.0/24", "natted"]);
+    host.external_sh_ok(&format!(
+        "ip route add 10.47.0.0/24 via {UPLINK_ADDR} && ip route add 10.48.0.0/24 via {UPLINK_ADDR}"
+    ));
+    host
+}
+
+/// Echo requests the external namespace sees arrive while `ping` runs: tcpdump's lines.
+fn echo_requests_seen_outside(host: &Host, ping: impl FnOnce()) -> String {
+    let capture = host
+        .external_command("timeout")
+        .args(["8", "tcpdump", "-l", "-n", "-i", "eth0", "-c", "1", "icmp[icmptype] == icmp-echo"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // tcpdump says "listening on" (on stderr) once it captures; waiting for that needs a
+    // reader thread, and its start takes well under this.
+    std::thread::sleep(Duration::from_millis(1500));
+    ping();
+    String::from_utf8_lossy(&capture.wait_with_output().unwrap().stdout).into_owned()
+}
+
+/// Fetches a page from `container` off an HTTP server started for it in the external
+/// namespace; returns the server's log, which names the client as the outside saw it.
+fn fetch_from_outside4(host: &Host, container: &str) -> String {
+    let _http =
+        host.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http4.log");
+    let url = format!("http://{EXTERNAL_ADDR}:8080/");
+    let fetch = host.exec(container, &format!("curl -sf -m 5 -o /dev/null {url}"));
+    assert!(fetch.status.success(), "{container} could not fetch {url}");
+    std::fs::read_to_string(host.netns_dir().parent().unwrap().join("http4.log")).unwrap_or_default()
+}
+
+#[test]
+fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
+    let host = routed_host();
+    host.run_sleeper("c", &["--network", "routed"]);
+    let c4 = host.ip_of("c");
+    assert!(c4.starts_with("10.47.0."), "{c4}");
+
+    let seen = echo_requests_seen_outside(&host, || {
+        let ping = host.exec("c", &format!("ping -c 5 -i 0.3 -W 2 {EXTERNAL_ADDR}"));
+        assert!(
+            ping.status.success(),
+            "ping to the outside failed: {}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
+    });
+    assert!(seen.contains(&format!("{c4} > {EXTERNAL_ADDR}")), "the outside saw another ping source: {seen}");
+
+    let log = fetch_from_outside4(&host, "c");
+    assert!(log.contains(&c4), "the outside saw another source than the container's {c4}: {log}");
+    assert!(!log.contains(UPLINK_ADDR), "a routed network's traffic was masqueraded: {log}");
+    assert_eq!(host.counter("masqueraded"), 0, "a routed network's traffic was masqueraded");
+    assert!(host.counter("routed") >= 5 && host.counter("routed_in") >= 5, "{}", host.dp_ok(&["stats"]));
+
+    let options = &host.dp_json(&["network", "inspect", "routed"])[0]["Options"];
+    assert_eq!(options[ROUTED_OPTION], "routed", "inspect does not show the gateway mode: {options}");
+
+    // A NAT network beside it keeps masquerading.
+    host.run_sleeper("n", &["--network", "natted"]);
+    let log = fetch_from_outside4(&host, "n");
+    assert!(log.contains(UPLINK_ADDR), "the NAT network's request was not masqueraded: {log}");
+    assert!(!log.contains("10.48.0."), "a NAT container's address leaked: {log}");
+
+    // Routed IPv4 needs IPv4; other modes are refused by name.
+    let err = host.dp_err(&[
+        "network",
+        "create",
+        "--ipv4=false",
+        "--ipv6",
+        "-o",
+        &format!("{ROUTED_OPTION}=routed"),
+        "v6only",
+    ]);
+    assert!(err.contains("gateway_mode_ipv4=routed") && err.contains("--ipv4=false"), "{err}");
+    let err = host.dp_err(&["network", "create", "-o", "gateway_mode_ipv4=isolated", "loose"]);
+    assert!(err.contains("expected nat or routed"), "{err}");
+}
+
+#[test]
+fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_only() {
+    let host = routed_host();
+    // Port 80 published, port 81 served but not published.
+    host.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "routed",
+        "-p",
+        "8080:80",
+        "--",
+        "sh",
+        "-c",
+        "python3 -m http.server 81 & exec python3 -m http.server 80",
+    ]);
+    for port in [80, 81] {
+        let probe = format!("curl -sf -o /dev/null http://127.0.0.1:{port}/");
+        assert!(
+            eventually(Duration::from_secs(10), || host.exec("web", &probe).status.success()),
+            "the container does not serve port {port}"
+        );
+    }
+    let web = host.ip_of("web");
+
+    assert!(
+        host.fetch_from_outside(&web, 80),
+        "the published container port is unreachable on the container's own address"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || host.container_log("web").contains(EXTERNAL_ADDR)),
+        "the container did not see the client's own address: {}",
+        host.container_log("web")
+    );
+    let dropped = host.counter("dropped_unpublished");
+    assert!(!host.fetch_from_outside(&web, 81), "an unpublished port was reachable from outside");
+    assert!(
+        host.counter("dropped_unpublished") > dropped,
+        "the unpublished port's SYN was not counted as dropped"
+    );
+    let ping = host.external_command("ping").args(["-c", "1", "-W", "2", &web]).output().unwrap();
+    assert!(ping.status.success(), "a routed container does not answer ping from outside");
+
+    // The host port keeps working on the uplink's address.
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8080), "the host port stopped working");
+
+    // The firewall applies to the container port as to the host port.
+    host.dp_ok(&["firewall", "add", "--container", "web", "--source", EXTERNAL_ADDR, "deny"]);
+    assert!(!host.fetch_from_outside(&web, 80), "the firewall did not apply to the routed container port");
+    assert!(host.counter("dropped_firewall") > 0, "{}", host.dp_ok(&["stats"]));
+
+    // A NAT container's own address takes nothing from outside, published or not.
+    host.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "natweb",
+        "--network",
+        "natted",
+        "-p",
+        "8081:80",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "80",
+    ]);
+    let natweb = host.ip_of("natweb");
+    assert!(
+        eventually(Duration::from_secs(10), || host.fetch_from_outside(UPLINK_ADDR, 8081)),
+        "the NAT container's published host port does not answer"
+    );
+    assert!(
+        !host.fetch_from_outside(&natweb, 80),
+        "a NAT container's own address was reachable from outside"
+    );
+}

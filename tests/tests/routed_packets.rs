@@ -1,0 +1,170 @@
+//! Routed IPv4 (`gateway_mode_ipv4=routed`) through BPF_PROG_TEST_RUN: a routed network's
+//! IPv4 leaves untranslated, its flows tracked with their own address and port so that
+//! their replies come back (through `from_uplink`'s tail call into `from_uplink_routed`);
+//! from outside, a routed container's own address takes its published container ports,
+//! replies and ICMP, and drops the rest. Every frame's bytes past its MACs are checked
+//! unchanged, which covers every address, port and checksum.
+
+use dataplane_common::{
+    Backend, IPPROTO_TCP, InterfaceConfig, IpAddress, Path, PublishKey, SubnetInfo, ct_state,
+};
+use dataplane_tests::datapath::{
+    A_MAC, B_MAC, Fixture, GATEWAY_MAC, LO, RED, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_MAC,
+    b_interface, icmp_echo, tcp_segment, udp_between_macs,
+};
+
+const A: [u8; 4] = [10, 1, 0, 2];
+const B: [u8; 4] = [10, 1, 0, 3];
+const RED_GATEWAY: [u8; 4] = [10, 1, 0, 1];
+const REMOTE: [u8; 4] = [198, 51, 100, 7];
+
+/// NAT on, red (A's and B's network) in routed mode: its IPv4 subnet flagged routed, A's
+/// interface too.
+fn routed() -> Fixture {
+    let mut fx = Fixture::new(InterfaceConfig::ROUTED_V4);
+    fx.enable_nat(61000, 61999);
+    fx.datapath
+        .set_subnet("10.1.0.0/24".parse().unwrap(), RED, RED_GATEWAY.into(), SubnetInfo::ROUTED)
+        .unwrap();
+    fx
+}
+
+/// The MACs, and the frame past them: what a routed path may not change.
+fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
+    (frame[0..6].try_into().unwrap(), frame[6..12].try_into().unwrap())
+}
+
+fn assert_untranslated(sent: &[u8], seen: &[u8], what: &str) {
+    assert_eq!(&seen[12..], &sent[12..], "{what}: the packet must not change beyond its MACs");
+}
+
+#[test]
+fn tcp_udp_and_echo_from_a_routed_network_leave_with_the_containers_own_address_and_their_replies_come_back()
+{
+    let mut fx = routed();
+    let syn = tcp_segment(A_MAC, (A, 40000), (REMOTE, 80), "S", 1000, 0);
+    let (verdict, out) = fx.run(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN from a routed network was not sent to the uplink");
+    assert_eq!(macs(&out), (GATEWAY_MAC, UPLINK_MAC), "the next hop's (FIB) and the uplink's MACs");
+    assert_untranslated(&syn, &out, "the SYN");
+    assert_eq!((fx.count(Path::Routed), fx.count(Path::Masqueraded)), (1, 0));
+    let flows = fx.datapath.conntrack_unconfirmed().unwrap();
+    assert_eq!(flows.len(), 1, "the routed flow was not tracked");
+    assert_eq!(flows[0].0.src, IpAddress::v4(A), "flow key source");
+    assert_eq!(flows[0].1.nat_addr, IpAddress::v4(A), "a routed flow's address is the container's own");
+    assert_eq!(flows[0].1.nat_port, 40000u16.to_be(), "a routed flow's port is the container's own");
+
+    let syn_ack = tcp_segment(GATEWAY_MAC, (REMOTE, 80), (A, 40000), "SA", 5000, 1001);
+    let (verdict, back) = fx.run_uplink(&syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the reply of a routed flow was not sent into the container");
+    assert_eq!(macs(&back).0, A_MAC, "the reply must go to the container's MAC");
+    assert_untranslated(&syn_ack, &back, "the reply");
+    assert_eq!(fx.count(Path::RoutedIn), 1);
+    assert_eq!(fx.datapath.conntrack_unconfirmed().unwrap()[0].1.state, ct_state::ESTABLISHED);
+
+    // The flow's next packets: the same way (never the masquerade's fast path).
+    let ack = tcp_segment(A_MAC, (A, 40000), (REMOTE, 80), "A", 1001, 5001);
+    let (verdict, out) = fx.run(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_untranslated(&ack, &out, "the flow's ACK");
+    let (verdict, out) = fx.run(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_untranslated(&ack, &out, "the flow's next segment");
+    assert_eq!((fx.count(Path::Routed), fx.count(Path::Masqueraded)), (3, 0));
+
+    let query = udp_between_macs((A_MAC, GATEWAY_MAC), (A, 5353), (REMOTE, 53));
+    let (verdict, out) = fx.run(&query);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a datagram from a routed network was not sent to the uplink");
+    assert_untranslated(&query, &out, "the datagram");
+    let answer = udp_between_macs((GATEWAY_MAC, UPLINK_MAC), (REMOTE, 53), (A, 5353));
+    let (verdict, back) = fx.run_uplink(&answer);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the answer was not let in");
+    assert_untranslated(&answer, &back, "the answer");
+
+    let request = icmp_echo(A_MAC, A, REMOTE, 777, false);
+    let (verdict, out) = fx.run(&request);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the echo request was not sent to the uplink");
+    assert_untranslated(&request, &out, "the echo request");
+    let reply = icmp_echo(GATEWAY_MAC, REMOTE, A, 777, true);
+    let (verdict, back) = fx.run_uplink(&reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the echo reply was not sent back");
+    assert_eq!(macs(&back).0, A_MAC);
+    assert_untranslated(&reply, &back, "the echo reply");
+    assert_eq!((fx.count(Path::Routed), fx.count(Path::RoutedIn)), (5, 3));
+}
+
+#[test]
+fn from_outside_a_routed_container_takes_its_published_ports_replies_and_icmp_and_nothing_else() {
+    let mut fx = routed();
+    // Nothing published, no flow: a new connection is dropped, and so is a datagram.
+    let to_ssh = tcp_segment(GATEWAY_MAC, (REMOTE, 33000), (B, 22), "S", 1, 0);
+    let (verdict, out) = fx.run_uplink(&to_ssh);
+    assert_eq!((verdict, out), (TC_ACT_SHOT, to_ssh), "a SYN to an unpublished port must be dropped");
+    let (verdict, _) = fx.run_uplink(&udp_between_macs((GATEWAY_MAC, UPLINK_MAC), (REMOTE, 53), (A, 5353)));
+    assert_eq!(verdict, TC_ACT_SHOT, "a datagram of no flow must be dropped");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 2);
+
+    // B publishes port 80 (the daemon's entry for `-p 8080:80` on a routed network): the
+    // container port on B's own address, reached untranslated.
+    let key = PublishKey { addr: IpAddress::v4(B), port: 80u16.to_be(), proto: IPPROTO_TCP, _pad: 0 };
+    let backend = Backend {
+        addr: IpAddress::v4(B),
+        port: 80u16.to_be(),
+        rule_set: 0,
+        host_ifindex: 42,
+        mac: B_MAC,
+        flags: 0,
+        _pad: 0,
+    };
+    fx.datapath.set_published(key, backend).unwrap();
+    let client = (REMOTE, 33000);
+    let syn = tcp_segment(GATEWAY_MAC, client, (B, 80), "S", 1, 0);
+    let (verdict, inside) = fx.run_uplink(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN to a published port was not sent to its container");
+    assert_eq!(macs(&inside).0, B_MAC, "destination MAC must be the container's");
+    assert_untranslated(&syn, &inside, "the SYN to the published port");
+    assert_eq!(fx.count(Path::Published), 1);
+    // Its answer leaves from B's own address and port too.
+    fx.datapath
+        .set_interface(LO, b_interface(InterfaceConfig::PUBLISHES | InterfaceConfig::ROUTED_V4))
+        .unwrap();
+    let syn_ack = tcp_segment(B_MAC, (B, 80), client, "SA", 9, 2);
+    let (verdict, out) = fx.run(&syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the answer was not sent to the uplink");
+    assert_eq!(macs(&out), (GATEWAY_MAC, UPLINK_MAC), "the next hop's and the uplink's MACs");
+    assert_untranslated(&syn_ack, &out, "the answer");
+    assert_eq!(fx.count(Path::PublishedReply), 1);
+    // Another port of B stays closed.
+    let (verdict, _) = fx.run_uplink(&tcp_segment(GATEWAY_MAC, client, (B, 81), "S", 1, 0));
+    assert_eq!(verdict, TC_ACT_SHOT, "a SYN to another port of a publishing container must be dropped");
+
+    // ICMP is let in, as Docker's routed mode does, and B's echo reply leaves as it is.
+    let ping = icmp_echo(GATEWAY_MAC, REMOTE, B, 9, false);
+    let (verdict, inside) = fx.run_uplink(&ping);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "an echo request to a routed container was not let in");
+    assert_eq!(macs(&inside).0, B_MAC, "the echo request must go to the container's MAC");
+    assert_untranslated(&ping, &inside, "the echo request");
+    assert_eq!(fx.count(Path::RoutedIn), 1);
+    let pong = icmp_echo(B_MAC, B, REMOTE, 9, true);
+    let (verdict, out) = fx.run(&pong);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the echo reply was not sent to the uplink");
+    assert_eq!(macs(&out), (GATEWAY_MAC, UPLINK_MAC));
+    assert_untranslated(&pong, &out, "the echo reply");
+    assert_eq!(fx.count(Path::Routed), 1);
+
+    // The gateway is the host's: left to the kernel.
+    let to_gateway = tcp_segment(GATEWAY_MAC, client, (RED_GATEWAY, 22), "S", 1, 0);
+    let (verdict, out) = fx.run_uplink(&to_gateway);
+    assert_eq!((verdict, out), (TC_ACT_OK, to_gateway), "the gateway's traffic is the host's");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 3);
+}
+
+#[test]
+fn a_nat_networks_container_addresses_take_nothing_from_outside_beside_a_routed_one() {
+    // Red routed, blue (10.2.0.2 behind ifindex 43) NAT: blue's address takes no ping.
+    let mut fx = routed();
+    let ping = icmp_echo(GATEWAY_MAC, REMOTE, [10, 2, 0, 2], 9, false);
+    let (verdict, out) = fx.run_uplink(&ping);
+    assert_eq!((verdict, out), (TC_ACT_SHOT, ping), "an echo request to a NAT container must be dropped");
+    assert_eq!((fx.count(Path::DroppedUnpublished), fx.count(Path::RoutedIn)), (1, 0));
+}
