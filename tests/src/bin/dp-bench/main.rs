@@ -948,7 +948,7 @@ fn main() -> Result<()> {
         Some(Only::Published6) => {
             let mut records = vec![measure_published6(&tools, &sides, &ceiling6, options.rounds)?];
             let costs = dnat66_cost_rows();
-            records.extend(measure_costs(&loadgen, options.quick, options.rounds, costs)?);
+            records.extend(measure_costs(&loadgen, options.quick, options.rounds, costs, "off")?);
             return write_report(&records, &options);
         }
         _ => {}
@@ -1047,31 +1047,58 @@ fn main() -> Result<()> {
         new_containers_on_two_hosts,
     )?);
     let cost = COST;
-    let mut costs = [
-        Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
-        Record::new(cost, "isolation drop", "ns", false),
-        Record::new(cost, "slow path (pass to the bridge)", "ns", false),
-        Record::new(cost, "SNAT out (masquerade)", "ns", false).at_most(150.0),
-        Record::new(cost, "reverse SNAT in", "ns", false).at_most(150.0),
-        Record::new(cost, "DNAT in (published port)", "ns", false).at_most(150.0),
-        Record::new(cost, "reverse DNAT out (reply)", "ns", false).at_most(150.0),
-        Record::new(cost, "DNAT in, XDP on the uplink", "ns", false).at_most(150.0),
-        Record::new(cost, "XDP live frames: DNAT and redirect into a container's veth", "Mpps", true),
-        Record::new(cost, "DNAT in (published port), 1,000 firewall rules", "ns", false).at_most(150.0),
-        Record::new(cost, "DNAT in, TCP SYN (the long way: PUBLISHED, DNAT_CT)", "ns", false),
-        Record::new(
-            cost,
-            "DNAT in, TCP SYN, 1,000 firewall rules (the long way and the firewall)",
-            "ns",
-            false,
+    let mut costs = vec![
+        (
+            Record::new(cost, "forward (lookup, MAC rewrite, redirect_peer)", "ns", false).at_most(100.0),
+            "forward_ns",
         ),
-        Record::new(cost, "forward, a `dataplane monitor` listening", "ns", false).at_most(100.0),
-        Record::new(cost, "isolation drop, a `dataplane monitor` listening (one event each)", "ns", false),
-        Record::new(cost, "forward over IPv6", "ns", false).at_most(100.0),
-        Record::new(cost, "SNAT66 out (masquerade over IPv6)", "ns", false).at_most(150.0),
-        Record::new(cost, "reverse SNAT66 in", "ns", false).at_most(150.0),
-        Record::new(cost, "DNAT66 in (published port, IPv6)", "ns", false).at_most(150.0),
-        Record::new(cost, "DNAT66 in, XDP on the uplink", "ns", false).at_most(150.0),
+        (Record::new(cost, "isolation drop", "ns", false), "isolation_drop_ns"),
+        (Record::new(cost, "slow path (pass to the bridge)", "ns", false), "slow_path_ns"),
+        (Record::new(cost, "SNAT out (masquerade)", "ns", false).at_most(150.0), "snat_ns"),
+        (Record::new(cost, "reverse SNAT in", "ns", false).at_most(150.0), "reverse_snat_ns"),
+        (Record::new(cost, "DNAT in (published port)", "ns", false).at_most(150.0), "dnat_ns"),
+        (Record::new(cost, "reverse DNAT out (reply)", "ns", false).at_most(150.0), "reverse_dnat_ns"),
+        (Record::new(cost, "DNAT in, XDP on the uplink", "ns", false).at_most(150.0), "xdp_dnat_ns"),
+        (
+            Record::new(cost, "XDP live frames: DNAT and redirect into a container's veth", "Mpps", true),
+            "xdp_live_mpps",
+        ),
+        (
+            Record::new(cost, "DNAT in (published port), 1,000 firewall rules", "ns", false).at_most(150.0),
+            "dnat_1000_rules_ns",
+        ),
+        (
+            Record::new(cost, "DNAT in, TCP SYN (the long way: PUBLISHED, DNAT_CT)", "ns", false),
+            "dnat_syn_ns",
+        ),
+        (
+            Record::new(
+                cost,
+                "DNAT in, TCP SYN, 1,000 firewall rules (the long way and the firewall)",
+                "ns",
+                false,
+            ),
+            "dnat_syn_1000_rules_ns",
+        ),
+        (
+            Record::new(cost, "forward, a `dataplane monitor` listening", "ns", false).at_most(100.0),
+            "forward_listening_ns",
+        ),
+        (
+            Record::new(
+                cost,
+                "isolation drop, a `dataplane monitor` listening (one event each)",
+                "ns",
+                false,
+            ),
+            "isolation_drop_listening_ns",
+        ),
+        (Record::new(cost, "forward over IPv6", "ns", false).at_most(100.0), "forward6_ns"),
+        (Record::new(cost, "SNAT66 out (masquerade over IPv6)", "ns", false).at_most(150.0), "snat66_ns"),
+        (Record::new(cost, "reverse SNAT66 in", "ns", false).at_most(150.0), "reverse_snat66_ns"),
+    ];
+    costs.extend(dnat66_cost_rows());
+    costs.push((
         Record::new(
             cost,
             "kernel log at the default level: loaded instructions that build a message",
@@ -1079,57 +1106,28 @@ fn main() -> Result<()> {
             false,
         )
         .at_most(0.0),
-    ];
+        "kernel_log_instructions",
+    ));
+    records.extend(measure_costs(&loadgen, options.quick, options.rounds, costs, "off")?);
     // The same programs loaded with their diagnostic messages on (`dataplane::kernel` at
     // debug): the messages sit on failure branches, so the measured paths should not move.
-    let mut costs_at_debug = [
-        Record::new(cost, "forward, kernel log at debug", "ns", false).at_most(100.0),
-        Record::new(cost, "SNAT out (masquerade), kernel log at debug", "ns", false).at_most(150.0),
-        Record::new(cost, "kernel log at debug: loaded instructions that build a message", "insns", false),
-    ];
-    let repeat = if options.quick { "100000" } else { "2000000" };
-    for round in 1..=options.rounds {
-        check_interrupt()?;
-        eprintln!("bench: round {round}/{}: eBPF per-packet cost", options.rounds);
-        let mut command = Command::new(&loadgen);
-        command.args(["prog-cost", "--repeat", repeat]);
-        let result = output_json(command)?;
-        let keys = [
-            "forward_ns",
-            "isolation_drop_ns",
-            "slow_path_ns",
+    let costs_at_debug = vec![
+        (Record::new(cost, "forward, kernel log at debug", "ns", false).at_most(100.0), "forward_ns"),
+        (
+            Record::new(cost, "SNAT out (masquerade), kernel log at debug", "ns", false).at_most(150.0),
             "snat_ns",
-            "reverse_snat_ns",
-            "dnat_ns",
-            "reverse_dnat_ns",
-            "xdp_dnat_ns",
-            "xdp_live_mpps",
-            "dnat_1000_rules_ns",
-            "dnat_syn_ns",
-            "dnat_syn_1000_rules_ns",
-            "forward_listening_ns",
-            "isolation_drop_listening_ns",
-            "forward6_ns",
-            "snat66_ns",
-            "reverse_snat66_ns",
-            "dnat66_ns",
-            "xdp_dnat66_ns",
+        ),
+        (
+            Record::new(
+                cost,
+                "kernel log at debug: loaded instructions that build a message",
+                "insns",
+                false,
+            ),
             "kernel_log_instructions",
-        ];
-        for (record, key) in costs.iter_mut().zip(keys) {
-            record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
-        }
-        let mut command = Command::new(&loadgen);
-        command.args(["prog-cost", "--repeat", repeat, "--kernel-log", "debug"]);
-        let result = output_json(command)?;
-        for (record, key) in
-            costs_at_debug.iter_mut().zip(["forward_ns", "snat_ns", "kernel_log_instructions"])
-        {
-            record.push(Side::Ours, result[key].as_f64().unwrap_or(f64::NAN));
-        }
-    }
-    records.extend(costs);
-    records.extend(costs_at_debug);
+        ),
+    ];
+    records.extend(measure_costs(&loadgen, options.quick, options.rounds, costs_at_debug, "debug")?);
     records.extend(measure_cost_under_load(&tools, &host, &ours, options.rounds)?);
     write_report(&records, &options)?;
     Ok(())
@@ -1145,19 +1143,21 @@ fn dnat66_cost_rows() -> Vec<(Record, &'static str)> {
     ]
 }
 
-/// Scenario 5: `dp-loadgen prog-cost` once a round, each row taking its key's figure.
+/// Scenario 5: `dp-loadgen prog-cost` once a round, the programs building their
+/// diagnostic messages up to `kernel_log`, each row taking its key's figure.
 fn measure_costs(
     loadgen: &Path,
     quick: bool,
     rounds: usize,
     mut rows: Vec<(Record, &'static str)>,
+    kernel_log: &str,
 ) -> Result<Vec<Record>> {
     let repeat = if quick { "100000" } else { "2000000" };
     for round in 1..=rounds {
         check_interrupt()?;
-        eprintln!("bench: round {round}/{rounds}: eBPF per-packet cost");
+        eprintln!("bench: round {round}/{rounds}: eBPF per-packet cost, kernel log {kernel_log}");
         let mut command = Command::new(loadgen);
-        command.args(["prog-cost", "--repeat", repeat]);
+        command.args(["prog-cost", "--repeat", repeat, "--kernel-log", kernel_log]);
         let result = output_json(command)?;
         for (record, key) in &mut rows {
             record.push(Side::Ours, result[*key].as_f64().unwrap_or(f64::NAN));
