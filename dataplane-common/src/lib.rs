@@ -916,6 +916,8 @@ pub mod map_names {
     pub const UPLINK_V6: &str = "UPLINK_V6";
     /// The tail call of `from_uplink` into `from_uplink_routed`.
     pub const UPLINK_ROUTED: &str = "UPLINK_ROUTED";
+    /// The tail call of `uplink_xdp` into `uplink_xdp_v6`.
+    pub const UPLINK_XDP_V6: &str = "UPLINK_XDP_V6";
     pub const SNAT_CT: &str = "SNAT_CT";
     pub const SNAT_REV: &str = "SNAT_REV";
     /// Masqueraded flows not confirmed yet, apart from SNAT_CT and SNAT_REV so that they
@@ -1075,6 +1077,8 @@ pub mod program_names {
     pub const FROM_UPLINK_ROUTED: &str = "from_uplink_routed";
     /// XDP on the uplink: published ports, before the host builds an skb.
     pub const UPLINK_XDP: &str = "uplink_xdp";
+    /// IPv6 at the uplink's XDP hook, tail-called from `uplink_xdp` (map_names::UPLINK_XDP_V6).
+    pub const UPLINK_XDP_V6: &str = "uplink_xdp_v6";
     /// cgroup socket hooks: host processes reaching published ports (what docker-proxy did).
     pub const HOST_CONNECT4: &str = "host_connect4";
     pub const HOST_SENDMSG4: &str = "host_sendmsg4";

@@ -78,19 +78,30 @@ pub fn from_uplink_routed(ctx: TcContext) -> i32 {
     action
 }
 
-/// XDP on the uplink: published ports, over IPv4 and IPv6 (a subprogram, off the IPv4
-/// path); everything else goes on to `from_uplink`.
+/// XDP on the uplink: published ports; everything else goes on to `from_uplink`. IPv6
+/// continues in `uplink_xdp_v6`.
 #[xdp]
 pub fn uplink_xdp(ctx: XdpContext) -> u32 {
-    let early = if parse::is_ipv6(&ctx) {
-        publish6::from_outside_early(&ctx)
-    } else {
-        publish::from_outside_early(&ctx)
-    };
+    if parse::is_ipv6(&ctx) {
+        publish6::tail_call_xdp(&ctx);
+        return xdp_action::XDP_PASS;
+    }
+    counted_early(&ctx, publish::from_outside_early(&ctx))
+}
+
+/// IPv6 at the uplink's XDP hook, tail-called from `uplink_xdp`: ports published on IPv6.
+#[xdp]
+pub fn uplink_xdp_v6(ctx: XdpContext) -> u32 {
+    counted_early(&ctx, publish6::from_outside_early(&ctx))
+}
+
+/// The XDP verdict of a published port's path, counted; `None` passes the frame to tc.
+#[inline(always)]
+fn counted_early(ctx: &XdpContext, early: Option<(dataplane_common::Path, i32)>) -> u32 {
     match early {
         Some((path, action)) => {
-            counters::count(&ctx, path);
-            monitor::counted(&ctx, Hook::UplinkXdp, path);
+            counters::count(ctx, path);
+            monitor::counted(ctx, Hook::UplinkXdp, path);
             action as u32
         }
         None => xdp_action::XDP_PASS,

@@ -10,6 +10,8 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
+    macros::map,
+    maps::ProgramArray,
     programs::{TcContext, XdpContext},
 };
 use dataplane_common::{
@@ -26,6 +28,20 @@ use crate::{
     policy,
     publish::{self, ClientFlow, Delivery, InboundFlow},
 };
+
+/// `uplink_xdp_v6`, the program IPv6 arriving at the uplink's XDP hook is tail-called
+/// into: verified on its own, as `uplink_xdp` with both families' paths passed the
+/// verifier's million instructions once its diagnostic messages were on. The daemon puts
+/// it there when it loads `uplink_xdp`.
+#[map]
+static UPLINK_XDP_V6: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// Continues in `uplink_xdp_v6`; returns only when it is not there (tc then serves IPv6).
+#[inline(always)]
+pub fn tail_call_xdp(ctx: &XdpContext) {
+    // SAFETY: a tail call replaces this program with the one in the slot, or fails.
+    unsafe { UPLINK_XDP_V6.tail_call(ctx, 0) };
+}
 
 /// On the uplink: a packet for a port published on IPv6 goes to its container, its
 /// destination rewritten and the connection tracked. `None` when the port is not

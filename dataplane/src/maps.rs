@@ -156,7 +156,7 @@ fn firewall_key6(rule_set: u16, source: Ipv6Net) -> Key<FirewallKey6> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 26] {
+fn pinned_layouts() -> [PinnedLayout; 27] {
     use dataplane_common::{SockRevKey, SockRevKey6, SockRevValue, SockRevValue6};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -183,6 +183,7 @@ fn pinned_layouts() -> [PinnedLayout; 26] {
         // A program array: slot index to program fd.
         layout::<u32, u32>(map_names::UPLINK_V6, Some(1)),
         layout::<u32, u32>(map_names::UPLINK_ROUTED, Some(1)),
+        layout::<u32, u32>(map_names::UPLINK_XDP_V6, Some(1)),
         layout::<EndpointKey, RemoteEndpoint>(map_names::REMOTE_ENDPOINTS, None),
         layout::<u32, u32>(map_names::TUNNEL_NETWORKS, None),
         layout::<u32, TunnelConfig>(map_names::TUNNEL_CONFIG, Some(1)),
@@ -558,15 +559,29 @@ impl Datapath {
         Ok(())
     }
 
-    /// `uplink_xdp`, loaded on first use.
+    /// `uplink_xdp`, loaded on first use with `uplink_xdp_v6` behind it.
     pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
         let name = program_names::UPLINK_XDP;
-        let program: &mut Xdp =
-            self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
-        if program.fd().is_err() {
-            program.load().with_context(|| format!("the verifier refused {name}"))?;
+        let loaded = self.xdp_named(name)?.fd().is_ok();
+        if !loaded {
+            let v6_name = program_names::UPLINK_XDP_V6;
+            let v6 = self.xdp_named(v6_name)?;
+            v6.load().with_context(|| format!("the verifier refused {v6_name}"))?;
+            let v6 = v6.fd()?.try_clone()?;
+            let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
+                self.ebpf
+                    .map_mut(map_names::UPLINK_XDP_V6)
+                    .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_XDP_V6))?,
+            )?;
+            tail_calls.set(0, &v6, 0).with_context(|| format!("putting {v6_name} behind {name}"))?;
+            self.xdp_named(name)?.load().with_context(|| format!("the verifier refused {name}"))?;
         }
-        Ok(program)
+        self.xdp_named(name)
+    }
+
+    /// The XDP program `name` of the object, loaded or not (`xdp_program` loads both).
+    pub fn xdp_named(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
     /// Loads `from_uplink` and, behind it, `from_uplink_v6` and `from_uplink_routed`, unless
