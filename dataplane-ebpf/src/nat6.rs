@@ -19,7 +19,7 @@ use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 use crate::{
     counters,
     diagnostics::{self, Rewrite},
-    nat::{self, L4, Route, SnatRequest},
+    nat::{self, L4, Route, SnatRequest, SnatScratch},
     packet::{self, Packet},
     parse::{self, Ipv6Frame},
     publish6, routed,
@@ -52,32 +52,20 @@ fn config() -> Option<&'static NatConfig> {
 /// other interfaces, no IPv6 on the uplink to masquerade with, extension headers).
 #[inline(never)]
 pub fn leave_host(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i32)> {
-    // A routed network needs no address of the uplink's, only the uplink.
-    let cfg = if routed { nat::config()? } else { config()? };
-    let frame = parse::parse_ipv6(ctx)?;
-    // TCP, UDP and ICMPv6 right after the fixed header; `l4_at` refuses the others.
+    let (cfg, frame, l4, s) = outbound(ctx, routed)?;
     let proto = frame.next_header;
-    let l4 = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, true)?;
-    let s = nat::scratch()?;
-    s.key = flow_key(&frame, &l4);
+    // `established_out` came first: the flow has no fresh next hop, or is new.
     let now = nat::now();
-    // A tracked flow with a fresh next hop skips the FIB.
-    let (nat_port, macs) = match nat::established(s, proto, &l4, sender, now) {
-        Some((macs, nat_port)) => (nat_port, Some(macs)),
-        None => {
-            let (rc, fib) = nat::fib_route_v6(ctx, proto, frame.src, frame.dst, sender);
-            let Route::Uplink { next_hop } = nat::route_of(rc, &fib, Some(cfg), now) else {
-                return None;
-            };
-            let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
-            let request = SnatRequest { proto, l4: &l4, cfg, ipv6: true, routed, sender, mac, next_hop, now };
-            let Some(nat_port) = nat::snat_port(s, &request) else {
-                return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
-            };
-            (nat_port, next_hop.macs())
-        }
+    let (rc, fib) = nat::fib_route_v6(ctx, proto, frame.src, frame.dst, sender);
+    let Route::Uplink { next_hop } = nat::route_of(rc, &fib, Some(cfg), now) else {
+        return None;
     };
-    Some(send_out(ctx, cfg, &frame, &l4, routed, nat_port, macs))
+    let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
+    let request = SnatRequest { proto, l4: &l4, cfg, ipv6: true, routed, sender, mac, next_hop, now };
+    let Some(nat_port) = nat::snat_port(s, &request) else {
+        return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
+    };
+    Some(send_out(ctx, cfg, &frame, &l4, routed, nat_port, next_hop.macs()))
 }
 
 /// IPv6 from a container to an address no endpoint of its network owns, on a tracked flow
@@ -87,14 +75,25 @@ pub fn leave_host(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i
 /// `None` sends the packet the long way.
 #[inline(never)]
 pub fn established_out(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i32)> {
+    let (cfg, frame, l4, s) = outbound(ctx, routed)?;
+    let (macs, nat_port) = nat::established(s, frame.next_header, &l4, sender, nat::now())?;
+    Some(send_out(ctx, cfg, &frame, &l4, routed, nat_port, Some(macs)))
+}
+
+/// What both ways out start from: the settings (a routed network needs no address of the
+/// uplink's, only the uplink), the frame, its L4 view (TCP, UDP and ICMPv6 right after the
+/// fixed header; `l4_at` refuses the others), and the SNAT scratch holding its flow key.
+#[inline(always)]
+fn outbound(
+    ctx: &TcContext,
+    routed: bool,
+) -> Option<(&'static NatConfig, Ipv6Frame, L4, &'static mut SnatScratch)> {
     let cfg = if routed { nat::config()? } else { config()? };
     let frame = parse::parse_ipv6(ctx)?;
-    let proto = frame.next_header;
-    let l4 = nat::l4_at(ctx, L4_OFFSET, proto, IPPROTO_ICMPV6, true)?;
+    let l4 = nat::l4_at(ctx, L4_OFFSET, frame.next_header, IPPROTO_ICMPV6, true)?;
     let s = nat::scratch()?;
     s.key = flow_key(&frame, &l4);
-    let (macs, nat_port) = nat::established(s, proto, &l4, sender, nat::now())?;
-    Some(send_out(ctx, cfg, &frame, &l4, routed, nat_port, Some(macs)))
+    Some((cfg, frame, l4, s))
 }
 
 /// A tracked flow's packet out of the uplink: with the uplink's address and `nat_port`,
