@@ -141,6 +141,14 @@ impl InterfaceConfig {
     /// The network routes its IPv4 out of the uplink untranslated
     /// (`gateway_mode_ipv4=routed`): the container's own address is the source.
     pub const ROUTED_V4: u32 = 32;
+    /// The network's IPv6 is unprotected (`gateway_mode_ipv6=nat-unprotected`): its
+    /// container's ICMPv6 that no flow tracks (echo replies to the outside's pings, errors)
+    /// leaves untranslated, as from a routed network.
+    pub const UNPROTECTED_V6: u32 = 64;
+    /// As `UNPROTECTED_V6`, for IPv4 (`gateway_mode_ipv4=nat-unprotected`).
+    pub const UNPROTECTED_V4: u32 = 128;
+    /// IPv6 whose untracked ICMPv6 leaves as it is: routed or unprotected.
+    pub const ICMP_OUT_V6: u32 = Self::ROUTED_V6 | Self::UNPROTECTED_V6;
     /// Interfaces with an ifindex below this live in `INTERFACES_BY_INDEX`, an array read
     /// at the cost of an index on every packet; the others in the `INTERFACES` hash.
     pub const INDEX_LIMIT: u32 = 65_536;
@@ -442,7 +450,7 @@ impl SubnetKey {
 pub struct SubnetInfo {
     pub network: u32,
     pub gateway: IpAddress,
-    /// `SubnetInfo::ROUTED`, or 0.
+    /// `SubnetInfo::ROUTED`, `SubnetInfo::UNPROTECTED`, or 0.
     pub flags: u32,
 }
 
@@ -453,6 +461,12 @@ impl SubnetInfo {
     /// their flows, and for ICMP. Other subnets' container addresses are not reachable from
     /// outside at all.
     pub const ROUTED: u32 = 1;
+    /// The subnet is unprotected (Docker's `gateway_mode_ipv4=nat-unprotected` or
+    /// `gateway_mode_ipv6=nat-unprotected`): masqueraded going out as in NAT mode, but from
+    /// outside, every port of its containers' own addresses is reachable by route, and ICMP.
+    pub const UNPROTECTED: u32 = 2;
+    /// Either mode that lets the outside reach the subnet's container addresses by route.
+    pub const REACHABLE: u32 = Self::ROUTED | Self::UNPROTECTED;
 }
 
 /// One packet/byte counter; the map holding it is per CPU, summed by the daemon.

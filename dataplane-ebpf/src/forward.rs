@@ -119,7 +119,7 @@ fn forward_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> (Path, 
         nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0)
             .map(diagnostics::left_host)
     })
-    .or_else(|| match iface.flags & InterfaceConfig::ROUTED_V6 {
+    .or_else(|| match iface.flags & InterfaceConfig::ICMP_OUT_V6 {
         0 => None,
         _ => routed::icmp_out(ctx, ifindex),
     })

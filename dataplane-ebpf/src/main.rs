@@ -68,8 +68,8 @@ pub fn from_uplink_v6(ctx: TcContext) -> i32 {
     action
 }
 
-/// IPv4 arriving on the uplink for a container address of a routed network, tail-called
-/// from `from_uplink`, whose stack has no room for it.
+/// IPv4 arriving on the uplink for a container address of a routed or unprotected network,
+/// tail-called from `from_uplink`, whose stack has no room for it.
 #[classifier]
 pub fn from_uplink_routed(ctx: TcContext) -> i32 {
     let (path, action) = routed::from_outside_v4(&ctx);

@@ -627,6 +627,11 @@ pub fn leave_host(
         if !validate::well_formed(ctx, frame) {
             return Some((Path::DroppedMalformed, TC_ACT_SHOT as i32));
         }
+        // An unprotected network's ICMP that no flow tracks (echo replies to the outside's
+        // pings, errors) leaves as it is, as a routed network's.
+        if frame.proto == IPPROTO_ICMP && iface.flags & InterfaceConfig::UNPROTECTED_V4 != 0 {
+            return Some((Path::Routed, send_to_uplink(ctx, next_hop.macs(), &cfg)));
+        }
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
     let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
@@ -1075,11 +1080,12 @@ pub fn from_uplink(ctx: &TcContext) -> (Path, i32) {
             return verdict;
         }
         // Container addresses are not reachable from outside, even with forwarding on,
-        // but for what a routed network lets in (`routed`, behind a tail call).
+        // but for what a routed or unprotected network lets in (`routed`, behind a tail
+        // call).
         if frame.dst != cfg.addr
             && let Some(subnet) = policy::container_subnet_v4(frame.dst)
         {
-            if subnet.flags & SubnetInfo::ROUTED != 0 {
+            if subnet.flags & SubnetInfo::REACHABLE != 0 {
                 routed::tail_call(ctx);
             }
             return (Path::DroppedUnpublished, TC_ACT_SHOT as i32);

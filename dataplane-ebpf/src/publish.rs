@@ -3,7 +3,9 @@
 //! with the host's address and port again. Owns PUBLISHED (filled by the daemon), the
 //! DNAT conntrack tables (DNAT_NEW for flows not confirmed yet, DNAT_CT for confirmed
 //! ones, so that a flood of new flows can only push out new flows), and INBOUND_FLOWS, the
-//! cache that lets a confirmed connection's packets skip them all.
+//! cache that lets a confirmed connection's packets skip them all. On an unprotected
+//! network (`nat-unprotected`), every port of a container's own address is taken as
+//! published there (`direct`), so that its connections and replies take these paths.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -13,7 +15,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use dataplane_common::{
-    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, FlowKey, Hook, IPPROTO_ICMP, IPPROTO_TCP, InterfaceConfig,
+    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, Endpoint, FlowKey, Hook, IPPROTO_ICMP, IPPROTO_TCP, InterfaceConfig,
     IpAddress, NatConfig, NextHop, Path, PublishKey, ct_event, ct_state,
 };
 
@@ -225,10 +227,7 @@ fn to_published<P: Delivery>(
     peer_ifindex: u32,
     peer_mac: [u8; 6],
 ) -> Option<(Path, i32)> {
-    let s = scratch()?;
-    s.inbound = nat::flow_key(frame, l4);
-    let now = nat::now();
-    let known = inbound_flow(s);
+    let (s, known, now) = begin(frame, l4)?;
     if let Some(flow) = known
         && trusted(flow, l4, now)
     {
@@ -241,6 +240,64 @@ fn to_published<P: Delivery>(
         return Some(translate_in(ctx, frame, l4, &backend, client));
     }
     let backend = backend(frame, l4.dst_port, any_address)?;
+    admit(ctx, s, frame, l4, &backend, known, peer_ifindex, peer_mac, now)
+}
+
+/// The DNAT scratch slot with the connection of `frame` (`l4`) as `inbound`, its
+/// `INBOUND_FLOWS` entry if cached, and the time.
+#[inline(always)]
+fn begin(frame: &Ipv4Frame, l4: &L4) -> Option<(&'static mut DnatScratch, Option<*mut InboundFlow>, u64)> {
+    let s = scratch()?;
+    s.inbound = nat::flow_key(frame, l4);
+    let known = inbound_flow(s);
+    Some((s, known, nat::now()))
+}
+
+/// From outside, for an address of a container on an unprotected network
+/// (`SubnetInfo::UNPROTECTED`, on `network`): every TCP and UDP port of it is open, as if
+/// published on the container's own address, so that the connection is tracked as a
+/// published one and its replies leave as they are (`reply`). `None` when no container
+/// has the address, or the packet is no TCP or UDP. A confirmed connection's next packets
+/// take its `INBOUND_FLOWS` entry before they come here.
+#[inline(always)]
+pub fn direct(ctx: &TcContext, frame: &Ipv4Frame, network: u32) -> Option<(Path, i32)> {
+    let l4 = published_l4(ctx, frame)?;
+    let peer = endpoint::lookup(network, IpAddress::v4(frame.dst))?;
+    let backend = own_port(IpAddress::v4(frame.dst), l4.dst_port, &peer);
+    let (s, known, now) = begin(frame, &l4)?;
+    admit(ctx, s, frame, &l4, &backend, known, 0, [0; 6], now)
+}
+
+/// A container's own address and port as the backend of a connection to them, which no
+/// translation changes (`direct`, `publish6::direct`).
+#[inline(always)]
+pub fn own_port(addr: IpAddress, port: u16, container: &Endpoint) -> Backend {
+    Backend {
+        addr,
+        port,
+        rule_set: 0,
+        host_ifindex: container.host_ifindex,
+        mac: container.mac,
+        flags: 0,
+        _pad: 0,
+    }
+}
+
+/// The long way's end, once a connection's `backend` is known: checked (host only, the
+/// firewall), tracked, cached once confirmed, and handed to the container.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn admit<P: Delivery>(
+    ctx: &P,
+    s: &mut DnatScratch,
+    frame: &Ipv4Frame,
+    l4: &L4,
+    backend: &Backend,
+    known: Option<*mut InboundFlow>,
+    peer_ifindex: u32,
+    peer_mac: [u8; 6],
+    now: u64,
+) -> Option<(Path, i32)> {
     if backend.flags & Backend::HOST_ONLY != 0 {
         // For the host's processes only (the socket hooks): from the uplink a martian,
         // from a container a port the host does not serve it.
@@ -277,7 +334,7 @@ fn to_published<P: Delivery>(
     // Only confirmed connections are cached: the packets of new flows, a flood's included,
     // take the long way until they are confirmed, and never push a cached one out.
     if track_from_client(ctx, s, &client_flow) {
-        s.flow.backend = backend;
+        s.flow.backend = *backend;
         s.flow.client = IpAddress::v4(client).addr;
         remember(s, known, now);
     }
@@ -287,7 +344,7 @@ fn to_published<P: Delivery>(
     {
         nat::clamp_mss(ctx, frame, l4, cfg.uplink_ifindex);
     }
-    Some(translate_in(ctx, frame, l4, &backend, client))
+    Some(translate_in(ctx, frame, l4, backend, client))
 }
 
 /// The `INBOUND_FLOWS` entry of the connection `s.inbound` (either family), if cached.

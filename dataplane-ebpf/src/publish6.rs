@@ -20,7 +20,7 @@ use dataplane_common::{
 use network_types::eth::EthHdr;
 
 use crate::{
-    counters, firewall,
+    counters, endpoint, firewall,
     nat::{self, L4},
     nat6::{self, DST_OFFSET, L4_OFFSET, SRC_OFFSET},
     packet,
@@ -156,48 +156,100 @@ fn to_published<P: Delivery>(
         }
         _ => {
             s.flow.backend = publish::lookup(IpAddress::v6(frame.dst), l4.dst_port, proto, any_address)?;
-            let backend = &s.flow.backend;
-            if backend.flags & Backend::HOST_ONLY != 0 {
-                // For the host's processes only (the socket hooks): from the uplink a
-                // martian, from a container a port the host does not serve it.
-                return (peer_ifindex == 0).then_some((Path::DroppedMartian, P::DROP));
+            match admit(ctx, s, frame, l4, known, peer_ifindex, peer_mac, now) {
+                Ok(way) => way,
+                Err(verdict) => return verdict,
             }
-            if !P::reaches(backend.host_ifindex) {
-                return None;
-            }
-            if peer_ifindex == 0 && !firewall::allows_ipv6(backend.rule_set, &frame.src) {
-                return Some((Path::DroppedFirewall, P::DROP));
-            }
-            // A container reaching itself through the host sees its gateway as the
-            // source, as over IPv4 (its own address would be a martian to it).
-            let reaches_itself = backend.host_ifindex == peer_ifindex;
-            s.flow.client = if reaches_itself { policy::gateway_of_v6(frame.src)? } else { frame.src };
-            s.key = FlowKey {
-                src: s.flow.backend.addr,
-                dst: IpAddress::v6(s.flow.client),
-                src_port: s.flow.backend.port,
-                dst_port: l4.src_port,
-                proto,
-                _pad: [0; 3],
-            };
-            let flow = ClientFlow {
-                host_addr: IpAddress::v6(frame.dst),
-                proto,
-                l4,
-                l4_offset: L4_OFFSET,
-                reaches_itself,
-                peer_ifindex,
-                peer_mac,
-                now,
-            };
-            // Only confirmed connections are cached, as over IPv4.
-            if publish::track_from_client(ctx, s, &flow) {
-                publish::remember(s, known, now);
-            }
-            &s.flow
         }
     };
     // SAFETY: a map entry or this CPU's scratch slot, valid for this program run.
+    let way = unsafe { &*way };
+    Some(translate_in(ctx, frame, l4, &way.backend, &way.client))
+}
+
+/// The long way's end, once a connection's backend is in `s.flow.backend`: checked (host
+/// only, the firewall), tracked, and cached once confirmed. `Ok`: the way the packet goes
+/// (`s.flow`); `Err`: what becomes of it instead (`None`: not this path's, as when the
+/// backend's container cannot be reached from this hook).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn admit<P: Delivery>(
+    ctx: &P,
+    s: &mut publish::DnatScratch,
+    frame: &Ipv6Frame,
+    l4: &L4,
+    known: Option<*mut InboundFlow>,
+    peer_ifindex: u32,
+    peer_mac: [u8; 6],
+    now: u64,
+) -> Result<*const InboundFlow, Option<(Path, i32)>> {
+    let proto = frame.next_header;
+    let backend = &s.flow.backend;
+    if backend.flags & Backend::HOST_ONLY != 0 {
+        // For the host's processes only (the socket hooks): from the uplink a martian,
+        // from a container a port the host does not serve it.
+        return Err((peer_ifindex == 0).then_some((Path::DroppedMartian, P::DROP)));
+    }
+    if !P::reaches(backend.host_ifindex) {
+        return Err(None);
+    }
+    if peer_ifindex == 0 && !firewall::allows_ipv6(backend.rule_set, &frame.src) {
+        return Err(Some((Path::DroppedFirewall, P::DROP)));
+    }
+    // A container reaching itself through the host sees its gateway as the source, as
+    // over IPv4 (its own address would be a martian to it).
+    let reaches_itself = backend.host_ifindex == peer_ifindex;
+    s.flow.client = match reaches_itself {
+        true => policy::gateway_of_v6(frame.src).ok_or(None)?,
+        false => frame.src,
+    };
+    s.key = FlowKey {
+        src: s.flow.backend.addr,
+        dst: IpAddress::v6(s.flow.client),
+        src_port: s.flow.backend.port,
+        dst_port: l4.src_port,
+        proto,
+        _pad: [0; 3],
+    };
+    let flow = ClientFlow {
+        host_addr: IpAddress::v6(frame.dst),
+        proto,
+        l4,
+        l4_offset: L4_OFFSET,
+        reaches_itself,
+        peer_ifindex,
+        peer_mac,
+        now,
+    };
+    // Only confirmed connections are cached, as over IPv4.
+    if publish::track_from_client(ctx, s, &flow) {
+        publish::remember(s, known, now);
+    }
+    Ok(&s.flow)
+}
+
+/// From outside, for an address of a container on a network whose IPv6 is unprotected
+/// (`SubnetInfo::UNPROTECTED`, on `network`): every TCP and UDP port of it is open, as if
+/// published on the container's own address, as over IPv4 (`publish::direct`). `None`
+/// when no container has the address, or the packet is no TCP or UDP.
+#[inline(always)]
+pub fn direct(ctx: &TcContext, frame: &Ipv6Frame, l4: &L4, network: u32) -> Option<(Path, i32)> {
+    if frame.next_header == IPPROTO_ICMPV6 {
+        return None;
+    }
+    let peer = endpoint::lookup(network, IpAddress::v6(frame.dst))?;
+    let s = publish::scratch()?;
+    s.inbound = nat6::flow_key(frame, l4);
+    let known = publish::inbound_flow(s);
+    s.flow.backend = publish::own_port(IpAddress::v6(frame.dst), l4.dst_port, &peer);
+    let way = match admit(ctx, s, frame, l4, known, 0, [0; 6], nat::now()) {
+        Ok(way) => way,
+        Err(verdict) => return verdict,
+    };
+    if let Some(cfg) = nat::config() {
+        nat::clamp_mss_at(ctx, frame.next_header, L4_OFFSET, l4, cfg.uplink_ifindex, nat::TCP_IPV6_HEADERS);
+    }
+    // SAFETY: this CPU's scratch slot, valid for this program run.
     let way = unsafe { &*way };
     Some(translate_in(ctx, frame, l4, &way.backend, &way.client))
 }

@@ -5,12 +5,16 @@
 //! conntrack with an identity translation (`leave_host`, `nat6::leave_host`), and ICMP,
 //! as Docker's routed mode does; its published ports are `publish`'s and `publish6`'s,
 //! asked before; its containers' ICMP that no flow tracks (echo replies, errors) leaves as
-//! it is. Every other packet for a container address is dropped, on every network: a NAT
-//! network's containers are not reachable from outside. It never translates anything.
+//! it is. A network in unprotected mode (`gateway_mode_ipv4=nat-unprotected`,
+//! `gateway_mode_ipv6=nat-unprotected`) is masqueraded going out, and lets in every TCP
+//! and UDP port of its containers' own addresses (`publish::direct`,
+//! `publish6::direct`, tracked as ports published there) and ICMP. Every other packet for
+//! a container address is dropped, on every network: a NAT network's containers are not
+//! reachable from outside. It never translates anything.
 //!
-//! IPv4 from the uplink for a routed network's container comes here through a tail call
-//! (`from_uplink_routed`, owning UPLINK_ROUTED): `from_uplink`'s stack has no room left,
-//! and its NAT paths stay as they were.
+//! IPv4 from the uplink for a routed or unprotected network's container comes here through
+//! a tail call (`from_uplink_routed`, owning UPLINK_ROUTED): `from_uplink`'s stack has no
+//! room left, and its NAT paths stay as they were.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -25,7 +29,7 @@ use crate::{
     nat::{self, L4, Route, SnatRequest},
     nat6, packet,
     parse::{self, Frame, Ipv4Frame, Ipv6Frame},
-    policy, validate,
+    policy, publish, publish6, validate,
 };
 
 /// `from_uplink_routed`, which `from_uplink` tail-calls for IPv4 to a container address of
@@ -40,9 +44,10 @@ pub fn tail_call(ctx: &TcContext) {
     unsafe { UPLINK_ROUTED.tail_call(ctx, 0) };
 }
 
-/// IPv4 from the uplink for a container address of a routed network that no published
-/// port took (`from_uplink` asked them): replies of the container's flows and ICMP go in,
-/// untranslated; anything else is `DroppedUnpublished`.
+/// IPv4 from the uplink for a container address of a routed or unprotected network that
+/// no published port took (`from_uplink` asked them): replies of a routed container's
+/// flows, every TCP and UDP port of an unprotected one, and ICMP go in, untranslated;
+/// anything else is `DroppedUnpublished`.
 #[inline(always)]
 pub fn from_outside_v4(ctx: &TcContext) -> (Path, i32) {
     let unpublished = (Path::DroppedUnpublished, TC_ACT_SHOT as i32);
@@ -52,11 +57,17 @@ pub fn from_outside_v4(ctx: &TcContext) -> (Path, i32) {
     let Some(subnet) = policy::container_subnet_v4(frame.dst) else {
         return unpublished;
     };
-    if subnet.flags & SubnetInfo::ROUTED == 0 {
+    if subnet.flags & SubnetInfo::REACHABLE == 0 {
         return unpublished;
     }
     let network = subnet.network;
-    if let Some(l4) = nat::l4(ctx, &frame, false)
+    if subnet.flags & SubnetInfo::UNPROTECTED != 0 {
+        // Every TCP and UDP port of the container's own address (its flows out are
+        // masqueraded: no reply of theirs comes here).
+        if frame.proto != IPPROTO_ICMP {
+            return publish::direct(ctx, &frame, network).unwrap_or(unpublished);
+        }
+    } else if let Some(l4) = nat::l4(ctx, &frame, false)
         && let Some(back) = nat::track_reply(&nat::flow_key(&frame, &l4), &l4)
     {
         if let Some(cfg) = nat::config() {
@@ -142,10 +153,15 @@ pub fn leave_host(
 pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: Option<&L4>) -> Option<(Path, i32)> {
     let subnet = policy::container_subnet_v6(frame.dst)?;
     let unpublished = Some((Path::DroppedUnpublished, TC_ACT_SHOT as i32));
-    if subnet.flags & SubnetInfo::ROUTED == 0 {
+    if subnet.flags & SubnetInfo::REACHABLE == 0 {
         return unpublished;
     }
-    if let Some(l4) = l4
+    if subnet.flags & SubnetInfo::UNPROTECTED != 0 {
+        // Every TCP and UDP port of the container's own address, as over IPv4.
+        if frame.next_header != IPPROTO_ICMPV6 {
+            return l4.and_then(|l4| publish6::direct(ctx, frame, l4, subnet.network)).or(unpublished);
+        }
+    } else if let Some(l4) = l4
         && let Some(back) = nat::track_reply(&nat6::flow_key(frame, l4), l4)
     {
         return Some((Path::RoutedIn, nat6::into_container(ctx, back.host_ifindex, back.mac)));

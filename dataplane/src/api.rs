@@ -108,10 +108,10 @@ pub struct CniNetwork {
     pub internal: Option<bool>,
     pub icc: Option<bool>,
     pub mtu: Option<u32>,
-    /// `"gatewayModeIpv4"`: `nat` or `routed`, as `--opt gateway_mode_ipv4=`.
+    /// `"gatewayModeIpv4"`: `nat`, `routed` or `nat-unprotected`, as `--opt gateway_mode_ipv4=`.
     #[serde(default)]
     pub gateway_mode_ipv4: Option<String>,
-    /// `"gatewayModeIpv6"`: `nat` or `routed`, as `--opt gateway_mode_ipv6=`.
+    /// `"gatewayModeIpv6"`: `nat`, `routed` or `nat-unprotected`, as `--opt gateway_mode_ipv6=`.
     #[serde(default)]
     pub gateway_mode_ipv6: Option<String>,
 }

@@ -164,8 +164,8 @@ pub fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
             internal: value(conf, "internal", "true or false")?,
             icc: value(conf, "icc", "true or false")?,
             mtu: value(conf, "mtu", "an MTU between 68 and 65535")?,
-            gateway_mode_ipv4: value(conf, "gatewayModeIpv4", "\"nat\" or \"routed\"")?,
-            gateway_mode_ipv6: value(conf, "gatewayModeIpv6", "\"nat\" or \"routed\"")?,
+            gateway_mode_ipv4: value(conf, "gatewayModeIpv4", "\"nat\", \"routed\" or \"nat-unprotected\"")?,
+            gateway_mode_ipv6: value(conf, "gatewayModeIpv6", "\"nat\", \"routed\" or \"nat-unprotected\"")?,
         },
     })
 }

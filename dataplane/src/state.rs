@@ -98,10 +98,10 @@ pub struct BridgeOptions {
 }
 
 /// Docker's `com.docker.network.bridge.gateway_mode_ipv4` and `_ipv6`: how a network's
-/// traffic of that family leaves
-/// through the uplink, and what of the outside may reach its containers.
+/// traffic of that family leaves through the uplink, and what of the outside may reach its
+/// containers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum GatewayMode {
     /// Masqueraded to the uplink's address; from outside, only published host ports.
     #[default]
@@ -110,6 +110,10 @@ pub enum GatewayMode {
     /// network's subnet to the host); from outside, the containers' published ports on
     /// their own addresses, replies of their flows, and ICMP.
     Routed,
+    /// Masqueraded as `Nat`, without its protection: from outside, a host that routes the
+    /// network's subnet to this one reaches every port of the containers' own addresses
+    /// (Docker's legacy behaviour), and published host ports as with `Nat`.
+    NatUnprotected,
 }
 
 impl BridgeOptions {
@@ -151,9 +155,12 @@ impl GatewayMode {
         match value {
             "nat" => Ok(GatewayMode::Nat),
             "routed" => Ok(GatewayMode::Routed),
-            _ => Err(format!(
-                "--opt {key}={value}: expected nat or routed (nat-unprotected and isolated are not supported)"
+            "nat-unprotected" => Ok(GatewayMode::NatUnprotected),
+            "isolated" => Err(format!(
+                "--opt {key}=isolated is not supported yet; use --internal, which keeps the network's \
+                 containers from the outside, or nat, routed or nat-unprotected"
             )),
+            _ => Err(format!("--opt {key}={value}: expected nat, routed or nat-unprotected")),
         }
     }
 
@@ -162,8 +169,10 @@ impl GatewayMode {
         match self {
             GatewayMode::Nat => "nat",
             GatewayMode::Routed => "routed",
+            GatewayMode::NatUnprotected => "nat-unprotected",
         }
     }
+
 }
 
 /// Docker's name of the `gateway_mode_ipv4` option.
@@ -1224,8 +1233,12 @@ mod tests {
             BridgeOptions::parse(&raw("gateway_mode_ipv6", "nat")).unwrap().gateway_mode_ipv6,
             GatewayMode::Nat
         );
-        let refused = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV6, "nat-unprotected")).unwrap_err();
-        assert!(refused.contains("expected nat or routed"), "{refused}");
+        assert_eq!(
+            BridgeOptions::parse(&raw(GATEWAY_MODE_IPV6, "nat-unprotected")).unwrap().gateway_mode_ipv6,
+            GatewayMode::NatUnprotected
+        );
+        let refused = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV6, "open")).unwrap_err();
+        assert!(refused.contains("=open: expected nat, routed or nat-unprotected"), "{refused}");
         // IPv4's mode, apart from IPv6's, under either name.
         let routed4 = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV4, "routed")).unwrap();
         assert_eq!(
@@ -1238,6 +1251,11 @@ mod tests {
         );
         assert_eq!(BridgeOptions::parse(&BTreeMap::new()).unwrap().gateway_mode_ipv4, GatewayMode::Nat);
         let refused = BridgeOptions::parse(&raw("gateway_mode_ipv4", "isolated")).unwrap_err();
-        assert!(refused.contains("gateway_mode_ipv4=isolated: expected nat or routed"), "{refused}");
+        assert!(refused.contains("gateway_mode_ipv4=isolated is not supported yet; use --internal"), "{refused}");
+        let unprotected = BridgeOptions::parse(&raw("gateway_mode_ipv4", "nat-unprotected")).unwrap();
+        assert_eq!(unprotected.gateway_mode_ipv4.name(), "nat-unprotected", "Docker's name, for inspect");
+        let saved = serde_json::to_string(&unprotected).unwrap();
+        assert!(saved.contains(r#""gateway_mode_ipv4":"nat-unprotected""#), "{saved}");
+        assert_eq!(serde_json::from_str::<BridgeOptions>(&saved).unwrap(), unprotected);
     }
 }

@@ -5,7 +5,10 @@
 //! and its replies leave as the published address; every rewritten field and checksum
 //! checked. A network in routed mode sends its IPv6 out untranslated, and from outside
 //! takes the replies of its flows, its published ports on its own addresses and ICMPv6,
-//! nothing else; a NAT66 network's container addresses take nothing from outside. The fixture's uplink holds 2001:db8:71::1 (`UPLINK_ADDR6`); A sends from
+//! nothing else; a NAT66 network's container addresses take nothing from outside. An
+//! unprotected network (`gateway_mode_ipv6=nat-unprotected`) is masqueraded going out and
+//! takes every port of its containers' own addresses from outside. The fixture's uplink
+//! holds 2001:db8:71::1 (`UPLINK_ADDR6`); A sends from
 //! fd00:1::2, B (behind ifindex 42) publishes from fd00:1::3.
 
 use dataplane::{
@@ -922,4 +925,58 @@ fn confirmed_ipv6_connections_take_the_cache_for_a_second_and_syns_and_fins_the_
     let flows = fx.datapath.dnat_conntrack().unwrap();
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0].1.state, ct_state::CLOSING, "a FIN from the client was not recorded");
+}
+
+#[test]
+fn from_outside_an_unprotected_container_takes_every_port_over_ipv6_and_its_answers_leave_as_they_are() {
+    // Red unprotected (`gateway_mode_ipv6=nat-unprotected`): A's flows are masqueraded.
+    let mut fx = nat66();
+    fx.datapath
+        .set_subnet("fd00:1::/64".parse().unwrap(), RED, RED_GATEWAY6.into(), SubnetInfo::UNPROTECTED)
+        .unwrap();
+    let (verdict, out) = fx.run(&tcp6(A_MAC, (A6, 40000), (REMOTE6, 80), true, false));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN from an unprotected network was not sent to the uplink");
+    assert_masqueraded(&inspect(&out), (REMOTE6, 80));
+
+    // Port 22 of B, published nowhere, is reached as it is, and tracked.
+    let client = (REMOTE6, 33000);
+    let syn = tcp6(GATEWAY_MAC, client, (B6, 22), true, false);
+    let (verdict, inside) = fx.run_uplink(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN to an unpublished port of an unprotected container was dropped");
+    let seen = inspect(&inside);
+    assert_eq!((seen.dst, seen.dport), (B6, 22), "the container's address and port must not change");
+    assert_eq!((seen.src, seen.sport), client, "the client's address and port must reach the container");
+    assert_eq!(seen.eth_dst, B_MAC, "destination MAC must be the container's");
+    assert_untranslated(&syn, &inside, "the SYN");
+    let flows = fx.datapath.dnat_unconfirmed().unwrap();
+    assert_eq!(flows.len(), 1, "the direct connection was not tracked");
+    assert_eq!((flows[0].1.host_addr, flows[0].1.host_port), (IpAddress::v6(B6), 22u16.to_be()), "B's own");
+    // B's answer leaves as it is, not masqueraded.
+    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let syn_ack = tcp6(B_MAC, (B6, 22), client, true, true);
+    let (verdict, out) = fx.run(&syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the answer was not sent to the uplink");
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.sport), (B6, 22), "the answer's source must stay the container's own");
+    assert_eq!((seen.eth_dst, seen.eth_src), (GATEWAY_MAC, UPLINK_MAC), "the next hop's and the uplink's MACs");
+    assert_untranslated(&syn_ack, &out, "the answer");
+    assert_eq!((fx.count(Path::PublishedReply), fx.count(Path::Masqueraded)), (1, 1));
+
+    // A datagram and a ping get in as they are.
+    let datagram = udp6(GATEWAY_MAC, (REMOTE6, 5000), (B6, 5353));
+    let (verdict, inside) = fx.run_uplink(&datagram);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a datagram to an unprotected container was dropped");
+    assert_untranslated(&datagram, &inside, "the datagram");
+    let ping = echo6(GATEWAY_MAC, REMOTE6, B6, 9, false);
+    let (verdict, inside) = fx.run_uplink(&ping);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "an echo request to an unprotected container was dropped");
+    assert_untranslated(&ping, &inside, "the echo request");
+    assert_eq!((fx.count(Path::Published), fx.count(Path::RoutedIn)), (2, 1));
+
+    // No container at the address: dropped. Blue (NAT66) stays closed.
+    let (verdict, _) = fx.run_uplink(&tcp6(GATEWAY_MAC, client, (datapath::v6(1, 0x77), 22), true, false));
+    assert_eq!(verdict, TC_ACT_SHOT, "a SYN for no container must be dropped");
+    let to_blue = tcp6(GATEWAY_MAC, client, (datapath::BLUE_ENDPOINT6, 22), true, false);
+    assert_eq!(fx.run_uplink(&to_blue), (TC_ACT_SHOT, to_blue), "a NAT66 network's container must stay closed");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 2);
 }

@@ -3,7 +3,9 @@
 //! namespace routes the network's subnet to the host; containers reach it with their own
 //! address as the source; from outside, a container's own address answers on its
 //! published (container) port and to ping, and on nothing else. A NAT network beside it
-//! keeps masquerading, and its container addresses take nothing from outside.
+//! keeps masquerading, and its container addresses take nothing from outside. An
+//! unprotected one (`gateway_mode_ipv4=nat-unprotected`) masquerades too, and from
+//! outside its container's own address answers on every port.
 
 use std::{process::Stdio, time::Duration};
 
@@ -11,9 +13,10 @@ use dataplane_tests::{EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually};
 
 const ROUTED_OPTION: &str = "com.docker.network.bridge.gateway_mode_ipv4";
 
-/// A host with a routed network `routed` (10.47.0.0/24, asked with the short option name)
-/// and a NAT one `natted` (10.48.0.0/24); the external namespace routes both subnets to
-/// the host, as a routed network's outside does.
+/// A host with a routed network `routed` (10.47.0.0/24, asked with the short option name),
+/// a NAT one `natted` (10.48.0.0/24) and an unprotected one `open` (10.49.0.0/24, asked
+/// with Docker's option name); the external namespace routes the subnets to the host, as
+/// a routed network's outside does.
 fn routed_host() -> Host {
     let host = Host::start_with_external();
     host.dp_ok(&[
@@ -26,8 +29,11 @@ fn routed_host() -> Host {
         "routed",
     ]);
     host.dp_ok(&["network", "create", "--subnet", "10.48.0.0/24", "natted"]);
+    let unprotected = format!("{ROUTED_OPTION}=nat-unprotected");
+    host.dp_ok(&["network", "create", "--subnet", "10.49.0.0/24", "-o", &unprotected, "open"]);
     host.external_sh_ok(&format!(
-        "ip route add 10.47.0.0/24 via {UPLINK_ADDR} && ip route add 10.48.0.0/24 via {UPLINK_ADDR}"
+        "ip route add 10.47.0.0/24 via {UPLINK_ADDR} && ip route add 10.48.0.0/24 via {UPLINK_ADDR} && \
+         ip route add 10.49.0.0/24 via {UPLINK_ADDR}"
     ));
     host
 }
@@ -103,8 +109,18 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
         "v6only",
     ]);
     assert!(err.contains("gateway_mode_ipv4=routed") && err.contains("--ipv4=false"), "{err}");
-    let err = host.dp_err(&["network", "create", "-o", "gateway_mode_ipv4=isolated", "loose"]);
-    assert!(err.contains("expected nat or routed"), "{err}");
+    let err = host.dp_err(&[
+        "network",
+        "create",
+        "--ipv4=false",
+        "--ipv6",
+        "-o",
+        "gateway_mode_ipv4=nat-unprotected",
+        "v6only",
+    ]);
+    assert!(err.contains("gateway_mode_ipv4=nat-unprotected") && err.contains("--ipv4=false"), "{err}");
+    let err = host.dp_err(&["network", "create", "--internal", "-o", "gateway_mode_ipv4=isolated", "loose"]);
+    assert!(err.contains("isolated is not supported yet"), "{err}");
 }
 
 #[test]
@@ -185,4 +201,48 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
         !host.fetch_from_outside(&natweb, 80),
         "a NAT container's own address was reachable from outside"
     );
+
+    // An unprotected network's container: every port of its own address answers from
+    // outside, published or not, and ping; its published host port too.
+    host.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "openweb",
+        "--network",
+        "open",
+        "-p",
+        "8082:80",
+        "--",
+        "sh",
+        "-c",
+        "python3 -m http.server 81 & exec python3 -m http.server 80",
+    ]);
+    for port in [80, 81] {
+        let probe = format!("curl -sf -o /dev/null http://127.0.0.1:{port}/");
+        assert!(
+            eventually(Duration::from_secs(10), || host.exec("openweb", &probe).status.success()),
+            "the container does not serve port {port}"
+        );
+    }
+    let openweb = host.ip_of("openweb");
+    assert!(
+        host.fetch_from_outside(&openweb, 81),
+        "an unprotected container's unpublished port is unreachable by route"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || host.container_log("openweb").contains(EXTERNAL_ADDR)),
+        "the container did not see the client's own address: {}",
+        host.container_log("openweb")
+    );
+    assert!(host.fetch_from_outside(&openweb, 80), "its published container port is unreachable by route");
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8082), "its published host port failed");
+    let ping = host.external_command("ping").args(["-c", "1", "-W", "2", &openweb]).output().unwrap();
+    assert!(ping.status.success(), "an unprotected container does not answer ping from outside");
+    // Its own traffic out is masqueraded.
+    let log = fetch_from_outside4(&host, "openweb");
+    assert!(log.contains(UPLINK_ADDR), "the unprotected network's request was not masqueraded: {log}");
+    assert!(!log.contains(&openweb), "an unprotected container's address leaked: {log}");
+    let options = &host.dp_json(&["network", "inspect", "open"])[0]["Options"];
+    assert_eq!(options[ROUTED_OPTION], "nat-unprotected", "inspect does not show the gateway mode: {options}");
 }

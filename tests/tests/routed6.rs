@@ -3,7 +3,9 @@
 //! namespace routes the network's subnet to the host; containers reach it with their own
 //! IPv6 address as the source; from outside, a container's own address answers on its
 //! published (container) port and to ping, and on nothing else. A NAT66 network beside it
-//! keeps masquerading, and its container addresses take nothing from outside.
+//! keeps masquerading, and its container addresses take nothing from outside. An
+//! unprotected one (`gateway_mode_ipv6=nat-unprotected`) masquerades too, and from
+//! outside its container's own IPv6 address answers on every port.
 
 use std::{process::Stdio, time::Duration};
 
@@ -12,8 +14,9 @@ use dataplane_tests::{EXTERNAL_ADDR6, Host, UPLINK_ADDR6, eventually};
 const ROUTED_OPTION: &str = "com.docker.network.bridge.gateway_mode_ipv6";
 
 /// A host whose uplink has a global IPv6 address, with a routed dual-stack network
-/// `routed` (fd00:45::/64) and a NAT66 one `natted` (fd00:46::/64); the external namespace
-/// routes both subnets to the host, as a routed network's outside does.
+/// `routed` (fd00:45::/64), a NAT66 one `natted` (fd00:46::/64) and an unprotected one
+/// `open` (fd00:44::/64); the external namespace routes the subnets to the host, as a
+/// routed network's outside does.
 fn routed_host() -> Host {
     let host = Host::start_with_ipv6_uplink();
     host.dp_ok(&[
@@ -29,8 +32,21 @@ fn routed_host() -> Host {
         "routed",
     ]);
     host.create_dual_stack_network("natted", "10.46.0.0/24", "fd00:46::/64");
+    host.dp_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.44.0.0/24",
+        "--subnet",
+        "fd00:44::/64",
+        "-o",
+        "gateway_mode_ipv6=nat-unprotected",
+        "open",
+    ]);
     host.external_sh_ok(&format!(
-        "ip -6 route add fd00:45::/64 via {UPLINK_ADDR6} && ip -6 route add fd00:46::/64 via {UPLINK_ADDR6}"
+        "ip -6 route add fd00:45::/64 via {UPLINK_ADDR6} && ip -6 route add fd00:46::/64 via {UPLINK_ADDR6} && \
+         ip -6 route add fd00:44::/64 via {UPLINK_ADDR6}"
     ));
     host
 }
@@ -96,9 +112,18 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
     // Routed mode routes IPv6; a network without it is refused by name.
     let err = host.dp_err(&["network", "create", "-o", &format!("{ROUTED_OPTION}=routed"), "v4only"]);
     assert!(err.contains("gateway_mode_ipv6=routed") && err.contains("--ipv6"), "{err}");
-    let err =
-        host.dp_err(&["network", "create", "--ipv6", "-o", "gateway_mode_ipv6=nat-unprotected", "loose"]);
-    assert!(err.contains("expected nat or routed"), "{err}");
+    let err = host.dp_err(&["network", "create", "-o", "gateway_mode_ipv6=nat-unprotected", "v4only"]);
+    assert!(err.contains("gateway_mode_ipv6=nat-unprotected") && err.contains("--ipv6"), "{err}");
+    let err = host.dp_err(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--internal",
+        "-o",
+        "gateway_mode_ipv6=isolated",
+        "loose",
+    ]);
+    assert!(err.contains("isolated is not supported yet"), "{err}");
 }
 
 #[test]
@@ -181,4 +206,41 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
         host.fetch_from_outside(&format!("[{UPLINK_ADDR6}]"), 8090),
         "the NAT66 network's host port failed"
     );
+
+    // An unprotected network's container: every port of its own IPv6 address answers from
+    // outside, and ping; its own traffic out is masqueraded.
+    host.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "openweb",
+        "--network",
+        "open",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "81",
+        "--bind",
+        "::",
+    ]);
+    let probe = "curl -6 -sf -o /dev/null http://[::1]:81/";
+    assert!(eventually(Duration::from_secs(10), || host.exec("openweb", probe).status.success()));
+    let openweb6 = ip6_of(&host, "openweb", "open");
+    assert!(
+        host.fetch_from_outside(&format!("[{openweb6}]"), 81),
+        "an unprotected container's unpublished port is unreachable by route"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || host.container_log("openweb").contains(EXTERNAL_ADDR6)),
+        "the container did not see the client's own address: {}",
+        host.container_log("openweb")
+    );
+    let ping = host.external_command("ping").args(["-6", "-c", "1", "-W", "2", &openweb6]).output().unwrap();
+    assert!(ping.status.success(), "an unprotected container does not answer ping -6 from outside");
+    let log = host.fetch_from_outside6("openweb");
+    assert!(log.contains(UPLINK_ADDR6), "the unprotected network's request was not masqueraded: {log}");
+    assert!(!log.contains("fd00:44"), "an unprotected container's address leaked: {log}");
+    let options = &host.dp_json(&["network", "inspect", "open"])[0]["Options"];
+    assert_eq!(options[ROUTED_OPTION], "nat-unprotected", "inspect does not show the gateway mode: {options}");
 }

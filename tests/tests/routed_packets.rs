@@ -2,15 +2,17 @@
 //! IPv4 leaves untranslated, its flows tracked with their own address and port so that
 //! their replies come back (through `from_uplink`'s tail call into `from_uplink_routed`);
 //! from outside, a routed container's own address takes its published container ports,
-//! replies and ICMP, and drops the rest. Every frame's bytes past its MACs are checked
-//! unchanged, which covers every address, port and checksum.
+//! replies and ICMP, and drops the rest. An unprotected network
+//! (`gateway_mode_ipv4=nat-unprotected`) is masqueraded going out, and takes every port of
+//! its containers' own addresses from outside, by the same tail call. Every frame's bytes
+//! past its MACs are checked unchanged, which covers every address, port and checksum.
 
 use dataplane_common::{
     Backend, IPPROTO_TCP, InterfaceConfig, IpAddress, Path, PublishKey, SubnetInfo, ct_state,
 };
 use dataplane_tests::datapath::{
-    A_MAC, B_MAC, Fixture, GATEWAY_MAC, LO, RED, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_MAC,
-    b_interface, icmp_echo, tcp_segment, udp_between_macs,
+    A_MAC, B_MAC, Fixture, GATEWAY_MAC, LO, RED, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
+    UPLINK_MAC, XDP_PASS, b_interface, icmp_echo, tcp_segment, udp_between_macs,
 };
 
 const A: [u8; 4] = [10, 1, 0, 2];
@@ -167,4 +169,96 @@ fn a_nat_networks_container_addresses_take_nothing_from_outside_beside_a_routed_
     let (verdict, out) = fx.run_uplink(&ping);
     assert_eq!((verdict, out), (TC_ACT_SHOT, ping), "an echo request to a NAT container must be dropped");
     assert_eq!((fx.count(Path::DroppedUnpublished), fx.count(Path::RoutedIn)), (1, 0));
+}
+
+/// NAT on, red (A's and B's network) unprotected: its IPv4 subnet flagged so, B's
+/// interface publishing (as the daemon sets every endpoint of such a network).
+fn unprotected() -> Fixture {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    fx.datapath
+        .set_subnet("10.1.0.0/24".parse().unwrap(), RED, RED_GATEWAY.into(), SubnetInfo::UNPROTECTED)
+        .unwrap();
+    fx
+}
+
+#[test]
+fn from_outside_an_unprotected_container_takes_every_port_and_its_answers_leave_as_they_are() {
+    let mut fx = unprotected();
+    let client = (REMOTE, 33000);
+    // Port 22, published nowhere: the SYN reaches B untranslated, its flow tracked as a
+    // connection to a port published on B's own address.
+    let syn = tcp_segment(GATEWAY_MAC, client, (B, 22), "S", 1, 0);
+    let (verdict, passed) = fx.run_uplink_xdp(&syn);
+    assert_eq!((verdict, passed), (XDP_PASS, syn.clone()), "XDP leaves a new direct connection to tc");
+    let (verdict, inside) = fx.run_uplink(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN to an unpublished port of an unprotected container was dropped");
+    assert_eq!(macs(&inside).0, B_MAC, "destination MAC must be the container's");
+    assert_untranslated(&syn, &inside, "the SYN");
+    assert_eq!((fx.count(Path::Published), fx.count(Path::DroppedUnpublished)), (1, 0));
+    let flows = fx.datapath.dnat_unconfirmed().unwrap();
+    assert_eq!(flows.len(), 1, "the direct connection was not tracked");
+    assert_eq!((flows[0].0.src, flows[0].0.src_port), (IpAddress::v4(B), 22u16.to_be()), "flow key: B's port");
+    assert_eq!((flows[0].0.dst, flows[0].0.dst_port), (IpAddress::v4(REMOTE), 33000u16.to_be()), "the client");
+    assert_eq!(flows[0].1.host_addr, IpAddress::v4(B), "the address the client sent to: B's own");
+    assert_eq!(flows[0].1.host_port, 22u16.to_be(), "the port the client sent to: B's own");
+
+    // B's answer leaves as it is: no masquerade of the uplink's address.
+    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let syn_ack = tcp_segment(B_MAC, (B, 22), client, "SA", 9, 2);
+    let (verdict, out) = fx.run(&syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the answer was not sent to the uplink");
+    assert_eq!(macs(&out), (GATEWAY_MAC, UPLINK_MAC), "the next hop's and the uplink's MACs");
+    assert_untranslated(&syn_ack, &out, "the answer");
+    assert_eq!((fx.count(Path::PublishedReply), fx.count(Path::Masqueraded)), (1, 0));
+    // The client's ACK confirms it; the next segments take the cache, at XDP too.
+    let ack = tcp_segment(GATEWAY_MAC, client, (B, 22), "A", 2, 10);
+    let (verdict, inside) = fx.run_uplink(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_untranslated(&ack, &inside, "the client's ACK");
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the client's ACK did not confirm the flow");
+
+    // A datagram to any port, and a ping, get in as they are.
+    let datagram = udp_between_macs((GATEWAY_MAC, UPLINK_MAC), (REMOTE, 5000), (B, 5353));
+    let (verdict, inside) = fx.run_uplink(&datagram);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a datagram to an unprotected container was dropped");
+    assert_untranslated(&datagram, &inside, "the datagram");
+    let ping = icmp_echo(GATEWAY_MAC, REMOTE, B, 9, false);
+    let (verdict, inside) = fx.run_uplink(&ping);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "an echo request to an unprotected container was dropped");
+    assert_eq!(macs(&inside).0, B_MAC);
+    assert_untranslated(&ping, &inside, "the echo request");
+    assert_eq!((fx.count(Path::Published), fx.count(Path::RoutedIn)), (3, 1));
+
+    // No container at the address: dropped; the gateway is the host's.
+    let (verdict, _) = fx.run_uplink(&tcp_segment(GATEWAY_MAC, client, ([10, 1, 0, 77], 22), "S", 1, 0));
+    assert_eq!(verdict, TC_ACT_SHOT, "a SYN for no container must be dropped");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 1);
+    let to_gateway = tcp_segment(GATEWAY_MAC, client, (RED_GATEWAY, 22), "S", 1, 0);
+    assert_eq!(fx.run_uplink(&to_gateway), (TC_ACT_OK, to_gateway), "the gateway's traffic is the host's");
+    // Blue, a NAT network beside it, stays closed.
+    let to_blue = tcp_segment(GATEWAY_MAC, client, ([10, 2, 0, 2], 22), "S", 1, 0);
+    assert_eq!(fx.run_uplink(&to_blue), (TC_ACT_SHOT, to_blue), "a NAT network's container must stay closed");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 2);
+}
+
+#[test]
+fn an_unprotected_networks_own_flows_out_are_masqueraded_as_nats() {
+    let mut fx = unprotected();
+    let syn = tcp_segment(A_MAC, (A, 40000), (REMOTE, 80), "S", 1000, 0);
+    let (verdict, out) = fx.run(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN from an unprotected network was not sent to the uplink");
+    assert_eq!(&out[26..30], &UPLINK_ADDR, "its source must be the uplink's address");
+    assert_eq!((fx.count(Path::Masqueraded), fx.count(Path::Routed)), (1, 0));
+    let flows = fx.datapath.conntrack_unconfirmed().unwrap();
+    assert_eq!(flows[0].1.nat_addr, IpAddress::v4(UPLINK_ADDR), "a masqueraded flow's address is the uplink's");
+    let nat_port = flows[0].1.nat_port;
+    assert_ne!(nat_port, 40000u16.to_be(), "a masqueraded flow's port is one of the range");
+    // Its reply comes back to the uplink's address, translated back, not as a direct one.
+    let syn_ack = tcp_segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, u16::from_be(nat_port)), "SA", 5000, 1001);
+    let (verdict, back) = fx.run_uplink(&syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the reply was not sent back into the container");
+    assert_eq!(&back[30..34], &A, "the reply's destination must be A again");
+    assert_eq!(u16::from_be_bytes([back[36], back[37]]), 40000, "the reply's port must be A's again");
+    assert_eq!((fx.count(Path::ReverseNat), fx.count(Path::Published)), (1, 0));
 }

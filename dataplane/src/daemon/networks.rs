@@ -84,17 +84,22 @@ impl Core {
         } else {
             let mut options =
                 BridgeOptions::parse(&spec.options).map_err(|e| anyhow!("network {}: {e}", spec.name))?;
-            if options.gateway_mode_ipv6 == GatewayMode::Routed && spec.ipv6.is_none() {
+            // A mode other than NAT is about a family the network must have.
+            let v6 = options.gateway_mode_ipv6;
+            if v6 != GatewayMode::Nat && spec.ipv6.is_none() {
                 bail!(
-                    "network {}: gateway_mode_ipv6=routed routes the network's IPv6, and it has none; add --ipv6 or drop the option",
-                    spec.name
+                    "network {}: gateway_mode_ipv6={} is about the network's IPv6, and it has none; add --ipv6 or drop the option",
+                    spec.name,
+                    v6.name()
                 );
             }
-            if options.gateway_mode_ipv4 == GatewayMode::Routed && !spec.ipv4 {
+            let v4 = options.gateway_mode_ipv4;
+            if v4 != GatewayMode::Nat && !spec.ipv4 {
                 bail!(
-                    "network {}: gateway_mode_ipv4=routed routes the network's IPv4, and it has none; drop \
+                    "network {}: gateway_mode_ipv4={} is about the network's IPv4, and it has none; drop \
                      --ipv4=false or the option",
-                    spec.name
+                    spec.name,
+                    v4.name()
                 );
             }
             if overlay {

@@ -44,10 +44,21 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
             IpNet::V4(_) => net.bridge_options.gateway_mode_ipv4,
             IpNet::V6(_) => net.bridge_options.gateway_mode_ipv6,
         };
-        let routed = mode == GatewayMode::Routed;
-        dp.set_subnet(subnet, net.index, gateway, if routed { SubnetInfo::ROUTED } else { 0 })?;
+        dp.set_subnet(subnet, net.index, gateway, subnet_flags(mode, net.internal))?;
     }
     Ok(())
+}
+
+/// The kernel side's flags of a subnet whose family is in `mode` (`SubnetInfo`): what the
+/// outside may reach of its container addresses. None for `nat-unprotected` on an
+/// `--internal` network, whose containers nothing outside reaches.
+fn subnet_flags(mode: GatewayMode, internal: bool) -> u32 {
+    match mode {
+        GatewayMode::Nat => 0,
+        GatewayMode::Routed => SubnetInfo::ROUTED,
+        GatewayMode::NatUnprotected if internal => 0,
+        GatewayMode::NatUnprotected => SubnetInfo::UNPROTECTED,
+    }
 }
 
 pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Result<()> {
@@ -219,7 +230,12 @@ fn interface_config(
     counter_slot: u16,
 ) -> InterfaceConfig {
     let mut flags = 0;
-    if publishes {
+    let unprotected = |mode| subnet_flags(mode, net.internal) == SubnetInfo::UNPROTECTED;
+    let (unprotected_v4, unprotected_v6) =
+        (unprotected(net.bridge_options.gateway_mode_ipv4), unprotected(net.bridge_options.gateway_mode_ipv6));
+    // On an unprotected network, every port of the container is as if published on its
+    // own address: its replies take the published ports' way back.
+    if publishes || unprotected_v4 || unprotected_v6 {
         flags |= InterfaceConfig::PUBLISHES;
     }
     if xdp_target {
@@ -236,6 +252,12 @@ fn interface_config(
     }
     if net.bridge_options.gateway_mode_ipv6 == GatewayMode::Routed {
         flags |= InterfaceConfig::ROUTED_V6;
+    }
+    if unprotected_v4 {
+        flags |= InterfaceConfig::UNPROTECTED_V4;
+    }
+    if unprotected_v6 {
+        flags |= InterfaceConfig::UNPROTECTED_V6;
     }
     InterfaceConfig {
         network: net.index,
@@ -414,5 +436,37 @@ mod tests {
         for name in [names.bridge, names.link, names.link_peer] {
             assert!(name.len() <= 15, "{name}");
         }
+    }
+
+    #[test]
+    fn an_unprotected_family_opens_its_containers_ports_unless_the_network_is_internal() {
+        let mut net = Network::sample("open", 7);
+        net.bridge_options.gateway_mode_ipv4 = GatewayMode::NatUnprotected;
+        let endpoint = Endpoint {
+            id: "e".repeat(64),
+            owner: crate::state::Owner::Container { id: "c".repeat(64) },
+            netns: "/proc/1/ns/net".into(),
+            ifname: "eth0".into(),
+            network_id: net.id.clone(),
+            ip: Some("10.7.0.2".parse().unwrap()),
+            ip6: None,
+            mac: "02:42:0a:07:00:02".parse().unwrap(),
+            host_veth: "veth1234567".into(),
+            aliases: vec![],
+            bridge: 0,
+            ports: vec![],
+        };
+        let flags = interface_config(&net, &endpoint, false, false, 0).flags;
+        assert_eq!(
+            flags & (InterfaceConfig::PUBLISHES | InterfaceConfig::UNPROTECTED_V4 | InterfaceConfig::UNPROTECTED_V6),
+            InterfaceConfig::PUBLISHES | InterfaceConfig::UNPROTECTED_V4,
+            "an unprotected IPv4's container takes the published ports' way back, and sends its ICMP as it is"
+        );
+        assert_eq!(subnet_flags(GatewayMode::NatUnprotected, false), SubnetInfo::UNPROTECTED);
+        assert_eq!(subnet_flags(GatewayMode::Routed, false), SubnetInfo::ROUTED);
+        assert_eq!(subnet_flags(GatewayMode::Nat, false), 0);
+        net.internal = true;
+        assert_eq!(interface_config(&net, &endpoint, false, false, 0).flags & InterfaceConfig::PUBLISHES, 0);
+        assert_eq!(subnet_flags(GatewayMode::NatUnprotected, true), 0, "nothing outside reaches an internal one");
     }
 }
