@@ -928,7 +928,8 @@ pub mod map_names {
     pub const ENDPOINT_COUNTERS: &str = "ENDPOINT_COUNTERS";
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
     pub const UPLINK_V6: &str = "UPLINK_V6";
-    /// The tail call of `from_uplink` into `from_uplink_routed`.
+    /// The tail calls of `from_uplink` into `from_uplink_routed` (slot 0) and of
+    /// `from_uplink_v6` into `from_uplink_routed_v6` (slot 1).
     pub const UPLINK_ROUTED: &str = "UPLINK_ROUTED";
     /// The tail call of `uplink_xdp` into `uplink_xdp_v6`.
     pub const UPLINK_XDP_V6: &str = "UPLINK_XDP_V6";
@@ -1089,6 +1090,9 @@ pub mod program_names {
     /// IPv4 on the uplink for a container address of a routed network, tail-called from
     /// `from_uplink` (map_names::UPLINK_ROUTED).
     pub const FROM_UPLINK_ROUTED: &str = "from_uplink_routed";
+    /// IPv6 on the uplink for a container address of an unprotected network, TCP and UDP,
+    /// tail-called from `from_uplink_v6` (map_names::UPLINK_ROUTED, slot 1).
+    pub const FROM_UPLINK_ROUTED_V6: &str = "from_uplink_routed_v6";
     /// XDP on the uplink: published ports, before the host builds an skb.
     pub const UPLINK_XDP: &str = "uplink_xdp";
     /// IPv6 at the uplink's XDP hook, tail-called from `uplink_xdp` (map_names::UPLINK_XDP_V6).

@@ -78,6 +78,17 @@ pub fn from_uplink_routed(ctx: TcContext) -> i32 {
     action
 }
 
+/// IPv6 arriving on the uplink for a container address of an unprotected network, TCP and
+/// UDP, tail-called from `from_uplink_v6`: its path beside the others there passed the
+/// verifier's million instructions.
+#[classifier]
+pub fn from_uplink_routed_v6(ctx: TcContext) -> i32 {
+    let (path, action) = routed::from_outside_v6_direct(&ctx);
+    counters::count(&ctx, path);
+    monitor::counted(&ctx, Hook::FromUplink, path);
+    action
+}
+
 /// XDP on the uplink: published ports; everything else goes on to `from_uplink`. IPv6
 /// continues in `uplink_xdp_v6`.
 #[xdp]

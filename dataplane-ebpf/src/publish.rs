@@ -15,8 +15,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use dataplane_common::{
-    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, Endpoint, FlowKey, Hook, IPPROTO_ICMP, IPPROTO_TCP, InterfaceConfig,
-    IpAddress, NatConfig, NextHop, Path, PublishKey, ct_event, ct_state,
+    Backend, CONNTRACK_DEFAULT_SIZE, DnatEntry, Endpoint, FlowKey, Hook, IPPROTO_ICMP, IPPROTO_TCP,
+    InterfaceConfig, IpAddress, NatConfig, NextHop, Path, PublishKey, ct_event, ct_state,
 };
 
 use crate::{

@@ -32,16 +32,22 @@ use crate::{
     policy, publish, publish6, validate,
 };
 
-/// `from_uplink_routed`, which `from_uplink` tail-calls for IPv4 to a container address of
-/// a routed network; the daemon puts it there when it loads the uplink's programs.
+/// `from_uplink_routed` (slot `V4`), which `from_uplink` tail-calls for IPv4 to a container
+/// address of a routed or unprotected network, and `from_uplink_routed_v6` (slot `V6`),
+/// which `from_uplink_v6` tail-calls for TCP and UDP to one of an unprotected network; the
+/// daemon puts them there when it loads the uplink's programs.
 #[map]
-static UPLINK_ROUTED: ProgramArray = ProgramArray::pinned(1, 0);
+static UPLINK_ROUTED: ProgramArray = ProgramArray::pinned(2, 0);
+
+/// The slots of `UPLINK_ROUTED`.
+const V4: u32 = 0;
+const V6: u32 = 1;
 
 /// Continues in `from_uplink_routed`; returns only when it is not there.
 #[inline(always)]
 pub fn tail_call(ctx: &TcContext) {
     // SAFETY: a tail call replaces this program with the one in the slot, or fails.
-    unsafe { UPLINK_ROUTED.tail_call(ctx, 0) };
+    unsafe { UPLINK_ROUTED.tail_call(ctx, V4) };
 }
 
 /// IPv4 from the uplink for a container address of a routed or unprotected network that
@@ -157,9 +163,12 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: Option<&L4>) -> Opti
         return unpublished;
     }
     if subnet.flags & SubnetInfo::UNPROTECTED != 0 {
-        // Every TCP and UDP port of the container's own address, as over IPv4.
+        // Every TCP and UDP port of the container's own address, as over IPv4, in a
+        // program of its own (`from_outside_v6_direct`).
         if frame.next_header != IPPROTO_ICMPV6 {
-            return l4.and_then(|l4| publish6::direct(ctx, frame, l4, subnet.network)).or(unpublished);
+            // SAFETY: a tail call replaces this program with the one in the slot, or fails.
+            unsafe { UPLINK_ROUTED.tail_call(ctx, V6) };
+            return unpublished;
         }
     } else if let Some(l4) = l4
         && let Some(back) = nat::track_reply(&nat6::flow_key(frame, l4), l4)
@@ -176,6 +185,27 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: Option<&L4>) -> Opti
         return Some((Path::RoutedIn, nat6::into_container(ctx, peer.host_ifindex, peer.mac)));
     }
     unpublished
+}
+
+/// IPv6 from the uplink for a container address of an unprotected network, TCP or UDP
+/// (`from_outside` tail-called `from_uplink_routed_v6` for it): every port is open, as if
+/// published on the container's own address (`publish6::direct`); no container at the
+/// address is `DroppedUnpublished`.
+#[inline(always)]
+pub fn from_outside_v6_direct(ctx: &TcContext) -> (Path, i32) {
+    let unpublished = (Path::DroppedUnpublished, TC_ACT_SHOT as i32);
+    let Some(frame) = parse::parse_ipv6(ctx) else {
+        return unpublished;
+    };
+    let Some(subnet) =
+        policy::container_subnet_v6(frame.dst).filter(|s| s.flags & SubnetInfo::UNPROTECTED != 0)
+    else {
+        return unpublished;
+    };
+    let Some(l4) = nat::l4_at(ctx, nat6::L4_OFFSET, frame.next_header, IPPROTO_ICMPV6, false) else {
+        return unpublished;
+    };
+    publish6::direct(ctx, &frame, &l4, subnet.network).unwrap_or(unpublished)
 }
 
 /// ICMPv6 from a container of a routed network that `nat6::leave_host` did not take (no

@@ -182,7 +182,7 @@ fn pinned_layouts() -> [PinnedLayout; 27] {
         layout::<u32, u64>(map_names::FIREWALL_HITS, Some(FirewallVerdict::MAX_RULES)),
         // A program array: slot index to program fd.
         layout::<u32, u32>(map_names::UPLINK_V6, Some(1)),
-        layout::<u32, u32>(map_names::UPLINK_ROUTED, Some(1)),
+        layout::<u32, u32>(map_names::UPLINK_ROUTED, Some(2)),
         layout::<u32, u32>(map_names::UPLINK_XDP_V6, Some(1)),
         layout::<EndpointKey, RemoteEndpoint>(map_names::REMOTE_ENDPOINTS, None),
         layout::<u32, u32>(map_names::TUNNEL_NETWORKS, None),
@@ -379,8 +379,13 @@ impl Datapath {
 
     /// The tc program `name`; the uplink's are loaded on first use.
     pub fn program_named(&mut self, name: &str) -> Result<&mut SchedClassifier> {
-        if [program_names::FROM_UPLINK, program_names::FROM_UPLINK_V6, program_names::FROM_UPLINK_ROUTED]
-            .contains(&name)
+        if [
+            program_names::FROM_UPLINK,
+            program_names::FROM_UPLINK_V6,
+            program_names::FROM_UPLINK_ROUTED,
+            program_names::FROM_UPLINK_ROUTED_V6,
+        ]
+        .contains(&name)
         {
             self.load_uplink_programs()?;
         }
@@ -584,44 +589,40 @@ impl Datapath {
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
-    /// Loads `from_uplink` and, behind it, `from_uplink_v6` and `from_uplink_routed`, unless
-    /// they are loaded.
+    /// Loads `from_uplink` and, behind it, `from_uplink_v6`, `from_uplink_routed` and
+    /// `from_uplink_routed_v6`, unless they are loaded.
     pub fn load_uplink_programs(&mut self) -> Result<()> {
         let name = program_names::FROM_UPLINK;
         let program: &mut SchedClassifier =
             self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
-        // `from_uplink_v6` is loaded with it, and last.
+        // The others are loaded with it, after it.
         if program.fd().is_ok() {
             return Ok(());
         }
         load_classifier(&mut self.ebpf, name, &self.programs_dir)?;
-        let v6: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(program_names::FROM_UPLINK_V6)
-            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::FROM_UPLINK_V6))?
-            .try_into()?;
-        v6.load().with_context(|| format!("the verifier refused {}", program_names::FROM_UPLINK_V6))?;
-        let v6 = v6.fd()?.try_clone()?;
-        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
-            self.ebpf
-                .map_mut(map_names::UPLINK_V6)
-                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_V6))?,
-        )?;
-        tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")?;
-        let name = program_names::FROM_UPLINK_ROUTED;
-        let routed: &mut SchedClassifier = self
+        for (program, map, slot) in [
+            (program_names::FROM_UPLINK_V6, map_names::UPLINK_V6, 0),
+            (program_names::FROM_UPLINK_ROUTED, map_names::UPLINK_ROUTED, 0),
+            (program_names::FROM_UPLINK_ROUTED_V6, map_names::UPLINK_ROUTED, 1),
+        ] {
+            self.load_behind(program, map, slot)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the tc program `name` and puts it in `slot` of the program array `map`, where
+    /// another program tail-calls it.
+    fn load_behind(&mut self, name: &str, map: &str, slot: u32) -> Result<()> {
+        let program: &mut SchedClassifier = self
             .ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the object"))?
             .try_into()?;
-        routed.load().with_context(|| format!("the verifier refused {name}"))?;
-        let routed = routed.fd()?.try_clone()?;
-        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
-            self.ebpf
-                .map_mut(map_names::UPLINK_ROUTED)
-                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_ROUTED))?,
-        )?;
-        tail_calls.set(0, &routed, 0).context("putting from_uplink_routed behind from_uplink")
+        program.load().with_context(|| format!("the verifier refused {name}"))?;
+        let fd = program.fd()?.try_clone()?;
+        let mut tail_calls: ProgramArray<&mut MapData> =
+            ProgramArray::try_from(self.ebpf.map_mut(map).ok_or_else(|| anyhow!("map {map} missing"))?)?;
+        tail_calls.set(slot, &fd, 0).with_context(|| format!("putting {name} in slot {slot} of {map}"))
     }
 
     /// Whether `uplink_xdp` runs on the uplink.

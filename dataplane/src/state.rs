@@ -172,7 +172,6 @@ impl GatewayMode {
             GatewayMode::NatUnprotected => "nat-unprotected",
         }
     }
-
 }
 
 /// Docker's name of the `gateway_mode_ipv4` option.
@@ -1251,7 +1250,10 @@ mod tests {
         );
         assert_eq!(BridgeOptions::parse(&BTreeMap::new()).unwrap().gateway_mode_ipv4, GatewayMode::Nat);
         let refused = BridgeOptions::parse(&raw("gateway_mode_ipv4", "isolated")).unwrap_err();
-        assert!(refused.contains("gateway_mode_ipv4=isolated is not supported yet; use --internal"), "{refused}");
+        assert!(
+            refused.contains("gateway_mode_ipv4=isolated is not supported yet; use --internal"),
+            "{refused}"
+        );
         let unprotected = BridgeOptions::parse(&raw("gateway_mode_ipv4", "nat-unprotected")).unwrap();
         assert_eq!(unprotected.gateway_mode_ipv4.name(), "nat-unprotected", "Docker's name, for inspect");
         let saved = serde_json::to_string(&unprotected).unwrap();

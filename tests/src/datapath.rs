@@ -205,16 +205,16 @@ impl Fixture {
     }
 
     /// How many instructions of the loaded programs (the container's, the uplink's tc
-    /// three and XDP pair) use the ring buffer of the diagnostic messages, aya-log's
+    /// four and XDP pair) use the ring buffer of the diagnostic messages, aya-log's
     /// `AYA_LOGS`, as the kernel holds them after verification: each message built has
     /// one. None means the verifier left every message out, so that logging costs the
     /// programs nothing.
     pub fn kernel_log_instructions(&mut self) -> usize {
         use dataplane_common::program_names::{
-            FROM_CONTAINER, FROM_UPLINK, FROM_UPLINK_ROUTED, FROM_UPLINK_V6,
+            FROM_CONTAINER, FROM_UPLINK, FROM_UPLINK_ROUTED, FROM_UPLINK_ROUTED_V6, FROM_UPLINK_V6,
         };
         let mut ids = vec![];
-        for name in [FROM_CONTAINER, FROM_UPLINK, FROM_UPLINK_V6, FROM_UPLINK_ROUTED] {
+        for name in [FROM_CONTAINER, FROM_UPLINK, FROM_UPLINK_V6, FROM_UPLINK_ROUTED, FROM_UPLINK_ROUTED_V6] {
             ids.push(self.datapath.program_named(name).unwrap().info().unwrap().id());
         }
         ids.push(self.datapath.xdp_program().unwrap().info().unwrap().id());

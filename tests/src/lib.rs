@@ -453,6 +453,28 @@ impl Host {
         self.dp_ok(&args).trim().to_string()
     }
 
+    /// Starts a detached container serving HTTP on ports 80 and 81 (bound to `::` when
+    /// `ipv6`, else to 0.0.0.0), `extra` its `run` flags (`--network`, `-p`); returns once
+    /// both ports answer inside it.
+    pub fn run_web_on_80_and_81(&self, name: &str, extra: &[&str], ipv6: bool) {
+        let bind = if ipv6 { " --bind ::" } else { "" };
+        let serve = format!("python3 -m http.server 81{bind} & exec python3 -m http.server 80{bind}");
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sh", "-c", &serve]);
+        self.dp_ok(&args);
+        for port in [80, 81] {
+            let probe = match ipv6 {
+                true => format!("curl -6 -sf -o /dev/null http://[::1]:{port}/"),
+                false => format!("curl -sf -o /dev/null http://127.0.0.1:{port}/"),
+            };
+            assert!(
+                eventually(Duration::from_secs(10), || self.exec(name, &probe).status.success()),
+                "{name} does not serve port {port}"
+            );
+        }
+    }
+
     /// The inode of a container's network namespace, read from its pin while it exists.
     pub fn netns_inode_of(&self, container: &str) -> u64 {
         let info = self.dp_json(&["inspect", container]);

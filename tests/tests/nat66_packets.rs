@@ -942,7 +942,10 @@ fn from_outside_an_unprotected_container_takes_every_port_over_ipv6_and_its_answ
     let client = (REMOTE6, 33000);
     let syn = tcp6(GATEWAY_MAC, client, (B6, 22), true, false);
     let (verdict, inside) = fx.run_uplink(&syn);
-    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN to an unpublished port of an unprotected container was dropped");
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "a SYN to an unpublished port of an unprotected container was dropped"
+    );
     let seen = inspect(&inside);
     assert_eq!((seen.dst, seen.dport), (B6, 22), "the container's address and port must not change");
     assert_eq!((seen.src, seen.sport), client, "the client's address and port must reach the container");
@@ -958,7 +961,11 @@ fn from_outside_an_unprotected_container_takes_every_port_over_ipv6_and_its_answ
     assert_eq!(verdict, TC_ACT_REDIRECT, "the answer was not sent to the uplink");
     let seen = inspect(&out);
     assert_eq!((seen.src, seen.sport), (B6, 22), "the answer's source must stay the container's own");
-    assert_eq!((seen.eth_dst, seen.eth_src), (GATEWAY_MAC, UPLINK_MAC), "the next hop's and the uplink's MACs");
+    assert_eq!(
+        (seen.eth_dst, seen.eth_src),
+        (GATEWAY_MAC, UPLINK_MAC),
+        "the next hop's and the uplink's MACs"
+    );
     assert_untranslated(&syn_ack, &out, "the answer");
     assert_eq!((fx.count(Path::PublishedReply), fx.count(Path::Masqueraded)), (1, 1));
 
@@ -972,11 +979,25 @@ fn from_outside_an_unprotected_container_takes_every_port_over_ipv6_and_its_answ
     assert_eq!(verdict, TC_ACT_REDIRECT, "an echo request to an unprotected container was dropped");
     assert_untranslated(&ping, &inside, "the echo request");
     assert_eq!((fx.count(Path::Published), fx.count(Path::RoutedIn)), (2, 1));
+    // B's echo reply, which no flow tracks, leaves as it is (its interface says so).
+    fx.datapath
+        .set_interface(LO, b_interface(InterfaceConfig::PUBLISHES | InterfaceConfig::UNPROTECTED_V6))
+        .unwrap();
+    let pong = echo6(B_MAC, B6, REMOTE6, 9, true);
+    let (verdict, out) = fx.run(&pong);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the echo reply was not sent to the uplink");
+    assert_eq!((inspect(&out).eth_dst, inspect(&out).eth_src), (GATEWAY_MAC, UPLINK_MAC));
+    assert_untranslated(&pong, &out, "the echo reply");
+    assert_eq!(fx.count(Path::Routed), 1);
 
     // No container at the address: dropped. Blue (NAT66) stays closed.
     let (verdict, _) = fx.run_uplink(&tcp6(GATEWAY_MAC, client, (datapath::v6(1, 0x77), 22), true, false));
     assert_eq!(verdict, TC_ACT_SHOT, "a SYN for no container must be dropped");
     let to_blue = tcp6(GATEWAY_MAC, client, (datapath::BLUE_ENDPOINT6, 22), true, false);
-    assert_eq!(fx.run_uplink(&to_blue), (TC_ACT_SHOT, to_blue), "a NAT66 network's container must stay closed");
+    assert_eq!(
+        fx.run_uplink(&to_blue),
+        (TC_ACT_SHOT, to_blue),
+        "a NAT66 network's container must stay closed"
+    );
     assert_eq!(fx.count(Path::DroppedUnpublished), 2);
 }

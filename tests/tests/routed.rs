@@ -127,27 +127,7 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
 fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_only() {
     let host = routed_host();
     // Port 80 published, port 81 served but not published.
-    host.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "routed",
-        "-p",
-        "8080:80",
-        "--",
-        "sh",
-        "-c",
-        "python3 -m http.server 81 & exec python3 -m http.server 80",
-    ]);
-    for port in [80, 81] {
-        let probe = format!("curl -sf -o /dev/null http://127.0.0.1:{port}/");
-        assert!(
-            eventually(Duration::from_secs(10), || host.exec("web", &probe).status.success()),
-            "the container does not serve port {port}"
-        );
-    }
+    host.run_web_on_80_and_81("web", &["--network", "routed", "-p", "8080:80"], false);
     let web = host.ip_of("web");
 
     assert!(
@@ -204,27 +184,7 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
 
     // An unprotected network's container: every port of its own address answers from
     // outside, published or not, and ping; its published host port too.
-    host.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "openweb",
-        "--network",
-        "open",
-        "-p",
-        "8082:80",
-        "--",
-        "sh",
-        "-c",
-        "python3 -m http.server 81 & exec python3 -m http.server 80",
-    ]);
-    for port in [80, 81] {
-        let probe = format!("curl -sf -o /dev/null http://127.0.0.1:{port}/");
-        assert!(
-            eventually(Duration::from_secs(10), || host.exec("openweb", &probe).status.success()),
-            "the container does not serve port {port}"
-        );
-    }
+    host.run_web_on_80_and_81("openweb", &["--network", "open", "-p", "8082:80"], false);
     let openweb = host.ip_of("openweb");
     assert!(
         host.fetch_from_outside(&openweb, 81),
@@ -244,5 +204,8 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
     assert!(log.contains(UPLINK_ADDR), "the unprotected network's request was not masqueraded: {log}");
     assert!(!log.contains(&openweb), "an unprotected container's address leaked: {log}");
     let options = &host.dp_json(&["network", "inspect", "open"])[0]["Options"];
-    assert_eq!(options[ROUTED_OPTION], "nat-unprotected", "inspect does not show the gateway mode: {options}");
+    assert_eq!(
+        options[ROUTED_OPTION], "nat-unprotected",
+        "inspect does not show the gateway mode: {options}"
+    );
 }

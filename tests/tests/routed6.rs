@@ -130,27 +130,7 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
 fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_only() {
     let host = routed_host();
     // Port 80 published, port 81 served but not published.
-    host.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "routed",
-        "-p",
-        "8080:80",
-        "--",
-        "sh",
-        "-c",
-        "python3 -m http.server 81 --bind :: & exec python3 -m http.server 80 --bind ::",
-    ]);
-    for port in [80, 81] {
-        let probe = format!("curl -6 -sf -o /dev/null http://[::1]:{port}/");
-        assert!(
-            eventually(Duration::from_secs(10), || host.exec("web", &probe).status.success()),
-            "the container does not serve port {port}"
-        );
-    }
+    host.run_web_on_80_and_81("web", &["--network", "routed", "-p", "8080:80"], true);
     let web6 = ip6_of(&host, "web", "routed");
 
     assert!(
@@ -209,23 +189,7 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
 
     // An unprotected network's container: every port of its own IPv6 address answers from
     // outside, and ping; its own traffic out is masqueraded.
-    host.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "openweb",
-        "--network",
-        "open",
-        "--",
-        "python3",
-        "-m",
-        "http.server",
-        "81",
-        "--bind",
-        "::",
-    ]);
-    let probe = "curl -6 -sf -o /dev/null http://[::1]:81/";
-    assert!(eventually(Duration::from_secs(10), || host.exec("openweb", probe).status.success()));
+    host.run_web_on_80_and_81("openweb", &["--network", "open"], true);
     let openweb6 = ip6_of(&host, "openweb", "open");
     assert!(
         host.fetch_from_outside(&format!("[{openweb6}]"), 81),
@@ -242,5 +206,8 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
     assert!(log.contains(UPLINK_ADDR6), "the unprotected network's request was not masqueraded: {log}");
     assert!(!log.contains("fd00:44"), "an unprotected container's address leaked: {log}");
     let options = &host.dp_json(&["network", "inspect", "open"])[0]["Options"];
-    assert_eq!(options[ROUTED_OPTION], "nat-unprotected", "inspect does not show the gateway mode: {options}");
+    assert_eq!(
+        options[ROUTED_OPTION], "nat-unprotected",
+        "inspect does not show the gateway mode: {options}"
+    );
 }

@@ -192,14 +192,25 @@ fn from_outside_an_unprotected_container_takes_every_port_and_its_answers_leave_
     let (verdict, passed) = fx.run_uplink_xdp(&syn);
     assert_eq!((verdict, passed), (XDP_PASS, syn.clone()), "XDP leaves a new direct connection to tc");
     let (verdict, inside) = fx.run_uplink(&syn);
-    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN to an unpublished port of an unprotected container was dropped");
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "a SYN to an unpublished port of an unprotected container was dropped"
+    );
     assert_eq!(macs(&inside).0, B_MAC, "destination MAC must be the container's");
     assert_untranslated(&syn, &inside, "the SYN");
     assert_eq!((fx.count(Path::Published), fx.count(Path::DroppedUnpublished)), (1, 0));
     let flows = fx.datapath.dnat_unconfirmed().unwrap();
     assert_eq!(flows.len(), 1, "the direct connection was not tracked");
-    assert_eq!((flows[0].0.src, flows[0].0.src_port), (IpAddress::v4(B), 22u16.to_be()), "flow key: B's port");
-    assert_eq!((flows[0].0.dst, flows[0].0.dst_port), (IpAddress::v4(REMOTE), 33000u16.to_be()), "the client");
+    assert_eq!(
+        (flows[0].0.src, flows[0].0.src_port),
+        (IpAddress::v4(B), 22u16.to_be()),
+        "flow key: B's port"
+    );
+    assert_eq!(
+        (flows[0].0.dst, flows[0].0.dst_port),
+        (IpAddress::v4(REMOTE), 33000u16.to_be()),
+        "the client"
+    );
     assert_eq!(flows[0].1.host_addr, IpAddress::v4(B), "the address the client sent to: B's own");
     assert_eq!(flows[0].1.host_port, 22u16.to_be(), "the port the client sent to: B's own");
 
@@ -229,6 +240,16 @@ fn from_outside_an_unprotected_container_takes_every_port_and_its_answers_leave_
     assert_eq!(macs(&inside).0, B_MAC);
     assert_untranslated(&ping, &inside, "the echo request");
     assert_eq!((fx.count(Path::Published), fx.count(Path::RoutedIn)), (3, 1));
+    // B's echo reply, which no flow tracks, leaves as it is (its interface says so).
+    fx.datapath
+        .set_interface(LO, b_interface(InterfaceConfig::PUBLISHES | InterfaceConfig::UNPROTECTED_V4))
+        .unwrap();
+    let pong = icmp_echo(B_MAC, B, REMOTE, 9, true);
+    let (verdict, out) = fx.run(&pong);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the echo reply was not sent to the uplink");
+    assert_eq!(macs(&out), (GATEWAY_MAC, UPLINK_MAC), "the next hop's and the uplink's MACs");
+    assert_untranslated(&pong, &out, "the echo reply");
+    assert_eq!((fx.count(Path::Routed), fx.count(Path::Masqueraded)), (1, 0));
 
     // No container at the address: dropped; the gateway is the host's.
     let (verdict, _) = fx.run_uplink(&tcp_segment(GATEWAY_MAC, client, ([10, 1, 0, 77], 22), "S", 1, 0));
@@ -251,11 +272,16 @@ fn an_unprotected_networks_own_flows_out_are_masqueraded_as_nats() {
     assert_eq!(&out[26..30], &UPLINK_ADDR, "its source must be the uplink's address");
     assert_eq!((fx.count(Path::Masqueraded), fx.count(Path::Routed)), (1, 0));
     let flows = fx.datapath.conntrack_unconfirmed().unwrap();
-    assert_eq!(flows[0].1.nat_addr, IpAddress::v4(UPLINK_ADDR), "a masqueraded flow's address is the uplink's");
+    assert_eq!(
+        flows[0].1.nat_addr,
+        IpAddress::v4(UPLINK_ADDR),
+        "a masqueraded flow's address is the uplink's"
+    );
     let nat_port = flows[0].1.nat_port;
     assert_ne!(nat_port, 40000u16.to_be(), "a masqueraded flow's port is one of the range");
     // Its reply comes back to the uplink's address, translated back, not as a direct one.
-    let syn_ack = tcp_segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, u16::from_be(nat_port)), "SA", 5000, 1001);
+    let syn_ack =
+        tcp_segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, u16::from_be(nat_port)), "SA", 5000, 1001);
     let (verdict, back) = fx.run_uplink(&syn_ack);
     assert_eq!(verdict, TC_ACT_REDIRECT, "the reply was not sent back into the container");
     assert_eq!(&back[30..34], &A, "the reply's destination must be A again");

@@ -231,8 +231,10 @@ fn interface_config(
 ) -> InterfaceConfig {
     let mut flags = 0;
     let unprotected = |mode| subnet_flags(mode, net.internal) == SubnetInfo::UNPROTECTED;
-    let (unprotected_v4, unprotected_v6) =
-        (unprotected(net.bridge_options.gateway_mode_ipv4), unprotected(net.bridge_options.gateway_mode_ipv6));
+    let (unprotected_v4, unprotected_v6) = (
+        unprotected(net.bridge_options.gateway_mode_ipv4),
+        unprotected(net.bridge_options.gateway_mode_ipv6),
+    );
     // On an unprotected network, every port of the container is as if published on its
     // own address: its replies take the published ports' way back.
     if publishes || unprotected_v4 || unprotected_v6 {
@@ -458,7 +460,10 @@ mod tests {
         };
         let flags = interface_config(&net, &endpoint, false, false, 0).flags;
         assert_eq!(
-            flags & (InterfaceConfig::PUBLISHES | InterfaceConfig::UNPROTECTED_V4 | InterfaceConfig::UNPROTECTED_V6),
+            flags
+                & (InterfaceConfig::PUBLISHES
+                    | InterfaceConfig::UNPROTECTED_V4
+                    | InterfaceConfig::UNPROTECTED_V6),
             InterfaceConfig::PUBLISHES | InterfaceConfig::UNPROTECTED_V4,
             "an unprotected IPv4's container takes the published ports' way back, and sends its ICMP as it is"
         );
@@ -467,6 +472,10 @@ mod tests {
         assert_eq!(subnet_flags(GatewayMode::Nat, false), 0);
         net.internal = true;
         assert_eq!(interface_config(&net, &endpoint, false, false, 0).flags & InterfaceConfig::PUBLISHES, 0);
-        assert_eq!(subnet_flags(GatewayMode::NatUnprotected, true), 0, "nothing outside reaches an internal one");
+        assert_eq!(
+            subnet_flags(GatewayMode::NatUnprotected, true),
+            0,
+            "nothing outside reaches an internal one"
+        );
     }
 }
