@@ -66,6 +66,16 @@ fn fetch_from_outside4(host: &Host, container: &str) -> String {
     std::fs::read_to_string(host.netns_dir().parent().unwrap().join("http4.log")).unwrap_or_default()
 }
 
+/// Asserts that `container`'s HTTP server logged a request from the external namespace's
+/// own address: nothing translated the client on the way in.
+fn assert_saw_the_client(host: &Host, container: &str) {
+    assert!(
+        eventually(Duration::from_secs(3), || host.container_log(container).contains(EXTERNAL_ADDR)),
+        "{container} did not see the client's own address: {}",
+        host.container_log(container)
+    );
+}
+
 #[test]
 fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
     let host = routed_host();
@@ -134,11 +144,7 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
         host.fetch_from_outside(&web, 80),
         "the published container port is unreachable on the container's own address"
     );
-    assert!(
-        eventually(Duration::from_secs(3), || host.container_log("web").contains(EXTERNAL_ADDR)),
-        "the container did not see the client's own address: {}",
-        host.container_log("web")
-    );
+    assert_saw_the_client(&host, "web");
     let dropped = host.counter("dropped_unpublished");
     assert!(!host.fetch_from_outside(&web, 81), "an unpublished port was reachable from outside");
     assert!(
@@ -190,11 +196,7 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
         host.fetch_from_outside(&openweb, 81),
         "an unprotected container's unpublished port is unreachable by route"
     );
-    assert!(
-        eventually(Duration::from_secs(3), || host.container_log("openweb").contains(EXTERNAL_ADDR)),
-        "the container did not see the client's own address: {}",
-        host.container_log("openweb")
-    );
+    assert_saw_the_client(&host, "openweb");
     assert!(host.fetch_from_outside(&openweb, 80), "its published container port is unreachable by route");
     assert!(host.fetch_from_outside(UPLINK_ADDR, 8082), "its published host port failed");
     let ping = host.external_command("ping").args(["-c", "1", "-W", "2", &openweb]).output().unwrap();
