@@ -58,6 +58,94 @@ fn create_overlay(on: &Host, others: &[&Host], name: &str, subnet: &str) {
     }
 }
 
+/// A python3 script that reads the VXLAN frames (UDP to port 4789, either way) on the
+/// host namespace's underlay link `ul0` for up to 8 s, at most `argv[1]` of them, and
+/// prints a line per frame: its direction, the outer UDP checksum field (hex), whether
+/// that checksum holds (`none` when zero: "no checksum" over IPv4), whether the outer
+/// IPv4 header's checksum holds, and the inner packet's family with whether its own
+/// checksums (IPv4 header and ICMP, or ICMPv6) hold.
+const OUTER_HEADERS: &str = r#"
+import socket, struct, sys, time
+def fold(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+def holds(data):
+    return "ok" if fold(data) == 0xFFFF else "bad"
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind(("ul0", 0))
+s.settimeout(0.5)
+wanted, deadline = int(sys.argv[1]), time.time() + 8
+while wanted and time.time() < deadline:
+    try:
+        frame, where = s.recvfrom(65535)
+    except socket.timeout:
+        continue
+    if frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        continue
+    ip = frame[14:14 + (frame[14] & 15) * 4]
+    udp = frame[14 + len(ip):14 + struct.unpack("!H", ip[2:4])[0]]
+    if struct.unpack("!H", udp[2:4])[0] != 4789:
+        continue
+    check = struct.unpack("!H", udp[6:8])[0]
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp))
+    udp_holds = "none" if check == 0 else holds(pseudo + udp)
+    inner = udp[16:]
+    if inner[12:14] == b"\x08\x00":
+        inner_ip = inner[14:14 + (inner[14] & 15) * 4]
+        payload = inner[14 + len(inner_ip):14 + struct.unpack("!H", inner_ip[2:4])[0]]
+        icmp = holds(payload) if inner_ip[9] == 1 else "-"
+        family = "ipv4 header=%s icmp=%s" % (holds(inner_ip), icmp)
+    elif inner[12:14] == b"\x86\xdd":
+        inner_ip = inner[14:54]
+        payload = inner[54:54 + struct.unpack("!H", inner_ip[4:6])[0]]
+        pseudo6 = inner_ip[8:40] + struct.pack("!I3xB", len(payload), 58)
+        family = "ipv6 icmp=%s" % (holds(pseudo6 + payload) if inner_ip[6] == 58 else "-")
+    else:
+        family = "ethertype=%s" % inner[12:14].hex()
+    way = "out" if where[2] == socket.PACKET_OUTGOING else "in"
+    print("%s udp_checksum=%04x udp=%s outer_ipv4=%s inner=%s" % (way, check, udp_holds, holds(ip), family), flush=True)
+    wanted -= 1
+"#;
+
+/// The VXLAN frames `host`'s underlay link carries while `traffic` runs (`OUTER_HEADERS`'s
+/// lines, at most `count`): the tunnel's outer headers as they go on the wire.
+fn outer_headers(host: &Host, count: u32, traffic: impl FnOnce()) -> Vec<String> {
+    let out = thread::scope(|scope| {
+        let capture =
+            scope.spawn(|| host.command("python3").args(["-c", OUTER_HEADERS, &count.to_string()]).output());
+        // python's start; the capture reads whatever comes after for 8 s.
+        thread::sleep(Duration::from_secs(1));
+        traffic();
+        capture.join().unwrap().unwrap()
+    });
+    assert!(out.status.success(), "capturing on the underlay: {out:?}");
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// Asserts the tunnel's choice of outer UDP checksum on frames `outer_headers` saw, both
+/// ways between two hosts: zero ("no checksum", valid over IPv4), the outer IPv4 header's
+/// checksum valid, and the inner packet's checksums (`inner`'s words) intact.
+fn assert_outer_udp_checksum_is_zero(frames: &[String], inner: &str) {
+    for way in ["out", "in"] {
+        assert!(
+            frames.iter().any(|f| f.starts_with(&format!("{way} "))),
+            "no VXLAN frame went {way} on the underlay: {frames:#?}"
+        );
+    }
+    for frame in frames {
+        assert!(
+            frame.contains(" udp_checksum=0000 udp=none "),
+            "the outer UDP checksum is not the zero we send over IPv4: {frame}"
+        );
+        assert!(frame.contains(" outer_ipv4=ok "), "the outer IPv4 header's checksum is wrong: {frame}");
+        assert!(frame.contains(inner), "the inner packet's checksums ({inner}) did not hold: {frame}");
+    }
+}
+
 #[test]
 fn containers_on_two_hosts_ping_and_curl_each_other_by_name_through_the_tunnel() {
     let cluster = Cluster::start(2, 30);
@@ -93,6 +181,17 @@ fn containers_on_two_hosts_ping_and_curl_each_other_by_name_through_the_tunnel()
     assert!(full.status.success(), "a full-MTU packet does not cross: {full:?}");
     let vnis = cluster.underlay.keys("/dataplane/vnis/");
     assert_eq!(vnis, ["/dataplane/vnis/4096"], "the network's VNI is held in the store");
+
+    // The outer headers on the wire: A's requests out, B's replies in.
+    let frames = outer_headers(a, 4, || {
+        let ping = a.exec("web", "ping -c 2 -i 0.2 -W 2 client");
+        assert!(ping.status.success(), "web (on A) cannot ping client (on B): {ping:?}");
+    });
+    assert_outer_udp_checksum_is_zero(&frames, "inner=ipv4 header=ok icmp=ok");
+    let device = a.sh_ok("ip -d link show dev dp-vxlan");
+    for setting in [" external ", " noudpcsum ", " noudp6zerocsumtx ", " noudp6zerocsumrx "] {
+        assert!(device.contains(setting), "the tunnel device is not{setting}: {device}");
+    }
 }
 
 #[test]
@@ -829,6 +928,12 @@ fn containers_on_two_hosts_reach_each_other_over_ipv6_by_name_on_a_dual_stack_ov
     // encapsulated over the IPv4 underlay, exactly its 1500.
     let full = b.exec("client", "ping -6 -c 1 -W 2 -M do -s 1402 web");
     assert!(full.status.success(), "a full-MTU IPv6 packet does not cross: {full:?}");
+    // IPv6 inside crosses the IPv4 underlay with the same outer checksum as IPv4.
+    let frames = outer_headers(b, 4, || {
+        let ping = b.exec("client", "ping -6 -c 2 -i 0.2 -W 2 web");
+        assert!(ping.status.success(), "client (on B) cannot ping -6 web (on A): {ping:?}");
+    });
+    assert_outer_udp_checksum_is_zero(&frames, "inner=ipv6 icmp=ok");
     // Neighbour discovery for web was answered on B, with web's MAC: no solicitation crossed.
     let neighbours =
         String::from_utf8_lossy(&b.exec("client", &format!("ip -6 neigh show {web6}")).stdout).to_string();
