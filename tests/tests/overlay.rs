@@ -6,7 +6,7 @@
 use std::{collections::BTreeSet, thread, time::Duration};
 
 use dataplane_tests::{
-    EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually,
+    EXTERNAL_ADDR, EXTERNAL_ADDR6, Host, UPLINK_ADDR, UPLINK_ADDR6, eventually,
     hosts::{Cluster, Uplink},
 };
 
@@ -212,11 +212,22 @@ fn two_overlay_networks_stay_apart_across_hosts() {
     assert_eq!(cluster.underlay.keys("/dataplane/vnis/").len(), 2, "one VNI per network");
 }
 
+/// Gives `host`'s uplink and its external namespace global IPv6 addresses, and the host a
+/// default route over them (as `Host::start_with_ipv6_uplink`, on a running daemon).
+fn add_ipv6_uplink(host: &Host) {
+    host.sh_ok(&format!(
+        "ip addr add {UPLINK_ADDR6}/64 dev up0 nodad && ip -6 route add default via {EXTERNAL_ADDR6}"
+    ));
+    host.external_sh_ok(&format!("ip addr add {EXTERNAL_ADDR6}/64 dev eth0 nodad"));
+}
+
 #[test]
 fn an_overlay_container_reaches_the_outside_through_its_own_hosts_uplink() {
     let cluster = Cluster::start_with(2, 30, &[], Uplink::External);
     let [a, b] = &cluster.hosts[..] else { unreachable!() };
-    create_overlay(a, &[b], "prod", SUBNET);
+    // Dual stack: IPv4 is masqueraded out of the uplink, IPv6 translated by NAT66.
+    create_overlay_with(a, &[b], "prod", &["--subnet", SUBNET, "--ipv6", "--subnet", "fd00:204::/64"]);
+    add_ipv6_uplink(b);
     b.run_sleeper("client", &["--network", "prod"]);
     let _http =
         b.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
@@ -224,7 +235,22 @@ fn an_overlay_container_reaches_the_outside_through_its_own_hosts_uplink() {
     assert!(fetched.status.success(), "client (prod, on B) cannot reach the outside: {fetched:?}");
     let log = std::fs::read_to_string(b.dir.join("http.log")).unwrap();
     assert!(log.contains(UPLINK_ADDR), "the outside saw another source than B's uplink: {log}");
-    assert!(b.counter("masqueraded") > 0, "B's programs did not masquerade the overlay container");
+    let masqueraded = b.counter("masqueraded");
+    assert!(masqueraded > 0, "B's programs did not masquerade the overlay container");
+
+    let log6 = b.fetch_from_outside6("client");
+    assert!(
+        log6.contains(UPLINK_ADDR6),
+        "over IPv6 the outside saw another source than B's uplink: {log6:?}\nB:\n{}",
+        b.daemon_log()
+    );
+    assert!(!log6.contains("fd00:204"), "the overlay container's IPv6 address leaked: {log6}");
+    let flows = b.dp_ok(&["conntrack", "ls"]);
+    assert!(
+        flows.lines().any(|l| l.contains("tcp") && l.contains(UPLINK_ADDR6)),
+        "no NAT66 flow of the overlay container in B's table:\n{flows}"
+    );
+    assert!(b.counter("masqueraded") > masqueraded, "B's programs did not translate the IPv6 flow");
 }
 
 #[test]
@@ -711,17 +737,29 @@ fn a_host_cut_from_etcd_while_history_is_compacted_converges_from_a_fresh_snapsh
 fn an_internal_overlay_network_joins_containers_across_hosts_and_reaches_nothing_outside() {
     let cluster = Cluster::start_with(2, 30, &[], Uplink::External);
     let [a, b] = &cluster.hosts[..] else { unreachable!() };
-    a.dp_ok(&["network", "create", "-d", "overlay", "--internal", "--subnet", SUBNET, "vault"]);
-    assert!(eventually(Duration::from_secs(10), || lists(b, "vault overlay global")), "B never saw vault");
+    // Dual stack, and an outside that IPv6 could reach (NAT66) were the network not internal.
+    let args = ["--internal", "--subnet", SUBNET, "--ipv6", "--subnet", "fd00:205::/64"];
+    create_overlay_with(a, &[b], "vault", &args);
+    add_ipv6_uplink(a);
+    add_ipv6_uplink(b);
     assert_eq!(b.dp_json(&["network", "inspect", "vault"])[0]["Internal"], true, "B's vault is not internal");
     a.run_sleeper("db", &["--network", "vault"]);
     b.run_sleeper("app", &["--network", "vault"]);
     assert!(comes_through(b, "app", "db"), "app (on B) cannot reach db (on A) on an internal overlay");
     assert!(pings(a, "db", "app"), "db (on A) cannot reach app (on B) on an internal overlay");
+    assert!(
+        eventually(Duration::from_secs(10), || pings6(b, "app", "db")),
+        "app (on B) cannot ping -6 db (on A) on an internal overlay"
+    );
+    assert!(pings6(a, "db", "app"), "db (on A) cannot ping -6 app (on B) on an internal overlay");
     let _http =
         b.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
     let _http_a =
         a.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
+    let _http6 =
+        b.external_server("python3", &["-m", "http.server", "8086", "--bind", EXTERNAL_ADDR6], "http6.log");
+    let _http6_a =
+        a.external_server("python3", &["-m", "http.server", "8086", "--bind", EXTERNAL_ADDR6], "http6.log");
     // The host's own addresses are not outside (as on Docker's internal networks, whose
     // rules filter what is forwarded, not what is for the host); what would be routed
     // out of it is.
@@ -734,8 +772,20 @@ fn an_internal_overlay_network_joins_containers_across_hosts_and_reaches_nothing
             !pings(host, container, EXTERNAL_ADDR),
             "{container} (internal, on {label}) pings the outside"
         );
-        assert_eq!(host.counter("masqueraded"), 0, "host {label} masqueraded an internal container");
         assert!(host.counter("dropped_internal") > dropped, "host {label} did not drop as internal");
+        let dropped = host.counter("dropped_internal");
+        let fetched =
+            host.exec(container, &format!("curl -6 -sf -m 3 -o /dev/null http://[{EXTERNAL_ADDR6}]:8086/"));
+        assert!(
+            !fetched.status.success(),
+            "{container} (internal, on {label}) reaches the outside over IPv6"
+        );
+        assert!(
+            !pings6(host, container, EXTERNAL_ADDR6),
+            "{container} (internal, on {label}) pings the outside over IPv6"
+        );
+        assert!(host.counter("dropped_internal") > dropped, "host {label} did not drop IPv6 as internal");
+        assert_eq!(host.counter("masqueraded"), 0, "host {label} masqueraded an internal container");
     }
     // The other host, on the underlay, is outside too.
     let dropped = b.counter("dropped_internal");
