@@ -799,14 +799,31 @@ const GENUINE: u16 = 7770;
 const FOREIGN_SOURCE: u16 = 7771;
 const UNKNOWN_VNI: u16 = 7772;
 const NOT_A_HOST: u16 = 7773;
+const OVER_IPV6: u16 = 7774;
+const OVER_IPV6_WITHOUT_CHECKSUM: u16 = 7775;
 
 /// A python3 script that sends VXLAN frames from a raw socket (any outer source) to
 /// `to`'s port 4789: per line of `frames`, three frames of (outer source, VNI, inner
-/// source, inner UDP destination port), each an IPv4/UDP packet for `dst_ip` at `dst_mac`.
-fn vxlan_sender(to: &str, dst_mac: &str, dst_ip: &str, frames: &[(&str, u32, &str, u16)]) -> String {
+/// source, inner UDP destination port), each an IPv4/UDP packet for `dst_ip` at `dst_mac`;
+/// then per line of `frames6`, three such frames (VNI, inner source, port, whether the
+/// outer UDP checksum is zero) over IPv6 to `to6` (an address with its zone): from a UDP
+/// socket, which computes the checksum, or a raw one, which leaves it zero.
+fn vxlan_sender(
+    (to, to6): (&str, &str),
+    dst_mac: &str,
+    dst_ip: &str,
+    frames: &[(&str, u32, &str, u16)],
+    frames6: &[(u32, &str, u16, bool)],
+) -> String {
     let frames: Vec<String> = frames
         .iter()
         .map(|(outer, vni, inner, port)| format!("({outer:?}, {vni}, {inner:?}, {port})"))
+        .collect();
+    let frames6: Vec<String> = frames6
+        .iter()
+        .map(|(vni, inner, port, zero)| {
+            format!("({vni}, {inner:?}, {port}, {})", if *zero { "True" } else { "False" })
+        })
         .collect();
     format!(
         r#"
@@ -832,8 +849,20 @@ for outer, vni, inner, port in [{frames}]:
     for _ in range(3):
         s.sendto(ipv4(outer, to, udp(40001, 4789, vxlan)), (to, 0))
         time.sleep(0.05)
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+raw6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_UDP)
+for vni, inner, port, zero in [{frames6}]:
+    eth = mac + bytes.fromhex('02aabbccdd01') + b'\x08\x00'
+    vxlan = struct.pack('!II', 0x08000000, vni << 8) + eth + ipv4(inner, {dst_ip:?}, udp(40000, port, b'forged'))
+    for _ in range(3):
+        if zero:
+            raw6.sendto(udp(40002, 4789, vxlan), ({to6:?}, 0))
+        else:
+            s6.sendto(vxlan, ({to6:?}, 4789))
+        time.sleep(0.05)
 "#,
-        frames = frames.join(", ")
+        frames = frames.join(", "),
+        frames6 = frames6.join(", ")
     )
 }
 
@@ -851,8 +880,11 @@ fn forged_vxlan_frames_are_dropped_and_never_delivered() {
     let mac =
         link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).expect("client's MAC").to_string();
     let (host_a, host_b) = ("198.51.100.11", "198.51.100.12");
+    let link_local = b.sh_ok("ip -6 -o addr show dev ul0 scope link");
+    let link_local = link_local.split_whitespace().nth(3).expect("B's link-local address on ul0");
+    let host_b6 = format!("{}%br0", link_local.split('/').next().unwrap());
     let script = vxlan_sender(
-        host_b,
+        (host_b, &host_b6),
         &mac,
         &client,
         &[
@@ -867,11 +899,22 @@ fn forged_vxlan_frames_are_dropped_and_never_delivered() {
             // the store (the underlay's own).
             (dataplane_tests::hosts::ETCD_ADDR, 4096, &api, NOT_A_HOST),
         ],
+        // The genuine frame over an IPv6 underlay, to B's link-local address on it: the
+        // device takes it (its checksum is valid), the programs do not (their tunnel keys
+        // are IPv4 only: an IPv6 sender is no host of the store).
+        // Over IPv6 without a checksum, the kernel drops it before the programs see it:
+        // the device is not made to take zero checksums over IPv6 (udp6zerocsumrx).
+        &[(4096, &api, OVER_IPV6, false), (4096, &api, OVER_IPV6_WITHOUT_CHECKSUM, true)],
     );
-    let dropped = b.counter("dropped_tunnel");
+    let checksum_errors = || {
+        let snmp6 = b.sh_ok("cat /proc/net/snmp6");
+        let line = snmp6.lines().find(|l| l.starts_with("Udp6InCsumErrors")).expect("Udp6InCsumErrors");
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let (dropped, checksum_errors_before) = (b.counter("dropped_tunnel"), checksum_errors());
     let capture = thread::scope(|s| {
         let capture =
-            s.spawn(|| b.exec("client", "timeout 6 tcpdump -l -n -i eth0 udp dst portrange 7770-7773 2>&1"));
+            s.spawn(|| b.exec("client", "timeout 6 tcpdump -l -n -i eth0 udp dst portrange 7770-7775 2>&1"));
         thread::sleep(Duration::from_secs(2));
         cluster.underlay.sh_ok(&format!("python3 -c '{}'", script.replace('\'', "'\\''")));
         capture.join().unwrap()
@@ -883,11 +926,18 @@ fn forged_vxlan_frames_are_dropped_and_never_delivered() {
         (FOREIGN_SOURCE, "an inner source the sending host has no endpoint at"),
         (UNKNOWN_VNI, "an unknown VNI"),
         (NOT_A_HOST, "an outer source that is no host of the store"),
+        (OVER_IPV6, "an IPv6 underlay"),
+        (OVER_IPV6_WITHOUT_CHECKSUM, "an IPv6 underlay and no UDP checksum"),
     ] {
         assert_eq!(delivered(port), 0, "a frame with {what} reached the container:\n{seen}");
     }
     let dropped = b.counter("dropped_tunnel") - dropped;
-    assert_eq!(dropped, 9, "B's tunnel should have dropped the 9 forged frames, dropped {dropped}");
+    assert_eq!(dropped, 12, "B's tunnel should have dropped the 12 forged frames, dropped {dropped}");
+    assert_eq!(
+        checksum_errors() - checksum_errors_before,
+        3,
+        "B's kernel did not refuse the 3 frames over IPv6 with a zero UDP checksum"
+    );
 }
 
 /// A container's IPv6 address on its (only) network, as inspect shows it.
