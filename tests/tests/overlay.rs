@@ -774,16 +774,15 @@ fn an_internal_overlay_network_joins_containers_across_hosts_and_reaches_nothing
         );
         assert!(host.counter("dropped_internal") > dropped, "host {label} did not drop as internal");
         let dropped = host.counter("dropped_internal");
+        // What is dropped is answered by nothing: short waits (CI's time).
         let fetched =
-            host.exec(container, &format!("curl -6 -sf -m 3 -o /dev/null http://[{EXTERNAL_ADDR6}]:8086/"));
+            host.exec(container, &format!("curl -6 -sf -m 2 -o /dev/null http://[{EXTERNAL_ADDR6}]:8086/"));
         assert!(
             !fetched.status.success(),
             "{container} (internal, on {label}) reaches the outside over IPv6"
         );
-        assert!(
-            !pings6(host, container, EXTERNAL_ADDR6),
-            "{container} (internal, on {label}) pings the outside over IPv6"
-        );
+        let pinged = host.exec(container, &format!("ping -6 -c 1 -W 1 {EXTERNAL_ADDR6}"));
+        assert!(!pinged.status.success(), "{container} (internal, on {label}) pings the outside over IPv6");
         assert!(host.counter("dropped_internal") > dropped, "host {label} did not drop IPv6 as internal");
         assert_eq!(host.counter("masqueraded"), 0, "host {label} masqueraded an internal container");
     }
