@@ -261,14 +261,48 @@ impl CounterSlots {
     }
 }
 
-/// Loads the tc program `name` and pins it in `programs_dir`, where its run counts are
-/// read (the pin of an earlier run names the old program and is replaced).
+/// Loads those of the programs `names` that are not loaded yet, each on a thread of its
+/// own: the verifier runs in the loading thread, seconds for the larger programs, so
+/// programs are verified side by side on as many cores as are free.
+fn load_side_by_side(ebpf: &mut Ebpf, names: &[&str]) -> Result<()> {
+    for name in names {
+        ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?;
+    }
+    std::thread::scope(|scope| {
+        let loads: Vec<_> = ebpf
+            .programs_mut()
+            .filter(|(name, program)| names.contains(name) && program.fd().is_err())
+            .map(|(name, program)| scope.spawn(move || load_program(name, program)))
+            .collect();
+        loads
+            .into_iter()
+            .try_for_each(|load| load.join().map_err(|_| anyhow!("a loading thread panicked"))?)
+    })
+}
+
+fn load_program(name: &str, program: &mut aya::programs::Program) -> Result<()> {
+    let loaded = match program {
+        aya::programs::Program::SchedClassifier(program) => program.load(),
+        aya::programs::Program::Xdp(program) => program.load(),
+        aya::programs::Program::CgroupSockAddr(program) => program.load(),
+        _ => return Err(anyhow!("{name} is of a kind of program the daemon does not load")),
+    };
+    loaded.with_context(|| format!("the verifier refused {name}"))
+}
+
+/// Loads the tc program `name` (unless it is loaded) and pins it in `programs_dir`, where
+/// its run counts are read (the pin of an earlier run names the old program and is
+/// replaced).
 fn load_classifier(ebpf: &mut Ebpf, name: &str, programs_dir: &Path) -> Result<()> {
+    load_side_by_side(ebpf, &[name])?;
+    pin_classifier(ebpf, name, programs_dir)
+}
+
+fn pin_classifier(ebpf: &mut Ebpf, name: &str, programs_dir: &Path) -> Result<()> {
     let program: &mut SchedClassifier = ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the object"))?
         .try_into()?;
-    program.load().with_context(|| format!("the verifier refused {name}"))?;
     let pin = programs_dir.join(name);
     let _ = fs::remove_file(&pin);
     program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))
@@ -280,12 +314,14 @@ impl Datapath {
     /// earlier run keep their size; resizing means removing them), a monitor ring
     /// buffer of `monitor_ring_size` bytes (`check_ring_size`), and the programs'
     /// diagnostic messages built up to the level `kernel_log` (the verifier leaves the
-    /// more detailed ones out).
+    /// more detailed ones out). The programs `also` (the uplink's, of those loaded on first
+    /// use) are loaded with the others, side by side.
     pub fn load(
         bpffs: &Path,
         conntrack_size: u32,
         monitor_ring_size: u32,
         kernel_log: log::LevelFilter,
+        also: &[&str],
     ) -> Result<Self> {
         ensure_bpffs(bpffs)?;
         let maps_dir = bpffs.join("maps");
@@ -329,15 +365,16 @@ impl Datapath {
         // The uplink's programs (`from_uplink`, `from_uplink_v6`, `uplink_xdp`) wait until
         // an uplink takes them: the verifier takes seconds over each, and a host without
         // an uplink, or without XDP on it, never needs them.
-        for name in [program_names::FROM_CONTAINER, program_names::FROM_TUNNEL] {
-            load_classifier(&mut ebpf, name, &programs_dir)?;
-        }
-        for name in program_names::HOST_HOOKS {
-            let program: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
-                .try_into()?;
-            program.load().with_context(|| format!("the verifier refused {name}"))?;
+        let at_start: Vec<&str> = [program_names::FROM_CONTAINER, program_names::FROM_TUNNEL]
+            .into_iter()
+            .chain(program_names::HOST_HOOKS)
+            .chain(also.iter().copied())
+            .collect();
+        load_side_by_side(&mut ebpf, &at_start)?;
+        for name in at_start {
+            if matches!(ebpf.program(name), Some(aya::programs::Program::SchedClassifier(_))) {
+                pin_classifier(&mut ebpf, name, &programs_dir)?;
+            }
         }
         Ok(Self {
             ebpf,
@@ -441,15 +478,8 @@ impl Datapath {
     /// tail-call array `slots`; without `wanted`, empties the slot.
     fn serve_behind_uplink(&mut self, name: &str, slots: &str, wanted: bool) -> Result<()> {
         let fd = if wanted {
-            let program = self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?;
-            if program.fd().is_err() {
-                let loaded = match program {
-                    aya::programs::Program::SchedClassifier(program) => program.load(),
-                    aya::programs::Program::Xdp(program) => program.load(),
-                    _ => return Err(anyhow!("{name} is neither a tc nor an XDP program")),
-                };
-                loaded.with_context(|| format!("the verifier refused {name}"))?;
-            }
+            load_side_by_side(&mut self.ebpf, &[name])?;
+            let program = self.ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?;
             Some(program.fd()?.try_clone()?)
         } else {
             None
@@ -578,10 +608,8 @@ impl Datapath {
             self.uplink_xdp = false;
             return Ok(false);
         }
+        load_side_by_side(&mut self.ebpf, &[program_names::UPLINK_XDP])?;
         let program = self.xdp_named(program_names::UPLINK_XDP)?;
-        if program.fd().is_err() {
-            program.load().with_context(|| format!("the verifier refused {}", program_names::UPLINK_XDP))?;
-        }
         let id = match earlier {
             Some(earlier) => {
                 let link = XdpLink::try_from(
@@ -635,12 +663,9 @@ impl Datapath {
     /// networks (packet tests and the bench run it alone).
     pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
         let name = program_names::UPLINK_XDP;
+        load_side_by_side(&mut self.ebpf, &[name, program_names::UPLINK_XDP_V6])?;
         self.serve_behind_uplink(program_names::UPLINK_XDP_V6, map_names::UPLINK_XDP_V6, true)?;
-        let program = self.xdp_named(name)?;
-        if program.fd().is_err() {
-            program.load().with_context(|| format!("the verifier refused {name}"))?;
-        }
-        Ok(program)
+        self.xdp_named(name)
     }
 
     /// The XDP program `name` of the object, loaded or not (`xdp_program` loads both).
@@ -652,7 +677,15 @@ impl Datapath {
     /// whatever the networks (packet tests and the bench run them alone; the daemon's
     /// uplink takes what its networks need: `serve_networks_on_uplink`).
     pub fn load_uplink_programs(&mut self) -> Result<()> {
-        self.program_named(program_names::FROM_UPLINK)?;
+        let name = program_names::FROM_UPLINK;
+        let fresh = self.ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?.fd().is_err();
+        load_side_by_side(
+            &mut self.ebpf,
+            &[name, program_names::FROM_UPLINK_V6, program_names::FROM_UPLINK_ROUTED],
+        )?;
+        if fresh {
+            pin_classifier(&mut self.ebpf, name, &self.programs_dir)?;
+        }
         self.serve_behind_uplink(program_names::FROM_UPLINK_V6, map_names::UPLINK_V6, true)?;
         self.serve_behind_uplink(program_names::FROM_UPLINK_ROUTED, map_names::UPLINK_ROUTED, true)
     }
