@@ -70,6 +70,9 @@ enum Only {
     /// Scenario 11, containers on two hosts over VXLAN (`overlay::measure`), ours against
     /// Docker's overlay way and a raw VXLAN pair, then our convergence.
     Overlay,
+    /// Scenario 6's set-up and removal through the CLI (`measure_control_plane`), ours
+    /// against the reference's iproute2 steps.
+    ControlPlane,
     /// Scenario 2 over IPv6 (DNAT66): UDP packets/s from outside to a port published on
     /// IPv6, ours against both netfilter peers and the raw IPv6 veth pair, interleaved; and
     /// DNAT66's cost per packet in tc and XDP (`measure_published6`).
@@ -943,6 +946,10 @@ fn main() -> Result<()> {
         }
         Some(Only::Flood) => {
             let records = flood::measure(&tools, &host, &sides, options.rounds)?;
+            return write_report(&records, &options);
+        }
+        Some(Only::ControlPlane) => {
+            let records = measure_control_plane(&host, &tag, if options.quick { 10 } else { 100 })?;
             return write_report(&records, &options);
         }
         Some(Only::Published6) => {
