@@ -222,6 +222,9 @@ pub struct Datapath {
     links_dir: std::path::PathBuf,
     /// `uplink_xdp` runs on the uplink: publishing containers should take XDP frames.
     uplink_xdp: bool,
+    /// `from_uplink` runs on an uplink: the programs behind it follow the networks
+    /// (`serve_networks_on_uplink`).
+    uplink_attached: bool,
     /// Where the tc programs are pinned (their run counts are read there).
     programs_dir: std::path::PathBuf,
     /// Which endpoint counts in which slot of ENDPOINT_COUNTERS, by host-side veth.
@@ -258,14 +261,48 @@ impl CounterSlots {
     }
 }
 
-/// Loads the tc program `name` and pins it in `programs_dir`, where its run counts are
-/// read (the pin of an earlier run names the old program and is replaced).
+/// Loads those of the programs `names` that are not loaded yet, each on a thread of its
+/// own: the verifier runs in the loading thread, seconds for the larger programs, so
+/// programs are verified side by side on as many cores as are free.
+fn load_side_by_side(ebpf: &mut Ebpf, names: &[&str]) -> Result<()> {
+    for name in names {
+        ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?;
+    }
+    std::thread::scope(|scope| {
+        let loads: Vec<_> = ebpf
+            .programs_mut()
+            .filter(|(name, program)| names.contains(name) && program.fd().is_err())
+            .map(|(name, program)| scope.spawn(move || load_program(name, program)))
+            .collect();
+        loads
+            .into_iter()
+            .try_for_each(|load| load.join().map_err(|_| anyhow!("a loading thread panicked"))?)
+    })
+}
+
+fn load_program(name: &str, program: &mut aya::programs::Program) -> Result<()> {
+    let loaded = match program {
+        aya::programs::Program::SchedClassifier(program) => program.load(),
+        aya::programs::Program::Xdp(program) => program.load(),
+        aya::programs::Program::CgroupSockAddr(program) => program.load(),
+        _ => return Err(anyhow!("{name} is of a kind of program the daemon does not load")),
+    };
+    loaded.with_context(|| format!("the verifier refused {name}"))
+}
+
+/// Loads the tc program `name` (unless it is loaded) and pins it in `programs_dir`, where
+/// its run counts are read (the pin of an earlier run names the old program and is
+/// replaced).
 fn load_classifier(ebpf: &mut Ebpf, name: &str, programs_dir: &Path) -> Result<()> {
+    load_side_by_side(ebpf, &[name])?;
+    pin_classifier(ebpf, name, programs_dir)
+}
+
+fn pin_classifier(ebpf: &mut Ebpf, name: &str, programs_dir: &Path) -> Result<()> {
     let program: &mut SchedClassifier = ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the object"))?
         .try_into()?;
-    program.load().with_context(|| format!("the verifier refused {name}"))?;
     let pin = programs_dir.join(name);
     let _ = fs::remove_file(&pin);
     program.pin(&pin).with_context(|| format!("pinning program at {}", pin.display()))
@@ -277,12 +314,14 @@ impl Datapath {
     /// earlier run keep their size; resizing means removing them), a monitor ring
     /// buffer of `monitor_ring_size` bytes (`check_ring_size`), and the programs'
     /// diagnostic messages built up to the level `kernel_log` (the verifier leaves the
-    /// more detailed ones out).
+    /// more detailed ones out). The programs `also` (the uplink's, of those loaded on first
+    /// use) are loaded with the others, side by side.
     pub fn load(
         bpffs: &Path,
         conntrack_size: u32,
         monitor_ring_size: u32,
         kernel_log: log::LevelFilter,
+        also: &[&str],
     ) -> Result<Self> {
         ensure_bpffs(bpffs)?;
         let maps_dir = bpffs.join("maps");
@@ -326,15 +365,16 @@ impl Datapath {
         // The uplink's programs (`from_uplink`, `from_uplink_v6`, `uplink_xdp`) wait until
         // an uplink takes them: the verifier takes seconds over each, and a host without
         // an uplink, or without XDP on it, never needs them.
-        for name in [program_names::FROM_CONTAINER, program_names::FROM_TUNNEL] {
-            load_classifier(&mut ebpf, name, &programs_dir)?;
-        }
-        for name in program_names::HOST_HOOKS {
-            let program: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
-                .try_into()?;
-            program.load().with_context(|| format!("the verifier refused {name}"))?;
+        let at_start: Vec<&str> = [program_names::FROM_CONTAINER, program_names::FROM_TUNNEL]
+            .into_iter()
+            .chain(program_names::HOST_HOOKS)
+            .chain(also.iter().copied())
+            .collect();
+        load_side_by_side(&mut ebpf, &at_start)?;
+        for name in at_start {
+            if matches!(ebpf.program(name), Some(aya::programs::Program::SchedClassifier(_))) {
+                pin_classifier(&mut ebpf, name, &programs_dir)?;
+            }
         }
         Ok(Self {
             ebpf,
@@ -343,6 +383,7 @@ impl Datapath {
             cgroup_links: vec![],
             links_dir,
             uplink_xdp: false,
+            uplink_attached: false,
             counter_slots: CounterSlots::default(),
         })
     }
@@ -377,11 +418,16 @@ impl Datapath {
         self.program_named(program_names::FROM_CONTAINER)
     }
 
-    /// The tc program `name`; the uplink's are loaded on first use.
+    /// The tc program `name`; the uplink's are loaded on first use (`from_uplink` alone,
+    /// the others with everything behind it: `load_uplink_programs`).
     pub fn program_named(&mut self, name: &str) -> Result<&mut SchedClassifier> {
-        if [program_names::FROM_UPLINK, program_names::FROM_UPLINK_V6, program_names::FROM_UPLINK_ROUTED]
-            .contains(&name)
-        {
+        if name == program_names::FROM_UPLINK {
+            let program: &mut SchedClassifier =
+                self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
+            if program.fd().is_err() {
+                load_classifier(&mut self.ebpf, name, &self.programs_dir)?;
+            }
+        } else if [program_names::FROM_UPLINK_V6, program_names::FROM_UPLINK_ROUTED].contains(&name) {
             self.load_uplink_programs()?;
         }
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
@@ -398,7 +444,59 @@ impl Datapath {
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
         // Already there after a restart: the attach below says so if it is missing.
         let _ = aya::programs::tc::qdisc_add_clsact(ifname);
-        self.attach_filter(program_names::FROM_UPLINK, ifname)
+        self.attach_filter(program_names::FROM_UPLINK, ifname)?;
+        self.uplink_attached = true;
+        self.serve_networks_on_uplink()
+    }
+
+    /// Puts behind the uplink's programs, by tail call, those the networks in SUBNETS
+    /// need, and takes out those none needs: `from_uplink_v6` (and `uplink_xdp_v6` where
+    /// XDP runs) for IPv6 subnets, `from_uplink_routed` for routed IPv4 ones. The verifier
+    /// takes seconds over each, which a host without such networks never pays; an empty
+    /// slot leaves that traffic to the host, which is all there is for it then. At a
+    /// start, SUBNETS still holds the earlier run's networks, so that their flows keep
+    /// their programs while the state is restored.
+    fn serve_networks_on_uplink(&mut self) -> Result<()> {
+        if !self.uplink_attached {
+            return Ok(());
+        }
+        let (mut ipv6, mut routed_ipv4) = (false, false);
+        for entry in self.subnets()?.iter() {
+            let (key, info) = entry.context("reading SUBNETS")?;
+            let family = key.data().family;
+            ipv6 |= family == u32::from(dataplane_common::AF_INET6);
+            routed_ipv4 |=
+                family == u32::from(dataplane_common::AF_INET) && info.flags & SubnetInfo::ROUTED != 0;
+        }
+        self.serve_behind_uplink(program_names::FROM_UPLINK_V6, map_names::UPLINK_V6, ipv6)?;
+        self.serve_behind_uplink(program_names::FROM_UPLINK_ROUTED, map_names::UPLINK_ROUTED, routed_ipv4)?;
+        let xdp_v6 = ipv6 && self.uplink_xdp;
+        self.serve_behind_uplink(program_names::UPLINK_XDP_V6, map_names::UPLINK_XDP_V6, xdp_v6)
+    }
+
+    /// Loads the tc or XDP program `name` (unless it is) and puts it in slot 0 of the
+    /// tail-call array `slots`; without `wanted`, empties the slot.
+    fn serve_behind_uplink(&mut self, name: &str, slots: &str, wanted: bool) -> Result<()> {
+        let fd = if wanted {
+            load_side_by_side(&mut self.ebpf, &[name])?;
+            let program = self.ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?;
+            Some(program.fd()?.try_clone()?)
+        } else {
+            None
+        };
+        let map = self.ebpf.map_mut(slots).ok_or_else(|| anyhow!("map {slots} missing"))?;
+        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(map)?;
+        match fd {
+            Some(fd) => tail_calls.set(0, &fd, 0).with_context(|| format!("putting {name} in {slots}")),
+            None => match tail_calls.clear_index(&0) {
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    Ok(())
+                }
+                cleared => cleared.with_context(|| format!("taking {name} out of {slots}")),
+            },
+        }
     }
 
     /// Attaches `from_tunnel` to the VXLAN device's ingress (idempotent), on a clsact
@@ -510,7 +608,8 @@ impl Datapath {
             self.uplink_xdp = false;
             return Ok(false);
         }
-        let program = self.xdp_program()?;
+        load_side_by_side(&mut self.ebpf, &[program_names::UPLINK_XDP])?;
+        let program = self.xdp_named(program_names::UPLINK_XDP)?;
         let id = match earlier {
             Some(earlier) => {
                 let link = XdpLink::try_from(
@@ -540,6 +639,7 @@ impl Datapath {
             ),
         }
         self.uplink_xdp = true;
+        self.serve_networks_on_uplink()?;
         Ok(true)
     }
 
@@ -559,23 +659,12 @@ impl Datapath {
         Ok(())
     }
 
-    /// `uplink_xdp`, loaded on first use with `uplink_xdp_v6` behind it.
+    /// `uplink_xdp`, loaded on first use with `uplink_xdp_v6` behind it whatever the
+    /// networks (packet tests and the bench run it alone).
     pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
         let name = program_names::UPLINK_XDP;
-        let loaded = self.xdp_named(name)?.fd().is_ok();
-        if !loaded {
-            let v6_name = program_names::UPLINK_XDP_V6;
-            let v6 = self.xdp_named(v6_name)?;
-            v6.load().with_context(|| format!("the verifier refused {v6_name}"))?;
-            let v6 = v6.fd()?.try_clone()?;
-            let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
-                self.ebpf
-                    .map_mut(map_names::UPLINK_XDP_V6)
-                    .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_XDP_V6))?,
-            )?;
-            tail_calls.set(0, &v6, 0).with_context(|| format!("putting {v6_name} behind {name}"))?;
-            self.xdp_named(name)?.load().with_context(|| format!("the verifier refused {name}"))?;
-        }
+        load_side_by_side(&mut self.ebpf, &[name, program_names::UPLINK_XDP_V6])?;
+        self.serve_behind_uplink(program_names::UPLINK_XDP_V6, map_names::UPLINK_XDP_V6, true)?;
         self.xdp_named(name)
     }
 
@@ -584,44 +673,21 @@ impl Datapath {
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
-    /// Loads `from_uplink` and, behind it, `from_uplink_v6` and `from_uplink_routed`, unless
-    /// they are loaded.
+    /// Loads `from_uplink` with `from_uplink_v6` and `from_uplink_routed` behind it,
+    /// whatever the networks (packet tests and the bench run them alone; the daemon's
+    /// uplink takes what its networks need: `serve_networks_on_uplink`).
     pub fn load_uplink_programs(&mut self) -> Result<()> {
         let name = program_names::FROM_UPLINK;
-        let program: &mut SchedClassifier =
-            self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
-        // `from_uplink_v6` is loaded with it, and last.
-        if program.fd().is_ok() {
-            return Ok(());
+        let fresh = self.ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?.fd().is_err();
+        load_side_by_side(
+            &mut self.ebpf,
+            &[name, program_names::FROM_UPLINK_V6, program_names::FROM_UPLINK_ROUTED],
+        )?;
+        if fresh {
+            pin_classifier(&mut self.ebpf, name, &self.programs_dir)?;
         }
-        load_classifier(&mut self.ebpf, name, &self.programs_dir)?;
-        let v6: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(program_names::FROM_UPLINK_V6)
-            .ok_or_else(|| anyhow!("program {} missing from the object", program_names::FROM_UPLINK_V6))?
-            .try_into()?;
-        v6.load().with_context(|| format!("the verifier refused {}", program_names::FROM_UPLINK_V6))?;
-        let v6 = v6.fd()?.try_clone()?;
-        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
-            self.ebpf
-                .map_mut(map_names::UPLINK_V6)
-                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_V6))?,
-        )?;
-        tail_calls.set(0, &v6, 0).context("putting from_uplink_v6 behind from_uplink")?;
-        let name = program_names::FROM_UPLINK_ROUTED;
-        let routed: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing from the object"))?
-            .try_into()?;
-        routed.load().with_context(|| format!("the verifier refused {name}"))?;
-        let routed = routed.fd()?.try_clone()?;
-        let mut tail_calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
-            self.ebpf
-                .map_mut(map_names::UPLINK_ROUTED)
-                .ok_or_else(|| anyhow!("map {} missing", map_names::UPLINK_ROUTED))?,
-        )?;
-        tail_calls.set(0, &routed, 0).context("putting from_uplink_routed behind from_uplink")
+        self.serve_behind_uplink(program_names::FROM_UPLINK_V6, map_names::UPLINK_V6, true)?;
+        self.serve_behind_uplink(program_names::FROM_UPLINK_ROUTED, map_names::UPLINK_ROUTED, true)
     }
 
     /// Whether `uplink_xdp` runs on the uplink.
@@ -957,11 +1023,13 @@ impl Datapath {
         let info = SubnetInfo { network, gateway: ip_address(gateway), flags };
         self.subnets()?
             .insert(&subnet_key(subnet), info, 0)
-            .with_context(|| format!("writing SUBNETS[{subnet}]"))
+            .with_context(|| format!("writing SUBNETS[{subnet}]"))?;
+        self.serve_networks_on_uplink()
     }
 
     pub fn remove_subnet(&mut self, subnet: IpNet) -> Result<()> {
-        remove_missing_ok(self.subnets()?.remove(&subnet_key(subnet)))
+        remove_missing_ok(self.subnets()?.remove(&subnet_key(subnet)))?;
+        self.serve_networks_on_uplink()
     }
 
     /// Drops entries that no live network or container accounts for (left by a crash

@@ -488,7 +488,9 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         loop {
             match reserve(bind, port, proto) {
-                Err(err) if err.to_string().contains("already in use") && std::time::Instant::now() < deadline => {
+                Err(err)
+                    if err.to_string().contains("already in use") && std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(std::time::Duration::from_millis(10))
                 }
                 reserved => return reserved,

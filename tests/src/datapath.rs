@@ -89,7 +89,7 @@ impl Fixture {
             rand::random::<u64>()
         ));
         let ring_size = dataplane_common::MonitorEvent::RING_DEFAULT_SIZE;
-        let mut datapath = match Datapath::load(&bpffs, conntrack_max, ring_size, kernel_log) {
+        let mut datapath = match Datapath::load(&bpffs, conntrack_max, ring_size, kernel_log, &[]) {
             Ok(datapath) => datapath,
             Err(e) => {
                 // The bpffs may be mounted already: leave nothing behind before failing.
@@ -123,6 +123,7 @@ impl Fixture {
             self.conntrack_max,
             dataplane_common::MonitorEvent::RING_DEFAULT_SIZE,
             self.kernel_log,
+            &[],
         )
         .unwrap();
     }

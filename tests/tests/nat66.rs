@@ -118,3 +118,37 @@ fn the_masquerade_addresses_follow_the_uplink_s_addresses() {
     let seen = std::fs::read_to_string(&log).unwrap();
     assert!(seen.contains(moved), "the outside saw another source than the uplink's new address: {seen}");
 }
+
+/// The uplink's programs for IPv6 and for routed IPv4 are verified only when a network
+/// needs them (seconds of each daemon start otherwise), put behind `from_uplink` then, and
+/// taken out with the last such network. A restart puts them back for the networks it
+/// restores, and IPv6 out of a container works across it.
+#[test]
+fn the_uplinks_ipv6_and_routed_programs_come_with_the_networks_that_need_them() {
+    let mut host = Host::start_with_ipv6_uplink();
+    let behind_uplink = |host: &Host| (host.map_entries("UPLINK_V6"), host.map_entries("UPLINK_ROUTED"));
+    assert_eq!(
+        behind_uplink(&host),
+        (0, 0),
+        "(IPv6, routed IPv4) behind the uplink with no network needing them"
+    );
+    host.create_dual_stack_network("v6", "10.44.0.0/24", "fd00:44::/64");
+    assert_eq!(behind_uplink(&host), (1, 0), "after an IPv6 network");
+    host.dp_ok(&["network", "create", "--subnet", "10.45.0.0/24", "-o", "gateway_mode_ipv4=routed", "r4"]);
+    assert_eq!(behind_uplink(&host), (1, 1), "after a routed IPv4 network");
+
+    host.kill_daemon();
+    host.start_daemon();
+    assert_eq!(behind_uplink(&host), (1, 1), "after a restart");
+    host.run_sleeper("c", &["--network", "v6"]);
+    assert!(
+        host.exec("c", &format!("ping -6 -c 2 -W 2 {EXTERNAL_ADDR6}")).status.success(),
+        "ping -6 to the outside failed after a restart"
+    );
+
+    host.dp_ok(&["rm", "-f", "c"]);
+    host.dp_ok(&["network", "rm", "r4"]);
+    assert_eq!(behind_uplink(&host), (1, 0), "after the routed network went");
+    host.dp_ok(&["network", "rm", "v6"]);
+    assert_eq!(behind_uplink(&host), (0, 0), "after the IPv6 network went");
+}

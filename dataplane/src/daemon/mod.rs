@@ -233,14 +233,28 @@ pub async fn run(config: Config) -> Result<()> {
         log::warn!("containers' commands copy the daemon's mounts, pins and all: {e:#}");
     }
     let conntrack_size = config.conntrack_max.unwrap_or(dataplane_common::CONNTRACK_DEFAULT_SIZE);
-    let mut datapath =
-        Datapath::load(&config.bpffs, conntrack_size, config.monitor_ring_size, kernel_log::level())?;
+    let netlink = Netlink::connect()?;
+    let uplink = nat::find_uplink(&netlink, config.uplink.as_deref()).await?;
+    // The uplink's programs are verified beside `from_container`, on another core.
+    let mut at_start = vec![];
+    if let Some(uplink) = &uplink {
+        at_start.push(dataplane_common::program_names::FROM_UPLINK);
+        if uplink_xdp_wanted(uplink, &config) {
+            at_start.push(dataplane_common::program_names::UPLINK_XDP);
+        }
+    }
+    let mut datapath = Datapath::load(
+        &config.bpffs,
+        conntrack_size,
+        config.monitor_ring_size,
+        kernel_log::level(),
+        &at_start,
+    )?;
     kernel_log::forward(&mut datapath)?;
     let monitor = monitor::Monitor::new(datapath.take_monitor_maps()?)?;
     let conntrack = nat::ConntrackAccount::new(nat::TableSnapshot::take(&mut datapath)?);
     let firewall = firewall::Installed::load(&mut datapath)?;
-    let netlink = Netlink::connect()?;
-    let masquerade = setup_nat(&netlink, &mut datapath, &config).await?;
+    let masquerade = setup_nat(uplink, &mut datapath, &config)?;
     match config.cgroup.clone().or_else(crate::maps::cgroup2_root) {
         Some(cgroup) => datapath.attach_host_hooks(&cgroup, crate::maps::current_netns_cookie()?)?,
         None => log::warn!("no cgroup2 mount: host processes cannot reach published ports"),
@@ -450,13 +464,22 @@ fn upstreams(config: &Config) -> Vec<std::net::IpAddr> {
     found
 }
 
+/// Whether `uplink_xdp` should run on the uplink (`--xdp`).
+fn uplink_xdp_wanted(uplink: &nat::Uplink, config: &Config) -> bool {
+    match config.xdp {
+        nat::UplinkXdp::On => true,
+        nat::UplinkXdp::Off => false,
+        nat::UplinkXdp::Auto => !uplink.veth,
+    }
+}
+
 /// Masquerading through the uplink, if the host has one.
-async fn setup_nat(
-    netlink: &Netlink,
+fn setup_nat(
+    uplink: Option<nat::Uplink>,
     datapath: &mut Datapath,
     config: &Config,
 ) -> Result<Option<nat::Masquerade>> {
-    let Some(uplink) = nat::find_uplink(netlink, config.uplink.as_deref()).await? else {
+    let Some(uplink) = uplink else {
         log::info!("no default route and no --uplink: outbound NAT and published ports from outside are off");
         datapath.set_nat_config(NatConfig::default())?;
         datapath.remove_xdp_pins_but(None)?;
@@ -465,20 +488,13 @@ async fn setup_nat(
     let ports = nat::choose_port_range(config.nat_port_range, nat::local_port_range()?)?;
     datapath.set_nat_config(nat::config(&uplink, ports))?;
     datapath.attach_uplink(&uplink.name)?;
-    let xdp = match config.xdp {
-        nat::UplinkXdp::On => true,
-        nat::UplinkXdp::Off => false,
-        nat::UplinkXdp::Auto => {
-            if uplink.veth {
-                log::info!(
-                    "{} is a veth: published ports are served from tc, which is faster there (--xdp on forces XDP)",
-                    uplink.name
-                );
-            }
-            !uplink.veth
-        }
-    };
-    if datapath.attach_uplink_xdp(&uplink.name, uplink.index, xdp)? {
+    if config.xdp == nat::UplinkXdp::Auto && uplink.veth {
+        log::info!(
+            "{} is a veth: published ports are served from tc, which is faster there (--xdp on forces XDP)",
+            uplink.name
+        );
+    }
+    if datapath.attach_uplink_xdp(&uplink.name, uplink.index, uplink_xdp_wanted(&uplink, config))? {
         log::info!("published ports are served by XDP on {}", uplink.name);
     }
     log::info!(
