@@ -11,7 +11,7 @@
 //! the shared store; reads the local endpoints' tables, never writes them.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT, bpf_tunnel_key},
+    bindings::{BPF_F_ZERO_CSUM_TX, TC_ACT_OK, TC_ACT_SHOT, bpf_tunnel_key},
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
     macros::map,
     maps::{Array, HashMap},
@@ -40,6 +40,18 @@ static TUNNEL_CONFIG: Array<TunnelConfig> = Array::pinned(1, 0);
 
 /// The time to live of the outer header.
 const OUTER_TTL: u8 = 64;
+
+/// The tunnel key's flags: the outer UDP checksum is sent as zero. In collect-metadata
+/// mode the key decides this, not the device's `udpcsum` (`bpf_skb_set_tunnel_key` asks
+/// for a checksum unless told otherwise). Over the IPv4 underlay zero means "none": what
+/// RFC 7348 says a VXLAN sender should send and every receiver must accept, and what
+/// Cilium's tunnel mode sends (a kernel device with its defaults computes one). The
+/// outer IPv4 header keeps its checksum and the inner packet its own, end to end; a VNI
+/// corrupted on the way finds no network, or an inner source `from_tunnel` does not
+/// take. An IPv6 underlay (keys with `BPF_F_TUNINFO_IPV6`, which the daemon does not
+/// give) must not take this flag: a zero UDP checksum over IPv6 is dropped by receivers
+/// without `udp6zerocsumrx`, as the daemon's own device is made (`Netlink::create_vxlan`).
+const TUNNEL_KEY_FLAGS: u64 = BPF_F_ZERO_CSUM_TX as u64;
 
 /// The endpoint at `ip` of network `network` on another host, read in place.
 #[inline(always)]
@@ -98,7 +110,9 @@ fn tunnel_to(ctx: &TcContext, iface: &InterfaceConfig, dst: &RemoteEndpoint) -> 
     key.__bindgen_anon_1.remote_ipv4 = dst.host;
     key.tunnel_ttl = OUTER_TTL;
     // SAFETY: the helper reads `size` bytes of the key on our stack.
-    let set = unsafe { bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, 0) };
+    let set = unsafe {
+        bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, TUNNEL_KEY_FLAGS)
+    };
     if set != 0 {
         return (Path::DroppedTunnel, TC_ACT_SHOT as i32);
     }

@@ -263,8 +263,20 @@ impl Netlink {
     /// A VXLAN device in external (collect-metadata) mode on UDP `port`: whoever sends
     /// through it gives each frame's VNI and remote host (eBPF's tunnel key), so it needs
     /// no VNI, remote, forwarding table or multicast group of its own, and learns nothing.
+    /// Its UDP checksum settings are spelled out: none over IPv4 (`noudpcsum`; in this
+    /// mode each frame's tunnel key decides, and the programs' keys ask for none), and
+    /// over IPv6 one sent and one required of what arrives (no `udp6zerocsumtx`,
+    /// `udp6zerocsumrx`: RFC 6935 allows a zero checksum over IPv6 only where both ends
+    /// are set for it).
     pub async fn create_vxlan(&self, name: &str, port: u16) -> Result<u32> {
-        let message = LinkVxlan::new(name, 0).port(port).collect_metadata(true).learning(false).build();
+        let message = LinkVxlan::new(name, 0)
+            .port(port)
+            .collect_metadata(true)
+            .learning(false)
+            .udp_csum(false)
+            .append_info_data(InfoVxlan::UDPZeroCsumTX(false))
+            .append_info_data(InfoVxlan::UDPZeroCsumRX(false))
+            .build();
         self.handle
             .link()
             .add(message)

@@ -6,6 +6,7 @@
 
 use std::{
     fs,
+    os::unix::fs::PermissionsExt,
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::Duration,
@@ -80,6 +81,8 @@ impl Underlay {
         .unwrap();
         fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         fs::write(dir.join("password"), format!("{STORE_PASSWORD}\n")).unwrap();
+        // The daemon refuses a password file its group or others may read.
+        fs::set_permissions(dir.join("password"), fs::Permissions::from_mode(0o600)).unwrap();
         let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
         let script = format!(
             "set -e; cd {dir}

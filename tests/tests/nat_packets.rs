@@ -17,6 +17,7 @@ use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
 const CONTAINER: [u8; 4] = [10, 1, 0, 2];
 const REMOTE: [u8; 4] = [198, 51, 100, 7];
+const REMOTE6: [u8; 16] = [0x20, 1, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
 
 fn tcp(
     src_mac: [u8; 6],
@@ -513,16 +514,23 @@ impl log::Log for Records {
     fn flush(&self) {}
 }
 
-/// Two flows to one destination through a range of one port, the programs building their
-/// messages up to `level`: what the kernel sent to the log.
-fn exhaust_one_port(level: log::LevelFilter) -> Vec<String> {
+/// Two flows to one destination (IPv4 or IPv6) through a range of one port, the programs
+/// building their messages up to `level`: what the kernel sent to the log.
+fn exhaust_one_port(level: log::LevelFilter, ipv6: bool) -> Vec<String> {
     let mut fx = Fixture::with_kernel_log(0, level);
     fx.enable_nat(61500, 61500);
     let records = Records::default();
     let mut reader = fx.datapath.take_kernel_log(records.clone()).unwrap();
-    let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40000, REMOTE, 80, true, false));
+    let flow = |sport| {
+        let b = PacketBuilder::ethernet2(A_MAC, UPLINK_MAC);
+        let b = if ipv6 { b.ipv6(datapath::A6, REMOTE6, 64) } else { b.ipv4(CONTAINER, REMOTE, 64) };
+        let mut frame = vec![];
+        b.tcp(sport, 80, 1000, 64000).syn().write(&mut frame, b"").unwrap();
+        frame
+    };
+    let (verdict, _) = fx.run(&flow(40000));
     assert_eq!(verdict, TC_ACT_REDIRECT);
-    let (verdict, _) = fx.run(&tcp(A_MAC, CONTAINER, 40001, REMOTE, 80, true, false));
+    let (verdict, _) = fx.run(&flow(40001));
     assert_eq!(verdict, TC_ACT_SHOT);
     assert_eq!(fx.count(Path::DroppedNatExhausted), 1);
     reader.flush();
@@ -532,14 +540,25 @@ fn exhaust_one_port(level: log::LevelFilter) -> Vec<String> {
 #[test]
 fn an_exhausted_port_range_is_logged_at_debug_with_its_destination() {
     assert_eq!(
-        exhaust_one_port(log::LevelFilter::Debug),
+        exhaust_one_port(log::LevelFilter::Debug, false),
         [
             "DEBUG dataplane::kernel no masquerade port free in 61500-61500 towards 198.51.100.7 port 80: dropped"
         ],
         "the kernel's message, at debug"
     );
+    assert_eq!(
+        exhaust_one_port(log::LevelFilter::Debug, true),
+        [
+            "DEBUG dataplane::kernel no masquerade port free in 61500-61500 towards 2001:db8:99::7 port 80: dropped"
+        ],
+        "the kernel's message for NAT66, at debug"
+    );
     // At the daemon's default level (info) the message is not even built.
-    assert_eq!(exhaust_one_port(log::LevelFilter::Info), Vec::<String>::new(), "nothing built at info");
+    assert_eq!(
+        exhaust_one_port(log::LevelFilter::Info, false),
+        Vec::<String>::new(),
+        "nothing built at info"
+    );
 }
 
 #[test]

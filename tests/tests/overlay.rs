@@ -6,7 +6,7 @@
 use std::{collections::BTreeSet, thread, time::Duration};
 
 use dataplane_tests::{
-    EXTERNAL_ADDR, Host, UPLINK_ADDR, eventually,
+    EXTERNAL_ADDR, EXTERNAL_ADDR6, Host, UPLINK_ADDR, UPLINK_ADDR6, eventually,
     hosts::{Cluster, Uplink},
 };
 
@@ -58,6 +58,94 @@ fn create_overlay(on: &Host, others: &[&Host], name: &str, subnet: &str) {
     }
 }
 
+/// A python3 script that reads the VXLAN frames (UDP to port 4789, either way) on the
+/// host namespace's underlay link `ul0` for up to 8 s, at most `argv[1]` of them, and
+/// prints a line per frame: its direction, the outer UDP checksum field (hex), whether
+/// that checksum holds (`none` when zero: "no checksum" over IPv4), whether the outer
+/// IPv4 header's checksum holds, and the inner packet's family with whether its own
+/// checksums (IPv4 header and ICMP, or ICMPv6) hold.
+const OUTER_HEADERS: &str = r#"
+import socket, struct, sys, time
+def fold(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+def holds(data):
+    return "ok" if fold(data) == 0xFFFF else "bad"
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind(("ul0", 0))
+s.settimeout(0.5)
+wanted, deadline = int(sys.argv[1]), time.time() + 8
+while wanted and time.time() < deadline:
+    try:
+        frame, where = s.recvfrom(65535)
+    except socket.timeout:
+        continue
+    if frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        continue
+    ip = frame[14:14 + (frame[14] & 15) * 4]
+    udp = frame[14 + len(ip):14 + struct.unpack("!H", ip[2:4])[0]]
+    if struct.unpack("!H", udp[2:4])[0] != 4789:
+        continue
+    check = struct.unpack("!H", udp[6:8])[0]
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp))
+    udp_holds = "none" if check == 0 else holds(pseudo + udp)
+    inner = udp[16:]
+    if inner[12:14] == b"\x08\x00":
+        inner_ip = inner[14:14 + (inner[14] & 15) * 4]
+        payload = inner[14 + len(inner_ip):14 + struct.unpack("!H", inner_ip[2:4])[0]]
+        icmp = holds(payload) if inner_ip[9] == 1 else "-"
+        family = "ipv4 header=%s icmp=%s" % (holds(inner_ip), icmp)
+    elif inner[12:14] == b"\x86\xdd":
+        inner_ip = inner[14:54]
+        payload = inner[54:54 + struct.unpack("!H", inner_ip[4:6])[0]]
+        pseudo6 = inner_ip[8:40] + struct.pack("!I3xB", len(payload), 58)
+        family = "ipv6 icmp=%s" % (holds(pseudo6 + payload) if inner_ip[6] == 58 else "-")
+    else:
+        family = "ethertype=%s" % inner[12:14].hex()
+    way = "out" if where[2] == socket.PACKET_OUTGOING else "in"
+    print("%s udp_checksum=%04x udp=%s outer_ipv4=%s inner=%s" % (way, check, udp_holds, holds(ip), family), flush=True)
+    wanted -= 1
+"#;
+
+/// The VXLAN frames `host`'s underlay link carries while `traffic` runs (`OUTER_HEADERS`'s
+/// lines, at most `count`): the tunnel's outer headers as they go on the wire.
+fn outer_headers(host: &Host, count: u32, traffic: impl FnOnce()) -> Vec<String> {
+    let out = thread::scope(|scope| {
+        let capture =
+            scope.spawn(|| host.command("python3").args(["-c", OUTER_HEADERS, &count.to_string()]).output());
+        // python's start; the capture reads whatever comes after for 8 s.
+        thread::sleep(Duration::from_secs(1));
+        traffic();
+        capture.join().unwrap().unwrap()
+    });
+    assert!(out.status.success(), "capturing on the underlay: {out:?}");
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// Asserts the tunnel's choice of outer UDP checksum on frames `outer_headers` saw, both
+/// ways between two hosts: zero ("no checksum", valid over IPv4), the outer IPv4 header's
+/// checksum valid, and the inner packet's checksums (`inner`'s words) intact.
+fn assert_outer_udp_checksum_is_zero(frames: &[String], inner: &str) {
+    for way in ["out", "in"] {
+        assert!(
+            frames.iter().any(|f| f.starts_with(&format!("{way} "))),
+            "no VXLAN frame went {way} on the underlay: {frames:#?}"
+        );
+    }
+    for frame in frames {
+        assert!(
+            frame.contains(" udp_checksum=0000 udp=none "),
+            "the outer UDP checksum is not the zero we send over IPv4: {frame}"
+        );
+        assert!(frame.contains(" outer_ipv4=ok "), "the outer IPv4 header's checksum is wrong: {frame}");
+        assert!(frame.contains(inner), "the inner packet's checksums ({inner}) did not hold: {frame}");
+    }
+}
+
 #[test]
 fn containers_on_two_hosts_ping_and_curl_each_other_by_name_through_the_tunnel() {
     let cluster = Cluster::start(2, 30);
@@ -93,6 +181,17 @@ fn containers_on_two_hosts_ping_and_curl_each_other_by_name_through_the_tunnel()
     assert!(full.status.success(), "a full-MTU packet does not cross: {full:?}");
     let vnis = cluster.underlay.keys("/dataplane/vnis/");
     assert_eq!(vnis, ["/dataplane/vnis/4096"], "the network's VNI is held in the store");
+
+    // The outer headers on the wire: A's requests out, B's replies in.
+    let frames = outer_headers(a, 4, || {
+        let ping = a.exec("web", "ping -c 2 -i 0.2 -W 2 client");
+        assert!(ping.status.success(), "web (on A) cannot ping client (on B): {ping:?}");
+    });
+    assert_outer_udp_checksum_is_zero(&frames, "inner=ipv4 header=ok icmp=ok");
+    let device = a.sh_ok("ip -d link show dev dp-vxlan");
+    for setting in [" external ", " noudpcsum ", " noudp6zerocsumtx ", " noudp6zerocsumrx "] {
+        assert!(device.contains(setting), "the tunnel device is not{setting}: {device}");
+    }
 }
 
 #[test]
@@ -113,11 +212,22 @@ fn two_overlay_networks_stay_apart_across_hosts() {
     assert_eq!(cluster.underlay.keys("/dataplane/vnis/").len(), 2, "one VNI per network");
 }
 
+/// Gives `host`'s uplink and its external namespace global IPv6 addresses, and the host a
+/// default route over them (as `Host::start_with_ipv6_uplink`, on a running daemon).
+fn add_ipv6_uplink(host: &Host) {
+    host.sh_ok(&format!(
+        "ip addr add {UPLINK_ADDR6}/64 dev up0 nodad && ip -6 route add default via {EXTERNAL_ADDR6}"
+    ));
+    host.external_sh_ok(&format!("ip addr add {EXTERNAL_ADDR6}/64 dev eth0 nodad"));
+}
+
 #[test]
 fn an_overlay_container_reaches_the_outside_through_its_own_hosts_uplink() {
     let cluster = Cluster::start_with(2, 30, &[], Uplink::External);
     let [a, b] = &cluster.hosts[..] else { unreachable!() };
-    create_overlay(a, &[b], "prod", SUBNET);
+    // Dual stack: IPv4 is masqueraded out of the uplink, IPv6 translated by NAT66.
+    create_overlay_with(a, &[b], "prod", &["--subnet", SUBNET, "--ipv6", "--subnet", "fd00:204::/64"]);
+    add_ipv6_uplink(b);
     b.run_sleeper("client", &["--network", "prod"]);
     let _http =
         b.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
@@ -125,7 +235,22 @@ fn an_overlay_container_reaches_the_outside_through_its_own_hosts_uplink() {
     assert!(fetched.status.success(), "client (prod, on B) cannot reach the outside: {fetched:?}");
     let log = std::fs::read_to_string(b.dir.join("http.log")).unwrap();
     assert!(log.contains(UPLINK_ADDR), "the outside saw another source than B's uplink: {log}");
-    assert!(b.counter("masqueraded") > 0, "B's programs did not masquerade the overlay container");
+    let masqueraded = b.counter("masqueraded");
+    assert!(masqueraded > 0, "B's programs did not masquerade the overlay container");
+
+    let log6 = b.fetch_from_outside6("client");
+    assert!(
+        log6.contains(UPLINK_ADDR6),
+        "over IPv6 the outside saw another source than B's uplink: {log6:?}\nB:\n{}",
+        b.daemon_log()
+    );
+    assert!(!log6.contains("fd00:204"), "the overlay container's IPv6 address leaked: {log6}");
+    let flows = b.dp_ok(&["conntrack", "ls"]);
+    assert!(
+        flows.lines().any(|l| l.contains("tcp") && l.contains(UPLINK_ADDR6)),
+        "no NAT66 flow of the overlay container in B's table:\n{flows}"
+    );
+    assert!(b.counter("masqueraded") > masqueraded, "B's programs did not translate the IPv6 flow");
 }
 
 #[test]
@@ -612,17 +737,29 @@ fn a_host_cut_from_etcd_while_history_is_compacted_converges_from_a_fresh_snapsh
 fn an_internal_overlay_network_joins_containers_across_hosts_and_reaches_nothing_outside() {
     let cluster = Cluster::start_with(2, 30, &[], Uplink::External);
     let [a, b] = &cluster.hosts[..] else { unreachable!() };
-    a.dp_ok(&["network", "create", "-d", "overlay", "--internal", "--subnet", SUBNET, "vault"]);
-    assert!(eventually(Duration::from_secs(10), || lists(b, "vault overlay global")), "B never saw vault");
+    // Dual stack, and an outside that IPv6 could reach (NAT66) were the network not internal.
+    let args = ["--internal", "--subnet", SUBNET, "--ipv6", "--subnet", "fd00:205::/64"];
+    create_overlay_with(a, &[b], "vault", &args);
+    add_ipv6_uplink(a);
+    add_ipv6_uplink(b);
     assert_eq!(b.dp_json(&["network", "inspect", "vault"])[0]["Internal"], true, "B's vault is not internal");
     a.run_sleeper("db", &["--network", "vault"]);
     b.run_sleeper("app", &["--network", "vault"]);
     assert!(comes_through(b, "app", "db"), "app (on B) cannot reach db (on A) on an internal overlay");
     assert!(pings(a, "db", "app"), "db (on A) cannot reach app (on B) on an internal overlay");
+    assert!(
+        eventually(Duration::from_secs(10), || pings6(b, "app", "db")),
+        "app (on B) cannot ping -6 db (on A) on an internal overlay"
+    );
+    assert!(pings6(a, "db", "app"), "db (on A) cannot ping -6 app (on B) on an internal overlay");
     let _http =
         b.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
     let _http_a =
         a.external_server("python3", &["-m", "http.server", "8080", "--bind", EXTERNAL_ADDR], "http.log");
+    let _http6 =
+        b.external_server("python3", &["-m", "http.server", "8086", "--bind", EXTERNAL_ADDR6], "http6.log");
+    let _http6_a =
+        a.external_server("python3", &["-m", "http.server", "8086", "--bind", EXTERNAL_ADDR6], "http6.log");
     // The host's own addresses are not outside (as on Docker's internal networks, whose
     // rules filter what is forwarded, not what is for the host); what would be routed
     // out of it is.
@@ -635,8 +772,19 @@ fn an_internal_overlay_network_joins_containers_across_hosts_and_reaches_nothing
             !pings(host, container, EXTERNAL_ADDR),
             "{container} (internal, on {label}) pings the outside"
         );
-        assert_eq!(host.counter("masqueraded"), 0, "host {label} masqueraded an internal container");
         assert!(host.counter("dropped_internal") > dropped, "host {label} did not drop as internal");
+        let dropped = host.counter("dropped_internal");
+        // What is dropped is answered by nothing: short waits (CI's time).
+        let fetched =
+            host.exec(container, &format!("curl -6 -sf -m 2 -o /dev/null http://[{EXTERNAL_ADDR6}]:8086/"));
+        assert!(
+            !fetched.status.success(),
+            "{container} (internal, on {label}) reaches the outside over IPv6"
+        );
+        let pinged = host.exec(container, &format!("ping -6 -c 1 -W 1 {EXTERNAL_ADDR6}"));
+        assert!(!pinged.status.success(), "{container} (internal, on {label}) pings the outside over IPv6");
+        assert!(host.counter("dropped_internal") > dropped, "host {label} did not drop IPv6 as internal");
+        assert_eq!(host.counter("masqueraded"), 0, "host {label} masqueraded an internal container");
     }
     // The other host, on the underlay, is outside too.
     let dropped = b.counter("dropped_internal");
@@ -650,14 +798,31 @@ const GENUINE: u16 = 7770;
 const FOREIGN_SOURCE: u16 = 7771;
 const UNKNOWN_VNI: u16 = 7772;
 const NOT_A_HOST: u16 = 7773;
+const OVER_IPV6: u16 = 7774;
+const OVER_IPV6_WITHOUT_CHECKSUM: u16 = 7775;
 
 /// A python3 script that sends VXLAN frames from a raw socket (any outer source) to
 /// `to`'s port 4789: per line of `frames`, three frames of (outer source, VNI, inner
-/// source, inner UDP destination port), each an IPv4/UDP packet for `dst_ip` at `dst_mac`.
-fn vxlan_sender(to: &str, dst_mac: &str, dst_ip: &str, frames: &[(&str, u32, &str, u16)]) -> String {
+/// source, inner UDP destination port), each an IPv4/UDP packet for `dst_ip` at `dst_mac`;
+/// then per line of `frames6`, three such frames (VNI, inner source, port, whether the
+/// outer UDP checksum is zero) over IPv6 to `to6` (an address with its zone): from a UDP
+/// socket, which computes the checksum, or a raw one, which leaves it zero.
+fn vxlan_sender(
+    (to, to6): (&str, &str),
+    dst_mac: &str,
+    dst_ip: &str,
+    frames: &[(&str, u32, &str, u16)],
+    frames6: &[(u32, &str, u16, bool)],
+) -> String {
     let frames: Vec<String> = frames
         .iter()
         .map(|(outer, vni, inner, port)| format!("({outer:?}, {vni}, {inner:?}, {port})"))
+        .collect();
+    let frames6: Vec<String> = frames6
+        .iter()
+        .map(|(vni, inner, port, zero)| {
+            format!("({vni}, {inner:?}, {port}, {})", if *zero { "True" } else { "False" })
+        })
         .collect();
     format!(
         r#"
@@ -683,8 +848,20 @@ for outer, vni, inner, port in [{frames}]:
     for _ in range(3):
         s.sendto(ipv4(outer, to, udp(40001, 4789, vxlan)), (to, 0))
         time.sleep(0.05)
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+raw6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_UDP)
+for vni, inner, port, zero in [{frames6}]:
+    eth = mac + bytes.fromhex('02aabbccdd01') + b'\x08\x00'
+    vxlan = struct.pack('!II', 0x08000000, vni << 8) + eth + ipv4(inner, {dst_ip:?}, udp(40000, port, b'forged'))
+    for _ in range(3):
+        if zero:
+            raw6.sendto(udp(40002, 4789, vxlan), ({to6:?}, 0))
+        else:
+            s6.sendto(vxlan, ({to6:?}, 4789))
+        time.sleep(0.05)
 "#,
-        frames = frames.join(", ")
+        frames = frames.join(", "),
+        frames6 = frames6.join(", ")
     )
 }
 
@@ -702,8 +879,11 @@ fn forged_vxlan_frames_are_dropped_and_never_delivered() {
     let mac =
         link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).expect("client's MAC").to_string();
     let (host_a, host_b) = ("198.51.100.11", "198.51.100.12");
+    let link_local = b.sh_ok("ip -6 -o addr show dev ul0 scope link");
+    let link_local = link_local.split_whitespace().nth(3).expect("B's link-local address on ul0");
+    let host_b6 = format!("{}%br0", link_local.split('/').next().unwrap());
     let script = vxlan_sender(
-        host_b,
+        (host_b, &host_b6),
         &mac,
         &client,
         &[
@@ -718,11 +898,22 @@ fn forged_vxlan_frames_are_dropped_and_never_delivered() {
             // the store (the underlay's own).
             (dataplane_tests::hosts::ETCD_ADDR, 4096, &api, NOT_A_HOST),
         ],
+        // The genuine frame over an IPv6 underlay, to B's link-local address on it: the
+        // device takes it (its checksum is valid), the programs do not (their tunnel keys
+        // are IPv4 only: an IPv6 sender is no host of the store).
+        // Over IPv6 without a checksum, the kernel drops it before the programs see it:
+        // the device is not made to take zero checksums over IPv6 (udp6zerocsumrx).
+        &[(4096, &api, OVER_IPV6, false), (4096, &api, OVER_IPV6_WITHOUT_CHECKSUM, true)],
     );
-    let dropped = b.counter("dropped_tunnel");
+    let checksum_errors = || {
+        let snmp6 = b.sh_ok("cat /proc/net/snmp6");
+        let line = snmp6.lines().find(|l| l.starts_with("Udp6InCsumErrors")).expect("Udp6InCsumErrors");
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let (dropped, checksum_errors_before) = (b.counter("dropped_tunnel"), checksum_errors());
     let capture = thread::scope(|s| {
         let capture =
-            s.spawn(|| b.exec("client", "timeout 6 tcpdump -l -n -i eth0 udp dst portrange 7770-7773 2>&1"));
+            s.spawn(|| b.exec("client", "timeout 6 tcpdump -l -n -i eth0 udp dst portrange 7770-7775 2>&1"));
         thread::sleep(Duration::from_secs(2));
         cluster.underlay.sh_ok(&format!("python3 -c '{}'", script.replace('\'', "'\\''")));
         capture.join().unwrap()
@@ -734,11 +925,18 @@ fn forged_vxlan_frames_are_dropped_and_never_delivered() {
         (FOREIGN_SOURCE, "an inner source the sending host has no endpoint at"),
         (UNKNOWN_VNI, "an unknown VNI"),
         (NOT_A_HOST, "an outer source that is no host of the store"),
+        (OVER_IPV6, "an IPv6 underlay"),
+        (OVER_IPV6_WITHOUT_CHECKSUM, "an IPv6 underlay and no UDP checksum"),
     ] {
         assert_eq!(delivered(port), 0, "a frame with {what} reached the container:\n{seen}");
     }
     let dropped = b.counter("dropped_tunnel") - dropped;
-    assert_eq!(dropped, 9, "B's tunnel should have dropped the 9 forged frames, dropped {dropped}");
+    assert_eq!(dropped, 12, "B's tunnel should have dropped the 12 forged frames, dropped {dropped}");
+    assert_eq!(
+        checksum_errors() - checksum_errors_before,
+        3,
+        "B's kernel did not refuse the 3 frames over IPv6 with a zero UDP checksum"
+    );
 }
 
 /// A container's IPv6 address on its (only) network, as inspect shows it.
@@ -829,6 +1027,12 @@ fn containers_on_two_hosts_reach_each_other_over_ipv6_by_name_on_a_dual_stack_ov
     // encapsulated over the IPv4 underlay, exactly its 1500.
     let full = b.exec("client", "ping -6 -c 1 -W 2 -M do -s 1402 web");
     assert!(full.status.success(), "a full-MTU IPv6 packet does not cross: {full:?}");
+    // IPv6 inside crosses the IPv4 underlay with the same outer checksum as IPv4.
+    let frames = outer_headers(b, 4, || {
+        let ping = b.exec("client", "ping -6 -c 2 -i 0.2 -W 2 web");
+        assert!(ping.status.success(), "client (on B) cannot ping -6 web (on A): {ping:?}");
+    });
+    assert_outer_udp_checksum_is_zero(&frames, "inner=ipv6 icmp=ok");
     // Neighbour discovery for web was answered on B, with web's MAC: no solicitation crossed.
     let neighbours =
         String::from_utf8_lossy(&b.exec("client", &format!("ip -6 neigh show {web6}")).stdout).to_string();

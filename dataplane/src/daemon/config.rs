@@ -148,7 +148,8 @@ pub struct Settings {
     #[arg(long, env = "DATAPLANE_STORE_USER", value_name = "USER")]
     pub store_user: Option<String>,
     /// A file holding the password of --store-user (a trailing newline is not part of
-    /// it) [default: the DATAPLANE_STORE_PASSWORD variable].
+    /// it), readable by its owner only (chmod 600) [default: the DATAPLANE_STORE_PASSWORD
+    /// variable].
     #[arg(long, env = "DATAPLANE_STORE_PASSWORD_FILE", value_name = "FILE")]
     pub store_password_file: Option<PathBuf>,
 }

@@ -129,12 +129,7 @@ fn connect_options(
         );
     }
     let password = match &access.password_file {
-        Some(path) => Some(
-            String::from_utf8(read("--store-password-file", path)?)
-                .with_context(|| format!("--store-password-file {}: not text", path.display()))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-        ),
+        Some(path) => Some(read_password_file(path)?),
         None => std::env::var(PASSWORD_ENV).ok(),
     };
     let user = match (&access.user, password) {
@@ -148,6 +143,34 @@ fn connect_options(
         }
     };
     Ok((options, user))
+}
+
+/// The store user's password from `--store-password-file`, without its trailing newline.
+/// A file that its group or others may read is refused, as ssh refuses such a private
+/// key: the password would be everyone's on the host. Its mode is read from the file
+/// opened, not from its path, so that the file checked is the file read.
+fn read_password_file(path: &std::path::Path) -> Result<String> {
+    use std::{io::Read, os::unix::fs::PermissionsExt};
+    let shown = path.display();
+    let mut file = std::fs::File::open(path)
+        .with_context(|| format!("--store-password-file {shown}: cannot read it"))?;
+    let mode = file
+        .metadata()
+        .with_context(|| format!("--store-password-file {shown}: cannot read it"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "--store-password-file {shown}: its group or others may read it (mode {:04o}); \
+             the password must be its owner's alone: chmod 600 {shown}",
+            mode & 0o7777
+        );
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).with_context(|| format!("--store-password-file {shown}: cannot read it"))?;
+    let text =
+        String::from_utf8(bytes).with_context(|| format!("--store-password-file {shown}: not text"))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// What a keep-alive found.
@@ -647,6 +670,8 @@ impl EtcdStore {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn refused(address: &str, access: &StoreAccess) -> String {
@@ -659,6 +684,11 @@ mod tests {
         let file = |name: &str, text: &str| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
+            Some(path)
+        };
+        let private_file = |name: &str, text: &str| {
+            let path = file(name, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
             Some(path)
         };
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
@@ -676,7 +706,8 @@ mod tests {
         let missing = StoreAccess { cacert: Some(dir.path().join("nope.pem")), ..StoreAccess::default() };
         let err = refused("etcds://10.0.0.10:2379", &missing);
         assert!(err.contains("--store-cacert") && err.contains("nope.pem: cannot read it"), "{err}");
-        let no_user = StoreAccess { password_file: file("password", "secret\n"), ..StoreAccess::default() };
+        let no_user =
+            StoreAccess { password_file: private_file("password", "secret\n"), ..StoreAccess::default() };
         assert!(refused("etcd://10.0.0.10:2379", &no_user).contains("no --store-user"));
 
         let user = StoreAccess { user: Some("dataplane".into()), ..no_user };
@@ -688,5 +719,34 @@ mod tests {
         );
         let (_, creds) = connect_options(&"etcds://10.0.0.10:2379".parse().unwrap(), &ca).unwrap();
         assert_eq!(creds, None, "TLS alone signs in as nobody");
+    }
+
+    #[test]
+    fn a_password_file_its_group_or_others_may_read_is_refused_naming_it_and_the_chmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store-password");
+        std::fs::write(&path, "secret\n").unwrap();
+        let access = StoreAccess {
+            user: Some("dataplane".into()),
+            password_file: Some(path.clone()),
+            ..StoreAccess::default()
+        };
+        for (mode, shown) in [(0o644, "0644"), (0o640, "0640"), (0o604, "0604"), (0o610, "0610")] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = refused("etcd://10.0.0.10:2379", &access);
+            let named = format!("--store-password-file {}", path.display());
+            assert!(err.contains(&named), "mode {shown}: the file is not named: {err}");
+            assert!(err.contains(&format!("(mode {shown})")), "mode {shown}: the mode is not shown: {err}");
+            assert!(
+                err.contains(&format!("chmod 600 {}", path.display())),
+                "mode {shown}: the fix is not given: {err}"
+            );
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let (_, creds) = connect_options(&"etcd://10.0.0.10:2379".parse().unwrap(), &access)
+                .unwrap_or_else(|e| panic!("mode {mode:o} is refused: {e:#}"));
+            assert_eq!(creds, Some(("dataplane".into(), "secret".into())), "mode {mode:o}");
+        }
     }
 }
