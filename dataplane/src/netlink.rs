@@ -948,6 +948,18 @@ impl LinkReaper {
 }
 
 impl Netlink {
+    /// Deletes the links a link reaper marked for deletion (`REAPED_GROUP`) and did not
+    /// delete: its daemon was killed between the two steps. For a start of the daemon.
+    pub async fn delete_reaped_links(&self) -> Result<()> {
+        let mut delete = self.handle.clone().link().del(0);
+        delete.message_mut().attributes.push(LinkAttribute::Group(REAPED_GROUP));
+        match delete.execute().await {
+            // None is left.
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
+            other => other.context("deleting the links a killed daemon left marked for deletion"),
+        }
+    }
+
     /// Deletes the links at these indexes (with their names, for errors) in one batch:
     /// into `REAPED_GROUP`, then the group. A link already gone is skipped.
     async fn delete_links(&self, links: &[(u32, String)]) -> Result<()> {

@@ -296,10 +296,20 @@ impl Host {
     /// A command that runs inside the host namespace (mount namespace shared with us).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        self.with_daemon_env(command)
+    }
+
+    /// The CLI as a user of this host starts it, from where the caller is: no namespace
+    /// to enter first, since the daemon's socket (a path) is all its requests need (a
+    /// foreground `run` and `exec` enter the container's namespace by its pin). For
+    /// timings as the user sees them.
+    pub fn cli(&self) -> Command {
+        self.with_daemon_env(Command::new(binary()))
+    }
+
+    fn with_daemon_env(&self, mut command: Command) -> Command {
         command
-            .arg(format!("--net=/run/netns/{}", self.name))
-            .arg("--")
-            .arg(program)
             .env("DATAPLANE_SOCKET", self.socket())
             .env("DATAPLANE_STATE_DIR", self.dir.join("state"))
             .env("DATAPLANE_BPFFS", self.bpffs())

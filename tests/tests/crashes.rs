@@ -74,6 +74,19 @@ impl Crashing {
         self.took.insert(kind, started.elapsed());
     }
 
+    /// Runs a request to its answer and kills the daemon the moment it has answered, with
+    /// what it does after the answer still pending; restarts the daemon and asserts that
+    /// the system and the state agree.
+    fn crash_after(&mut self, args: &[&str]) {
+        let out = self.host.command(binary()).args(args).stdin(Stdio::null()).output().unwrap();
+        self.host.kill_daemon();
+        self.kills += 1;
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        self.host.start_daemon();
+        let context = format!("seed {}, kill {} right after the answer to {args:?}", self.seed, self.kills);
+        assert_agree(&self.host, &self.sleep_secs, &context);
+    }
+
     /// Sends a request and kills the daemon at a random moment of its work; waits for
     /// the CLI to end, restarts the daemon, and asserts that the system and the state
     /// agree.
@@ -385,6 +398,20 @@ fn daemon_killed_during_any_change_leaves_the_state_and_the_system_agreeing() {
     let mut crashing =
         Crashing::start("daemon_killed_during_any_change_leaves_the_state_and_the_system_agreeing");
     crashing.complete("network create", &["network", "create", "--subnet", "10.99.0.0/24", "blue"]);
+    // Removals killed right after their answer, with the deletion of their veths and
+    // namespaces pending. Their namespaces are held open here, so that the kernel does
+    // not delete the veths with them: only the daemon, before or after its restart, does.
+    let mut held = vec![];
+    for (name, publish) in [("r0", Some("18199:80")), ("r1", None), ("r2", None)] {
+        let mut extra = vec!["--network", "blue"];
+        extra.extend(publish.iter().flat_map(|p| ["-p", *p]));
+        let run = crashing.run_args(name, &extra);
+        crashing.complete_owned("run", &run);
+        let info = crashing.host.dp_json(&["inspect", name]);
+        held.push(std::fs::File::open(info[0]["NetworkSettings"]["SandboxKey"].as_str().unwrap()).unwrap());
+    }
+    crashing.crash_after(&["rm", "-f", "r0", "r1", "r2"]);
+    drop(held);
     // What each kind of request takes when it runs to its end: the windows the kills
     // are drawn in.
     let probe = crashing.run_args("probe", &[]);

@@ -58,26 +58,62 @@ fn stop_ends_the_command_and_rm_needs_force_while_running() {
 }
 
 /// `rm` answers before the kernel has deleted the container's veth, which goes on the
-/// link reaper's thread: a name and an address taken again at once must still work, with
-/// the old veth (same address, same MAC) still on the bridge for a moment. The host
+/// link reaper's thread. A name, an address and a published port taken again at once
+/// must still work, and keep working once the old veth's late deletion has run: nothing
+/// of the new container may go with it.
+/// The old veth (same address, same MAC) may still be on the bridge for a moment: the host
 /// reaches the new container through the bridge, where the old port held the MAC.
 #[test]
 fn a_name_and_an_address_are_taken_again_at_once_after_rm() {
     let host = Host::start();
     host.dp_ok(&["network", "create", "--subnet", "10.91.0.0/24", "net"]);
     host.run_sleeper("peer", &["--network", "net", "--ip", "10.91.0.9"]);
-    for round in 0..8 {
-        host.run_sleeper("c", &["--network", "net", "--ip", "10.91.0.5"]);
+    let web = ["run", "-d", "--name", "c", "--network", "net", "--ip", "10.91.0.5", "-p", "18091:80"];
+    let serve = ["--", "python3", "-m", "http.server", "80"];
+    let fetch = "curl -sf -m 2 -o /dev/null http://127.0.0.1:18091/";
+    for round in 0..6 {
+        if round > 0 {
+            // In one shell: no gap between the answer and the next run.
+            host.sh_ok(&format!(
+                "{bin} rm -f c && {bin} {} {}",
+                web.join(" "),
+                serve.join(" "),
+                bin = binary().display()
+            ));
+        } else {
+            host.dp_ok(&[&web[..], &serve[..]].concat());
+        }
+        let context = format!("round {round}");
         assert!(
             host.sh("ping -c 1 -W 1 10.91.0.5").status.success(),
-            "round {round}: the host does not reach the new c"
+            "{context}: the host does not reach the new c"
         );
-        assert!(host.ping("peer", "10.91.0.5"), "round {round}: peer does not reach the new c");
-        assert!(host.ping("c", "10.91.0.9"), "round {round}: the new c does not reach peer");
-        host.dp_ok(&["rm", "-f", "c"]);
+        assert!(host.ping("peer", "10.91.0.5"), "{context}: peer does not reach the new c");
+        assert!(host.ping("c", "10.91.0.9"), "{context}: the new c does not reach peer");
+        assert!(
+            eventually(Duration::from_secs(5), || host.sh_in_cgroup(fetch).status.success()),
+            "{context}: the new c's published port does not answer"
+        );
     }
-    let veths = || host.links().into_iter().filter(|l| l.starts_with("veth")).count();
-    assert!(eventually(Duration::from_secs(5), || veths() == 1), "veths left: {:?}", host.links());
+    // The last removal's deletion has run by now: the new c keeps everything.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        host.sh("ping -c 1 -W 1 10.91.0.5").status.success(),
+        "the host lost c after the old one's deletion"
+    );
+    assert!(host.ping("peer", "10.91.0.5"), "peer lost c after the old one's deletion");
+    assert!(host.sh_in_cgroup(fetch).status.success(), "c's published port went with the old one's deletion");
+    let named = host.exec("peer", "dig +short +time=2 +tries=1 c");
+    assert_eq!(String::from_utf8_lossy(&named.stdout).trim(), "10.91.0.5", "the network's DNS lost c");
+    assert_eq!(host.map_entries("ENDPOINTS"), 2);
+    assert_eq!(host.map_entries("PUBLISHED"), 1);
+    assert_eq!(fs::read_dir(host.dir.join("state/containers")).unwrap().count(), 2, "containers' /etc dirs");
+    // The network goes at once after its last containers, their veths still pending.
+    let bridge = host.state().network("net").unwrap().bridge.clone();
+    host.sh_ok(&format!("{bin} rm -f c peer && {bin} network rm net", bin = binary().display()));
+    let ours = || host.links().into_iter().filter(|l| l.starts_with("veth") || *l == bridge).count();
+    assert!(eventually(Duration::from_secs(5), || ours() == 0), "links left: {:?}", host.links());
+    assert!(host.container_namespaces().is_empty(), "namespaces left: {:?}", host.container_namespaces());
 }
 
 #[test]

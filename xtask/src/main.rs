@@ -54,8 +54,9 @@ enum Task {
         /// Rounds of A/B runs per metric.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Runs one scenario alone: `setup-at-scale` (ours only), `conntrack`, `flood` or
-        /// `overlay` (containers on two hosts).
+        /// Runs one scenario alone: `setup-at-scale` (ours only), `control-plane` (set-up
+        /// and removal through the CLI), `conntrack`, `flood`, `overlay` (containers on two
+        /// hosts) or `published6`.
         #[arg(long)]
         only: Option<String>,
     },

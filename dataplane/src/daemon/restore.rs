@@ -51,6 +51,7 @@ pub(super) async fn restore(core: &Shared) -> Result<()> {
     resolve_intents(c).await?;
     sweep_bridges(c).await?;
     sweep_namespaces(c).await;
+    sweep_ports(c).await?;
     sweep_container_files(c);
     if c.state.network(DEFAULT_NETWORK).is_none() {
         // Docker's 172.17.0.0/16, unless the host already routes it (a docker0 next to
@@ -325,6 +326,26 @@ async fn sweep_bridges(c: &Core) -> Result<()> {
         log::warn!("bridge {bridge}: no network holds it (its network was {network_id}); removing it");
         if let Err(e) = drivers::bridge::remove_bridges(&c.netlink, &bridge, &network_id).await {
             log::warn!("removing bridge {bridge}: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what removals left of their interfaces: links the link reaper had marked for
+/// deletion, and host ends of veths on our bridges that no endpoint holds. The daemon was
+/// killed with their deletion pending, after the answer, while something else held the
+/// namespace of the other end open (else the kernel deleted the pair with it).
+async fn sweep_ports(c: &Core) -> Result<()> {
+    if let Err(e) = c.netlink.delete_reaped_links().await {
+        log::warn!("{e:#}");
+    }
+    let held: HashSet<&str> = c.state.endpoints.iter().map(|e| e.host_veth.as_str()).collect();
+    for net in c.state.networks.iter().filter(|n| !drivers::is_macvlan(n)) {
+        for port in drivers::bridge::unheld_ports(&c.netlink, &net.bridge, &net.id, &held).await? {
+            log::warn!("link {port} on network {}: no endpoint holds it; removing it", net.name);
+            if let Err(e) = c.netlink.delete_link(&port).await {
+                log::warn!("{e:#}");
+            }
         }
     }
     Ok(())

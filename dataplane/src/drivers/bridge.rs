@@ -120,6 +120,26 @@ pub async fn remove_bridges_and_ports(nl: &Netlink, bridge: &str, network_id: &s
     Ok(ports)
 }
 
+/// The host ends of veths on a network's bridges (its own and the extra ones) that `held`
+/// (the state's endpoints' host ends) does not name: a removal's, whose deletion was
+/// pending when its daemon was killed while something else held the namespace of the
+/// other end open (else the kernel deletes the pair with the namespace).
+pub async fn unheld_ports(
+    nl: &Netlink,
+    bridge: &str,
+    network_id: &str,
+    held: &std::collections::HashSet<&str>,
+) -> Result<Vec<String>> {
+    let extras = (1..=EXTRA_BRIDGES).map(|extra| ExtraBridge::of(network_id, extra).bridge);
+    let mut indexes = std::collections::HashSet::new();
+    for name in std::iter::once(bridge.to_string()).chain(extras) {
+        indexes.extend(nl.link_index(&name).await?);
+    }
+    let ports = nl.ports_of(&indexes).await?;
+    // The links between the bridges are named otherwise (`ExtraBridge`).
+    Ok(ports.into_iter().filter(|p| p.starts_with("veth") && !held.contains(p.as_str())).collect())
+}
+
 /// Containers one bridge takes. The network's own bridge keeps the rest of the kernel's
 /// 1,023 ports for the links to its extra bridges.
 pub const CONTAINERS_PER_BRIDGE: usize = 1000;

@@ -23,7 +23,7 @@ pub mod macvlan;
 
 pub const DRIVERS: [&str; 3] = ["bridge", "macvlan", crate::store::OVERLAY_DRIVER];
 
-fn is_macvlan(net: &Network) -> bool {
+pub fn is_macvlan(net: &Network) -> bool {
     net.driver == "macvlan"
 }
 
