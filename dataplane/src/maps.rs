@@ -128,6 +128,30 @@ fn subnet_key(subnet: IpNet) -> Key<SubnetKey> {
     )
 }
 
+/// A SUBNETS key as a map key of user space: family, address and prefix length.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SubnetId {
+    family: u32,
+    addr: [u8; 16],
+    prefix_len: u32,
+}
+
+impl SubnetId {
+    fn of(key: &Key<SubnetKey>) -> Self {
+        let data = key.data();
+        Self { family: data.family, addr: data.addr, prefix_len: key.prefix_len() }
+    }
+}
+
+/// The programs behind the uplink's tail calls that the networks need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct UplinkNeeds {
+    ipv6: bool,
+    reachable_ipv4: bool,
+    unprotected_ipv6: bool,
+    xdp_v6: bool,
+}
+
 /// What the programs expect of a map they pin.
 struct PinnedLayout {
     name: &'static str,
@@ -225,6 +249,11 @@ pub struct Datapath {
     /// `from_uplink` runs on an uplink: the programs behind it follow the networks
     /// (`serve_networks_on_uplink`).
     uplink_attached: bool,
+    /// SUBNETS as written (read once at load, then kept with each write): what the
+    /// programs behind the uplink follow, without a walk of the trie per change.
+    subnet_flags: StdHashMap<SubnetId, u32>,
+    /// What was last put behind the uplink: its slots are written only when this changes.
+    uplink_served: Option<UplinkNeeds>,
     /// Where the tc programs are pinned (their run counts are read there).
     programs_dir: std::path::PathBuf,
     /// Which endpoint counts in which slot of ENDPOINT_COUNTERS, by host-side veth.
@@ -376,6 +405,14 @@ impl Datapath {
                 pin_classifier(&mut ebpf, name, &programs_dir)?;
             }
         }
+        let subnet_flags = {
+            let map = ebpf.map_mut(map_names::SUBNETS).ok_or_else(|| anyhow!("map SUBNETS missing"))?;
+            let trie: LpmTrie<&mut MapData, SubnetKey, SubnetInfo> = LpmTrie::try_from(map)?;
+            trie.iter()
+                .map(|entry| entry.map(|(key, info)| (SubnetId::of(&key), info.flags)))
+                .collect::<Result<_, _>>()
+                .context("reading SUBNETS")?
+        };
         Ok(Self {
             ebpf,
             programs_dir,
@@ -384,6 +421,8 @@ impl Datapath {
             links_dir,
             uplink_xdp: false,
             uplink_attached: false,
+            subnet_flags,
+            uplink_served: None,
             counter_slots: CounterSlots::default(),
         })
     }
@@ -467,21 +506,26 @@ impl Datapath {
         if !self.uplink_attached {
             return Ok(());
         }
-        let (mut ipv6, mut reachable_ipv4, mut unprotected_ipv6) = (false, false, false);
-        for entry in self.subnets()?.iter() {
-            let (key, info) = entry.context("reading SUBNETS")?;
-            let v6 = key.data().family == u32::from(dataplane_common::AF_INET6);
-            ipv6 |= v6;
-            reachable_ipv4 |= !v6 && info.flags & SubnetInfo::REACHABLE != 0;
-            unprotected_ipv6 |= v6 && info.flags & SubnetInfo::UNPROTECTED != 0;
+        let mut needs = UplinkNeeds::default();
+        for (subnet, flags) in &self.subnet_flags {
+            let v6 = subnet.family == u32::from(dataplane_common::AF_INET6);
+            needs.ipv6 |= v6;
+            needs.reachable_ipv4 |= !v6 && flags & SubnetInfo::REACHABLE != 0;
+            needs.unprotected_ipv6 |= v6 && flags & SubnetInfo::UNPROTECTED != 0;
         }
-        self.serve_behind_uplink(program_names::FROM_UPLINK_V6, (map_names::UPLINK_V6, 0), ipv6)?;
+        needs.xdp_v6 = needs.ipv6 && self.uplink_xdp;
+        if self.uplink_served == Some(needs) {
+            return Ok(());
+        }
+        self.serve_behind_uplink(program_names::FROM_UPLINK_V6, (map_names::UPLINK_V6, 0), needs.ipv6)?;
         let routed = (map_names::UPLINK_ROUTED, 0);
-        self.serve_behind_uplink(program_names::FROM_UPLINK_ROUTED, routed, reachable_ipv4)?;
+        self.serve_behind_uplink(program_names::FROM_UPLINK_ROUTED, routed, needs.reachable_ipv4)?;
         let routed_v6 = (map_names::UPLINK_ROUTED, 1);
-        self.serve_behind_uplink(program_names::FROM_UPLINK_ROUTED_V6, routed_v6, unprotected_ipv6)?;
-        let xdp_v6 = ipv6 && self.uplink_xdp;
-        self.serve_behind_uplink(program_names::UPLINK_XDP_V6, (map_names::UPLINK_XDP_V6, 0), xdp_v6)
+        self.serve_behind_uplink(program_names::FROM_UPLINK_ROUTED_V6, routed_v6, needs.unprotected_ipv6)?;
+        let xdp_v6 = (map_names::UPLINK_XDP_V6, 0);
+        self.serve_behind_uplink(program_names::UPLINK_XDP_V6, xdp_v6, needs.xdp_v6)?;
+        self.uplink_served = Some(needs);
+        Ok(())
     }
 
     /// Loads the tc or XDP program `name` (unless it is) and puts it in slot `slot` of the
@@ -1041,11 +1085,14 @@ impl Datapath {
         self.subnets()?
             .insert(&subnet_key(subnet), info, 0)
             .with_context(|| format!("writing SUBNETS[{subnet}]"))?;
+        self.subnet_flags.insert(SubnetId::of(&subnet_key(subnet)), flags);
         self.serve_networks_on_uplink()
     }
 
     pub fn remove_subnet(&mut self, subnet: IpNet) -> Result<()> {
-        remove_missing_ok(self.subnets()?.remove(&subnet_key(subnet)))?;
+        let key = subnet_key(subnet);
+        remove_missing_ok(self.subnets()?.remove(&key))?;
+        self.subnet_flags.remove(&SubnetId::of(&key));
         self.serve_networks_on_uplink()
     }
 
@@ -1088,10 +1135,13 @@ impl Datapath {
             .filter(|(_, info)| !networks.contains(&info.network))
             .map(|(k, _)| k)
             .collect();
-        for key in stale {
-            remove_missing_ok(trie.remove(&key))?;
+        for key in &stale {
+            remove_missing_ok(trie.remove(key))?;
         }
-        Ok(())
+        for key in &stale {
+            self.subnet_flags.remove(&SubnetId::of(key));
+        }
+        self.serve_networks_on_uplink()
     }
 
     /// The monitor's maps, handed to their reader (`daemon::monitor`), which owns them from
