@@ -246,9 +246,9 @@ pub struct Datapath {
     links_dir: std::path::PathBuf,
     /// `uplink_xdp` runs on the uplink: publishing containers should take XDP frames.
     uplink_xdp: bool,
-    /// `from_uplink` runs on an uplink: the programs behind it follow the networks
-    /// (`serve_networks_on_uplink`).
-    uplink_attached: bool,
+    /// `from_uplink` runs, on an uplink or alone (packet tests, the bench): the programs
+    /// behind it follow the networks (`serve_networks_on_uplink`).
+    uplink_in_use: bool,
     /// SUBNETS as written (read once at load, then kept with each write): what the
     /// programs behind the uplink follow, without a walk of the trie per change.
     subnet_flags: StdHashMap<SubnetId, u32>,
@@ -420,7 +420,7 @@ impl Datapath {
             cgroup_links: vec![],
             links_dir,
             uplink_xdp: false,
-            uplink_attached: false,
+            uplink_in_use: false,
             subnet_flags,
             uplink_served: None,
             counter_slots: CounterSlots::default(),
@@ -458,7 +458,8 @@ impl Datapath {
     }
 
     /// The tc program `name`; the uplink's are loaded on first use (`from_uplink` alone,
-    /// the others with everything behind it: `load_uplink_programs`).
+    /// those behind it alone too, for a direct run: their tail-call slots follow the
+    /// networks once `from_uplink` is in use).
     pub fn program_named(&mut self, name: &str) -> Result<&mut SchedClassifier> {
         if name == program_names::FROM_UPLINK {
             let program: &mut SchedClassifier =
@@ -473,7 +474,7 @@ impl Datapath {
         ]
         .contains(&name)
         {
-            self.load_uplink_programs()?;
+            load_side_by_side(&mut self.ebpf, &[name])?;
         }
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
@@ -490,7 +491,7 @@ impl Datapath {
         // Already there after a restart: the attach below says so if it is missing.
         let _ = aya::programs::tc::qdisc_add_clsact(ifname);
         self.attach_filter(program_names::FROM_UPLINK, ifname)?;
-        self.uplink_attached = true;
+        self.uplink_in_use = true;
         self.serve_networks_on_uplink()
     }
 
@@ -503,7 +504,7 @@ impl Datapath {
     /// start, SUBNETS still holds the earlier run's networks, so that their flows keep
     /// their programs while the state is restored.
     fn serve_networks_on_uplink(&mut self) -> Result<()> {
-        if !self.uplink_attached {
+        if !self.uplink_in_use {
             return Ok(());
         }
         let mut needs = UplinkNeeds::default();
@@ -727,28 +728,13 @@ impl Datapath {
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
-    /// Loads `from_uplink` with `from_uplink_v6`, `from_uplink_routed` and
-    /// `from_uplink_routed_v6` behind it, whatever the networks (packet tests and the bench
-    /// run them alone; the daemon's uplink takes what its networks need:
-    /// `serve_networks_on_uplink`).
+    /// Loads `from_uplink` and puts behind it what the networks in SUBNETS need, as an
+    /// uplink does (`serve_networks_on_uplink`), without attaching it anywhere: packet
+    /// tests and the bench run it alone, and verify only what their networks use.
     pub fn load_uplink_programs(&mut self) -> Result<()> {
-        let name = program_names::FROM_UPLINK;
-        let fresh = self.ebpf.program(name).ok_or_else(|| anyhow!("program {name} missing"))?.fd().is_err();
-        let behind = [
-            (program_names::FROM_UPLINK_V6, (map_names::UPLINK_V6, 0)),
-            (program_names::FROM_UPLINK_ROUTED, (map_names::UPLINK_ROUTED, 0)),
-            (program_names::FROM_UPLINK_ROUTED_V6, (map_names::UPLINK_ROUTED, 1)),
-        ];
-        let mut names = vec![name];
-        names.extend(behind.iter().map(|(program, _)| *program));
-        load_side_by_side(&mut self.ebpf, &names)?;
-        if fresh {
-            pin_classifier(&mut self.ebpf, name, &self.programs_dir)?;
-        }
-        for (program, slot) in behind {
-            self.serve_behind_uplink(program, slot, true)?;
-        }
-        Ok(())
+        self.program_named(program_names::FROM_UPLINK)?;
+        self.uplink_in_use = true;
+        self.serve_networks_on_uplink()
     }
 
     /// Whether `uplink_xdp` runs on the uplink.
