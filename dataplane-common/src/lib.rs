@@ -557,10 +557,14 @@ pub enum Path {
     /// Arrived on the uplink for a container of a routed network (a reply of its flow, or
     /// ICMPv6): sent into it untranslated.
     RoutedIn = 31,
+    /// Dropped: ICMP from a container of a NAT network, bound out of the uplink, that no
+    /// tracked flow explains (an error quoting no masqueraded or published flow, an echo
+    /// reply): it would leave with the container's own address.
+    DroppedUntrackedIcmp = 32,
 }
 
 impl Path {
-    pub const COUNT: u32 = 32;
+    pub const COUNT: u32 = 33;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -594,6 +598,7 @@ impl Path {
         Path::ArpAnswered,
         Path::Routed,
         Path::RoutedIn,
+        Path::DroppedUntrackedIcmp,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -630,6 +635,7 @@ impl Path {
             Path::ArpAnswered => "arp_answered",
             Path::Routed => "routed",
             Path::RoutedIn => "routed_in",
+            Path::DroppedUntrackedIcmp => "dropped_untracked_icmp",
         }
     }
 }
@@ -698,10 +704,13 @@ pub enum DropReason {
     /// From the VXLAN device, and not for an endpoint of its VNI's network here from one
     /// of that network's endpoints on the sending host.
     Tunnel = 15,
+    /// ICMP from a NAT network's container about no tracked flow, which would have left
+    /// with the container's own address.
+    UntrackedIcmp = 16,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Isolation,
         DropReason::Icc,
         DropReason::Internal,
@@ -717,6 +726,7 @@ impl DropReason {
         DropReason::Malformed,
         DropReason::RouterMessage,
         DropReason::Tunnel,
+        DropReason::UntrackedIcmp,
     ];
 
     /// The reason a packet counted on `path` was dropped; `None` for paths that pass it on.
@@ -738,6 +748,7 @@ impl DropReason {
             Path::DroppedMalformed => DropReason::Malformed,
             Path::DroppedRouterMessage => DropReason::RouterMessage,
             Path::DroppedTunnel => DropReason::Tunnel,
+            Path::DroppedUntrackedIcmp => DropReason::UntrackedIcmp,
             Path::Forwarded
             | Path::SlowPathIp
             | Path::SlowPathOther
@@ -783,6 +794,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::RouterMessage => "router_message",
             DropReason::Tunnel => "tunnel",
+            DropReason::UntrackedIcmp => "untracked_icmp",
         }
     }
 }

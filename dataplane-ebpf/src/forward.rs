@@ -12,12 +12,12 @@ use aya_ebpf::{
     helpers::bpf_redirect_peer,
     programs::TcContext,
 };
-use dataplane_common::{Endpoint, Hook, InterfaceConfig, IpAddress, Path};
+use dataplane_common::{Endpoint, Hook, IPPROTO_ICMP, IPPROTO_ICMPV6, InterfaceConfig, IpAddress, Path};
 use network_types::eth::EthHdr;
 
 use crate::{
     counters::{self, count},
-    diagnostics, endpoint, monitor, nat, nat6,
+    diagnostics, endpoint, monitor, nat, nat6, packet,
     parse::{self, Frame, UpperLayer},
     policy::{self, Verdict},
     publish, publish6, routed, source, tunnel,
@@ -69,6 +69,14 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
     {
         return verdict;
     }
+    // An error about a flow masqueraded out or published in leaves translated, as the
+    // flow's packets do (to another container too: a hairpin connection's client).
+    if frame.proto == IPPROTO_ICMP
+        && iface.flags & InterfaceConfig::ROUTED_V4 == 0
+        && let Some(verdict) = nat::icmp_error_out(ctx, &frame, ifindex)
+    {
+        return verdict;
+    }
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
     // lookup here, is left to the traffic that misses.
@@ -108,6 +116,12 @@ fn forward_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> (Path, 
         0 => None,
         _ => publish6::reply(ctx, ifindex),
     })
+    // An error about a flow masqueraded out or published in leaves translated, as the
+    // flow's packets do (to another container too: a hairpin connection's client).
+    .or_else(|| match iface.flags & InterfaceConfig::ROUTED_V6 == 0 && carries_icmpv6(ctx) {
+        true => nat6::icmp_error_out(ctx, ifindex),
+        false => None,
+    })
     .or_else(|| to_peer_v6(ctx, iface))
     .or_else(|| nat6::established_out(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0))
     .or_else(|| refused_v6(ctx, iface))
@@ -119,13 +133,19 @@ fn forward_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> (Path, 
         nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0)
             .map(diagnostics::left_host)
     })
-    .or_else(|| match iface.flags & InterfaceConfig::ICMP_OUT_V6 {
-        0 => None,
-        _ => routed::icmp_out(ctx, ifindex),
-    })
+    // ICMPv6 no flow tracks: as it is from a routed or unprotected network, not at all
+    // from a NAT66 one.
+    .or_else(|| routed::icmp_out(ctx, ifindex, iface.flags & InterfaceConfig::ICMP_OUT_V6 != 0))
     // For the host itself: a published port there (hairpin), or the host's own.
     .or_else(|| publish6::hairpin(ctx, ifindex))
     .unwrap_or((Path::SlowPathIp, TC_ACT_OK))
+}
+
+/// Whether an IPv6 packet's fixed header is followed by ICMPv6: one read of the linear
+/// data, sparing the other packets a subprogram's call.
+#[inline(always)]
+fn carries_icmpv6(ctx: &TcContext) -> bool {
+    packet::read_linear::<u8>(ctx, EthHdr::LEN + 6) == Some(IPPROTO_ICMPV6)
 }
 
 /// Into the namespace of `dst`, an endpoint of the sender's network, unless the network

@@ -1,9 +1,10 @@
 //! Outbound NAT (masquerade) with connection tracking: flows leaving through the uplink
 //! get the uplink's address and a port of the NAT range; replies arriving on the uplink
-//! are translated back and redirected into their container. Owns the NAT maps: new flows
-//! in SNAT_NEW and SNAT_REV_NEW, confirmed ones (answered, then continued by the
-//! container) in SNAT_CT and SNAT_REV, so that a flood of new flows can only push out new
-//! flows. The daemon sets NAT_CONFIG and expires entries.
+//! are translated back and redirected into their container; ICMP errors about such flows
+//! are translated with them, both ways (`icmp_error_back`, `icmp_error_out`). Owns the
+//! NAT maps: new flows in SNAT_NEW and SNAT_REV_NEW, confirmed ones (answered, then
+//! continued by the container) in SNAT_CT and SNAT_REV, so that a flood of new flows can
+//! only push out new flows. The daemon sets NAT_CONFIG and expires entries.
 
 use aya_ebpf::{
     bindings::{
@@ -627,10 +628,15 @@ pub fn leave_host(
         if !validate::well_formed(ctx, frame) {
             return Some((Path::DroppedMalformed, TC_ACT_SHOT as i32));
         }
-        // An unprotected network's ICMP that no flow tracks (echo replies to the outside's
-        // pings, errors) leaves as it is, as a routed network's.
-        if frame.proto == IPPROTO_ICMP && iface.flags & InterfaceConfig::UNPROTECTED_V4 != 0 {
-            return Some((Path::Routed, send_to_uplink(ctx, next_hop.macs(), &cfg)));
+        // ICMP that no flow tracks (echo replies to the outside's pings, errors about no
+        // masqueraded or published flow: `icmp_error_out` translated those) leaves as it
+        // is from an unprotected network, as from a routed one; a NAT network's would
+        // leave with the container's own address.
+        if frame.proto == IPPROTO_ICMP {
+            if iface.flags & InterfaceConfig::UNPROTECTED_V4 != 0 {
+                return Some((Path::Routed, send_to_uplink(ctx, next_hop.macs(), &cfg)));
+            }
+            return Some((Path::DroppedUntrackedIcmp, TC_ACT_SHOT as i32));
         }
         return Some((Path::SlowPathIp, TC_ACT_OK as i32));
     };
@@ -675,81 +681,196 @@ fn masquerade(
 
 const ICMP_DEST_UNREACHABLE: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
+/// Where an ICMP error's quoted IPv4 header starts, in a translatable frame, and the
+/// quoted L4 header after it (translated only behind a 20-byte header).
+const QUOTE: usize = TRANSLATABLE_L4_OFFSET + 8;
+const QUOTE_L4: usize = QUOTE + 20;
+const ICMP_CSUM_OFFSET: usize = TRANSLATABLE_L4_OFFSET + 2;
+
+/// What an ICMP error (destination unreachable, time exceeded) of a translatable frame
+/// quotes: a TCP or UDP packet behind a 20-byte IPv4 header, its first 8 bytes at least.
+pub struct Quote {
+    pub proto: u8,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// The quote of the ICMP error in a translatable frame; `None` when the frame is no
+/// such error, or its quote is cut short, of a later fragment, or of neither TCP nor UDP.
+#[inline(always)]
+fn icmp_quote(ctx: &TcContext) -> Option<Quote> {
+    let kind: u8 = ctx.load(TRANSLATABLE_L4_OFFSET).ok()?;
+    if (kind != ICMP_DEST_UNREACHABLE && kind != ICMP_TIME_EXCEEDED) || !validate::icmp_quote_holds(ctx) {
+        return None;
+    }
+    let vihl: u8 = ctx.load(QUOTE).ok()?;
+    if vihl != 0x45 {
+        return None;
+    }
+    let proto: u8 = ctx.load(QUOTE + 9).ok()?;
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return None;
+    }
+    Some(Quote {
+        proto,
+        src: ctx.load(QUOTE + 12).ok()?,
+        dst: ctx.load(QUOTE + 16).ok()?,
+        src_port: ctx.load(QUOTE_L4).ok()?,
+        dst_port: ctx.load(QUOTE_L4 + 2).ok()?,
+    })
+}
+
+/// The end of a quoted flow an ICMP error's translation changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum QuotedEnd {
+    /// The quoted source, with the outer destination (an error coming back to a flow's
+    /// sender).
+    Source,
+    /// The quoted destination, with the outer source (an error the flow's receiver sends).
+    Destination,
+}
+
+/// Translates one end of the flow an ICMP error quotes (`proto`): its address and port
+/// inside the quote, from `old` to `new`, and the outer address standing for it (`outer`
+/// until now), as Linux conntrack does for errors related to a translated flow. Every
+/// checksum stays valid: the quoted IPv4 header's, the quoted TCP or UDP one when the
+/// quote holds it (a datagram without one keeps none), the ICMP one, the outer header's.
+#[inline(always)]
+pub fn translate_error(
+    ctx: &TcContext,
+    proto: u8,
+    end: QuotedEnd,
+    outer: [u8; 4],
+    old: ([u8; 4], u16),
+    new: ([u8; 4], u16),
+) -> Result<(), i64> {
+    let (addr_offset, port_offset, outer_offset) = match end {
+        QuotedEnd::Source => (QUOTE + 12, QUOTE_L4, IP_DST_OFFSET),
+        QuotedEnd::Destination => (QUOTE + 16, QUOTE_L4 + 2, IP_SRC_OFFSET),
+    };
+    let word = |v: [u8; 4]| u64::from(u32::from_ne_bytes(v));
+    let ((old_addr, old_port), (new_addr, new_port)) = (old, new);
+    // The quoted IPv4 header: the address and its own checksum, both under the ICMP
+    // checksum.
+    let old_ip_csum: u16 = ctx.load(QUOTE + 10)?;
+    ctx.l3_csum_replace(QUOTE + 10, word(old_addr), word(new_addr), 4)?;
+    let new_ip_csum: u16 = ctx.load(QUOTE + 10)?;
+    ctx.l4_csum_replace(ICMP_CSUM_OFFSET, u64::from(old_ip_csum), u64::from(new_ip_csum), 2)?;
+    ctx.l4_csum_replace(ICMP_CSUM_OFFSET, word(old_addr), word(new_addr), 4)?;
+    ctx.store(addr_offset, &new_addr, 0)?;
+    ctx.l4_csum_replace(ICMP_CSUM_OFFSET, u64::from(old_port), u64::from(new_port), 2)?;
+    ctx.store(port_offset, &new_port, 0)?;
+    // The quoted L4 checksum, when quoted (TCP's lies past the 8 bytes every error holds),
+    // covers the address (in its pseudo header) and the port.
+    let l4_csum = if proto == IPPROTO_TCP { QUOTE_L4 + 16 } else { QUOTE_L4 + 6 };
+    if let Ok(old_l4_csum) = ctx.load::<u16>(l4_csum)
+        && !(proto == IPPROTO_UDP && old_l4_csum == 0)
+    {
+        ctx.l3_csum_replace(l4_csum, word(old_addr), word(new_addr), 4)?;
+        ctx.l3_csum_replace(l4_csum, u64::from(old_port), u64::from(new_port), 2)?;
+        let new_l4_csum: u16 = ctx.load(l4_csum)?;
+        ctx.l4_csum_replace(ICMP_CSUM_OFFSET, u64::from(old_l4_csum), u64::from(new_l4_csum), 2)?;
+    }
+    // The outer address: the ICMP checksum does not cover it.
+    ctx.l3_csum_replace(IP_CSUM_OFFSET, word(outer), word(new_addr), 4)?;
+    ctx.store(outer_offset, &new_addr, 0)
+}
 
 /// An ICMP error about a masqueraded flow (port unreachable, fragmentation needed, time
 /// exceeded) carries the start of the packet as it left, with the uplink address and NAT
 /// port inside: it goes back to the container with both the outer destination and the
-/// quoted packet translated, every checksum kept valid (the quoted IPv4 header's, the
-/// quoted UDP one's, and the ICMP one that covers them).
+/// quoted packet translated (`translate_error`).
 #[inline(always)]
 fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
-    let icmp = frame.l4_offset;
-    let kind: u8 = ctx.load(icmp).ok()?;
-    if (kind != ICMP_DEST_UNREACHABLE && kind != ICMP_TIME_EXCEEDED) || !validate::icmp_quote_holds(ctx) {
-        return None;
-    }
-    let inner = icmp + 8;
-    let vihl: u8 = ctx.load(inner).ok()?;
-    if vihl != 0x45 {
-        return None;
-    }
-    let proto: u8 = ctx.load(inner + 9).ok()?;
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-        return None;
-    }
-    let inner_src: [u8; 4] = ctx.load(inner + 12).ok()?;
-    let inner_dst: [u8; 4] = ctx.load(inner + 16).ok()?;
-    let inner_l4 = inner + 20;
-    let nat_port: u16 = ctx.load(inner_l4).ok()?;
-    let remote_port: u16 = ctx.load(inner_l4 + 2).ok()?;
+    let quote = icmp_quote(ctx)?;
     let reply = FlowKey {
-        src: IpAddress::v4(inner_dst),
-        dst: IpAddress::v4(inner_src),
-        src_port: remote_port,
-        dst_port: nat_port,
-        proto,
+        src: IpAddress::v4(quote.dst),
+        dst: IpAddress::v4(quote.src),
+        src_port: quote.dst_port,
+        dst_port: quote.src_port,
+        proto: quote.proto,
         _pad: [0; 3],
     };
     let back = reverse_of(&reply)?;
     let mut container = [0u8; 4];
     container.copy_from_slice(&back.addr.addr[..4]);
-    let icmp_csum = icmp + 2;
-    let word = |v: [u8; 4]| u64::from(u32::from_ne_bytes(v));
-    let fix = || -> Result<(), i64> {
-        // The quoted IPv4 header: source address and its own checksum, both under the
-        // ICMP checksum.
-        let old_ip_csum: u16 = ctx.load(inner + 10)?;
-        ctx.l3_csum_replace(inner + 10, word(inner_src), word(container), 4)?;
-        let new_ip_csum: u16 = ctx.load(inner + 10)?;
-        ctx.l4_csum_replace(icmp_csum, u64::from(old_ip_csum), u64::from(new_ip_csum), 2)?;
-        ctx.l4_csum_replace(icmp_csum, word(inner_src), word(container), 4)?;
-        ctx.store(inner + 12, &container, 0)?;
-        // The quoted source port.
-        ctx.l4_csum_replace(icmp_csum, u64::from(nat_port), u64::from(back.port), 2)?;
-        ctx.store(inner_l4, &back.port, 0)?;
-        // The quoted UDP checksum, when there is one, covers the address and the port.
-        if proto == IPPROTO_UDP {
-            let old_udp_csum: u16 = ctx.load(inner_l4 + 6)?;
-            if old_udp_csum != 0 {
-                ctx.l3_csum_replace(inner_l4 + 6, word(inner_src), word(container), 4)?;
-                ctx.l3_csum_replace(inner_l4 + 6, u64::from(nat_port), u64::from(back.port), 2)?;
-                let new_udp_csum: u16 = ctx.load(inner_l4 + 6)?;
-                ctx.l4_csum_replace(icmp_csum, u64::from(old_udp_csum), u64::from(new_udp_csum), 2)?;
-            }
-        }
-        // The outer destination: the ICMP checksum does not cover it.
-        ctx.l3_csum_replace(IP_CSUM_OFFSET, word(frame.dst), word(container), 4)?;
-        ctx.store(IP_DST_OFFSET, &container, 0)?;
-        ctx.store(0, &back.mac, 0)?;
-        Ok(())
-    };
-    if fix().is_err() {
+    let translated = translate_error(
+        ctx,
+        quote.proto,
+        QuotedEnd::Source,
+        frame.dst,
+        (quote.src, quote.src_port),
+        (container, back.port),
+    );
+    if translated.and_then(|()| ctx.store(0, &back.mac, 0)).is_err() {
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     // SAFETY: plain helper call; it only records the target.
     let action = unsafe { bpf_redirect_peer(back.host_ifindex, 0) };
     counters::received_at(ctx.len(), back.host_ifindex);
     Some((Path::ReverseNat, action as i32))
+}
+
+/// An ICMP error a container sends about a flow it received (the quote: that flow's
+/// packet as the container saw it, to its own address), to the flow's other end: a reply
+/// of a masqueraded flow leaves out of the uplink with the uplink's address and the
+/// flow's port in place of the container's, outside and in the quote, as Linux conntrack
+/// translates errors related to a flow; a packet of a connection to a published port
+/// leaves with the published address and port (`publish::error_out`). `None` for other
+/// frames, and errors about no tracked flow (`leave_host` keeps them from the uplink).
+#[inline(never)]
+pub fn icmp_error_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
+    if !frame.translatable() {
+        return None;
+    }
+    let quote = icmp_quote(ctx)?;
+    if quote.dst != frame.src || quote.src != frame.dst || !validate::well_formed(ctx, frame) {
+        return None;
+    }
+    let s = scratch()?;
+    // The flow as the container sent it (or answers it, for a published one).
+    s.key = FlowKey {
+        src: IpAddress::v4(quote.dst),
+        dst: IpAddress::v4(quote.src),
+        src_port: quote.dst_port,
+        dst_port: quote.src_port,
+        proto: quote.proto,
+        _pad: [0; 3],
+    };
+    let now = now();
+    let Some((nat_addr, nat_port)) = forward_of(&s.key) else {
+        return publish::error_out(ctx, frame, &quote, &s.key, sender, now);
+    };
+    let cfg = config()?;
+    let Route::Uplink { next_hop } = route(ctx, frame.proto, frame.src, frame.dst, sender, Some(cfg), now)
+    else {
+        return None;
+    };
+    let mut addr = [0u8; 4];
+    addr.copy_from_slice(&nat_addr.addr[..4]);
+    let old = (quote.dst, quote.dst_port);
+    if let Err(errno) =
+        translate_error(ctx, quote.proto, QuotedEnd::Destination, frame.src, old, (addr, nat_port))
+    {
+        diagnostics::rewrite_failed(Rewrite::Masquerade, errno);
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    }
+    Some((Path::Masqueraded, send_to_uplink(ctx, next_hop.macs(), cfg)))
+}
+
+/// The translation (address and port) of the masqueraded flow `key`, as the container
+/// sent it, the flow left untouched (for ICMP errors about it).
+#[inline(always)]
+pub fn forward_of(key: &FlowKey) -> Option<(IpAddress, u16)> {
+    // SAFETY: values are plain data copied out at once.
+    let entry = match unsafe { SNAT_CT.get(key) } {
+        Some(entry) => entry,
+        // SAFETY: as above.
+        None => unsafe { SNAT_NEW.get(key) }?,
+    };
+    Some((entry.nat_addr, entry.nat_port))
 }
 
 /// Where the reply `reply` of a masqueraded flow goes back to, the flow left untouched

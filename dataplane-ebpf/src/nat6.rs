@@ -1,7 +1,7 @@
 //! NAT66: IPv6 leaving the host through the uplink takes the uplink's global IPv6 address
 //! and a port of the NAT range; its replies, and the ICMPv6 errors about it (packet too
 //! big above all: IPv6 routers do not fragment), are translated back and redirected into
-//! their container. The conntrack, the port choice and the next hops are the IPv4
+//! their container; the containers' own errors about them leave translated. The conntrack, the port choice and the next hops are the IPv4
 //! masquerade's (`nat`), whose tables hold both families. Owns UPLINK_V6, the tail call
 //! into `from_uplink_v6`. Its paths stay off the IPv4 ones' stack and code: a subprogram
 //! of `from_container`, a program of its own on the uplink.
@@ -19,7 +19,7 @@ use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 use crate::{
     counters,
     diagnostics::{self, Rewrite},
-    nat::{self, L4, Route, SnatRequest, SnatScratch},
+    nat::{self, L4, QuotedEnd, Route, SnatRequest, SnatScratch},
     packet::{self, Packet},
     parse::{self, Ipv6Frame},
     publish6, routed,
@@ -278,73 +278,171 @@ pub fn into_container(ctx: &TcContext, host_ifindex: u32, mac: [u8; 6]) -> i32 {
     action as i32
 }
 
-/// An ICMPv6 error (destination unreachable, packet too big, time exceeded) about a
-/// masqueraded flow quotes the packet as it left, with the uplink's address and the NAT
-/// port (or echo identifier) inside: it goes back to the container with the outer
-/// destination, the quoted source and port translated, the quoted L4 checksum (when
-/// quoted) and the ICMPv6 checksum kept valid. Only a quote without extension headers
-/// is translated.
+/// Where an ICMPv6 error's quoted IPv6 header starts, and the quoted upper layer after it
+/// (translated only straight behind the fixed header).
+const QUOTE: usize = L4_OFFSET + 8;
+const QUOTE_L4: usize = QUOTE + Ipv6Hdr::LEN;
+const ICMP_CSUM_OFFSET: usize = L4_OFFSET + 2;
+
+/// What an ICMPv6 error (destination unreachable, packet too big, time exceeded) quotes:
+/// a TCP or UDP packet, or an echo request, whose ports are `src_port` and `dst_port`
+/// (an echo request's identifier is its source port, 0 its destination's, as `nat::l4_at`
+/// has them).
+pub struct Quote {
+    pub proto: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// The quote of the ICMPv6 error of a packet without extension headers; `None` for
+/// other packets, and quotes of something else.
 #[inline(always)]
-fn icmp_error_back(ctx: &TcContext, cfg: &NatConfig) -> Option<(Path, i32)> {
-    let icmp = L4_OFFSET;
-    let kind: u8 = ctx.load(icmp).ok()?;
+fn icmp_quote(ctx: &TcContext) -> Option<Quote> {
+    let kind: u8 = ctx.load(L4_OFFSET).ok()?;
     if !(ICMPV6_DEST_UNREACHABLE..=ICMPV6_TIME_EXCEEDED).contains(&kind) {
         return None;
     }
-    let inner = icmp + 8;
-    let proto: u8 = ctx.load(inner + 6).ok()?;
-    let inner_src: [u8; 16] = ctx.load(inner + 8).ok()?;
-    if inner_src != cfg.addr6 {
-        return None;
-    }
-    let inner_dst: [u8; 16] = ctx.load(inner + 24).ok()?;
-    let inner_l4 = inner + Ipv6Hdr::LEN;
-    // Where the quoted port (or identifier) and L4 checksum sit, and the remote's port.
-    let (port_offset, csum_offset, remote_port) = match proto {
-        IPPROTO_TCP => (inner_l4, inner_l4 + 16, ctx.load::<u16>(inner_l4 + 2).ok()?),
-        IPPROTO_UDP => (inner_l4, inner_l4 + 6, ctx.load::<u16>(inner_l4 + 2).ok()?),
-        IPPROTO_ICMPV6 if ctx.load::<u8>(inner_l4).ok()? == ICMPV6_ECHO_REQUEST => {
-            (inner_l4 + 4, inner_l4 + 2, 0)
+    let proto: u8 = ctx.load(QUOTE + 6).ok()?;
+    let (src_port, dst_port) = match proto {
+        IPPROTO_TCP | IPPROTO_UDP => (ctx.load(QUOTE_L4).ok()?, ctx.load(QUOTE_L4 + 2).ok()?),
+        IPPROTO_ICMPV6 if ctx.load::<u8>(QUOTE_L4).ok()? == ICMPV6_ECHO_REQUEST => {
+            (ctx.load(QUOTE_L4 + 4).ok()?, 0)
         }
         _ => return None,
     };
-    let nat_port: u16 = ctx.load(port_offset).ok()?;
+    Some(Quote { proto, src: ctx.load(QUOTE + 8).ok()?, dst: ctx.load(QUOTE + 24).ok()?, src_port, dst_port })
+}
+
+/// Translates one end of the flow an ICMPv6 error quotes (`proto`): its address and port
+/// (or echo identifier) inside the quote, from `old` to `new`, and the outer address
+/// standing for it (`outer` until now), as `nat::translate_error` does for IPv4. The
+/// quoted L4 checksum (when the quote holds it; a UDP one may be absent: 0) and the
+/// ICMPv6 checksum, whose pseudo header holds the outer address, stay valid.
+#[inline(always)]
+fn translate_error(
+    ctx: &TcContext,
+    proto: u8,
+    end: QuotedEnd,
+    outer: &[u8; 16],
+    old: (&[u8; 16], u16),
+    new: (&[u8; 16], u16),
+) -> Result<(), i64> {
+    let ((old_addr, old_port), (new_addr, new_port)) = (old, new);
+    let (addr_offset, port_offset, outer_offset) = match (end, proto) {
+        (QuotedEnd::Source, IPPROTO_ICMPV6) => (QUOTE + 8, QUOTE_L4 + 4, DST_OFFSET),
+        (QuotedEnd::Source, _) => (QUOTE + 8, QUOTE_L4, DST_OFFSET),
+        (QuotedEnd::Destination, _) => (QUOTE + 24, QUOTE_L4 + 2, SRC_OFFSET),
+    };
+    let csum_offset = match proto {
+        IPPROTO_TCP => QUOTE_L4 + 16,
+        IPPROTO_UDP => QUOTE_L4 + 6,
+        _ => QUOTE_L4 + 2,
+    };
+    // The quoted L4 checksum covers the quoted address (in its pseudo header) and port;
+    // the ICMPv6 checksum covers all three.
+    if let Ok(old_inner) = ctx.load::<u16>(csum_offset)
+        && !(proto == IPPROTO_UDP && old_inner == 0)
+    {
+        let new_inner = csum::replace2(
+            replace16(old_inner, old_addr, new_addr),
+            old_port.to_ne_bytes(),
+            new_port.to_ne_bytes(),
+        );
+        ctx.store(csum_offset, &new_inner, 0)?;
+        ctx.l4_csum_replace(ICMP_CSUM_OFFSET, u64::from(old_inner), u64::from(new_inner), 2)?;
+    }
+    ctx.l4_csum_replace(ICMP_CSUM_OFFSET, u64::from(old_port), u64::from(new_port), 2)?;
+    ctx.store(port_offset, &new_port, 0)?;
+    replace_address_in_csum(ctx, ICMP_CSUM_OFFSET, old_addr, new_addr, 0)?;
+    ctx.store(addr_offset, new_addr, 0)?;
+    // The outer address, in the ICMPv6 pseudo header.
+    replace_address_in_csum(ctx, ICMP_CSUM_OFFSET, outer, new_addr, u64::from(BPF_F_PSEUDO_HDR))?;
+    ctx.store(outer_offset, new_addr, 0)
+}
+
+/// An ICMPv6 error (destination unreachable, packet too big, time exceeded) about a
+/// masqueraded flow quotes the packet as it left, with the uplink's address and the NAT
+/// port (or echo identifier) inside: it goes back to the container with the outer
+/// destination, the quoted source and port translated (`translate_error`). Only a quote
+/// without extension headers is translated.
+#[inline(always)]
+fn icmp_error_back(ctx: &TcContext, cfg: &NatConfig) -> Option<(Path, i32)> {
+    let quote = icmp_quote(ctx)?;
+    if quote.src != cfg.addr6 {
+        return None;
+    }
     let reply = FlowKey {
-        src: IpAddress::v6(inner_dst),
-        dst: IpAddress::v6(inner_src),
-        src_port: remote_port,
-        dst_port: nat_port,
-        proto,
+        src: IpAddress::v6(quote.dst),
+        dst: IpAddress::v6(quote.src),
+        src_port: quote.dst_port,
+        dst_port: quote.src_port,
+        proto: quote.proto,
         _pad: [0; 3],
     };
     let back = nat::reverse_of(&reply)?;
-    let container = back.addr.addr;
-    let icmp_csum = icmp + 2;
-    let fix = || -> Result<(), i64> {
-        // The quoted L4 checksum, when the quote holds it (a UDP one may be absent: 0),
-        // covers the quoted source (in its pseudo header) and port; the ICMPv6 checksum
-        // covers all three.
-        if let Ok(old_inner) = ctx.load::<u16>(csum_offset)
-            && !(proto == IPPROTO_UDP && old_inner == 0)
-        {
-            let new_inner = csum::replace2(
-                replace16(old_inner, &inner_src, &container),
-                nat_port.to_ne_bytes(),
-                back.port.to_ne_bytes(),
-            );
-            ctx.store(csum_offset, &new_inner, 0)?;
-            ctx.l4_csum_replace(icmp_csum, u64::from(old_inner), u64::from(new_inner), 2)?;
-        }
-        ctx.l4_csum_replace(icmp_csum, u64::from(nat_port), u64::from(back.port), 2)?;
-        ctx.store(port_offset, &back.port, 0)?;
-        replace_address_in_csum(ctx, icmp_csum, &inner_src, &container, 0)?;
-        ctx.store(inner + 8, &container, 0)?;
-        // The outer destination, in the ICMPv6 pseudo header.
-        replace_address_in_csum(ctx, icmp_csum, &cfg.addr6, &container, u64::from(BPF_F_PSEUDO_HDR))?;
-        ctx.store(DST_OFFSET, &container, 0)
-    };
-    if fix().is_err() {
+    let old = (&quote.src, quote.src_port);
+    let new = (&back.addr.addr, back.port);
+    if translate_error(ctx, quote.proto, QuotedEnd::Source, &cfg.addr6, old, new).is_err() {
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     Some((Path::ReverseNat, into_container(ctx, back.host_ifindex, back.mac)))
+}
+
+/// An ICMPv6 error a container sends about a flow it received (the quote: a TCP or UDP
+/// packet to its own address), to the flow's other end: about a masqueraded flow's reply,
+/// it leaves out of the uplink with the uplink's IPv6 address and the flow's port in place
+/// of the container's, outside and in the quote, as `nat::icmp_error_out` does for IPv4;
+/// about a connection to a published port, with the published address and port
+/// (`publish6::error_out`). `None` for other packets, and errors about no tracked flow
+/// (`routed::icmp_out` keeps those from the uplink).
+#[inline(never)]
+pub fn icmp_error_out(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
+    let frame = parse::parse_ipv6(ctx)?;
+    if frame.next_header != IPPROTO_ICMPV6 {
+        return None;
+    }
+    let quote = icmp_quote(ctx)?;
+    if quote.proto == IPPROTO_ICMPV6 || quote.dst != frame.src || quote.src != frame.dst {
+        return None;
+    }
+    let s = nat::scratch()?;
+    s.key = FlowKey {
+        src: IpAddress::v6(quote.dst),
+        dst: IpAddress::v6(quote.src),
+        src_port: quote.dst_port,
+        dst_port: quote.src_port,
+        proto: quote.proto,
+        _pad: [0; 3],
+    };
+    let now = nat::now();
+    let Some((nat_addr, nat_port)) = nat::forward_of(&s.key) else {
+        return publish6::error_out(ctx, &frame, &quote, &s.key, sender, now);
+    };
+    let cfg = config()?;
+    let (rc, fib) = nat::fib_route_v6(ctx, IPPROTO_ICMPV6, frame.src, frame.dst, sender);
+    let Route::Uplink { next_hop } = nat::route_of(rc, &fib, Some(cfg), now) else {
+        return None;
+    };
+    let old = (&quote.dst, quote.dst_port);
+    if let Err(errno) =
+        translate_error(ctx, quote.proto, QuotedEnd::Destination, &frame.src, old, (&nat_addr.addr, nat_port))
+    {
+        diagnostics::rewrite_failed(Rewrite::Masquerade, errno);
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    }
+    Some((Path::Masqueraded, nat::send_to_uplink(ctx, next_hop.macs(), cfg)))
+}
+
+/// As `icmp_error_out`, for a published connection's error (`publish6::error_out`): the
+/// quote's destination and the outer source become `host`.
+#[inline(always)]
+pub fn translate_error_out(
+    ctx: &TcContext,
+    frame: &Ipv6Frame,
+    quote: &Quote,
+    host: (&[u8; 16], u16),
+) -> Result<(), i64> {
+    translate_error(ctx, quote.proto, QuotedEnd::Destination, &frame.src, (&quote.dst, quote.dst_port), host)
 }

@@ -23,7 +23,7 @@ use crate::{
     counters,
     diagnostics::{self, Rewrite, Table},
     endpoint, firewall, monitor,
-    nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET, L4, Route},
+    nat::{self, IP_DST_OFFSET, IP_SRC_OFFSET, L4, QuotedEnd, Route},
     packet::{self, Packet},
     parse::{self, Frame, Ipv4Frame},
     policy,
@@ -590,6 +590,49 @@ pub fn reply(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i
     // Out of the uplink when that is the way to the client.
     let route = |cfg: &NatConfig| nat::route(ctx, frame.proto, from, frame.dst, sender, Some(cfg), now);
     Some(back_to_client(ctx, entry, now, route))
+}
+
+/// An ICMP error a container sends about a packet of a connection to one of its
+/// published ports (`quote`: the client's packet as the container got it, to its own
+/// address and port; `key`: the connection as the container answers it) leaves as its
+/// replies do (`reply`): the published address and port in place of the container's,
+/// outside and in the quote, back to the client. `None` when it is about no such
+/// connection, or one the container made to itself (its gateway is the host's).
+#[inline(always)]
+pub fn error_out(
+    ctx: &TcContext,
+    frame: &Ipv4Frame,
+    quote: &nat::Quote,
+    key: &FlowKey,
+    sender: u32,
+    now: u64,
+) -> Option<(Path, i32)> {
+    let entry = error_entry(key)?;
+    // SAFETY: map pointer, valid for this program run.
+    let (host_addr, host_port) = unsafe { ((*entry).host_addr, (*entry).host_port) };
+    let mut host = [0u8; 4];
+    host.copy_from_slice(&host_addr.addr[..4]);
+    let old = (quote.dst, quote.dst_port);
+    if nat::translate_error(ctx, quote.proto, QuotedEnd::Destination, frame.src, old, (host, host_port))
+        .is_err()
+    {
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    }
+    let route = |cfg: &NatConfig| nat::route(ctx, frame.proto, host, frame.dst, sender, Some(cfg), now);
+    Some(back_to_client(ctx, entry, now, route))
+}
+
+/// The entry of the published connection `key` (either family, as the container answers
+/// it) that an ICMP error from the container is about, left untouched; `None` when there
+/// is none, or it is one the container made to itself (its gateway is the host's).
+#[inline(always)]
+pub fn error_entry(key: &FlowKey) -> Option<*mut DnatEntry> {
+    let entry = match DNAT_CT.get_ptr_mut(key) {
+        Some(entry) => entry,
+        None => DNAT_NEW.get_ptr_mut(key)?,
+    };
+    // SAFETY: map pointer, valid for this program run.
+    (unsafe { (*entry).flags } & DnatEntry::SELF == 0).then_some(entry)
 }
 
 /// A reply on the published connection of `entry`, translated, goes back to its client:

@@ -313,3 +313,29 @@ pub fn reply(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
     };
     Some(publish::back_to_client(ctx, entry, now, route))
 }
+
+/// An ICMPv6 error a container sends about a packet of a connection to one of its ports
+/// published on IPv6 leaves as its replies do (`reply`), as `publish::error_out` has it
+/// for IPv4: the published address and port in place of the container's, outside and in
+/// the quote. `None` when it is about no such connection.
+#[inline(always)]
+pub fn error_out(
+    ctx: &TcContext,
+    frame: &Ipv6Frame,
+    quote: &nat6::Quote,
+    key: &FlowKey,
+    sender: u32,
+    now: u64,
+) -> Option<(Path, i32)> {
+    let entry = publish::error_entry(key)?;
+    // SAFETY: map pointer, valid for this program run.
+    let (host_addr, host_port) = unsafe { ((*entry).host_addr.addr, (*entry).host_port) };
+    if nat6::translate_error_out(ctx, frame, quote, (&host_addr, host_port)).is_err() {
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    }
+    let route = |cfg: &NatConfig| {
+        let (rc, fib) = nat::fib_route_v6(ctx, IPPROTO_ICMPV6, host_addr, frame.dst, sender);
+        nat::route_of(rc, &fib, Some(cfg), now)
+    };
+    Some(publish::back_to_client(ctx, entry, now, route))
+}

@@ -22,7 +22,9 @@ use aya_ebpf::{
     maps::ProgramArray,
     programs::TcContext,
 };
-use dataplane_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, InterfaceConfig, IpAddress, Path, SubnetInfo};
+use dataplane_common::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, InterfaceConfig, IpAddress, NatConfig, Path, SubnetInfo,
+};
 
 use crate::{
     endpoint,
@@ -208,13 +210,19 @@ pub fn from_outside_v6_direct(ctx: &TcContext) -> (Path, i32) {
     publish6::direct(ctx, &frame, &l4, subnet.network).unwrap_or(unpublished)
 }
 
-/// ICMPv6 from a container of a routed network that `nat6::leave_host` did not take (no
-/// echo request: echo replies to the outside's pings, errors), out of the uplink as it is
-/// when the host routes it there: the host would not forward it without IPv6 forwarding
-/// on. `None` for anything else. A subprogram of `from_container`'s, called from there.
+/// ICMPv6 from a container that `nat6::leave_host` did not take (no echo request: echo
+/// replies to the outside's pings, errors about no tracked flow), bound out of the uplink:
+/// from a routed or unprotected network (`as_is`) it leaves as it is (the host would not
+/// forward it without IPv6 forwarding on); from a NAT66 network it is dropped
+/// (`DroppedUntrackedIcmp`), as it would leave with the container's own address. `None`
+/// for anything else, and without NAT66 for a NAT network's (the kernel's, as the rest of
+/// its IPv6). A subprogram of `from_container`'s, called from there.
 #[inline(never)]
-pub fn icmp_out(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
+pub fn icmp_out(ctx: &TcContext, sender: u32, as_is: bool) -> Option<(Path, i32)> {
     let cfg = nat::config()?;
+    if !as_is && cfg.flags & NatConfig::IPV6 == 0 {
+        return None;
+    }
     let frame = parse::parse_ipv6(ctx)?;
     if frame.next_header != IPPROTO_ICMPV6 {
         return None;
@@ -223,5 +231,8 @@ pub fn icmp_out(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
     let Route::Uplink { next_hop } = nat::route_of(rc, &fib, Some(cfg), nat::now()) else {
         return None;
     };
+    if !as_is {
+        return Some((Path::DroppedUntrackedIcmp, TC_ACT_SHOT as i32));
+    }
     Some((Path::Routed, nat::send_to_uplink(ctx, next_hop.macs(), cfg)))
 }

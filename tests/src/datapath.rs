@@ -459,6 +459,48 @@ pub fn checked_ports(transport: &etherparse::TransportSlice, ip: PseudoHeader) -
     }
 }
 
+/// What an ICMP or ICMPv6 error quotes, read from its quote of a whole TCP or UDP packet:
+/// the addresses (4 or 16 bytes), the ports and the payload, the quoted IPv4 header's
+/// checksum and the quoted TCP or UDP checksum asserted equal to recomputations.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Quoted {
+    pub src: Vec<u8>,
+    pub dst: Vec<u8>,
+    pub sport: u16,
+    pub dport: u16,
+    pub payload: Vec<u8>,
+}
+
+pub fn checked_quote(quote: &[u8]) -> Quoted {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let packet = SlicedPacket::from_ip(quote).expect("a quote of a whole packet");
+    let transport = packet.transport.expect("a quoted TCP or UDP header");
+    let payload = match &transport {
+        TransportSlice::Tcp(tcp) => tcp.payload().to_vec(),
+        TransportSlice::Udp(udp) => udp.payload().to_vec(),
+        other => panic!("unexpected quoted transport {other:?}"),
+    };
+    let (src, dst, (sport, dport)) = match packet.net.expect("a quoted IP header") {
+        NetSlice::Ipv4(ip) => {
+            let header = ip.header().to_header();
+            assert_eq!(
+                header.header_checksum,
+                header.calc_header_checksum(),
+                "quoted IPv4 checksum is wrong"
+            );
+            let ports = checked_ports(&transport, PseudoHeader::V4(&header)).unwrap();
+            (header.source.to_vec(), header.destination.to_vec(), ports)
+        }
+        NetSlice::Ipv6(ip) => {
+            let header = ip.header().to_header();
+            let ports = checked_ports(&transport, PseudoHeader::V6(&header)).unwrap();
+            (header.source.to_vec(), header.destination.to_vec(), ports)
+        }
+        other => panic!("unexpected quoted network header {other:?}"),
+    };
+    Quoted { src, dst, sport, dport, payload }
+}
+
 /// An ARP packet for IPv4 over Ethernet from `eth_src`, whose sender is `sender`.
 pub fn arp(eth_src: [u8; 6], operation: u16, sender: ([u8; 6], [u8; 4]), target: [u8; 4]) -> Vec<u8> {
     let mut frame = vec![0xff; 6];

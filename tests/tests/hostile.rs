@@ -126,6 +126,19 @@ fn udp_from(src: ([u8; 4], u16), dst: ([u8; 4], u16), src_mac: [u8; 6]) -> Vec<u
     udp_between_macs((src_mac, if src_mac == A_MAC { GATEWAY_MAC } else { UPLINK_MAC }), src, dst)
 }
 
+/// A's port unreachable to `to` about `received`, a frame it got, quoted whole.
+fn unreachable_from_a(to: [u8; 4], received: &[u8]) -> Vec<u8> {
+    let mut frame = vec![];
+    PacketBuilder::ethernet2(A_MAC, GATEWAY_MAC)
+        .ipv4(CONTAINER, to, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut frame, &received[14..])
+        .unwrap();
+    frame
+}
+
 /// Valid frames container A sends, one for each path of `from_container`.
 fn container_templates() -> Vec<Template> {
     vec![
@@ -141,6 +154,17 @@ fn container_templates() -> Vec<Template> {
         ),
         template("udp on the masqueraded flow", udp_from((CONTAINER, 5000), (REMOTE, 53), A_MAC)),
         template("icmp echo on the masqueraded flow", icmp_echo(A_MAC, CONTAINER, REMOTE, 77, false)),
+        template(
+            "port unreachable about a reply of the masqueraded udp flow",
+            unreachable_from_a(REMOTE, &udp_from((REMOTE, 53), (CONTAINER, 5000), GATEWAY_MAC)),
+        ),
+        template(
+            "port unreachable about the confirmed published flow",
+            unreachable_from_a(
+                CLIENT,
+                &tcp_segment(GATEWAY_MAC, (CLIENT, 33000), (CONTAINER, 80), "A", 101, ISN + 1),
+            ),
+        ),
         template(
             "syn-ack on the unconfirmed published flow",
             tcp_segment(A_MAC, (CONTAINER, 80), (CLIENT, 33001), "SA", ISN, 101),

@@ -104,7 +104,7 @@ fn conntrack_flush_forgets_every_flow() {
 }
 
 #[test]
-fn icmp_port_unreachable_reaches_the_container() {
+fn icmp_port_unreachable_is_translated_both_ways() {
     let host = Host::start_with_external();
     host.run_sleeper("c", &[]);
     // Nothing listens on the external side: its "port unreachable" must come back.
@@ -115,6 +115,46 @@ fn icmp_port_unreachable_reaches_the_container() {
     );
     let out = ok(host.exec("c", &format!("python3 -c \"{client}\"")));
     assert_eq!(out.trim(), "refused", "the ICMP error did not reach the container");
+
+    // The other way: a late reply to a masqueraded flow whose socket the container closed
+    // gets the container's port unreachable, which must reach the outside as the uplink's,
+    // outer source and quote alike (it left with the container's private address). The
+    // external side learns the flow's masquerade port from its first datagram, waits for
+    // the container's word (from another socket) that the first one is closed, answers
+    // late, and reads the error off a raw ICMP socket.
+    let watcher = format!(
+        "import socket, struct, json\n\
+         raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); raw.settimeout(10)\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{EXTERNAL_ADDR}', 5454)); s.settimeout(10)\n\
+         done = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); done.bind(('{EXTERNAL_ADDR}', 5455)); done.settimeout(10)\n\
+         _, peer = s.recvfrom(100)\n\
+         done.recvfrom(100)\n\
+         s.sendto(b'late', peer)\n\
+         while True:\n\
+         \x20   p = raw.recv(2000); icmp = p[(p[0] & 15) * 4:]\n\
+         \x20   if icmp[0] != 3: continue\n\
+         \x20   q = icmp[8:]; l4 = q[(q[0] & 15) * 4:]\n\
+         \x20   print(json.dumps({{'peer': list(peer), 'src': socket.inet_ntoa(p[12:16]), 'code': icmp[1], \
+         'quoted_src': socket.inet_ntoa(q[12:16]), 'quoted_dst': socket.inet_ntoa(q[16:20]), \
+         'quoted_ports': list(struct.unpack('!HH', l4[:4]))}}), flush=True); break\n"
+    );
+    let mut watching = host.external_server("python3", &["-c", &watcher], "late.log");
+    let client = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'q', ('{EXTERNAL_ADDR}', 5454)); \
+         s.close(); t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); t.sendto(b'closed', ('{EXTERNAL_ADDR}', 5455))"
+    );
+    ok(host.exec("c", &format!("python3 -c \"{client}\"")));
+    let ended = eventually(Duration::from_secs(15), || matches!(watching.0.try_wait(), Ok(Some(_))));
+    let log = std::fs::read_to_string(host.dir.join("late.log")).unwrap();
+    assert!(ended, "no port unreachable reached the outside: {log}");
+    let seen: serde_json::Value = serde_json::from_str(log.trim()).unwrap_or_else(|e| panic!("{e}: {log}"));
+    let (peer_addr, peer_port) = (seen["peer"][0].as_str().unwrap(), seen["peer"][1].as_u64().unwrap());
+    assert_eq!(peer_addr, UPLINK_ADDR, "the flow was not masqueraded: {log}");
+    assert_eq!(seen["src"], UPLINK_ADDR, "the container's error left with another source: {log}");
+    assert_eq!(seen["code"], 3, "not a port unreachable: {log}");
+    assert_eq!(seen["quoted_src"], EXTERNAL_ADDR, "{log}");
+    assert_eq!(seen["quoted_dst"], UPLINK_ADDR, "the quote kept the container's address: {log}");
+    assert_eq!(seen["quoted_ports"], serde_json::json!([5454, peer_port]), "the quote kept its port: {log}");
 }
 
 #[test]

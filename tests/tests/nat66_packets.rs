@@ -20,9 +20,9 @@ use dataplane_common::{
     ct_state,
 };
 use dataplane_tests::datapath::{
-    self, A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, RED, RED_GATEWAY6, Seen, TC_ACT_OK,
-    TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT,
-    b_interface, checked_ports,
+    self, A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, Quoted, RED, RED_GATEWAY6, Seen,
+    TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, XDP_DROP, XDP_PASS,
+    XDP_REDIRECT, b_interface, checked_ports, checked_quote,
 };
 use etherparse::{Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -288,6 +288,169 @@ fn packet_too_big_about_a_masqueraded_ping_reaches_the_container_translated() {
     let sent = SlicedPacket::from_ethernet(&request).unwrap();
     let Some(TransportSlice::Icmpv6(sent)) = sent.transport else { panic!("not ICMPv6") };
     assert_eq!(u16::from_be_bytes([rest[2], rest[3]]), sent.checksum(), "quoted ICMPv6 checksum is wrong");
+}
+
+/// An ICMPv6 error of `kind` that a container (`from`: its MAC and address) sends to
+/// `to`, quoting the whole of `received`, a frame it got, from its IPv6 header on.
+fn error6_from(from: ([u8; 6], [u8; 16]), to: [u8; 16], kind: Icmpv6Type, received: &[u8]) -> Vec<u8> {
+    let mut frame = vec![];
+    PacketBuilder::ethernet2(from.0, UPLINK_MAC)
+        .ipv6(from.1, to, 64)
+        .icmpv6(kind)
+        .write(&mut frame, &received[14..])
+        .unwrap();
+    frame
+}
+
+fn port_unreachable6() -> Icmpv6Type {
+    Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Port)
+}
+
+/// An ICMPv6 error as it leaves: its addresses and MACs (`inspect` checks the ICMPv6
+/// checksum over them), its type, and its quote (`checked_quote`).
+fn inspect_error6(frame: &[u8]) -> (Seen<[u8; 16]>, Icmpv6Type, Quoted) {
+    let seen = inspect(frame);
+    let packet = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(TransportSlice::Icmpv6(icmp)) = packet.transport else { panic!("not ICMPv6") };
+    (seen, icmp.header().icmp_type, checked_quote(icmp.payload()))
+}
+
+fn quoted6(src: ([u8; 16], u16), dst: ([u8; 16], u16), payload: &[u8]) -> Quoted {
+    Quoted { src: src.0.to_vec(), dst: dst.0.to_vec(), sport: src.1, dport: dst.1, payload: payload.to_vec() }
+}
+
+/// As over IPv4: the container's own ICMPv6 error about a reply of its masqueraded flow
+/// leaves with the uplink's address outside and the flow's translation inside, the
+/// ICMPv6 checksum over its pseudo header kept valid; without it, it left to the kernel
+/// with the container's own address.
+#[test]
+fn a_containers_icmpv6_errors_about_its_masqueraded_flows_leave_translated() {
+    let mut fx = nat66();
+    let (_, out) = fx.run(&udp6(A_MAC, (A6, 5000), (REMOTE6, 53)));
+    let nat_port = inspect(&out).sport;
+    let (verdict, reply) = fx.run_uplink(&udp6(GATEWAY_MAC, (REMOTE6, 53), (UPLINK_ADDR6, nat_port)));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let reassembly =
+        Icmpv6Type::TimeExceeded(etherparse::icmpv6::TimeExceededCode::FragmentReassemblyTimeExceeded);
+    for kind in [port_unreachable6(), reassembly] {
+        let (verdict, out) = fx.run(&error6_from((A_MAC, A6), REMOTE6, kind, &reply));
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{kind:?} about a masqueraded flow was not sent to the uplink");
+        let (seen, seen_kind, quote) = inspect_error6(&out);
+        assert_eq!(
+            (seen.src, seen.dst),
+            (UPLINK_ADDR6, REMOTE6),
+            "{kind:?}: outer source was not translated"
+        );
+        assert_eq!(
+            (seen.eth_dst, seen.eth_src),
+            (GATEWAY_MAC, UPLINK_MAC),
+            "the next hop's and the uplink's MACs"
+        );
+        assert_eq!(seen_kind, kind, "the ICMPv6 type and code must not change");
+        assert_eq!(
+            quote,
+            quoted6((REMOTE6, 53), (UPLINK_ADDR6, nat_port), b"query"),
+            "{kind:?}: the quoted destination must be the flow's translation"
+        );
+    }
+    assert_eq!(fx.count(Path::Masqueraded), 3);
+
+    // About a TCP connection: the quoted segment's checksum follows too.
+    let (_, syn) = fx.run(&tcp6(A_MAC, (A6, 40000), (REMOTE6, 80), true, false));
+    let port = inspect(&syn).sport;
+    let (verdict, syn_ack) =
+        fx.run_uplink(&tcp6(GATEWAY_MAC, (REMOTE6, 80), (UPLINK_ADDR6, port), true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (verdict, out) = fx.run(&error6_from((A_MAC, A6), REMOTE6, port_unreachable6(), &syn_ack));
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "an error about a masqueraded connection was not sent to the uplink"
+    );
+    let (seen, _, quote) = inspect_error6(&out);
+    assert_eq!((seen.src, seen.dst), (UPLINK_ADDR6, REMOTE6));
+    assert_eq!(quote, quoted6((REMOTE6, 80), (UPLINK_ADDR6, port), b"payload!"));
+
+    // An error about no masqueraded flow must not leave with the container's address.
+    let mut stray = reply.clone();
+    stray[14 + 40 + 2..14 + 40 + 4].copy_from_slice(&5999u16.to_be_bytes());
+    let error = error6_from((A_MAC, A6), REMOTE6, port_unreachable6(), &stray);
+    let (verdict, untouched) = fx.run(&error);
+    assert_eq!(
+        (verdict, untouched),
+        (TC_ACT_SHOT, error),
+        "an error about no flow must be dropped untouched"
+    );
+    assert_eq!(fx.count(Path::DroppedUntrackedIcmp), 1);
+}
+
+/// A container's ICMPv6 error about a packet of a connection to one of its ports
+/// published on IPv6 leaves with the published address and port, outside and in the
+/// quote.
+#[test]
+fn a_containers_icmpv6_errors_about_connections_to_its_published_ports_leave_as_the_published_address() {
+    let mut fx = nat66();
+    publish6(&mut fx, [0; 16], IPPROTO_UDP, 0, 0);
+    let client = (REMOTE6, 40000);
+    let (verdict, inside) = fx.run_uplink(&udp6(GATEWAY_MAC, client, (UPLINK_ADDR6, 8080)));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_reaches_b(&inspect(&inside), client);
+    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (verdict, out) = fx.run(&error6_from((B_MAC, B6), REMOTE6, port_unreachable6(), &inside));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the error about a published flow was not sent to the uplink");
+    let (seen, kind, quote) = inspect_error6(&out);
+    assert_eq!(
+        (seen.src, seen.dst),
+        (UPLINK_ADDR6, REMOTE6),
+        "the outer source must be the published address"
+    );
+    assert_eq!((seen.eth_dst, kind), (GATEWAY_MAC, port_unreachable6()));
+    assert_eq!(
+        quote,
+        quoted6(client, (UPLINK_ADDR6, 8080), b"query"),
+        "the quoted destination must be the published address and port"
+    );
+    assert_eq!(fx.count(Path::PublishedReply), 1);
+}
+
+/// An unprotected network's container (`gateway_mode_ipv6=nat-unprotected`): its errors
+/// about its masqueraded flows leave translated as a NAT66 network's do (they left
+/// untranslated, as ICMPv6 no flow tracks); those about no flow leave as they are.
+#[test]
+fn an_unprotected_containers_icmpv6_errors_about_its_masqueraded_flows_leave_translated() {
+    let mut fx = nat66();
+    fx.datapath
+        .set_subnet("fd00:1::/64".parse().unwrap(), RED, RED_GATEWAY6.into(), SubnetInfo::UNPROTECTED)
+        .unwrap();
+    fx.datapath.set_interface(LO, datapath::red_interface(InterfaceConfig::UNPROTECTED_V6)).unwrap();
+    let (_, out) = fx.run(&udp6(A_MAC, (A6, 5000), (REMOTE6, 53)));
+    let nat_port = inspect(&out).sport;
+    let (_, reply) = fx.run_uplink(&udp6(GATEWAY_MAC, (REMOTE6, 53), (UPLINK_ADDR6, nat_port)));
+    let (verdict, out) = fx.run(&error6_from((A_MAC, A6), REMOTE6, port_unreachable6(), &reply));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (seen, _, quote) = inspect_error6(&out);
+    assert_eq!((seen.src, seen.dst), (UPLINK_ADDR6, REMOTE6), "outer source was not translated");
+    assert_eq!(quote, quoted6((REMOTE6, 53), (UPLINK_ADDR6, nat_port), b"query"));
+    assert_eq!((fx.count(Path::Masqueraded), fx.count(Path::Routed)), (2, 0));
+    // B's error about a datagram that came in to its own address (every port is open,
+    // tracked as published there): as it is.
+    fx.datapath
+        .set_interface(LO, b_interface(InterfaceConfig::PUBLISHES | InterfaceConfig::UNPROTECTED_V6))
+        .unwrap();
+    let (verdict, inside) = fx.run_uplink(&udp6(GATEWAY_MAC, (REMOTE6, 7000), (B6, 5999)));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let error = error6_from((B_MAC, B6), REMOTE6, port_unreachable6(), &inside);
+    let (verdict, out) = fx.run(&error);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "an unprotected container's error was not sent to the uplink");
+    assert_untranslated(&error, &out, "the error about a datagram to its own address");
+    assert_eq!(fx.count(Path::PublishedReply), 1);
+    // About no flow at all: as it is too, as the ICMPv6 no flow tracks.
+    let mut stray = inside.clone();
+    stray[14 + 40..14 + 42].copy_from_slice(&7001u16.to_be_bytes());
+    let error = error6_from((B_MAC, B6), REMOTE6, port_unreachable6(), &stray);
+    let (verdict, out) = fx.run(&error);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "an unprotected container's error about no flow was not sent out");
+    assert_untranslated(&error, &out, "the error about no flow");
+    assert_eq!(fx.count(Path::Routed), 1);
 }
 
 const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];

@@ -7,11 +7,11 @@ use dataplane::{
     firewall::{Action, Installed, RuleSpec, Rules},
     ports::{PortMapping, Proto},
 };
-use dataplane_common::{Backend, DnatEntry, InterfaceConfig, Path, ct_state};
+use dataplane_common::{Backend, DnatEntry, DropReason, InterfaceConfig, MonitorEvent, Path, ct_state};
 use dataplane_tests::datapath::{
-    self, A_MAC, B_MAC, Fixture, GATEWAY_MAC, PseudoHeader, Seen, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    UPLINK_ADDR, UPLINK_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, checked_ports, icmp_echo,
-    red_interface, tcp_segment as segment,
+    self, A_MAC, B_MAC, Fixture, GATEWAY_MAC, PseudoHeader, Quoted, Seen, TC_ACT_OK, TC_ACT_REDIRECT,
+    TC_ACT_SHOT, UPLINK_ADDR, UPLINK_MAC, XDP_DROP, XDP_PASS, XDP_REDIRECT, b_interface, checked_ports,
+    checked_quote, icmp_echo, red_interface, tcp_segment as segment,
 };
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -621,6 +621,161 @@ fn icmp_errors_about_masqueraded_flows_go_back_translated() {
     let expected =
         etherparse::UdpHeader::from_slice(rest).unwrap().0.calc_checksum_ipv4(&inner, b"query").unwrap();
     assert_eq!(udp_csum, expected, "quoted UDP checksum is wrong");
+}
+
+/// An ICMP error of `kind` that a container (`from`: its MAC and address) sends to `to`,
+/// quoting the whole of `received`, a frame it got, from its IPv4 header on (as Linux
+/// quotes a short packet).
+fn error_from(
+    from: ([u8; 6], [u8; 4]),
+    to: [u8; 4],
+    kind: etherparse::Icmpv4Type,
+    received: &[u8],
+) -> Vec<u8> {
+    let mut frame = vec![];
+    PacketBuilder::ethernet2(from.0, UPLINK_MAC)
+        .ipv4(from.1, to, 64)
+        .icmpv4(kind)
+        .write(&mut frame, &received[14..])
+        .unwrap();
+    frame
+}
+
+fn port_unreachable() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)
+}
+
+fn reassembly_time_exceeded() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::FragmentReassemblyTimeExceeded)
+}
+
+/// An ICMP error as it leaves: its destination MAC, outer source and destination (the
+/// header's checksum checked), its type (the ICMP checksum checked) and its quote
+/// (`checked_quote`).
+fn inspect_error(frame: &[u8]) -> ([u8; 6], [u8; 4], [u8; 4], etherparse::Icmpv4Type, Quoted) {
+    let packet = SlicedPacket::from_ethernet(frame).expect("a parsable frame");
+    let eth = packet.link.unwrap().to_header().unwrap().ethernet2().unwrap();
+    let etherparse::NetSlice::Ipv4(ip) = packet.net.unwrap() else { panic!("not IPv4") };
+    let outer = ip.header().to_header();
+    assert_eq!(outer.header_checksum, outer.calc_header_checksum(), "outer IPv4 checksum is wrong");
+    let Some(TransportSlice::Icmpv4(icmp)) = packet.transport else { panic!("not ICMP") };
+    let kind = icmp.header().icmp_type;
+    assert_eq!(icmp.checksum(), kind.calc_checksum(icmp.payload()), "ICMP checksum is wrong");
+    (eth.destination, outer.source, outer.destination, kind, checked_quote(icmp.payload()))
+}
+
+fn quoted(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Quoted {
+    Quoted { src: src.0.to_vec(), dst: dst.0.to_vec(), sport: src.1, dport: dst.1, payload: payload.to_vec() }
+}
+
+/// Linux conntrack translates the ICMP errors related to a masqueraded flow both ways:
+/// the container's own error about a reply it got (its socket closed, say) leaves with
+/// the uplink's address outside and the flow's translation inside; without it, it left
+/// to the kernel with the container's private address.
+#[test]
+fn a_containers_icmp_errors_about_its_masqueraded_flows_leave_translated() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    let (_, out) = fx.run(&udp(CONTAINER, 5000, REMOTE, 53));
+    let nat_port = inspect(&out).sport;
+    let (verdict, reply) = fx.run_uplink(&udp(REMOTE, 53, UPLINK_ADDR, nat_port));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    for kind in [port_unreachable(), reassembly_time_exceeded()] {
+        let error = error_from((A_MAC, CONTAINER), REMOTE, kind.clone(), &reply);
+        let (verdict, out) = fx.run(&error);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{kind:?} about a masqueraded flow was not sent to the uplink");
+        let (eth_dst, src, dst, seen_kind, quote) = inspect_error(&out);
+        assert_eq!((src, dst), (UPLINK_ADDR, REMOTE), "{kind:?}: outer source was not translated");
+        assert_eq!(eth_dst, GATEWAY_MAC, "next hop MAC from the FIB");
+        assert_eq!(seen_kind, kind, "the ICMP type and code must not change");
+        assert_eq!(
+            quote,
+            quoted((REMOTE, 53), (UPLINK_ADDR, nat_port), b"query"),
+            "{kind:?}: the quoted destination must be the flow's translation"
+        );
+    }
+    assert_eq!(fx.count(Path::Masqueraded), 3);
+
+    // About a TCP connection: the quoted segment's checksum follows too.
+    let (port, _) = connect_out(&mut fx, 40000);
+    let (verdict, data) =
+        fx.run_uplink(&segment(GATEWAY_MAC, (REMOTE, 80), (UPLINK_ADDR, port), "A", 7001, 1001));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (verdict, out) = fx.run(&error_from((A_MAC, CONTAINER), REMOTE, port_unreachable(), &data));
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "an error about a masqueraded connection was not sent to the uplink"
+    );
+    let (_, src, dst, _, quote) = inspect_error(&out);
+    assert_eq!((src, dst), (UPLINK_ADDR, REMOTE));
+    assert_eq!(
+        (quote.src, quote.sport, quote.dst, quote.dport),
+        (REMOTE.to_vec(), 80, UPLINK_ADDR.to_vec(), port)
+    );
+
+    // An error about no masqueraded flow must not leave with the private address: it is
+    // dropped, counted, and shown to a monitor as the other drops are.
+    let mut monitor = fx.datapath.take_monitor_maps().unwrap();
+    monitor.config.set(0, MonitorEvent::LISTENING, 0).unwrap();
+    let mut stray = reply.clone();
+    stray[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&5999u16.to_be_bytes());
+    let error = error_from((A_MAC, CONTAINER), REMOTE, port_unreachable(), &stray);
+    let (verdict, untouched) = fx.run(&error);
+    assert_eq!(
+        (verdict, untouched),
+        (TC_ACT_SHOT, error),
+        "an error about no flow must be dropped untouched"
+    );
+    assert_eq!(fx.count(Path::DroppedUntrackedIcmp), 1);
+    let item = monitor.events.next().expect("no monitor event for the drop");
+    // SAFETY: a whole MonitorEvent, plain data.
+    let event = unsafe { item.as_ptr().cast::<MonitorEvent>().read_unaligned() };
+    assert_eq!(
+        (event.kind, event.reason, event.path, event.hook),
+        (
+            MonitorEvent::DROP,
+            DropReason::UntrackedIcmp as u8,
+            Path::DroppedUntrackedIcmp as u8,
+            dataplane_common::Hook::FromContainer as u8
+        ),
+        "the drop's event"
+    );
+    drop(item);
+    monitor.config.set(0, 0, 0).unwrap();
+    // So must one quoting another address than its sender's.
+    let mut other = reply.clone();
+    other[14 + 16..14 + 20].copy_from_slice(&B_ADDR);
+    fix_ip_checksum(&mut other);
+    let (verdict, _) = fx.run(&error_from((A_MAC, CONTAINER), REMOTE, port_unreachable(), &other));
+    assert_eq!(verdict, TC_ACT_SHOT, "an error quoting another container's flow must be dropped");
+    assert_eq!(fx.count(Path::DroppedUntrackedIcmp), 2);
+}
+
+/// A container's ICMP error about a packet of a connection to one of its published ports
+/// leaves as the connection's replies do: the published address and port in place of its
+/// own, outside and in the quote.
+#[test]
+fn a_containers_icmp_errors_about_connections_to_its_published_ports_leave_as_the_published_address() {
+    let mut fx = Fixture::new(0);
+    fx.enable_nat(61000, 61999);
+    publish_to(&mut fx, (17, 8053), B_ADDR, 42, B_MAC);
+    let mut datagram = udp(REMOTE, 40000, UPLINK_ADDR, 8053);
+    datagram[6..12].copy_from_slice(&GATEWAY_MAC);
+    let (verdict, inside) = fx.run_uplink(&datagram);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the datagram did not reach the published container");
+    assert_eq!((inspect(&inside).dst, inspect(&inside).dport), (B_ADDR, 80));
+    fx.datapath.set_interface(1, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    let (verdict, out) = fx.run(&error_from((B_MAC, B_ADDR), REMOTE, port_unreachable(), &inside));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the error about a published flow was not sent to the uplink");
+    let (eth_dst, src, dst, kind, quote) = inspect_error(&out);
+    assert_eq!((src, dst), (UPLINK_ADDR, REMOTE), "the outer source must be the published address");
+    assert_eq!((eth_dst, kind), (GATEWAY_MAC, port_unreachable()));
+    assert_eq!(
+        quote,
+        quoted((REMOTE, 40000), (UPLINK_ADDR, 8053), b"query"),
+        "the quoted destination must be the published address and port"
+    );
+    assert_eq!(fx.count(Path::PublishedReply), 1);
 }
 
 #[test]

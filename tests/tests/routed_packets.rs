@@ -288,3 +288,106 @@ fn an_unprotected_networks_own_flows_out_are_masqueraded_as_nats() {
     assert_eq!(u16::from_be_bytes([back[36], back[37]]), 40000, "the reply's port must be A's again");
     assert_eq!((fx.count(Path::ReverseNat), fx.count(Path::Published)), (1, 0));
 }
+
+/// An ICMP error of `kind` from `from` (MAC and address) to `to`, quoting `quoted` (a
+/// frame) from its IPv4 header on, whole.
+fn icmp_error(from: ([u8; 6], [u8; 4]), to: [u8; 4], kind: etherparse::Icmpv4Type, quoted: &[u8]) -> Vec<u8> {
+    let mut frame = vec![];
+    etherparse::PacketBuilder::ethernet2(from.0, UPLINK_MAC)
+        .ipv4(from.1, to, 64)
+        .icmpv4(kind)
+        .write(&mut frame, &quoted[14..])
+        .unwrap();
+    frame
+}
+
+fn port_unreachable() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)
+}
+
+fn ttl_exceeded() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit)
+}
+
+/// An outside router on the uplink's segment.
+const ROUTER: [u8; 4] = [203, 0, 113, 2];
+
+/// ICMP errors through a routed network, both ways, leave every byte past the MACs as
+/// they are: a router's error about a container's flow comes in to the container, and the
+/// container's own error about a packet it got leaves by the uplink, with its own address.
+#[test]
+fn icmp_errors_through_a_routed_network_pass_both_ways_untranslated() {
+    let mut fx = routed();
+    // B (an endpoint of red, behind ifindex 42) sends from behind `lo`.
+    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::ROUTED_V4)).unwrap();
+    let query = udp_between_macs((B_MAC, GATEWAY_MAC), (B, 5353), (REMOTE, 53));
+    let (verdict, _) = fx.run(&query);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    for kind in [ttl_exceeded(), port_unreachable()] {
+        let error = icmp_error((GATEWAY_MAC, ROUTER), B, kind.clone(), &query);
+        let (verdict, inside) = fx.run_uplink(&error);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{kind:?} about a routed flow was not let in");
+        assert_eq!(macs(&inside).0, B_MAC, "the error must go to the container's MAC");
+        assert_untranslated(&error, &inside, "the router's error");
+    }
+    assert_eq!(fx.count(Path::RoutedIn), 2);
+
+    // The container's error about a datagram it got (a reply after its socket closed).
+    let answer = udp_between_macs((GATEWAY_MAC, UPLINK_MAC), (REMOTE, 53), (B, 5353));
+    let (verdict, got) = fx.run_uplink(&answer);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let error = icmp_error((B_MAC, B), REMOTE, port_unreachable(), &got);
+    let (verdict, out) = fx.run(&error);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the container's error was not sent to the uplink");
+    assert_eq!(macs(&out), (GATEWAY_MAC, UPLINK_MAC), "the next hop's and the uplink's MACs");
+    assert_untranslated(&error, &out, "the container's error");
+    assert_eq!((fx.count(Path::Routed), fx.count(Path::Masqueraded)), (2, 0));
+}
+
+/// An unprotected network's container (`gateway_mode_ipv4=nat-unprotected`): its ICMP
+/// errors about its masqueraded flows leave translated, as a NAT network's do (they left
+/// untranslated, as ICMP no flow tracks, with the container's own address inside and
+/// out); those about a connection to its own address, and about no flow, leave as they
+/// are.
+#[test]
+fn an_unprotected_containers_icmp_errors_about_its_masqueraded_flows_leave_translated() {
+    let mut fx = unprotected();
+    fx.datapath
+        .set_interface(LO, dataplane_tests::datapath::red_interface(InterfaceConfig::UNPROTECTED_V4))
+        .unwrap();
+    let (_, out) = fx.run(&udp_between_macs((A_MAC, GATEWAY_MAC), (A, 5000), (REMOTE, 53)));
+    let nat_port = u16::from_be_bytes([out[34], out[35]]);
+    let answer = udp_between_macs((GATEWAY_MAC, UPLINK_MAC), (REMOTE, 53), (UPLINK_ADDR, nat_port));
+    let (verdict, got) = fx.run_uplink(&answer);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (verdict, out) = fx.run(&icmp_error((A_MAC, A), REMOTE, port_unreachable(), &got));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the error was not sent to the uplink");
+    assert_eq!(macs(&out), (GATEWAY_MAC, UPLINK_MAC));
+    // Every byte as the remote must see it: the error it would get about the answer as
+    // it sent it, which is the container's error built anew with the translation.
+    let mut expected = icmp_error((A_MAC, UPLINK_ADDR), REMOTE, port_unreachable(), &answer);
+    expected[..12].copy_from_slice(&out[..12]);
+    assert_eq!(out, expected, "the error must leave as the uplink's about the flow as it arrived");
+    assert_eq!((fx.count(Path::Masqueraded), fx.count(Path::Routed)), (2, 0));
+
+    // B's error about a datagram that came in to its own address: as it is.
+    fx.datapath
+        .set_interface(LO, b_interface(InterfaceConfig::PUBLISHES | InterfaceConfig::UNPROTECTED_V4))
+        .unwrap();
+    let (verdict, inside) =
+        fx.run_uplink(&udp_between_macs((GATEWAY_MAC, UPLINK_MAC), (REMOTE, 7000), (B, 5999)));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let error = icmp_error((B_MAC, B), REMOTE, port_unreachable(), &inside);
+    let (verdict, out) = fx.run(&error);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the error about a direct datagram was not sent to the uplink");
+    assert_untranslated(&error, &out, "the error about a datagram to its own address");
+    assert_eq!(fx.count(Path::PublishedReply), 1);
+    // About no flow at all: as it is too.
+    let mut stray = inside.clone();
+    stray[34..36].copy_from_slice(&7001u16.to_be_bytes());
+    let error = icmp_error((B_MAC, B), REMOTE, port_unreachable(), &stray);
+    let (verdict, out) = fx.run(&error);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the error about no flow was not sent to the uplink");
+    assert_untranslated(&error, &out, "the error about no flow");
+    assert_eq!(fx.count(Path::Routed), 1);
+}
