@@ -149,6 +149,13 @@ impl InterfaceConfig {
     pub const UNPROTECTED_V4: u32 = 128;
     /// IPv6 whose untracked ICMPv6 leaves as it is: routed or unprotected.
     pub const ICMP_OUT_V6: u32 = Self::ROUTED_V6 | Self::UNPROTECTED_V6;
+    /// The network's IPv4 is isolated (`gateway_mode_ipv4=isolated`, an `--internal`
+    /// network's): the container's IPv4 reaches its peers, and of the host only the
+    /// resolver (TCP and UDP port 53 of its network's gateway address); nothing else.
+    pub const ISOLATED_V4: u32 = 256;
+    /// As `ISOLATED_V4`, for IPv6 (`gateway_mode_ipv6=isolated`); neighbour discovery with
+    /// the gateway passes too, which the resolver's address needs.
+    pub const ISOLATED_V6: u32 = 512;
     /// Interfaces with an ifindex below this live in `INTERFACES_BY_INDEX`, an array read
     /// at the cost of an index on every packet; the others in the `INTERFACES` hash.
     pub const INDEX_LIMIT: u32 = 65_536;
@@ -557,10 +564,13 @@ pub enum Path {
     /// Arrived on the uplink for a container of a routed network (a reply of its flow, or
     /// ICMPv6): sent into it untranslated.
     RoutedIn = 31,
+    /// Dropped: a container of an isolated network (`gateway_mode_ipv4=isolated` or
+    /// `_ipv6`) sent to something other than its peers and its network's resolver.
+    DroppedIsolated = 32,
 }
 
 impl Path {
-    pub const COUNT: u32 = 32;
+    pub const COUNT: u32 = 33;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -594,6 +604,7 @@ impl Path {
         Path::ArpAnswered,
         Path::Routed,
         Path::RoutedIn,
+        Path::DroppedIsolated,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -630,6 +641,7 @@ impl Path {
             Path::ArpAnswered => "arp_answered",
             Path::Routed => "routed",
             Path::RoutedIn => "routed_in",
+            Path::DroppedIsolated => "dropped_isolated",
         }
     }
 }
@@ -698,10 +710,12 @@ pub enum DropReason {
     /// From the VXLAN device, and not for an endpoint of its VNI's network here from one
     /// of that network's endpoints on the sending host.
     Tunnel = 15,
+    /// A container of an isolated network sent to the host (but its resolver) or beyond.
+    Isolated = 16,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Isolation,
         DropReason::Icc,
         DropReason::Internal,
@@ -717,6 +731,7 @@ impl DropReason {
         DropReason::Malformed,
         DropReason::RouterMessage,
         DropReason::Tunnel,
+        DropReason::Isolated,
     ];
 
     /// The reason a packet counted on `path` was dropped; `None` for paths that pass it on.
@@ -738,6 +753,7 @@ impl DropReason {
             Path::DroppedMalformed => DropReason::Malformed,
             Path::DroppedRouterMessage => DropReason::RouterMessage,
             Path::DroppedTunnel => DropReason::Tunnel,
+            Path::DroppedIsolated => DropReason::Isolated,
             Path::Forwarded
             | Path::SlowPathIp
             | Path::SlowPathOther
@@ -783,6 +799,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::RouterMessage => "router_message",
             DropReason::Tunnel => "tunnel",
+            DropReason::Isolated => "isolated",
         }
     }
 }

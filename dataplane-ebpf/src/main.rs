@@ -8,6 +8,7 @@ mod diagnostics;
 mod endpoint;
 mod firewall;
 mod forward;
+mod isolated;
 mod monitor;
 mod nat;
 mod nat6;

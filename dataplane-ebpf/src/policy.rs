@@ -30,7 +30,7 @@ fn subnet_of_v4(addr: [u8; 4]) -> Option<&'static SubnetInfo> {
 }
 
 #[inline(always)]
-fn subnet_of_v6(addr: [u8; 16]) -> Option<&'static SubnetInfo> {
+pub fn subnet_of_v6(addr: [u8; 16]) -> Option<&'static SubnetInfo> {
     let key = Key::new(SubnetKey::FAMILY_BITS + 128, SubnetKey { family: u32::from(AF_INET6), addr });
     SUBNETS.get(&key)
 }

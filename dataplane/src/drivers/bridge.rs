@@ -51,10 +51,10 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
 
 /// The kernel side's flags of a subnet whose family is in `mode` (`SubnetInfo`): what the
 /// outside may reach of its container addresses. None for `nat-unprotected` on an
-/// `--internal` network, whose containers nothing outside reaches.
+/// `--internal` network, whose containers nothing outside reaches, nor for `isolated`.
 fn subnet_flags(mode: GatewayMode, internal: bool) -> u32 {
     match mode {
-        GatewayMode::Nat => 0,
+        GatewayMode::Nat | GatewayMode::Isolated => 0,
         GatewayMode::Routed => SubnetInfo::ROUTED,
         GatewayMode::NatUnprotected if internal => 0,
         GatewayMode::NatUnprotected => SubnetInfo::UNPROTECTED,
@@ -281,6 +281,12 @@ fn interface_config(
     if unprotected_v6 {
         flags |= InterfaceConfig::UNPROTECTED_V6;
     }
+    if net.bridge_options.isolated(false) {
+        flags |= InterfaceConfig::ISOLATED_V4;
+    }
+    if net.bridge_options.isolated(true) {
+        flags |= InterfaceConfig::ISOLATED_V6;
+    }
     InterfaceConfig {
         network: net.index,
         flags,
@@ -492,6 +498,13 @@ mod tests {
         assert_eq!(subnet_flags(GatewayMode::Nat, false), 0);
         net.internal = true;
         assert_eq!(interface_config(&net, &endpoint, false, false, 0).flags & InterfaceConfig::PUBLISHES, 0);
+        let isolated = InterfaceConfig::ISOLATED_V4 | InterfaceConfig::ISOLATED_V6;
+        assert_eq!(interface_config(&net, &endpoint, false, false, 0).flags & isolated, 0);
+        net.bridge_options.gateway_mode_ipv6 = GatewayMode::Isolated;
+        let flags = interface_config(&net, &endpoint, false, false, 0).flags;
+        assert_eq!(flags & isolated, InterfaceConfig::ISOLATED_V6, "each family's isolation apart");
+        assert_ne!(flags & InterfaceConfig::INTERNAL, 0, "an isolated network is an internal one");
+        assert_eq!(subnet_flags(GatewayMode::Isolated, true), 0, "nothing outside reaches an isolated one");
         assert_eq!(
             subnet_flags(GatewayMode::NatUnprotected, true),
             0,

@@ -1,0 +1,89 @@
+//! Isolated networks (`gateway_mode_ipv4=isolated`, `gateway_mode_ipv6=isolated`, on an
+//! `--internal` network): what a container of one may send that is for none of its peers.
+//! Of the host, only its network's resolver: TCP and UDP port 53 of the gateway address,
+//! which the bridge keeps for the resolver alone, and in IPv6 the neighbour discovery
+//! that address needs. Addresses of its own subnet that no endpoint holds, broadcast and
+//! multicast go on to the bridge, which carries them to the peers. Everything else (the
+//! gateway's other ports, the host's other addresses, other networks' gateways, the
+//! outside) is dropped, so the host's own traffic to such a container never gets an
+//! answer either. Owns no map: the subnets are `policy`'s.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use dataplane_common::{IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, InterfaceConfig, Path};
+
+use crate::{
+    packet::Packet,
+    parse::{self, Ipv4Frame, UpperLayer},
+    policy,
+};
+
+/// The resolver's port, as it sits in a TCP or UDP header.
+const DNS_PORT: [u8; 2] = 53u16.to_be_bytes();
+/// Neighbour solicitations and advertisements (RFC 4861).
+const ICMPV6_NEIGHBOUR_SOLICITATION: u8 = 135;
+const ICMPV6_NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+
+const PASS: (Path, i32) = (Path::SlowPathIp, TC_ACT_OK as i32);
+const DROPPED: (Path, i32) = (Path::DroppedIsolated, TC_ACT_SHOT as i32);
+
+/// Whether the TCP or UDP header at `offset` is for the resolver's port.
+#[inline(always)]
+fn for_resolver(ctx: &TcContext, proto: u8, offset: usize) -> bool {
+    (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && ctx.load_bytes::<[u8; 2]>(offset + 2) == Some(DNS_PORT)
+}
+
+/// Unicast IPv4 from a container of an isolated network (`InterfaceConfig::ISOLATED_V4`)
+/// for no endpoint of its network here nor on another host: to the kernel for the
+/// resolver and for its own subnet, broadcast and multicast; dropped otherwise. A
+/// subprogram (`inline(never)`): its frame stays off the other paths' stack.
+#[inline(never)]
+pub fn from_container_v4(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceConfig) -> (Path, i32) {
+    let dst = frame.dst;
+    if dst == [255; 4] || dst[0] & 0xf0 == 224 {
+        return PASS;
+    }
+    if !iface.may_hold_v4(dst) {
+        return DROPPED;
+    }
+    if policy::gateway_of(dst) != Some(dst) {
+        return PASS;
+    }
+    // A later fragment carries no port, and a first one is no query the resolver takes.
+    if !frame.fragment && for_resolver(ctx, frame.proto, frame.l4_offset) { PASS } else { DROPPED }
+}
+
+/// Unicast IPv6 from a container of an isolated network (`InterfaceConfig::ISOLATED_V6`)
+/// for no endpoint of its network: `None` for the rest of its subnet (an endpoint on
+/// another host, or none: the other steps' concern) and for networks that are not
+/// isolated; to the kernel for the resolver and for neighbour discovery with the host or
+/// over link-local addresses; dropped otherwise. A subprogram, as `from_container_v4`.
+#[inline(never)]
+pub fn from_container_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
+    if iface.flags & InterfaceConfig::ISOLATED_V6 == 0 {
+        return None;
+    }
+    let frame = parse::parse_ipv6(ctx)?;
+    let link_local = frame.dst[0] == 0xfe && frame.dst[1] & 0xc0 == 0x80;
+    let gateway = match policy::subnet_of_v6(frame.dst) {
+        Some(info) if info.network == iface.network => info.gateway.addr == frame.dst,
+        _ if link_local => false,
+        _ => return Some(DROPPED),
+    };
+    if !gateway && !link_local {
+        return None;
+    }
+    let UpperLayer::Found { proto, offset } = parse::ipv6_upper_layer(ctx, &frame) else {
+        return Some(DROPPED);
+    };
+    if proto == IPPROTO_ICMPV6 {
+        let neighbour_discovery = matches!(
+            ctx.load_bytes::<u8>(offset),
+            Some(ICMPV6_NEIGHBOUR_SOLICITATION | ICMPV6_NEIGHBOUR_ADVERTISEMENT)
+        );
+        return Some(if neighbour_discovery { PASS } else { DROPPED });
+    }
+    Some(if gateway && for_resolver(ctx, proto, offset) { PASS } else { DROPPED })
+}
