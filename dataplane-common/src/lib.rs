@@ -457,7 +457,7 @@ impl SubnetKey {
 pub struct SubnetInfo {
     pub network: u32,
     pub gateway: IpAddress,
-    /// `SubnetInfo::ROUTED`, `SubnetInfo::UNPROTECTED`, or 0.
+    /// `SubnetInfo::ROUTED`, `SubnetInfo::UNPROTECTED`, `SubnetInfo::ISOLATED`, or 0.
     pub flags: u32,
 }
 
@@ -474,6 +474,10 @@ impl SubnetInfo {
     pub const UNPROTECTED: u32 = 2;
     /// Either mode that lets the outside reach the subnet's container addresses by route.
     pub const REACHABLE: u32 = Self::ROUTED | Self::UNPROTECTED;
+    /// The subnet is isolated (`gateway_mode_ipv4=isolated` or `_ipv6`): of what the host
+    /// sends into its bridge, only the resolver's answers and neighbour discovery reach its
+    /// containers (`into_isolated`).
+    pub const ISOLATED: u32 = 4;
 }
 
 /// One packet/byte counter; the map holding it is per CPU, summed by the daemon.
@@ -812,6 +816,7 @@ pub enum Hook {
     FromUplink = 2,
     UplinkXdp = 3,
     FromTunnel = 4,
+    IntoIsolated = 5,
 }
 
 impl Hook {
@@ -821,6 +826,7 @@ impl Hook {
             2 => Some(Hook::FromUplink),
             3 => Some(Hook::UplinkXdp),
             4 => Some(Hook::FromTunnel),
+            5 => Some(Hook::IntoIsolated),
             _ => None,
         }
     }
@@ -831,6 +837,7 @@ impl Hook {
             Hook::FromUplink => program_names::FROM_UPLINK,
             Hook::UplinkXdp => program_names::UPLINK_XDP,
             Hook::FromTunnel => program_names::FROM_TUNNEL,
+            Hook::IntoIsolated => program_names::INTO_ISOLATED,
         }
     }
 }
@@ -1126,6 +1133,8 @@ pub mod program_names {
         [HOST_CONNECT4, HOST_SENDMSG4, HOST_RECVMSG4, HOST_CONNECT6, HOST_SENDMSG6, HOST_RECVMSG6];
     /// tc ingress of the host's VXLAN device: overlay frames from other hosts.
     pub const FROM_TUNNEL: &str = "from_tunnel";
+    /// tc egress of an isolated network's bridge: what the host sends into the network.
+    pub const INTO_ISOLATED: &str = "into_isolated";
 }
 
 // The layouts both sides and pinned maps rely on: no implicit padding anywhere.

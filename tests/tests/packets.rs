@@ -5,8 +5,9 @@
 
 use dataplane_common::{InterfaceConfig, Path};
 use dataplane_tests::datapath::{
-    A_MAC, ARP_REPLY, ARP_REQUEST, B_MAC, Fixture, LO, STALE_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    UPLINK_ADDR, arp, icmp_echo, ipv6_udp, tcp_segment, udp_between, udp_frame,
+    A_MAC, A6, ARP_REPLY, ARP_REQUEST, B_MAC, Fixture, LO, RED, RED_GATEWAY6, STALE_MAC, TC_ACT_OK,
+    TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, arp, icmp_echo, ipv6_udp, neighbour_advertisement, tcp_segment,
+    udp_between, udp_frame,
 };
 use etherparse::{PacketBuilder, SlicedPacket};
 
@@ -444,4 +445,51 @@ fn the_hosts_exchanges_with_an_isolated_container_get_no_answer() {
     for frame in &answers {
         assert_eq!(internal.run(frame).0, TC_ACT_OK, "an internal network's answer to the host");
     }
+}
+
+#[test]
+fn of_what_the_host_sends_into_an_isolated_network_only_the_resolvers_answers_pass() {
+    let mut fx = Fixture::new(ISOLATED);
+    let isolated = dataplane_common::SubnetInfo::ISOLATED;
+    fx.datapath.set_subnet("10.1.0.0/24".parse().unwrap(), RED, [10, 1, 0, 1].into(), isolated).unwrap();
+    fx.datapath.set_subnet("fd00:1::/64".parse().unwrap(), RED, RED_GATEWAY6.into(), isolated).unwrap();
+    let udp6_from = |src: [u8; 16], dst: [u8; 16], sport: u16| {
+        let mut frame = vec![];
+        etherparse::PacketBuilder::ethernet2(B_MAC, A_MAC)
+            .ipv6(src, dst, 64)
+            .udp(sport, 9999)
+            .write(&mut frame, b"x")
+            .unwrap();
+        frame
+    };
+    let answers = [
+        udp_between(A_MAC, ([10, 1, 0, 1], 53), ([10, 1, 0, 2], 4000)),
+        tcp_segment(A_MAC, ([10, 1, 0, 1], 53), ([10, 1, 0, 2], 4001), "SA", 1, 2),
+        udp6_from(RED_GATEWAY6, A6, 53),
+        arp(B_MAC, ARP_REPLY, (B_MAC, [10, 1, 0, 1]), [10, 1, 0, 2]),
+        neighbour_advertisement(B_MAC, RED_GATEWAY6, RED_GATEWAY6),
+        // Blue is not isolated: the host reaches its containers.
+        icmp_echo(B_MAC, [10, 2, 0, 1], [10, 2, 0, 2], 3, false),
+    ];
+    for (i, frame) in answers.iter().enumerate() {
+        let (verdict, out) = fx.run_into_isolated(frame);
+        assert_eq!(verdict, TC_ACT_OK, "frame {i} did not pass");
+        assert_eq!(&out, frame, "a frame that passes is unchanged");
+    }
+    let link_local_host = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let link_local_a = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x42, 0, 0, 0, 0, 0, 2];
+    let dropped = [
+        icmp_echo(B_MAC, [10, 1, 0, 1], [10, 1, 0, 2], 3, false),
+        tcp_segment(A_MAC, ([10, 1, 0, 1], 45000), ([10, 1, 0, 2], 80), "S", 1, 0),
+        udp_between(A_MAC, ([10, 1, 0, 1], 45001), ([10, 1, 0, 2], 9999)),
+        // Port 53, but not from the gateway (routed in from the uplink's address).
+        udp_between(A_MAC, (UPLINK_ADDR, 53), ([10, 1, 0, 2], 9999)),
+        udp_between(A_MAC, ([10, 1, 0, 1], 45002), ([10, 1, 0, 255], 9999)),
+        udp6_from(RED_GATEWAY6, A6, 45003),
+        udp6_from(link_local_host, link_local_a, 45004),
+    ];
+    for (i, frame) in dropped.iter().enumerate() {
+        assert_eq!(fx.run_into_isolated(frame).0, TC_ACT_SHOT, "frame {i} from the host reached the network");
+    }
+    assert_eq!(fx.count(Path::DroppedIsolated), dropped.len() as u64);
 }

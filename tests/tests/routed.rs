@@ -186,6 +186,16 @@ fn isolated_network_keeps_to_its_own_containers(host: &Host) {
     let host_pings = |addr: &str| host.sh(&format!("ping -c 1 -W 1 {addr}")).status.success();
     assert!(!host_pings(&i2), "the host reached an isolated container");
     assert!(!host_pings(&i2_v6), "the host reached an isolated container over IPv6");
+    // Nor does what the host sends one way enter the network.
+    let before = host.counter("dropped_isolated");
+    let send = format!(
+        "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{i2}', 9999))\""
+    );
+    host.sh_ok(&send);
+    assert!(
+        eventually(Duration::from_secs(2), || host.counter("dropped_isolated") > before),
+        "a datagram from the host entered the isolated network"
+    );
     assert!(
         host.counter("dropped_isolated") >= dropped + 6,
         "the drops were not counted as isolated: {}",
