@@ -34,13 +34,13 @@ const DROPPED: (Path, i32) = (Path::DroppedIsolated, TC_ACT_SHOT as i32);
 
 /// Whether the TCP or UDP header at `offset` is for the resolver's port.
 #[inline(always)]
-fn for_resolver(ctx: &TcContext, proto: u8, offset: usize) -> bool {
+fn for_resolver(ctx: &impl Packet, proto: u8, offset: usize) -> bool {
     (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && ctx.load_bytes::<[u8; 2]>(offset + 2) == Some(DNS_PORT)
 }
 
 /// Whether the TCP or UDP header at `offset` is from the resolver's port.
 #[inline(always)]
-fn from_resolver(ctx: &TcContext, proto: u8, offset: usize) -> bool {
+fn from_resolver(ctx: &impl Packet, proto: u8, offset: usize) -> bool {
     (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && ctx.load_bytes::<[u8; 2]>(offset) == Some(DNS_PORT)
 }
 
@@ -55,7 +55,11 @@ pub fn from_container_v4(ctx: &TcContext, frame: &Ipv4Frame, iface: &InterfaceCo
         return PASS;
     }
     if !iface.may_hold_v4(dst) {
-        return DROPPED;
+        // Another network's containers are refused as from any network.
+        return match policy::check_v4(iface.network, dst) {
+            policy::Verdict::OtherNetwork => (Path::DroppedIsolation, TC_ACT_SHOT as i32),
+            policy::Verdict::Allow | policy::Verdict::Outside => DROPPED,
+        };
     }
     if policy::gateway_of(dst) != Some(dst) {
         return PASS;
@@ -78,6 +82,8 @@ pub fn from_container_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Pa
     let link_local = frame.dst[0] == 0xfe && frame.dst[1] & 0xc0 == 0x80;
     let gateway = match policy::subnet_of_v6(frame.dst) {
         Some(info) if info.network == iface.network => info.gateway.addr == frame.dst,
+        // Another network's containers are refused as from any network.
+        Some(info) if info.gateway.addr != frame.dst => return Some((Path::DroppedIsolation, TC_ACT_SHOT as i32)),
         _ if link_local => false,
         _ => return Some(DROPPED),
     };
@@ -89,7 +95,7 @@ pub fn from_container_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Pa
     };
     if proto == IPPROTO_ICMPV6 {
         let neighbour_discovery = matches!(
-            ctx.load_bytes::<u8>(offset),
+            Packet::load_bytes::<u8>(ctx, offset),
             Some(ICMPV6_NEIGHBOUR_SOLICITATION | ICMPV6_NEIGHBOUR_ADVERTISEMENT)
         );
         return Some(if neighbour_discovery { PASS } else { DROPPED });
@@ -151,7 +157,7 @@ fn host_may_send_v6(ctx: &TcContext) -> bool {
         return false;
     };
     if proto == IPPROTO_ICMPV6 {
-        return ctx.load_bytes::<u8>(offset).is_some_and(|t| ICMPV6_DISCOVERY.contains(&t));
+        return Packet::load_bytes::<u8>(ctx, offset).is_some_and(|t| ICMPV6_DISCOVERY.contains(&t));
     }
     frame.src == gateway && !multicast && from_resolver(ctx, proto, offset)
 }

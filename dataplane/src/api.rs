@@ -173,7 +173,6 @@ pub struct CniAdded {
 pub struct CniAddedFamily<A> {
     pub ip: A,
     pub prefix_len: u8,
-    #[serde(default)]
     pub gateway: Option<A>,
 }
 

@@ -767,6 +767,29 @@ mod tests {
     }
 
     #[test]
+    fn an_isolated_family_has_its_address_and_no_gateway_nor_route() {
+        let mut isolated = added();
+        isolated.ipv4 = isolated.ipv4.map(|v4| api::CniAddedFamily { gateway: None, ..v4 });
+        isolated.ipv6 = Some(api::CniAddedFamily {
+            ip: "fd00:88:5::2".parse().unwrap(),
+            prefix_len: 64,
+            gateway: Some("fd00:88:5::1".parse().unwrap()),
+        });
+        let wire = serde_json::to_value(&isolated).unwrap();
+        assert_eq!(serde_json::from_value::<CniAdded>(wire).unwrap(), isolated, "round-trips");
+        let printed = serde_json::to_value(result_of(&isolated, "eth0", "/run/netns/pod", None, None)).unwrap();
+        assert_eq!(
+            printed["ips"],
+            json!([
+                {"interface": 1, "address": "10.88.5.2/24"},
+                {"interface": 1, "address": "fd00:88:5::2/64", "gateway": "fd00:88:5::1"}
+            ])
+        );
+        assert_eq!(printed["routes"], json!([{"dst": "::/0", "gw": "fd00:88:5::1"}]), "IPv6's alone");
+        assert_eq!(printed["dns"]["nameservers"], json!(["10.88.5.1"]), "the resolver stays");
+    }
+
+    #[test]
     fn ipv4_false_asks_for_an_ipv6_only_network_and_needs_ipv6() {
         let parsed = parse_config(&conf(
             json!({"name": "n", "type": "dataplane", "ipv4": false, "subnet6": "fd00:88::/64"}),

@@ -231,8 +231,11 @@ fn ipv6_of_an_isolated_network_reaches_its_peers_and_its_resolver_and_nothing_el
     assert_eq!(fx.count(Path::DroppedIsolation), 1);
     // Multicast crosses the bridge to the peers.
     assert_eq!(fx.run(&from_a(A6, ALL_NODES)).0, TC_ACT_OK);
-    // IPv4 of the same container is not isolated (IPv6 alone is): its gateway takes
-    // every port.
+    // IPv4 of the same container is not isolated (IPv6 alone is): its gateway (the host's
+    // address, as on the network's bridge) takes every port.
+    fx.enable_nat(40000, 40100);
+    let gateway = std::process::Command::new("ip").args(["addr", "add", "10.1.0.1/32", "dev", "lo"]).status();
+    assert!(gateway.unwrap().success(), "giving the fixture's namespace the gateway's address");
     let ipv4 = udp_between(STALE_MAC, ([10, 1, 0, 2], 4000), ([10, 1, 0, 1], 80));
     assert_eq!(fx.run(&ipv4).0, TC_ACT_OK, "IPv4 was isolated with IPv6");
 }
