@@ -149,6 +149,13 @@ impl InterfaceConfig {
     pub const UNPROTECTED_V4: u32 = 128;
     /// IPv6 whose untracked ICMPv6 leaves as it is: routed or unprotected.
     pub const ICMP_OUT_V6: u32 = Self::ROUTED_V6 | Self::UNPROTECTED_V6;
+    /// The network's IPv4 is isolated (`gateway_mode_ipv4=isolated`, an `--internal`
+    /// network's): the container's IPv4 reaches its peers, and of the host only the
+    /// resolver (TCP and UDP port 53 of its network's gateway address); nothing else.
+    pub const ISOLATED_V4: u32 = 256;
+    /// As `ISOLATED_V4`, for IPv6 (`gateway_mode_ipv6=isolated`); neighbour discovery with
+    /// the gateway passes too, which the resolver's address needs.
+    pub const ISOLATED_V6: u32 = 512;
     /// Interfaces with an ifindex below this live in `INTERFACES_BY_INDEX`, an array read
     /// at the cost of an index on every packet; the others in the `INTERFACES` hash.
     pub const INDEX_LIMIT: u32 = 65_536;
@@ -450,7 +457,7 @@ impl SubnetKey {
 pub struct SubnetInfo {
     pub network: u32,
     pub gateway: IpAddress,
-    /// `SubnetInfo::ROUTED`, `SubnetInfo::UNPROTECTED`, or 0.
+    /// `SubnetInfo::ROUTED`, `SubnetInfo::UNPROTECTED`, `SubnetInfo::ISOLATED`, or 0.
     pub flags: u32,
 }
 
@@ -467,6 +474,10 @@ impl SubnetInfo {
     pub const UNPROTECTED: u32 = 2;
     /// Either mode that lets the outside reach the subnet's container addresses by route.
     pub const REACHABLE: u32 = Self::ROUTED | Self::UNPROTECTED;
+    /// The subnet is isolated (`gateway_mode_ipv4=isolated` or `_ipv6`): of what the host
+    /// sends into its bridge, only the resolver's answers and neighbour discovery reach its
+    /// containers (`into_isolated`).
+    pub const ISOLATED: u32 = 4;
 }
 
 /// One packet/byte counter; the map holding it is per CPU, summed by the daemon.
@@ -561,10 +572,13 @@ pub enum Path {
     /// tracked flow explains (an error quoting no masqueraded or published flow, an echo
     /// reply): it would leave with the container's own address.
     DroppedUntrackedIcmp = 32,
+    /// Dropped: a container of an isolated network (`gateway_mode_ipv4=isolated` or
+    /// `_ipv6`) sent to something other than its peers and its network's resolver.
+    DroppedIsolated = 33,
 }
 
 impl Path {
-    pub const COUNT: u32 = 33;
+    pub const COUNT: u32 = 34;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -599,6 +613,7 @@ impl Path {
         Path::Routed,
         Path::RoutedIn,
         Path::DroppedUntrackedIcmp,
+        Path::DroppedIsolated,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -636,6 +651,7 @@ impl Path {
             Path::Routed => "routed",
             Path::RoutedIn => "routed_in",
             Path::DroppedUntrackedIcmp => "dropped_untracked_icmp",
+            Path::DroppedIsolated => "dropped_isolated",
         }
     }
 }
@@ -707,10 +723,12 @@ pub enum DropReason {
     /// ICMP from a NAT network's container about no tracked flow, which would have left
     /// with the container's own address.
     UntrackedIcmp = 16,
+    /// A container of an isolated network sent to the host (but its resolver) or beyond.
+    Isolated = 17,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Isolation,
         DropReason::Icc,
         DropReason::Internal,
@@ -727,6 +745,7 @@ impl DropReason {
         DropReason::RouterMessage,
         DropReason::Tunnel,
         DropReason::UntrackedIcmp,
+        DropReason::Isolated,
     ];
 
     /// The reason a packet counted on `path` was dropped; `None` for paths that pass it on.
@@ -749,6 +768,7 @@ impl DropReason {
             Path::DroppedRouterMessage => DropReason::RouterMessage,
             Path::DroppedTunnel => DropReason::Tunnel,
             Path::DroppedUntrackedIcmp => DropReason::UntrackedIcmp,
+            Path::DroppedIsolated => DropReason::Isolated,
             Path::Forwarded
             | Path::SlowPathIp
             | Path::SlowPathOther
@@ -795,6 +815,7 @@ impl DropReason {
             DropReason::RouterMessage => "router_message",
             DropReason::Tunnel => "tunnel",
             DropReason::UntrackedIcmp => "untracked_icmp",
+            DropReason::Isolated => "isolated",
         }
     }
 }
@@ -807,6 +828,7 @@ pub enum Hook {
     FromUplink = 2,
     UplinkXdp = 3,
     FromTunnel = 4,
+    IntoIsolated = 5,
 }
 
 impl Hook {
@@ -816,6 +838,7 @@ impl Hook {
             2 => Some(Hook::FromUplink),
             3 => Some(Hook::UplinkXdp),
             4 => Some(Hook::FromTunnel),
+            5 => Some(Hook::IntoIsolated),
             _ => None,
         }
     }
@@ -826,6 +849,7 @@ impl Hook {
             Hook::FromUplink => program_names::FROM_UPLINK,
             Hook::UplinkXdp => program_names::UPLINK_XDP,
             Hook::FromTunnel => program_names::FROM_TUNNEL,
+            Hook::IntoIsolated => program_names::INTO_ISOLATED,
         }
     }
 }
@@ -1121,6 +1145,8 @@ pub mod program_names {
         [HOST_CONNECT4, HOST_SENDMSG4, HOST_RECVMSG4, HOST_CONNECT6, HOST_SENDMSG6, HOST_RECVMSG6];
     /// tc ingress of the host's VXLAN device: overlay frames from other hosts.
     pub const FROM_TUNNEL: &str = "from_tunnel";
+    /// tc egress of an isolated network's bridge: what the host sends into the network.
+    pub const INTO_ISOLATED: &str = "into_isolated";
 }
 
 // The layouts both sides and pinned maps rely on: no implicit padding anywhere.

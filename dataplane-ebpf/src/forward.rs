@@ -2,7 +2,8 @@
 //! unicast IPv4 or IPv6 for a known endpoint of the sender's network, is rewritten for the
 //! destination and redirected into its namespace; unicast IPv4 and IPv6 for an endpoint
 //! of an overlay network on another host, and ARP and neighbour solicitations for one, go
-//! to the `tunnel`; IPv4 and IPv6
+//! to the `tunnel`; an isolated network's containers reach nothing else but their
+//! resolver (`isolated`); IPv4 and IPv6
 //! for outside the host go to the NAT; anything else goes on to the kernel (the network's
 //! bridge), which handles ARP, neighbour discovery, broadcast and multicast, and traffic
 //! for the host.
@@ -17,7 +18,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     counters::{self, count},
-    diagnostics, endpoint, monitor, nat, nat6, packet,
+    diagnostics, endpoint, isolated, monitor, nat, nat6, packet,
     parse::{self, Frame, UpperLayer},
     policy::{self, Verdict},
     publish, publish6, routed, source, tunnel,
@@ -86,6 +87,9 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         if in_subnet && let Some(remote) = tunnel::remote(iface.network, frame.dst) {
             return tunnel::send(ctx, iface, remote);
         }
+        if iface.flags & InterfaceConfig::ISOLATED_V4 != 0 {
+            return isolated::from_container_v4(ctx, &frame, &iface);
+        }
         // A routed network's flows are tracked as masqueraded ones are, but leave as they
         // are: `routed::leave_host` takes them all.
         let routed = iface.flags & InterfaceConfig::ROUTED_V4 != 0;
@@ -123,6 +127,7 @@ fn forward_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> (Path, 
         false => None,
     })
     .or_else(|| to_peer_v6(ctx, iface))
+    .or_else(|| isolated::from_container_v6(ctx, iface))
     .or_else(|| nat6::established_out(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0))
     .or_else(|| refused_v6(ctx, iface))
     // For an endpoint of an overlay network on another host: its solicitation (unicast,

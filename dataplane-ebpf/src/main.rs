@@ -8,6 +8,7 @@ mod diagnostics;
 mod endpoint;
 mod firewall;
 mod forward;
+mod isolated;
 mod monitor;
 mod nat;
 mod nat6;
@@ -42,6 +43,20 @@ pub fn from_tunnel(ctx: TcContext) -> i32 {
     counters::count(&ctx, path);
     monitor::counted(&ctx, Hook::FromTunnel, path);
     action
+}
+
+/// tc egress (clsact) of an isolated network's bridge: what the host sends into the
+/// network. Only what it drops is counted: what passes is no path of the datapath's.
+#[classifier]
+pub fn into_isolated(ctx: TcContext) -> i32 {
+    match isolated::into_network(&ctx) {
+        Some(path) => {
+            counters::count(&ctx, path);
+            monitor::counted(&ctx, Hook::IntoIsolated, path);
+            aya_ebpf::bindings::TC_ACT_SHOT as i32
+        }
+        None => aya_ebpf::bindings::TC_ACT_OK as i32,
+    }
 }
 
 /// tc ingress of the uplink: replies to masqueraded flows, published ports (what the XDP

@@ -22,7 +22,7 @@ pub enum Verdict {
 /// The network whose subnet holds `addr`, with its gateway. The key is built in place:
 /// this sits on the IPv4 paths, whose stack is tight.
 #[inline(always)]
-fn subnet_of_v4(addr: [u8; 4]) -> Option<&'static SubnetInfo> {
+pub fn subnet_of_v4(addr: [u8; 4]) -> Option<&'static SubnetInfo> {
     let mut key_addr = [0u8; 16];
     key_addr[..4].copy_from_slice(&addr);
     let key = Key::new(SubnetKey::FAMILY_BITS + 32, SubnetKey { family: u32::from(AF_INET), addr: key_addr });
@@ -30,7 +30,7 @@ fn subnet_of_v4(addr: [u8; 4]) -> Option<&'static SubnetInfo> {
 }
 
 #[inline(always)]
-fn subnet_of_v6(addr: [u8; 16]) -> Option<&'static SubnetInfo> {
+pub fn subnet_of_v6(addr: [u8; 16]) -> Option<&'static SubnetInfo> {
     let key = Key::new(SubnetKey::FAMILY_BITS + 128, SubnetKey { family: u32::from(AF_INET6), addr });
     SUBNETS.get(&key)
 }

@@ -108,10 +108,11 @@ pub struct CniNetwork {
     pub internal: Option<bool>,
     pub icc: Option<bool>,
     pub mtu: Option<u32>,
-    /// `"gatewayModeIpv4"`: `nat`, `routed` or `nat-unprotected`, as `--opt gateway_mode_ipv4=`.
+    /// `"gatewayModeIpv4"`: `nat`, `routed`, `nat-unprotected` or `isolated` (with
+    /// `"internal": true`), as `--opt gateway_mode_ipv4=`.
     #[serde(default)]
     pub gateway_mode_ipv4: Option<String>,
-    /// `"gatewayModeIpv6"`: `nat`, `routed` or `nat-unprotected`, as `--opt gateway_mode_ipv6=`.
+    /// `"gatewayModeIpv6"`: as `"gatewayModeIpv4"`, as `--opt gateway_mode_ipv6=`.
     #[serde(default)]
     pub gateway_mode_ipv6: Option<String>,
 }
@@ -166,12 +167,13 @@ pub struct CniAdded {
     pub ports: Vec<PortMapping>,
 }
 
-/// What ADD made of one address family: the address, its prefix and the gateway.
+/// What ADD made of one address family: the address, its prefix and the gateway; none
+/// for a family in isolated mode (`gateway_mode_ipv4=isolated`), which routes nowhere.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CniAddedFamily<A> {
     pub ip: A,
     pub prefix_len: u8,
-    pub gateway: A,
+    pub gateway: Option<A>,
 }
 
 /// CNI CHECK: the attachment and what the runtime's cached result says of it.

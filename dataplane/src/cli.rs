@@ -500,11 +500,13 @@ struct CreateArgs {
     internal: bool,
     /// Driver option KEY=VALUE; repeat for more. bridge: icc=false (its containers cannot
     /// reach each other, only the gateway and the outside), mtu=N (68-65535),
-    /// gateway_mode_ipv4=nat|routed|nat-unprotected and gateway_mode_ipv6=... (routed: that
-    /// family leaves untranslated, and from outside only published container ports,
-    /// replies and ICMP reach the containers' own addresses; nat-unprotected: masqueraded,
-    /// and from outside every port of the containers' own addresses is reachable by
-    /// route; IPv6 needs --ipv6); Docker's
+    /// gateway_mode_ipv4=nat|routed|nat-unprotected|isolated and gateway_mode_ipv6=...
+    /// (routed: that family leaves untranslated, and from outside only published container
+    /// ports, replies and ICMP reach the containers' own addresses; nat-unprotected:
+    /// masqueraded, and from outside every port of the containers' own addresses is
+    /// reachable by route; isolated, with --internal: containers reach each other and the
+    /// resolver only, no default route, nothing published, the host reaches them not; IPv6
+    /// needs --ipv6); Docker's
     /// com.docker.network.bridge.enable_icc, com.docker.network.driver.mtu and
     /// com.docker.network.bridge.gateway_mode_ipv4/_ipv6 too; macvlan: parent=IFACE
     /// (required).

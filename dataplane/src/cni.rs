@@ -164,8 +164,8 @@ pub fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
             internal: value(conf, "internal", "true or false")?,
             icc: value(conf, "icc", "true or false")?,
             mtu: value(conf, "mtu", "an MTU between 68 and 65535")?,
-            gateway_mode_ipv4: value(conf, "gatewayModeIpv4", "\"nat\", \"routed\" or \"nat-unprotected\"")?,
-            gateway_mode_ipv6: value(conf, "gatewayModeIpv6", "\"nat\", \"routed\" or \"nat-unprotected\"")?,
+            gateway_mode_ipv4: value(conf, "gatewayModeIpv4", "\"nat\", \"routed\", \"nat-unprotected\" or \"isolated\"")?,
+            gateway_mode_ipv6: value(conf, "gatewayModeIpv6", "\"nat\", \"routed\", \"nat-unprotected\" or \"isolated\"")?,
         },
     })
 }
@@ -342,15 +342,16 @@ fn result_of(
     let mut families = vec![];
     if let Some(v4) = added.ipv4 {
         let address = Ipv4Net::new(v4.ip, v4.prefix_len).expect("the daemon gives a valid prefix");
-        families.push((IpNet::from(address), IpAddr::from(v4.gateway), IpNet::V4(Ipv4Net::default())));
+        families.push((IpNet::from(address), v4.gateway.map(IpAddr::from), IpNet::V4(Ipv4Net::default())));
     }
     if let Some(v6) = added.ipv6 {
         let address = Ipv6Net::new(v6.ip, v6.prefix_len).expect("the daemon gives a valid prefix");
-        families.push((address.into(), v6.gateway.into(), IpNet::V6(Ipv6Net::default())));
+        families.push((address.into(), v6.gateway.map(IpAddr::from), IpNet::V6(Ipv6Net::default())));
     }
     for (address, gateway, default) in families {
-        result.ips.push(IpConfig { interface: Some(sandbox_index), address, gateway: Some(gateway) });
-        if added.default_route {
+        result.ips.push(IpConfig { interface: Some(sandbox_index), address, gateway });
+        // An isolated family has no gateway, and no default route.
+        if let Some(gateway) = gateway.filter(|_| added.default_route) {
             result.routes.push(Route {
                 dst: default,
                 gw: Some(gateway),
@@ -681,7 +682,7 @@ mod tests {
             ipv4: Some(api::CniAddedFamily {
                 ip: Ipv4Addr::new(10, 88, 5, 2),
                 prefix_len: 24,
-                gateway: Ipv4Addr::new(10, 88, 5, 1),
+                gateway: Some(Ipv4Addr::new(10, 88, 5, 1)),
             }),
             ipv6: None,
             default_route: true,
@@ -720,7 +721,7 @@ mod tests {
         dual.ipv6 = Some(api::CniAddedFamily {
             ip: "fd00:88:5::2".parse().unwrap(),
             prefix_len: 64,
-            gateway: "fd00:88:5::1".parse().unwrap(),
+            gateway: Some("fd00:88:5::1".parse().unwrap()),
         });
         let result = result_of(&dual, "eth0", "/run/netns/pod", None, None);
         let printed = serde_json::to_value(&result).unwrap();
@@ -744,7 +745,7 @@ mod tests {
             ipv6: Some(api::CniAddedFamily {
                 ip: "fd00:88:5::2".parse().unwrap(),
                 prefix_len: 64,
-                gateway: "fd00:88:5::1".parse().unwrap(),
+                gateway: Some("fd00:88:5::1".parse().unwrap()),
             }),
             nameservers: vec!["fd00:88:5::1".parse().unwrap()],
             ..added()
@@ -763,6 +764,29 @@ mod tests {
         );
         assert_eq!(printed["routes"], json!([{"dst": "::/0", "gw": "fd00:88:5::1"}]));
         assert_eq!(printed["dns"]["nameservers"], json!(["fd00:88:5::1"]));
+    }
+
+    #[test]
+    fn an_isolated_family_has_its_address_and_no_gateway_nor_route() {
+        let mut isolated = added();
+        isolated.ipv4 = isolated.ipv4.map(|v4| api::CniAddedFamily { gateway: None, ..v4 });
+        isolated.ipv6 = Some(api::CniAddedFamily {
+            ip: "fd00:88:5::2".parse().unwrap(),
+            prefix_len: 64,
+            gateway: Some("fd00:88:5::1".parse().unwrap()),
+        });
+        let wire = serde_json::to_value(&isolated).unwrap();
+        assert_eq!(serde_json::from_value::<CniAdded>(wire).unwrap(), isolated, "round-trips");
+        let printed = serde_json::to_value(result_of(&isolated, "eth0", "/run/netns/pod", None, None)).unwrap();
+        assert_eq!(
+            printed["ips"],
+            json!([
+                {"interface": 1, "address": "10.88.5.2/24"},
+                {"interface": 1, "address": "fd00:88:5::2/64", "gateway": "fd00:88:5::1"}
+            ])
+        );
+        assert_eq!(printed["routes"], json!([{"dst": "::/0", "gw": "fd00:88:5::1"}]), "IPv6's alone");
+        assert_eq!(printed["dns"]["nameservers"], json!(["10.88.5.1"]), "the resolver stays");
     }
 
     #[test]

@@ -224,8 +224,11 @@ fn parse_address(address: &str) -> Result<Option<IpAddr>, String> {
 #[serde(rename_all = "PascalCase")]
 pub struct JoinAnswer {
     pub interface_name: InterfaceName,
-    /// Always given: without it, Docker adds an interface on its `docker_gwbridge`.
-    pub gateway: Ipv4Addr,
+    /// Given but for an isolated IPv4 (`gateway_mode_ipv4=isolated`): without it, Docker
+    /// adds an interface on its `docker_gwbridge`, except for an `--internal` network
+    /// (which an isolated one is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     /// The IPv6 gateway, on a network with IPv6: Docker routes `::/0` through it.
     #[serde(rename = "GatewayIPv6", skip_serializing_if = "Option::is_none")]
     pub gateway_ipv6: Option<Ipv6Addr>,

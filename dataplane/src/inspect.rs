@@ -86,9 +86,15 @@ pub fn network(state: &State, net: &Network) -> Value {
             }),
         );
     }
+    // An isolated family shows no gateway, as on Docker: its address serves the resolver
+    // alone, and nothing routes through it.
+    let isolated = |ipv6| net.bridge_options.isolated(ipv6);
     let mut configs = vec![];
     if let Some(v4) = net.plan() {
         let mut config = json!({"Subnet": v4.subnet.to_string(), "Gateway": v4.gateway.to_string()});
+        if isolated(false) {
+            config.as_object_mut().expect("an object").remove("Gateway");
+        }
         if let Some(range) = net.ip_range {
             config["IPRange"] = json!(range.to_string());
         }
@@ -96,6 +102,9 @@ pub fn network(state: &State, net: &Network) -> Value {
     }
     if let Some(v6) = net.ipv6 {
         let mut config = json!({"Subnet": v6.subnet.to_string(), "Gateway": v6.gateway.to_string()});
+        if isolated(true) {
+            config.as_object_mut().expect("an object").remove("Gateway");
+        }
         if v6.range != v6.subnet {
             config["IPRange"] = json!(v6.range.to_string());
         }
@@ -118,7 +127,7 @@ pub fn network(state: &State, net: &Network) -> Value {
             if let Some(vni) = net.vni {
                 options["com.docker.network.driver.overlay.vxlanid_list"] = json!(vni.to_string());
             }
-            // A routed family shows under Docker's key, whichever name created it.
+            // A family not in NAT mode shows under Docker's key, whichever name created it.
             let modes = &net.bridge_options;
             for (key, mode) in
                 [(GATEWAY_MODE_IPV4, modes.gateway_mode_ipv4), (GATEWAY_MODE_IPV6, modes.gateway_mode_ipv6)]
@@ -209,6 +218,12 @@ fn docker_network(
     })
 }
 
+/// A container's gateway of one family as `inspect` shows it: "" without one, or where the
+/// family is isolated (no default route).
+fn gateway(gateway: Option<impl std::fmt::Display>, isolated: bool) -> String {
+    gateway.filter(|_| !isolated).map_or(String::new(), |g| g.to_string())
+}
+
 /// An endpoint's IPv4 address with its prefix, as `network inspect` shows it ("" without).
 fn ipv4_address(net: &Network, endpoint: &Endpoint) -> String {
     match (net.subnet, endpoint.ip) {
@@ -251,11 +266,11 @@ pub fn container(state: &State, container: &Container, endpoints: &[&Endpoint]) 
         }
         let address = json!({
             "EndpointID": endpoint.id,
-            "Gateway": net.gateway.map_or(String::new(), |g| g.to_string()),
+            "Gateway": gateway(net.gateway, net.bridge_options.isolated(false)),
             "IPAddress": endpoint.ip.map_or(String::new(), |ip| ip.to_string()),
             "IPPrefixLen": net.subnet.map_or(0, |s| s.prefix_len()),
             "MacAddress": endpoint.mac.to_string(),
-            "IPv6Gateway": net.ipv6.map_or(String::new(), |v6| v6.gateway.to_string()),
+            "IPv6Gateway": gateway(net.ipv6.map(|v6| v6.gateway), net.bridge_options.isolated(true)),
             "GlobalIPv6Address": endpoint.ip6.map_or(String::new(), |ip| ip.to_string()),
             "GlobalIPv6PrefixLen": net.ipv6.map_or(0, |v6| v6.subnet.prefix_len()),
         });
@@ -577,6 +592,29 @@ mod tests {
         );
         let bridge = find(&state, "bridge", ObjectKind::Network).unwrap();
         assert_eq!((&bridge["EnableIPv4"], &bridge["EnableIPv6"]), (&json!(true), &json!(false)));
+    }
+
+    #[test]
+    fn an_isolated_family_shows_its_mode_and_no_gateway() {
+        let (mut state, id) = state_with_app();
+        let web_id = state.network("web").unwrap().id.clone();
+        let web = state.networks.get_mut(&web_id).unwrap();
+        web.internal = true;
+        web.ipv6 = Some(crate::ipam::AddressPlanV6::new("fd00:1::/64".parse().unwrap(), None, None).unwrap());
+        web.options.insert("gateway_mode_ipv4".into(), "isolated".into());
+        web.bridge_options.gateway_mode_ipv4 = GatewayMode::Isolated;
+        let net = find(&state, "web", ObjectKind::Network).unwrap();
+        assert_eq!(net["Options"][GATEWAY_MODE_IPV4], "isolated", "under Docker's key: {}", net["Options"]);
+        assert_eq!(net["Options"].get(GATEWAY_MODE_IPV6), None, "IPv6 stays in nat mode");
+        assert_eq!(
+            net["IPAM"]["Config"],
+            json!([{"Subnet": "10.1.0.0/24"}, {"Subnet": "fd00:1::/64", "Gateway": "fd00:1::1"}]),
+            "an isolated family has no gateway, as on Docker"
+        );
+        let app = find(&state, "app", ObjectKind::Container).unwrap();
+        let on = &app["NetworkSettings"]["Networks"]["web"];
+        assert_eq!((&on["Gateway"], &on["IPv6Gateway"]), (&json!(""), &json!("fd00:1::1")), "{on}");
+        assert!(net["Containers"].get(&id).is_some());
     }
 
     #[test]

@@ -459,9 +459,10 @@ impl Datapath {
 
     /// The tc program `name`; the uplink's are loaded on first use (`from_uplink` alone,
     /// those behind it alone too, for a direct run: their tail-call slots follow the
-    /// networks once `from_uplink` is in use).
+    /// networks once `from_uplink` is in use), as `into_isolated` is (the first isolated
+    /// network's).
     pub fn program_named(&mut self, name: &str) -> Result<&mut SchedClassifier> {
-        if name == program_names::FROM_UPLINK {
+        if name == program_names::FROM_UPLINK || name == program_names::INTO_ISOLATED {
             let program: &mut SchedClassifier =
                 self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
             if program.fd().is_err() {
@@ -482,7 +483,7 @@ impl Datapath {
     /// Attaches `from_container` to the ingress of a host-side veth (idempotent). The
     /// caller gives the veth an ingress qdisc first (`Netlink::add_ingress_qdisc`).
     pub fn attach(&mut self, ifname: &str) -> Result<()> {
-        self.attach_filter(program_names::FROM_CONTAINER, ifname)
+        self.attach_filter(program_names::FROM_CONTAINER, ifname, TcAttachType::Ingress)
     }
 
     /// Attaches `from_uplink` to the uplink's ingress (idempotent), on a clsact qdisc:
@@ -490,7 +491,7 @@ impl Datapath {
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
         // Already there after a restart: the attach below says so if it is missing.
         let _ = aya::programs::tc::qdisc_add_clsact(ifname);
-        self.attach_filter(program_names::FROM_UPLINK, ifname)?;
+        self.attach_filter(program_names::FROM_UPLINK, ifname, TcAttachType::Ingress)?;
         self.uplink_in_use = true;
         self.serve_networks_on_uplink()
     }
@@ -560,7 +561,7 @@ impl Datapath {
         // Already there on a device an earlier run kept: the attach below says so if it
         // is missing.
         let _ = aya::programs::tc::qdisc_add_clsact(ifname);
-        self.attach_filter(program_names::FROM_TUNNEL, ifname)?;
+        self.attach_filter(program_names::FROM_TUNNEL, ifname, TcAttachType::Ingress)?;
         self.set_tunnel_config(TunnelConfig { ifindex })
     }
 
@@ -616,20 +617,16 @@ impl Datapath {
     /// container's set-up), this does not; and the filter outlives the daemon, so the
     /// fast path and the NAT keep working while it restarts. Priority and handle are fixed
     /// so that a restarted daemon finds the filter and swaps its own program in.
-    fn attach_filter(&mut self, name: &'static str, ifname: &str) -> Result<()> {
+    fn attach_filter(&mut self, name: &'static str, ifname: &str, direction: TcAttachType) -> Result<()> {
         if self.filters.contains(ifname) {
             return Ok(());
         }
         let program = self.program_named(name)?;
         let options = NlOptions { priority: FILTER_PRIORITY, handle: FILTER_HANDLE, classid: None };
-        let link = match program.attach_with_options(
-            ifname,
-            TcAttachType::Ingress,
-            TcAttachOptions::Netlink(options),
-        ) {
+        let link = match program.attach_with_options(ifname, direction, TcAttachOptions::Netlink(options)) {
             Ok(link) => link,
             Err(first) => {
-                let existing = Self::filter_link(ifname)
+                let existing = Self::filter_link(ifname, direction)
                     .map_err(|_| first)
                     .with_context(|| format!("attaching {name} to {ifname}"))?;
                 program
@@ -742,15 +739,29 @@ impl Datapath {
         self.uplink_xdp
     }
 
-    fn filter_link(ifname: &str) -> std::io::Result<SchedClassifierLink> {
-        SchedClassifierLink::attached(ifname, TcAttachType::Ingress, FILTER_PRIORITY, FILTER_HANDLE, None)
+    fn filter_link(ifname: &str, direction: TcAttachType) -> std::io::Result<SchedClassifierLink> {
+        SchedClassifierLink::attached(ifname, direction, FILTER_PRIORITY, FILTER_HANDLE, None)
+    }
+
+    /// Attaches `into_isolated` to the egress of an isolated network's bridge (idempotent),
+    /// on a clsact qdisc: what the host sends into the network. Loaded on first use.
+    pub fn attach_into_isolated(&mut self, bridge: &str) -> Result<()> {
+        // Already there on a bridge an earlier run kept: the attach below says so if not.
+        let _ = aya::programs::tc::qdisc_add_clsact(bridge);
+        self.attach_filter(program_names::INTO_ISOLATED, bridge, TcAttachType::Egress)
+    }
+
+    /// Forgets the filter of a bridge that is going: it goes with the bridge.
+    pub fn forget_bridge_filter(&mut self, bridge: &str) {
+        self.filters.remove(bridge);
     }
 
     /// Removes our filter from an interface; one whose interface is gone went with it.
     pub fn detach(&mut self, ifname: &str) -> Result<()> {
         if self.filters.remove(ifname) && nix::net::if_::if_nametoindex(ifname).is_ok() {
             let link =
-                Self::filter_link(ifname).with_context(|| format!("finding our filter on {ifname}"))?;
+                Self::filter_link(ifname, TcAttachType::Ingress)
+                    .with_context(|| format!("finding our filter on {ifname}"))?;
             link.detach().with_context(|| format!("removing our filter from {ifname}"))?;
         }
         Ok(())
@@ -1065,7 +1076,7 @@ impl Datapath {
         Ok(self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?.get(&key, 0).ok())
     }
 
-    /// `flags`: `SubnetInfo::ROUTED`, `SubnetInfo::UNPROTECTED`, or 0.
+    /// `flags`: `SubnetInfo::ROUTED`, `SubnetInfo::UNPROTECTED`, `SubnetInfo::ISOLATED`, or 0.
     pub fn set_subnet(&mut self, subnet: IpNet, network: u32, gateway: IpAddr, flags: u32) -> Result<()> {
         let info = SubnetInfo { network, gateway: ip_address(gateway), flags };
         self.subnets()?

@@ -114,6 +114,11 @@ pub enum GatewayMode {
     /// network's subnet to this one reaches every port of the containers' own addresses
     /// (Docker's legacy behaviour), and published host ports as with `Nat`.
     NatUnprotected,
+    /// Docker's `isolated` (28.2+), on an `--internal` network only: containers reach
+    /// their peers and nothing else, and nothing reaches them but their peers. No default
+    /// route, nothing published; the gateway address stays on the bridge for the
+    /// embedded resolver alone (TCP and UDP port 53).
+    Isolated,
 }
 
 impl BridgeOptions {
@@ -148,6 +153,22 @@ impl BridgeOptions {
         }
         Ok(options)
     }
+
+    /// The first family in `isolated` mode (`ipv4`, then `ipv6`), if any.
+    pub fn isolated_family(&self) -> Option<&'static str> {
+        match (self.gateway_mode_ipv4, self.gateway_mode_ipv6) {
+            (GatewayMode::Isolated, _) => Some("ipv4"),
+            (_, GatewayMode::Isolated) => Some("ipv6"),
+            _ => None,
+        }
+    }
+
+    /// Whether the network's containers of that family (IPv4 when `ipv6` is false) have no
+    /// gateway: no default route, nothing published, nothing of the host but the resolver.
+    pub fn isolated(&self, ipv6: bool) -> bool {
+        let mode = if ipv6 { self.gateway_mode_ipv6 } else { self.gateway_mode_ipv4 };
+        mode == GatewayMode::Isolated
+    }
 }
 
 impl GatewayMode {
@@ -156,11 +177,8 @@ impl GatewayMode {
             "nat" => Ok(GatewayMode::Nat),
             "routed" => Ok(GatewayMode::Routed),
             "nat-unprotected" => Ok(GatewayMode::NatUnprotected),
-            "isolated" => Err(format!(
-                "--opt {key}=isolated is not supported yet; use --internal, which keeps the network's \
-                 containers from the outside, or nat, routed or nat-unprotected"
-            )),
-            _ => Err(format!("--opt {key}={value}: expected nat, routed or nat-unprotected")),
+            "isolated" => Ok(GatewayMode::Isolated),
+            _ => Err(format!("--opt {key}={value}: expected nat, routed, nat-unprotected or isolated")),
         }
     }
 
@@ -170,6 +188,7 @@ impl GatewayMode {
             GatewayMode::Nat => "nat",
             GatewayMode::Routed => "routed",
             GatewayMode::NatUnprotected => "nat-unprotected",
+            GatewayMode::Isolated => "isolated",
         }
     }
 }
@@ -250,6 +269,13 @@ impl Network {
     /// Its gateways: IPv4, then IPv6, those it has.
     pub fn gateways(&self) -> impl Iterator<Item = std::net::IpAddr> + use<> {
         self.gateway.map(Into::into).into_iter().chain(self.ipv6.map(|v6| v6.gateway.into()))
+    }
+
+    /// The gateways its containers route through: those of `gateways` whose family is not
+    /// isolated (an isolated family's gateway address serves the resolver alone).
+    pub fn routing_gateways(&self) -> impl Iterator<Item = std::net::IpAddr> + use<> {
+        let options = self.bridge_options.clone();
+        self.gateways().filter(move |gateway| !options.isolated(gateway.is_ipv6()))
     }
 }
 
@@ -1237,7 +1263,7 @@ mod tests {
             GatewayMode::NatUnprotected
         );
         let refused = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV6, "open")).unwrap_err();
-        assert!(refused.contains("=open: expected nat, routed or nat-unprotected"), "{refused}");
+        assert!(refused.contains("=open: expected nat, routed, nat-unprotected or isolated"), "{refused}");
         // IPv4's mode, apart from IPv6's, under either name.
         let routed4 = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV4, "routed")).unwrap();
         assert_eq!(
@@ -1249,11 +1275,20 @@ mod tests {
             GatewayMode::Routed
         );
         assert_eq!(BridgeOptions::parse(&BTreeMap::new()).unwrap().gateway_mode_ipv4, GatewayMode::Nat);
-        let refused = BridgeOptions::parse(&raw("gateway_mode_ipv4", "isolated")).unwrap_err();
-        assert!(
-            refused.contains("gateway_mode_ipv4=isolated is not supported yet; use --internal"),
-            "{refused}"
+        // Docker 28.2's isolated mode, per family, under either name.
+        let isolated = BridgeOptions::parse(&raw("gateway_mode_ipv4", "isolated")).unwrap();
+        assert_eq!(
+            (isolated.gateway_mode_ipv4, isolated.gateway_mode_ipv6),
+            (GatewayMode::Isolated, GatewayMode::Nat)
         );
+        let isolated6 = BridgeOptions::parse(&raw(GATEWAY_MODE_IPV6, "isolated")).unwrap();
+        assert_eq!(isolated6.gateway_mode_ipv6.name(), "isolated", "Docker's name, for inspect");
+        let saved = serde_json::to_string(&isolated6).unwrap();
+        assert!(saved.contains(r#""gateway_mode_ipv6":"isolated""#), "{saved}");
+        assert_eq!(serde_json::from_str::<BridgeOptions>(&saved).unwrap(), isolated6);
+        assert_eq!((isolated.isolated(false), isolated.isolated(true)), (true, false));
+        assert_eq!((isolated.isolated_family(), isolated6.isolated_family()), (Some("ipv4"), Some("ipv6")));
+        assert_eq!(routed4.isolated_family(), None, "what the network checks against --internal");
         let unprotected = BridgeOptions::parse(&raw("gateway_mode_ipv4", "nat-unprotected")).unwrap();
         assert_eq!(unprotected.gateway_mode_ipv4.name(), "nat-unprotected", "Docker's name, for inspect");
         let saved = serde_json::to_string(&unprotected).unwrap();

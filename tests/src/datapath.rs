@@ -175,6 +175,11 @@ impl Fixture {
         self.run_program(dataplane_common::program_names::FROM_UPLINK, frame)
     }
 
+    /// Runs `into_isolated` on a frame the host sends into an isolated network's bridge.
+    pub fn run_into_isolated(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run_program(dataplane_common::program_names::INTO_ISOLATED, frame)
+    }
+
     /// Runs `uplink_xdp` on a frame arriving from outside.
     pub fn run_uplink_xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
         run_once(self.datapath.xdp_program().unwrap(), frame)

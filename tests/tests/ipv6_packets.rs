@@ -6,7 +6,8 @@
 use dataplane_common::{InterfaceConfig, Path, eui64_link_local};
 use dataplane_tests::datapath::{
     A_MAC, A6, B_MAC, B6, BLUE_ENDPOINT6, Fixture, LO, RED_GATEWAY6, STALE_MAC, TC_ACT_OK, TC_ACT_REDIRECT,
-    TC_ACT_SHOT, ipv6_frame, neighbour_advertisement, red_interface, udp_frame, udp6_between_macs, v6,
+    TC_ACT_SHOT, ipv6_frame, neighbour_advertisement, red_interface, udp_between, udp_frame, udp6_between_macs,
+    v6,
 };
 use etherparse::SlicedPacket;
 
@@ -173,4 +174,68 @@ fn extension_headers_are_walked_and_what_is_cut_short_goes_to_the_kernel_counted
     hidden.extend(B6);
     assert_eq!(fx.run(&ipv6_frame(macs, A6, ALL_NODES, HOP_BY_HOP, &hidden)).0, TC_ACT_SHOT);
     assert_eq!(fx.count(Path::DroppedSpoofedNeighbour), 1);
+}
+
+#[test]
+fn ipv6_of_an_isolated_network_reaches_its_peers_and_its_resolver_and_nothing_else() {
+    const UDP: u8 = 17;
+    const TCP: u8 = 6;
+    const ICMPV6: u8 = 58;
+    let isolated = InterfaceConfig::INTERNAL | InterfaceConfig::ISOLATED_V6;
+    let mut fx = Fixture::new(isolated);
+    let macs = (A_MAC, STALE_MAC);
+    let udp_to = |port: u16| [&[0x0f, 0xa0][..], &port.to_be_bytes(), &[0, 9, 0, 0, b'x']].concat();
+    let tcp_syn_to = |port: u16| {
+        let mut segment = [&[0x0f, 0xa1][..], &port.to_be_bytes(), &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02]].concat();
+        segment.extend([0xff, 0xff, 0, 0, 0, 0]);
+        segment
+    };
+    let solicitation = |target: [u8; 16]| [&[135, 0, 0, 0, 0, 0, 0, 0][..], &target].concat();
+    let advertisement = [&[136, 0, 0, 0, 0x60, 0, 0, 0][..], &A6].concat();
+    let link_local_host = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+    assert_eq!(fx.run(&from_a(A6, B6)).0, TC_ACT_REDIRECT, "a peer is forwarded");
+    // The resolver on the gateway's address, and neighbour discovery with the host.
+    let passed = [
+        ipv6_frame(macs, A6, RED_GATEWAY6, UDP, &udp_to(53)),
+        ipv6_frame(macs, A6, RED_GATEWAY6, TCP, &tcp_syn_to(53)),
+        ipv6_frame(macs, A6, RED_GATEWAY6, ICMPV6, &solicitation(RED_GATEWAY6)),
+        ipv6_frame(macs, A6, RED_GATEWAY6, ICMPV6, &advertisement),
+        ipv6_frame(macs, LINK_LOCAL_A, link_local_host, ICMPV6, &solicitation(link_local_host)),
+    ];
+    for (i, frame) in passed.iter().enumerate() {
+        let (verdict, out) = fx.run(frame);
+        assert_eq!(verdict, TC_ACT_OK, "frame {i} did not go to the kernel");
+        assert_eq!(&out, frame, "a frame for the kernel must be unchanged");
+    }
+    assert_eq!(fx.count(Path::SlowPathIp), passed.len() as u64);
+    // The gateway's other ports and ICMPv6, the host's link-local address, another
+    // network's gateway, the outside.
+    let dropped = [
+        ipv6_frame(macs, A6, RED_GATEWAY6, UDP, &udp_to(80)),
+        ipv6_frame(macs, A6, RED_GATEWAY6, TCP, &tcp_syn_to(22)),
+        ipv6_frame(macs, A6, RED_GATEWAY6, ICMPV6, &[128, 0, 0, 0, 0, 7, 0, 1]),
+        ipv6_frame(macs, LINK_LOCAL_A, link_local_host, UDP, &udp_to(53)),
+        from_a(A6, v6(2, 1)),
+        from_a(A6, DOCUMENTATION),
+    ];
+    for (i, frame) in dropped.iter().enumerate() {
+        assert_eq!(fx.run(frame).0, TC_ACT_SHOT, "frame {i} left an isolated network");
+    }
+    assert_eq!(fx.count(Path::DroppedIsolated), dropped.len() as u64);
+    assert_eq!(fx.count(Path::DroppedInternal), 0);
+    // The host's ping gets no answer; another network's containers stay another's.
+    let echo_reply = ipv6_frame(macs, A6, RED_GATEWAY6, ICMPV6, &[129, 0, 0, 0, 0, 7, 0, 1]);
+    assert_eq!(fx.run(&echo_reply).0, TC_ACT_SHOT, "an isolated container answered the host's ping");
+    assert_eq!(fx.run(&from_a(A6, BLUE_ENDPOINT6)).0, TC_ACT_SHOT);
+    assert_eq!(fx.count(Path::DroppedIsolation), 1);
+    // Multicast crosses the bridge to the peers.
+    assert_eq!(fx.run(&from_a(A6, ALL_NODES)).0, TC_ACT_OK);
+    // IPv4 of the same container is not isolated (IPv6 alone is): its gateway (the host's
+    // address, as on the network's bridge) takes every port.
+    fx.enable_nat(40000, 40100);
+    let gateway = std::process::Command::new("ip").args(["addr", "add", "10.1.0.1/32", "dev", "lo"]).status();
+    assert!(gateway.unwrap().success(), "giving the fixture's namespace the gateway's address");
+    let ipv4 = udp_between(STALE_MAC, ([10, 1, 0, 2], 4000), ([10, 1, 0, 1], 80));
+    assert_eq!(fx.run(&ipv4).0, TC_ACT_OK, "IPv4 was isolated with IPv6");
 }

@@ -5,7 +5,7 @@
 //! their verdicts.
 
 use dataplane::maps::MonitorMaps;
-use dataplane_common::{DropReason, FlowKey, Hook, IPPROTO_UDP, IpAddress, MonitorEvent, Path};
+use dataplane_common::{DropReason, FlowKey, Hook, IPPROTO_UDP, InterfaceConfig, IpAddress, MonitorEvent, Path};
 use dataplane_tests::datapath::{
     B_MAC, Fixture, LO, STALE_MAC, TC_ACT_SHOT, UPLINK_ADDR, udp_between, udp_frame,
 };
@@ -65,6 +65,24 @@ fn a_drop_makes_one_event_only_while_someone_listens() {
     fx.run(&to_blue);
     assert_eq!(next_event(&mut monitor), None, "an event was built once the listener left");
     assert_eq!(fx.count(Path::DroppedIsolation), 3, "every drop counted, listened to or not");
+}
+
+#[test]
+fn a_drop_on_an_isolated_network_names_its_reason() {
+    let isolated = InterfaceConfig::INTERNAL | InterfaceConfig::ISOLATED_V4;
+    let mut fx = Fixture::new(isolated);
+    let mut monitor = fx.datapath.take_monitor_maps().unwrap();
+    listen(&mut monitor, true);
+    let to_gateway = udp_between(STALE_MAC, ([10, 1, 0, 2], 5353), ([10, 1, 0, 1], 80));
+    assert_eq!(fx.run(&to_gateway).0, TC_ACT_SHOT, "an isolated container reached the gateway's port 80");
+    let event = next_event(&mut monitor).expect("no event for an isolated network's drop");
+    assert_eq!((event.kind, event.hook), (MonitorEvent::DROP, Hook::FromContainer as u8));
+    assert_eq!(event.reason, DropReason::Isolated as u8, "reason");
+    assert_eq!(DropReason::Isolated.name(), "isolated", "as `monitor` shows it");
+    assert_eq!(event.path, Path::DroppedIsolated as u8, "path");
+    assert_eq!(event.flow.dst, IpAddress::v4([10, 1, 0, 1]));
+    assert_eq!(event.flow.dst_port, 80u16.to_be());
+    assert_eq!(next_event(&mut monitor), None, "one drop, one event");
 }
 
 #[test]

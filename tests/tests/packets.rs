@@ -5,8 +5,9 @@
 
 use dataplane_common::{InterfaceConfig, Path};
 use dataplane_tests::datapath::{
-    A_MAC, ARP_REPLY, ARP_REQUEST, B_MAC, Fixture, LO, STALE_MAC, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    arp, ipv6_udp, udp_frame,
+    A_MAC, A6, ARP_REPLY, ARP_REQUEST, B_MAC, Fixture, LO, RED, RED_GATEWAY6, STALE_MAC, TC_ACT_OK,
+    TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, arp, icmp_echo, ipv6_udp, neighbour_advertisement, tcp_segment,
+    udp_between, udp_frame,
 };
 use etherparse::{PacketBuilder, SlicedPacket};
 
@@ -375,4 +376,123 @@ fn router_advertisements_and_redirects_from_a_container_are_dropped() {
     }
     assert_eq!(fx.count(Path::SlowPathOther), own.len() as u64);
     assert_eq!(fx.count(Path::DroppedRouterMessage), hostile.len() as u64);
+}
+
+/// A container of a network isolated on both families (`gateway_mode_ipv4=isolated`, an
+/// `--internal` network's), sending IPv4 as A.
+const ISOLATED: u32 = InterfaceConfig::INTERNAL | InterfaceConfig::ISOLATED_V4 | InterfaceConfig::ISOLATED_V6;
+
+#[test]
+fn an_isolated_container_reaches_its_peers_and_its_resolver_and_nothing_else() {
+    let mut fx = Fixture::new(ISOLATED);
+    fx.enable_nat(40000, 40100);
+    let (verdict, _) = fx.run(&udp_frame(STALE_MAC, [10, 1, 0, 2], [10, 1, 0, 3]));
+    assert_eq!((verdict, fx.count(Path::Forwarded)), (TC_ACT_REDIRECT, 1), "a peer is forwarded");
+    // The resolver on the gateway's address: UDP and TCP port 53, for the kernel as they are.
+    let query = udp_between(STALE_MAC, ([10, 1, 0, 2], 4000), ([10, 1, 0, 1], 53));
+    let over_tcp = tcp_segment(A_MAC, ([10, 1, 0, 2], 4001), ([10, 1, 0, 1], 53), "S", 1, 0);
+    for frame in [query, over_tcp] {
+        let (verdict, out) = fx.run(&frame);
+        assert_eq!(verdict, TC_ACT_OK, "a query to the resolver did not go to the kernel");
+        assert_eq!(out, frame, "a frame for the kernel must be unchanged");
+    }
+    // Its own subnet's other addresses, broadcast and multicast: the bridge's, for the peers.
+    for dst in [[10, 1, 0, 99], [10, 1, 0, 255], [255, 255, 255, 255], [224, 0, 0, 251]] {
+        assert_eq!(fx.run(&udp_frame(STALE_MAC, [10, 1, 0, 2], dst)).0, TC_ACT_OK, "{dst:?}");
+    }
+    assert_eq!(fx.count(Path::SlowPathIp), 6);
+    // The gateway's other ports and ICMP, another network's gateway, the host's uplink
+    // address, the outside: dropped, and counted as such.
+    let dropped = [
+        udp_between(STALE_MAC, ([10, 1, 0, 2], 4000), ([10, 1, 0, 1], 80)),
+        tcp_segment(A_MAC, ([10, 1, 0, 2], 4001), ([10, 1, 0, 1], 22), "S", 1, 0),
+        icmp_echo(A_MAC, [10, 1, 0, 2], [10, 1, 0, 1], 7, false),
+        udp_frame(STALE_MAC, [10, 1, 0, 2], [10, 2, 0, 1]),
+        udp_frame(STALE_MAC, [10, 1, 0, 2], UPLINK_ADDR),
+        udp_frame(STALE_MAC, [10, 1, 0, 2], [192, 0, 2, 7]),
+        icmp_echo(A_MAC, [10, 1, 0, 2], [192, 0, 2, 7], 7, false),
+    ];
+    for (i, frame) in dropped.iter().enumerate() {
+        assert_eq!(fx.run(frame).0, TC_ACT_SHOT, "frame {i} left an isolated network");
+    }
+    assert_eq!(fx.count(Path::DroppedIsolated), dropped.len() as u64);
+    assert_eq!((fx.count(Path::Masqueraded), fx.count(Path::DroppedInternal)), (0, 0));
+    // Another network's containers stay another network's.
+    assert_eq!(fx.run(&udp_frame(STALE_MAC, [10, 1, 0, 2], [10, 2, 0, 2])).0, TC_ACT_SHOT);
+    assert_eq!(fx.count(Path::DroppedIsolation), 1);
+}
+
+#[test]
+fn the_hosts_exchanges_with_an_isolated_container_get_no_answer() {
+    let mut fx = Fixture::new(ISOLATED);
+    fx.enable_nat(40000, 40100);
+    // The host reaches the container over the bridge, from the gateway's address (or,
+    // with a route of its own, from another): the container's answers are dropped.
+    let answers = [
+        icmp_echo(A_MAC, [10, 1, 0, 2], [10, 1, 0, 1], 9, true),
+        tcp_segment(A_MAC, ([10, 1, 0, 2], 80), ([10, 1, 0, 1], 45000), "SA", 1, 2),
+        udp_between(STALE_MAC, ([10, 1, 0, 2], 53), ([10, 1, 0, 1], 45001)),
+        tcp_segment(A_MAC, ([10, 1, 0, 2], 80), (UPLINK_ADDR, 45000), "SA", 1, 2),
+    ];
+    for (i, frame) in answers.iter().enumerate() {
+        assert_eq!(fx.run(frame).0, TC_ACT_SHOT, "answer {i} reached the host");
+    }
+    assert_eq!(fx.count(Path::DroppedIsolated), answers.len() as u64);
+    drop(fx);
+    // Without isolation (an --internal network only), the host gets them: the gateway's
+    // address is the host's, as on the network's bridge.
+    let mut internal = Fixture::new(InterfaceConfig::INTERNAL);
+    internal.enable_nat(40000, 40100);
+    let gateway = std::process::Command::new("ip").args(["addr", "add", "10.1.0.1/32", "dev", "lo"]).status();
+    assert!(gateway.unwrap().success(), "giving the fixture's namespace the gateway's address");
+    for frame in &answers {
+        assert_eq!(internal.run(frame).0, TC_ACT_OK, "an internal network's answer to the host");
+    }
+}
+
+#[test]
+fn of_what_the_host_sends_into_an_isolated_network_only_the_resolvers_answers_pass() {
+    let mut fx = Fixture::new(ISOLATED);
+    let isolated = dataplane_common::SubnetInfo::ISOLATED;
+    fx.datapath.set_subnet("10.1.0.0/24".parse().unwrap(), RED, [10, 1, 0, 1].into(), isolated).unwrap();
+    fx.datapath.set_subnet("fd00:1::/64".parse().unwrap(), RED, RED_GATEWAY6.into(), isolated).unwrap();
+    let udp6_from = |src: [u8; 16], dst: [u8; 16], sport: u16| {
+        let mut frame = vec![];
+        etherparse::PacketBuilder::ethernet2(B_MAC, A_MAC)
+            .ipv6(src, dst, 64)
+            .udp(sport, 9999)
+            .write(&mut frame, b"x")
+            .unwrap();
+        frame
+    };
+    let answers = [
+        udp_between(A_MAC, ([10, 1, 0, 1], 53), ([10, 1, 0, 2], 4000)),
+        tcp_segment(A_MAC, ([10, 1, 0, 1], 53), ([10, 1, 0, 2], 4001), "SA", 1, 2),
+        udp6_from(RED_GATEWAY6, A6, 53),
+        arp(B_MAC, ARP_REPLY, (B_MAC, [10, 1, 0, 1]), [10, 1, 0, 2]),
+        neighbour_advertisement(B_MAC, RED_GATEWAY6, RED_GATEWAY6),
+        // Blue is not isolated: the host reaches its containers.
+        icmp_echo(B_MAC, [10, 2, 0, 1], [10, 2, 0, 2], 3, false),
+    ];
+    for (i, frame) in answers.iter().enumerate() {
+        let (verdict, out) = fx.run_into_isolated(frame);
+        assert_eq!(verdict, TC_ACT_OK, "frame {i} did not pass");
+        assert_eq!(&out, frame, "a frame that passes is unchanged");
+    }
+    let link_local_host = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let link_local_a = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x42, 0, 0, 0, 0, 0, 2];
+    let dropped = [
+        icmp_echo(B_MAC, [10, 1, 0, 1], [10, 1, 0, 2], 3, false),
+        tcp_segment(A_MAC, ([10, 1, 0, 1], 45000), ([10, 1, 0, 2], 80), "S", 1, 0),
+        udp_between(A_MAC, ([10, 1, 0, 1], 45001), ([10, 1, 0, 2], 9999)),
+        // Port 53, but not from the gateway (routed in from the uplink's address).
+        udp_between(A_MAC, (UPLINK_ADDR, 53), ([10, 1, 0, 2], 9999)),
+        udp_between(A_MAC, ([10, 1, 0, 1], 45002), ([10, 1, 0, 255], 9999)),
+        udp6_from(RED_GATEWAY6, A6, 45003),
+        udp6_from(link_local_host, link_local_a, 45004),
+    ];
+    for (i, frame) in dropped.iter().enumerate() {
+        assert_eq!(fx.run_into_isolated(frame).0, TC_ACT_SHOT, "frame {i} from the host reached the network");
+    }
+    assert_eq!(fx.count(Path::DroppedIsolated), dropped.len() as u64);
 }

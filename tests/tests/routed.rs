@@ -5,7 +5,8 @@
 //! published (container) port and to ping, and on nothing else. A NAT network beside it
 //! keeps masquerading, and its container addresses take nothing from outside. An
 //! unprotected one (`gateway_mode_ipv4=nat-unprotected`) masquerades too, and from
-//! outside its container's own address answers on every port.
+//! outside its container's own address answers on every port. An isolated one
+//! (`gateway_mode_ipv4=isolated`, Docker 28.2) keeps to its own containers.
 
 use std::{process::Stdio, time::Duration};
 
@@ -129,8 +130,77 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
         "v6only",
     ]);
     assert!(err.contains("gateway_mode_ipv4=nat-unprotected") && err.contains("--ipv4=false"), "{err}");
-    let err = host.dp_err(&["network", "create", "--internal", "-o", "gateway_mode_ipv4=isolated", "loose"]);
-    assert!(err.contains("isolated is not supported yet"), "{err}");
+
+    isolated_network_keeps_to_its_own_containers(&host);
+}
+
+/// Docker 28.2's `isolated` mode on both families, in the same daemon: containers talk to
+/// each other and resolve each other's names, and reach nothing else; the host reaches
+/// them not.
+fn isolated_network_keeps_to_its_own_containers(host: &Host) {
+    let isolated4 = format!("{ROUTED_OPTION}=isolated");
+    let isolated = ["--subnet", "10.46.0.0/24", "--ipv6", "--subnet", "fd00:46::/64", "-o", &isolated4];
+    let err = host.dp_err(&[&["network", "create"], &isolated[..], &["loose"]].concat());
+    assert!(err.contains("gateway_mode_ipv4=isolated is for an --internal network only"), "{err}");
+    let both = ["--internal", "-o", "gateway_mode_ipv6=isolated"];
+    host.dp_ok(&[&["network", "create"], &isolated[..], &both[..], &["sealed"]].concat());
+    let options = &host.dp_json(&["network", "inspect", "sealed"])[0]["Options"];
+    assert_eq!(options[ROUTED_OPTION], "isolated", "{options}");
+    assert_eq!(options["com.docker.network.bridge.gateway_mode_ipv6"], "isolated", "{options}");
+    let err = host.dp_err(&["run", "-d", "--network", "sealed", "-p", "8080:80", "--", "sleep", "1"]);
+    assert!(err.contains("network sealed is isolated (gateway_mode_ipv4=isolated)"), "{err}");
+
+    host.run_sleeper("i1", &["--network", "sealed"]);
+    host.run_sleeper("i2", &["--network", "sealed"]);
+    let i2 = host.ip_of("i2");
+    let i2_v6 = host.dp_json(&["inspect", "i2"])[0]["NetworkSettings"]["Networks"]["sealed"]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let routes = host.exec("i1", "ip route; ip -6 route");
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(!routes.contains("default"), "an isolated container has a default route: {routes}");
+    assert!(routes.contains("10.46.0.0/24") && routes.contains("fd00:46::/64"), "{routes}");
+
+    assert!(host.ping("i1", &i2), "containers of an isolated network reach each other");
+    assert!(host.ping("i1", &i2_v6), "over IPv6 too");
+    let dig = |args: &str| {
+        let out = host.exec("i1", &format!("dig +short +time=2 +tries=1 {args}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(dig("i2"), i2, "the resolver answers over UDP");
+    assert_eq!(dig("+tcp AAAA i2"), i2_v6, "and TCP, and AAAA");
+    assert_eq!(dig("@fd00:46::1 i2"), i2, "and on the gateway's IPv6 address");
+
+    let dropped = host.counter("dropped_isolated");
+    assert!(!host.ping("i1", "10.46.0.1"), "an isolated container pinged the host");
+    assert!(!host.ping("i1", "fd00:46::1"), "an isolated container pinged the host over IPv6");
+    // Dropped, not refused by the host (curl's 7): the connection times out (28).
+    let fetch = host.exec("i1", "curl -s -m 2 -o /dev/null http://10.46.0.1:80/");
+    assert_eq!(fetch.status.code(), Some(28), "the host answered an isolated container on port 80");
+    // A route of its own does not take it out: the datapath drops what leaves the subnet.
+    let route = host.exec("i1", "ip route add default via 10.46.0.1");
+    assert!(route.status.success(), "{}", String::from_utf8_lossy(&route.stderr));
+    assert!(!host.ping("i1", EXTERNAL_ADDR), "an isolated container reached the outside");
+    assert!(!host.ping("i1", UPLINK_ADDR), "an isolated container reached the host's uplink address");
+    let host_pings = |addr: &str| host.sh(&format!("ping -c 1 -W 1 {addr}")).status.success();
+    assert!(!host_pings(&i2), "the host reached an isolated container");
+    assert!(!host_pings(&i2_v6), "the host reached an isolated container over IPv6");
+    // Nor does what the host sends one way enter the network.
+    let before = host.counter("dropped_isolated");
+    let send = format!(
+        "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{i2}', 9999))\""
+    );
+    host.sh_ok(&send);
+    assert!(
+        eventually(Duration::from_secs(2), || host.counter("dropped_isolated") > before),
+        "a datagram from the host entered the isolated network"
+    );
+    assert!(
+        host.counter("dropped_isolated") >= dropped + 6,
+        "the drops were not counted as isolated: {}",
+        host.dp_ok(&["stats"])
+    );
 }
 
 #[test]

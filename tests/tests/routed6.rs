@@ -114,16 +114,10 @@ fn containers_of_a_routed_network_reach_the_outside_with_their_own_address() {
     assert!(err.contains("gateway_mode_ipv6=routed") && err.contains("--ipv6"), "{err}");
     let err = host.dp_err(&["network", "create", "-o", "gateway_mode_ipv6=nat-unprotected", "v4only"]);
     assert!(err.contains("gateway_mode_ipv6=nat-unprotected") && err.contains("--ipv6"), "{err}");
-    let err = host.dp_err(&[
-        "network",
-        "create",
-        "--ipv6",
-        "--internal",
-        "-o",
-        "gateway_mode_ipv6=isolated",
-        "loose",
-    ]);
-    assert!(err.contains("isolated is not supported yet"), "{err}");
+    let err = host.dp_err(&["network", "create", "--internal", "-o", "gateway_mode_ipv6=isolated", "v4only"]);
+    assert!(err.contains("gateway_mode_ipv6=isolated") && err.contains("--ipv6"), "{err}");
+    let err = host.dp_err(&["network", "create", "--ipv6", "-o", "gateway_mode_ipv6=isolated", "loose"]);
+    assert!(err.contains("gateway_mode_ipv6=isolated is for an --internal network only"), "{err}");
 }
 
 #[test]

@@ -92,12 +92,12 @@ impl Core {
             ipv4: net.plan().zip(endpoint.ip).map(|(v4, ip)| CniAddedFamily {
                 ip,
                 prefix_len: v4.subnet.prefix_len(),
-                gateway: v4.gateway,
+                gateway: Some(v4.gateway).filter(|_| !net.bridge_options.isolated(false)),
             }),
             ipv6: net.ipv6.zip(endpoint.ip6).map(|(v6, ip)| CniAddedFamily {
                 ip,
                 prefix_len: v6.subnet.prefix_len(),
-                gateway: v6.gateway,
+                gateway: Some(v6.gateway).filter(|_| !net.bridge_options.isolated(true)),
             }),
             default_route: drivers::takes_default_route(&endpoint.ifname),
             mtu: net.bridge_options.mtu,
@@ -345,7 +345,7 @@ fn check_agrees(net: &Network, wanted: &CniNetwork) -> Result<(), String> {
 }
 
 /// The interface inside the namespace: there, with the endpoint's MAC and address, and
-/// the default route through the gateway if it took one.
+/// the default routes through the gateways if it took them (none of an isolated family).
 async fn check_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint) -> Result<()> {
     let Some(index) = inside.link_index(&endpoint.ifname).await? else {
         anyhow::bail!("interface {} is missing from its namespace", endpoint.ifname);
@@ -365,7 +365,7 @@ async fn check_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint) -> R
     }
     if drivers::takes_default_route(&endpoint.ifname) {
         let routes = inside.default_gateways().await?;
-        for gateway in net.gateways() {
+        for gateway in net.routing_gateways() {
             if !routes.contains(&(gateway, Some(index))) {
                 anyhow::bail!("the default route via {gateway} on {} is missing", endpoint.ifname);
             }

@@ -102,6 +102,17 @@ impl Core {
                     v4.name()
                 );
             }
+            // Docker refuses it otherwise: an isolated network is an internal one whose
+            // containers do not reach the host either.
+            if let Some(family) = options.isolated_family()
+                && !spec.internal
+            {
+                bail!(
+                    "network {}: gateway_mode_{family}=isolated is for an --internal network only (as on \
+                     Docker); add --internal, or choose nat, routed or nat-unprotected",
+                    spec.name
+                );
+            }
             if overlay {
                 options.mtu = self.overlay_mtu(options.mtu);
             }

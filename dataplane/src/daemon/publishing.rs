@@ -100,9 +100,25 @@ impl Core {
         Ok(())
     }
 
-    /// Refuses a mapping on a family the endpoint lacks, or on a port of the masquerade
-    /// range.
+    /// Refuses a mapping on a family the endpoint lacks or its network isolates, or on a
+    /// port of the masquerade range.
     fn check_publishable(&self, endpoint: &Endpoint, mapping: &PortMapping) -> Result<()> {
+        // Docker publishes nothing of a container on internal networks only, silently; an
+        // isolated family (always an internal network's) says so instead.
+        if let Some(net) = self.state.network_by_id(&endpoint.network_id)
+            && net.bridge_options.isolated(mapping.host_ip.is_ipv6())
+        {
+            let family = if mapping.host_ip.is_ipv6() { "ipv6" } else { "ipv4" };
+            bail!(DaemonError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "-p {mapping}: network {} is isolated (gateway_mode_{family}=isolated): nothing but its \
+                     own containers reaches them, so nothing can be published there; drop -p, or publish \
+                     from a network that is not isolated",
+                    net.name
+                )
+            ));
+        }
         if mapping.host_ip.is_ipv4() && endpoint.ip.is_none() {
             bail!(DaemonError::new(
                 ErrorKind::Invalid,

@@ -1,5 +1,6 @@
 //! The bridge driver. Each network has a kernel bridge holding the gateway address: it is
-//! the slow path (ARP, broadcast, traffic to and from the host). Each endpoint has a veth
+//! the slow path (ARP, broadcast, traffic to and from the host). An isolated network's
+//! bridge has `into_isolated` on its egress, which keeps the host's traffic out. Each endpoint has a veth
 //! pair enslaved to it, with `from_container` on the host side's tc ingress: unicast IPv4
 //! between containers of the network is redirected by eBPF straight into the peer's
 //! namespace and never crosses the bridge.
@@ -46,15 +47,22 @@ pub async fn setup_network(nl: &Netlink, dp: &mut Datapath, net: &Network) -> Re
         };
         dp.set_subnet(subnet, net.index, gateway, subnet_flags(mode, net.internal))?;
     }
+    // What the host sends into the network passes its bridge's egress, which keeps an
+    // isolated family's containers from it but for the resolver's answers.
+    if net.bridge_options.isolated_family().is_some() {
+        dp.attach_into_isolated(&net.bridge)?;
+    }
     Ok(())
 }
 
 /// The kernel side's flags of a subnet whose family is in `mode` (`SubnetInfo`): what the
-/// outside may reach of its container addresses. None for `nat-unprotected` on an
-/// `--internal` network, whose containers nothing outside reaches.
+/// outside may reach of its container addresses (none for `nat-unprotected` on an
+/// `--internal` network, whose containers nothing outside reaches), and whether the host
+/// may not either (`isolated`).
 fn subnet_flags(mode: GatewayMode, internal: bool) -> u32 {
     match mode {
         GatewayMode::Nat => 0,
+        GatewayMode::Isolated => SubnetInfo::ISOLATED,
         GatewayMode::Routed => SubnetInfo::ROUTED,
         GatewayMode::NatUnprotected if internal => 0,
         GatewayMode::NatUnprotected => SubnetInfo::UNPROTECTED,
@@ -65,6 +73,7 @@ pub async fn teardown_network(nl: &Netlink, dp: &mut Datapath, net: &Network) ->
     for (subnet, _) in subnets(net) {
         dp.remove_subnet(subnet)?;
     }
+    dp.forget_bridge_filter(&net.bridge);
     remove_bridges(nl, &net.bridge, &net.id).await
 }
 
@@ -281,6 +290,12 @@ fn interface_config(
     if unprotected_v6 {
         flags |= InterfaceConfig::UNPROTECTED_V6;
     }
+    if net.bridge_options.isolated(false) {
+        flags |= InterfaceConfig::ISOLATED_V4;
+    }
+    if net.bridge_options.isolated(true) {
+        flags |= InterfaceConfig::ISOLATED_V6;
+    }
     InterfaceConfig {
         network: net.index,
         flags,
@@ -492,6 +507,17 @@ mod tests {
         assert_eq!(subnet_flags(GatewayMode::Nat, false), 0);
         net.internal = true;
         assert_eq!(interface_config(&net, &endpoint, false, false, 0).flags & InterfaceConfig::PUBLISHES, 0);
+        let isolated = InterfaceConfig::ISOLATED_V4 | InterfaceConfig::ISOLATED_V6;
+        assert_eq!(interface_config(&net, &endpoint, false, false, 0).flags & isolated, 0);
+        net.bridge_options.gateway_mode_ipv6 = GatewayMode::Isolated;
+        let flags = interface_config(&net, &endpoint, false, false, 0).flags;
+        assert_eq!(flags & isolated, InterfaceConfig::ISOLATED_V6, "each family's isolation apart");
+        assert_ne!(flags & InterfaceConfig::INTERNAL, 0, "an isolated network is an internal one");
+        assert_eq!(
+            subnet_flags(GatewayMode::Isolated, true),
+            SubnetInfo::ISOLATED,
+            "nothing outside reaches an isolated one, and the host not either"
+        );
         assert_eq!(
             subnet_flags(GatewayMode::NatUnprotected, true),
             0,

@@ -104,8 +104,8 @@ enum Ipv6Off {
 }
 
 /// Configures an endpoint's new interface from inside its namespace (`inside`): IPv6 off
-/// first, then its address, up, and on the first network (`eth0`) the default route, as
-/// on Docker.
+/// first, then its address, up, and on the first network (`eth0`) the default route of
+/// each family that is not isolated, as on Docker.
 async fn configure_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint, ipv6: Ipv6Off) -> Result<()> {
     inside.set_up(inside.require_index("lo").await?).await?;
     let index = inside.require_index(&endpoint.ifname).await?;
@@ -131,11 +131,13 @@ async fn configure_inside(inside: &Netlink, net: &Network, endpoint: &Endpoint, 
         inside.add_address(index, link_local.into(), 64).await?;
     }
     inside.set_up(index).await?;
+    // An isolated family has no gateway to route through: its subnet's own route only.
     if takes_default_route(&endpoint.ifname) {
-        if let Some(gateway) = net.gateway.filter(|_| endpoint.ip.is_some()) {
+        let isolated = |ipv6| net.bridge_options.isolated(ipv6);
+        if let Some(gateway) = net.gateway.filter(|_| endpoint.ip.is_some() && !isolated(false)) {
             inside.add_default_route(gateway.into()).await.context("inside the endpoint's namespace")?;
         }
-        if let Some((v6, _)) = ipv6 {
+        if let Some((v6, _)) = ipv6.filter(|_| !isolated(true)) {
             inside.add_default_route(v6.gateway.into()).await.context("inside the endpoint's namespace")?;
         }
     }

@@ -292,10 +292,13 @@ impl Core {
         self.save()?;
         let answer = JoinAnswer {
             interface_name: InterfaceName { src_name: endpoint.ifname, dst_prefix: "eth".into() },
-            gateway: net
-                .gateway
-                .ok_or_else(|| invalid(format!("network {} has no IPv4 gateway", net.name)))?,
-            gateway_ipv6: net.ipv6.map(|v6| v6.gateway),
+            gateway: match net.bridge_options.isolated(false) {
+                true => None,
+                false => Some(
+                    net.gateway.ok_or_else(|| invalid(format!("network {} has no IPv4 gateway", net.name)))?,
+                ),
+            },
+            gateway_ipv6: net.ipv6.map(|v6| v6.gateway).filter(|_| !net.bridge_options.isolated(true)),
         };
         Ok(serde_json::to_value(answer)?)
     }
