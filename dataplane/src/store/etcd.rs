@@ -115,7 +115,12 @@ fn connect_options(
             (Some(cert), Some(key)) => {
                 tls = tls.identity(Identity::from_pem(
                     pem("--store-cert", cert, "client certificate")?,
-                    is_pem("--store-key", key, "client certificate's key", read_private("--store-key", key)?)?,
+                    is_pem(
+                        "--store-key",
+                        key,
+                        "client certificate's key",
+                        read_private("--store-key", key)?,
+                    )?,
                 ));
             }
             (None, None) => {}
