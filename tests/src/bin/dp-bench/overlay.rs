@@ -38,9 +38,9 @@ B is Docker's overlay way, per host a kernel VXLAN device for the network (fixed
 port 4789) on a bridge with the container's veth, programmed as swarm does it (static FDB entries: the all-zero \
 flood entry and the remote container's MAC, both to the remote host; a static neighbour entry for the remote \
 container); the ceiling is a raw VXLAN pair between two namespaces (no bridge, no veth, no eBPF). It has no N: an \
-overlay has no NAT or port rules, so nftables would be B again. Ours sets the outer UDP checksum (the tunnel \
-key's default), B and the ceiling leave it zero (iproute2's and Docker's default). Its convergence is ours \
-alone: from the start of `run -d` on host A until a container on host B, sending a UDP probe to the new address \
+overlay has no NAT or port rules, so nftables would be B again. All three leave the outer UDP checksum zero \
+over the IPv4 underlay (RFC 7348's advice; ours through `BPF_F_ZERO_CSUM_TX`, the others by the kernel's \
+default). Its convergence is ours alone: from the start of `run -d` on host A until a container on host B, sending a UDP probe to the new address \
 every 250 µs from before the run, gets the new container's port unreachable back (the first probe that reached \
 it, plus one crossing back); B's container holds a static neighbour entry for the address, so that the kernel's \
 ARP retry timer (1 s by default) is no part of the figure. The containers are run one after the other, each \
