@@ -78,13 +78,32 @@ impl EndpointCounters {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemoteEndpoint {
-    /// The other host's underlay IPv4 address, in host order as `bpf_tunnel_key` takes it.
-    pub host: u32,
+    /// The other host's underlay address as `bpf_tunnel_key`'s `remote_ipv6` union holds
+    /// it (`tunnel_host_v4`, `tunnel_host_v6`): of the family of the host's underlay
+    /// (`TunnelConfig::IPV6_UNDERLAY`).
+    pub host: [u32; 4],
     /// The network's VXLAN network identifier.
     pub vni: u32,
     /// The MAC of the endpoint's interface in its container.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+}
+
+/// An IPv4 underlay address as `bpf_tunnel_key` takes it: in host order in the first
+/// word (`remote_ipv4`), the others zero, as `bpf_skb_get_tunnel_key` leaves them.
+pub const fn tunnel_host_v4(ip: [u8; 4]) -> [u32; 4] {
+    [u32::from_be_bytes(ip), 0, 0, 0]
+}
+
+/// An IPv6 underlay address as `bpf_tunnel_key` takes it: its bytes in order
+/// (`remote_ipv6`, copied as they are into the outer header).
+pub const fn tunnel_host_v6(ip: [u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([ip[0], ip[1], ip[2], ip[3]]),
+        u32::from_ne_bytes([ip[4], ip[5], ip[6], ip[7]]),
+        u32::from_ne_bytes([ip[8], ip[9], ip[10], ip[11]]),
+        u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
+    ]
 }
 
 /// The host's VXLAN device (`TUNNEL_CONFIG[0]`); ifindex 0: none, overlay traffic stays
@@ -93,6 +112,14 @@ pub struct RemoteEndpoint {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TunnelConfig {
     pub ifindex: u32,
+    /// `IPV6_UNDERLAY`, or 0: the hosts are reached over IPv4.
+    pub flags: u32,
+}
+
+impl TunnelConfig {
+    /// The hosts are reached over IPv6: tunnel keys are IPv6 ones (`BPF_F_TUNINFO_IPV6`)
+    /// with the outer UDP checksum computed, and one host's daemon uses one family.
+    pub const IPV6_UNDERLAY: u32 = 1;
 }
 
 /// The link-local address a Linux interface makes for itself from `mac` (modified
@@ -1155,7 +1182,8 @@ const _: () = {
     assert!(size_of::<IpAddress>() == 20);
     assert!(size_of::<InterfaceConfig>() == 44);
     assert!(size_of::<EndpointKey>() == 24);
-    assert!(size_of::<RemoteEndpoint>() == 16);
+    assert!(size_of::<RemoteEndpoint>() == 28);
+    assert!(size_of::<TunnelConfig>() == 8);
     assert!(size_of::<FlowKey>() == 48);
     assert!(size_of::<NextHop>() == 24);
     assert!(size_of::<SnatEntry>() == 72);

@@ -4,14 +4,15 @@
 //! redirected to the device, which encapsulates it; a frame the device decapsulated is
 //! delivered into the local endpoint its VNI's network has for its destination, if it
 //! comes from an endpoint of that network on the host that sent it, else dropped. IPv4
-//! and IPv6 alike. ARP and neighbour solicitations for a remote endpoint are answered
-//! here from the table: no ARP, neighbour discovery multicast, broadcast or multicast
-//! crosses the tunnel, and the kernel keeps no forwarding table for it.
+//! and IPv6 alike inside, over an IPv4 or an IPv6 underlay (one per host, as
+//! `TUNNEL_CONFIG` says). ARP and neighbour solicitations for a remote endpoint are
+//! answered here from the table: no ARP, neighbour discovery multicast, broadcast or
+//! multicast crosses the tunnel, and the kernel keeps no forwarding table for it.
 //! Owns REMOTE_ENDPOINTS, TUNNEL_NETWORKS and TUNNEL_CONFIG, which the daemon fills from
 //! the shared store; reads the local endpoints' tables, never writes them.
 
 use aya_ebpf::{
-    bindings::{BPF_F_ZERO_CSUM_TX, TC_ACT_OK, TC_ACT_SHOT, bpf_tunnel_key},
+    bindings::{BPF_F_TUNINFO_IPV6, BPF_F_ZERO_CSUM_TX, TC_ACT_OK, TC_ACT_SHOT, bpf_tunnel_key},
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
     macros::map,
     maps::{Array, HashMap},
@@ -41,17 +42,28 @@ static TUNNEL_CONFIG: Array<TunnelConfig> = Array::pinned(1, 0);
 /// The time to live of the outer header.
 const OUTER_TTL: u8 = 64;
 
-/// The tunnel key's flags: the outer UDP checksum is sent as zero. In collect-metadata
-/// mode the key decides this, not the device's `udpcsum` (`bpf_skb_set_tunnel_key` asks
-/// for a checksum unless told otherwise). Over the IPv4 underlay zero means "none": what
-/// RFC 7348 says a VXLAN sender should send and every receiver must accept, and what
-/// Cilium's tunnel mode sends (a kernel device with its defaults computes one). The
-/// outer IPv4 header keeps its checksum and the inner packet its own, end to end; a VNI
-/// corrupted on the way finds no network, or an inner source `from_tunnel` does not
-/// take. An IPv6 underlay (keys with `BPF_F_TUNINFO_IPV6`, which the daemon does not
-/// give) must not take this flag: a zero UDP checksum over IPv6 is dropped by receivers
-/// without `udp6zerocsumrx`, as the daemon's own device is made (`Netlink::create_vxlan`).
-const TUNNEL_KEY_FLAGS: u64 = BPF_F_ZERO_CSUM_TX as u64;
+/// The tunnel key's flags over the IPv4 underlay: the outer UDP checksum is sent as
+/// zero. In collect-metadata mode the key decides this, not the device's `udpcsum`
+/// (`bpf_skb_set_tunnel_key` asks for a checksum unless told otherwise). Over IPv4 zero
+/// means "none": what RFC 7348 says a VXLAN sender should send and every receiver must
+/// accept, and what Cilium's tunnel mode sends (a kernel device with its defaults
+/// computes one). The outer IPv4 header keeps its checksum and the inner packet its own,
+/// end to end; a VNI corrupted on the way finds no network, or an inner source
+/// `from_tunnel` does not take.
+const KEY_FLAGS_V4: u64 = BPF_F_ZERO_CSUM_TX as u64;
+/// Over an IPv6 underlay: an IPv6 key, and the outer UDP checksum computed. IPv6 has no
+/// header checksum, so RFC 8200 asks for UDP's; a zero one is allowed only where both
+/// ends are configured for it (RFC 6935), and the daemon's device is not
+/// (`noudp6zerocsumtx`/`noudp6zerocsumrx`, `Netlink::create_vxlan`): a zero checksum
+/// from another host is dropped by its kernel before `from_tunnel` sees it.
+const KEY_FLAGS_V6: u64 = BPF_F_TUNINFO_IPV6 as u64;
+
+/// The flags `bpf_skb_get_tunnel_key` and `bpf_skb_set_tunnel_key` take for the host's
+/// underlay: an IPv6 key or an IPv4 one (`TunnelConfig::IPV6_UNDERLAY`).
+#[inline(always)]
+fn key_family(config: &TunnelConfig) -> u64 {
+    if config.flags & TunnelConfig::IPV6_UNDERLAY != 0 { BPF_F_TUNINFO_IPV6 as u64 } else { 0 }
+}
 
 /// The endpoint at `ip` of network `network` on another host, read in place.
 #[inline(always)]
@@ -94,10 +106,12 @@ fn tunnel_to(ctx: &TcContext, iface: &InterfaceConfig, dst: &RemoteEndpoint) -> 
     if iface.flags & InterfaceConfig::ICC_DISABLED != 0 {
         return (Path::DroppedIcc, TC_ACT_SHOT as i32);
     }
-    let device = match TUNNEL_CONFIG.get(0) {
-        Some(config) if config.ifindex != 0 => config.ifindex,
+    let config = match TUNNEL_CONFIG.get(0) {
+        Some(config) if config.ifindex != 0 => config,
         _ => return (Path::SlowPathIp, TC_ACT_OK as i32),
     };
+    let device = config.ifindex;
+    let flags = if key_family(config) != 0 { KEY_FLAGS_V6 } else { KEY_FLAGS_V4 };
     // The sender's ARP for it was answered with this MAC (`answer_arp`); setting it keeps
     // a stale neighbour entry from black-holing.
     if let Some(eth) = parse::header_ptr::<EthHdr>(ctx, 0) {
@@ -107,12 +121,12 @@ fn tunnel_to(ctx: &TcContext, iface: &InterfaceConfig, dst: &RemoteEndpoint) -> 
     // SAFETY: all-zero is a valid tunnel key (no flags, no label, source left to routing).
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     key.tunnel_id = dst.vni;
-    key.__bindgen_anon_1.remote_ipv4 = dst.host;
+    // The whole union: an IPv4 host is `remote_ipv4`, its first word (`tunnel_host_v4`).
+    key.__bindgen_anon_1.remote_ipv6 = dst.host;
     key.tunnel_ttl = OUTER_TTL;
     // SAFETY: the helper reads `size` bytes of the key on our stack.
-    let set = unsafe {
-        bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, TUNNEL_KEY_FLAGS)
-    };
+    let set =
+        unsafe { bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, flags) };
     if set != 0 {
         return (Path::DroppedTunnel, TC_ACT_SHOT as i32);
     }
@@ -259,14 +273,21 @@ pub fn answer_neighbour_solicitation(
 /// that it is for, if it comes from an endpoint of that network on the host that sent it.
 /// Anything else is dropped: the tunnel carries only unicast IPv4 and IPv6 between
 /// endpoints (an IPv6 source must be the endpoint's global address: link-local ones
-/// never cross it, as the solicitations that would use them are answered on each host).
+/// never cross it, as the solicitations that would use them are answered on each host),
+/// over the host's underlay family: the key is read as that family's, which the kernel
+/// refuses (EPROTO) for a frame that came over the other.
 #[inline(always)]
 pub fn from_tunnel(ctx: &TcContext) -> (Path, i32) {
     const DROP: (Path, i32) = (Path::DroppedTunnel, TC_ACT_SHOT as i32);
+    let Some(config) = TUNNEL_CONFIG.get(0) else {
+        return DROP;
+    };
     // SAFETY: all-zero is a valid key for the helper to fill.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     // SAFETY: the helper writes at most `size` bytes of the key on our stack.
-    let got = unsafe { bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, 0) };
+    let got = unsafe {
+        bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, size_of::<bpf_tunnel_key>() as u32, key_family(config))
+    };
     if got != 0 {
         return DROP;
     }
@@ -274,8 +295,9 @@ pub fn from_tunnel(ctx: &TcContext) -> (Path, i32) {
     let Some(network) = (unsafe { TUNNEL_NETWORKS.get(&key.tunnel_id).copied() }) else {
         return DROP;
     };
-    // SAFETY: the union holds the IPv4 address: the key was read for an IPv4 underlay.
-    let sender_host = unsafe { key.__bindgen_anon_1.remote_ipv4 };
+    // SAFETY: the union is four words either way: an IPv4 key fills the first and zeroes
+    // the others, as `tunnel_host_v4` has it.
+    let sender_host = unsafe { key.__bindgen_anon_1.remote_ipv6 };
     let (src, dst) = match parse::parse(ctx) {
         Frame::Ipv4(frame) => (remote(network, frame.src), IpAddress::v4(frame.dst)),
         Frame::Ipv6 => match parse::parse_ipv6(ctx) {

@@ -556,13 +556,14 @@ impl Datapath {
     }
 
     /// Attaches `from_tunnel` to the VXLAN device's ingress (idempotent), on a clsact
-    /// qdisc, and tells the programs where the device is.
-    pub fn attach_tunnel(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
+    /// qdisc, and tells the programs where the device is (`config.ifindex`, `ifname`)
+    /// and over which underlay family they tunnel.
+    pub fn attach_tunnel(&mut self, ifname: &str, config: TunnelConfig) -> Result<()> {
         // Already there on a device an earlier run kept: the attach below says so if it
         // is missing.
         let _ = aya::programs::tc::qdisc_add_clsact(ifname);
         self.attach_filter(program_names::FROM_TUNNEL, ifname, TcAttachType::Ingress)?;
-        self.set_tunnel_config(TunnelConfig { ifindex })
+        self.set_tunnel_config(config)
     }
 
     /// Tells the programs that the VXLAN device is gone: overlay frames for other hosts

@@ -1,6 +1,6 @@
 //! Several hosts sharing a store: each a host namespace with its own daemon (`Host`),
 //! joined by veths to a bridge in an underlay namespace of their own, where one etcd runs
-//! with its data in a temp dir. Everything is removed on drop, also when a test fails:
+//! with its data in a temp dir. The underlay is IPv4, or IPv6 alone (`Cluster::start_ipv6`). Everything is removed on drop, also when a test fails:
 //! the hosts first (their daemons stopped), then etcd (killed by the PID we started) and
 //! the underlay namespace.
 
@@ -17,6 +17,10 @@ use crate::{Host, eventually, run_ok, unique};
 /// The underlay's subnet; the bridge (and etcd) holds `.1`, host `i` `.(11 + i)`.
 const UNDERLAY_PREFIX: &str = "198.51.100";
 pub const ETCD_ADDR: &str = "198.51.100.1";
+/// The IPv6 underlay's subnet (a /64); the bridge (and etcd) holds `::1`, host `i`
+/// `::(11 + i)`, in hex as written.
+const UNDERLAY_PREFIX6: &str = "2001:db8:100:";
+pub const ETCD_ADDR6: &str = "2001:db8:100::1";
 
 /// The password of etcd's `root` user, when authentication is on (`Cluster::start_secure`).
 const ROOT_PASSWORD: &str = "root-secret";
@@ -27,6 +31,8 @@ pub const STORE_PASSWORD: &str = "dataplane-secret";
 /// The underlay namespace and its etcd.
 pub struct Underlay {
     pub name: String,
+    /// etcd's address as a URL writes it: `ETCD_ADDR`, or `[ETCD_ADDR6]`.
+    etcd_host: String,
     dir: PathBuf,
     etcd: Option<Child>,
     /// Whether etcd speaks TLS (certificates in `tls_dir`) and asks for client
@@ -38,13 +44,20 @@ pub struct Underlay {
 
 impl Underlay {
     fn start() -> Self {
+        Self::start_on(false)
+    }
+
+    /// The underlay namespace with its bridge, whose address (etcd's) is IPv6 with `ipv6`.
+    fn start_on(ipv6: bool) -> Self {
         let name = unique("dpu-");
         let dir = std::env::temp_dir().join(format!("dataplane-{name}"));
         fs::create_dir_all(&dir).unwrap();
         run_ok(Command::new("ip").args(["netns", "add", &name])).expect("creating the underlay namespace");
-        let underlay = Self { name, dir, etcd: None, tls: false, auth: false };
+        let etcd_host = if ipv6 { format!("[{ETCD_ADDR6}]") } else { ETCD_ADDR.to_string() };
+        let underlay = Self { name, etcd_host, dir, etcd: None, tls: false, auth: false };
+        let address = if ipv6 { format!("{ETCD_ADDR6}/64 nodad") } else { format!("{ETCD_ADDR}/24") };
         underlay.sh_ok(&format!(
-            "ip link set lo up && ip link add br0 type bridge && ip addr add {ETCD_ADDR}/24 dev br0 \
+            "ip link set lo up && ip link add br0 type bridge && ip addr add {address} dev br0 \
              && ip link set br0 up"
         ));
         underlay
@@ -100,6 +113,8 @@ impl Underlay {
             "making certificates with openssl (Debian's openssl; `cargo xtask setup` installs it): {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The daemon refuses a client key its group or others may read, as the password.
+        fs::set_permissions(dir.join("client.key"), fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     fn scheme(&self) -> &'static str {
@@ -111,8 +126,8 @@ impl Underlay {
     pub fn start_etcd(&mut self) {
         assert!(self.etcd.is_none(), "etcd runs already");
         let log = fs::File::options().create(true).append(true).open(self.dir.join("etcd.log")).unwrap();
-        let client = format!("{}://{ETCD_ADDR}:2379", self.scheme());
-        let peer = format!("http://{ETCD_ADDR}:2380");
+        let client = format!("{}://{}:2379", self.scheme(), self.etcd_host);
+        let peer = format!("http://{}:2380", self.etcd_host);
         let mut command = self.command("etcd");
         if self.tls {
             let tls = self.tls_dir();
@@ -171,7 +186,12 @@ impl Underlay {
         }
         command
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &format!("{}://{ETCD_ADDR}:2379", self.scheme()), "--dial-timeout", "2s"])
+            .args([
+                "--endpoints",
+                &format!("{}://{}:2379", self.scheme(), self.etcd_host),
+                "--dial-timeout",
+                "2s",
+            ])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -228,6 +248,9 @@ pub enum Uplink {
     External,
     /// The underlay link, as on most hosts: the daemons advertise its address unasked.
     Underlay,
+    /// An IPv6 underlay, the hosts' only default route (IPv6's): the daemons advertise
+    /// their IPv6 address on it unasked, and etcd listens there too.
+    UnderlayIpv6,
 }
 
 /// Hosts sharing one etcd. The hosts are dropped before the underlay (field order).
@@ -247,6 +270,12 @@ impl Cluster {
     /// e.g. `DATAPLANE_VXLAN_PORT`), and each host's default route as `uplink` says.
     pub fn start_with(count: usize, ttl_secs: u32, daemon_env: &[(&str, &str)], uplink: Uplink) -> Self {
         Self::start_on(Underlay::start(), count, ttl_secs, daemon_env, uplink, &[])
+    }
+
+    /// `count` hosts on an IPv6 underlay (`Uplink::UnderlayIpv6`), which keeps a dead
+    /// host's leases `ttl_secs`.
+    pub fn start_ipv6(count: usize, ttl_secs: u32) -> Self {
+        Self::start_on(Underlay::start_on(true), count, ttl_secs, &[], Uplink::UnderlayIpv6, &[])
     }
 
     /// As `start`, with an etcd that speaks only TLS, asks for client certificates and
@@ -294,26 +323,40 @@ impl Cluster {
         for i in 0..count {
             let host = match uplink {
                 Uplink::External => Host::empty_with_external(),
-                Uplink::None | Uplink::Underlay => Host::empty().expect("creating a host namespace"),
+                Uplink::None | Uplink::Underlay | Uplink::UnderlayIpv6 => {
+                    Host::empty().expect("creating a host namespace")
+                }
             };
-            let address = format!("{UNDERLAY_PREFIX}.{}", 11 + i);
+            let ipv6 = uplink == Uplink::UnderlayIpv6;
+            let (address, prefix) = if ipv6 {
+                (format!("{UNDERLAY_PREFIX6}:{}", 11 + i), "64 nodad")
+            } else {
+                (format!("{UNDERLAY_PREFIX}.{}", 11 + i), "24")
+            };
             let port = format!("ul{i}");
             host.sh_ok(&format!(
-                "ip link add ul0 type veth peer name {port} netns {} && ip addr add {address}/24 dev ul0 \
+                "ip link add ul0 type veth peer name {port} netns {} && ip addr add {address}/{prefix} dev ul0 \
                  && ip link set ul0 up",
                 underlay.name
             ));
             underlay.sh_ok(&format!("ip link set {port} master br0 && ip link set {port} up"));
-            if uplink == Uplink::Underlay {
-                host.sh_ok(&format!("ip route add default via {ETCD_ADDR} dev ul0"));
-            }
+            match uplink {
+                Uplink::Underlay => host.sh_ok(&format!("ip route add default via {ETCD_ADDR} dev ul0")),
+                // A veth leaves UDP checksums to its peer (offload) where a NIC computes
+                // them on the wire: ul0 computes them itself, so that a capture sees
+                // what a wire carries and the other host's kernel checks them.
+                Uplink::UnderlayIpv6 => host.sh_ok(&format!(
+                    "ip -6 route add default via {ETCD_ADDR6} dev ul0 && ethtool -K ul0 tx off >/dev/null"
+                )),
+                Uplink::None | Uplink::External => String::new(),
+            };
             hosts.push(host);
             // Pushed before its daemon starts, so that a failed start still removes it.
             let host = hosts.last_mut().unwrap();
-            let store = format!("etcd://{ETCD_ADDR}:2379");
+            let store = format!("etcd://{}:2379", underlay.etcd_host);
             let ttl = ttl_secs.to_string();
             let mut env = vec![("DATAPLANE_STORE", store.as_str()), ("DATAPLANE_STORE_TTL", ttl.as_str())];
-            if uplink != Uplink::Underlay {
+            if !matches!(uplink, Uplink::Underlay | Uplink::UnderlayIpv6) {
                 env.push(("DATAPLANE_ADVERTISE_ADDRESS", address.as_str()));
             }
             env.extend_from_slice(daemon_env);

@@ -58,12 +58,12 @@ fn create_overlay(on: &Host, others: &[&Host], name: &str, subnet: &str) {
     }
 }
 
-/// A python3 script that reads the VXLAN frames (UDP to port 4789, either way) on the
-/// host namespace's underlay link `ul0` for up to 8 s, at most `argv[1]` of them, and
-/// prints a line per frame: its direction, the outer UDP checksum field (hex), whether
-/// that checksum holds (`none` when zero: "no checksum" over IPv4), whether the outer
-/// IPv4 header's checksum holds, and the inner packet's family with whether its own
-/// checksums (IPv4 header and ICMP, or ICMPv6) hold.
+/// A python3 script that reads the VXLAN frames (UDP to port 4789, either way, over IPv4
+/// or IPv6) on the host namespace's underlay link `ul0` for up to 8 s, at most `argv[1]`
+/// of them, and prints a line per frame: its direction, the outer UDP checksum field
+/// (hex), whether that checksum holds (`none` when zero: "no checksum" over IPv4), the
+/// outer family (with whether the IPv4 header's checksum holds), and the inner packet's
+/// family with whether its own checksums (IPv4 header and ICMP, or ICMPv6) hold.
 const OUTER_HEADERS: &str = r#"
 import socket, struct, sys, time
 def fold(data):
@@ -84,14 +84,21 @@ while wanted and time.time() < deadline:
         frame, where = s.recvfrom(65535)
     except socket.timeout:
         continue
-    if frame[12:14] != b"\x08\x00" or frame[23] != 17:
+    if frame[12:14] == b"\x08\x00" and frame[23] == 17:
+        ip = frame[14:14 + (frame[14] & 15) * 4]
+        udp = frame[14 + len(ip):14 + struct.unpack("!H", ip[2:4])[0]]
+        pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp))
+        outer = "outer_ipv4=%s" % holds(ip)
+    elif frame[12:14] == b"\x86\xdd" and frame[20] == 17:
+        ip = frame[14:54]
+        udp = frame[54:54 + struct.unpack("!H", ip[4:6])[0]]
+        pseudo = ip[8:40] + struct.pack("!I3xB", len(udp), 17)
+        outer = "outer_ipv6"
+    else:
         continue
-    ip = frame[14:14 + (frame[14] & 15) * 4]
-    udp = frame[14 + len(ip):14 + struct.unpack("!H", ip[2:4])[0]]
     if struct.unpack("!H", udp[2:4])[0] != 4789:
         continue
     check = struct.unpack("!H", udp[6:8])[0]
-    pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp))
     udp_holds = "none" if check == 0 else holds(pseudo + udp)
     inner = udp[16:]
     if inner[12:14] == b"\x08\x00":
@@ -107,7 +114,7 @@ while wanted and time.time() < deadline:
     else:
         family = "ethertype=%s" % inner[12:14].hex()
     way = "out" if where[2] == socket.PACKET_OUTGOING else "in"
-    print("%s udp_checksum=%04x udp=%s outer_ipv4=%s inner=%s" % (way, check, udp_holds, holds(ip), family), flush=True)
+    print("%s udp_checksum=%04x udp=%s %s inner=%s" % (way, check, udp_holds, outer, family), flush=True)
     wanted -= 1
 "#;
 
@@ -192,6 +199,76 @@ fn containers_on_two_hosts_ping_and_curl_each_other_by_name_through_the_tunnel()
     for setting in [" external ", " noudpcsum ", " noudp6zerocsumtx ", " noudp6zerocsumrx "] {
         assert!(device.contains(setting), "the tunnel device is not{setting}: {device}");
     }
+}
+
+#[test]
+fn containers_on_two_hosts_of_an_ipv6_underlay_ping_and_curl_each_other_by_name() {
+    // IPv6 alone on the underlay, etcd on it too, and no --advertise-address: each host
+    // advertises the address of its IPv6 default route's interface.
+    let mut cluster = Cluster::start_ipv6(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    create_overlay(a, &[b], "prod", SUBNET);
+    a.dp_ok(&["run", "-d", "--name", "web", "--network", "prod", "--", "python3", "-m", "http.server", "80"]);
+    b.run_sleeper("client", &["--network", "prod"]);
+    assert!(
+        comes_through(b, "client", "web"),
+        "client (on B) cannot ping web (on A) by name over the IPv6 underlay\nA:\n{}\nB:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
+    assert!(pings(a, "web", "client"), "web (on A) cannot ping client (on B) by name");
+    let fetch = || b.exec("client", "curl -sf --max-time 5 -o /dev/null -w '%{http_code}' http://web/");
+    assert!(
+        eventually(Duration::from_secs(10), || fetch().stdout == b"200"),
+        "client (on B) cannot fetch web's page (on A) over the IPv6 underlay: {:?}",
+        fetch()
+    );
+    let records = cluster.underlay.etcdctl_ok(&["get", "--prefix", "/dataplane/endpoints/"]);
+    assert!(
+        records.contains(r#""host_address":"2001:db8:100::11""#)
+            && records.contains(r#""host_address":"2001:db8:100::12""#),
+        "the hosts did not advertise their IPv6 underlay addresses: {records}"
+    );
+
+    // VXLAN over IPv6 adds 70 bytes, not 50: 1500 - 70.
+    let link = b.exec("client", "ip -o link show dev eth0");
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains(" mtu 1430 "), "an overlay container's MTU over an IPv6 underlay: {link}");
+    // 1402 bytes of ICMP payload fill 1430 bytes of IPv4; once encapsulated, exactly 1500.
+    let full = b.exec("client", "ping -c 1 -W 2 -M do -s 1402 web");
+    assert!(full.status.success(), "a full-MTU packet does not cross the IPv6 underlay: {full:?}");
+
+    // The outer headers on the wire: IPv6, with a UDP checksum computed and valid, A's
+    // requests out and B's replies in (which B's kernel checked before taking them).
+    let frames = outer_headers(a, 4, || {
+        let ping = a.exec("web", "ping -c 2 -i 0.2 -W 2 client");
+        assert!(ping.status.success(), "web (on A) cannot ping client (on B): {ping:?}");
+    });
+    for way in ["out", "in"] {
+        assert!(
+            frames.iter().any(|f| f.starts_with(&format!("{way} "))),
+            "no VXLAN frame went {way} on the underlay: {frames:#?}"
+        );
+    }
+    for frame in &frames {
+        assert!(frame.contains(" outer_ipv6 "), "the outer header is not IPv6: {frame}");
+        assert!(
+            !frame.contains(" udp_checksum=0000 ") && frame.contains(" udp=ok "),
+            "the outer UDP checksum over IPv6 is not a valid computed one: {frame}"
+        );
+        assert!(frame.contains("inner=ipv4 header=ok icmp=ok"), "the inner checksums did not hold: {frame}");
+    }
+
+    // One underlay family per store: B on IPv4 beside A on IPv6 is refused, naming the flag.
+    let b = &mut cluster.hosts[1];
+    b.stop_daemon();
+    let err = b.daemon_fails(&[("DATAPLANE_ADVERTISE_ADDRESS", "198.51.100.12")]);
+    assert!(
+        err.contains("--advertise-address 198.51.100.12 is IPv4")
+            && err.contains("2001:db8:100::11 (IPv6)")
+            && err.contains("give this daemon an IPv6 --advertise-address"),
+        "a daemon of the other underlay family must be refused naming --advertise-address: {err}"
+    );
 }
 
 #[test]
@@ -898,9 +975,10 @@ fn forged_vxlan_frames_are_dropped_and_never_delivered() {
             // the store (the underlay's own).
             (dataplane_tests::hosts::ETCD_ADDR, 4096, &api, NOT_A_HOST),
         ],
-        // The genuine frame over an IPv6 underlay, to B's link-local address on it: the
-        // device takes it (its checksum is valid), the programs do not (their tunnel keys
-        // are IPv4 only: an IPv6 sender is no host of the store).
+        // The genuine frame over IPv6, to B's link-local address on the underlay: the
+        // device takes it (its checksum is valid), the programs do not (B tunnels over
+        // IPv4, the family of its --advertise-address: the kernel refuses them the
+        // frame's key as an IPv4 one).
         // Over IPv6 without a checksum, the kernel drops it before the programs see it:
         // the device is not made to take zero checksums over IPv6 (udp6zerocsumrx).
         &[(4096, &api, OVER_IPV6, false), (4096, &api, OVER_IPV6_WITHOUT_CHECKSUM, true)],
@@ -925,8 +1003,8 @@ fn forged_vxlan_frames_are_dropped_and_never_delivered() {
         (FOREIGN_SOURCE, "an inner source the sending host has no endpoint at"),
         (UNKNOWN_VNI, "an unknown VNI"),
         (NOT_A_HOST, "an outer source that is no host of the store"),
-        (OVER_IPV6, "an IPv6 underlay"),
-        (OVER_IPV6_WITHOUT_CHECKSUM, "an IPv6 underlay and no UDP checksum"),
+        (OVER_IPV6, "an outer IPv6 header, to a host tunnelling over IPv4"),
+        (OVER_IPV6_WITHOUT_CHECKSUM, "an outer IPv6 header and no UDP checksum"),
     ] {
         assert_eq!(delivered(port), 0, "a frame with {what} reached the container:\n{seen}");
     }

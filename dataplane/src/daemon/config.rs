@@ -121,7 +121,9 @@ pub struct Settings {
     #[arg(long, env = "DATAPLANE_STORE", value_name = "etcd://ADDR:PORT[,...]", value_parser = clap::value_parser!(StoreAddress))]
     pub store: Option<StoreAddress>,
     /// The address other hosts reach this one by on the underlay, recorded with its
-    /// endpoints in the store [default: the uplink's IPv4 address].
+    /// endpoints in the store; IPv4 or IPv6, the underlay's family, the same on every
+    /// host [default: the uplink's IPv4 address, else the IPv6 default route's
+    /// interface's].
     #[arg(long, env = "DATAPLANE_ADVERTISE_ADDRESS", value_name = "IP")]
     pub advertise_address: Option<IpAddr>,
     /// Seconds the store keeps this host's address leases and endpoints after it stops
@@ -140,7 +142,7 @@ pub struct Settings {
     /// (etcd's --client-cert-auth); with --store-key.
     #[arg(long, env = "DATAPLANE_STORE_CERT", value_name = "FILE", requires = "store_key")]
     pub store_cert: Option<PathBuf>,
-    /// The key of --store-cert (PEM).
+    /// The key of --store-cert (PEM), readable by its owner only (chmod 600).
     #[arg(long, env = "DATAPLANE_STORE_KEY", value_name = "FILE", requires = "store_cert")]
     pub store_key: Option<PathBuf>,
     /// The etcd user to sign in as, for a store with authentication on; its password is

@@ -179,6 +179,9 @@ struct Core {
     shared: Option<Arc<crate::store::etcd::EtcdStore>>,
     /// The MTU of overlay networks' containers, once the tunnel is up (with a store).
     tunnel_mtu: Option<u32>,
+    /// Other hosts' addresses of another underlay family than this one's, as last told
+    /// (`tunnel::Tables::other_family`): each is warned of once.
+    other_family_hosts: std::collections::BTreeSet<std::net::IpAddr>,
     /// Deletes the interfaces of removed containers after the answer.
     link_reaper: LinkReaper,
 }
@@ -265,19 +268,23 @@ pub async fn run(config: Config) -> Result<()> {
     let resolvers = dns::Resolvers::new(&upstreams(&config));
     let host_id = host_id(&config.state_dir)?;
     let ula_pool = crate::ipam::ula_pool(&host_id);
-    // Where other hosts reach this one: the address given, else the uplink's, as Docker
-    // swarm's `--advertise-addr` defaults to the address of the default route's interface.
-    let advertise_address = config.advertise_address.or_else(|| {
-        let uplink = &masquerade.as_ref()?.uplink;
-        (config.store.is_some() && !uplink.addr.is_unspecified()).then_some(std::net::IpAddr::V4(uplink.addr))
-    });
+    // Where other hosts reach this one: the address given, else the default route's
+    // interface's (`tunnel::default_advertise_address`).
+    let advertise_address = match (config.advertise_address, &config.store) {
+        (Some(ip), _) => Some(ip),
+        (None, Some(_)) => {
+            let uplink = masquerade.as_ref().map(|m| &m.uplink);
+            crate::tunnel::default_advertise_address(&netlink, uplink).await?
+        }
+        (None, None) => None,
+    };
     let shared = match &config.store {
         Some(address) => {
             if config.advertise_address.is_none()
                 && let Some(ip) = advertise_address
             {
                 log::info!(
-                    "advertising {ip} (the uplink's) to other hosts; --advertise-address sets another"
+                    "advertising {ip} (the default route's interface's) to other hosts; --advertise-address sets another"
                 );
             }
             let host = crate::store::Host { id: host_id[..12].to_string(), address: advertise_address };
@@ -291,7 +298,19 @@ pub async fn run(config: Config) -> Result<()> {
             // A store that refuses this daemon (a wrong CA or password) stops it now; one
             // that does not answer yet is waited for, as overlay work is.
             match store.check().await {
-                Ok(()) => {}
+                Ok(()) => {
+                    // The other hosts' underlay family, as far as their records tell.
+                    if let Some(ip) = advertise_address {
+                        match store.snapshot().await {
+                            Ok((mirror, _)) => {
+                                crate::tunnel::refuse_mixed_underlay(&mirror, &store.host.id, ip)?
+                            }
+                            Err(e) => log::warn!(
+                                "{e:#}; other hosts' underlay family is checked as the watch brings them"
+                            ),
+                        }
+                    }
+                }
                 Err(e) if e.failure == crate::store::etcd::Failure::Refused => return Err(e.error),
                 Err(e) => log::warn!("{:#}; the daemon starts and waits for it", e.error),
             }
@@ -332,6 +351,7 @@ pub async fn run(config: Config) -> Result<()> {
         ula_pool,
         shared: shared.clone(),
         tunnel_mtu,
+        other_family_hosts: Default::default(),
         link_reaper: LinkReaper::start()?,
     }));
     {

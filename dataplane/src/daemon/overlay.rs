@@ -20,7 +20,7 @@ use crate::{
     dns::RemoteName,
     state::{Endpoint, Network},
     store::{EndpointRecord, Mirror, OVERLAY_DRIVER, SharedNetwork, etcd::EtcdStore, etcd::Liveness},
-    tunnel::Tables,
+    tunnel::{Tables, Underlay},
 };
 
 /// How long the watch waits before reading the store again after it broke.
@@ -224,7 +224,17 @@ impl Core {
             })
             .collect();
         self.resolvers.set_remote(&self.state, remote);
-        let tables = Tables::of(mirror, &store.host.id, &self.state.networks);
+        let underlay = Underlay::of(store.host.address);
+        let tables = Tables::of(mirror, &store.host.id, &self.state.networks, underlay);
+        for ip in tables.other_family.difference(&self.other_family_hosts) {
+            log::error!(
+                "store: another host is reached at {ip}, but this one tunnels over {} (its \
+                 --advertise-address): that host's endpoints are unreachable from here; give every host an \
+                 --advertise-address of one family",
+                underlay.name()
+            );
+        }
+        self.other_family_hosts = tables.other_family.clone();
         if let Err(e) = tables.apply(&mut self.datapath) {
             log::warn!("store: updating the tunnel's tables: {e:#}");
         }

@@ -85,12 +85,14 @@ fn connect_options(
     let read = |flag: &str, path: &std::path::Path| {
         std::fs::read(path).with_context(|| format!("{flag} {}: cannot read it", path.display()))
     };
-    let pem = |flag: &str, path: &std::path::Path, what: &str| -> Result<Vec<u8>> {
-        let bytes = read(flag, path)?;
+    let is_pem = |flag: &str, path: &std::path::Path, what: &str, bytes: Vec<u8>| -> Result<Vec<u8>> {
         if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
             bail!("{flag} {}: not PEM; give the {what} in PEM (-----BEGIN ...)", path.display());
         }
         Ok(bytes)
+    };
+    let pem = |flag: &str, path: &std::path::Path, what: &str| -> Result<Vec<u8>> {
+        is_pem(flag, path, what, read(flag, path)?)
     };
     let mut options = ConnectOptions::new()
         .with_connect_timeout(CALL_TIMEOUT)
@@ -113,7 +115,12 @@ fn connect_options(
             (Some(cert), Some(key)) => {
                 tls = tls.identity(Identity::from_pem(
                     pem("--store-cert", cert, "client certificate")?,
-                    pem("--store-key", key, "client certificate's key")?,
+                    is_pem(
+                        "--store-key",
+                        key,
+                        "client certificate's key",
+                        read_private("--store-key", key)?,
+                    )?,
                 ));
             }
             (None, None) => {}
@@ -145,32 +152,35 @@ fn connect_options(
     Ok((options, user))
 }
 
-/// The store user's password from `--store-password-file`, without its trailing newline.
-/// A file that its group or others may read is refused, as ssh refuses such a private
-/// key: the password would be everyone's on the host. Its mode is read from the file
-/// opened, not from its path, so that the file checked is the file read.
+/// The store user's password from `--store-password-file`, without its trailing newline
+/// (a file of its owner's alone: `read_private`).
 fn read_password_file(path: &std::path::Path) -> Result<String> {
+    let flag = "--store-password-file";
+    let bytes = read_private(flag, path)?;
+    let text = String::from_utf8(bytes).with_context(|| format!("{flag} {}: not text", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// A secret's file given by `flag` (the store password, the client certificate's key).
+/// A file that its group or others may read is refused, as ssh refuses such a private
+/// key: the secret would be everyone's on the host. Its mode is read from the file
+/// opened, not from its path, so that the file checked is the file read.
+fn read_private(flag: &str, path: &std::path::Path) -> Result<Vec<u8>> {
     use std::{io::Read, os::unix::fs::PermissionsExt};
     let shown = path.display();
-    let mut file = std::fs::File::open(path)
-        .with_context(|| format!("--store-password-file {shown}: cannot read it"))?;
-    let mode = file
-        .metadata()
-        .with_context(|| format!("--store-password-file {shown}: cannot read it"))?
-        .permissions()
-        .mode();
+    let mut file = std::fs::File::open(path).with_context(|| format!("{flag} {shown}: cannot read it"))?;
+    let mode =
+        file.metadata().with_context(|| format!("{flag} {shown}: cannot read it"))?.permissions().mode();
     if mode & 0o077 != 0 {
         bail!(
-            "--store-password-file {shown}: its group or others may read it (mode {:04o}); \
-             the password must be its owner's alone: chmod 600 {shown}",
+            "{flag} {shown}: its group or others may read it (mode {:04o}); \
+             the secret must be its owner's alone: chmod 600 {shown}",
             mode & 0o7777
         );
     }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).with_context(|| format!("--store-password-file {shown}: cannot read it"))?;
-    let text =
-        String::from_utf8(bytes).with_context(|| format!("--store-password-file {shown}: not text"))?;
-    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+    file.read_to_end(&mut bytes).with_context(|| format!("{flag} {shown}: cannot read it"))?;
+    Ok(bytes)
 }
 
 /// What a keep-alive found.
@@ -719,6 +729,42 @@ mod tests {
         );
         let (_, creds) = connect_options(&"etcds://10.0.0.10:2379".parse().unwrap(), &ca).unwrap();
         assert_eq!(creds, None, "TLS alone signs in as nobody");
+    }
+
+    #[test]
+    fn a_client_key_its_group_or_others_may_read_is_refused_naming_it_and_the_chmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = write("host.key", "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n");
+        let access = StoreAccess {
+            cacert: Some(write("ca.pem", pem)),
+            cert: Some(write("host.pem", pem)),
+            key: Some(key.clone()),
+            ..StoreAccess::default()
+        };
+        // 0644 is what Kubernetes gives a secret's files unless told `defaultMode`.
+        for (mode, shown) in [(0o644, "0644"), (0o640, "0640"), (0o604, "0604")] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = refused("etcds://10.0.0.10:2379", &access);
+            let named = format!("--store-key {}", key.display());
+            assert!(err.contains(&named), "mode {shown}: the key is not named: {err}");
+            assert!(err.contains(&format!("(mode {shown})")), "mode {shown}: the mode is not shown: {err}");
+            assert!(
+                err.contains(&format!("chmod 600 {}", key.display())),
+                "mode {shown}: the fix is not given: {err}"
+            );
+        }
+        // The certificates are public: their modes are left alone.
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            connect_options(&"etcds://10.0.0.10:2379".parse().unwrap(), &access)
+                .unwrap_or_else(|e| panic!("a key of mode {mode:o} is refused: {e:#}"));
+        }
     }
 
     #[test]
