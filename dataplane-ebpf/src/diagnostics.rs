@@ -6,7 +6,7 @@
 //! Each message is a subprogram (`inline(never)`): the record it builds stays off the
 //! frames of the paths that call it, but adds its own to their call chain, which the
 //! verifier holds to 512 bytes; where a path's chain has no room (the NAT paths'), the
-//! message is sent from its caller's (`left_host`). Below the daemon's level for
+//! message is sent from its caller's (`left_host`, `error_translated`). Below the daemon's level for
 //! `dataplane::kernel` (`AYA_LOG_LEVEL`, set at load and read-only), the verifier knows
 //! the message is never built and leaves its code out.
 //!
@@ -14,6 +14,7 @@
 //! own arm, an address as 4 or 16 bytes): a copy of variable length would be a call the
 //! BPF target does not have.
 
+use aya_ebpf::bindings::TC_ACT_SHOT;
 use aya_log_ebpf::debug;
 use dataplane_common::{AF_INET, KERNEL_LOG_TARGET as TARGET, Path};
 
@@ -45,6 +46,17 @@ pub fn refused(table: Table, errno: i32) {
             debug!(&(), target: TARGET, "conntrack table DNAT_NEW refused an entry: error {}", errno)
         }
     }
+}
+
+/// What `nat::icmp_error_out` or `nat6::icmp_error_out` decided, told when a helper failed
+/// translating the error: from the caller's frame, as theirs leave no room for a
+/// message's. The error is dropped as `slow_path_malformed`.
+#[inline(always)]
+pub fn error_translated(verdict: Result<(Path, i32), i64>) -> (Path, i32) {
+    verdict.unwrap_or_else(|errno| {
+        rewrite_failed(Rewrite::IcmpError, errno);
+        (Path::SlowPathMalformed, TC_ACT_SHOT as i32)
+    })
 }
 
 /// What `nat::leave_host` or `nat6::leave_host` decided, told when no masquerade port
@@ -87,6 +99,8 @@ pub enum Rewrite {
     Masquerade,
     ReverseNat,
     Published,
+    /// An ICMP error a container sent about a masqueraded or published flow.
+    IcmpError,
 }
 
 /// A checksum or store helper failed with `errno` rewriting a packet of `rewrite`; the
@@ -102,6 +116,9 @@ pub fn rewrite_failed(rewrite: Rewrite, errno: i64) {
         }
         Rewrite::Published => {
             debug!(&(), target: TARGET, "a helper failed rewriting a packet to a published port: error {}", errno)
+        }
+        Rewrite::IcmpError => {
+            debug!(&(), target: TARGET, "a helper failed translating an ICMP error a container sent: error {}", errno)
         }
     }
 }

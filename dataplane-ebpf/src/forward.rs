@@ -76,7 +76,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         && iface.flags & InterfaceConfig::ROUTED_V4 == 0
         && let Some(verdict) = nat::icmp_error_out(ctx, &frame, ifindex)
     {
-        return verdict;
+        return diagnostics::error_translated(verdict);
     }
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
@@ -123,7 +123,7 @@ fn forward_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> (Path, 
     // An error about a flow masqueraded out or published in leaves translated, as the
     // flow's packets do (to another container too: a hairpin connection's client).
     .or_else(|| match iface.flags & InterfaceConfig::ROUTED_V6 == 0 && carries_icmpv6(ctx) {
-        true => nat6::icmp_error_out(ctx, ifindex),
+        true => nat6::icmp_error_out(ctx, ifindex).map(diagnostics::error_translated),
         false => None,
     })
     .or_else(|| to_peer_v6(ctx, iface))

@@ -83,7 +83,9 @@ pub fn from_container_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Pa
     let gateway = match policy::subnet_of_v6(frame.dst) {
         Some(info) if info.network == iface.network => info.gateway.addr == frame.dst,
         // Another network's containers are refused as from any network.
-        Some(info) if info.gateway.addr != frame.dst => return Some((Path::DroppedIsolation, TC_ACT_SHOT as i32)),
+        Some(info) if info.gateway.addr != frame.dst => {
+            return Some((Path::DroppedIsolation, TC_ACT_SHOT as i32));
+        }
         _ if link_local => false,
         _ => return Some(DROPPED),
     };

@@ -821,7 +821,7 @@ fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
 /// leaves with the published address and port (`publish::error_out`). `None` for other
 /// frames, and errors about no tracked flow (`leave_host` keeps them from the uplink).
 #[inline(never)]
-pub fn icmp_error_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
+pub fn icmp_error_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<Result<(Path, i32), i64>> {
     if !frame.translatable() {
         return None;
     }
@@ -854,10 +854,9 @@ pub fn icmp_error_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option
     if let Err(errno) =
         translate_error(ctx, quote.proto, QuotedEnd::Destination, frame.src, old, (addr, nat_port))
     {
-        diagnostics::rewrite_failed(Rewrite::Masquerade, errno);
-        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+        return Some(Err(errno));
     }
-    Some((Path::Masqueraded, send_to_uplink(ctx, next_hop.macs(), cfg)))
+    Some(Ok((Path::Masqueraded, send_to_uplink(ctx, next_hop.macs(), cfg))))
 }
 
 /// The translation (address and port) of the masqueraded flow `key`, as the container

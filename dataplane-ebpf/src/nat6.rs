@@ -398,7 +398,7 @@ fn icmp_error_back(ctx: &TcContext, cfg: &NatConfig) -> Option<(Path, i32)> {
 /// (`publish6::error_out`). `None` for other packets, and errors about no tracked flow
 /// (`routed::icmp_out` keeps those from the uplink).
 #[inline(never)]
-pub fn icmp_error_out(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
+pub fn icmp_error_out(ctx: &TcContext, sender: u32) -> Option<Result<(Path, i32), i64>> {
     let frame = parse::parse_ipv6(ctx)?;
     if frame.next_header != IPPROTO_ICMPV6 {
         return None;
@@ -429,10 +429,9 @@ pub fn icmp_error_out(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
     if let Err(errno) =
         translate_error(ctx, quote.proto, QuotedEnd::Destination, &frame.src, old, (&nat_addr.addr, nat_port))
     {
-        diagnostics::rewrite_failed(Rewrite::Masquerade, errno);
-        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+        return Some(Err(errno));
     }
-    Some((Path::Masqueraded, nat::send_to_uplink(ctx, next_hop.macs(), cfg)))
+    Some(Ok((Path::Masqueraded, nat::send_to_uplink(ctx, next_hop.macs(), cfg))))
 }
 
 /// As `icmp_error_out`, for a published connection's error (`publish6::error_out`): the

@@ -606,20 +606,20 @@ pub fn error_out(
     key: &FlowKey,
     sender: u32,
     now: u64,
-) -> Option<(Path, i32)> {
+) -> Option<Result<(Path, i32), i64>> {
     let entry = error_entry(key)?;
     // SAFETY: map pointer, valid for this program run.
     let (host_addr, host_port) = unsafe { ((*entry).host_addr, (*entry).host_port) };
     let mut host = [0u8; 4];
     host.copy_from_slice(&host_addr.addr[..4]);
     let old = (quote.dst, quote.dst_port);
-    if nat::translate_error(ctx, quote.proto, QuotedEnd::Destination, frame.src, old, (host, host_port))
-        .is_err()
+    if let Err(errno) =
+        nat::translate_error(ctx, quote.proto, QuotedEnd::Destination, frame.src, old, (host, host_port))
     {
-        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+        return Some(Err(errno));
     }
     let route = |cfg: &NatConfig| nat::route(ctx, frame.proto, host, frame.dst, sender, Some(cfg), now);
-    Some(back_to_client(ctx, entry, now, route))
+    Some(Ok(back_to_client(ctx, entry, now, route)))
 }
 
 /// The entry of the published connection `key` (either family, as the container answers

@@ -326,16 +326,16 @@ pub fn error_out(
     key: &FlowKey,
     sender: u32,
     now: u64,
-) -> Option<(Path, i32)> {
+) -> Option<Result<(Path, i32), i64>> {
     let entry = publish::error_entry(key)?;
     // SAFETY: map pointer, valid for this program run.
     let (host_addr, host_port) = unsafe { ((*entry).host_addr.addr, (*entry).host_port) };
-    if nat6::translate_error_out(ctx, frame, quote, (&host_addr, host_port)).is_err() {
-        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
+    if let Err(errno) = nat6::translate_error_out(ctx, frame, quote, (&host_addr, host_port)) {
+        return Some(Err(errno));
     }
     let route = |cfg: &NatConfig| {
         let (rc, fib) = nat::fib_route_v6(ctx, IPPROTO_ICMPV6, host_addr, frame.dst, sender);
         nat::route_of(rc, &fib, Some(cfg), now)
     };
-    Some(publish::back_to_client(ctx, entry, now, route))
+    Some(Ok(publish::back_to_client(ctx, entry, now, route)))
 }

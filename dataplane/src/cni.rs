@@ -164,8 +164,16 @@ pub fn parse_config(conf: &NetConf) -> Result<PluginConfig, Error> {
             internal: value(conf, "internal", "true or false")?,
             icc: value(conf, "icc", "true or false")?,
             mtu: value(conf, "mtu", "an MTU between 68 and 65535")?,
-            gateway_mode_ipv4: value(conf, "gatewayModeIpv4", "\"nat\", \"routed\", \"nat-unprotected\" or \"isolated\"")?,
-            gateway_mode_ipv6: value(conf, "gatewayModeIpv6", "\"nat\", \"routed\", \"nat-unprotected\" or \"isolated\"")?,
+            gateway_mode_ipv4: value(
+                conf,
+                "gatewayModeIpv4",
+                "\"nat\", \"routed\", \"nat-unprotected\" or \"isolated\"",
+            )?,
+            gateway_mode_ipv6: value(
+                conf,
+                "gatewayModeIpv6",
+                "\"nat\", \"routed\", \"nat-unprotected\" or \"isolated\"",
+            )?,
         },
     })
 }
@@ -777,7 +785,8 @@ mod tests {
         });
         let wire = serde_json::to_value(&isolated).unwrap();
         assert_eq!(serde_json::from_value::<CniAdded>(wire).unwrap(), isolated, "round-trips");
-        let printed = serde_json::to_value(result_of(&isolated, "eth0", "/run/netns/pod", None, None)).unwrap();
+        let printed =
+            serde_json::to_value(result_of(&isolated, "eth0", "/run/netns/pod", None, None)).unwrap();
         assert_eq!(
             printed["ips"],
             json!([

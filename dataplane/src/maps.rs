@@ -760,9 +760,8 @@ impl Datapath {
     /// Removes our filter from an interface; one whose interface is gone went with it.
     pub fn detach(&mut self, ifname: &str) -> Result<()> {
         if self.filters.remove(ifname) && nix::net::if_::if_nametoindex(ifname).is_ok() {
-            let link =
-                Self::filter_link(ifname, TcAttachType::Ingress)
-                    .with_context(|| format!("finding our filter on {ifname}"))?;
+            let link = Self::filter_link(ifname, TcAttachType::Ingress)
+                .with_context(|| format!("finding our filter on {ifname}"))?;
             link.detach().with_context(|| format!("removing our filter from {ifname}"))?;
         }
         Ok(())

@@ -6,8 +6,8 @@
 use dataplane_common::{InterfaceConfig, Path, eui64_link_local};
 use dataplane_tests::datapath::{
     A_MAC, A6, B_MAC, B6, BLUE_ENDPOINT6, Fixture, LO, RED_GATEWAY6, STALE_MAC, TC_ACT_OK, TC_ACT_REDIRECT,
-    TC_ACT_SHOT, ipv6_frame, neighbour_advertisement, red_interface, udp_between, udp_frame, udp6_between_macs,
-    v6,
+    TC_ACT_SHOT, ipv6_frame, neighbour_advertisement, red_interface, udp_between, udp_frame,
+    udp6_between_macs, v6,
 };
 use etherparse::SlicedPacket;
 
@@ -186,7 +186,8 @@ fn ipv6_of_an_isolated_network_reaches_its_peers_and_its_resolver_and_nothing_el
     let macs = (A_MAC, STALE_MAC);
     let udp_to = |port: u16| [&[0x0f, 0xa0][..], &port.to_be_bytes(), &[0, 9, 0, 0, b'x']].concat();
     let tcp_syn_to = |port: u16| {
-        let mut segment = [&[0x0f, 0xa1][..], &port.to_be_bytes(), &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02]].concat();
+        let mut segment =
+            [&[0x0f, 0xa1][..], &port.to_be_bytes(), &[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02]].concat();
         segment.extend([0xff, 0xff, 0, 0, 0, 0]);
         segment
     };

@@ -5,7 +5,9 @@
 //! their verdicts.
 
 use dataplane::maps::MonitorMaps;
-use dataplane_common::{DropReason, FlowKey, Hook, IPPROTO_UDP, InterfaceConfig, IpAddress, MonitorEvent, Path};
+use dataplane_common::{
+    DropReason, FlowKey, Hook, IPPROTO_UDP, InterfaceConfig, IpAddress, MonitorEvent, Path,
+};
 use dataplane_tests::datapath::{
     B_MAC, Fixture, LO, STALE_MAC, TC_ACT_SHOT, UPLINK_ADDR, udp_between, udp_frame,
 };

@@ -6,8 +6,8 @@
 use dataplane_common::{InterfaceConfig, Path};
 use dataplane_tests::datapath::{
     A_MAC, A6, ARP_REPLY, ARP_REQUEST, B_MAC, Fixture, LO, RED, RED_GATEWAY6, STALE_MAC, TC_ACT_OK,
-    TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, arp, icmp_echo, ipv6_udp, neighbour_advertisement, tcp_segment,
-    udp_between, udp_frame,
+    TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, arp, icmp_echo, ipv6_udp, neighbour_advertisement,
+    tcp_segment, udp_between, udp_frame,
 };
 use etherparse::{PacketBuilder, SlicedPacket};
 

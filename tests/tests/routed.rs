@@ -153,10 +153,11 @@ fn isolated_network_keeps_to_its_own_containers(host: &Host) {
     host.run_sleeper("i1", &["--network", "sealed"]);
     host.run_sleeper("i2", &["--network", "sealed"]);
     let i2 = host.ip_of("i2");
-    let i2_v6 = host.dp_json(&["inspect", "i2"])[0]["NetworkSettings"]["Networks"]["sealed"]["GlobalIPv6Address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let i2_v6 =
+        host.dp_json(&["inspect", "i2"])[0]["NetworkSettings"]["Networks"]["sealed"]["GlobalIPv6Address"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let routes = host.exec("i1", "ip route; ip -6 route");
     let routes = String::from_utf8_lossy(&routes.stdout);
     assert!(!routes.contains("default"), "an isolated container has a default route: {routes}");

@@ -295,7 +295,8 @@ impl Core {
             gateway: match net.bridge_options.isolated(false) {
                 true => None,
                 false => Some(
-                    net.gateway.ok_or_else(|| invalid(format!("network {} has no IPv4 gateway", net.name)))?,
+                    net.gateway
+                        .ok_or_else(|| invalid(format!("network {} has no IPv4 gateway", net.name)))?,
                 ),
             },
             gateway_ipv6: net.ipv6.map(|v6| v6.gateway).filter(|_| !net.bridge_options.isolated(true)),
