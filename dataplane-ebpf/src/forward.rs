@@ -91,9 +91,9 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
             return isolated::from_container_v4(ctx, &frame, &iface);
         }
         // A routed network's flows are tracked as masqueraded ones are, but leave as they
-        // are: `routed::leave_host` takes them all.
+        // are: `routed::leave_host` takes the new ones.
         let routed = iface.flags & InterfaceConfig::ROUTED_V4 != 0;
-        if !routed && let Some(verdict) = nat::established_out(ctx, &frame, ifindex) {
+        if let Some(verdict) = nat::established_out(ctx, &frame, ifindex, routed) {
             return verdict;
         }
         return match policy::check_v4(iface.network, frame.dst) {
@@ -196,10 +196,14 @@ fn check_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
 
 /// IPv6 from a container, checked: unicast to an endpoint of its network goes straight
 /// into the peer's namespace. `None` for the rest: a tracked flow out of the uplink
-/// (`nat6::established_out`), else `refused_v6`.
+/// (`nat6::established_out`), else `refused_v6`. As over IPv4, only a destination in the
+/// network's subnet is looked up (`InterfaceConfig::may_hold_v6`).
 #[inline(never)]
 fn to_peer_v6(ctx: &TcContext, iface: &InterfaceConfig) -> Option<(Path, i32)> {
     let frame = parse::parse_ipv6(ctx)?;
+    if !iface.may_hold_v6(&frame.dst) {
+        return None;
+    }
     let peer = endpoint::lookup(iface.network, IpAddress::v6(frame.dst))?;
     Some(to_peer(ctx, iface, &peer))
 }

@@ -532,19 +532,22 @@ pub fn send_to_uplink(ctx: &TcContext, macs: Option<([u8; 6], [u8; 6])>, cfg: &N
     action as i32
 }
 
-/// Unicast IPv4 that no endpoint of the sender's network owns, on a masqueraded flow
-/// whose next hop is fresh: translated and sent out of the uplink with one conntrack
-/// lookup, skipping the subnet trie and the route (both were asked when the next hop was,
-/// less than `NextHop::TRUSTED_NS` ago). `None` sends the packet the long way,
-/// `leave_host`.
+/// Unicast IPv4 that no endpoint of the sender's network owns, on a tracked flow whose
+/// next hop is fresh: translated (masqueraded) or, from a routed network (`routed`), as
+/// it is, and sent out of the uplink with one conntrack lookup, skipping the subnet trie
+/// and the route (both were asked when the next hop was, less than `NextHop::TRUSTED_NS`
+/// ago). `None` sends the packet the long way, `leave_host` or `routed::leave_host`.
 #[inline(never)]
-pub fn established_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
+pub fn established_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32, routed: bool) -> Option<(Path, i32)> {
     let cfg = config()?;
     let l4 = l4(ctx, frame, true)?;
     let s = scratch()?;
     s.key = flow_key(frame, &l4);
     let (next_hop, nat_port) = established(s, frame.proto, &l4, sender, now())?;
-    Some(masquerade(ctx, frame, &l4, &cfg, nat_port, Some(next_hop)))
+    if routed {
+        return Some((Path::Routed, send_to_uplink(ctx, Some(next_hop), cfg)));
+    }
+    Some(masquerade(ctx, frame, &l4, cfg, nat_port, Some(next_hop)))
 }
 
 /// The per-CPU slot of the SNAT paths.

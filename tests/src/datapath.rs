@@ -308,8 +308,9 @@ impl Drop for Fixture {
     }
 }
 
-/// A's host-side interface on RED (10.1.0.0/24: A is 10.1.0.2 with `A_MAC`), as the
-/// daemon configures one: the tests' frames are A's unless they say otherwise.
+/// A's host-side interface on RED (10.1.0.0/24 and fd00:1::/64: A is 10.1.0.2 and fd00:1::2
+/// with `A_MAC`), as the daemon configures one: the tests' frames are A's unless they say
+/// otherwise.
 pub fn red_interface(flags: u32) -> InterfaceConfig {
     InterfaceConfig {
         network: RED,
@@ -320,8 +321,13 @@ pub fn red_interface(flags: u32) -> InterfaceConfig {
         mac: A_MAC,
         counter_slot: 0,
         v6_addr: A6,
+        v6_subnet: v6(1, 0),
+        v6_mask: RED6_MASK,
     }
 }
+
+/// The mask of RED's IPv6 subnet, fd00:1::/64.
+pub const RED6_MASK: [u8; 16] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// B's host-side interface (10.1.0.3, `B_MAC`), for tests whose frames B sends from `lo`.
 pub fn b_interface(flags: u32) -> InterfaceConfig {

@@ -60,6 +60,33 @@ fn ipv6_for_the_gateway_an_unknown_peer_or_outside_goes_to_the_kernel_unchanged(
     assert_eq!((verdict, fx.count(Path::SlowPathOther)), (TC_ACT_OK, 1));
 }
 
+/// The network's IPv6 subnet holds all of its endpoints (as its IPv4 one does): an
+/// address outside it is never looked up among them. Shown with an entry no daemon would
+/// make, an endpoint of red's outside red's subnet: not reached; with the subnet unknown
+/// (a zero mask), looked up and reached.
+#[test]
+fn ipv6_outside_the_networks_subnet_is_not_looked_up_among_its_endpoints() {
+    let mut fx = Fixture::new(0);
+    let outside = dataplane_common::Endpoint { host_ifindex: 42, mac: B_MAC, counter_slot: 0 };
+    let key = dataplane::maps::endpoint_key(
+        dataplane_tests::datapath::RED,
+        std::net::Ipv6Addr::from(DOCUMENTATION).into(),
+    );
+    fx.datapath.set_endpoint(key, outside).unwrap();
+    let frame = from_a(A6, DOCUMENTATION);
+    let (verdict, out) = fx.run(&frame);
+    assert_eq!(verdict, TC_ACT_OK, "an address outside red's subnet went to a peer");
+    assert_eq!(out, frame, "a frame for the kernel must be unchanged");
+    assert_eq!((fx.count(Path::SlowPathIp), fx.count(Path::Forwarded)), (1, 0));
+    let unknown = InterfaceConfig { v6_subnet: [0; 16], v6_mask: [0; 16], ..red_interface(0) };
+    fx.datapath.set_interface(LO, unknown).unwrap();
+    let (verdict, out) = fx.run(&frame);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "with no subnet known, every address is looked up");
+    assert_eq!(&out[..6], &B_MAC, "destination MAC was not rewritten to the endpoint's");
+    assert_eq!(&out[12..], &frame[12..], "the IPv6 packet must be untouched");
+    assert_eq!(fx.count(Path::Forwarded), 1);
+}
+
 #[test]
 fn ipv6_inside_a_network_without_icc_is_dropped() {
     let mut fx = Fixture::new(InterfaceConfig::ICC_DISABLED);

@@ -7,7 +7,7 @@ use dataplane_common::{InterfaceConfig, Path};
 use dataplane_tests::datapath::{
     A_MAC, A6, ARP_REPLY, ARP_REQUEST, B_MAC, Fixture, LO, RED, RED_GATEWAY6, STALE_MAC, TC_ACT_OK,
     TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, arp, icmp_echo, ipv6_udp, neighbour_advertisement,
-    tcp_segment, udp_between, udp_frame,
+    red_interface, tcp_segment, udp_between, udp_frame,
 };
 use etherparse::{PacketBuilder, SlicedPacket};
 
@@ -216,10 +216,13 @@ fn pins_of_another_layout_are_replaced_and_the_others_kept() {
     let dir = fx.maps_dir();
     let before = pinned_map_ids(&dir);
     assert_eq!(before.len(), 27, "pinned maps: {before:?}");
-    // What an earlier version could have left: fewer counters, a smaller conntrack value.
+    // What an earlier version could have left: fewer counters, a smaller conntrack value,
+    // interfaces without their IPv6 subnet (44 bytes).
+    let replaced = ["COUNTERS", "SNAT_CT", "INTERFACES_BY_INDEX"];
     for (name, spec) in [
         ("COUNTERS", "type percpu_array key 4 value 16 entries 15"),
         ("SNAT_CT", "type lru_hash key 40 value 8 entries 64"),
+        ("INTERFACES_BY_INDEX", "type array key 4 value 44 entries 65536"),
     ] {
         let pin = dir.join(name);
         std::fs::remove_file(&pin).unwrap();
@@ -230,7 +233,7 @@ fn pins_of_another_layout_are_replaced_and_the_others_kept() {
     fx.reload();
     let after = pinned_map_ids(&dir);
     for (name, id) in &after {
-        if name == "COUNTERS" || name == "SNAT_CT" {
+        if replaced.contains(&name.as_str()) {
             assert_ne!(stale[name], *id, "{name}, pinned with another layout, was reused");
         } else {
             assert_eq!(before[name], *id, "{name} was not reused across a reload");
@@ -240,6 +243,10 @@ fn pins_of_another_layout_are_replaced_and_the_others_kept() {
     assert_eq!(counters.max_entries(), Path::COUNT);
     let conntrack = aya::maps::MapInfo::from_pin(dir.join("SNAT_CT")).unwrap();
     assert_eq!(conntrack.value_size() as usize, size_of::<dataplane_common::SnatEntry>());
+    let interfaces = aya::maps::MapInfo::from_pin(dir.join("INTERFACES_BY_INDEX")).unwrap();
+    assert_eq!(interfaces.value_size() as usize, size_of::<InterfaceConfig>());
+    // The interfaces went with their map; the daemon's restore writes them again.
+    fx.datapath.set_interface(LO, red_interface(0)).unwrap();
     // The programs count into the new map.
     let (verdict, _) = fx.run(&udp_frame(B_MAC, [10, 1, 0, 2], [10, 1, 0, 3]));
     assert_eq!(verdict, TC_ACT_REDIRECT);

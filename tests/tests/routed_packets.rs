@@ -64,7 +64,7 @@ fn tcp_udp_and_echo_from_a_routed_network_leave_with_the_containers_own_address_
     assert_eq!(fx.count(Path::RoutedIn), 1);
     assert_eq!(fx.datapath.conntrack_unconfirmed().unwrap()[0].1.state, ct_state::ESTABLISHED);
 
-    // The flow's next packets: the same way (never the masquerade's fast path).
+    // The flow's next packets: untranslated, on the one lookup of established flows.
     let ack = tcp_segment(A_MAC, (A, 40000), (REMOTE, 80), "A", 1001, 5001);
     let (verdict, out) = fx.run(&ack);
     assert_eq!(verdict, TC_ACT_REDIRECT);

@@ -306,6 +306,9 @@ fn interface_config(
         mac: endpoint.mac.0,
         counter_slot,
         v6_addr: endpoint.ip6.map_or([0; 16], |ip| ip.octets()),
+        // A network without IPv6: a full mask on ::, which holds no endpoint.
+        v6_subnet: net.ipv6.map_or([0; 16], |v6| v6.subnet.network().octets()),
+        v6_mask: net.ipv6.map_or([255; 16], |v6| v6.subnet.netmask().octets()),
     }
 }
 
@@ -475,11 +478,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_unprotected_family_opens_its_containers_ports_unless_the_network_is_internal() {
-        let mut net = Network::sample("open", 7);
-        net.bridge_options.gateway_mode_ipv4 = GatewayMode::NatUnprotected;
-        let endpoint = Endpoint {
+    fn endpoint_on(net: &Network) -> Endpoint {
+        Endpoint {
             id: "e".repeat(64),
             owner: crate::state::Owner::Container { id: "c".repeat(64) },
             netns: "/proc/1/ns/net".into(),
@@ -492,7 +492,33 @@ mod tests {
             aliases: vec![],
             bridge: 0,
             ports: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn the_interface_carries_the_networks_ipv6_subnet_or_one_that_holds_no_address() {
+        let mut net = Network::sample("dual", 7);
+        let endpoint = endpoint_on(&net);
+        let config = interface_config(&net, &endpoint, false, false, 0);
+        assert_eq!((config.v6_subnet, config.v6_mask), ([0; 16], [255; 16]), "IPv4 only: a full mask on ::");
+        let subnet: ipnet::Ipv6Net = "fd00:7:1::/48".parse().unwrap();
+        net.ipv6 = Some(crate::ipam::AddressPlanV6::new(subnet, None, None).unwrap());
+        let config = interface_config(&net, &endpoint, false, false, 0);
+        assert_eq!(
+            std::net::Ipv6Addr::from(config.v6_subnet),
+            "fd00:7:1::".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            std::net::Ipv6Addr::from(config.v6_mask),
+            "ffff:ffff:ffff::".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn an_unprotected_family_opens_its_containers_ports_unless_the_network_is_internal() {
+        let mut net = Network::sample("open", 7);
+        net.bridge_options.gateway_mode_ipv4 = GatewayMode::NatUnprotected;
+        let endpoint = endpoint_on(&net);
         let flags = interface_config(&net, &endpoint, false, false, 0).flags;
         assert_eq!(
             flags

@@ -616,6 +616,16 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     let _ = fixture.run_uplink(&reply6);
     let snat66 = measure(&mut fixture, from_container, &out6, Path::Masqueraded);
     let reverse_snat66 = measure(&mut fixture, from_uplink, &reply6, Path::ReverseNat);
+    // A routed network's established flow (IPv4), which leaves untranslated: another
+    // source port, so that the flow is its own.
+    fixture
+        .datapath
+        .set_interface(LO, InterfaceConfig { flags: InterfaceConfig::ROUTED_V4, ..sender })
+        .unwrap();
+    let routed_out = udp_between_macs(outbound, (CONTAINER, 4001), (remote, 53));
+    let _ = fixture.run(&routed_out);
+    let routed = measure(&mut fixture, from_container, &routed_out, Path::Routed);
+    fixture.datapath.set_interface(LO, sender).unwrap();
 
     let nat = NatConfig {
         uplink_ifindex: uplink,
@@ -709,6 +719,7 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     let _ = fixture.run_uplink(&inbound6);
     let _ = fixture.run(&answer6);
     let dnat66 = measure(&mut fixture, from_uplink, &inbound6, Path::Published);
+    let reverse_dnat66 = measure(&mut fixture, from_container, &answer6, Path::PublishedReply);
     let xdp_dnat66 = xdp_runs(&mut fixture, &inbound6, false);
     let log_instructions = fixture.kernel_log_instructions();
     json!({
@@ -716,7 +727,8 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
         "snat_ns": snat, "reverse_snat_ns": reverse_snat,
         "snat66_ns": snat66, "reverse_snat66_ns": reverse_snat66, "dnat_ns": dnat, "reverse_dnat_ns": reverse_dnat,
         "xdp_dnat_ns": xdp_dnat, "xdp_live_mpps": xdp_live_mpps, "repeat": repeat,
-        "dnat66_ns": dnat66, "xdp_dnat66_ns": xdp_dnat66,
+        "dnat66_ns": dnat66, "reverse_dnat66_ns": reverse_dnat66, "xdp_dnat66_ns": xdp_dnat66,
+        "routed_ns": routed,
         "dnat_1000_rules_ns": dnat_1000_rules, "dnat_syn_ns": dnat_syn,
         "dnat_syn_1000_rules_ns": dnat_syn_1000_rules,
         "forward_listening_ns": forward_listening,

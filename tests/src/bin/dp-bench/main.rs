@@ -1103,6 +1103,7 @@ fn main() -> Result<()> {
         (Record::new(cost, "forward over IPv6", "ns", false).at_most(100.0), "forward6_ns"),
         (Record::new(cost, "SNAT66 out (masquerade over IPv6)", "ns", false).at_most(150.0), "snat66_ns"),
         (Record::new(cost, "reverse SNAT66 in", "ns", false).at_most(150.0), "reverse_snat66_ns"),
+        (Record::new(cost, "routed out (IPv4, established flow, untranslated)", "ns", false), "routed_ns"),
     ];
     costs.extend(dnat66_cost_rows());
     costs.push((
@@ -1144,11 +1145,16 @@ fn main() -> Result<()> {
 
 const COST: &str = "5. eBPF cost per packet (BPF_PROG_TEST_RUN)";
 
-/// DNAT66's rows of scenario 5, with their keys in `dp-loadgen prog-cost`'s output.
+/// DNAT66's rows of scenario 5 (both ways), with their keys in `dp-loadgen prog-cost`'s output.
 fn dnat66_cost_rows() -> Vec<(Record, &'static str)> {
     vec![
         (Record::new(COST, "DNAT66 in (published port, IPv6)", "ns", false).at_most(150.0), "dnat66_ns"),
         (Record::new(COST, "DNAT66 in, XDP on the uplink", "ns", false).at_most(150.0), "xdp_dnat66_ns"),
+        (
+            Record::new(COST, "reverse DNAT66 out (reply of a published port, IPv6)", "ns", false)
+                .at_most(150.0),
+            "reverse_dnat66_ns",
+        ),
     ]
 }
 
