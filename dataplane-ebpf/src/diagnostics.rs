@@ -6,7 +6,8 @@
 //! Each message is a subprogram (`inline(never)`): the record it builds stays off the
 //! frames of the paths that call it, but adds its own to their call chain, which the
 //! verifier holds to 512 bytes; where a path's chain has no room (the NAT paths'), the
-//! message is sent from its caller's (`left_host`, `error_translated`). Below the daemon's level for
+//! message is sent from its caller's (`left_host`), or, for a failed rewrite, from the
+//! program's entry point (`after`). Below the daemon's level for
 //! `dataplane::kernel` (`AYA_LOG_LEVEL`, set at load and read-only), the verifier knows
 //! the message is never built and leaves its code out.
 //!
@@ -14,7 +15,7 @@
 //! own arm, an address as 4 or 16 bytes): a copy of variable length would be a call the
 //! BPF target does not have.
 
-use aya_ebpf::bindings::TC_ACT_SHOT;
+use aya_ebpf::{macros::map, maps::PerCpuArray};
 use aya_log_ebpf::debug;
 use dataplane_common::{AF_INET, KERNEL_LOG_TARGET as TARGET, Path};
 
@@ -46,17 +47,6 @@ pub fn refused(table: Table, errno: i32) {
             debug!(&(), target: TARGET, "conntrack table DNAT_NEW refused an entry: error {}", errno)
         }
     }
-}
-
-/// What `nat::icmp_error_out` or `nat6::icmp_error_out` decided, told when a helper failed
-/// translating the error: from the caller's frame, as theirs leave no room for a
-/// message's. The error is dropped as `slow_path_malformed`.
-#[inline(always)]
-pub fn error_translated(verdict: Result<(Path, i32), i64>) -> (Path, i32) {
-    verdict.unwrap_or_else(|errno| {
-        rewrite_failed(Rewrite::IcmpError, errno);
-        (Path::SlowPathMalformed, TC_ACT_SHOT as i32)
-    })
 }
 
 /// What `nat::leave_host` or `nat6::leave_host` decided, told when no masquerade port
@@ -95,30 +85,80 @@ fn no_port_free() {
 
 /// Translations whose rewrite a helper may fail.
 #[derive(Clone, Copy)]
+#[repr(u8)]
 pub enum Rewrite {
-    Masquerade,
-    ReverseNat,
-    Published,
-    /// An ICMP error a container sent about a masqueraded or published flow.
-    IcmpError,
+    Masquerade = 1,
+    ReverseNat = 2,
+    Published = 3,
+    /// A reply on a published connection, from its container.
+    PublishedReply = 4,
+    /// An ICMP error about a translated flow, either way.
+    IcmpError = 5,
 }
 
-/// A checksum or store helper failed with `errno` rewriting a packet of `rewrite`; the
-/// packet is dropped as `slow_path_malformed`.
-#[inline(never)]
+/// A helper's failure rewriting the packet at hand, kept until the program's entry point
+/// tells it (`after`): the paths where rewrites happen have no stack left for a message's
+/// record in their call chain, the entry point's frame has.
+#[repr(C)]
+pub struct RewriteFailure {
+    errno: i64,
+    /// A `Rewrite`; 0 when none is waiting to be told.
+    rewrite: u8,
+}
+
+#[map]
+static REWRITE_FAILURE: PerCpuArray<RewriteFailure> = PerCpuArray::with_max_entries(1, 0);
+
+/// A checksum or store helper failed with `errno` rewriting a packet of `rewrite`: kept
+/// for the entry point to tell (`after`). The caller drops the packet as
+/// `slow_path_malformed`.
+#[inline(always)]
 pub fn rewrite_failed(rewrite: Rewrite, errno: i64) {
+    if let Some(failure) = REWRITE_FAILURE.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, valid for this program run.
+        unsafe {
+            (*failure).errno = errno;
+            (*failure).rewrite = rewrite as u8;
+        }
+    }
+}
+
+/// Called by each entry point with the path its packet took: a rewrite that failed
+/// (dropped as `slow_path_malformed`) is told from the entry point's frame. One
+/// comparison for every other packet.
+#[inline(always)]
+pub fn after(path: Path) {
+    if path == Path::SlowPathMalformed {
+        tell_rewrite_failure();
+    }
+}
+
+#[inline(never)]
+fn tell_rewrite_failure() {
+    let Some(failure) = REWRITE_FAILURE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, valid for this program run.
+    let (rewrite, errno) = unsafe { ((*failure).rewrite, (*failure).errno) };
+    // SAFETY: as above.
+    unsafe { (*failure).rewrite = 0 };
     match rewrite {
-        Rewrite::Masquerade => {
+        1 => {
             debug!(&(), target: TARGET, "a helper failed rewriting a masqueraded packet: error {}", errno)
         }
-        Rewrite::ReverseNat => {
+        2 => {
             debug!(&(), target: TARGET, "a helper failed rewriting a reply to a masqueraded flow: error {}", errno)
         }
-        Rewrite::Published => {
+        3 => {
             debug!(&(), target: TARGET, "a helper failed rewriting a packet to a published port: error {}", errno)
         }
-        Rewrite::IcmpError => {
-            debug!(&(), target: TARGET, "a helper failed translating an ICMP error a container sent: error {}", errno)
+        4 => {
+            debug!(&(), target: TARGET, "a helper failed rewriting a reply on a published connection: error {}", errno)
         }
+        5 => {
+            debug!(&(), target: TARGET, "a helper failed translating an ICMP error about a translated flow: error {}", errno)
+        }
+        // Dropped as malformed by no failed rewrite.
+        _ => {}
     }
 }

@@ -29,6 +29,7 @@ pub fn from_container(ctx: &TcContext) -> i32 {
     let (path, action) = decide(ctx);
     count(ctx, path);
     monitor::counted(ctx, Hook::FromContainer, path);
+    diagnostics::after(path);
     action
 }
 
@@ -76,7 +77,7 @@ fn decide(ctx: &TcContext) -> (Path, i32) {
         && iface.flags & InterfaceConfig::ROUTED_V4 == 0
         && let Some(verdict) = nat::icmp_error_out(ctx, &frame, ifindex)
     {
-        return diagnostics::error_translated(verdict);
+        return verdict;
     }
     // An endpoint of the sender's own network cannot lie in another network's subnet
     // (subnets never overlap), so a hit needs no policy lookup: the trie, the costliest
@@ -123,7 +124,7 @@ fn forward_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> (Path, 
     // An error about a flow masqueraded out or published in leaves translated, as the
     // flow's packets do (to another container too: a hairpin connection's client).
     .or_else(|| match iface.flags & InterfaceConfig::ROUTED_V6 == 0 && carries_icmpv6(ctx) {
-        true => nat6::icmp_error_out(ctx, ifindex).map(diagnostics::error_translated),
+        true => nat6::icmp_error_out(ctx, ifindex),
         false => None,
     })
     .or_else(|| to_peer_v6(ctx, iface))

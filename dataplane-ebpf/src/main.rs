@@ -70,6 +70,7 @@ pub fn from_uplink(ctx: TcContext) -> i32 {
     let (path, action) = nat::from_uplink(&ctx);
     counters::count(&ctx, path);
     monitor::counted(&ctx, Hook::FromUplink, path);
+    diagnostics::after(path);
     action
 }
 
@@ -80,6 +81,7 @@ pub fn from_uplink_v6(ctx: TcContext) -> i32 {
     let (path, action) = nat6::from_uplink(&ctx);
     counters::count(&ctx, path);
     monitor::counted(&ctx, Hook::FromUplink, path);
+    diagnostics::after(path);
     action
 }
 
@@ -90,6 +92,7 @@ pub fn from_uplink_routed(ctx: TcContext) -> i32 {
     let (path, action) = routed::from_outside_v4(&ctx);
     counters::count(&ctx, path);
     monitor::counted(&ctx, Hook::FromUplink, path);
+    diagnostics::after(path);
     action
 }
 
@@ -101,6 +104,7 @@ pub fn from_uplink_routed_v6(ctx: TcContext) -> i32 {
     let (path, action) = routed::from_outside_v6_direct(&ctx);
     counters::count(&ctx, path);
     monitor::counted(&ctx, Hook::FromUplink, path);
+    diagnostics::after(path);
     action
 }
 
@@ -128,6 +132,7 @@ fn counted_early(ctx: &XdpContext, early: Option<(dataplane_common::Path, i32)>)
         Some((path, action)) => {
             counters::count(ctx, path);
             monitor::counted(ctx, Hook::UplinkXdp, path);
+            diagnostics::after(path);
             action as u32
         }
         None => xdp_action::XDP_PASS,

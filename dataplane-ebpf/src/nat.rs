@@ -807,7 +807,8 @@ fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
         (quote.src, quote.src_port),
         (container, back.port),
     );
-    if translated.and_then(|()| ctx.store(0, &back.mac, 0)).is_err() {
+    if let Err(errno) = translated.and_then(|()| ctx.store(0, &back.mac, 0)) {
+        diagnostics::rewrite_failed(Rewrite::IcmpError, errno);
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     // SAFETY: plain helper call; it only records the target.
@@ -824,7 +825,7 @@ fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
 /// leaves with the published address and port (`publish::error_out`). `None` for other
 /// frames, and errors about no tracked flow (`leave_host` keeps them from the uplink).
 #[inline(never)]
-pub fn icmp_error_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<Result<(Path, i32), i64>> {
+pub fn icmp_error_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i32)> {
     if !frame.translatable() {
         return None;
     }
@@ -857,9 +858,10 @@ pub fn icmp_error_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option
     if let Err(errno) =
         translate_error(ctx, quote.proto, QuotedEnd::Destination, frame.src, old, (addr, nat_port))
     {
-        return Some(Err(errno));
+        diagnostics::rewrite_failed(Rewrite::IcmpError, errno);
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
-    Some(Ok((Path::Masqueraded, send_to_uplink(ctx, next_hop.macs(), cfg))))
+    Some((Path::Masqueraded, send_to_uplink(ctx, next_hop.macs(), cfg)))
 }
 
 /// The translation (address and port) of the masqueraded flow `key`, as the container

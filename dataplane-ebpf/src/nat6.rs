@@ -384,7 +384,8 @@ fn icmp_error_back(ctx: &TcContext, cfg: &NatConfig) -> Option<(Path, i32)> {
     let back = nat::reverse_of(&reply)?;
     let old = (&quote.src, quote.src_port);
     let new = (&back.addr.addr, back.port);
-    if translate_error(ctx, quote.proto, QuotedEnd::Source, &cfg.addr6, old, new).is_err() {
+    if let Err(errno) = translate_error(ctx, quote.proto, QuotedEnd::Source, &cfg.addr6, old, new) {
+        diagnostics::rewrite_failed(Rewrite::IcmpError, errno);
         return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     Some((Path::ReverseNat, into_container(ctx, back.host_ifindex, back.mac)))
@@ -398,7 +399,7 @@ fn icmp_error_back(ctx: &TcContext, cfg: &NatConfig) -> Option<(Path, i32)> {
 /// (`publish6::error_out`). `None` for other packets, and errors about no tracked flow
 /// (`routed::icmp_out` keeps those from the uplink).
 #[inline(never)]
-pub fn icmp_error_out(ctx: &TcContext, sender: u32) -> Option<Result<(Path, i32), i64>> {
+pub fn icmp_error_out(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
     let frame = parse::parse_ipv6(ctx)?;
     if frame.next_header != IPPROTO_ICMPV6 {
         return None;
@@ -429,9 +430,10 @@ pub fn icmp_error_out(ctx: &TcContext, sender: u32) -> Option<Result<(Path, i32)
     if let Err(errno) =
         translate_error(ctx, quote.proto, QuotedEnd::Destination, &frame.src, old, (&nat_addr.addr, nat_port))
     {
-        return Some(Err(errno));
+        diagnostics::rewrite_failed(Rewrite::IcmpError, errno);
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
-    Some(Ok((Path::Masqueraded, nat::send_to_uplink(ctx, next_hop.macs(), cfg))))
+    Some((Path::Masqueraded, nat::send_to_uplink(ctx, next_hop.macs(), cfg)))
 }
 
 /// As `icmp_error_out`, for a published connection's error (`publish6::error_out`): the

@@ -578,14 +578,14 @@ pub fn reply(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i
     let (host_addr, host_port, flags) = unsafe { ((*entry).host_addr, (*entry).host_port, (*entry).flags) };
     let mut from = [0u8; 4];
     from.copy_from_slice(&host_addr.addr[..4]);
-    let malformed = (Path::SlowPathMalformed, TC_ACT_SHOT as i32);
-    if nat::rewrite(ctx, frame, &l4, IP_SRC_OFFSET, frame.src, from, l4.src_port, host_port).is_err() {
-        return Some(malformed);
-    }
-    if flags & DnatEntry::SELF != 0
-        && nat::rewrite_addr(ctx, &l4, IP_DST_OFFSET, frame.dst, frame.src).is_err()
-    {
-        return Some(malformed);
+    let rewritten = nat::rewrite(ctx, frame, &l4, IP_SRC_OFFSET, frame.src, from, l4.src_port, host_port)
+        .and_then(|()| match flags & DnatEntry::SELF != 0 {
+            true => nat::rewrite_addr(ctx, &l4, IP_DST_OFFSET, frame.dst, frame.src),
+            false => Ok(()),
+        });
+    if let Err(errno) = rewritten {
+        diagnostics::rewrite_failed(Rewrite::PublishedReply, errno);
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     // Out of the uplink when that is the way to the client.
     let route = |cfg: &NatConfig| nat::route(ctx, frame.proto, from, frame.dst, sender, Some(cfg), now);
@@ -606,7 +606,7 @@ pub fn error_out(
     key: &FlowKey,
     sender: u32,
     now: u64,
-) -> Option<Result<(Path, i32), i64>> {
+) -> Option<(Path, i32)> {
     let entry = error_entry(key)?;
     // SAFETY: map pointer, valid for this program run.
     let (host_addr, host_port) = unsafe { ((*entry).host_addr, (*entry).host_port) };
@@ -616,10 +616,11 @@ pub fn error_out(
     if let Err(errno) =
         nat::translate_error(ctx, quote.proto, QuotedEnd::Destination, frame.src, old, (host, host_port))
     {
-        return Some(Err(errno));
+        diagnostics::rewrite_failed(Rewrite::IcmpError, errno);
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     let route = |cfg: &NatConfig| nat::route(ctx, frame.proto, host, frame.dst, sender, Some(cfg), now);
-    Some(Ok(back_to_client(ctx, entry, now, route)))
+    Some(back_to_client(ctx, entry, now, route))
 }
 
 /// The entry of the published connection `key` (either family, as the container answers

@@ -20,7 +20,9 @@ use dataplane_common::{
 use network_types::eth::EthHdr;
 
 use crate::{
-    counters, endpoint, firewall,
+    counters,
+    diagnostics::{self, Rewrite},
+    endpoint, firewall,
     nat::{self, L4},
     nat6::{self, DST_OFFSET, L4_OFFSET, SRC_OFFSET},
     packet,
@@ -269,8 +271,8 @@ fn translate_in<P: Delivery>(
                 true => nat6::rewrite_address(ctx, l4, SRC_OFFSET, &frame.src, client),
                 false => Ok(()),
             });
-    // No diagnostic here: its call would not fit `from_uplink_v6`'s stack.
-    if translated.is_err() {
+    if let Err(errno) = translated {
+        diagnostics::rewrite_failed(Rewrite::Published, errno);
         return (Path::SlowPathMalformed, P::DROP);
     }
     let _ = packet::write(ctx, 0, backend.mac);
@@ -298,14 +300,14 @@ pub fn reply(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
     // SAFETY: map pointer, valid for this program run.
     let (host_addr, host_port, flags) =
         unsafe { ((*entry).host_addr.addr, (*entry).host_port, (*entry).flags) };
-    let malformed = Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
-    if nat6::rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &host_addr, l4.src_port, host_port).is_err() {
-        return malformed;
-    }
-    if flags & DnatEntry::SELF != 0
-        && nat6::rewrite_address(ctx, &l4, DST_OFFSET, &frame.dst, &frame.src).is_err()
-    {
-        return malformed;
+    let rewritten = nat6::rewrite(ctx, &l4, SRC_OFFSET, &frame.src, &host_addr, l4.src_port, host_port)
+        .and_then(|()| match flags & DnatEntry::SELF != 0 {
+            true => nat6::rewrite_address(ctx, &l4, DST_OFFSET, &frame.dst, &frame.src),
+            false => Ok(()),
+        });
+    if let Err(errno) = rewritten {
+        diagnostics::rewrite_failed(Rewrite::PublishedReply, errno);
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     let route = |cfg: &NatConfig| {
         let (rc, fib) = nat::fib_route_v6(ctx, proto, host_addr, frame.dst, sender);
@@ -326,16 +328,17 @@ pub fn error_out(
     key: &FlowKey,
     sender: u32,
     now: u64,
-) -> Option<Result<(Path, i32), i64>> {
+) -> Option<(Path, i32)> {
     let entry = publish::error_entry(key)?;
     // SAFETY: map pointer, valid for this program run.
     let (host_addr, host_port) = unsafe { ((*entry).host_addr.addr, (*entry).host_port) };
     if let Err(errno) = nat6::translate_error_out(ctx, frame, quote, (&host_addr, host_port)) {
-        return Some(Err(errno));
+        diagnostics::rewrite_failed(Rewrite::IcmpError, errno);
+        return Some((Path::SlowPathMalformed, TC_ACT_SHOT as i32));
     }
     let route = |cfg: &NatConfig| {
         let (rc, fib) = nat::fib_route_v6(ctx, IPPROTO_ICMPV6, host_addr, frame.dst, sender);
         nat::route_of(rc, &fib, Some(cfg), now)
     };
-    Some(Ok(publish::back_to_client(ctx, entry, now, route)))
+    Some(publish::back_to_client(ctx, entry, now, route))
 }
