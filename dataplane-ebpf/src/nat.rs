@@ -700,6 +700,21 @@ pub struct Quote {
     pub dst_port: u16,
 }
 
+impl Quote {
+    /// The flow going the other way from the quoted packet: its answer's key.
+    #[inline(always)]
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: IpAddress::v4(self.dst),
+            dst: IpAddress::v4(self.src),
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// The quote of the ICMP error in a translatable frame; `None` when the frame is no
 /// such error, or its quote is cut short, of a later fragment, or of neither TCP nor UDP.
 #[inline(always)]
@@ -788,14 +803,7 @@ pub fn translate_error(
 #[inline(always)]
 fn icmp_error_back(ctx: &TcContext, frame: &Ipv4Frame) -> Option<(Path, i32)> {
     let quote = icmp_quote(ctx)?;
-    let reply = FlowKey {
-        src: IpAddress::v4(quote.dst),
-        dst: IpAddress::v4(quote.src),
-        src_port: quote.dst_port,
-        dst_port: quote.src_port,
-        proto: quote.proto,
-        _pad: [0; 3],
-    };
+    let reply = quote.reversed();
     let back = reverse_of(&reply)?;
     let mut container = [0u8; 4];
     container.copy_from_slice(&back.addr.addr[..4]);
@@ -835,14 +843,7 @@ pub fn icmp_error_out(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option
     }
     let s = scratch()?;
     // The flow as the container sent it (or answers it, for a published one).
-    s.key = FlowKey {
-        src: IpAddress::v4(quote.dst),
-        dst: IpAddress::v4(quote.src),
-        src_port: quote.dst_port,
-        dst_port: quote.src_port,
-        proto: quote.proto,
-        _pad: [0; 3],
-    };
+    s.key = quote.reversed();
     let now = now();
     let Some((nat_addr, nat_port)) = forward_of(&s.key) else {
         return publish::error_out(ctx, frame, &quote, &s.key, sender, now);

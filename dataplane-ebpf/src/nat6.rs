@@ -296,6 +296,21 @@ pub struct Quote {
     pub dst_port: u16,
 }
 
+impl Quote {
+    /// The flow going the other way from the quoted packet: its answer's key.
+    #[inline(always)]
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: IpAddress::v6(self.dst),
+            dst: IpAddress::v6(self.src),
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// The quote of the ICMPv6 error of a packet without extension headers; `None` for
 /// other packets, and quotes of something else.
 #[inline(always)]
@@ -373,14 +388,7 @@ fn icmp_error_back(ctx: &TcContext, cfg: &NatConfig) -> Option<(Path, i32)> {
     if quote.src != cfg.addr6 {
         return None;
     }
-    let reply = FlowKey {
-        src: IpAddress::v6(quote.dst),
-        dst: IpAddress::v6(quote.src),
-        src_port: quote.dst_port,
-        dst_port: quote.src_port,
-        proto: quote.proto,
-        _pad: [0; 3],
-    };
+    let reply = quote.reversed();
     let back = nat::reverse_of(&reply)?;
     let old = (&quote.src, quote.src_port);
     let new = (&back.addr.addr, back.port);
@@ -409,14 +417,7 @@ pub fn icmp_error_out(ctx: &TcContext, sender: u32) -> Option<(Path, i32)> {
         return None;
     }
     let s = nat::scratch()?;
-    s.key = FlowKey {
-        src: IpAddress::v6(quote.dst),
-        dst: IpAddress::v6(quote.src),
-        src_port: quote.dst_port,
-        dst_port: quote.src_port,
-        proto: quote.proto,
-        _pad: [0; 3],
-    };
+    s.key = quote.reversed();
     let now = nat::now();
     let Some((nat_addr, nat_port)) = nat::forward_of(&s.key) else {
         return publish6::error_out(ctx, &frame, &quote, &s.key, sender, now);
