@@ -153,27 +153,33 @@ fn assert_outer_udp_checksum_is_zero(frames: &[String], inner: &str) {
     }
 }
 
-#[test]
-fn containers_on_two_hosts_ping_and_curl_each_other_by_name_through_the_tunnel() {
-    let cluster = Cluster::start(2, 30);
-    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+/// An overlay network "prod" made on `a`, a web server "web" on `a` and a "client" on
+/// `b`: they ping each other by name, and the client fetches the page, over `underlay`.
+fn web_on_a_serves_client_on_b_by_name(a: &Host, b: &Host, underlay: &str) {
     create_overlay(a, &[b], "prod", SUBNET);
     a.dp_ok(&["run", "-d", "--name", "web", "--network", "prod", "--", "python3", "-m", "http.server", "80"]);
     b.run_sleeper("client", &["--network", "prod"]);
     assert!(
         comes_through(b, "client", "web"),
-        "client (on B) cannot ping web (on A) by name\nA:\n{}\nB:\n{}",
+        "client (on B) cannot ping web (on A) by name over {underlay}\nA:\n{}\nB:\n{}",
         a.daemon_log(),
         b.daemon_log()
     );
-    assert!(pings(a, "web", "client"), "web (on A) cannot ping client (on B) by name");
+    assert!(pings(a, "web", "client"), "web (on A) cannot ping client (on B) by name over {underlay}");
     // The server may still be starting: connections are refused until it listens.
     let fetch = || b.exec("client", "curl -sf --max-time 5 -o /dev/null -w '%{http_code}' http://web/");
     assert!(
         eventually(Duration::from_secs(10), || fetch().stdout == b"200"),
-        "client (on B) cannot fetch web's page (on A): {:?}",
+        "client (on B) cannot fetch web's page (on A) over {underlay}: {:?}",
         fetch()
     );
+}
+
+#[test]
+fn containers_on_two_hosts_ping_and_curl_each_other_by_name_through_the_tunnel() {
+    let cluster = Cluster::start(2, 30);
+    let [a, b] = &cluster.hosts[..] else { unreachable!() };
+    web_on_a_serves_client_on_b_by_name(a, b, "the IPv4 underlay");
 
     // From the link itself: /sys in a container is the daemon's.
     let link = b.exec("client", "ip -o link show dev eth0");
@@ -207,22 +213,7 @@ fn containers_on_two_hosts_of_an_ipv6_underlay_ping_and_curl_each_other_by_name(
     // advertises the address of its IPv6 default route's interface.
     let mut cluster = Cluster::start_ipv6(2, 30);
     let [a, b] = &cluster.hosts[..] else { unreachable!() };
-    create_overlay(a, &[b], "prod", SUBNET);
-    a.dp_ok(&["run", "-d", "--name", "web", "--network", "prod", "--", "python3", "-m", "http.server", "80"]);
-    b.run_sleeper("client", &["--network", "prod"]);
-    assert!(
-        comes_through(b, "client", "web"),
-        "client (on B) cannot ping web (on A) by name over the IPv6 underlay\nA:\n{}\nB:\n{}",
-        a.daemon_log(),
-        b.daemon_log()
-    );
-    assert!(pings(a, "web", "client"), "web (on A) cannot ping client (on B) by name");
-    let fetch = || b.exec("client", "curl -sf --max-time 5 -o /dev/null -w '%{http_code}' http://web/");
-    assert!(
-        eventually(Duration::from_secs(10), || fetch().stdout == b"200"),
-        "client (on B) cannot fetch web's page (on A) over the IPv6 underlay: {:?}",
-        fetch()
-    );
+    web_on_a_serves_client_on_b_by_name(a, b, "the IPv6 underlay");
     let records = cluster.underlay.etcdctl_ok(&["get", "--prefix", "/dataplane/endpoints/"]);
     assert!(
         records.contains(r#""host_address":"2001:db8:100::11""#)
