@@ -690,23 +690,44 @@ const QUOTE: usize = TRANSLATABLE_L4_OFFSET + 8;
 const QUOTE_L4: usize = QUOTE + 20;
 const ICMP_CSUM_OFFSET: usize = TRANSLATABLE_L4_OFFSET + 2;
 
-/// What an ICMP error (destination unreachable, time exceeded) of a translatable frame
-/// quotes: a TCP or UDP packet behind a 20-byte IPv4 header, its first 8 bytes at least.
-pub struct Quote {
+/// What an ICMP error quotes, of either family (`A`: a 4- or 16-byte address): over
+/// IPv4 (destination unreachable, time exceeded, in a translatable frame), a TCP or UDP
+/// packet behind a 20-byte header, its first 8 bytes at least; over IPv6, see
+/// `nat6::icmp_quote`.
+pub struct Quote<A> {
     pub proto: u8,
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
+    pub src: A,
+    pub dst: A,
     pub src_port: u16,
     pub dst_port: u16,
 }
 
-impl Quote {
+/// An address as stored in a packet, of either family.
+pub trait Address: Copy {
+    fn ip(self) -> IpAddress;
+}
+
+impl Address for [u8; 4] {
+    #[inline(always)]
+    fn ip(self) -> IpAddress {
+        IpAddress::v4(self)
+    }
+}
+
+impl Address for [u8; 16] {
+    #[inline(always)]
+    fn ip(self) -> IpAddress {
+        IpAddress::v6(self)
+    }
+}
+
+impl<A: Address> Quote<A> {
     /// The flow going the other way from the quoted packet: its answer's key.
     #[inline(always)]
     pub fn reversed(&self) -> FlowKey {
         FlowKey {
-            src: IpAddress::v4(self.dst),
-            dst: IpAddress::v4(self.src),
+            src: self.dst.ip(),
+            dst: self.src.ip(),
             src_port: self.dst_port,
             dst_port: self.src_port,
             proto: self.proto,
@@ -718,7 +739,7 @@ impl Quote {
 /// The quote of the ICMP error in a translatable frame; `None` when the frame is no
 /// such error, or its quote is cut short, of a later fragment, or of neither TCP nor UDP.
 #[inline(always)]
-fn icmp_quote(ctx: &TcContext) -> Option<Quote> {
+fn icmp_quote(ctx: &TcContext) -> Option<Quote<[u8; 4]>> {
     let kind: u8 = ctx.load(TRANSLATABLE_L4_OFFSET).ok()?;
     if (kind != ICMP_DEST_UNREACHABLE && kind != ICMP_TIME_EXCEEDED) || !validate::icmp_quote_holds(ctx) {
         return None;

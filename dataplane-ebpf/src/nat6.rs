@@ -288,28 +288,7 @@ const ICMP_CSUM_OFFSET: usize = L4_OFFSET + 2;
 /// a TCP or UDP packet, or an echo request, whose ports are `src_port` and `dst_port`
 /// (an echo request's identifier is its source port, 0 its destination's, as `nat::l4_at`
 /// has them).
-pub struct Quote {
-    pub proto: u8,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub src_port: u16,
-    pub dst_port: u16,
-}
-
-impl Quote {
-    /// The flow going the other way from the quoted packet: its answer's key.
-    #[inline(always)]
-    pub fn reversed(&self) -> FlowKey {
-        FlowKey {
-            src: IpAddress::v6(self.dst),
-            dst: IpAddress::v6(self.src),
-            src_port: self.dst_port,
-            dst_port: self.src_port,
-            proto: self.proto,
-            _pad: [0; 3],
-        }
-    }
-}
+pub type Quote = nat::Quote<[u8; 16]>;
 
 /// The quote of the ICMPv6 error of a packet without extension headers; `None` for
 /// other packets, and quotes of something else.

@@ -602,7 +602,7 @@ pub fn reply(ctx: &TcContext, frame: &Ipv4Frame, sender: u32) -> Option<(Path, i
 pub fn error_out(
     ctx: &TcContext,
     frame: &Ipv4Frame,
-    quote: &nat::Quote,
+    quote: &nat::Quote<[u8; 4]>,
     key: &FlowKey,
     sender: u32,
     now: u64,
