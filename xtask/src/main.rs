@@ -56,7 +56,8 @@ enum Task {
         rounds: usize,
         /// Runs one scenario alone: `setup-at-scale` (ours only), `control-plane` (set-up
         /// and removal through the CLI), `conntrack`, `flood`, `overlay` (containers on two
-        /// hosts) or `published6`.
+        /// hosts), `published6` or `real-traffic-cost` (our programs' run time per packet
+        /// under BPF_ENABLE_STATS, beside an empty program's).
         #[arg(long)]
         only: Option<String>,
     },

@@ -1,5 +1,5 @@
 //! Load generators for `cargo xtask bench`, run inside the namespaces the bench builds.
-//! Each mode is bounded in time or count and prints one JSON line of results, so that
+//! Each mode is bounded in time or count (or by its stdin) and prints JSON lines of results, so that
 //! the bench measures the path between two namespaces, not the tool.
 
 use std::{
@@ -140,6 +140,14 @@ enum Mode {
         #[arg(long, default_value_t = log::LevelFilter::Off)]
         kernel_log: log::LevelFilter,
     },
+    /// What the kernel's run-time statistics (BPF_ENABLE_STATS) cost per run on this
+    /// machine: an empty tc program attached first (tcx) at ingress of each `interface`,
+    /// ahead of ours there, on the same packets. Prints its run time and run count, one
+    /// JSON line per line read on stdin, until stdin closes, which detaches it.
+    StatsFloor {
+        #[arg(long = "interface", required = true)]
+        interfaces: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -159,6 +167,7 @@ fn main() -> Result<()> {
             udp_flows(dst, count, dst_ports, first_dst_port, first_src_port)?
         }
         Mode::ProgCost { repeat, kernel_log } => prog_cost(repeat, kernel_log),
+        Mode::StatsFloor { interfaces } => stats_floor::run(&interfaces)?,
     };
     println!("{result}");
     Ok(())
@@ -766,4 +775,146 @@ fn firewall_of_1000_rules(fixture: &mut dataplane_tests::datapath::Fixture) -> u
     let set = rules.compiler().rule_set("bench", &mapping);
     assert_eq!(set.0.len(), 1000);
     Installed::default().install(&mut fixture.datapath, &[set]).unwrap()[0]
+}
+
+/// `StatsFloor`: with BPF_ENABLE_STATS on, the kernel reads its clock before and after
+/// every program run and adds the difference to the program's run time, so each run
+/// measured counts one clock read's latency besides the program's own instructions. An
+/// empty program on the same hook and packets measures that share, which the bench then
+/// tells apart from ours. Raw `bpf()` calls: aya loads programs from objects only.
+mod stats_floor {
+    use std::{
+        ffi::CString,
+        io::BufRead,
+        os::fd::{FromRawFd, OwnedFd, RawFd},
+    };
+
+    use anyhow::{Context, Result, bail};
+    use serde_json::json;
+
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    const BPF_TCX_INGRESS: u32 = 46;
+    /// First in the interface's tcx chain: no relative program named.
+    const BPF_F_BEFORE: u32 = 1 << 3;
+    /// `r0 = -1 (TCX_NEXT: the next program in the chain runs); exit`.
+    const EMPTY: [u64; 2] = [instruction(0xb7, -1), instruction(0x95, 0)];
+
+    /// An instruction without registers or offset: opcode and immediate.
+    const fn instruction(opcode: u8, immediate: i32) -> u64 {
+        opcode as u64 | ((immediate as u32 as u64) << 32)
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProgLoadAttr {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct LinkCreateAttr {
+        prog_fd: u32,
+        target_ifindex: u32,
+        attach_type: u32,
+        flags: u32,
+        relative_fd: u32,
+        _pad: u32,
+        expected_revision: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+
+    /// `struct bpf_prog_info` up to its run-time statistics.
+    #[repr(C)]
+    struct ProgInfo {
+        _before: [u8; 192],
+        run_time_ns: u64,
+        run_cnt: u64,
+    }
+
+    fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> Result<RawFd> {
+        // SAFETY: `attr` is the command's attribute, passed with its own size; the
+        // kernel zero-fills the rest of union bpf_attr.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>() as u32) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(rc as RawFd)
+    }
+
+    fn owned(fd: RawFd) -> OwnedFd {
+        // SAFETY: the kernel just returned this descriptor to us alone.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    pub fn run(interfaces: &[String]) -> Result<serde_json::Value> {
+        let license = CString::new("GPL")?;
+        let mut name = [0u8; 16];
+        name[..11].copy_from_slice(b"stats_floor");
+        let mut load = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_SCHED_CLS,
+            insn_cnt: EMPTY.len() as u32,
+            insns: EMPTY.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            prog_name: name,
+            expected_attach_type: BPF_TCX_INGRESS,
+            ..Default::default()
+        };
+        let program = owned(bpf(BPF_PROG_LOAD, &mut load).context("loading the empty program")?);
+        let mut links = vec![];
+        for interface in interfaces {
+            let c_name = CString::new(interface.as_str())?;
+            // SAFETY: a NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+            if ifindex == 0 {
+                bail!("no interface {interface} in this namespace");
+            }
+            let mut link = LinkCreateAttr {
+                prog_fd: std::os::fd::AsRawFd::as_raw_fd(&program) as u32,
+                target_ifindex: ifindex,
+                attach_type: BPF_TCX_INGRESS,
+                flags: BPF_F_BEFORE,
+                ..Default::default()
+            };
+            links.push(owned(bpf(BPF_LINK_CREATE, &mut link).with_context(|| format!("attaching at {interface}"))?));
+        }
+        let runs = || -> Result<(u64, u64)> {
+            let mut info = ProgInfo { _before: [0; 192], run_time_ns: 0, run_cnt: 0 };
+            let mut attr = InfoAttr {
+                bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&program) as u32,
+                info_len: size_of::<ProgInfo>() as u32,
+                info: &raw mut info as u64,
+            };
+            bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("reading the empty program's statistics")?;
+            Ok((info.run_time_ns, info.run_cnt))
+        };
+        println!("{}", json!({"attached": interfaces}));
+        for line in std::io::stdin().lock().lines() {
+            line?;
+            let (run_time_ns, run_cnt) = runs()?;
+            println!("{}", json!({"run_time_ns": run_time_ns, "run_cnt": run_cnt}));
+        }
+        drop(links);
+        Ok(json!({"detached": interfaces}))
+    }
 }
