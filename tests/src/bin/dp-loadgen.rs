@@ -896,7 +896,9 @@ mod stats_floor {
                 flags: BPF_F_BEFORE,
                 ..Default::default()
             };
-            links.push(owned(bpf(BPF_LINK_CREATE, &mut link).with_context(|| format!("attaching at {interface}"))?));
+            links.push(owned(
+                bpf(BPF_LINK_CREATE, &mut link).with_context(|| format!("attaching at {interface}"))?,
+            ));
         }
         let runs = || -> Result<(u64, u64)> {
             let mut info = ProgInfo { _before: [0; 192], run_time_ns: 0, run_cnt: 0 };

@@ -1494,8 +1494,8 @@ fn measure_cost_under_load(tools: &Tools, host: &Host, ours: &Side3, rounds: usi
     for (metric, program, interfaces, target, load) in &cases {
         let mut raw = Record::new(scenario, *metric, "ns", false);
         let mut floor = Record::new(scenario, &format!("{metric}: {floor_metric}"), "ns", false);
-        let mut net =
-            Record::new(scenario, &format!("{metric}, less the statistics' own cost"), "ns", false).at_most(*target);
+        let mut net = Record::new(scenario, &format!("{metric}, less the statistics' own cost"), "ns", false)
+            .at_most(*target);
         let mut empty = StatsFloor::attach(tools, &ours.host, interfaces)?;
         for round in 1..=rounds {
             check_interrupt()?;
@@ -1534,7 +1534,8 @@ impl StatsFloor {
         }
         let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let stdout = child.stdout.take().context("piped")?;
-        let mut floor = Self { tool: KillOnDrop(child), lines: std::io::BufRead::lines(std::io::BufReader::new(stdout)) };
+        let mut floor =
+            Self { tool: KillOnDrop(child), lines: std::io::BufRead::lines(std::io::BufReader::new(stdout)) };
         floor.line().context("attaching the empty program")?;
         Ok(floor)
     }
@@ -1549,7 +1550,10 @@ impl StatsFloor {
         let stdin = self.tool.0.stdin.as_mut().context("piped")?;
         std::io::Write::write_all(stdin, b"\n")?;
         let value = self.line()?;
-        Ok((value["run_time_ns"].as_u64().context("run_time_ns")?, value["run_cnt"].as_u64().context("run_cnt")?))
+        Ok((
+            value["run_time_ns"].as_u64().context("run_time_ns")?,
+            value["run_cnt"].as_u64().context("run_cnt")?,
+        ))
     }
 }
 
