@@ -1493,8 +1493,8 @@ fn measure_cost_under_load(tools: &Tools, host: &Host, ours: &Side3, rounds: usi
     let floor_metric = "an empty program on the same hook and packets (the statistics' own cost)";
     for (metric, program, interfaces, target, load) in &cases {
         let mut raw = Record::new(scenario, *metric, "ns", false);
-        let mut floor = Record::new(scenario, &format!("{metric}: {floor_metric}"), "ns", false);
-        let mut net = Record::new(scenario, &format!("{metric}, less the statistics' own cost"), "ns", false)
+        let mut floor = Record::new(scenario, format!("{metric}: {floor_metric}"), "ns", false);
+        let mut net = Record::new(scenario, format!("{metric}, less the statistics' own cost"), "ns", false)
             .at_most(*target);
         let mut empty = StatsFloor::attach(tools, &ours.host, interfaces)?;
         for round in 1..=rounds {
