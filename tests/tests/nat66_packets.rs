@@ -22,7 +22,7 @@ use dataplane_common::{
 use dataplane_tests::datapath::{
     self, A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, Quoted, RED, RED_GATEWAY6, Seen,
     TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, XDP_DROP, XDP_PASS,
-    XDP_REDIRECT, b_interface, checked_ports, checked_quote,
+    XDP_REDIRECT, b_interface, checked_ports, checked_quote, macs,
 };
 use etherparse::{Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -916,12 +916,12 @@ fn assert_only_the_destination_changed(sent: &[u8], seen: &[u8], csum_offset: us
     }
 }
 
-/// The client's ACK of B's SYN-ACK (sequence number 1000, as `tcp6` sends it), with data,
-/// and a FIN when `fin`.
-fn ack6(client: ([u8; 16], u16), fin: bool) -> Vec<u8> {
+/// The client's ACK of B's SYN-ACK (sequence number 1000, as `tcp6` sends it) to `to`,
+/// with data, and a FIN when `fin`.
+fn ack6(client: ([u8; 16], u16), to: ([u8; 16], u16), fin: bool) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(GATEWAY_MAC, UPLINK_MAC)
-        .ipv6(client.0, UPLINK_ADDR6, 64)
-        .tcp(client.1, 8080, 1001, 64000)
+        .ipv6(client.0, to.0, 64)
+        .tcp(client.1, to.1, 1001, 64000)
         .ack(1001);
     let b = if fin { b.fin() } else { b };
     let mut ack = vec![];
@@ -953,7 +953,7 @@ fn xdp_on_the_uplink_sends_ports_published_on_ipv6_to_their_container() {
     assert_eq!((seen.src, seen.sport), (UPLINK_ADDR6, 8080), "reply source was not reverse-DNAT66'ed");
     assert_eq!((seen.dst, seen.dport), client);
     // The client's ACK confirms it in XDP as in tc.
-    let ack = ack6(client, false);
+    let ack = ack6(client, (UPLINK_ADDR6, 8080), false);
     let (verdict, inside) = fx.run_uplink_xdp(&ack);
     assert_eq!(verdict, XDP_REDIRECT);
     assert_only_the_destination_changed(&ack, &inside, L4_CSUM_TCP6);
@@ -1054,7 +1054,7 @@ fn confirmed_ipv6_connections_take_the_cache_for_a_second_and_syns_and_fins_the_
     );
     fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
     assert_eq!(fx.run(&tcp6(B_MAC, (B6, 80), client, true, true)).0, TC_ACT_REDIRECT);
-    let ack = ack6(client, false);
+    let ack = ack6(client, (UPLINK_ADDR6, 8080), false);
     assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
     assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the ACK did not confirm the flow");
 
@@ -1084,7 +1084,7 @@ fn confirmed_ipv6_connections_take_the_cache_for_a_second_and_syns_and_fins_the_
     // A FIN always takes the long way: it reaches the conntrack entry at once.
     publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
     assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
-    assert_eq!(fx.run_uplink(&ack6(client, true)).0, TC_ACT_REDIRECT);
+    assert_eq!(fx.run_uplink(&ack6(client, (UPLINK_ADDR6, 8080), true)).0, TC_ACT_REDIRECT);
     let flows = fx.datapath.dnat_conntrack().unwrap();
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0].1.state, ct_state::CLOSING, "a FIN from the client was not recorded");
@@ -1198,11 +1198,6 @@ fn behind(frame: &[u8], headers: &[(u8, [u8; 8])]) -> Vec<u8> {
     extended
 }
 
-/// The destination and source MACs of a frame.
-fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
-    (frame[0..6].try_into().unwrap(), frame[6..12].try_into().unwrap())
-}
-
 #[test]
 fn a_routed_containers_flows_behind_extension_headers_leave_tracked_and_their_replies_come_back() {
     let mut fx = routed();
@@ -1266,10 +1261,9 @@ fn a_routed_containers_flows_behind_extension_headers_leave_tracked_and_their_re
     // A datagram in fragments: the first, ports and all, tracked; a later one (no ports in
     // it) leaves as it is, as every packet of a routed network may.
     let datagram = udp6(A_MAC, (A6, 6000), (REMOTE6, 443));
-    for (what, fragment) in [
-        ("first", behind(&datagram, &[FIRST_FRAGMENT])),
-        ("later", behind(&datagram, &[LATER_FRAGMENT])),
-    ] {
+    for (what, fragment) in
+        [("first", behind(&datagram, &[FIRST_FRAGMENT])), ("later", behind(&datagram, &[LATER_FRAGMENT]))]
+    {
         let (verdict, out) = fx.run(&fragment);
         assert_eq!(verdict, TC_ACT_REDIRECT, "the {what} fragment did not leave");
         assert_untranslated(&fragment, &out, &format!("the {what} fragment"));
@@ -1280,8 +1274,7 @@ fn a_routed_containers_flows_behind_extension_headers_leave_tracked_and_their_re
 }
 
 #[test]
-fn from_outside_a_routed_container_takes_its_published_ports_and_icmpv6_behind_extension_headers_and_nothing_else()
-{
+fn from_outside_a_routed_container_takes_its_published_ports_behind_extension_headers() {
     let mut fx = routed();
     publish_on_bs_own_address(&mut fx);
     let client = (REMOTE6, 33000);
@@ -1305,18 +1298,15 @@ fn from_outside_a_routed_container_takes_its_published_ports_and_icmpv6_behind_e
         .unwrap();
     let (verdict, _) = fx.run(&tcp6(B_MAC, (B6, 80), client, true, true));
     assert_eq!(verdict, TC_ACT_REDIRECT, "B's answer did not leave");
-    let mut ack = vec![];
-    PacketBuilder::ethernet2(GATEWAY_MAC, UPLINK_MAC)
-        .ipv6(client.0, B6, 64)
-        .tcp(client.1, 80, 1001, 64000)
-        .ack(1001)
-        .write(&mut ack, b"GET /")
-        .unwrap();
-    let ack = behind(&ack, &[HOP_BY_HOP]);
+    let ack = behind(&ack6(client, (B6, 80), false), &[HOP_BY_HOP]);
     let (verdict, inside) = fx.run_uplink(&ack);
     assert_eq!(verdict, TC_ACT_REDIRECT, "the client's ACK behind a hop-by-hop header was dropped");
     assert_untranslated(&ack, &inside, "the client's ACK");
-    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the ACK behind its header did not confirm the flow");
+    assert_eq!(
+        fx.datapath.dnat_conntrack().unwrap().len(),
+        1,
+        "the ACK behind its header did not confirm the flow"
+    );
 
     // Another port of B stays closed behind extension headers too.
     let other = behind(&tcp6(GATEWAY_MAC, client, (B6, 81), true, false), &[DESTINATION_OPTIONS]);
@@ -1361,7 +1351,10 @@ fn from_outside_an_unprotected_container_takes_every_port_behind_extension_heade
     let client = (REMOTE6, 33000);
     let syn = behind(&tcp6(GATEWAY_MAC, client, (B6, 22), true, false), &[DESTINATION_OPTIONS]);
     let (verdict, inside) = fx.run_uplink(&syn);
-    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN behind extension headers to an unprotected container was dropped");
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "a SYN behind extension headers to an unprotected container was dropped"
+    );
     assert_eq!(macs(&inside).0, B_MAC, "destination MAC must be the container's");
     assert_untranslated(&syn, &inside, "the SYN");
     let flows = fx.datapath.dnat_unconfirmed().unwrap();
@@ -1408,7 +1401,11 @@ fn ipv6_behind_extension_headers_never_leaves_a_nat66_network_with_the_container
             ("a datagram's later fragment", behind(&datagram, &[LATER_FRAGMENT])),
         ];
         for (what, frame) in &frames {
-            assert_eq!(fx.run(frame), (TC_ACT_SHOT, frame.clone()), "{what} must not leave (subnet flags {flags})");
+            assert_eq!(
+                fx.run(frame),
+                (TC_ACT_SHOT, frame.clone()),
+                "{what} must not leave (subnet flags {flags})"
+            );
         }
         assert_eq!(fx.count(Path::DroppedIpv6Headers), frames.len() as u64, "each must be counted");
         assert_eq!((fx.count(Path::Masqueraded), fx.count(Path::SlowPathIp)), (0, 0));
