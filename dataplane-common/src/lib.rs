@@ -628,10 +628,16 @@ pub enum Path {
     /// Dropped: a container of an isolated network (`gateway_mode_ipv4=isolated` or
     /// `_ipv6`) sent to something other than its peers and its network's resolver.
     DroppedIsolated = 33,
+    /// Dropped: IPv6 whose flow its extension headers keep the programs from telling or
+    /// translating: from the uplink for a container, a fragment after the first (no ports
+    /// in it), or a chain longer than is read or cut short; from a NAT66 network's container
+    /// bound out of the uplink, anything behind extension headers, which NAT66 does not
+    /// translate (it would leave with the container's own address).
+    DroppedIpv6Headers = 34,
 }
 
 impl Path {
-    pub const COUNT: u32 = 34;
+    pub const COUNT: u32 = 35;
     pub const ALL: [Path; Self::COUNT as usize] = [
         Path::Forwarded,
         Path::DroppedIsolation,
@@ -667,6 +673,7 @@ impl Path {
         Path::RoutedIn,
         Path::DroppedUntrackedIcmp,
         Path::DroppedIsolated,
+        Path::DroppedIpv6Headers,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -705,6 +712,7 @@ impl Path {
             Path::RoutedIn => "routed_in",
             Path::DroppedUntrackedIcmp => "dropped_untracked_icmp",
             Path::DroppedIsolated => "dropped_isolated",
+            Path::DroppedIpv6Headers => "dropped_ipv6_headers",
         }
     }
 }
@@ -778,10 +786,13 @@ pub enum DropReason {
     UntrackedIcmp = 16,
     /// A container of an isolated network sent to the host (but its resolver) or beyond.
     Isolated = 17,
+    /// IPv6 whose flow its extension headers hide (a later fragment, a chain longer than is
+    /// read or cut short), or that would have left a NAT66 network untranslated behind them.
+    Ipv6Headers = 18,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Isolation,
         DropReason::Icc,
         DropReason::Internal,
@@ -799,6 +810,7 @@ impl DropReason {
         DropReason::Tunnel,
         DropReason::UntrackedIcmp,
         DropReason::Isolated,
+        DropReason::Ipv6Headers,
     ];
 
     /// The reason a packet counted on `path` was dropped; `None` for paths that pass it on.
@@ -822,6 +834,7 @@ impl DropReason {
             Path::DroppedTunnel => DropReason::Tunnel,
             Path::DroppedUntrackedIcmp => DropReason::UntrackedIcmp,
             Path::DroppedIsolated => DropReason::Isolated,
+            Path::DroppedIpv6Headers => DropReason::Ipv6Headers,
             Path::Forwarded
             | Path::SlowPathIp
             | Path::SlowPathOther
@@ -869,6 +882,7 @@ impl DropReason {
             DropReason::Tunnel => "tunnel",
             DropReason::UntrackedIcmp => "untracked_icmp",
             DropReason::Isolated => "isolated",
+            DropReason::Ipv6Headers => "ipv6_headers",
         }
     }
 }

@@ -139,6 +139,14 @@ fn forward_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> (Path, 
         nat6::leave_host(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0)
             .map(diagnostics::left_host)
     })
+    // Behind extension headers: as it is from a routed network, not at all from a NAT66 one.
+    .or_else(|| match carries_extension_headers(ctx) {
+        true => {
+            nat6::leave_behind_extension_headers(ctx, ifindex, iface.flags & InterfaceConfig::ROUTED_V6 != 0)
+                .map(diagnostics::left_host)
+        }
+        false => None,
+    })
     // ICMPv6 no flow tracks: as it is from a routed or unprotected network, not at all
     // from a NAT66 one.
     .or_else(|| routed::icmp_out(ctx, ifindex, iface.flags & InterfaceConfig::ICMP_OUT_V6 != 0))
@@ -152,6 +160,13 @@ fn forward_v6(ctx: &TcContext, iface: &InterfaceConfig, ifindex: u32) -> (Path, 
 #[inline(always)]
 fn carries_icmpv6(ctx: &TcContext) -> bool {
     packet::read_linear::<u8>(ctx, EthHdr::LEN + 6) == Some(IPPROTO_ICMPV6)
+}
+
+/// Whether an IPv6 packet's fixed header is followed by an extension header: as
+/// `carries_icmpv6`.
+#[inline(always)]
+fn carries_extension_headers(ctx: &TcContext) -> bool {
+    packet::read_linear::<u8>(ctx, EthHdr::LEN + 6).is_some_and(parse::is_extension_header)
 }
 
 /// Into the namespace of `dst`, an endpoint of the sender's network, unless the network

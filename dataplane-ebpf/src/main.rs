@@ -97,11 +97,12 @@ pub fn from_uplink_routed(ctx: TcContext) -> i32 {
 }
 
 /// IPv6 arriving on the uplink for a container address of an unprotected network, TCP and
-/// UDP, tail-called from `from_uplink_v6`: its path beside the others there passed the
-/// verifier's million instructions.
+/// UDP, and of a routed or unprotected one, behind extension headers; tail-called from
+/// `from_uplink_v6`: its path beside the others there passed the verifier's million
+/// instructions.
 #[classifier]
 pub fn from_uplink_routed_v6(ctx: TcContext) -> i32 {
-    let (path, action) = routed::from_outside_v6_direct(&ctx);
+    let (path, action) = routed::from_outside_v6(&ctx);
     counters::count(&ctx, path);
     monitor::counted(&ctx, Hook::FromUplink, path);
     diagnostics::after(path);

@@ -121,10 +121,34 @@ pub fn l4(ctx: &impl Packet, frame: &Ipv4Frame, outbound: bool) -> Option<L4> {
 /// coming back).
 #[inline(always)]
 pub fn l4_at(ctx: &impl Packet, off: usize, proto: u8, icmp: u8, outbound: bool) -> Option<L4> {
+    l4_view::<false>(ctx, off, proto, icmp, outbound)
+}
+
+/// As `l4_at`, for an upper-layer header behind IPv6 extension headers, at the offset
+/// their walk found (`parse::behind_extension_headers`): read through the helper, as
+/// direct access verifies only offsets the verifier can bound. Its offsets are for the
+/// helpers alone (`clamp_mss_at`): the paths that take such packets write nothing there.
+#[inline(always)]
+pub fn l4_walked(ctx: &impl Packet, off: usize, proto: u8, icmp: u8, outbound: bool) -> Option<L4> {
+    l4_view::<true>(ctx, off, proto, icmp, outbound)
+}
+
+/// `l4_at`, or with `WALKED` `l4_walked`: the same view, read in place or through the
+/// helper.
+#[inline(always)]
+fn l4_view<const WALKED: bool>(
+    ctx: &impl Packet,
+    off: usize,
+    proto: u8,
+    icmp: u8,
+    outbound: bool,
+) -> Option<L4> {
+    let read = |offset| if WALKED { ctx.load_bytes(offset) } else { packet::read(ctx, offset) };
+    let read_u8 = |offset| if WALKED { ctx.load_bytes::<u8>(offset) } else { packet::read(ctx, offset) };
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => {
-            let src_port: u16 = packet::read(ctx, off)?;
-            let dst_port: u16 = packet::read(ctx, off + 2)?;
+            let src_port: u16 = read(off)?;
+            let dst_port: u16 = read(off + 2)?;
             let tcp = proto == IPPROTO_TCP;
             Some(L4 {
                 src_port,
@@ -133,12 +157,12 @@ pub fn l4_at(ctx: &impl Packet, off: usize, proto: u8, icmp: u8, outbound: bool)
                 csum_offset: if tcp { off + 16 } else { off + 6 },
                 csum_flags: if tcp { 0 } else { u64::from(BPF_F_MARK_MANGLED_0) },
                 pseudo_header: true,
-                tcp_flags: if tcp { packet::read(ctx, off + 13)? } else { 0 },
+                tcp_flags: if tcp { read_u8(off + 13)? } else { 0 },
             })
         }
         _ if proto == icmp => {
-            let kind: u8 = packet::read(ctx, off)?;
-            let id: u16 = packet::read(ctx, off + 4)?;
+            let kind = read_u8(off)?;
+            let id: u16 = read(off + 4)?;
             let expected = match (proto == IPPROTO_ICMP, outbound) {
                 (true, true) => ICMP_ECHO_REQUEST,
                 (true, false) => ICMP_ECHO_REPLY,
@@ -165,11 +189,12 @@ pub fn l4_at(ctx: &impl Packet, off: usize, proto: u8, icmp: u8, outbound: bool)
 }
 
 /// The sequence and acknowledgement numbers (host order) of the TCP header at
-/// `l4_offset` (`TRANSLATABLE_L4_OFFSET` for IPv4).
+/// `l4_offset` (`TRANSLATABLE_L4_OFFSET` for IPv4, or one a walk of IPv6 extension
+/// headers found): read through the helper, which takes any offset, in one call (only a
+/// connection's first packets, which set up or confirm its tracking, ask).
 #[inline(always)]
 pub fn tcp_seq_ack_at(ctx: &impl Packet, l4_offset: usize) -> Option<(u32, u32)> {
-    let seq: u32 = packet::read(ctx, l4_offset + 4)?;
-    let ack: u32 = packet::read(ctx, l4_offset + 8)?;
+    let [seq, ack]: [u32; 2] = ctx.load_bytes(l4_offset + 4)?;
     Some((u32::from_be(seq), u32::from_be(ack)))
 }
 

@@ -49,7 +49,8 @@ fn config() -> Option<&'static NatConfig> {
 /// outside its network: masqueraded out of the uplink when the host routes it there, or,
 /// from a `routed` network, sent out untranslated (its flow tracked all the same, so that
 /// its replies are let in); `None` leaves it to the kernel (the host's own addresses,
-/// other interfaces, no IPv6 on the uplink to masquerade with, extension headers).
+/// other interfaces, no IPv6 on the uplink to masquerade with) or, behind extension
+/// headers, to `leave_behind_extension_headers`.
 #[inline(never)]
 pub fn leave_host(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i32)> {
     let (cfg, frame, l4, s) = outbound(ctx, routed)?;
@@ -66,6 +67,47 @@ pub fn leave_host(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i
         return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
     };
     Some(send_out(ctx, cfg, &frame, &l4, routed, nat_port, next_hop.macs()))
+}
+
+/// IPv6 from a container whose fixed header is followed by extension headers (`leave_host`
+/// takes none), bound out of the uplink. From a routed network it leaves as it is, its
+/// flow tracked when the walk finds TCP, UDP or an echo request behind them, so that the
+/// replies are let in (a later fragment, whose ports were in the first, leaves untracked).
+/// From a NAT66 network (an unprotected one's too) it is dropped (`DroppedIpv6Headers`):
+/// NAT66 translates nothing behind extension headers (the fragments after the first carry
+/// no ports to find their flow by, and the programs keep no fragment state), and the
+/// kernel, wherever it forwards IPv6, would send it with the container's own address.
+/// `None` for other packets, and what the host does not route out of the uplink. A
+/// subprogram of `from_container`'s, called from there.
+#[inline(never)]
+pub fn leave_behind_extension_headers(ctx: &TcContext, sender: u32, routed: bool) -> Option<(Path, i32)> {
+    let cfg = if routed { nat::config()? } else { config()? };
+    let frame = parse::parse_ipv6(ctx)?;
+    if !parse::is_extension_header(frame.next_header) {
+        return None;
+    }
+    let now = nat::now();
+    let (rc, fib) = nat::fib_route_v6(ctx, frame.next_header, frame.src, frame.dst, sender);
+    let Route::Uplink { next_hop } = nat::route_of(rc, &fib, Some(cfg), now) else {
+        return None;
+    };
+    if !routed {
+        return Some((Path::DroppedIpv6Headers, TC_ACT_SHOT as i32));
+    }
+    if let Some((upper, offset)) = parse::behind_extension_headers(ctx, &frame)
+        && let Some(l4) = nat::l4_walked(ctx, offset, upper.next_header, IPPROTO_ICMPV6, true)
+    {
+        let s = nat::scratch()?;
+        s.key = flow_key(&upper, &l4);
+        let mac: [u8; 6] = packet::read(ctx, 6).unwrap_or_default();
+        let proto = upper.next_header;
+        let request =
+            SnatRequest { proto, l4: &l4, cfg, ipv6: true, routed: true, sender, mac, next_hop, now };
+        if nat::snat_port(s, &request).is_none() {
+            return Some((Path::DroppedNatExhausted, TC_ACT_SHOT as i32));
+        }
+    }
+    Some((Path::Routed, nat::send_to_uplink(ctx, next_hop.macs(), cfg)))
 }
 
 /// IPv6 from a container to an address no endpoint of its network owns, on a tracked flow

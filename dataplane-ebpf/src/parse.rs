@@ -64,7 +64,8 @@ impl Ipv4Frame {
 }
 
 /// The parts of an IPv6 frame forwarding needs: its addresses and the header after the
-/// fixed one (an extension header, or the upper layer's; see `ipv6_upper_layer`).
+/// fixed one (an extension header, or the upper layer's; see `ipv6_upper_layer`), or in a
+/// frame `behind_extension_headers` made, the upper layer found behind them.
 pub struct Ipv6Frame {
     pub src: [u8; 16],
     pub dst: [u8; 16],
@@ -137,6 +138,28 @@ pub fn ipv6_upper_layer(ctx: &impl Packet, frame: &Ipv6Frame) -> UpperLayer {
         }
     }
     UpperLayer::TooDeep
+}
+
+/// Whether `next_header` names an extension header that `ipv6_upper_layer` walks through.
+#[inline(always)]
+pub fn is_extension_header(next_header: u8) -> bool {
+    matches!(
+        next_header,
+        IPPROTO_HOP_BY_HOP | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_DESTINATION_OPTIONS
+    )
+}
+
+/// The frame of a packet whose fixed header is followed by extension headers, as the
+/// paths that look behind them see it: `next_header` names the upper layer the walk
+/// found, whose header starts at the offset returned (an offset to read through the
+/// helper). `None` for a fragment after the first, a chain longer than is read or cut
+/// short: nothing tells its flow.
+#[inline(always)]
+pub fn behind_extension_headers(ctx: &impl Packet, frame: &Ipv6Frame) -> Option<(Ipv6Frame, usize)> {
+    match ipv6_upper_layer(ctx, frame) {
+        UpperLayer::Found { proto, offset } => Some((Ipv6Frame { next_header: proto, ..*frame }, offset)),
+        UpperLayer::LaterFragment | UpperLayer::TooDeep | UpperLayer::CutShort => None,
+    }
 }
 
 /// Whether the frame is IPv6 (by its Ethernet type alone).

@@ -4,7 +4,10 @@
 //! address and port again. The tables, the confirmation of new flows and the rule sets
 //! are IPv4's (`publish`, `firewall`), whose keys hold both families, and so is the
 //! `INBOUND_FLOWS` cache of confirmed connections; the translation is NAT66's. Only
-//! packets without extension headers are translated. It never runs on the IPv4 paths:
+//! packets without extension headers are translated; a connection to a port of a
+//! container's own address (a routed network's published container port, an unprotected
+//! network's every port) needs no translation, and is taken behind extension headers too
+//! (`own_port_behind_extension_headers`, `direct`). It never runs on the IPv4 paths:
 //! the uplink reaches it through the IPv6 program (tc) or subprogram (XDP), a container
 //! through its IPv6 subprograms.
 
@@ -158,7 +161,7 @@ fn to_published<P: Delivery>(
         }
         _ => {
             s.flow.backend = publish::lookup(IpAddress::v6(frame.dst), l4.dst_port, proto, any_address)?;
-            match admit(ctx, s, frame, l4, known, peer_ifindex, peer_mac, now) {
+            match admit(ctx, s, frame, l4, L4_OFFSET, known, peer_ifindex, peer_mac, now) {
                 Ok(way) => way,
                 Err(verdict) => return verdict,
             }
@@ -172,7 +175,8 @@ fn to_published<P: Delivery>(
 /// The long way's end, once a connection's backend is in `s.flow.backend`: checked (host
 /// only, the firewall), tracked, and cached once confirmed. `Ok`: the way the packet goes
 /// (`s.flow`); `Err`: what becomes of it instead (`None`: not this path's, as when the
-/// backend's container cannot be reached from this hook).
+/// backend's container cannot be reached from this hook). `l4_offset`: where the L4
+/// header starts (behind extension headers too, for the untranslated ways in).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn admit<P: Delivery>(
@@ -180,6 +184,7 @@ fn admit<P: Delivery>(
     s: &mut publish::DnatScratch,
     frame: &Ipv6Frame,
     l4: &L4,
+    l4_offset: usize,
     known: Option<*mut InboundFlow>,
     peer_ifindex: u32,
     peer_mac: [u8; 6],
@@ -217,7 +222,7 @@ fn admit<P: Delivery>(
         host_addr: IpAddress::v6(frame.dst),
         proto,
         l4,
-        l4_offset: L4_OFFSET,
+        l4_offset,
         reaches_itself,
         peer_ifindex,
         peer_mac,
@@ -233,27 +238,68 @@ fn admit<P: Delivery>(
 /// From outside, for an address of a container on a network whose IPv6 is unprotected
 /// (`SubnetInfo::UNPROTECTED`, on `network`): every TCP and UDP port of it is open, as if
 /// published on the container's own address, as over IPv4 (`publish::direct`). `None`
-/// when no container has the address, or the packet is no TCP or UDP.
+/// when no container has the address, or the packet is no TCP or UDP. Its L4 header
+/// starts at `l4_offset`, behind extension headers too.
 #[inline(always)]
-pub fn direct(ctx: &TcContext, frame: &Ipv6Frame, l4: &L4, network: u32) -> Option<(Path, i32)> {
+pub fn direct(
+    ctx: &TcContext,
+    frame: &Ipv6Frame,
+    l4: &L4,
+    l4_offset: usize,
+    network: u32,
+) -> Option<(Path, i32)> {
     if frame.next_header == IPPROTO_ICMPV6 {
         return None;
     }
     let peer = endpoint::lookup(network, IpAddress::v6(frame.dst))?;
+    let backend = publish::own_port(IpAddress::v6(frame.dst), l4.dst_port, &peer);
+    untranslated_in(ctx, frame, l4, l4_offset, backend)
+}
+
+/// From outside, for a routed network's container, a TCP or UDP packet whose L4 header
+/// lies behind extension headers (at `l4_offset`, walked): to a container port published
+/// on the container's own address (the daemon's entry for a routed network, whose
+/// translation is the identity), as `from_outside` takes those without extension headers.
+/// `None` when no port is published there, or its entry would translate (nothing is
+/// written behind a walked offset).
+#[inline(always)]
+pub fn own_port_behind_extension_headers(
+    ctx: &TcContext,
+    frame: &Ipv6Frame,
+    l4: &L4,
+    l4_offset: usize,
+) -> Option<(Path, i32)> {
+    let backend = publish::lookup(IpAddress::v6(frame.dst), l4.dst_port, frame.next_header, false)?;
+    if backend.addr != IpAddress::v6(frame.dst) || backend.port != l4.dst_port {
+        return None;
+    }
+    untranslated_in(ctx, frame, l4, l4_offset, backend)
+}
+
+/// A connection from outside to `backend`, a port of the container's own address (its
+/// translation the identity: the address and port the client sent to), tracked as
+/// `to_published` tracks connections to published ports and handed over as it is.
+#[inline(always)]
+fn untranslated_in(
+    ctx: &TcContext,
+    frame: &Ipv6Frame,
+    l4: &L4,
+    l4_offset: usize,
+    backend: Backend,
+) -> Option<(Path, i32)> {
     let s = publish::scratch()?;
     s.inbound = nat6::flow_key(frame, l4);
     let known = publish::inbound_flow(s);
-    s.flow.backend = publish::own_port(IpAddress::v6(frame.dst), l4.dst_port, &peer);
-    let way = match admit(ctx, s, frame, l4, known, 0, [0; 6], nat::now()) {
+    s.flow.backend = backend;
+    let way = match admit(ctx, s, frame, l4, l4_offset, known, 0, [0; 6], nat::now()) {
         Ok(way) => way,
         Err(verdict) => return verdict,
     };
     if let Some(cfg) = nat::config() {
-        nat::clamp_mss_at(ctx, frame.next_header, L4_OFFSET, l4, cfg.uplink_ifindex, nat::TCP_IPV6_HEADERS);
+        nat::clamp_mss_at(ctx, frame.next_header, l4_offset, l4, cfg.uplink_ifindex, nat::TCP_IPV6_HEADERS);
     }
     // SAFETY: this CPU's scratch slot, valid for this program run.
-    let way = unsafe { &*way };
-    Some(translate_in(ctx, frame, l4, &way.backend, &way.client))
+    Some(hand_over(ctx, unsafe { &(*way).backend }))
 }
 
 /// Rewrites the packet for `backend`, with `client` as its source, and hands it over.
@@ -275,6 +321,12 @@ fn translate_in<P: Delivery>(
         diagnostics::rewrite_failed(Rewrite::Published, errno);
         return (Path::SlowPathMalformed, P::DROP);
     }
+    hand_over(ctx, backend)
+}
+
+/// Hands a frame for a published port over to the container of `backend`, to its MAC.
+#[inline(always)]
+fn hand_over<P: Delivery>(ctx: &P, backend: &Backend) -> (Path, i32) {
     let _ = packet::write(ctx, 0, backend.mac);
     counters::received_at(ctx.len(), backend.host_ifindex);
     (Path::Published, ctx.deliver(backend.host_ifindex))

@@ -36,8 +36,9 @@ use crate::{
 
 /// `from_uplink_routed` (slot `V4`), which `from_uplink` tail-calls for IPv4 to a container
 /// address of a routed or unprotected network, and `from_uplink_routed_v6` (slot `V6`),
-/// which `from_uplink_v6` tail-calls for TCP and UDP to one of an unprotected network; the
-/// daemon puts them there when it loads the uplink's programs.
+/// which `from_uplink_v6` tail-calls for TCP and UDP to one of an unprotected network, and
+/// for what extension headers follow the fixed header of to either; the daemon puts them
+/// there when it loads the uplink's programs.
 #[map]
 static UPLINK_ROUTED: ProgramArray = ProgramArray::pinned(2, 0);
 
@@ -156,7 +157,7 @@ pub fn leave_host(
 
 /// IPv6 from the uplink for an address that no published port took: `None` when it is
 /// no container's (the host's, a gateway, or outside every network), else the verdict.
-/// `l4`: its ports, for TCP, UDP and echo replies.
+/// `l4`: its ports, for TCP, UDP and echo replies without extension headers.
 #[inline(always)]
 pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: Option<&L4>) -> Option<(Path, i32)> {
     let subnet = policy::container_subnet_v6(frame.dst)?;
@@ -166,7 +167,7 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: Option<&L4>) -> Opti
     }
     if subnet.flags & SubnetInfo::UNPROTECTED != 0 {
         // Every TCP and UDP port of the container's own address, as over IPv4, in a
-        // program of its own (`from_outside_v6_direct`).
+        // program of its own (`from_outside_v6`).
         if frame.next_header != IPPROTO_ICMPV6 {
             // SAFETY: a tail call replaces this program with the one in the slot, or fails.
             unsafe { UPLINK_ROUTED.tail_call(ctx, V6) };
@@ -177,37 +178,85 @@ pub fn from_outside(ctx: &TcContext, frame: &Ipv6Frame, l4: Option<&L4>) -> Opti
     {
         return Some((Path::RoutedIn, nat6::into_container(ctx, back.host_ifindex, back.mac)));
     }
-    // Docker's routed mode accepts every ICMP into the network: echo requests, and the
-    // errors about its flows.
     if frame.next_header == IPPROTO_ICMPV6 {
-        let Some(peer) = endpoint::lookup(subnet.network, IpAddress::v6(frame.dst)) else {
-            // No container has the address: the host answers (address unreachable).
-            return Some((Path::UplinkToHost, TC_ACT_OK as i32));
-        };
-        return Some((Path::RoutedIn, nat6::into_container(ctx, peer.host_ifindex, peer.mac)));
+        return Some(icmp_in(ctx, frame, subnet.network));
+    }
+    // Behind extension headers: looked through in `from_outside_v6` too.
+    if parse::is_extension_header(frame.next_header) {
+        // SAFETY: as above.
+        unsafe { UPLINK_ROUTED.tail_call(ctx, V6) };
     }
     unpublished
 }
 
-/// IPv6 from the uplink for a container address of an unprotected network, TCP or UDP
-/// (`from_outside` tail-called `from_uplink_routed_v6` for it): every port is open, as if
-/// published on the container's own address (`publish6::direct`); no container at the
-/// address is `DroppedUnpublished`.
+/// ICMPv6 from the uplink for a container address of a routed or unprotected network
+/// (`network`'s): Docker's routed mode accepts every ICMP into the network, echo requests
+/// and the errors about its flows.
 #[inline(always)]
-pub fn from_outside_v6_direct(ctx: &TcContext) -> (Path, i32) {
+fn icmp_in(ctx: &TcContext, frame: &Ipv6Frame, network: u32) -> (Path, i32) {
+    let Some(peer) = endpoint::lookup(network, IpAddress::v6(frame.dst)) else {
+        // No container has the address: the host answers (address unreachable).
+        return (Path::UplinkToHost, TC_ACT_OK as i32);
+    };
+    (Path::RoutedIn, nat6::into_container(ctx, peer.host_ifindex, peer.mac))
+}
+
+/// IPv6 from the uplink for a container address of a routed or unprotected network that
+/// `from_outside` tail-called `from_uplink_routed_v6` for: an unprotected network's TCP
+/// and UDP, every port open as if published on the container's own address
+/// (`publish6::direct`); and either network's packets whose fixed header is followed by
+/// extension headers. Those are walked to the upper layer (`parse::ipv6_upper_layer`),
+/// which then goes where it would have gone without them: ICMPv6 in; a routed
+/// container's published container ports, then its flows' replies; an unprotected one's
+/// every TCP and UDP port. None of these translates anything (each keeps the addresses
+/// and ports it came with), so nothing is written behind the walked offset. A fragment
+/// after the first (no ports in it), a chain longer than is read or cut short is
+/// `DroppedIpv6Headers`: nothing tells its flow, and the host would forward it
+/// unchecked. Anything else is `DroppedUnpublished`.
+#[inline(always)]
+pub fn from_outside_v6(ctx: &TcContext) -> (Path, i32) {
     let unpublished = (Path::DroppedUnpublished, TC_ACT_SHOT as i32);
     let Some(frame) = parse::parse_ipv6(ctx) else {
         return unpublished;
     };
     let Some(subnet) =
-        policy::container_subnet_v6(frame.dst).filter(|s| s.flags & SubnetInfo::UNPROTECTED != 0)
+        policy::container_subnet_v6(frame.dst).filter(|s| s.flags & SubnetInfo::REACHABLE != 0)
     else {
         return unpublished;
     };
-    let Some(l4) = nat::l4_at(ctx, nat6::L4_OFFSET, frame.next_header, IPPROTO_ICMPV6, false) else {
+    // The L4 view read in place straight behind the fixed header, through the helper
+    // behind extension headers.
+    let (frame, l4_offset, l4) = match parse::is_extension_header(frame.next_header) {
+        false => {
+            let l4 = nat::l4_at(ctx, nat6::L4_OFFSET, frame.next_header, IPPROTO_ICMPV6, false);
+            (frame, nat6::L4_OFFSET, l4)
+        }
+        true => match parse::behind_extension_headers(ctx, &frame) {
+            Some((upper, offset)) => {
+                let l4 = nat::l4_walked(ctx, offset, upper.next_header, IPPROTO_ICMPV6, false);
+                (upper, offset, l4)
+            }
+            None => return (Path::DroppedIpv6Headers, TC_ACT_SHOT as i32),
+        },
+    };
+    if frame.next_header == IPPROTO_ICMPV6 {
+        return icmp_in(ctx, &frame, subnet.network);
+    }
+    let Some(l4) = l4 else {
         return unpublished;
     };
-    publish6::direct(ctx, &frame, &l4, subnet.network).unwrap_or(unpublished)
+    if subnet.flags & SubnetInfo::UNPROTECTED != 0 {
+        return publish6::direct(ctx, &frame, &l4, l4_offset, subnet.network).unwrap_or(unpublished);
+    }
+    // A routed container's, behind extension headers: asked as `from_uplink_v6` asks
+    // those without.
+    if let Some(verdict) = publish6::own_port_behind_extension_headers(ctx, &frame, &l4, l4_offset) {
+        return verdict;
+    }
+    match nat::track_reply(&nat6::flow_key(&frame, &l4), &l4) {
+        Some(back) => (Path::RoutedIn, nat6::into_container(ctx, back.host_ifindex, back.mac)),
+        None => unpublished,
+    }
 }
 
 /// ICMPv6 from a container that `nat6::leave_host` did not take (no echo request: echo

@@ -148,7 +148,7 @@ impl SubnetId {
 struct UplinkNeeds {
     ipv6: bool,
     reachable_ipv4: bool,
-    unprotected_ipv6: bool,
+    reachable_ipv6: bool,
     xdp_v6: bool,
 }
 
@@ -499,7 +499,7 @@ impl Datapath {
     /// Puts behind the uplink's programs, by tail call, those the networks in SUBNETS
     /// need, and takes out those none needs: `from_uplink_v6` (and `uplink_xdp_v6` where
     /// XDP runs) for IPv6 subnets, `from_uplink_routed` for routed or unprotected IPv4
-    /// ones, `from_uplink_routed_v6` for unprotected IPv6 ones. The verifier
+    /// ones, `from_uplink_routed_v6` for routed or unprotected IPv6 ones. The verifier
     /// takes seconds over each, which a host without such networks never pays; an empty
     /// slot leaves that traffic to the host, which is all there is for it then. At a
     /// start, SUBNETS still holds the earlier run's networks, so that their flows keep
@@ -513,7 +513,7 @@ impl Datapath {
             let v6 = subnet.family == u32::from(dataplane_common::AF_INET6);
             needs.ipv6 |= v6;
             needs.reachable_ipv4 |= !v6 && flags & SubnetInfo::REACHABLE != 0;
-            needs.unprotected_ipv6 |= v6 && flags & SubnetInfo::UNPROTECTED != 0;
+            needs.reachable_ipv6 |= v6 && flags & SubnetInfo::REACHABLE != 0;
         }
         needs.xdp_v6 = needs.ipv6 && self.uplink_xdp;
         if self.uplink_served == Some(needs) {
@@ -523,7 +523,7 @@ impl Datapath {
         let routed = (map_names::UPLINK_ROUTED, 0);
         self.serve_behind_uplink(program_names::FROM_UPLINK_ROUTED, routed, needs.reachable_ipv4)?;
         let routed_v6 = (map_names::UPLINK_ROUTED, 1);
-        self.serve_behind_uplink(program_names::FROM_UPLINK_ROUTED_V6, routed_v6, needs.unprotected_ipv6)?;
+        self.serve_behind_uplink(program_names::FROM_UPLINK_ROUTED_V6, routed_v6, needs.reachable_ipv6)?;
         let xdp_v6 = (map_names::UPLINK_XDP_V6, 0);
         self.serve_behind_uplink(program_names::UPLINK_XDP_V6, xdp_v6, needs.xdp_v6)?;
         self.uplink_served = Some(needs);

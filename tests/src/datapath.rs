@@ -389,6 +389,12 @@ pub fn icmp_echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], id: u16, reply: b
     frame
 }
 
+/// The destination and source MACs of a frame: what a path that forwards it untranslated
+/// sets, and nothing past them.
+pub fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
+    (frame[0..6].try_into().unwrap(), frame[6..12].try_into().unwrap())
+}
+
 /// A translated frame as the NAT tests check it: its MACs, addresses (`A`: 4 or 16
 /// bytes), and ports (or an echo's identifier twice), its checksums verified.
 #[derive(Debug)]

@@ -134,6 +134,12 @@ fn the_uplinks_ipv6_and_routed_programs_come_with_the_networks_that_need_them() 
     );
     host.create_dual_stack_network("v6", "10.44.0.0/24", "fd00:44::/64");
     assert_eq!(behind_uplink(&host), (1, 0), "after an IPv6 network");
+    // A routed IPv6 network's packets behind extension headers are looked through there.
+    let routed6 = ["--subnet", "fd00:46::/64", "-o", "gateway_mode_ipv6=routed", "r6"];
+    host.dp_ok(&[&["network", "create", "--ipv6", "--subnet", "10.46.0.0/24"][..], &routed6].concat());
+    assert_eq!(behind_uplink(&host), (1, 1), "after a routed IPv6 network");
+    host.dp_ok(&["network", "rm", "r6"]);
+    assert_eq!(behind_uplink(&host), (1, 0), "after the routed IPv6 network went");
     host.dp_ok(&["network", "create", "--subnet", "10.45.0.0/24", "-o", "gateway_mode_ipv4=routed", "r4"]);
     assert_eq!(behind_uplink(&host), (1, 1), "after a routed IPv4 network");
 

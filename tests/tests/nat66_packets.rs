@@ -22,7 +22,7 @@ use dataplane_common::{
 use dataplane_tests::datapath::{
     self, A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, Quoted, RED, RED_GATEWAY6, Seen,
     TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, XDP_DROP, XDP_PASS,
-    XDP_REDIRECT, b_interface, checked_ports, checked_quote,
+    XDP_REDIRECT, b_interface, checked_ports, checked_quote, macs,
 };
 use etherparse::{Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -794,19 +794,9 @@ fn tcp_and_echo_from_a_routed_network_leave_with_the_containers_own_address_and_
     assert_untranslated(&answer, &back, "the answer");
 }
 
-#[test]
-fn from_outside_a_routed_container_takes_its_published_ports_replies_and_icmpv6_and_nothing_else() {
-    let mut fx = routed();
-    // Nothing published, no flow: a new connection is dropped, and so is a datagram.
-    let to_ssh = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (B6, 22), true, false);
-    let (verdict, out) = fx.run_uplink(&to_ssh);
-    assert_eq!((verdict, out), (TC_ACT_SHOT, to_ssh), "a SYN to an unpublished port must be dropped");
-    let (verdict, _) = fx.run_uplink(&udp6(GATEWAY_MAC, (REMOTE6, 53), (A6, 5353)));
-    assert_eq!(verdict, TC_ACT_SHOT, "a datagram of no flow must be dropped");
-    assert_eq!(fx.count(Path::DroppedUnpublished), 2);
-
-    // B publishes port 80 (the daemon's entry for `-p [::]:8080:80` on a routed network):
-    // the container port on B's own address, reached untranslated.
+/// B publishes TCP port 80 as the daemon does for `-p [::]:8080:80` on a routed network:
+/// the container port on B's own address, reached untranslated.
+fn publish_on_bs_own_address(fx: &mut Fixture) {
     let key = PublishKey { addr: IpAddress::v6(B6), port: 80u16.to_be(), proto: IPPROTO_TCP, _pad: 0 };
     let backend = Backend {
         addr: IpAddress::v6(B6),
@@ -818,6 +808,20 @@ fn from_outside_a_routed_container_takes_its_published_ports_replies_and_icmpv6_
         _pad: 0,
     };
     fx.datapath.set_published(key, backend).unwrap();
+}
+
+#[test]
+fn from_outside_a_routed_container_takes_its_published_ports_replies_and_icmpv6_and_nothing_else() {
+    let mut fx = routed();
+    // Nothing published, no flow: a new connection is dropped, and so is a datagram.
+    let to_ssh = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (B6, 22), true, false);
+    let (verdict, out) = fx.run_uplink(&to_ssh);
+    assert_eq!((verdict, out), (TC_ACT_SHOT, to_ssh), "a SYN to an unpublished port must be dropped");
+    let (verdict, _) = fx.run_uplink(&udp6(GATEWAY_MAC, (REMOTE6, 53), (A6, 5353)));
+    assert_eq!(verdict, TC_ACT_SHOT, "a datagram of no flow must be dropped");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 2);
+
+    publish_on_bs_own_address(&mut fx);
     let client = (REMOTE6, 33000);
     let syn = tcp6(GATEWAY_MAC, client, (B6, 80), true, false);
     let (verdict, inside) = fx.run_uplink(&syn);
@@ -912,12 +916,12 @@ fn assert_only_the_destination_changed(sent: &[u8], seen: &[u8], csum_offset: us
     }
 }
 
-/// The client's ACK of B's SYN-ACK (sequence number 1000, as `tcp6` sends it), with data,
-/// and a FIN when `fin`.
-fn ack6(client: ([u8; 16], u16), fin: bool) -> Vec<u8> {
+/// The client's ACK of B's SYN-ACK (sequence number 1000, as `tcp6` sends it) to `to`,
+/// with data, and a FIN when `fin`.
+fn ack6(client: ([u8; 16], u16), to: ([u8; 16], u16), fin: bool) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(GATEWAY_MAC, UPLINK_MAC)
-        .ipv6(client.0, UPLINK_ADDR6, 64)
-        .tcp(client.1, 8080, 1001, 64000)
+        .ipv6(client.0, to.0, 64)
+        .tcp(client.1, to.1, 1001, 64000)
         .ack(1001);
     let b = if fin { b.fin() } else { b };
     let mut ack = vec![];
@@ -949,7 +953,7 @@ fn xdp_on_the_uplink_sends_ports_published_on_ipv6_to_their_container() {
     assert_eq!((seen.src, seen.sport), (UPLINK_ADDR6, 8080), "reply source was not reverse-DNAT66'ed");
     assert_eq!((seen.dst, seen.dport), client);
     // The client's ACK confirms it in XDP as in tc.
-    let ack = ack6(client, false);
+    let ack = ack6(client, (UPLINK_ADDR6, 8080), false);
     let (verdict, inside) = fx.run_uplink_xdp(&ack);
     assert_eq!(verdict, XDP_REDIRECT);
     assert_only_the_destination_changed(&ack, &inside, L4_CSUM_TCP6);
@@ -1003,12 +1007,8 @@ fn xdp_leaves_to_tc_what_it_cannot_finish_over_ipv6() {
         "tc drops container addresses",
     );
     passes(&mut fx, echo6(GATEWAY_MAC, REMOTE6, UPLINK_ADDR6, 7, false), "ICMPv6 is tc's");
-    // A hop-by-hop header (PadN) before the TCP header: extension headers are tc's.
-    let mut extended = tcp6(GATEWAY_MAC, (REMOTE6, 33002), to_port, true, false);
-    extended.splice(54..54, [IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0]);
-    extended[14 + 6] = 0;
-    let payload_len = u16::from_be_bytes([extended[18], extended[19]]) + 8;
-    extended[18..20].copy_from_slice(&payload_len.to_be_bytes());
+    // A hop-by-hop header before the TCP header: extension headers are tc's.
+    let extended = behind(&tcp6(GATEWAY_MAC, (REMOTE6, 33002), to_port, true, false), &[HOP_BY_HOP]);
     passes(&mut fx, extended, "extension headers are tc's");
     assert_eq!(fx.count(Path::PublishedXdp), 0);
 
@@ -1054,7 +1054,7 @@ fn confirmed_ipv6_connections_take_the_cache_for_a_second_and_syns_and_fins_the_
     );
     fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
     assert_eq!(fx.run(&tcp6(B_MAC, (B6, 80), client, true, true)).0, TC_ACT_REDIRECT);
-    let ack = ack6(client, false);
+    let ack = ack6(client, (UPLINK_ADDR6, 8080), false);
     assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
     assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the ACK did not confirm the flow");
 
@@ -1084,7 +1084,7 @@ fn confirmed_ipv6_connections_take_the_cache_for_a_second_and_syns_and_fins_the_
     // A FIN always takes the long way: it reaches the conntrack entry at once.
     publish6(&mut fx, [0; 16], IPPROTO_TCP, 0, 0);
     assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
-    assert_eq!(fx.run_uplink(&ack6(client, true)).0, TC_ACT_REDIRECT);
+    assert_eq!(fx.run_uplink(&ack6(client, (UPLINK_ADDR6, 8080), true)).0, TC_ACT_REDIRECT);
     let flows = fx.datapath.dnat_conntrack().unwrap();
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0].1.state, ct_state::CLOSING, "a FIN from the client was not recorded");
@@ -1163,4 +1163,255 @@ fn from_outside_an_unprotected_container_takes_every_port_over_ipv6_and_its_answ
         "a NAT66 network's container must stay closed"
     );
     assert_eq!(fx.count(Path::DroppedUnpublished), 2);
+}
+
+/// Extension headers of 8 bytes, as `behind` puts them between a frame's fixed IPv6 header
+/// and its upper layer (which fills in their next header fields): hop-by-hop and
+/// destination options with a PadN option, and the fragment headers of a datagram's first
+/// fragment (offset 0, more to come) and of a later one (offset 1448).
+const HOP_BY_HOP: (u8, [u8; 8]) = (0, [0, 0, 1, 4, 0, 0, 0, 0]);
+const DESTINATION_OPTIONS: (u8, [u8; 8]) = (60, [0, 0, 1, 4, 0, 0, 0, 0]);
+const FIRST_FRAGMENT: (u8, [u8; 8]) = (44, [0, 0, 0, 1, 0, 0, 0, 7]);
+const LATER_FRAGMENT: (u8, [u8; 8]) = (44, [0, 0, 0x05, 0xa9, 0, 0, 0, 7]);
+/// A hop-by-hop header that claims 1,608 bytes, more than any frame here holds.
+const CUT_SHORT: (u8, [u8; 8]) = (0, [0, 200, 1, 4, 0, 0, 0, 0]);
+
+/// `frame` (IPv6 without extension headers) with `headers` between its fixed header and its
+/// upper layer, in this order, as its sender would put them: chained by their next header
+/// fields, counted in the payload length. The upper layer is as it was, its checksum
+/// included: the pseudo header holds no extension header.
+fn behind(frame: &[u8], headers: &[(u8, [u8; 8])]) -> Vec<u8> {
+    let mut chain = vec![];
+    let mut next = frame[20];
+    for (header, bytes) in headers.iter().rev() {
+        let mut bytes = *bytes;
+        bytes[0] = next;
+        chain.splice(0..0, bytes);
+        next = *header;
+    }
+    let mut extended = frame[..54].to_vec();
+    extended[20] = next;
+    let payload_len = u16::from_be_bytes([frame[18], frame[19]]) + chain.len() as u16;
+    extended[18..20].copy_from_slice(&payload_len.to_be_bytes());
+    extended.extend(chain);
+    extended.extend(&frame[54..]);
+    extended
+}
+
+#[test]
+fn a_routed_containers_flows_behind_extension_headers_leave_tracked_and_their_replies_come_back() {
+    let mut fx = routed();
+    // A datagram behind a destination options header leaves as it is, its flow tracked by
+    // the ports the walk finds behind the header.
+    let query = behind(&udp6(A_MAC, (A6, 5353), (REMOTE6, 53)), &[DESTINATION_OPTIONS]);
+    let (verdict, out) = fx.run(&query);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a datagram behind a destination options header did not leave");
+    assert_eq!(macs(&out), (GATEWAY_MAC, UPLINK_MAC), "the next hop's (FIB) and the uplink's MACs");
+    assert_untranslated(&query, &out, "the datagram");
+    assert_eq!((fx.count(Path::Routed), fx.count(Path::SlowPathIp)), (1, 0));
+    let flows = fx.datapath.conntrack_unconfirmed().unwrap();
+    assert_eq!(flows.len(), 1, "the flow behind the extension header was not tracked");
+    let (key, entry) = &flows[0];
+    assert_eq!((key.src, key.dst), (IpAddress::v6(A6), IpAddress::v6(REMOTE6)), "the flow's addresses");
+    assert_eq!(
+        (key.proto, key.src_port, key.dst_port),
+        (IPPROTO_UDP, 5353u16.to_be(), 53u16.to_be()),
+        "the flow key holds the upper layer's protocol and ports, not the extension header's"
+    );
+    assert_eq!(
+        (entry.nat_addr, entry.nat_port),
+        (IpAddress::v6(A6), 5353u16.to_be()),
+        "a routed flow's address and port are the container's own"
+    );
+
+    // Its answers, behind either header or none, go into the container as they are.
+    let answer = udp6(GATEWAY_MAC, (REMOTE6, 53), (A6, 5353));
+    for (what, answer) in [
+        ("a destination options header", behind(&answer, &[DESTINATION_OPTIONS])),
+        ("a hop-by-hop header", behind(&answer, &[HOP_BY_HOP])),
+        ("both", behind(&answer, &[HOP_BY_HOP, DESTINATION_OPTIONS])),
+        ("no extension header", answer.clone()),
+    ] {
+        let (verdict, inside) = fx.run_uplink(&answer);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "an answer behind {what} was not sent into the container");
+        assert_eq!(macs(&inside).0, A_MAC, "an answer behind {what} must go to the container's MAC");
+        assert_untranslated(&answer, &inside, &format!("the answer behind {what}"));
+    }
+    assert_eq!((fx.count(Path::RoutedIn), fx.count(Path::DroppedUnpublished)), (4, 0));
+
+    // A SYN behind a hop-by-hop header, its SYN-ACK behind a destination options header:
+    // the connection is tracked, and the SYN-ACK's flags recorded.
+    let syn = behind(&tcp6(A_MAC, (A6, 40000), (REMOTE6, 80), true, false), &[HOP_BY_HOP]);
+    let (verdict, out) = fx.run(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN behind a hop-by-hop header did not leave");
+    assert_untranslated(&syn, &out, "the SYN");
+    let syn_ack = behind(&tcp6(GATEWAY_MAC, (REMOTE6, 80), (A6, 40000), true, true), &[DESTINATION_OPTIONS]);
+    let (verdict, inside) = fx.run_uplink(&syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the SYN-ACK was not sent into the container");
+    assert_eq!(macs(&inside).0, A_MAC, "the SYN-ACK must go to the container's MAC");
+    assert_untranslated(&syn_ack, &inside, "the SYN-ACK");
+    let connection = fx.datapath.conntrack_unconfirmed().unwrap();
+    let connection = connection.iter().find(|(key, _)| key.proto == IPPROTO_TCP);
+    assert_eq!(
+        connection.map(|(_, entry)| entry.state),
+        Some(ct_state::ESTABLISHED),
+        "the SYN-ACK behind its extension header was not recorded"
+    );
+
+    // A datagram in fragments: the first, ports and all, tracked; a later one (no ports in
+    // it) leaves as it is, as every packet of a routed network may.
+    let datagram = udp6(A_MAC, (A6, 6000), (REMOTE6, 443));
+    for (what, fragment) in
+        [("first", behind(&datagram, &[FIRST_FRAGMENT])), ("later", behind(&datagram, &[LATER_FRAGMENT]))]
+    {
+        let (verdict, out) = fx.run(&fragment);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "the {what} fragment did not leave");
+        assert_untranslated(&fragment, &out, &format!("the {what} fragment"));
+    }
+    let flows = fx.datapath.conntrack_unconfirmed().unwrap();
+    assert_eq!(flows.len(), 3, "the first fragment's flow was not tracked, or a later one made one");
+    assert_eq!((fx.count(Path::Routed), fx.count(Path::SlowPathIp)), (4, 0));
+}
+
+#[test]
+fn from_outside_a_routed_container_takes_its_published_ports_behind_extension_headers() {
+    let mut fx = routed();
+    publish_on_bs_own_address(&mut fx);
+    let client = (REMOTE6, 33000);
+    let syn = behind(&tcp6(GATEWAY_MAC, client, (B6, 80), true, false), &[DESTINATION_OPTIONS]);
+    let (verdict, inside) = fx.run_uplink(&syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a SYN behind extension headers to a published port was dropped");
+    assert_eq!(macs(&inside).0, B_MAC, "destination MAC must be the container's");
+    assert_untranslated(&syn, &inside, "the SYN to the published port");
+    assert_eq!((fx.count(Path::Published), fx.count(Path::DroppedUnpublished)), (1, 0));
+    let flows = fx.datapath.dnat_unconfirmed().unwrap();
+    assert_eq!(flows.len(), 1, "the connection was not tracked");
+    assert_eq!(
+        (flows[0].0.src, flows[0].0.src_port, flows[0].0.dst, flows[0].0.dst_port),
+        (IpAddress::v6(B6), 80u16.to_be(), IpAddress::v6(REMOTE6), 33000u16.to_be()),
+        "flow key: B's port and the client's"
+    );
+    // B answers (no extension header); the client's ACK, behind a hop-by-hop header,
+    // acknowledges the answer (B's sequence number, 1000, + 1) and confirms the connection.
+    fx.datapath
+        .set_interface(LO, b_interface(InterfaceConfig::PUBLISHES | InterfaceConfig::ROUTED_V6))
+        .unwrap();
+    let (verdict, _) = fx.run(&tcp6(B_MAC, (B6, 80), client, true, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "B's answer did not leave");
+    let ack = behind(&ack6(client, (B6, 80), false), &[HOP_BY_HOP]);
+    let (verdict, inside) = fx.run_uplink(&ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the client's ACK behind a hop-by-hop header was dropped");
+    assert_untranslated(&ack, &inside, "the client's ACK");
+    assert_eq!(
+        fx.datapath.dnat_conntrack().unwrap().len(),
+        1,
+        "the ACK behind its header did not confirm the flow"
+    );
+
+    // Another port of B stays closed behind extension headers too.
+    let other = behind(&tcp6(GATEWAY_MAC, client, (B6, 81), true, false), &[DESTINATION_OPTIONS]);
+    assert_eq!(fx.run_uplink(&other), (TC_ACT_SHOT, other), "a SYN to an unpublished port must be dropped");
+    assert_eq!(fx.count(Path::DroppedUnpublished), 1);
+    // ICMPv6 is let in, behind a hop-by-hop header too.
+    let ping = behind(&echo6(GATEWAY_MAC, REMOTE6, B6, 9, false), &[HOP_BY_HOP]);
+    let (verdict, inside) = fx.run_uplink(&ping);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "an echo request behind a hop-by-hop header was not let in");
+    assert_eq!(macs(&inside).0, B_MAC, "the echo request must go to the container's MAC");
+    assert_untranslated(&ping, &inside, "the echo request");
+    assert_eq!(fx.count(Path::RoutedIn), 1);
+
+    // What hides its ports: a later fragment, more extension headers than are read, a
+    // chain cut short. Dropped and counted: no flow or port can be told from it, and the
+    // host would forward it unchecked.
+    assert_unreadable_chains_are_dropped(&mut fx, (B6, 80));
+}
+
+/// Frames from outside for `to` (a container's address and port) whose ports their
+/// extension headers hide are dropped and counted (`dropped_ipv6_headers`), never let in
+/// nor left to the host.
+fn assert_unreadable_chains_are_dropped(fx: &mut Fixture, to: ([u8; 16], u16)) {
+    let datagram = udp6(GATEWAY_MAC, (REMOTE6, 53), to);
+    let dropped_before = fx.count(Path::DroppedIpv6Headers);
+    for (what, frame) in [
+        ("a later fragment", behind(&datagram, &[LATER_FRAGMENT])),
+        ("more extension headers than are read", behind(&datagram, &[DESTINATION_OPTIONS; 5])),
+        ("a chain cut short", behind(&datagram, &[CUT_SHORT])),
+    ] {
+        assert_eq!(fx.run_uplink(&frame), (TC_ACT_SHOT, frame), "{what} must be dropped");
+    }
+    assert_eq!(fx.count(Path::DroppedIpv6Headers) - dropped_before, 3, "each such frame must be counted");
+}
+
+#[test]
+fn from_outside_an_unprotected_container_takes_every_port_behind_extension_headers() {
+    let mut fx = nat66();
+    fx.datapath
+        .set_subnet("fd00:1::/64".parse().unwrap(), RED, RED_GATEWAY6.into(), SubnetInfo::UNPROTECTED)
+        .unwrap();
+    let client = (REMOTE6, 33000);
+    let syn = behind(&tcp6(GATEWAY_MAC, client, (B6, 22), true, false), &[DESTINATION_OPTIONS]);
+    let (verdict, inside) = fx.run_uplink(&syn);
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "a SYN behind extension headers to an unprotected container was dropped"
+    );
+    assert_eq!(macs(&inside).0, B_MAC, "destination MAC must be the container's");
+    assert_untranslated(&syn, &inside, "the SYN");
+    let flows = fx.datapath.dnat_unconfirmed().unwrap();
+    assert_eq!(flows.len(), 1, "the direct connection was not tracked");
+    assert_eq!(
+        (flows[0].1.host_addr, flows[0].1.host_port),
+        (IpAddress::v6(B6), 22u16.to_be()),
+        "the address and port the client sent to: B's own"
+    );
+    let datagram = behind(&udp6(GATEWAY_MAC, (REMOTE6, 5000), (B6, 5353)), &[HOP_BY_HOP]);
+    let (verdict, inside) = fx.run_uplink(&datagram);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a datagram behind a hop-by-hop header was dropped");
+    assert_untranslated(&datagram, &inside, "the datagram");
+    let ping = behind(&echo6(GATEWAY_MAC, REMOTE6, B6, 9, false), &[DESTINATION_OPTIONS]);
+    let (verdict, inside) = fx.run_uplink(&ping);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "an echo request behind extension headers was dropped");
+    assert_untranslated(&ping, &inside, "the echo request");
+    assert_eq!((fx.count(Path::Published), fx.count(Path::RoutedIn)), (2, 1));
+    assert_eq!(fx.count(Path::DroppedUnpublished), 0);
+    assert_unreadable_chains_are_dropped(&mut fx, (B6, 22));
+}
+
+#[test]
+fn ipv6_behind_extension_headers_never_leaves_a_nat66_network_with_the_containers_own_address() {
+    // NAT66 translates no packet behind extension headers: left to the kernel, it would
+    // leave untranslated, with the container's private address, wherever the host
+    // forwards IPv6 (net.ipv6.conf.all.forwarding=1). Dropped and counted instead, from
+    // an unprotected network too (masqueraded out as well).
+    for flags in [0, SubnetInfo::UNPROTECTED] {
+        let mut fx = nat66();
+        fx.datapath.set_subnet("fd00:1::/64".parse().unwrap(), RED, RED_GATEWAY6.into(), flags).unwrap();
+        let datagram = udp6(A_MAC, (A6, 5353), (REMOTE6, 53));
+        let frames = [
+            ("a datagram behind a destination options header", behind(&datagram, &[DESTINATION_OPTIONS])),
+            (
+                "a SYN behind a hop-by-hop header",
+                behind(&tcp6(A_MAC, (A6, 40000), (REMOTE6, 80), true, false), &[HOP_BY_HOP]),
+            ),
+            (
+                "an echo request behind a destination options header",
+                behind(&echo6(A_MAC, A6, REMOTE6, 7, false), &[DESTINATION_OPTIONS]),
+            ),
+            ("a datagram's first fragment", behind(&datagram, &[FIRST_FRAGMENT])),
+            ("a datagram's later fragment", behind(&datagram, &[LATER_FRAGMENT])),
+        ];
+        for (what, frame) in &frames {
+            assert_eq!(
+                fx.run(frame),
+                (TC_ACT_SHOT, frame.clone()),
+                "{what} must not leave (subnet flags {flags})"
+            );
+        }
+        assert_eq!(fx.count(Path::DroppedIpv6Headers), frames.len() as u64, "each must be counted");
+        assert_eq!((fx.count(Path::Masqueraded), fx.count(Path::SlowPathIp)), (0, 0));
+        assert!(fx.datapath.conntrack_unconfirmed().unwrap().is_empty(), "no flow may be tracked for them");
+        // For the host itself (the uplink's address), it stays the host's.
+        let to_host = behind(&udp6(A_MAC, (A6, 5353), (UPLINK_ADDR6, 53)), &[DESTINATION_OPTIONS]);
+        assert_eq!(fx.run(&to_host), (TC_ACT_OK, to_host), "the host's own traffic is the kernel's");
+    }
 }

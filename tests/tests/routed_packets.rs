@@ -12,7 +12,7 @@ use dataplane_common::{
 };
 use dataplane_tests::datapath::{
     A_MAC, B_MAC, Fixture, GATEWAY_MAC, LO, RED, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
-    UPLINK_MAC, XDP_PASS, b_interface, icmp_echo, tcp_segment, udp_between_macs,
+    UPLINK_MAC, XDP_PASS, b_interface, icmp_echo, macs, tcp_segment, udp_between_macs,
 };
 
 const A: [u8; 4] = [10, 1, 0, 2];
@@ -29,11 +29,6 @@ fn routed() -> Fixture {
         .set_subnet("10.1.0.0/24".parse().unwrap(), RED, RED_GATEWAY.into(), SubnetInfo::ROUTED)
         .unwrap();
     fx
-}
-
-/// The MACs, and the frame past them: what a routed path may not change.
-fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
-    (frame[0..6].try_into().unwrap(), frame[6..12].try_into().unwrap())
 }
 
 fn assert_untranslated(sent: &[u8], seen: &[u8], what: &str) {

@@ -539,11 +539,12 @@ fn tcp_connect(dst: SocketAddr, secs: f64, threads: usize) -> Result<serde_json:
 
 fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     use dataplane_common::{
-        Backend, InterfaceConfig, IpAddress, MonitorEvent, NatConfig, Path, PublishKey, program_names,
+        Backend, InterfaceConfig, IpAddress, MonitorEvent, NatConfig, Path, PublishKey, SubnetInfo,
+        program_names,
     };
     use dataplane_tests::datapath::{
-        A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, UPLINK_ADDR, UPLINK_MAC, red_interface, udp_between,
-        udp_between_macs, udp_frame, udp6_between_macs,
+        A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, RED, RED_GATEWAY6, UPLINK_ADDR, UPLINK_MAC,
+        red_interface, udp_between, udp_between_macs, udp_frame, udp6_between_macs,
     };
     const CONTAINER: [u8; 4] = [10, 1, 0, 2];
     let (from_container, from_uplink) = (program_names::FROM_CONTAINER, program_names::FROM_UPLINK);
@@ -644,6 +645,23 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
         ..NatConfig::default()
     };
     fixture.datapath.set_nat_config(nat).unwrap();
+    // A routed network's IPv6 (which needs no address of the uplink's, so not A's as the
+    // NAT66 rows above had it): an established flow out, untranslated, and its reply in.
+    let red6 = "fd00:1::/64".parse().unwrap();
+    fixture.datapath.set_subnet(red6, RED, RED_GATEWAY6.into(), SubnetInfo::ROUTED).unwrap();
+    fixture
+        .datapath
+        .set_interface(LO, InterfaceConfig { flags: InterfaceConfig::ROUTED_V6, ..sender })
+        .unwrap();
+    let routed6_out = udp6(outbound, (A6, 4001), (remote6, 53));
+    let routed6_reply = udp6((GATEWAY_MAC, UPLINK_MAC), (remote6, 53), (A6, 4001));
+    let _ = fixture.run(&routed6_out);
+    let _ = fixture.run_uplink(&routed6_reply);
+    let routed6 = measure(&mut fixture, from_container, &routed6_out, Path::Routed);
+    let routed6_in = measure(&mut fixture, from_uplink, &routed6_reply, Path::RoutedIn);
+    fixture.datapath.set_subnet(red6, RED, RED_GATEWAY6.into(), 0).unwrap();
+    fixture.datapath.set_interface(LO, sender).unwrap();
+
     let key = PublishKey { addr: IpAddress::v4([0; 4]), port: 8080u16.to_be(), proto: 17, _pad: 0 };
     let backend = Backend {
         addr: IpAddress::v4(UPLINK_ADDR),
@@ -737,7 +755,7 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
         "snat66_ns": snat66, "reverse_snat66_ns": reverse_snat66, "dnat_ns": dnat, "reverse_dnat_ns": reverse_dnat,
         "xdp_dnat_ns": xdp_dnat, "xdp_live_mpps": xdp_live_mpps, "repeat": repeat,
         "dnat66_ns": dnat66, "reverse_dnat66_ns": reverse_dnat66, "xdp_dnat66_ns": xdp_dnat66,
-        "routed_ns": routed,
+        "routed_ns": routed, "routed6_ns": routed6, "routed6_in_ns": routed6_in,
         "dnat_1000_rules_ns": dnat_1000_rules, "dnat_syn_ns": dnat_syn,
         "dnat_syn_1000_rules_ns": dnat_syn_1000_rules,
         "forward_listening_ns": forward_listening,

@@ -1111,6 +1111,11 @@ fn main() -> Result<()> {
         (Record::new(cost, "SNAT66 out (masquerade over IPv6)", "ns", false).at_most(150.0), "snat66_ns"),
         (Record::new(cost, "reverse SNAT66 in", "ns", false).at_most(150.0), "reverse_snat66_ns"),
         (Record::new(cost, "routed out (IPv4, established flow, untranslated)", "ns", false), "routed_ns"),
+        (
+            Record::new(cost, "routed out over IPv6 (established flow, untranslated)", "ns", false),
+            "routed6_ns",
+        ),
+        (Record::new(cost, "routed in over IPv6 (a routed flow's reply)", "ns", false), "routed6_in_ns"),
     ];
     costs.extend(dnat66_cost_rows());
     costs.push((
