@@ -530,11 +530,12 @@ fn tcp_connect(dst: SocketAddr, secs: f64, threads: usize) -> Result<serde_json:
 
 fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     use dataplane_common::{
-        Backend, InterfaceConfig, IpAddress, MonitorEvent, NatConfig, Path, PublishKey, program_names,
+        Backend, InterfaceConfig, IpAddress, MonitorEvent, NatConfig, Path, PublishKey, SubnetInfo,
+        program_names,
     };
     use dataplane_tests::datapath::{
-        A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, UPLINK_ADDR, UPLINK_MAC, red_interface, udp_between,
-        udp_between_macs, udp_frame, udp6_between_macs,
+        A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, RED, RED_GATEWAY6, UPLINK_ADDR, UPLINK_MAC,
+        red_interface, udp_between, udp_between_macs, udp_frame, udp6_between_macs,
     };
     const CONTAINER: [u8; 4] = [10, 1, 0, 2];
     let (from_container, from_uplink) = (program_names::FROM_CONTAINER, program_names::FROM_UPLINK);
@@ -687,15 +688,13 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     // with 1,000 firewall rules on the port, none of which covers the client.
     let tcp_key = PublishKey { proto: 6, ..key };
     fixture.datapath.set_published(tcp_key, backend).unwrap();
-    let syn = {
-        let builder = etherparse::PacketBuilder::ethernet2(B_MAC, B_MAC)
-            .ipv4(remote, UPLINK_ADDR, 64)
-            .tcp(5555, 8080, 1000, 64000)
-            .syn();
+    let syn_to = |ip: etherparse::PacketBuilderStep<etherparse::IpHeaders>, port| {
         let mut frame = vec![];
-        builder.write(&mut frame, &[]).unwrap();
+        ip.tcp(5555, port, 1000, 64000).syn().write(&mut frame, &[]).unwrap();
         frame
     };
+    let uplink_frame = || etherparse::PacketBuilder::ethernet2(B_MAC, B_MAC);
+    let syn = syn_to(uplink_frame().ipv4(remote, UPLINK_ADDR, 64), 8080);
     let dnat_syn = measure(&mut fixture, from_uplink, &syn, Path::Published);
     let rule_set = firewall_of_1000_rules(&mut fixture);
     for published in [key, tcp_key] {
@@ -703,6 +702,22 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     }
     let dnat_1000_rules = measure(&mut fixture, from_uplink, &inbound, Path::Published);
     let dnat_syn_1000_rules = measure(&mut fixture, from_uplink, &syn, Path::Published);
+
+    // An unprotected network's container (B) reached from outside on its own address
+    // (`publish::direct`, through `from_uplink_routed`): a connection's SYN, which takes
+    // the long way, and a confirmed flow's datagrams, which take its cached entry.
+    const B: [u8; 4] = [10, 1, 0, 3];
+    let red_gateway = std::net::IpAddr::from([10, 1, 0, 1]);
+    let unprotected = SubnetInfo::UNPROTECTED;
+    fixture.datapath.set_subnet("10.1.0.0/24".parse().unwrap(), RED, red_gateway, unprotected).unwrap();
+    let direct_syn_frame = syn_to(uplink_frame().ipv4(remote, B, 64), 22);
+    let direct_syn = measure(&mut fixture, from_uplink, &direct_syn_frame, Path::Published);
+    let direct_in = udp_between(B_MAC, (remote, 5555), (B, 5353));
+    let flags = InterfaceConfig::PUBLISHES | InterfaceConfig::UNPROTECTED_V4;
+    fixture.datapath.set_interface(LO, InterfaceConfig { v4_addr: B, flags, ..sender }).unwrap();
+    let _ = fixture.run_uplink(&direct_in);
+    let _ = fixture.run(&udp_between_macs(outbound, (B, 5353), (remote, 5555)));
+    let direct = measure(&mut fixture, from_uplink, &direct_in, Path::Published);
 
     // DNAT66 (a port published on `[::]`), in tc (`from_uplink`, then `from_uplink_v6`)
     // and in XDP, onto itself as above: the uplink's IPv6 address is A's, which publishes
@@ -721,6 +736,13 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     let dnat66 = measure(&mut fixture, from_uplink, &inbound6, Path::Published);
     let reverse_dnat66 = measure(&mut fixture, from_container, &answer6, Path::PublishedReply);
     let xdp_dnat66 = xdp_runs(&mut fixture, &inbound6, false);
+    // A SYN to an unprotected container's own IPv6 address (`publish6::direct`).
+    fixture
+        .datapath
+        .set_subnet("fd00:1::/64".parse().unwrap(), RED, RED_GATEWAY6.into(), unprotected)
+        .unwrap();
+    let direct6_syn_frame = syn_to(uplink_frame().ipv6(remote6, B6, 64), 22);
+    let direct6_syn = measure(&mut fixture, from_uplink, &direct6_syn_frame, Path::Published);
     let log_instructions = fixture.kernel_log_instructions();
     json!({
         "forward_ns": forward, "forward6_ns": forward6, "isolation_drop_ns": isolation_drop, "slow_path_ns": slow_path,
@@ -731,6 +753,7 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
         "routed_ns": routed,
         "dnat_1000_rules_ns": dnat_1000_rules, "dnat_syn_ns": dnat_syn,
         "dnat_syn_1000_rules_ns": dnat_syn_1000_rules,
+        "direct_ns": direct, "direct_syn_ns": direct_syn, "direct6_syn_ns": direct6_syn,
         "forward_listening_ns": forward_listening,
         "isolation_drop_listening_ns": (events_lost == 0).then_some(isolation_drop_listening),
         "kernel_log_instructions": log_instructions,
