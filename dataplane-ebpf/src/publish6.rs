@@ -243,7 +243,7 @@ pub fn direct(ctx: &TcContext, frame: &Ipv6Frame, l4: &L4, network: u32) -> Opti
     let s = publish::scratch()?;
     s.inbound = nat6::flow_key(frame, l4);
     let known = publish::inbound_flow(s);
-    s.flow.backend = publish::own_port(IpAddress::v6(frame.dst), l4.dst_port, &peer);
+    s.flow.backend = publish::own_port(IpAddress::v6(frame.dst), frame.next_header, l4.dst_port, &peer);
     let way = match admit(ctx, s, frame, l4, known, 0, [0; 6], nat::now()) {
         Ok(way) => way,
         Err(verdict) => return verdict,

@@ -696,7 +696,8 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     let uplink_frame = || etherparse::PacketBuilder::ethernet2(B_MAC, B_MAC);
     let syn = syn_to(uplink_frame().ipv4(remote, UPLINK_ADDR, 64), 8080);
     let dnat_syn = measure(&mut fixture, from_uplink, &syn, Path::Published);
-    let rule_set = firewall_of_1000_rules(&mut fixture);
+    let mut installed = dataplane::firewall::Installed::default();
+    let (rules, rule_set) = firewall_of_1000_rules(&mut fixture, &mut installed);
     for published in [key, tcp_key] {
         fixture.datapath.set_published_rule_set(published, rule_set).unwrap();
     }
@@ -718,6 +719,10 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     let _ = fixture.run_uplink(&direct_in);
     let _ = fixture.run(&udp_between_macs(outbound, (B, 5353), (remote, 5555)));
     let direct = measure(&mut fixture, from_uplink, &direct_in, Path::Published);
+    // The SYN again with the 1,000 rules on B's own address.
+    let direct_rules = rules.compiler().direct("bench", false);
+    installed.set_direct(&mut fixture.datapath, B.into(), &direct_rules).unwrap();
+    let direct_syn_1000_rules = measure(&mut fixture, from_uplink, &direct_syn_frame, Path::Published);
 
     // DNAT66 (a port published on `[::]`), in tc (`from_uplink`, then `from_uplink_v6`)
     // and in XDP, onto itself as above: the uplink's IPv6 address is A's, which publishes
@@ -754,6 +759,7 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
         "dnat_1000_rules_ns": dnat_1000_rules, "dnat_syn_ns": dnat_syn,
         "dnat_syn_1000_rules_ns": dnat_syn_1000_rules,
         "direct_ns": direct, "direct_syn_ns": direct_syn, "direct6_syn_ns": direct6_syn,
+        "direct_syn_1000_rules_ns": direct_syn_1000_rules,
         "forward_listening_ns": forward_listening,
         "isolation_drop_listening_ns": (events_lost == 0).then_some(isolation_drop_listening),
         "kernel_log_instructions": log_instructions,
@@ -761,10 +767,13 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
 }
 
 /// Installs 1,000 deny rules for sources in 198.18.0.0/15 (none the bench's client), as
-/// the daemon would for a published port; returns their rule set.
-fn firewall_of_1000_rules(fixture: &mut dataplane_tests::datapath::Fixture) -> u16 {
+/// the daemon would for a published port; returns them and their rule set.
+fn firewall_of_1000_rules(
+    fixture: &mut dataplane_tests::datapath::Fixture,
+    installed: &mut dataplane::firewall::Installed,
+) -> (dataplane::firewall::Rules, u16) {
     use dataplane::{
-        firewall::{Action, Installed, RuleSpec, Rules, parse_source},
+        firewall::{Action, RuleSpec, Rules, parse_source},
         ports::{PortMapping, Proto},
     };
     let mut rules = Rules::default();
@@ -788,5 +797,6 @@ fn firewall_of_1000_rules(fixture: &mut dataplane_tests::datapath::Fixture) -> u
     };
     let set = rules.compiler().rule_set("bench", &mapping);
     assert_eq!(set.0.len(), 1000);
-    Installed::default().install(&mut fixture.datapath, &[set]).unwrap()[0]
+    let rule_set = installed.install(&mut fixture.datapath, &[set]).unwrap()[0];
+    (rules, rule_set)
 }
