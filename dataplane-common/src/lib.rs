@@ -995,6 +995,27 @@ pub struct FirewallKey6 {
     pub addr: [u8; 16],
 }
 
+/// Data of the key of the firewall's trie for containers' own addresses
+/// (`FIREWALL_DIRECT`): a container address of an unprotected network, a protocol, and a
+/// port in network byte order, whose bits come last. A block of ports sharing their first
+/// L bits is a prefix of `PORT_OFFSET_BITS + L` bits; the longest block holding a port
+/// answers for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FirewallDirectKey {
+    pub addr: IpAddress,
+    pub proto: u8,
+    pub _pad: u8,
+    pub port: u16,
+}
+
+impl FirewallDirectKey {
+    /// Bits of the key before the port: the address (with its family) and the protocol.
+    pub const PORT_OFFSET_BITS: u32 = 176;
+    /// Entries of the trie: blocks of ports, summed over addresses and protocols.
+    pub const TRIE_SIZE: u32 = 262_144;
+}
+
 /// What the firewall decides for the sources under one prefix of a rule set: the action of
 /// the first rule (in the user's order) that covers them, and that rule's slot among the
 /// hit counters.
@@ -1056,6 +1077,9 @@ pub mod map_names {
     pub const FIREWALL: &str = "FIREWALL";
     pub const FIREWALL6: &str = "FIREWALL6";
     pub const FIREWALL_HITS: &str = "FIREWALL_HITS";
+    /// The rule sets of containers' own addresses on unprotected networks, by protocol
+    /// and block of ports (`FirewallDirectKey` → rule set).
+    pub const FIREWALL_DIRECT: &str = "FIREWALL_DIRECT";
     /// Not pinned: the monitor's ring buffer, its settings and its lost-event counter
     /// belong to the daemon that reads them.
     pub const MONITOR_EVENTS: &str = "MONITOR_EVENTS";
@@ -1234,6 +1258,7 @@ const _: () = {
     assert!(size_of::<SubnetInfo>() == 28);
     assert!(size_of::<FirewallKey>() == 8);
     assert!(size_of::<FirewallKey6>() == 20);
+    assert!(size_of::<FirewallDirectKey>() == 24);
     assert!(size_of::<SockRevKey6>() == 32);
     assert!(size_of::<SockRevValue6>() == 20);
     assert!(size_of::<FirewallVerdict>() == 8);
@@ -1271,6 +1296,7 @@ mod pod {
     unsafe impl aya::Pod for SockRevValue {}
     unsafe impl aya::Pod for FirewallKey {}
     unsafe impl aya::Pod for FirewallKey6 {}
+    unsafe impl aya::Pod for FirewallDirectKey {}
     unsafe impl aya::Pod for FirewallVerdict {}
     unsafe impl aya::Pod for MonitorEvent {}
 }

@@ -1,15 +1,17 @@
-//! Firewall for published ports: the user's ordered allow/deny rules for traffic arriving
-//! on the uplink, which netfilter never sees once tc or XDP redirects it. Owns FIREWALL and
-//! FIREWALL6, the rule sets of IPv4 and IPv6 mappings compiled and filled by the daemon,
-//! and FIREWALL_HITS, the rules' hit counters. It decides from one trie lookup whatever the
-//! number of rules, and is never asked for ports without rules (`Backend::rule_set` 0) or
-//! for traffic from containers.
+//! Firewall for traffic arriving on the uplink, which netfilter never sees once tc or XDP
+//! redirects it: the user's ordered allow/deny rules, for published ports and for the
+//! ports of containers' own addresses that the outside reaches directly (every port on an
+//! unprotected network). Owns FIREWALL and FIREWALL6, the rule sets of IPv4 and IPv6
+//! traffic compiled and filled by the daemon; FIREWALL_DIRECT, which gives a container's
+//! own ports their rule sets; and FIREWALL_HITS, the rules' hit counters. It decides from
+//! one trie lookup whatever the number of rules, and is never asked for ports without
+//! rules (rule set 0), for traffic from containers, or for a cached connection's packets.
 
 use aya_ebpf::{
     macros::map,
     maps::{LpmTrie, PerCpuArray, lpm_trie::Key},
 };
-use dataplane_common::{FirewallKey, FirewallKey6, FirewallVerdict};
+use dataplane_common::{FirewallDirectKey, FirewallKey, FirewallKey6, FirewallVerdict, IpAddress};
 
 /// Per rule set, per distinct source prefix of its rules: the verdict of the first rule
 /// covering that prefix. The longest prefix matching a source is covered by exactly the
@@ -26,6 +28,12 @@ static FIREWALL6: LpmTrie<FirewallKey6, FirewallVerdict> = LpmTrie::pinned(Firew
 /// 512 bytes.
 #[map]
 static FIREWALL6_KEY: PerCpuArray<Key<FirewallKey6>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per container address of an unprotected network, per protocol, per block of ports: the
+/// rule set of traffic from the uplink to those ports of the address (0: none). The
+/// longest block holding a port answers for it; no block at all: no rule applies.
+#[map]
+static FIREWALL_DIRECT: LpmTrie<FirewallDirectKey, u16> = LpmTrie::pinned(FirewallDirectKey::TRIE_SIZE, 0);
 
 /// Packets each rule decided, by the rule's slot.
 #[map]
@@ -64,6 +72,16 @@ pub fn allows_ipv6(rule_set: u16, src: &[u8; 16]) -> bool {
         &*key
     };
     decided(FIREWALL6.get(key))
+}
+
+/// The rule set of traffic from the uplink to `port` (network byte order) of `proto` on
+/// `addr`, a container's own address: the longest block of ports holding it has it; 0,
+/// no rule applies, when none does.
+#[inline(always)]
+pub fn direct_rule_set(addr: IpAddress, proto: u8, port: u16) -> u16 {
+    let key =
+        Key::new(FirewallDirectKey::PORT_OFFSET_BITS + 16, FirewallDirectKey { addr, proto, _pad: 0, port });
+    FIREWALL_DIRECT.get(&key).copied().unwrap_or(0)
 }
 
 /// Whether the trie's `verdict` lets the packet through, counting the hit of the rule

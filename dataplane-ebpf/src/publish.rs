@@ -5,7 +5,8 @@
 //! ones, so that a flood of new flows can only push out new flows), and INBOUND_FLOWS, the
 //! cache that lets a confirmed connection's packets skip them all. On an unprotected
 //! network (`nat-unprotected`), every port of a container's own address is taken as
-//! published there (`direct`), so that its connections and replies take these paths.
+//! published there (`direct`), with the firewall's rule set of its port, so that its
+//! connections and replies take these paths.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -263,19 +264,20 @@ fn begin(frame: &Ipv4Frame, l4: &L4) -> Option<(&'static mut DnatScratch, Option
 pub fn direct(ctx: &TcContext, frame: &Ipv4Frame, network: u32) -> Option<(Path, i32)> {
     let l4 = published_l4(ctx, frame)?;
     let peer = endpoint::lookup(network, IpAddress::v4(frame.dst))?;
-    let backend = own_port(IpAddress::v4(frame.dst), l4.dst_port, &peer);
+    let backend = own_port(IpAddress::v4(frame.dst), frame.proto, l4.dst_port, &peer);
     let (s, known, now) = begin(frame, &l4)?;
     admit(ctx, s, frame, &l4, &backend, known, 0, [0; 6], now)
 }
 
-/// A container's own address and port as the backend of a connection to them, which no
-/// translation changes (`direct`, `publish6::direct`).
+/// A container's own address and port (of `proto`) as the backend of a connection to them
+/// from outside, which no translation changes (`direct`, `publish6::direct`), with the
+/// firewall's rule set for that port of the address.
 #[inline(always)]
-pub fn own_port(addr: IpAddress, port: u16, container: &Endpoint) -> Backend {
+pub fn own_port(addr: IpAddress, proto: u8, port: u16, container: &Endpoint) -> Backend {
     Backend {
         addr,
         port,
-        rule_set: 0,
+        rule_set: firewall::direct_rule_set(addr, proto, port),
         host_ifindex: container.host_ifindex,
         mac: container.mac,
         flags: 0,

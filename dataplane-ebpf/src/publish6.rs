@@ -252,7 +252,7 @@ pub fn direct(
         return None;
     }
     let peer = endpoint::lookup(network, IpAddress::v6(frame.dst))?;
-    let backend = publish::own_port(IpAddress::v6(frame.dst), l4.dst_port, &peer);
+    let backend = publish::own_port(IpAddress::v6(frame.dst), frame.next_header, l4.dst_port, &peer);
     untranslated_in(ctx, frame, l4, l4_offset, backend)
 }
 

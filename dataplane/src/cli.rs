@@ -279,14 +279,17 @@ struct FirewallAddArgs {
     /// alone (default: any client of either family).
     #[arg(long, value_parser = firewall::parse_source)]
     source: Option<IpNet>,
-    /// Published host port or range, P or P-Q (default: any).
+    /// The port or range clients address, P or P-Q: a published host port, or a container's
+    /// own port where the outside reaches its address (routed and nat-unprotected
+    /// networks) (default: any).
     #[arg(long, value_parser = clap::value_parser!(PortRange))]
     port: Option<PortRange>,
     /// tcp or udp (default: both).
     #[arg(long, value_parser = firewall::parse_proto)]
     proto: Option<crate::ports::Proto>,
-    /// Only the ports this container publishes (by name; the rule stays when it goes). A
-    /// Docker container is `docker:` and the start of its EndpointID on the network.
+    /// Only this container's ports: those it publishes, and its own address's (by name;
+    /// the rule stays when it goes). A Docker container is `docker:` and the start of its
+    /// EndpointID on the network.
     #[arg(long)]
     container: Option<String>,
     /// `allow` or `deny` what the rule matches.

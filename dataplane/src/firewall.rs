@@ -1,29 +1,35 @@
-//! The firewall for published ports, user side: the ordered rules users manage with
-//! `dataplane firewall` (parsed and checked here), their compilation into rule sets, and
-//! the rule sets installed in the programs' FIREWALL trie.
+//! The firewall for traffic from the uplink, user side: the ordered rules users manage
+//! with `dataplane firewall` (parsed and checked here), their compilation into rule sets,
+//! and the rule sets installed in the programs' FIREWALL tries, with FIREWALL_DIRECT, which
+//! gives the ports of containers' own addresses theirs.
 //!
-//! Each published mapping gets the rules that apply to it (protocol, host port, container,
-//! and a source of the mapping's family), in order; mappings with the same outcome share
-//! one rule set. A set is of one family: an IPv4 mapping's goes to the IPv4 trie, an IPv6
-//! one's to the IPv6 trie, and a rule without a source is in both as 0.0.0.0/0 and ::/0. A rule set holds, for each
-//! distinct source prefix among its rules, the verdict of the first rule covering that
-//! prefix: for a source address, the longest prefix holding it is covered by exactly the
-//! rules that cover the address, so one trie lookup gives the first match whatever the
-//! number of rules. It never touches PUBLISHED itself; the daemon points mappings at sets.
+//! Traffic gets the rules that apply to the port its client addressed (protocol, port,
+//! container, and a source of the traffic's family), in order: a published host port, or a
+//! port of a container's own address that the outside reaches directly (routed and
+//! unprotected networks); ports with the same outcome share one rule set. A set is of one
+//! family: an IPv4 port's goes to the IPv4 trie, an IPv6 one's to the IPv6 trie, and a rule
+//! without a source is in both as 0.0.0.0/0 and ::/0. A rule set holds, for each distinct
+//! source prefix among its rules, the verdict of the first rule covering that prefix: for
+//! a source address, the longest prefix holding it is covered by exactly the rules that
+//! cover the address, so one trie lookup gives the first match whatever the number of
+//! rules. It never touches PUBLISHED itself; the daemon points mappings at sets.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
+    net::IpAddr,
     str::FromStr,
+    sync::Arc,
 };
 
 use anyhow::{Result, bail};
-use dataplane_common::FirewallVerdict;
+use aya::maps::lpm_trie::Key;
+use dataplane_common::{FirewallDirectKey, FirewallVerdict};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    maps::Datapath,
+    maps::{self, Datapath},
     ports::{PortMapping, Proto},
 };
 
@@ -43,7 +49,7 @@ impl fmt::Display for Action {
     }
 }
 
-/// Host ports `first` to `last`, inclusive: never 0, never backwards.
+/// Ports `first` to `last`, inclusive: never 0, never backwards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortRange {
     pub first: u16,
@@ -115,12 +121,12 @@ fn check_source(net: IpNet) -> Result<(), String> {
     Ok(())
 }
 
-/// Every address of the family of `mapping`'s host address: the source of a rule without
-/// one, in that mapping's rule set.
-fn any_source_of(mapping: &PortMapping) -> IpNet {
-    match mapping.host_ip {
-        std::net::IpAddr::V4(_) => Ipv4Net::default().into(),
-        std::net::IpAddr::V6(_) => Ipv6Net::default().into(),
+/// Every address of a family: the source of a rule without one, in that family's rule
+/// sets.
+fn any_source(ipv6: bool) -> IpNet {
+    match ipv6 {
+        false => Ipv4Net::default().into(),
+        true => Ipv6Net::default().into(),
     }
 }
 
@@ -139,10 +145,11 @@ pub struct RuleSpec {
     pub action: Action,
     /// IPv4 or IPv6: a rule with a source applies to its family's traffic alone.
     pub source: Option<IpNet>,
-    /// Published host ports.
+    /// The ports clients address: published host ports, and the ports of containers' own
+    /// addresses where the outside reaches those (routed and unprotected networks).
     pub ports: Option<PortRange>,
     pub proto: Option<Proto>,
-    /// A container's name: the rule applies to its published ports.
+    /// A container's name: the rule applies to its published ports and its own address.
     pub container: Option<String>,
 }
 
@@ -158,11 +165,17 @@ impl RuleSpec {
         Ok(())
     }
 
-    fn applies_to(&self, container: &str, mapping: &PortMapping) -> bool {
-        self.proto.is_none_or(|p| p == mapping.proto)
-            && self.ports.is_none_or(|r| r.contains(mapping.host_port))
+    /// Whether the rule applies to traffic of `proto` for `container`, from clients of the
+    /// family `ipv6`, whatever port they address.
+    fn applies_to_some_port(&self, container: &str, proto: Proto, ipv6: bool) -> bool {
+        self.proto.is_none_or(|p| p == proto)
             && self.container.as_deref().is_none_or(|c| c == container)
-            && self.source.is_none_or(|s| s.addr().is_ipv4() == mapping.host_ip.is_ipv4())
+            && self.source.is_none_or(|s| s.addr().is_ipv6() == ipv6)
+    }
+
+    /// Whether its ports hold `port` (a rule without them holds every port).
+    fn covers_port(&self, port: u16) -> bool {
+        self.ports.is_none_or(|r| r.contains(port))
     }
 
     /// The source, or every address of `any`'s family.
@@ -232,31 +245,82 @@ impl Rules {
     }
 
     pub fn compiler(&self) -> Compiler<'_> {
-        Compiler { rules: &self.rules, memo: HashMap::new() }
+        Compiler { rules: &self.rules, memo: HashMap::new(), blocks: HashMap::new() }
     }
 }
 
 /// The trie entries of one rule set, sorted: source prefix (all of one family) and
-/// verdict. Empty: no rule applies, and the programs are not asked (rule set 0).
+/// verdict. Empty: no rule applies, and the programs are not asked (rule set 0). Shared,
+/// not copied, by the ports that have it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RuleSet(pub Vec<(IpNet, FirewallVerdict)>);
+pub struct RuleSet(pub Arc<[(IpNet, FirewallVerdict)]>);
 
-/// Compiles the rule sets of published mappings; mappings that the same rules apply to
-/// (all the ports of a range, say) are compiled once.
+/// A block of ports for a longest-prefix match: those whose first `len` bits are
+/// `first`'s (`len` 0: every port, 16: `first` alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortPrefix {
+    pub first: u16,
+    pub len: u8,
+}
+
+impl PortPrefix {
+    const ALL: Self = Self { first: 0, len: 0 };
+
+    /// The port past its last.
+    fn end(self) -> u32 {
+        u32::from(self.first) + (1 << (16 - self.len))
+    }
+
+    /// Its two halves: one bit longer. Not of a block of one port.
+    fn halves(self) -> [Self; 2] {
+        let len = self.len + 1;
+        [Self { first: self.first, len }, Self { first: self.first + (1 << (16 - len)), len }]
+    }
+}
+
+/// The rule sets of one protocol's ports on a container's own address: blocks of ports,
+/// the longest block holding a port giving its set.
+pub type PortBlocks = Vec<(PortPrefix, RuleSet)>;
+
+/// Compiles rule sets; ports that the same rules apply to (all the ports of a range, say)
+/// are compiled once.
 pub struct Compiler<'a> {
     rules: &'a [Rule],
     /// By the family's "any" source and the rules applying.
     memo: HashMap<(IpNet, Vec<usize>), RuleSet>,
+    /// `direct`'s blocks, by family, protocol and the rules applying to some port.
+    blocks: HashMap<(bool, Proto, Vec<usize>), PortBlocks>,
 }
 
 impl Compiler<'_> {
-    /// The rule set of `container`'s published `mapping`.
+    /// The rule set of `container`'s published `mapping`, whose clients address its host
+    /// port.
     pub fn rule_set(&mut self, container: &str, mapping: &PortMapping) -> RuleSet {
-        let applying: Vec<usize> =
-            (0..self.rules.len()).filter(|i| self.rules[*i].spec.applies_to(container, mapping)).collect();
+        self.rule_set_at(container, mapping.proto, mapping.host_port, mapping.host_ip.is_ipv6())
+    }
+
+    /// The rule set of traffic to `port` of `proto` for `container`, from clients of the
+    /// family `ipv6`.
+    pub fn rule_set_at(&mut self, container: &str, proto: Proto, port: u16, ipv6: bool) -> RuleSet {
+        let applying = self.applying(container, proto, ipv6).into_iter();
+        let applying = applying.filter(|i| self.rules[*i].spec.covers_port(port)).collect();
+        self.compile(ipv6, applying)
+    }
+
+    /// The rules that apply to some port of `proto` for `container`, from clients of the
+    /// family `ipv6`: their indices, in order.
+    fn applying(&self, container: &str, proto: Proto, ipv6: bool) -> Vec<usize> {
+        (0..self.rules.len())
+            .filter(|i| self.rules[*i].spec.applies_to_some_port(container, proto, ipv6))
+            .collect()
+    }
+
+    /// The rule set of the rules `applying` (indices, in order), for clients of the family
+    /// `ipv6`.
+    fn compile(&mut self, ipv6: bool, applying: Vec<usize>) -> RuleSet {
         let rules = self.rules;
         self.memo
-            .entry((any_source_of(mapping), applying))
+            .entry((any_source(ipv6), applying))
             .or_insert_with_key(|(any, applying)| {
                 let mut entries: BTreeMap<IpNet, FirewallVerdict> = BTreeMap::new();
                 for (position, index) in applying.iter().enumerate() {
@@ -276,18 +340,115 @@ impl Compiler<'_> {
             })
             .clone()
     }
+
+    /// The rule sets of traffic to every port of `container`'s own address, from clients
+    /// of the family `ipv6` (its address's), by protocol: for each, the ports are cut where
+    /// a range of the rules applying starts or ends, and each piece gets the rule set of
+    /// the rules applying to its ports, in blocks (`port_blocks`). None for a protocol no
+    /// rule applies to.
+    pub fn direct(&mut self, container: &str, ipv6: bool) -> Vec<(Proto, PortBlocks)> {
+        let mut direct = vec![];
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let applying = self.applying(container, proto, ipv6);
+            if applying.is_empty() {
+                continue;
+            }
+            let key = (ipv6, proto, applying);
+            let blocks = match self.blocks.get(&key) {
+                Some(blocks) => blocks.clone(),
+                None => {
+                    let blocks = self.blocks_of(ipv6, &key.2);
+                    self.blocks.insert(key, blocks.clone());
+                    blocks
+                }
+            };
+            direct.push((proto, blocks));
+        }
+        direct
+    }
+
+    /// The blocks of the ports of one protocol that the rules `applying` apply to, some
+    /// to some ports only (see `direct`).
+    fn blocks_of(&mut self, ipv6: bool, applying: &[usize]) -> PortBlocks {
+        let mut cuts = BTreeSet::from([0u32]);
+        for range in applying.iter().filter_map(|i| self.rules[*i].spec.ports) {
+            cuts.extend([u32::from(range.first), u32::from(range.last) + 1]);
+        }
+        let mut pieces: Vec<(u16, RuleSet)> = vec![];
+        for first in cuts.into_iter().filter_map(|cut| u16::try_from(cut).ok()) {
+            let here = applying.iter().copied().filter(|i| self.rules[*i].spec.covers_port(first)).collect();
+            let set = self.compile(ipv6, here);
+            // Neighbours with the same set (a shadowed rule's range, say) are one piece.
+            if pieces.last().is_none_or(|(_, last)| *last != set) {
+                pieces.push((first, set));
+            }
+        }
+        port_blocks(&pieces, &RuleSet::default())
+    }
 }
 
-/// The rule sets in the FIREWALL trie and their IDs. A set keeps its ID while some
-/// mapping uses it; a changed set is written under a new ID before mappings point at it,
-/// so that a packet never sees half a set.
+/// Blocks of ports that give each port the value of its piece, for a longest-prefix match:
+/// `pieces` are (first port, value), by port, the first at port 0, each running to the
+/// next. A block whose ports share one value is an entry, unless the block around it
+/// gives that value already (`outside`, around them all, needs no entry); a block of
+/// several values is an entry with the one covering most of its ports, and its halves
+/// override it where they differ. So a range amid others takes its own blocks alone, and a
+/// port amid a range one block: not the blocks of every piece around it.
+fn port_blocks<V: Clone + Ord>(pieces: &[(u16, V)], outside: &V) -> Vec<(PortPrefix, V)> {
+    let mut blocks = vec![];
+    fill_block(pieces, PortPrefix::ALL, outside, &mut blocks);
+    blocks
+}
+
+/// `port_blocks` for the ports of `block`, inside a block that gives them `around`.
+fn fill_block<V: Clone + Ord>(
+    pieces: &[(u16, V)],
+    block: PortPrefix,
+    around: &V,
+    blocks: &mut Vec<(PortPrefix, V)>,
+) {
+    // The pieces holding ports of the block: the last one starting at or before its first
+    // port, up to the last one starting before its end.
+    let start = pieces.partition_point(|(first, _)| *first <= block.first) - 1;
+    let end = pieces.partition_point(|(first, _)| u32::from(*first) < block.end());
+    let mut ports: BTreeMap<&V, u32> = BTreeMap::new();
+    for (i, (first, value)) in pieces.iter().enumerate().take(end).skip(start) {
+        let next = pieces.get(i + 1).map_or(1 << 16, |(next, _)| u32::from(*next));
+        *ports.entry(value).or_default() +=
+            next.min(block.end()) - u32::from(*first).max(u32::from(block.first));
+    }
+    // The value of most ports; on a tie, the one around, which needs no entry.
+    let (value, _) = ports
+        .iter()
+        .max_by_key(|(value, count)| (**count, **value == around))
+        .expect("a block holds ports of some piece");
+    let value = (*value).clone();
+    if value != *around {
+        blocks.push((block, value.clone()));
+    }
+    if ports.len() > 1 {
+        for half in block.halves() {
+            fill_block(pieces, half, &value, blocks);
+        }
+    }
+}
+
+/// The blocks of ports of a container's own address, as FIREWALL_DIRECT holds them: by
+/// protocol number and block, their rule sets' IDs.
+type DirectBlocks = BTreeMap<(u8, PortPrefix), u16>;
+
+/// The rule sets in the FIREWALL trie and their IDs, and the entries of FIREWALL_DIRECT. A
+/// set keeps its ID while some port uses it; a changed set is written under a new ID
+/// before ports point at it, so that a packet never sees half a set.
 #[derive(Default)]
 pub struct Installed {
     ids: BTreeMap<RuleSet, u16>,
+    /// FIREWALL_DIRECT's entries, by container address.
+    direct: BTreeMap<IpAddr, DirectBlocks>,
 }
 
 impl Installed {
-    /// The sets an earlier run left in the (pinned) trie.
+    /// The sets and blocks an earlier run left in the (pinned) tries.
     pub fn load(datapath: &mut Datapath) -> Result<Self> {
         let mut sets: BTreeMap<u16, Vec<(IpNet, FirewallVerdict)>> = BTreeMap::new();
         for (id, source, verdict) in datapath.firewall_entries()? {
@@ -297,16 +458,23 @@ impl Installed {
             .into_iter()
             .map(|(id, mut entries)| {
                 entries.sort();
-                (RuleSet(entries), id)
+                (RuleSet(entries.into()), id)
             })
             .collect();
-        Ok(Self { ids })
+        let mut direct: BTreeMap<IpAddr, DirectBlocks> = BTreeMap::new();
+        for (key, id) in datapath.firewall_direct_entries()? {
+            let data = key.data();
+            let len = key.prefix_len().saturating_sub(FirewallDirectKey::PORT_OFFSET_BITS) as u8;
+            let block = PortPrefix { first: u16::from_be(data.port), len };
+            direct.entry(maps::ip_addr(&data.addr)).or_default().insert((data.proto, block), id);
+        }
+        Ok(Self { ids, direct })
     }
 
     /// Entries of `sets` in the trie of each family: IPv4's, IPv6's.
     fn entries<'a>(sets: impl Iterator<Item = &'a RuleSet>) -> [usize; 2] {
         let mut counts = [0, 0];
-        for (source, _) in sets.flat_map(|s| &s.0) {
+        for (source, _) in sets.flat_map(|s| s.0.iter()) {
             counts[usize::from(source.addr().is_ipv6())] += 1;
         }
         counts
@@ -367,6 +535,76 @@ impl Installed {
         Ok(ids)
     }
 
+    /// Gives the ports of container address `addr` the rule sets of `direct`
+    /// (`Compiler::direct`'s; empty: none), installing the sets first; the address's other
+    /// blocks go. Each port keeps its old set or has its new one at every moment: new
+    /// blocks go in longest first, so that a port matches none before its own, and the old
+    /// ones left go shortest first, so that a port never falls back on a third's.
+    /// Refused, writing nothing, when FIREWALL_DIRECT could not hold the blocks.
+    pub fn set_direct(
+        &mut self,
+        datapath: &mut Datapath,
+        addr: IpAddr,
+        direct: &[(Proto, PortBlocks)],
+    ) -> Result<()> {
+        if direct.is_empty() && !self.direct.contains_key(&addr) {
+            return Ok(());
+        }
+        self.write_direct(datapath, &[(addr, direct)])
+    }
+
+    /// Gives every container address of `direct` its blocks (as `set_direct`), and removes
+    /// the blocks of any other.
+    pub fn sync_direct(
+        &mut self,
+        datapath: &mut Datapath,
+        direct: &BTreeMap<IpAddr, Vec<(Proto, PortBlocks)>>,
+    ) -> Result<()> {
+        let gone = self.direct.keys().filter(|addr| !direct.contains_key(addr));
+        let mut wanted: Vec<(IpAddr, &[(Proto, PortBlocks)])> = gone.map(|addr| (*addr, &[][..])).collect();
+        wanted.extend(direct.iter().map(|(addr, blocks)| (*addr, blocks.as_slice())));
+        self.write_direct(datapath, &wanted)
+    }
+
+    /// `set_direct` for each address of `wanted`, their sets installed at once.
+    fn write_direct(
+        &mut self,
+        datapath: &mut Datapath,
+        wanted: &[(IpAddr, &[(Proto, PortBlocks)])],
+    ) -> Result<()> {
+        let blocks_of =
+            |direct: &[(Proto, PortBlocks)]| direct.iter().map(|(_, blocks)| blocks.len()).sum::<usize>();
+        let rewritten: BTreeSet<IpAddr> = wanted.iter().map(|(addr, _)| *addr).collect();
+        let kept = self.direct.iter().filter(|(addr, _)| !rewritten.contains(addr));
+        let entries = kept.map(|(_, blocks)| blocks.len()).sum::<usize>()
+            + wanted.iter().map(|(_, direct)| blocks_of(direct)).sum::<usize>();
+        if entries > FirewallDirectKey::TRIE_SIZE as usize {
+            bail!(
+                "the firewall of containers' own addresses would take {entries} entries, more than the {} it \
+                 holds; use fewer port ranges, or remove rules (`dataplane firewall rm ID`)",
+                FirewallDirectKey::TRIE_SIZE
+            );
+        }
+        let sets: Vec<RuleSet> = wanted
+            .iter()
+            .flat_map(|(_, direct)| direct.iter().flat_map(|(_, b)| b.iter().map(|(_, set)| set.clone())))
+            .collect();
+        let mut ids = self.install(datapath, &sets)?.into_iter();
+        for (addr, direct) in wanted {
+            let blocks = direct
+                .iter()
+                .flat_map(|(proto, blocks)| blocks.iter().map(|(block, _)| (proto.number(), *block)));
+            let blocks: DirectBlocks = blocks.zip(ids.by_ref()).collect();
+            let written = self.direct.entry(*addr).or_default();
+            let rewritten = rewrite_blocks(datapath, *addr, written, &blocks);
+            if written.is_empty() {
+                self.direct.remove(addr);
+            }
+            rewritten?;
+        }
+        Ok(())
+    }
+
     /// Removes from the trie every set but `used`.
     pub fn retain(&mut self, datapath: &mut Datapath, used: &BTreeSet<RuleSet>) {
         let unused: Vec<(RuleSet, u16)> =
@@ -378,9 +616,41 @@ impl Installed {
     }
 }
 
+/// Brings the blocks of container address `addr` from `written` to `wanted`, in the order
+/// `Installed::set_direct` says, `written` kept as FIREWALL_DIRECT holds them.
+fn rewrite_blocks(
+    datapath: &mut Datapath,
+    addr: IpAddr,
+    written: &mut DirectBlocks,
+    wanted: &DirectBlocks,
+) -> Result<()> {
+    let mut new: Vec<_> =
+        wanted.iter().filter(|(block, id)| written.get(block) != Some(id)).map(|(b, id)| (*b, *id)).collect();
+    new.sort_by_key(|((_, prefix), _)| std::cmp::Reverse(prefix.len));
+    let mut old: Vec<_> = written.keys().filter(|block| !wanted.contains_key(block)).copied().collect();
+    old.sort_by_key(|(_, prefix)| prefix.len);
+    for (block, id) in new {
+        datapath.set_firewall_direct_entry(&direct_key(addr, block), id)?;
+        written.insert(block, id);
+    }
+    for block in old {
+        datapath.remove_firewall_direct_entry(&direct_key(addr, block))?;
+        written.remove(&block);
+    }
+    Ok(())
+}
+
+/// The FIREWALL_DIRECT key of `block` of container address `addr`.
+fn direct_key(addr: IpAddr, (proto, block): (u8, PortPrefix)) -> Key<FirewallDirectKey> {
+    Key::new(
+        FirewallDirectKey::PORT_OFFSET_BITS + u32::from(block.len),
+        FirewallDirectKey { addr: maps::ip_address(addr), proto, _pad: 0, port: block.first.to_be() },
+    )
+}
+
 /// Best effort: an entry left behind only takes room, no mapping points at its set.
 fn remove_set(datapath: &mut Datapath, set: &RuleSet, id: u16) {
-    for (source, _) in &set.0 {
+    for (source, _) in set.0.iter() {
         if let Err(e) = datapath.remove_firewall_entry(id, *source) {
             log::warn!("removing firewall rule set {id}: {e:#}");
         }
@@ -512,8 +782,8 @@ mod tests {
         assert_eq!(new.len(), 2);
 
         // Installed sets keep their IDs; a changed set gets one no installed set uses.
-        let installed = Installed { ids: new };
-        let changed = RuleSet(vec![(parse_source("192.0.2.0/25").unwrap(), sets[0].0[0].1)]);
+        let installed = Installed { ids: new, ..Installed::default() };
+        let changed = RuleSet([(parse_source("192.0.2.0/25").unwrap(), sets[0].0[0].1)].into());
         let (ids, new) = installed.assign(&[sets[2].clone(), changed]).unwrap();
         assert_eq!(ids, [2, 3]);
         assert_eq!(new.values().copied().collect::<Vec<_>>(), [3]);
@@ -524,11 +794,11 @@ mod tests {
         let wide: Vec<(IpNet, FirewallVerdict)> = (0..FirewallVerdict::TRIE_SIZE / 2 + 1)
             .map(|i| (Ipv4Net::new(Ipv4Addr::from(i << 8), 24).unwrap().into(), FirewallVerdict::default()))
             .collect();
-        let installed = Installed { ids: [(RuleSet(wide.clone()), 1)].into() };
+        let installed = Installed { ids: [(RuleSet(wide.clone().into()), 1)].into(), ..Installed::default() };
         let mut other = wide;
         other.pop();
         other.push((parse_source("255.255.255.255").unwrap(), FirewallVerdict::default()));
-        let err = installed.assign(&[RuleSet(other)]).unwrap_err().to_string();
+        let err = installed.assign(&[RuleSet(other.into())]).unwrap_err().to_string();
         assert!(err.contains("trie entries") && err.contains("firewall rm"), "{err}");
         // Each family has a trie of its own: IPv6 sets beside the full IPv4 trie fit.
         let wide6: Vec<(IpNet, FirewallVerdict)> = (0..FirewallVerdict::TRIE_SIZE / 2 + 1)
@@ -539,7 +809,10 @@ mod tests {
                 )
             })
             .collect();
-        assert!(installed.assign(&[RuleSet(wide6)]).is_ok(), "IPv6 entries were counted against IPv4's trie");
+        assert!(
+            installed.assign(&[RuleSet(wide6.into())]).is_ok(),
+            "IPv6 entries were counted against IPv4's trie"
+        );
     }
 
     #[test]
@@ -612,5 +885,171 @@ mod tests {
         )
         .unwrap();
         assert_eq!(saved.source, Some(parse_source("203.0.113.0/24").unwrap()));
+    }
+
+    /// The value the longest of `blocks` holding `port` gives it, as the kernel's trie
+    /// answers; `outside` when none holds it.
+    fn block_value<V: Clone>(blocks: &[(PortPrefix, V)], port: u16, outside: &V) -> V {
+        let holding = blocks.iter().filter(|(b, _)| (u32::from(b.first)..b.end()).contains(&u32::from(port)));
+        holding.max_by_key(|(b, _)| b.len).map_or_else(|| outside.clone(), |(_, v)| v.clone())
+    }
+
+    /// The value of `port`'s piece.
+    fn piece_value(pieces: &[(u16, u8)], port: u16) -> u8 {
+        pieces.iter().rev().find(|(first, _)| *first <= port).unwrap().1
+    }
+
+    #[test]
+    fn port_blocks_give_every_port_its_pieces_value_in_few_entries() {
+        let cases: Vec<(Vec<(u16, u8)>, usize)> = vec![
+            // The value around all of them: no entry.
+            (vec![(0, 0)], 0),
+            (vec![(0, 1)], 1),
+            // A port amid a range: the range's block, and the port's.
+            (vec![(0, 1), (80, 2), (81, 1)], 2),
+            // A range amid nothing: its own blocks alone, nested (1000-2000: 7, where
+            // blocks side by side take 8).
+            (vec![(0, 0), (1000, 1), (2001, 0)], 7),
+            // A range amid a rule on every port: the same, and one block for every port.
+            (vec![(0, 2), (1000, 1), (2001, 2)], 8),
+            // Two ports amid every other: every port's block and theirs.
+            (vec![(0, 0), (1, 3), (65535, 4)], 3),
+        ];
+        for (pieces, entries) in &cases {
+            let blocks = port_blocks(pieces, &0);
+            assert_eq!(blocks.len(), *entries, "entries of {pieces:?}: {blocks:?}");
+        }
+        // Many ranges (a cheap deterministic generator): every port gets its piece's
+        // value, and never more than two blocks per bit of a cut.
+        let mut seed = 0x2545_f491_u32;
+        for _ in 0..20 {
+            let mut cuts = BTreeSet::from([0u16]);
+            for _ in 0..12 {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                cuts.insert((seed >> 8) as u16);
+            }
+            let pieces: Vec<(u16, u8)> =
+                cuts.into_iter().enumerate().map(|(i, cut)| (cut, (i % 4) as u8)).collect();
+            let blocks = port_blocks(&pieces, &0);
+            for port in 0..=u16::MAX {
+                assert_eq!(
+                    block_value(&blocks, port, &0),
+                    piece_value(&pieces, port),
+                    "port {port} of {pieces:?}"
+                );
+            }
+            assert!(blocks.len() <= 32 * pieces.len(), "{} blocks for {} pieces", blocks.len(), pieces.len());
+        }
+    }
+
+    fn rule(action: Action, source: Option<&str>, ports: Option<&str>) -> RuleSpec {
+        RuleSpec { ports: ports.map(|p| p.parse().unwrap()), ..spec(action, source) }
+    }
+
+    /// What `direct`'s blocks of `proto` answer for a packet from `source` to `port`.
+    fn direct_verdict(
+        direct: &[(Proto, PortBlocks)],
+        proto: Proto,
+        port: u16,
+        source: &str,
+    ) -> Option<(Action, u32)> {
+        let blocks = direct.iter().find(|(p, _)| *p == proto).map(|(_, b)| b.as_slice()).unwrap_or_default();
+        lookup(&block_value(blocks, port, &RuleSet::default()), source)
+    }
+
+    /// On a container's own address, `--port` is the port the client addresses, and the
+    /// first matching rule decides there as on a published port.
+    #[test]
+    fn the_ports_of_a_containers_own_address_take_the_first_matching_rule_of_their_port() {
+        use Action::{Allow, Deny};
+        let rules = rules(vec![
+            rule(Allow, Some("192.0.2.0/24"), Some("8000-8010")),
+            rule(Deny, None, Some("8005")),
+            rule(Deny, Some("198.51.100.0/24"), None),
+            rule(Deny, Some("203.0.113.0/24"), Some("22")),
+        ]);
+        let mut compiler = rules.compiler();
+        let direct = compiler.direct("web", false);
+        assert_eq!(direct.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [Proto::Tcp, Proto::Udp]);
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let verdict = |port, source| direct_verdict(&direct, proto, port, source);
+            assert_eq!(verdict(8005, "192.0.2.5"), Some((Allow, 0)), "the allow before the deny decides");
+            assert_eq!(verdict(8005, "203.0.113.9"), Some((Deny, 1)), "the port's deny");
+            assert_eq!(verdict(8004, "203.0.113.9"), None, "8004: no rule covers the source");
+            assert_eq!(verdict(8003, "198.51.100.7"), Some((Deny, 2)), "the catch-all port's source deny");
+            assert_eq!(verdict(9000, "198.51.100.7"), Some((Deny, 2)));
+            assert_eq!(verdict(22, "203.0.113.9"), Some((Deny, 3)));
+            assert_eq!(verdict(23, "203.0.113.9"), None, "a port outside every range of its source");
+            // Every port's blocks give the rule set a published port there would get.
+            for port in [0, 1, 21, 22, 23, 7999, 8000, 8004, 8005, 8006, 8010, 8011, 65535] {
+                let blocks = &direct.iter().find(|(p, _)| *p == proto).unwrap().1;
+                assert_eq!(
+                    block_value(blocks, port, &RuleSet::default()),
+                    compiler.rule_set_at("web", proto, port, false),
+                    "port {port}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_containers_own_ports_take_only_the_rules_of_their_protocol_container_and_family() {
+        use Action::Deny;
+        let rules = rules(vec![
+            RuleSpec { proto: Some(Proto::Udp), ..rule(Deny, Some("192.0.2.0/24"), Some("53")) },
+            RuleSpec { container: Some("db".into()), ..rule(Deny, None, Some("5432")) },
+            rule(Deny, Some("2001:db8:1::/48"), None),
+        ]);
+        let mut compiler = rules.compiler();
+        let protos = |direct: &[(Proto, PortBlocks)]| direct.iter().map(|(p, _)| *p).collect::<Vec<_>>();
+        let web = compiler.direct("web", false);
+        assert_eq!(protos(&web), [Proto::Udp], "no rule applies to web's TCP");
+        assert_eq!(direct_verdict(&web, Proto::Udp, 53, "192.0.2.1"), Some((Deny, 0)));
+        assert_eq!(web[0].1.len(), 1, "one block: port 53");
+        let db = compiler.direct("db", false);
+        assert_eq!(direct_verdict(&db, Proto::Tcp, 5432, "203.0.113.9"), Some((Deny, 1)));
+        assert_eq!(direct_verdict(&web, Proto::Tcp, 5432, "203.0.113.9"), None, "db's rule is db's alone");
+        let web6 = compiler.direct("web", true);
+        assert_eq!(protos(&web6), [Proto::Tcp, Proto::Udp], "the IPv6 source's rule alone, on both");
+        assert_eq!(direct_verdict(&web6, Proto::Tcp, 1, "2001:db8:1::9"), Some((Deny, 2)));
+        assert_eq!(direct_verdict(&web6, Proto::Udp, 53, "192.0.2.1"), None, "an IPv4 source on IPv6");
+        assert!(Rules::default().compiler().direct("web", false).is_empty(), "no rules: no blocks");
+    }
+
+    #[test]
+    fn a_containers_own_ports_share_rule_sets_and_shadowed_ranges_take_no_block() {
+        use Action::{Allow, Deny};
+        let (deny_every_port, deny_range, allow_8080) = (
+            rule(Deny, Some("192.0.2.0/24"), None),
+            rule(Deny, Some("198.51.100.0/24"), Some("8000-8999")),
+            rule(Allow, None, Some("8080")),
+        );
+        let rules = rules(vec![
+            deny_every_port.clone(),
+            // Shadowed: the same source, decided on every port by the rule before.
+            rule(Allow, Some("192.0.2.0/24"), Some("100-200")),
+            deny_range.clone(),
+            allow_8080.clone(),
+        ]);
+        let mut compiler = rules.compiler();
+        let direct = compiler.direct("web", false);
+        let tcp = &direct[0].1;
+        let set_at = |port| block_value(tcp, port, &RuleSet::default());
+        assert!(Arc::ptr_eq(&set_at(8079).0, &set_at(8081).0), "both sides of 8080 share one rule set");
+        assert_ne!(set_at(8079), set_at(8080));
+        let without_shadowed = self::rules(vec![deny_every_port, deny_range, allow_8080]);
+        let blocks = |direct: &[(Proto, PortBlocks)]| direct[0].1.iter().map(|(b, _)| *b).collect::<Vec<_>>();
+        assert_eq!(
+            blocks(&direct),
+            blocks(&without_shadowed.compiler().direct("web", false)),
+            "shadowed range"
+        );
+        let sets: Vec<RuleSet> =
+            direct.iter().flat_map(|(_, b)| b.iter().map(|(_, set)| set.clone())).collect();
+        let (ids, new) = Installed::default().assign(&sets).unwrap();
+        assert_eq!(new.len(), 3, "every port's, the range's, 8080's");
+        assert_eq!(ids[..tcp.len()], ids[tcp.len()..], "TCP's and UDP's blocks share the sets");
+        // Another container with the same rules has the same blocks.
+        assert_eq!(compiler.direct("api", false), direct);
     }
 }

@@ -7,7 +7,7 @@
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
     fs,
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd},
     path::Path,
 };
@@ -25,10 +25,10 @@ use aya::{
     },
 };
 use dataplane_common::{
-    Backend, Counter, DnatEntry, Endpoint, EndpointCounters, EndpointKey, FirewallKey, FirewallKey6,
-    FirewallVerdict, FlowKey, HostConfig, IPPROTO_ICMP, InterfaceConfig, IpAddress, NatConfig,
-    Path as DpPath, PublishKey, RemoteEndpoint, RevSnatEntry, SnatEntry, SubnetInfo, SubnetKey, TunnelConfig,
-    ct_event, map_names, program_names,
+    AF_INET6, Backend, Counter, DnatEntry, Endpoint, EndpointCounters, EndpointKey, FirewallDirectKey,
+    FirewallKey, FirewallKey6, FirewallVerdict, FlowKey, HostConfig, IPPROTO_ICMP, InterfaceConfig,
+    IpAddress, NatConfig, Path as DpPath, PublishKey, RemoteEndpoint, RevSnatEntry, SnatEntry, SubnetInfo,
+    SubnetKey, TunnelConfig, ct_event, map_names, program_names,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -116,6 +116,15 @@ pub fn ip_address(ip: IpAddr) -> IpAddress {
     }
 }
 
+/// The address `ip` holds: `ip_address` the other way.
+pub fn ip_addr(ip: &IpAddress) -> IpAddr {
+    if ip.family == AF_INET6 {
+        Ipv6Addr::from(ip.addr).into()
+    } else {
+        Ipv4Addr::new(ip.addr[0], ip.addr[1], ip.addr[2], ip.addr[3]).into()
+    }
+}
+
 pub fn endpoint_key(network: u32, ip: IpAddr) -> EndpointKey {
     EndpointKey { network, ip: ip_address(ip) }
 }
@@ -180,7 +189,7 @@ fn firewall_key6(rule_set: u16, source: Ipv6Net) -> Key<FirewallKey6> {
     )
 }
 
-fn pinned_layouts() -> [PinnedLayout; 27] {
+fn pinned_layouts() -> [PinnedLayout; 28] {
     use dataplane_common::{SockRevKey, SockRevKey6, SockRevValue, SockRevValue6};
     [
         layout::<EndpointKey, Endpoint>(map_names::ENDPOINTS, None),
@@ -204,6 +213,7 @@ fn pinned_layouts() -> [PinnedLayout; 27] {
         layout::<Key<FirewallKey>, FirewallVerdict>(map_names::FIREWALL, Some(FirewallVerdict::TRIE_SIZE)),
         layout::<Key<FirewallKey6>, FirewallVerdict>(map_names::FIREWALL6, Some(FirewallVerdict::TRIE_SIZE)),
         layout::<u32, u64>(map_names::FIREWALL_HITS, Some(FirewallVerdict::MAX_RULES)),
+        layout::<Key<FirewallDirectKey>, u16>(map_names::FIREWALL_DIRECT, Some(FirewallDirectKey::TRIE_SIZE)),
         // A program array: slot index to program fd.
         layout::<u32, u32>(map_names::UPLINK_V6, Some(1)),
         layout::<u32, u32>(map_names::UPLINK_ROUTED, Some(2)),
@@ -949,6 +959,29 @@ impl Datapath {
             entries.push((u32::from_be(data.rule_set) as u16, source.into(), verdict));
         }
         Ok(entries)
+    }
+
+    fn firewall_direct(&mut self) -> Result<LpmTrie<&mut MapData, FirewallDirectKey, u16>> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::FIREWALL_DIRECT)
+            .ok_or_else(|| anyhow!("map FIREWALL_DIRECT missing"))?;
+        LpmTrie::try_from(map).context("opening map FIREWALL_DIRECT")
+    }
+
+    /// Gives the ports of `key` (a block of one protocol's ports on a container's own
+    /// address) firewall rule set `rule_set` (0: none).
+    pub fn set_firewall_direct_entry(&mut self, key: &Key<FirewallDirectKey>, rule_set: u16) -> Result<()> {
+        self.firewall_direct()?.insert(key, rule_set, 0).context("writing FIREWALL_DIRECT")
+    }
+
+    pub fn remove_firewall_direct_entry(&mut self, key: &Key<FirewallDirectKey>) -> Result<()> {
+        remove_missing_ok(self.firewall_direct()?.remove(key))
+    }
+
+    /// Every entry of FIREWALL_DIRECT: a block of ports and its rule set.
+    pub fn firewall_direct_entries(&mut self) -> Result<Vec<(Key<FirewallDirectKey>, u16)>> {
+        self.firewall_direct()?.iter().map(|entry| entry.context("reading map FIREWALL_DIRECT")).collect()
     }
 
     fn firewall_hits_map(&self) -> Result<PerCpuArray<&MapData, u64>> {

@@ -3,18 +3,20 @@
 //! tracked flows by protocol and state. The translation itself is the kernel programs'.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
 use dataplane_common::{
-    AF_INET6, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig,
-    ct_event, ct_state,
+    FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IpAddress, NatConfig, ct_event, ct_state,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{maps::Datapath, netlink::Netlink};
+use crate::{
+    maps::{self, Datapath},
+    netlink::Netlink,
+};
 
 /// The interface masqueraded traffic leaves by, and the address it takes there.
 /// Whether published ports are served by XDP on the uplink (`daemon --xdp`).
@@ -379,17 +381,9 @@ pub struct FlowView {
     pub expires_in_secs: u64,
 }
 
-fn addr(ip: &dataplane_common::IpAddress) -> IpAddr {
-    if ip.family == AF_INET6 {
-        Ipv6Addr::from(ip.addr).into()
-    } else {
-        Ipv4Addr::new(ip.addr[0], ip.addr[1], ip.addr[2], ip.addr[3]).into()
-    }
-}
-
 /// `10.0.0.2:80`, `[fd00::2]:80`.
 fn endpoint(ip: &dataplane_common::IpAddress, port: u16) -> String {
-    SocketAddr::new(addr(ip), u16::from_be(port)).to_string()
+    SocketAddr::new(maps::ip_addr(ip), u16::from_be(port)).to_string()
 }
 
 fn describe(kind: &str, proto: u8, state: u8, created: u64, last_seen: u64, now_ns: u64) -> FlowView {

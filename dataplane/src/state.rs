@@ -277,6 +277,15 @@ impl Network {
         let options = self.bridge_options.clone();
         self.gateways().filter(move |gateway| !options.isolated(gateway.is_ipv6()))
     }
+
+    /// Whether the outside reaches every port of its containers' own addresses of that
+    /// family (IPv4 when `ipv6` is false): `nat-unprotected`, on a network that is not
+    /// `--internal` (whose containers nothing outside reaches).
+    pub fn unprotected(&self, ipv6: bool) -> bool {
+        let options = &self.bridge_options;
+        let mode = if ipv6 { options.gateway_mode_ipv6 } else { options.gateway_mode_ipv4 };
+        mode == GatewayMode::NatUnprotected && !self.internal
+    }
 }
 
 /// The network a container joins when `run` names none (Docker's `bridge`): it resolves no

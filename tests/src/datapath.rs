@@ -13,7 +13,10 @@ use std::{
 };
 
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
-use dataplane::maps::{Datapath, endpoint_key};
+use dataplane::{
+    firewall::{Action, Installed, RuleSpec, Rules, parse_source},
+    maps::{Datapath, endpoint_key},
+};
 use dataplane_common::{Endpoint, InterfaceConfig, NatConfig, Path};
 use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep, TcpOptionElement};
 
@@ -271,6 +274,43 @@ impl Fixture {
     pub fn count(&mut self, path: Path) -> u64 {
         self.datapath.counters().unwrap().into_iter().find(|(p, _)| *p == path).unwrap().1.packets
     }
+
+    /// Gives `addr`, the own address of `container` on an unprotected network, the
+    /// firewall of `rules` as the daemon does (`Compiler::direct`, `Installed::set_direct`),
+    /// then drops the rule sets nothing uses any more.
+    pub fn filter_own_address(
+        &mut self,
+        installed: &mut Installed,
+        rules: &Rules,
+        container: &str,
+        addr: IpAddr,
+    ) {
+        let direct = rules.compiler().direct(container, addr.is_ipv6());
+        installed.set_direct(&mut self.datapath, addr, &direct).unwrap();
+        let used = direct.into_iter().flat_map(|(_, blocks)| blocks).map(|(_, set)| set).collect();
+        installed.retain(&mut self.datapath, &used);
+    }
+}
+
+/// A firewall rule for any protocol and container, as `dataplane firewall add` takes it:
+/// `source` and `ports` as `--source` and `--port` spell them, `None` for any.
+pub fn firewall_rule(action: Action, source: Option<&str>, ports: Option<&str>) -> RuleSpec {
+    RuleSpec {
+        action,
+        source: source.map(|s| parse_source(s).unwrap()),
+        ports: ports.map(|p| p.parse().unwrap()),
+        proto: None,
+        container: None,
+    }
+}
+
+/// `specs`, appended in order as `dataplane firewall add` does.
+pub fn firewall_rules(specs: impl IntoIterator<Item = RuleSpec>) -> Rules {
+    let mut rules = Rules::default();
+    for spec in specs {
+        rules.add(spec).unwrap();
+    }
+    rules
 }
 
 /// One BPF_PROG_TEST_RUN of `program` on `frame`: the verdict and the frame as it leaves.

@@ -7,9 +7,9 @@
 //! takes the replies of its flows, its published ports on its own addresses and ICMPv6,
 //! nothing else; a NAT66 network's container addresses take nothing from outside. An
 //! unprotected network (`gateway_mode_ipv6=nat-unprotected`) is masqueraded going out and
-//! takes every port of its containers' own addresses from outside. The fixture's uplink
-//! holds 2001:db8:71::1 (`UPLINK_ADDR6`); A sends from
-//! fd00:1::2, B (behind ifindex 42) publishes from fd00:1::3.
+//! takes every port of its containers' own addresses from outside, the firewall's rules
+//! applied there. The fixture's uplink holds 2001:db8:71::1 (`UPLINK_ADDR6`); A sends
+//! from fd00:1::2, B (behind ifindex 42) publishes from fd00:1::3.
 
 use dataplane::{
     firewall::{Action, Installed, RuleSpec, Rules},
@@ -22,7 +22,7 @@ use dataplane_common::{
 use dataplane_tests::datapath::{
     self, A_MAC, A6, B_MAC, B6, Fixture, GATEWAY_MAC, LO, PseudoHeader, Quoted, RED, RED_GATEWAY6, Seen,
     TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR, UPLINK_ADDR6, UPLINK_MAC, XDP_DROP, XDP_PASS,
-    XDP_REDIRECT, b_interface, checked_ports, checked_quote, macs,
+    XDP_REDIRECT, b_interface, checked_ports, checked_quote, firewall_rule, firewall_rules, macs,
 };
 use etherparse::{Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -451,6 +451,52 @@ fn an_unprotected_containers_icmpv6_errors_about_its_masqueraded_flows_leave_tra
     assert_eq!(verdict, TC_ACT_REDIRECT, "an unprotected container's error about no flow was not sent out");
     assert_untranslated(&error, &out, "the error about no flow");
     assert_eq!(fx.count(Path::Routed), 1);
+}
+
+/// The firewall on an unprotected container's own IPv6 address, as over IPv4: a denied
+/// prefix's SYN to the rule's port is dropped and counted, and nothing tracked; another
+/// client's, another port's and UDP's pass; an IPv4 source never matches.
+#[test]
+fn the_firewall_filters_what_reaches_an_unprotected_containers_own_ipv6_ports_from_outside() {
+    let mut fx = nat66();
+    fx.datapath
+        .set_subnet("fd00:1::/64".parse().unwrap(), RED, RED_GATEWAY6.into(), SubnetInfo::UNPROTECTED)
+        .unwrap();
+    let mut installed = Installed::default();
+    let rules = firewall_rules([
+        RuleSpec {
+            proto: Some(Proto::Tcp),
+            ..firewall_rule(Action::Deny, Some("2001:db8:99::/48"), Some("22"))
+        },
+        firewall_rule(Action::Deny, Some("198.51.100.0/24"), None),
+    ]);
+    fx.filter_own_address(&mut installed, &rules, "web", B6.into());
+    let deny = rules.rules[0].slot;
+
+    let denied = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (B6, 22), true, false);
+    let (verdict, out) = fx.run_uplink(&denied);
+    assert_eq!(
+        (verdict, out),
+        (TC_ACT_SHOT, denied),
+        "a denied prefix's SYN reached the container's own port"
+    );
+    assert_eq!(fx.count(Path::DroppedFirewall), 1, "the drop was not counted as the firewall's");
+    assert_eq!(fx.datapath.firewall_hits(deny).unwrap(), 1, "the deny rule's hit was not counted");
+    assert!(fx.datapath.dnat_unconfirmed().unwrap().is_empty(), "a denied connection was tracked");
+
+    for (frame, what) in [
+        (tcp6(GATEWAY_MAC, (OTHER_REMOTE6, 33000), (B6, 22), true, false), "another prefix's SYN"),
+        (tcp6(GATEWAY_MAC, (REMOTE6, 33001), (B6, 80), true, false), "a SYN to port 80"),
+        (udp6(GATEWAY_MAC, (REMOTE6, 5000), (B6, 22)), "a datagram to port 22"),
+    ] {
+        let (verdict, inside) = fx.run_uplink(&frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{what} was refused");
+        assert_eq!(inspect(&inside).eth_dst, B_MAC, "{what}: destination MAC must be the container's");
+        assert_untranslated(&frame, &inside, what);
+    }
+    assert_eq!((fx.count(Path::Published), fx.count(Path::DroppedFirewall)), (3, 1));
+    assert_eq!(fx.datapath.firewall_hits(deny).unwrap(), 1, "a client, port or protocol outside it hit it");
+    assert_eq!(fx.datapath.firewall_hits(rules.rules[1].slot).unwrap(), 0, "an IPv4 source decided for IPv6");
 }
 
 const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];

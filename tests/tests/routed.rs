@@ -5,7 +5,8 @@
 //! published (container) port and to ping, and on nothing else. A NAT network beside it
 //! keeps masquerading, and its container addresses take nothing from outside. An
 //! unprotected one (`gateway_mode_ipv4=nat-unprotected`) masquerades too, and from
-//! outside its container's own address answers on every port. An isolated one
+//! outside its container's own address answers on every port. The firewall applies on
+//! both kinds of own address. An isolated one
 //! (`gateway_mode_ipv4=isolated`, Docker 28.2) keeps to its own containers.
 
 use std::{process::Stdio, time::Duration};
@@ -228,11 +229,6 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
     // The host port keeps working on the uplink's address.
     assert!(host.fetch_from_outside(UPLINK_ADDR, 8080), "the host port stopped working");
 
-    // The firewall applies to the container port as to the host port.
-    host.dp_ok(&["firewall", "add", "--container", "web", "--source", EXTERNAL_ADDR, "deny"]);
-    assert!(!host.fetch_from_outside(&web, 80), "the firewall did not apply to the routed container port");
-    assert!(host.counter("dropped_firewall") > 0, "{}", host.dp_ok(&["stats"]));
-
     // A NAT container's own address takes nothing from outside, published or not.
     host.dp_ok(&[
         "run",
@@ -281,4 +277,16 @@ fn from_outside_a_routed_container_answers_on_its_published_port_and_to_ping_onl
         options[ROUTED_OPTION], "nat-unprotected",
         "inspect does not show the gateway mode: {options}"
     );
+
+    // The firewall applies on containers' own addresses, `--port` being the port the
+    // client addresses there: the routed container port, any port of an unprotected one;
+    // not the host ports.
+    let rule = host.dp_ok(&["firewall", "add", "--source", EXTERNAL_ADDR, "--port", "80", "deny"]);
+    assert!(!host.fetch_from_outside(&openweb, 80), "the firewall let the outside in to an unprotected port");
+    assert!(!host.fetch_from_outside(&web, 80), "the firewall did not apply to the routed container port");
+    assert!(host.counter("dropped_firewall") >= 2, "{}", host.dp_ok(&["stats"]));
+    assert!(host.fetch_from_outside(&openweb, 81), "the firewall refused a port outside its rule");
+    assert!(host.fetch_from_outside(UPLINK_ADDR, 8082), "a rule for port 80 refused host port 8082");
+    host.dp_ok(&["firewall", "rm", rule.trim()]);
+    assert!(host.fetch_from_outside(&openweb, 80), "the unprotected port stayed closed after `firewall rm`");
 }

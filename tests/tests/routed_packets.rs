@@ -4,15 +4,23 @@
 //! from outside, a routed container's own address takes its published container ports,
 //! replies and ICMP, and drops the rest. An unprotected network
 //! (`gateway_mode_ipv4=nat-unprotected`) is masqueraded going out, and takes every port of
-//! its containers' own addresses from outside, by the same tail call. Every frame's bytes
-//! past its MACs are checked unchanged, which covers every address, port and checksum.
+//! its containers' own addresses from outside, by the same tail call, the firewall's rules
+//! applied there. Every frame's bytes past its MACs are checked unchanged, which covers
+//! every address, port and checksum.
 
+use std::time::Duration;
+
+use dataplane::{
+    firewall::{Action, Installed, RuleSpec, Rules},
+    ports::Proto,
+};
 use dataplane_common::{
     Backend, IPPROTO_TCP, InterfaceConfig, IpAddress, Path, PublishKey, SubnetInfo, ct_state,
 };
 use dataplane_tests::datapath::{
     A_MAC, B_MAC, Fixture, GATEWAY_MAC, LO, RED, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_ADDR,
-    UPLINK_MAC, XDP_PASS, b_interface, icmp_echo, macs, tcp_segment, udp_between_macs,
+    UPLINK_MAC, XDP_PASS, b_interface, firewall_rule, firewall_rules, icmp_echo, macs, red_interface,
+    tcp_segment, udp_between_macs,
 };
 
 const A: [u8; 4] = [10, 1, 0, 2];
@@ -347,9 +355,7 @@ fn icmp_errors_through_a_routed_network_pass_both_ways_untranslated() {
 #[test]
 fn an_unprotected_containers_icmp_errors_about_its_masqueraded_flows_leave_translated() {
     let mut fx = unprotected();
-    fx.datapath
-        .set_interface(LO, dataplane_tests::datapath::red_interface(InterfaceConfig::UNPROTECTED_V4))
-        .unwrap();
+    fx.datapath.set_interface(LO, red_interface(InterfaceConfig::UNPROTECTED_V4)).unwrap();
     let (_, out) = fx.run(&udp_between_macs((A_MAC, GATEWAY_MAC), (A, 5000), (REMOTE, 53)));
     let nat_port = u16::from_be_bytes([out[34], out[35]]);
     let answer = udp_between_macs((GATEWAY_MAC, UPLINK_MAC), (REMOTE, 53), (UPLINK_ADDR, nat_port));
@@ -385,4 +391,102 @@ fn an_unprotected_containers_icmp_errors_about_its_masqueraded_flows_leave_trans
     assert_eq!(verdict, TC_ACT_REDIRECT, "the error about no flow was not sent to the uplink");
     assert_untranslated(&error, &out, "the error about no flow");
     assert_eq!(fx.count(Path::Routed), 1);
+}
+
+const OTHER_REMOTE: [u8; 4] = [198, 51, 100, 8];
+
+/// The firewall on an unprotected container's own address, where `--port` is the port the
+/// client addresses: a denied source's SYN is dropped and counted, and nothing tracked; the
+/// first matching rule decides, as on a published port; other ports and protocols than the
+/// rule's pass.
+#[test]
+fn the_firewall_filters_what_reaches_an_unprotected_containers_own_ports_from_outside() {
+    let mut fx = unprotected();
+    let mut installed = Installed::default();
+    let rules = firewall_rules([
+        firewall_rule(Action::Allow, Some("198.51.100.7"), Some("22")),
+        RuleSpec {
+            proto: Some(Proto::Tcp),
+            ..firewall_rule(Action::Deny, Some("198.51.100.0/24"), Some("20-29"))
+        },
+    ]);
+    fx.filter_own_address(&mut installed, &rules, "web", B.into());
+    let (allow, deny) = (rules.rules[0].slot, rules.rules[1].slot);
+
+    let denied = tcp_segment(GATEWAY_MAC, (OTHER_REMOTE, 33000), (B, 22), "S", 1, 0);
+    let (verdict, out) = fx.run_uplink(&denied);
+    assert_eq!(
+        (verdict, out),
+        (TC_ACT_SHOT, denied),
+        "a denied source's SYN reached the container's own port"
+    );
+    assert_eq!(fx.count(Path::DroppedFirewall), 1, "the drop was not counted as the firewall's");
+    assert_eq!(fx.datapath.firewall_hits(deny).unwrap(), 1, "the deny rule's hit was not counted");
+    assert!(fx.datapath.dnat_unconfirmed().unwrap().is_empty(), "a denied connection was tracked");
+
+    // The allow before the deny lets its source in, untranslated.
+    let allowed = tcp_segment(GATEWAY_MAC, (REMOTE, 33000), (B, 22), "S", 1, 0);
+    let (verdict, inside) = fx.run_uplink(&allowed);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the allowed source was refused");
+    assert_eq!(macs(&inside).0, B_MAC, "destination MAC must be the container's");
+    assert_untranslated(&allowed, &inside, "the allowed SYN");
+    assert_eq!(fx.datapath.firewall_hits(allow).unwrap(), 1, "the allow rule's hit was not counted");
+
+    // A port outside the rule's range, and UDP to one inside (the rule is TCP's): in.
+    for (frame, what) in [
+        (tcp_segment(GATEWAY_MAC, (OTHER_REMOTE, 33001), (B, 80), "S", 1, 0), "a SYN to port 80"),
+        (udp_between_macs((GATEWAY_MAC, UPLINK_MAC), (OTHER_REMOTE, 5000), (B, 22)), "a datagram to port 22"),
+    ] {
+        let (verdict, inside) = fx.run_uplink(&frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{what} was refused");
+        assert_eq!(macs(&inside).0, B_MAC, "{what}: destination MAC must be the container's");
+        assert_untranslated(&frame, &inside, what);
+    }
+    assert_eq!((fx.count(Path::Published), fx.count(Path::DroppedFirewall)), (3, 1));
+    assert_eq!(fx.datapath.firewall_hits(deny).unwrap(), 1, "a port or protocol outside the rule hit it");
+}
+
+/// A deny on an unprotected container's own address cuts its established connections
+/// within a second (their cached packets ask the firewall again then) and new ones at
+/// once; it outlives a reload of the programs; it leaves the network's own containers
+/// alone; and once removed, nothing of it stays in the tries.
+#[test]
+fn a_deny_on_an_unprotected_containers_own_address_cuts_its_connections_and_goes_with_its_rule() {
+    let mut fx = unprotected();
+    let client = (REMOTE, 33000);
+    assert_eq!(fx.run_uplink(&tcp_segment(GATEWAY_MAC, client, (B, 22), "S", 1, 0)).0, TC_ACT_REDIRECT);
+    fx.datapath.set_interface(LO, b_interface(InterfaceConfig::PUBLISHES)).unwrap();
+    assert_eq!(fx.run(&tcp_segment(B_MAC, (B, 22), client, "SA", 9, 2)).0, TC_ACT_REDIRECT);
+    let ack = tcp_segment(GATEWAY_MAC, client, (B, 22), "A", 2, 10);
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT);
+    assert_eq!(fx.datapath.dnat_conntrack().unwrap().len(), 1, "the client's ACK did not confirm the flow");
+
+    let mut installed = Installed::default();
+    let deny_all = firewall_rules([firewall_rule(Action::Deny, None, None)]);
+    fx.filter_own_address(&mut installed, &deny_all, "web", B.into());
+    let other = tcp_segment(GATEWAY_MAC, (REMOTE, 33001), (B, 22), "S", 1, 0);
+    assert_eq!(fx.run_uplink(&other).0, TC_ACT_SHOT, "a new connection got past a deny");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_SHOT, "a connection outlived its deny by more than a second");
+    assert_eq!(fx.count(Path::DroppedFirewall), 2);
+
+    // A restarted daemon finds the address's blocks pinned, and takes them over.
+    fx.reload();
+    let mut installed = Installed::load(&mut fx.datapath).unwrap();
+    assert_eq!(fx.run_uplink(&other).0, TC_ACT_SHOT, "the deny did not outlive a reload");
+    assert_eq!(fx.count(Path::DroppedFirewall), 3);
+
+    // A, on B's network, is no client from outside: it reaches B as before.
+    fx.datapath.set_interface(LO, red_interface(InterfaceConfig::UNPROTECTED_V4)).unwrap();
+    let from_a = udp_between_macs((A_MAC, B_MAC), (A, 40000), (B, 22));
+    let (verdict, inside) = fx.run(&from_a);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the firewall for the uplink filtered a container of the network");
+    assert_eq!(macs(&inside).0, B_MAC);
+    assert_eq!(fx.count(Path::DroppedFirewall), 3);
+
+    // Without the rule the connection goes on, and nothing of the rule stays behind.
+    fx.filter_own_address(&mut installed, &Rules::default(), "web", B.into());
+    assert_eq!(fx.run_uplink(&ack).0, TC_ACT_REDIRECT, "the connection stayed blocked after the rule went");
+    assert!(fx.datapath.firewall_direct_entries().unwrap().is_empty(), "the address kept its blocks");
+    assert!(fx.datapath.firewall_entries().unwrap().is_empty(), "a rule set nothing uses stayed in the trie");
 }

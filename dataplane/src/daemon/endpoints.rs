@@ -1,10 +1,10 @@
 //! Endpoints: a namespace's attachment to a network, whoever made the namespace (our own
 //! `run` today; a runtime through CNI or Docker's plugin next). Attaching gives it an
 //! address from the network's IPAM and a MAC, builds its interface and map entries
-//! through the network's driver, publishes its ports (through `publishing`) and records
-//! the names the network's DNS answers for it besides its owner's (aliases); detaching
-//! undoes all of it. It never creates or removes a namespace and never looks at what a
-//! container is: the owner does both.
+//! through the network's driver, publishes its ports and filters its own addresses
+//! (through `publishing`) and records the names the network's DNS answers for it besides
+//! its owner's (aliases); detaching undoes all of it. It never creates or removes a
+//! namespace and never looks at what a container is: the owner does both.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -165,6 +165,7 @@ impl Core {
         publish: &[PortMapping],
     ) -> Result<()> {
         let publishes = !publish.is_empty();
+        self.set_direct_firewall(endpoint, owner_name)?;
         let host_index =
             drivers::connect(&self.netlink, &mut self.datapath, net, endpoint, publishes).await?;
         if publishes {
@@ -187,6 +188,7 @@ impl Core {
             );
         }
         let publishes = !endpoint.ports.is_empty();
+        self.set_direct_firewall(endpoint, owner_name)?;
         let host_index =
             drivers::connect(&self.netlink, &mut self.datapath, &net, endpoint, publishes).await?;
         if publishes {
@@ -274,9 +276,10 @@ impl Core {
         Ok(())
     }
 
-    /// Removes an endpoint from the system and the maps, its published ports with it;
-    /// parts already gone are skipped, and an error leaves the others to go all the same.
-    /// Also undoes an attach that a crash cut short (its intent holds the endpoint).
+    /// Removes an endpoint from the system and the maps, its published ports and the
+    /// firewall of its own addresses with it; parts already gone are skipped, and an error
+    /// leaves the others to go all the same. Also undoes an attach that a crash cut short
+    /// (its intent holds the endpoint).
     pub(super) async fn dismantle(&mut self, endpoint: &Endpoint, removal: InterfaceRemoval) -> Result<()> {
         let mut errors = vec![];
         if let Err(e) = self.unpublish(endpoint) {
@@ -287,6 +290,9 @@ impl Core {
             && let Err(e) =
                 drivers::disconnect(&self.netlink, &mut self.datapath, &net, endpoint, later).await
         {
+            errors.push(format!("{e:#}"));
+        }
+        if let Err(e) = self.clear_direct_firewall(endpoint) {
             errors.push(format!("{e:#}"));
         }
         if errors.is_empty() { Ok(()) } else { bail!(errors.join("; ")) }

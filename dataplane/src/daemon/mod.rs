@@ -8,7 +8,8 @@
 //! - `networks`: create, remove, prune; the host's routes;
 //! - `overlay`: the shared store's view on this host: overlay networks and other hosts'
 //!   names, from its watch, and the host's lease (used by `networks` and `endpoints`);
-//! - `publishing`: published ports of an endpoint, their reservations and firewall rule sets;
+//! - `publishing`: published ports of an endpoint, their reservations and firewall rule sets,
+//!   and the firewall of its own addresses;
 //! - `endpoints`: a namespace's attachment to a network, whoever made the namespace
 //!   (uses `publishing`);
 //! - `containers`: our own `run`, `stop`, `start`, `rm`, `network connect` (uses `endpoints`);
@@ -171,7 +172,8 @@ struct Core {
     departed: nat::Departures,
     /// Wakes the task that forgets the departed flows.
     departures_waiting: Arc<tokio::sync::Notify>,
-    /// The firewall rule sets in the programs' trie.
+    /// The firewall rule sets in the programs' tries, and the blocks of ports of
+    /// containers' own addresses.
     firewall: firewall::Installed,
     /// The host's ULA /48, where networks without an IPv6 --subnet take a /64.
     ula_pool: ipnet::Ipv6Net,

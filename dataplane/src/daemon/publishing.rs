@@ -1,10 +1,12 @@
 //! Published ports of an endpoint: the host ports reserved for them, their PUBLISHED
-//! entries (with the host-only flag), and the firewall rule sets those entries point at,
-//! with the `firewall` verbs that change the rules. It never builds or removes an
-//! interface and never adds or drops an endpoint: it is handed one that exists.
+//! entries (with the host-only flag), and the firewall rule sets those entries point at;
+//! the firewall of the endpoint's own addresses where the outside reaches every port
+//! (unprotected networks: FIREWALL_DIRECT); and the `firewall` verbs that change the
+//! rules. It never builds or removes an interface and never adds or drops an endpoint: it
+//! is handed one that exists.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -15,7 +17,8 @@ use serde_json::{Value, json};
 use super::Core;
 use crate::{
     api::{DaemonError, ErrorKind},
-    firewall, maps,
+    firewall::{self, RuleSet},
+    maps,
     ports::{self, Bind, PortMapping},
     state::{Endpoint, GatewayMode, Owner, State},
 };
@@ -89,7 +92,7 @@ impl Core {
                     .extend(hold.mappings.iter().map(|&i| PortMapping { host_port: port, ..mappings[i] }));
             }
         }
-        let rule_sets = self.rule_sets_of(owner, &resolved)?;
+        let rule_sets = self.rule_sets_of(owner, endpoint, &resolved)?;
         let host_only = self.host_only_addresses(&resolved).await?;
         endpoint.ports = resolved;
         self.reservations.insert(endpoint.id.clone(), held);
@@ -162,7 +165,7 @@ impl Core {
         owner: &str,
         host_index: u32,
     ) -> Result<()> {
-        let rule_sets = self.rule_sets_of(owner, &endpoint.ports)?;
+        let rule_sets = self.rule_sets_of(owner, endpoint, &endpoint.ports)?;
         let host_only = self.host_only_addresses(&endpoint.ports).await?;
         let mut held = vec![];
         // Last first: a pair that cannot be held together is tried again one by one.
@@ -198,13 +201,13 @@ impl Core {
         Ok(())
     }
 
-    /// Points one published port at the endpoint, through its rule set.
+    /// Points one published port at the endpoint, through its rule sets (`rule_sets_of`).
     fn set_published(
         &mut self,
         endpoint: &Endpoint,
         mapping: &PortMapping,
         host_index: u32,
-        rule_set: u16,
+        [rule_set, own_port_rule_set]: [u16; 2],
         host_only: bool,
     ) -> Result<()> {
         let addr: IpAddr = match (mapping.host_ip, endpoint.ip6) {
@@ -230,7 +233,9 @@ impl Core {
         };
         self.datapath.set_published(publish_key(mapping), backend)?;
         match routed_key(routed_addrs(&self.state, endpoint), mapping) {
-            Some(key) if !host_only => self.datapath.set_published(key, backend),
+            Some(key) if !host_only => {
+                self.datapath.set_published(key, Backend { rule_set: own_port_rule_set, ..backend })
+            }
             _ => Ok(()),
         }
     }
@@ -245,36 +250,71 @@ impl Core {
         Ok(())
     }
 
-    /// The firewall rule sets of the mappings of `owner` (what rules call the owner of
-    /// an endpoint: a container's name), installed in the trie.
-    fn rule_sets_of(&mut self, owner: &str, mappings: &[PortMapping]) -> Result<Vec<u16>> {
+    /// The firewall rule sets of `endpoint`'s `mappings` (`mapping_rule_sets`), installed
+    /// in the trie. `owner` is what rules call the owner of an endpoint (a container's
+    /// name).
+    fn rule_sets_of(
+        &mut self,
+        owner: &str,
+        endpoint: &Endpoint,
+        mappings: &[PortMapping],
+    ) -> Result<Vec<[u16; 2]>> {
         let mut compiler = self.state.firewall.compiler();
-        let sets: Vec<_> = mappings.iter().map(|m| compiler.rule_set(owner, m)).collect();
-        self.firewall.install(&mut self.datapath, &sets)
+        let routed = routed_addrs(&self.state, endpoint);
+        let sets: Vec<_> =
+            mappings.iter().flat_map(|m| mapping_rule_sets(&mut compiler, owner, routed, m)).collect();
+        let ids = self.firewall.install(&mut self.datapath, &sets)?;
+        Ok(ids.chunks(2).map(|pair| [pair[0], pair[1]]).collect())
     }
 
-    /// Brings the firewall trie and the published ports' rule sets in line with the rules
-    /// and the endpoints of the state: new sets are written before ports point at them,
-    /// and sets no port uses any more go last.
+    /// The firewall of `endpoint`'s own addresses whose every port the outside reaches
+    /// (`unprotected_addrs`): the rules that apply to `owner`'s ports there, by port,
+    /// written before the endpoint is reachable.
+    pub(super) fn set_direct_firewall(&mut self, endpoint: &Endpoint, owner: &str) -> Result<()> {
+        let mut compiler = self.state.firewall.compiler();
+        for addr in unprotected_addrs(&self.state, endpoint) {
+            let direct = compiler.direct(owner, addr.is_ipv6());
+            self.firewall.set_direct(&mut self.datapath, addr, &direct)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the firewall of `endpoint`'s own addresses (`set_direct_firewall`), once it
+    /// is no longer reachable.
+    pub(super) fn clear_direct_firewall(&mut self, endpoint: &Endpoint) -> Result<()> {
+        endpoint.addresses().try_for_each(|addr| self.firewall.set_direct(&mut self.datapath, addr, &[]))
+    }
+
+    /// Brings the firewall tries, the published ports' rule sets and the firewall of
+    /// containers' own addresses in line with the rules and the endpoints of the state:
+    /// new sets are written before ports point at them, and sets no port uses any more go
+    /// last.
     pub(super) fn sync_firewall(&mut self) -> Result<()> {
         let mut compiler = self.state.firewall.compiler();
         let names = self.state.owner_names();
-        let (mut keys, mut sets) = (vec![], vec![]);
-        for endpoint in self.state.endpoints.iter().filter(|e| !e.ports.is_empty()) {
+        let (mut keys, mut sets, mut direct) = (vec![], vec![], BTreeMap::new());
+        for endpoint in &self.state.endpoints {
             let owner = names.of(&endpoint.owner);
-            let routed_addr = routed_addrs(&self.state, endpoint);
+            let routed = routed_addrs(&self.state, endpoint);
             for mapping in &endpoint.ports {
-                keys.push((publish_key(mapping), routed_key(routed_addr, mapping)));
-                sets.push(compiler.rule_set(&owner, mapping));
+                keys.push([Some(publish_key(mapping)), routed_key(routed, mapping)]);
+                sets.extend(mapping_rule_sets(&mut compiler, &owner, routed, mapping));
+            }
+            for addr in unprotected_addrs(&self.state, endpoint) {
+                direct.insert(addr, compiler.direct(&owner, addr.is_ipv6()));
             }
         }
         let ids = self.firewall.install(&mut self.datapath, &sets)?;
-        for ((key, routed), id) in keys.into_iter().zip(ids) {
-            for key in [Some(key), routed].into_iter().flatten() {
-                self.datapath.set_published_rule_set(key, id)?;
+        for (keys, ids) in keys.into_iter().zip(ids.chunks(2)) {
+            for (key, id) in keys.into_iter().zip(ids) {
+                if let Some(key) = key {
+                    self.datapath.set_published_rule_set(key, *id)?;
+                }
             }
         }
-        self.firewall.retain(&mut self.datapath, &sets.into_iter().collect());
+        self.firewall.sync_direct(&mut self.datapath, &direct)?;
+        let direct_sets = direct.into_values().flatten().flat_map(|(_, blocks)| blocks).map(|(_, set)| set);
+        self.firewall.retain(&mut self.datapath, &sets.into_iter().chain(direct_sets).collect());
         Ok(())
     }
 
@@ -361,6 +401,33 @@ pub(super) fn publish_keys<'a>(
         .ports
         .iter()
         .flat_map(move |m| [Some(publish_key(m)), routed_key(routed_addr, m)].into_iter().flatten())
+}
+
+/// The rule sets of a mapping's PUBLISHED keys: its host port's (`publish_key`), and on a
+/// routed family its container port's (`routed_key`: the container's own address, where
+/// clients address the container port; none elsewhere).
+fn mapping_rule_sets(
+    compiler: &mut firewall::Compiler,
+    owner: &str,
+    routed: RoutedAddrs,
+    mapping: &PortMapping,
+) -> [RuleSet; 2] {
+    let own_port = match routed_key(routed, mapping) {
+        Some(_) => {
+            compiler.rule_set_at(owner, mapping.proto, mapping.container_port, mapping.host_ip.is_ipv6())
+        }
+        None => RuleSet::default(),
+    };
+    [compiler.rule_set(owner, mapping), own_port]
+}
+
+/// The endpoint's addresses of the families its network leaves unprotected
+/// (`gateway_mode_ipv4=nat-unprotected`, `_ipv6`): the outside reaches their every port.
+fn unprotected_addrs(state: &State, endpoint: &Endpoint) -> Vec<IpAddr> {
+    let Some(net) = state.network_by_id(&endpoint.network_id) else {
+        return vec![];
+    };
+    endpoint.addresses().filter(|addr| net.unprotected(addr.is_ipv6())).collect()
 }
 
 /// The endpoint's addresses of the families its network routes (`gateway_mode_ipv4=routed`,

@@ -259,11 +259,7 @@ fn interface_config(
     counter_slot: u16,
 ) -> InterfaceConfig {
     let mut flags = 0;
-    let unprotected = |mode| subnet_flags(mode, net.internal) == SubnetInfo::UNPROTECTED;
-    let (unprotected_v4, unprotected_v6) = (
-        unprotected(net.bridge_options.gateway_mode_ipv4),
-        unprotected(net.bridge_options.gateway_mode_ipv6),
-    );
+    let (unprotected_v4, unprotected_v6) = (net.unprotected(false), net.unprotected(true));
     // On an unprotected network, every port of the container is as if published on its
     // own address: its replies take the published ports' way back.
     if publishes || unprotected_v4 || unprotected_v6 {

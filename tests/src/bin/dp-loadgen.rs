@@ -714,22 +714,41 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     // with 1,000 firewall rules on the port, none of which covers the client.
     let tcp_key = PublishKey { proto: 6, ..key };
     fixture.datapath.set_published(tcp_key, backend).unwrap();
-    let syn = {
-        let builder = etherparse::PacketBuilder::ethernet2(B_MAC, B_MAC)
-            .ipv4(remote, UPLINK_ADDR, 64)
-            .tcp(5555, 8080, 1000, 64000)
-            .syn();
+    let syn_to = |ip: etherparse::PacketBuilderStep<etherparse::IpHeaders>, port| {
         let mut frame = vec![];
-        builder.write(&mut frame, &[]).unwrap();
+        ip.tcp(5555, port, 1000, 64000).syn().write(&mut frame, &[]).unwrap();
         frame
     };
+    let uplink_frame = || etherparse::PacketBuilder::ethernet2(B_MAC, B_MAC);
+    let syn = syn_to(uplink_frame().ipv4(remote, UPLINK_ADDR, 64), 8080);
     let dnat_syn = measure(&mut fixture, from_uplink, &syn, Path::Published);
-    let rule_set = firewall_of_1000_rules(&mut fixture);
+    let mut installed = dataplane::firewall::Installed::default();
+    let (rules, rule_set) = firewall_of_1000_rules(&mut fixture, &mut installed);
     for published in [key, tcp_key] {
         fixture.datapath.set_published_rule_set(published, rule_set).unwrap();
     }
     let dnat_1000_rules = measure(&mut fixture, from_uplink, &inbound, Path::Published);
     let dnat_syn_1000_rules = measure(&mut fixture, from_uplink, &syn, Path::Published);
+
+    // An unprotected network's container (B) reached from outside on its own address
+    // (`publish::direct`, through `from_uplink_routed`): a connection's SYN, which takes
+    // the long way, and a confirmed flow's datagrams, which take its cached entry.
+    const B: [u8; 4] = [10, 1, 0, 3];
+    let red_gateway = std::net::IpAddr::from([10, 1, 0, 1]);
+    let unprotected = SubnetInfo::UNPROTECTED;
+    fixture.datapath.set_subnet("10.1.0.0/24".parse().unwrap(), RED, red_gateway, unprotected).unwrap();
+    let direct_syn_frame = syn_to(uplink_frame().ipv4(remote, B, 64), 22);
+    let direct_syn = measure(&mut fixture, from_uplink, &direct_syn_frame, Path::Published);
+    let direct_in = udp_between(B_MAC, (remote, 5555), (B, 5353));
+    let flags = InterfaceConfig::PUBLISHES | InterfaceConfig::UNPROTECTED_V4;
+    fixture.datapath.set_interface(LO, InterfaceConfig { v4_addr: B, flags, ..sender }).unwrap();
+    let _ = fixture.run_uplink(&direct_in);
+    let _ = fixture.run(&udp_between_macs(outbound, (B, 5353), (remote, 5555)));
+    let direct = measure(&mut fixture, from_uplink, &direct_in, Path::Published);
+    // The SYN again with the 1,000 rules on B's own address.
+    let direct_rules = rules.compiler().direct("bench", false);
+    installed.set_direct(&mut fixture.datapath, B.into(), &direct_rules).unwrap();
+    let direct_syn_1000_rules = measure(&mut fixture, from_uplink, &direct_syn_frame, Path::Published);
 
     // DNAT66 (a port published on `[::]`), in tc (`from_uplink`, then `from_uplink_v6`)
     // and in XDP, onto itself as above: the uplink's IPv6 address is A's, which publishes
@@ -748,6 +767,13 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
     let dnat66 = measure(&mut fixture, from_uplink, &inbound6, Path::Published);
     let reverse_dnat66 = measure(&mut fixture, from_container, &answer6, Path::PublishedReply);
     let xdp_dnat66 = xdp_runs(&mut fixture, &inbound6, false);
+    // A SYN to an unprotected container's own IPv6 address (`publish6::direct`).
+    fixture
+        .datapath
+        .set_subnet("fd00:1::/64".parse().unwrap(), RED, RED_GATEWAY6.into(), unprotected)
+        .unwrap();
+    let direct6_syn_frame = syn_to(uplink_frame().ipv6(remote6, B6, 64), 22);
+    let direct6_syn = measure(&mut fixture, from_uplink, &direct6_syn_frame, Path::Published);
     let log_instructions = fixture.kernel_log_instructions();
     json!({
         "forward_ns": forward, "forward6_ns": forward6, "isolation_drop_ns": isolation_drop, "slow_path_ns": slow_path,
@@ -758,6 +784,8 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
         "routed_ns": routed, "routed6_ns": routed6, "routed6_in_ns": routed6_in,
         "dnat_1000_rules_ns": dnat_1000_rules, "dnat_syn_ns": dnat_syn,
         "dnat_syn_1000_rules_ns": dnat_syn_1000_rules,
+        "direct_ns": direct, "direct_syn_ns": direct_syn, "direct6_syn_ns": direct6_syn,
+        "direct_syn_1000_rules_ns": direct_syn_1000_rules,
         "forward_listening_ns": forward_listening,
         "isolation_drop_listening_ns": (events_lost == 0).then_some(isolation_drop_listening),
         "kernel_log_instructions": log_instructions,
@@ -765,10 +793,13 @@ fn prog_cost(repeat: u32, kernel_log: log::LevelFilter) -> serde_json::Value {
 }
 
 /// Installs 1,000 deny rules for sources in 198.18.0.0/15 (none the bench's client), as
-/// the daemon would for a published port; returns their rule set.
-fn firewall_of_1000_rules(fixture: &mut dataplane_tests::datapath::Fixture) -> u16 {
+/// the daemon would for a published port; returns them and their rule set.
+fn firewall_of_1000_rules(
+    fixture: &mut dataplane_tests::datapath::Fixture,
+    installed: &mut dataplane::firewall::Installed,
+) -> (dataplane::firewall::Rules, u16) {
     use dataplane::{
-        firewall::{Action, Installed, RuleSpec, Rules, parse_source},
+        firewall::{Action, RuleSpec, Rules, parse_source},
         ports::{PortMapping, Proto},
     };
     let mut rules = Rules::default();
@@ -792,7 +823,8 @@ fn firewall_of_1000_rules(fixture: &mut dataplane_tests::datapath::Fixture) -> u
     };
     let set = rules.compiler().rule_set("bench", &mapping);
     assert_eq!(set.0.len(), 1000);
-    Installed::default().install(&mut fixture.datapath, &[set]).unwrap()[0]
+    let rule_set = installed.install(&mut fixture.datapath, &[set]).unwrap()[0];
+    (rules, rule_set)
 }
 
 /// `StatsFloor`: with BPF_ENABLE_STATS on, the kernel reads its clock before and after
