@@ -275,6 +275,32 @@ impl Fixture {
         self.datapath.counters().unwrap().into_iter().find(|(p, _)| *p == path).unwrap().1.packets
     }
 
+    /// Runs `frame` from the uplink and asserts that the firewall dropped it: the verdict,
+    /// the frame unchanged, one `DroppedFirewall` count, one hit of rule `slot`, and no
+    /// connection tracked.
+    pub fn assert_firewall_dropped(&mut self, frame: &[u8], slot: u32, what: &str) {
+        let (verdict, out) = self.run_uplink(frame);
+        assert_eq!(
+            (verdict, out.as_slice()),
+            (TC_ACT_SHOT, frame),
+            "{what} reached the container's own port"
+        );
+        assert_eq!(
+            self.count(Path::DroppedFirewall),
+            1,
+            "{what}: the drop was not counted as the firewall's"
+        );
+        assert_eq!(
+            self.datapath.firewall_hits(slot).unwrap(),
+            1,
+            "{what}: the deny rule's hit was not counted"
+        );
+        assert!(
+            self.datapath.dnat_unconfirmed().unwrap().is_empty(),
+            "{what}: a denied connection was tracked"
+        );
+    }
+
     /// Gives `addr`, the own address of `container` on an unprotected network, the
     /// firewall of `rules` as the daemon does (`Compiler::direct`, `Installed::set_direct`),
     /// then drops the rule sets nothing uses any more.

@@ -474,15 +474,7 @@ fn the_firewall_filters_what_reaches_an_unprotected_containers_own_ipv6_ports_fr
     let deny = rules.rules[0].slot;
 
     let denied = tcp6(GATEWAY_MAC, (REMOTE6, 33000), (B6, 22), true, false);
-    let (verdict, out) = fx.run_uplink(&denied);
-    assert_eq!(
-        (verdict, out),
-        (TC_ACT_SHOT, denied),
-        "a denied prefix's SYN reached the container's own port"
-    );
-    assert_eq!(fx.count(Path::DroppedFirewall), 1, "the drop was not counted as the firewall's");
-    assert_eq!(fx.datapath.firewall_hits(deny).unwrap(), 1, "the deny rule's hit was not counted");
-    assert!(fx.datapath.dnat_unconfirmed().unwrap().is_empty(), "a denied connection was tracked");
+    fx.assert_firewall_dropped(&denied, deny, "a denied prefix's SYN");
 
     for (frame, what) in [
         (tcp6(GATEWAY_MAC, (OTHER_REMOTE6, 33000), (B6, 22), true, false), "another prefix's SYN"),

@@ -414,15 +414,7 @@ fn the_firewall_filters_what_reaches_an_unprotected_containers_own_ports_from_ou
     let (allow, deny) = (rules.rules[0].slot, rules.rules[1].slot);
 
     let denied = tcp_segment(GATEWAY_MAC, (OTHER_REMOTE, 33000), (B, 22), "S", 1, 0);
-    let (verdict, out) = fx.run_uplink(&denied);
-    assert_eq!(
-        (verdict, out),
-        (TC_ACT_SHOT, denied),
-        "a denied source's SYN reached the container's own port"
-    );
-    assert_eq!(fx.count(Path::DroppedFirewall), 1, "the drop was not counted as the firewall's");
-    assert_eq!(fx.datapath.firewall_hits(deny).unwrap(), 1, "the deny rule's hit was not counted");
-    assert!(fx.datapath.dnat_unconfirmed().unwrap().is_empty(), "a denied connection was tracked");
+    fx.assert_firewall_dropped(&denied, deny, "a denied source's SYN");
 
     // The allow before the deny lets its source in, untranslated.
     let allowed = tcp_segment(GATEWAY_MAC, (REMOTE, 33000), (B, 22), "S", 1, 0);
